@@ -1,0 +1,211 @@
+// Package verifier turns a presented API key into its stored record.
+//
+// It owns the key format (Generate, Parse, DigestOf, Hint) and the Verifier:
+// a bounded in-memory cache in front of a store.Store that follows the
+// store's change log, so a revocation made anywhere reaches every gateway
+// within a second. The package imports nothing from Caddy.
+package verifier
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// DefaultPrefix is the key prefix used when none is configured.
+const DefaultPrefix = "kg"
+
+// KeyPattern matches a key with the default prefix. It is published for
+// secret scanners (GitHub, gitleaks, trufflehog) so a leaked key is found.
+const KeyPattern = `\bkg_(live|test)_[0-9A-Za-z]{49}\b`
+
+const (
+	// alphabet is in ASCII order, so comparing two fixed-width base62
+	// strings byte by byte compares the numbers they encode.
+	alphabet    = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	secretBytes = 32
+	secretLen   = 43 // 62^43 > 2^256 > 62^42
+	checksumLen = 6  // 62^6 > 2^32 > 62^5
+	envLen      = 4  // "live" and "test"
+	hintLen     = 8  // secret characters a Hint may reveal
+	idLen       = 16
+)
+
+// maxSecret is the base62 text of 2^256-1. A secret written above it holds
+// more than 32 bytes, so Generate never made it.
+var maxSecret = func() string {
+	var ones [secretBytes]byte
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	var out [secretLen]byte
+	encodeBase62(out[:], ones[:])
+	return string(out[:])
+}()
+
+// ValidPrefix reports whether p can prefix a key: a lowercase letter
+// followed by 1 to 9 lowercase letters or digits.
+func ValidPrefix(p string) bool {
+	if len(p) < 2 || len(p) > 10 || p[0] < 'a' || p[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		if c := p[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func validEnv(env string) bool { return env == "live" || env == "test" }
+
+// Generate returns a new key "<prefix>_<env>_<secret><checksum>" whose
+// secret is 32 bytes from crypto/rand. The caller shows it once and keeps
+// only DigestOf(key).
+func Generate(prefix, env string) (string, error) {
+	if !ValidPrefix(prefix) {
+		return "", fmt.Errorf("keygate: key prefix %q: want a lowercase letter followed by 1 to 9 lowercase letters or digits", prefix)
+	}
+	if !validEnv(env) {
+		return "", fmt.Errorf("keygate: key env %q: want live or test", env)
+	}
+	var secret [secretBytes]byte
+	rand.Read(secret[:]) // never fails: it crashes the program instead
+
+	body := len(prefix) + 1 + envLen + 1 + secretLen
+	key := make([]byte, body+checksumLen)
+	n := copy(key, prefix)
+	key[n] = '_'
+	n += 1 + copy(key[n+1:], env)
+	key[n] = '_'
+	encodeBase62(key[n+1:body], secret[:])
+	sum := checksum(string(key[:body]))
+	encodeBase62(key[body:], []byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})
+	return string(key), nil
+}
+
+// Parse checks a presented key's shape and checksum for the given prefix and
+// returns its env ("live" or "test"). It allocates nothing and reads the key
+// once, so a gateway can reject garbage before touching a cache or a store.
+// It rejects a wrong prefix or env, a wrong length, any byte outside the
+// base62 alphabet (so any non-ASCII byte), a secret above 32 bytes and a
+// wrong checksum.
+func Parse(key, prefix string) (env string, ok bool) {
+	p := len(prefix)
+	body := p + 1 + envLen + 1 + secretLen
+	if len(key) != body+checksumLen || !ValidPrefix(prefix) ||
+		key[:p] != prefix || key[p] != '_' || key[p+1+envLen] != '_' {
+		return "", false
+	}
+	env = key[p+1 : p+1+envLen]
+	if !validEnv(env) {
+		return "", false
+	}
+	secret := key[p+1+envLen+1 : body]
+	for i := p + 1 + envLen + 1; i < len(key); i++ {
+		if base62Value(key[i]) < 0 {
+			return "", false
+		}
+	}
+	if secret > maxSecret {
+		return "", false
+	}
+	var sum uint64
+	for i := body; i < len(key); i++ {
+		sum = sum*62 + uint64(base62Value(key[i]))
+	}
+	if sum != uint64(checksum(key[:body])) {
+		return "", false
+	}
+	return env, true
+}
+
+// checksum is CRC-32 (IEEE) of s. It walks the string itself because
+// crc32.ChecksumIEEE takes a []byte and converting would allocate.
+func checksum(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ crc>>8
+	}
+	return ^crc
+}
+
+// base62Value returns c's value in the alphabet, or -1.
+func base62Value(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'Z':
+		return int(c-'A') + 10
+	case c >= 'a' && c <= 'z':
+		return int(c-'a') + 36
+	}
+	return -1
+}
+
+// encodeBase62 writes the big-endian number in src into all of dst as
+// base62, left-padded with '0'. dst must be long enough for the number.
+func encodeBase62(dst, src []byte) {
+	// Schoolbook long division by 62, least significant digit first.
+	num := append(make([]byte, 0, secretBytes), src...)
+	for i := len(dst) - 1; i >= 0; i-- {
+		var rem uint
+		for j, b := range num {
+			cur := rem<<8 | uint(b)
+			num[j] = byte(cur / 62)
+			rem = cur % 62
+		}
+		dst[i] = alphabet[rem]
+	}
+}
+
+// DigestOf returns the SHA-256 digest of the key's text: the only form in
+// which a key is stored or cached. It allocates nothing for keys of any
+// sensible length.
+func DigestOf(key string) store.Digest {
+	// Copying into a stack array keeps the []byte conversion off the heap.
+	var buf [128]byte
+	if len(key) <= len(buf) {
+		return sha256.Sum256(buf[:copy(buf[:], key)])
+	}
+	return sha256.Sum256([]byte(key))
+}
+
+// Hint returns the key's prefix and env and the first 8 characters of its
+// secret, e.g. "kg_live_AbCd1234…", so operators can tell keys apart. For
+// text that is not shaped like a key it reveals nothing: "…".
+func Hint(key string) string {
+	for p := 2; p <= 10 && p < len(key); p++ {
+		if key[p] != '_' {
+			continue
+		}
+		start := p + 1 + envLen + 1
+		if !ValidPrefix(key[:p]) || len(key) < start+hintLen ||
+			!validEnv(key[p+1:p+1+envLen]) || key[start-1] != '_' {
+			break
+		}
+		return key[:start+hintLen] + "…"
+	}
+	return "…"
+}
+
+// NewID returns a new public key id: "key_" and 16 base62 characters from
+// crypto/rand. Ids appear in logs, the CLI and the admin API; keys never do.
+func NewID() string {
+	id := make([]byte, 0, len("key_")+idLen)
+	id = append(id, "key_"...)
+	var buf [32]byte
+	for len(id) < cap(id) {
+		rand.Read(buf[:])
+		for _, b := range buf {
+			// Rejecting 62 and 63 keeps every character equally likely.
+			if v := b & 63; v < 62 && len(id) < cap(id) {
+				id = append(id, alphabet[v])
+			}
+		}
+	}
+	return string(id)
+}
