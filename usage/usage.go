@@ -1,0 +1,264 @@
+// Package usage counts requests per key in memory and writes the counts to
+// the store in batches, so the request path never waits for a store write.
+//
+// Counts are kept per key and UTC hour. A flush swaps the in-memory tallies
+// for empty ones and adds them to the store (stores add, never overwrite, so
+// many gateways can flush into one database). A failed flush keeps its
+// tallies for the next attempt, up to MaxPending tallies; past that the
+// oldest hours are dropped and counted in Dropped.
+//
+// The package imports nothing from Caddy.
+package usage
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Sink receives flushed counts; store.Store implements it.
+type Sink interface {
+	AddUsage(ctx context.Context, deltas []store.UsageDelta) error
+}
+
+// Metric names, shared with the store's usage table.
+const (
+	MetricAllowed    = "allowed"
+	MetricRecipients = "recipients"
+	DeniedPrefix     = "denied."
+	StatusPrefix     = "status."
+)
+
+// StatusMetric returns the metric name of an HTTP status class, e.g.
+// "status.2xx", without allocating.
+func StatusMetric(status int) string {
+	switch {
+	case status >= 500:
+		return "status.5xx"
+	case status >= 400:
+		return "status.4xx"
+	case status >= 300:
+		return "status.3xx"
+	case status >= 200:
+		return "status.2xx"
+	}
+	return "status.1xx"
+}
+
+const numShards = 32
+
+type bucketKey struct {
+	keyID string
+	hour  int64 // unix seconds of the hour's start
+}
+
+type tally struct {
+	counts   map[string]int64
+	ips      map[string]int64
+	lastUsed int64 // unix nanoseconds
+	lastIP   string
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[bucketKey]*tally
+}
+
+// Recorder counts usage in memory. Its methods are safe for concurrent use.
+type Recorder struct {
+	shards [numShards]shard
+
+	// pending holds tallies whose flush failed, retried with the next one.
+	flushMu sync.Mutex
+	pending map[bucketKey]*tally
+
+	// MaxPending bounds pending tallies (key-hours) kept across failed
+	// flushes.
+	MaxPending int
+
+	flushes, failures, dropped atomic.Uint64
+}
+
+// NewRecorder returns an empty recorder.
+func NewRecorder() *Recorder {
+	r := &Recorder{MaxPending: 100_000, pending: map[bucketKey]*tally{}}
+	for i := range r.shards {
+		r.shards[i].m = map[bucketKey]*tally{}
+	}
+	return r
+}
+
+func shardOf(keyID string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(keyID); i++ {
+		h ^= uint32(keyID[i])
+		h *= 16777619
+	}
+	return h % numShards
+}
+
+// Record counts one request of keyID: metric (MetricAllowed or
+// DeniedPrefix+code), the response status class when status > 0, n
+// recipients, and the client IP. allowed requests also update the key's
+// last use.
+func (r *Recorder) Record(keyID, metric string, status int, recipients int64, ip string, now time.Time) {
+	if keyID == "" {
+		return
+	}
+	k := bucketKey{keyID, now.Unix() - now.Unix()%3600}
+	s := &r.shards[shardOf(keyID)]
+	s.mu.Lock()
+	t := s.m[k]
+	if t == nil {
+		t = &tally{counts: make(map[string]int64, 4), ips: make(map[string]int64, 1)}
+		s.m[k] = t
+	}
+	t.counts[metric]++
+	if status > 0 {
+		t.counts[StatusMetric(status)]++
+	}
+	if recipients > 0 {
+		t.counts[MetricRecipients] += recipients
+	}
+	if ip != "" {
+		t.ips[ip]++
+	}
+	if metric == MetricAllowed {
+		t.lastUsed = now.UnixNano()
+		t.lastIP = ip
+	}
+	s.mu.Unlock()
+}
+
+// Backlog returns how many key-hours wait for the next flush.
+func (r *Recorder) Backlog() int {
+	n := 0
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	r.flushMu.Lock()
+	n += len(r.pending)
+	r.flushMu.Unlock()
+	return n
+}
+
+// Stats reports flushes, failed flushes and dropped key-hours.
+func (r *Recorder) Stats() (flushes, failures, dropped uint64) {
+	return r.flushes.Load(), r.failures.Load(), r.dropped.Load()
+}
+
+// Flush writes everything counted so far to sink. On error the counts are
+// kept for the next Flush.
+func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		var taken map[bucketKey]*tally
+		if len(s.m) > 0 {
+			taken, s.m = s.m, map[bucketKey]*tally{}
+		}
+		s.mu.Unlock()
+		for k, t := range taken {
+			merge(r.pending, k, t)
+		}
+	}
+	if len(r.pending) == 0 {
+		return nil
+	}
+	deltas := make([]store.UsageDelta, 0, len(r.pending))
+	for k, t := range r.pending {
+		d := store.UsageDelta{
+			KeyID:  k.keyID,
+			Hour:   time.Unix(k.hour, 0).UTC(),
+			Counts: t.counts,
+			IPs:    t.ips,
+			LastIP: t.lastIP,
+		}
+		if t.lastUsed != 0 {
+			d.LastUsedAt = time.Unix(0, t.lastUsed).UTC()
+		}
+		deltas = append(deltas, d)
+	}
+	// Oldest first, so a store applying them in order keeps last_used_at
+	// monotonic and tests see a stable order.
+	sort.Slice(deltas, func(i, j int) bool {
+		if !deltas[i].Hour.Equal(deltas[j].Hour) {
+			return deltas[i].Hour.Before(deltas[j].Hour)
+		}
+		return deltas[i].KeyID < deltas[j].KeyID
+	})
+	if err := sink.AddUsage(ctx, deltas); err != nil {
+		r.failures.Add(1)
+		r.trimPending()
+		return err
+	}
+	r.flushes.Add(1)
+	r.pending = map[bucketKey]*tally{}
+	return nil
+}
+
+// trimPending drops the oldest hours once pending is over its bound, so a
+// long store outage cannot grow memory without limit.
+func (r *Recorder) trimPending() {
+	if r.MaxPending <= 0 || len(r.pending) <= r.MaxPending {
+		return
+	}
+	keys := make([]bucketKey, 0, len(r.pending))
+	for k := range r.pending {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].hour < keys[j].hour })
+	for _, k := range keys[:len(keys)-r.MaxPending] {
+		delete(r.pending, k)
+		r.dropped.Add(1)
+	}
+}
+
+func merge(into map[bucketKey]*tally, k bucketKey, t *tally) {
+	dst := into[k]
+	if dst == nil {
+		into[k] = t
+		return
+	}
+	for m, n := range t.counts {
+		dst.counts[m] += n
+	}
+	for ip, n := range t.ips {
+		dst.ips[ip] += n
+	}
+	if t.lastUsed > dst.lastUsed {
+		dst.lastUsed, dst.lastIP = t.lastUsed, t.lastIP
+	}
+}
+
+// Pending returns the recipients counted in memory (not yet flushed) for a
+// key since a time; quotas add it to what the store holds.
+func (r *Recorder) Pending(keyID string, since time.Time) int64 {
+	var n int64
+	from := since.Unix() - since.Unix()%3600
+	s := &r.shards[shardOf(keyID)]
+	s.mu.Lock()
+	for k, t := range s.m {
+		if k.keyID == keyID && k.hour >= from {
+			n += t.counts[MetricRecipients]
+		}
+	}
+	s.mu.Unlock()
+	r.flushMu.Lock()
+	for k, t := range r.pending {
+		if k.keyID == keyID && k.hour >= from {
+			n += t.counts[MetricRecipients]
+		}
+	}
+	r.flushMu.Unlock()
+	return n
+}

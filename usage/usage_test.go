@@ -1,0 +1,180 @@
+package usage
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// sink sums what it is given, and can be made to fail.
+type sink struct {
+	mu     sync.Mutex
+	fail   bool
+	calls  int
+	counts map[string]map[string]int64 // key -> metric -> n
+	ips    map[string]map[string]int64
+	last   map[string]time.Time
+}
+
+func newSink() *sink {
+	return &sink{counts: map[string]map[string]int64{}, ips: map[string]map[string]int64{}, last: map[string]time.Time{}}
+}
+
+func (s *sink) AddUsage(_ context.Context, deltas []store.UsageDelta) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.fail {
+		return errors.New("database is locked")
+	}
+	for _, d := range deltas {
+		if s.counts[d.KeyID] == nil {
+			s.counts[d.KeyID], s.ips[d.KeyID] = map[string]int64{}, map[string]int64{}
+		}
+		for m, n := range d.Counts {
+			s.counts[d.KeyID][m] += n
+		}
+		for ip, n := range d.IPs {
+			s.ips[d.KeyID][ip] += n
+		}
+		if d.LastUsedAt.After(s.last[d.KeyID]) {
+			s.last[d.KeyID] = d.LastUsedAt
+		}
+	}
+	return nil
+}
+
+var t0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+
+func TestRecorderCountsEverythingOnce(t *testing.T) {
+	r := NewRecorder()
+	s := newSink()
+	r.Record("key_a", MetricAllowed, 202, 3, "10.0.0.1", t0)
+	r.Record("key_a", MetricAllowed, 502, 0, "10.0.0.2", t0.Add(time.Minute))
+	r.Record("key_a", DeniedPrefix+"rate_limited", 429, 0, "10.0.0.1", t0.Add(2*time.Minute))
+	r.Record("key_b", DeniedPrefix+"revoked_key", 401, 0, "10.0.0.9", t0)
+	r.Record("", DeniedPrefix+"invalid_key", 401, 0, "10.0.0.9", t0) // unknown keys are not per-key usage
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]int64{
+		"key_a": {"allowed": 2, "denied.rate_limited": 1, "recipients": 3, "status.2xx": 1, "status.4xx": 1, "status.5xx": 1},
+		"key_b": {"denied.revoked_key": 1, "status.4xx": 1},
+	}
+	for key, metrics := range want {
+		for m, n := range metrics {
+			if got := s.counts[key][m]; got != n {
+				t.Errorf("%s %s = %d, want %d", key, m, got, n)
+			}
+		}
+	}
+	if len(s.counts) != 2 {
+		t.Errorf("keys flushed: %v", s.counts)
+	}
+	if s.ips["key_a"]["10.0.0.1"] != 2 || s.ips["key_a"]["10.0.0.2"] != 1 {
+		t.Errorf("ips: %v", s.ips["key_a"])
+	}
+	if !s.last["key_a"].Equal(t0.Add(time.Minute)) {
+		t.Errorf("last used = %v, want the last allowed request", s.last["key_a"])
+	}
+	if _, ok := s.last["key_b"]; ok {
+		t.Error("a denied-only key got a last-used time")
+	}
+	if err := r.Flush(context.Background(), s); err != nil || s.calls != 1 {
+		t.Errorf("an empty flush wrote to the store (calls=%d, err=%v)", s.calls, err)
+	}
+}
+
+func TestRecorderKeepsCountsWhenAFlushFails(t *testing.T) {
+	r := NewRecorder()
+	s := newSink()
+	s.fail = true
+	r.Record("key_a", MetricAllowed, 200, 0, "", t0)
+	if err := r.Flush(context.Background(), s); err == nil {
+		t.Fatal("flush into a failing store reported success")
+	}
+	r.Record("key_a", MetricAllowed, 200, 0, "", t0)
+	s.fail = false
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.counts["key_a"]["allowed"]; got != 2 {
+		t.Errorf("allowed = %d after a failed and a good flush, want 2", got)
+	}
+	if r.Backlog() != 0 {
+		t.Errorf("backlog %d after a good flush", r.Backlog())
+	}
+}
+
+func TestRecorderBoundsPendingAcrossAnOutage(t *testing.T) {
+	r := NewRecorder()
+	r.MaxPending = 3
+	s := newSink()
+	s.fail = true
+	for h := 0; h < 5; h++ {
+		r.Record("key_a", MetricAllowed, 200, 0, "", t0.Add(time.Duration(h)*time.Hour))
+	}
+	r.Flush(context.Background(), s)
+	if _, _, dropped := r.Stats(); dropped != 2 || r.Backlog() != 3 {
+		t.Errorf("dropped %d, backlog %d; want the 2 oldest hours dropped", dropped, r.Backlog())
+	}
+}
+
+func TestRecorderLosesNothingUnderConcurrentFlushes(t *testing.T) {
+	r := NewRecorder()
+	s := newSink()
+	var wg sync.WaitGroup
+	const writers, each = 8, 5000
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.Flush(context.Background(), s)
+			}
+		}
+	}()
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				r.Record("key_a", MetricAllowed, 200, 1, "10.0.0.1", t0)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	r.Flush(context.Background(), s)
+	if got := s.counts["key_a"]["allowed"]; got != writers*each {
+		t.Errorf("allowed = %d, want %d", got, writers*each)
+	}
+	if got := s.counts["key_a"]["recipients"]; got != writers*each {
+		t.Errorf("recipients = %d, want %d", got, writers*each)
+	}
+}
+
+func TestPendingRecipientsForQuotas(t *testing.T) {
+	r := NewRecorder()
+	r.Record("key_a", MetricAllowed, 200, 5, "", t0)
+	r.Record("key_a", MetricAllowed, 200, 7, "", t0.Add(-48*time.Hour))
+	if got := r.Pending("key_a", t0.Add(-time.Hour)); got != 5 {
+		t.Errorf("pending recipients since an hour ago = %d, want 5", got)
+	}
+}
+
+// BenchmarkRecord is the per-request cost of counting usage: no store write.
+func BenchmarkRecord(b *testing.B) {
+	r := NewRecorder()
+	r.Record("key_a", MetricAllowed, 200, 0, "10.0.0.1", t0)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r.Record("key_a", MetricAllowed, 200, 0, "10.0.0.1", t0)
+	}
+}
