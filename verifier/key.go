@@ -133,18 +133,20 @@ func checksum(s string) uint32 {
 	return ^crc
 }
 
-// base62Value returns c's value in the alphabet, or -1.
-func base62Value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+// base62Values maps a byte to its value in the alphabet, or -1; a table
+// because Parse looks up 49 bytes per key.
+var base62Values = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
-}
+	for v, c := range []byte(alphabet) {
+		t[c] = int8(v)
+	}
+	return t
+}()
+
+// base62Value returns c's value in the alphabet, or -1.
+func base62Value(c byte) int { return int(base62Values[c]) }
 
 // encodeBase62 writes the big-endian number in src into all of dst as
 // base62, left-padded with '0'. dst must be long enough for the number.

@@ -1,0 +1,427 @@
+package verifier
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// ErrUnknown means no key has this digest. The answer may come from the
+// negative cache, which a change to that digest clears.
+var ErrUnknown = errors.New("keygate: unknown key")
+
+// ErrUnavailable means the key is not cached and the store could not answer
+// (an error or a timeout). Callers answer 503 store_unavailable: failing
+// closed, never treating the key as valid or as unknown.
+var ErrUnavailable = errors.New("keygate: key store unavailable")
+
+// Options tune a Verifier. Zero values take the defaults.
+type Options struct {
+	// MaxCost bounds the cache, in entries; default 1<<20.
+	MaxCost int64
+	// NegativeTTL is how long an unknown digest is remembered, so a client
+	// retrying a wrong key cannot make every request a store query;
+	// default 10s.
+	NegativeTTL time.Duration
+	// PollInterval is how often the store's change log is polled; default
+	// 200ms. It bounds how long another process's change takes to be
+	// enforced here, which the contract caps at one second.
+	PollInterval time.Duration
+	// StoreTimeout bounds each store call; default 2s.
+	StoreTimeout time.Duration
+	// Logf, if set, receives the problems the poller works around.
+	Logf func(format string, args ...any)
+}
+
+// Stats counts what a Verifier did since it was created.
+type Stats struct {
+	Hits         uint64 // lookups answered with a cached record
+	Misses       uint64 // lookups that had to wait for the store
+	NegativeHits uint64 // lookups answered ErrUnknown from the cache
+	StoreQueries uint64 // KeyByDigest calls (concurrent misses share one)
+	StoreErrors  uint64 // KeyByDigest calls that failed or timed out
+}
+
+// Verifier looks up key records by digest through a bounded cache that
+// follows the store's change log. It is safe for concurrent use; one
+// Verifier can serve many handlers with different cache TTLs.
+//
+// # Why a revocation is never undone by a racing fill
+//
+// The cache's Set is asynchronous, and a fill may have read the store just
+// before a revocation was committed; deleting the entry is then not enough,
+// because the stale fill can land after the delete. So every entry carries
+// the value of a global sequence (seq) loaded before its store read, and the
+// time loaded before that. Invalidate increments seq, records the new value
+// for the digest and only then deletes the entry. Any fill that read the
+// store before the revocation committed loaded seq before Invalidate
+// incremented it, so its entry's seq is below the recorded one and a hit on
+// it is treated as a miss, wherever and whenever it lands.
+//
+// A record only has to outlive the entries it defeats. An entry is served
+// only while younger than the TTL of the Lookup that filled it (and of the
+// Lookup reading it), and both are at most maxTTL, the largest TTL seen
+// before the fill. Such an entry was filled before its invalidation, so once
+// a record is older than maxTTL (plus a margin) it is dropped safely. With no
+// records, a hit costs one extra atomic load.
+type Verifier struct {
+	st    store.Store
+	opts  Options
+	cache *ristretto.Cache[uint64, *entry]
+	group singleflight.Group
+	now   func() time.Time
+
+	seq        atomic.Uint64 // incremented by every invalidation
+	clearedSeq atomic.Uint64 // entries with seq below it are void
+	maxTTL     atomic.Int64  // largest TTL ever used, in nanoseconds
+
+	invMu  sync.Mutex
+	invs   map[store.Digest]invalidation
+	numInv atomic.Int64 // len(invs), read without the lock on hits
+
+	syncMu sync.Mutex // serializes Sync, which owns cursor
+	cursor int64      // last change-log sequence applied
+	synced bool       // cursor is known
+
+	hits, misses, negHits, queries, storeErrs atomic.Uint64
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// entry is one cached answer. rec == nil caches "unknown digest".
+type entry struct {
+	digest  store.Digest
+	rec     *store.Record
+	seq     uint64    // seq loaded before the store read
+	filled  time.Time // taken before seq was loaded
+	expires time.Time // filled + the filling Lookup's TTL
+}
+
+type invalidation struct {
+	seq uint64
+	at  time.Time
+}
+
+// pruneMargin pads maxTTL before an invalidation record is forgotten, so
+// clock reads a few instructions apart can never matter.
+const pruneMargin = time.Second
+
+// New returns a Verifier reading st, and starts polling st's change log
+// (and listening to it, if st is a store.Notifier). Call Close when done;
+// it does not close st.
+func New(st store.Store, o Options) (*Verifier, error) {
+	return newVerifier(st, o, time.Now)
+}
+
+// newVerifier is New with a clock, for tests.
+func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, error) {
+	if st == nil {
+		return nil, errors.New("keygate: verifier: nil store")
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"negative TTL", &o.NegativeTTL, 10 * time.Second},
+		{"poll interval", &o.PollInterval, 200 * time.Millisecond},
+		{"store timeout", &o.StoreTimeout, 2 * time.Second},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("keygate: verifier: %s %v is negative", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if o.MaxCost < 0 {
+		return nil, fmt.Errorf("keygate: verifier: cache size %d is negative", o.MaxCost)
+	}
+	if o.MaxCost == 0 {
+		o.MaxCost = 1 << 20
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
+		// Ten counters per entry is ristretto's advice; the cap keeps the
+		// admission sketch near 8 MB however large MaxCost is.
+		NumCounters:        min(10*o.MaxCost, 1<<22),
+		MaxCost:            o.MaxCost,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		KeyToHash:          keyToHash,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate: verifier: cache of %d entries: %w", o.MaxCost, err)
+	}
+	v := &Verifier{
+		st:    st,
+		opts:  o,
+		cache: cache,
+		now:   now,
+		invs:  map[store.Digest]invalidation{},
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	v.maxTTL.Store(int64(o.NegativeTTL))
+	ctx, cancel := context.WithTimeout(context.Background(), o.StoreTimeout)
+	if err := v.Sync(ctx); err != nil {
+		// Not fatal: the poller retries, and Lookup fails closed meanwhile.
+		o.Logf("%v", err)
+	}
+	cancel()
+	go v.poll()
+	return v, nil
+}
+
+// cacheKey is the first 8 bytes of the digest. It is not proof of a match:
+// a hit compares the whole digest.
+func cacheKey(d *store.Digest) uint64 { return binary.BigEndian.Uint64(d[:8]) }
+
+// keyToHash passes SHA-256 bits straight through: they are already uniform,
+// and ristretto's default hashing of a uint64 goes through an interface.
+// The conflict hash is 0 (ristretto then skips its check) because the key
+// alone carries no more bits; the full digest in the entry does that job.
+func keyToHash(k uint64) (uint64, uint64) { return k, 0 }
+
+// Lookup returns the record with digest d, or ErrUnknown, or ErrUnavailable.
+// ttl is the caller's cache_ttl: a cached answer older than ttl is not used,
+// and ttl <= 0 always asks the store. Lookup does not judge the record
+// (revoked, disabled, expired): the caller does.
+//
+// The record is shared with other callers and the cache: it must not be
+// modified (use Record.Clone).
+func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
+	if ttl > 0 {
+		v.noteTTL(ttl)
+		if e, ok := v.cached(&d, ttl); ok {
+			if e.rec == nil {
+				v.negHits.Add(1)
+				return nil, ErrUnknown
+			}
+			v.hits.Add(1)
+			return e.rec, nil
+		}
+	}
+	v.misses.Add(1)
+	return v.fill(ctx, d, ttl)
+}
+
+// noteTTL raises maxTTL to ttl. It must happen before the fill and before
+// the hit check that uses ttl; see the Verifier comment.
+func (v *Verifier) noteTTL(ttl time.Duration) {
+	for {
+		cur := v.maxTTL.Load()
+		if int64(ttl) <= cur || v.maxTTL.CompareAndSwap(cur, int64(ttl)) {
+			return
+		}
+	}
+}
+
+// cached returns the entry for d if it may answer a Lookup with this ttl.
+func (v *Verifier) cached(d *store.Digest, ttl time.Duration) (*entry, bool) {
+	e, ok := v.cache.Get(cacheKey(d))
+	if !ok || e == nil || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+		return nil, false
+	}
+	if now := v.now(); now.Sub(e.filled) >= ttl || !now.Before(e.expires) {
+		return nil, false
+	}
+	if e.seq < v.clearedSeq.Load() {
+		return nil, false
+	}
+	if v.numInv.Load() > 0 {
+		v.invMu.Lock()
+		inv, ok := v.invs[*d]
+		v.invMu.Unlock()
+		if ok && e.seq < inv.seq {
+			return nil, false
+		}
+	}
+	return e, true
+}
+
+// fill asks the store, one query for all concurrent callers of one digest,
+// and caches the answer unless it is an error.
+func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
+	filled := v.now()
+	seq := v.seq.Load()
+	// Callers that arrive after an invalidation load a higher seq and so
+	// start their own query instead of sharing one that may predate it.
+	var key [len(d) + 8]byte
+	copy(key[:], d[:])
+	binary.BigEndian.PutUint64(key[len(d):], seq)
+
+	ch := v.group.DoChan(string(key[:]), func() (any, error) {
+		v.queries.Add(1)
+		// One caller giving up must not fail the others sharing the query.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.opts.StoreTimeout)
+		defer cancel()
+		rec, err := v.st.KeyByDigest(sctx, d)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			rec = nil
+		case err != nil:
+			v.storeErrs.Add(1)
+			return nil, err
+		}
+		if ttl > 0 {
+			life := ttl
+			if rec == nil {
+				life = min(ttl, v.opts.NegativeTTL)
+			}
+			e := &entry{digest: d, rec: rec, seq: seq, filled: filled, expires: filled.Add(life)}
+			v.cache.SetWithTTL(cacheKey(&d), e, 1, life)
+		}
+		return rec, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, res.Err)
+		}
+		if rec := res.Val.(*store.Record); rec != nil {
+			return rec, nil
+		}
+		return nil, ErrUnknown
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// Invalidate forgets what is cached for d, including any fill of d that is
+// still in flight. Once it returns, no Lookup answers from anything read
+// from the store before Invalidate was called.
+func (v *Verifier) Invalidate(d store.Digest) {
+	v.invMu.Lock()
+	v.invs[d] = invalidation{seq: v.seq.Add(1), at: v.now()}
+	v.numInv.Store(int64(len(v.invs)))
+	v.invMu.Unlock()
+	v.cache.Del(cacheKey(&d))
+}
+
+// invalidateAll voids every cached entry, also those still being filled.
+// Void entries are left to be overwritten or evicted: ristretto's Clear is
+// not safe alongside concurrent Gets.
+func (v *Verifier) invalidateAll() {
+	inv := v.seq.Add(1)
+	for {
+		cur := v.clearedSeq.Load()
+		if inv <= cur || v.clearedSeq.CompareAndSwap(cur, inv) {
+			return
+		}
+	}
+}
+
+// prune forgets invalidation records that no usable entry can predate.
+func (v *Verifier) prune() {
+	if v.numInv.Load() == 0 {
+		return
+	}
+	horizon := time.Duration(v.maxTTL.Load()) + pruneMargin
+	now := v.now()
+	v.invMu.Lock()
+	for d, inv := range v.invs {
+		if now.Sub(inv.at) > horizon {
+			delete(v.invs, d)
+		}
+	}
+	v.numInv.Store(int64(len(v.invs)))
+	v.invMu.Unlock()
+}
+
+// Sync reads the store's change log now and invalidates every digest that
+// changed since the last Sync. The admin API calls it after its own writes,
+// so they are enforced on the very next request. If the change log cannot be
+// read in full, Sync voids the whole cache, which is always safe.
+func (v *Verifier) Sync(ctx context.Context) error {
+	v.syncMu.Lock()
+	defer v.syncMu.Unlock()
+	last, err := v.st.LastChange(ctx)
+	if err != nil {
+		return fmt.Errorf("keygate: verifier: reading the key change log position: %w", err)
+	}
+	switch {
+	case !v.synced || last < v.cursor:
+		// First contact, or the store was replaced: nothing cached can be
+		// trusted to be current.
+		v.invalidateAll()
+	case last > v.cursor:
+		changes, err := v.st.Changes(ctx, v.cursor)
+		if err != nil {
+			v.invalidateAll()
+			after := v.cursor
+			v.cursor = last
+			return fmt.Errorf("keygate: verifier: reading key changes after %d (cache cleared): %w", after, err)
+		}
+		for _, c := range changes {
+			v.Invalidate(c.Digest)
+			last = max(last, c.Seq)
+		}
+	}
+	v.cursor, v.synced = last, true
+	return nil
+}
+
+// poll runs Sync every PollInterval and whenever the store notifies a change.
+func (v *Verifier) poll() {
+	defer close(v.done)
+	var notify <-chan struct{}
+	if n, ok := v.st.(store.Notifier); ok {
+		notify = n.Notify()
+	}
+	tick := time.NewTicker(v.opts.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-tick.C:
+		case _, ok := <-notify:
+			if !ok {
+				notify = nil // the store closed it; keep polling
+				continue
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), v.opts.StoreTimeout)
+		if err := v.Sync(ctx); err != nil {
+			v.opts.Logf("%v", err)
+		}
+		cancel()
+		v.prune()
+	}
+}
+
+// Stats returns the counters so far.
+func (v *Verifier) Stats() Stats {
+	return Stats{
+		Hits:         v.hits.Load(),
+		Misses:       v.misses.Load(),
+		NegativeHits: v.negHits.Load(),
+		StoreQueries: v.queries.Load(),
+		StoreErrors:  v.storeErrs.Load(),
+	}
+}
+
+// Close stops the poller and frees the cache. It does not close the store.
+// Calling it more than once is harmless.
+func (v *Verifier) Close() {
+	v.closeOnce.Do(func() {
+		close(v.stop)
+		<-v.done
+		v.cache.Close()
+	})
+}

@@ -1,0 +1,461 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// fakeClock is a monotonic clock that tests move by hand.
+type fakeClock struct {
+	base   time.Time
+	offset atomic.Int64
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{base: time.Now()} }
+
+func (c *fakeClock) now() time.Time          { return c.base.Add(time.Duration(c.offset.Load())) }
+func (c *fakeClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+func newRecord(t testing.TB) *store.Record {
+	t.Helper()
+	return &store.Record{
+		ID:     NewID(),
+		Digest: DigestOf(mustGenerate(t, "kg", "live")),
+		Name:   "billing",
+		Env:    "live",
+		Scopes: []string{"mail.send"},
+	}
+}
+
+func newTestVerifier(t testing.TB, st store.Store, o Options, clock *fakeClock) *Verifier {
+	t.Helper()
+	now := time.Now
+	if clock != nil {
+		now = clock.now
+	}
+	o.Logf = t.Logf
+	v, err := newVerifier(st, o, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	return v
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		st   store.Store
+		o    Options
+	}{
+		{"no store", nil, Options{}},
+		{"negative cache size", newFakeStore(), Options{MaxCost: -1}},
+		{"negative NegativeTTL", newFakeStore(), Options{NegativeTTL: -time.Second}},
+		{"negative PollInterval", newFakeStore(), Options{PollInterval: -time.Second}},
+		{"negative StoreTimeout", newFakeStore(), Options{StoreTimeout: -time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v, err := New(tc.st, tc.o); err == nil {
+				v.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+		})
+	}
+}
+
+func TestNewStartsWhileStoreIsDown(t *testing.T) {
+	st := newFakeStore()
+	st.failWith(errors.New("connection refused"))
+	v := newTestVerifier(t, st, Options{}, nil)
+	if _, err := v.Lookup(context.Background(), DigestOf("kg_live_x"), time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Lookup = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestLookup runs each scenario as steps on a fresh verifier and store; a
+// step may move the clock, break or mend the store, then looks a key up.
+func TestLookup(t *testing.T) {
+	down := errors.New("connection refused")
+	type step struct {
+		after    time.Duration // clock advance before the lookup
+		storeErr error         // store failure during the lookup
+		unknown  bool          // look up a digest the store does not hold
+		ttl      time.Duration // the caller's cache_ttl
+		wantErr  error
+		reads    int64 // store reads so far
+	}
+	const ttl = 30 * time.Second
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"known key is read from the store once, then served from cache", []step{
+			{ttl: ttl, reads: 1},
+			{ttl: ttl, reads: 1},
+			{after: ttl - time.Second, ttl: ttl, reads: 1},
+		}},
+		{"cached key is read again once older than the caller's ttl", []step{
+			{ttl: ttl, reads: 1},
+			{after: ttl, ttl: ttl, reads: 2},
+		}},
+		{"caller with a shorter ttl does not use an entry older than it", []step{
+			{ttl: time.Minute, reads: 1},
+			{after: 10 * time.Second, ttl: 5 * time.Second, reads: 2},
+		}},
+		{"entry is not used past the ttl it was filled with, whatever the caller's", []step{
+			{ttl: 5 * time.Second, reads: 1},
+			{after: 6 * time.Second, ttl: time.Minute, reads: 2},
+		}},
+		{"ttl 0 always reads the store", []step{
+			{ttl: 0, reads: 1},
+			{ttl: 0, reads: 2},
+		}},
+		{"unknown key is ErrUnknown and remembered for NegativeTTL", []step{
+			{unknown: true, ttl: ttl, wantErr: ErrUnknown, reads: 1},
+			{unknown: true, after: 9 * time.Second, ttl: ttl, wantErr: ErrUnknown, reads: 1},
+			{unknown: true, after: time.Second, ttl: ttl, wantErr: ErrUnknown, reads: 2},
+		}},
+		{"unknown key is remembered no longer than the caller's ttl", []step{
+			{unknown: true, ttl: 2 * time.Second, wantErr: ErrUnknown, reads: 1},
+			{unknown: true, after: 2 * time.Second, ttl: ttl, wantErr: ErrUnknown, reads: 2},
+		}},
+		{"store error on a miss is ErrUnavailable and is not cached", []step{
+			{storeErr: down, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
+			{ttl: ttl, reads: 2},
+		}},
+		{"store error on an unknown key is ErrUnavailable, not ErrUnknown", []step{
+			{unknown: true, storeErr: down, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
+		}},
+		{"cached key keeps working while the store is down", []step{
+			{ttl: ttl, reads: 1},
+			{storeErr: down, ttl: ttl, reads: 1},
+			{storeErr: down, after: ttl, ttl: ttl, wantErr: ErrUnavailable, reads: 2},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFakeStore()
+			rec := newRecord(t)
+			st.put(rec)
+			clock := newFakeClock()
+			v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, clock)
+			for i, s := range tc.steps {
+				clock.advance(s.after)
+				st.failWith(s.storeErr)
+				d := rec.Digest
+				if s.unknown {
+					d = DigestOf("kg_live_unknown")
+				}
+				got, err := v.Lookup(context.Background(), d, s.ttl)
+				v.cache.Wait() // let the asynchronous cache fill land
+				if !errors.Is(err, s.wantErr) || (err == nil && got != rec) {
+					t.Fatalf("step %d: Lookup = %v, %v; want record %s, error %v", i, got, err, rec.ID, s.wantErr)
+				}
+				if n := st.reads.Load(); n != s.reads {
+					t.Fatalf("step %d: store read %d times, want %d", i, n, s.reads)
+				}
+			}
+		})
+	}
+}
+
+func TestLookupGivesUp(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the caller's own deadline
+	}{
+		{"store slower than StoreTimeout is ErrUnavailable", time.Minute},
+		{"caller whose context ends is answered ErrUnavailable at once", 20 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFakeStore()
+			st.block.Store(true)
+			v := newTestVerifier(t, st, Options{StoreTimeout: 50 * time.Millisecond}, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			start := time.Now()
+			_, err := v.Lookup(ctx, DigestOf("kg_live_slow"), time.Minute)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Lookup = %v, want ErrUnavailable", err)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("Lookup took %v", took)
+			}
+		})
+	}
+}
+
+func TestConcurrentMissesShareOneStoreQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		unknown bool
+		wantErr error
+	}{
+		{"100 lookups of one known key", false, nil},
+		{"100 lookups of one unknown key", true, ErrUnknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFakeStore()
+			rec := newRecord(t)
+			st.put(rec)
+			// Holding the answer back lets every goroutine pile up on it.
+			slow := func() { time.Sleep(100 * time.Millisecond) }
+			st.afterRead.Store(&slow)
+			v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+			d := rec.Digest
+			if tc.unknown {
+				d = DigestOf("kg_live_unknown")
+			}
+			var wg sync.WaitGroup
+			for range 100 {
+				wg.Go(func() {
+					if _, err := v.Lookup(context.Background(), d, time.Minute); !errors.Is(err, tc.wantErr) {
+						t.Errorf("Lookup = %v, want %v", err, tc.wantErr)
+					}
+				})
+			}
+			wg.Wait()
+			if s := v.Stats(); s.StoreQueries != 1 || st.reads.Load() != 1 {
+				t.Fatalf("%d store queries (stats %+v), want 1", st.reads.Load(), s)
+			}
+		})
+	}
+}
+
+func TestStats(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	unknown := DigestOf("kg_live_unknown")
+	for _, d := range []store.Digest{rec.Digest, rec.Digest, unknown, unknown} {
+		v.Lookup(ctx, d, time.Minute)
+		v.cache.Wait()
+	}
+	st.failWith(errors.New("down"))
+	v.Lookup(ctx, DigestOf("kg_live_other"), time.Minute)
+	want := Stats{Hits: 1, Misses: 3, NegativeHits: 1, StoreQueries: 3, StoreErrors: 1}
+	if got := v.Stats(); got != want {
+		t.Fatalf("Stats = %+v, want %+v", got, want)
+	}
+}
+
+// TestChangeIsEnforcedWithinASecond covers the contract's bound for changes
+// made by another process (CONTRACT.md §7).
+func TestChangeIsEnforcedWithinASecond(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		poll       time.Duration
+		notify     bool
+		changesErr error
+	}{
+		{"revocation is seen by polling the change log", 50 * time.Millisecond, false, nil},
+		{"revocation is seen at once when the store notifies", time.Hour, true, nil},
+		{"unreadable change log voids the whole cache", 50 * time.Millisecond, false, errors.New("changes: timeout")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := newFakeStore()
+			var st store.Store = fake
+			notify := make(chan struct{}, 1)
+			if tc.notify {
+				st = notifyingStore{fake, notify}
+			}
+			rec := newRecord(t)
+			fake.put(rec)
+			v := newTestVerifier(t, st, Options{PollInterval: tc.poll}, nil)
+			ctx := context.Background()
+			if _, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			v.cache.Wait()
+			if tc.changesErr != nil {
+				fake.changesErr.Store(&tc.changesErr)
+			}
+
+			start := time.Now()
+			fake.revoke(rec.Digest)
+			if tc.notify {
+				notify <- struct{}{}
+			}
+			for {
+				got, err := v.Lookup(ctx, rec.Digest, time.Hour)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Revoked() {
+					t.Logf("revocation enforced after %v", time.Since(start))
+					return
+				}
+				if time.Since(start) > time.Second {
+					t.Fatal("revocation not enforced within 1s")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestNewKeyIsFoundDespiteNegativeCache(t *testing.T) {
+	st := newFakeStore()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour, NegativeTTL: time.Hour}, nil)
+	rec := newRecord(t)
+	ctx := context.Background()
+	if _, err := v.Lookup(ctx, rec.Digest, time.Hour); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("Lookup before issue = %v, want ErrUnknown", err)
+	}
+	v.cache.Wait()
+	st.put(rec)
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil || got != rec {
+		t.Fatalf("Lookup after issue and Sync = %v, %v", got, err)
+	}
+}
+
+func TestSyncEnforcesOwnWritesOnTheNextLookup(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	v.Lookup(ctx, rec.Digest, time.Hour)
+	v.cache.Wait()
+	st.revoke(rec.Digest)
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil || !got.Revoked() {
+		t.Fatalf("Lookup after Sync = %+v, %v; want the revoked record", got, err)
+	}
+}
+
+// TestRevocationIsNeverUndoneByARacingFill races cold lookups, whose store
+// answers are held back for a random while after being read, against a
+// revocation. Once Invalidate has returned, no lookup may return the record
+// as it was before.
+func TestRevocationIsNeverUndoneByARacingFill(t *testing.T) {
+	rounds := 300
+	if testing.Short() {
+		rounds = 50
+	}
+	st := newFakeStore()
+	slow := func() { time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond) }
+	st.afterRead.Store(&slow)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	for round := range rounds {
+		rec := newRecord(t)
+		st.put(rec)
+		var revoked, stop atomic.Bool
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for !stop.Load() {
+					after := revoked.Load()
+					got, err := v.Lookup(ctx, rec.Digest, time.Hour)
+					if err != nil {
+						t.Errorf("round %d: Lookup: %v", round, err)
+						return
+					}
+					if after && !got.Revoked() {
+						t.Errorf("round %d: Lookup returned the unrevoked record after Invalidate returned", round)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+		st.revoke(rec.Digest)
+		v.Invalidate(rec.Digest)
+		revoked.Store(true)
+		time.Sleep(2 * time.Millisecond) // let stale fills land and be read
+		stop.Store(true)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func TestPruneKeepsInvalidationsWhileAnEntryCouldPredateThem(t *testing.T) {
+	const ttl = 30 * time.Second
+	for _, tc := range []struct {
+		name     string
+		after    time.Duration
+		wantKept bool
+	}{
+		{"record younger than the largest ttl is kept", ttl, true},
+		{"record older than the largest ttl and margin is dropped", ttl + pruneMargin + time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFakeStore()
+			clock := newFakeClock()
+			v := newTestVerifier(t, st, Options{PollInterval: time.Hour, NegativeTTL: time.Second}, clock)
+			v.Lookup(context.Background(), DigestOf("kg_live_any"), ttl)
+			v.Invalidate(DigestOf("kg_live_any"))
+			clock.advance(tc.after)
+			v.prune()
+			if kept := v.numInv.Load() == 1; kept != tc.wantKept {
+				t.Fatalf("invalidation kept = %v, want %v", kept, tc.wantKept)
+			}
+		})
+	}
+}
+
+func TestLookupHitAllocatesNothing(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	v.Lookup(ctx, rec.Digest, time.Minute)
+	v.cache.Wait()
+	if n := testing.AllocsPerRun(10000, func() { v.Lookup(ctx, rec.Digest, time.Minute) }); n != 0 {
+		t.Errorf("a cache hit allocates %v times, want 0", n)
+	}
+	if s := v.Stats(); s.StoreQueries != 1 {
+		t.Errorf("%d store queries, want 1 (hits only)", s.StoreQueries)
+	}
+}
+
+func BenchmarkLookupHit(b *testing.B) {
+	for _, tc := range []struct {
+		name          string
+		invalidations int // live invalidation records of other keys
+	}{
+		{"no invalidations", 0},
+		{"with invalidation records", 100},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			st := newFakeStore()
+			rec := newRecord(b)
+			st.put(rec)
+			v := newTestVerifier(b, st, Options{PollInterval: time.Hour}, nil)
+			for range tc.invalidations {
+				v.Invalidate(newRecord(b).Digest)
+			}
+			ctx := context.Background()
+			v.Lookup(ctx, rec.Digest, time.Minute)
+			v.cache.Wait()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := v.Lookup(ctx, rec.Digest, time.Minute); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			if s := v.Stats(); s.StoreQueries != 1 {
+				b.Fatalf("%d store queries, want 1", s.StoreQueries)
+			}
+		})
+	}
+}
