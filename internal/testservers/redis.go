@@ -1,0 +1,110 @@
+package testservers
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Redis is a redis-server process owned by one test.
+type Redis struct {
+	// Addr is host:port, for redis.Options.Addr.
+	Addr string
+
+	t    testing.TB
+	path string
+	dir  string
+	port int
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// StartRedis starts redis-server on a free loopback port, without
+// persistence, in a temporary directory, and stops it when the test ends.
+// It returns once the server answers PING.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	r := &Redis{
+		t:    t,
+		path: lookBinary(t, "redis-server", "apt-get install redis-server"),
+		dir:  t.TempDir(),
+		port: freePort(t),
+	}
+	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
+// Start starts the server again on the same port after Stop, as a Redis
+// coming back from an outage. It does nothing if the server is running.
+func (r *Redis) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return
+	}
+	logPath := filepath.Join(r.dir, "redis.log")
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		r.t.Fatalf("testservers: redis log: %v", err)
+	}
+	defer log.Close()
+	cmd := exec.Command(r.path,
+		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("testservers: starting %s: %v", r.path, err)
+	}
+	r.cmd = cmd
+	if err := waitUntil(10*time.Second, r.ping); err != nil {
+		out, _ := os.ReadFile(logPath)
+		r.t.Fatalf("testservers: redis-server on %s does not answer PING: %v\n%s", r.Addr, err, out)
+	}
+}
+
+// Stop kills the server and waits for it to exit. The port stays reserved
+// for Start.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// ping speaks just enough RESP to know the server is ready, so this package
+// needs no Redis client.
+func (r *Redis) ping() error {
+	conn, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(line) != "+PONG" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+// Package testservers starts throwaway database servers (Redis, PostgreSQL)
+// on free loopback ports for tests, and stops them when the test ends.
+//
+// A missing server binary skips the test on a developer machine and fails it
+// in CI (CI=true), where skipping would hide that nothing was tested.
+package testservers
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// lookBinary returns the path of the named server binary, or ends the test:
+// Fatal in CI, Skip elsewhere, both with how to install it.
+func lookBinary(t testing.TB, name, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found in PATH; install it with: %s", name, install)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// freePort returns a loopback TCP port that was free a moment ago. Another
+// process may take it before the server binds it; that is rare enough for tests.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testservers: finding a free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitUntil calls ready every 20ms until it returns nil or timeout passes,
+// and then returns its last error.
+func waitUntil(timeout time.Duration, ready func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,80 @@
+package ratelimit
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// RedisOptions configures Redis and RedisQuotas.
+type RedisOptions struct {
+	// Prefix starts every Redis key written, so that several deployments can
+	// share one Redis. Default "keygate:".
+	Prefix string
+	// Timeout bounds each Redis round trip; past it the local fallback decides.
+	// Default 100ms.
+	Timeout time.Duration
+	// Logf reports the start and end of a Redis outage, once each.
+	// Default: no logging.
+	Logf func(format string, args ...any)
+}
+
+func (o RedisOptions) withDefaults() RedisOptions {
+	if o.Prefix == "" {
+		o.Prefix = "keygate:"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 100 * time.Millisecond
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return o
+}
+
+// retryInterval is how long an outage lasts before Redis is tried again, so
+// that requests during an outage do not each wait for a timeout.
+const retryInterval = time.Second
+
+// outage tracks whether Redis is reachable, shared by every request of one
+// Redis-backed limiter. While Redis is down, one request per retryInterval
+// probes it and the others go straight to the local fallback.
+type outage struct {
+	what      string // "rate limits" or "quotas", for the log lines
+	logf      func(string, ...any)
+	down      atomic.Bool
+	retryAt   atomic.Int64 // unix nanoseconds; while down, the next probe time
+	fallbacks atomic.Uint64
+}
+
+// tryRedis reports whether this request should go to Redis at now.
+func (o *outage) tryRedis(now time.Time) bool {
+	if !o.down.Load() {
+		return true
+	}
+	next := o.retryAt.Load()
+	if now.UnixNano() < next {
+		return false
+	}
+	// Only the request that moves retryAt forward probes.
+	return o.retryAt.CompareAndSwap(next, now.Add(retryInterval).UnixNano())
+}
+
+// failed records a Redis error at now. An error caused by the caller's own
+// context (the client went away) says nothing about Redis and is ignored.
+func (o *outage) failed(ctx context.Context, err error, now time.Time) {
+	if ctx.Err() != nil {
+		return
+	}
+	o.retryAt.Store(now.Add(retryInterval).UnixNano())
+	if o.down.CompareAndSwap(false, true) {
+		o.logf("keygate: redis unreachable, %s fall back to this node's local limits: %v", o.what, err)
+	}
+}
+
+// succeeded records a Redis answer.
+func (o *outage) succeeded() {
+	if o.down.Load() && o.down.CompareAndSwap(true, false) {
+		o.logf("keygate: redis reachable again, %s are global again", o.what)
+	}
+}

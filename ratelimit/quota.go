@@ -1,0 +1,182 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// QuotaResult is one quota decision.
+type QuotaResult struct {
+	Allowed bool
+	Limit   int64
+	// Used is the period's count after this reservation if allowed, else the
+	// current count.
+	Used      int64
+	Remaining int64
+	// Reset is the time until the period ends.
+	Reset time.Duration
+}
+
+// Quotas counts recipients per key and period.
+type Quotas interface {
+	// Reserve adds n to key's count for the period [start,end) if it stays
+	// within limit; load returns the count already persisted for this period
+	// (called once per key+period per process, on first use).
+	Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
+		load func(context.Context) (int64, error), now time.Time) (QuotaResult, error)
+}
+
+// QuotaPeriod is the unit of a recipient quota: a UTC day or a calendar month.
+type QuotaPeriod int
+
+// Quota periods, as written after the slash of the quota option ("1000/d").
+const (
+	Day QuotaPeriod = iota + 1
+	Month
+)
+
+// ParseQuota parses "<N>/<d|mo>", the syntax of the quota option.
+func ParseQuota(s string) (int64, QuotaPeriod, error) {
+	count, unit, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("keygate: quota %q: want <N>/<d|mo>, e.g. 1000/d", s)
+	}
+	n, err := strconv.ParseInt(count, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, 0, fmt.Errorf("keygate: quota %q: count %q is not a positive integer", s, count)
+	}
+	switch unit {
+	case "d":
+		return n, Day, nil
+	case "mo":
+		return n, Month, nil
+	}
+	return 0, 0, fmt.Errorf("keygate: quota %q: unit %q is not d or mo", s, unit)
+}
+
+// Bounds returns the UTC period [start,end) containing now.
+func (p QuotaPeriod) Bounds(now time.Time) (start, end time.Time) {
+	y, m, d := now.UTC().Date()
+	if p == Month {
+		start = time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(0, 1, 0)
+	}
+	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	return start, start.AddDate(0, 0, 1)
+}
+
+// String is the unit as ParseQuota reads it.
+func (p QuotaPeriod) String() string {
+	if p == Month {
+		return "mo"
+	}
+	return "d"
+}
+
+// decide applies a reservation of n to a count of used and builds the result.
+func decideQuota(used, limit, n int64, end, now time.Time) QuotaResult {
+	r := QuotaResult{Limit: limit, Used: used, Reset: max(0, end.Sub(now))}
+	if n <= limit-used {
+		r.Allowed = true
+		r.Used += max(0, n)
+	}
+	r.Remaining = max(0, limit-r.Used)
+	return r
+}
+
+// LocalQuotas counts in this process. It is the quota counter of a single
+// node and the fallback of RedisQuotas.
+type LocalQuotas struct {
+	mu        sync.Mutex
+	counters  map[quotaKey]*counter
+	nextSweep time.Time
+}
+
+type quotaKey struct {
+	key   string
+	start int64 // unix seconds of the period start
+}
+
+type counter struct {
+	mu     sync.Mutex // held across load, so concurrent first uses load once
+	loaded bool
+	used   int64
+	end    time.Time
+}
+
+// quotaSweepInterval spaces the removal of counters of ended periods.
+const quotaSweepInterval = time.Minute
+
+// NewLocalQuotas returns empty in-process quota counters.
+func NewLocalQuotas() *LocalQuotas {
+	return &LocalQuotas{counters: make(map[quotaKey]*counter)}
+}
+
+// Reserve adds n to key's count for [start,end) if the count stays within
+// limit. The first use of a key and period loads the persisted count; if load
+// fails, Reserve returns its error and the next call loads again.
+func (q *LocalQuotas) Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
+	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
+	c := q.counter(key, start, end, now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loaded {
+		used, err := load(ctx)
+		if err != nil {
+			return QuotaResult{}, fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
+				key, start.UTC().Format(time.DateOnly), err)
+		}
+		c.used, c.loaded = used, true
+	}
+	r := decideQuota(c.used, limit, n, end, now)
+	c.used = r.Used
+	return r, nil
+}
+
+func (q *LocalQuotas) counter(key string, start, end, now time.Time) *counter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !now.Before(q.nextSweep) {
+		q.sweepLocked(now)
+		q.nextSweep = now.Add(quotaSweepInterval)
+	}
+	k := quotaKey{key: key, start: start.Unix()}
+	c, ok := q.counters[k]
+	if !ok {
+		c = &counter{end: end}
+		q.counters[k] = c
+	}
+	return c
+}
+
+// Sweep drops the counters of periods ended by now and returns how many.
+// Reserve also sweeps, at most once a minute.
+func (q *LocalQuotas) Sweep(now time.Time) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.sweepLocked(now)
+}
+
+func (q *LocalQuotas) sweepLocked(now time.Time) int {
+	dropped := 0
+	for k, c := range q.counters {
+		if !now.Before(c.end) {
+			delete(q.counters, k)
+			dropped++
+		}
+	}
+	return dropped
+}
+
+// Len is the number of counters held.
+func (q *LocalQuotas) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.counters)
+}
+
+var _ Quotas = (*LocalQuotas)(nil)

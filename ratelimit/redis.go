@@ -1,0 +1,84 @@
+package ratelimit
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis enforces limits across every node sharing one Redis, with GCRA
+// (github.com/go-redis/redis_rate): one round trip per decision, and a
+// single timestamp per key in Redis whatever the limit.
+//
+// Redis decides with its own clock, so the now passed to Allow only drives
+// the fallback and the outage retry schedule.
+//
+// If Redis errors or times out, the decision comes from the local fallback:
+// a caller never sees an error, and each node then enforces the limit on
+// its own (so a cluster of n nodes lets through up to n times the limit).
+type Redis struct {
+	limiter  *redis_rate.Limiter
+	fallback *Local
+	opts     RedisOptions
+	outage   outage
+}
+
+// NewRedis returns a limiter sharing its buckets through client and falling
+// back to fallback when client fails.
+func NewRedis(client redis.UniversalClient, fallback *Local, opts RedisOptions) *Redis {
+	opts = opts.withDefaults()
+	return &Redis{
+		limiter:  redis_rate.NewLimiter(client),
+		fallback: fallback,
+		opts:     opts,
+		outage:   outage{what: "rate limits", logf: opts.Logf},
+	}
+}
+
+// Allow takes one token from key's bucket in Redis, or from the local
+// fallback's while Redis is unreachable.
+func (r *Redis) Allow(ctx context.Context, key string, l Limit, now time.Time) Result {
+	if l.Validate() != nil {
+		return Result{Limit: l}
+	}
+	if r.outage.tryRedis(now) {
+		res, err := r.allow(ctx, key, l)
+		if err == nil {
+			r.outage.succeeded()
+			return res
+		}
+		r.outage.failed(ctx, err, now)
+	}
+	r.outage.fallbacks.Add(1)
+	return r.fallback.Allow(ctx, key, l, now)
+}
+
+func (r *Redis) allow(ctx context.Context, key string, l Limit) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	gcra := redis_rate.Limit{Rate: l.N, Period: l.Per, Burst: l.Size()}
+	res, err := r.limiter.Allow(ctx, r.opts.Prefix+key, gcra)
+	if err != nil {
+		return Result{}, err
+	}
+	out := Result{
+		Allowed:   res.Allowed > 0,
+		Limit:     l,
+		Remaining: max(0, res.Remaining),
+		Reset:     max(0, res.ResetAfter),
+	}
+	if !out.Allowed {
+		out.RetryAfter = max(0, res.RetryAfter)
+	}
+	return out, nil
+}
+
+// Fallbacks is how many decisions the local fallback made because Redis was
+// unreachable; export it as a metric to see outages.
+func (r *Redis) Fallbacks() uint64 {
+	return r.outage.fallbacks.Load()
+}
+
+var _ Limiter = (*Redis)(nil)

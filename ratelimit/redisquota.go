@@ -1,0 +1,131 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// reserveScript adds ARGV[2] to the counter KEYS[1] unless that would pass
+// the limit ARGV[1], in one atomic round trip. A missing counter is created
+// from the persisted count ARGV[4], expiring at ARGV[3] (unix ms, the period
+// end); when the caller has not loaded that count yet (ARGV[4] == "") the
+// script answers "missing" so that the store is only read when needed.
+//
+// Answers {status, used}: status 1 reserved, 0 over the limit, -1 missing.
+var reserveScript = redis.NewScript(`
+local used = redis.call("GET", KEYS[1])
+if used then
+  used = tonumber(used)
+elseif ARGV[4] == "" then
+  return {-1, 0}
+else
+  used = tonumber(ARGV[4])
+  redis.call("SET", KEYS[1], used)
+  redis.call("PEXPIREAT", KEYS[1], ARGV[3])
+end
+local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+if n > limit - used then
+  return {0, used}
+end
+if n > 0 then
+  used = redis.call("INCRBY", KEYS[1], n)
+end
+return {1, used}
+`)
+
+// RedisQuotas counts quotas across every node sharing one Redis. If Redis
+// errors or times out, the local fallback counts instead, initialised from
+// the persisted count like any first use.
+type RedisQuotas struct {
+	client   redis.UniversalClient
+	fallback *LocalQuotas
+	opts     RedisOptions
+	outage   outage
+}
+
+// NewRedisQuotas returns quota counters shared through client and falling
+// back to fallback when client fails.
+func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts RedisOptions) *RedisQuotas {
+	opts = opts.withDefaults()
+	return &RedisQuotas{
+		client:   client,
+		fallback: fallback,
+		opts:     opts,
+		outage:   outage{what: "quotas", logf: opts.Logf},
+	}
+}
+
+// Reserve adds n to key's count for [start,end) if the count stays within
+// limit. load is called only when Redis has no count for this period yet.
+// The only error returned is load's.
+func (q *RedisQuotas) Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
+	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
+	if q.outage.tryRedis(now) {
+		r, err := q.reserve(ctx, key, limit, n, start, end, load, now)
+		if err == nil {
+			q.outage.succeeded()
+			return r, nil
+		}
+		if le := (loadError{}); errors.As(err, &le) {
+			return QuotaResult{}, le.error
+		}
+		q.outage.failed(ctx, err, now)
+	}
+	q.outage.fallbacks.Add(1)
+	return q.fallback.Reserve(ctx, key, limit, n, start, end, load, now)
+}
+
+// loadError tells a failed load, returned to the caller, from a Redis error,
+// which triggers the fallback.
+type loadError struct{ error }
+
+func (e loadError) Unwrap() error { return e.error }
+
+func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
+	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
+	rkey := q.opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(start.Unix(), 10)
+	status, used, err := q.run(ctx, rkey, limit, n, end, "")
+	if err == nil && status == -1 {
+		persisted, err := load(ctx)
+		if err != nil {
+			return QuotaResult{}, loadError{fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
+				key, start.UTC().Format(time.DateOnly), err)}
+		}
+		status, used, err = q.run(ctx, rkey, limit, n, end, strconv.FormatInt(persisted, 10))
+	}
+	if err != nil {
+		return QuotaResult{}, err
+	}
+	if status == 1 {
+		// The script already added n; decide from the count before it.
+		return decideQuota(used-max(0, n), limit, n, end, now), nil
+	}
+	return QuotaResult{Limit: limit, Used: used, Remaining: max(0, limit-used), Reset: max(0, end.Sub(now))}, nil
+}
+
+// run executes reserveScript once, within the configured timeout.
+func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string) (status, used int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, q.opts.Timeout)
+	defer cancel()
+	v, err := reserveScript.Run(ctx, q.client, []string{rkey}, limit, n, end.UnixMilli(), initial).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("keygate: quota script on %q answered %v, want 2 integers", rkey, v)
+	}
+	return v[0], v[1], nil
+}
+
+// Fallbacks is how many reservations the local fallback made because Redis
+// was unreachable.
+func (q *RedisQuotas) Fallbacks() uint64 {
+	return q.outage.fallbacks.Load()
+}
+
+var _ Quotas = (*RedisQuotas)(nil)
