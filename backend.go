@@ -1,0 +1,201 @@
+package keygate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/keygate/caddy-keygate/ratelimit"
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/usage"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+// backend is the state that must outlive a config reload: the store, the
+// verified-key cache, rate-limit buckets, quota counters and unflushed usage
+// counts. There is one per store URI in this process, shared by every
+// keygate handler and by the admin API, kept in a caddy.UsagePool so a
+// reload (new config provisioned before the old one is cleaned up) keeps it
+// and a stop destroys it, flushing usage first.
+type backend struct {
+	uri      string
+	redacted string
+	store    store.Store
+	verifier *verifier.Verifier
+	limits   *ratelimit.Local // per-key request buckets
+	authFail *ratelimit.Local // failed key attempts per client IP
+	quotas   *ratelimit.LocalQuotas
+	usage    *usage.Recorder
+	logger   *zap.Logger
+
+	// prefixes records the key prefixes handlers on this store accept, so
+	// the admin API issues keys they will accept.
+	prefixes sync.Map
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+var backends = caddy.NewUsagePool()
+
+// usageFlushInterval bounds how long a count waits in memory.
+var usageFlushInterval = time.Second
+
+// defaultStoreURI is the embedded SQLite store in Caddy's data directory.
+func defaultStoreURI() string {
+	return "sqlite:" + store.DefaultSQLitePath(caddy.AppDataDir())
+}
+
+// normalizeStoreURI makes relative SQLite paths absolute so one file has
+// one backend whatever the working directory was.
+func normalizeStoreURI(uri string) string {
+	if uri == "" {
+		return defaultStoreURI()
+	}
+	if p, ok := cutPrefix(uri, "sqlite:"); ok && !filepath.IsAbs(p) {
+		if abs, err := filepath.Abs(p); err == nil {
+			return "sqlite:" + abs
+		}
+	}
+	return uri
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// acquireBackend returns the backend for uri, opening it on first use. Each
+// call must be paired with releaseBackend.
+func acquireBackend(uri string, logger *zap.Logger) (*backend, error) {
+	v, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
+		return openBackend(uri, logger)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*backend), nil
+}
+
+func releaseBackend(uri string) {
+	_, _ = backends.Delete(uri)
+}
+
+func openBackend(uri string, logger *zap.Logger) (*backend, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	redacted := store.RedactURI(uri)
+	st, err := store.Open(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("keygate: store %s: %w", redacted, err)
+	}
+	b, err := newBackend(uri, st, logger)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// newBackend starts the shared state around an open store.
+func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error) {
+	redacted := store.RedactURI(uri)
+	st = instrumentStore(st)
+	logger = logger.With(zap.String("store", redacted))
+	v, err := verifier.New(st, verifier.Options{
+		Logf: func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate: store %s: %w", redacted, err)
+	}
+	b := &backend{
+		uri:      uri,
+		redacted: redacted,
+		store:    st,
+		verifier: v,
+		limits:   ratelimit.NewLocal(),
+		authFail: ratelimit.NewLocal(),
+		quotas:   ratelimit.NewLocalQuotas(),
+		usage:    usage.NewRecorder(),
+		logger:   logger,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go b.run()
+	return b, nil
+}
+
+// run flushes usage and sweeps idle limiters until Destruct.
+func (b *backend) run() {
+	defer close(b.done)
+	flush := time.NewTicker(usageFlushInterval)
+	defer flush.Stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-flush.C:
+			b.flushUsage()
+		case now := <-sweep.C:
+			n := b.limits.Sweep(now) + b.authFail.Sweep(now)
+			metrics.limiterEvictions.Add(float64(n))
+		}
+	}
+}
+
+func (b *backend) flushUsage() {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := b.usage.Flush(ctx, b.store)
+	metrics.flushSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		metrics.flushErrors.Inc()
+		b.logger.Error("keygate: writing usage counts failed; they are kept and retried", zap.Error(err))
+	}
+}
+
+// Destruct stops the background work, writes every count still in memory
+// and closes the store. Caddy calls it when the last config using this store
+// is unloaded (caddy stop), never on a reload.
+func (b *backend) Destruct() error {
+	close(b.stop)
+	<-b.done
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 0; attempt < 3; attempt++ {
+		err := b.usage.Flush(ctx, b.store)
+		if err == nil {
+			break
+		}
+		if attempt == 2 {
+			errs = append(errs, fmt.Errorf("keygate: final usage flush: %w", err))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.verifier.Close()
+	if err := b.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// afterWrite makes a change made by this process through the store enforced
+// on the very next request: it reads the change log now instead of waiting
+// for the next poll.
+func (b *backend) afterWrite(ctx context.Context) {
+	if err := b.verifier.Sync(ctx); err != nil {
+		b.logger.Warn("keygate: reading the change log after a write failed", zap.Error(err))
+	}
+}

@@ -1,0 +1,209 @@
+package keygate
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/keygate/caddy-keygate/mailapi"
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("keygate", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	keygate {
+//		store      <uri>                     # sqlite:PATH (default: Caddy's data dir/keygate/keys.db) | postgres://...
+//		prefix     <prefix>                  # accepted key prefix (default kg)
+//		env        live|test|any             # key environments this route accepts (default any)
+//		key_header <Header-Name>             # also read the key from this header (repeatable)
+//		scope      <name> [<METHOD>] <path>  # route -> required scope; first match wins
+//		rate       <N>/<s|m|h|d> [burst <M>] # default per-key request rate
+//		cache_ttl  <duration>                # how long a verified key is cached (default 30s)
+//		failed_auth_limit <N>/<s|m|h>        # failed key attempts per client IP (default 20/m)
+//		whoami     <path>                    # answer the presented key's own record here
+//		mail_api   <dialect>                 # sendgrid|postmark|mailgun|resend|ses|mailjet|brevo|mailpit
+//		quota      <N>/<d|mo>                # default per-key recipients per UTC day / month
+//		max_body   <size>                    # largest send payload inspected (default 10MB)
+//		ratelimit  redis <url>               # shared limits and quotas across nodes
+//	}
+//
+// Every option is checked here so a mistake names its line and value.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "store":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(v, "sqlite:") && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.HasPrefix(v, "{") {
+				return d.Errf("keygate: store %q: want sqlite:PATH or postgres://…", store.RedactURI(v))
+			}
+			h.Store = v
+		case "prefix":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if !verifier.ValidPrefix(v) {
+				return d.Errf("keygate: prefix %q: want 2-10 characters, a-z then a-z or 0-9", v)
+			}
+			h.Prefix = v
+		case "env":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if v != "live" && v != "test" && v != "any" {
+				return d.Errf("keygate: env %q: want live, test or any", v)
+			}
+			h.Env = v
+		case "key_header":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if strings.ContainsAny(v, " :\t") {
+				return d.Errf("keygate: key_header %q is not a header name", v)
+			}
+			h.KeyHeaders = append(h.KeyHeaders, v)
+		case "scope":
+			args := d.RemainingArgs()
+			rule := ScopeRule{}
+			switch len(args) {
+			case 2:
+				rule.Scope, rule.Path = args[0], args[1]
+			case 3:
+				rule.Scope, rule.Method, rule.Path = args[0], args[1], args[2]
+			default:
+				return d.Errf("keygate: scope: want <name> [<METHOD>] <path>, got %d arguments", len(args))
+			}
+			probe := rule
+			if err := probe.provision(); err != nil {
+				return d.Err(err.Error())
+			}
+			if rule.Method != "" {
+				rule.Method = strings.ToUpper(rule.Method)
+			}
+			h.Scopes = append(h.Scopes, rule)
+		case "rate":
+			args := d.RemainingArgs()
+			if len(args) != 1 && !(len(args) == 3 && args[1] == "burst") {
+				return d.Errf("keygate: rate: want <N>/<s|m|h|d> [burst <M>], got %q", strings.Join(args, " "))
+			}
+			if _, err := store.ParseRate(args[0]); err != nil {
+				return d.Errf("keygate: %v", err)
+			}
+			h.Rate = args[0]
+			if len(args) == 3 {
+				b, err := strconv.Atoi(args[2])
+				if err != nil || b < 1 {
+					return d.Errf("keygate: rate: burst %q is not a positive whole number", args[2])
+				}
+				h.Burst = b
+			}
+		case "cache_ttl":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("keygate: cache_ttl %q is not a positive duration (e.g. 30s)", v)
+			}
+			h.CacheTTL = caddy.Duration(dur)
+		case "failed_auth_limit":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, err := store.ParseRate(v); err != nil {
+				return d.Errf("keygate: failed_auth_limit: %v", err)
+			}
+			h.FailedAuthLimit = v
+		case "whoami":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(v, "/") {
+				return d.Errf("keygate: whoami %q: want a path starting with /", v)
+			}
+			h.Whoami = v
+		case "mail_api":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, ok := mailapi.Lookup(v); !ok {
+				return d.Errf("keygate: mail_api %q: want one of %s", v, strings.Join(mailapi.Names(), ", "))
+			}
+			h.MailAPI = v
+		case "quota":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, err := store.ParseQuota(v); err != nil {
+				return d.Errf("keygate: %v", err)
+			}
+			h.Quota = v
+		case "max_body":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 || size > 1<<30 {
+				return d.Errf("keygate: max_body %q is not a size between 1B and 1GB (e.g. 10MB)", v)
+			}
+			h.MaxBody = int64(size)
+		case "ratelimit":
+			args := d.RemainingArgs()
+			if len(args) != 2 || args[0] != "redis" {
+				return d.Errf("keygate: ratelimit: want redis <url>, got %q", strings.Join(args, " "))
+			}
+			if !strings.HasPrefix(args[1], "redis://") && !strings.HasPrefix(args[1], "rediss://") && !strings.HasPrefix(args[1], "{") {
+				return d.Errf("keygate: ratelimit redis %q: want redis://host:port[/db]", store.RedactURI(args[1]))
+			}
+			h.RateLimitRedis = args[1]
+		default:
+			return d.Errf("keygate: unknown option %q", opt)
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return "", d.Errf("keygate: %s: want exactly one value, got %d", opt, len(args))
+	}
+	return args[0], nil
+}
+
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

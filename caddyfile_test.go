@@ -1,0 +1,107 @@
+package keygate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/keygate/caddy-keygate"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func adapt(t *testing.T, src string) ([]byte, error) {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	out, _, err := adapter.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	return out, err
+}
+
+// TestCaddyfileGolden adapts every testdata/caddyfile/*.caddyfile and
+// compares the JSON with the .json beside it (go test -update rewrites).
+func TestCaddyfileGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/caddyfile/*.caddyfile")
+	if len(files) == 0 {
+		t.Fatal("no golden Caddyfiles")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := adapt(t, string(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pretty bytes.Buffer
+			json.Indent(&pretty, out, "", "\t")
+			pretty.WriteByte('\n')
+			golden := strings.TrimSuffix(f, ".caddyfile") + ".json"
+			if *update {
+				os.WriteFile(golden, pretty.Bytes(), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapted config differs from %s:\n%s", golden, pretty.String())
+			}
+		})
+	}
+}
+
+func TestCaddyfileOrderedBeforeReverseProxyWithoutOrderOption(t *testing.T) {
+	out, err := adapt(t, ":8080 {\n\treverse_proxy 127.0.0.1:9000\n\tkeygate\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if k, r := strings.Index(s, `"handler":"keygate"`), strings.Index(s, `"handler":"reverse_proxy"`); k < 0 || r < 0 || k > r {
+		t.Fatalf("keygate is not ordered before reverse_proxy: %s", s)
+	}
+}
+
+func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
+	cases := []struct {
+		name, option, want string
+	}{
+		{"unknown option", "colour blue", `unknown option "colour"`},
+		{"bad env", "env prod", `env "prod"`},
+		{"bad rate unit", "rate 10/w", `unit "w"`},
+		{"bad rate count", "rate ten/m", `"ten"`},
+		{"burst without number", "rate 10/m burst x", `burst "x"`},
+		{"bad method", "scope mail.send PUTT /v3/mail/send", `method "PUTT" is not an HTTP method`},
+		{"scope without path", "scope mail.send", `scope: want <name> [<METHOD>] <path>`},
+		{"bad scope name", "scope Mail!Send /x", `scope "Mail!Send"`},
+		{"bad prefix", "prefix K", `prefix "K"`},
+		{"bad cache_ttl", "cache_ttl soon", `cache_ttl "soon"`},
+		{"bad mail_api", "mail_api pigeon", `mail_api "pigeon"`},
+		{"bad quota", "quota 10/w", `unit "w"`},
+		{"bad max_body", "max_body huge", `max_body "huge"`},
+		{"bad store", "store mysql://x", `store "mysql://x"`},
+		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
+		{"two values", "whoami /a /b", `whoami: want exactly one value`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := ":8080 {\n\tkeygate {\n\t\t" + tc.option + "\n\t}\n}\n"
+			_, err := adapt(t, src)
+			if err == nil {
+				t.Fatalf("no error for %q", tc.option)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "Caddyfile:3") {
+				t.Errorf("error %q should contain %q and the line Caddyfile:3", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,564 @@
+package keygate
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "keys",
+		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events> [--store <uri>] [--json]",
+		Short: "Manages keygate API keys",
+		Long: `
+Manages the API keys that keygate accepts. Keys live in the store given by
+--store, else $KEYGATE_STORE, else the SQLite file keygate uses by default
+(keygate/keys.db in Caddy's data directory). Changes are enforced by running
+gateways within one second.
+
+A key is printed once, when it is issued or rotated; keygate keeps only its
+SHA-256 digest. Every subcommand takes --json for scripts.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.PersistentFlags().String("store", "", "Key store URI (sqlite:PATH or postgres://…); default $KEYGATE_STORE or Caddy's data dir")
+			cmd.PersistentFlags().Bool("json", false, "Print JSON for scripts")
+			cmd.SilenceUsage = true
+			for _, sub := range keysCommands() {
+				cmd.AddCommand(sub)
+			}
+		},
+	})
+}
+
+// cli is what every subcommand gets: the open store, output and flags.
+type cli struct {
+	st    store.Store
+	out   io.Writer
+	json  bool
+	flags *pflag.FlagSet
+	actor string
+}
+
+// run wraps a subcommand: opens the store, runs, closes the store, and
+// turns an error into one line on stderr and exit status 1.
+func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := func() error {
+			uri, _ := cmd.Flags().GetString("store")
+			if uri == "" {
+				uri = os.Getenv("KEYGATE_STORE")
+			}
+			uri = normalizeStoreURI(uri)
+			st, err := store.Open(ctx, uri)
+			if err != nil {
+				return fmt.Errorf("store %s: %v", store.RedactURI(uri), err)
+			}
+			defer st.Close()
+			asJSON, _ := cmd.Flags().GetBool("json")
+			return f(ctx, &cli{st: st, out: cmd.OutOrStdout(), json: asJSON, flags: cmd.Flags(), actor: cliActor()}, args)
+		}()
+		cancel()
+		if err != nil {
+			msg := strings.TrimPrefix(err.Error(), errBadInput.Error()+": ")
+			fmt.Fprintln(os.Stderr, "caddy keys "+cmd.Name()+": "+msg)
+			os.Exit(1)
+		}
+		return nil
+	}
+}
+
+// cliActor names who ran the command in audit events: OS user and host.
+func cliActor() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return "cli " + name + "@" + host
+}
+
+// specFlags registers the flags shared by issue and update.
+func specFlags(fs *pflag.FlagSet) {
+	fs.String("name", "", "Name of the integration, e.g. crm-sync")
+	fs.String("owner", "", "Owner (team or person) responsible for the key")
+	fs.String("env", "live", "Key environment: live or test")
+	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)")
+	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)")
+	fs.Int("burst", 0, "Bucket size for --rate (default: the rate's count)")
+	fs.String("expires", "", "Expiry: a duration from now (90d, 12h) or an RFC 3339 time")
+	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)")
+	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)")
+	fs.String("quota", "", "Recipient quota N/d or N/mo (UTC)")
+	fs.Int("max-recipients", 0, "Most recipients per send request")
+	fs.Bool("allow-on-behalf-of", false, "Let the key pass On-Behalf-Of / X-Mailgun-On-Behalf-Of upstream")
+}
+
+// specFrom reads the flags the user actually set into a KeySpec.
+func specFrom(fs *pflag.FlagSet) KeySpec {
+	var s KeySpec
+	str := func(name string) *string {
+		if !fs.Changed(name) {
+			return nil
+		}
+		v, _ := fs.GetString(name)
+		return &v
+	}
+	list := func(name string) *[]string {
+		if !fs.Changed(name) {
+			return nil
+		}
+		v, _ := fs.GetStringArray(name)
+		return &v
+	}
+	num := func(name string) *int {
+		if !fs.Changed(name) {
+			return nil
+		}
+		v, _ := fs.GetInt(name)
+		return &v
+	}
+	flag := func(name string) *bool {
+		if fs.Lookup(name) == nil || !fs.Changed(name) {
+			return nil
+		}
+		v, _ := fs.GetBool(name)
+		return &v
+	}
+	s.Name, s.Owner, s.Env, s.Rate, s.Expires, s.Quota = str("name"), str("owner"), str("env"), str("rate"), str("expires"), str("quota")
+	s.Scopes, s.AllowedIPs, s.SenderDomains = list("scope"), list("allow-ip"), list("sender-domain")
+	s.Burst, s.MaxRecipients = num("burst"), num("max-recipients")
+	s.AllowOnBehalfOf = flag("allow-on-behalf-of")
+	if fs.Lookup("prefix") != nil {
+		s.Prefix = str("prefix")
+	}
+	return s
+}
+
+func keysCommands() []*cobra.Command {
+	issue := &cobra.Command{
+		Use:   "issue --name NAME --scope SCOPE [flags]",
+		Short: "Issue a new key and print it once",
+		Args:  cobra.NoArgs,
+		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
+			spec := specFrom(c.flags)
+			if spec.Env == nil {
+				env := "live"
+				spec.Env = &env
+			}
+			rec, key, err := issueKey(ctx, c.st, spec, c.actor)
+			if err != nil {
+				return err
+			}
+			return c.printIssued(rec, key)
+		}),
+	}
+	specFlags(issue.Flags())
+	issue.Flags().String("prefix", "kg", "Key prefix (must match the route's prefix option)")
+
+	list := &cobra.Command{
+		Use:   "list [--owner O] [--all]",
+		Short: "List keys (never the keys themselves)",
+		Args:  cobra.NoArgs,
+		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
+			owner, _ := c.flags.GetString("owner")
+			all, _ := c.flags.GetBool("all")
+			recs, err := c.st.ListKeys(ctx, store.ListFilter{Owner: owner, All: all})
+			if err != nil {
+				return err
+			}
+			if recs == nil {
+				recs = []*store.Record{}
+			}
+			if c.json {
+				return c.printJSON(recs)
+			}
+			return c.printTable(recs)
+		}),
+	}
+	list.Flags().String("owner", "", "Only keys of this owner")
+	list.Flags().Bool("all", false, "Include revoked and expired keys")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one key's record",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			rec, err := c.st.Key(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.printRecord(rec)
+		}),
+	}
+
+	update := &cobra.Command{
+		Use:   "update ID [flags] [--disable|--enable]",
+		Short: "Change a key's settings, or disable / enable it",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			spec := specFrom(c.flags)
+			dis, _ := c.flags.GetBool("disable")
+			en, _ := c.flags.GetBool("enable")
+			switch {
+			case dis && en:
+				return badInput("--disable and --enable together")
+			case dis || en:
+				spec.Disabled = &dis
+			}
+			if spec == (KeySpec{}) {
+				return badInput("nothing to change; give at least one flag (see --help)")
+			}
+			rec, err := updateKey(ctx, c.st, args[0], spec, c.actor)
+			if err != nil {
+				return err
+			}
+			return c.printRecord(rec)
+		}),
+	}
+	specFlags(update.Flags())
+	update.Flags().Bool("disable", false, "Disable the key (disabled_key) until --enable")
+	update.Flags().Bool("enable", false, "Enable a disabled key")
+
+	rotate := &cobra.Command{
+		Use:   "rotate ID [--grace DURATION]",
+		Short: "Issue a new key with the same settings; the old one works until the grace period ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			g, _ := c.flags.GetString("grace")
+			grace, err := parseGrace(g)
+			if err != nil {
+				return err
+			}
+			rec, key, err := rotateKey(ctx, c.st, args[0], grace, c.actor)
+			if err != nil {
+				return err
+			}
+			return c.printIssued(rec, key)
+		}),
+	}
+	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now)")
+
+	revoke := &cobra.Command{
+		Use:   "revoke ID | --key KEY | --owner OWNER [--reason TEXT] [--yes]",
+		Short: "Revoke a key by id, a leaked key by its value, or every key of an owner",
+		Args:  cobra.MaximumNArgs(1),
+		RunE:  run(runRevoke),
+	}
+	revoke.Flags().String("key", "", "Revoke the key with this value (a leaked key); the value is only hashed")
+	revoke.Flags().String("owner", "", "Revoke every key of this owner")
+	revoke.Flags().String("reason", "", "Why (kept in the audit events)")
+	revoke.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
+
+	audit := &cobra.Command{
+		Use:   "audit [--unused DURATION] [--expiring DURATION]",
+		Short: "Report unused, expiring, full-access and never-expiring keys",
+		Args:  cobra.NoArgs,
+		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
+			unused, _ := c.flags.GetString("unused")
+			expiring, _ := c.flags.GetString("expiring")
+			rep, err := auditReport(ctx, c.st, unused, expiring)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(rep)
+			}
+			return c.printAudit(rep)
+		}),
+	}
+	audit.Flags().String("unused", "30d", "List keys not used for this long")
+	audit.Flags().String("expiring", "14d", "List keys expiring within this long")
+
+	usageCmd := &cobra.Command{
+		Use:   "usage ID [--since DURATION]",
+		Short: "Show a key's usage: totals, denials by code, top client IPs, hourly buckets",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			s, _ := c.flags.GetString("since")
+			since, err := parseSince(s)
+			if err != nil {
+				return err
+			}
+			rep, err := usageReport(ctx, c.st, args[0], since)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(rep)
+			}
+			return c.printUsage(rep)
+		}),
+	}
+	usageCmd.Flags().String("since", "7d", "How far back")
+
+	events := &cobra.Command{
+		Use:   "events [ID]",
+		Short: "Show the audit events (every change to keys), optionally of one key",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			f := store.EventFilter{}
+			if len(args) == 1 {
+				f.KeyID = args[0]
+			}
+			evs, err := c.st.Events(ctx, f)
+			if err != nil {
+				return err
+			}
+			if evs == nil {
+				evs = []store.Event{}
+			}
+			if c.json {
+				return c.printJSON(evs)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
+			for _, e := range evs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
+			}
+			return tw.Flush()
+		}),
+	}
+	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events}
+}
+
+func runRevoke(ctx context.Context, c *cli, args []string) error {
+	key, _ := c.flags.GetString("key")
+	owner, _ := c.flags.GetString("owner")
+	reason, _ := c.flags.GetString("reason")
+	yes, _ := c.flags.GetBool("yes")
+	given := 0
+	for _, set := range []bool{len(args) == 1, key != "", owner != ""} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		return badInput("give exactly one of ID, --key KEY or --owner OWNER")
+	}
+	var what string
+	switch {
+	case key != "":
+		rec, err := c.st.KeyByDigest(ctx, verifier.DigestOf(key))
+		if err != nil {
+			return fmt.Errorf("no key with that value: %w", err)
+		}
+		what = fmt.Sprintf("key %s (%s)", rec.ID, rec.Name)
+	case owner != "":
+		recs, err := c.st.ListKeys(ctx, store.ListFilter{Owner: owner})
+		if err != nil {
+			return err
+		}
+		what = fmt.Sprintf("%d active keys of owner %q", len(recs), owner)
+	default:
+		rec, err := c.st.Key(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		what = fmt.Sprintf("key %s (%s)", rec.ID, rec.Name)
+	}
+	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
+		fmt.Fprintf(os.Stderr, "Revoke %s? Clients using it get revoked_key at once. [y/N] ", what)
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errors.New("not revoked")
+		}
+	}
+	switch {
+	case key != "":
+		rec, err := revokeByKey(ctx, c.st, key, reason, c.actor)
+		if err != nil {
+			return err
+		}
+		return c.printRecord(rec)
+	case owner != "":
+		recs, err := revokeOwner(ctx, c.st, owner, reason, c.actor)
+		if err != nil {
+			return err
+		}
+		if recs == nil {
+			recs = []*store.Record{}
+		}
+		if c.json {
+			return c.printJSON(recs)
+		}
+		return c.printTable(recs)
+	}
+	rec, err := revokeKey(ctx, c.st, args[0], reason, "revoked", c.actor)
+	if err != nil {
+		return err
+	}
+	return c.printRecord(rec)
+}
+
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cli) printIssued(rec *store.Record, key string) error {
+	if c.json {
+		return c.printJSON(issued{Record: rec, Key: key})
+	}
+	fmt.Fprintf(c.out, "Issued %s (%s). The key is shown only this once; store it in the integration's secret store:\n\n  %s\n\n", rec.ID, rec.Name, key)
+	if rec.RotatedFrom != "" {
+		fmt.Fprintf(c.out, "It replaces %s, which keeps working until its grace period ends.\n", rec.RotatedFrom)
+	}
+	return nil
+}
+
+func (c *cli) printRecord(rec *store.Record) error {
+	if c.json {
+		return c.printJSON(rec)
+	}
+	t := now()
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("id", rec.ID)
+	row("name", rec.Name)
+	row("owner", rec.Owner)
+	row("key", rec.Hint)
+	row("env", rec.Env)
+	row("status", status(rec, t))
+	row("scopes", strings.Join(rec.Scopes, " "))
+	if rec.Rate != nil {
+		row("rate", rec.Rate.String())
+	}
+	if rec.Burst > 0 {
+		row("burst", fmt.Sprint(rec.Burst))
+	}
+	for _, p := range rec.AllowedIPs {
+		row("allowed ip", p.String())
+	}
+	row("sender domains", strings.Join(rec.SenderDomains, " "))
+	if rec.Quota != nil {
+		row("quota", rec.Quota.String())
+	}
+	if rec.MaxRecipients > 0 {
+		row("max recipients", fmt.Sprint(rec.MaxRecipients))
+	}
+	row("created", when(&rec.CreatedAt, t))
+	row("expires", when(rec.ExpiresAt, t))
+	row("last used", when(rec.LastUsedAt, t))
+	row("last ip", rec.LastIP)
+	row("revoked", when(rec.RevokedAt, t))
+	row("revoke reason", rec.RevokeReason)
+	row("rotated from", rec.RotatedFrom)
+	row("rotated to", rec.RotatedTo)
+	return tw.Flush()
+}
+
+func (c *cli) printTable(recs []*store.Record) error {
+	t := now()
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tOWNER\tENV\tSCOPES\tSTATUS\tEXPIRES\tLAST USED")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, dash(r.Owner), r.Env,
+			strings.Join(r.Scopes, ","), status(r, t), dash(when(r.ExpiresAt, t)), dash(when(r.LastUsedAt, t)))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) printAudit(rep *AuditReport) error {
+	t := now()
+	sections := []struct {
+		title   string
+		entries []AuditEntry
+	}{
+		{"Revoked or expired keys still presented (last 7 days)", rep.StillPresented},
+		{"Unused keys", rep.Unused},
+		{"Expiring soon", rep.Expiring},
+		{"Full-access keys (*)", rep.FullAccess},
+		{"Keys without expiry", rep.NoExpiry},
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	for _, s := range sections {
+		fmt.Fprintf(tw, "%s: %d\n", s.title, len(s.entries))
+		for _, e := range s.entries {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\tlast used %s\n", e.ID, e.Name, dash(e.Owner), e.Why, dash(when(e.LastUsedAt, t)))
+		}
+	}
+	return tw.Flush()
+}
+
+func (c *cli) printUsage(rep *UsageReport) error {
+	t := now()
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "key:\t%s\nsince:\t%s\nallowed:\t%d\nrecipients:\t%d\nlast used:\t%s\n", rep.KeyID,
+		when(&rep.Since, t), rep.Allowed, rep.Recipients, dash(when(rep.LastUsedAt, t)))
+	for code, n := range rep.Denied {
+		fmt.Fprintf(tw, "denied %s:\t%d\n", code, n)
+	}
+	for class, n := range rep.Statuses {
+		fmt.Fprintf(tw, "status %s:\t%d\n", class, n)
+	}
+	fmt.Fprintln(tw, "\nTOP CLIENT IPS\tREQUESTS\tFIRST SEEN")
+	for _, ip := range rep.TopIPs {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", ip.IP, ip.Requests, ip.First.Local().Format("2006-01-02 15:04"))
+	}
+	fmt.Fprintln(tw, "\nHOUR\tALLOWED\tDENIED\tRECIPIENTS")
+	for _, h := range rep.Hours {
+		var denied int64
+		for _, n := range h.Denied {
+			denied += n
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", h.Hour.Local().Format("2006-01-02 15:00"), h.Allowed, denied, h.Recipients)
+	}
+	if len(rep.Signals) > 0 {
+		fmt.Fprintln(tw, "\nLOOK AT")
+		for _, s := range rep.Signals {
+			fmt.Fprintln(tw, "  "+s)
+		}
+	}
+	return tw.Flush()
+}
+
+func status(r *store.Record, t time.Time) string {
+	switch {
+	case r.Revoked():
+		return "revoked"
+	case r.Expired(t):
+		return "expired"
+	case r.Disabled:
+		return "disabled"
+	}
+	return "active"
+}
+
+// when prints a time in local time with a relative hint: "2026-12-01 10:00
+// (in 3 days)".
+func when(at *time.Time, t time.Time) string {
+	if at == nil || at.IsZero() {
+		return ""
+	}
+	return at.Local().Format("2006-01-02 15:04") + " (" + relTime(t, *at) + ")"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

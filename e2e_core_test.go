@@ -1,0 +1,262 @@
+package keygate_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const coreCaddyfile = `{
+	admin {ADMIN}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}
+		format filter {
+			wrap json
+			request>headers>X-Api-Key delete
+		}
+	}
+	keygate {
+		store {STORE}
+		rate 100/m
+		failed_auth_limit 6/m
+		cache_ttl 10m
+		key_header X-Api-Key
+		scope mail.send POST /v3/mail/send
+		scope templates.read GET /v3/templates*
+		whoami /keygate/whoami
+	}
+	reverse_proxy {UPSTREAM} {
+		header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
+	}
+}
+`
+
+func TestGatewayCore(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: coreCaddyfile, upstream: up.URL})
+
+	send := g.issue("--name", "crm-sync", "--owner", "sales", "--scope", "mail.send")
+	full := g.issue("--name", "ops", "--scope", "*")
+	templates := g.issue("--name", "designer", "--scope", "templates.*")
+
+	t.Run("a valid key is proxied with every client credential replaced by the provider's", func(t *testing.T) {
+		r := g.call("POST", "/v3/mail/send", send.Key, []byte(`{}`),
+			"X-Api-Key", "something", "Cookie", "a=b", "On-Behalf-Of", "other-account", "X-Mailgun-On-Behalf-Of", "x")
+		if r.Status != 202 {
+			t.Fatalf("status %d: %s", r.Status, r.Body)
+		}
+		got := up.last()
+		if auth := got.Header.Get("Authorization"); auth != "Bearer provider-secret-123" {
+			t.Errorf("upstream Authorization = %q, want the injected provider credential", auth)
+		}
+		for _, h := range []string{"X-Api-Key", "Cookie", "On-Behalf-Of", "X-Mailgun-On-Behalf-Of"} {
+			if v := got.Header.Get(h); v != "" {
+				t.Errorf("upstream saw %s: %q", h, v)
+			}
+		}
+		for name, vals := range got.Header {
+			if strings.Contains(strings.Join(vals, " "), send.Key) {
+				t.Errorf("upstream header %s carries the keygate key", name)
+			}
+		}
+		if r.Header.Get("RateLimit-Policy") != `"default";q=100;w=60` {
+			t.Errorf("RateLimit-Policy = %q", r.Header.Get("RateLimit-Policy"))
+		}
+		if !strings.HasPrefix(r.Header.Get("RateLimit"), `"default";r=99;t=`) {
+			t.Errorf("RateLimit = %q", r.Header.Get("RateLimit"))
+		}
+	})
+
+	t.Run("a key is also read from a configured key_header and stripped", func(t *testing.T) {
+		r := g.call("POST", "/v3/mail/send", "", []byte(`{}`), "X-Api-Key", send.Key)
+		if r.Status != 202 {
+			t.Fatalf("status %d: %s", r.Status, r.Body)
+		}
+		if v := up.last().Header.Get("X-Api-Key"); v != "" {
+			t.Errorf("upstream saw X-Api-Key %q", v)
+		}
+	})
+
+	denials := []struct {
+		name, method, path, key string
+		hdr                     []string
+		status                  int
+		code, challenge         string
+	}{
+		{"no key is missing_key", "POST", "/v3/mail/send", "", nil, 401, "missing_key", `Bearer realm="keygate"`},
+		{"a key of another scope is insufficient_scope", "GET", "/v3/templates/1", send.Key, nil, 403, "insufficient_scope",
+			`Bearer realm="keygate", error="insufficient_scope", scope="templates.read"`},
+		{"a route matching no scope line is denied", "GET", "/v3/stats", send.Key, nil, 403, "insufficient_scope", ""},
+		{"a non-bearer Authorization is invalid_key", "POST", "/v3/mail/send", "", []string{"Authorization", "Basic YXBpOmtleQ=="}, 401, "invalid_key",
+			`Bearer realm="keygate", error="invalid_token"`},
+	}
+	for _, tc := range denials {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.count()
+			r := g.call(tc.method, tc.path, tc.key, nil, tc.hdr...)
+			if r.Status != tc.status || r.code() != tc.code {
+				t.Fatalf("got %d %s, want %d %s: %s", r.Status, r.code(), tc.status, tc.code, r.Body)
+			}
+			if tc.challenge != "" && r.Header.Get("WWW-Authenticate") != tc.challenge {
+				t.Errorf("WWW-Authenticate = %q, want %q", r.Header.Get("WWW-Authenticate"), tc.challenge)
+			}
+			if r.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("Content-Type = %q", r.Header.Get("Content-Type"))
+			}
+			if up.count() != before {
+				t.Error("a denied request reached the upstream")
+			}
+		})
+	}
+
+	t.Run("mail.* and * cover the routes they name", func(t *testing.T) {
+		if r := g.call("GET", "/v3/templates/7", templates.Key, nil); r.Status != 202 {
+			t.Errorf("templates.* on templates.read: %d %s", r.Status, r.Body)
+		}
+		if r := g.call("GET", "/v3/stats", full.Key, nil); r.Status != 202 {
+			t.Errorf("* on an unscoped route: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("whoami answers the key's own record and is never proxied", func(t *testing.T) {
+		before := up.count()
+		r := g.call("GET", "/keygate/whoami", send.Key, nil)
+		if r.Status != 200 || !bytes.Contains(r.Body, []byte(send.ID)) || !bytes.Contains(r.Body, []byte(`"remaining"`)) {
+			t.Fatalf("whoami: %d %s", r.Status, r.Body)
+		}
+		if bytes.Contains(r.Body, []byte(send.Key)) || bytes.Contains(r.Body, []byte(full.ID)) {
+			t.Error("whoami revealed a key or another key's id")
+		}
+		if up.count() != before {
+			t.Error("whoami was proxied")
+		}
+	})
+
+	t.Run("a per-key rate limit answers 429 with Retry-After and RateLimit headers", func(t *testing.T) {
+		k := g.issue("--name", "slow", "--scope", "mail.send", "--rate", "2/m")
+		for i := 0; i < 2; i++ {
+			if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+				t.Fatalf("request %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+		r := g.call("POST", "/v3/mail/send", k.Key, nil)
+		if r.Status != 429 || r.code() != "rate_limited" {
+			t.Fatalf("third request: %d %s", r.Status, r.Body)
+		}
+		if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
+			t.Errorf("Retry-After = %q", ra)
+		}
+		if r.Header.Get("RateLimit-Policy") != `"default";q=2;w=60` || !strings.HasPrefix(r.Header.Get("RateLimit"), `"default";r=0;t=`) {
+			t.Errorf("RateLimit headers: %q / %q", r.Header.Get("RateLimit-Policy"), r.Header.Get("RateLimit"))
+		}
+	})
+
+	t.Run("a revoke from the CLI in another process is enforced within 1s", func(t *testing.T) {
+		k := g.issue("--name", "to-revoke", "--scope", "mail.send")
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("before revoke: %d", r.Status)
+		}
+		g.keys("revoke", k.ID, "--reason", "test")
+		took := eventually(t, 2*time.Second, func() bool {
+			return g.call("POST", "/v3/mail/send", k.Key, nil).code() == "revoked_key"
+		})
+		if took < 0 || took > time.Second {
+			t.Fatalf("revocation took %v (cache_ttl is 10m)", took)
+		}
+	})
+
+	t.Run("an expired key answers expired_key", func(t *testing.T) {
+		k := g.issue("--name", "short-lived", "--scope", "mail.send", "--expires", time.Now().Add(1500*time.Millisecond).UTC().Format(time.RFC3339Nano))
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("before expiry: %d %s", r.Status, r.Body)
+		}
+		if eventually(t, 4*time.Second, func() bool {
+			return g.call("POST", "/v3/mail/send", k.Key, nil).code() == "expired_key"
+		}) < 0 {
+			t.Fatal("key did not expire")
+		}
+	})
+
+	t.Run("malformed keys and headers get 401 JSON, never a 500", func(t *testing.T) {
+		bad := []string{
+			"kg_live_short",
+			send.Key[:len(send.Key)-1] + flip(send.Key[len(send.Key)-1]),
+			strings.Repeat("A", 8000),
+			"kg_live_\xff\xfe" + strings.Repeat("a", 47),
+		}
+		for _, key := range bad {
+			r := g.call("POST", "/v3/mail/send", key, nil)
+			if r.Status != 401 && r.Status != 429 {
+				t.Errorf("key %.20q: status %d %s", key, r.Status, r.Body)
+			}
+		}
+	})
+
+	t.Run("repeated failures from one IP get auth_rate_limited", func(t *testing.T) {
+		var last *response
+		for i := 0; i < 10; i++ {
+			last = g.call("POST", "/v3/mail/send", "kg_live_nope", nil)
+		}
+		if last.Status != 429 || last.code() != "auth_rate_limited" || last.Header.Get("Retry-After") == "" {
+			t.Fatalf("after 10 failures: %d %s", last.Status, last.Body)
+		}
+	})
+
+	t.Run("no key string appears in the database files or the logs", func(t *testing.T) {
+		dbDir := filepath.Dir(strings.TrimPrefix(g.store, "sqlite:"))
+		files, _ := filepath.Glob(filepath.Join(dbDir, "keys.db*"))
+		files = append(files, g.logPath, g.logPath+".stderr")
+		if len(files) < 2 {
+			t.Fatalf("found only %v", files)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []issuedKey{send, full, templates} {
+				if bytes.Contains(b, []byte(k.Key)) || bytes.Contains(b, []byte(k.Key[8:40])) {
+					t.Errorf("%s contains key %s", filepath.Base(f), k.ID)
+				}
+			}
+		}
+		if info, err := os.Stat(strings.TrimPrefix(g.store, "sqlite:")); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("database file mode: %v %v", info.Mode(), err)
+		}
+		logs := g.logs()
+		if !strings.Contains(logs, `"key_id":"`+send.ID+`"`) || !strings.Contains(logs, `"user_id":"`+send.ID+`"`) {
+			t.Errorf("logs lack the usage line or access-log user_id for %s", send.ID)
+		}
+	})
+}
+
+func flip(c byte) string {
+	if c == 'a' {
+		return "b"
+	}
+	return "a"
+}
+
+func TestRateLimitStateSurvivesReload(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: coreCaddyfile, upstream: up.URL})
+	k := g.issue("--name", "reload", "--scope", "mail.send", "--rate", "3/h")
+	for i := 0; i < 2; i++ {
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("request %d: %d", i, r.Status)
+		}
+	}
+	g.reload()
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+		t.Fatalf("third request after reload: %d %s", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 429 {
+		t.Fatalf("fourth request after reload: %d %s (the bucket was reset by the reload)", r.Status, r.Body)
+	}
+}

@@ -1,0 +1,234 @@
+package keygate_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"mime/multipart"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// One site per dialect, told apart by Host, all in front of the recording
+// upstream; a fifth site routes test keys to a sandbox upstream.
+const emailCaddyfile = `{
+	admin {ADMIN}
+}
+http://sendgrid.localhost:{PORT}, http://postmark.localhost:{PORT}, http://mailgun.localhost:{PORT}, http://ses.localhost:{PORT} {
+	bind 127.0.0.1
+	@sendgrid host sendgrid.localhost
+	@postmark host postmark.localhost
+	@mailgun host mailgun.localhost
+	@ses host ses.localhost
+	route @sendgrid {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			max_body 64KB
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM} {
+			header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
+		}
+	}
+	route @postmark {
+		keygate {
+			store {STORE}
+			mail_api postmark
+			key_header X-Postmark-Server-Token
+			scope mail.send POST /email*
+		}
+		reverse_proxy {UPSTREAM} {
+			header_up X-Postmark-Server-Token {env.PROVIDER_API_KEY}
+		}
+	}
+	route @mailgun {
+		keygate {
+			store {STORE}
+			mail_api mailgun
+			scope mail.send POST /v3/*
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	route @ses {
+		keygate {
+			store {STORE}
+			mail_api ses
+			scope mail.send POST /v2/email/outbound-emails
+		}
+		reverse_proxy {UPSTREAM}
+	}
+}
+`
+
+func sgBody(from string, to ...string) []byte {
+	var rcpts []string
+	for _, a := range to {
+		rcpts = append(rcpts, fmt.Sprintf(`{"email":%q}`, a))
+	}
+	return []byte(fmt.Sprintf(`{"personalizations":[{"to":[%s]}],"from":{"email":%q},"subject":"Hi","content":[{"type":"text/plain","value":"hello"}]}`,
+		strings.Join(rcpts, ","), from))
+}
+
+func TestEmailPolicy(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: emailCaddyfile, upstream: up.URL})
+	sg := func(key string, body []byte) *response {
+		return g.call("POST", "/v3/mail/send", key, body, "Host", "sendgrid.localhost", "Content-Type", "application/json")
+	}
+	k := g.issue("--name", "shop", "--scope", "mail.send", "--sender-domain", "shop.example.com",
+		"--sender-domain", "*.mail.example.com", "--max-recipients", "3", "--quota", "5/d")
+
+	t.Run("an allowed sender passes and the upstream gets the body byte for byte", func(t *testing.T) {
+		body := sgBody("orders@shop.example.com", "a@x.org")
+		r := sg(k.Key, body)
+		if r.Status != 202 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		got := up.last()
+		if !bytes.Equal(got.Body, body) {
+			t.Errorf("upstream body differs:\n%s\n%s", got.Body, body)
+		}
+		if got.Header.Get("Authorization") != "Bearer provider-secret-123" {
+			t.Errorf("upstream Authorization %q", got.Header.Get("Authorization"))
+		}
+		if !strings.Contains(r.Header.Get("RateLimit-Policy"), `"quota";q=5`) || !strings.Contains(r.Header.Get("RateLimit"), `"quota";r=4`) {
+			t.Errorf("quota headers: %q / %q", r.Header.Get("RateLimit-Policy"), r.Header.Get("RateLimit"))
+		}
+	})
+
+	cases := []struct {
+		name   string
+		body   []byte
+		status int
+		code   string
+	}{
+		{"a foreign sender is sender_not_allowed", sgBody("ceo@evil.example", "a@x.org"), 403, "sender_not_allowed"},
+		{"a subdomain needs a *. entry", sgBody("x@sub.shop.example.com", "a@x.org"), 403, "sender_not_allowed"},
+		{"a per-personalization From override is checked too",
+			[]byte(`{"personalizations":[{"to":[{"email":"a@x.org"}],"from":{"email":"ceo@evil.example"}}],"from":{"email":"orders@shop.example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}`),
+			403, "sender_not_allowed"},
+		{"more recipients than allowed is too_many_recipients", sgBody("a@news.mail.example.com", "1@x.org", "2@x.org", "3@x.org", "4@x.org"), 403, "too_many_recipients"},
+		{"malformed JSON is invalid_payload", []byte(`{"personalizations":[`), 400, "invalid_payload"},
+		{"an oversize body is payload_too_large", append(sgBody("a@shop.example.com", "a@x.org")[:10], bytes.Repeat([]byte(" "), 70<<10)...), 413, "payload_too_large"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.count()
+			r := sg(k.Key, tc.body)
+			if r.Status != tc.status || r.code() != tc.code {
+				t.Fatalf("got %d %s, want %d %s", r.Status, r.Body, tc.status, tc.code)
+			}
+			if up.count() != before {
+				t.Error("the upstream was called")
+			}
+		})
+	}
+
+	t.Run("the recipient quota counts recipients and answers quota_exceeded", func(t *testing.T) {
+		// 1 used above; 3 more fit (4 of 5), then 2 do not.
+		if r := sg(k.Key, sgBody("a@shop.example.com", "1@x.org", "2@x.org", "3@x.org")); r.Status != 202 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		r := sg(k.Key, sgBody("a@shop.example.com", "1@x.org", "2@x.org"))
+		if r.Status != 429 || r.code() != "quota_exceeded" || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("%d %s %v", r.Status, r.Body, r.Header)
+		}
+		if r := sg(k.Key, sgBody("a@shop.example.com", "1@x.org")); r.Status != 202 {
+			t.Errorf("the last recipient of the quota: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("postmark batch: every message's sender and recipients count", func(t *testing.T) {
+		pk := g.issue("--name", "pm", "--scope", "mail.send", "--sender-domain", "shop.example.com", "--max-recipients", "3")
+		pm := func(path, body string) *response {
+			return g.call("POST", path, "", []byte(body), "Host", "postmark.localhost", "X-Postmark-Server-Token", pk.Key, "Content-Type", "application/json")
+		}
+		ok := `[{"From":"a@shop.example.com","To":"x@y.org, z@y.org","Subject":"s","TextBody":"t"},{"From":"Shop <b@shop.example.com>","To":"q@y.org","Subject":"s","TextBody":"t"}]`
+		if r := pm("/email/batch", ok); r.Status != 202 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		if tok := up.last().Header.Get("X-Postmark-Server-Token"); tok != "provider-secret-123" {
+			t.Errorf("upstream token %q", tok)
+		}
+		bad := `[{"From":"a@shop.example.com","To":"x@y.org"},{"From":"b@evil.example","To":"q@y.org"}]`
+		if r := pm("/email/batch", bad); r.code() != "sender_not_allowed" {
+			t.Errorf("foreign sender in a batch: %d %s", r.Status, r.Body)
+		}
+		if r := pm("/email", `{"From":"a@shop.example.com","To":"1@y.org","Cc":"2@y.org","Bcc":"3@y.org, 4@y.org"}`); r.code() != "too_many_recipients" {
+			t.Errorf("To+Cc+Bcc over the limit: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("mailgun form and multipart bodies", func(t *testing.T) {
+		mk := g.issue("--name", "mg", "--scope", "mail.send", "--sender-domain", "mg.example.com")
+		form := url.Values{"from": {"Shop <shop@mg.example.com>"}, "to": {"a@x.org, b@x.org"}, "subject": {"s"}, "text": {"t"}}
+		body := []byte(form.Encode())
+		r := g.call("POST", "/v3/mg.example.com/messages", mk.Key, body, "Host", "mailgun.localhost", "Content-Type", "application/x-www-form-urlencoded")
+		if r.Status != 202 || !bytes.Equal(up.last().Body, body) {
+			t.Fatalf("urlencoded: %d %s", r.Status, r.Body)
+		}
+		var mp bytes.Buffer
+		w := multipart.NewWriter(&mp)
+		w.WriteField("from", "boss@evil.example")
+		w.WriteField("to", "a@x.org")
+		w.Close()
+		r = g.call("POST", "/v3/mg.example.com/messages", mk.Key, mp.Bytes(), "Host", "mailgun.localhost", "Content-Type", w.FormDataContentType())
+		if r.code() != "sender_not_allowed" {
+			t.Errorf("multipart foreign sender: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("ses v2 simple and raw content", func(t *testing.T) {
+		sk := g.issue("--name", "ses", "--scope", "mail.send", "--sender-domain", "shop.example.com")
+		ses := func(body string) *response {
+			return g.call("POST", "/v2/email/outbound-emails", sk.Key, []byte(body), "Host", "ses.localhost", "Content-Type", "application/json")
+		}
+		if r := ses(`{"FromEmailAddress":"a@shop.example.com","Destination":{"ToAddresses":["x@y.org"]},"Content":{"Simple":{"Subject":{"Data":"s"},"Body":{"Text":{"Data":"t"}}}}}`); r.Status != 202 {
+			t.Errorf("simple: %d %s", r.Status, r.Body)
+		}
+		raw := base64.StdEncoding.EncodeToString([]byte("From: ceo@evil.example\r\nTo: x@y.org\r\nSubject: s\r\n\r\nbody"))
+		if r := ses(`{"Destination":{"ToAddresses":["x@y.org"]},"Content":{"Raw":{"Data":"` + raw + `"}}}`); r.code() != "sender_not_allowed" {
+			t.Errorf("raw MIME with a foreign From: %d %s", r.Status, r.Body)
+		}
+	})
+}
+
+const sandboxCaddyfile = `{
+	admin {ADMIN}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	@test vars {keygate.key.env} test
+	reverse_proxy @test {env.SANDBOX_UPSTREAM}
+	reverse_proxy {UPSTREAM} {
+		header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
+	}
+}
+`
+
+func TestTestKeysNeverReachTheLiveUpstream(t *testing.T) {
+	live, sandbox := newUpstream(t), newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: sandboxCaddyfile, upstream: live.URL,
+		env: []string{"SANDBOX_UPSTREAM=" + strings.TrimPrefix(sandbox.URL, "http://")}})
+	testKey := g.issue("--name", "ci", "--scope", "mail.send", "--env", "test")
+	liveKey := g.issue("--name", "prod", "--scope", "mail.send")
+	body := sgBody("a@example.com", "b@example.org")
+	for i := 0; i < 3; i++ {
+		if r := g.call("POST", "/v3/mail/send", testKey.Key, body); r.Status != 202 {
+			t.Fatalf("test key: %d %s", r.Status, r.Body)
+		}
+	}
+	if live.count() != 0 || sandbox.count() != 3 {
+		t.Fatalf("test key requests: live got %d, sandbox %d", live.count(), sandbox.count())
+	}
+	if r := g.call("POST", "/v3/mail/send", liveKey.Key, body); r.Status != 202 || live.count() != 1 || sandbox.count() != 3 {
+		t.Fatalf("live key: %d, live got %d, sandbox %d", r.Status, live.count(), sandbox.count())
+	}
+}

@@ -1,0 +1,353 @@
+package keygate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run the real caddy binary built from ./cmd/caddy,
+// as an operator would, with the CLI in separate processes.
+
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "keygate-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	caddyBin = filepath.Join(dir, "caddy")
+	if bin := os.Getenv("KEYGATE_TEST_CADDY"); bin != "" {
+		caddyBin = bin // a binary built beforehand (e.g. for a quick re-run)
+	} else if !testing.Short() {
+		build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building ./cmd/caddy:", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needBinary(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(caddyBin); err != nil {
+		t.Skip("end-to-end test: the caddy binary is built unless -short is given")
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// upstream records what the email provider would receive.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []recorded
+}
+
+type recorded struct {
+	Method, Path string
+	Header       http.Header
+	Body         []byte
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.reqs = append(u.reqs, recorded{r.Method, r.URL.Path, r.Header.Clone(), body})
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		io.WriteString(w, `{"upstream":"ok"}`)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.reqs)
+}
+
+func (u *upstream) last() recorded {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.reqs) == 0 {
+		return recorded{}
+	}
+	return u.reqs[len(u.reqs)-1]
+}
+
+// gateway is one running caddy process.
+type gateway struct {
+	t         *testing.T
+	dir       string
+	store     string
+	adminAddr string
+	siteURL   string
+	config    string
+	cmd       *exec.Cmd
+	logPath   string
+	env       []string
+	done      chan struct{}
+}
+
+// gatewayConfig fills a Caddyfile template: {ADMIN}, {PORT}, {STORE},
+// {UPSTREAM} are replaced.
+type gatewayConfig struct {
+	caddyfile string
+	upstream  string
+	store     string // default: sqlite in the test's temp dir
+	env       []string
+}
+
+func startGateway(t *testing.T, gc gatewayConfig) *gateway {
+	t.Helper()
+	needBinary(t)
+	dir := t.TempDir()
+	g := &gateway{t: t, dir: dir, store: gc.store, env: gc.env}
+	if g.store == "" {
+		g.store = "sqlite:" + filepath.Join(dir, "keys.db")
+	}
+	g.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port := freePort(t)
+	g.siteURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	g.logPath = filepath.Join(dir, "caddy.log")
+	g.config = filepath.Join(dir, "Caddyfile")
+	g.writeConfig(gc.caddyfile, gc.upstream, port)
+	g.start()
+	return g
+}
+
+func (g *gateway) writeConfig(tmpl, up string, port int) {
+	cf := strings.NewReplacer(
+		"{ADMIN}", g.adminAddr,
+		"{PORT}", fmt.Sprint(port),
+		"{STORE}", g.store,
+		"{UPSTREAM}", strings.TrimPrefix(up, "http://"),
+		"{LOG}", g.logPath,
+	).Replace(tmpl)
+	if err := os.WriteFile(g.config, []byte(cf), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+func (g *gateway) environ() []string {
+	return append(append(os.Environ(),
+		"XDG_DATA_HOME="+filepath.Join(g.dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(g.dir, "config"),
+		"PROVIDER_API_KEY=provider-secret-123",
+	), g.env...)
+}
+
+func (g *gateway) start() {
+	t := g.t
+	logf, err := os.OpenFile(g.logPath+".stderr", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.cmd = exec.Command(caddyBin, "run", "--config", g.config, "--adapter", "caddyfile")
+	g.cmd.Env = g.environ()
+	g.cmd.Stdout, g.cmd.Stderr = logf, logf
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.done = make(chan struct{})
+	go func() { g.cmd.Wait(); logf.Close(); close(g.done) }()
+	t.Cleanup(func() { g.kill() })
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-g.done:
+			t.Fatalf("caddy exited at start:\n%s", g.logs())
+		default:
+		}
+		resp, err := http.Get("http://" + g.adminAddr + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			if c, err := net.Dial("tcp", strings.TrimPrefix(g.siteURL, "http://")); err == nil {
+				c.Close()
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("caddy did not start:\n%s", g.logs())
+}
+
+func (g *gateway) kill() {
+	if g.cmd != nil && g.cmd.Process != nil {
+		g.cmd.Process.Kill()
+		<-g.done
+	}
+}
+
+// stop stops caddy gracefully through its admin API and waits for exit.
+func (g *gateway) stop() {
+	g.t.Helper()
+	resp, err := http.Post("http://"+g.adminAddr+"/stop", "", nil)
+	if err != nil {
+		g.t.Fatalf("caddy stop: %v", err)
+	}
+	resp.Body.Close()
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		g.t.Fatal("caddy did not stop")
+	}
+}
+
+// reload runs `caddy reload` as an operator would.
+func (g *gateway) reload() {
+	g.t.Helper()
+	cmd := exec.Command(caddyBin, "reload", "--config", g.config, "--adapter", "caddyfile", "--address", g.adminAddr, "--force")
+	cmd.Env = g.environ()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		g.t.Fatalf("caddy reload: %v\n%s\n%s", err, out, g.logs())
+	}
+}
+
+func (g *gateway) logs() string {
+	b, _ := os.ReadFile(g.logPath + ".stderr")
+	c, _ := os.ReadFile(g.logPath)
+	return string(b) + string(c)
+}
+
+// keys runs `caddy keys ARGS --store STORE` and returns stdout; it fails
+// the test on a non-zero exit unless wantErr.
+func (g *gateway) keys(args ...string) string {
+	g.t.Helper()
+	out, errOut, err := g.keysRaw(args...)
+	if err != nil {
+		g.t.Fatalf("caddy keys %s: %v\nstderr: %s", strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
+func (g *gateway) keysRaw(args ...string) (string, string, error) {
+	cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", g.store)...)
+	cmd.Env = g.environ()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+type issuedKey struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
+}
+
+func (g *gateway) issue(args ...string) issuedKey {
+	g.t.Helper()
+	var k issuedKey
+	out := g.keys(append([]string{"issue", "--json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.Key == "" || k.ID == "" {
+		g.t.Fatalf("issue: %v: %s", err, out)
+	}
+	return k
+}
+
+// call sends a request to the gateway with an optional bearer key.
+func (g *gateway) call(method, path, key string, body []byte, hdr ...string) *response {
+	g.t.Helper()
+	req, err := http.NewRequest(method, g.siteURL+path, bytes.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// code returns the contract error code of a denial body, or "".
+func (r *response) code() string {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(r.Body, &e)
+	return e.Error.Code
+}
+
+// admin calls the admin API.
+func (g *gateway) admin(method, path string, body any) *response {
+	g.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+g.adminAddr+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return -1
+}

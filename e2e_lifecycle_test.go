@@ -1,0 +1,300 @@
+package keygate_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+const lifecycleCaddyfile = `{
+	admin {ADMIN}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}
+	}
+	keygate {
+		store {STORE}
+		env live
+		cache_ttl 10m
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`
+
+type record struct {
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	Owner       string     `json:"owner"`
+	Scopes      []string   `json:"scopes"`
+	Disabled    bool       `json:"disabled"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	RevokedAt   *time.Time `json:"revoked_at"`
+	RotatedFrom string     `json:"rotated_from"`
+	RotatedTo   string     `json:"rotated_to"`
+	Key         string     `json:"key"`
+}
+
+func TestKeyLifecycle(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: lifecycleCaddyfile, upstream: up.URL})
+	send := func(key string) *response { return g.call("POST", "/v3/mail/send", key, []byte(`{}`)) }
+	var all []issuedKey
+
+	t.Run("rotation: the old key works during the grace period, then expired_key", func(t *testing.T) {
+		old := g.issue("--name", "rotating", "--scope", "mail.send", "--owner", "web")
+		var next record
+		if err := json.Unmarshal([]byte(g.keys("rotate", old.ID, "--grace", "2s", "--json")), &next); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, old, issuedKey{next.ID, next.Key})
+		if next.RotatedFrom != old.ID || next.Key == "" || next.Key == old.Key {
+			t.Fatalf("rotated record: %+v", next)
+		}
+		if r := send(next.Key); r.Status != 202 {
+			t.Errorf("new key: %d %s", r.Status, r.Body)
+		}
+		if r := send(old.Key); r.Status != 202 {
+			t.Errorf("old key within grace: %d %s", r.Status, r.Body)
+		}
+		if eventually(t, 5*time.Second, func() bool { return send(old.Key).code() == "expired_key" }) < 0 {
+			t.Fatal("old key still works after the grace period")
+		}
+		var shown record
+		json.Unmarshal([]byte(g.keys("show", old.ID, "--json")), &shown)
+		if shown.RotatedTo != next.ID {
+			t.Errorf("old record's rotated_to = %q, want %s", shown.RotatedTo, next.ID)
+		}
+	})
+
+	t.Run("disable and enable from the CLI are enforced within 1s", func(t *testing.T) {
+		k := g.issue("--name", "toggled", "--scope", "mail.send")
+		all = append(all, k)
+		send(k.Key)
+		g.keys("update", k.ID, "--disable")
+		if took := eventually(t, 2*time.Second, func() bool { return send(k.Key).code() == "disabled_key" }); took < 0 || took > time.Second {
+			t.Fatalf("disable took %v", took)
+		}
+		g.keys("update", k.ID, "--enable")
+		if took := eventually(t, 2*time.Second, func() bool { return send(k.Key).Status == 202 }); took < 0 || took > time.Second {
+			t.Fatalf("enable took %v", took)
+		}
+	})
+
+	t.Run("a scope change from the CLI is enforced within 1s", func(t *testing.T) {
+		k := g.issue("--name", "rescoped", "--scope", "mail.send")
+		all = append(all, k)
+		send(k.Key)
+		g.keys("update", k.ID, "--scope", "templates.read")
+		if took := eventually(t, 2*time.Second, func() bool { return send(k.Key).code() == "insufficient_scope" }); took < 0 || took > time.Second {
+			t.Fatalf("scope change took %v", took)
+		}
+	})
+
+	t.Run("allowed IPs: outside the CIDRs is ip_not_allowed", func(t *testing.T) {
+		in := g.issue("--name", "loopback-only", "--scope", "mail.send", "--allow-ip", "127.0.0.0/8", "--allow-ip", "::1/128")
+		out := g.issue("--name", "office-only", "--scope", "mail.send", "--allow-ip", "203.0.113.0/24")
+		all = append(all, in, out)
+		if r := send(in.Key); r.Status != 202 {
+			t.Errorf("inside: %d %s", r.Status, r.Body)
+		}
+		if r := send(out.Key); r.Status != 403 || r.code() != "ip_not_allowed" {
+			t.Errorf("outside: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("a test key on an env live route is env_not_allowed", func(t *testing.T) {
+		k := g.issue("--name", "staging", "--scope", "mail.send", "--env", "test")
+		all = append(all, k)
+		if !strings.HasPrefix(k.Key, "kg_test_") {
+			t.Fatalf("test key %q", k.Key[:8])
+		}
+		if r := send(k.Key); r.Status != 403 || r.code() != "env_not_allowed" {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("admin API: issue, list, show, update, revoke with immediate effect", func(t *testing.T) {
+		r := g.admin("POST", "/keygate/keys", map[string]any{"name": "via-admin", "owner": "ops", "scopes": []string{"mail.send"}, "expires": "30d"})
+		if r.Status != 201 {
+			t.Fatalf("issue: %d %s", r.Status, r.Body)
+		}
+		var k record
+		json.Unmarshal(r.Body, &k)
+		all = append(all, issuedKey{k.ID, k.Key})
+		if send(k.Key).Status != 202 {
+			t.Fatal("admin-issued key does not work")
+		}
+		if r := g.admin("GET", "/keygate/keys?owner=ops", nil); r.Status != 200 || !strings.Contains(string(r.Body), k.ID) {
+			t.Errorf("list: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("GET", "/keygate/keys/"+k.ID, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"via-admin"`) {
+			t.Errorf("show: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("PATCH", "/keygate/keys/"+k.ID, map[string]any{"disabled": true}); r.Status != 200 {
+			t.Errorf("update: %d %s", r.Status, r.Body)
+		}
+		if c := send(k.Key).code(); c != "disabled_key" {
+			t.Errorf("the very next request after an admin disable: %q", c)
+		}
+		g.admin("PATCH", "/keygate/keys/"+k.ID, map[string]any{"disabled": false})
+		if r := send(k.Key); r.Status != 202 {
+			t.Errorf("after enable: %d", r.Status)
+		}
+		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]any{"reason": "done"}); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		if c := send(k.Key).code(); c != "revoked_key" {
+			t.Errorf("the very next request after an admin revoke: %q", c)
+		}
+	})
+
+	t.Run("admin API: a leaked key reported by value is revoked at once", func(t *testing.T) {
+		k := g.issue("--name", "leaky", "--scope", "mail.send")
+		all = append(all, k)
+		send(k.Key)
+		if r := g.admin("POST", "/keygate/revoke", map[string]any{"key": k.Key, "reason": "pastebin"}); r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		if c := send(k.Key).code(); c != "revoked_key" {
+			t.Errorf("next request: %q", c)
+		}
+	})
+
+	t.Run("admin API: bad input is 400 with a message, unknown ids 404", func(t *testing.T) {
+		cases := []struct {
+			method, path string
+			body         any
+			status       int
+			want         string
+		}{
+			{"POST", "/keygate/keys", map[string]any{"scopes": []string{"mail.send"}}, 400, "name is required"},
+			{"POST", "/keygate/keys", map[string]any{"name": "x", "scopes": []string{"mail.send"}, "rate": "fast"}, 400, `rate "fast"`},
+			{"POST", "/keygate/keys", map[string]any{"name": "x", "scopes": []string{"mail.send"}, "allowed_ips": []string{"nope"}}, 400, `allowed IP "nope"`},
+			{"POST", "/keygate/keys", map[string]any{"name": "x", "colour": "red"}, 400, "colour"},
+			{"POST", "/keygate/keys", "not an object", 400, "invalid JSON"},
+			{"GET", "/keygate/keys/key_doesnotexist", nil, 404, "not found"},
+			{"POST", "/keygate/keys/key_doesnotexist/revoke", map[string]any{}, 404, "not found"},
+			{"POST", "/keygate/revoke", map[string]any{}, 400, `"key"`},
+		}
+		for _, c := range cases {
+			r := g.admin(c.method, c.path, c.body)
+			var e struct {
+				Error string `json:"error"`
+			}
+			json.Unmarshal(r.Body, &e)
+			if r.Status != c.status || !strings.Contains(e.Error, c.want) {
+				t.Errorf("%s %s %v: %d %s, want %d containing %q", c.method, c.path, c.body, r.Status, r.Body, c.status, c.want)
+			}
+		}
+	})
+
+	t.Run("CLI: revoke by key and by owner, with reasons", func(t *testing.T) {
+		a := g.issue("--name", "a", "--scope", "mail.send", "--owner", "contractor")
+		b := g.issue("--name", "b", "--scope", "mail.send", "--owner", "contractor")
+		leaked := g.issue("--name", "leaked", "--scope", "mail.send")
+		all = append(all, a, b, leaked)
+		g.keys("revoke", "--owner", "contractor", "--reason", "contract ended")
+		g.keys("revoke", "--key", leaked.Key, "--reason", "found in a public repo")
+		for _, k := range []issuedKey{a, b, leaked} {
+			if eventually(t, 2*time.Second, func() bool { return send(k.Key).code() == "revoked_key" }) < 0 {
+				t.Errorf("%s not revoked", k.ID)
+			}
+		}
+		_, stderr, err := g.keysRaw("revoke", "key_nope")
+		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "not found") {
+			t.Errorf("revoking an unknown id: err=%v stderr=%q", err, stderr)
+		}
+	})
+
+	t.Run("audit lists unused, expiring, full-access and never-expiring keys", func(t *testing.T) {
+		full := g.issue("--name", "god-mode", "--scope", "*")
+		soon := g.issue("--name", "expiring", "--scope", "mail.send", "--expires", "2d")
+		all = append(all, full, soon)
+		time.Sleep(1100 * time.Millisecond) // "unused for 1s"
+		type entry struct {
+			ID string `json:"id"`
+		}
+		var rep struct {
+			Unused     []entry `json:"unused"`
+			Expiring   []entry `json:"expiring"`
+			FullAccess []entry `json:"full_access"`
+			NoExpiry   []entry `json:"no_expiry"`
+		}
+		if err := json.Unmarshal([]byte(g.keys("audit", "--unused", "1s", "--expiring", "7d", "--json")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		sections := map[string][]entry{"unused": rep.Unused, "expiring": rep.Expiring, "full_access": rep.FullAccess, "no_expiry": rep.NoExpiry}
+		has := func(section, id string) bool {
+			for _, e := range sections[section] {
+				if e.ID == id {
+					return true
+				}
+			}
+			return false
+		}
+		for _, c := range []struct{ section, id string }{
+			{"full_access", full.ID}, {"expiring", soon.ID}, {"no_expiry", full.ID}, {"unused", full.ID},
+		} {
+			if !has(c.section, c.id) {
+				t.Errorf("audit %s lacks %s", c.section, c.id)
+			}
+		}
+		if has("no_expiry", soon.ID) {
+			t.Error("a key with an expiry is listed as never expiring")
+		}
+		human := g.keys("audit")
+		if !strings.Contains(human, "Full-access keys (*)") || !strings.Contains(human, "god-mode") {
+			t.Errorf("human audit:\n%s", human)
+		}
+	})
+
+	t.Run("events record every change with actor and reason", func(t *testing.T) {
+		out := g.keys("events", "--json")
+		var evs []struct {
+			Action, KeyID, Actor, Reason string
+		}
+		if err := json.Unmarshal([]byte(out), &evs); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, e := range evs {
+			seen[e.Action] = true
+			if e.Actor == "" {
+				t.Errorf("event without actor: %+v", e)
+			}
+		}
+		for _, a := range []string{"issued", "rotated", "disabled", "enabled", "updated", "revoked", "leak_reported"} {
+			if !seen[a] {
+				t.Errorf("no %q event in %s", a, out)
+			}
+		}
+		if !strings.Contains(out, "contract ended") || !strings.Contains(out, "admin-api") || !strings.Contains(out, "cli ") {
+			t.Errorf("events lack reasons or actors: %s", out)
+		}
+	})
+
+	t.Run("list, show, audit and events never print a key", func(t *testing.T) {
+		outputs := []string{
+			g.keys("list", "--all"), g.keys("list", "--all", "--json"), g.keys("audit", "--json"),
+			g.keys("events", "--json"), string(g.admin("GET", "/keygate/keys?all=true", nil).Body),
+			string(g.admin("GET", "/keygate/events", nil).Body),
+		}
+		for _, k := range all {
+			outputs = append(outputs, g.keys("show", k.ID), g.keys("show", k.ID, "--json"))
+		}
+		for _, out := range outputs {
+			for _, k := range all {
+				if k.Key != "" && strings.Contains(out, k.Key[8:30]) {
+					t.Fatalf("output contains key %s", k.ID)
+				}
+			}
+		}
+		if !strings.Contains(g.keys("list"), "in ") {
+			t.Error("list does not show relative expiry")
+		}
+	})
+}

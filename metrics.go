@@ -1,0 +1,172 @@
+package keygate
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// keygateMetrics are created once per process and registered with each
+// config's metrics registry, so counts continue across reloads. No metric
+// has a per-key label: key ids are unbounded.
+type keygateMetrics struct {
+	requests         [numCodes]prometheus.Counter
+	requestsVec      *prometheus.CounterVec
+	storeSeconds     *prometheus.HistogramVec
+	storeErrors      *prometheus.CounterVec
+	limiterEvictions prometheus.Counter
+	flushSeconds     prometheus.Histogram
+	flushErrors      prometheus.Counter
+	redisFallbacks   prometheus.Counter
+	collectors       []prometheus.Collector
+}
+
+var metrics = newMetrics()
+
+func newMetrics() *keygateMetrics {
+	const ns = "keygate"
+	m := &keygateMetrics{
+		requestsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "requests_total",
+			Help: "Requests seen by keygate, by decision (allowed or a denial code).",
+		}, []string{"decision"}),
+		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "store_query_seconds",
+			Help:    "Latency of key store operations.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "store_errors_total",
+			Help: "Key store operations that failed (not counting unknown keys).",
+		}, []string{"op"}),
+		limiterEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "limiter_evictions_total",
+			Help: "Idle rate-limit buckets evicted (they were full, so nothing was lost).",
+		}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "usage_flush_seconds",
+			Help:    "Time to write a batch of usage counts to the store.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
+		}),
+		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "usage_flush_errors_total",
+			Help: "Usage flushes that failed and were kept for retry.",
+		}),
+		redisFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
+			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable.",
+		}),
+	}
+	for i := range m.requests {
+		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
+	}
+	m.collectors = []prometheus.Collector{
+		m.requestsVec, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors,
+		m.redisFallbacks,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "cache_hits_total",
+			Help: "Key lookups answered by the cache (including cached unknown keys)."},
+			func() float64 { s := sumStats(); return float64(s.Hits + s.NegativeHits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "cache_misses_total",
+			Help: "Key lookups that went to the store."},
+			func() float64 { return float64(sumStats().Misses) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "store_queries_total",
+			Help: "Key lookups sent to the store (one per distinct missing key, however many requests wait for it)."},
+			func() float64 { return float64(sumStats().StoreQueries) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "usage_backlog",
+			Help: "Key-hours of usage counts waiting to be written to the store."},
+			func() float64 {
+				n := 0
+				backends.Range(func(_, v any) bool { n += v.(*backend).usage.Backlog(); return true })
+				return float64(n)
+			}),
+	}
+	return m
+}
+
+type verifierStats struct{ Hits, NegativeHits, Misses, StoreQueries uint64 }
+
+func sumStats() verifierStats {
+	var s verifierStats
+	backends.Range(func(_, v any) bool {
+		st := v.(*backend).verifier.Stats()
+		s.Hits += st.Hits
+		s.NegativeHits += st.NegativeHits
+		s.Misses += st.Misses
+		s.StoreQueries += st.StoreQueries
+		return true
+	})
+	return s
+}
+
+var registered sync.Map // *prometheus.Registry -> struct{}
+
+// registerMetrics adds keygate's collectors to a config's registry once.
+func registerMetrics(reg *prometheus.Registry) {
+	if reg == nil {
+		return
+	}
+	if _, loaded := registered.LoadOrStore(reg, struct{}{}); loaded {
+		return
+	}
+	for _, c := range metrics.collectors {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err)
+			}
+		}
+	}
+}
+
+// timedStore measures the store operations on the request path.
+type timedStore struct {
+	store.Store
+}
+
+func instrumentStore(s store.Store) store.Store {
+	if n, ok := s.(store.Notifier); ok {
+		return &timedNotifyingStore{timedStore{s}, n}
+	}
+	return &timedStore{s}
+}
+
+type timedNotifyingStore struct {
+	timedStore
+	store.Notifier
+}
+
+func observe(op string, start time.Time, err error) {
+	metrics.storeSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		metrics.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// KeyByDigest times the lookup behind every cache miss.
+func (s *timedStore) KeyByDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
+	start := time.Now()
+	rec, err := s.Store.KeyByDigest(ctx, d)
+	observe("key_by_digest", start, err)
+	return rec, err
+}
+
+// AddUsage times usage flushes.
+func (s *timedStore) AddUsage(ctx context.Context, deltas []store.UsageDelta) error {
+	start := time.Now()
+	err := s.Store.AddUsage(ctx, deltas)
+	observe("add_usage", start, err)
+	return err
+}
+
+// LastChange times the change-log poll.
+func (s *timedStore) LastChange(ctx context.Context) (int64, error) {
+	start := time.Now()
+	n, err := s.Store.LastChange(ctx)
+	observe("last_change", start, err)
+	return n, err
+}

@@ -1,0 +1,179 @@
+package keygate
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// testHandler provisions a handler on a fresh SQLite store, as Caddy would.
+func testHandler(tb testing.TB, h *Handler) (*Handler, store.Store) {
+	tb.Helper()
+	if h.Store == "" {
+		h.Store = "sqlite:" + filepath.Join(tb.TempDir(), "keys.db")
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := h.Provision(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { h.Cleanup(); cancel() })
+	return h, h.backend.store
+}
+
+func issue(tb testing.TB, st store.Store, scopes ...string) (*store.Record, string) {
+	tb.Helper()
+	name := "test"
+	rec, key, err := issueKey(context.Background(), st, KeySpec{Name: &name, Scopes: &scopes}, "test")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rec, key
+}
+
+var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+})
+
+func serve(h *Handler, method, path, key string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, nil)
+	if key != "" {
+		r.Header.Set("Authorization", "Bearer "+key)
+	}
+	repl := caddy.NewReplacer()
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, okNext); err != nil {
+		panic(err)
+	}
+	return w
+}
+
+// flakyStore fails every key lookup while down is set, as an unreachable
+// database would.
+type flakyStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (f *flakyStore) KeyByDigest(ctx context.Context, d store.Digest) (*store.Record, error) {
+	if f.down.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return f.Store.KeyByDigest(ctx, d)
+}
+
+func TestStoreUnavailableFailsClosedForUncachedKeys(t *testing.T) {
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyStore{Store: st}
+	uri := "test:" + t.Name()
+	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
+		return newBackend(uri, flaky, caddy.Log())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer releaseBackend(uri)
+	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	_, cached := issue(t, st, "mail.send")
+	_, uncached := issue(t, st, "mail.send")
+	if w := serve(h, "POST", "/send", cached); w.Code != http.StatusAccepted {
+		t.Fatalf("warm-up: %d %s", w.Code, w.Body)
+	}
+	time.Sleep(50 * time.Millisecond) // let the cache's asynchronous set land
+	flaky.down.Store(true)
+
+	if w := serve(h, "POST", "/send", cached); w.Code != http.StatusAccepted {
+		t.Errorf("a cached key while the store is down: %d %s", w.Code, w.Body)
+	}
+	w := serve(h, "POST", "/send", uncached)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"store_unavailable"`) || w.Header().Get("Retry-After") == "" {
+		t.Errorf("an uncached key while the store is down: %d %s %v", w.Code, w.Body, w.Header())
+	}
+}
+
+func TestPlaceholdersNameTheKey(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	rec, key := issue(t, st, "mail.send")
+	r := httptest.NewRequest("POST", "/send", nil)
+	r.Header.Set("Authorization", "Bearer "+key)
+	repl := caddy.NewReplacer()
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, okNext); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"http.auth.user.id": rec.ID, "keygate.key.id": rec.ID, "keygate.key.name": "test",
+		"keygate.key.env": "live", "keygate.scope": "mail.send", "keygate.decision": "allowed",
+	} {
+		if got, _ := repl.GetString(name); got != want {
+			t.Errorf("{%s} = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// BenchmarkHotPath is the whole handler on a valid cached key with a scope
+// match and a limiter allow; the next handler does nothing. Each request
+// gets its own replacer, prepared outside the timer as Caddy's server
+// prepares it before calling handlers.
+func BenchmarkHotPath(b *testing.B) {
+	h, st := testHandler(b, &Handler{
+		Rate:   "1000000000/s",
+		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
+	})
+	_, key := issue(b, st, "mail.send")
+	const batch = 1024
+	reqs := make([]*http.Request, batch)
+	prepare := func() {
+		for i := range reqs {
+			repl := caddy.NewReplacer()
+			repl.Map(func(string) (any, bool) { return nil, false }) // caddyhttp's own provider
+			r := httptest.NewRequest("POST", "/v3/mail/send", nil)
+			r.Header.Set("Authorization", "Bearer "+key)
+			reqs[i] = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+		}
+	}
+	prepare()
+	w := nopWriter{h: http.Header{}}
+	if err := h.ServeHTTP(w, reqs[0], okNext); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the cache's asynchronous set land
+	queries := h.backend.verifier.Stats().StoreQueries
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%batch == 0 {
+			b.StopTimer()
+			prepare()
+			b.StartTimer()
+		}
+		clear(w.h)
+		if err := h.ServeHTTP(w, reqs[i%batch], okNext); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if got := h.backend.verifier.Stats().StoreQueries; got != queries {
+		b.Errorf("%d store queries during the benchmark: the hot path is not served from the cache", got-queries)
+	}
+}
+
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header       { return w.h }
+func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (nopWriter) WriteHeader(int)             {}

@@ -1,0 +1,52 @@
+package keygate
+
+import (
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/keygate/caddy-keygate/ratelimit"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// sharedLimits makes rate limits and quotas global across gateway nodes
+// through Redis. When Redis is unreachable each decision falls back to the
+// node's local buckets and counters (never a 5xx for that reason).
+type sharedLimits struct {
+	client  *redis.Client
+	limiter *ratelimit.Redis
+	quotas  *ratelimit.RedisQuotas
+}
+
+var sharedPool = caddy.NewUsagePool()
+
+func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, error) {
+	v, _, err := sharedPool.LoadOrNew(url, func() (caddy.Destructor, error) {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), err)
+		}
+		client := redis.NewClient(opts)
+		logger := logger.With(zap.String("redis", store.RedactURI(url)))
+		ro := ratelimit.RedisOptions{
+			Prefix: "keygate:",
+			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
+		}
+		return &sharedLimits{
+			client:  client,
+			limiter: ratelimit.NewRedis(client, b.limits, ro),
+			quotas:  ratelimit.NewRedisQuotas(client, b.quotas, ro),
+		}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*sharedLimits), nil
+}
+
+func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
+
+// Destruct closes the Redis client.
+func (s *sharedLimits) Destruct() error { return s.client.Close() }

@@ -1,0 +1,60 @@
+package keygate
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// whoamiAnswer is the presented key's own public record, for integrators
+// checking a new key. It never names another key, and never the key itself.
+type whoamiAnswer struct {
+	ID            string     `json:"id"`
+	Name          string     `json:"name"`
+	Owner         string     `json:"owner,omitempty"`
+	Env           string     `json:"env"`
+	Scopes        []string   `json:"scopes"`
+	RateLimit     *rateState `json:"rate_limit,omitempty"`
+	Quota         string     `json:"quota,omitempty"`
+	SenderDomains []string   `json:"sender_domains,omitempty"`
+	MaxRecipients int        `json:"max_recipients,omitempty"`
+	ExpiresAt     *time.Time `json:"expires_at,omitempty"`
+}
+
+type rateState struct {
+	Limit     string `json:"limit"`
+	Burst     int    `json:"burst"`
+	Remaining int    `json:"remaining"`
+	ResetIn   int64  `json:"reset_seconds"`
+}
+
+// serveWhoami answers the whoami path; it is never proxied and takes no
+// token from the key's bucket.
+func (h *Handler) serveWhoami(w http.ResponseWriter, rec *store.Record, t time.Time) error {
+	a := whoamiAnswer{
+		ID: rec.ID, Name: rec.Name, Owner: rec.Owner, Env: rec.Env, Scopes: rec.Scopes,
+		SenderDomains: rec.SenderDomains, MaxRecipients: rec.MaxRecipients, ExpiresAt: rec.ExpiresAt,
+	}
+	if a.Scopes == nil {
+		a.Scopes = []string{}
+	}
+	if q := rec.Quota; q != nil {
+		a.Quota = q.String()
+	} else if h.quota != nil {
+		a.Quota = h.quota.String()
+	}
+	if l, _ := h.limitFor(rec); l != nil {
+		res := h.backend.limits.Peek(rec.ID, *l, t)
+		a.RateLimit = &rateState{
+			Limit:     store.Rate{N: l.N, Per: l.Per}.String(),
+			Burst:     l.Burst,
+			Remaining: res.Remaining,
+			ResetIn:   retrySecondsOrZero(res.Reset),
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(a)
+}
