@@ -25,6 +25,8 @@ var ErrUnknown = errors.New("keygate: unknown key")
 // closed, never treating the key as valid or as unknown.
 var ErrUnavailable = errors.New("keygate: key store unavailable")
 
+var errClosed = fmt.Errorf("%w: verifier closed", ErrUnavailable)
+
 // Options tune a Verifier. Zero values take the defaults.
 type Options struct {
 	// MaxCost bounds the cache, in entries; default 1<<20.
@@ -94,6 +96,12 @@ type Verifier struct {
 	synced bool       // cursor is known
 
 	hits, misses, negHits, queries, storeErrs atomic.Uint64
+
+	// life keeps the cache from being used during or after Close, which
+	// ristretto does not survive (it panics on its closed channels).
+	// Lookup and Invalidate hold it shared; Close holds it exclusively.
+	life   sync.RWMutex
+	closed bool
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -205,6 +213,11 @@ func keyToHash(k uint64) (uint64, uint64) { return k, 0 }
 // The record is shared with other callers and the cache: it must not be
 // modified (use Record.Clone).
 func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if v.closed {
+		return nil, errClosed
+	}
 	if ttl > 0 {
 		v.noteTTL(ttl)
 		if e, ok := v.cached(&d, ttl); ok {
@@ -278,7 +291,13 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 			v.storeErrs.Add(1)
 			return nil, err
 		}
-		if ttl > 0 {
+		// TryRLock: the callers may have given up and Close be waiting;
+		// blocking here would stall Close, and it is too late to cache.
+		if ttl > 0 && v.life.TryRLock() {
+			defer v.life.RUnlock()
+			if v.closed {
+				return rec, nil
+			}
 			life := ttl
 			if rec == nil {
 				life = min(ttl, v.opts.NegativeTTL)
@@ -306,6 +325,11 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 // still in flight. Once it returns, no Lookup answers from anything read
 // from the store before Invalidate was called.
 func (v *Verifier) Invalidate(d store.Digest) {
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if v.closed {
+		return
+	}
 	v.invMu.Lock()
 	v.invs[d] = invalidation{seq: v.seq.Add(1), at: v.now()}
 	v.numInv.Store(int64(len(v.invs)))
@@ -416,12 +440,16 @@ func (v *Verifier) Stats() Stats {
 	}
 }
 
-// Close stops the poller and frees the cache. It does not close the store.
-// Calling it more than once is harmless.
+// Close stops the poller and frees the cache, after waiting for Lookups in
+// progress. Later Lookups fail with ErrUnavailable. It does not close the
+// store. Calling it more than once is harmless.
 func (v *Verifier) Close() {
 	v.closeOnce.Do(func() {
 		close(v.stop)
 		<-v.done
+		v.life.Lock()
+		v.closed = true
 		v.cache.Close()
+		v.life.Unlock()
 	})
 }

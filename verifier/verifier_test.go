@@ -459,3 +459,46 @@ func BenchmarkLookupHit(b *testing.B) {
 		})
 	}
 }
+
+func TestDigestSharingTheCacheKeyIsNotAnsweredFromCache(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	v.Lookup(ctx, rec.Digest, time.Minute)
+	v.cache.Wait()
+	other := rec.Digest
+	other[31] ^= 1 // same first 8 bytes, so the same cache slot
+	if got, err := v.Lookup(ctx, other, time.Minute); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("Lookup of a colliding digest = %v, %v; want ErrUnknown", got, err)
+	}
+	if n := st.reads.Load(); n != 2 {
+		t.Fatalf("store read %d times, want 2", n)
+	}
+}
+
+func TestClose(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	slow := func() { time.Sleep(50 * time.Millisecond) }
+	st.afterRead.Store(&slow)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Millisecond}, nil)
+
+	// A caller that gives up leaves its store query running; the query
+	// finishing after Close must not touch the closed cache.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if _, err := v.Lookup(ctx, rec.Digest, time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Lookup with an expiring context = %v, want ErrUnavailable", err)
+	}
+	v.Close()
+	time.Sleep(100 * time.Millisecond)
+
+	if _, err := v.Lookup(context.Background(), rec.Digest, time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Lookup after Close = %v, want ErrUnavailable", err)
+	}
+	v.Invalidate(rec.Digest) // must not panic
+	v.Close()                // twice is harmless
+}
