@@ -59,9 +59,6 @@ func (l *Local) Peek(key string, lim Limit, now time.Time) Result {
 }
 
 func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
-	if lim.Validate() != nil {
-		return Result{Limit: lim}
-	}
 	s := &l.shards[maphash.String(l.seed, key)%shardCount]
 
 	// Hot path: the bucket exists with this limit. The read lock is held
@@ -74,6 +71,10 @@ func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
 		return r
 	}
 	s.mu.RUnlock()
+	// Validated here, off the hot path: a stored bucket's limit was valid.
+	if lim.Validate() != nil {
+		return Result{Limit: lim}
+	}
 	if !ok && !take {
 		return Result{Allowed: true, Limit: lim, Remaining: lim.Size()}
 	}

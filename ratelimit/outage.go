@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -76,5 +77,32 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 func (o *outage) succeeded() {
 	if o.down.Load() && o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
+	}
+}
+
+// withTimeout runs call with a deadline d from now and returns when call
+// does or when the deadline passes, whichever is first. go-redis only
+// honours context deadlines on the socket when the client was built with
+// ContextTimeoutEnabled; without it a stuck Redis would hold the request for
+// the client's ReadTimeout (3s by default), so the wait is bounded here too.
+// A call abandoned at the deadline finishes in the background.
+func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	type answer struct {
+		v   T
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		defer cancel()
+		v, err := call(ctx)
+		done <- answer{v, err}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("keygate: redis did not answer within %v: %w", d, ctx.Err())
 	}
 }

@@ -18,6 +18,8 @@ import (
 // If Redis errors or times out, the decision comes from the local fallback:
 // a caller never sees an error, and each node then enforces the limit on
 // its own (so a cluster of n nodes lets through up to n times the limit).
+// Build the client with ContextTimeoutEnabled so that a request abandoned at
+// the timeout also frees its connection promptly.
 type Redis struct {
 	limiter  *redis_rate.Limiter
 	fallback *Local
@@ -56,10 +58,10 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit, now time.Time) R
 }
 
 func (r *Redis) allow(ctx context.Context, key string, l Limit) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-	defer cancel()
 	gcra := redis_rate.Limit{Rate: l.N, Period: l.Per, Burst: l.Size()}
-	res, err := r.limiter.Allow(ctx, r.opts.Prefix+key, gcra)
+	res, err := withTimeout(ctx, r.opts.Timeout, func(ctx context.Context) (*redis_rate.Result, error) {
+		return r.limiter.Allow(ctx, r.opts.Prefix+key, gcra)
+	})
 	if err != nil {
 		return Result{}, err
 	}

@@ -110,9 +110,9 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 
 // run executes reserveScript once, within the configured timeout.
 func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string) (status, used int64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, q.opts.Timeout)
-	defer cancel()
-	v, err := reserveScript.Run(ctx, q.client, []string{rkey}, limit, n, end.UnixMilli(), initial).Int64Slice()
+	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+		return reserveScript.Run(ctx, q.client, []string{rkey}, limit, n, end.UnixMilli(), initial).Int64Slice()
+	})
 	if err != nil {
 		return 0, 0, err
 	}

@@ -1,0 +1,218 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+)
+
+// persisted is a load func answering a fixed count and counting its calls.
+type persisted struct {
+	count int64
+	err   error
+	calls atomic.Int64
+}
+
+func (p *persisted) load(context.Context) (int64, error) {
+	p.calls.Add(1)
+	return p.count, p.err
+}
+
+// eachQuotas runs spec against LocalQuotas and against RedisQuotas on a
+// throwaway redis-server, since both promise the same behaviour.
+func eachQuotas(t *testing.T, spec func(t *testing.T, q Quotas)) {
+	t.Run("local", func(t *testing.T) { spec(t, NewLocalQuotas()) })
+	t.Run("redis", func(t *testing.T) {
+		srv := testservers.StartRedis(t)
+		spec(t, NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{}))
+	})
+}
+
+func TestQuotaReserve(t *testing.T) {
+	start, end := Day.Bounds(t0)
+	tests := []struct {
+		name      string
+		persisted int64
+		n         int64
+		want      QuotaResult
+	}{
+		{
+			name: "the first use starts from the persisted count", persisted: 7, n: 2,
+			want: QuotaResult{Allowed: true, Used: 9, Remaining: 1},
+		},
+		{
+			name: "reaching the limit exactly is allowed", persisted: 8, n: 2,
+			want: QuotaResult{Allowed: true, Used: 10, Remaining: 0},
+		},
+		{
+			name: "a reservation passing the limit is refused whole and reports the current count", persisted: 9, n: 2,
+			want: QuotaResult{Allowed: false, Used: 9, Remaining: 1},
+		},
+		{
+			name: "a count persisted above the limit refuses everything", persisted: 12, n: 1,
+			want: QuotaResult{Allowed: false, Used: 12, Remaining: 0},
+		},
+		{
+			name: "reserving nothing reports the count", persisted: 4, n: 0,
+			want: QuotaResult{Allowed: true, Used: 4, Remaining: 6},
+		},
+	}
+	eachQuotas(t, func(t *testing.T, q Quotas) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				p := &persisted{count: tt.persisted}
+				got, err := q.Reserve(context.Background(), t.Name(), 10, tt.n, start, end, p.load, t0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.want.Limit = 10
+				tt.want.Reset = end.Sub(t0)
+				if got != tt.want {
+					t.Errorf("got  %+v\nwant %+v", got, tt.want)
+				}
+			})
+		}
+	})
+}
+
+func TestQuotaLoadsOncePerPeriodAndRollsOver(t *testing.T) {
+	eachQuotas(t, func(t *testing.T, q Quotas) {
+		ctx := context.Background()
+		p := &persisted{count: 3}
+		dayStart, dayEnd := Day.Bounds(t0)
+		for range 7 {
+			if r, _ := q.Reserve(ctx, "key_a", 10, 1, dayStart, dayEnd, p.load, t0); !r.Allowed {
+				t.Fatalf("reservation within the limit refused: %+v", r)
+			}
+		}
+		if r, _ := q.Reserve(ctx, "key_a", 10, 1, dayStart, dayEnd, p.load, t0); r.Allowed || r.Used != 10 {
+			t.Errorf("11th recipient of the day: %+v, want refused at 10", r)
+		}
+		if n := p.calls.Load(); n != 1 {
+			t.Errorf("load called %d times in one period, want 1", n)
+		}
+
+		next := dayEnd.Add(time.Minute)
+		nextStart, nextEnd := Day.Bounds(next)
+		fresh := &persisted{count: 0}
+		r, err := q.Reserve(ctx, "key_a", 10, 1, nextStart, nextEnd, fresh.load, next)
+		if err != nil || !r.Allowed || r.Used != 1 || fresh.calls.Load() != 1 {
+			t.Errorf("first recipient of the next day: %+v, %v, %d loads; want allowed, Used 1, loaded once", r, err, fresh.calls.Load())
+		}
+	})
+}
+
+func TestQuotaFailedLoadIsReturnedAndRetried(t *testing.T) {
+	eachQuotas(t, func(t *testing.T, q Quotas) {
+		start, end := Month.Bounds(t0)
+		p := &persisted{err: errors.New("store down")}
+		if _, err := q.Reserve(context.Background(), "key_a", 10, 1, start, end, p.load, t0); err == nil {
+			t.Fatal("Reserve with a failing load: no error")
+		}
+		p.err, p.count = nil, 5
+		r, err := q.Reserve(context.Background(), "key_a", 10, 1, start, end, p.load, t0)
+		if err != nil || r.Used != 6 {
+			t.Errorf("Reserve after the store recovered: %+v, %v; want Used 6", r, err)
+		}
+	})
+}
+
+func TestQuotaNeverOverspentUnderConcurrency(t *testing.T) {
+	eachQuotas(t, func(t *testing.T, q Quotas) {
+		start, end := Day.Bounds(t0)
+		p := &persisted{count: 5}
+		var allowed atomic.Int64
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				r, err := q.Reserve(context.Background(), "key_a", 25, 1, start, end, p.load, t0)
+				if err != nil {
+					t.Error(err)
+				}
+				if r.Allowed {
+					allowed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := allowed.Load(); n != 20 {
+			t.Errorf("%d of 50 concurrent reservations allowed, want 20 (limit 25, 5 persisted)", n)
+		}
+	})
+}
+
+func TestLocalQuotasDropsEndedPeriods(t *testing.T) {
+	q := NewLocalQuotas()
+	p := &persisted{}
+	ctx := context.Background()
+	dayStart, dayEnd := Day.Bounds(t0)
+	monthStart, monthEnd := Month.Bounds(t0)
+	q.Reserve(ctx, "key_a", 10, 1, dayStart, dayEnd, p.load, t0)
+	q.Reserve(ctx, "key_a", 10, 1, monthStart, monthEnd, p.load, t0)
+	if n := q.Sweep(dayEnd.Add(-time.Nanosecond)); n != 0 {
+		t.Errorf("Sweep before the day ended dropped %d, want 0", n)
+	}
+	if n := q.Sweep(dayEnd); n != 1 || q.Len() != 1 {
+		t.Errorf("Sweep at the day's end dropped %d leaving %d, want 1 leaving the month's", n, q.Len())
+	}
+	// Reserve sweeps by itself, so ended periods go without a caller's help.
+	q.Reserve(ctx, "key_b", 10, 1, monthEnd, monthEnd.AddDate(0, 1, 0), p.load, monthEnd)
+	if n := q.Len(); n != 1 {
+		t.Errorf("Len after a Reserve in the next month = %d, want 1", n)
+	}
+}
+
+func TestRedisQuotasOutageFallsBack(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	logs := &logRecorder{}
+	q := NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Logf: logs.Logf})
+	start, end := Day.Bounds(t0)
+	p := &persisted{count: 2}
+	ctx := context.Background()
+	if _, err := q.Reserve(ctx, "key_a", 10, 1, start, end, p.load, t0); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	for i := range 5 {
+		r, err := q.Reserve(ctx, "key_a", 10, 1, start, end, p.load, t0)
+		if err != nil || !r.Allowed {
+			t.Errorf("reservation %d during the outage: %+v, %v; want allowed by the fallback", i, r, err)
+		}
+	}
+	if f := q.Fallbacks(); f != 5 {
+		t.Errorf("Fallbacks = %d, want 5", f)
+	}
+	if n := logs.count("unreachable"); n != 1 {
+		t.Errorf("outage logged %d times, want once: %q", n, logs.lines)
+	}
+	if n := p.calls.Load(); n != 2 {
+		t.Errorf("load called %d times, want 2 (redis's first use, then the fallback's)", n)
+	}
+}
+
+func TestQuotaPeriodBounds(t *testing.T) {
+	at := time.Date(2030, 2, 28, 23, 30, 0, 0, time.FixedZone("UTC-2", -2*3600)) // 1 March 01:30 UTC
+	tests := []struct {
+		name       string
+		period     QuotaPeriod
+		start, end time.Time
+	}{
+		{"a day is the UTC calendar day", Day,
+			time.Date(2030, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 3, 2, 0, 0, 0, 0, time.UTC)},
+		{"a month is the UTC calendar month", Month,
+			time.Date(2030, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 4, 1, 0, 0, 0, 0, time.UTC)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start, end := tt.period.Bounds(at)
+			if !start.Equal(tt.start) || !end.Equal(tt.end) {
+				t.Errorf("Bounds = [%v, %v), want [%v, %v)", start, end, tt.start, tt.end)
+			}
+		})
+	}
+}

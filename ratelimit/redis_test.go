@@ -1,0 +1,137 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+)
+
+// logRecorder collects Logf lines so tests can count them.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Logf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+// count is how many lines contain substr.
+func (r *logRecorder) count(substr string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func newClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisLimitIsSharedByNodes(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	nodes := []*Redis{
+		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{}),
+		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{}),
+	}
+	lim := Limit{N: 10, Per: time.Minute}
+	allowed := 0
+	for i := range 30 {
+		r := nodes[i%2].Allow(context.Background(), "key_shared", lim, time.Now())
+		if r.Allowed {
+			allowed++
+			if r.RetryAfter != 0 {
+				t.Errorf("request %d allowed with RetryAfter %v, want 0", i, r.RetryAfter)
+			}
+		} else if r.RetryAfter <= 0 || r.RetryAfter > 6*time.Second {
+			t.Errorf("request %d denied with RetryAfter %v, want (0, 6s]", i, r.RetryAfter)
+		}
+		if r.Remaining < 0 || r.Reset < 0 || r.Reset > time.Minute {
+			t.Errorf("request %d: Remaining %d, Reset %v out of range", i, r.Remaining, r.Reset)
+		}
+	}
+	if allowed != 10 {
+		t.Errorf("%d of 30 requests allowed across two nodes, want 10", allowed)
+	}
+	for i, n := range nodes {
+		if f := n.Fallbacks(); f != 0 {
+			t.Errorf("node %d: Fallbacks = %d, want 0 with redis up", i, f)
+		}
+	}
+}
+
+func TestRedisOutageFallsBackAndRecovers(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	logs := &logRecorder{}
+	r := NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Logf: logs.Logf})
+	lim := Limit{N: 100, Per: time.Minute}
+	ctx := context.Background()
+	now := time.Now()
+
+	if !r.Allow(ctx, "key_a", lim, now).Allowed || r.Fallbacks() != 0 {
+		t.Fatalf("first request with redis up: want allowed by redis")
+	}
+
+	srv.Stop()
+	for i := range 20 {
+		if !r.Allow(ctx, "key_a", lim, now).Allowed {
+			t.Errorf("request %d during the outage denied, want the local fallback to allow it", i)
+		}
+	}
+	if f := r.Fallbacks(); f != 20 {
+		t.Errorf("Fallbacks during the outage = %d, want 20", f)
+	}
+	if n := logs.count("unreachable"); n != 1 {
+		t.Errorf("outage logged %d times, want once: %q", n, logs.lines)
+	}
+
+	// Redis is back, but within a second of the failure nobody retries it.
+	srv.Start()
+	r.Allow(ctx, "key_a", lim, now.Add(500*time.Millisecond))
+	if f := r.Fallbacks(); f != 21 {
+		t.Errorf("Fallbacks within 1s of the failure = %d, want 21 (redis not retried yet)", f)
+	}
+	for range 5 {
+		r.Allow(ctx, "key_a", lim, now.Add(1100*time.Millisecond))
+	}
+	if f := r.Fallbacks(); f != 21 {
+		t.Errorf("Fallbacks after the retry interval = %d, want 21 (back on redis)", f)
+	}
+	if n := logs.count("reachable again"); n != 1 {
+		t.Errorf("recovery logged %d times, want once: %q", n, logs.lines)
+	}
+}
+
+func TestRedisTimeoutFallsBack(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	client := newClient(t, srv.Addr)
+	r := NewRedis(client, NewLocal(), RedisOptions{Timeout: 50 * time.Millisecond})
+	// A Redis busy with a slow script answers nobody else until it ends.
+	go client.Eval(context.Background(), "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 1 do end", nil)
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	res := r.Allow(context.Background(), "key_a", Limit{N: 10, Per: time.Minute}, start)
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("Allow against a stuck redis took %v, want about the 50ms timeout", took)
+	}
+	if !res.Allowed || r.Fallbacks() != 1 {
+		t.Errorf("Allow against a stuck redis: %+v, Fallbacks %d; want allowed by the fallback", res, r.Fallbacks())
+	}
+}
