@@ -88,13 +88,13 @@ func (o *outage) succeeded() {
 // A call abandoned at the deadline finishes in the background.
 func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel() // only after the select, or a finished call could read as a timeout
 	type answer struct {
 		v   T
 		err error
 	}
 	done := make(chan answer, 1)
 	go func() {
-		defer cancel()
 		v, err := call(ctx)
 		done <- answer{v, err}
 	}()

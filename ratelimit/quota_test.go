@@ -29,7 +29,7 @@ func eachQuotas(t *testing.T, spec func(t *testing.T, q Quotas)) {
 	t.Run("local", func(t *testing.T) { spec(t, NewLocalQuotas()) })
 	t.Run("redis", func(t *testing.T) {
 		srv := testservers.StartRedis(t)
-		spec(t, NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{}))
+		spec(t, NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Timeout: slowMachine}))
 	})
 }
 
@@ -170,7 +170,7 @@ func TestLocalQuotasDropsEndedPeriods(t *testing.T) {
 func TestRedisQuotasOutageFallsBack(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	logs := &logRecorder{}
-	q := NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Logf: logs.Logf})
+	q := NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Timeout: slowMachine, Logf: logs.Logf})
 	start, end := Day.Bounds(t0)
 	p := &persisted{count: 2}
 	ctx := context.Background()

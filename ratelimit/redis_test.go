@@ -13,6 +13,11 @@ import (
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
+// slowMachine is the Redis timeout of tests that are not about timeouts:
+// a loaded CI machine running -race can take longer than the 100ms default
+// for a first round trip, and a fallback there would be a false failure.
+const slowMachine = 2 * time.Second
+
 // logRecorder collects Logf lines so tests can count them.
 type logRecorder struct {
 	mu    sync.Mutex
@@ -48,8 +53,8 @@ func newClient(t *testing.T, addr string) *redis.Client {
 func TestRedisLimitIsSharedByNodes(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	nodes := []*Redis{
-		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{}),
-		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{}),
+		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine}),
+		NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine}),
 	}
 	lim := Limit{N: 10, Per: time.Minute}
 	allowed := 0
@@ -80,7 +85,7 @@ func TestRedisLimitIsSharedByNodes(t *testing.T) {
 func TestRedisOutageFallsBackAndRecovers(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	logs := &logRecorder{}
-	r := NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Logf: logs.Logf})
+	r := NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine, Logf: logs.Logf})
 	lim := Limit{N: 100, Per: time.Minute}
 	ctx := context.Background()
 	now := time.Now()
@@ -124,8 +129,14 @@ func TestRedisTimeoutFallsBack(t *testing.T) {
 	client := newClient(t, srv.Addr)
 	r := NewRedis(client, NewLocal(), RedisOptions{Timeout: 50 * time.Millisecond})
 	// A Redis busy with a slow script answers nobody else until it ends.
-	go client.Eval(context.Background(), "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 1 do end", nil)
-	time.Sleep(100 * time.Millisecond)
+	go client.Eval(context.Background(), "local t = redis.call('TIME') while redis.call('TIME')[1] - t[1] < 2 do end", nil)
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer probe.Close()
+	for busy := false; !busy; {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		busy = probe.Ping(ctx).Err() != nil
+		cancel()
+	}
 	start := time.Now()
 	res := r.Allow(context.Background(), "key_a", Limit{N: 10, Per: time.Minute}, start)
 	if took := time.Since(start); took > 500*time.Millisecond {

@@ -91,10 +91,10 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 	rkey := q.opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(start.Unix(), 10)
 	status, used, err := q.run(ctx, rkey, limit, n, end, "")
 	if err == nil && status == -1 {
-		persisted, err := load(ctx)
-		if err != nil {
+		persisted, lerr := load(ctx)
+		if lerr != nil {
 			return QuotaResult{}, loadError{fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
-				key, start.UTC().Format(time.DateOnly), err)}
+				key, start.UTC().Format(time.DateOnly), lerr)}
 		}
 		status, used, err = q.run(ctx, rkey, limit, n, end, strconv.FormatInt(persisted, 10))
 	}
