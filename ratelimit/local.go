@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"hash/maphash"
-	"math"
 	"sync"
 	"time"
 
@@ -66,9 +65,9 @@ func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
 	s.mu.RLock()
 	b, ok := s.buckets[key]
 	if ok && b.limit == lim {
-		r := b.decide(lim, now, take)
+		allowed, tokens := b.take(now, take)
 		s.mu.RUnlock()
-		return r
+		return result(lim, allowed, tokens)
 	}
 	s.mu.RUnlock()
 	// Validated here, off the hot path: a stored bucket's limit was valid.
@@ -92,19 +91,27 @@ func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
 		b.limit = lim
 		s.buckets[key] = b
 	}
-	return b.decide(lim, now, take)
+	allowed, tokens := b.take(now, take)
+	return result(lim, allowed, tokens)
 }
 
-func (b bucket) decide(lim Limit, now time.Time, take bool) Result {
-	allowed := !take || b.tokens.AllowN(now, 1)
-	tokens := b.tokens.TokensAt(now)
-	if !take {
-		allowed = tokens >= 1
+// take takes a token if asked to, and reports whether a token was (or, when
+// only peeking, would be) available and how many remain.
+func (b bucket) take(now time.Time, take bool) (allowed bool, tokens float64) {
+	if take {
+		allowed = b.tokens.AllowN(now, 1)
+		return allowed, b.tokens.TokensAt(now)
 	}
+	tokens = b.tokens.TokensAt(now)
+	return tokens >= 1, tokens
+}
+
+// result reports a decision on a bucket holding tokens afterwards.
+func result(lim Limit, allowed bool, tokens float64) Result {
 	r := Result{
 		Allowed:   allowed,
 		Limit:     lim,
-		Remaining: max(0, int(math.Floor(tokens))),
+		Remaining: max(0, int(tokens)), // truncation is floor for tokens >= 0
 		Reset:     lim.timeFor(float64(lim.Size()) - tokens),
 	}
 	if !allowed {

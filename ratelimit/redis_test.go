@@ -146,3 +146,16 @@ func TestRedisTimeoutFallsBack(t *testing.T) {
 		t.Errorf("Allow against a stuck redis: %+v, Fallbacks %d; want allowed by the fallback", res, r.Fallbacks())
 	}
 }
+
+func BenchmarkRedisAllow(b *testing.B) {
+	srv := testservers.StartRedis(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	r := NewRedis(client, NewLocal(), RedisOptions{Timeout: slowMachine})
+	lim := Limit{N: 1_000_000_000, Per: time.Second}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Allow(ctx, "key_a", lim, time.Now())
+	}
+}
