@@ -1,217 +1,130 @@
-// Package mailapi reads the sender and counts the recipients of email
-// providers' send requests, so keygate can enforce per-key sender domains,
-// recipients per request and recipient quotas.
+// Package mailapi reads the sender addresses and counts the recipients of an
+// email provider's send request, so that a gateway can enforce per-key sender
+// domains, recipient limits and quotas without understanding the rest of the
+// payload.
 //
-// Eight providers' payloads are described by one table of dialects: each
-// dialect lists its send endpoints and, for each, where the sender and the
-// recipient fields are. One walker reads every dialect. The package only
-// reads the body it is given; the caller forwards it unchanged.
+// Each provider's wire format is a Dialect. A dialect only reads the body it
+// is given and never changes it: the upstream receives the request byte for
+// byte. The package imports nothing from Caddy and knows nothing about keys.
 //
-// The package imports nothing from Caddy and knows nothing about keys.
+// Where keygate and the provider might read a body differently, keygate errs
+// towards seeing more: JSON member names match case-insensitively, repeated
+// members all count, every From address is reported and every address in a
+// recipient field is counted.
 package mailapi
 
 import (
-	"sort"
+	"errors"
+	"mime"
 	"strings"
 )
 
-// Dialect is one provider's send API.
+// Message is what a send request asks the provider to do, as far as the
+// gateway's policy is concerned.
+type Message struct {
+	// Senders holds every From address of every message in the request,
+	// including per-personalization and per-message overrides, as lower-cased
+	// addr-specs. An address may appear more than once.
+	Senders []string
+	// Recipients is To + Cc + Bcc summed over every message, personalization
+	// and batch element.
+	Recipients int
+	// Opaque reports that the body hides its sender or recipients from
+	// keygate (raw MIME it could not parse, a sender chosen by id or by a
+	// stored template). Callers refuse such bodies for restricted keys.
+	Opaque bool
+}
+
+// Dialect is one email provider's send API: where its send endpoints are and
+// where their bodies keep senders and recipients.
 type Dialect struct {
-	// Name is how the Caddyfile names it (mail_api <name>).
+	// Name is the dialect's name in configuration, e.g. "sendgrid".
 	Name      string
 	endpoints []endpoint
 }
 
-// Message is what keygate needs to know about a send request.
-type Message struct {
-	// Senders are every From address (lower-cased addr-spec), including
-	// per-personalization and per-message overrides. For Mailgun the
-	// sending domain of the path is included as "@domain".
-	Senders []string
-	// Recipients is To + Cc + Bcc summed over every message,
-	// personalization and batch element.
-	Recipients int
-	// Opaque reports a body that hides its sender or recipients (raw MIME
-	// that could not be read); callers refuse it for restricted keys.
-	Opaque bool
-}
-
-// shape is how an endpoint's body holds its messages.
-type shape uint8
-
-const (
-	oneObject      shape = iota // {message}
-	objectArray                 // [{message}, …]
-	messagesOrList              // {"Messages": [{message}, …]} or [{message}, …]
-	form                        // Mailgun: multipart/form-data or urlencoded fields
-	mimeForm                    // Mailgun: a form whose "message" part is raw MIME
-)
-
-// endpoint is one send path. A "*" segment in path matches one segment
-// (Mailgun's /v3/{domain}/messages).
+// endpoint is one send endpoint of a dialect.
 type endpoint struct {
-	path  string
-	shape shape
-	msg   *msgSpec
-}
-
-// kind says how a field holds addresses.
-type kind uint8
-
-const (
-	addrString      kind = iota // "Name <a@b>" (one address)
-	addrList                    // "a@b, Name <c@d>" (an RFC 5322 address list)
-	addrListOrArray             // an address list string, or an array of address strings
-	stringArray                 // ["a@b", "c@d"]
-	objectOne                   // {"email": "a@b"} with the address under key
-	objectList                  // [{"email": "a@b"}, …]
-)
-
-// field locates addresses: a dotted path from the message object, how they
-// are held, and for objects the key of the address.
-type field struct {
+	// path is the endpoint's clean path; a "*" segment matches any one
+	// segment (Mailgun's sending domain).
 	path string
-	kind kind
-	key  string
+	// form marks bodies sent as HTML forms rather than JSON.
+	form  bool
+	shape *shape
 }
 
-// msgSpec describes one message object of a dialect.
-type msgSpec struct {
-	from []field
-	// fromRequired: a message without any sender is invalid.
-	fromRequired bool
-	recipients   []field
-	// groups are arrays of sub-messages (SendGrid personalizations, Brevo
-	// messageVersions, Mailjet Messages), each with their own fields.
-	groups []group
-	// raw is a field holding base64 MIME (SES Content.Raw.Data).
-	raw string
-}
-
-type group struct {
-	path     string
-	spec     *msgSpec
-	required bool
-}
-
-func emails(prefix, key string, names ...string) []field {
-	out := make([]field, len(names))
-	for i, n := range names {
-		out[i] = field{path: prefix + n, kind: objectList, key: key}
-	}
-	return out
-}
-
-func lists(k kind, names ...string) []field {
-	out := make([]field, len(names))
-	for i, n := range names {
-		out[i] = field{path: n, kind: k}
-	}
-	return out
-}
-
-var (
-	sendgrid = &msgSpec{
-		from:         []field{{path: "from", kind: objectOne, key: "email"}},
-		fromRequired: true,
-		groups: []group{{path: "personalizations", required: true, spec: &msgSpec{
-			from:       []field{{path: "from", kind: objectOne, key: "email"}},
-			recipients: emails("", "email", "to", "cc", "bcc"),
-		}}},
-	}
-	postmark = &msgSpec{
-		from:         []field{{path: "From", kind: addrString}},
-		fromRequired: true,
-		recipients:   lists(addrList, "To", "Cc", "Bcc"),
-	}
-	resend = &msgSpec{
-		from:         []field{{path: "from", kind: addrString}},
-		fromRequired: true,
-		recipients:   lists(addrListOrArray, "to", "cc", "bcc"),
-	}
-	ses = &msgSpec{
-		from:       []field{{path: "FromEmailAddress", kind: addrString}},
-		recipients: lists(stringArray, "Destination.ToAddresses", "Destination.CcAddresses", "Destination.BccAddresses"),
-		raw:        "Content.Raw.Data",
-	}
-	mailjet = &msgSpec{
-		groups: []group{{path: "Messages", required: true, spec: &msgSpec{
-			from:         []field{{path: "From", kind: objectOne, key: "Email"}},
-			fromRequired: true,
-			recipients:   emails("", "Email", "To", "Cc", "Bcc"),
-		}}},
-	}
-	brevo = &msgSpec{
-		from:       []field{{path: "sender", kind: objectOne, key: "email"}},
-		recipients: emails("", "email", "to", "cc", "bcc"),
-		groups: []group{{path: "messageVersions", spec: &msgSpec{
-			recipients: emails("", "email", "to", "cc", "bcc"),
-		}}},
-	}
-	mailpit = &msgSpec{
-		from:         []field{{path: "From", kind: objectOne, key: "Email"}},
-		fromRequired: true,
-		recipients:   append(emails("", "Email", "To", "Cc"), field{path: "Bcc", kind: stringArray}),
-	}
-	mailgun = &msgSpec{
-		from:         []field{{path: "from", kind: addrString}},
-		fromRequired: true,
-		recipients:   lists(addrList, "to", "cc", "bcc"),
-	}
-)
-
-// dialects is the table: every provider, its send endpoints and payloads.
-var dialects = map[string]*Dialect{
-	"sendgrid": {Name: "sendgrid", endpoints: []endpoint{{"/v3/mail/send", oneObject, sendgrid}}},
-	"postmark": {Name: "postmark", endpoints: []endpoint{
-		{"/email", oneObject, postmark},
-		{"/email/withTemplate", oneObject, postmark},
-		{"/email/batch", objectArray, postmark},
-		{"/email/batchWithTemplates", messagesOrList, postmark},
+// dialects is the one table of every provider keygate understands, in the
+// order Names reports them. The shapes are declared in shapes.go.
+var dialects = []*Dialect{
+	{Name: "sendgrid", endpoints: []endpoint{
+		{path: "/v3/mail/send", shape: sendgridSend},
 	}},
-	"mailgun": {Name: "mailgun", endpoints: []endpoint{
-		{"/v3/*/messages", form, mailgun},
-		{"/v3/*/messages.mime", mimeForm, mailgun},
+	{Name: "postmark", endpoints: []endpoint{
+		{path: "/email", shape: postmarkMessage},
+		{path: "/email/withTemplate", shape: postmarkMessage},
+		{path: "/email/batch", shape: arrayOf(postmarkMessage)},
+		// Documented as {"Messages": [...]}; a bare array is accepted too.
+		{path: "/email/batchWithTemplates", shape: &shape{
+			members: []member{field("Messages", arrayOf(postmarkMessage))},
+			elem:    postmarkMessage,
+		}},
 	}},
-	"resend": {Name: "resend", endpoints: []endpoint{
-		{"/emails", oneObject, resend},
-		{"/emails/batch", objectArray, resend},
+	{Name: "mailgun", endpoints: []endpoint{
+		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
+		{path: "/v3/*/messages.mime", form: true, shape: mailgunMIME},
 	}},
-	"ses":     {Name: "ses", endpoints: []endpoint{{"/v2/email/outbound-emails", oneObject, ses}}},
-	"mailjet": {Name: "mailjet", endpoints: []endpoint{{"/v3.1/send", oneObject, mailjet}}},
-	"brevo":   {Name: "brevo", endpoints: []endpoint{{"/v3/smtp/email", oneObject, brevo}}},
-	"mailpit": {Name: "mailpit", endpoints: []endpoint{{"/api/v1/send", oneObject, mailpit}}},
+	{Name: "resend", endpoints: []endpoint{
+		{path: "/emails", shape: resendMessage},
+		{path: "/emails/batch", shape: arrayOf(resendMessage)},
+	}},
+	{Name: "ses", endpoints: []endpoint{
+		{path: "/v2/email/outbound-emails", shape: sesMessage},
+		// Not in the brief, but it sends mail too: leaving it uninspected
+		// would let a restricted key around its sender domains.
+		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
+	}},
+	{Name: "mailjet", endpoints: []endpoint{
+		{path: "/v3.1/send", shape: mailjetSend},
+	}},
+	{Name: "brevo", endpoints: []endpoint{
+		{path: "/v3/smtp/email", shape: brevoMessage},
+	}},
+	{Name: "mailpit", endpoints: []endpoint{
+		{path: "/api/v1/send", shape: mailpitMessage},
+	}},
 }
 
-// Lookup returns the dialect with this name.
+// Lookup returns the dialect with the given name ("sendgrid", "postmark",
+// "mailgun", "resend", "ses", "mailjet", "brevo" or "mailpit").
 func Lookup(name string) (*Dialect, bool) {
-	d, ok := dialects[name]
-	return d, ok
+	for _, d := range dialects {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return nil, false
 }
 
-// Names lists the dialects, sorted.
+// Names returns the names of every dialect, for configuration errors and help.
 func Names() []string {
-	names := make([]string, 0, len(dialects))
-	for n := range dialects {
-		names = append(names, n)
+	names := make([]string, len(dialects))
+	for i, d := range dialects {
+		names[i] = d.Name
 	}
-	sort.Strings(names)
 	return names
 }
 
-// IsSend reports whether a request is one of the dialect's send requests:
-// POST to a send path (a trailing slash is tolerated). It does not allocate.
+// IsSend reports whether a request with this method and path (as the client
+// sent it, e.g. "/v3/mail/send") is one of the dialect's send endpoints.
+//
+// Only POST sends. The path is compared as path.Clean would leave it and
+// case-insensitively, like Caddy's path matcher and many upstreams: a client
+// must not dodge inspection by writing "/V3//mail/send/". It does not allocate.
 func (d *Dialect) IsSend(method, path string) bool {
-	if method != "POST" {
-		return false
-	}
-	return d.endpoint(path) != nil
+	return strings.EqualFold(method, "POST") && d.endpoint(path) != nil
 }
 
 func (d *Dialect) endpoint(path string) *endpoint {
-	if len(path) > 1 {
-		path = strings.TrimSuffix(path, "/")
-	}
 	for i := range d.endpoints {
 		if matchPath(d.endpoints[i].path, path) {
 			return &d.endpoints[i]
@@ -220,63 +133,108 @@ func (d *Dialect) endpoint(path string) *endpoint {
 	return nil
 }
 
-// matchPath matches path against pattern segment by segment; a "*"
-// segment matches any one non-empty segment.
+// Inspect reads a send request's body. path selects the endpoint (a Postmark
+// batch is read differently from a single message); contentType is the
+// request's Content-Type header, which matters only for Mailgun's forms.
+//
+// An error means the body is not a valid send request in this dialect; its
+// message names the field and the problem and never quotes the body.
+func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error) {
+	e := d.endpoint(path)
+	if e == nil {
+		return Message{}, errors.New("the path is not a send endpoint")
+	}
+	var in inspection
+	var err error
+	if e.form {
+		err = in.form(e.shape, contentType, body)
+	} else {
+		err = in.json(e.shape, body)
+	}
+	if err == nil {
+		err = in.finish()
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	return in.m, nil
+}
+
+// form reads a Mailgun-style HTML form, url-encoded or multipart.
+func (in *inspection) form(s *shape, contentType string, body []byte) error {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = ""
+	}
+	in.begin()
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		err = in.urlencoded(s, body)
+	case "multipart/form-data":
+		err = in.multipart(s, params["boundary"], body)
+	default:
+		return errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
+	}
+	if err != nil {
+		return err
+	}
+	in.end(s, nil)
+	return nil
+}
+
+// json reads a JSON body, which must hold exactly one value.
+func (in *inspection) json(s *shape, body []byte) error {
+	r := reader{data: body}
+	if err := in.walk(&r, s, nil); err != nil {
+		return err
+	}
+	if r.ws(); r.pos < len(r.data) {
+		return r.syntaxError("data after the top-level value")
+	}
+	return nil
+}
+
+// matchPath reports whether path, cleaned, is pattern. Both are walked
+// segment by segment from the end, which resolves "..", "." and repeated
+// slashes without building the cleaned path.
 func matchPath(pattern, path string) bool {
+	want := segments{s: pattern, end: len(pattern)}
+	got := segments{s: path, end: len(path)}
 	for {
-		ps, prest, pmore := strings.Cut(pattern, "/")
-		s, rest, more := strings.Cut(path, "/")
-		if ps == "*" {
-			if s == "" {
-				return false
-			}
-		} else if ps != s {
+		w, wok := want.next()
+		g, gok := got.next()
+		if !wok || !gok {
+			return wok == gok
+		}
+		if w != "*" && !strings.EqualFold(w, g) {
 			return false
 		}
-		if pmore != more {
-			return false
-		}
-		if !pmore {
-			return true
-		}
-		pattern, path = prest, rest
 	}
 }
 
-// pathDomain returns the segment a "*" in the pattern matched.
-func pathDomain(pattern, path string) string {
-	pp, sp := strings.Split(pattern, "/"), strings.Split(strings.TrimSuffix(path, "/"), "/")
-	for i := range pp {
-		if pp[i] == "*" && i < len(sp) {
-			return strings.ToLower(sp[i])
-		}
-	}
-	return ""
+// segments yields a path's segments from the last to the first as
+// path.Clean would leave them: empty and "." segments vanish and ".."
+// removes the segment before it.
+type segments struct {
+	s    string
+	end  int // the unread path is s[:end]; -1 when done
+	skip int // segments still to be removed by ".."
 }
 
-// SenderAllowed reports whether addr's domain (after the last '@') is in
-// domains: "example.com" matches exactly that domain, "*.example.com"
-// matches its subdomains only. An empty list allows every sender.
-func SenderAllowed(addr string, domains []string) bool {
-	if len(domains) == 0 {
-		return true
-	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return false
-	}
-	domain := strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
-	for _, d := range domains {
-		d = strings.ToLower(d)
-		if sub, ok := strings.CutPrefix(d, "*."); ok {
-			if len(domain) > len(sub)+1 && strings.HasSuffix(domain, "."+sub) {
-				return true
-			}
-			continue
-		}
-		if domain == d {
-			return true
+func (it *segments) next() (string, bool) {
+	for it.end >= 0 {
+		i := strings.LastIndexByte(it.s[:it.end], '/')
+		seg := it.s[i+1 : it.end]
+		it.end = i
+		switch {
+		case seg == "" || seg == ".":
+		case seg == "..":
+			it.skip++
+		case it.skip > 0:
+			it.skip--
+		default:
+			return seg, true
 		}
 	}
-	return false
+	return "", false
 }

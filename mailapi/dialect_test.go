@@ -1,0 +1,80 @@
+package mailapi
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestIsSend(t *testing.T) {
+	tests := []struct {
+		name    string
+		dialect string
+		method  string
+		path    string
+		want    bool
+	}{
+		{"the send path is a send", "sendgrid", "POST", "/v3/mail/send", true},
+		{"a trailing slash is the same endpoint", "sendgrid", "POST", "/v3/mail/send/", true},
+		{"case does not dodge inspection", "sendgrid", "POST", "/V3/Mail/SEND", true},
+		{"repeated slashes do not dodge inspection", "sendgrid", "POST", "//v3//mail/send", true},
+		{"dot segments do not dodge inspection", "sendgrid", "POST", "/v3/x/../mail/./send", true},
+		{"dot-dot above the root stays at the root", "sendgrid", "POST", "/../v3/mail/send", true},
+		{"a lower-case method is still a POST", "sendgrid", "post", "/v3/mail/send", true},
+		{"GET is not a send", "sendgrid", "GET", "/v3/mail/send", false},
+		{"PUT is not a send", "sendgrid", "PUT", "/v3/mail/send", false},
+		{"a longer path is not the send path", "sendgrid", "POST", "/v3/mail/send/extra", false},
+		{"a shorter path is not the send path", "sendgrid", "POST", "/v3/mail", false},
+		{"another endpoint is not a send", "sendgrid", "POST", "/v3/templates", false},
+		{"dot-dot can leave the send path", "sendgrid", "POST", "/v3/mail/send/..", false},
+		{"mailgun: any sending domain", "mailgun", "POST", "/v3/mg.example.com/messages", true},
+		{"mailgun: the MIME endpoint", "mailgun", "POST", "/v3/mg.example.com/messages.mime", true},
+		{"mailgun: the domain segment must be there", "mailgun", "POST", "/v3/messages", false},
+		{"mailgun: an empty domain segment is no domain", "mailgun", "POST", "/v3//messages", false},
+		{"mailgun: other endpoints are not sends", "mailgun", "POST", "/v3/domains", false},
+		{"mailgun: events are not sends", "mailgun", "GET", "/v3/mg.example.com/events", false},
+		{"postmark: every send endpoint", "postmark", "POST", "/email/batchWithTemplates", true},
+		{"postmark: a resend path is not a postmark send", "postmark", "POST", "/emails", false},
+		{"resend: the batch endpoint", "resend", "POST", "/emails/batch", true},
+		{"resend: reading an email is not a send", "resend", "GET", "/emails/123", false},
+		{"ses: the v2 send", "ses", "POST", "/v2/email/outbound-emails", true},
+		{"ses: the v2 bulk send", "ses", "POST", "/v2/email/outbound-bulk-emails", true},
+		{"mailjet: v3.1 send", "mailjet", "POST", "/v3.1/send", true},
+		{"brevo: transactional email", "brevo", "POST", "/v3/smtp/email", true},
+		{"mailpit: send", "mailpit", "POST", "/api/v1/send", true},
+		{"mailpit: the root is not a send", "mailpit", "POST", "/", false},
+		{"an empty path is not a send", "mailpit", "POST", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _ := Lookup(tt.dialect)
+			if got := d.IsSend(tt.method, tt.path); got != tt.want {
+				t.Errorf("%s IsSend(%q, %q) = %v, want %v", tt.dialect, tt.method, tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIsSendDoesNotAllocate(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "/v3/mg.example.com/messages.mime/") }); n != 0 {
+		t.Errorf("IsSend allocates %v times per call", n)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	want := []string{"sendgrid", "postmark", "mailgun", "resend", "ses", "mailjet", "brevo", "mailpit"}
+	if got := Names(); !slices.Equal(got, want) {
+		t.Errorf("Names() = %q, want %q", got, want)
+	}
+	for _, name := range want {
+		if d, ok := Lookup(name); !ok || d.Name != name {
+			t.Errorf("Lookup(%q) = %v, %v", name, d, ok)
+		}
+	}
+	if _, ok := Lookup("SendGrid"); ok {
+		t.Error("Lookup is case-sensitive, like the rest of the Caddyfile's names")
+	}
+	if _, ok := Lookup("sparkpost"); ok {
+		t.Error("Lookup found an unknown dialect")
+	}
+}

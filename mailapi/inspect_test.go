@@ -1,0 +1,270 @@
+package mailapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"mime/multipart"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const (
+	jsonType = "application/json"
+	formType = "application/x-www-form-urlencoded"
+)
+
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// multipartForm builds a Mailgun multipart body; a "message" field becomes a
+// file part, as Mailgun's client libraries send it.
+func multipartForm(t testing.TB, fields ...[2]string) ([]byte, string) {
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	for _, f := range fields {
+		if f[0] == "message" {
+			fw, _ := w.CreateFormFile("message", "message.mime")
+			fw.Write([]byte(f[1]))
+			continue
+		}
+		w.WriteField(f[0], f[1])
+	}
+	w.Close()
+	return buf.Bytes(), w.FormDataContentType()
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestInspect(t *testing.T) {
+	mgMultipart, mgType := multipartForm(t, [2]string{"from", "Shop <shop@mg.example.com>"},
+		[2]string{"to", "a@example.com, b@example.com"}, [2]string{"bcc", "c@example.com"}, [2]string{"text", "hi"})
+	mgMIME, mimeType := multipartForm(t, [2]string{"to", "a@example.com"}, [2]string{"to", "b@example.com"},
+		[2]string{"message", "From: Boss <boss@mg.example.com>\r\nTo: a@example.com\r\nSubject: x\r\n\r\nbody"})
+	mgBadMIME, badMIMEType := multipartForm(t, [2]string{"to", "a@example.com"}, [2]string{"message", "From: <<<\r\n\r\nbody"})
+	mgHeader, mgHeaderType := multipartForm(t, [2]string{"from", "shop@mg.example.com"}, [2]string{"h:From", "CEO <ceo@evil.example>"}, [2]string{"to", "a@example.com"})
+
+	tests := []struct {
+		name, dialect, path, contentType string
+		body                             []byte
+		senders                          []string
+		recipients                       int
+		opaque                           bool
+	}{
+		{name: "sendgrid: top-level from (lower-cased) and a personalization's from override, to+cc+bcc of every personalization",
+			dialect: "sendgrid", path: "/v3/mail/send", body: fixture(t, "sendgrid.json"),
+			senders: []string{"sales@shop.example.com", "orders@shop.example.com"}, recipients: 5},
+		{name: "sendgrid: member names match case-insensitively, so a From spelled differently is still seen",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body:    []byte(`{"FROM":{"Email":"a@shop.example.com"},"Personalizations":[{"TO":[{"EMAIL":"x@example.com"}]}]}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1},
+		{name: "sendgrid: a repeated member counts every time it appears, whichever one the provider keeps",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body:    []byte(`{"from":{"email":"a@shop.example.com"},"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"x@example.com"}]}]}`),
+			senders: []string{"a@shop.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "sendgrid: escaped member names and values are decoded",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body:    []byte(`{"fr\u006fm":{"email":"a\u0040shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}]}]}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1},
+		{name: "sendgrid: null and empty recipient fields count zero",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body:    []byte(`{"from":{"email":"a@shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}],"cc":null,"bcc":[]}]}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1},
+		{name: "postmark: address lists with commas inside quoted names; an empty Bcc counts zero",
+			dialect: "postmark", path: "/email", body: fixture(t, "postmark.json"),
+			senders: []string{"sender@shop.example.com"}, recipients: 3},
+		{name: "postmark: a From holding two addresses reports both",
+			dialect: "postmark", path: "/email", body: []byte(`{"From":"a@shop.example.com, b@evil.example","To":"x@example.com"}`),
+			senders: []string{"a@shop.example.com", "b@evil.example"}, recipients: 1},
+		{name: "postmark: withTemplate reads like a single email",
+			dialect: "postmark", path: "/email/withTemplate", body: []byte(`{"TemplateAlias":"welcome","TemplateModel":{},"From":"a@shop.example.com","To":"x@example.com"}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1},
+		{name: "postmark: a batch counts every message",
+			dialect: "postmark", path: "/email/batch", body: fixture(t, "postmark_batch.json"),
+			senders: []string{"sender@shop.example.com", "sender2@shop.example.com"}, recipients: 4},
+		{name: "postmark: batchWithTemplates wrapped in Messages",
+			dialect: "postmark", path: "/email/batchWithTemplates", body: fixture(t, "postmark_batch_templates.json"),
+			senders: []string{"sender@shop.example.com"}, recipients: 3},
+		{name: "postmark: batchWithTemplates as a bare array",
+			dialect: "postmark", path: "/email/batchWithTemplates", body: fixture(t, "postmark_batch.json"),
+			senders: []string{"sender@shop.example.com", "sender2@shop.example.com"}, recipients: 4},
+		{name: "postmark: a trailing slash is the same endpoint",
+			dialect: "postmark", path: "/email/", body: fixture(t, "postmark.json"),
+			senders: []string{"sender@shop.example.com"}, recipients: 3},
+		{name: "resend: to as an array, cc as a string",
+			dialect: "resend", path: "/emails", body: fixture(t, "resend.json"),
+			senders: []string{"onboarding@shop.example.com"}, recipients: 3},
+		{name: "resend: a batch counts every message",
+			dialect: "resend", path: "/emails/batch", body: fixture(t, "resend_batch.json"),
+			senders: []string{"onboarding@shop.example.com"}, recipients: 4},
+		{name: "ses: simple content",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: fixture(t, "ses.json"),
+			senders: []string{"sender@shop.example.com"}, recipients: 2},
+		{name: "ses: raw MIME without FromEmailAddress gives the sender; the Destination gives the recipients",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: fixture(t, "ses_raw.json"),
+			senders: []string{"sender@shop.example.com"}, recipients: 1},
+		{name: "ses: raw MIME without a Destination gives the recipients too, whatever the charset of the names",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: fixture(t, "ses_raw_headers.json"),
+			senders: []string{"cafe@shop.example.com"}, recipients: 3},
+		{name: "ses: both FromEmailAddress and the raw From header are senders",
+			dialect: "ses", path: "/v2/email/outbound-emails",
+			body:    []byte(`{"FromEmailAddress":"a@shop.example.com","Content":{"Raw":{"Data":"` + b64("From: ceo@evil.example\r\nTo: x@example.com\r\n\r\nhi") + `"}}}`),
+			senders: []string{"a@shop.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "ses: raw MIME that cannot be read is opaque, not an error",
+			dialect: "ses", path: "/v2/email/outbound-emails",
+			body:       []byte(`{"Destination":{"ToAddresses":["a@example.com"]},"Content":{"Raw":{"Data":"` + b64("no headers at all") + `"}}}`),
+			recipients: 1, opaque: true},
+		{name: "ses: raw data that is not base64 is opaque",
+			dialect: "ses", path: "/v2/email/outbound-emails",
+			body:   []byte(`{"Content":{"Raw":{"Data":"!!"}}}`),
+			opaque: true},
+		{name: "ses: a bulk send counts every entry's destination",
+			dialect: "ses", path: "/v2/email/outbound-bulk-emails", body: fixture(t, "ses_bulk.json"),
+			senders: []string{"news@shop.example.com"}, recipients: 3},
+		{name: "mailjet: every message",
+			dialect: "mailjet", path: "/v3.1/send", body: fixture(t, "mailjet.json"),
+			senders: []string{"pilot@shop.example.com"}, recipients: 4},
+		{name: "mailjet: Globals give every message its From and add their recipients to each",
+			dialect: "mailjet", path: "/v3.1/send", body: fixture(t, "mailjet_globals.json"),
+			senders: []string{"pilot@shop.example.com"}, recipients: 4},
+		{name: "mailjet: a message on a template without From is opaque",
+			dialect: "mailjet", path: "/v3.1/send", body: []byte(`{"Messages":[{"TemplateID":1,"To":[{"Email":"a@example.com"}]}]}`),
+			recipients: 1, opaque: true},
+		{name: "brevo: top-level and messageVersions recipients",
+			dialect: "brevo", path: "/v3/smtp/email", body: fixture(t, "brevo.json"),
+			senders: []string{"senderalex@shop.example.com"}, recipients: 4},
+		{name: "brevo: a template without a sender hides the sender",
+			dialect: "brevo", path: "/v3/smtp/email", body: fixture(t, "brevo_template.json"),
+			recipients: 1, opaque: true},
+		{name: "brevo: a sender given by id is opaque",
+			dialect: "brevo", path: "/v3/smtp/email", body: []byte(`{"sender":{"id":2},"to":[{"email":"a@example.com"}],"subject":"s","htmlContent":"h"}`),
+			recipients: 1, opaque: true},
+		{name: "mailpit: Bcc is a plain string array",
+			dialect: "mailpit", path: "/api/v1/send", body: fixture(t, "mailpit.json"),
+			senders: []string{"john@shop.example.com"}, recipients: 4},
+		{name: "mailgun: urlencoded with repeated to fields",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType, body: fixture(t, "mailgun.form"),
+			senders: []string{"mailgun@mg.example.com"}, recipients: 4},
+		{name: "mailgun: multipart",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: mgType, body: mgMultipart,
+			senders: []string{"shop@mg.example.com"}, recipients: 3},
+		{name: "mailgun: an h:From header is a sender too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: mgHeaderType, body: mgHeader,
+			senders: []string{"shop@mg.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "mailgun: messages.mime takes From from the MIME and recipients from the form",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", contentType: mimeType, body: mgMIME,
+			senders: []string{"boss@mg.example.com"}, recipients: 2},
+		{name: "mailgun: messages.mime whose headers cannot be read is opaque",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", contentType: badMIMEType, body: mgBadMIME,
+			recipients: 1, opaque: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, ok := Lookup(tt.dialect)
+			if !ok {
+				t.Fatalf("no dialect %q", tt.dialect)
+			}
+			ct := tt.contentType
+			if ct == "" {
+				ct = jsonType
+			}
+			orig := bytes.Clone(tt.body)
+			m, err := d.Inspect(tt.path, ct, tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(m.Senders, tt.senders) || m.Recipients != tt.recipients || m.Opaque != tt.opaque {
+				t.Errorf("got senders %q, %d recipients, opaque %v; want %q, %d, %v",
+					m.Senders, m.Recipients, m.Opaque, tt.senders, tt.recipients, tt.opaque)
+			}
+			if !bytes.Equal(orig, tt.body) {
+				t.Error("Inspect modified the body")
+			}
+		})
+	}
+}
+
+func TestInspectRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		dialect string
+		path    string
+		body    string
+		ctype   string
+		wantErr string
+	}{
+		{name: "a body cut short is not valid JSON", wantErr: "body is not valid JSON: unexpected end",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"personalizations":[`},
+		{name: "a value after the top-level one is not valid JSON", wantErr: "body is not valid JSON: data after the top-level value at byte 3",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{} {}`},
+		{name: "a broken number inside a skipped field is not valid JSON", wantErr: "invalid number",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"from":{"email":"a@b.org"},"x":-}`},
+		{name: "deep nesting is refused", wantErr: "nested too deeply",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"x":` + strings.Repeat("[", 2000)},
+		{name: "a body of the wrong type names the body", wantErr: "body: want an object, got an array",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `[1,2]`},
+		{name: "a null body is not a message", wantErr: "body: want an object, got null",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: `null`},
+		{name: "a missing required From names the field", wantErr: "from.email is missing",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"personalizations":[{"to":[{"email":"a@b.org"}]}]}`},
+		{name: "an empty From is a missing one", wantErr: "From is missing",
+			dialect: "postmark", path: "/email", body: `{"From":" ","To":"a@b.org"}`},
+		{name: "a field of the wrong type names the field and both types", wantErr: "from: want an object, got a string",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"from":"a@b.org","personalizations":[]}`},
+		{name: "a nested field of the wrong type names its full path", wantErr: "personalizations[0].to[1]: want an object, got a string",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"from":{"email":"a@b.org"},"personalizations":[{"to":[{"email":"x@y.org"},"z@y.org"]}]}`},
+		{name: "an invalid address names the field and does not quote it", wantErr: "personalizations[0].cc[0].email: not a valid email address",
+			dialect: "sendgrid", path: "/v3/mail/send", body: `{"from":{"email":"a@b.org"},"personalizations":[{"cc":[{"email":"secret-bad-address"}]}]}`},
+		{name: "an invalid address list names the field", wantErr: "To: not a valid address list",
+			dialect: "postmark", path: "/email", body: `{"From":"a@b.org","To":"x@y.org, not an address"}`},
+		{name: "a batch element without From names its index", wantErr: "[1].from is missing",
+			dialect: "resend", path: "/emails/batch", body: `[{"from":"a@b.org","to":"x@y.org"},{"to":"x@y.org"}]`},
+		{name: "a batch element that is not an object names its index", wantErr: "[0]: want an object, got a number",
+			dialect: "postmark", path: "/email/batch", body: `[5]`},
+		{name: "a recipient field of the wrong type lists what it may be", wantErr: "to: want a string or an array, got a number",
+			dialect: "resend", path: "/emails", body: `{"from":"a@b.org","to":5}`},
+		{name: "raw data that is not a string is a wrong type", wantErr: "Content.Raw.Data: want a string, got an object",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: `{"Content":{"Raw":{"Data":{}}}}`},
+		{name: "a mailjet message without From and without Globals names the message", wantErr: "Messages[0].From.Email is missing",
+			dialect: "mailjet", path: "/v3.1/send", body: `{"Messages":[{"To":[{"Email":"a@b.org"}]}]}`},
+		{name: "mailgun without from", wantErr: "from is missing",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", ctype: formType, body: "to=a%40b.org"},
+		{name: "mailgun with a bad escape names the field", wantErr: "to: invalid escape",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", ctype: formType, body: "from=a%40b.org&to=%zz"},
+		{name: "mailgun with a JSON body names the Content-Type", wantErr: "Content-Type: want multipart/form-data or application/x-www-form-urlencoded",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", ctype: jsonType, body: `{}`},
+		{name: "mailgun multipart without a boundary", wantErr: "without a boundary",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", ctype: "multipart/form-data", body: "x"},
+		{name: "mailgun messages.mime without a message part", wantErr: "message (a MIME message with a From header) is missing",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", ctype: formType, body: "to=a%40b.org"},
+		{name: "a path that is not a send endpoint", wantErr: "the path is not a send endpoint",
+			dialect: "sendgrid", path: "/v3/templates", body: `{}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _ := Lookup(tt.dialect)
+			ct := tt.ctype
+			if ct == "" {
+				ct = jsonType
+			}
+			_, err := d.Inspect(tt.path, ct, []byte(tt.body))
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %q, want it to contain %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "secret-bad-address") {
+				t.Errorf("error %q quotes the body", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,267 @@
+package mailapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// maxDepth bounds JSON nesting, so a hostile body cannot exhaust the stack.
+const maxDepth = 1000
+
+// reader is a minimal JSON reader. It validates everything it passes over,
+// so it accepts exactly the bodies encoding/json accepts, but it decodes
+// only the strings the walker asks for: skipping a 20 KB html field is a
+// byte loop rather than a trip through reflection.
+type reader struct {
+	data  []byte
+	pos   int
+	depth int
+}
+
+func (r *reader) syntaxError(what string) error {
+	if r.pos >= len(r.data) {
+		return errors.New("body is not valid JSON: unexpected end")
+	}
+	return fmt.Errorf("body is not valid JSON: %s at byte %d", what, r.pos)
+}
+
+// ws skips whitespace.
+func (r *reader) ws() {
+	for r.pos < len(r.data) {
+		switch r.data[r.pos] {
+		case ' ', '\t', '\n', '\r':
+			r.pos++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the first byte of the next value, or 0 at the end.
+func (r *reader) peek() byte {
+	r.ws()
+	if r.pos < len(r.data) {
+		return r.data[r.pos]
+	}
+	return 0
+}
+
+// skip passes over one value of any type.
+func (r *reader) skip() error {
+	switch c := r.peek(); {
+	case c == '{':
+		return r.object(func([]byte) error { return r.skip() })
+	case c == '[':
+		return r.array(r.skip)
+	case c == '"':
+		_, _, err := r.token()
+		return err
+	case c == 't':
+		return r.literal("true")
+	case c == 'f':
+		return r.literal("false")
+	case c == 'n':
+		return r.literal("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return r.number()
+	}
+	return r.syntaxError("want a value")
+}
+
+// object reads an object, calling member with each member's (decoded) name;
+// member must consume the value.
+func (r *reader) object(member func(name []byte) error) error {
+	if err := r.enter(); err != nil {
+		return err
+	}
+	if r.peek() == '}' {
+		r.pos++
+		r.depth--
+		return nil
+	}
+	for {
+		if r.peek() != '"' {
+			return r.syntaxError("want a member name")
+		}
+		tok, escaped, err := r.token()
+		if err != nil {
+			return err
+		}
+		name := tok[1 : len(tok)-1]
+		if escaped {
+			name = []byte(unquote(tok))
+		}
+		if r.peek() != ':' {
+			return r.syntaxError("want ':'")
+		}
+		r.pos++
+		if err := member(name); err != nil {
+			return err
+		}
+		switch r.peek() {
+		case ',':
+			r.pos++
+		case '}':
+			r.pos++
+			r.depth--
+			return nil
+		default:
+			return r.syntaxError("want ',' or '}'")
+		}
+	}
+}
+
+// array reads an array, calling elem for each element; elem must consume it.
+func (r *reader) array(elem func() error) error {
+	if err := r.enter(); err != nil {
+		return err
+	}
+	if r.peek() == ']' {
+		r.pos++
+		r.depth--
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
+		switch r.peek() {
+		case ',':
+			r.pos++
+		case ']':
+			r.pos++
+			r.depth--
+			return nil
+		default:
+			return r.syntaxError("want ',' or ']'")
+		}
+	}
+}
+
+// enter steps into an object or array.
+func (r *reader) enter() error {
+	if r.depth++; r.depth > maxDepth {
+		return r.syntaxError("nested too deeply")
+	}
+	r.pos++
+	return nil
+}
+
+// str reads a string value and decodes it.
+func (r *reader) str() (string, error) {
+	tok, escaped, err := r.token()
+	if err != nil {
+		return "", err
+	}
+	if escaped {
+		return unquote(tok), nil
+	}
+	return string(tok[1 : len(tok)-1]), nil
+}
+
+// token reads a string token, quotes included, and reports whether it
+// holds escapes.
+func (r *reader) token() (tok []byte, escaped bool, err error) {
+	d := r.data
+	i := r.pos + 1
+	for i < len(d) {
+		switch c := d[i]; {
+		case c == '"':
+			tok, r.pos = d[r.pos:i+1], i+1
+			return tok, escaped, nil
+		case c == '\\':
+			escaped = true
+			if i+1 >= len(d) {
+				i++
+				continue
+			}
+			switch d[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(d) || !isHex4(d[i+2:i+6]) {
+					r.pos = i
+					return nil, false, r.syntaxError("invalid \\u escape")
+				}
+				i += 6
+			default:
+				r.pos = i
+				return nil, false, r.syntaxError("invalid escape")
+			}
+		case c < 0x20:
+			r.pos = i
+			return nil, false, r.syntaxError("control character in a string")
+		default:
+			i++
+		}
+	}
+	r.pos = len(d)
+	return nil, false, r.syntaxError("unterminated string")
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// unquote decodes a validated string token that holds escapes. It is the
+// rare path, so encoding/json does the work (and its surrogate rules).
+func unquote(tok []byte) string {
+	var s string
+	if json.Unmarshal(tok, &s) != nil {
+		return "" // unreachable: token validated it
+	}
+	return s
+}
+
+// literal reads true, false or null.
+func (r *reader) literal(word string) error {
+	if len(r.data)-r.pos < len(word) || string(r.data[r.pos:r.pos+len(word)]) != word {
+		return r.syntaxError("want a value")
+	}
+	r.pos += len(word)
+	return nil
+}
+
+// number reads a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func (r *reader) number() error {
+	d := r.data
+	digits := func() int {
+		n := 0
+		for r.pos < len(d) && d[r.pos] >= '0' && d[r.pos] <= '9' {
+			r.pos++
+			n++
+		}
+		return n
+	}
+	if d[r.pos] == '-' {
+		r.pos++
+	}
+	switch {
+	case r.pos < len(d) && d[r.pos] == '0':
+		r.pos++
+	case digits() == 0:
+		return r.syntaxError("invalid number")
+	}
+	if r.pos < len(d) && d[r.pos] == '.' {
+		r.pos++
+		if digits() == 0 {
+			return r.syntaxError("invalid number")
+		}
+	}
+	if r.pos < len(d) && (d[r.pos] == 'e' || d[r.pos] == 'E') {
+		r.pos++
+		if r.pos < len(d) && (d[r.pos] == '+' || d[r.pos] == '-') {
+			r.pos++
+		}
+		if digits() == 0 {
+			return r.syntaxError("invalid number")
+		}
+	}
+	return nil
+}

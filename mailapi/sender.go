@@ -1,0 +1,34 @@
+package mailapi
+
+import "strings"
+
+// SenderAllowed reports whether addr's domain, the part after its last '@',
+// is one of domains, ignoring case. "example.com" matches exactly that
+// domain; "*.example.com" matches its subdomains (a.example.com,
+// a.b.example.com) but not example.com itself. An empty list allows every
+// sender; an address without a domain matches no list.
+func SenderAllowed(addr string, domains []string) bool {
+	if len(domains) == 0 {
+		return true
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 || at == len(addr)-1 {
+		return false
+	}
+	domain := addr[at+1:]
+	for _, d := range domains {
+		if parent, ok := strings.CutPrefix(d, "*."); ok {
+			// The byte before the suffix must be a dot, and something
+			// must precede it.
+			n := len(domain) - len(parent)
+			if parent != "" && n >= 2 && domain[n-1] == '.' && strings.EqualFold(domain[n:], parent) {
+				return true
+			}
+			continue
+		}
+		if strings.EqualFold(domain, d) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,35 @@
+package mailapi
+
+import "testing"
+
+func TestSenderAllowed(t *testing.T) {
+	domains := []string{"shop.example.com", "*.mail.example.com"}
+	tests := []struct {
+		name    string
+		addr    string
+		domains []string
+		want    bool
+	}{
+		{"an exact domain matches", "a@shop.example.com", domains, true},
+		{"case does not matter", "a@SHOP.Example.com", domains, true},
+		{"case does not matter in the list either", "a@shop.example.com", []string{"Shop.Example.COM"}, true},
+		{"an exact entry does not cover subdomains", "a@sub.shop.example.com", domains, false},
+		{"a wildcard entry does not cover the domain itself", "a@mail.example.com", domains, false},
+		{"a wildcard entry covers a subdomain", "a@news.mail.example.com", domains, true},
+		{"a wildcard entry covers deeper subdomains", "a@x.news.mail.example.com", domains, true},
+		{"a wildcard entry is not a plain suffix", "a@evilmail.example.com", domains, false},
+		{"a parent domain is not allowed", "a@example.com", domains, false},
+		{"the domain is after the last @", `"a@shop.example.com"@evil.example`, domains, false},
+		{"an address without @ matches nothing", "no-at-sign", domains, false},
+		{"an address with an empty domain matches nothing", "a@", domains, false},
+		{"a bare wildcard matches nothing", "a@b.", []string{"*."}, false},
+		{"an empty list allows every sender", "any@where.org", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SenderAllowed(tt.addr, tt.domains); got != tt.want {
+				t.Errorf("SenderAllowed(%q, %q) = %v, want %v", tt.addr, tt.domains, got, tt.want)
+			}
+		})
+	}
+}

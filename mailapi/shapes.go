@@ -1,0 +1,147 @@
+package mailapi
+
+// A shape tells the walker what a value of a send body holds. One shape may
+// allow several JSON types (Resend's "to" is a string or an array of
+// strings); any other type is an error naming the field.
+type shape struct {
+	// role applies to a string value (and, for roleHidden, to any value).
+	role role
+	// members, when set, allow an object; members not listed are skipped.
+	members []member
+	// elem, when set, allows an array of such elements.
+	elem *shape
+	// sender, when set, makes the object one message: it must name a
+	// sender, and sender is the field an error says is missing.
+	sender string
+	// shared marks an object whose sender and recipients apply to every
+	// message of the request (Mailjet's Globals).
+	shared bool
+}
+
+// member is one object member the walker reads. Names match
+// case-insensitively, as some providers' decoders do.
+type member struct {
+	name  string
+	shape *shape
+}
+
+// role says what a string value means.
+type role uint8
+
+const (
+	roleNone          role = iota
+	roleSender             // one bare address, e.g. {"email": "a@b"}
+	roleSenderList         // an RFC 5322 address list, e.g. "Shop <a@b>"
+	roleRecipient          // one bare address: one recipient
+	roleRecipientList      // an RFC 5322 address list: one recipient per address
+	roleMIME               // a raw MIME message (Mailgun's "message" part)
+	roleMIMEBase64         // base64 of a raw MIME message (SES Content.Raw.Data)
+	roleHidden             // any value: the provider may take the sender from where keygate cannot see (a sender id, a stored template)
+)
+
+func field(name string, s *shape) member { return member{name: name, shape: s} }
+
+func object(members ...member) *shape { return &shape{members: members} }
+
+func arrayOf(elem *shape) *shape { return &shape{elem: elem} }
+
+// message is an object that is one email and must name a sender.
+func message(sender string, members ...member) *shape {
+	return &shape{members: members, sender: sender}
+}
+
+// Leaf shapes shared by the dialects.
+var (
+	sender        = &shape{role: roleSender}
+	senderList    = &shape{role: roleSenderList}
+	recipient     = &shape{role: roleRecipient}
+	recipientList = &shape{role: roleRecipientList}
+	hidden        = &shape{role: roleHidden}
+)
+
+// people is an array of {key: address, name: ...} objects, each one recipient.
+func people(key string) *shape { return arrayOf(object(field(key, recipient))) }
+
+// The payload of every send endpoint, modelled on each provider's API
+// reference. Recipient fields are To, Cc and Bcc in the provider's spelling.
+var (
+	sendgridSend = message("from.email",
+		field("from", object(field("email", sender))),
+		field("personalizations", arrayOf(object(
+			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
+			field("from", object(field("email", sender))),
+		))),
+	)
+
+	postmarkMessage = message("From",
+		field("From", senderList),
+		field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+	)
+
+	mailgunMessage = message("from",
+		field("from", senderList),
+		// Mailgun sets any h:-prefixed MIME header; a From header set this
+		// way is what recipients see, so it is a sender too.
+		field("h:From", senderList),
+		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
+	)
+
+	// Mailgun delivers a raw MIME message to the form's "to" fields; its
+	// From header is the sender.
+	mailgunMIME = message("message (a MIME message with a From header)",
+		field("message", &shape{role: roleMIME}),
+		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
+	)
+
+	// Resend's recipient fields are an address string or an array of them.
+	resendRecipients = &shape{role: roleRecipientList, elem: recipientList}
+	resendMessage    = message("from",
+		field("from", senderList),
+		field("to", resendRecipients), field("cc", resendRecipients), field("bcc", resendRecipients),
+	)
+
+	sesDestination = object(
+		field("ToAddresses", arrayOf(recipientList)),
+		field("CcAddresses", arrayOf(recipientList)),
+		field("BccAddresses", arrayOf(recipientList)),
+	)
+	// With raw content and no FromEmailAddress, SES takes the sender (and,
+	// without a Destination, the recipients) from the MIME headers.
+	sesMessage = message("FromEmailAddress",
+		field("FromEmailAddress", senderList),
+		field("Destination", sesDestination),
+		field("Content", object(field("Raw", object(field("Data", &shape{role: roleMIMEBase64}))))),
+	)
+	sesBulk = message("FromEmailAddress",
+		field("FromEmailAddress", senderList),
+		field("BulkEmailEntries", arrayOf(object(field("Destination", sesDestination)))),
+	)
+
+	mailjetMessage = message("From.Email",
+		field("From", object(field("Email", sender))),
+		field("To", people("Email")), field("Cc", people("Email")), field("Bcc", people("Email")),
+		// A template may carry its own sender.
+		field("TemplateID", hidden),
+	)
+	mailjetSend = object(
+		field("Messages", arrayOf(mailjetMessage)),
+		field("Globals", &shape{shared: true, members: mailjetMessage.members}),
+	)
+
+	brevoMessage = message("sender.email",
+		// A sender may be given by id, and without one Brevo uses the
+		// template's: keygate cannot see either.
+		field("sender", object(field("email", sender), field("id", hidden))),
+		field("templateId", hidden),
+		field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
+		field("messageVersions", arrayOf(object(
+			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
+		))),
+	)
+
+	mailpitMessage = message("From.Email",
+		field("From", object(field("Email", sender))),
+		field("To", people("Email")), field("Cc", people("Email")),
+		field("Bcc", arrayOf(recipientList)),
+	)
+)

@@ -1,0 +1,297 @@
+package mailapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strconv"
+	"strings"
+)
+
+// inspection is the state of one Inspect call: the Message being built and
+// the bookkeeping that checks every message names a sender.
+type inspection struct {
+	m   Message
+	msg messageState // the message being read
+
+	shared       bool // reading a shared object (Mailjet Globals)
+	sharedSender bool // a shared object named a sender
+	sharedRcpts  int  // recipients of shared objects, sent with every message
+	messages     int
+
+	missing string // the field the first message without a sender lacks
+}
+
+// messageState tracks one message while its fields are read.
+type messageState struct {
+	hasSender  bool
+	hidden     bool // the sender may come from where keygate cannot see
+	rcptsStart int  // m.Recipients when the message began
+	mimeRcpts  int  // recipients named by the message's raw MIME headers
+}
+
+// walk reads one JSON value of shape s at field p.
+func (in *inspection) walk(r *reader, s *shape, p *path) error {
+	c := r.peek()
+	switch {
+	case s.role == roleHidden:
+		in.msg.hidden = true
+		return r.skip()
+	case c == '{' && s.members != nil:
+		return in.object(r, s, p)
+	case c == '[' && s.elem != nil:
+		i := 0
+		return r.array(func() error {
+			err := in.walk(r, s.elem, &path{up: p, index: i})
+			i++
+			return err
+		})
+	case c == '"' && s.role != roleNone:
+		v, err := r.str()
+		if err != nil {
+			return err
+		}
+		return in.apply(s.role, v, p)
+	case c == 'n' && s.sender == "":
+		// null is an absent field, but never an absent message.
+		return r.literal("null")
+	}
+	if err := r.skip(); err != nil {
+		return err // report broken JSON as such, not as a wrong type
+	}
+	return fmt.Errorf("%s: want %s, got %s", p, s.want(), kindOf(c))
+}
+
+// object reads the members of an object; a message object is checked for
+// its sender when it ends.
+func (in *inspection) object(r *reader, s *shape, p *path) error {
+	var outer messageState
+	if s.sender != "" {
+		outer = in.begin()
+	}
+	wasShared := in.shared
+	in.shared = in.shared || s.shared
+	err := r.object(func(key []byte) error {
+		m := s.member(key)
+		if m == nil {
+			return r.skip()
+		}
+		return in.walk(r, m.shape, &path{up: p, key: m.name})
+	})
+	in.shared = wasShared
+	if err != nil {
+		return err
+	}
+	if s.sender != "" {
+		in.end(s, p)
+		in.msg = outer
+	}
+	return nil
+}
+
+// member finds the member named key under Unicode case folding, the rule
+// encoding/json and case-insensitive decoders match names by.
+func (s *shape) member(key []byte) *member {
+	for i := range s.members {
+		if bytes.EqualFold(key, []byte(s.members[i].name)) {
+			return &s.members[i]
+		}
+	}
+	return nil
+}
+
+// begin starts a message and returns the state of the enclosing one.
+func (in *inspection) begin() messageState {
+	outer := in.msg
+	in.msg = messageState{rcptsStart: in.m.Recipients}
+	in.messages++
+	return outer
+}
+
+// end checks the message that began at p: raw MIME recipients count when
+// its fields named none, and it must have named a sender.
+func (in *inspection) end(s *shape, p *path) {
+	if in.m.Recipients == in.msg.rcptsStart {
+		in.m.Recipients += in.msg.mimeRcpts
+	}
+	switch {
+	case in.msg.hasSender:
+	case in.msg.hidden:
+		in.m.Opaque = true
+	case in.missing == "":
+		in.missing = (&path{up: p, key: s.sender}).String()
+	}
+}
+
+// finish applies shared objects to every message and reports the first
+// message without a sender.
+func (in *inspection) finish() error {
+	in.m.Recipients += in.sharedRcpts * max(in.messages, 1)
+	if in.missing != "" && !in.sharedSender {
+		return errors.New(in.missing + " is missing")
+	}
+	return nil
+}
+
+// apply records what the string v at field p means.
+func (in *inspection) apply(role role, v string, p *path) error {
+	switch role {
+	case roleSender, roleRecipient:
+		if strings.TrimSpace(v) == "" {
+			return nil // an empty field is an absent one
+		}
+		a, err := mail.ParseAddress(v)
+		if err != nil {
+			return fmt.Errorf("%s: not a valid email address", p)
+		}
+		if role == roleSender {
+			in.sender(a.Address)
+		} else {
+			in.recipients(1)
+		}
+	case roleSenderList, roleRecipientList:
+		if strings.TrimSpace(v) == "" {
+			return nil
+		}
+		list, err := mail.ParseAddressList(v)
+		if err != nil {
+			return fmt.Errorf("%s: not a valid address list", p)
+		}
+		if role == roleSenderList {
+			for _, a := range list {
+				in.sender(a.Address)
+			}
+		} else {
+			in.recipients(len(list))
+		}
+	case roleMIME:
+		in.mime(strings.NewReader(v))
+	case roleMIMEBase64:
+		in.mime(base64.NewDecoder(base64.StdEncoding, strings.NewReader(v)))
+	case roleHidden:
+		in.msg.hidden = true
+	}
+	return nil
+}
+
+func (in *inspection) sender(addr string) {
+	addr = strings.ToLower(addr)
+	// Batches usually repeat one sender; keep the list short for them.
+	if n := len(in.m.Senders); n == 0 || in.m.Senders[n-1] != addr {
+		in.m.Senders = append(in.m.Senders, addr)
+	}
+	if in.shared {
+		in.sharedSender = true
+	} else {
+		in.msg.hasSender = true
+	}
+}
+
+func (in *inspection) recipients(n int) {
+	if in.shared {
+		in.sharedRcpts += n
+	} else {
+		in.m.Recipients += n
+	}
+}
+
+// mimeAddresses parses address headers of raw messages. Display names do
+// not matter here, so an unknown charset must not make an address unreadable.
+var mimeAddresses = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil },
+}}
+
+// mime reads the headers of a raw MIME message: every From header names a
+// sender and To, Cc and Bcc count as recipients when the request's own
+// fields name none. Headers keygate cannot read make the request Opaque.
+func (in *inspection) mime(r io.Reader) {
+	msg, err := mail.ReadMessage(r)
+	if err != nil {
+		in.m.Opaque, in.msg.hidden = true, true
+		return
+	}
+	for _, name := range []string{"From", "To", "Cc", "Bcc"} {
+		// All of a repeated header: the provider might read either.
+		for _, v := range msg.Header[name] {
+			list, err := mimeAddresses.ParseList(v)
+			if err != nil {
+				in.m.Opaque, in.msg.hidden = true, true
+				return
+			}
+			if name != "From" {
+				in.msg.mimeRcpts += len(list)
+				continue
+			}
+			for _, a := range list {
+				in.sender(a.Address)
+			}
+		}
+	}
+}
+
+// want describes the JSON types a shape allows, for errors.
+func (s *shape) want() string {
+	var kinds []string
+	if s.role != roleNone {
+		kinds = append(kinds, "a string")
+	}
+	if s.members != nil {
+		kinds = append(kinds, "an object")
+	}
+	if s.elem != nil {
+		kinds = append(kinds, "an array")
+	}
+	return strings.Join(kinds, " or ")
+}
+
+// kindOf names the JSON type that starts with c, for errors.
+func kindOf(c byte) string {
+	switch c {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// path is a field's position in the body, built as the walker descends and
+// rendered only for errors: personalizations[0].to[1].email.
+type path struct {
+	up    *path
+	key   string // the member name; empty for an array element
+	index int
+}
+
+func (p *path) String() string {
+	if p == nil {
+		return "body"
+	}
+	var b strings.Builder
+	p.write(&b)
+	return b.String()
+}
+
+func (p *path) write(b *strings.Builder) {
+	if p.up != nil {
+		p.up.write(b)
+	}
+	if p.key == "" {
+		b.WriteString("[" + strconv.Itoa(p.index) + "]")
+		return
+	}
+	if p.up != nil {
+		b.WriteByte('.')
+	}
+	b.WriteString(p.key)
+}
