@@ -166,6 +166,13 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d := r.data
 	i := r.pos + 1
 	for i < len(d) {
+		// The plain bytes of long html fields, in a tight loop.
+		for i < len(d) && plain[d[i]] {
+			i++
+		}
+		if i >= len(d) {
+			break
+		}
 		switch c := d[i]; {
 		case c == '"':
 			tok, r.pos = d[r.pos:i+1], i+1
@@ -192,13 +199,19 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 		case c < 0x20:
 			r.pos = i
 			return nil, false, r.syntaxError("control character in a string")
-		default:
-			i++
 		}
 	}
 	r.pos = len(d)
 	return nil, false, r.syntaxError("unterminated string")
 }
+
+// plain marks the bytes that stand for themselves inside a JSON string.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex4(b []byte) bool {
 	for _, c := range b {

@@ -1,0 +1,78 @@
+package mailapi
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// target is one send endpoint with a concrete path and Content-Type.
+type target struct {
+	d           *Dialect
+	path, ctype string
+}
+
+// fuzzTargets lists every send endpoint of every dialect; Mailgun's once
+// per form encoding.
+func fuzzTargets() []target {
+	var ts []target
+	for _, d := range dialects {
+		for _, e := range d.endpoints {
+			p := strings.ReplaceAll(e.path, "*", "mg.example.com")
+			if !e.form {
+				ts = append(ts, target{d, p, jsonType})
+				continue
+			}
+			ts = append(ts, target{d, p, formType}, target{d, p, "multipart/form-data; boundary=" + fuzzBoundary})
+		}
+	}
+	return ts
+}
+
+const fuzzBoundary = "b0undary"
+
+// FuzzInspect feeds arbitrary bodies to every send endpoint, chosen by the
+// first input. Inspect must never panic, never report a negative count,
+// never accept a JSON body encoding/json rejects, and never change the body.
+func FuzzInspect(f *testing.F) {
+	targets := fuzzTargets()
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.*"))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for i, tg := range targets {
+			if strings.HasSuffix(name, ".form") == (tg.ctype == formType) {
+				f.Add(uint8(i), b)
+			}
+		}
+	}
+	f.Add(uint8(len(targets)-1), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@b.org\r\n--"+
+		fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m\"\r\n\r\nFrom: x@y.org\r\n\r\nhi\r\n--"+fuzzBoundary+"--\r\n"))
+
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		tg := targets[int(which)%len(targets)]
+		orig := string(body)
+		m, err := tg.d.Inspect(tg.path, tg.ctype, body)
+		if string(body) != orig {
+			t.Fatal("Inspect modified the body")
+		}
+		if err != nil {
+			return
+		}
+		if m.Recipients < 0 {
+			t.Fatalf("%d recipients", m.Recipients)
+		}
+		if tg.ctype == jsonType && !json.Valid(body) {
+			t.Fatal("accepted a body that is not valid JSON")
+		}
+		for _, s := range m.Senders {
+			if s != strings.ToLower(s) || !strings.Contains(s, "@") {
+				t.Fatalf("sender %q is not a lower-case address", s)
+			}
+		}
+	})
+}

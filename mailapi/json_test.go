@@ -1,0 +1,54 @@
+package mailapi
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// jsonCases are edge cases of the JSON grammar.
+var jsonCases = []string{
+	`{}`, `[]`, `""`, `0`, `-0`, `1.5e+10`, `-12.0E-3`, `true`, `false`, `null`, " \t\r\n{ } \n",
+	`{"a":[1,{"b":null}],"c":"\u00e9\ud83d\ude00\n\"\\\/"}`,
+	`01`, `1.`, `.5`, `-`, `1e`, `+1`, `0x10`, `NaN`, `tru`, `nul`, `True`,
+	`{"a"}`, `{"a":}`, `{"a":1,}`, `[1,]`, `[,1]`, `{,}`, `{1:2}`, `{'a':1}`, `[1 2]`, `{"a":1 "b":2}`,
+	`"unterminated`, "\"tab\tinside\"", `"\x"`, `"\u12"`, `"\u12g4"`, `"\`, `[`, `{`, `{"a":[}`,
+	`{} {}`, `[] x`, "\x00", "",
+}
+
+func TestReaderAcceptsWhatEncodingJSONAccepts(t *testing.T) {
+	for _, in := range jsonCases {
+		t.Run(in, func(t *testing.T) {
+			r := reader{data: []byte(in)}
+			err := r.skip()
+			if r.ws(); err == nil && r.pos < len(r.data) {
+				err = r.syntaxError("trailing data")
+			}
+			if want := json.Valid([]byte(in)); (err == nil) != want {
+				t.Errorf("reader error %v; encoding/json valid %v", err, want)
+			}
+		})
+	}
+}
+
+func TestReaderDecodesStringsLikeEncodingJSON(t *testing.T) {
+	for _, in := range []string{`"plain"`, `"a\u0040b"`, `"\ud83d\ude00"`, `"\ud800"`, `"\"\\\/\b\f\n\r\t"`, "\"caf\xc3\xa9\""} {
+		r := reader{data: []byte(in)}
+		got, err := r.str()
+		var want string
+		if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
+			t.Errorf("str(%s) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestReaderLimitsNesting(t *testing.T) {
+	r := reader{data: []byte(strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth))}
+	if err := r.skip(); err != nil {
+		t.Errorf("%d levels: %v", maxDepth, err)
+	}
+	r = reader{data: []byte(strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1))}
+	if err := r.skip(); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
+		t.Errorf("%d levels: %v", maxDepth+1, err)
+	}
+}
