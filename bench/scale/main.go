@@ -1,0 +1,263 @@
+// Command scale measures keygate's store and caches at a million keys, through
+// the packages' public APIs only:
+//
+//   - issue throughput: CreateKey into a fresh SQLite store, from -workers
+//     goroutines (each call is its own transaction, as `caddy keys issue` does);
+//
+//   - cold-miss KeyByDigest latency on the reopened store (empty connection
+//     pool and SQLite page cache; the OS page cache stays warm);
+//
+//   - the same miss through a fresh verifier.Verifier;
+//
+//   - heap per cached key in a verifier.Verifier and per ratelimit.Local bucket.
+//
+//     go run ./bench/scale                 # 1,000,000 keys
+//     go run ./bench/scale -n 200000       # quicker
+//
+// If issuing all -n keys is projected to exceed -budget, it stops at -probe
+// keys, measures there and prints the projection instead.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keygate/caddy-keygate/ratelimit"
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+func main() {
+	n := flag.Int("n", 1_000_000, "keys to issue")
+	probe := flag.Int("probe", 200_000, "keys after which the projected issue time is checked against -budget")
+	budget := flag.Duration("budget", 4*time.Minute, "longest the issue phase may take")
+	workers := flag.Int("workers", 4, "goroutines calling CreateKey")
+	lookups := flag.Int("lookups", 10_000, "cold-miss KeyByDigest calls to time")
+	cached := flag.Int("cached", 100_000, "distinct keys to fill a Verifier's cache with")
+	buckets := flag.Int("buckets", 100_000, "distinct keys to give a rate-limit bucket")
+	dir := flag.String("dir", "", "directory for the SQLite file (default: a new temp dir, removed after)")
+	flag.Parse()
+	log.SetFlags(0)
+	ctx := context.Background()
+
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "keygate-scale-")
+		check(err)
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	path := filepath.Join(*dir, "keys.db")
+	os.Remove(path)
+	fmt.Printf("machine: %d CPUs, %s, GOMAXPROCS %d\n", runtime.NumCPU(), runtime.Version(), runtime.GOMAXPROCS(0))
+	fmt.Printf("store: sqlite:%s\n\n", path)
+
+	// 1. Issue.
+	st, err := store.Open(ctx, "sqlite:"+path)
+	check(err)
+	digests, took, projected := issue(ctx, st, *n, *probe, *budget, *workers)
+	check(st.Close())
+	issued := len(digests)
+	fmt.Printf("issue: %d keys in %s = %.0f keys/s (%d workers, one CreateKey transaction each)\n",
+		issued, took.Round(time.Millisecond), float64(issued)/took.Seconds(), *workers)
+	if issued < *n {
+		fmt.Printf("issue: STOPPED at %d: %d keys projected to take %s (> budget %s); figures below are at %d keys\n",
+			issued, *n, projected.Round(time.Second), *budget, issued)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		fmt.Printf("issue: database file %.1f MiB (%.0f bytes/key; WAL not counted)\n", float64(fi.Size())/(1<<20), float64(fi.Size())/float64(issued))
+	}
+
+	// 2. Cold misses straight on the store, reopened so nothing is pooled.
+	st, err = store.Open(ctx, "sqlite:"+path)
+	check(err)
+	defer st.Close()
+	// Distinct digests, so the Verifier pass below has no repeats.
+	sample := make([]store.Digest, min(*lookups, issued))
+	for i, j := range rand.Perm(issued)[:len(sample)] {
+		sample[i] = digests[j]
+	}
+	lat := make([]time.Duration, len(sample))
+	start := time.Now()
+	for i, d := range sample {
+		t := time.Now()
+		if _, err := st.KeyByDigest(ctx, d); err != nil {
+			log.Fatalf("KeyByDigest of an issued key: %v", err)
+		}
+		lat[i] = time.Since(t)
+	}
+	total := time.Since(start)
+	fmt.Printf("\nKeyByDigest, %d random existing digests of %d, reopened store, sequential:\n  %s  (%.0f lookups/s)\n",
+		len(sample), issued, percentiles(lat), float64(len(sample))/total.Seconds())
+
+	unknown := make([]time.Duration, len(sample))
+	for i := range unknown {
+		key, err := verifier.Generate("kg", "live")
+		check(err)
+		d := verifier.DigestOf(key)
+		t := time.Now()
+		if _, err := st.KeyByDigest(ctx, d); !errors.Is(err, store.ErrNotFound) {
+			log.Fatalf("KeyByDigest of an unknown key: %v", err)
+		}
+		unknown[i] = time.Since(t)
+	}
+	fmt.Printf("KeyByDigest, %d unknown digests (ErrNotFound):\n  %s\n", len(unknown), percentiles(unknown))
+
+	// 3. The same misses through a fresh Verifier (digest -> cache miss ->
+	// store -> cache set), as a gateway's first request for a key.
+	v, err := verifier.New(st, verifier.Options{})
+	check(err)
+	for i, d := range sample {
+		t := time.Now()
+		if _, err := v.Lookup(ctx, d, time.Minute); err != nil {
+			log.Fatalf("Lookup of an issued key: %v", err)
+		}
+		lat[i] = time.Since(t)
+	}
+	fmt.Printf("Verifier.Lookup cold miss, same digests:\n  %s  (stats %+v)\n", percentiles(lat), v.Stats())
+	v.Close()
+
+	// 4. Heap per cached key.
+	fill := digests[:min(*cached, issued)]
+	before := heap()
+	v, err = verifier.New(st, verifier.Options{MaxCost: int64(2 * len(fill))})
+	check(err)
+	empty := heap()
+	for _, d := range fill {
+		if _, err := v.Lookup(ctx, d, time.Hour); err != nil {
+			log.Fatalf("Lookup: %v", err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // ristretto's Set is asynchronous
+	full := heap()
+	s0 := v.Stats()
+	for _, d := range fill {
+		v.Lookup(ctx, d, time.Hour)
+	}
+	s1 := v.Stats()
+	entries := s1.Hits - s0.Hits
+	fmt.Printf("\nVerifier cache: empty Verifier (MaxCost %d) %.1f MiB; after %d distinct lookups +%.1f MiB; %d of them then hit\n",
+		2*len(fill), mib(empty-before), len(fill), mib(full-empty), entries)
+	if entries > 0 {
+		fmt.Printf("  => %.0f bytes per cached key (heap growth / entries that hit), %.0f bytes including the empty cache's share\n",
+			float64(full-empty)/float64(entries), float64(full-before)/float64(entries))
+	}
+	runtime.KeepAlive(v)
+	v.Close()
+
+	// 5. Heap per rate-limit bucket. Ids are made first: a gateway's limiter
+	// keys its map with the record's id string, which the record holds anyway.
+	ids := make([]string, *buckets)
+	for i := range ids {
+		ids[i] = verifier.NewID()
+	}
+	before = heap()
+	lim := ratelimit.NewLocal()
+	l := ratelimit.Limit{N: 600, Per: time.Minute}
+	now := time.Now()
+	for _, id := range ids {
+		if !lim.Allow(ctx, id, l, now).Allowed {
+			log.Fatal("a fresh bucket refused its first request")
+		}
+	}
+	after := heap()
+	fmt.Printf("ratelimit.Local: %d buckets (Len %d) +%.1f MiB => %.0f bytes per bucket (id strings not counted)\n",
+		len(ids), lim.Len(), mib(after-before), float64(after-before)/float64(len(ids)))
+	runtime.KeepAlive(lim)
+	runtime.KeepAlive(ids)
+}
+
+// issue creates up to n keys from workers goroutines and returns their
+// digests. After probe keys it projects the time for n and stops if that
+// exceeds budget.
+func issue(ctx context.Context, st store.Store, n, probe int, budget time.Duration, workers int) ([]store.Digest, time.Duration, time.Duration) {
+	digests := make([]store.Digest, n)
+	var next, done atomic.Int64
+	var stop atomic.Bool
+	var projected atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				key, err := verifier.Generate("kg", "live")
+				check(err)
+				d := verifier.DigestOf(key)
+				rec := &store.Record{
+					ID: verifier.NewID(), Digest: d, Hint: verifier.Hint(key),
+					Name: fmt.Sprintf("scale-%d", i), Owner: "bench", Env: "live",
+					Scopes: []string{"mail.send"},
+				}
+				if err := st.CreateKey(ctx, rec, store.Event{Action: "issued", Actor: "bench/scale"}); err != nil {
+					log.Fatalf("CreateKey %d: %v", i, err)
+				}
+				digests[i] = d
+				c := done.Add(1)
+				if c%50_000 == 0 {
+					el := time.Since(start)
+					fmt.Printf("  issued %7d  %6.1fs  %.0f keys/s\n", c, el.Seconds(), float64(c)/el.Seconds())
+				}
+				if c == int64(probe) && probe < n {
+					p := time.Duration(float64(time.Since(start)) * float64(n) / float64(probe))
+					projected.Store(int64(p))
+					if p > budget {
+						stop.Store(true)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	// Workers that had taken an index when stopped may leave holes; keep
+	// only filled slots.
+	out := digests[:0]
+	var zero store.Digest
+	for _, d := range digests {
+		if d != zero {
+			out = append(out, d)
+		}
+	}
+	return out, took, time.Duration(projected.Load())
+}
+
+func percentiles(d []time.Duration) string {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	at := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", us(at(.5)), us(at(.9)), us(at(.99)), us(at(.999)), us(s[len(s)-1]))
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
+
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func mib(b uint64) float64 { return float64(int64(b)) / (1 << 20) }
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
