@@ -208,48 +208,29 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		s.changed(ctx)
 		return writeJSON(w, http.StatusCreated, issued{Record: rec, Key: key})
-	case "POST keys/{id}/revoke":
-		var body struct {
-			Reason string `json:"reason"`
-		}
-		if err := decodeJSON(r, &body); err != nil {
+	case "POST keys/{id}/revoke", "POST revoke":
+		var rv revocation
+		if err := decodeJSON(r, &rv); err != nil {
 			return err
 		}
-		rec, err := revokeKey(ctx, s.store, id, body.Reason, "revoked", actor)
+		if id != "" {
+			rv.ID, rv.Key, rv.Owner = id, "", ""
+		} else if rv.ID != "" {
+			return apiError(http.StatusBadRequest, `give "key" (a leaked key) or "owner"; revoke an id at /keygate/keys/{id}/revoke`)
+		}
+		targets, action, err := rv.targets(ctx, s.store)
 		if err != nil {
 			return storeError(err)
 		}
+		recs, err := rv.revoke(ctx, s.store, targets, action, actor)
 		s.changed(ctx)
-		return writeJSON(w, http.StatusOK, rec)
-	case "POST revoke":
-		var body struct {
-			Key    string `json:"key"`
-			Owner  string `json:"owner"`
-			Reason string `json:"reason"`
+		if err != nil {
+			return storeError(err)
 		}
-		if err := decodeJSON(r, &body); err != nil {
-			return err
-		}
-		switch {
-		case body.Key != "":
-			rec, err := revokeByKey(ctx, s.store, body.Key, body.Reason, actor)
-			if err != nil {
-				return storeError(err)
-			}
-			s.changed(ctx)
-			return writeJSON(w, http.StatusOK, rec)
-		case body.Owner != "":
-			recs, err := revokeOwner(ctx, s.store, body.Owner, body.Reason, actor)
-			s.changed(ctx)
-			if err != nil {
-				return storeError(err)
-			}
-			if recs == nil {
-				recs = []*store.Record{}
-			}
+		if rv.Owner != "" {
 			return writeJSON(w, http.StatusOK, recs)
 		}
-		return apiError(http.StatusBadRequest, `give "key" (a leaked key) or "owner"`)
+		return writeJSON(w, http.StatusOK, recs[0])
 	case "GET keys/{id}/usage":
 		since, err := parseSince(r.URL.Query().Get("since"))
 		if err != nil {

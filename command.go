@@ -19,7 +19,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/keygate/caddy-keygate/store"
-	"github.com/keygate/caddy-keygate/verifier"
 )
 
 func init() {
@@ -340,72 +339,40 @@ func keysCommands() []*cobra.Command {
 }
 
 func runRevoke(ctx context.Context, c *cli, args []string) error {
-	key, _ := c.flags.GetString("key")
-	owner, _ := c.flags.GetString("owner")
-	reason, _ := c.flags.GetString("reason")
+	var rv revocation
+	rv.Key, _ = c.flags.GetString("key")
+	rv.Owner, _ = c.flags.GetString("owner")
+	rv.Reason, _ = c.flags.GetString("reason")
 	yes, _ := c.flags.GetBool("yes")
-	given := 0
-	for _, set := range []bool{len(args) == 1, key != "", owner != ""} {
-		if set {
-			given++
-		}
+	if len(args) == 1 {
+		rv.ID = args[0]
 	}
-	if given != 1 {
-		return badInput("give exactly one of ID, --key KEY or --owner OWNER")
-	}
-	var what string
-	switch {
-	case key != "":
-		rec, err := c.st.KeyByDigest(ctx, verifier.DigestOf(key))
-		if err != nil {
-			return fmt.Errorf("no key with that value: %w", err)
-		}
-		what = fmt.Sprintf("key %s (%s)", rec.ID, rec.Name)
-	case owner != "":
-		recs, err := c.st.ListKeys(ctx, store.ListFilter{Owner: owner})
-		if err != nil {
-			return err
-		}
-		what = fmt.Sprintf("%d active keys of owner %q", len(recs), owner)
-	default:
-		rec, err := c.st.Key(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		what = fmt.Sprintf("key %s (%s)", rec.ID, rec.Name)
+	targets, action, err := rv.targets(ctx, c.st)
+	if err != nil {
+		return err
 	}
 	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
+		what := fmt.Sprintf("%d active keys of owner %q", len(targets), rv.Owner)
+		if rv.Owner == "" {
+			what = fmt.Sprintf("key %s (%s)", targets[0].ID, targets[0].Name)
+		}
 		fmt.Fprintf(os.Stderr, "Revoke %s? Clients using it get revoked_key at once. [y/N] ", what)
 		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
 			return errors.New("not revoked")
 		}
 	}
-	switch {
-	case key != "":
-		rec, err := revokeByKey(ctx, c.st, key, reason, c.actor)
-		if err != nil {
-			return err
-		}
-		return c.printRecord(rec)
-	case owner != "":
-		recs, err := revokeOwner(ctx, c.st, owner, reason, c.actor)
-		if err != nil {
-			return err
-		}
-		if recs == nil {
-			recs = []*store.Record{}
-		}
-		if c.json {
-			return c.printJSON(recs)
-		}
-		return c.printTable(recs)
-	}
-	rec, err := revokeKey(ctx, c.st, args[0], reason, "revoked", c.actor)
+	recs, err := rv.revoke(ctx, c.st, targets, action, c.actor)
 	if err != nil {
 		return err
 	}
-	return c.printRecord(rec)
+	switch {
+	case rv.Owner == "":
+		return c.printRecord(recs[0])
+	case c.json:
+		return c.printJSON(recs)
+	}
+	return c.printTable(recs)
 }
 
 func (c *cli) printJSON(v any) error {

@@ -178,7 +178,7 @@ func TestKeyLifecycle(t *testing.T) {
 			{"POST", "/keygate/keys", "not an object", 400, "invalid JSON"},
 			{"GET", "/keygate/keys/key_doesnotexist", nil, 404, "not found"},
 			{"POST", "/keygate/keys/key_doesnotexist/revoke", map[string]any{}, 404, "not found"},
-			{"POST", "/keygate/revoke", map[string]any{}, 400, `"key"`},
+			{"POST", "/keygate/revoke", map[string]any{}, 400, "exactly one of"},
 		}
 		for _, c := range cases {
 			r := g.admin(c.method, c.path, c.body)

@@ -324,34 +324,62 @@ func revokeKey(ctx context.Context, st store.Store, id, reason, action, actor st
 	})
 }
 
-// revokeByKey revokes a leaked key by its value. The key is only hashed.
-func revokeByKey(ctx context.Context, st store.Store, key, reason, actor string) (*store.Record, error) {
-	key = strings.TrimSpace(key)
-	rec, err := st.KeyByDigest(ctx, verifier.DigestOf(key))
-	if err != nil {
-		return nil, err
-	}
-	if reason == "" {
-		reason = "leaked key reported"
-	}
-	return revokeKey(ctx, st, rec.ID, reason, "leak_reported", actor)
+// revocation is what a revoke request names: one key by id, a leaked key
+// by its value (only hashed), or every active key of an owner.
+type revocation struct {
+	ID     string `json:"id,omitempty"`
+	Key    string `json:"key,omitempty"`
+	Owner  string `json:"owner,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
-// revokeOwner revokes every active key of an owner.
-func revokeOwner(ctx context.Context, st store.Store, owner, reason, actor string) ([]*store.Record, error) {
-	if owner == "" {
-		return nil, badInput("owner is empty")
-	}
-	recs, err := st.ListKeys(ctx, store.ListFilter{Owner: owner, All: true})
-	if err != nil {
-		return nil, err
-	}
-	var out []*store.Record
-	for _, r := range recs {
-		if r.Revoked() {
-			continue
+// targets resolves the keys a revocation applies to and the audit action.
+func (rv revocation) targets(ctx context.Context, st store.Store) ([]*store.Record, string, error) {
+	given := 0
+	for _, v := range []string{rv.ID, rv.Key, rv.Owner} {
+		if v != "" {
+			given++
 		}
-		rec, err := revokeKey(ctx, st, r.ID, reason, "revoked", actor)
+	}
+	if given != 1 {
+		return nil, "", badInput("give exactly one of an id, a key or an owner")
+	}
+	switch {
+	case rv.Key != "":
+		rec, err := st.KeyByDigest(ctx, verifier.DigestOf(strings.TrimSpace(rv.Key)))
+		if err != nil {
+			return nil, "", fmt.Errorf("no key with that value: %w", err)
+		}
+		return []*store.Record{rec}, "leak_reported", nil
+	case rv.Owner != "":
+		recs, err := st.ListKeys(ctx, store.ListFilter{Owner: rv.Owner, All: true})
+		if err != nil {
+			return nil, "", err
+		}
+		active := []*store.Record{}
+		for _, r := range recs {
+			if !r.Revoked() {
+				active = append(active, r)
+			}
+		}
+		return active, "revoked", nil
+	}
+	rec, err := st.Key(ctx, rv.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	return []*store.Record{rec}, "revoked", nil
+}
+
+// revoke revokes the given keys and returns their updated records.
+func (rv revocation) revoke(ctx context.Context, st store.Store, targets []*store.Record, action, actor string) ([]*store.Record, error) {
+	reason := rv.Reason
+	if reason == "" && action == "leak_reported" {
+		reason = "leaked key reported"
+	}
+	out := []*store.Record{}
+	for _, t := range targets {
+		rec, err := revokeKey(ctx, st, t.ID, reason, action, actor)
 		if err != nil {
 			return out, err
 		}

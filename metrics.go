@@ -22,7 +22,6 @@ type keygateMetrics struct {
 	limiterEvictions prometheus.Counter
 	flushSeconds     prometheus.Histogram
 	flushErrors      prometheus.Counter
-	redisFallbacks   prometheus.Counter
 	collectors       []prometheus.Collector
 }
 
@@ -57,17 +56,19 @@ func newMetrics() *keygateMetrics {
 			Namespace: ns, Name: "usage_flush_errors_total",
 			Help: "Usage flushes that failed and were kept for retry.",
 		}),
-		redisFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
-			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable.",
-		}),
 	}
 	for i := range m.requests {
 		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
 	}
 	m.collectors = []prometheus.Collector{
 		m.requestsVec, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors,
-		m.redisFallbacks,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
+			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
+			func() float64 {
+				var n uint64
+				sharedPool.Range(func(_, v any) bool { n += v.(*sharedLimits).fallbacks(); return true })
+				return float64(n)
+			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "cache_hits_total",
 			Help: "Key lookups answered by the cache (including cached unknown keys)."},
 			func() float64 { s := sumStats(); return float64(s.Hits + s.NegativeHits) }),

@@ -1,7 +1,9 @@
 package keygate
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
@@ -28,6 +30,13 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		if err != nil {
 			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), err)
 		}
+		// Bounded waits: a slow Redis must not stall requests (the limiter
+		// also cuts each call at its own timeout and falls back).
+		opts.ContextTimeoutEnabled = true
+		opts.MaxRetries = 1
+		opts.DialTimeout = 500 * time.Millisecond
+		// go-redis logs every failed dial; keygate logs an outage once.
+		redis.SetLogger(quietRedisLogger{})
 		client := redis.NewClient(opts)
 		logger := logger.With(zap.String("redis", store.RedactURI(url)))
 		ro := ratelimit.RedisOptions{
@@ -50,3 +59,13 @@ func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
 
 // Destruct closes the Redis client.
 func (s *sharedLimits) Destruct() error { return s.client.Close() }
+
+// fallbacks counts decisions taken locally while Redis was unreachable.
+func (s *sharedLimits) fallbacks() uint64 {
+	return s.limiter.Fallbacks() + s.quotas.Fallbacks()
+}
+
+// quietRedisLogger drops go-redis's own log lines.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,124 @@
+package keygate_test
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+)
+
+const clusterCaddyfile = `{
+	admin {ADMIN}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		ratelimit redis {env.REDIS_URL}
+		cache_ttl 10m
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`
+
+// TestClusterTwoNodes runs two real caddy processes sharing a throwaway
+// PostgreSQL and Redis, as two gateway nodes behind a load balancer.
+func TestClusterTwoNodes(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	rd := testservers.StartRedis(t)
+	up := newUpstream(t)
+	cfg := gatewayConfig{caddyfile: clusterCaddyfile, upstream: up.URL, store: pg.URI,
+		env: []string{"REDIS_URL=redis://" + rd.Addr + "/0"}}
+	a, b := startGateway(t, cfg), startGateway(t, cfg)
+	nodes := []*gateway{a, b}
+	send := func(g *gateway, key string) *response { return g.call("POST", "/v3/mail/send", key, nil) }
+
+	t.Run("a key issued with the CLI works on both nodes", func(t *testing.T) {
+		k := a.issue("--name", "shared", "--scope", "mail.send")
+		for i, g := range nodes {
+			if r := send(g, k.Key); r.Status != 202 {
+				t.Errorf("node %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+	})
+
+	t.Run("a revoke on one node is enforced on the other within 1s", func(t *testing.T) {
+		var took []time.Duration
+		for i := 0; i < 5; i++ {
+			k := a.issue("--name", fmt.Sprintf("revoke-%d", i), "--scope", "mail.send")
+			if r := send(b, k.Key); r.Status != 202 {
+				t.Fatalf("before revoke: %d", r.Status)
+			}
+			start := time.Now()
+			if r := a.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "test"}); r.Status != 200 {
+				t.Fatalf("revoke via node a: %d %s", r.Status, r.Body)
+			}
+			if eventually(t, 3*time.Second, func() bool { return send(b, k.Key).code() == "revoked_key" }) < 0 {
+				t.Fatal("node b still accepts the key after 3s")
+			}
+			took = append(took, time.Since(start))
+		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		t.Logf("revocation propagation to the other node: min %v, median %v, max %v", took[0], took[len(took)/2], took[len(took)-1])
+		if took[len(took)-1] > time.Second {
+			t.Errorf("slowest propagation %v > 1s", took[len(took)-1])
+		}
+	})
+
+	t.Run("a 10/m key sending 30 requests alternating nodes gets 10 allowed", func(t *testing.T) {
+		k := a.issue("--name", "global-limit", "--scope", "mail.send", "--rate", "10/m")
+		allowed := 0
+		for i := 0; i < 30; i++ {
+			r := send(nodes[i%2], k.Key)
+			switch r.Status {
+			case 202:
+				allowed++
+			case 429:
+			default:
+				t.Fatalf("request %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+		if allowed < 9 || allowed > 11 {
+			t.Errorf("allowed %d of 30, want 10±1", allowed)
+		}
+	})
+
+	t.Run("killing Redis mid-run causes no 5xx", func(t *testing.T) {
+		k := a.issue("--name", "redis-outage", "--scope", "mail.send", "--rate", "1000/m")
+		for i := 0; i < 10; i++ {
+			if i == 3 {
+				rd.Stop()
+			}
+			if r := send(nodes[i%2], k.Key); r.Status >= 500 {
+				t.Fatalf("request %d after Redis stopped: %d %s", i, r.Status, r.Body)
+			}
+		}
+		rd.Start()
+		if eventually(t, 5*time.Second, func() bool { return send(a, k.Key).Status == 202 }) < 0 {
+			t.Error("no recovery after Redis came back")
+		}
+	})
+
+	t.Run("stopping PostgreSQL keeps cached keys working and unknown keys get 503", func(t *testing.T) {
+		k := a.issue("--name", "cached", "--scope", "mail.send")
+		unknown := a.issue("--name", "never-seen", "--scope", "mail.send")
+		for _, g := range nodes {
+			send(g, k.Key)
+		}
+		time.Sleep(100 * time.Millisecond)
+		pg.Stop()
+		defer pg.Start()
+		for i, g := range nodes {
+			if r := send(g, k.Key); r.Status != 202 {
+				t.Errorf("node %d, cached key with PostgreSQL down: %d %s", i, r.Status, r.Body)
+			}
+			if r := send(g, unknown.Key); r.Status != 503 || r.code() != "store_unavailable" {
+				t.Errorf("node %d, uncached key with PostgreSQL down: %d %s", i, r.Status, r.Body)
+			}
+		}
+	})
+}
