@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -224,6 +225,13 @@ type request struct {
 	scope      string
 	recipients int
 	hasRecips  bool
+
+	// Storage the request path would otherwise allocate separately: the
+	// RateLimit header value and the usage log fields. The request is
+	// allocated once anyway, so they come free.
+	rateLimit    [1]string
+	rateLimitBuf [96]byte
+	fields       [9]zap.Field
 }
 
 func (q *request) placeholder(key string) (any, bool) {
@@ -322,7 +330,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if limit != nil {
 		res = h.limiter().Allow(r.Context(), rec.ID, *limit, t)
 		if !res.Allowed {
-			setRateHeaders(w.Header(), policy, res, nil)
+			q.setRateHeaders(w.Header(), policy, res, nil)
 			return h.deny(w, r, q, ip, t, denial{code: RateLimited, retryAfter: res.RetryAfter})
 		}
 	}
@@ -331,7 +339,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		qr, d := h.reserveQuota(r.Context(), rec, recipients, t)
 		if d.code != Allowed {
 			if limit != nil || qr != nil {
-				setRateHeaders(w.Header(), policy, res, qr)
+				q.setRateHeaders(w.Header(), policy, res, qr)
 			}
 			return h.deny(w, r, q, ip, t, d)
 		}
@@ -341,7 +349,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if qres != nil {
 			policy = []string{policyHeader(limitOrZero(limit), qres)}
 		}
-		setRateHeaders(w.Header(), policy, res, qres)
+		q.setRateHeaders(w.Header(), policy, res, qres)
 	}
 
 	// 6. Placeholders (set above), one usage record, count, next.
@@ -371,7 +379,10 @@ func limitOrZero(l *ratelimit.Limit) ratelimit.Limit {
 // come in, whether or not it held one.
 func (h *Handler) takeKey(r *http.Request) string {
 	var key string
-	if v := r.Header.Get("Authorization"); v != "" {
+	// Header keys arrive canonical from net/http; direct map access skips
+	// re-canonicalising on every request.
+	if vs := r.Header["Authorization"]; len(vs) > 0 && vs[0] != "" {
+		v := vs[0]
 		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 			key = strings.TrimSpace(v[7:])
 		} else {
@@ -381,8 +392,8 @@ func (h *Handler) takeKey(r *http.Request) string {
 		}
 	}
 	for _, name := range h.KeyHeaders {
-		if v := r.Header.Get(name); key == "" && v != "" {
-			key = strings.TrimSpace(v)
+		if vs := r.Header[name]; key == "" && len(vs) > 0 && vs[0] != "" {
+			key = strings.TrimSpace(vs[0])
 		}
 		delete(r.Header, name)
 	}
@@ -589,10 +600,9 @@ func policyHeader(l ratelimit.Limit, qr *ratelimit.QuotaResult) string {
 }
 
 // setRateHeaders sets the IETF draft RateLimit-Policy and RateLimit
-// headers.
-func setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *ratelimit.QuotaResult) {
-	var buf [96]byte
-	b := buf[:0]
+// headers. The RateLimit value is built in the request's own buffer.
+func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *ratelimit.QuotaResult) {
+	b := q.rateLimitBuf[:0]
 	if res.Limit.N > 0 {
 		b = append(b, `"default";r=`...)
 		b = strconv.AppendInt(b, int64(res.Remaining), 10)
@@ -612,7 +622,13 @@ func setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *
 		return
 	}
 	hdr["Ratelimit-Policy"] = policy
-	hdr["Ratelimit"] = []string{string(b)}
+	if &b[0] == &q.rateLimitBuf[0] {
+		// The buffer is never written again, so the string may share it.
+		q.rateLimit[0] = unsafe.String(&b[0], len(b))
+	} else {
+		q.rateLimit[0] = string(b)
+	}
+	hdr["Ratelimit"] = q.rateLimit[:]
 }
 
 func retrySecondsOrZero(d time.Duration) int64 {
@@ -660,7 +676,7 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		h.backend.usage.Record(id, metric, status, recipients, ip, t)
 	}
 	if ce := h.logger.Check(zap.InfoLevel, "keygate request"); ce != nil {
-		ce.Write(
+		f := append(q.fields[:0],
 			zap.String("key_id", id),
 			zap.String("key_name", name),
 			zap.String("scope", q.scope),
@@ -669,8 +685,11 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 			zap.String("path", r.URL.Path),
 			zap.Int("status", status),
 			zap.String("client_ip", ip),
-			zap.Int64("recipients", recipients),
 		)
+		if q.hasRecips {
+			f = append(f, zap.Int64("recipients", recipients))
+		}
+		ce.Write(f...)
 	}
 }
 
