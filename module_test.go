@@ -193,3 +193,49 @@ type nopWriter struct{ h http.Header }
 func (w nopWriter) Header() http.Header       { return w.h }
 func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (nopWriter) WriteHeader(int)             {}
+
+// countingStore counts usage writes.
+type countingStore struct {
+	store.Store
+	writes atomic.Int64
+}
+
+func (c *countingStore) AddUsage(ctx context.Context, d []store.UsageDelta) error {
+	c.writes.Add(1)
+	return c.Store.AddUsage(ctx, d)
+}
+
+func TestUsageIsWrittenInBatchesNotPerRequest(t *testing.T) {
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := &countingStore{Store: st}
+	uri := "test:" + t.Name()
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour // only the explicit flush below writes
+	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
+		return newBackend(uri, counting, caddy.Log())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer releaseBackend(uri)
+	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	rec, key := issue(t, st, "mail.send")
+	for i := 0; i < 200; i++ {
+		if w := serve(h, "POST", "/send", key); w.Code != http.StatusAccepted {
+			t.Fatalf("request %d: %d", i, w.Code)
+		}
+	}
+	if n := counting.writes.Load(); n != 0 {
+		t.Fatalf("%d usage writes for 200 requests before a flush", n)
+	}
+	h.backend.flushUsage()
+	if n := counting.writes.Load(); n != 1 {
+		t.Fatalf("%d usage writes in one flush, want 1", n)
+	}
+	u, err := st.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || u.Allowed != 200 || u.LastUsedAt == nil {
+		t.Fatalf("usage after the flush: %+v %v", u, err)
+	}
+}
