@@ -105,3 +105,20 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		})
 	}
 }
+
+// FuzzCaddyfile feeds arbitrary option lines to the keygate directive: the
+// adapter must return a config or an error, never panic.
+func FuzzCaddyfile(f *testing.F) {
+	for _, seed := range []string{
+		"rate 10/m burst 5", "scope mail.send POST /v3/mail/send", "store sqlite:/x.db", "env live",
+		"cache_ttl 1m", "max_body 5MB", "quota 10/mo", "ratelimit redis redis://h:1/0", "key_header X-Api-Key",
+		"whoami /w", "mail_api sendgrid", "failed_auth_limit 3/s", "prefix acme", "rate 1/x burst",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, option string) {
+		src := ":8080 {\n\tkeygate {\n\t\t" + option + "\n\t}\n}\n"
+		adapter := caddyconfig.GetAdapter("caddyfile")
+		_, _, _ = adapter.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	})
+}

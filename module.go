@@ -675,7 +675,14 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		}
 		h.backend.usage.Record(id, metric, status, recipients, ip, t)
 	}
-	if ce := h.logger.Check(zap.InfoLevel, "keygate request"); ce != nil {
+	// Requests already refused as a flood (auth_rate_limited) log at debug
+	// level, so a client spraying keys cannot fill the logs; the metrics
+	// still count every one.
+	level := zap.InfoLevel
+	if q.code == AuthRateLimited {
+		level = zap.DebugLevel
+	}
+	if ce := h.logger.Check(level, "keygate request"); ce != nil {
 		f := append(q.fields[:0],
 			zap.String("key_id", id),
 			zap.String("key_name", name),

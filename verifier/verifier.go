@@ -308,6 +308,10 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 			}
 			e := &entry{digest: d, rec: rec, seq: seq, filled: filled, expires: filled.Add(life)}
 			v.cache.SetWithTTL(cacheKey(&d), e, 1, life)
+			// ristretto applies sets asynchronously; waiting here means a
+			// request arriving after this query answered finds the entry
+			// instead of starting another query for the same key.
+			v.cache.Wait()
 		}
 		return rec, nil
 	})
