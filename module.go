@@ -334,23 +334,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.deny(w, r, q, ip, t, denial{code: RateLimited, retryAfter: res.RetryAfter})
 		}
 	}
-	var qres *ratelimit.QuotaResult
+	var qs *quotaState
 	if recipients > 0 {
-		qr, d := h.reserveQuota(r.Context(), rec, recipients, t)
+		var d denial
+		qs, d = h.reserveQuota(r.Context(), rec, recipients, t)
+		if qs != nil {
+			policy = []string{policyHeader(limitOrZero(limit), qs)}
+		}
 		if d.code != Allowed {
-			if limit != nil || qr != nil {
-				q.setRateHeaders(w.Header(), policy, res, qr)
-			}
+			q.setRateHeaders(w.Header(), policy, res, qs)
 			return h.deny(w, r, q, ip, t, d)
 		}
-		qres = qr
 	}
-	if limit != nil || qres != nil {
-		if qres != nil {
-			policy = []string{policyHeader(limitOrZero(limit), qres)}
-		}
-		q.setRateHeaders(w.Header(), policy, res, qres)
-	}
+	q.setRateHeaders(w.Header(), policy, res, qs)
 
 	// 6. Placeholders (set above), one usage record, count, next.
 	sw := getStatusWriter(w)
@@ -542,8 +538,15 @@ func (h *Handler) limiter() ratelimit.Limiter {
 	return h.backend.limits
 }
 
+// quotaState is a recipient quota decision and the length of its period,
+// for the RateLimit headers.
+type quotaState struct {
+	ratelimit.QuotaResult
+	window time.Duration
+}
+
 // reserveQuota spends n recipients of the key's quota for this period.
-func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, t time.Time) (*ratelimit.QuotaResult, denial) {
+func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, t time.Time) (*quotaState, denial) {
 	q := h.quota
 	if rec.Quota != nil {
 		q = rec.Quota
@@ -563,11 +566,12 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	if err != nil {
 		return nil, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}
+	qs := &quotaState{QuotaResult: res, window: end.Sub(start)}
 	if !res.Allowed {
-		return &res, denial{code: QuotaExceeded, retryAfter: res.Reset,
+		return qs, denial{code: QuotaExceeded, retryAfter: res.Reset,
 			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
 	}
-	return &res, denial{}
+	return qs, denial{}
 }
 
 func periodName(p store.Period) string {
@@ -579,7 +583,7 @@ func periodName(p store.Period) string {
 
 // policyHeader formats RateLimit-Policy for a limit and, optionally, a
 // quota: `"default";q=100;w=60, "quota";q=1000;w=86400`.
-func policyHeader(l ratelimit.Limit, qr *ratelimit.QuotaResult) string {
+func policyHeader(l ratelimit.Limit, qs *quotaState) string {
 	var b []byte
 	if l.N > 0 {
 		b = append(b, `"default";q=`...)
@@ -587,21 +591,21 @@ func policyHeader(l ratelimit.Limit, qr *ratelimit.QuotaResult) string {
 		b = append(b, ";w="...)
 		b = strconv.AppendInt(b, int64(l.Per/time.Second), 10)
 	}
-	if qr != nil {
+	if qs != nil {
 		if len(b) > 0 {
 			b = append(b, ", "...)
 		}
 		b = append(b, `"quota";q=`...)
-		b = strconv.AppendInt(b, qr.Limit, 10)
+		b = strconv.AppendInt(b, qs.Limit, 10)
 		b = append(b, ";w="...)
-		b = strconv.AppendInt(b, int64((qr.Reset+time.Second-1)/time.Second), 10)
+		b = strconv.AppendInt(b, int64(qs.window/time.Second), 10)
 	}
 	return string(b)
 }
 
 // setRateHeaders sets the IETF draft RateLimit-Policy and RateLimit
 // headers. The RateLimit value is built in the request's own buffer.
-func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *ratelimit.QuotaResult) {
+func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *quotaState) {
 	b := q.rateLimitBuf[:0]
 	if res.Limit.N > 0 {
 		b = append(b, `"default";r=`...)
