@@ -186,10 +186,7 @@ func keysCommands() []*cobra.Command {
 			if recs == nil {
 				recs = []*store.Record{}
 			}
-			if c.json {
-				return c.printJSON(recs)
-			}
-			return c.printTable(recs)
+			return c.output(recs, func() error { return c.printTable(recs) })
 		}),
 	}
 	list.Flags().String("owner", "", "Only keys of this owner")
@@ -277,10 +274,7 @@ func keysCommands() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(rep)
-			}
-			return c.printAudit(rep)
+			return c.output(rep, func() error { return c.printAudit(rep) })
 		}),
 	}
 	audit.Flags().String("unused", "30d", "List keys not used for this long")
@@ -300,10 +294,7 @@ func keysCommands() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.json {
-				return c.printJSON(rep)
-			}
-			return c.printUsage(rep)
+			return c.output(rep, func() error { return c.printUsage(rep) })
 		}),
 	}
 	usageCmd.Flags().String("since", "7d", "How far back")
@@ -324,15 +315,7 @@ func keysCommands() []*cobra.Command {
 			if evs == nil {
 				evs = []store.Event{}
 			}
-			if c.json {
-				return c.printJSON(evs)
-			}
-			tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
-			for _, e := range evs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
-			}
-			return tw.Flush()
+			return c.output(evs, func() error { return c.printEvents(evs) })
 		}),
 	}
 	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events}
@@ -366,13 +349,18 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case rv.Owner == "":
+	if rv.Owner == "" {
 		return c.printRecord(recs[0])
-	case c.json:
-		return c.printJSON(recs)
 	}
-	return c.printTable(recs)
+	return c.output(recs, func() error { return c.printTable(recs) })
+}
+
+// output prints v as JSON with --json, else the human form.
+func (c *cli) output(v any, human func() error) error {
+	if c.json {
+		return c.printJSON(v)
+	}
+	return human()
 }
 
 func (c *cli) printJSON(v any) error {
@@ -444,6 +432,15 @@ func (c *cli) printTable(recs []*store.Record) error {
 	for _, r := range recs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, dash(r.Owner), r.Env,
 			strings.Join(r.Scopes, ","), status(r, t), dash(when(r.ExpiresAt, t)), dash(when(r.LastUsedAt, t)))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) printEvents(evs []store.Event) error {
+	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
 	}
 	return tw.Flush()
 }
