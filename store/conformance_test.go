@@ -1,0 +1,682 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testStoreConformance checks the Store contract. Every implementation runs
+// it; it depends only on the interface. open returns a new, empty store that
+// the test may close.
+func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
+	ctx := context.Background()
+	t0 := time.Date(2031, 3, 4, 5, 6, 7, 891011121, time.UTC)
+
+	t.Run("a created key reads back field for field by id and by digest", func(t *testing.T) {
+		s := open(t)
+		want := fullRecord("key_full", t0)
+		mustCreate(t, s, want)
+		byID, err := s.Key(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byDigest, err := s.KeyByDigest(ctx, want.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, got := range map[string]*Record{"Key": byID, "KeyByDigest": byDigest} {
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
+			}
+		}
+	})
+
+	t.Run("times read back in UTC whatever zone they were written in", func(t *testing.T) {
+		s := open(t)
+		zone := time.FixedZone("UTC+5", 5*3600)
+		rec := minimalRecord("key_zone", t0.In(zone))
+		exp := t0.Add(time.Hour).In(zone)
+		rec.ExpiresAt = &exp
+		mustCreate(t, s, rec)
+		got := mustKey(t, s, rec.ID)
+		if got.CreatedAt.Location() != time.UTC || !got.CreatedAt.Equal(t0) {
+			t.Errorf("CreatedAt = %v, want %v", got.CreatedAt, t0)
+		}
+		if got.ExpiresAt.Location() != time.UTC || !got.ExpiresAt.Equal(exp) {
+			t.Errorf("ExpiresAt = %v, want %v", got.ExpiresAt, exp.UTC())
+		}
+	})
+
+	t.Run("empty optional fields read back empty", func(t *testing.T) {
+		s := open(t)
+		rec := minimalRecord("key_min", t0)
+		mustCreate(t, s, rec)
+		got := mustKey(t, s, rec.ID)
+		if len(got.Scopes) != 0 || len(got.AllowedIPs) != 0 || len(got.SenderDomains) != 0 ||
+			got.Rate != nil || got.Quota != nil || got.ExpiresAt != nil || got.RevokedAt != nil ||
+			got.LastUsedAt != nil || got.Disabled || got.AllowOnBehalfOf {
+			t.Errorf("got %+v, want every optional field empty", got)
+		}
+	})
+
+	t.Run("a zero created_at is filled in with the current time", func(t *testing.T) {
+		s := open(t)
+		rec := minimalRecord("key_now", time.Time{})
+		before := time.Now()
+		mustCreate(t, s, rec)
+		got := mustKey(t, s, rec.ID)
+		if got.CreatedAt.Before(before.Add(-time.Second)) || got.CreatedAt.After(time.Now()) {
+			t.Errorf("CreatedAt = %v, want about %v", got.CreatedAt, before)
+		}
+	})
+
+	t.Run("a second key with the same id or digest is refused", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_a", t0))
+		sameID := minimalRecord("key_a", t0)
+		sameID.Digest = fakeDigest("other")
+		sameDigest := minimalRecord("key_b", t0)
+		sameDigest.Digest = fakeDigest("key_a")
+		for _, rec := range []*Record{sameID, sameDigest} {
+			if err := s.CreateKey(ctx, rec, Event{Action: "issued"}); err == nil {
+				t.Errorf("CreateKey(%s) succeeded, want an error", rec.ID)
+			}
+		}
+	})
+
+	t.Run("unknown ids and digests are ErrNotFound", func(t *testing.T) {
+		s := open(t)
+		calls := map[string]func() error{
+			"Key": func() error { _, err := s.Key(ctx, "key_none"); return err },
+			"KeyByDigest": func() error {
+				_, err := s.KeyByDigest(ctx, fakeDigest("none"))
+				return err
+			},
+			"UpdateKey": func() error {
+				_, err := s.UpdateKey(ctx, "key_none", nil, func(*Record) error { return nil })
+				return err
+			},
+			"RotateKey": func() error {
+				_, err := s.RotateKey(ctx, "key_none", minimalRecord("key_next", t0), t0, Event{Action: "rotated"})
+				return err
+			},
+			"Usage": func() error { _, err := s.Usage(ctx, "key_none", t0); return err },
+		}
+		for name, call := range calls {
+			if err := call(); !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s: err = %v, want ErrNotFound", name, err)
+			}
+		}
+	})
+
+	t.Run("errors name the key id", func(t *testing.T) {
+		s := open(t)
+		_, err := s.UpdateKey(ctx, "key_named", nil, func(*Record) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), "key_named") {
+			t.Errorf("err = %v, want it to name key_named", err)
+		}
+	})
+
+	t.Run("issuing records an event with the key id and time filled in", func(t *testing.T) {
+		s := open(t)
+		before := time.Now().UTC()
+		mustCreate(t, s, minimalRecord("key_ev", t0))
+		evs := mustEvents(t, s, EventFilter{})
+		if len(evs) != 1 || evs[0].KeyID != "key_ev" || evs[0].Action != "issued" || evs[0].Actor != "test" {
+			t.Fatalf("events = %+v, want one issued event for key_ev", evs)
+		}
+		if evs[0].At.Before(before.Add(-time.Second)) || evs[0].At.Location() != time.UTC {
+			t.Errorf("event At = %v, want about %v in UTC", evs[0].At, before)
+		}
+	})
+
+	t.Run("list filters", func(t *testing.T) {
+		s := open(t)
+		now := t0.Add(10 * time.Hour)
+		past, future := now.Add(-time.Minute), now.Add(time.Minute)
+		for i, r := range []struct {
+			id, owner string
+			expires   *time.Time
+			revoked   bool
+		}{
+			{"key_1", "alice", nil, false},
+			{"key_2", "bob", &future, false},
+			{"key_3", "alice", &past, false},
+			{"key_4", "alice", nil, true},
+			{"key_5", "bob", &now, false}, // expires at exactly now: expired
+		} {
+			rec := minimalRecord(r.id, t0.Add(time.Duration(i)*time.Hour))
+			rec.Owner, rec.ExpiresAt = r.owner, r.expires
+			if r.revoked {
+				rec.RevokedAt = &t0
+			}
+			mustCreate(t, s, rec)
+		}
+		for _, tc := range []struct {
+			name   string
+			filter ListFilter
+			want   []string
+		}{
+			{"live keys of everyone, oldest first", ListFilter{Now: now}, []string{"key_1", "key_2"}},
+			{"all keys include revoked and expired", ListFilter{All: true, Now: now}, []string{"key_1", "key_2", "key_3", "key_4", "key_5"}},
+			{"owner selects that owner's keys", ListFilter{Owner: "alice", Now: now}, []string{"key_1"}},
+			{"owner and all", ListFilter{Owner: "alice", All: true}, []string{"key_1", "key_3", "key_4"}},
+			{"expiry is judged at Now", ListFilter{Now: t0}, []string{"key_1", "key_2", "key_3", "key_5"}},
+			{"unknown owner has none", ListFilter{Owner: "carol", All: true}, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				recs, err := s.ListKeys(ctx, tc.filter)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ids(recs); !slices.Equal(got, tc.want) {
+					t.Errorf("ListKeys(%+v) = %v, want %v", tc.filter, got, tc.want)
+				}
+			})
+		}
+	})
+
+	t.Run("update", func(t *testing.T) {
+		for _, tc := range []struct {
+			name       string
+			ev         *Event
+			fn         func(r *Record, ev *Event) error
+			wantErr    bool
+			wantEvents []string
+			wantChange bool
+		}{
+			{"writes the change, a change row and the event",
+				&Event{Action: "updated", Actor: "cli"},
+				func(r *Record, _ *Event) error { r.Scopes = []string{"mail.read"}; r.Disabled = true; return nil },
+				false, []string{"issued", "updated"}, true},
+			{"lets fn choose the action",
+				&Event{Actor: "cli"},
+				func(r *Record, ev *Event) error { r.Disabled = true; ev.Action = "disabled"; return nil },
+				false, []string{"issued", "disabled"}, true},
+			{"with an empty action records no event but still a change row",
+				&Event{Actor: "cli"},
+				func(r *Record, _ *Event) error { r.Name = "renamed"; return nil },
+				false, []string{"issued"}, true},
+			{"accepts a nil event",
+				nil,
+				func(r *Record, _ *Event) error { r.Name = "renamed"; return nil },
+				false, []string{"issued"}, true},
+			{"changes nothing when fn fails",
+				&Event{Action: "updated"},
+				func(r *Record, _ *Event) error { r.Name = "lost"; return errors.New("refused") },
+				true, []string{"issued"}, false},
+			{"refuses to change the id",
+				&Event{Action: "updated"},
+				func(r *Record, _ *Event) error { r.ID = "key_other"; return nil },
+				true, []string{"issued"}, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := open(t)
+				orig := fullRecord("key_up", t0)
+				mustCreate(t, s, orig)
+				seq := mustLastChange(t, s)
+				want := orig.Clone()
+				_ = tc.fn(want, &Event{})
+				got, err := s.UpdateKey(ctx, orig.ID, tc.ev, func(r *Record) error {
+					ev := tc.ev
+					if ev == nil {
+						ev = &Event{}
+					}
+					return tc.fn(r, ev)
+				})
+				if (err != nil) != tc.wantErr {
+					t.Fatalf("UpdateKey err = %v, want error %v", err, tc.wantErr)
+				}
+				stored := mustKey(t, s, orig.ID)
+				if tc.wantErr {
+					want = orig
+				} else if !reflect.DeepEqual(got, want) {
+					t.Errorf("returned %+v\nwant %+v", got, want)
+				}
+				if !reflect.DeepEqual(stored, want) {
+					t.Errorf("stored %+v\nwant %+v", stored, want)
+				}
+				if got := actions(mustEvents(t, s, EventFilter{})); !slices.Equal(got, tc.wantEvents) {
+					t.Errorf("events = %v, want %v", got, tc.wantEvents)
+				}
+				changes := mustChanges(t, s, seq)
+				if tc.wantChange != (len(changes) == 1 && changes[0].Digest == orig.Digest) {
+					t.Errorf("changes after update = %+v, want a change of the key's digest: %v", changes, tc.wantChange)
+				}
+			})
+		}
+	})
+
+	t.Run("rotate", func(t *testing.T) {
+		for _, tc := range []struct {
+			name       string
+			oldExpires *time.Time
+			graceEnd   time.Time
+			wantExpiry time.Time
+		}{
+			{"ends a key without expiry at the grace end", nil, t0.Add(time.Hour), t0.Add(time.Hour)},
+			{"brings a later expiry forward to the grace end", ptr(t0.Add(48 * time.Hour)), t0.Add(time.Hour), t0.Add(time.Hour)},
+			{"keeps an expiry earlier than the grace end", ptr(t0.Add(time.Minute)), t0.Add(time.Hour), t0.Add(time.Minute)},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := open(t)
+				old := fullRecord("key_old", t0)
+				old.ExpiresAt = tc.oldExpires
+				mustCreate(t, s, old)
+				seq := mustLastChange(t, s)
+				next := fullRecord("key_new", t0.Add(time.Second))
+				next.Digest = fakeDigest("key_new")
+				next.ExpiresAt = nil
+
+				got, err := s.RotateKey(ctx, old.ID, next, tc.graceEnd, Event{Action: "rotated", Actor: "cli"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := old.Clone()
+				want.RotatedTo, want.ExpiresAt = next.ID, &tc.wantExpiry
+				if stored := mustKey(t, s, old.ID); !reflect.DeepEqual(got, want) || !reflect.DeepEqual(stored, want) {
+					t.Errorf("old key: returned %+v\nstored %+v\nwant %+v", got, stored, want)
+				}
+				wantNext := next.Clone()
+				wantNext.RotatedFrom = old.ID
+				if stored := mustKey(t, s, next.ID); !reflect.DeepEqual(stored, wantNext) {
+					t.Errorf("new key: stored %+v\nwant %+v", stored, wantNext)
+				}
+				changed := digests(mustChanges(t, s, seq))
+				if len(changed) != 2 || !slices.Contains(changed, old.Digest) || !slices.Contains(changed, next.Digest) {
+					t.Errorf("changes = %x, want the old and the new digest", changed)
+				}
+				evs := mustEvents(t, s, EventFilter{Limit: 1})
+				if len(evs) != 1 || evs[0].Action != "rotated" || evs[0].KeyID != old.ID {
+					t.Errorf("last event = %+v, want rotated for %s", evs, old.ID)
+				}
+			})
+		}
+	})
+
+	t.Run("rotating into an existing digest changes nothing", func(t *testing.T) {
+		s := open(t)
+		old := minimalRecord("key_old", t0)
+		mustCreate(t, s, old)
+		seq := mustLastChange(t, s)
+		next := minimalRecord("key_new", t0)
+		next.Digest = old.Digest
+		if _, err := s.RotateKey(ctx, old.ID, next, t0, Event{Action: "rotated"}); err == nil {
+			t.Fatal("RotateKey succeeded, want an error")
+		}
+		if got := mustKey(t, s, old.ID); got.RotatedTo != "" || got.ExpiresAt != nil {
+			t.Errorf("old key = %+v, want it untouched", got)
+		}
+		if c := mustChanges(t, s, seq); len(c) != 0 {
+			t.Errorf("changes = %+v, want none", c)
+		}
+	})
+
+	t.Run("the change log is monotonic and names each changed digest", func(t *testing.T) {
+		s := open(t)
+		if seq := mustLastChange(t, s); seq != 0 {
+			t.Fatalf("LastChange on an empty store = %d, want 0", seq)
+		}
+		var want []Digest
+		for i := range 5 {
+			rec := minimalRecord(fmt.Sprintf("key_%d", i), t0)
+			mustCreate(t, s, rec)
+			want = append(want, rec.Digest)
+		}
+		if _, err := s.UpdateKey(ctx, "key_1", nil, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fakeDigest("key_1"))
+
+		all := mustChanges(t, s, 0)
+		if got := digests(all); !slices.Equal(got, want) {
+			t.Fatalf("changes = %x, want %x", got, want)
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].Seq <= all[i-1].Seq {
+				t.Errorf("seq %d follows %d, want increasing", all[i].Seq, all[i-1].Seq)
+			}
+		}
+		if last := mustLastChange(t, s); last != all[len(all)-1].Seq {
+			t.Errorf("LastChange = %d, want %d", last, all[len(all)-1].Seq)
+		}
+		if tail := mustChanges(t, s, all[2].Seq); !reflect.DeepEqual(tail, all[3:]) {
+			t.Errorf("Changes(%d) = %+v, want %+v", all[2].Seq, tail, all[3:])
+		}
+		if none := mustChanges(t, s, all[len(all)-1].Seq); len(none) != 0 {
+			t.Errorf("Changes(last) = %+v, want none", none)
+		}
+	})
+
+	t.Run("usage from concurrent writers adds up", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_u", t0))
+		const writers, calls = 2, 200
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				for i := range calls {
+					err := s.AddUsage(ctx, []UsageDelta{{
+						KeyID: "key_u", Hour: t0,
+						Counts:     map[string]int64{"allowed": 1, "recipients": 2, "denied.rate_limited": 1},
+						IPs:        map[string]int64{fmt.Sprintf("192.0.2.%d", w): 1},
+						LastUsedAt: t0.Add(time.Duration(i) * time.Millisecond),
+						LastIP:     fmt.Sprintf("192.0.2.%d", w),
+					}})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		rep, err := s.Usage(ctx, "key_u", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = writers * calls
+		if rep.Allowed != n || rep.Recipients != 2*n || rep.Denied["rate_limited"] != n {
+			t.Errorf("allowed %d, recipients %d, denied %v; want %d, %d, %d", rep.Allowed, rep.Recipients, rep.Denied, n, 2*n, n)
+		}
+		if len(rep.TopIPs) != writers || rep.TopIPs[0].Requests != calls || rep.TopIPs[1].Requests != calls {
+			t.Errorf("top IPs = %+v, want %d requests from each of %d", rep.TopIPs, calls, writers)
+		}
+		if r, err := s.Recipients(ctx, "key_u", t0); err != nil || r != 2*n {
+			t.Errorf("Recipients = %d, %v; want %d", r, err, 2*n)
+		}
+		if want := t0.Add((calls - 1) * time.Millisecond); rep.LastUsedAt == nil || !rep.LastUsedAt.Equal(want) {
+			t.Errorf("LastUsedAt = %v, want %v", rep.LastUsedAt, want)
+		}
+	})
+
+	t.Run("usage report", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_r", t0))
+		mustCreate(t, s, minimalRecord("key_other", t0))
+		h := t0.Truncate(time.Hour)
+		err := s.AddUsage(ctx, []UsageDelta{
+			{KeyID: "key_r", Hour: h, IPs: map[string]int64{"198.51.100.1": 1},
+				Counts: map[string]int64{"allowed": 1, "recipients": 5}, LastUsedAt: h.Add(time.Minute), LastIP: "198.51.100.1"},
+			{KeyID: "key_r", Hour: h.Add(2 * time.Hour), IPs: map[string]int64{"198.51.100.1": 2, "198.51.100.2": 7, "2001:db8::1": 3},
+				Counts:     map[string]int64{"allowed": 2, "denied.quota_exceeded": 1, "status.2xx": 2, "status.5xx": 0},
+				LastUsedAt: h.Add(2*time.Hour + time.Minute), LastIP: "198.51.100.2"},
+			{KeyID: "key_r", Hour: h.Add(3 * time.Hour), Counts: map[string]int64{"status.4xx": 1, "recipients": 1}},
+			// Older than what is stored: must not move last_used_at back.
+			{KeyID: "key_r", Hour: h, Counts: map[string]int64{"allowed": 1}, LastUsedAt: h.Add(2 * time.Minute), LastIP: "203.0.113.9"},
+			{KeyID: "key_other", Hour: h.Add(2 * time.Hour), Counts: map[string]int64{"allowed": 100}, IPs: map[string]int64{"198.51.100.2": 100}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastUsed := h.Add(2*time.Hour + time.Minute)
+		for _, tc := range []struct {
+			name  string
+			since time.Time
+			want  UsageReport
+		}{
+			{"sums every hour since the start", h.Add(-time.Hour), UsageReport{
+				KeyID: "key_r", Since: h.Add(-time.Hour), Allowed: 4, Recipients: 6,
+				Denied: map[string]int64{"quota_exceeded": 1}, Statuses: map[string]int64{"2xx": 2, "4xx": 1},
+				LastUsedAt: &lastUsed, LastIP: "198.51.100.2",
+				Hours: []HourUsage{
+					{Hour: h, Allowed: 2, Recipients: 5},
+					{Hour: h.Add(2 * time.Hour), Allowed: 2, Denied: map[string]int64{"quota_exceeded": 1}},
+					{Hour: h.Add(3 * time.Hour), Recipients: 1},
+				},
+				TopIPs: []IPUsage{
+					{IP: "198.51.100.2", Requests: 7, First: h.Add(2 * time.Hour)},
+					{IP: "198.51.100.1", Requests: 3, First: h},
+					{IP: "2001:db8::1", Requests: 3, First: h.Add(2 * time.Hour)},
+				},
+			}},
+			{"since inside an hour counts that whole hour; first seen looks further back", h.Add(2*time.Hour + 30*time.Minute), UsageReport{
+				KeyID: "key_r", Since: h.Add(2 * time.Hour), Allowed: 2, Recipients: 1,
+				Denied: map[string]int64{"quota_exceeded": 1}, Statuses: map[string]int64{"2xx": 2, "4xx": 1},
+				LastUsedAt: &lastUsed, LastIP: "198.51.100.2",
+				Hours: []HourUsage{
+					{Hour: h.Add(2 * time.Hour), Allowed: 2, Denied: map[string]int64{"quota_exceeded": 1}},
+					{Hour: h.Add(3 * time.Hour), Recipients: 1},
+				},
+				TopIPs: []IPUsage{
+					{IP: "198.51.100.2", Requests: 7, First: h.Add(2 * time.Hour)},
+					{IP: "198.51.100.1", Requests: 2, First: h},
+					{IP: "2001:db8::1", Requests: 3, First: h.Add(2 * time.Hour)},
+				},
+			}},
+			{"nothing since a later time still has empty maps and lists", h.Add(5 * time.Hour), UsageReport{
+				KeyID: "key_r", Since: h.Add(5 * time.Hour),
+				Denied: map[string]int64{}, Statuses: map[string]int64{},
+				LastUsedAt: &lastUsed, LastIP: "198.51.100.2",
+				Hours: []HourUsage{}, TopIPs: []IPUsage{},
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				got, err := s.Usage(ctx, "key_r", tc.since)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Ties in TopIPs have no defined order.
+				sortIPs := func(u []IPUsage) {
+					slices.SortFunc(u, func(a, b IPUsage) int {
+						if a.Requests != b.Requests {
+							return int(b.Requests - a.Requests)
+						}
+						return strings.Compare(a.IP, b.IP)
+					})
+				}
+				sortIPs(got.TopIPs)
+				sortIPs(tc.want.TopIPs)
+				if !reflect.DeepEqual(*got, tc.want) {
+					t.Errorf("Usage:\n got %+v\nwant %+v", *got, tc.want)
+				}
+			})
+		}
+		if n, err := s.Recipients(ctx, "key_r", h.Add(time.Hour)); err != nil || n != 1 {
+			t.Errorf("Recipients since the second hour = %d, %v; want 1", n, err)
+		}
+		if n, err := s.Recipients(ctx, "key_none", h); err != nil || n != 0 {
+			t.Errorf("Recipients of an unknown key = %d, %v; want 0", n, err)
+		}
+	})
+
+	t.Run("an unused key reports zero counts and empty maps", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_idle", t0))
+		rep, err := s.Usage(ctx, "key_idle", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.LastUsedAt != nil || rep.Allowed != 0 || rep.Denied == nil || rep.Statuses == nil {
+			t.Errorf("report = %+v, want zero counts, non-nil maps and no last use", rep)
+		}
+	})
+
+	t.Run("usage moves last_used_at on the key record", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_lu", t0))
+		at := t0.Add(time.Minute)
+		if err := s.AddUsage(ctx, []UsageDelta{{KeyID: "key_lu", Hour: t0, Counts: map[string]int64{"allowed": 1}, LastUsedAt: at, LastIP: "192.0.2.7"}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustKey(t, s, "key_lu"); got.LastUsedAt == nil || !got.LastUsedAt.Equal(at) || got.LastIP != "192.0.2.7" {
+			t.Errorf("record last used %v from %q, want %v from 192.0.2.7", got.LastUsedAt, got.LastIP, at)
+		}
+	})
+
+	t.Run("events", func(t *testing.T) {
+		s := open(t)
+		for i := range 3 {
+			id := fmt.Sprintf("key_%d", i)
+			mustCreate(t, s, minimalRecord(id, t0))
+			if _, err := s.UpdateKey(ctx, id, &Event{Action: "revoked", Reason: "left"}, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			name   string
+			filter EventFilter
+			want   []string
+		}{
+			{"every event, oldest first", EventFilter{}, []string{"key_0 issued", "key_0 revoked", "key_1 issued", "key_1 revoked", "key_2 issued", "key_2 revoked"}},
+			{"limit keeps the newest, oldest first", EventFilter{Limit: 3}, []string{"key_1 revoked", "key_2 issued", "key_2 revoked"}},
+			{"key id selects that key's events", EventFilter{KeyID: "key_1"}, []string{"key_1 issued", "key_1 revoked"}},
+			{"key id and limit", EventFilter{KeyID: "key_1", Limit: 1}, []string{"key_1 revoked"}},
+			{"a limit above the count returns all", EventFilter{KeyID: "key_2", Limit: 10}, []string{"key_2 issued", "key_2 revoked"}},
+			{"unknown key has none", EventFilter{KeyID: "key_none"}, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				evs := mustEvents(t, s, tc.filter)
+				var got []string
+				for _, ev := range evs {
+					got = append(got, ev.KeyID+" "+ev.Action)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("Events(%+v) = %v, want %v", tc.filter, got, tc.want)
+				}
+				for i := 1; i < len(evs); i++ {
+					if evs[i].Seq <= evs[i-1].Seq {
+						t.Errorf("event seq %d follows %d", evs[i].Seq, evs[i-1].Seq)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("events never contain a digest", func(t *testing.T) {
+		s := open(t)
+		rec := fullRecord("key_d", t0)
+		mustCreate(t, s, rec)
+		next := minimalRecord("key_d2", t0)
+		if _, err := s.RotateKey(ctx, rec.ID, next, t0, Event{Action: "rotated"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateKey(ctx, next.ID, &Event{Action: "revoked"}, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range mustEvents(t, s, EventFilter{}) {
+			text := fmt.Sprintf("%+v", ev)
+			for _, d := range []Digest{rec.Digest, next.Digest} {
+				for _, enc := range []string{hex.EncodeToString(d[:]), base64.StdEncoding.EncodeToString(d[:]), base64.RawURLEncoding.EncodeToString(d[:])} {
+					if strings.Contains(strings.ToLower(text), strings.ToLower(enc)) {
+						t.Errorf("event %s contains a digest", text)
+					}
+				}
+				if bytes.Contains([]byte(text), d[:]) {
+					t.Errorf("event %s contains a raw digest", text)
+				}
+			}
+		}
+	})
+}
+
+// fakeDigest stands for the digest of a key; the store never sees a key.
+func fakeDigest(name string) Digest {
+	return sha256.Sum256([]byte("conformance " + name))
+}
+
+// fullRecord sets every field, so a round trip checks every column.
+func fullRecord(id string, created time.Time) *Record {
+	exp, rev, used := created.Add(720*time.Hour), created.Add(time.Hour), created.Add(time.Minute)
+	return &Record{
+		ID: id, Digest: fakeDigest(id), Hint: "kg_live_Ab12Cd34…", Name: "billing " + id,
+		Owner: "alice@example.com", Env: "live", Scopes: []string{"mail.send", "templates.*"},
+		Rate: &Rate{N: 100, Per: time.Minute}, Burst: 20,
+		AllowedIPs:    []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("192.0.2.7/32")},
+		SenderDomains: []string{"example.com", "*.mail.example.com"},
+		Quota:         &Quota{N: 50000, Per: Month}, MaxRecipients: 50, AllowOnBehalfOf: true,
+		CreatedAt: created, ExpiresAt: &exp, RevokedAt: &rev, RevokeReason: "leaked in CI log",
+		Disabled: true, LastUsedAt: &used, LastIP: "192.0.2.7",
+		RotatedFrom: "key_before", RotatedTo: "key_after",
+	}
+}
+
+func minimalRecord(id string, created time.Time) *Record {
+	return &Record{ID: id, Digest: fakeDigest(id), Name: id, Env: "test", Scopes: []string{}, CreatedAt: created}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func mustCreate(t *testing.T, s Store, rec *Record) {
+	t.Helper()
+	if err := s.CreateKey(context.Background(), rec, Event{Action: "issued", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustKey(t *testing.T, s Store, id string) *Record {
+	t.Helper()
+	rec, err := s.Key(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func mustEvents(t *testing.T, s Store, f EventFilter) []Event {
+	t.Helper()
+	evs, err := s.Events(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func mustLastChange(t *testing.T, s Store) int64 {
+	t.Helper()
+	seq, err := s.LastChange(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+func mustChanges(t *testing.T, s Store, after int64) []Change {
+	t.Helper()
+	c, err := s.Changes(context.Background(), after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ids(recs []*Record) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func actions(evs []Event) []string {
+	var out []string
+	for _, ev := range evs {
+		out = append(out, ev.Action)
+	}
+	return out
+}
+
+func digests(changes []Change) []Digest {
+	var out []Digest
+	for _, c := range changes {
+		out = append(out, c.Digest)
+	}
+	return out
+}

@@ -1,0 +1,364 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTestSQLite(t testing.TB, path string) *SQLite {
+	t.Helper()
+	s, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSQLiteConformance(t *testing.T) {
+	testStoreConformance(t, func(t *testing.T) Store {
+		return openTestSQLite(t, filepath.Join(t.TempDir(), "keys.db"))
+	})
+}
+
+func TestOpenSQLiteMakesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "keygate")
+	path := filepath.Join(dir, "keys.db")
+	s := openTestSQLite(t, path)
+	// A write makes SQLite create the -wal and -shm files.
+	mustCreate(t, s, minimalRecord("key_mode", time.Now()))
+
+	checks := []struct {
+		path string
+		want os.FileMode
+	}{{dir, 0o700}, {path, 0o600}, {path + "-wal", 0o600}, {path + "-shm", 0o600}}
+	for _, c := range checks {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != c.want {
+			t.Errorf("%s: mode %v, want %v", c.path, got, c.want)
+		}
+	}
+}
+
+func TestSQLiteMigrations(t *testing.T) {
+	t.Run("reopening applies nothing twice and keeps the data", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "keys.db")
+		s := openTestSQLite(t, path)
+		mustCreate(t, s, minimalRecord("key_kept", time.Now()))
+		s.Close()
+		s = openTestSQLite(t, path)
+		mustKey(t, s, "key_kept")
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1}) {
+			t.Errorf("schema_migrations = %v, want [1]", got)
+		}
+	})
+
+	t.Run("processes opening a new file at once all succeed", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "keys.db")
+		var wg sync.WaitGroup
+		stores := make([]*SQLite, 4)
+		errs := make([]error, len(stores))
+		for i := range stores {
+			wg.Go(func() { stores[i], errs[i] = OpenSQLite(context.Background(), path) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("open %d: %v", i, err)
+			}
+			defer stores[i].Close()
+		}
+		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1}) {
+			t.Errorf("schema_migrations = %v, want [1]", got)
+		}
+	})
+
+	t.Run("a schema newer than this build is refused", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "keys.db")
+		s := openTestSQLite(t, path)
+		if _, err := s.db.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)"); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if _, err := OpenSQLite(context.Background(), path); err == nil || !strings.Contains(err.Error(), "99") {
+			t.Errorf("OpenSQLite err = %v, want it to refuse schema version 99", err)
+		}
+	})
+}
+
+func migrationVersions(t *testing.T, s *SQLite) []int {
+	t.Helper()
+	rows, err := s.db.Query("SELECT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	return got
+}
+
+// Two handles on one file behave like the gateway and the CLI in two
+// processes: each has its own pool and its own write mutex.
+func TestSQLiteTwoHandlesShareOneFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keys.db")
+	gateway, cli := openTestSQLite(t, path), openTestSQLite(t, path)
+
+	seen := mustLastChange(t, gateway)
+	rec := minimalRecord("key_shared", time.Now())
+	mustCreate(t, cli, rec)
+	if _, err := cli.UpdateKey(ctx, rec.ID, &Event{Action: "revoked"}, func(r *Record) error {
+		now := time.Now()
+		r.RevokedAt = &now
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	changes := mustChanges(t, gateway, seen)
+	if len(changes) != 2 || changes[0].Digest != rec.Digest || changes[1].Digest != rec.Digest {
+		t.Errorf("gateway sees changes %+v, want two of the key's digest", changes)
+	}
+	got, err := gateway.KeyByDigest(ctx, rec.Digest)
+	if err != nil || !got.Revoked() {
+		t.Errorf("gateway reads %+v, %v; want the revoked key", got, err)
+	}
+
+	// Both write usage at once; neither loses an update nor sees SQLITE_BUSY.
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, s := range []*SQLite{gateway, cli} {
+		wg.Go(func() {
+			for range 100 {
+				if err := s.AddUsage(ctx, []UsageDelta{{KeyID: rec.ID, Hour: time.Now(), Counts: map[string]int64{"allowed": 1}}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rep, err := cli.Usage(ctx, rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || rep.Allowed != 200 {
+		t.Errorf("allowed = %v, %v; want 200", rep, err)
+	}
+}
+
+func TestSQLiteFileNeverHoldsTheKey(t *testing.T) {
+	const key = "kg_live_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefgXyZ123"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	s := openTestSQLite(t, path)
+	rec := fullRecord("key_secret", time.Now())
+	rec.Digest = sha256.Sum256([]byte(key))
+	rec.Hint = key[:len("kg_live_")+8] + "…"
+	mustCreate(t, s, rec)
+	if err := s.AddUsage(context.Background(), []UsageDelta{{KeyID: rec.ID, Hour: time.Now(), Counts: map[string]int64{"allowed": 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	secret := key[len("kg_live_")+8:] // what the hint must not reveal
+	files, _ := filepath.Glob(path + "*")
+	if len(files) < 2 {
+		t.Fatalf("files %v, want the database and its WAL", files)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(key)) || bytes.Contains(b, []byte(secret)) {
+			t.Errorf("%s contains the key", f)
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		uri       string
+		wantErr   string // empty: opens
+		forbidden string // must not appear in the error
+	}{
+		{"sqlite with an absolute path", "sqlite:" + filepath.Join(dir, "abs.db"), "", ""},
+		{"sqlite with a path holding URI characters", "sqlite:" + filepath.Join(dir, "odd?name#1%.db"), "", ""},
+		{"sqlite without a path", "sqlite:", "want sqlite:PATH", ""},
+		{"postgres when not built in", "postgres://kg:hunter2@db/keygate", "postgres store not built in", "hunter2"},
+		{"postgresql when not built in", "postgresql://kg:hunter2@db/keygate", "postgres store not built in", "hunter2"},
+		{"an unknown scheme is named", "mysql://kg:hunter2@db/keygate", `unknown scheme "mysql"`, "hunter2"},
+		{"a bare path asks for a scheme", "/var/lib/keys.db", "no scheme", ""},
+		{"a key=value string hides its password", "host=db password=hunter2", "no scheme", "hunter2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(ctx, tc.uri)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded, want %q", tc.uri, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Open(%q) = %v, want %q", tc.uri, err, tc.wantErr)
+			}
+			if tc.forbidden != "" && strings.Contains(err.Error(), tc.forbidden) {
+				t.Errorf("Open(%q) error %q reveals %q", tc.uri, err, tc.forbidden)
+			}
+		})
+	}
+
+	t.Run("sqlite with a relative path opens under the working directory", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		s, err := Open(ctx, "sqlite:sub/rel.db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if _, err := os.Stat(filepath.Join("sub", "rel.db")); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("postgres uris go to openPostgres", func(t *testing.T) {
+		var got string
+		old := openPostgres
+		t.Cleanup(func() { openPostgres = old })
+		openPostgres = func(_ context.Context, uri string) (Store, error) { got = uri; return nil, fmt.Errorf("stub") }
+		Open(ctx, "postgres://db/keygate")
+		if got != "postgres://db/keygate" {
+			t.Errorf("openPostgres got %q", got)
+		}
+	})
+}
+
+func TestRedactURI(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"a password in userinfo", "postgres://kg:hunter2@db:5432/keygate?sslmode=disable", "postgres://kg:xxxxx@db:5432/keygate?sslmode=disable"},
+		{"a user without password is kept", "postgres://kg@db/keygate", "postgres://kg@db/keygate"},
+		{"a password query parameter", "postgres://db/keygate?user=kg&password=hunter2", "postgres://db/keygate?user=kg&password=xxxxx"},
+		{"a key=value connection string", "host=db user=kg password=hunter2 dbname=keygate", "host=db user=kg password=xxxxx dbname=keygate"},
+		{"an unparseable uri keeps only its scheme", "postgres://kg:hun%zzter2@db/keygate", "postgres://xxxxx"},
+		{"a sqlite path is unchanged", "sqlite:/var/lib/caddy/keygate/keys.db", "sqlite:/var/lib/caddy/keygate/keys.db"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RedactURI(tc.in); got != tc.want {
+				t.Errorf("RedactURI(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultSQLitePath(t *testing.T) {
+	if got, want := DefaultSQLitePath("/var/lib/caddy"), filepath.FromSlash("/var/lib/caddy/keygate/keys.db"); got != want {
+		t.Errorf("DefaultSQLitePath = %q, want %q", got, want)
+	}
+}
+
+func TestSQLiteRefusesUnstorableValues(t *testing.T) {
+	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		edit func(r *Record)
+		want string
+	}{
+		{"an expiry past 2262", func(r *Record) { r.ExpiresAt = &far }, "expires at 9999"},
+		{"a rate with an unnamed period", func(r *Record) { r.Rate = &Rate{N: 5, Per: 90 * time.Second} }, "rate"},
+		{"a quota with an unknown period", func(r *Record) { r.Quota = &Quota{N: 5, Per: "w"} }, "quota"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestSQLite(t, filepath.Join(t.TempDir(), "keys.db"))
+			rec := minimalRecord("key_bad", time.Now())
+			tc.edit(rec)
+			err := s.CreateKey(context.Background(), rec, Event{Action: "issued"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "key_bad") {
+				t.Errorf("CreateKey err = %v, want one naming key_bad and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkKeyByDigest looks keys up in a store of 100k keys, as a gateway
+// does on a cache miss.
+func BenchmarkKeyByDigest(b *testing.B) {
+	const n = 100_000
+	ctx := context.Background()
+	s := openTestSQLite(b, filepath.Join(b.TempDir(), "keys.db"))
+	fillKeys(b, s, n)
+
+	for _, bc := range []struct {
+		name   string
+		digest func(i int) Digest
+		want   error
+	}{
+		{"hit", func(i int) Digest { return benchDigest(i % n) }, nil},
+		{"miss", func(i int) Digest { return benchDigest(n + i) }, ErrNotFound},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var lat []time.Duration
+			i := 0
+			for b.Loop() {
+				start := time.Now()
+				_, err := s.KeyByDigest(ctx, bc.digest(i))
+				lat = append(lat, time.Since(start))
+				if (err == nil) != (bc.want == nil) {
+					b.Fatalf("KeyByDigest: %v", err)
+				}
+				i++
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+		})
+	}
+}
+
+func benchDigest(i int) Digest { return sha256.Sum256(fmt.Appendf(nil, "bench %d", i)) }
+
+// fillKeys inserts n keys in one transaction, far faster than n CreateKey
+// calls and exactly the rows CreateKey writes.
+func fillKeys(tb testing.TB, s *SQLite, n int) {
+	tb.Helper()
+	created := time.Now().Add(-time.Hour)
+	err := s.write(context.Background(), func(tx *sql.Tx) error {
+		for i := range n {
+			rec := fullRecord(fmt.Sprintf("key_%07d", i), created)
+			rec.Digest = benchDigest(i)
+			if err := insertKey(context.Background(), tx, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}

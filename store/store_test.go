@@ -1,0 +1,118 @@
+package store
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseRate(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     Rate
+		wantErr  string
+	}{
+		{"per second", "5/s", Rate{5, time.Second}, ""},
+		{"per minute", "100/m", Rate{100, time.Minute}, ""},
+		{"per hour", "1000/h", Rate{1000, time.Hour}, ""},
+		{"per day", "10000/d", Rate{10000, 24 * time.Hour}, ""},
+		{"a missing slash", "100", Rate{}, "want N/s"},
+		{"zero", "0/m", Rate{}, "at least 1"},
+		{"a negative count", "-1/m", Rate{}, "positive whole number"},
+		{"an empty count", "/m", Rate{}, "positive whole number"},
+		{"a fraction", "1.5/m", Rate{}, "positive whole number"},
+		{"a count too long to be sane", "1234567890123/m", Rate{}, "positive whole number"},
+		{"an unknown unit", "100/w", Rate{}, `unit "w"`},
+		{"a spelled-out unit", "100/min", Rate{}, `unit "min"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseRate(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.in) {
+					t.Fatalf("ParseRate(%q) err = %v, want one naming the input and %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseRate(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+			if s := got.String(); s != tc.in {
+				t.Errorf("String() = %q, want %q", s, tc.in)
+			}
+			var back Rate
+			if err := back.UnmarshalText([]byte(tc.in)); err != nil || back != tc.want {
+				t.Errorf("UnmarshalText(%q) = %v, %v", tc.in, back, err)
+			}
+		})
+	}
+}
+
+func TestParseQuota(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     Quota
+		wantErr  string
+	}{
+		{"per day", "1000/d", Quota{1000, Day}, ""},
+		{"per month", "50000/mo", Quota{50000, Month}, ""},
+		{"a missing slash", "1000", Quota{}, "want N/d or N/mo"},
+		{"zero", "0/d", Quota{}, "at least 1"},
+		{"an hourly unit", "10/h", Quota{}, `unit "h"`},
+		{"a month written m", "10/m", Quota{}, `unit "m"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseQuota(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.in) {
+					t.Fatalf("ParseQuota(%q) err = %v, want one naming the input and %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseQuota(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+			if b, _ := got.MarshalText(); string(b) != tc.in {
+				t.Errorf("MarshalText() = %q, want %q", b, tc.in)
+			}
+		})
+	}
+}
+
+func TestPeriodBounds(t *testing.T) {
+	at := time.Date(2031, 12, 31, 23, 30, 0, 0, time.FixedZone("UTC-2", -2*3600)) // 2032-01-01 01:30 UTC
+	for _, tc := range []struct {
+		name       string
+		p          Period
+		start, end time.Time
+	}{
+		{"a day is the UTC day", Day, time.Date(2032, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2032, 1, 2, 0, 0, 0, 0, time.UTC)},
+		{"a month is the UTC calendar month", Month, time.Date(2032, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2032, 2, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.Start(at); !got.Equal(tc.start) {
+				t.Errorf("Start = %v, want %v", got, tc.start)
+			}
+			if got := tc.p.End(at); !got.Equal(tc.end) {
+				t.Errorf("End = %v, want %v", got, tc.end)
+			}
+		})
+	}
+}
+
+func TestRecordCloneIsDeep(t *testing.T) {
+	orig := fullRecord("key_clone", time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := orig.Clone()
+	if !reflect.DeepEqual(c, orig) {
+		t.Fatalf("clone %+v differs from %+v", c, orig)
+	}
+	c.Scopes[0] = "changed"
+	c.AllowedIPs[0] = netip.MustParsePrefix("0.0.0.0/0")
+	c.SenderDomains[0] = "changed"
+	c.Rate.N, c.Quota.N = 1, 1
+	*c.ExpiresAt, *c.RevokedAt, *c.LastUsedAt = time.Time{}, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(orig, fullRecord("key_clone", time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))) {
+		t.Errorf("changing the clone changed the original: %+v", orig)
+	}
+}
