@@ -352,7 +352,7 @@ func fillKeys(tb testing.TB, s *SQLite, n int) {
 		for i := range n {
 			rec := fullRecord(fmt.Sprintf("key_%07d", i), created)
 			rec.Digest = benchDigest(i)
-			if err := insertKey(context.Background(), tx, rec); err != nil {
+			if err := s.insertKey(context.Background(), tx, rec); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,765 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DB is a store on a SQL database: the embedded SQLite file or PostgreSQL.
+// Both engines run the same queries (written with $N placeholders) on the
+// same logical schema; a dialect holds what differs.
+//
+// Empty lists read back canonically: Scopes as an empty slice, AllowedIPs and
+// SenderDomains as nil.
+type DB struct {
+	db *sql.DB
+	d  *dialect
+
+	// writeMu queues this process's writers in Go (SQLite only) rather than
+	// in SQLite's busy handler, which sleeps between retries. Other
+	// processes are still kept out by BEGIN IMMEDIATE and busy_timeout.
+	writeMu sync.Mutex
+
+	// Prepared because gateways call them on every cache miss or poll.
+	byDigest   *sql.Stmt
+	byID       *sql.Stmt
+	lastChange *sql.Stmt
+	recipients *sql.Stmt
+}
+
+// dialect is what differs between the engines.
+type dialect struct {
+	name       string
+	migrations []migration
+	// serialWrites queues writers in this process (SQLite has one writer).
+	serialWrites bool
+	// lockKeys runs first in every transaction that changes keys, so such
+	// transactions commit in change-log order (see postgres.go).
+	lockKeys string
+	// notify runs after change rows are written, inside the transaction.
+	notify string
+	// rebind turns $N placeholders into the engine's own.
+	rebind func(query string) string
+}
+
+func (s *DB) init(ctx context.Context) error {
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.byDigest, "SELECT " + keyColumns + " FROM keys WHERE digest = $1"},
+		{&s.byID, "SELECT " + keyColumns + " FROM keys WHERE id = $1"},
+		{&s.lastChange, "SELECT COALESCE(MAX(seq), 0) FROM changes"},
+		{&s.recipients, "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM usage WHERE key_id = $1 AND hour >= $2 AND metric = 'recipients'"},
+	} {
+		stmt, err := s.db.PrepareContext(ctx, s.d.rebind(p.query))
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", p.query, err)
+		}
+		*p.stmt = stmt
+	}
+	return nil
+}
+
+// A migration moves the schema from version-1 to version.
+type migration struct {
+	version int
+	sql     string
+}
+
+// migrate applies the migrations the database lacks. It runs in one
+// transaction holding the key-change lock (SQLite: the write lock), so a
+// second process opening the store at the same moment waits, then finds
+// nothing left to do.
+func (s *DB) migrate(ctx context.Context) error {
+	return s.writeKeys(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT  NOT NULL
+		)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		migrations := s.d.migrations
+		if latest := migrations[len(migrations)-1].version; current > latest {
+			return fmt.Errorf("schema version %d is newer than this keygate knows (%d)", current, latest)
+		}
+		for _, m := range migrations {
+			if m.version <= current {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("migration %d: %w", m.version, err)
+			}
+			if _, err := tx.ExecContext(ctx, s.d.rebind("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"),
+				m.version, time.Now().UnixNano()); err != nil {
+				return fmt.Errorf("migration %d: %w", m.version, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Close releases the database.
+func (s *DB) Close() error {
+	for _, stmt := range []*sql.Stmt{s.byDigest, s.byID, s.lastChange, s.recipients} {
+		if stmt != nil {
+			stmt.Close()
+		}
+	}
+	return s.db.Close()
+}
+
+// write runs fn in one write transaction.
+func (s *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.transact(ctx, "", fn)
+}
+
+// writeKeys runs fn in one write transaction that changes keys (and so the
+// change log).
+func (s *DB) writeKeys(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.transact(ctx, s.d.lockKeys, fn)
+}
+
+func (s *DB) transact(ctx context.Context, lock string, fn func(tx *sql.Tx) error) error {
+	if s.d.serialWrites {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if lock != "" {
+		if _, err := tx.ExecContext(ctx, lock); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// keyColumns is the one column order every key query and scanRecord use.
+const keyColumns = "id, digest, hint, name, owner, env, scopes, rate, burst, allowed_ips, " +
+	"sender_domains, quota, max_recipients, allow_on_behalf_of, created_at, expires_at, " +
+	"revoked_at, revoke_reason, disabled, last_used_at, last_ip, rotated_from, rotated_to"
+
+var insertKeySQL, updateKeySQL = func() (string, string) {
+	cols := strings.Split(keyColumns, ", ")
+	params, sets := make([]string, len(cols)), make([]string, len(cols))
+	for i, c := range cols {
+		params[i] = fmt.Sprintf("$%d", i+1)
+		sets[i] = c + " = " + params[i]
+	}
+	return "INSERT INTO keys (" + keyColumns + ") VALUES (" + strings.Join(params, ", ") + ")",
+		"UPDATE keys SET " + strings.Join(sets, ", ") + fmt.Sprintf(" WHERE id = $%d", len(cols)+1)
+}()
+
+// CreateKey inserts rec, its change and its audit event. It fills in
+// rec.CreatedAt when zero, and ev.KeyID and ev.At when empty.
+func (s *DB) CreateKey(ctx context.Context, rec *Record, ev Event) error {
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now().UTC()
+	}
+	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
+		if err := s.insertKey(ctx, tx, rec); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, &ev, rec.ID, rec.Digest)
+	})
+	if err != nil {
+		return fmt.Errorf("keygate store: create key %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// Key returns the record with this id.
+func (s *DB) Key(ctx context.Context, id string) (*Record, error) {
+	rec, err := scanRecord(s.byID.QueryRowContext(ctx, id))
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: key %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// KeyByDigest returns the record with this digest.
+func (s *DB) KeyByDigest(ctx context.Context, d Digest) (*Record, error) {
+	rec, err := scanRecord(s.byDigest.QueryRowContext(ctx, d[:]))
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: key by digest: %w", err)
+	}
+	return rec, nil
+}
+
+// ListKeys returns records ordered by creation time, of f.Owner if set, and
+// without revoked or expired keys unless f.All.
+func (s *DB) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
+	now := f.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.rebind("SELECT "+keyColumns+` FROM keys
+		WHERE ($1 = '' OR owner = $1)
+		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
+		ORDER BY created_at, id`), f.Owner, f.All, clampNano(now))
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: list keys: %w", err)
+	}
+	defer rows.Close()
+	var recs []*Record
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, fmt.Errorf("keygate store: list keys: %w", err)
+		}
+		recs = append(recs, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keygate store: list keys: %w", err)
+	}
+	return recs, nil
+}
+
+// UpdateKey lets fn change the record with this id and writes it back, with
+// a change row and (when ev.Action is set) an audit event, in one
+// transaction. fn must not change the id.
+func (s *DB) UpdateKey(ctx context.Context, id string, ev *Event, fn func(*Record) error) (*Record, error) {
+	if ev == nil {
+		ev = &Event{}
+	}
+	var rec *Record
+	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
+		old, err := scanRecord(tx.StmtContext(ctx, s.byID).QueryRowContext(ctx, id))
+		if err != nil {
+			return err
+		}
+		rec = old.Clone()
+		if err := fn(rec); err != nil {
+			return err
+		}
+		if rec.ID != id {
+			return fmt.Errorf("id changed to %q: ids are permanent", rec.ID)
+		}
+		if err := s.updateKey(ctx, tx, rec); err != nil {
+			return err
+		}
+		if rec.Digest != old.Digest {
+			if err := s.insertChange(ctx, tx, old.Digest); err != nil {
+				return err
+			}
+		}
+		return s.recordChange(ctx, tx, ev, id, rec.Digest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: update key %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// RotateKey inserts next as the successor of the key with this id and ends
+// the old key at graceEnd unless it expires sooner, in one transaction. It
+// fills in next.RotatedFrom, next.CreatedAt when zero, and ev.KeyID (the old
+// id) and ev.At when empty.
+func (s *DB) RotateKey(ctx context.Context, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error) {
+	next.RotatedFrom = id
+	if next.CreatedAt.IsZero() {
+		next.CreatedAt = time.Now().UTC()
+	}
+	var old *Record
+	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
+		var err error
+		if old, err = scanRecord(tx.StmtContext(ctx, s.byID).QueryRowContext(ctx, id)); err != nil {
+			return err
+		}
+		old.RotatedTo = next.ID
+		if old.ExpiresAt == nil || graceEnd.Before(*old.ExpiresAt) {
+			end := graceEnd.UTC()
+			old.ExpiresAt = &end
+		}
+		if err := s.insertKey(ctx, tx, next); err != nil {
+			return err
+		}
+		if err := s.updateKey(ctx, tx, old); err != nil {
+			return err
+		}
+		if err := s.insertChange(ctx, tx, old.Digest); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, &ev, id, next.Digest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: rotate key %s to %s: %w", id, next.ID, err)
+	}
+	return old, nil
+}
+
+func (s *DB) insertKey(ctx context.Context, tx *sql.Tx, rec *Record) error {
+	args, err := keyValues(rec)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.d.rebind(insertKeySQL), args...)
+	return err
+}
+
+func (s *DB) updateKey(ctx context.Context, tx *sql.Tx, rec *Record) error {
+	args, err := keyValues(rec)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.d.rebind(updateKeySQL), append(args, rec.ID)...)
+	return err
+}
+
+func (s *DB) insertChange(ctx context.Context, tx *sql.Tx, d Digest) error {
+	if _, err := tx.ExecContext(ctx, s.d.rebind("INSERT INTO changes (digest, at) VALUES ($1, $2)"),
+		d[:], time.Now().UnixNano()); err != nil {
+		return err
+	}
+	if s.d.notify != "" {
+		if _, err := tx.ExecContext(ctx, s.d.notify); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordChange appends the change of digest and, when ev.Action is set, the
+// audit event for key id.
+func (s *DB) recordChange(ctx context.Context, tx *sql.Tx, ev *Event, id string, d Digest) error {
+	if err := s.insertChange(ctx, tx, d); err != nil {
+		return err
+	}
+	if ev.Action == "" {
+		return nil
+	}
+	if ev.KeyID == "" {
+		ev.KeyID = id
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	at, err := unixNano("event at", ev.At)
+	if err != nil {
+		return err
+	}
+	return tx.QueryRowContext(ctx,
+		s.d.rebind("INSERT INTO events (at, action, key_id, actor, reason, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq"),
+		at, ev.Action, ev.KeyID, ev.Actor, ev.Reason, ev.Detail).Scan(&ev.Seq)
+}
+
+// LastChange returns the newest change sequence, 0 when there is none.
+func (s *DB) LastChange(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.lastChange.QueryRowContext(ctx).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("keygate store: last change: %w", err)
+	}
+	return seq, nil
+}
+
+// Changes returns the changes after seq after, oldest first.
+func (s *DB) Changes(ctx context.Context, after int64) ([]Change, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.rebind("SELECT seq, digest FROM changes WHERE seq > $1 ORDER BY seq"), after)
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: changes after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var changes []Change
+	for rows.Next() {
+		var c Change
+		var d []byte
+		if err := rows.Scan(&c.Seq, &d); err != nil {
+			return nil, fmt.Errorf("keygate store: changes after %d: %w", after, err)
+		}
+		if c.Digest, err = toDigest(d); err != nil {
+			return nil, fmt.Errorf("keygate store: changes after %d: seq %d: %w", after, c.Seq, err)
+		}
+		changes = append(changes, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keygate store: changes after %d: %w", after, err)
+	}
+	return changes, nil
+}
+
+// AddUsage adds the deltas to the hourly counters and moves each key's
+// last_used_at / last_ip forward, in one transaction. Counters are only ever
+// incremented in SQL, so concurrent writers never lose an update.
+func (s *DB) AddUsage(ctx context.Context, deltas []UsageDelta) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		addMetric, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO usage (key_id, hour, metric, n) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (key_id, hour, metric) DO UPDATE SET n = usage.n + excluded.n`))
+		if err != nil {
+			return err
+		}
+		defer addMetric.Close()
+		addIP, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO usage_ips (key_id, hour, ip, n) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (key_id, hour, ip) DO UPDATE SET n = usage_ips.n + excluded.n`))
+		if err != nil {
+			return err
+		}
+		defer addIP.Close()
+		touch, err := tx.PrepareContext(ctx, s.d.rebind(`UPDATE keys SET last_used_at = $2, last_ip = COALESCE(NULLIF($3, ''), last_ip)
+			WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`))
+		if err != nil {
+			return err
+		}
+		defer touch.Close()
+
+		for _, d := range deltas {
+			hour, err := unixNano("usage hour", d.Hour.UTC().Truncate(time.Hour))
+			if err != nil {
+				return fmt.Errorf("key %s: %w", d.KeyID, err)
+			}
+			for metric, n := range d.Counts {
+				if n == 0 {
+					continue
+				}
+				if _, err := addMetric.ExecContext(ctx, d.KeyID, hour, metric, n); err != nil {
+					return fmt.Errorf("key %s: metric %q: %w", d.KeyID, metric, err)
+				}
+			}
+			for ip, n := range d.IPs {
+				if n == 0 {
+					continue
+				}
+				if _, err := addIP.ExecContext(ctx, d.KeyID, hour, ip, n); err != nil {
+					return fmt.Errorf("key %s: ip %q: %w", d.KeyID, ip, err)
+				}
+			}
+			if d.LastUsedAt.IsZero() {
+				continue
+			}
+			used, err := unixNano("last used at", d.LastUsedAt)
+			if err != nil {
+				return fmt.Errorf("key %s: %w", d.KeyID, err)
+			}
+			if _, err := touch.ExecContext(ctx, d.KeyID, used, d.LastIP); err != nil {
+				return fmt.Errorf("key %s: last used: %w", d.KeyID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("keygate store: add usage: %w", err)
+	}
+	return nil
+}
+
+// Usage sums the usage of the key with this id from the hour containing
+// since onwards.
+func (s *DB) Usage(ctx context.Context, id string, since time.Time) (*UsageReport, error) {
+	rep, err := s.usage(ctx, id, since)
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: usage of key %s: %w", id, err)
+	}
+	return rep, nil
+}
+
+func (s *DB) usage(ctx context.Context, id string, since time.Time) (*UsageReport, error) {
+	since = since.UTC().Truncate(time.Hour)
+	from := clampNano(since)
+	rep := &UsageReport{
+		KeyID:    id,
+		Since:    since,
+		Denied:   map[string]int64{},
+		Statuses: map[string]int64{},
+		Hours:    []HourUsage{},
+		TopIPs:   []IPUsage{},
+	}
+	var lastUsed sql.NullInt64
+	err := s.db.QueryRowContext(ctx, s.d.rebind("SELECT last_used_at, last_ip FROM keys WHERE id = $1"), id).
+		Scan(&lastUsed, &rep.LastIP)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	rep.LastUsedAt = fromNullNano(lastUsed)
+
+	rows, err := s.db.QueryContext(ctx,
+		s.d.rebind("SELECT hour, metric, n FROM usage WHERE key_id = $1 AND hour >= $2 ORDER BY hour"), id, from)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var hour, n int64
+		var metric string
+		if err := rows.Scan(&hour, &metric, &n); err != nil {
+			return nil, err
+		}
+		if len(rep.Hours) == 0 || rep.Hours[len(rep.Hours)-1].Hour.UnixNano() != hour {
+			rep.Hours = append(rep.Hours, HourUsage{Hour: time.Unix(0, hour).UTC()})
+		}
+		rep.add(&rep.Hours[len(rep.Hours)-1], metric, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+
+	// First looks at every hour, not only those since since: it is when the
+	// key was first seen from the address at all.
+	ipRows, err := s.db.QueryContext(ctx, s.d.rebind(`
+		SELECT ip, CAST(SUM(n) AS BIGINT) AS requests,
+		       (SELECT MIN(f.hour) FROM usage_ips f WHERE f.key_id = $1 AND f.ip = u.ip)
+		FROM usage_ips u WHERE key_id = $1 AND hour >= $2
+		GROUP BY ip ORDER BY requests DESC, ip LIMIT 10`), id, from)
+	if err != nil {
+		return nil, err
+	}
+	defer ipRows.Close()
+	for ipRows.Next() {
+		var u IPUsage
+		var first int64
+		if err := ipRows.Scan(&u.IP, &u.Requests, &first); err != nil {
+			return nil, err
+		}
+		u.First = time.Unix(0, first).UTC()
+		rep.TopIPs = append(rep.TopIPs, u)
+	}
+	return rep, ipRows.Err()
+}
+
+// add counts n of metric into the report's totals and into hour.
+func (rep *UsageReport) add(hour *HourUsage, metric string, n int64) {
+	switch {
+	case metric == "allowed":
+		rep.Allowed += n
+		hour.Allowed += n
+	case metric == "recipients":
+		rep.Recipients += n
+		hour.Recipients += n
+	case strings.HasPrefix(metric, "denied."):
+		code := strings.TrimPrefix(metric, "denied.")
+		rep.Denied[code] += n
+		if hour.Denied == nil {
+			hour.Denied = map[string]int64{}
+		}
+		hour.Denied[code] += n
+	case strings.HasPrefix(metric, "status."):
+		rep.Statuses[strings.TrimPrefix(metric, "status.")] += n
+	}
+}
+
+// Recipients sums the recipients counted for the key with this id from the
+// hour containing since onwards. An unknown id has none; it is not an error
+// because quotas ask on the request path.
+func (s *DB) Recipients(ctx context.Context, id string, since time.Time) (int64, error) {
+	var n int64
+	from := clampNano(since.UTC().Truncate(time.Hour))
+	if err := s.recipients.QueryRowContext(ctx, id, from).Scan(&n); err != nil {
+		return 0, fmt.Errorf("keygate store: recipients of key %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// Events returns the audit events of f.KeyID (every key when empty), the
+// newest f.Limit of them when f.Limit > 0, oldest first.
+func (s *DB) Events(ctx context.Context, f EventFilter) ([]Event, error) {
+	limit := int64(f.Limit)
+	if limit <= 0 {
+		limit = math.MaxInt64 // no limit, in both engines
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT seq, at, action, key_id, actor, reason, detail FROM (
+			SELECT * FROM events WHERE ($1 = '' OR key_id = $1) ORDER BY seq DESC LIMIT $2
+		) AS newest ORDER BY seq`), f.KeyID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: events of %q: %w", f.KeyID, err)
+	}
+	defer rows.Close()
+	var events []Event
+	for rows.Next() {
+		var ev Event
+		var at int64
+		if err := rows.Scan(&ev.Seq, &at, &ev.Action, &ev.KeyID, &ev.Actor, &ev.Reason, &ev.Detail); err != nil {
+			return nil, fmt.Errorf("keygate store: events of %q: %w", f.KeyID, err)
+		}
+		ev.At = time.Unix(0, at).UTC()
+		events = append(events, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keygate store: events of %q: %w", f.KeyID, err)
+	}
+	return events, nil
+}
+
+// keyValues returns rec's columns in keyColumns order.
+func keyValues(r *Record) ([]any, error) {
+	var bad error
+	check := func(err error) {
+		if bad == nil {
+			bad = err
+		}
+	}
+	when := func(field string, t *time.Time) any {
+		if t == nil {
+			return nil
+		}
+		n, err := unixNano(field, *t)
+		check(err)
+		return n
+	}
+	var rate, quota any
+	if r.Rate != nil {
+		if back, err := ParseRate(r.Rate.String()); err != nil || back != *r.Rate {
+			check(fmt.Errorf("rate %v: want N/s, N/m, N/h or N/d", r.Rate))
+		}
+		rate = r.Rate.String()
+	}
+	if r.Quota != nil {
+		if back, err := ParseQuota(r.Quota.String()); err != nil || back != *r.Quota {
+			check(fmt.Errorf("quota %v: want N/d or N/mo", r.Quota))
+		}
+		quota = r.Quota.String()
+	}
+	for i, p := range r.AllowedIPs {
+		if !p.IsValid() {
+			check(fmt.Errorf("allowed ip #%d is not a valid CIDR prefix", i+1))
+		}
+	}
+	created := when("created at", &r.CreatedAt)
+	values := []any{
+		r.ID, r.Digest[:], r.Hint, r.Name, r.Owner, r.Env, jsonList(r.Scopes), rate, r.Burst,
+		jsonList(r.AllowedIPs), jsonList(r.SenderDomains), quota, r.MaxRecipients, r.AllowOnBehalfOf,
+		created, when("expires at", r.ExpiresAt), when("revoked at", r.RevokedAt), r.RevokeReason,
+		r.Disabled, when("last used at", r.LastUsedAt), r.LastIP, r.RotatedFrom, r.RotatedTo,
+	}
+	return values, bad
+}
+
+// scanRecord reads one row of keyColumns; no row is ErrNotFound.
+func scanRecord(row interface{ Scan(...any) error }) (*Record, error) {
+	var (
+		r                        Record
+		digest                   []byte
+		scopes, ips, domains     string
+		rate, quota              sql.NullString
+		created                  int64
+		expires, revoked, lastAt sql.NullInt64
+	)
+	err := row.Scan(&r.ID, &digest, &r.Hint, &r.Name, &r.Owner, &r.Env, &scopes, &rate, &r.Burst,
+		&ips, &domains, &quota, &r.MaxRecipients, &r.AllowOnBehalfOf,
+		&created, &expires, &revoked, &r.RevokeReason,
+		&r.Disabled, &lastAt, &r.LastIP, &r.RotatedFrom, &r.RotatedTo)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Digest, err = toDigest(digest); err != nil {
+		return nil, fmt.Errorf("key %s: %w", r.ID, err)
+	}
+	if rate.Valid {
+		v, err := ParseRate(rate.String)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", r.ID, err)
+		}
+		r.Rate = &v
+	}
+	if quota.Valid {
+		v, err := ParseQuota(quota.String)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", r.ID, err)
+		}
+		r.Quota = &v
+	}
+	for _, l := range []struct {
+		column string
+		text   string
+		into   any
+	}{{"scopes", scopes, &r.Scopes}, {"allowed_ips", ips, &r.AllowedIPs}, {"sender_domains", domains, &r.SenderDomains}} {
+		if l.text == "[]" {
+			continue // the common case, without the cost of a decoder
+		}
+		if err := json.Unmarshal([]byte(l.text), l.into); err != nil {
+			return nil, fmt.Errorf("key %s: %s: %w", r.ID, l.column, err)
+		}
+	}
+	if r.Scopes == nil {
+		r.Scopes = []string{}
+	}
+	r.CreatedAt = time.Unix(0, created).UTC()
+	r.ExpiresAt = fromNullNano(expires)
+	r.RevokedAt = fromNullNano(revoked)
+	r.LastUsedAt = fromNullNano(lastAt)
+	return &r, nil
+}
+
+func toDigest(b []byte) (Digest, error) {
+	var d Digest
+	if len(b) != len(d) {
+		return d, fmt.Errorf("digest is %d bytes, want %d", len(b), len(d))
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+// jsonList encodes a list column; empty lists are "[]", never "null".
+func jsonList[T any](v []T) string {
+	if len(v) == 0 {
+		return "[]"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only strings and valid prefixes get here (keyValues checks them).
+		panic(fmt.Sprintf("keygate store: encode list: %v", err))
+	}
+	return string(b)
+}
+
+// Times are stored as int64 unix nanoseconds, which cover 1678 to 2262.
+var (
+	minTime = time.Unix(0, math.MinInt64).UTC()
+	maxTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// unixNano converts a time to be stored, refusing one it cannot represent
+// rather than storing a wrapped-around value.
+func unixNano(field string, t time.Time) (int64, error) {
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, fmt.Errorf("%s %s is outside %d..%d", field, t.UTC().Format(time.RFC3339), minTime.Year(), maxTime.Year())
+	}
+	return t.UnixNano(), nil
+}
+
+// clampNano converts a query bound; a bound outside the storable range
+// selects the same rows as the range's end.
+func clampNano(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+func fromNullNano(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := time.Unix(0, n.Int64).UTC()
+	return &t
+}
+
+var _ Store = (*DB)(nil)
