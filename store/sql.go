@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -423,12 +425,23 @@ func (s *DB) AddUsage(ctx context.Context, deltas []UsageDelta) error {
 		}
 		defer touch.Close()
 
+		// Rows are written in one global order (key, hour, metric, ip), so
+		// batches from several nodes never wait on each other in a cycle
+		// (PostgreSQL would abort one as a deadlock).
+		deltas = slices.Clone(deltas)
+		slices.SortFunc(deltas, func(a, b UsageDelta) int {
+			if c := strings.Compare(a.KeyID, b.KeyID); c != 0 {
+				return c
+			}
+			return a.Hour.Compare(b.Hour)
+		})
 		for _, d := range deltas {
 			hour, err := unixNano("usage hour", d.Hour.UTC().Truncate(time.Hour))
 			if err != nil {
 				return fmt.Errorf("key %s: %w", d.KeyID, err)
 			}
-			for metric, n := range d.Counts {
+			for _, metric := range slices.Sorted(maps.Keys(d.Counts)) {
+				n := d.Counts[metric]
 				if n == 0 {
 					continue
 				}
@@ -436,7 +449,8 @@ func (s *DB) AddUsage(ctx context.Context, deltas []UsageDelta) error {
 					return fmt.Errorf("key %s: metric %q: %w", d.KeyID, metric, err)
 				}
 			}
-			for ip, n := range d.IPs {
+			for _, ip := range slices.Sorted(maps.Keys(d.IPs)) {
+				n := d.IPs[ip]
 				if n == 0 {
 					continue
 				}

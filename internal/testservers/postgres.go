@@ -1,0 +1,145 @@
+package testservers
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Postgres is a throwaway PostgreSQL server owned by one test.
+type Postgres struct {
+	// URI connects to the database "keygate" as the superuser.
+	URI string
+
+	t       testing.TB
+	bin     string
+	dir     string
+	port    int
+	asOwner []string // runuser prefix when running as root
+
+	mu      sync.Mutex
+	running bool
+}
+
+// StartPostgres initialises a cluster in a temporary directory and starts
+// it on a free loopback port (no fsync: a test database), with a database
+// "keygate". PostgreSQL refuses to run as root, so as root the server runs
+// as the "postgres" user the Debian package creates. The server is stopped
+// when the test ends.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	p := &Postgres{t: t, bin: postgresBin(t), port: freePort(t)}
+	dir, err := os.MkdirTemp("", "keygate-pg-")
+	if err != nil {
+		t.Fatalf("testservers: %v", err)
+	}
+	p.dir = dir
+	t.Cleanup(func() { p.Stop(); os.RemoveAll(dir) })
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			skipOrFail(t, "running as root needs the postgres user; install it with: apt-get install postgresql")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatalf("testservers: %v", err)
+		}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatalf("testservers: %v", err)
+		}
+		p.asOwner = []string{"runuser", "-u", "postgres", "--"}
+	}
+	p.run("initdb", "-D", p.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+	p.URI = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/keygate?sslmode=disable", p.port)
+	p.Start()
+	p.run("createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", "keygate")
+	return p
+}
+
+// CreateDatabase creates another database on the server and returns its
+// URI, so tests can each have an empty one.
+func (p *Postgres) CreateDatabase(name string) string {
+	p.t.Helper()
+	p.run("createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", name)
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, name)
+}
+
+// Start starts the server (again, after Stop) on the same port and data.
+func (p *Postgres) Start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running {
+		return
+	}
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+		p.port, p.dir)
+	p.run("pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "postgres.log"), "-o", opts, "-w", "-t", "30", "start")
+	p.running = true
+	if err := waitUntil(10*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		p.t.Fatalf("testservers: postgres on port %d: %v", p.port, err)
+	}
+}
+
+// Stop stops the server at once (no checkpoint), as a crash or an outage.
+func (p *Postgres) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.running {
+		return
+	}
+	p.runQuiet("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
+	p.running = false
+}
+
+func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
+
+func (p *Postgres) run(name string, args ...string) {
+	p.t.Helper()
+	if out, err := p.command(name, args...).CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
+		p.t.Fatalf("testservers: %s: %v\n%s\n%s", name, err, out, log)
+	}
+}
+
+func (p *Postgres) runQuiet(name string, args ...string) {
+	_ = p.command(name, args...).Run()
+}
+
+func (p *Postgres) command(name string, args ...string) *exec.Cmd {
+	argv := append(append(append([]string{}, p.asOwner...), filepath.Join(p.bin, name)), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = p.dir
+	return cmd
+}
+
+// postgresBin finds the directory of initdb, pg_ctl and createdb: Debian's
+// /usr/lib/postgresql/<version>/bin, else PATH.
+func postgresBin(t testing.TB) string {
+	t.Helper()
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(matches) > 0 {
+		return filepath.Dir(matches[len(matches)-1])
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(path), "createdb")); err == nil {
+			return filepath.Dir(path)
+		}
+	}
+	skipOrFail(t, "initdb not found in PATH or /usr/lib/postgresql/*/bin; install it with: apt-get install postgresql")
+	return ""
+}
