@@ -38,8 +38,9 @@ type backend struct {
 	// the admin API issues keys they will accept.
 	prefixes sync.Map
 
-	stop chan struct{}
-	done chan struct{}
+	flushEvery time.Duration
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 var backends = caddy.NewUsagePool()
@@ -126,8 +127,10 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		quotas:   ratelimit.NewLocalQuotas(),
 		usage:    usage.NewRecorder(),
 		logger:   logger,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		// Read here, not in run, so tests may change it between backends.
+		flushEvery: usageFlushInterval,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	go b.run()
 	return b, nil
@@ -136,7 +139,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 // run flushes usage and sweeps idle limiters until Destruct.
 func (b *backend) run() {
 	defer close(b.done)
-	flush := time.NewTicker(usageFlushInterval)
+	flush := time.NewTicker(b.flushEvery)
 	defer flush.Stop()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
