@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/ratelimit"
@@ -226,12 +227,16 @@ type request struct {
 	recipients int
 	hasRecips  bool
 
+	// For the usage log line.
+	method, path, ip string
+	status           int
+
 	// Storage the request path would otherwise allocate separately: the
-	// RateLimit header value and the usage log fields. The request is
-	// allocated once anyway, so they come free.
+	// RateLimit header value and the log field. The request is allocated
+	// once anyway, so they come free.
 	rateLimit    [1]string
-	rateLimitBuf [96]byte
-	fields       [9]zap.Field
+	rateLimitBuf [80]byte
+	logField     [1]zap.Field
 }
 
 func (q *request) placeholder(key string) (any, bool) {
@@ -689,14 +694,12 @@ func (h *Handler) emit(name string, q *request, ip string) {
 // record writes the usage log entry and counts the request.
 func (h *Handler) record(r *http.Request, q *request, ip string, status int, recipients int64, t time.Time) {
 	metrics.requests[q.code].Inc()
-	var id, name string
 	if q.rec != nil {
-		id, name = q.rec.ID, q.rec.Name
 		metric := usage.MetricAllowed
 		if q.code != Allowed {
 			metric = deniedMetrics[q.code]
 		}
-		h.backend.usage.Record(id, metric, status, recipients, ip, t)
+		h.backend.usage.Record(q.rec.ID, metric, status, recipients, ip, t)
 	}
 	// Requests already refused as a flood (auth_rate_limited) log at debug
 	// level, so a client spraying keys cannot fill the logs; the metrics
@@ -706,21 +709,30 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		level = zap.DebugLevel
 	}
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
-		f := append(q.fields[:0],
-			zap.String("key_id", id),
-			zap.String("key_name", name),
-			zap.String("scope", q.scope),
-			zap.String("decision", q.code.String()),
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
-			zap.Int("status", status),
-			zap.String("client_ip", ip),
-		)
-		if q.hasRecips {
-			f = append(f, zap.Int64("recipients", recipients))
-		}
-		ce.Write(f...)
+		q.method, q.path, q.ip, q.status = r.Method, r.URL.Path, ip, status
+		q.logField[0] = zap.Inline(q)
+		ce.Write(q.logField[:]...)
 	}
+}
+
+// MarshalLogObject writes the usage log line's fields: never the key.
+func (q *request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	var id, name string
+	if q.rec != nil {
+		id, name = q.rec.ID, q.rec.Name
+	}
+	enc.AddString("key_id", id)
+	enc.AddString("key_name", name)
+	enc.AddString("scope", q.scope)
+	enc.AddString("decision", q.code.String())
+	enc.AddString("method", q.method)
+	enc.AddString("path", q.path)
+	enc.AddInt("status", q.status)
+	enc.AddString("client_ip", q.ip)
+	if q.hasRecips {
+		enc.AddInt("recipients", q.recipients)
+	}
+	return nil
 }
 
 // deniedMetrics are the usage metric names of the denial codes, built once.
