@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +29,17 @@ func testPostgresURI(t *testing.T) string {
 	return pgServer.CreateDatabase(fmt.Sprintf("t%d", pgDBs.Add(1)))
 }
 
-// onceT lets the shared server outlive the test that started it: its
-// cleanup runs when the test binary exits, not when that test ends.
+// onceT lets the shared server outlive the test that started it; TestMain
+// closes it when the test binary is done.
 type onceT struct{ *testing.T }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pgServer != nil {
+		pgServer.Close()
+	}
+	os.Exit(code)
+}
 
 func (onceT) Cleanup(func()) {}
 

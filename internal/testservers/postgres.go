@@ -41,7 +41,7 @@ func StartPostgres(t testing.TB) *Postgres {
 		t.Fatalf("testservers: %v", err)
 	}
 	p.dir = dir
-	t.Cleanup(func() { p.Stop(); os.RemoveAll(dir) })
+	t.Cleanup(p.Close)
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -104,6 +104,12 @@ func (p *Postgres) Stop() {
 	}
 	p.runQuiet("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
 	p.running = false
+}
+
+// Close stops the server and removes its files.
+func (p *Postgres) Close() {
+	p.Stop()
+	os.RemoveAll(p.dir)
 }
 
 func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
