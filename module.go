@@ -701,11 +701,14 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		}
 		h.backend.usage.Record(q.rec.ID, metric, status, recipients, ip, t)
 	}
-	// Requests already refused as a flood (auth_rate_limited) log at debug
-	// level, so a client spraying keys cannot fill the logs; the metrics
-	// still count every one.
+	// Denials log at info: they are what an operator looks for. Allowed
+	// requests log at debug, as Caddy's own modules log per-request detail
+	// (the access log already names the key as user_id, and the usage
+	// counters count every request); so do requests already refused as a
+	// flood (auth_rate_limited), so a client spraying keys cannot fill the
+	// logs.
 	level := zap.InfoLevel
-	if q.code == AuthRateLimited {
+	if q.code == Allowed || q.code == AuthRateLimited {
 		level = zap.DebugLevel
 	}
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
