@@ -232,3 +232,46 @@ func TestTestKeysNeverReachTheLiveUpstream(t *testing.T) {
 		t.Fatalf("live key: %d, live got %d, sandbox %d", r.Status, live.count(), sandbox.count())
 	}
 }
+
+const quotaCaddyfile = `{
+	admin {ADMIN}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		quota 4/d
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`
+
+func TestQuotaSurvivesReloadAndRestart(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: up.URL})
+	k := g.issue("--name", "quota", "--scope", "mail.send")
+	send := func(n int) *response {
+		var to []string
+		for i := 0; i < n; i++ {
+			to = append(to, fmt.Sprintf("r%d@example.org", i))
+		}
+		return g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", to...))
+	}
+	if r := send(2); r.Status != 202 {
+		t.Fatalf("2 of 4: %d %s", r.Status, r.Body)
+	}
+	g.reload()
+	if r := send(1); r.Status != 202 {
+		t.Fatalf("3 of 4 after reload: %d %s", r.Status, r.Body)
+	}
+	g.stop()
+	g.start()
+	if r := send(2); r.Status != 429 || r.code() != "quota_exceeded" {
+		t.Fatalf("5 of 4 after a restart: %d %s (the quota forgot what was spent)", r.Status, r.Body)
+	}
+	if r := send(1); r.Status != 202 {
+		t.Fatalf("4 of 4 after a restart: %d %s", r.Status, r.Body)
+	}
+}
