@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -21,32 +20,6 @@ type Limit struct {
 	N     int
 	Per   time.Duration
 	Burst int
-}
-
-// units maps the unit letters of the Caddyfile and CLI syntax ("100/m") to durations.
-var units = map[string]time.Duration{
-	"s": time.Second,
-	"m": time.Minute,
-	"h": time.Hour,
-	"d": 24 * time.Hour,
-}
-
-// ParseLimit parses "<N>/<s|m|h|d>", the syntax of the rate and
-// failed_auth_limit options. The burst is given separately, so it is left 0.
-func ParseLimit(s string) (Limit, error) {
-	count, unit, ok := strings.Cut(s, "/")
-	if !ok {
-		return Limit{}, fmt.Errorf("keygate: rate %q: want <N>/<s|m|h|d>, e.g. 100/m", s)
-	}
-	per, ok := units[unit]
-	if !ok {
-		return Limit{}, fmt.Errorf("keygate: rate %q: unit %q is not one of s, m, h, d", s, unit)
-	}
-	n, err := strconv.Atoi(count)
-	if err != nil || n <= 0 {
-		return Limit{}, fmt.Errorf("keygate: rate %q: count %q is not a positive integer", s, count)
-	}
-	return Limit{N: n, Per: per}, nil
 }
 
 // Validate reports why l cannot be enforced, or nil. Limiters deny every
@@ -63,14 +36,9 @@ func (l Limit) Validate() error {
 	return nil
 }
 
-// String formats l in the syntax ParseLimit reads, with " burst M" when set.
+// String formats l for error messages, e.g. "100/1m0s burst 20".
 func (l Limit) String() string {
 	s := strconv.Itoa(l.N) + "/" + l.Per.String()
-	for unit, d := range units {
-		if d == l.Per {
-			s = strconv.Itoa(l.N) + "/" + unit
-		}
-	}
 	if l.Burst != 0 {
 		s += " burst " + strconv.Itoa(l.Burst)
 	}

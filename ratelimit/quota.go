@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -28,53 +26,6 @@ type Quotas interface {
 	// (called once per key+period per process, on first use).
 	Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
 		load func(context.Context) (int64, error), now time.Time) (QuotaResult, error)
-}
-
-// QuotaPeriod is the unit of a recipient quota: a UTC day or a calendar month.
-type QuotaPeriod int
-
-// Quota periods, as written after the slash of the quota option ("1000/d").
-const (
-	Day QuotaPeriod = iota + 1
-	Month
-)
-
-// ParseQuota parses "<N>/<d|mo>", the syntax of the quota option.
-func ParseQuota(s string) (int64, QuotaPeriod, error) {
-	count, unit, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, 0, fmt.Errorf("keygate: quota %q: want <N>/<d|mo>, e.g. 1000/d", s)
-	}
-	n, err := strconv.ParseInt(count, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, 0, fmt.Errorf("keygate: quota %q: count %q is not a positive integer", s, count)
-	}
-	switch unit {
-	case "d":
-		return n, Day, nil
-	case "mo":
-		return n, Month, nil
-	}
-	return 0, 0, fmt.Errorf("keygate: quota %q: unit %q is not d or mo", s, unit)
-}
-
-// Bounds returns the UTC period [start,end) containing now.
-func (p QuotaPeriod) Bounds(now time.Time) (start, end time.Time) {
-	y, m, d := now.UTC().Date()
-	if p == Month {
-		start = time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
-		return start, start.AddDate(0, 1, 0)
-	}
-	start = time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	return start, start.AddDate(0, 0, 1)
-}
-
-// String is the unit as ParseQuota reads it.
-func (p QuotaPeriod) String() string {
-	if p == Month {
-		return "mo"
-	}
-	return "d"
 }
 
 // decide applies a reservation of n to a count of used and builds the result.

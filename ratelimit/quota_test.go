@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/store"
 )
 
 // persisted is a load func answering a fixed count and counting its calls.
@@ -34,7 +35,7 @@ func eachQuotas(t *testing.T, spec func(t *testing.T, q Quotas)) {
 }
 
 func TestQuotaReserve(t *testing.T) {
-	start, end := Day.Bounds(t0)
+	start, end := dayBounds(t0)
 	tests := []struct {
 		name      string
 		persisted int64
@@ -84,7 +85,7 @@ func TestQuotaLoadsOncePerPeriodAndRollsOver(t *testing.T) {
 	eachQuotas(t, func(t *testing.T, q Quotas) {
 		ctx := context.Background()
 		p := &persisted{count: 3}
-		dayStart, dayEnd := Day.Bounds(t0)
+		dayStart, dayEnd := dayBounds(t0)
 		for range 7 {
 			if r, _ := q.Reserve(ctx, "key_a", 10, 1, dayStart, dayEnd, p.load, t0); !r.Allowed {
 				t.Fatalf("reservation within the limit refused: %+v", r)
@@ -98,7 +99,7 @@ func TestQuotaLoadsOncePerPeriodAndRollsOver(t *testing.T) {
 		}
 
 		next := dayEnd.Add(time.Minute)
-		nextStart, nextEnd := Day.Bounds(next)
+		nextStart, nextEnd := dayBounds(next)
 		fresh := &persisted{count: 0}
 		r, err := q.Reserve(ctx, "key_a", 10, 1, nextStart, nextEnd, fresh.load, next)
 		if err != nil || !r.Allowed || r.Used != 1 || fresh.calls.Load() != 1 {
@@ -109,7 +110,7 @@ func TestQuotaLoadsOncePerPeriodAndRollsOver(t *testing.T) {
 
 func TestQuotaFailedLoadIsReturnedAndRetried(t *testing.T) {
 	eachQuotas(t, func(t *testing.T, q Quotas) {
-		start, end := Month.Bounds(t0)
+		start, end := monthBounds(t0)
 		p := &persisted{err: errors.New("store down")}
 		if _, err := q.Reserve(context.Background(), "key_a", 10, 1, start, end, p.load, t0); err == nil {
 			t.Fatal("Reserve with a failing load: no error")
@@ -124,7 +125,7 @@ func TestQuotaFailedLoadIsReturnedAndRetried(t *testing.T) {
 
 func TestQuotaNeverOverspentUnderConcurrency(t *testing.T) {
 	eachQuotas(t, func(t *testing.T, q Quotas) {
-		start, end := Day.Bounds(t0)
+		start, end := dayBounds(t0)
 		p := &persisted{count: 5}
 		var allowed atomic.Int64
 		var wg sync.WaitGroup
@@ -150,8 +151,8 @@ func TestLocalQuotasDropsEndedPeriods(t *testing.T) {
 	q := NewLocalQuotas()
 	p := &persisted{}
 	ctx := context.Background()
-	dayStart, dayEnd := Day.Bounds(t0)
-	monthStart, monthEnd := Month.Bounds(t0)
+	dayStart, dayEnd := dayBounds(t0)
+	monthStart, monthEnd := monthBounds(t0)
 	q.Reserve(ctx, "key_a", 10, 1, dayStart, dayEnd, p.load, t0)
 	q.Reserve(ctx, "key_a", 10, 1, monthStart, monthEnd, p.load, t0)
 	if n := q.Sweep(dayEnd.Add(-time.Nanosecond)); n != 0 {
@@ -171,7 +172,7 @@ func TestRedisQuotasOutageFallsBack(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	logs := &logRecorder{}
 	q := NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Timeout: slowMachine, Logf: logs.Logf})
-	start, end := Day.Bounds(t0)
+	start, end := dayBounds(t0)
 	p := &persisted{count: 2}
 	ctx := context.Background()
 	if _, err := q.Reserve(ctx, "key_a", 10, 1, start, end, p.load, t0); err != nil {
@@ -195,24 +196,9 @@ func TestRedisQuotasOutageFallsBack(t *testing.T) {
 	}
 }
 
-func TestQuotaPeriodBounds(t *testing.T) {
-	at := time.Date(2030, 2, 28, 23, 30, 0, 0, time.FixedZone("UTC-2", -2*3600)) // 1 March 01:30 UTC
-	tests := []struct {
-		name       string
-		period     QuotaPeriod
-		start, end time.Time
-	}{
-		{"a day is the UTC calendar day", Day,
-			time.Date(2030, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 3, 2, 0, 0, 0, 0, time.UTC)},
-		{"a month is the UTC calendar month", Month,
-			time.Date(2030, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 4, 1, 0, 0, 0, 0, time.UTC)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			start, end := tt.period.Bounds(at)
-			if !start.Equal(tt.start) || !end.Equal(tt.end) {
-				t.Errorf("Bounds = [%v, %v), want [%v, %v)", start, end, tt.start, tt.end)
-			}
-		})
-	}
+// dayBounds and monthBounds are the store's quota periods containing t.
+func dayBounds(t time.Time) (time.Time, time.Time) { return store.Day.Start(t), store.Day.End(t) }
+
+func monthBounds(t time.Time) (time.Time, time.Time) {
+	return store.Month.Start(t), store.Month.End(t)
 }
