@@ -1,12 +1,14 @@
 package testservers
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -36,9 +38,16 @@ type Postgres struct {
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
 	p := &Postgres{t: t, bin: postgresBin(t), port: freePort(t)}
-	dir, err := os.MkdirTemp("", "keygate-pg-")
+	// As root the server runs as another user, who must be able to reach
+	// the directory: /tmp is open to all, whereas $TMPDIR may sit under a
+	// private home.
+	parent := ""
+	if os.Geteuid() == 0 {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "keygate-pg-")
 	if err != nil {
-		t.Fatalf("testservers: %v", err)
+		t.Fatalf("testservers: postgres data directory: %v", err)
 	}
 	p.dir = dir
 	t.Cleanup(p.Close)
@@ -50,10 +59,10 @@ func StartPostgres(t testing.TB) *Postgres {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chmod(dir, 0o755); err != nil {
-			t.Fatalf("testservers: %v", err)
+			t.Fatalf("testservers: postgres data directory: %v", err)
 		}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatalf("testservers: %v", err)
+			t.Fatalf("testservers: postgres data directory: %v", err)
 		}
 		p.asOwner = []string{"runuser", "-u", "postgres", "--"}
 	}
@@ -95,21 +104,26 @@ func (p *Postgres) Start() {
 	}
 }
 
-// Stop stops the server at once (no checkpoint), as a crash or an outage.
-func (p *Postgres) Stop() {
+// Stop stops the server, as an outage: every client connection drops and
+// new ones are refused until Start. Everything committed is kept. (An
+// immediate stop would lose the last commits, since the server runs with
+// synchronous_commit=off, and a test restarting the server expects them.)
+func (p *Postgres) Stop() { p.stop("fast") }
+
+// Close stops the server at once and removes its files.
+func (p *Postgres) Close() {
+	p.stop("immediate")
+	os.RemoveAll(p.dir)
+}
+
+func (p *Postgres) stop(mode string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.running {
 		return
 	}
-	p.runQuiet("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
+	p.runQuiet("pg_ctl", "-D", p.data(), "-m", mode, "-w", "stop")
 	p.running = false
-}
-
-// Close stops the server and removes its files.
-func (p *Postgres) Close() {
-	p.Stop()
-	os.RemoveAll(p.dir)
 }
 
 func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
@@ -133,11 +147,17 @@ func (p *Postgres) command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// postgresBin finds the directory of initdb, pg_ctl and createdb: Debian's
-// /usr/lib/postgresql/<version>/bin, else PATH.
+// postgresBin finds the directory of initdb, pg_ctl and createdb: the newest
+// of Debian's /usr/lib/postgresql/<version>/bin, else PATH.
 func postgresBin(t testing.TB) string {
 	t.Helper()
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	// By version number, not text: 9.6 is older than 15.
+	version := func(path string) float64 {
+		v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(filepath.Dir(path))), 64)
+		return v
+	}
+	slices.SortFunc(matches, func(a, b string) int { return cmp.Compare(version(a), version(b)) })
 	if len(matches) > 0 {
 		return filepath.Dir(matches[len(matches)-1])
 	}
