@@ -3,7 +3,10 @@ package store
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,8 +14,16 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
+// init lets Open reach this store without open.go importing pgx.
 func init() {
-	openPostgres = func(ctx context.Context, uri string) (Store, error) { return OpenPostgres(ctx, uri) }
+	openPostgres = func(ctx context.Context, uri string) (Store, error) {
+		p, err := OpenPostgres(ctx, uri)
+		if err != nil {
+			// Not p: a nil *Postgres in a Store is a non-nil interface.
+			return nil, err
+		}
+		return p, nil
+	}
 }
 
 //go:embed schema_postgres.sql
@@ -51,23 +62,90 @@ type Postgres struct {
 	once   sync.Once
 }
 
-// OpenPostgres connects to the database at uri (postgres://…), applies any
-// pending migrations and starts listening for changes.
+// Connection pool defaults. A gateway queries the store only on a cache
+// miss, a change-log poll and a usage flush, so a few connections suffice;
+// a URI may still set pool_max_conns (as pgxpool reads it).
+const (
+	defaultMaxConns       = 10
+	defaultMaxConnIdle    = 5 * time.Minute
+	defaultConnectTimeout = 5 * time.Second
+)
+
+// poolSettings are the pool_* parameters of a URI, which configure the
+// client's connection pool rather than the server session.
+type poolSettings struct {
+	maxConns    int
+	maxIdleTime time.Duration
+	maxLifetime time.Duration
+}
+
+// takePoolSettings removes the pool_* parameters from cfg (PostgreSQL would
+// refuse them as unknown settings) and returns them, with defaults for those
+// not given. One it cannot honour is an error rather than silently ignored.
+func takePoolSettings(cfg *pgx.ConnConfig) (poolSettings, error) {
+	ps := poolSettings{maxConns: defaultMaxConns, maxIdleTime: defaultMaxConnIdle}
+	duration := func(name, v string, into *time.Duration) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%s=%q: want a duration such as 5m", name, v)
+		}
+		*into = d
+		return nil
+	}
+	for name, v := range cfg.RuntimeParams {
+		if !strings.HasPrefix(name, "pool_") {
+			continue
+		}
+		delete(cfg.RuntimeParams, name)
+		var err error
+		switch name {
+		case "pool_max_conns":
+			n, perr := strconv.Atoi(v)
+			if perr != nil || n < 1 {
+				err = fmt.Errorf("pool_max_conns=%q: want a whole number of at least 1", v)
+			}
+			ps.maxConns = n
+		case "pool_max_conn_idle_time":
+			err = duration(name, v, &ps.maxIdleTime)
+		case "pool_max_conn_lifetime":
+			err = duration(name, v, &ps.maxLifetime)
+		default:
+			err = fmt.Errorf("%s is not supported; want pool_max_conns, pool_max_conn_idle_time or pool_max_conn_lifetime", name)
+		}
+		if err != nil {
+			return ps, err
+		}
+	}
+	return ps, nil
+}
+
+// OpenPostgres connects to the database at uri (postgres://… or a key=value
+// connection string), applies any pending migrations and starts listening
+// for changes. The URI may set connect_timeout (default 5s) and the pool
+// parameters pool_max_conns (default 10), pool_max_conn_idle_time (default
+// 5m) and pool_max_conn_lifetime (default unlimited).
 func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	fail := func(err error) (*Postgres, error) {
 		return nil, fmt.Errorf("keygate store: postgres %s: %w", RedactURI(uri), err)
 	}
 	cfg, err := pgx.ParseConfig(uri)
 	if err != nil {
-		return fail(fmt.Errorf("invalid connection URI"))
+		// pgx's message can quote the URI, password included (url.Parse
+		// errors do), so it is not passed on.
+		return fail(errors.New("invalid connection URI; want postgres://user:password@host:port/database?sslmode=…"))
+	}
+	pool, err := takePoolSettings(cfg)
+	if err != nil {
+		return fail(err)
 	}
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 5 * time.Second
+		cfg.ConnectTimeout = defaultConnectTimeout
 	}
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(10)
-	db.SetMaxIdleConns(10)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetMaxOpenConns(pool.maxConns)
+	db.SetMaxIdleConns(pool.maxConns)
+	db.SetConnMaxIdleTime(pool.maxIdleTime)
+	db.SetConnMaxLifetime(pool.maxLifetime)
 	s := &DB{db: db, d: postgresDialect}
 	if err := s.init(ctx); err != nil {
 		db.Close()
