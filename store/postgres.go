@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,10 @@ type Postgres struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+
+	// lostAt is when the listener last found the server gone (unix
+	// nanoseconds, 0 for never); see shouldPing.
+	lostAt atomic.Int64
 }
 
 // Connection pool defaults. A gateway queries the store only on a cache
@@ -141,20 +146,36 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
-	db := stdlib.OpenDB(*cfg)
+	p := &Postgres{cfg: cfg, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(p.shouldPing))
 	db.SetMaxOpenConns(pool.maxConns)
 	db.SetMaxIdleConns(pool.maxConns)
 	db.SetConnMaxIdleTime(pool.maxIdleTime)
 	db.SetConnMaxLifetime(pool.maxLifetime)
-	s := &DB{db: db, d: postgresDialect}
-	if err := s.init(ctx); err != nil {
+	p.DB = &DB{db: db, d: postgresDialect}
+	if err := p.DB.init(ctx); err != nil {
 		db.Close()
 		return fail(err)
 	}
 	lctx, stop := context.WithCancel(context.Background())
-	p := &Postgres{DB: s, cfg: cfg, notify: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
+	p.stop = stop
 	go p.listen(lctx)
 	return p, nil
+}
+
+// shouldPing decides whether a pooled connection is pinged before reuse.
+// pgx pings one idle for over a second; one reused sooner is assumed alive,
+// so after a server restart or failover its first query would fail (FATAL
+// 57P01) and surface as a spurious error: a 503, a failed usage flush. The
+// listener sees an outage at once, so every connection last vetted before
+// it saw one is pinged too, and a dead one is replaced transparently. In
+// steady state this costs nothing.
+func (p *Postgres) shouldPing(_ context.Context, c stdlib.ShouldPingParams) bool {
+	if c.IdleDuration > time.Second {
+		return true
+	}
+	lost := p.lostAt.Load()
+	return lost != 0 && time.Now().Add(-c.IdleDuration).UnixNano() <= lost
 }
 
 // Notify receives a value soon after any process commits a change.
@@ -198,6 +219,9 @@ func (p *Postgres) listen(ctx context.Context) {
 				}
 			}
 			conn.Close(context.Background())
+		}
+		if ctx.Err() == nil {
+			p.lostAt.Store(time.Now().UnixNano())
 		}
 		select {
 		case <-ctx.Done():
