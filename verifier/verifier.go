@@ -170,9 +170,14 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		// Ten counters per entry is ristretto's advice; the cap keeps a
 		// Verifier near 16 MB (measured) however large MaxCost is.
-		NumCounters:        min(10*o.MaxCost, 1<<22),
-		MaxCost:            o.MaxCost,
-		BufferItems:        64,
+		NumCounters: min(10*o.MaxCost, 1<<22),
+		MaxCost:     o.MaxCost,
+		// Hits are handed to ristretto's admission policy in batches of
+		// this many; every batch wakes the policy goroutine, which costs
+		// microseconds on a small VM. 1024 instead of the usual 64 made a
+		// whole gateway request ~0.5 µs faster here, for frequency counts
+		// that are a little staler.
+		BufferItems:        1024,
 		IgnoreInternalCost: true,
 		KeyToHash:          keyToHash,
 	})
