@@ -9,11 +9,7 @@ import (
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
-const clusterCaddyfile = `{
-	admin {ADMIN}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
+var clusterCaddyfile = site(`
 	keygate {
 		store {STORE}
 		ratelimit redis {env.REDIS_URL}
@@ -21,8 +17,7 @@ http://127.0.0.1:{PORT} {
 		scope mail.send POST /v3/mail/send
 	}
 	reverse_proxy {UPSTREAM}
-}
-`
+`)
 
 // TestClusterTwoNodes runs two real caddy processes sharing a throwaway
 // PostgreSQL and Redis, as two gateway nodes behind a load balancer.

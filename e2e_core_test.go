@@ -9,11 +9,7 @@ import (
 	"time"
 )
 
-const coreCaddyfile = `{
-	admin {ADMIN}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
+var coreCaddyfile = site(`
 	log {
 		output file {LOG}
 		format filter {
@@ -34,8 +30,7 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy {UPSTREAM} {
 		header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
 	}
-}
-`
+`)
 
 func TestGatewayCore(t *testing.T) {
 	up := newUpstream(t)

@@ -195,11 +195,7 @@ func TestEmailPolicy(t *testing.T) {
 	})
 }
 
-const sandboxCaddyfile = `{
-	admin {ADMIN}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
+var sandboxCaddyfile = site(`
 	keygate {
 		store {STORE}
 		mail_api sendgrid
@@ -210,8 +206,7 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy {UPSTREAM} {
 		header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
 	}
-}
-`
+`)
 
 func TestTestKeysNeverReachTheLiveUpstream(t *testing.T) {
 	live, sandbox := newUpstream(t), newUpstream(t)
@@ -233,11 +228,7 @@ func TestTestKeysNeverReachTheLiveUpstream(t *testing.T) {
 	}
 }
 
-const quotaCaddyfile = `{
-	admin {ADMIN}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
+var quotaCaddyfile = site(`
 	keygate {
 		store {STORE}
 		mail_api sendgrid
@@ -245,8 +236,7 @@ http://127.0.0.1:{PORT} {
 		scope mail.send POST /v3/mail/send
 	}
 	reverse_proxy {UPSTREAM}
-}
-`
+`)
 
 func TestQuotaSurvivesReloadAndRestart(t *testing.T) {
 	up := newUpstream(t)

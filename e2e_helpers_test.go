@@ -120,6 +120,12 @@ type gateway struct {
 	done      chan struct{}
 }
 
+// site wraps the body of a site in what every end-to-end Caddyfile shares:
+// the admin endpoint and a site bound to loopback.
+func site(body string) string {
+	return "{\n\tadmin {ADMIN}\n}\nhttp://127.0.0.1:{PORT} {\n\tbind 127.0.0.1" + body + "}\n"
+}
+
 // gatewayConfig fills a Caddyfile template: {ADMIN}, {PORT}, {STORE},
 // {UPSTREAM} are replaced.
 type gatewayConfig struct {

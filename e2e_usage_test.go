@@ -9,11 +9,7 @@ import (
 	"time"
 )
 
-const usageCaddyfile = `{
-	admin {ADMIN}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
+var usageCaddyfile = site(`
 	log {
 		output file {LOG}
 	}
@@ -22,8 +18,7 @@ http://127.0.0.1:{PORT} {
 		scope mail.send POST /v3/mail/send
 	}
 	reverse_proxy {UPSTREAM}
-}
-`
+`)
 
 type usageJSON struct {
 	Allowed    int64            `json:"allowed"`
