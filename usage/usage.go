@@ -33,21 +33,22 @@ const (
 	StatusPrefix     = "status."
 )
 
+// statusMetrics are the metric names of the HTTP status classes.
+var statusMetrics = [...]string{"status.1xx", "status.2xx", "status.3xx", "status.4xx", "status.5xx"}
+
+// statusClass returns the index of status in statusMetrics.
+func statusClass(status int) int {
+	return min(max(status/100, 1), 5) - 1
+}
+
 // StatusMetric returns the metric name of an HTTP status class, e.g.
 // "status.2xx", without allocating.
-func StatusMetric(status int) string {
-	switch {
-	case status >= 500:
-		return "status.5xx"
-	case status >= 400:
-		return "status.4xx"
-	case status >= 300:
-		return "status.3xx"
-	case status >= 200:
-		return "status.2xx"
-	}
-	return "status.1xx"
-}
+func StatusMetric(status int) string { return statusMetrics[statusClass(status)] }
+
+// MaxIPs bounds the client IPs counted one by one per key and hour, so a
+// leaked key used from a botnet cannot grow memory without limit; requests
+// from further IPs are counted in every other metric.
+const MaxIPs = 1000
 
 const numShards = 32
 
@@ -56,11 +57,84 @@ type bucketKey struct {
 	hour  int64 // unix seconds of the hour's start
 }
 
+// tally is one key's counts for one hour. It is kept small (a gateway
+// holds one per active key): fixed fields for what every request counts,
+// a slice for denials, which are rare, and the first client IP inline,
+// since most keys are used from one place.
 type tally struct {
-	counts   map[string]int64
-	ips      map[string]int64
-	lastUsed int64 // unix nanoseconds
-	lastIP   string
+	allowed    int64
+	recipients int64
+	status     [len(statusMetrics)]int64
+	denied     []count // by metric name (DeniedPrefix + code)
+	ip         string  // the hour's first client IP, counted in ipN
+	ipN        int64
+	moreIPs    map[string]int64 // the other IPs, at most MaxIPs-1
+	lastUsed   int64            // unix nanoseconds
+	lastIP     string
+}
+
+type count struct {
+	metric string
+	n      int64
+}
+
+// addDenied counts n denials of one kind.
+func (t *tally) addDenied(metric string, n int64) {
+	for i := range t.denied {
+		if t.denied[i].metric == metric {
+			t.denied[i].n += n
+			return
+		}
+	}
+	t.denied = append(t.denied, count{metric, n})
+}
+
+func (t *tally) addIP(ip string, n int64) {
+	switch {
+	case ip == "":
+	case t.ip == "" || t.ip == ip:
+		t.ip = ip
+		t.ipN += n
+	default:
+		if t.moreIPs == nil {
+			t.moreIPs = make(map[string]int64, 1)
+		}
+		if _, ok := t.moreIPs[ip]; ok || len(t.moreIPs) < MaxIPs-1 {
+			t.moreIPs[ip] += n
+		}
+	}
+}
+
+// counts returns the tally's metrics as the store takes them.
+func (t *tally) counts() map[string]int64 {
+	m := make(map[string]int64, 2+len(t.denied))
+	if t.allowed > 0 {
+		m[MetricAllowed] = t.allowed
+	}
+	if t.recipients > 0 {
+		m[MetricRecipients] = t.recipients
+	}
+	for i, n := range t.status {
+		if n > 0 {
+			m[statusMetrics[i]] = n
+		}
+	}
+	for _, c := range t.denied {
+		m[c.metric] = c.n
+	}
+	return m
+}
+
+// ips returns the tally's client IPs as the store takes them.
+func (t *tally) ips() map[string]int64 {
+	m := make(map[string]int64, 1+len(t.moreIPs))
+	if t.ip != "" {
+		m[t.ip] = t.ipN
+	}
+	for ip, n := range t.moreIPs {
+		m[ip] = n
+	}
+	return m
 }
 
 type shard struct {
@@ -114,19 +188,19 @@ func (r *Recorder) Record(keyID, metric string, status int, recipients int64, ip
 	s.mu.Lock()
 	t := s.m[k]
 	if t == nil {
-		t = &tally{counts: make(map[string]int64, 4), ips: make(map[string]int64, 1)}
+		t = new(tally)
 		s.m[k] = t
 	}
-	t.counts[metric]++
+	if metric == MetricAllowed {
+		t.allowed++
+	} else {
+		t.addDenied(metric, 1)
+	}
 	if status > 0 {
-		t.counts[StatusMetric(status)]++
+		t.status[statusClass(status)]++
 	}
-	if recipients > 0 {
-		t.counts[MetricRecipients] += recipients
-	}
-	if ip != "" {
-		t.ips[ip]++
-	}
+	t.recipients += max(recipients, 0)
+	t.addIP(ip, 1)
 	if metric == MetricAllowed {
 		t.lastUsed = now.UnixNano()
 		t.lastIP = ip
@@ -179,8 +253,8 @@ func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 		d := store.UsageDelta{
 			KeyID:  k.keyID,
 			Hour:   time.Unix(k.hour, 0).UTC(),
-			Counts: t.counts,
-			IPs:    t.ips,
+			Counts: t.counts(),
+			IPs:    t.ips(),
 			LastIP: t.lastIP,
 		}
 		if t.lastUsed != 0 {
@@ -229,11 +303,17 @@ func merge(into map[bucketKey]*tally, k bucketKey, t *tally) {
 		into[k] = t
 		return
 	}
-	for m, n := range t.counts {
-		dst.counts[m] += n
+	dst.allowed += t.allowed
+	dst.recipients += t.recipients
+	for i, n := range t.status {
+		dst.status[i] += n
 	}
-	for ip, n := range t.ips {
-		dst.ips[ip] += n
+	for _, c := range t.denied {
+		dst.addDenied(c.metric, c.n)
+	}
+	dst.addIP(t.ip, t.ipN)
+	for ip, n := range t.moreIPs {
+		dst.addIP(ip, n)
 	}
 	if t.lastUsed > dst.lastUsed {
 		dst.lastUsed, dst.lastIP = t.lastUsed, t.lastIP
@@ -249,14 +329,14 @@ func (r *Recorder) Pending(keyID string, since time.Time) int64 {
 	s.mu.Lock()
 	for k, t := range s.m {
 		if k.keyID == keyID && k.hour >= from {
-			n += t.counts[MetricRecipients]
+			n += t.recipients
 		}
 	}
 	s.mu.Unlock()
 	r.flushMu.Lock()
 	for k, t := range r.pending {
 		if k.keyID == keyID && k.hour >= from {
-			n += t.counts[MetricRecipients]
+			n += t.recipients
 		}
 	}
 	r.flushMu.Unlock()

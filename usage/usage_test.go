@@ -3,6 +3,9 @@ package usage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -177,4 +180,74 @@ func BenchmarkRecord(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r.Record("key_a", MetricAllowed, 200, 0, "10.0.0.1", t0)
 	}
+}
+
+func TestRecorderBoundsIPsPerKeyHour(t *testing.T) {
+	r := NewRecorder()
+	s := newSink()
+	for i := 0; i < MaxIPs+500; i++ {
+		r.Record("key_a", MetricAllowed, 200, 0, fmt.Sprintf("10.0.%d.%d", i/256, i%256), t0)
+	}
+	r.Record("key_a", MetricAllowed, 200, 0, "10.0.0.1", t0) // an IP already counted still counts
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(s.ips["key_a"]); got != MaxIPs {
+		t.Errorf("%d distinct IPs kept, want %d", got, MaxIPs)
+	}
+	if got := s.ips["key_a"]["10.0.0.1"]; got != 2 {
+		t.Errorf("10.0.0.1 counted %d times, want 2", got)
+	}
+	if got := s.counts["key_a"]["allowed"]; got != MaxIPs+501 {
+		t.Errorf("allowed = %d, want every request counted (%d)", got, MaxIPs+501)
+	}
+}
+
+func TestRecorderMergesAFailedFlushWithNewCounts(t *testing.T) {
+	r := NewRecorder()
+	s := newSink()
+	s.fail = true
+	r.Record("key_a", MetricAllowed, 202, 2, "10.0.0.1", t0)
+	r.Record("key_a", DeniedPrefix+"rate_limited", 429, 0, "10.0.0.2", t0)
+	r.Flush(context.Background(), s)
+	r.Record("key_a", MetricAllowed, 502, 1, "10.0.0.2", t0)
+	r.Record("key_a", DeniedPrefix+"rate_limited", 429, 0, "10.0.0.3", t0)
+	s.fail = false
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"allowed": 2, "recipients": 3, "denied.rate_limited": 2,
+		"status.2xx": 1, "status.4xx": 2, "status.5xx": 1}
+	if got := s.counts["key_a"]; !maps.Equal(got, want) {
+		t.Errorf("counts %v, want %v", got, want)
+	}
+	if got, want := s.ips["key_a"], map[string]int64{"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 1}; !maps.Equal(got, want) {
+		t.Errorf("ips %v, want %v", got, want)
+	}
+}
+
+// TestRecorderMemoryPerActiveKey keeps a key's hourly tally small: a
+// gateway holds one per active key (issue 7 budgets 1 KiB per active key
+// for cache entry, bucket and usage together).
+func TestRecorderMemoryPerActiveKey(t *testing.T) {
+	const n = 50_000
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key_%016d", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := NewRecorder()
+	for _, id := range ids {
+		r.Record(id, MetricAllowed, 202, 1, "10.0.0.1", t0)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes per active key", per)
+	if per > 300 {
+		t.Errorf("%.0f bytes per active key's usage tally, want at most 300", per)
+	}
+	runtime.KeepAlive(r)
 }
