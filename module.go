@@ -486,7 +486,10 @@ func clientIP(r *http.Request) string {
 	if i := strings.LastIndexByte(host, ':'); i > 0 {
 		host = host[:i]
 	}
-	return strings.Trim(host, "[]")
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return host
 }
 
 // checkPayload reads a send request's body (restoring it byte for byte for

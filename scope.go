@@ -3,6 +3,7 @@ package keygate
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -20,7 +21,24 @@ type ScopeRule struct {
 	Path string `json:"path"`
 
 	match caddyhttp.MatchPath
+	// kind and literal are the rule's path pattern compiled for the
+	// common case: a plain request path compared with a plain pattern.
+	// Anything else is left to Caddy's matcher (viaCaddy).
+	kind    patternKind
+	literal string
 }
+
+// patternKind is how a path pattern compares with a plain path, mirroring
+// the fast cases of Caddy's path matcher.
+type patternKind uint8
+
+const (
+	viaCaddy  patternKind = iota // placeholders, escapes, "//", globs
+	exact                        // "/v3/mail/send"
+	prefix                       // "/v3/templates*"
+	suffix                       // "*/messages"
+	substring                    // "*/mail/*"
+)
 
 var httpMethods = []string{
 	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
@@ -61,18 +79,91 @@ func (r *ScopeRule) provision() error {
 		return fmt.Errorf("keygate: scope %q: missing path", r.Scope)
 	}
 	r.match = caddyhttp.MatchPath{r.Path}
-	return r.match.Provision(nilContext)
+	if err := r.match.Provision(nilContext); err != nil {
+		return err
+	}
+	r.kind, r.literal = compilePattern(r.match[0])
+	return nil
+}
+
+// compilePattern classifies a provisioned (lower-cased) pattern the way
+// caddyhttp.MatchPath treats it: one '*' at either end is a prefix or
+// suffix match, one at each end a substring match, and a pattern without
+// glob characters an exact match. Patterns with placeholders ("{"),
+// escapes ("%"), doubled slashes or other globs go to Caddy's matcher.
+func compilePattern(p string) (patternKind, string) {
+	if strings.ContainsAny(p, "{%") || strings.Contains(p, "//") {
+		return viaCaddy, ""
+	}
+	stars := strings.Count(p, "*")
+	switch {
+	case p == "*":
+		return prefix, ""
+	case stars == 2 && len(p) >= 2 && p[0] == '*' && p[len(p)-1] == '*':
+		return substring, p[1 : len(p)-1]
+	case stars == 1 && p[0] == '*':
+		return suffix, p[1:]
+	case stars == 1 && p[len(p)-1] == '*':
+		return prefix, p[:len(p)-1]
+	case stars == 0 && !strings.ContainsAny(p, `?[\`):
+		return exact, p
+	}
+	return viaCaddy, ""
+}
+
+// plainPath reports whether p is a path Caddy's matcher would compare as
+// it is: rooted, already lower case ASCII, and already clean (no empty,
+// "." or ".." segments), so lower-casing and cleaning would not change it.
+func plainPath(p string) bool {
+	if len(p) == 0 || p[0] != '/' || runtime.GOOS == "windows" {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c >= 'A' && c <= 'Z', c >= 0x80:
+			return false
+		case c == '/' && i > 0 && p[i-1] == '/':
+			return false
+		case c == '.' && p[i-1] == '/':
+			// A "." or ".." segment: "/.", "/./", "/..", "/../".
+			rest := p[i+1:]
+			if rest == "" || rest[0] == '/' || rest == "." || (rest[0] == '.' && rest[1] == '/') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// matches reports whether the rule's path pattern matches r, whose path
+// plain says is plain (see plainPath).
+func (r *ScopeRule) matches(req *http.Request, plain bool) bool {
+	if !plain || r.kind == viaCaddy {
+		return r.match.Match(req)
+	}
+	p := req.URL.Path
+	switch r.kind {
+	case exact:
+		return p == r.literal
+	case prefix:
+		return strings.HasPrefix(p, r.literal)
+	case suffix:
+		return strings.HasSuffix(p, r.literal)
+	default:
+		return strings.Contains(p, r.literal)
+	}
 }
 
 // requiredScope returns the scope of the first matching rule, or "" when no
 // rule matches (then only a full-access key may pass).
 func requiredScope(rules []ScopeRule, r *http.Request) string {
+	plain := plainPath(r.URL.Path)
 	for i := range rules {
 		rule := &rules[i]
 		if rule.Method != "" && rule.Method != r.Method {
 			continue
 		}
-		if rule.match.Match(r) {
+		if rule.matches(r, plain) {
 			return rule.Scope
 		}
 	}

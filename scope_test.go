@@ -1,0 +1,101 @@
+package keygate
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func scopeRequest(method, path string) *http.Request {
+	r := &http.Request{Method: method, URL: &url.URL{Path: path}, Header: http.Header{}}
+	return r.WithContext(context.WithValue(context.Background(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+}
+
+func TestRequiredScope(t *testing.T) {
+	rules := []ScopeRule{
+		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"},
+		{Scope: "templates.read", Method: "GET", Path: "/v3/templates*"},
+		{Scope: "mailgun.send", Path: "/v3/*/messages"},
+		{Scope: "events.read", Path: "*/events"},
+		{Scope: "stats.read", Path: "*stats*"},
+		{Scope: "escaped", Path: "/v3/a%2Fb"},
+		{Scope: "any.post", Method: "POST", Path: "*"},
+	}
+	for i := range rules {
+		if err := rules[i].provision(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name, method, path, want string
+	}{
+		{"an exact path", "POST", "/v3/mail/send", "mail.send"},
+		{"an exact path is case-insensitive, as Caddy's", "POST", "/V3/Mail/Send", "mail.send"},
+		{"an exact path is matched cleaned, as Caddy's", "POST", "/v3//mail/./x/../send", "mail.send"},
+		{"the method must match", "GET", "/v3/mail/send", ""},
+		{"a trailing slash is another path", "GET", "/v3/mail/send/", ""},
+		{"a prefix pattern", "GET", "/v3/templates/42", "templates.read"},
+		{"a prefix pattern on a dirty path", "GET", "/x/../v3/templates/42", "templates.read"},
+		{"a glob in the middle", "POST", "/v3/mg.example.com/messages", "mailgun.send"},
+		{"a suffix pattern", "GET", "/v3/mg.example.com/events", "events.read"},
+		{"a substring pattern", "GET", "/v3/stats/global", "stats.read"},
+		{"an escaped pattern compares escaped paths", "GET", "/v3/a/b", ""},
+		{"the first matching rule wins", "POST", "/v3/stats", "stats.read"},
+		{"a catch-all rule", "POST", "/anything", "any.post"},
+		{"no rule matches", "DELETE", "/v3/keys", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := requiredScope(rules, scopeRequest(c.method, c.path)); got != c.want {
+				t.Errorf("requiredScope(%s %s) = %q, want %q", c.method, c.path, got, c.want)
+			}
+		})
+	}
+}
+
+func TestPlainPath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/v3/mail/send":   true,
+		"/":               true,
+		"/v3/mail/send/":  true,
+		"/a/.hidden/b":    true,
+		"/a/..b/c":        true,
+		"/a/b.":           true,
+		"":                false,
+		"v3/mail/send":    false,
+		"/V3/mail/send":   false,
+		"/v3//mail":       false,
+		"/v3/./mail":      false,
+		"/v3/../mail":     false,
+		"/v3/.":           false,
+		"/v3/..":          false,
+		"/v3/caf\xc3\xa9": false,
+	} {
+		if got := plainPath(path); got != want {
+			t.Errorf("plainPath(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
+// FuzzScopeMatchesCaddy proves the compiled fast path decides exactly as
+// Caddy's path matcher would, for any pattern and request path.
+func FuzzScopeMatchesCaddy(f *testing.F) {
+	for _, p := range []string{"/v3/mail/send", "/v3/templates*", "*/events", "*stats*", "/v3/*/messages", "*", "**", "/a?c", "/a[b]c", "/a%2fb", "//x*", "/{env.X}*"} {
+		for _, path := range []string{"/v3/mail/send", "/V3/templates/1", "/v3//events", "/a/../stats", "/abc", "/a%2fb", "", "/x/./y/"} {
+			f.Add(p, path)
+		}
+	}
+	f.Fuzz(func(t *testing.T, pattern, path string) {
+		rule := ScopeRule{Scope: "s", Path: pattern}
+		if pattern == "" || rule.provision() != nil {
+			return
+		}
+		r := scopeRequest("GET", path)
+		want := rule.match.Match(r)
+		if got := rule.matches(r, plainPath(path)); got != want {
+			t.Fatalf("pattern %q, path %q: fast path says %v, Caddy's matcher %v", pattern, path, got, want)
+		}
+	})
+}
