@@ -26,6 +26,12 @@ type Message struct {
 	// including per-personalization and per-message overrides, as lower-cased
 	// addr-specs. An address may appear more than once.
 	Senders []string
+	// SendingDomains holds the domains the request sends through without
+	// naming them in an address, lower-cased: Mailgun's {domain} in
+	// /v3/{domain}/messages. The provider sends through that domain whatever
+	// the From says, so a key's sender domains must allow it as they allow
+	// a sender (see DomainAllowed).
+	SendingDomains []string
 	// Recipients is To + Cc + Bcc summed over every message, personalization
 	// and batch element.
 	Recipients int
@@ -46,7 +52,7 @@ type Dialect struct {
 // endpoint is one send endpoint of a dialect.
 type endpoint struct {
 	// path is the endpoint's clean path; a "*" segment matches any one
-	// segment (Mailgun's sending domain).
+	// segment, which Inspect reports as a sending domain (Mailgun's).
 	path string
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
@@ -121,26 +127,33 @@ func Names() []string {
 // case-insensitively, like Caddy's path matcher and many upstreams: a client
 // must not dodge inspection by writing "/V3//mail/send/". It does not allocate.
 func (d *Dialect) IsSend(method, path string) bool {
-	return strings.EqualFold(method, "POST") && d.endpoint(path) != nil
+	if !strings.EqualFold(method, "POST") {
+		return false
+	}
+	e, _ := d.endpoint(path)
+	return e != nil
 }
 
-func (d *Dialect) endpoint(path string) *endpoint {
+// endpoint returns the send endpoint path is, and the segment its pattern's
+// "*" matched ("" for a pattern without one).
+func (d *Dialect) endpoint(path string) (*endpoint, string) {
 	for i := range d.endpoints {
-		if matchPath(d.endpoints[i].path, path) {
-			return &d.endpoints[i]
+		if wild, ok := matchPath(d.endpoints[i].path, path); ok {
+			return &d.endpoints[i], wild
 		}
 	}
-	return nil
+	return nil, ""
 }
 
 // Inspect reads a send request's body. path selects the endpoint (a Postmark
-// batch is read differently from a single message); contentType is the
-// request's Content-Type header, which matters only for Mailgun's forms.
+// batch is read differently from a single message) and may name a sending
+// domain (Mailgun's); contentType is the request's Content-Type header,
+// which matters only for Mailgun's forms.
 //
 // An error means the body is not a valid send request in this dialect; its
 // message names the field and the problem and never quotes the body.
 func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error) {
-	e := d.endpoint(path)
+	e, domain := d.endpoint(path)
 	if e == nil {
 		return Message{}, errors.New("the path is not a send endpoint")
 	}
@@ -156,6 +169,9 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	}
 	if err != nil {
 		return Message{}, err
+	}
+	if domain != "" {
+		in.m.SendingDomains = []string{strings.ToLower(domain)}
 	}
 	return in.m, nil
 }
@@ -194,20 +210,26 @@ func (in *inspection) json(s *shape, body []byte) error {
 	return nil
 }
 
-// matchPath reports whether path, cleaned, is pattern. Both are walked
+// matchPath reports whether path, cleaned, is pattern, and returns the
+// segment of the cleaned path that pattern's "*" matched. Both are walked
 // segment by segment from the end, which resolves "..", "." and repeated
-// slashes without building the cleaned path.
-func matchPath(pattern, path string) bool {
+// slashes without building the cleaned path, so the wildcard segment is the
+// one the cleaned path holds: "/v3/a.example/../b.example/messages" names
+// b.example.
+func matchPath(pattern, path string) (wild string, ok bool) {
 	want := segments{s: pattern, end: len(pattern)}
 	got := segments{s: path, end: len(path)}
 	for {
 		w, wok := want.next()
 		g, gok := got.next()
 		if !wok || !gok {
-			return wok == gok
+			return wild, wok == gok
 		}
-		if w != "*" && !strings.EqualFold(w, g) {
-			return false
+		switch {
+		case w == "*":
+			wild = g
+		case !strings.EqualFold(w, g):
+			return "", false
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -12,6 +13,7 @@ import (
 type target struct {
 	d           *Dialect
 	path, ctype string
+	domains     []string // the sending domains the path names
 }
 
 // fuzzTargets lists every send endpoint of every dialect; Mailgun's once
@@ -21,11 +23,15 @@ func fuzzTargets() []target {
 	for _, d := range dialects {
 		for _, e := range d.endpoints {
 			p := strings.ReplaceAll(e.path, "*", "mg.example.com")
+			var domains []string
+			if p != e.path {
+				domains = []string{"mg.example.com"}
+			}
 			if !e.form {
-				ts = append(ts, target{d, p, jsonType})
+				ts = append(ts, target{d, p, jsonType, domains})
 				continue
 			}
-			ts = append(ts, target{d, p, formType}, target{d, p, "multipart/form-data; boundary=" + fuzzBoundary})
+			ts = append(ts, target{d, p, formType, domains}, target{d, p, "multipart/form-data; boundary=" + fuzzBoundary, domains})
 		}
 	}
 	return ts
@@ -35,7 +41,8 @@ const fuzzBoundary = "b0undary"
 
 // FuzzInspect feeds arbitrary bodies to every send endpoint, chosen by the
 // first input. Inspect must never panic, never report a negative count,
-// never accept a JSON body encoding/json rejects, and never change the body.
+// never accept a JSON body encoding/json rejects, never change the body, and
+// always report the sending domain the path names, whatever the body says.
 func FuzzInspect(f *testing.F) {
 	targets := fuzzTargets()
 	files, _ := filepath.Glob(filepath.Join("testdata", "*.*"))
@@ -73,6 +80,9 @@ func FuzzInspect(f *testing.F) {
 			if s != strings.ToLower(s) || !strings.Contains(s, "@") {
 				t.Fatalf("sender %q is not a lower-case address", s)
 			}
+		}
+		if !slices.Equal(m.SendingDomains, tg.domains) {
+			t.Fatalf("sending domains %q, want %q", m.SendingDomains, tg.domains)
 		}
 	})
 }

@@ -192,6 +192,44 @@ func TestInspect(t *testing.T) {
 	}
 }
 
+func TestInspectSendingDomain(t *testing.T) {
+	form := []byte("from=shop%40shop.example.com&to=a%40example.com")
+	mime, mimeType := multipartForm(t, [2]string{"to", "a@example.com"},
+		[2]string{"message", "From: shop@shop.example.com\r\nTo: a@example.com\r\n\r\nbody"})
+	tests := []struct {
+		name, dialect, path, contentType string
+		body                             []byte
+		want                             []string
+	}{
+		{name: "mailgun: the domain in the path is a sending domain",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType, body: form, want: []string{"mg.example.com"}},
+		{name: "mailgun: messages.mime names its sending domain too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", contentType: mimeType, body: mime, want: []string{"mg.example.com"}},
+		{name: "mailgun: the sending domain is lower-cased",
+			dialect: "mailgun", path: "/v3/MG.Example.COM/messages", contentType: formType, body: form, want: []string{"mg.example.com"}},
+		{name: "mailgun: repeated and trailing slashes do not hide the domain",
+			dialect: "mailgun", path: "//v3//mg.example.com//messages/", contentType: formType, body: form, want: []string{"mg.example.com"}},
+		{name: "mailgun: dot segments resolve first, so the domain is the one the cleaned path names",
+			dialect: "mailgun", path: "/v3/shop.example.com/../billing.example.com/messages", contentType: formType, body: form, want: []string{"billing.example.com"}},
+		{name: "mailgun: a dot segment after the domain does not replace it",
+			dialect: "mailgun", path: "/v3/mg.example.com/./x/../messages", contentType: formType, body: form, want: []string{"mg.example.com"}},
+		{name: "sendgrid: a fixed send path names no sending domain",
+			dialect: "sendgrid", path: "/v3/mail/send", contentType: jsonType, body: fixture(t, "sendgrid.json"), want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _ := Lookup(tt.dialect)
+			m, err := d.Inspect(tt.path, tt.contentType, tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(m.SendingDomains, tt.want) {
+				t.Errorf("sending domains %q, want %q", m.SendingDomains, tt.want)
+			}
+		})
+	}
+}
+
 func TestInspectRejects(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -12,10 +12,26 @@ func SenderAllowed(addr string, domains []string) bool {
 		return true
 	}
 	at := strings.LastIndexByte(addr, '@')
-	if at < 0 || at == len(addr)-1 {
+	if at < 0 {
 		return false
 	}
-	domain := addr[at+1:]
+	return DomainAllowed(addr[at+1:], domains)
+}
+
+// DomainAllowed reports whether a bare domain, such as a sending domain
+// named in a request's path, is one of domains. It compares exactly as
+// SenderAllowed compares an address's domain: "mg.example.com" is allowed
+// by "mg.example.com" and by "*.example.com", not by "example.com". The
+// domain is compared whole (an '@' in it splits nothing) and nothing is
+// trimmed, so anything unusual fails closed. An empty list allows every
+// domain; an empty domain matches no list.
+func DomainAllowed(domain string, domains []string) bool {
+	if len(domains) == 0 {
+		return true
+	}
+	if domain == "" {
+		return false
+	}
 	for _, d := range domains {
 		if parent, ok := strings.CutPrefix(d, "*."); ok {
 			// The byte before the suffix must be a dot, and something

@@ -1,6 +1,9 @@
 package mailapi
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSenderAllowed(t *testing.T) {
 	domains := []string{"shop.example.com", "*.mail.example.com"}
@@ -29,6 +32,40 @@ func TestSenderAllowed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := SenderAllowed(tt.addr, tt.domains); got != tt.want {
 				t.Errorf("SenderAllowed(%q, %q) = %v, want %v", tt.addr, tt.domains, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDomainAllowed(t *testing.T) {
+	domains := []string{"mg.example.com", "shop.example.com", "*.mail.example.com"}
+	tests := []struct {
+		name    string
+		domain  string
+		domains []string
+		want    bool
+	}{
+		{"a domain matches its exact entry", "mg.example.com", domains, true},
+		{"case does not matter", "MG.Example.COM", domains, true},
+		{"another domain of the same account is not allowed", "billing.example.com", domains, false},
+		{"an exact entry for the parent does not cover a sending subdomain", "mg.example.com", []string{"example.com"}, false},
+		{"an exact entry does not cover subdomains", "eu.mg.example.com", domains, false},
+		{"a wildcard entry covers a sending subdomain", "news.mail.example.com", domains, true},
+		{"a wildcard entry does not cover the domain itself", "mail.example.com", domains, false},
+		{"a wildcard entry is not a plain suffix", "evilmail.example.com", domains, false},
+		{"a trailing dot is not trimmed, so it fails closed", "mg.example.com.", domains, false},
+		{"an @ in a domain splits nothing: it is compared whole", "evil.example@mg.example.com", domains, false},
+		{"an empty domain matches nothing", "", domains, false},
+		{"an empty list allows every domain", "any.where.org", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := DomainAllowed(tt.domain, tt.domains); got != tt.want {
+				t.Errorf("DomainAllowed(%q, %q) = %v, want %v", tt.domain, tt.domains, got, tt.want)
+			}
+			// A bare domain compares as the domain of an address would.
+			if addr := "someone@" + tt.domain; !strings.Contains(tt.domain, "@") && SenderAllowed(addr, tt.domains) != tt.want {
+				t.Errorf("SenderAllowed(%q, %q) disagrees with DomainAllowed", addr, tt.domains)
 			}
 		})
 	}
