@@ -180,6 +180,50 @@ func TestEmailPolicy(t *testing.T) {
 		}
 	})
 
+	t.Run("mailgun: the sending domain in the path must be one of the key's sender domains", func(t *testing.T) {
+		mk := g.issue("--name", "mg-shop", "--scope", "mail.send", "--sender-domain", "shop.example.com", "--sender-domain", "mg.shop.example.com")
+		form := []byte(url.Values{"from": {"Shop <orders@shop.example.com>"}, "to": {"a@x.org"}, "subject": {"s"}, "text": {"t"}}.Encode())
+		formType := "application/x-www-form-urlencoded"
+		var mime bytes.Buffer
+		w := multipart.NewWriter(&mime)
+		w.WriteField("to", "a@x.org")
+		fw, _ := w.CreateFormFile("message", "message.mime")
+		fw.Write([]byte("From: Shop <orders@shop.example.com>\r\nTo: a@x.org\r\nSubject: s\r\n\r\nbody"))
+		w.Close()
+		cases := []struct {
+			name, path, ctype string
+			body              []byte
+			code              string // "" for a send that reaches the upstream
+		}{
+			{"the key's own sending domain passes", "/v3/mg.shop.example.com/messages", formType, form, ""},
+			{"the domain is compared ignoring case", "/v3/MG.Shop.Example.com/messages", formType, form, ""},
+			{"another domain of the account is sender_not_allowed though the From is allowed",
+				"/v3/billing.example.com/messages", formType, form, "sender_not_allowed"},
+			{"an exact entry does not cover a subdomain as sending domain", "/v3/eu.shop.example.com/messages", formType, form, "sender_not_allowed"},
+			{"messages.mime is checked too", "/v3/billing.example.com/messages.mime", w.FormDataContentType(), mime.Bytes(), "sender_not_allowed"},
+			{"dot segments cannot smuggle another domain past the check",
+				"/v3/mg.shop.example.com/../billing.example.com/messages", formType, form, "sender_not_allowed"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				before := up.count()
+				r := g.call("POST", tc.path, mk.Key, tc.body, "Host", "mailgun.localhost", "Content-Type", tc.ctype)
+				if tc.code == "" {
+					if r.Status != 202 || up.count() != before+1 || up.last().Path != tc.path {
+						t.Fatalf("%d %s; upstream path %q", r.Status, r.Body, up.last().Path)
+					}
+					return
+				}
+				if r.Status != 403 || r.code() != tc.code || !strings.Contains(string(r.Body), "sending domain") {
+					t.Fatalf("got %d %s, want 403 %s naming the sending domain", r.Status, r.Body, tc.code)
+				}
+				if up.count() != before {
+					t.Error("the upstream was called")
+				}
+			})
+		}
+	})
+
 	t.Run("ses v2 simple and raw content", func(t *testing.T) {
 		sk := g.issue("--name", "ses", "--scope", "mail.send", "--sender-domain", "shop.example.com")
 		ses := func(body string) *response {

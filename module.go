@@ -522,6 +522,11 @@ func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial)
 				return 0, denial{code: SenderNotAllowed}
 			}
 		}
+		for _, d := range msg.SendingDomains {
+			if !mailapi.DomainAllowed(d, rec.SenderDomains) {
+				return 0, denial{code: SenderNotAllowed, message: "the sending domain in the path is outside the API key's sender domains"}
+			}
+		}
 	}
 	if rec.MaxRecipients > 0 && msg.Recipients > rec.MaxRecipients {
 		return 0, denial{code: TooManyRecipients, message: fmt.Sprintf("the message has %d recipients; this API key allows %d per request", msg.Recipients, rec.MaxRecipients)}
