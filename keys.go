@@ -333,8 +333,9 @@ type revocation struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// targets resolves the keys a revocation applies to and the audit action.
-func (rv revocation) targets(ctx context.Context, st store.Store) ([]*store.Record, string, error) {
+// check reports a revocation that does not name exactly one of an id, a key
+// or an owner.
+func (rv revocation) check() error {
 	given := 0
 	for _, v := range []string{rv.ID, rv.Key, rv.Owner} {
 		if v != "" {
@@ -342,11 +343,27 @@ func (rv revocation) targets(ctx context.Context, st store.Store) ([]*store.Reco
 		}
 	}
 	if given != 1 {
-		return nil, "", badInput("give exactly one of an id, a key or an owner")
+		return badInput("give exactly one of an id, a key or an owner")
+	}
+	return nil
+}
+
+// targets resolves the keys a revocation applies to and the audit action.
+func (rv revocation) targets(ctx context.Context, st store.Store) ([]*store.Record, string, error) {
+	if err := rv.check(); err != nil {
+		return nil, "", err
 	}
 	switch {
 	case rv.Key != "":
-		rec, err := st.KeyByDigest(ctx, verifier.DigestOf(strings.TrimSpace(rv.Key)))
+		key := strings.TrimSpace(rv.Key)
+		// Like the gateway, reject a malformed key before any store work.
+		// The message never quotes the value: it may be a real key with a
+		// typo in it.
+		prefix, _, _ := strings.Cut(key, "_")
+		if _, ok := verifier.Parse(key, prefix); !ok {
+			return nil, "", badInput("the key is not a keygate key (wrong shape or checksum)")
+		}
+		rec, err := st.KeyByDigest(ctx, verifier.DigestOf(key))
 		if err != nil {
 			return nil, "", fmt.Errorf("no key with that value: %w", err)
 		}
