@@ -2,12 +2,14 @@ package keygate
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"os/user"
 	"strings"
 	"text/tabwriter"
@@ -253,12 +255,12 @@ func keysCommands() []*cobra.Command {
 	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now)")
 
 	revoke := &cobra.Command{
-		Use:   "revoke ID | --key KEY | --owner OWNER [--reason TEXT] [--yes]",
+		Use:   "revoke ID | --key -|KEY | --owner OWNER [--reason TEXT] [--yes]",
 		Short: "Revoke a key by id, a leaked key by its value, or every key of an owner",
 		Args:  cobra.MaximumNArgs(1),
 		RunE:  run(runRevoke),
 	}
-	revoke.Flags().String("key", "", "Revoke the key with this value (a leaked key); the value is only hashed")
+	revoke.Flags().String("key", "", "Revoke a leaked key by its value; - reads it from stdin (keeps it out of shell history and ps)")
 	revoke.Flags().String("owner", "", "Revoke every key of this owner")
 	revoke.Flags().String("reason", "", "Why (kept in the audit events)")
 	revoke.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
@@ -330,10 +332,22 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 1 {
 		rv.ID = args[0]
 	}
+	if rv.Key == "-" {
+		if err := rv.check(); err != nil {
+			return err
+		}
+		key, err := readKey(os.Stdin)
+		if err != nil {
+			return err
+		}
+		rv.Key = key
+	}
 	targets, action, err := rv.targets(ctx, c.st)
 	if err != nil {
 		return err
 	}
+	// A key typed for --key - was read from this terminal up to its newline
+	// and no further, so the answer is the next line; a piped key never asks.
 	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
 		what := fmt.Sprintf("%d active keys of owner %q", len(targets), rv.Owner)
 		if rv.Owner == "" {
@@ -353,6 +367,60 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 		return c.printRecord(recs[0])
 	}
 	return c.output(recs, func() error { return c.printTable(recs) })
+}
+
+// maxKeyLine bounds what --key - reads from a pipe: far more than a key.
+const maxKeyLine = 1024
+
+// readKey reads the value of --key - from in: typed without echo when in is
+// a terminal, else the first line of what is piped in, trimmed. Errors never
+// quote what was read.
+func readKey(in *os.File) (string, error) {
+	fd := int(in.Fd())
+	if !term.IsTerminal(fd) {
+		return readKeyLine(in)
+	}
+	// ReadPassword turns echo off; restore it if Ctrl-C ends the process
+	// mid-prompt, or the shell is left without echo.
+	if state, err := term.GetState(fd); err == nil {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		done := make(chan struct{})
+		defer func() { signal.Stop(sig); close(done) }()
+		go func() {
+			select {
+			case <-sig:
+				term.Restore(fd, state)
+				fmt.Fprintln(os.Stderr)
+				os.Exit(130)
+			case <-done:
+			}
+		}()
+	}
+	fmt.Fprint(os.Stderr, "Key to revoke (input hidden): ")
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(os.Stderr)
+	if err != nil && err != io.EOF { // EOF: Ctrl-D, no key
+		return "", fmt.Errorf("--key -: reading the key from the terminal: %v", err)
+	}
+	return readKeyLine(bytes.NewReader(b))
+}
+
+// readKeyLine returns the first line of r, trimmed; a pipe that holds more
+// (e.g. a file's trailing newline or notes) is not read further.
+func readKeyLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, maxKeyLine+1)).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("--key -: reading standard input: %v", err)
+	}
+	if len(line) > maxKeyLine && !strings.HasSuffix(line, "\n") {
+		return "", badInput("--key -: the first line of standard input is too long to be a key")
+	}
+	key := strings.TrimSpace(line)
+	if key == "" {
+		return "", badInput("--key -: no key on standard input")
+	}
+	return key, nil
 }
 
 // output prints v as JSON with --json, else the human form.

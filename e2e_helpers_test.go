@@ -259,8 +259,14 @@ func (g *gateway) keys(args ...string) string {
 }
 
 func (g *gateway) keysRaw(args ...string) (string, string, error) {
+	return g.keysStdin(nil, args...)
+}
+
+// keysStdin is keysRaw with stdin (nil: the null device).
+func (g *gateway) keysStdin(stdin io.Reader, args ...string) (string, string, error) {
 	cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", g.store)...)
 	cmd.Env = g.environ()
+	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

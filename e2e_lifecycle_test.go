@@ -205,6 +205,67 @@ func TestKeyLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("CLI: revoke --key - reads a leaked key from stdin and never prints it", func(t *testing.T) {
+		leaked := g.issue("--name", "pasted", "--scope", "mail.send")
+		all = append(all, leaked)
+		if r := send(leaked.Key); r.Status != 202 {
+			t.Fatalf("before: %d %s", r.Status, r.Body)
+		}
+		out, errOut, err := g.keysStdin(strings.NewReader(leaked.Key+"\n"), "revoke", "--key", "-", "--reason", "pasted in chat", "--json")
+		if err != nil {
+			t.Fatalf("%v: %s", err, errOut)
+		}
+		var rec record
+		if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.ID != leaked.ID || rec.RevokedAt == nil {
+			t.Fatalf("revoked record: %v %s", err, out)
+		}
+		if strings.Contains(out+errOut, leaked.Key[8:]) {
+			t.Error("the output contains the key")
+		}
+		if eventually(t, 2*time.Second, func() bool { return send(leaked.Key).code() == "revoked_key" }) < 0 {
+			t.Error("not revoked")
+		}
+		if evs := g.keys("events", leaked.ID, "--json"); !strings.Contains(evs, "leak_reported") || !strings.Contains(evs, "pasted in chat") {
+			t.Errorf("events: %s", evs)
+		}
+	})
+
+	t.Run("CLI: revoke --key - refuses bad input in one line that does not echo it", func(t *testing.T) {
+		kept := g.issue("--name", "kept", "--scope", "mail.send")
+		all = append(all, kept)
+		typo := kept.Key[:len(kept.Key)-1] + "0" // the last checksum character changed
+		if typo == kept.Key {
+			typo = kept.Key[:len(kept.Key)-1] + "1"
+		}
+		cases := []struct {
+			name, stdin string
+			args        []string
+			want        string
+		}{
+			{"a value that is not shaped like a key", "kg_live_hunter2-not-a-real-key\n", nil, "not a keygate key"},
+			{"a key with a typo (wrong checksum)", typo + "\n", nil, "not a keygate key"},
+			{"nothing on stdin", "", nil, "no key on standard input"},
+			{"an id as well as --key -", kept.Key + "\n", []string{kept.ID}, "exactly one of"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				out, errOut, err := g.keysStdin(strings.NewReader(tc.stdin), append([]string{"revoke", "--key", "-", "--yes"}, tc.args...)...)
+				if err == nil || out != "" {
+					t.Fatalf("exit %v, stdout %q", err, out)
+				}
+				if strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.Contains(errOut, tc.want) {
+					t.Errorf("stderr %q, want one line containing %q", errOut, tc.want)
+				}
+				if in := strings.TrimSpace(tc.stdin); in != "" && strings.Contains(errOut, in[8:]) {
+					t.Errorf("stderr %q echoes the input", errOut)
+				}
+			})
+		}
+		if r := send(kept.Key); r.Status != 202 {
+			t.Errorf("a refused revoke revoked the key: %d %s", r.Status, r.Body)
+		}
+	})
+
 	t.Run("audit lists unused, expiring, full-access and never-expiring keys", func(t *testing.T) {
 		full := g.issue("--name", "god-mode", "--scope", "*")
 		soon := g.issue("--name", "expiring", "--scope", "mail.send", "--expires", "2d")
