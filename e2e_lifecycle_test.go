@@ -174,6 +174,7 @@ func TestKeyLifecycle(t *testing.T) {
 			{"GET", "/keygate/keys/key_doesnotexist", nil, 404, "not found"},
 			{"POST", "/keygate/keys/key_doesnotexist/revoke", map[string]any{}, 404, "not found"},
 			{"POST", "/keygate/revoke", map[string]any{}, 400, "exactly one of"},
+			{"POST", "/keygate/revoke", map[string]any{"key": "kg_live_typo"}, 400, "not a keygate key"},
 		}
 		for _, c := range cases {
 			r := g.admin(c.method, c.path, c.body)
