@@ -15,6 +15,8 @@ var clusterCaddyfile = site(`
 		ratelimit redis {env.REDIS_URL}
 		cache_ttl 10m
 		scope mail.send POST /v3/mail/send
+		# The revocation test presents 20 revoked keys from this address.
+		failed_auth_limit 1000/m
 	}
 	reverse_proxy {UPSTREAM}
 `)

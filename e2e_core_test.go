@@ -255,3 +255,49 @@ func TestRateLimitStateSurvivesReload(t *testing.T) {
 		t.Fatalf("fourth request after reload: %d %s (the bucket was reset by the reload)", r.Status, r.Body)
 	}
 }
+
+// TestFailedAuthLimitSparesCachedKeys: past failed_auth_limit a client
+// address gets no more store queries, but keys already verified keep
+// working, so one broken integration does not stop the others behind the
+// same NAT address.
+func TestFailedAuthLimitSparesCachedKeys(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		failed_auth_limit 3/m
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	working := g.issue("--name", "working", "--scope", "mail.send")
+	fresh := g.issue("--name", "not-yet-used", "--scope", "mail.send")
+	time.Sleep(500 * time.Millisecond) // the change-log poll has seen both issues
+	if r := g.call("POST", "/v3/mail/send", working.Key, nil); r.Status != 202 {
+		t.Fatalf("before any failure: %d %s", r.Status, r.Body)
+	}
+	for i := 0; i < 5; i++ {
+		g.call("POST", "/v3/mail/send", "kg_live_broken-integration", nil)
+	}
+	queries := g.metric("keygate_store_queries_total")
+	for _, c := range []struct {
+		name, key string
+		status    int
+		code      string
+	}{
+		{"garbage keys get auth_rate_limited", "kg_live_broken-integration", 429, "auth_rate_limited"},
+		{"a key the gateway would have to look up gets auth_rate_limited", fresh.Key, 429, "auth_rate_limited"},
+		{"a key already verified is still proxied", working.Key, 202, ""},
+	} {
+		r := g.call("POST", "/v3/mail/send", c.key, nil)
+		if r.Status != c.status || r.code() != c.code {
+			t.Errorf("%s: %d %s", c.name, r.Status, r.Body)
+		}
+		if c.status == 429 && r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: no Retry-After", c.name)
+		}
+	}
+	if n := g.metric("keygate_store_queries_total") - queries; n != 0 {
+		t.Errorf("%v store queries from an address past its failed-attempt limit", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,4 +119,20 @@ func (g *gateway) metrics() string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// metric returns the value of one unlabelled metric from the admin
+// endpoint's /metrics.
+func (g *gateway) metric(name string) float64 {
+	for _, line := range strings.Split(g.metrics(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				g.t.Fatalf("metric %s: %q", name, line)
+			}
+			return f
+		}
+	}
+	g.t.Fatalf("metric %s not on /metrics", name)
+	return 0
 }

@@ -287,12 +287,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: MissingKey})
 	}
 
-	// 2. Shape + checksum, cache, store; then the key's own state.
-	if res := h.backend.authFail.Peek(ip, h.authLimit, t); !res.Allowed {
-		return h.deny(w, r, q, ip, t, denial{code: AuthRateLimited, retryAfter: res.RetryAfter})
-	}
-	rec, code := h.authenticate(r.Context(), key, t)
+	// 2. Shape + checksum, cache, store; then the key's own state. A
+	// client over its failed-attempt limit gets no more store queries:
+	// only keys already cached are answered.
+	limited := h.backend.authFail.Peek(ip, h.authLimit, t)
+	rec, code := h.authenticate(r.Context(), key, t, !limited.Allowed)
 	q.rec = rec
+	if code == AuthRateLimited {
+		return h.deny(w, r, q, ip, t, denial{code: code, retryAfter: limited.RetryAfter})
+	}
 	if code != Allowed {
 		if code != StoreUnavailable {
 			h.backend.authFail.Allow(r.Context(), ip, h.authLimit, t)
@@ -430,13 +433,26 @@ func takeOnBehalfOf(r *http.Request) map[string][]string {
 }
 
 // authenticate checks shape and checksum before any cache or store work,
-// then looks the digest up and checks the record's state.
-func (h *Handler) authenticate(ctx context.Context, key string, t time.Time) (*store.Record, Code) {
+// then looks the digest up and checks the record's state. A limited client
+// (over failed_auth_limit) is answered from the cache alone: a key that
+// would need the store, or is not a key at all, is AuthRateLimited.
+func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, limited bool) (*store.Record, Code) {
 	if _, ok := verifier.Parse(key, h.Prefix); !ok {
+		if limited {
+			return nil, AuthRateLimited
+		}
 		return nil, InvalidKey
 	}
-	rec, err := h.backend.verifier.Lookup(ctx, verifier.DigestOf(key), h.ttl)
+	var rec *store.Record
+	var err error
+	if limited {
+		rec, err = h.backend.verifier.Cached(verifier.DigestOf(key), h.ttl)
+	} else {
+		rec, err = h.backend.verifier.Lookup(ctx, verifier.DigestOf(key), h.ttl)
+	}
 	switch {
+	case limited && err != nil:
+		return nil, AuthRateLimited
 	case errors.Is(err, verifier.ErrUnknown):
 		return nil, InvalidKey
 	case err != nil:

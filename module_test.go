@@ -239,3 +239,48 @@ func TestUsageIsWrittenInBatchesNotPerRequest(t *testing.T) {
 		t.Fatalf("usage after the flush: %+v %v", u, err)
 	}
 }
+
+func TestFailedAuthLimitStopsStoreQueriesNotCachedKeys(t *testing.T) {
+	h, st := testHandler(t, &Handler{FailedAuthLimit: "3/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	_, cached := issue(t, st, "mail.send")
+	revokedRec, revoked := issue(t, st, "mail.send")
+	_, uncached := issue(t, st, "mail.send")
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{cached, revoked} {
+		if w := serve(h, "POST", "/send", key); w.Code != http.StatusAccepted {
+			t.Fatalf("warm-up: %d %s", w.Code, w.Body)
+		}
+	}
+	if _, err := revokeKey(context.Background(), st, revokedRec.ID, "test", "revoked", "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.backend.verifier.Sync(context.Background())
+	serve(h, "POST", "/send", revoked) // the revoked key is cached again, as revoked
+	time.Sleep(50 * time.Millisecond)  // let the cache's asynchronous set land
+	for i := 0; i < 2; i++ {
+		if w := serve(h, "POST", "/send", "kg_live_garbage"); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d %s", i+2, w.Code, w.Body)
+		}
+	}
+	queries := h.backend.verifier.Stats().StoreQueries
+	for _, c := range []struct {
+		name, key string
+		status    int
+		code      string
+	}{
+		{"garbage past the limit", "kg_live_garbage", 429, "auth_rate_limited"},
+		{"a well-formed key that is not cached", uncached, 429, "auth_rate_limited"},
+		{"a cached valid key", cached, 202, ""},
+		{"a cached revoked key", revoked, 401, "revoked_key"},
+	} {
+		w := serve(h, "POST", "/send", c.key)
+		if w.Code != c.status || !strings.Contains(w.Body.String(), c.code) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, w.Code, w.Body, c.status, c.code)
+		}
+	}
+	if n := h.backend.verifier.Stats().StoreQueries - queries; n != 0 {
+		t.Errorf("%d store queries from a client past its failed-attempt limit", n)
+	}
+}

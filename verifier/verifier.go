@@ -25,6 +25,9 @@ var ErrUnknown = errors.New("keygate: unknown key")
 // closed, never treating the key as valid or as unknown.
 var ErrUnavailable = errors.New("keygate: key store unavailable")
 
+// ErrNotCached means Cached found nothing cached for the digest.
+var ErrNotCached = errors.New("keygate: key not cached")
+
 var errClosed = fmt.Errorf("%w: verifier closed", ErrUnavailable)
 
 // Options tune a Verifier. Zero values take the defaults.
@@ -222,6 +225,17 @@ func keyToHash(k uint64) (uint64, uint64) { return k, 0 }
 // The record is shared with other callers and the cache: it must not be
 // modified (use Record.Clone).
 func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
+	return v.lookup(ctx, d, ttl, true)
+}
+
+// Cached is Lookup without the store: what the cache holds for d, or
+// ErrNotCached. A gateway uses it for clients it no longer lets cost a
+// store query.
+func (v *Verifier) Cached(d store.Digest, ttl time.Duration) (*store.Record, error) {
+	return v.lookup(context.Background(), d, ttl, false)
+}
+
+func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, fill bool) (*store.Record, error) {
 	v.life.RLock()
 	defer v.life.RUnlock()
 	if v.closed {
@@ -237,6 +251,9 @@ func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration
 			v.hits.Add(1)
 			return e.rec, nil
 		}
+	}
+	if !fill {
+		return nil, ErrNotCached
 	}
 	v.misses.Add(1)
 	return v.fill(ctx, d, ttl)

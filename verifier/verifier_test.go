@@ -502,3 +502,31 @@ func TestClose(t *testing.T) {
 	v.Invalidate(rec.Digest) // must not panic
 	v.Close()                // twice is harmless
 }
+
+func TestCachedNeverAsksTheStore(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	unknown := DigestOf("kg_live_unknown")
+	for _, d := range []store.Digest{rec.Digest, unknown} {
+		if _, err := v.Cached(d, time.Minute); !errors.Is(err, ErrNotCached) {
+			t.Fatalf("Cached before any Lookup = %v, want ErrNotCached", err)
+		}
+	}
+	if n := st.reads.Load(); n != 0 {
+		t.Fatalf("Cached read the store %d times", n)
+	}
+	v.Lookup(context.Background(), rec.Digest, time.Minute)
+	v.Lookup(context.Background(), unknown, time.Minute)
+	v.cache.Wait()
+	if got, err := v.Cached(rec.Digest, time.Minute); err != nil || got != rec {
+		t.Errorf("Cached after a Lookup = %v, %v; want the record", got, err)
+	}
+	if _, err := v.Cached(unknown, time.Minute); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Cached of an unknown digest after a Lookup = %v, want ErrUnknown", err)
+	}
+	if n := st.reads.Load(); n != 2 {
+		t.Errorf("store read %d times, want 2 (the Lookups only)", n)
+	}
+}
