@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		quota      <N>/<d|mo>                # default per-key recipients per UTC day / month
 //		max_body   <size>                    # largest send payload inspected (default 10MB)
 //		ratelimit  redis <url>               # shared limits and quotas across nodes
+//		metrics    per_key                   # also count requests per key id (bounded key counts only)
 //	}
 //
 // Every option is checked here so a mistake names its line and value.
@@ -189,6 +190,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: ratelimit redis %q: want redis://host:port[/db]", store.RedactURI(args[1]))
 			}
 			h.RateLimitRedis = args[1]
+		case "metrics":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if v != "per_key" {
+				return d.Errf("keygate: metrics %q: want per_key", v)
+			}
+			h.PerKeyMetrics = true
 		default:
 			return d.Errf("keygate: unknown option %q", opt)
 		}

@@ -91,6 +91,7 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"bad store", "store mysql://x", `store "mysql://x"`},
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
 		{"two values", "whoami /a /b", `whoami: want exactly one value`},
+		{"unknown metrics mode", "metrics per_host", `metrics "per_host": want per_key`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +113,7 @@ func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"rate 10/m burst 5", "scope mail.send POST /v3/mail/send", "store sqlite:/x.db", "env live",
 		"cache_ttl 1m", "max_body 5MB", "quota 10/mo", "ratelimit redis redis://h:1/0", "key_header X-Api-Key",
-		"whoami /w", "mail_api sendgrid", "failed_auth_limit 3/s", "prefix acme", "rate 1/x burst",
+		"whoami /w", "mail_api sendgrid", "failed_auth_limit 3/s", "prefix acme", "rate 1/x burst", "metrics per_key",
 	} {
 		f.Add(seed)
 	}

@@ -12,11 +12,13 @@ import (
 )
 
 // keygateMetrics are created once per process and registered with each
-// config's metrics registry, so counts continue across reloads. No metric
-// has a per-key label: key ids are unbounded.
+// config's metrics registry, so counts continue across reloads. Only
+// keyRequests has a per-key label, and it stays empty unless a handler opts
+// in (per_key_metrics): key ids are unbounded.
 type keygateMetrics struct {
 	requests         [numCodes]prometheus.Counter
 	requestsVec      *prometheus.CounterVec
+	keyRequests      *prometheus.CounterVec
 	storeSeconds     *prometheus.HistogramVec
 	storeErrors      *prometheus.CounterVec
 	limiterEvictions prometheus.Counter
@@ -34,6 +36,10 @@ func newMetrics() *keygateMetrics {
 			Namespace: ns, Name: "requests_total",
 			Help: "Requests seen by keygate, by decision (allowed or a denial code).",
 		}, []string{"decision"}),
+		keyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "key_requests_total",
+			Help: "Requests by key id and decision, for handlers with metrics per_key (off by default).",
+		}, []string{"key_id", "decision"}),
 		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "store_query_seconds",
 			Help:    "Latency of key store operations.",
@@ -61,7 +67,7 @@ func newMetrics() *keygateMetrics {
 		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
 	}
 	m.collectors = []prometheus.Collector{
-		m.requestsVec, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors,
+		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
 			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
 			func() float64 {

@@ -76,6 +76,10 @@ type Handler struct {
 	// RateLimitRedis makes limits and quotas global through Redis, e.g.
 	// "redis://127.0.0.1:6379/0".
 	RateLimitRedis string `json:"ratelimit_redis,omitempty"`
+	// PerKeyMetrics adds keygate_key_requests_total, labelled by key id and
+	// decision. Off by default: one series per key and decision, so only
+	// for deployments with a bounded number of keys.
+	PerKeyMetrics bool `json:"per_key_metrics,omitempty"`
 
 	backend   *backend
 	storeURI  string
@@ -718,6 +722,9 @@ func (h *Handler) emit(name string, q *request, ip string) {
 // record writes the usage log entry and counts the request.
 func (h *Handler) record(r *http.Request, q *request, ip string, status int, recipients int64, t time.Time) {
 	metrics.requests[q.code].Inc()
+	if h.PerKeyMetrics && q.rec != nil {
+		metrics.keyRequests.WithLabelValues(q.rec.ID, q.code.String()).Inc()
+	}
 	if q.rec != nil {
 		metric := usage.MetricAllowed
 		if q.code != Allowed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -282,5 +285,43 @@ func TestFailedAuthLimitStopsStoreQueriesNotCachedKeys(t *testing.T) {
 	}
 	if n := h.backend.verifier.Stats().StoreQueries - queries; n != 0 {
 		t.Errorf("%d store queries from a client past its failed-attempt limit", n)
+	}
+}
+
+// keySeries returns keygate_key_requests_total by decision for one key id.
+func keySeries(id string) map[string]float64 {
+	ch := make(chan prometheus.Metric, 100)
+	go func() { metrics.keyRequests.Collect(ch); close(ch) }()
+	out := map[string]float64{}
+	for m := range ch {
+		var pb dto.Metric
+		m.Write(&pb)
+		labels := map[string]string{}
+		for _, l := range pb.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["key_id"] == id {
+			out[labels["decision"]] = pb.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func TestPerKeyMetricsOnlyWhenAskedFor(t *testing.T) {
+	scopes := []ScopeRule{{Scope: "mail.send", Path: "/send"}}
+	for _, perKey := range []bool{false, true} {
+		h, st := testHandler(t, &Handler{Scopes: scopes, PerKeyMetrics: perKey})
+		rec, key := issue(t, st, "mail.send")
+		serve(h, "POST", "/send", key)
+		serve(h, "POST", "/send", key)
+		serve(h, "GET", "/other", key)
+		got := keySeries(rec.ID)
+		want := map[string]float64{}
+		if perKey {
+			want = map[string]float64{"allowed": 2, "insufficient_scope": 1}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("per_key_metrics=%v: keygate_key_requests_total for the key = %v, want %v", perKey, got, want)
+		}
 	}
 }
