@@ -450,9 +450,9 @@ func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, lim
 	var rec *store.Record
 	var err error
 	if limited {
-		rec, err = h.backend.verifier.Cached(verifier.DigestOf(key), h.ttl)
+		rec, err = h.backend.verifier.Cached(verifier.DigestOf(key), h.ttl, t)
 	} else {
-		rec, err = h.backend.verifier.Lookup(ctx, verifier.DigestOf(key), h.ttl)
+		rec, err = h.backend.verifier.LookupAt(ctx, verifier.DigestOf(key), h.ttl, t)
 	}
 	switch {
 	case limited && err != nil:

@@ -24,6 +24,7 @@ THREADS=2
 CONNS=32
 FLOOD_KEYS=${FLOOD_KEYS:-120000} # fresh unknown keys per flood run
 THROTTLE_MS=${THROTTLE_MS:-10}   # delay per request per connection in throttled floods
+VALID_DELAY_MS=${VALID_DELAY_MS:-10} # delay per request per connection of the fixed-rate valid load
 KEYGATE_LOG=${KEYGATE_LOG:-on}
 
 P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_RESPOND=18009
@@ -237,7 +238,9 @@ run short-garbage $P_SHORT KEYS="$OUT/garbage.keys"
 run short-unknown-fresh $P_SHORT KEYS="$(fresh short)"
 
 # conc LABEL [flood VAR=value... -- wrk args]: the valid-key load (1 thread,
-# 16 connections) alone or alongside a flood (1 thread, 16 connections).
+# 16 connections; each connection paced by VDELAY ms when set) alone or
+# alongside a flood (1 thread, 16 connections).
+VDELAY=""
 CONC=$OUT/concurrent.txt
 : >"$CONC"
 conc() {
@@ -255,7 +258,7 @@ conc() {
 		PIDS+=($fpid)
 		sleep 0.3
 	fi
-	line=$(LABEL="$label" WRK_THREADS=1 wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua \
+	line=$(LABEL="$label" WRK_THREADS=1 DELAY_MS="$VDELAY" wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua \
 		-H "Authorization: Bearer $VALID" "http://127.0.0.1:$P_KG/v3/mail/send" | grep '^RESULT')
 	local frps=0
 	if [ -n "$fpid" ]; then
@@ -277,6 +280,22 @@ for r in $(seq 1 "$CONC_ROUNDS"); do
 	conc +unknown-throttled KEYS="$(fresh conc-t$r)" DELAY_MS=$THROTTLE_MS
 	rm -f "$OUT"/conc-*.keys
 done
+
+# The same at a fixed, moderate rate: the valid load paced (16 connections,
+# one request per VALID_DELAY_MS each) and the floods paced too, so the CPUs
+# are not saturated and what is compared is the valid requests' latency.
+echo "== valid key paced (${VALID_DELAY_MS} ms per connection) alone and alongside paced floods (${THROTTLE_MS} ms)"
+VDELAY=$VALID_DELAY_MS
+for r in $(seq 1 "$CONC_ROUNDS"); do
+	ROUND=$r
+	conc paced:solo
+	conc paced:+garbage KEYS="$OUT/garbage.keys" DELAY_MS=$THROTTLE_MS
+	conc paced:+unknown-fresh KEYS="$(fresh conc-p$r)" DELAY_MS=$THROTTLE_MS
+	conc paced:+revoked DELAY_MS=$THROTTLE_MS -- -H "Authorization: Bearer $REVOKED"
+	conc paced:+valid-control DELAY_MS=$THROTTLE_MS -- -H "Authorization: Bearer $VALID"
+	rm -f "$OUT"/conc-*.keys
+done
+VDELAY=""
 
 echo
 echo "== summary: medians over $ROUNDS rounds; ratio and added p99 against the baseline of the same round"
@@ -300,19 +319,21 @@ END {
 }' "$RESULTS" | tee "$OUT/summary.txt"
 
 echo
-echo "== concurrent: valid-key req/s (median over $CONC_ROUNDS rounds) vs solo"
+echo "== concurrent: valid-key req/s and latency (median over $CONC_ROUNDS rounds) vs solo (paced: vs paced:solo)"
 awk '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
-{ s = $2; v[s, ++c[s]] = $3; p[s, c[s]] = $5; f[s, c[s]] = $10; q[s] += $9; bad[s] += $7; if (!(s in seen)) { seen[s] = 1; order[++ns] = s } }
+{ s = $2; v[s, ++c[s]] = $3; m[s, c[s]] = $4; p[s, c[s]] = $5; f[s, c[s]] = $10; q[s] += $9; bad[s] += $7; if (!(s in seen)) { seen[s] = 1; order[++ns] = s } }
 END {
-	for (i = 1; i <= c["solo"]; i++) A[i] = v["solo", i]; solo = median(A, c["solo"])
-	printf "   %-22s %12s %9s %8s %12s %9s %8s\n", "alongside", "valid req/s", "vs solo", "p99 ms", "flood req/s", "queries", "non-2xx"
+	printf "   %-24s %11s %7s %8s %7s %8s %7s %11s %8s %7s\n", "alongside", "valid req/s", "vs solo", "p50 ms", "vs solo", "p99 ms", "vs solo", "flood req/s", "queries", "non-2xx"
 	for (k = 1; k <= ns; k++) { s = order[k]
-		for (i = 1; i <= c[s]; i++) { A[i] = v[s, i]; B[i] = p[s, i]; F[i] = f[s, i] }
-		printf "   %-22s %12.0f %9.3f %8.3f %12.0f %9d %8d\n", s, median(A, c[s]), median(A, c[s]) / solo, median(B, c[s]) / 1000, median(F, c[s]), q[s], bad[s] }
+		for (i = 1; i <= c[s]; i++) { A[i] = v[s, i]; M[i] = m[s, i]; B[i] = p[s, i]; F[i] = f[s, i] }
+		rate = median(A, c[s]); p50 = median(M, c[s]); p99 = median(B, c[s])
+		solo = (s ~ /:/) ? substr(s, 1, index(s, ":")) "solo" : "solo"
+		if (s == solo) { srate = rate; sp50 = p50; sp99 = p99 }
+		printf "   %-24s %11.0f %7.3f %8.3f %7.3f %8.3f %7.3f %11.0f %8d %7d\n", s, rate, rate / srate, p50 / 1000, p50 / sp50, p99 / 1000, p99 / sp99, median(F, c[s]), q[s], bad[s] }
 }' "$CONC" | tee -a "$OUT/summary.txt"
 grep -E '^(u|s) ' "$RESULTS" | awk '{printf "   %-22s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  non-2xx %d  queries %d\n", $2, $3, $4/1000, $5/1000, $7, $9}' | tee -a "$OUT/summary.txt"
 echo "== load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (other processes on this machine skew every figure)"

@@ -83,6 +83,15 @@ type Stats struct {
 // TTL seen before the fill. Such an entry was filled before the
 // invalidation, so once the record is older than maxTTL (plus a margin) it
 // is dropped safely. With no records, a hit costs one extra atomic load.
+//
+// A caller may pass its own clock reading (LookupAt), taken earlier in the
+// request, to spare a hit reading the clock again. A stale reading makes an
+// entry look younger than it is, which matters only if the entry's
+// invalidation record has meanwhile been pruned. So prune records when it
+// last dropped a record (prunedAt) before dropping it, and a hit that found
+// no record (and so observed the drop) treats a reading older than prunedAt
+// as stale and reads the clock itself: a pruned record is older than maxTTL
+// plus the margin at prunedAt, so by then every entry it defeated is too.
 type Verifier struct {
 	st    store.Store
 	opts  Options
@@ -93,6 +102,8 @@ type Verifier struct {
 	seq        atomic.Uint64 // incremented by every invalidation
 	clearedSeq atomic.Uint64 // entries with seq below it are void
 	maxTTL     atomic.Int64  // largest TTL ever used, in nanoseconds
+	born       time.Time     // monotonic origin of prunedAt
+	prunedAt   atomic.Int64  // when prune last dropped a record, since born
 
 	invMu  sync.Mutex
 	invs   map[store.Digest]invalidation
@@ -192,6 +203,7 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		opts:  o,
 		cache: cache,
 		now:   now,
+		born:  now(),
 		invs:  map[store.Digest]invalidation{},
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -225,17 +237,23 @@ func keyToHash(k uint64) (uint64, uint64) { return k, 0 }
 // The record is shared with other callers and the cache: it must not be
 // modified (use Record.Clone).
 func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
-	return v.lookup(ctx, d, ttl, true)
+	return v.lookup(ctx, d, ttl, v.now(), true)
 }
 
-// Cached is Lookup without the store: what the cache holds for d, or
+// LookupAt is Lookup with the caller's own reading of the clock, taken for
+// the request being served; a stale one is detected (see Verifier).
+func (v *Verifier) LookupAt(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time) (*store.Record, error) {
+	return v.lookup(ctx, d, ttl, now, true)
+}
+
+// Cached is LookupAt without the store: what the cache holds for d, or
 // ErrNotCached. A gateway uses it for clients it no longer lets cost a
 // store query.
-func (v *Verifier) Cached(d store.Digest, ttl time.Duration) (*store.Record, error) {
-	return v.lookup(context.Background(), d, ttl, false)
+func (v *Verifier) Cached(d store.Digest, ttl time.Duration, now time.Time) (*store.Record, error) {
+	return v.lookup(context.Background(), d, ttl, now, false)
 }
 
-func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, fill bool) (*store.Record, error) {
+func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time, fill bool) (*store.Record, error) {
 	v.life.RLock()
 	defer v.life.RUnlock()
 	if v.closed {
@@ -243,7 +261,7 @@ func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration
 	}
 	if ttl > 0 {
 		v.noteTTL(ttl)
-		if e, ok := v.cached(&d, ttl); ok {
+		if e, ok := v.cached(&d, ttl, now); ok {
 			if e.rec == nil {
 				v.negHits.Add(1)
 				return nil, ErrUnknown
@@ -270,13 +288,11 @@ func (v *Verifier) noteTTL(ttl time.Duration) {
 	}
 }
 
-// cached returns the entry for d if it may answer a Lookup with this ttl.
-func (v *Verifier) cached(d *store.Digest, ttl time.Duration) (*entry, bool) {
+// cached returns the entry for d if it may answer a Lookup with this ttl
+// at time now.
+func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*entry, bool) {
 	e, ok := v.cache.Get(cacheKey(d))
 	if !ok || e == nil || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
-		return nil, false
-	}
-	if now := v.now(); now.Sub(e.filled) >= ttl || !now.Before(e.expires) {
 		return nil, false
 	}
 	if e.seq < v.clearedSeq.Load() {
@@ -289,6 +305,14 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration) (*entry, bool) {
 		if ok && e.seq < inv.seq {
 			return nil, false
 		}
+	}
+	// Loaded after the records were read, so a record pruned unseen shows
+	// here; a reading from before that prune is not trusted.
+	if now.Sub(v.born) < time.Duration(v.prunedAt.Load()) {
+		now = v.now()
+	}
+	if now.Sub(e.filled) >= ttl || !now.Before(e.expires) {
+		return nil, false
 	}
 	return e, true
 }
@@ -390,6 +414,8 @@ func (v *Verifier) prune() {
 	v.invMu.Lock()
 	for d, inv := range v.invs {
 		if now.Sub(inv.at) > horizon {
+			// Before the record goes (see Verifier).
+			v.prunedAt.Store(int64(now.Sub(v.born)))
 			delete(v.invs, d)
 		}
 	}

@@ -510,7 +510,7 @@ func TestCachedNeverAsksTheStore(t *testing.T) {
 	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
 	unknown := DigestOf("kg_live_unknown")
 	for _, d := range []store.Digest{rec.Digest, unknown} {
-		if _, err := v.Cached(d, time.Minute); !errors.Is(err, ErrNotCached) {
+		if _, err := v.Cached(d, time.Minute, time.Now()); !errors.Is(err, ErrNotCached) {
 			t.Fatalf("Cached before any Lookup = %v, want ErrNotCached", err)
 		}
 	}
@@ -520,13 +520,53 @@ func TestCachedNeverAsksTheStore(t *testing.T) {
 	v.Lookup(context.Background(), rec.Digest, time.Minute)
 	v.Lookup(context.Background(), unknown, time.Minute)
 	v.cache.Wait()
-	if got, err := v.Cached(rec.Digest, time.Minute); err != nil || got != rec {
+	if got, err := v.Cached(rec.Digest, time.Minute, time.Now()); err != nil || got != rec {
 		t.Errorf("Cached after a Lookup = %v, %v; want the record", got, err)
 	}
-	if _, err := v.Cached(unknown, time.Minute); !errors.Is(err, ErrUnknown) {
+	if _, err := v.Cached(unknown, time.Minute, time.Now()); !errors.Is(err, ErrUnknown) {
 		t.Errorf("Cached of an unknown digest after a Lookup = %v, want ErrUnknown", err)
 	}
 	if n := st.reads.Load(); n != 2 {
 		t.Errorf("store read %d times, want 2 (the Lookups only)", n)
+	}
+}
+
+// TestStaleCallerClockCannotOutliveAPrunedInvalidation: a caller's clock
+// reading taken before the invalidation record of a revoked key was pruned
+// must not make the revoked key's old entry usable again.
+func TestStaleCallerClockCannotOutliveAPrunedInvalidation(t *testing.T) {
+	const ttl = 10 * time.Second
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	clock := newFakeClock()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour, NegativeTTL: ttl}, clock)
+	ctx := context.Background()
+	stale := clock.now()
+	v.LookupAt(ctx, rec.Digest, ttl, stale) // an entry filled before the revocation
+	v.cache.Wait()
+
+	clock.advance(time.Second)
+	fillSeq := v.seq.Load() // what a fill racing the revocation loaded
+	st.revoke(rec.Digest)
+	v.Invalidate(rec.Digest)
+	// The cache drops the entry at once; an in-flight fill of the old
+	// record landing now is what the record defeats.
+	v.cache.SetWithTTL(cacheKey(&rec.Digest), &entry{digest: rec.Digest, rec: rec, seq: fillSeq, filled: stale, expires: stale.Add(ttl)}, 1, time.Hour)
+	v.cache.Wait()
+	if got, _ := v.LookupAt(ctx, rec.Digest, ttl, clock.now()); got == nil || !got.Revoked() {
+		t.Fatalf("while the invalidation record lives: %+v", got)
+	}
+	v.cache.SetWithTTL(cacheKey(&rec.Digest), &entry{digest: rec.Digest, rec: rec, seq: fillSeq, filled: stale, expires: stale.Add(ttl)}, 1, time.Hour)
+	v.cache.Wait()
+
+	clock.advance(ttl + pruneMargin + time.Second)
+	v.prune()
+	if v.numInv.Load() != 0 {
+		t.Fatal("the invalidation record was not pruned")
+	}
+	got, err := v.LookupAt(ctx, rec.Digest, ttl, stale.Add(2*time.Second))
+	if err != nil || got == nil || !got.Revoked() {
+		t.Fatalf("a stale clock reading after the prune: %+v, %v; want the revoked record", got, err)
 	}
 }
