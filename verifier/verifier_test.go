@@ -570,3 +570,49 @@ func TestStaleCallerClockCannotOutliveAPrunedInvalidation(t *testing.T) {
 		t.Fatalf("a stale clock reading after the prune: %+v, %v; want the revoked record", got, err)
 	}
 }
+
+func TestSweepFreesExpiredEntriesButNotNewerFills(t *testing.T) {
+	const ttl = 30 * time.Second
+	st := newFakeStore()
+	idle, busy := newRecord(t), newRecord(t)
+	st.put(idle)
+	st.put(busy)
+	clock := newFakeClock()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, clock)
+	ctx := context.Background()
+	inCache := func(r *store.Record) bool {
+		v.cache.Wait()
+		_, ok := v.cache.Get(cacheKey(&r.Digest))
+		return ok
+	}
+	v.LookupAt(ctx, idle.Digest, ttl, clock.now())
+	v.LookupAt(ctx, busy.Digest, ttl, clock.now())
+	v.LookupAt(ctx, DigestOf("kg_live_unknown"), ttl, clock.now())
+	clock.advance(ttl - time.Second)
+	v.sweep(clock.now())
+	if !inCache(idle) || !inCache(busy) {
+		t.Fatal("a sweep before the entries expired removed them")
+	}
+	clock.advance(time.Second)
+	v.LookupAt(ctx, busy.Digest, ttl, clock.now()) // expired: refilled
+	clock.advance(2 * time.Second)
+	v.sweep(clock.now())
+	if inCache(idle) {
+		t.Error("the idle key's expired entry is still cached after a sweep")
+	}
+	if !inCache(busy) {
+		t.Error("the sweep removed the busy key's newer entry")
+	}
+	if n := st.reads.Load(); n != 4 {
+		t.Errorf("store read %d times, want 4 (three fills and one refill)", n)
+	}
+	v.expMu.Lock()
+	tracked := 0
+	for _, es := range v.expiring {
+		tracked += len(es)
+	}
+	v.expMu.Unlock()
+	if tracked != 1 {
+		t.Errorf("%d entries still tracked, want 1 (the refill); unknown digests are not tracked", tracked)
+	}
+}
