@@ -134,13 +134,31 @@ type Verifier struct {
 }
 
 // entry is one cached answer. rec == nil caches "unknown digest".
+// A gateway holds one per active key, so it is kept small: times are
+// monotonic nanoseconds since the Verifier's birth, and a known key's
+// digest is its record's.
 type entry struct {
-	digest  store.Digest
+	digest  *store.Digest
 	rec     *store.Record
-	seq     uint64    // seq loaded before the store read
-	filled  time.Time // taken before seq was loaded
-	expires time.Time // filled + the filling Lookup's TTL
+	seq     uint64 // seq loaded before the store read
+	filled  int64  // taken before seq was loaded
+	expires int64  // filled + the filling Lookup's TTL
 }
+
+// newEntry makes the cache entry of a store answer for d.
+func (v *Verifier) newEntry(d store.Digest, rec *store.Record, seq uint64, filled time.Time, life time.Duration) *entry {
+	e := &entry{rec: rec, seq: seq, filled: v.since(filled)}
+	e.expires = e.filled + int64(life)
+	if rec != nil {
+		e.digest = &rec.Digest
+	} else {
+		e.digest = &d
+	}
+	return e
+}
+
+// since returns t as monotonic nanoseconds since the Verifier's birth.
+func (v *Verifier) since(t time.Time) int64 { return int64(t.Sub(v.born)) }
 
 type invalidation struct {
 	seq uint64
@@ -244,7 +262,8 @@ func keyToHash(k uint64) (uint64, uint64) { return k, 0 }
 // (revoked, disabled, expired): the caller does.
 //
 // The record is shared with other callers and the cache: it must not be
-// modified (use Record.Clone).
+// modified (use Record.Clone). It lacks Hint, LastUsedAt and LastIP: the
+// store has those.
 func (v *Verifier) Lookup(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
 	return v.lookup(ctx, d, ttl, v.now(), true)
 }
@@ -317,10 +336,11 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*e
 	}
 	// Loaded after the records were read, so a record pruned unseen shows
 	// here; a reading from before that prune is not trusted.
-	if now.Sub(v.born) < time.Duration(v.prunedAt.Load()) {
-		now = v.now()
+	at := v.since(now)
+	if at < v.prunedAt.Load() {
+		at = v.since(v.now())
 	}
-	if now.Sub(e.filled) >= ttl || !now.Before(e.expires) {
+	if at-e.filled >= int64(ttl) || at >= e.expires {
 		return nil, false
 	}
 	return e, true
@@ -349,6 +369,12 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 		case err != nil:
 			v.storeErrs.Add(1)
 			return nil, err
+		default:
+			// Not kept: the hint only operators read, and the last use,
+			// which usage flushes change without a change-log entry (so a
+			// cached copy would be stale anyway). A gateway holds one
+			// record per active key.
+			rec.Hint, rec.LastUsedAt, rec.LastIP = "", nil, ""
 		}
 		// TryRLock: the callers may have given up and Close be waiting;
 		// blocking here would stall Close, and it is too late to cache.
@@ -361,7 +387,7 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 			if rec == nil {
 				life = min(ttl, v.opts.NegativeTTL)
 			}
-			e := &entry{digest: d, rec: rec, seq: seq, filled: filled, expires: filled.Add(life)}
+			e := v.newEntry(d, rec, seq, filled, life)
 			if rec == nil {
 				v.cache.SetWithTTL(cacheKey(&d), e, 1, life)
 			} else {
@@ -436,7 +462,7 @@ func (v *Verifier) prune() {
 	for d, inv := range v.invs {
 		if now.Sub(inv.at) > horizon {
 			// Before the record goes (see Verifier).
-			v.prunedAt.Store(int64(now.Sub(v.born)))
+			v.prunedAt.Store(v.since(now))
 			delete(v.invs, d)
 		}
 	}
@@ -446,7 +472,7 @@ func (v *Verifier) prune() {
 
 // track remembers a known key's entry until sweep deletes it.
 func (v *Verifier) track(e *entry) {
-	sec := int64(e.expires.Sub(v.born)/time.Second) + 1
+	sec := e.expires/int64(time.Second) + 1
 	v.expMu.Lock()
 	v.expiring[sec] = append(v.expiring[sec], e)
 	v.expMu.Unlock()
@@ -469,7 +495,7 @@ func (v *Verifier) sweep(now time.Time) {
 		return
 	}
 	for _, e := range due {
-		k := cacheKey(&e.digest)
+		k := cacheKey(e.digest)
 		// A fill landing between this Get and Del is deleted too; that
 		// costs it one store query, never correctness.
 		if cur, ok := v.cache.Get(k); ok && cur == e {

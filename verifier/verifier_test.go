@@ -552,12 +552,12 @@ func TestStaleCallerClockCannotOutliveAPrunedInvalidation(t *testing.T) {
 	v.Invalidate(rec.Digest)
 	// The cache drops the entry at once; an in-flight fill of the old
 	// record landing now is what the record defeats.
-	v.cache.SetWithTTL(cacheKey(&rec.Digest), &entry{digest: rec.Digest, rec: rec, seq: fillSeq, filled: stale, expires: stale.Add(ttl)}, 1, time.Hour)
+	v.cache.SetWithTTL(cacheKey(&rec.Digest), v.newEntry(rec.Digest, rec, fillSeq, stale, ttl), 1, time.Hour)
 	v.cache.Wait()
 	if got, _ := v.LookupAt(ctx, rec.Digest, ttl, clock.now()); got == nil || !got.Revoked() {
 		t.Fatalf("while the invalidation record lives: %+v", got)
 	}
-	v.cache.SetWithTTL(cacheKey(&rec.Digest), &entry{digest: rec.Digest, rec: rec, seq: fillSeq, filled: stale, expires: stale.Add(ttl)}, 1, time.Hour)
+	v.cache.SetWithTTL(cacheKey(&rec.Digest), v.newEntry(rec.Digest, rec, fillSeq, stale, ttl), 1, time.Hour)
 	v.cache.Wait()
 
 	clock.advance(ttl + pruneMargin + time.Second)

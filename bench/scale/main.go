@@ -9,7 +9,8 @@
 //
 //   - the same miss through a fresh verifier.Verifier;
 //
-//   - heap per cached key in a verifier.Verifier and per ratelimit.Local bucket.
+//   - heap per active key: its cached entry in a verifier.Verifier, its
+//     ratelimit.Local bucket and its hourly usage.Recorder tally, and the sum.
 //
 //     go run ./bench/scale                 # 1,000,000 keys
 //     go run ./bench/scale -n 200000       # quicker
@@ -35,6 +36,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/usage"
 	"github.com/keygate/caddy-keygate/verifier"
 )
 
@@ -146,6 +148,7 @@ func main() {
 	}
 	s1 := v.Stats()
 	entries := s1.Hits - s0.Hits
+	perCached := float64(full-empty) / float64(max(entries, 1))
 	fmt.Printf("\nVerifier cache: empty Verifier (MaxCost %d) %.1f MiB; after %d distinct lookups +%.1f MiB; %d of them then hit\n",
 		2*len(fill), mib(empty-before), len(fill), mib(full-empty), entries)
 	if entries > 0 {
@@ -171,10 +174,25 @@ func main() {
 		}
 	}
 	after := heap()
+	perBucket := float64(after-before) / float64(len(ids))
 	fmt.Printf("ratelimit.Local: %d buckets (Len %d) +%.1f MiB => %.0f bytes per bucket (id strings not counted)\n",
-		len(ids), lim.Len(), mib(after-before), float64(after-before)/float64(len(ids)))
+		len(ids), lim.Len(), mib(after-before), perBucket)
 	runtime.KeepAlive(lim)
+
+	// 6. Heap per key's hourly usage tally: one allowed request each, from
+	// one client IP, as an active key's counters look between flushes.
+	before = heap()
+	rec := usage.NewRecorder()
+	for _, id := range ids {
+		rec.Record(id, usage.MetricAllowed, 202, 1, "203.0.113.7", now)
+	}
+	after = heap()
+	perTally := float64(after-before) / float64(len(ids))
+	fmt.Printf("usage.Recorder: %d key-hours +%.1f MiB => %.0f bytes per active key's tally\n", len(ids), mib(after-before), perTally)
+	runtime.KeepAlive(rec)
 	runtime.KeepAlive(ids)
+	fmt.Printf("\nper active key: %.0f (cache) + %.0f (bucket) + %.0f (usage) = %.0f bytes\n",
+		perCached, perBucket, perTally, perCached+perBucket+perTally)
 }
 
 // issue creates up to n keys from workers goroutines and returns their
