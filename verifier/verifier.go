@@ -373,8 +373,11 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 			// Not kept: the hint only operators read, and the last use,
 			// which usage flushes change without a change-log entry (so a
 			// cached copy would be stale anyway). A gateway holds one
-			// record per active key.
-			rec.Hint, rec.LastUsedAt, rec.LastIP = "", nil, ""
+			// record per active key. A shallow copy: the store may share
+			// its record.
+			c := *rec
+			c.Hint, c.LastUsedAt, c.LastIP = "", nil, ""
+			rec = &c
 		}
 		// TryRLock: the callers may have given up and Close be waiting;
 		// blocking here would stall Close, and it is too late to cache.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,7 +155,7 @@ func TestLookup(t *testing.T) {
 				}
 				got, err := v.Lookup(context.Background(), d, s.ttl)
 				v.cache.Wait() // let the asynchronous cache fill land
-				if !errors.Is(err, s.wantErr) || (err == nil && got != rec) {
+				if !errors.Is(err, s.wantErr) || (err == nil && got.ID != rec.ID) {
 					t.Fatalf("step %d: Lookup = %v, %v; want record %s, error %v", i, got, err, rec.ID, s.wantErr)
 				}
 				if n := st.reads.Load(); n != s.reads {
@@ -315,7 +316,7 @@ func TestNewKeyIsFoundDespiteNegativeCache(t *testing.T) {
 	if err := v.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil || got != rec {
+	if got, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil || got.ID != rec.ID {
 		t.Fatalf("Lookup after issue and Sync = %v, %v", got, err)
 	}
 }
@@ -520,7 +521,7 @@ func TestCachedNeverAsksTheStore(t *testing.T) {
 	v.Lookup(context.Background(), rec.Digest, time.Minute)
 	v.Lookup(context.Background(), unknown, time.Minute)
 	v.cache.Wait()
-	if got, err := v.Cached(rec.Digest, time.Minute, time.Now()); err != nil || got != rec {
+	if got, err := v.Cached(rec.Digest, time.Minute, time.Now()); err != nil || got.ID != rec.ID {
 		t.Errorf("Cached after a Lookup = %v, %v; want the record", got, err)
 	}
 	if _, err := v.Cached(unknown, time.Minute, time.Now()); !errors.Is(err, ErrUnknown) {
@@ -614,5 +615,24 @@ func TestSweepFreesExpiredEntriesButNotNewerFills(t *testing.T) {
 	v.expMu.Unlock()
 	if tracked != 1 {
 		t.Errorf("%d entries still tracked, want 1 (the refill); unknown digests are not tracked", tracked)
+	}
+}
+
+func TestCachedRecordLeavesOutWhatTheGatewayNeverReads(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	used := time.Now()
+	rec.Hint, rec.LastUsedAt, rec.LastIP = "kg_live_AbCd1234…", &used, "203.0.113.7"
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	got, err := v.Lookup(context.Background(), rec.Digest, time.Minute)
+	if err != nil || got.ID != rec.ID || got.Name != rec.Name || !slices.Equal(got.Scopes, rec.Scopes) {
+		t.Fatalf("Lookup = %+v, %v", got, err)
+	}
+	if got.Hint != "" || got.LastUsedAt != nil || got.LastIP != "" {
+		t.Errorf("cached record keeps hint %q, last use %v, last IP %q", got.Hint, got.LastUsedAt, got.LastIP)
+	}
+	if rec.Hint == "" || rec.LastUsedAt == nil || rec.LastIP == "" {
+		t.Error("the store's own record was modified")
 	}
 }
