@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: keygate against plain reverse_proxy, on loopback (issue 7).
 #
-#   bench/run.sh                  # about 4 minutes after the build
+#   bench/run.sh                  # under 5 minutes after the build
 #   ROUNDS=1 DURATION=3 bench/run.sh
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
 #
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/bench/out
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}        # seconds per wrk run
+DURATION=${DURATION:-4}        # seconds per wrk run
 CONC_ROUNDS=${CONC_ROUNDS:-2}  # rounds of the concurrent (flood + valid) runs
 THREADS=2
 CONNS=32
@@ -222,6 +222,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	echo "== round $r/$ROUNDS"
 	run baseline $P_BASE
 	run keygate $P_KG -- -H "Authorization: Bearer $VALID"
+	# The same two paced (each connection one request per VALID_DELAY_MS):
+	# below saturation, so the latency added is keygate's, not queueing.
+	run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
+	run keygate-paced $P_KG DELAY_MS=$VALID_DELAY_MS -- -H "Authorization: Bearer $VALID"
 	run basic_auth $P_BASIC -- -H "Authorization: $BASIC_AUTH"
 	run baseline-2k $P_BASE BODY="$BODY"
 	run keygate-sendgrid-2k $P_SEND BODY="$BODY" -- -H "Authorization: Bearer $VALID"
@@ -299,7 +303,7 @@ VDELAY=""
 
 echo
 echo "== summary: medians over $ROUNDS rounds; ratio and added p99 against the baseline of the same round"
-echo "   (baseline-2k is the baseline for keygate-sendgrid-2k; store queries are summed over rounds)"
+echo "   (baseline-2k is the baseline for keygate-sendgrid-2k, baseline-paced for keygate-paced; store queries are summed over rounds)"
 awk -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -310,7 +314,7 @@ $1 ~ /^[0-9]+$/ { r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5
 END {
 	printf "   %-22s %10s %8s %8s %7s %10s %10s %9s %10s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "+p99 ms", "requests", "non-2xx", "queries"
 	for (k = 1; k <= ns; k++) {
-		s = order[k]; base = (s ~ /-2k$/) ? "baseline-2k" : "baseline"
+		s = order[k]; base = (s ~ /-2k$/) ? "baseline-2k" : (s ~ /-paced$/) ? "baseline-paced" : "baseline"
 		m = 0
 		for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]
 			R[m] = rps[r, s] / rps[r, base]; D[m] = (p99[r, s] - p99[r, base]) / 1000 }
