@@ -4,6 +4,8 @@
 #   bench/run.sh                  # under 5 minutes after the build
 #   ROUNDS=1 DURATION=3 bench/run.sh
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
+#   PROFILE=1 bench/run.sh        # also a CPU profile of Caddy during round 1's
+#                                 # keygate run: bench/out/keygate-cpu.pprof
 #
 # Builds ./cmd/caddy, starts bench/upstream (answers 202 {}), writes
 # bench/out/Caddyfile with one site per scenario, issues keys with
@@ -203,12 +205,17 @@ run() {
 	local envs=() wrkargs=()
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
 	[ "${1:-}" = -- ] && { shift; wrkargs=("$@"); }
-	local q0 q1 line
+	local q0 q1 line ppid=""
 	q0=$(queries)
+	if [ "${PROFILE:-}" = 1 ] && [ "$label" = keygate ] && [ "$ROUND" = 1 ]; then
+		curl -fs "http://$ADMIN/debug/pprof/profile?seconds=$((DURATION - 1))" -o "$OUT/keygate-cpu.pprof" &
+		ppid=$!
+	fi
 	line=$(env LABEL="$label" WRK_THREADS=$THREADS "${envs[@]}" \
 		wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout 2s -s bench/wrk.lua "${wrkargs[@]}" \
 		"http://127.0.0.1:$port/v3/mail/send" | grep '^RESULT')
 	q1=$(queries)
+	[ -n "$ppid" ] && wait "$ppid"
 	echo "$ROUND ${line#RESULT } $((q1 - q0))" | tee -a "$RESULTS" | awk '{printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d queries=%d\n", $1,$2,$3,$4,$5,$6,$7,$8,$9}'
 }
 
