@@ -105,11 +105,12 @@ type Verifier struct {
 	born       time.Time     // monotonic origin of prunedAt and expiring
 	prunedAt   atomic.Int64  // when prune last dropped a record, since born
 
-	// expiring holds the known keys' entries by the second (since born)
+	// expiring lists the known keys' fills by the second (since born)
 	// after which they expire, for sweep. See fill for why known keys are
-	// not given a ristretto TTL.
+	// not given a ristretto TTL. It holds no entry, so an entry the cache
+	// evicted is not kept alive by it.
 	expMu    sync.Mutex
-	expiring map[int64][]*entry
+	expiring map[int64][]fillMark
 	swept    int64 // seconds since born swept so far
 
 	invMu  sync.Mutex
@@ -159,6 +160,13 @@ func (v *Verifier) newEntry(d store.Digest, rec *store.Record, seq uint64, fille
 
 // since returns t as monotonic nanoseconds since the Verifier's birth.
 func (v *Verifier) since(t time.Time) int64 { return int64(t.Sub(v.born)) }
+
+// fillMark names one fill of a cache key: its entry is the one with this
+// filled time.
+type fillMark struct {
+	key    uint64
+	filled int64
+}
 
 type invalidation struct {
 	seq uint64
@@ -231,7 +239,7 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		born:  now(),
 		invs:  map[store.Digest]invalidation{},
 
-		expiring: map[int64][]*entry{},
+		expiring: map[int64][]fillMark{},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -473,11 +481,11 @@ func (v *Verifier) prune() {
 	v.invMu.Unlock()
 }
 
-// track remembers a known key's entry until sweep deletes it.
+// track notes a known key's fill for sweep.
 func (v *Verifier) track(e *entry) {
 	sec := e.expires/int64(time.Second) + 1
 	v.expMu.Lock()
-	v.expiring[sec] = append(v.expiring[sec], e)
+	v.expiring[sec] = append(v.expiring[sec], fillMark{cacheKey(e.digest), e.filled})
 	v.expMu.Unlock()
 }
 
@@ -485,7 +493,7 @@ func (v *Verifier) track(e *entry) {
 // cache, unless a newer fill has replaced them.
 func (v *Verifier) sweep(now time.Time) {
 	upTo := int64(now.Sub(v.born) / time.Second)
-	var due []*entry
+	var due []fillMark
 	v.expMu.Lock()
 	for ; v.swept < upTo; v.swept++ {
 		due = append(due, v.expiring[v.swept+1]...)
@@ -497,12 +505,11 @@ func (v *Verifier) sweep(now time.Time) {
 	if v.closed {
 		return
 	}
-	for _, e := range due {
-		k := cacheKey(e.digest)
+	for _, m := range due {
 		// A fill landing between this Get and Del is deleted too; that
 		// costs it one store query, never correctness.
-		if cur, ok := v.cache.Get(k); ok && cur == e {
-			v.cache.Del(k)
+		if cur, ok := v.cache.Get(m.key); ok && cur.filled == m.filled {
+			v.cache.Del(m.key)
 		}
 	}
 }

@@ -10,7 +10,10 @@
 //   - the same miss through a fresh verifier.Verifier;
 //
 //   - heap per active key: its cached entry in a verifier.Verifier, its
-//     ratelimit.Local bucket and its hourly usage.Recorder tally, and the sum.
+//     ratelimit.Local bucket and its hourly usage.Recorder tally, and the sum;
+//
+//   - more active keys than the cache holds: hit rate, store queries and
+//     heap of a Verifier whose cache holds a tenth of the keys in use.
 //
 //     go run ./bench/scale                 # 1,000,000 keys
 //     go run ./bench/scale -n 200000       # quicker
@@ -193,6 +196,43 @@ func main() {
 	runtime.KeepAlive(ids)
 	fmt.Printf("\nper active key: %.0f (cache) + %.0f (bucket) + %.0f (usage) = %.0f bytes\n",
 		perCached, perBucket, perTally, perCached+perBucket+perTally)
+
+	// 7. More active keys than the cache holds.
+	overflow(ctx, st, fill, perCached)
+}
+
+// overflow looks keys up through a Verifier whose cache holds a tenth of
+// them, uniformly and with a Zipf-skewed popularity (a few integrations
+// send most mail), and reports hits, store queries, latency and heap.
+func overflow(ctx context.Context, st store.Store, keys []store.Digest, perEntry float64) {
+	size := int64(len(keys) / 10)
+	lookups := 5 * len(keys)
+	fmt.Printf("\nmore active keys than the cache holds: %d keys, cache of %d entries, %d lookups each\n", len(keys), size, lookups)
+	for _, skew := range []string{"uniform", "zipf 1.1"} {
+		before := heap()
+		v, err := verifier.New(st, verifier.Options{MaxCost: size})
+		check(err)
+		pick := func() int { return rand.IntN(len(keys)) }
+		if skew != "uniform" {
+			z := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, uint64(len(keys)-1))
+			pick = func() int { return int(z.Uint64()) }
+		}
+		lat := make([]time.Duration, lookups)
+		for i := range lat {
+			d := keys[pick()]
+			t := time.Now()
+			if _, err := v.Lookup(ctx, d, time.Minute); err != nil {
+				log.Fatalf("Lookup: %v", err)
+			}
+			lat[i] = time.Since(t)
+		}
+		after := heap()
+		s := v.Stats()
+		fmt.Printf("  %-8s hit rate %.1f%%, %d store queries, heap +%.1f MiB (a full cache of %d entries is %.1f MiB at %.0f B each)\n    latency %s\n",
+			skew, 100*float64(s.Hits)/float64(s.Hits+s.Misses), s.StoreQueries, mib(after-before),
+			size, float64(size)*perEntry/(1<<20), perEntry, percentiles(lat))
+		v.Close()
+	}
 }
 
 // issue creates up to n keys from workers goroutines and returns their
