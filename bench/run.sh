@@ -4,8 +4,8 @@
 #   bench/run.sh                  # under 5 minutes after the build
 #   ROUNDS=1 DURATION=3 bench/run.sh
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
-#   PROFILE=1 bench/run.sh        # also a CPU profile of Caddy during round 1's
-#                                 # keygate run: bench/out/keygate-cpu.pprof
+#   PROFILE=1 bench/run.sh        # also CPU and allocation profiles of Caddy during
+#                                 # round 1's keygate run: bench/out/keygate-{cpu,allocs}.pprof
 #
 # Builds ./cmd/caddy, starts bench/upstream (answers 202 {}), writes
 # bench/out/Caddyfile with one site per scenario, issues keys with
@@ -215,7 +215,10 @@ run() {
 		wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout 2s -s bench/wrk.lua "${wrkargs[@]}" \
 		"http://127.0.0.1:$port/v3/mail/send" | grep '^RESULT')
 	q1=$(queries)
-	[ -n "$ppid" ] && wait "$ppid"
+	if [ -n "$ppid" ]; then
+		wait "$ppid"
+		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/keygate-allocs.pprof"
+	fi
 	echo "$ROUND ${line#RESULT } $((q1 - q0))" | tee -a "$RESULTS" | awk '{printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d queries=%d\n", $1,$2,$3,$4,$5,$6,$7,$8,$9}'
 }
 
