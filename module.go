@@ -447,12 +447,13 @@ func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, lim
 		}
 		return nil, InvalidKey
 	}
+	d := verifier.DigestOf(key)
 	var rec *store.Record
 	var err error
 	if limited {
-		rec, err = h.backend.verifier.Cached(verifier.DigestOf(key), h.ttl, t)
+		rec, err = h.backend.verifier.Cached(d, h.ttl, t)
 	} else {
-		rec, err = h.backend.verifier.LookupAt(ctx, verifier.DigestOf(key), h.ttl, t)
+		rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
 	}
 	switch {
 	case limited && err != nil:

@@ -193,6 +193,7 @@ func (r *Recorder) Record(keyID, metric string, status int, recipients int64, ip
 	}
 	if metric == MetricAllowed {
 		t.allowed++
+		t.lastUsed, t.lastIP = now.UnixNano(), ip
 	} else {
 		t.addDenied(metric, 1)
 	}
@@ -201,10 +202,6 @@ func (r *Recorder) Record(keyID, metric string, status int, recipients int64, ip
 	}
 	t.recipients += max(recipients, 0)
 	t.addIP(ip, 1)
-	if metric == MetricAllowed {
-		t.lastUsed = now.UnixNano()
-		t.lastIP = ip
-	}
 	s.mu.Unlock()
 }
 
