@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // SQLite is the embedded store: one database file shared by the gateway and
@@ -39,9 +41,9 @@ func rebindSQLite(query string) string {
 // sqlitePragmas apply to every pooled connection. busy_timeout makes a
 // writer wait for another process's transaction instead of failing;
 // _txlock=immediate makes every transaction take the write lock at BEGIN, so
-// a read-then-write transaction never fails upgrading its lock.
+// a read-then-write transaction never fails upgrading its lock. WAL mode is
+// not among them: it is a property of the file, set once by useWAL.
 const sqlitePragmas = "_pragma=busy_timeout(5000)" +
-	"&_pragma=journal_mode(WAL)" +
 	"&_pragma=synchronous(NORMAL)" +
 	"&_pragma=foreign_keys(1)" +
 	"&_txlock=immediate"
@@ -71,6 +73,10 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	db.SetMaxIdleConns(8)
 
 	s := &DB{db: db, d: sqliteDialect}
+	if err := useWAL(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
+	}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
@@ -82,6 +88,40 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		}
 	}
 	return s, nil
+}
+
+// useWAL switches the file to write-ahead logging, which lets the gateway
+// read while the CLI writes. The switch needs the file to itself, and SQLite
+// answers SQLITE_BUSY at once rather than waiting for another process that
+// is opening the same new file, so it is retried for as long as
+// busy_timeout would wait. Once the file is in WAL mode, the switch is a
+// no-op that every later open passes straight through.
+func useWAL(ctx context.Context, db *sql.DB) error {
+	const wait = 5 * time.Second
+	deadline := time.Now().Add(wait)
+	for backoff := time.Millisecond; ; backoff = min(2*backoff, 50*time.Millisecond) {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("journal mode is %q, want wal", mode)
+		case !isBusy(err) || time.Now().After(deadline):
+			return fmt.Errorf("switch to WAL mode: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // escapeSQLitePath escapes the characters SQLite's URI filenames give a
