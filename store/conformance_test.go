@@ -521,6 +521,59 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("pruning deletes the hours before the cutoff, in batches, and keeps the rest", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_old", t0))
+		mustCreate(t, s, minimalRecord("key_new", t0))
+		h := t0.Truncate(time.Hour)
+		var deltas []UsageDelta
+		for i := range 4 {
+			deltas = append(deltas, UsageDelta{KeyID: "key_old", Hour: h.Add(time.Duration(i-10) * time.Hour),
+				Counts: map[string]int64{"allowed": 1, "recipients": 2}, IPs: map[string]int64{"192.0.2.1": 1}})
+		}
+		deltas = append(deltas, UsageDelta{KeyID: "key_new", Hour: h, LastUsedAt: t0, LastIP: "192.0.2.9",
+			Counts: map[string]int64{"allowed": 3, "recipients": 4}, IPs: map[string]int64{"192.0.2.9": 3}})
+		if err := s.AddUsage(ctx, deltas); err != nil {
+			t.Fatal(err)
+		}
+		// Batches of 3 make the 8 metric rows and 4 IP rows take several
+		// transactions each.
+		db, ok := s.(*DB)
+		if pg, isPG := s.(*Postgres); isPG {
+			db, ok = pg.DB, true
+		}
+		if !ok {
+			t.Fatalf("%T is neither engine", s)
+		}
+		n, err := db.pruneUsage(ctx, h.Add(-time.Hour), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 12 {
+			t.Errorf("pruned %d rows, want 12", n)
+		}
+		old, err := s.Usage(ctx, "key_old", h.Add(-100*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if old.Allowed != 0 || old.Recipients != 0 || len(old.Hours) != 0 || len(old.TopIPs) != 0 {
+			t.Errorf("key_old after pruning: %+v", old)
+		}
+		kept, err := s.Usage(ctx, "key_new", h.Add(-100*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept.Allowed != 3 || kept.Recipients != 4 || len(kept.TopIPs) != 1 || kept.LastUsedAt == nil {
+			t.Errorf("key_new after pruning: %+v", kept)
+		}
+		if got, err := s.Recipients(ctx, "key_new", h); err != nil || got != 4 {
+			t.Errorf("Recipients = %d, %v; want 4", got, err)
+		}
+		if n, err := s.PruneUsage(ctx, h.Add(-time.Hour)); err != nil || n != 0 {
+			t.Errorf("second prune: %d rows, %v; want 0", n, err)
+		}
+	})
+
 	t.Run("events", func(t *testing.T) {
 		s := open(t)
 		for i := range 3 {

@@ -44,7 +44,7 @@ const notifyChannel = "keygate_changes"
 var postgresDialect = &dialect{
 	name: "postgres",
 	// Append, never edit.
-	migrations: []migration{{1, schemaPostgres}},
+	migrations: []migration{{1, schemaPostgres}, {2, schemaUsageHour}},
 	lockKeys:   fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", changeLockID),
 	// Delivered to listeners when the transaction commits.
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",

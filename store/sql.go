@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -475,6 +476,53 @@ func (s *DB) AddUsage(ctx context.Context, deltas []UsageDelta) error {
 		return fmt.Errorf("keygate store: add usage: %w", err)
 	}
 	return nil
+}
+
+// schemaUsageHour is migration 2 of both engines.
+//
+//go:embed schema_usage_hour.sql
+var schemaUsageHour string
+
+// pruneBatch bounds how many rows one PruneUsage transaction deletes, so
+// usage writers and the CLI wait for a short delete at a time, never for a
+// year of history at once.
+const pruneBatch = 5000
+
+// PruneUsage deletes the hourly usage and client-IP rows of hours that
+// started before before, in transactions of at most pruneBatch rows, and
+// returns how many it deleted. Keys, their last use and the audit log are
+// kept.
+func (s *DB) PruneUsage(ctx context.Context, before time.Time) (int64, error) {
+	return s.pruneUsage(ctx, before, pruneBatch)
+}
+
+func (s *DB) pruneUsage(ctx context.Context, before time.Time, batch int) (int64, error) {
+	cutoff := clampNano(before.UTC())
+	var total int64
+	for _, q := range []string{
+		"DELETE FROM usage WHERE (key_id, hour, metric) IN (SELECT key_id, hour, metric FROM usage WHERE hour < $1 LIMIT $2)",
+		"DELETE FROM usage_ips WHERE (key_id, hour, ip) IN (SELECT key_id, hour, ip FROM usage_ips WHERE hour < $1 LIMIT $2)",
+	} {
+		for {
+			var n int64
+			err := s.write(ctx, func(tx *sql.Tx) error {
+				res, err := tx.ExecContext(ctx, s.d.rebind(q), cutoff, batch)
+				if err != nil {
+					return err
+				}
+				n, err = res.RowsAffected()
+				return err
+			})
+			if err != nil {
+				return total, fmt.Errorf("keygate store: prune usage: %w", err)
+			}
+			total += n
+			if n < int64(batch) {
+				break
+			}
+		}
+	}
+	return total, nil
 }
 
 // Usage sums the usage of the key with this id from the hour containing

@@ -62,8 +62,45 @@ func TestSQLiteMigrations(t *testing.T) {
 		s.Close()
 		s = openTestSQLite(t, path)
 		mustKey(t, s, "key_kept")
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1}) {
-			t.Errorf("schema_migrations = %v, want [1]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2}) {
+			t.Errorf("schema_migrations = %v, want [1 2]", got)
+		}
+	})
+
+	t.Run("a version 1 file gets the usage-by-hour indexes and prunes through them", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "keys.db")
+		s := openTestSQLite(t, path)
+		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DELETE FROM schema_migrations WHERE version = 2"} {
+			if _, err := s.db.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		s = openTestSQLite(t, path)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2}) {
+			t.Errorf("schema_migrations = %v, want [1 2]", got)
+		}
+		for _, q := range []string{
+			"SELECT key_id, hour, metric FROM usage WHERE hour < 1 LIMIT 10",
+			"SELECT key_id, hour, ip FROM usage_ips WHERE hour < 1 LIMIT 10",
+		} {
+			var plan strings.Builder
+			rows, err := s.db.Query("EXPLAIN QUERY PLAN " + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan.WriteString(detail + "; ")
+			}
+			rows.Close()
+			if !strings.Contains(plan.String(), "_hour") {
+				t.Errorf("%s: plan %q does not use the hour index", q, plan.String())
+			}
 		}
 	})
 
@@ -82,8 +119,8 @@ func TestSQLiteMigrations(t *testing.T) {
 			}
 			defer stores[i].Close()
 		}
-		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1}) {
-			t.Errorf("schema_migrations = %v, want [1]", got)
+		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2}) {
+			t.Errorf("schema_migrations = %v, want [1 2]", got)
 		}
 	})
 

@@ -345,6 +345,9 @@ type Store interface {
 	// Recipients sums the recipients counted for a key since a time (for
 	// quotas).
 	Recipients(ctx context.Context, id string, since time.Time) (int64, error)
+	// PruneUsage deletes the usage counters of hours that started before
+	// a time and returns how many rows it deleted.
+	PruneUsage(ctx context.Context, before time.Time) (int64, error)
 
 	// Events returns audit events, newest last.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

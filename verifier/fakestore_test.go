@@ -135,6 +135,10 @@ func (s *fakeStore) RotateKey(context.Context, string, *store.Record, time.Time,
 
 func (s *fakeStore) AddUsage(context.Context, []store.UsageDelta) error { return errNotImplemented }
 
+func (s *fakeStore) PruneUsage(context.Context, time.Time) (int64, error) {
+	return 0, errNotImplemented
+}
+
 func (s *fakeStore) Usage(context.Context, string, time.Time) (*store.UsageReport, error) {
 	return nil, errNotImplemented
 }
