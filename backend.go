@@ -38,15 +38,50 @@ type backend struct {
 	// the admin API issues keys they will accept.
 	prefixes sync.Map
 
+	// retention holds each live handler's usage retention (*Handler ->
+	// time.Duration, 0 = keep forever); the store keeps the longest.
+	retention sync.Map
+
 	flushEvery time.Duration
 	stop       chan struct{}
 	done       chan struct{}
+	pruneDone  chan struct{}
 }
 
 var backends = caddy.NewUsagePool()
 
 // usageFlushInterval bounds how long a count waits in memory.
 var usageFlushInterval = time.Second
+
+// Usage older than the retention period is deleted pruneFirst after the
+// store is opened and every pruneEvery after that.
+var (
+	pruneFirst = 5 * time.Second
+	pruneEvery = time.Hour
+)
+
+// Usage retention: the default, and the least a handler may set, which keeps
+// the calendar month a recipient quota counts.
+const (
+	defaultUsageRetention = 400 * 24 * time.Hour
+	minUsageRetention     = 32 * 24 * time.Hour
+)
+
+// parseUsageRetention reads a usage_retention value: a duration of at least
+// minUsageRetention, or "off" (0: keep forever). Empty is the default.
+func parseUsageRetention(v string) (time.Duration, error) {
+	switch v {
+	case "":
+		return defaultUsageRetention, nil
+	case "off":
+		return 0, nil
+	}
+	d, err := caddy.ParseDuration(v)
+	if err != nil || d < minUsageRetention {
+		return 0, fmt.Errorf("usage_retention %q: want a duration of at least 32d (a calendar month of quota counts) or off", v)
+	}
+	return d, nil
+}
 
 // defaultStoreURI is the embedded SQLite store in Caddy's data directory.
 func defaultStoreURI() string {
@@ -131,9 +166,73 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		flushEvery: usageFlushInterval,
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
+		pruneDone:  make(chan struct{}),
 	}
 	go b.run()
+	go b.pruneLoop()
 	return b, nil
+}
+
+// usageRetention is the longest retention of the handlers using this store;
+// ok is false when no handler uses it (the admin API alone prunes nothing).
+func (b *backend) usageRetention() (keep time.Duration, ok bool) {
+	b.retention.Range(func(_, v any) bool {
+		d := v.(time.Duration)
+		if !ok || d == 0 || (keep != 0 && d > keep) {
+			keep = d
+		}
+		ok = true
+		return true
+	})
+	return keep, ok
+}
+
+// pruneLoop deletes usage past the retention period until Destruct. It runs
+// apart from run so a long first prune of an old store never delays usage
+// flushes.
+func (b *backend) pruneLoop() {
+	defer close(b.pruneDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTimer(pruneFirst)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case now := <-t.C:
+			b.pruneUsage(ctx, now)
+			t.Reset(pruneEvery)
+		}
+	}
+}
+
+func (b *backend) pruneUsage(ctx context.Context, now time.Time) {
+	keep, ok := b.usageRetention()
+	if !ok || keep == 0 {
+		return
+	}
+	before := now.Add(-keep).Truncate(time.Hour)
+	n, err := b.store.PruneUsage(ctx, before)
+	metrics.prunedRows.Add(float64(n))
+	if err != nil {
+		if ctx.Err() == nil {
+			b.logger.Warn("keygate: deleting usage past its retention failed; retried within the hour",
+				zap.Time("before", before), zap.Int64("rows", n), zap.Error(err))
+		}
+		return
+	}
+	if n > 0 {
+		b.logger.Info("keygate: deleted usage past its retention",
+			zap.Time("before", before), zap.Int64("rows", n), zap.Duration("retention", keep))
+	}
 }
 
 // run flushes usage and sweeps idle limiters until Destruct.
@@ -174,6 +273,7 @@ func (b *backend) flushUsage() {
 func (b *backend) Destruct() error {
 	close(b.stop)
 	<-b.done
+	<-b.pruneDone
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -43,6 +43,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body   <size>                    # largest send payload inspected (default 10MB)
 //		ratelimit  redis <url>               # shared limits and quotas across nodes
 //		metrics    per_key                   # also count requests per key id (bounded key counts only)
+//		usage_retention <duration>|off       # how long hourly usage counts are kept (default 400d, at least 32d)
 //	}
 //
 // Every option is checked here so a mistake names its line and value.
@@ -199,6 +200,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: metrics %q: want per_key", v)
 			}
 			h.PerKeyMetrics = true
+		case "usage_retention":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, err := parseUsageRetention(v); err != nil {
+				return d.Errf("keygate: %v", err)
+			}
+			h.UsageRetention = v
 		default:
 			return d.Errf("keygate: unknown option %q", opt)
 		}

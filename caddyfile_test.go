@@ -92,6 +92,8 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
 		{"two values", "whoami /a /b", `whoami: want exactly one value`},
 		{"unknown metrics mode", "metrics per_host", `metrics "per_host": want per_key`},
+		{"usage_retention not a duration", "usage_retention forever", `usage_retention "forever": want a duration of at least 32d`},
+		{"usage_retention shorter than a quota month", "usage_retention 7d", `usage_retention "7d"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package keygate_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/store"
 )
 
 var usageCaddyfile = site(`
@@ -135,4 +138,73 @@ func (g *gateway) metric(name string) float64 {
 	}
 	g.t.Fatalf("metric %s not on /metrics", name)
 	return 0
+}
+
+func TestUsageRetentionDeletesOldHours(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	log {
+		output file {LOG}
+	}
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+		usage_retention 40d
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "old", "--scope", "mail.send")
+	for i := 0; i < 3; i++ {
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+	}
+	g.stop()
+
+	// History from before this test: one hour past the retention, one
+	// inside it.
+	ctx := context.Background()
+	st, err := store.Open(ctx, g.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err = st.AddUsage(ctx, []store.UsageDelta{
+		{KeyID: k.ID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 50}, IPs: map[string]int64{"198.51.100.41": 50}},
+		{KeyID: k.ID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 20}, IPs: map[string]int64{"198.51.100.39": 20}},
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage := func() usageJSON {
+		var u usageJSON
+		if err := json.Unmarshal([]byte(g.keys("usage", k.ID, "--since", "2000h", "--json")), &u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	if u := usage(); u.Allowed != 73 {
+		t.Fatalf("before the gateway prunes: %d allowed, want 73", u.Allowed)
+	}
+
+	g.start() // the first prune runs 5 s after the store is opened
+	var u usageJSON
+	if eventually(t, 30*time.Second, func() bool { u = usage(); return u.Allowed != 73 }) < 0 {
+		t.Fatalf("usage older than 40d still there after 30 s:\n%s", g.logs())
+	}
+	if u.Allowed != 23 || len(u.TopIPs) != 2 {
+		t.Errorf("after pruning: %d allowed from %+v; want 23 from 127.0.0.1 and 198.51.100.39", u.Allowed, u.TopIPs)
+	}
+	for _, ip := range u.TopIPs {
+		if ip.IP == "198.51.100.41" {
+			t.Errorf("the pruned hour's client IP is still reported: %+v", u.TopIPs)
+		}
+	}
+	if n := g.metric("keygate_usage_pruned_rows_total"); n != 2 {
+		t.Errorf("keygate_usage_pruned_rows_total = %v, want 2 (one usage row, one client-IP row)", n)
+	}
+	if !strings.Contains(g.logs(), "deleted usage past its retention") {
+		t.Errorf("no log line for the prune:\n%s", g.logs())
+	}
 }

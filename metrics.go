@@ -24,6 +24,7 @@ type keygateMetrics struct {
 	limiterEvictions prometheus.Counter
 	flushSeconds     prometheus.Histogram
 	flushErrors      prometheus.Counter
+	prunedRows       prometheus.Counter
 	collectors       []prometheus.Collector
 }
 
@@ -62,12 +63,16 @@ func newMetrics() *keygateMetrics {
 			Namespace: ns, Name: "usage_flush_errors_total",
 			Help: "Usage flushes that failed and were kept for retry.",
 		}),
+		prunedRows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "usage_pruned_rows_total",
+			Help: "Hourly usage rows deleted because they were older than usage_retention.",
+		}),
 	}
 	for i := range m.requests {
 		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
 	}
 	m.collectors = []prometheus.Collector{
-		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors,
+		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors, m.prunedRows,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
 			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
 			func() float64 {

@@ -80,6 +80,9 @@ type Handler struct {
 	// decision. Off by default: one series per key and decision, so only
 	// for deployments with a bounded number of keys.
 	PerKeyMetrics bool `json:"per_key_metrics,omitempty"`
+	// UsageRetention is how long hourly usage counts are kept: a duration
+	// of at least 32d, or "off" to keep them forever (default 400d).
+	UsageRetention string `json:"usage_retention,omitempty"`
 
 	backend   *backend
 	storeURI  string
@@ -90,6 +93,7 @@ type Handler struct {
 	quota     *store.Quota
 	dialect   *mailapi.Dialect
 	maxBody   int64
+	retention time.Duration // 0: keep usage forever
 	shared    *sharedLimits // non-nil with ratelimit redis
 	logger    *zap.Logger
 	events    *caddyevents.App
@@ -178,6 +182,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.maxBody <= 0 {
 		h.maxBody = 10 << 20
 	}
+	if h.retention, err = parseUsageRetention(h.UsageRetention); err != nil {
+		return fmt.Errorf("keygate: %v", err)
+	}
 	if ev, err := ctx.AppIfConfigured("events"); err == nil {
 		h.events, _ = ev.(*caddyevents.App)
 	}
@@ -200,6 +207,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.shared = sl
 	}
+	b.retention.Store(h, h.retention)
 	return nil
 }
 
@@ -209,6 +217,7 @@ func (h *Handler) Cleanup() error {
 		releaseShared(h.RateLimitRedis)
 	}
 	if h.backend != nil {
+		h.backend.retention.Delete(h)
 		releaseBackend(h.storeURI)
 	}
 	return nil

@@ -325,3 +325,58 @@ func TestPerKeyMetricsOnlyWhenAskedFor(t *testing.T) {
 		}
 	}
 }
+
+func TestUsageRetentionKeepsTheLongestOfTheHandlersAndPrunes(t *testing.T) {
+	uri := "sqlite:" + filepath.Join(t.TempDir(), "keys.db")
+	short, st := testHandler(t, &Handler{Store: uri, UsageRetention: "40d"})
+	long, _ := testHandler(t, &Handler{Store: uri, UsageRetention: "90d"})
+	b := short.backend
+	if keep, ok := b.usageRetention(); !ok || keep != 90*24*time.Hour {
+		t.Fatalf("retention = %v, %v; want the longer 90d", keep, ok)
+	}
+	forever := &Handler{Store: uri, UsageRetention: "off"}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := forever.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keep, _ := b.usageRetention(); keep != 0 {
+		t.Fatalf("retention with one handler keeping usage forever = %v, want 0", keep)
+	}
+	forever.Cleanup()
+	b.retention.Delete(long) // as long.Cleanup would, which the test's cleanup calls
+	if keep, _ := b.usageRetention(); keep != 40*24*time.Hour {
+		t.Fatalf("retention after the others left = %v, want 40d", keep)
+	}
+
+	now := time.Now()
+	rec, _ := issue(t, st, "mail.send")
+	err := st.AddUsage(ctx, []store.UsageDelta{
+		{KeyID: rec.ID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 5}, IPs: map[string]int64{"192.0.2.1": 5}},
+		{KeyID: rec.ID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 2}, IPs: map[string]int64{"192.0.2.2": 2}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.pruneUsage(ctx, now)
+	u, err := st.Usage(ctx, rec.ID, now.Add(-100*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Allowed != 2 || len(u.TopIPs) != 1 || u.TopIPs[0].IP != "192.0.2.2" {
+		t.Errorf("after pruning at 40d: %d allowed, IPs %+v; want the 39-day-old hour only", u.Allowed, u.TopIPs)
+	}
+}
+
+func TestUsageRetentionDefaultAndBounds(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 400 * 24 * time.Hour, "off": 0, "32d": 32 * 24 * time.Hour, "2000h": 2000 * time.Hour} {
+		if got, err := parseUsageRetention(v); err != nil || got != want {
+			t.Errorf("parseUsageRetention(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"31d", "0", "-1h", "forever", "1y"} {
+		if _, err := parseUsageRetention(v); err == nil {
+			t.Errorf("parseUsageRetention(%q) accepted", v)
+		}
+	}
+}
