@@ -45,6 +45,7 @@ type backend struct {
 	flushEvery time.Duration
 	stop       chan struct{}
 	done       chan struct{}
+	stopPrune  context.CancelFunc // also cancels a prune under way
 	pruneDone  chan struct{}
 }
 
@@ -168,8 +169,10 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		done:       make(chan struct{}),
 		pruneDone:  make(chan struct{}),
 	}
+	var pruneCtx context.Context
+	pruneCtx, b.stopPrune = context.WithCancel(context.Background())
 	go b.run()
-	go b.pruneLoop()
+	go b.pruneLoop(pruneCtx)
 	return b, nil
 }
 
@@ -190,22 +193,13 @@ func (b *backend) usageRetention() (keep time.Duration, ok bool) {
 // pruneLoop deletes usage past the retention period until Destruct. It runs
 // apart from run so a long first prune of an old store never delays usage
 // flushes.
-func (b *backend) pruneLoop() {
+func (b *backend) pruneLoop(ctx context.Context) {
 	defer close(b.pruneDone)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-b.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	t := time.NewTimer(pruneFirst)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.stop:
+		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			b.pruneUsage(ctx, now)
@@ -272,6 +266,7 @@ func (b *backend) flushUsage() {
 // is unloaded (caddy stop), never on a reload.
 func (b *backend) Destruct() error {
 	close(b.stop)
+	b.stopPrune()
 	<-b.done
 	<-b.pruneDone
 	var errs []error
