@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -404,6 +405,62 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 		if want := t0.Add((calls - 1) * time.Millisecond); rep.LastUsedAt == nil || !rep.LastUsedAt.Equal(want) {
 			t.Errorf("LastUsedAt = %v, want %v", rep.LastUsedAt, want)
+		}
+	})
+
+	t.Run("batches over many keys from concurrent writers never deadlock and add up", func(t *testing.T) {
+		s := open(t)
+		const keys, writers, rounds = 40, 4, 15
+		for k := range keys {
+			mustCreate(t, s, minimalRecord(fmt.Sprintf("key_b%02d", k), t0))
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		repeats := map[string]int64{} // the key whose first delta a batch repeats
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				for i := range rounds {
+					// Every key in two hours, in a different order each
+					// batch, and one key-hour twice (merged before writing).
+					var deltas []UsageDelta
+					for _, k := range rng.Perm(keys) {
+						for h := range 2 {
+							deltas = append(deltas, UsageDelta{KeyID: fmt.Sprintf("key_b%02d", k), Hour: t0.Add(time.Duration(h) * time.Hour),
+								Counts: map[string]int64{"allowed": 1}, IPs: map[string]int64{"192.0.2.1": 1},
+								LastUsedAt: t0.Add(time.Duration(i) * time.Second), LastIP: "192.0.2.1"})
+						}
+					}
+					deltas = append(deltas, deltas[0])
+					if err := s.AddUsage(ctx, deltas); err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					repeats[deltas[0].KeyID]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for k := range keys {
+			id := fmt.Sprintf("key_b%02d", k)
+			rep, err := s.Usage(ctx, id, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 2*writers*rounds + repeats[id]
+			if rep.Allowed != want || len(rep.TopIPs) != 1 || rep.TopIPs[0].Requests != want {
+				t.Errorf("%s: allowed %d, IPs %+v; want %d", id, rep.Allowed, rep.TopIPs, want)
+			}
+			if w := t0.Add((rounds - 1) * time.Second); rep.LastUsedAt == nil || !rep.LastUsedAt.Equal(w) {
+				t.Errorf("%s: last used %v, want %v", id, rep.LastUsedAt, w)
+			}
 		}
 	})
 

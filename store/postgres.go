@@ -49,6 +49,7 @@ var postgresDialect = &dialect{
 	// Delivered to listeners when the transaction commits.
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",
 	rebind: func(query string) string { return query },
+	arrays: true,
 }
 
 // Postgres is the store for a cluster of gateways: keys, usage and audit

@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +48,9 @@ type dialect struct {
 	notify string
 	// rebind turns $N placeholders into the engine's own.
 	rebind func(query string) string
+	// arrays: the engine takes arrays as parameters, so a usage batch is
+	// written in a few statements instead of a few per key.
+	arrays bool
 }
 
 func (s *DB) init(ctx context.Context) error {
@@ -406,72 +407,15 @@ func (s *DB) Changes(ctx context.Context, after int64) ([]Change, error) {
 // last_used_at / last_ip forward, in one transaction. Counters are only ever
 // incremented in SQL, so concurrent writers never lose an update.
 func (s *DB) AddUsage(ctx context.Context, deltas []UsageDelta) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		addMetric, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO usage (key_id, hour, metric, n) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (key_id, hour, metric) DO UPDATE SET n = usage.n + excluded.n`))
-		if err != nil {
-			return err
-		}
-		defer addMetric.Close()
-		addIP, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO usage_ips (key_id, hour, ip, n) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (key_id, hour, ip) DO UPDATE SET n = usage_ips.n + excluded.n`))
-		if err != nil {
-			return err
-		}
-		defer addIP.Close()
-		touch, err := tx.PrepareContext(ctx, s.d.rebind(`UPDATE keys SET last_used_at = $2, last_ip = COALESCE(NULLIF($3, ''), last_ip)
-			WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`))
-		if err != nil {
-			return err
-		}
-		defer touch.Close()
-
-		// Rows are written in one global order (key, hour, metric, ip), so
-		// batches from several nodes never wait on each other in a cycle
-		// (PostgreSQL would abort one as a deadlock).
-		deltas = slices.Clone(deltas)
-		slices.SortFunc(deltas, func(a, b UsageDelta) int {
-			if c := strings.Compare(a.KeyID, b.KeyID); c != 0 {
-				return c
+	rows, err := newUsageRows(deltas)
+	if err == nil {
+		err = s.write(ctx, func(tx *sql.Tx) error {
+			if s.d.arrays {
+				return writeUsageArrays(ctx, tx, rows)
 			}
-			return a.Hour.Compare(b.Hour)
+			return writeUsageRows(ctx, tx, s.d.rebind, rows)
 		})
-		for _, d := range deltas {
-			hour, err := unixNano("usage hour", d.Hour.UTC().Truncate(time.Hour))
-			if err != nil {
-				return fmt.Errorf("key %s: %w", d.KeyID, err)
-			}
-			for _, metric := range slices.Sorted(maps.Keys(d.Counts)) {
-				n := d.Counts[metric]
-				if n == 0 {
-					continue
-				}
-				if _, err := addMetric.ExecContext(ctx, d.KeyID, hour, metric, n); err != nil {
-					return fmt.Errorf("key %s: metric %q: %w", d.KeyID, metric, err)
-				}
-			}
-			for _, ip := range slices.Sorted(maps.Keys(d.IPs)) {
-				n := d.IPs[ip]
-				if n == 0 {
-					continue
-				}
-				if _, err := addIP.ExecContext(ctx, d.KeyID, hour, ip, n); err != nil {
-					return fmt.Errorf("key %s: ip %q: %w", d.KeyID, ip, err)
-				}
-			}
-			if d.LastUsedAt.IsZero() {
-				continue
-			}
-			used, err := unixNano("last used at", d.LastUsedAt)
-			if err != nil {
-				return fmt.Errorf("key %s: %w", d.KeyID, err)
-			}
-			if _, err := touch.ExecContext(ctx, d.KeyID, used, d.LastIP); err != nil {
-				return fmt.Errorf("key %s: last used: %w", d.KeyID, err)
-			}
-		}
-		return nil
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("keygate store: add usage: %w", err)
 	}
