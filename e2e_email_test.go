@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"mime/multipart"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 )
 
 // One site per dialect, told apart by Host, all in front of the recording
@@ -114,6 +111,7 @@ func TestEmailPolicy(t *testing.T) {
 			403, "sender_not_allowed"},
 		{"more recipients than allowed is too_many_recipients", sgBody("a@news.mail.example.com", "1@x.org", "2@x.org", "3@x.org", "4@x.org"), 403, "too_many_recipients"},
 		{"malformed JSON is invalid_payload", []byte(`{"personalizations":[`), 400, "invalid_payload"},
+		{"an oversize body is payload_too_large", append(sgBody("a@shop.example.com", "a@x.org")[:10], bytes.Repeat([]byte(" "), 70<<10)...), 413, "payload_too_large"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,38 +125,6 @@ func TestEmailPolicy(t *testing.T) {
 			}
 		})
 	}
-
-	t.Run("an oversize body is payload_too_large before it is read", func(t *testing.T) {
-		// The 413 is written without reading the body; net/http then drains
-		// up to 256 KiB of it so a client on a kept-alive connection reads
-		// the answer. (A client that sent Connection: close, as the shared
-		// test client does, may instead see the connection reset while it
-		// is still writing: net/http does not drain such a request.)
-		keepAlive := &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}
-		defer keepAlive.CloseIdleConnections()
-		before := up.count()
-		body := append(sgBody("a@shop.example.com", "a@x.org")[:10], bytes.Repeat([]byte(" "), 70<<10)...)
-		req, err := http.NewRequest("POST", g.siteURL+"/v3/mail/send", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = "sendgrid.localhost"
-		req.Header.Set("Authorization", "Bearer "+k.Key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := keepAlive.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		r := &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
-		if r.Status != 413 || r.code() != "payload_too_large" {
-			t.Errorf("got %d %s, want 413 payload_too_large", r.Status, r.Body)
-		}
-		if up.count() != before {
-			t.Error("the upstream was called")
-		}
-	})
 
 	t.Run("the recipient quota counts recipients and answers quota_exceeded", func(t *testing.T) {
 		// 1 used above; 3 more fit (4 of 5), then 2 do not.

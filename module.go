@@ -704,9 +704,20 @@ func retrySecondsOrZero(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
+// maxDrain is how much of an unread request body a denial reads first: as
+// much as net/http itself drains to keep a connection alive.
+const maxDrain = 256 << 10
+
 // deny answers with the contract's JSON error, logs and counts it.
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip string, t time.Time, d denial) error {
 	q.code = d.code
+	// A client that sent Connection: close gets its denial after the
+	// server closes the connection. Body bytes still unread then make the
+	// kernel answer with a reset, which can destroy the response before
+	// the client reads it; net/http drains only kept-alive requests.
+	if r.Close && r.ContentLength != 0 && r.Body != nil {
+		io.CopyN(io.Discard, r.Body, maxDrain)
+	}
 	d.write(w)
 	h.record(r, q, ip, codes[d.code].status, 0, t)
 	switch d.code {
