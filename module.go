@@ -714,8 +714,10 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	// A client that sent Connection: close gets its denial after the
 	// server closes the connection. Body bytes still unread then make the
 	// kernel answer with a reset, which can destroy the response before
-	// the client reads it; net/http drains only kept-alive requests.
-	if r.Close && r.ContentLength != 0 && r.Body != nil {
+	// the client reads it; net/http drains only kept-alive requests. A
+	// client waiting for 100 Continue has sent no body: reading would only
+	// ask it for one.
+	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		io.CopyN(io.Discard, r.Body, maxDrain)
 	}
 	d.write(w)
