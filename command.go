@@ -44,6 +44,21 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			for _, sub := range keysCommands() {
 				cmd.AddCommand(sub)
 			}
+			// A mistyped subcommand must fail, not print help and exit 0: a
+			// script running `caddy keys revok ID` would believe the key
+			// revoked. Unknown flags are let through to report the
+			// subcommand, not the flag.
+			cmd.FParseErrWhitelist.UnknownFlags = true
+			cmd.RunE = func(c *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return c.Help()
+				}
+				msg := fmt.Sprintf("unknown subcommand %q", args[0])
+				if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += "; did you mean " + strings.Join(s, " or ") + "?"
+				}
+				return errors.New(msg + ` (see "caddy keys --help")`)
+			}
 		},
 	})
 }

@@ -204,6 +204,12 @@ func TestKeyLifecycle(t *testing.T) {
 		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "not found") {
 			t.Errorf("revoking an unknown id: err=%v stderr=%q", err, stderr)
 		}
+		// A typo in the subcommand fails in one line; it must not print
+		// help and exit 0, which a script would take for success.
+		stdout, stderr, err := g.keysRaw("revok", a.ID)
+		if err == nil || stdout != "" || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `unknown subcommand "revok"; did you mean revoke?`) {
+			t.Errorf("a mistyped subcommand: err=%v stdout=%q stderr=%q", err, stdout, stderr)
+		}
 	})
 
 	t.Run("CLI: revoke --key - reads a leaked key from stdin and never prints it", func(t *testing.T) {
