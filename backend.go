@@ -78,8 +78,11 @@ func parseUsageRetention(v string) (time.Duration, error) {
 		return 0, nil
 	}
 	d, err := caddy.ParseDuration(v)
-	if err != nil || d < minUsageRetention {
-		return 0, fmt.Errorf("usage_retention %q: want a duration of at least 32d (a calendar month of quota counts) or off", v)
+	if err != nil {
+		return 0, fmt.Errorf("usage_retention %q: want a duration such as 400d, or off (%v)", v, err)
+	}
+	if d < minUsageRetention {
+		return 0, fmt.Errorf("usage_retention %q: want at least 32d (a calendar month of quota counts), or off", v)
 	}
 	return d, nil
 }

@@ -98,6 +98,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case 2:
 				rule.Scope, rule.Path = args[0], args[1]
 			case 3:
+				if strings.ContainsRune("/*{", rune(args[1][0])) {
+					return d.Errf("keygate: scope %q: want <name> [<METHOD>] <path>, got %q after the name", args[0], strings.Join(args[1:], " "))
+				}
 				rule.Scope, rule.Method, rule.Path = args[0], args[1], args[2]
 			default:
 				return d.Errf("keygate: scope: want <name> [<METHOD>] <path>, got %d arguments", len(args))

@@ -82,6 +82,9 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"burst without number", "rate 10/m burst x", `burst "x"`},
 		{"bad method", "scope mail.send PUTT /v3/mail/send", `method "PUTT" is not an HTTP method`},
 		{"scope without path", "scope mail.send", `scope: want <name> [<METHOD>] <path>`},
+		{"scope with a method and no path", "scope mail.send POST", `path "POST" must start with / or *`},
+		{"scope with a path and a stray word", "scope mail.send /x extra", `scope "mail.send": want <name> [<METHOD>] <path>, got "/x extra"`},
+		{"bad method keeps its spelling", "scope mail.send Putt /x", `method "Putt" is not an HTTP method`},
 		{"bad scope name", "scope Mail!Send /x", `scope "Mail!Send"`},
 		{"bad prefix", "prefix K", `prefix "K"`},
 		{"bad cache_ttl", "cache_ttl soon", `cache_ttl "soon"`},
@@ -92,8 +95,9 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
 		{"two values", "whoami /a /b", `whoami: want exactly one value`},
 		{"unknown metrics mode", "metrics per_host", `metrics "per_host": want per_key`},
-		{"usage_retention not a duration", "usage_retention forever", `usage_retention "forever": want a duration of at least 32d`},
-		{"usage_retention shorter than a quota month", "usage_retention 7d", `usage_retention "7d"`},
+		{"usage_retention not a duration", "usage_retention forever", `usage_retention "forever": want a duration such as 400d, or off`},
+		{"usage_retention too long to represent", "usage_retention 9999999999d", `usage_retention "9999999999d": want a duration such as 400d, or off`},
+		{"usage_retention shorter than a quota month", "usage_retention 7d", `usage_retention "7d": want at least 32d`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

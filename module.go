@@ -177,6 +177,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keygate: mail_api %q: want one of %s", h.MailAPI, strings.Join(mailapi.Names(), ", "))
 		}
 		h.dialect = d
+		for _, rule := range uninspectedPosts(h.Scopes, d) {
+			h.logger.Warn("keygate: this POST route is not one of the mail_api's send endpoints, so its payloads are not inspected (no sender, recipient or quota checks)",
+				zap.String("mail_api", d.Name), zap.String("scope", rule.Scope), zap.String("path", rule.Path))
+		}
 	}
 	h.maxBody = h.MaxBody
 	if h.maxBody <= 0 {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/keygate/caddy-keygate/mailapi"
 )
 
 // ScopeRule maps requests to the scope a key needs for them. Rules are tried
@@ -66,17 +68,24 @@ func (r *ScopeRule) provision() error {
 		return fmt.Errorf("keygate: scope %q: a scope name uses a-z, 0-9, '.', '_', '-' (e.g. mail.send)", r.Scope)
 	}
 	if r.Method != "" {
-		r.Method = strings.ToUpper(r.Method)
+		upper := strings.ToUpper(r.Method)
 		known := false
 		for _, m := range httpMethods {
-			known = known || m == r.Method
+			known = known || m == upper
 		}
 		if !known {
 			return fmt.Errorf("keygate: scope %q: method %q is not an HTTP method", r.Scope, r.Method)
 		}
+		r.Method = upper
 	}
 	if r.Path == "" {
 		return fmt.Errorf("keygate: scope %q: missing path", r.Scope)
+	}
+	// A request path starts with "/"; a pattern may also start with a glob
+	// or a placeholder. Anything else is a mistake, such as a method given
+	// without its path ("scope mail.send POST"), that would match nothing.
+	if !strings.ContainsRune("/*{", rune(r.Path[0])) {
+		return fmt.Errorf("keygate: scope %q: path %q must start with / or * (want <name> [<METHOD>] <path>)", r.Scope, r.Path)
 	}
 	r.match = caddyhttp.MatchPath{r.Path}
 	if err := r.match.Provision(nilContext); err != nil {
@@ -188,4 +197,17 @@ func hasScope(scopes []string, required string) bool {
 		}
 	}
 	return false
+}
+
+// uninspectedPosts returns the provisioned rules naming one exact POST path
+// that is not a send endpoint of d: likely a mistyped send route, where
+// sends would pass without sender, recipient or quota checks.
+func uninspectedPosts(rules []ScopeRule, d *mailapi.Dialect) []ScopeRule {
+	var out []ScopeRule
+	for _, r := range rules {
+		if r.Method == http.MethodPost && r.kind == exact && !d.IsSend(http.MethodPost, r.Path) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

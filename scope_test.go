@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/keygate/caddy-keygate/mailapi"
 )
 
 func scopeRequest(method, path string) *http.Request {
@@ -98,4 +100,25 @@ func FuzzScopeMatchesCaddy(f *testing.F) {
 			t.Fatalf("pattern %q, path %q: fast path says %v, Caddy's matcher %v", pattern, path, got, want)
 		}
 	})
+}
+
+func TestUninspectedPostRoutesAreFound(t *testing.T) {
+	sendgrid, _ := mailapi.Lookup("sendgrid")
+	rules := []ScopeRule{
+		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}, // the send endpoint
+		{Scope: "mail.send", Method: "post", Path: "/send"},         // a typo for it
+		{Scope: "mail.send", Method: "POST", Path: "/V3/Mail/Send"}, // the endpoint, other case
+		{Scope: "templates.write", Method: "POST", Path: "/v3/templates*"},
+		{Scope: "mail.read", Method: "GET", Path: "/send"},
+		{Scope: "mail.any", Path: "/other"},
+	}
+	for i := range rules {
+		if err := rules[i].provision(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := uninspectedPosts(rules, sendgrid)
+	if len(got) != 1 || got[0].Path != "/send" {
+		t.Errorf("uninspected POST routes = %+v, want only /send", got)
+	}
 }
