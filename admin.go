@@ -104,6 +104,11 @@ func (a *Admin) resolveStore(r *http.Request) (*adminStore, error) {
 	if uri == "" {
 		uri = defaultStoreURI()
 	}
+	// Only issuing may create the embedded store, as with the CLI: a
+	// mistyped ?store= must not look like a store without keys.
+	if path, missing := missingSQLite(uri); missing && !(r.Method == http.MethodPost && r.URL.Path == "/keygate/keys") {
+		return nil, apiError(http.StatusNotFound, "no keygate store at %s (it is created by a gateway using it or by issuing the first key)", path)
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	st, err := store.Open(ctx, uri)

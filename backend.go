@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -104,6 +106,17 @@ func normalizeStoreURI(uri string) string {
 		}
 	}
 	return uri
+}
+
+// missingSQLite reports whether uri names an embedded store whose file does
+// not exist yet, and its path.
+func missingSQLite(uri string) (string, bool) {
+	path, ok := cutPrefix(uri, "sqlite:")
+	if !ok {
+		return "", false
+	}
+	_, err := os.Stat(path)
+	return path, errors.Is(err, fs.ErrNotExist)
 }
 
 func cutPrefix(s, prefix string) (string, bool) {

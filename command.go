@@ -83,6 +83,12 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 				uri = os.Getenv("KEYGATE_STORE")
 			}
 			uri = normalizeStoreURI(uri)
+			// Only issue may create the embedded store: for any other
+			// subcommand a missing file is a mistyped path, which would
+			// otherwise look like a store without keys.
+			if path, missing := missingSQLite(uri); missing && cmd.Name() != "issue" {
+				return fmt.Errorf("no keygate store at %s: a gateway creates it when it starts, `caddy keys issue` with the first key (check --store and $KEYGATE_STORE)", path)
+			}
 			st, err := store.Open(ctx, uri)
 			if err != nil {
 				return fmt.Errorf("store %s: %v", store.RedactURI(uri), err)
@@ -94,6 +100,9 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 		cancel()
 		if err != nil {
 			msg := strings.TrimPrefix(err.Error(), errBadInput.Error()+": ")
+			// One line, even for drivers whose errors span several
+			// (pgx indents its details on lines of their own).
+			msg = strings.Join(strings.Fields(msg), " ")
 			fmt.Fprintln(os.Stderr, "caddy keys "+cmd.Name()+": "+msg)
 			os.Exit(1)
 		}

@@ -2,6 +2,9 @@ package keygate_test
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +142,22 @@ func TestKeyLifecycle(t *testing.T) {
 		if r := send(k.Key); r.Status != 202 {
 			t.Errorf("after enable: %d", r.Status)
 		}
+		// Requests that would change nothing or mislead are refused.
+		for _, c := range []struct {
+			method, path string
+			body         any
+			status       int
+			want         string
+		}{
+			{"PATCH", "/keygate/keys/" + k.ID, map[string]any{}, 400, "nothing to change"},
+			{"POST", "/keygate/keys", map[string]any{"name": "x", "scopes": []string{"mail.send"}, "expires": "2020-01-01T00:00:00Z"}, 400, "not in the future"},
+			{"POST", "/keygate/keys", map[string]any{"name": "two\nlines", "scopes": []string{"mail.send"}}, 400, "printable"},
+			{"GET", "/keygate/keys?store=sqlite:" + filepath.Join(t.TempDir(), "typo", "keys.db"), nil, 404, "no keygate store"},
+		} {
+			if r := g.admin(c.method, c.path, c.body); r.Status != c.status || !strings.Contains(string(r.Body), c.want) {
+				t.Errorf("%s %s: %d %s, want %d %q", c.method, c.path, r.Status, r.Body, c.status, c.want)
+			}
+		}
 		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]any{"reason": "done"}); r.Status != 200 {
 			t.Fatalf("revoke: %d %s", r.Status, r.Body)
 		}
@@ -203,6 +222,17 @@ func TestKeyLifecycle(t *testing.T) {
 		_, stderr, err := g.keysRaw("revoke", "key_nope")
 		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "not found") {
 			t.Errorf("revoking an unknown id: err=%v stderr=%q", err, stderr)
+		}
+		// Any subcommand but issue refuses a store file that does not
+		// exist (a mistyped --store), and creates nothing.
+		typo := filepath.Join(t.TempDir(), "typo", "keys.db")
+		list := exec.Command(caddyBin, "keys", "list", "--store", "sqlite:"+typo)
+		list.Env = g.environ()
+		if out, err := list.CombinedOutput(); err == nil || !strings.Contains(string(out), "no keygate store at "+typo) {
+			t.Errorf("list on a missing store: err=%v output=%q", err, out)
+		}
+		if _, err := os.Stat(typo); err == nil {
+			t.Error("list created the mistyped store")
 		}
 		// A typo in the subcommand fails in one line; it must not print
 		// help and exit 0, which a script would take for success.

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -49,6 +51,9 @@ func parseExpiry(s string, t time.Time) (*time.Time, error) {
 		return nil, nil
 	}
 	if at, err := time.Parse(time.RFC3339, s); err == nil {
+		if !at.After(t) {
+			return nil, badInput("expires %q is not in the future (to stop a key now, revoke or disable it)", s)
+		}
 		at = at.UTC()
 		return &at, nil
 	}
@@ -60,17 +65,36 @@ func parseExpiry(s string, t time.Time) (*time.Time, error) {
 	return &at, nil
 }
 
+// printable reports whether s is valid UTF-8 without control characters:
+// names and owners are printed in tables, logs and terminals, where a line
+// break or an escape sequence would forge or garble output.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // apply validates the spec and writes it into rec.
 func (s *KeySpec) apply(rec *store.Record, t time.Time) error {
 	if s.Name != nil {
 		name := strings.TrimSpace(*s.Name)
-		if name == "" || len(name) > 200 {
-			return badInput("name %q: want 1-200 characters", *s.Name)
+		if name == "" || len(name) > 200 || !printable(name) {
+			return badInput("name %q: want 1-200 printable UTF-8 characters", *s.Name)
 		}
 		rec.Name = name
 	}
 	if s.Owner != nil {
-		rec.Owner = strings.TrimSpace(*s.Owner)
+		owner := strings.TrimSpace(*s.Owner)
+		if len(owner) > 200 || !printable(owner) {
+			return badInput("owner %q: want at most 200 printable UTF-8 characters", *s.Owner)
+		}
+		rec.Owner = owner
 	}
 	if s.Env != nil {
 		if *s.Env != "live" && *s.Env != "test" {
@@ -286,6 +310,9 @@ func rotateKey(ctx context.Context, st store.Store, id string, grace time.Durati
 // updateKey applies spec to key id and records what kind of change it was.
 func updateKey(ctx context.Context, st store.Store, id string, spec KeySpec, actor string) (*store.Record, error) {
 	ev := &store.Event{Action: "updated", KeyID: id, Actor: actor}
+	if spec == (KeySpec{}) {
+		return nil, badInput("nothing to change: name at least one field")
+	}
 	if spec.Prefix != nil {
 		return nil, badInput("prefix cannot be changed; rotate to a new key instead")
 	}
