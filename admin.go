@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,7 +171,14 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 		s.changed(ctx)
 		return writeJSON(w, http.StatusCreated, issued{Record: rec, Key: key})
 	case "GET keys":
-		f := store.ListFilter{Owner: r.URL.Query().Get("owner"), All: r.URL.Query().Get("all") == "true"}
+		all := false
+		if v := r.URL.Query().Get("all"); v != "" {
+			var err error
+			if all, err = strconv.ParseBool(v); err != nil {
+				return apiError(http.StatusBadRequest, "all=%q: want true or false", v)
+			}
+		}
+		f := store.ListFilter{Owner: r.URL.Query().Get("owner"), All: all}
 		recs, err := s.store.ListKeys(ctx, f)
 		if err != nil {
 			return storeError(err)
@@ -250,7 +258,7 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, rep)
 	case "GET events":
-		evs, err := s.store.Events(ctx, store.EventFilter{KeyID: r.URL.Query().Get("key")})
+		evs, err := keyEvents(ctx, s.store, r.URL.Query().Get("key"))
 		if err != nil {
 			return storeError(err)
 		}

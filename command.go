@@ -330,11 +330,11 @@ func keysCommands() []*cobra.Command {
 		Short: "Show the audit events (every change to keys), optionally of one key",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
-			f := store.EventFilter{}
+			id := ""
 			if len(args) == 1 {
-				f.KeyID = args[0]
+				id = args[0]
 			}
-			evs, err := c.st.Events(ctx, f)
+			evs, err := keyEvents(ctx, c.st, id)
 			if err != nil {
 				return err
 			}

@@ -52,6 +52,9 @@ func TestKeyLifecycle(t *testing.T) {
 		if next.RotatedFrom != old.ID || next.Key == "" || next.Key == old.Key {
 			t.Fatalf("rotated record: %+v", next)
 		}
+		if evs := g.keys("events", next.ID); !strings.Contains(evs, "issued") || !strings.Contains(evs, "by rotating "+old.ID) {
+			t.Errorf("the new key's events do not say where it came from:\n%s", evs)
+		}
 		if r := send(next.Key); r.Status != 202 {
 			t.Errorf("new key: %d %s", r.Status, r.Body)
 		}
@@ -153,6 +156,8 @@ func TestKeyLifecycle(t *testing.T) {
 			{"POST", "/keygate/keys", map[string]any{"name": "x", "scopes": []string{"mail.send"}, "expires": "2020-01-01T00:00:00Z"}, 400, "not in the future"},
 			{"POST", "/keygate/keys", map[string]any{"name": "two\nlines", "scopes": []string{"mail.send"}}, 400, "printable"},
 			{"GET", "/keygate/keys?store=sqlite:" + filepath.Join(t.TempDir(), "typo", "keys.db"), nil, 404, "no keygate store"},
+			{"GET", "/keygate/keys?all=maybe", nil, 400, "want true or false"},
+			{"GET", "/keygate/events?key=key_nope", nil, 404, "not found"},
 		} {
 			if r := g.admin(c.method, c.path, c.body); r.Status != c.status || !strings.Contains(string(r.Body), c.want) {
 				t.Errorf("%s %s: %d %s, want %d %q", c.method, c.path, r.Status, r.Body, c.status, c.want)
@@ -226,6 +231,9 @@ func TestKeyLifecycle(t *testing.T) {
 		// Any subcommand but issue refuses a store file that does not
 		// exist (a mistyped --store), and creates nothing.
 		typo := filepath.Join(t.TempDir(), "typo", "keys.db")
+		if _, stderr, err := g.keysRaw("events", "key_nope"); err == nil || !strings.Contains(stderr, "not found") {
+			t.Errorf("events of an unknown id: err=%v stderr=%q", err, stderr)
+		}
 		list := exec.Command(caddyBin, "keys", "list", "--store", "sqlite:"+typo)
 		list.Env = g.environ()
 		if out, err := list.CombinedOutput(); err == nil || !strings.Contains(string(out), "no keygate store at "+typo) {

@@ -431,3 +431,14 @@ func (rv revocation) revoke(ctx context.Context, st store.Store, targets []*stor
 	}
 	return out, nil
 }
+
+// keyEvents returns the audit events of key id, or of every key when id is
+// empty. An unknown id is ErrNotFound, not an empty history.
+func keyEvents(ctx context.Context, st store.Store, id string) ([]store.Event, error) {
+	if id != "" {
+		if _, err := st.Key(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	return st.Events(ctx, store.EventFilter{KeyID: id})
+}

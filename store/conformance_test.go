@@ -299,9 +299,10 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 				if len(changed) != 2 || !slices.Contains(changed, old.Digest) || !slices.Contains(changed, next.Digest) {
 					t.Errorf("changes = %x, want the old and the new digest", changed)
 				}
-				evs := mustEvents(t, s, EventFilter{Limit: 1})
-				if len(evs) != 1 || evs[0].Action != "rotated" || evs[0].KeyID != old.ID {
-					t.Errorf("last event = %+v, want rotated for %s", evs, old.ID)
+				evs := mustEvents(t, s, EventFilter{Limit: 2})
+				if len(evs) != 2 || evs[0].Action != "rotated" || evs[0].KeyID != old.ID ||
+					evs[1].Action != "issued" || evs[1].KeyID != next.ID || evs[1].Detail != "by rotating "+old.ID || evs[1].Actor != "cli" {
+					t.Errorf("last events = %+v, want rotated for %s, then issued for %s by rotating it", evs, old.ID, next.ID)
 				}
 			})
 		}

@@ -306,7 +306,14 @@ func (s *DB) RotateKey(ctx context.Context, id string, next *Record, graceEnd ti
 		if err := s.insertChange(ctx, tx, old.Digest); err != nil {
 			return err
 		}
-		return s.recordChange(ctx, tx, &ev, id, next.Digest)
+		if err := s.recordChange(ctx, tx, &ev, id, next.Digest); err != nil {
+			return err
+		}
+		// The new key's own history starts here too.
+		if ev.Action == "" {
+			return nil
+		}
+		return s.insertEvent(ctx, tx, &Event{At: ev.At, Action: "issued", KeyID: next.ID, Actor: ev.Actor, Detail: "by rotating " + id})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: rotate key %s to %s: %w", id, next.ID, err)
@@ -357,6 +364,11 @@ func (s *DB) recordChange(ctx context.Context, tx *sql.Tx, ev *Event, id string,
 	if ev.KeyID == "" {
 		ev.KeyID = id
 	}
+	return s.insertEvent(ctx, tx, ev)
+}
+
+// insertEvent appends an audit event and sets its sequence number.
+func (s *DB) insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) error {
 	if ev.At.IsZero() {
 		ev.At = time.Now().UTC()
 	}
