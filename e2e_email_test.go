@@ -236,6 +236,15 @@ func TestEmailPolicy(t *testing.T) {
 		if r := ses(`{"Destination":{"ToAddresses":["x@y.org"]},"Content":{"Raw":{"Data":"` + raw + `"}}}`); r.code() != "sender_not_allowed" {
 			t.Errorf("raw MIME with a foreign From: %d %s", r.Status, r.Body)
 		}
+		// Recipients keygate cannot read must not escape a quota: a key
+		// with only a quota may not send a raw message it cannot count.
+		qk := g.issue("--name", "ses-quota", "--scope", "mail.send", "--quota", "2/d")
+		unreadable := base64.StdEncoding.EncodeToString([]byte("From: a@shop.example.com\r\nTo: r1@x.org; r2@x.org; r3@x.org\r\nSubject: s\r\n\r\nbody"))
+		r := g.call("POST", "/v2/email/outbound-emails", qk.Key, []byte(`{"Content":{"Raw":{"Data":"`+unreadable+`"}}}`),
+			"Host", "ses.localhost", "Content-Type", "application/json")
+		if r.Status != 400 || r.code() != "invalid_payload" {
+			t.Errorf("unreadable raw MIME from a quota-only key: %d %s, want 400 invalid_payload", r.Status, r.Body)
+		}
 	})
 }
 

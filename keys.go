@@ -316,6 +316,11 @@ func updateKey(ctx context.Context, st store.Store, id string, spec KeySpec, act
 	if spec.Prefix != nil {
 		return nil, badInput("prefix cannot be changed; rotate to a new key instead")
 	}
+	// The env is part of the key's text (kg_test_…): relabelling a test
+	// key live would let a key handled as low-risk into live routes.
+	if spec.Env != nil {
+		return nil, badInput("env cannot be changed: it is part of the key; issue a key for the other env instead")
+	}
 	onlyDisable := spec.Disabled != nil && (spec == KeySpec{Disabled: spec.Disabled})
 	return st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
 		if rec.Revoked() {

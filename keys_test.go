@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -39,5 +40,13 @@ func TestKeySpecRefusesWhatWouldMisleadLater(t *testing.T) {
 				t.Errorf("err = %v, want a bad-input error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestUpdateCannotRelabelAKeysEnv(t *testing.T) {
+	env := "live"
+	_, err := updateKey(context.Background(), nil, "key_x", KeySpec{Env: &env}, "test")
+	if err == nil || !errors.Is(err, errBadInput) || !strings.Contains(err.Error(), "env cannot be changed") {
+		t.Errorf("err = %v, want env cannot be changed", err)
 	}
 }

@@ -429,6 +429,7 @@ func (h *Handler) takeKey(r *http.Request) string {
 var credentialHeaders = []string{
 	"Authorization", "Proxy-Authorization", "Cookie",
 	"X-Api-Key", "Api-Key", "X-Postmark-Server-Token", "X-Postmark-Account-Token",
+	"X-Amz-Security-Token", // an AWS session credential (SES)
 }
 
 // impersonationHeaders let a client act for another account at the
@@ -546,9 +547,11 @@ func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial)
 	if err != nil {
 		return 0, denial{code: InvalidPayload, message: h.dialect.Name + " payload: " + err.Error()}
 	}
-	restricted := len(rec.SenderDomains) > 0 || rec.MaxRecipients > 0
+	// A body keygate cannot read fully (raw MIME, senders by id) could hide
+	// senders or recipients, so keys with any limit on them may not send one.
+	restricted := len(rec.SenderDomains) > 0 || rec.MaxRecipients > 0 || rec.Quota != nil || h.quota != nil
 	if msg.Opaque && restricted {
-		return 0, denial{code: InvalidPayload, message: "raw MIME bodies are refused for keys with sender or recipient restrictions"}
+		return 0, denial{code: InvalidPayload, message: "raw MIME bodies are refused for keys with sender, recipient or quota limits"}
 	}
 	if len(rec.SenderDomains) > 0 {
 		for _, s := range msg.Senders {

@@ -406,3 +406,31 @@ func BenchmarkPostgresKeyByDigest(b *testing.B) {
 		})
 	})
 }
+
+// An update reads the row without locking it against usage flushes (they
+// take no key-change lock); a flush that lands between the read and the
+// write must keep its last use.
+func TestPostgresUpdateKeepsAConcurrentFlushsLastUse(t *testing.T) {
+	uri := testPostgresURI(t)
+	a, b := openTestPostgres(t, uri), openTestPostgres(t, uri)
+	t0 := time.Now().UTC().Truncate(time.Second)
+	mustCreate(t, a, minimalRecord("key_race", t0))
+	used := t0.Add(time.Minute)
+	ctx := context.Background()
+	_, err := a.UpdateKey(ctx, "key_race", &Event{Action: "updated"}, func(r *Record) error {
+		// Another node flushes while this update holds the row it read.
+		if err := b.AddUsage(ctx, []UsageDelta{{KeyID: "key_race", Hour: t0, Counts: map[string]int64{"allowed": 1},
+			LastUsedAt: used, LastIP: "192.0.2.4"}}); err != nil {
+			return err
+		}
+		r.Name = "renamed"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mustKey(t, a, "key_race")
+	if got.Name != "renamed" || got.LastUsedAt == nil || !got.LastUsedAt.Equal(used) || got.LastIP != "192.0.2.4" {
+		t.Errorf("after the update: name %q, last used %v from %q; want renamed, %v from 192.0.2.4", got.Name, got.LastUsedAt, got.LastIP, used)
+	}
+}

@@ -170,7 +170,16 @@ var insertKeySQL, updateKeySQL = func() (string, string) {
 	params, sets := make([]string, len(cols)), make([]string, len(cols))
 	for i, c := range cols {
 		params[i] = fmt.Sprintf("$%d", i+1)
-		sets[i] = c + " = " + params[i]
+		// Usage flushes own the last use and only move it forward; an
+		// update that read the row before a flush must not undo it.
+		switch c {
+		case "last_used_at":
+			sets[i] = fmt.Sprintf("%s = COALESCE(%s, %s)", c, c, params[i])
+		case "last_ip":
+			sets[i] = fmt.Sprintf("%s = COALESCE(NULLIF(%s, ''), %s)", c, c, params[i])
+		default:
+			sets[i] = c + " = " + params[i]
+		}
 	}
 	return "INSERT INTO keys (" + keyColumns + ") VALUES (" + strings.Join(params, ", ") + ")",
 		"UPDATE keys SET " + strings.Join(sets, ", ") + fmt.Sprintf(" WHERE id = $%d", len(cols)+1)
