@@ -178,6 +178,13 @@ func TestEmailPolicy(t *testing.T) {
 		if r.code() != "sender_not_allowed" {
 			t.Errorf("multipart foreign sender: %d %s", r.Status, r.Body)
 		}
+		// Fields in the query string could reach a provider that merges
+		// them with the body's; keygate reads only the body.
+		before := up.count()
+		r = g.call("POST", "/v3/mg.example.com/messages?h:From=ceo@evil.example", mk.Key, body, "Host", "mailgun.localhost", "Content-Type", "application/x-www-form-urlencoded")
+		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
+			t.Errorf("a form send with a query string: %d %s", r.Status, r.Body)
+		}
 	})
 
 	t.Run("mailgun: the sending domain in the path must be one of the key's sender domains", func(t *testing.T) {

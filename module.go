@@ -553,6 +553,11 @@ func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial)
 	if msg.Opaque && restricted {
 		return 0, denial{code: InvalidPayload, message: "raw MIME bodies are refused for keys with sender, recipient or quota limits"}
 	}
+	// Form APIs (Mailgun) may read fields from the query string as well as
+	// the body; keygate reads the body only.
+	if restricted && r.URL.RawQuery != "" && isForm(r.Header.Get("Content-Type")) {
+		return 0, denial{code: InvalidPayload, message: "query parameters on a form send are refused for keys with sender, recipient or quota limits"}
+	}
 	if len(rec.SenderDomains) > 0 {
 		for _, s := range msg.Senders {
 			if !mailapi.SenderAllowed(s, rec.SenderDomains) {
@@ -569,6 +574,13 @@ func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial)
 		return 0, denial{code: TooManyRecipients, message: fmt.Sprintf("the message has %d recipients; this API key allows %d per request", msg.Recipients, rec.MaxRecipients)}
 	}
 	return msg.Recipients, denial{}
+}
+
+// isForm reports whether a content type is one of the HTML form encodings.
+func isForm(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
 }
 
 // readBody reads at most limit+1 bytes, in one allocation when the client

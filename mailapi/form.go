@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"mime"
 	"mime/multipart"
+	"net/textproto"
 	"net/url"
+	"strings"
 )
 
 // maxParts bounds the parts read from a multipart form.
@@ -50,7 +53,9 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 	malformed := errors.New("multipart body is malformed")
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	for n := 0; ; n++ {
-		part, err := mr.NextPart()
+		// Raw: NextPart would decode quoted-printable parts the provider may
+		// read as sent.
+		part, err := mr.NextRawPart()
 		if err == io.EOF {
 			return nil
 		}
@@ -60,7 +65,11 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 		if n >= maxParts {
 			return errors.New("multipart body has too many parts")
 		}
-		m := s.member([]byte(part.FormName()))
+		name, err := formPartName(part.Header)
+		if err != nil {
+			return err
+		}
+		m := s.member([]byte(name))
 		if m == nil {
 			continue
 		}
@@ -76,4 +85,25 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 			return err
 		}
 	}
+}
+
+// formPartName returns the field name of a multipart/form-data part. A part
+// that other parsers could read differently (no, several or a malformed
+// Content-Disposition, one other than form-data, a transfer encoding) is
+// refused rather than skipped, so no parser finds a field keygate missed.
+func formPartName(h textproto.MIMEHeader) (string, error) {
+	cds := h["Content-Disposition"]
+	if len(cds) != 1 {
+		return "", errors.New("a multipart part needs exactly one Content-Disposition")
+	}
+	disposition, params, err := mime.ParseMediaType(cds[0])
+	if err != nil || disposition != "form-data" || params["name"] == "" {
+		return "", errors.New(`a multipart part's Content-Disposition must be form-data with a name`)
+	}
+	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
+	case "", "7bit", "8bit", "binary":
+	default:
+		return "", errors.New("multipart parts with a Content-Transfer-Encoding are refused")
+	}
+	return params["name"], nil
 }

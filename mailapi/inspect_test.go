@@ -147,6 +147,12 @@ func TestInspect(t *testing.T) {
 		{name: "brevo: a sender given by id is opaque",
 			dialect: "brevo", path: "/v3/smtp/email", body: []byte(`{"sender":{"id":2},"to":[{"email":"a@example.com"}],"subject":"s","htmlContent":"h"}`),
 			recipients: 1, opaque: true},
+		{name: "brevo: a sender id beside an email is opaque too (Brevo may prefer the id)",
+			dialect: "brevo", path: "/v3/smtp/email", body: []byte(`{"sender":{"email":"a@shop.example.com","id":7},"to":[{"email":"a@example.com"}],"subject":"s","htmlContent":"h"}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1, opaque: true},
+		{name: "brevo: a template beside an explicit sender is not (the sender wins)",
+			dialect: "brevo", path: "/v3/smtp/email", body: []byte(`{"sender":{"email":"a@shop.example.com"},"templateId":3,"to":[{"email":"a@example.com"}]}`),
+			senders: []string{"a@shop.example.com"}, recipients: 1},
 		{name: "mailpit: Bcc is a plain string array",
 			dialect: "mailpit", path: "/api/v1/send", body: fixture(t, "mailpit.json"),
 			senders: []string{"john@shop.example.com"}, recipients: 4},
@@ -302,6 +308,38 @@ func TestInspectRejects(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "secret-bad-address") {
 				t.Errorf("error %q quotes the body", err)
+			}
+		})
+	}
+}
+
+// Parts another multipart parser could read differently are refused, not
+// skipped: a field keygate skipped could be the provider's From.
+func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	body := func(headers string) []byte {
+		return []byte("--b\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nshop@mg.example.com\r\n" +
+			"--b\r\n" + headers + "\r\n\r\nceo@evil.example\r\n--b--\r\n")
+	}
+	for _, tc := range []struct {
+		name, headers, want string
+	}{
+		{"a plain part", `Content-Disposition: form-data; name="to"`, ""},
+		{"a file part", `Content-Disposition: form-data; name="attachment"; filename="a.txt"`, ""},
+		{"no Content-Disposition", `Content-Type: text/plain`, "exactly one Content-Disposition"},
+		{"two Content-Dispositions", "Content-Disposition: form-data; name=\"x\"\r\nContent-Disposition: form-data; name=\"h:From\"", "exactly one Content-Disposition"},
+		{"a duplicated name", `Content-Disposition: form-data; name="x"; name="h:From"`, "must be form-data with a name"},
+		{"an unterminated quote", `Content-Disposition: form-data; name="h:From`, "must be form-data with a name"},
+		{"an attachment disposition", `Content-Disposition: attachment; name="h:From"`, "must be form-data with a name"},
+		{"quoted-printable", "Content-Disposition: form-data; name=\"h:From\"\r\nContent-Transfer-Encoding: quoted-printable", "Content-Transfer-Encoding"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := d.Inspect("/v3/mg.example.com/messages", "multipart/form-data; boundary=b", body(tc.headers))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
 	}

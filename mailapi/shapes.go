@@ -36,7 +36,8 @@ const (
 	roleRecipientList      // an RFC 5322 address list: one recipient per address
 	roleMIME               // a raw MIME message (Mailgun's "message" part)
 	roleMIMEBase64         // base64 of a raw MIME message (SES Content.Raw.Data)
-	roleHidden             // any value: the provider may take the sender from where keygate cannot see (a sender id, a stored template)
+	roleHidden             // any value: the provider may take the sender from where keygate cannot see (a stored template) when the message names none
+	roleOpaque             // any value: the provider may prefer it to a sender the message names (a sender id), so the message cannot be checked
 )
 
 func field(name string, s *shape) member { return member{name: name, shape: s} }
@@ -57,6 +58,7 @@ var (
 	recipient     = &shape{role: roleRecipient}
 	recipientList = &shape{role: roleRecipientList}
 	hidden        = &shape{role: roleHidden}
+	opaque        = &shape{role: roleOpaque}
 )
 
 // people is an array of {key: address, name: ...} objects, each one recipient.
@@ -129,9 +131,10 @@ var (
 	)
 
 	brevoMessage = message("sender.email",
-		// A sender may be given by id, and without one Brevo uses the
-		// template's: keygate cannot see either.
-		field("sender", object(field("email", sender), field("id", hidden))),
+		// A sender may be given by id, which may win over an email beside
+		// it, and without one Brevo uses the template's: keygate cannot see
+		// either.
+		field("sender", object(field("email", sender), field("id", opaque))),
 		field("templateId", hidden),
 		field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 		field("messageVersions", arrayOf(object(

@@ -41,6 +41,9 @@ func (in *inspection) walk(r *reader, s *shape, p *path) error {
 	case s.role == roleHidden:
 		in.msg.hidden = true
 		return r.skip()
+	case s.role == roleOpaque:
+		in.m.Opaque, in.msg.hidden = true, true
+		return r.skip()
 	case c == '{' && s.members != nil:
 		return in.object(r, s, p)
 	case c == '[' && s.elem != nil:
@@ -174,6 +177,8 @@ func (in *inspection) apply(role role, v string, p *path) error {
 		in.mime(base64.NewDecoder(base64.StdEncoding, strings.NewReader(v)))
 	case roleHidden:
 		in.msg.hidden = true
+	case roleOpaque:
+		in.m.Opaque, in.msg.hidden = true, true
 	}
 	return nil
 }
