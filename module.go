@@ -134,7 +134,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.KeyHeaders[i] = http.CanonicalHeaderKey(name)
 		// Caddy's access log redacts Authorization but records other
 		// request headers as the client sent them.
-		h.logger.Info("keygate: keys may arrive in a custom header; if this site has an access log, "+
+		h.logger.Warn("keygate: keys may arrive in a custom header; if this site has an access log, "+
 			"filter the header out of it (log { format filter { request>headers>"+h.KeyHeaders[i]+" delete } })",
 			zap.String("key_header", h.KeyHeaders[i]))
 	}

@@ -16,6 +16,7 @@ package mailapi
 import (
 	"errors"
 	"mime"
+	"strconv"
 	"strings"
 )
 
@@ -181,6 +182,13 @@ func (in *inspection) form(s *shape, contentType string, body []byte) error {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		mt = ""
+	}
+	// A parser honouring another charset (UTF-16) would read other field
+	// names than keygate does.
+	switch cs := strings.ToLower(params["charset"]); cs {
+	case "", "utf-8", "us-ascii":
+	default:
+		return errors.New("form charset " + strconv.Quote(cs) + " is refused; send UTF-8")
 	}
 	in.begin()
 	switch mt {

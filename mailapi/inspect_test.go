@@ -344,3 +344,28 @@ func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
 		})
 	}
 }
+
+func TestInspectRefusesFormCharsetsOtherThanUTF8(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	body := []byte("from=shop%40mg.example.com&to=a%40x.org")
+	for ct, ok := range map[string]bool{
+		formType:                                     true,
+		formType + "; charset=UTF-8":                 true,
+		formType + "; charset=us-ascii":              true,
+		formType + "; charset=utf-16le":              false,
+		"multipart/form-data; boundary=b; charset=x": false,
+	} {
+		_, err := d.Inspect("/v3/mg.example.com/messages", ct, body)
+		if ok && err != nil || !ok && (err == nil || !strings.Contains(err.Error(), "charset")) {
+			t.Errorf("%s: err = %v", ct, err)
+		}
+	}
+}
+
+func TestInspectChecksMailjetSender(t *testing.T) {
+	d, _ := Lookup("mailjet")
+	m, err := d.Inspect("/v3.1/send", "application/json", []byte(`{"Messages":[{"From":{"Email":"a@shop.example.com"},"Sender":{"Email":"ceo@evil.example"},"To":[{"Email":"x@y.org"}]}]}`))
+	if err != nil || !slices.Contains(m.Senders, "ceo@evil.example") {
+		t.Errorf("senders %v, err %v; want the Sender checked too", m.Senders, err)
+	}
+}

@@ -121,6 +121,8 @@ var (
 
 	mailjetMessage = message("From.Email",
 		field("From", object(field("Email", sender))),
+		// Checked like From in case the provider honours it.
+		field("Sender", object(field("Email", sender))),
 		field("To", people("Email")), field("Cc", people("Email")), field("Bcc", people("Email")),
 		// A template may carry its own sender.
 		field("TemplateID", hidden),
