@@ -107,26 +107,33 @@ func mergeAdjacent[T any](rows []T, same func(a, b T) bool, fold func(into *T, r
 	return out
 }
 
-const (
-	upsertMetric = `INSERT INTO usage (key_id, hour, metric, n) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (key_id, hour, metric) DO UPDATE SET n = usage.n + excluded.n`
-	upsertIP = `INSERT INTO usage_ips (key_id, hour, ip, n) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (key_id, hour, ip) DO UPDATE SET n = usage_ips.n + excluded.n`
-	touchKey = `UPDATE keys SET last_used_at = $2, last_ip = COALESCE(NULLIF($3, ''), last_ip)
-		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`
-)
+// counterTable is one of the hourly counter tables a batch adds to.
+type counterTable struct {
+	table, column string // column: what the counter is of (metric or ip)
+	rows          []counterRow
+}
+
+// counters lists the batch's counter tables in lock order.
+func (u *usageRows) counters() []counterTable {
+	return []counterTable{{"usage", "metric", u.metrics}, {"usage_ips", "ip", u.ips}}
+}
+
+// addTo adds n to an existing counter, so concurrent writers never lose an
+// update.
+const addTo = `ON CONFLICT (key_id, hour, %[2]s) DO UPDATE SET n = %[1]s.n + excluded.n`
+
+const touchKey = `UPDATE keys SET last_used_at = $2, last_ip = COALESCE(NULLIF($3, ''), last_ip)
+	WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`
 
 // writeUsageRows writes a batch one statement per row: cheap in process
 // (SQLite), where a statement costs microseconds, not a network round trip.
 func writeUsageRows(ctx context.Context, tx *sql.Tx, rebind func(string) string, u *usageRows) error {
-	for _, c := range []struct {
-		query string
-		rows  []counterRow
-	}{{upsertMetric, u.metrics}, {upsertIP, u.ips}} {
+	for _, c := range u.counters() {
 		if len(c.rows) == 0 {
 			continue
 		}
-		stmt, err := tx.PrepareContext(ctx, rebind(c.query))
+		q := fmt.Sprintf("INSERT INTO %[1]s (key_id, hour, %[2]s, n) VALUES ($1, $2, $3, $4) "+addTo, c.table, c.column)
+		stmt, err := tx.PrepareContext(ctx, rebind(q))
 		if err != nil {
 			return err
 		}
@@ -160,10 +167,7 @@ func writeUsageRows(ctx context.Context, tx *sql.Tx, rebind func(string) string,
 // (WITH ORDINALITY), and the keys rows are locked in id order before they
 // are updated, so the lock order stays the one usageRows describes.
 func writeUsageArrays(ctx context.Context, tx *sql.Tx, u *usageRows) error {
-	for _, c := range []struct {
-		table, column string
-		rows          []counterRow
-	}{{"usage", "metric", u.metrics}, {"usage_ips", "ip", u.ips}} {
+	for _, c := range u.counters() {
 		if len(c.rows) == 0 {
 			continue
 		}
@@ -173,7 +177,7 @@ func writeUsageArrays(ctx context.Context, tx *sql.Tx, u *usageRows) error {
 		}
 		q := fmt.Sprintf(`INSERT INTO %[1]s (key_id, hour, %[2]s, n)
 			SELECT k, h, m, n FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) WITH ORDINALITY AS r(k, h, m, n, i) ORDER BY i
-			ON CONFLICT (key_id, hour, %[2]s) DO UPDATE SET n = %[1]s.n + excluded.n`, c.table, c.column)
+			`+addTo, c.table, c.column)
 		if _, err := tx.ExecContext(ctx, q, keys, hours, names, ns); err != nil {
 			return fmt.Errorf("%s: %w", c.table, err)
 		}
