@@ -551,7 +551,7 @@ func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial)
 	// senders or recipients, so keys with any limit on them may not send one.
 	restricted := len(rec.SenderDomains) > 0 || rec.MaxRecipients > 0 || rec.Quota != nil || h.quota != nil
 	if msg.Opaque && restricted {
-		return 0, denial{code: InvalidPayload, message: "raw MIME bodies are refused for keys with sender, recipient or quota limits"}
+		return 0, denial{code: InvalidPayload, message: "senders or recipients keygate cannot read (raw MIME it cannot parse, a sender by id or template) are refused for keys with sender, recipient or quota limits"}
 	}
 	// Form APIs (Mailgun) may read fields from the query string as well as
 	// the body; keygate reads the body only.
