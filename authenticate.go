@@ -1,0 +1,148 @@
+package keygate
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+// Step 1 and 2 of the request path: where a key arrives, and what it is.
+
+// takeKey returns the presented key and removes every header a key may
+// come in, whether or not it held one.
+func (h *Handler) takeKey(r *http.Request) string {
+	var key string
+	// Header keys arrive canonical from net/http; direct map access skips
+	// re-canonicalising on every request.
+	if vs := r.Header["Authorization"]; len(vs) > 0 && vs[0] != "" {
+		v := vs[0]
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			key = strings.TrimSpace(v[7:])
+		} else {
+			// Some other scheme: still a credential, still stripped,
+			// never a keygate key.
+			key = "\x00"
+		}
+	}
+	for _, name := range h.KeyHeaders {
+		if vs := r.Header[name]; key == "" && len(vs) > 0 && vs[0] != "" {
+			key = strings.TrimSpace(vs[0])
+		}
+		delete(r.Header, name)
+	}
+	for _, name := range credentialHeaders {
+		delete(r.Header, name)
+	}
+	return key
+}
+
+// credentialHeaders are removed from every request: whatever the client
+// sent, the upstream only sees the credential the Caddyfile injects.
+var credentialHeaders = []string{
+	"Authorization", "Proxy-Authorization", "Cookie",
+	"X-Api-Key", "Api-Key", "X-Postmark-Server-Token", "X-Postmark-Account-Token",
+	"X-Amz-Security-Token", // an AWS session credential (SES)
+}
+
+// impersonationHeaders let a client act for another account at the
+// provider; only keys allowed to may send them.
+var impersonationHeaders = []string{"On-Behalf-Of", "X-Mailgun-On-Behalf-Of"}
+
+func takeOnBehalfOf(r *http.Request) map[string][]string {
+	var taken map[string][]string
+	for _, name := range impersonationHeaders {
+		if v, ok := r.Header[name]; ok {
+			if taken == nil {
+				taken = map[string][]string{}
+			}
+			taken[name] = v
+			delete(r.Header, name)
+		}
+	}
+	return taken
+}
+
+// authenticate checks shape and checksum before any cache or store work,
+// then looks the digest up and checks the record's state. A limited client
+// (over failed_auth_limit) is answered from the cache alone: a key that
+// would need the store, or is not a key at all, is AuthRateLimited.
+func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, limited bool) (*store.Record, Code) {
+	if _, ok := verifier.Parse(key, h.Prefix); !ok {
+		if limited {
+			return nil, AuthRateLimited
+		}
+		return nil, InvalidKey
+	}
+	d := verifier.DigestOf(key)
+	var rec *store.Record
+	var err error
+	if limited {
+		rec, err = h.backend.verifier.Cached(d, h.ttl, t)
+	} else {
+		rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
+	}
+	switch {
+	case limited && err != nil:
+		return nil, AuthRateLimited
+	case errors.Is(err, verifier.ErrUnknown):
+		return nil, InvalidKey
+	case err != nil:
+		return nil, StoreUnavailable
+	case rec.Revoked():
+		return rec, RevokedKey
+	case rec.Disabled:
+		return rec, DisabledKey
+	case rec.Expired(t):
+		return rec, ExpiredKey
+	}
+	return rec, Allowed
+}
+
+// checkClient applies the key's IP allowlist and the route's env.
+func checkClient(rec *store.Record, env, ip string) Code {
+	if len(rec.AllowedIPs) > 0 {
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			return IPNotAllowed
+		}
+		addr = addr.Unmap()
+		ok := false
+		for _, p := range rec.AllowedIPs {
+			if p.Contains(addr) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return IPNotAllowed
+		}
+	}
+	if env != "any" && rec.Env != env {
+		return EnvNotAllowed
+	}
+	return Allowed
+}
+
+// clientIP is the client address as Caddy determined it, so
+// trusted_proxies is respected.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return host
+}

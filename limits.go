@@ -1,0 +1,150 @@
+package keygate
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/keygate/caddy-keygate/ratelimit"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Step 5 of the request path: rate limits, recipient quotas and the
+// RateLimit headers that report them.
+
+func limitOf(r store.Rate, burst int) ratelimit.Limit {
+	if burst <= 0 {
+		burst = r.N
+	}
+	return ratelimit.Limit{N: r.N, Per: r.Per, Burst: burst}
+}
+func limitOrZero(l *ratelimit.Limit) ratelimit.Limit {
+	if l == nil {
+		return ratelimit.Limit{}
+	}
+	return *l
+}
+
+// limitFor returns the key's rate limit (its own or the route's default)
+// and the RateLimit-Policy header for it.
+func (h *Handler) limitFor(rec *store.Record) (*ratelimit.Limit, []string) {
+	if rec.Rate == nil {
+		return h.rate, h.policy
+	}
+	l := limitOf(*rec.Rate, rec.Burst)
+	return &l, []string{policyHeader(l, nil)}
+}
+
+func (h *Handler) limiter() ratelimit.Limiter {
+	if h.shared != nil {
+		return h.shared.limiter
+	}
+	return h.backend.limits
+}
+
+// quotaState is a recipient quota decision and the length of its period,
+// for the RateLimit headers.
+type quotaState struct {
+	ratelimit.QuotaResult
+	window time.Duration
+}
+
+// reserveQuota spends n recipients of the key's quota for this period.
+func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, t time.Time) (*quotaState, denial) {
+	q := h.quota
+	if rec.Quota != nil {
+		q = rec.Quota
+	}
+	if q == nil {
+		return nil, denial{}
+	}
+	start, end := q.Per.Start(t), q.Per.End(t)
+	load := func(ctx context.Context) (int64, error) {
+		return h.backend.store.Recipients(ctx, rec.ID, start)
+	}
+	var quotas ratelimit.Quotas = h.backend.quotas
+	if h.shared != nil {
+		quotas = h.shared.quotas
+	}
+	res, err := quotas.Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
+	if err != nil {
+		return nil, denial{code: StoreUnavailable, retryAfter: time.Second}
+	}
+	qs := &quotaState{QuotaResult: res, window: end.Sub(start)}
+	if !res.Allowed {
+		return qs, denial{code: QuotaExceeded, retryAfter: res.Reset,
+			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
+	}
+	return qs, denial{}
+}
+
+func periodName(p store.Period) string {
+	if p == store.Month {
+		return "month"
+	}
+	return "day"
+}
+
+// policyHeader formats RateLimit-Policy for a limit and, optionally, a
+// quota: `"default";q=100;w=60, "quota";q=1000;w=86400`.
+func policyHeader(l ratelimit.Limit, qs *quotaState) string {
+	var b []byte
+	if l.N > 0 {
+		b = append(b, `"default";q=`...)
+		b = strconv.AppendInt(b, int64(l.N), 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, int64(l.Per/time.Second), 10)
+	}
+	if qs != nil {
+		if len(b) > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, `"quota";q=`...)
+		b = strconv.AppendInt(b, qs.Limit, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, int64(qs.window/time.Second), 10)
+	}
+	return string(b)
+}
+
+// setRateHeaders sets the IETF draft RateLimit-Policy and RateLimit
+// headers. The RateLimit value is built in the request's own buffer.
+func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit.Result, qr *quotaState) {
+	b := q.rateLimitBuf[:0]
+	if res.Limit.N > 0 {
+		b = append(b, `"default";r=`...)
+		b = strconv.AppendInt(b, int64(res.Remaining), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, retrySecondsOrZero(res.Reset), 10)
+	}
+	if qr != nil {
+		if len(b) > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, `"quota";r=`...)
+		b = strconv.AppendInt(b, qr.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, retrySecondsOrZero(qr.Reset), 10)
+	}
+	if len(b) == 0 {
+		return
+	}
+	hdr["Ratelimit-Policy"] = policy
+	if &b[0] == &q.rateLimitBuf[0] {
+		// The buffer is never written again, so the string may share it.
+		q.rateLimit[0] = unsafe.String(&b[0], len(b))
+	} else {
+		q.rateLimit[0] = string(b)
+	}
+	hdr["Ratelimit"] = q.rateLimit[:]
+}
+
+func retrySecondsOrZero(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}

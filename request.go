@@ -1,0 +1,199 @@
+package keygate
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/usage"
+)
+
+// Step 6 of the request path, and every denial: the per-request state behind
+// keygate's placeholders, the usage record and log line, and the status
+// writer that sees the upstream's answer.
+
+// request is what keygate decided about one request. It answers keygate's
+// placeholders for the rest of the request, including Caddy's access log
+// (which reads them after ServeHTTP returns), so it is never reused.
+type request struct {
+	rec        *store.Record
+	code       Code
+	scope      string
+	recipients int
+	hasRecips  bool
+
+	// For the usage log line.
+	method, path, ip string
+	status           int
+
+	// Storage the request path would otherwise allocate separately: the
+	// RateLimit header value and the log field. The request is allocated
+	// once anyway, so they come free.
+	rateLimit    [1]string
+	rateLimitBuf [80]byte
+	logField     [1]zap.Field
+}
+
+func (q *request) placeholder(key string) (any, bool) {
+	if !strings.HasPrefix(key, "keygate.") && key != "http.auth.user.id" {
+		return nil, false
+	}
+	switch key {
+	case "keygate.decision":
+		return q.code.String(), true
+	case "keygate.scope":
+		return q.scope, true
+	case "keygate.recipients":
+		if !q.hasRecips {
+			return nil, false
+		}
+		return q.recipients, true
+	}
+	if q.rec == nil {
+		return nil, false
+	}
+	switch key {
+	case "http.auth.user.id", "keygate.key.id":
+		return q.rec.ID, true
+	case "keygate.key.name":
+		return q.rec.Name, true
+	case "keygate.key.owner":
+		return q.rec.Owner, true
+	case "keygate.key.env":
+		return q.rec.Env, true
+	}
+	return nil, false
+}
+
+// maxDrain is how much of an unread request body a denial reads first: as
+// much as net/http itself drains to keep a connection alive.
+const maxDrain = 256 << 10
+
+// deny answers with the contract's JSON error, logs and counts it.
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip string, t time.Time, d denial) error {
+	q.code = d.code
+	// A client that sent Connection: close gets its denial after the
+	// server closes the connection. Body bytes still unread then make the
+	// kernel answer with a reset, which can destroy the response before
+	// the client reads it; net/http drains only kept-alive requests. A
+	// client waiting for 100 Continue has sent no body: reading would only
+	// ask it for one.
+	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		io.CopyN(io.Discard, r.Body, maxDrain)
+	}
+	d.write(w)
+	h.record(r, q, ip, codes[d.code].status, 0, t)
+	switch d.code {
+	case RevokedKey, ExpiredKey, DisabledKey:
+		h.emit("keygate.key_denied", q, ip)
+	case RateLimited, QuotaExceeded:
+		h.emit("keygate.rate_limited", q, ip)
+	}
+	return nil
+}
+
+func (h *Handler) emit(name string, q *request, ip string) {
+	if h.events == nil {
+		return
+	}
+	data := map[string]any{"decision": q.code.String(), "client_ip": ip}
+	if q.rec != nil {
+		data["key_id"], data["key_name"], data["owner"] = q.rec.ID, q.rec.Name, q.rec.Owner
+	}
+	h.events.Emit(h.ctx, name, data)
+}
+
+// record writes the usage log entry and counts the request.
+func (h *Handler) record(r *http.Request, q *request, ip string, status int, recipients int64, t time.Time) {
+	metrics.requests[q.code].Inc()
+	if h.PerKeyMetrics && q.rec != nil {
+		metrics.keyRequests.WithLabelValues(q.rec.ID, q.code.String()).Inc()
+	}
+	if q.rec != nil {
+		metric := usage.MetricAllowed
+		if q.code != Allowed {
+			metric = deniedMetrics[q.code]
+		}
+		h.backend.usage.Record(q.rec.ID, metric, status, recipients, ip, t)
+	}
+	// Denials log at info: they are what an operator looks for. Allowed
+	// requests log at debug, as Caddy's own modules log per-request detail
+	// (the access log already names the key as user_id, and the usage
+	// counters count every request); so do requests already refused as a
+	// flood (auth_rate_limited), so a client spraying keys cannot fill the
+	// logs.
+	level := zap.InfoLevel
+	if q.code == Allowed || q.code == AuthRateLimited {
+		level = zap.DebugLevel
+	}
+	if ce := h.logger.Check(level, "keygate request"); ce != nil {
+		q.method, q.path, q.ip, q.status = r.Method, r.URL.Path, ip, status
+		q.logField[0] = zap.Inline(q)
+		ce.Write(q.logField[:]...)
+	}
+}
+
+// MarshalLogObject writes the usage log line's fields: never the key.
+func (q *request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	var id, name string
+	if q.rec != nil {
+		id, name = q.rec.ID, q.rec.Name
+	}
+	enc.AddString("key_id", id)
+	enc.AddString("key_name", name)
+	enc.AddString("scope", q.scope)
+	enc.AddString("decision", q.code.String())
+	enc.AddString("method", q.method)
+	enc.AddString("path", q.path)
+	enc.AddInt("status", q.status)
+	enc.AddString("client_ip", q.ip)
+	if q.hasRecips {
+		enc.AddInt("recipients", q.recipients)
+	}
+	return nil
+}
+
+// deniedMetrics are the usage metric names of the denial codes, built once.
+var deniedMetrics = func() [numCodes]string {
+	var m [numCodes]string
+	for i := range codes {
+		m[i] = usage.DeniedPrefix + codes[i].name
+	}
+	return m
+}()
+
+// statusWriter remembers the response status for the usage counts.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
+
+func getStatusWriter(w http.ResponseWriter) *statusWriter {
+	sw := statusWriters.Get().(*statusWriter)
+	sw.ResponseWriter, sw.status = w, http.StatusOK
+	return sw
+}
+
+func putStatusWriter(sw *statusWriter) {
+	sw.ResponseWriter = nil
+	statusWriters.Put(sw)
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		sw.status = code
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer
+// (reverse_proxy flushes through it).
+func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
