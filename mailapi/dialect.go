@@ -48,7 +48,15 @@ type Dialect struct {
 	// Name is the dialect's name in configuration, e.g. "sendgrid".
 	Name      string
 	endpoints []endpoint
+	// keyHeaders are the headers other than Authorization in which the
+	// provider's official SDKs send their API key (Postmark's token
+	// header, Brevo's api-key), canonical.
+	keyHeaders []string
 }
+
+// KeyHeaders returns the headers other than Authorization in which the
+// dialect's SDKs send their API key. Callers must not modify the slice.
+func (d *Dialect) KeyHeaders() []string { return d.keyHeaders }
 
 // endpoint is one send endpoint of a dialect.
 type endpoint struct {
@@ -66,7 +74,7 @@ var dialects = []*Dialect{
 	{Name: "sendgrid", endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
 	}},
-	{Name: "postmark", endpoints: []endpoint{
+	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, endpoints: []endpoint{
 		{path: "/email", shape: postmarkMessage},
 		{path: "/email/withTemplate", shape: postmarkMessage},
 		{path: "/email/batch", shape: arrayOf(postmarkMessage)},
@@ -93,7 +101,7 @@ var dialects = []*Dialect{
 	{Name: "mailjet", endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
 	}},
-	{Name: "brevo", endpoints: []endpoint{
+	{Name: "brevo", keyHeaders: []string{"Api-Key"}, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{
