@@ -671,6 +671,78 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("route scopes are recorded once per line and their last sighting only moves forward", func(t *testing.T) {
+		s := open(t)
+		day := 24 * time.Hour
+		lines := []RouteScope{
+			{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: t0},
+			{Scope: "templates.read", Path: "/v3/templates*", SeenAt: t0.Add(-3 * day)},
+		}
+		for _, batch := range [][]RouteScope{lines, lines[:1]} {
+			if err := s.RecordRouteScopes(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An older sighting (another node with a stale config) does not
+		// move the line back.
+		if err := s.RecordRouteScopes(ctx, []RouteScope{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: t0.Add(-day)}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.RouteScopes(ctx, t0.Add(-7*day))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, lines) {
+			t.Errorf("RouteScopes = %+v, want %+v", got, lines)
+		}
+		recent, err := s.RouteScopes(ctx, t0.Add(-day))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recent) != 1 || recent[0].Scope != "mail.send" {
+			t.Errorf("lines seen in the last day = %+v, want only mail.send", recent)
+		}
+	})
+
+	t.Run("activity sums allowed and denied per key and hour since a time", func(t *testing.T) {
+		s := open(t)
+		h0 := t0.Truncate(time.Hour)
+		for _, id := range []string{"key_a", "key_b", "key_quiet"} {
+			mustCreate(t, s, minimalRecord(id, t0))
+		}
+		deltas := []UsageDelta{
+			{KeyID: "key_a", Hour: h0.Add(-2 * time.Hour), Counts: map[string]int64{"allowed": 1}},
+			{KeyID: "key_a", Hour: h0, Counts: map[string]int64{"allowed": 5, "denied.rate_limited": 2, "recipients": 40, "status.2xx": 5}},
+			{KeyID: "key_a", Hour: h0.Add(time.Hour), Counts: map[string]int64{"denied.revoked_key": 1}},
+			{KeyID: "key_b", Hour: h0, Counts: map[string]int64{"allowed": 7}},
+		}
+		if err := s.AddUsage(ctx, deltas); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Activity(ctx, []string{"key_a", "key_b", "key_quiet", "key_unknown"}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]HourUsage{
+			"key_a": {
+				{Hour: h0, Allowed: 5, Denied: map[string]int64{"rate_limited": 2}},
+				{Hour: h0.Add(time.Hour), Denied: map[string]int64{"revoked_key": 1}},
+			},
+			"key_b": {{Hour: h0, Allowed: 7}},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Activity = %+v, want %+v", got, want)
+		}
+		many := make([]string, 1200)
+		for i := range many {
+			many[i] = fmt.Sprintf("key_%04d", i)
+		}
+		many[1100] = "key_b"
+		if got, err := s.Activity(ctx, many, t0); err != nil || len(got["key_b"]) != 1 {
+			t.Errorf("Activity over more ids than one batch: %+v, %v", got, err)
+		}
+	})
+
 	t.Run("events never contain a digest", func(t *testing.T) {
 		s := open(t)
 		rec := fullRecord("key_d", t0)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -9,34 +10,94 @@ import (
 	"strings"
 )
 
-// openPostgres opens a PostgreSQL store. It is set by the PostgreSQL store's
-// file so Open can stay the one entry point for every store URI.
-var openPostgres func(ctx context.Context, uri string) (Store, error)
+// An engine is one kind of store and the URIs that name it. engines is the
+// one table of them: Open, ParseURI and the help texts of the Caddyfile and
+// the CLI all read it.
+type engine struct {
+	// prefixes are the URI beginnings that select the engine.
+	prefixes []string
+	open     func(ctx context.Context, uri string) (Store, error)
+}
 
-// Open opens the store a URI names:
-//
-//	sqlite:PATH             the embedded SQLite store (PATH relative or absolute)
-//	postgres://…            the PostgreSQL store (also postgresql://)
-//
+var engines = []engine{
+	{prefixes: []string{"sqlite:"}, open: func(ctx context.Context, uri string) (Store, error) {
+		s, err := OpenSQLite(ctx, strings.TrimPrefix(uri, "sqlite:"))
+		if err != nil {
+			return nil, err // not s: a nil *SQLite in a Store is a non-nil interface
+		}
+		return s, nil
+	}},
+	{prefixes: []string{"postgres://", "postgresql://"}, open: func(ctx context.Context, uri string) (Store, error) {
+		p, err := OpenPostgres(ctx, uri)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}},
+}
+
+// URIForms says which store URIs are accepted, for errors and help texts.
+const URIForms = "sqlite:PATH, a file path (SQLite), or postgres://…"
+
+// ParseURI checks a store URI and returns its canonical form. A bare file
+// path names an SQLite file, as sqlite:PATH does; relative SQLite paths are
+// made absolute, so one file has one name whatever the working directory.
 // Errors never repeat a password the URI holds.
+func ParseURI(uri string) (string, error) {
+	if uri == "" {
+		return "", errors.New("keygate store: empty URI; want " + URIForms)
+	}
+	for _, e := range engines {
+		for _, p := range e.prefixes {
+			if strings.HasPrefix(uri, p) {
+				if p == "sqlite:" {
+					return sqliteURI(strings.TrimPrefix(uri, p))
+				}
+				return uri, nil
+			}
+		}
+	}
+	if scheme, _, ok := strings.Cut(uri, "://"); ok {
+		return "", fmt.Errorf("keygate store: %s: unknown scheme %q; want %s", RedactURI(uri), scheme, URIForms)
+	}
+	// A key=value connection string ("host=db password=…") is not a path.
+	if strings.ContainsAny(uri, "= \t") {
+		return "", fmt.Errorf("keygate store: %s: not a URI; want %s", RedactURI(uri), URIForms)
+	}
+	return sqliteURI(uri)
+}
+
+func sqliteURI(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("keygate store: \"sqlite:\": want sqlite:PATH")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("keygate store: sqlite path %q: %w", path, err)
+	}
+	return "sqlite:" + abs, nil
+}
+
+// Open opens the store a URI names (see ParseURI and URIForms).
 func Open(ctx context.Context, uri string) (Store, error) {
-	if path, ok := strings.CutPrefix(uri, "sqlite:"); ok {
-		if path == "" {
-			return nil, fmt.Errorf("keygate store: %q: want sqlite:PATH", uri)
-		}
-		return OpenSQLite(ctx, path)
+	uri, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
 	}
-	scheme, _, hasScheme := strings.Cut(uri, "://")
-	switch {
-	case hasScheme && (scheme == "postgres" || scheme == "postgresql"):
-		if openPostgres == nil {
-			return nil, fmt.Errorf("keygate store: %s: postgres store not built in", RedactURI(uri))
+	for _, e := range engines {
+		for _, p := range e.prefixes {
+			if strings.HasPrefix(uri, p) {
+				return e.open(ctx, uri)
+			}
 		}
-		return openPostgres(ctx, uri)
-	case hasScheme:
-		return nil, fmt.Errorf("keygate store: %s: unknown scheme %q; want sqlite:PATH or postgres://…", RedactURI(uri), scheme)
 	}
-	return nil, fmt.Errorf("keygate store: %s: no scheme; want sqlite:PATH or postgres://…", RedactURI(uri))
+	panic("keygate store: ParseURI accepted a URI no engine opens: " + RedactURI(uri))
+}
+
+// SQLitePath returns the file of an SQLite store URI (as ParseURI returns
+// it), and false for any other engine.
+func SQLitePath(uri string) (string, bool) {
+	return strings.CutPrefix(uri, "sqlite:")
 }
 
 // DefaultSQLitePath is where the SQLite store lives when no store is

@@ -15,18 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// init lets Open reach this store without open.go importing pgx.
-func init() {
-	openPostgres = func(ctx context.Context, uri string) (Store, error) {
-		p, err := OpenPostgres(ctx, uri)
-		if err != nil {
-			// Not p: a nil *Postgres in a Store is a non-nil interface.
-			return nil, err
-		}
-		return p, nil
-	}
-}
-
 //go:embed schema_postgres.sql
 var schemaPostgres string
 
@@ -44,7 +32,7 @@ const notifyChannel = "keygate_changes"
 var postgresDialect = &dialect{
 	name: "postgres",
 	// Append, never edit.
-	migrations: []migration{{1, schemaPostgres}, {2, schemaUsageHour}},
+	migrations: []migration{{1, schemaPostgres}, {2, schemaUsageHour}, {3, schemaRouteScopes}},
 	lockKeys:   fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", changeLockID),
 	// Delivered to listeners when the transaction commits.
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",

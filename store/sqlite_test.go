@@ -62,23 +62,23 @@ func TestSQLiteMigrations(t *testing.T) {
 		s.Close()
 		s = openTestSQLite(t, path)
 		mustKey(t, s, "key_kept")
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2}) {
-			t.Errorf("schema_migrations = %v, want [1 2]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
 		}
 	})
 
-	t.Run("a version 1 file gets the usage-by-hour indexes and prunes through them", func(t *testing.T) {
+	t.Run("a version 1 file gets the later migrations and prunes through the hour indexes", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "keys.db")
 		s := openTestSQLite(t, path)
-		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DELETE FROM schema_migrations WHERE version = 2"} {
+		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DROP TABLE route_scopes", "DELETE FROM schema_migrations WHERE version > 1"} {
 			if _, err := s.db.Exec(q); err != nil {
 				t.Fatal(err)
 			}
 		}
 		s.Close()
 		s = openTestSQLite(t, path)
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2}) {
-			t.Errorf("schema_migrations = %v, want [1 2]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
 		}
 		for _, q := range []string{
 			"SELECT key_id, hour, metric FROM usage WHERE hour < 1 LIMIT 10",
@@ -119,8 +119,8 @@ func TestSQLiteMigrations(t *testing.T) {
 			}
 			defer stores[i].Close()
 		}
-		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2}) {
-			t.Errorf("schema_migrations = %v, want [1 2]", got)
+		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2, 3}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
 		}
 	})
 
@@ -249,8 +249,8 @@ func TestOpen(t *testing.T) {
 		{"postgres that cannot be reached", "postgres://kg:hunter2@db.invalid/keygate?connect_timeout=1", "keygate store: postgres", "hunter2"},
 		{"postgresql that cannot be reached", "postgresql://kg:hunter2@db.invalid/keygate?connect_timeout=1", "keygate store: postgres", "hunter2"},
 		{"an unknown scheme is named", "mysql://kg:hunter2@db/keygate", `unknown scheme "mysql"`, "hunter2"},
-		{"a bare path asks for a scheme", "/var/lib/keys.db", "no scheme", ""},
-		{"a key=value string hides its password", "host=db password=hunter2", "no scheme", "hunter2"},
+		{"a bare absolute path is an SQLite file", filepath.Join(dir, "bare.db"), "", ""},
+		{"a key=value string hides its password", "host=db password=hunter2", "not a URI", "hunter2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(ctx, tc.uri)
@@ -274,28 +274,22 @@ func TestOpen(t *testing.T) {
 		})
 	}
 
-	t.Run("sqlite with a relative path opens under the working directory", func(t *testing.T) {
+	t.Run("relative paths open under the working directory", func(t *testing.T) {
 		t.Chdir(t.TempDir())
-		s, err := Open(ctx, "sqlite:sub/rel.db")
-		if err != nil {
-			t.Fatal(err)
+		for _, uri := range []string{"sqlite:sub/rel.db", "sub/bare.db"} {
+			s, err := Open(ctx, uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
 		}
-		s.Close()
-		if _, err := os.Stat(filepath.Join("sub", "rel.db")); err != nil {
-			t.Error(err)
+		for _, f := range []string{"rel.db", "bare.db"} {
+			if _, err := os.Stat(filepath.Join("sub", f)); err != nil {
+				t.Error(err)
+			}
 		}
 	})
 
-	t.Run("postgres uris go to openPostgres", func(t *testing.T) {
-		var got string
-		old := openPostgres
-		t.Cleanup(func() { openPostgres = old })
-		openPostgres = func(_ context.Context, uri string) (Store, error) { got = uri; return nil, fmt.Errorf("stub") }
-		Open(ctx, "postgres://db/keygate")
-		if got != "postgres://db/keygate" {
-			t.Errorf("openPostgres got %q", got)
-		}
-	})
 }
 
 func TestRedactURI(t *testing.T) {

@@ -310,6 +310,16 @@ type IPUsage struct {
 	First    time.Time `json:"first_seen"`
 }
 
+// RouteScope is one `scope` line a gateway on the store has loaded, so that
+// key-management tools can offer the scope names routes use and warn about
+// one no route uses.
+type RouteScope struct {
+	Scope  string    `json:"scope"`
+	Method string    `json:"method,omitempty"`
+	Path   string    `json:"path"`
+	SeenAt time.Time `json:"seen_at"`
+}
+
 // Store is implemented by the SQLite and PostgreSQL stores. Every method is
 // safe for concurrent use. Methods that change a key append to the change log
 // and to the audit events in the same transaction as the change.
@@ -348,6 +358,15 @@ type Store interface {
 	// PruneUsage deletes the usage counters of hours that started before
 	// a time and returns how many rows it deleted.
 	PruneUsage(ctx context.Context, before time.Time) (int64, error)
+
+	// Activity returns each key's hourly allowed and denied counts since a
+	// time, oldest hour first; keys without usage are absent.
+	Activity(ctx context.Context, ids []string, since time.Time) (map[string][]HourUsage, error)
+
+	// RecordRouteScopes notes scope lines a gateway has loaded (SeenAt only
+	// moves forward); RouteScopes returns those seen since a time.
+	RecordRouteScopes(ctx context.Context, lines []RouteScope) error
+	RouteScopes(ctx context.Context, since time.Time) ([]RouteScope, error)
 
 	// Events returns audit events, newest last.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

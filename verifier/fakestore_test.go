@@ -151,6 +151,16 @@ func (s *fakeStore) Events(context.Context, store.EventFilter) ([]store.Event, e
 	return nil, errNotImplemented
 }
 
+func (s *fakeStore) Activity(context.Context, []string, time.Time) (map[string][]store.HourUsage, error) {
+	return nil, errNotImplemented
+}
+
+func (s *fakeStore) RecordRouteScopes(context.Context, []store.RouteScope) error { return errNotImplemented }
+
+func (s *fakeStore) RouteScopes(context.Context, time.Time) ([]store.RouteScope, error) {
+	return nil, errNotImplemented
+}
+
 func (s *fakeStore) Close() error { return nil }
 
 // notifyingStore adds store.Notifier, as the PostgreSQL store does.

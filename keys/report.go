@@ -1,0 +1,238 @@
+package keys
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// UsageReport is a key's usage: the store's totals and hourly buckets plus
+// the signals worth a look.
+type UsageReport struct {
+	*store.UsageReport
+	Signals []string `json:"signals"`
+}
+
+// Suspicious-use rules, kept simple so operators can reason about them:
+//   - a revoked, expired or disabled key was presented in the period;
+//   - a client IP was first seen for the key in the last 24 hours although
+//     the key had been used before from other addresses;
+//   - the newest hour had at least spikeMin requests and more than
+//     spikeFactor times the key's median hourly volume in the period.
+const (
+	spikeFactor = 4
+	spikeMin    = 50
+)
+
+// DefaultUsageWindow is how far back Usage looks unless told.
+const DefaultUsageWindow = 7 * 24 * time.Hour
+
+// Usage reports key id's usage over the last window (DefaultUsageWindow when
+// 0), counts still in this process's memory included.
+func (s *Service) Usage(ctx context.Context, id string, window time.Duration) (*UsageReport, error) {
+	if window <= 0 {
+		window = DefaultUsageWindow
+	}
+	if _, err := s.key(ctx, id); err != nil {
+		return nil, err
+	}
+	if s.opts.BeforeUsage != nil {
+		s.opts.BeforeUsage()
+	}
+	t := s.now()
+	u, err := s.st.Usage(ctx, id, t.Add(-window))
+	if err != nil {
+		return nil, notFound(err, "key "+id)
+	}
+	return &UsageReport{UsageReport: u, Signals: signals(u, t)}, nil
+}
+
+func signals(u *store.UsageReport, t time.Time) []string {
+	out := []string{}
+	for _, code := range []string{"revoked_key", "expired_key", "disabled_key"} {
+		if n := u.Denied[code]; n > 0 {
+			out = append(out, fmt.Sprintf("%s: presented %s after it stopped being valid (a leaked key?)", code, times(n)))
+		}
+	}
+	if len(u.TopIPs) > 1 {
+		oldest := u.TopIPs[0].First
+		for _, ip := range u.TopIPs {
+			if ip.First.Before(oldest) {
+				oldest = ip.First
+			}
+		}
+		for _, ip := range u.TopIPs {
+			if t.Sub(ip.First) < 24*time.Hour && ip.First.After(oldest) {
+				out = append(out, fmt.Sprintf("new client IP %s: first seen %s, %s", ip.IP, ip.First.Format(time.RFC3339), plural(ip.Requests, "request")))
+			}
+		}
+	}
+	if n := len(u.Hours); n >= 3 {
+		vols := make([]int64, 0, n-1)
+		for _, h := range u.Hours[:n-1] {
+			vols = append(vols, hourVolume(h))
+		}
+		sort.Slice(vols, func(i, j int) bool { return vols[i] < vols[j] })
+		median := vols[len(vols)/2]
+		last := u.Hours[n-1]
+		if v := hourVolume(last); v >= spikeMin && v > spikeFactor*median {
+			out = append(out, fmt.Sprintf("spike: %d requests in the hour from %s, %d× the median hour (%d)", v, last.Hour.Format(time.RFC3339), v/max(median, 1), median))
+		}
+	}
+	return out
+}
+
+func hourVolume(h store.HourUsage) int64 {
+	v := h.Allowed
+	for _, n := range h.Denied {
+		v += n
+	}
+	return v
+}
+
+// AuditReport is what an operator reviews monthly (`caddy keys audit`).
+type AuditReport struct {
+	GeneratedAt time.Time    `json:"generated_at"`
+	Unused      []AuditEntry `json:"unused"`
+	Expiring    []AuditEntry `json:"expiring"`
+	FullAccess  []AuditEntry `json:"full_access"`
+	NoExpiry    []AuditEntry `json:"no_expiry"`
+	// StillPresented lists revoked or expired keys presented in the last
+	// 7 days.
+	StillPresented []AuditEntry `json:"still_presented"`
+}
+
+// AuditEntry names a key and why it is listed.
+type AuditEntry struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Owner      string     `json:"owner,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	Why        string     `json:"why"`
+}
+
+// Audit windows unless told otherwise.
+const (
+	DefaultUnused   = 30 * 24 * time.Hour
+	DefaultExpiring = ExpiringWithin
+)
+
+// Audit reports the keys worth a review: unused for unusedFor, expiring
+// within expiringIn (the defaults when 0), holding full access, never
+// expiring, and revoked or expired keys still being presented.
+func (s *Service) Audit(ctx context.Context, unusedFor, expiringIn time.Duration) (*AuditReport, error) {
+	if unusedFor <= 0 {
+		unusedFor = DefaultUnused
+	}
+	if expiringIn <= 0 {
+		expiringIn = DefaultExpiring
+	}
+	t := s.now()
+	recs, err := s.List(ctx, "", true)
+	if err != nil {
+		return nil, err
+	}
+	if s.opts.BeforeUsage != nil {
+		s.opts.BeforeUsage()
+	}
+	// One query for every stopped key's recent refusals, however many.
+	var stopped []string
+	for _, r := range recs {
+		if r.Revoked() || r.Expired(t) {
+			stopped = append(stopped, r.ID)
+		}
+	}
+	recent, err := s.st.Activity(ctx, stopped, t.Add(-7*24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	rep := &AuditReport{GeneratedAt: t, Unused: []AuditEntry{}, Expiring: []AuditEntry{}, FullAccess: []AuditEntry{},
+		NoExpiry: []AuditEntry{}, StillPresented: []AuditEntry{}}
+	for _, r := range recs {
+		e := AuditEntry{ID: r.ID, Name: r.Name, Owner: r.Owner, LastUsedAt: r.LastUsedAt, ExpiresAt: r.ExpiresAt}
+		if r.Revoked() || r.Expired(t) {
+			var n int64
+			for _, h := range recent[r.ID] {
+				n += h.Denied["revoked_key"] + h.Denied["expired_key"]
+			}
+			if n > 0 {
+				e.Why = fmt.Sprintf("presented %s in 7 days after it stopped being valid", times(n))
+				rep.StillPresented = append(rep.StillPresented, e)
+			}
+			continue
+		}
+		switch {
+		case r.LastUsedAt == nil && t.Sub(r.CreatedAt) >= unusedFor:
+			e.Why = "never used, issued " + Relative(t, r.CreatedAt)
+			rep.Unused = append(rep.Unused, e)
+		case r.LastUsedAt != nil && t.Sub(*r.LastUsedAt) >= unusedFor:
+			e.Why = "last used " + Relative(t, *r.LastUsedAt)
+			rep.Unused = append(rep.Unused, e)
+		}
+		if r.ExpiresAt != nil && r.ExpiresAt.Sub(t) <= expiringIn {
+			e.Why = "expires " + Relative(t, *r.ExpiresAt)
+			rep.Expiring = append(rep.Expiring, e)
+		}
+		for _, s := range r.Scopes {
+			if s == "*" {
+				e.Why = "holds * (full access)"
+				rep.FullAccess = append(rep.FullAccess, e)
+				break
+			}
+		}
+		if r.ExpiresAt == nil {
+			e.Why = "never expires"
+			rep.NoExpiry = append(rep.NoExpiry, e)
+		}
+	}
+	return rep, nil
+}
+
+// ParseWindow reads a positive duration given for the option named what
+// ("since", "unused", …), days included; "" is 0 (the operation's default).
+func ParseWindow(what, s string) (time.Duration, error) {
+	return parseWindow(what, s, 0)
+}
+
+// Relative says when at is, seen from t: "in 3 days" or "2 hours ago".
+func Relative(t, at time.Time) string {
+	if at.After(t) {
+		return "in " + span(at.Sub(t))
+	}
+	return span(t.Sub(at)) + " ago"
+}
+
+func span(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return plural(int64(d/(24*time.Hour)), "day")
+	case d >= 2*time.Hour:
+		return plural(int64(d/time.Hour), "hour")
+	case d >= 2*time.Minute:
+		return plural(int64(d/time.Minute), "minute")
+	}
+	return plural(int64(d/time.Second), "second")
+}
+
+// plural writes a count of a thing: "1 day", "3 days".
+func plural(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// times writes how often: "once", "twice", "5 times".
+func times(n int64) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return fmt.Sprintf("%d times", n)
+}
