@@ -1,0 +1,71 @@
+package keys
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// RouteScopeWindow is how recently a gateway must have reported a scope line
+// for it to count as in use. Gateways report theirs when they load a config
+// and every hour while they run.
+const RouteScopeWindow = 7 * 24 * time.Hour
+
+// RouteScopes returns the scope lines gateways on this store have loaded
+// recently (see RouteScopeWindow): what the console offers as checkboxes and
+// what new scopes are checked against.
+func (s *Service) RouteScopes(ctx context.Context) ([]store.RouteScope, error) {
+	return s.st.RouteScopes(ctx, s.now().Add(-RouteScopeWindow))
+}
+
+// checkScopes warns about, or unless force refuses, scopes that no route on
+// this store's gateways requires: a key holding only "mail.sned" would be
+// refused everywhere. Nothing is checked while no gateway has reported its
+// routes (the store may serve gateways not started yet).
+func (s *Service) checkScopes(ctx context.Context, scopes []string, force bool) ([]string, error) {
+	if len(scopes) == 0 {
+		return nil, nil
+	}
+	lines, err := s.RouteScopes(ctx)
+	if err != nil || len(lines) == 0 {
+		return nil, nil // a hint, never a reason to fail a change
+	}
+	var known []string
+	for _, l := range lines {
+		if !slices.Contains(known, l.Scope) {
+			known = append(known, l.Scope)
+		}
+	}
+	var warnings []string
+	for _, sc := range scopes {
+		if sc == "*" || coversAny(sc, known) {
+			continue
+		}
+		msg := fmt.Sprintf("scope %q: no route on this store's gateways requires it (routes use %s), so it grants nothing", sc, strings.Join(known, ", "))
+		if !force {
+			return nil, invalidf("scope", "%s; check the spelling, or force it to issue it anyway", msg)
+		}
+		warnings = append(warnings, msg)
+	}
+	return warnings, nil
+}
+
+// sameName warns when another active key of the same owner has rec's name:
+// names are how people tell keys apart in lists, events and alerts. It is a
+// warning, not a refusal, since a rotation keeps a key's name on purpose.
+func (s *Service) sameName(ctx context.Context, rec *store.Record, except string) []string {
+	recs, err := s.st.ListKeys(ctx, store.ListFilter{Owner: rec.Owner, Now: s.now()})
+	if err != nil {
+		return nil
+	}
+	for _, r := range recs {
+		if r.ID != except && r.Owner == rec.Owner && strings.EqualFold(r.Name, rec.Name) && r.RotatedTo == "" {
+			return []string{fmt.Sprintf("key %s of the same owner is also named %q; a distinct name tells them apart in lists and alerts", r.ID, r.Name)}
+		}
+	}
+	return nil
+}

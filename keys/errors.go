@@ -1,0 +1,52 @@
+package keys
+
+import (
+	"fmt"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// InvalidError is input the caller must change. Its message names the field
+// and the value as given, and what would be accepted; it never quotes a key.
+type InvalidError struct {
+	// Field is the input at fault ("name", "scope", "expires", …), or ""
+	// when the request as a whole is wrong.
+	Field string
+	msg   string
+}
+
+func (e *InvalidError) Error() string { return e.msg }
+
+// invalid builds an InvalidError: `field "value": reason`.
+func invalid(field, value, format string, args ...any) error {
+	return &InvalidError{Field: field, msg: fmt.Sprintf("%s %q: ", field, value) + fmt.Sprintf(format, args...)}
+}
+
+// invalidf builds an InvalidError whose message does not quote a value.
+func invalidf(field, format string, args ...any) error {
+	return &InvalidError{Field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundError is returned when no key the caller may see matches. It
+// matches store.ErrNotFound with errors.Is.
+type NotFoundError struct {
+	// What names what was looked for, e.g. `key key_abc`.
+	What string
+}
+
+func (e *NotFoundError) Error() string { return e.What + " not found" }
+
+// Is makes errors.Is(err, store.ErrNotFound) hold.
+func (e *NotFoundError) Is(target error) bool { return target == store.ErrNotFound }
+
+// ConflictError is a well-formed request the key's state forbids, such as
+// rotating a revoked key.
+type ConflictError struct {
+	msg string
+}
+
+func (e *ConflictError) Error() string { return e.msg }
+
+func conflict(format string, args ...any) error {
+	return &ConflictError{msg: fmt.Sprintf(format, args...)}
+}

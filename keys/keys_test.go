@@ -1,0 +1,449 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+var ctx = context.Background()
+
+// fixture is a Service on a fresh SQLite store with a settable clock and a
+// count of the writes it announced.
+type fixture struct {
+	*Service
+	st     store.Store
+	t      time.Time
+	writes int
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{st: st, t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	f.Service = New(st, Options{
+		Now:        func() time.Time { return f.t },
+		AfterWrite: func(context.Context) { f.writes++ },
+	})
+	return f
+}
+
+func str(s string) *string       { return &s }
+func list(v ...string) *[]string { return &v }
+func boolean(b bool) *bool       { return &b }
+func spec(name string, scopes ...string) Spec {
+	return Spec{Name: str(name), Scopes: list(scopes...)}
+}
+
+func (f *fixture) issue(t *testing.T, s Spec) *Result {
+	t.Helper()
+	res, err := f.Issue(ctx, s, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func isInvalid(err error) bool {
+	var e *InvalidError
+	return errors.As(err, &e)
+}
+
+func isConflict(err error) bool {
+	var e *ConflictError
+	return errors.As(err, &e)
+}
+
+func TestSpecRefusesWhatWouldMisleadLater(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string // "" = accepted
+	}{
+		{"a future expiry", Spec{Expires: str("2027-01-31T00:00:00Z")}, ""},
+		{"a duration", Spec{Expires: str("90d")}, ""},
+		{"no expiry", Spec{Expires: str("never")}, ""},
+		{"an expiry in the past", Spec{Expires: str("2020-01-01T00:00:00Z")}, "not in the future"},
+		{"an expiry of right now", Spec{Expires: str(now.Format(time.RFC3339))}, "not in the future"},
+		{"a negative duration", Spec{Expires: str("-5d")}, "want a duration"},
+		{"a name with unicode", Spec{Name: str("Bestellbestätigung – shop")}, ""},
+		{"a name with an escape sequence", Spec{Name: str("esc\x1b[31mRED")}, "printable"},
+		{"a name with a line break", Spec{Name: str("one\ntwo")}, "printable"},
+		{"a name that is not UTF-8", Spec{Name: str("bad\xffname")}, "printable"},
+		{"an owner with a tab", Spec{Owner: str("team\tops")}, "printable"},
+		{"an empty owner clears it", Spec{Owner: str("")}, ""},
+		{"a scope with capitals", Spec{Scopes: list("Mail.Send")}, `scope "Mail.Send"`},
+		{"a bad CIDR", Spec{AllowedIPs: list("nope")}, `allowed IP "nope"`},
+		{"a bad sender domain", Spec{SenderDomains: list("not a domain")}, `sender domain "not a domain"`},
+		{"a bad rate", Spec{Rate: str("fast")}, `rate "fast"`},
+		{"a negative burst", Spec{Burst: new(int)}, ""},
+		{"replace and add in one change", Spec{Scopes: list("mail.send"), AddScopes: []string{"x.y"}}, "not both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.spec.apply(&store.Record{}, now)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !isInvalid(err)):
+				t.Errorf("err = %v, want an InvalidError containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		bad  bool
+	}{
+		{"90d", 90 * 24 * time.Hour, false},
+		{"1d12h", 36 * time.Hour, false},
+		{"1.5d", 36 * time.Hour, false},
+		{"12h", 12 * time.Hour, false},
+		{"30m", 30 * time.Minute, false},
+		{"-2d", -48 * time.Hour, false},
+		{"d", 0, true},
+		{"", 0, true},
+		{"soon", 0, true},
+		{"3x", 0, true},
+	} {
+		got, err := ParseDuration(tc.in)
+		if tc.bad != (err != nil) || !tc.bad && got != tc.want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v (error: %v)", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, Spec{Name: str("crm"), Scopes: list("mail.send"), SenderDomains: list("example.com"), AllowedIPs: list("10.0.0.0/8")})
+	update := func(s Spec) (*Result, error) { return f.Update(ctx, k.ID, s, "test") }
+
+	res, err := update(Spec{AddScopes: []string{"templates.read"}, AddSenderDomains: []string{"shop.example.com"}, AddAllowedIPs: []string{"192.0.2.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Scopes, []string{"mail.send", "templates.read"}) || len(res.SenderDomains) != 2 || len(res.AllowedIPs) != 2 {
+		t.Errorf("after adding: %+v", res.Record)
+	}
+	if res, err = update(Spec{RemoveScopes: []string{"mail.send"}}); err != nil || !slices.Equal(res.Scopes, []string{"templates.read"}) {
+		t.Errorf("after removing mail.send: %v, %v", res, err)
+	}
+	if _, err := update(Spec{RemoveScopes: []string{"mail.send"}}); !isInvalid(err) || !strings.Contains(err.Error(), "does not have it") {
+		t.Errorf("removing a scope the key lacks: %v", err)
+	}
+	if _, err := update(Spec{RemoveScopes: []string{"templates.read"}}); !isInvalid(err) || !strings.Contains(err.Error(), "at least one scope") {
+		t.Errorf("removing the last scope: %v", err)
+	}
+	if res, err = update(Spec{Scopes: list("mail.*")}); err != nil || !slices.Equal(res.Scopes, []string{"mail.*"}) {
+		t.Errorf("--scope replaces the set: %v, %v", res, err)
+	}
+	if res, err = update(Spec{RemoveAllowedIPs: []string{"192.0.2.1/32"}}); err != nil || len(res.AllowedIPs) != 1 {
+		t.Errorf("removing an allowed IP: %v, %v", res, err)
+	}
+	if _, err := update(Spec{Env: str("test")}); !isInvalid(err) || !strings.Contains(err.Error(), "env cannot be changed") {
+		t.Errorf("changing env: %v", err)
+	}
+	if _, err := update(Spec{Reason: "only a reason"}); !isInvalid(err) || !strings.Contains(err.Error(), "nothing to change") {
+		t.Errorf("an update that names no field: %v", err)
+	}
+}
+
+func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, Spec{Name: str("crm"), Scopes: list("mail.send"), Expires: str("90d"), Reason: "CRM launch"})
+	steps := []func() error{
+		func() error {
+			_, err := f.Update(ctx, k.ID, Spec{AddScopes: []string{"templates.read"}, Quota: str("1000/d"), Reason: "needs templates"}, "alice")
+			return err
+		},
+		func() error {
+			_, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true), Reason: "investigating"}, "bob")
+			return err
+		},
+		func() error {
+			_, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true)}, "bob") // no change: no event
+			return err
+		},
+		func() error {
+			_, err := f.Revoke(ctx, Revocation{ID: k.ID, Reason: "left"}, "carol")
+			return err
+		},
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	evs, err := f.Events(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, fmt.Sprintf("%s by %s (%s): %s", e.Action, e.Actor, e.Reason, e.Detail))
+	}
+	want := []string{
+		"issued by test (CRM launch): env: live; scopes: mail.send; expires: 2027-02-21T12:00:00Z",
+		"updated by alice (needs templates): scopes: mail.send → mail.send templates.read; quota: none → 1000/d",
+		"disabled by bob (investigating): disabled: none → yes",
+		"revoked by carol (left): ",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if f.writes != 4 {
+		t.Errorf("AfterWrite ran %d times for 4 changes (a no-op update is none)", f.writes)
+	}
+}
+
+func TestEveryWriteIsAnnouncedToTheGateways(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, spec("a", "mail.send"))
+	if f.writes != 1 {
+		t.Fatalf("issue: %d writes announced", f.writes)
+	}
+	if _, err := f.Update(ctx, k.ID, Spec{Name: str("b")}, "t"); err != nil || f.writes != 2 {
+		t.Fatalf("update: %v, %d", err, f.writes)
+	}
+	next, err := f.Rotate(ctx, k.ID, time.Hour, "", "t")
+	if err != nil || f.writes != 3 {
+		t.Fatalf("rotate: %v, %d", err, f.writes)
+	}
+	if _, err := f.Revoke(ctx, Revocation{ID: next.ID}, "t"); err != nil || f.writes != 4 {
+		t.Fatalf("revoke: %v, %d", err, f.writes)
+	}
+	// Failed changes announce nothing.
+	f.Rotate(ctx, next.ID, time.Hour, "", "t")
+	f.Update(ctx, "key_nope", Spec{Name: str("x")}, "t")
+	if f.writes != 4 {
+		t.Errorf("failed changes announced %d writes", f.writes-4)
+	}
+}
+
+func TestRevokeAndRotateRefuseWhatCannotBe(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, Spec{Name: str("a"), Scopes: list("mail.send"), Owner: str("sales")})
+	if _, err := f.Revoke(ctx, Revocation{Owner: "nobody"}, "t"); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), `owner "nobody"`) {
+		t.Errorf("revoking the keys of an owner with none: %v", err)
+	}
+	if _, err := f.Revoke(ctx, Revocation{Key: "kg_live_notakey"}, "t"); !isInvalid(err) || strings.Contains(err.Error(), "notakey") {
+		t.Errorf("revoking a malformed key: %v (must not quote it)", err)
+	}
+	if _, err := f.Revoke(ctx, Revocation{ID: k.ID, Owner: "sales"}, "t"); !isInvalid(err) {
+		t.Errorf("an id and an owner: %v", err)
+	}
+	if _, err := f.Revoke(ctx, Revocation{Key: k.Key, Reason: "pastebin"}, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Rotate(ctx, k.ID, 0, "", "t"); !isConflict(err) {
+		t.Errorf("rotating a revoked key: %v", err)
+	}
+	if _, err := f.Update(ctx, k.ID, Spec{Name: str("b")}, "t"); !isConflict(err) {
+		t.Errorf("updating a revoked key: %v", err)
+	}
+	if _, err := f.Show(ctx, "key_nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an unknown id: %v", err)
+	}
+	if _, err := f.Events(ctx, "key_nope", 0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("events of an unknown id: %v", err)
+	}
+}
+
+func TestScopesNoRouteUsesAreRefusedUnlessForced(t *testing.T) {
+	f := newFixture(t)
+	// While no gateway has reported its routes, nothing is known to check.
+	if res := f.issue(t, spec("early", "mail.sned")); len(res.Warnings) != 0 {
+		t.Errorf("warnings with no known routes: %v", res.Warnings)
+	}
+	if err := f.st.RecordRouteScopes(ctx, []store.RouteScope{
+		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: f.t},
+		{Scope: "templates.read", Path: "/v3/templates*", SeenAt: f.t.Add(-time.Hour)},
+		{Scope: "stats.read", Path: "/v3/stats", SeenAt: f.t.Add(-RouteScopeWindow - time.Hour)}, // gone
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range [][]string{{"mail.send"}, {"mail.*"}, {"*"}, {"templates.read", "mail.send"}} {
+		if _, err := f.Issue(ctx, spec("ok", ok...), "t"); err != nil {
+			t.Errorf("scopes %v: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"mail.sned", "stats.read", "billing.*"} {
+		_, err := f.Issue(ctx, spec("bad", bad), "t")
+		if !isInvalid(err) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "mail.send, templates.read") {
+			t.Errorf("scope %s: %v", bad, err)
+		}
+	}
+	forced := spec("forced", "mail.sned")
+	forced.Force = true
+	res := f.issue(t, forced)
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], `"mail.sned"`) {
+		t.Errorf("a forced unknown scope warns: %v", res.Warnings)
+	}
+	// Adding an unknown scope on update is checked too; keeping one is not.
+	if _, err := f.Update(ctx, res.ID, Spec{AddScopes: []string{"x.y"}}, "t"); !isInvalid(err) {
+		t.Errorf("adding an unknown scope: %v", err)
+	}
+	if _, err := f.Update(ctx, res.ID, Spec{Name: str("renamed")}, "t"); err != nil {
+		t.Errorf("renaming a key that holds an unknown scope: %v", err)
+	}
+}
+
+func TestDuplicateNamesOfOneOwnerWarn(t *testing.T) {
+	f := newFixture(t)
+	f.issue(t, Spec{Name: str("crm"), Owner: str("sales"), Scopes: list("mail.send")})
+	if res := f.issue(t, Spec{Name: str("CRM"), Owner: str("sales"), Scopes: list("mail.send")}); len(res.Warnings) != 1 {
+		t.Errorf("same name, same owner: %v", res.Warnings)
+	}
+	if res := f.issue(t, Spec{Name: str("crm"), Owner: str("ops"), Scopes: list("mail.send")}); len(res.Warnings) != 0 {
+		t.Errorf("same name, another owner: %v", res.Warnings)
+	}
+}
+
+func TestAViewOfOneOwnerNeverReachesAnothersKeys(t *testing.T) {
+	f := newFixture(t)
+	theirs := f.issue(t, Spec{Name: str("theirs"), Owner: str("ops"), Scopes: list("mail.send")})
+	sales := f.ForOwner("sales")
+	mine, err := sales.Issue(ctx, spec("mine", "mail.send"), "alice")
+	if err != nil || mine.Owner != "sales" {
+		t.Fatalf("issuing on the view: %v, %+v", err, mine)
+	}
+	if _, err := sales.Issue(ctx, Spec{Name: str("x"), Owner: str("ops"), Scopes: list("mail.send")}, "alice"); !isInvalid(err) {
+		t.Errorf("issuing for another owner: %v", err)
+	}
+	notFound := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s of another owner's key: %v, want not found", what, err)
+		}
+	}
+	_, err = sales.Show(ctx, theirs.ID)
+	notFound("show", err)
+	_, err = sales.Update(ctx, theirs.ID, Spec{Name: str("pwned")}, "alice")
+	notFound("update", err)
+	_, err = sales.Update(ctx, mine.ID, Spec{Owner: str("ops")}, "alice")
+	if !isInvalid(err) {
+		t.Errorf("giving a key away: %v", err)
+	}
+	_, err = sales.Rotate(ctx, theirs.ID, 0, "", "alice")
+	notFound("rotate", err)
+	_, err = sales.Revoke(ctx, Revocation{ID: theirs.ID}, "alice")
+	notFound("revoke", err)
+	_, err = sales.Revoke(ctx, Revocation{Owner: "ops"}, "alice")
+	notFound("revoke by owner", err)
+	_, err = sales.Usage(ctx, theirs.ID, 0)
+	notFound("usage", err)
+	_, err = sales.Events(ctx, theirs.ID, 0)
+	notFound("events", err)
+	recs, _ := sales.List(ctx, "", true)
+	page, _ := sales.Find(ctx, Query{Owner: "ops"})
+	evs, _ := sales.Events(ctx, "", 0)
+	audit, _ := sales.Audit(ctx, 0, 0)
+	if len(recs) != 1 || len(page.Keys) != 1 || recs[0].ID != mine.ID || page.Keys[0].ID != mine.ID {
+		t.Errorf("lists hold another owner's keys: %v / %v", ids(recs), ids(page.Keys))
+	}
+	for _, e := range evs {
+		if e.KeyID != mine.ID {
+			t.Errorf("events hold another owner's event %+v", e)
+		}
+	}
+	for _, e := range audit.NoExpiry {
+		if e.ID != mine.ID {
+			t.Errorf("the audit lists another owner's key %s", e.ID)
+		}
+	}
+	act, _ := sales.Activity(ctx, []*store.Record{theirs.Record}, f.t.Add(-time.Hour))
+	if len(act) != 0 {
+		t.Errorf("activity of another owner's key: %v", act)
+	}
+	// Whoever holds a key may stop it; the record of another owner's key
+	// is not shown.
+	rev, err := sales.Revoke(ctx, Revocation{Key: theirs.Key}, "alice")
+	if err != nil || len(rev) != 1 || rev[0].RevokedAt == nil || rev[0].Name != "" {
+		t.Errorf("revoking another owner's leaked key by value: %v, %+v", err, rev)
+	}
+}
+
+func TestFindSearchesFiltersSortsAndPages(t *testing.T) {
+	f := newFixture(t)
+	mk := func(name, owner, env string, mod func(*store.Record)) string {
+		res := f.issue(t, Spec{Name: str(name), Owner: str(owner), Env: str(env), Scopes: list("mail.send")})
+		if mod != nil {
+			if _, err := f.st.UpdateKey(ctx, res.ID, nil, func(r *store.Record) error { mod(r); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.t = f.t.Add(time.Minute)
+		return res.ID
+	}
+	used := func(ago time.Duration) func(*store.Record) {
+		return func(r *store.Record) { at := f.t.Add(-ago); r.LastUsedAt = &at }
+	}
+	crm := mk("crm-sync", "sales", "live", used(time.Hour))
+	shop := mk("shop-orders", "web", "live", used(time.Minute))
+	staging := mk("staging", "web", "test", nil)
+	off := mk("paused", "web", "live", func(r *store.Record) { r.Disabled = true })
+	soon := mk("temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
+	gone := mk("old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
+	for _, tc := range []struct {
+		name string
+		q    Query
+		want []string
+	}{
+		{"every live key, most recently used first, never used last (newest first)", Query{}, []string{shop, crm, soon, off, staging}},
+		{"search matches name, owner or id, any case", Query{Search: "WEB"}, []string{shop, off, staging}},
+		{"search by id", Query{Search: crm}, []string{crm}},
+		{"env", Query{Env: "test"}, []string{staging}},
+		{"active includes expiring", Query{Status: StatusActive}, []string{shop, crm, soon, staging}},
+		{"expiring", Query{Status: StatusExpiring}, []string{soon}},
+		{"disabled", Query{Status: StatusDisabled}, []string{off}},
+		{"revoked", Query{Status: StatusRevoked}, []string{gone}},
+		{"owner", Query{Owner: "ops", Status: StatusRevoked}, []string{gone}},
+		{"by name", Query{Sort: "name"}, []string{crm, off, shop, staging, soon}},
+		{"second page of two", Query{PerPage: 2, Page: 2}, []string{soon, off}},
+		{"a page past the end is the last", Query{PerPage: 2, Page: 9}, []string{staging}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := f.Find(ctx, tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(p.Keys); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if _, err := f.Find(ctx, Query{Status: "sleeping"}); !isInvalid(err) {
+		t.Errorf("an unknown status: %v", err)
+	}
+}
+
+func ids(recs []*store.Record) []string {
+	out := []string{}
+	for _, r := range recs {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func TestAuditCountsInWords(t *testing.T) {
+	if times(1) != "once" || times(2) != "twice" || times(7) != "7 times" {
+		t.Error("times")
+	}
+	if plural(1, "request") != "1 request" || plural(3, "request") != "3 requests" {
+		t.Error("plural")
+	}
+}

@@ -1,0 +1,361 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+// Result is a key after a change: its record, the key itself when it was
+// just issued or rotated (the only time it is ever shown), and what the
+// person making the change should be told.
+type Result struct {
+	*store.Record
+	Key      string   `json:"key,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Issue creates a key from spec. The Result holds the key, which is never
+// seen again.
+func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, error) {
+	if spec.Name == nil || strings.TrimSpace(*spec.Name) == "" {
+		return nil, invalidf("name", "name is required (e.g. --name crm-sync)")
+	}
+	if spec.Scopes == nil && spec.AddScopes == nil {
+		return nil, invalidf("scope", "at least one scope is required (e.g. --scope mail.send; * is full access)")
+	}
+	if spec.RemoveScopes != nil || spec.RemoveSenderDomains != nil || spec.RemoveAllowedIPs != nil {
+		return nil, invalidf("", "a new key has nothing to remove")
+	}
+	if s.owner != nil {
+		if spec.Owner != nil && strings.TrimSpace(*spec.Owner) != *s.owner {
+			return nil, invalid("owner", *spec.Owner, "you may only issue keys owned by %q", *s.owner)
+		}
+		spec.Owner = s.owner
+	}
+	prefix := verifier.DefaultPrefix
+	if spec.Prefix != nil && *spec.Prefix != "" {
+		prefix = *spec.Prefix
+	} else if s.opts.Prefix != nil && s.opts.Prefix() != "" {
+		prefix = s.opts.Prefix()
+	}
+	if !verifier.ValidPrefix(prefix) {
+		return nil, invalid("prefix", prefix, "want 2-10 characters, a-z then a-z or 0-9")
+	}
+	t := s.now()
+	rec := &store.Record{Env: "live", CreatedAt: t, Scopes: []string{}}
+	if err := spec.apply(rec, t); err != nil {
+		return nil, err
+	}
+	if len(rec.Scopes) == 0 {
+		return nil, invalidf("scope", "at least one scope is required (e.g. --scope mail.send; * is full access)")
+	}
+	if err := checkReason(spec.Reason); err != nil {
+		return nil, err
+	}
+	warnings, err := s.checkScopes(ctx, rec.Scopes, spec.Force)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, s.sameName(ctx, rec, "")...)
+	key, err := newKeyFor(rec, prefix)
+	if err != nil {
+		return nil, err
+	}
+	ev := store.Event{At: t, Action: "issued", KeyID: rec.ID, Actor: actor, Reason: spec.Reason, Detail: describe(rec)}
+	if err := s.st.CreateKey(ctx, rec, ev); err != nil {
+		return nil, err
+	}
+	s.written(ctx)
+	return &Result{Record: rec, Key: key, Warnings: warnings}, nil
+}
+
+// newKeyFor generates a key for rec's env and sets the record's id, digest
+// and hint.
+func newKeyFor(rec *store.Record, prefix string) (string, error) {
+	key, err := verifier.Generate(prefix, rec.Env)
+	if err != nil {
+		return "", err
+	}
+	rec.ID = verifier.NewID()
+	rec.Digest = verifier.DigestOf(key)
+	rec.Hint = verifier.Hint(key)
+	return key, nil
+}
+
+// Update applies spec to key id. Every change is one audit event naming each
+// field that changed, old → new.
+func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string) (*Result, error) {
+	if !spec.changes() {
+		return nil, invalidf("", "nothing to change: name at least one field")
+	}
+	if spec.Prefix != nil {
+		return nil, invalidf("prefix", "prefix cannot be changed; rotate to a new key instead")
+	}
+	// The env is part of the key's text (kg_test_…): relabelling a test key
+	// live would let a key handled as low-risk into live routes.
+	if spec.Env != nil {
+		return nil, invalidf("env", "env cannot be changed: it is part of the key; issue a key for the other env instead")
+	}
+	if s.owner != nil && spec.Owner != nil && strings.TrimSpace(*spec.Owner) != *s.owner {
+		return nil, invalid("owner", *spec.Owner, "you may not give a key to another owner")
+	}
+	if err := checkReason(spec.Reason); err != nil {
+		return nil, err
+	}
+	// Checks that read the store run before the write transaction, on the
+	// record as it is now; the transaction applies the spec again to the
+	// record as it is then.
+	cur, err := s.key(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Revoked() {
+		return nil, conflict("key %s is revoked and cannot be changed", id)
+	}
+	preview := cur.Clone()
+	if err := spec.apply(preview, s.now()); err != nil {
+		return nil, err
+	}
+	warnings, err := s.checkScopes(ctx, newEntries(cur.Scopes, preview.Scopes), spec.Force)
+	if err != nil {
+		return nil, err
+	}
+	if preview.Name != cur.Name {
+		warnings = append(warnings, s.sameName(ctx, preview, id)...)
+	}
+	ev := &store.Event{Action: "updated", KeyID: id, Actor: actor, Reason: spec.Reason}
+	rec, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
+		if !s.visible(rec) {
+			return &NotFoundError{What: "key " + id}
+		}
+		if rec.Revoked() {
+			return conflict("key %s is revoked and cannot be changed", id)
+		}
+		old := rec.Clone()
+		if err := spec.apply(rec, s.now()); err != nil {
+			return err
+		}
+		if len(rec.Scopes) == 0 {
+			return invalidf("scope", "a key needs at least one scope (to stop a key, disable or revoke it)")
+		}
+		ev.Detail = diff(old, rec)
+		switch {
+		case ev.Detail == "":
+			ev.Action = "" // nothing changed: no event
+		case spec.onlyDisabled() && rec.Disabled:
+			ev.Action = "disabled"
+		case spec.onlyDisabled():
+			ev.Action = "enabled"
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, notFound(err, "key "+id)
+	}
+	if ev.Action == "" {
+		warnings = append(warnings, "nothing changed: the key already had these settings")
+	} else {
+		s.written(ctx)
+	}
+	return &Result{Record: rec, Warnings: warnings}, nil
+}
+
+// Rotate issues a new key with the same settings as key id; the old key
+// keeps working until grace ends, then answers expired_key.
+func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, reason, actor string) (*Result, error) {
+	if grace < 0 {
+		return nil, invalidf("grace", "grace %s: want 0 or more", grace)
+	}
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
+	old, err := s.key(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if old.Revoked() {
+		return nil, conflict("key %s is revoked; issue a new key instead", id)
+	}
+	if old.RotatedTo != "" {
+		return nil, conflict("key %s was already rotated to %s; rotate that one", id, old.RotatedTo)
+	}
+	t := s.now()
+	next := old.Clone()
+	next.CreatedAt, next.LastUsedAt, next.LastIP = t, nil, ""
+	next.RotatedFrom, next.RotatedTo = old.ID, ""
+	key, err := newKeyFor(next, prefixOf(old.Hint))
+	if err != nil {
+		return nil, err
+	}
+	ev := store.Event{At: t, Action: "rotated", KeyID: old.ID, Actor: actor, Reason: reason,
+		Detail: fmt.Sprintf("new key %s; old key valid until %s", next.ID, t.Add(grace).Format(time.RFC3339))}
+	if _, err := s.st.RotateKey(ctx, id, next, t.Add(grace), ev); err != nil {
+		return nil, notFound(err, "key "+id)
+	}
+	s.written(ctx)
+	return &Result{Record: next, Key: key}, nil
+}
+
+// prefixOf reads the prefix back from a hint ("kg_live_Ab…").
+func prefixOf(hint string) string {
+	p, _, _ := strings.Cut(hint, "_")
+	if verifier.ValidPrefix(p) {
+		return p
+	}
+	return verifier.DefaultPrefix
+}
+
+// Revocation names what to revoke: one key by id, a leaked key by its value
+// (only its digest is looked up), or every active key of an owner.
+type Revocation struct {
+	ID     string `json:"id,omitempty"`
+	Key    string `json:"key,omitempty"`
+	Owner  string `json:"owner,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (rv Revocation) check() error {
+	given := 0
+	for _, v := range []string{rv.ID, rv.Key, rv.Owner} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return invalidf("", "give exactly one of an id, a key or an owner")
+	}
+	return checkReason(rv.Reason)
+}
+
+// Check reports a revocation that does not name exactly one of an id, a key
+// or an owner, or whose reason is not printable.
+func (rv Revocation) Check() error { return rv.check() }
+
+// RevokeTargets returns the keys a revocation would revoke, for a caller
+// that asks for confirmation first. Revoking by owner with no active key is
+// NotFound. A leaked key of another owner is found on a view limited to one
+// owner too (whoever holds a key may stop it), but its record is reduced to
+// its id.
+func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Record, error) {
+	if err := rv.check(); err != nil {
+		return nil, err
+	}
+	switch {
+	case rv.Key != "":
+		key := strings.TrimSpace(rv.Key)
+		// Like the gateway, refuse a malformed key before any store work.
+		// The message never quotes the value: it may be a real key with a
+		// typo in it.
+		prefix, _, _ := strings.Cut(key, "_")
+		if _, ok := verifier.Parse(key, prefix); !ok {
+			return nil, invalidf("key", "the key is not a keygate key (wrong shape or checksum)")
+		}
+		rec, err := s.st.KeyByDigest(ctx, verifier.DigestOf(key))
+		if err != nil {
+			return nil, notFound(err, "a key with that value")
+		}
+		return []*store.Record{rec}, nil
+	case rv.Owner != "":
+		if s.owner != nil && rv.Owner != *s.owner {
+			return nil, &NotFoundError{What: fmt.Sprintf("active keys of owner %q", rv.Owner)}
+		}
+		recs, err := s.st.ListKeys(ctx, store.ListFilter{Owner: rv.Owner, All: true})
+		if err != nil {
+			return nil, err
+		}
+		var active []*store.Record
+		for _, r := range recs {
+			if !r.Revoked() {
+				active = append(active, r)
+			}
+		}
+		if len(active) == 0 {
+			return nil, &NotFoundError{What: fmt.Sprintf("active keys of owner %q", rv.Owner)}
+		}
+		return active, nil
+	}
+	rec, err := s.key(ctx, rv.ID)
+	if err != nil {
+		return nil, err
+	}
+	return []*store.Record{rec}, nil
+}
+
+// Revoke revokes what rv names and returns the updated records. Revoking a
+// revoked key changes nothing and keeps its first time and reason.
+func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*store.Record, error) {
+	targets, err := s.RevokeTargets(ctx, rv)
+	if err != nil {
+		return nil, err
+	}
+	action, reason := "revoked", rv.Reason
+	if rv.Key != "" {
+		action = "leak_reported"
+		if reason == "" {
+			reason = "leaked key reported"
+		}
+	}
+	out := []*store.Record{}
+	defer func() {
+		if len(out) > 0 {
+			s.written(ctx)
+		}
+	}()
+	for _, target := range targets {
+		ev := &store.Event{Action: action, KeyID: target.ID, Actor: actor, Reason: reason}
+		rec, err := s.st.UpdateKey(ctx, target.ID, ev, func(rec *store.Record) error {
+			if rec.Revoked() {
+				ev.Action = ""
+				return nil
+			}
+			t := s.now()
+			rec.RevokedAt, rec.RevokeReason = &t, reason
+			return nil
+		})
+		if err != nil {
+			return out, notFound(err, "key "+target.ID)
+		}
+		if !s.visible(rec) {
+			rec = &store.Record{ID: rec.ID, RevokedAt: rec.RevokedAt, RevokeReason: rec.RevokeReason, Scopes: []string{}}
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// notFound turns the store's ErrNotFound into a NotFoundError naming what.
+func notFound(err error, what string) error {
+	var nf *NotFoundError
+	if errors.Is(err, store.ErrNotFound) && !errors.As(err, &nf) {
+		return &NotFoundError{What: what}
+	}
+	return err
+}
+
+func checkReason(reason string) error {
+	if len(reason) > 500 || !printable(reason) {
+		return invalidf("reason", "reason: want at most 500 printable UTF-8 characters")
+	}
+	return nil
+}
+
+// newEntries returns the entries of next that cur lacks.
+func newEntries(cur, next []string) []string {
+	var out []string
+	for _, n := range next {
+		found := false
+		for _, c := range cur {
+			found = found || c == n
+		}
+		if !found {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,92 @@
+// Package keys is keygate's key management: issuing, changing, rotating and
+// revoking keys, and reading their records, usage and audit events. The CLI
+// (`caddy keys`), the admin API and the web console are thin adapters over
+// one Service, so every rule — what a valid name is, what an update may
+// change, what an audit event records — lives here once.
+//
+// A write made through a Service reaches running gateways without the
+// adapter doing anything more: Options.AfterWrite (set by the gateway's own
+// backend) enforces it on the next request of that process, and every other
+// gateway follows the store's change log within a second.
+//
+// The package imports nothing from Caddy.
+package keys
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Options are what a Service needs from its surroundings. Every field is
+// optional.
+type Options struct {
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// AfterWrite runs after every successful change, so that the gateways
+	// of this process enforce it on their next request.
+	AfterWrite func(ctx context.Context)
+	// BeforeUsage runs before usage is read, to write counts still held in
+	// memory.
+	BeforeUsage func()
+	// Prefix returns the key prefix new keys get when the caller names
+	// none: the prefix of the routes on this store when they agree, else
+	// "" for the default ("kg").
+	Prefix func() string
+}
+
+// Service manages the keys of one store. It is safe for concurrent use.
+type Service struct {
+	st   store.Store
+	opts Options
+	// owner, when set, limits the service to the keys of one owner (see
+	// ForOwner).
+	owner *string
+}
+
+// New returns the Service for a store.
+func New(st store.Store, opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{st: st, opts: opts}
+}
+
+// ForOwner returns a view of the service limited to the keys whose owner is
+// owner: other keys are not found, new keys get this owner, lists and
+// reports hold only this owner's keys. It is how the console keeps one team
+// from seeing or touching another team's keys, whatever ids a request names.
+func (s *Service) ForOwner(owner string) *Service {
+	c := *s
+	c.owner = &owner
+	return &c
+}
+
+// Store returns the store the service manages.
+func (s *Service) Store() store.Store { return s.st }
+
+func (s *Service) now() time.Time { return s.opts.Now().UTC() }
+
+func (s *Service) written(ctx context.Context) {
+	if s.opts.AfterWrite != nil {
+		// The change is committed; enforcing it here must not be undone
+		// by a caller that has already given up waiting.
+		s.opts.AfterWrite(context.WithoutCancel(ctx))
+	}
+}
+
+// visible reports whether the service may show and change rec.
+func (s *Service) visible(rec *store.Record) bool {
+	return s.owner == nil || rec.Owner == *s.owner
+}
+
+// key loads a key the service may see.
+func (s *Service) key(ctx context.Context, id string) (*store.Record, error) {
+	rec, err := s.st.Key(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !s.visible(rec) {
+		return nil, &NotFoundError{What: "key " + id}
+	}
+	return rec, err
+}

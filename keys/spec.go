@@ -1,0 +1,289 @@
+package keys
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Spec is the settable part of a key, as `caddy keys issue/update` flags,
+// the admin API's JSON body and the console's forms give it. On update, nil
+// fields are left unchanged; an empty string clears rate, quota and expires.
+//
+// The list fields come in two forms: Scopes, SenderDomains and AllowedIPs
+// replace the whole set; the Add… and Remove… lists change single entries.
+// One field cannot take both forms in one change.
+type Spec struct {
+	Name    *string `json:"name,omitempty"`
+	Owner   *string `json:"owner,omitempty"`
+	Env     *string `json:"env,omitempty"`
+	Prefix  *string `json:"prefix,omitempty"`
+	Rate    *string `json:"rate,omitempty"`
+	Burst   *int    `json:"burst,omitempty"`
+	Expires *string `json:"expires,omitempty"`
+	Quota   *string `json:"quota,omitempty"`
+
+	Scopes              *[]string `json:"scopes,omitempty"`
+	AddScopes           []string  `json:"add_scopes,omitempty"`
+	RemoveScopes        []string  `json:"remove_scopes,omitempty"`
+	SenderDomains       *[]string `json:"sender_domains,omitempty"`
+	AddSenderDomains    []string  `json:"add_sender_domains,omitempty"`
+	RemoveSenderDomains []string  `json:"remove_sender_domains,omitempty"`
+	AllowedIPs          *[]string `json:"allowed_ips,omitempty"`
+	AddAllowedIPs       []string  `json:"add_allowed_ips,omitempty"`
+	RemoveAllowedIPs    []string  `json:"remove_allowed_ips,omitempty"`
+
+	MaxRecipients   *int  `json:"max_recipients,omitempty"`
+	AllowOnBehalfOf *bool `json:"allow_on_behalf_of,omitempty"`
+	Disabled        *bool `json:"disabled,omitempty"`
+
+	// Reason says why, for the audit events.
+	Reason string `json:"reason,omitempty"`
+	// Force accepts a scope that no route on this store's gateways uses
+	// (otherwise refused; the CLI forces and prints a warning instead).
+	Force bool `json:"force,omitempty"`
+}
+
+// changes reports whether the spec sets anything at all.
+func (s *Spec) changes() bool {
+	c := *s
+	c.Reason, c.Force = "", false
+	return !c.equalZero()
+}
+
+func (s Spec) equalZero() bool {
+	return s.Name == nil && s.Owner == nil && s.Env == nil && s.Prefix == nil && s.Rate == nil &&
+		s.Burst == nil && s.Expires == nil && s.Quota == nil && s.Scopes == nil && s.AddScopes == nil &&
+		s.RemoveScopes == nil && s.SenderDomains == nil && s.AddSenderDomains == nil &&
+		s.RemoveSenderDomains == nil && s.AllowedIPs == nil && s.AddAllowedIPs == nil &&
+		s.RemoveAllowedIPs == nil && s.MaxRecipients == nil && s.AllowOnBehalfOf == nil && s.Disabled == nil
+}
+
+// onlyDisabled reports whether the spec only disables or enables the key.
+func (s *Spec) onlyDisabled() bool {
+	c := *s
+	c.Reason, c.Force, c.Disabled = "", false, nil
+	return s.Disabled != nil && c.equalZero()
+}
+
+// apply validates the spec and writes it into rec.
+func (s *Spec) apply(rec *store.Record, t time.Time) error {
+	if s.Name != nil {
+		name := strings.TrimSpace(*s.Name)
+		if name == "" || utf8.RuneCountInString(name) > 200 || !printable(name) {
+			return invalid("name", *s.Name, "want 1-200 printable UTF-8 characters")
+		}
+		rec.Name = name
+	}
+	if s.Owner != nil {
+		owner := strings.TrimSpace(*s.Owner)
+		if utf8.RuneCountInString(owner) > 200 || !printable(owner) {
+			return invalid("owner", *s.Owner, "want at most 200 printable UTF-8 characters")
+		}
+		rec.Owner = owner
+	}
+	if s.Env != nil {
+		if *s.Env != "live" && *s.Env != "test" {
+			return invalid("env", *s.Env, "want live or test")
+		}
+		rec.Env = *s.Env
+	}
+	var err error
+	if rec.Scopes, err = editSet("scope", rec.Scopes, s.Scopes, s.AddScopes, s.RemoveScopes, parseScope); err != nil {
+		return err
+	}
+	if s.Rate != nil {
+		rec.Rate = nil
+		if *s.Rate != "" {
+			r, err := store.ParseRate(*s.Rate)
+			if err != nil {
+				return invalidf("rate", "%v", err)
+			}
+			rec.Rate = &r
+		}
+	}
+	if s.Burst != nil {
+		if *s.Burst < 0 {
+			return invalidf("burst", "burst %d: want 0 (from the rate) or more", *s.Burst)
+		}
+		rec.Burst = *s.Burst
+	}
+	if s.Expires != nil {
+		if rec.ExpiresAt, err = parseExpiry(*s.Expires, t); err != nil {
+			return err
+		}
+	}
+	ips, err := editSet("allowed IP", prefixStrings(rec.AllowedIPs), s.AllowedIPs, s.AddAllowedIPs, s.RemoveAllowedIPs, parseCIDR)
+	if err != nil {
+		return err
+	}
+	rec.AllowedIPs = nil
+	for _, ip := range ips {
+		rec.AllowedIPs = append(rec.AllowedIPs, netip.MustParsePrefix(ip))
+	}
+	if rec.SenderDomains, err = editSet("sender domain", rec.SenderDomains, s.SenderDomains, s.AddSenderDomains, s.RemoveSenderDomains, parseDomain); err != nil {
+		return err
+	}
+	if len(rec.SenderDomains) == 0 {
+		rec.SenderDomains = nil
+	}
+	if s.Quota != nil {
+		rec.Quota = nil
+		if *s.Quota != "" {
+			q, err := store.ParseQuota(*s.Quota)
+			if err != nil {
+				return invalidf("quota", "%v", err)
+			}
+			rec.Quota = &q
+		}
+	}
+	if s.MaxRecipients != nil {
+		if *s.MaxRecipients < 0 {
+			return invalidf("max recipients", "max recipients %d: want 0 (no limit) or more", *s.MaxRecipients)
+		}
+		rec.MaxRecipients = *s.MaxRecipients
+	}
+	if s.AllowOnBehalfOf != nil {
+		rec.AllowOnBehalfOf = *s.AllowOnBehalfOf
+	}
+	if s.Disabled != nil {
+		rec.Disabled = *s.Disabled
+	}
+	return nil
+}
+
+// editSet applies a replacement (set) or single additions and removals to
+// a set of canonical strings, each entry checked by parse. A value may name
+// several entries separated by commas ("mail.send,templates.read").
+func editSet(field string, cur []string, set *[]string, add, remove []string, parse func(string) (string, error)) ([]string, error) {
+	if set != nil && (add != nil || remove != nil) {
+		return nil, invalidf(field, "give the whole set of %ss, or %ss to add and remove, not both", field, field)
+	}
+	parseAll := func(vals []string) ([]string, error) {
+		out := []string{}
+		for _, v := range vals {
+			for _, one := range strings.Split(v, ",") {
+				if one = strings.TrimSpace(one); one == "" {
+					continue
+				}
+				p, err := parse(one)
+				if err != nil {
+					return nil, err
+				}
+				if !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
+		}
+		return out, nil
+	}
+	if set != nil {
+		return parseAll(*set)
+	}
+	out := slices.Clone(cur)
+	adds, err := parseAll(add)
+	if err != nil {
+		return nil, err
+	}
+	removes, err := parseAll(remove)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range removes {
+		i := slices.Index(out, r)
+		if i < 0 {
+			return nil, invalid(field, r, "the key does not have it (it has %s)", listOrNone(out))
+		}
+		out = slices.Delete(out, i, i+1)
+	}
+	for _, a := range adds {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
+}
+
+func listOrNone(vals []string) string {
+	if len(vals) == 0 {
+		return "none"
+	}
+	return strings.Join(vals, ", ")
+}
+
+func parseScope(s string) (string, error) {
+	if !ValidScopeName(s) {
+		return "", invalid("scope", s, "a scope name uses a-z, 0-9, '.', '_', '-', e.g. mail.send, mail.* or *")
+	}
+	return s, nil
+}
+
+func parseDomain(s string) (string, error) {
+	d := strings.ToLower(s)
+	if !validDomain(strings.TrimPrefix(d, "*.")) {
+		return "", invalid("sender domain", s, "want a domain such as example.com or *.example.com")
+	}
+	return d, nil
+}
+
+// parseCIDR reads a CIDR or a single address, canonical.
+func parseCIDR(s string) (string, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked().String(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()).String(), nil
+	}
+	return "", invalid("allowed IP", s, "want a CIDR such as 203.0.113.0/24 or 2001:db8::/32, or one address")
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// printable reports whether s is valid UTF-8 without control characters:
+// names, owners and reasons are printed in tables, logs, terminals and web
+// pages, where a line break or an escape sequence would forge or garble
+// output.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
