@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -23,13 +24,17 @@ func init() {
 }
 
 // Admin is the admin.api.keygate module: key management under /keygate/ on
-// Caddy's admin endpoint (localhost by default). It uses the same store,
-// cache and counters as the running keygate handlers, so a revoke made here
-// is enforced on the very next request.
+// Caddy's admin endpoint (localhost by default). It adapts the keys service
+// of the running handlers' store, so a revoke made here is enforced on the
+// very next request.
 //
 // When handlers use more than one store, requests name the store with
 // ?store=<uri>; with one store (or none configured, which means the default
 // SQLite store) the parameter is optional.
+//
+// Errors have the gateway's shape, {"error":{"code","message"}}: 400
+// invalid_input, 404 not_found, 405 method_not_allowed (with Allow), 409
+// conflict, 500 internal_error.
 type Admin struct {
 	logger *zap.Logger
 }
@@ -53,33 +58,142 @@ func (a *Admin) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/keygate/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
-func apiError(status int, format string, args ...any) error {
-	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+// adminCall is one admin API request: what every route handler needs.
+type adminCall struct {
+	w     http.ResponseWriter
+	r     *http.Request
+	keys  *keys.Service
+	id    string // the {id} segment, if the route has one
+	actor string
 }
 
-// storeError maps store and input errors to admin API statuses.
-func storeError(err error) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return apiError(http.StatusNotFound, "%v", err)
-	case errors.Is(err, errBadInput):
-		return apiError(http.StatusBadRequest, "%s", strings.TrimPrefix(err.Error(), errBadInput.Error()+": "))
+// adminRoutes is the admin API: method, path under /keygate/ ("{id}" is one
+// segment), and what serves it.
+var adminRoutes = []struct {
+	method, path string
+	serve        func(c *adminCall) error
+}{
+	{http.MethodPost, "keys", (*adminCall).issue},
+	{http.MethodGet, "keys", (*adminCall).list},
+	{http.MethodGet, "keys/{id}", (*adminCall).show},
+	{http.MethodPatch, "keys/{id}", (*adminCall).update},
+	{http.MethodPost, "keys/{id}/rotate", (*adminCall).rotate},
+	{http.MethodPost, "keys/{id}/revoke", (*adminCall).revoke},
+	{http.MethodGet, "keys/{id}/usage", (*adminCall).usage},
+	{http.MethodGet, "keys/{id}/events", (*adminCall).events},
+	{http.MethodPost, "revoke", (*adminCall).revoke},
+	{http.MethodGet, "events", (*adminCall).events},
+	{http.MethodGet, "audit", (*adminCall).audit},
+	{http.MethodGet, "scopes", (*adminCall).scopes},
+}
+
+func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
+	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/keygate/"), "/"), "/")
+	var allow []string
+	for _, route := range adminRoutes {
+		id, ok := matchAdminPath(route.path, segs)
+		if !ok {
+			continue
+		}
+		if route.method != r.Method {
+			allow = append(allow, route.method)
+			continue
+		}
+		ks, closeStore, err := a.resolveStore(r)
+		if err != nil {
+			return writeAdminError(w, err)
+		}
+		defer closeStore()
+		c := &adminCall{w: w, r: r, keys: ks, id: id, actor: adminActor(r)}
+		if err := route.serve(c); err != nil {
+			return writeAdminError(w, err)
+		}
+		return nil
 	}
-	return apiError(http.StatusInternalServerError, "%v", err)
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		return writeAdminError(w, adminError{http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
+	}
+	return writeAdminError(w, adminError{http.StatusNotFound, "not_found", "no such keygate admin route: " + r.URL.Path})
 }
 
-// adminStore is the store an admin request works on, and the backend of
-// running handlers when there is one (to enforce changes at once).
-type adminStore struct {
-	store   store.Store
-	backend *backend
-	close   func()
+// matchAdminPath matches path segments against a route path, returning the
+// {id} segment.
+func matchAdminPath(pattern string, segs []string) (id string, ok bool) {
+	want := strings.Split(pattern, "/")
+	if len(want) != len(segs) {
+		return "", false
+	}
+	for i, w := range want {
+		switch {
+		case w == "{id}" && segs[i] != "":
+			id = segs[i]
+		case w != segs[i]:
+			return "", false
+		}
+	}
+	return id, true
 }
 
-func (a *Admin) resolveStore(r *http.Request) (*adminStore, error) {
+// adminActor names who made a change in audit events: the client's address,
+// or its certificate's name when the admin endpoint uses client certificates.
+func adminActor(r *http.Request) string {
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return "admin-api " + r.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	return "admin-api " + r.RemoteAddr
+}
+
+// adminError is an admin API error in the gateway's JSON shape.
+type adminError struct {
+	status        int
+	code, message string
+}
+
+func (e adminError) Error() string { return e.message }
+
+// writeAdminError answers err as {"error":{"code","message"}} with the
+// status its kind calls for.
+func writeAdminError(w http.ResponseWriter, err error) error {
+	ae, ok := err.(adminError)
+	if !ok {
+		ae = adminError{http.StatusInternalServerError, "internal_error", err.Error()}
+		var inv *keys.InvalidError
+		var conf *keys.ConflictError
+		switch {
+		case errors.As(err, &inv):
+			ae.status, ae.code = http.StatusBadRequest, "invalid_input"
+		case errors.Is(err, store.ErrNotFound):
+			ae.status, ae.code = http.StatusNotFound, "not_found"
+		case errors.As(err, &conf):
+			ae.status, ae.code = http.StatusConflict, "conflict"
+		}
+	}
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code, body.Error.Message = ae.code, ae.message
+	return writeJSON(w, ae.status, body)
+}
+
+func badRequest(format string, args ...any) error {
+	return adminError{http.StatusBadRequest, "invalid_input", fmt.Sprintf(format, args...)}
+}
+
+// resolveStore returns the keys service of the store a request names: the
+// running handlers' one (whose writes are enforced at once), or one opened
+// for this request.
+func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 	want := r.URL.Query().Get("store")
 	if want != "" {
-		want = normalizeStoreURI(want)
+		var err error
+		if want, err = storeURI(want); err != nil {
+			return nil, nil, badRequest("store: %v", err)
+		}
 	}
 	var found []*backend
 	backends.Range(func(_, v any) bool {
@@ -91,237 +205,180 @@ func (a *Admin) resolveStore(r *http.Request) (*adminStore, error) {
 	})
 	switch {
 	case len(found) == 1:
-		return &adminStore{store: found[0].store, backend: found[0], close: func() {}}, nil
+		return found[0].keys, func() {}, nil
 	case len(found) > 1:
 		var names []string
 		for _, b := range found {
 			names = append(names, b.redacted)
 		}
 		sort.Strings(names)
-		return nil, apiError(http.StatusBadRequest, "keygate handlers use several stores (%s); name one with ?store=<uri>", strings.Join(names, ", "))
+		return nil, nil, badRequest("keygate handlers use several stores (%s); name one with ?store=<uri>", strings.Join(names, ", "))
 	}
 	// No running handler uses it: open it for this request.
 	uri := want
 	if uri == "" {
-		uri = defaultStoreURI()
+		var err error
+		if uri, err = storeURI(""); err != nil {
+			return nil, nil, err
+		}
 	}
 	// Only issuing may create the embedded store, as with the CLI: a
 	// mistyped ?store= must not look like a store without keys.
 	if path, missing := missingSQLite(uri); missing && !(r.Method == http.MethodPost && r.URL.Path == "/keygate/keys") {
-		return nil, apiError(http.StatusNotFound, "no keygate store at %s (it is created by a gateway using it or by issuing the first key)", path)
+		return nil, nil, adminError{http.StatusNotFound, "not_found", fmt.Sprintf("no keygate store at %s (it is created by a gateway using it or by issuing the first key)", path)}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	st, err := store.Open(ctx, uri)
 	if err != nil {
-		return nil, apiError(http.StatusBadRequest, "store %s: %v", store.RedactURI(uri), err)
+		return nil, nil, badRequest("store %s: %v", store.RedactURI(uri), err)
 	}
-	return &adminStore{store: st, close: func() { st.Close() }}, nil
+	return keys.New(st, keys.Options{}), func() { st.Close() }, nil
 }
 
-// changed enforces a write on running handlers at once.
-func (s *adminStore) changed(ctx context.Context) {
-	if s.backend != nil {
-		s.backend.afterWrite(ctx)
+func (c *adminCall) issue() error {
+	var spec keys.Spec
+	if err := decodeJSON(c.r, &spec); err != nil {
+		return err
 	}
-}
-
-func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
-	s, err := a.resolveStore(r)
+	res, err := c.keys.Issue(c.r.Context(), spec, c.actor)
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	actor := "admin-api " + r.RemoteAddr
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		actor = "admin-api " + r.TLS.PeerCertificates[0].Subject.CommonName
-	}
-	ctx := r.Context()
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/keygate/"), "/"), "/")
-	route := r.Method + " " + parts[0]
-	if len(parts) > 1 {
-		route += "/{id}"
-	}
-	if len(parts) > 2 {
-		route += "/" + parts[2]
-	}
-	if len(parts) > 3 {
-		return apiError(http.StatusNotFound, "no such keygate admin route: %s", r.URL.Path)
-	}
-	id := ""
-	if len(parts) > 1 {
-		id = parts[1]
-	}
-
-	switch route {
-	case "POST keys":
-		var spec KeySpec
-		if err := decodeJSON(r, &spec); err != nil {
-			return err
-		}
-		if spec.Prefix == nil && s.backend != nil {
-			if p := s.backend.onlyPrefix(); p != "" {
-				spec.Prefix = &p
-			}
-		}
-		rec, key, err := issueKey(ctx, s.store, spec, actor)
-		if err != nil {
-			return storeError(err)
-		}
-		s.changed(ctx)
-		return writeJSON(w, http.StatusCreated, issued{Record: rec, Key: key})
-	case "GET keys":
-		all := false
-		if v := r.URL.Query().Get("all"); v != "" {
-			var err error
-			if all, err = strconv.ParseBool(v); err != nil {
-				return apiError(http.StatusBadRequest, "all=%q: want true or false", v)
-			}
-		}
-		f := store.ListFilter{Owner: r.URL.Query().Get("owner"), All: all}
-		recs, err := s.store.ListKeys(ctx, f)
-		if err != nil {
-			return storeError(err)
-		}
-		if recs == nil {
-			recs = []*store.Record{}
-		}
-		return writeJSON(w, http.StatusOK, recs)
-	case "GET keys/{id}":
-		rec, err := s.store.Key(ctx, id)
-		if err != nil {
-			return storeError(err)
-		}
-		return writeJSON(w, http.StatusOK, rec)
-	case "PATCH keys/{id}":
-		var spec KeySpec
-		if err := decodeJSON(r, &spec); err != nil {
-			return err
-		}
-		rec, err := updateKey(ctx, s.store, id, spec, actor)
-		if err != nil {
-			return storeError(err)
-		}
-		s.changed(ctx)
-		return writeJSON(w, http.StatusOK, rec)
-	case "POST keys/{id}/rotate":
-		var body struct {
-			Grace string `json:"grace"`
-		}
-		if err := decodeJSON(r, &body); err != nil {
-			return err
-		}
-		grace, err := parseGrace(body.Grace)
-		if err != nil {
-			return storeError(err)
-		}
-		rec, key, err := rotateKey(ctx, s.store, id, grace, actor)
-		if err != nil {
-			return storeError(err)
-		}
-		s.changed(ctx)
-		return writeJSON(w, http.StatusCreated, issued{Record: rec, Key: key})
-	case "POST keys/{id}/revoke", "POST revoke":
-		var rv revocation
-		if err := decodeJSON(r, &rv); err != nil {
-			return err
-		}
-		if id != "" {
-			rv.ID, rv.Key, rv.Owner = id, "", ""
-		} else if rv.ID != "" {
-			return apiError(http.StatusBadRequest, `give "key" (a leaked key) or "owner"; revoke an id at /keygate/keys/{id}/revoke`)
-		}
-		targets, action, err := rv.targets(ctx, s.store)
-		if err != nil {
-			return storeError(err)
-		}
-		recs, err := rv.revoke(ctx, s.store, targets, action, actor)
-		s.changed(ctx)
-		if err != nil {
-			return storeError(err)
-		}
-		if rv.Owner != "" {
-			return writeJSON(w, http.StatusOK, recs)
-		}
-		return writeJSON(w, http.StatusOK, recs[0])
-	case "GET keys/{id}/usage":
-		since, err := parseSince(r.URL.Query().Get("since"))
-		if err != nil {
-			return storeError(err)
-		}
-		if s.backend != nil {
-			s.backend.flushUsage()
-		}
-		rep, err := usageReport(ctx, s.store, id, since)
-		if err != nil {
-			return storeError(err)
-		}
-		return writeJSON(w, http.StatusOK, rep)
-	case "GET events":
-		evs, err := keyEvents(ctx, s.store, r.URL.Query().Get("key"))
-		if err != nil {
-			return storeError(err)
-		}
-		if evs == nil {
-			evs = []store.Event{}
-		}
-		return writeJSON(w, http.StatusOK, evs)
-	case "GET audit":
-		rep, err := auditReport(ctx, s.store, r.URL.Query().Get("unused"), r.URL.Query().Get("expiring"))
-		if err != nil {
-			return storeError(err)
-		}
-		return writeJSON(w, http.StatusOK, rep)
-	}
-	return apiError(http.StatusNotFound, "no such keygate admin route: %s %s", r.Method, r.URL.Path)
+	return writeJSON(c.w, http.StatusCreated, res)
 }
 
-// issued is the answer to issue and rotate: the record and, this once, the
-// key.
-type issued struct {
-	*store.Record
-	Key string `json:"key"`
+func (c *adminCall) list() error {
+	q := c.r.URL.Query()
+	all := false
+	if v := q.Get("all"); v != "" {
+		var err error
+		if all, err = strconv.ParseBool(v); err != nil {
+			return badRequest("all=%q: want true or false", v)
+		}
+	}
+	recs, err := c.keys.List(c.r.Context(), q.Get("owner"), all)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, recs)
 }
 
-// onlyPrefix returns the prefix of this store's handlers when they agree.
-func (b *backend) onlyPrefix() string {
-	var prefixes []string
-	b.prefixes.Range(func(k, _ any) bool { prefixes = append(prefixes, k.(string)); return true })
-	if len(prefixes) == 1 {
-		return prefixes[0]
+func (c *adminCall) show() error {
+	rec, err := c.keys.Show(c.r.Context(), c.id)
+	if err != nil {
+		return err
 	}
-	return ""
+	return writeJSON(c.w, http.StatusOK, rec)
 }
 
-func parseGrace(s string) (time.Duration, error) {
-	if s == "" {
-		return 24 * time.Hour, nil
+func (c *adminCall) update() error {
+	var spec keys.Spec
+	if err := decodeJSON(c.r, &spec); err != nil {
+		return err
 	}
-	if s == "0" {
-		return 0, nil
+	res, err := c.keys.Update(c.r.Context(), c.id, spec, c.actor)
+	if err != nil {
+		return err
 	}
-	d, err := caddy.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, badInput("grace %q: want a duration such as 24h, 7d or 0", s)
-	}
-	return d, nil
+	return writeJSON(c.w, http.StatusOK, res)
 }
 
-func parseSince(s string) (time.Time, error) {
-	if s == "" {
-		return now().Add(-7 * 24 * time.Hour), nil
+func (c *adminCall) rotate() error {
+	var body struct {
+		Grace  string `json:"grace"`
+		Reason string `json:"reason"`
 	}
-	d, err := caddy.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return time.Time{}, badInput("since %q: want a duration such as 24h or 7d", s)
+	if err := decodeJSON(c.r, &body); err != nil {
+		return err
 	}
-	return now().Add(-d), nil
+	grace, err := keys.ParseGrace(body.Grace)
+	if err != nil {
+		return err
+	}
+	res, err := c.keys.Rotate(c.r.Context(), c.id, grace, body.Reason, c.actor)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusCreated, res)
+}
+
+// revoke serves both revoke routes: a key by id, and POST /keygate/revoke
+// for a leaked key by value or every key of an owner.
+func (c *adminCall) revoke() error {
+	var rv keys.Revocation
+	if err := decodeJSON(c.r, &rv); err != nil {
+		return err
+	}
+	switch {
+	case c.id != "":
+		rv.ID, rv.Key, rv.Owner = c.id, "", ""
+	case rv.ID != "":
+		return badRequest(`give "key" (a leaked key) or "owner"; revoke an id at /keygate/keys/{id}/revoke`)
+	}
+	recs, err := c.keys.Revoke(c.r.Context(), rv, c.actor)
+	if err != nil {
+		return err
+	}
+	if rv.Owner != "" {
+		return writeJSON(c.w, http.StatusOK, recs)
+	}
+	return writeJSON(c.w, http.StatusOK, recs[0])
+}
+
+func (c *adminCall) usage() error {
+	window, err := keys.ParseWindow("since", c.r.URL.Query().Get("since"))
+	if err != nil {
+		return err
+	}
+	rep, err := c.keys.Usage(c.r.Context(), c.id, window)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, rep)
+}
+
+func (c *adminCall) events() error {
+	id := c.id
+	if id == "" {
+		id = c.r.URL.Query().Get("key")
+	}
+	evs, err := c.keys.Events(c.r.Context(), id, 0)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, evs)
+}
+
+func (c *adminCall) audit() error {
+	q := c.r.URL.Query()
+	unused, err := keys.ParseWindow("unused", q.Get("unused"))
+	if err != nil {
+		return err
+	}
+	expiring, err := keys.ParseWindow("expiring", q.Get("expiring"))
+	if err != nil {
+		return err
+	}
+	rep, err := c.keys.Audit(c.r.Context(), unused, expiring)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, rep)
+}
+
+func (c *adminCall) scopes() error {
+	lines, err := c.keys.RouteScopes(c.r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, lines)
 }
 
 func decodeJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		return apiError(http.StatusBadRequest, "reading body: %v", err)
+		return badRequest("reading body: %v", err)
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return nil
@@ -329,7 +386,7 @@ func decodeJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apiError(http.StatusBadRequest, "invalid JSON body: %v", err)
+		return badRequest("invalid JSON body: %v", err)
 	}
 	return nil
 }

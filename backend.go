@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
 	"github.com/keygate/caddy-keygate/usage"
@@ -36,19 +36,33 @@ type backend struct {
 	usage    *usage.Recorder
 	logger   *zap.Logger
 
-	// prefixes records the key prefixes handlers on this store accept, so
-	// the admin API issues keys they will accept.
-	prefixes sync.Map
+	// keys is key management on this store; its writes are enforced on
+	// the next request of this process's handlers.
+	keys *keys.Service
 
-	// retention holds each live handler's usage retention (*Handler ->
-	// time.Duration, 0 = keep forever); the store keeps the longest.
-	retention sync.Map
+	// handlers holds what each live handler contributes (*Handler ->
+	// handlerInfo). Provision adds an entry and Cleanup removes it, so
+	// nothing here grows across reloads.
+	handlers sync.Map
 
 	flushEvery time.Duration
 	stop       chan struct{}
 	done       chan struct{}
 	stopPrune  context.CancelFunc // also cancels a prune under way
 	pruneDone  chan struct{}
+}
+
+// handlerInfo is what a live handler contributes to its store's backend.
+type handlerInfo struct {
+	// prefix is the key prefix the handler accepts, so the admin API and
+	// the console issue keys the routes accept.
+	prefix string
+	// retention is the handler's usage retention (0: keep forever); the
+	// store keeps the longest.
+	retention time.Duration
+	// scopes are the handler's scope lines, reported to the store so that
+	// key-management tools can offer and check scope names.
+	scopes []store.RouteScope
 }
 
 var backends = caddy.NewUsagePool()
@@ -89,41 +103,25 @@ func parseUsageRetention(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// defaultStoreURI is the embedded SQLite store in Caddy's data directory.
-func defaultStoreURI() string {
-	return "sqlite:" + store.DefaultSQLitePath(caddy.AppDataDir())
-}
-
-// normalizeStoreURI makes relative SQLite paths absolute so one file has
-// one backend whatever the working directory was.
-func normalizeStoreURI(uri string) string {
+// storeURI returns the canonical form of a configured store URI (see
+// store.ParseURI); empty means the embedded SQLite store in Caddy's data
+// directory, so the gateway and `caddy keys` find the same file.
+func storeURI(uri string) (string, error) {
 	if uri == "" {
-		return defaultStoreURI()
+		uri = "sqlite:" + store.DefaultSQLitePath(caddy.AppDataDir())
 	}
-	if p, ok := cutPrefix(uri, "sqlite:"); ok && !filepath.IsAbs(p) {
-		if abs, err := filepath.Abs(p); err == nil {
-			return "sqlite:" + abs
-		}
-	}
-	return uri
+	return store.ParseURI(uri)
 }
 
 // missingSQLite reports whether uri names an embedded store whose file does
 // not exist yet, and its path.
 func missingSQLite(uri string) (string, bool) {
-	path, ok := cutPrefix(uri, "sqlite:")
+	path, ok := store.SQLitePath(uri)
 	if !ok {
 		return "", false
 	}
 	_, err := os.Stat(path)
 	return path, errors.Is(err, fs.ErrNotExist)
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):], true
-	}
-	return s, false
 }
 
 // acquireBackend returns the backend for uri, opening it on first use. Each
@@ -185,6 +183,11 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		done:       make(chan struct{}),
 		pruneDone:  make(chan struct{}),
 	}
+	b.keys = keys.New(st, keys.Options{
+		AfterWrite:  b.afterWrite,
+		BeforeUsage: b.flushUsage,
+		Prefix:      b.onlyPrefix,
+	})
 	var pruneCtx context.Context
 	pruneCtx, b.stopPrune = context.WithCancel(context.Background())
 	go b.run()
@@ -195,8 +198,8 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 // usageRetention is the longest retention of the handlers using this store;
 // ok is false when no handler uses it (the admin API alone prunes nothing).
 func (b *backend) usageRetention() (keep time.Duration, ok bool) {
-	b.retention.Range(func(_, v any) bool {
-		d := v.(time.Duration)
+	b.handlers.Range(func(_, v any) bool {
+		d := v.(handlerInfo).retention
 		if !ok || d == 0 || (keep != 0 && d > keep) {
 			keep = d
 		}
@@ -219,6 +222,7 @@ func (b *backend) pruneLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			b.pruneUsage(ctx, now)
+			b.reportRouteScopes(ctx, now)
 			t.Reset(pruneEvery)
 		}
 	}
@@ -242,6 +246,43 @@ func (b *backend) pruneUsage(ctx context.Context, now time.Time) {
 	if n > 0 {
 		b.logger.Info("keygate: deleted usage past its retention",
 			zap.Time("before", before), zap.Int64("rows", n), zap.Duration("retention", keep))
+	}
+}
+
+// onlyPrefix returns the key prefix of this store's handlers when they
+// agree, else "" (the default).
+func (b *backend) onlyPrefix() string {
+	prefix := ""
+	agree := true
+	b.handlers.Range(func(_, v any) bool {
+		p := v.(handlerInfo).prefix
+		if prefix != "" && p != prefix {
+			agree = false
+			return false
+		}
+		prefix = p
+		return true
+	})
+	if !agree {
+		return ""
+	}
+	return prefix
+}
+
+// reportRouteScopes tells the store which scope lines this process's
+// handlers have loaded, stamped now, so that key-management tools know
+// which scope names are in use (see keys.RouteScopeWindow).
+func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
+	var lines []store.RouteScope
+	b.handlers.Range(func(_, v any) bool {
+		for _, l := range v.(handlerInfo).scopes {
+			l.SeenAt = now
+			lines = append(lines, l)
+		}
+		return true
+	})
+	if err := b.store.RecordRouteScopes(ctx, lines); err != nil && ctx.Err() == nil {
+		b.logger.Warn("keygate: reporting the routes' scope lines to the store failed; retried within the hour", zap.Error(err))
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -38,7 +39,10 @@ A key is printed once, when it is issued or rotated; keygate keeps only its
 SHA-256 digest. Every subcommand takes --json for scripts.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.PersistentFlags().String("store", "", "Key store URI (sqlite:PATH or postgres://…); default $KEYGATE_STORE or Caddy's data dir")
+			// Caddy's help ends with a link to its web docs, which do not
+			// cover keygate: point at keygate's own reference instead.
+			cmd.SetHelpTemplate(cmd.HelpTemplate() + "\nReference: docs/cli.md in keygate's source (github.com/keygate/caddy-keygate).\n")
+			cmd.PersistentFlags().String("store", "", "Key store: "+store.URIForms+"; default $KEYGATE_STORE or Caddy's data dir")
 			cmd.PersistentFlags().Bool("json", false, "Print JSON for scripts")
 			cmd.SilenceUsage = true
 			for _, sub := range keysCommands() {
@@ -63,10 +67,12 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 	})
 }
 
-// cli is what every subcommand gets: the open store, output and flags.
+// cli is what every subcommand gets: the keys service of the store, output
+// and flags.
 type cli struct {
-	st    store.Store
+	keys  *keys.Service
 	out   io.Writer
+	warn  io.Writer
 	json  bool
 	flags *pflag.FlagSet
 	actor string
@@ -78,11 +84,14 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 	return func(cmd *cobra.Command, args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := func() error {
-			uri, _ := cmd.Flags().GetString("store")
-			if uri == "" {
-				uri = os.Getenv("KEYGATE_STORE")
+			given, _ := cmd.Flags().GetString("store")
+			if given == "" {
+				given = os.Getenv("KEYGATE_STORE")
 			}
-			uri = normalizeStoreURI(uri)
+			uri, err := storeURI(given)
+			if err != nil {
+				return err
+			}
 			// Only issue may create the embedded store: for any other
 			// subcommand a missing file is a mistyped path, which would
 			// otherwise look like a store without keys.
@@ -95,14 +104,15 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 			}
 			defer st.Close()
 			asJSON, _ := cmd.Flags().GetBool("json")
-			return f(ctx, &cli{st: st, out: cmd.OutOrStdout(), json: asJSON, flags: cmd.Flags(), actor: cliActor()}, args)
+			c := &cli{keys: keys.New(st, keys.Options{}), out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(),
+				json: asJSON, flags: cmd.Flags(), actor: cliActor()}
+			return f(ctx, c, args)
 		}()
 		cancel()
 		if err != nil {
-			msg := strings.TrimPrefix(err.Error(), errBadInput.Error()+": ")
 			// One line, even for drivers whose errors span several
 			// (pgx indents its details on lines of their own).
-			msg = strings.Join(strings.Fields(msg), " ")
+			msg := strings.Join(strings.Fields(err.Error()), " ")
 			fmt.Fprintln(os.Stderr, "caddy keys "+cmd.Name()+": "+msg)
 			os.Exit(1)
 		}
@@ -121,47 +131,69 @@ func cliActor() string {
 }
 
 // specFlags registers the flags shared by issue and update.
-func specFlags(fs *pflag.FlagSet) {
+func specFlags(fs *pflag.FlagSet, update bool) {
 	fs.String("name", "", "Name of the integration, e.g. crm-sync")
 	fs.String("owner", "", "Owner (team or person) responsible for the key")
-	fs.String("env", "live", "Key environment: live or test")
-	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)")
+	replaces := ""
+	if update {
+		replaces = "; replaces every scope the key holds (see --add-scope)"
+	} else {
+		fs.String("env", "live", "Key environment: live or test")
+	}
+	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)"+replaces)
 	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)")
 	fs.Int("burst", 0, "Bucket size for --rate (default: the rate's count)")
-	fs.String("expires", "", "Expiry: a duration from now (90d, 12h) or an RFC 3339 time")
-	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)")
-	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)")
+	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time, or never")
+	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+strings.ReplaceAll(replaces, "scope", "address"))
+	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)"+strings.ReplaceAll(replaces, "scope", "sender domain"))
 	fs.String("quota", "", "Recipient quota N/d or N/mo (UTC)")
 	fs.Int("max-recipients", 0, "Most recipients per send request")
 	fs.Bool("allow-on-behalf-of", false, "Let the key pass On-Behalf-Of / X-Mailgun-On-Behalf-Of upstream")
+	fs.String("reason", "", "Why (kept in the audit events)")
+	if update {
+		fs.StringArray("add-scope", nil, "Add a scope, keeping the others (repeatable)")
+		fs.StringArray("remove-scope", nil, "Remove a scope, keeping the others (repeatable)")
+		fs.StringArray("add-sender-domain", nil, "Add a sender domain (repeatable)")
+		fs.StringArray("remove-sender-domain", nil, "Remove a sender domain (repeatable)")
+		fs.StringArray("add-allow-ip", nil, "Add an allowed CIDR (repeatable)")
+		fs.StringArray("remove-allow-ip", nil, "Remove an allowed CIDR (repeatable)")
+	}
 }
 
-// specFrom reads the flags the user actually set into a KeySpec.
-func specFrom(fs *pflag.FlagSet) KeySpec {
-	var s KeySpec
+// specFrom reads the flags the user actually set into a keys.Spec. The CLI
+// forces scopes no route uses: it prints the warning instead.
+func specFrom(fs *pflag.FlagSet) keys.Spec {
+	s := keys.Spec{Force: true}
+	set := func(name string) bool { return fs.Lookup(name) != nil && fs.Changed(name) }
 	str := func(name string) *string {
-		if !fs.Changed(name) {
+		if !set(name) {
 			return nil
 		}
 		v, _ := fs.GetString(name)
 		return &v
 	}
 	list := func(name string) *[]string {
-		if !fs.Changed(name) {
+		if !set(name) {
 			return nil
 		}
 		v, _ := fs.GetStringArray(name)
 		return &v
 	}
+	entries := func(name string) []string {
+		if l := list(name); l != nil {
+			return *l
+		}
+		return nil
+	}
 	num := func(name string) *int {
-		if !fs.Changed(name) {
+		if !set(name) {
 			return nil
 		}
 		v, _ := fs.GetInt(name)
 		return &v
 	}
 	flag := func(name string) *bool {
-		if fs.Lookup(name) == nil || !fs.Changed(name) {
+		if !set(name) {
 			return nil
 		}
 		v, _ := fs.GetBool(name)
@@ -169,10 +201,14 @@ func specFrom(fs *pflag.FlagSet) KeySpec {
 	}
 	s.Name, s.Owner, s.Env, s.Rate, s.Expires, s.Quota = str("name"), str("owner"), str("env"), str("rate"), str("expires"), str("quota")
 	s.Scopes, s.AllowedIPs, s.SenderDomains = list("scope"), list("allow-ip"), list("sender-domain")
+	s.AddScopes, s.RemoveScopes = entries("add-scope"), entries("remove-scope")
+	s.AddSenderDomains, s.RemoveSenderDomains = entries("add-sender-domain"), entries("remove-sender-domain")
+	s.AddAllowedIPs, s.RemoveAllowedIPs = entries("add-allow-ip"), entries("remove-allow-ip")
 	s.Burst, s.MaxRecipients = num("burst"), num("max-recipients")
 	s.AllowOnBehalfOf = flag("allow-on-behalf-of")
-	if fs.Lookup("prefix") != nil {
-		s.Prefix = str("prefix")
+	s.Prefix = str("prefix")
+	if r := str("reason"); r != nil {
+		s.Reason = *r
 	}
 	return s
 }
@@ -183,19 +219,14 @@ func keysCommands() []*cobra.Command {
 		Short: "Issue a new key and print it once",
 		Args:  cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
-			spec := specFrom(c.flags)
-			if spec.Env == nil {
-				env := "live"
-				spec.Env = &env
-			}
-			rec, key, err := issueKey(ctx, c.st, spec, c.actor)
+			res, err := c.keys.Issue(ctx, specFrom(c.flags), c.actor)
 			if err != nil {
 				return err
 			}
-			return c.printIssued(rec, key)
+			return c.printIssued(res)
 		}),
 	}
-	specFlags(issue.Flags())
+	specFlags(issue.Flags(), false)
 	issue.Flags().String("prefix", "kg", "Key prefix (must match the route's prefix option)")
 
 	list := &cobra.Command{
@@ -205,12 +236,9 @@ func keysCommands() []*cobra.Command {
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
 			owner, _ := c.flags.GetString("owner")
 			all, _ := c.flags.GetBool("all")
-			recs, err := c.st.ListKeys(ctx, store.ListFilter{Owner: owner, All: all})
+			recs, err := c.keys.List(ctx, owner, all)
 			if err != nil {
 				return err
-			}
-			if recs == nil {
-				recs = []*store.Record{}
 			}
 			return c.output(recs, func() error { return c.printTable(recs) })
 		}),
@@ -223,7 +251,7 @@ func keysCommands() []*cobra.Command {
 		Short: "Show one key's record",
 		Args:  cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
-			rec, err := c.st.Key(ctx, args[0])
+			rec, err := c.keys.Show(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -232,51 +260,54 @@ func keysCommands() []*cobra.Command {
 	}
 
 	update := &cobra.Command{
-		Use:   "update ID [flags] [--disable|--enable]",
+		Use:   "update ID [flags] [--disable|--enable] [--reason TEXT]",
 		Short: "Change a key's settings, or disable / enable it",
-		Args:  cobra.ExactArgs(1),
+		Long: `Changes a key's settings. --scope, --sender-domain and --allow-ip replace the
+whole set; --add-… and --remove-… change one entry and keep the rest. Every
+change is an audit event naming what changed (old → new) and --reason.`,
+		Args: cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
 			spec := specFrom(c.flags)
 			dis, _ := c.flags.GetBool("disable")
 			en, _ := c.flags.GetBool("enable")
 			switch {
 			case dis && en:
-				return badInput("--disable and --enable together")
+				return errors.New("--disable and --enable together")
 			case dis || en:
 				spec.Disabled = &dis
 			}
-			if spec == (KeySpec{}) {
-				return badInput("nothing to change; give at least one flag (see --help)")
-			}
-			rec, err := updateKey(ctx, c.st, args[0], spec, c.actor)
+			res, err := c.keys.Update(ctx, args[0], spec, c.actor)
 			if err != nil {
 				return err
 			}
-			return c.printRecord(rec)
+			c.printWarnings(res.Warnings)
+			return c.printRecord(res.Record)
 		}),
 	}
-	specFlags(update.Flags())
+	specFlags(update.Flags(), true)
 	update.Flags().Bool("disable", false, "Disable the key (disabled_key) until --enable")
 	update.Flags().Bool("enable", false, "Enable a disabled key")
 
 	rotate := &cobra.Command{
-		Use:   "rotate ID [--grace DURATION]",
+		Use:   "rotate ID [--grace DURATION] [--reason TEXT]",
 		Short: "Issue a new key with the same settings; the old one works until the grace period ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
 			g, _ := c.flags.GetString("grace")
-			grace, err := parseGrace(g)
+			reason, _ := c.flags.GetString("reason")
+			grace, err := keys.ParseGrace(g)
 			if err != nil {
 				return err
 			}
-			rec, key, err := rotateKey(ctx, c.st, args[0], grace, c.actor)
+			res, err := c.keys.Rotate(ctx, args[0], grace, reason, c.actor)
 			if err != nil {
 				return err
 			}
-			return c.printIssued(rec, key)
+			return c.printIssued(res)
 		}),
 	}
 	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now)")
+	rotate.Flags().String("reason", "", "Why (kept in the audit events)")
 
 	revoke := &cobra.Command{
 		Use:   "revoke ID | --key -|KEY | --owner OWNER [--reason TEXT] [--yes]",
@@ -294,9 +325,15 @@ func keysCommands() []*cobra.Command {
 		Short: "Report unused, expiring, full-access and never-expiring keys",
 		Args:  cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
-			unused, _ := c.flags.GetString("unused")
-			expiring, _ := c.flags.GetString("expiring")
-			rep, err := auditReport(ctx, c.st, unused, expiring)
+			unused, err := windowFlag(c.flags, "unused")
+			if err != nil {
+				return err
+			}
+			expiring, err := windowFlag(c.flags, "expiring")
+			if err != nil {
+				return err
+			}
+			rep, err := c.keys.Audit(ctx, unused, expiring)
 			if err != nil {
 				return err
 			}
@@ -311,12 +348,11 @@ func keysCommands() []*cobra.Command {
 		Short: "Show a key's usage: totals, denials by code, top client IPs, hourly buckets",
 		Args:  cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
-			s, _ := c.flags.GetString("since")
-			since, err := parseSince(s)
+			since, err := windowFlag(c.flags, "since")
 			if err != nil {
 				return err
 			}
-			rep, err := usageReport(ctx, c.st, args[0], since)
+			rep, err := c.keys.Usage(ctx, args[0], since)
 			if err != nil {
 				return err
 			}
@@ -334,12 +370,9 @@ func keysCommands() []*cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			evs, err := keyEvents(ctx, c.st, id)
+			evs, err := c.keys.Events(ctx, id, 0)
 			if err != nil {
 				return err
-			}
-			if evs == nil {
-				evs = []store.Event{}
 			}
 			return c.output(evs, func() error { return c.printEvents(evs) })
 		}),
@@ -347,8 +380,13 @@ func keysCommands() []*cobra.Command {
 	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events}
 }
 
+func windowFlag(fs *pflag.FlagSet, name string) (time.Duration, error) {
+	v, _ := fs.GetString(name)
+	return keys.ParseWindow(name, v)
+}
+
 func runRevoke(ctx context.Context, c *cli, args []string) error {
-	var rv revocation
+	var rv keys.Revocation
 	rv.Key, _ = c.flags.GetString("key")
 	rv.Owner, _ = c.flags.GetString("owner")
 	rv.Reason, _ = c.flags.GetString("reason")
@@ -357,7 +395,7 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 		rv.ID = args[0]
 	}
 	if rv.Key == "-" {
-		if err := rv.check(); err != nil {
+		if err := rv.Check(); err != nil {
 			return err
 		}
 		key, err := readKey(os.Stdin)
@@ -366,7 +404,7 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 		}
 		rv.Key = key
 	}
-	targets, action, err := rv.targets(ctx, c.st)
+	targets, err := c.keys.RevokeTargets(ctx, rv)
 	if err != nil {
 		return err
 	}
@@ -383,7 +421,7 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 			return errors.New("not revoked")
 		}
 	}
-	recs, err := rv.revoke(ctx, c.st, targets, action, c.actor)
+	recs, err := c.keys.Revoke(ctx, rv, c.actor)
 	if err != nil {
 		return err
 	}
@@ -438,11 +476,11 @@ func readKeyLine(r io.Reader) (string, error) {
 		return "", fmt.Errorf("--key -: reading standard input: %v", err)
 	}
 	if len(line) > maxKeyLine && !strings.HasSuffix(line, "\n") {
-		return "", badInput("--key -: the first line of standard input is too long to be a key")
+		return "", errors.New("--key -: the first line of standard input is too long to be a key")
 	}
 	key := strings.TrimSpace(line)
 	if key == "" {
-		return "", badInput("--key -: no key on standard input")
+		return "", errors.New("--key -: no key on standard input")
 	}
 	return key, nil
 }
@@ -461,22 +499,31 @@ func (c *cli) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-func (c *cli) printIssued(rec *store.Record, key string) error {
+func (c *cli) printIssued(res *keys.Result) error {
+	c.printWarnings(res.Warnings)
 	if c.json {
-		return c.printJSON(issued{Record: rec, Key: key})
+		return c.printJSON(res)
 	}
-	fmt.Fprintf(c.out, "Issued %s (%s). The key is shown only this once; store it in the integration's secret store:\n\n  %s\n\n", rec.ID, rec.Name, key)
-	if rec.RotatedFrom != "" {
-		fmt.Fprintf(c.out, "It replaces %s, which keeps working until its grace period ends.\n", rec.RotatedFrom)
+	fmt.Fprintf(c.out, "Issued %s (%s). The key is shown only this once; store it in the integration's secret store:\n\n  %s\n\n", res.ID, res.Name, res.Key)
+	if res.RotatedFrom != "" {
+		fmt.Fprintf(c.out, "It replaces %s, which keeps working until its grace period ends.\n", res.RotatedFrom)
 	}
 	return nil
+}
+
+// printWarnings writes what the person should know about a change to
+// stderr, so JSON on stdout stays clean for scripts.
+func (c *cli) printWarnings(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintln(c.warn, "warning: "+w)
+	}
 }
 
 func (c *cli) printRecord(rec *store.Record) error {
 	if c.json {
 		return c.printJSON(rec)
 	}
-	t := now()
+	t := time.Now()
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
@@ -488,7 +535,7 @@ func (c *cli) printRecord(rec *store.Record) error {
 	row("owner", rec.Owner)
 	row("key", rec.Hint)
 	row("env", rec.Env)
-	row("status", status(rec, t))
+	row("status", keys.Status(rec, t))
 	row("scopes", strings.Join(rec.Scopes, " "))
 	if rec.Rate != nil {
 		row("rate", rec.Rate.String())
@@ -518,12 +565,12 @@ func (c *cli) printRecord(rec *store.Record) error {
 }
 
 func (c *cli) printTable(recs []*store.Record) error {
-	t := now()
+	t := time.Now()
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tOWNER\tENV\tSCOPES\tSTATUS\tEXPIRES\tLAST USED")
 	for _, r := range recs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, dash(r.Owner), r.Env,
-			strings.Join(r.Scopes, ","), status(r, t), dash(when(r.ExpiresAt, t)), dash(when(r.LastUsedAt, t)))
+			strings.Join(r.Scopes, ","), keys.Status(r, t), dash(when(r.ExpiresAt, t)), dash(when(r.LastUsedAt, t)))
 	}
 	return tw.Flush()
 }
@@ -537,11 +584,11 @@ func (c *cli) printEvents(evs []store.Event) error {
 	return tw.Flush()
 }
 
-func (c *cli) printAudit(rep *AuditReport) error {
-	t := now()
+func (c *cli) printAudit(rep *keys.AuditReport) error {
+	t := time.Now()
 	sections := []struct {
 		title   string
-		entries []AuditEntry
+		entries []keys.AuditEntry
 	}{
 		{"Revoked or expired keys still presented (last 7 days)", rep.StillPresented},
 		{"Unused keys", rep.Unused},
@@ -559,8 +606,8 @@ func (c *cli) printAudit(rep *AuditReport) error {
 	return tw.Flush()
 }
 
-func (c *cli) printUsage(rep *UsageReport) error {
-	t := now()
+func (c *cli) printUsage(rep *keys.UsageReport) error {
+	t := time.Now()
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "key:\t%s\nsince:\t%s\nallowed:\t%d\nrecipients:\t%d\nlast used:\t%s\n", rep.KeyID,
 		when(&rep.Since, t), rep.Allowed, rep.Recipients, dash(when(rep.LastUsedAt, t)))
@@ -591,25 +638,13 @@ func (c *cli) printUsage(rep *UsageReport) error {
 	return tw.Flush()
 }
 
-func status(r *store.Record, t time.Time) string {
-	switch {
-	case r.Revoked():
-		return "revoked"
-	case r.Expired(t):
-		return "expired"
-	case r.Disabled:
-		return "disabled"
-	}
-	return "active"
-}
-
 // when prints a time in local time with a relative hint: "2026-12-01 10:00
 // (in 3 days)".
 func when(at *time.Time, t time.Time) string {
 	if at == nil || at.IsZero() {
 		return ""
 	}
-	return at.Local().Format("2006-01-02 15:04") + " (" + relTime(t, *at) + ")"
+	return at.Local().Format("2006-01-02 15:04") + " (" + keys.Relative(t, *at) + ")"
 }
 
 func dash(s string) string {

@@ -200,14 +200,15 @@ func TestKeyLifecycle(t *testing.T) {
 			{"POST", "/keygate/revoke", map[string]any{}, 400, "exactly one of"},
 			{"POST", "/keygate/revoke", map[string]any{"key": "kg_live_typo"}, 400, "not a keygate key"},
 		}
+		codes := map[int]string{400: "invalid_input", 404: "not_found"}
 		for _, c := range cases {
 			r := g.admin(c.method, c.path, c.body)
 			var e struct {
-				Error string `json:"error"`
+				Error struct{ Code, Message string } `json:"error"`
 			}
 			json.Unmarshal(r.Body, &e)
-			if r.Status != c.status || !strings.Contains(e.Error, c.want) {
-				t.Errorf("%s %s %v: %d %s, want %d containing %q", c.method, c.path, c.body, r.Status, r.Body, c.status, c.want)
+			if r.Status != c.status || e.Error.Code != codes[c.status] || !strings.Contains(e.Error.Message, c.want) {
+				t.Errorf("%s %s %v: %d %s, want %d %s containing %q", c.method, c.path, c.body, r.Status, r.Body, c.status, codes[c.status], c.want)
 			}
 		}
 	})
@@ -396,6 +397,118 @@ func TestKeyLifecycle(t *testing.T) {
 		}
 		if !strings.Contains(g.keys("list"), "in ") {
 			t.Error("list does not show relative expiry")
+		}
+	})
+}
+
+func TestKeyManagementAsAPersonExpects(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		cache_ttl 10m
+		scope mail.send POST /v3/mail/send
+		scope templates.read GET /v3/templates*
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+
+	t.Run("--scope replaces, --add-scope and --remove-scope change one, each change says what and why", func(t *testing.T) {
+		k := g.issue("--name", "crm", "--scope", "mail.send", "--sender-domain", "example.com")
+		g.keys("update", k.ID, "--add-scope", "templates.read", "--add-sender-domain", "shop.example.com", "--reason", "needs templates")
+		if r := g.call("GET", "/v3/templates", k.Key, nil); r.Status != 202 {
+			t.Errorf("after --add-scope: %d %s", r.Status, r.Body)
+		}
+		if r := g.call("POST", "/v3/mail/send", k.Key, []byte(`{}`)); r.Status == 403 {
+			t.Errorf("--add-scope dropped mail.send: %s", r.Body)
+		}
+		g.keys("update", k.ID, "--remove-scope", "mail.send", "--reason", "read only from now on")
+		var rec record
+		json.Unmarshal([]byte(g.keys("show", k.ID, "--json")), &rec)
+		if strings.Join(rec.Scopes, " ") != "templates.read" {
+			t.Errorf("scopes after --remove-scope: %v", rec.Scopes)
+		}
+		events := g.keys("events", k.ID)
+		for _, want := range []string{"scopes: mail.send → mail.send templates.read", "sender domains: example.com → example.com shop.example.com", "needs templates", "scopes: mail.send templates.read → templates.read", "read only from now on"} {
+			if !strings.Contains(events, want) {
+				t.Errorf("events lack %q:\n%s", want, events)
+			}
+		}
+		if _, stderr, err := g.keysRaw("update", k.ID, "--remove-scope", "mail.send"); err == nil || !strings.Contains(stderr, "does not have it") {
+			t.Errorf("removing a scope the key lacks: %v %q", err, stderr)
+		}
+		help, _, _ := g.keysRaw("update", "--help")
+		if !strings.Contains(help, "replaces every scope") {
+			t.Errorf("update --help does not say --scope replaces:\n%s", help)
+		}
+	})
+
+	t.Run("a scope no route uses: the CLI warns, the admin API refuses unless forced", func(t *testing.T) {
+		_, stderr, err := g.keysRaw("issue", "--name", "typo", "--scope", "mail.sned")
+		if err != nil || !strings.Contains(stderr, `warning: scope "mail.sned": no route`) {
+			t.Errorf("CLI: err=%v stderr=%q", err, stderr)
+		}
+		r := g.admin("POST", "/keygate/keys", map[string]any{"name": "typo", "scopes": []string{"mail.sned"}})
+		if r.Status != 400 || !strings.Contains(string(r.Body), `"invalid_input"`) || !strings.Contains(string(r.Body), "mail.send, templates.read") {
+			t.Errorf("admin API without force: %d %s", r.Status, r.Body)
+		}
+		r = g.admin("POST", "/keygate/keys", map[string]any{"name": "typo", "scopes": []string{"mail.sned"}, "force": true})
+		if r.Status != 201 || !strings.Contains(string(r.Body), `"warnings"`) {
+			t.Errorf("admin API with force: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("GET", "/keygate/scopes", nil); r.Status != 200 || !strings.Contains(string(r.Body), `"/v3/templates*"`) {
+			t.Errorf("scopes the routes use: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("insufficient_scope names the scope the route needs", func(t *testing.T) {
+		k := g.issue("--name", "reader", "--scope", "templates.read")
+		r := g.call("POST", "/v3/mail/send", k.Key, []byte(`{}`))
+		if r.code() != "insufficient_scope" || !strings.Contains(string(r.Body), "requires: mail.send") {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("duplicate names warn; revoke --owner with no match fails", func(t *testing.T) {
+		g.issue("--name", "shop", "--owner", "web", "--scope", "mail.send")
+		if _, stderr, _ := g.keysRaw("issue", "--name", "shop", "--owner", "web", "--scope", "mail.send"); !strings.Contains(stderr, `also named "shop"`) {
+			t.Errorf("a second key of one owner with one name: %q", stderr)
+		}
+		_, stderr, err := g.keysRaw("revoke", "--owner", "nobody", "--yes")
+		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `owner "nobody" not found`) {
+			t.Errorf("revoke --owner nobody: err=%v stderr=%q", err, stderr)
+		}
+	})
+
+	t.Run("a bare path names an SQLite store", func(t *testing.T) {
+		path := strings.TrimPrefix(g.store, "sqlite:")
+		cmd := exec.Command(caddyBin, "keys", "list", "--store", path, "--json")
+		cmd.Env = g.environ()
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"crm"`) {
+			t.Errorf("--store %s: %v %s", path, err, out)
+		}
+	})
+
+	t.Run("admin API: one error shape, 405 with Allow for a wrong method", func(t *testing.T) {
+		r := g.admin("DELETE", "/keygate/keys/key_x", nil)
+		if r.Status != 405 || r.Header.Get("Allow") != "GET, PATCH" || !strings.Contains(string(r.Body), `"code": "method_not_allowed"`) {
+			t.Errorf("DELETE a key: %d %v %s", r.Status, r.Header, r.Body)
+		}
+		k := g.issue("--name", "gone", "--scope", "mail.send")
+		g.keys("revoke", k.ID, "--yes")
+		r = g.admin("POST", "/keygate/keys/"+k.ID+"/rotate", nil)
+		if r.Status != 409 || !strings.Contains(string(r.Body), `"code": "conflict"`) {
+			t.Errorf("rotating a revoked key: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("GET", "/keygate/nope", nil); r.Status != 404 || !strings.Contains(string(r.Body), `"code": "not_found"`) {
+			t.Errorf("an unknown route: %d %s", r.Status, r.Body)
+		}
+	})
+
+	t.Run("help points at keygate's own reference", func(t *testing.T) {
+		out, _, _ := g.keysRaw("--help")
+		if !strings.Contains(out, "docs/cli.md") || strings.Contains(out, "caddyserver.com/docs/command-line") {
+			t.Errorf("caddy keys --help:\n%s", out)
 		}
 	})
 }

@@ -3,7 +3,6 @@ package keygate
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,14 +114,12 @@ func sumStats() verifierStats {
 	return s
 }
 
-var registered sync.Map // *prometheus.Registry -> struct{}
-
-// registerMetrics adds keygate's collectors to a config's registry once.
+// registerMetrics adds keygate's collectors to a config's registry. Every
+// handler of a config calls it; the registry itself refuses what it already
+// holds, so nothing outside the registry remembers it (a config's registry
+// is dropped with the config).
 func registerMetrics(reg *prometheus.Registry) {
 	if reg == nil {
-		return
-	}
-	if _, loaded := registered.LoadOrStore(reg, struct{}{}); loaded {
 		return
 	}
 	for _, c := range metrics.collectors {

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
@@ -186,14 +187,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	registerMetrics(ctx.GetMetricsRegistry())
 
 	repl := caddy.NewReplacer()
-	h.storeURI = normalizeStoreURI(repl.ReplaceAll(h.Store, ""))
+	if h.storeURI, err = storeURI(repl.ReplaceAll(h.Store, "")); err != nil {
+		return err
+	}
 	h.RateLimitRedis = repl.ReplaceAll(h.RateLimitRedis, "")
 	b, err := acquireBackend(h.storeURI, h.logger)
 	if err != nil {
 		return err
 	}
 	h.backend = b
-	b.prefixes.Store(h.Prefix, true)
 	if h.RateLimitRedis != "" {
 		sl, err := acquireShared(h.RateLimitRedis, b, h.logger)
 		if err != nil {
@@ -202,7 +204,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.shared = sl
 	}
-	b.retention.Store(h, h.retention)
+	info := handlerInfo{prefix: h.Prefix, retention: h.retention}
+	for _, rule := range h.Scopes {
+		info.scopes = append(info.scopes, store.RouteScope{Scope: rule.Scope, Method: rule.Method, Path: rule.Path})
+	}
+	b.handlers.Store(h, info)
+	b.reportRouteScopes(ctx, now())
 	return nil
 }
 
@@ -212,7 +219,7 @@ func (h *Handler) Cleanup() error {
 		releaseShared(h.RateLimitRedis)
 	}
 	if h.backend != nil {
-		h.backend.retention.Delete(h)
+		h.backend.handlers.Delete(h)
 		releaseBackend(h.storeURI)
 	}
 	return nil
@@ -259,8 +266,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 3. Scope for this route.
 	q.scope = requiredScope(h.Scopes, r)
-	if !hasScope(rec.Scopes, q.scope) {
-		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope})
+	if !keys.Covers(rec.Scopes, q.scope) {
+		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})
 	}
 	if len(onBehalf) > 0 && rec.AllowOnBehalfOf {
 		for name, v := range onBehalf {

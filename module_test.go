@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -41,11 +42,11 @@ func testHandler(tb testing.TB, h *Handler) (*Handler, store.Store) {
 func issue(tb testing.TB, st store.Store, scopes ...string) (*store.Record, string) {
 	tb.Helper()
 	name := "test"
-	rec, key, err := issueKey(context.Background(), st, KeySpec{Name: &name, Scopes: &scopes}, "test")
+	res, err := keys.New(st, keys.Options{}).Issue(context.Background(), keys.Spec{Name: &name, Scopes: &scopes, Force: true}, "test")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return rec, key
+	return res.Record, res.Key
 }
 
 var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -87,7 +88,7 @@ func TestStoreUnavailableFailsClosedForUncachedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	flaky := &flakyStore{Store: st}
-	uri := "test:" + t.Name()
+	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db")) // a backend already in the pool
 	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
 		return newBackend(uri, flaky, caddy.Log())
 	}); err != nil {
@@ -214,7 +215,7 @@ func TestUsageIsWrittenInBatchesNotPerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	counting := &countingStore{Store: st}
-	uri := "test:" + t.Name()
+	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db")) // a backend already in the pool
 	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
 	usageFlushInterval = time.Hour // only the explicit flush below writes
 	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
@@ -256,7 +257,7 @@ func TestFailedAuthLimitStopsStoreQueriesNotCachedKeys(t *testing.T) {
 			t.Fatalf("warm-up: %d %s", w.Code, w.Body)
 		}
 	}
-	if _, err := revokeKey(context.Background(), st, revokedRec.ID, "test", "revoked", "test"); err != nil {
+	if _, err := keys.New(st, keys.Options{}).Revoke(context.Background(), keys.Revocation{ID: revokedRec.ID}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.backend.verifier.Sync(context.Background())
@@ -344,7 +345,7 @@ func TestUsageRetentionKeepsTheLongestOfTheHandlersAndPrunes(t *testing.T) {
 		t.Fatalf("retention with one handler keeping usage forever = %v, want 0", keep)
 	}
 	forever.Cleanup()
-	b.retention.Delete(long) // as long.Cleanup would, which the test's cleanup calls
+	b.handlers.Delete(long) // as long.Cleanup would, which the test's cleanup calls
 	if keep, _ := b.usageRetention(); keep != 40*24*time.Hour {
 		t.Fatalf("retention after the others left = %v, want 40d", keep)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
 )
 
@@ -47,24 +48,8 @@ var httpMethods = []string{
 	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace,
 }
 
-// validScopeName accepts "mail.send", "templates.read", "mail.*", "*".
-func validScopeName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == '-', c == '*':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 func (r *ScopeRule) provision() error {
-	if !validScopeName(r.Scope) {
+	if !keys.ValidScopeName(r.Scope) {
 		return fmt.Errorf("keygate: scope %q: a scope name uses a-z, 0-9, '.', '_', '-' (e.g. mail.send)", r.Scope)
 	}
 	if r.Method != "" {
@@ -179,26 +164,6 @@ func requiredScope(rules []ScopeRule, r *http.Request) string {
 	return ""
 }
 
-// hasScope reports whether a key holding scopes may use required. "*" is full
-// access; "mail.*" covers every scope starting with "mail.".
-func hasScope(scopes []string, required string) bool {
-	for _, s := range scopes {
-		if s == "*" {
-			return true
-		}
-		if required == "" {
-			continue
-		}
-		if s == required {
-			return true
-		}
-		if strings.HasSuffix(s, ".*") && strings.HasPrefix(required, s[:len(s)-1]) {
-			return true
-		}
-	}
-	return false
-}
-
 // uninspectedPosts returns the provisioned rules naming one exact POST path
 // that is not a send endpoint of d: likely a mistyped send route, where
 // sends would pass without sender, recipient or quota checks.
@@ -210,4 +175,13 @@ func uninspectedPosts(rules []ScopeRule, d *mailapi.Dialect) []ScopeRule {
 		}
 	}
 	return out
+}
+
+// scopeMessage says which scope a route needs, for insufficient_scope: the
+// integrator can then ask for exactly that scope.
+func scopeMessage(required string) string {
+	if required == "" {
+		return "no scope line matches this route, so only a full-access (*) key may use it"
+	}
+	return "the API key lacks the scope this route requires: " + required
 }
