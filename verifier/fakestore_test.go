@@ -155,7 +155,9 @@ func (s *fakeStore) Activity(context.Context, []string, time.Time) (map[string][
 	return nil, errNotImplemented
 }
 
-func (s *fakeStore) RecordRouteScopes(context.Context, []store.RouteScope) error { return errNotImplemented }
+func (s *fakeStore) RecordRouteScopes(context.Context, []store.RouteScope) error {
+	return errNotImplemented
+}
 
 func (s *fakeStore) RouteScopes(context.Context, time.Time) ([]store.RouteScope, error) {
 	return nil, errNotImplemented
