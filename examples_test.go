@@ -1,0 +1,151 @@
+package keygate_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/mailapi"
+)
+
+// The Caddyfiles in examples/ are what operators copy into production, so
+// each one must load in the real binary exactly as shipped: adapted,
+// provisioned (its store opened) and validated, with its {env.…}
+// placeholders set.
+
+var (
+	envPlaceholder = regexp.MustCompile(`\{env\.([A-Za-z0-9_]+)\}`)
+	mailAPILine    = regexp.MustCompile(`(?m)^\s*mail_api\s+(\S+)`)
+	keyHeaderLine  = regexp.MustCompile(`(?m)^\s*key_header\s+(\S+)`)
+	headerUpLine   = regexp.MustCompile(`(?m)^\s*header_up\s+.*$`)
+)
+
+func exampleCaddyfiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("examples/*/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 9 {
+		t.Fatalf("examples/: want the demo, seven providers and a cluster, found %d Caddyfiles: %v", len(files), files)
+	}
+	return files
+}
+
+func TestExamplesValidateInTheBinary(t *testing.T) {
+	needBinary(t)
+	for _, file := range exampleCaddyfiles(t) {
+		t.Run(filepath.Base(filepath.Dir(file)), func(t *testing.T) {
+			src, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			env := append(os.Environ(),
+				"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+				"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+			)
+			for _, name := range placeholderEnv(string(src)) {
+				env = append(env, name+"="+exampleEnvValue(t, name))
+			}
+			cmd := exec.Command(caddyBin, "adapt", "--validate", "--config", file)
+			cmd.Env = env
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("caddy adapt --validate --config %s: %v\n%s", file, err, stderr.String())
+			}
+			// Warnings are how keygate and Caddy report a config that loads
+			// but does not do what it says (a POST scope that is no send
+			// endpoint, an unformatted Caddyfile): an example has none.
+			for _, line := range strings.Split(stderr.String(), "\n") {
+				if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+					t.Errorf("%s: %s", file, line)
+				}
+			}
+		})
+	}
+}
+
+// placeholderEnv lists the environment variables a Caddyfile reads.
+func placeholderEnv(src string) []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, m := range envPlaceholder.FindAllStringSubmatch(src, -1) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+// exampleEnvValue gives a variable the examples read a value they can load
+// with: real throwaway servers for the cluster's store and Redis (the store
+// is opened while validating), a dummy for provider credentials (read only
+// per request).
+func exampleEnvValue(t *testing.T, name string) string {
+	switch name {
+	case "KEYGATE_STORE":
+		return testservers.StartPostgres(t).URI
+	case "KEYGATE_REDIS":
+		return "redis://" + testservers.StartRedis(t).Addr + "/0"
+	default:
+		return "dummy-" + strings.ToLower(name)
+	}
+}
+
+func TestExamplesKeepSecretsOutOfTheFileAndTheAccessLog(t *testing.T) {
+	for _, file := range exampleCaddyfiles(t) {
+		name := filepath.Base(filepath.Dir(file))
+		if name == "demo" {
+			continue // talks to a pretend provider on localhost
+		}
+		t.Run(name, func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := string(b)
+			for _, line := range headerUpLine.FindAllString(src, -1) {
+				if !strings.Contains(line, "{env.") && !strings.Contains(line, "{file.") {
+					t.Errorf("%s: %q: the provider's credential must come from {env.…} or {file.…}", file, strings.TrimSpace(line))
+				}
+			}
+			if !regexp.MustCompile(`(?m)^\s*log\s*\{`).MatchString(src) {
+				t.Errorf("%s: no access log: a production example shows the one it needs", file)
+			}
+			for _, header := range keyHeaders(t, src) {
+				want := fmt.Sprintf("request>headers>%s delete", header)
+				if !strings.Contains(src, want) {
+					t.Errorf("%s: keys may arrive in %s, but the access log does not delete it: want %q", file, header, want)
+				}
+			}
+		})
+	}
+}
+
+// keyHeaders lists the request headers other than Authorization in which a
+// site's keygate reads keys: its mail_api dialect's and its key_header
+// lines, canonical as the access log records them.
+func keyHeaders(t *testing.T, src string) []string {
+	t.Helper()
+	var headers []string
+	for _, m := range mailAPILine.FindAllStringSubmatch(src, -1) {
+		d, ok := mailapi.Lookup(m[1])
+		if !ok {
+			t.Fatalf("mail_api %q: unknown dialect", m[1])
+		}
+		headers = append(headers, d.KeyHeaders()...)
+	}
+	for _, m := range keyHeaderLine.FindAllStringSubmatch(src, -1) {
+		headers = append(headers, http.CanonicalHeaderKey(m[1]))
+	}
+	return headers
+}
