@@ -29,7 +29,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	keygate {
-//		store      <uri>                     # sqlite:PATH (default: Caddy's data dir/keygate/keys.db) | postgres://...
+//		store      <uri>                     # sqlite:PATH or a file path (default: Caddy's data dir/keygate/keys.db) | postgres://...
 //		prefix     <prefix>                  # accepted key prefix (default kg)
 //		env        live|test|any             # key environments this route accepts (default any)
 //		key_header <Header-Name>             # also read the key from this header (repeatable)
@@ -60,8 +60,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if !strings.HasPrefix(v, "sqlite:") && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") && !strings.HasPrefix(v, "{") {
-				return d.Errf("keygate: store %q: want sqlite:PATH or postgres://…", store.RedactURI(v))
+			// A placeholder ({env.KEYGATE_STORE}) is checked when it is
+			// replaced, at provision.
+			if !strings.HasPrefix(v, "{") {
+				if _, err := store.ParseURI(v); err != nil {
+					return d.Err(err.Error())
+				}
 			}
 			h.Store = v
 		case "prefix":
