@@ -157,18 +157,15 @@ func (h *Handler) answerError(w http.ResponseWriter, r *http.Request, q *request
 	if h.errorRoutes != nil && !inErrorRoute { // an error inside handle_errors is not handled twice
 		chain = h.errorRoutes.get(srv)
 	}
-	switch {
-	case chain != nil:
-		if err2 := chain.ServeHTTP(w, r); err2 != nil {
-			level = zapcore.ErrorLevel
-			fields = append([]zap.Field{zap.String("error", err2.Error()), zap.Namespace("first_error"), zap.String("msg", msg)}, fields...)
-			msg = "error handling handler error"
-			w.WriteHeader(status)
-		}
-	default:
+	if chain == nil {
 		if status >= 500 {
 			level = zapcore.ErrorLevel
 		}
+		w.WriteHeader(status)
+	} else if err2 := chain.ServeHTTP(w, r); err2 != nil {
+		level = zapcore.ErrorLevel
+		fields = append([]zap.Field{zap.String("error", err2.Error()), zap.Namespace("first_error"), zap.String("msg", msg)}, fields...)
+		msg = "error handling handler error"
 		w.WriteHeader(status)
 	}
 	if ce := h.logger.Check(level, msg); ce != nil {
