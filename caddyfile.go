@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		prefix     <prefix>                  # accepted key prefix (default kg)
 //		env        live|test|any             # key environments this route accepts (default any)
 //		key_header <Header-Name>             # also read the key from this header (repeatable)
+//		access_log_filtered                  # this server's access logs delete the key headers (or I accept the risk)
 //		scope      <name> [<METHOD>] <path>  # route -> required scope; first match wins
 //		rate       <N>/<s|m|h|d> [burst <M>] # default per-key request rate
 //		cache_ttl  <duration>                # how long a verified key is cached (default 30s)
@@ -95,6 +96,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: key_header %q is not a header name", v)
 			}
 			h.KeyHeaders = append(h.KeyHeaders, v)
+		case "access_log_filtered":
+			if d.NextArg() {
+				return d.Errf("keygate: access_log_filtered takes no value, got %q", d.Val())
+			}
+			h.AccessLogFiltered = true
 		case "scope":
 			args := d.RemainingArgs()
 			rule := ScopeRule{}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -95,6 +96,7 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"a store that is not a URI hides its password", "store \"host=db password=hunter2\"", `password=xxxxx: not a URI`},
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
 		{"two values", "whoami /a /b", `whoami: want exactly one value`},
+		{"access_log_filtered with a value", "access_log_filtered yes", `access_log_filtered takes no value, got "yes"`},
 		{"unknown metrics mode", "metrics per_host", `metrics "per_host": want per_key`},
 		{"usage_retention not a duration", "usage_retention forever", `usage_retention "forever": want a duration such as 400d, or off`},
 		{"usage_retention too long to represent", "usage_retention 9999999999d", `usage_retention "9999999999d": want a duration such as 400d, or off`},
@@ -120,7 +122,7 @@ func FuzzCaddyfile(f *testing.F) {
 	for _, seed := range []string{
 		"rate 10/m burst 5", "scope mail.send POST /v3/mail/send", "store sqlite:/x.db", "env live",
 		"cache_ttl 1m", "max_body 5MB", "quota 10/mo", "ratelimit redis redis://h:1/0", "key_header X-Api-Key",
-		"whoami /w", "mail_api sendgrid", "failed_auth_limit 3/s", "prefix acme", "rate 1/x burst", "metrics per_key",
+		"whoami /w", "mail_api sendgrid", "failed_auth_limit 3/s", "prefix acme", "rate 1/x burst", "metrics per_key", "access_log_filtered",
 	} {
 		f.Add(seed)
 	}
@@ -128,5 +130,101 @@ func FuzzCaddyfile(f *testing.F) {
 		src := ":8080 {\n\tkeygate {\n\t\t" + option + "\n\t}\n}\n"
 		adapter := caddyconfig.GetAdapter("caddyfile")
 		_, _, _ = adapter.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	})
+}
+
+// validate adapts a Caddyfile and provisions it as `caddy validate` does.
+func validate(t *testing.T, src string) error {
+	t.Helper()
+	out, err := adapt(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return caddy.Validate(&cfg)
+}
+
+// TestAccessLogThatWritesKeyHeadersIsRefused: Caddy's access log writes
+// every request header but Authorization as the client sent it, so a
+// server with an access log and keys arriving in such a header is refused
+// at load, naming the headers and the lines that fix it, unless the keygate
+// block says access_log_filtered.
+func TestAccessLogThatWritesKeyHeadersIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", dir)
+	logFile := filepath.Join(dir, "access.log")
+	siteLog := "\tlog {\n\t\toutput file " + logFile + "\n\t}\n"
+	gateway := func(log, options string) string {
+		return "{\n\tadmin off\n}\nhttp://a.localhost:8080 {\n" + log + "\tkeygate {\n\t\tstore sqlite:" + filepath.Join(dir, "keys.db") +
+			"\n" + options + "\t}\n\treverse_proxy 127.0.0.1:9\n}\n"
+	}
+	cases := []struct {
+		name, src string
+		want      []string // all in the refusal; none: accepted
+	}{
+		{"a key_header on a site with a log", gateway(siteLog, "\t\tkey_header x-api-key\n"), []string{
+			"X-Api-Key (key_header)", "this server has an access log",
+			"\tlog {\n\t\tformat filter {\n\t\t\trequest>headers>X-Api-Key delete\n\t\t}\n\t}\n",
+			"\taccess_log_filtered\n", `"access_log_filtered": true`, `"wrap <name>"`}},
+		{"Postmark's headers on a site with a log", gateway(siteLog, "\t\tmail_api postmark\n"), []string{
+			"X-Postmark-Server-Token (mail_api postmark), X-Postmark-Account-Token (mail_api postmark)",
+			"\t\t\trequest>headers>X-Postmark-Server-Token delete\n\t\t\trequest>headers>X-Postmark-Account-Token delete\n"}},
+		{"Brevo's header on a site with a log", gateway(siteLog, "\t\tmail_api brevo\n"), []string{"Api-Key (mail_api brevo)"}},
+		{"a key_header and a dialect header, each once", gateway(siteLog, "\t\tkey_header Api-Key\n\t\tkey_header X-Api-Key\n\t\tmail_api brevo\n"), []string{
+			"Api-Key (key_header), X-Api-Key (key_header);",
+			"\t\t\trequest>headers>Api-Key delete\n\t\t\trequest>headers>X-Api-Key delete\n\t\t}"}},
+		{"a log on another site of the same address", strings.Replace(gateway("", "\t\tkey_header X-Api-Key\n"), "http://a", "http://b.localhost:8080 {\n"+siteLog+"\trespond ok\n}\nhttp://a", 1),
+			[]string{"X-Api-Key (key_header)"}},
+		{"log_credentials writes Authorization to the log", strings.Replace(gateway("", ""), "admin off", "admin off\n\tservers {\n\t\tlog_credentials\n\t}", 1),
+			[]string{"Authorization (log_credentials)", "request>headers>Authorization delete"}},
+		{"a key_header on a site without a log", gateway("", "\t\tkey_header X-Api-Key\n"), nil},
+		{"only Authorization: Bearer on a site with a log", gateway(siteLog, "\t\tmail_api sendgrid\n"), nil},
+		{"access_log_filtered confirms the filter", gateway(siteLog, "\t\tkey_header X-Api-Key\n\t\tmail_api postmark\n\t\taccess_log_filtered\n"), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validate(t, tc.src)
+			switch {
+			case tc.want == nil && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != nil && err == nil:
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("the refusal lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+
+	t.Run("the printed lines are the fix", func(t *testing.T) {
+		src := gateway(siteLog, "\t\tkey_header X-Api-Key\n\t\tmail_api postmark\n")
+		err := validate(t, src)
+		if err == nil {
+			t.Fatal("accepted")
+		}
+		// An operator merges the printed log block into the site's and
+		// adds the printed option line to the keygate block.
+		parts := strings.Split(err.Error(), "\n\n")
+		if len(parts) < 4 {
+			t.Fatalf("want the log block and the option as paragraphs of their own:\n%v", err)
+		}
+		block, option := parts[1], parts[3]
+		fixed := strings.Replace(src, siteLog, strings.Replace(block+"\n", "\tlog {\n", siteLog[:len(siteLog)-3], 1), 1)
+		fixed = strings.Replace(fixed, "\t\tmail_api postmark\n", "\t\tmail_api postmark\n\t"+option+"\n", 1)
+		if err := validate(t, fixed); err != nil {
+			t.Fatalf("the fixed Caddyfile is refused: %v\n%s", err, fixed)
+		}
+		out, _ := adapt(t, fixed)
+		adapted := strings.ReplaceAll(string(out), `\u003e`, ">")
+		for _, field := range []string{"request>headers>X-Api-Key", "request>headers>X-Postmark-Server-Token", "request>headers>X-Postmark-Account-Token"} {
+			if !strings.Contains(adapted, `"`+field+`":{"filter":"delete"}`) {
+				t.Errorf("the adapted log has no delete filter for %s:\n%s", field, out)
+			}
+		}
 	})
 }

@@ -25,6 +25,7 @@ var coreCaddyfile = site(`
 		failed_auth_limit 6/m
 		cache_ttl 10m
 		key_header X-Api-Key
+		access_log_filtered
 		scope mail.send POST /v3/mail/send
 		scope templates.read GET /v3/templates*
 		whoami /keygate/whoami

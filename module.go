@@ -1,7 +1,6 @@
 package keygate
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -72,6 +71,12 @@ type Handler struct {
 	// decision. Off by default: one series per key and decision, so only
 	// for deployments with a bounded number of keys.
 	PerKeyMetrics bool `json:"per_key_metrics,omitempty"`
+	// AccessLogFiltered confirms that every access log of this handler's
+	// server deletes the headers keys may arrive in that Caddy writes as
+	// sent (each key_header, the mail_api's own header; Authorization under
+	// log_credentials), or accepts that they are written. Without it, a
+	// server with an access log and such headers is refused at load.
+	AccessLogFiltered bool `json:"access_log_filtered,omitempty"`
 	// UsageRetention is how long hourly usage counts are kept: a duration
 	// of at least 32d, or "off" to keep them forever (default 400d).
 	UsageRetention string `json:"usage_retention,omitempty"`
@@ -90,6 +95,8 @@ type Handler struct {
 	logger    *zap.Logger
 	events    *caddyevents.App
 	ctx       caddy.Context
+
+	errorRoutes *errorRoutes // the server's handle_errors, for answerError
 }
 
 // CaddyModule returns the Caddy module information.
@@ -124,11 +131,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keygate: key_header %q is not a header name", name)
 		}
 		h.KeyHeaders[i] = http.CanonicalHeaderKey(name)
-		// Caddy's access log redacts Authorization but records other
-		// request headers as the client sent them.
-		h.logger.Warn("keygate: keys may arrive in a custom header; if this site has an access log, "+
-			"filter the header out of it (log { format filter { request>headers>"+h.KeyHeaders[i]+" delete } })",
-			zap.String("key_header", h.KeyHeaders[i]))
 	}
 	for i := range h.Scopes {
 		if err := h.Scopes[i].provision(); err != nil {
@@ -174,6 +176,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				zap.String("mail_api", d.Name), zap.String("scope", rule.Scope), zap.String("path", rule.Path))
 		}
 	}
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if err := h.checkAccessLog(srv); err != nil {
+		return err
+	}
+	h.errorRoutes = new(errorRoutes)
 	h.maxBody = h.MaxBody
 	if h.maxBody <= 0 {
 		h.maxBody = 10 << 20
@@ -312,19 +319,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	q.setRateHeaders(w.Header(), policy, res, qs)
 
 	// 6. Placeholders (set above), one usage record, count, next.
+	// An error goes no further than keygate: Caddy's error log would write
+	// the request headers, keys included (logs.go).
 	sw := getStatusWriter(w)
-	err := next.ServeHTTP(sw, r)
+	if err := next.ServeHTTP(sw, r); err != nil {
+		h.answerError(sw, r, q, ip, t, err)
+	}
 	status := sw.status
 	putStatusWriter(sw)
-	if err != nil {
-		status = http.StatusInternalServerError
-		var he caddyhttp.HandlerError
-		if errors.As(err, &he) && he.StatusCode != 0 {
-			status = he.StatusCode
-		}
-	}
 	h.record(r, q, ip, status, recipients, t)
-	return err
+	return nil
 }
 
 // Interface guards.

@@ -1,0 +1,206 @@
+package keygate_test
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// logsCaddyfile has keys arrive in every header Caddy writes to its logs as
+// the client sent it (a key_header, Postmark's and Brevo's), an access log
+// with the filter keygate asks for, every other log at DEBUG on stderr, and
+// an upstream that refuses connections, so Caddy's error path runs too.
+// {FILTER}, {CONFIRM}, {ERRORS} and {DEAD} are filled by the test.
+const logsCaddyfile = `{
+	admin {ADMIN}
+	debug
+}
+http://gw.localhost:{PORT}, http://postmark.localhost:{PORT}, http://brevo.localhost:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}
+{FILTER}
+	}
+	@gw host gw.localhost
+	@postmark host postmark.localhost
+	@brevo host brevo.localhost
+	route @gw {
+		keygate {
+			store {STORE}
+			key_header X-Api-Key
+			scope mail.send POST /v3/mail/send
+			scope mail.send POST /down/*
+{CONFIRM}
+		}
+		handle /down/* {
+			reverse_proxy {DEAD}
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	route @postmark {
+		keygate {
+			store {STORE}
+			mail_api postmark
+			scope mail.send POST /email
+{CONFIRM}
+		}
+		reverse_proxy {DEAD}
+	}
+	route @brevo {
+		keygate {
+			store {STORE}
+			mail_api brevo
+			scope mail.send POST /v3/smtp/email
+{CONFIRM}
+		}
+		reverse_proxy {DEAD}
+	}
+{ERRORS}
+}
+`
+
+// The lines an operator adds after keygate refused the configuration.
+const (
+	keyHeaderFilter = `		format filter {
+			request>headers>X-Api-Key delete
+			request>headers>X-Postmark-Server-Token delete
+			request>headers>X-Postmark-Account-Token delete
+			request>headers>Api-Key delete
+		}`
+	confirmFilter = "\t\t\taccess_log_filtered"
+)
+
+func logsConfig(filter, confirm, errors string, dead int) string {
+	return strings.NewReplacer("{FILTER}", filter, "{CONFIRM}", confirm, "{ERRORS}", errors,
+		"{DEAD}", fmt.Sprintf("127.0.0.1:%d", dead)).Replace(logsCaddyfile)
+}
+
+// TestNoKeyInAnyLog runs the gateway as an operator would and greps every
+// file it wrote, and its stderr, for every key a client sent.
+func TestNoKeyInAnyLog(t *testing.T) {
+	needBinary(t)
+	dead := freePort(t) // nothing listens here: reverse_proxy answers 502
+
+	t.Run("an access log without the filter is refused at load, naming the headers and the fix", func(t *testing.T) {
+		dir := t.TempDir()
+		cf := strings.NewReplacer("{ADMIN}", "127.0.0.1:0", "{PORT}", "1", "{STORE}", "sqlite:"+filepath.Join(dir, "keys.db"),
+			"{UPSTREAM}", "127.0.0.1:1", "{LOG}", filepath.Join(dir, "access.log")).Replace(logsConfig("", "", "", dead))
+		path := filepath.Join(dir, "Caddyfile")
+		os.WriteFile(path, []byte(cf), 0o600)
+		cmd := exec.Command(caddyBin, "validate", "--config", path, "--adapter", "caddyfile")
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("caddy validate accepted an access log that records X-Api-Key:\n%s", out)
+		}
+		for _, want := range []string{"X-Api-Key", "request>headers>X-Api-Key delete", "format filter", "access_log_filtered"} {
+			if !bytes.Contains(out, []byte(want)) {
+				t.Errorf("the refusal does not contain %q:\n%s", want, out)
+			}
+		}
+	})
+
+	for _, tc := range []struct{ name, errors string }{
+		{"without handle_errors", ""},
+		{"with handle_errors", "\thandle_errors {\n\t\trespond \"gateway trouble: {err.status_code}\" {err.status_code}\n\t}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newUpstream(t)
+			g := startGateway(t, gatewayConfig{caddyfile: logsConfig(keyHeaderFilter, confirmFilter, tc.errors, dead), upstream: up.URL})
+			var used []string
+			issue := func() string {
+				k := g.issue("--name", "logs", "--scope", "mail.send")
+				used = append(used, k.Key)
+				return k.Key
+			}
+			postmark := []byte(`{"From":"a@shop.example.com","To":"b@example.org","Subject":"x","TextBody":"x"}`)
+			brevo := []byte(`{"sender":{"email":"a@shop.example.com"},"to":[{"email":"b@example.org"}],"subject":"x","textContent":"x"}`)
+			type call struct {
+				name, host, path string
+				body             []byte
+				bearer           string
+				hdr              []string
+				status           []int // any of these
+			}
+			k1, k2, k3, k4, k5, k6, k7 := issue(), issue(), issue(), issue(), issue(), issue(), issue()
+			wrong := k7[:len(k7)-1] + "0" // same shape, bad checksum
+			if strings.HasSuffix(k7, "0") {
+				wrong = k7[:len(k7)-1] + "1"
+			}
+			used = append(used, wrong)
+			errStatus := 502
+			calls := []call{
+				{"key_header, proxied", "gw.localhost", "/v3/mail/send", []byte(`{}`), "", []string{"X-Api-Key", k1}, []int{202}},
+				{"key_header, upstream unreachable", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", k2}, []int{errStatus}},
+				{"bearer, upstream unreachable", "gw.localhost", "/down/x", nil, k3, nil, []int{errStatus}},
+				{"key_header, insufficient scope", "gw.localhost", "/other", nil, "", []string{"X-Api-Key", k2}, []int{403}},
+				{"key_header, bad checksum", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", wrong}, []int{401}},
+				{"bearer beside a stray key_header", "gw.localhost", "/down/x", nil, k3, []string{"X-Api-Key", k4}, []int{errStatus}},
+				// The dialect's own header authenticates once the handler
+				// reads it; until then it is missing_key. Either way the
+				// header must not reach a log.
+				{"postmark server token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Server-Token", k5}, []int{errStatus, 401}},
+				{"postmark account token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Account-Token", k5}, []int{errStatus, 401}},
+				{"postmark header beside a bearer key", "postmark.localhost", "/email", postmark, k6, []string{"X-Postmark-Server-Token", k6}, []int{errStatus}},
+				{"brevo api-key", "brevo.localhost", "/v3/smtp/email", brevo, "", []string{"Api-Key", k7}, []int{errStatus, 401}},
+				{"brevo api-key beside a bearer key", "brevo.localhost", "/v3/smtp/email", brevo, k6, []string{"Api-Key", k6}, []int{errStatus}},
+			}
+			for _, c := range calls {
+				hdr := append([]string{"Host", c.host, "Content-Type", "application/json", "X-Canary", "canary-" + c.name}, c.hdr...)
+				r := g.call("POST", c.path, c.bearer, c.body, hdr...)
+				ok := false
+				for _, s := range c.status {
+					ok = ok || r.Status == s
+				}
+				if !ok {
+					t.Errorf("%s: status %d %s, want one of %v", c.name, r.Status, r.Body, c.status)
+				}
+				if tc.errors != "" && r.Status == errStatus && !bytes.Contains(r.Body, []byte("gateway trouble: 502")) {
+					t.Errorf("%s: handle_errors did not answer the 502: %q", c.name, r.Body)
+				}
+			}
+			g.stop() // flushes every log
+
+			var files []string
+			all := map[string][]byte{}
+			filepath.WalkDir(g.dir, func(path string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					b, _ := os.ReadFile(path)
+					all[path] = b
+					files = append(files, path)
+				}
+				return nil
+			})
+			access := all[g.logPath]
+			for _, c := range calls {
+				// The access log records headers: the control proves the
+				// grep below reads what a key header would have been
+				// written to.
+				if !bytes.Contains(access, []byte("canary-"+c.name)) {
+					t.Errorf("the access log has no line for %q", c.name)
+				}
+			}
+			if !bytes.Contains(all[g.logPath+".stderr"], []byte(`"level":"debug"`)) {
+				t.Error("stderr has no DEBUG lines: the test does not see what DEBUG logging writes")
+			}
+			for _, key := range used {
+				secret := []byte(key[len("kg_live_"):][:43]) // the whole key contains it
+				for path, b := range all {
+					if i := bytes.Index(b, secret); i >= 0 {
+						line := b[bytes.LastIndexByte(b[:i], '\n')+1:]
+						if j := bytes.IndexByte(line, '\n'); j >= 0 {
+							line = line[:j]
+						}
+						t.Errorf("%s contains a key:\n%s", path, bytes.ReplaceAll(line, secret, []byte("<SECRET>")))
+					}
+				}
+			}
+			t.Logf("grepped %d files for %d keys", len(files), len(used))
+		})
+	}
+}

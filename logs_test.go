@@ -1,0 +1,126 @@
+package keygate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// serverWithErrorRoutes is a Caddy server whose handle_errors routes are
+// the given handlers (JSON), provisioned as Caddy would.
+func serverWithErrorRoutes(t *testing.T, handlers ...string) *caddyhttp.Server {
+	t.Helper()
+	srv := &caddyhttp.Server{}
+	if len(handlers) == 0 {
+		return srv
+	}
+	var raw []json.RawMessage
+	for _, h := range handlers {
+		raw = append(raw, json.RawMessage(h))
+	}
+	srv.Errors = &caddyhttp.HTTPErrorConfig{Routes: caddyhttp.RouteList{{HandlersRaw: raw}}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := srv.Errors.Routes.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// TestAnErrorAfterKeygateIsAnsweredWithoutCaddysErrorLog: Caddy's error log
+// writes the request headers as the client sent them, so keygate answers an
+// error of the handlers after it as Caddy's server would and logs it itself,
+// without headers.
+func TestAnErrorAfterKeygateIsAnsweredWithoutCaddysErrorLog(t *testing.T) {
+	failWith := func(err error) caddyhttp.Handler {
+		return caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return err })
+	}
+	refused := caddyhttp.Error(http.StatusBadGateway, errors.New("dial tcp 192.0.2.1:443: connect: connection refused"))
+	cases := []struct {
+		name         string
+		next         caddyhttp.Handler
+		errorRoutes  []string
+		inErrorRoute bool
+		status       int
+		body         string
+		level        zapcore.Level
+		msg          string
+	}{
+		{"without error routes: the error's status, logged at ERROR", failWith(refused), nil, false,
+			502, "", zap.ErrorLevel, "dial tcp 192.0.2.1:443: connect: connection refused"},
+		{"a client error is logged at DEBUG, as Caddy does", failWith(caddyhttp.Error(http.StatusNotFound, errors.New("no such template"))), nil, false,
+			404, "", zap.DebugLevel, "no such template"},
+		{"an error that is not a HandlerError is a 500", failWith(errors.New("boom")), nil, false,
+			500, "", zap.ErrorLevel, "boom"},
+		{"handle_errors routes answer it, logged at DEBUG", failWith(refused),
+			[]string{`{"handler":"static_response","status_code":"{http.error.status_code}","body":"trouble: {http.error.status_code}"}`}, false,
+			502, "trouble: 502", zap.DebugLevel, "dial tcp 192.0.2.1:443: connect: connection refused"},
+		{"handle_errors routes that match nothing end with the error's status", failWith(refused),
+			[]string{`{"handler":"vars","seen":true}`}, false,
+			502, "", zap.DebugLevel, "dial tcp 192.0.2.1:443: connect: connection refused"},
+		{"a failing error route: the first error's status, logged at ERROR", failWith(refused),
+			[]string{`{"handler":"error","error":"the error page is broken","status_code":500}`}, false,
+			502, "", zap.ErrorLevel, "error handling handler error"},
+		{"inside handle_errors the error routes do not run again", failWith(refused),
+			[]string{`{"handler":"static_response","body":"must not run"}`}, true,
+			502, "", zap.ErrorLevel, "dial tcp 192.0.2.1:443: connect: connection refused"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, st := testHandler(t, &Handler{KeyHeaders: []string{"X-Api-Key"}})
+			core, logs := observer.New(zap.DebugLevel)
+			h.logger = zap.New(core)
+			rec, key := issue(t, st, "*")
+
+			r := httptest.NewRequest("POST", "/v3/mail/send?x=1", nil)
+			r.Header.Set("X-Api-Key", key)
+			ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+			ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+			ctx = context.WithValue(ctx, caddyhttp.ServerCtxKey, serverWithErrorRoutes(t, tc.errorRoutes...))
+			if tc.inErrorRoute {
+				ctx = context.WithValue(ctx, caddyhttp.ErrorCtxKey, errors.New("an earlier error"))
+			}
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r.WithContext(ctx), tc.next); err != nil {
+				t.Fatalf("ServeHTTP returned %v: Caddy would log the request headers with it", err)
+			}
+			if w.Code != tc.status || w.Body.String() != tc.body {
+				t.Errorf("answer %d %q, want %d %q", w.Code, w.Body, tc.status, tc.body)
+			}
+			var found bool
+			for _, e := range logs.All() {
+				line, _ := json.Marshal(e.ContextMap())
+				if strings.Contains(string(line), key) || strings.Contains(string(line), "X-Api-Key") {
+					t.Errorf("log line %q carries the request headers: %s", e.Message, line)
+				}
+				if e.Message != tc.msg {
+					continue
+				}
+				found = true
+				if e.Level != tc.level {
+					t.Errorf("logged at %s, want %s", e.Level, tc.level)
+				}
+				m := e.ContextMap()
+				if first, ok := m["first_error"].(map[string]any); ok {
+					m = first
+				}
+				if m["key_id"] != rec.ID || m["status"] != int64(tc.status) {
+					t.Errorf("log line lacks the key id or status: %s", line)
+				}
+			}
+			if !found {
+				t.Errorf("no log line %q among %d", tc.msg, logs.Len())
+			}
+		})
+	}
+}
