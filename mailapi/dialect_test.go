@@ -2,6 +2,7 @@ package mailapi
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -76,5 +77,76 @@ func TestLookup(t *testing.T) {
 	}
 	if _, ok := Lookup("sparkpost"); ok {
 		t.Error("Lookup found an unknown dialect")
+	}
+}
+
+// Every send endpoint of every dialect refuses a body that is not the JSON
+// type the endpoint takes, null included: a null batch would otherwise pass
+// as an empty one.
+func TestEveryEndpointRefusesABodyOfTheWrongType(t *testing.T) {
+	for _, d := range dialects {
+		for _, e := range d.endpoints {
+			if e.form {
+				continue // forms: TestEveryFormEndpointRefusesACutMultipartBody
+			}
+			bodies := []string{`null`, ` null `, `"x"`, `1`, `true`, ``}
+			if e.shape.members == nil {
+				bodies = append(bodies, `{}`)
+			}
+			if e.shape.elem == nil {
+				bodies = append(bodies, `[]`)
+			}
+			for _, body := range bodies {
+				t.Run(d.Name+e.path+" "+body, func(t *testing.T) {
+					if _, err := d.Inspect(e.path, jsonType, []byte(body)); err == nil {
+						t.Errorf("%s %s accepted the body %q", d.Name, e.path, body)
+					}
+				})
+			}
+		}
+	}
+}
+
+// A multipart body cut anywhere in its last part is refused, wherever the
+// cut falls: mime/multipart itself reports no error when the cut is in the
+// part's headers.
+func TestEveryFormEndpointRefusesACutMultipartBody(t *testing.T) {
+	const b = "b0undary"
+	// The cut part is a recipient field, which keygate must not miss
+	// while the provider reads it.
+	firsts := map[string]string{
+		"/v3/mg.example.com/messages": "--" + b + "\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nshop@mg.example.com\r\n",
+		"/v3/mg.example.com/messages.mime": "--" + b + "\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m\"\r\n\r\n" +
+			"From: shop@mg.example.com\r\nTo: a@example.com\r\n\r\nhi\r\n",
+	}
+	last := "--" + b + "\r\nContent-Disposition: form-data; name=\"bcc\"\r\n\r\nb@example.com\r\n"
+	d, _ := Lookup("mailgun")
+	ctype := "multipart/form-data; boundary=" + b
+	for _, e := range d.endpoints {
+		path := strings.ReplaceAll(e.path, "*", "mg.example.com")
+		first, ok := firsts[path]
+		if !ok {
+			t.Fatalf("no multipart body for %s", path)
+		}
+		whole := first + last + "--" + b + "--\r\n"
+		for _, ok := range []string{whole, strings.TrimSuffix(whole, "\r\n"), whole + "an epilogue\r\n"} {
+			if _, err := d.Inspect(path, ctype, []byte(ok)); err != nil {
+				t.Fatalf("%s: a whole body is refused: %v\n%q", path, err, ok)
+			}
+		}
+		// Every cut from just after the first part to just before the
+		// close delimiter: after the last part's boundary line, in its
+		// headers, before the blank line, in its content.
+		for cut := len(first) + 1; cut <= len(first)+len(last)+len("--"+b); cut++ {
+			body := whole[:cut]
+			if _, err := d.Inspect(path, ctype, []byte(body)); err == nil {
+				t.Errorf("%s: accepted a body cut at byte %d: %q", path, cut, body[len(first):])
+			}
+		}
+		// Another part after the close delimiter: parsers differ on it.
+		more := whole + last + "--" + b + "--\r\n"
+		if _, err := d.Inspect(path, ctype, []byte(more)); err == nil {
+			t.Errorf("%s: accepted a part after the close delimiter", path)
+		}
 	}
 }

@@ -57,6 +57,11 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 		// read as sent.
 		part, err := mr.NextRawPart()
 		if err == io.EOF {
+			// The reader also stops without an error when the last part's
+			// headers are cut off, which a provider may read as a field.
+			if !endsWithCloseDelimiter(body, boundary) {
+				return errors.New("multipart body is cut short: it does not end with its closing boundary")
+			}
 			return nil
 		}
 		if err != nil {
@@ -84,6 +89,42 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 		if err := in.apply(m.shape.role, string(v), &path{key: m.name}); err != nil {
 			return err
 		}
+	}
+}
+
+// endsWithCloseDelimiter reports whether a multipart body's boundary lines
+// end with its one close delimiter ("--boundary--"), as in a body sent
+// whole: a truncated body ends inside a part, and boundary lines after the
+// close delimiter could be read as more parts by another parser. Boundary
+// lines are recognised as mime/multipart does (the boundary at the start of
+// a line, then optional "--", spaces or tabs, and the line's end), except
+// that any line feed starts a line, which only makes the check stricter.
+func endsWithCloseDelimiter(body []byte, boundary string) bool {
+	dash := []byte("--" + boundary)
+	closed := false
+	for at := 0; ; {
+		i := bytes.Index(body[at:], dash)
+		if i < 0 {
+			return closed
+		}
+		i += at
+		at = i + len(dash)
+		if i > 0 && body[i-1] != '\n' {
+			continue
+		}
+		rest := body[at:]
+		closing := bytes.HasPrefix(rest, []byte("--"))
+		if closing {
+			rest = rest[2:]
+		}
+		rest = bytes.TrimLeft(rest, " \t")
+		if len(rest) > 0 && rest[0] != '\n' && !bytes.HasPrefix(rest, []byte("\r\n")) {
+			continue // not a boundary line: the boundary starts other text
+		}
+		if closed {
+			return false
+		}
+		closed = closing
 	}
 }
 

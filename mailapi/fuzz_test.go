@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -42,7 +43,9 @@ const fuzzBoundary = "b0undary"
 // FuzzInspect feeds arbitrary bodies to every send endpoint, chosen by the
 // first input. Inspect must never panic, never report a negative count,
 // never accept a JSON body encoding/json rejects, never change the body, and
-// always report the sending domain the path names, whatever the body says.
+// always report the sending domain the path names, whatever the body says;
+// and never accept a JSON body that is not an object or an array, nor a
+// multipart body without its close delimiter.
 func FuzzInspect(f *testing.F) {
 	targets := fuzzTargets()
 	files, _ := filepath.Glob(filepath.Join("testdata", "*.*"))
@@ -60,6 +63,15 @@ func FuzzInspect(f *testing.F) {
 	f.Add(uint8(len(targets)-1), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@b.org\r\n--"+
 		fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m\"\r\n\r\nFrom: x@y.org\r\n\r\nhi\r\n--"+fuzzBoundary+"--\r\n"))
 
+	// A multipart body whose last part's headers are cut off, on each form
+	// endpoint.
+	for i, tg := range targets {
+		if strings.HasPrefix(tg.ctype, "multipart/") {
+			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
+				fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"bc"))
+		}
+	}
+
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		tg := targets[int(which)%len(targets)]
 		orig := string(body)
@@ -73,8 +85,20 @@ func FuzzInspect(f *testing.F) {
 		if m.Recipients < 0 {
 			t.Fatalf("%d recipients", m.Recipients)
 		}
-		if tg.ctype == jsonType && !json.Valid(body) {
-			t.Fatal("accepted a body that is not valid JSON")
+		if tg.ctype == jsonType {
+			var v any
+			if err := json.Unmarshal(body, &v); err != nil {
+				t.Fatal("accepted a body that is not valid JSON")
+			}
+			switch v.(type) {
+			case map[string]any, []any:
+			default:
+				t.Fatalf("accepted a body that is neither an object nor an array: %T", v)
+			}
+		}
+		if strings.HasPrefix(tg.ctype, "multipart/") && !bytes.HasPrefix(body, []byte("--"+fuzzBoundary+"--")) &&
+			!bytes.Contains(body, []byte("\n--"+fuzzBoundary+"--")) {
+			t.Fatal("accepted a multipart body without its close delimiter")
 		}
 		for _, s := range m.Senders {
 			if s != strings.ToLower(s) || !strings.Contains(s, "@") {

@@ -59,8 +59,9 @@ func (in *inspection) walk(r *reader, s *shape, p *path) error {
 			return err
 		}
 		return in.apply(s.role, v, p)
-	case c == 'n' && s.sender == "":
-		// null is an absent field, but never an absent message.
+	case c == 'n' && s.sender == "" && p != nil:
+		// null is an absent field, but never an absent message, nor a
+		// body: a batch of null sends nothing a provider would accept.
 		return r.literal("null")
 	}
 	if err := r.skip(); err != nil {
