@@ -72,8 +72,10 @@ func takeOnBehalfOf(r *http.Request) map[string][]string {
 
 // authenticate checks shape and checksum before any cache or store work,
 // then looks the digest up and checks the record's state. A limited client
-// (over failed_auth_limit) is answered from the cache alone: a key that
-// would need the store, or is not a key at all, is AuthRateLimited.
+// (over failed_auth_limit) costs a store query only for a key the cache
+// knew until recently (verifier.Cached), so a busy key behind its address
+// is not refused at every cache_ttl; any other key, or no key at all, is
+// AuthRateLimited.
 func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, limited bool) (*store.Record, Code) {
 	if _, ok := verifier.Parse(key, h.Prefix); !ok {
 		if limited {
@@ -85,7 +87,7 @@ func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, lim
 	var rec *store.Record
 	var err error
 	if limited {
-		rec, err = h.backend.verifier.Cached(d, h.ttl, t)
+		rec, err = h.backend.verifier.Cached(ctx, d, h.ttl, t)
 	} else {
 		rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
 	}

@@ -55,6 +55,9 @@ type Stats struct {
 	NegativeHits uint64 // lookups answered ErrUnknown from the cache
 	StoreQueries uint64 // KeyByDigest calls (concurrent misses share one)
 	StoreErrors  uint64 // KeyByDigest calls that failed or timed out
+	// KnownRefills counts Cached calls that asked the store because the
+	// cache knew the key until recently (each also counts in Misses).
+	KnownRefills uint64
 }
 
 // Verifier looks up key records by digest through a bounded cache that
@@ -67,8 +70,8 @@ type Stats struct {
 // before a revocation was committed; deleting the entry is then not enough,
 // because the stale fill can land after the delete. So every entry carries
 // the value of a global sequence (seq) loaded before its store read, and the
-// time loaded before that. Invalidate increments seq, records the new value
-// for the digest and only then deletes the entry. Any fill that read the
+// time loaded before that. Invalidate increments seq and records the new
+// value for the digest; the entry is left in place, void. Any fill that read the
 // store before the revocation committed loaded seq before Invalidate
 // incremented it, so its entry's seq is below the recorded one and a hit on
 // it is treated as a miss, wherever and whenever it lands. Concurrent misses
@@ -92,6 +95,18 @@ type Stats struct {
 // no record (and so observed the drop) treats a reading older than prunedAt
 // as stale and reads the clock itself: a pruned record is older than maxTTL
 // plus the margin at prunedAt, so by then every entry it defeated is too.
+//
+// # Why a key in use is never refused for its address's failures
+//
+// A gateway asks Cached, not Lookup, for clients past their failed-attempt
+// limit, so made-up keys cost no store query. A key's entry expires on
+// schedule, though, so a valid key used behind such an address (a NAT shared
+// with a misconfigured client) would be refused at every cache_ttl until the
+// address was under its limit again. So an expired or voided entry of a
+// known key stays in the cache for as long again as it was fresh, never
+// answering, and Cached refills from the store a key that has one. That
+// refill is an ordinary fill (it loads seq first), so the argument above
+// holds for it; and only digests that were keys can cause one.
 type Verifier struct {
 	st    store.Store
 	opts  Options
@@ -121,7 +136,7 @@ type Verifier struct {
 	cursor int64      // last change-log sequence applied
 	synced bool       // cursor is known
 
-	hits, misses, negHits, queries, storeErrs atomic.Uint64
+	hits, misses, negHits, queries, storeErrs, knownRefills atomic.Uint64
 
 	// life keeps the cache from being used during or after Close, which
 	// ristretto does not survive (it panics on its closed channels).
@@ -282,13 +297,20 @@ func (v *Verifier) LookupAt(ctx context.Context, d store.Digest, ttl time.Durati
 	return v.lookup(ctx, d, ttl, now, true)
 }
 
-// Cached is LookupAt without the store: what the cache holds for d, or
-// ErrNotCached. A gateway uses it for clients it no longer lets cost a
-// store query.
-func (v *Verifier) Cached(d store.Digest, ttl time.Duration, now time.Time) (*store.Record, error) {
-	return v.lookup(context.Background(), d, ttl, now, false)
+// Cached is LookupAt for clients a gateway no longer lets cost a store
+// query for keys it does not know (an address past its failed-attempt
+// limit): it answers from the cache, and asks the store only for a key the
+// cache knew as a key until recently, whose entry has expired or been voided
+// by a change (see Verifier). Anything else is ErrNotCached. So a flood of
+// made-up keys costs no store query, and a key in use behind such an address
+// is refilled at each cache_ttl instead of being refused until the address
+// is under its limit again.
+func (v *Verifier) Cached(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time) (*store.Record, error) {
+	return v.lookup(ctx, d, ttl, now, false)
 }
 
+// lookup answers from the cache, else from the store if fill is set or the
+// cache knew d as a key until recently.
 func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time, fill bool) (*store.Record, error) {
 	v.life.RLock()
 	defer v.life.RUnlock()
@@ -297,13 +319,18 @@ func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration
 	}
 	if ttl > 0 {
 		v.noteTTL(ttl)
-		if e, ok := v.cached(&d, ttl, now); ok {
+		e, ok := v.cached(&d, ttl, now)
+		if ok {
 			if e.rec == nil {
 				v.negHits.Add(1)
 				return nil, ErrUnknown
 			}
 			v.hits.Add(1)
 			return e.rec, nil
+		}
+		if !fill && e != nil && e.rec != nil && v.since(now) < e.expires+(e.expires-e.filled) {
+			fill = true
+			v.knownRefills.Add(1)
 		}
 	}
 	if !fill {
@@ -324,22 +351,24 @@ func (v *Verifier) noteTTL(ttl time.Duration) {
 	}
 }
 
-// cached returns the entry for d if it may answer a Lookup with this ttl
-// at time now.
+// cached returns the entry for d and whether it may answer a Lookup with
+// this ttl at time now. An entry that may not (expired, or voided by a
+// change) is still returned, for Cached to tell a known key from a made-up
+// one; its record must not be used.
 func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*entry, bool) {
 	e, ok := v.cache.Get(cacheKey(d))
 	if !ok || e == nil || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
 		return nil, false
 	}
 	if e.seq < v.clearedSeq.Load() {
-		return nil, false
+		return e, false
 	}
 	if v.numInv.Load() > 0 {
 		v.invMu.Lock()
 		inv, ok := v.invs[*d]
 		v.invMu.Unlock()
 		if ok && e.seq < inv.seq {
-			return nil, false
+			return e, false
 		}
 	}
 	// Loaded after the records were read, so a record pruned unseen shows
@@ -349,7 +378,7 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*e
 		at = v.since(v.now())
 	}
 	if at-e.filled >= int64(ttl) || at >= e.expires {
-		return nil, false
+		return e, false
 	}
 	return e, true
 }
@@ -446,7 +475,10 @@ func (v *Verifier) Invalidate(d store.Digest) {
 	v.invs[d] = invalidation{seq: v.seq.Add(1), at: v.now()}
 	v.numInv.Store(int64(len(v.invs)))
 	v.invMu.Unlock()
-	v.cache.Del(cacheKey(&d))
+	// The entry is left in place, void: the record above keeps it from
+	// answering, and it still tells Cached that d is a key, so a key in
+	// use behind an address past its failed-attempt limit is refilled
+	// after a change too. The next fill or sweep replaces it.
 }
 
 // invalidateAll voids every cached entry, also those still being filled.
@@ -481,16 +513,17 @@ func (v *Verifier) prune() {
 	v.invMu.Unlock()
 }
 
-// track notes a known key's fill for sweep.
+// track notes a known key's fill for sweep, which removes it once it has
+// been expired for as long as it was fresh: until then Cached may refill it.
 func (v *Verifier) track(e *entry) {
-	sec := e.expires/int64(time.Second) + 1
+	sec := (e.expires+(e.expires-e.filled))/int64(time.Second) + 1
 	v.expMu.Lock()
 	v.expiring[sec] = append(v.expiring[sec], fillMark{cacheKey(e.digest), e.filled})
 	v.expMu.Unlock()
 }
 
-// sweep deletes the known keys' entries that expired by now from the
-// cache, unless a newer fill has replaced them.
+// sweep deletes the known keys' entries that are past their refill window
+// (see track) from the cache, unless a newer fill has replaced them.
 func (v *Verifier) sweep(now time.Time) {
 	upTo := int64(now.Sub(v.born) / time.Second)
 	var due []fillMark
@@ -585,6 +618,7 @@ func (v *Verifier) Stats() Stats {
 		NegativeHits: v.negHits.Load(),
 		StoreQueries: v.queries.Load(),
 		StoreErrors:  v.storeErrs.Load(),
+		KnownRefills: v.knownRefills.Load(),
 	}
 }
 

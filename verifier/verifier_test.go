@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -504,31 +505,152 @@ func TestClose(t *testing.T) {
 	v.Close()                // twice is harmless
 }
 
-func TestCachedNeverAsksTheStore(t *testing.T) {
+func TestCachedAsksTheStoreOnlyForKeysItKnew(t *testing.T) {
 	st := newFakeStore()
 	rec := newRecord(t)
 	st.put(rec)
 	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
 	unknown := DigestOf("kg_live_unknown")
 	for _, d := range []store.Digest{rec.Digest, unknown} {
-		if _, err := v.Cached(d, time.Minute, time.Now()); !errors.Is(err, ErrNotCached) {
+		if _, err := v.Cached(ctx, d, time.Minute, time.Now()); !errors.Is(err, ErrNotCached) {
 			t.Fatalf("Cached before any Lookup = %v, want ErrNotCached", err)
 		}
 	}
 	if n := st.reads.Load(); n != 0 {
 		t.Fatalf("Cached read the store %d times", n)
 	}
-	v.Lookup(context.Background(), rec.Digest, time.Minute)
-	v.Lookup(context.Background(), unknown, time.Minute)
+	v.Lookup(ctx, rec.Digest, time.Minute)
+	v.Lookup(ctx, unknown, time.Minute)
 	v.cache.Wait()
-	if got, err := v.Cached(rec.Digest, time.Minute, time.Now()); err != nil || got.ID != rec.ID {
+	if got, err := v.Cached(ctx, rec.Digest, time.Minute, time.Now()); err != nil || got.ID != rec.ID {
 		t.Errorf("Cached after a Lookup = %v, %v; want the record", got, err)
 	}
-	if _, err := v.Cached(unknown, time.Minute, time.Now()); !errors.Is(err, ErrUnknown) {
+	if _, err := v.Cached(ctx, unknown, time.Minute, time.Now()); !errors.Is(err, ErrUnknown) {
 		t.Errorf("Cached of an unknown digest after a Lookup = %v, want ErrUnknown", err)
 	}
 	if n := st.reads.Load(); n != 2 {
 		t.Errorf("store read %d times, want 2 (the Lookups only)", n)
+	}
+}
+
+// A key in use behind an address past its failed-attempt limit is answered
+// through Cached. When its entry expires, or a change voids it, Cached
+// refills it from the store instead of refusing it, for as long again as
+// the entry was fresh; digests that were never keys cost no store query,
+// however many and however long.
+func TestCachedRefillsAKeyItKnewUntilRecently(t *testing.T) {
+	const ttl = 30 * time.Second
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	clock := newFakeClock()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour, NegativeTTL: time.Second}, clock)
+	ctx := context.Background()
+	v.LookupAt(ctx, rec.Digest, ttl, clock.now())
+	v.cache.Wait()
+	reads := st.reads.Load()
+	cached := func() (*store.Record, error) {
+		t.Helper()
+		got, err := v.Cached(ctx, rec.Digest, ttl, clock.now())
+		v.cache.Wait()
+		return got, err
+	}
+
+	clock.advance(ttl) // expired
+	if got, err := cached(); err != nil || got.ID != rec.ID {
+		t.Fatalf("Cached of a key whose entry just expired = %v, %v; want it refilled", got, err)
+	}
+	if n := st.reads.Load() - reads; n != 1 {
+		t.Fatalf("the refill read the store %d times, want 1", n)
+	}
+	if got, err := cached(); err != nil || got.ID != rec.ID || st.reads.Load()-reads != 1 {
+		t.Fatalf("Cached after the refill = %v, %v, %d reads; want a hit", got, err, st.reads.Load()-reads)
+	}
+
+	st.revoke(rec.Digest)
+	v.Invalidate(rec.Digest)
+	if got, err := cached(); err != nil || !got.Revoked() {
+		t.Fatalf("Cached of a key voided by its revocation = %v, %v; want the revoked record", got, err)
+	}
+
+	clock.advance(2*ttl + time.Second) // past the refill window
+	v.sweep(clock.now())
+	before := st.reads.Load()
+	if _, err := cached(); !errors.Is(err, ErrNotCached) {
+		t.Fatalf("Cached of a key unused for twice the ttl = %v, want ErrNotCached", err)
+	}
+	for i := range 1000 {
+		d := DigestOf(fmt.Sprintf("kg_live_madeup%d", i))
+		v.LookupAt(ctx, d, ttl, clock.now()) // known unknowns
+		clock.advance(2 * time.Second)       // past the negative TTL
+		if _, err := v.Cached(ctx, d, ttl, clock.now()); !errors.Is(err, ErrNotCached) {
+			t.Fatalf("Cached of a made-up digest = %v, want ErrNotCached", err)
+		}
+		if _, err := v.Cached(ctx, DigestOf(fmt.Sprintf("kg_live_never%d", i)), ttl, clock.now()); !errors.Is(err, ErrNotCached) {
+			t.Fatalf("Cached of a digest never seen = %v, want ErrNotCached", err)
+		}
+	}
+	if n := st.reads.Load() - before; n != 1000 {
+		t.Errorf("store read %d times, want 1000 (the Lookups only)", n)
+	}
+	if s := v.Stats(); s.KnownRefills != 2 {
+		t.Errorf("KnownRefills = %d, want 2", s.KnownRefills)
+	}
+}
+
+// TestRevocationIsNeverUndoneByARacingRefill is the race above for Cached,
+// whose entries expire all the time so that it keeps refilling.
+func TestRevocationIsNeverUndoneByARacingRefill(t *testing.T) {
+	rounds := 300
+	if testing.Short() {
+		rounds = 50
+	}
+	const ttl = 300 * time.Microsecond
+	st := newFakeStore()
+	slow := func() { time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond) }
+	st.afterRead.Store(&slow)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	for round := range rounds {
+		rec := newRecord(t)
+		st.put(rec)
+		var revoked, stop atomic.Bool
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for !stop.Load() {
+					after := revoked.Load()
+					got, err := v.Cached(ctx, rec.Digest, ttl, time.Now())
+					if errors.Is(err, ErrNotCached) {
+						// Refilled by a Lookup, as by an address under
+						// its limit.
+						got, err = v.Lookup(ctx, rec.Digest, ttl)
+					}
+					if err != nil {
+						t.Errorf("round %d: %v", round, err)
+						return
+					}
+					if after && !got.Revoked() {
+						t.Errorf("round %d: the unrevoked record after Invalidate returned", round)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+		st.revoke(rec.Digest)
+		v.Invalidate(rec.Digest)
+		revoked.Store(true)
+		time.Sleep(2 * time.Millisecond)
+		stop.Store(true)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	if v.Stats().KnownRefills == 0 {
+		t.Error("no Cached call refilled: the race was not run")
 	}
 }
 
@@ -551,8 +673,8 @@ func TestStaleCallerClockCannotOutliveAPrunedInvalidation(t *testing.T) {
 	fillSeq := v.seq.Load() // what a fill racing the revocation loaded
 	st.revoke(rec.Digest)
 	v.Invalidate(rec.Digest)
-	// The cache drops the entry at once; an in-flight fill of the old
-	// record landing now is what the record defeats.
+	// An in-flight fill of the old record landing now is what the
+	// invalidation record defeats.
 	v.cache.SetWithTTL(cacheKey(&rec.Digest), v.newEntry(rec.Digest, rec, fillSeq, stale, ttl), 1, time.Hour)
 	v.cache.Wait()
 	if got, _ := v.LookupAt(ctx, rec.Digest, ttl, clock.now()); got == nil || !got.Revoked() {
@@ -596,7 +718,7 @@ func TestSweepFreesExpiredEntriesButNotNewerFills(t *testing.T) {
 	}
 	clock.advance(time.Second)
 	v.LookupAt(ctx, busy.Digest, ttl, clock.now()) // expired: refilled
-	clock.advance(2 * time.Second)
+	clock.advance(ttl + 2*time.Second)             // past the refill window too
 	v.sweep(clock.now())
 	if inCache(idle) {
 		t.Error("the idle key's expired entry is still cached after a sweep")
