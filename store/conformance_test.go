@@ -600,6 +600,9 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		if pg, isPG := s.(*Postgres); isPG {
 			db, ok = pg.DB, true
 		}
+		if f, isFile := s.(*sqliteFile); isFile {
+			db, ok = f.db, true
+		}
 		if !ok {
 			t.Fatalf("%T is neither engine", s)
 		}

@@ -20,10 +20,11 @@ type engine struct {
 }
 
 var engines = []engine{
+	// The file at the path, followed (see sqliteFile).
 	{prefixes: []string{"sqlite:"}, open: func(ctx context.Context, uri string) (Store, error) {
-		s, err := OpenSQLite(ctx, strings.TrimPrefix(uri, "sqlite:"))
+		s, err := openSQLiteFile(ctx, strings.TrimPrefix(uri, "sqlite:"))
 		if err != nil {
-			return nil, err // not s: a nil *SQLite in a Store is a non-nil interface
+			return nil, err // not s: a nil *sqliteFile in a Store is a non-nil interface
 		}
 		return s, nil
 	}},
@@ -78,7 +79,10 @@ func sqliteURI(path string) (string, error) {
 	return "sqlite:" + abs, nil
 }
 
-// Open opens the store a URI names (see ParseURI and URIForms).
+// Open opens the store a URI names (see ParseURI and URIForms). An SQLite
+// store follows its path: if the file there is replaced while it is open, it
+// switches to the new file (see Replaceable), and if the file is deleted it
+// refuses writes (ErrFileGone).
 func Open(ctx context.Context, uri string) (Store, error) {
 	uri, err := ParseURI(uri)
 	if err != nil {

@@ -38,32 +38,63 @@ func rebindSQLite(query string) string {
 	return strings.ReplaceAll(query, "$", "?")
 }
 
-// sqlitePragmas apply to every pooled connection. busy_timeout makes a
+// sqliteParams apply to every pooled connection. busy_timeout makes a
 // writer wait for another process's transaction instead of failing;
 // _txlock=immediate makes every transaction take the write lock at BEGIN, so
-// a read-then-write transaction never fails upgrading its lock. WAL mode is
-// not among them: it is a property of the file, set once by useWAL.
-const sqlitePragmas = "_pragma=busy_timeout(5000)" +
+// a read-then-write transaction never fails upgrading its lock; mode=rw
+// opens the file without ever creating it, so a connection the pool opens
+// after the file was deleted fails instead of starting an empty store at the
+// path. WAL mode is not among them: it is a property of the file, set once
+// by useWAL.
+const sqliteParams = "_pragma=busy_timeout(5000)" +
 	"&_pragma=synchronous(NORMAL)" +
 	"&_pragma=foreign_keys(1)" +
-	"&_txlock=immediate"
+	"&_txlock=immediate" +
+	"&mode=rw"
 
 // OpenSQLite opens (creating if needed) the SQLite store at path and applies
 // any pending migrations. The file and its directory are private to the
 // user: they hold every key's digest and settings.
+//
+// It refuses to create the file where its write-ahead log is left without
+// it (see ErrOrphanLog).
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	return openSQLite(ctx, path, true)
+}
+
+// ErrOrphanLog means a SQLite store file is missing while its write-ahead
+// log (-wal) or shared-memory index (-shm) is still beside it: a running
+// gateway still has the deleted file open, or a crash left them. A new file
+// created there would be read with the old file's log, which corrupts it.
+var ErrOrphanLog = errors.New("the file is missing but its write-ahead log is still there " +
+	"(a process may still have the deleted file open, or a crash left the log); a new store there would be corrupted")
+
+// openSQLite is OpenSQLite; without create, a missing file is an error.
+func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
 	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if _, err := os.Stat(path + suffix); err == nil {
+				return nil, fmt.Errorf("keygate store: sqlite %s: %w: stop every gateway using it, then remove %s-wal and %s-shm",
+					path, ErrOrphanLog, filepath.Base(path), filepath.Base(path))
+			}
+		}
+	}
 	// Created here rather than by SQLite so the mode is 0600 whatever the
 	// umask lets SQLite use.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	flag := os.O_RDWR
+	if create {
+		flag |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
 	}
 	f.Close()
 
-	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?"+sqlitePragmas)
+	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?"+sqliteParams)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
 	}
