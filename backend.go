@@ -2,16 +2,21 @@ package keygate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/keygate/caddy-keygate/internal/faultlog"
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
@@ -39,6 +44,21 @@ type backend struct {
 	// keys is key management on this store; its writes are enforced on
 	// the next request of this process's handlers.
 	keys *keys.Service
+
+	// spill keeps the counts of a final flush the store refused, for the
+	// next start; kept is set while files may wait there.
+	spill  usage.Spill
+	kept   atomic.Bool
+	keptMu sync.Mutex // one addKept at a time, or a file could be added twice
+	// pollFault and flushFault report store outages in a few lines rather
+	// than one per attempt; dropped is Recorder.Dropped when the flush
+	// outage began (written and read only by flushFault's reports, which
+	// it serialises).
+	pollFault, flushFault *faultlog.Fault
+	dropped               usage.Counts
+	// generation is the store's when the poll last looked
+	// (store.Replaceable).
+	generation uint64
 
 	// handlers holds what each live handler contributes (*Handler ->
 	// handlerInfo). Provision adds an entry and Cleanup removes it, so
@@ -69,6 +89,14 @@ var backends = caddy.NewUsagePool()
 
 // usageFlushInterval bounds how long a count waits in memory.
 var usageFlushInterval = time.Second
+
+// unflushedDir is where the counts of final flushes the store refused wait
+// for the next start (see usage.Spill); a variable for tests.
+var unflushedDir = func() string { return filepath.Join(caddy.AppDataDir(), "keygate", "unflushed") }
+
+// faultInterval is how often an ongoing store outage is summarised in the
+// log.
+var faultInterval = time.Minute
 
 // Usage older than the retention period is deleted pruneFirst after the
 // store is opened and every pruneEvery after that.
@@ -136,8 +164,12 @@ func acquireBackend(uri string, logger *zap.Logger) (*backend, error) {
 	return v.(*backend), nil
 }
 
-func releaseBackend(uri string) {
-	_, _ = backends.Delete(uri)
+// releaseBackend undoes one acquireBackend; the last one closes the
+// backend.
+func releaseBackend(uri string, logger *zap.Logger) {
+	if _, err := backends.Delete(uri); err != nil {
+		logger.Error("keygate: closing the store failed", zap.String("store", store.RedactURI(uri)), zap.Error(err))
+	}
 }
 
 func openBackend(uri string, logger *zap.Logger) (*backend, error) {
@@ -153,6 +185,7 @@ func openBackend(uri string, logger *zap.Logger) (*backend, error) {
 		st.Close()
 		return nil, err
 	}
+	b.logger.Info("keygate: opened the key store")
 	return b, nil
 }
 
@@ -161,28 +194,36 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 	redacted := store.RedactURI(uri)
 	st = instrumentStore(st)
 	logger = logger.With(zap.String("store", redacted))
-	v, err := verifier.New(st, verifier.Options{
-		Logf: func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("keygate: store %s: %w", redacted, err)
-	}
+	id := sha256.Sum256([]byte(redacted))
 	b := &backend{
 		uri:      uri,
 		redacted: redacted,
 		store:    st,
-		verifier: v,
 		limits:   ratelimit.NewLocal(),
 		authFail: ratelimit.NewLocal(),
 		quotas:   ratelimit.NewLocalQuotas(),
 		usage:    usage.NewRecorder(),
 		logger:   logger,
+		spill:    usage.Spill{Dir: unflushedDir(), Name: "usage-" + hex.EncodeToString(id[:8])},
 		// Read here, not in run, so tests may change it between backends.
 		flushEvery: usageFlushInterval,
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		pruneDone:  make(chan struct{}),
 	}
+	b.kept.Store(true)
+	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
+	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
+	v, err := verifier.New(st, verifier.Options{
+		OnSync: func(err error) {
+			b.pollFault.Observe(time.Now(), err)
+			b.noteSwitch()
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate: store %s: %w", redacted, err)
+	}
+	b.verifier = v
 	b.keys = keys.New(st, keys.Options{
 		AfterWrite:  b.afterWrite,
 		BeforeUsage: b.flushUsage,
@@ -306,15 +347,103 @@ func (b *backend) run() {
 	}
 }
 
+// flushUsage adds the counts kept at the last stop, if any wait, then the
+// counts in memory, to the store. Counts it cannot write stay in memory for
+// the next flush.
 func (b *backend) flushUsage() {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := b.usage.Flush(ctx, b.store)
+	err := errors.Join(b.addKept(ctx), b.usage.Flush(ctx, b.store))
 	metrics.flushSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		metrics.flushErrors.Inc()
-		b.logger.Error("keygate: writing usage counts failed; they are kept and retried", zap.Error(err))
+	}
+	b.flushFault.Observe(time.Now(), err)
+}
+
+// addKept adds to the store the counts a final flush kept in the spill.
+func (b *backend) addKept(ctx context.Context) error {
+	if !b.kept.Load() {
+		return nil
+	}
+	b.keptMu.Lock()
+	defer b.keptMu.Unlock()
+	added, err := b.spill.AddTo(ctx, b.store)
+	if added.KeyHours > 0 {
+		b.logger.Info("keygate: added the usage counts a previous stop could not write",
+			zap.Int64("requests", added.Requests), zap.Int64("recipients", added.Recipients),
+			zap.Int("key_hours", added.KeyHours), zap.String("kept_in", b.spill.Dir))
+	}
+	if err == nil {
+		b.kept.Store(false)
+	}
+	return err
+}
+
+// logFlushFault reports an outage of usage flushes.
+func (b *backend) logFlushFault(l faultlog.Line) {
+	held := b.usage.Held()
+	fields := []zap.Field{zap.Int64("held_requests", held.Requests), zap.Int("held_key_hours", held.KeyHours)}
+	switch l.Kind {
+	case faultlog.Began:
+		b.dropped = b.usage.Dropped()
+		b.logger.Error("keygate: writing usage counts to the store failed; they are held in memory and retried every second",
+			append(fields, zap.Error(l.Err))...)
+		return
+	case faultlog.Continues:
+		b.logger.Error(fmt.Sprintf("keygate: writing usage counts still fails: %d more failures since the last line", l.Failures),
+			append(fields, zap.Duration("for", l.Duration), zap.Int64("dropped_requests", b.droppedSince().Requests), zap.Error(l.Err))...)
+		return
+	}
+	fields = []zap.Field{zap.Int("failures", l.Total), zap.Duration("after", l.Duration)}
+	if d := b.droppedSince(); d.Requests > 0 || d.KeyHours > 0 {
+		b.logger.Error(fmt.Sprintf("keygate: writing usage counts works again, but the counts of %d requests were dropped meanwhile: "+
+			"more than %d key-hours waited", d.Requests, b.usage.MaxPending),
+			append(fields, zap.Int64("dropped_requests", d.Requests), zap.Int64("dropped_recipients", d.Recipients))...)
+		return
+	}
+	b.logger.Info("keygate: writing usage counts works again; the counts held meanwhile are in the store", fields...)
+}
+
+// droppedSince returns what the recorder dropped since the flush outage
+// began.
+func (b *backend) droppedSince() usage.Counts {
+	d := b.usage.Dropped()
+	return usage.Counts{
+		KeyHours:   d.KeyHours - b.dropped.KeyHours,
+		Requests:   d.Requests - b.dropped.Requests,
+		Recipients: d.Recipients - b.dropped.Recipients,
+	}
+}
+
+// noteSwitch logs the store's switch to another database: a SQLite file
+// replaced at its path while open (see store.Open).
+func (b *backend) noteSwitch() {
+	r, ok := b.store.(store.Replaceable)
+	if !ok || r.Generation() == b.generation {
+		return
+	}
+	b.generation = r.Generation()
+	b.logger.Error("keygate: the store file was replaced while open; the gateway now uses the file at the path " +
+		"(keys only in the old file are no longer valid; usage counts held meanwhile are written to the new one)")
+}
+
+// logPollFault reports an outage of the change-log poll.
+func (b *backend) logPollFault(l faultlog.Line) {
+	level := zap.WarnLevel
+	if errors.Is(l.Err, store.ErrFileGone) {
+		level = zap.ErrorLevel
+	}
+	switch l.Kind {
+	case faultlog.Began:
+		b.logger.Log(level, "keygate: reading the key change log failed; changes made by other processes are not seen until it works again",
+			zap.Error(l.Err))
+	case faultlog.Continues:
+		b.logger.Log(level, fmt.Sprintf("keygate: reading the key change log still fails: %d more failures since the last line", l.Failures),
+			zap.Duration("for", l.Duration), zap.Error(l.Err))
+	case faultlog.Ended:
+		b.logger.Info("keygate: reading the key change log works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
 	}
 }
 
@@ -326,24 +455,40 @@ func (b *backend) Destruct() error {
 	b.stopPrune()
 	<-b.done
 	<-b.pruneDone
-	var errs []error
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for attempt := 0; attempt < 3; attempt++ {
-		err := b.usage.Flush(ctx, b.store)
-		if err == nil {
-			break
-		}
-		if attempt == 2 {
-			errs = append(errs, fmt.Errorf("keygate: final usage flush: %w", err))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	b.finalFlush()
 	b.verifier.Close()
 	if err := b.store.Close(); err != nil {
-		errs = append(errs, err)
+		return fmt.Errorf("keygate: store %s: %w", b.redacted, err)
 	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// finalFlush writes every count still in memory. If the store refuses them,
+// it keeps them in the spill for the next start and says so at ERROR; if
+// that fails too, it says at ERROR how many counts are lost.
+func (b *backend) finalFlush() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err = b.usage.Flush(ctx, b.store); err == nil {
+			b.flushFault.Observe(time.Now(), nil)
+			return
+		}
+	}
+	held := b.usage.Held()
+	fields := []zap.Field{zap.Int64("requests", held.Requests), zap.Int64("recipients", held.Recipients),
+		zap.Int("key_hours", held.KeyHours), zap.Error(err)}
+	if kerr := b.usage.Flush(ctx, b.spill); kerr != nil {
+		b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed and the counts could not be kept elsewhere: "+
+			"the counts of %d requests are lost", held.Requests), append(fields, zap.NamedError("keep_error", kerr))...)
+		return
+	}
+	b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed; the counts of %d requests are kept in %s "+
+		"and added to the store when a gateway next opens it", held.Requests, b.spill.Dir), fields...)
 }
 
 // afterWrite makes a change made by this process through the store enforced

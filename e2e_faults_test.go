@@ -1,10 +1,19 @@
 package keygate_test
 
 import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
 // Faults an operator meets in production, with the real binary: a busy key
@@ -71,5 +80,288 @@ func TestBusyKeyIsNeverLockedOutByItsNeighbour(t *testing.T) {
 	}
 	if n := g.metric("keygate_store_queries_total") - refills; n < boundaries-1 {
 		t.Errorf("%v store queries: the busy key's entry was not refilled at each boundary", n)
+	}
+}
+
+// tmpfs mounts a small tmpfs at a new directory for the test, so a test can
+// fill a disk. It needs root; where it cannot mount, it skips, except in CI
+// (CI=true), where skipping would hide that the fault was never tested.
+func tmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tmpfs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		msg := "mounting a tmpfs to fill a disk needs root (and CAP_SYS_ADMIN in a container): " + strings.TrimSpace(string(out))
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	// Registered before any gateway starts, so it runs after they are
+	// stopped.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fill writes a file in dir until the disk is full, and returns its name.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	name := filepath.Join(dir, "filler")
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return name
+		}
+	}
+}
+
+func (g *gateway) usage(id string) usageJSON {
+	g.t.Helper()
+	var u usageJSON
+	if err := json.Unmarshal([]byte(g.keys("usage", id, "--json")), &u); err != nil {
+		g.t.Fatal(err)
+	}
+	return u
+}
+
+// send makes n allowed requests with key.
+func (g *gateway) send(key string, n int) {
+	g.t.Helper()
+	for i := range n {
+		if r := g.call("POST", "/v3/mail/send", key, nil); r.Status != 202 {
+			g.t.Fatalf("request %d of %d: %d %s", i+1, n, r.Status, r.Body)
+		}
+	}
+}
+
+// waitLog waits for a log line containing want.
+func (g *gateway) waitLog(want string) {
+	g.t.Helper()
+	if eventually(g.t, 10*time.Second, func() bool { return strings.Contains(g.logs(), want) }) < 0 {
+		g.t.Fatalf("no log line with %q:\n%s", want, g.logs())
+	}
+}
+
+// TestDiskFullAtGracefulStop: the disk holding the SQLite store fills up,
+// flushes fail, and then caddy is stopped gracefully. Before, the counts
+// since the disk filled were lost without a word. Now the final flush keeps
+// them in Caddy's data directory and the next start adds them; when that
+// directory is on the full disk too, the stop says at ERROR how many
+// requests' counts are lost.
+func TestDiskFullAtGracefulStop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// dataOnDisk puts Caddy's data directory on the full disk too,
+		// as the default store path does.
+		dataOnDisk bool
+	}{
+		{"the counts are kept elsewhere and added at the next start", false},
+		{"the counts cannot be kept and the loss is logged with its size", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := tmpfs(t, "4m")
+			up := newUpstream(t)
+			gc := gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + filepath.Join(disk, "keys.db")}
+			if tc.dataOnDisk {
+				gc.env = []string{"XDG_DATA_HOME=" + disk}
+			}
+			g := startGateway(t, gc)
+			k := g.issue("--name", "busy", "--scope", "mail.send")
+			g.send(k.Key, 50)
+			if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 50 }) < 0 {
+				t.Fatal("the first 50 requests were not flushed")
+			}
+
+			filler := fill(t, disk)
+			g.send(k.Key, 30)
+			g.waitLog("writing usage counts") // a flush failed
+			g.stop()
+
+			logs := g.logs()
+			final := ""
+			for _, line := range strings.Split(logs, "\n") {
+				if strings.Contains(line, "final usage flush failed") {
+					final = line
+				}
+			}
+			if !strings.Contains(final, `"level":"error"`) {
+				t.Fatalf("no ERROR line for the failed final flush:\n%s", logs)
+			}
+			if tc.dataOnDisk {
+				if !strings.Contains(final, "the counts of 30 requests are lost") {
+					t.Errorf("the final flush line does not say 30 requests' counts are lost: %s", final)
+				}
+				return
+			}
+			if !strings.Contains(final, "the counts of 30 requests are kept in") {
+				t.Fatalf("the final flush line does not say 30 requests' counts are kept: %s", final)
+			}
+
+			os.Remove(filler)
+			g.start()
+			if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 80 }) < 0 {
+				t.Fatalf("usage after the restart: %+v, want 80 allowed\n%s", g.usage(k.ID), g.logs())
+			}
+			g.send(k.Key, 1)
+			g.stop()
+			if u := g.usage(k.ID); u.Allowed != 81 {
+				t.Errorf("usage after another stop: %d allowed, want 81", u.Allowed)
+			}
+		})
+	}
+}
+
+// TestStoreFileDeletedWhileRunning: the SQLite file is deleted under a
+// running gateway. Before, the gateway went on with the deleted file without
+// a word, `caddy keys issue` created a new file the gateway never read, and
+// every count after the delete was lost. Now the gateway says so at ERROR
+// within a poll, keeps answering keys, holds the counts, and switches to
+// whatever file is put at the path: a backup put back, or a new store.
+func TestStoreFileDeletedWhileRunning(t *testing.T) {
+	needBinary(t)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	gc := gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + path}
+	g := &gateway{t: t, store: gc.store}
+	// A backup holding the key, taken before the gateway starts.
+	k := g.issue("--name", "survivor", "--scope", "mail.send")
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = startGateway(t, gc)
+	if !strings.Contains(g.logs(), `"msg":"keygate: opened the key store","store":"sqlite:`+path+`"`) {
+		t.Errorf("the startup log does not name the store:\n%s", g.logs())
+	}
+	g.send(k.Key, 5)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 5 }) < 0 {
+		t.Fatal("the first 5 requests were not flushed")
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	g.waitLog("the file was deleted or moved away while open")
+	for _, line := range strings.Split(g.logs(), "\n") {
+		if strings.Contains(line, "deleted or moved away") && !strings.Contains(line, `"level":"error"`) {
+			t.Errorf("the deleted file is reported below ERROR: %s", line)
+		}
+	}
+	g.send(k.Key, 10) // still answered; counted in memory
+
+	// The backup put back: the gateway switches to it and writes the
+	// counts it held there.
+	if err := os.WriteFile(path, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.waitLog("the store file was replaced while open")
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 10 }) < 0 {
+		t.Fatalf("the 10 requests made while the file was gone: %+v\n%s", g.usage(k.ID), g.logs())
+	}
+
+	// Deleted again, and a new store made by the CLI: the gateway
+	// follows it, so a key issued there works and the old one does not.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the gateway has seen the delete
+	fresh := g.issue("--name", "fresh", "--scope", "mail.send")
+	if eventually(t, 2*time.Second, func() bool { return g.call("POST", "/v3/mail/send", fresh.Key, nil).Status == 202 }) < 0 {
+		t.Fatalf("a key issued in the new store is not accepted:\n%s", g.logs())
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 401 || r.code() != "invalid_key" {
+		t.Errorf("a key only in the deleted file: %d %s, want 401 invalid_key", r.Status, r.Body)
+	}
+	g.stop()
+	if u := g.usage(fresh.ID); u.Allowed != 1 {
+		t.Errorf("the new key's usage: %d allowed, want 1", u.Allowed)
+	}
+}
+
+// A store file missing beside its write-ahead log (a gateway killed after
+// the file was deleted): the CLI refuses to create a store there, which the
+// left-over log would corrupt, and says what to do.
+func TestCLIRefusesAStoreBesideAnOrphanLog(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL})
+	k := g.issue("--name", "a", "--scope", "mail.send")
+	g.send(k.Key, 1)
+	g.kill() // leaves keys.db-wal and keys.db-shm
+	path := strings.TrimPrefix(g.store, "sqlite:")
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Skipf("the killed gateway left no write-ahead log: %v", err)
+	}
+	os.Remove(path)
+	_, stderr, err := g.keysRaw("issue", "--name", "b", "--scope", "mail.send")
+	if err == nil || !strings.Contains(stderr, "write-ahead log") || !strings.Contains(stderr, "keys.db-wal") {
+		t.Errorf("caddy keys issue beside an orphan log: %v\n%s", err, stderr)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Error("the refused command created the store file")
+	}
+}
+
+// TestPostgresOutageIsAFewLogLines: while PostgreSQL is down, the change-log
+// poll (every 200 ms) and the usage flush (every second) each log the
+// outage once, not once per attempt, then one line when it is back. The
+// startup line names the store with its password redacted.
+func TestPostgresOutageIsAFewLogLines(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	// Trust authentication ignores the password; it is there to be redacted.
+	uri := strings.Replace(pg.URI, "postgres@", "postgres:hunter2-secret@", 1)
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: uri})
+	k := g.issue("--name", "a", "--scope", "mail.send")
+	if !strings.Contains(g.logs(), `"msg":"keygate: opened the key store","store":"postgres://postgres:xxxxx@127.0.0.1`) {
+		t.Errorf("the startup log does not name the store with its password redacted:\n%s", g.logs())
+	}
+	g.send(k.Key, 3)
+
+	pg.Stop()
+	g.send(k.Key, 3) // cached: still answered, counted in memory
+	time.Sleep(4 * time.Second)
+	pg.Start()
+	g.waitLog("reading the key change log works again")
+	g.waitLog("writing usage counts works again")
+	g.stop()
+
+	logs := g.logs()
+	if strings.Contains(logs, "hunter2-secret") {
+		t.Error("a log line holds the store's password")
+	}
+	count := func(s string) int {
+		n := 0
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, `"msg":"keygate: `+s) {
+				n++
+			}
+		}
+		return n
+	}
+	poll, flush := count("reading the key change log"), count("writing usage counts")
+	t.Logf("a 4 s outage: %d change-log lines, %d usage-flush lines", poll, flush)
+	// Began and works again, each; one attempt every 200 ms and every
+	// second would be about 20 and 4 lines.
+	if poll != 2 || flush != 2 {
+		t.Errorf("%d change-log lines and %d usage-flush lines for one outage, want 2 each:\n%s", poll, flush, logs)
+	}
+	if u := g.usage(k.ID); u.Allowed != 6 {
+		t.Errorf("usage after the outage: %d allowed, want 6", u.Allowed)
 	}
 }

@@ -206,7 +206,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimitRedis != "" {
 		sl, err := acquireShared(h.RateLimitRedis, b, h.logger)
 		if err != nil {
-			releaseBackend(h.storeURI)
+			releaseBackend(h.storeURI, h.logger)
 			return err
 		}
 		h.shared = sl
@@ -227,7 +227,7 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.backend != nil {
 		h.backend.handlers.Delete(h)
-		releaseBackend(h.storeURI)
+		releaseBackend(h.storeURI, h.logger)
 	}
 	return nil
 }

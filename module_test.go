@@ -94,7 +94,7 @@ func TestStoreUnavailableFailsClosedForUncachedKeys(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer releaseBackend(uri)
+	defer releaseBackend(uri, caddy.Log())
 	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
 	_, cached := issue(t, st, "mail.send")
 	_, uncached := issue(t, st, "mail.send")
@@ -223,7 +223,7 @@ func TestUsageIsWrittenInBatchesNotPerRequest(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer releaseBackend(uri)
+	defer releaseBackend(uri, caddy.Log())
 	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
 	rec, key := issue(t, st, "mail.send")
 	for i := 0; i < 200; i++ {

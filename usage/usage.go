@@ -13,6 +13,7 @@ package usage
 import (
 	"context"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,6 +156,40 @@ type Recorder struct {
 	MaxPending int
 
 	flushes, failures, dropped atomic.Uint64
+	droppedCounts              Counts // guarded by flushMu
+}
+
+// Counts sums tallies, for reporting what is held or was lost.
+type Counts struct {
+	KeyHours   int   // key-hour tallies
+	Requests   int64 // requests counted, allowed and denied
+	Recipients int64
+}
+
+func (c *Counts) add(t *tally) {
+	c.KeyHours++
+	c.Requests += t.allowed
+	for _, d := range t.denied {
+		c.Requests += d.n
+	}
+	c.Recipients += t.recipients
+}
+
+// CountsOf sums usage deltas as Counts.
+func CountsOf(deltas []store.UsageDelta) Counts {
+	var c Counts
+	for _, d := range deltas {
+		c.KeyHours++
+		for metric, n := range d.Counts {
+			switch {
+			case metric == MetricAllowed, strings.HasPrefix(metric, DeniedPrefix):
+				c.Requests += n
+			case metric == MetricRecipients:
+				c.Recipients += n
+			}
+		}
+	}
+	return c
 }
 
 // NewRecorder returns an empty recorder.
@@ -218,6 +253,34 @@ func (r *Recorder) Backlog() int {
 	n += len(r.pending)
 	r.flushMu.Unlock()
 	return n
+}
+
+// Held returns what is counted in memory and not yet in the store: the
+// tallies since the last flush and those failed flushes kept.
+func (r *Recorder) Held() Counts {
+	var c Counts
+	r.flushMu.Lock()
+	for _, t := range r.pending {
+		c.add(t)
+	}
+	r.flushMu.Unlock()
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for _, t := range s.m {
+			c.add(t)
+		}
+		s.mu.Unlock()
+	}
+	return c
+}
+
+// Dropped returns what was dropped so far to keep the tallies held across
+// failed flushes within MaxPending.
+func (r *Recorder) Dropped() Counts {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	return r.droppedCounts
 }
 
 // Stats reports flushes, failed flushes and dropped key-hours.
@@ -289,6 +352,7 @@ func (r *Recorder) trimPending() {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].hour < keys[j].hour })
 	for _, k := range keys[:len(keys)-r.MaxPending] {
+		r.droppedCounts.add(r.pending[k])
 		delete(r.pending, k)
 		r.dropped.Add(1)
 	}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,4 +253,118 @@ func TestRecorderMemoryPerActiveKey(t *testing.T) {
 		t.Errorf("%.0f bytes per active key's usage tally, want at most 300", per)
 	}
 	runtime.KeepAlive(r)
+}
+
+func TestRecorderReportsWhatItHoldsAndWhatItDropped(t *testing.T) {
+	r := NewRecorder()
+	r.MaxPending = 2
+	s := newSink()
+	s.fail = true
+	for h := range 3 {
+		at := t0.Add(time.Duration(h) * time.Hour)
+		r.Record("key_a", MetricAllowed, 202, 2, "10.0.0.1", at)
+		r.Record("key_a", DeniedPrefix+"rate_limited", 429, 0, "10.0.0.1", at)
+	}
+	if got, want := r.Held(), (Counts{KeyHours: 3, Requests: 6, Recipients: 6}); got != want {
+		t.Errorf("Held() before a flush = %+v, want %+v", got, want)
+	}
+	if err := r.Flush(context.Background(), s); err == nil {
+		t.Fatal("the flush did not fail")
+	}
+	// The oldest hour went to keep two.
+	if got, want := r.Held(), (Counts{KeyHours: 2, Requests: 4, Recipients: 4}); got != want {
+		t.Errorf("Held() after a failed flush = %+v, want %+v", got, want)
+	}
+	if got, want := r.Dropped(), (Counts{KeyHours: 1, Requests: 2, Recipients: 2}); got != want {
+		t.Errorf("Dropped() = %+v, want %+v", got, want)
+	}
+	s.fail = false
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Held(); got != (Counts{}) {
+		t.Errorf("Held() after a flush = %+v, want nothing", got)
+	}
+}
+
+func TestSpillKeepsAFailedFinalFlushForTheNextStart(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "unflushed")
+	sp := Spill{Dir: dir, Name: "store1"}
+	r := NewRecorder()
+	r.Record("key_a", MetricAllowed, 202, 3, "10.0.0.1", t0)
+	r.Record("key_a", MetricAllowed, 202, 0, "10.0.0.2", t0.Add(time.Minute))
+	r.Record("key_b", DeniedPrefix+"revoked_key", 401, 0, "10.0.0.3", t0)
+	if err := r.Flush(ctx, sp); err != nil {
+		t.Fatal(err)
+	}
+	r.Record("key_a", MetricAllowed, 202, 1, "10.0.0.1", t0.Add(time.Hour))
+	if err := r.Flush(ctx, sp); err != nil {
+		t.Fatal(err)
+	}
+	if held := r.Held(); held != (Counts{}) {
+		t.Fatalf("the recorder still holds %+v after flushing to the spill", held)
+	}
+	other := Spill{Dir: dir, Name: "store2"}
+	if files, _ := other.Files(); len(files) != 0 {
+		t.Fatalf("another store's spill sees %q", files)
+	}
+
+	s := newSink()
+	s.fail = true
+	if _, err := sp.AddTo(ctx, s); err == nil {
+		t.Fatal("AddTo a failing store succeeded")
+	}
+	if files, _ := sp.Files(); len(files) != 2 {
+		t.Fatalf("%d files kept after a failed AddTo, want 2", len(files))
+	}
+	s.fail = false
+	added, err := sp.AddTo(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Counts{KeyHours: 3, Requests: 4, Recipients: 4}); added != want {
+		t.Errorf("AddTo added %+v, want %+v", added, want)
+	}
+	want := map[string]map[string]int64{
+		"key_a": {MetricAllowed: 3, MetricRecipients: 4, "status.2xx": 3},
+		"key_b": {DeniedPrefix + "revoked_key": 1, "status.4xx": 1},
+	}
+	for k, m := range want {
+		if !maps.Equal(s.counts[k], m) {
+			t.Errorf("%s: %v, want %v", k, s.counts[k], m)
+		}
+	}
+	if !s.last["key_a"].Equal(t0.Add(time.Hour)) {
+		t.Errorf("last use %v", s.last["key_a"])
+	}
+	if files, _ := sp.Files(); len(files) != 0 {
+		t.Errorf("files left after AddTo: %q", files)
+	}
+}
+
+func TestSpillSetsAsideAFileItCannotRead(t *testing.T) {
+	dir := t.TempDir()
+	sp := Spill{Dir: dir, Name: "s"}
+	if err := os.WriteFile(filepath.Join(dir, "s-1.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp.AddTo(context.Background(), newSink()); err == nil || !strings.Contains(err.Error(), "set aside") {
+		t.Fatalf("AddTo = %v, want an error saying the file was set aside", err)
+	}
+	if _, err := sp.AddTo(context.Background(), newSink()); err != nil {
+		t.Errorf("AddTo after setting it aside = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "s-1.json.unreadable")); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSpillReportsAFileItCannotWrite(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, nil, 0o600)
+	sp := Spill{Dir: filepath.Join(blocker, "unflushed"), Name: "s"} // under a file: cannot be made
+	if err := sp.AddUsage(context.Background(), []store.UsageDelta{{KeyID: "k", Hour: t0}}); err == nil {
+		t.Fatal("AddUsage succeeded")
+	}
 }

@@ -30,6 +30,26 @@ type fakeStore struct {
 	block atomic.Bool
 
 	reads atomic.Int64
+
+	// gen is the store's Generation (store.Replaceable): a test bumps it
+	// to swap the database for another.
+	gen atomic.Uint64
+}
+
+func (s *fakeStore) Generation() uint64 { return s.gen.Load() }
+
+// replace swaps every record for recs, with a change log of its own, as a
+// SQLite file replaced at its path is.
+func (s *fakeStore) replace(recs ...*store.Record) {
+	s.mu.Lock()
+	s.recs = map[store.Digest]*store.Record{}
+	s.changes = nil
+	for _, r := range recs {
+		s.recs[r.Digest] = r
+		s.changes = append(s.changes, store.Change{Seq: int64(len(s.changes) + 1), Digest: r.Digest})
+	}
+	s.mu.Unlock()
+	s.gen.Add(1)
 }
 
 func newFakeStore() *fakeStore {

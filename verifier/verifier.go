@@ -44,8 +44,12 @@ type Options struct {
 	PollInterval time.Duration
 	// StoreTimeout bounds each store call; default 2s.
 	StoreTimeout time.Duration
-	// Logf, if set, receives the problems the poller works around.
-	Logf func(format string, args ...any)
+	// OnSync, if set, receives the outcome of every Sync the Verifier runs
+	// on its own (the first in New, then every poll): nil, or the error it
+	// worked around by keeping its cache. It is called every PollInterval,
+	// so a caller logging errors should report an outage once (see
+	// internal/faultlog), not every call.
+	OnSync func(err error)
 }
 
 // Stats counts what a Verifier did since it was created.
@@ -132,9 +136,10 @@ type Verifier struct {
 	invs   map[store.Digest]invalidation
 	numInv atomic.Int64 // len(invs), read without the lock on hits
 
-	syncMu sync.Mutex // serializes Sync, which owns cursor
+	syncMu sync.Mutex // serializes Sync, which owns cursor and gen
 	cursor int64      // last change-log sequence applied
 	synced bool       // cursor is known
+	gen    uint64     // the store's Generation when last synced
 
 	hits, misses, negHits, queries, storeErrs, knownRefills atomic.Uint64
 
@@ -226,8 +231,8 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 	if o.MaxCost == 0 {
 		o.MaxCost = 1 << 20
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
+	if o.OnSync == nil {
+		o.OnSync = func(error) {}
 	}
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		// Ten counters per entry is ristretto's advice; the cap keeps a
@@ -260,10 +265,9 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 	}
 	v.maxTTL.Store(int64(o.NegativeTTL))
 	ctx, cancel := context.WithTimeout(context.Background(), o.StoreTimeout)
-	if err := v.Sync(ctx); err != nil {
-		// Not fatal: the poller retries, and Lookup fails closed meanwhile.
-		o.Logf("%v", err)
-	}
+	// An error is not fatal: the poller retries, and Lookup fails closed
+	// meanwhile.
+	o.OnSync(v.Sync(ctx))
 	cancel()
 	go v.poll()
 	return v, nil
@@ -550,10 +554,20 @@ func (v *Verifier) sweep(now time.Time) {
 // Sync reads the store's change log now and invalidates every digest that
 // changed since the last Sync. The admin API calls it after its own writes,
 // so they are enforced on the very next request. If the change log cannot be
-// read in full, Sync voids the whole cache, which is always safe.
+// read in full, or the store switched to another database
+// (store.Replaceable), Sync voids the whole cache, which is always safe.
 func (v *Verifier) Sync(ctx context.Context) error {
 	v.syncMu.Lock()
 	defer v.syncMu.Unlock()
+	if r, ok := v.st.(store.Replaceable); ok {
+		// Read before the change log: a switch after this read is seen by
+		// the next Sync, within a poll.
+		if gen := r.Generation(); gen != v.gen {
+			// Another database: nothing cached, and no cursor, holds.
+			v.invalidateAll()
+			v.gen, v.synced = gen, false
+		}
+	}
 	last, err := v.st.LastChange(ctx)
 	if err != nil {
 		return fmt.Errorf("keygate: verifier: reading the key change log position: %w", err)
@@ -601,9 +615,7 @@ func (v *Verifier) poll() {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), v.opts.StoreTimeout)
-		if err := v.Sync(ctx); err != nil {
-			v.opts.Logf("%v", err)
-		}
+		v.opts.OnSync(v.Sync(ctx))
 		cancel()
 		v.prune()
 		v.sweep(v.now())

@@ -42,7 +42,13 @@ func newTestVerifier(t testing.TB, st store.Store, o Options, clock *fakeClock) 
 	if clock != nil {
 		now = clock.now
 	}
-	o.Logf = t.Logf
+	if o.OnSync == nil {
+		o.OnSync = func(err error) {
+			if err != nil {
+				t.Log(err)
+			}
+		}
+	}
 	v, err := newVerifier(st, o, now)
 	if err != nil {
 		t.Fatal(err)
@@ -756,5 +762,65 @@ func TestCachedRecordLeavesOutWhatTheGatewayNeverReads(t *testing.T) {
 	}
 	if rec.Hint == "" || rec.LastUsedAt == nil || rec.LastIP == "" {
 		t.Error("the store's own record was modified")
+	}
+}
+
+// A store that switched to another database (a SQLite file replaced at its
+// path) has a change log of its own, which may even be longer than the old
+// one: the next Sync voids the whole cache, whatever the log says.
+func TestSyncVoidsTheCacheWhenTheStoreSwitchesDatabases(t *testing.T) {
+	ctx := context.Background()
+	st := newFakeStore()
+	kept, dropped := newRecord(t), newRecord(t)
+	st.put(kept)
+	st.put(dropped)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	for _, r := range []*store.Record{kept, dropped} {
+		if _, err := v.Lookup(ctx, r.Digest, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.cache.Wait()
+	revoked := kept.Clone()
+	now := time.Now()
+	revoked.RevokedAt = &now
+	// The other file: the kept key revoked, the dropped key absent, and
+	// three changes, more than the two the cursor is at.
+	st.replace(revoked, newRecord(t), newRecord(t))
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Lookup(ctx, kept.Digest, time.Hour); err != nil || !got.Revoked() {
+		t.Errorf("a key revoked in the new database = %+v, %v; want it revoked", got, err)
+	}
+	if _, err := v.Lookup(ctx, dropped.Digest, time.Hour); !errors.Is(err, ErrUnknown) {
+		t.Errorf("a key absent from the new database = %v, want ErrUnknown", err)
+	}
+}
+
+func TestOnSyncReportsEveryPoll(t *testing.T) {
+	st := newFakeStore()
+	results := make(chan error, 100)
+	newTestVerifier(t, st, Options{PollInterval: 5 * time.Millisecond, OnSync: func(err error) {
+		select {
+		case results <- err:
+		default:
+		}
+	}}, nil)
+	if err := <-results; err != nil {
+		t.Fatalf("first Sync: %v", err)
+	}
+	down := errors.New("connection refused")
+	st.failWith(down)
+	for err := range results {
+		if errors.Is(err, down) {
+			break
+		}
+	}
+	st.failWith(nil)
+	for err := range results {
+		if err == nil {
+			break
+		}
 	}
 }

@@ -1,0 +1,187 @@
+package keygate
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/usage"
+)
+
+// brokenStore fails usage writes while writes is set and change-log reads
+// while polls is set, as a full disk or an unreachable database would.
+type brokenStore struct {
+	store.Store
+	writes, polls atomic.Bool
+}
+
+var errBroken = errors.New("database or disk is full")
+
+func (s *brokenStore) AddUsage(ctx context.Context, d []store.UsageDelta) error {
+	if s.writes.Load() {
+		return errBroken
+	}
+	return s.Store.AddUsage(ctx, d)
+}
+
+func (s *brokenStore) LastChange(ctx context.Context) (int64, error) {
+	if s.polls.Load() {
+		return 0, errBroken
+	}
+	return s.Store.LastChange(ctx)
+}
+
+// startTestBackend opens a backend for uri on st, logging to the returned
+// observer, with its final flushes kept under unflushed.
+func startTestBackend(t *testing.T, uri string, st store.Store, unflushed string) (*backend, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	defer func(f func() string) { unflushedDir = f }(unflushedDir)
+	unflushedDir = func() string { return unflushed }
+	v, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
+		return newBackend(uri, st, zap.New(core))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.(*backend), logs
+}
+
+func openSQLiteStore(t *testing.T, path string) store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// record counts n allowed requests with one recipient each.
+func record(b *backend, keyID string, n int) {
+	for range n {
+		b.usage.Record(keyID, usage.MetricAllowed, 202, 1, "192.0.2.1", time.Now())
+	}
+}
+
+// A graceful stop whose final flush the store refuses (disk full): the
+// counts are kept beside Caddy's data and written at the next start, and
+// the stop says so at ERROR.
+func TestFinalFlushTheStoreRefusesIsKeptForTheNextStart(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour // only the flushes below write
+	dir := t.TempDir()
+	unflushed := filepath.Join(dir, "unflushed")
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs := startTestBackend(t, uri, st, unflushed)
+	rec, _ := issue(t, st, "mail.send")
+	record(b, rec.ID, 601)
+	st.writes.Store(true)
+	releaseBackend(uri, zap.NewNop())
+
+	lines := logs.FilterMessageSnippet("final usage flush failed").All()
+	if len(lines) != 1 || lines[0].Level != zapcore.ErrorLevel ||
+		!strings.Contains(lines[0].Message, "601 requests are kept in "+unflushed) {
+		t.Fatalf("final flush lines: %+v", lines)
+	}
+	if got := lines[0].ContextMap()["requests"]; got != int64(601) {
+		t.Errorf("requests field %v, want 601", got)
+	}
+
+	// The next start, with the disk freed.
+	st2 := openSQLiteStore(t, filepath.Join(dir, "keys.db"))
+	b2, logs2 := startTestBackend(t, uri, st2, unflushed)
+	defer releaseBackend(uri, zap.NewNop())
+	b2.flushUsage()
+	u, err := st2.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || u.Allowed != 601 || u.Recipients != 601 {
+		t.Fatalf("usage after the next start: %+v, %v; want 601 allowed", u, err)
+	}
+	if logs2.FilterMessageSnippet("added the usage counts a previous stop could not write").Len() != 1 {
+		t.Errorf("no line says the kept counts were added: %v", logs2.All())
+	}
+	if files, _ := filepath.Glob(filepath.Join(unflushed, "*")); len(files) != 0 {
+		t.Errorf("kept files left after they were added: %q", files)
+	}
+	b2.flushUsage()
+	if u, _ := st2.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour)); u.Allowed != 601 {
+		t.Errorf("the kept counts were added twice: %d allowed", u.Allowed)
+	}
+}
+
+// When the counts cannot be kept either, the stop says how many are lost.
+func TestFinalFlushThatCannotBeKeptSaysHowManyCountsAreLost(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "not-a-directory")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs := startTestBackend(t, uri, st, filepath.Join(blocker, "unflushed"))
+	record(b, "key_a", 75)
+	record(b, "key_b", 5)
+	st.writes.Store(true)
+	releaseBackend(uri, zap.NewNop())
+
+	lines := logs.FilterMessageSnippet("final usage flush failed").All()
+	if len(lines) != 1 || lines[0].Level != zapcore.ErrorLevel ||
+		!strings.Contains(lines[0].Message, "the counts of 80 requests are lost") {
+		t.Fatalf("final flush lines: %+v", lines)
+	}
+	if got := lines[0].ContextMap()["key_hours"]; got != int64(2) {
+		t.Errorf("key_hours field %v, want 2", got)
+	}
+}
+
+// A store outage is a few lines, not one per failed flush or poll: the
+// first failure, a summary per interval, one line when it works again.
+func TestStoreOutageIsLoggedOnceNotPerAttempt(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	defer func(d time.Duration) { faultInterval = d }(faultInterval)
+	faultInterval = time.Hour
+	dir := t.TempDir()
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+
+	st.writes.Store(true)
+	st.polls.Store(true)
+	for range 100 {
+		record(b, "key_a", 1)
+		b.flushUsage()
+	}
+	time.Sleep(time.Second) // about five polls of the change log
+	st.writes.Store(false)
+	st.polls.Store(false)
+	b.flushUsage()
+	time.Sleep(500 * time.Millisecond)
+
+	flush := logs.FilterMessageSnippet("writing usage counts").All()
+	if len(flush) != 2 || flush[0].Level != zapcore.ErrorLevel || flush[1].Level != zapcore.InfoLevel ||
+		!strings.Contains(flush[1].Message, "works again") || flush[1].ContextMap()["failures"] != int64(100) {
+		t.Errorf("100 failed flushes and a good one logged as %d lines: %+v", len(flush), flush)
+	}
+	if got := flush[0].ContextMap()["held_requests"]; got != int64(1) {
+		t.Errorf("the first line holds %v requests, want 1", got)
+	}
+	poll := logs.FilterMessageSnippet("key change log").All()
+	if len(poll) != 2 || poll[0].Level != zapcore.WarnLevel || !strings.Contains(poll[1].Message, "works again") {
+		t.Errorf("failed polls logged as %d lines: %+v", len(poll), poll)
+	}
+}

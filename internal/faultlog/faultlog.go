@@ -1,0 +1,103 @@
+// Package faultlog reports a failure that may repeat many times a second,
+// such as a store that cannot be reached, in a few log lines rather than one
+// per attempt: the first failure, then one summary per interval while
+// failures go on ("N more failures in the last minute"), then one line when
+// an attempt succeeds again. A PostgreSQL outage seen by a 200 ms poll is
+// three lines an hour instead of 18,000.
+//
+// The package imports nothing from Caddy; callers turn a Line into a log
+// entry at the level they choose.
+package faultlog
+
+import (
+	"sync"
+	"time"
+)
+
+// Kind says what a Line reports.
+type Kind uint8
+
+const (
+	// Began: the first failure, after a success or ever.
+	Began Kind = iota + 1
+	// Continues: the failures since the previous line, once an interval
+	// has passed since it and another failure is observed.
+	Continues
+	// Ended: the first success after failures.
+	Ended
+)
+
+// Line is one report of a fault.
+type Line struct {
+	Kind Kind
+	// Err is the latest failure; nil when the fault Ended.
+	Err error
+	// Failures counts the failures since the previous line (1 when the
+	// fault Began).
+	Failures int
+	// Total counts the failures since the fault began.
+	Total int
+	// Since is when the fault began; Duration how long ago that is.
+	Since    time.Time
+	Duration time.Duration
+}
+
+// Fault tracks one kind of failure. It is safe for concurrent use.
+type Fault struct {
+	interval time.Duration
+	report   func(Line)
+
+	mu         sync.Mutex
+	failing    bool
+	since      time.Time
+	lastLine   time.Time
+	total      int
+	unreported int
+}
+
+// New returns a Fault that calls report for each line, with a summary at
+// most once per interval (default: a minute) while the failure goes on.
+func New(interval time.Duration, report func(Line)) *Fault {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	return &Fault{interval: interval, report: report}
+}
+
+// Observe records the outcome of one attempt at now: a failure when err is
+// not nil, else a success. It calls report when the attempt begins or ends
+// the fault, or is the first failure an interval after the previous line.
+// Lines are reported one at a time, in order, so report must not call
+// Observe.
+func (f *Fault) Observe(now time.Time, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var l Line
+	switch {
+	case err == nil && !f.failing:
+		return
+	case err == nil:
+		l = Line{Kind: Ended, Failures: f.unreported, Total: f.total, Since: f.since}
+		f.failing, f.total, f.unreported = false, 0, 0
+	case !f.failing:
+		f.failing, f.since, f.lastLine, f.total, f.unreported = true, now, now, 1, 0
+		l = Line{Kind: Began, Err: err, Failures: 1, Total: 1, Since: now}
+	default:
+		f.total++
+		f.unreported++
+		if now.Sub(f.lastLine) < f.interval {
+			return
+		}
+		l = Line{Kind: Continues, Err: err, Failures: f.unreported, Total: f.total, Since: f.since}
+		f.lastLine, f.unreported = now, 0
+	}
+	l.Duration = now.Sub(l.Since)
+	f.report(l)
+}
+
+// Failing reports whether the last attempt observed failed.
+func (f *Fault) Failing() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failing
+}

@@ -1,0 +1,109 @@
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Spill keeps usage deltas in files when the store cannot take them: a
+// gateway whose final flush fails at a graceful stop (the store unreachable
+// or locked) flushes to a Spill instead, and adds what it kept to the store
+// at its next start. It is a Sink, so Recorder.Flush can write to it.
+//
+// Each flush is one file, written whole or not at all (a temporary file
+// renamed into place). Adding a file to the store and then removing it is
+// not atomic: a crash between the two adds its counts twice, as a retried
+// flush may when a store reports an error for a write it committed.
+type Spill struct {
+	// Dir holds the files; it is created when first written.
+	Dir string
+	// Name starts each file's name, to tell the stores sharing Dir apart.
+	Name string
+}
+
+// spillFile is a Spill file's content.
+type spillFile struct {
+	Version int                `json:"version"`
+	Deltas  []store.UsageDelta `json:"deltas"`
+}
+
+// AddUsage writes deltas to a new file.
+func (s Spill) AddUsage(_ context.Context, deltas []store.UsageDelta) error {
+	b, err := json.Marshal(spillFile{Version: 1, Deltas: deltas})
+	if err != nil {
+		return fmt.Errorf("keygate usage: keeping counts in %s: %w", s.Dir, err)
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("keygate usage: keeping counts: %w", err)
+	}
+	f, err := os.CreateTemp(s.Dir, "."+s.Name+"-*.tmp")
+	if err != nil {
+		return fmt.Errorf("keygate usage: keeping counts: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	name := filepath.Join(s.Dir, s.Name+"-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".json")
+	if err == nil {
+		err = os.Rename(f.Name(), name)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("keygate usage: keeping counts in %s: %w", s.Dir, err)
+	}
+	return nil
+}
+
+// Files returns the files kept for this Name, oldest first.
+func (s Spill) Files() ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(s.Dir, s.Name+"-*.json"))
+	sort.Strings(files) // same-length nanosecond stamps: oldest first
+	return files, err
+}
+
+// AddTo adds every kept file to sink, oldest first, removing each once
+// added, and returns what it added. It stops at the first file sink refuses,
+// which stays for the next call.
+func (s Spill) AddTo(ctx context.Context, sink Sink) (Counts, error) {
+	var added Counts
+	files, err := s.Files()
+	if err != nil {
+		return added, fmt.Errorf("keygate usage: kept counts in %s: %w", s.Dir, err)
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return added, fmt.Errorf("keygate usage: kept counts: %w", err)
+		}
+		var f spillFile
+		if err := json.Unmarshal(b, &f); err != nil || f.Version != 1 {
+			// Set aside, so it does not stop the files after it.
+			os.Rename(name, name+".unreadable")
+			return added, fmt.Errorf("keygate usage: kept counts in %s are not a usage file of version 1 (%v); set aside as %s.unreadable", name, err, filepath.Base(name))
+		}
+		if err := sink.AddUsage(ctx, f.Deltas); err != nil {
+			return added, fmt.Errorf("keygate usage: adding the counts kept in %s: %w", name, err)
+		}
+		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return added, fmt.Errorf("keygate usage: kept counts added, but: %w", err)
+		}
+		c := CountsOf(f.Deltas)
+		added.KeyHours += c.KeyHours
+		added.Requests += c.Requests
+		added.Recipients += c.Recipients
+	}
+	return added, nil
+}
