@@ -34,7 +34,8 @@ func init() {
 //
 // Errors have the gateway's shape, {"error":{"code","message"}}: 400
 // invalid_input, 404 not_found, 405 method_not_allowed (with Allow), 409
-// conflict, 500 internal_error.
+// conflict, 500 internal_error, 503 store_unavailable (the SQLite file was
+// deleted under the gateway).
 type Admin struct {
 	logger *zap.Logger
 }
@@ -168,6 +169,8 @@ func writeAdminError(w http.ResponseWriter, err error) error {
 			ae.status, ae.code = http.StatusNotFound, "not_found"
 		case errors.As(err, &conf):
 			ae.status, ae.code = http.StatusConflict, "conflict"
+		case errors.Is(err, store.ErrFileGone):
+			ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"
 		}
 	}
 	var body struct {
