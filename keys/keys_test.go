@@ -171,11 +171,17 @@ func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 			return err
 		},
 		func() error {
-			_, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true), Reason: "investigating"}, "bob")
+			res, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true), Reason: "investigating"}, "bob")
+			if err == nil && res.Unchanged {
+				return errors.New("a change is marked Unchanged")
+			}
 			return err
 		},
 		func() error {
-			_, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true)}, "bob") // no change: no event
+			res, err := f.Update(ctx, k.ID, Spec{Disabled: boolean(true)}, "bob") // no change: no event
+			if err == nil && !res.Unchanged {
+				return errors.New("a no-op update is not marked Unchanged")
+			}
 			return err
 		},
 		func() error {
