@@ -20,7 +20,7 @@ var ctx = context.Background()
 // fixture is a console on a fresh SQLite store whose gateways use the
 // scopes mail.send, templates.read and templates.write.
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	h   *Handler
 	svc *keys.Service
 	st  store.Store
@@ -36,7 +36,7 @@ var (
 // keyPattern is a default key, as the contract publishes it for scanners.
 var keyPattern = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
 	if err != nil {
