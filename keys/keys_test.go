@@ -458,3 +458,17 @@ func TestAuditCountsInWords(t *testing.T) {
 		t.Error("plural")
 	}
 }
+
+func TestFindShowsUseStillCountedInMemory(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, spec("crm", "mail.send"))
+	// BeforeUsage stands for the gateway's flush of counts it holds.
+	svc := New(f.st, Options{Now: func() time.Time { return f.t }, BeforeUsage: func() {
+		f.st.AddUsage(ctx, []store.UsageDelta{{KeyID: k.ID, Hour: f.t.Truncate(time.Hour),
+			Counts: map[string]int64{"allowed": 1}, LastUsedAt: f.t}})
+	}})
+	p, err := svc.Find(ctx, Query{})
+	if err != nil || len(p.Keys) != 1 || p.Keys[0].LastUsedAt == nil {
+		t.Errorf("Find does not show a use the gateway has not written yet: %v %+v", err, p)
+	}
+}

@@ -118,6 +118,9 @@ func (s *Service) Find(ctx context.Context, q Query) (*Page, error) {
 	if f.Order, ok = sortOrders[q.Sort]; !ok {
 		return nil, invalid("sort", q.Sort, "want last_used, created, name or expires")
 	}
+	if s.opts.BeforeUsage != nil {
+		s.opts.BeforeUsage() // the page shows and sorts by last use
+	}
 	total, err := s.st.CountKeys(ctx, f)
 	if err != nil {
 		return nil, err
