@@ -622,7 +622,7 @@ func TestTheKeyPageShowsUsageSignalsAndHistory(t *testing.T) {
 		if !strings.Contains(body, "<dd>"+allowed+"</dd>") {
 			t.Errorf("window %s: allowed total %s missing", window, allowed)
 		}
-		for _, want := range []string{"revoked_key", "the API key has been revoked", "192.0.2.66", "Worth a look", `class="chart"`, "issued"} {
+		for _, want := range []string{"revoked_key", "the API key has been revoked", "192.0.2.66", "Worth a look", `class="chart"`, "Issued"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("window %s: %q missing", window, want)
 			}

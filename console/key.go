@@ -54,6 +54,23 @@ type ipRow struct {
 	New bool
 }
 
+// ipRows marks the addresses first seen in the last 24 hours by a key that
+// was used from other addresses before, as the service's signals do: the
+// first address of a new key is not news.
+func ipRows(ips []store.IPUsage, t time.Time) []ipRow {
+	out := make([]ipRow, 0, len(ips))
+	var oldest time.Time
+	for _, ip := range ips {
+		if oldest.IsZero() || ip.First.Before(oldest) {
+			oldest = ip.First
+		}
+	}
+	for _, ip := range ips {
+		out = append(out, ipRow{IPUsage: ip, New: t.Sub(ip.First) < 24*time.Hour && ip.First.After(oldest)})
+	}
+	return out
+}
+
 var graceOptions = []option{
 	{"0", "Stop it now"},
 	{"1h", "1 hour"},
@@ -104,9 +121,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	first := c.now.Truncate(time.Hour).Add(-time.Duration(hours-1) * time.Hour)
 	v.From, v.To = v.When(first), v.When(c.now)
 	v.Denials = c.denials(v.Usage.Denied)
-	for _, ip := range v.Usage.TopIPs {
-		v.TopIPs = append(v.TopIPs, ipRow{IPUsage: ip, New: c.now.Sub(ip.First) < 24*time.Hour})
-	}
+	v.TopIPs = ipRows(v.Usage.TopIPs, c.now)
 	evs, err := c.keys.Events(ctx, rec.ID, 100)
 	if err != nil {
 		return err

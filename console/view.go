@@ -171,6 +171,29 @@ var statusLabels = map[string]string{
 	keys.StatusRevoked:  "Revoked",
 }
 
+// actionLabels say what an audit event's action was.
+var actionLabels = map[string]string{
+	"issued": "Issued", "updated": "Changed", "rotated": "Rotated", "disabled": "Disabled",
+	"enabled": "Enabled", "revoked": "Revoked", "leak_reported": "Revoked as leaked",
+}
+
+// ActionLabel is an audit event's action in words.
+func (v *view) ActionLabel(action string) string {
+	if l, ok := actionLabels[action]; ok {
+		return l
+	}
+	return action
+}
+
+// Hour shows an hour-long bucket: "this hour", or when it began.
+func (v *view) Hour(t time.Time) timeView {
+	tv := v.When(t)
+	if tv.Set && !t.Before(v.Now.Truncate(time.Hour)) {
+		tv.Rel = "this hour"
+	}
+	return tv
+}
+
 // StatusLabel is a status in words.
 func (v *view) StatusLabel(status string) string { return statusLabels[status] }
 
