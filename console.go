@@ -129,6 +129,13 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	ctx := console.WithMount(r.Context(), mountOf(r))
 	ip := clientIP(r)
+	// keygate sets {http.auth.user.id} to the id of the API key it let
+	// through: a route that runs the gateway before the console would
+	// make every key holder a console user.
+	if repl.ReplaceAll("{keygate.key.id}", "") != "" {
+		http.Error(w, "keygate_console: an API key is not a console sign-in; serve the console on a route without the keygate handler", http.StatusForbidden)
+		return nil
+	}
 	if id := strings.TrimSpace(repl.ReplaceAll(c.User, "")); id != "" {
 		ctx = console.WithUser(ctx, console.User{
 			ID:    id,

@@ -76,6 +76,8 @@ func TestConsoleNamesThePersonFromTheAuthenticationHandler(t *testing.T) {
 		{"anonymous from another machine", anon, nil, "203.0.113.9:5000", "192.0.2.1", "", 401, ""},
 		{"anonymous through a local proxy", anon, nil, "127.0.0.1:5000", "127.0.0.1", "203.0.113.9", 401, ""},
 		{"anonymous on ::1", anon, nil, "[::1]:5000", "::1", "", 200, "anonymous"},
+		{"an API key let through by keygate on the same route", c,
+			map[string]any{"http.auth.user.id": "key_abc", "keygate.key.id": "key_abc"}, "203.0.113.9:5000", "192.0.2.1", "", 403, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := consoleRequest("GET", "/console/", "/console", tc.remote, tc.local, tc.vars)

@@ -23,6 +23,9 @@ type reviewView struct {
 type reviewSection struct {
 	ID, Title, Advice string
 	Entries           []keys.AuditEntry
+	// Revocable sections offer admins a checkbox per key; stopped keys
+	// have nothing left to revoke.
+	Revocable bool
 }
 
 func (c *call) reviewPage() error {
@@ -35,11 +38,11 @@ func (c *call) showReview(status int, errMsg string) error {
 		return err
 	}
 	v := &reviewView{view: view{Title: "Review", Nav: "review"}, Err: errMsg, Sections: []reviewSection{
-		{"still-presented", "Stopped keys still being used", "Someone still sends requests with these revoked or expired keys: an integration that was not updated, or a leaked key being tried.", rep.StillPresented},
-		{"full-access", "Keys with full access", "These keys may use every route. Give each integration only the scopes it needs.", rep.FullAccess},
-		{"no-expiry", "Keys that never expire", "A key that never expires keeps working long after it is forgotten. Set an expiry.", rep.NoExpiry},
-		{"unused", "Keys nobody uses", "Unused for 30 days or more. Revoke what is no longer needed.", rep.Unused},
-		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring},
+		{"still-presented", "Stopped keys still being used", "Someone still sends requests with these revoked or expired keys: an integration that was not updated, or a leaked key being tried.", rep.StillPresented, false},
+		{"full-access", "Keys with full access", "These keys may use every route. Give each integration only the scopes it needs.", rep.FullAccess, true},
+		{"no-expiry", "Keys that never expire", "A key that never expires keeps working long after it is forgotten. Set an expiry.", rep.NoExpiry, true},
+		{"unused", "Keys nobody uses", "Unused for 30 days or more. Revoke what is no longer needed.", rep.Unused, true},
+		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring, true},
 	}}
 	v.Empty = true
 	for _, s := range v.Sections {
