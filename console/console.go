@@ -200,7 +200,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			continue
 		}
-		if rt.method != r.Method && !(rt.method == http.MethodGet && r.Method == http.MethodHead) {
+		// No HEAD: a HEAD of a reveal page would spend it unseen.
+		if rt.method != r.Method {
 			allow = append(allow, rt.method)
 			continue
 		}

@@ -345,6 +345,9 @@ func TestANewKeyIsShownOnceAndNeverAgain(t *testing.T) {
 	if !strings.HasPrefix(loc, "/reveal/") || keyPattern.MatchString(loc+w.Body.String()) {
 		t.Fatalf("the POST answers %q with the key in it, or not to a reveal page", loc)
 	}
+	if w := f.serve(alice, httptest.NewRequest(http.MethodHead, loc, nil)); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD of the reveal page: %d, want 405 (it must not spend the reveal unseen)", w.Code)
+	}
 	page := f.get(alice, loc)
 	wantStatus(t, page, http.StatusOK)
 	key := keyPattern.FindString(page.Body.String())
