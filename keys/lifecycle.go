@@ -18,6 +18,9 @@ type Result struct {
 	*store.Record
 	Key      string   `json:"key,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
+	// Unchanged is set when an update found the key already as asked
+	// (its warnings say so in words).
+	Unchanged bool `json:"-"`
 }
 
 // Issue creates a key from spec. The Result holds the key, which is never
@@ -163,7 +166,7 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 	} else {
 		s.written(ctx)
 	}
-	return &Result{Record: rec, Warnings: warnings}, nil
+	return &Result{Record: rec, Warnings: warnings, Unchanged: ev.Action == ""}, nil
 }
 
 // Rotate issues a new key with the same settings as key id; the old key

@@ -86,10 +86,26 @@ type Page struct {
 	Pages   int             `json:"pages"`
 }
 
-// Find returns the page of keys q asks for.
+// Find returns the page of keys q asks for. The store filters, orders and
+// pages, so a page costs the same with 10 keys or 10,000.
 func (s *Service) Find(ctx context.Context, q Query) (*Page, error) {
+	t := s.now()
+	f := store.ListFilter{Owner: q.Owner, Env: q.Env, Search: strings.TrimSpace(q.Search), Now: t}
+	if s.owner != nil {
+		f.Owner = *s.owner
+	}
 	switch q.Status {
-	case "", StatusActive, StatusExpiring, StatusDisabled, StatusExpired, StatusRevoked:
+	case "":
+	case StatusActive:
+		f.State = store.StateUsable
+	case StatusExpiring:
+		f.State, f.ExpiringBefore = store.StateExpiring, t.Add(ExpiringWithin)
+	case StatusDisabled:
+		f.State = store.StateDisabled
+	case StatusExpired:
+		f.State = store.StateExpired
+	case StatusRevoked:
+		f.State = store.StateRevoked
 	default:
 		return nil, invalid("status", q.Status, "want active, expiring, disabled, expired or revoked")
 	}
@@ -98,73 +114,41 @@ func (s *Service) Find(ctx context.Context, q Query) (*Page, error) {
 	default:
 		return nil, invalid("env", q.Env, "want live or test")
 	}
-	owner := q.Owner
-	if s.owner != nil {
-		owner = "" // List limits the view to its owner
+	var ok bool
+	if f.Order, ok = sortOrders[q.Sort]; !ok {
+		return nil, invalid("sort", q.Sort, "want last_used, created, name or expires")
 	}
-	recs, err := s.List(ctx, owner, true)
+	if s.opts.BeforeUsage != nil {
+		s.opts.BeforeUsage() // the page shows and sorts by last use
+	}
+	total, err := s.st.CountKeys(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	t := s.now()
-	search := strings.ToLower(strings.TrimSpace(q.Search))
-	match := recs[:0]
-	for _, r := range recs {
-		st := Status(r, t)
-		switch {
-		case q.Status == "" && (st == StatusRevoked || st == StatusExpired):
-		case q.Status == StatusActive && st != StatusActive && st != StatusExpiring:
-		case q.Status != "" && q.Status != StatusActive && st != q.Status:
-		case q.Env != "" && r.Env != q.Env:
-		case search != "" && !strings.Contains(strings.ToLower(r.ID+"\x00"+r.Name+"\x00"+r.Owner), search):
-		default:
-			match = append(match, r)
-		}
-	}
-	sortKeys(match, q.Sort)
-	p := &Page{Total: len(match), PerPage: q.PerPage, Page: q.Page}
+	p := &Page{Total: total, PerPage: q.PerPage, Page: q.Page}
 	if p.PerPage <= 0 {
 		p.PerPage = 50
 	}
 	p.PerPage = min(p.PerPage, 200)
 	p.Pages = max(1, (p.Total+p.PerPage-1)/p.PerPage)
 	p.Page = min(max(p.Page, 1), p.Pages)
-	from := (p.Page - 1) * p.PerPage
-	p.Keys = match[from:min(from+p.PerPage, len(match))]
+	f.Limit, f.Offset = p.PerPage, (p.Page-1)*p.PerPage
+	if p.Keys, err = s.st.ListKeys(ctx, f); err != nil {
+		return nil, err
+	}
+	if p.Keys == nil {
+		p.Keys = []*store.Record{}
+	}
 	return p, nil
 }
 
-func sortKeys(recs []*store.Record, by string) {
-	newestFirst := func(a, b *store.Record) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.ID, b.ID))
-	}
-	slices.SortStableFunc(recs, func(a, b *store.Record) int {
-		switch by {
-		case "created":
-			return newestFirst(a, b)
-		case "name":
-			return cmp.Or(strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)), newestFirst(a, b))
-		case "expires":
-			return cmp.Or(compareTimes(a.ExpiresAt, b.ExpiresAt, false), newestFirst(a, b))
-		}
-		return cmp.Or(compareTimes(a.LastUsedAt, b.LastUsedAt, true), newestFirst(a, b))
-	})
-}
-
-// compareTimes orders optional times, unset ones last; latest first when
-// desc.
-func compareTimes(a, b *time.Time, desc bool) int {
-	switch {
-	case a == nil && b == nil:
-		return 0
-	case a == nil:
-		return 1
-	case b == nil:
-		return -1
-	case desc:
-		return b.Compare(*a)
-	}
-	return a.Compare(*b)
+// sortOrders maps Query.Sort to the store's orders.
+var sortOrders = map[string]store.Order{
+	"":          store.OrderLastUsed,
+	"last_used": store.OrderLastUsed,
+	"created":   store.OrderNewest,
+	"name":      store.OrderName,
+	"expires":   store.OrderExpires,
 }
 
 // Activity returns the hourly allowed and denied counts of each of recs

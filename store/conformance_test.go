@@ -189,6 +189,86 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("states, env, search, orders and pages", func(t *testing.T) {
+		s := open(t)
+		now := t0.Add(100 * time.Hour)
+		at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
+		for i, r := range []struct {
+			id, name, owner, env string
+			expires, used        *time.Time
+			revoked, disabled    bool
+		}{
+			{"key_a", "CRM sync", "sales", "live", nil, at(-time.Hour), false, false},
+			{"key_b", "crm backfill", "sales", "test", at(24 * time.Hour), at(-time.Minute), false, false},
+			{"key_c", "Newsletter", "marketing", "live", at(30 * 24 * time.Hour), nil, false, false},
+			{"key_d", "old_export", "marketing", "live", at(-time.Hour), at(-50 * time.Hour), false, true},
+			{"key_e", "50%_off", "ops", "live", nil, nil, true, false},
+			{"key_f", "paused", "ops", "test", at(24 * time.Hour), at(-2 * time.Hour), false, true},
+			{"key_g", "Ärger", "ops", "live", nil, nil, false, false},
+		} {
+			rec := minimalRecord(r.id, t0.Add(time.Duration(i)*time.Hour))
+			rec.Name, rec.Owner, rec.Env, rec.ExpiresAt, rec.LastUsedAt, rec.Disabled = r.name, r.owner, r.env, r.expires, r.used, r.disabled
+			if r.revoked {
+				rec.RevokedAt = &t0
+			}
+			mustCreate(t, s, rec)
+		}
+		soon := now.Add(48 * time.Hour)
+		for _, tc := range []struct {
+			name   string
+			filter ListFilter
+			want   []string
+		}{
+			{"revoked", ListFilter{State: StateRevoked}, []string{"key_e"}},
+			{"expired, disabled or not", ListFilter{State: StateExpired, Now: now}, []string{"key_d"}},
+			{"disabled and neither revoked nor expired", ListFilter{State: StateDisabled, Now: now}, []string{"key_f"}},
+			{"usable", ListFilter{State: StateUsable, Now: now}, []string{"key_a", "key_b", "key_c", "key_g"}},
+			{"expiring: usable and expiring by the bound", ListFilter{State: StateExpiring, Now: now, ExpiringBefore: soon}, []string{"key_b"}},
+			{"state overrides All", ListFilter{State: StateRevoked, All: false}, []string{"key_e"}},
+			{"env", ListFilter{All: true, Env: "test"}, []string{"key_b", "key_f"}},
+			{"search ignores ASCII case in names", ListFilter{All: true, Search: "crm"}, []string{"key_a", "key_b"}},
+			{"search matches owners and ids", ListFilter{All: true, Search: "MARKET"}, []string{"key_c", "key_d"}},
+			{"search matches ids", ListFilter{All: true, Search: "key_g"}, []string{"key_g"}},
+			{"search takes % and _ literally", ListFilter{All: true, Search: "50%_"}, []string{"key_e"}},
+			{"search finds non-ASCII as typed", ListFilter{All: true, Search: "Ärg"}, []string{"key_g"}},
+			{"filters combine", ListFilter{State: StateUsable, Now: now, Env: "live", Owner: "sales"}, []string{"key_a"}},
+			{"newest first", ListFilter{All: true, Order: OrderNewest}, []string{"key_g", "key_f", "key_e", "key_d", "key_c", "key_b", "key_a"}},
+			{"last used first, never used last (newest first among them)", ListFilter{All: true, Order: OrderLastUsed},
+				[]string{"key_b", "key_a", "key_f", "key_d", "key_g", "key_e", "key_c"}},
+			{"by name ignoring case", ListFilter{All: true, Order: OrderName, Search: "crm"}, []string{"key_b", "key_a"}},
+			{"soonest expiry first, never last", ListFilter{All: true, Order: OrderExpires},
+				[]string{"key_d", "key_f", "key_b", "key_c", "key_g", "key_e", "key_a"}},
+			{"a page", ListFilter{All: true, Order: OrderNewest, Limit: 2, Offset: 2}, []string{"key_e", "key_d"}},
+			{"the last page is short", ListFilter{All: true, Order: OrderNewest, Limit: 5, Offset: 5}, []string{"key_b", "key_a"}},
+			{"past the end is empty", ListFilter{All: true, Limit: 5, Offset: 10}, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				recs, err := s.ListKeys(ctx, tc.filter)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ids(recs); !slices.Equal(got, tc.want) {
+					t.Errorf("ListKeys(%+v) = %v, want %v", tc.filter, got, tc.want)
+				}
+				whole := tc.filter
+				whole.Limit, whole.Offset, whole.Order = 0, 0, ""
+				all, err := s.ListKeys(ctx, whole)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := s.CountKeys(ctx, tc.filter)
+				if err != nil || n != len(all) {
+					t.Errorf("CountKeys(%+v) = %d, %v; want %d, whatever the order and page", tc.filter, n, err, len(all))
+				}
+			})
+		}
+		for _, bad := range []ListFilter{{State: "gone"}, {Env: "prod"}, {Order: "random"}} {
+			if _, err := s.ListKeys(ctx, bad); err == nil {
+				t.Errorf("ListKeys(%+v) succeeded, want an error naming the value", bad)
+			}
+		}
+	})
+
 	t.Run("update", func(t *testing.T) {
 		for _, tc := range []struct {
 			name       string

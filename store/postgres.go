@@ -38,6 +38,8 @@ var postgresDialect = &dialect{
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",
 	rebind: func(query string) string { return query },
 	arrays: true,
+	like:   "ILIKE",
+	nocase: func(c string) string { return "LOWER(" + c + ")" },
 }
 
 // Postgres is the store for a cluster of gateways: keys, usage and audit

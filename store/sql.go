@@ -51,6 +51,10 @@ type dialect struct {
 	// arrays: the engine takes arrays as parameters, so a usage batch is
 	// written in a few statements instead of a few per key.
 	arrays bool
+	// like is the engine's case-insensitive LIKE operator, and nocase
+	// orders a text column ignoring case.
+	like   string
+	nocase func(column string) string
 }
 
 func (s *DB) init(ctx context.Context) error {
@@ -219,35 +223,6 @@ func (s *DB) KeyByDigest(ctx context.Context, d Digest) (*Record, error) {
 		return nil, fmt.Errorf("keygate store: key by digest: %w", err)
 	}
 	return rec, nil
-}
-
-// ListKeys returns records ordered by creation time, of f.Owner if set, and
-// without revoked or expired keys unless f.All.
-func (s *DB) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
-	now := f.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	rows, err := s.db.QueryContext(ctx, s.d.rebind("SELECT "+keyColumns+` FROM keys
-		WHERE ($1 = '' OR owner = $1)
-		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
-		ORDER BY created_at, id`), f.Owner, f.All, clampNano(now))
-	if err != nil {
-		return nil, fmt.Errorf("keygate store: list keys: %w", err)
-	}
-	defer rows.Close()
-	var recs []*Record
-	for rows.Next() {
-		rec, err := scanRecord(rows)
-		if err != nil {
-			return nil, fmt.Errorf("keygate store: list keys: %w", err)
-		}
-		recs = append(recs, rec)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("keygate store: list keys: %w", err)
-	}
-	return recs, nil
 }
 
 // UpdateKey lets fn change the record with this id and writes it back, with

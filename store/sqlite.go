@@ -30,6 +30,9 @@ var sqliteDialect = &dialect{
 	// The write lock, taken at BEGIN (_txlock=immediate), already orders
 	// every writer, so change sequences commit in order.
 	rebind: rebindSQLite,
+	// SQLite's LIKE ignores ASCII case and takes other letters as typed.
+	like:   "LIKE",
+	nocase: func(c string) string { return c + " COLLATE NOCASE" },
 }
 
 // rebindSQLite turns $N into ?N, SQLite's numbered parameter with the same

@@ -251,13 +251,60 @@ type Event struct {
 	Detail string    `json:"detail,omitempty"`
 }
 
-// ListFilter selects keys for ListKeys.
+// ListFilter selects keys for ListKeys and CountKeys, and orders and pages
+// them for ListKeys. The zero value lists every usable or disabled key (not
+// revoked, not expired), oldest first.
 type ListFilter struct {
 	Owner string
 	// All includes revoked and expired keys.
 	All bool
+	// Now is when expiry is judged (default: the current time).
 	Now time.Time
+
+	// State selects keys in one lifecycle state at Now (All is then
+	// ignored); "" selects by All.
+	State State
+	// ExpiringBefore is where StateExpiring ends: keys expiring at or
+	// before it.
+	ExpiringBefore time.Time
+	// Env selects "live" or "test" keys; "" both.
+	Env string
+	// Search selects keys whose id, name or owner contains it, ignoring
+	// case (SQLite folds only ASCII letters; others match as typed).
+	Search string
+	// Order is the order of ListKeys' result (default OrderCreated).
+	Order Order
+	// Limit, when > 0, returns at most that many keys after skipping
+	// Offset.
+	Limit, Offset int
 }
+
+// State is where a key is in its lifecycle, for ListFilter. The states do
+// not overlap except StateExpiring, which is part of StateUsable.
+type State string
+
+// Lifecycle states, in the order they take precedence: a revoked key that
+// also expired is revoked; an expired key that is also disabled is expired.
+const (
+	StateRevoked  State = "revoked"
+	StateExpired  State = "expired"  // past its expiry, not revoked
+	StateDisabled State = "disabled" // disabled, neither revoked nor expired
+	StateUsable   State = "usable"   // neither revoked, expired nor disabled
+	StateExpiring State = "expiring" // usable, expiring at or before ExpiringBefore
+)
+
+// Order is an order of ListKeys' result. Ties are broken by creation time,
+// newest first, then id, so pages never overlap.
+type Order string
+
+// Orders of ListKeys.
+const (
+	OrderCreated  Order = ""          // oldest first
+	OrderNewest   Order = "newest"    // newest first
+	OrderLastUsed Order = "last_used" // most recently used first, never used last
+	OrderName     Order = "name"      // by name, ignoring case as Search does
+	OrderExpires  Order = "expires"   // soonest expiry first, never expiring last
+)
 
 // EventFilter selects audit events; an empty KeyID means every key.
 type EventFilter struct {
@@ -330,8 +377,12 @@ type Store interface {
 	Key(ctx context.Context, id string) (*Record, error)
 	// KeyByDigest returns the record with this digest, or ErrNotFound.
 	KeyByDigest(ctx context.Context, d Digest) (*Record, error)
-	// ListKeys returns records ordered by creation time.
+	// ListKeys returns the records f selects, in f.Order, paged by
+	// f.Limit and f.Offset.
 	ListKeys(ctx context.Context, f ListFilter) ([]*Record, error)
+	// CountKeys returns how many records f selects, whatever its order
+	// and paging.
+	CountKeys(ctx context.Context, f ListFilter) (int, error)
 	// UpdateKey reads the record, lets fn change it and writes it back in
 	// one transaction. ev.Action may be set by fn through the pointer; an
 	// empty Action records no event.

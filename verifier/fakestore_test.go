@@ -145,6 +145,10 @@ func (s *fakeStore) ListKeys(context.Context, store.ListFilter) ([]*store.Record
 	return nil, errNotImplemented
 }
 
+func (s *fakeStore) CountKeys(context.Context, store.ListFilter) (int, error) {
+	return 0, errNotImplemented
+}
+
 func (s *fakeStore) UpdateKey(context.Context, string, *store.Event, func(*store.Record) error) (*store.Record, error) {
 	return nil, errNotImplemented
 }

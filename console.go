@@ -1,0 +1,298 @@
+package keygate
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/keygate/caddy-keygate/console"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+func init() {
+	caddy.RegisterModule(Console{})
+	httpcaddyfile.RegisterHandlerDirective("keygate_console", parseConsoleCaddyfile)
+	// After both of Caddy's authentication directives (forward_auth comes
+	// after basic_auth), so whichever the site uses has named the person
+	// before the console reads who it is.
+	httpcaddyfile.RegisterDirectiveOrder("keygate_console", httpcaddyfile.After, "forward_auth")
+}
+
+// Console is the http.handlers.keygate_console module: the web console
+// where people manage keys (see package console). It serves every request
+// that reaches it and never calls the next handler.
+//
+// It does not authenticate anyone: an authentication handler before it
+// (basic_auth, forward_auth) names the person, and a request without one is
+// refused with 401.
+type Console struct {
+	// Store is where keys live, as for the keygate handler (default:
+	// keygate/keys.db in Caddy's data directory). A console and gateways on
+	// the same store in one Caddy share it, so a change made in the console
+	// is enforced on the gateways' next request.
+	Store string `json:"store,omitempty"`
+	// Admins are the people (user ids) who see and manage every key.
+	Admins []string `json:"admins,omitempty"`
+	// User is the placeholder naming the signed-in person (default
+	// {http.auth.user.id}, which basic_auth sets; behind forward_auth, e.g.
+	// {http.request.header.Remote-User}).
+	User string `json:"user,omitempty"`
+	// Owner is the placeholder naming the owner whose keys a person who is
+	// not an admin manages (default: the same as User, so each person
+	// manages their own keys; e.g. {http.request.header.Remote-Groups} for
+	// a team).
+	Owner string `json:"owner,omitempty"`
+	// GatewayURL is the gateway's public base URL, shown in the snippets
+	// with a new key (default: the console's own origin).
+	GatewayURL string `json:"gateway_url,omitempty"`
+	// InsecureAnonymousLoopback lets requests without a signed-in person
+	// use the console as an admin, but only when they arrive on a loopback
+	// listener from a loopback client and were not forwarded by a proxy.
+	// For a demo on one's own machine; never in production.
+	InsecureAnonymousLoopback bool `json:"insecure_anonymous_loopback,omitempty"`
+
+	backend  *backend
+	storeURI string
+	handler  *console.Handler
+	logger   *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Console) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.keygate_console",
+		New: func() caddy.Module { return new(Console) },
+	}
+}
+
+// Provision joins (or opens) the backend of the console's store.
+func (c *Console) Provision(ctx caddy.Context) error {
+	c.logger = ctx.Logger()
+	if c.User == "" {
+		c.User = "{http.auth.user.id}"
+	}
+	if c.Owner == "" {
+		c.Owner = c.User
+	}
+	for _, a := range c.Admins {
+		if strings.TrimSpace(a) == "" {
+			return fmt.Errorf("keygate_console: admin: an empty user name")
+		}
+	}
+	if c.GatewayURL != "" && !strings.HasPrefix(c.GatewayURL, "https://") && !strings.HasPrefix(c.GatewayURL, "http://") {
+		return fmt.Errorf("keygate_console: gateway_url %q: want an http:// or https:// URL", c.GatewayURL)
+	}
+	if c.InsecureAnonymousLoopback {
+		c.logger.Warn("keygate_console: insecure_anonymous_loopback is on: anyone who reaches this console on a loopback listener manages every key; for demos only")
+	}
+	var err error
+	repl := caddy.NewReplacer()
+	if c.storeURI, err = storeURI(repl.ReplaceAll(c.Store, "")); err != nil {
+		return err
+	}
+	b, err := acquireBackend(c.storeURI, c.logger)
+	if err != nil {
+		return err
+	}
+	c.backend = b
+	c.handler = console.New(b.keys, console.Options{
+		GatewayURL: strings.TrimRight(repl.ReplaceAll(c.GatewayURL, ""), "/"),
+		Denials:    denialMessage,
+		Logf:       func(format string, args ...any) { c.logger.Error(fmt.Sprintf(format, args...)) },
+	})
+	return nil
+}
+
+// Cleanup releases the backend; the last user closes it.
+func (c *Console) Cleanup() error {
+	if c.backend != nil {
+		releaseBackend(c.storeURI)
+	}
+	return nil
+}
+
+// ServeHTTP names the person and where the console is mounted, and lets
+// the console answer.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+	ctx := console.WithMount(r.Context(), mountOf(r))
+	ip := clientIP(r)
+	// keygate sets {http.auth.user.id} to the id of the API key it let
+	// through: a route that runs the gateway before the console would
+	// make every key holder a console user.
+	if repl.ReplaceAll("{keygate.key.id}", "") != "" {
+		http.Error(w, "keygate_console: an API key is not a console sign-in; serve the console on a route without the keygate handler", http.StatusForbidden)
+		return nil
+	}
+	if id := strings.TrimSpace(repl.ReplaceAll(c.User, "")); id != "" {
+		ctx = console.WithUser(ctx, console.User{
+			ID:    id,
+			Owner: strings.TrimSpace(repl.ReplaceAll(c.Owner, "")),
+			Admin: slices.Contains(c.Admins, id),
+			Addr:  ip,
+		})
+	} else if c.InsecureAnonymousLoopback && anonymousAllowed(r, ip) {
+		ctx = console.WithUser(ctx, console.User{ID: "anonymous", Admin: true, Addr: ip})
+	}
+	c.handler.ServeHTTP(w, r.WithContext(ctx))
+	return nil
+}
+
+// anonymousAllowed reports whether a request reached a loopback listener
+// from a loopback client, directly: a proxy on the same machine would make
+// remote people look local.
+func anonymousAllowed(r *http.Request, ip string) bool {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() {
+		return false
+	}
+	client, err := netip.ParseAddr(ip)
+	if err != nil || !client.Unmap().IsLoopback() {
+		return false
+	}
+	return r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == ""
+}
+
+// mountOf returns the path prefix a handle_path (or uri strip_prefix) took
+// off the request, so the console's links keep it: "/console" for
+// /console/keys/x served as /keys/x. It is "" when nothing was stripped or
+// the prefix is not a plain path.
+func mountOf(r *http.Request) string {
+	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	if !ok || orig.URL == nil {
+		return ""
+	}
+	full, rest := orig.URL.Path, r.URL.Path
+	var mount string
+	switch {
+	case strings.HasSuffix(full, rest):
+		mount = strings.TrimSuffix(full, rest)
+	case rest == "/" || rest == "":
+		mount = full // "/console" stripped to nothing
+	}
+	mount = strings.TrimRight(mount, "/")
+	if !mountPath(mount) {
+		return ""
+	}
+	return mount
+}
+
+// mountPath accepts "" and paths like /console or /admin/keys: segments of
+// letters, digits, '-', '_', '.' and '~', so a link built on it can never
+// leave the site (no "//host").
+func mountPath(p string) bool {
+	if p == "" {
+		return true
+	}
+	for _, seg := range strings.Split(p, "/")[1:] {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for _, c := range seg {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.~", c)) {
+				return false
+			}
+		}
+	}
+	return strings.HasPrefix(p, "/")
+}
+
+// denialMessage says in words what a denial code means, from the one table
+// of codes.
+func denialMessage(code string) string {
+	c, ok := parseCode(code)
+	if !ok {
+		return ""
+	}
+	return codes[c].message
+}
+
+func parseConsoleCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(Console)
+	err := c.UnmarshalCaddyfile(h.Dispenser)
+	return c, err
+}
+
+// UnmarshalCaddyfile sets up the console from Caddyfile tokens. Syntax:
+//
+//	keygate_console {
+//		store       <uri>          # as the keygate handler's (default: Caddy's data dir/keygate/keys.db)
+//		admin       <user>...      # people who see and manage every key (repeatable)
+//		user        <placeholder>  # who is signed in (default {http.auth.user.id})
+//		owner       <placeholder>  # whose keys everyone else manages (default: the user)
+//		gateway_url <url>          # the gateway's public base URL, for snippets
+//		insecure_anonymous_loopback # no sign-in needed on a loopback listener: demos only
+//	}
+func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "store":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, err := store.ParseURI(v); err != nil && !strings.HasPrefix(v, "{") {
+				return d.Errf("keygate_console: %v", err)
+			}
+			c.Store = v
+		case "admin":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("keygate_console: admin: name at least one user")
+			}
+			c.Admins = append(c.Admins, args...)
+		case "user", "owner":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if opt == "user" {
+				c.User = v
+			} else {
+				c.Owner = v
+			}
+		case "gateway_url":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "{") {
+				return d.Errf("keygate_console: gateway_url %q: want an http:// or https:// URL", v)
+			}
+			c.GatewayURL = v
+		case "insecure_anonymous_loopback":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.InsecureAnonymousLoopback = true
+		default:
+			return d.Errf("keygate_console: unknown option %q", opt)
+		}
+	}
+	return nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Console)(nil)
+	_ caddy.CleanerUpper          = (*Console)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Console)(nil)
+	_ caddyfile.Unmarshaler       = (*Console)(nil)
+)

@@ -1,0 +1,460 @@
+package browser
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// The console end to end, as people use it: a real caddy binary (built by
+// the root package's test, named by KEYGATE_TEST_CADDY) serving a gateway
+// and the console behind basic_auth on one site and one store, driven
+// through headless Chromium. Screenshots of every page are written to
+// $KEYGATE_CONSOLE_SCREENSHOTS (default: a new temporary directory).
+
+var keyPattern = regexp.MustCompile(`kg_live_[0-9A-Za-z]{49}`)
+
+const password = "correct horse battery staple"
+
+func TestConsoleInTheBrowser(t *testing.T) {
+	caddyBin := os.Getenv("KEYGATE_TEST_CADDY")
+	chromium := findChromium()
+	for what, missing := range map[string]bool{
+		"a caddy binary (KEYGATE_TEST_CADDY; the root package's TestConsoleInABrowser sets it)": caddyBin == "",
+		"Chromium (apt-get install chromium)":                                                   chromium == "",
+	} {
+		if !missing {
+			continue
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the browser test needs %s", what)
+		}
+		t.Skipf("the browser test needs %s", what)
+	}
+	shots := screenshotDir(t)
+
+	gw := startCaddy(t, caddyBin)
+	b := newBrowser(t, chromium)
+
+	// Alice signs in with basic_auth: her team has no keys yet.
+	alice := b.signIn(t, gw, "alice")
+	alice.open(t, "/console/", 200)
+	alice.wantText(t, "main", "No keys yet")
+	alice.shot(t, shots, "keys-empty")
+
+	// She creates a key that may send, only from shop.example.com.
+	alice.click(t, `a.button.primary[href="/console/new"]`, 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), "Shop order emails"),
+		chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)),
+		chromedp.Click(chromedp.CSS(`details.limits > summary`)),
+		chromedp.SendKeys(chromedp.ID("sender-domains"), "shop.example.com"),
+		chromedp.SendKeys(chromedp.ID("reason"), "the shop's order confirmations"))
+	alice.shot(t, shots, "create")
+	alice.click(t, `form.settings button[type=submit]`, 200)
+	if !strings.Contains(alice.location(t), "/console/reveal/") {
+		t.Fatalf("after creating, the browser is at %s", alice.location(t))
+	}
+	key := alice.value(t, "#secret")
+	if !keyPattern.MatchString(key) {
+		t.Fatalf("the reveal page shows %q, not a key", key)
+	}
+	if copyShown := run(t, alice.ctx, chromedp.Evaluate[bool](`!document.querySelector('[data-copy=secret]').hidden`)); !copyShown {
+		t.Errorf("the copy button is not shown")
+	}
+	alice.wantText(t, "main", "only time the key is shown")
+	alice.wantText(t, "#snippet", "Bearer "+key)
+	alice.shot(t, shots, "reveal")
+
+	// The key sends through the gateway; a send from another domain is
+	// refused.
+	if s, code := gw.send(t, key, "orders@shop.example.com"); s != 202 {
+		t.Fatalf("a send with the new key: %d %s", s, code)
+	}
+	if s, code := gw.send(t, key, "someone@elsewhere.example"); s != 403 || code != "sender_not_allowed" {
+		t.Fatalf("a send from another domain: %d %s", s, code)
+	}
+
+	// Leaving the reveal page and coming back never shows the key again.
+	alice.click(t, `a.button[href^="/console/keys/"]`, 200)
+	keyURL := alice.location(t)
+	alice.do(t, chromedp.NavigateBack())
+	if html := alice.html(t); strings.Contains(html, key) {
+		t.Fatalf("going back to the reveal page shows the key again")
+	}
+	alice.do(t, chromedp.Reload())
+	if html := alice.html(t); strings.Contains(html, key) || !strings.Contains(html, "no longer shown") {
+		t.Fatalf("reloading the reveal page shows the key again, or no explanation")
+	}
+
+	// The key's page shows the two requests.
+	alice.open(t, strings.TrimPrefix(keyURL, gw.url), 200)
+	alice.wantText(t, ".totals", "Allowed\n1")
+	alice.wantText(t, ".totals", "Refused\n1")
+	alice.wantText(t, "main", "sender_not_allowed")
+	alice.wantText(t, "main", "the sender address is outside the API key's sender domains")
+	alice.wantText(t, ".timeline", "console alice from 127.0.0.1")
+	alice.shot(t, shots, "key")
+
+	// Rotate with an hour's grace: both keys work meanwhile.
+	alice.do(t, chromedp.SetValue(chromedp.ID("grace"), "1h"))
+	alice.click(t, `form[action$="/rotate"] button[type=submit]`, 200)
+	next := alice.value(t, "#secret")
+	if !keyPattern.MatchString(next) || next == key {
+		t.Fatalf("rotating shows %q", next)
+	}
+	alice.wantText(t, "main", "replacing")
+	for _, k := range []string{key, next} {
+		if s, code := gw.send(t, k, "orders@shop.example.com"); s != 202 {
+			t.Fatalf("during the grace period: %d %s", s, code)
+		}
+	}
+
+	// Revoke the new key: the button works only once its name is typed.
+	alice.click(t, `a.button[href^="/console/keys/"]`, 200)
+	if !alice.disabled(t, "#revoke-submit") {
+		t.Errorf("the revoke button works before the name is typed")
+	}
+	alice.do(t, chromedp.SendKeys(chromedp.ID("confirm"), "Shop order"))
+	if !alice.disabled(t, "#revoke-submit") {
+		t.Errorf("the revoke button works with half the name typed")
+	}
+	alice.do(t, chromedp.SendKeys(chromedp.ID("confirm"), " emails"), chromedp.SendKeys(chromedp.ID("revoke-reason"), "test of the console"))
+	if alice.disabled(t, "#revoke-submit") {
+		t.Fatalf("the revoke button does not work with the name typed")
+	}
+	alice.click(t, "#revoke-submit", 200)
+	alice.wantText(t, ".notice", "Key revoked")
+	alice.shot(t, shots, "key-revoked")
+	if s, code := gw.send(t, next, "orders@shop.example.com"); s != 401 || code != "revoked_key" {
+		t.Fatalf("the first request after the revoke: %d %s, want 401 revoked_key", s, code)
+	}
+
+	// The old key, still in its grace period, leaks: paste it to stop it.
+	alice.open(t, "/console/leaked", 200)
+	alice.shot(t, shots, "leaked")
+	alice.do(t, chromedp.SendKeys(chromedp.ID("leaked-key"), key), chromedp.SendKeys(chromedp.ID("reason"), "pasted in a public ticket"))
+	alice.click(t, `form.settings button[type=submit]`, 200)
+	alice.wantText(t, ".notice", "Revoked")
+	if html := alice.html(t); strings.Contains(html, key) {
+		t.Errorf("the leaked key is shown back")
+	}
+	if s, code := gw.send(t, key, "orders@shop.example.com"); s != 401 || code != "revoked_key" {
+		t.Fatalf("the leaked key after revoking it: %d %s", s, code)
+	}
+
+	// More keys of alice's team, used a little, for the keys page.
+	for _, name := range []string{"CRM sync", "Newsletter", "Password resets"} {
+		k := gw.issue(t, "--name", name, "--owner", "alice", "--scope", "mail.send", "--expires", "30d")
+		for range 3 {
+			gw.send(t, k, "news@shop.example.com")
+		}
+	}
+	alice.open(t, "/console/", 200)
+	alice.wantText(t, "table.keys", "CRM sync")
+	alice.shot(t, shots, "keys")
+	alice.do(t, chromedp.EmulateViewport(390, 844))
+	alice.open(t, "/console/", 200)
+	alice.shot(t, shots, "keys-390")
+	alice.open(t, strings.TrimPrefix(keyURL, gw.url), 200)
+	alice.shot(t, shots, "key-390")
+	alice.do(t, chromedp.EmulateViewport(1280, 900))
+
+	// The admin sees every team's keys, in every state.
+	for _, k := range [][]string{
+		{"--name", "Order confirmations", "--owner", "web-shop", "--scope", "mail.send", "--expires", "90d", "--sender-domain", "shop.example.com"},
+		{"--name", "Weekly newsletter", "--owner", "marketing", "--scope", "mail.send", "--scope", "templates.read", "--expires", "365d"},
+		{"--name", "Agency: spring campaign", "--owner", "marketing", "--scope", "mail.send", "--expires", "5d"},
+		{"--name", "Staging", "--owner", "web-shop", "--scope", "mail.send", "--env", "test", "--expires", "30d"},
+		{"--name", "Old CRM export", "--owner", "sales", "--scope", "*"},
+	} {
+		key := gw.issue(t, k...)
+		if k[1] != "Old CRM export" {
+			for range 2 + len(k[1])%4 {
+				gw.send(t, key, "news@shop.example.com")
+			}
+		}
+	}
+	gw.keys(t, "update", gw.idOf(t, "Old CRM export"), "--disable", "--reason", "nobody owns it")
+	root := b.signIn(t, gw, "root")
+	root.open(t, "/console/", 200)
+	root.wantText(t, "table.keys", "Weekly newsletter")
+	root.wantText(t, "table.keys", "Disabled")
+	root.shot(t, shots, "keys-admin")
+
+	// A name that is markup is shown as text.
+	evil := `<script>document.title="pwned"</script><img src=x onerror="document.title='pwned'">`
+	alice.open(t, "/console/new", 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), evil), chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)))
+	alice.click(t, `form.settings button[type=submit]`, 200)
+	alice.open(t, "/console/?q=script", 200)
+	if title := run(t, alice.ctx, chromedp.Title()); title == "pwned" {
+		t.Fatalf("a key's name ran as script")
+	}
+	if n := run(t, alice.ctx, chromedp.Evaluate[int](`document.querySelectorAll('main img, main script').length`)); n != 0 {
+		t.Errorf("a key's name became %d elements", n)
+	}
+	alice.wantText(t, "table.keys", evil)
+
+	// Bob, of another team, sees none of it, not even by typing its address
+	// or by sending crafted requests with his own valid form token.
+	aliceKey := gw.issue(t, "--name", "alice-private", "--owner", "alice", "--scope", "mail.send")
+	aliceID := gw.idOf(t, "alice-private")
+	bob := b.signIn(t, gw, "bob")
+	bob.open(t, "/console/", 200)
+	bob.wantText(t, "main", "No keys yet")
+	bob.open(t, "/console/keys/"+aliceID, 404)
+	bob.wantText(t, "h1", "Key not found")
+	if html := bob.html(t); strings.Contains(html, "alice-private") {
+		t.Errorf("bob sees the name of alice's key")
+	}
+	bob.shot(t, shots, "not-found")
+	bob.open(t, "/console/new", 200)
+	for _, action := range []string{"disable", "revoke", "rotate", "settings"} {
+		status := run(t, bob.ctx, chromedp.Evaluate[int](fmt.Sprintf(`(async () => {
+			const body = new URLSearchParams({csrf: document.querySelector('input[name=csrf]').value,
+				confirm: 'alice-private', name: 'pwned', scope: 'mail.send', expires: 'keep', grace: '0'});
+			const r = await fetch('/console/keys/%s/%s', {method: 'POST', body});
+			return r.status;
+		})()`, aliceID, action), chromedp.EvalAwaitPromise))
+		if status != 404 {
+			t.Errorf("bob's crafted %s of alice's key: %d, want 404", action, status)
+		}
+	}
+	if s, code := gw.send(t, aliceKey, "orders@shop.example.com"); s != 202 {
+		t.Fatalf("alice's key after bob's attempts: %d %s", s, code)
+	}
+
+	// Another site makes alice's browser post a change: refused, although
+	// her browser sends her credentials.
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<form method="post" action="%s/console/keys/%s/disable"><input name="csrf" value="guess"></form>
+<script>document.forms[0].submit()</script>`, gw.url, aliceID)
+	}))
+	defer attacker.Close()
+	alice.do(t, chromedp.Navigate(attacker.URL))
+	alice.waitText(t, "h1", "This form was not accepted")
+	if !strings.HasPrefix(alice.location(t), gw.url) {
+		t.Fatalf("the forged form did not reach the console: %s", alice.location(t))
+	}
+	alice.shot(t, shots, "csrf-refused")
+	if s, code := gw.send(t, aliceKey, "orders@shop.example.com"); s != 202 {
+		t.Fatalf("alice's key after a forged disable: %d %s", s, code)
+	}
+
+	// The admin's review lists what needs a look, across teams.
+	root.open(t, "/console/review", 200)
+	root.wantText(t, "main", "Keys that never expire")
+	root.wantText(t, "main", "alice-private")
+	root.shot(t, shots, "review")
+	root.open(t, "/console/keys/"+aliceID+"?window=30d", 200)
+	root.shot(t, shots, "key-admin-30d")
+
+	t.Logf("screenshots of every page: %s", shots)
+	fmt.Printf("keygate console screenshots: %s\n", shots)
+}
+
+func findChromium() string {
+	if p := os.Getenv("KEYGATE_TEST_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("KEYGATE_CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "keygate-console-screenshots-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// gateway is the caddy process: the gateway and the console on one site.
+type gateway struct {
+	bin, url, store, dir string
+	upstream             atomic.Int64
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startCaddy(t *testing.T, bin string) *gateway {
+	dir := t.TempDir()
+	g := &gateway{bin: bin, dir: dir, store: "sqlite:" + filepath.Join(dir, "keys.db")}
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.upstream.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(provider.Close)
+	port, admin := freePort(t), freePort(t)
+	g.url = fmt.Sprintf("http://127.0.0.1:%d", port)
+	hashes := map[string]string{}
+	for _, u := range []string{"root", "alice", "bob"} {
+		out, err := exec.Command(bin, "hash-password", "--plaintext", password+" "+u).Output()
+		if err != nil {
+			t.Fatalf("caddy hash-password: %v", err)
+		}
+		hashes[u] = strings.TrimSpace(string(out))
+	}
+	caddyfile := fmt.Sprintf(`{
+	admin 127.0.0.1:%[1]d
+}
+%[2]s {
+	bind 127.0.0.1
+	redir /console /console/
+	handle_path /console/* {
+		basic_auth {
+			root %[3]s
+			alice %[4]s
+			bob %[5]s
+		}
+		keygate_console {
+			store %[6]s
+			admin root
+		}
+	}
+	handle {
+		keygate {
+			store %[6]s
+			scope mail.send POST /v3/mail/send
+			scope templates.read GET /v3/templates*
+			mail_api sendgrid
+		}
+		reverse_proxy %[7]s
+	}
+}
+`, admin, g.url, hashes["root"], hashes["alice"], hashes["bob"], g.store, strings.TrimPrefix(provider.URL, "http://"))
+	cfg := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "caddy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "caddy.log"))
+			t.Logf("caddy log:\n%s", b)
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(dir, "caddy.log"))
+			t.Fatalf("caddy exited at start:\n%s", b)
+		default:
+		}
+		if resp, err := http.Get(g.url + "/console/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				return g
+			}
+		}
+	}
+	t.Fatal("caddy did not start")
+	return nil
+}
+
+// send posts a SendGrid message from the address with the key, and returns
+// the status and the denial code.
+func (g *gateway) send(t *testing.T, key, from string) (int, string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"personalizations":[{"to":[{"email":"ann@example.org"}]}],"from":{"email":%q},"subject":"Your order","content":[{"type":"text/plain","value":"Thanks"}]}`, from)
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/v3/mail/send", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &e)
+	return resp.StatusCode, e.Error.Code
+}
+
+// issue runs `caddy keys issue` on the store, as an operator would beside
+// the console, and returns the key.
+func (g *gateway) issue(t *testing.T, args ...string) string {
+	t.Helper()
+	out := g.keys(t, append([]string{"issue", "--json"}, args...)...)
+	var res struct{ Key string }
+	if err := json.Unmarshal(out, &res); err != nil || res.Key == "" {
+		t.Fatalf("caddy keys issue: %v: %s", err, out)
+	}
+	return res.Key
+}
+
+// idOf returns the id of the key with this name.
+func (g *gateway) idOf(t *testing.T, name string) string {
+	t.Helper()
+	var recs []struct{ ID, Name string }
+	if err := json.Unmarshal(g.keys(t, "list", "--json"), &recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Name == name {
+			return r.ID
+		}
+	}
+	t.Fatalf("no key named %q", name)
+	return ""
+}
+
+func (g *gateway) keys(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(g.bin, append(append([]string{"keys"}, args...), "--store", g.store)...)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(g.dir, "data"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("caddy keys %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}

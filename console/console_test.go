@@ -1,0 +1,676 @@
+package console
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+var ctx = context.Background()
+
+// fixture is a console on a fresh SQLite store whose gateways use the
+// scopes mail.send, templates.read and templates.write.
+type fixture struct {
+	t   testing.TB
+	h   *Handler
+	svc *keys.Service
+	st  store.Store
+	now time.Time
+}
+
+var (
+	admin = User{ID: "root", Admin: true, Addr: "203.0.113.1"}
+	alice = User{ID: "alice", Owner: "sales", Addr: "203.0.113.9"}
+	bob   = User{ID: "bob", Owner: "ops", Addr: "203.0.113.10"}
+)
+
+// keyPattern is a default key, as the contract publishes it for scanners.
+var keyPattern = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{t: t, st: st, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	clock := func() time.Time { return f.now }
+	if err := st.RecordRouteScopes(ctx, []store.RouteScope{
+		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: f.now},
+		{Scope: "templates.read", Method: "GET", Path: "/v3/templates*", SeenAt: f.now},
+		{Scope: "templates.write", Method: "POST", Path: "/v3/templates*", SeenAt: f.now},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.svc = keys.New(st, keys.Options{Now: clock})
+	f.h = New(f.svc, Options{
+		Now:        clock,
+		GatewayURL: "https://mail-gw.example.com",
+		Denials: func(code string) string {
+			if code == "revoked_key" {
+				return "the API key has been revoked"
+			}
+			return ""
+		},
+	})
+	return f
+}
+
+// issue creates a key directly through the service.
+func (f *fixture) issue(name, owner string, scopes ...string) *keys.Result {
+	f.t.Helper()
+	res, err := f.svc.Issue(ctx, keys.Spec{Name: &name, Owner: &owner, Scopes: &scopes}, "test")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return res
+}
+
+func (f *fixture) show(id string) *store.Record {
+	f.t.Helper()
+	rec, err := f.svc.Show(ctx, id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rec
+}
+
+// get requests a page as u.
+func (f *fixture) get(u User, path string) *httptest.ResponseRecorder {
+	f.t.Helper()
+	return f.serve(u, httptest.NewRequest(http.MethodGet, path, nil))
+}
+
+// post submits a form as u from a console page: same-origin, with u's
+// form token (unless the form sets csrf itself).
+func (f *fixture) post(u User, path string, form url.Values, header ...string) *httptest.ResponseRecorder {
+	f.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if _, ok := form["csrf"]; !ok {
+		form.Set("csrf", formToken(u.ID))
+	}
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Sec-Fetch-Site", "same-origin")
+	r.Header.Set("Origin", "http://example.com")
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i+1] == "" {
+			r.Header.Del(header[i])
+		} else {
+			r.Header.Set(header[i], header[i+1])
+		}
+	}
+	return f.serve(u, r)
+}
+
+func (f *fixture) serve(u User, r *http.Request) *httptest.ResponseRecorder {
+	if u.ID != "" {
+		r = r.WithContext(WithUser(r.Context(), u))
+	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return w
+}
+
+// follow reads the page a 303 leads to, as u.
+func (f *fixture) follow(u User, w *httptest.ResponseRecorder) *httptest.ResponseRecorder {
+	f.t.Helper()
+	if w.Code != http.StatusSeeOther {
+		f.t.Fatalf("want a 303 redirect, got %d:\n%s", w.Code, w.Body)
+	}
+	return f.get(u, w.Header().Get("Location"))
+}
+
+func wantStatus(t *testing.T, w *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	if w.Code != status {
+		t.Fatalf("status %d, want %d:\n%s", w.Code, status, w.Body)
+	}
+}
+
+func TestARequestWithoutAPersonIsRefused(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/", "/new", "/keys/key_x", "/static/console.css"} {
+		w := f.get(User{}, path)
+		if w.Code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a user: %d, want 401", path, w.Code)
+		}
+	}
+	if w := f.post(User{}, "/new", url.Values{"name": {"x"}, "scope": {"mail.send"}}); w.Code != http.StatusUnauthorized {
+		t.Errorf("POST /new without a user: %d, want 401", w.Code)
+	}
+	// A signed-in person whose team is unknown would otherwise see the
+	// keys that have no owner.
+	f.issue("ownerless", "", "mail.send")
+	w := f.get(User{ID: "carol"}, "/")
+	if w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "ownerless") {
+		t.Errorf("a person without an owner: %d, want 403 without keys", w.Code)
+	}
+}
+
+func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	for name, w := range map[string]*httptest.ResponseRecorder{
+		"keys page":         f.get(alice, "/"),
+		"key page":          f.get(alice, "/keys/"+k.ID),
+		"not found":         f.get(alice, "/nope"),
+		"no user":           f.get(User{}, "/"),
+		"refused form":      f.post(alice, "/new", url.Values{"csrf": {"wrong"}}),
+		"static stylesheet": f.get(alice, "/static/console.css"),
+	} {
+		h := w.Header()
+		csp := h.Get("Content-Security-Policy")
+		for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("%s: CSP %q lacks %q", name, csp, want)
+			}
+		}
+		if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "http") {
+			t.Errorf("%s: CSP %q allows inline code or another origin", name, csp)
+		}
+		for header, want := range map[string]string{
+			"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+		} {
+			if got := h.Get(header); got != want {
+				t.Errorf("%s: %s = %q, want %q", name, header, got, want)
+			}
+		}
+		if name != "static stylesheet" && h.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: Cache-Control = %q, want no-store", name, h.Get("Cache-Control"))
+		}
+	}
+}
+
+func TestPagesHaveNoInlineScriptOrStyle(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	inline := regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>[^<]|<style|\sstyle=|\son[a-z]+=|javascript:`)
+	for _, path := range []string{"/", "/new", "/keys/" + k.ID, "/review", "/leaked", "/nope"} {
+		for _, u := range []User{admin, alice} {
+			w := f.get(u, path)
+			if m := inline.FindString(w.Body.String()); m != "" {
+				t.Errorf("GET %s as %s: inline code %q (the CSP would block it)", path, u.ID, m)
+			}
+		}
+	}
+}
+
+func TestAChangeMustComeFromAConsolePageOfThePerson(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		header []string
+		want   int
+	}{
+		{"from the console page with the person's token", nil, nil, http.StatusSeeOther},
+		{"without a token", url.Values{"csrf": nil}, nil, http.StatusForbidden},
+		{"with another person's token", url.Values{"csrf": {formToken("bob")}}, nil, http.StatusForbidden},
+		{"with a token in the URL only", url.Values{"csrf": nil}, []string{"X-Query", "csrf"}, http.StatusForbidden},
+		{"from another site, token and all", nil, []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"from a sibling site", nil, []string{"Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
+		{"from an old browser on another origin", nil, []string{"Sec-Fetch-Site", "", "Origin", "https://evil.example"}, http.StatusForbidden},
+		{"from a script without browser headers, with the token", nil, []string{"Sec-Fetch-Site", "", "Origin", ""}, http.StatusSeeOther},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			k := f.issue("crm", "sales", "mail.send")
+			form := url.Values{}
+			for k, v := range tc.form {
+				form[k] = v
+			}
+			path := "/keys/" + k.ID + "/disable"
+			if len(tc.header) == 2 && tc.header[0] == "X-Query" {
+				path += "?csrf=" + formToken("alice")
+				tc.header = nil
+			}
+			if v, ok := form["csrf"]; ok && v == nil {
+				form["csrf"] = []string{""}
+			}
+			w := f.post(alice, path, form, tc.header...)
+			if w.Code != tc.want {
+				t.Fatalf("status %d, want %d:\n%s", w.Code, tc.want, w.Body)
+			}
+			if disabled := f.show(k.ID).Disabled; disabled != (tc.want == http.StatusSeeOther) {
+				t.Errorf("disabled = %v after a %d", disabled, w.Code)
+			}
+		})
+	}
+}
+
+func TestEveryActionIsRefusedOnAnotherTeamsKey(t *testing.T) {
+	f := newFixture(t)
+	theirs := f.issue("ops-alerts", "ops", "mail.send")
+	mine := f.issue("crm", "sales", "mail.send")
+	for _, tc := range []struct {
+		method, path string
+		form         url.Values
+	}{
+		{"GET", "/keys/" + theirs.ID, nil},
+		{"GET", "/keys/" + theirs.ID + "?window=30d", nil},
+		{"POST", "/keys/" + theirs.ID + "/settings", url.Values{"name": {"pwned"}, "scope": {"mail.send"}, "expires": {"keep"}}},
+		{"POST", "/keys/" + theirs.ID + "/disable", nil},
+		{"POST", "/keys/" + theirs.ID + "/enable", nil},
+		{"POST", "/keys/" + theirs.ID + "/rotate", url.Values{"grace": {"0"}}},
+		{"POST", "/keys/" + theirs.ID + "/revoke", url.Values{"confirm": {"ops-alerts"}}},
+	} {
+		var w *httptest.ResponseRecorder
+		if tc.method == "GET" {
+			w = f.get(alice, tc.path)
+		} else {
+			w = f.post(alice, tc.path, tc.form)
+		}
+		if w.Code != http.StatusNotFound {
+			t.Errorf("%s %s as another team: %d, want 404", tc.method, tc.path, w.Code)
+		}
+		if strings.Contains(w.Body.String(), "ops-alerts") {
+			t.Errorf("%s %s as another team shows the key's name", tc.method, tc.path)
+		}
+	}
+	rec := f.show(theirs.ID)
+	if rec.Name != "ops-alerts" || rec.Disabled || rec.RevokedAt != nil || rec.RotatedTo != "" {
+		t.Errorf("another team's key changed: %+v", rec)
+	}
+	if w := f.post(alice, "/review/revoke", url.Values{"id": {theirs.ID}, "confirm": {"revoke"}}); w.Code != http.StatusForbidden {
+		t.Errorf("bulk revoke by a non-admin: %d, want 403", w.Code)
+	}
+	for _, path := range []string{"/", "/?q=ops", "/?status=revoked", "/review"} {
+		body := f.get(alice, path).Body.String()
+		if strings.Contains(body, theirs.ID) || strings.Contains(body, "ops-alerts") {
+			t.Errorf("GET %s lists another team's key", path)
+		}
+	}
+	if body := f.get(alice, "/").Body.String(); !strings.Contains(body, mine.ID) {
+		t.Errorf("the keys page lacks the person's own key")
+	}
+	// A key created by a non-admin belongs to their team, whatever the
+	// form says.
+	w := f.post(alice, "/new", url.Values{"name": {"sneaky"}, "owner": {"ops"}, "scope": {"mail.send"}, "expires": {"90d"}})
+	wantStatus(t, w, http.StatusSeeOther)
+	page, _ := f.svc.Find(ctx, keys.Query{Search: "sneaky"})
+	if len(page.Keys) != 1 || page.Keys[0].Owner != "sales" {
+		t.Errorf("a key created by alice of sales: %+v", page.Keys)
+	}
+	// Another person cannot read a reveal, even with its token.
+	loc := w.Header().Get("Location")
+	if w := f.get(bob, loc); w.Code != http.StatusGone || keyPattern.MatchString(w.Body.String()) {
+		t.Errorf("another person opened a reveal: %d", w.Code)
+	}
+	if w := f.get(alice, loc); w.Code != http.StatusOK || !keyPattern.MatchString(w.Body.String()) {
+		t.Errorf("the reveal was spent by another person's attempt: %d", w.Code)
+	}
+}
+
+func TestPeoplesTextIsShownAsText(t *testing.T) {
+	f := newFixture(t)
+	name := `<script>alert("name")</script>`
+	owner := `<img src=x onerror=alert(1)>`
+	k := f.issue(name, owner, "mail.send")
+	if _, err := f.svc.Update(ctx, k.ID, keys.Spec{Disabled: ptr(true), Reason: `</li><script>alert("reason")</script>`}, "x<b>y"); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/", "/keys/" + k.ID, "/review", "/?q=" + url.QueryEscape(name)} {
+		body := f.get(admin, path).Body.String()
+		for _, raw := range []string{"<script>alert", "<img src=x", "<b>y"} {
+			if strings.Contains(body, raw) {
+				t.Errorf("GET %s: %q appears unescaped", path, raw)
+			}
+		}
+		if !strings.Contains(body, "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;") {
+			t.Errorf("GET %s: the name is not shown as text", path)
+		}
+	}
+}
+
+func TestANewKeyIsShownOnceAndNeverAgain(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/new", url.Values{
+		"name": {"Shop orders"}, "scope": {"mail.send"}, "env": {"live"}, "expires": {"90d"},
+		"sender_domains": {"shop.example.com"},
+	})
+	wantStatus(t, w, http.StatusSeeOther)
+	loc := w.Header().Get("Location")
+	if !strings.HasPrefix(loc, "/reveal/") || keyPattern.MatchString(loc+w.Body.String()) {
+		t.Fatalf("the POST answers %q with the key in it, or not to a reveal page", loc)
+	}
+	if w := f.serve(alice, httptest.NewRequest(http.MethodHead, loc, nil)); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD of the reveal page: %d, want 405 (it must not spend the reveal unseen)", w.Code)
+	}
+	page := f.get(alice, loc)
+	wantStatus(t, page, http.StatusOK)
+	key := keyPattern.FindString(page.Body.String())
+	if key == "" {
+		t.Fatalf("the reveal page holds no key:\n%s", page.Body)
+	}
+	body := page.Body.String()
+	for _, want := range []string{"only time the key is shown", "https://mail-gw.example.com/v3/mail/send", "Bearer " + key, "Content-Type: application/json"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the reveal page lacks %q", want)
+		}
+	}
+	if page.Header().Get("Cache-Control") != "no-store" {
+		t.Errorf("the reveal page may be cached: %q", page.Header().Get("Cache-Control"))
+	}
+	again := f.get(alice, loc)
+	if again.Code != http.StatusGone || strings.Contains(again.Body.String(), key) {
+		t.Errorf("reloading the reveal page: %d, key shown again: %v", again.Code, strings.Contains(again.Body.String(), key))
+	}
+	recs, _ := f.svc.List(ctx, "", true)
+	rec := recs[0]
+	if rec.Name != "Shop orders" || rec.Owner != "sales" || rec.SenderDomains[0] != "shop.example.com" ||
+		rec.ExpiresAt == nil || !rec.ExpiresAt.Equal(f.now.Add(90*24*time.Hour)) {
+		t.Errorf("created %+v", rec)
+	}
+	for _, path := range []string{"/", "/keys/" + rec.ID, "/review"} {
+		if strings.Contains(f.get(alice, path).Body.String(), key) {
+			t.Errorf("GET %s shows the key again", path)
+		}
+	}
+	evs, _ := f.svc.Events(ctx, rec.ID, 0)
+	if len(evs) != 1 || evs[0].Actor != "console alice from 203.0.113.9" {
+		t.Errorf("the issued event names %q, want the console user and address", evs[0].Actor)
+	}
+}
+
+func TestAnUnreadRevealExpires(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/new", url.Values{"name": {"late"}, "scope": {"mail.send"}, "expires": {"30d"}})
+	wantStatus(t, w, http.StatusSeeOther)
+	f.now = f.now.Add(5*time.Minute + time.Second)
+	if w := f.get(alice, w.Header().Get("Location")); w.Code != http.StatusGone || keyPattern.MatchString(w.Body.String()) {
+		t.Errorf("a reveal read after 5 minutes: %d", w.Code)
+	}
+}
+
+func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name  string
+		form  url.Values
+		field string
+		says  string
+	}{
+		{"no name", url.Values{"scope": {"mail.send"}, "expires": {"90d"}, "sender_domains": {"shop.example.com"}}, "name", "name is required"},
+		{"no scope", url.Values{"name": {"crm"}, "expires": {"90d"}}, "extra-scopes", "at least one scope"},
+		{"a scope no route uses", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}}, "extra-scopes", "no route"},
+		{"a bad sender domain", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "sender_domains": {"not a domain!"}, "expires": {"90d"}}, "sender-domains", "sender domain"},
+		{"a date in the past", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"date"}, "expires_date": {"2020-01-01"}}, "expires-date", "not in the future"},
+		{"a rate that is no number", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"}, "rate_n": {"lots"}}, "rate-n", "whole number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := f.post(alice, "/new", tc.form)
+			wantStatus(t, w, http.StatusUnprocessableEntity)
+			body := w.Body.String()
+			if !strings.Contains(body, tc.says) || !strings.Contains(body, `href="#`+tc.field+`"`) {
+				t.Errorf("the error does not say %q or link to #%s:\n%s", tc.says, tc.field, body)
+			}
+			for _, v := range []string{tc.form.Get("name"), tc.form.Get("sender_domains"), tc.form.Get("extra_scopes")} {
+				if v != "" && !strings.Contains(body, v) {
+					t.Errorf("the form lost %q", v)
+				}
+			}
+		})
+	}
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 0 {
+		t.Errorf("refused forms created %d keys", len(recs))
+	}
+	// An unknown scope is offered to be forced, and forcing works.
+	w := f.post(alice, "/new", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}})
+	if !strings.Contains(w.Body.String(), `name="force"`) {
+		t.Errorf("no offer to force an unknown scope")
+	}
+	w = f.post(alice, "/new", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}, "force": {"1"}})
+	page := f.follow(alice, w)
+	if !strings.Contains(page.Body.String(), "grants nothing") {
+		t.Errorf("the reveal page does not pass on the service's warning")
+	}
+}
+
+func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	path := "/keys/" + k.ID
+
+	page := f.follow(alice, f.post(alice, path+"/disable", url.Values{"reason": {"investigating"}}))
+	if !f.show(k.ID).Disabled || !strings.Contains(page.Body.String(), "Key disabled") {
+		t.Fatalf("disable: %v\n%s", f.show(k.ID).Disabled, page.Body)
+	}
+	f.follow(alice, f.post(alice, path+"/enable", nil))
+	if f.show(k.ID).Disabled {
+		t.Fatal("enable did not enable")
+	}
+
+	w := f.post(alice, path+"/settings", url.Values{
+		"name": {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
+		"sender_domains": {"crm.example.com\nnews.example.com"}, "rate_n": {"100"}, "rate_unit": {"m"},
+		"quota_n": {"5000"}, "quota_unit": {"d"}, "reason": {"templates for the CRM"},
+	})
+	page = f.follow(alice, w)
+	rec := f.show(k.ID)
+	if rec.Name != "crm-sync" || len(rec.Scopes) != 2 || len(rec.SenderDomains) != 2 || rec.Rate.String() != "100/m" ||
+		rec.Quota.String() != "5000/d" || rec.ExpiresAt != nil {
+		t.Errorf("settings saved as %+v", rec)
+	}
+	if !strings.Contains(page.Body.String(), "Settings saved") {
+		t.Errorf("no confirmation after saving")
+	}
+	// The same form again changes nothing, and says so.
+	w = f.post(alice, path+"/settings", url.Values{
+		"name": {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
+		"sender_domains": {"crm.example.com, news.example.com"}, "rate_n": {"100"}, "rate_unit": {"m"},
+		"quota_n": {"5000"}, "quota_unit": {"d"},
+	})
+	if body := f.follow(alice, w).Body.String(); strings.Contains(body, "Settings saved") || !strings.Contains(body, "nothing changed") {
+		t.Errorf("an unchanged form: %s", body)
+	}
+
+	w = f.post(alice, path+"/revoke", url.Values{"confirm": {"crm"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if f.show(k.ID).RevokedAt != nil || !strings.Contains(w.Body.String(), "type the key&#39;s name exactly") {
+		t.Fatalf("a revoke with the wrong name: revoked=%v", f.show(k.ID).RevokedAt != nil)
+	}
+
+	w = f.post(alice, path+"/rotate", url.Values{"grace": {"7d"}, "reason": {"yearly"}})
+	reveal := f.follow(alice, w)
+	newKey := keyPattern.FindString(reveal.Body.String())
+	old := f.show(k.ID)
+	if newKey == "" || old.RotatedTo == "" || !old.ExpiresAt.Equal(f.now.Add(7*24*time.Hour)) {
+		t.Fatalf("rotate: key shown %v, old record %+v", newKey != "", old)
+	}
+	if !strings.Contains(reveal.Body.String(), "replacing") {
+		t.Errorf("the reveal page of a rotation does not name the old key")
+	}
+
+	page = f.follow(alice, f.post(alice, path+"/revoke", url.Values{"confirm": {" crm-sync "}, "reason": {"left"}}))
+	if rec := f.show(k.ID); rec.RevokedAt == nil || rec.RevokeReason != "left" {
+		t.Errorf("revoke with the typed name: %+v", rec)
+	}
+	evs, _ := f.svc.Events(ctx, k.ID, 0)
+	var actions []string
+	for _, e := range evs {
+		actions = append(actions, e.Action)
+		if e.Action != "issued" && e.Actor != "console alice from 203.0.113.9" {
+			t.Errorf("event %s by %q", e.Action, e.Actor)
+		}
+	}
+	if got := strings.Join(actions, " "); got != "issued disabled enabled updated rotated revoked" {
+		t.Errorf("events %s", got)
+	}
+	if body := page.Body.String(); !strings.Contains(body, "Key revoked") || strings.Contains(body, `/revoke"`) {
+		t.Errorf("a revoked key's page still offers actions or lacks the confirmation")
+	}
+}
+
+func TestALeakedKeyIsRevokedByValueAndNeverEchoed(t *testing.T) {
+	f := newFixture(t)
+	mine := f.issue("crm", "sales", "mail.send")
+	theirs := f.issue("ops-alerts", "ops", "mail.send")
+	unknown := mine.Key[:len(mine.Key)-10] + "AAAAAAAAAA" // the shape of a key, with a bad checksum
+
+	for _, tc := range []struct {
+		name, key string
+		want      int
+	}{
+		{"not a key", "hunter2 kg_live_nope", http.StatusUnprocessableEntity},
+		{"a typo in a key", unknown, http.StatusUnprocessableEntity},
+	} {
+		w := f.post(alice, "/leaked", url.Values{"key": {tc.key}})
+		if w.Code != tc.want || strings.Contains(w.Body.String(), tc.key) {
+			t.Errorf("%s: %d (want %d), key echoed: %v", tc.name, w.Code, tc.want, strings.Contains(w.Body.String(), tc.key))
+		}
+	}
+	w := f.post(alice, "/leaked", url.Values{"key": {mine.Key}, "reason": {"pasted in a ticket"}})
+	page := f.follow(alice, w)
+	if rec := f.show(mine.ID); rec.RevokedAt == nil || rec.RevokeReason != "pasted in a ticket" {
+		t.Errorf("own leaked key not revoked: %+v", rec)
+	}
+	if strings.Contains(w.Header().Get("Location")+page.Body.String(), mine.Key) {
+		t.Errorf("the key is echoed after revoking it")
+	}
+	// Whoever holds a key may stop it, but sees no more than its id.
+	page = f.follow(alice, f.post(alice, "/leaked", url.Values{"key": {theirs.Key}}))
+	if f.show(theirs.ID).RevokedAt == nil {
+		t.Errorf("another team's leaked key was not revoked")
+	}
+	if body := page.Body.String(); strings.Contains(body, "ops-alerts") || !strings.Contains(body, "another team") {
+		t.Errorf("revoking another team's leaked key shows: %s", body)
+	}
+	page = f.follow(alice, f.post(alice, "/leaked", url.Values{"key": {theirs.Key}}))
+	if !strings.Contains(page.Body.String(), "already revoked") {
+		t.Errorf("a second report does not say it was already revoked")
+	}
+}
+
+func TestAdminsRevokeFromTheReviewInBulk(t *testing.T) {
+	f := newFixture(t)
+	a := f.issue("forever-1", "sales", "mail.send")
+	b := f.issue("forever-2", "ops", "*")
+	keep := f.issue("keep", "ops", "mail.send")
+	body := f.get(admin, "/review").Body.String()
+	for _, want := range []string{"Keys that never expire", "Keys with full access", a.ID, b.ID, `name="id"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the review lacks %q", want)
+		}
+	}
+	if strings.Contains(f.get(alice, "/review").Body.String(), `name="id"`) {
+		t.Errorf("a non-admin is offered bulk revoke")
+	}
+	w := f.post(admin, "/review/revoke", url.Values{"id": {a.ID, b.ID}, "confirm": {"yes"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if f.show(a.ID).RevokedAt != nil {
+		t.Fatal("revoked without the typed confirmation")
+	}
+	page := f.follow(admin, f.post(admin, "/review/revoke", url.Values{"id": {a.ID, b.ID, a.ID}, "confirm": {"Revoke"}, "reason": {"cleanup"}}))
+	if f.show(a.ID).RevokedAt == nil || f.show(b.ID).RevokedAt == nil || f.show(keep.ID).RevokedAt != nil {
+		t.Errorf("bulk revoke revoked the wrong keys")
+	}
+	if !strings.Contains(page.Body.String(), "2 keys revoked") {
+		t.Errorf("bulk revoke does not say how many")
+	}
+}
+
+func TestTheKeysPageFindsFiltersAndPages(t *testing.T) {
+	f := newFixture(t)
+	if body := f.get(alice, "/").Body.String(); !strings.Contains(body, "No keys yet") || !strings.Contains(body, "Create the first key") {
+		t.Errorf("empty state missing")
+	}
+	for i := 0; i < 60; i++ {
+		f.issue("bulk-"+string(rune('a'+i%26))+"-"+time.Duration(i).String(), "sales", "mail.send")
+	}
+	crm := f.issue("CRM sync", "sales", "mail.send")
+	body := f.get(alice, "/").Body.String()
+	if !strings.Contains(body, "61 keys, page 1 of 2") || !strings.Contains(body, `href="/?page=2"`) {
+		t.Errorf("paging: %s", body)
+	}
+	body = f.get(alice, "/?q=crm").Body.String()
+	if !strings.Contains(body, crm.ID) || !strings.Contains(body, "1 key") || strings.Contains(body, "bulk-") {
+		t.Errorf("search for crm")
+	}
+	if body := f.get(alice, "/?q=nothing-like-this").Body.String(); !strings.Contains(body, "No keys match") {
+		t.Errorf("no empty state for a search without results")
+	}
+	if w := f.get(alice, "/?status=sleeping"); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("an unknown status: %d", w.Code)
+	}
+}
+
+func TestTheKeyPageShowsUsageSignalsAndHistory(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	hour := f.now.Truncate(time.Hour)
+	var deltas []store.UsageDelta
+	for h := 0; h < 30*24; h++ {
+		deltas = append(deltas, store.UsageDelta{KeyID: k.ID, Hour: hour.Add(-time.Duration(h) * time.Hour),
+			Counts: map[string]int64{"allowed": 5, "recipients": 12}, IPs: map[string]int64{"198.51.100.7": 5}})
+	}
+	deltas = append(deltas, store.UsageDelta{KeyID: k.ID, Hour: hour, Counts: map[string]int64{"denied.revoked_key": 3},
+		IPs: map[string]int64{"192.0.2.66": 3}})
+	if err := f.st.AddUsage(ctx, deltas); err != nil {
+		t.Fatal(err)
+	}
+	for window, allowed := range map[string]string{"24h": "120", "7d": "840", "30d": "3,600"} {
+		body := f.get(alice, "/keys/"+k.ID+"?window="+window).Body.String()
+		if !strings.Contains(body, "<dd>"+allowed+"</dd>") {
+			t.Errorf("window %s: allowed total %s missing", window, allowed)
+		}
+		for _, want := range []string{"revoked_key", "the API key has been revoked", "192.0.2.66", "Worth a look", `class="chart"`, "Issued"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("window %s: %q missing", window, want)
+			}
+		}
+	}
+	if w := f.get(alice, "/keys/"+k.ID+"?window=1y"); w.Code != http.StatusBadRequest {
+		t.Errorf("an unknown window: %d", w.Code)
+	}
+}
+
+func TestLinksWorkUnderAStrippedPrefix(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r = r.WithContext(WithMount(WithUser(r.Context(), alice), "/console/"))
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	body := w.Body.String()
+	for _, want := range []string{`href="/console/keys/` + k.ID + `"`, `href="/console/static/console.css?v=`, `action="/console/"`, `href="/console/new"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("under /console: %q missing", want)
+		}
+	}
+	form := url.Values{"csrf": {formToken("alice")}}
+	r = httptest.NewRequest(http.MethodPost, "/keys/"+k.ID+"/disable", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r = r.WithContext(WithMount(WithUser(r.Context(), alice), "/console"))
+	w = httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	if loc := w.Header().Get("Location"); !strings.HasPrefix(loc, "/console/keys/"+k.ID) {
+		t.Errorf("redirect under /console: %q", loc)
+	}
+}
+
+func TestTheStaticAssetsAreEmbedded(t *testing.T) {
+	f := newFixture(t)
+	for path, ctype := range map[string]string{"/static/console.css": "text/css", "/static/console.js": "text/javascript"} {
+		w := f.get(alice, path)
+		if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), ctype) || w.Body.Len() < 100 {
+			t.Errorf("%s: %d %q %d bytes", path, w.Code, w.Header().Get("Content-Type"), w.Body.Len())
+		}
+	}
+	if w := f.get(alice, "/static/../console.go"); w.Code != http.StatusNotFound {
+		t.Errorf("path traversal: %d", w.Code)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

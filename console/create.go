@@ -1,0 +1,123 @@
+package console
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// createView is the create-key page.
+type createView struct {
+	view
+	Form    settingsForm
+	Presets []option
+}
+
+func (c *call) newPage() error {
+	lines, err := c.keys.RouteScopes(c.r.Context())
+	if err != nil {
+		return err
+	}
+	c.render(http.StatusOK, "new", &createView{
+		view:    view{Title: "Create a key", Nav: "new"},
+		Form:    newForm(lines, c.user.Owner, !c.user.Admin),
+		Presets: expiryPresets,
+	})
+	return nil
+}
+
+func (c *call) create() error {
+	ctx := c.r.Context()
+	lines, err := c.keys.RouteScopes(ctx)
+	if err != nil {
+		return err
+	}
+	form := readForm(c.r.PostForm, lines, false)
+	if !c.user.Admin {
+		form.Owner, form.OwnerFixed = c.user.Owner, true
+	}
+	spec, err := form.spec(c.user.Admin)
+	var res *keys.Result
+	if err == nil {
+		res, err = c.keys.Issue(ctx, spec, c.user.actor())
+	}
+	if err != nil {
+		fe := asFormErr(err)
+		if fe == nil {
+			return err
+		}
+		form.Err = *fe
+		form.OfferForce = fe.Field == "extra-scopes" && len(lines) > 0
+		c.render(http.StatusUnprocessableEntity, "new", &createView{
+			view:    view{Title: "Create a key", Nav: "new"},
+			Form:    form,
+			Presets: expiryPresets,
+		})
+		return nil
+	}
+	return c.reveal(res, "", lines)
+}
+
+// revealView is the page that shows a new key, once.
+type revealView struct {
+	view
+	Key, KeyID, Name string
+	Rotated          string
+	Curl, Gateway    string
+	Warnings         []string
+}
+
+// reveal keeps a new key for the reveal page and sends the browser there:
+// the POST's own response never holds the key, so a reload or the back
+// button cannot show or re-create it.
+func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope) error {
+	curl, gw := c.snippet(res.Record, res.Key, lines)
+	tok := c.h.vault.put(&flash{
+		user: c.user.ID, key: res.Key, keyID: res.ID, name: res.Name, rotated: rotated,
+		curl: curl, gateway: gw, messages: res.Warnings,
+	})
+	return c.redirect("/reveal/" + tok)
+}
+
+func (c *call) revealPage() error {
+	f, ok := c.h.vault.take(c.id, c.user.ID, true)
+	if !ok {
+		c.render(http.StatusGone, "reveal", &revealView{view: view{Title: "Key no longer shown", Nav: "new"}})
+		return nil
+	}
+	c.render(http.StatusOK, "reveal", &revealView{view: view{Title: "Copy your new key", Nav: "new"},
+		Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated, Curl: f.curl, Gateway: f.gateway, Warnings: f.messages})
+	return nil
+}
+
+// snippet returns a ready curl command for a new key against the first
+// route its scopes open, and the gateway's base URL for SDKs.
+func (c *call) snippet(rec *store.Record, key string, lines []store.RouteScope) (curl, gateway string) {
+	gw := c.h.opts.GatewayURL
+	if gw == "" {
+		scheme := "http"
+		if c.r.TLS != nil {
+			scheme = "https"
+		}
+		gw = scheme + "://" + c.r.Host
+	}
+	method, path := "GET", "/"
+	for _, l := range lines {
+		if keys.Covers(rec.Scopes, l.Scope) && !strings.HasPrefix(l.Path, "*") {
+			method, path = l.Method, strings.TrimSuffix(l.Path, "*")
+			break
+		}
+	}
+	var b strings.Builder
+	b.WriteString("curl -i ")
+	if method != "" && method != "GET" && method != "POST" { // curl -d implies POST
+		b.WriteString("-X " + method + " ")
+	}
+	b.WriteString(gw + path + " \\\n  -H 'Authorization: Bearer " + key + "'")
+	if method == "POST" || method == "PUT" || method == "PATCH" {
+		b.WriteString(" \\\n  -H 'Content-Type: application/json' -d @message.json")
+	}
+	return b.String(), gw
+}

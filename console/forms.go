@@ -1,0 +1,327 @@
+package console
+
+import (
+	"errors"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// settingsForm is the form that creates a key or edits its settings, as
+// shown and as submitted.
+type settingsForm struct {
+	Edit          bool // editing an existing key (no env; expiry may be kept)
+	Name          string
+	Owner         string
+	OwnerFixed    bool // the person may not choose the owner
+	Env           string
+	Groups        []scopeGroup
+	ExtraScopes   string
+	Force         bool
+	OfferForce    bool // a scope no route uses was refused; offer to force it
+	Expires       string
+	ExpiresDate   string
+	CurrentExpiry timeView
+	SenderDomains string
+	AllowedIPs    string
+	RateN         string
+	RateUnit      string
+	Burst         string
+	QuotaN        string
+	QuotaUnit     string
+	MaxRecipients string
+	Reason        string
+	// Limits is open when any optional limit is set, so a person sees
+	// what is set without hunting for it.
+	Limits bool
+	Err    formErr
+}
+
+// formErr is what a submitted form got wrong: the field (an input id) and
+// the message.
+type formErr struct {
+	Field, Message string
+}
+
+func (e *formErr) Error() string { return e.Message }
+
+// fieldIDs maps the service's field names to the form's input ids.
+var fieldIDs = map[string]string{
+	"name": "name", "owner": "owner", "env": "env", "scope": "extra-scopes", "expires": "expires-date",
+	"rate": "rate-n", "burst": "burst", "allowed IP": "allowed-ips", "sender domain": "sender-domains",
+	"quota": "quota-n", "max recipients": "max-recipients", "reason": "reason", "grace": "grace",
+	"key": "leaked-key",
+}
+
+// asFormErr turns an error about input into a formErr, or returns nil for
+// any other error.
+func asFormErr(err error) *formErr {
+	var fe *formErr
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var inv *keys.InvalidError
+	if errors.As(err, &inv) {
+		return &formErr{Field: fieldIDs[inv.Field], Message: inv.Error()}
+	}
+	var conf *keys.ConflictError
+	if errors.As(err, &conf) {
+		return &formErr{Message: conf.Error()}
+	}
+	return nil
+}
+
+// scopeGroup is the scopes of one area ("mail", "templates") offered as
+// checkboxes.
+type scopeGroup struct {
+	Name   string
+	Scopes []scopeChoice
+}
+
+// scopeChoice is one scope checkbox: the scope, the routes that require
+// it, and whether it is checked.
+type scopeChoice struct {
+	Scope   string
+	Routes  []string
+	Checked bool
+}
+
+// scopeGroups offers the scopes routes use, grouped by the part before the
+// dot, plus any the key holds that no route uses (so editing keeps them),
+// plus full access last.
+func scopeGroups(lines []store.RouteScope, held []string) []scopeGroup {
+	var groups []scopeGroup
+	index := map[string]int{}
+	add := func(group, scope, route string) {
+		gi, ok := index[group]
+		if !ok {
+			gi = len(groups)
+			index[group] = gi
+			groups = append(groups, scopeGroup{Name: group})
+		}
+		g := &groups[gi]
+		for i := range g.Scopes {
+			if g.Scopes[i].Scope == scope {
+				if route != "" && !slices.Contains(g.Scopes[i].Routes, route) {
+					g.Scopes[i].Routes = append(g.Scopes[i].Routes, route)
+				}
+				return
+			}
+		}
+		ch := scopeChoice{Scope: scope, Checked: slices.Contains(held, scope)}
+		if route != "" {
+			ch.Routes = []string{route}
+		}
+		g.Scopes = append(g.Scopes, ch)
+	}
+	for _, l := range lines {
+		if l.Scope == "*" {
+			continue
+		}
+		area, _, _ := strings.Cut(l.Scope, ".")
+		add(area, l.Scope, strings.TrimSpace(l.Method+" "+l.Path))
+	}
+	for _, s := range held {
+		if s != "*" && !offered(groups, s) {
+			add("other", s, "")
+		}
+	}
+	groups = append(groups, scopeGroup{Name: "full access", Scopes: []scopeChoice{{
+		Scope: "*", Routes: []string{"every route, now and later"}, Checked: slices.Contains(held, "*")}}})
+	return groups
+}
+
+func offered(groups []scopeGroup, scope string) bool {
+	for _, g := range groups {
+		for _, s := range g.Scopes {
+			if s.Scope == scope {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// expiryPresets are the expiry choices; the default is 90 days, never
+// "never".
+var expiryPresets = []option{
+	{"30d", "30 days"},
+	{"90d", "90 days"},
+	{"365d", "1 year"},
+	{"date", "On a date"},
+	{"never", "Never (not recommended)"},
+}
+
+// formFor fills the form from a key's record, for editing.
+func formFor(rec *store.Record, lines []store.RouteScope, v *view) settingsForm {
+	f := settingsForm{
+		Edit: true, Name: rec.Name, Owner: rec.Owner, Env: rec.Env,
+		Groups: scopeGroups(lines, rec.Scopes), Expires: "keep", CurrentExpiry: v.When(rec.ExpiresAt),
+		SenderDomains: strings.Join(rec.SenderDomains, "\n"), RateUnit: "m", QuotaUnit: "d",
+	}
+	var ips []string
+	for _, p := range rec.AllowedIPs {
+		ips = append(ips, p.String())
+	}
+	f.AllowedIPs = strings.Join(ips, "\n")
+	if rec.Rate != nil {
+		n, unit, _ := strings.Cut(rec.Rate.String(), "/")
+		f.RateN, f.RateUnit = n, unit
+	}
+	if rec.Burst > 0 {
+		f.Burst = strconv.Itoa(rec.Burst)
+	}
+	if rec.Quota != nil {
+		f.QuotaN, f.QuotaUnit = strconv.FormatInt(rec.Quota.N, 10), string(rec.Quota.Per)
+	}
+	if rec.MaxRecipients > 0 {
+		f.MaxRecipients = strconv.Itoa(rec.MaxRecipients)
+	}
+	f.Limits = f.SenderDomains != "" || f.AllowedIPs != "" || f.RateN != "" || f.QuotaN != "" || f.MaxRecipients != ""
+	return f
+}
+
+// newForm is the empty create form: a live key expiring in 90 days.
+func newForm(lines []store.RouteScope, owner string, fixed bool) settingsForm {
+	return settingsForm{Owner: owner, OwnerFixed: fixed, Env: "live", Groups: scopeGroups(lines, nil),
+		Expires: "90d", RateUnit: "m", QuotaUnit: "d"}
+}
+
+// readForm reads a submitted settings form back into what it shows, so a
+// refused form is shown again as the person left it.
+func readForm(pf url.Values, lines []store.RouteScope, edit bool) settingsForm {
+	f := settingsForm{
+		Edit: edit, Name: pf.Get("name"), Owner: pf.Get("owner"), Env: pf.Get("env"),
+		ExtraScopes: pf.Get("extra_scopes"), Force: pf.Get("force") != "",
+		Expires: pf.Get("expires"), ExpiresDate: pf.Get("expires_date"),
+		SenderDomains: pf.Get("sender_domains"), AllowedIPs: pf.Get("allowed_ips"),
+		RateN: strings.TrimSpace(pf.Get("rate_n")), RateUnit: pf.Get("rate_unit"), Burst: strings.TrimSpace(pf.Get("burst")),
+		QuotaN: strings.TrimSpace(pf.Get("quota_n")), QuotaUnit: pf.Get("quota_unit"),
+		MaxRecipients: strings.TrimSpace(pf.Get("max_recipients")), Reason: pf.Get("reason"),
+	}
+	f.Groups = scopeGroups(lines, pf["scope"])
+	f.Limits = f.SenderDomains != "" || f.AllowedIPs != "" || f.RateN != "" || f.QuotaN != "" || f.MaxRecipients != "" || f.Burst != ""
+	return f
+}
+
+// spec turns the form into the service's Spec. On edit every setting is
+// given, so the service records exactly what changed; on create only
+// what is set, so the routes' defaults apply to the rest.
+func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
+	var s keys.Spec
+	name := f.Name
+	s.Name = &name
+	if admin {
+		owner := f.Owner
+		s.Owner = &owner
+	}
+	if !f.Edit {
+		env := f.Env
+		if env == "" {
+			env = "live"
+		}
+		s.Env = &env
+	}
+	scopes := []string{}
+	for _, g := range f.Groups {
+		for _, sc := range g.Scopes {
+			if sc.Checked {
+				scopes = append(scopes, sc.Scope)
+			}
+		}
+	}
+	scopes = append(scopes, fields(f.ExtraScopes)...)
+	s.Scopes = &scopes
+	s.Force = f.Force
+	switch f.Expires {
+	case "keep":
+		if !f.Edit {
+			return s, &formErr{"expires-date", "Choose when the key expires."}
+		}
+	case "date":
+		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresDate))
+		if err != nil {
+			return s, &formErr{"expires-date", "Choose the date the key expires (year, month and day)."}
+		}
+		at := d.UTC().Format(time.RFC3339)
+		s.Expires = &at
+	case "30d", "90d", "365d", "never":
+		e := f.Expires
+		s.Expires = &e
+	default:
+		return s, &formErr{"expires-date", "Choose when the key expires."}
+	}
+	domains, ips := fields(f.SenderDomains), fields(f.AllowedIPs)
+	if f.Edit || len(domains) > 0 {
+		s.SenderDomains = &domains
+	}
+	if f.Edit || len(ips) > 0 {
+		s.AllowedIPs = &ips
+	}
+	var err error
+	if s.Rate, err = perUnit(f.RateN, f.RateUnit, "rate-n", "requests", f.Edit); err != nil {
+		return s, err
+	}
+	if s.Quota, err = perUnit(f.QuotaN, f.QuotaUnit, "quota-n", "recipients", f.Edit); err != nil {
+		return s, err
+	}
+	if s.Burst, err = wholeNumber(f.Burst, "burst", "The burst", f.Edit); err != nil {
+		return s, err
+	}
+	if s.MaxRecipients, err = wholeNumber(f.MaxRecipients, "max-recipients", "The most recipients per message", f.Edit); err != nil {
+		return s, err
+	}
+	s.Reason = strings.TrimSpace(f.Reason)
+	return s, nil
+}
+
+// perUnit reads "N" and a unit into "N/unit"; empty is "" (clear) when
+// editing and nil (the route's default) when creating.
+func perUnit(n, unit, field, what string, edit bool) (*string, error) {
+	if n == "" {
+		if edit {
+			empty := ""
+			return &empty, nil
+		}
+		return nil, nil
+	}
+	if v, err := strconv.ParseInt(n, 10, 64); err != nil || v < 1 {
+		return nil, &formErr{field, "The number of " + what + " must be a whole number of at least 1, or empty for the route's default."}
+	}
+	s := n + "/" + unit
+	return &s, nil
+}
+
+// wholeNumber reads an optional count; empty is 0 (none) when editing and
+// nil when creating.
+func wholeNumber(v, field, what string, edit bool) (*int, error) {
+	if v == "" {
+		if edit {
+			zero := 0
+			return &zero, nil
+		}
+		return nil, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return nil, &formErr{field, what + " must be a whole number (0 or empty for none)."}
+	}
+	return &n, nil
+}
+
+// fields splits a list typed one per line, or separated by commas or
+// spaces.
+func fields(s string) []string {
+	out := []string{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}

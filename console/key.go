@@ -1,0 +1,244 @@
+package console
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// keyView is the page of one key: what it is, how it is used, its
+// settings, what can be done to it and what was done to it.
+type keyView struct {
+	view
+	Key    *store.Record
+	Status string
+
+	Window  string
+	Windows []window
+	Usage   *keys.UsageReport
+	Denials []codeCount
+	TopIPs  []ipRow
+	// Requests stacks allowed and denied per hour; Recipients is one
+	// series.
+	Requests, Recipients bars
+	Allowed, Denied      int64
+	From, To             timeView
+
+	Events []store.Event
+	Form   settingsForm
+	// Presets are the expiry choices of the settings form.
+	Presets []option
+	Graces  []option
+	// Errs holds what a refused action got wrong, by form: "rotate",
+	// "revoke", "state".
+	Errs map[string]string
+}
+
+// window is one usage period the page can show.
+type window struct {
+	Name, Label string
+	Hours       int
+	Current     bool
+	URL         string
+}
+
+var windows = []window{{Name: "24h", Label: "24 hours", Hours: 24}, {Name: "7d", Label: "7 days", Hours: 7 * 24}, {Name: "30d", Label: "30 days", Hours: 30 * 24}}
+
+// ipRow is a client address in the usage, with whether it is new.
+type ipRow struct {
+	store.IPUsage
+	New bool
+}
+
+// ipRows marks the addresses first seen in the last 24 hours by a key that
+// was used from other addresses before, as the service's signals do: the
+// first address of a new key is not news.
+func ipRows(ips []store.IPUsage, t time.Time) []ipRow {
+	out := make([]ipRow, 0, len(ips))
+	var oldest time.Time
+	for _, ip := range ips {
+		if oldest.IsZero() || ip.First.Before(oldest) {
+			oldest = ip.First
+		}
+	}
+	for _, ip := range ips {
+		out = append(out, ipRow{IPUsage: ip, New: t.Sub(ip.First) < 24*time.Hour && ip.First.After(oldest)})
+	}
+	return out
+}
+
+var graceOptions = []option{
+	{"0", "Stop it now"},
+	{"1h", "1 hour"},
+	{"24h", "24 hours"},
+	{"7d", "7 days"},
+	{"30d", "30 days"},
+}
+
+func (c *call) keyPage() error {
+	return c.showKey(http.StatusOK, nil, nil)
+}
+
+// showKey renders the key page; form, when set, is a refused settings form
+// to show again, and errs the messages of other refused actions.
+func (c *call) showKey(status int, form *settingsForm, errs map[string]string) error {
+	ctx := c.r.Context()
+	rec, err := c.keys.Show(ctx, c.id)
+	if err != nil {
+		return err
+	}
+	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
+		Presets: expiryPresets, Graces: graceOptions, Errs: errs}
+	v.Window = c.r.URL.Query().Get("window")
+	hours := 0
+	for _, w := range windows {
+		w.URL = c.url("/keys/" + rec.ID + "?window=" + w.Name + "#usage")
+		if w.Name == v.Window || (v.Window == "" && w.Name == "7d") {
+			w.Current, v.Window, hours = true, w.Name, w.Hours
+		}
+		v.Windows = append(v.Windows, w)
+	}
+	if hours == 0 {
+		return &pageError{http.StatusBadRequest, "Unknown period", "Usage can be shown for 24 hours, 7 days or 30 days."}
+	}
+	if v.Usage, err = c.keys.Usage(ctx, rec.ID, time.Duration(hours)*time.Hour); err != nil {
+		return err
+	}
+	allowed, denied, recips := hourly(v.Usage.Hours, c.now, hours)
+	barW, gap := 4, 1
+	if hours > 24*7 {
+		barW, gap = 1, 0
+	}
+	v.Requests = barChart([][]int64{allowed, denied}, 120, barW, gap)
+	v.Recipients = barChart([][]int64{recips}, 60, barW, gap)
+	v.Allowed, v.Denied = sum(allowed), sum(denied)
+	v.Requests.Label = "Requests per hour over the last " + labelOf(v.Window) + ": " + count(v.Allowed) + " allowed, " + count(v.Denied) + " refused; the busiest hour had " + count(v.Requests.Max)
+	v.Recipients.Label = "Recipients per hour over the last " + labelOf(v.Window) + ": " + count(sum(recips)) + " in all"
+	first := c.now.Truncate(time.Hour).Add(-time.Duration(hours-1) * time.Hour)
+	v.From, v.To = v.When(first), v.When(c.now)
+	v.Denials = c.denials(v.Usage.Denied)
+	v.TopIPs = ipRows(v.Usage.TopIPs, c.now)
+	evs, err := c.keys.Events(ctx, rec.ID, 100)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(evs)
+	v.Events = evs
+	if form != nil {
+		v.Form = *form
+	} else {
+		lines, err := c.keys.RouteScopes(ctx)
+		if err != nil {
+			return err
+		}
+		v.Form = formFor(rec, lines, &v.view)
+	}
+	v.Form.OwnerFixed = !c.user.Admin
+	c.render(status, "key", v)
+	return nil
+}
+
+func labelOf(name string) string {
+	for _, w := range windows {
+		if w.Name == name {
+			return w.Label
+		}
+	}
+	return name
+}
+
+// refused shows the key page again with a message for the form that
+// caused err, or returns err when it is not about input.
+func (c *call) refused(form string, err error) error {
+	fe := asFormErr(err)
+	if fe == nil {
+		return err
+	}
+	return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{form: fe.Message})
+}
+
+func (c *call) update() error {
+	ctx := c.r.Context()
+	lines, err := c.keys.RouteScopes(ctx)
+	if err != nil {
+		return err
+	}
+	form := readForm(c.r.PostForm, lines, true)
+	spec, err := form.spec(c.user.Admin)
+	var res *keys.Result
+	if err == nil {
+		res, err = c.keys.Update(ctx, c.id, spec, c.user.actor())
+	}
+	if err != nil {
+		fe := asFormErr(err)
+		if fe == nil {
+			return err
+		}
+		form.Err = *fe
+		form.OfferForce = fe.Field == "extra-scopes" && len(lines) > 0
+		rec, serr := c.keys.Show(ctx, c.id)
+		if serr != nil {
+			return serr
+		}
+		form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
+		return c.showKey(http.StatusUnprocessableEntity, &form, nil)
+	}
+	msgs := []string{"Settings saved. Gateways apply them to the next request."}
+	if res.Unchanged {
+		msgs = nil // the warnings say nothing changed
+	}
+	return c.redirect("/keys/" + c.id + c.notify(append(msgs, res.Warnings...)...))
+}
+
+func (c *call) disable() error { return c.setDisabled(true) }
+func (c *call) enable() error  { return c.setDisabled(false) }
+
+func (c *call) setDisabled(off bool) error {
+	spec := keys.Spec{Disabled: &off, Reason: strings.TrimSpace(c.r.PostForm.Get("reason"))}
+	if _, err := c.keys.Update(c.r.Context(), c.id, spec, c.user.actor()); err != nil {
+		return c.refused("state", err)
+	}
+	msg := "Key enabled. Requests with it are accepted again."
+	if off {
+		msg = "Key disabled. Every request with it is refused until you enable it again."
+	}
+	return c.redirect("/keys/" + c.id + c.notify(msg))
+}
+
+func (c *call) rotate() error {
+	ctx := c.r.Context()
+	grace, err := keys.ParseGrace(c.r.PostForm.Get("grace"))
+	if err != nil {
+		return c.refused("rotate", err)
+	}
+	res, err := c.keys.Rotate(ctx, c.id, grace, strings.TrimSpace(c.r.PostForm.Get("reason")), c.user.actor())
+	if err != nil {
+		return c.refused("rotate", err)
+	}
+	lines, err := c.keys.RouteScopes(ctx)
+	if err != nil {
+		lines = nil // the snippet falls back to the gateway's root
+	}
+	return c.reveal(res, c.id, lines)
+}
+
+func (c *call) revoke() error {
+	ctx := c.r.Context()
+	rec, err := c.keys.Show(ctx, c.id)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(c.r.PostForm.Get("confirm")) != rec.Name {
+		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
+			"revoke": "To revoke, type the key's name exactly as shown: " + rec.Name})
+	}
+	rv := keys.Revocation{ID: rec.ID, Reason: strings.TrimSpace(c.r.PostForm.Get("reason"))}
+	if _, err := c.keys.Revoke(ctx, rv, c.user.actor()); err != nil {
+		return c.refused("revoke", err)
+	}
+	return c.redirect("/keys/" + c.id + c.notify("Key revoked. Every request with it is refused from now on; this cannot be undone."))
+}

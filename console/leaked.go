@@ -1,0 +1,60 @@
+package console
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// leakedView is the leaked-key page. It never holds the pasted key: a
+// refused form comes back empty, with a message that does not quote it.
+type leakedView struct {
+	view
+	Reason string
+	Err    string
+}
+
+func (c *call) leakedPage() error {
+	c.render(http.StatusOK, "leaked", &leakedView{view: view{Title: "Revoke a leaked key", Nav: "leaked"}})
+	return nil
+}
+
+// leaked revokes a key by its value. Whoever holds a key may stop it, so a
+// person may revoke another team's leaked key, but sees only its id.
+func (c *call) leaked() error {
+	ctx := c.r.Context()
+	reason := strings.TrimSpace(c.r.PostForm.Get("reason"))
+	rv := keys.Revocation{Key: strings.TrimSpace(c.r.PostForm.Get("key")), Reason: reason}
+	again := func(status int, msg string) error {
+		c.render(status, "leaked", &leakedView{view: view{Title: "Revoke a leaked key", Nav: "leaked"}, Reason: reason, Err: msg})
+		return nil
+	}
+	if rv.Key == "" {
+		return again(http.StatusUnprocessableEntity, "Paste the key that leaked.")
+	}
+	targets, err := c.keys.RevokeTargets(ctx, rv)
+	if err == nil && targets[0].Revoked() {
+		return c.redirect("/leaked" + c.notify("That key ("+targets[0].ID+") was already revoked; it is refused everywhere."))
+	}
+	var recs []*store.Record
+	if err == nil {
+		recs, err = c.keys.Revoke(ctx, rv, c.user.actor())
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return again(http.StatusNotFound, "No key with that value is known here. Check that you pasted all of it; a key of another keygate store cannot be revoked here.")
+	case err != nil:
+		if fe := asFormErr(err); fe != nil {
+			return again(http.StatusUnprocessableEntity, fe.Message)
+		}
+		return err
+	}
+	rec := recs[0]
+	if rec.Name == "" {
+		return c.redirect("/leaked" + c.notify("Revoked key "+rec.ID+". It belongs to another team; every request with it is refused from now on."))
+	}
+	return c.redirect("/keys/" + rec.ID + c.notify("Revoked “"+rec.Name+"”. Every request with it is refused from now on. Issue a new key for the integration that used it."))
+}

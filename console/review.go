@@ -1,0 +1,85 @@
+package console
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// reviewView is the review page: the audit report, one section per kind of
+// key worth a look.
+type reviewView struct {
+	view
+	Sections []reviewSection
+	Empty    bool
+	Err      string
+}
+
+// reviewSection is one list of the audit report.
+type reviewSection struct {
+	ID, Title, Advice string
+	Entries           []keys.AuditEntry
+	// Revocable sections offer admins a checkbox per key; stopped keys
+	// have nothing left to revoke.
+	Revocable bool
+}
+
+func (c *call) reviewPage() error {
+	return c.showReview(http.StatusOK, "")
+}
+
+func (c *call) showReview(status int, errMsg string) error {
+	rep, err := c.keys.Audit(c.r.Context(), 0, 0)
+	if err != nil {
+		return err
+	}
+	v := &reviewView{view: view{Title: "Review", Nav: "review"}, Err: errMsg, Sections: []reviewSection{
+		{"still-presented", "Stopped keys still being used", "Someone still sends requests with these revoked or expired keys: an integration that was not updated, or a leaked key being tried.", rep.StillPresented, false},
+		{"full-access", "Keys with full access", "These keys may use every route. Give each integration only the scopes it needs.", rep.FullAccess, true},
+		{"no-expiry", "Keys that never expire", "A key that never expires keeps working long after it is forgotten. Set an expiry.", rep.NoExpiry, true},
+		{"unused", "Keys nobody uses", "Unused for 30 days or more. Revoke what is no longer needed.", rep.Unused, true},
+		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring, true},
+	}}
+	v.Empty = true
+	for _, s := range v.Sections {
+		v.Empty = v.Empty && len(s.Entries) == 0
+	}
+	c.render(status, "review", v)
+	return nil
+}
+
+// bulkRevoke revokes the keys an admin ticked on the review page.
+func (c *call) bulkRevoke() error {
+	if !c.user.Admin {
+		return &pageError{http.StatusForbidden, "Admins only", "Only console admins can revoke several keys at once. Revoke a key from its own page."}
+	}
+	var ids []string
+	for _, id := range c.r.PostForm["id"] {
+		if id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return c.showReview(http.StatusUnprocessableEntity, "Tick the keys to revoke first.")
+	}
+	if !strings.EqualFold(strings.TrimSpace(c.r.PostForm.Get("confirm")), "revoke") {
+		return c.showReview(http.StatusUnprocessableEntity, "To revoke the ticked keys, type the word revoke in the box.")
+	}
+	reason := strings.TrimSpace(c.r.PostForm.Get("reason"))
+	for i, id := range ids {
+		if _, err := c.keys.Revoke(c.r.Context(), keys.Revocation{ID: id, Reason: reason}, c.user.actor()); err != nil {
+			msg := err.Error()
+			if fe := asFormErr(err); fe != nil {
+				msg = fe.Message
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return c.showReview(http.StatusUnprocessableEntity, plural(i, "key")+" revoked, then: "+msg)
+		}
+	}
+	return c.redirect("/review" + c.notify(plural(len(ids), "key")+" revoked. Every request with them is refused from now on."))
+}

@@ -1,0 +1,59 @@
+// keygate console: small niceties on top of pages that work without script.
+// Loaded from the console itself (the Content-Security-Policy allows no
+// inline or third-party script).
+(function () {
+  "use strict";
+
+  function each(sel, fn) {
+    Array.prototype.forEach.call(document.querySelectorAll(sel), fn);
+  }
+
+  // Copy buttons: copy the text of the element they name, and say so.
+  each("[data-copy]", function (btn) {
+    var target = document.getElementById(btn.getAttribute("data-copy"));
+    var say = document.querySelector('[data-copied-for="' + btn.getAttribute("data-copy") + '"]');
+    if (!target || !navigator.clipboard) return;
+    btn.hidden = false;
+    btn.addEventListener("click", function () {
+      var text = target.value !== undefined ? target.value : target.textContent;
+      navigator.clipboard.writeText(text).then(function () {
+        if (say) say.textContent = "Copied.";
+      }, function () {
+        if (target.select) target.select();
+        if (say) say.textContent = "Copying was blocked: select the text and copy it yourself.";
+      });
+    });
+  });
+
+  // A shown key must not come back from the browser's back-forward cache:
+  // wipe it when the page is left.
+  window.addEventListener("pagehide", function () {
+    each("[data-secret]", function (el) {
+      if (el.value !== undefined && el.tagName === "INPUT") el.value = "";
+      else el.textContent = "";
+    });
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && document.querySelector("[data-secret]")) window.location.reload();
+  });
+
+  // Filters apply as soon as a choice changes.
+  each("select[data-autosubmit]", function (sel) {
+    sel.addEventListener("change", function () { sel.form.submit(); });
+  });
+
+  // Typed confirmations: the button works once the text matches (the
+  // server checks again).
+  each("[data-confirm]", function (input) {
+    var btn = document.getElementById(input.getAttribute("data-confirm-button"));
+    if (!btn) return;
+    var want = input.getAttribute("data-confirm");
+    var fold = input.hasAttribute("data-confirm-anycase");
+    var check = function () {
+      var got = input.value.trim();
+      btn.disabled = fold ? got.toLowerCase() !== want.toLowerCase() : got !== want;
+    };
+    input.addEventListener("input", check);
+    check();
+  });
+})();

@@ -1,0 +1,51 @@
+package keygate_test
+
+import (
+	"strings"
+	"testing"
+)
+
+// The console is written before basic_auth in the golden Caddyfile on
+// purpose: the directive order, not the line order, must put the
+// authentication first.
+func TestConsoleIsOrderedAfterTheAuthenticationHandlers(t *testing.T) {
+	for _, auth := range []string{
+		"basic_auth {\n\t\t\tann $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t\t}",
+		"forward_auth 127.0.0.1:9091 {\n\t\t\turi /api/verify\n\t\t\tcopy_headers Remote-User\n\t\t}",
+	} {
+		src := ":8080 {\n\thandle_path /console/* {\n\t\tkeygate_console\n\t\t" + auth + "\n\t}\n}\n"
+		out, err := adapt(t, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(out)
+		first := strings.Index(s, `"handler":"authentication"`)
+		if first < 0 {
+			first = strings.Index(s, `"handler":"reverse_proxy"`) // forward_auth
+		}
+		console := strings.Index(s, `"handler":"keygate_console"`)
+		if first < 0 || console < 0 || console < first {
+			t.Errorf("keygate_console is not after %s:\n%s", strings.Fields(auth)[0], s)
+		}
+	}
+}
+
+func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, option, want string
+	}{
+		{"unknown option", "colour blue", `unknown option "colour"`},
+		{"admin without a name", "admin", "admin: name at least one user"},
+		{"bad store", "store mysql://x", `unknown scheme "mysql"`},
+		{"gateway_url not a URL", "gateway_url mail-gw.example.com", `gateway_url "mail-gw.example.com"`},
+		{"owner with two values", "owner a b", "owner: want exactly one value"},
+		{"anonymous takes no value", "insecure_anonymous_loopback yes", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := adapt(t, ":8080 {\n\tkeygate_console {\n\t\t"+tc.option+"\n\t}\n}\n")
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "Caddyfile:3") {
+				t.Errorf("error %v, want %q at Caddyfile:3", err, tc.want)
+			}
+		})
+	}
+}
