@@ -115,7 +115,7 @@ func (c *Console) Provision(ctx caddy.Context) error {
 // Cleanup releases the backend; the last user closes it.
 func (c *Console) Cleanup() error {
 	if c.backend != nil {
-		releaseBackend(c.storeURI)
+		releaseBackend(c.storeURI, c.logger)
 	}
 	return nil
 }

@@ -182,6 +182,11 @@ func (s *sqliteFile) ListKeys(ctx context.Context, f ListFilter) ([]*Record, err
 	return read(s, func(db *DB) ([]*Record, error) { return db.ListKeys(ctx, f) })
 }
 
+// CountKeys implements Store.
+func (s *sqliteFile) CountKeys(ctx context.Context, f ListFilter) (int, error) {
+	return read(s, func(db *DB) (int, error) { return db.CountKeys(ctx, f) })
+}
+
 // UpdateKey implements Store.
 func (s *sqliteFile) UpdateKey(ctx context.Context, id string, ev *Event, fn func(*Record) error) (*Record, error) {
 	return write(ctx, s, func(db *DB) (*Record, error) { return db.UpdateKey(ctx, id, ev, fn) })
