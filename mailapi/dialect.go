@@ -16,6 +16,7 @@ package mailapi
 import (
 	"errors"
 	"mime"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -52,11 +53,51 @@ type Dialect struct {
 	// provider's official SDKs send their API key (Postmark's token
 	// header, Brevo's api-key), canonical.
 	keyHeaders []string
+	// basic marks providers whose SDKs send their key with HTTP Basic
+	// auth (Mailgun as the password of api:KEY, Mailjet as public:private).
+	basic bool
+	// sigV4 marks providers whose SDKs sign requests with AWS Signature
+	// V4, where the only place for a key is the access key id (SES).
+	sigV4 bool
+	// errors is the shape of the provider's error responses; nil for
+	// providers with no SDK (Mailpit).
+	errors *errorShape
+	// xRateLimit marks providers that report their rate limit in
+	// X-RateLimit-Limit, -Remaining and -Reset (SendGrid).
+	xRateLimit bool
 }
 
 // KeyHeaders returns the headers other than Authorization in which the
 // dialect's SDKs send their API key. Callers must not modify the slice.
 func (d *Dialect) KeyHeaders() []string { return d.keyHeaders }
+
+// KeyInBasic reports whether the dialect's SDKs send their key with HTTP
+// Basic auth, as the username or the password.
+func (d *Dialect) KeyInBasic() bool { return d.basic }
+
+// KeyInSigV4 reports whether the dialect's SDKs sign their requests with
+// AWS Signature V4, so that a key can only arrive as the access key id.
+func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
+
+// XRateLimitHeaders reports whether the provider reports its rate limit in
+// X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset (a Unix
+// time), which its SDKs read.
+func (d *Dialect) XRateLimitHeaders() bool { return d.xRateLimit }
+
+// AllKeyHeaders returns every header other than Authorization in which any
+// dialect's SDKs send their API key, canonical and without repeats: a
+// gateway strips them all, whatever dialect a route speaks.
+func AllKeyHeaders() []string {
+	var all []string
+	for _, d := range dialects {
+		for _, h := range d.keyHeaders {
+			if !slices.Contains(all, h) {
+				all = append(all, h)
+			}
+		}
+	}
+	return all
+}
 
 // endpoint is one send endpoint of a dialect.
 type endpoint struct {
@@ -71,10 +112,10 @@ type endpoint struct {
 // dialects is the one table of every provider keygate understands, in the
 // order Names reports them. The shapes are declared in shapes.go.
 var dialects = []*Dialect{
-	{Name: "sendgrid", endpoints: []endpoint{
+	{Name: "sendgrid", errors: sendgridErrors, xRateLimit: true, endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
 	}},
-	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, endpoints: []endpoint{
+	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, errors: postmarkErrors, endpoints: []endpoint{
 		{path: "/email", shape: postmarkMessage},
 		{path: "/email/withTemplate", shape: postmarkMessage},
 		{path: "/email/batch", shape: arrayOf(postmarkMessage)},
@@ -84,24 +125,24 @@ var dialects = []*Dialect{
 			elem:    postmarkMessage,
 		}},
 	}},
-	{Name: "mailgun", endpoints: []endpoint{
+	{Name: "mailgun", basic: true, errors: mailgunErrors, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
 		{path: "/v3/*/messages.mime", form: true, shape: mailgunMIME},
 	}},
-	{Name: "resend", endpoints: []endpoint{
+	{Name: "resend", errors: resendErrors, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},
 		{path: "/emails/batch", shape: arrayOf(resendMessage)},
 	}},
-	{Name: "ses", endpoints: []endpoint{
+	{Name: "ses", sigV4: true, errors: sesErrors, endpoints: []endpoint{
 		{path: "/v2/email/outbound-emails", shape: sesMessage},
 		// Not in the brief, but it sends mail too: leaving it uninspected
 		// would let a restricted key around its sender domains.
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
 	}},
-	{Name: "mailjet", endpoints: []endpoint{
+	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
 	}},
-	{Name: "brevo", keyHeaders: []string{"Api-Key"}, endpoints: []endpoint{
+	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{

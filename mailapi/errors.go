@@ -1,0 +1,207 @@
+package mailapi
+
+import (
+	"net/http"
+	"strconv"
+)
+
+// Refusal is the kind of a gateway's refusal, as finely as the providers'
+// error vocabularies tell refusals apart. A gateway maps each of its own
+// denial reasons to one; a dialect answers each in the provider's own error
+// shape, so the provider's official SDKs put the gateway's reason in the
+// errors they throw or return.
+type Refusal uint8
+
+// Refusal kinds.
+const (
+	RefusedNoKey        Refusal = iota // no API key was presented
+	RefusedKey                         // the key is not valid (unknown, revoked, expired, disabled)
+	RefusedAccess                      // the key may not do this (scope, client address, environment)
+	RefusedSender                      // a sender the key may not send as
+	RefusedRecipients                  // more recipients than the key may address at once
+	RefusedPayload                     // the body is not a valid send request
+	RefusedSize                        // the body is too large
+	RefusedRate                        // too many requests; retrying later will pass
+	RefusedQuota                       // the key's sending quota for the day is used up
+	RefusedMonthlyQuota                // the key's sending quota for the month is used up
+	RefusedUnavailable                 // the gateway cannot decide now; retrying soon may pass
+	numRefusals
+)
+
+// errorShape is how a provider's error responses look to its official SDKs:
+// where they read the message, and what they make of the status and error
+// names. Each shape was checked against the SDKs' source (see
+// docs/sdks.md), not against the providers' documentation alone.
+type errorShape struct {
+	// members appends the provider's own JSON members (each preceded by a
+	// comma) to an error object that already holds the gateway's "error".
+	members func(b []byte, r Refusal, status int, message string) []byte
+	// names are the provider's error names or codes per refusal, for
+	// members and typeHeader.
+	names [numRefusals]string
+	// typeHeader is a response header carrying names[r] (SES's
+	// x-amzn-ErrorType, which the AWS SDKs read the error type from).
+	typeHeader string
+	// quotaStatus is what the provider answers when a sending limit is
+	// used up, if it is not 429: the status its SDKs do not retry.
+	quotaStatus int
+}
+
+// Status returns the HTTP status a refusal gets in this dialect: status,
+// unless the provider answers that refusal otherwise. Only a used-up quota
+// differs: several providers answer it with a status their SDKs do not
+// retry, where a 429 would make them retry a refusal that lasts for hours.
+func (d *Dialect) Status(r Refusal, status int) int {
+	if d.errors != nil && d.errors.quotaStatus != 0 && (r == RefusedQuota || r == RefusedMonthlyQuota) {
+		return d.errors.quotaStatus
+	}
+	return status
+}
+
+// AppendError appends to b, a JSON error object still open after its
+// first member, the members the dialect's SDKs read an error from, each
+// preceded by a comma; message is shown where they show a message. status
+// is the response's status (Mailjet's SDK reads it from the body too).
+func (d *Dialect) AppendError(b []byte, r Refusal, status int, message string) []byte {
+	if d.errors == nil || d.errors.members == nil {
+		return b
+	}
+	return d.errors.members(b, r, status, message)
+}
+
+// ErrorHeader returns a response header the dialect's SDKs read the error
+// type from, and its value for r; name is "" when there is none.
+func (d *Dialect) ErrorHeader(r Refusal) (name, value string) {
+	if d.errors == nil || d.errors.typeHeader == "" {
+		return "", ""
+	}
+	return d.errors.typeHeader, d.errors.names[r]
+}
+
+func appendMember(b []byte, name string) []byte {
+	b = append(b, ',')
+	b = strconv.AppendQuote(b, name)
+	return append(b, ':')
+}
+
+// SendGrid: @sendgrid/client's ResponseError.toString and sendgrid-go's
+// callers read body.errors[].message; field and help are printed beside it.
+var sendgridErrors = &errorShape{
+	members: func(b []byte, _ Refusal, _ int, message string) []byte {
+		b = appendMember(b, "errors")
+		b = append(b, `[{"message":`...)
+		b = strconv.AppendQuote(b, message)
+		return append(b, `,"field":null,"help":null}]`...)
+	},
+	// SendGrid answers exhausted credits with 401 "Maximum credits
+	// exceeded"; sendgrid-go's MakeRequestRetry retries every 429 up to
+	// six times.
+	quotaStatus: http.StatusUnauthorized,
+}
+
+// Postmark: the postmark SDK's errors take their message from Message
+// and their code from ErrorCode (Postmark's API error codes: 10 bad or
+// missing token, 300 invalid email request, 400 sender signature not
+// found, 402 invalid JSON, 405 not allowed to send).
+var postmarkErrors = &errorShape{
+	members: func(b []byte, r Refusal, _ int, message string) []byte {
+		b = appendMember(b, "ErrorCode")
+		b = append(b, postmarkCodes[r]...)
+		b = appendMember(b, "Message")
+		return strconv.AppendQuote(b, message)
+	},
+	// Postmark answers a server that may not send (out of credits) with
+	// 422 and ErrorCode 405.
+	quotaStatus: http.StatusUnprocessableEntity,
+}
+
+var postmarkCodes = [numRefusals]string{
+	RefusedNoKey: "10", RefusedKey: "10", RefusedAccess: "405", RefusedSender: "400",
+	RefusedRecipients: "300", RefusedPayload: "402", RefusedSize: "300", RefusedRate: "0",
+	RefusedQuota: "405", RefusedMonthlyQuota: "405", RefusedUnavailable: "0",
+}
+
+// messageMember is the shape of APIs whose SDKs read a top-level
+// "message": Mailgun (mailgun.js puts it in err.details; mailgun-go
+// prints the whole body).
+func messageMember(b []byte, _ Refusal, _ int, message string) []byte {
+	b = appendMember(b, "message")
+	return strconv.AppendQuote(b, message)
+}
+
+var mailgunErrors = &errorShape{members: messageMember}
+
+// Resend: the resend SDK returns the parsed body as its error
+// ({name, message, statusCode}); resend-go prints message.
+var resendErrors = &errorShape{
+	members: func(b []byte, r Refusal, status int, message string) []byte {
+		b = appendMember(b, "name")
+		b = strconv.AppendQuote(b, resendNames[r])
+		b = appendMember(b, "message")
+		b = strconv.AppendQuote(b, message)
+		b = appendMember(b, "statusCode")
+		return strconv.AppendInt(b, int64(status), 10)
+	},
+}
+
+// resendNames are names of the resend SDK's RESEND_ERROR_CODE_KEY.
+var resendNames = [numRefusals]string{
+	RefusedNoKey: "missing_api_key", RefusedKey: "invalid_api_key", RefusedAccess: "restricted_api_key",
+	RefusedSender: "invalid_from_address", RefusedRecipients: "validation_error", RefusedPayload: "validation_error",
+	RefusedSize: "validation_error", RefusedRate: "rate_limit_exceeded", RefusedQuota: "daily_quota_exceeded",
+	RefusedMonthlyQuota: "monthly_quota_exceeded", RefusedUnavailable: "application_error",
+}
+
+// SES v2 (restJson1): the AWS SDKs take the error type from the
+// x-amzn-ErrorType header and the message from "message"; a type the
+// service models (SendingPausedException, …) becomes that exception class.
+var sesErrors = &errorShape{
+	members:    messageMember,
+	typeHeader: "X-Amzn-Errortype",
+	names: [numRefusals]string{
+		RefusedNoKey: "MissingAuthenticationTokenException", RefusedKey: "UnrecognizedClientException",
+		RefusedAccess: "AccessDeniedException", RefusedSender: "MessageRejected",
+		RefusedRecipients: "BadRequestException", RefusedPayload: "BadRequestException",
+		RefusedSize: "BadRequestException", RefusedRate: "TooManyRequestsException",
+		// SES answers a used-up daily quota with a throttling error, which
+		// the AWS SDKs retry (three attempts by default); the closest error
+		// they do not retry is SendingPausedException.
+		RefusedQuota: "SendingPausedException", RefusedMonthlyQuota: "SendingPausedException",
+		RefusedUnavailable: "InternalServiceErrorException",
+	},
+	quotaStatus: http.StatusBadRequest,
+}
+
+// Mailjet: node-mailjet's error message is built from ErrorMessage (and
+// the status code); it also copies ErrorMessage onto the error.
+var mailjetErrors = &errorShape{
+	members: func(b []byte, _ Refusal, status int, message string) []byte {
+		b = appendMember(b, "ErrorMessage")
+		b = strconv.AppendQuote(b, message)
+		b = appendMember(b, "StatusCode")
+		return strconv.AppendInt(b, int64(status), 10)
+	},
+}
+
+// Brevo: @getbrevo/brevo's BrevoError prints the whole body; Brevo's own
+// errors are {code, message} with codes from its documented list.
+var brevoErrors = &errorShape{
+	members: func(b []byte, r Refusal, _ int, message string) []byte {
+		b = appendMember(b, "code")
+		b = strconv.AppendQuote(b, brevoCodes[r])
+		b = appendMember(b, "message")
+		return strconv.AppendQuote(b, message)
+	},
+	// Brevo answers a lack of credits with 402 not_enough_credits; its
+	// SDK retries 408, 429 and 5xx twice, waiting up to a minute each.
+	quotaStatus: http.StatusPaymentRequired,
+}
+
+var brevoCodes = [numRefusals]string{
+	RefusedNoKey: "unauthorized", RefusedKey: "unauthorized", RefusedAccess: "permission_denied",
+	RefusedSender: "permission_denied", RefusedRecipients: "out_of_range", RefusedPayload: "bad_request",
+	// Brevo documents no code for a rate limit or an outage: these two are
+	// named after its SDK's TooManyRequestsError and HTTP 503.
+	RefusedSize: "bad_request", RefusedRate: "too_many_requests", RefusedQuota: "not_enough_credits",
+	RefusedMonthlyQuota: "not_enough_credits", RefusedUnavailable: "service_unavailable",
+}
