@@ -10,47 +10,53 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
 	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Step 1 and 2 of the request path: where a key arrives, and what it is.
 
-// takeKey returns the presented key and removes every header a key may
-// come in, whether or not it held one.
-func (h *Handler) takeKey(r *http.Request) string {
-	var key string
+// takeKey returns the presented key, or why there is none to verify, and
+// removes every header a key may come in, whether or not it held one.
+// Where keys are read from is described in credential.go.
+func (h *Handler) takeKey(r *http.Request) (string, fault) {
+	p := presented{prefix: h.Prefix, sigV4: h.dialect != nil && h.dialect.KeyInSigV4()}
 	// Header keys arrive canonical from net/http; direct map access skips
 	// re-canonicalising on every request.
-	if vs := r.Header["Authorization"]; len(vs) > 0 && vs[0] != "" {
-		v := vs[0]
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			key = strings.TrimSpace(v[7:])
-		} else {
-			// Some other scheme: still a credential, still stripped,
-			// never a keygate key.
-			key = "\x00"
+	for _, v := range r.Header["Authorization"] {
+		if v != "" {
+			p.authorization(v)
 		}
 	}
-	for _, name := range h.KeyHeaders {
-		if vs := r.Header[name]; key == "" && len(vs) > 0 && vs[0] != "" {
-			key = strings.TrimSpace(vs[0])
+	delete(r.Header, "Authorization")
+	for _, name := range h.keyHeaders {
+		for _, v := range r.Header[name] {
+			if v = strings.TrimSpace(v); v != "" {
+				p.take(v)
+			}
 		}
 		delete(r.Header, name)
 	}
 	for _, name := range credentialHeaders {
+		for _, v := range r.Header[name] {
+			if v = strings.TrimSpace(v); p.wellFormed(v) {
+				p.misplace(v, faultOtherHeader)
+			}
+		}
 		delete(r.Header, name)
 	}
-	return key
+	return p.result()
 }
 
 // credentialHeaders are removed from every request: whatever the client
-// sent, the upstream only sees the credential the Caddyfile injects.
-var credentialHeaders = []string{
-	"Authorization", "Proxy-Authorization", "Cookie",
-	"X-Api-Key", "Api-Key", "X-Postmark-Server-Token", "X-Postmark-Account-Token",
+// sent, the upstream only sees the credential the Caddyfile injects. They
+// include every dialect's key headers, so a key sent in another
+// provider's header is stripped (and named in the denial) too.
+var credentialHeaders = append([]string{
+	"Proxy-Authorization", "Cookie", "X-Api-Key",
 	"X-Amz-Security-Token", // an AWS session credential (SES)
-}
+}, mailapi.AllKeyHeaders()...)
 
 // impersonationHeaders let a client act for another account at the
 // provider; only keys allowed to may send them.

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/keygate/caddy-keygate/mailapi"
 )
 
 // Code is the outcome of keygate's checks for one request: "allowed" or one
@@ -37,34 +39,31 @@ type codeInfo struct {
 	name    string
 	status  int
 	message string
-	// body is the JSON error body, built once.
-	body []byte
+	// refusal is the kind of refusal the code is, so a mail_api route can
+	// answer it in its provider's own error shape.
+	refusal mailapi.Refusal
 }
 
 var codes = [numCodes]codeInfo{
-	Allowed:           {"allowed", http.StatusOK, "", nil},
-	MissingKey:        {"missing_key", 401, "no API key was presented; send Authorization: Bearer <key>", nil},
-	InvalidKey:        {"invalid_key", 401, "the API key is not valid", nil},
-	RevokedKey:        {"revoked_key", 401, "the API key has been revoked", nil},
-	ExpiredKey:        {"expired_key", 401, "the API key has expired", nil},
-	DisabledKey:       {"disabled_key", 401, "the API key is disabled", nil},
-	IPNotAllowed:      {"ip_not_allowed", 403, "the API key may not be used from this client address", nil},
-	EnvNotAllowed:     {"env_not_allowed", 403, "the API key's environment is not accepted on this route", nil},
-	InsufficientScope: {"insufficient_scope", 403, "the API key lacks the scope this route requires", nil},
-	SenderNotAllowed:  {"sender_not_allowed", 403, "the sender address is outside the API key's sender domains", nil},
-	TooManyRecipients: {"too_many_recipients", 403, "the message has more recipients than the API key allows per request", nil},
-	InvalidPayload:    {"invalid_payload", 400, "the request body cannot be parsed", nil},
-	PayloadTooLarge:   {"payload_too_large", 413, "the request body is larger than this route inspects", nil},
-	RateLimited:       {"rate_limited", 429, "the API key's request rate is exceeded", nil},
-	QuotaExceeded:     {"quota_exceeded", 429, "the API key's recipient quota for this period is used up", nil},
-	AuthRateLimited:   {"auth_rate_limited", 429, "too many failed key attempts from this client address", nil},
-	StoreUnavailable:  {"store_unavailable", 503, "the key store is unavailable; try again shortly", nil},
-}
-
-func init() {
-	for i := range codes {
-		codes[i].body = errorBody(codes[i].name, codes[i].message)
-	}
+	Allowed:           {"allowed", http.StatusOK, "", 0},
+	MissingKey:        {"missing_key", 401, "no API key was presented; send Authorization: Bearer <key>", mailapi.RefusedNoKey},
+	InvalidKey:        {"invalid_key", 401, "the API key is not valid", mailapi.RefusedKey},
+	RevokedKey:        {"revoked_key", 401, "the API key has been revoked", mailapi.RefusedKey},
+	ExpiredKey:        {"expired_key", 401, "the API key has expired", mailapi.RefusedKey},
+	DisabledKey:       {"disabled_key", 401, "the API key is disabled", mailapi.RefusedKey},
+	IPNotAllowed:      {"ip_not_allowed", 403, "the API key may not be used from this client address", mailapi.RefusedAccess},
+	EnvNotAllowed:     {"env_not_allowed", 403, "the API key's environment is not accepted on this route", mailapi.RefusedAccess},
+	InsufficientScope: {"insufficient_scope", 403, "the API key lacks the scope this route requires", mailapi.RefusedAccess},
+	SenderNotAllowed:  {"sender_not_allowed", 403, "the sender address is outside the API key's sender domains", mailapi.RefusedSender},
+	TooManyRecipients: {"too_many_recipients", 403, "the message has more recipients than the API key allows per request", mailapi.RefusedRecipients},
+	InvalidPayload:    {"invalid_payload", 400, "the request body cannot be parsed", mailapi.RefusedPayload},
+	PayloadTooLarge:   {"payload_too_large", 413, "the request body is larger than this route inspects", mailapi.RefusedSize},
+	RateLimited:       {"rate_limited", 429, "the API key's request rate is exceeded", mailapi.RefusedRate},
+	// On a mail_api route the status is what the provider answers for a
+	// used-up sending limit (mailapi.Dialect.Status).
+	QuotaExceeded:    {"quota_exceeded", 429, "the API key's recipient quota for this period is used up", mailapi.RefusedQuota},
+	AuthRateLimited:  {"auth_rate_limited", 429, "too many failed key attempts from this client address", mailapi.RefusedRate},
+	StoreUnavailable: {"store_unavailable", 503, "the key store is unavailable; try again shortly", mailapi.RefusedUnavailable},
 }
 
 // String returns the contract's name for the code, e.g. "rate_limited".
@@ -88,20 +87,18 @@ func parseCode(name string) (Code, bool) {
 	return 0, false
 }
 
-func errorBody(code, message string) []byte {
-	b := []byte(`{"error":{"code":`)
-	b = strconv.AppendQuote(b, code)
-	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, message)
-	return append(b, "}}\n"...)
-}
-
 // denial carries what a denial response needs beyond its code.
 type denial struct {
 	code Code
 	// message overrides the code's default message (e.g. which field of a
 	// payload is wrong). It never contains a key.
 	message string
+	// fault refines missing_key and invalid_key: how the request presented
+	// (or failed to present) its key.
+	fault fault
+	// monthly marks a quota_exceeded for a monthly quota, which some
+	// providers name differently from a daily one.
+	monthly bool
 	// retryAfter is sent as Retry-After on 429 and 503.
 	retryAfter time.Duration
 	// scope is the scope that was required (insufficient_scope).
@@ -110,29 +107,138 @@ type denial struct {
 	keyPresented bool
 }
 
-// write sends the contract's JSON error body and headers.
-func (d denial) write(w http.ResponseWriter) {
-	info := codes[d.code]
+// denialForms are one route's denial responses, built when the route is
+// provisioned: each code's status and body, and each credential fault's
+// body, in the contract's shape plus, on a mail_api route, the shape of
+// the provider's own errors. A denial with a default message allocates
+// nothing for its body.
+type denialForms struct {
+	dialect *mailapi.Dialect // nil: the contract's shape only
+	codes   [numCodes]form
+	faults  [numFaults]form
+	monthly form // quota_exceeded for a monthly quota
+}
+
+type form struct {
+	status int
+	body   []byte
+	// errorType is the value of the dialect's error-type header, if any
+	// (SES's x-amzn-ErrorType); shared, never modified.
+	errorType []string
+}
+
+// newDenialForms builds a route's denial responses. how names the ways the
+// route accepts a key, for the messages that tell a client how to send it.
+func newDenialForms(d *mailapi.Dialect, how string) *denialForms {
+	f := &denialForms{dialect: d}
+	for c := range f.codes {
+		info := codes[c]
+		f.codes[c] = f.form(Code(c), info.refusal, info.message)
+	}
+	f.codes[MissingKey] = f.form(MissingKey, mailapi.RefusedNoKey, "no API key was presented; send "+how)
+	for i := range f.faults {
+		if i == int(noFault) {
+			continue
+		}
+		c := faults[i].code
+		f.faults[i] = f.form(c, codes[c].refusal, fault(i).message(how))
+	}
+	f.monthly = f.form(QuotaExceeded, mailapi.RefusedMonthlyQuota, codes[QuotaExceeded].message)
+	return f
+}
+
+func (f *denialForms) form(c Code, r mailapi.Refusal, message string) form {
+	status := codes[c].status
+	if f.dialect == nil {
+		return form{status: status, body: errorBody(codes[c].name, message)}
+	}
+	status = f.dialect.Status(r, status)
+	out := form{status: status, body: f.body(c, r, status, message)}
+	if _, v := f.dialect.ErrorHeader(r); v != "" {
+		out.errorType = []string{v}
+	}
+	return out
+}
+
+// body is the JSON error body: {"error":{"code","message"}} and, on a
+// mail_api route, the members the provider's SDKs read, whose message
+// names keygate and the code ("keygate quota_exceeded: …") so a
+// developer reading the SDK's error knows who refused and why.
+func (f *denialForms) body(c Code, r mailapi.Refusal, status int, message string) []byte {
+	name := codes[c].name
+	n := 40 + len(name) + len(message)
+	if f.dialect != nil {
+		n = 2*n + 120
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"error":{"code":`...)
+	b = strconv.AppendQuote(b, name)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, message)
+	b = append(b, '}')
+	if f.dialect != nil {
+		b = f.dialect.AppendError(b, r, status, "keygate "+name+": "+message)
+	}
+	return append(b, "}\n"...)
+}
+
+// errorBody is the contract's JSON error body alone.
+func errorBody(code, message string) []byte {
+	b := []byte(`{"error":{"code":`)
+	b = strconv.AppendQuote(b, code)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, message)
+	return append(b, "}}\n"...)
+}
+
+// plainForms are the contract's denial responses for handlers without a
+// dialect or not provisioned (tests).
+var plainForms = newDenialForms(nil, "Authorization: Bearer <key>")
+
+// write sends the denial's status, headers and JSON body and returns the
+// status.
+func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
+	if forms == nil {
+		forms = plainForms
+	}
+	fm := &forms.codes[d.code]
+	switch {
+	case d.fault != noFault && faults[d.fault].code == d.code:
+		fm = &forms.faults[d.fault]
+	case d.code == QuotaExceeded && d.monthly:
+		fm = &forms.monthly
+	}
 	h := w.Header()
 	switch {
-	case info.status == http.StatusUnauthorized && d.keyPresented:
+	case fm.status == http.StatusUnauthorized && d.keyPresented:
 		h.Set("WWW-Authenticate", `Bearer realm="keygate", error="invalid_token"`)
-	case info.status == http.StatusUnauthorized:
+	case fm.status == http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="keygate"`)
 	case d.code == InsufficientScope:
 		h.Set("WWW-Authenticate", `Bearer realm="keygate", error="insufficient_scope", scope=`+strconv.Quote(d.scope))
 	}
-	if info.status == http.StatusTooManyRequests || info.status == http.StatusServiceUnavailable {
+	// A used-up quota says when it resets whatever status the dialect
+	// gives it.
+	if fm.status == http.StatusTooManyRequests || fm.status == http.StatusServiceUnavailable || d.code == QuotaExceeded {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(d.retryAfter), 10))
+	}
+	if fm.errorType != nil {
+		name, _ := forms.dialect.ErrorHeader(codes[d.code].refusal)
+		h[name] = fm.errorType
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	body := info.body
+	body := fm.body
 	if d.message != "" {
-		body = errorBody(info.name, d.message)
+		r := codes[d.code].refusal
+		if d.monthly {
+			r = mailapi.RefusedMonthlyQuota
+		}
+		body = forms.body(d.code, r, fm.status, d.message)
 	}
-	w.WriteHeader(info.status)
+	w.WriteHeader(fm.status)
 	_, _ = w.Write(body)
+	return fm.status
 }
 
 // retrySeconds rounds a wait up to whole seconds, at least 1.

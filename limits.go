@@ -75,7 +75,7 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	}
 	qs := &quotaState{QuotaResult: res, window: end.Sub(start)}
 	if !res.Allowed {
-		return qs, denial{code: QuotaExceeded, retryAfter: res.Reset,
+		return qs, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
 			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
 	}
 	return qs, denial{}

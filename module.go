@@ -3,6 +3,7 @@ package keygate
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,6 +98,11 @@ type Handler struct {
 	ctx       caddy.Context
 
 	errorRoutes *errorRoutes // the server's handle_errors, for answerError
+
+	// keyHeaders are the headers this route reads a key from besides
+	// Authorization: the dialect's own, then each key_header.
+	keyHeaders []string
+	forms      *denialForms // this route's denial responses
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,6 +182,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				zap.String("mail_api", d.Name), zap.String("scope", rule.Scope), zap.String("path", rule.Path))
 		}
 	}
+	h.keyHeaders = h.KeyHeaders
+	if h.dialect != nil {
+		h.keyHeaders = slices.Clone(h.dialect.KeyHeaders())
+		for _, name := range h.KeyHeaders {
+			if !slices.Contains(h.keyHeaders, name) {
+				h.keyHeaders = append(h.keyHeaders, name)
+			}
+		}
+	}
+	h.forms = newDenialForms(h.dialect, howToSend(h.dialect, h.keyHeaders))
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	if err := h.checkAccessLog(srv); err != nil {
 		return err
@@ -243,10 +259,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 1. Read the key; strip every credential and impersonation header so
 	// nothing the client sent authenticates upstream.
-	key := h.takeKey(r)
+	key, fault := h.takeKey(r)
 	onBehalf := takeOnBehalfOf(r)
-	if key == "" {
-		return h.deny(w, r, q, ip, t, denial{code: MissingKey})
+	if key == "" && faults[fault].code == MissingKey {
+		return h.deny(w, r, q, ip, t, denial{code: MissingKey, fault: fault})
 	}
 
 	// 2. Shape + checksum, cache, store; then the key's own state. A
@@ -262,7 +278,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if code != StoreUnavailable {
 			h.backend.authFail.Allow(r.Context(), ip, h.authLimit, t)
 		}
-		return h.deny(w, r, q, ip, t, denial{code: code, keyPresented: true})
+		return h.deny(w, r, q, ip, t, denial{code: code, keyPresented: true, fault: fault})
 	}
 	if code := checkClient(rec, h.Env, ip); code != Allowed {
 		return h.deny(w, r, q, ip, t, denial{code: code})
@@ -299,6 +315,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var res ratelimit.Result
 	if limit != nil {
 		res = h.limiter().Allow(r.Context(), rec.ID, *limit, t)
+		if h.dialect != nil && h.dialect.XRateLimitHeaders() {
+			setXRateLimit(w.Header(), res, t)
+		}
 		if !res.Allowed {
 			q.setRateHeaders(w.Header(), policy, res, nil)
 			return h.deny(w, r, q, ip, t, denial{code: RateLimited, retryAfter: res.RetryAfter})

@@ -87,8 +87,8 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		io.CopyN(io.Discard, r.Body, maxDrain)
 	}
-	d.write(w)
-	h.record(r, q, ip, codes[d.code].status, 0, t)
+	status := d.write(w, h.forms)
+	h.record(r, q, ip, status, 0, t)
 	switch d.code {
 	case RevokedKey, ExpiredKey, DisabledKey:
 		h.emit("keygate.key_denied", q, ip)

@@ -1,0 +1,244 @@
+package keygate
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/keygate/caddy-keygate/verifier"
+)
+
+func basic(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+func sigV4(id string) string {
+	return "AWS4-HMAC-SHA256 Credential=" + id + "/20261129/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123abcd"
+}
+
+// serveHeaders serves one request with the given headers (name, value,
+// name, value, …) and returns the response and the headers the next
+// handler saw (nil if it was not called).
+func serveHeaders(t *testing.T, h *Handler, method, path string, hdr ...string) (*httptest.ResponseRecorder, http.Header) {
+	t.Helper()
+	r := httptest.NewRequest(method, path, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Add(hdr[i], hdr[i+1])
+	}
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	var upstream http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		upstream = r.Header.Clone()
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	})
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	return w, upstream
+}
+
+type errorJSON struct {
+	Error struct{ Code, Message string } `json:"error"`
+}
+
+func decodeError(t *testing.T, w *httptest.ResponseRecorder) errorJSON {
+	t.Helper()
+	var e errorJSON
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+		t.Fatalf("denial body is not JSON: %v: %s", err, w.Body)
+	}
+	return e
+}
+
+func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
+	scopes := []ScopeRule{{Scope: "mail.send", Path: "*"}}
+	uri := "sqlite:" + t.TempDir() + "/keys.db"
+	route := func(dialect string, keyHeaders ...string) *Handler {
+		h, _ := testHandler(t, &Handler{MailAPI: dialect, KeyHeaders: keyHeaders, Scopes: scopes, Store: uri, FailedAuthLimit: "1000/m"})
+		return h
+	}
+	sendgrid, postmark, brevo, ses, custom := route("sendgrid"), route("postmark"), route("brevo"), route("ses"), route("", "X-Custom-Key")
+	_, key := issue(t, sendgrid.backend.store, "mail.send")
+	_, other := issue(t, sendgrid.backend.store, "mail.send")
+	garbage := "kg_live_" + strings.Repeat("A", 49) // well-shaped, bad checksum
+
+	tests := []struct {
+		name    string
+		h       *Handler
+		hdr     []string
+		status  int
+		code    string
+		message string // a substring of the denial's message
+	}{
+		{"Bearer", sendgrid, []string{"Authorization", "Bearer " + key}, 202, "", ""},
+		{"the scheme's case does not matter", sendgrid, []string{"Authorization", "bearer " + key}, 202, "", ""},
+		{"Basic with the key as the password (Mailgun's api:KEY)", sendgrid, []string{"Authorization", basic("api", key)}, 202, "", ""},
+		{"Basic with the key as the username (Mailjet's public key)", sendgrid, []string{"Authorization", basic(key, "anything")}, 202, "", ""},
+		{"Basic with the same key twice", sendgrid, []string{"Authorization", basic(key, key)}, 202, "", ""},
+		{"Basic with two different keys", sendgrid, []string{"Authorization", basic(key, other)}, 401, "invalid_key", "two different API keys"},
+		{"Basic with no key in it", sendgrid, []string{"Authorization", basic("api", "key-provider-secret")}, 401, "invalid_key", "neither the username nor the password"},
+		{"Basic with a key of bad checksum", sendgrid, []string{"Authorization", basic("api", garbage)}, 401, "invalid_key", "neither the username nor the password"},
+		{"Basic that is not base64", sendgrid, []string{"Authorization", "Basic !!!not-base64!!!"}, 401, "invalid_key", "not base64 of username:password"},
+		{"Basic without a colon", sendgrid, []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(key))}, 401, "invalid_key", "not base64 of username:password"},
+		{"Basic with nothing", sendgrid, []string{"Authorization", "Basic "}, 401, "invalid_key", "not base64"},
+		{"Basic far too long", sendgrid, []string{"Authorization", "Basic " + strings.Repeat("QUFB", 1000)}, 401, "invalid_key", "not base64"},
+		{"a key without a scheme is named, not called invalid", sendgrid, []string{"Authorization", key}, 401, "missing_key", "without a scheme; send it as Authorization: Bearer <key>"},
+		{"a key in another scheme is named", sendgrid, []string{"Authorization", "Token " + key}, 401, "missing_key", "scheme this route does not read"},
+		{"SigV4 outside ses routes is named", sendgrid, []string{"Authorization", sigV4(key)}, 401, "missing_key", "only on mail_api ses routes"},
+		{"another scheme with no key", sendgrid, []string{"Authorization", "Token abc"}, 401, "invalid_key", "holds no API key"},
+		{"a bare non-key", sendgrid, []string{"Authorization", "abc"}, 401, "invalid_key", "holds no API key"},
+		{"a Bearer that is not a key", sendgrid, []string{"Authorization", "Bearer abc"}, 401, "invalid_key", "not valid"},
+		{"an empty Bearer presents nothing", sendgrid, []string{"Authorization", "Bearer "}, 401, "missing_key", "no API key was presented"},
+		{"a huge Bearer", sendgrid, []string{"Authorization", "Bearer " + strings.Repeat("k", 64<<10)}, 401, "invalid_key", "not valid"},
+		{"a key in another provider's header is named", sendgrid, []string{"X-Postmark-Server-Token", key}, 401, "missing_key", "a header this route does not read"},
+		{"the same key in a read and an unread place", sendgrid, []string{"Authorization", "Bearer " + key, "Api-Key", key}, 202, "", ""},
+		{"different keys in a read and an unread place", sendgrid, []string{"Authorization", "Bearer " + key, "Api-Key", other}, 401, "invalid_key", "two different API keys"},
+		{"two Authorization lines that disagree", sendgrid, []string{"Authorization", "Bearer " + key, "Authorization", "Bearer " + other}, 401, "invalid_key", "two different API keys"},
+		{"nothing at all", sendgrid, nil, 401, "missing_key", "send Authorization: Bearer <key>"},
+
+		{"postmark: the server token header, with no key_header line", postmark, []string{"X-Postmark-Server-Token", key}, 202, "", ""},
+		{"postmark: the account token header", postmark, []string{"X-Postmark-Account-Token", key}, 202, "", ""},
+		{"postmark: the token header is read whatever Authorization carries", postmark, []string{"Authorization", basic("u", "provider"), "X-Postmark-Server-Token", key}, 202, "", ""},
+		{"postmark: Bearer and token header disagree", postmark, []string{"Authorization", "Bearer " + key, "X-Postmark-Server-Token", other}, 401, "invalid_key", "two different API keys"},
+		{"postmark: a missing key is told the token header", postmark, nil, 401, "missing_key", "X-Postmark-Server-Token: <key>"},
+		{"brevo: the api-key header", brevo, []string{"api-key", key}, 202, "", ""},
+
+		{"ses: the SigV4 access key id", ses, []string{"Authorization", sigV4(key)}, 202, "", ""},
+		{"ses: SigV4 with no Credential", ses, []string{"Authorization", "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"}, 401, "invalid_key", "no Credential="},
+		{"ses: SigV4 with no parameters", ses, []string{"Authorization", "AWS4-HMAC-SHA256 "}, 401, "invalid_key", "no Credential="},
+		{"ses: SigV4 with a short Credential", ses, []string{"Authorization", "AWS4-HMAC-SHA256 Credential=" + key + "/20261129/us-east-1/ses, Signature=00"}, 401, "invalid_key", "no Credential="},
+		{"ses: SigV4 with an empty access key id", ses, []string{"Authorization", sigV4("")}, 401, "invalid_key", "no Credential="},
+		{"ses: SigV4 with an empty scope part", ses, []string{"Authorization", "AWS4-HMAC-SHA256 Credential=" + key + "/20261129//ses/aws4_request"}, 401, "invalid_key", "no Credential="},
+		{"ses: SigV4 with a provider's access key id", ses, []string{"Authorization", sigV4("AKIAIOSFODNN7EXAMPLE")}, 401, "invalid_key", "access key id is not a well-formed API key"},
+		{"ses: SigV4 and Bearer disagree", ses, []string{"Authorization", sigV4(key), "Authorization", "Bearer " + other}, 401, "invalid_key", "two different API keys"},
+		{"ses: a missing key is told SigV4", ses, nil, 401, "missing_key", "access key id of an AWS Signature V4"},
+
+		{"key_header is read whatever scheme Authorization carries", custom, []string{"Authorization", basic("u", "provider"), "X-Custom-Key", key}, 202, "", ""},
+		{"key_header beside a foreign scheme", custom, []string{"Authorization", "Token abc", "X-Custom-Key", key}, 202, "", ""},
+		{"key_header and Bearer disagree", custom, []string{"Authorization", "Bearer " + other, "X-Custom-Key", key}, 401, "invalid_key", "two different API keys"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := append(tc.hdr, "Proxy-Authorization", "Basic eHg6eXk=", "Cookie", "session=abc", "X-Api-Key", "zzz", "X-Amz-Security-Token", "tok")
+			w, upstream := serveHeaders(t, tc.h, "POST", "/send", hdr...)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
+			}
+			if tc.status == 202 {
+				for name, vs := range upstream {
+					for _, v := range vs {
+						if strings.Contains(v, key) || strings.Contains(v, "provider") || name == "Authorization" {
+							t.Errorf("the upstream got %s: %s", name, v)
+						}
+					}
+				}
+				for _, name := range []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "X-Amz-Security-Token", "Api-Key", "X-Postmark-Server-Token", "X-Custom-Key"} {
+					if _, ok := upstream[name]; ok {
+						t.Errorf("the upstream got the client's %s", name)
+					}
+				}
+				return
+			}
+			e := decodeError(t, w)
+			if e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.message) {
+				t.Errorf("denial %s %q, want %s containing %q", e.Error.Code, e.Error.Message, tc.code, tc.message)
+			}
+			if strings.Contains(w.Body.String(), key) || strings.Contains(w.Body.String(), other) {
+				t.Errorf("the denial quotes a key: %s", w.Body)
+			}
+		})
+	}
+}
+
+func TestCredentialFaultsCountAsFailedAttempts(t *testing.T) {
+	h, st := testHandler(t, &Handler{FailedAuthLimit: "2/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "*"}}})
+	_, key := issue(t, st, "mail.send")
+	for i := 0; i < 2; i++ {
+		if w, _ := serveHeaders(t, h, "POST", "/send", "Authorization", basic("api", "nope")); w.Code != 401 {
+			t.Fatalf("attempt %d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	w, _ := serveHeaders(t, h, "POST", "/send", "Authorization", basic("api", "nope"))
+	if e := decodeError(t, w); w.Code != 429 || e.Error.Code != "auth_rate_limited" {
+		t.Errorf("past failed_auth_limit: %d %s", w.Code, w.Body)
+	}
+	// A well-formed key sent the wrong way is a client's mistake, not a
+	// guess: it needs no store lookup, so it is told how to send the key.
+	w, _ = serveHeaders(t, h, "POST", "/send", "Authorization", key)
+	if e := decodeError(t, w); w.Code != 401 || e.Error.Code != "missing_key" {
+		t.Errorf("a bare key past the limit: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestHowToSendNamesTheSDKsWayFirst(t *testing.T) {
+	for dialect, want := range map[string]string{
+		"":         "Authorization: Bearer <key>",
+		"sendgrid": "Authorization: Bearer <key>",
+		"mailgun":  "the username or password of HTTP Basic auth or Authorization: Bearer <key>",
+		"postmark": "X-Postmark-Server-Token: <key>, X-Postmark-Account-Token: <key> or Authorization: Bearer <key>",
+		"ses":      "the access key id of an AWS Signature V4 (any secret access key) or Authorization: Bearer <key>",
+	} {
+		h, _ := testHandler(t, &Handler{MailAPI: dialect})
+		if got := howToSend(h.dialect, h.keyHeaders); got != want {
+			t.Errorf("%q: %q, want %q", dialect, got, want)
+		}
+	}
+}
+
+func FuzzTakeKey(f *testing.F) {
+	key, err := verifier.Generate("kg", "live")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("Bearer "+key, "", "")
+	f.Add(basic("api", key), "", "")
+	f.Add(basic(key, "x"), key, "")
+	f.Add(sigV4(key), "", key)
+	f.Add("AWS4-HMAC-SHA256 Credential=/a/b/c/aws4_request", "", "")
+	f.Add("AWS4-HMAC-SHA256 Credential="+key+"/a//c/aws4_request,", "", "")
+	f.Add("Basic ====", "", "")
+	f.Add(key, "", "")
+	f.Add("Token "+key, "x", "")
+	f.Add("", key, "")
+	h, _ := testHandler(f, &Handler{MailAPI: "ses", KeyHeaders: []string{"X-Custom-Key"}})
+	f.Fuzz(func(t *testing.T, auth, custom, other string) {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Header["Authorization"] = []string{auth}
+		r.Header["X-Custom-Key"] = []string{custom}
+		r.Header["Api-Key"] = []string{other}
+		got, fault := h.takeKey(r)
+		if got != "" && fault != noFault {
+			t.Fatalf("key %q with fault %d", got, fault)
+		}
+		if got != "" && !strings.Contains(auth, got) && !strings.Contains(custom, got) && !strings.Contains(decodeBasic(auth), got) {
+			t.Fatalf("key %q is in none of the credentials read", got)
+		}
+		if fault >= numFaults {
+			t.Fatalf("fault %d", fault)
+		}
+		for _, name := range []string{"Authorization", "X-Custom-Key", "Api-Key"} {
+			if _, ok := r.Header[name]; ok {
+				t.Fatalf("%s was not stripped", name)
+			}
+		}
+		w := httptest.NewRecorder()
+		if status := (denial{code: faults[fault].code, fault: fault}).write(w, h.forms); status != 401 || !json.Valid(w.Body.Bytes()) {
+			t.Fatalf("fault %d: %d %s", fault, status, w.Body)
+		}
+	})
+}
+
+func decodeBasic(auth string) string {
+	_, enc, _ := strings.Cut(auth, " ")
+	b, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	return string(b)
+}
