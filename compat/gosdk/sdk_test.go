@@ -1,0 +1,224 @@
+// Package gosdk drives the providers' official Go SDKs through a keygate
+// gateway, as an integrator would: only the base URL and the key change.
+//
+// It is a module of its own so that the plugin's go.mod never requires the
+// SDKs. TestSDKs runs only when e2e_sdk_test.go (in the repository root)
+// names a plan in KEYGATE_COMPAT_PLAN; it writes one JSON line per scenario
+// to KEYGATE_COMPAT_REPORT with what the SDK returned, as a developer would
+// see it. The root test decides what is right.
+package gosdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	sestypes "github.com/aws/aws-sdk-go-v2/service/sesv2/types"
+	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	"github.com/mailgun/mailgun-go/v4"
+	"github.com/resend/resend-go/v2"
+	"github.com/sendgrid/sendgrid-go"
+	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
+)
+
+type scenario struct {
+	ID    string   `json:"id"`
+	SDK   string   `json:"sdk"`
+	Base  string   `json:"base"`
+	Key   string   `json:"key"`
+	From  string   `json:"from"`
+	To    []string `json:"to"`
+	Sends int      `json:"sends"`
+	// Retrying uses the SDK's opt-in retrying call where it has one
+	// (sendgrid-go's MakeRequestRetry).
+	Retrying bool `json:"retrying"`
+}
+
+type plan struct {
+	MailgunDomain string     `json:"mailgunDomain"`
+	Scenarios     []scenario `json:"scenarios"`
+}
+
+// result is what the SDK gave back: ok, or its error as a developer sees
+// it (Error(), or for sendgrid-go, which returns HTTP errors as responses,
+// the response).
+type result struct {
+	ID       string `json:"id"`
+	OK       bool   `json:"ok"`
+	Text     string `json:"text,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Status   int    `json:"status,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	MS       int64  `json:"ms"`
+}
+
+func TestSDKs(t *testing.T) {
+	planPath, reportPath := os.Getenv("KEYGATE_COMPAT_PLAN"), os.Getenv("KEYGATE_COMPAT_REPORT")
+	if planPath == "" || reportPath == "" {
+		t.Skip("driven by the keygate repository's e2e_sdk_test.go")
+	}
+	b, err := os.ReadFile(planPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p plan
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	report, err := os.Create(reportPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer report.Close()
+	var mu sync.Mutex
+	bySDK := map[string][]scenario{}
+	for _, sc := range p.Scenarios {
+		bySDK[sc.SDK] = append(bySDK[sc.SDK], sc)
+	}
+	// Scenarios of one SDK run in order (they share limits); SDKs side by side.
+	var wg sync.WaitGroup
+	for _, list := range bySDK {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, sc := range list {
+				r := run(p, sc)
+				line, _ := json.Marshal(r)
+				mu.Lock()
+				fmt.Fprintf(report, "%s\n", line)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func run(p plan, sc scenario) result {
+	t0 := time.Now()
+	var r result
+	for i := 0; i < max(1, sc.Sends); i++ {
+		r = send(p, sc)
+		if !r.OK {
+			break
+		}
+	}
+	r.ID, r.MS = sc.ID, time.Since(t0).Milliseconds()
+	return r
+}
+
+func send(p plan, sc scenario) result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	switch sc.SDK {
+	case "sendgrid-go":
+		c := sendgrid.NewSendClient(sc.Key)
+		c.Request.BaseURL = sc.Base + "/v3/mail/send"
+		m := sgmail.NewV3Mail()
+		m.SetFrom(sgmail.NewEmail("", sc.From))
+		m.Subject = "compat"
+		pz := sgmail.NewPersonalization()
+		for _, to := range sc.To {
+			pz.AddTos(sgmail.NewEmail("", to))
+		}
+		m.AddPersonalizations(pz)
+		m.AddContent(sgmail.NewContent("text/plain", "hello"))
+		if sc.Retrying {
+			c.Request.Body = sgmail.GetRequestBody(m)
+			resp, err := sendgrid.MakeRequestRetryWithContext(ctx, c.Request)
+			if err != nil {
+				return result{Text: err.Error()}
+			}
+			return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+		}
+		// Send returns an HTTP error as a response, not an error.
+		resp, err := c.SendWithContext(ctx, m)
+		if err != nil {
+			return result{Text: err.Error()}
+		}
+		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+
+	case "mailgun-go":
+		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
+		mg.SetAPIBase(sc.Base + "/v3")
+		_, _, err := mg.Send(ctx, mailgun.NewMessage(sc.From, "compat", "hello", sc.To...))
+		if err != nil {
+			var ue *mailgun.UnexpectedResponseError
+			r := result{Text: err.Error()}
+			if errors.As(err, &ue) {
+				r.Status = ue.Actual
+			}
+			return r
+		}
+		return result{OK: true}
+
+	case "resend-go":
+		c := resend.NewClient(sc.Key)
+		c.BaseURL, _ = url.Parse(sc.Base + "/")
+		_, err := c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello"})
+		if err != nil {
+			r := result{Text: err.Error()}
+			var rl *resend.RateLimitError
+			if errors.As(err, &rl) {
+				r.Name = "RateLimitError"
+			}
+			return r
+		}
+		return result{OK: true}
+
+	case "aws-sdk-go-v2":
+		// The key is the access key id; keygate never sees or checks the
+		// secret access key, so any value will do.
+		c := sesv2.New(sesv2.Options{
+			Region:       "us-east-1",
+			BaseEndpoint: aws.String(sc.Base),
+			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		})
+		var md middleware.Metadata
+		_, err := c.SendEmail(ctx, &sesv2.SendEmailInput{
+			FromEmailAddress: aws.String(sc.From),
+			Destination:      &sestypes.Destination{ToAddresses: sc.To},
+			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
+				Subject: &sestypes.Content{Data: aws.String("compat")},
+				Body:    &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}},
+			}},
+		}, func(o *sesv2.Options) {
+			o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
+				return s.Initialize.Add(middleware.InitializeMiddlewareFunc("compatAttempts",
+					func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+						out, m, err := next.HandleInitialize(ctx, in)
+						md = m
+						return out, m, err
+					}), middleware.After)
+			})
+		})
+		if err != nil {
+			r := result{Text: err.Error()}
+			var api smithy.APIError
+			if errors.As(err, &api) {
+				r.Name = api.ErrorCode()
+			}
+			var re interface{ HTTPStatusCode() int }
+			if errors.As(err, &re) {
+				r.Status = re.HTTPStatusCode()
+			}
+			if res, ok := retry.GetAttemptResults(md); ok {
+				r.Attempts = len(res.Results)
+			}
+			return r
+		}
+		return result{OK: true}
+	}
+	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
+}

@@ -1,0 +1,119 @@
+// Drives each provider's official Node SDK through a keygate gateway, as an
+// integrator would: only the base URL and the key change. e2e_sdk_test.go
+// writes the plan (base URLs, keys, scenarios) to the file named by
+// KEYGATE_COMPAT_PLAN and reads the report this prints: one line of JSON
+// per scenario with what the SDK returned or threw, as a developer would
+// see it. The test, not this script, decides what is right.
+import { readFileSync } from "node:fs";
+import sgMail from "@sendgrid/mail";
+import sgClient from "@sendgrid/client";
+import postmark from "postmark";
+import Mailgun from "mailgun.js";
+import FormData from "form-data";
+import { Resend } from "resend";
+import Mailjet from "node-mailjet";
+import { BrevoClient } from "@getbrevo/brevo";
+import { SESv2Client, SendEmailCommand } from "@aws-sdk/client-sesv2";
+
+const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
+
+// A plain-HTTP gateway on loopback; a real one is HTTPS and needs only
+// Mailjet's host option.
+Mailjet.Request.protocol = "http://";
+
+// Each driver sends one message (from, to[]) with the SDK configured for
+// the base URL and key; opts.noRetry turns the SDK's own retries off.
+// It returns what the SDK gave back, or throws what it threw.
+const drivers = {
+  async sendgrid(base, key, from, to) {
+    const mail = new sgMail.MailService();
+    const client = new sgClient.Client();
+    client.setApiKey(key);
+    client.setDefaultRequest("baseUrl", base); // after setApiKey, which resets it
+    mail.setClient(client);
+    return mail.send({ from, to, subject: "compat", text: "hello" }, true);
+  },
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello" });
+  },
+  async mailgun(base, key, from, to) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello" });
+  },
+  async resend(base, key, from, to) {
+    const r = new Resend(key, { baseUrl: base });
+    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello" });
+    if (error) throw error; // the SDK returns its errors rather than throwing
+    return data;
+  },
+  async mailjet(base, key, from, to) {
+    const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+    return mj.post("send", { version: "v3.1" }).request({
+      Messages: [{ From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello" }],
+    });
+  },
+  async brevo(base, key, from, to, opts) {
+    const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3", ...(opts.noRetry ? { maxRetries: 0 } : {}) });
+    return c.transactionalEmails.sendTransacEmail({
+      sender: { email: from }, to: to.map((email) => ({ email })), subject: "compat", textContent: "hello",
+    });
+  },
+  async ses(base, key, from, to) {
+    // The key is the access key id; keygate never sees or checks the
+    // secret access key, so any value will do.
+    const c = new SESv2Client({
+      region: "us-east-1", endpoint: base,
+      credentials: { accessKeyId: key, secretAccessKey: "unused" },
+    });
+    return c.send(new SendEmailCommand({
+      FromEmailAddress: from, Destination: { ToAddresses: to },
+      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } } } },
+    }));
+  },
+};
+
+// describe is what a developer sees of an SDK's error: its text and the
+// fields the SDK documents for it.
+function describe(sdk, err) {
+  const out = { text: String(err?.message ?? err), name: err?.name };
+  switch (sdk) {
+    case "sendgrid": // ResponseError: message is the status text; toString adds body.errors[].message
+      out.text = String(err); out.status = err.code; break;
+    case "postmark": // PostmarkError: message from Message, code from ErrorCode
+      out.status = err.statusCode; out.code = err.code; break;
+    case "mailgun": // MailgunAPIError: details from the body's message
+      out.text = String(err.details); out.status = err.status; break;
+    case "resend": // the parsed error body: {name, message, statusCode}
+      out.status = err.statusCode; break;
+    case "mailjet": // message built from ErrorMessage; ErrorMessage copied
+      out.status = err.statusCode; out.code = err.ErrorMessage; break;
+    case "brevo": // BrevoError: message holds the status and the whole body
+      out.status = err.statusCode; break;
+    case "ses": // ServiceException: name from x-amzn-ErrorType, message from message
+      out.status = err.$metadata?.httpStatusCode; out.attempts = err.$metadata?.attempts; break;
+  }
+  return out;
+}
+
+async function run(sc) {
+  const t0 = Date.now();
+  try {
+    await drivers[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
+    return { id: sc.id, ok: true, ms: Date.now() - t0 };
+  } catch (err) {
+    return { id: sc.id, ok: false, ms: Date.now() - t0, ...describe(sc.sdk, err) };
+  }
+}
+
+// Scenarios of one SDK run in order (they share keys and limits); SDKs run
+// side by side, so one SDK's retry waits do not add up with another's.
+const bySDK = new Map();
+for (const sc of plan.scenarios) {
+  if (!bySDK.has(sc.sdk)) bySDK.set(sc.sdk, []);
+  bySDK.get(sc.sdk).push(sc);
+}
+await Promise.all([...bySDK.values()].map(async (list) => {
+  for (const sc of list) console.log(JSON.stringify(await run(sc)));
+}));
