@@ -23,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // TestE2ESDKs is the compatibility suite: each provider's official SDKs,
@@ -182,7 +184,12 @@ func TestE2ESDKs(t *testing.T) {
 	issued := time.Now()
 
 	// The scenarios. A rate or quota scenario sends twice: the first send
-	// uses up the limit, the second is refused.
+	// uses up the limit, the second is refused. unknownKey is well-formed
+	// but was never issued.
+	unknownKey, err := verifier.Generate("kg", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var node, golang []sdkScenario
 	for _, d := range sdkDrivers {
 		k, base := keys[d.name], taps[d.dialect].URL
@@ -194,6 +201,7 @@ func TestE2ESDKs(t *testing.T) {
 			sc("sender", k.policy, "ceo@evil.example", []string{"a@rcpt.example"}),
 			sc("recipients", k.policy, sdkAllowedFrom, []string{"a@rcpt.example", "b@rcpt.example"}),
 		}
+		list = append(list, sc("unknown-key", unknownKey, sdkAllowedFrom, []string{"a@rcpt.example"}))
 		rate := sc("rate", k.rate, sdkAllowedFrom, []string{"a@rcpt.example"})
 		rate.Sends = 2
 		// Brevo's SDK waits out Retry-After (up to a minute) twice by
@@ -303,6 +311,7 @@ func TestE2ESDKs(t *testing.T) {
 			{"allowed", "", 0, ""},
 			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "resend": "invalid_from_address"}[d.name]},
 			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException"}[d.name]},
+			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name]},
 			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name]},
 			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name]},
 		}
@@ -370,6 +379,11 @@ func TestE2ESDKs(t *testing.T) {
 			}
 		}
 	}
+	for dialect, n := range map[string]int{"sendgrid": 2, "postmark": 1, "mailgun": 2, "resend": 2, "ses": 2, "mailjet": 1, "brevo": 1} {
+		if got := taps[dialect].countKey(unknownKey); got != n {
+			t.Errorf("%s: an unknown key: %d requests, want %d (one per SDK, no retry)", dialect, got, n)
+		}
+	}
 	if got := taps["brevo"].countKey(keys["brevo"].fastRate); got != 3 {
 		t.Errorf("brevo rate-retry: %d requests, want 3 (allowed, 429, one retry after Retry-After)", got)
 	}
@@ -420,7 +434,7 @@ func TestE2ESDKs(t *testing.T) {
 			t.Errorf("%s: the provider got %d sends, want %d", dialect, perDialect[dialect], n)
 		}
 	}
-	if t.Failed() {
+	if t.Failed() || testing.Verbose() {
 		for _, id := range sortedKeys(results) {
 			t.Logf("%s: %+v", id, results[id])
 		}

@@ -21,13 +21,13 @@ func TestSendGridRoutesReportXRateLimit(t *testing.T) {
 			t.Errorf("X-RateLimit %q/%q/%q, want %s/%s/%d", h.Get("X-RateLimit-Limit"), h.Get("X-RateLimit-Remaining"), h.Get("X-RateLimit-Reset"), limit, remaining, reset)
 		}
 	}
-	w := serve(sg, "POST", "/v3/mail/send", key)
+	w := serve(sg, "GET", "/v3/templates", key)
 	if w.Code != 202 {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 	want(w, "2", "1", t0.Unix()+30) // full again in 30 s
-	serve(sg, "POST", "/v3/mail/send", key)
-	w = serve(sg, "POST", "/v3/mail/send", key)
+	serve(sg, "GET", "/v3/templates", key)
+	w = serve(sg, "GET", "/v3/templates", key)
 	if w.Code != 429 {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
