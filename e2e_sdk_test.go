@@ -216,10 +216,15 @@ func TestE2ESDKs(t *testing.T) {
 			list = append(list, fast)
 		}
 		if d.name == "sendgrid-go" {
-			// sendgrid-go's opt-in MakeRequestRetry retries every 429.
-			retrying := sc("quota-retrying", k.quota, sdkAllowedFrom, []string{"a@rcpt.example"})
-			retrying.Retrying = true
-			list = append(list, retrying)
+			// sendgrid-go's opt-in MakeRequestRetry retries every 429 (the
+			// rate limit: seven attempts), so a quota must not be one.
+			for _, r := range []sdkScenario{
+				sc("rate-retrying", k.rate, sdkAllowedFrom, []string{"a@rcpt.example"}),
+				sc("quota-retrying", k.quota, sdkAllowedFrom, []string{"a@rcpt.example"}),
+			} {
+				r.Retrying = true
+				list = append(list, r)
+			}
 		}
 		if d.node {
 			node = append(node, list...)
@@ -302,43 +307,43 @@ func TestE2ESDKs(t *testing.T) {
 	// where each SDK reads its provider's error message).
 	quotaStatus := map[string]int{"sendgrid": 401, "postmark": 422, "mailgun": 429, "resend": 429, "ses": 400, "mailjet": 429, "brevo": 402}
 	for _, d := range sdkDrivers {
-		want := []struct {
+		type expect struct {
 			scenario string
 			code     string // "" for success
 			status   int
 			name     string // the SDK's error class or type, where it has one
-		}{
-			{"allowed", "", 0, ""},
-			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "resend": "invalid_from_address"}[d.name]},
-			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException"}[d.name]},
-			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name]},
-			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name]},
-			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name]},
+			text     string // what the error says, if not "keygate <code>"
+		}
+		want := []expect{
+			{"allowed", "", 0, "", ""},
+			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "resend": "invalid_from_address"}[d.name], ""},
+			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException"}[d.name], ""},
+			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
+			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
+			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
 		}
 		if d.name == "brevo" {
-			want = append(want, struct {
-				scenario, code string
-				status         int
-				name           string
-			}{"rate-retry", "", 0, ""})
+			want = append(want, expect{scenario: "rate-retry"})
 		}
 		if d.name == "sendgrid-go" {
-			want = append(want, struct {
-				scenario, code string
-				status         int
-				name           string
-			}{"quota-retrying", "quota_exceeded", 401, ""})
+			want = append(want,
+				expect{"rate-retrying", "rate_limited", 0, "", "rate limit retry exceeded"},
+				expect{"quota-retrying", "quota_exceeded", 401, "", ""})
 		}
 		for _, w := range want {
 			id := d.name + "/" + w.scenario
 			r, ok := results[id]
+			text := w.text
+			if text == "" {
+				text = "keygate " + w.code
+			}
 			switch {
 			case !ok:
 				t.Errorf("%s: no result", id)
 			case w.code == "" && !r.OK:
 				t.Errorf("%s: the SDK failed: %+v", id, r)
-			case w.code != "" && (r.OK || !strings.Contains(r.Text, "keygate "+w.code)):
-				t.Errorf("%s: the SDK's error does not name keygate's %s: %+v", id, w.code, r)
+			case w.code != "" && (r.OK || !strings.Contains(r.Text, text)):
+				t.Errorf("%s: the SDK's error does not say %q: %+v", id, text, r)
 			case w.code != "" && r.Status != 0 && r.Status != w.status:
 				t.Errorf("%s: the SDK saw status %d, want %d", id, r.Status, w.status)
 			case w.name != "" && r.Name != w.name:
@@ -358,8 +363,11 @@ func TestE2ESDKs(t *testing.T) {
 	for _, d := range sdkDrivers {
 		k, tp := keys[d.name], taps[d.dialect]
 		rateAttempts := 1
-		if d.dialect == "ses" {
+		switch d.name {
+		case "ses", "aws-sdk-go-v2":
 			rateAttempts = 3
+		case "sendgrid-go":
+			rateAttempts = 1 + 7 // Send, then MakeRequestRetry's seven
 		}
 		quotaSends := 2
 		if d.name == "sendgrid-go" {
