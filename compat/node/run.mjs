@@ -6,7 +6,6 @@
 // see it. The test, not this script, decides what is right.
 import { readFileSync } from "node:fs";
 import sgMail from "@sendgrid/mail";
-import sgClient from "@sendgrid/client";
 import postmark from "postmark";
 import Mailgun from "mailgun.js";
 import FormData from "form-data";
@@ -26,11 +25,9 @@ Mailjet.Request.protocol = "http://";
 // It returns what the SDK gave back, or throws what it threw.
 const drivers = {
   async sendgrid(base, key, from, to) {
-    const mail = new sgMail.MailService();
-    const client = new sgClient.Client();
-    client.setApiKey(key);
-    client.setDefaultRequest("baseUrl", base); // after setApiKey, which resets it
-    mail.setClient(client);
+    const mail = new sgMail.MailService(); // the default export is one shared instance
+    mail.setApiKey(key);
+    mail.client.setDefaultRequest("baseUrl", base); // after setApiKey, which resets it
     return mail.send({ from, to, subject: "compat", text: "hello" }, true);
   },
   async postmark(base, key, from, to) {
