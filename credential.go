@@ -79,7 +79,13 @@ const maxBasic = 1024
 type presented struct {
 	prefix string
 	sigV4  bool // the route reads SigV4 access key ids
-	key    string
+	// key is the well-formed key read from where the route reads keys.
+	key string
+	// malformed is the first value read from there that is not a
+	// well-formed key: verified (and refused as invalid_key) only if no
+	// key arrived, so that junk in a key_header beside a good Bearer key
+	// is not taken for a second key.
+	malformed string
 	// misplaced is a well-formed key sent where the route does not read
 	// one, and how.
 	misplaced      string
@@ -89,9 +95,13 @@ type presented struct {
 	two   bool
 }
 
-// take records a key read from where the route reads keys.
+// take records a value read from where the route reads keys.
 func (p *presented) take(k string) {
 	switch {
+	case !p.wellFormed(k):
+		if p.malformed == "" {
+			p.malformed = k
+		}
 	case p.key == "":
 		p.key = k
 	case p.key != k:
@@ -131,6 +141,8 @@ func (p *presented) result() (string, fault) {
 		return p.key, noFault
 	case p.misplaced != "":
 		return "", p.misplacedFault
+	case p.malformed != "":
+		return p.malformed, noFault
 	}
 	return "", p.fault
 }
@@ -163,7 +175,7 @@ func (p *presented) authorization(v string) {
 		case !p.sigV4:
 			p.misplace(id, faultSigV4NotHere)
 		default:
-			p.take(id)
+			p.take(id) // well-formed, checked above
 		}
 	case p.wellFormed(rest):
 		p.misplace(rest, faultOtherScheme)

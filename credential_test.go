@@ -125,6 +125,10 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 		{"key_header is read whatever scheme Authorization carries", custom, []string{"Authorization", basic("u", "provider"), "X-Custom-Key", key}, 202, "", ""},
 		{"key_header beside a foreign scheme", custom, []string{"Authorization", "Token abc", "X-Custom-Key", key}, 202, "", ""},
 		{"key_header and Bearer disagree", custom, []string{"Authorization", "Bearer " + other, "X-Custom-Key", key}, 401, "invalid_key", "two different API keys"},
+		{"junk in a key_header beside a Bearer key is not a second key", custom, []string{"Authorization", "Bearer " + key, "X-Custom-Key", "something"}, 202, "", ""},
+		{"a Bearer that is no key beside a key in a key_header", custom, []string{"Authorization", "Bearer something", "X-Custom-Key", key}, 202, "", ""},
+		{"junk in both places is not valid", custom, []string{"Authorization", "Bearer something", "X-Custom-Key", "else"}, 401, "invalid_key", "not valid"},
+		{"a lone malformed key_header value is not valid", custom, []string{"X-Custom-Key", garbage}, 401, "invalid_key", "not valid"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
