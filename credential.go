@@ -79,13 +79,10 @@ const maxBasic = 1024
 type presented struct {
 	prefix string
 	sigV4  bool // the route reads SigV4 access key ids
-	// key is the well-formed key read from where the route reads keys.
+	// key is the value read from where the route reads keys: a
+	// well-formed key if any arrived there, else the first value (which
+	// authenticate then refuses as invalid_key).
 	key string
-	// malformed is the first value read from there that is not a
-	// well-formed key: verified (and refused as invalid_key) only if no
-	// key arrived, so that junk in a key_header beside a good Bearer key
-	// is not taken for a second key.
-	malformed string
 	// misplaced is a well-formed key sent where the route does not read
 	// one, and how.
 	misplaced      string
@@ -95,17 +92,23 @@ type presented struct {
 	two   bool
 }
 
-// take records a value read from where the route reads keys.
+// take records a value read from where the route reads keys. Only
+// well-formed keys count as keys, so junk in a key_header beside a good
+// Bearer key is not a second key; the shape is checked only when a second
+// value arrives, which keeps the common request to one check (in
+// authenticate).
 func (p *presented) take(k string) {
 	switch {
-	case !p.wellFormed(k):
-		if p.malformed == "" {
-			p.malformed = k
-		}
 	case p.key == "":
 		p.key = k
-	case p.key != k:
-		p.two = true
+	case p.key == k:
+	default:
+		switch had, has := p.wellFormed(p.key), p.wellFormed(k); {
+		case had && has:
+			p.two = true
+		case has:
+			p.key = k
+		}
 	}
 }
 
@@ -135,14 +138,17 @@ func (p *presented) wellFormed(k string) bool {
 // may send its own Authorization beside a key header.
 func (p *presented) result() (string, fault) {
 	switch {
-	case p.two || (p.key != "" && p.misplaced != "" && p.misplaced != p.key):
+	case p.two:
 		return "", faultTwoKeys
+	case p.misplaced != "" && p.key != "" && p.key != p.misplaced:
+		if p.wellFormed(p.key) {
+			return "", faultTwoKeys
+		}
+		return "", p.misplacedFault
 	case p.key != "":
 		return p.key, noFault
 	case p.misplaced != "":
 		return "", p.misplacedFault
-	case p.malformed != "":
-		return p.malformed, noFault
 	}
 	return "", p.fault
 }
