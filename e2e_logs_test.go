@@ -140,7 +140,8 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				{"bearer, upstream unreachable", "gw.localhost", "/down/x", nil, k3, nil, []int{errStatus}},
 				{"key_header, insufficient scope", "gw.localhost", "/other", nil, "", []string{"X-Api-Key", k2}, []int{403}},
 				{"key_header, bad checksum", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", wrong}, []int{401}},
-				{"bearer beside a stray key_header", "gw.localhost", "/down/x", nil, k3, []string{"X-Api-Key", k4}, []int{errStatus}},
+				// Two different keys in one request are refused (CONTRACT §4).
+				{"bearer beside a stray key_header", "gw.localhost", "/down/x", nil, k3, []string{"X-Api-Key", k4}, []int{401}},
 				// The dialect's own header authenticates once the handler
 				// reads it; until then it is missing_key. Either way the
 				// header must not reach a log.
