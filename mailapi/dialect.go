@@ -5,7 +5,12 @@
 //
 // Each provider's wire format is a Dialect. A dialect only reads the body it
 // is given and never changes it: the upstream receives the request byte for
-// byte. The package imports nothing from Caddy and knows nothing about keys.
+// byte. A dialect also records how the provider's official SDKs send their
+// API key (a header, HTTP Basic, AWS Signature V4) and read an error (its
+// members, an error-type header, the status of a used-up sending limit), so
+// a gateway can take the key where the SDK puts it and refuse in a shape
+// the SDK shows. The package imports nothing from Caddy and knows nothing
+// about keys themselves.
 //
 // Where keygate and the provider might read a body differently, keygate errs
 // towards seeing more: JSON member names match case-insensitively, repeated
