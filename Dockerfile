@@ -12,12 +12,14 @@
 
 # Build stage: the same binary as `go build -o caddy ./cmd/caddy` (standard
 # modules plus keygate), static, so the runtime stage needs no libc match.
+# The cache mounts keep modules and compiled packages between builds.
 FROM docker.io/library/golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/caddy ./cmd/caddy \
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o /out/caddy ./cmd/caddy \
 	&& /out/caddy list-modules | grep -qx http.handlers.keygate
 
 # Runtime stage: CA certificates for the providers' HTTPS APIs, curl for the

@@ -210,10 +210,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	registerMetrics(ctx.GetMetricsRegistry())
 
 	repl := caddy.NewReplacer()
-	if h.storeURI, err = storeURI(repl.ReplaceAll(h.Store, "")); err != nil {
+	storeText := repl.ReplaceAll(h.Store, "")
+	redisURL := repl.ReplaceAll(h.RateLimitRedis, "")
+	// An unset variable must not turn a cluster node into one with a store
+	// or limits of its own: `store {env.KEYGATE_STORE}` would otherwise
+	// fall back to the local SQLite file without a word.
+	if h.Store != "" && storeText == "" {
+		return fmt.Errorf("keygate: store %q is empty once its placeholders are replaced: set it, or remove the option for the default SQLite store", h.Store)
+	}
+	if h.RateLimitRedis != "" && redisURL == "" {
+		return fmt.Errorf("keygate: ratelimit redis %q is empty once its placeholders are replaced: set it, or remove the option for limits per node", h.RateLimitRedis)
+	}
+	if h.storeURI, err = storeURI(storeText); err != nil {
 		return err
 	}
-	h.RateLimitRedis = repl.ReplaceAll(h.RateLimitRedis, "")
+	h.RateLimitRedis = redisURL
 	b, err := acquireBackend(h.storeURI, h.logger)
 	if err != nil {
 		return err

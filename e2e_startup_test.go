@@ -1,0 +1,91 @@
+package keygate_test
+
+import (
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+)
+
+// validateCaddyfile loads a Caddyfile in the real binary as `caddy adapt
+// --validate` does (every module provisioned, the store opened) and returns
+// what it logged.
+func validateCaddyfile(t *testing.T, caddyfile string, env ...string) (string, error) {
+	t.Helper()
+	needBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "adapt", "--validate", "--config", path)
+	cmd.Env = append(append(os.Environ(),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+	), env...)
+	var logs strings.Builder
+	cmd.Stderr = &logs
+	err := cmd.Run()
+	return logs.String(), err
+}
+
+const storeSite = "http://127.0.0.1:9 {\n\tkeygate {\n\t\tstore {env.TEST_STORE}\n\t\tscope mail.send /send\n\t}\n\trespond 202\n}\n"
+
+func TestStartupLogNamesTheStoreItOpened(t *testing.T) {
+	needBinary(t)
+	t.Run("sqlite: its path", func(t *testing.T) {
+		uri := "sqlite:" + filepath.Join(t.TempDir(), "keys.db")
+		logs, err := validateCaddyfile(t, storeSite, "TEST_STORE="+uri)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs)
+		}
+		if !strings.Contains(logs, `"msg":"keygate: opened the key store","store":"`+uri+`"`) {
+			t.Errorf("want a line naming %s:\n%s", uri, logs)
+		}
+	})
+	t.Run("postgres: its address without the password", func(t *testing.T) {
+		u, err := url.Parse(testservers.StartPostgres(t).URI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const password = "pw-that-must-not-be-logged" // the test server trusts any password
+		u.User = url.UserPassword(u.User.Username(), password)
+		logs, err := validateCaddyfile(t, storeSite, "TEST_STORE="+u.String())
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs)
+		}
+		want := `"msg":"keygate: opened the key store","store":"postgres://` + u.User.Username() + ":xxxxx@" + u.Host
+		if !strings.Contains(logs, want) {
+			t.Errorf("want a line containing %s:\n%s", want, logs)
+		}
+		if strings.Contains(logs, password) {
+			t.Errorf("the log contains the store's password:\n%s", logs)
+		}
+	})
+}
+
+// A cluster node whose environment lacks a variable must not start on a
+// store or limits of its own.
+func TestAStoreOrRedisThatIsEmptyOncePlaceholdersAreReplacedIsRefused(t *testing.T) {
+	for _, tc := range []struct{ name, option, want string }{
+		{"store", "store {env.KEYGATE_TEST_UNSET}",
+			`keygate: store \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`},
+		{"ratelimit redis", "ratelimit redis {env.KEYGATE_TEST_UNSET}",
+			`keygate: ratelimit redis \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			caddyfile := "http://127.0.0.1:9 {\n\tkeygate {\n\t\t" + tc.option + "\n\t\tscope mail.send /send\n\t}\n\trespond 202\n}\n"
+			logs, err := validateCaddyfile(t, caddyfile)
+			if err == nil {
+				t.Fatalf("validated with %s unset:\n%s", tc.option, logs)
+			}
+			if !strings.Contains(logs, tc.want) {
+				t.Errorf("want %s:\n%s", tc.want, logs)
+			}
+		})
+	}
+}
