@@ -285,7 +285,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 4. Email policy on send routes.
 	var recipients int64
 	if h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
-		n, d := h.checkPayload(r, rec)
+		body, n, d := h.checkPayload(r, rec)
+		if body != nil {
+			defer body.release() // the handler's part; the reader's is its Close
+		}
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}

@@ -87,6 +87,9 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		io.CopyN(io.Discard, r.Body, maxDrain)
 	}
+	if b, ok := r.Body.(*sendBody); ok {
+		b.Close() // read and refused: nothing reads it again, so its buffer may be reused
+	}
 	d.write(w)
 	h.record(r, q, ip, codes[d.code].status, 0, t)
 	switch d.code {
