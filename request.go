@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -171,9 +172,12 @@ var deniedMetrics = func() [numCodes]string {
 	return m
 }()
 
-// statusWriter remembers the response status for the usage counts.
+// statusWriter remembers the response status for the usage counts. It
+// embeds Caddy's wrapper so that what the next handler may use of the
+// writer stays reachable: Unwrap for http.ResponseController (flushing,
+// hijacking), ReadFrom (sendfile for file_server) and Push.
 type statusWriter struct {
-	http.ResponseWriter
+	caddyhttp.ResponseWriterWrapper
 	status int
 }
 
@@ -196,7 +200,3 @@ func (sw *statusWriter) WriteHeader(code int) {
 	}
 	sw.ResponseWriter.WriteHeader(code)
 }
-
-// Unwrap lets http.ResponseController reach the underlying writer
-// (reverse_proxy flushes through it).
-func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }
