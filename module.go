@@ -65,8 +65,15 @@ type Handler struct {
 	// 10 MB); larger bodies get 413.
 	MaxBody int64 `json:"max_body,omitempty"`
 	// RateLimitRedis makes limits and quotas global through Redis, e.g.
-	// "redis://127.0.0.1:6379/0".
+	// "redis://127.0.0.1:6379/0". Rate limits are decided on each node from
+	// tokens it leases from Redis in the background (never more than the
+	// limit, no round trip per request); quotas are reserved in Redis per
+	// request.
 	RateLimitRedis string `json:"ratelimit_redis,omitempty"`
+	// RateLimitExact asks Redis for every rate-limit decision instead of
+	// leasing tokens: one round trip per request, and no node holds tokens
+	// another could use.
+	RateLimitExact bool `json:"ratelimit_exact,omitempty"`
 	// PerKeyMetrics adds keygate_key_requests_total, labelled by key id and
 	// decision. Off by default: one series per key and decision, so only
 	// for deployments with a bounded number of keys.
@@ -198,6 +205,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.RateLimitRedis = repl.ReplaceAll(h.RateLimitRedis, "")
+	if h.RateLimitExact && h.RateLimitRedis == "" {
+		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
+	}
 	b, err := acquireBackend(h.storeURI, h.logger)
 	if err != nil {
 		return err
