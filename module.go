@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -334,12 +335,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 6. Placeholders (set above), one usage record, count, next.
 	// An error goes no further than keygate: Caddy's error log would write
 	// the request headers, keys included (logs.go).
-	sw := getStatusWriter(w)
+	sw := q.statusWriter(w)
 	if err := next.ServeHTTP(sw, r); err != nil {
 		h.answerError(sw, r, q, ip, t, err)
 	}
 	status := sw.status
-	putStatusWriter(sw)
 	h.record(r, q, ip, status, recipients, t)
 	return nil
 }

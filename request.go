@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -39,6 +38,7 @@ type request struct {
 	rateLimit    [1]string
 	rateLimitBuf [80]byte
 	logField     [1]zap.Field
+	sw           statusWriter
 }
 
 func (q *request) placeholder(key string) (any, bool) {
@@ -181,17 +181,12 @@ type statusWriter struct {
 	status int
 }
 
-var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
-
-func getStatusWriter(w http.ResponseWriter) *statusWriter {
-	sw := statusWriters.Get().(*statusWriter)
-	sw.ResponseWriter, sw.status = w, http.StatusOK
-	return sw
-}
-
-func putStatusWriter(sw *statusWriter) {
-	sw.ResponseWriter = nil
-	statusWriters.Put(sw)
+// statusWriter wraps w in the request's own status writer: the request is
+// allocated anyway, and unlike a pooled writer it cannot be reused while a
+// handler still holds it.
+func (q *request) statusWriter(w http.ResponseWriter) *statusWriter {
+	q.sw.ResponseWriter, q.sw.status = w, http.StatusOK
+	return &q.sw
 }
 
 func (sw *statusWriter) WriteHeader(code int) {

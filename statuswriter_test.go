@@ -22,7 +22,7 @@ func (w *readFromRecorder) ReadFrom(r io.Reader) (int64, error) {
 
 func TestStatusWriterKeepsWhatTheNextHandlerUses(t *testing.T) {
 	under := &readFromRecorder{ResponseRecorder: httptest.NewRecorder()}
-	sw := getStatusWriter(under)
+	sw := new(request).statusWriter(under)
 	var w http.ResponseWriter = sw
 	rf, ok := w.(io.ReaderFrom)
 	if !ok {
@@ -41,5 +41,4 @@ func TestStatusWriterKeepsWhatTheNextHandlerUses(t *testing.T) {
 	if under.readFrom != 1 || under.Body.String() != "{}" || sw.status != http.StatusAccepted {
 		t.Errorf("ReadFrom reached the writer's own %d times, body %q, status %d", under.readFrom, under.Body, sw.status)
 	}
-	putStatusWriter(sw)
 }
