@@ -174,10 +174,14 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d := r.data
 	i := r.pos + 1
 	for i < len(d) {
-		// The plain bytes of long html fields and attachments: eight at a
-		// time while none of them ends the run, then one at a time.
-		for i+8 <= len(d) && plain8(binary.LittleEndian.Uint64(d[i:])) {
-			i += 8
+		// The plain bytes of long html fields and attachments: sixteen at
+		// a time while none of them ends the run, then one at a time.
+		for i >= 0 && i+16 <= len(d) {
+			w := d[i : i+16]
+			if special8(binary.LittleEndian.Uint64(w[:8]))|special8(binary.LittleEndian.Uint64(w[8:])) != 0 {
+				break
+			}
+			i += 16
 		}
 		for i < len(d) && plain[d[i]] {
 			i++
@@ -221,11 +225,15 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 // control character, i.e. all are plain (in the plain table). Each test sets
 // a byte's high bit when that byte matches; a borrow can set it spuriously
 // only in a byte above one that matches, which does not change the answer.
-func plain8(x uint64) bool {
+func plain8(x uint64) bool { return special8(x) == 0 }
+
+// special8 has the high bit set of (at least) each byte of x that is not
+// plain, and is zero when all are.
+func special8(x uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	quote := x ^ (ones * '"')
 	backslash := x ^ (ones * '\\')
-	return ((quote-ones)&^quote|(backslash-ones)&^backslash|(x-ones*0x20)&^x)&highs == 0
+	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x) & highs
 }
 
 // plain marks the bytes that stand for themselves inside a JSON string.
