@@ -114,15 +114,17 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 // sendBody is a send request's body after inspection, read again by the
 // next handler (reverse_proxy sends it upstream). Its buffer is reused by a
 // later request once nothing can read it any more: when the handler chain
-// has returned (release) and the body has been closed. The order of the two
-// varies: the transport that sends the body may read it and close it after
-// reverse_proxy has returned. A body nobody closes (reverse_proxy does not
-// close one it never read, e.g. when the upstream could not be dialled) is
-// left to the garbage collector, never reused.
+// has returned (release) and the reader is done with it, having read it to
+// the end or closed it. The order of the two varies: the transport that
+// sends the body may read it and close it after reverse_proxy has returned.
+// A body left partly read and never closed (reverse_proxy does not close one
+// it never read, e.g. when the upstream could not be dialled) is left to the
+// garbage collector, never reused.
 type sendBody struct {
 	mu     sync.Mutex
 	reader bytes.Reader
 	closed bool
+	done   bool // the reader let go of buf: read to the end, or closed
 	buf    []byte
 	pooled *bodyPool    // where buf goes back to; nil when not pooled
 	refs   atomic.Int32 // the handler's and the reader's
@@ -132,18 +134,33 @@ func (b *sendBody) bytes() []byte { return b.buf }
 
 func (b *sendBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.reader.Read(p)
+	if b.done {
+		b.mu.Unlock()
+		return 0, io.EOF
+	}
+	n, err := b.reader.Read(p)
+	last := b.reader.Len() == 0
+	if last {
+		b.done = true
+		b.reader.Reset(nil)
+	}
+	b.mu.Unlock()
+	if last {
+		b.release() // every later Read answers EOF without the buffer
+	}
+	return n, err
 }
 
 // Close ends reading; the buffer goes back once the handler is done too.
 func (b *sendBody) Close() error {
 	b.mu.Lock()
-	first := !b.closed
 	b.closed = true
+	first := !b.done
+	b.done = true
 	b.reader.Reset(nil)
 	b.mu.Unlock()
 	if first {
