@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"mime"
 	"net/mail"
@@ -157,6 +158,31 @@ func TestPlain8AgreesWithThePlainTable(t *testing.T) {
 		}
 		if got := plain8(binary.LittleEndian.Uint64(b[:])); got != want {
 			t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+		}
+	}
+}
+
+func TestSpecial8FlagsTheFirstSpecialByteLowest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	special := []byte{'"', '\\', 0, 0x1f}
+	for range 200_000 {
+		var b [8]byte
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+			if rng.IntN(5) == 0 {
+				b[i] = special[rng.IntN(len(special))]
+			}
+		}
+		first := 8
+		for i, c := range b {
+			if !plain[c] {
+				first = i
+				break
+			}
+		}
+		m := special8(binary.LittleEndian.Uint64(b[:]))
+		if got := bits.TrailingZeros64(m) >> 3; (m == 0) != (first == 8) || m != 0 && got != first {
+			t.Fatalf("special8(%q): lowest flagged byte %d, first special byte %d", b, got, first)
 		}
 	}
 }

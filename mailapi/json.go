@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"unsafe"
 )
 
@@ -175,10 +176,17 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 	i := r.pos + 1
 	for i < len(d) {
 		// The plain bytes of long html fields and attachments: sixteen at
-		// a time while none of them ends the run, then one at a time.
+		// a time, and from the first word holding a byte that is not plain
+		// straight to that byte (the lowest one special8 flags), then one
+		// at a time near the end.
 		for i >= 0 && i+16 <= len(d) {
 			w := d[i : i+16]
-			if special8(binary.LittleEndian.Uint64(w[:8]))|special8(binary.LittleEndian.Uint64(w[8:])) != 0 {
+			if m := special8(binary.LittleEndian.Uint64(w[:8])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			if m := special8(binary.LittleEndian.Uint64(w[8:])); m != 0 {
+				i += 8 + bits.TrailingZeros64(m)>>3
 				break
 			}
 			i += 16
@@ -228,7 +236,8 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 func plain8(x uint64) bool { return special8(x) == 0 }
 
 // special8 has the high bit set of (at least) each byte of x that is not
-// plain, and is zero when all are.
+// plain, and is zero when all are. The lowest byte it flags is the first
+// that is not plain: a borrow only starts at a byte that matches.
 func special8(x uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	quote := x ^ (ones * '"')
