@@ -22,6 +22,10 @@
 # background workers is then left out; the allocs/op column shows the
 # allocations that cause it.
 #
+# GOMAXPROCS defaults to 1: with more, idle threads of the Go scheduler spin
+# looking for work whenever a goroutine parks, which valgrind counts, and the
+# counts of two runs of one benchmark then differ by half.
+#
 # KEYGATE_BENCH_QUIET=1 makes keygate's benchmarks lengthen the background
 # change-log poll and usage flush, whose work would otherwise land on every
 # operation under valgrind's slowdown.
@@ -47,7 +51,7 @@ fi
 # count ITERATIONS PATTERN: total instructions of one run.
 count() {
 	local out=$BIN.cg.$1
-	KEYGATE_BENCH_QUIET=1 GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=${GOMAXPROCS:-2} \
+	KEYGATE_BENCH_QUIET=1 GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=${GOMAXPROCS:-1} \
 		valgrind --tool=callgrind --callgrind-out-file="$out" ${ONLY:+"--toggle-collect=$ONLY"} \
 		"$BIN" -test.run '^$' -test.bench "$2" -test.benchtime "$1x" -test.short -test.benchmem \
 		>"$out.stdout" 2>"$out.stderr" || { cat "$out.stderr" "$out.stdout" >&2; exit 1; }
