@@ -42,7 +42,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		mail_api   <dialect>                 # sendgrid|postmark|mailgun|resend|ses|mailjet|brevo|mailpit
 //		quota      <N>/<d|mo>                # default per-key recipients per UTC day / month
 //		max_body   <size>                    # largest send payload inspected (default 10MB)
-//		ratelimit  redis <url>               # shared limits and quotas across nodes
+//		ratelimit  redis <url> [{            # shared limits and quotas across nodes
+//			exact                            # a Redis round trip per request instead of leased tokens
+//		}]
 //		metrics    per_key                   # also count requests per key id (bounded key counts only)
 //		usage_retention <duration>|off       # how long hourly usage counts are kept (default 400d, at least 32d)
 //	}
@@ -204,6 +206,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: ratelimit redis %q: want redis://host:port[/db]", store.RedactURI(args[1]))
 			}
 			h.RateLimitRedis = args[1]
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch sub := d.Val(); sub {
+				case "exact":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.RateLimitExact = true
+				default:
+					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact)", sub)
+				}
+			}
 		case "metrics":
 			v, err := oneArg(d)
 			if err != nil {

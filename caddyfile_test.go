@@ -116,6 +116,25 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 	}
 }
 
+func TestCaddyfileRateLimitRedisOptions(t *testing.T) {
+	out, err := adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\texact\n\t\t}\n\t}\n}\n")
+	if err != nil || !strings.Contains(string(out), `"ratelimit_exact":true`) {
+		t.Errorf("ratelimit redis with exact: %s, %v; want ratelimit_exact", out, err)
+	}
+	out, err = adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0\n\t}\n}\n")
+	if err != nil || strings.Contains(string(out), `ratelimit_exact`) {
+		t.Errorf("ratelimit redis without a block: %s, %v; want leases (no ratelimit_exact)", out, err)
+	}
+	for src, want := range map[string]string{
+		":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\tfast\n\t\t}\n\t}\n}\n":      `keygate: ratelimit redis: unknown option "fast" (want exact), at Caddyfile:4`,
+		":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\texact yes\n\t\t}\n\t}\n}\n": `Caddyfile:4`,
+	} {
+		if _, err := adapt(t, src); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", src, err, want)
+		}
+	}
+}
+
 // FuzzCaddyfile feeds arbitrary option lines to the keygate directive: the
 // adapter must return a config or an error, never panic.
 func FuzzCaddyfile(f *testing.F) {

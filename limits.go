@@ -39,10 +39,13 @@ func (h *Handler) limitFor(rec *store.Record) (*ratelimit.Limit, []string) {
 }
 
 func (h *Handler) limiter() ratelimit.Limiter {
-	if h.shared != nil {
-		return h.shared.limiter
+	switch {
+	case h.shared == nil:
+		return h.backend.limits
+	case h.RateLimitExact:
+		return h.shared.exact
 	}
-	return h.backend.limits
+	return h.shared.leased
 }
 
 // quotaState is a recipient quota decision and the length of its period,

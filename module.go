@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -66,8 +67,15 @@ type Handler struct {
 	// 10 MB); larger bodies get 413.
 	MaxBody int64 `json:"max_body,omitempty"`
 	// RateLimitRedis makes limits and quotas global through Redis, e.g.
-	// "redis://127.0.0.1:6379/0".
+	// "redis://127.0.0.1:6379/0". Rate limits are decided on each node from
+	// tokens it leases from Redis in the background (never more than the
+	// limit, no round trip per request); quotas are reserved in Redis per
+	// request.
 	RateLimitRedis string `json:"ratelimit_redis,omitempty"`
+	// RateLimitExact asks Redis for every rate-limit decision instead of
+	// leasing tokens: one round trip per request, and no node holds tokens
+	// another could use.
+	RateLimitExact bool `json:"ratelimit_exact,omitempty"`
 	// PerKeyMetrics adds keygate_key_requests_total, labelled by key id and
 	// decision. Off by default: one series per key and decision, so only
 	// for deployments with a bounded number of keys.
@@ -225,6 +233,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.RateLimitRedis = redisURL
+	if h.RateLimitExact && h.RateLimitRedis == "" {
+		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
+	}
 	b, err := acquireBackend(h.storeURI, h.logger)
 	if err != nil {
 		return err
@@ -312,7 +323,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 4. Email policy on send routes.
 	var recipients int64
 	if h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
-		n, d := h.checkPayload(r, rec)
+		body, n, d := h.checkPayload(r, rec)
+		if body != nil {
+			defer body.release() // the handler's part; the reader's is its Close
+		}
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
@@ -351,12 +365,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 6. Placeholders (set above), one usage record, count, next.
 	// An error goes no further than keygate: Caddy's error log would write
 	// the request headers, keys included (logs.go).
-	sw := getStatusWriter(w)
+	sw := q.statusWriter(w)
 	if err := next.ServeHTTP(sw, r); err != nil {
 		h.answerError(sw, r, q, ip, t, err)
 	}
 	status := sw.status
-	putStatusWriter(sw)
 	h.record(r, q, ip, status, recipients, t)
 	return nil
 }

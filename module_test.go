@@ -138,6 +138,7 @@ func TestPlaceholdersNameTheKey(t *testing.T) {
 // gets its own replacer, prepared outside the timer as Caddy's server
 // prepares it before calling handlers.
 func BenchmarkHotPath(b *testing.B) {
+	quietBackground(b)
 	h, st := testHandler(b, &Handler{
 		Rate:   "1000000000/s",
 		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},

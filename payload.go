@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
@@ -14,22 +16,32 @@ import (
 
 // Step 4 of the request path: the email policy of send routes.
 
-// checkPayload reads a send request's body (restoring it byte for byte for
-// the upstream) and applies the key's sender and recipient rules.
-func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (int, denial) {
+// checkPayload reads a send request's body, hands it back to the request
+// byte for byte for the upstream (as a sendBody the caller must release when
+// the handler chain is done), and applies the key's sender and recipient
+// rules.
+func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (*sendBody, int, denial) {
 	if r.ContentLength > h.maxBody {
-		return 0, denial{code: PayloadTooLarge}
+		return nil, 0, denial{code: PayloadTooLarge}
 	}
-	body, err := readBody(r, h.maxBody)
+	sb, err := readBody(r, h.maxBody)
 	r.Body.Close()
 	if err != nil {
-		return 0, denial{code: InvalidPayload, message: "the request body could not be read"}
+		return nil, 0, denial{code: InvalidPayload, message: "the request body could not be read"}
 	}
+	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
-		return 0, denial{code: PayloadTooLarge}
+		sb.release()
+		return nil, 0, denial{code: PayloadTooLarge}
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.Body = sb
 	r.ContentLength = int64(len(body))
+	n, d := h.checkMessage(r, rec, body)
+	return sb, n, d
+}
+
+// checkMessage applies the key's sender and recipient rules to a send body.
+func (h *Handler) checkMessage(r *http.Request, rec *store.Record, body []byte) (int, denial) {
 	msg, err := h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
 	if err != nil {
 		return 0, denial{code: InvalidPayload, message: h.dialect.Name + " payload: " + err.Error()}
@@ -70,21 +82,131 @@ func isForm(contentType string) bool {
 	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
 }
 
-// readBody reads at most limit+1 bytes, in one allocation when the client
-// declared the length.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+// readBody reads at most limit+1 bytes into a pooled buffer, sized once
+// when the client declared the length.
+func readBody(r *http.Request, limit int64) (*sendBody, error) {
 	if n := r.ContentLength; n >= 0 && n <= limit {
-		body := make([]byte, n, n+1)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
+		sb := newSendBody(int(n))
+		if _, err := io.ReadFull(r.Body, sb.buf); err != nil {
+			sb.release()
 			return nil, err
 		}
 		// A body longer than declared is cut by net/http; read one more
 		// byte anyway so nothing is silently dropped.
 		var one [1]byte
 		if m, _ := r.Body.Read(one[:]); m > 0 {
+			sb.release()
 			return nil, errors.New("the body is longer than its Content-Length")
 		}
-		return body, nil
+		sb.reader.Reset(sb.buf)
+		return sb, nil
 	}
-	return io.ReadAll(io.LimitReader(r.Body, limit+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	sb := &sendBody{buf: body}
+	sb.reader.Reset(body)
+	sb.refs.Store(2)
+	return sb, nil
+}
+
+// sendBody is a send request's body after inspection, read again by the
+// next handler (reverse_proxy sends it upstream). Its buffer is reused by a
+// later request once nothing can read it any more: when the handler chain
+// has returned (release) and the reader is done with it, having read it to
+// the end or closed it. The order of the two varies: the transport that
+// sends the body may read it and close it after reverse_proxy has returned.
+// A body left partly read and never closed (reverse_proxy does not close one
+// it never read, e.g. when the upstream could not be dialled) is left to the
+// garbage collector, never reused.
+type sendBody struct {
+	mu     sync.Mutex
+	reader bytes.Reader
+	closed bool
+	done   bool // the reader let go of buf: read to the end, or closed
+	buf    []byte
+	pooled *bodyPool    // where buf goes back to; nil when not pooled
+	refs   atomic.Int32 // the handler's and the reader's
+}
+
+func (b *sendBody) bytes() []byte { return b.buf }
+
+func (b *sendBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.done {
+		b.mu.Unlock()
+		return 0, io.EOF
+	}
+	n, err := b.reader.Read(p)
+	last := b.reader.Len() == 0
+	if last {
+		b.done = true
+		b.reader.Reset(nil)
+	}
+	b.mu.Unlock()
+	if last {
+		b.release() // every later Read answers EOF without the buffer
+	}
+	return n, err
+}
+
+// Close ends reading; the buffer goes back once the handler is done too.
+func (b *sendBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	first := !b.done
+	b.done = true
+	b.reader.Reset(nil)
+	b.mu.Unlock()
+	if first {
+		b.release()
+	}
+	return nil
+}
+
+// release drops one of the two references; the last returns the buffer.
+func (b *sendBody) release() {
+	if b.refs.Add(-1) == 0 && b.pooled != nil {
+		b.pooled.put(b.buf)
+		b.buf = nil
+	}
+}
+
+// bodyPool keeps body buffers of one size class for reuse.
+type bodyPool struct {
+	size int
+	pool sync.Pool
+}
+
+func (p *bodyPool) put(b []byte) {
+	b = b[:p.size]
+	p.pool.Put(&b)
+}
+
+// bodyPools are the size classes of pooled buffers. Larger bodies (up to
+// max_body) are allocated per request rather than kept around.
+var bodyPools = []*bodyPool{{size: 4 << 10}, {size: 32 << 10}, {size: 256 << 10}, {size: 1 << 20}}
+
+// newSendBody returns a body of n bytes to read into.
+func newSendBody(n int) *sendBody {
+	sb := &sendBody{}
+	sb.refs.Store(2)
+	for _, p := range bodyPools {
+		if n <= p.size {
+			if v, ok := p.pool.Get().(*[]byte); ok {
+				sb.buf = (*v)[:n]
+			} else {
+				sb.buf = make([]byte, n, p.size)
+			}
+			sb.pooled = p
+			return sb
+		}
+	}
+	sb.buf = make([]byte, n)
+	return sb
 }

@@ -14,12 +14,15 @@ import (
 )
 
 // sharedLimits makes rate limits and quotas global across gateway nodes
-// through Redis. When Redis is unreachable each decision falls back to the
-// node's local buckets and counters (never a 5xx for that reason).
+// through Redis: leased tokens (the default) or a Redis decision per request
+// (exact), on the same buckets. When Redis is unreachable each decision
+// falls back to the node's local buckets and counters (never a 5xx for that
+// reason). It lives in sharedPool, so leases survive a reload.
 type sharedLimits struct {
-	client  *redis.Client
-	limiter *ratelimit.Redis
-	quotas  *ratelimit.RedisQuotas
+	client *redis.Client
+	exact  *ratelimit.Redis
+	leased *ratelimit.Leased
+	quotas *ratelimit.RedisQuotas
 }
 
 var sharedPool = caddy.NewUsagePool()
@@ -44,9 +47,10 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 		}
 		return &sharedLimits{
-			client:  client,
-			limiter: ratelimit.NewRedis(client, b.limits, ro),
-			quotas:  ratelimit.NewRedisQuotas(client, b.quotas, ro),
+			client: client,
+			exact:  ratelimit.NewRedis(client, b.limits, ro),
+			leased: ratelimit.NewLeased(client, b.limits, ro, 0),
+			quotas: ratelimit.NewRedisQuotas(client, b.quotas, ro),
 		}, nil
 	})
 	if err != nil {
@@ -57,12 +61,15 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 
 func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
 
-// Destruct closes the Redis client.
-func (s *sharedLimits) Destruct() error { return s.client.Close() }
+// Destruct gives leased tokens back and closes the Redis client.
+func (s *sharedLimits) Destruct() error {
+	s.leased.Close()
+	return s.client.Close()
+}
 
 // fallbacks counts decisions taken locally while Redis was unreachable.
 func (s *sharedLimits) fallbacks() uint64 {
-	return s.limiter.Fallbacks() + s.quotas.Fallbacks()
+	return s.exact.Fallbacks() + s.leased.Fallbacks() + s.quotas.Fallbacks()
 }
 
 // quietRedisLogger drops go-redis's own log lines.

@@ -4,9 +4,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -38,6 +38,7 @@ type request struct {
 	rateLimit    [1]string
 	rateLimitBuf [80]byte
 	logField     [1]zap.Field
+	sw           statusWriter
 }
 
 func (q *request) placeholder(key string) (any, bool) {
@@ -86,6 +87,9 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	// ask it for one.
 	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		io.CopyN(io.Discard, r.Body, maxDrain)
+	}
+	if b, ok := r.Body.(*sendBody); ok {
+		b.Close() // read and refused: nothing reads it again, so its buffer may be reused
 	}
 	status := d.write(w, h.forms)
 	h.record(r, q, ip, status, 0, t)
@@ -168,23 +172,21 @@ var deniedMetrics = func() [numCodes]string {
 	return m
 }()
 
-// statusWriter remembers the response status for the usage counts.
+// statusWriter remembers the response status for the usage counts. It
+// embeds Caddy's wrapper so that what the next handler may use of the
+// writer stays reachable: Unwrap for http.ResponseController (flushing,
+// hijacking), ReadFrom (sendfile for file_server) and Push.
 type statusWriter struct {
-	http.ResponseWriter
+	caddyhttp.ResponseWriterWrapper
 	status int
 }
 
-var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
-
-func getStatusWriter(w http.ResponseWriter) *statusWriter {
-	sw := statusWriters.Get().(*statusWriter)
-	sw.ResponseWriter, sw.status = w, http.StatusOK
-	return sw
-}
-
-func putStatusWriter(sw *statusWriter) {
-	sw.ResponseWriter = nil
-	statusWriters.Put(sw)
+// statusWriter wraps w in the request's own status writer: the request is
+// allocated anyway, and unlike a pooled writer it cannot be reused while a
+// handler still holds it.
+func (q *request) statusWriter(w http.ResponseWriter) *statusWriter {
+	q.sw.ResponseWriter, q.sw.status = w, http.StatusOK
+	return &q.sw
 }
 
 func (sw *statusWriter) WriteHeader(code int) {
@@ -193,7 +195,3 @@ func (sw *statusWriter) WriteHeader(code int) {
 	}
 	sw.ResponseWriter.WriteHeader(code)
 }
-
-// Unwrap lets http.ResponseController reach the underlying writer
-// (reverse_proxy flushes through it).
-func (sw *statusWriter) Unwrap() http.ResponseWriter { return sw.ResponseWriter }

@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# Load benchmark: keygate against plain reverse_proxy, on loopback (issue 7).
+# Load benchmark: keygate against plain reverse_proxy, on loopback (issues 7, 14).
 #
-#   bench/run.sh                  # under 5 minutes after the build
-#   ROUNDS=1 DURATION=3 bench/run.sh
+#   bench/run.sh                  # about 9 minutes after the build (2 CPUs)
+#   ROUNDS=1 DURATION=2 CONC_ROUNDS=1 PG_KEYS=100000 bench/run.sh   # smoke run, ~3 minutes
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
-#   PROFILE=1 bench/run.sh        # also CPU and allocation profiles of Caddy during
-#                                 # round 1's keygate run: bench/out/keygate-{cpu,allocs}.pprof
+#   PROFILE=1 bench/run.sh        # also CPU and allocation profiles of Caddy during round 1's
+#                                 # keygate and keygate-sendgrid-2k runs: bench/out/<scenario>-cpu.pprof,
+#                                 # <scenario>-allocs{,-before}.pprof (allocations: pprof -diff_base before)
+#   BODIES=0 CLUSTER=0 PG_SCALE=0 bench/run.sh   # leave out the send bodies, the two-node cluster,
+#                                                # the 1M keys on PostgreSQL (~5 minutes)
+#
+# Scenarios, each in every round, ratios to the baseline of the same round:
+#   - plain route: valid key, paced, basic_auth, floods (as since issue 7);
+#   - send inspection (BODIES): SendGrid JSON and Mailgun multipart forms of
+#     2 KB, 20 KB (HTML newsletter) and 200 KB (an attachment), a Postmark
+#     batch of 50 (internal/benchbody), each against plain reverse_proxy
+#     with the same body;
+#   - cluster (CLUSTER): two caddy nodes on one PostgreSQL and one Redis,
+#     each with a plain reverse_proxy site and keygate sites (ratelimit redis
+#     with leases, and with exact), two wrk (one per node) at once; reports
+#     Redis commands per request from INFO commandstats;
+#   - 1M keys on PostgreSQL (PG_SCALE): bench/scale -store postgres://…
+#     loads PG_KEYS keys with COPY and times cold-miss lookups.
+# PostgreSQL and Redis are throwaway servers on loopback ports in /tmp (as
+# internal/testservers starts them; as root, PostgreSQL runs as the postgres
+# user), with fsync off, stopped at the end.
 #
 # Builds ./cmd/caddy, starts bench/upstream (answers 202 {}), writes
 # bench/out/Caddyfile with one site per scenario, issues keys with
@@ -13,7 +32,8 @@
 # and prints a table (medians over rounds; ratios to the baseline of the same
 # round). Floods also report keygate_store_queries_total from the admin
 # endpoint's /metrics, before and after. Everything listens on 127.0.0.1 and
-# every wrk run is bounded by -d. Needs: go, wrk (apt-get install -y wrk), curl.
+# every wrk run is bounded by -d. Needs: go, wrk (apt-get install -y wrk), curl;
+# for CLUSTER and PG_SCALE: redis-server, redis-cli, PostgreSQL's initdb/pg_ctl.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,22 +48,47 @@ FLOOD_KEYS=${FLOOD_KEYS:-120000} # fresh unknown keys per flood run
 THROTTLE_MS=${THROTTLE_MS:-10}   # delay per request per connection in throttled floods
 VALID_DELAY_MS=${VALID_DELAY_MS:-10} # delay per request per connection of the fixed-rate valid load
 KEYGATE_LOG=${KEYGATE_LOG:-on}
+BODIES=${BODIES:-1}
+CLUSTER=${CLUSTER:-1}
+PG_SCALE=${PG_SCALE:-1}
+PG_KEYS=${PG_KEYS:-1000000}
 
-P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_RESPOND=18009
+P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009
 ADMIN=127.0.0.1:18019
+# Cluster: node A and B each serve plain, keygate (leases) and keygate exact.
+P_A_PLAIN=18021 P_A_KG=18022 P_A_EXACT=18023 ADMIN_A=127.0.0.1:18029
+P_B_PLAIN=18031 P_B_KG=18032 P_B_EXACT=18033 ADMIN_B=127.0.0.1:18039
+P_REDIS=18040 P_PG=18041
 
 for tool in go wrk curl; do
 	command -v $tool >/dev/null || { echo "bench: $tool not found (wrk: apt-get install -y wrk)" >&2; exit 1; }
 done
+if [ "$CLUSTER" = 1 ]; then
+	for tool in redis-server redis-cli; do
+		command -v $tool >/dev/null || { echo "bench: $tool not found (apt-get install -y redis-server), or CLUSTER=0" >&2; exit 1; }
+	done
+fi
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$PGBIN/initdb" ] || PGBIN=$(dirname "$(command -v initdb 2>/dev/null || echo /none/initdb)")
+if [ "$CLUSTER" = 1 ] || [ "$PG_SCALE" = 1 ]; then
+	[ -x "$PGBIN/initdb" ] || { echo "bench: PostgreSQL's initdb not found (apt-get install -y postgresql), or CLUSTER=0 PG_SCALE=0" >&2; exit 1; }
+fi
+SECONDS=0
 
 mkdir -p "$OUT"
-rm -rf "$OUT"/data "$OUT"/*.db* "$OUT"/*.keys "$OUT"/results.txt "$OUT"/caddy.log*
+rm -rf "$OUT"/data "$OUT"/data-* "$OUT"/*.db* "$OUT"/*.keys "$OUT"/results.txt "$OUT"/caddy.log* "$OUT"/caddy-*.log* "$OUT"/*.pprof
 
 PIDS=()
+PGDIR=""
+AS_PG=()
 cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [ -n "$PGDIR" ]; then
+		"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+		rm -rf "$PGDIR"
+	fi
 	rm -f "$OUT"/*.keys
 }
 trap cleanup EXIT
@@ -58,6 +103,8 @@ for i in 1 2 3 4 5 6; do
 done
 go build -o "$OUT/upstream" ./bench/upstream
 go build -o "$OUT/keys" ./bench/keys
+go build -o "$OUT/bodies" ./bench/bodies
+go build -o "$OUT/scale" ./bench/scale
 
 echo "== machine: $(nproc) CPUs, $(go env GOVERSION), $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -81,17 +128,14 @@ BASIC_AUTH="Basic $(printf 'bench:bench-password' | base64)"
 "$OUT/keys" -n 1000 >"$OUT/unknown1k.keys"
 fresh() { "$OUT/keys" -n "$FLOOD_KEYS" >"$OUT/$1.keys"; echo "$OUT/$1.keys"; }
 
-# A ~2 KB SendGrid v3 send body.
-BODY=$OUT/sendgrid.json
-{
-	printf '{"personalizations":[{"to":['
-	for i in $(seq 1 10); do printf '{"email":"recipient%02d@example.org","name":"Recipient %02d"},' "$i" "$i"; done
-	printf '{"email":"last@example.org"}],"subject":"Your order has shipped"}],'
-	printf '"from":{"email":"orders@shop.example.com","name":"Shop"},"reply_to":{"email":"help@shop.example.com"},'
-	printf '"subject":"Your order has shipped","content":[{"type":"text/plain","value":"'
-	for i in $(seq 1 18); do printf 'Line %02d of the message body, padded to make the payload realistic. ' "$i"; done
-	printf '"}],"categories":["orders","shipping"],"custom_args":{"order":"A-1001"}}'
-} >"$BODY"
+# Send bodies (internal/benchbody): one line per body, "name file path
+# content-type recipients bytes". BODY (the old 2 KB SendGrid body's name)
+# stays the 2 KB SendGrid body for the sanity checks.
+"$OUT/bodies" -dir "$OUT/body-files" >"$OUT/bodies.txt"
+BODY=$OUT/body-files/sendgrid-2k.body
+body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
+BODY_NAMES=$(awk '{print $1}' "$OUT/bodies.txt")
+[ "$BODIES" = 1 ] || BODY_NAMES=sendgrid-2k
 
 LOGOPT=""
 [ "$KEYGATE_LOG" = off ] && LOGOPT="exclude http.handlers.keygate"
@@ -137,6 +181,26 @@ http://127.0.0.1:$P_SEND {
 	reverse_proxy 127.0.0.1:$P_UP
 }
 
+# keygate on Mailgun's and Postmark's send routes
+http://127.0.0.1:$P_MG {
+	keygate {
+		store $STORE
+		mail_api mailgun
+		scope mail.send POST /v3/*/messages
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+http://127.0.0.1:$P_PM {
+	keygate {
+		store $STORE
+		mail_api postmark
+		scope mail.send POST /email*
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+
 # Caddy's built-in alternative
 http://127.0.0.1:$P_BASIC {
 	basic_auth {
@@ -173,10 +237,11 @@ queries() {
 	curl -fs "http://$ADMIN/metrics" | awk '/^keygate_store_queries_total/ {printf "%d", $2; found=1} END {if (!found) printf "-1"}'
 }
 
-# status PORT [curl args...]
+# status PORT [curl args...]: the status of a POST to $SPATH (default the SendGrid send path)
+SPATH=/v3/mail/send
 status() {
 	local port=$1; shift
-	curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/v3/mail/send" "$@"
+	curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port$SPATH" "$@"
 }
 expect() {
 	local want=$1 name=$2; shift 2
@@ -187,8 +252,15 @@ expect() {
 echo "== sanity (HTTP status per scenario)"
 expect 202 baseline $P_BASE
 expect 202 keygate $P_KG -H "Authorization: Bearer $VALID"
-expect 202 keygate-sendgrid $P_SEND -H "Authorization: Bearer $VALID" -H 'Content-Type: application/json' --data-binary @"$BODY"
 expect 400 keygate-sendgrid-bad $P_SEND -H "Authorization: Bearer $VALID" -H 'Content-Type: application/json' -d '{'
+# body_port NAME: the keygate site inspecting that body's dialect
+body_port() { case $1 in sendgrid-*) echo $P_SEND ;; mailgun-*) echo $P_MG ;; postmark-*) echo $P_PM ;; esac; }
+for b in $BODY_NAMES; do
+	SPATH=$(body_field "$b" 3)
+	expect 202 "keygate-$b" "$(body_port "$b")" -H "Authorization: Bearer $VALID" -H "Content-Type: $(body_field "$b" 4)" --data-binary @"$(body_field "$b" 2)"
+	expect 202 "baseline-$b" $P_BASE -H "Content-Type: $(body_field "$b" 4)" --data-binary @"$(body_field "$b" 2)"
+done
+SPATH=/v3/mail/send
 expect 202 basic_auth $P_BASIC -H "Authorization: $BASIC_AUTH"
 expect 401 flood-garbage $P_KG -H "Authorization: Bearer $(head -1 "$OUT/garbage.keys")"
 expect 401 flood-unknown $P_KG -H "Authorization: Bearer $(head -1 "$OUT/unknown1k.keys")"
@@ -200,6 +272,7 @@ echo "   body $(wc -c <"$BODY") bytes; log: $KEYGATE_LOG"
 # line with the store queries it caused.
 RESULTS=$OUT/results.txt
 ROUND=0
+RPATH=/v3/mail/send # the path run posts to
 run() {
 	local label=$1 port=$2; shift 2
 	local envs=() wrkargs=()
@@ -207,17 +280,18 @@ run() {
 	[ "${1:-}" = -- ] && { shift; wrkargs=("$@"); }
 	local q0 q1 line ppid=""
 	q0=$(queries)
-	if [ "${PROFILE:-}" = 1 ] && [ "$label" = keygate ] && [ "$ROUND" = 1 ]; then
-		curl -fs "http://$ADMIN/debug/pprof/profile?seconds=$((DURATION - 1))" -o "$OUT/keygate-cpu.pprof" &
+	if [ "${PROFILE:-}" = 1 ] && { [ "$label" = keygate ] || [ "$label" = keygate-sendgrid-2k ]; } && [ "$ROUND" = 1 ]; then
+		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/$label-allocs-before.pprof"
+		curl -fs "http://$ADMIN/debug/pprof/profile?seconds=$((DURATION - 1))" -o "$OUT/$label-cpu.pprof" &
 		ppid=$!
 	fi
 	line=$(env LABEL="$label" WRK_THREADS=$THREADS "${envs[@]}" \
 		wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout 2s -s bench/wrk.lua "${wrkargs[@]}" \
-		"http://127.0.0.1:$port/v3/mail/send" | grep '^RESULT')
+		"http://127.0.0.1:$port$RPATH" | grep '^RESULT')
 	q1=$(queries)
 	if [ -n "$ppid" ]; then
 		wait "$ppid"
-		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/keygate-allocs.pprof"
+		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/$label-allocs.pprof"
 	fi
 	echo "$ROUND ${line#RESULT } $((q1 - q0))" | tee -a "$RESULTS" | awk '{printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d queries=%d\n", $1,$2,$3,$4,$5,$6,$7,$8,$9}'
 }
@@ -227,18 +301,29 @@ ROUND=u
 run upstream-go $P_UP
 run upstream-respond $P_RESPOND
 
+# Each keygate scenario and its baseline run back to back, the baseline
+# first in odd rounds and second in even ones: run-to-run drift on a shared
+# machine (±8 % between two 3 s runs here) then favours neither.
+odd() { [ $((ROUND % 2)) = 1 ]; }
 for r in $(seq 1 "$ROUNDS"); do
 	ROUND=$r
 	echo "== round $r/$ROUNDS"
-	run baseline $P_BASE
+	odd && run baseline $P_BASE
 	run keygate $P_KG -- -H "Authorization: Bearer $VALID"
+	odd || run baseline $P_BASE
 	# The same two paced (each connection one request per VALID_DELAY_MS):
 	# below saturation, so the latency added is keygate's, not queueing.
-	run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
+	odd && run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
 	run keygate-paced $P_KG DELAY_MS=$VALID_DELAY_MS -- -H "Authorization: Bearer $VALID"
+	odd || run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
 	run basic_auth $P_BASIC -- -H "Authorization: $BASIC_AUTH"
-	run baseline-2k $P_BASE BODY="$BODY"
-	run keygate-sendgrid-2k $P_SEND BODY="$BODY" -- -H "Authorization: Bearer $VALID"
+	for b in $BODY_NAMES; do
+		RPATH=$(body_field "$b" 3)
+		odd && run "baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)"
+		run "keygate-$b" "$(body_port "$b")" BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)" -- -H "Authorization: Bearer $VALID"
+		odd || run "baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)"
+		RPATH=/v3/mail/send
+	done
 	run flood-garbage $P_KG KEYS="$OUT/garbage.keys"
 	run flood-unknown-1k $P_KG KEYS="$OUT/unknown1k.keys"
 	run flood-unknown-fresh $P_KG KEYS="$(fresh fresh-r$r)"
@@ -311,9 +396,139 @@ for r in $(seq 1 "$CONC_ROUNDS"); do
 done
 VDELAY=""
 
+# ---- Cluster: two caddy nodes on one PostgreSQL and one Redis ----
+
+start_postgres() {
+	PGDIR=$(mktemp -d /tmp/keygate-bench-pg-XXXXXX)
+	if [ "$(id -u)" = 0 ]; then
+		# PostgreSQL refuses to run as root.
+		chown postgres: "$PGDIR" && chmod 755 "$PGDIR"
+		AS_PG=(runuser -u postgres --)
+	fi
+	"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$OUT/postgres-init.log" 2>&1
+	"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 30 \
+		-o "-p $P_PG -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+		start >/dev/null
+	for db in keygate scale; do
+		"${AS_PG[@]}" "$PGBIN/createdb" -h 127.0.0.1 -p $P_PG -U postgres $db
+	done
+	PG_URI="postgres://postgres@127.0.0.1:$P_PG/keygate?sslmode=disable"
+	PG_SCALE_URI="postgres://postgres@127.0.0.1:$P_PG/scale?sslmode=disable"
+}
+if [ "$CLUSTER" = 1 ] || [ "$PG_SCALE" = 1 ]; then
+	echo "== PostgreSQL $("$PGBIN/postgres" --version | awk '{print $NF}') on 127.0.0.1:$P_PG (fsync off)"
+	start_postgres
+fi
+
+# redis_calls: the scripts clients have sent so far (EVAL, EVALSHA: one per
+# round trip here) and every command Redis has executed, those the scripts
+# ran included, but INFO (ours) and PING.
+redis_calls() {
+	redis-cli -p $P_REDIS INFO commandstats | tr -d '\r' |
+		awk -F'[:=,]' '/^cmdstat_eval/ {e += $3} /^cmdstat_/ && $1 != "cmdstat_info" && $1 != "cmdstat_ping" {s += $3} END {print e + 0, s + 0}'
+}
+
+CLUSTER_RESULTS=$OUT/cluster.txt
+: >"$CLUSTER_RESULTS"
+# crun LABEL PORT_A PORT_B [wrk args]: one wrk (1 thread, 16 connections)
+# against each node at once; one line with the sum of req/s, the mean of the
+# two nodes' p50 and p99, and the Redis commands executed meanwhile.
+crun() {
+	local label=$1 pa=$2 pb=$3; shift 3
+	local e0 c0 e1 c1 wa wb
+	read -r e0 c0 < <(redis_calls)
+	LABEL=$label WRK_THREADS=1 wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pa/v3/mail/send" >"$OUT/crun-a.out" &
+	wa=$!
+	LABEL=$label WRK_THREADS=1 wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pb/v3/mail/send" >"$OUT/crun-b.out" &
+	wb=$!
+	wait $wa $wb
+	read -r e1 c1 < <(redis_calls)
+	cat "$OUT/crun-a.out" "$OUT/crun-b.out" | awk -v r="$ROUND" -v l="$label" -v evals=$((e1 - e0)) -v cmds=$((c1 - c0)) '
+		/^RESULT/ {rps += $3; p50 += $4; p99 += $5; n += $6; bad += $7; err += $8; k++}
+		END {printf "%s %s %.1f %.0f %.0f %d %d %d %d %d\n", r, l, rps, p50 / k, p99 / k, n, bad, err, evals, cmds}' |
+		tee -a "$CLUSTER_RESULTS" | awk '{n = $6 > 0 ? $6 : 1; printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d redis: %.4f scripts, %.3f commands per request\n", $1,$2,$3,$4,$5,$6,$7,$8,$9/n,$10/n}'
+}
+
+if [ "$CLUSTER" = 1 ]; then
+	echo "== cluster: two caddy nodes, PostgreSQL + Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on 127.0.0.1:$P_REDIS"
+	redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+	PIDS+=($!)
+	for i in $(seq 1 50); do redis-cli -p $P_REDIS ping >/dev/null 2>&1 && break; sleep 0.1; done
+	CVALID=$("$OUT/caddy" keys issue --store "$PG_URI" --name bench-cluster --scope mail.send --json | json_field key)
+	[ -n "$CVALID" ] || { echo "bench: could not issue the cluster key" >&2; exit 1; }
+	node() { # node NAME ADMIN PLAIN KG EXACT
+		cat >"$OUT/Caddyfile.$1" <<EOF2
+{
+	admin $2
+	storage file_system $OUT/data-$1
+	auto_https off
+	persist_config off
+	log {
+		output file $OUT/caddy-$1.log {
+			roll_size 20MiB
+			roll_keep 1
+		}
+		$LOGOPT
+	}
+}
+http://127.0.0.1:$3 {
+	reverse_proxy 127.0.0.1:$P_UP
+}
+http://127.0.0.1:$4 {
+	keygate {
+		store $PG_URI
+		ratelimit redis redis://127.0.0.1:$P_REDIS/0
+		scope mail.send POST /v3/mail/send
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+http://127.0.0.1:$5 {
+	keygate {
+		store $PG_URI
+		ratelimit redis redis://127.0.0.1:$P_REDIS/0 {
+			exact
+		}
+		scope mail.send POST /v3/mail/send
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+EOF2
+		"$OUT/caddy" run --config "$OUT/Caddyfile.$1" --adapter caddyfile >"$OUT/caddy-$1.stderr" 2>&1 &
+		PIDS+=($!)
+		for i in $(seq 1 100); do
+			curl -fs "http://$2/config/" >/dev/null 2>&1 && break
+			[ "$i" = 100 ] && { cat "$OUT/caddy-$1.stderr" >&2; exit 1; }
+			sleep 0.1
+		done
+	}
+	node a $ADMIN_A $P_A_PLAIN $P_A_KG $P_A_EXACT
+	node b $ADMIN_B $P_B_PLAIN $P_B_KG $P_B_EXACT
+	for p in $P_A_KG $P_B_KG $P_A_EXACT $P_B_EXACT; do
+		expect 202 "cluster-$p" $p -H "Authorization: Bearer $CVALID"
+	done
+	for r in $(seq 1 "$ROUNDS"); do
+		ROUND=$r
+		echo "== cluster round $r/$ROUNDS (two wrk -t1 -c16, one per node)"
+		odd && crun cluster-plain $P_A_PLAIN $P_B_PLAIN
+		odd || crun cluster-exact $P_A_EXACT $P_B_EXACT -H "Authorization: Bearer $CVALID"
+		crun cluster-keygate $P_A_KG $P_B_KG -H "Authorization: Bearer $CVALID"
+		odd && crun cluster-exact $P_A_EXACT $P_B_EXACT -H "Authorization: Bearer $CVALID"
+		odd || crun cluster-plain $P_A_PLAIN $P_B_PLAIN
+	done
+fi
+
+if [ "$PG_SCALE" = 1 ]; then
+	echo "== $PG_KEYS keys on PostgreSQL: COPY, then cold-miss lookups (bench/scale -store)"
+	t0=$SECONDS
+	"$OUT/scale" -store "$PG_SCALE_URI" -n "$PG_KEYS" | tee "$OUT/pg-scale.txt" | sed 's/^/   /'
+	echo "   (took $((SECONDS - t0)) s)"
+fi
+
 echo
 echo "== summary: medians over $ROUNDS rounds; ratio and added p99 against the baseline of the same round"
-echo "   (baseline-2k is the baseline for keygate-sendgrid-2k, baseline-paced for keygate-paced; store queries are summed over rounds)"
+echo "   (keygate-X against baseline-X where it exists, e.g. the same body or pacing, else against baseline; store queries are summed over rounds)"
 awk -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -324,7 +539,8 @@ $1 ~ /^[0-9]+$/ { r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5
 END {
 	printf "   %-22s %10s %8s %8s %7s %10s %10s %9s %10s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "+p99 ms", "requests", "non-2xx", "queries"
 	for (k = 1; k <= ns; k++) {
-		s = order[k]; base = (s ~ /-2k$/) ? "baseline-2k" : (s ~ /-paced$/) ? "baseline-paced" : "baseline"
+		s = order[k]; base = "baseline"
+		if (s ~ /^keygate-/ && ("baseline-" substr(s, 9)) in seen) base = "baseline-" substr(s, 9)
 		m = 0
 		for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]
 			R[m] = rps[r, s] / rps[r, base]; D[m] = (p99[r, s] - p99[r, base]) / 1000 }
@@ -350,5 +566,27 @@ END {
 		printf "   %-24s %11.0f %7.3f %8.3f %7.3f %8.3f %7.3f %11.0f %8d %7d\n", s, rate, rate / srate, p50 / 1000, p50 / sp50, p99 / 1000, p99 / sp99, median(F, c[s]), q[s], bad[s] }
 }' "$CONC" | tee -a "$OUT/summary.txt"
 grep -E '^(u|s) ' "$RESULTS" | awk '{printf "   %-22s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  non-2xx %d  queries %d\n", $2, $3, $4/1000, $5/1000, $7, $9}' | tee -a "$OUT/summary.txt"
-echo "== load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (other processes on this machine skew every figure)"
+if [ "$CLUSTER" = 1 ]; then
+	echo
+	echo "== cluster: medians over $ROUNDS rounds; req/s summed over both nodes, p50/p99 the mean of the nodes'; ratio against cluster-plain of the same round"
+	awk '
+	function median(a, n,   i, j, t) {
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+	}
+	{ r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5; n[s] += $6; bad[s] += $7 + $8; evals[s] += $9; cmds[s] += $10
+	  if (!(s in seen)) { seen[s] = 1; order[++ns] = s }; if (r > rounds) rounds = r }
+	END {
+		printf "   %-22s %10s %8s %8s %7s %10s %9s %14s %14s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "requests", "non-2xx", "scripts/req", "commands/req"
+		for (k = 1; k <= ns; k++) {
+			s = order[k]; m = 0
+			for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]; R[m] = rps[r, s] / rps[r, "cluster-plain"] }
+			d = n[s] > 0 ? n[s] : 1
+			printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10d %9d %14.4f %14.4f\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), n[s], bad[s], evals[s] / d, cmds[s] / d
+		}
+	}' "$CLUSTER_RESULTS" | tee -a "$OUT/summary.txt"
+	echo "   (scripts: EVAL/EVALSHA sent by the nodes, one per round trip; commands: all Redis executed, the scripts' own GET/SET/TIME included)"
+fi
+[ "$PG_SCALE" = 1 ] && { echo; echo "== $PG_KEYS keys on PostgreSQL"; sed 's/^/   /' "$OUT/pg-scale.txt" | tee -a "$OUT/summary.txt"; }
+echo "== took $SECONDS s; load average at the end: $(cut -d" " -f1-3 /proc/loadavg) (other processes on this machine skew every figure)"
 echo "== done; raw lines in $RESULTS and $CONC, Caddy log in $OUT/caddy.log"

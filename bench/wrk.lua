@@ -1,7 +1,8 @@
 -- wrk script for bench/run.sh. Every request is a POST; the environment says
 -- what else to send:
 --
---   BODY=file     the request body (with Content-Type: application/json)
+--   BODY=file     the request body, with Content-Type: CTYPE (default
+--                 application/json)
 --   KEYS=file     one key per line: each request carries the next key as
 --                 "Authorization: Bearer <key>" (threads take turns, so no two
 --                 threads send the same key and each key is sent once per pass)
@@ -20,7 +21,11 @@ if body and body ~= "" then
   local f = assert(io.open(body, "rb"))
   wrk.body = f:read("*a")
   f:close()
-  wrk.headers["Content-Type"] = "application/json"
+  local ctype = os.getenv("CTYPE")
+  if not ctype or ctype == "" then
+    ctype = "application/json"
+  end
+  wrk.headers["Content-Type"] = ctype
 end
 
 local threads = {}

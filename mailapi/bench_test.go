@@ -1,8 +1,11 @@
 package mailapi
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/keygate/caddy-keygate/internal/benchbody"
 )
 
 // BenchmarkInspectSendGrid20KB is a typical newsletter send: one
@@ -22,9 +25,121 @@ func BenchmarkInspectSendGrid20KB(b *testing.B) {
 	}
 }
 
+// BenchmarkInspect reads the load test's bodies (internal/benchbody): SendGrid
+// and Mailgun at 2 KB, 20 KB and 200 KB, and a Postmark batch of 50.
+func BenchmarkInspect(b *testing.B) {
+	for _, body := range benchbody.All() {
+		b.Run(body.Name, func(b *testing.B) {
+			benchInspect(b, body)
+		})
+	}
+}
+
+// BenchmarkInspectRecipients is one SendGrid message with 1 to 1,000
+// recipients: allocations per request must not grow with them
+// (TestInspectAllocationsDoNotGrowWithRecipients holds that).
+func BenchmarkInspectRecipients(b *testing.B) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			benchInspect(b, benchbody.SendGrid(n))
+		})
+	}
+}
+
+func benchInspect(b *testing.B, body benchbody.Body) {
+	name, _, _ := strings.Cut(body.Name, "-")
+	d, ok := Lookup(name)
+	if !ok {
+		b.Fatalf("no dialect for %s", body.Name)
+	}
+	b.SetBytes(int64(len(body.Data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := d.Inspect(body.Path, body.ContentType, body.Data)
+		if err != nil || m.Recipients != body.Recipients {
+			b.Fatal(m, err)
+		}
+	}
+}
+
 func BenchmarkIsSend(b *testing.B) {
 	d, _ := Lookup("mailgun")
 	for b.Loop() {
 		d.IsSend("POST", "/v3/mg.example.com/messages")
+	}
+}
+
+// TestInspectAllocationsDoNotGrowWithRecipients: a request naming 1,000
+// recipients costs the allocations of one naming a single recipient, in every
+// dialect's recipient fields (arrays of addresses or objects, address lists).
+// Mailgun is covered for a list in one field; each further form field or
+// multipart part costs its own allocations.
+func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
+	list := func(n int, sep string, item func(i int) string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = item(i)
+		}
+		return strings.Join(parts, sep)
+	}
+	obj := func(key string) func(int) string {
+		return func(i int) string { return fmt.Sprintf(`{"%s":"r%d@example.org","name":"R %d"}`, key, i, i) }
+	}
+	str := func(i int) string { return fmt.Sprintf(`"r%d@example.org"`, i) }
+	named := func(i int) string { return fmt.Sprintf("R %d <r%d@example.org>", i, i) }
+	cases := []struct {
+		dialect, path, ctype string
+		body                 func(n int) string
+	}{
+		{"sendgrid", "/v3/mail/send", jsonType, func(n int) string {
+			return `{"from":{"email":"a@shop.example.com"},"personalizations":[{"to":[` + list(n, ",", obj("email")) + `]}]}`
+		}},
+		{"postmark", "/email", jsonType, func(n int) string {
+			return `{"From":"Shop <a@shop.example.com>","To":"` + list(n, ", ", named) + `"}`
+		}},
+		{"postmark", "/email/batch", jsonType, func(n int) string {
+			return "[" + list(n, ",", func(i int) string {
+				return fmt.Sprintf(`{"From":"Shop <a@shop.example.com>","To":"r%d@example.org"}`, i)
+			}) + "]"
+		}},
+		{"resend", "/emails", jsonType, func(n int) string {
+			return `{"from":"Shop <a@shop.example.com>","to":[` + list(n, ",", str) + `]}`
+		}},
+		{"ses", "/v2/email/outbound-emails", jsonType, func(n int) string {
+			return `{"FromEmailAddress":"a@shop.example.com","Destination":{"ToAddresses":[` + list(n, ",", str) + `]}}`
+		}},
+		{"mailjet", "/v3.1/send", jsonType, func(n int) string {
+			return `{"Messages":[{"From":{"Email":"a@shop.example.com"},"To":[` + list(n, ",", obj("Email")) + `]}]}`
+		}},
+		{"brevo", "/v3/smtp/email", jsonType, func(n int) string {
+			return `{"sender":{"email":"a@shop.example.com"},"to":[` + list(n, ",", obj("email")) + `]}`
+		}},
+		{"mailpit", "/api/v1/send", jsonType, func(n int) string {
+			return `{"From":{"Email":"a@shop.example.com"},"To":[` + list(n, ",", obj("Email")) + `]}`
+		}},
+		{"mailgun", "/v3/mg.example.com/messages", formType, func(n int) string {
+			return "from=a%40shop.example.com&to=" + strings.ReplaceAll(list(n, "%2C", func(i int) string { return fmt.Sprintf("r%d%%40example.org", i) }), " ", "+")
+		}},
+		{"mailgun", "/v3/mg.example.com/messages", "multipart/form-data; boundary=" + fuzzBoundary, func(n int) string {
+			return "--" + fuzzBoundary + "\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@shop.example.com\r\n" +
+				"--" + fuzzBoundary + "\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\n" + list(n, ", ", named) + "\r\n--" + fuzzBoundary + "--\r\n"
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.dialect+c.path+" "+c.ctype[:9], func(t *testing.T) {
+			d, _ := Lookup(c.dialect)
+			allocs := map[int]float64{}
+			for _, n := range []int{1, 1000} {
+				body := []byte(c.body(n))
+				m, err := d.Inspect(c.path, c.ctype, body)
+				if err != nil || m.Recipients != n {
+					t.Fatalf("%d recipients: %+v, %v", n, m, err)
+				}
+				allocs[n] = testing.AllocsPerRun(20, func() { d.Inspect(c.path, c.ctype, body) })
+			}
+			if allocs[1000] > allocs[1] {
+				t.Errorf("%.0f allocations for 1 recipient, %.0f for 1,000: want no growth", allocs[1], allocs[1000])
+			}
+		})
 	}
 }

@@ -213,6 +213,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 		return Message{}, errors.New("the path is not a send endpoint")
 	}
 	var in inspection
+	in.at = in.atBuf[:0]
 	var err error
 	if e.form {
 		err = in.form(e.shape, contentType, body)
@@ -256,14 +257,14 @@ func (in *inspection) form(s *shape, contentType string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	in.end(s, nil)
+	in.end(s)
 	return nil
 }
 
 // json reads a JSON body, which must hold exactly one value.
 func (in *inspection) json(s *shape, body []byte) error {
 	r := reader{data: body}
-	if err := in.walk(&r, s, nil); err != nil {
+	if err := in.walk(&r, s); err != nil {
 		return err
 	}
 	if r.ws(); r.pos < len(r.data) {

@@ -14,6 +14,10 @@ import (
 // maxParts bounds the parts read from a multipart form.
 const maxParts = 1000
 
+// slowMultipartOnly makes every form go through mime/multipart, for tests
+// comparing it with the plain layout's reading.
+var slowMultipartOnly = false
+
 // urlencoded reads an application/x-www-form-urlencoded form in order.
 // Values are decoded only for the fields the shape names.
 func (in *inspection) urlencoded(s *shape, body []byte) error {
@@ -36,7 +40,7 @@ func (in *inspection) urlencoded(s *shape, body []byte) error {
 		if err != nil {
 			return errors.New(m.name + ": invalid escape")
 		}
-		if err := in.apply(m.shape.role, value, &path{key: m.name}); err != nil {
+		if err := in.applyField(m, value); err != nil {
 			return err
 		}
 	}
@@ -48,6 +52,11 @@ func (in *inspection) urlencoded(s *shape, body []byte) error {
 func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 	if boundary == "" {
 		return errors.New("Content-Type: multipart/form-data without a boundary")
+	}
+	if !slowMultipartOnly {
+		if ok, err := in.plainMultipart(s, boundary, body); ok {
+			return err
+		}
 	}
 	// Part errors quote the offending header line, so none is passed on.
 	malformed := errors.New("multipart body is malformed")
@@ -86,7 +95,7 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 		if err != nil {
 			return malformed
 		}
-		if err := in.apply(m.shape.role, string(v), &path{key: m.name}); err != nil {
+		if err := in.applyField(m, string(v)); err != nil {
 			return err
 		}
 	}
@@ -147,4 +156,12 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 		return "", errors.New("multipart parts with a Content-Transfer-Encoding are refused")
 	}
 	return params["name"], nil
+}
+
+// applyField applies the value of a form field.
+func (in *inspection) applyField(m *member, v string) error {
+	in.at = append(in.at[:0], step{key: m.name})
+	err := in.apply(m.shape.role, v)
+	in.at = in.at[:0]
+	return err
 }

@@ -1,9 +1,12 @@
 package mailapi
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
+	"unsafe"
 )
 
 // maxDepth bounds JSON nesting, so a hostile body cannot exhaust the stack.
@@ -148,7 +151,10 @@ func (r *reader) enter() error {
 	return nil
 }
 
-// str reads a string value and decodes it.
+// str reads a string value and decodes it. Without escapes the string is
+// the body's own bytes, not a copy: valid only while the body is, so a
+// caller that keeps it must copy it (Inspect's callers may reuse the body's
+// buffer once it returns).
 func (r *reader) str() (string, error) {
 	tok, escaped, err := r.token()
 	if err != nil {
@@ -157,7 +163,10 @@ func (r *reader) str() (string, error) {
 	if escaped {
 		return unquote(tok), nil
 	}
-	return string(tok[1 : len(tok)-1]), nil
+	if len(tok) == 2 {
+		return "", nil
+	}
+	return unsafe.String(&tok[1], len(tok)-2), nil
 }
 
 // token reads a string token, quotes included, and reports whether it
@@ -166,7 +175,22 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d := r.data
 	i := r.pos + 1
 	for i < len(d) {
-		// The plain bytes of long html fields, in a tight loop.
+		// The plain bytes of long html fields and attachments: sixteen at
+		// a time, and from the first word holding a byte that is not plain
+		// straight to that byte (the lowest one special8 flags), then one
+		// at a time near the end.
+		for i >= 0 && i+16 <= len(d) {
+			w := d[i : i+16]
+			if m := special8(binary.LittleEndian.Uint64(w[:8])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			if m := special8(binary.LittleEndian.Uint64(w[8:])); m != 0 {
+				i += 8 + bits.TrailingZeros64(m)>>3
+				break
+			}
+			i += 16
+		}
 		for i < len(d) && plain[d[i]] {
 			i++
 		}
@@ -203,6 +227,22 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 	}
 	r.pos = len(d)
 	return nil, false, r.syntaxError("unterminated string")
+}
+
+// plain8 reports whether none of the eight bytes of x is '"', '\\' or a
+// control character, i.e. all are plain (in the plain table). Each test sets
+// a byte's high bit when that byte matches; a borrow can set it spuriously
+// only in a byte above one that matches, which does not change the answer.
+func plain8(x uint64) bool { return special8(x) == 0 }
+
+// special8 has the high bit set of (at least) each byte of x that is not
+// plain, and is zero when all are. The lowest byte it flags is the first
+// that is not plain: a borrow only starts at a byte that matches.
+func special8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	return ((quote-ones)&^quote | (backslash-ones)&^backslash | (x-ones*0x20)&^x) & highs
 }
 
 // plain marks the bytes that stand for themselves inside a JSON string.

@@ -24,6 +24,19 @@ type inspection struct {
 	messages     int
 
 	missing string // the field the first message without a sender lacks
+
+	// at is the field being read, for errors: a stack rather than a linked
+	// path, so that descending into a field allocates nothing (atBuf holds
+	// the usual depth).
+	at    []step
+	atBuf [8]step
+}
+
+// step is one level of the field being read: a member name, or an array
+// index when key is empty.
+type step struct {
+	key   string
+	index int
 }
 
 // messageState tracks one message while its fields are read.
@@ -34,8 +47,8 @@ type messageState struct {
 	mimeRcpts  int  // recipients named by the message's raw MIME headers
 }
 
-// walk reads one JSON value of shape s at field p.
-func (in *inspection) walk(r *reader, s *shape, p *path) error {
+// walk reads one JSON value of shape s at the current field.
+func (in *inspection) walk(r *reader, s *shape) error {
 	c := r.peek()
 	switch {
 	case s.role == roleHidden:
@@ -45,21 +58,24 @@ func (in *inspection) walk(r *reader, s *shape, p *path) error {
 		in.m.Opaque, in.msg.hidden = true, true
 		return r.skip()
 	case c == '{' && s.members != nil:
-		return in.object(r, s, p)
+		return in.object(r, s)
 	case c == '[' && s.elem != nil:
-		i := 0
-		return r.array(func() error {
-			err := in.walk(r, s.elem, &path{up: p, index: i})
-			i++
+		in.at = append(in.at, step{})
+		top := len(in.at) - 1
+		err := r.array(func() error {
+			err := in.walk(r, s.elem)
+			in.at[top].index++
 			return err
 		})
+		in.at = in.at[:top]
+		return err
 	case c == '"' && s.role != roleNone:
 		v, err := r.str()
 		if err != nil {
 			return err
 		}
-		return in.apply(s.role, v, p)
-	case c == 'n' && s.sender == "" && p != nil:
+		return in.apply(s.role, v)
+	case c == 'n' && s.sender == "" && len(in.at) > 0:
 		// null is an absent field, but never an absent message, nor a
 		// body: a batch of null sends nothing a provider would accept.
 		return r.literal("null")
@@ -67,12 +83,12 @@ func (in *inspection) walk(r *reader, s *shape, p *path) error {
 	if err := r.skip(); err != nil {
 		return err // report broken JSON as such, not as a wrong type
 	}
-	return fmt.Errorf("%s: want %s, got %s", p, s.want(), kindOf(c))
+	return fmt.Errorf("%s: want %s, got %s", in.where(), s.want(), kindOf(c))
 }
 
 // object reads the members of an object; a message object is checked for
 // its sender when it ends.
-func (in *inspection) object(r *reader, s *shape, p *path) error {
+func (in *inspection) object(r *reader, s *shape) error {
 	var outer messageState
 	if s.sender != "" {
 		outer = in.begin()
@@ -84,14 +100,17 @@ func (in *inspection) object(r *reader, s *shape, p *path) error {
 		if m == nil {
 			return r.skip()
 		}
-		return in.walk(r, m.shape, &path{up: p, key: m.name})
+		in.at = append(in.at, step{key: m.name})
+		err := in.walk(r, m.shape)
+		in.at = in.at[:len(in.at)-1]
+		return err
 	})
 	in.shared = wasShared
 	if err != nil {
 		return err
 	}
 	if s.sender != "" {
-		in.end(s, p)
+		in.end(s)
 		in.msg = outer
 	}
 	return nil
@@ -116,9 +135,10 @@ func (in *inspection) begin() messageState {
 	return outer
 }
 
-// end checks the message that began at p: raw MIME recipients count when
-// its fields named none, and it must have named a sender.
-func (in *inspection) end(s *shape, p *path) {
+// end checks the message that began at the current field: raw MIME
+// recipients count when its fields named none, and it must have named a
+// sender.
+func (in *inspection) end(s *shape) {
 	if in.m.Recipients == in.msg.rcptsStart {
 		in.m.Recipients += in.msg.mimeRcpts
 	}
@@ -127,7 +147,10 @@ func (in *inspection) end(s *shape, p *path) {
 	case in.msg.hidden:
 		in.m.Opaque = true
 	case in.missing == "":
-		in.missing = (&path{up: p, key: s.sender}).String()
+		in.missing = s.sender
+		if len(in.at) > 0 {
+			in.missing = in.where() + "." + s.sender
+		}
 	}
 }
 
@@ -141,19 +164,19 @@ func (in *inspection) finish() error {
 	return nil
 }
 
-// apply records what the string v at field p means.
-func (in *inspection) apply(role role, v string, p *path) error {
+// apply records what the string v at the current field means.
+func (in *inspection) apply(role role, v string) error {
 	switch role {
 	case roleSender, roleRecipient:
 		if strings.TrimSpace(v) == "" {
 			return nil // an empty field is an absent one
 		}
-		a, err := mail.ParseAddress(v)
+		addr, err := parseAddress(v)
 		if err != nil {
-			return fmt.Errorf("%s: not a valid email address", p)
+			return fmt.Errorf("%s: not a valid email address", in.where())
 		}
 		if role == roleSender {
-			in.sender(a.Address)
+			in.sender(addr)
 		} else {
 			in.recipients(1)
 		}
@@ -161,16 +184,16 @@ func (in *inspection) apply(role role, v string, p *path) error {
 		if strings.TrimSpace(v) == "" {
 			return nil
 		}
-		list, err := mail.ParseAddressList(v)
-		if err != nil {
-			return fmt.Errorf("%s: not a valid address list", p)
-		}
+		var each func(string)
 		if role == roleSenderList {
-			for _, a := range list {
-				in.sender(a.Address)
-			}
-		} else {
-			in.recipients(len(list))
+			each = in.sender
+		}
+		n, err := parseAddressList(v, each)
+		if err != nil {
+			return fmt.Errorf("%s: not a valid address list", in.where())
+		}
+		if role == roleRecipientList {
+			in.recipients(n)
 		}
 	case roleMIME:
 		in.mime(strings.NewReader(v))
@@ -184,11 +207,16 @@ func (in *inspection) apply(role role, v string, p *path) error {
 	return nil
 }
 
+// sender records a From address. addr may share the body's memory, so it
+// is copied when kept.
 func (in *inspection) sender(addr string) {
-	addr = strings.ToLower(addr)
 	// Batches usually repeat one sender; keep the list short for them.
-	if n := len(in.m.Senders); n == 0 || in.m.Senders[n-1] != addr {
-		in.m.Senders = append(in.m.Senders, addr)
+	lower := strings.ToLower(addr) // addr itself when already lower case
+	if n := len(in.m.Senders); n == 0 || in.m.Senders[n-1] != lower {
+		if lower == addr {
+			lower = strings.Clone(addr)
+		}
+		in.m.Senders = append(in.m.Senders, lower)
 	}
 	if in.shared {
 		in.sharedSender = true
@@ -271,33 +299,22 @@ func kindOf(c byte) string {
 	return "a number"
 }
 
-// path is a field's position in the body, built as the walker descends and
-// rendered only for errors: personalizations[0].to[1].email.
-type path struct {
-	up    *path
-	key   string // the member name; empty for an array element
-	index int
-}
-
-func (p *path) String() string {
-	if p == nil {
+// where renders the current field for errors, e.g.
+// personalizations[0].to[1].email, or "body" at the top.
+func (in *inspection) where() string {
+	if len(in.at) == 0 {
 		return "body"
 	}
 	var b strings.Builder
-	p.write(&b)
+	for i, st := range in.at {
+		if st.key == "" {
+			b.WriteString("[" + strconv.Itoa(st.index) + "]")
+			continue
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(st.key)
+	}
 	return b.String()
-}
-
-func (p *path) write(b *strings.Builder) {
-	if p.up != nil {
-		p.up.write(b)
-	}
-	if p.key == "" {
-		b.WriteString("[" + strconv.Itoa(p.index) + "]")
-		return
-	}
-	if p.up != nil {
-		b.WriteByte('.')
-	}
-	b.WriteString(p.key)
 }

@@ -5,8 +5,6 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // shardCount spreads buckets over independent locks so that requests for
@@ -25,22 +23,28 @@ type Local struct {
 
 type shard struct {
 	mu      sync.RWMutex
-	buckets map[string]bucket
+	buckets map[string]*bucket
 }
 
-// bucket pairs the token state with the Limit it was last configured with,
-// so that a changed Limit (config reload, per-key override) is noticed and
-// applied to the existing state instead of handing out a fresh bucket.
+// bucket is one key's token bucket: tokens as of last, refilled at the
+// Limit's rate up to its size. It keeps the Limit it was last used with, so
+// that a changed Limit (config reload, per-key override) is applied to the
+// existing state instead of handing out a fresh bucket. The arithmetic is
+// x/time/rate's (float tokens, refill by elapsed seconds), in one lock and
+// without its reservation bookkeeping.
 type bucket struct {
-	tokens *rate.Limiter
+	mu     sync.Mutex
 	limit  Limit
+	perSec float64 // refill rate, tokens per second
+	tokens float64
+	last   time.Time
 }
 
 // NewLocal returns an empty in-process limiter.
 func NewLocal() *Local {
 	l := &Local{seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].buckets = make(map[string]bucket)
+		l.shards[i].buckets = make(map[string]*bucket)
 	}
 	return l
 }
@@ -80,30 +84,77 @@ func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok = s.buckets[key]
-	switch {
-	case !ok:
-		b = bucket{tokens: rate.NewLimiter(perSecond(lim), lim.Size()), limit: lim}
-		s.buckets[key] = b
-	case b.limit != lim:
-		b.tokens.SetLimitAt(now, perSecond(lim))
-		b.tokens.SetBurstAt(now, lim.Size())
-		b.limit = lim
-		s.buckets[key] = b
-	}
+	b = s.bucketLocked(key, lim, now)
 	allowed, tokens := b.take(now, take)
 	return result(lim, allowed, tokens)
 }
 
+// bucketLocked returns key's bucket under lim, creating a full one or
+// moving an existing one to lim. The shard's write lock is held.
+func (s *shard) bucketLocked(key string, lim Limit, now time.Time) *bucket {
+	b, ok := s.buckets[key]
+	switch {
+	case !ok:
+		b = &bucket{limit: lim, perSec: perSecond(lim), tokens: float64(lim.Size()), last: now}
+		s.buckets[key] = b
+	case b.limit != lim:
+		// As x/time/rate's SetLimitAt and SetBurstAt: the tokens refilled
+		// so far are kept, and a smaller size caps them from now on.
+		b.tokens, b.last = b.advance(now), now
+		b.limit, b.perSec = lim, perSecond(lim)
+	}
+	return b
+}
+
+// Seed sets key's bucket to hold tokens at time at (and refill from there),
+// creating it if needed: the fallback of a shared limiter continues from
+// the last state the shared one reported instead of a full bucket.
+func (l *Local) Seed(key string, lim Limit, tokens float64, at time.Time) {
+	if lim.Validate() != nil {
+		return
+	}
+	s := &l.shards[maphash.String(l.seed, key)%shardCount]
+	s.mu.RLock()
+	b, ok := s.buckets[key]
+	if ok && b.limit == lim {
+		b.mu.Lock()
+		b.tokens, b.last = min(tokens, float64(lim.Size())), at
+		b.mu.Unlock()
+		s.mu.RUnlock()
+		return
+	}
+	s.mu.RUnlock()
+	s.mu.Lock()
+	b = s.bucketLocked(key, lim, at)
+	b.tokens, b.last = min(tokens, float64(lim.Size())), at
+	s.mu.Unlock()
+}
+
+// advance returns the tokens at now, without changing the bucket.
+func (b *bucket) advance(now time.Time) float64 {
+	last := b.last
+	if now.Before(last) {
+		last = now
+	}
+	tokens := b.tokens + now.Sub(last).Seconds()*b.perSec
+	if size := float64(b.limit.Size()); tokens > size {
+		tokens = size
+	}
+	return tokens
+}
+
 // take takes a token if asked to, and reports whether a token was (or, when
 // only peeking, would be) available and how many remain.
-func (b bucket) take(now time.Time, take bool) (allowed bool, tokens float64) {
-	if take {
-		allowed = b.tokens.AllowN(now, 1)
-		return allowed, b.tokens.TokensAt(now)
+func (b *bucket) take(now time.Time, take bool) (allowed bool, tokens float64) {
+	b.mu.Lock()
+	tokens = b.advance(now)
+	allowed = tokens >= 1
+	if take && allowed {
+		tokens--
+		b.tokens, b.last = tokens, now
 	}
-	tokens = b.tokens.TokensAt(now)
-	return tokens >= 1, tokens
+	b.mu.Unlock()
+	return allowed, tokens
 }
 
 // result reports a decision on a bucket holding tokens afterwards.
@@ -128,7 +179,8 @@ func (l *Local) Sweep(now time.Time) int {
 		s := &l.shards[i]
 		s.mu.Lock()
 		for key, b := range s.buckets {
-			if b.tokens.TokensAt(now) >= float64(b.limit.Size()) {
+			// The write lock excludes every user of the bucket.
+			if b.advance(now) >= float64(b.limit.Size()) {
 				delete(s.buckets, key)
 				evicted++
 			}
@@ -150,8 +202,8 @@ func (l *Local) Len() int {
 	return n
 }
 
-func perSecond(lim Limit) rate.Limit {
-	return rate.Limit(float64(lim.N) / lim.Per.Seconds())
+func perSecond(lim Limit) float64 {
+	return float64(lim.N) / lim.Per.Seconds()
 }
 
 var _ Limiter = (*Local)(nil)

@@ -18,6 +18,10 @@ import (
 // If Redis errors or times out, the decision comes from the local fallback:
 // a caller never sees an error, and each node then enforces the limit on
 // its own (so a cluster of n nodes lets through up to n times the limit).
+// The fallback's bucket holds what Redis last reported for the key on this
+// node, so an outage does not hand out a fresh burst: a key's admissions
+// across an outage on one node are at most those of one bucket plus the
+// tokens other nodes took since this node last asked Redis.
 // Build the client with ContextTimeoutEnabled so that a request abandoned at
 // the timeout also frees its connection promptly.
 type Redis struct {
@@ -49,6 +53,9 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit, now time.Time) R
 		res, err := r.allow(ctx, key, l)
 		if err == nil {
 			r.outage.succeeded()
+			// Should Redis become unreachable, the fallback goes on from
+			// here rather than from a full bucket.
+			r.fallback.Seed(key, l, float64(res.Remaining), now)
 			return res
 		}
 		r.outage.failed(ctx, err, now)

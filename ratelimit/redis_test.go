@@ -159,3 +159,51 @@ func BenchmarkRedisAllow(b *testing.B) {
 		r.Allow(ctx, "key_a", lim, time.Now())
 	}
 }
+
+// Issue 15: a node used to fall back to a full bucket, so a 30/m key that
+// had spent 20 of its 30 tokens got 30 more during an outage.
+func TestRedisOutageFallbackContinuesFromTheKeysState(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	// No retries, as the gateway's client: a stopped Redis fails at once.
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	defer client.Close()
+	r := NewRedis(client, NewLocal(), RedisOptions{Timeout: slowMachine})
+	lim := Limit{N: 30, Per: time.Minute}
+	ctx := context.Background()
+	start := time.Now()
+	allowed := 0
+	for i := range 40 {
+		if i == 20 {
+			srv.Stop()
+		}
+		if r.Allow(ctx, "key_a", lim, time.Now()).Allowed {
+			allowed++
+		}
+	}
+	if r.Fallbacks() != 20 {
+		t.Fatalf("Fallbacks = %d, want the 20 requests after the stop", r.Fallbacks())
+	}
+	// One bucket of 30, plus what refilled (30/m) while the test ran.
+	want := 30 + int(time.Since(start)/(2*time.Second)) + 1
+	if allowed > want {
+		t.Errorf("%d of 40 requests allowed across the outage, want at most %d (one bucket, not two)", allowed, want)
+	}
+}
+
+func TestLocalSeedSetsTheBucket(t *testing.T) {
+	l := NewLocal()
+	ctx := context.Background()
+	l.Seed("key_a", tenPer10s, 3, t0)
+	if got := l.Allow(ctx, "key_a", tenPer10s, t0.Add(2*time.Second)); !got.Allowed || got.Remaining != 4 {
+		t.Errorf("after seeding 3 tokens and 2s of refill: %+v, want allowed with 4 left", got)
+	}
+	l.Allow(ctx, "key_b", tenPer10s, t0)
+	l.Seed("key_b", tenPer10s, 0.5, t0)
+	if got := l.Allow(ctx, "key_b", tenPer10s, t0); got.Allowed {
+		t.Errorf("an existing bucket seeded with half a token: %+v, want denied", got)
+	}
+	l.Seed("key_c", tenPer10s, 99, t0)
+	if got := l.Peek("key_c", tenPer10s, t0); got.Remaining != 10 {
+		t.Errorf("seeding above the size: Remaining %d, want the size 10", got.Remaining)
+	}
+}

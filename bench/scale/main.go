@@ -17,9 +17,16 @@
 //
 //     go run ./bench/scale                 # 1,000,000 keys
 //     go run ./bench/scale -n 200000       # quicker
+//     go run ./bench/scale -store 'postgres://…/db'   # PostgreSQL: keys bulk-loaded with COPY
 //
 // If issuing all -n keys is projected to exceed -budget, it stops at -probe
 // keys, measures there and prints the projection instead.
+//
+// With -store postgres://… the database must be empty (the store creates its
+// schema). Keys are loaded with COPY in one statement instead of CreateKey
+// (a gateway fleet's key table is filled by years of issuing, not by a
+// benchmark), then the lookups are timed as for SQLite; the memory figures,
+// which do not depend on the store, are skipped.
 package main
 
 import (
@@ -52,9 +59,16 @@ func main() {
 	cached := flag.Int("cached", 100_000, "distinct keys to fill a Verifier's cache with")
 	buckets := flag.Int("buckets", 100_000, "distinct keys to give a rate-limit bucket")
 	dir := flag.String("dir", "", "directory for the SQLite file (default: a new temp dir, removed after)")
+	storeURI := flag.String("store", "", "postgres://… to measure PostgreSQL (an empty database) instead of a SQLite file")
 	flag.Parse()
 	log.SetFlags(0)
 	ctx := context.Background()
+	fmt.Printf("machine: %d CPUs, %s, GOMAXPROCS %d\n", runtime.NumCPU(), runtime.Version(), runtime.GOMAXPROCS(0))
+	if *storeURI != "" {
+		fmt.Printf("store: %s\n\n", store.RedactURI(*storeURI))
+		postgres(ctx, *storeURI, *n, *lookups)
+		return
+	}
 
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "keygate-scale-")
@@ -64,7 +78,6 @@ func main() {
 	}
 	path := filepath.Join(*dir, "keys.db")
 	os.Remove(path)
-	fmt.Printf("machine: %d CPUs, %s, GOMAXPROCS %d\n", runtime.NumCPU(), runtime.Version(), runtime.GOMAXPROCS(0))
 	fmt.Printf("store: sqlite:%s\n\n", path)
 
 	// 1. Issue.
@@ -87,8 +100,19 @@ func main() {
 	st, err = store.Open(ctx, "sqlite:"+path)
 	check(err)
 	defer st.Close()
+	coldMisses(ctx, st, digests, *lookups)
+
+	// 4. Heap per cached key.
+	memory(ctx, st, digests, *cached, *buckets)
+}
+
+// coldMisses times KeyByDigest of existing and unknown digests on a freshly
+// opened store, then the same existing digests through a fresh Verifier,
+// and returns the digests it used.
+func coldMisses(ctx context.Context, st store.Store, digests []store.Digest, lookups int) {
+	issued := len(digests)
 	// Distinct digests, so the Verifier pass below has no repeats.
-	sample := make([]store.Digest, min(*lookups, issued))
+	sample := make([]store.Digest, min(lookups, issued))
 	for i, j := range rand.Perm(issued)[:len(sample)] {
 		sample[i] = digests[j]
 	}
@@ -131,11 +155,14 @@ func main() {
 	}
 	fmt.Printf("Verifier.Lookup cold miss, same digests:\n  %s  (stats %+v)\n", percentiles(lat), v.Stats())
 	v.Close()
+}
 
-	// 4. Heap per cached key.
-	fill := digests[:min(*cached, issued)]
+// memory measures heap per active key: cache entry, bucket, usage tally.
+func memory(ctx context.Context, st store.Store, digests []store.Digest, cached, buckets int) {
+	issued := len(digests)
+	fill := digests[:min(cached, issued)]
 	before := heap()
-	v, err = verifier.New(st, verifier.Options{MaxCost: int64(2 * len(fill))})
+	v, err := verifier.New(st, verifier.Options{MaxCost: int64(2 * len(fill))})
 	check(err)
 	empty := heap()
 	for _, d := range fill {
@@ -163,7 +190,7 @@ func main() {
 
 	// 5. Heap per rate-limit bucket. Ids are made first: a gateway's limiter
 	// keys its map with the record's id string, which the record holds anyway.
-	ids := make([]string, *buckets)
+	ids := make([]string, buckets)
 	for i := range ids {
 		ids[i] = verifier.NewID()
 	}

@@ -1,0 +1,143 @@
+package mailapi
+
+import (
+	"net/mail"
+	"strings"
+)
+
+// Address parsing is most of what inspecting a send costs: net/mail
+// allocates several times per address and a batch names hundreds. Nearly
+// every address an SDK sends is plain: "a@example.org" or
+// "Shop <a@example.org>". Those are read here without allocating; anything
+// else (quotes, comments, groups, encoded words, non-ASCII, odd spacing) goes
+// to net/mail, so what is accepted and what it means is always net/mail's
+// answer. FuzzAddressFastPathAgreesWithNetMail holds the two together.
+
+// parseAddress returns the addr-spec of one address, as mail.ParseAddress.
+// The result may share v's memory.
+func parseAddress(v string) (string, error) {
+	if addr, ok := plainMailbox(v); ok {
+		return addr, nil
+	}
+	a, err := mail.ParseAddress(v)
+	if err != nil {
+		return "", err
+	}
+	return a.Address, nil
+}
+
+// parseAddressList calls each with the addr-spec of every address of an
+// RFC 5322 list, as mail.ParseAddressList, and returns how many there are.
+// each may be nil; the strings it gets may share v's memory.
+func parseAddressList(v string, each func(addr string)) (int, error) {
+	if n, ok := plainList(v, each); ok {
+		return n, nil
+	}
+	list, err := mail.ParseAddressList(v)
+	if err != nil {
+		return 0, err
+	}
+	if each != nil {
+		for _, a := range list {
+			each(a.Address)
+		}
+	}
+	return len(list), nil
+}
+
+// plainList reads a list of plain mailboxes separated by commas. ok is false
+// when any entry is not plain (or empty), and then each has not been called.
+func plainList(v string, each func(string)) (n int, ok bool) {
+	for rest := v; ; {
+		entry, more, found := strings.Cut(rest, ",")
+		if _, ok := plainMailbox(entry); !ok {
+			return 0, false
+		}
+		n++
+		if !found {
+			break
+		}
+		rest = more
+	}
+	if each != nil {
+		for rest := v; ; {
+			entry, more, found := strings.Cut(rest, ",")
+			addr, _ := plainMailbox(entry)
+			each(addr)
+			if !found {
+				break
+			}
+			rest = more
+		}
+	}
+	return n, true
+}
+
+// plainMailbox reads "local@domain" or "Display Name <local@domain>",
+// surrounded by spaces or tabs at most, where local and domain are ASCII
+// dot-atoms and the display name is ASCII atoms without '=' or '?' (so never
+// an RFC 2047 encoded word) separated by spaces. ok is false for anything
+// else, which does not mean it is invalid.
+func plainMailbox(s string) (addr string, ok bool) {
+	s = strings.Trim(s, " \t")
+	if s == "" {
+		return "", false
+	}
+	if s[len(s)-1] != '>' {
+		return s, plainAddrSpec(s)
+	}
+	open := strings.IndexByte(s, '<')
+	if open < 0 || !plainPhrase(s[:open]) {
+		return "", false
+	}
+	addr = s[open+1 : len(s)-1]
+	return addr, plainAddrSpec(addr)
+}
+
+// plainAddrSpec reports whether s is local@domain with both parts ASCII
+// dot-atoms: atext and single dots, neither first nor last.
+func plainAddrSpec(s string) bool {
+	at := strings.IndexByte(s, '@')
+	return at >= 0 && dotAtom(s[:at]) && dotAtom(s[at+1:])
+}
+
+func dotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if s[i+1] == '.' { // not last, checked above
+				return false
+			}
+			continue
+		}
+		if !atext[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainPhrase reports whether s is empty or atoms (dots allowed, as net/mail
+// allows) separated by spaces, with no '=' or '?', which could start an
+// encoded word.
+func plainPhrase(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != ' ' && c != '.' && (!atext[c] || c == '=' || c == '?') {
+			return false
+		}
+	}
+	return true
+}
+
+// atext marks RFC 5322's atext in ASCII: printable characters other than
+// specials and space.
+var atext = func() (t [256]bool) {
+	for c := '!'; c <= '~'; c++ {
+		t[c] = !strings.ContainsRune(`()<>[]:;@\,."`, c)
+	}
+	return t
+}()

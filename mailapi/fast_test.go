@@ -1,0 +1,188 @@
+package mailapi
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+	"mime"
+	"net/mail"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/keygate/caddy-keygate/internal/benchbody"
+)
+
+// FuzzAddressFastPathAgreesWithNetMail holds the allocation-free reading of
+// plain addresses to net/mail: whatever the fast path accepts, net/mail
+// accepts too, with the same addr-specs in the same order.
+func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
+	for _, s := range []string{
+		"a@example.org", " a@example.org\t", "Shop <orders@shop.example.com>", "<a@b>", "Shop<a@b>",
+		"a@b, c@d", "a@b,,c@d", ",", "a@b,", "Recipient 1 <r1@example.org>, r2@example.org",
+		"a..b@c", ".a@b", "a.@b", "a@b.", "a@.b", "a@b..c", "a@", "@b", "a", "a b@c", "a@ b", "a @b",
+		`"quoted"@example.org`, `"Shop, Inc" <a@b>`, "=?utf-8?q?Shop?= <a@b>", "Shop? <a@b>", "x= <a@b>",
+		"a@b (comment)", "group: a@b, c@d;", "undisclosed-recipients:;", "a@[127.0.0.1]", "ü@example.org",
+		"Müller <m@example.org>", "a@b <c@d>", ". <a@b>", "a.b <c@d>", "a@b>", "<a@b", "<<a@b>>", "Shop <a@b> x",
+		"a+tag@example.org", "o'brien@example.org", "{a}|~@example.org", "Shop\t<a@b>", "\"\" <a@b>",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if addr, ok := plainMailbox(s); ok {
+			a, err := mail.ParseAddress(s)
+			if err != nil {
+				t.Fatalf("plainMailbox(%q) = %q, but net/mail: %v", s, addr, err)
+			}
+			if a.Address != addr {
+				t.Fatalf("plainMailbox(%q) = %q, net/mail %q", s, addr, a.Address)
+			}
+		}
+		var fast []string
+		if n, ok := plainList(s, func(a string) { fast = append(fast, a) }); ok {
+			list, err := mail.ParseAddressList(s)
+			if err != nil {
+				t.Fatalf("plainList(%q) read %d addresses, but net/mail: %v", s, n, err)
+			}
+			var want []string
+			for _, a := range list {
+				want = append(want, a.Address)
+			}
+			if n != len(fast) || !slices.Equal(fast, want) {
+				t.Fatalf("plainList(%q) = %d %q, net/mail %q", s, n, fast, want)
+			}
+		}
+		// The wrappers always give net/mail's answer.
+		addr, err := parseAddress(s)
+		if a, merr := mail.ParseAddress(s); (err == nil) != (merr == nil) || err == nil && a.Address != addr {
+			t.Fatalf("parseAddress(%q) = %q, %v; net/mail %v, %v", s, addr, err, a, merr)
+		}
+		n, err := parseAddressList(s, nil)
+		if list, merr := mail.ParseAddressList(s); (err == nil) != (merr == nil) || err == nil && n != len(list) {
+			t.Fatalf("parseAddressList(%q) = %d, %v; net/mail %d, %v", s, n, err, len(list), merr)
+		}
+	})
+}
+
+func TestPlainAddressesDoNotAllocate(t *testing.T) {
+	for _, s := range []string{"a@example.org", "Shop <orders@shop.example.com>", "a@b.org, Recipient 2 <c@d.org>"} {
+		if n := testing.AllocsPerRun(100, func() {
+			if _, err := parseAddressList(s, nil); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("parseAddressList(%q): %.0f allocations, want 0", s, n)
+		}
+	}
+}
+
+// FuzzPlainMultipartAgrees holds the in-place reading of plain multipart
+// forms to mime/multipart's: for any body, Inspect answers the same with and
+// without it.
+func FuzzPlainMultipartAgrees(f *testing.F) {
+	for _, name := range []string{"mailgun-2k", "mailgun-20k"} {
+		b := benchbody.Get(name)
+		f.Add(b.Data)
+	}
+	part := func(headers, value string) string {
+		return "--" + fuzzBoundary + "\r\n" + headers + "\r\n\r\n" + value + "\r\n"
+	}
+	end := "--" + fuzzBoundary + "--\r\n"
+	cd := func(name string) string { return `Content-Disposition: form-data; name="` + name + `"` }
+	for _, body := range []string{
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org, C <c@example.org>") + end,
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org") + "--" + fuzzBoundary + "--",
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org") + "--" + fuzzBoundary + "--\r\nepilogue",
+		part(cd("from")+"\r\nContent-Type: text/plain", "a@shop.example.com") + end,
+		part(cd("from"), "a@shop.example.com") + part(cd("attachment")+`; filename="x.pdf"`+"\r\nContent-Type: application/pdf", "\x00\x01--"+fuzzBoundary+"x") + end,
+		part(cd("from"), "a@shop.example.com\r\n--"+fuzzBoundary+"X") + end,
+		part(cd("from")+"\r\n"+cd("from"), "a@shop.example.com") + end,
+		part("content-disposition: form-data; name=\"from\"", "a@shop.example.com") + end,
+		part(cd("from")+"\r\nContent-Transfer-Encoding: base64", "YUBiLmM=") + end,
+		part(cd("message"), "From: a@shop.example.com\r\nTo: b@example.org\r\n\r\nhi") + end,
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org"),
+		"preamble\r\n" + part(cd("from"), "a@shop.example.com") + end,
+		part(cd("from"), "not an address") + end,
+	} {
+		f.Add([]byte(body))
+	}
+	targets := []struct{ path, ctype string }{
+		{"/v3/mg.example.com/messages", "multipart/form-data; boundary=" + fuzzBoundary},
+		{"/v3/mg.example.com/messages.mime", "multipart/form-data; boundary=" + fuzzBoundary},
+	}
+	d, _ := Lookup("mailgun")
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, tg := range targets {
+			ctype := tg.ctype
+			if bytes.HasPrefix(body, []byte("--kgbench")) {
+				ctype = benchbody.Get("mailgun-2k").ContentType
+			}
+			fast, ferr := d.Inspect(tg.path, ctype, body)
+			slowMultipartOnly = true
+			slow, serr := d.Inspect(tg.path, ctype, body)
+			slowMultipartOnly = false
+			if fmt.Sprint(ferr) != fmt.Sprint(serr) || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%s: plain reading %+v, %v; mime/multipart %+v, %v", tg.path, fast, ferr, slow, serr)
+			}
+		}
+	})
+}
+
+func TestPlainMultipartReadsWhatSDKsSend(t *testing.T) {
+	for _, name := range []string{"mailgun-2k", "mailgun-20k", "mailgun-200k"} {
+		b := benchbody.Get(name)
+		_, params, _ := mime.ParseMediaType(b.ContentType)
+		if !plainParts(params["boundary"], b.Data, nil) {
+			t.Errorf("%s: not read as a plain form", name)
+		}
+	}
+}
+
+func TestPlain8AgreesWithThePlainTable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	special := []byte{'"', '\\', 0, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff, 'a'}
+	for range 200_000 {
+		var b [8]byte
+		for i := range b {
+			if rng.IntN(4) == 0 {
+				b[i] = special[rng.IntN(len(special))]
+			} else {
+				b[i] = byte(rng.Uint32())
+			}
+		}
+		want := true
+		for _, c := range b {
+			want = want && plain[c]
+		}
+		if got := plain8(binary.LittleEndian.Uint64(b[:])); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+		}
+	}
+}
+
+func TestSpecial8FlagsTheFirstSpecialByteLowest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	special := []byte{'"', '\\', 0, 0x1f}
+	for range 200_000 {
+		var b [8]byte
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+			if rng.IntN(5) == 0 {
+				b[i] = special[rng.IntN(len(special))]
+			}
+		}
+		first := 8
+		for i, c := range b {
+			if !plain[c] {
+				first = i
+				break
+			}
+		}
+		m := special8(binary.LittleEndian.Uint64(b[:]))
+		if got := bits.TrailingZeros64(m) >> 3; (m == 0) != (first == 8) || m != 0 && got != first {
+			t.Fatalf("special8(%q): lowest flagged byte %d, first special byte %d", b, got, first)
+		}
+	}
+}
