@@ -30,6 +30,9 @@ func (h *Handler) takeKey(r *http.Request) (string, fault) {
 		}
 	}
 	delete(r.Header, "Authorization")
+	if !h.anyHeader(r.Header) {
+		return p.result()
+	}
 	for _, name := range h.keyHeaders {
 		for _, v := range r.Header[name] {
 			if v = strings.TrimSpace(v); v != "" {
@@ -47,6 +50,19 @@ func (h *Handler) takeKey(r *http.Request) (string, fault) {
 		delete(r.Header, name)
 	}
 	return p.result()
+}
+
+// anyHeader reports whether the request has any header, besides
+// Authorization, that a key may arrive in: one pass over the request's few
+// headers, so the usual request (a key in Authorization) does not look up
+// and delete every name a key could be in.
+func (h *Handler) anyHeader(hdr http.Header) bool {
+	for name := range hdr {
+		if _, ok := h.keyHeaderSet[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // credentialHeaders are removed from every request: whatever the client
@@ -77,41 +93,46 @@ func takeOnBehalfOf(r *http.Request) map[string][]string {
 }
 
 // authenticate checks shape and checksum before any cache or store work,
-// then looks the digest up and checks the record's state. A limited client
-// (over failed_auth_limit) costs a store query only for a key the cache
-// knew until recently (verifier.Cached), so a busy key behind its address
-// is not refused at every cache_ttl; any other key, or no key at all, is
-// AuthRateLimited.
-func (h *Handler) authenticate(ctx context.Context, key string, t time.Time, limited bool) (*store.Record, Code) {
+// then looks the digest up and checks the record's state. A key the cache
+// answers for is served without looking at its client's failed attempts.
+// Otherwise a client over failed_auth_limit costs a store query only for a
+// key the cache knew until recently (verifier.Cached), so a busy key behind
+// its address is not refused at every cache_ttl; any other key, or no key
+// at all, is AuthRateLimited, with when to retry.
+func (h *Handler) authenticate(ctx context.Context, key, ip string, t time.Time) (*store.Record, Code, time.Duration) {
 	if _, ok := verifier.Parse(key, h.Prefix); !ok {
-		if limited {
-			return nil, AuthRateLimited
+		if l := h.backend.authFail.Peek(ip, h.authLimit, t); !l.Allowed {
+			return nil, AuthRateLimited, l.RetryAfter
 		}
-		return nil, InvalidKey
+		return nil, InvalidKey, 0
 	}
 	d := verifier.DigestOf(key)
-	var rec *store.Record
-	var err error
-	if limited {
-		rec, err = h.backend.verifier.Cached(ctx, d, h.ttl, t)
-	} else {
-		rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
+	rec, ok := h.backend.verifier.Hit(d, h.ttl, t)
+	if !ok {
+		var err error
+		if l := h.backend.authFail.Peek(ip, h.authLimit, t); !l.Allowed {
+			if rec, err = h.backend.verifier.Cached(ctx, d, h.ttl, t); err != nil {
+				return nil, AuthRateLimited, l.RetryAfter
+			}
+		} else {
+			rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
+		}
+		switch {
+		case errors.Is(err, verifier.ErrUnknown):
+			return nil, InvalidKey, 0
+		case err != nil:
+			return nil, StoreUnavailable, 0
+		}
 	}
 	switch {
-	case limited && err != nil:
-		return nil, AuthRateLimited
-	case errors.Is(err, verifier.ErrUnknown):
-		return nil, InvalidKey
-	case err != nil:
-		return nil, StoreUnavailable
 	case rec.Revoked():
-		return rec, RevokedKey
+		return rec, RevokedKey, 0
 	case rec.Disabled:
-		return rec, DisabledKey
+		return rec, DisabledKey, 0
 	case rec.Expired(t):
-		return rec, ExpiredKey
+		return rec, ExpiredKey, 0
 	}
-	return rec, Allowed
+	return rec, Allowed, 0
 }
 
 // checkClient applies the key's IP allowlist and the route's env.

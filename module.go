@@ -110,6 +110,8 @@ type Handler struct {
 	// keyHeaders are the headers this route reads a key from besides
 	// Authorization: the dialect's own, then each key_header.
 	keyHeaders []string
+	// keyHeaderSet holds keyHeaders and credentialHeaders, for takeKey.
+	keyHeaderSet map[string]struct{}
 	forms      *denialForms // this route's denial responses
 }
 
@@ -198,6 +200,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				h.keyHeaders = append(h.keyHeaders, name)
 			}
 		}
+	}
+	h.keyHeaderSet = map[string]struct{}{}
+	for _, name := range slices.Concat(h.keyHeaders, credentialHeaders) {
+		h.keyHeaderSet[name] = struct{}{}
 	}
 	h.forms = newDenialForms(h.dialect, howToSend(h.dialect, h.keyHeaders))
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
@@ -290,11 +296,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 2. Shape + checksum, cache, store; then the key's own state. A
 	// client over its failed-attempt limit gets no more store queries:
 	// only keys already cached are answered.
-	limited := h.backend.authFail.Peek(ip, h.authLimit, t)
-	rec, code := h.authenticate(r.Context(), key, t, !limited.Allowed)
+	rec, code, retryAfter := h.authenticate(r.Context(), key, ip, t)
 	q.rec = rec
 	if code == AuthRateLimited {
-		return h.deny(w, r, q, ip, t, denial{code: code, retryAfter: limited.RetryAfter})
+		return h.deny(w, r, q, ip, t, denial{code: code, retryAfter: retryAfter})
 	}
 	if code != Allowed {
 		if code != StoreUnavailable {

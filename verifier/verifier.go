@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -313,6 +312,29 @@ func (v *Verifier) Cached(ctx context.Context, d store.Digest, ttl time.Duration
 	return v.lookup(ctx, d, ttl, now, false)
 }
 
+// Hit answers from the cache alone: the record for d if its entry may
+// answer a Lookup with this ttl at now. It never asks the store and counts
+// only the hits, so a caller that falls back to LookupAt or Cached on false
+// counts every request once. It lets the common case, a busy key, skip any
+// work a miss needs (a gateway's failed-attempt check).
+func (v *Verifier) Hit(d store.Digest, ttl time.Duration, now time.Time) (*store.Record, bool) {
+	if ttl <= 0 {
+		return nil, false
+	}
+	v.life.RLock()
+	defer v.life.RUnlock()
+	if v.closed {
+		return nil, false
+	}
+	v.noteTTL(ttl)
+	e, ok := v.cached(&d, ttl, now)
+	if !ok || e.rec == nil {
+		return nil, false
+	}
+	v.hits.Add(1)
+	return e.rec, true
+}
+
 // lookup answers from the cache, else from the store if fill is set or the
 // cache knew d as a key until recently.
 func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time, fill bool) (*store.Record, error) {
@@ -361,7 +383,7 @@ func (v *Verifier) noteTTL(ttl time.Duration) {
 // one; its record must not be used.
 func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*entry, bool) {
 	e, ok := v.cache.Get(cacheKey(d))
-	if !ok || e == nil || subtle.ConstantTimeCompare(e.digest[:], d[:]) != 1 {
+	if !ok || e == nil || !sameDigest(e.digest, d) {
 		return nil, false
 	}
 	if e.seq < v.clearedSeq.Load() {
@@ -385,6 +407,17 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*e
 		return e, false
 	}
 	return e, true
+}
+
+// sameDigest compares two digests in constant time: the OR of the XOR of
+// their four words, with no early exit (subtle.ConstantTimeCompare does the
+// same a byte at a time, eight times the work).
+func sameDigest(a, b *store.Digest) bool {
+	var x uint64
+	for i := 0; i < len(a); i += 8 {
+		x |= binary.LittleEndian.Uint64(a[i:]) ^ binary.LittleEndian.Uint64(b[i:])
+	}
+	return x == 0
 }
 
 // fill asks the store, one query for all concurrent callers of one digest,

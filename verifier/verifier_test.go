@@ -824,3 +824,17 @@ func TestOnSyncReportsEveryPoll(t *testing.T) {
 		}
 	}
 }
+
+func TestSameDigest(t *testing.T) {
+	var a, b store.Digest
+	if !sameDigest(&a, &b) {
+		t.Fatal("equal digests differ")
+	}
+	for i := range a {
+		b = a
+		b[i] ^= 0x80
+		if sameDigest(&a, &b) {
+			t.Fatalf("digests differing in byte %d are equal", i)
+		}
+	}
+}
