@@ -112,7 +112,7 @@ type Handler struct {
 	keyHeaders []string
 	// keyHeaderSet holds keyHeaders and credentialHeaders, for takeKey.
 	keyHeaderSet map[string]struct{}
-	forms      *denialForms // this route's denial responses
+	forms        *denialForms // this route's denial responses
 }
 
 // CaddyModule returns the Caddy module information.
