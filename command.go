@@ -408,9 +408,15 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	already := rv.Owner == "" && targets[0].Revoked()
+	if already {
+		// Revoking is idempotent (exit 0), but say that this changed nothing.
+		fmt.Fprintf(os.Stderr, "warning: key %s was already revoked on %s; nothing changed\n",
+			targets[0].ID, targets[0].RevokedAt.Local().Format("2006-01-02 15:04"))
+	}
 	// A key typed for --key - was read from this terminal up to its newline
 	// and no further, so the answer is the next line; a piped key never asks.
-	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
+	if !yes && !already && term.IsTerminal(int(os.Stdin.Fd())) {
 		what := fmt.Sprintf("%d active keys of owner %q", len(targets), rv.Owner)
 		if rv.Owner == "" {
 			what = fmt.Sprintf("key %s (%s)", targets[0].ID, targets[0].Name)

@@ -478,6 +478,11 @@ func TestKeyManagementAsAPersonExpects(t *testing.T) {
 		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `owner "nobody" not found`) {
 			t.Errorf("revoke --owner nobody: err=%v stderr=%q", err, stderr)
 		}
+		gone := g.issue("--name", "gone", "--scope", "mail.send")
+		g.keys("revoke", gone.ID, "--yes", "--reason", "test")
+		if _, stderr, err := g.keysRaw("revoke", gone.ID, "--yes", "--reason", "again"); err != nil || !strings.Contains(stderr, "already revoked") {
+			t.Errorf("revoking a revoked key again: err=%v stderr=%q", err, stderr)
+		}
 	})
 
 	t.Run("a bare path names an SQLite store", func(t *testing.T) {

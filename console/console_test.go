@@ -606,6 +606,21 @@ func TestTheKeysPageFindsFiltersAndPages(t *testing.T) {
 	}
 }
 
+func TestAListOfOnlyRevokedKeysDoesNotSayNoKeysYet(t *testing.T) {
+	f := newFixture(t)
+	old := f.issue("old shop", "sales", "mail.send")
+	if _, err := f.svc.Revoke(ctx, keys.Revocation{ID: old.Record.ID, Reason: "test"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	body := f.get(alice, "/").Body.String()
+	if strings.Contains(body, "No keys yet") || !strings.Contains(body, "No current keys") || !strings.Contains(body, `href="/?status=revoked"`) {
+		t.Errorf("empty state with only a revoked key: %s", body)
+	}
+	if body := f.get(bob, "/").Body.String(); !strings.Contains(body, "No keys yet") {
+		t.Errorf("another team sees the revoked key's empty state: %s", body)
+	}
+}
+
 func TestTheKeyPageShowsUsageSignalsAndHistory(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")

@@ -18,6 +18,9 @@ type keysView struct {
 	Result   *keys.Page
 	Rows     []keyRow
 	Filtered bool
+	// Revoked counts the revoked keys when no current key is left, so an
+	// empty list does not read as "no keys yet".
+	Revoked  int
 	Prev     string
 	Next     string
 	Statuses []option
@@ -72,6 +75,13 @@ func (c *call) keysPage() error {
 		Filtered: query.Search != "" || query.Env != "" || query.Status != "",
 		Statuses: statusOptions,
 		Sorts:    sortOptions,
+	}
+	if res.Total == 0 && !v.Filtered {
+		revoked, err := c.keys.Find(c.r.Context(), keys.Query{Status: keys.StatusRevoked})
+		if err != nil {
+			return err
+		}
+		v.Revoked = revoked.Total
 	}
 	since := c.now.Truncate(time.Hour).Add(-23 * time.Hour)
 	activity, err := c.keys.Activity(c.r.Context(), res.Keys, since)

@@ -145,7 +145,7 @@ func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
 	if _, err := update(Spec{RemoveScopes: []string{"mail.send"}}); !isInvalid(err) || !strings.Contains(err.Error(), "does not have it") {
 		t.Errorf("removing a scope the key lacks: %v", err)
 	}
-	if _, err := update(Spec{RemoveScopes: []string{"templates.read"}}); !isInvalid(err) || !strings.Contains(err.Error(), "at least one scope") {
+	if _, err := update(Spec{RemoveScopes: []string{"templates.read"}}); !isInvalid(err) || !strings.HasPrefix(err.Error(), "a key needs at least one scope") {
 		t.Errorf("removing the last scope: %v", err)
 	}
 	if res, err = update(Spec{Scopes: list("mail.*")}); err != nil || !slices.Equal(res.Scopes, []string{"mail.*"}) {
@@ -470,5 +470,20 @@ func TestFindShowsUseStillCountedInMemory(t *testing.T) {
 	p, err := svc.Find(ctx, Query{})
 	if err != nil || len(p.Keys) != 1 || p.Keys[0].LastUsedAt == nil {
 		t.Errorf("Find does not show a use the gateway has not written yet: %v %+v", err, p)
+	}
+}
+
+func TestRelativeRoundsToTheNearestUnit(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	for at, want := range map[time.Time]string{
+		now.Add(90*24*time.Hour - 3*time.Second):  "in 90 days",
+		now.Add(time.Hour - time.Second):          "in 60 minutes",
+		now.Add(-(36*time.Hour + time.Minute)):    "36 hours ago",
+		now.Add(-(3*24*time.Hour + 13*time.Hour)): "4 days ago",
+		now.Add(30 * time.Second):                 "in 30 seconds",
+	} {
+		if got := Relative(now, at); got != want {
+			t.Errorf("Relative(now, now%+v) = %q, want %q", at.Sub(now), got, want)
+		}
 	}
 }

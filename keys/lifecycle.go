@@ -334,8 +334,19 @@ func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*s
 
 // notFound turns the store's ErrNotFound into a NotFoundError naming what.
 func notFound(err error, what string) error {
+	// The service's own errors, returned from inside a store transaction,
+	// come back without the store's wording around them.
 	var nf *NotFoundError
-	if errors.Is(err, store.ErrNotFound) && !errors.As(err, &nf) {
+	var inv *InvalidError
+	var cf *ConflictError
+	switch {
+	case errors.As(err, &nf):
+		return nf
+	case errors.As(err, &inv):
+		return inv
+	case errors.As(err, &cf):
+		return cf
+	case errors.Is(err, store.ErrNotFound):
 		return &NotFoundError{What: what}
 	}
 	return err

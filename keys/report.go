@@ -206,14 +206,17 @@ func Relative(t, at time.Time) string {
 	return span(t.Sub(at)) + " ago"
 }
 
+// span writes a duration in its largest unit, rounded to the nearest: a key
+// issued a moment ago with --expires 90d expires "in 90 days", not 89.
 func span(d time.Duration) string {
+	round := func(unit time.Duration) int64 { return int64((d + unit/2) / unit) }
 	switch {
 	case d >= 48*time.Hour:
-		return plural(int64(d/(24*time.Hour)), "day")
+		return plural(round(24*time.Hour), "day")
 	case d >= 2*time.Hour:
-		return plural(int64(d/time.Hour), "hour")
+		return plural(round(time.Hour), "hour")
 	case d >= 2*time.Minute:
-		return plural(int64(d/time.Minute), "minute")
+		return plural(round(time.Minute), "minute")
 	}
 	return plural(int64(d/time.Second), "second")
 }
