@@ -95,8 +95,13 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 			// Only issue may create the embedded store: for any other
 			// subcommand a missing file is a mistyped path, which would
 			// otherwise look like a store without keys.
-			if path, missing := missingSQLite(uri); missing && cmd.Name() != "issue" {
+			path, missing := missingSQLite(uri)
+			if missing && cmd.Name() != "issue" {
 				return fmt.Errorf("no keygate store at %s: a gateway creates it when it starts, `caddy keys issue` with the first key (check --store and $KEYGATE_STORE)", path)
+			}
+			if missing {
+				// Said, so a mistyped path is noticed at the first key.
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: no keygate store at %s yet; creating it\n", path)
 			}
 			st, err := store.Open(ctx, uri)
 			if err != nil {

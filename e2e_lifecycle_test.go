@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -491,6 +492,16 @@ func TestKeyManagementAsAPersonExpects(t *testing.T) {
 		cmd.Env = g.environ()
 		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"crm"`) {
 			t.Errorf("--store %s: %v %s", path, err, out)
+		}
+		fresh := filepath.Join(t.TempDir(), "new", "keys.db")
+		for i, want := range []string{"creating it", ""} {
+			cmd := exec.Command(caddyBin, "keys", "issue", "--store", fresh, "--name", "first"+strconv.Itoa(i), "--scope", "mail.send")
+			cmd.Env = g.environ()
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil || (want == "") != (stderr.Len() == 0) || !strings.Contains(stderr.String(), want) {
+				t.Errorf("issue %d into a new store: err=%v stderr=%q, want %q", i+1, err, stderr.String(), want)
+			}
 		}
 	})
 
