@@ -105,3 +105,12 @@ func BenchmarkKeyPage30DaysHourly(b *testing.B) {
 		b.Run(w, func(b *testing.B) { benchPage(b, f, alice, "/keys/"+k.ID+"?window="+w) })
 	}
 }
+
+// BenchmarkReviewPage10000Keys: the review (audit report) reads every key
+// the person may see and their recent usage.
+func BenchmarkReviewPage10000Keys(b *testing.B) {
+	f := newFixture(b)
+	manyKeys(b, f, 10000)
+	b.Run("admin", func(b *testing.B) { benchPage(b, f, admin, "/review") })
+	b.Run("one team of 500", func(b *testing.B) { benchPage(b, f, User{ID: "t", Owner: "team-07"}, "/review") })
+}

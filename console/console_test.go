@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -689,3 +690,21 @@ func TestTheStaticAssetsAreEmbedded(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestTheReviewListsFiftyKeysASectionUntilAskedForAll(t *testing.T) {
+	f := newFixture(t)
+	for i := range 60 {
+		f.issue(fmt.Sprintf("forever-%02d", i), "sales", "mail.send")
+	}
+	body := f.get(admin, "/review").Body.String()
+	if n := strings.Count(body, `name="id" value="key_`); n != 50 {
+		t.Errorf("the review lists %d keys that never expire, want the first 50", n)
+	}
+	if !strings.Contains(body, "Showing the first 50 of 60") || !strings.Contains(body, `href="/review?all=no-expiry#no-expiry"`) {
+		t.Errorf("no way to show all: %s", body)
+	}
+	body = f.get(admin, "/review?all=no-expiry").Body.String()
+	if n := strings.Count(body, `name="id" value="key_`); n != 60 || strings.Contains(body, "Showing the first") {
+		t.Errorf("?all=no-expiry lists %d keys, want 60", n)
+	}
+}

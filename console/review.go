@@ -26,7 +26,15 @@ type reviewSection struct {
 	// Revocable sections offer admins a checkbox per key; stopped keys
 	// have nothing left to revoke.
 	Revocable bool
+	// Total is how many keys the section holds; Entries shows at most
+	// reviewShown of them unless the person asked for all of this section.
+	Total int
 }
+
+// reviewShown is how many keys a review section lists before it offers to
+// show all: a store where every key lacks an expiry would otherwise put
+// thousands of rows on one page.
+const reviewShown = 50
 
 func (c *call) reviewPage() error {
 	return c.showReview(http.StatusOK, "")
@@ -38,15 +46,21 @@ func (c *call) showReview(status int, errMsg string) error {
 		return err
 	}
 	v := &reviewView{view: view{Title: "Review", Nav: "review"}, Err: errMsg, Sections: []reviewSection{
-		{"still-presented", "Stopped keys still being used", "Someone still sends requests with these revoked or expired keys: an integration that was not updated, or a leaked key being tried.", rep.StillPresented, false},
-		{"full-access", "Keys with full access", "These keys may use every route. Give each integration only the scopes it needs.", rep.FullAccess, true},
-		{"no-expiry", "Keys that never expire", "A key that never expires keeps working long after it is forgotten. Set an expiry.", rep.NoExpiry, true},
-		{"unused", "Keys nobody uses", "Unused for 30 days or more. Revoke what is no longer needed.", rep.Unused, true},
-		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring, true},
+		{"still-presented", "Stopped keys still being used", "Someone still sends requests with these revoked or expired keys: an integration that was not updated, or a leaked key being tried.", rep.StillPresented, false, 0},
+		{"full-access", "Keys with full access", "These keys may use every route. Give each integration only the scopes it needs.", rep.FullAccess, true, 0},
+		{"no-expiry", "Keys that never expire", "A key that never expires keeps working long after it is forgotten. Set an expiry.", rep.NoExpiry, true, 0},
+		{"unused", "Keys nobody uses", "Unused for 30 days or more. Revoke what is no longer needed.", rep.Unused, true, 0},
+		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring, true, 0},
 	}}
 	v.Empty = true
-	for _, s := range v.Sections {
-		v.Empty = v.Empty && len(s.Entries) == 0
+	all := c.r.URL.Query().Get("all")
+	for i := range v.Sections {
+		s := &v.Sections[i]
+		s.Total = len(s.Entries)
+		if s.ID != all && len(s.Entries) > reviewShown {
+			s.Entries = s.Entries[:reviewShown]
+		}
+		v.Empty = v.Empty && s.Total == 0
 	}
 	c.render(status, "review", v)
 	return nil
