@@ -3,6 +3,7 @@ package keygate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
@@ -380,5 +382,33 @@ func TestUsageRetentionDefaultAndBounds(t *testing.T) {
 		if _, err := parseUsageRetention(v); err == nil {
 			t.Errorf("parseUsageRetention(%q) accepted", v)
 		}
+	}
+}
+
+func TestEachRequestLogsOneUsageLineWithoutTheKey(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	core, logs := observer.New(zap.DebugLevel)
+	h.logger = zap.New(core)
+	rec, key := issue(t, st, "templates.read")
+	if w := serve(h, "POST", "/send", key); w.Code != http.StatusForbidden {
+		t.Fatalf("status %d", w.Code)
+	}
+	entries := logs.FilterMessage("keygate request").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d usage lines, want 1", len(entries))
+	}
+	got := entries[0].ContextMap()
+	want := map[string]any{"key_id": rec.ID, "key_name": rec.Name, "scope": "mail.send", "decision": "insufficient_scope",
+		"method": "POST", "path": "/send", "status": 403, "client_ip": "192.0.2.1"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %#v (%T), want %#v", k, got[k], got[k], v)
+		}
+	}
+	if entries[0].Level != zap.InfoLevel {
+		t.Errorf("a denial logs at %v, want info", entries[0].Level)
+	}
+	if line := fmt.Sprint(got); strings.Contains(line, key) {
+		t.Errorf("the key is in the log line: %s", line)
 	}
 }

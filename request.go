@@ -24,20 +24,16 @@ import (
 type request struct {
 	rec        *store.Record
 	code       Code
+	hasRecips  bool
 	scope      string
 	recipients int
-	hasRecips  bool
-
-	// For the usage log line.
-	method, path, ip string
-	status           int
 
 	// Storage the request path would otherwise allocate separately: the
-	// RateLimit header value and the log field. The request is allocated
-	// once anyway, so they come free.
+	// RateLimit header value (a longer one, with a quota, is allocated) and
+	// the status writer. The request is allocated once anyway, so they come
+	// free. It is kept small: every request allocates one.
 	rateLimit    [1]string
-	rateLimitBuf [80]byte
-	logField     [1]zap.Field
+	rateLimitBuf [40]byte
 	sw           statusWriter
 }
 
@@ -137,14 +133,21 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		level = zap.DebugLevel
 	}
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
-		q.method, q.path, q.ip, q.status = r.Method, r.URL.Path, ip, status
-		q.logField[0] = zap.Inline(q)
-		ce.Write(q.logField[:]...)
+		ce.Write(zap.Inline(&logLine{q: q, method: r.Method, path: r.URL.Path, ip: ip, status: status}))
 	}
 }
 
+// logLine is one request's usage log line, made only when it is written
+// (allowed requests log at debug).
+type logLine struct {
+	q                *request
+	method, path, ip string
+	status           int
+}
+
 // MarshalLogObject writes the usage log line's fields: never the key.
-func (q *request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	q := l.q
 	var id, name string
 	if q.rec != nil {
 		id, name = q.rec.ID, q.rec.Name
@@ -153,10 +156,10 @@ func (q *request) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("key_name", name)
 	enc.AddString("scope", q.scope)
 	enc.AddString("decision", q.code.String())
-	enc.AddString("method", q.method)
-	enc.AddString("path", q.path)
-	enc.AddInt("status", q.status)
-	enc.AddString("client_ip", q.ip)
+	enc.AddString("method", l.method)
+	enc.AddString("path", l.path)
+	enc.AddInt("status", l.status)
+	enc.AddString("client_ip", l.ip)
 	if q.hasRecips {
 		enc.AddInt("recipients", q.recipients)
 	}
