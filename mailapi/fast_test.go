@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/keygate/caddy-keygate/internal/benchbody"
@@ -105,6 +106,9 @@ func FuzzPlainMultipartAgrees(f *testing.F) {
 		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org"),
 		"preamble\r\n" + part(cd("from"), "a@shop.example.com") + end,
 		part(cd("from"), "not an address") + end,
+		// More parts than plainMultipart keeps on the stack: read twice.
+		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), maxKeptParts+10) + end,
+		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), maxKeptParts+10) + part(cd("to"), "not an address") + end,
 	} {
 		f.Add([]byte(body))
 	}
