@@ -432,6 +432,34 @@ func TestLookupHitAllocatesNothing(t *testing.T) {
 	if s := v.Stats(); s.StoreQueries != 1 {
 		t.Errorf("%d store queries, want 1 (hits only)", s.StoreQueries)
 	}
+	if n := testing.AllocsPerRun(10000, func() { v.Hit(rec.Digest, time.Minute, time.Now()) }); n != 0 {
+		t.Errorf("Hit allocates %v times, want 0", n)
+	}
+}
+
+func TestHitAnswersFromTheCacheAloneAndCountsOnlyHits(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	if _, ok := v.Hit(rec.Digest, time.Minute, time.Now()); ok {
+		t.Fatal("Hit answered for a key the cache has never seen")
+	}
+	if s := v.Stats(); s.StoreQueries != 0 || s.Misses != 0 || s.Hits != 0 {
+		t.Errorf("a Hit miss asked the store or counted: %+v", s)
+	}
+	v.Lookup(context.Background(), rec.Digest, time.Minute)
+	v.cache.Wait()
+	got, ok := v.Hit(rec.Digest, time.Minute, time.Now())
+	if !ok || got.ID != rec.ID {
+		t.Fatalf("Hit after a Lookup: %v %v", got, ok)
+	}
+	if _, ok := v.Hit(rec.Digest, 0, time.Now()); ok {
+		t.Error("Hit answered with a cache_ttl of 0")
+	}
+	if s := v.Stats(); s.Hits != 1 || s.StoreQueries != 1 {
+		t.Errorf("stats %+v, want one hit and one store query", s)
+	}
 }
 
 func BenchmarkLookupHit(b *testing.B) {
