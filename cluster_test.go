@@ -6,7 +6,7 @@ import (
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
-func TestRateLimitRedisLeasesUnlessExact(t *testing.T) {
+func TestRedisLimitsAndQuotasLeaseUnlessExact(t *testing.T) {
 	rd := testservers.StartRedis(t)
 	url := "redis://" + rd.Addr + "/0"
 	leased, _ := testHandler(t, &Handler{RateLimitRedis: url})
@@ -16,6 +16,12 @@ func TestRateLimitRedisLeasesUnlessExact(t *testing.T) {
 	}
 	if exact.limiter() != exact.shared.exact {
 		t.Error("ratelimit redis with exact does not ask Redis per request")
+	}
+	if leased.quotaCounter() != leased.shared.leasedQuotas {
+		t.Error("ratelimit redis without exact does not lease quota blocks")
+	}
+	if exact.quotaCounter() != exact.shared.exactQuotas {
+		t.Error("ratelimit redis with exact does not ask Redis per send")
 	}
 	if exact.shared != leased.shared {
 		t.Error("two handlers on one Redis URL do not share its client and leases")

@@ -1,10 +1,13 @@
 package keygate_test
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
@@ -14,6 +17,7 @@ var clusterCaddyfile = site(`
 		store {STORE}
 		ratelimit redis {env.REDIS_URL}
 		cache_ttl 10m
+		mail_api sendgrid
 		scope mail.send POST /v3/mail/send
 		# The revocation test presents 20 revoked keys from this address.
 		failed_auth_limit 1000/m
@@ -32,7 +36,8 @@ func TestClusterTwoNodes(t *testing.T) {
 		env: []string{"REDIS_URL=redis://" + rd.Addr + "/0"}}
 	a, b := startGateway(t, cfg), startGateway(t, cfg)
 	nodes := []*gateway{a, b}
-	send := func(g *gateway, key string) *response { return g.call("POST", "/v3/mail/send", key, nil) }
+	body := sgBody("app@shop.example", "a@x.org")
+	send := func(g *gateway, key string) *response { return g.call("POST", "/v3/mail/send", key, body) }
 
 	t.Run("a key issued with the CLI works on both nodes", func(t *testing.T) {
 		k := a.issue("--name", "shared", "--scope", "mail.send")
@@ -88,6 +93,46 @@ func TestClusterTwoNodes(t *testing.T) {
 		t.Logf("global limit 10/m over two nodes: %d of 30 allowed", allowed)
 		if allowed < 9 || allowed > 11 {
 			t.Errorf("allowed %d of 30, want 10±1", allowed)
+		}
+	})
+
+	t.Run("a recipient quota across both nodes is spent in blocks and never exceeded", func(t *testing.T) {
+		k := a.issue("--name", "global-quota", "--scope", "mail.send", "--quota", "3200/d")
+		var to []string
+		for i := range 50 {
+			to = append(to, fmt.Sprintf("r%d@x.org", i))
+		}
+		fifty := sgBody("app@shop.example", to...)
+		sent := 0
+		for i := 0; i < 100; i++ {
+			r := nodes[i%2].call("POST", "/v3/mail/send", k.Key, fifty)
+			if r.Status == 202 {
+				sent += 50
+				continue
+			}
+			if r.code() != "quota_exceeded" {
+				t.Fatalf("send %d: %d %s", i, r.Status, r.Body)
+			}
+			break
+		}
+		t.Logf("quota 3200/d over two nodes, sends of 50: %d recipients sent", sent)
+		// One node may hold a block the other cannot spend: at most
+		// quota/64 (50) beyond the send that leased it.
+		if sent > 3200 || sent < 3200-100 {
+			t.Errorf("%d recipients sent, want at most 3200 and at least 3100", sent)
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
+		defer rdb.Close()
+		counted := func() int {
+			keys, _ := rdb.Keys(context.Background(), "keygate:quota:"+k.ID+"*").Result()
+			if len(keys) != 1 {
+				return -1
+			}
+			n, _ := rdb.Get(context.Background(), keys[0]).Int()
+			return n
+		}
+		if eventually(t, 3*time.Second, func() bool { return counted() == sent }) < 0 {
+			t.Errorf("Redis counts %d recipients once the blocks are given back, want the %d sent", counted(), sent)
 		}
 	})
 

@@ -48,6 +48,16 @@ func (h *Handler) limiter() ratelimit.Limiter {
 	return h.shared.leased
 }
 
+func (h *Handler) quotaCounter() ratelimit.Quotas {
+	switch {
+	case h.shared == nil:
+		return h.backend.quotas
+	case h.RateLimitExact:
+		return h.shared.exactQuotas
+	}
+	return h.shared.leasedQuotas
+}
+
 // quotaState is a recipient quota decision and the length of its period,
 // for the RateLimit headers.
 type quotaState struct {
@@ -68,11 +78,7 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	load := func(ctx context.Context) (int64, error) {
 		return h.backend.store.Recipients(ctx, rec.ID, start)
 	}
-	var quotas ratelimit.Quotas = h.backend.quotas
-	if h.shared != nil {
-		quotas = h.shared.quotas
-	}
-	res, err := quotas.Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
+	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
 	if err != nil {
 		return nil, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}

@@ -14,15 +14,16 @@ import (
 )
 
 // sharedLimits makes rate limits and quotas global across gateway nodes
-// through Redis: leased tokens (the default) or a Redis decision per request
-// (exact), on the same buckets. When Redis is unreachable each decision
+// through Redis: leased tokens and recipient blocks (the default) or a Redis
+// decision per request (exact), on the same buckets and counters. When Redis is unreachable each decision
 // falls back to the node's local buckets and counters (never a 5xx for that
 // reason). It lives in sharedPool, so leases survive a reload.
 type sharedLimits struct {
-	client *redis.Client
-	exact  *ratelimit.Redis
-	leased *ratelimit.Leased
-	quotas *ratelimit.RedisQuotas
+	client       *redis.Client
+	exact        *ratelimit.Redis
+	leased       *ratelimit.Leased
+	exactQuotas  *ratelimit.RedisQuotas
+	leasedQuotas *ratelimit.LeasedQuotas
 }
 
 var sharedPool = caddy.NewUsagePool()
@@ -48,9 +49,10 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		}
 		return &sharedLimits{
 			client: client,
-			exact:  ratelimit.NewRedis(client, b.limits, ro),
-			leased: ratelimit.NewLeased(client, b.limits, ro, 0),
-			quotas: ratelimit.NewRedisQuotas(client, b.quotas, ro),
+			exact:        ratelimit.NewRedis(client, b.limits, ro),
+			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
+			exactQuotas:  ratelimit.NewRedisQuotas(client, b.quotas, ro),
+			leasedQuotas: ratelimit.NewLeasedQuotas(client, b.quotas, ro, 0),
 		}, nil
 	})
 	if err != nil {
@@ -61,15 +63,17 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 
 func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
 
-// Destruct gives leased tokens back and closes the Redis client.
+// Destruct gives leased tokens and recipients back and closes the Redis
+// client.
 func (s *sharedLimits) Destruct() error {
 	s.leased.Close()
+	s.leasedQuotas.Close()
 	return s.client.Close()
 }
 
 // fallbacks counts decisions taken locally while Redis was unreachable.
 func (s *sharedLimits) fallbacks() uint64 {
-	return s.exact.Fallbacks() + s.leased.Fallbacks() + s.quotas.Fallbacks()
+	return s.exact.Fallbacks() + s.leased.Fallbacks() + s.exactQuotas.Fallbacks() + s.leasedQuotas.Fallbacks()
 }
 
 // quietRedisLogger drops go-redis's own log lines.

@@ -24,13 +24,18 @@ func (p *persisted) load(context.Context) (int64, error) {
 	return p.count, p.err
 }
 
-// eachQuotas runs spec against LocalQuotas and against RedisQuotas on a
-// throwaway redis-server, since both promise the same behaviour.
+// eachQuotas runs spec against LocalQuotas, and against RedisQuotas and
+// LeasedQuotas on a throwaway redis-server: on one node all three promise
+// the same behaviour.
 func eachQuotas(t *testing.T, spec func(t *testing.T, q Quotas)) {
 	t.Run("local", func(t *testing.T) { spec(t, NewLocalQuotas()) })
 	t.Run("redis", func(t *testing.T) {
 		srv := testservers.StartRedis(t)
 		spec(t, NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Timeout: slowMachine}))
+	})
+	t.Run("leased", func(t *testing.T) {
+		srv := testservers.StartRedis(t)
+		spec(t, newLeasedQuotas(t, srv.Addr, 0))
 	})
 }
 

@@ -1,0 +1,332 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// LeasedQuotas counts recipient quotas across every node sharing one Redis
+// without a Redis round trip per send: a node reserves a block of the key's
+// period count in Redis (the counter RedisQuotas keeps, so nodes in either
+// mode share it) and spends it on its own sends. A send its block does not
+// cover asks Redis for what is missing plus a block for the next sends;
+// every interval, a node gives back what it holds for keys without a send
+// in the last two intervals, all keys in one pipelined round trip.
+//
+// Bounds, per key and period, against one exact counter (RedisQuotas):
+//   - never more than the quota while Redis is reachable: recipients are
+//     counted in Redis before a send spends them;
+//   - possibly a refusal a little early: what other nodes hold and have not
+//     spent yet is not available to this one. A node holds at most
+//     min(2 × its recipients of the key in one interval, quota / 64,
+//     what was left in Redis / 8) beyond the send that leased it, so as a
+//     quota nears its end the blocks shrink to nothing and each send asks
+//     Redis; a node gives its block back within two intervals of its last
+//     send of the key.
+//
+// If Redis is unreachable, a node spends what it holds and then counts on
+// its local fallback, initialised from the persisted count as RedisQuotas
+// does.
+type LeasedQuotas struct {
+	client   redis.UniversalClient
+	fallback *LocalQuotas
+	opts     RedisOptions
+	interval time.Duration
+	outage   outage
+	mu       sync.Mutex
+	leases   map[quotaKey]*quotaLease
+	trips    atomic.Uint64
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// quotaLease is one key's block of one period on this node.
+type quotaLease struct {
+	mu       sync.Mutex // held across the key's Redis calls: its sends wait for one answer
+	rkey     string
+	end      time.Time
+	limit    int64
+	asked    bool  // Redis has answered for this period at least once
+	held     int64 // counted in Redis, not spent by a send yet
+	used     int64 // Redis's count at its last answer: every node's sends and blocks
+	giveBack int64 // held under an older limit, to go back at the next sync
+	demand   int64 // recipients asked for since the last sync
+	recent   int64 // recipients asked for in the last interval
+	idle     int   // syncs in a row without a send
+	gone     bool  // forgotten by sync: look the key up again
+}
+
+// NewLeasedQuotas returns quota counters leasing blocks through client,
+// giving idle blocks back every interval (LeaseInterval if 0) until Close,
+// and falling back to fallback when client fails.
+func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts RedisOptions, interval time.Duration) *LeasedQuotas {
+	opts = opts.withDefaults()
+	if interval <= 0 {
+		interval = LeaseInterval
+	}
+	q := &LeasedQuotas{
+		client:   client,
+		fallback: fallback,
+		opts:     opts,
+		interval: interval,
+		outage:   outage{what: "quotas", logf: opts.Logf},
+		leases:   make(map[quotaKey]*quotaLease),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go q.run()
+	return q
+}
+
+// Close stops the background give-back and gives back every block held.
+func (q *LeasedQuotas) Close() {
+	close(q.stop)
+	<-q.done
+	ctx, cancel := context.WithTimeout(context.Background(), q.opts.Timeout)
+	defer cancel()
+	q.sync(ctx, time.Now(), true)
+}
+
+// Reserve adds n to key's count for [start,end) if the count stays within
+// limit, from this node's block when it covers n. load is called only when
+// Redis has no count for this period yet; the only error returned is load's.
+func (q *LeasedQuotas) Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
+	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
+	n = max(n, 0)
+	ls := q.lease(key, start, end)
+	ls.mu.Lock()
+	for ls.gone {
+		ls.mu.Unlock()
+		ls = q.lease(key, start, end)
+		ls.mu.Lock()
+	}
+	defer ls.mu.Unlock()
+	if ls.limit != limit {
+		// A changed quota: the block was leased under the old one.
+		ls.giveBack += ls.held
+		ls.held, ls.limit = 0, limit
+	}
+	ls.demand += n
+	if ls.asked && n <= ls.held {
+		ls.held -= n
+		return ls.result(true, now), nil
+	}
+	if !q.outage.tryRedis(now) {
+		q.outage.fallbacks.Add(1)
+		return q.fallback.Reserve(ctx, key, limit, n, start, end, load, now)
+	}
+	need := n - ls.held
+	extra := min(max(2*ls.recent, n), limit/64)
+	a, err := q.ask(ctx, ls, need, extra, load)
+	if le := (loadError{}); errors.As(err, &le) {
+		return QuotaResult{}, le.error
+	}
+	if err != nil {
+		q.outage.failed(ctx, err, now)
+		q.outage.fallbacks.Add(1)
+		return q.fallback.Reserve(ctx, key, limit, n, start, end, load, now)
+	}
+	q.outage.succeeded()
+	ls.asked, ls.used = true, a.used
+	if !a.reserved {
+		return ls.result(false, now), nil
+	}
+	ls.held += a.granted - n
+	return ls.result(true, now), nil
+}
+
+// result reports the period's count as this node knows it: Redis's count
+// less what this node holds (other nodes' blocks count as used).
+func (ls *quotaLease) result(allowed bool, now time.Time) QuotaResult {
+	used := ls.used - ls.held
+	return QuotaResult{Allowed: allowed, Limit: ls.limit, Used: used, Remaining: max(0, ls.limit-used),
+		Reset: max(0, ls.end.Sub(now))}
+}
+
+// quotaAnswer is Redis's answer to a lease: whether it reserved, how many
+// recipients it counted for this node, and its count after that.
+type quotaAnswer struct {
+	reserved      bool
+	granted, used int64
+}
+
+// ask leases need recipients and up to extra more for ls, loading the
+// persisted count when Redis has none for the period.
+func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int64,
+	load func(context.Context) (int64, error)) (quotaAnswer, error) {
+	a, missing, err := q.run1(ctx, ls, need, extra, "")
+	if err != nil || !missing {
+		return a, err
+	}
+	persisted, err := load(ctx)
+	if err != nil {
+		return quotaAnswer{}, loadError{fmt.Errorf("keygate: quota of %s: loading the count: %w", ls.rkey, err)}
+	}
+	a, _, err = q.run1(ctx, ls, need, extra, strconv.FormatInt(persisted, 10))
+	return a, err
+}
+
+func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string) (quotaAnswer, bool, error) {
+	q.trips.Add(1)
+	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey}, ls.limit, need, extra, ls.end.UnixMilli(), initial).Int64Slice()
+	})
+	if err != nil {
+		return quotaAnswer{}, false, err
+	}
+	if len(v) != 3 {
+		return quotaAnswer{}, false, fmt.Errorf("keygate: quota lease script on %q answered %v, want 3 integers", ls.rkey, v)
+	}
+	if v[0] == -1 {
+		return quotaAnswer{}, true, nil
+	}
+	return quotaAnswer{reserved: v[0] == 1, granted: v[1], used: v[2]}, false, nil
+}
+
+func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
+	k := quotaKey{key: key, start: start.Unix()}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ls, ok := q.leases[k]
+	if !ok {
+		ls = &quotaLease{rkey: q.opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(k.start, 10), end: end}
+		q.leases[k] = ls
+	}
+	return ls
+}
+
+func (q *LeasedQuotas) run() {
+	defer close(q.done)
+	tick := time.NewTicker(q.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-q.stop:
+			return
+		case now := <-tick.C:
+			ctx, cancel := context.WithTimeout(context.Background(), q.opts.Timeout)
+			q.sync(ctx, now, false)
+			cancel()
+		}
+	}
+}
+
+// giveBack is recipients a node returns to a key's count in Redis.
+type giveBack struct {
+	rkey string
+	n    int64
+}
+
+// sync gives back the blocks of keys without a send in the last two
+// intervals (closing: every block) in one pipelined round trip, and
+// forgets the periods that ended and keys long idle.
+func (q *LeasedQuotas) sync(ctx context.Context, now time.Time, closing bool) {
+	q.mu.Lock()
+	all := make(map[quotaKey]*quotaLease, len(q.leases))
+	for k, ls := range q.leases {
+		all[k] = ls
+	}
+	q.mu.Unlock()
+	var back []giveBack
+	for k, ls := range all {
+		ls.mu.Lock()
+		ls.recent, ls.demand = ls.demand, 0
+		if ls.recent == 0 {
+			ls.idle++
+		} else {
+			ls.idle = 0
+		}
+		n := ls.giveBack
+		ls.giveBack = 0
+		ended := !now.Before(ls.end) // its counter in Redis expired with the period
+		if !ended && (closing || ls.idle >= 2) {
+			n += ls.held
+			ls.held = 0
+		}
+		if n > 0 && !ended {
+			back = append(back, giveBack{ls.rkey, n})
+		}
+		if ended || (ls.idle >= keepIdle && ls.held == 0) {
+			ls.gone = true
+			q.mu.Lock()
+			delete(q.leases, k)
+			q.mu.Unlock()
+		}
+		ls.mu.Unlock()
+	}
+	if len(back) == 0 {
+		return
+	}
+	// Not sent (Redis down) or failed: the recipients stay counted in Redis
+	// (never more than the quota), and this node no longer spends them.
+	if !closing && !q.outage.tryRedis(now) {
+		return
+	}
+	q.trips.Add(1)
+	_, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) (struct{}, error) {
+		pipe := q.client.Pipeline()
+		for _, b := range back {
+			giveBackScript.Eval(ctx, pipe, []string{b.rkey}, b.n) // in full: a pipeline cannot load a missing script
+		}
+		_, err := pipe.Exec(ctx)
+		return struct{}{}, err
+	})
+	if err != nil && !closing {
+		q.outage.failed(ctx, err, now)
+	}
+}
+
+// Fallbacks is how many reservations the local fallback made because Redis
+// was unreachable.
+func (q *LeasedQuotas) Fallbacks() uint64 { return q.outage.fallbacks.Load() }
+
+// RoundTrips is how many times this node has called Redis for quotas.
+func (q *LeasedQuotas) RoundTrips() uint64 { return q.trips.Load() }
+
+// leaseQuotaScript counts ARGV[2] recipients (need) and up to ARGV[3] more
+// (extra, capped at an eighth of what would be left) on the counter KEYS[1]
+// of limit ARGV[1], unless need would pass the limit. A missing counter is
+// created as reserveScript creates it (from the persisted count ARGV[5],
+// expiring at ARGV[4]), or answered "missing" when ARGV[5] is "".
+//
+// Answers {status, granted, used}: status 1 reserved, 0 over the limit
+// (nothing counted), -1 missing.
+var leaseQuotaScript = redis.NewScript(`
+local used = redis.call("GET", KEYS[1])
+if used then
+  used = tonumber(used)
+elseif ARGV[5] == "" then
+  return {-1, 0, 0}
+else
+  used = tonumber(ARGV[5])
+  redis.call("SET", KEYS[1], used)
+  redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+end
+local limit, need, extra = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if need > limit - used then
+  return {0, 0, used}
+end
+local granted = need + math.max(0, math.min(extra, math.floor((limit - used - need) / 8)))
+if granted > 0 then
+  used = redis.call("INCRBY", KEYS[1], granted)
+end
+return {1, granted, used}
+`)
+
+// giveBackScript takes ARGV[1] recipients a node held off the counter
+// KEYS[1], if the counter still exists (it expires with its period).
+var giveBackScript = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return redis.call("DECRBY", KEYS[1], ARGV[1])
+end
+return 0
+`)
+
+var _ Quotas = (*LeasedQuotas)(nil)
