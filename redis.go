@@ -48,7 +48,7 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 		}
 		return &sharedLimits{
-			client: client,
+			client:       client,
 			exact:        ratelimit.NewRedis(client, b.limits, ro),
 			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
 			exactQuotas:  ratelimit.NewRedisQuotas(client, b.quotas, ro),
