@@ -18,8 +18,10 @@
 #     with the same body;
 #   - cluster (CLUSTER): two caddy nodes on one PostgreSQL and one Redis,
 #     each with a plain reverse_proxy site and keygate sites (ratelimit redis
-#     with leases, and with exact), two wrk (one per node) at once; reports
-#     Redis commands per request from INFO commandstats;
+#     with leases, and with exact), two wrk (one per node) at once; also the
+#     2 KB SendGrid send on a key with a recipient quota (leased blocks, and
+#     exact) against plain reverse_proxy with that body; reports Redis
+#     commands per request from INFO commandstats;
 #   - 1M keys on PostgreSQL (PG_SCALE): bench/scale -store postgres://…
 #     loads PG_KEYS keys with COPY and times cold-miss lookups.
 # PostgreSQL and Redis are throwaway servers on loopback ports in /tmp (as
@@ -56,8 +58,10 @@ PG_KEYS=${PG_KEYS:-1000000}
 P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009
 ADMIN=127.0.0.1:18019
 # Cluster: node A and B each serve plain, keygate (leases) and keygate exact.
-P_A_PLAIN=18021 P_A_KG=18022 P_A_EXACT=18023 ADMIN_A=127.0.0.1:18029
-P_B_PLAIN=18031 P_B_KG=18032 P_B_EXACT=18033 ADMIN_B=127.0.0.1:18039
+# Sends: keygate on SendGrid's send route with a key that has a recipient
+# quota (leased blocks, and exact).
+P_A_PLAIN=18021 P_A_KG=18022 P_A_EXACT=18023 P_A_SEND=18024 P_A_SEXACT=18025 ADMIN_A=127.0.0.1:18029
+P_B_PLAIN=18031 P_B_KG=18032 P_B_EXACT=18033 P_B_SEND=18034 P_B_SEXACT=18035 ADMIN_B=127.0.0.1:18039
 P_REDIS=18040 P_PG=18041
 
 for tool in go wrk curl; do
@@ -430,16 +434,19 @@ redis_calls() {
 
 CLUSTER_RESULTS=$OUT/cluster.txt
 : >"$CLUSTER_RESULTS"
-# crun LABEL PORT_A PORT_B [wrk args]: one wrk (1 thread, 16 connections)
-# against each node at once; one line with the sum of req/s, the mean of the
-# two nodes' p50 and p99, and the Redis commands executed meanwhile.
+# crun LABEL PORT_A PORT_B [VAR=value...] [-- wrk args]: one wrk (1 thread,
+# 16 connections) against each node at once; one line with the sum of
+# req/s, the mean of the two nodes' p50 and p99, and the Redis commands
+# executed meanwhile.
 crun() {
 	local label=$1 pa=$2 pb=$3; shift 3
-	local e0 c0 e1 c1 wa wb
+	local e0 c0 e1 c1 wa wb envs=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+	[ "${1:-}" = -- ] && shift
 	read -r e0 c0 < <(redis_calls)
-	LABEL=$label WRK_THREADS=1 wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pa/v3/mail/send" >"$OUT/crun-a.out" &
+	env LABEL="$label" WRK_THREADS=1 "${envs[@]}" wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pa/v3/mail/send" >"$OUT/crun-a.out" &
 	wa=$!
-	LABEL=$label WRK_THREADS=1 wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pb/v3/mail/send" >"$OUT/crun-b.out" &
+	env LABEL="$label" WRK_THREADS=1 "${envs[@]}" wrk -t1 -c16 -d${DURATION}s --timeout 2s -s bench/wrk.lua "$@" "http://127.0.0.1:$pb/v3/mail/send" >"$OUT/crun-b.out" &
 	wb=$!
 	wait $wa $wb
 	read -r e1 c1 < <(redis_calls)
@@ -455,8 +462,10 @@ if [ "$CLUSTER" = 1 ]; then
 	PIDS+=($!)
 	for i in $(seq 1 50); do redis-cli -p $P_REDIS ping >/dev/null 2>&1 && break; sleep 0.1; done
 	CVALID=$("$OUT/caddy" keys issue --store "$PG_URI" --name bench-cluster --scope mail.send --json | json_field key)
-	[ -n "$CVALID" ] || { echo "bench: could not issue the cluster key" >&2; exit 1; }
-	node() { # node NAME ADMIN PLAIN KG EXACT
+	# A quota no run reaches: every send is counted against it.
+	CQUOTA=$("$OUT/caddy" keys issue --store "$PG_URI" --name bench-cluster-quota --scope mail.send --quota 1000000000/d --json | json_field key)
+	[ -n "$CVALID" ] && [ -n "$CQUOTA" ] || { echo "bench: could not issue the cluster keys" >&2; exit 1; }
+	node() { # node NAME ADMIN PLAIN KG EXACT SEND SEND_EXACT
 		cat >"$OUT/Caddyfile.$1" <<EOF2
 {
 	admin $2
@@ -494,6 +503,28 @@ http://127.0.0.1:$5 {
 	}
 	reverse_proxy 127.0.0.1:$P_UP
 }
+http://127.0.0.1:$6 {
+	keygate {
+		store $PG_URI
+		ratelimit redis redis://127.0.0.1:$P_REDIS/0
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+http://127.0.0.1:$7 {
+	keygate {
+		store $PG_URI
+		ratelimit redis redis://127.0.0.1:$P_REDIS/0 {
+			exact
+		}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
 EOF2
 		"$OUT/caddy" run --config "$OUT/Caddyfile.$1" --adapter caddyfile >"$OUT/caddy-$1.stderr" 2>&1 &
 		PIDS+=($!)
@@ -503,19 +534,29 @@ EOF2
 			sleep 0.1
 		done
 	}
-	node a $ADMIN_A $P_A_PLAIN $P_A_KG $P_A_EXACT
-	node b $ADMIN_B $P_B_PLAIN $P_B_KG $P_B_EXACT
+	node a $ADMIN_A $P_A_PLAIN $P_A_KG $P_A_EXACT $P_A_SEND $P_A_SEXACT
+	node b $ADMIN_B $P_B_PLAIN $P_B_KG $P_B_EXACT $P_B_SEND $P_B_SEXACT
 	for p in $P_A_KG $P_B_KG $P_A_EXACT $P_B_EXACT; do
 		expect 202 "cluster-$p" $p -H "Authorization: Bearer $CVALID"
+	done
+	SBODY=$(body_field sendgrid-2k 2) SCTYPE=$(body_field sendgrid-2k 4)
+	for p in $P_A_SEND $P_B_SEND $P_A_SEXACT $P_B_SEXACT; do
+		expect 202 "cluster-send-$p" $p -H "Authorization: Bearer $CQUOTA" -H "Content-Type: $SCTYPE" --data-binary @"$SBODY"
 	done
 	for r in $(seq 1 "$ROUNDS"); do
 		ROUND=$r
 		echo "== cluster round $r/$ROUNDS (two wrk -t1 -c16, one per node)"
 		odd && crun cluster-plain $P_A_PLAIN $P_B_PLAIN
-		odd || crun cluster-exact $P_A_EXACT $P_B_EXACT -H "Authorization: Bearer $CVALID"
-		crun cluster-keygate $P_A_KG $P_B_KG -H "Authorization: Bearer $CVALID"
-		odd && crun cluster-exact $P_A_EXACT $P_B_EXACT -H "Authorization: Bearer $CVALID"
+		odd || crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
+		crun cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID"
+		odd && crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
 		odd || crun cluster-plain $P_A_PLAIN $P_B_PLAIN
+		# The 2 KB SendGrid send (11 recipients) on a key with a quota.
+		odd && crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
+		odd || crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
+		crun cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
+		odd && crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
+		odd || crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
 	done
 fi
 
@@ -568,7 +609,7 @@ END {
 grep -E '^(u|s) ' "$RESULTS" | awk '{printf "   %-22s %10.0f req/s  p50 %.3f ms  p99 %.3f ms  non-2xx %d  queries %d\n", $2, $3, $4/1000, $5/1000, $7, $9}' | tee -a "$OUT/summary.txt"
 if [ "$CLUSTER" = 1 ]; then
 	echo
-	echo "== cluster: medians over $ROUNDS rounds; req/s summed over both nodes, p50/p99 the mean of the nodes'; ratio against cluster-plain of the same round"
+	echo "== cluster: medians over $ROUNDS rounds; req/s summed over both nodes, p50/p99 the mean of the nodes'; ratio against cluster-plain (sends: cluster-plain-send) of the same round"
 	awk '
 	function median(a, n,   i, j, t) {
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -579,8 +620,8 @@ if [ "$CLUSTER" = 1 ]; then
 	END {
 		printf "   %-22s %10s %8s %8s %7s %10s %9s %14s %14s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "requests", "non-2xx", "scripts/req", "commands/req"
 		for (k = 1; k <= ns; k++) {
-			s = order[k]; m = 0
-			for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]; R[m] = rps[r, s] / rps[r, "cluster-plain"] }
+			s = order[k]; m = 0; base = s ~ /send/ ? "cluster-plain-send" : "cluster-plain"
+			for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]; R[m] = rps[r, s] / rps[r, base] }
 			d = n[s] > 0 ? n[s] : 1
 			printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10d %9d %14.4f %14.4f\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), n[s], bad[s], evals[s] / d, cmds[s] / d
 		}

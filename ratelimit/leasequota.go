@@ -25,8 +25,9 @@ import (
 //     counted in Redis before a send spends them;
 //   - possibly a refusal a little early: what other nodes hold and have not
 //     spent yet is not available to this one. A node holds at most
-//     min(2 × its recipients of the key in one interval, quota / 64,
-//     what was left in Redis / 8) beyond the send that leased it, so as a
+//     min(2 × its recipients of the key in the last or the current
+//     interval, quota / 64, what was left in Redis / 8) beyond the send
+//     that leased it, so as a
 //     quota nears its end the blocks shrink to nothing and each send asks
 //     Redis; a node gives its block back within two intervals of its last
 //     send of the key.
@@ -123,7 +124,9 @@ func (q *LeasedQuotas) Reserve(ctx context.Context, key string, limit, n int64, 
 		return q.fallback.Reserve(ctx, key, limit, n, start, end, load, now)
 	}
 	need := n - ls.held
-	extra := min(max(2*ls.recent, n), limit/64)
+	// Twice the key's recipients here in the last interval, or in this one
+	// so far: a key starting to send leases blocks doubling in size.
+	extra := min(max(2*ls.recent, 2*ls.demand, n), limit/64)
 	a, err := q.ask(ctx, ls, need, extra, load)
 	if le := (loadError{}); errors.As(err, &le) {
 		return QuotaResult{}, le.error
