@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -21,21 +22,18 @@ func limitOf(r store.Rate, burst int) ratelimit.Limit {
 	}
 	return ratelimit.Limit{N: r.N, Per: r.Per, Burst: burst}
 }
-func limitOrZero(l *ratelimit.Limit) ratelimit.Limit {
-	if l == nil {
-		return ratelimit.Limit{}
-	}
-	return *l
-}
 
-// limitFor returns the key's rate limit (its own or the route's default)
-// and the RateLimit-Policy header for it.
-func (h *Handler) limitFor(rec *store.Record) (*ratelimit.Limit, []string) {
+// limitFor returns the key's rate limit (its own or the route's default),
+// whether it has one, and the RateLimit-Policy header for it.
+func (h *Handler) limitFor(rec *store.Record) (ratelimit.Limit, bool, []string) {
 	if rec.Rate == nil {
-		return h.rate, h.policy
+		if h.rate == nil {
+			return ratelimit.Limit{}, false, nil
+		}
+		return *h.rate, true, h.policy
 	}
 	l := limitOf(*rec.Rate, rec.Burst)
-	return &l, []string{policyHeader(l, nil)}
+	return l, true, h.policies.get(l, nil)
 }
 
 func (h *Handler) limiter() ratelimit.Limiter {
@@ -65,14 +63,15 @@ type quotaState struct {
 	window time.Duration
 }
 
-// reserveQuota spends n recipients of the key's quota for this period.
-func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, t time.Time) (*quotaState, denial) {
+// reserveQuota spends n recipients of the key's quota for this period;
+// false if the key has no quota.
+func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, t time.Time) (quotaState, bool, denial) {
 	q := h.quota
 	if rec.Quota != nil {
 		q = rec.Quota
 	}
 	if q == nil {
-		return nil, denial{}
+		return quotaState{}, false, denial{}
 	}
 	start, end := q.Per.Start(t), q.Per.End(t)
 	load := func(ctx context.Context) (int64, error) {
@@ -80,14 +79,54 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	}
 	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
 	if err != nil {
-		return nil, denial{code: StoreUnavailable, retryAfter: time.Second}
+		return quotaState{}, false, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}
-	qs := &quotaState{QuotaResult: res, window: end.Sub(start)}
+	qs := quotaState{QuotaResult: res, window: end.Sub(start)}
 	if !res.Allowed {
-		return qs, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
+		return qs, true, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
 			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
 	}
-	return qs, denial{}
+	return qs, true, denial{}
+}
+
+// policyCache keeps the RateLimit-Policy values of limits and quotas other
+// than the route's default, which keys with their own rate or a quota
+// would otherwise format on every request. It keeps at most maxPolicies.
+type policyCache struct {
+	mu sync.RWMutex
+	m  map[policyKey][]string
+}
+
+type policyKey struct {
+	n      int
+	per    time.Duration
+	quota  int64
+	window time.Duration
+}
+
+const maxPolicies = 1024
+
+func (c *policyCache) get(l ratelimit.Limit, qs *quotaState) []string {
+	k := policyKey{n: l.N, per: l.Per}
+	if qs != nil {
+		k.quota, k.window = qs.Limit, qs.window
+	}
+	c.mu.RLock()
+	p, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return p
+	}
+	p = []string{policyHeader(l, qs)}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[policyKey][]string)
+	}
+	if len(c.m) < maxPolicies {
+		c.m[k] = p
+	}
+	c.mu.Unlock()
+	return p
 }
 
 func periodName(p store.Period) string {

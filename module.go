@@ -94,7 +94,8 @@ type Handler struct {
 	storeURI  string
 	ttl       time.Duration
 	rate      *ratelimit.Limit
-	policy    []string // precomputed RateLimit-Policy for the default rate
+	policy    []string     // precomputed RateLimit-Policy for the default rate
+	policies  *policyCache // the others
 	authLimit ratelimit.Limit
 	quota     *store.Quota
 	dialect   *mailapi.Dialect
@@ -211,6 +212,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.errorRoutes = new(errorRoutes)
+	h.policies = new(policyCache)
 	h.maxBody = h.MaxBody
 	if h.maxBody <= 0 {
 		h.maxBody = 10 << 20
@@ -341,10 +343,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 5. Rate limit, then the recipient quota (reserved last, so a request
 	// refused for its rate does not spend quota).
-	limit, policy := h.limitFor(rec)
+	limit, limited, policy := h.limitFor(rec)
 	var res ratelimit.Result
-	if limit != nil {
-		res = h.limiter().Allow(r.Context(), rec.ID, *limit, t)
+	if limited {
+		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
 		if h.dialect != nil && h.dialect.XRateLimitHeaders() {
 			setXRateLimit(w.Header(), res, t)
 		}
@@ -355,10 +357,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	var qs *quotaState
 	if recipients > 0 {
-		var d denial
-		qs, d = h.reserveQuota(r.Context(), rec, recipients, t)
-		if qs != nil {
-			policy = []string{policyHeader(limitOrZero(limit), qs)}
+		st, ok, d := h.reserveQuota(r.Context(), rec, recipients, t)
+		if ok {
+			qs = &st
+			policy = h.policies.get(limit, qs)
 		}
 		if d.code != Allowed {
 			q.setRateHeaders(w.Header(), policy, res, qs)

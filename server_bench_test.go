@@ -65,7 +65,7 @@ func BenchmarkHotPathServer(b *testing.B) {
 	quietBackground(b)
 	dir := b.TempDir()
 	storeURI := "sqlite:" + filepath.Join(dir, "keys.db")
-	ports := map[string]int{"plain": 18901, "keygate": 18902, "sendgrid": 18903, "mailgun": 18904, "postmark": 18905}
+	ports := map[string]int{"plain": 18901, "keygate": 18902, "sendgrid": 18903, "mailgun": 18904, "postmark": 18905, "sendgrid-quota": 18906}
 	site := func(name, keygate string) string {
 		return fmt.Sprintf("http://127.0.0.1:%d {\n%s\n\tbench_upstream\n}\n", ports[name], keygate)
 	}
@@ -77,7 +77,8 @@ func BenchmarkHotPathServer(b *testing.B) {
 		site("keygate", kg("\t\tscope mail.send POST /v3/mail/send\n")) +
 		site("sendgrid", kg("\t\tmail_api sendgrid\n\t\tscope mail.send POST /v3/mail/send\n")) +
 		site("mailgun", kg("\t\tmail_api mailgun\n\t\tscope mail.send POST /v3/*/messages\n")) +
-		site("postmark", kg("\t\tmail_api postmark\n\t\tscope mail.send POST /email*\n"))
+		site("postmark", kg("\t\tmail_api postmark\n\t\tscope mail.send POST /email*\n")) +
+		site("sendgrid-quota", kg("\t\tmail_api sendgrid\n\t\tscope mail.send POST /v3/mail/send\n\t\tquota 1000000000/d\n"))
 	servers := loadCaddy(b, cfg)
 	server := func(name string) *caddyhttp.Server {
 		for _, s := range servers {
@@ -127,6 +128,11 @@ func BenchmarkHotPathServer(b *testing.B) {
 			})
 		}
 	}
+	// The 2 KB send again on a route with a recipient quota (one node's
+	// counters): against keygate-sendgrid-2k, what counting the quota adds.
+	b.Run("keygate-quota-sendgrid-2k", func(b *testing.B) {
+		benchServer(b, server("sendgrid-quota"), be, benchbody.Get("sendgrid-2k"), true, key)
+	})
 }
 
 // quietBackground lengthens the backend's change-log poll and usage flush

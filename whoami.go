@@ -45,8 +45,8 @@ func (h *Handler) serveWhoami(w http.ResponseWriter, rec *store.Record, t time.T
 	} else if h.quota != nil {
 		a.Quota = h.quota.String()
 	}
-	if l, _ := h.limitFor(rec); l != nil {
-		res := h.backend.limits.Peek(rec.ID, *l, t)
+	if l, ok, _ := h.limitFor(rec); ok {
+		res := h.backend.limits.Peek(rec.ID, l, t)
 		a.RateLimit = &rateState{
 			Limit:     store.Rate{N: l.N, Per: l.Per}.String(),
 			Burst:     l.Burst,
