@@ -41,6 +41,7 @@ const (
 	prefix                       // "/v3/templates*"
 	suffix                       // "*/messages"
 	substring                    // "*/mail/*"
+	segments                     // "/v3/*/messages": each '*' the rest of a path segment
 )
 
 var httpMethods = []string{
@@ -82,8 +83,9 @@ func (r *ScopeRule) provision() error {
 
 // compilePattern classifies a provisioned (lower-cased) pattern the way
 // caddyhttp.MatchPath treats it: one '*' at either end is a prefix or
-// suffix match, one at each end a substring match, and a pattern without
-// glob characters an exact match. Patterns with placeholders ("{"),
+// suffix match, one at each end a substring match, a pattern without glob
+// characters an exact match, and one whose every '*' ends a path segment
+// a glob matched segment by segment. Patterns with placeholders ("{"),
 // escapes ("%"), doubled slashes or other globs go to Caddy's matcher.
 func compilePattern(p string) (patternKind, string) {
 	if strings.ContainsAny(p, "{%") || strings.Contains(p, "//") {
@@ -99,10 +101,51 @@ func compilePattern(p string) (patternKind, string) {
 		return suffix, p[1:]
 	case stars == 1 && p[len(p)-1] == '*':
 		return prefix, p[:len(p)-1]
-	case stars == 0 && !strings.ContainsAny(p, `?[\`):
+	case strings.ContainsAny(p, `?[\`):
+		return viaCaddy, ""
+	case stars == 0:
 		return exact, p
+	case starsEndSegments(p):
+		return segments, p
 	}
 	return viaCaddy, ""
+}
+
+// starsEndSegments reports whether every '*' in p is followed by '/' or
+// ends p. Such a '*' (it matches a run of anything but '/') can only end at
+// the path's next '/', so matchSegments needs none of path.Match's
+// backtracking, which costs a Mailgun route ("/v3/*/messages") ~1 µs a
+// request.
+func starsEndSegments(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] == '*' && i+1 < len(p) && p[i+1] != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+// matchSegments reports whether path.Match(pattern, p) would, for a
+// pattern starsEndSegments accepts and without other glob characters.
+func matchSegments(pattern, p string) bool {
+	for {
+		star := strings.IndexByte(pattern, '*')
+		if star < 0 {
+			return pattern == p
+		}
+		if !strings.HasPrefix(p, pattern[:star]) {
+			return false
+		}
+		p, pattern = p[star:], pattern[star+1:]
+		slash := strings.IndexByte(p, '/')
+		if pattern == "" {
+			return slash < 0
+		}
+		if slash < 0 {
+			return false
+		}
+		p = p[slash:]
+	}
 }
 
 // plainPath reports whether p is a path Caddy's matcher would compare as
@@ -143,6 +186,8 @@ func (r *ScopeRule) matches(req *http.Request, plain bool) bool {
 		return strings.HasPrefix(p, r.literal)
 	case suffix:
 		return strings.HasSuffix(p, r.literal)
+	case segments:
+		return matchSegments(r.literal, p)
 	default:
 		return strings.Contains(p, r.literal)
 	}
