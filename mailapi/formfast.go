@@ -87,16 +87,18 @@ func plainParts(boundary string, body []byte, each func(name, value []byte) bool
 		if n >= maxParts {
 			return false // mime/multipart's reading says how many is too many
 		}
-		end := bytes.Index(rest, blankLine)
-		if end < 0 {
-			return false
-		}
-		name, ok := plainPartHeaders(rest[:end])
+		name, body, ok := nameOnlyHeader(rest)
 		if !ok {
-			return false
+			end := bytes.Index(rest, blankLine)
+			if end < 0 {
+				return false
+			}
+			if name, ok = plainPartHeaders(rest[:end]); !ok {
+				return false
+			}
+			body = rest[end+len(blankLine):]
 		}
-		rest = rest[end+len(blankLine):]
-		value, after, ok := cutAtDelimiter(rest, boundary)
+		value, after, ok := cutAtDelimiter(body, boundary)
 		if !ok {
 			return false
 		}
@@ -151,6 +153,22 @@ func cutAtDelimiter(b []byte, boundary string) (value, after []byte, ok bool) {
 		}
 		i += 2
 	}
+}
+
+// nameOnlyHeader reads the usual part header, a Content-Disposition with
+// only a plain field name, and returns the name and what follows the
+// header's blank line; plainPartHeaders reads the others.
+func nameOnlyHeader(b []byte) (name, rest []byte, ok bool) {
+	const start, end = `Content-Disposition: form-data; name="`, "\"\r\n\r\n"
+	rest, ok = bytes.CutPrefix(b, []byte(start))
+	if !ok {
+		return nil, nil, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i <= 0 || !plainFieldName(rest[:i]) || !bytes.HasPrefix(rest[i:], []byte(end)) {
+		return nil, nil, false
+	}
+	return rest[:i], rest[i+len(end):], true
 }
 
 // plainPartHeaders reads a part's header lines: exactly one
@@ -217,10 +235,8 @@ func plainDisposition(v []byte) []byte {
 		return nil
 	}
 	name := rest[:end]
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '_' || c == '-') {
-			return nil
-		}
+	if !plainFieldName(name) {
+		return nil
 	}
 	rest = rest[end+1:]
 	if len(rest) == 0 {
@@ -236,4 +252,15 @@ func plainDisposition(v []byte) []byte {
 		}
 	}
 	return name
+}
+
+// plainFieldName reports whether a form field name is letters, digits and
+// ".:_-" only.
+func plainFieldName(name []byte) bool {
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
