@@ -234,16 +234,22 @@ func (l *Leased) lease(key string) *lease {
 }
 
 func (l *Leased) run() {
-	defer close(l.done)
-	tick := time.NewTicker(l.interval)
+	every(l.interval, l.opts.Timeout, l.stop, l.done, func(ctx context.Context, now time.Time) { l.sync(ctx, now, false) })
+}
+
+// every calls f every interval, each call bounded by timeout, until stop is
+// closed; then it closes done.
+func every(interval, timeout time.Duration, stop <-chan struct{}, done chan<- struct{}, f func(context.Context, time.Time)) {
+	defer close(done)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-stop:
 			return
 		case now := <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
-			l.sync(ctx, now, false)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			f(ctx, now)
 			cancel()
 		}
 	}

@@ -199,26 +199,14 @@ func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
 	defer q.mu.Unlock()
 	ls, ok := q.leases[k]
 	if !ok {
-		ls = &quotaLease{rkey: q.opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(k.start, 10), end: end}
+		ls = &quotaLease{rkey: quotaRedisKey(q.opts, key, start), end: end}
 		q.leases[k] = ls
 	}
 	return ls
 }
 
 func (q *LeasedQuotas) run() {
-	defer close(q.done)
-	tick := time.NewTicker(q.interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-q.stop:
-			return
-		case now := <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), q.opts.Timeout)
-			q.sync(ctx, now, false)
-			cancel()
-		}
-	}
+	every(q.interval, q.opts.Timeout, q.stop, q.done, func(ctx context.Context, now time.Time) { q.sync(ctx, now, false) })
 }
 
 // giveBack is recipients a node returns to a key's count in Redis.

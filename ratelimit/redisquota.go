@@ -88,7 +88,7 @@ func (e loadError) Unwrap() error { return e.error }
 
 func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
 	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
-	rkey := q.opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(start.Unix(), 10)
+	rkey := quotaRedisKey(q.opts, key, start)
 	status, used, err := q.run(ctx, rkey, limit, n, end, "")
 	if err == nil && status == -1 {
 		persisted, lerr := load(ctx)
@@ -106,6 +106,12 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 		return decideQuota(used-max(0, n), limit, n, end, now), nil
 	}
 	return QuotaResult{Limit: limit, Used: used, Remaining: max(0, limit-used), Reset: max(0, end.Sub(now))}, nil
+}
+
+// quotaRedisKey is the Redis counter of key's period starting at start,
+// the same for RedisQuotas and LeasedQuotas, so nodes in either mode share it.
+func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
+	return opts.Prefix + "quota:" + key + ":" + strconv.FormatInt(start.Unix(), 10)
 }
 
 // run executes reserveScript once, within the configured timeout.
