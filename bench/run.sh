@@ -32,7 +32,8 @@
 # bench/out/Caddyfile with one site per scenario, issues keys with
 # `caddy keys issue`, then runs every scenario in interleaved rounds with wrk
 # and prints a table (medians over rounds; ratios to the baseline of the same
-# round). Floods also report keygate_store_queries_total from the admin
+# round; Caddy's own CPU time per request from /proc/<pid>/stat, and its
+# ratio to the baseline's). Floods also report keygate_store_queries_total from the admin
 # endpoint's /metrics, before and after. Everything listens on 127.0.0.1 and
 # every wrk run is bounded by -d. Needs: go, wrk (apt-get install -y wrk), curl;
 # for CLUSTER and PG_SCALE: redis-server, redis-cli, PostgreSQL's initdb/pg_ctl.
@@ -230,12 +231,20 @@ http://127.0.0.1:$P_RESPOND {
 EOF
 
 "$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.stderr" 2>&1 &
-PIDS+=($!)
+CADDY_PID=$!
+PIDS+=($CADDY_PID)
 for i in $(seq 1 100); do
 	curl -fs "http://$ADMIN/config/" >/dev/null 2>&1 && break
 	[ "$i" = 100 ] && { cat "$OUT/caddy.stderr" >&2; exit 1; }
 	sleep 0.1
 done
+
+# cpu_ticks: the CPU time Caddy has used so far (user + system, clock
+# ticks). Per request, it is what a run cost Caddy itself, whatever else the
+# machine was doing: other processes take CPU away from a run (its req/s
+# drops) but do not add to Caddy's own time.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$CADDY_PID/stat"; }
 
 queries() {
 	curl -fs "http://$ADMIN/metrics" | awk '/^keygate_store_queries_total/ {printf "%d", $2; found=1} END {if (!found) printf "-1"}'
@@ -282,8 +291,9 @@ run() {
 	local envs=() wrkargs=()
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
 	[ "${1:-}" = -- ] && { shift; wrkargs=("$@"); }
-	local q0 q1 line ppid=""
+	local q0 q1 c0 c1 line ppid=""
 	q0=$(queries)
+	c0=$(cpu_ticks)
 	if [ "${PROFILE:-}" = 1 ] && { [ "$label" = keygate ] || [ "$label" = keygate-sendgrid-2k ]; } && [ "$ROUND" = 1 ]; then
 		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/$label-allocs-before.pprof"
 		curl -fs "http://$ADMIN/debug/pprof/profile?seconds=$((DURATION - 1))" -o "$OUT/$label-cpu.pprof" &
@@ -292,12 +302,14 @@ run() {
 	line=$(env LABEL="$label" WRK_THREADS=$THREADS "${envs[@]}" \
 		wrk -t$THREADS -c$CONNS -d${DURATION}s --timeout 2s -s bench/wrk.lua "${wrkargs[@]}" \
 		"http://127.0.0.1:$port$RPATH" | grep '^RESULT')
+	c1=$(cpu_ticks)
 	q1=$(queries)
 	if [ -n "$ppid" ]; then
 		wait "$ppid"
 		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/$label-allocs.pprof"
 	fi
-	echo "$ROUND ${line#RESULT } $((q1 - q0))" | tee -a "$RESULTS" | awk '{printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d queries=%d\n", $1,$2,$3,$4,$5,$6,$7,$8,$9}'
+	echo "$ROUND ${line#RESULT } $((q1 - q0)) $((c1 - c0))" | tee -a "$RESULTS" |
+		awk -v tck="$CLK_TCK" '{printf "   r%s %-22s %9.0f req/s  p50 %6.0fµs  p99 %6.0fµs  n=%d non2xx=%d err=%d queries=%d  caddy %.1f µs CPU/req\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10*1e6/tck/($6>0?$6:1)}'
 }
 
 echo "== upstream choice (direct, no proxy, ${DURATION}s each)"
@@ -569,25 +581,29 @@ fi
 
 echo
 echo "== summary: medians over $ROUNDS rounds; ratio and added p99 against the baseline of the same round"
-echo "   (keygate-X against baseline-X where it exists, e.g. the same body or pacing, else against baseline; store queries are summed over rounds)"
+echo "   (keygate-X against baseline-X where it exists, e.g. the same body or pacing, else against baseline; store queries are summed over rounds;"
+echo "    µs CPU: Caddy's own CPU time per request; CPU ratio: the baseline's over the scenario's, per round: what throughput"
+echo "    would be if Caddy were all the machine ran, unmoved by other processes)"
 awk -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
 $1 ~ /^[0-9]+$/ { r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5; n[s] += $6; bad[s] += $7 + $8; q[s] += $9
+	cpu[r, s] = $10 * 1e6 / tck / ($6 > 0 ? $6 : 1)
 	if (!(s in seen)) { seen[s] = 1; order[++ns] = s } }
 END {
-	printf "   %-22s %10s %8s %8s %7s %10s %10s %9s %10s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "+p99 ms", "requests", "non-2xx", "queries"
+	printf "   %-22s %10s %8s %8s %7s %10s %10s %9s %10s %9s %9s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "+p99 ms", "requests", "non-2xx", "queries", "µs CPU", "CPU ratio"
 	for (k = 1; k <= ns; k++) {
 		s = order[k]; base = "baseline"
 		if (s ~ /^keygate-/ && ("baseline-" substr(s, 9)) in seen) base = "baseline-" substr(s, 9)
 		m = 0
 		for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]
-			R[m] = rps[r, s] / rps[r, base]; D[m] = (p99[r, s] - p99[r, base]) / 1000 }
-		printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10.3f %10d %9d %10d\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), median(D, m), n[s], bad[s], q[s]
+			R[m] = rps[r, s] / rps[r, base]; D[m] = (p99[r, s] - p99[r, base]) / 1000
+			U[m] = cpu[r, s]; K[m] = cpu[r, s] > 0 ? cpu[r, base] / cpu[r, s] : 0 }
+		printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10.3f %10d %9d %10d %9.1f %9.3f\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), median(D, m), n[s], bad[s], q[s], median(U, m), median(K, m)
 	}
-}' "$RESULTS" | tee "$OUT/summary.txt"
+}' tck="$CLK_TCK" "$RESULTS" | tee "$OUT/summary.txt"
 
 echo
 echo "== concurrent: valid-key req/s and latency (median over $CONC_ROUNDS rounds) vs solo (paced: vs paced:solo)"
