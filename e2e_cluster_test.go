@@ -2,6 +2,7 @@ package keygate_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"testing"
@@ -19,6 +20,7 @@ var clusterCaddyfile = site(`
 		cache_ttl 10m
 		mail_api sendgrid
 		scope mail.send POST /v3/mail/send
+		whoami /keygate/whoami
 		# The revocation test presents 20 revoked keys from this address.
 		failed_auth_limit 1000/m
 	}
@@ -93,6 +95,26 @@ func TestClusterTwoNodes(t *testing.T) {
 		t.Logf("global limit 10/m over two nodes: %d of 30 allowed", allowed)
 		if allowed < 9 || allowed > 11 {
 			t.Errorf("allowed %d of 30, want 10±1", allowed)
+		}
+	})
+
+	t.Run("whoami on one node reports what the key spent on the other", func(t *testing.T) {
+		k := a.issue("--name", "whoami-limit", "--scope", "mail.send", "--rate", "10/m")
+		for i := 0; i < 4; i++ {
+			if r := send(a, k.Key); r.Status != 202 {
+				t.Fatalf("request %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+		r := b.call("GET", "/keygate/whoami", k.Key, nil)
+		var who struct {
+			RateLimit struct{ Remaining int } `json:"rate_limit"`
+		}
+		if err := json.Unmarshal(r.Body, &who); r.Status != 200 || err != nil {
+			t.Fatalf("whoami: %d %s", r.Status, r.Body)
+		}
+		// Node a may still hold tokens it leased: at most 6 are left to b.
+		if who.RateLimit.Remaining > 6 {
+			t.Errorf("whoami on node b: %d remaining of a 10/m key that spent 4 on node a", who.RateLimit.Remaining)
 		}
 	})
 

@@ -313,7 +313,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: code})
 	}
 	if h.Whoami != "" && r.URL.Path == h.Whoami {
-		return h.serveWhoami(w, rec, t)
+		return h.serveWhoami(r.Context(), w, rec, t)
 	}
 
 	// 3. Scope for this route.

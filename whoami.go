@@ -1,10 +1,12 @@
 package keygate
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
 
+	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -32,7 +34,7 @@ type rateState struct {
 
 // serveWhoami answers the whoami path; it is never proxied and takes no
 // token from the key's bucket.
-func (h *Handler) serveWhoami(w http.ResponseWriter, rec *store.Record, t time.Time) error {
+func (h *Handler) serveWhoami(ctx context.Context, w http.ResponseWriter, rec *store.Record, t time.Time) error {
 	a := whoamiAnswer{
 		ID: rec.ID, Name: rec.Name, Owner: rec.Owner, Env: rec.Env, Scopes: rec.Scopes,
 		SenderDomains: rec.SenderDomains, MaxRecipients: rec.MaxRecipients, ExpiresAt: rec.ExpiresAt,
@@ -46,7 +48,7 @@ func (h *Handler) serveWhoami(w http.ResponseWriter, rec *store.Record, t time.T
 		a.Quota = h.quota.String()
 	}
 	if l, ok, _ := h.limitFor(rec); ok {
-		res := h.backend.limits.Peek(rec.ID, l, t)
+		res := h.peekLimit(ctx, rec.ID, l, t)
 		a.RateLimit = &rateState{
 			Limit:     store.Rate{N: l.N, Per: l.Per}.String(),
 			Burst:     l.Burst,
@@ -57,4 +59,17 @@ func (h *Handler) serveWhoami(w http.ResponseWriter, rec *store.Record, t time.T
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(a)
+}
+
+// peekLimit is what remains of the key's rate limit, without taking a
+// token: in a cluster, from Redis (a round trip; whoami is not the hot
+// path), not from this node's fallback bucket.
+func (h *Handler) peekLimit(ctx context.Context, id string, l ratelimit.Limit, t time.Time) ratelimit.Result {
+	switch {
+	case h.shared == nil:
+		return h.backend.limits.Peek(id, l, t)
+	case h.RateLimitExact:
+		return h.shared.exact.Peek(ctx, id, l, t)
+	}
+	return h.shared.leased.Peek(ctx, id, l, t)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -40,6 +41,7 @@ import (
 // Redis does): each node then enforces the limit on its own.
 type Leased struct {
 	client   redis.UniversalClient
+	peeker   *redis_rate.Limiter
 	fallback *Local
 	opts     RedisOptions
 	interval time.Duration
@@ -91,6 +93,7 @@ func NewLeased(client redis.UniversalClient, fallback *Local, opts RedisOptions,
 	}
 	l := &Leased{
 		client:   client,
+		peeker:   redis_rate.NewLimiter(client),
 		fallback: fallback,
 		opts:     opts,
 		interval: interval,
@@ -174,6 +177,32 @@ func (l *Leased) Allow(ctx context.Context, key string, lim Limit, now time.Time
 		l.outage.succeeded()
 		ls.apply(g, now)
 	}
+}
+
+// Peek reports what remains of key's limit for this node without taking a
+// token: what Redis has left and the tokens this node holds (other nodes'
+// are not counted), or the fallback's view while Redis is unreachable. It
+// costs a round trip: it is for introspection (whoami), not for requests.
+func (l *Leased) Peek(ctx context.Context, key string, lim Limit, now time.Time) Result {
+	if lim.Validate() != nil {
+		return Result{Limit: lim}
+	}
+	held := 0
+	s := &l.shards[maphash.String(l.seed, key)%shardCount]
+	s.mu.RLock()
+	ls := s.leases[key]
+	s.mu.RUnlock()
+	if ls != nil {
+		ls.mu.Lock()
+		held = ls.tokens
+		ls.mu.Unlock()
+	}
+	if l.outage.tryRedis(now) {
+		if res, err := peekRedis(ctx, l.peeker, l.opts, key, lim, held); err == nil {
+			return res
+		}
+	}
+	return l.fallback.Peek(key, lim, now)
 }
 
 // fallbackAllow decides on the local fallback bucket. With ls (locked, and

@@ -161,3 +161,31 @@ func BenchmarkLeasedAllow(b *testing.B) {
 	}
 	b.ReportMetric(float64(l.RoundTrips())/float64(b.N), "trips/op")
 }
+
+// Peek reads a key's bucket in Redis and takes nothing: the node that spent
+// tokens sees what it can still spend (Redis's left and its own lease),
+// another node what Redis has left, exact mode the bucket itself.
+func TestPeekReadsTheBucketInRedis(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	ctx := context.Background()
+	lim := Limit{N: 100, Per: time.Minute}
+	a, b := newLeased(t, srv.Addr), newLeased(t, srv.Addr)
+	exact := NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine})
+	for range 30 {
+		a.Allow(ctx, "key_leased", lim, time.Now())
+		exact.Allow(ctx, "key_exact", lim, time.Now())
+	}
+	// 70 left; a test taking a second refills at most 2 (100 a minute).
+	within := func(name string, got, lo, hi int) {
+		t.Helper()
+		if got < lo || got > hi {
+			t.Errorf("%s: %d remaining, want %d to %d", name, got, lo, hi)
+		}
+	}
+	for range 2 { // twice: peeking takes nothing
+		within("exact", NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine}).Peek(ctx, "key_exact", lim, time.Now()).Remaining, 70, 72)
+		within("leased, the node that spent", a.Peek(ctx, "key_leased", lim, time.Now()).Remaining, 70, 72)
+		// Node a may hold up to twice its 30 requests, leased and unspent.
+		within("leased, another node", b.Peek(ctx, "key_leased", lim, time.Now()).Remaining, 10, 72)
+	}
+}

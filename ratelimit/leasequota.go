@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,11 +42,16 @@ type LeasedQuotas struct {
 	opts     RedisOptions
 	interval time.Duration
 	outage   outage
-	mu       sync.Mutex
-	leases   map[quotaKey]*quotaLease
+	seed     maphash.Seed
+	shards   [shardCount]quotaShard
 	trips    atomic.Uint64
 	stop     chan struct{}
 	done     chan struct{}
+}
+
+type quotaShard struct {
+	mu     sync.Mutex
+	leases map[quotaKey]*quotaLease
 }
 
 // quotaLease is one key's block of one period on this node.
@@ -78,9 +84,12 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 		opts:     opts,
 		interval: interval,
 		outage:   outage{what: "quotas", logf: opts.Logf},
-		leases:   make(map[quotaKey]*quotaLease),
+		seed:     maphash.MakeSeed(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	for i := range q.shards {
+		q.shards[i].leases = make(map[quotaKey]*quotaLease)
 	}
 	go q.run()
 	return q
@@ -195,12 +204,13 @@ func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int
 
 func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
 	k := quotaKey{key: key, start: start.Unix()}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	ls, ok := q.leases[k]
+	sh := &q.shards[maphash.String(q.seed, key)%shardCount]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ls, ok := sh.leases[k]
 	if !ok {
 		ls = &quotaLease{rkey: quotaRedisKey(q.opts, key, start), end: end}
-		q.leases[k] = ls
+		sh.leases[k] = ls
 	}
 	return ls
 }
@@ -219,42 +229,67 @@ type giveBack struct {
 // intervals (closing: every block) in one pipelined round trip, and
 // forgets the periods that ended and keys long idle.
 func (q *LeasedQuotas) sync(ctx context.Context, now time.Time, closing bool) {
-	q.mu.Lock()
-	all := make(map[quotaKey]*quotaLease, len(q.leases))
-	for k, ls := range q.leases {
-		all[k] = ls
+	type keyed struct {
+		k  quotaKey
+		ls *quotaLease
 	}
-	q.mu.Unlock()
 	var back []giveBack
-	for k, ls := range all {
-		ls.mu.Lock()
-		ls.recent, ls.demand = ls.demand, 0
-		if ls.recent == 0 {
-			ls.idle++
-		} else {
-			ls.idle = 0
+	var leases []keyed
+	for i := range q.shards {
+		sh := &q.shards[i]
+		// Copied out: a lease's lock may be held across a Redis call, and
+		// the shard's must not wait for it.
+		leases = leases[:0]
+		sh.mu.Lock()
+		for k, ls := range sh.leases {
+			leases = append(leases, keyed{k, ls})
 		}
-		n := ls.giveBack
-		ls.giveBack = 0
-		ended := !now.Before(ls.end) // its counter in Redis expired with the period
-		if !ended && (closing || ls.idle >= 2) {
-			n += ls.held
-			ls.held = 0
+		sh.mu.Unlock()
+		for _, l := range leases {
+			if n, forget := l.ls.sync(now, closing); n > 0 {
+				back = append(back, giveBack{l.ls.rkey, n})
+			} else if forget {
+				sh.mu.Lock()
+				delete(sh.leases, l.k)
+				sh.mu.Unlock()
+			}
 		}
-		if n > 0 && !ended {
-			back = append(back, giveBack{ls.rkey, n})
-		}
-		if ended || (ls.idle >= keepIdle && ls.held == 0) {
-			ls.gone = true
-			q.mu.Lock()
-			delete(q.leases, k)
-			q.mu.Unlock()
-		}
-		ls.mu.Unlock()
 	}
-	if len(back) == 0 {
-		return
+	if len(back) > 0 {
+		q.sendBack(ctx, back, now, closing)
 	}
+}
+
+// sync ends an interval of ls: it returns the recipients to give back, or
+// whether to forget the lease (its period ended, or the key is long idle).
+func (ls *quotaLease) sync(now time.Time, closing bool) (n int64, forget bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.recent, ls.demand = ls.demand, 0
+	if ls.recent == 0 {
+		ls.idle++
+	} else {
+		ls.idle = 0
+	}
+	if !now.Before(ls.end) {
+		ls.gone = true // its counter in Redis expired with the period
+		return 0, true
+	}
+	n, ls.giveBack = ls.giveBack, 0
+	if closing || ls.idle >= 2 {
+		n += ls.held
+		ls.held = 0
+	}
+	if n == 0 && ls.idle >= keepIdle {
+		ls.gone = true
+		return 0, true
+	}
+	return n, false
+}
+
+// sendBack returns back's recipients to their counters in one pipelined
+// round trip.
+func (q *LeasedQuotas) sendBack(ctx context.Context, back []giveBack, now time.Time, closing bool) {
 	// Not sent (Redis down) or failed: the recipients stay counted in Redis
 	// (never more than the quota), and this node no longer spends them.
 	if !closing && !q.outage.tryRedis(now) {

@@ -84,6 +84,35 @@ func (r *Redis) allow(ctx context.Context, key string, l Limit) (Result, error) 
 	return out, nil
 }
 
+// Peek reports what remains of key's bucket in Redis without taking a
+// token, or the fallback's view while Redis is unreachable. It costs a
+// round trip: it is for introspection (whoami), not for requests.
+func (r *Redis) Peek(ctx context.Context, key string, l Limit, now time.Time) Result {
+	if l.Validate() != nil {
+		return Result{Limit: l}
+	}
+	if r.outage.tryRedis(now) {
+		if res, err := peekRedis(ctx, r.limiter, r.opts, key, l, 0); err == nil {
+			return res
+		}
+	}
+	return r.fallback.Peek(key, l, now)
+}
+
+// peekRedis reads key's bucket in Redis (redis_rate with a cost of 0 takes
+// nothing) and reports it with held more tokens, those a node leased.
+func peekRedis(ctx context.Context, limiter *redis_rate.Limiter, opts RedisOptions, key string, l Limit, held int) (Result, error) {
+	gcra := redis_rate.Limit{Rate: l.N, Period: l.Per, Burst: l.Size()}
+	res, err := withTimeout(ctx, opts.Timeout, func(ctx context.Context) (*redis_rate.Result, error) {
+		return limiter.AllowN(ctx, opts.Prefix+key, gcra, 0)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	left := min(max(0, res.Remaining)+held, l.Size())
+	return Result{Allowed: left > 0, Limit: l, Remaining: left, Reset: l.timeFor(float64(l.Size() - left))}, nil
+}
+
 // Fallbacks is how many decisions the local fallback made because Redis was
 // unreachable; export it as a metric to see outages.
 func (r *Redis) Fallbacks() uint64 {
