@@ -123,8 +123,8 @@ type form struct {
 	status int
 	body   []byte
 	// errorType is the value of the dialect's error-type header, if any
-	// (SES's x-amzn-ErrorType); shared, never modified.
-	errorType []string
+	// (SES's x-amzn-ErrorType).
+	errorType string
 }
 
 // newDenialForms builds a route's denial responses. how names the ways the
@@ -154,9 +154,7 @@ func (f *denialForms) form(c Code, r mailapi.Refusal, message string) form {
 	}
 	status = f.dialect.Status(r, status)
 	out := form{status: status, body: f.body(c, r, status, message)}
-	if _, v := f.dialect.ErrorHeader(r); v != "" {
-		out.errorType = []string{v}
-	}
+	_, out.errorType = f.dialect.ErrorHeader(r)
 	return out
 }
 
@@ -222,9 +220,11 @@ func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
 	if fm.status == http.StatusTooManyRequests || fm.status == http.StatusServiceUnavailable || d.code == QuotaExceeded {
 		h.Set("Retry-After", strconv.FormatInt(retrySeconds(d.retryAfter), 10))
 	}
-	if fm.errorType != nil {
+	if fm.errorType != "" {
+		// A slice of its own: a handler around keygate may edit header
+		// values in place (Caddy's header directive replaces within them).
 		name, _ := forms.dialect.ErrorHeader(codes[d.code].refusal)
-		h[name] = fm.errorType
+		h[name] = []string{fm.errorType}
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

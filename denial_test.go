@@ -130,8 +130,9 @@ func TestEachDialectsOwnErrorFields(t *testing.T) {
 	}
 }
 
-// A denial on a mail_api route allocates no more than on a plain route:
-// its body and error-type header are built when the route is provisioned.
+// A denial on a mail_api route allocates no more than on a plain route but
+// the error-type header's own one-value slice (SES): its body and header
+// value are built when the route is provisioned.
 func TestDialectDenialsAllocateNoMore(t *testing.T) {
 	ses, _ := mailapi.Lookup("ses")
 	plain, dialect := newDenialForms(nil, "x"), newDenialForms(ses, "x")
@@ -142,7 +143,7 @@ func TestDialectDenialsAllocateNoMore(t *testing.T) {
 			denial{code: SenderNotAllowed}.write(w, forms)
 		})
 	}
-	if a, b := allocs(plain), allocs(dialect); b > a {
+	if a, b := allocs(plain), allocs(dialect); b > a+1 {
 		t.Errorf("a dialect's denial allocates %v times, a plain one %v", b, a)
 	}
 }

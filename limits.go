@@ -180,7 +180,8 @@ func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit
 	if len(b) == 0 {
 		return
 	}
-	hdr["Ratelimit-Policy"] = policy
+	q.policy[0] = policy[0]
+	hdr["Ratelimit-Policy"] = q.policy[:]
 	if &b[0] == &q.rateLimitBuf[0] {
 		// The buffer is never written again, so the string may share it.
 		q.rateLimit[0] = unsafe.String(&b[0], len(b))

@@ -1,9 +1,13 @@
 package keygate
 
 import (
+	"context"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/ratelimit"
 )
 
@@ -34,5 +38,48 @@ func TestPolicyCacheAnswersEachLimitAndQuotaAndStaysBounded(t *testing.T) {
 	}
 	if len(c.m) > maxPolicies {
 		t.Errorf("%d policies kept, want at most %d", len(c.m), maxPolicies)
+	}
+}
+
+// A handler after keygate may edit a response header's values in place
+// (Caddy's header directive replaces within them): the RateLimit-Policy
+// values of one response are not the next one's, for the route's rate and
+// for a key's own.
+func TestAResponsesRateLimitPolicyIsItsOwn(t *testing.T) {
+	h, st := testHandler(t, &Handler{Rate: "100/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	_, routeRate := issue(t, st, "mail.send")
+	name, scopes, rate := "own-rate", []string{"mail.send"}, "5/s"
+	res, err := keys.New(st, keys.Options{}).Issue(context.Background(), keys.Spec{Name: &name, Scopes: &scopes, Rate: &rate, Force: true}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{routeRate, res.Key} {
+		first := serve(h, "POST", "/send", key)
+		want := first.Header().Get("Ratelimit-Policy")
+		if want == "" {
+			t.Fatal("no RateLimit-Policy")
+		}
+		first.Header()["Ratelimit-Policy"][0] = "edited"
+		if got := serve(h, "POST", "/send", key).Header().Get("Ratelimit-Policy"); got != want {
+			t.Errorf("the next response's RateLimit-Policy = %q, want %q", got, want)
+		}
+	}
+}
+
+// The same for a denial's dialect error-type header (SES).
+func TestADenialsErrorTypeHeaderIsItsOwn(t *testing.T) {
+	ses, _ := mailapi.Lookup("ses")
+	forms := newDenialForms(ses, "x")
+	first := httptest.NewRecorder()
+	denial{code: SenderNotAllowed}.write(first, forms)
+	name, want := ses.ErrorHeader(codes[SenderNotAllowed].refusal)
+	if want == "" || first.Header().Get(name) != want {
+		t.Fatalf("%s = %q, want %q", name, first.Header().Get(name), want)
+	}
+	first.Header()[name][0] = "edited"
+	next := httptest.NewRecorder()
+	denial{code: SenderNotAllowed}.write(next, forms)
+	if got := next.Header().Get(name); got != want {
+		t.Errorf("the next denial's %s = %q, want %q", name, got, want)
 	}
 }

@@ -29,10 +29,13 @@ type request struct {
 	recipients int
 
 	// Storage the request path would otherwise allocate separately: the
-	// RateLimit header value (a longer one, with a quota, is allocated) and
-	// the status writer. The request is allocated once anyway, so they come
+	// RateLimit header value (a longer one, with a quota, is allocated), the
+	// RateLimit-Policy slice (a handler after keygate may edit a header's
+	// values in place, so the shared policy slices are never handed out)
+	// and the status writer. The request is allocated once anyway, so they come
 	// free. It is kept small: every request allocates one.
 	rateLimit    [1]string
+	policy       [1]string // the RateLimit-Policy value, in a slice of the request's own
 	rateLimitBuf [40]byte
 	sw           statusWriter
 }
