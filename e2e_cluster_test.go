@@ -159,7 +159,8 @@ func TestClusterTwoNodes(t *testing.T) {
 	})
 
 	t.Run("killing Redis mid-run causes no 5xx", func(t *testing.T) {
-		k := a.issue("--name", "redis-outage", "--scope", "mail.send", "--rate", "1000/m")
+		// With a quota too: its blocks, then each node's own count.
+		k := a.issue("--name", "redis-outage", "--scope", "mail.send", "--rate", "1000/m", "--quota", "6400/d")
 		for i := 0; i < 10; i++ {
 			if i == 3 {
 				rd.Stop()
