@@ -44,13 +44,11 @@ type Leased struct {
 	peeker   *redis_rate.Limiter
 	fallback *Local
 	opts     RedisOptions
-	interval time.Duration
 	outage   outage
 	seed     maphash.Seed
 	shards   [shardCount]leaseShard
 	trips    atomic.Uint64
-	stop     chan struct{}
-	done     chan struct{}
+	bg       *background
 }
 
 type leaseShard struct {
@@ -88,35 +86,23 @@ const keepIdle = 100
 // fallback when client fails.
 func NewLeased(client redis.UniversalClient, fallback *Local, opts RedisOptions, interval time.Duration) *Leased {
 	opts = opts.withDefaults()
-	if interval <= 0 {
-		interval = LeaseInterval
-	}
 	l := &Leased{
 		client:   client,
 		peeker:   redis_rate.NewLimiter(client),
 		fallback: fallback,
 		opts:     opts,
-		interval: interval,
 		outage:   outage{what: "rate limits", logf: opts.Logf},
 		seed:     maphash.MakeSeed(),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
 	for i := range l.shards {
 		l.shards[i].leases = make(map[string]*lease)
 	}
-	go l.run()
+	l.bg = startBackground(interval, opts.Timeout, l.sync)
 	return l
 }
 
 // Close stops renewing leases and gives back the tokens leased and unspent.
-func (l *Leased) Close() {
-	close(l.stop)
-	<-l.done
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
-	defer cancel()
-	l.sync(ctx, time.Now(), true)
-}
+func (l *Leased) Close() { l.bg.close() }
 
 // Allow takes one token from key's lease, leasing more from Redis when it
 // is empty.
@@ -262,26 +248,48 @@ func (l *Leased) lease(key string) *lease {
 	return ls
 }
 
-func (l *Leased) run() {
-	every(l.interval, l.opts.Timeout, l.stop, l.done, func(ctx context.Context, now time.Time) { l.sync(ctx, now, false) })
+// background calls a leasing limiter's sync every interval, and once more
+// with closing set when it is closed.
+type background struct {
+	sync       func(ctx context.Context, now time.Time, closing bool)
+	timeout    time.Duration
+	stop, done chan struct{}
 }
 
-// every calls f every interval, each call bounded by timeout, until stop is
-// closed; then it closes done.
-func every(interval, timeout time.Duration, stop <-chan struct{}, done chan<- struct{}, f func(context.Context, time.Time)) {
-	defer close(done)
+// startBackground runs sync every interval (LeaseInterval if 0), each call
+// bounded by timeout.
+func startBackground(interval, timeout time.Duration, sync func(context.Context, time.Time, bool)) *background {
+	if interval <= 0 {
+		interval = LeaseInterval
+	}
+	b := &background{sync: sync, timeout: timeout, stop: make(chan struct{}), done: make(chan struct{})}
+	go b.run(interval)
+	return b
+}
+
+func (b *background) run(interval time.Duration) {
+	defer close(b.done)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-b.stop:
 			return
 		case now := <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			f(ctx, now)
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			b.sync(ctx, now, false)
 			cancel()
 		}
 	}
+}
+
+// close stops the calls and makes the closing one.
+func (b *background) close() {
+	close(b.stop)
+	<-b.done
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	b.sync(ctx, time.Now(), true)
 }
 
 // leaseChange is one key's renewal: delta tokens to lease (or, negative,

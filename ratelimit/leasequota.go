@@ -40,13 +40,11 @@ type LeasedQuotas struct {
 	client   redis.UniversalClient
 	fallback *LocalQuotas
 	opts     RedisOptions
-	interval time.Duration
 	outage   outage
 	seed     maphash.Seed
 	shards   [shardCount]quotaShard
 	trips    atomic.Uint64
-	stop     chan struct{}
-	done     chan struct{}
+	bg       *background
 }
 
 type quotaShard struct {
@@ -75,34 +73,22 @@ type quotaLease struct {
 // and falling back to fallback when client fails.
 func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts RedisOptions, interval time.Duration) *LeasedQuotas {
 	opts = opts.withDefaults()
-	if interval <= 0 {
-		interval = LeaseInterval
-	}
 	q := &LeasedQuotas{
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
-		interval: interval,
 		outage:   outage{what: "quotas", logf: opts.Logf},
 		seed:     maphash.MakeSeed(),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
 	for i := range q.shards {
 		q.shards[i].leases = make(map[quotaKey]*quotaLease)
 	}
-	go q.run()
+	q.bg = startBackground(interval, opts.Timeout, q.sync)
 	return q
 }
 
 // Close stops the background give-back and gives back every block held.
-func (q *LeasedQuotas) Close() {
-	close(q.stop)
-	<-q.done
-	ctx, cancel := context.WithTimeout(context.Background(), q.opts.Timeout)
-	defer cancel()
-	q.sync(ctx, time.Now(), true)
-}
+func (q *LeasedQuotas) Close() { q.bg.close() }
 
 // Reserve adds n to key's count for [start,end) if the count stays within
 // limit, from this node's block when it covers n. load is called only when
@@ -213,10 +199,6 @@ func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
 		sh.leases[k] = ls
 	}
 	return ls
-}
-
-func (q *LeasedQuotas) run() {
-	every(q.interval, q.opts.Timeout, q.stop, q.done, func(ctx context.Context, now time.Time) { q.sync(ctx, now, false) })
 }
 
 // giveBack is recipients a node returns to a key's count in Redis.
