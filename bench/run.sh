@@ -19,8 +19,9 @@
 #   - cluster (CLUSTER): two caddy nodes on one PostgreSQL and one Redis,
 #     each with a plain reverse_proxy site and keygate sites (ratelimit redis
 #     with leases, and with exact), two wrk (one per node) at once; also the
-#     2 KB SendGrid send on a key with a recipient quota (leased blocks, and
-#     exact) against plain reverse_proxy with that body; reports Redis
+#     2 KB SendGrid send on a key without a quota and on one with a recipient
+#     quota (leased blocks, and exact) against plain reverse_proxy with that
+#     body; reports Redis
 #     commands per request from INFO commandstats;
 #   - 1M keys on PostgreSQL (PG_SCALE): bench/scale -store postgres://…
 #     loads PG_KEYS keys with COPY and times cold-miss lookups.
@@ -574,6 +575,7 @@ EOF2
 		# The 2 KB SendGrid send (11 recipients) on a key with a quota.
 		odd && crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
 		odd || crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
+		crun cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID"
 		crun cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 		odd && crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 		odd || crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
