@@ -112,6 +112,26 @@ func TestLeasedQuotasDecideLocallyAndGiveBack(t *testing.T) {
 		"the idle key's block to be given back")
 }
 
+// A node that stops gives its blocks back: nothing it held stays counted.
+func TestLeasedQuotasCloseGivesBlocksBack(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	q := NewLeasedQuotas(client, NewLocalQuotas(), RedisOptions{Timeout: slowMachine}, time.Hour)
+	start, end := dayBounds(time.Now())
+	p := &persisted{count: 5}
+	if r, err := q.Reserve(context.Background(), "key_a", 6400, 10, start, end, p.load, time.Now()); err != nil || !r.Allowed {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	if n := redisCount(t, srv.Addr, "key_a", start); n <= 15 {
+		t.Fatalf("Redis counts %d before the stop: no block was held, the test proves nothing", n)
+	}
+	q.Close()
+	if n := redisCount(t, srv.Addr, "key_a", start); n != 15 {
+		t.Errorf("Redis counts %d after the node stopped, want the 15 persisted and sent", n)
+	}
+}
+
 // A quota lowered below what a node holds is not overspent from the block
 // leased under the old quota.
 func TestLeasedQuotasChangedLimitDropsTheBlock(t *testing.T) {
