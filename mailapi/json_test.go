@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // jsonCases are edge cases of the JSON grammar.
@@ -51,4 +52,42 @@ func TestReaderLimitsNesting(t *testing.T) {
 	if err := r.skip(); err == nil || !strings.Contains(err.Error(), "nested too deeply") {
 		t.Errorf("%d levels: %v", maxDepth+1, err)
 	}
+}
+
+// FuzzReaderAgreesWithEncodingJSON reads any bytes as a JSON value, seeded
+// with long strings, whose plain runs past 64 bytes take longRun: the reader
+// accepts exactly what encoding/json accepts, and a string it accepts
+// decodes to what encoding/json decodes (when it is valid UTF-8: the
+// reader keeps other bytes as they are where encoding/json writes U+FFFD).
+func FuzzReaderAgreesWithEncodingJSON(f *testing.F) {
+	long := strings.Repeat("abcdefghij", 10)
+	for _, in := range jsonCases {
+		f.Add(in)
+	}
+	for _, in := range []string{
+		`"` + long + `"`, `"` + long + `\"` + long + `"`, `"` + long + "\t" + long + `"`, `"` + long + `\n` + long + `\` + `"`,
+		`"` + long + `\u00e9` + long + `"`, `"` + long, `"` + long + `\`, `["` + long + `","` + long + "\x1f" + `"]`,
+		`{"a":"` + long + `\\` + long + `","b":"` + long + `"}`, `"` + long + "\xc3\xa9\xff" + long + `"`,
+	} {
+		f.Add(in)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		r := reader{data: []byte(in)}
+		err := r.skip()
+		if r.ws(); err == nil && r.pos < len(r.data) {
+			err = r.syntaxError("trailing data")
+		}
+		if want := json.Valid([]byte(in)); (err == nil) != want {
+			t.Fatalf("reader error %v; encoding/json valid %v", err, want)
+		}
+		if err != nil || len(in) == 0 || in[0] != '"' || !utf8.ValidString(in) {
+			return
+		}
+		r = reader{data: []byte(in)}
+		got, err := r.str()
+		var want string
+		if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
+			t.Fatalf("str(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	})
 }
