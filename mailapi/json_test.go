@@ -17,14 +17,20 @@ var jsonCases = []string{
 	`{} {}`, `[] x`, "\x00", "",
 }
 
+// readValue reads in as one JSON value with nothing after it.
+func readValue(in string) error {
+	r := reader{data: []byte(in)}
+	err := r.skip()
+	if r.ws(); err == nil && r.pos < len(r.data) {
+		err = r.syntaxError("trailing data")
+	}
+	return err
+}
+
 func TestReaderAcceptsWhatEncodingJSONAccepts(t *testing.T) {
 	for _, in := range jsonCases {
 		t.Run(in, func(t *testing.T) {
-			r := reader{data: []byte(in)}
-			err := r.skip()
-			if r.ws(); err == nil && r.pos < len(r.data) {
-				err = r.syntaxError("trailing data")
-			}
+			err := readValue(in)
 			if want := json.Valid([]byte(in)); (err == nil) != want {
 				t.Errorf("reader error %v; encoding/json valid %v", err, want)
 			}
@@ -72,18 +78,14 @@ func FuzzReaderAgreesWithEncodingJSON(f *testing.F) {
 		f.Add(in)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		r := reader{data: []byte(in)}
-		err := r.skip()
-		if r.ws(); err == nil && r.pos < len(r.data) {
-			err = r.syntaxError("trailing data")
-		}
+		err := readValue(in)
 		if want := json.Valid([]byte(in)); (err == nil) != want {
 			t.Fatalf("reader error %v; encoding/json valid %v", err, want)
 		}
 		if err != nil || len(in) == 0 || in[0] != '"' || !utf8.ValidString(in) {
 			return
 		}
-		r = reader{data: []byte(in)}
+		r := reader{data: []byte(in)}
 		got, err := r.str()
 		var want string
 		if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
