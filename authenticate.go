@@ -58,11 +58,28 @@ func (h *Handler) takeKey(r *http.Request) (string, fault) {
 // and delete every name a key could be in.
 func (h *Handler) anyHeader(hdr http.Header) bool {
 	for name := range hdr {
+		if !h.keyHeaderNames.mayHold(name) {
+			continue // most of an SDK's headers: no map lookup
+		}
 		if _, ok := h.keyHeaderSet[name]; ok {
 			return true
 		}
 	}
 	return false
+}
+
+// nameFilter tells, by length and first byte, the header names that may be
+// in a set from those that cannot: two loads instead of hashing the name.
+type nameFilter [32]uint64
+
+func (f *nameFilter) add(name string) {
+	if name != "" {
+		f[min(len(name), len(f)-1)] |= 1 << (name[0] & 63)
+	}
+}
+
+func (f *nameFilter) mayHold(name string) bool {
+	return name != "" && f[min(len(name), len(f)-1)]&(1<<(name[0]&63)) != 0
 }
 
 // credentialHeaders are removed from every request: whatever the client

@@ -246,3 +246,45 @@ func decodeBasic(auth string) string {
 	b, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
 	return string(b)
 }
+
+// The name filter passes every header a key may come in (so none is left
+// unstripped) and stops the usual SDK headers before any map lookup.
+func TestKeyHeaderNamesFilter(t *testing.T) {
+	h, _ := testHandler(t, &Handler{MailAPI: "postmark", KeyHeaders: []string{"X-Custom-Key"}})
+	for name := range h.keyHeaderSet {
+		if !h.keyHeaderNames.mayHold(name) {
+			t.Errorf("%s is a key header the filter stops", name)
+		}
+	}
+	stopped := 0
+	sdk := []string{"User-Agent", "Content-Type", "Content-Length", "Accept", "Accept-Encoding", "Connection", "X-Request-Id"}
+	for _, name := range sdk {
+		if !h.keyHeaderNames.mayHold(name) {
+			stopped++
+		}
+	}
+	if stopped < len(sdk)-1 {
+		t.Errorf("the filter stopped %d of %d usual SDK headers", stopped, len(sdk))
+	}
+	if h.keyHeaderNames.mayHold("") {
+		t.Error("an empty name passes")
+	}
+}
+
+// BenchmarkTakeKeySDKHeaders is takeKey on what an official SDK sends: a
+// key in Authorization and five other headers.
+func BenchmarkTakeKeySDKHeaders(b *testing.B) {
+	h, _ := testHandler(b, &Handler{MailAPI: "sendgrid"})
+	key, _ := verifier.Generate("kg", "live")
+	auth := []string{"Bearer " + key}
+	other := []string{"x"}
+	r := httptest.NewRequest("POST", "/v3/mail/send", nil)
+	r.Header = http.Header{"User-Agent": other, "Content-Type": other, "Content-Length": other, "Accept": other, "Accept-Encoding": other}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Header["Authorization"] = auth // taken away by each call
+		if got, _ := h.takeKey(r); got != key {
+			b.Fatal(got)
+		}
+	}
+}

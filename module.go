@@ -111,9 +111,11 @@ type Handler struct {
 	// keyHeaders are the headers this route reads a key from besides
 	// Authorization: the dialect's own, then each key_header.
 	keyHeaders []string
-	// keyHeaderSet holds keyHeaders and credentialHeaders, for takeKey.
-	keyHeaderSet map[string]struct{}
-	forms        *denialForms // this route's denial responses
+	// keyHeaderSet holds keyHeaders and credentialHeaders, for takeKey;
+	// keyHeaderNames filters names before a lookup in it.
+	keyHeaderSet   map[string]struct{}
+	keyHeaderNames nameFilter
+	forms          *denialForms // this route's denial responses
 }
 
 // CaddyModule returns the Caddy module information.
@@ -205,6 +207,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.keyHeaderSet = map[string]struct{}{}
 	for _, name := range slices.Concat(h.keyHeaders, credentialHeaders) {
 		h.keyHeaderSet[name] = struct{}{}
+		h.keyHeaderNames.add(name)
 	}
 	h.forms = newDenialForms(h.dialect, howToSend(h.dialect, h.keyHeaders))
 	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
