@@ -9,9 +9,14 @@
 #                                 # <scenario>-allocs{,-before}.pprof (allocations: pprof -diff_base before)
 #   BODIES=0 CLUSTER=0 PG_SCALE=0 bench/run.sh   # leave out the send bodies, the two-node cluster,
 #                                                # the 1M keys on PostgreSQL (~5 minutes)
+#   PIN=1 bench/run.sh            # the gateway on a core of its own: Caddy on CPU 0 (so GOMAXPROCS 1),
+#                                 # wrk (one thread, 16 connections) and the upstream on the others, for the
+#                                 # single-node scenarios (the cluster section runs as without PIN)
 #
 # Scenarios, each in every round, ratios to the baseline of the same round:
 #   - plain route: valid key, paced, basic_auth, floods (as since issue 7);
+#     header: Caddy's header directive setting the two RateLimit headers
+#     keygate adds, what a response with them costs without keygate's work;
 #   - send inspection (BODIES): SendGrid JSON and Mailgun multipart forms of
 #     2 KB, 20 KB (HTML newsletter) and 200 KB (an attachment), a Postmark
 #     batch of 50 (internal/benchbody), each against plain reverse_proxy
@@ -56,8 +61,9 @@ BODIES=${BODIES:-1}
 CLUSTER=${CLUSTER:-1}
 PG_SCALE=${PG_SCALE:-1}
 PG_KEYS=${PG_KEYS:-1000000}
+PIN=${PIN:-0}
 
-P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009
+P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009 P_HDR=18010
 ADMIN=127.0.0.1:18019
 # Cluster: node A and B each serve plain, keygate (leases) and keygate exact.
 # Sends: keygate on SendGrid's send route with a key that has a recipient
@@ -113,6 +119,21 @@ go build -o "$OUT/bodies" ./bench/bodies
 go build -o "$OUT/scale" ./bench/scale
 
 echo "== machine: $(nproc) CPUs, $(go env GOVERSION), $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# PIN=1: what a gateway on a machine of its own pays. Unpinned, Caddy, wrk
+# and the upstream share both CPUs and each run measures how the three got
+# along as much as what a request costs Caddy. This script and what it
+# starts (wrk, the upstream, curl) keep off CPU 0; Caddy runs on CPU 0 alone.
+GW=()
+ALL_CPUS=0-$(($(nproc) - 1))
+if [ "$PIN" = 1 ]; then
+	command -v taskset >/dev/null || { echo "bench: PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+	[ "$(nproc)" -ge 2 ] || { echo "bench: PIN=1 needs at least 2 CPUs" >&2; exit 1; }
+	taskset -pc "1-$(($(nproc) - 1))" $$ >/dev/null
+	GW=(taskset -c 0)
+	THREADS=1 CONNS=16
+	echo "== pinned: Caddy on CPU 0 (GOMAXPROCS 1); wrk -t$THREADS -c$CONNS and the upstream on CPUs 1-$(($(nproc) - 1))"
+fi
 
 "$OUT/upstream" -addr 127.0.0.1:$P_UP &
 PIDS+=($!)
@@ -225,13 +246,22 @@ http://127.0.0.1:$P_SHORT {
 	reverse_proxy 127.0.0.1:$P_UP
 }
 
+# Caddy's header directive adding the two headers keygate adds to every
+# authenticated response (static values of the same length), the key
+# forwarded: the part of keygate's cost that is only a larger response
+http://127.0.0.1:$P_HDR {
+	header RateLimit "\"default\";r=999999;t=1"
+	header RateLimit-Policy "\"default\";q=1000000;w=1"
+	reverse_proxy 127.0.0.1:$P_UP
+}
+
 # Caddy's respond, measured only as an alternative upstream
 http://127.0.0.1:$P_RESPOND {
 	respond "{}" 202
 }
 EOF
 
-"$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.stderr" 2>&1 &
+"${GW[@]}" "$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.stderr" 2>&1 &
 CADDY_PID=$!
 PIDS+=($CADDY_PID)
 for i in $(seq 1 100); do
@@ -276,6 +306,7 @@ for b in $BODY_NAMES; do
 done
 SPATH=/v3/mail/send
 expect 202 basic_auth $P_BASIC -H "Authorization: $BASIC_AUTH"
+expect 202 header $P_HDR
 expect 401 flood-garbage $P_KG -H "Authorization: Bearer $(head -1 "$OUT/garbage.keys")"
 expect 401 flood-unknown $P_KG -H "Authorization: Bearer $(head -1 "$OUT/unknown1k.keys")"
 expect 401 flood-revoked $P_KG -H "Authorization: Bearer $REVOKED"
@@ -334,6 +365,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	run keygate-paced $P_KG DELAY_MS=$VALID_DELAY_MS -- -H "Authorization: Bearer $VALID"
 	odd || run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
 	run basic_auth $P_BASIC -- -H "Authorization: $BASIC_AUTH"
+	run header $P_HDR -- -H "Authorization: Bearer $VALID"
 	for b in $BODY_NAMES; do
 		RPATH=$(body_field "$b" 3)
 		odd && run "baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)"
@@ -432,6 +464,8 @@ start_postgres() {
 	PG_URI="postgres://postgres@127.0.0.1:$P_PG/keygate?sslmode=disable"
 	PG_SCALE_URI="postgres://postgres@127.0.0.1:$P_PG/scale?sslmode=disable"
 }
+# The cluster and PostgreSQL sections use every CPU, pinned or not.
+[ "$PIN" = 1 ] && taskset -pc "$ALL_CPUS" $$ >/dev/null
 if [ "$CLUSTER" = 1 ] || [ "$PG_SCALE" = 1 ]; then
 	echo "== PostgreSQL $("$PGBIN/postgres" --version | awk '{print $NF}') on 127.0.0.1:$P_PG (fsync off)"
 	start_postgres
