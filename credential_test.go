@@ -81,6 +81,8 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 	}{
 		{"Bearer", sendgrid, []string{"Authorization", "Bearer " + key}, 202, "", ""},
 		{"the scheme's case does not matter", sendgrid, []string{"Authorization", "bearer " + key}, 202, "", ""},
+		{"Bearer with spaces around the key", sendgrid, []string{"Authorization", "Bearer   " + key + " \t"}, 202, "", ""},
+		{"Bearer with a bad key and a space after it", sendgrid, []string{"Authorization", "Bearer " + garbage + " "}, 401, "invalid_key", "not valid"},
 		{"Basic with the key as the password (Mailgun's api:KEY)", sendgrid, []string{"Authorization", basic("api", key)}, 202, "", ""},
 		{"Basic with the key as the username (Mailjet's public key)", sendgrid, []string{"Authorization", basic(key, "anything")}, 202, "", ""},
 		{"Basic with the same key twice", sendgrid, []string{"Authorization", basic(key, key)}, 202, "", ""},
