@@ -787,6 +787,81 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("the console secret is the first one stored", func(t *testing.T) {
+		s := open(t)
+		first, err := s.ConsoleSecret(ctx, "form", "aaa")
+		if err != nil || first != "aaa" {
+			t.Fatalf("first ConsoleSecret = %q, %v; want aaa", first, err)
+		}
+		for _, candidate := range []string{"bbb", "aaa"} {
+			if got, err := s.ConsoleSecret(ctx, "form", candidate); err != nil || got != "aaa" {
+				t.Errorf("ConsoleSecret(%q) = %q, %v; want the stored aaa", candidate, got, err)
+			}
+		}
+		if got, err := s.ConsoleSecret(ctx, "other", "ccc"); err != nil || got != "ccc" {
+			t.Errorf("another name = %q, %v; want its own ccc", got, err)
+		}
+	})
+
+	t.Run("a flash is taken once, and not after its time", func(t *testing.T) {
+		s := open(t)
+		if err := s.PutFlash(ctx, "f1", "sealed-1", t0.Add(time.Minute), t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutFlash(ctx, "f2", "sealed-2", t0.Add(time.Minute), t0); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.TakeFlash(ctx, "f1", t0.Add(time.Second)); err != nil || got != "sealed-1" {
+			t.Fatalf("TakeFlash = %q, %v; want sealed-1", got, err)
+		}
+		if _, err := s.TakeFlash(ctx, "f1", t0.Add(time.Second)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("second TakeFlash: %v, want ErrNotFound", err)
+		}
+		if _, err := s.TakeFlash(ctx, "f2", t0.Add(time.Minute)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TakeFlash at its expiry: %v, want ErrNotFound", err)
+		}
+		// Putting prunes what is expired: f2 is gone even for a taker
+		// whose clock is behind.
+		if err := s.PutFlash(ctx, "f3", "sealed-3", t0.Add(3*time.Minute), t0.Add(2*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.TakeFlash(ctx, "f2", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("an expired flash after a put: %v, want ErrNotFound (pruned)", err)
+		}
+		if _, err := s.TakeFlash(ctx, "nope", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown flash: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("of two takers of one flash, one gets it", func(t *testing.T) {
+		s := open(t)
+		if err := s.PutFlash(ctx, "race", "sealed", t0.Add(time.Minute), t0); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		got := 0
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				data, err := s.TakeFlash(ctx, "race", t0)
+				switch {
+				case err == nil && data == "sealed":
+					mu.Lock()
+					got++
+					mu.Unlock()
+				case !errors.Is(err, ErrNotFound):
+					t.Errorf("TakeFlash: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got != 1 {
+			t.Errorf("%d takers got the flash, want 1", got)
+		}
+	})
+
 	t.Run("activity sums allowed and denied per key and hour since a time", func(t *testing.T) {
 		s := open(t)
 		h0 := t0.Truncate(time.Hour)

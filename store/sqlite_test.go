@@ -62,23 +62,23 @@ func TestSQLiteMigrations(t *testing.T) {
 		s.Close()
 		s = openTestSQLite(t, path)
 		mustKey(t, s, "key_kept")
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4]", got)
 		}
 	})
 
 	t.Run("a version 1 file gets the later migrations and prunes through the hour indexes", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "keys.db")
 		s := openTestSQLite(t, path)
-		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DROP TABLE route_scopes", "DELETE FROM schema_migrations WHERE version > 1"} {
+		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DROP TABLE route_scopes", "DROP TABLE console_secrets", "DROP TABLE console_flashes", "DELETE FROM schema_migrations WHERE version > 1"} {
 			if _, err := s.db.Exec(q); err != nil {
 				t.Fatal(err)
 			}
 		}
 		s.Close()
 		s = openTestSQLite(t, path)
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4]", got)
 		}
 		for _, q := range []string{
 			"SELECT key_id, hour, metric FROM usage WHERE hour < 1 LIMIT 10",
@@ -119,8 +119,8 @@ func TestSQLiteMigrations(t *testing.T) {
 			}
 			defer stores[i].Close()
 		}
-		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2, 3}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3]", got)
+		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2, 3, 4}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4]", got)
 		}
 	})
 

@@ -245,6 +245,22 @@ func (s *sqliteFile) RouteScopes(ctx context.Context, since time.Time) ([]RouteS
 	return read(s, func(db *DB) ([]RouteScope, error) { return db.RouteScopes(ctx, since) })
 }
 
+// ConsoleSecret implements Store.
+func (s *sqliteFile) ConsoleSecret(ctx context.Context, name, candidate string) (string, error) {
+	return write(ctx, s, func(db *DB) (string, error) { return db.ConsoleSecret(ctx, name, candidate) })
+}
+
+// PutFlash implements Store.
+func (s *sqliteFile) PutFlash(ctx context.Context, id, data string, expires, now time.Time) error {
+	_, err := write(ctx, s, func(db *DB) (struct{}, error) { return struct{}{}, db.PutFlash(ctx, id, data, expires, now) })
+	return err
+}
+
+// TakeFlash implements Store.
+func (s *sqliteFile) TakeFlash(ctx context.Context, id string, now time.Time) (string, error) {
+	return write(ctx, s, func(db *DB) (string, error) { return db.TakeFlash(ctx, id, now) })
+}
+
 // Events implements Store.
 func (s *sqliteFile) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	return read(s, func(db *DB) ([]Event, error) { return db.Events(ctx, f) })

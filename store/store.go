@@ -422,6 +422,18 @@ type Store interface {
 	// Events returns audit events, newest last.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
+	// ConsoleSecret returns the secret stored under name, storing
+	// candidate first if there is none, so that every console on one store
+	// uses the same one.
+	ConsoleSecret(ctx context.Context, name, candidate string) (string, error)
+	// PutFlash stores data under id until expires (deleting the flashes
+	// whose time is up at now); TakeFlash deletes it and returns it, or
+	// ErrNotFound once it is taken or its time is up. The console hands a
+	// new key from one page to the next this way, sealed: data must never
+	// hold a key in the clear.
+	PutFlash(ctx context.Context, id, data string, expires, now time.Time) error
+	TakeFlash(ctx context.Context, id string, now time.Time) (string, error)
+
 	Close() error
 }
 

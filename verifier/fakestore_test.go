@@ -187,6 +187,18 @@ func (s *fakeStore) RouteScopes(context.Context, time.Time) ([]store.RouteScope,
 	return nil, errNotImplemented
 }
 
+func (s *fakeStore) ConsoleSecret(context.Context, string, string) (string, error) {
+	return "", errNotImplemented
+}
+
+func (s *fakeStore) PutFlash(context.Context, string, string, time.Time, time.Time) error {
+	return errNotImplemented
+}
+
+func (s *fakeStore) TakeFlash(context.Context, string, time.Time) (string, error) {
+	return "", errNotImplemented
+}
+
 func (s *fakeStore) Close() error { return nil }
 
 // notifyingStore adds store.Notifier, as the PostgreSQL store does.
