@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygate/caddy-keygate/keys"
@@ -98,6 +99,7 @@ type Handler struct {
 	pages  *pages
 	vault  *vault
 	origin *http.CrossOriginProtection
+	secret atomic.Pointer[[]byte] // the store's form secret, once read
 }
 
 // New returns the console for the keys svc manages.
@@ -119,14 +121,15 @@ func New(svc *keys.Service, opts Options) *Handler {
 		svc:    svc,
 		opts:   opts,
 		pages:  loadPages(),
-		vault:  newVault(opts.RevealFor, opts.Now),
+		vault:  newVault(svc, opts.RevealFor, opts.Now),
 		origin: http.NewCrossOriginProtection(),
 	}
 }
 
-// formSecret keys the form tokens. It lives as long as the process, so a
-// form opened before a config reload still submits after it.
-var formSecret = func() []byte {
+// processSecret keys the form tokens while the store's shared secret
+// cannot be read. It lives as long as the process, so a form opened before
+// a config reload still submits after it.
+var processSecret = func() []byte {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return b
@@ -307,7 +310,12 @@ func (c *call) notify(msgs ...string) string {
 	if len(msgs) == 0 {
 		return ""
 	}
-	return "?n=" + c.h.vault.put(&flash{user: c.user.ID, messages: msgs})
+	tok, err := c.h.vault.put(c.r.Context(), &flash{user: c.user.ID, messages: msgs})
+	if err != nil {
+		c.h.opts.Logf("keygate console: keeping a message for %s: %v", c.user.ID, err)
+		return "" // the change is made; only its message is lost
+	}
+	return "?n=" + tok
 }
 
 // notices takes the messages a redirect carried.
@@ -316,7 +324,10 @@ func (c *call) notices() []string {
 	if tok == "" {
 		return nil
 	}
-	f, ok := c.h.vault.take(tok, c.user.ID, false)
+	f, ok, err := c.h.vault.take(c.r.Context(), tok, c.user.ID, false)
+	if err != nil {
+		c.h.opts.Logf("keygate console: reading a message for %s: %v", c.user.ID, err)
+	}
 	if !ok {
 		return nil
 	}

@@ -25,6 +25,7 @@ type fixture struct {
 	h   *Handler
 	svc *keys.Service
 	st  store.Store
+	db  string // the SQLite file
 	now time.Time
 }
 
@@ -39,12 +40,13 @@ var keyPattern = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	db := filepath.Join(t.TempDir(), "keys.db")
+	st, err := store.Open(ctx, "sqlite:"+db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{t: t, st: st, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	f := &fixture{t: t, st: st, db: db, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	clock := func() time.Time { return f.now }
 	if err := st.RecordRouteScopes(ctx, []store.RouteScope{
 		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: f.now},
@@ -100,7 +102,7 @@ func (f *fixture) post(u User, path string, form url.Values, header ...string) *
 		form = url.Values{}
 	}
 	if _, ok := form["csrf"]; !ok {
-		form.Set("csrf", formToken(u.ID))
+		form.Set("csrf", f.h.formToken(ctx, u.ID))
 	}
 	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -218,7 +220,7 @@ func TestAChangeMustComeFromAConsolePageOfThePerson(t *testing.T) {
 	}{
 		{"from the console page with the person's token", nil, nil, http.StatusSeeOther},
 		{"without a token", url.Values{"csrf": nil}, nil, http.StatusForbidden},
-		{"with another person's token", url.Values{"csrf": {formToken("bob")}}, nil, http.StatusForbidden},
+		{"with another person's token", url.Values{"csrf": {"bob's token"}}, nil, http.StatusForbidden},
 		{"with a token in the URL only", url.Values{"csrf": nil}, []string{"X-Query", "csrf"}, http.StatusForbidden},
 		{"from another site, token and all", nil, []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
 		{"from a sibling site", nil, []string{"Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
@@ -232,9 +234,12 @@ func TestAChangeMustComeFromAConsolePageOfThePerson(t *testing.T) {
 			for k, v := range tc.form {
 				form[k] = v
 			}
+			if form.Get("csrf") == "bob's token" {
+				form.Set("csrf", f.h.formToken(ctx, "bob"))
+			}
 			path := "/keys/" + k.ID + "/disable"
 			if len(tc.header) == 2 && tc.header[0] == "X-Query" {
-				path += "?csrf=" + formToken("alice")
+				path += "?csrf=" + f.h.formToken(ctx, "alice")
 				tc.header = nil
 			}
 			if v, ok := form["csrf"]; ok && v == nil {
@@ -665,7 +670,7 @@ func TestLinksWorkUnderAStrippedPrefix(t *testing.T) {
 			t.Errorf("under /console: %q missing", want)
 		}
 	}
-	form := url.Values{"csrf": {formToken("alice")}}
+	form := url.Values{"csrf": {f.h.formToken(ctx, "alice")}}
 	r = httptest.NewRequest(http.MethodPost, "/keys/"+k.ID+"/disable", strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r = r.WithContext(WithMount(WithUser(r.Context(), alice), "/console"))

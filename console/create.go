@@ -74,22 +74,38 @@ type revealView struct {
 // button cannot show or re-create it.
 func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope) error {
 	curl, gw := c.snippet(res.Record, res.Key, lines)
-	tok := c.h.vault.put(&flash{
+	f := &flash{
 		user: c.user.ID, key: res.Key, keyID: res.ID, name: res.Name, rotated: rotated,
 		curl: curl, gateway: gw, messages: res.Warnings,
-	})
+	}
+	tok, err := c.h.vault.put(c.r.Context(), f)
+	if err != nil {
+		// The key exists and this is the only time it can be shown: show
+		// it in the POST's own answer rather than lose it.
+		c.h.opts.Logf("keygate console: keeping the new key %s for its reveal page: %v", res.ID, err)
+		c.showNewKey(f)
+		return nil
+	}
 	return c.redirect("/reveal/" + tok)
 }
 
 func (c *call) revealPage() error {
-	f, ok := c.h.vault.take(c.id, c.user.ID, true)
+	f, ok, err := c.h.vault.take(c.r.Context(), c.id, c.user.ID, true)
+	if err != nil {
+		return err // the store did not answer: the key waits, a reload may show it
+	}
 	if !ok {
 		c.render(http.StatusGone, "reveal", &revealView{view: view{Title: "Key no longer shown", Nav: "new"}})
 		return nil
 	}
+	c.showNewKey(f)
+	return nil
+}
+
+// showNewKey renders the page that shows a new key, once.
+func (c *call) showNewKey(f *flash) {
 	c.render(http.StatusOK, "reveal", &revealView{view: view{Title: "Copy your new key", Nav: "new"},
 		Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated, Curl: f.curl, Gateway: f.gateway, Warnings: f.messages})
-	return nil
 }
 
 // snippet returns a ready curl command for a new key against the first

@@ -1,9 +1,12 @@
 package console
 
 import (
+	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"net/http"
 )
 
@@ -27,11 +30,33 @@ func setSecurityHeaders(h http.Header) {
 
 // formToken is the token every console form carries for user: an HMAC of
 // their id, so a page of another site cannot know it and the console keeps
-// no session state.
-func formToken(user string) string {
-	m := hmac.New(sha256.New, formSecret)
+// no session state. The HMAC's key is the store's console secret, the same
+// for every gateway on the store, so a form opened on one gateway submits
+// to another.
+func (h *Handler) formToken(ctx context.Context, user string) string {
+	m := hmac.New(sha256.New, h.formSecret(ctx))
 	m.Write([]byte("keygate console form\x00" + user))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// formSecret returns the store's console secret, storing one made here if
+// the store has none yet. While the store cannot be read it returns this
+// process's own secret and asks again next time (forms opened meanwhile
+// must then be reloaded).
+func (h *Handler) formSecret(ctx context.Context) []byte {
+	if s := h.secret.Load(); s != nil {
+		return *s
+	}
+	candidate := make([]byte, 32)
+	rand.Read(candidate)
+	v, err := h.svc.ConsoleSecret(ctx, "form", hex.EncodeToString(candidate))
+	if err != nil {
+		h.opts.Logf("keygate console: reading the form secret from the store: %v", err)
+		return processSecret
+	}
+	b := []byte(v)
+	h.secret.Store(&b)
+	return b
 }
 
 // errForm is the answer to a change that did not come from the console's
@@ -52,7 +77,7 @@ func (c *call) checkForm() error {
 		return &pageError{http.StatusBadRequest, "This form was not accepted", "The form could not be read. Reload the page and try again."}
 	}
 	got := c.r.PostForm.Get("csrf")
-	if !hmac.Equal([]byte(got), []byte(formToken(c.user.ID))) {
+	if !hmac.Equal([]byte(got), []byte(c.h.formToken(c.r.Context(), c.user.ID))) {
 		return errForm
 	}
 	return nil

@@ -1,28 +1,37 @@
 package console
 
 import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
-	"sync"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"time"
+
+	"github.com/keygate/caddy-keygate/keys"
+	"github.com/keygate/caddy-keygate/store"
 )
 
 // vault holds what one page hands to the next after a redirect: a new key
-// waiting to be shown once, or messages about a change. Entries live in
-// this process's memory only, for a few minutes at most, and are deleted
-// when read. The browser holds only a random token, so the key is never in
-// a URL, a log line or a cached page.
+// waiting to be shown once, or messages about a change. Entries live in the
+// key store, so the next request may reach any gateway on it, for a few
+// minutes at most, and are deleted when read. Each is sealed (AES-GCM)
+// under a key derived from a random token that only the person's browser
+// holds, in the redirect's URL: the store never holds a key it could read,
+// and the key is never in a URL, a log line or a cached page.
 type vault struct {
-	mu      sync.Mutex
-	entries map[string]*flash
-	ttl     time.Duration
-	now     func() time.Time
+	svc *keys.Service
+	ttl time.Duration
+	now func() time.Time
 }
 
 // flash is one vault entry.
 type flash struct {
-	user  string // only this person may read it
-	until time.Time
+	user string // only this person may read it
 	// A new key to show once, with its record's id and name.
 	key, keyID, name string
 	// rotated is the old key's id when key comes from a rotation.
@@ -32,55 +41,90 @@ type flash struct {
 	messages      []string
 }
 
-// maxFlashes bounds the vault: a person who creates keys faster than they
-// read them cannot grow it without limit.
-const maxFlashes = 10000
+// sealed is a flash as it is sealed; the person is bound by the entry's id.
+type sealed struct {
+	Key      string   `json:"key,omitempty"`
+	KeyID    string   `json:"key_id,omitempty"`
+	Name     string   `json:"name,omitempty"`
+	Rotated  string   `json:"rotated,omitempty"`
+	Curl     string   `json:"curl,omitempty"`
+	Gateway  string   `json:"gateway,omitempty"`
+	Messages []string `json:"messages,omitempty"`
+}
 
-func newVault(ttl time.Duration, now func() time.Time) *vault {
-	return &vault{entries: map[string]*flash{}, ttl: ttl, now: now}
+const tokenBytes = 32
+
+func newVault(svc *keys.Service, ttl time.Duration, now func() time.Time) *vault {
+	return &vault{svc: svc, ttl: ttl, now: now}
+}
+
+// entry derives, from a token, the person and the kind of entry, the id it
+// is stored under and the key that seals it. A token read by another
+// person, or as the other kind, names an entry that does not exist.
+func entry(token []byte, user string, key bool) (id string, aead cipher.AEAD) {
+	kind := "messages"
+	if key {
+		kind = "key"
+	}
+	h := sha256.New()
+	h.Write([]byte("keygate console flash id\x00" + kind + "\x00" + user + "\x00"))
+	h.Write(token)
+	id = hex.EncodeToString(h.Sum(nil))
+	k := sha256.Sum256(append([]byte("keygate console flash key\x00"), token...))
+	block, _ := aes.NewCipher(k[:]) // a 32-byte key never fails
+	aead, _ = cipher.NewGCM(block)
+	return id, aead
 }
 
 // put stores f and returns its token.
-func (v *vault) put(f *flash) string {
-	b := make([]byte, 24)
-	rand.Read(b)
-	tok := base64.RawURLEncoding.EncodeToString(b)
+func (v *vault) put(ctx context.Context, f *flash) (string, error) {
+	token := make([]byte, tokenBytes)
+	rand.Read(token)
+	id, aead := entry(token, f.user, f.key != "")
+	plain, err := json.Marshal(sealed{Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated,
+		Curl: f.curl, Gateway: f.gateway, Messages: f.messages})
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	data := base64.RawStdEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, []byte(id)))
 	t := v.now()
-	f.until = t.Add(v.ttl)
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for k, e := range v.entries {
-		if !t.Before(e.until) {
-			delete(v.entries, k)
-		}
+	if err := v.svc.PutFlash(ctx, id, data, t.Add(v.ttl), t); err != nil {
+		return "", err
 	}
-	if len(v.entries) >= maxFlashes {
-		// Drop the entry closest to expiry, so the vault stays bounded.
-		var oldest string
-		for k, e := range v.entries {
-			if oldest == "" || e.until.Before(v.entries[oldest].until) {
-				oldest = k
-			}
-		}
-		delete(v.entries, oldest)
-	}
-	v.entries[tok] = f
-	return tok
+	return base64.RawURLEncoding.EncodeToString(token), nil
 }
 
 // take returns and deletes the entry of tok if user may read it, it has not
 // expired, and it is of the kind asked for (a new key or messages). A token
-// of another person or kind is left alone.
-func (v *vault) take(tok, user string, key bool) (*flash, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	f, ok := v.entries[tok]
-	if !ok || f.user != user || (f.key != "") != key {
-		return nil, false
+// of another person or kind is left alone. err is set only when the store
+// could not be asked.
+func (v *vault) take(ctx context.Context, tok, user string, key bool) (*flash, bool, error) {
+	token, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(token) != tokenBytes {
+		return nil, false, nil
 	}
-	delete(v.entries, tok)
-	if !v.now().Before(f.until) {
-		return nil, false
+	id, aead := entry(token, user, key)
+	data, err := v.svc.TakeFlash(ctx, id, v.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
 	}
-	return f, true
+	raw, err := base64.RawStdEncoding.DecodeString(data)
+	if err != nil || len(raw) < aead.NonceSize() {
+		return nil, false, nil
+	}
+	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(id))
+	if err != nil {
+		return nil, false, nil
+	}
+	var s sealed
+	if json.Unmarshal(plain, &s) != nil {
+		return nil, false, nil
+	}
+	return &flash{user: user, key: s.Key, keyID: s.KeyID, name: s.Name, rotated: s.Rotated,
+		curl: s.Curl, gateway: s.Gateway, messages: s.Messages}, true, nil
 }

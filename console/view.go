@@ -102,7 +102,7 @@ type page interface{ base() *view }
 func (c *call) render(status int, name string, data page) {
 	v := data.base()
 	v.User, v.Mount, v.Now = c.user, c.mount, c.now
-	v.CSRF = formToken(c.user.ID)
+	v.CSRF = c.h.formToken(c.r.Context(), c.user.ID)
 	if v.Notices == nil && c.r.Method == http.MethodGet {
 		v.Notices = c.notices()
 	}
