@@ -70,8 +70,10 @@ type revealView struct {
 }
 
 // reveal keeps a new key for the reveal page and sends the browser there:
-// the POST's own response never holds the key, so a reload or the back
-// button cannot show or re-create it.
+// the POST's own response does not hold the key, so a reload or the back
+// button cannot show or re-create it. Only when the store cannot keep it
+// does the POST's answer show it (the browser then asks before sending the
+// form again).
 func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope) error {
 	curl, gw := c.snippet(res.Record, res.Key, lines)
 	f := &flash{
