@@ -71,12 +71,15 @@ func TestClusterTwoNodes(t *testing.T) {
 		noRedirects := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		keyRE := regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
-		console := func(g *gateway, method, path string, form url.Values) *http.Response {
+		console := func(g *gateway, method, path string, form url.Values, cookies ...*http.Cookie) *http.Response {
 			req, err := http.NewRequest(method, g.siteURL+path, strings.NewReader(form.Encode()))
 			if err != nil {
 				t.Fatal(err)
 			}
 			req.SetBasicAuth("demo", "keygate-demo")
+			for _, c := range cookies {
+				req.AddCookie(c) // a browser sends it to either node: cookies ignore ports
+			}
 			if method == http.MethodPost {
 				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 				req.Header.Set("Sec-Fetch-Site", "same-origin")
@@ -115,15 +118,18 @@ func TestClusterTwoNodes(t *testing.T) {
 		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/reveal/") {
 			t.Fatalf("creating a key on node a: %d, Location %q", resp.StatusCode, loc)
 		}
-		key := keyRE.FindString(page(console(b, http.MethodGet, loc, nil)))
+		if resp := console(b, http.MethodGet, loc, nil); resp.StatusCode != http.StatusGone || keyRE.MatchString(page(resp)) {
+			t.Errorf("the reveal URL without its cookie: %d", resp.StatusCode) // and it is not spent
+		}
+		key := keyRE.FindString(page(console(b, http.MethodGet, loc, nil, resp.Cookies()...)))
 		if key == "" {
 			t.Fatal("node b's reveal page of a key created on node a shows no key")
 		}
 		if r := send(a, key); r.Status != 202 {
 			t.Errorf("the console's new key on node a: %d %s", r.Status, r.Body)
 		}
-		if resp := console(a, http.MethodGet, loc, nil); resp.StatusCode != http.StatusGone || strings.Contains(page(resp), key) {
-			t.Errorf("the reveal page again, on node a: %d", resp.StatusCode)
+		if again := console(a, http.MethodGet, loc, nil, resp.Cookies()...); again.StatusCode != http.StatusGone || strings.Contains(page(again), key) {
+			t.Errorf("the reveal page again, on node a: %d", again.StatusCode)
 		}
 	})
 

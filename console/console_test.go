@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
@@ -27,6 +28,9 @@ type fixture struct {
 	st  store.Store
 	db  string // the SQLite file
 	now time.Time
+	// jars holds each person's cookies, as their browser would; the
+	// fixtures of several nodes share them (one browser, several nodes).
+	jars map[string]http.CookieJar
 }
 
 var (
@@ -46,7 +50,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{t: t, st: st, db: db, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	f := &fixture{t: t, st: st, db: db, now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), jars: map[string]http.CookieJar{}}
 	clock := func() time.Time { return f.now }
 	if err := st.RecordRouteScopes(ctx, []store.RouteScope{
 		{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: f.now},
@@ -122,8 +126,18 @@ func (f *fixture) serve(u User, r *http.Request) *httptest.ResponseRecorder {
 	if u.ID != "" {
 		r = r.WithContext(WithUser(r.Context(), u))
 	}
+	jar := f.jars[u.ID]
+	if jar == nil {
+		jar, _ = cookiejar.New(nil)
+		f.jars[u.ID] = jar
+	}
+	at := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path}
+	for _, c := range jar.Cookies(at) {
+		r.AddCookie(c)
+	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
+	jar.SetCookies(at, w.Result().Cookies())
 	return w
 }
 

@@ -1,8 +1,11 @@
 package console
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
@@ -88,13 +91,38 @@ func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope
 		c.showNewKey(f)
 		return nil
 	}
-	return c.redirect("/reveal/" + tok)
+	// The token travels in a cookie for the reveal page's path only, not
+	// in its URL: URLs land in access logs, and with the store the token
+	// would open the key; Caddy's logs redact cookies. The page's name is a
+	// random one of its own, so reveals in several tabs do not meet.
+	page := make([]byte, 12)
+	rand.Read(page)
+	path := "/reveal/" + base64.RawURLEncoding.EncodeToString(page)
+	http.SetCookie(c.w, c.revealCookie(path, tok, int(c.h.opts.RevealFor/time.Second)))
+	return c.redirect(path)
+}
+
+// revealCookieName holds a reveal's token, on the reveal page's path only.
+const revealCookieName = "keygate_reveal"
+
+// revealCookie is the cookie that carries tok to the reveal page at path,
+// for maxAge seconds (-1 deletes it).
+func (c *call) revealCookie(path, tok string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: revealCookieName, Value: tok, Path: c.url(path), MaxAge: maxAge,
+		HttpOnly: true, Secure: c.r.TLS != nil, SameSite: http.SameSiteStrictMode}
 }
 
 func (c *call) revealPage() error {
-	f, ok, err := c.h.vault.take(c.r.Context(), c.id, c.user.ID, true)
+	var tok string
+	if ck, err := c.r.Cookie(revealCookieName); err == nil {
+		tok = ck.Value
+	}
+	f, ok, err := c.h.vault.take(c.r.Context(), tok, c.user.ID, true)
 	if err != nil {
 		return err // the store did not answer: the key waits, a reload may show it
+	}
+	if tok != "" {
+		http.SetCookie(c.w, c.revealCookie("/reveal/"+c.id, "", -1))
 	}
 	if !ok {
 		c.render(http.StatusGone, "reveal", &revealView{view: view{Title: "Key no longer shown", Nav: "new"}})

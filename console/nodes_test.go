@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func (f *fixture) node(wrap func(store.Store) store.Store) *fixture {
 	if wrap != nil {
 		st = wrap(st)
 	}
-	n := &fixture{t: f.t, st: st, db: f.db, now: f.now}
+	n := &fixture{t: f.t, st: st, db: f.db, now: f.now, jars: f.jars}
 	clock := func() time.Time { return n.now }
 	n.svc = keys.New(st, keys.Options{Now: clock})
 	n.h = New(n.svc, Options{Now: clock, GatewayURL: "https://mail-gw.example.com"})
@@ -116,4 +117,44 @@ func TestANewKeyIsShownWhenItCannotWaitForItsPage(t *testing.T) {
 	if !keyPattern.MatchString(w.Body.String()) || w.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("the POST's answer does not show the new key (or may be cached):\n%s", w.Body)
 	}
+}
+
+func TestARevealLinkOpensNothingWithoutItsCookie(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/new", url.Values{"name": {"link"}, "scope": {"mail.send"}, "expires": {"30d"}})
+	wantStatus(t, w, http.StatusSeeOther)
+	loc := w.Header().Get("Location")
+	cookies := w.Result().Cookies()
+	if len(cookies) != 1 {
+		t.Fatalf("the POST sets %d cookies, want the reveal's one", len(cookies))
+	}
+	ck := cookies[0]
+	if ck.Path != loc || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.MaxAge != 300 || strings.Contains(loc, ck.Value) {
+		t.Errorf("reveal cookie %+v for %q: want HttpOnly, SameSite=Strict, 5 minutes, on the page's path only, its value not in the URL", ck, loc)
+	}
+	// The URL alone (as an access log has it), then the cookie with
+	// another person: nothing, and the reveal is not spent.
+	bare := httptest.NewRequest(http.MethodGet, loc, nil)
+	if w := f.h.serveAs(alice, bare); w.Code != http.StatusGone || keyPattern.MatchString(w.Body.String()) {
+		t.Errorf("the reveal URL without its cookie: %d", w.Code)
+	}
+	withCookie := httptest.NewRequest(http.MethodGet, loc, nil)
+	withCookie.AddCookie(ck)
+	if w := f.h.serveAs(bob, withCookie); w.Code != http.StatusGone || keyPattern.MatchString(w.Body.String()) {
+		t.Errorf("another person with the cookie: %d", w.Code)
+	}
+	page := f.get(alice, loc)
+	if page.Code != http.StatusOK || !keyPattern.MatchString(page.Body.String()) {
+		t.Fatalf("alice's reveal after those attempts: %d", page.Code)
+	}
+	if gone := page.Result().Cookies(); len(gone) != 1 || gone[0].MaxAge >= 0 || gone[0].Path != loc {
+		t.Errorf("the reveal page does not delete its cookie: %+v", gone)
+	}
+}
+
+// serveAs serves r as u without any cookie jar.
+func (h *Handler) serveAs(u User, r *http.Request) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.WithContext(WithUser(r.Context(), u)))
+	return w
 }

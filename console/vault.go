@@ -21,8 +21,9 @@ import (
 // key store, so the next request may reach any gateway on it, for a few
 // minutes at most, and are deleted when read. Each is sealed (AES-GCM)
 // under a key derived from a random token that only the person's browser
-// holds, in the redirect's URL: the store never holds a key it could read,
-// and the key is never in a URL, a log line or a cached page.
+// holds (a new key's in a cookie for its page, messages' in the URL): the
+// store never holds a key it could read, and the key is never in a URL, a
+// log line or a cached page.
 type vault struct {
 	svc *keys.Service
 	ttl time.Duration
