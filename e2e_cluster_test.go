@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -20,10 +17,7 @@ import (
 
 var clusterCaddyfile = site(`
 	handle_path /console/* {
-		basic_auth {
-			# the demo's user: demo / keygate-demo
-			demo $2a$14$S/PXxpQXLY2JdRqYKrrfj.LCC8FjErPlahUmwPO2dMWlxYPUaIqnq
-		}
+		` + demoUser + `
 		keygate_console {
 			store {STORE}
 			admin demo
@@ -68,68 +62,26 @@ func TestClusterTwoNodes(t *testing.T) {
 	})
 
 	t.Run("the console on either node serves one person: a form and a new key cross nodes", func(t *testing.T) {
-		noRedirects := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		keyRE := regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
-		console := func(g *gateway, method, path string, form url.Values, cookies ...*http.Cookie) *http.Response {
-			req, err := http.NewRequest(method, g.siteURL+path, strings.NewReader(form.Encode()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.SetBasicAuth("demo", "keygate-demo")
-			for _, c := range cookies {
-				req.AddCookie(c) // a browser sends it to either node: cookies ignore ports
-			}
-			if method == http.MethodPost {
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				req.Header.Set("Sec-Fetch-Site", "same-origin")
-			}
-			resp, err := noRedirects.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return resp
-		}
-		page := func(resp *http.Response) string {
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return string(b)
-		}
-		csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-		tokens := map[string]bool{}
-		for _, g := range nodes {
-			m := csrf.FindStringSubmatch(page(console(g, http.MethodGet, "/console/new", nil)))
-			if m == nil {
-				t.Fatal("the new-key page holds no form token")
-			}
-			tokens[m[1]] = true
-		}
-		if len(tokens) != 1 {
-			t.Fatalf("the nodes give one person %d different form tokens", len(tokens))
-		}
-		var token string
-		for token = range tokens {
+		u := consoleUser{t: t, prefix: "/console"}
+		token := u.formToken(a)
+		if u.formToken(b) != token {
+			t.Fatal("the nodes give one person different form tokens")
 		}
 		// Created on a, shown by b: the load balancer may send the redirect anywhere.
-		resp := console(a, http.MethodPost, "/console/new", url.Values{
-			"csrf": {token}, "name": {"from-the-console"}, "scope": {"mail.send"}, "expires": {"30d"}})
-		page(resp)
-		loc := resp.Header.Get("Location")
-		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/reveal/") {
-			t.Fatalf("creating a key on node a: %d, Location %q", resp.StatusCode, loc)
-		}
-		if resp := console(b, http.MethodGet, loc, nil); resp.StatusCode != http.StatusGone || keyRE.MatchString(page(resp)) {
+		loc, cookies := u.create(a, token, "from-the-console")
+		if resp, page := u.do(b, http.MethodGet, loc, nil); resp.StatusCode != http.StatusGone || keyPattern.MatchString(page) {
 			t.Errorf("the reveal URL without its cookie: %d", resp.StatusCode) // and it is not spent
 		}
-		key := keyRE.FindString(page(console(b, http.MethodGet, loc, nil, resp.Cookies()...)))
+		_, page := u.do(b, http.MethodGet, loc, nil, cookies...)
+		key := keyPattern.FindString(page)
 		if key == "" {
 			t.Fatal("node b's reveal page of a key created on node a shows no key")
 		}
 		if r := send(a, key); r.Status != 202 {
 			t.Errorf("the console's new key on node a: %d %s", r.Status, r.Body)
 		}
-		if again := console(a, http.MethodGet, loc, nil, resp.Cookies()...); again.StatusCode != http.StatusGone || strings.Contains(page(again), key) {
-			t.Errorf("the reveal page again, on node a: %d", again.StatusCode)
+		if resp, page := u.do(a, http.MethodGet, loc, nil, cookies...); resp.StatusCode != http.StatusGone || strings.Contains(page, key) {
+			t.Errorf("the reveal page again, on node a: %d", resp.StatusCode)
 		}
 	})
 

@@ -49,7 +49,6 @@ func TestDemoServesTheConsole(t *testing.T) {
 		"localhost:8026", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	).Replace(string(src))
 	g := startGateway(t, gatewayConfig{caddyfile: cf})
-	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(path, user, pass string) *http.Response {
 		req, _ := http.NewRequest(http.MethodGet, g.siteURL+path, nil)
 		if user != "" {

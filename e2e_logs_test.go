@@ -3,17 +3,13 @@ package keygate_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // logsCaddyfile has keys arrive in every header Caddy writes to its logs as
@@ -67,10 +63,7 @@ http://gw.localhost:{PORT}, http://postmark.localhost:{PORT}, http://brevo.local
 		reverse_proxy {DEAD}
 	}
 	route @console {
-		basic_auth {
-			# the demo's user: demo / keygate-demo
-			demo $2a$14$S/PXxpQXLY2JdRqYKrrfj.LCC8FjErPlahUmwPO2dMWlxYPUaIqnq
-		}
+		` + demoUser + `
 		keygate_console {
 			store {STORE}
 			admin demo
@@ -239,41 +232,11 @@ func TestNoKeyInAnyLog(t *testing.T) {
 // cookie's value.
 func consoleKey(t *testing.T, g *gateway) (key, token string) {
 	t.Helper()
-	noRedirects := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	do := func(method, path string, form url.Values, cookies []*http.Cookie) (*http.Response, string) {
-		req, err := http.NewRequest(method, g.siteURL+path, strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = strings.Replace(req.URL.Host, "127.0.0.1", "console.localhost", 1)
-		req.SetBasicAuth("demo", "keygate-demo")
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Sec-Fetch-Site", "same-origin")
-		for _, c := range cookies {
-			req.AddCookie(c)
-		}
-		resp, err := noRedirects.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b)
-	}
-	_, form := do(http.MethodGet, "/new", nil, nil)
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(form)
-	if m == nil {
-		t.Fatalf("the console's new-key page has no form token:\n%s", form)
-	}
-	resp, _ := do(http.MethodPost, "/new", url.Values{"csrf": {m[1]}, "name": {"from-the-console"}, "scope": {"mail.send"}, "expires": {"30d"}}, nil)
-	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
-		t.Fatalf("creating a key in the console: %d, cookies %v", resp.StatusCode, resp.Cookies())
-	}
-	_, page := do(http.MethodGet, resp.Header.Get("Location"), nil, resp.Cookies())
-	key = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`).FindString(page)
-	if key == "" {
+	u := consoleUser{t: t, host: "console.localhost"}
+	loc, cookies := u.create(g, u.formToken(g), "from-the-console")
+	_, page := u.do(g, http.MethodGet, loc, nil, cookies...)
+	if key = keyPattern.FindString(page); key == "" {
 		t.Fatalf("the console's reveal page shows no key:\n%s", page)
 	}
-	return key, resp.Cookies()[0].Value
+	return key, cookies[0].Value
 }

@@ -1,0 +1,86 @@
+package keygate_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// demoUser is the demo's console user in a Caddyfile: demo / keygate-demo.
+const demoUser = `basic_auth {
+			demo $2a$14$S/PXxpQXLY2JdRqYKrrfj.LCC8FjErPlahUmwPO2dMWlxYPUaIqnq
+		}`
+
+var (
+	keyPattern  = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
+	formPattern = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+)
+
+// consoleUser drives a gateway's console as the demo user's browser does:
+// signed in, forms posted same-origin, and, so that a test sees each step,
+// redirects not followed and cookies handed on by the test.
+type consoleUser struct {
+	t      *testing.T
+	host   string // the Host header; "" for the gateway's own address
+	prefix string // where the console is mounted: "/console", or ""
+}
+
+var noRedirects = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// do sends one request to the console page at path (under the prefix;
+// a Location the console answered already has it) and returns the response
+// with its body read.
+func (u consoleUser) do(g *gateway, method, path string, form url.Values, cookies ...*http.Cookie) (*http.Response, string) {
+	u.t.Helper()
+	if !strings.HasPrefix(path, u.prefix+"/") {
+		path = u.prefix + path
+	}
+	req, err := http.NewRequest(method, g.siteURL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	if u.host != "" {
+		req.Host = u.host
+	}
+	req.SetBasicAuth("demo", "keygate-demo")
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	for _, c := range cookies {
+		req.AddCookie(c) // a browser sends it to every node of the name: cookies ignore ports
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// formToken returns the form token g's new-key page carries.
+func (u consoleUser) formToken(g *gateway) string {
+	u.t.Helper()
+	_, page := u.do(g, http.MethodGet, "/new", nil)
+	m := formPattern.FindStringSubmatch(page)
+	if m == nil {
+		u.t.Fatalf("the console's new-key page has no form token:\n%s", page)
+	}
+	return m[1]
+}
+
+// create posts the new-key form to g and returns where the console sends
+// the browser and the reveal cookie it sets.
+func (u consoleUser) create(g *gateway, token, name string) (string, []*http.Cookie) {
+	u.t.Helper()
+	resp, _ := u.do(g, http.MethodPost, "/new", url.Values{"csrf": {token}, "name": {name}, "scope": {"mail.send"}, "expires": {"30d"}})
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, u.prefix+"/reveal/") || len(resp.Cookies()) != 1 {
+		u.t.Fatalf("creating a key in the console: %d, Location %q, cookies %v", resp.StatusCode, loc, resp.Cookies())
+	}
+	return loc, resp.Cookies()
+}
