@@ -512,6 +512,27 @@ if [ "$CLUSTER" = 1 ]; then
 	# A quota no run reaches: every send is counted against it.
 	CQUOTA=$("$OUT/caddy" keys issue --store "$PG_URI" --name bench-cluster-quota --scope mail.send --quota 1000000000/d --json | json_field key)
 	[ -n "$CVALID" ] && [ -n "$CQUOTA" ] || { echo "bench: could not issue the cluster keys" >&2; exit 1; }
+	# cluster_site PORT [exact] [DIALECT]: a keygate site on the shared
+	# store and Redis (leased limits, or exact), inspecting DIALECT's sends.
+	cluster_site() {
+		local limits="ratelimit redis redis://127.0.0.1:$P_REDIS/0" api=""
+		[ "$2" = exact ] && limits="$limits {
+			exact
+		}"
+		[ -n "$3" ] && api="mail_api $3"
+		cat <<EOF3
+http://127.0.0.1:$1 {
+	keygate {
+		store $PG_URI
+		$limits
+		$api
+		scope mail.send POST /v3/mail/send
+		rate 1000000/s
+	}
+	reverse_proxy 127.0.0.1:$P_UP
+}
+EOF3
+	}
 	node() { # node NAME ADMIN PLAIN KG EXACT SEND SEND_EXACT
 		cat >"$OUT/Caddyfile.$1" <<EOF2
 {
@@ -530,49 +551,11 @@ if [ "$CLUSTER" = 1 ]; then
 http://127.0.0.1:$3 {
 	reverse_proxy 127.0.0.1:$P_UP
 }
-http://127.0.0.1:$4 {
-	keygate {
-		store $PG_URI
-		ratelimit redis redis://127.0.0.1:$P_REDIS/0
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-http://127.0.0.1:$5 {
-	keygate {
-		store $PG_URI
-		ratelimit redis redis://127.0.0.1:$P_REDIS/0 {
-			exact
-		}
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-http://127.0.0.1:$6 {
-	keygate {
-		store $PG_URI
-		ratelimit redis redis://127.0.0.1:$P_REDIS/0
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-http://127.0.0.1:$7 {
-	keygate {
-		store $PG_URI
-		ratelimit redis redis://127.0.0.1:$P_REDIS/0 {
-			exact
-		}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
 EOF2
+		cluster_site "$4" "" "" >>"$OUT/Caddyfile.$1"
+		cluster_site "$5" exact "" >>"$OUT/Caddyfile.$1"
+		cluster_site "$6" "" sendgrid >>"$OUT/Caddyfile.$1"
+		cluster_site "$7" exact sendgrid >>"$OUT/Caddyfile.$1"
 		"$OUT/caddy" run --config "$OUT/Caddyfile.$1" --adapter caddyfile >"$OUT/caddy-$1.stderr" 2>&1 &
 		PIDS+=($!)
 		for i in $(seq 1 100); do
