@@ -175,15 +175,34 @@ func (r *reader) str() (string, error) {
 func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d := r.data
 	i := r.pos + 1
-	quote := -1 // the next '"' at or after i, once a long run looked for it
+	// Past its first 64 bytes a string is crossed by stringEnd where the
+	// CPU can classify blocks fast; long is where that starts, 0 once it
+	// has (or never will).
+	long := 0
+	quote := -1 // the next '"' at or after i, once longRun looked for it
+	if blockScan {
+		long = i + 64
+	}
 	for i < len(d) {
+		if long != 0 && i >= long {
+			long = 0
+			end, next, esc := stringEnd(d, i)
+			escaped = escaped || esc
+			if end >= 0 {
+				tok, r.pos = d[r.pos:end+1], end+1
+				return tok, escaped, nil
+			}
+			if i = next; i >= len(d) {
+				break
+			}
+		}
 		// Plain bytes sixteen at a time, and from the first word holding a
 		// byte that is not plain straight to that byte (the lowest one
-		// special8 flags), then one at a time near the end. Past 64 plain
-		// bytes (html bodies, attachments) the rest of the run is found
-		// with vectorised searches instead (longRun).
+		// special8 flags), then one at a time near the end. Without
+		// stringEnd, past 64 plain bytes (html bodies, attachments) the rest
+		// of the run is found with vectorised searches instead (longRun).
 		n := 0
-		for i+16 <= len(d) {
+		for i+16 <= len(d) && (long == 0 || i < long) {
 			w := d[i : i+16]
 			if m := special8(binary.LittleEndian.Uint64(w[:8])); m != 0 {
 				i += bits.TrailingZeros64(m) >> 3
@@ -194,10 +213,13 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 				break
 			}
 			i += 16
-			if n++; n == 4 {
+			if n++; n == 4 && long == 0 {
 				i, quote = longRun(d, i, quote)
 				break
 			}
+		}
+		if long != 0 && i >= long {
+			continue
 		}
 		for i < len(d) && plain[d[i]] {
 			i++

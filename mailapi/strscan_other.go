@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package mailapi
+
+// blockScan says whether long strings are crossed by stringEnd. Without
+// vector instructions token's word-at-a-time loop is faster.
+const blockScan = false
+
+// classify fills out with the masks of the 64-byte blocks at the start of d,
+// as many as fit in both, and returns how many it filled.
+func classify(d []byte, out []blockMasks) int { return classifyGeneric(d, out) }

@@ -1,0 +1,89 @@
+package mailapi
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// TestEscapesMatchesByteByByte checks the bit arithmetic of escapes against
+// walking the block a byte at a time, on blocks dense with backslash runs.
+func TestEscapesMatchesByteByByte(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for n := range 500_000 {
+		var bs uint64
+		switch n % 3 {
+		case 0:
+			bs = rng.Uint64()
+		case 1:
+			bs = rng.Uint64() & rng.Uint64() & rng.Uint64()
+		default:
+			bs = rng.Uint64() | rng.Uint64()
+		}
+		carry := rng.IntN(2) == 0
+		var want uint64
+		next := carry
+		for j := range 64 {
+			switch {
+			case next:
+				want |= 1 << j
+				next = false
+			case bs>>j&1 != 0:
+				next = true
+			}
+		}
+		got, gotNext := escapes(bs, carry)
+		if got != want || gotNext != next {
+			t.Fatalf("escapes(%064b, %v) = %064b, %v; want %064b, %v", bs, carry, got, gotNext, want, next)
+		}
+	}
+}
+
+// TestClassifyMatchesGeneric checks the vectorised classify against the
+// byte loop on every byte value in every position.
+func TestClassifyMatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	d := make([]byte, 64*classifyBatch+63)
+	for round := range 200 {
+		for i := range d {
+			d[i] = byte(rng.Uint32())
+			if round%2 == 0 && rng.IntN(3) == 0 {
+				d[i] = `"\`[rng.IntN(2)]
+			}
+		}
+		for _, off := range []int{0, 1, 63} {
+			var got, want [classifyBatch]blockMasks
+			n, wn := classify(d[off:], got[:]), classifyGeneric(d[off:], want[:])
+			if n != wn || got != want {
+				t.Fatalf("offset %d: classify gave %d blocks %x; want %d blocks %x", off, n, got, wn, want)
+			}
+		}
+	}
+	var out [2]blockMasks
+	if n := classify(d[:127], out[:]); n != 1 {
+		t.Fatalf("127 bytes: %d blocks", n)
+	}
+}
+
+// TestLongStringsAgreeWithEncodingJSON reads strings of up to a few hundred
+// bytes built from escapes, quotes, control characters and hex digits,
+// so that every case crosses stringEnd's block boundaries: the reader
+// accepts exactly what encoding/json accepts and decodes the same text.
+func TestLongStringsAgreeWithEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	pieces := []string{`a`, `bc`, `\"`, `\\`, `\n`, `\u003c`, `\u00e9`, `\/`, `\`, `"`, "\x01", `\x`, `\u12`, `0`, `u`, `<p class=\"x\">`, "é"}
+	var b strings.Builder
+	for range 100_000 {
+		b.Reset()
+		b.WriteByte('"')
+		for n := rng.IntN(300); b.Len() < n; {
+			p := pieces[rng.IntN(len(pieces))]
+			if (p == `\` || p == `"` || p == "\x01" || p == `\x` || p == `\u12`) && rng.IntN(40) != 0 {
+				continue // keep most strings valid, so their ends are compared
+			}
+			b.WriteString(p)
+		}
+		b.WriteByte('"')
+		agreesWithEncodingJSON(t, b.String())
+	}
+}
