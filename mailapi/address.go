@@ -79,7 +79,7 @@ func plainList(v string, each func(string)) (n int, ok bool) {
 // an RFC 2047 encoded word) separated by spaces. ok is false for anything
 // else, which does not mean it is invalid.
 func plainMailbox(s string) (addr string, ok bool) {
-	s = strings.Trim(s, " \t")
+	s = trimBlanks(s)
 	if s == "" {
 		return "", false
 	}
@@ -92,6 +92,18 @@ func plainMailbox(s string) (addr string, ok bool) {
 	}
 	addr = s[open+1 : len(s)-1]
 	return addr, plainAddrSpec(addr)
+}
+
+// trimBlanks removes spaces and tabs at both ends of s (strings.Trim with
+// a cutset builds its set on every call).
+func trimBlanks(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // plainAddrSpec reports whether s is local@domain with both parts ASCII

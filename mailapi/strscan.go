@@ -16,7 +16,7 @@ type blockMasks struct {
 	quote, backslash, control uint64
 }
 
-// classifyBatch is how many blocks one classify call covers: enough to
+// classifyBatch is the most blocks one classify call covers: enough to
 // amortise the call, few enough that classifying past a string's end
 // costs little.
 const classifyBatch = 16
@@ -74,8 +74,10 @@ func escapes(backslash uint64, carry bool) (escaped uint64, next bool) {
 func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 	var buf [classifyBatch]blockMasks
 	carry := false
-	for {
-		n := classify(d[i:], buf[:])
+	// Most strings that get here end within a block or two (an html part of
+	// a batch message); classify more at a time as a string goes on.
+	for batch := 2; ; batch = min(2*batch, classifyBatch) {
+		n := classify(d[i:], buf[:batch])
 		if n == 0 {
 			break
 		}
