@@ -134,6 +134,10 @@ type Verifier struct {
 	invMu  sync.Mutex
 	invs   map[store.Digest]invalidation
 	numInv atomic.Int64 // len(invs), read without the lock on hits
+	// lastInv is the newest invalidation's seq: an entry whose fill began
+	// after it (the common case, seconds after a change) cannot be voided
+	// by any record in invs, and its hit takes no lock.
+	lastInv atomic.Uint64
 
 	syncMu sync.Mutex // serializes Sync, which owns cursor and gen
 	cursor int64      // last change-log sequence applied
@@ -389,7 +393,7 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*e
 	if e.seq < v.clearedSeq.Load() {
 		return e, false
 	}
-	if v.numInv.Load() > 0 {
+	if v.numInv.Load() > 0 && e.seq < v.lastInv.Load() {
 		v.invMu.Lock()
 		inv, ok := v.invs[*d]
 		v.invMu.Unlock()
@@ -509,8 +513,10 @@ func (v *Verifier) Invalidate(d store.Digest) {
 		return
 	}
 	v.invMu.Lock()
-	v.invs[d] = invalidation{seq: v.seq.Add(1), at: v.now()}
+	seq := v.seq.Add(1)
+	v.invs[d] = invalidation{seq: seq, at: v.now()}
 	v.numInv.Store(int64(len(v.invs)))
+	v.lastInv.Store(seq) // only grows: invMu orders the stores
 	v.invMu.Unlock()
 	// The entry is left in place, void: the record above keeps it from
 	// answering, and it still tells Cached that d is a key, so a key in
