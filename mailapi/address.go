@@ -48,6 +48,13 @@ func parseAddressList(v string, each func(addr string)) (int, error) {
 // plainList reads a list of plain mailboxes separated by commas. ok is false
 // when any entry is not plain (or empty), and then each has not been called.
 func plainList(v string, each func(string)) (n int, ok bool) {
+	if strings.IndexByte(v, ',') < 0 { // one mailbox, the usual case
+		addr, ok := plainMailbox(v)
+		if ok && each != nil {
+			each(addr)
+		}
+		return 1, ok
+	}
 	for rest := v; ; {
 		entry, more, found := strings.Cut(rest, ",")
 		if _, ok := plainMailbox(entry); !ok {

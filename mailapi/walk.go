@@ -119,6 +119,11 @@ func (in *inspection) object(r *reader, s *shape) error {
 // member finds the member named key under Unicode case folding, the rule
 // encoding/json and case-insensitive decoders match names by.
 func (s *shape) member(key []byte) *member {
+	for i := range s.members { // SDKs spell names exactly: the quick look
+		if string(key) == s.members[i].name {
+			return &s.members[i]
+		}
+	}
 	for i := range s.members {
 		if bytes.EqualFold(key, []byte(s.members[i].name)) {
 			return &s.members[i]
