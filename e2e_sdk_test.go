@@ -95,6 +95,22 @@ type sdkScenario struct {
 	Sends    int      `json:"sends,omitempty"`
 	NoRetry  bool     `json:"noRetry,omitempty"`
 	Retrying bool     `json:"retrying,omitempty"`
+	// HTML, when set, is sent as the message's HTML part beside the text.
+	HTML string `json:"html,omitempty"`
+}
+
+// sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
+// quotes, backslashes, '<' and '&' (which SDKs escape in JSON as they
+// choose) and text that reads like a JSON from field naming from, so a
+// reader that lost track of the escapes would see a different sender.
+func sdkNewsletter(from string) string {
+	var b strings.Builder
+	b.WriteString("<!DOCTYPE html>\n<html><body>\n")
+	for i := 0; b.Len() < 20_000; i++ {
+		fmt.Fprintf(&b, `<p class="lead" data-x='{"from":{"email":"%s"}}'>Item %d: "news" \\ <a href="https://shop.example/n/%d?a=1&b=2">more</a></p>`+"\n", from, i, i)
+	}
+	b.WriteString("</body></html>\n")
+	return b.String()
 }
 
 type sdkResult struct {
@@ -200,6 +216,15 @@ func TestE2ESDKs(t *testing.T) {
 			sc("allowed", k.policy, sdkAllowedFrom, []string{"a@rcpt.example"}),
 			sc("sender", k.policy, "ceo@evil.example", []string{"a@rcpt.example"}),
 			sc("recipients", k.policy, sdkAllowedFrom, []string{"a@rcpt.example", "b@rcpt.example"}),
+		}
+		if d.node {
+			// A 20 KB HTML part: allowed from the key's domain, refused from
+			// another whatever the HTML says.
+			html := sc("allowed-html", k.policy, sdkAllowedFrom, []string{"a@rcpt.example"})
+			html.HTML = sdkNewsletter("ceo@evil.example")
+			evil := sc("sender-html", k.policy, "ceo@evil.example", []string{"a@rcpt.example"})
+			evil.HTML = sdkNewsletter(sdkAllowedFrom)
+			list = append(list, html, evil)
 		}
 		list = append(list, sc("unknown-key", unknownKey, sdkAllowedFrom, []string{"a@rcpt.example"}))
 		rate := sc("rate", k.rate, sdkAllowedFrom, []string{"a@rcpt.example"})
@@ -322,6 +347,9 @@ func TestE2ESDKs(t *testing.T) {
 			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
 			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
 		}
+		if d.node {
+			want = append(want, expect{scenario: "allowed-html"}, expect{"sender-html", "sender_not_allowed", 403, want[1].name, ""})
+		}
 		if d.name == "brevo" {
 			want = append(want, expect{scenario: "rate-retry"})
 		}
@@ -373,12 +401,16 @@ func TestE2ESDKs(t *testing.T) {
 		if d.name == "sendgrid-go" {
 			quotaSends = 3
 		}
+		policySends := 3
+		if d.node {
+			policySends += 2 // allowed-html, sender-html
+		}
 		for _, c := range []struct {
 			what string
 			key  string
 			want int
 		}{
-			{"policy key (allowed, sender, recipients)", k.policy, 3},
+			{"policy key (allowed, sender, recipients)", k.policy, policySends},
 			{"rate key (allowed, then refused)", k.rate, 1 + rateAttempts},
 			{"quota key (allowed, then refused)", k.quota, quotaSends},
 		} {
@@ -436,8 +468,9 @@ func TestE2ESDKs(t *testing.T) {
 		}
 	}
 	// Per SDK: the allowed send and the first send of the rate and quota
-	// scenarios; Brevo's fast-rate key adds two.
-	for dialect, n := range map[string]int{"sendgrid": 6, "postmark": 3, "mailgun": 6, "resend": 6, "ses": 6, "mailjet": 3, "brevo": 5} {
+	// scenarios, and for each dialect's Node SDK the allowed HTML send;
+	// Brevo's fast-rate key adds two.
+	for dialect, n := range map[string]int{"sendgrid": 7, "postmark": 4, "mailgun": 7, "resend": 7, "ses": 7, "mailjet": 4, "brevo": 6} {
 		if perDialect[dialect] != n {
 			t.Errorf("%s: the provider got %d sends, want %d", dialect, perDialect[dialect], n)
 		}

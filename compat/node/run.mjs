@@ -21,43 +21,48 @@ const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
 Mailjet.Request.protocol = "http://";
 
 // Each driver sends one message (from, to[]) with the SDK configured for
-// the base URL and key; opts.noRetry turns the SDK's own retries off.
+// the base URL and key; opts.noRetry turns the SDK's own retries off, and
+// opts.html adds an HTML part (in the field named by html's second argument).
 // It returns what the SDK gave back, or throws what it threw.
+const html = (opts, field) => (opts.html ? { [field]: opts.html } : {});
 const drivers = {
-  async sendgrid(base, key, from, to) {
+  async sendgrid(base, key, from, to, opts) {
     const mail = new sgMail.MailService(); // the default export is one shared instance
     mail.setApiKey(key);
     mail.client.setDefaultRequest("baseUrl", base); // after setApiKey, which resets it
-    return mail.send({ from, to, subject: "compat", text: "hello" }, true);
+    return mail.send({ from, to, subject: "compat", text: "hello", ...html(opts, "html") }, true);
   },
-  async postmark(base, key, from, to) {
+  async postmark(base, key, from, to, opts) {
     const url = new URL(base);
     const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
-    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello" });
+    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello", ...html(opts, "HtmlBody") });
   },
-  async mailgun(base, key, from, to) {
+  async mailgun(base, key, from, to, opts) {
     const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
-    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello" });
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello", ...html(opts, "html") });
   },
-  async resend(base, key, from, to) {
+  async resend(base, key, from, to, opts) {
     const r = new Resend(key, { baseUrl: base });
-    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello" });
+    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello", ...html(opts, "html") });
     if (error) throw error; // the SDK returns its errors rather than throwing
     return data;
   },
-  async mailjet(base, key, from, to) {
+  async mailjet(base, key, from, to, opts) {
     const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
     return mj.post("send", { version: "v3.1" }).request({
-      Messages: [{ From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello" }],
+      Messages: [{
+        From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello", ...html(opts, "HTMLPart"),
+      }],
     });
   },
   async brevo(base, key, from, to, opts) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3", ...(opts.noRetry ? { maxRetries: 0 } : {}) });
     return c.transactionalEmails.sendTransacEmail({
       sender: { email: from }, to: to.map((email) => ({ email })), subject: "compat", textContent: "hello",
+      ...html(opts, "htmlContent"),
     });
   },
-  async ses(base, key, from, to) {
+  async ses(base, key, from, to, opts) {
     // The key is the access key id; keygate never sees or checks the
     // secret access key, so any value will do.
     const c = new SESv2Client({
@@ -66,7 +71,7 @@ const drivers = {
     });
     return c.send(new SendEmailCommand({
       FromEmailAddress: from, Destination: { ToAddresses: to },
-      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } } } },
+      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" }, ...(opts.html ? { Html: { Data: opts.html } } : {}) } } },
     }));
   },
 };
