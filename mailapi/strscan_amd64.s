@@ -3,8 +3,9 @@
 #include "textflag.h"
 
 // func classifyAVX2(p *byte, n int, out *blockMasks)
-// For each of n 64-byte blocks from p, writes three words to out: the bit
-// masks of its '"' bytes, its '\\' bytes and its bytes below 0x20.
+// For each of n 64-byte blocks from p (n at least 1), writes three words to
+// out: the bit masks of its '"' bytes, its '\\' bytes and its bytes below
+// 0x20.
 TEXT ·classifyAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
