@@ -3,6 +3,7 @@ package mailapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -124,12 +125,29 @@ func (s *shape) member(key []byte) *member {
 			return &s.members[i]
 		}
 	}
+	// Names are ASCII, and folding an ASCII key keeps its length: only a
+	// key with other bytes (the Kelvin sign folds to k) may match a name
+	// of another length.
+	ascii := isASCII(key)
 	for i := range s.members {
-		if bytes.EqualFold(key, []byte(s.members[i].name)) {
+		name := s.members[i].name
+		if (!ascii || len(name) == len(key)) && bytes.EqualFold(key, []byte(name)) {
 			return &s.members[i]
 		}
 	}
 	return nil
+}
+
+// isASCII reports whether b has no byte above 0x7f, eight bytes a step.
+func isASCII(b []byte) bool {
+	var x uint64
+	for ; len(b) >= 8; b = b[8:] {
+		x |= binary.LittleEndian.Uint64(b)
+	}
+	for _, c := range b {
+		x |= uint64(c)
+	}
+	return x&0x8080808080808080 == 0
 }
 
 // begin starts a message and returns the state of the enclosing one.
