@@ -125,10 +125,7 @@ var dialects = []*Dialect{
 		{path: "/email/withTemplate", shape: postmarkMessage},
 		{path: "/email/batch", shape: arrayOf(postmarkMessage)},
 		// Documented as {"Messages": [...]}; a bare array is accepted too.
-		{path: "/email/batchWithTemplates", shape: &shape{
-			members: []member{field("Messages", arrayOf(postmarkMessage))},
-			elem:    postmarkMessage,
-		}},
+		{path: "/email/batchWithTemplates", shape: orArrayOf(object(field("Messages", arrayOf(postmarkMessage))), postmarkMessage)},
 	}},
 	{Name: "mailgun", basic: true, errors: mailgunErrors, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},

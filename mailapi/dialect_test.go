@@ -150,3 +150,31 @@ func TestEveryFormEndpointRefusesACutMultipartBody(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryShapeKnowsItsNameLengths walks every endpoint's shapes: a shape
+// built without object or message would pass over the members it names.
+func TestEveryShapeKnowsItsNameLengths(t *testing.T) {
+	seen := map[*shape]bool{}
+	var check func(where string, s *shape)
+	check = func(where string, s *shape) {
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		if want := nameLengths(s.members); s.lens != want {
+			t.Errorf("%s: lens %b, want %b", where, s.lens, want)
+		}
+		for _, m := range s.members {
+			check(where+"."+m.name, m.shape)
+		}
+		check(where+"[]", s.elem)
+	}
+	for _, d := range dialects {
+		for _, e := range d.endpoints {
+			check(d.Name+" "+e.path, e.shape)
+		}
+	}
+	if len(seen) < 20 {
+		t.Fatalf("walked only %d shapes", len(seen))
+	}
+}

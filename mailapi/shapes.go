@@ -16,6 +16,10 @@ type shape struct {
 	// shared marks an object whose sender and recipients apply to every
 	// message of the request (Mailjet's Globals).
 	shared bool
+	// lens has bit n set when a member's name is n bytes long (bit 63: 63
+	// or more), so most keys a shape does not name are passed over
+	// without comparing names. Set by object and message.
+	lens uint64
 }
 
 // member is one object member the walker reads. Names match
@@ -42,13 +46,34 @@ const (
 
 func field(name string, s *shape) member { return member{name: name, shape: s} }
 
-func object(members ...member) *shape { return &shape{members: members} }
+func object(members ...member) *shape { return &shape{members: members, lens: nameLengths(members)} }
+
+// nameLengths is the lens of a shape with these members.
+func nameLengths(members []member) uint64 {
+	var lens uint64
+	for _, m := range members {
+		lens |= 1 << min(len(m.name), 63)
+	}
+	return lens
+}
 
 func arrayOf(elem *shape) *shape { return &shape{elem: elem} }
 
+// orArrayOf lets object s also be given as an array of elem.
+func orArrayOf(s, elem *shape) *shape {
+	s.elem = elem
+	return s
+}
+
+// shared marks s as holding what applies to every message of the request.
+func shared(s *shape) *shape {
+	s.shared = true
+	return s
+}
+
 // message is an object that is one email and must name a sender.
 func message(sender string, members ...member) *shape {
-	return &shape{members: members, sender: sender}
+	return &shape{members: members, sender: sender, lens: nameLengths(members)}
 }
 
 // Leaf shapes shared by the dialects.
@@ -129,7 +154,7 @@ var (
 	)
 	mailjetSend = object(
 		field("Messages", arrayOf(mailjetMessage)),
-		field("Globals", &shape{shared: true, members: mailjetMessage.members}),
+		field("Globals", shared(object(mailjetMessage.members...))),
 	)
 
 	brevoMessage = message("sender.email",

@@ -120,6 +120,9 @@ func (in *inspection) object(r *reader, s *shape) error {
 // member finds the member named key under Unicode case folding, the rule
 // encoding/json and case-insensitive decoders match names by.
 func (s *shape) member(key []byte) *member {
+	if s.lens&(1<<min(len(key), 63)) == 0 && isASCII(key) {
+		return nil // no name of its length: see below
+	}
 	for i := range s.members { // SDKs spell names exactly: the quick look
 		if string(key) == s.members[i].name {
 			return &s.members[i]
