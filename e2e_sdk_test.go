@@ -77,7 +77,7 @@ var sdkDrivers = []struct {
 	{"sendgrid", "sendgrid", true}, {"postmark", "postmark", true}, {"mailgun", "mailgun", true},
 	{"resend", "resend", true}, {"mailjet", "mailjet", true}, {"brevo", "brevo", true}, {"ses", "ses", true},
 	{"sendgrid-go", "sendgrid", false}, {"mailgun-go", "mailgun", false},
-	{"resend-go", "resend", false}, {"aws-sdk-go-v2", "ses", false},
+	{"resend-go", "resend", false}, {"aws-sdk-go-v2", "ses", false}, {"mailjet-go", "mailjet", false},
 }
 
 const (
@@ -419,7 +419,7 @@ func TestE2ESDKs(t *testing.T) {
 			}
 		}
 	}
-	for dialect, n := range map[string]int{"sendgrid": 2, "postmark": 1, "mailgun": 2, "resend": 2, "ses": 2, "mailjet": 1, "brevo": 1} {
+	for dialect, n := range map[string]int{"sendgrid": 2, "postmark": 1, "mailgun": 2, "resend": 2, "ses": 2, "mailjet": 2, "brevo": 1} {
 		if got := taps[dialect].countKey(unknownKey); got != n {
 			t.Errorf("%s: an unknown key: %d requests, want %d (one per SDK, no retry)", dialect, got, n)
 		}
@@ -470,7 +470,7 @@ func TestE2ESDKs(t *testing.T) {
 	// Per SDK: the allowed send and the first send of the rate and quota
 	// scenarios, and for each dialect's Node SDK the allowed HTML send;
 	// Brevo's fast-rate key adds two.
-	for dialect, n := range map[string]int{"sendgrid": 7, "postmark": 4, "mailgun": 7, "resend": 7, "ses": 7, "mailjet": 4, "brevo": 6} {
+	for dialect, n := range map[string]int{"sendgrid": 7, "postmark": 4, "mailgun": 7, "resend": 7, "ses": 7, "mailjet": 7, "brevo": 6} {
 		if perDialect[dialect] != n {
 			t.Errorf("%s: the provider got %d sends, want %d", dialect, perDialect[dialect], n)
 		}

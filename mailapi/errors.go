@@ -174,12 +174,24 @@ var sesErrors = &errorShape{
 
 // Mailjet: node-mailjet's error message is built from ErrorMessage (and
 // the status code); it also copies ErrorMessage onto the error.
+// mailjet-apiv3-go reads a 400 or 403 as the send's validation errors, as
+// Mailjet's v3.1 send answers them ({"Messages":[{"Errors":[…]}]}), and
+// anything else from ErrorMessage and StatusCode.
 var mailjetErrors = &errorShape{
 	members: func(b []byte, _ Refusal, status int, message string) []byte {
 		b = appendMember(b, "ErrorMessage")
 		b = strconv.AppendQuote(b, message)
 		b = appendMember(b, "StatusCode")
-		return strconv.AppendInt(b, int64(status), 10)
+		b = strconv.AppendInt(b, int64(status), 10)
+		if status != http.StatusBadRequest && status != http.StatusForbidden {
+			return b
+		}
+		b = appendMember(b, "Messages")
+		b = append(b, `[{"Status":"error","Errors":[{"ErrorMessage":`...)
+		b = strconv.AppendQuote(b, message)
+		b = append(b, `,"StatusCode":`...)
+		b = strconv.AppendInt(b, int64(status), 10)
+		return append(b, "}]}]"...)
 	},
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 	"github.com/mailgun/mailgun-go/v4"
+	"github.com/mailjet/mailjet-apiv3-go/v4"
 	"github.com/resend/resend-go/v2"
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
@@ -158,6 +159,32 @@ func send(p plan, sc scenario) result {
 			r := result{Text: err.Error()}
 			if errors.As(err, &ue) {
 				r.Status = ue.Actual
+			}
+			return r
+		}
+		return result{OK: true}
+
+	case "mailjet-go":
+		// The key is the API key (the Basic user); the secret is not checked.
+		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
+		to := mailjet.RecipientsV31{}
+		for _, a := range sc.To {
+			to = append(to, mailjet.RecipientV31{Email: a})
+		}
+		_, err := mj.SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
+			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello",
+		}}})
+		if err != nil {
+			// 400 and 403 come back as the send's validation errors,
+			// anything else as one error; both print themselves as JSON.
+			r := result{Text: err.Error()}
+			var feedback *mailjet.APIFeedbackErrorsV31
+			var info *mailjet.ErrorInfoV31
+			switch {
+			case errors.As(err, &feedback) && len(feedback.Messages) > 0 && len(feedback.Messages[0].Errors) > 0:
+				r.Status = feedback.Messages[0].Errors[0].StatusCode
+			case errors.As(err, &info):
+				r.Status = info.StatusCode
 			}
 			return r
 		}
