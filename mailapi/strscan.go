@@ -5,10 +5,12 @@ import "math/bits"
 // Long strings (html bodies, base64 attachments) are crossed 64 bytes at a
 // time: one pass classifies each block into three bit masks (quotes,
 // backslashes, control characters; vectorised where the CPU allows, see
-// classify), and the escapes are resolved with bit arithmetic, so a body
-// with an escape every few bytes costs no branch per escape. The scalar
-// loop in token handles short strings, the last bytes of the body and
-// anything needing a closer look (it reports the errors).
+// classify), and the escapes are resolved with bit arithmetic, so finding
+// a string's end in a body with an escape every few bytes takes no branch
+// per escape (escapes other than \" and \\ are then checked in a short loop
+// over their bits). The scalar loop in token handles short strings, the
+// last bytes of the body and anything needing a closer look (it reports
+// the errors).
 
 // blockMasks has bit k set where byte k of a 64-byte block is '"', '\\' or
 // below 0x20.
