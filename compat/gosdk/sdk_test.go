@@ -45,6 +45,8 @@ type scenario struct {
 	// Retrying uses the SDK's opt-in retrying call where it has one
 	// (sendgrid-go's MakeRequestRetry).
 	Retrying bool `json:"retrying"`
+	// HTML, when set, is sent as the message's HTML part beside the text.
+	HTML string `json:"html"`
 }
 
 type plan struct {
@@ -135,6 +137,9 @@ func send(p plan, sc scenario) result {
 		}
 		m.AddPersonalizations(pz)
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
+		if sc.HTML != "" {
+			m.AddContent(sgmail.NewContent("text/html", sc.HTML))
+		}
 		if sc.Retrying {
 			c.Request.Body = sgmail.GetRequestBody(m)
 			resp, err := sendgrid.MakeRequestRetryWithContext(ctx, c.Request)
@@ -153,7 +158,11 @@ func send(p plan, sc scenario) result {
 	case "mailgun-go":
 		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
 		mg.SetAPIBase(sc.Base + "/v3")
-		_, _, err := mg.Send(ctx, mailgun.NewMessage(sc.From, "compat", "hello", sc.To...))
+		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
+		if sc.HTML != "" {
+			msg.SetHtml(sc.HTML)
+		}
+		_, _, err := mg.Send(ctx, msg)
 		if err != nil {
 			var ue *mailgun.UnexpectedResponseError
 			r := result{Text: err.Error()}
@@ -172,7 +181,7 @@ func send(p plan, sc scenario) result {
 			to = append(to, mailjet.RecipientV31{Email: a})
 		}
 		_, err := mj.SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello",
+			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML,
 		}}})
 		if err != nil {
 			// 400 and 403 come back as the send's validation errors,
@@ -193,7 +202,7 @@ func send(p plan, sc scenario) result {
 	case "resend-go":
 		c := resend.NewClient(sc.Key)
 		c.BaseURL, _ = url.Parse(sc.Base + "/")
-		_, err := c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello"})
+		_, err := c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello", Html: sc.HTML})
 		if err != nil {
 			r := result{Text: err.Error()}
 			var rl *resend.RateLimitError
@@ -213,12 +222,16 @@ func send(p plan, sc scenario) result {
 			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
 		})
 		var md middleware.Metadata
+		body := &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}}
+		if sc.HTML != "" {
+			body.Html = &sestypes.Content{Data: aws.String(sc.HTML)}
+		}
 		_, err := c.SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
 				Subject: &sestypes.Content{Data: aws.String("compat")},
-				Body:    &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}},
+				Body:    body,
 			}},
 		}, func(o *sesv2.Options) {
 			o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
