@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -85,5 +86,25 @@ func TestLongStringsAgreeWithEncodingJSON(t *testing.T) {
 		}
 		b.WriteByte('"')
 		agreesWithEncodingJSON(t, b.String())
+	}
+}
+
+// TestLongStringErrorsNameTheByte: an error past a string's first blocks
+// is reported where it is, as the byte loop reports it.
+func TestLongStringErrorsNameTheByte(t *testing.T) {
+	long := strings.Repeat(`<p class=\"x\">text</p>\n`, 20) // 500 bytes, escapes throughout
+	at := 1 + len(long)
+	for _, tc := range []struct {
+		bad, want string
+	}{
+		{"\x01", "control character in a string"},
+		{`\x`, "invalid escape"},
+		{`\u12"`, "invalid \\u escape"},
+	} {
+		in := `"` + long + tc.bad + long + `"`
+		want := fmt.Sprintf("body is not valid JSON: %s at byte %d", tc.want, at)
+		if err := readValue(in); err == nil || err.Error() != want {
+			t.Errorf("%q in a long string: %v, want %q", tc.bad, err, want)
+		}
 	}
 }
