@@ -127,6 +127,7 @@ type sendBody struct {
 	done   bool // the reader let go of buf: read to the end, or closed
 	buf    []byte
 	pooled *bodyPool    // where buf goes back to; nil when not pooled
+	whole  *[]byte      // buf's whole pooled array, as the pool holds it
 	refs   atomic.Int32 // the handler's and the reader's
 }
 
@@ -172,8 +173,8 @@ func (b *sendBody) Close() error {
 // release drops one of the two references; the last returns the buffer.
 func (b *sendBody) release() {
 	if b.refs.Add(-1) == 0 && b.pooled != nil {
-		b.pooled.put(b.buf)
-		b.buf = nil
+		b.pooled.pool.Put(b.whole)
+		b.buf, b.whole = nil, nil
 	}
 }
 
@@ -181,11 +182,6 @@ func (b *sendBody) release() {
 type bodyPool struct {
 	size int
 	pool sync.Pool
-}
-
-func (p *bodyPool) put(b []byte) {
-	b = b[:p.size]
-	p.pool.Put(&b)
 }
 
 // bodyPools are the size classes of pooled buffers. Larger bodies (up to
@@ -198,12 +194,14 @@ func newSendBody(n int) *sendBody {
 	sb.refs.Store(2)
 	for _, p := range bodyPools {
 		if n <= p.size {
-			if v, ok := p.pool.Get().(*[]byte); ok {
-				sb.buf = (*v)[:n]
-			} else {
-				sb.buf = make([]byte, n, p.size)
+			// The pool holds pointers, so putting one back allocates
+			// nothing.
+			whole, ok := p.pool.Get().(*[]byte)
+			if !ok {
+				b := make([]byte, p.size)
+				whole = &b
 			}
-			sb.pooled = p
+			sb.buf, sb.whole, sb.pooled = (*whole)[:n], whole, p
 			return sb
 		}
 	}
