@@ -9,6 +9,7 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/mailgun/mailgun-go/v4 v4.23.0
 	github.com/mailjet/mailjet-apiv3-go/v4 v4.0.7
+	github.com/mrz1836/postmark v1.7.4
 	github.com/resend/resend-go/v2 v2.28.0
 	github.com/sendgrid/sendgrid-go v3.16.1+incompatible
 )

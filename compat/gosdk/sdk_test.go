@@ -29,6 +29,7 @@ import (
 	"github.com/aws/smithy-go/middleware"
 	"github.com/mailgun/mailgun-go/v4"
 	"github.com/mailjet/mailjet-apiv3-go/v4"
+	"github.com/mrz1836/postmark"
 	"github.com/resend/resend-go/v2"
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
@@ -196,6 +197,19 @@ func send(p plan, sc scenario) result {
 				r.Status = info.StatusCode
 			}
 			return r
+		}
+		return result{OK: true}
+
+	case "postmark-go":
+		// Postmark publishes no Go SDK; this is the maintained community
+		// client (a fork of the one Postmark's library page lists).
+		c := postmark.NewClient(sc.Key, "")
+		c.BaseURL = sc.Base
+		_, err := c.SendEmail(ctx, postmark.Email{
+			From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello", HTMLBody: sc.HTML,
+		})
+		if err != nil {
+			return result{Text: err.Error()}
 		}
 		return result{OK: true}
 
