@@ -78,7 +78,7 @@ var sdkDrivers = []struct {
 	{"resend", "resend", true}, {"mailjet", "mailjet", true}, {"brevo", "brevo", true}, {"ses", "ses", true},
 	{"sendgrid-go", "sendgrid", false}, {"mailgun-go", "mailgun", false},
 	{"resend-go", "resend", false}, {"aws-sdk-go-v2", "ses", false}, {"mailjet-go", "mailjet", false},
-	{"postmark-go", "postmark", false},
+	{"postmark-go", "postmark", false}, {"brevo-go", "brevo", false},
 }
 
 const (
@@ -412,7 +412,7 @@ func TestE2ESDKs(t *testing.T) {
 			}
 		}
 	}
-	for dialect, n := range map[string]int{"sendgrid": 2, "postmark": 2, "mailgun": 2, "resend": 2, "ses": 2, "mailjet": 2, "brevo": 1} {
+	for dialect, n := range map[string]int{"sendgrid": 2, "postmark": 2, "mailgun": 2, "resend": 2, "ses": 2, "mailjet": 2, "brevo": 2} {
 		if got := taps[dialect].countKey(unknownKey); got != n {
 			t.Errorf("%s: an unknown key: %d requests, want %d (one per SDK, no retry)", dialect, got, n)
 		}
@@ -462,7 +462,7 @@ func TestE2ESDKs(t *testing.T) {
 	}
 	// Per SDK: the allowed send, the allowed HTML send and the first send
 	// of the rate and quota scenarios; Brevo's fast-rate key adds two.
-	for dialect, n := range map[string]int{"sendgrid": 8, "postmark": 8, "mailgun": 8, "resend": 8, "ses": 8, "mailjet": 8, "brevo": 6} {
+	for dialect, n := range map[string]int{"sendgrid": 8, "postmark": 8, "mailgun": 8, "resend": 8, "ses": 8, "mailjet": 8, "brevo": 10} {
 		if perDialect[dialect] != n {
 			t.Errorf("%s: the provider got %d sends, want %d", dialect, perDialect[dialect], n)
 		}

@@ -27,6 +27,7 @@ import (
 	sestypes "github.com/aws/aws-sdk-go-v2/service/sesv2/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+	brevo "github.com/getbrevo/brevo-go/lib"
 	"github.com/mailgun/mailgun-go/v4"
 	"github.com/mailjet/mailjet-apiv3-go/v4"
 	"github.com/mrz1836/postmark"
@@ -195,6 +196,33 @@ func send(p plan, sc scenario) result {
 				r.Status = feedback.Messages[0].Errors[0].StatusCode
 			case errors.As(err, &info):
 				r.Status = info.StatusCode
+			}
+			return r
+		}
+		return result{OK: true}
+
+	case "brevo-go":
+		cfg := brevo.NewConfiguration()
+		cfg.BasePath = sc.Base + "/v3"
+		cfg.AddDefaultHeader("api-key", sc.Key)
+		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
+		for i, a := range sc.To {
+			to[i] = brevo.SendSmtpEmailTo{Email: a}
+		}
+		_, resp, err := brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, Subject: "compat",
+			TextContent: "hello", HtmlContent: sc.HTML,
+		})
+		if err != nil {
+			// The generated client's error is the status line; what the
+			// server said is in Body() (and, for a 400, Model()).
+			r := result{Text: err.Error()}
+			var se brevo.GenericSwaggerError
+			if errors.As(err, &se) {
+				r.Text += ": " + string(se.Body())
+			}
+			if resp != nil {
+				r.Status = resp.StatusCode
 			}
 			return r
 		}
