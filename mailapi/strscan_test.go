@@ -69,23 +69,33 @@ func TestClassifyMatchesGeneric(t *testing.T) {
 // TestLongStringsAgreeWithEncodingJSON reads strings of up to a few hundred
 // bytes built from escapes, quotes, control characters and hex digits,
 // so that every case crosses stringEnd's block boundaries: the reader
-// accepts exactly what encoding/json accepts and decodes the same text.
+// accepts exactly what encoding/json accepts and decodes the same text,
+// with the block scanner and, as on a CPU without AVX2, without it.
 func TestLongStringsAgreeWithEncodingJSON(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 10))
-	pieces := []string{`a`, `bc`, `\"`, `\\`, `\n`, `\u003c`, `\u00e9`, `\/`, `\`, `"`, "\x01", `\x`, `\u12`, `0`, `u`, `<p class=\"x\">`, "é"}
-	var b strings.Builder
-	for range 100_000 {
-		b.Reset()
-		b.WriteByte('"')
-		for n := rng.IntN(300); b.Len() < n; {
-			p := pieces[rng.IntN(len(pieces))]
-			if (p == `\` || p == `"` || p == "\x01" || p == `\x` || p == `\u12`) && rng.IntN(40) != 0 {
-				continue // keep most strings valid, so their ends are compared
+	for _, blocks := range []bool{true, false} {
+		t.Run(fmt.Sprint("blockScan=", blocks), func(t *testing.T) {
+			if !blocks {
+				withoutBlockScan(t)
+			} else if !blockScan {
+				t.Skip("this CPU or build has no block scanner")
 			}
-			b.WriteString(p)
-		}
-		b.WriteByte('"')
-		agreesWithEncodingJSON(t, b.String())
+			rng := rand.New(rand.NewPCG(9, 10))
+			pieces := []string{`a`, `bc`, `\"`, `\\`, `\n`, `\u003c`, `\u00e9`, `\/`, `\`, `"`, "\x01", `\x`, `\u12`, `0`, `u`, `<p class=\"x\">`, "é"}
+			var b strings.Builder
+			for range 100_000 {
+				b.Reset()
+				b.WriteByte('"')
+				for n := rng.IntN(300); b.Len() < n; {
+					p := pieces[rng.IntN(len(pieces))]
+					if (p == `\` || p == `"` || p == "\x01" || p == `\x` || p == `\u12`) && rng.IntN(40) != 0 {
+						continue // keep most strings valid, so their ends are compared
+					}
+					b.WriteString(p)
+				}
+				b.WriteByte('"')
+				agreesWithEncodingJSON(t, b.String())
+			}
+		})
 	}
 }
 
@@ -103,8 +113,15 @@ func TestLongStringErrorsNameTheByte(t *testing.T) {
 	} {
 		in := `"` + long + tc.bad + long + `"`
 		want := fmt.Sprintf("body is not valid JSON: %s at byte %d", tc.want, at)
-		if err := readValue(in); err == nil || err.Error() != want {
-			t.Errorf("%q in a long string: %v, want %q", tc.bad, err, want)
+		for _, blocks := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%q blockScan=%v", tc.bad, blocks), func(t *testing.T) {
+				if !blocks {
+					withoutBlockScan(t)
+				}
+				if err := readValue(in); err == nil || err.Error() != want {
+					t.Errorf("%v, want %q", err, want)
+				}
+			})
 		}
 	}
 }
