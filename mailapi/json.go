@@ -237,19 +237,15 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 				i++
 				continue
 			}
-			switch d[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(d) || !isHex4(d[i+2:i+6]) {
-					r.pos = i
+			n := escapeLen(d, i)
+			if n == 0 {
+				r.pos = i
+				if d[i+1] == 'u' {
 					return nil, false, r.syntaxError("invalid \\u escape")
 				}
-				i += 6
-			default:
-				r.pos = i
 				return nil, false, r.syntaxError("invalid escape")
 			}
+			i += n
 		case c < 0x20:
 			r.pos = i
 			return nil, false, r.syntaxError("control character in a string")
@@ -333,6 +329,21 @@ var plain = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// escapeLen returns how many bytes the escape whose backslash is d[i] takes
+// (2, or 6 for \uXXXX), or 0 if it is not a valid escape. d[i+1] must
+// exist.
+func escapeLen(d []byte, i int) int {
+	switch d[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2
+	case 'u':
+		if i+6 <= len(d) && isHex4(d[i+2:i+6]) {
+			return 6
+		}
+	}
+	return 0
+}
 
 func isHex4(b []byte) bool {
 	for _, c := range b {

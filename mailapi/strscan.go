@@ -101,7 +101,7 @@ func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 				escaped = true
 				// Escaped quotes and backslashes are plain; check the rest.
 				for rest := esc & before &^ (m.quote | m.backslash); rest != 0; rest &= rest - 1 {
-					if !plainEscape(d, i+bits.TrailingZeros64(rest)) {
+					if escapeLen(d, i+bits.TrailingZeros64(rest)-1) == 0 {
 						return -1, back(i, carry), escaped
 					}
 				}
@@ -123,16 +123,4 @@ func back(i int, carry bool) int {
 		return i - 1
 	}
 	return i
-}
-
-// plainEscape reports whether the escaped byte at d[j] makes a valid escape
-// other than \" and \\: one of / b f n r t, or u with four hex digits.
-func plainEscape(d []byte, j int) bool {
-	switch d[j] {
-	case '/', 'b', 'f', 'n', 'r', 't':
-		return true
-	case 'u':
-		return j+5 <= len(d) && isHex4(d[j+1:j+5])
-	}
-	return false
 }
