@@ -120,18 +120,18 @@ func (in *inspection) object(r *reader, s *shape) error {
 // member finds the member named key under Unicode case folding, the rule
 // encoding/json and case-insensitive decoders match names by.
 func (s *shape) member(key []byte) *member {
-	if s.lens&(1<<min(len(key), 63)) == 0 && isASCII(key) {
-		return nil // no name of its length: see below
+	// Names are ASCII, and folding an ASCII key keeps its length: only a
+	// key with other bytes (the long s folds to s) may match a name of
+	// another length, and an ASCII key of no name's length matches none.
+	ascii := isASCII(key)
+	if ascii && s.lens&(1<<min(len(key), 63)) == 0 {
+		return nil
 	}
 	for i := range s.members { // SDKs spell names exactly: the quick look
 		if string(key) == s.members[i].name {
 			return &s.members[i]
 		}
 	}
-	// Names are ASCII, and folding an ASCII key keeps its length: only a
-	// key with other bytes (the Kelvin sign folds to k) may match a name
-	// of another length.
-	ascii := isASCII(key)
 	for i := range s.members {
 		name := s.members[i].name
 		if (!ascii || len(name) == len(key)) && bytes.EqualFold(key, []byte(name)) {
