@@ -5,7 +5,7 @@
 #   ROUNDS=1 DURATION=2 CONC_ROUNDS=1 PG_KEYS=100000 bench/run.sh   # smoke run, ~3 minutes
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
 #   PROFILE=1 bench/run.sh        # also CPU and allocation profiles of Caddy during round 1's
-#                                 # keygate and keygate-sendgrid-2k runs: bench/out/<scenario>-cpu.pprof,
+#                                 # keygate and keygate-sendgrid-2k runs and their baselines: bench/out/<scenario>-cpu.pprof,
 #                                 # <scenario>-allocs{,-before}.pprof (allocations: pprof -diff_base before)
 #   BODIES=0 CLUSTER=0 PG_SCALE=0 bench/run.sh   # leave out the send bodies, the two-node cluster,
 #                                                # the 1M keys on PostgreSQL (~5 minutes)
@@ -13,8 +13,13 @@
 #                                 # wrk (one thread, 16 connections) and the upstream on the others, for the
 #                                 # single-node scenarios (the cluster section runs as without PIN)
 #
-# Scenarios, each in every round, ratios to the baseline of the same round:
+# Scenarios, each in every round, ratios to the baseline of the same round.
+# The baseline is sent what a provider's SDK sends through a plain proxy (the
+# provider's key in Authorization); keygate sites are sent a keygate key:
 #   - plain route: valid key, paced, basic_auth, floods (as since issue 7);
+#     baseline-nokey: the baseline without the provider key (that header's
+#     own cost to Caddy); inject: reverse_proxy's header_up setting the
+#     provider's key, which a deployment adds (Caddy's cost, not keygate's);
 #     header: Caddy's header directive setting the two RateLimit headers
 #     keygate adds, what a response with them costs without keygate's work;
 #   - send inspection (BODIES): SendGrid JSON and Mailgun multipart forms of
@@ -63,7 +68,13 @@ PG_SCALE=${PG_SCALE:-1}
 PG_KEYS=${PG_KEYS:-1000000}
 PIN=${PIN:-0}
 
-P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009 P_HDR=18010
+# A provider key's shape (SendGrid's SG.<22>.<43>), never valid anywhere:
+# what the baseline's clients send, and what the inject site injects.
+PROVIDER_KEY=SG.benchBenchBenchBench00.benchBenchBenchBenchBenchBenchBenchBench000
+PROVIDER_AUTH="Authorization: Bearer $PROVIDER_KEY"
+export BENCH_PROVIDER_KEY=$PROVIDER_KEY
+
+P_UP=18000 P_BASE=18001 P_KG=18002 P_SEND=18003 P_BASIC=18004 P_SHORT=18005 P_MG=18006 P_PM=18007 P_RESPOND=18009 P_HDR=18010 P_INJECT=18011
 ADMIN=127.0.0.1:18019
 # Cluster: node A and B each serve plain, keygate (leases) and keygate exact.
 # Sends: keygate on SendGrid's send route with a key that has a recipient
@@ -181,7 +192,9 @@ cat >"$OUT/Caddyfile" <<EOF
 	}
 }
 
-# baseline: plain reverse_proxy
+# baseline: plain reverse_proxy, sent what an SDK sends a provider
+# through a plain proxy: its key in Authorization (PROVIDER_KEY), a header
+# of about the size of the keygate key the keygate sites are sent.
 http://127.0.0.1:$P_BASE {
 	reverse_proxy 127.0.0.1:$P_UP
 }
@@ -247,12 +260,21 @@ http://127.0.0.1:$P_SHORT {
 }
 
 # Caddy's header directive adding the two headers keygate adds to every
-# authenticated response (static values of the same length), the key
-# forwarded: the part of keygate's cost that is only a larger response
+# authenticated response (static values of the same length), sent what the
+# baseline is: the part of keygate's cost that is only a larger response
 http://127.0.0.1:$P_HDR {
 	header RateLimit "\"default\";r=999999;t=1"
 	header RateLimit-Policy "\"default\";q=1000000;w=1"
 	reverse_proxy 127.0.0.1:$P_UP
+}
+
+# A deployment also injects the provider's credential upstream (header_up,
+# docs/providers.md): what that costs Caddy, with or without keygate, is
+# measured here on its own, sent what the baseline is.
+http://127.0.0.1:$P_INJECT {
+	reverse_proxy 127.0.0.1:$P_UP {
+		header_up Authorization "Bearer {env.BENCH_PROVIDER_KEY}"
+	}
 }
 
 # Caddy's respond, measured only as an alternative upstream
@@ -307,6 +329,7 @@ done
 SPATH=/v3/mail/send
 expect 202 basic_auth $P_BASIC -H "Authorization: $BASIC_AUTH"
 expect 202 header $P_HDR
+expect 202 inject $P_INJECT
 expect 401 flood-garbage $P_KG -H "Authorization: Bearer $(head -1 "$OUT/garbage.keys")"
 expect 401 flood-unknown $P_KG -H "Authorization: Bearer $(head -1 "$OUT/unknown1k.keys")"
 expect 401 flood-revoked $P_KG -H "Authorization: Bearer $REVOKED"
@@ -326,7 +349,7 @@ run() {
 	local q0 q1 c0 c1 line ppid=""
 	q0=$(queries)
 	c0=$(cpu_ticks)
-	if [ "${PROFILE:-}" = 1 ] && { [ "$label" = keygate ] || [ "$label" = keygate-sendgrid-2k ]; } && [ "$ROUND" = 1 ]; then
+	if [ "${PROFILE:-}" = 1 ] && case $label in keygate | baseline | keygate-sendgrid-2k | baseline-sendgrid-2k) true ;; *) false ;; esac && [ "$ROUND" = 1 ] && [ ! -e "$OUT/$label-cpu.pprof" ]; then
 		curl -fs "http://$ADMIN/debug/pprof/allocs" -o "$OUT/$label-allocs-before.pprof"
 		curl -fs "http://$ADMIN/debug/pprof/profile?seconds=$((DURATION - 1))" -o "$OUT/$label-cpu.pprof" &
 		ppid=$!
@@ -349,28 +372,47 @@ ROUND=u
 run upstream-go $P_UP
 run upstream-respond $P_RESPOND
 
-# Each keygate scenario and its baseline run back to back, the baseline
-# first in odd rounds and second in even ones: run-to-run drift on a shared
-# machine (±8 % between two 3 s runs here) then favours neither.
+# Each keygate scenario and its baseline run in slices of half a run, in the
+# order A B B A (the baseline first in odd rounds, second in even ones): drift
+# on a shared machine (±8 % between two 3 s runs here) then falls on both
+# alike within a round, not only across rounds. A round's figures for a
+# scenario are over its two slices (summary: requests and CPU summed, req/s
+# and latencies their mean).
 odd() { [ $((ROUND % 2)) = 1 ]; }
+# pair: runs the scenario in array A (run's arguments) against the one in
+# array B that way.
+pair() {
+	local d=$DURATION
+	DURATION=$(((d + 1) / 2))
+	if odd; then
+		run "${B[@]}"; run "${A[@]}"; run "${A[@]}"; run "${B[@]}"
+	else
+		run "${A[@]}"; run "${B[@]}"; run "${B[@]}"; run "${A[@]}"
+	fi
+	DURATION=$d
+}
 for r in $(seq 1 "$ROUNDS"); do
 	ROUND=$r
 	echo "== round $r/$ROUNDS"
-	odd && run baseline $P_BASE
-	run keygate $P_KG -- -H "Authorization: Bearer $VALID"
-	odd || run baseline $P_BASE
+	B=(baseline $P_BASE -- -H "$PROVIDER_AUTH")
+	A=(keygate $P_KG -- -H "Authorization: Bearer $VALID")
+	pair
+	# The baseline without the provider key: what parsing, logging and
+	# forwarding that one header costs Caddy (ratio to baseline).
+	run baseline-nokey $P_BASE
 	# The same two paced (each connection one request per VALID_DELAY_MS):
 	# below saturation, so the latency added is keygate's, not queueing.
-	odd && run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
-	run keygate-paced $P_KG DELAY_MS=$VALID_DELAY_MS -- -H "Authorization: Bearer $VALID"
-	odd || run baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS
+	B=(baseline-paced $P_BASE DELAY_MS=$VALID_DELAY_MS -- -H "$PROVIDER_AUTH")
+	A=(keygate-paced $P_KG DELAY_MS=$VALID_DELAY_MS -- -H "Authorization: Bearer $VALID")
+	pair
 	run basic_auth $P_BASIC -- -H "Authorization: $BASIC_AUTH"
-	run header $P_HDR -- -H "Authorization: Bearer $VALID"
+	run header $P_HDR -- -H "$PROVIDER_AUTH"
+	run inject $P_INJECT -- -H "$PROVIDER_AUTH"
 	for b in $BODY_NAMES; do
 		RPATH=$(body_field "$b" 3)
-		odd && run "baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)"
-		run "keygate-$b" "$(body_port "$b")" BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)" -- -H "Authorization: Bearer $VALID"
-		odd || run "baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)"
+		B=("baseline-$b" $P_BASE BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)" -- -H "$PROVIDER_AUTH")
+		A=("keygate-$b" "$(body_port "$b")" BODY="$(body_field "$b" 2)" CTYPE="$(body_field "$b" 4)" -- -H "Authorization: Bearer $VALID")
+		pair
 		RPATH=/v3/mail/send
 	done
 	run flood-garbage $P_KG KEYS="$OUT/garbage.keys"
@@ -584,18 +626,18 @@ EOF2
 	for r in $(seq 1 "$ROUNDS"); do
 		ROUND=$r
 		echo "== cluster round $r/$ROUNDS (two wrk -t1 -c16, one per node)"
-		odd && crun cluster-plain $P_A_PLAIN $P_B_PLAIN
+		odd && crun cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH"
 		odd || crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
 		crun cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID"
 		odd && crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
-		odd || crun cluster-plain $P_A_PLAIN $P_B_PLAIN
+		odd || crun cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH"
 		# The 2 KB SendGrid send (11 recipients) on a key with a quota.
-		odd && crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
+		odd && crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH"
 		odd || crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 		crun cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID"
 		crun cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 		odd && crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
-		odd || crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE"
+		odd || crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH"
 	done
 fi
 
@@ -616,8 +658,10 @@ function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
-$1 ~ /^[0-9]+$/ { r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5; n[s] += $6; bad[s] += $7 + $8; q[s] += $9
-	cpu[r, s] = $10 * 1e6 / tck / ($6 > 0 ? $6 : 1)
+$1 ~ /^[0-9]+$/ { r = $1; s = $2; k = ++slices[r, s]
+	rps[r, s] += ($3 - rps[r, s]) / k; p50[r, s] += ($4 - p50[r, s]) / k; p99[r, s] += ($5 - p99[r, s]) / k
+	n[s] += $6; bad[s] += $7 + $8; q[s] += $9; rn[r, s] += $6; ticks[r, s] += $10
+	cpu[r, s] = ticks[r, s] * 1e6 / tck / (rn[r, s] > 0 ? rn[r, s] : 1)
 	if (!(s in seen)) { seen[s] = 1; order[++ns] = s } }
 END {
 	printf "   %-22s %10s %8s %8s %7s %10s %10s %9s %10s %9s %9s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "+p99 ms", "requests", "non-2xx", "queries", "µs CPU", "CPU ratio"
@@ -629,7 +673,13 @@ END {
 			R[m] = rps[r, s] / rps[r, base]; D[m] = (p99[r, s] - p99[r, base]) / 1000
 			U[m] = cpu[r, s]; K[m] = cpu[r, s] > 0 ? cpu[r, base] / cpu[r, s] : 0 }
 		printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10.3f %10d %9d %10d %9.1f %9.3f\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), median(D, m), n[s], bad[s], q[s], median(U, m), median(K, m)
+		line = ""
+		for (r = 1; r <= rounds; r++) if ((r, s) in rps && (r, base) in rps && cpu[r, s] > 0)
+			line = line sprintf("  r%d %.3f (CPU %.3f)", r, rps[r, s] / rps[r, base], cpu[r, base] / cpu[r, s])
+		if (s != base && s !~ /^(baseline-|flood-)/) per[++np] = sprintf("   %-22s%s", s, line)
 	}
+	print "   per round, ratio (CPU ratio):"
+	for (k = 1; k <= np; k++) print per[k]
 }' tck="$CLK_TCK" "$RESULTS" | tee "$OUT/summary.txt"
 
 echo
