@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: keygate against plain reverse_proxy, on loopback (issues 7, 14).
 #
-#   bench/run.sh                  # about 9 minutes after the build (2 CPUs)
+#   bench/run.sh                  # about 10 minutes after the build (2 CPUs)
 #   ROUNDS=1 DURATION=2 CONC_ROUNDS=1 PG_KEYS=100000 bench/run.sh   # smoke run, ~3 minutes
 #   KEYGATE_LOG=off bench/run.sh  # drop keygate's per-request INFO log line
 #   PROFILE=1 bench/run.sh        # also CPU and allocation profiles of Caddy during round 1's
