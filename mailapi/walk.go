@@ -236,14 +236,26 @@ func (in *inspection) apply(role role, v string) error {
 // sender records a From address. addr may share the body's memory, so it
 // is copied when kept.
 func (in *inspection) sender(addr string) {
-	// Batches usually repeat one sender; keep the list short for them.
+	// Batches usually repeat one sender; keep the list short for them
+	// (and when the sender is the previous one as written, skip lowering it).
+	n := len(in.m.Senders)
+	if n > 0 && in.m.Senders[n-1] == addr {
+		in.markSender()
+		return
+	}
 	lower := strings.ToLower(addr) // addr itself when already lower case
-	if n := len(in.m.Senders); n == 0 || in.m.Senders[n-1] != lower {
+	if n == 0 || in.m.Senders[n-1] != lower {
 		if lower == addr {
 			lower = strings.Clone(addr)
 		}
 		in.m.Senders = append(in.m.Senders, lower)
 	}
+	in.markSender()
+}
+
+// markSender notes that the message (or, for a batch's shared part, every
+// message) has a sender.
+func (in *inspection) markSender() {
 	if in.shared {
 		in.sharedSender = true
 	} else {
