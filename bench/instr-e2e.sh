@@ -8,6 +8,11 @@
 #
 #   bench/instr-e2e.sh            # ~3 minutes: N=2000 requests per scenario, 3 rounds
 #   N=500 ROUNDS=1 bench/instr-e2e.sh
+#   SCENARIOS="baseline keygate" bench/instr-e2e.sh
+#   ONLY='*keygate.(*Handler).authenticate' SCENARIOS=keygate bench/instr-e2e.sh
+#       # count inside that function only (callgrind's --toggle-collect): for
+#       # functions that do not block, as a goroutine switch inside one would
+#       # be counted too
 #
 # Caddy runs under callgrind (GOMAXPROCS 1, instrumentation switched on only
 # once it is up); bench/upstream answers 202 {} natively. For each scenario:
@@ -119,7 +124,7 @@ EOF2
 PIDS+=($!)
 echo "== caddy under callgrind"
 GOGC=${GOGC:-off} GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=1 \
-	valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.out" \
+	valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.out" ${ONLY:+"--toggle-collect=$ONLY"} \
 	"$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
