@@ -47,6 +47,7 @@
 # as on an AVX2 CPU. Compare instruction counts with instruction counts only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/sites.sh
 for tool in valgrind callgrind_control curl go; do
 	command -v $tool >/dev/null || { echo "instr-e2e: $tool not found (apt-get install -y valgrind curl)" >&2; exit 1; }
 done
@@ -87,37 +88,14 @@ cat >"$OUT/Caddyfile" <<EOF2
 http://127.0.0.1:$P_BASE {
 	reverse_proxy 127.0.0.1:$P_UP
 }
-http://127.0.0.1:$P_KG {
-	keygate {
-		store $STORE
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_KG $P_UP "store $STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
 http://127.0.0.1:$P_HDR {
 	header RateLimit "\"default\";r=999999;t=1"
 	header RateLimit-Policy "\"default\";q=1000000;w=1"
 	reverse_proxy 127.0.0.1:$P_UP
 }
-http://127.0.0.1:$P_SEND {
-	keygate {
-		store $STORE
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-http://127.0.0.1:$P_MG {
-	keygate {
-		store $STORE
-		mail_api mailgun
-		scope mail.send POST /v3/*/messages
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_SEND $P_UP "store $STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
+$(keygate_site $P_MG $P_UP "store $STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
 EOF2
 
 "$OUT/upstream" -addr 127.0.0.1:$P_UP >"$OUT/upstream.log" 2>&1 &
@@ -128,11 +106,7 @@ GOGC=${GOGC:-off} GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=1 \
 	"$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
-for i in $(seq 1 240); do
-	curl -fs "http://$ADMIN/config/" >/dev/null 2>&1 && break
-	[ "$i" = 240 ] && { cat "$OUT/caddy.log" >&2; exit 1; }
-	sleep 0.5
-done
+wait_admin "$ADMIN" "$OUT/caddy.log" 240 0.5
 callgrind_control -i on "$VG" >/dev/null 2>&1
 
 # send PORT PATH COUNT [curl args...]: COUNT POSTs on one connection; fails

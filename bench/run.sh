@@ -51,6 +51,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/sites.sh
 ROOT=$PWD
 OUT=$ROOT/bench/out
 ROUNDS=${ROUNDS:-3}
@@ -200,46 +201,14 @@ http://127.0.0.1:$P_BASE {
 }
 
 # keygate, valid key; floods here measure verification (no 429 shortcut)
-http://127.0.0.1:$P_KG {
-	keygate {
-		store $STORE
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-		failed_auth_limit 1000000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_KG $P_UP "store $STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s" "failed_auth_limit 1000000000/s")
 
 # keygate on a send route with payload inspection
-http://127.0.0.1:$P_SEND {
-	keygate {
-		store $STORE
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_SEND $P_UP "store $STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
 
 # keygate on Mailgun's and Postmark's send routes
-http://127.0.0.1:$P_MG {
-	keygate {
-		store $STORE
-		mail_api mailgun
-		scope mail.send POST /v3/*/messages
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-http://127.0.0.1:$P_PM {
-	keygate {
-		store $STORE
-		mail_api postmark
-		scope mail.send POST /email*
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_MG $P_UP "store $STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
+$(keygate_site $P_PM $P_UP "store $STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
 
 # Caddy's built-in alternative
 http://127.0.0.1:$P_BASIC {
@@ -251,13 +220,7 @@ http://127.0.0.1:$P_BASIC {
 
 # keygate with the default failed_auth_limit (20/m): floods hit the 429 shortcut.
 # Its own store, so its per-IP failure bucket is not shared with the site above.
-http://127.0.0.1:$P_SHORT {
-	keygate {
-		store sqlite:$OUT/keys-shortcut.db
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
+$(keygate_site $P_SHORT $P_UP "store sqlite:$OUT/keys-shortcut.db" "scope mail.send POST /v3/mail/send")
 
 # Caddy's header directive adding the two headers keygate adds to every
 # authenticated response (static values of the same length), sent what the
@@ -286,11 +249,7 @@ EOF
 "${GW[@]}" "$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.stderr" 2>&1 &
 CADDY_PID=$!
 PIDS+=($CADDY_PID)
-for i in $(seq 1 100); do
-	curl -fs "http://$ADMIN/config/" >/dev/null 2>&1 && break
-	[ "$i" = 100 ] && { cat "$OUT/caddy.stderr" >&2; exit 1; }
-	sleep 0.1
-done
+wait_admin "$ADMIN" "$OUT/caddy.stderr" 100 0.1
 
 # cpu_ticks: the CPU time Caddy has used so far (user + system, clock
 # ticks). Per request, it is what a run cost Caddy itself, whatever else the
@@ -562,18 +521,7 @@ if [ "$CLUSTER" = 1 ]; then
 			exact
 		}"
 		[ -n "$3" ] && api="mail_api $3"
-		cat <<EOF3
-http://127.0.0.1:$1 {
-	keygate {
-		store $PG_URI
-		$limits
-		$api
-		scope mail.send POST /v3/mail/send
-		rate 1000000/s
-	}
-	reverse_proxy 127.0.0.1:$P_UP
-}
-EOF3
+		keygate_site "$1" $P_UP "store $PG_URI" "$limits" "$api" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
 	}
 	node() { # node NAME ADMIN PLAIN KG EXACT SEND SEND_EXACT
 		cat >"$OUT/Caddyfile.$1" <<EOF2
@@ -600,11 +548,7 @@ EOF2
 		cluster_site "$7" exact sendgrid >>"$OUT/Caddyfile.$1"
 		"$OUT/caddy" run --config "$OUT/Caddyfile.$1" --adapter caddyfile >"$OUT/caddy-$1.stderr" 2>&1 &
 		PIDS+=($!)
-		for i in $(seq 1 100); do
-			curl -fs "http://$2/config/" >/dev/null 2>&1 && break
-			[ "$i" = 100 ] && { cat "$OUT/caddy-$1.stderr" >&2; exit 1; }
-			sleep 0.1
-		done
+		wait_admin "$2" "$OUT/caddy-$1.stderr" 100 0.1
 	}
 	node a $ADMIN_A $P_A_PLAIN $P_A_KG $P_A_EXACT $P_A_SEND $P_A_SEXACT
 	node b $ADMIN_B $P_B_PLAIN $P_B_KG $P_B_EXACT $P_B_SEND $P_B_SEXACT
