@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -324,5 +327,47 @@ func TestQuotaSurvivesReloadAndRestart(t *testing.T) {
 	}
 	if r := send(1); r.Status != 202 {
 		t.Fatalf("4 of 4 after a restart: %d %s", r.Status, r.Body)
+	}
+}
+
+// SendGrid reports its own limits in X-RateLimit-* on every response, under
+// the names keygate writes for the key's: through the real proxy the client
+// reads one value of each, the key's, and on SendGrid's own 429 SendGrid's.
+func TestProviderRateHeadersThroughTheProxy(t *testing.T) {
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		h := w.Header()
+		h.Set("X-Message-Id", "sg-1")
+		h.Set("X-RateLimit-Limit", "600")
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Reset", "1800000060")
+		status := http.StatusAccepted
+		if r.Header.Get("X-Test-Status") == "429" {
+			status = http.StatusTooManyRequests
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(provider.Close)
+	g := startGateway(t, gatewayConfig{caddyfile: emailCaddyfile, upstream: provider.URL})
+	k := g.issue("--name", "shop", "--scope", "mail.send", "--rate", "100/m")
+	send := func(status string) http.Header {
+		t.Helper()
+		resp := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@shop.example.com", "b@example.org"),
+			"Host", "sendgrid.localhost", "Content-Type", "application/json", "X-Test-Status", status)
+		if fmt.Sprint(resp.Status) != status {
+			t.Fatalf("status %d, want %s: %s", resp.Status, status, resp.Body)
+		}
+		for _, name := range []string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Ratelimit", "Ratelimit-Policy", "X-Message-Id"} {
+			if v := resp.Header.Values(name); len(v) != 1 {
+				t.Errorf("status %s: %s has %d values %q, want 1", status, name, len(v), v)
+			}
+		}
+		return resp.Header
+	}
+	if h := send("202"); h.Get("X-RateLimit-Limit") != "100" || h.Get("X-RateLimit-Remaining") != "99" {
+		t.Errorf("a proxied send reads the provider's limits, not the key's: %v", h)
+	}
+	if h := send("429"); h.Get("X-RateLimit-Limit") != "600" || h.Get("X-RateLimit-Remaining") != "0" {
+		t.Errorf("the provider's 429 reads the key's limits, not the ones that refused it: %v", h)
 	}
 }

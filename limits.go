@@ -180,6 +180,7 @@ func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit
 	if len(b) == 0 {
 		return
 	}
+	q.sw.owned |= ownsRateLimit
 	q.policy[0] = policy[0]
 	hdr["Ratelimit-Policy"] = q.policy[:]
 	if &b[0] == &q.rateLimitBuf[0] {

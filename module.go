@@ -351,7 +351,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if limited {
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
 		if h.dialect != nil && h.dialect.XRateLimitHeaders() {
-			setXRateLimit(w.Header(), res, t)
+			if setXRateLimit(w.Header(), res, t) {
+				q.sw.owned |= ownsXRateLimit
+			}
 		}
 		if !res.Allowed {
 			q.setRateHeaders(w.Header(), policy, res, nil)

@@ -185,7 +185,33 @@ var deniedMetrics = func() [numCodes]string {
 type statusWriter struct {
 	caddyhttp.ResponseWriterWrapper
 	status int
+	owned  uint8 // the rate headers keygate set (ownedHeaders' bits)
 }
+
+// ownedHeaders are the response headers keygate writes about the key's
+// limits. An upstream that reports its own limits under the same names
+// (SendGrid's X-RateLimit-*, an API that sends the IETF draft's RateLimit)
+// would otherwise add a second value to each, since the proxy adds the
+// upstream's headers to the response's: a client would read two numbers,
+// where most of these fields allow one. So one side's values are kept:
+// keygate's, which describe the key the client holds, except on the
+// upstream's own 429, where the limit that refused the request is the
+// upstream's.
+var ownedHeaders = [...]struct {
+	bit  uint8
+	name string
+}{
+	{ownsRateLimit, "Ratelimit"},
+	{ownsRateLimit, "Ratelimit-Policy"},
+	{ownsXRateLimit, "X-Ratelimit-Limit"},
+	{ownsXRateLimit, "X-Ratelimit-Remaining"},
+	{ownsXRateLimit, "X-Ratelimit-Reset"},
+}
+
+const (
+	ownsRateLimit uint8 = 1 << iota
+	ownsXRateLimit
+)
 
 // statusWriter wraps w in the request's own status writer: the request is
 // allocated anyway, and unlike a pooled writer it cannot be reused while a
@@ -198,6 +224,28 @@ func (q *request) statusWriter(w http.ResponseWriter) *statusWriter {
 func (sw *statusWriter) WriteHeader(code int) {
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		sw.status = code
+		if sw.owned != 0 {
+			sw.keepOneSide(code)
+		}
 	}
 	sw.ResponseWriter.WriteHeader(code)
+}
+
+// keepOneSide leaves one side's values in each header keygate owns that the
+// next handler added values to (ownedHeaders): keygate's, which come first,
+// or on a 429 from upstream the upstream's.
+func (sw *statusWriter) keepOneSide(code int) {
+	hdr := sw.Header()
+	for _, o := range ownedHeaders {
+		if sw.owned&o.bit == 0 {
+			continue
+		}
+		if v := hdr[o.name]; len(v) > 1 {
+			if code == http.StatusTooManyRequests {
+				hdr[o.name] = v[1:]
+			} else {
+				hdr[o.name] = v[:1]
+			}
+		}
+	}
 }

@@ -20,11 +20,12 @@ type xRateLimit struct {
 // SendGrid report theirs, for SDKs that read it: X-RateLimit-Limit is the
 // rate's count, -Remaining what the bucket holds, -Reset the Unix time at
 // which a request will pass again (on a 429, Retry-After from now) or,
-// otherwise, at which the bucket is full. On a proxied response the
-// provider's own values follow keygate's, so keygate's come first.
-func setXRateLimit(hdr http.Header, res ratelimit.Result, t time.Time) {
+// otherwise, at which the bucket is full. On a proxied response that
+// carries the provider's own, the status writer keeps one side's
+// (ownedHeaders). It reports whether it set them.
+func setXRateLimit(hdr http.Header, res ratelimit.Result, t time.Time) bool {
 	if res.Limit.N <= 0 {
-		return
+		return false
 	}
 	wait := res.Reset
 	if !res.Allowed {
@@ -43,4 +44,5 @@ func setXRateLimit(hdr http.Header, res ratelimit.Result, t time.Time) {
 	hdr["X-Ratelimit-Limit"] = x.vals[0:1:1]
 	hdr["X-Ratelimit-Remaining"] = x.vals[1:2:2]
 	hdr["X-Ratelimit-Reset"] = x.vals[2:3:3]
+	return true
 }
