@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // inspection is the state of one Inspect call: the Message being built and
@@ -123,14 +124,17 @@ func (s *shape) member(key []byte) *member {
 	// Names are ASCII, and folding an ASCII key keeps its length: only a
 	// key with other bytes (the long s folds to s) may match a name of
 	// another length, and an ASCII key of no name's length matches none.
-	ascii := isASCII(key)
-	if ascii && s.lens&(1<<min(len(key), 63)) == 0 {
-		return nil
-	}
-	for i := range s.members { // SDKs spell names exactly: the quick look
-		if string(key) == s.members[i].name {
-			return &s.members[i]
+	lenKnown := s.lens&(1<<min(len(key), 63)) != 0
+	if lenKnown {
+		for i := range s.members { // SDKs spell names exactly: the quick look
+			if string(key) == s.members[i].name {
+				return &s.members[i]
+			}
 		}
+	}
+	ascii := isASCII(key)
+	if ascii && !lenKnown {
+		return nil
 	}
 	for i := range s.members {
 		name := s.members[i].name
@@ -141,14 +145,23 @@ func (s *shape) member(key []byte) *member {
 	return nil
 }
 
-// isASCII reports whether b has no byte above 0x7f, eight bytes a step.
+// isASCII reports whether b has no byte above 0x7f, eight bytes a step;
+// the last step (or, below eight bytes, the only two of four) may overlap
+// the one before.
 func isASCII(b []byte) bool {
 	var x uint64
-	for ; len(b) >= 8; b = b[8:] {
-		x |= binary.LittleEndian.Uint64(b)
-	}
-	for _, c := range b {
-		x |= uint64(c)
+	switch n := len(b); {
+	case n >= 8:
+		for i := 0; i < n-8; i += 8 {
+			x |= binary.LittleEndian.Uint64(b[i:])
+		}
+		x |= binary.LittleEndian.Uint64(b[n-8:])
+	case n >= 4:
+		x = uint64(binary.LittleEndian.Uint32(b) | binary.LittleEndian.Uint32(b[n-4:]))
+	default:
+		for _, c := range b {
+			x |= uint64(c)
+		}
 	}
 	return x&0x8080808080808080 == 0
 }
@@ -190,11 +203,17 @@ func (in *inspection) finish() error {
 	return nil
 }
 
+// blank reports whether v is empty or white space only. An address starts
+// with a byte that is neither, so one compare answers it.
+func blank(v string) bool {
+	return v == "" || (v[0] <= ' ' || v[0] >= utf8.RuneSelf) && strings.TrimSpace(v) == ""
+}
+
 // apply records what the string v at the current field means.
 func (in *inspection) apply(role role, v string) error {
 	switch role {
 	case roleSender, roleRecipient:
-		if strings.TrimSpace(v) == "" {
+		if blank(v) {
 			return nil // an empty field is an absent one
 		}
 		addr, err := parseAddress(v)
@@ -207,7 +226,7 @@ func (in *inspection) apply(role role, v string) error {
 			in.recipients(1)
 		}
 	case roleSenderList, roleRecipientList:
-		if strings.TrimSpace(v) == "" {
+		if blank(v) {
 			return nil
 		}
 		var each func(string)
