@@ -10,6 +10,8 @@
 #   N=500 ROUNDS=1 bench/instr-e2e.sh
 #   SCENARIOS="baseline keygate" bench/instr-e2e.sh
 #   UPSTREAM_PLAIN=1 bench/instr-e2e.sh   # the upstream answers 202 {} to every path
+#   KEEP=1 bench/instr-e2e.sh     # keep each round's callgrind dump, bench/out/instr-e2e/cg-LABEL-rN.out,
+#                                 # for callgrind_annotate (which function the instructions went to)
 #   ONLY='*keygate.(*Handler).authenticate' SCENARIOS=keygate bench/instr-e2e.sh
 #       # count inside that function only (callgrind's --toggle-collect): for
 #       # functions that do not block, as a goroutine switch inside one would
@@ -128,7 +130,7 @@ count() {
 	local f; f=$(ls -t "$OUT"/cg.out.* | head -1)
 	awk -v r="$ROUND" -v l="$label" -v n="$N" '/^totals:/ {printf "%s %s %.0f\n", r, l, $2 / n}' "$f" | tee -a "$OUT/results.txt" |
 		awk '{printf "   r%s %-22s %9d instructions per request\n", $1, $2, $3}'
-	rm -f "$f"
+	if [ "${KEEP:-}" = 1 ]; then mv "$f" "$OUT/cg-$label-r$ROUND.out"; else rm -f "$f"; fi
 }
 
 # The scenarios: LABEL PORT PATH curl-args, one per line, tab-separated fields.
