@@ -571,21 +571,32 @@ EOF2
 	for p in $P_A_SEND $P_B_SEND $P_A_SEXACT $P_B_SEXACT; do
 		LABEL=warm-up WRK_THREADS=1 BODY="$SBODY" CTYPE="$SCTYPE" wrk -t1 -c16 -d1s -s bench/wrk.lua -H "Authorization: Bearer $CQUOTA" "http://127.0.0.1:$p/v3/mail/send" >/dev/null
 	done
+	# cpair: the cluster's A B B A slices (see pair), crun's arguments in
+	# arrays CA (the keygate scenario) and CB (its plain proxies).
+	cpair() {
+		local d=$DURATION
+		DURATION=$(((d + 1) / 2))
+		if odd; then
+			crun "${CB[@]}"; crun "${CA[@]}"; crun "${CA[@]}"; crun "${CB[@]}"
+		else
+			crun "${CA[@]}"; crun "${CB[@]}"; crun "${CB[@]}"; crun "${CA[@]}"
+		fi
+		DURATION=$d
+	}
 	for r in $(seq 1 "$ROUNDS"); do
 		ROUND=$r
 		echo "== cluster round $r/$ROUNDS (two wrk -t1 -c16, one per node)"
-		odd && crun cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH"
-		odd || crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
-		crun cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID"
-		odd && crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
-		odd || crun cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH"
-		# The 2 KB SendGrid send (11 recipients) on a key with a quota.
-		odd && crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH"
-		odd || crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
-		crun cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID"
-		crun cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
-		odd && crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
-		odd || crun cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH"
+		CB=(cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH")
+		CA=(cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID")
+		cpair
+		crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
+		# The 2 KB SendGrid send (11 recipients), on a key without and with a quota.
+		CB=(cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH")
+		CA=(cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID")
+		cpair
+		CA=(cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA")
+		cpair
+		crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 	done
 fi
 
@@ -656,7 +667,9 @@ if [ "$CLUSTER" = 1 ]; then
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 	}
-	{ r = $1; s = $2; rps[r, s] = $3; p50[r, s] = $4; p99[r, s] = $5; n[s] += $6; bad[s] += $7 + $8; evals[s] += $9; cmds[s] += $10
+	{ r = $1; s = $2; k = ++slices[r, s]
+	  rps[r, s] += ($3 - rps[r, s]) / k; p50[r, s] += ($4 - p50[r, s]) / k; p99[r, s] += ($5 - p99[r, s]) / k
+	  n[s] += $6; bad[s] += $7 + $8; evals[s] += $9; cmds[s] += $10
 	  if (!(s in seen)) { seen[s] = 1; order[++ns] = s }; if (r > rounds) rounds = r }
 	END {
 		printf "   %-22s %10s %8s %8s %7s %10s %9s %14s %14s\n", "scenario", "req/s", "p50 ms", "p99 ms", "ratio", "requests", "non-2xx", "scripts/req", "commands/req"
@@ -665,7 +678,12 @@ if [ "$CLUSTER" = 1 ]; then
 			for (r = 1; r <= rounds; r++) if ((r, s) in rps) { m++; A[m] = rps[r, s]; B[m] = p50[r, s]; C[m] = p99[r, s]; R[m] = rps[r, s] / rps[r, base] }
 			d = n[s] > 0 ? n[s] : 1
 			printf "   %-22s %10.0f %8.3f %8.3f %7.3f %10d %9d %14.4f %14.4f\n", s, median(A, m), median(B, m) / 1000, median(C, m) / 1000, median(R, m), n[s], bad[s], evals[s] / d, cmds[s] / d
+			line = ""
+			for (r = 1; r <= rounds; r++) if ((r, s) in rps && (r, base) in rps) line = line sprintf("  r%d %.3f", r, rps[r, s] / rps[r, base])
+			if (s != base) per[++np] = sprintf("   %-22s%s", s, line)
 		}
+		print "   per round, ratio:"
+		for (k = 1; k <= np; k++) print per[k]
 	}' "$CLUSTER_RESULTS" | tee -a "$OUT/summary.txt"
 	echo "   (scripts: EVAL/EVALSHA sent by the nodes, one per round trip; commands: all Redis executed, the scripts' own GET/SET/TIME included)"
 fi
