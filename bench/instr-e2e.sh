@@ -124,6 +124,10 @@ send() {
 # count LABEL PORT PATH [curl args...]: instructions per request of one round.
 count() {
 	local label=$1 port=$2 path=$3; shift 3
+	# A collection first (the heap profile's gc=1), uncounted: with GC off
+	# the heap would otherwise grow through the whole run, and a round's
+	# count would depend on the rounds before it.
+	curl -fs -o /dev/null "http://$ADMIN/debug/pprof/heap?gc=1" || { echo "instr-e2e: no heap profile at $ADMIN" >&2; exit 1; }
 	callgrind_control -z "$VG" >/dev/null 2>&1
 	send "$port" "$path" "$N" "$@"
 	callgrind_control -d "$VG" >/dev/null 2>&1
