@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -375,6 +376,11 @@ func TestE2ESDKs(t *testing.T) {
 				t.Errorf("%s: the SDK's error is a %q, want %q", id, r.Name, w.name)
 			}
 		}
+		// resend-go reads Resend's RateLimit-Limit, -Remaining and -Reset
+		// into its RateLimitError: the key's limit, not blanks.
+		if r := results[d.name+"/rate"]; d.name == "resend-go" && !resendRateLimit.MatchString(r.Text) {
+			t.Errorf("resend-go/rate: the RateLimitError does not carry the key's limit (%s): %+v", resendRateLimit, r)
+		}
 		if r := results[d.name+"/rate"]; d.name == "ses" || d.name == "aws-sdk-go-v2" {
 			if r.Attempts != 3 {
 				t.Errorf("%s/rate: the SDK reports %d attempts, want its default 3", d.name, r.Attempts)
@@ -639,3 +645,7 @@ func (f *fakeProvider) requests() []recorded {
 	defer f.mu.Unlock()
 	return append([]recorded(nil), f.reqs...)
 }
+
+// resendRateLimit is what resend-go's RateLimitError says for a key limited
+// to one request an hour, once it is used.
+var resendRateLimit = regexp.MustCompile(`limit: 1, remaining: 0, reset: 3[56]\d\d, retry after: 3[56]\d\d\)`)

@@ -350,10 +350,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var res ratelimit.Result
 	if limited {
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
-		if h.dialect != nil && h.dialect.XRateLimitHeaders() {
-			if setXRateLimit(w.Header(), res, t) {
-				q.sw.owned |= ownsXRateLimit
-			}
+		if h.dialect != nil {
+			q.sw.owned |= setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {
 			q.setRateHeaders(w.Header(), policy, res, nil)

@@ -190,13 +190,13 @@ type statusWriter struct {
 
 // ownedHeaders are the response headers keygate writes about the key's
 // limits. An upstream that reports its own limits under the same names
-// (SendGrid's X-RateLimit-*, an API that sends the IETF draft's RateLimit)
-// would otherwise add a second value to each, since the proxy adds the
-// upstream's headers to the response's: a client would read two numbers,
-// where most of these fields allow one. So one side's values are kept:
-// keygate's, which describe the key the client holds, except on the
-// upstream's own 429, where the limit that refused the request is the
-// upstream's.
+// (SendGrid's X-RateLimit-*, Resend's RateLimit-Limit, -Remaining and
+// -Reset, an API that sends the IETF draft's RateLimit) would otherwise add
+// a second value to each, since the proxy adds the upstream's headers to
+// the response's: a client would read two numbers, where most of these
+// fields allow one. So one side's values are kept: keygate's, which
+// describe the key the client holds, except on the upstream's own 429,
+// where the limit that refused the request is the upstream's.
 var ownedHeaders = [...]struct {
 	bit  uint8
 	name string
@@ -206,11 +206,15 @@ var ownedHeaders = [...]struct {
 	{ownsXRateLimit, "X-Ratelimit-Limit"},
 	{ownsXRateLimit, "X-Ratelimit-Remaining"},
 	{ownsXRateLimit, "X-Ratelimit-Reset"},
+	{ownsRateLimitFields, "Ratelimit-Limit"},
+	{ownsRateLimitFields, "Ratelimit-Remaining"},
+	{ownsRateLimitFields, "Ratelimit-Reset"},
 }
 
 const (
 	ownsRateLimit uint8 = 1 << iota
 	ownsXRateLimit
+	ownsRateLimitFields
 )
 
 // statusWriter wraps w in the request's own status writer: the request is

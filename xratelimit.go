@@ -6,34 +6,49 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/ratelimit"
 )
 
-// xRateLimit holds the X-RateLimit-Limit, -Remaining and -Reset values of
-// one response, in one allocation.
-type xRateLimit struct {
+// providerRate holds the three rate-limit values of one response in a
+// provider's own header names, in one allocation.
+type providerRate struct {
 	vals [3]string
 	buf  [64]byte
 }
 
-// setXRateLimit reports the key's rate limit the way providers such as
-// SendGrid report theirs, for SDKs that read it: X-RateLimit-Limit is the
-// rate's count, -Remaining what the bucket holds, -Reset the Unix time at
-// which a request will pass again (on a 429, Retry-After from now) or,
-// otherwise, at which the bucket is full. On a proxied response that
-// carries the provider's own, the status writer keeps one side's
-// (ownedHeaders). It reports whether it set them.
-func setXRateLimit(hdr http.Header, res ratelimit.Result, t time.Time) bool {
-	if res.Limit.N <= 0 {
-		return false
+// providerRateNames are the names, canonical, of each way of reporting
+// (mailapi.RateHeaders), in the order limit, remaining, reset.
+var providerRateNames = [...][3]string{
+	mailapi.XRateLimit:      {"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"},
+	mailapi.RateLimitFields: {"Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset"},
+}
+
+// setProviderRate reports the key's rate limit the way the route's
+// provider reports its own, for SDKs that read it: SendGrid's
+// X-RateLimit-*, Resend's RateLimit-Limit/-Remaining/-Reset. Limit is the
+// rate's count and Remaining what the bucket holds; Reset is when a request
+// will pass again on a 429 (Retry-After), otherwise when the bucket is
+// full: a Unix time for SendGrid, seconds from now for Resend. On a
+// proxied response that carries the provider's own, the status writer
+// keeps one side's (ownedHeaders). It returns the ownedHeaders bit of the
+// headers it set, or 0.
+func setProviderRate(hdr http.Header, style mailapi.RateHeaders, res ratelimit.Result, t time.Time) uint8 {
+	if style == mailapi.NoRateHeaders || res.Limit.N <= 0 {
+		return 0
 	}
 	wait := res.Reset
 	if !res.Allowed {
 		wait = res.RetryAfter
 	}
 	// Rounded up, so a client waiting until then is not early.
-	reset := (t.Add(wait).UnixNano() + int64(time.Second) - 1) / int64(time.Second)
-	x := new(xRateLimit)
+	reset, owned := retrySecondsOrZero(wait), ownsXRateLimit
+	if style == mailapi.XRateLimit {
+		reset = (t.Add(wait).UnixNano() + int64(time.Second) - 1) / int64(time.Second)
+	} else {
+		owned = ownsRateLimitFields
+	}
+	x := new(providerRate)
 	b := x.buf[:0]
 	for i, n := range [3]int64{int64(res.Limit.N), int64(res.Remaining), reset} {
 		start := len(b)
@@ -41,8 +56,9 @@ func setXRateLimit(hdr http.Header, res ratelimit.Result, t time.Time) bool {
 		// The buffer is never written again, so the strings may share it.
 		x.vals[i] = unsafe.String(&b[start], len(b)-start)
 	}
-	hdr["X-Ratelimit-Limit"] = x.vals[0:1:1]
-	hdr["X-Ratelimit-Remaining"] = x.vals[1:2:2]
-	hdr["X-Ratelimit-Reset"] = x.vals[2:3:3]
-	return true
+	names := &providerRateNames[style]
+	hdr[names[0]] = x.vals[0:1:1]
+	hdr[names[1]] = x.vals[1:2:2]
+	hdr[names[2]] = x.vals[2:3:3]
+	return owned
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,88 +14,118 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-func TestSendGridRoutesReportXRateLimit(t *testing.T) {
+// SendGrid's and Resend's routes report the key's rate limit in the
+// provider's own headers (SendGrid's Reset a Unix time, Resend's seconds
+// from now); other dialects' routes carry neither.
+func TestProviderRoutesReportTheirRateHeaders(t *testing.T) {
 	defer func(f func() time.Time) { now = f }(now)
 	t0 := time.Unix(1_800_000_000, 0)
 	now = func() time.Time { return t0 }
 	scopes := []ScopeRule{{Scope: "mail.send", Path: "*"}}
-	sg, st := testHandler(t, &Handler{MailAPI: "sendgrid", Rate: "2/m", Scopes: scopes})
-	_, key := issue(t, st, "mail.send")
-	want := func(w interface{ Header() http.Header }, limit, remaining string, reset int64) {
-		t.Helper()
-		h := w.Header()
-		if h.Get("X-RateLimit-Limit") != limit || h.Get("X-RateLimit-Remaining") != remaining || h.Get("X-RateLimit-Reset") != strconv.FormatInt(reset, 10) {
-			t.Errorf("X-RateLimit %q/%q/%q, want %s/%s/%d", h.Get("X-RateLimit-Limit"), h.Get("X-RateLimit-Remaining"), h.Get("X-RateLimit-Reset"), limit, remaining, reset)
+	var store string
+	for _, c := range []struct {
+		dialect string
+		names   []string // limit, remaining, reset; nil for none
+		reset   int64    // Reset, 30 s from t0, in the dialect's form
+	}{
+		{"sendgrid", []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}, t0.Unix() + 30},
+		{"resend", []string{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}, 30},
+		{"postmark", nil, 0},
+	} {
+		h, st := testHandler(t, &Handler{MailAPI: c.dialect, Rate: "2/m", Scopes: scopes, Store: store})
+		store = h.storeURI // one key for every dialect
+		_, key := issue(t, st, "mail.send")
+		want := func(w *httptest.ResponseRecorder, remaining string) {
+			t.Helper()
+			hdr := w.Header()
+			if c.names == nil {
+				for _, name := range []string{"X-RateLimit-Limit", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+					if v := hdr.Get(name); v != "" {
+						t.Errorf("%s: %s %q on a route of a provider without it", c.dialect, name, v)
+					}
+				}
+				return
+			}
+			got := []string{hdr.Get(c.names[0]), hdr.Get(c.names[1]), hdr.Get(c.names[2])}
+			if want := []string{"2", remaining, strconv.FormatInt(c.reset, 10)}; !slices.Equal(got, want) {
+				t.Errorf("%s: %q = %q, want %q", c.dialect, c.names, got, want)
+			}
 		}
-	}
-	w := serve(sg, "GET", "/v3/templates", key)
-	if w.Code != 202 {
-		t.Fatalf("%d %s", w.Code, w.Body)
-	}
-	want(w, "2", "1", t0.Unix()+30) // full again in 30 s
-	serve(sg, "GET", "/v3/templates", key)
-	w = serve(sg, "GET", "/v3/templates", key)
-	if w.Code != 429 {
-		t.Fatalf("%d %s", w.Code, w.Body)
-	}
-	// On a 429, the time a retry will pass: Retry-After from now.
-	want(w, "2", "0", t0.Unix()+30)
-	if w.Header().Get("Retry-After") != "30" {
-		t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
-	}
-
-	other, _ := testHandler(t, &Handler{MailAPI: "resend", Rate: "2/m", Scopes: scopes, Store: "sqlite:" + sg.storeURI[len("sqlite:"):]})
-	if w := serve(other, "GET", "/x", key); w.Header().Get("X-RateLimit-Limit") != "" {
-		t.Errorf("a resend route sends X-RateLimit-Limit %q", w.Header().Get("X-RateLimit-Limit"))
+		w := serve(h, "GET", "/x", key)
+		if w.Code != 202 {
+			t.Fatalf("%s: %d %s", c.dialect, w.Code, w.Body)
+		}
+		want(w, "1") // full again in 30 s
+		serve(h, "GET", "/x", key)
+		w = serve(h, "GET", "/x", key)
+		if w.Code != 429 {
+			t.Fatalf("%s: %d %s", c.dialect, w.Code, w.Body)
+		}
+		want(w, "0") // on a 429, when a retry will pass: Retry-After from now
+		if w.Header().Get("Retry-After") != "30" {
+			t.Errorf("%s: Retry-After %q", c.dialect, w.Header().Get("Retry-After"))
+		}
 	}
 }
 
 // An upstream that reports its own limits under the names keygate writes
-// (SendGrid's X-RateLimit-*, the draft's RateLimit) does not make a second
-// value of each: keygate's stay, except on the upstream's own 429.
+// (SendGrid's X-RateLimit-*, Resend's RateLimit-Limit and the like, the
+// draft's RateLimit) does not make a second value of each: keygate's stay,
+// except on the upstream's own 429.
 func TestUpstreamRateHeadersDoNotDoubleKeygates(t *testing.T) {
 	scopes := []ScopeRule{{Scope: "mail.send", Path: "*"}}
-	sg, st := testHandler(t, &Handler{MailAPI: "sendgrid", Rate: "100/m", Scopes: scopes})
-	_, key := issue(t, st, "mail.send")
-	provider := func(status int) caddyhttp.Handler {
-		return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-			// What Caddy's reverse_proxy does with the upstream's headers.
-			for name, v := range map[string]string{
-				"x-ratelimit-limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1800000060",
-				"RateLimit": `"provider";r=0;t=60`, "RateLimit-Policy": `"provider";q=600;w=60`, "X-Message-Id": "m1",
-			} {
-				w.Header().Add(name, v)
+	var store string
+	for _, c := range []struct {
+		dialect, path, body string
+		limit               string // the provider's own limit header
+	}{
+		{"sendgrid", "/v3/mail/send", `{"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"s@example.com"}}`, "X-RateLimit-Limit"},
+		{"resend", "/emails", `{"from":"s@example.com","to":"a@example.org"}`, "RateLimit-Limit"},
+	} {
+		h, st := testHandler(t, &Handler{MailAPI: c.dialect, Rate: "100/m", Scopes: scopes, Store: store})
+		store = h.storeURI
+		_, key := issue(t, st, "mail.send")
+		provider := func(status int) caddyhttp.Handler {
+			return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				// What Caddy's reverse_proxy does with the upstream's headers.
+				for name, v := range map[string]string{
+					"x-ratelimit-limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1800000060",
+					"ratelimit-limit": "600", "ratelimit-remaining": "0", "ratelimit-reset": "60",
+					"RateLimit": `"provider";r=0;t=60`, "RateLimit-Policy": `"provider";q=600;w=60`, "X-Message-Id": "m1",
+				} {
+					w.Header().Add(name, v)
+				}
+				w.WriteHeader(status)
+				return nil
+			})
+		}
+		send := func(status int) http.Header {
+			t.Helper()
+			r := httptest.NewRequest("POST", c.path, strings.NewReader(c.body))
+			r.Header.Set("Authorization", "Bearer "+key)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, provider(status)); err != nil {
+				t.Fatal(err)
 			}
-			w.WriteHeader(status)
-			return nil
-		})
-	}
-	send := func(status int) http.Header {
-		t.Helper()
-		r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(`{"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"s@example.com"}}`))
-		r.Header.Set("Authorization", "Bearer "+key)
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := sg.ServeHTTP(w, r, provider(status)); err != nil {
-			t.Fatal(err)
-		}
-		if w.Code != status {
-			t.Fatalf("status %d, want %d: %s", w.Code, status, w.Body)
-		}
-		for _, name := range []string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Ratelimit", "Ratelimit-Policy", "X-Message-Id"} {
-			if n := len(w.Header()[name]); n != 1 {
-				t.Errorf("status %d: %s has %d values %q, want 1", status, name, n, w.Header()[name])
+			if w.Code != status {
+				t.Fatalf("%s: status %d, want %d: %s", c.dialect, w.Code, status, w.Body)
 			}
+			for _, name := range []string{c.limit, "Ratelimit", "Ratelimit-Policy", "X-Message-Id"} {
+				if v := w.Header().Values(name); len(v) != 1 {
+					t.Errorf("%s, status %d: %s has %d values %q, want 1", c.dialect, status, name, len(v), v)
+				}
+			}
+			return w.Header()
 		}
-		return w.Header()
-	}
-	h := send(http.StatusAccepted)
-	if h.Get("X-RateLimit-Limit") != "100" || h.Get("X-RateLimit-Remaining") != "99" || !strings.HasPrefix(h.Get("RateLimit"), `"default";r=99;`) ||
-		h.Get("RateLimit-Policy") != `"default";q=100;w=60` {
-		t.Errorf("a proxied answer carries the upstream's limits, not the key's: %v", h)
-	}
-	h = send(http.StatusTooManyRequests)
-	if h.Get("X-RateLimit-Limit") != "600" || h.Get("X-RateLimit-Remaining") != "0" || h.Get("RateLimit") != `"provider";r=0;t=60` {
-		t.Errorf("the upstream's own 429 carries keygate's limits, not the ones that refused it: %v", h)
+		hdr := send(http.StatusAccepted)
+		if hdr.Get(c.limit) != "100" || !strings.HasPrefix(hdr.Get("RateLimit"), `"default";r=99;`) ||
+			hdr.Get("RateLimit-Policy") != `"default";q=100;w=60` {
+			t.Errorf("%s: a proxied answer carries the upstream's limits, not the key's: %v", c.dialect, hdr)
+		}
+		hdr = send(http.StatusTooManyRequests)
+		if hdr.Get(c.limit) != "600" || hdr.Get("RateLimit") != `"provider";r=0;t=60` {
+			t.Errorf("%s: the upstream's own 429 carries keygate's limits, not the ones that refused it: %v", c.dialect, hdr)
+		}
 	}
 }

@@ -67,10 +67,26 @@ type Dialect struct {
 	// errors is the shape of the provider's error responses; nil for
 	// providers with no SDK (Mailpit).
 	errors *errorShape
-	// xRateLimit marks providers that report their rate limit in
-	// X-RateLimit-Limit, -Remaining and -Reset (SendGrid).
-	xRateLimit bool
+	// rateHeaders is how the provider reports its rate limit, if in
+	// headers its SDKs read.
+	rateHeaders RateHeaders
 }
+
+// RateHeaders names a provider's way of reporting its rate limit in
+// response headers.
+type RateHeaders uint8
+
+const (
+	// NoRateHeaders: none that an SDK reads.
+	NoRateHeaders RateHeaders = iota
+	// XRateLimit: X-RateLimit-Limit, -Remaining and -Reset, a Unix time
+	// (SendGrid).
+	XRateLimit
+	// RateLimitFields: RateLimit-Limit, -Remaining and -Reset, in seconds
+	// from now, as in the IETF draft's first versions (Resend; resend-go
+	// reads them into its RateLimitError).
+	RateLimitFields
+)
 
 // KeyHeaders returns the headers other than Authorization in which the
 // dialect's SDKs send their API key. Callers must not modify the slice.
@@ -84,10 +100,9 @@ func (d *Dialect) KeyInBasic() bool { return d.basic }
 // AWS Signature V4, so that a key can only arrive as the access key id.
 func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 
-// XRateLimitHeaders reports whether the provider reports its rate limit in
-// X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset (a Unix
-// time), which its SDKs read.
-func (d *Dialect) XRateLimitHeaders() bool { return d.xRateLimit }
+// RateHeaders reports in which headers the provider reports its rate limit
+// to its SDKs.
+func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
@@ -117,7 +132,7 @@ type endpoint struct {
 // dialects is the one table of every provider keygate understands, in the
 // order Names reports them. The shapes are declared in shapes.go.
 var dialects = []*Dialect{
-	{Name: "sendgrid", errors: sendgridErrors, xRateLimit: true, endpoints: []endpoint{
+	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
 	}},
 	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, errors: postmarkErrors, endpoints: []endpoint{
@@ -131,7 +146,7 @@ var dialects = []*Dialect{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
 		{path: "/v3/*/messages.mime", form: true, shape: mailgunMIME},
 	}},
-	{Name: "resend", errors: resendErrors, endpoints: []endpoint{
+	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},
 		{path: "/emails/batch", shape: arrayOf(resendMessage)},
 	}},
