@@ -342,15 +342,16 @@ run upstream-respond $P_RESPOND
 # scenario are over its two slices (summary: requests and CPU summed, req/s
 # and latencies their mean).
 odd() { [ $((ROUND % 2)) = 1 ]; }
-# pair: runs the scenario in array A (run's arguments) against the one in
-# array B that way.
+# pair [RUNNER]: runs the scenario in array A (RUNNER's arguments; RUNNER
+# is run unless given, crun for the cluster) against the one in array B
+# that way.
 pair() {
-	local d=$DURATION
+	local d=$DURATION r=${1:-run}
 	DURATION=$(((d + 1) / 2))
 	if odd; then
-		run "${B[@]}"; run "${A[@]}"; run "${A[@]}"; run "${B[@]}"
+		$r "${B[@]}"; $r "${A[@]}"; $r "${A[@]}"; $r "${B[@]}"
 	else
-		run "${A[@]}"; run "${B[@]}"; run "${B[@]}"; run "${A[@]}"
+		$r "${A[@]}"; $r "${B[@]}"; $r "${B[@]}"; $r "${A[@]}"
 	fi
 	DURATION=$d
 }
@@ -571,31 +572,20 @@ EOF2
 	for p in $P_A_SEND $P_B_SEND $P_A_SEXACT $P_B_SEXACT; do
 		LABEL=warm-up WRK_THREADS=1 BODY="$SBODY" CTYPE="$SCTYPE" wrk -t1 -c16 -d1s -s bench/wrk.lua -H "Authorization: Bearer $CQUOTA" "http://127.0.0.1:$p/v3/mail/send" >/dev/null
 	done
-	# cpair: the cluster's A B B A slices (see pair), crun's arguments in
-	# arrays CA (the keygate scenario) and CB (its plain proxies).
-	cpair() {
-		local d=$DURATION
-		DURATION=$(((d + 1) / 2))
-		if odd; then
-			crun "${CB[@]}"; crun "${CA[@]}"; crun "${CA[@]}"; crun "${CB[@]}"
-		else
-			crun "${CA[@]}"; crun "${CB[@]}"; crun "${CB[@]}"; crun "${CA[@]}"
-		fi
-		DURATION=$d
-	}
 	for r in $(seq 1 "$ROUNDS"); do
 		ROUND=$r
 		echo "== cluster round $r/$ROUNDS (two wrk -t1 -c16, one per node)"
-		CB=(cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH")
-		CA=(cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID")
-		cpair
+		# Each keygate scenario in A B B A slices with its plain proxies.
+		B=(cluster-plain $P_A_PLAIN $P_B_PLAIN -- -H "$PROVIDER_AUTH")
+		A=(cluster-keygate $P_A_KG $P_B_KG -- -H "Authorization: Bearer $CVALID")
+		pair crun
 		crun cluster-exact $P_A_EXACT $P_B_EXACT -- -H "Authorization: Bearer $CVALID"
 		# The 2 KB SendGrid send (11 recipients), on a key without and with a quota.
-		CB=(cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH")
-		CA=(cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID")
-		cpair
-		CA=(cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA")
-		cpair
+		B=(cluster-plain-send $P_A_PLAIN $P_B_PLAIN BODY="$SBODY" CTYPE="$SCTYPE" -- -H "$PROVIDER_AUTH")
+		A=(cluster-send $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CVALID")
+		pair crun
+		A=(cluster-send-quota $P_A_SEND $P_B_SEND BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA")
+		pair crun
 		crun cluster-send-exact $P_A_SEXACT $P_B_SEXACT BODY="$SBODY" CTYPE="$SCTYPE" -- -H "Authorization: Bearer $CQUOTA"
 	done
 fi
