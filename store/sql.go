@@ -439,9 +439,12 @@ func (s *DB) PruneUsage(ctx context.Context, before time.Time) (int64, error) {
 func (s *DB) pruneUsage(ctx context.Context, before time.Time, batch int) (int64, error) {
 	cutoff := clampNano(before.UTC())
 	var total int64
+	// The client-IP rows go first: a usage report read between the two
+	// can then miss a pruned hour's addresses while its counts remain,
+	// never show the addresses of an hour whose counts are gone.
 	for _, q := range []string{
-		"DELETE FROM usage WHERE (key_id, hour, metric) IN (SELECT key_id, hour, metric FROM usage WHERE hour < $1 LIMIT $2)",
 		"DELETE FROM usage_ips WHERE (key_id, hour, ip) IN (SELECT key_id, hour, ip FROM usage_ips WHERE hour < $1 LIMIT $2)",
+		"DELETE FROM usage WHERE (key_id, hour, metric) IN (SELECT key_id, hour, metric FROM usage WHERE hour < $1 LIMIT $2)",
 	} {
 		for {
 			var n int64
