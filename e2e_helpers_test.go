@@ -143,14 +143,27 @@ func startGateway(t *testing.T, gc gatewayConfig) *gateway {
 	if g.store == "" {
 		g.store = "sqlite:" + filepath.Join(dir, "keys.db")
 	}
-	g.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	port := freePort(t)
-	g.siteURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.logPath = filepath.Join(dir, "caddy.log")
 	g.config = filepath.Join(dir, "Caddyfile")
-	g.writeConfig(gc.caddyfile, gc.upstream, port)
-	g.start()
-	return g
+	// freePort's ports are free when it returns, not when caddy binds them:
+	// another test's connection may take one meanwhile (it did, once in
+	// CI). Then caddy exits at once, and the gateway starts again on other
+	// ports.
+	for attempt := 1; ; attempt++ {
+		g.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		port := freePort(t)
+		g.siteURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		g.writeConfig(gc.caddyfile, gc.upstream, port)
+		exited := g.tryStart()
+		if exited == "" {
+			return g
+		}
+		if attempt == 3 || !strings.Contains(exited, "address already in use") {
+			t.Fatalf("caddy exited at start:\n%s", exited)
+		}
+		os.Remove(g.logPath + ".stderr")
+		os.Remove(g.logPath)
+	}
 }
 
 func (g *gateway) writeConfig(tmpl, up string, port int) {
@@ -175,6 +188,14 @@ func (g *gateway) environ() []string {
 }
 
 func (g *gateway) start() {
+	if exited := g.tryStart(); exited != "" {
+		g.t.Fatalf("caddy exited at start:\n%s", exited)
+	}
+}
+
+// tryStart starts caddy and waits until it serves; if caddy exits first,
+// it returns the log.
+func (g *gateway) tryStart() (exited string) {
 	t := g.t
 	logf, err := os.OpenFile(g.logPath+".stderr", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -193,7 +214,7 @@ func (g *gateway) start() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-g.done:
-			t.Fatalf("caddy exited at start:\n%s", g.logs())
+			return g.logs()
 		default:
 		}
 		resp, err := http.Get("http://" + g.adminAddr + "/config/")
@@ -201,12 +222,13 @@ func (g *gateway) start() {
 			resp.Body.Close()
 			if c, err := net.Dial("tcp", strings.TrimPrefix(g.siteURL, "http://")); err == nil {
 				c.Close()
-				return
+				return ""
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("caddy did not start:\n%s", g.logs())
+	return ""
 }
 
 func (g *gateway) kill() {
