@@ -180,16 +180,16 @@ func (q *request) setRateHeaders(hdr http.Header, policy []string, res ratelimit
 	if len(b) == 0 {
 		return
 	}
-	q.sw.owned |= ownsRateLimit
+	q.sw.rateSet = true
 	q.policy[0] = policy[0]
-	hdr["Ratelimit-Policy"] = q.policy[:]
+	hdr[rateNames[1]] = q.policy[:]
 	if &b[0] == &q.rateLimitBuf[0] {
 		// The buffer is never written again, so the string may share it.
 		q.rateLimit[0] = unsafe.String(&b[0], len(b))
 	} else {
 		q.rateLimit[0] = string(b)
 	}
-	hdr["Ratelimit"] = q.rateLimit[:]
+	hdr[rateNames[0]] = q.rateLimit[:]
 }
 
 func retrySecondsOrZero(d time.Duration) int64 {

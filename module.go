@@ -351,7 +351,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if limited {
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
 		if h.dialect != nil {
-			q.sw.owned |= setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
+			q.sw.provider = setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {
 			q.setRateHeaders(w.Header(), policy, res, nil)

@@ -31,22 +31,20 @@ var providerRateNames = [...][3]string{
 // will pass again on a 429 (Retry-After), otherwise when the bucket is
 // full: a Unix time for SendGrid, seconds from now for Resend. On a
 // proxied response that carries the provider's own, the status writer
-// keeps one side's (ownedHeaders). It returns the ownedHeaders bit of the
-// headers it set, or 0.
-func setProviderRate(hdr http.Header, style mailapi.RateHeaders, res ratelimit.Result, t time.Time) uint8 {
+// keeps one side's (keepOneSide). It returns style if it set the headers,
+// else mailapi.NoRateHeaders.
+func setProviderRate(hdr http.Header, style mailapi.RateHeaders, res ratelimit.Result, t time.Time) mailapi.RateHeaders {
 	if style == mailapi.NoRateHeaders || res.Limit.N <= 0 {
-		return 0
+		return mailapi.NoRateHeaders
 	}
 	wait := res.Reset
 	if !res.Allowed {
 		wait = res.RetryAfter
 	}
 	// Rounded up, so a client waiting until then is not early.
-	reset, owned := retrySecondsOrZero(wait), ownsXRateLimit
+	reset := retrySecondsOrZero(wait)
 	if style == mailapi.XRateLimit {
 		reset = (t.Add(wait).UnixNano() + int64(time.Second) - 1) / int64(time.Second)
-	} else {
-		owned = ownsRateLimitFields
 	}
 	x := new(providerRate)
 	b := x.buf[:0]
@@ -60,5 +58,5 @@ func setProviderRate(hdr http.Header, style mailapi.RateHeaders, res ratelimit.R
 	hdr[names[0]] = x.vals[0:1:1]
 	hdr[names[1]] = x.vals[1:2:2]
 	hdr[names[2]] = x.vals[2:3:3]
-	return owned
+	return style
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
 	"github.com/keygate/caddy-keygate/usage"
 )
@@ -185,37 +186,15 @@ var deniedMetrics = func() [numCodes]string {
 type statusWriter struct {
 	caddyhttp.ResponseWriterWrapper
 	status int
-	owned  uint8 // the rate headers keygate set (ownedHeaders' bits)
+	// The rate headers keygate set: the draft's RateLimit pair, and the
+	// provider's own names (providerRateNames), if any. Bytes, so that
+	// the request stays in its allocation size class.
+	rateSet  bool
+	provider mailapi.RateHeaders
 }
 
-// ownedHeaders are the response headers keygate writes about the key's
-// limits. An upstream that reports its own limits under the same names
-// (SendGrid's X-RateLimit-*, Resend's RateLimit-Limit, -Remaining and
-// -Reset, an API that sends the IETF draft's RateLimit) would otherwise add
-// a second value to each, since the proxy adds the upstream's headers to
-// the response's: a client would read two numbers, where most of these
-// fields allow one. So one side's values are kept: keygate's, which
-// describe the key the client holds, except on the upstream's own 429,
-// where the limit that refused the request is the upstream's.
-var ownedHeaders = [...]struct {
-	bit  uint8
-	name string
-}{
-	{ownsRateLimit, "Ratelimit"},
-	{ownsRateLimit, "Ratelimit-Policy"},
-	{ownsXRateLimit, "X-Ratelimit-Limit"},
-	{ownsXRateLimit, "X-Ratelimit-Remaining"},
-	{ownsXRateLimit, "X-Ratelimit-Reset"},
-	{ownsRateLimitFields, "Ratelimit-Limit"},
-	{ownsRateLimitFields, "Ratelimit-Remaining"},
-	{ownsRateLimitFields, "Ratelimit-Reset"},
-}
-
-const (
-	ownsRateLimit uint8 = 1 << iota
-	ownsXRateLimit
-	ownsRateLimitFields
-)
+// rateNames are the IETF draft headers keygate sets (setRateHeaders).
+var rateNames = [...]string{"Ratelimit", "Ratelimit-Policy"}
 
 // statusWriter wraps w in the request's own status writer: the request is
 // allocated anyway, and unlike a pooled writer it cannot be reused while a
@@ -228,28 +207,40 @@ func (q *request) statusWriter(w http.ResponseWriter) *statusWriter {
 func (sw *statusWriter) WriteHeader(code int) {
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		sw.status = code
-		if sw.owned != 0 {
+		if sw.rateSet || sw.provider != mailapi.NoRateHeaders {
 			sw.keepOneSide(code)
 		}
 	}
 	sw.ResponseWriter.WriteHeader(code)
 }
 
-// keepOneSide leaves one side's values in each header keygate owns that the
-// next handler added values to (ownedHeaders): keygate's, which come first,
-// or on a 429 from upstream the upstream's.
+// keepOneSide leaves one side's values in each header keygate set that the
+// next handler added values to. An upstream that reports its own limits
+// under the names keygate writes (SendGrid's X-RateLimit-*, Resend's
+// RateLimit-Limit, -Remaining and -Reset, an API that sends the IETF
+// draft's RateLimit) would otherwise make two values of each, since the
+// proxy adds the upstream's headers to the response's: a client would read
+// two numbers, where most of these fields allow one. keygate's values come
+// first and stay, as they describe the key the client holds, except on the
+// upstream's own 429, where the limit that refused the request is the
+// upstream's.
 func (sw *statusWriter) keepOneSide(code int) {
 	hdr := sw.Header()
-	for _, o := range ownedHeaders {
-		if sw.owned&o.bit == 0 {
-			continue
-		}
-		if v := hdr[o.name]; len(v) > 1 {
-			if code == http.StatusTooManyRequests {
-				hdr[o.name] = v[1:]
-			} else {
-				hdr[o.name] = v[:1]
+	keep := func(names []string) {
+		for _, name := range names {
+			if v := hdr[name]; len(v) > 1 {
+				if code == http.StatusTooManyRequests {
+					hdr[name] = v[1:]
+				} else {
+					hdr[name] = v[:1]
+				}
 			}
 		}
+	}
+	if sw.rateSet {
+		keep(rateNames[:])
+	}
+	if sw.provider != mailapi.NoRateHeaders {
+		keep(providerRateNames[sw.provider][:])
 	}
 }
