@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
 // The end-to-end tests run the real caddy binary built from ./cmd/caddy,
@@ -55,12 +57,7 @@ func needBinary(t *testing.T) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testservers.FreePort(t)
 }
 
 // upstream records what the email provider would receive.
@@ -145,10 +142,11 @@ func startGateway(t *testing.T, gc gatewayConfig) *gateway {
 	}
 	g.logPath = filepath.Join(dir, "caddy.log")
 	g.config = filepath.Join(dir, "Caddyfile")
-	// freePort's ports are free when it returns, not when caddy binds them:
-	// another test's connection may take one meanwhile (it did, once in
-	// CI). Then caddy exits at once, and the gateway starts again on other
-	// ports.
+	// freePort's ports are free when it returns, not when caddy binds them.
+	// They lie outside the range outgoing connections take theirs from
+	// (testservers.FreePort), but a server of a test running in parallel
+	// may still take one meanwhile. Then caddy exits at once, and the
+	// gateway starts again on other ports.
 	for attempt := 1; ; attempt++ {
 		g.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		port := freePort(t)

@@ -37,7 +37,7 @@ type Postgres struct {
 // when the test ends.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	p := &Postgres{t: t, bin: postgresBin(t), port: freePort(t)}
+	p := &Postgres{t: t, bin: postgresBin(t), port: FreePort(t)}
 	// As root the server runs as another user, who must be able to reach
 	// the directory: /tmp is open to all, whereas $TMPDIR may sit under a
 	// private home.

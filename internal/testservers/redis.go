@@ -37,7 +37,7 @@ func StartRedis(t testing.TB) *Redis {
 		t:    t,
 		path: lookBinary(t, "redis-server", "apt-get install redis-server"),
 		dir:  t.TempDir(),
-		port: freePort(t),
+		port: FreePort(t),
 	}
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 	t.Cleanup(r.Stop)

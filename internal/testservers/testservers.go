@@ -7,7 +7,6 @@ package testservers
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -34,18 +33,6 @@ func skipOrFail(t testing.TB, msg string) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago. Another
-// process may take it before the server binds it; that is rare enough for tests.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testservers: finding a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // waitUntil calls ready every 20ms until it returns nil or timeout passes,
