@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -85,9 +86,11 @@ func TestUpstreamRateHeadersDoNotDoubleKeygates(t *testing.T) {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect, Rate: "100/m", Scopes: scopes, Store: store})
 		store = h.storeURI
 		_, key := issue(t, st, "mail.send")
-		provider := func(status int) caddyhttp.Handler {
+		// The next handler adds the upstream's headers, as Caddy's
+		// reverse_proxy does, and sends them in one of the ways a handler
+		// can: WriteHeader, or an implicit 200 by Write, ReadFrom or a flush.
+		provider := func(status int, how string) caddyhttp.Handler {
 			return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-				// What Caddy's reverse_proxy does with the upstream's headers.
 				for name, v := range map[string]string{
 					"x-ratelimit-limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1800000060",
 					"ratelimit-limit": "600", "ratelimit-remaining": "0", "ratelimit-reset": "60",
@@ -95,35 +98,53 @@ func TestUpstreamRateHeadersDoNotDoubleKeygates(t *testing.T) {
 				} {
 					w.Header().Add(name, v)
 				}
-				w.WriteHeader(status)
-				return nil
+				var err error
+				switch how {
+				case "WriteHeader":
+					w.WriteHeader(status)
+				case "Write":
+					_, err = w.Write([]byte("{}"))
+				case "ReadFrom":
+					_, err = w.(io.ReaderFrom).ReadFrom(strings.NewReader("{}"))
+				case "Flush":
+					err = http.NewResponseController(w).Flush()
+				}
+				return err
 			})
 		}
-		send := func(status int) http.Header {
+		send := func(status int, how string) http.Header {
 			t.Helper()
 			r := httptest.NewRequest("POST", c.path, strings.NewReader(c.body))
 			r.Header.Set("Authorization", "Bearer "+key)
 			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 			w := httptest.NewRecorder()
-			if err := h.ServeHTTP(w, r, provider(status)); err != nil {
+			if err := h.ServeHTTP(w, r, provider(status, how)); err != nil {
 				t.Fatal(err)
 			}
 			if w.Code != status {
 				t.Fatalf("%s: status %d, want %d: %s", c.dialect, w.Code, status, w.Body)
 			}
+			// The header as it was when the status was sent.
+			sent := w.Result().Header
 			for _, name := range []string{c.limit, "Ratelimit", "Ratelimit-Policy", "X-Message-Id"} {
-				if v := w.Header().Values(name); len(v) != 1 {
-					t.Errorf("%s, status %d: %s has %d values %q, want 1", c.dialect, status, name, len(v), v)
+				if v := sent.Values(name); len(v) != 1 {
+					t.Errorf("%s, status %d by %s: %s has %d values %q, want 1", c.dialect, status, how, name, len(v), v)
 				}
 			}
-			return w.Header()
+			return sent
 		}
-		hdr := send(http.StatusAccepted)
-		if hdr.Get(c.limit) != "100" || !strings.HasPrefix(hdr.Get("RateLimit"), `"default";r=99;`) ||
-			hdr.Get("RateLimit-Policy") != `"default";q=100;w=60` {
-			t.Errorf("%s: a proxied answer carries the upstream's limits, not the key's: %v", c.dialect, hdr)
+		for _, how := range []string{"WriteHeader", "Write", "ReadFrom", "Flush"} {
+			status := http.StatusOK
+			if how == "WriteHeader" {
+				status = http.StatusAccepted
+			}
+			hdr := send(status, how)
+			if hdr.Get(c.limit) != "100" || !strings.HasPrefix(hdr.Get("RateLimit"), `"default";r=`) ||
+				hdr.Get("RateLimit-Policy") != `"default";q=100;w=60` {
+				t.Errorf("%s, by %s: a proxied answer carries the upstream's limits, not the key's: %v", c.dialect, how, hdr)
+			}
 		}
-		hdr = send(http.StatusTooManyRequests)
+		hdr := send(http.StatusTooManyRequests, "WriteHeader")
 		if hdr.Get(c.limit) != "600" || hdr.Get("RateLimit") != `"provider";r=0;t=60` {
 			t.Errorf("%s: the upstream's own 429 carries keygate's limits, not the ones that refused it: %v", c.dialect, hdr)
 		}

@@ -191,6 +191,8 @@ type statusWriter struct {
 	// the request stays in its allocation size class.
 	rateSet  bool
 	provider mailapi.RateHeaders
+	// sent is set once a final status went through WriteHeader.
+	sent bool
 }
 
 // rateNames are the IETF draft headers keygate sets (setRateHeaders).
@@ -205,13 +207,39 @@ func (q *request) statusWriter(w http.ResponseWriter) *statusWriter {
 }
 
 func (sw *statusWriter) WriteHeader(code int) {
-	if code >= 200 || code == http.StatusSwitchingProtocols {
-		sw.status = code
+	if (code >= 200 || code == http.StatusSwitchingProtocols) && !sw.sent {
+		sw.status, sw.sent = code, true
 		if sw.rateSet || sw.provider != mailapi.NoRateHeaders {
 			sw.keepOneSide(code)
 		}
 	}
 	sw.ResponseWriter.WriteHeader(code)
+}
+
+// A handler may send the header without WriteHeader: by writing the body
+// (an implicit 200), by ReadFrom, or by flushing. Each goes through
+// WriteHeader first, so keepOneSide sees every answer.
+
+func (sw *statusWriter) Write(p []byte) (int, error) {
+	if !sw.sent {
+		sw.WriteHeader(http.StatusOK)
+	}
+	return sw.ResponseWriter.Write(p)
+}
+
+func (sw *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !sw.sent {
+		sw.WriteHeader(http.StatusOK)
+	}
+	return sw.ResponseWriterWrapper.ReadFrom(r)
+}
+
+// FlushError is what http.ResponseController calls to flush.
+func (sw *statusWriter) FlushError() error {
+	if !sw.sent {
+		sw.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(sw.ResponseWriter).Flush()
 }
 
 // keepOneSide leaves one side's values in each header keygate set that the
