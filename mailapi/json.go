@@ -172,16 +172,40 @@ func (r *reader) str() (string, error) {
 
 // token reads a string token, quotes included, and reports whether it
 // holds escapes.
+//
+// Most strings of a send (member names, addresses, subjects) hold no escape
+// and end within a few words: those are found here, eight bytes a step, and
+// everything else from the first byte that needs a closer look on.
 func (r *reader) token() (tok []byte, escaped bool, err error) {
+	d, start := r.data, r.pos
+	i := start + 1
+	for ; i+8 <= len(d) && i <= start+shortString; i += 8 {
+		if m := special8(binary.LittleEndian.Uint64(d[i:])); m != 0 {
+			i += bits.TrailingZeros64(m) >> 3
+			if d[i] == '"' {
+				r.pos = i + 1
+				return d[start : i+1], false, nil
+			}
+			break
+		}
+	}
+	return r.tokenFrom(i)
+}
+
+// shortString is how far token looks for a string's end on its own.
+const shortString = 64
+
+// tokenFrom reads the rest of the string token that starts at r.pos from
+// d[i] on, where i is not inside an escape.
+func (r *reader) tokenFrom(i int) (tok []byte, escaped bool, err error) {
 	d := r.data
-	i := r.pos + 1
 	// Past its first 64 bytes a string is crossed by stringEnd where the
 	// CPU can classify blocks fast; long is where that starts, 0 once it
 	// has (or never will).
 	long := 0
 	quote := -1 // the next '"' at or after i, once longRun looked for it
 	if blockScan {
-		long = i + 64
+		long = r.pos + 1 + 64
 	}
 	for i < len(d) {
 		if long != 0 && i >= long {
