@@ -174,8 +174,9 @@ func (r *reader) str() (string, error) {
 // holds escapes.
 //
 // Most strings of a send (member names, addresses, subjects) hold no escape
-// and end within a few words: those are found here, eight bytes a step, and
-// everything else from the first byte that needs a closer look on.
+// and end within a few words or one block: their end is found here, eight
+// bytes a step and then one 64-byte block at once; everything else goes on
+// in tokenFrom from the first byte that needs a closer look.
 func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d, start := r.data, r.pos
 	i := start + 1
@@ -186,14 +187,29 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 				r.pos = i + 1
 				return d[start : i+1], false, nil
 			}
-			break
+			return r.tokenFrom(i)
+		}
+	}
+	// Past its first words, a string is looked at 64 bytes at once where
+	// the CPU classifies blocks fast.
+	if blockScan && i+64 <= len(d) {
+		var m [1]blockMasks
+		classify(d[i:i+64], m[:])
+		if k := bits.TrailingZeros64(m[0].quote | m[0].backslash | m[0].control); k < 64 {
+			i += k
+			if d[i] == '"' {
+				r.pos = i + 1
+				return d[start : i+1], false, nil
+			}
+		} else {
+			i += 64
 		}
 	}
 	return r.tokenFrom(i)
 }
 
-// shortString is how far token looks for a string's end on its own.
-const shortString = 64
+// shortString is how far token looks for a string's end word by word.
+const shortString = 32
 
 // tokenFrom reads the rest of the string token that starts at r.pos from
 // d[i] on, where i is not inside an escape.
