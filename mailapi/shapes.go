@@ -16,10 +16,30 @@ type shape struct {
 	// shared marks an object whose sender and recipients apply to every
 	// message of the request (Mailjet's Globals).
 	shared bool
-	// lens has bit n set when a member's name is n bytes long (bit 63: 63
-	// or more), so most keys a shape does not name are passed over
-	// without comparing names. Set by object and message.
-	lens uint64
+	// names tells the keys that may be a member's name from those that
+	// cannot, by length and first byte, so most keys a shape does not name
+	// are passed over without comparing names. Set by object and message.
+	names nameFilter
+}
+
+// nameFilter has bit b of word n set when a member's name is n bytes long
+// (modulo 16) and starts with a byte that is b modulo 64 once ASCII letters
+// are folded to lower case: a key equal to a name under case folding has
+// the same length and folded first byte, when it is ASCII.
+type nameFilter [16]uint64
+
+func filterOf(members []member) nameFilter {
+	var f nameFilter
+	for _, m := range members {
+		if m.name != "" {
+			f[len(m.name)&15] |= 1 << ((m.name[0] | 0x20) & 63)
+		}
+	}
+	return f
+}
+
+func (f *nameFilter) mayHold(key []byte) bool {
+	return len(key) > 0 && f[len(key)&15]&(1<<((key[0]|0x20)&63)) != 0
 }
 
 // member is one object member the walker reads. Names match
@@ -46,16 +66,7 @@ const (
 
 func field(name string, s *shape) member { return member{name: name, shape: s} }
 
-func object(members ...member) *shape { return &shape{members: members, lens: nameLengths(members)} }
-
-// nameLengths is the lens of a shape with these members.
-func nameLengths(members []member) uint64 {
-	var lens uint64
-	for _, m := range members {
-		lens |= 1 << min(len(m.name), 63)
-	}
-	return lens
-}
+func object(members ...member) *shape { return &shape{members: members, names: filterOf(members)} }
 
 func arrayOf(elem *shape) *shape { return &shape{elem: elem} }
 
@@ -73,7 +84,7 @@ func shared(s *shape) *shape {
 
 // message is an object that is one email and must name a sender.
 func message(sender string, members ...member) *shape {
-	return &shape{members: members, sender: sender, lens: nameLengths(members)}
+	return &shape{members: members, sender: sender, names: filterOf(members)}
 }
 
 // Leaf shapes shared by the dialects.

@@ -121,11 +121,11 @@ func (in *inspection) object(r *reader, s *shape) error {
 // member finds the member named key under Unicode case folding, the rule
 // encoding/json and case-insensitive decoders match names by.
 func (s *shape) member(key []byte) *member {
-	// Names are ASCII, and folding an ASCII key keeps its length: only a
-	// key with other bytes (the long s folds to s) may match a name of
-	// another length, and an ASCII key of no name's length matches none.
-	lenKnown := s.lens&(1<<min(len(key), 63)) != 0
-	if lenKnown {
+	// Names are ASCII, and folding an ASCII key keeps its length and
+	// changes only the case of its letters: only a key with other bytes
+	// (the long s folds to s) may match a name the filter does not admit.
+	known := s.names.mayHold(key)
+	if known {
 		for i := range s.members { // SDKs spell names exactly: the quick look
 			if string(key) == s.members[i].name {
 				return &s.members[i]
@@ -133,7 +133,7 @@ func (s *shape) member(key []byte) *member {
 		}
 	}
 	ascii := isASCII(key)
-	if ascii && !lenKnown {
+	if ascii && !known {
 		return nil
 	}
 	for i := range s.members {

@@ -30,3 +30,42 @@ func TestBlankAgreesWithTrimSpace(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberMatchesNamesUnderCaseFolding: a key finds the member whose name
+// it equals under Unicode case folding, as strings.EqualFold says, in any
+// case and with the non-ASCII letters that fold to ASCII ones (the long s,
+// the Kelvin sign); and nothing else.
+func TestMemberMatchesNamesUnderCaseFolding(t *testing.T) {
+	seen := map[*shape]bool{}
+	var check func(s *shape)
+	check = func(s *shape) {
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		for _, m := range s.members {
+			n := m.name
+			keys := []string{n, strings.ToUpper(n), strings.ToLower(n), n + "x", n[1:], "x" + n[1:],
+				strings.Replace(strings.ToLower(n), "s", "\u017f", 1), strings.Replace(strings.ToLower(n), "k", "\u212a", 1)}
+			for _, k := range keys {
+				var want *member
+				for i := range s.members {
+					if strings.EqualFold(k, s.members[i].name) {
+						want = &s.members[i]
+						break
+					}
+				}
+				if got := s.member([]byte(k)); got != want {
+					t.Errorf("key %q among %q: got %v, want %v", k, n, got, want)
+				}
+			}
+			check(m.shape)
+		}
+		check(s.elem)
+	}
+	for _, d := range dialects {
+		for _, e := range d.endpoints {
+			check(e.shape)
+		}
+	}
+}
