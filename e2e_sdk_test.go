@@ -33,7 +33,8 @@ import (
 // send through one gateway (a site per dialect) to a recording fake
 // provider. The Node SDKs run from compat/node (npm ci from its lock file),
 // the Go SDKs from compat/gosdk, a module of its own so the plugin's go.mod
-// never requires them. Each SDK reaches its site through a tap that records
+// never requires them, and the AWS SDK for Python from compat/python with
+// Debian's python3-boto3 (no Python package index is reachable here). Each SDK reaches its site through a tap that records
 // what the SDK sent, so the test can count attempts (retries) and compare
 // bodies byte for byte with what the provider received.
 
@@ -70,17 +71,26 @@ func injectedCredential(dialect string) (string, string) {
 }
 
 // sdkDrivers are the SDKs driven, by the name the drivers know them by,
-// with the dialect they speak and whether they run in Node.
+// with the dialect they speak and the language they run in.
 var sdkDrivers = []struct {
-	name, dialect string
-	node          bool
+	name, dialect, lang string
 }{
-	{"sendgrid", "sendgrid", true}, {"postmark", "postmark", true}, {"mailgun", "mailgun", true},
-	{"resend", "resend", true}, {"mailjet", "mailjet", true}, {"brevo", "brevo", true}, {"ses", "ses", true},
-	{"sendgrid-go", "sendgrid", false}, {"mailgun-go", "mailgun", false},
-	{"resend-go", "resend", false}, {"aws-sdk-go-v2", "ses", false}, {"mailjet-go", "mailjet", false},
-	{"postmark-go", "postmark", false}, {"brevo-go", "brevo", false},
+	{"sendgrid", "sendgrid", "node"}, {"postmark", "postmark", "node"}, {"mailgun", "mailgun", "node"},
+	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"brevo", "brevo", "node"}, {"ses", "ses", "node"},
+	{"sendgrid-go", "sendgrid", "go"}, {"mailgun-go", "mailgun", "go"},
+	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
+	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"},
+	{"boto3", "ses", "python"},
 }
+
+// awsAttempts is how many times each AWS SDK sends a request that is refused
+// for its rate by default: the JavaScript and Go SDKs' standard retry mode
+// makes three attempts, botocore's legacy mode (boto3's default) five.
+var awsAttempts = map[string]int{"ses": 3, "aws-sdk-go-v2": 3, "boto3": 5}
+
+// debianPython is the interpreter that sees Debian's python3-boto3, whatever
+// python3 comes first in PATH (pyenv's, here).
+const debianPython = "/usr/bin/python3"
 
 const (
 	sdkMailgunDomain = "mg.shop.example"
@@ -134,10 +144,16 @@ func TestE2ESDKs(t *testing.T) {
 	// The Node SDKs and the Go SDKs' test binary are prepared while the
 	// gateway starts and the keys are issued.
 	var prep sync.WaitGroup
-	var npmErr, goErr error
+	var npmErr, goErr, pyErr error
 	goTest := filepath.Join(t.TempDir(), "gosdk.test")
-	prep.Add(2)
+	prep.Add(3)
 	go func() { defer prep.Done(); npmErr = npmCI(nodeDir) }()
+	go func() {
+		defer prep.Done()
+		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
+			pyErr = fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
+		}
+	}()
 	go func() {
 		defer prep.Done()
 		out, err := exec.Command("go", "-C", filepath.Join(root, "compat", "gosdk"), "test", "-c", "-o", goTest).CombinedOutput()
@@ -208,7 +224,7 @@ func TestE2ESDKs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var node, golang []sdkScenario
+	plans := map[string][]sdkScenario{} // by language
 	for _, d := range sdkDrivers {
 		k, base := keys[d.name], taps[d.dialect].URL
 		sc := func(name, key, from string, to []string) sdkScenario {
@@ -251,16 +267,14 @@ func TestE2ESDKs(t *testing.T) {
 				list = append(list, r)
 			}
 		}
-		if d.node {
-			node = append(node, list...)
-		} else {
-			golang = append(golang, list...)
-		}
+		plans[d.lang] = append(plans[d.lang], list...)
 	}
 
 	prep.Wait()
-	if npmErr != nil {
-		missingTool(t, npmErr)
+	for _, err := range []error{npmErr, pyErr} {
+		if err != nil {
+			missingTool(t, err)
+		}
 	}
 	if goErr != nil {
 		t.Fatal(goErr)
@@ -276,22 +290,26 @@ func TestE2ESDKs(t *testing.T) {
 		}
 		return p
 	}
-	nodePlan, goPlan, goReport := writePlan("node.json", node), writePlan("go.json", golang), filepath.Join(dir, "go-report.jsonl")
-	var nodeOut, goOut []byte
-	var nodeRunErr, goRunErr error
-	var run sync.WaitGroup
-	run.Add(2)
-	go func() {
-		defer run.Done()
-		cmd := exec.Command("node", "run.mjs")
-		cmd.Dir = nodeDir
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+nodePlan)
+	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
+	var nodeOut, goOut, pyOut []byte
+	var nodeRunErr, goRunErr, pyRunErr error
+	// runDriver runs a driver that prints its results on stdout.
+	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		nodeOut, nodeRunErr = cmd.Output()
-		if nodeRunErr != nil {
-			nodeRunErr = fmt.Errorf("node run.mjs: %v\n%s", nodeRunErr, stderr.Bytes())
+		if *out, *runErr = cmd.Output(); *runErr != nil {
+			*runErr = fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), *runErr, stderr.Bytes())
 		}
+	}
+	var run sync.WaitGroup
+	run.Add(3)
+	go func() { defer run.Done(); runDriver(&nodeOut, &nodeRunErr, "node", nodeDir, "node", "run.mjs") }()
+	go func() {
+		defer run.Done()
+		runDriver(&pyOut, &pyRunErr, "python", filepath.Join(root, "compat", "python"), debianPython, "run.py")
 	}()
 	go func() {
 		defer run.Done()
@@ -305,13 +323,13 @@ func TestE2ESDKs(t *testing.T) {
 		goOut, goRunErr = os.ReadFile(goReport)
 	}()
 	run.Wait()
-	for _, err := range []error{nodeRunErr, goRunErr} {
+	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr} {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	results := map[string]sdkResult{}
-	for _, out := range [][]byte{nodeOut, goOut} {
+	for _, out := range [][]byte{nodeOut, goOut, pyOut} {
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
@@ -341,11 +359,11 @@ func TestE2ESDKs(t *testing.T) {
 		}
 		want := []expect{
 			{"allowed", "", 0, "", ""},
-			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "resend": "invalid_from_address"}[d.name], ""},
-			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException"}[d.name], ""},
-			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
-			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
-			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
+			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "boto3": "MessageRejected", "resend": "invalid_from_address"}[d.name], ""},
+			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException", "boto3": "BadRequestException"}[d.name], ""},
+			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "boto3": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
+			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "boto3": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
+			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "boto3": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
 		}
 		want = append(want, expect{scenario: "allowed-html"}, expect{"sender-html", "sender_not_allowed", 403, want[1].name, ""})
 		if d.name == "brevo" {
@@ -381,22 +399,18 @@ func TestE2ESDKs(t *testing.T) {
 		if r := results[d.name+"/rate"]; d.name == "resend-go" && !resendRateLimit.MatchString(r.Text) {
 			t.Errorf("resend-go/rate: the RateLimitError does not carry the key's limit (%s): %+v", resendRateLimit, r)
 		}
-		if r := results[d.name+"/rate"]; d.name == "ses" || d.name == "aws-sdk-go-v2" {
-			if r.Attempts != 3 {
-				t.Errorf("%s/rate: the SDK reports %d attempts, want its default 3", d.name, r.Attempts)
-			}
+		if r, want := results[d.name+"/rate"], awsAttempts[d.name]; want != 0 && r.Attempts != want {
+			t.Errorf("%s/rate: the SDK reports %d attempts, want its default %d", d.name, r.Attempts, want)
 		}
 	}
 
 	// Attempts, counted at the taps: a refusal is never retried, except a
-	// rate limit by the SDKs that retry 429 by default (the AWS SDKs, three
-	// attempts; Brevo's waits out Retry-After and then succeeds).
+	// rate limit by the SDKs that retry 429 by default (the AWS SDKs, see
+	// awsAttempts; Brevo's waits out Retry-After and then succeeds).
 	for _, d := range sdkDrivers {
 		k, tp := keys[d.name], taps[d.dialect]
-		rateAttempts := 1
+		rateAttempts := max(1, awsAttempts[d.name])
 		switch d.name {
-		case "ses", "aws-sdk-go-v2":
-			rateAttempts = 3
 		case "sendgrid-go":
 			rateAttempts = 1 + 7 // Send, then MakeRequestRetry's seven
 		}
