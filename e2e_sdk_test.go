@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
@@ -33,8 +34,10 @@ import (
 // send through one gateway (a site per dialect) to a recording fake
 // provider. The Node SDKs run from compat/node (npm ci from its lock file),
 // the Go SDKs from compat/gosdk, a module of its own so the plugin's go.mod
-// never requires them, and the AWS SDK for Python from compat/python with
-// Debian's python3-boto3 (no Python package index is reachable here). Each SDK reaches its site through a tap that records
+// never requires them, the AWS SDK for Python from compat/python with
+// Debian's python3-boto3, and Symfony Mailer's API transports (what Symfony
+// and Laravel applications send with) from compat/php with Debian's
+// php-symfony-*-mailer (no Python or PHP package index is reachable here). Each SDK reaches its site through a tap that records
 // what the SDK sent, so the test can count attempts (retries) and compare
 // bodies byte for byte with what the provider received.
 
@@ -81,6 +84,16 @@ var sdkDrivers = []struct {
 	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
 	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"},
 	{"boto3", "ses", "python"},
+	{"symfony-sendgrid", "sendgrid", "php"}, {"symfony-postmark", "postmark", "php"}, {"symfony-mailgun", "mailgun", "php"},
+	{"symfony-mailjet", "mailjet", "php"}, {"symfony-brevo", "brevo", "php"},
+}
+
+// symfonyBridges are the Debian packages of the Symfony Mailer transports
+// the PHP driver loads, by the directory each installs.
+var symfonyBridges = map[string]string{
+	"Sendgrid": "php-symfony-sendgrid-mailer", "Postmark": "php-symfony-postmark-mailer",
+	"Mailgun": "php-symfony-mailgun-mailer", "Mailjet": "php-symfony-mailjet-mailer",
+	"Sendinblue": "php-symfony-sendinblue-mailer",
 }
 
 // awsAttempts is how many times each AWS SDK sends a request that is refused
@@ -144,9 +157,10 @@ func TestE2ESDKs(t *testing.T) {
 	// The Node SDKs and the Go SDKs' test binary are prepared while the
 	// gateway starts and the keys are issued.
 	var prep sync.WaitGroup
-	var npmErr, goErr, pyErr error
+	var npmErr, goErr, pyErr, phpErr error
 	goTest := filepath.Join(t.TempDir(), "gosdk.test")
-	prep.Add(3)
+	prep.Add(4)
+	go func() { defer prep.Done(); phpErr = symfonyMailer() }()
 	go func() { defer prep.Done(); npmErr = npmCI(nodeDir) }()
 	go func() {
 		defer prep.Done()
@@ -173,7 +187,10 @@ func TestE2ESDKs(t *testing.T) {
 			ports[s.dialect] = freePort(t)
 			port = strconv.Itoa(ports[s.dialect])
 		}
-		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
+		// Every SDK sends from 127.0.0.1, each an unknown key among its
+		// scenarios: the failed-attempt limit is raised so that one
+		// address stands for many clients.
+		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
 			port, s.dialect, s.sendScope, s.injected)
 	}
 	g := startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: provider.URL,
@@ -227,6 +244,9 @@ func TestE2ESDKs(t *testing.T) {
 	plans := map[string][]sdkScenario{} // by language
 	for _, d := range sdkDrivers {
 		k, base := keys[d.name], taps[d.dialect].URL
+		if d.lang == "php" {
+			base = taps[d.dialect].TLS.URL // Symfony's API transports speak only HTTPS
+		}
 		sc := func(name, key, from string, to []string) sdkScenario {
 			return sdkScenario{ID: d.name + "/" + name, SDK: d.name, Base: base, Key: key, From: from, To: to}
 		}
@@ -271,7 +291,7 @@ func TestE2ESDKs(t *testing.T) {
 	}
 
 	prep.Wait()
-	for _, err := range []error{npmErr, pyErr} {
+	for _, err := range []error{npmErr, pyErr, phpErr} {
 		if err != nil {
 			missingTool(t, err)
 		}
@@ -291,13 +311,17 @@ func TestE2ESDKs(t *testing.T) {
 		return p
 	}
 	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
-	var nodeOut, goOut, pyOut []byte
-	var nodeRunErr, goRunErr, pyRunErr error
+	var nodeOut, goOut, pyOut, phpOut []byte
+	var nodeRunErr, goRunErr, pyRunErr, phpRunErr error
+	cafile := filepath.Join(dir, "tap-ca.pem") // the TLS taps' certificate, for the PHP driver
+	if err := os.WriteFile(cafile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: taps["sendgrid"].TLS.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// runDriver runs a driver that prints its results on stdout.
 	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
 		cmd := exec.Command(name, args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]))
+		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]), "KEYGATE_COMPAT_CAFILE="+cafile)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if *out, *runErr = cmd.Output(); *runErr != nil {
@@ -305,11 +329,15 @@ func TestE2ESDKs(t *testing.T) {
 		}
 	}
 	var run sync.WaitGroup
-	run.Add(3)
+	run.Add(4)
 	go func() { defer run.Done(); runDriver(&nodeOut, &nodeRunErr, "node", nodeDir, "node", "run.mjs") }()
 	go func() {
 		defer run.Done()
 		runDriver(&pyOut, &pyRunErr, "python", filepath.Join(root, "compat", "python"), debianPython, "run.py")
+	}()
+	go func() {
+		defer run.Done()
+		runDriver(&phpOut, &phpRunErr, "php", filepath.Join(root, "compat", "php"), "php", "run.php")
 	}()
 	go func() {
 		defer run.Done()
@@ -323,13 +351,13 @@ func TestE2ESDKs(t *testing.T) {
 		goOut, goRunErr = os.ReadFile(goReport)
 	}()
 	run.Wait()
-	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr} {
+	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr, phpRunErr} {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	results := map[string]sdkResult{}
-	for _, out := range [][]byte{nodeOut, goOut, pyOut} {
+	for _, out := range [][]byte{nodeOut, goOut, pyOut, phpOut} {
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
@@ -364,6 +392,11 @@ func TestE2ESDKs(t *testing.T) {
 			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "boto3": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
 			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "boto3": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
 			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "boto3": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
+		}
+		if d.lang == "php" { // every transport throws its HTTP failures as one class
+			for i := range want[1:] {
+				want[1+i].name = "HttpTransportException"
+			}
 		}
 		want = append(want, expect{scenario: "allowed-html"}, expect{"sender-html", "sender_not_allowed", 403, want[1].name, ""})
 		if d.name == "brevo" {
@@ -506,6 +539,25 @@ func sortedKeys(m map[string]sdkResult) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
+// symfonyMailer reports what the PHP driver lacks: php-cli, or a Symfony
+// Mailer bridge.
+func symfonyMailer() error {
+	if _, err := exec.LookPath("php"); err != nil {
+		return fmt.Errorf("the SDK compatibility suite runs Symfony Mailer with php (apt-get install php-cli): %v", err)
+	}
+	var missing []string
+	for dir, pkg := range symfonyBridges {
+		if _, err := os.Stat("/usr/share/php/Symfony/Component/Mailer/Bridge/" + dir + "/autoload.php"); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("the SDK compatibility suite runs Symfony Mailer's API transports: apt-get install %s", strings.Join(missing, " "))
+	}
+	return nil
+}
+
 // missingTool fails the test in CI and skips it elsewhere: CI must run the
 // compatibility suite, a developer without Node need not.
 func missingTool(t *testing.T, err error) {
@@ -557,6 +609,7 @@ func decodeBasicHeader(v string) string {
 // so the provider's copy can be matched to what the SDK sent.
 type tap struct {
 	*httptest.Server
+	TLS  *httptest.Server // the same tap over HTTPS
 	mu   sync.Mutex
 	reqs []recorded
 }
@@ -568,7 +621,7 @@ func newTap(t *testing.T, dialect, target string) *tap {
 		r.SetURL(u)
 		r.Out.Host = r.In.Host
 	}}
-	tp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		tp.mu.Lock()
 		id := strconv.Itoa(len(tp.reqs))
@@ -578,8 +631,10 @@ func newTap(t *testing.T, dialect, target string) *tap {
 		r.Header.Set("X-Compat-Tap-Id", id)
 		r.Header.Set("X-Compat-Dialect", dialect)
 		proxy.ServeHTTP(w, r)
-	}))
+	})
+	tp.Server, tp.TLS = httptest.NewServer(record), httptest.NewTLSServer(record)
 	t.Cleanup(tp.Close)
+	t.Cleanup(tp.TLS.Close)
 	return tp
 }
 
@@ -631,6 +686,7 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		w.Header().Set("Content-Type", "application/json")
 		switch p := r.URL.Path; {
 		case p == "/v3/mail/send":
+			w.Header().Set("X-Message-Id", "sg-1") // Symfony's transport reads it
 			w.WriteHeader(http.StatusAccepted)
 		case strings.HasPrefix(p, "/email"):
 			io.WriteString(w, `{"To":"a@rcpt.example","SubmittedAt":"2026-11-29T00:00:00Z","MessageID":"pm-1","ErrorCode":0,"Message":"OK"}`)

@@ -1,0 +1,85 @@
+<?php
+// The compatibility suite's PHP driver: Symfony Mailer's API transports
+// (what Symfony and Laravel applications send through), configured with
+// nothing but a DSN naming the gateway and a keygate key, send the
+// scenarios of the plan that e2e_sdk_test.go writes (KEYGATE_COMPAT_PLAN)
+// and print one JSON result per scenario, as compat/node/run.mjs does.
+//
+// It runs with Debian's php-cli and php-symfony-*-mailer packages: the
+// machines this project is tested on reach no Composer repository. The
+// transports always speak HTTPS, so the suite's taps for them do too, with a
+// certificate from KEYGATE_COMPAT_CAFILE.
+
+foreach (['Mailer', 'HttpClient', 'Mime'] as $component) {
+    require_once "/usr/share/php/Symfony/Component/$component/autoload.php";
+}
+foreach (['Sendgrid', 'Postmark', 'Mailgun', 'Mailjet', 'Sendinblue'] as $bridge) {
+    require_once "/usr/share/php/Symfony/Component/Mailer/Bridge/$bridge/autoload.php";
+}
+
+use Symfony\Component\HttpClient\HttpClient;
+use Symfony\Component\Mailer\Exception\HttpTransportException;
+use Symfony\Component\Mailer\Transport;
+use Symfony\Component\Mime\Email;
+
+$plan = json_decode(file_get_contents(getenv('KEYGATE_COMPAT_PLAN')), true, 512, JSON_THROW_ON_ERROR);
+$client = HttpClient::create(['cafile' => getenv('KEYGATE_COMPAT_CAFILE')]);
+
+// dsn is the Symfony Mailer DSN of a scenario: the transport's scheme, the
+// key where the transport takes the provider's, the gateway as the host.
+function dsn(array $sc, string $mailgunDomain): string
+{
+    $host = parse_url($sc['base'], PHP_URL_HOST) . ':' . parse_url($sc['base'], PHP_URL_PORT);
+    $key = rawurlencode($sc['key']);
+    return match ($sc['sdk']) {
+        'symfony-sendgrid' => "sendgrid+api://$key@$host",
+        'symfony-postmark' => "postmark+api://$key@$host",
+        'symfony-mailgun' => "mailgun+api://$key:" . rawurlencode($mailgunDomain) . "@$host",
+        'symfony-mailjet' => "mailjet+api://$key:unused@$host",
+        'symfony-brevo' => "sendinblue+api://$key@$host",
+    };
+}
+
+// run sends $sc['sends'] times (a rate or quota scenario uses up the limit
+// first) and reports the last send, or the first that failed.
+function run(array $sc, string $mailgunDomain, $client): array
+{
+    $t0 = microtime(true);
+    $result = ['id' => $sc['id']];
+    try {
+        $transport = Transport::fromDsn(dsn($sc, $mailgunDomain), null, $client);
+        if ($sc['sdk'] === 'symfony-mailjet') {
+            // Symfony 5.4's Mailjet factory drops the DSN's port (the
+            // others keep it); a gateway on 443 needs none.
+            $transport->setPort(parse_url($sc['base'], PHP_URL_PORT));
+        }
+        for ($i = 0; $i < ($sc['sends'] ?? 1); $i++) {
+            $email = (new Email())->from($sc['from'])->to(...$sc['to'])->subject('compat')->text('hello');
+            if (!empty($sc['html'])) {
+                $email->html($sc['html']);
+            }
+            $transport->send($email);
+        }
+        $result['ok'] = true;
+    } catch (Throwable $e) {
+        // What a developer sees: the exception's class and message, and the
+        // response it carries.
+        $result['ok'] = false;
+        $result['text'] = $e->getMessage();
+        $result['name'] = (new ReflectionClass($e))->getShortName();
+        if ($e instanceof HttpTransportException) {
+            try {
+                $result['status'] = $e->getResponse()->getStatusCode();
+            } catch (Throwable $unreached) {
+                // no response to read: the status stays unknown
+            }
+        }
+        $result['attempts'] = 1;
+    }
+    $result['ms'] = (int) round((microtime(true) - $t0) * 1000);
+    return $result;
+}
+
+foreach ($plan['scenarios'] as $sc) {
+    echo json_encode(run($sc, $plan['mailgunDomain'], $client), JSON_UNESCAPED_SLASHES), "\n";
+}
