@@ -86,6 +86,7 @@ var sdkDrivers = []struct {
 	{"boto3", "ses", "python"},
 	{"symfony-sendgrid", "sendgrid", "php"}, {"symfony-postmark", "postmark", "php"}, {"symfony-mailgun", "mailgun", "php"},
 	{"symfony-mailjet", "mailjet", "php"}, {"symfony-brevo", "brevo", "php"},
+	{"symfony-ses", "ses", "php"}, {"symfony-ses-raw", "ses", "php"},
 }
 
 // symfonyBridges are the Debian packages of the Symfony Mailer transports
@@ -93,7 +94,7 @@ var sdkDrivers = []struct {
 var symfonyBridges = map[string]string{
 	"Sendgrid": "php-symfony-sendgrid-mailer", "Postmark": "php-symfony-postmark-mailer",
 	"Mailgun": "php-symfony-mailgun-mailer", "Mailjet": "php-symfony-mailjet-mailer",
-	"Sendinblue": "php-symfony-sendinblue-mailer",
+	"Sendinblue": "php-symfony-sendinblue-mailer", "Amazon": "php-symfony-amazon-mailer",
 }
 
 // awsAttempts is how many times each AWS SDK sends a request that is refused

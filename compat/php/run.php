@@ -13,7 +13,7 @@
 foreach (['Mailer', 'HttpClient', 'Mime'] as $component) {
     require_once "/usr/share/php/Symfony/Component/$component/autoload.php";
 }
-foreach (['Sendgrid', 'Postmark', 'Mailgun', 'Mailjet', 'Sendinblue'] as $bridge) {
+foreach (['Sendgrid', 'Postmark', 'Mailgun', 'Mailjet', 'Sendinblue', 'Amazon'] as $bridge) {
     require_once "/usr/share/php/Symfony/Component/Mailer/Bridge/$bridge/autoload.php";
 }
 
@@ -37,6 +37,10 @@ function dsn(array $sc, string $mailgunDomain): string
         'symfony-mailgun' => "mailgun+api://$key:" . rawurlencode($mailgunDomain) . "@$host",
         'symfony-mailjet' => "mailjet+api://$key:unused@$host",
         'symfony-brevo' => "sendinblue+api://$key@$host",
+        // SES: the key is the access key id, any secret will do. ses+api
+        // sends the message as fields, ses (ses+https) as raw MIME.
+        'symfony-ses' => "ses+api://$key:unused@$host?region=us-east-1",
+        'symfony-ses-raw' => "ses://$key:unused@$host?region=us-east-1",
     };
 }
 
