@@ -80,6 +80,7 @@ var sdkDrivers = []struct {
 }{
 	{"sendgrid", "sendgrid", "node"}, {"postmark", "postmark", "node"}, {"mailgun", "mailgun", "node"},
 	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"brevo", "brevo", "node"}, {"ses", "ses", "node"},
+	{"nodemailer-ses", "ses", "node"},
 	{"sendgrid-go", "sendgrid", "go"}, {"mailgun-go", "mailgun", "go"},
 	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
 	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"},
@@ -99,8 +100,9 @@ var symfonyBridges = map[string]string{
 
 // awsAttempts is how many times each AWS SDK sends a request that is refused
 // for its rate by default: the JavaScript and Go SDKs' standard retry mode
-// makes three attempts, botocore's legacy mode (boto3's default) five.
-var awsAttempts = map[string]int{"ses": 3, "aws-sdk-go-v2": 3, "boto3": 5}
+// makes three attempts (Nodemailer sends with the JavaScript SDK's client),
+// botocore's legacy mode (boto3's default) five.
+var awsAttempts = map[string]int{"ses": 3, "nodemailer-ses": 3, "aws-sdk-go-v2": 3, "boto3": 5}
 
 // debianPython is the interpreter that sees Debian's python3-boto3, whatever
 // python3 comes first in PATH (pyenv's, here).
@@ -388,11 +390,11 @@ func TestE2ESDKs(t *testing.T) {
 		}
 		want := []expect{
 			{"allowed", "", 0, "", ""},
-			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "boto3": "MessageRejected", "resend": "invalid_from_address"}[d.name], ""},
-			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException", "boto3": "BadRequestException"}[d.name], ""},
-			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "boto3": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
-			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "boto3": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
-			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "boto3": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
+			{"sender", "sender_not_allowed", 403, map[string]string{"ses": "MessageRejected", "aws-sdk-go-v2": "MessageRejected", "boto3": "MessageRejected", "nodemailer-ses": "MessageRejected", "resend": "invalid_from_address"}[d.name], ""},
+			{"recipients", "too_many_recipients", 403, map[string]string{"ses": "BadRequestException", "aws-sdk-go-v2": "BadRequestException", "boto3": "BadRequestException", "nodemailer-ses": "BadRequestException"}[d.name], ""},
+			{"unknown-key", "invalid_key", 401, map[string]string{"ses": "UnrecognizedClientException", "aws-sdk-go-v2": "UnrecognizedClientException", "boto3": "UnrecognizedClientException", "nodemailer-ses": "UnrecognizedClientException", "resend": "invalid_api_key", "postmark": "InvalidAPIKeyError"}[d.name], ""},
+			{"rate", "rate_limited", 429, map[string]string{"ses": "TooManyRequestsException", "aws-sdk-go-v2": "TooManyRequestsException", "boto3": "TooManyRequestsException", "nodemailer-ses": "TooManyRequestsException", "resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name], ""},
+			{"quota", "quota_exceeded", quotaStatus[d.dialect], map[string]string{"ses": "SendingPausedException", "aws-sdk-go-v2": "SendingPausedException", "boto3": "SendingPausedException", "nodemailer-ses": "SendingPausedException", "resend": "daily_quota_exceeded"}[d.name], ""},
 		}
 		if d.lang == "php" { // every transport throws its HTTP failures as one class
 			for i := range want[1:] {

@@ -13,6 +13,7 @@ import { Resend } from "resend";
 import Mailjet from "node-mailjet";
 import { BrevoClient } from "@getbrevo/brevo";
 import { SESv2Client, SendEmailCommand } from "@aws-sdk/client-sesv2";
+import nodemailer from "nodemailer";
 
 const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
 
@@ -63,18 +64,28 @@ const drivers = {
     });
   },
   async ses(base, key, from, to, opts) {
-    // The key is the access key id; keygate never sees or checks the
-    // secret access key, so any value will do.
-    const c = new SESv2Client({
-      region: "us-east-1", endpoint: base,
-      credentials: { accessKeyId: key, secretAccessKey: "unused" },
-    });
-    return c.send(new SendEmailCommand({
+    return sesClient(base, key).send(new SendEmailCommand({
       FromEmailAddress: from, Destination: { ToAddresses: to },
       Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" }, ...(opts.html ? { Html: { Data: opts.html } } : {}) } } },
     }));
   },
+  // Nodemailer's SES transport: the message as raw MIME, sent with the
+  // AWS SDK's client.
+  async "nodemailer-ses"(base, key, from, to, opts) {
+    const t = nodemailer.createTransport({ SES: { sesClient: sesClient(base, key), SendEmailCommand } });
+    return t.sendMail({ from, to, subject: "compat", text: "hello", ...html(opts, "html") });
+  },
 };
+
+// sesClient is an SESv2 client for the gateway. The key is the access key
+// id; keygate never sees or checks the secret access key, so any value
+// will do.
+function sesClient(base, key) {
+  return new SESv2Client({
+    region: "us-east-1", endpoint: base,
+    credentials: { accessKeyId: key, secretAccessKey: "unused" },
+  });
+}
 
 // describe is what a developer sees of an SDK's error: its text and the
 // fields the SDK documents for it.
@@ -94,6 +105,7 @@ function describe(sdk, err) {
     case "brevo": // BrevoError: message holds the status and the whole body
       out.status = err.statusCode; break;
     case "ses": // ServiceException: name from x-amzn-ErrorType, message from message
+    case "nodemailer-ses": // the SDK's own error, passed on by Nodemailer
       out.status = err.$metadata?.httpStatusCode; out.attempts = err.$metadata?.attempts; break;
   }
   return out;
