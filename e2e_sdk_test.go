@@ -214,6 +214,7 @@ func TestE2ESDKs(t *testing.T) {
 	var issueWG sync.WaitGroup
 	var mu sync.Mutex
 	sem := make(chan struct{}, 4)
+	idOf := map[string]string{} // key -> its id
 	issueKey := func(dst *string, args ...string) {
 		issueWG.Add(1)
 		go func() {
@@ -222,7 +223,7 @@ func TestE2ESDKs(t *testing.T) {
 			defer func() { <-sem }()
 			k := g.issue(append([]string{"--scope", "mail.send"}, args...)...)
 			mu.Lock()
-			*dst = k.Key
+			*dst, idOf[k.Key] = k.Key, k.ID
 			mu.Unlock()
 		}()
 	}
@@ -437,6 +438,21 @@ func TestE2ESDKs(t *testing.T) {
 		}
 		if r, want := results[d.name+"/rate"], awsAttempts[d.name]; want != 0 && r.Attempts != want {
 			t.Errorf("%s/rate: the SDK reports %d attempts, want its default %d", d.name, r.Attempts, want)
+		}
+	}
+
+	// What each SDK's policy key was counted for, as the admin API reports
+	// it (counts land within a second): its two sends of one recipient
+	// each, its two sender refusals and its recipients refusal.
+	for _, d := range sdkDrivers {
+		var u usageJSON
+		if eventually(t, 3*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+idOf[keys[d.name].policy]+"/usage", nil).Body, &u)
+			return u.Allowed == 2 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 2 && u.Denied["too_many_recipients"] == 1
+		}) < 0 {
+			t.Errorf("%s: the policy key's usage is %d allowed, %d recipients, denied %v; want 2, 2, sender_not_allowed 2 and too_many_recipients 1",
+				d.name, u.Allowed, u.Recipients, u.Denied)
 		}
 	}
 
