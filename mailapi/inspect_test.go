@@ -94,6 +94,12 @@ func TestInspect(t *testing.T) {
 		{name: "postmark: a batch counts every message",
 			dialect: "postmark", path: "/email/batch", body: fixture(t, "postmark_batch.json"),
 			senders: []string{"sender@shop.example.com", "sender2@shop.example.com"}, recipients: 4},
+		{name: "postmark: a batch repeating one From, another between, and a From of two addresses repeated: every sender counts",
+			dialect: "postmark", path: "/email/batch",
+			body: []byte(`[{"From":"Shop <a@shop.example.com>","To":"x@example.com"},{"From":"Shop <a@shop.example.com>","To":"y@example.com"},` +
+				`{"From":"ceo@evil.example","To":"z@example.com"},{"From":"Shop <a@shop.example.com>","To":"w@example.com"},` +
+				`{"From":"a@shop.example.com, b@evil.example","To":"v@example.com"},{"From":"a@shop.example.com, b@evil.example","To":"u@example.com"}]`),
+			senders: []string{"a@shop.example.com", "ceo@evil.example", "a@shop.example.com", "b@evil.example", "a@shop.example.com", "b@evil.example"}, recipients: 6},
 		{name: "postmark: batchWithTemplates wrapped in Messages",
 			dialect: "postmark", path: "/email/batchWithTemplates", body: fixture(t, "postmark_batch_templates.json"),
 			senders: []string{"sender@shop.example.com"}, recipients: 3},
@@ -279,6 +285,8 @@ func TestInspectRejects(t *testing.T) {
 			dialect: "postmark", path: "/email", body: `{"From":"a@b.org","To":"x@y.org, not an address"}`},
 		{name: "a batch element without From names its index", wantErr: "[1].from is missing",
 			dialect: "resend", path: "/emails/batch", body: `[{"from":"a@b.org","to":"x@y.org"},{"to":"x@y.org"}]`},
+		{name: "a batch element without From after two with the same one names its index", wantErr: "[2].From is missing",
+			dialect: "postmark", path: "/email/batch", body: `[{"From":"a@b.org","To":"x@y.org"},{"From":"a@b.org","To":"x@y.org"},{"To":"x@y.org"}]`},
 		{name: "a batch element that is not an object names its index", wantErr: "[0]: want an object, got a number",
 			dialect: "postmark", path: "/email/batch", body: `[5]`},
 		{name: "a recipient field of the wrong type lists what it may be", wantErr: "to: want a string or an array, got a number",

@@ -27,6 +27,12 @@ type inspection struct {
 
 	missing string // the field the first message without a sender lacks
 
+	// from is the last sender field that named one address, as written,
+	// fromRole how it was read, and fromAddr that address: a batch names
+	// one sender in every message, and it is parsed once.
+	from, fromAddr string
+	fromRole       role
+
 	// at is the field being read, for errors: a stack rather than a linked
 	// path, so that descending into a field allocates nothing (atBuf holds
 	// the usual depth).
@@ -216,17 +222,26 @@ func (in *inspection) apply(role role, v string) error {
 		if blank(v) {
 			return nil // an empty field is an absent one
 		}
+		if role == roleSender && role == in.fromRole && v == in.from {
+			in.sender(in.fromAddr)
+			return nil
+		}
 		addr, err := parseAddress(v)
 		if err != nil {
 			return fmt.Errorf("%s: not a valid email address", in.where())
 		}
 		if role == roleSender {
+			in.from, in.fromAddr, in.fromRole = v, addr, role
 			in.sender(addr)
 		} else {
 			in.recipients(1)
 		}
 	case roleSenderList, roleRecipientList:
 		if blank(v) {
+			return nil
+		}
+		if role == roleSenderList && role == in.fromRole && v == in.from {
+			in.sender(in.fromAddr)
 			return nil
 		}
 		var each func(string)
@@ -239,6 +254,9 @@ func (in *inspection) apply(role role, v string) error {
 		}
 		if role == roleRecipientList {
 			in.recipients(n)
+		} else if n == 1 {
+			// sender kept it, lower-cased, as the last of Senders.
+			in.from, in.fromAddr, in.fromRole = v, in.m.Senders[len(in.m.Senders)-1], role
 		}
 	case roleMIME:
 		in.mime(strings.NewReader(v))
