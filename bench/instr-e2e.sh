@@ -42,7 +42,8 @@
 #                           keygate adds (static values of the same length)
 #   keygate-sendgrid-2k     the 2 KB SendGrid send, inspected ...
 #   baseline-sendgrid-2k    ... and the same body through plain reverse_proxy
-#   keygate-sendgrid-20k / baseline-sendgrid-20k, keygate-mailgun-2k / baseline-mailgun-2k
+#   keygate-sendgrid-20k / baseline-sendgrid-20k, keygate-mailgun-2k / baseline-mailgun-2k,
+#   keygate-postmark-batch50 / baseline-postmark-batch50
 #
 # Caveats: only user-space instructions count. The kernel's share of a
 # request (reading and writing sockets, about 40 % of Caddy's CPU time under
@@ -62,7 +63,7 @@ ROUNDS=${ROUNDS:-3}
 OUT=$PWD/bench/out/instr-e2e
 rm -rf "$OUT"
 mkdir -p "$OUT"
-P_UP=18200 P_BASE=18201 P_KG=18202 P_HDR=18203 P_SEND=18204 P_MG=18205 ADMIN=127.0.0.1:18219
+P_UP=18200 P_BASE=18201 P_KG=18202 P_HDR=18203 P_SEND=18204 P_MG=18205 P_PM=18206 ADMIN=127.0.0.1:18219
 PROVIDER_AUTH="Authorization: Bearer SG.benchBenchBenchBench00.benchBenchBenchBenchBenchBenchBenchBench000"
 
 echo "== build"
@@ -102,6 +103,7 @@ http://127.0.0.1:$P_HDR {
 }
 $(keygate_site $P_SEND $P_UP "store $STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
 $(keygate_site $P_MG $P_UP "store $STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
+$(keygate_site $P_PM $P_UP "store $STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
 EOF2
 
 "$OUT/upstream" -addr 127.0.0.1:$P_UP ${UPSTREAM_PLAIN:+-plain} >"$OUT/upstream.log" 2>&1 &
@@ -142,7 +144,7 @@ count() {
 
 # The scenarios: LABEL PORT PATH curl-args, one per line, tab-separated fields.
 SG2=$(body_field sendgrid-2k 2) SG20=$(body_field sendgrid-20k 2) MG2=$(body_field mailgun-2k 2)
-MGPATH=$(body_field mailgun-2k 3) MGTYPE=$(body_field mailgun-2k 4)
+MGPATH=$(body_field mailgun-2k 3) MGTYPE=$(body_field mailgun-2k 4) PM50=$(body_field postmark-batch50 2)
 scenario() {
 	case $1 in
 	baseline) count baseline $P_BASE /v3/mail/send -H "$PROVIDER_AUTH" ;;
@@ -154,9 +156,11 @@ scenario() {
 	keygate-sendgrid-20k) count "$1" $P_SEND /v3/mail/send -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data-binary @"$SG20" ;;
 	baseline-mailgun-2k) count "$1" $P_BASE "$MGPATH" -H "$PROVIDER_AUTH" -H "Content-Type: $MGTYPE" --data-binary @"$MG2" ;;
 	keygate-mailgun-2k) count "$1" $P_MG "$MGPATH" -H "Authorization: Bearer $KEY" -H "Content-Type: $MGTYPE" --data-binary @"$MG2" ;;
+	baseline-postmark-batch50) count "$1" $P_BASE /email/batch -H "$PROVIDER_AUTH" -H 'Content-Type: application/json' --data-binary @"$PM50" ;;
+	keygate-postmark-batch50) count "$1" $P_PM /email/batch -H "X-Postmark-Server-Token: $KEY" -H 'Content-Type: application/json' --data-binary @"$PM50" ;;
 	esac
 }
-SCENARIOS=${SCENARIOS:-"baseline keygate header baseline-sendgrid-2k keygate-sendgrid-2k baseline-sendgrid-20k keygate-sendgrid-20k baseline-mailgun-2k keygate-mailgun-2k"}
+SCENARIOS=${SCENARIOS:-"baseline keygate header baseline-sendgrid-2k keygate-sendgrid-2k baseline-sendgrid-20k keygate-sendgrid-20k baseline-mailgun-2k keygate-mailgun-2k baseline-postmark-batch50 keygate-postmark-batch50"}
 
 echo "== warm-up (200 requests each, not counted)"
 ROUND=w
