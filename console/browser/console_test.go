@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -300,14 +302,28 @@ type gateway struct {
 	upstream             atomic.Int64
 }
 
+// freePort returns a loopback port nothing listens on, picked at random
+// below Linux's default ephemeral range (32768 on): outgoing connections take
+// their local ports from that range, as ":0" does, so a port picked with
+// ":0" can be taken by another test's connection before caddy binds it. The
+// plugin's tests do the same with internal/testservers.FreePort, which this
+// module cannot import.
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		p := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
+		}
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			l.Close()
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 20000-31999")
+	return 0
 }
+
+var handedOut sync.Map // port -> true, every port freePort returned
 
 func startCaddy(t *testing.T, bin string) *gateway {
 	dir := t.TempDir()
