@@ -155,6 +155,19 @@ func (p *presented) result() (string, fault) {
 
 // authorization reads one Authorization header value.
 func (p *presented) authorization(v string) {
+	// Most requests: "Bearer <key>", nothing to trim (what TrimSpace
+	// trims begins and ends with a space, a control byte or a non-ASCII
+	// byte).
+	if n := len(v); n > len("Bearer ") && v[:len("Bearer ")] == "Bearer " &&
+		plainByte(v[len("Bearer ")]) && plainByte(v[n-1]) {
+		p.take(v[len("Bearer "):])
+		return
+	}
+	p.parseAuthorization(v)
+}
+
+// parseAuthorization reads any Authorization value.
+func (p *presented) parseAuthorization(v string) {
 	scheme, rest, spaced := strings.Cut(v, " ")
 	rest = strings.TrimSpace(rest)
 	switch {
@@ -189,6 +202,9 @@ func (p *presented) authorization(v string) {
 		p.noKey(faultNoKey)
 	}
 }
+
+// plainByte reports whether c is printable ASCII other than a space.
+func plainByte(c byte) bool { return c > ' ' && c < 0x7f }
 
 // basic reads HTTP Basic credentials: the key may be the username
 // (Mailjet's public key), the password (Mailgun's api:KEY, Mailjet's

@@ -215,8 +215,18 @@ func FuzzTakeKey(f *testing.F) {
 	f.Add(key, "", "")
 	f.Add("Token "+key, "x", "")
 	f.Add("", key, "")
+	f.Add("Bearer "+key+"\u00a0", "", "")
+	f.Add("Bearer \u0085"+key, "", "")
+	f.Add("Bearer  "+key+" ", "", "")
 	h, _ := testHandler(f, &Handler{MailAPI: "ses", KeyHeaders: []string{"X-Custom-Key"}})
 	f.Fuzz(func(t *testing.T, auth, custom, other string) {
+		// The Bearer fast path reads what the general parse reads.
+		fast, general := presented{prefix: "kg", sigV4: true}, presented{prefix: "kg", sigV4: true}
+		fast.authorization(auth)
+		general.parseAuthorization(auth)
+		if fast != general {
+			t.Fatalf("%q: the fast path read %+v, the general parse %+v", auth, fast, general)
+		}
 		r := httptest.NewRequest("POST", "/", nil)
 		r.Header["Authorization"] = []string{auth}
 		r.Header["X-Custom-Key"] = []string{custom}

@@ -12,6 +12,7 @@ package usage
 
 import (
 	"context"
+	"hash/maphash"
 	"sort"
 	"strings"
 	"sync"
@@ -146,6 +147,7 @@ type shard struct {
 // Recorder counts usage in memory. Its methods are safe for concurrent use.
 type Recorder struct {
 	shards [numShards]shard
+	seed   maphash.Seed // picks a key's shard
 
 	// pending holds tallies whose flush failed, retried with the next one.
 	flushMu sync.Mutex
@@ -194,20 +196,16 @@ func CountsOf(deltas []store.UsageDelta) Counts {
 
 // NewRecorder returns an empty recorder.
 func NewRecorder() *Recorder {
-	r := &Recorder{MaxPending: 100_000, pending: map[bucketKey]*tally{}}
+	r := &Recorder{MaxPending: 100_000, pending: map[bucketKey]*tally{}, seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		r.shards[i].m = map[bucketKey]*tally{}
 	}
 	return r
 }
 
-func shardOf(keyID string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(keyID); i++ {
-		h ^= uint32(keyID[i])
-		h *= 16777619
-	}
-	return h % numShards
+// shard is the shard that counts keyID.
+func (r *Recorder) shard(keyID string) *shard {
+	return &r.shards[maphash.String(r.seed, keyID)%numShards]
 }
 
 // Record counts one request of keyID: metric (MetricAllowed or
@@ -219,7 +217,7 @@ func (r *Recorder) Record(keyID, metric string, status int, recipients int64, ip
 		return
 	}
 	k := bucketKey{keyID, now.Unix() - now.Unix()%3600}
-	s := &r.shards[shardOf(keyID)]
+	s := r.shard(keyID)
 	s.mu.Lock()
 	t := s.m[k]
 	if t == nil {
@@ -386,7 +384,7 @@ func merge(into map[bucketKey]*tally, k bucketKey, t *tally) {
 func (r *Recorder) Pending(keyID string, since time.Time) int64 {
 	var n int64
 	from := since.Unix() - since.Unix()%3600
-	s := &r.shards[shardOf(keyID)]
+	s := r.shard(keyID)
 	s.mu.Lock()
 	for k, t := range s.m {
 		if k.keyID == keyID && k.hour >= from {

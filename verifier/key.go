@@ -9,6 +9,7 @@ package verifier
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"unsafe"
@@ -106,12 +107,11 @@ func Parse(key, prefix string) (env string, ok bool) {
 		return "", false
 	}
 	secret := key[p+1+envLen+1 : body]
-	for i := p + 1 + envLen + 1; i < len(key); i++ {
-		if base62Value(key[i]) < 0 {
-			return "", false
-		}
+	if !allBase62(key[p+1+envLen+1:]) {
+		return "", false
 	}
-	if secret > maxSecret {
+	// The first digit decides nearly every secret: maxSecret's is 'y'.
+	if secret[0] > maxSecret[0] || secret[0] == maxSecret[0] && secret > maxSecret {
 		return "", false
 	}
 	var sum uint64
@@ -132,6 +132,31 @@ func checksum(s string) uint32 {
 		return crc32.ChecksumIEEE(nil)
 	}
 	return crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// allBase62 reports whether every byte of s is in the alphabet. It tests
+// eight bytes at a time: a byte below 0x80 is in [lo, hi] when adding
+// 0x80-lo sets its top bit and adding 0x7f-hi does not, and neither sum
+// carries into the next byte.
+func allBase62(s string) bool {
+	const ones, tops = 0x0101010101010101, 0x8080808080808080
+	in := func(x uint64, lo, hi byte) uint64 {
+		return (x + ones*uint64(0x80-lo)) &^ (x + ones*uint64(0x7f-hi))
+	}
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		if x&tops != 0 || (in(x, '0', '9')|in(x, 'A', 'Z')|in(x, 'a', 'z'))&tops != tops {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if base62Value(c) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // base62Values maps a byte to its value in the alphabet, or -1; a table
