@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/verifier"
 )
 
@@ -153,91 +154,23 @@ type sdkResult struct {
 }
 
 func TestE2ESDKs(t *testing.T) {
-	needBinary(t)
-	start := time.Now()
-	root, _ := os.Getwd()
-	nodeDir := filepath.Join(root, "compat", "node")
-
-	// The Node SDKs and the Go SDKs' test binary are prepared while the
-	// gateway starts and the keys are issued.
-	var prep sync.WaitGroup
-	var npmErr, goErr, pyErr, phpErr error
-	goTest := filepath.Join(t.TempDir(), "gosdk.test")
-	prep.Add(4)
-	go func() { defer prep.Done(); phpErr = symfonyMailer() }()
-	go func() { defer prep.Done(); npmErr = npmCI(nodeDir) }()
-	go func() {
-		defer prep.Done()
-		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
-			pyErr = fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
-		}
-	}()
-	go func() {
-		defer prep.Done()
-		out, err := exec.Command("go", "-C", filepath.Join(root, "compat", "gosdk"), "test", "-c", "-o", goTest).CombinedOutput()
-		if err != nil {
-			goErr = fmt.Errorf("go -C compat/gosdk test -c: %v\n%s", err, out)
-		}
-	}()
-	t.Cleanup(prep.Wait)
-
-	provider := newFakeProvider(t)
-	ports := map[string]int{}
-	var cf strings.Builder
-	cf.WriteString("{\n\tadmin {ADMIN}\n}\n")
-	for i, s := range sdkSites {
-		port := "{PORT}"
-		if i > 0 {
-			ports[s.dialect] = freePort(t)
-			port = strconv.Itoa(ports[s.dialect])
-		}
-		// Every SDK sends from 127.0.0.1, each an unknown key among its
-		// scenarios: the failed-attempt limit is raised so that one
-		// address stands for many clients.
-		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
-			port, s.dialect, s.sendScope, s.injected)
-	}
-	g := startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: provider.URL,
-		env: []string{"PROVIDER_BASIC=" + base64.StdEncoding.EncodeToString([]byte("api:provider-secret-123"))}})
-	sendgridURL, _ := url.Parse(g.siteURL)
-	ports["sendgrid"], _ = strconv.Atoi(sendgridURL.Port())
-
-	taps := map[string]*tap{}
-	for _, s := range sdkSites {
-		taps[s.dialect] = newTap(t, s.dialect, fmt.Sprintf("http://127.0.0.1:%d", ports[s.dialect]))
-	}
+	rig := startSDKRig(t, "")
+	g, provider, taps := rig.g, rig.provider, rig.taps
 
 	// Keys: per SDK one with a sender domain and one recipient per request,
 	// one with a rate of one request an hour, one with a quota of one
 	// recipient a day; Brevo also one with a rate of one a second.
 	type sdkKeys struct{ policy, rate, quota, fastRate string }
 	keys := map[string]*sdkKeys{}
-	var issueWG sync.WaitGroup
-	var mu sync.Mutex
-	sem := make(chan struct{}, 4)
-	idOf := map[string]string{} // key -> its id
-	issueKey := func(dst *string, args ...string) {
-		issueWG.Add(1)
-		go func() {
-			defer issueWG.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			k := g.issue(append([]string{"--scope", "mail.send"}, args...)...)
-			mu.Lock()
-			*dst, idOf[k.Key] = k.Key, k.ID
-			mu.Unlock()
-		}()
-	}
 	for _, d := range sdkDrivers {
 		k := &sdkKeys{}
 		keys[d.name] = k
-		issueKey(&k.policy, "--name", d.name+"-policy", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain, "--max-recipients", "1")
-		issueKey(&k.rate, "--name", d.name+"-rate", "--rate", "1/h")
-		issueKey(&k.quota, "--name", d.name+"-quota", "--quota", "1/d")
+		rig.issueKey(&k.policy, "--name", d.name+"-policy", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain, "--max-recipients", "1")
+		rig.issueKey(&k.rate, "--name", d.name+"-rate", "--rate", "1/h")
+		rig.issueKey(&k.quota, "--name", d.name+"-quota", "--quota", "1/d")
 	}
-	issueKey(&keys["brevo"].fastRate, "--name", "brevo-fast", "--rate", "1/s")
-	issueWG.Wait()
-	issued := time.Now()
+	rig.issueKey(&keys["brevo"].fastRate, "--name", "brevo-fast", "--rate", "1/s")
+	rig.issuing.Wait()
 
 	// The scenarios. A rate or quota scenario sends twice: the first send
 	// uses up the limit, the second is refused. unknownKey is well-formed
@@ -248,10 +181,7 @@ func TestE2ESDKs(t *testing.T) {
 	}
 	plans := map[string][]sdkScenario{} // by language
 	for _, d := range sdkDrivers {
-		k, base := keys[d.name], taps[d.dialect].URL
-		if d.lang == "php" {
-			base = taps[d.dialect].TLS.URL // Symfony's API transports speak only HTTPS
-		}
+		k, base := keys[d.name], rig.base(d.name)
 		sc := func(name, key, from string, to []string) sdkScenario {
 			return sdkScenario{ID: d.name + "/" + name, SDK: d.name, Base: base, Key: key, From: from, To: to}
 		}
@@ -295,88 +225,7 @@ func TestE2ESDKs(t *testing.T) {
 		plans[d.lang] = append(plans[d.lang], list...)
 	}
 
-	prep.Wait()
-	for _, err := range []error{npmErr, pyErr, phpErr} {
-		if err != nil {
-			missingTool(t, err)
-		}
-	}
-	if goErr != nil {
-		t.Fatal(goErr)
-	}
-	prepared := time.Now()
-
-	dir := t.TempDir()
-	writePlan := func(name string, scs []sdkScenario) string {
-		b, _ := json.Marshal(map[string]any{"mailgunDomain": sdkMailgunDomain, "scenarios": scs})
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
-	var nodeOut, goOut, pyOut, phpOut []byte
-	var nodeRunErr, goRunErr, pyRunErr, phpRunErr error
-	cafile := filepath.Join(dir, "tap-ca.pem") // the TLS taps' certificate, for the PHP driver
-	if err := os.WriteFile(cafile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: taps["sendgrid"].TLS.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// runDriver runs a driver that prints its results on stdout.
-	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]), "KEYGATE_COMPAT_CAFILE="+cafile)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if *out, *runErr = cmd.Output(); *runErr != nil {
-			*runErr = fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), *runErr, stderr.Bytes())
-		}
-	}
-	var run sync.WaitGroup
-	run.Add(4)
-	go func() { defer run.Done(); runDriver(&nodeOut, &nodeRunErr, "node", nodeDir, "node", "run.mjs") }()
-	go func() {
-		defer run.Done()
-		runDriver(&pyOut, &pyRunErr, "python", filepath.Join(root, "compat", "python"), debianPython, "run.py")
-	}()
-	go func() {
-		defer run.Done()
-		runDriver(&phpOut, &phpRunErr, "php", filepath.Join(root, "compat", "php"), "php", "run.php")
-	}()
-	go func() {
-		defer run.Done()
-		cmd := exec.Command(goTest, "-test.run", "^TestSDKs$", "-test.count", "1")
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			goRunErr = fmt.Errorf("compat/gosdk TestSDKs: %v\n%s", err, out)
-			return
-		}
-		goOut, goRunErr = os.ReadFile(goReport)
-	}()
-	run.Wait()
-	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr, phpRunErr} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	results := map[string]sdkResult{}
-	for _, out := range [][]byte{nodeOut, goOut, pyOut, phpOut} {
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var r sdkResult
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("a driver's report line: %v: %s", err, sc.Bytes())
-			}
-			results[r.ID] = r
-		}
-	}
-	ran := time.Now()
-	t.Logf("SDK suite: setup %v, npm ci + compile %v (in parallel), SDKs %v, total %v",
-		issued.Sub(start).Round(time.Millisecond), prepared.Sub(start).Round(time.Millisecond),
-		ran.Sub(prepared).Round(time.Millisecond), ran.Sub(start).Round(time.Millisecond))
+	results := rig.run(plans)
 
 	// What each SDK must show for each scenario: success, or an error whose
 	// text names keygate's code (keygate puts "keygate <code>: <message>"
@@ -460,7 +309,7 @@ func TestE2ESDKs(t *testing.T) {
 		var u usageJSON
 		if eventually(t, 3*time.Second, func() bool {
 			u = usageJSON{}
-			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+idOf[keys[d.name].policy]+"/usage", nil).Body, &u)
+			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[keys[d.name].policy]+"/usage", nil).Body, &u)
 			return u.Allowed == 2 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 2 && u.Denied["too_many_recipients"] == 1
 		}) < 0 {
 			t.Errorf("%s: the policy key's usage is %d allowed, %d recipients, denied %v; want 2, 2, sender_not_allowed 2 and too_many_recipients 1",
@@ -564,6 +413,201 @@ func TestE2ESDKs(t *testing.T) {
 			t.Logf("%s: %+v", id, results[id])
 		}
 	}
+}
+
+// sdkRig is a gateway with a site per dialect, a tap in front of each, the
+// fake provider behind them, and the SDK drivers prepared to run plans.
+type sdkRig struct {
+	t        *testing.T
+	root     string
+	g        *gateway
+	provider *fakeProvider
+	taps     map[string]*tap // by dialect
+	start    time.Time
+
+	// The Node SDKs and the Go SDKs' test binary are prepared while the
+	// gateway starts and the keys are issued.
+	prep                         sync.WaitGroup
+	npmErr, goErr, pyErr, phpErr error
+	goTest                       string
+
+	issuing sync.WaitGroup
+	issueMu sync.Mutex
+	idOf    map[string]string // key -> its id
+	slots   chan struct{}     // CLI runs at once
+}
+
+// issueKey issues a key with scope mail.send and args in the background,
+// into *dst; issuing.Wait waits for every key.
+func (r *sdkRig) issueKey(dst *string, args ...string) {
+	r.issuing.Add(1)
+	go func() {
+		defer r.issuing.Done()
+		r.slots <- struct{}{}
+		defer func() { <-r.slots }()
+		k := r.g.issue(append([]string{"--scope", "mail.send"}, args...)...)
+		r.issueMu.Lock()
+		*dst, r.idOf[k.Key] = k.Key, k.ID
+		r.issueMu.Unlock()
+	}()
+}
+
+// startSDKRig starts the gateway on store ("" for SQLite in the test's
+// directory) and begins preparing the drivers.
+func startSDKRig(t *testing.T, store string) *sdkRig {
+	needBinary(t)
+	r := &sdkRig{t: t, start: time.Now(), goTest: filepath.Join(t.TempDir(), "gosdk.test"),
+		idOf: map[string]string{}, slots: make(chan struct{}, 4)}
+	r.root, _ = os.Getwd()
+	r.prep.Add(4)
+	go func() { defer r.prep.Done(); r.phpErr = symfonyMailer() }()
+	go func() { defer r.prep.Done(); r.npmErr = npmCI(filepath.Join(r.root, "compat", "node")) }()
+	go func() {
+		defer r.prep.Done()
+		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
+			r.pyErr = fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
+		}
+	}()
+	go func() {
+		defer r.prep.Done()
+		out, err := exec.Command("go", "-C", filepath.Join(r.root, "compat", "gosdk"), "test", "-c", "-o", r.goTest).CombinedOutput()
+		if err != nil {
+			r.goErr = fmt.Errorf("go -C compat/gosdk test -c: %v\n%s", err, out)
+		}
+	}()
+	t.Cleanup(r.prep.Wait)
+
+	r.provider = newFakeProvider(t)
+	ports := map[string]int{}
+	var cf strings.Builder
+	cf.WriteString("{\n\tadmin {ADMIN}\n}\n")
+	for i, s := range sdkSites {
+		port := "{PORT}"
+		if i > 0 {
+			ports[s.dialect] = freePort(t)
+			port = strconv.Itoa(ports[s.dialect])
+		}
+		// Every SDK sends from 127.0.0.1, each an unknown key among its
+		// scenarios: the failed-attempt limit is raised so that one
+		// address stands for many clients.
+		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
+			port, s.dialect, s.sendScope, s.injected)
+	}
+	r.g = startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: r.provider.URL, store: store,
+		env: []string{"PROVIDER_BASIC=" + base64.StdEncoding.EncodeToString([]byte("api:provider-secret-123"))}})
+	sendgridURL, _ := url.Parse(r.g.siteURL)
+	ports["sendgrid"], _ = strconv.Atoi(sendgridURL.Port())
+	r.taps = map[string]*tap{}
+	for _, s := range sdkSites {
+		r.taps[s.dialect] = newTap(t, s.dialect, fmt.Sprintf("http://127.0.0.1:%d", ports[s.dialect]))
+	}
+	return r
+}
+
+// base is the URL the SDK named is given: its dialect's tap, over HTTPS for
+// Symfony's API transports, which speak nothing else.
+func (r *sdkRig) base(sdk string) string {
+	for _, d := range sdkDrivers {
+		if d.name == sdk && d.lang == "php" {
+			return r.taps[d.dialect].TLS.URL
+		}
+		if d.name == sdk {
+			return r.taps[d.dialect].URL
+		}
+	}
+	r.t.Fatalf("no SDK %q", sdk)
+	return ""
+}
+
+// run has every driver run its language's plan, the four side by side, and
+// returns the results by scenario id.
+func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
+	t := r.t
+	r.prep.Wait()
+	for _, err := range []error{r.npmErr, r.pyErr, r.phpErr} {
+		if err != nil {
+			missingTool(t, err)
+		}
+	}
+	if r.goErr != nil {
+		t.Fatal(r.goErr)
+	}
+	prepared := time.Now()
+
+	dir := t.TempDir()
+	writePlan := func(name string, scs []sdkScenario) string {
+		b, _ := json.Marshal(map[string]any{"mailgunDomain": sdkMailgunDomain, "scenarios": scs})
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
+	var nodeOut, goOut, pyOut, phpOut []byte
+	var nodeRunErr, goRunErr, pyRunErr, phpRunErr error
+	cafile := filepath.Join(dir, "tap-ca.pem") // the TLS taps' certificate, for the PHP driver
+	if err := os.WriteFile(cafile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.taps["sendgrid"].TLS.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// runDriver runs a driver that prints its results on stdout.
+	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]), "KEYGATE_COMPAT_CAFILE="+cafile)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if *out, *runErr = cmd.Output(); *runErr != nil {
+			*runErr = fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), *runErr, stderr.Bytes())
+		}
+	}
+	var run sync.WaitGroup
+	run.Add(4)
+	go func() {
+		defer run.Done()
+		runDriver(&nodeOut, &nodeRunErr, "node", filepath.Join(r.root, "compat", "node"), "node", "run.mjs")
+	}()
+	go func() {
+		defer run.Done()
+		runDriver(&pyOut, &pyRunErr, "python", filepath.Join(r.root, "compat", "python"), debianPython, "run.py")
+	}()
+	go func() {
+		defer run.Done()
+		runDriver(&phpOut, &phpRunErr, "php", filepath.Join(r.root, "compat", "php"), "php", "run.php")
+	}()
+	go func() {
+		defer run.Done()
+		cmd := exec.Command(r.goTest, "-test.run", "^TestSDKs$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			goRunErr = fmt.Errorf("compat/gosdk TestSDKs: %v\n%s", err, out)
+			return
+		}
+		goOut, goRunErr = os.ReadFile(goReport)
+	}()
+	run.Wait()
+	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr, phpRunErr} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := map[string]sdkResult{}
+	for _, out := range [][]byte{nodeOut, goOut, pyOut, phpOut} {
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var res sdkResult
+			if err := json.Unmarshal(sc.Bytes(), &res); err != nil {
+				t.Fatalf("a driver's report line: %v: %s", err, sc.Bytes())
+			}
+			results[res.ID] = res
+		}
+	}
+	ran := time.Now()
+	t.Logf("SDK suite: npm ci + compile %v (beside the set-up), SDKs %v, total %v",
+		prepared.Sub(r.start).Round(time.Millisecond), ran.Sub(prepared).Round(time.Millisecond), ran.Sub(r.start).Round(time.Millisecond))
+	return results
 }
 
 func sortedKeys(m map[string]sdkResult) []string {
@@ -750,3 +794,116 @@ func (f *fakeProvider) requests() []recorded {
 // resendRateLimit is what resend-go's RateLimitError says for a key limited
 // to one request an hour, once it is used.
 var resendRateLimit = regexp.MustCompile(`limit: 1, remaining: 0, reset: 3[56]\d\d, retry after: 3[56]\d\d\)`)
+
+// TestE2ESDKsStoreOutage drives every SDK through a gateway whose PostgreSQL
+// store is down. A key the gateway has in its cache keeps sending; any other
+// key is refused with 503 store_unavailable, which each SDK shows in its own
+// error, retrying as it retries its provider's 503; and the sends made
+// during the outage are counted once the store is back.
+func TestE2ESDKsStoreOutage(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	rig := startSDKRig(t, pg.URI)
+	g := rig.g
+	type outageKeys struct{ cached, uncached string }
+	keys := map[string]*outageKeys{}
+	for _, d := range sdkDrivers {
+		k := &outageKeys{}
+		keys[d.name] = k
+		rig.issueKey(&k.cached, "--name", d.name+"-cached")
+		rig.issueKey(&k.uncached, "--name", d.name+"-uncached")
+	}
+	rig.issuing.Wait()
+
+	// Each cached key authenticates once, outside the send scope (403),
+	// until a round costs no store query: the entries are filled and
+	// current. The keys' own change-log entries void entries cached before
+	// the gateway reads them, within a second (CONTRACT.md §7).
+	time.Sleep(1200 * time.Millisecond)
+	warm := func() bool {
+		q := g.metric("keygate_store_queries_total")
+		for _, k := range keys {
+			if r := g.call("GET", "/outage-warm-up", k.cached, nil); r.Status != 403 {
+				t.Fatalf("a cached key's warm-up: %d %s", r.Status, r.Body)
+			}
+		}
+		return g.metric("keygate_store_queries_total") == q
+	}
+	if eventually(t, 15*time.Second, warm) < 0 {
+		t.Fatalf("the gateway never answered the keys from its cache:\n%s", g.logs())
+	}
+
+	pg.Stop()
+	plans := map[string][]sdkScenario{}
+	for _, d := range sdkDrivers {
+		for _, sc := range []sdkScenario{{ID: d.name + "/cached", Key: keys[d.name].cached}, {ID: d.name + "/uncached", Key: keys[d.name].uncached}} {
+			sc.SDK, sc.Base, sc.From, sc.To = d.name, rig.base(d.name), sdkAllowedFrom, []string{"a@rcpt.example"}
+			plans[d.lang] = append(plans[d.lang], sc)
+		}
+	}
+	results := rig.run(plans)
+
+	// The error's class or name, where the SDK has one: the AWS SDKs' from
+	// x-amzn-ErrorType (a 5xx they retry), Symfony's one class, and
+	// postmark.js's class for a 503, spelled as it spells it.
+	names := map[string]string{"resend": "application_error", "postmark": "ServiceUnavailablerError", "brevo": "BrevoError"}
+	// The SDKs that retry a 503 by default: the AWS SDKs as they retry a
+	// 429 (awsAttempts), Brevo's Node SDK twice after Retry-After.
+	attempts := map[string]int{"brevo": 3}
+	for _, d := range sdkDrivers {
+		name, tries := names[d.name], max(1, attempts[d.name], awsAttempts[d.name])
+		switch {
+		case d.lang == "php":
+			name = "HttpTransportException"
+		case d.dialect == "ses":
+			name = "InternalServiceErrorException"
+		}
+		k, tp := keys[d.name], rig.taps[d.dialect]
+		if r := results[d.name+"/cached"]; !r.OK {
+			t.Errorf("%s: a cached key during the outage: %+v", d.name, r)
+		}
+		switch r := results[d.name+"/uncached"]; {
+		case r.OK || !strings.Contains(r.Text, "keygate store_unavailable"):
+			t.Errorf("%s: an uncached key during the outage: the SDK's error does not say \"keygate store_unavailable\": %+v", d.name, r)
+		case r.Status != 0 && r.Status != 503:
+			t.Errorf("%s: an uncached key during the outage: the SDK saw status %d, want 503", d.name, r.Status)
+		case name != "" && r.Name != name:
+			t.Errorf("%s: an uncached key during the outage: the SDK's error is a %q, want %q", d.name, r.Name, name)
+		}
+		if got := tp.countKey(k.cached); got != 1 {
+			t.Errorf("%s: the cached key: %d requests, want 1", d.name, got)
+		}
+		if got := tp.countKey(k.uncached); got != tries {
+			t.Errorf("%s: the uncached key: %d requests, want %d", d.name, got, tries)
+		}
+	}
+	if r := results["brevo/uncached"]; r.MS < 1900 {
+		t.Errorf("brevo: an uncached key during the outage took %d ms: the SDK did not wait Retry-After (1 s) twice", r.MS)
+	}
+	if got := len(rig.provider.requests()); got != len(sdkDrivers) {
+		t.Errorf("the provider got %d sends during the outage, want %d (one per SDK, with its cached key)", got, len(sdkDrivers))
+	}
+
+	// The store back: the sends made during the outage are counted, and
+	// the keys refused meanwhile authenticate again.
+	pg.Start()
+	for _, d := range sdkDrivers {
+		k := keys[d.name]
+		var u usageJSON
+		if eventually(t, 15*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[k.cached]+"/usage", nil).Body, &u)
+			return u.Allowed == 1 && u.Recipients == 1
+		}) < 0 {
+			t.Errorf("%s: the cached key's usage after the outage: %d allowed, %d recipients; want 1 and 1", d.name, u.Allowed, u.Recipients)
+		}
+		if eventually(t, 5*time.Second, func() bool { return g.call("GET", "/outage-warm-up", k.uncached, nil).Status == 403 }) < 0 {
+			t.Errorf("%s: the uncached key is still refused after the outage", d.name)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
