@@ -27,7 +27,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "keys",
-		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events> [--store <uri>] [--json]",
+		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events|backup> [--store <uri>] [--json]",
 		Short: "Manages keygate API keys",
 		Long: `
 Manages the API keys that keygate accepts. Keys live in the store given by
@@ -382,7 +382,30 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			return c.output(evs, func() error { return c.printEvents(evs) })
 		}),
 	}
-	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events}
+	backup := &cobra.Command{
+		Use:   "backup FILE",
+		Short: "Copy the whole SQLite store (keys, usage, audit events) into a new file, while gateways run",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			b, ok := c.keys.Store().(store.Backuper)
+			if !ok {
+				return store.ErrNoBackup
+			}
+			info, err := b.Backup(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return c.output(info, func() error {
+				noun := "keys"
+				if info.Keys == 1 {
+					noun = "key"
+				}
+				_, err := fmt.Fprintf(c.out, "backed up %d %s, with usage counters and audit events, to %s (%d bytes)\n", info.Keys, noun, info.Path, info.Bytes)
+				return err
+			})
+		}),
+	}
+	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup}
 }
 
 func windowFlag(fs *pflag.FlagSet, name string) (time.Duration, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -432,5 +433,16 @@ func TestPostgresUpdateKeepsAConcurrentFlushsLastUse(t *testing.T) {
 	got := mustKey(t, a, "key_race")
 	if got.Name != "renamed" || got.LastUsedAt == nil || !got.LastUsedAt.Equal(used) || got.LastIP != "192.0.2.4" {
 		t.Errorf("after the update: name %q, last used %v from %q; want renamed, %v from 192.0.2.4", got.Name, got.LastUsedAt, got.LastIP, used)
+	}
+}
+
+func TestPostgresIsBackedUpWithItsOwnTools(t *testing.T) {
+	pg := openTestPostgres(t, testPostgresURI(t))
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := pg.Backup(context.Background(), path); !errors.Is(err, ErrNoBackup) {
+		t.Errorf("Backup of a PostgreSQL store: %v, want ErrNoBackup", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a PostgreSQL backup left a file: %v", err)
 	}
 }

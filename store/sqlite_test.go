@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -391,5 +393,88 @@ func fillKeys(tb testing.TB, s *SQLite, n int) {
 	})
 	if err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// A backup taken while another handle writes: a consistent, private,
+// self-contained copy that opens as a store with every key, and never a
+// file that was there.
+func TestSQLiteBackup(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	st, err := Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	writer := openTestSQLite(t, path)
+	revoked := minimalRecord("key_revoked", time.Now())
+	mustCreate(t, writer, revoked)
+	if _, err := writer.UpdateKey(ctx, revoked.ID, &Event{Action: "revoked"}, func(r *Record) error {
+		now := time.Now()
+		r.RevokedAt = &now
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Keys are issued throughout the backup.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var issued atomic.Int64
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := writer.CreateKey(ctx, minimalRecord(fmt.Sprintf("key_busy%04d", i), time.Now()), Event{Action: "issued"}); err != nil {
+				t.Error(err)
+				return
+			}
+			issued.Add(1)
+		}
+	})
+	for issued.Load() < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	info, err := st.(Backuper).Backup(ctx, backup)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Path != backup || info.Keys < 21 || info.Keys > int(issued.Load())+1 {
+		t.Errorf("backup info %+v, want at least 21 and at most %d keys", info, issued.Load()+1)
+	}
+	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != info.Bytes {
+		t.Errorf("the backup file: %v, %v; want mode 0600 and %d bytes", fi, err, info.Bytes)
+	}
+	if extra, _ := filepath.Glob(backup + "-*"); len(extra) > 0 {
+		t.Errorf("files beside the backup: %v", extra)
+	}
+
+	// It opens as a store: the keys it counted, the revocation kept.
+	copied, err := OpenSQLite(ctx, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copied.Close()
+	if n, err := copied.CountKeys(ctx, ListFilter{All: true}); err != nil || n != info.Keys {
+		t.Errorf("the backup opened holds %d keys (%v), want %d", n, err, info.Keys)
+	}
+	if rec, err := copied.Key(ctx, revoked.ID); err != nil || !rec.Revoked() {
+		t.Errorf("the revoked key in the backup: %+v, %v", rec, err)
+	}
+
+	// A file already at the path is never overwritten.
+	if _, err := st.(Backuper).Backup(ctx, backup); err == nil || !errors.Is(err, os.ErrExist) {
+		t.Errorf("a backup onto an existing file: %v, want it refused", err)
+	}
+	if n, err := copied.CountKeys(ctx, ListFilter{All: true}); err != nil || n != info.Keys {
+		t.Errorf("after a refused backup onto it, the file holds %d keys (%v)", n, err)
 	}
 }

@@ -275,7 +275,13 @@ func (s *sqliteFile) Close() error {
 	return s.db.Close()
 }
 
+// Backup implements Backuper.
+func (s *sqliteFile) Backup(ctx context.Context, path string) (BackupInfo, error) {
+	return read(s, func(db *DB) (BackupInfo, error) { return db.Backup(ctx, path) })
+}
+
 var (
 	_ Store       = (*sqliteFile)(nil)
 	_ Replaceable = (*sqliteFile)(nil)
+	_ Backuper    = (*sqliteFile)(nil)
 )

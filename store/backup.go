@@ -1,0 +1,87 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Backuper is implemented by a store that can copy itself, while gateways
+// use it, into one self-contained file: the SQLite store.
+type Backuper interface {
+	// Backup writes a consistent copy of the whole store (keys, usage
+	// counters, audit events) to path, which must not exist yet, and
+	// checks the copy.
+	Backup(ctx context.Context, path string) (BackupInfo, error)
+}
+
+// BackupInfo describes a backup as read back from its file.
+type BackupInfo struct {
+	Path  string `json:"path"`
+	Keys  int    `json:"keys"`  // key records, revoked and expired included
+	Bytes int64  `json:"bytes"` // the file's size
+}
+
+// ErrNoBackup means the store is not backed up by keygate: PostgreSQL is
+// backed up with its own tools (pg_dump).
+var ErrNoBackup = errors.New("a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump); see docs/cluster.md")
+
+// Backup implements Backuper for SQLite with VACUUM INTO, which copies one
+// read transaction's view of the database: writers, in this process or
+// another, go on meanwhile, and the copy holds each of their transactions
+// whole or not at all. The copy is a plain file without a write-ahead log,
+// made private (0600) before anything is written to it, as the store is.
+func (s *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
+	if s.d != sqliteDialect {
+		return BackupInfo{}, ErrNoBackup
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return BackupInfo{}, fmt.Errorf("keygate store: backup: %s already exists; a backup never overwrites a file: %w", path, os.ErrExist)
+	}
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("keygate store: backup: %w", err)
+	}
+	f.Close()
+	fail := func(err error) (BackupInfo, error) {
+		os.Remove(path)
+		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: %w", path, err)
+	}
+	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+		return fail(err)
+	}
+	info, err := checkBackup(ctx, path)
+	if err != nil {
+		return fail(err)
+	}
+	return info, nil
+}
+
+// checkBackup reads a backup back, without writing to it or beside it, and
+// counts its keys.
+func checkBackup(ctx context.Context, path string) (BackupInfo, error) {
+	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?mode=ro&immutable=1")
+	if err != nil {
+		return BackupInfo{}, err
+	}
+	defer db.Close()
+	var check string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil {
+		return BackupInfo{}, err
+	}
+	if check != "ok" {
+		return BackupInfo{}, fmt.Errorf("the copy fails SQLite's check: %s", check)
+	}
+	info := BackupInfo{Path: path}
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM keys").Scan(&info.Keys); err != nil {
+		return BackupInfo{}, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return BackupInfo{}, err
+	}
+	info.Bytes = fi.Size()
+	return info, nil
+}
