@@ -391,6 +391,10 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			if !ok {
 				return store.ErrNoBackup
 			}
+			// A large store takes longer to copy than the minute other
+			// subcommands get.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+			defer cancel()
 			info, err := b.Backup(ctx, args[0])
 			if err != nil {
 				return err

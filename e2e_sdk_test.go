@@ -159,8 +159,10 @@ func TestE2ESDKs(t *testing.T) {
 
 	// Keys: per SDK one with a sender domain and one recipient per request,
 	// one with a rate of one request an hour, one with a quota of one
-	// recipient a day; Brevo also one with a rate of one a second.
-	type sdkKeys struct{ policy, rate, quota, fastRate string }
+	// recipient a day, one revoked, and one rotated with a grace period
+	// (the old key and its successor); Brevo also one with a rate of one a
+	// second.
+	type sdkKeys struct{ policy, rate, quota, revoked, rotatedOld, rotatedNew, fastRate string }
 	keys := map[string]*sdkKeys{}
 	for _, d := range sdkDrivers {
 		k := &sdkKeys{}
@@ -168,9 +170,22 @@ func TestE2ESDKs(t *testing.T) {
 		rig.issueKey(&k.policy, "--name", d.name+"-policy", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain, "--max-recipients", "1")
 		rig.issueKey(&k.rate, "--name", d.name+"-rate", "--rate", "1/h")
 		rig.issueKey(&k.quota, "--name", d.name+"-quota", "--quota", "1/d")
+		rig.issueKey(&k.revoked, "--name", d.name+"-revoked")
+		rig.issueKey(&k.rotatedOld, "--name", d.name+"-rotated")
 	}
 	rig.issueKey(&keys["brevo"].fastRate, "--name", "brevo-fast", "--rate", "1/s")
 	rig.issuing.Wait()
+	for _, k := range keys {
+		if r := g.admin("POST", "/keygate/keys/"+rig.idOf[k.revoked]+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		r := g.admin("POST", "/keygate/keys/"+rig.idOf[k.rotatedOld]+"/rotate", map[string]string{"grace": "1h"})
+		var rotated issuedKey
+		if err := json.Unmarshal(r.Body, &rotated); r.Status != 201 || err != nil || rotated.Key == "" {
+			t.Fatalf("rotate: %d %s", r.Status, r.Body)
+		}
+		k.rotatedNew = rotated.Key
+	}
 
 	// The scenarios. A rate or quota scenario sends twice: the first send
 	// uses up the limit, the second is refused. unknownKey is well-formed
@@ -197,7 +212,10 @@ func TestE2ESDKs(t *testing.T) {
 		evil := sc("sender-html", k.policy, "ceo@evil.example", []string{"a@rcpt.example"})
 		evil.HTML = sdkNewsletter(sdkAllowedFrom)
 		list = append(list, html, evil)
-		list = append(list, sc("unknown-key", unknownKey, sdkAllowedFrom, []string{"a@rcpt.example"}))
+		list = append(list, sc("unknown-key", unknownKey, sdkAllowedFrom, []string{"a@rcpt.example"}),
+			sc("revoked", k.revoked, sdkAllowedFrom, []string{"a@rcpt.example"}),
+			sc("rotated-old", k.rotatedOld, sdkAllowedFrom, []string{"a@rcpt.example"}),
+			sc("rotated-new", k.rotatedNew, sdkAllowedFrom, []string{"a@rcpt.example"}))
 		rate := sc("rate", k.rate, sdkAllowedFrom, []string{"a@rcpt.example"})
 		rate.Sends = 2
 		// Brevo's SDK waits out Retry-After (up to a minute) twice by
@@ -260,6 +278,9 @@ func TestE2ESDKs(t *testing.T) {
 			{"sender", "sender_not_allowed", 403, names["sender"], ""},
 			{"recipients", "too_many_recipients", 403, names["recipients"], ""},
 			{"unknown-key", "invalid_key", 401, names["unknown-key"], ""},
+			{"revoked", "revoked_key", 401, names["unknown-key"], ""},
+			{"rotated-old", "", 0, "", ""},
+			{"rotated-new", "", 0, "", ""},
 			{"rate", "rate_limited", 429, names["rate"], ""},
 			{"quota", "quota_exceeded", quotaStatus[d.dialect], names["quota"], ""},
 		}
@@ -339,6 +360,9 @@ func TestE2ESDKs(t *testing.T) {
 			{"policy key (allowed, sender, recipients, allowed-html, sender-html)", k.policy, 5},
 			{"rate key (allowed, then refused)", k.rate, 1 + rateAttempts},
 			{"quota key (allowed, then refused)", k.quota, quotaSends},
+			{"revoked key (refused, not retried)", k.revoked, 1},
+			{"rotated key, old (allowed in its grace period)", k.rotatedOld, 1},
+			{"rotated key, new (allowed)", k.rotatedNew, 1},
 		} {
 			if got := tp.countKey(c.key); got != c.want {
 				t.Errorf("%s: %s: %d requests reached the gateway, want %d", d.name, c.what, got, c.want)
@@ -365,7 +389,7 @@ func TestE2ESDKs(t *testing.T) {
 	// SDK sent it, with the injected credential and no keygate key.
 	var allKeys []string
 	for _, k := range keys {
-		allKeys = append(allKeys, k.policy, k.rate, k.quota)
+		allKeys = append(allKeys, k.policy, k.rate, k.quota, k.revoked, k.rotatedOld, k.rotatedNew)
 	}
 	allKeys = append(allKeys, keys["brevo"].fastRate)
 	got := provider.requests()
@@ -397,10 +421,11 @@ func TestE2ESDKs(t *testing.T) {
 			}
 		}
 	}
-	// Per SDK: the allowed send, the allowed HTML send and the first send
-	// of the rate and quota scenarios; Brevo's fast-rate key adds two.
+	// Per SDK: the allowed send, the allowed HTML send, the first send of
+	// the rate and quota scenarios and the rotated key's two; Brevo's
+	// fast-rate key adds two.
 	for dialect, sdks := range sdksOf {
-		n := 4 * sdks
+		n := 6 * sdks
 		if dialect == "brevo" {
 			n += 2
 		}

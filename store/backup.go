@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // Backuper is implemented by a store that can copy itself, while gateways
@@ -26,36 +27,50 @@ type BackupInfo struct {
 
 // ErrNoBackup means the store is not backed up by keygate: PostgreSQL is
 // backed up with its own tools (pg_dump).
-var ErrNoBackup = errors.New("a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump); see docs/cluster.md")
+var ErrNoBackup = errors.New("a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump); see docs/guarantees.md#backups")
 
 // Backup implements Backuper for SQLite with VACUUM INTO, which copies one
 // read transaction's view of the database: writers, in this process or
 // another, go on meanwhile, and the copy holds each of their transactions
 // whole or not at all. The copy is a plain file without a write-ahead log,
 // made private (0600) before anything is written to it, as the store is.
+// It is written beside path under another name and given path only once
+// checked, so a backup cut short (a full disk, a killed process) never
+// leaves a file at path that looks like one.
 func (s *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
 	if s.d != sqliteDialect {
 		return BackupInfo{}, ErrNoBackup
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
+	exists := func() (BackupInfo, error) {
 		return BackupInfo{}, fmt.Errorf("keygate store: backup: %s already exists; a backup never overwrites a file: %w", path, os.ErrExist)
 	}
+	if _, err := os.Lstat(path); err == nil {
+		return exists()
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".partial-*")
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("keygate store: backup: %w", err)
 	}
+	tmp := f.Name() // CreateTemp makes it 0600
 	f.Close()
+	defer os.Remove(tmp)
 	fail := func(err error) (BackupInfo, error) {
-		os.Remove(path)
 		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: %w", path, err)
 	}
-	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", tmp); err != nil {
 		return fail(err)
 	}
-	info, err := checkBackup(ctx, path)
+	info, err := checkBackup(ctx, tmp)
 	if err != nil {
 		return fail(err)
 	}
+	// A link, unlike a rename, fails if a file appeared at path meanwhile.
+	if err := os.Link(tmp, path); errors.Is(err, os.ErrExist) {
+		return exists()
+	} else if err != nil {
+		return fail(err)
+	}
+	info.Path = path
 	return info, nil
 }
 
@@ -74,7 +89,7 @@ func checkBackup(ctx context.Context, path string) (BackupInfo, error) {
 	if check != "ok" {
 		return BackupInfo{}, fmt.Errorf("the copy fails SQLite's check: %s", check)
 	}
-	info := BackupInfo{Path: path}
+	var info BackupInfo
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM keys").Scan(&info.Keys); err != nil {
 		return BackupInfo{}, err
 	}

@@ -453,7 +453,7 @@ func TestSQLiteBackup(t *testing.T) {
 	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != info.Bytes {
 		t.Errorf("the backup file: %v, %v; want mode 0600 and %d bytes", fi, err, info.Bytes)
 	}
-	if extra, _ := filepath.Glob(backup + "-*"); len(extra) > 0 {
+	if extra, _ := filepath.Glob(backup + "[-.]*"); len(extra) > 0 {
 		t.Errorf("files beside the backup: %v", extra)
 	}
 
@@ -468,6 +468,18 @@ func TestSQLiteBackup(t *testing.T) {
 	}
 	if rec, err := copied.Key(ctx, revoked.ID); err != nil || !rec.Revoked() {
 		t.Errorf("the revoked key in the backup: %+v, %v", rec, err)
+	}
+
+	// A backup cut short leaves nothing: no file at the path, no partial
+	// copy beside it.
+	cut, cancel := context.WithCancel(ctx)
+	cancel()
+	short := filepath.Join(dir, "short.db")
+	if _, err := st.(Backuper).Backup(cut, short); err == nil {
+		t.Error("a backup with a cancelled context succeeded")
+	}
+	if left, _ := filepath.Glob(short + "*"); len(left) > 0 {
+		t.Errorf("a backup cut short left %v", left)
 	}
 
 	// A file already at the path is never overwritten.
