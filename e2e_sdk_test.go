@@ -478,8 +478,9 @@ func (r *sdkRig) issueKey(dst *string, args ...string) {
 }
 
 // startSDKRig starts the gateway on store ("" for SQLite in the test's
-// directory) and begins preparing the drivers.
-func startSDKRig(t *testing.T, store string) *sdkRig {
+// directory), with opts added to each site's keygate block, and begins
+// preparing the drivers.
+func startSDKRig(t *testing.T, store string, opts ...string) *sdkRig {
 	needBinary(t)
 	r := &sdkRig{t: t, start: time.Now(), goTest: filepath.Join(t.TempDir(), "gosdk.test"),
 		idOf: map[string]string{}, slots: make(chan struct{}, 4)}
@@ -515,8 +516,12 @@ func startSDKRig(t *testing.T, store string) *sdkRig {
 		// Every SDK sends from 127.0.0.1, each an unknown key among its
 		// scenarios: the failed-attempt limit is raised so that one
 		// address stands for many clients.
-		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
-			port, s.dialect, s.sendScope, s.injected)
+		var extra strings.Builder
+		for _, o := range opts {
+			extra.WriteString("\t\t\t" + o + "\n")
+		}
+		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n%s\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
+			port, s.dialect, s.sendScope, extra.String(), s.injected)
 	}
 	r.g = startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: r.provider.URL, store: store,
 		env: []string{"PROVIDER_BASIC=" + base64.StdEncoding.EncodeToString([]byte("api:provider-secret-123"))}})
@@ -828,7 +833,9 @@ var resendRateLimit = regexp.MustCompile(`limit: 1, remaining: 0, reset: 3[56]\d
 func TestE2ESDKsStoreOutage(t *testing.T) {
 	needBinary(t)
 	pg := testservers.StartPostgres(t)
-	rig := startSDKRig(t, pg.URI)
+	// Cached keys are answered for cache_ttl into an outage: long enough
+	// here for every driver to start on a slow machine.
+	rig := startSDKRig(t, pg.URI, "cache_ttl 10m")
 	g := rig.g
 	type outageKeys struct{ cached, uncached string }
 	keys := map[string]*outageKeys{}
