@@ -825,25 +825,29 @@ func (f *fakeProvider) requests() []recorded {
 // to one request an hour, once it is used.
 var resendRateLimit = regexp.MustCompile(`limit: 1, remaining: 0, reset: 3[56]\d\d, retry after: 3[56]\d\d\)`)
 
-// TestE2ESDKsStoreOutage drives every SDK through a gateway whose PostgreSQL
-// store is down. A key the gateway has in its cache keeps sending; any other
-// key is refused with 503 store_unavailable, which each SDK shows in its own
-// error, retrying as it retries its provider's 503; and the sends made
-// during the outage are counted once the store is back.
+// TestE2ESDKsStoreOutage drives every SDK through a cluster node (PostgreSQL
+// and Redis) that has lost both. A key the gateway has in its cache keeps
+// sending, its rate limited on the node alone; a key that used up its rate
+// before the outage stays refused; any other key is refused with 503
+// store_unavailable, which each SDK shows in its own error, retrying as it
+// retries its provider's 503; and the sends made during the outage are
+// counted once the store is back.
 func TestE2ESDKsStoreOutage(t *testing.T) {
 	needBinary(t)
 	pg := testservers.StartPostgres(t)
+	redis := testservers.StartRedis(t)
 	// Cached keys are answered for cache_ttl into an outage: long enough
 	// here for every driver to start on a slow machine.
-	rig := startSDKRig(t, pg.URI, "cache_ttl 10m")
+	rig := startSDKRig(t, pg.URI, "cache_ttl 10m", "ratelimit redis redis://"+redis.Addr)
 	g := rig.g
-	type outageKeys struct{ cached, uncached string }
+	type outageKeys struct{ cached, uncached, limited string }
 	keys := map[string]*outageKeys{}
 	for _, d := range sdkDrivers {
 		k := &outageKeys{}
 		keys[d.name] = k
 		rig.issueKey(&k.cached, "--name", d.name+"-cached")
 		rig.issueKey(&k.uncached, "--name", d.name+"-uncached")
+		rig.issueKey(&k.limited, "--name", d.name+"-limited", "--rate", "1/h")
 	}
 	rig.issuing.Wait()
 
@@ -855,8 +859,10 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 	warm := func() bool {
 		q := g.metric("keygate_store_queries_total")
 		for _, k := range keys {
-			if r := g.call("GET", "/outage-warm-up", k.cached, nil); r.Status != 403 {
-				t.Fatalf("a cached key's warm-up: %d %s", r.Status, r.Body)
+			for _, key := range []string{k.cached, k.limited} {
+				if r := g.call("GET", "/outage-warm-up", key, nil); r.Status != 403 {
+					t.Fatalf("a cached key's warm-up: %d %s", r.Status, r.Body)
+				}
 			}
 		}
 		return g.metric("keygate_store_queries_total") == q
@@ -864,11 +870,22 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 	if eventually(t, 15*time.Second, warm) < 0 {
 		t.Fatalf("the gateway never answered the keys from its cache:\n%s", g.logs())
 	}
+	// Each limited key spends its one request an hour through Redis.
+	for _, k := range keys {
+		if r := g.call("POST", "/v3/mail/send", k.limited, sgBody(sdkAllowedFrom, "a@rcpt.example")); r.Status != 202 {
+			t.Fatalf("a limited key's one send: %d %s", r.Status, r.Body)
+		}
+	}
 
 	pg.Stop()
+	redis.Stop()
 	plans := map[string][]sdkScenario{}
 	for _, d := range sdkDrivers {
-		for _, sc := range []sdkScenario{{ID: d.name + "/cached", Key: keys[d.name].cached}, {ID: d.name + "/uncached", Key: keys[d.name].uncached}} {
+		k := keys[d.name]
+		for _, sc := range []sdkScenario{{ID: d.name + "/cached", Key: k.cached}, {ID: d.name + "/uncached", Key: k.uncached},
+			// Brevo's SDK would wait out Retry-After (an hour, capped
+			// at a minute) twice.
+			{ID: d.name + "/limited", Key: k.limited, NoRetry: d.name == "brevo"}} {
 			sc.SDK, sc.Base, sc.From, sc.To = d.name, rig.base(d.name), sdkAllowedFrom, []string{"a@rcpt.example"}
 			plans[d.lang] = append(plans[d.lang], sc)
 		}
@@ -908,12 +925,38 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		if got := tp.countKey(k.uncached); got != tries {
 			t.Errorf("%s: the uncached key: %d requests, want %d", d.name, got, tries)
 		}
+		// The limited key stays refused on the node alone: its bucket
+		// continues from what Redis last reported (docs/cluster.md).
+		rateName := map[string]string{"resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name]
+		switch {
+		case d.lang == "php":
+			rateName = "HttpTransportException"
+		case d.dialect == "ses":
+			rateName = "TooManyRequestsException"
+		}
+		switch r := results[d.name+"/limited"]; {
+		case r.OK || !strings.Contains(r.Text, "keygate rate_limited"):
+			t.Errorf("%s: a key whose rate was used up before the outage: the SDK's error does not say \"keygate rate_limited\": %+v", d.name, r)
+		case r.Status != 0 && r.Status != 429:
+			t.Errorf("%s: a key whose rate was used up before the outage: the SDK saw status %d, want 429", d.name, r.Status)
+		case rateName != "" && r.Name != rateName:
+			t.Errorf("%s: a key whose rate was used up before the outage: the SDK's error is a %q, want %q", d.name, r.Name, rateName)
+		}
+		if got, want := tp.countKey(k.limited), max(1, awsAttempts[d.name]); got != want {
+			t.Errorf("%s: the limited key: %d requests, want %d", d.name, got, want)
+		}
 	}
 	if r := results["brevo/uncached"]; r.MS < 1900 {
 		t.Errorf("brevo: an uncached key during the outage took %d ms: the SDK did not wait Retry-After (1 s) twice", r.MS)
 	}
-	if got := len(rig.provider.requests()); got != len(sdkDrivers) {
-		t.Errorf("the provider got %d sends during the outage, want %d (one per SDK, with its cached key)", got, len(sdkDrivers))
+	sent := 0 // by the SDKs, through the taps
+	for _, p := range rig.provider.requests() {
+		if p.Header.Get("X-Compat-Tap-Id") != "" {
+			sent++
+		}
+	}
+	if sent != len(sdkDrivers) {
+		t.Errorf("the provider got %d sends from the SDKs during the outage, want %d (one per SDK, with its cached key)", sent, len(sdkDrivers))
 	}
 
 	// The store back: the sends made during the outage are counted, and
