@@ -328,6 +328,13 @@ func (l *Leased) sync(ctx context.Context, now time.Time, closing bool) {
 			case want == 0 && ls.tokens == 0:
 				ls.gone = true
 				delete(s.leases, key)
+				// Should Redis become unreachable before the key's next
+				// request, its fallback bucket goes on from what Redis
+				// last reported, as it would had the lease been kept.
+				// The bucket is swept once it is full again.
+				if !ls.fallback && !ls.at.IsZero() {
+					l.fallback.Seed(key, ls.limit, float64(ls.left), ls.at)
+				}
 			case want < ls.tokens:
 				changes = append(changes, leaseChange{key, ls, ls.limit, want - ls.tokens})
 				ls.tokens = want // the rest goes back: no longer to be spent here

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,5 +190,37 @@ func TestPeekReadsTheBucketInRedis(t *testing.T) {
 		within("leased, the node that spent", a.Peek(ctx, "key_leased", lim, time.Now()).Remaining, 70, 70)
 		// Node a may hold up to twice its 30 requests, leased and unspent.
 		within("leased, another node", b.Peek(ctx, "key_leased", lim, time.Now()).Remaining, 10, 70)
+	}
+}
+
+// A key idle long enough for this node to forget its lease still starts an
+// outage from what Redis last reported, not from a full bucket: a key that
+// spent its one request an hour stays refused when Redis stops.
+func TestLeasedOutageAfterTheLeaseIsForgotten(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	// Renewals run only when the test calls sync.
+	l := NewLeased(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine}, time.Hour)
+	defer l.Close()
+	ctx := context.Background()
+	lim := Limit{N: 1, Per: time.Hour}
+	if !l.Allow(ctx, "key_idle", lim, time.Now()).Allowed {
+		t.Fatal("the key's first request was refused")
+	}
+	for range keepIdle + 1 {
+		l.sync(ctx, time.Now(), false)
+	}
+	s := &l.shards[maphash.String(l.seed, "key_idle")%shardCount]
+	s.mu.RLock()
+	_, held := s.leases["key_idle"]
+	s.mu.RUnlock()
+	if held {
+		t.Fatal("the idle key's lease is still held: the test does not reach what it is about")
+	}
+	srv.Stop()
+	if res := l.Allow(ctx, "key_idle", lim, time.Now()); res.Allowed {
+		t.Errorf("the key's second request within the hour was allowed once Redis stopped (%+v): its fallback bucket started full", res)
+	}
+	if l.Fallbacks() == 0 {
+		t.Error("no fallback decision after Redis stopped")
 	}
 }
