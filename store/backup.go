@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -41,15 +42,23 @@ func (s *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
 	if s.d != sqliteDialect {
 		return BackupInfo{}, ErrNoBackup
 	}
+	if path == "" {
+		return BackupInfo{}, errors.New("keygate store: backup: no file named to back up to")
+	}
 	exists := func() (BackupInfo, error) {
-		return BackupInfo{}, fmt.Errorf("keygate store: backup: %s already exists; a backup never overwrites a file: %w", path, os.ErrExist)
+		return BackupInfo{}, fmt.Errorf("keygate store: %w; a backup never overwrites anything",
+			&fs.PathError{Op: "backup to", Path: path, Err: fs.ErrExist})
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return exists()
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".partial-*")
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".partial-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: the directory %s does not exist", path, dir)
+	}
 	if err != nil {
-		return BackupInfo{}, fmt.Errorf("keygate store: backup: %w", err)
+		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: %w", path, err)
 	}
 	tmp := f.Name() // CreateTemp makes it 0600
 	f.Close()

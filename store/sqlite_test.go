@@ -482,6 +482,20 @@ func TestSQLiteBackup(t *testing.T) {
 		t.Errorf("a backup cut short left %v", left)
 	}
 
+	// No file, or one in a directory that does not exist: a clear error,
+	// and nothing written anywhere.
+	for path, want := range map[string]string{
+		"":                                    "no file named",
+		filepath.Join(dir, "missing", "b.db"): "the directory " + filepath.Join(dir, "missing") + " does not exist",
+	} {
+		if _, err := st.(Backuper).Backup(ctx, path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a backup to %q: %v, want an error saying %q", path, err, want)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*partial*")); len(left) > 0 {
+		t.Errorf("refused backups left %v", left)
+	}
+
 	// A file already at the path is never overwritten.
 	if _, err := st.(Backuper).Backup(ctx, backup); err == nil || !errors.Is(err, os.ErrExist) {
 		t.Errorf("a backup onto an existing file: %v, want it refused", err)
