@@ -30,11 +30,14 @@ func (r *reader) syntaxError(what string) error {
 	return fmt.Errorf("body is not valid JSON: %s at byte %d", what, r.pos)
 }
 
-// ws skips whitespace.
+// ws skips whitespace. Compact bodies have none, and every byte that
+// starts a value or ends one is above ' ': one comparison decides.
 func (r *reader) ws() {
 	for r.pos < len(r.data) {
-		switch r.data[r.pos] {
-		case ' ', '\t', '\n', '\r':
+		switch c := r.data[r.pos]; {
+		case c > ' ':
+			return
+		case c == ' ', c == '\t', c == '\n', c == '\r':
 			r.pos++
 		default:
 			return
