@@ -2,6 +2,8 @@ package keygate_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -375,6 +377,39 @@ func (g *gateway) admin(method, path string, body any) *response {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// internalRoot returns the PEM root certificate of Caddy's internal CA
+// (the admin API's /pki/ca/local), once every https site of the gateway
+// completes a TLS handshake verified by it (certificates are issued in the
+// background at start).
+func (g *gateway) internalRoot(sites ...string) []byte {
+	g.t.Helper()
+	var ca struct {
+		Root string `json:"root_certificate"`
+	}
+	r := g.admin("GET", "/pki/ca/local", nil)
+	if err := json.Unmarshal(r.Body, &ca); r.Status != 200 || err != nil || ca.Root == "" {
+		g.t.Fatalf("GET /pki/ca/local: %d %s", r.Status, r.Body)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(ca.Root)) {
+		g.t.Fatalf("the internal CA's root is not PEM: %q", ca.Root)
+	}
+	for _, site := range sites {
+		addr := strings.TrimPrefix(site, "https://")
+		var err error
+		if eventually(g.t, 15*time.Second, func() bool {
+			var c *tls.Conn
+			if c, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}); err == nil {
+				c.Close()
+			}
+			return err == nil
+		}) < 0 {
+			g.t.Fatalf("%s: no verified TLS handshake: %v\n%s", site, err, g.logs())
+		}
+	}
+	return []byte(ca.Root)
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -26,7 +28,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/verifier"
 )
 
@@ -447,7 +452,9 @@ type sdkRig struct {
 	root     string
 	g        *gateway
 	provider *fakeProvider
-	taps     map[string]*tap // by dialect
+	taps     map[string]*tap   // by dialect; nil over HTTPS
+	sites    map[string]string // the gateway's site for each dialect
+	cafile   string            // the certificate the drivers trust
 	start    time.Time
 
 	// The Node SDKs and the Go SDKs' test binary are prepared while the
@@ -481,9 +488,26 @@ func (r *sdkRig) issueKey(dst *string, args ...string) {
 // directory), with opts added to each site's keygate block, and begins
 // preparing the drivers.
 func startSDKRig(t *testing.T, store string, opts ...string) *sdkRig {
+	return startSDKRigWith(t, sdkRigConfig{store: store, keygate: opts})
+}
+
+// sdkRigConfig is how a rig's gateway runs.
+type sdkRigConfig struct {
+	store   string   // "" for SQLite in the test's directory
+	keygate []string // lines added to each site's keygate block
+	// https serves each site over HTTPS with a certificate from Caddy's
+	// internal CA, as production does, and the SDKs connect to it
+	// directly, trusting that CA: there are no taps, the SDKs speak
+	// whatever protocol they negotiate (HTTP/2 where they can), and each
+	// site tells the provider the dialect, the key id and the protocol
+	// (X-Compat-Dialect, X-Compat-Key-Id, X-Compat-Proto).
+	https bool
+}
+
+func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 	needBinary(t)
 	r := &sdkRig{t: t, start: time.Now(), goTest: filepath.Join(t.TempDir(), "gosdk.test"),
-		idOf: map[string]string{}, slots: make(chan struct{}, 4)}
+		idOf: map[string]string{}, slots: make(chan struct{}, 4), sites: map[string]string{}}
 	r.root, _ = os.Getwd()
 	r.prep.Add(4)
 	go func() { defer r.prep.Done(); r.phpErr = symfonyMailer() }()
@@ -505,8 +529,14 @@ func startSDKRig(t *testing.T, store string, opts ...string) *sdkRig {
 
 	r.provider = newFakeProvider(t)
 	ports := map[string]int{}
+	scheme, global, tls := "http", "", ""
+	if c.https {
+		// No root installed into this machine's trust stores, no
+		// listener on port 80 for redirects.
+		scheme, global, tls = "https", "\tskip_install_trust\n\tauto_https disable_redirects\n", "\ttls internal\n"
+	}
 	var cf strings.Builder
-	cf.WriteString("{\n\tadmin {ADMIN}\n}\n")
+	cf.WriteString("{\n\tadmin {ADMIN}\n" + global + "}\n")
 	for i, s := range sdkSites {
 		port := "{PORT}"
 		if i > 0 {
@@ -517,31 +547,55 @@ func startSDKRig(t *testing.T, store string, opts ...string) *sdkRig {
 		// scenarios: the failed-attempt limit is raised so that one
 		// address stands for many clients.
 		var extra strings.Builder
-		for _, o := range opts {
+		for _, o := range c.keygate {
 			extra.WriteString("\t\t\t" + o + "\n")
 		}
-		fmt.Fprintf(&cf, "http://127.0.0.1:%s {\n\tbind 127.0.0.1\n\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n%s\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
-			port, s.dialect, s.sendScope, extra.String(), s.injected)
+		proxy := s.injected
+		if c.https {
+			proxy += "\n\t\t\theader_up X-Compat-Dialect " + s.dialect +
+				"\n\t\t\theader_up X-Compat-Key-Id {http.auth.user.id}\n\t\t\theader_up X-Compat-Proto {http.request.proto}"
+		}
+		fmt.Fprintf(&cf, "%s://127.0.0.1:%s {\n\tbind 127.0.0.1\n%s\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n%s\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
+			scheme, port, tls, s.dialect, s.sendScope, extra.String(), proxy)
 	}
-	r.g = startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: r.provider.URL, store: store,
+	r.g = startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: r.provider.URL, store: c.store,
 		env: []string{"PROVIDER_BASIC=" + base64.StdEncoding.EncodeToString([]byte("api:provider-secret-123"))}})
 	sendgridURL, _ := url.Parse(r.g.siteURL)
 	ports["sendgrid"], _ = strconv.Atoi(sendgridURL.Port())
-	r.taps = map[string]*tap{}
 	for _, s := range sdkSites {
-		r.taps[s.dialect] = newTap(t, s.dialect, fmt.Sprintf("http://127.0.0.1:%d", ports[s.dialect]))
+		r.sites[s.dialect] = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[s.dialect])
+	}
+	r.cafile = filepath.Join(t.TempDir(), "ca.pem")
+	var ca []byte
+	if c.https {
+		// The internal CA's root, as `caddy trust` would install it.
+		ca = r.g.internalRoot(slices.Collect(maps.Values(r.sites))...)
+	} else {
+		r.taps = map[string]*tap{}
+		for _, s := range sdkSites {
+			r.taps[s.dialect] = newTap(t, s.dialect, r.sites[s.dialect])
+		}
+		// The TLS taps' certificate, for the PHP driver.
+		ca = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.taps["sendgrid"].TLS.Certificate().Raw})
+	}
+	if err := os.WriteFile(r.cafile, ca, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return r
 }
 
 // base is the URL the SDK named is given: its dialect's tap, over HTTPS for
-// Symfony's API transports, which speak nothing else.
+// Symfony's API transports, which speak nothing else; or, over HTTPS, its
+// dialect's site.
 func (r *sdkRig) base(sdk string) string {
 	for _, d := range sdkDrivers {
-		if d.name == sdk && d.lang == "php" {
+		switch {
+		case d.name != sdk:
+		case r.taps == nil:
+			return r.sites[d.dialect]
+		case d.lang == "php":
 			return r.taps[d.dialect].TLS.URL
-		}
-		if d.name == sdk {
+		default:
 			return r.taps[d.dialect].URL
 		}
 	}
@@ -576,15 +630,19 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
 	var nodeOut, goOut, pyOut, phpOut []byte
 	var nodeRunErr, goRunErr, pyRunErr, phpRunErr error
-	cafile := filepath.Join(dir, "tap-ca.pem") // the TLS taps' certificate, for the PHP driver
-	if err := os.WriteFile(cafile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.taps["sendgrid"].TLS.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
+	// Every driver trusts r.cafile: the PHP driver by KEYGATE_COMPAT_CAFILE,
+	// and over HTTPS the others as their users would make them trust a
+	// private CA (Node's NODE_EXTRA_CA_CERTS, Go's SSL_CERT_FILE, botocore's
+	// AWS_CA_BUNDLE).
+	caEnv := []string{"KEYGATE_COMPAT_CAFILE=" + r.cafile}
+	if r.taps == nil {
+		caEnv = append(caEnv, "NODE_EXTRA_CA_CERTS="+r.cafile, "SSL_CERT_FILE="+r.cafile, "AWS_CA_BUNDLE="+r.cafile)
 	}
 	// runDriver runs a driver that prints its results on stdout.
 	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
 		cmd := exec.Command(name, args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]), "KEYGATE_COMPAT_CAFILE="+cafile)
+		cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]))
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if *out, *runErr = cmd.Output(); *runErr != nil {
@@ -608,7 +666,7 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	go func() {
 		defer run.Done()
 		cmd := exec.Command(r.goTest, "-test.run", "^TestSDKs$", "-test.count", "1")
-		cmd.Env = append(os.Environ(), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
+		cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			goRunErr = fmt.Errorf("compat/gosdk TestSDKs: %v\n%s", err, out)
@@ -985,6 +1043,175 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 	if t.Failed() || testing.Verbose() {
 		for _, id := range sortedKeys(results) {
 			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
+// TestE2ESDKsOverHTTPS runs every SDK against the gateway as production
+// serves it: over HTTPS, with a certificate from Caddy's internal CA that
+// each SDK trusts the way its users make it trust a private CA. Nothing
+// stands between the SDK and keygate, so each SDK speaks the protocol it
+// negotiates: the Go SDKs HTTP/2, the others HTTP/1.1 (Symfony's HTTP
+// client HTTP/2 when PHP has curl). Each SDK sends with a policy key (a
+// plain send, a 20 KB HTML send, an HTML send from a sender the key does
+// not allow) and a revoked key; a Go client also sends over HTTP/3, which
+// Caddy offers on every HTTPS site. The provider must get every allowed send
+// whole (keygate's own reader parses what arrived) and nothing else, with
+// the protocol the SDK spoke.
+func TestE2ESDKsOverHTTPS(t *testing.T) {
+	rig := startSDKRigWith(t, sdkRigConfig{https: true})
+	type httpsKeys struct{ policy, revoked string }
+	keys := map[string]*httpsKeys{}
+	for _, d := range sdkDrivers {
+		k := &httpsKeys{}
+		keys[d.name] = k
+		rig.issueKey(&k.policy, "--name", d.name+"-policy", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain, "--max-recipients", "1")
+		rig.issueKey(&k.revoked, "--name", d.name+"-revoked")
+	}
+	var h3Key, h3Revoked string
+	rig.issueKey(&h3Key, "--name", "http3-policy", "--sender-domain", "shop.example")
+	rig.issueKey(&h3Revoked, "--name", "http3-revoked")
+	rig.issuing.Wait()
+	for _, k := range append(slices.Collect(maps.Values(keys)), &httpsKeys{revoked: h3Revoked}) {
+		if r := rig.g.admin("POST", "/keygate/keys/"+rig.idOf[k.revoked]+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+	}
+
+	plans := map[string][]sdkScenario{}
+	for _, d := range sdkDrivers {
+		k := keys[d.name]
+		sc := func(name, key, from string) sdkScenario {
+			return sdkScenario{ID: d.name + "/" + name, SDK: d.name, Base: rig.base(d.name), Key: key, From: from, To: []string{"a@rcpt.example"}}
+		}
+		html := sc("allowed-html", k.policy, sdkAllowedFrom)
+		html.HTML = sdkNewsletter("ceo@evil.example")
+		evil := sc("sender-html", k.policy, "ceo@evil.example")
+		evil.HTML = sdkNewsletter(sdkAllowedFrom)
+		plans[d.lang] = append(plans[d.lang], sc("allowed", k.policy, sdkAllowedFrom), html, evil, sc("revoked", k.revoked, sdkAllowedFrom))
+	}
+	h3Done := make(chan struct{})
+	go func() { defer close(h3Done); sendOverHTTP3(t, rig, h3Key, h3Revoked) }()
+	results := rig.run(plans)
+	<-h3Done
+
+	phpProto := "HTTP/1.1" // Symfony's native client; with curl it negotiates HTTP/2
+	if out, _ := exec.Command("php", "-m").Output(); slices.Contains(strings.Fields(string(out)), "curl") {
+		phpProto = "HTTP/2.0"
+	}
+	wantProto := map[string]string{"go": "HTTP/2.0", "node": "HTTP/1.1", "python": "HTTP/1.1", "php": phpProto}
+	for _, d := range sdkDrivers {
+		for _, ok := range []string{"allowed", "allowed-html"} {
+			if r := results[d.name+"/"+ok]; !r.OK {
+				t.Errorf("%s/%s over HTTPS: the SDK failed: %+v", d.name, ok, r)
+			}
+		}
+		sender, revoked := "", ""
+		switch {
+		case d.lang == "php":
+			sender, revoked = "HttpTransportException", "HttpTransportException"
+		case d.dialect == "ses":
+			sender, revoked = "MessageRejected", "UnrecognizedClientException"
+		case d.name == "postmark":
+			revoked = "InvalidAPIKeyError"
+		case d.name == "resend":
+			sender, revoked = "invalid_from_address", "invalid_api_key"
+		}
+		sdkRefused(t, d.name+"/sender-html over HTTPS", results[d.name+"/sender-html"], "sender_not_allowed", 403, sender)
+		sdkRefused(t, d.name+"/revoked over HTTPS", results[d.name+"/revoked"], "revoked_key", 401, revoked)
+	}
+
+	// What the provider got: per key, the protocol its SDK spoke, and
+	// every send whole.
+	sdkOf := map[string]string{rig.idOf[h3Key]: "http3"} // key id -> SDK
+	for _, d := range sdkDrivers {
+		sdkOf[rig.idOf[keys[d.name].policy]] = d.name
+	}
+	sends := map[string]int{}
+	for _, p := range rig.provider.requests() {
+		dialect, sdk := p.Header.Get("X-Compat-Dialect"), sdkOf[p.Header.Get("X-Compat-Key-Id")]
+		if sdk == "" {
+			t.Errorf("the provider got a send from no policy key: %s %s (key id %q)", p.Method, p.Path, p.Header.Get("X-Compat-Key-Id"))
+			continue
+		}
+		sends[sdk]++
+		want := "HTTP/3.0"
+		for _, d := range sdkDrivers {
+			if d.name == sdk {
+				want = wantProto[d.lang]
+			}
+		}
+		if got := p.Header.Get("X-Compat-Proto"); got != want {
+			t.Errorf("%s: keygate saw %s, want %s", sdk, got, want)
+		}
+		d, _ := mailapi.Lookup(dialect)
+		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 1 {
+			t.Errorf("%s: the provider's body (%d bytes, Content-Length %s) does not read as one message: %d recipients, %v",
+				sdk, len(p.Body), p.Header.Get("Content-Length"), m.Recipients, err)
+		}
+		if name, value := injectedCredential(dialect); name != "" && p.Header.Get(name) != value {
+			t.Errorf("%s: the provider got %s %q, want the injected credential", sdk, name, p.Header.Get(name))
+		}
+		for name, vs := range p.Header {
+			for _, v := range vs {
+				if strings.Contains(v, "kg_live_") || strings.Contains(decodeBasicHeader(v), "kg_live_") {
+					t.Errorf("%s: the provider got a keygate key in %s", sdk, name)
+				}
+			}
+		}
+	}
+	for sdk, n := range map[string]int{"http3": 1} {
+		if sends[sdk] != n {
+			t.Errorf("%s: the provider got %d sends, want %d", sdk, sends[sdk], n)
+		}
+	}
+	for _, d := range sdkDrivers {
+		if sends[d.name] != 2 {
+			t.Errorf("%s over HTTPS: the provider got %d sends, want 2 (the plain and the HTML send)", d.name, sends[d.name])
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
+// sendOverHTTP3 sends a SendGrid message over HTTP/3 with key, and then
+// with the revoked key, which must get keygate's JSON refusal.
+func sendOverHTTP3(t *testing.T, rig *sdkRig, key, revoked string) {
+	pool := x509.NewCertPool()
+	ca, err := os.ReadFile(rig.cafile)
+	if err != nil || !pool.AppendCertsFromPEM(ca) {
+		t.Errorf("HTTP/3: the internal CA: %v", err)
+		return
+	}
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.Close()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	body := `{"personalizations":[{"to":[{"email":"a@rcpt.example"}]}],"from":{"email":"` + sdkAllowedFrom +
+		`"},"subject":"over HTTP/3","content":[{"type":"text/html","value":` + strconv.Quote(sdkNewsletter("ceo@evil.example")) + `}]}`
+	for _, c2 := range []struct {
+		key    string
+		status int
+		code   string
+	}{{key, http.StatusAccepted, ""}, {revoked, http.StatusUnauthorized, "revoked_key"}} {
+		req, _ := http.NewRequest("POST", rig.sites["sendgrid"]+"/v3/mail/send", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+c2.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Errorf("HTTP/3: %v", err)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var denial struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal(b, &denial)
+		if resp.Proto != "HTTP/3.0" || resp.StatusCode != c2.status || denial.Error.Code != c2.code {
+			t.Errorf("HTTP/3 send: %s %d %s; want HTTP/3.0 %d %q", resp.Proto, resp.StatusCode, b, c2.status, c2.code)
 		}
 	}
 }

@@ -17,10 +17,6 @@ import nodemailer from "nodemailer";
 
 const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
 
-// A plain-HTTP gateway on loopback; a real one is HTTPS and needs only
-// Mailjet's host option.
-Mailjet.Request.protocol = "http://";
-
 // Each driver sends one message (from, to[]) with the SDK configured for
 // the base URL and key; opts.noRetry turns the SDK's own retries off, and
 // opts.html adds an HTML part (in the field named by html's second argument).
@@ -49,6 +45,10 @@ const drivers = {
     return data;
   },
   async mailjet(base, key, from, to, opts) {
+    // The SDK always speaks https://, which a gateway in production does and
+    // needs only the host option for; the suite's plain-HTTP taps need the
+    // protocol switched too (every scenario of a plan has the same scheme).
+    Mailjet.Request.protocol = new URL(base).protocol + "//";
     const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
     return mj.post("send", { version: "v3.1" }).request({
       Messages: [{
