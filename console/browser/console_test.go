@@ -2,6 +2,10 @@ package browser
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,12 +17,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -33,23 +39,10 @@ var keyPattern = regexp.MustCompile(`kg_live_[0-9A-Za-z]{49}`)
 const password = "correct horse battery staple"
 
 func TestConsoleInTheBrowser(t *testing.T) {
-	caddyBin := os.Getenv("KEYGATE_TEST_CADDY")
-	chromium := findChromium()
-	for what, missing := range map[string]bool{
-		"a caddy binary (KEYGATE_TEST_CADDY; the root package's TestConsoleInABrowser sets it)": caddyBin == "",
-		"Chromium (apt-get install chromium)":                                                   chromium == "",
-	} {
-		if !missing {
-			continue
-		}
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the browser test needs %s", what)
-		}
-		t.Skipf("the browser test needs %s", what)
-	}
+	caddyBin, chromium := prerequisites(t)
 	shots := screenshotDir(t)
 
-	gw := startCaddy(t, caddyBin)
+	gw := startCaddy(t, caddyBin, "http")
 	b := newBrowser(t, chromium)
 
 	// Alice signs in with basic_auth: her team has no keys yet.
@@ -270,6 +263,25 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	fmt.Printf("keygate console screenshots: %s\n", shots)
 }
 
+// prerequisites returns the caddy binary and Chromium, or skips t (fails
+// it under CI=true) when either is missing.
+func prerequisites(t *testing.T) (caddyBin, chromium string) {
+	caddyBin, chromium = os.Getenv("KEYGATE_TEST_CADDY"), findChromium()
+	for what, missing := range map[string]bool{
+		"a caddy binary (KEYGATE_TEST_CADDY; the root package's TestConsoleInABrowser sets it)": caddyBin == "",
+		"Chromium (apt-get install chromium)":                                                   chromium == "",
+	} {
+		if !missing {
+			continue
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the browser test needs %s", what)
+		}
+		t.Skipf("the browser test needs %s", what)
+	}
+	return caddyBin, chromium
+}
+
 func findChromium() string {
 	if p := os.Getenv("KEYGATE_TEST_CHROMIUM"); p != "" {
 		return p
@@ -300,6 +312,11 @@ func screenshotDir(t *testing.T) string {
 type gateway struct {
 	bin, url, store, dir string
 	upstream             atomic.Int64
+	// client sends to the site: over HTTPS it trusts the internal CA,
+	// whose leaf certificate's public key spki is (base64 of its SHA-256,
+	// as Chromium's --ignore-certificate-errors-spki-list takes it).
+	client *http.Client
+	spki   string
 }
 
 // freePort returns a loopback port nothing listens on, picked at random
@@ -325,16 +342,23 @@ func freePort(t *testing.T) int {
 
 var handedOut sync.Map // port -> true, every port freePort returned
 
-func startCaddy(t *testing.T, bin string) *gateway {
+// startCaddy serves the gateway and the console on one site, over scheme:
+// "http", or "https" with a certificate from Caddy's internal CA (no root
+// installed into the machine's trust stores, no port-80 redirects).
+func startCaddy(t *testing.T, bin, scheme string) *gateway {
 	dir := t.TempDir()
-	g := &gateway{bin: bin, dir: dir, store: "sqlite:" + filepath.Join(dir, "keys.db")}
+	g := &gateway{bin: bin, dir: dir, store: "sqlite:" + filepath.Join(dir, "keys.db"), client: http.DefaultClient}
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.upstream.Add(1)
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	t.Cleanup(provider.Close)
 	port, admin := freePort(t), freePort(t)
-	g.url = fmt.Sprintf("http://127.0.0.1:%d", port)
+	g.url = fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
+	global, site := "", ""
+	if scheme == "https" {
+		global, site = "\n\tskip_install_trust\n\tauto_https disable_redirects", "\n\ttls internal"
+	}
 	hashes := map[string]string{}
 	for _, u := range []string{"root", "alice", "bob"} {
 		out, err := exec.Command(bin, "hash-password", "--plaintext", password+" "+u).Output()
@@ -344,10 +368,10 @@ func startCaddy(t *testing.T, bin string) *gateway {
 		hashes[u] = strings.TrimSpace(string(out))
 	}
 	caddyfile := fmt.Sprintf(`{
-	admin 127.0.0.1:%[1]d
+	admin 127.0.0.1:%[1]d%[8]s
 }
 %[2]s {
-	bind 127.0.0.1
+	bind 127.0.0.1%[9]s
 	redir /console /console/
 	handle_path /console/* {
 		basic_auth {
@@ -370,7 +394,7 @@ func startCaddy(t *testing.T, bin string) *gateway {
 		reverse_proxy %[7]s
 	}
 }
-`, admin, g.url, hashes["root"], hashes["alice"], hashes["bob"], g.store, strings.TrimPrefix(provider.URL, "http://"))
+`, admin, g.url, hashes["root"], hashes["alice"], hashes["bob"], g.store, strings.TrimPrefix(provider.URL, "http://"), global, site)
 	cfg := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -402,7 +426,10 @@ func startCaddy(t *testing.T, bin string) *gateway {
 			t.Fatalf("caddy exited at start:\n%s", b)
 		default:
 		}
-		if resp, err := http.Get(g.url + "/console/"); err == nil {
+		if scheme == "https" && g.spki == "" && !g.trustInternalCA(admin) {
+			continue
+		}
+		if resp, err := g.client.Get(g.url + "/console/"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
 				return g
@@ -413,6 +440,34 @@ func startCaddy(t *testing.T, bin string) *gateway {
 	return nil
 }
 
+// trustInternalCA points g.client at the root of Caddy's internal CA (the
+// admin API's /pki/ca/local) and notes the site's certificate key, once a
+// handshake verified by that root succeeds.
+func (g *gateway) trustInternalCA(admin int) bool {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/pki/ca/local", admin))
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var ca struct {
+		Root string `json:"root_certificate"`
+	}
+	pool := x509.NewCertPool()
+	if json.NewDecoder(resp.Body).Decode(&ca) != nil || !pool.AppendCertsFromPEM([]byte(ca.Root)) {
+		return false
+	}
+	conf := &tls.Config{RootCAs: pool}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(g.url, "https://"), conf)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	sum := sha256.Sum256(c.ConnectionState().PeerCertificates[0].RawSubjectPublicKeyInfo)
+	g.spki = base64.StdEncoding.EncodeToString(sum[:])
+	g.client = &http.Client{Transport: &http.Transport{TLSClientConfig: conf}}
+	return true
+}
+
 // send posts a SendGrid message from the address with the key, and returns
 // the status and the denial code.
 func (g *gateway) send(t *testing.T, key, from string) (int, string) {
@@ -421,7 +476,7 @@ func (g *gateway) send(t *testing.T, key, from string) (int, string) {
 	req, _ := http.NewRequest(http.MethodPost, g.url+"/v3/mail/send", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := g.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,4 +528,87 @@ func (g *gateway) keys(t *testing.T, args ...string) []byte {
 		t.Fatalf("caddy keys %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out
+}
+
+// TestConsoleOverHTTPS is the console as production serves it: over HTTPS
+// (Caddy's internal CA here; Chromium accepts the site's certificate by its
+// key, as a browser that trusts the CA would). A person creates a key and
+// sees it once: the reveal cookie arrives Secure, HttpOnly and
+// SameSite=Strict and Chromium keeps it, the snippet names the https
+// gateway, a reload does not show the key again; the key sends, and revoking
+// it in the console stops it at once.
+func TestConsoleOverHTTPS(t *testing.T) {
+	caddyBin, chromium := prerequisites(t)
+	shots := screenshotDir(t)
+	gw := startCaddy(t, caddyBin, "https")
+	b := newBrowser(t, chromium, chromedp.Flag("ignore-certificate-errors-spki-list", gw.spki))
+	alice := b.signIn(t, gw, "alice")
+
+	// Every Set-Cookie of the reveal token, as the browser received it,
+	// and whether the browser refused it.
+	var mu sync.Mutex
+	var setCookies, blocked []string
+	go func() {
+		for ev, err := range chromedp.Events(alice.ctx, network.ResponseReceivedExtraInfo) {
+			if err != nil {
+				return
+			}
+			for name, v := range ev.Headers {
+				if s, _ := v.(string); strings.EqualFold(name, "set-cookie") && strings.Contains(s, "keygate_reveal=") {
+					mu.Lock()
+					setCookies = append(setCookies, strings.Split(s, "\n")...)
+					for _, bc := range ev.BlockedCookies {
+						blocked = append(blocked, bc.CookieLine)
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+
+	alice.open(t, "/console/", 200)
+	if loc := alice.location(t); !strings.HasPrefix(loc, "https://") {
+		t.Fatalf("the console is at %s", loc)
+	}
+	alice.click(t, `a.button.primary[href="/console/new"]`, 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), "Shop over HTTPS"),
+		chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)),
+		chromedp.SendKeys(chromedp.ID("reason"), "the shop's order confirmations"))
+	alice.click(t, `form.settings button[type=submit]`, 200)
+	key := alice.value(t, "#secret")
+	if !keyPattern.MatchString(key) {
+		t.Fatalf("the reveal page over HTTPS shows %q, not a key", key)
+	}
+	alice.wantText(t, "#snippet", gw.url+"/v3/mail/send")
+	alice.shot(t, shots, "https-reveal")
+	alice.do(t, chromedp.Reload())
+	if html := alice.html(t); strings.Contains(html, key) || !strings.Contains(html, "no longer shown") {
+		t.Fatalf("reloading the reveal page over HTTPS shows the key again, or no explanation")
+	}
+	mu.Lock()
+	cookies, refused := slices.Clone(setCookies), slices.Clone(blocked)
+	mu.Unlock()
+	if len(cookies) == 0 || len(refused) > 0 {
+		t.Fatalf("the reveal cookie: set %q, refused by the browser %q", cookies, refused)
+	}
+	for _, c := range cookies {
+		attrs := strings.Split(c, "; ")
+		for _, want := range []string{"Secure", "HttpOnly", "SameSite=Strict"} {
+			if !slices.Contains(attrs, want) {
+				t.Errorf("the reveal cookie lacks %s: %q", want, c)
+			}
+		}
+	}
+
+	if s, code := gw.send(t, key, "orders@shop.example.com"); s != 202 {
+		t.Fatalf("a send over HTTPS with the new key: %d %s", s, code)
+	}
+	alice.open(t, "/console/", 200)
+	alice.click(t, `a[href^="/console/keys/"]`, 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("confirm"), "Shop over HTTPS"), chromedp.SendKeys(chromedp.ID("revoke-reason"), "done testing"))
+	alice.click(t, "#revoke-submit", 200)
+	alice.wantText(t, ".notice", "Key revoked")
+	if s, code := gw.send(t, key, "orders@shop.example.com"); s != 401 || code != "revoked_key" {
+		t.Fatalf("the first request after revoking over HTTPS: %d %s, want 401 revoked_key", s, code)
+	}
 }

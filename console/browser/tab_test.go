@@ -18,9 +18,9 @@ type browser struct {
 }
 
 // newBrowser starts Chromium with the flags this machine's closed network
-// needs (no QUIC, no background or component fetches) and a profile of its
-// own.
-func newBrowser(t *testing.T, path string) *browser {
+// needs (no QUIC, no background or component fetches), a profile of its
+// own, and extra.
+func newBrowser(t *testing.T, path string, extra ...chromedp.ExecAllocatorOption) *browser {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.NoSandbox,
@@ -31,6 +31,7 @@ func newBrowser(t *testing.T, path string) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
 	if err := chromedp.Do(ctx); err != nil {
