@@ -1,12 +1,15 @@
 package keygate_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,5 +211,151 @@ func TestUsageRetentionDeletesOldHours(t *testing.T) {
 	}
 	if eventually(t, 5*time.Second, func() bool { return strings.Contains(g.logs(), "deleted usage past its retention") }) < 0 {
 		t.Errorf("no log line for the prune:\n%s", g.logs())
+	}
+}
+
+// TestReloadUnderLoad: an operator reloads the configuration four times
+// while clients send on kept-alive connections, as SDKs do, then stops the
+// gateway. No request gets a 5xx; every answer a client got is in the
+// usage counts, and nothing else is, except requests whose answer the
+// client lost when a reload closed its connection (each such request may
+// or may not have been answered); a quota is never granted twice and a
+// rate never refilled by a reload.
+func TestReloadUnderLoad(t *testing.T) {
+	up := newUpstream(t)
+	cf := site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)
+	g := startGateway(t, gatewayConfig{caddyfile: cf, upstream: up.URL})
+	const quota, rate = 40, 30 // a day; a minute
+	names := []string{"plain", "quota", "rate"}
+	keys := []issuedKey{
+		g.issue("--name", "plain", "--scope", "mail.send"),
+		g.issue("--name", "quota", "--scope", "mail.send", "--quota", fmt.Sprintf("%d/d", quota)),
+		g.issue("--name", "rate", "--scope", "mail.send", "--rate", fmt.Sprintf("%d/m", rate)),
+	}
+	body := []byte(`{"personalizations":[{"to":[{"email":"ann@example.org"}]}],"from":{"email":"orders@shop.example"},"subject":"Your order","content":[{"type":"text/plain","value":"Thanks"}]}`)
+
+	// What the clients saw, per key.
+	type seen struct {
+		answers, allowed, lost int64
+		denied                 map[string]int64
+		fivexx                 []string
+		lostErr                error // the first
+	}
+	var mu sync.Mutex
+	seenBy := map[string]*seen{}
+	for _, k := range keys {
+		seenBy[k.ID] = &seen{denied: map[string]int64{}}
+	}
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	start := time.Now()
+	for w := range 6 {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			c := &http.Client{Timeout: 10 * time.Second} // kept-alive connections
+			for i := w; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := keys[i%len(keys)]
+				req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+k.Key)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := c.Do(req)
+				var r *response
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					r = &response{Status: resp.StatusCode, Body: b}
+				}
+				mu.Lock()
+				s := seenBy[k.ID]
+				switch {
+				case err != nil:
+					s.lost++
+					if s.lostErr == nil {
+						s.lostErr = err
+					}
+				case r.Status >= 500:
+					s.fivexx = append(s.fivexx, fmt.Sprintf("%d %s", r.Status, r.Body))
+				case r.Status == http.StatusAccepted:
+					s.answers++
+					s.allowed++
+				default:
+					s.answers++
+					s.denied[r.code()]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	for range 4 {
+		g.reload()
+		time.Sleep(700 * time.Millisecond)
+	}
+	close(stop)
+	workers.Wait()
+	elapsed := time.Since(start)
+	g.stop()
+
+	var allowedSum int64
+	for i, k := range keys {
+		name, s := names[i], seenBy[k.ID]
+		var u usageJSON
+		if err := json.Unmarshal([]byte(g.keys("usage", k.ID, "--json")), &u); err != nil {
+			t.Fatal(err)
+		}
+		allowedSum += u.Allowed
+		counted := u.Allowed
+		for _, n := range u.Denied {
+			counted += n
+		}
+		t.Logf("%s: clients got %d answers (%d allowed, denied %v), lost %d (%v); usage counts %d (%d allowed, denied %v)",
+			name, s.answers, s.allowed, s.denied, s.lost, s.lostErr, counted, u.Allowed, u.Denied)
+		if len(s.fivexx) > 0 {
+			t.Errorf("%s: %d answers were 5xx, e.g. %s", name, len(s.fivexx), s.fivexx[0])
+		}
+		if counted < s.answers || counted > s.answers+s.lost {
+			t.Errorf("%s: usage counts %d requests; clients got %d answers and lost %d", name, counted, s.answers, s.lost)
+		}
+		if u.Allowed < s.allowed || u.Allowed > s.allowed+s.lost || u.Recipients != u.Allowed {
+			t.Errorf("%s: usage counts %d allowed with %d recipients; clients saw %d allowed and lost %d", name, u.Allowed, u.Recipients, s.allowed, s.lost)
+		}
+		for code, n := range s.denied {
+			if u.Denied[code] < n {
+				t.Errorf("%s: usage counts %d %s; clients saw %d", name, u.Denied[code], code, n)
+			}
+		}
+		switch name {
+		case "plain":
+			if s.allowed < 100 {
+				t.Errorf("plain: only %d sends allowed in %v", s.allowed, elapsed)
+			}
+		case "quota":
+			if u.Allowed != quota || s.denied["quota_exceeded"] == 0 {
+				t.Errorf("quota: %d sends allowed (want exactly the quota, %d), %d refused", u.Allowed, quota, s.denied["quota_exceeded"])
+			}
+		case "rate":
+			// The bucket holds 30 and refills one every 2 s.
+			limit := int64(rate) + int64(elapsed/(2*time.Second)) + 1
+			if u.Allowed > limit || s.denied["rate_limited"] == 0 {
+				t.Errorf("rate: %d sends allowed in %v (at most %d), %d refused", u.Allowed, elapsed.Round(time.Millisecond), limit, s.denied["rate_limited"])
+			}
+		}
+	}
+	// Every send keygate counted as allowed reached the provider, once.
+	if up.count() != int(allowedSum) {
+		t.Errorf("the upstream got %d sends; usage counts %d allowed", up.count(), allowedSum)
 	}
 }
