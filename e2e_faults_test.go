@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -475,5 +477,61 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 	}
 	if u := g.usage(kept.ID); u.Allowed < 5 {
 		t.Errorf("the kept key's usage after the restore: %d allowed, want at least the 5 before the backup", u.Allowed)
+	}
+}
+
+// TestSlowClientsDeclaringLargeBodiesHoldLittleMemory: 200 connections with
+// a valid key each declare a 10 MB send and send 1 KB of it, then wait. The
+// gateway's heap stays near what they sent (before, each declared length
+// was allocated up front: 2 GB for these 200), and a normal send still
+// goes through meanwhile.
+func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "slow", "--scope", "mail.send")
+	heap := func() uint64 {
+		var v struct {
+			Memstats struct{ HeapAlloc uint64 } `json:"memstats"`
+		}
+		if r := g.admin("GET", "/debug/vars", nil); r.Status != 200 || json.Unmarshal(r.Body, &v) != nil {
+			t.Fatalf("GET /debug/vars: %d", r.Status)
+		}
+		return v.Memstats.HeapAlloc
+	}
+	before := heap()
+	host := strings.TrimPrefix(g.siteURL, "http://")
+	head := "POST /v3/mail/send HTTP/1.1\r\nHost: " + host + "\r\nAuthorization: Bearer " + k.Key +
+		"\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{" + strings.Repeat(" ", 1023)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 200 {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A normal send is answered while they wait: by then the gateway has
+	// read what the slow ones sent.
+	if r := g.call("POST", "/v3/mail/send", k.Key, []byte(`{"personalizations":[{"to":[{"email":"ann@example.org"}]}],"from":{"email":"orders@shop.example"},"subject":"hi","content":[{"type":"text/plain","value":"hi"}]}`), "Content-Type", "application/json"); r.Status != 202 {
+		t.Fatalf("a send beside the slow clients: %d %s", r.Status, r.Body)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if grown := int64(heap()) - int64(before); grown > 64<<20 {
+		t.Errorf("200 slow clients that sent 1 KB each grew the heap by %d MB", grown>>20)
 	}
 }

@@ -3,6 +3,7 @@ package keygate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -124,4 +125,81 @@ func (m *runtimeMem) read() {
 	var s runtime.MemStats
 	runtime.ReadMemStats(&s)
 	m.bytes = s.TotalAlloc
+}
+
+// spyBody hands out data, then fails as a client that went away, and
+// records the largest buffer it was offered to read into (what it had
+// delivered before the call plus the room offered).
+type spyBody struct {
+	data    []byte
+	off     int
+	largest int
+}
+
+func (s *spyBody) Read(p []byte) (int, error) {
+	s.largest = max(s.largest, s.off+len(p))
+	if s.off == len(s.data) {
+		return 0, errors.New("the client went away")
+	}
+	n := copy(p, s.data[s.off:])
+	s.off += n
+	return n, nil
+}
+
+// A declared Content-Length is not memory reserved: a client that declares
+// 10 MB and sends little makes readBody hold little (32 KB up front, then at
+// most eight times what arrived).
+func TestReadBodyHoldsWhatArrivedNotWhatWasDeclared(t *testing.T) {
+	const declared = 10 << 20
+	for _, sent := range []int{0, 1 << 10, 32 << 10, 40 << 10, 300 << 10} {
+		spy := &spyBody{data: bytes.Repeat([]byte("x"), sent)}
+		r := httptest.NewRequest("POST", "/v3/mail/send", nil)
+		r.Body, r.ContentLength = io.NopCloser(spy), declared
+		if _, err := readBody(r, declared); err == nil {
+			t.Fatalf("%d of %d bytes sent: no error", sent, declared)
+		}
+		if limit := max(presize, 8*sent); spy.largest > limit {
+			t.Errorf("%d of %d bytes sent: a buffer of %d bytes, want at most %d", sent, declared, spy.largest, limit)
+		}
+	}
+}
+
+// Whatever the length, declared or not, readBody returns the body as sent;
+// a body shorter or longer than declared is an error, and an undeclared one
+// is read up to limit+1 bytes.
+func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
+	const limit = 3 << 20
+	for _, n := range []int{0, 1, presize - 1, presize, presize + 1, 200 << 10, 1 << 20, 2<<20 + 7, limit} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		for _, declared := range []bool{true, false} {
+			r := httptest.NewRequest("POST", "/v3/mail/send", bytes.NewReader(data))
+			if !declared {
+				r.ContentLength = -1
+			}
+			sb, err := readBody(r, limit)
+			if err != nil || !bytes.Equal(sb.bytes(), data) {
+				t.Fatalf("%d bytes (declared %v): %v, got %d bytes back, equal %v", n, declared, err, len(sb.bytes()), err == nil && bytes.Equal(sb.bytes(), data))
+			}
+			if got, _ := io.ReadAll(sb); !bytes.Equal(got, data) {
+				t.Fatalf("%d bytes (declared %v): read back %d bytes, not the body", n, declared, len(got))
+			}
+		}
+	}
+	over := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, limit+10)))
+	over.ContentLength = -1
+	if sb, err := readBody(over, limit); err != nil || len(sb.bytes()) != limit+1 {
+		t.Errorf("an undeclared body past the limit: %v, %d bytes read, want limit+1", err, len(sb.bytes()))
+	}
+	for _, c := range []struct {
+		declared, sent int
+	}{{100, 99}, {100, 101}, {100 << 10, 99 << 10}, {100 << 10, 101 << 10}} {
+		r := httptest.NewRequest("POST", "/", io.MultiReader(bytes.NewReader(make([]byte, c.sent))))
+		r.ContentLength = int64(c.declared)
+		if _, err := readBody(r, limit); err == nil {
+			t.Errorf("%d bytes sent for a declared %d: no error", c.sent, c.declared)
+		}
+	}
 }
