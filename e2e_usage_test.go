@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -222,16 +223,28 @@ func TestUsageRetentionDeletesOldHours(t *testing.T) {
 // or may not have been answered); a quota is never granted twice and a
 // rate never refilled by a reload.
 func TestReloadUnderLoad(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testReloadUnderLoad(t, "", "") })
+	// A cluster node: keys and usage on PostgreSQL, limits and quotas
+	// leased from Redis.
+	t.Run("postgres+redis", func(t *testing.T) {
+		needBinary(t)
+		pg, redis := testservers.StartPostgres(t), testservers.StartRedis(t)
+		testReloadUnderLoad(t, pg.URI, "ratelimit redis redis://"+redis.Addr)
+	})
+}
+
+func testReloadUnderLoad(t *testing.T, store, limits string) {
 	up := newUpstream(t)
 	cf := site(`
 	keygate {
 		store {STORE}
 		mail_api sendgrid
 		scope mail.send POST /v3/mail/send
+		` + limits + `
 	}
 	reverse_proxy {UPSTREAM}
 `)
-	g := startGateway(t, gatewayConfig{caddyfile: cf, upstream: up.URL})
+	g := startGateway(t, gatewayConfig{caddyfile: cf, upstream: up.URL, store: store})
 	const quota, rate = 40, 30 // a day; a minute
 	names := []string{"plain", "quota", "rate"}
 	keys := []issuedKey{
