@@ -89,9 +89,8 @@ func isForm(contentType string) bool {
 // The buffer grows as the bytes arrive. A declared length reserves at most
 // presize up front; past that the buffer grows eightfold each time it
 // fills, up to the declared length or limit+1. So a client that declares
-// 10 MB and sends a few bytes holds 32 KB, not 10 MB (before, 200 such
-// connections made the gateway allocate 2 GB), and a body never holds more
-// than eight times what it sent; a 200 KB body is copied once, 32 KB.
+// 10 MB and sends a few bytes holds 32 KB, not 10 MB, and a body never holds
+// more than eight times what it sent; a 200 KB body is copied once, 32 KB.
 func readBody(r *http.Request, limit int64) (*sendBody, error) {
 	declared := r.ContentLength
 	if declared > limit {
