@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Keeping keys out of Caddy's logs. Before any handler runs, Caddy's server
@@ -187,12 +189,13 @@ type errorRequest struct {
 	ip string
 }
 
-// MarshalLogObject writes the request's fields: never a header.
+// MarshalLogObject writes the request's fields: never a header, and no key
+// a client put in the URL.
 func (e errorRequest) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("client_ip", e.ip)
 	enc.AddString("proto", e.r.Proto)
 	enc.AddString("method", e.r.Method)
 	enc.AddString("host", e.r.Host)
-	enc.AddString("uri", e.r.RequestURI)
+	enc.AddString("uri", verifier.Redact(e.r.RequestURI))
 	return nil
 }

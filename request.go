@@ -13,6 +13,7 @@ import (
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
 	"github.com/keygate/caddy-keygate/usage"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Step 6 of the request path, and every denial: the per-request state behind
@@ -149,7 +150,8 @@ type logLine struct {
 	status           int
 }
 
-// MarshalLogObject writes the usage log line's fields: never the key.
+// MarshalLogObject writes the usage log line's fields: never the key, not
+// even one a client put in the path.
 func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	q := l.q
 	var id, name string
@@ -161,7 +163,7 @@ func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("scope", q.scope)
 	enc.AddString("decision", q.code.String())
 	enc.AddString("method", l.method)
-	enc.AddString("path", l.path)
+	enc.AddString("path", verifier.Redact(l.path))
 	enc.AddInt("status", l.status)
 	enc.AddString("client_ip", l.ip)
 	if q.hasRecips {

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"unsafe"
 
 	"github.com/keygate/caddy-keygate/store"
@@ -218,6 +219,45 @@ func Hint(key string) string {
 		return key[:start+hintLen] + "…"
 	}
 	return "…"
+}
+
+// Redact returns s with the secret of anything shaped like a key replaced
+// by "…": after "_live_" or "_test_", a run of 43 or more base62 characters
+// (a key's secret and checksum are 49). Log lines pass URLs through it: a
+// client that puts its key in a URL has it written by Caddy's access log,
+// but never by keygate.
+func Redact(s string) string {
+	var b strings.Builder
+	rest := s
+	for {
+		i := strings.Index(rest, "_live_")
+		if j := strings.Index(rest, "_test_"); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+		if i < 0 {
+			break
+		}
+		start := i + 1 + envLen + 1
+		end := start
+		for end < len(rest) && base62Values[rest[end]] >= 0 {
+			end++
+		}
+		if end-start >= secretLen {
+			b.WriteString(rest[:start])
+			b.WriteString("…")
+			rest = rest[end:]
+			continue
+		}
+		// Not a secret: look again from the next byte, as "_live_live_…"
+		// holds a second "_live_" inside the first.
+		b.WriteString(rest[:i+1])
+		rest = rest[i+1:]
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(rest)
+	return b.String()
 }
 
 // NewID returns a new public key id: "key_" and 16 base62 characters from

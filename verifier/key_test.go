@@ -263,3 +263,42 @@ func BenchmarkDigestOf(b *testing.B) {
 		DigestOf(key)
 	}
 }
+
+// A key anywhere in a string (a URL's path or query) loses its secret in
+// Redact; the rest of the string is kept, and text that only looks partly
+// like a key is left alone.
+func TestRedact(t *testing.T) {
+	k1, _ := Generate("kg", "live")
+	k2, _ := Generate("acme", "test")
+	for _, c := range []struct{ in, want string }{
+		{"/v3/mail/send", "/v3/mail/send"},
+		{"/v3/mail/send?api_key=" + k1, "/v3/mail/send?api_key=kg_live_…"},
+		{"/a/" + k1 + "/b?x=" + k2 + "&y=1", "/a/kg_live_…/b?x=acme_test_…&y=1"},
+		{"/kg_live_short?kg_test_", "/kg_live_short?kg_test_"},
+		{k1 + k2, "kg_live_…_test_…"}, // the first run ends at the second key's "_"
+		{"é_live_" + k1[8:], "é_live_…"},
+	} {
+		if got := Redact(c.in); got != c.want {
+			t.Errorf("Redact(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// FuzzRedact: what Redact returns holds no run of 43 base62 characters
+// after "_live_" or "_test_", and redacting twice changes nothing more.
+func FuzzRedact(f *testing.F) {
+	k, _ := Generate("kg", "live")
+	for _, s := range []string{"", "/v3/mail/send", "?k=" + k, k + "_test_" + k, "_live__test_" + k[8:]} {
+		f.Add(s)
+	}
+	secret := regexp.MustCompile(`_(live|test)_[0-9A-Za-z]{43}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		r := Redact(s)
+		if secret.MatchString(r) {
+			t.Fatalf("Redact(%q) = %q still holds a secret", s, r)
+		}
+		if Redact(r) != r {
+			t.Fatalf("Redact(%q) = %q, and again %q", s, r, Redact(r))
+		}
+	})
+}
