@@ -1,12 +1,14 @@
 package keygate_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,6 +26,7 @@ var (
 	mailAPILine    = regexp.MustCompile(`(?m)^\s*mail_api\s+(\S+)`)
 	keyHeaderLine  = regexp.MustCompile(`(?m)^\s*key_header\s+(\S+)`)
 	headerUpLine   = regexp.MustCompile(`(?m)^\s*header_up\s+.*$`)
+	deletion       = regexp.MustCompile(`^\s*header_up\s+-\S+\s*$`)
 )
 
 func exampleCaddyfiles(t *testing.T) []string {
@@ -58,8 +61,12 @@ func TestExamplesValidateInTheBinary(t *testing.T) {
 			cmd.Env = env
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
-			if err := cmd.Run(); err != nil {
+			adapted, err := cmd.Output()
+			if err != nil {
 				t.Fatalf("caddy adapt --validate --config %s: %v\n%s", file, err, stderr.String())
+			}
+			if filepath.Base(filepath.Dir(file)) != "demo" {
+				upstreamLearnsNothing(t, file, adapted)
 			}
 			// Warnings are how keygate and Caddy report a config that loads
 			// but does not do what it says (a POST scope that is no send
@@ -70,6 +77,54 @@ func TestExamplesValidateInTheBinary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// upstreamLearnsNothing checks, in a production example's adapted JSON,
+// that every reverse_proxy deletes what Caddy would tell the provider about
+// the network behind the gateway.
+func upstreamLearnsNothing(t *testing.T, file string, adapted []byte) {
+	t.Helper()
+	var cfg any
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatalf("%s: the adapted config: %v", file, err)
+	}
+	proxies := 0
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["handler"] == "reverse_proxy" {
+				proxies++
+				var deleted []string
+				if h, ok := v["headers"].(map[string]any); ok {
+					if r, ok := h["request"].(map[string]any); ok {
+						ds, _ := r["delete"].([]any)
+						for _, d := range ds {
+							if d, ok := d.(string); ok {
+								deleted = append(deleted, d)
+							}
+						}
+					}
+				}
+				for _, want := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Via"} {
+					if !slices.Contains(deleted, want) {
+						t.Errorf("%s: reverse_proxy sends the provider %s (header_up -%s)", file, want, want)
+					}
+				}
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(cfg)
+	if proxies == 0 {
+		t.Errorf("%s: no reverse_proxy in the adapted config", file)
 	}
 }
 
@@ -114,6 +169,9 @@ func TestExamplesKeepSecretsOutOfTheFileAndTheAccessLog(t *testing.T) {
 			}
 			src := string(b)
 			for _, line := range headerUpLine.FindAllString(src, -1) {
+				if deletion.MatchString(line) {
+					continue
+				}
 				if !strings.Contains(line, "{env.") && !strings.Contains(line, "{file.") {
 					t.Errorf("%s: %q: the provider's credential must come from {env.…} or {file.…}", file, strings.TrimSpace(line))
 				}
