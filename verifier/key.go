@@ -228,35 +228,34 @@ func Hint(key string) string {
 // but never by keygate.
 func Redact(s string) string {
 	var b strings.Builder
-	rest := s
-	for {
-		i := strings.Index(rest, "_live_")
-		if j := strings.Index(rest, "_test_"); j >= 0 && (i < 0 || j < i) {
-			i = j
-		}
-		if i < 0 {
+	last := 0 // s[last:] is not in b yet
+	// One pass from underscore to underscore, so that a hostile URL full of
+	// "_live_" costs no more than its length.
+	for i := 0; ; i++ {
+		k := strings.IndexByte(s[i:], '_')
+		if k < 0 {
 			break
+		}
+		i += k
+		if !strings.HasPrefix(s[i:], "_live_") && !strings.HasPrefix(s[i:], "_test_") {
+			continue
 		}
 		start := i + 1 + envLen + 1
 		end := start
-		for end < len(rest) && base62Values[rest[end]] >= 0 {
+		for end < len(s) && base62Values[s[end]] >= 0 {
 			end++
 		}
-		if end-start >= secretLen {
-			b.WriteString(rest[:start])
-			b.WriteString("…")
-			rest = rest[end:]
-			continue
+		if end-start < secretLen {
+			continue // not a secret; "_live_live_…" holds another "_live_" from the next byte
 		}
-		// Not a secret: look again from the next byte, as "_live_live_…"
-		// holds a second "_live_" inside the first.
-		b.WriteString(rest[:i+1])
-		rest = rest[i+1:]
+		b.WriteString(s[last:start])
+		b.WriteString("…")
+		last, i = end, end-1
 	}
-	if b.Len() == 0 {
+	if last == 0 {
 		return s
 	}
-	b.WriteString(rest)
+	b.WriteString(s[last:])
 	return b.String()
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -301,4 +302,29 @@ func FuzzRedact(f *testing.F) {
 			t.Fatalf("Redact(%q) = %q, and again %q", s, r, Redact(r))
 		}
 	})
+}
+
+// Redact takes time in proportion to its input, however many "_live_" a
+// hostile URL holds: a denial's log line must not cost a second. (A version
+// that searched the rest of the string again after each "_live_" took 256
+// times as long for 16 times the input.)
+func TestRedactIsLinear(t *testing.T) {
+	fastest := func(s string, n int) time.Duration {
+		best := time.Duration(1 << 62)
+		for range 5 {
+			start := time.Now()
+			for range n {
+				Redact(s)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	for _, unit := range []string{"_live_", "_live_x", "_test__live_", "_"} {
+		small, big := strings.Repeat(unit, 500), strings.Repeat(unit, 8000)
+		ts, tb := fastest(small, 16), fastest(big, 1) // the same bytes in all
+		if tb > 4*ts {
+			t.Errorf("%q: %v for 16 × 500, %v for 8,000", unit, ts, tb)
+		}
+	}
 }
