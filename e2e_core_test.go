@@ -335,3 +335,53 @@ func TestDenialsReachClientsThatCloseTheConnection(t *testing.T) {
 		t.Errorf("the upstream was called %d times", up.count())
 	}
 }
+
+// A client that asks before sending a body (Expect: 100-continue: curl for
+// large uploads, .NET's HttpWebRequest by default) and is refused gets the
+// refusal at once, and never uploads the body: without Connection: close
+// on the refusal, the server waited for the body on the kept-alive
+// connection, so the client's wait for 100 Continue ran out first (curl:
+// 1 s, here 3 s) and then sent it all.
+func TestADenialDoesNotWaitForABodyTheClientWithholds(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL})
+	k := g.issue("--name", "narrow", "--scope", "mail.send")
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 3 * time.Second}, Timeout: 10 * time.Second}
+	for _, tc := range []struct {
+		name, path, key string
+		status          int
+	}{
+		{"no key", "/v3/mail/send", "", 401},
+		{"an unknown key", "/v3/mail/send", "kg_live_000000000000000000000000000000000000000000000000000", 401},
+		{"outside the key's scope", "/v3/templates", k.Key, 403},
+	} {
+		req, _ := http.NewRequest("POST", g.siteURL+tc.path, bytes.NewReader(bytes.Repeat([]byte("a"), 1<<20)))
+		req.Header.Set("Expect", "100-continue")
+		if tc.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.key)
+		}
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if took := time.Since(start); resp.StatusCode != tc.status || took > 2*time.Second {
+			t.Errorf("%s: %d after %v, want %d at once", tc.name, resp.StatusCode, took.Round(time.Millisecond), tc.status)
+		}
+	}
+	// An allowed send still gets its 100 Continue and goes through.
+	req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", strings.NewReader(`{}`))
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("Authorization", "Bearer "+k.Key)
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if took := time.Since(start); resp.StatusCode != 202 || took > 2*time.Second || up.count() != 1 {
+		t.Errorf("an allowed send with Expect: %d after %v, %d upstream calls", resp.StatusCode, took.Round(time.Millisecond), up.count())
+	}
+}

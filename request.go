@@ -86,11 +86,20 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	// the client reads it; net/http drains only kept-alive requests. A
 	// client waiting for 100 Continue has sent no body: reading would only
 	// ask it for one.
-	if r.Close && r.ContentLength != 0 && r.Body != nil && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+	//
+	// Such a client (Expect: 100-continue: curl for large uploads, .NET's
+	// HttpWebRequest by default) is refused at once with Connection: close.
+	// On a kept-alive connection the server would read the body before
+	// reusing it, and the client sends it only when its wait for 100 runs
+	// out (curl: 1 s), to be refused after uploading it all.
+	expects := r.ContentLength != 0 && r.Body != nil && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	if r.Close && r.ContentLength != 0 && r.Body != nil && !expects {
 		io.CopyN(io.Discard, r.Body, maxDrain)
 	}
 	if b, ok := r.Body.(*sendBody); ok {
 		b.Close() // read and refused: nothing reads it again, so its buffer may be reused
+	} else if expects && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
 	}
 	status := d.write(w, h.forms)
 	h.record(r, q, ip, status, 0, t)
