@@ -2,13 +2,17 @@ package keygate_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 var coreCaddyfile = site(`
@@ -302,6 +306,61 @@ func TestFailedAuthLimitSparesCachedKeys(t *testing.T) {
 	}
 	if n := g.metric("keygate_store_queries_total") - queries; n != 0 {
 		t.Errorf("%v store queries from an address past its failed-attempt limit", n)
+	}
+}
+
+// Made-up keys that pass the checksum (anyone can make them) from many
+// clients cost no store query: the gateway knows every key's digest. A key
+// another process issues is still accepted on its very first request.
+func TestMadeUpKeysCostNoStoreQueryButNewKeysWork(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		failed_auth_limit 100000/m
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	g.issue("--name", "existing", "--scope", "mail.send")
+	time.Sleep(500 * time.Millisecond) // the set of known digests is loaded
+	queries := g.metric("keygate_store_queries_total")
+	filtered := g.metric("keygate_unknown_keys_filtered_total")
+	const made = 200
+	var wg sync.WaitGroup
+	errs := make(chan string, made)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range made / 8 {
+				key, err := verifier.Generate("kg", "live")
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if r := g.call("POST", "/v3/mail/send", key, nil); r.Status != 401 || r.code() != "invalid_key" {
+					errs <- fmt.Sprintf("client %d: a made-up key got %d %s", w, r.Status, r.Body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if n := g.metric("keygate_store_queries_total") - queries; n != 0 {
+		t.Errorf("%d made-up keys cost %v store queries, want 0", made, n)
+	}
+	if n := g.metric("keygate_unknown_keys_filtered_total") - filtered; n != made {
+		t.Errorf("keygate_unknown_keys_filtered_total moved by %v, want %d", n, made)
+	}
+	for i := range 5 {
+		k := g.issue("--name", fmt.Sprintf("new-%d", i), "--scope", "mail.send")
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("a key issued by the CLI just now, on its first request: %d %s", r.Status, r.Body)
+		}
 	}
 }
 

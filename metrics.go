@@ -3,6 +3,7 @@ package keygate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,6 +89,9 @@ func newMetrics() *keygateMetrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "store_queries_total",
 			Help: "Key lookups sent to the store (one per distinct missing key, however many requests wait for it)."},
 			func() float64 { return float64(sumStats().StoreQueries) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "unknown_keys_filtered_total",
+			Help: "Well-formed keys no key matches, answered from the set of known key digests without a store query."},
+			func() float64 { return float64(sumStats().Filtered) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "usage_backlog",
 			Help: "Key-hours of usage counts waiting to be written to the store."},
 			func() float64 {
@@ -99,7 +103,7 @@ func newMetrics() *keygateMetrics {
 	return m
 }
 
-type verifierStats struct{ Hits, NegativeHits, Misses, StoreQueries uint64 }
+type verifierStats struct{ Hits, NegativeHits, Misses, StoreQueries, Filtered uint64 }
 
 func sumStats() verifierStats {
 	var s verifierStats
@@ -109,6 +113,7 @@ func sumStats() verifierStats {
 		s.NegativeHits += st.NegativeHits
 		s.Misses += st.Misses
 		s.StoreQueries += st.StoreQueries
+		s.Filtered += st.Filtered
 		return true
 	})
 	return s
@@ -163,6 +168,20 @@ func (s *timedStore) Generation() uint64 {
 		return r.Generation()
 	}
 	return 0
+}
+
+// EachDigest passes on the store's (store.DigestLister), timed: the
+// verifier reads every key's digest through it when it starts and when its
+// set of known digests must be read again.
+func (s *timedStore) EachDigest(ctx context.Context, fn func(store.Digest)) error {
+	l, ok := s.Store.(store.DigestLister)
+	if !ok {
+		return fmt.Errorf("keygate: %T cannot list key digests: %w", s.Store, errors.ErrUnsupported)
+	}
+	start := time.Now()
+	err := l.EachDigest(ctx, fn)
+	observe("each_digest", start, err)
+	return err
 }
 
 // KeyByDigest times the lookup behind every cache miss.

@@ -442,6 +442,46 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("every key's digest is listed, revoked, expired and rotated ones too", func(t *testing.T) {
+		s := open(t)
+		lister, ok := s.(DigestLister)
+		if !ok {
+			t.Fatalf("%T does not list digests", s)
+		}
+		list := func() []Digest {
+			var got []Digest
+			if err := lister.EachDigest(ctx, func(d Digest) { got = append(got, d) }); err != nil {
+				t.Fatal(err)
+			}
+			slices.SortFunc(got, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+			return got
+		}
+		if got := list(); len(got) != 0 {
+			t.Fatalf("an empty store lists %x", got)
+		}
+		var want []Digest
+		for i := range 4 {
+			rec := minimalRecord(fmt.Sprintf("key_%d", i), t0)
+			if i == 2 {
+				rec.ExpiresAt = ptr(t0.Add(-time.Hour))
+			}
+			mustCreate(t, s, rec)
+			want = append(want, rec.Digest)
+		}
+		if _, err := s.UpdateKey(ctx, "key_1", nil, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		next := minimalRecord("key_next", t0)
+		if _, err := s.RotateKey(ctx, "key_3", next, t0.Add(time.Hour), Event{}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, next.Digest)
+		slices.SortFunc(want, func(a, b Digest) int { return bytes.Compare(a[:], b[:]) })
+		if got := list(); !slices.Equal(got, want) {
+			t.Errorf("EachDigest listed %x, want %x", got, want)
+		}
+	})
+
 	t.Run("usage from concurrent writers adds up", func(t *testing.T) {
 		s := open(t)
 		mustCreate(t, s, minimalRecord("key_u", t0))

@@ -225,6 +225,32 @@ func (s *DB) KeyByDigest(ctx context.Context, d Digest) (*Record, error) {
 	return rec, nil
 }
 
+// EachDigest calls fn with the digest of every key, revoked and expired ones
+// too, in no particular order. It implements DigestLister.
+func (s *DB) EachDigest(ctx context.Context, fn func(Digest)) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT digest FROM keys")
+	if err != nil {
+		return fmt.Errorf("keygate store: list key digests: %w", err)
+	}
+	defer rows.Close()
+	var raw []byte
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("keygate store: list key digests: %w", err)
+		}
+		var d Digest
+		if len(raw) != len(d) {
+			return fmt.Errorf("keygate store: list key digests: a digest of %d bytes", len(raw))
+		}
+		copy(d[:], raw)
+		fn(d)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("keygate store: list key digests: %w", err)
+	}
+	return nil
+}
+
 // UpdateKey lets fn change the record with this id and writes it back, with
 // a change row and (when ev.Action is set) an audit event, in one
 // transaction. fn must not change the id.
@@ -767,4 +793,8 @@ func fromNullNano(n sql.NullInt64) *time.Time {
 	return &t
 }
 
-var _ Store = (*DB)(nil)
+var (
+	_ Store        = (*DB)(nil)
+	_ DigestLister = (*DB)(nil)
+	_ DigestLister = (*sqliteFile)(nil)
+)

@@ -177,6 +177,12 @@ func (s *sqliteFile) KeyByDigest(ctx context.Context, d Digest) (*Record, error)
 	return read(s, func(db *DB) (*Record, error) { return db.KeyByDigest(ctx, d) })
 }
 
+// EachDigest implements DigestLister.
+func (s *sqliteFile) EachDigest(ctx context.Context, fn func(Digest)) error {
+	_, err := read(s, func(db *DB) (struct{}, error) { return struct{}{}, db.EachDigest(ctx, fn) })
+	return err
+}
+
 // ListKeys implements Store.
 func (s *sqliteFile) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
 	return read(s, func(db *DB) ([]*Record, error) { return db.ListKeys(ctx, f) })

@@ -437,6 +437,15 @@ type Store interface {
 	Close() error
 }
 
+// DigestLister is implemented by stores that can list every key's digest
+// (both SQL stores). A gateway keeps the set of them, so a made-up key that
+// passes the checksum is refused without a store query.
+type DigestLister interface {
+	// EachDigest calls fn with the digest of every key, revoked and expired
+	// ones too, in no particular order.
+	EachDigest(ctx context.Context, fn func(Digest)) error
+}
+
 // Notifier is implemented by stores that push change notifications (the
 // PostgreSQL store, through LISTEN/NOTIFY). Gateways still poll LastChange
 // as a safety net.

@@ -58,6 +58,9 @@ type Stats struct {
 	NegativeHits uint64 // lookups answered ErrUnknown from the cache
 	StoreQueries uint64 // KeyByDigest calls (concurrent misses share one)
 	StoreErrors  uint64 // KeyByDigest calls that failed or timed out
+	// Filtered counts misses answered ErrUnknown by the set of known
+	// digests after a Sync, without a store query (see known.go).
+	Filtered uint64
 	// KnownRefills counts Cached calls that asked the store because the
 	// cache knew the key until recently (each also counts in Misses).
 	KnownRefills uint64
@@ -144,7 +147,22 @@ type Verifier struct {
 	synced bool       // cursor is known
 	gen    uint64     // the store's Generation when last synced
 
-	hits, misses, negHits, queries, storeErrs, knownRefills atomic.Uint64
+	hits, misses, negHits, queries, storeErrs, knownRefills, filtered atomic.Uint64
+
+	// The set of known digests (known.go): in use (nil until loaded and
+	// while dropped), and being loaded; pending and knownEpoch are
+	// guarded by syncMu.
+	lister     store.DigestLister // nil: the store cannot list digests
+	known      atomic.Pointer[knownSet]
+	pending    *knownSet
+	knownEpoch uint64
+	reload     chan struct{} // asks keepKnown for a new set
+	knownDone  chan struct{}
+	// kick asks the poller for a Sync now; round is the one the next Sync
+	// completes.
+	kick    chan struct{}
+	roundMu sync.Mutex
+	round   *syncRound
 
 	// life keeps the cache from being used during or after Close, which
 	// ristretto does not survive (it panics on its closed channels).
@@ -265,7 +283,13 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		expiring: map[int64][]fillMark{},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+
+		reload:    make(chan struct{}, 1),
+		knownDone: make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		round:     &syncRound{done: make(chan struct{})},
 	}
+	v.lister, _ = st.(store.DigestLister)
 	v.maxTTL.Store(int64(o.NegativeTTL))
 	ctx, cancel := context.WithTimeout(context.Background(), o.StoreTimeout)
 	// An error is not fatal: the poller retries, and Lookup fails closed
@@ -273,6 +297,11 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 	o.OnSync(v.Sync(ctx))
 	cancel()
 	go v.poll()
+	if v.lister != nil {
+		go v.keepKnown()
+	} else {
+		close(v.knownDone)
+	}
 	return v, nil
 }
 
@@ -365,6 +394,9 @@ func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration
 	}
 	if !fill {
 		return nil, ErrNotCached
+	}
+	if k := v.known.Load(); k != nil && !k.has(&d) {
+		return v.unknownUnlessNew(ctx, d, ttl)
 	}
 	v.misses.Add(1)
 	return v.fill(ctx, d, ttl)
@@ -604,6 +636,7 @@ func (v *Verifier) Sync(ctx context.Context) error {
 		if gen := r.Generation(); gen != v.gen {
 			// Another database: nothing cached, and no cursor, holds.
 			v.invalidateAll()
+			v.forgetKnown()
 			v.gen, v.synced = gen, false
 		}
 	}
@@ -616,16 +649,19 @@ func (v *Verifier) Sync(ctx context.Context) error {
 		// First contact, or the store was replaced: nothing cached can be
 		// trusted to be current.
 		v.invalidateAll()
+		v.forgetKnown()
 	case last > v.cursor:
 		changes, err := v.st.Changes(ctx, v.cursor)
 		if err != nil {
 			v.invalidateAll()
+			v.forgetKnown()
 			after := v.cursor
 			v.cursor = last
 			return fmt.Errorf("keygate: verifier: reading key changes after %d (cache cleared): %w", after, err)
 		}
 		for _, c := range changes {
 			v.Invalidate(c.Digest)
+			v.addKnown(&c.Digest)
 			last = max(last, c.Seq)
 		}
 	}
@@ -642,20 +678,33 @@ func (v *Verifier) poll() {
 	}
 	tick := time.NewTicker(v.opts.PollInterval)
 	defer tick.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-v.stop:
 			return
 		case <-tick.C:
+		case <-v.kick:
+			if wait := syncSpacing - time.Since(last); wait > 0 {
+				select {
+				case <-v.stop:
+					return
+				case <-time.After(wait):
+				}
+			}
 		case _, ok := <-notify:
 			if !ok {
 				notify = nil // the store closed it; keep polling
 				continue
 			}
 		}
+		last = time.Now()
+		r := v.takeRound()
 		ctx, cancel := context.WithTimeout(context.Background(), v.opts.StoreTimeout)
-		v.opts.OnSync(v.Sync(ctx))
+		r.err = v.Sync(ctx)
 		cancel()
+		close(r.done)
+		v.opts.OnSync(r.err)
 		v.prune()
 		v.sweep(v.now())
 	}
@@ -670,6 +719,7 @@ func (v *Verifier) Stats() Stats {
 		StoreQueries: v.queries.Load(),
 		StoreErrors:  v.storeErrs.Load(),
 		KnownRefills: v.knownRefills.Load(),
+		Filtered:     v.filtered.Load(),
 	}
 }
 
@@ -680,6 +730,7 @@ func (v *Verifier) Close() {
 	v.closeOnce.Do(func() {
 		close(v.stop)
 		<-v.done
+		<-v.knownDone
 		v.life.Lock()
 		v.closed = true
 		v.cache.Close()
