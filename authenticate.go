@@ -118,7 +118,7 @@ func takeOnBehalfOf(r *http.Request) map[string][]string {
 // at all, is AuthRateLimited, with when to retry.
 func (h *Handler) authenticate(ctx context.Context, key, ip string, t time.Time) (*store.Record, Code, time.Duration) {
 	if _, ok := verifier.Parse(key, h.Prefix); !ok {
-		if l := h.backend.authFail.Peek(ip, h.authLimit, t); !l.Allowed {
+		if l := h.backend.authFail.Peek(failingClient(ip), h.authLimit, t); !l.Allowed {
 			return nil, AuthRateLimited, l.RetryAfter
 		}
 		return nil, InvalidKey, 0
@@ -127,7 +127,7 @@ func (h *Handler) authenticate(ctx context.Context, key, ip string, t time.Time)
 	rec, ok := h.backend.verifier.Hit(d, h.ttl, t)
 	if !ok {
 		var err error
-		if l := h.backend.authFail.Peek(ip, h.authLimit, t); !l.Allowed {
+		if l := h.backend.authFail.Peek(failingClient(ip), h.authLimit, t); !l.Allowed {
 			if rec, err = h.backend.verifier.Cached(ctx, d, h.ttl, t); err != nil {
 				return nil, AuthRateLimited, l.RetryAfter
 			}
@@ -175,6 +175,22 @@ func checkClient(rec *store.Record, env, ip string) Code {
 		return EnvNotAllowed
 	}
 	return Allowed
+}
+
+// failingClient names the client whose failed key attempts failed_auth_limit
+// counts: its IPv4 address, or the /64 of its IPv6 address. An IPv6 host is
+// routinely given a whole /64 (SLAAC, privacy addresses), so counting each
+// address alone would give one attacker 2^64 fresh limits.
+func failingClient(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	switch {
+	case err != nil, addr.Is4():
+		return ip
+	case addr.Is4In6():
+		return addr.Unmap().String()
+	}
+	p, _ := addr.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // clientIP is the client address as Caddy determined it, so

@@ -37,7 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		scope      <name> [<METHOD>] <path>  # route -> required scope; first match wins
 //		rate       <N>/<s|m|h|d> [burst <M>] # default per-key request rate
 //		cache_ttl  <duration>                # how long a verified key is cached (default 30s)
-//		failed_auth_limit <N>/<s|m|h>        # failed key attempts per client IP (default 20/m)
+//		failed_auth_limit <N>/<s|m|h>        # failed key attempts per client IP, IPv6 per /64 (default 20/m)
 //		whoami     <path>                    # answer the presented key's own record here
 //		mail_api   <dialect>                 # sendgrid|postmark|mailgun|resend|ses|mailjet|brevo|mailpit
 //		quota      <N>/<d|mo>                # default per-key recipients per UTC day / month

@@ -308,7 +308,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if code != Allowed {
 		if code != StoreUnavailable {
-			h.backend.authFail.Allow(r.Context(), ip, h.authLimit, t)
+			h.backend.authFail.Allow(r.Context(), failingClient(ip), h.authLimit, t)
 		}
 		return h.deny(w, r, q, ip, t, denial{code: code, keyPresented: true, fault: fault})
 	}

@@ -292,6 +292,54 @@ func TestFailedAuthLimitStopsStoreQueriesNotCachedKeys(t *testing.T) {
 	}
 }
 
+// failed_auth_limit counts an IPv6 client by its /64, which one host
+// routinely holds whole, and an IPv4 client by its address.
+func TestFailedAuthLimitCountsIPv6ClientsByTheir64(t *testing.T) {
+	h, _ := testHandler(t, &Handler{FailedAuthLimit: "3/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	from := func(addr string) int {
+		r := httptest.NewRequest("POST", "/send", nil)
+		r.RemoteAddr = addr
+		r.Header.Set("Authorization", "Bearer kg_live_garbage")
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNext); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	for i, addr := range []string{"[2001:db8:1:2::a]:1000", "[2001:db8:1:2:8000::b]:1001", "[2001:db8:1:2:ffff:ffff:ffff:ffff]:1002"} {
+		if code := from(addr); code != http.StatusUnauthorized {
+			t.Fatalf("failure %d from %s: %d", i+1, addr, code)
+		}
+	}
+	for _, c := range []struct {
+		addr string
+		want int
+	}{
+		{"[2001:db8:1:2::1234]:2000", http.StatusTooManyRequests}, // the same /64
+		{"[2001:db8:1:3::a]:2000", http.StatusUnauthorized},       // the next /64
+		{"192.0.2.1:3000", http.StatusUnauthorized},
+	} {
+		if code := from(c.addr); code != c.want {
+			t.Errorf("from %s after three failures in 2001:db8:1:2::/64: %d, want %d", c.addr, code, c.want)
+		}
+	}
+	for range 2 {
+		from("192.0.2.1:3000")
+	}
+	for _, c := range []struct {
+		addr string
+		want int
+	}{
+		{"[::ffff:192.0.2.1]:3001", http.StatusTooManyRequests}, // the same IPv4 client
+		{"192.0.2.2:3000", http.StatusUnauthorized},
+	} {
+		if code := from(c.addr); code != c.want {
+			t.Errorf("from %s after three failures from 192.0.2.1: %d, want %d", c.addr, code, c.want)
+		}
+	}
+}
+
 // keySeries returns keygate_key_requests_total by decision for one key id.
 func keySeries(id string) map[string]float64 {
 	ch := make(chan prometheus.Metric, 100)
