@@ -41,9 +41,12 @@ import (
 // provider. The Node SDKs run from compat/node (npm ci from its lock file),
 // the Go SDKs from compat/gosdk, a module of its own so the plugin's go.mod
 // never requires them, the AWS SDK for Python from compat/python with
-// Debian's python3-boto3, and Symfony Mailer's API transports (what Symfony
+// Debian's python3-boto3, Symfony Mailer's API transports (what Symfony
 // and Laravel applications send with) from compat/php with Debian's
-// php-symfony-*-mailer (no Python or PHP package index is reachable here).
+// php-symfony-*-mailer, and Postmark's Ruby gem, alone and as Rails'
+// ActionMailer delivers with it (through the mail gem), from compat/ruby
+// with Debian's ruby-postmark and ruby-mail (no Python, PHP or Ruby package
+// index is reachable here).
 // Each SDK reaches its site through a tap that records what the SDK sent,
 // so the test can count attempts (retries) and compare bodies byte for byte
 // with what the provider received.
@@ -95,6 +98,41 @@ var sdkDrivers = []struct {
 	{"symfony-sendgrid", "sendgrid", "php"}, {"symfony-postmark", "postmark", "php"}, {"symfony-mailgun", "mailgun", "php"},
 	{"symfony-mailjet", "mailjet", "php"}, {"symfony-brevo", "brevo", "php"},
 	{"symfony-ses", "ses", "php"}, {"symfony-ses-raw", "ses", "php"},
+	{"postmark-ruby", "postmark", "ruby"}, {"postmark-ruby-mail", "postmark", "ruby"},
+}
+
+// scriptDrivers are the drivers that run as a script in an interpreter:
+// compat/<lang>/<script>, and what the machine lacks to run it.
+var scriptDrivers = []struct {
+	lang, interpreter, script string
+	lacks                     func() error
+}{
+	{"node", "node", "run.mjs", nil}, // prepared by npmCI
+	{"python", debianPython, "run.py", func() error {
+		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
+			return fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
+		}
+		return nil
+	}},
+	{"php", "php", "run.php", symfonyMailer},
+	{"ruby", "ruby", "run.rb", func() error {
+		if out, err := exec.Command("ruby", "-e", `require "postmark"; require "mail"`).CombinedOutput(); err != nil {
+			return fmt.Errorf("the SDK compatibility suite runs Postmark's Ruby gem (apt-get install ruby ruby-postmark ruby-mail): %v\n%s", err, out)
+		}
+		return nil
+	}},
+}
+
+// postmarkRubyError is the class Postmark's Ruby gem raises for a status:
+// its own for a 401 and a 422, one class for every other.
+func postmarkRubyError(status int) string {
+	switch status {
+	case 401:
+		return "Postmark::InvalidApiKeyError"
+	case 422:
+		return "Postmark::ApiInputError"
+	}
+	return "Postmark::UnexpectedHttpResponseError"
 }
 
 // symfonyBridges are the Debian packages of the Symfony Mailer transports
@@ -274,6 +312,9 @@ func TestE2ESDKs(t *testing.T) {
 		case d.lang == "php":
 			names = map[string]string{"sender": "HttpTransportException", "recipients": "HttpTransportException",
 				"unknown-key": "HttpTransportException", "rate": "HttpTransportException", "quota": "HttpTransportException"}
+		case d.lang == "ruby":
+			names = map[string]string{"sender": postmarkRubyError(403), "recipients": postmarkRubyError(403),
+				"unknown-key": postmarkRubyError(401), "rate": postmarkRubyError(429), "quota": postmarkRubyError(422)}
 		case d.dialect == "ses":
 			names = map[string]string{"sender": "MessageRejected", "recipients": "BadRequestException",
 				"unknown-key": "UnrecognizedClientException", "rate": "TooManyRequestsException", "quota": "SendingPausedException"}
@@ -459,9 +500,11 @@ type sdkRig struct {
 
 	// The Node SDKs and the Go SDKs' test binary are prepared while the
 	// gateway starts and the keys are issued.
-	prep                         sync.WaitGroup
-	npmErr, goErr, pyErr, phpErr error
-	goTest                       string
+	prep    sync.WaitGroup
+	lacking []error // what the machine lacks to run a driver
+	lackMu  sync.Mutex
+	goErr   error
+	goTest  string
 
 	issuing sync.WaitGroup
 	issueMu sync.Mutex
@@ -509,15 +552,21 @@ func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 	r := &sdkRig{t: t, start: time.Now(), goTest: filepath.Join(t.TempDir(), "gosdk.test"),
 		idOf: map[string]string{}, slots: make(chan struct{}, 4), sites: map[string]string{}}
 	r.root, _ = os.Getwd()
-	r.prep.Add(4)
-	go func() { defer r.prep.Done(); r.phpErr = symfonyMailer() }()
-	go func() { defer r.prep.Done(); r.npmErr = npmCI(filepath.Join(r.root, "compat", "node")) }()
-	go func() {
+	lacks := func(check func() error) {
 		defer r.prep.Done()
-		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
-			r.pyErr = fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
+		if err := check(); err != nil {
+			r.lackMu.Lock()
+			r.lacking = append(r.lacking, err)
+			r.lackMu.Unlock()
 		}
-	}()
+	}
+	r.prep.Add(2 + len(scriptDrivers) - 1)
+	go lacks(func() error { return npmCI(filepath.Join(r.root, "compat", "node")) })
+	for _, d := range scriptDrivers {
+		if d.lacks != nil {
+			go lacks(d.lacks)
+		}
+	}
 	go func() {
 		defer r.prep.Done()
 		out, err := exec.Command("go", "-C", filepath.Join(r.root, "compat", "gosdk"), "test", "-c", "-o", r.goTest).CombinedOutput()
@@ -603,15 +652,13 @@ func (r *sdkRig) base(sdk string) string {
 	return ""
 }
 
-// run has every driver run its language's plan, the four side by side, and
+// run has every driver run its language's plan, all side by side, and
 // returns the results by scenario id.
 func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	t := r.t
 	r.prep.Wait()
-	for _, err := range []error{r.npmErr, r.pyErr, r.phpErr} {
-		if err != nil {
-			missingTool(t, err)
-		}
+	for _, err := range r.lacking {
+		missingTool(t, err)
 	}
 	if r.goErr != nil {
 		t.Fatal(r.goErr)
@@ -628,8 +675,8 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 		return p
 	}
 	goPlan, goReport := writePlan("go.json", plans["go"]), filepath.Join(dir, "go-report.jsonl")
-	var nodeOut, goOut, pyOut, phpOut []byte
-	var nodeRunErr, goRunErr, pyRunErr, phpRunErr error
+	outs := make([][]byte, len(scriptDrivers)+1) // the script drivers', then the Go SDKs'
+	errs := make([]error, len(outs))
 	// Every driver trusts r.cafile: the PHP driver by KEYGATE_COMPAT_CAFILE,
 	// and over HTTPS the others as their users would make them trust a
 	// private CA (Node's NODE_EXTRA_CA_CERTS, Go's SSL_CERT_FILE, botocore's
@@ -638,50 +685,44 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	if r.taps == nil {
 		caEnv = append(caEnv, "NODE_EXTRA_CA_CERTS="+r.cafile, "SSL_CERT_FILE="+r.cafile, "AWS_CA_BUNDLE="+r.cafile)
 	}
-	// runDriver runs a driver that prints its results on stdout.
-	runDriver := func(out *[]byte, runErr *error, lang string, dir string, name string, args ...string) {
-		cmd := exec.Command(name, args...)
-		cmd.Dir = dir
-		cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+writePlan(lang+".json", plans[lang]))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if *out, *runErr = cmd.Output(); *runErr != nil {
-			*runErr = fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), *runErr, stderr.Bytes())
-		}
-	}
 	var run sync.WaitGroup
-	run.Add(4)
+	for i, d := range scriptDrivers {
+		plan := writePlan(d.lang+".json", plans[d.lang])
+		run.Add(1)
+		go func() {
+			defer run.Done()
+			// A script driver prints its results on stdout.
+			cmd := exec.Command(d.interpreter, d.script)
+			cmd.Dir = filepath.Join(r.root, "compat", d.lang)
+			cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+plan)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if outs[i], errs[i] = cmd.Output(); errs[i] != nil {
+				errs[i] = fmt.Errorf("%s %s: %v\n%s", d.interpreter, d.script, errs[i], stderr.Bytes())
+			}
+		}()
+	}
+	run.Add(1)
 	go func() {
 		defer run.Done()
-		runDriver(&nodeOut, &nodeRunErr, "node", filepath.Join(r.root, "compat", "node"), "node", "run.mjs")
-	}()
-	go func() {
-		defer run.Done()
-		runDriver(&pyOut, &pyRunErr, "python", filepath.Join(r.root, "compat", "python"), debianPython, "run.py")
-	}()
-	go func() {
-		defer run.Done()
-		runDriver(&phpOut, &phpRunErr, "php", filepath.Join(r.root, "compat", "php"), "php", "run.php")
-	}()
-	go func() {
-		defer run.Done()
+		last := len(outs) - 1
 		cmd := exec.Command(r.goTest, "-test.run", "^TestSDKs$", "-test.count", "1")
 		cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			goRunErr = fmt.Errorf("compat/gosdk TestSDKs: %v\n%s", err, out)
+			errs[last] = fmt.Errorf("compat/gosdk TestSDKs: %v\n%s", err, out)
 			return
 		}
-		goOut, goRunErr = os.ReadFile(goReport)
+		outs[last], errs[last] = os.ReadFile(goReport)
 	}()
 	run.Wait()
-	for _, err := range []error{nodeRunErr, goRunErr, pyRunErr, phpRunErr} {
+	for _, err := range errs {
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	results := map[string]sdkResult{}
-	for _, out := range [][]byte{nodeOut, goOut, pyOut, phpOut} {
+	for _, out := range outs {
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
@@ -977,6 +1018,8 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		switch {
 		case d.lang == "php":
 			name = "HttpTransportException"
+		case d.lang == "ruby":
+			name = postmarkRubyError(503)
 		case d.dialect == "ses":
 			name = "InternalServiceErrorException"
 		}
@@ -1002,6 +1045,8 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		switch {
 		case d.lang == "php":
 			rateName = "HttpTransportException"
+		case d.lang == "ruby":
+			rateName = postmarkRubyError(429)
 		case d.dialect == "ses":
 			rateName = "TooManyRequestsException"
 		}
@@ -1099,7 +1144,7 @@ func TestE2ESDKsOverHTTPS(t *testing.T) {
 	if out, _ := exec.Command("php", "-m").Output(); slices.Contains(strings.Fields(string(out)), "curl") {
 		phpProto = "HTTP/2.0"
 	}
-	wantProto := map[string]string{"go": "HTTP/2.0", "node": "HTTP/1.1", "python": "HTTP/1.1", "php": phpProto}
+	wantProto := map[string]string{"go": "HTTP/2.0", "node": "HTTP/1.1", "python": "HTTP/1.1", "php": phpProto, "ruby": "HTTP/1.1"}
 	for _, d := range sdkDrivers {
 		for _, ok := range []string{"allowed", "allowed-html"} {
 			if r := results[d.name+"/"+ok]; !r.OK {
@@ -1110,6 +1155,8 @@ func TestE2ESDKsOverHTTPS(t *testing.T) {
 		switch {
 		case d.lang == "php":
 			sender, revoked = "HttpTransportException", "HttpTransportException"
+		case d.lang == "ruby":
+			sender, revoked = postmarkRubyError(403), postmarkRubyError(401)
 		case d.dialect == "ses":
 			sender, revoked = "MessageRejected", "UnrecognizedClientException"
 		case d.name == "postmark":

@@ -1,0 +1,85 @@
+# The compatibility suite's Ruby driver: Postmark's official gem, configured
+# with nothing but the gateway's address and a keygate key, sends the
+# scenarios of the plan that e2e_sdk_test.go writes (KEYGATE_COMPAT_PLAN) and
+# prints one JSON result per scenario, as compat/node/run.mjs does.
+#
+# Two ways Ruby applications send with it:
+#   - postmark-ruby: Postmark::ApiClient#deliver with a message hash;
+#   - postmark-ruby-mail: a Mail::Message delivered by the gem's Mail::Postmark
+#     delivery method, which is what a Rails application's ActionMailer uses
+#     with postmark-rails.
+#
+# It runs with Debian's ruby, ruby-postmark and ruby-mail (apt-get install
+# ruby-postmark ruby-mail): the machines this project is tested on reach no
+# gem index. Over HTTPS it trusts the gateway's CA through SSL_CERT_FILE, as
+# Ruby's OpenSSL does for any program.
+
+require 'json'
+require 'uri'
+require 'mail'
+require 'postmark'
+
+# The gem's connection settings for a base URL: it takes a host, a port and
+# whether to use TLS rather than a URL.
+def connection(base)
+  u = URI.parse(base)
+  { host: u.host, port: u.port, secure: u.scheme == 'https' }
+end
+
+def postmark_ruby(sc)
+  client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
+  message = { from: sc['from'], to: sc['to'].join(', '), subject: 'compat', text_body: 'hello' }
+  message[:html_body] = sc['html'] if sc['html']
+  client.deliver(message)
+end
+
+def postmark_ruby_mail(sc)
+  html = sc['html']
+  message = Mail.new do
+    from sc['from']
+    to sc['to']
+    subject 'compat'
+    if html
+      text_part { body 'hello' }
+      html_part do
+        content_type 'text/html; charset=UTF-8'
+        body html
+      end
+    else
+      body 'hello'
+    end
+  end
+  message.delivery_method Mail::Postmark, api_token: sc['key'], **connection(sc['base'])
+  message.deliver!
+end
+
+DRIVERS = { 'postmark-ruby' => method(:postmark_ruby), 'postmark-ruby-mail' => method(:postmark_ruby_mail) }.freeze
+
+# What a developer sees of the gem's error: its message, class and status.
+def describe(err)
+  out = { 'text' => err.message, 'name' => err.class.name }
+  out['status'] = err.status_code if err.respond_to?(:status_code)
+  out
+end
+
+# Sends sc['sends'] times (a rate or quota scenario uses up the limit first)
+# and reports the last send, or the first that failed.
+def run(sc)
+  t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  result = { 'id' => sc['id'] }
+  begin
+    (sc['sends'] || 1).times { DRIVERS.fetch(sc['sdk']).call(sc) }
+    result['ok'] = true
+  rescue StandardError => e # every failure is a result, as in run.mjs
+    result['ok'] = false
+    result.merge!(describe(e))
+  end
+  result['ms'] = ((Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0) * 1000).to_i
+  result
+end
+
+plan = JSON.parse(File.read(ENV.fetch('KEYGATE_COMPAT_PLAN')))
+plan['scenarios'].each do |sc|
+  puts JSON.generate(run(sc))
+  $stdout.flush
+end
