@@ -323,7 +323,9 @@ func TestMadeUpKeysCostNoStoreQueryButNewKeysWork(t *testing.T) {
 	reverse_proxy {UPSTREAM}
 `)})
 	g.issue("--name", "existing", "--scope", "mail.send")
-	time.Sleep(500 * time.Millisecond) // the set of known digests is loaded
+	if eventually(t, 5*time.Second, func() bool { return g.metric("keygate_known_digests") >= 1 }) < 0 {
+		t.Fatal("keygate_known_digests stays 0: the gateway never read its key digests")
+	}
 	queries := g.metric("keygate_store_queries_total")
 	filtered := g.metric("keygate_unknown_keys_filtered_total")
 	const made = 200

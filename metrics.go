@@ -92,6 +92,9 @@ func newMetrics() *keygateMetrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "unknown_keys_filtered_total",
 			Help: "Well-formed keys no key matches, answered from the set of known key digests without a store query."},
 			func() float64 { return float64(sumStats().Filtered) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "known_digests",
+			Help: "Key digests in the gateway's filter of known keys (0 while it is read from the store)."},
+			func() float64 { return float64(sumStats().KnownDigests) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "usage_backlog",
 			Help: "Key-hours of usage counts waiting to be written to the store."},
 			func() float64 {
@@ -103,7 +106,10 @@ func newMetrics() *keygateMetrics {
 	return m
 }
 
-type verifierStats struct{ Hits, NegativeHits, Misses, StoreQueries, Filtered uint64 }
+type verifierStats struct {
+	Hits, NegativeHits, Misses, StoreQueries, Filtered uint64
+	KnownDigests                                       int64
+}
 
 func sumStats() verifierStats {
 	var s verifierStats
@@ -114,6 +120,7 @@ func sumStats() verifierStats {
 		s.Misses += st.Misses
 		s.StoreQueries += st.StoreQueries
 		s.Filtered += st.Filtered
+		s.KnownDigests += st.KnownDigests
 		return true
 	})
 	return s

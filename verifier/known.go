@@ -64,11 +64,19 @@ func probes(d *store.Digest) (h1, h2 uint64) {
 }
 
 // add puts d in the set and reports whether the set is now past its room.
+// A digest it already had (a key's change after its issue) is not counted.
 func (k *knownSet) add(d *store.Digest) bool {
 	h1, h2 := probes(d)
+	fresh := false
 	for i := range uint64(knownProbes) {
 		b := (h1 + i*h2) & k.mask
-		k.words[b>>6].Or(1 << (b & 63))
+		bit := uint64(1) << (b & 63)
+		if k.words[b>>6].Or(bit)&bit == 0 {
+			fresh = true
+		}
+	}
+	if !fresh {
+		return false
 	}
 	return k.n.Add(1) > k.room
 }
@@ -83,6 +91,14 @@ func (k *knownSet) has(d *store.Digest) bool {
 		}
 	}
 	return true
+}
+
+// knownDigests is how many digests the set in use holds; 0 if none.
+func (v *Verifier) knownDigests() int64 {
+	if k := v.known.Load(); k != nil {
+		return k.n.Load()
+	}
+	return 0
 }
 
 // syncRound is one Sync of the poller, for the misses waiting on it.

@@ -83,6 +83,9 @@ func TestMadeUpKeysCostNoStoreQuery(t *testing.T) {
 	}
 	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
 	waitKnown(t, v, nil)
+	if n := v.Stats().KnownDigests; n != int64(len(keys)) {
+		t.Errorf("KnownDigests = %d, want %d", n, len(keys))
+	}
 
 	for i := range 100 {
 		if _, err := v.Lookup(ctx, madeUp(i), time.Minute); !errors.Is(err, ErrUnknown) {
@@ -269,6 +272,10 @@ func TestKnownSetHasNoFalseNegativesAndFewFalsePositives(t *testing.T) {
 		if !k.has(&d) {
 			t.Fatalf("digest %d added but not found", i)
 		}
+		k.add(&d) // again, as a key's later change does: not counted
+	}
+	if got := k.n.Load(); got < n-n/1000 || got > n {
+		t.Errorf("the set counts %d digests, want about %d", got, n)
 	}
 	fp := 0
 	for i := range n {

@@ -61,6 +61,10 @@ type Stats struct {
 	// Filtered counts misses answered ErrUnknown by the set of known
 	// digests after a Sync, without a store query (see known.go).
 	Filtered uint64
+	// KnownDigests is how many digests the set of known digests in use
+	// holds (a few fewer where two share all their bits); 0 while there is
+	// none.
+	KnownDigests int64
 	// KnownRefills counts Cached calls that asked the store because the
 	// cache knew the key until recently (each also counts in Misses).
 	KnownRefills uint64
@@ -720,6 +724,7 @@ func (v *Verifier) Stats() Stats {
 		StoreErrors:  v.storeErrs.Load(),
 		KnownRefills: v.knownRefills.Load(),
 		Filtered:     v.filtered.Load(),
+		KnownDigests: v.knownDigests(),
 	}
 }
 

@@ -143,9 +143,16 @@ func coldMisses(ctx context.Context, st store.Store, digests []store.Digest, loo
 	fmt.Printf("KeyByDigest, %d unknown digests (ErrNotFound):\n  %s\n", len(unknown), percentiles(unknown))
 
 	// 3. The same misses through a fresh Verifier (digest -> cache miss ->
-	// store -> cache set), as a gateway's first request for a key.
+	// store -> cache set), as a gateway's first request for a key, once the
+	// Verifier has read the set of known digests (which a gateway does as
+	// it starts).
+	before := heap()
+	start = time.Now()
 	v, err := verifier.New(st, verifier.Options{})
 	check(err)
+	waitKnown(v, issued)
+	fmt.Printf("Verifier: the set of %d known digests read in %s, heap +%.1f MiB (with the empty cache)\n",
+		v.Stats().KnownDigests, time.Since(start).Round(time.Millisecond), mib(heap()-before))
 	for i, d := range sample {
 		t := time.Now()
 		if _, err := v.Lookup(ctx, d, time.Minute); err != nil {
@@ -154,7 +161,56 @@ func coldMisses(ctx context.Context, st store.Store, digests []store.Digest, loo
 		lat[i] = time.Since(t)
 	}
 	fmt.Printf("Verifier.Lookup cold miss, same digests:\n  %s  (stats %+v)\n", percentiles(lat), v.Stats())
+
+	// Made-up keys through the Verifier: no store query, but each waits
+	// for a change-log poll it asks for (so a key issued elsewhere a moment
+	// ago is found); concurrent ones share the poll.
+	madeUp := make([]time.Duration, 200)
+	s0 := v.Stats()
+	for i := range madeUp {
+		key, err := verifier.Generate("kg", "live")
+		check(err)
+		t := time.Now()
+		if _, err := v.Lookup(ctx, verifier.DigestOf(key), time.Minute); !errors.Is(err, verifier.ErrUnknown) {
+			log.Fatalf("Lookup of a made-up key: %v", err)
+		}
+		madeUp[i] = time.Since(t)
+	}
+	s1 := v.Stats()
+	fmt.Printf("Verifier.Lookup, %d made-up keys one after another:\n  %s  (store queries %d, filtered %d)\n",
+		len(madeUp), percentiles(madeUp), s1.StoreQueries-s0.StoreQueries, s1.Filtered-s0.Filtered)
+	const clients, each = 64, 50
+	var wg sync.WaitGroup
+	start = time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				key, _ := verifier.Generate("kg", "live")
+				if _, err := v.Lookup(ctx, verifier.DigestOf(key), time.Minute); !errors.Is(err, verifier.ErrUnknown) {
+					log.Fatalf("Lookup of a made-up key: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s2 := v.Stats()
+	fmt.Printf("  %d clients × %d made-up keys at once: %s (%.0f keys/s), store queries %d, filtered %d\n",
+		clients, each, time.Since(start).Round(time.Millisecond), clients*each/time.Since(start).Seconds(),
+		s2.StoreQueries-s1.StoreQueries, s2.Filtered-s1.Filtered)
 	v.Close()
+}
+
+// waitKnown waits until v has read the set of known digests, at least n.
+func waitKnown(v *verifier.Verifier, n int) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for v.Stats().KnownDigests < int64(n) {
+		if time.Now().After(deadline) {
+			log.Fatalf("the Verifier has %d known digests after 5 minutes, want %d", v.Stats().KnownDigests, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // memory measures heap per active key: cache entry, bucket, usage tally.
@@ -164,6 +220,7 @@ func memory(ctx context.Context, st store.Store, digests []store.Digest, cached,
 	before := heap()
 	v, err := verifier.New(st, verifier.Options{MaxCost: int64(2 * len(fill))})
 	check(err)
+	waitKnown(v, issued) // its set is counted in the empty Verifier
 	empty := heap()
 	for _, d := range fill {
 		if _, err := v.Lookup(ctx, d, time.Hour); err != nil {
@@ -236,9 +293,10 @@ func overflow(ctx context.Context, st store.Store, keys []store.Digest, perEntry
 	lookups := 5 * len(keys)
 	fmt.Printf("\nmore active keys than the cache holds: %d keys, cache of %d entries, %d lookups each\n", len(keys), size, lookups)
 	for _, skew := range []string{"uniform", "zipf 1.1"} {
-		before := heap()
 		v, err := verifier.New(st, verifier.Options{MaxCost: size})
 		check(err)
+		waitKnown(v, len(keys)) // not counted below: the cache's growth is
+		before := heap()
 		pick := func() int { return rand.IntN(len(keys)) }
 		if skew != "uniform" {
 			z := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, uint64(len(keys)-1))
