@@ -211,6 +211,15 @@ func (v *Verifier) loadKnown(ctx context.Context) error {
 	}
 	if v.knownEpoch == epoch {
 		v.known.Store(k)
+		// What asked for another load since this one began asked about
+		// the set this one replaces: a full set, or a drop that came
+		// before this load read the epoch (a later one would have changed
+		// it). This set is complete; a second read of every digest is not
+		// needed.
+		select {
+		case <-v.reload:
+		default:
+		}
 	}
 	return nil
 }
