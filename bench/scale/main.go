@@ -146,13 +146,11 @@ func coldMisses(ctx context.Context, st store.Store, digests []store.Digest, loo
 	// store -> cache set), as a gateway's first request for a key, once the
 	// Verifier has read the set of known digests (which a gateway does as
 	// it starts).
-	before := heap()
 	start = time.Now()
 	v, err := verifier.New(st, verifier.Options{})
 	check(err)
 	waitKnown(v, issued)
-	fmt.Printf("Verifier: the set of %d known digests read in %s, heap +%.1f MiB (with the empty cache)\n",
-		v.Stats().KnownDigests, time.Since(start).Round(time.Millisecond), mib(heap()-before))
+	fmt.Printf("Verifier: the set of %d known digests read in %s\n", v.Stats().KnownDigests, time.Since(start).Round(time.Millisecond))
 	for i, d := range sample {
 		t := time.Now()
 		if _, err := v.Lookup(ctx, d, time.Minute); err != nil {
@@ -205,7 +203,8 @@ func coldMisses(ctx context.Context, st store.Store, digests []store.Digest, loo
 // waitKnown waits until v has read the set of known digests, at least n.
 func waitKnown(v *verifier.Verifier, n int) {
 	deadline := time.Now().Add(5 * time.Minute)
-	for v.Stats().KnownDigests < int64(n) {
+	// A few digests share all their bits with others and are not counted.
+	for v.Stats().KnownDigests < int64(n-n/1000) {
 		if time.Now().After(deadline) {
 			log.Fatalf("the Verifier has %d known digests after 5 minutes, want %d", v.Stats().KnownDigests, n)
 		}
