@@ -264,8 +264,11 @@ func (v *Verifier) unknownUnlessNew(ctx context.Context, d store.Digest, ttl tim
 	filled := v.now()
 	seq := v.seq.Load()
 	err := v.awaitSync(ctx)
-	if ctx.Err() != nil || errors.Is(err, errClosed) {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	case errors.Is(err, errClosed):
+		return nil, err
 	}
 	if k := v.known.Load(); err != nil || k == nil || k.has(&d) {
 		v.misses.Add(1)

@@ -290,3 +290,18 @@ func TestKnownSetHasNoFalseNegativesAndFewFalsePositives(t *testing.T) {
 	}
 	t.Logf("%d false positives in %d, %d KB", fp, n, len(k.words)*8/1024)
 }
+
+// A caller that gives up while a made-up key waits for its poll gets
+// ErrUnavailable with its context's error, as a store query would give it.
+func TestMadeUpKeyOfACallerThatGaveUp(t *testing.T) {
+	st := newListingStore()
+	st.put(newRecord(t))
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	waitKnown(t, v, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := v.Lookup(ctx, madeUp(1), time.Minute)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a made-up key for a caller that gave up = %v, want ErrUnavailable and context.Canceled", err)
+	}
+}
