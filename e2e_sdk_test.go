@@ -102,12 +102,13 @@ var sdkDrivers = []struct {
 }
 
 // scriptDrivers are the drivers that run as a script in an interpreter:
-// compat/<lang>/<script>, and what the machine lacks to run it.
+// compat/<lang>/<script>, and what the machine lacks to run it (run from
+// the package's directory; Node's also installs its SDKs).
 var scriptDrivers = []struct {
 	lang, interpreter, script string
 	lacks                     func() error
 }{
-	{"node", "node", "run.mjs", nil}, // prepared by npmCI
+	{"node", "node", "run.mjs", func() error { return npmCI(filepath.Join("compat", "node")) }},
 	{"python", debianPython, "run.py", func() error {
 		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
 			return fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
@@ -560,12 +561,9 @@ func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 			r.lackMu.Unlock()
 		}
 	}
-	r.prep.Add(2 + len(scriptDrivers) - 1)
-	go lacks(func() error { return npmCI(filepath.Join(r.root, "compat", "node")) })
+	r.prep.Add(1 + len(scriptDrivers))
 	for _, d := range scriptDrivers {
-		if d.lacks != nil {
-			go lacks(d.lacks)
-		}
+		go lacks(d.lacks)
 	}
 	go func() {
 		defer r.prep.Done()
