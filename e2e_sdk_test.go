@@ -61,7 +61,7 @@ var sdkSites = []struct {
 	{"resend", "POST /emails*", `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
 	// SES: a signing relay (aws-sigv4-proxy) would sit where the fake
 	// provider is and sign with the real IAM credentials.
-	{"ses", "POST /v2/email/outbound-emails", ``},
+	{"ses", "POST /v2/email/outbound-*", ``},
 	{"mailjet", "POST /v3.1/send", `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
 	{"brevo", "POST /v3/smtp/email", `header_up Api-Key {env.PROVIDER_API_KEY}`},
 }
@@ -171,6 +171,9 @@ type sdkScenario struct {
 	Retrying bool     `json:"retrying,omitempty"`
 	// HTML, when set, is sent as the message's HTML part beside the text.
 	HTML string `json:"html,omitempty"`
+	// Batch sends a message per recipient in one request, with the SDK's
+	// batch or bulk call.
+	Batch bool `json:"batch,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
@@ -487,6 +490,97 @@ func TestE2ESDKs(t *testing.T) {
 	}
 }
 
+// batchSDKs are the Node SDKs with a call that sends a message per
+// recipient in one request, and the endpoint it posts to.
+var batchSDKs = map[string]string{
+	"sendgrid": "/v3/mail/send",                  // sendMultiple: a personalization per recipient
+	"postmark": "/email/batch",                   // sendEmailBatch
+	"resend":   "/emails/batch",                  // batch.send
+	"mailjet":  "/v3.1/send",                     // Messages, one per recipient
+	"brevo":    "/v3/smtp/email",                 // messageVersions
+	"ses":      "/v2/email/outbound-bulk-emails", // SendBulkEmailCommand
+}
+
+// TestE2ESDKsBatches sends a batch through each SDK that has a batch or bulk
+// call: a message for each of two recipients in one request, as shops send
+// order mails and newsletters. keygate must read every message of the
+// batch: the request is delivered whole and counted for both recipients,
+// and the same batch from a sender the key does not allow is refused.
+func TestE2ESDKsBatches(t *testing.T) {
+	rig := startSDKRig(t, "")
+	keys := map[string]*string{}
+	for sdk := range batchSDKs {
+		keys[sdk] = new(string)
+		rig.issueKey(keys[sdk], "--name", sdk+"-batch", "--sender-domain", "shop.example", "--quota", "100/d")
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	for sdk := range batchSDKs {
+		to := []string{"a@rcpt.example", "b@rcpt.example"}
+		plans["node"] = append(plans["node"],
+			sdkScenario{ID: sdk + "/batch", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: sdkAllowedFrom, To: to, Batch: true},
+			sdkScenario{ID: sdk + "/batch-sender", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: "ceo@evil.example", To: to, Batch: true})
+	}
+	results := rig.run(plans)
+
+	dialectOf := map[string]string{}
+	for _, d := range sdkDrivers {
+		if d.lang == "node" {
+			dialectOf[d.name] = d.dialect
+		}
+	}
+	delivered := map[string]int{} // by SDK
+	for _, p := range rig.provider.requests() {
+		dialect := p.Header.Get("X-Compat-Dialect")
+		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
+		if !ok {
+			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
+			continue
+		}
+		for sdk, key := range keys {
+			if dialectOf[sdk] == dialect && strings.Contains(sent.Header.Get("Authorization")+sent.Header.Get("X-Postmark-Server-Token")+sent.Header.Get("Api-Key")+decodeBasicHeader(sent.Header.Get("Authorization")), *key) {
+				delivered[sdk]++
+				if p.Path != batchSDKs[sdk] {
+					t.Errorf("%s: the batch went to %s, want %s", sdk, p.Path, batchSDKs[sdk])
+				}
+				if !bytes.Equal(p.Body, sent.Body) {
+					t.Errorf("%s: the provider's batch differs from the SDK's:\n%s\n%s", sdk, p.Body, sent.Body)
+				}
+				d, _ := mailapi.Lookup(dialect)
+				if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 2 {
+					t.Errorf("%s: the batch reads as %d recipients, %v; want 2", sdk, m.Recipients, err)
+				}
+			}
+		}
+	}
+	for sdk, key := range keys {
+		if r := results[sdk+"/batch"]; !r.OK {
+			t.Errorf("%s/batch: the SDK failed: %+v", sdk, r)
+		}
+		sdkRefused(t, sdk+"/batch-sender", results[sdk+"/batch-sender"], "sender_not_allowed", 403, "")
+		if delivered[sdk] != 1 {
+			t.Errorf("%s: the provider got %d batches, want 1", sdk, delivered[sdk])
+		}
+		if got := rig.taps[dialectOf[sdk]].countKey(*key); got != 2 {
+			t.Errorf("%s: %d requests reached the gateway, want 2 (the batch and the refused one, no retry)", sdk, got)
+		}
+		var u usageJSON
+		if eventually(t, 3*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*key]+"/usage", nil).Body, &u)
+			return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
+		}) < 0 {
+			t.Errorf("%s: the batch key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
+				sdk, u.Allowed, u.Recipients, u.Denied)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
 // sdkRig is a gateway with a site per dialect, a tap in front of each, the
 // fake provider behind them, and the SDK drivers prepared to run plans.
 type sdkRig struct {
@@ -685,6 +779,9 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	}
 	var run sync.WaitGroup
 	for i, d := range scriptDrivers {
+		if len(plans[d.lang]) == 0 {
+			continue
+		}
 		plan := writePlan(d.lang+".json", plans[d.lang])
 		run.Add(1)
 		go func() {
@@ -704,6 +801,9 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	go func() {
 		defer run.Done()
 		last := len(outs) - 1
+		if len(plans["go"]) == 0 {
+			return
+		}
 		cmd := exec.Command(r.goTest, "-test.run", "^TestSDKs$", "-test.count", "1")
 		cmd.Env = append(append(os.Environ(), caEnv...), "KEYGATE_COMPAT_PLAN="+goPlan, "KEYGATE_COMPAT_REPORT="+goReport)
 		out, err := cmd.CombinedOutput()
@@ -905,6 +1005,12 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		case p == "/v3/mail/send":
 			w.Header().Set("X-Message-Id", "sg-1") // Symfony's transport reads it
 			w.WriteHeader(http.StatusAccepted)
+		case p == "/email/batch":
+			io.WriteString(w, `[{"To":"a@rcpt.example","MessageID":"pm-1","ErrorCode":0,"Message":"OK"},{"To":"b@rcpt.example","MessageID":"pm-2","ErrorCode":0,"Message":"OK"}]`)
+		case p == "/emails/batch":
+			io.WriteString(w, `{"data":[{"id":"re-1"},{"id":"re-2"}]}`)
+		case p == "/v2/email/outbound-bulk-emails":
+			io.WriteString(w, `{"BulkEmailEntryResults":[{"Status":"SUCCESS","MessageId":"ses-1"},{"Status":"SUCCESS","MessageId":"ses-2"}]}`)
 		case strings.HasPrefix(p, "/email"):
 			io.WriteString(w, `{"To":"a@rcpt.example","SubmittedAt":"2026-11-29T00:00:00Z","MessageID":"pm-1","ErrorCode":0,"Message":"OK"}`)
 		case strings.HasSuffix(p, "/messages"):

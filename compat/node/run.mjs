@@ -12,7 +12,7 @@ import FormData from "form-data";
 import { Resend } from "resend";
 import Mailjet from "node-mailjet";
 import { BrevoClient } from "@getbrevo/brevo";
-import { SESv2Client, SendEmailCommand } from "@aws-sdk/client-sesv2";
+import { SESv2Client, SendEmailCommand, SendBulkEmailCommand } from "@aws-sdk/client-sesv2";
 import nodemailer from "nodemailer";
 
 const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
@@ -77,6 +77,49 @@ const drivers = {
   },
 };
 
+// batchDrivers send one request that carries a message per recipient, with
+// each SDK's own batch or bulk call, from one sender.
+const batchDrivers = {
+  async sendgrid(base, key, from, to) {
+    const mail = new sgMail.MailService();
+    mail.setApiKey(key);
+    mail.client.setDefaultRequest("baseUrl", base);
+    return mail.sendMultiple({ from, to, subject: "compat", text: "hello" }); // a personalization per recipient
+  },
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmailBatch(to.map((To) => ({ From: from, To, Subject: "compat", TextBody: "hello" })));
+  },
+  async resend(base, key, from, to) {
+    const r = new Resend(key, { baseUrl: base });
+    const { data, error } = await r.batch.send(to.map((t) => ({ from, to: [t], subject: "compat", text: "hello" })));
+    if (error) throw error;
+    return data;
+  },
+  async mailjet(base, key, from, to) {
+    Mailjet.Request.protocol = new URL(base).protocol + "//";
+    const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+    return mj.post("send", { version: "v3.1" }).request({
+      Messages: to.map((Email) => ({ From: { Email: from }, To: [{ Email }], Subject: "compat", TextPart: "hello" })),
+    });
+  },
+  async brevo(base, key, from, to) {
+    const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
+    return c.transactionalEmails.sendTransacEmail({
+      sender: { email: from }, subject: "compat", textContent: "hello",
+      messageVersions: to.map((email) => ({ to: [{ email }] })),
+    });
+  },
+  async ses(base, key, from, to) {
+    return sesClient(base, key).send(new SendBulkEmailCommand({
+      FromEmailAddress: from,
+      DefaultContent: { Template: { TemplateName: "compat", TemplateData: "{}" } },
+      BulkEmailEntries: to.map((a) => ({ Destination: { ToAddresses: [a] } })),
+    }));
+  },
+};
+
 // sesClient is an SESv2 client for the gateway. The key is the access key
 // id; keygate never sees or checks the secret access key, so any value
 // will do.
@@ -117,7 +160,7 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
-      await drivers[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
+      await (sc.batch ? batchDrivers : drivers)[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
   } catch (err) {
