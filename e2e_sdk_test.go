@@ -490,8 +490,8 @@ func TestE2ESDKs(t *testing.T) {
 	}
 }
 
-// batchSDKs are the Node SDKs with a call that sends a message per
-// recipient in one request, and the endpoint it posts to.
+// batchSDKs are the SDKs with a call that sends a message per recipient in
+// one request, and the endpoint it posts to.
 var batchSDKs = map[string]string{
 	"sendgrid": "/v3/mail/send",                  // sendMultiple: a personalization per recipient
 	"postmark": "/email/batch",                   // sendEmailBatch
@@ -499,6 +499,13 @@ var batchSDKs = map[string]string{
 	"mailjet":  "/v3.1/send",                     // Messages, one per recipient
 	"brevo":    "/v3/smtp/email",                 // messageVersions
 	"ses":      "/v2/email/outbound-bulk-emails", // SendBulkEmailCommand
+
+	"sendgrid-go":   "/v3/mail/send",                  // a personalization per recipient
+	"postmark-go":   "/email/batch",                   // SendEmailBatch
+	"resend-go":     "/emails/batch",                  // Batch.Send
+	"mailjet-go":    "/v3.1/send",                     // SendMailV31 with a message per recipient
+	"brevo-go":      "/v3/smtp/email",                 // MessageVersions
+	"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
 }
 
 // TestE2ESDKsBatches sends a batch through each SDK that has a batch or bulk
@@ -514,21 +521,19 @@ func TestE2ESDKsBatches(t *testing.T) {
 		rig.issueKey(keys[sdk], "--name", sdk+"-batch", "--sender-domain", "shop.example", "--quota", "100/d")
 	}
 	rig.issuing.Wait()
+	langOf, dialectOf := map[string]string{}, map[string]string{}
+	for _, d := range sdkDrivers {
+		langOf[d.name], dialectOf[d.name] = d.lang, d.dialect
+	}
 	plans := map[string][]sdkScenario{}
 	for sdk := range batchSDKs {
 		to := []string{"a@rcpt.example", "b@rcpt.example"}
-		plans["node"] = append(plans["node"],
+		plans[langOf[sdk]] = append(plans[langOf[sdk]],
 			sdkScenario{ID: sdk + "/batch", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: sdkAllowedFrom, To: to, Batch: true},
 			sdkScenario{ID: sdk + "/batch-sender", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: "ceo@evil.example", To: to, Batch: true})
 	}
 	results := rig.run(plans)
 
-	dialectOf := map[string]string{}
-	for _, d := range sdkDrivers {
-		if d.lang == "node" {
-			dialectOf[d.name] = d.dialect
-		}
-	}
 	delivered := map[string]int{} // by SDK
 	for _, p := range rig.provider.requests() {
 		dialect := p.Header.Get("X-Compat-Dialect")

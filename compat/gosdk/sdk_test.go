@@ -49,6 +49,9 @@ type scenario struct {
 	Retrying bool `json:"retrying"`
 	// HTML, when set, is sent as the message's HTML part beside the text.
 	HTML string `json:"html"`
+	// Batch sends a message per recipient in one request, with the SDK's
+	// batch or bulk call (sendBatch).
+	Batch bool `json:"batch"`
 }
 
 type plan struct {
@@ -114,7 +117,11 @@ func run(p plan, sc scenario) result {
 	t0 := time.Now()
 	var r result
 	for i := 0; i < max(1, sc.Sends); i++ {
-		r = send(p, sc)
+		if sc.Batch {
+			r = sendBatch(sc)
+		} else {
+			r = send(p, sc)
+		}
 		if !r.OK {
 			break
 		}
@@ -303,4 +310,92 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 	}
 	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
+}
+
+// sendBatch sends a message to each of sc.To in one request, from sc.From,
+// with the SDK's own batch or bulk call.
+func sendBatch(sc scenario) result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	switch sc.SDK {
+	case "sendgrid-go": // a personalization per recipient
+		c := sendgrid.NewSendClient(sc.Key)
+		c.Request.BaseURL = sc.Base + "/v3/mail/send"
+		m := sgmail.NewV3Mail()
+		m.SetFrom(sgmail.NewEmail("", sc.From))
+		m.Subject = "compat"
+		for _, to := range sc.To {
+			pz := sgmail.NewPersonalization()
+			pz.AddTos(sgmail.NewEmail("", to))
+			m.AddPersonalizations(pz)
+		}
+		m.AddContent(sgmail.NewContent("text/plain", "hello"))
+		resp, err := c.SendWithContext(ctx, m)
+		if err != nil {
+			return result{Text: err.Error()}
+		}
+		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+	case "postmark-go":
+		c := postmark.NewClient(sc.Key, "")
+		c.BaseURL = sc.Base
+		var emails []postmark.Email
+		for _, to := range sc.To {
+			emails = append(emails, postmark.Email{From: sc.From, To: to, Subject: "compat", TextBody: "hello"})
+		}
+		_, err = c.SendEmailBatch(ctx, emails)
+	case "resend-go":
+		c := resend.NewClient(sc.Key)
+		c.BaseURL, _ = url.Parse(sc.Base + "/")
+		var reqs []*resend.SendEmailRequest
+		for _, to := range sc.To {
+			reqs = append(reqs, &resend.SendEmailRequest{From: sc.From, To: []string{to}, Subject: "compat", Text: "hello"})
+		}
+		_, err = c.Batch.SendWithContext(ctx, reqs)
+	case "mailjet-go":
+		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
+		var msgs []mailjet.InfoMessagesV31
+		for _, a := range sc.To {
+			msgs = append(msgs, mailjet.InfoMessagesV31{From: &mailjet.RecipientV31{Email: sc.From},
+				To: &mailjet.RecipientsV31{{Email: a}}, Subject: "compat", TextPart: "hello"})
+		}
+		_, err = mj.SendMailV31(&mailjet.MessagesV31{Info: msgs})
+	case "brevo-go":
+		cfg := brevo.NewConfiguration()
+		cfg.BasePath = sc.Base + "/v3"
+		cfg.AddDefaultHeader("api-key", sc.Key)
+		var versions []brevo.SendSmtpEmailMessageVersions
+		for _, a := range sc.To {
+			versions = append(versions, brevo.SendSmtpEmailMessageVersions{To: []brevo.SendSmtpEmailTo1{{Email: a}}})
+		}
+		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, Subject: "compat", TextContent: "hello", MessageVersions: versions,
+		})
+		var se brevo.GenericSwaggerError
+		if errors.As(err, &se) {
+			err = fmt.Errorf("%w: %s", err, se.Body())
+		}
+	case "aws-sdk-go-v2":
+		c := sesv2.New(sesv2.Options{
+			Region:       "us-east-1",
+			BaseEndpoint: aws.String(sc.Base),
+			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		})
+		var entries []sestypes.BulkEmailEntry
+		for _, a := range sc.To {
+			entries = append(entries, sestypes.BulkEmailEntry{Destination: &sestypes.Destination{ToAddresses: []string{a}}})
+		}
+		_, err = c.SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{
+			FromEmailAddress: aws.String(sc.From),
+			DefaultContent: &sestypes.BulkEmailContent{Template: &sestypes.Template{
+				TemplateName: aws.String("compat"), TemplateData: aws.String("{}")}},
+			BulkEmailEntries: entries,
+		})
+	default:
+		return result{Text: "no batch call for " + sc.SDK}
+	}
+	if err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: true}
 }
