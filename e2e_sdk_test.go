@@ -174,6 +174,8 @@ type sdkScenario struct {
 	// Batch sends a message per recipient in one request, with the SDK's
 	// batch or bulk call.
 	Batch bool `json:"batch,omitempty"`
+	// Template sends one message with a template stored at the provider.
+	Template bool `json:"template,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
@@ -490,35 +492,63 @@ func TestE2ESDKs(t *testing.T) {
 	}
 }
 
-// batchSDKs are the SDKs with a call that sends a message per recipient in
-// one request, and the endpoint it posts to.
-var batchSDKs = map[string]string{
-	"sendgrid": "/v3/mail/send",                  // sendMultiple: a personalization per recipient
-	"postmark": "/email/batch",                   // sendEmailBatch
-	"resend":   "/emails/batch",                  // batch.send
-	"mailjet":  "/v3.1/send",                     // Messages, one per recipient
-	"brevo":    "/v3/smtp/email",                 // messageVersions
-	"ses":      "/v2/email/outbound-bulk-emails", // SendBulkEmailCommand
+// sdkKinds are the other ways an application sends through its SDK, and
+// for each the SDKs that have it with the endpoint their call posts to:
+//   - batch: a message per recipient in one request, the SDK's batch or
+//     bulk call, as shops send order mails and newsletters;
+//   - template: one message to every recipient with a template stored at
+//     the provider (the request names the sender).
+var sdkKinds = []struct {
+	name string
+	sdks map[string]string
+	set  func(*sdkScenario)
+}{
+	{"batch", map[string]string{
+		"sendgrid": "/v3/mail/send",                  // sendMultiple: a personalization per recipient
+		"postmark": "/email/batch",                   // sendEmailBatch
+		"resend":   "/emails/batch",                  // batch.send
+		"mailjet":  "/v3.1/send",                     // Messages, one per recipient
+		"brevo":    "/v3/smtp/email",                 // messageVersions
+		"ses":      "/v2/email/outbound-bulk-emails", // SendBulkEmailCommand
 
-	"sendgrid-go":   "/v3/mail/send",                  // a personalization per recipient
-	"postmark-go":   "/email/batch",                   // SendEmailBatch
-	"resend-go":     "/emails/batch",                  // Batch.Send
-	"mailjet-go":    "/v3.1/send",                     // SendMailV31 with a message per recipient
-	"brevo-go":      "/v3/smtp/email",                 // MessageVersions
-	"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
+		"sendgrid-go":   "/v3/mail/send",                  // a personalization per recipient
+		"postmark-go":   "/email/batch",                   // SendEmailBatch
+		"resend-go":     "/emails/batch",                  // Batch.Send
+		"mailjet-go":    "/v3.1/send",                     // SendMailV31 with a message per recipient
+		"brevo-go":      "/v3/smtp/email",                 // MessageVersions
+		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
+	}, func(sc *sdkScenario) { sc.Batch = true }},
+	{"template", map[string]string{
+		"sendgrid": "/v3/mail/send",                // templateId, dynamicTemplateData
+		"postmark": "/email/withTemplate",          // sendEmailWithTemplate
+		"mailgun":  "/v3/mg.shop.example/messages", // template
+		"brevo":    "/v3/smtp/email",               // templateId
+		"ses":      "/v2/email/outbound-emails",    // Content.Template
+
+		"sendgrid-go":   "/v3/mail/send",
+		"postmark-go":   "/email/withTemplate", // SendTemplatedEmail
+		"mailgun-go":    "/v3/mg.shop.example/messages",
+		"brevo-go":      "/v3/smtp/email",
+		"aws-sdk-go-v2": "/v2/email/outbound-emails",
+
+		"postmark-ruby": "/email/withTemplate", // deliver_with_template
+	}, func(sc *sdkScenario) { sc.Template = true }},
 }
 
-// TestE2ESDKsBatches sends a batch through each SDK that has a batch or bulk
-// call: a message for each of two recipients in one request, as shops send
-// order mails and newsletters. keygate must read every message of the
-// batch: the request is delivered whole and counted for both recipients,
-// and the same batch from a sender the key does not allow is refused.
-func TestE2ESDKsBatches(t *testing.T) {
+// TestE2ESDKsBatchesAndTemplates sends, through each SDK that can, a batch
+// of a message for each of two recipients in one request, and a message to
+// both with a stored template. keygate must read every message: each
+// request is delivered whole and counted once for both recipients, and the
+// same request from a sender the key does not allow is refused whole.
+func TestE2ESDKsBatchesAndTemplates(t *testing.T) {
 	rig := startSDKRig(t, "")
-	keys := map[string]*string{}
-	for sdk := range batchSDKs {
-		keys[sdk] = new(string)
-		rig.issueKey(keys[sdk], "--name", sdk+"-batch", "--sender-domain", "shop.example", "--quota", "100/d")
+	keys := map[string]*string{} // by scenario id prefix, kind/sdk
+	for _, k := range sdkKinds {
+		for sdk := range k.sdks {
+			keys[k.name+"/"+sdk] = new(string)
+			rig.issueKey(keys[k.name+"/"+sdk], "--name", sdk+"-"+k.name, "--sender-domain", "shop.example",
+				"--sender-domain", sdkMailgunDomain, "--quota", "100/d")
+		}
 	}
 	rig.issuing.Wait()
 	langOf, dialectOf := map[string]string{}, map[string]string{}
@@ -526,15 +556,26 @@ func TestE2ESDKsBatches(t *testing.T) {
 		langOf[d.name], dialectOf[d.name] = d.lang, d.dialect
 	}
 	plans := map[string][]sdkScenario{}
-	for sdk := range batchSDKs {
-		to := []string{"a@rcpt.example", "b@rcpt.example"}
-		plans[langOf[sdk]] = append(plans[langOf[sdk]],
-			sdkScenario{ID: sdk + "/batch", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: sdkAllowedFrom, To: to, Batch: true},
-			sdkScenario{ID: sdk + "/batch-sender", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: "ceo@evil.example", To: to, Batch: true})
+	for _, k := range sdkKinds {
+		for sdk := range k.sdks {
+			key, to := *keys[k.name+"/"+sdk], []string{"a@rcpt.example", "b@rcpt.example"}
+			allowed := sdkScenario{ID: sdk + "/" + k.name, SDK: sdk, Base: rig.base(sdk), Key: key, From: sdkAllowedFrom, To: to}
+			refused := allowed
+			refused.ID, refused.From = sdk+"/"+k.name+"-sender", "ceo@evil.example"
+			k.set(&allowed)
+			k.set(&refused)
+			plans[langOf[sdk]] = append(plans[langOf[sdk]], allowed, refused)
+		}
 	}
 	results := rig.run(plans)
 
-	delivered := map[string]int{} // by SDK
+	// Which kind and SDK each request the provider got came from, by the
+	// key the SDK sent (the tap saw it; keygate stripped it).
+	kindOf := map[string]string{} // key -> kind/sdk
+	for id, k := range keys {
+		kindOf[*k] = id
+	}
+	delivered := map[string]int{} // by kind/sdk
 	for _, p := range rig.provider.requests() {
 		dialect := p.Header.Get("X-Compat-Dialect")
 		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
@@ -542,41 +583,49 @@ func TestE2ESDKsBatches(t *testing.T) {
 			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
 			continue
 		}
-		for sdk, key := range keys {
-			if dialectOf[sdk] == dialect && strings.Contains(sent.Header.Get("Authorization")+sent.Header.Get("X-Postmark-Server-Token")+sent.Header.Get("Api-Key")+decodeBasicHeader(sent.Header.Get("Authorization")), *key) {
-				delivered[sdk]++
-				if p.Path != batchSDKs[sdk] {
-					t.Errorf("%s: the batch went to %s, want %s", sdk, p.Path, batchSDKs[sdk])
-				}
-				if !bytes.Equal(p.Body, sent.Body) {
-					t.Errorf("%s: the provider's batch differs from the SDK's:\n%s\n%s", sdk, p.Body, sent.Body)
-				}
-				d, _ := mailapi.Lookup(dialect)
-				if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 2 {
-					t.Errorf("%s: the batch reads as %d recipients, %v; want 2", sdk, m.Recipients, err)
-				}
+		id := ""
+		for key, kid := range kindOf {
+			if sent.carries(key) {
+				id = kid
 			}
 		}
+		kind, sdk, _ := strings.Cut(id, "/")
+		delivered[id]++
+		for _, k := range sdkKinds {
+			if k.name == kind && p.Path != k.sdks[sdk] {
+				t.Errorf("%s: went to %s, want %s", id, p.Path, k.sdks[sdk])
+			}
+		}
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's:\n%s\n%s", id, p.Body, sent.Body)
+		}
+		d, _ := mailapi.Lookup(dialect)
+		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 2 {
+			t.Errorf("%s: the request reads as %d recipients, %v; want 2", id, m.Recipients, err)
+		}
 	}
-	for sdk, key := range keys {
-		if r := results[sdk+"/batch"]; !r.OK {
-			t.Errorf("%s/batch: the SDK failed: %+v", sdk, r)
-		}
-		sdkRefused(t, sdk+"/batch-sender", results[sdk+"/batch-sender"], "sender_not_allowed", 403, "")
-		if delivered[sdk] != 1 {
-			t.Errorf("%s: the provider got %d batches, want 1", sdk, delivered[sdk])
-		}
-		if got := rig.taps[dialectOf[sdk]].countKey(*key); got != 2 {
-			t.Errorf("%s: %d requests reached the gateway, want 2 (the batch and the refused one, no retry)", sdk, got)
-		}
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*key]+"/usage", nil).Body, &u)
-			return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
-		}) < 0 {
-			t.Errorf("%s: the batch key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
-				sdk, u.Allowed, u.Recipients, u.Denied)
+	for _, k := range sdkKinds {
+		for sdk := range k.sdks {
+			id, key := k.name+"/"+sdk, *keys[k.name+"/"+sdk]
+			if r := results[sdk+"/"+k.name]; !r.OK {
+				t.Errorf("%s: the SDK failed: %+v", id, r)
+			}
+			sdkRefused(t, id+"-sender", results[sdk+"/"+k.name+"-sender"], "sender_not_allowed", 403, "")
+			if delivered[id] != 1 {
+				t.Errorf("%s: the provider got %d requests, want 1", id, delivered[id])
+			}
+			if got := rig.taps[dialectOf[sdk]].countKey(key); got != 2 {
+				t.Errorf("%s: %d requests reached the gateway, want 2 (the allowed one and the refused one, no retry)", id, got)
+			}
+			var u usageJSON
+			if eventually(t, 3*time.Second, func() bool {
+				u = usageJSON{}
+				_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[key]+"/usage", nil).Body, &u)
+				return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
+			}) < 0 {
+				t.Errorf("%s: the key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
+					id, u.Allowed, u.Recipients, u.Denied)
+			}
 		}
 	}
 	if t.Failed() || testing.Verbose() {
@@ -977,17 +1026,24 @@ func (tp *tap) countKey(key string) int {
 	defer tp.mu.Unlock()
 	n := 0
 	for _, r := range tp.reqs {
-	headers:
-		for _, vs := range r.Header {
-			for _, v := range vs {
-				if strings.Contains(v, key) || strings.Contains(decodeBasicHeader(v), key) {
-					n++
-					break headers
-				}
-			}
+		if r.carries(key) {
+			n++
 		}
 	}
 	return n
+}
+
+// carries reports whether a header of r holds key, as it is or in HTTP
+// Basic credentials.
+func (r recorded) carries(key string) bool {
+	for _, vs := range r.Header {
+		for _, v := range vs {
+			if strings.Contains(v, key) || strings.Contains(decodeBasicHeader(v), key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fakeProvider answers each send endpoint as its provider would, so the

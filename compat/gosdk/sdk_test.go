@@ -52,6 +52,9 @@ type scenario struct {
 	// Batch sends a message per recipient in one request, with the SDK's
 	// batch or bulk call (sendBatch).
 	Batch bool `json:"batch"`
+	// Template sends one message with a template stored at the provider
+	// (sendTemplate).
+	Template bool `json:"template"`
 }
 
 type plan struct {
@@ -117,9 +120,12 @@ func run(p plan, sc scenario) result {
 	t0 := time.Now()
 	var r result
 	for i := 0; i < max(1, sc.Sends); i++ {
-		if sc.Batch {
+		switch {
+		case sc.Batch:
 			r = sendBatch(sc)
-		} else {
+		case sc.Template:
+			r = sendTemplate(p, sc)
+		default:
 			r = send(p, sc)
 		}
 		if !r.OK {
@@ -393,6 +399,78 @@ func sendBatch(sc scenario) result {
 		})
 	default:
 		return result{Text: "no batch call for " + sc.SDK}
+	}
+	if err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: true}
+}
+
+// sendTemplate sends one message to every recipient with a template stored
+// at the provider, naming the sender.
+func sendTemplate(p plan, sc scenario) result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	switch sc.SDK {
+	case "sendgrid-go":
+		c := sendgrid.NewSendClient(sc.Key)
+		c.Request.BaseURL = sc.Base + "/v3/mail/send"
+		m := sgmail.NewV3Mail()
+		m.SetFrom(sgmail.NewEmail("", sc.From))
+		m.SetTemplateID("d-compat")
+		pz := sgmail.NewPersonalization()
+		for _, to := range sc.To {
+			pz.AddTos(sgmail.NewEmail("", to))
+		}
+		pz.SetDynamicTemplateData("name", "Ann")
+		m.AddPersonalizations(pz)
+		resp, err := c.SendWithContext(ctx, m)
+		if err != nil {
+			return result{Text: err.Error()}
+		}
+		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+	case "postmark-go":
+		c := postmark.NewClient(sc.Key, "")
+		c.BaseURL = sc.Base
+		_, err = c.SendTemplatedEmail(ctx, postmark.TemplatedEmail{TemplateAlias: "compat",
+			TemplateModel: map[string]any{"name": "Ann"}, From: sc.From, To: strings.Join(sc.To, ", ")})
+	case "mailgun-go":
+		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
+		mg.SetAPIBase(sc.Base + "/v3")
+		msg := mailgun.NewMessage(sc.From, "", "", sc.To...)
+		msg.SetTemplate("compat")
+		_, _, err = mg.Send(ctx, msg)
+	case "brevo-go":
+		cfg := brevo.NewConfiguration()
+		cfg.BasePath = sc.Base + "/v3"
+		cfg.AddDefaultHeader("api-key", sc.Key)
+		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
+		for i, a := range sc.To {
+			to[i] = brevo.SendSmtpEmailTo{Email: a}
+		}
+		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, TemplateId: 7,
+			Params: map[string]any{"name": "Ann"},
+		})
+		var se brevo.GenericSwaggerError
+		if errors.As(err, &se) {
+			err = fmt.Errorf("%w: %s", err, se.Body())
+		}
+	case "aws-sdk-go-v2":
+		c := sesv2.New(sesv2.Options{
+			Region:       "us-east-1",
+			BaseEndpoint: aws.String(sc.Base),
+			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		})
+		_, err = c.SendEmail(ctx, &sesv2.SendEmailInput{
+			FromEmailAddress: aws.String(sc.From),
+			Destination:      &sestypes.Destination{ToAddresses: sc.To},
+			Content: &sestypes.EmailContent{Template: &sestypes.Template{
+				TemplateName: aws.String("compat"), TemplateData: aws.String(`{"name":"Ann"}`)}},
+		})
+	default:
+		return result{Text: "no template call for " + sc.SDK}
 	}
 	if err != nil {
 		return result{Text: err.Error()}

@@ -120,6 +120,37 @@ const batchDrivers = {
   },
 };
 
+// templateDrivers send one message to every recipient with a template
+// stored at the provider (the fake provider renders nothing), naming the
+// sender as the request must for keygate to check it.
+const templateDrivers = {
+  async sendgrid(base, key, from, to) {
+    const mail = new sgMail.MailService();
+    mail.setApiKey(key);
+    mail.client.setDefaultRequest("baseUrl", base);
+    return mail.send({ from, to, templateId: "d-compat", dynamicTemplateData: { name: "Ann" } });
+  },
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmailWithTemplate({ From: from, To: to.join(", "), TemplateAlias: "compat", TemplateModel: { name: "Ann" } });
+  },
+  async mailgun(base, key, from, to) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { from, to, template: "compat", "h:X-Mailgun-Variables": '{"name":"Ann"}' });
+  },
+  async brevo(base, key, from, to) {
+    const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
+    return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })), templateId: 7, params: { name: "Ann" } });
+  },
+  async ses(base, key, from, to) {
+    return sesClient(base, key).send(new SendEmailCommand({
+      FromEmailAddress: from, Destination: { ToAddresses: to },
+      Content: { Template: { TemplateName: "compat", TemplateData: '{"name":"Ann"}' } },
+    }));
+  },
+};
+
 // sesClient is an SESv2 client for the gateway. The key is the access key
 // id; keygate never sees or checks the secret access key, so any value
 // will do.
@@ -160,7 +191,7 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
-      await (sc.batch ? batchDrivers : drivers)[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
+      await (sc.batch ? batchDrivers : sc.template ? templateDrivers : drivers)[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
   } catch (err) {
