@@ -176,6 +176,8 @@ type sdkScenario struct {
 	Batch bool `json:"batch,omitempty"`
 	// Template sends one message with a template stored at the provider.
 	Template bool `json:"template,omitempty"`
+	// MIME sends a message the application built as MIME itself.
+	MIME bool `json:"mime,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
@@ -497,7 +499,8 @@ func TestE2ESDKs(t *testing.T) {
 //   - batch: a message per recipient in one request, the SDK's batch or
 //     bulk call, as shops send order mails and newsletters;
 //   - template: one message to every recipient with a template stored at
-//     the provider (the request names the sender).
+//     the provider (the request names the sender);
+//   - mime: a message the application built as MIME itself.
 var sdkKinds = []struct {
 	name string
 	sdks map[string]string
@@ -533,6 +536,10 @@ var sdkKinds = []struct {
 
 		"postmark-ruby": "/email/withTemplate", // deliver_with_template
 	}, func(sc *sdkScenario) { sc.Template = true }},
+	{"mime", map[string]string{
+		"mailgun":    "/v3/mg.shop.example/messages.mime", // messages.create with message
+		"mailgun-go": "/v3/mg.shop.example/messages.mime", // NewMIMEMessage
+	}, func(sc *sdkScenario) { sc.MIME = true }},
 }
 
 // TestE2ESDKsBatchesAndTemplates sends, through each SDK that can, a batch
@@ -1074,7 +1081,7 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 			io.WriteString(w, `{"BulkEmailEntryResults":[{"Status":"SUCCESS","MessageId":"ses-1"},{"Status":"SUCCESS","MessageId":"ses-2"}]}`)
 		case strings.HasPrefix(p, "/email"):
 			io.WriteString(w, `{"To":"a@rcpt.example","SubmittedAt":"2026-11-29T00:00:00Z","MessageID":"pm-1","ErrorCode":0,"Message":"OK"}`)
-		case strings.HasSuffix(p, "/messages"):
+		case strings.HasSuffix(p, "/messages"), strings.HasSuffix(p, "/messages.mime"):
 			io.WriteString(w, `{"id":"<mg-1@mg.shop.example>","message":"Queued. Thank you."}`)
 		case p == "/emails":
 			io.WriteString(w, `{"id":"re-1"}`)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -55,6 +56,8 @@ type scenario struct {
 	// Template sends one message with a template stored at the provider
 	// (sendTemplate).
 	Template bool `json:"template"`
+	// MIME sends a message the application built as MIME itself.
+	MIME bool `json:"mime"`
 }
 
 type plan struct {
@@ -125,6 +128,8 @@ func run(p plan, sc scenario) result {
 			r = sendBatch(sc)
 		case sc.Template:
 			r = sendTemplate(p, sc)
+		case sc.MIME:
+			r = sendMIME(p, sc)
 		default:
 			r = send(p, sc)
 		}
@@ -473,6 +478,23 @@ func sendTemplate(p plan, sc scenario) result {
 		return result{Text: "no template call for " + sc.SDK}
 	}
 	if err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: true}
+}
+
+// sendMIME sends a plain text message the application built as MIME.
+func sendMIME(p plan, sc scenario) result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if sc.SDK != "mailgun-go" {
+		return result{Text: "no MIME call for " + sc.SDK}
+	}
+	mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
+	mg.SetAPIBase(sc.Base + "/v3")
+	raw := "From: " + sc.From + "\r\nTo: " + strings.Join(sc.To, ", ") + "\r\nSubject: compat\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
+	if _, _, err := mg.Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...)); err != nil {
 		return result{Text: err.Error()}
 	}
 	return result{OK: true}

@@ -151,6 +151,20 @@ const templateDrivers = {
   },
 };
 
+// mimeDrivers send a message the application built as MIME itself.
+const mimeDrivers = {
+  async mailgun(base, key, from, to) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { to, message: mime(from, to) }); // to /messages.mime
+  },
+};
+
+// mime is a plain text message from one sender to every recipient.
+function mime(from, to) {
+  return `From: ${from}\r\nTo: ${to.join(", ")}\r\nSubject: compat\r\nMIME-Version: 1.0\r\n` +
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n";
+}
+
 // sesClient is an SESv2 client for the gateway. The key is the access key
 // id; keygate never sees or checks the secret access key, so any value
 // will do.
@@ -191,7 +205,8 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
-      await (sc.batch ? batchDrivers : sc.template ? templateDrivers : drivers)[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
+      const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers : drivers;
+      await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
   } catch (err) {
