@@ -95,6 +95,8 @@ var sdkDrivers = []struct {
 	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
 	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"},
 	{"boto3", "ses", "python"},
+	{"anymail-sendgrid", "sendgrid", "python"}, {"anymail-postmark", "postmark", "python"}, {"anymail-mailgun", "mailgun", "python"},
+	{"anymail-mailjet", "mailjet", "python"}, {"anymail-brevo", "brevo", "python"},
 	{"symfony-sendgrid", "sendgrid", "php"}, {"symfony-postmark", "postmark", "php"}, {"symfony-mailgun", "mailgun", "php"},
 	{"symfony-mailjet", "mailjet", "php"}, {"symfony-brevo", "brevo", "php"},
 	{"symfony-ses", "ses", "php"}, {"symfony-ses-raw", "ses", "php"},
@@ -110,8 +112,8 @@ var scriptDrivers = []struct {
 }{
 	{"node", "node", "run.mjs", func() error { return npmCI(filepath.Join("compat", "node")) }},
 	{"python", debianPython, "run.py", func() error {
-		if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
-			return fmt.Errorf("the SDK compatibility suite runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out)
+		if out, err := exec.Command(debianPython, "-c", "import boto3, anymail").CombinedOutput(); err != nil {
+			return fmt.Errorf("the SDK compatibility suite runs boto3 and Django-Anymail with %s (apt-get install python3-boto3 python3-django-anymail): %v\n%s", debianPython, err, out)
 		}
 		return nil
 	}},
@@ -123,6 +125,12 @@ var scriptDrivers = []struct {
 		return nil
 	}},
 }
+
+// anymailError is the class Django-Anymail raises for every refusal an
+// API answers; isAnymail tells its drivers.
+const anymailError = "AnymailRequestsAPIError"
+
+func isAnymail(sdk string) bool { return strings.HasPrefix(sdk, "anymail-") }
 
 // postmarkRubyError is the class Postmark's Ruby gem raises for a status:
 // its own for a 401 and a 422, one class for every other.
@@ -323,6 +331,9 @@ func TestE2ESDKs(t *testing.T) {
 		case d.lang == "ruby":
 			names = map[string]string{"sender": postmarkRubyError(403), "recipients": postmarkRubyError(403),
 				"unknown-key": postmarkRubyError(401), "rate": postmarkRubyError(429), "quota": postmarkRubyError(422)}
+		case isAnymail(d.name):
+			names = map[string]string{"sender": anymailError, "recipients": anymailError,
+				"unknown-key": anymailError, "rate": anymailError, "quota": anymailError}
 		case d.dialect == "ses":
 			names = map[string]string{"sender": "MessageRejected", "recipients": "BadRequestException",
 				"unknown-key": "UnrecognizedClientException", "rate": "TooManyRequestsException", "quota": "SendingPausedException"}
@@ -832,11 +843,12 @@ func (r *sdkRig) run(plans map[string][]sdkScenario) map[string]sdkResult {
 	errs := make([]error, len(outs))
 	// Every driver trusts r.cafile: the PHP driver by KEYGATE_COMPAT_CAFILE,
 	// and over HTTPS the others as their users would make them trust a
-	// private CA (Node's NODE_EXTRA_CA_CERTS, Go's SSL_CERT_FILE, botocore's
-	// AWS_CA_BUNDLE).
+	// private CA (Node's NODE_EXTRA_CA_CERTS, Go's and Ruby's SSL_CERT_FILE,
+	// botocore's AWS_CA_BUNDLE, Python requests' REQUESTS_CA_BUNDLE).
 	caEnv := []string{"KEYGATE_COMPAT_CAFILE=" + r.cafile}
 	if r.taps == nil {
-		caEnv = append(caEnv, "NODE_EXTRA_CA_CERTS="+r.cafile, "SSL_CERT_FILE="+r.cafile, "AWS_CA_BUNDLE="+r.cafile)
+		caEnv = append(caEnv, "NODE_EXTRA_CA_CERTS="+r.cafile, "SSL_CERT_FILE="+r.cafile, "AWS_CA_BUNDLE="+r.cafile,
+			"REQUESTS_CA_BUNDLE="+r.cafile)
 	}
 	var run sync.WaitGroup
 	for i, d := range scriptDrivers {
@@ -1192,6 +1204,8 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 			name = "HttpTransportException"
 		case d.lang == "ruby":
 			name = postmarkRubyError(503)
+		case isAnymail(d.name):
+			name = anymailError
 		case d.dialect == "ses":
 			name = "InternalServiceErrorException"
 		}
@@ -1219,6 +1233,8 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 			rateName = "HttpTransportException"
 		case d.lang == "ruby":
 			rateName = postmarkRubyError(429)
+		case isAnymail(d.name):
+			rateName = anymailError
 		case d.dialect == "ses":
 			rateName = "TooManyRequestsException"
 		}
@@ -1329,6 +1345,8 @@ func TestE2ESDKsOverHTTPS(t *testing.T) {
 			sender, revoked = "HttpTransportException", "HttpTransportException"
 		case d.lang == "ruby":
 			sender, revoked = postmarkRubyError(403), postmarkRubyError(401)
+		case isAnymail(d.name):
+			sender, revoked = anymailError, anymailError
 		case d.dialect == "ses":
 			sender, revoked = "MessageRejected", "UnrecognizedClientException"
 		case d.name == "postmark":

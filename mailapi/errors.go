@@ -176,9 +176,14 @@ var sesErrors = &errorShape{
 // the status code); it also copies ErrorMessage onto the error.
 // mailjet-apiv3-go reads a 400 or 403 as the send's validation errors, as
 // Mailjet's v3.1 send answers them ({"Messages":[{"Errors":[…]}]}), and
-// anything else from ErrorMessage and StatusCode.
+// anything else from ErrorMessage, ErrorCode and StatusCode. Django-Anymail
+// takes a 4xx for a batch's partial failure unless the body has a top-level
+// ErrorCode, as Mailjet's global errors do: without one, a refused send
+// was reported to the application as sent (its recipients "failed").
 var mailjetErrors = &errorShape{
-	members: func(b []byte, _ Refusal, status int, message string) []byte {
+	members: func(b []byte, r Refusal, status int, message string) []byte {
+		b = appendMember(b, "ErrorCode")
+		b = strconv.AppendQuote(b, mailjetCodes[r])
 		b = appendMember(b, "ErrorMessage")
 		b = strconv.AppendQuote(b, message)
 		b = appendMember(b, "StatusCode")
@@ -193,6 +198,16 @@ var mailjetErrors = &errorShape{
 		b = strconv.AppendInt(b, int64(status), 10)
 		return append(b, "}]}]"...)
 	},
+}
+
+// mailjetCodes are the ErrorCode of each refusal, in the "<area>-<name>"
+// form of Mailjet's own codes, saying where the error comes from.
+var mailjetCodes = [numRefusals]string{
+	RefusedNoKey: "keygate-missing-key", RefusedKey: "keygate-invalid-key", RefusedAccess: "keygate-access-denied",
+	RefusedSender: "keygate-sender-not-allowed", RefusedRecipients: "keygate-too-many-recipients",
+	RefusedPayload: "keygate-invalid-payload", RefusedSize: "keygate-payload-too-large",
+	RefusedRate: "keygate-rate-limited", RefusedQuota: "keygate-quota-exceeded",
+	RefusedMonthlyQuota: "keygate-quota-exceeded", RefusedUnavailable: "keygate-unavailable",
 }
 
 // Brevo: @getbrevo/brevo's BrevoError prints the whole body; Brevo's own

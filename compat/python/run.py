@@ -1,12 +1,13 @@
 """The compatibility suite's Python driver: the AWS SDK for Python (boto3),
-configured with nothing but the gateway's base URL and a keygate key,
-sends the scenarios of the plan that e2e_sdk_test.go writes
-(KEYGATE_COMPAT_PLAN) and prints one JSON result per scenario, as
-compat/node/run.mjs does.
+and Django-Anymail, the email backend through which Django applications send
+with SendGrid, Postmark, Mailgun, Mailjet and Brevo (Sendinblue), each
+configured with nothing but the gateway's base URL and a keygate key, send
+the scenarios of the plan that e2e_sdk_test.go writes (KEYGATE_COMPAT_PLAN)
+and print one JSON result per scenario, as compat/node/run.mjs does.
 
-It runs with Debian's interpreter and python3-boto3 (apt-get install
-python3-boto3): the machines this project is tested on reach no Python
-package index.
+It runs with Debian's interpreter, python3-boto3 and python3-django-anymail
+(apt-get install python3-boto3 python3-django-anymail): the machines this
+project is tested on reach no Python package index.
 """
 
 import json
@@ -16,6 +17,14 @@ import time
 
 import boto3
 import botocore.exceptions
+import django
+from django.conf import settings
+
+settings.configure()  # Anymail needs Django set up; every setting is per send here
+django.setup()
+
+from anymail.exceptions import AnymailAPIError  # noqa: E402 (after Django is set up)
+from django.core.mail import EmailMultiAlternatives, get_connection  # noqa: E402
 
 
 def ses(base, key, sc):
@@ -38,13 +47,42 @@ def ses(base, key, sc):
     )
 
 
-DRIVERS = {"boto3": ses}
+# Anymail's backend for each provider, and the settings that point it at the
+# gateway: the API URL (its default is the provider's) and the key where the
+# provider's key goes.
+ANYMAIL = {
+    "anymail-sendgrid": ("sendgrid", lambda base, key: {"api_url": base + "/v3/", "api_key": key}),
+    "anymail-postmark": ("postmark", lambda base, key: {"api_url": base + "/", "server_token": key}),
+    "anymail-mailgun": ("mailgun", lambda base, key: {"api_url": base + "/v3/", "api_key": key}),
+    "anymail-mailjet": ("mailjet", lambda base, key: {"api_url": base + "/v3.1/", "api_key": key, "secret_key": "unused"}),
+    "anymail-brevo": ("sendinblue", lambda base, key: {"api_url": base + "/v3/", "api_key": key}),
+}
+
+
+def anymail(sc, plan):
+    esp, conf = ANYMAIL[sc["sdk"]]
+    options = conf(sc["base"], sc["key"])
+    if esp == "mailgun":
+        # Otherwise the domain of the From address, which is not the
+        # sending domain here.
+        options["sender_domain"] = plan["mailgunDomain"]
+    conn = get_connection("anymail.backends.%s.EmailBackend" % esp, **options)
+    msg = EmailMultiAlternatives("compat", "hello", sc["from"], sc["to"], connection=conn)
+    if sc.get("html"):
+        msg.attach_alternative(sc["html"], "text/html")
+    msg.send()
+
+
+DRIVERS = {"boto3": lambda sc, plan: ses(sc["base"], sc["key"], sc)}
+DRIVERS.update({name: anymail for name in ANYMAIL})
 
 
 def describe(err):
     """What a developer sees of the SDK's error: its text, and the fields
     botocore documents for it."""
     out = {"text": str(err), "name": type(err).__name__}
+    if isinstance(err, AnymailAPIError):
+        out["status"] = err.status_code or 0
     if isinstance(err, botocore.exceptions.ClientError):
         meta = err.response.get("ResponseMetadata", {})
         out["name"] = err.response.get("Error", {}).get("Code", "")
@@ -53,14 +91,14 @@ def describe(err):
     return out
 
 
-def run(sc):
+def run(sc, plan):
     """Sends sc["sends"] times (a rate or quota scenario uses up the limit
     first) and reports the last send, or the first that failed."""
     t0 = time.monotonic()
     result = {"id": sc["id"]}
     try:
         for _ in range(sc.get("sends") or 1):
-            DRIVERS[sc["sdk"]](sc["base"], sc["key"], sc)
+            DRIVERS[sc["sdk"]](sc, plan)
         result["ok"] = True
     except Exception as err:  # every failure is a result, as in run.mjs
         result["ok"] = False
@@ -73,7 +111,7 @@ def main():
     with open(os.environ["KEYGATE_COMPAT_PLAN"]) as f:
         plan = json.load(f)
     for sc in plan["scenarios"]:
-        print(json.dumps(run(sc)), flush=True)
+        print(json.dumps(run(sc, plan)), flush=True)
 
 
 if __name__ == "__main__":
