@@ -531,6 +531,12 @@ var sdkKinds = []struct {
 		"mailjet-go":    "/v3.1/send",                     // SendMailV31 with a message per recipient
 		"brevo-go":      "/v3/smtp/email",                 // MessageVersions
 		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
+
+		// Django-Anymail's merge_data (its Sendinblue backend has no batch).
+		"anymail-sendgrid": "/v3/mail/send",
+		"anymail-postmark": "/email/batch",
+		"anymail-mailgun":  "/v3/mg.shop.example/messages", // recipient-variables
+		"anymail-mailjet":  "/v3.1/send",
 	}, func(sc *sdkScenario) { sc.Batch = true }},
 	{"template", map[string]string{
 		"sendgrid": "/v3/mail/send",                // templateId, dynamicTemplateData
@@ -546,6 +552,13 @@ var sdkKinds = []struct {
 		"aws-sdk-go-v2": "/v2/email/outbound-emails",
 
 		"postmark-ruby": "/email/withTemplate", // deliver_with_template
+
+		// Django-Anymail's template_id.
+		"anymail-sendgrid": "/v3/mail/send",
+		"anymail-postmark": "/email/withTemplate/", // with a slash, which keygate reads as the send path it is
+		"anymail-mailgun":  "/v3/mg.shop.example/messages",
+		"anymail-mailjet":  "/v3.1/send",
+		"anymail-brevo":    "/v3/smtp/email",
 	}, func(sc *sdkScenario) { sc.Template = true }},
 	{"mime", map[string]string{
 		"mailgun":    "/v3/mg.shop.example/messages.mime", // messages.create with message
