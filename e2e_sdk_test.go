@@ -186,6 +186,8 @@ type sdkScenario struct {
 	Template bool `json:"template,omitempty"`
 	// MIME sends a message the application built as MIME itself.
 	MIME bool `json:"mime,omitempty"`
+	// Attachment sends one message with a 60 KB binary attachment.
+	Attachment bool `json:"attachment,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
@@ -511,7 +513,8 @@ func TestE2ESDKs(t *testing.T) {
 //     bulk call, as shops send order mails and newsletters;
 //   - template: one message to every recipient with a template stored at
 //     the provider (the request names the sender);
-//   - mime: a message the application built as MIME itself.
+//   - mime: a message the application built as MIME itself;
+//   - attachment: one message with a 60 KB binary attachment (an invoice).
 var sdkKinds = []struct {
 	name string
 	sdks map[string]string
@@ -564,6 +567,13 @@ var sdkKinds = []struct {
 		"mailgun":    "/v3/mg.shop.example/messages.mime", // messages.create with message
 		"mailgun-go": "/v3/mg.shop.example/messages.mime", // NewMIMEMessage
 	}, func(sc *sdkScenario) { sc.MIME = true }},
+	{"attachment", map[string]string{
+		"sendgrid": "/v3/mail/send", "postmark": "/email", "mailgun": "/v3/mg.shop.example/messages", "resend": "/emails",
+		"mailjet": "/v3.1/send", "brevo": "/v3/smtp/email", "ses": "/v2/email/outbound-emails", "nodemailer-ses": "/v2/email/outbound-emails",
+
+		"sendgrid-go": "/v3/mail/send", "postmark-go": "/email", "mailgun-go": "/v3/mg.shop.example/messages", "resend-go": "/emails",
+		"mailjet-go": "/v3.1/send", "brevo-go": "/v3/smtp/email", "aws-sdk-go-v2": "/v2/email/outbound-emails",
+	}, func(sc *sdkScenario) { sc.Attachment = true }},
 }
 
 // TestE2ESDKsBatchesAndTemplates sends, through each SDK that can, a batch

@@ -10,6 +10,7 @@ package gosdk
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,9 @@ type scenario struct {
 	Template bool `json:"template"`
 	// MIME sends a message the application built as MIME itself.
 	MIME bool `json:"mime"`
+	// Attachment sends one message with a binary attachment
+	// (sendAttachment).
+	Attachment bool `json:"attachment"`
 }
 
 type plan struct {
@@ -130,6 +134,8 @@ func run(p plan, sc scenario) result {
 			r = sendTemplate(p, sc)
 		case sc.MIME:
 			r = sendMIME(p, sc)
+		case sc.Attachment:
+			r = sendAttachment(p, sc)
 		default:
 			r = send(p, sc)
 		}
@@ -495,6 +501,114 @@ func sendMIME(p plan, sc scenario) result {
 	raw := "From: " + sc.From + "\r\nTo: " + strings.Join(sc.To, ", ") + "\r\nSubject: compat\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
 	if _, _, err := mg.Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...)); err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: true}
+}
+
+// invoice is a 60 KB binary attachment, the same in every run.
+var invoice = func() []byte {
+	b := make([]byte, 60<<10)
+	x := uint32(1)
+	for i := range b {
+		x = x*1103515245 + 12345
+		b[i] = byte(x >> 24)
+	}
+	return b
+}()
+
+// sendAttachment sends one message with a binary attachment (an invoice),
+// as each SDK takes one.
+func sendAttachment(p plan, sc scenario) result {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b64 := base64.StdEncoding.EncodeToString(invoice)
+	var err error
+	switch sc.SDK {
+	case "sendgrid-go":
+		c := sendgrid.NewSendClient(sc.Key)
+		c.Request.BaseURL = sc.Base + "/v3/mail/send"
+		m := sgmail.NewV3Mail()
+		m.SetFrom(sgmail.NewEmail("", sc.From))
+		m.Subject = "compat"
+		pz := sgmail.NewPersonalization()
+		for _, to := range sc.To {
+			pz.AddTos(sgmail.NewEmail("", to))
+		}
+		m.AddPersonalizations(pz)
+		m.AddContent(sgmail.NewContent("text/plain", "hello"))
+		a := sgmail.NewAttachment()
+		a.SetContent(b64)
+		a.SetType("application/pdf")
+		a.SetFilename("invoice.pdf")
+		a.SetDisposition("attachment")
+		m.AddAttachment(a)
+		resp, err := c.SendWithContext(ctx, m)
+		if err != nil {
+			return result{Text: err.Error()}
+		}
+		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+	case "mailgun-go":
+		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
+		mg.SetAPIBase(sc.Base + "/v3")
+		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
+		msg.AddBufferAttachment("invoice.pdf", invoice)
+		_, _, err = mg.Send(ctx, msg)
+	case "resend-go":
+		c := resend.NewClient(sc.Key)
+		c.BaseURL, _ = url.Parse(sc.Base + "/")
+		_, err = c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello",
+			Attachments: []*resend.Attachment{{Content: invoice, Filename: "invoice.pdf"}}})
+	case "mailjet-go":
+		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
+		to := mailjet.RecipientsV31{}
+		for _, a := range sc.To {
+			to = append(to, mailjet.RecipientV31{Email: a})
+		}
+		_, err = mj.SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
+			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello",
+			Attachments: &mailjet.AttachmentsV31{{ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: b64}},
+		}}})
+	case "postmark-go":
+		c := postmark.NewClient(sc.Key, "")
+		c.BaseURL = sc.Base
+		_, err = c.SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello",
+			Attachments: []postmark.Attachment{{Name: "invoice.pdf", Content: b64, ContentType: "application/pdf"}}})
+	case "brevo-go":
+		cfg := brevo.NewConfiguration()
+		cfg.BasePath = sc.Base + "/v3"
+		cfg.AddDefaultHeader("api-key", sc.Key)
+		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
+		for i, a := range sc.To {
+			to[i] = brevo.SendSmtpEmailTo{Email: a}
+		}
+		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, Subject: "compat", TextContent: "hello",
+			Attachment: []brevo.SendSmtpEmailAttachment{{Content: b64, Name: "invoice.pdf"}},
+		})
+		var se brevo.GenericSwaggerError
+		if errors.As(err, &se) {
+			err = fmt.Errorf("%w: %s", err, se.Body())
+		}
+	case "aws-sdk-go-v2":
+		c := sesv2.New(sesv2.Options{
+			Region:       "us-east-1",
+			BaseEndpoint: aws.String(sc.Base),
+			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		})
+		_, err = c.SendEmail(ctx, &sesv2.SendEmailInput{
+			FromEmailAddress: aws.String(sc.From),
+			Destination:      &sestypes.Destination{ToAddresses: sc.To},
+			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
+				Subject:     &sestypes.Content{Data: aws.String("compat")},
+				Body:        &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}},
+				Attachments: []sestypes.Attachment{{FileName: aws.String("invoice.pdf"), RawContent: invoice, ContentType: aws.String("application/pdf")}},
+			}},
+		})
+	default:
+		return result{Text: "no attachment call for " + sc.SDK}
+	}
+	if err != nil {
 		return result{Text: err.Error()}
 	}
 	return result{OK: true}

@@ -151,6 +151,65 @@ const templateDrivers = {
   },
 };
 
+// invoice is a 60 KB binary attachment, the same in every run.
+const invoice = Buffer.alloc(60 << 10);
+for (let i = 0, x = 1; i < invoice.length; i++) { x = (x * 1103515245 + 12345) >>> 0; invoice[i] = x >>> 24; }
+const invoice64 = invoice.toString("base64");
+
+// attachDrivers send one message with a binary attachment (an invoice),
+// as each SDK takes one.
+const attachDrivers = {
+  async sendgrid(base, key, from, to) {
+    const mail = new sgMail.MailService();
+    mail.setApiKey(key);
+    mail.client.setDefaultRequest("baseUrl", base);
+    return mail.send({ from, to, subject: "compat", text: "hello",
+      attachments: [{ content: invoice64, filename: "invoice.pdf", type: "application/pdf", disposition: "attachment" }] });
+  },
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello",
+      Attachments: [new postmark.Models.Attachment("invoice.pdf", invoice64, "application/pdf")] });
+  },
+  async mailgun(base, key, from, to) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello",
+      attachment: [{ filename: "invoice.pdf", data: invoice }] });
+  },
+  async resend(base, key, from, to) {
+    const r = new Resend(key, { baseUrl: base });
+    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello",
+      attachments: [{ filename: "invoice.pdf", content: invoice }] });
+    if (error) throw error;
+    return data;
+  },
+  async mailjet(base, key, from, to) {
+    Mailjet.Request.protocol = new URL(base).protocol + "//";
+    const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+    return mj.post("send", { version: "v3.1" }).request({ Messages: [{
+      From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello",
+      Attachments: [{ ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: invoice64 }],
+    }] });
+  },
+  async brevo(base, key, from, to) {
+    const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
+    return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })),
+      subject: "compat", textContent: "hello", attachment: [{ content: invoice64, name: "invoice.pdf" }] });
+  },
+  async ses(base, key, from, to) {
+    return sesClient(base, key).send(new SendEmailCommand({
+      FromEmailAddress: from, Destination: { ToAddresses: to },
+      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } },
+        Attachments: [{ FileName: "invoice.pdf", RawContent: invoice, ContentType: "application/pdf" }] } },
+    }));
+  },
+  async "nodemailer-ses"(base, key, from, to) {
+    const t = nodemailer.createTransport({ SES: { sesClient: sesClient(base, key), SendEmailCommand } });
+    return t.sendMail({ from, to, subject: "compat", text: "hello", attachments: [{ filename: "invoice.pdf", content: invoice }] });
+  },
+};
+
 // mimeDrivers send a message the application built as MIME itself.
 const mimeDrivers = {
   async mailgun(base, key, from, to) {
@@ -205,7 +264,8 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
-      const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers : drivers;
+      const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
+        : sc.attachment ? attachDrivers : drivers;
       await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
