@@ -573,6 +573,10 @@ var sdkKinds = []struct {
 
 		"sendgrid-go": "/v3/mail/send", "postmark-go": "/email", "mailgun-go": "/v3/mg.shop.example/messages", "resend-go": "/emails",
 		"mailjet-go": "/v3.1/send", "brevo-go": "/v3/smtp/email", "aws-sdk-go-v2": "/v2/email/outbound-emails",
+
+		"postmark-ruby": "/email", "postmark-ruby-mail": "/email",
+		"anymail-sendgrid": "/v3/mail/send", "anymail-postmark": "/email", "anymail-mailgun": "/v3/mg.shop.example/messages",
+		"anymail-mailjet": "/v3.1/send", "anymail-brevo": "/v3/smtp/email",
 	}, func(sc *sdkScenario) { sc.Attachment = true }},
 }
 

@@ -59,6 +59,15 @@ ANYMAIL = {
 }
 
 
+def invoice():
+    """A 60 KB binary attachment, the same in every run."""
+    out, x = bytearray(60 << 10), 1
+    for i in range(len(out)):
+        x = (x * 1103515245 + 12345) & 0xFFFFFFFF
+        out[i] = x >> 24
+    return bytes(out)
+
+
 def anymail(sc, plan):
     esp, conf = ANYMAIL[sc["sdk"]]
     options = conf(sc["base"], sc["key"])
@@ -74,6 +83,8 @@ def anymail(sc, plan):
         # Anymail's batch send: a message per recipient, in one request
         # where the provider has one.
         msg.merge_data = {to: {"name": "Ann"} for to in sc["to"]}
+    if sc.get("attachment"):
+        msg.attach("invoice.pdf", invoice(), "application/pdf")
     if sc.get("template"):
         # A template stored at the provider; the ids are the providers' forms.
         msg.template_id = {"mailjet": 7, "sendinblue": 7, "sendgrid": "d-compat"}.get(esp, "compat")

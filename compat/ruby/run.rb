@@ -53,6 +53,30 @@ def postmark_ruby_mail(sc)
   message.deliver!
 end
 
+# A 60 KB binary attachment, the same in every run.
+INVOICE = begin
+  x = 1
+  Array.new(60 << 10) { x = (x * 1_103_515_245 + 12_345) & 0xFFFFFFFF; x >> 24 }.pack('C*')
+end
+
+def postmark_ruby_attachment(sc)
+  client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
+  client.deliver(from: sc['from'], to: sc['to'].join(', '), subject: 'compat', text_body: 'hello',
+                 attachments: [{ name: 'invoice.pdf', content: [INVOICE].pack('m0'), content_type: 'application/pdf' }])
+end
+
+def postmark_ruby_mail_attachment(sc)
+  message = Mail.new do
+    from sc['from']
+    to sc['to']
+    subject 'compat'
+    body 'hello'
+  end
+  message.attachments['invoice.pdf'] = { mime_type: 'application/pdf', content: INVOICE }
+  message.delivery_method Mail::Postmark, api_token: sc['key'], **connection(sc['base'])
+  message.deliver!
+end
+
 # A template stored at Postmark, the sender named in the request.
 def postmark_ruby_template(sc)
   client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
@@ -62,6 +86,8 @@ end
 
 DRIVERS = { 'postmark-ruby' => method(:postmark_ruby), 'postmark-ruby-mail' => method(:postmark_ruby_mail) }.freeze
 TEMPLATE_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_template) }.freeze
+ATTACHMENT_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_attachment),
+                       'postmark-ruby-mail' => method(:postmark_ruby_mail_attachment) }.freeze
 
 # What a developer sees of the gem's error: its message, class and status.
 def describe(err)
@@ -76,7 +102,11 @@ def run(sc)
   t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   result = { 'id' => sc['id'] }
   begin
-    (sc['sends'] || 1).times { (sc['template'] ? TEMPLATE_DRIVERS : DRIVERS).fetch(sc['sdk']).call(sc) }
+    drivers = if sc['template'] then TEMPLATE_DRIVERS
+              elsif sc['attachment'] then ATTACHMENT_DRIVERS
+              else DRIVERS
+              end
+    (sc['sends'] || 1).times { drivers.fetch(sc['sdk']).call(sc) }
     result['ok'] = true
   rescue StandardError => e # every failure is a result, as in run.mjs
     result['ok'] = false
