@@ -12,6 +12,7 @@ require (
 	github.com/mailjet/mailjet-apiv3-go/v4 v4.0.7
 	github.com/mrz1836/postmark v1.7.4
 	github.com/resend/resend-go/v2 v2.28.0
+	github.com/sendgrid/rest v2.6.9+incompatible
 	github.com/sendgrid/sendgrid-go v3.16.1+incompatible
 )
 
@@ -26,7 +27,6 @@ require (
 	github.com/mailgun/errors v0.4.0 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180228061459-e0a39a4cb421 // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
-	github.com/sendgrid/rest v2.6.9+incompatible // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/oauth2 v0.0.0-20220608161450-d0670ef3b1eb // indirect
 	google.golang.org/appengine v1.6.6 // indirect

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -34,6 +35,7 @@ import (
 	"github.com/mailjet/mailjet-apiv3-go/v4"
 	"github.com/mrz1836/postmark"
 	"github.com/resend/resend-go/v2"
+	"github.com/sendgrid/rest"
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
 )
@@ -152,43 +154,25 @@ func send(p plan, sc scenario) result {
 	defer cancel()
 	switch sc.SDK {
 	case "sendgrid-go":
-		c := sendgrid.NewSendClient(sc.Key)
-		c.Request.BaseURL = sc.Base + "/v3/mail/send"
-		m := sgmail.NewV3Mail()
-		m.SetFrom(sgmail.NewEmail("", sc.From))
-		m.Subject = "compat"
-		pz := sgmail.NewPersonalization()
-		for _, to := range sc.To {
-			pz.AddTos(sgmail.NewEmail("", to))
-		}
-		m.AddPersonalizations(pz)
+		m := sendgridMail(sc)
+		m.AddPersonalizations(sendgridTo(sc.To...))
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
 		if sc.HTML != "" {
 			m.AddContent(sgmail.NewContent("text/html", sc.HTML))
 		}
 		if sc.Retrying {
+			c := sendgridClient(sc)
 			c.Request.Body = sgmail.GetRequestBody(m)
-			resp, err := sendgrid.MakeRequestRetryWithContext(ctx, c.Request)
-			if err != nil {
-				return result{Text: err.Error()}
-			}
-			return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+			return sendgridResult(sendgrid.MakeRequestRetryWithContext(ctx, c.Request))
 		}
-		// Send returns an HTTP error as a response, not an error.
-		resp, err := c.SendWithContext(ctx, m)
-		if err != nil {
-			return result{Text: err.Error()}
-		}
-		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 
 	case "mailgun-go":
-		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
-		mg.SetAPIBase(sc.Base + "/v3")
 		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
 		if sc.HTML != "" {
 			msg.SetHtml(sc.HTML)
 		}
-		_, _, err := mg.Send(ctx, msg)
+		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
 		if err != nil {
 			var ue *mailgun.UnexpectedResponseError
 			r := result{Text: err.Error()}
@@ -200,14 +184,8 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "mailjet-go":
-		// The key is the API key (the Basic user); the secret is not checked.
-		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
-		to := mailjet.RecipientsV31{}
-		for _, a := range sc.To {
-			to = append(to, mailjet.RecipientV31{Email: a})
-		}
-		_, err := mj.SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML,
+		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
+			From: &mailjet.RecipientV31{Email: sc.From}, To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML,
 		}}})
 		if err != nil {
 			// 400 and 403 come back as the send's validation errors,
@@ -226,25 +204,12 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "brevo-go":
-		cfg := brevo.NewConfiguration()
-		cfg.BasePath = sc.Base + "/v3"
-		cfg.AddDefaultHeader("api-key", sc.Key)
-		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
-		for i, a := range sc.To {
-			to[i] = brevo.SendSmtpEmailTo{Email: a}
-		}
-		_, resp, err := brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, Subject: "compat",
+		resp, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), Subject: "compat",
 			TextContent: "hello", HtmlContent: sc.HTML,
 		})
 		if err != nil {
-			// The generated client's error is the status line; what the
-			// server said is in Body() (and, for a 400, Model()).
 			r := result{Text: err.Error()}
-			var se brevo.GenericSwaggerError
-			if errors.As(err, &se) {
-				r.Text += ": " + string(se.Body())
-			}
 			if resp != nil {
 				r.Status = resp.StatusCode
 			}
@@ -253,11 +218,7 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "postmark-go":
-		// Postmark publishes no Go SDK; this is the maintained community
-		// client (a fork of the one Postmark's library page lists).
-		c := postmark.NewClient(sc.Key, "")
-		c.BaseURL = sc.Base
-		_, err := c.SendEmail(ctx, postmark.Email{
+		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{
 			From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello", HTMLBody: sc.HTML,
 		})
 		if err != nil {
@@ -266,9 +227,7 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "resend-go":
-		c := resend.NewClient(sc.Key)
-		c.BaseURL, _ = url.Parse(sc.Base + "/")
-		_, err := c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello", Html: sc.HTML})
+		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello", Html: sc.HTML})
 		if err != nil {
 			r := result{Text: err.Error()}
 			var rl *resend.RateLimitError
@@ -280,19 +239,12 @@ func send(p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "aws-sdk-go-v2":
-		// The key is the access key id; keygate never sees or checks the
-		// secret access key, so any value will do.
-		c := sesv2.New(sesv2.Options{
-			Region:       "us-east-1",
-			BaseEndpoint: aws.String(sc.Base),
-			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
-		})
 		var md middleware.Metadata
 		body := &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}}
 		if sc.HTML != "" {
 			body.Html = &sestypes.Content{Data: aws.String(sc.HTML)}
 		}
-		_, err := c.SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
@@ -329,92 +281,174 @@ func send(p plan, sc scenario) result {
 	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
 }
 
+// The SDKs' clients as every scenario sets them up: the gateway's base URL
+// and the keygate key where the provider's key goes.
+
+func sendgridClient(sc scenario) *sendgrid.Client {
+	c := sendgrid.NewSendClient(sc.Key)
+	c.Request.BaseURL = sc.Base + "/v3/mail/send"
+	return c
+}
+
+// sendgridMail is a message from sc.From with the suite's subject.
+func sendgridMail(sc scenario) *sgmail.SGMailV3 {
+	m := sgmail.NewV3Mail()
+	m.SetFrom(sgmail.NewEmail("", sc.From))
+	m.Subject = "compat"
+	return m
+}
+
+// sendgridTo is one personalization to every address.
+func sendgridTo(to ...string) *sgmail.Personalization {
+	pz := sgmail.NewPersonalization()
+	for _, a := range to {
+		pz.AddTos(sgmail.NewEmail("", a))
+	}
+	return pz
+}
+
+// sendgridResult reads sendgrid-go's answer, which returns an HTTP error as
+// a response, not an error.
+func sendgridResult(resp *rest.Response, err error) result {
+	if err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+}
+
+func mailgunClient(p plan, sc scenario) *mailgun.MailgunImpl {
+	mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
+	mg.SetAPIBase(sc.Base + "/v3")
+	return mg
+}
+
+// mailjetClient takes the key as the API key (the Basic user); the secret
+// is not checked.
+func mailjetClient(sc scenario) *mailjet.Client {
+	return mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
+}
+
+func mailjetTo(to ...string) *mailjet.RecipientsV31 {
+	r := mailjet.RecipientsV31{}
+	for _, a := range to {
+		r = append(r, mailjet.RecipientV31{Email: a})
+	}
+	return &r
+}
+
+// brevoSend sends with brevo-go. Its error is the status line; what the
+// server said is in GenericSwaggerError's Body() (and, for a 400, Model()),
+// which the returned error adds.
+func brevoSend(ctx context.Context, sc scenario, email brevo.SendSmtpEmail) (*http.Response, error) {
+	cfg := brevo.NewConfiguration()
+	cfg.BasePath = sc.Base + "/v3"
+	cfg.AddDefaultHeader("api-key", sc.Key)
+	_, resp, err := brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, email)
+	var se brevo.GenericSwaggerError
+	if errors.As(err, &se) {
+		err = fmt.Errorf("%w: %s", err, se.Body())
+	}
+	return resp, err
+}
+
+func brevoTo(to ...string) []brevo.SendSmtpEmailTo {
+	r := make([]brevo.SendSmtpEmailTo, len(to))
+	for i, a := range to {
+		r[i] = brevo.SendSmtpEmailTo{Email: a}
+	}
+	return r
+}
+
+// postmarkClient: Postmark publishes no Go SDK; this is the maintained
+// community client (a fork of the one Postmark's library page lists).
+func postmarkClient(sc scenario) *postmark.Client {
+	c := postmark.NewClient(sc.Key, "")
+	c.BaseURL = sc.Base
+	return c
+}
+
+func resendClient(sc scenario) *resend.Client {
+	c := resend.NewClient(sc.Key)
+	c.BaseURL, _ = url.Parse(sc.Base + "/")
+	return c
+}
+
+// sesClient takes the key as the access key id; keygate never sees or
+// checks the secret access key, so any value will do.
+func sesClient(sc scenario) *sesv2.Client {
+	return sesv2.New(sesv2.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(sc.Base),
+		Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+	})
+}
+
+// done is the result of a call that returns a plain error.
+func done(err error) result {
+	if err != nil {
+		return result{Text: err.Error()}
+	}
+	return result{OK: true}
+}
+
 // sendBatch sends a message to each of sc.To in one request, from sc.From,
 // with the SDK's own batch or bulk call.
 func sendBatch(sc scenario) result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var err error
 	switch sc.SDK {
 	case "sendgrid-go": // a personalization per recipient
-		c := sendgrid.NewSendClient(sc.Key)
-		c.Request.BaseURL = sc.Base + "/v3/mail/send"
-		m := sgmail.NewV3Mail()
-		m.SetFrom(sgmail.NewEmail("", sc.From))
-		m.Subject = "compat"
+		m := sendgridMail(sc)
 		for _, to := range sc.To {
-			pz := sgmail.NewPersonalization()
-			pz.AddTos(sgmail.NewEmail("", to))
-			m.AddPersonalizations(pz)
+			m.AddPersonalizations(sendgridTo(to))
 		}
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
-		resp, err := c.SendWithContext(ctx, m)
-		if err != nil {
-			return result{Text: err.Error()}
-		}
-		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "postmark-go":
-		c := postmark.NewClient(sc.Key, "")
-		c.BaseURL = sc.Base
 		var emails []postmark.Email
 		for _, to := range sc.To {
 			emails = append(emails, postmark.Email{From: sc.From, To: to, Subject: "compat", TextBody: "hello"})
 		}
-		_, err = c.SendEmailBatch(ctx, emails)
+		_, err := postmarkClient(sc).SendEmailBatch(ctx, emails)
+		return done(err)
 	case "resend-go":
-		c := resend.NewClient(sc.Key)
-		c.BaseURL, _ = url.Parse(sc.Base + "/")
 		var reqs []*resend.SendEmailRequest
 		for _, to := range sc.To {
 			reqs = append(reqs, &resend.SendEmailRequest{From: sc.From, To: []string{to}, Subject: "compat", Text: "hello"})
 		}
-		_, err = c.Batch.SendWithContext(ctx, reqs)
+		_, err := resendClient(sc).Batch.SendWithContext(ctx, reqs)
+		return done(err)
 	case "mailjet-go":
-		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
 		var msgs []mailjet.InfoMessagesV31
-		for _, a := range sc.To {
+		for _, to := range sc.To {
 			msgs = append(msgs, mailjet.InfoMessagesV31{From: &mailjet.RecipientV31{Email: sc.From},
-				To: &mailjet.RecipientsV31{{Email: a}}, Subject: "compat", TextPart: "hello"})
+				To: mailjetTo(to), Subject: "compat", TextPart: "hello"})
 		}
-		_, err = mj.SendMailV31(&mailjet.MessagesV31{Info: msgs})
+		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: msgs})
+		return done(err)
 	case "brevo-go":
-		cfg := brevo.NewConfiguration()
-		cfg.BasePath = sc.Base + "/v3"
-		cfg.AddDefaultHeader("api-key", sc.Key)
 		var versions []brevo.SendSmtpEmailMessageVersions
 		for _, a := range sc.To {
 			versions = append(versions, brevo.SendSmtpEmailMessageVersions{To: []brevo.SendSmtpEmailTo1{{Email: a}}})
 		}
-		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
+		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
 			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, Subject: "compat", TextContent: "hello", MessageVersions: versions,
 		})
-		var se brevo.GenericSwaggerError
-		if errors.As(err, &se) {
-			err = fmt.Errorf("%w: %s", err, se.Body())
-		}
+		return done(err)
 	case "aws-sdk-go-v2":
-		c := sesv2.New(sesv2.Options{
-			Region:       "us-east-1",
-			BaseEndpoint: aws.String(sc.Base),
-			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
-		})
 		var entries []sestypes.BulkEmailEntry
 		for _, a := range sc.To {
 			entries = append(entries, sestypes.BulkEmailEntry{Destination: &sestypes.Destination{ToAddresses: []string{a}}})
 		}
-		_, err = c.SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{
+		_, err := sesClient(sc).SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			DefaultContent: &sestypes.BulkEmailContent{Template: &sestypes.Template{
 				TemplateName: aws.String("compat"), TemplateData: aws.String("{}")}},
 			BulkEmailEntries: entries,
 		})
-	default:
-		return result{Text: "no batch call for " + sc.SDK}
+		return done(err)
 	}
-	if err != nil {
-		return result{Text: err.Error()}
-	}
-	return result{OK: true}
+	return result{Text: "no batch call for " + sc.SDK}
 }
 
 // sendTemplate sends one message to every recipient with a template stored
@@ -422,71 +456,39 @@ func sendBatch(sc scenario) result {
 func sendTemplate(p plan, sc scenario) result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var err error
 	switch sc.SDK {
 	case "sendgrid-go":
-		c := sendgrid.NewSendClient(sc.Key)
-		c.Request.BaseURL = sc.Base + "/v3/mail/send"
-		m := sgmail.NewV3Mail()
-		m.SetFrom(sgmail.NewEmail("", sc.From))
+		m := sendgridMail(sc)
 		m.SetTemplateID("d-compat")
-		pz := sgmail.NewPersonalization()
-		for _, to := range sc.To {
-			pz.AddTos(sgmail.NewEmail("", to))
-		}
+		pz := sendgridTo(sc.To...)
 		pz.SetDynamicTemplateData("name", "Ann")
 		m.AddPersonalizations(pz)
-		resp, err := c.SendWithContext(ctx, m)
-		if err != nil {
-			return result{Text: err.Error()}
-		}
-		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "postmark-go":
-		c := postmark.NewClient(sc.Key, "")
-		c.BaseURL = sc.Base
-		_, err = c.SendTemplatedEmail(ctx, postmark.TemplatedEmail{TemplateAlias: "compat",
+		_, err := postmarkClient(sc).SendTemplatedEmail(ctx, postmark.TemplatedEmail{TemplateAlias: "compat",
 			TemplateModel: map[string]any{"name": "Ann"}, From: sc.From, To: strings.Join(sc.To, ", ")})
+		return done(err)
 	case "mailgun-go":
-		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
-		mg.SetAPIBase(sc.Base + "/v3")
 		msg := mailgun.NewMessage(sc.From, "", "", sc.To...)
 		msg.SetTemplate("compat")
-		_, _, err = mg.Send(ctx, msg)
+		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		return done(err)
 	case "brevo-go":
-		cfg := brevo.NewConfiguration()
-		cfg.BasePath = sc.Base + "/v3"
-		cfg.AddDefaultHeader("api-key", sc.Key)
-		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
-		for i, a := range sc.To {
-			to[i] = brevo.SendSmtpEmailTo{Email: a}
-		}
-		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, TemplateId: 7,
+		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), TemplateId: 7,
 			Params: map[string]any{"name": "Ann"},
 		})
-		var se brevo.GenericSwaggerError
-		if errors.As(err, &se) {
-			err = fmt.Errorf("%w: %s", err, se.Body())
-		}
+		return done(err)
 	case "aws-sdk-go-v2":
-		c := sesv2.New(sesv2.Options{
-			Region:       "us-east-1",
-			BaseEndpoint: aws.String(sc.Base),
-			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
-		})
-		_, err = c.SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Template: &sestypes.Template{
 				TemplateName: aws.String("compat"), TemplateData: aws.String(`{"name":"Ann"}`)}},
 		})
-	default:
-		return result{Text: "no template call for " + sc.SDK}
+		return done(err)
 	}
-	if err != nil {
-		return result{Text: err.Error()}
-	}
-	return result{OK: true}
+	return result{Text: "no template call for " + sc.SDK}
 }
 
 // sendMIME sends a plain text message the application built as MIME.
@@ -496,14 +498,10 @@ func sendMIME(p plan, sc scenario) result {
 	if sc.SDK != "mailgun-go" {
 		return result{Text: "no MIME call for " + sc.SDK}
 	}
-	mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
-	mg.SetAPIBase(sc.Base + "/v3")
 	raw := "From: " + sc.From + "\r\nTo: " + strings.Join(sc.To, ", ") + "\r\nSubject: compat\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
-	if _, _, err := mg.Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...)); err != nil {
-		return result{Text: err.Error()}
-	}
-	return result{OK: true}
+	_, _, err := mailgunClient(p, sc).Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...))
+	return done(err)
 }
 
 // invoice is a 60 KB binary attachment, the same in every run.
@@ -523,19 +521,10 @@ func sendAttachment(p plan, sc scenario) result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	b64 := base64.StdEncoding.EncodeToString(invoice)
-	var err error
 	switch sc.SDK {
 	case "sendgrid-go":
-		c := sendgrid.NewSendClient(sc.Key)
-		c.Request.BaseURL = sc.Base + "/v3/mail/send"
-		m := sgmail.NewV3Mail()
-		m.SetFrom(sgmail.NewEmail("", sc.From))
-		m.Subject = "compat"
-		pz := sgmail.NewPersonalization()
-		for _, to := range sc.To {
-			pz.AddTos(sgmail.NewEmail("", to))
-		}
-		m.AddPersonalizations(pz)
+		m := sendgridMail(sc)
+		m.AddPersonalizations(sendgridTo(sc.To...))
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
 		a := sgmail.NewAttachment()
 		a.SetContent(b64)
@@ -543,60 +532,34 @@ func sendAttachment(p plan, sc scenario) result {
 		a.SetFilename("invoice.pdf")
 		a.SetDisposition("attachment")
 		m.AddAttachment(a)
-		resp, err := c.SendWithContext(ctx, m)
-		if err != nil {
-			return result{Text: err.Error()}
-		}
-		return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
+		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "mailgun-go":
-		mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
-		mg.SetAPIBase(sc.Base + "/v3")
 		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
 		msg.AddBufferAttachment("invoice.pdf", invoice)
-		_, _, err = mg.Send(ctx, msg)
+		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		return done(err)
 	case "resend-go":
-		c := resend.NewClient(sc.Key)
-		c.BaseURL, _ = url.Parse(sc.Base + "/")
-		_, err = c.Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello",
+		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello",
 			Attachments: []*resend.Attachment{{Content: invoice, Filename: "invoice.pdf"}}})
+		return done(err)
 	case "mailjet-go":
-		mj := mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
-		to := mailjet.RecipientsV31{}
-		for _, a := range sc.To {
-			to = append(to, mailjet.RecipientV31{Email: a})
-		}
-		_, err = mj.SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: &mailjet.RecipientV31{Email: sc.From}, To: &to, Subject: "compat", TextPart: "hello",
+		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
+			From: &mailjet.RecipientV31{Email: sc.From}, To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello",
 			Attachments: &mailjet.AttachmentsV31{{ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: b64}},
 		}}})
+		return done(err)
 	case "postmark-go":
-		c := postmark.NewClient(sc.Key, "")
-		c.BaseURL = sc.Base
-		_, err = c.SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello",
+		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello",
 			Attachments: []postmark.Attachment{{Name: "invoice.pdf", Content: b64, ContentType: "application/pdf"}}})
+		return done(err)
 	case "brevo-go":
-		cfg := brevo.NewConfiguration()
-		cfg.BasePath = sc.Base + "/v3"
-		cfg.AddDefaultHeader("api-key", sc.Key)
-		to := make([]brevo.SendSmtpEmailTo, len(sc.To))
-		for i, a := range sc.To {
-			to[i] = brevo.SendSmtpEmailTo{Email: a}
-		}
-		_, _, err = brevo.NewAPIClient(cfg).TransactionalEmailsApi.SendTransacEmail(ctx, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: to, Subject: "compat", TextContent: "hello",
+		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
+			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), Subject: "compat", TextContent: "hello",
 			Attachment: []brevo.SendSmtpEmailAttachment{{Content: b64, Name: "invoice.pdf"}},
 		})
-		var se brevo.GenericSwaggerError
-		if errors.As(err, &se) {
-			err = fmt.Errorf("%w: %s", err, se.Body())
-		}
+		return done(err)
 	case "aws-sdk-go-v2":
-		c := sesv2.New(sesv2.Options{
-			Region:       "us-east-1",
-			BaseEndpoint: aws.String(sc.Base),
-			Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
-		})
-		_, err = c.SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
@@ -605,11 +568,7 @@ func sendAttachment(p plan, sc scenario) result {
 				Attachments: []sestypes.Attachment{{FileName: aws.String("invoice.pdf"), RawContent: invoice, ContentType: aws.String("application/pdf")}},
 			}},
 		})
-	default:
-		return result{Text: "no attachment call for " + sc.SDK}
+		return done(err)
 	}
-	if err != nil {
-		return result{Text: err.Error()}
-	}
-	return result{OK: true}
+	return result{Text: "no attachment call for " + sc.SDK}
 }
