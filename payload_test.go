@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/keygate/caddy-keygate/internal/benchbody"
+	"github.com/keygate/caddy-keygate/keys"
 )
 
 // sendTo serves one send request with body through h, handing it to next.
@@ -201,5 +203,39 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 		if _, err := readBody(r, limit); err == nil {
 			t.Errorf("%d bytes sent for a declared %d: no error", c.sent, c.declared)
 		}
+	}
+}
+
+// SES's v1 API sends from a form POSTed to "/", with senders and recipients
+// keygate does not read. A key limited to sender domains that may reach
+// "/" (a full-access key here) must not send around its limits that way:
+// the request is refused; a key without limits passes, as with other bodies
+// keygate cannot read.
+func TestSESv1RequestsAreRefusedForRestrictedKeys(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "ses"})
+	name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
+	res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
+		keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, open := issue(t, st, "*")
+	send := func(key string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(
+			"Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40rcpt.example"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		r.Header.Set("Authorization", "Bearer "+key)
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	if w := send(res.Key); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
+		t.Errorf("a v1 SendEmail with a key limited to shop.example: %d %s, want 400 invalid_payload", w.Code, w.Body)
+	}
+	if w := send(open); w.Code != http.StatusAccepted {
+		t.Errorf("a v1 SendEmail with a key without limits: %d %s, want it passed on", w.Code, w.Body)
 	}
 }

@@ -155,6 +155,8 @@ var dialects = []*Dialect{
 		// Not in the brief, but it sends mail too: leaving it uninspected
 		// would let a restricted key around its sender domains.
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
+		// SES's v1 API, which keygate does not read: opaque (sesQuery).
+		{path: "/", form: true, shape: sesQuery},
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},

@@ -155,6 +155,14 @@ var (
 		field("BulkEmailEntries", arrayOf(object(field("Destination", sesDestination)))),
 	)
 
+	// SES's v1 (Query) API POSTs every action as a form to "/", named by
+	// Action: SendEmail, SendRawEmail and the templated sends among them,
+	// with senders and recipients in fields keygate does not read
+	// (Destination.ToAddresses.member.1, a base64 RawMessage). Such a
+	// request is opaque, so a key limited to its sender domains, recipients
+	// or quota cannot send around the limits through it.
+	sesQuery = message("Action (a request of SES's v1 API)", field("Action", opaque))
+
 	mailjetMessage = message("From.Email",
 		field("From", object(field("Email", sender))),
 		// Checked like From in case the provider honours it.
