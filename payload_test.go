@@ -206,36 +206,44 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 	}
 }
 
-// SES's v1 API sends from a form POSTed to "/", with senders and recipients
-// keygate does not read. A key limited to sender domains that may reach
-// "/" (a full-access key here) must not send around its limits that way:
-// the request is refused; a key without limits passes, as with other bodies
-// keygate cannot read.
-func TestSESv1RequestsAreRefusedForRestrictedKeys(t *testing.T) {
-	h, st := testHandler(t, &Handler{MailAPI: "ses"})
-	name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
-	res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
-		keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, open := issue(t, st, "*")
-	send := func(key string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/", strings.NewReader(
-			"Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40rcpt.example"))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-		r.Header.Set("Authorization", "Bearer "+key)
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+// Send APIs keygate does not read: SES's v1 API (a form POSTed to "/") and
+// Mailjet's older v3 Send API. A key limited to sender domains that may
+// reach them (a full-access key here) must not send around its limits that
+// way: the request is refused; a key without limits passes, as with other
+// bodies keygate cannot read.
+func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
+	for _, c := range []struct {
+		dialect, path, ctype, body string
+	}{
+		{"ses", "/", "application/x-www-form-urlencoded; charset=utf-8",
+			"Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40rcpt.example"},
+		{"mailjet", "/v3/send", "application/json",
+			`{"FromEmail":"ceo@evil.example","Recipients":[{"Email":"a@rcpt.example"}],"Subject":"s","Text-part":"t"}`},
+	} {
+		h, st := testHandler(t, &Handler{MailAPI: c.dialect})
+		name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
+		res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
+			keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
+		if err != nil {
 			t.Fatal(err)
 		}
-		return w
-	}
-	if w := send(res.Key); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
-		t.Errorf("a v1 SendEmail with a key limited to shop.example: %d %s, want 400 invalid_payload", w.Code, w.Body)
-	}
-	if w := send(open); w.Code != http.StatusAccepted {
-		t.Errorf("a v1 SendEmail with a key without limits: %d %s, want it passed on", w.Code, w.Body)
+		_, open := issue(t, st, "*")
+		send := func(key string) *httptest.ResponseRecorder {
+			r := httptest.NewRequest("POST", c.path, strings.NewReader(c.body))
+			r.Header.Set("Content-Type", c.ctype)
+			r.Header.Set("Authorization", "Bearer "+key)
+			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}
+		if w := send(res.Key); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
+			t.Errorf("%s %s with a key limited to shop.example: %d %s, want 400 invalid_payload", c.dialect, c.path, w.Code, w.Body)
+		}
+		if w := send(open); w.Code != http.StatusAccepted {
+			t.Errorf("%s %s with a key without limits: %d %s, want it passed on", c.dialect, c.path, w.Code, w.Body)
+		}
 	}
 }

@@ -160,6 +160,9 @@ var dialects = []*Dialect{
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
+		// Mailjet's older v3 Send API, which keygate does not read: opaque
+		// (mailjetV3).
+		{path: "/v3/send", shape: mailjetV3},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},

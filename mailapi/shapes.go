@@ -163,6 +163,11 @@ var (
 	// or quota cannot send around the limits through it.
 	sesQuery = message("Action (a request of SES's v1 API)", field("Action", opaque))
 
+	// Mailjet's older v3 Send API (FromEmail, Recipients, To, Messages) is
+	// still served; keygate reads v3.1 only, so a v3 send is opaque, as
+	// sesQuery is. One naming neither a sender nor messages is no send.
+	mailjetV3 = message("FromEmail (a send of Mailjet's v3 API)", field("FromEmail", opaque), field("Messages", opaque))
+
 	mailjetMessage = message("From.Email",
 		field("From", object(field("Email", sender))),
 		// Checked like From in case the provider honours it.
