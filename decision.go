@@ -105,6 +105,9 @@ type denial struct {
 	scope string
 	// keyPresented adds error="invalid_token" to a 401's challenge.
 	keyPresented bool
+	// query marks a request of SES's v1 Query API, whose clients read an
+	// error only as that API's XML.
+	query bool
 }
 
 // denialForms are one route's denial responses, built when the route is
@@ -122,6 +125,7 @@ type denialForms struct {
 type form struct {
 	status int
 	body   []byte
+	text   string // the message body holds, for the XML of SES's v1 API
 	// errorType is the value of the dialect's error-type header, if any
 	// (SES's x-amzn-ErrorType).
 	errorType string
@@ -150,10 +154,10 @@ func newDenialForms(d *mailapi.Dialect, how string) *denialForms {
 func (f *denialForms) form(c Code, r mailapi.Refusal, message string) form {
 	status := codes[c].status
 	if f.dialect == nil {
-		return form{status: status, body: errorBody(codes[c].name, message)}
+		return form{status: status, body: errorBody(codes[c].name, message), text: message}
 	}
 	status = f.dialect.Status(r, status)
-	out := form{status: status, body: f.body(c, r, status, message)}
+	out := form{status: status, body: f.body(c, r, status, message), text: message}
 	_, out.errorType = f.dialect.ErrorHeader(r)
 	return out
 }
@@ -194,7 +198,8 @@ func errorBody(code, message string) []byte {
 var plainForms = newDenialForms(nil, "Authorization: Bearer <key>")
 
 // write sends the denial's status, headers and JSON body and returns the
-// status.
+// status. For a request of SES's v1 Query API (d.query) the body is that
+// API's XML error instead, which is all its clients read.
 func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
 	if forms == nil {
 		forms = plainForms
@@ -229,11 +234,19 @@ func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	body := fm.body
-	if d.message != "" {
-		r := codes[d.code].refusal
-		if d.monthly {
-			r = mailapi.RefusedMonthlyQuota
+	r := codes[d.code].refusal
+	if d.monthly {
+		r = mailapi.RefusedMonthlyQuota
+	}
+	switch {
+	case d.query && forms.dialect != nil:
+		message := d.message
+		if message == "" {
+			message = fm.text
 		}
+		h.Set("Content-Type", "text/xml")
+		body = forms.dialect.AppendQueryError(nil, r, fm.status, "keygate "+codes[d.code].name+": "+message)
+	case d.message != "":
 		body = forms.body(d.code, r, fm.status, d.message)
 	}
 	w.WriteHeader(fm.status)

@@ -1479,3 +1479,61 @@ func sendOverHTTP3(t *testing.T, rig *sdkRig, key, revoked string) {
 		}
 	}
 }
+
+// sesV1Script sends one message with boto3's SES v1 client (the Query API,
+// which keygate does not read) and prints what the developer sees.
+const sesV1Script = `
+import json, sys, boto3, botocore.exceptions
+c = boto3.client("ses", region_name="us-east-1", endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],
+    aws_secret_access_key="unused", config=botocore.config.Config(retries={"max_attempts": 1}))
+try:
+    c.send_email(Source="orders@shop.example", Destination={"ToAddresses": ["a@rcpt.example"]},
+        Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}})
+    print(json.dumps({"ok": True}))
+except botocore.exceptions.ClientError as e:
+    print(json.dumps({"ok": False, "name": e.response["Error"]["Code"], "text": str(e),
+        "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
+`
+
+// An application on SES's v1 API (boto3.client("ses"), Laravel's and
+// Rails' default SES mailers) is refused with a reason its SDK can read:
+// the v1 clients read errors only as XML, and got keygate's JSON as a
+// parser error. A restricted key is told to use SES's v2 API; a key the
+// route's scope lines do not let reach "/" gets insufficient_scope.
+func TestSESv1ClientsReadTheRefusal(t *testing.T) {
+	if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
+		missingTool(t, fmt.Errorf("the SES v1 test runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out))
+	}
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api ses
+		scope mail.send POST /v2/email/outbound-emails
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	limited := g.issue("--name", "full-but-limited", "--scope", "*", "--sender-domain", "shop.example")
+	scoped := g.issue("--name", "send-only", "--scope", "mail.send")
+	for _, c := range []struct {
+		what, key, name, text string
+		status                int
+	}{
+		{"a full-access key limited to shop.example", limited.Key, "BadRequestException",
+			"keygate invalid_payload: a request of SES's v1 API, which keygate does not read (send with an SES v2 client)", 400},
+		{"a key the route lets send only through SES's v2 API", scoped.Key, "AccessDeniedException", "keygate insufficient_scope", 403},
+		{"an unknown key", "kg_live_" + strings.Repeat("0", 49), "UnrecognizedClientException", "keygate invalid_key", 401},
+	} {
+		out, err := exec.Command(debianPython, "-c", sesV1Script, g.siteURL, c.key).CombinedOutput()
+		var r sdkResult
+		if err != nil || json.Unmarshal(out, &r) != nil {
+			t.Fatalf("%s: %v\n%s", c.what, err, out)
+		}
+		if r.OK || r.Name != c.name || r.Status != c.status || !strings.Contains(r.Text, c.text) {
+			t.Errorf("%s: boto3 saw %+v; want a %s (%d) saying %q", c.what, r, c.name, c.status, c.text)
+		}
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("the provider got %d requests, want none", n)
+	}
+}

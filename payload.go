@@ -49,6 +49,9 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, body []byte) 
 	// A body keygate cannot read fully (raw MIME, senders by id) could hide
 	// senders or recipients, so keys with any limit on them may not send one.
 	restricted := len(rec.SenderDomains) > 0 || rec.MaxRecipients > 0 || rec.Quota != nil || h.quota != nil
+	if msg.Opaque && restricted && msg.Unread != "" {
+		return 0, denial{code: InvalidPayload, message: "a request of " + msg.Unread + " is refused for keys with sender, recipient or quota limits"}
+	}
 	if msg.Opaque && restricted {
 		return 0, denial{code: InvalidPayload, message: "senders or recipients keygate cannot read (raw MIME it cannot parse, a sender by id or template) are refused for keys with sender, recipient or quota limits"}
 	}

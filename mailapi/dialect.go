@@ -46,6 +46,9 @@ type Message struct {
 	// keygate (raw MIME it could not parse, a sender chosen by id or by a
 	// stored template). Callers refuse such bodies for restricted keys.
 	Opaque bool
+	// Unread names the send API of the request when keygate does not read
+	// that API at all (it is then Opaque), e.g. SES's v1 API.
+	Unread string
 }
 
 // Dialect is one email provider's send API: where its send endpoints are and
@@ -127,6 +130,11 @@ type endpoint struct {
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
 	shape *shape
+	// unread names a send API keygate does not read (its requests are
+	// opaque), for the refusal's message.
+	unread string
+	// query marks SES's v1 Query API, whose clients read errors as XML.
+	query bool
 }
 
 // dialects is the one table of every provider keygate understands, in the
@@ -156,13 +164,15 @@ var dialects = []*Dialect{
 		// would let a restricted key around its sender domains.
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
 		// SES's v1 API, which keygate does not read: opaque (sesQuery).
-		{path: "/", form: true, shape: sesQuery},
+		{path: "/", form: true, shape: sesQuery, query: true,
+			unread: "SES's v1 API, which keygate does not read (send with an SES v2 client)"},
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
 		// Mailjet's older v3 Send API, which keygate does not read: opaque
 		// (mailjetV3).
-		{path: "/v3/send", shape: mailjetV3},
+		{path: "/v3/send", shape: mailjetV3,
+			unread: "Mailjet's v3 Send API, which keygate does not read (send with the v3.1 Send API)"},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
@@ -206,6 +216,17 @@ func (d *Dialect) IsSend(method, path string) bool {
 	return e != nil
 }
 
+// QueryAPI reports whether a request with this method and path is one of
+// SES's v1 Query API, whose clients read an error only as XML (see
+// AppendQueryError).
+func (d *Dialect) QueryAPI(method, path string) bool {
+	if !strings.EqualFold(method, "POST") {
+		return false
+	}
+	e, _ := d.endpoint(path)
+	return e != nil && e.query
+}
+
 // endpoint returns the send endpoint path is, and the segment its pattern's
 // "*" matched ("" for a pattern without one).
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
@@ -243,6 +264,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	if err != nil {
 		return Message{}, err
 	}
+	in.m.Unread = e.unread
 	if domain != "" {
 		in.m.SendingDomains = []string{strings.ToLower(domain)}
 	}

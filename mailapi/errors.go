@@ -1,6 +1,8 @@
 package mailapi
 
 import (
+	"bytes"
+	"encoding/xml"
 	"net/http"
 	"strconv"
 )
@@ -67,6 +69,33 @@ func (d *Dialect) AppendError(b []byte, r Refusal, status int, message string) [
 		return b
 	}
 	return d.errors.members(b, r, status, message)
+}
+
+// AppendQueryError appends the XML error SES's v1 Query API answers with,
+// which its clients (botocore's query protocol, the AWS SDKs' SES v1
+// clients) read the error code and message from; message is shown as the
+// message. status picks the fault's side (Sender or Receiver).
+func (d *Dialect) AppendQueryError(b []byte, r Refusal, status int, message string) []byte {
+	side := "Sender"
+	if status >= 500 {
+		side = "Receiver"
+	}
+	b = append(b, `<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error><Type>`...)
+	b = append(b, side...)
+	b = append(b, "</Type><Code>"...)
+	if d.errors != nil {
+		b = appendXMLText(b, d.errors.names[r])
+	}
+	b = append(b, "</Code><Message>"...)
+	b = appendXMLText(b, message)
+	return append(b, "</Message></Error><RequestId>keygate</RequestId></ErrorResponse>\n"...)
+}
+
+// appendXMLText appends s escaped as XML character data.
+func appendXMLText(b []byte, s string) []byte {
+	var w bytes.Buffer
+	_ = xml.EscapeText(&w, []byte(s))
+	return append(b, w.Bytes()...)
 }
 
 // ErrorHeader returns a response header the dialect's SDKs read the error
