@@ -129,18 +129,20 @@ func run(p plan, sc scenario) result {
 	t0 := time.Now()
 	var r result
 	for i := 0; i < max(1, sc.Sends); i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		switch {
 		case sc.Batch:
-			r = sendBatch(sc)
+			r = sendBatch(ctx, sc)
 		case sc.Template:
-			r = sendTemplate(p, sc)
+			r = sendTemplate(ctx, p, sc)
 		case sc.MIME:
-			r = sendMIME(p, sc)
+			r = sendMIME(ctx, p, sc)
 		case sc.Attachment:
-			r = sendAttachment(p, sc)
+			r = sendAttachment(ctx, p, sc)
 		default:
-			r = send(p, sc)
+			r = send(ctx, p, sc)
 		}
+		cancel()
 		if !r.OK {
 			break
 		}
@@ -149,9 +151,7 @@ func run(p plan, sc scenario) result {
 	return r
 }
 
-func send(p plan, sc scenario) result {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+func send(ctx context.Context, p plan, sc scenario) result {
 	switch sc.SDK {
 	case "sendgrid-go":
 		m := sendgridMail(sc)
@@ -393,9 +393,7 @@ func done(err error) result {
 
 // sendBatch sends a message to each of sc.To in one request, from sc.From,
 // with the SDK's own batch or bulk call.
-func sendBatch(sc scenario) result {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+func sendBatch(ctx context.Context, sc scenario) result {
 	switch sc.SDK {
 	case "sendgrid-go": // a personalization per recipient
 		m := sendgridMail(sc)
@@ -453,9 +451,7 @@ func sendBatch(sc scenario) result {
 
 // sendTemplate sends one message to every recipient with a template stored
 // at the provider, naming the sender.
-func sendTemplate(p plan, sc scenario) result {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 	switch sc.SDK {
 	case "sendgrid-go":
 		m := sendgridMail(sc)
@@ -492,9 +488,7 @@ func sendTemplate(p plan, sc scenario) result {
 }
 
 // sendMIME sends a plain text message the application built as MIME.
-func sendMIME(p plan, sc scenario) result {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+func sendMIME(ctx context.Context, p plan, sc scenario) result {
 	if sc.SDK != "mailgun-go" {
 		return result{Text: "no MIME call for " + sc.SDK}
 	}
@@ -517,9 +511,7 @@ var invoice = func() []byte {
 
 // sendAttachment sends one message with a binary attachment (an invoice),
 // as each SDK takes one.
-func sendAttachment(p plan, sc scenario) result {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 	b64 := base64.StdEncoding.EncodeToString(invoice)
 	switch sc.SDK {
 	case "sendgrid-go":
