@@ -220,7 +220,9 @@ func (d *Dialect) IsSend(method, path string) bool {
 // SES's v1 Query API, whose clients read an error only as XML (see
 // AppendQueryError).
 func (d *Dialect) QueryAPI(method, path string) bool {
-	if !strings.EqualFold(method, "POST") {
+	// Only AWS's APIs (signed with SigV4) have a Query protocol: every
+	// other dialect answers at once, since a gateway asks on every denial.
+	if !d.sigV4 || !strings.EqualFold(method, "POST") {
 		return false
 	}
 	e, _ := d.endpoint(path)
