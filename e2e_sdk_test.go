@@ -1480,26 +1480,30 @@ func sendOverHTTP3(t *testing.T, rig *sdkRig, key, revoked string) {
 	}
 }
 
-// sesV1Script sends one message with boto3's SES v1 client (the Query API,
-// which keygate does not read) and prints what the developer sees.
+// sesV1Script makes one call of boto3's SES v1 client (the Query API), a
+// send or a bounce, and prints what the developer sees.
 const sesV1Script = `
 import json, sys, boto3, botocore.exceptions
 c = boto3.client("ses", region_name="us-east-1", endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],
     aws_secret_access_key="unused", config=botocore.config.Config(retries={"max_attempts": 1}))
 try:
-    c.send_email(Source="orders@shop.example", Destination={"ToAddresses": ["a@rcpt.example"]},
-        Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}})
+    if sys.argv[3] == "bounce":
+        c.send_bounce(OriginalMessageId="m-1", BounceSender="ceo@evil.example",
+            BouncedRecipientInfoList=[{"Recipient": "a@rcpt.example", "BounceType": "DoesNotExist"}])
+    else:
+        c.send_email(Source="orders@shop.example", Destination={"ToAddresses": ["a@rcpt.example"]},
+            Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}})
     print(json.dumps({"ok": True}))
 except botocore.exceptions.ClientError as e:
     print(json.dumps({"ok": False, "name": e.response["Error"]["Code"], "text": str(e),
         "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
 `
 
-// An application on SES's v1 API (boto3.client("ses"), Laravel's and
-// Rails' default SES mailers) is refused with a reason its SDK can read:
-// the v1 clients read errors only as XML, and got keygate's JSON as a
-// parser error. A restricted key is told to use SES's v2 API; a key the
-// route's scope lines do not let reach "/" gets insufficient_scope.
+// SES's v1 clients read refusals only as XML (they got keygate's JSON as
+// a parser error). The SDK suite drives their sends; this covers what it
+// does not: a key whose scope lines do not cover sends, and the one send
+// action keygate does not read (SendBounce), refused for a restricted key
+// and passed on for a key without limits.
 func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 	if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
 		missingTool(t, fmt.Errorf("the SES v1 test runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out))
@@ -1510,21 +1514,23 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 		store {STORE}
 		mail_api ses
 		scope mail.send POST /v2/email/outbound-emails
+		scope ses.read POST /
 	}
 	reverse_proxy {UPSTREAM}
 `)})
 	limited := g.issue("--name", "full-but-limited", "--scope", "*", "--sender-domain", "shop.example")
-	scoped := g.issue("--name", "send-only", "--scope", "mail.send")
+	reader := g.issue("--name", "read-only", "--scope", "ses.read")
 	for _, c := range []struct {
-		what, key, name, text string
-		status                int
+		what, key, call, name, text string
+		status                      int
 	}{
-		{"a full-access key limited to shop.example", limited.Key, "BadRequestException",
-			"keygate invalid_payload: a request of SES's v1 API, which keygate does not read (send with an SES v2 client)", 400},
-		{"a key the route lets send only through SES's v2 API", scoped.Key, "AccessDeniedException", "keygate insufficient_scope", 403},
-		{"an unknown key", "kg_live_" + strings.Repeat("0", 49), "UnrecognizedClientException", "keygate invalid_key", 401},
+		{"a bounce with a full-access key limited to shop.example", limited.Key, "bounce", "BadRequestException",
+			"keygate invalid_payload: a request of SES's v1 SendBounce action, which keygate does not read, is refused", 400},
+		{"a send with a key for the actions that send no mail", reader.Key, "send", "AccessDeniedException",
+			"keygate insufficient_scope: the API key lacks the scope this route requires: mail.send", 403},
+		{"an unknown key", "kg_live_" + strings.Repeat("0", 49), "send", "UnrecognizedClientException", "keygate invalid_key", 401},
 	} {
-		out, err := exec.Command(debianPython, "-c", sesV1Script, g.siteURL, c.key).CombinedOutput()
+		out, err := exec.Command(debianPython, "-c", sesV1Script, g.siteURL, c.key, c.call).CombinedOutput()
 		var r sdkResult
 		if err != nil || json.Unmarshal(out, &r) != nil {
 			t.Fatalf("%s: %v\n%s", c.what, err, out)

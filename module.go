@@ -319,8 +319,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveWhoami(r.Context(), w, rec, t)
 	}
 
-	// 3. Scope for this route.
-	q.scope = requiredScope(h.Scopes, r)
+	// 3. Scope for this route. A request of SES's v1 API names its action
+	// in its form, so it is read first: a send is scoped as a POST to the
+	// SES v2 endpoint that sends the same way (mailapi.Message.ScopePath).
+	var body *sendBody
+	var msg mailapi.Message
+	read, scoped := false, r
+	if h.dialect != nil && h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
+		var d denial
+		body, msg, d = h.readSend(r)
+		if body != nil {
+			defer body.release() // the handler's part; the reader's is its Close
+		}
+		if d.code != Allowed {
+			return h.deny(w, r, q, ip, t, d)
+		}
+		read, scoped = true, postedTo(r, msg.ScopePath)
+	}
+	q.scope = requiredScope(h.Scopes, scoped)
 	if !keys.Covers(rec.Scopes, q.scope) {
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})
 	}
@@ -331,12 +347,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// 4. Email policy on send routes.
-	var recipients int64
-	if h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
-		body, n, d := h.checkPayload(r, rec)
+	if !read && h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
+		var d denial
+		body, msg, d = h.readSend(r)
 		if body != nil {
-			defer body.release() // the handler's part; the reader's is its Close
+			defer body.release()
 		}
+		if d.code != Allowed {
+			return h.deny(w, r, q, ip, t, d)
+		}
+		read = true
+	}
+	var recipients int64
+	if read && !msg.NotSend {
+		n, d := h.checkMessage(r, rec, &msg)
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}

@@ -16,48 +16,65 @@ import (
 
 // Step 4 of the request path: the email policy of send routes.
 
-// checkPayload reads a send request's body, hands it back to the request
-// byte for byte for the upstream (as a sendBody the caller must release when
-// the handler chain is done), and applies the key's sender and recipient
-// rules.
-func (h *Handler) checkPayload(r *http.Request, rec *store.Record) (*sendBody, int, denial) {
+// readSend reads a send request's body, hands it back to the request byte
+// for byte for the upstream (as a sendBody the caller must release when the
+// handler chain is done; nil when none was read), and reads what it asks
+// the provider to send. A request of SES's v1 API (mailapi's Query API) is
+// read from its query string and, when posted, its body.
+func (h *Handler) readSend(r *http.Request) (*sendBody, mailapi.Message, denial) {
+	query := h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery)
+	posted := strings.EqualFold(r.Method, http.MethodPost)
+	if query && !posted {
+		msg, err := h.dialect.InspectQuery(r.URL.RawQuery, false, "", nil)
+		return nil, msg, h.payloadError(err)
+	}
 	if r.ContentLength > h.maxBody {
-		return nil, 0, denial{code: PayloadTooLarge}
+		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
 	}
 	sb, err := readBody(r, h.maxBody)
 	r.Body.Close()
 	if err != nil {
-		return nil, 0, denial{code: InvalidPayload, message: "the request body could not be read"}
+		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request body could not be read"}
 	}
 	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
 		sb.release()
-		return nil, 0, denial{code: PayloadTooLarge}
+		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
 	}
 	r.Body = sb
 	r.ContentLength = int64(len(body))
-	n, d := h.checkMessage(r, rec, body)
-	return sb, n, d
+	var msg mailapi.Message
+	if query {
+		msg, err = h.dialect.InspectQuery(r.URL.RawQuery, true, r.Header.Get("Content-Type"), body)
+	} else {
+		msg, err = h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
+	}
+	return sb, msg, h.payloadError(err)
 }
 
-// checkMessage applies the key's sender and recipient rules to a send body.
-func (h *Handler) checkMessage(r *http.Request, rec *store.Record, body []byte) (int, denial) {
-	msg, err := h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
-	if err != nil {
-		return 0, denial{code: InvalidPayload, message: h.dialect.Name + " payload: " + err.Error()}
+// payloadError is the denial of a body the dialect could not read.
+func (h *Handler) payloadError(err error) denial {
+	if err == nil {
+		return denial{}
 	}
+	return denial{code: InvalidPayload, message: h.dialect.Name + " payload: " + err.Error()}
+}
+
+// checkMessage applies the key's sender and recipient rules to a send.
+func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.Message) (int, denial) {
 	// A body keygate cannot read fully (raw MIME, senders by id) could hide
 	// senders or recipients, so keys with any limit on them may not send one.
 	restricted := len(rec.SenderDomains) > 0 || rec.MaxRecipients > 0 || rec.Quota != nil || h.quota != nil
 	if msg.Opaque && restricted && msg.Unread != "" {
-		return 0, denial{code: InvalidPayload, message: "a request of " + msg.Unread + " is refused for keys with sender, recipient or quota limits"}
+		return 0, denial{code: InvalidPayload, message: "a request of " + msg.Unread + ", is refused for keys with sender, recipient or quota limits"}
 	}
 	if msg.Opaque && restricted {
 		return 0, denial{code: InvalidPayload, message: "senders or recipients keygate cannot read (raw MIME it cannot parse, a sender by id or template) are refused for keys with sender, recipient or quota limits"}
 	}
 	// Form APIs (Mailgun) may read fields from the query string as well as
-	// the body; keygate reads the body only.
-	if restricted && r.URL.RawQuery != "" && isForm(r.Header.Get("Content-Type")) {
+	// the body; keygate reads the body only (but both of SES's v1 API).
+	if restricted && r.URL.RawQuery != "" && isForm(r.Header.Get("Content-Type")) &&
+		!h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
 		return 0, denial{code: InvalidPayload, message: "query parameters on a form send are refused for keys with sender, recipient or quota limits"}
 	}
 	if len(rec.SenderDomains) > 0 {

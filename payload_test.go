@@ -206,8 +206,8 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 	}
 }
 
-// Send APIs keygate does not read: SES's v1 API (a form POSTed to "/") and
-// Mailjet's older v3 Send API. A key limited to sender domains that may
+// Sends keygate does not read: SES's v1 SendBounce (a form POSTed to "/")
+// and Mailjet's older v3 Send API. A key limited to sender domains that may
 // reach them (a full-access key here) must not send around its limits that
 // way: the request is refused; a key without limits passes, as with other
 // bodies keygate cannot read.
@@ -216,7 +216,8 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		dialect, path, ctype, body string
 	}{
 		{"ses", "/", "application/x-www-form-urlencoded; charset=utf-8",
-			"Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40rcpt.example"},
+			"Action=SendBounce&Version=2010-12-01&OriginalMessageId=m1&BounceSender=ceo%40evil.example" +
+				"&BouncedRecipientInfoList.member.1.Recipient=a%40rcpt.example"},
 		{"mailjet", "/v3/send", "application/json",
 			`{"FromEmail":"ceo@evil.example","Recipients":[{"Email":"a@rcpt.example"}],"Subject":"s","Text-part":"t"}`},
 	} {
@@ -244,6 +245,66 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		}
 		if w := send(open); w.Code != http.StatusAccepted {
 			t.Errorf("%s %s with a key without limits: %d %s, want it passed on", c.dialect, c.path, w.Code, w.Body)
+		}
+	}
+}
+
+// SES's v1 API sends every action to "/": keygate reads its sends (from the
+// form, or from the query string of a GET) and scopes them as the SES v2
+// endpoint that sends the same way, so a key that may send through SES's v2
+// API may send through its v1 API, under the same sender rules, and a scope
+// line for "/" covers only the actions that send no mail.
+func TestSESv1SendsAreReadAndScopedAsV2(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "ses", Scopes: []ScopeRule{
+		{Scope: "mail.send", Method: "POST", Path: "/v2/email/outbound-*"},
+		{Scope: "ses.admin", Path: "/"},
+	}})
+	issueLimited := func(scope string) string {
+		name, scopes, domains := scope, []string{scope}, []string{"shop.example"}
+		res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
+			keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Key
+	}
+	sender, admin := issueLimited("mail.send"), issueLimited("ses.admin")
+	const (
+		send     = "Action=SendEmail&Version=2010-12-01&Source=orders%40shop.example&Destination.ToAddresses.member.1=a%40rcpt.example"
+		evilSend = "Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40rcpt.example"
+		list     = "Action=ListIdentities&Version=2010-12-01"
+	)
+	for _, c := range []struct {
+		what, key, method, target, body string
+		status                          int
+		code                            string
+	}{
+		{"a send from the key's domain", sender, "POST", "/", send, 202, ""},
+		{"a send from another domain", sender, "POST", "/", evilSend, 403, "sender_not_allowed"},
+		{"a send from another domain in a GET's query string", sender, "GET", "/?" + evilSend, "", 403, "sender_not_allowed"},
+		{"a send from the key's domain in a GET's query string", sender, "GET", "/?" + send, "", 202, ""},
+		{"an action that sends no mail, with a send key", sender, "POST", "/", list, 403, "insufficient_scope"},
+		{"a send, with a key for the other actions", admin, "POST", "/", send, 403, "insufficient_scope"},
+		{"an action that sends no mail, with a key for it", admin, "POST", "/", list, 202, ""},
+		{"a send hidden behind another action in the body", sender, "POST", "/?Action=SendEmail&Source=ceo%40evil.example", list, 400, "invalid_payload"},
+		{"a form without an action", sender, "POST", "/", "Source=orders%40shop.example", 400, "invalid_payload"},
+	} {
+		r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+		if c.body != "" {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		}
+		r.Header.Set("Authorization", "Bearer "+c.key)
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != c.status || !strings.Contains(w.Body.String(), c.code) {
+			t.Errorf("%s: %d %s, want %d %s", c.what, w.Code, w.Body, c.status, c.code)
+		}
+		// Every refusal is in the XML SES's v1 clients read.
+		if c.code != "" && !strings.HasPrefix(w.Body.String(), "<ErrorResponse") {
+			t.Errorf("%s: the refusal is not SES's XML: %s", c.what, w.Body)
 		}
 	}
 }

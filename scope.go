@@ -209,6 +209,20 @@ func requiredScope(rules []ScopeRule, r *http.Request) string {
 	return ""
 }
 
+// postedTo returns r as scope lines see it when it is scoped as a POST to
+// path p (mailapi.Message.ScopePath): r itself when p is "", else a copy
+// with that method and path.
+func postedTo(r *http.Request, p string) *http.Request {
+	if p == "" {
+		return r
+	}
+	u := *r.URL
+	u.Path, u.RawPath = p, ""
+	r2 := r.WithContext(r.Context())
+	r2.Method, r2.URL = http.MethodPost, &u
+	return r2
+}
+
 // uninspectedPosts returns the provisioned rules naming one exact POST path
 // that is not a send endpoint of d: likely a mistyped send route, where
 // sends would pass without sender, recipient or quota checks.

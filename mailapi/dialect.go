@@ -46,9 +46,19 @@ type Message struct {
 	// keygate (raw MIME it could not parse, a sender chosen by id or by a
 	// stored template). Callers refuse such bodies for restricted keys.
 	Opaque bool
+	// NotSend reports a request of an API that names its action in the
+	// request (SES's v1 API) whose action sends no mail (ListIdentities):
+	// no sender or recipient rule applies to it.
+	NotSend bool
 	// Unread names the send API of the request when keygate does not read
-	// that API at all (it is then Opaque), e.g. SES's v1 API.
+	// that API at all (it is then Opaque), e.g. Mailjet's v3 Send API.
 	Unread string
+	// ScopePath is the path scope lines match the request as, when it is
+	// not the request's own: every action of SES's v1 API is POSTed to
+	// "/", so its sends match as the SES v2 endpoint that sends the same
+	// way (SendEmail as /v2/email/outbound-emails), and one scope line
+	// covers both APIs. "" for every other request.
+	ScopePath string
 }
 
 // Dialect is one email provider's send API: where its send endpoints are and
@@ -133,8 +143,11 @@ type endpoint struct {
 	// unread names a send API keygate does not read (its requests are
 	// opaque), for the refusal's message.
 	unread string
-	// query marks SES's v1 Query API, whose clients read errors as XML.
-	query bool
+	// query marks SES's v1 Query API, whose clients read errors as XML,
+	// and whose requests name their action in a parameter: actions are
+	// its sends (query.go).
+	query   bool
+	actions []queryAction
 }
 
 // dialects is the one table of every provider keygate understands, in the
@@ -163,9 +176,8 @@ var dialects = []*Dialect{
 		// Not in the brief, but it sends mail too: leaving it uninspected
 		// would let a restricted key around its sender domains.
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
-		// SES's v1 API, which keygate does not read: opaque (sesQuery).
-		{path: "/", form: true, shape: sesQuery, query: true,
-			unread: "SES's v1 API, which keygate does not read (send with an SES v2 client)"},
+		// SES's v1 API: every action is a form POSTed to "/" (query.go).
+		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
@@ -216,13 +228,15 @@ func (d *Dialect) IsSend(method, path string) bool {
 	return e != nil
 }
 
-// QueryAPI reports whether a request with this method and path is one of
-// SES's v1 Query API, whose clients read an error only as XML (see
-// AppendQueryError).
-func (d *Dialect) QueryAPI(method, path string) bool {
+// QueryRequest reports whether a request with this method, path and query
+// string is one of SES's v1 Query API: to "/" on an SES route, POSTed as a
+// form or, with any other method, with its parameters in the query string
+// (the Query API accepts GET). Its clients read an error only as XML (see
+// AppendQueryError), and its requests are read with InspectQuery.
+func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 	// Only AWS's APIs (signed with SigV4) have a Query protocol: every
 	// other dialect answers at once, since a gateway asks on every denial.
-	if !d.sigV4 || !strings.EqualFold(method, "POST") {
+	if !d.sigV4 || (rawQuery == "" && !strings.EqualFold(method, "POST")) {
 		return false
 	}
 	e, _ := d.endpoint(path)
@@ -252,6 +266,9 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	if e == nil {
 		return Message{}, errors.New("the path is not a send endpoint")
 	}
+	if e.query {
+		return d.InspectQuery("", true, contentType, body)
+	}
 	var in inspection
 	in.at = in.atBuf[:0]
 	var err error
@@ -273,8 +290,51 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	return in.m, nil
 }
 
+// InspectQuery reads a request of SES's v1 Query API (see QueryRequest):
+// its parameters are those of the query string and, when posted, those of
+// the form body, read as one form. A request whose action sends no mail is
+// NotSend; the sends keygate reads report their senders and recipients, and
+// the others are Opaque. Every send reports the ScopePath it is scoped as.
+func (d *Dialect) InspectQuery(rawQuery string, posted bool, contentType string, body []byte) (Message, error) {
+	e, _ := d.endpoint("/")
+	if e == nil || !e.query {
+		return Message{}, errors.New("the dialect has no Query API")
+	}
+	var in inspection
+	in.at = in.atBuf[:0]
+	err := in.query(e, rawQuery, posted, contentType, body)
+	if err == nil {
+		err = in.finish()
+	}
+	if err != nil {
+		return Message{}, err
+	}
+	return in.m, nil
+}
+
 // form reads a Mailgun-style HTML form, url-encoded or multipart.
 func (in *inspection) form(s *shape, contentType string, body []byte) error {
+	mt, params, err := formMediaType(contentType)
+	if err != nil {
+		return err
+	}
+	in.begin()
+	switch mt {
+	case "application/x-www-form-urlencoded":
+		err = in.urlencoded(s, body)
+	case "multipart/form-data":
+		err = in.multipart(s, params["boundary"], body)
+	}
+	if err != nil {
+		return err
+	}
+	in.end(s)
+	return nil
+}
+
+// formMediaType returns a form body's media type, url-encoded or multipart, and
+// its parameters, or an error saying why the Content-Type is refused.
+func formMediaType(contentType string) (string, map[string]string, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		mt = ""
@@ -284,22 +344,12 @@ func (in *inspection) form(s *shape, contentType string, body []byte) error {
 	switch cs := strings.ToLower(params["charset"]); cs {
 	case "", "utf-8", "us-ascii":
 	default:
-		return errors.New("form charset " + strconv.Quote(cs) + " is refused; send UTF-8")
+		return "", nil, errors.New("form charset " + strconv.Quote(cs) + " is refused; send UTF-8")
 	}
-	in.begin()
-	switch mt {
-	case "application/x-www-form-urlencoded":
-		err = in.urlencoded(s, body)
-	case "multipart/form-data":
-		err = in.multipart(s, params["boundary"], body)
-	default:
-		return errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
+	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+		return "", nil, errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
 	}
-	if err != nil {
-		return err
-	}
-	in.end(s)
-	return nil
+	return mt, params, nil
 }
 
 // json reads a JSON body, which must hold exactly one value.

@@ -21,30 +21,22 @@ var slowMultipartOnly = false
 // urlencoded reads an application/x-www-form-urlencoded form in order.
 // Values are decoded only for the fields the shape names.
 func (in *inspection) urlencoded(s *shape, body []byte) error {
-	for len(body) > 0 {
-		var pair []byte
-		pair, body, _ = bytes.Cut(body, []byte("&"))
-		if len(pair) == 0 {
-			continue
-		}
-		k, v, _ := bytes.Cut(pair, []byte("="))
-		name, err := url.QueryUnescape(string(k))
-		if err != nil {
-			return errors.New("form body: invalid escape in a field name")
-		}
-		m := s.member([]byte(name))
-		if m == nil {
-			continue
-		}
-		value, err := url.QueryUnescape(string(v))
-		if err != nil {
-			return errors.New(m.name + ": invalid escape")
-		}
-		if err := in.applyField(m, value); err != nil {
-			return err
-		}
+	return eachParam([2][]byte{body}, func(name string, value []byte) error {
+		return in.param(s, name, value)
+	})
+}
+
+// param applies a url-encoded field's raw value, if the shape names it.
+func (in *inspection) param(s *shape, name string, value []byte) error {
+	m := s.member([]byte(name))
+	if m == nil {
+		return nil
 	}
-	return nil
+	v, err := url.QueryUnescape(string(value))
+	if err != nil {
+		return errors.New(m.name + ": invalid escape")
+	}
+	return in.applyField(m, v)
 }
 
 // multipart reads a multipart/form-data form. A raw MIME part is read

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"mime/multipart"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,13 +140,33 @@ func TestInspect(t *testing.T) {
 		{name: "ses: a bulk send counts every entry's destination",
 			dialect: "ses", path: "/v2/email/outbound-bulk-emails", body: fixture(t, "ses_bulk.json"),
 			senders: []string{"news@shop.example.com"}, recipients: 3},
-		{name: "ses: a request of the v1 API (a form to /) is opaque, its senders and recipients unread",
+		{name: "ses: a v1 SendEmail (a form to /) names its Source and numbered Destination lists",
 			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded; charset=utf-8",
-			body:   []byte("Action=SendEmail&Version=2010-12-01&Source=ceo%40evil.example&Destination.ToAddresses.member.1=a%40example.com"),
-			opaque: true},
-		{name: "ses: a v1 SendRawEmail is opaque too",
+			body: []byte("Action=SendEmail&Version=2010-12-01&Source=Shop+%3Corders%40shop.example%3E" +
+				"&Destination.ToAddresses.member.1=a%40example.com&Destination.ToAddresses.member.2=b%40example.com" +
+				"&Destination.CcAddresses.member.1=c%40example.com&Destination.BccAddresses.member.1=d%40example.com" +
+				"&Message.Subject.Data=hi&Message.Body.Text.Data=from%3A+ceo%40evil.example"),
+			senders: []string{"orders@shop.example"}, recipients: 4},
+		{name: "ses: a v1 SendRawEmail names the MIME From and Source, and its Destinations",
 			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded",
-			body:   []byte("Action=SendRawEmail&RawMessage.Data=RnJvbTogY2VvQGV2aWwuZXhhbXBsZQ0KDQpoaQ%3D%3D"),
+			body: []byte("Action=SendRawEmail&Source=orders%40shop.example&Destinations.member.1=a%40example.com" +
+				"&RawMessage.Data=" + url.QueryEscape(b64("From: ceo@evil.example\r\nTo: x@example.com, y@example.com\r\n\r\nhi"))),
+			senders: []string{"orders@shop.example", "ceo@evil.example"}, recipients: 1},
+		{name: "ses: a v1 SendRawEmail without Destinations counts the MIME recipients",
+			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded",
+			body:    []byte("Action=SendRawEmail&RawMessage.Data=" + url.QueryEscape(b64("From: a@shop.example\r\nTo: x@example.com, y@example.com\r\n\r\nhi"))),
+			senders: []string{"a@shop.example"}, recipients: 2},
+		{name: "ses: a v1 SendBulkTemplatedEmail counts every destination",
+			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded",
+			body: []byte("Action=SendBulkTemplatedEmail&Source=news%40shop.example&Template=t&DefaultTemplateData=%7B%7D" +
+				"&Destinations.member.1.Destination.ToAddresses.member.1=a%40example.com" +
+				"&Destinations.member.1.Destination.ToAddresses.member.2=b%40example.com" +
+				"&Destinations.member.2.Destination.CcAddresses.member.1=c%40example.com" +
+				"&Destinations.member.2.ReplacementTemplateData=%7B%7D"),
+			senders: []string{"news@shop.example"}, recipients: 3},
+		{name: "ses: a v1 SendRawEmail whose MIME cannot be read is opaque",
+			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded",
+			body:   []byte("Action=SendRawEmail&RawMessage.Data=!!"),
 			opaque: true},
 		{name: "mailjet: a send of the older v3 API is opaque",
 			dialect: "mailjet", path: "/v3/send", body: []byte(`{"FromEmail":"ceo@evil.example","Recipients":[{"Email":"a@example.com"}],"Subject":"s","Text-part":"t"}`),
@@ -309,7 +330,7 @@ func TestInspectRejects(t *testing.T) {
 			dialect: "ses", path: "/v2/email/outbound-emails", body: `{"Content":{"Raw":{"Data":{}}}}`},
 		{name: "a mailjet message without From and without Globals names the message", wantErr: "Messages[0].From.Email is missing",
 			dialect: "mailjet", path: "/v3.1/send", body: `{"Messages":[{"To":[{"Email":"a@b.org"}]}]}`},
-		{name: "a form to SES's / without Action is no v1 request", wantErr: "Action (a request of SES's v1 API) is missing",
+		{name: "a form to SES's / without Action is no v1 request", wantErr: "Action is missing",
 			dialect: "ses", path: "/", ctype: formType, body: "Source=a%40b.org"},
 		{name: "JSON to SES's / is no v1 request", wantErr: "Content-Type: want multipart/form-data or application/x-www-form-urlencoded",
 			dialect: "ses", path: "/", ctype: jsonType, body: `{}`},

@@ -155,17 +155,30 @@ var (
 		field("BulkEmailEntries", arrayOf(object(field("Destination", sesDestination)))),
 	)
 
-	// SES's v1 (Query) API POSTs every action as a form to "/", named by
-	// Action: SendEmail, SendRawEmail and the templated sends among them,
-	// with senders and recipients in fields keygate does not read
-	// (Destination.ToAddresses.member.1, a base64 RawMessage). Such a
-	// request is opaque, so a key limited to its sender domains, recipients
-	// or quota cannot send around the limits through it.
-	sesQuery = message("Action (a request of SES's v1 API)", field("Action", opaque))
+	// SES's v1 (Query) API names each request's action in a form field
+	// (query.go). Its sends list their addresses in numbered fields
+	// (Destination.ToAddresses.member.1), read without the numbers, so one
+	// shape holds the fields of every send keygate reads: SendEmail and
+	// SendTemplatedEmail (Source, Destination), SendRawEmail (Source or the
+	// MIME From, Destinations or the MIME recipients) and
+	// SendBulkTemplatedEmail (Destinations.member.N.Destination). A field of
+	// another send action counts as well: SES would ignore it, and keygate
+	// errs towards seeing more.
+	sesV1Send = message("Source (or a From header in RawMessage.Data)",
+		field("Source", senderList),
+		field("Destination.ToAddresses", recipientList),
+		field("Destination.CcAddresses", recipientList),
+		field("Destination.BccAddresses", recipientList),
+		field("Destinations", recipientList),
+		field("Destinations.Destination.ToAddresses", recipientList),
+		field("Destinations.Destination.CcAddresses", recipientList),
+		field("Destinations.Destination.BccAddresses", recipientList),
+		field("RawMessage.Data", &shape{role: roleMIMEBase64}),
+	)
 
 	// Mailjet's older v3 Send API (FromEmail, Recipients, To, Messages) is
-	// still served; keygate reads v3.1 only, so a v3 send is opaque, as
-	// sesQuery is. One naming neither a sender nor messages is no send.
+	// still served; keygate reads v3.1 only, so a v3 send is opaque. One
+	// naming neither a sender nor messages is no send.
 	mailjetV3 = message("FromEmail (a send of Mailjet's v3 API)", field("FromEmail", opaque), field("Messages", opaque))
 
 	mailjetMessage = message("From.Email",

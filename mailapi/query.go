@@ -1,0 +1,158 @@
+package mailapi
+
+import (
+	"bytes"
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// SES's v1 API (the Query API) sends every action to "/", POSTed as a form
+// or, with GET, in the query string, and names it in the Action parameter.
+// Most applications on SES still send with it: Laravel's and Rails' SES
+// mailers, django-ses and Anymail's amazon_ses, boto3's and the AWS SDKs'
+// "ses" clients.
+
+// queryAction is one send action of the Query API.
+type queryAction struct {
+	name string
+	// scopePath is the path the action's requests match scope lines as:
+	// the SES v2 endpoint that sends the same way ("" to match as "/").
+	scopePath string
+	// read marks the sends keygate reads (with the endpoint's shape); the
+	// others are opaque.
+	read bool
+}
+
+// sesV1Sends are the actions of SES's v1 API that send mail. Every other
+// action sends none.
+var sesV1Sends = []queryAction{
+	{"SendEmail", "/v2/email/outbound-emails", true},
+	{"SendRawEmail", "/v2/email/outbound-emails", true},
+	{"SendTemplatedEmail", "/v2/email/outbound-emails", true},
+	{"SendBulkTemplatedEmail", "/v2/email/outbound-bulk-emails", true},
+	// A verification mail from the sender of a template stored at SES.
+	{"SendCustomVerificationEmail", "/v2/email/outbound-custom-verification-emails", false},
+	// A bounce from any BounceSender; SES's v2 API has no such action.
+	{"SendBounce", "", false},
+}
+
+// query reads a Query API request of endpoint e: its action, then, for a
+// send keygate reads, every parameter the endpoint's shape names.
+func (in *inspection) query(e *endpoint, rawQuery string, posted bool, contentType string, body []byte) error {
+	forms := [2][]byte{[]byte(rawQuery), nil}
+	if posted {
+		mt, _, err := formMediaType(contentType)
+		if err != nil {
+			return err
+		}
+		if mt != "application/x-www-form-urlencoded" {
+			return errors.New("Content-Type: want application/x-www-form-urlencoded (SES's v1 API)")
+		}
+		forms[1] = body
+	}
+	var action string
+	err := eachParam(forms, func(name string, value []byte) error {
+		if !strings.EqualFold(name, "Action") {
+			return nil
+		}
+		v, err := url.QueryUnescape(string(value))
+		switch {
+		case err != nil:
+			return errors.New("Action: invalid escape")
+		case action != "" && v != action:
+			// Other readers might take either.
+			return errors.New("Action is given twice, with different values")
+		}
+		action = v
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if action == "" {
+		return errors.New("Action is missing (every request of SES's v1 API names one)")
+	}
+	var act *queryAction
+	for i := range e.actions {
+		// SES matches actions exactly; any case is read, so that no
+		// spelling of a send passes as another action.
+		if strings.EqualFold(action, e.actions[i].name) {
+			act = &e.actions[i]
+		}
+	}
+	switch {
+	case act == nil:
+		in.m.NotSend = true
+		return nil
+	case !act.read:
+		in.m.Opaque = true
+		in.m.Unread = "SES's v1 " + act.name + " action, which keygate does not read"
+		in.m.ScopePath = act.scopePath
+		return nil
+	}
+	in.m.ScopePath = act.scopePath
+	in.begin()
+	err = eachParam(forms, func(name string, value []byte) error {
+		return in.param(e.shape, queryName(name), value)
+	})
+	if err != nil {
+		return err
+	}
+	in.end(e.shape)
+	return nil
+}
+
+// eachParam calls fn with the unescaped name and the raw value of every
+// parameter of the url-encoded forms, in order.
+func eachParam(forms [2][]byte, fn func(name string, value []byte) error) error {
+	for _, form := range forms {
+		for len(form) > 0 {
+			var pair []byte
+			pair, form, _ = bytes.Cut(form, []byte("&"))
+			if len(pair) == 0 {
+				continue
+			}
+			k, v, _ := bytes.Cut(pair, []byte("="))
+			name, err := url.QueryUnescape(string(k))
+			if err != nil {
+				return errors.New("form body: invalid escape in a field name")
+			}
+			if err := fn(name, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// queryName is a Query API parameter's name without its list numbering:
+// "Destinations.member.2.Destination.ToAddresses.member.1" is read as
+// "Destinations.Destination.ToAddresses". Segments that are only digits go
+// too, so a list numbered without "member" reads the same, and so do empty
+// ones.
+func queryName(name string) string {
+	if !strings.Contains(name, ".") {
+		return name
+	}
+	var b strings.Builder
+	for seg := range strings.SplitSeq(name, ".") {
+		if seg == "" || strings.EqualFold(seg, "member") || allDigits(seg) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(seg)
+	}
+	return b.String()
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

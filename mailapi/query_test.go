@@ -1,0 +1,145 @@
+package mailapi
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestQueryRequest(t *testing.T) {
+	ses, _ := Lookup("ses")
+	mailpit, _ := Lookup("mailpit")
+	for _, c := range []struct {
+		d                      *Dialect
+		method, path, rawQuery string
+		want                   bool
+	}{
+		{ses, "POST", "/", "", true},
+		{ses, "post", "//", "", true},
+		{ses, "GET", "/", "Action=SendEmail&Source=a%40b.org", true},
+		{ses, "HEAD", "/", "Action=ListIdentities", true},
+		{ses, "GET", "/", "", false}, // no parameters: nothing of the Query API
+		{ses, "POST", "/v2/email/outbound-emails", "", false},
+		{ses, "GET", "/v2/email/account", "x=1", false},
+		{mailpit, "POST", "/", "Action=SendEmail", false},
+	} {
+		if got := c.d.QueryRequest(c.method, c.path, c.rawQuery); got != c.want {
+			t.Errorf("%s QueryRequest(%q, %q, %q) = %v, want %v", c.d.Name, c.method, c.path, c.rawQuery, got, c.want)
+		}
+	}
+}
+
+// Every action of SES's v1 API shares "/": a send is read and scoped as
+// the v2 endpoint that sends the same way, an action that sends no mail is
+// no send, and a send keygate does not read is opaque.
+func TestInspectQueryActions(t *testing.T) {
+	ses, _ := Lookup("ses")
+	for _, c := range []struct {
+		name, query, body string
+		posted            bool
+		senders           []string
+		recipients        int
+		opaque, notSend   bool
+		scopePath         string
+	}{
+		{name: "SendEmail", posted: true,
+			body:    "Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"a@shop.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "SendTemplatedEmail", posted: true,
+			body:    "Action=SendTemplatedEmail&Source=a%40shop.example&Template=t&TemplateData=%7B%7D&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"a@shop.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "SendBulkTemplatedEmail", posted: true,
+			body:    "Action=SendBulkTemplatedEmail&Source=a%40shop.example&Destinations.member.1.Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"a@shop.example"}, recipients: 1, scopePath: "/v2/email/outbound-bulk-emails"},
+		{name: "the action after the fields", posted: true,
+			body:    "Source=a%40shop.example&Destination.ToAddresses.member.1=x%40example.com&Action=SendEmail",
+			senders: []string{"a@shop.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "an action in another case is read as that action", posted: true,
+			body:    "Action=sendemail&Source=ceo%40evil.example&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"ceo@evil.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "a list numbered without member reads the same", posted: true,
+			body:    "Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.1=x%40example.com&destination.toaddresses.member.2=y%40example.com",
+			senders: []string{"a@shop.example"}, recipients: 2, scopePath: "/v2/email/outbound-emails"},
+		{name: "a GET names everything in its query string",
+			query:   "Action=SendEmail&Source=ceo%40evil.example&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"ceo@evil.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "a POST's query string is read with its body", posted: true,
+			query:   "Source=ceo%40evil.example",
+			body:    "Action=SendEmail&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"ceo@evil.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+		{name: "an action that sends no mail", posted: true, body: "Action=ListIdentities&IdentityType=Domain", notSend: true},
+		{name: "a deletion sends no mail, whatever else it names", posted: true,
+			body: "Action=DeleteIdentity&Identity=shop.example&Source=not+an+address", notSend: true},
+		{name: "SendBounce is a send keygate does not read", posted: true,
+			body: "Action=SendBounce&BounceSender=ceo%40evil.example", opaque: true},
+		{name: "SendCustomVerificationEmail is one too", posted: true,
+			body: "Action=SendCustomVerificationEmail&EmailAddress=x%40example.com&TemplateName=t", opaque: true,
+			scopePath: "/v2/email/outbound-custom-verification-emails"},
+		{name: "the same action twice", posted: true,
+			body:    "Action=SendEmail&Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.member.1=x%40example.com",
+			senders: []string{"a@shop.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := ses.InspectQuery(c.query, c.posted, formType, []byte(c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(m.Senders, c.senders) || m.Recipients != c.recipients || m.Opaque != c.opaque ||
+				m.NotSend != c.notSend || m.ScopePath != c.scopePath {
+				t.Errorf("got senders %q, %d recipients, opaque %v, not a send %v, scope path %q; want %q, %d, %v, %v, %q",
+					m.Senders, m.Recipients, m.Opaque, m.NotSend, m.ScopePath, c.senders, c.recipients, c.opaque, c.notSend, c.scopePath)
+			}
+			if c.opaque && !strings.Contains(m.Unread, "which keygate does not read") {
+				t.Errorf("an opaque action's Unread is %q", m.Unread)
+			}
+		})
+	}
+}
+
+func TestInspectQueryRejects(t *testing.T) {
+	ses, _ := Lookup("ses")
+	for _, c := range []struct {
+		name, query, ctype, body, wantErr string
+	}{
+		{"no action", "", formType, "Source=a%40b.org", "Action is missing"},
+		{"two actions", "", formType, "Action=ListIdentities&Action=SendEmail&Source=a%40b.org", "Action is given twice, with different values"},
+		{"one action in the query, another in the body", "Action=SendEmail", formType, "Action=ListIdentities", "Action is given twice"},
+		{"a send without a sender", "", formType, "Action=SendEmail&Destination.ToAddresses.member.1=x%40example.com",
+			"Source (or a From header in RawMessage.Data) is missing"},
+		{"a sender that is no address", "", formType, "Action=SendEmail&Source=secret-bad-address", "Source: not a valid address list"},
+		{"a recipient that is no address", "", formType, "Action=SendEmail&Source=a%40b.org&Destination.ToAddresses.member.1=secret-bad-address",
+			"Destination.ToAddresses: not a valid address list"},
+		{"a bad escape in the action", "", formType, "Action=%zz", "Action: invalid escape"},
+		{"a bad escape in a value", "", formType, "Action=SendEmail&Source=%zz", "Source: invalid escape"},
+		{"a multipart body", "", "multipart/form-data; boundary=b", "--b--\r\n", "want application/x-www-form-urlencoded"},
+		{"JSON", "", jsonType, `{"Action":"SendEmail"}`, "Content-Type: want"},
+		{"another charset", "", formType + "; charset=utf-16", "Action=SendEmail", `form charset "utf-16" is refused`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ses.InspectQuery(c.query, true, c.ctype, []byte(c.body))
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("error %v, want it to contain %q", err, c.wantErr)
+			}
+			if strings.Contains(err.Error(), "secret-bad-address") {
+				t.Errorf("error %q quotes the body", err)
+			}
+		})
+	}
+}
+
+func TestQueryName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Source":                            "Source",
+		"Destination.ToAddresses.member.12": "Destination.ToAddresses",
+		"Destinations.member.2.Destination.CcAddresses.member.1": "Destinations.Destination.CcAddresses",
+		"Destinations.member.1":                                  "Destinations",
+		"Destinations.3":                                         "Destinations",
+		"RawMessage.Data":                                        "RawMessage.Data",
+		"Tags.member.1.Name":                                     "Tags.Name",
+		"a..b":                                                   "a.b",
+	} {
+		if got := queryName(in); got != want {
+			t.Errorf("queryName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
