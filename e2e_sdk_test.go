@@ -90,11 +90,11 @@ var sdkDrivers = []struct {
 }{
 	{"sendgrid", "sendgrid", "node"}, {"postmark", "postmark", "node"}, {"mailgun", "mailgun", "node"},
 	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"brevo", "brevo", "node"}, {"ses", "ses", "node"},
-	{"nodemailer-ses", "ses", "node"},
+	{"nodemailer-ses", "ses", "node"}, {"ses-v1", "ses", "node"},
 	{"sendgrid-go", "sendgrid", "go"}, {"mailgun-go", "mailgun", "go"},
 	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
-	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"},
-	{"boto3", "ses", "python"},
+	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"}, {"aws-sdk-go-v2-ses", "ses", "go"},
+	{"boto3", "ses", "python"}, {"boto3-ses", "ses", "python"}, {"anymail-amazon-ses", "ses", "python"},
 	{"anymail-sendgrid", "sendgrid", "python"}, {"anymail-postmark", "postmark", "python"}, {"anymail-mailgun", "mailgun", "python"},
 	{"anymail-mailjet", "mailjet", "python"}, {"anymail-brevo", "brevo", "python"},
 	{"symfony-sendgrid", "sendgrid", "php"}, {"symfony-postmark", "postmark", "php"}, {"symfony-mailgun", "mailgun", "php"},
@@ -127,8 +127,14 @@ var scriptDrivers = []struct {
 }
 
 // anymailError is the class Django-Anymail raises for every refusal an
-// API answers; isAnymail tells its drivers.
-const anymailError = "AnymailRequestsAPIError"
+// API answers: its requests-based backends' own, and the base class for its
+// SES backend, which sends with boto3. isAnymail tells its drivers.
+func anymailError(sdk string) string {
+	if sdk == "anymail-amazon-ses" {
+		return "AnymailAPIError"
+	}
+	return "AnymailRequestsAPIError"
+}
 
 func isAnymail(sdk string) bool { return strings.HasPrefix(sdk, "anymail-") }
 
@@ -155,8 +161,9 @@ var symfonyBridges = map[string]string{
 // awsAttempts is how many times each AWS SDK sends a request that is refused
 // for its rate by default: the JavaScript and Go SDKs' standard retry mode
 // makes three attempts (Nodemailer sends with the JavaScript SDK's client),
-// botocore's legacy mode (boto3's default) five.
-var awsAttempts = map[string]int{"ses": 3, "nodemailer-ses": 3, "aws-sdk-go-v2": 3, "boto3": 5}
+// botocore's legacy mode (boto3's default, and Anymail's SES backend's) five.
+var awsAttempts = map[string]int{"ses": 3, "nodemailer-ses": 3, "ses-v1": 3, "aws-sdk-go-v2": 3, "aws-sdk-go-v2-ses": 3,
+	"boto3": 5, "boto3-ses": 5, "anymail-amazon-ses": 5}
 
 // debianPython is the interpreter that sees Debian's python3-boto3, whatever
 // python3 comes first in PATH (pyenv's, here).
@@ -334,8 +341,8 @@ func TestE2ESDKs(t *testing.T) {
 			names = map[string]string{"sender": postmarkRubyError(403), "recipients": postmarkRubyError(403),
 				"unknown-key": postmarkRubyError(401), "rate": postmarkRubyError(429), "quota": postmarkRubyError(422)}
 		case isAnymail(d.name):
-			names = map[string]string{"sender": anymailError, "recipients": anymailError,
-				"unknown-key": anymailError, "rate": anymailError, "quota": anymailError}
+			e := anymailError(d.name)
+			names = map[string]string{"sender": e, "recipients": e, "unknown-key": e, "rate": e, "quota": e}
 		case d.dialect == "ses":
 			names = map[string]string{"sender": "MessageRejected", "recipients": "BadRequestException",
 				"unknown-key": "UnrecognizedClientException", "rate": "TooManyRequestsException", "quota": "SendingPausedException"}
@@ -535,6 +542,9 @@ var sdkKinds = []struct {
 		"brevo-go":      "/v3/smtp/email",                 // MessageVersions
 		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
 
+		// SES's v1 API: SendBulkTemplatedEmail, a form POSTed to /.
+		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",
+
 		// Django-Anymail's merge_data (its Sendinblue backend has no batch).
 		"anymail-sendgrid": "/v3/mail/send",
 		"anymail-postmark": "/email/batch",
@@ -556,6 +566,10 @@ var sdkKinds = []struct {
 
 		"postmark-ruby": "/email/withTemplate", // deliver_with_template
 
+		// SES's v1 SendTemplatedEmail; Anymail's SES backend sends its
+		// templates with SendBulkTemplatedEmail.
+		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
+
 		// Django-Anymail's template_id.
 		"anymail-sendgrid": "/v3/mail/send",
 		"anymail-postmark": "/email/withTemplate/", // with a slash, which keygate reads as the send path it is
@@ -566,6 +580,8 @@ var sdkKinds = []struct {
 	{"mime", map[string]string{
 		"mailgun":    "/v3/mg.shop.example/messages.mime", // messages.create with message
 		"mailgun-go": "/v3/mg.shop.example/messages.mime", // NewMIMEMessage
+		// SES's v1 SendRawEmail, with Source and Destinations.
+		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",
 	}, func(sc *sdkScenario) { sc.MIME = true }},
 	{"attachment", map[string]string{
 		"sendgrid": "/v3/mail/send", "postmark": "/email", "mailgun": "/v3/mg.shop.example/messages", "resend": "/emails",
@@ -577,6 +593,9 @@ var sdkKinds = []struct {
 		"postmark-ruby": "/email", "postmark-ruby-mail": "/email",
 		"anymail-sendgrid": "/v3/mail/send", "anymail-postmark": "/email", "anymail-mailgun": "/v3/mg.shop.example/messages",
 		"anymail-mailjet": "/v3.1/send", "anymail-brevo": "/v3/smtp/email",
+		// SES's v1 API takes attachments in raw MIME: SendRawEmail, the
+		// recipients from the MIME headers (Anymail: from Destinations).
+		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
 	}, func(sc *sdkScenario) { sc.Attachment = true }},
 }
 
@@ -1092,6 +1111,25 @@ func (r recorded) carries(key string) bool {
 	return false
 }
 
+// sesV1Answer answers a send of SES's v1 API (the Query API) as SES does,
+// in XML named after the form's Action; a bulk send gets a status for each
+// destination.
+func sesV1Answer(w http.ResponseWriter, body []byte) {
+	form, _ := url.ParseQuery(string(body))
+	action := form.Get("Action")
+	result := "<MessageId>ses-1</MessageId>"
+	if action == "SendBulkTemplatedEmail" {
+		result = "<Status>"
+		for i := 1; form.Has(fmt.Sprintf("Destinations.member.%d.Destination.ToAddresses.member.1", i)); i++ {
+			result += fmt.Sprintf("<member><Status>Success</Status><MessageId>ses-%d</MessageId></member>", i)
+		}
+		result += "</Status>"
+	}
+	w.Header().Set("Content-Type", "text/xml")
+	fmt.Fprintf(w, `<%[1]sResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><%[1]sResult>%[2]s</%[1]sResult>`+
+		`<ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></%[1]sResponse>`, action, result)
+}
+
 // fakeProvider answers each send endpoint as its provider would, so the
 // SDKs accept the response, and records what it received.
 type fakeProvider struct {
@@ -1131,6 +1169,8 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		case p == "/v3/smtp/email":
 			w.WriteHeader(http.StatusCreated)
 			io.WriteString(w, `{"messageId":"<brevo-1@shop.example>"}`)
+		case p == "/":
+			sesV1Answer(w, body)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			io.WriteString(w, `{"message":"not found"}`)
@@ -1232,7 +1272,7 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		case d.lang == "ruby":
 			name = postmarkRubyError(503)
 		case isAnymail(d.name):
-			name = anymailError
+			name = anymailError(d.name)
 		case d.dialect == "ses":
 			name = "InternalServiceErrorException"
 		}
@@ -1261,7 +1301,7 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		case d.lang == "ruby":
 			rateName = postmarkRubyError(429)
 		case isAnymail(d.name):
-			rateName = anymailError
+			rateName = anymailError(d.name)
 		case d.dialect == "ses":
 			rateName = "TooManyRequestsException"
 		}
@@ -1373,7 +1413,7 @@ func TestE2ESDKsOverHTTPS(t *testing.T) {
 		case d.lang == "ruby":
 			sender, revoked = postmarkRubyError(403), postmarkRubyError(401)
 		case isAnymail(d.name):
-			sender, revoked = anymailError, anymailError
+			sender, revoked = anymailError(d.name), anymailError(d.name)
 		case d.dialect == "ses":
 			sender, revoked = "MessageRejected", "UnrecognizedClientException"
 		case d.name == "postmark":

@@ -26,6 +26,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	sesv1 "github.com/aws/aws-sdk-go-v2/service/ses"
+	sesv1types "github.com/aws/aws-sdk-go-v2/service/ses/types"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	sestypes "github.com/aws/aws-sdk-go-v2/service/sesv2/types"
 	"github.com/aws/smithy-go"
@@ -244,39 +246,28 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		if sc.HTML != "" {
 			body.Html = &sestypes.Content{Data: aws.String(sc.HTML)}
 		}
-		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc, &md).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
 				Subject: &sestypes.Content{Data: aws.String("compat")},
 				Body:    body,
 			}},
-		}, func(o *sesv2.Options) {
-			o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
-				return s.Initialize.Add(middleware.InitializeMiddlewareFunc("compatAttempts",
-					func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-						out, m, err := next.HandleInitialize(ctx, in)
-						md = m
-						return out, m, err
-					}), middleware.After)
-			})
 		})
-		if err != nil {
-			r := result{Text: err.Error()}
-			var api smithy.APIError
-			if errors.As(err, &api) {
-				r.Name = api.ErrorCode()
-			}
-			var re interface{ HTTPStatusCode() int }
-			if errors.As(err, &re) {
-				r.Status = re.HTTPStatusCode()
-			}
-			if res, ok := retry.GetAttemptResults(md); ok {
-				r.Attempts = len(res.Results)
-			}
-			return r
+		return awsResult(err, md)
+
+	case "aws-sdk-go-v2-ses": // SES's v1 API (the Query API)
+		var md middleware.Metadata
+		body := &sesv1types.Body{Text: &sesv1types.Content{Data: aws.String("hello")}}
+		if sc.HTML != "" {
+			body.Html = &sesv1types.Content{Data: aws.String(sc.HTML)}
 		}
-		return result{OK: true}
+		_, err := sesV1Client(sc, &md).SendEmail(ctx, &sesv1.SendEmailInput{
+			Source:      aws.String(sc.From),
+			Destination: &sesv1types.Destination{ToAddresses: sc.To},
+			Message:     &sesv1types.Message{Subject: &sesv1types.Content{Data: aws.String("compat")}, Body: body},
+		})
+		return awsResult(err, md)
 	}
 	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
 }
@@ -374,13 +365,62 @@ func resendClient(sc scenario) *resend.Client {
 }
 
 // sesClient takes the key as the access key id; keygate never sees or
-// checks the secret access key, so any value will do.
-func sesClient(sc scenario) *sesv2.Client {
+// checks the secret access key, so any value will do. A non-nil md gets
+// each call's metadata, for awsResult's attempts.
+func sesClient(sc scenario, md *middleware.Metadata) *sesv2.Client {
 	return sesv2.New(sesv2.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(sc.Base),
 		Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		APIOptions:   keepMetadata(md),
 	})
+}
+
+// sesV1Client is the same for SES's v1 API.
+func sesV1Client(sc scenario, md *middleware.Metadata) *sesv1.Client {
+	return sesv1.New(sesv1.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(sc.Base),
+		Credentials:  credentials.NewStaticCredentialsProvider(sc.Key, "unused", ""),
+		APIOptions:   keepMetadata(md),
+	})
+}
+
+// keepMetadata is the API option that stores each call's metadata in md
+// (none when md is nil).
+func keepMetadata(md *middleware.Metadata) []func(*middleware.Stack) error {
+	if md == nil {
+		return nil
+	}
+	return []func(*middleware.Stack) error{func(s *middleware.Stack) error {
+		return s.Initialize.Add(middleware.InitializeMiddlewareFunc("compatAttempts",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				out, m, err := next.HandleInitialize(ctx, in)
+				*md = m
+				return out, m, err
+			}), middleware.After)
+	}}
+}
+
+// awsResult is what an AWS SDK's call showed: its error's code and status,
+// and the attempts it made.
+func awsResult(err error, md middleware.Metadata) result {
+	if err == nil {
+		return result{OK: true}
+	}
+	r := result{Text: err.Error()}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		r.Name = api.ErrorCode()
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		r.Status = re.HTTPStatusCode()
+	}
+	if res, ok := retry.GetAttemptResults(md); ok {
+		r.Attempts = len(res.Results)
+	}
+	return r
 }
 
 // done is the result of a call that returns a plain error.
@@ -438,11 +478,20 @@ func sendBatch(ctx context.Context, sc scenario) result {
 		for _, a := range sc.To {
 			entries = append(entries, sestypes.BulkEmailEntry{Destination: &sestypes.Destination{ToAddresses: []string{a}}})
 		}
-		_, err := sesClient(sc).SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{
+		_, err := sesClient(sc, nil).SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			DefaultContent: &sestypes.BulkEmailContent{Template: &sestypes.Template{
 				TemplateName: aws.String("compat"), TemplateData: aws.String("{}")}},
 			BulkEmailEntries: entries,
+		})
+		return done(err)
+	case "aws-sdk-go-v2-ses":
+		var dests []sesv1types.BulkEmailDestination
+		for _, a := range sc.To {
+			dests = append(dests, sesv1types.BulkEmailDestination{Destination: &sesv1types.Destination{ToAddresses: []string{a}}})
+		}
+		_, err := sesV1Client(sc, nil).SendBulkTemplatedEmail(ctx, &sesv1.SendBulkTemplatedEmailInput{
+			Source: aws.String(sc.From), Template: aws.String("compat"), DefaultTemplateData: aws.String("{}"), Destinations: dests,
 		})
 		return done(err)
 	}
@@ -476,11 +525,17 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 		})
 		return done(err)
 	case "aws-sdk-go-v2":
-		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc, nil).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Template: &sestypes.Template{
 				TemplateName: aws.String("compat"), TemplateData: aws.String(`{"name":"Ann"}`)}},
+		})
+		return done(err)
+	case "aws-sdk-go-v2-ses":
+		_, err := sesV1Client(sc, nil).SendTemplatedEmail(ctx, &sesv1.SendTemplatedEmailInput{
+			Source: aws.String(sc.From), Destination: &sesv1types.Destination{ToAddresses: sc.To},
+			Template: aws.String("compat"), TemplateData: aws.String(`{"name":"Ann"}`),
 		})
 		return done(err)
 	}
@@ -489,13 +544,18 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 
 // sendMIME sends a plain text message the application built as MIME.
 func sendMIME(ctx context.Context, p plan, sc scenario) result {
-	if sc.SDK != "mailgun-go" {
-		return result{Text: "no MIME call for " + sc.SDK}
-	}
 	raw := "From: " + sc.From + "\r\nTo: " + strings.Join(sc.To, ", ") + "\r\nSubject: compat\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
-	_, _, err := mailgunClient(p, sc).Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...))
-	return done(err)
+	switch sc.SDK {
+	case "mailgun-go":
+		_, _, err := mailgunClient(p, sc).Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...))
+		return done(err)
+	case "aws-sdk-go-v2-ses":
+		_, err := sesV1Client(sc, nil).SendRawEmail(ctx, &sesv1.SendRawEmailInput{
+			Source: aws.String(sc.From), Destinations: sc.To, RawMessage: &sesv1types.RawMessage{Data: []byte(raw)}})
+		return done(err)
+	}
+	return result{Text: "no MIME call for " + sc.SDK}
 }
 
 // invoice is a 60 KB binary attachment, the same in every run.
@@ -551,7 +611,7 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 		})
 		return done(err)
 	case "aws-sdk-go-v2":
-		_, err := sesClient(sc).SendEmail(ctx, &sesv2.SendEmailInput{
+		_, err := sesClient(sc, nil).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
@@ -560,6 +620,20 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 				Attachments: []sestypes.Attachment{{FileName: aws.String("invoice.pdf"), RawContent: invoice, ContentType: aws.String("application/pdf")}},
 			}},
 		})
+		return done(err)
+	case "aws-sdk-go-v2-ses":
+		// SES's v1 API takes an attachment only in raw MIME the application
+		// builds, with the recipients from its headers.
+		var lines strings.Builder
+		for i := 0; i < len(b64); i += 76 {
+			lines.WriteString(b64[i:min(i+76, len(b64))] + "\r\n")
+		}
+		raw := "From: " + sc.From + "\r\nTo: " + strings.Join(sc.To, ", ") + "\r\nSubject: compat\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/mixed; boundary=compat-boundary\r\n\r\n--compat-boundary\r\n" +
+			"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--compat-boundary\r\n" +
+			"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=invoice.pdf\r\n" +
+			"Content-Transfer-Encoding: base64\r\n\r\n" + lines.String() + "--compat-boundary--\r\n"
+		_, err := sesV1Client(sc, nil).SendRawEmail(ctx, &sesv1.SendRawEmailInput{RawMessage: &sesv1types.RawMessage{Data: []byte(raw)}})
 		return done(err)
 	}
 	return result{Text: "no attachment call for " + sc.SDK}

@@ -13,6 +13,7 @@ import { Resend } from "resend";
 import Mailjet from "node-mailjet";
 import { BrevoClient } from "@getbrevo/brevo";
 import { SESv2Client, SendEmailCommand, SendBulkEmailCommand } from "@aws-sdk/client-sesv2";
+import * as sesV1 from "@aws-sdk/client-ses";
 import nodemailer from "nodemailer";
 
 const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
@@ -69,6 +70,14 @@ const drivers = {
       Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" }, ...(opts.html ? { Html: { Data: opts.html } } : {}) } } },
     }));
   },
+  // SES's v1 API (the Query API: a form POSTed to /), which most SES
+  // senders still use.
+  async "ses-v1"(base, key, from, to, opts) {
+    return sesV1Client(base, key).send(new sesV1.SendEmailCommand({
+      Source: from, Destination: { ToAddresses: to },
+      Message: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" }, ...(opts.html ? { Html: { Data: opts.html } } : {}) } },
+    }));
+  },
   // Nodemailer's SES transport: the message as raw MIME, sent with the
   // AWS SDK's client.
   async "nodemailer-ses"(base, key, from, to, opts) {
@@ -118,6 +127,12 @@ const batchDrivers = {
       BulkEmailEntries: to.map((a) => ({ Destination: { ToAddresses: [a] } })),
     }));
   },
+  async "ses-v1"(base, key, from, to) {
+    return sesV1Client(base, key).send(new sesV1.SendBulkTemplatedEmailCommand({
+      Source: from, Template: "compat", DefaultTemplateData: "{}",
+      Destinations: to.map((a) => ({ Destination: { ToAddresses: [a] } })),
+    }));
+  },
 };
 
 // templateDrivers send one message to every recipient with a template
@@ -147,6 +162,11 @@ const templateDrivers = {
     return sesClient(base, key).send(new SendEmailCommand({
       FromEmailAddress: from, Destination: { ToAddresses: to },
       Content: { Template: { TemplateName: "compat", TemplateData: '{"name":"Ann"}' } },
+    }));
+  },
+  async "ses-v1"(base, key, from, to) {
+    return sesV1Client(base, key).send(new sesV1.SendTemplatedEmailCommand({
+      Source: from, Destination: { ToAddresses: to }, Template: "compat", TemplateData: '{"name":"Ann"}',
     }));
   },
 };
@@ -208,6 +228,17 @@ const attachDrivers = {
     const t = nodemailer.createTransport({ SES: { sesClient: sesClient(base, key), SendEmailCommand } });
     return t.sendMail({ from, to, subject: "compat", text: "hello", attachments: [{ filename: "invoice.pdf", content: invoice }] });
   },
+  // SES's v1 API takes an attachment only in raw MIME the application
+  // builds: SendRawEmail, with the recipients from its headers.
+  async "ses-v1"(base, key, from, to) {
+    const boundary = "compat-boundary";
+    const raw = `From: ${from}\r\nTo: ${to.join(", ")}\r\nSubject: compat\r\nMIME-Version: 1.0\r\n` +
+      `Content-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n--${boundary}\r\n` +
+      "Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n" +
+      `--${boundary}\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="invoice.pdf"\r\n` +
+      `Content-Transfer-Encoding: base64\r\n\r\n${invoice64.replace(/.{76}/g, "$&\r\n")}\r\n--${boundary}--\r\n`;
+    return sesV1Client(base, key).send(new sesV1.SendRawEmailCommand({ RawMessage: { Data: Buffer.from(raw) } }));
+  },
 };
 
 // mimeDrivers send a message the application built as MIME itself.
@@ -215,6 +246,11 @@ const mimeDrivers = {
   async mailgun(base, key, from, to) {
     const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
     return mg.messages.create(plan.mailgunDomain, { to, message: mime(from, to) }); // to /messages.mime
+  },
+  async "ses-v1"(base, key, from, to) {
+    return sesV1Client(base, key).send(new sesV1.SendRawEmailCommand({
+      Source: from, Destinations: to, RawMessage: { Data: Buffer.from(mime(from, to)) },
+    }));
   },
 };
 
@@ -229,6 +265,14 @@ function mime(from, to) {
 // will do.
 function sesClient(base, key) {
   return new SESv2Client({
+    region: "us-east-1", endpoint: base,
+    credentials: { accessKeyId: key, secretAccessKey: "unused" },
+  });
+}
+
+// sesV1Client is the same for SES's v1 API.
+function sesV1Client(base, key) {
+  return new sesV1.SESClient({
     region: "us-east-1", endpoint: base,
     credentials: { accessKeyId: key, secretAccessKey: "unused" },
   });
@@ -252,6 +296,7 @@ function describe(sdk, err) {
     case "brevo": // BrevoError: message holds the status and the whole body
       out.status = err.statusCode; break;
     case "ses": // ServiceException: name from x-amzn-ErrorType, message from message
+    case "ses-v1": // the same, read from the Query API's XML error
     case "nodemailer-ses": // the SDK's own error, passed on by Nodemailer
       out.status = err.$metadata?.httpStatusCode; out.attempts = err.$metadata?.attempts; break;
   }

@@ -1,6 +1,7 @@
 """The compatibility suite's Python driver: the AWS SDK for Python (boto3),
-and Django-Anymail, the email backend through which Django applications send
-with SendGrid, Postmark, Mailgun, Mailjet and Brevo (Sendinblue), each
+its SES v2 and v1 clients, and Django-Anymail, the email backend through
+which Django applications send with SendGrid, Postmark, Mailgun, Mailjet,
+Brevo (Sendinblue) and Amazon SES (its v1 API), each
 configured with nothing but the gateway's base URL and a keygate key, send
 the scenarios of the plan that e2e_sdk_test.go writes (KEYGATE_COMPAT_PLAN)
 and print one JSON result per scenario, as compat/node/run.mjs does.
@@ -14,6 +15,9 @@ import json
 import os
 import sys
 import time
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 
 import boto3
 import botocore.exceptions
@@ -47,6 +51,41 @@ def ses(base, key, sc):
     )
 
 
+def ses_v1(sc, plan):
+    """SES's v1 API (the Query API), which most SES senders still use:
+    boto3.client("ses"), as django-ses and many scripts send."""
+    client = boto3.client(
+        "ses",
+        region_name="us-east-1",
+        endpoint_url=sc["base"],
+        aws_access_key_id=sc["key"],
+        aws_secret_access_key="unused",
+    )
+    frm, to = sc["from"], sc["to"]
+    if sc.get("batch"):
+        client.send_bulk_templated_email(
+            Source=frm, Template="compat", DefaultTemplateData="{}",
+            Destinations=[{"Destination": {"ToAddresses": [a]}} for a in to])
+    elif sc.get("template"):
+        client.send_templated_email(
+            Source=frm, Destination={"ToAddresses": to}, Template="compat", TemplateData='{"name": "Ann"}')
+    elif sc.get("mime") or sc.get("attachment"):
+        # SES's v1 API takes an attachment only in raw MIME the
+        # application builds.
+        msg = MIMEMultipart()
+        msg["From"], msg["To"], msg["Subject"] = frm, ", ".join(to), "compat"
+        msg.attach(MIMEText("hello"))
+        if sc.get("attachment"):
+            msg.attach(MIMEApplication(invoice(), "pdf", Name="invoice.pdf"))
+        client.send_raw_email(Source=frm, Destinations=to, RawMessage={"Data": msg.as_bytes()})
+    else:
+        body = {"Text": {"Data": "hello"}}
+        if sc.get("html"):
+            body["Html"] = {"Data": sc["html"]}
+        client.send_email(Source=frm, Destination={"ToAddresses": to},
+                          Message={"Subject": {"Data": "compat"}, "Body": body})
+
+
 # Anymail's backend for each provider, and the settings that point it at the
 # gateway: the API URL (its default is the provider's) and the key where the
 # provider's key goes.
@@ -56,6 +95,9 @@ ANYMAIL = {
     "anymail-mailgun": ("mailgun", lambda base, key: {"api_url": base + "/v3/", "api_key": key}),
     "anymail-mailjet": ("mailjet", lambda base, key: {"api_url": base + "/v3.1/", "api_key": key, "secret_key": "unused"}),
     "anymail-brevo": ("sendinblue", lambda base, key: {"api_url": base + "/v3/", "api_key": key}),
+    # Anymail 9's amazon_ses backend sends with boto3's SES v1 client.
+    "anymail-amazon-ses": ("amazon_ses", lambda base, key: {"client_params": {
+        "endpoint_url": base, "region_name": "us-east-1", "aws_access_key_id": key, "aws_secret_access_key": "unused"}}),
 }
 
 
@@ -89,10 +131,12 @@ def anymail(sc, plan):
         # A template stored at the provider; the ids are the providers' forms.
         msg.template_id = {"mailjet": 7, "sendinblue": 7, "sendgrid": "d-compat"}.get(esp, "compat")
         msg.merge_global_data = {"name": "Ann"}
+        if esp == "amazon_ses":
+            msg.subject = msg.body = ""  # SES's templates hold both, and may not be overridden
     msg.send()
 
 
-DRIVERS = {"boto3": lambda sc, plan: ses(sc["base"], sc["key"], sc)}
+DRIVERS = {"boto3": lambda sc, plan: ses(sc["base"], sc["key"], sc), "boto3-ses": ses_v1}
 DRIVERS.update({name: anymail for name in ANYMAIL})
 
 
@@ -102,6 +146,11 @@ def describe(err):
     out = {"text": str(err), "name": type(err).__name__}
     if isinstance(err, AnymailAPIError):
         out["status"] = err.status_code or 0
+        if isinstance(err.__cause__, botocore.exceptions.ClientError):
+            # Anymail's SES backend raises from boto3's error.
+            meta = err.__cause__.response.get("ResponseMetadata", {})
+            out["status"] = meta.get("HTTPStatusCode", 0)
+            out["attempts"] = meta.get("RetryAttempts", 0) + 1
     if isinstance(err, botocore.exceptions.ClientError):
         meta = err.response.get("ResponseMetadata", {})
         out["name"] = err.response.get("Error", {}).get("Code", "")
