@@ -206,11 +206,11 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 	}
 }
 
-// Sends keygate does not read: SES's v1 SendBounce (a form POSTed to "/")
-// and Mailjet's older v3 Send API. A key limited to sender domains that may
-// reach them (a full-access key here) must not send around its limits that
-// way: the request is refused; a key without limits passes, as with other
-// bodies keygate cannot read.
+// Sends keygate does not read, such as SES v1's SendBounce (a form POSTed
+// to "/"). A key limited to sender domains that may reach them (a
+// full-access key here) must not send around its limits that way: the
+// request is refused; a key without limits passes, as with other bodies
+// keygate cannot read.
 func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 	for _, c := range []struct {
 		dialect, path, ctype, body string
@@ -218,8 +218,6 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"ses", "/", "application/x-www-form-urlencoded; charset=utf-8",
 			"Action=SendBounce&Version=2010-12-01&OriginalMessageId=m1&BounceSender=ceo%40evil.example" +
 				"&BouncedRecipientInfoList.member.1.Recipient=a%40rcpt.example"},
-		{"mailjet", "/v3/send", "application/json",
-			`{"FromEmail":"ceo@evil.example","Recipients":[{"Email":"a@rcpt.example"}],"Subject":"s","Text-part":"t"}`},
 	} {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect})
 		name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}

@@ -51,7 +51,7 @@ type Message struct {
 	// no sender or recipient rule applies to it.
 	NotSend bool
 	// Unread names the send API of the request when keygate does not read
-	// that API at all (it is then Opaque), e.g. Mailjet's v3 Send API.
+	// that API at all (it is then Opaque), e.g. SES v1's SendBounce.
 	Unread string
 	// ScopePath is the path scope lines match the request as, when it is
 	// not the request's own: every action of SES's v1 API is POSTed to
@@ -181,10 +181,10 @@ var dialects = []*Dialect{
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
 		{path: "/v3.1/send", shape: mailjetSend},
-		// Mailjet's older v3 Send API, which keygate does not read: opaque
-		// (mailjetV3).
-		{path: "/v3/send", shape: mailjetV3,
-			unread: "Mailjet's v3 Send API, which keygate does not read (send with the v3.1 Send API)"},
+		// Mailjet's older v3 Send API, also at its first path, which
+		// mailjet-apiv3-go's SendMail posts to.
+		{path: "/v3/send", shape: mailjetV3},
+		{path: "/v3/send/message", shape: mailjetV3},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},

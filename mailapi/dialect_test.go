@@ -40,6 +40,8 @@ func TestIsSend(t *testing.T) {
 		{"ses: the v2 send", "ses", "POST", "/v2/email/outbound-emails", true},
 		{"ses: the v2 bulk send", "ses", "POST", "/v2/email/outbound-bulk-emails", true},
 		{"mailjet: v3.1 send", "mailjet", "POST", "/v3.1/send", true},
+		{"mailjet: the older v3 send", "mailjet", "POST", "/v3/send", true},
+		{"mailjet: the older v3 send at its first path", "mailjet", "POST", "/v3/send/message", true},
 		{"brevo: transactional email", "brevo", "POST", "/v3/smtp/email", true},
 		{"mailpit: send", "mailpit", "POST", "/api/v1/send", true},
 		{"mailpit: the root is not a send", "mailpit", "POST", "/", false},

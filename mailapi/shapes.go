@@ -1,5 +1,7 @@
 package mailapi
 
+import "slices"
+
 // A shape tells the walker what a value of a send body holds. One shape may
 // allow several JSON types (Resend's "to" is a string or an array of
 // strings); any other type is an error naming the field.
@@ -16,6 +18,8 @@ type shape struct {
 	// shared marks an object whose sender and recipients apply to every
 	// message of the request (Mailjet's Globals).
 	shared bool
+	// batch marks a message that may hold messages instead (batchOf).
+	batch bool
 	// names tells the keys that may be a member's name from those that
 	// cannot, by length and first byte, so most keys a shape does not name
 	// are passed over without comparing names. Set by object and message.
@@ -74,6 +78,14 @@ func arrayOf(elem *shape) *shape { return &shape{elem: elem} }
 func orArrayOf(s, elem *shape) *shape {
 	s.elem = elem
 	return s
+}
+
+// batchOf is message m that may instead hold a batch of such messages in
+// the member named batch: it then needs no sender of its own, as each of its
+// messages names one.
+func batchOf(m *shape, batch string) *shape {
+	members := append(slices.Clone(m.members), field(batch, arrayOf(m)))
+	return &shape{members: members, sender: m.sender, batch: true, names: filterOf(members)}
 }
 
 // shared marks s as holding what applies to every message of the request.
@@ -176,10 +188,18 @@ var (
 		field("RawMessage.Data", &shape{role: roleMIMEBase64}),
 	)
 
-	// Mailjet's older v3 Send API (FromEmail, Recipients, To, Messages) is
-	// still served; keygate reads v3.1 only, so a v3 send is opaque. One
-	// naming neither a sender nor messages is no send.
-	mailjetV3 = message("FromEmail (a send of Mailjet's v3 API)", field("FromEmail", opaque), field("Messages", opaque))
+	// Mailjet's older v3 Send API, still served, and what node-mailjet and
+	// mailjet-apiv3-php send to when no version is named: one message at
+	// the top level, or a batch of them in Messages. Recipients are
+	// objects, To, Cc and Bcc address lists in one string.
+	mailjetV3Message = message("FromEmail",
+		field("FromEmail", senderList),
+		field("Recipients", people("Email")),
+		field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+		// A template may carry its own sender.
+		field("Mj-TemplateID", hidden),
+	)
+	mailjetV3 = batchOf(mailjetV3Message, "Messages")
 
 	mailjetMessage = message("From.Email",
 		field("From", object(field("Email", sender))),

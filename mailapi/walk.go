@@ -52,6 +52,7 @@ type messageState struct {
 	hasSender  bool
 	hidden     bool // the sender may come from where keygate cannot see
 	rcptsStart int  // m.Recipients when the message began
+	messagesAt int  // the messages begun when this one began, itself included
 	mimeRcpts  int  // recipients named by the message's raw MIME headers
 }
 
@@ -175,8 +176,8 @@ func isASCII(b []byte) bool {
 // begin starts a message and returns the state of the enclosing one.
 func (in *inspection) begin() messageState {
 	outer := in.msg
-	in.msg = messageState{rcptsStart: in.m.Recipients}
 	in.messages++
+	in.msg = messageState{rcptsStart: in.m.Recipients, messagesAt: in.messages}
 	return outer
 }
 
@@ -189,6 +190,8 @@ func (in *inspection) end(s *shape) {
 	}
 	switch {
 	case in.msg.hasSender:
+	case s.batch && in.messages > in.msg.messagesAt:
+		// A batch: each of its messages named a sender.
 	case in.msg.hidden:
 		in.m.Opaque = true
 	case in.missing == "":
