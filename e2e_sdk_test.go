@@ -53,17 +53,21 @@ import (
 
 // sdkSites are the dialects with official SDKs, each a site of the gateway.
 var sdkSites = []struct {
-	dialect, sendScope, injected string
+	dialect    string
+	sendScopes []string
+	injected   string
 }{
-	{"sendgrid", "POST /v3/mail/send", `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
-	{"postmark", "POST /email*", `header_up X-Postmark-Server-Token {env.PROVIDER_API_KEY}`},
-	{"mailgun", "POST /v3/*/messages*", `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
-	{"resend", "POST /emails*", `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
+	{"sendgrid", []string{"POST /v3/mail/send"}, `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
+	{"postmark", []string{"POST /email*"}, `header_up X-Postmark-Server-Token {env.PROVIDER_API_KEY}`},
+	{"mailgun", []string{"POST /v3/*/messages*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
+	{"resend", []string{"POST /emails*"}, `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
 	// SES: a signing relay (aws-sigv4-proxy) would sit where the fake
-	// provider is and sign with the real IAM credentials.
-	{"ses", "POST /v2/email/outbound-*", ``},
-	{"mailjet", "POST /v3.1/send", `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
-	{"brevo", "POST /v3/smtp/email", `header_up Api-Key {env.PROVIDER_API_KEY}`},
+	// provider is and sign with the real IAM credentials. The v1 API's
+	// sends match these lines too.
+	{"ses", []string{"POST /v2/email/outbound-*"}, ``},
+	// Mailjet's v3.1 Send API, and its v3 one at both of its paths.
+	{"mailjet", []string{"POST /v3.1/send", "POST /v3/send*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
+	{"brevo", []string{"POST /v3/smtp/email"}, `header_up Api-Key {env.PROVIDER_API_KEY}`},
 }
 
 // injectedCredential is the header and value the fake provider must see
@@ -89,10 +93,11 @@ var sdkDrivers = []struct {
 	name, dialect, lang string
 }{
 	{"sendgrid", "sendgrid", "node"}, {"postmark", "postmark", "node"}, {"mailgun", "mailgun", "node"},
-	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"brevo", "brevo", "node"}, {"ses", "ses", "node"},
+	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"mailjet-v3", "mailjet", "node"},
+	{"brevo", "brevo", "node"}, {"ses", "ses", "node"},
 	{"nodemailer-ses", "ses", "node"}, {"ses-v1", "ses", "node"},
 	{"sendgrid-go", "sendgrid", "go"}, {"mailgun-go", "mailgun", "go"},
-	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"},
+	{"resend-go", "resend", "go"}, {"aws-sdk-go-v2", "ses", "go"}, {"mailjet-go", "mailjet", "go"}, {"mailjet-go-v3", "mailjet", "go"},
 	{"postmark-go", "postmark", "go"}, {"brevo-go", "brevo", "go"}, {"aws-sdk-go-v2-ses", "ses", "go"},
 	{"boto3", "ses", "python"}, {"boto3-ses", "ses", "python"}, {"anymail-amazon-ses", "ses", "python"},
 	{"anymail-sendgrid", "sendgrid", "python"}, {"anymail-postmark", "postmark", "python"}, {"anymail-mailgun", "mailgun", "python"},
@@ -544,6 +549,8 @@ var sdkKinds = []struct {
 
 		// SES's v1 API: SendBulkTemplatedEmail, a form POSTed to /.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",
+		// Mailjet's v3 Send API: Messages, one per recipient.
+		"mailjet-v3": "/v3/send", "mailjet-go-v3": "/v3/send/message",
 
 		// Django-Anymail's merge_data (its Sendinblue backend has no batch).
 		"anymail-sendgrid": "/v3/mail/send",
@@ -569,6 +576,8 @@ var sdkKinds = []struct {
 		// SES's v1 SendTemplatedEmail; Anymail's SES backend sends its
 		// templates with SendBulkTemplatedEmail.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
+		// Mailjet's v3 Mj-TemplateID, beside FromEmail.
+		"mailjet-v3": "/v3/send", "mailjet-go-v3": "/v3/send/message",
 
 		// Django-Anymail's template_id.
 		"anymail-sendgrid": "/v3/mail/send",
@@ -596,6 +605,7 @@ var sdkKinds = []struct {
 		// SES's v1 API takes attachments in raw MIME: SendRawEmail, the
 		// recipients from the MIME headers (Anymail: from Destinations).
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
+		"mailjet-v3": "/v3/send", "mailjet-go-v3": "/v3/send/message",
 	}, func(sc *sdkScenario) { sc.Attachment = true }},
 }
 
@@ -806,6 +816,9 @@ func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 		// scenarios: the failed-attempt limit is raised so that one
 		// address stands for many clients.
 		var extra strings.Builder
+		for _, sc := range s.sendScopes {
+			extra.WriteString("\t\t\tscope mail.send " + sc + "\n")
+		}
 		for _, o := range c.keygate {
 			extra.WriteString("\t\t\t" + o + "\n")
 		}
@@ -814,8 +827,8 @@ func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 			proxy += "\n\t\t\theader_up X-Compat-Dialect " + s.dialect +
 				"\n\t\t\theader_up X-Compat-Key-Id {http.auth.user.id}\n\t\t\theader_up X-Compat-Proto {http.request.proto}"
 		}
-		fmt.Fprintf(&cf, "%s://127.0.0.1:%s {\n\tbind 127.0.0.1\n%s\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tscope mail.send %s\n\t\t\tfailed_auth_limit 1000/m\n%s\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
-			scheme, port, tls, s.dialect, s.sendScope, extra.String(), proxy)
+		fmt.Fprintf(&cf, "%s://127.0.0.1:%s {\n\tbind 127.0.0.1\n%s\troute {\n\t\tkeygate {\n\t\t\tstore {STORE}\n\t\t\tmail_api %s\n\t\t\tfailed_auth_limit 1000/m\n%s\t\t}\n\t\treverse_proxy {UPSTREAM} {\n\t\t\t%s\n\t\t}\n\t}\n}\n",
+			scheme, port, tls, s.dialect, extra.String(), proxy)
 	}
 	r.g = startGateway(t, gatewayConfig{caddyfile: cf.String(), upstream: r.provider.URL, store: c.store,
 		env: []string{"PROVIDER_BASIC=" + base64.StdEncoding.EncodeToString([]byte("api:provider-secret-123"))}})
@@ -1164,6 +1177,8 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 			io.WriteString(w, `{"id":"re-1"}`)
 		case p == "/v2/email/outbound-emails":
 			io.WriteString(w, `{"MessageId":"ses-1"}`)
+		case p == "/v3/send", p == "/v3/send/message":
+			io.WriteString(w, `{"Sent":[{"Email":"a@rcpt.example","MessageID":1,"MessageUUID":"u-1"}]}`)
 		case p == "/v3.1/send":
 			io.WriteString(w, `{"Messages":[{"Status":"success","To":[{"Email":"a@rcpt.example","MessageUUID":"u","MessageID":1,"MessageHref":"h"}]}]}`)
 		case p == "/v3/smtp/email":

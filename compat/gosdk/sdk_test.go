@@ -205,6 +205,19 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		}
 		return result{OK: true}
 
+	case "mailjet-go-v3": // the older v3 Send API, SendMail
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+			Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML})
+		if err != nil {
+			r := result{Text: err.Error()}
+			var re mailjet.RequestError
+			if errors.As(err, &re) {
+				r.Status = re.StatusCode
+			}
+			return r
+		}
+		return result{OK: true}
+
 	case "brevo-go":
 		resp, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
 			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), Subject: "compat",
@@ -325,6 +338,15 @@ func mailjetTo(to ...string) *mailjet.RecipientsV31 {
 		r = append(r, mailjet.RecipientV31{Email: a})
 	}
 	return &r
+}
+
+// mailjetV3To is the v3 Send API's Recipients.
+func mailjetV3To(to ...string) []mailjet.Recipient {
+	r := make([]mailjet.Recipient, len(to))
+	for i, a := range to {
+		r[i] = mailjet.Recipient{Email: a}
+	}
+	return r
 }
 
 // brevoSend sends with brevo-go. Its error is the status line; what the
@@ -464,6 +486,13 @@ func sendBatch(ctx context.Context, sc scenario) result {
 		}
 		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: msgs})
 		return done(err)
+	case "mailjet-go-v3":
+		var msgs []mailjet.InfoSendMail
+		for _, to := range sc.To {
+			msgs = append(msgs, mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(to), Subject: "compat", TextPart: "hello"})
+		}
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{Messages: msgs})
+		return done(err)
 	case "brevo-go":
 		var versions []brevo.SendSmtpEmailMessageVersions
 		for _, a := range sc.To {
@@ -517,6 +546,10 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 		msg := mailgun.NewMessage(sc.From, "", "", sc.To...)
 		msg.SetTemplate("compat")
 		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		return done(err)
+	case "mailjet-go-v3":
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+			MjTemplateID: "7", MjTemplateLanguage: "true", Vars: map[string]any{"name": "Ann"}})
 		return done(err)
 	case "brevo-go":
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
@@ -599,6 +632,11 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 			From: &mailjet.RecipientV31{Email: sc.From}, To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello",
 			Attachments: &mailjet.AttachmentsV31{{ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: b64}},
 		}}})
+		return done(err)
+	case "mailjet-go-v3":
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+			Subject: "compat", TextPart: "hello",
+			Attachments: []mailjet.Attachment{{ContentType: "application/pdf", Filename: "invoice.pdf", Content: b64}}})
 		return done(err)
 	case "postmark-go":
 		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello",

@@ -57,6 +57,13 @@ const drivers = {
       }],
     });
   },
+  // Mailjet's older v3 Send API: node-mailjet's default version, so
+  // post("send") without one.
+  async "mailjet-v3"(base, key, from, to, opts) {
+    return mailjetV3(base, key).request({
+      FromEmail: from, Recipients: to.map((Email) => ({ Email })), Subject: "compat", "Text-part": "hello", ...html(opts, "Html-part"),
+    });
+  },
   async brevo(base, key, from, to, opts) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3", ...(opts.noRetry ? { maxRetries: 0 } : {}) });
     return c.transactionalEmails.sendTransacEmail({
@@ -113,6 +120,11 @@ const batchDrivers = {
       Messages: to.map((Email) => ({ From: { Email: from }, To: [{ Email }], Subject: "compat", TextPart: "hello" })),
     });
   },
+  async "mailjet-v3"(base, key, from, to) {
+    return mailjetV3(base, key).request({
+      Messages: to.map((Email) => ({ FromEmail: from, Recipients: [{ Email }], Subject: "compat", "Text-part": "hello" })),
+    });
+  },
   async brevo(base, key, from, to) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
     return c.transactionalEmails.sendTransacEmail({
@@ -157,6 +169,11 @@ const templateDrivers = {
   async brevo(base, key, from, to) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
     return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })), templateId: 7, params: { name: "Ann" } });
+  },
+  async "mailjet-v3"(base, key, from, to) {
+    return mailjetV3(base, key).request({
+      FromEmail: from, Recipients: to.map((Email) => ({ Email })), "Mj-TemplateID": 7, "Mj-TemplateLanguage": true, Vars: { name: "Ann" },
+    });
   },
   async ses(base, key, from, to) {
     return sesClient(base, key).send(new SendEmailCommand({
@@ -212,6 +229,12 @@ const attachDrivers = {
       Attachments: [{ ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: invoice64 }],
     }] });
   },
+  async "mailjet-v3"(base, key, from, to) {
+    return mailjetV3(base, key).request({
+      FromEmail: from, Recipients: to.map((Email) => ({ Email })), Subject: "compat", "Text-part": "hello",
+      Attachments: [{ "Content-type": "application/pdf", Filename: "invoice.pdf", content: invoice64 }],
+    });
+  },
   async brevo(base, key, from, to) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
     return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })),
@@ -260,6 +283,14 @@ function mime(from, to) {
     "Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n";
 }
 
+// mailjetV3 is node-mailjet's request to the v3 Send API (the SDK's
+// default version), for the gateway.
+function mailjetV3(base, key) {
+  Mailjet.Request.protocol = new URL(base).protocol + "//";
+  const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+  return mj.post("send");
+}
+
 // sesClient is an SESv2 client for the gateway. The key is the access key
 // id; keygate never sees or checks the secret access key, so any value
 // will do.
@@ -292,6 +323,7 @@ function describe(sdk, err) {
     case "resend": // the parsed error body: {name, message, statusCode}
       out.status = err.statusCode; break;
     case "mailjet": // message built from ErrorMessage; ErrorMessage copied
+    case "mailjet-v3":
       out.status = err.statusCode; out.code = err.ErrorMessage; break;
     case "brevo": // BrevoError: message holds the status and the whole body
       out.status = err.statusCode; break;
