@@ -162,6 +162,8 @@ var dialects = []*Dialect{
 		{path: "/email/batch", shape: arrayOf(postmarkMessage)},
 		// Documented as {"Messages": [...]}; a bare array is accepted too.
 		{path: "/email/batchWithTemplates", shape: orArrayOf(object(field("Messages", arrayOf(postmarkMessage))), postmarkMessage)},
+		// The Bulk API (postmark.js's sendBulkEmail).
+		{path: "/email/bulk", shape: postmarkBulk},
 	}},
 	{Name: "mailgun", basic: true, errors: mailgunErrors, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},

@@ -34,6 +34,8 @@ func TestIsSend(t *testing.T) {
 		{"mailgun: other endpoints are not sends", "mailgun", "POST", "/v3/domains", false},
 		{"mailgun: events are not sends", "mailgun", "GET", "/v3/mg.example.com/events", false},
 		{"postmark: every send endpoint", "postmark", "POST", "/email/batchWithTemplates", true},
+		{"postmark: the Bulk API", "postmark", "POST", "/email/bulk", true},
+		{"postmark: a Bulk API request's status is no send", "postmark", "GET", "/email/bulk/b-1", false},
 		{"postmark: a resend path is not a postmark send", "postmark", "POST", "/emails", false},
 		{"resend: the batch endpoint", "resend", "POST", "/emails/batch", true},
 		{"resend: reading an email is not a send", "resend", "GET", "/emails/123", false},

@@ -168,6 +168,11 @@ func TestInspect(t *testing.T) {
 			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded",
 			body:   []byte("Action=SendRawEmail&RawMessage.Data=!!"),
 			opaque: true},
+		{name: "postmark: a bulk send names its From and every message's recipients",
+			dialect: "postmark", path: "/email/bulk",
+			body: []byte(`{"From":"News <news@shop.example>","Subject":"s","TextBody":"t","MessageStream":"broadcast",` +
+				`"Messages":[{"To":"a@example.com","TemplateModel":{"n":1}},{"To":"b@example.com, c@example.com","Cc":"d@example.com","Bcc":"e@example.com"}]}`),
+			senders: []string{"news@shop.example"}, recipients: 5},
 		{name: "mailjet: a send of the older v3 API names FromEmail, Recipients and the header lists",
 			dialect: "mailjet", path: "/v3/send",
 			body: []byte(`{"FromEmail":"ceo@evil.example","FromName":"CEO","Recipients":[{"Email":"a@example.com","Name":"A"}],` +
@@ -341,6 +346,8 @@ func TestInspectRejects(t *testing.T) {
 			dialect: "ses", path: "/v2/email/outbound-emails", body: `{"Content":{"Raw":{"Data":{}}}}`},
 		{name: "a mailjet message without From and without Globals names the message", wantErr: "Messages[0].From.Email is missing",
 			dialect: "mailjet", path: "/v3.1/send", body: `{"Messages":[{"To":[{"Email":"a@b.org"}]}]}`},
+		{name: "a postmark bulk send without From", wantErr: "From is missing",
+			dialect: "postmark", path: "/email/bulk", body: `{"Messages":[{"To":"a@b.org"}]}`},
 		{name: "a mailjet v3 send without FromEmail", wantErr: "FromEmail is missing",
 			dialect: "mailjet", path: "/v3/send", body: `{"Recipients":[{"Email":"a@b.org"}]}`},
 		{name: "a mailjet v3 batch with no messages needs a FromEmail of its own", wantErr: "FromEmail is missing",

@@ -128,6 +128,15 @@ var (
 		field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
 	)
 
+	// Postmark's Bulk API: one message's sender and content, sent to the
+	// recipients of each element of Messages.
+	postmarkBulk = message("From",
+		field("From", senderList),
+		field("Messages", arrayOf(object(
+			field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+		))),
+	)
+
 	mailgunMessage = message("from",
 		field("from", senderList),
 		// Mailgun sets any h:-prefixed MIME header; a From header set this
