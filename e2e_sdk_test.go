@@ -200,6 +200,9 @@ type sdkScenario struct {
 	MIME bool `json:"mime,omitempty"`
 	// Attachment sends one message with a 60 KB binary attachment.
 	Attachment bool `json:"attachment,omitempty"`
+	// Bulk sends one message to every recipient with the provider's bulk
+	// (broadcast) API.
+	Bulk bool `json:"bulk,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with
@@ -527,6 +530,8 @@ func TestE2ESDKs(t *testing.T) {
 //     the provider (the request names the sender);
 //   - mime: a message the application built as MIME itself;
 //   - attachment: one message with a 60 KB binary attachment (an invoice).
+//   - bulk: one message to each recipient through a broadcast API, its
+//     content given once.
 var sdkKinds = []struct {
 	name string
 	sdks map[string]string
@@ -607,6 +612,9 @@ var sdkKinds = []struct {
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
 		"mailjet-v3": "/v3/send", "mailjet-go-v3": "/v3/send/message",
 	}, func(sc *sdkScenario) { sc.Attachment = true }},
+	{"bulk", map[string]string{
+		"postmark": "/email/bulk", // sendBulkEmail
+	}, func(sc *sdkScenario) { sc.Bulk = true }},
 }
 
 // TestE2ESDKsBatchesAndTemplates sends, through each SDK that can, a batch
@@ -1163,6 +1171,8 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		case p == "/v3/mail/send":
 			w.Header().Set("X-Message-Id", "sg-1") // Symfony's transport reads it
 			w.WriteHeader(http.StatusAccepted)
+		case p == "/email/bulk":
+			io.WriteString(w, `{"Id":"pm-bulk-1","Status":"Accepted","SubmittedAt":"2026-11-29T00:00:00Z"}`)
 		case p == "/email/batch":
 			io.WriteString(w, `[{"To":"a@rcpt.example","MessageID":"pm-1","ErrorCode":0,"Message":"OK"},{"To":"b@rcpt.example","MessageID":"pm-2","ErrorCode":0,"Message":"OK"}]`)
 		case p == "/emails/batch":

@@ -264,6 +264,16 @@ const attachDrivers = {
   },
 };
 
+// bulkDrivers send one message to each recipient through the provider's
+// broadcast API, the content given once.
+const bulkDrivers = {
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendBulkEmail(new postmark.BulkEmailRequest(from, to.map((a) => new postmark.BulkEmailMessage(a)), "compat", undefined, "hello"));
+  },
+};
+
 // mimeDrivers send a message the application built as MIME itself.
 const mimeDrivers = {
   async mailgun(base, key, from, to) {
@@ -342,7 +352,7 @@ async function run(sc) {
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
       const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
-        : sc.attachment ? attachDrivers : drivers;
+        : sc.attachment ? attachDrivers : sc.bulk ? bulkDrivers : drivers;
       await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
