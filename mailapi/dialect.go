@@ -178,6 +178,8 @@ var dialects = []*Dialect{
 		// Not in the brief, but it sends mail too: leaving it uninspected
 		// would let a restricted key around its sender domains.
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
+		// A verification email from a stored template's sender: opaque.
+		{path: "/v2/email/outbound-custom-verification-emails", shape: sesVerification},
 		// SES's v1 API: every action is a form POSTed to "/" (query.go).
 		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},

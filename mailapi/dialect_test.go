@@ -41,6 +41,7 @@ func TestIsSend(t *testing.T) {
 		{"resend: reading an email is not a send", "resend", "GET", "/emails/123", false},
 		{"ses: the v2 send", "ses", "POST", "/v2/email/outbound-emails", true},
 		{"ses: the v2 bulk send", "ses", "POST", "/v2/email/outbound-bulk-emails", true},
+		{"ses: a custom verification email", "ses", "POST", "/v2/email/outbound-custom-verification-emails", true},
 		{"mailjet: v3.1 send", "mailjet", "POST", "/v3.1/send", true},
 		{"mailjet: the older v3 send", "mailjet", "POST", "/v3/send", true},
 		{"mailjet: the older v3 send at its first path", "mailjet", "POST", "/v3/send/message", true},

@@ -140,6 +140,10 @@ func TestInspect(t *testing.T) {
 		{name: "ses: a bulk send counts every entry's destination",
 			dialect: "ses", path: "/v2/email/outbound-bulk-emails", body: fixture(t, "ses_bulk.json"),
 			senders: []string{"news@shop.example.com"}, recipients: 3},
+		{name: "ses: a custom verification email is sent as a stored template's sender, which keygate cannot see",
+			dialect: "ses", path: "/v2/email/outbound-custom-verification-emails",
+			body:       []byte(`{"EmailAddress":"a@example.com","TemplateName":"verify"}`),
+			recipients: 1, opaque: true},
 		{name: "ses: a v1 SendEmail (a form to /) names its Source and numbered Destination lists",
 			dialect: "ses", path: "/", contentType: "application/x-www-form-urlencoded; charset=utf-8",
 			body: []byte("Action=SendEmail&Version=2010-12-01&Source=Shop+%3Corders%40shop.example%3E" +

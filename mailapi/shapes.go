@@ -176,6 +176,13 @@ var (
 		field("BulkEmailEntries", arrayOf(object(field("Destination", sesDestination)))),
 	)
 
+	// A custom verification email goes to EmailAddress from the sender of a
+	// template stored at SES, which keygate cannot see.
+	sesVerification = message("FromEmailAddress (a custom verification template's)",
+		field("EmailAddress", recipient),
+		field("TemplateName", hidden),
+	)
+
 	// SES's v1 (Query) API names each request's action in a form field
 	// (query.go). Its sends list their addresses in numbered fields
 	// (Destination.ToAddresses.member.1), read without the numbers, so one
