@@ -34,10 +34,12 @@ type inspection struct {
 	fromRole       role
 
 	// at is the field being read, for errors: a stack rather than a linked
-	// path, so that descending into a field allocates nothing (atBuf holds
-	// the usual depth).
+	// path, so that descending into a field allocates nothing. The deepest
+	// field a shape names is five steps (personalizations[0].to[1].email),
+	// and atBuf holds seven: one more would take the inspection, which is
+	// on the heap, into the next size class.
 	at    []step
-	atBuf [8]step
+	atBuf [7]step
 }
 
 // step is one level of the field being read: a member name, or an array

@@ -3,6 +3,7 @@ package mailapi
 import (
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // isASCII reads words that may overlap; every length and every position of
@@ -67,5 +68,14 @@ func TestMemberMatchesNamesUnderCaseFolding(t *testing.T) {
 		for _, e := range d.endpoints {
 			check(e.shape)
 		}
+	}
+}
+
+// An inspection lives on the heap, one per send: growing it past 416 bytes
+// takes every send's allocation into the next size class (+32 B), as a
+// field added to Message once did unnoticed.
+func TestInspectionFitsItsSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(inspection{}); n > 416 {
+		t.Errorf("an inspection is %d bytes, past the 416-byte size class", n)
 	}
 }
