@@ -168,6 +168,10 @@ var dialects = []*Dialect{
 	{Name: "mailgun", basic: true, errors: mailgunErrors, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
 		{path: "/v3/*/messages.mime", form: true, shape: mailgunMIME},
+		// The same at API version 2, which older clients (mailgun-php 2)
+		// still send to.
+		{path: "/v2/*/messages", form: true, shape: mailgunMessage},
+		{path: "/v2/*/messages.mime", form: true, shape: mailgunMIME},
 	}},
 	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},

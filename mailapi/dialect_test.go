@@ -29,6 +29,8 @@ func TestIsSend(t *testing.T) {
 		{"dot-dot can leave the send path", "sendgrid", "POST", "/v3/mail/send/..", false},
 		{"mailgun: any sending domain", "mailgun", "POST", "/v3/mg.example.com/messages", true},
 		{"mailgun: the MIME endpoint", "mailgun", "POST", "/v3/mg.example.com/messages.mime", true},
+		{"mailgun: API version 2", "mailgun", "POST", "/v2/mg.example.com/messages", true},
+		{"mailgun: API version 2, MIME", "mailgun", "POST", "/v2/mg.example.com/messages.mime", true},
 		{"mailgun: the domain segment must be there", "mailgun", "POST", "/v3/messages", false},
 		{"mailgun: an empty domain segment is no domain", "mailgun", "POST", "/v3//messages", false},
 		{"mailgun: other endpoints are not sends", "mailgun", "POST", "/v3/domains", false},
@@ -129,7 +131,7 @@ func TestEveryFormEndpointRefusesACutMultipartBody(t *testing.T) {
 	ctype := "multipart/form-data; boundary=" + b
 	for _, e := range d.endpoints {
 		path := strings.ReplaceAll(e.path, "*", "mg.example.com")
-		first, ok := firsts[path]
+		first, ok := firsts[strings.Replace(path, "/v2/", "/v3/", 1)]
 		if !ok {
 			t.Fatalf("no multipart body for %s", path)
 		}
