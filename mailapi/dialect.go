@@ -140,9 +140,6 @@ type endpoint struct {
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
 	shape *shape
-	// unread names a send API keygate does not read (its requests are
-	// opaque), for the refusal's message.
-	unread string
 	// query marks SES's v1 Query API, whose clients read errors as XML,
 	// and whose requests name their action in a parameter: actions are
 	// its sends (query.go).
@@ -291,7 +288,6 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	if err != nil {
 		return Message{}, err
 	}
-	in.m.Unread = e.unread
 	if domain != "" {
 		in.m.SendingDomains = []string{strings.ToLower(domain)}
 	}
@@ -302,7 +298,8 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 // its parameters are those of the query string and, when posted, those of
 // the form body, read as one form. A request whose action sends no mail is
 // NotSend; the sends keygate reads report their senders and recipients, and
-// the others are Opaque. Every send reports the ScopePath it is scoped as.
+// the others are Opaque and name themselves in Unread. A send reports the
+// ScopePath it is scoped as ("" for SendBounce, which SES's v2 API lacks).
 func (d *Dialect) InspectQuery(rawQuery string, posted bool, contentType string, body []byte) (Message, error) {
 	e, _ := d.endpoint("/")
 	if e == nil || !e.query {
