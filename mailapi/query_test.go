@@ -143,3 +143,34 @@ func TestQueryName(t *testing.T) {
 		}
 	}
 }
+
+// FuzzInspectQuery feeds arbitrary query strings and form bodies to SES's
+// Query API reader: it must never panic or change the body, and what it
+// reports must hold together (a request that is no send names no one, a
+// read send names a sender and a scope path).
+func FuzzInspectQuery(f *testing.F) {
+	f.Add("", true, "Action=SendEmail&Source=a%40b.org&Destination.ToAddresses.member.1=c%40d.org")
+	f.Add("Action=SendRawEmail", true, "RawMessage.Data=RnJvbTogYUBiLm9yZw0KDQpoaQ%3D%3D&Destinations.member.1=c%40d.org")
+	f.Add("Action=SendBulkTemplatedEmail&Source=a%40b.org&Destinations.member.1.Destination.ToAddresses.member.1=c%40d.org", false, "")
+	f.Add("Action=ListIdentities", false, "")
+	f.Add("", true, "Action=SendBounce&BounceSender=a%40b.org")
+	ses, _ := Lookup("ses")
+	f.Fuzz(func(t *testing.T, query string, posted bool, body string) {
+		b := []byte(body)
+		m, err := ses.InspectQuery(query, posted, formType, b)
+		if string(b) != body {
+			t.Fatal("InspectQuery modified the body")
+		}
+		if err != nil {
+			return
+		}
+		switch {
+		case m.Recipients < 0:
+			t.Fatalf("%d recipients", m.Recipients)
+		case m.NotSend && (len(m.Senders) > 0 || m.Recipients > 0 || m.Opaque || m.ScopePath != ""):
+			t.Fatalf("a request that is no send reports %+v", m)
+		case !m.NotSend && !m.Opaque && (len(m.Senders) == 0 || m.ScopePath == ""):
+			t.Fatalf("a send read without a sender or a scope path: %+v", m)
+		}
+	})
+}
