@@ -1607,4 +1607,16 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 	if n := up.count(); n != 0 {
 		t.Errorf("the provider got %d requests, want none", n)
 	}
+
+	// The Query API also takes its parameters in a GET's query string: such
+	// a send is read as a POSTed one is, not passed on unread.
+	send := "/?Action=SendEmail&Version=2010-12-01&Destination.ToAddresses.member.1=a%40rcpt.example&Source="
+	r := g.call("GET", send+"ceo%40evil.example", limited.Key, nil)
+	if r.Status != 403 || !strings.Contains(string(r.Body), "<Code>MessageRejected</Code>") ||
+		!strings.Contains(string(r.Body), "keygate sender_not_allowed") {
+		t.Errorf("a GET send from outside the key's domains: %d %s; want 403 and SES's XML MessageRejected", r.Status, r.Body)
+	}
+	if r := g.call("GET", send+"orders%40shop.example", limited.Key, nil); r.Status != 202 || up.count() != 1 || up.last().Method != "GET" {
+		t.Errorf("a GET send from the key's domain: %d %s, %d requests upstream; want it passed on", r.Status, r.Body, up.count())
+	}
 }
