@@ -207,7 +207,7 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 }
 
 // Sends keygate does not read, such as SES v1's SendBounce (a form POSTed
-// to "/"). A key limited to sender domains that may reach them (a
+// to "/") and a provider's campaign sends. A key limited to sender domains that may reach them (a
 // full-access key here) must not send around its limits that way: the
 // request is refused; a key without limits passes, as with other bodies
 // keygate cannot read.
@@ -218,6 +218,10 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"ses", "/", "application/x-www-form-urlencoded; charset=utf-8",
 			"Action=SendBounce&Version=2010-12-01&OriginalMessageId=m1&BounceSender=ceo%40evil.example" +
 				"&BouncedRecipientInfoList.member.1.Recipient=a%40rcpt.example"},
+		// Campaign and broadcast sends, whose sender and recipients are
+		// stored at the provider.
+		{"resend", "/broadcasts/b-1/send", "application/json", ""},
+		{"brevo", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
 	} {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect})
 		name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}

@@ -140,6 +140,11 @@ type endpoint struct {
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
 	shape *shape
+	// opaque names a send keygate does not read at all (a campaign or
+	// broadcast sent to recipients and from a sender stored at the
+	// provider): its body is not parsed, the request is Opaque, and a "*"
+	// in its path is an id, not a sending domain.
+	opaque string
 	// query marks SES's v1 Query API, whose clients read errors as XML,
 	// and whose requests name their action in a parameter: actions are
 	// its sends (query.go).
@@ -152,6 +157,9 @@ type endpoint struct {
 var dialects = []*Dialect{
 	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
+		{path: "/v3/marketing/test/send_email", opaque: "SendGrid's marketing test send"},
+		{path: "/v3/campaigns/*/schedules/now", opaque: "SendGrid's legacy campaign send"},
+		{path: "/v3/campaigns/*/schedules/test", opaque: "SendGrid's legacy campaign test send"},
 	}},
 	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, errors: postmarkErrors, endpoints: []endpoint{
 		{path: "/email", shape: postmarkMessage},
@@ -173,6 +181,7 @@ var dialects = []*Dialect{
 	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},
 		{path: "/emails/batch", shape: arrayOf(resendMessage)},
+		{path: "/broadcasts/*/send", opaque: "Resend's broadcast send"},
 	}},
 	{Name: "ses", sigV4: true, errors: sesErrors, endpoints: []endpoint{
 		{path: "/v2/email/outbound-emails", shape: sesMessage},
@@ -190,9 +199,15 @@ var dialects = []*Dialect{
 		// mailjet-apiv3-go's SendMail posts to.
 		{path: "/v3/send", shape: mailjetV3},
 		{path: "/v3/send/message", shape: mailjetV3},
+		{path: "/v3/REST/campaigndraft/*/send", opaque: "Mailjet's campaign send"},
+		{path: "/v3/REST/campaigndraft/*/test", opaque: "Mailjet's campaign test send"},
+		{path: "/v3/REST/campaigndraft/*/schedule", opaque: "Mailjet's campaign schedule"},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
+		{path: "/v3/smtp/templates/*/sendTest", opaque: "Brevo's template test send"},
+		{path: "/v3/emailCampaigns/*/sendNow", opaque: "Brevo's campaign send"},
+		{path: "/v3/emailCampaigns/*/sendTest", opaque: "Brevo's campaign test send"},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{
 		{path: "/api/v1/send", shape: mailpitMessage},
@@ -270,6 +285,9 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	e, domain := d.endpoint(path)
 	if e == nil {
 		return Message{}, errors.New("the path is not a send endpoint")
+	}
+	if e.opaque != "" {
+		return Message{Opaque: true, Unread: e.opaque + ", which keygate does not read"}, nil
 	}
 	if e.query {
 		return d.InspectQuery("", true, contentType, body)

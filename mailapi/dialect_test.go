@@ -93,8 +93,8 @@ func TestLookup(t *testing.T) {
 func TestEveryEndpointRefusesABodyOfTheWrongType(t *testing.T) {
 	for _, d := range dialects {
 		for _, e := range d.endpoints {
-			if e.form {
-				continue // forms: TestEveryFormEndpointRefusesACutMultipartBody
+			if e.form || e.opaque != "" {
+				continue // forms: TestEveryFormEndpointRefusesACutMultipartBody; opaque: TestCampaignSendsAreOpaque
 			}
 			bodies := []string{`null`, ` null `, `"x"`, `1`, `true`, ``}
 			if e.shape.members == nil {
@@ -183,5 +183,34 @@ func TestEveryShapeKnowsItsNames(t *testing.T) {
 	}
 	if len(seen) < 20 {
 		t.Fatalf("walked only %d shapes", len(seen))
+	}
+}
+
+// Campaign and broadcast sends take their sender and recipients from what is
+// stored at the provider: whatever the body, the request is opaque, names
+// what it is, and reports no sending domain for the id in its path.
+func TestCampaignSendsAreOpaque(t *testing.T) {
+	n := 0
+	for _, d := range dialects {
+		for _, e := range d.endpoints {
+			if e.opaque == "" {
+				continue
+			}
+			n++
+			path := strings.ReplaceAll(e.path, "*", "c-1")
+			if !d.IsSend("POST", path) {
+				t.Errorf("%s %s is not a send", d.Name, path)
+			}
+			for _, body := range []string{``, `{}`, `{"emails":["a@b.org"]}`, `not json`} {
+				m, err := d.Inspect(path, jsonType, []byte(body))
+				if err != nil || !m.Opaque || !strings.Contains(m.Unread, "which keygate does not read") ||
+					len(m.Senders)+len(m.SendingDomains)+m.Recipients != 0 {
+					t.Errorf("%s %s %q: %+v, %v; want an opaque send naming itself", d.Name, path, body, m, err)
+				}
+			}
+		}
+	}
+	if n < 8 {
+		t.Errorf("only %d campaign sends", n)
 	}
 }
