@@ -32,6 +32,7 @@ const (
 	QuotaExceeded
 	AuthRateLimited
 	StoreUnavailable
+	GatewayBusy
 	numCodes
 )
 
@@ -64,6 +65,7 @@ var codes = [numCodes]codeInfo{
 	QuotaExceeded:    {"quota_exceeded", 429, "the API key's recipient quota for this period is used up", mailapi.RefusedQuota},
 	AuthRateLimited:  {"auth_rate_limited", 429, "too many failed key attempts from this client address", mailapi.RefusedRate},
 	StoreUnavailable: {"store_unavailable", 503, "the key store is unavailable; try again shortly", mailapi.RefusedUnavailable},
+	GatewayBusy:      {"gateway_busy", 503, "the gateway holds as many send bodies as it may at once; try again shortly", mailapi.RefusedUnavailable},
 }
 
 // String returns the contract's name for the code, e.g. "rate_limited".

@@ -132,6 +132,9 @@ var nilContext caddy.Context
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
 	h.logger = ctx.Logger()
+	// By now Caddy has set Go's memory limit (from the container's), which
+	// the bound on send bodies held at once follows.
+	bodies.limit.Store(defaultBodyLimit())
 	if h.Prefix == "" {
 		h.Prefix = "kg"
 	}
@@ -329,7 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		var d denial
 		body, msg, d = h.readSend(r)
 		if body != nil {
-			defer body.release() // the handler's part; the reader's is its Close
+			defer body.finish() // the handler's part; the reader's is its Close
 		}
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
@@ -351,7 +354,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		var d denial
 		body, msg, d = h.readSend(r)
 		if body != nil {
-			defer body.release()
+			defer body.finish()
 		}
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
@@ -33,12 +36,15 @@ func (h *Handler) readSend(r *http.Request) (*sendBody, mailapi.Message, denial)
 	}
 	sb, err := readBody(r, h.maxBody)
 	r.Body.Close()
+	if errors.Is(err, errBodiesFull) {
+		return nil, mailapi.Message{}, denial{code: GatewayBusy, retryAfter: time.Second}
+	}
 	if err != nil {
 		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request body could not be read"}
 	}
 	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
-		sb.release()
+		sb.finish()
 		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
 	}
 	r.Body = sb
@@ -121,20 +127,24 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 		most = declared
 	}
 	sb := newSendBody(int(min(most, presize)))
+	if !sb.hold() {
+		sb.finish()
+		return nil, errBodiesFull
+	}
 	n := 0
 	for {
 		m, err := io.ReadFull(r.Body, sb.buf[n:])
 		n += m
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			if declared >= 0 {
-				sb.release()
+				sb.finish()
 				return nil, io.ErrUnexpectedEOF
 			}
 			sb.buf = sb.buf[:n]
 			break
 		}
 		if err != nil {
-			sb.release()
+			sb.finish()
 			return nil, err
 		}
 		if int64(n) == most {
@@ -143,13 +153,17 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 				// more byte anyway so nothing is silently dropped.
 				var one [1]byte
 				if m, _ := r.Body.Read(one[:]); m > 0 {
-					sb.release()
+					sb.finish()
 					return nil, errors.New("the body is longer than its Content-Length")
 				}
 			}
 			break
 		}
 		sb.grow(int(min(most, 8*int64(n))))
+		if !sb.hold() {
+			sb.finish()
+			return nil, errBodiesFull
+		}
 	}
 	sb.reader.Reset(sb.buf)
 	return sb, nil
@@ -178,6 +192,67 @@ type sendBody struct {
 	pooled *bodyPool    // where buf goes back to; nil when not pooled
 	whole  *[]byte      // buf's whole pooled array, as the pool holds it
 	refs   atomic.Int32 // the handler's and the reader's
+	held   atomic.Int64 // bytes taken from bodies, until the handler is done
+}
+
+// bodies bounds the memory every send body held at once may take, across
+// the process: without a bound, clients with a valid key that send large
+// bodies at once could hold max_body each until Caddy runs out of memory.
+// A body takes its buffer's size as it grows; the handler gives it back
+// when the chain is done with the request. A body that would take more than
+// is left gets 503 gateway_busy, which SDKs retry.
+var bodies bodyBudget
+
+// errBodiesFull is readBody's error when bodies has no room for the body.
+var errBodiesFull = errors.New("the gateway holds as many send bodies as it may")
+
+// bodyBudget counts the bytes send bodies hold against a limit.
+type bodyBudget struct {
+	used  atomic.Int64
+	limit atomic.Int64 // 0 until the first handler is provisioned: no bound
+}
+
+// take reserves n bytes, or reports that they would go past the limit.
+func (b *bodyBudget) take(n int64) bool {
+	limit := b.limit.Load()
+	if b.used.Add(n) > limit && limit > 0 {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// defaultBodyLimit is the bound on bodies held at once: a quarter of Go's
+// memory limit (which Caddy sets from the container's), or 1 GiB without
+// one, and never under 64 MiB.
+func defaultBodyLimit() int64 {
+	limit := int64(1 << 30)
+	if m := debug.SetMemoryLimit(-1); m != math.MaxInt64 {
+		limit = m / 4
+	}
+	return max(limit, 64<<20)
+}
+
+// hold takes what the body's buffer holds beyond what it already took.
+func (b *sendBody) hold() bool {
+	n := int64(cap(b.buf)) - b.held.Load()
+	if n <= 0 {
+		return true
+	}
+	if !bodies.take(n) {
+		return false
+	}
+	b.held.Add(n)
+	return true
+}
+
+// finish is the handler's release: it gives back what the body took from
+// bodies (the reader may still be sending it upstream, for moments).
+func (b *sendBody) finish() {
+	if n := b.held.Swap(0); n > 0 {
+		bodies.used.Add(-n)
+	}
+	b.release()
 }
 
 func (b *sendBody) bytes() []byte { return b.buf }

@@ -310,3 +310,106 @@ func TestSESv1SendsAreReadAndScopedAsV2(t *testing.T) {
 		}
 	}
 }
+
+// withBodyLimit bounds the send bodies held at once to limit for the test,
+// and checks that every byte a body took was given back by its end.
+func withBodyLimit(t *testing.T, limit int64) {
+	t.Helper()
+	was, used := bodies.limit.Load(), bodies.used.Load()
+	bodies.limit.Store(limit)
+	t.Cleanup(func() {
+		bodies.limit.Store(was)
+		if now := bodies.used.Load(); now != used {
+			t.Errorf("send bodies hold %d bytes after the test, want %d: a body did not give back what it took", now, used)
+		}
+	})
+}
+
+// Clients with a valid key that send large bodies at once cannot make the
+// gateway hold more than its bound: a body that would go past it is refused
+// with 503 gateway_busy and Retry-After, and the room comes back as the
+// bodies before it are done.
+func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
+	_, key := issue(t, st, "mail.send")
+	// A 40 KB send holds a 256 KB buffer while the chain has it; two do not
+	// fit in 300 KB.
+	withBodyLimit(t, 300<<10)
+	body := benchbody.SendGrid(1)
+	body.Data = bytes.Replace(body.Data, []byte(`"subject":`), []byte(`"x":"`+strings.Repeat("x", 40<<10)+`","subject":`), 1)
+
+	entered, leave := make(chan struct{}), make(chan struct{})
+	holding := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		close(entered)
+		<-leave
+		return okNextReading.ServeHTTP(w, r)
+	})
+	first := make(chan int)
+	go func() { first <- sendTo(t, h, key, body, holding) }()
+	<-entered
+
+	r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Set("Content-Type", body.ContentType)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"gateway_busy"`) || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("a second large body while the first is held: %d %s (Retry-After %q); want 503 gateway_busy, Retry-After 1",
+			w.Code, w.Body, w.Header().Get("Retry-After"))
+	}
+	close(leave)
+	if code := <-first; code != http.StatusAccepted {
+		t.Errorf("the first body: %d, want it passed on", code)
+	}
+	if code := sendTo(t, h, key, body, okNextReading); code != http.StatusAccepted {
+		t.Errorf("a large body once the first is done: %d, want it passed on", code)
+	}
+}
+
+// Whatever becomes of a send body (passed on, refused for its sender or its
+// size, unreadable, cut short, left unread by the next handler), it gives
+// back what it took from the bound (withBodyLimit checks).
+func TestEverySendBodyGivesBackWhatItHeld(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", MaxBody: 64 << 10, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
+	withBodyLimit(t, 1<<30)
+	name, scopes, domains := "limited", []string{"mail.send"}, []string{"shop.example.com"}
+	res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
+		keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := benchbody.SendGrid(3)
+	for _, c := range []struct {
+		what   string
+		body   io.Reader
+		length int64 // the declared length: -1 for none (chunked), 0 for the body's own
+		next   caddyhttp.Handler
+		want   int
+	}{
+		{"passed on and read upstream", bytes.NewReader(good.Data), 0, okNextReading, 202},
+		{"passed on, never read", bytes.NewReader(good.Data), 0, okNext, 202},
+		{"refused for its sender", strings.NewReader(`{"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"a@b.org"}]}]}`), 0, okNextReading, 403},
+		{"not JSON", strings.NewReader(`{"from":`), 0, okNextReading, 400},
+		{"declared larger than max_body", bytes.NewReader(make([]byte, 100<<10)), 0, okNextReading, 413},
+		{"sent larger than max_body, undeclared", bytes.NewReader(make([]byte, 100<<10)), -1, okNextReading, 413},
+		{"shorter than declared", bytes.NewReader(good.Data), int64(len(good.Data)) + 10, okNextReading, 400},
+	} {
+		r := httptest.NewRequest("POST", "/v3/mail/send", c.body)
+		if c.length != 0 {
+			r.ContentLength = c.length
+		}
+		r.Header.Set("Authorization", "Bearer "+res.Key)
+		r.Header.Set("Content-Type", "application/json")
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, c.next); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.what, w.Code, w.Body, c.want)
+		}
+	}
+}
