@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -127,7 +128,7 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 		most = declared
 	}
 	sb := newSendBody(int(min(most, presize)))
-	if !sb.hold() {
+	if !sb.hold(r.Context()) {
 		sb.finish()
 		return nil, errBodiesFull
 	}
@@ -160,7 +161,7 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 			break
 		}
 		sb.grow(int(min(most, 8*int64(n))))
-		if !sb.hold() {
+		if !sb.hold(r.Context()) {
 			sb.finish()
 			return nil, errBodiesFull
 		}
@@ -198,18 +199,26 @@ type sendBody struct {
 // bodies bounds the memory every send body held at once may take, across
 // the process: without a bound, clients with a valid key that send large
 // bodies at once could hold max_body each until Caddy runs out of memory.
-// A body takes its buffer's size as it grows; the handler gives it back
-// when the chain is done with the request. A body that would take more than
-// is left gets 503 gateway_busy, which SDKs retry.
+// A body takes its buffer's size as it grows, and the handler gives it back
+// when the chain is done with the request. A body that finds no room waits
+// for bodies before it to be done (its client's upload pauses meanwhile),
+// up to bodyWait; then it gets 503 gateway_busy, which SDKs retry.
 var bodies bodyBudget
 
-// errBodiesFull is readBody's error when bodies has no room for the body.
+// bodyWait is the longest a send body waits for room among bodies.
+var bodyWait = 10 * time.Second
+
+// errBodiesFull is readBody's error when bodies had no room for the body.
 var errBodiesFull = errors.New("the gateway holds as many send bodies as it may")
 
 // bodyBudget counts the bytes send bodies hold against a limit.
 type bodyBudget struct {
 	used  atomic.Int64
 	limit atomic.Int64 // 0 until the first handler is provisioned: no bound
+
+	waiting atomic.Int32 // bodies waiting for room
+	mu      sync.Mutex
+	freed   chan struct{} // closed when room is given back while bodies wait
 }
 
 // take reserves n bytes, or reports that they would go past the limit.
@@ -220,6 +229,50 @@ func (b *bodyBudget) take(n int64) bool {
 		return false
 	}
 	return true
+}
+
+// give returns n bytes and wakes the bodies waiting for room.
+func (b *bodyBudget) give(n int64) {
+	b.used.Add(-n)
+	if b.waiting.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	if b.freed != nil {
+		close(b.freed)
+		b.freed = nil
+	}
+	b.mu.Unlock()
+}
+
+// wait takes n bytes, waiting for room until ctx ends or bodyWait passes.
+func (b *bodyBudget) wait(ctx context.Context, n int64) bool {
+	if b.take(n) {
+		return true
+	}
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
+	timer := time.NewTimer(bodyWait)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		if b.freed == nil {
+			b.freed = make(chan struct{})
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		// Room given back before freed was taken woke no one: look again.
+		if b.take(n) {
+			return true
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return false
+		}
+	}
 }
 
 // defaultBodyLimit is the bound on bodies held at once: a quarter of Go's
@@ -233,13 +286,14 @@ func defaultBodyLimit() int64 {
 	return max(limit, 64<<20)
 }
 
-// hold takes what the body's buffer holds beyond what it already took.
-func (b *sendBody) hold() bool {
+// hold takes what the body's buffer holds beyond what it already took,
+// waiting for room as bodies.wait does.
+func (b *sendBody) hold(ctx context.Context) bool {
 	n := int64(cap(b.buf)) - b.held.Load()
 	if n <= 0 {
 		return true
 	}
-	if !bodies.take(n) {
+	if !bodies.wait(ctx, n) {
 		return false
 	}
 	b.held.Add(n)
@@ -250,7 +304,7 @@ func (b *sendBody) hold() bool {
 // bodies (the reader may still be sending it upstream, for moments).
 func (b *sendBody) finish() {
 	if n := b.held.Swap(0); n > 0 {
-		bodies.used.Add(-n)
+		bodies.give(n)
 	}
 	b.release()
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -326,17 +327,30 @@ func withBodyLimit(t *testing.T, limit int64) {
 }
 
 // Clients with a valid key that send large bodies at once cannot make the
-// gateway hold more than its bound: a body that would go past it is refused
-// with 503 gateway_busy and Retry-After, and the room comes back as the
-// bodies before it are done.
+// gateway hold more than its bound: a body that finds no room waits for the
+// bodies before it to be done, and past bodyWait is refused with 503
+// gateway_busy and Retry-After.
 func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
 	_, key := issue(t, st, "mail.send")
 	// A 40 KB send holds a 256 KB buffer while the chain has it; two do not
 	// fit in 300 KB.
 	withBodyLimit(t, 300<<10)
+	wait := bodyWait
+	t.Cleanup(func() { bodyWait = wait })
 	body := benchbody.SendGrid(1)
 	body.Data = bytes.Replace(body.Data, []byte(`"subject":`), []byte(`"x":"`+strings.Repeat("x", 40<<10)+`","subject":`), 1)
+	send := func(next caddyhttp.Handler) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", body.ContentType)
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			t.Error(err)
+		}
+		return w
+	}
 
 	entered, leave := make(chan struct{}), make(chan struct{})
 	holding := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -345,27 +359,28 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 		return okNextReading.ServeHTTP(w, r)
 	})
 	first := make(chan int)
-	go func() { first <- sendTo(t, h, key, body, holding) }()
+	go func() { first <- send(holding).Code }()
 	<-entered
 
-	r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
-	r.Header.Set("Authorization", "Bearer "+key)
-	r.Header.Set("Content-Type", body.ContentType)
-	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-	w := httptest.NewRecorder()
-	if err := h.ServeHTTP(w, r, okNextReading); err != nil {
-		t.Fatal(err)
-	}
-	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"gateway_busy"`) || w.Header().Get("Retry-After") != "1" {
-		t.Errorf("a second large body while the first is held: %d %s (Retry-After %q); want 503 gateway_busy, Retry-After 1",
+	bodyWait = 100 * time.Millisecond
+	if w := send(okNextReading); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"gateway_busy"`) || w.Header().Get("Retry-After") != "1" {
+		t.Errorf("a second large body while the first is held, past the wait: %d %s (Retry-After %q); want 503 gateway_busy, Retry-After 1",
 			w.Code, w.Body, w.Header().Get("Retry-After"))
 	}
+
+	bodyWait = 10 * time.Second
+	third := make(chan int)
+	go func() { third <- send(okNextReading).Code }()
+	time.Sleep(50 * time.Millisecond) // the third waits for room
 	close(leave)
 	if code := <-first; code != http.StatusAccepted {
 		t.Errorf("the first body: %d, want it passed on", code)
 	}
-	if code := sendTo(t, h, key, body, okNextReading); code != http.StatusAccepted {
-		t.Errorf("a large body once the first is done: %d, want it passed on", code)
+	if code := <-third; code != http.StatusAccepted {
+		t.Errorf("a body that waited for the first: %d, want it passed on once the first was done", code)
+	}
+	if code := send(okNextReading).Code; code != http.StatusAccepted {
+		t.Errorf("a large body once the others are done: %d, want it passed on", code)
 	}
 }
 
