@@ -498,16 +498,7 @@ func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
 	reverse_proxy {UPSTREAM}
 `), upstream: up.URL})
 	k := g.issue("--name", "slow", "--scope", "mail.send")
-	heap := func() uint64 {
-		var v struct {
-			Memstats struct{ HeapAlloc uint64 } `json:"memstats"`
-		}
-		if r := g.admin("GET", "/debug/vars", nil); r.Status != 200 || json.Unmarshal(r.Body, &v) != nil {
-			t.Fatalf("GET /debug/vars: %d", r.Status)
-		}
-		return v.Memstats.HeapAlloc
-	}
-	before := heap()
+	before := g.heapAlloc()
 	host := strings.TrimPrefix(g.siteURL, "http://")
 	head := "POST /v3/mail/send HTTP/1.1\r\nHost: " + host + "\r\nAuthorization: Bearer " + k.Key +
 		"\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{" + strings.Repeat(" ", 1023)
@@ -533,7 +524,7 @@ func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
 		t.Fatalf("a send beside the slow clients: %d %s", r.Status, r.Body)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if grown := int64(heap()) - int64(before); grown > 64<<20 {
+	if grown := g.heapAlloc() - before; grown > 64<<20 {
 		t.Errorf("200 slow clients that sent 1 KB each grew the heap by %d MB", grown>>20)
 	}
 }
@@ -566,16 +557,7 @@ func TestLargeBodiesAtOnceStayWithinTheBound(t *testing.T) {
 	reverse_proxy {UPSTREAM}
 `), upstream: up.URL, env: []string{"GOMEMLIMIT=256MiB"}})
 	k := g.issue("--name", "bulk", "--scope", "mail.send")
-	heap := func() int64 {
-		var v struct {
-			Memstats struct{ HeapAlloc int64 } `json:"memstats"`
-		}
-		if r := g.admin("GET", "/debug/vars", nil); r.Status != 200 || json.Unmarshal(r.Body, &v) != nil {
-			t.Fatalf("GET /debug/vars: %d", r.Status)
-		}
-		return v.Memstats.HeapAlloc
-	}
-	before := heap()
+	before := g.heapAlloc()
 	pad := strings.Repeat("x", 8<<20)
 	body := []byte(`{"personalizations":[{"to":[{"email":"ann@example.org"}]}],"from":{"email":"orders@shop.example"},` +
 		`"subject":"hi","content":[{"type":"text/plain","value":"` + pad + `"}]}`)
@@ -613,7 +595,7 @@ func TestLargeBodiesAtOnceStayWithinTheBound(t *testing.T) {
 	// The heap also holds garbage (each body's smaller buffers before it
 	// grew), so only a gross excess is an error here; the count above is
 	// the bound's measure.
-	grown := heap() - before
+	grown := g.heapAlloc() - before
 	if grown > 192<<20 {
 		t.Errorf("with %d sends of 8 MB held and the others waiting, the heap grew by %d MB", held, grown>>20)
 	}

@@ -311,6 +311,18 @@ func (g *gateway) issue(args ...string) issuedKey {
 }
 
 // call sends a request to the gateway with an optional bearer key.
+// heapAlloc is the Go heap the gateway holds, from its admin /debug/vars.
+func (g *gateway) heapAlloc() int64 {
+	g.t.Helper()
+	var v struct {
+		Memstats struct{ HeapAlloc int64 } `json:"memstats"`
+	}
+	if r := g.admin("GET", "/debug/vars", nil); r.Status != 200 || json.Unmarshal(r.Body, &v) != nil {
+		g.t.Fatalf("GET /debug/vars: %d", r.Status)
+	}
+	return v.Memstats.HeapAlloc
+}
+
 func (g *gateway) call(method, path, key string, body []byte, hdr ...string) *response {
 	g.t.Helper()
 	req, err := http.NewRequest(method, g.siteURL+path, bytes.NewReader(body))

@@ -22,15 +22,21 @@ import (
 // sendTo serves one send request with body through h, handing it to next.
 func sendTo(t *testing.T, h *Handler, key string, body benchbody.Body, next caddyhttp.Handler) int {
 	t.Helper()
+	return serveSend(t, h, key, body, next).Code
+}
+
+// serveSend is sendTo with the whole response.
+func serveSend(t *testing.T, h *Handler, key string, body benchbody.Body, next caddyhttp.Handler) *httptest.ResponseRecorder {
+	t.Helper()
 	r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
 	r.Header.Set("Authorization", "Bearer "+key)
 	r.Header.Set("Content-Type", body.ContentType)
 	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	w := httptest.NewRecorder()
 	if err := h.ServeHTTP(w, r, next); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
-	return w.Code
+	return w
 }
 
 // The transport that sends a body upstream may still read it, and close it,
@@ -340,17 +346,7 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	t.Cleanup(func() { bodyWait = wait })
 	body := benchbody.SendGrid(1)
 	body.Data = bytes.Replace(body.Data, []byte(`"subject":`), []byte(`"x":"`+strings.Repeat("x", 40<<10)+`","subject":`), 1)
-	send := func(next caddyhttp.Handler) *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
-		r.Header.Set("Authorization", "Bearer "+key)
-		r.Header.Set("Content-Type", body.ContentType)
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, next); err != nil {
-			t.Error(err)
-		}
-		return w
-	}
+	send := func(next caddyhttp.Handler) *httptest.ResponseRecorder { return serveSend(t, h, key, body, next) }
 
 	entered, leave := make(chan struct{}), make(chan struct{})
 	holding := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
