@@ -221,10 +221,13 @@ type bodyBudget struct {
 	freed   chan struct{} // closed when room is given back while bodies wait
 }
 
-// take reserves n bytes, or reports that they would go past the limit.
-func (b *bodyBudget) take(n int64) bool {
+// take reserves n more bytes for a body that holds own already, or reports
+// that they would go past the limit. A body larger than the whole limit (a
+// max_body above it) passes when it is the only one held, or it could never
+// pass.
+func (b *bodyBudget) take(n, own int64) bool {
 	limit := b.limit.Load()
-	if b.used.Add(n) > limit && limit > 0 {
+	if used := b.used.Add(n); used > limit && limit > 0 && used-n-own > 0 {
 		b.used.Add(-n)
 		return false
 	}
@@ -245,9 +248,10 @@ func (b *bodyBudget) give(n int64) {
 	b.mu.Unlock()
 }
 
-// wait takes n bytes, waiting for room until ctx ends or bodyWait passes.
-func (b *bodyBudget) wait(ctx context.Context, n int64) bool {
-	if b.take(n) {
+// wait takes n bytes as take does, waiting for room until ctx ends or
+// bodyWait passes.
+func (b *bodyBudget) wait(ctx context.Context, n, own int64) bool {
+	if b.take(n, own) {
 		return true
 	}
 	b.waiting.Add(1)
@@ -262,7 +266,7 @@ func (b *bodyBudget) wait(ctx context.Context, n int64) bool {
 		freed := b.freed
 		b.mu.Unlock()
 		// Room given back before freed was taken woke no one: look again.
-		if b.take(n) {
+		if b.take(n, own) {
 			return true
 		}
 		select {
@@ -289,11 +293,12 @@ func defaultBodyLimit() int64 {
 // hold takes what the body's buffer holds beyond what it already took,
 // waiting for room as bodies.wait does.
 func (b *sendBody) hold(ctx context.Context) bool {
-	n := int64(cap(b.buf)) - b.held.Load()
+	own := b.held.Load()
+	n := int64(cap(b.buf)) - own
 	if n <= 0 {
 		return true
 	}
-	if !bodies.wait(ctx, n) {
+	if !bodies.wait(ctx, n, own) {
 		return false
 	}
 	b.held.Add(n)

@@ -378,6 +378,12 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	if code := send(okNextReading).Code; code != http.StatusAccepted {
 		t.Errorf("a large body once the others are done: %d, want it passed on", code)
 	}
+	// A body larger than the whole bound (a max_body above it) passes alone.
+	bodies.limit.Store(100 << 10)
+	bodyWait = 100 * time.Millisecond
+	if code := send(okNextReading).Code; code != http.StatusAccepted {
+		t.Errorf("a body larger than the bound, alone: %d, want it passed on", code)
+	}
 }
 
 // Whatever becomes of a send body (passed on, refused for its sender or its
