@@ -195,12 +195,15 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 			if got, _ := io.ReadAll(sb); !bytes.Equal(got, data) {
 				t.Fatalf("%d bytes (declared %v): read back %d bytes, not the body", n, declared, len(got))
 			}
+			sb.finish()
 		}
 	}
 	over := httptest.NewRequest("POST", "/", bytes.NewReader(make([]byte, limit+10)))
 	over.ContentLength = -1
 	if sb, err := readBody(over, limit); err != nil || len(sb.bytes()) != limit+1 {
 		t.Errorf("an undeclared body past the limit: %v, %d bytes read, want limit+1", err, len(sb.bytes()))
+	} else {
+		sb.finish()
 	}
 	for _, c := range []struct {
 		declared, sent int
@@ -323,6 +326,9 @@ func TestSESv1SendsAreReadAndScopedAsV2(t *testing.T) {
 func withBodyLimit(t *testing.T, limit int64) {
 	t.Helper()
 	was, used := bodies.limit.Load(), bodies.used.Load()
+	if used != 0 {
+		t.Fatalf("send bodies hold %d bytes before the test: an earlier test did not give back what its bodies took", used)
+	}
 	bodies.limit.Store(limit)
 	t.Cleanup(func() {
 		bodies.limit.Store(was)
@@ -354,9 +360,13 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 		<-leave
 		return okNextReading.ServeHTTP(w, r)
 	})
-	first := make(chan int)
+	first := make(chan int, 1)
 	go func() { first <- send(holding).Code }()
-	<-entered
+	select {
+	case <-entered:
+	case code := <-first:
+		t.Fatalf("the first large body, alone: %d, want it held by the next handler", code)
+	}
 
 	bodyWait = 100 * time.Millisecond
 	if w := send(okNextReading); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"gateway_busy"`) || w.Header().Get("Retry-After") != "1" {
@@ -365,7 +375,7 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	}
 
 	bodyWait = 10 * time.Second
-	third := make(chan int)
+	third := make(chan int, 1)
 	go func() { third <- send(okNextReading).Code }()
 	time.Sleep(50 * time.Millisecond) // the third waits for room
 	close(leave)
