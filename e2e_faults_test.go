@@ -487,16 +487,20 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 // gateway's heap stays near what they sent (until session 12 each declared
 // length was allocated up front: 1.9 GB for these 200), and a normal send
 // still goes through meanwhile.
-func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
-	up := newUpstream(t)
-	g := startGateway(t, gatewayConfig{caddyfile: site(`
+// sendgridSendSite is a SendGrid site whose keys send through keygate to
+// the test's upstream.
+var sendgridSendSite = site(`
 	keygate {
 		store {STORE}
 		mail_api sendgrid
 		scope mail.send POST /v3/mail/send
 	}
 	reverse_proxy {UPSTREAM}
-`), upstream: up.URL})
+`)
+
+func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL})
 	k := g.issue("--name", "slow", "--scope", "mail.send")
 	before := g.heapAlloc()
 	host := strings.TrimPrefix(g.siteURL, "http://")
@@ -548,14 +552,7 @@ func TestLargeBodiesAtOnceStayWithinTheBound(t *testing.T) {
 	var once sync.Once
 	open := func() { once.Do(func() { close(release) }) }
 	defer open()
-	g := startGateway(t, gatewayConfig{caddyfile: site(`
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-`), upstream: up.URL, env: []string{"GOMEMLIMIT=256MiB"}})
+	g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL, env: []string{"GOMEMLIMIT=256MiB"}})
 	k := g.issue("--name", "bulk", "--scope", "mail.send")
 	before := g.heapAlloc()
 	pad := strings.Repeat("x", 8<<20)

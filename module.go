@@ -330,7 +330,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	read, scoped := false, r
 	if h.dialect != nil && h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
 		var d denial
-		body, msg, d = h.readSend(r)
+		body, msg, d = h.readSend(r, true)
 		if body != nil {
 			defer body.finish() // the handler's part; the reader's is its Close
 		}
@@ -352,7 +352,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 4. Email policy on send routes.
 	if !read && h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
 		var d denial
-		body, msg, d = h.readSend(r)
+		body, msg, d = h.readSend(r, false)
 		if body != nil {
 			defer body.finish()
 		}

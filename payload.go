@@ -23,10 +23,10 @@ import (
 // readSend reads a send request's body, hands it back to the request byte
 // for byte for the upstream (as a sendBody the caller must release when the
 // handler chain is done; nil when none was read), and reads what it asks
-// the provider to send. A request of SES's v1 API (mailapi's Query API) is
-// read from its query string and, when posted, its body.
-func (h *Handler) readSend(r *http.Request) (*sendBody, mailapi.Message, denial) {
-	query := h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery)
+// the provider to send. A request of SES's v1 API (mailapi's Query API, as
+// the caller found with QueryRequest) is read from its query string and,
+// when posted, its body.
+func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Message, denial) {
 	posted := strings.EqualFold(r.Method, http.MethodPost)
 	if query && !posted {
 		msg, err := h.dialect.InspectQuery(r.URL.RawQuery, false, "", nil)
