@@ -43,7 +43,9 @@
 #   keygate-sendgrid-2k     the 2 KB SendGrid send, inspected ...
 #   baseline-sendgrid-2k    ... and the same body through plain reverse_proxy
 #   keygate-sendgrid-20k / baseline-sendgrid-20k, keygate-mailgun-2k / baseline-mailgun-2k,
-#   keygate-postmark-batch50 / baseline-postmark-batch50
+#   keygate-postmark-batch50 / baseline-postmark-batch50 (the default set); any
+#   other body bench/bodies writes the same way (keygate-sendgrid-200k,
+#   baseline-mailgun-20k, ...). A scenario the script does not know is an error.
 #
 # Caveats: only user-space instructions count. The kernel's share of a
 # request (reading and writing sockets, about 40 % of Caddy's CPU time under
@@ -142,22 +144,25 @@ count() {
 	if [ "${KEEP:-}" = 1 ]; then mv "$f" "$OUT/cg-$label-r$ROUND.out"; else rm -f "$f"; fi
 }
 
-# The scenarios: LABEL PORT PATH curl-args, one per line, tab-separated fields.
-SG2=$(body_field sendgrid-2k 2) SG20=$(body_field sendgrid-20k 2) MG2=$(body_field mailgun-2k 2)
-MGPATH=$(body_field mailgun-2k 3) MGTYPE=$(body_field mailgun-2k 4) PM50=$(body_field postmark-batch50 2)
+# The scenarios: baseline, keygate and header without a body; baseline-NAME
+# and keygate-NAME with any body bench/bodies writes (NAME as in bodies.txt).
+# withbody LABEL PORT NAME [curl args...]: the body NAME, to its path, as its Content-Type.
+withbody() {
+	local label=$1 port=$2 name=$3; shift 3
+	local file; file=$(body_field "$name" 2)
+	[ -n "$file" ] || { echo "instr-e2e: no body $name in $OUT/bodies.txt" >&2; exit 1; }
+	count "$label" "$port" "$(body_field "$name" 3)" "$@" -H "Content-Type: $(body_field "$name" 4)" --data-binary @"$file"
+}
 scenario() {
 	case $1 in
 	baseline) count baseline $P_BASE /v3/mail/send -H "$PROVIDER_AUTH" ;;
 	keygate) count keygate $P_KG /v3/mail/send -H "Authorization: Bearer $KEY" ;;
 	header) count header $P_HDR /v3/mail/send -H "$PROVIDER_AUTH" ;;
-	baseline-sendgrid-2k) count "$1" $P_BASE /v3/mail/send -H "$PROVIDER_AUTH" -H 'Content-Type: application/json' --data-binary @"$SG2" ;;
-	keygate-sendgrid-2k) count "$1" $P_SEND /v3/mail/send -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data-binary @"$SG2" ;;
-	baseline-sendgrid-20k) count "$1" $P_BASE /v3/mail/send -H "$PROVIDER_AUTH" -H 'Content-Type: application/json' --data-binary @"$SG20" ;;
-	keygate-sendgrid-20k) count "$1" $P_SEND /v3/mail/send -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data-binary @"$SG20" ;;
-	baseline-mailgun-2k) count "$1" $P_BASE "$MGPATH" -H "$PROVIDER_AUTH" -H "Content-Type: $MGTYPE" --data-binary @"$MG2" ;;
-	keygate-mailgun-2k) count "$1" $P_MG "$MGPATH" -H "Authorization: Bearer $KEY" -H "Content-Type: $MGTYPE" --data-binary @"$MG2" ;;
-	baseline-postmark-batch50) count "$1" $P_BASE /email/batch -H "$PROVIDER_AUTH" -H 'Content-Type: application/json' --data-binary @"$PM50" ;;
-	keygate-postmark-batch50) count "$1" $P_PM /email/batch -H "X-Postmark-Server-Token: $KEY" -H 'Content-Type: application/json' --data-binary @"$PM50" ;;
+	baseline-*) withbody "$1" $P_BASE "${1#baseline-}" -H "$PROVIDER_AUTH" ;;
+	keygate-sendgrid-*) withbody "$1" $P_SEND "${1#keygate-}" -H "Authorization: Bearer $KEY" ;;
+	keygate-mailgun-*) withbody "$1" $P_MG "${1#keygate-}" -H "Authorization: Bearer $KEY" ;;
+	keygate-postmark-*) withbody "$1" $P_PM "${1#keygate-}" -H "X-Postmark-Server-Token: $KEY" ;;
+	*) echo "instr-e2e: no scenario $1" >&2; exit 1 ;;
 	esac
 }
 SCENARIOS=${SCENARIOS:-"baseline keygate header baseline-sendgrid-2k keygate-sendgrid-2k baseline-sendgrid-20k keygate-sendgrid-20k baseline-mailgun-2k keygate-mailgun-2k baseline-postmark-batch50 keygate-postmark-batch50"}
