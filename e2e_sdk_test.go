@@ -1555,6 +1555,8 @@ try:
     if sys.argv[3] == "bounce":
         c.send_bounce(OriginalMessageId="m-1", BounceSender="ceo@evil.example",
             BouncedRecipientInfoList=[{"Recipient": "a@rcpt.example", "BounceType": "DoesNotExist"}])
+    elif sys.argv[3] == "delete":
+        c.delete_identity(Identity="shop.example")
     else:
         c.send_email(Source="orders@shop.example", Destination={"ToAddresses": ["a@rcpt.example"]},
             Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}})
@@ -1566,9 +1568,9 @@ except botocore.exceptions.ClientError as e:
 
 // SES's v1 clients read refusals only as XML (they got keygate's JSON as
 // a parser error). The SDK suite drives their sends; this covers what it
-// does not: a key whose scope lines do not cover sends, and the one send
-// action keygate does not read (SendBounce), refused for a restricted key
-// and passed on for a key without limits.
+// does not: a key whose scope lines do not cover sends or an action, and
+// the one send action keygate does not read (SendBounce), refused for a
+// restricted key and passed on for a key without limits.
 func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 	if out, err := exec.Command(debianPython, "-c", "import boto3").CombinedOutput(); err != nil {
 		missingTool(t, fmt.Errorf("the SES v1 test runs boto3 with %s (apt-get install python3-boto3): %v\n%s", debianPython, err, out))
@@ -1579,7 +1581,9 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 		store {STORE}
 		mail_api ses
 		scope mail.send POST /v2/email/outbound-emails
-		scope ses.read POST /
+		scope ses.read POST /Get*
+		scope ses.read POST /List*
+		scope ses.admin POST /
 	}
 	reverse_proxy {UPSTREAM}
 `)})
@@ -1591,8 +1595,10 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 	}{
 		{"a bounce with a full-access key limited to shop.example", limited.Key, "bounce", "BadRequestException",
 			"keygate invalid_payload: a request of SES's v1 SendBounce action, which keygate does not read, is refused", 400},
-		{"a send with a key for the actions that send no mail", reader.Key, "send", "AccessDeniedException",
+		{"a send with a key for reading", reader.Key, "send", "AccessDeniedException",
 			"keygate insufficient_scope: the API key lacks the scope this route requires: mail.send", 403},
+		{"a deletion with a key for reading", reader.Key, "delete", "AccessDeniedException",
+			"keygate insufficient_scope: the API key lacks the scope this route requires: ses.admin", 403},
 		{"an unknown key", "kg_live_" + strings.Repeat("0", 49), "send", "UnrecognizedClientException", "keygate invalid_key", 401},
 	} {
 		out, err := exec.Command(debianPython, "-c", sesV1Script, g.siteURL, c.key, c.call).CombinedOutput()
@@ -1607,6 +1613,14 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 	if n := up.count(); n != 0 {
 		t.Errorf("the provider got %d requests, want none", n)
 	}
+	// The reading key's own actions pass, by POST or GET.
+	quota := []byte("Action=GetSendQuota&Version=2010-12-01")
+	if r := g.call("POST", "/", reader.Key, quota, "Content-Type", "application/x-www-form-urlencoded"); r.Status != 202 || up.count() != 1 {
+		t.Errorf("GetSendQuota with a key for reading: %d %s; want it passed on", r.Status, r.Body)
+	}
+	if r := g.call("GET", "/?Action=ListIdentities&Version=2010-12-01", reader.Key, nil); r.Status != 202 || up.count() != 2 {
+		t.Errorf("ListIdentities by GET with a key for reading: %d %s; want it passed on", r.Status, r.Body)
+	}
 
 	// The Query API also takes its parameters in a GET's query string: such
 	// a send is read as a POSTed one is, not passed on unread.
@@ -1616,7 +1630,7 @@ func TestSESv1ClientsReadTheRefusal(t *testing.T) {
 		!strings.Contains(string(r.Body), "keygate sender_not_allowed") {
 		t.Errorf("a GET send from outside the key's domains: %d %s; want 403 and SES's XML MessageRejected", r.Status, r.Body)
 	}
-	if r := g.call("GET", send+"orders%40shop.example", limited.Key, nil); r.Status != 202 || up.count() != 1 || up.last().Method != "GET" {
+	if r := g.call("GET", send+"orders%40shop.example", limited.Key, nil); r.Status != 202 || up.count() != 3 || up.last().Method != "GET" {
 		t.Errorf("a GET send from the key's domain: %d %s, %d requests upstream; want it passed on", r.Status, r.Body, up.count())
 	}
 }

@@ -324,7 +324,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 3. Scope for this route. A request of SES's v1 API names its action
 	// in its form, so it is read first: a send is scoped as a POST to the
-	// SES v2 endpoint that sends the same way (mailapi.Message.ScopePath).
+	// SES v2 endpoint that sends the same way, any other action as a POST
+	// to "/" and its name, or else as itself (mailapi.Message.ScopePath).
 	var body *sendBody
 	var msg mailapi.Message
 	read, scoped := false, r
@@ -340,6 +341,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		read, scoped = true, postedTo(r, msg.ScopePath)
 	}
 	q.scope = requiredScope(h.Scopes, scoped)
+	if q.scope == "" && msg.ScopeElse {
+		q.scope = requiredScope(h.Scopes, r)
+	}
 	if !keys.Covers(rec.Scopes, q.scope) {
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})
 	}

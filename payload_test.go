@@ -217,21 +217,22 @@ func TestReadBodyReadsTheBodyAsSent(t *testing.T) {
 }
 
 // Sends keygate does not read, such as SES v1's SendBounce (a form POSTed
-// to "/") and a provider's campaign sends. A key limited to sender domains that may reach them (a
+// to "/") and a provider's campaign sends (SendGrid's Single Send, by PUT). A key limited to sender domains that may reach them (a
 // full-access key here) must not send around its limits that way: the
 // request is refused; a key without limits passes, as with other bodies
 // keygate cannot read.
 func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 	for _, c := range []struct {
-		dialect, path, ctype, body string
+		dialect, method, path, ctype, body string
 	}{
-		{"ses", "/", "application/x-www-form-urlencoded; charset=utf-8",
+		{"ses", "POST", "/", "application/x-www-form-urlencoded; charset=utf-8",
 			"Action=SendBounce&Version=2010-12-01&OriginalMessageId=m1&BounceSender=ceo%40evil.example" +
 				"&BouncedRecipientInfoList.member.1.Recipient=a%40rcpt.example"},
 		// Campaign and broadcast sends, whose sender and recipients are
 		// stored at the provider.
-		{"resend", "/broadcasts/b-1/send", "application/json", ""},
-		{"brevo", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
+		{"resend", "POST", "/broadcasts/b-1/send", "application/json", ""},
+		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
+		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},
 	} {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect})
 		name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
@@ -242,7 +243,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		}
 		_, open := issue(t, st, "*")
 		send := func(key string) *httptest.ResponseRecorder {
-			r := httptest.NewRequest("POST", c.path, strings.NewReader(c.body))
+			r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
 			r.Header.Set("Content-Type", c.ctype)
 			r.Header.Set("Authorization", "Bearer "+key)
 			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
@@ -253,10 +254,10 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 			return w
 		}
 		if w := send(res.Key); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
-			t.Errorf("%s %s with a key limited to shop.example: %d %s, want 400 invalid_payload", c.dialect, c.path, w.Code, w.Body)
+			t.Errorf("%s %s %s with a key limited to shop.example: %d %s, want 400 invalid_payload", c.dialect, c.method, c.path, w.Code, w.Body)
 		}
 		if w := send(open); w.Code != http.StatusAccepted {
-			t.Errorf("%s %s with a key without limits: %d %s, want it passed on", c.dialect, c.path, w.Code, w.Body)
+			t.Errorf("%s %s %s with a key without limits: %d %s, want it passed on", c.dialect, c.method, c.path, w.Code, w.Body)
 		}
 	}
 }
@@ -317,6 +318,56 @@ func TestSESv1SendsAreReadAndScopedAsV2(t *testing.T) {
 		// Every refusal is in the XML SES's v1 clients read.
 		if c.code != "" && !strings.HasPrefix(w.Body.String(), "<ErrorResponse") {
 			t.Errorf("%s: the refusal is not SES's XML: %s", c.what, w.Body)
+		}
+	}
+}
+
+// SES's v1 actions that send no mail share "/" with the sends, so each is
+// scoped by its name (a POST to /GetSendQuota), and a line for "/" covers
+// the actions no line names: a key can read quotas without being able to
+// delete identities.
+func TestSESv1ActionsAreScopedByName(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "ses", Scopes: []ScopeRule{
+		{Scope: "mail.send", Method: "POST", Path: "/v2/email/outbound-*"},
+		{Scope: "ses.read", Method: "POST", Path: "/Get*"},
+		{Scope: "ses.read", Method: "POST", Path: "/List*"},
+		{Scope: "ses.admin", Path: "/"},
+	}})
+	_, reader := issue(t, st, "ses.read")
+	_, admin := issue(t, st, "ses.admin")
+	_, sender := issue(t, st, "mail.send")
+	const send = "Action=SendEmail&Source=orders%40shop.example&Destination.ToAddresses.member.1=a%40rcpt.example"
+	for _, c := range []struct {
+		what, key, method, target, body string
+		status                          int
+		scope                           string // the scope a refusal names
+	}{
+		{"a listing, with a key for the lines naming it", reader, "POST", "/", "Action=ListIdentities", 202, ""},
+		{"a quota, asked by GET", reader, "GET", "/?Action=GetSendQuota&Version=2010-12-01", "", 202, ""},
+		{"a deletion, with a key for reading", reader, "POST", "/", "Action=DeleteIdentity&Identity=shop.example", 403, "ses.admin"},
+		{"a deletion, with a key for the line for /", admin, "POST", "/", "Action=DeleteIdentity&Identity=shop.example", 202, ""},
+		{"a quota, with a key for the line for / only", admin, "POST", "/", "Action=GetSendQuota", 403, "ses.read"},
+		{"SendBounce, which no line names", reader, "POST", "/", "Action=SendBounce&BounceSender=a%40shop.example", 403, "ses.admin"},
+		{"SendBounce, with a key for /", admin, "POST", "/", "Action=SendBounce&BounceSender=a%40shop.example", 202, ""},
+		{"a name made up to match a line", reader, "POST", "/", "Action=Get%2F..%2FDeleteIdentity", 403, "ses.admin"},
+		{"a send, with a key for reading", reader, "POST", "/", send, 403, "mail.send"},
+		{"a send, with a send key", sender, "POST", "/", send, 202, ""},
+	} {
+		r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+		if c.body != "" {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		}
+		r.Header.Set("Authorization", "Bearer "+c.key)
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != c.status {
+			t.Errorf("%s: %d %s, want %d", c.what, w.Code, w.Body, c.status)
+		}
+		if c.scope != "" && !strings.Contains(w.Body.String(), "insufficient_scope: the API key lacks the scope this route requires: "+c.scope+"<") {
+			t.Errorf("%s: the refusal does not name %s: %s", c.what, c.scope, w.Body)
 		}
 	}
 }

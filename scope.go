@@ -224,12 +224,13 @@ func postedTo(r *http.Request, p string) *http.Request {
 }
 
 // uninspectedPosts returns the provisioned rules naming one exact POST path
-// that is not a send endpoint of d: likely a mistyped send route, where
-// sends would pass without sender, recipient or quota checks.
+// that is not a send endpoint of d (nor an SES v1 action's name): likely a
+// mistyped send route, where sends would pass without sender, recipient or
+// quota checks.
 func uninspectedPosts(rules []ScopeRule, d *mailapi.Dialect) []ScopeRule {
 	var out []ScopeRule
 	for _, r := range rules {
-		if r.Method == http.MethodPost && r.kind == exact && !d.IsSend(http.MethodPost, r.Path) {
+		if r.Method == http.MethodPost && r.kind == exact && !d.IsSend(http.MethodPost, r.Path) && !d.ActionScopePath(r.Path) {
 			out = append(out, r)
 		}
 	}

@@ -125,6 +125,22 @@ func TestUninspectedPostRoutesAreFound(t *testing.T) {
 	if len(got) != 1 || got[0].Path != "/send" {
 		t.Errorf("uninspected POST routes = %+v, want only /send", got)
 	}
+
+	// On an SES route, a line naming a v1 action is no mistyped send route.
+	ses, _ := mailapi.Lookup("ses")
+	rules = []ScopeRule{
+		{Scope: "ses.read", Method: "POST", Path: "/GetSendQuota"},
+		{Scope: "mail.send", Method: "POST", Path: "/v2/email/outbound-email"}, // a typo
+	}
+	for i := range rules {
+		if err := rules[i].provision(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = uninspectedPosts(rules, ses)
+	if len(got) != 1 || got[0].Path != "/v2/email/outbound-email" {
+		t.Errorf("uninspected POST routes on SES = %+v, want only /v2/email/outbound-email", got)
+	}
 }
 
 // BenchmarkScopeMailgunRoute matches Mailgun's send route, the glob

@@ -57,8 +57,13 @@ type Message struct {
 	// not the request's own: every action of SES's v1 API is POSTed to
 	// "/", so its sends match as the SES v2 endpoint that sends the same
 	// way (SendEmail as /v2/email/outbound-emails), and one scope line
-	// covers both APIs. "" for every other request.
+	// covers both APIs; every other action as "/" and its name
+	// (/GetSendQuota), with ScopeElse. "" for every other request.
 	ScopePath string
+	// ScopeElse reports that when no scope line matches ScopePath, the
+	// lines are matched against the request itself: a line for "/" covers
+	// the v1 actions no line names.
+	ScopeElse bool
 }
 
 // Dialect is one email provider's send API: where its send endpoints are and
@@ -137,6 +142,8 @@ type endpoint struct {
 	// path is the endpoint's clean path; a "*" segment matches any one
 	// segment, which Inspect reports as a sending domain (Mailgun's).
 	path string
+	// method is the method that sends there, when it is not POST.
+	method string
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
 	shape *shape
@@ -158,6 +165,8 @@ var dialects = []*Dialect{
 	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
 		{path: "/v3/marketing/test/send_email", opaque: "SendGrid's marketing test send"},
+		{path: "/v3/marketing/singlesends/*/schedule", method: "PUT", opaque: "SendGrid's Single Send schedule"},
+		{path: "/v3/campaigns/*/schedules", opaque: "SendGrid's legacy campaign schedule"},
 		{path: "/v3/campaigns/*/schedules/now", opaque: "SendGrid's legacy campaign send"},
 		{path: "/v3/campaigns/*/schedules/test", opaque: "SendGrid's legacy campaign test send"},
 	}},
@@ -237,15 +246,24 @@ func Names() []string {
 // IsSend reports whether a request with this method and path (as the client
 // sent it, e.g. "/v3/mail/send") is one of the dialect's send endpoints.
 //
-// Only POST sends. The path is compared as path.Clean would leave it and
-// case-insensitively, like Caddy's path matcher and many upstreams: a client
-// must not dodge inspection by writing "/V3//mail/send/". It does not allocate.
+// Only POST sends, but for the few endpoints that send with another method
+// (SendGrid's Single Send schedule, a PUT). The path is compared as
+// path.Clean would leave it and case-insensitively, like Caddy's path
+// matcher and many upstreams: a client must not dodge inspection by writing
+// "/V3//mail/send/". It does not allocate.
 func (d *Dialect) IsSend(method, path string) bool {
-	if !strings.EqualFold(method, "POST") {
-		return false
+	if len(method) < 3 || method[0]|0x20 != 'p' {
+		return false // neither POST nor PUT: most requests stop here
 	}
 	e, _ := d.endpoint(path)
-	return e != nil
+	if e == nil {
+		return false
+	}
+	want := e.method
+	if want == "" {
+		want = "POST"
+	}
+	return strings.EqualFold(method, want)
 }
 
 // QueryRequest reports whether a request with this method, path and query
@@ -316,8 +334,8 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 // its parameters are those of the query string and, when posted, those of
 // the form body, read as one form. A request whose action sends no mail is
 // NotSend; the sends keygate reads report their senders and recipients, and
-// the others are Opaque and name themselves in Unread. A send reports the
-// ScopePath it is scoped as ("" for SendBounce, which SES's v2 API lacks).
+// the others are Opaque and name themselves in Unread. Every request
+// reports the ScopePath it is scoped as (ActionScopePath).
 func (d *Dialect) InspectQuery(rawQuery string, posted bool, contentType string, body []byte) (Message, error) {
 	e, _ := d.endpoint("/")
 	if e == nil || !e.query {

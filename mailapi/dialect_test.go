@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"testing"
@@ -23,6 +24,10 @@ func TestIsSend(t *testing.T) {
 		{"a lower-case method is still a POST", "sendgrid", "post", "/v3/mail/send", true},
 		{"GET is not a send", "sendgrid", "GET", "/v3/mail/send", false},
 		{"PUT is not a send", "sendgrid", "PUT", "/v3/mail/send", false},
+		{"sendgrid: a Single Send is sent by a PUT of its schedule", "sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", true},
+		{"sendgrid: the same in lower case", "sendgrid", "put", "/v3/marketing/singlesends/s-1/schedule", true},
+		{"sendgrid: its schedule's DELETE cancels it", "sendgrid", "DELETE", "/v3/marketing/singlesends/s-1/schedule", false},
+		{"sendgrid: a Single Send is created with no schedule", "sendgrid", "POST", "/v3/marketing/singlesends", false},
 		{"a longer path is not the send path", "sendgrid", "POST", "/v3/mail/send/extra", false},
 		{"a shorter path is not the send path", "sendgrid", "POST", "/v3/mail", false},
 		{"another endpoint is not a send", "sendgrid", "POST", "/v3/templates", false},
@@ -198,8 +203,15 @@ func TestCampaignSendsAreOpaque(t *testing.T) {
 			}
 			n++
 			path := strings.ReplaceAll(e.path, "*", "c-1")
-			if !d.IsSend("POST", path) {
-				t.Errorf("%s %s is not a send", d.Name, path)
+			method := cmp.Or(e.method, "POST")
+			if !d.IsSend(method, path) {
+				t.Errorf("%s %s %s is not a send", d.Name, method, path)
+			}
+			// Only the method that sends: a PUT's DELETE cancels it.
+			for _, other := range []string{"GET", "DELETE", "PATCH", "POST", "PUT"} {
+				if other != method && d.IsSend(other, path) {
+					t.Errorf("%s %s %s is a send", d.Name, other, path)
+				}
 			}
 			for _, body := range []string{``, `{}`, `{"emails":["a@b.org"]}`, `not json`} {
 				m, err := d.Inspect(path, jsonType, []byte(body))
@@ -210,7 +222,7 @@ func TestCampaignSendsAreOpaque(t *testing.T) {
 			}
 		}
 	}
-	if n < 8 {
+	if n < 10 {
 		t.Errorf("only %d campaign sends", n)
 	}
 }

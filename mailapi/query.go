@@ -17,7 +17,8 @@ import (
 type queryAction struct {
 	name string
 	// scopePath is the path the action's requests match scope lines as:
-	// the SES v2 endpoint that sends the same way ("" to match as "/").
+	// the SES v2 endpoint that sends the same way ("" when there is none:
+	// then "/" and the action's name, see actionScopePath).
 	scopePath string
 	// read marks the sends keygate reads (with the endpoint's shape); the
 	// others are opaque.
@@ -84,14 +85,18 @@ func (in *inspection) query(e *endpoint, rawQuery string, posted bool, contentTy
 	switch {
 	case act == nil:
 		in.m.NotSend = true
+		in.m.ScopePath, in.m.ScopeElse = actionScopePath(action), true
 		return nil
-	case !act.read:
+	case act.scopePath == "":
+		in.m.ScopePath, in.m.ScopeElse = actionScopePath(act.name), true
+	default:
+		in.m.ScopePath = act.scopePath
+	}
+	if !act.read {
 		in.m.Opaque = true
 		in.m.Unread = "SES's v1 " + act.name + " action, which keygate does not read"
-		in.m.ScopePath = act.scopePath
 		return nil
 	}
-	in.m.ScopePath = act.scopePath
 	in.begin()
 	err = eachParam(forms, func(name string, value []byte) error {
 		return in.param(e.shape, queryName(name), value)
@@ -101,6 +106,34 @@ func (in *inspection) query(e *endpoint, rawQuery string, posted bool, contentTy
 	}
 	in.end(e.shape)
 	return nil
+}
+
+// actionScopePath is the path scope lines match a Query API action as when
+// no v2 endpoint does the same: "/" and its name, when the name is one SES
+// could have (letters and digits), else "" (the request's own path, "/").
+// So `scope ses.read POST /Get*` covers GetSendQuota and GetIdentity…, and
+// a name made up to match a line is one SES answers with an error.
+func actionScopePath(action string) string {
+	if len(action) == 0 || len(action) > 64 {
+		return ""
+	}
+	for i := 0; i < len(action); i++ {
+		if c := action[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return ""
+		}
+	}
+	return "/" + action
+}
+
+// ActionScopePath reports whether p is the path scope lines name a Query
+// API action by on this dialect's routes (/GetSendQuota), rather than a
+// path requests arrive at.
+func (d *Dialect) ActionScopePath(p string) bool {
+	if !d.sigV4 || !strings.HasPrefix(p, "/") || actionScopePath(p[1:]) == "" {
+		return false
+	}
+	e, _ := d.endpoint("/")
+	return e != nil && e.query
 }
 
 // eachParam calls fn with the unescaped name and the raw value of every

@@ -41,6 +41,7 @@ func TestInspectQueryActions(t *testing.T) {
 		recipients        int
 		opaque, notSend   bool
 		scopePath         string
+		scopeElse         bool
 	}{
 		{name: "SendEmail", posted: true,
 			body:    "Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.member.1=x%40example.com",
@@ -67,11 +68,17 @@ func TestInspectQueryActions(t *testing.T) {
 			query:   "Source=ceo%40evil.example",
 			body:    "Action=SendEmail&Destination.ToAddresses.member.1=x%40example.com",
 			senders: []string{"ceo@evil.example"}, recipients: 1, scopePath: "/v2/email/outbound-emails"},
-		{name: "an action that sends no mail", posted: true, body: "Action=ListIdentities&IdentityType=Domain", notSend: true},
+		{name: "an action that sends no mail", posted: true, body: "Action=ListIdentities&IdentityType=Domain", notSend: true,
+			scopePath: "/ListIdentities", scopeElse: true},
 		{name: "a deletion sends no mail, whatever else it names", posted: true,
-			body: "Action=DeleteIdentity&Identity=shop.example&Source=not+an+address", notSend: true},
+			body: "Action=DeleteIdentity&Identity=shop.example&Source=not+an+address", notSend: true,
+			scopePath: "/DeleteIdentity", scopeElse: true},
+		{name: "an action is scoped by its name as sent", query: "Action=getSendQuota", notSend: true,
+			scopePath: "/getSendQuota", scopeElse: true},
+		{name: "an action SES could not have is scoped as the request", posted: true, body: "Action=Get%2F..%2FDelete",
+			notSend: true, scopeElse: true},
 		{name: "SendBounce is a send keygate does not read", posted: true,
-			body: "Action=SendBounce&BounceSender=ceo%40evil.example", opaque: true},
+			body: "Action=SendBounce&BounceSender=ceo%40evil.example", opaque: true, scopePath: "/SendBounce", scopeElse: true},
 		{name: "SendCustomVerificationEmail is one too", posted: true,
 			body: "Action=SendCustomVerificationEmail&EmailAddress=x%40example.com&TemplateName=t", opaque: true,
 			scopePath: "/v2/email/outbound-custom-verification-emails"},
@@ -85,14 +92,36 @@ func TestInspectQueryActions(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !slices.Equal(m.Senders, c.senders) || m.Recipients != c.recipients || m.Opaque != c.opaque ||
-				m.NotSend != c.notSend || m.ScopePath != c.scopePath {
-				t.Errorf("got senders %q, %d recipients, opaque %v, not a send %v, scope path %q; want %q, %d, %v, %v, %q",
-					m.Senders, m.Recipients, m.Opaque, m.NotSend, m.ScopePath, c.senders, c.recipients, c.opaque, c.notSend, c.scopePath)
+				m.NotSend != c.notSend || m.ScopePath != c.scopePath || m.ScopeElse != c.scopeElse {
+				t.Errorf("got senders %q, %d recipients, opaque %v, not a send %v, scope path %q (else %v); want %q, %d, %v, %v, %q (%v)",
+					m.Senders, m.Recipients, m.Opaque, m.NotSend, m.ScopePath, m.ScopeElse,
+					c.senders, c.recipients, c.opaque, c.notSend, c.scopePath, c.scopeElse)
 			}
 			if c.opaque && !strings.Contains(m.Unread, "which keygate does not read") {
 				t.Errorf("an opaque action's Unread is %q", m.Unread)
 			}
 		})
+	}
+}
+
+func TestActionScopePath(t *testing.T) {
+	ses, _ := Lookup("ses")
+	sendgrid, _ := Lookup("sendgrid")
+	for _, c := range []struct {
+		d    *Dialect
+		path string
+		want bool
+	}{
+		{ses, "/GetSendQuota", true},
+		{ses, "/ListIdentities", true},
+		{ses, "/", false},
+		{ses, "/v2/email/identities", false},
+		{ses, "GetSendQuota", false},
+		{sendgrid, "/GetSendQuota", false},
+	} {
+		if got := c.d.ActionScopePath(c.path); got != c.want {
+			t.Errorf("%s: ActionScopePath(%q) = %v, want %v", c.d.Name, c.path, got, c.want)
+		}
 	}
 }
 
@@ -167,8 +196,11 @@ func FuzzInspectQuery(f *testing.F) {
 		switch {
 		case m.Recipients < 0:
 			t.Fatalf("%d recipients", m.Recipients)
-		case m.NotSend && (len(m.Senders) > 0 || m.Recipients > 0 || m.Opaque || m.ScopePath != ""):
+		case m.NotSend && (len(m.Senders) > 0 || m.Recipients > 0 || m.Opaque || !m.ScopeElse):
 			t.Fatalf("a request that is no send reports %+v", m)
+		case m.ScopeElse && m.ScopePath != "" && actionScopePath(m.ScopePath[1:]) != m.ScopePath:
+			// Only a name SES could have: never a v2 send path, never "/…/".
+			t.Fatalf("an action scoped by name as %q", m.ScopePath)
 		case !m.NotSend && !m.Opaque && (len(m.Senders) == 0 || m.ScopePath == ""):
 			t.Fatalf("a send read without a sender or a scope path: %+v", m)
 		}
