@@ -28,15 +28,35 @@ func sendTo(t *testing.T, h *Handler, key string, body benchbody.Body, next cadd
 // serveSend is sendTo with the whole response.
 func serveSend(t *testing.T, h *Handler, key string, body benchbody.Body, next caddyhttp.Handler) *httptest.ResponseRecorder {
 	t.Helper()
-	r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
+	return serveBody(t, h, next, key, "POST", body.Path, body.ContentType, body.Data)
+}
+
+// serveBody serves one request with key in Authorization and, when ctype is
+// not "", body as that Content-Type. It may be called from any goroutine.
+func serveBody(t *testing.T, h *Handler, next caddyhttp.Handler, key, method, target, ctype string, body []byte) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, target, bytes.NewReader(body))
 	r.Header.Set("Authorization", "Bearer "+key)
-	r.Header.Set("Content-Type", body.ContentType)
+	if ctype != "" {
+		r.Header.Set("Content-Type", ctype)
+	}
 	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	w := httptest.NewRecorder()
 	if err := h.ServeHTTP(w, r, next); err != nil {
 		t.Error(err)
 	}
 	return w
+}
+
+// serveSESv1 serves one request of SES's v1 API: body, when there is one,
+// as the form its clients post.
+func serveSESv1(t *testing.T, h *Handler, key, method, target, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	ctype := ""
+	if body != "" {
+		ctype = "application/x-www-form-urlencoded; charset=utf-8"
+	}
+	return serveBody(t, h, okNextReading, key, method, target, ctype, []byte(body))
 }
 
 // The transport that sends a body upstream may still read it, and close it,
@@ -243,15 +263,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		}
 		_, open := issue(t, st, "*")
 		send := func(key string) *httptest.ResponseRecorder {
-			r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
-			r.Header.Set("Content-Type", c.ctype)
-			r.Header.Set("Authorization", "Bearer "+key)
-			r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-			w := httptest.NewRecorder()
-			if err := h.ServeHTTP(w, r, okNextReading); err != nil {
-				t.Fatal(err)
-			}
-			return w
+			return serveBody(t, h, okNextReading, key, c.method, c.path, c.ctype, []byte(c.body))
 		}
 		if w := send(res.Key); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
 			t.Errorf("%s %s %s with a key limited to shop.example: %d %s, want 400 invalid_payload", c.dialect, c.method, c.path, w.Code, w.Body)
@@ -302,16 +314,7 @@ func TestSESv1SendsAreReadAndScopedAsV2(t *testing.T) {
 		{"a send hidden behind another action in the body", sender, "POST", "/?Action=SendEmail&Source=ceo%40evil.example", list, 400, "invalid_payload"},
 		{"a form without an action", sender, "POST", "/", "Source=orders%40shop.example", 400, "invalid_payload"},
 	} {
-		r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
-		if c.body != "" {
-			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-		}
-		r.Header.Set("Authorization", "Bearer "+c.key)
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
-			t.Fatal(err)
-		}
+		w := serveSESv1(t, h, c.key, c.method, c.target, c.body)
 		if w.Code != c.status || !strings.Contains(w.Body.String(), c.code) {
 			t.Errorf("%s: %d %s, want %d %s", c.what, w.Code, w.Body, c.status, c.code)
 		}
@@ -353,16 +356,7 @@ func TestSESv1ActionsAreScopedByName(t *testing.T) {
 		{"a send, with a key for reading", reader, "POST", "/", send, 403, "mail.send"},
 		{"a send, with a send key", sender, "POST", "/", send, 202, ""},
 	} {
-		r := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
-		if c.body != "" {
-			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-		}
-		r.Header.Set("Authorization", "Bearer "+c.key)
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
-			t.Fatal(err)
-		}
+		w := serveSESv1(t, h, c.key, c.method, c.target, c.body)
 		if w.Code != c.status {
 			t.Errorf("%s: %d %s, want %d", c.what, w.Code, w.Body, c.status)
 		}
