@@ -1566,6 +1566,60 @@ except botocore.exceptions.ClientError as e:
         "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
 `
 
+// resendBroadcastScript creates a Resend broadcast through the official SDK
+// (argv: gateway, key, "send" or "draft") and prints what the SDK returned.
+const resendBroadcastScript = `
+import { Resend } from "resend";
+const [base, key, how] = process.argv.slice(1);
+const resend = new Resend(key, { baseUrl: base });
+const { data, error } = await resend.broadcasts.create({
+  segmentId: "78261eea-8f8b-4381-83c6-79fa7120f1cf", from: "News <ceo@evil.example>",
+  subject: "compat", html: "<p>hello</p>", ...(how === "send" ? { send: true } : {}),
+});
+console.log(JSON.stringify({ ok: !error, name: error?.name ?? "", text: error?.message ?? "", status: error?.statusCode ?? 0 }));
+`
+
+// Resend's broadcasts.create with send: true sends at once, to a segment
+// stored at Resend, from any sender: a key limited to sender domains is
+// refused, and the SDK returns keygate's reason; without send it only
+// creates a draft, which passes (sending it later is a request of its own).
+func TestResendBroadcastCreatedWithSendIsRefused(t *testing.T) {
+	dir := filepath.Join("compat", "node")
+	if err := npmCI(dir); err != nil {
+		missingTool(t, err)
+	}
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api resend
+		scope mail.send POST /emails*
+		scope broadcasts.write POST /broadcasts*
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	limited := g.issue("--name", "newsletter", "--scope", "broadcasts.write", "--sender-domain", "shop.example")
+	run := func(how string) sdkResult {
+		cmd := exec.Command("node", "--input-type=module", "-e", resendBroadcastScript, g.siteURL, limited.Key, how)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		var r sdkResult
+		if err != nil || json.Unmarshal(out, &r) != nil {
+			t.Fatalf("%s: %v\n%s", how, err, out)
+		}
+		return r
+	}
+	if r := run("send"); r.OK || r.Status != 400 || !strings.Contains(r.Text, "keygate invalid_payload: a request of Resend's broadcast created with send") {
+		t.Errorf("broadcasts.create with send: the SDK returned %+v; want keygate's invalid_payload naming the request", r)
+	}
+	if n := up.count(); n != 0 {
+		t.Errorf("the provider got %d requests, want none", n)
+	}
+	if r := run("draft"); !r.OK || up.count() != 1 {
+		t.Errorf("broadcasts.create as a draft: the SDK returned %+v, %d requests upstream; want it passed on", r, up.count())
+	}
+}
+
 // SES's v1 clients read refusals only as XML (they got keygate's JSON as
 // a parser error). The SDK suite drives their sends; this covers what it
 // does not: a key whose scope lines do not cover sends or an action, and

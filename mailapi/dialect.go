@@ -46,9 +46,10 @@ type Message struct {
 	// keygate (raw MIME it could not parse, a sender chosen by id or by a
 	// stored template). Callers refuse such bodies for restricted keys.
 	Opaque bool
-	// NotSend reports a request of an API that names its action in the
-	// request (SES's v1 API) whose action sends no mail (ListIdentities):
-	// no sender or recipient rule applies to it.
+	// NotSend reports a request to a send endpoint that sends no mail: an
+	// action of SES's v1 API other than its sends (ListIdentities), or a
+	// Resend broadcast created as a draft. No sender or recipient rule
+	// applies to it.
 	NotSend bool
 	// Unread names the send API of the request when keygate does not read
 	// that API at all (it is then Opaque), e.g. SES v1's SendBounce.
@@ -152,6 +153,11 @@ type endpoint struct {
 	// provider): its body is not parsed, the request is Opaque, and a "*"
 	// in its path is an id, not a sending domain.
 	opaque string
+	// sendFlag names a top-level member of an opaque endpoint's JSON body
+	// that makes the request a send: without it (or when it is false or
+	// null) the request sends nothing (Resend's POST /broadcasts creates a
+	// draft unless "send" is true).
+	sendFlag string
 	// query marks SES's v1 Query API, whose clients read errors as XML,
 	// and whose requests name their action in a parameter: actions are
 	// its sends (query.go).
@@ -191,6 +197,7 @@ var dialects = []*Dialect{
 		{path: "/emails", shape: resendMessage},
 		{path: "/emails/batch", shape: arrayOf(resendMessage)},
 		{path: "/broadcasts/*/send", opaque: "Resend's broadcast send"},
+		{path: "/broadcasts", opaque: "Resend's broadcast created with send", sendFlag: "send"},
 	}},
 	{Name: "ses", sigV4: true, errors: sesErrors, endpoints: []endpoint{
 		{path: "/v2/email/outbound-emails", shape: sesMessage},
@@ -305,6 +312,15 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 		return Message{}, errors.New("the path is not a send endpoint")
 	}
 	if e.opaque != "" {
+		if e.sendFlag != "" {
+			sends, err := flagSet(body, e.sendFlag)
+			if err != nil {
+				return Message{}, err
+			}
+			if !sends {
+				return Message{NotSend: true}, nil
+			}
+		}
 		return Message{Opaque: true, Unread: e.opaque + ", which keygate does not read"}, nil
 	}
 	if e.query {
@@ -391,6 +407,36 @@ func formMediaType(contentType string) (string, map[string]string, error) {
 		return "", nil, errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
 	}
 	return mt, params, nil
+}
+
+// flagSet reports whether body, a JSON object, has a member named name (in
+// any case, as decoders that fold names would take it) whose value is
+// neither false nor null.
+func flagSet(body []byte, name string) (bool, error) {
+	r := reader{data: body}
+	if r.peek() != '{' {
+		return false, errors.New("the body: want a JSON object")
+	}
+	set := false
+	err := r.object(func(key []byte) error {
+		if !strings.EqualFold(string(key), name) {
+			return r.skip()
+		}
+		switch r.peek() {
+		case 'f':
+			return r.literal("false")
+		case 'n':
+			return r.literal("null")
+		}
+		set = true
+		return r.skip()
+	})
+	if err == nil {
+		if r.ws(); r.pos < len(r.data) {
+			err = r.syntaxError("data after the top-level value")
+		}
+	}
+	return set, err
 }
 
 // json reads a JSON body, which must hold exactly one value.

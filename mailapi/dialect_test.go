@@ -194,11 +194,49 @@ func TestEveryShapeKnowsItsNames(t *testing.T) {
 // Campaign and broadcast sends take their sender and recipients from what is
 // stored at the provider: whatever the body, the request is opaque, names
 // what it is, and reports no sending domain for the id in its path.
+// Resend's POST /broadcasts creates a draft, or with "send": true sends it
+// to a segment stored at Resend: only then is it a send keygate cannot read.
+func TestBroadcastCreatedWithSendIsOpaque(t *testing.T) {
+	resend, _ := Lookup("resend")
+	if !resend.IsSend("POST", "/broadcasts") {
+		t.Fatal("POST /broadcasts is not a send endpoint")
+	}
+	for _, c := range []struct {
+		body            string
+		opaque, notSend bool
+		wantErr         string
+	}{
+		{body: `{"from":"a@shop.example","segment_id":"s-1","send":true}`, opaque: true},
+		{body: `{"send":true,"scheduled_at":"in 1 hour"}`, opaque: true},
+		{body: `{"Send":1}`, opaque: true},
+		{body: `{"from":"ceo@evil.example","segment_id":"s-1"}`, notSend: true},
+		{body: `{"from":"ceo@evil.example","send":false}`, notSend: true},
+		{body: `{"send":null}`, notSend: true},
+		{body: `{"send":fals}`, wantErr: "not valid JSON"},
+		{body: `[{"send":true}]`, wantErr: "want a JSON object"},
+		{body: `{"send":true} {}`, wantErr: "data after the top-level value"},
+	} {
+		m, err := resend.Inspect("/broadcasts", jsonType, []byte(c.body))
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: error %v, want one saying %q", c.body, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || m.Opaque != c.opaque || m.NotSend != c.notSend || len(m.Senders) != 0 || m.Recipients != 0 {
+			t.Errorf("%s: %+v, %v; want opaque %v, not a send %v", c.body, m, err, c.opaque, c.notSend)
+		}
+		if c.opaque && !strings.Contains(m.Unread, "Resend's broadcast created with send") {
+			t.Errorf("%s: Unread %q", c.body, m.Unread)
+		}
+	}
+}
+
 func TestCampaignSendsAreOpaque(t *testing.T) {
 	n := 0
 	for _, d := range dialects {
 		for _, e := range d.endpoints {
-			if e.opaque == "" {
+			if e.opaque == "" || e.sendFlag != "" {
 				continue
 			}
 			n++
