@@ -327,7 +327,6 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 		return d.InspectQuery("", true, contentType, body)
 	}
 	var in inspection
-	in.at = in.atBuf[:0]
 	var err error
 	if e.form {
 		err = in.form(e.shape, contentType, body)
@@ -358,7 +357,6 @@ func (d *Dialect) InspectQuery(rawQuery string, posted bool, contentType string,
 		return Message{}, errors.New("the dialect has no Query API")
 	}
 	var in inspection
-	in.at = in.atBuf[:0]
 	err := in.query(e, rawQuery, posted, contentType, body)
 	if err == nil {
 		err = in.finish()

@@ -152,8 +152,9 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 
 // applyField applies the value of a form field.
 func (in *inspection) applyField(m *member, v string) error {
-	in.at = append(in.at[:0], step{key: m.name})
+	in.depth = 0
+	in.push(step{key: m.name})
 	err := in.apply(m.shape.role, v)
-	in.at = in.at[:0]
+	in.depth = 0
 	return err
 }

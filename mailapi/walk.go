@@ -33,14 +33,29 @@ type inspection struct {
 	from, fromAddr string
 	fromRole       role
 
-	// at is the field being read, for errors: a stack rather than a linked
-	// path, so that descending into a field allocates nothing. The deepest
-	// field a shape names is five steps (personalizations[0].to[1].email),
-	// and atBuf holds seven: one more would take the inspection, which is
-	// on the heap, into the next size class.
-	at    []step
-	atBuf [7]step
+	// at[:depth] is the field being read, for errors: a stack rather than
+	// a linked path, so that descending into a field allocates nothing. The
+	// deepest field a shape names is five steps
+	// (personalizations[0].to[1].email), and at holds seven; deeper steps
+	// are counted, not kept. A fixed array and a depth, not a slice of it:
+	// a struct holding a slice of itself always escapes to the heap.
+	at    [7]step
+	depth int
 }
+
+// push descends into the field st.
+func (in *inspection) push(st step) {
+	if in.depth < len(in.at) {
+		in.at[in.depth] = st
+	}
+	in.depth++
+}
+
+// pop leaves the field pushed last.
+func (in *inspection) pop() { in.depth-- }
+
+// path is the field being read, as far as at keeps it.
+func (in *inspection) path() []step { return in.at[:min(in.depth, len(in.at))] }
 
 // step is one level of the field being read: a member name, or an array
 // index when key is empty.
@@ -71,14 +86,16 @@ func (in *inspection) walk(r *reader, s *shape) error {
 	case c == '{' && s.members != nil:
 		return in.object(r, s)
 	case c == '[' && s.elem != nil:
-		in.at = append(in.at, step{})
-		top := len(in.at) - 1
+		in.push(step{})
+		top := in.depth - 1
 		err := r.array(func() error {
 			err := in.walk(r, s.elem)
-			in.at[top].index++
+			if top < len(in.at) {
+				in.at[top].index++
+			}
 			return err
 		})
-		in.at = in.at[:top]
+		in.pop()
 		return err
 	case c == '"' && s.role != roleNone:
 		v, err := r.str()
@@ -86,7 +103,7 @@ func (in *inspection) walk(r *reader, s *shape) error {
 			return err
 		}
 		return in.apply(s.role, v)
-	case c == 'n' && s.sender == "" && len(in.at) > 0:
+	case c == 'n' && s.sender == "" && in.depth > 0:
 		// null is an absent field, but never an absent message, nor a
 		// body: a batch of null sends nothing a provider would accept.
 		return r.literal("null")
@@ -111,9 +128,9 @@ func (in *inspection) object(r *reader, s *shape) error {
 		if m == nil {
 			return r.skip()
 		}
-		in.at = append(in.at, step{key: m.name})
+		in.push(step{key: m.name})
 		err := in.walk(r, m.shape)
-		in.at = in.at[:len(in.at)-1]
+		in.pop()
 		return err
 	})
 	in.shared = wasShared
@@ -198,7 +215,7 @@ func (in *inspection) end(s *shape) {
 		in.m.Opaque = true
 	case in.missing == "":
 		in.missing = s.sender
-		if len(in.at) > 0 {
+		if in.depth > 0 {
 			in.missing = in.where() + "." + s.sender
 		}
 	}
@@ -382,11 +399,11 @@ func kindOf(c byte) string {
 // where renders the current field for errors, e.g.
 // personalizations[0].to[1].email, or "body" at the top.
 func (in *inspection) where() string {
-	if len(in.at) == 0 {
+	if in.depth == 0 {
 		return "body"
 	}
 	var b strings.Builder
-	for i, st := range in.at {
+	for i, st := range in.path() {
 		if st.key == "" {
 			b.WriteString("[" + strconv.Itoa(st.index) + "]")
 			continue
