@@ -367,9 +367,12 @@ type bodyPool struct {
 	pool sync.Pool
 }
 
-// bodyPools are the size classes of pooled buffers. Larger bodies (up to
+// bodyPools are the size classes of pooled buffers, each twice the one
+// before from 32 KB (a body with a declared length takes the class of that
+// length: a 40 KB newsletter holds 64 KB, not 256). Larger bodies (up to
 // max_body) are allocated per request rather than kept around.
-var bodyPools = []*bodyPool{{size: 4 << 10}, {size: 32 << 10}, {size: 256 << 10}, {size: 1 << 20}}
+var bodyPools = []*bodyPool{{size: 4 << 10}, {size: 32 << 10}, {size: 64 << 10}, {size: 128 << 10},
+	{size: 256 << 10}, {size: 512 << 10}, {size: 1 << 20}}
 
 // newSendBody returns a body of n bytes to read into.
 func newSendBody(n int) *sendBody {

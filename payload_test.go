@@ -399,9 +399,9 @@ func withBodyLimit(t *testing.T, limit int64) {
 func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
 	_, key := issue(t, st, "mail.send")
-	// A 40 KB send holds a 256 KB buffer while the chain has it; two do not
-	// fit in 300 KB.
-	withBodyLimit(t, 300<<10)
+	// A 40 KB send holds a 64 KB buffer while the chain has it; two do not
+	// fit in 100 KB.
+	withBodyLimit(t, 100<<10)
 	wait := bodyWait
 	t.Cleanup(func() { bodyWait = wait })
 	body := benchbody.SendGrid(1)
@@ -420,6 +420,9 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 	case <-entered:
 	case code := <-first:
 		t.Fatalf("the first large body, alone: %d, want it held by the next handler", code)
+	}
+	if held := bodies.used.Load(); held != 64<<10 {
+		t.Errorf("a 40 KB body holds %d bytes of the bound, want 64 KB (the size class of its length)", held)
 	}
 
 	bodyWait = 100 * time.Millisecond
@@ -443,7 +446,7 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 		t.Errorf("a large body once the others are done: %d, want it passed on", code)
 	}
 	// A body larger than the whole bound (a max_body above it) passes alone.
-	bodies.limit.Store(100 << 10)
+	bodies.limit.Store(50 << 10)
 	bodyWait = 100 * time.Millisecond
 	if code := send(okNextReading).Code; code != http.StatusAccepted {
 		t.Errorf("a body larger than the bound, alone: %d, want it passed on", code)
