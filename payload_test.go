@@ -254,6 +254,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},
 		{"resend", "POST", "/broadcasts", "application/json", `{"from":"ceo@evil.example","segment_id":"s-1","send":true}`},
+		{"brevo", "POST", "/v3/emailCampaigns", "application/json", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`},
 	} {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect})
 		name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
@@ -272,12 +273,12 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		if w := send(open); w.Code != http.StatusAccepted {
 			t.Errorf("%s %s %s with a key without limits: %d %s, want it passed on", c.dialect, c.method, c.path, w.Code, w.Body)
 		}
-		// A broadcast created as a draft sends nothing (sending it is a
-		// request of its own, refused above): the limited key may.
-		if c.path == "/broadcasts" {
-			draft := `{"from":"ceo@evil.example","segment_id":"s-1"}`
+		// A broadcast or campaign created as a draft sends nothing (sending
+		// it is a request of its own, refused above): the limited key may.
+		if c.path == "/broadcasts" || c.path == "/v3/emailCampaigns" {
+			draft := `{"from":"ceo@evil.example","sender":{"email":"ceo@evil.example"},"segment_id":"s-1"}`
 			if w := serveBody(t, h, okNextReading, res.Key, "POST", c.path, c.ctype, []byte(draft)); w.Code != http.StatusAccepted {
-				t.Errorf("a draft broadcast with a key limited to shop.example: %d %s, want it passed on", w.Code, w.Body)
+				t.Errorf("%s: a draft with a key limited to shop.example: %d %s, want it passed on", c.path, w.Code, w.Body)
 			}
 		}
 	}

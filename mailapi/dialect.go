@@ -156,7 +156,8 @@ type endpoint struct {
 	// sendFlag names a top-level member of an opaque endpoint's JSON body
 	// that makes the request a send: without it (or when it is false or
 	// null) the request sends nothing (Resend's POST /broadcasts creates a
-	// draft unless "send" is true).
+	// draft unless "send" is true; a Brevo campaign without scheduledAt is
+	// a draft).
 	sendFlag string
 	// query marks SES's v1 Query API, whose clients read errors as XML,
 	// and whose requests name their action in a parameter: actions are
@@ -224,6 +225,9 @@ var dialects = []*Dialect{
 		{path: "/v3/smtp/templates/*/sendTest", opaque: "Brevo's template test send"},
 		{path: "/v3/emailCampaigns/*/sendNow", opaque: "Brevo's campaign send"},
 		{path: "/v3/emailCampaigns/*/sendTest", opaque: "Brevo's campaign test send"},
+		// A campaign created or updated with a scheduledAt is sent then.
+		{path: "/v3/emailCampaigns", opaque: "Brevo's campaign created with scheduledAt", sendFlag: "scheduledAt"},
+		{path: "/v3/emailCampaigns/*", method: "PUT", opaque: "Brevo's campaign updated with scheduledAt", sendFlag: "scheduledAt"},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{
 		{path: "/api/v1/send", shape: mailpitMessage},

@@ -195,39 +195,45 @@ func TestEveryShapeKnowsItsNames(t *testing.T) {
 // stored at the provider: whatever the body, the request is opaque, names
 // what it is, and reports no sending domain for the id in its path.
 // Resend's POST /broadcasts creates a draft, or with "send": true sends it
-// to a segment stored at Resend: only then is it a send keygate cannot read.
-func TestBroadcastCreatedWithSendIsOpaque(t *testing.T) {
-	resend, _ := Lookup("resend")
-	if !resend.IsSend("POST", "/broadcasts") {
-		t.Fatal("POST /broadcasts is not a send endpoint")
-	}
+// to a segment stored at Resend; a Brevo campaign created or updated with a
+// scheduledAt is sent then. Only those are sends keygate cannot read.
+func TestSendsByFlagAreOpaque(t *testing.T) {
 	for _, c := range []struct {
-		body            string
-		opaque, notSend bool
-		wantErr         string
+		dialect, method, path, body string
+		opaque, notSend             bool
+		wantErr                     string
 	}{
-		{body: `{"from":"a@shop.example","segment_id":"s-1","send":true}`, opaque: true},
-		{body: `{"send":true,"scheduled_at":"in 1 hour"}`, opaque: true},
-		{body: `{"Send":1}`, opaque: true},
-		{body: `{"from":"ceo@evil.example","segment_id":"s-1"}`, notSend: true},
-		{body: `{"from":"ceo@evil.example","send":false}`, notSend: true},
-		{body: `{"send":null}`, notSend: true},
-		{body: `{"send":fals}`, wantErr: "not valid JSON"},
-		{body: `[{"send":true}]`, wantErr: "want a JSON object"},
-		{body: `{"send":true} {}`, wantErr: "data after the top-level value"},
+		{"resend", "POST", "/broadcasts", `{"from":"a@shop.example","segment_id":"s-1","send":true}`, true, false, ""},
+		{"resend", "POST", "/broadcasts", `{"send":true,"scheduled_at":"in 1 hour"}`, true, false, ""},
+		{"resend", "POST", "/broadcasts", `{"Send":1}`, true, false, ""},
+		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","segment_id":"s-1"}`, false, true, ""},
+		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","send":false}`, false, true, ""},
+		{"resend", "POST", "/broadcasts", `{"send":null}`, false, true, ""},
+		{"resend", "POST", "/broadcasts", `{"send":fals}`, false, false, "not valid JSON"},
+		{"resend", "POST", "/broadcasts", `[{"send":true}]`, false, false, "want a JSON object"},
+		{"resend", "POST", "/broadcasts", `{"send":true} {}`, false, false, "data after the top-level value"},
+		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, ""},
+		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"}}`, false, true, ""},
+		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, ""},
+		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"subject":"s"}`, false, true, ""},
 	} {
-		m, err := resend.Inspect("/broadcasts", jsonType, []byte(c.body))
+		d, _ := Lookup(c.dialect)
+		if !d.IsSend(c.method, c.path) {
+			t.Errorf("%s %s %s is not a send endpoint", c.dialect, c.method, c.path)
+			continue
+		}
+		m, err := d.Inspect(c.path, jsonType, []byte(c.body))
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Errorf("%s: error %v, want one saying %q", c.body, err, c.wantErr)
+				t.Errorf("%s %s: error %v, want one saying %q", c.path, c.body, err, c.wantErr)
 			}
 			continue
 		}
 		if err != nil || m.Opaque != c.opaque || m.NotSend != c.notSend || len(m.Senders) != 0 || m.Recipients != 0 {
-			t.Errorf("%s: %+v, %v; want opaque %v, not a send %v", c.body, m, err, c.opaque, c.notSend)
+			t.Errorf("%s %s: %+v, %v; want opaque %v, not a send %v", c.path, c.body, m, err, c.opaque, c.notSend)
 		}
-		if c.opaque && !strings.Contains(m.Unread, "Resend's broadcast created with send") {
-			t.Errorf("%s: Unread %q", c.body, m.Unread)
+		if c.opaque && !strings.Contains(m.Unread, "with send") && !strings.Contains(m.Unread, "with scheduledAt") {
+			t.Errorf("%s %s: Unread %q", c.path, c.body, m.Unread)
 		}
 	}
 }
@@ -236,7 +242,7 @@ func TestCampaignSendsAreOpaque(t *testing.T) {
 	n := 0
 	for _, d := range dialects {
 		for _, e := range d.endpoints {
-			if e.opaque == "" || e.sendFlag != "" {
+			if e.opaque == "" {
 				continue
 			}
 			n++
@@ -250,6 +256,9 @@ func TestCampaignSendsAreOpaque(t *testing.T) {
 				if other != method && d.IsSend(other, path) {
 					t.Errorf("%s %s %s is a send", d.Name, other, path)
 				}
+			}
+			if e.sendFlag != "" {
+				continue // a send only with its flag: TestSendsByFlagAreOpaque
 			}
 			for _, body := range []string{``, `{}`, `{"emails":["a@b.org"]}`, `not json`} {
 				m, err := d.Inspect(path, jsonType, []byte(body))
