@@ -341,7 +341,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		read, scoped = true, postedTo(r, msg.ScopePath)
 	}
 	q.scope = requiredScope(h.Scopes, scoped)
-	if q.scope == "" && msg.ScopeElse {
+	if q.scope == "" && msg.ScopeElse && scoped != r {
 		q.scope = requiredScope(h.Scopes, r)
 	}
 	if !keys.Covers(rec.Scopes, q.scope) {
