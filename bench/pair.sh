@@ -2,7 +2,7 @@
 # Paired load benchmark: keygate and plain reverse_proxy measured at the same
 # time, on the same core, with equal shares of it (issue 14).
 #
-#   sudo bench/pair.sh                      # about 2 minutes after the build (2 CPUs)
+#   bench/pair.sh                           # as root; about 4 minutes after the build (2 CPUs)
 #   PAIRS=2 DUR=2 SCENARIOS="aa keygate" bench/pair.sh
 #   BIN_B=/tmp/caddy-old bench/pair.sh      # two builds against each other: B runs that binary
 #       # (e.g. git worktree add /tmp/old <ref> && go -C /tmp/old build -o /tmp/caddy-old ./cmd/caddy)
