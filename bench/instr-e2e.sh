@@ -69,11 +69,7 @@ P_UP=18200 P_BASE=18201 P_KG=18202 P_HDR=18203 P_SEND=18204 P_MG=18205 P_PM=1820
 PROVIDER_AUTH="Authorization: Bearer SG.benchBenchBenchBench00.benchBenchBenchBenchBenchBenchBenchBench000"
 
 echo "== build"
-go build -o "$OUT/caddy" ./cmd/caddy
-go build -o "$OUT/upstream" ./bench/upstream
-go build -o "$OUT/bodies" ./bench/bodies
-"$OUT/bodies" -dir "$OUT/body-files" >"$OUT/bodies.txt"
-body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
+build_bench
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

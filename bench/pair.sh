@@ -86,11 +86,7 @@ trap 'exit 130' INT TERM
 rm -rf "$OUT"
 mkdir -p "$OUT"
 echo "== build"
-go build -o "$OUT/caddy" ./cmd/caddy
-go build -o "$OUT/upstream" ./bench/upstream
-go build -o "$OUT/bodies" ./bench/bodies
-"$OUT/bodies" -dir "$OUT/body-files" >"$OUT/bodies.txt"
-body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
+build_bench
 echo "== machine: $(nproc) CPUs, $(go env GOVERSION), $(uname -r), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # This script, wrk and the upstream keep off CPU 0.

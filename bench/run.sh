@@ -174,7 +174,6 @@ fresh() { "$OUT/keys" -n "$FLOOD_KEYS" >"$OUT/$1.keys"; echo "$OUT/$1.keys"; }
 # stays the 2 KB SendGrid body for the sanity checks.
 "$OUT/bodies" -dir "$OUT/body-files" >"$OUT/bodies.txt"
 BODY=$OUT/body-files/sendgrid-2k.body
-body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
 BODY_NAMES=$(awk '{print $1}' "$OUT/bodies.txt")
 [ "$BODIES" = 1 ] || BODY_NAMES=sendgrid-2k
 

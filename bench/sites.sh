@@ -1,4 +1,5 @@
-# Sourced by bench/run.sh and bench/instr-e2e.sh: Caddyfile sites they share.
+# Sourced by bench/run.sh, bench/instr-e2e.sh and bench/pair.sh: the Caddyfile sites
+# and the build they share.
 
 # keygate_site PORT UPSTREAM_PORT OPTION...: a loopback site with keygate
 # (one Caddyfile line per OPTION; empty ones are left out) in front of
@@ -25,3 +26,16 @@ wait_admin() {
 	cat "$2" >&2
 	exit 1
 }
+
+# build_bench: builds Caddy with keygate, bench/upstream and bench/bodies into
+# $OUT, and writes the send bodies (internal/benchbody) there, one line each
+# in $OUT/bodies.txt: "name file path content-type recipients bytes".
+build_bench() {
+	go build -o "$OUT/caddy" ./cmd/caddy
+	go build -o "$OUT/upstream" ./bench/upstream
+	go build -o "$OUT/bodies" ./bench/bodies
+	"$OUT/bodies" -dir "$OUT/body-files" >"$OUT/bodies.txt"
+}
+
+# body_field NAME FIELD: that field of body NAME's line in $OUT/bodies.txt.
+body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
