@@ -29,6 +29,12 @@
 #   keygate-<body>       a send of that body (internal/benchbody: sendgrid-2k,
 #                        sendgrid-20k, sendgrid-200k, mailgun-2k, mailgun-20k,
 #                        mailgun-200k, postmark-batch50) through its mail_api
+# With CLUSTER=1, A and B are also two nodes of one cluster: a throwaway
+# PostgreSQL and Redis on loopback (on the other CPUs), and
+#   cluster              a valid key on `store postgres://…` with
+#                        `ratelimit redis` (leased tokens, the default)
+#   cluster-quota-<body> a send on such a site by a key with a recipient
+#                        quota (leased blocks)
 #
 # With BIN_B, process B runs that binary and A this tree's build, and each
 # scenario loads the same site (the scenario's keygate side) of both: the
@@ -42,7 +48,8 @@
 #
 # Needs: go, wrk, curl, taskset, at least 2 CPUs, and a writable cgroup
 # with the cpu controller (cgroup v1's /sys/fs/cgroup/cpu, or v2's
-# /sys/fs/cgroup with cpu enabled): as root on most machines.
+# /sys/fs/cgroup with cpu enabled): as root on most machines. CLUSTER=1 also
+# needs redis-server, redis-cli and PostgreSQL's server binaries.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,7 +57,8 @@ cd "$(dirname "$0")/.."
 OUT=$(pwd)/bench/out/pair
 PAIRS=${PAIRS:-4}
 DUR=${DUR:-3}
-SCENARIOS=${SCENARIOS:-aa header keygate keygate-sendgrid-2k keygate-sendgrid-20k keygate-sendgrid-200k keygate-mailgun-2k keygate-postmark-batch50}
+CLUSTER=${CLUSTER:-0}
+SCENARIOS=${SCENARIOS:-aa header keygate keygate-sendgrid-2k keygate-sendgrid-20k keygate-sendgrid-200k keygate-mailgun-2k keygate-postmark-batch50$([ "$CLUSTER" = 1 ] && echo " cluster cluster-quota-sendgrid-2k")}
 BIN_B=${BIN_B:-}
 PROVIDER_KEY=SG.benchBenchBenchBench00.benchBenchBenchBenchBenchBenchBenchBench000
 
@@ -59,6 +67,11 @@ for tool in go wrk curl taskset; do
 done
 [ "$(nproc)" -ge 2 ] || { echo "pair: needs at least 2 CPUs" >&2; exit 1; }
 [ -z "$BIN_B" ] || [ -x "$BIN_B" ] || { echo "pair: BIN_B=$BIN_B is not an executable" >&2; exit 1; }
+if [ "$CLUSTER" = 1 ]; then
+	for tool in redis-server redis-cli "$PGBIN/initdb"; do
+		command -v "$tool" >/dev/null || { echo "pair: CLUSTER=1 needs $tool (apt-get install -y redis-server postgresql)" >&2; exit 1; }
+	done
+fi
 
 # Two cgroups of equal CPU weight.
 if [ -w /sys/fs/cgroup/cpu ]; then
@@ -78,6 +91,7 @@ cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	stop_postgres
 	rmdir "$CG/a" "$CG/b" "$CG" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -98,8 +112,21 @@ export KEYGATE_STORE="sqlite:$OUT/keys.db"
 KEY=$("$OUT/caddy" keys issue --name bench-pair --scope mail.send --json | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' | head -1)
 [ -n "$KEY" ] || { echo "pair: could not issue a key" >&2; exit 1; }
 
+if [ "$CLUSTER" = 1 ]; then
+	echo "== cluster: PostgreSQL on 127.0.0.1:18341, Redis on 127.0.0.1:18340"
+	start_postgres 18341 keygate
+	redis-server --port 18340 --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 50); do redis-cli -p 18340 ping >/dev/null 2>&1 && break; sleep 0.1; done
+	PG_URI="postgres://postgres@127.0.0.1:18341/keygate?sslmode=disable"
+	issue() { "$OUT/caddy" keys issue --store "$PG_URI" --scope mail.send --json "$@" | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' | head -1; }
+	CKEY=$(issue --name bench-pair-cluster)
+	CQKEY=$(issue --name bench-pair-quota --quota 1000000000/d) # a quota no run reaches: every send counts
+	[ -n "$CKEY" ] && [ -n "$CQKEY" ] || { echo "pair: could not issue the cluster keys" >&2; exit 1; }
+fi
+
 # Site offsets from a process's base port: the same sites in A and B.
-O_BASE=1 O_HDR=2 O_KG=3 O_SG=4 O_MG=5 O_PM=6
+O_BASE=1 O_HDR=2 O_KG=3 O_SG=4 O_MG=5 O_PM=6 O_CL=7 O_CLS=8
 caddyfile() { # NAME BASE_PORT ADMIN_PORT
 	local p=$2
 	cat <<EOF
@@ -125,6 +152,10 @@ $(keygate_site $((p + O_SG)) 18300 "store $KEYGATE_STORE" "mail_api sendgrid" "s
 $(keygate_site $((p + O_MG)) 18300 "store $KEYGATE_STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
 $(keygate_site $((p + O_PM)) 18300 "store $KEYGATE_STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
 EOF
+	[ "$CLUSTER" = 1 ] || return 0
+	local redis="ratelimit redis redis://127.0.0.1:18340/0"
+	keygate_site $((p + O_CL)) 18300 "store $PG_URI" "$redis" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
+	keygate_site $((p + O_CLS)) 18300 "store $PG_URI" "$redis" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
 }
 declare -A BASE=([a]=18310 [b]=18320) PID=() BIN=([a]="$OUT/caddy" [b]="${BIN_B:-$OUT/caddy}")
 for n in a b; do
@@ -140,7 +171,7 @@ for n in a b; do wait_admin 127.0.0.1:$((BASE[$n] + 9)) "$OUT/caddy-$n.stderr" 1
 # A scenario's two sides: "offset auth body" for the baseline and the other.
 side() { # SCENARIO base|other
 	local s=$1 b=""
-	case $s in keygate-*) b=${s#keygate-} ;; esac
+	case $s in keygate-*) b=${s#keygate-} ;; cluster-quota-*) b=${s#cluster-quota-} ;; esac
 	if [ "$2" = base ] || [ "$s" = aa ]; then
 		echo "$O_BASE $PROVIDER_KEY $b"
 		return
@@ -151,6 +182,10 @@ side() { # SCENARIO base|other
 	keygate-sendgrid-*) echo "$O_SG $KEY $b" ;;
 	keygate-mailgun-*) echo "$O_MG $KEY $b" ;;
 	keygate-postmark-*) echo "$O_PM $KEY $b" ;;
+	cluster | cluster-quota-sendgrid-*)
+		[ "$CLUSTER" = 1 ] || { echo "pair: $s needs CLUSTER=1" >&2; return 1; }
+		[ "$s" = cluster ] && echo "$O_CL $CKEY" || echo "$O_CLS $CQKEY $b"
+		;;
 	*) echo "pair: unknown scenario $s" >&2; return 1 ;;
 	esac
 }

@@ -94,8 +94,6 @@ if [ "$CLUSTER" = 1 ]; then
 		command -v $tool >/dev/null || { echo "bench: $tool not found (apt-get install -y redis-server), or CLUSTER=0" >&2; exit 1; }
 	done
 fi
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$PGBIN/initdb" ] || PGBIN=$(dirname "$(command -v initdb 2>/dev/null || echo /none/initdb)")
 if [ "$CLUSTER" = 1 ] || [ "$PG_SCALE" = 1 ]; then
 	[ -x "$PGBIN/initdb" ] || { echo "bench: PostgreSQL's initdb not found (apt-get install -y postgresql), or CLUSTER=0 PG_SCALE=0" >&2; exit 1; }
 fi
@@ -105,16 +103,11 @@ mkdir -p "$OUT"
 rm -rf "$OUT"/data "$OUT"/data-* "$OUT"/*.db* "$OUT"/*.keys "$OUT"/results.txt "$OUT"/caddy.log* "$OUT"/caddy-*.log* "$OUT"/*.pprof
 
 PIDS=()
-PGDIR=""
-AS_PG=()
 cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	if [ -n "$PGDIR" ]; then
-		"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null 2>&1 || true
-		rm -rf "$PGDIR"
-	fi
+	stop_postgres
 	rm -f "$OUT"/*.keys
 }
 trap cleanup EXIT
@@ -452,28 +445,13 @@ VDELAY=""
 
 # ---- Cluster: two caddy nodes on one PostgreSQL and one Redis ----
 
-start_postgres() {
-	PGDIR=$(mktemp -d /tmp/keygate-bench-pg-XXXXXX)
-	if [ "$(id -u)" = 0 ]; then
-		# PostgreSQL refuses to run as root.
-		chown postgres: "$PGDIR" && chmod 755 "$PGDIR"
-		AS_PG=(runuser -u postgres --)
-	fi
-	"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$OUT/postgres-init.log" 2>&1
-	"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 30 \
-		-o "-p $P_PG -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-		start >/dev/null
-	for db in keygate scale; do
-		"${AS_PG[@]}" "$PGBIN/createdb" -h 127.0.0.1 -p $P_PG -U postgres $db
-	done
-	PG_URI="postgres://postgres@127.0.0.1:$P_PG/keygate?sslmode=disable"
-	PG_SCALE_URI="postgres://postgres@127.0.0.1:$P_PG/scale?sslmode=disable"
-}
 # The cluster and PostgreSQL sections use every CPU, pinned or not.
 [ "$PIN" = 1 ] && taskset -pc "$ALL_CPUS" $$ >/dev/null
 if [ "$CLUSTER" = 1 ] || [ "$PG_SCALE" = 1 ]; then
 	echo "== PostgreSQL $("$PGBIN/postgres" --version | awk '{print $NF}') on 127.0.0.1:$P_PG (fsync off)"
-	start_postgres
+	start_postgres $P_PG keygate scale
+	PG_URI="postgres://postgres@127.0.0.1:$P_PG/keygate?sslmode=disable"
+	PG_SCALE_URI="postgres://postgres@127.0.0.1:$P_PG/scale?sslmode=disable"
 fi
 
 # redis_calls: the scripts clients have sent so far (EVAL, EVALSHA: one per

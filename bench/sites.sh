@@ -39,3 +39,37 @@ build_bench() {
 
 # body_field NAME FIELD: that field of body NAME's line in $OUT/bodies.txt.
 body_field() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$OUT/bodies.txt"; }
+
+# PostgreSQL's server binaries: PGBIN (Debian's newest, else initdb's
+# directory on PATH); PGDIR is the running throwaway server's directory.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$PGBIN/initdb" ] || PGBIN=$(dirname "$(command -v initdb 2>/dev/null || echo /none/initdb)")
+PGDIR=""
+AS_PG=()
+
+# start_postgres PORT DB...: a throwaway PostgreSQL on 127.0.0.1:PORT (fsync
+# off) in a fresh directory under /tmp, with each DB created; as root it runs
+# as the postgres user, which PostgreSQL requires. stop_postgres removes it.
+start_postgres() {
+	local port=$1 db
+	shift
+	PGDIR=$(mktemp -d /tmp/keygate-bench-pg-XXXXXX)
+	if [ "$(id -u)" = 0 ]; then
+		chown postgres: "$PGDIR" && chmod 755 "$PGDIR"
+		AS_PG=(runuser -u postgres --)
+	fi
+	"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 --no-sync >"$OUT/postgres-init.log" 2>&1
+	"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w -t 30 \
+		-o "-p $port -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+		start >/dev/null
+	for db in "$@"; do
+		"${AS_PG[@]}" "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+	done
+}
+
+stop_postgres() {
+	[ -n "$PGDIR" ] || return 0
+	"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+	rm -rf "$PGDIR"
+	PGDIR=""
+}
