@@ -193,17 +193,25 @@ for s in $SCENARIOS; do side "$s" other >/dev/null; done
 
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
 
-# load PROCESS OFFSET AUTH BODY: one wrk run; prints "requests cpu_ns".
+# load PROCESS OFFSET AUTH BODY: one wrk run; prints "requests cpu_ns", or
+# "0 0" when any answer was not 2xx or a connection failed (a refusal is
+# fast: counted, it would pass for speed).
 load() {
-	local n=$1 path=/v3/mail/send ctype="" file="" c0 c1 reqs
+	local n=$1 path=/v3/mail/send ctype="" file="" c0 c1 result
 	if [ -n "${4:-}" ]; then
 		path=$(body_field "$4" 3) ctype=$(body_field "$4" 4) file=$(body_field "$4" 2)
 		[ -n "$file" ] || { echo "pair: unknown body $4" >&2; return 1; }
 	fi
 	c0=$(cpu_ns "${PID[$n]}")
-	reqs=$(BODY=$file CTYPE=$ctype wrk -t1 -c16 -d"${DUR}s" -H "Authorization: Bearer $3" -s bench/wrk.lua \
-		"http://127.0.0.1:$((BASE[$n] + $2))$path" | awk '/requests in/ {print $1}')
+	result=$(BODY=$file CTYPE=$ctype wrk -t1 -c16 -d"${DUR}s" -H "Authorization: Bearer $3" -s bench/wrk.lua \
+		"http://127.0.0.1:$((BASE[$n] + $2))$path" | awk '/^RESULT/ {print $6, $7 + $8}')
 	c1=$(cpu_ns "${PID[$n]}")
+	read -r reqs bad <<<"${result:-0 1}"
+	if [ "$bad" != 0 ] || [ "$reqs" = 0 ]; then
+		echo "pair: Caddy ${n^^} port $((BASE[$n] + $2)): $reqs requests, $bad not 2xx or failed" >&2
+		echo "0 0"
+		return
+	fi
 	echo "$reqs $((c1 - c0))"
 }
 
@@ -242,6 +250,7 @@ for s in $SCENARIOS; do
 			wait $w1 $!
 			read -r breq bns <"$OUT/base.out"
 			read -r oreq ons <"$OUT/other.out"
+			[ "$breq" != 0 ] && [ "$oreq" != 0 ] || exit 1
 			echo "$breq $bns $oreq $ons" >>"$OUT/$s.txt"
 		done
 	done
