@@ -71,9 +71,7 @@ PROVIDER_AUTH="Authorization: Bearer SG.benchBenchBenchBench00.benchBenchBenchBe
 echo "== build"
 build_bench
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+trap stop_started EXIT
 
 STORE=sqlite:$OUT/keys.db
 KEY=$("$OUT/caddy" keys issue --store "$STORE" --name instr-e2e --scope mail.send --json 2>/dev/null |

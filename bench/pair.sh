@@ -86,12 +86,8 @@ fi
 mkdir -p "$CG/a" "$CG/b"
 [ -d /sys/fs/cgroup/cpu ] || echo +cpu >"$CG/cgroup.subtree_control"
 
-PIDS=()
 cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	stop_postgres
+	stop_started
 	rmdir "$CG/a" "$CG/b" "$CG" 2>/dev/null || true
 }
 trap cleanup EXIT

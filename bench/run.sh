@@ -102,12 +102,8 @@ SECONDS=0
 mkdir -p "$OUT"
 rm -rf "$OUT"/data "$OUT"/data-* "$OUT"/*.db* "$OUT"/*.keys "$OUT"/results.txt "$OUT"/caddy.log* "$OUT"/caddy-*.log* "$OUT"/*.pprof
 
-PIDS=()
 cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	stop_postgres
+	stop_started
 	rm -f "$OUT"/*.keys
 }
 trap cleanup EXIT

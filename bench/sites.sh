@@ -73,3 +73,13 @@ stop_postgres() {
 	rm -rf "$PGDIR"
 	PGDIR=""
 }
+
+# PIDS holds what a script started in the background; stop_started stops
+# them, waits for them, and stops the throwaway PostgreSQL if one runs.
+PIDS=()
+stop_started() {
+	local pid
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	stop_postgres
+}
