@@ -79,6 +79,11 @@ func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 	// Most strings that get here end within a block or two (an html part of
 	// a batch message); classify more at a time as a string goes on.
 	for batch := 2; ; batch = min(2*batch, classifyBatch) {
+		if !carry {
+			// A run of plain blocks (base64, long runs of text) is
+			// crossed without building its masks.
+			i += 64 * plainBlocks(d[i:])
+		}
 		n := classify(d[i:], buf[:batch])
 		if n == 0 {
 			break

@@ -26,3 +26,19 @@ func classify(d []byte, out []blockMasks) int {
 //
 //go:noescape
 func classifyAVX2(p *byte, n int, out *blockMasks)
+
+// plainBlocks returns how many whole 64-byte blocks at the start of d hold
+// only plain bytes (no '"', '\\' or control character), up to the first
+// that does not.
+func plainBlocks(d []byte) int {
+	n := len(d) / 64
+	if n == 0 || !blockScan {
+		return 0
+	}
+	return plainBlocksAVX2(&d[0], n)
+}
+
+// plainBlocksAVX2 counts the plain 64-byte blocks of the n from p.
+//
+//go:noescape
+func plainBlocksAVX2(p *byte, n int) int

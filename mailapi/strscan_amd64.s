@@ -59,3 +59,94 @@ loop:
 
 	VZEROUPPER
 	RET
+
+// func plainBlocksAVX2(p *byte, n int) int
+// Returns how many of the n 64-byte blocks from p (n at least 1) hold no
+// '"', no '\\' and no byte below 0x20, counting from the first until one
+// does: the bytes of a long string that need no closer look.
+TEXT ·plainBlocksAVX2(SB), NOSPLIT, $0-24
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	XORQ AX, AX
+	MOVL $0x22, DX
+	VMOVQ DX, X0
+	VPBROADCASTB X0, Y13 // '"'
+	MOVL $0x5c, DX
+	VMOVQ DX, X0
+	VPBROADCASTB X0, Y14 // '\\'
+	MOVL $0x1f, DX
+	VMOVQ DX, X0
+	VPBROADCASTB X0, Y15 // 0x1f
+
+plainloop:
+	CMPQ CX, $2
+	JLT plainone
+	VMOVDQU (SI), Y0
+	VMOVDQU 32(SI), Y1
+	VMOVDQU 64(SI), Y8
+	VMOVDQU 96(SI), Y9
+	VPCMPEQB Y0, Y13, Y2
+	VPCMPEQB Y1, Y13, Y3
+	VPCMPEQB Y0, Y14, Y4
+	VPCMPEQB Y1, Y14, Y5
+	VPMAXUB Y0, Y15, Y6
+	VPMAXUB Y1, Y15, Y7
+	VPCMPEQB Y6, Y15, Y6
+	VPCMPEQB Y7, Y15, Y7
+	VPOR Y2, Y3, Y2
+	VPOR Y4, Y5, Y4
+	VPOR Y6, Y7, Y6
+	VPOR Y2, Y4, Y2
+	VPOR Y2, Y6, Y2
+	VPCMPEQB Y8, Y13, Y3
+	VPCMPEQB Y9, Y13, Y4
+	VPCMPEQB Y8, Y14, Y5
+	VPCMPEQB Y9, Y14, Y6
+	VPMAXUB Y8, Y15, Y10
+	VPMAXUB Y9, Y15, Y11
+	VPCMPEQB Y10, Y15, Y10
+	VPCMPEQB Y11, Y15, Y11
+	VPOR Y3, Y4, Y3
+	VPOR Y5, Y6, Y5
+	VPOR Y10, Y11, Y10
+	VPOR Y3, Y5, Y3
+	VPOR Y3, Y10, Y3
+	VPOR Y2, Y3, Y12
+	VPTEST Y12, Y12
+	JNZ plainpair
+	ADDQ $128, SI
+	ADDQ $2, AX
+	SUBQ $2, CX
+	JNZ plainloop
+	JMP plaindone
+
+plainpair: // the first block of the two may be plain
+	VPTEST Y2, Y2
+	JNZ plaindone
+	INCQ AX
+	JMP plaindone
+
+plainone:
+	VMOVDQU (SI), Y0
+	VMOVDQU 32(SI), Y1
+	VPCMPEQB Y0, Y13, Y2
+	VPCMPEQB Y1, Y13, Y3
+	VPCMPEQB Y0, Y14, Y4
+	VPCMPEQB Y1, Y14, Y5
+	VPMAXUB Y0, Y15, Y6
+	VPMAXUB Y1, Y15, Y7
+	VPCMPEQB Y6, Y15, Y6
+	VPCMPEQB Y7, Y15, Y7
+	VPOR Y2, Y3, Y2
+	VPOR Y4, Y5, Y4
+	VPOR Y6, Y7, Y6
+	VPOR Y2, Y4, Y2
+	VPOR Y2, Y6, Y2
+	VPTEST Y2, Y2
+	JNZ plaindone
+	INCQ AX
+
+plaindone:
+	VZEROUPPER
+	MOVQ AX, ret+16(FP)
+	RET

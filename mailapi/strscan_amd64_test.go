@@ -56,3 +56,15 @@ func BenchmarkClassify(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlainBlocks crosses 200 KB of plain text (a base64 attachment)
+// in one call, as stringEnd does before classifying.
+func BenchmarkPlainBlocks(b *testing.B) {
+	d := bytes.Repeat([]byte("abcdefghABCDEFGH"), 200*1024/16)
+	b.SetBytes(int64(len(d)))
+	for b.Loop() {
+		if plainBlocks(d) != len(d)/64 {
+			b.Fatal("not all plain")
+		}
+	}
+}

@@ -66,6 +66,42 @@ func TestClassifyMatchesGeneric(t *testing.T) {
 	}
 }
 
+// TestPlainBlocksMatchesGeneric checks plainBlocks against the byte loop's
+// masks: it counts the blocks up to the first with a quote, a backslash or
+// a control character, wherever in its block (and in either half of a pair
+// of blocks) that byte is.
+func TestPlainBlocksMatchesGeneric(t *testing.T) {
+	if !blockScan {
+		t.Skip("this CPU or build has no block scanner")
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	d := make([]byte, 64*9+63)
+	specials := []byte{'"', '\\', 0, 0x1f, '\n'}
+	for round := range 20_000 {
+		for i := range d {
+			d[i] = byte(0x20 + rng.IntN(0xe0)) // plain: printable ASCII and high bytes
+			if d[i] == '"' || d[i] == '\\' {
+				d[i] = 'x'
+			}
+		}
+		if round%10 != 0 {
+			d[rng.IntN(len(d))] = specials[rng.IntN(len(specials))]
+		}
+		off := rng.IntN(64)
+		want := 0
+		for ; want < (len(d)-off)/64; want++ {
+			var m [1]blockMasks
+			classifyGeneric(d[off+64*want:], m[:])
+			if m[0].quote|m[0].backslash|m[0].control != 0 {
+				break
+			}
+		}
+		if got := plainBlocks(d[off:]); got != want {
+			t.Fatalf("round %d, offset %d: %d plain blocks, want %d", round, off, got, want)
+		}
+	}
+}
+
 // TestLongStringsAgreeWithEncodingJSON reads strings of up to a few hundred
 // bytes built from escapes, quotes, control characters and hex digits,
 // so that every case crosses stringEnd's block boundaries: the reader
