@@ -83,6 +83,10 @@ func plainParts(boundary string, body []byte, each func(name, value []byte) bool
 		return false
 	}
 	rest = rest[2:]
+	// CRLF "--boundary", on the stack for a boundary of RFC 2046's
+	// length (at most 70 bytes).
+	var buf [4 + 70]byte
+	delim := append(append(buf[:0], "\r\n--"...), boundary...)
 	for n := 0; ; n++ {
 		if n >= maxParts {
 			return false // mime/multipart's reading says how many is too many
@@ -98,7 +102,7 @@ func plainParts(boundary string, body []byte, each func(name, value []byte) bool
 			}
 			body = rest[end+len(blankLine):]
 		}
-		value, after, ok := cutAtDelimiter(body, boundary)
+		value, after, ok := cutAtDelimiter(body, boundary, delim)
 		if !ok {
 			return false
 		}
@@ -131,28 +135,23 @@ func cutDelimiter(b []byte, boundary string) ([]byte, bool) {
 	return b[2+len(boundary):], true
 }
 
-// cutAtDelimiter splits b at the first CRLF "--boundary": the value before
-// it and what follows it. A CRLF "--boundary" followed by something other
+// cutAtDelimiter splits b at the first delim, CRLF "--boundary": the value
+// before it and what follows it. A delimiter followed by something other
 // than CRLF or "--" is not plain (mime/multipart reads it as content), nor
 // is a value starting with "--boundary".
-func cutAtDelimiter(b []byte, boundary string) (value, after []byte, ok bool) {
+func cutAtDelimiter(b []byte, boundary string, delim []byte) (value, after []byte, ok bool) {
 	if _, found := cutDelimiter(b, boundary); found {
 		return nil, nil, false // mime/multipart ends an empty part there, without the CRLF
 	}
-	for i := 0; ; {
-		j := bytes.Index(b[i:], crlf)
-		if j < 0 {
-			return nil, nil, false
-		}
-		i += j
-		if rest, found := cutDelimiter(b[i+2:], boundary); found {
-			if !bytes.HasPrefix(rest, crlf) && !bytes.HasPrefix(rest, dashes) {
-				return nil, nil, false
-			}
-			return b[:i], rest, true
-		}
-		i += 2
+	i := indexDelimiter(b, delim)
+	if i < 0 {
+		return nil, nil, false
 	}
+	after = b[i+len(delim):]
+	if !bytes.HasPrefix(after, crlf) && !bytes.HasPrefix(after, dashes) {
+		return nil, nil, false
+	}
+	return b[:i], after, true
 }
 
 // nameOnlyHeader reads the usual part header, a Content-Disposition with

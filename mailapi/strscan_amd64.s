@@ -150,3 +150,76 @@ plaindone:
 	VZEROUPPER
 	MOVQ AX, ret+16(FP)
 	RET
+
+// func pairIndexAVX2(p *byte, n int, first, last byte, gap int) int
+// Returns the least i < n&^31 with p[i] == first and p[i+gap] == last, or
+// -1: the candidates for a delimiter of gap+1 bytes, 32 positions a step.
+// p[0 : n+gap] must be readable.
+TEXT ·pairIndexAVX2(SB), NOSPLIT, $0-40
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVBLZX first+16(FP), AX
+	VMOVQ AX, X0
+	VPBROADCASTB X0, Y13
+	MOVBLZX last+17(FP), AX
+	VMOVQ AX, X0
+	VPBROADCASTB X0, Y14
+	MOVQ gap+24(FP), DX
+	ADDQ SI, DX // p+gap
+	XORQ BX, BX // i
+	SHRQ $5, CX
+	JZ pairnone
+
+pairloop2: // 64 positions a step while two steps remain
+	CMPQ CX, $2
+	JLT pairloop
+	VMOVDQU (SI)(BX*1), Y0
+	VMOVDQU (DX)(BX*1), Y1
+	VMOVDQU 32(SI)(BX*1), Y2
+	VMOVDQU 32(DX)(BX*1), Y3
+	VPCMPEQB Y0, Y13, Y0
+	VPCMPEQB Y1, Y14, Y1
+	VPCMPEQB Y2, Y13, Y2
+	VPCMPEQB Y3, Y14, Y3
+	VPAND Y0, Y1, Y0
+	VPAND Y2, Y3, Y2
+	VPOR Y0, Y2, Y4
+	VPTEST Y4, Y4
+	JNZ pairfound2
+	ADDQ $64, BX
+	SUBQ $2, CX
+	JNZ pairloop2
+	JMP pairnone
+
+pairfound2: // in the first 32 positions, or else the next
+	VPMOVMSKB Y0, AX
+	TESTL AX, AX
+	JNZ pairfound
+	VPMOVMSKB Y2, AX
+	ADDQ $32, BX
+	JMP pairfound
+
+pairloop:
+	VMOVDQU (SI)(BX*1), Y0
+	VMOVDQU (DX)(BX*1), Y1
+	VPCMPEQB Y0, Y13, Y0
+	VPCMPEQB Y1, Y14, Y1
+	VPAND Y0, Y1, Y0
+	VPMOVMSKB Y0, AX
+	TESTL AX, AX
+	JNZ pairfound
+	ADDQ $32, BX
+	DECQ CX
+	JNZ pairloop
+
+pairnone:
+	VZEROUPPER
+	MOVQ $-1, ret+32(FP)
+	RET
+
+pairfound:
+	VZEROUPPER
+	BSFL AX, AX
+	ADDQ BX, AX
+	MOVQ AX, ret+32(FP)
+	RET

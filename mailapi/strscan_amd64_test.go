@@ -4,6 +4,7 @@ package mailapi
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strings"
@@ -65,6 +66,38 @@ func BenchmarkPlainBlocks(b *testing.B) {
 	for b.Loop() {
 		if plainBlocks(d) != len(d)/64 {
 			b.Fatal("not all plain")
+		}
+	}
+}
+
+// TestPairIndexFindsTheFirstCandidate checks pairIndexAVX2 against a byte
+// loop. indexDelimiter verifies each candidate, so a candidate found too
+// early would only cost time, and one too late would miss a delimiter:
+// this test sees both.
+func TestPairIndexFindsTheFirstCandidate(t *testing.T) {
+	if !blockScan {
+		t.Skip("this CPU has no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(15, 16))
+	for round := range 50_000 {
+		gap := 1 + rng.IntN(80)
+		d := make([]byte, gap+rng.IntN(300))
+		for i := range d {
+			d[i] = "abcccccccccccccc"[rng.IntN(16)] // a candidate every 256 positions or so
+		}
+		n := len(d) - gap
+		want := -1
+		for i := 0; i < n&^31; i++ {
+			if d[i] == 'a' && d[i+gap] == 'b' {
+				want = i
+				break
+			}
+		}
+		if n <= 0 {
+			continue
+		}
+		if got := pairIndexAVX2(&d[0], n, 'a', 'b', gap); got != want {
+			t.Fatalf("round %d: gap %d, %d positions: %d, want %d", round, gap, n, got, want)
 		}
 	}
 }

@@ -2,6 +2,8 @@
 
 package mailapi
 
+import "bytes"
+
 // blockScan says whether long strings are crossed by stringEnd. Without
 // vector instructions token's word-at-a-time loop is faster.
 const blockScan = false
@@ -12,3 +14,6 @@ func classify(d []byte, out []blockMasks) int { return classifyGeneric(d, out) }
 
 // plainBlocks is never called without the block scanner.
 func plainBlocks([]byte) int { return 0 }
+
+// indexDelimiter returns the index of the first delim in b, or -1.
+func indexDelimiter(b, delim []byte) int { return bytes.Index(b, delim) }

@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -98,6 +99,40 @@ func TestPlainBlocksMatchesGeneric(t *testing.T) {
 		}
 		if got := plainBlocks(d[off:]); got != want {
 			t.Fatalf("round %d, offset %d: %d plain blocks, want %d", round, off, got, want)
+		}
+	}
+}
+
+// TestIndexDelimiterMatchesBytesIndex checks the multipart delimiter
+// search against bytes.Index on binary bodies holding the delimiter, near
+// misses of it (its first and last bytes at the right distance, a prefix)
+// and neither, at every alignment and length around its 32 and 64 position
+// steps.
+func TestIndexDelimiterMatchesBytesIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for round := range 50_000 {
+		delim := []byte("\r\n--" + strings.Repeat("b", rng.IntN(70)) + "Z")
+		d := make([]byte, rng.IntN(400))
+		for i := range d {
+			d[i] = byte(rng.Uint32())
+		}
+		for range rng.IntN(4) {
+			if len(d) < len(delim) {
+				break
+			}
+			at := rng.IntN(len(d) - len(delim) + 1)
+			switch rng.IntN(3) {
+			case 0:
+				copy(d[at:], delim)
+			case 1: // first and last bytes only
+				d[at], d[at+len(delim)-1] = delim[0], delim[len(delim)-1]
+			default:
+				copy(d[at:], delim[:len(delim)-1])
+			}
+		}
+		off := rng.IntN(min(len(d), 40) + 1)
+		if got, want := indexDelimiter(d[off:], delim), bytes.Index(d[off:], delim); got != want {
+			t.Fatalf("round %d: indexDelimiter = %d, bytes.Index = %d (body %d bytes, delimiter %d)", round, got, want, len(d)-off, len(delim))
 		}
 	}
 }
