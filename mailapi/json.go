@@ -183,6 +183,15 @@ func (r *reader) str() (string, error) {
 func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d, start := r.data, r.pos
 	i := start + 1
+	if blockScan && i+32 <= len(d) {
+		// 32 bytes a step to the first byte that is not plain: the
+		// closing quote of most strings.
+		if i += specialIndexAVX2(&d[i], len(d)-i); i < len(d) && d[i] == '"' {
+			r.pos = i + 1
+			return d[start : i+1], false, nil
+		}
+		return r.tokenFrom(i)
+	}
 	for ; i+8 <= len(d) && i <= start+shortString; i += 8 {
 		if m := special8(binary.LittleEndian.Uint64(d[i:])); m != 0 {
 			i += bits.TrailingZeros64(m) >> 3

@@ -84,3 +84,9 @@ func indexDelimiter(b, delim []byte) int {
 //
 //go:noescape
 func pairIndexAVX2(p *byte, n int, first, last byte, gap int) int
+
+// specialIndexAVX2 returns the index of the first byte that is not plain
+// among the first n&^31 from p, or n&^31.
+//
+//go:noescape
+func specialIndexAVX2(p *byte, n int) int

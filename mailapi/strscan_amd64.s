@@ -223,3 +223,50 @@ pairfound:
 	ADDQ BX, AX
 	MOVQ AX, ret+32(FP)
 	RET
+
+// func specialIndexAVX2(p *byte, n int) int
+// Returns the index of the first '"', '\\' or byte below 0x20 among the
+// first n&^31 bytes from p, 32 bytes a step, or n&^31 if there is none.
+TEXT ·specialIndexAVX2(SB), NOSPLIT, $0-24
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	ANDQ $~31, CX
+	XORQ BX, BX
+	MOVL $0x22, AX
+	VMOVQ AX, X0
+	VPBROADCASTB X0, Y13 // '"'
+	MOVL $0x5c, AX
+	VMOVQ AX, X0
+	VPBROADCASTB X0, Y14 // '\\'
+	MOVL $0x1f, AX
+	VMOVQ AX, X0
+	VPBROADCASTB X0, Y15 // 0x1f
+	TESTQ CX, CX
+	JZ specialnone
+
+specialloop:
+	VMOVDQU (SI)(BX*1), Y0
+	VPCMPEQB Y0, Y13, Y1
+	VPCMPEQB Y0, Y14, Y2
+	VPMAXUB Y0, Y15, Y3
+	VPCMPEQB Y3, Y15, Y3
+	VPOR Y1, Y2, Y1
+	VPOR Y1, Y3, Y1
+	VPMOVMSKB Y1, AX
+	TESTL AX, AX
+	JNZ specialfound
+	ADDQ $32, BX
+	CMPQ BX, CX
+	JLT specialloop
+
+specialnone:
+	VZEROUPPER
+	MOVQ CX, ret+16(FP)
+	RET
+
+specialfound:
+	VZEROUPPER
+	BSFL AX, AX
+	ADDQ BX, AX
+	MOVQ AX, ret+16(FP)
+	RET

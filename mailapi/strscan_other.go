@@ -17,3 +17,6 @@ func plainBlocks([]byte) int { return 0 }
 
 // indexDelimiter returns the index of the first delim in b, or -1.
 func indexDelimiter(b, delim []byte) int { return bytes.Index(b, delim) }
+
+// specialIndexAVX2 is never called without the block scanner.
+func specialIndexAVX2(*byte, int) int { panic("no AVX2") }

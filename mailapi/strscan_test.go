@@ -137,6 +137,16 @@ func TestIndexDelimiterMatchesBytesIndex(t *testing.T) {
 	}
 }
 
+// TestStringsEndingWithTheBody: a string cut off by the end of the body, or
+// closed by its last byte, at every length around the 32-byte steps.
+func TestStringsEndingWithTheBody(t *testing.T) {
+	for n := range 200 {
+		agreesWithEncodingJSON(t, `"`+strings.Repeat("a", n))
+		agreesWithEncodingJSON(t, `"`+strings.Repeat("a", n)+`"`)
+		agreesWithEncodingJSON(t, `"`+strings.Repeat("a", n)+`\`)
+	}
+}
+
 // TestLongStringsAgreeWithEncodingJSON reads strings of up to a few hundred
 // bytes built from escapes, quotes, control characters and hex digits,
 // so that every case crosses stringEnd's block boundaries: the reader
