@@ -58,7 +58,11 @@ OUT=$(pwd)/bench/out/pair
 PAIRS=${PAIRS:-4}
 DUR=${DUR:-3}
 CLUSTER=${CLUSTER:-0}
-SCENARIOS=${SCENARIOS:-aa header keygate keygate-sendgrid-2k keygate-sendgrid-20k keygate-sendgrid-200k keygate-mailgun-2k keygate-postmark-batch50$([ "$CLUSTER" = 1 ] && echo " cluster cluster-quota-sendgrid-2k")}
+DEFAULT_SCENARIOS="aa header keygate keygate-sendgrid-2k keygate-sendgrid-20k keygate-sendgrid-200k keygate-mailgun-2k keygate-postmark-batch50"
+if [ "$CLUSTER" = 1 ]; then
+	DEFAULT_SCENARIOS+=" cluster cluster-quota-sendgrid-2k"
+fi
+SCENARIOS=${SCENARIOS:-$DEFAULT_SCENARIOS}
 BIN_B=${BIN_B:-}
 PROVIDER_KEY=SG.benchBenchBenchBench00.benchBenchBenchBenchBenchBenchBenchBench000
 
