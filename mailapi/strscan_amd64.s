@@ -2,6 +2,20 @@
 
 #include "textflag.h"
 
+// SPECIALBYTES broadcasts the bytes a JSON string's scan looks for: '"' to
+// Y13, '\\' to Y14 and 0x1f, the last control character, to Y15. It uses
+// tmp and X0.
+#define SPECIALBYTES(tmp) \
+	MOVL $0x22, tmp; \
+	VMOVQ tmp, X0; \
+	VPBROADCASTB X0, Y13; \
+	MOVL $0x5c, tmp; \
+	VMOVQ tmp, X0; \
+	VPBROADCASTB X0, Y14; \
+	MOVL $0x1f, tmp; \
+	VMOVQ tmp, X0; \
+	VPBROADCASTB X0, Y15
+
 // func classifyAVX2(p *byte, n int, out *blockMasks)
 // For each of n 64-byte blocks from p (n at least 1), writes three words to
 // out: the bit masks of its '"' bytes, its '\\' bytes and its bytes below
@@ -11,15 +25,7 @@ TEXT ·classifyAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	MOVQ out+16(FP), DI
-	MOVL $0x22, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y13 // '"'
-	MOVL $0x5c, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y14 // '\\'
-	MOVL $0x1f, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y15 // 0x1f, the last control character
+	SPECIALBYTES(AX)
 
 loop:
 	VMOVDQU (SI), Y0
@@ -60,89 +66,53 @@ loop:
 	VZEROUPPER
 	RET
 
+// SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
+// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes
+// broadcast). It uses Y0-Y7.
+#define SPECIALS64(off, out) \
+	VMOVDQU off(SI), Y0; \
+	VMOVDQU off+32(SI), Y1; \
+	VPCMPEQB Y0, Y13, Y2; \
+	VPCMPEQB Y1, Y13, Y3; \
+	VPCMPEQB Y0, Y14, Y4; \
+	VPCMPEQB Y1, Y14, Y5; \
+	VPMAXUB Y0, Y15, Y6; \
+	VPMAXUB Y1, Y15, Y7; \
+	VPCMPEQB Y6, Y15, Y6; \
+	VPCMPEQB Y7, Y15, Y7; \
+	VPOR Y2, Y3, Y2; \
+	VPOR Y4, Y5, Y4; \
+	VPOR Y6, Y7, Y6; \
+	VPOR Y2, Y4, Y2; \
+	VPOR Y2, Y6, out
+
 // func plainBlocksAVX2(p *byte, n int) int
 // Returns how many of the n 64-byte blocks from p (n at least 1) hold no
 // '"', no '\\' and no byte below 0x20, counting from the first until one
-// does: the bytes of a long string that need no closer look.
+// does: the bytes of a long string that need no closer look. Two blocks a
+// step while two remain.
 TEXT ·plainBlocksAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	XORQ AX, AX
-	MOVL $0x22, DX
-	VMOVQ DX, X0
-	VPBROADCASTB X0, Y13 // '"'
-	MOVL $0x5c, DX
-	VMOVQ DX, X0
-	VPBROADCASTB X0, Y14 // '\\'
-	MOVL $0x1f, DX
-	VMOVQ DX, X0
-	VPBROADCASTB X0, Y15 // 0x1f
+	SPECIALBYTES(DX)
 
 plainloop:
+	SPECIALS64(0, Y10)
 	CMPQ CX, $2
-	JLT plainone
-	VMOVDQU (SI), Y0
-	VMOVDQU 32(SI), Y1
-	VMOVDQU 64(SI), Y8
-	VMOVDQU 96(SI), Y9
-	VPCMPEQB Y0, Y13, Y2
-	VPCMPEQB Y1, Y13, Y3
-	VPCMPEQB Y0, Y14, Y4
-	VPCMPEQB Y1, Y14, Y5
-	VPMAXUB Y0, Y15, Y6
-	VPMAXUB Y1, Y15, Y7
-	VPCMPEQB Y6, Y15, Y6
-	VPCMPEQB Y7, Y15, Y7
-	VPOR Y2, Y3, Y2
-	VPOR Y4, Y5, Y4
-	VPOR Y6, Y7, Y6
-	VPOR Y2, Y4, Y2
-	VPOR Y2, Y6, Y2
-	VPCMPEQB Y8, Y13, Y3
-	VPCMPEQB Y9, Y13, Y4
-	VPCMPEQB Y8, Y14, Y5
-	VPCMPEQB Y9, Y14, Y6
-	VPMAXUB Y8, Y15, Y10
-	VPMAXUB Y9, Y15, Y11
-	VPCMPEQB Y10, Y15, Y10
-	VPCMPEQB Y11, Y15, Y11
-	VPOR Y3, Y4, Y3
-	VPOR Y5, Y6, Y5
-	VPOR Y10, Y11, Y10
-	VPOR Y3, Y5, Y3
-	VPOR Y3, Y10, Y3
-	VPOR Y2, Y3, Y12
+	JLT plainlast
+	SPECIALS64(64, Y11)
+	VPOR Y10, Y11, Y12
 	VPTEST Y12, Y12
-	JNZ plainpair
+	JNZ plainlast // the first block of the two may be plain
 	ADDQ $128, SI
 	ADDQ $2, AX
 	SUBQ $2, CX
 	JNZ plainloop
 	JMP plaindone
 
-plainpair: // the first block of the two may be plain
-	VPTEST Y2, Y2
-	JNZ plaindone
-	INCQ AX
-	JMP plaindone
-
-plainone:
-	VMOVDQU (SI), Y0
-	VMOVDQU 32(SI), Y1
-	VPCMPEQB Y0, Y13, Y2
-	VPCMPEQB Y1, Y13, Y3
-	VPCMPEQB Y0, Y14, Y4
-	VPCMPEQB Y1, Y14, Y5
-	VPMAXUB Y0, Y15, Y6
-	VPMAXUB Y1, Y15, Y7
-	VPCMPEQB Y6, Y15, Y6
-	VPCMPEQB Y7, Y15, Y7
-	VPOR Y2, Y3, Y2
-	VPOR Y4, Y5, Y4
-	VPOR Y6, Y7, Y6
-	VPOR Y2, Y4, Y2
-	VPOR Y2, Y6, Y2
-	VPTEST Y2, Y2
+plainlast:
+	VPTEST Y10, Y10
 	JNZ plaindone
 	INCQ AX
 
@@ -232,15 +202,7 @@ TEXT ·specialIndexAVX2(SB), NOSPLIT, $0-24
 	MOVQ n+8(FP), CX
 	ANDQ $~31, CX
 	XORQ BX, BX
-	MOVL $0x22, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y13 // '"'
-	MOVL $0x5c, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y14 // '\\'
-	MOVL $0x1f, AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y15 // 0x1f
+	SPECIALBYTES(AX)
 	TESTQ CX, CX
 	JZ specialnone
 
