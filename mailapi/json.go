@@ -176,10 +176,11 @@ func (r *reader) str() (string, error) {
 // token reads a string token, quotes included, and reports whether it
 // holds escapes.
 //
-// Most strings of a send (member names, addresses, subjects) hold no escape
-// and end within a few words or one block: their end is found here, eight
-// bytes a step and then one 64-byte block at once; everything else goes on
-// in tokenFrom from the first byte that needs a closer look.
+// Most strings of a send (member names, addresses, subjects) hold no escape:
+// their end is found here, with AVX2 32 bytes a step (where 32 bytes of the
+// body remain), else eight bytes a step and then one 64-byte block at once;
+// everything else goes on in tokenFrom from the first byte that needs a
+// closer look.
 func (r *reader) token() (tok []byte, escaped bool, err error) {
 	d, start := r.data, r.pos
 	i := start + 1
