@@ -123,7 +123,8 @@ plaindone:
 
 // func pairIndexAVX2(p *byte, n int, first, last byte, gap int) int
 // Returns the least i < n&^31 with p[i] == first and p[i+gap] == last, or
-// -1: the candidates for a delimiter of gap+1 bytes, 32 positions a step.
+// -1: the candidates for a delimiter of gap+1 bytes, 64 positions a step
+// while 64 remain, then 32.
 // p[0 : n+gap] must be readable.
 TEXT ·pairIndexAVX2(SB), NOSPLIT, $0-40
 	MOVQ p+0(FP), SI
