@@ -47,6 +47,11 @@ func (r *reader) ws() {
 
 // peek returns the first byte of the next value, or 0 at the end.
 func (r *reader) peek() byte {
+	if r.pos < len(r.data) {
+		if c := r.data[r.pos]; c > ' ' {
+			return c // compact JSON: no white space to skip
+		}
+	}
 	r.ws()
 	if r.pos < len(r.data) {
 		return r.data[r.pos]
