@@ -92,15 +92,15 @@ func TestPairIndexFindsTheFirstCandidate(t *testing.T) {
 			d[i] = "abcccccccccccccc"[rng.IntN(16)] // a candidate every 256 positions or so
 		}
 		n := len(d) - gap
+		if n <= 0 {
+			continue
+		}
 		want := -1
 		for i := 0; i < n&^31; i++ {
 			if d[i] == 'a' && d[i+gap] == 'b' {
 				want = i
 				break
 			}
-		}
-		if n <= 0 {
-			continue
 		}
 		if got := pairIndexAVX2(&d[0], n, 'a', 'b', gap); got != want {
 			t.Fatalf("round %d: gap %d, %d positions: %d, want %d", round, gap, n, got, want)
