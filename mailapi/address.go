@@ -114,30 +114,49 @@ func trimBlanks(s string) string {
 }
 
 // plainAddrSpec reports whether s is local@domain with both parts ASCII
-// dot-atoms: atext and single dots, neither first nor last.
+// dot-atoms: atext and single dots, neither first nor last. One pass over
+// s, a table lookup a byte: most bytes are atext.
 func plainAddrSpec(s string) bool {
-	at := strings.IndexByte(s, '@')
-	return at >= 0 && dotAtom(s[:at]) && dotAtom(s[at+1:])
-}
-
-func dotAtom(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
-		return false
-	}
+	at := -1
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '.' {
-			if s[i+1] == '.' { // not last, checked above
+		switch addrByte[s[i]] {
+		case addrAtext:
+		case addrDot:
+			// Not first or last in its part: not at either end of s,
+			// nor after or before '@' or another dot.
+			if i == 0 || i == len(s)-1 || s[i-1] == '.' || s[i-1] == '@' || s[i+1] == '@' {
 				return false
 			}
-			continue
-		}
-		if !atext[c] {
+		case addrAt:
+			if at >= 0 || i == 0 || i == len(s)-1 {
+				return false
+			}
+			at = i
+		default:
 			return false
 		}
 	}
-	return true
+	return at > 0
 }
+
+// The kinds of byte in an addr-spec plainAddrSpec tells apart.
+const (
+	addrOther uint8 = iota
+	addrAtext
+	addrDot
+	addrAt
+)
+
+// addrByte is the kind of each byte in a plain addr-spec.
+var addrByte = func() (t [256]uint8) {
+	for c := range t {
+		if atext[c] {
+			t[c] = addrAtext
+		}
+	}
+	t['.'], t['@'] = addrDot, addrAt
+	return t
+}()
 
 // plainPhrase reports whether s is empty or atoms (dots allowed, as net/mail
 // allows) separated by spaces, with no '=' or '?', which could start an

@@ -190,3 +190,35 @@ func TestSpecial8FlagsTheFirstSpecialByteLowest(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainAddrSpecAgreesWithTwoPasses holds the one-pass addr-spec check to
+// the rule it implements, read the plain way: split at the first '@', both
+// parts dot-atoms.
+func TestPlainAddrSpecAgreesWithTwoPasses(t *testing.T) {
+	dotAtom := func(s string) bool {
+		if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			if s[i] != '.' && !atext[s[i]] {
+				return false
+			}
+		}
+		return true
+	}
+	twoPasses := func(s string) bool {
+		at := strings.IndexByte(s, '@')
+		return at >= 0 && dotAtom(s[:at]) && dotAtom(s[at+1:])
+	}
+	rng := rand.New(rand.NewPCG(19, 20))
+	const alphabet = "ab.@Z9-_+ <>\"\\,\x80"
+	for range 300_000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		if s := string(b); plainAddrSpec(s) != twoPasses(s) {
+			t.Fatalf("plainAddrSpec(%q) = %v, want %v", s, plainAddrSpec(s), twoPasses(s))
+		}
+	}
+}
