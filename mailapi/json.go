@@ -96,13 +96,14 @@ func (r *reader) object(member func(name []byte) error) error {
 		if r.peek() != '"' {
 			return r.syntaxError("want a member name")
 		}
-		tok, escaped, err := r.token()
+		start := r.pos
+		end, escaped, err := r.token()
 		if err != nil {
 			return err
 		}
-		name := tok[1 : len(tok)-1]
+		name := r.data[start+1 : end-1]
 		if escaped {
-			name = []byte(unquote(tok))
+			name = []byte(unquote(r.data[start:end]))
 		}
 		if r.peek() != ':' {
 			return r.syntaxError("want ':'")
@@ -165,28 +166,29 @@ func (r *reader) enter() error {
 // caller that keeps it must copy it (Inspect's callers may reuse the body's
 // buffer once it returns).
 func (r *reader) str() (string, error) {
-	tok, escaped, err := r.token()
+	start := r.pos
+	end, escaped, err := r.token()
 	if err != nil {
 		return "", err
 	}
 	if escaped {
-		return unquote(tok), nil
+		return unquote(r.data[start:end]), nil
 	}
-	if len(tok) == 2 {
+	if end-start == 2 {
 		return "", nil
 	}
-	return unsafe.String(&tok[1], len(tok)-2), nil
+	return unsafe.String(&r.data[start+1], end-start-2), nil
 }
 
-// token reads a string token, quotes included, and reports whether it
-// holds escapes.
+// token reads a string token and returns where it ends (the byte after its
+// closing quote, where r.pos is then), and whether it holds escapes.
 //
 // Most strings of a send (member names, addresses, subjects) hold no escape:
 // their end is found here, with AVX2 32 bytes a step (where 32 bytes of the
 // body remain), else eight bytes a step and then one 64-byte block at once;
 // everything else goes on in tokenFrom from the first byte that needs a
 // closer look.
-func (r *reader) token() (tok []byte, escaped bool, err error) {
+func (r *reader) token() (end int, escaped bool, err error) {
 	d, start := r.data, r.pos
 	i := start + 1
 	if blockScan && i+32 <= len(d) {
@@ -194,7 +196,7 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 		// closing quote of most strings.
 		if i += specialIndexAVX2(&d[i], len(d)-i); i < len(d) && d[i] == '"' {
 			r.pos = i + 1
-			return d[start : i+1], false, nil
+			return r.pos, false, nil
 		}
 		return r.tokenFrom(i)
 	}
@@ -203,7 +205,7 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 			i += bits.TrailingZeros64(m) >> 3
 			if d[i] == '"' {
 				r.pos = i + 1
-				return d[start : i+1], false, nil
+				return r.pos, false, nil
 			}
 			return r.tokenFrom(i)
 		}
@@ -217,7 +219,7 @@ func (r *reader) token() (tok []byte, escaped bool, err error) {
 			i += k
 			if d[i] == '"' {
 				r.pos = i + 1
-				return d[start : i+1], false, nil
+				return r.pos, false, nil
 			}
 		} else {
 			i += 64
@@ -231,7 +233,7 @@ const shortString = 32
 
 // tokenFrom reads the rest of the string token that starts at r.pos from
 // d[i] on, where i is not inside an escape.
-func (r *reader) tokenFrom(i int) (tok []byte, escaped bool, err error) {
+func (r *reader) tokenFrom(i int) (end int, escaped bool, err error) {
 	d := r.data
 	// Past its first 64 bytes a string is crossed by stringEnd where the
 	// CPU can classify blocks fast; long is where that starts, 0 once it
@@ -247,8 +249,8 @@ func (r *reader) tokenFrom(i int) (tok []byte, escaped bool, err error) {
 			end, next, esc := stringEnd(d, i)
 			escaped = escaped || esc
 			if end >= 0 {
-				tok, r.pos = d[r.pos:end+1], end+1
-				return tok, escaped, nil
+				r.pos = end + 1
+				return r.pos, escaped, nil
 			}
 			if i = next; i >= len(d) {
 				break
@@ -287,8 +289,8 @@ func (r *reader) tokenFrom(i int) (tok []byte, escaped bool, err error) {
 		}
 		switch c := d[i]; {
 		case c == '"':
-			tok, r.pos = d[r.pos:i+1], i+1
-			return tok, escaped, nil
+			r.pos = i + 1
+			return r.pos, escaped, nil
 		case c == '\\':
 			escaped = true
 			if i+1 >= len(d) {
@@ -299,18 +301,18 @@ func (r *reader) tokenFrom(i int) (tok []byte, escaped bool, err error) {
 			if n == 0 {
 				r.pos = i
 				if d[i+1] == 'u' {
-					return nil, false, r.syntaxError("invalid \\u escape")
+					return 0, false, r.syntaxError("invalid \\u escape")
 				}
-				return nil, false, r.syntaxError("invalid escape")
+				return 0, false, r.syntaxError("invalid escape")
 			}
 			i += n
 		case c < 0x20:
 			r.pos = i
-			return nil, false, r.syntaxError("control character in a string")
+			return 0, false, r.syntaxError("control character in a string")
 		}
 	}
 	r.pos = len(d)
-	return nil, false, r.syntaxError("unterminated string")
+	return 0, false, r.syntaxError("unterminated string")
 }
 
 // longRun returns the position of the first byte from i on that is not
