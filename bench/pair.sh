@@ -48,7 +48,8 @@
 #
 # Needs: go, wrk, curl, taskset, at least 2 CPUs, and a writable cgroup
 # with the cpu controller (cgroup v1's /sys/fs/cgroup/cpu, or v2's
-# /sys/fs/cgroup with cpu enabled): as root on most machines. CLUSTER=1 also
+# /sys/fs/cgroup with cpu available; CGROUP_ROOT=<dir> if they are mounted
+# elsewhere): as root on most machines. CLUSTER=1 also
 # needs redis-server, redis-cli and PostgreSQL's server binaries.
 set -euo pipefail
 
@@ -77,25 +78,31 @@ if [ "$CLUSTER" = 1 ]; then
 	done
 fi
 
-# Two cgroups of equal CPU weight.
-if [ -w /sys/fs/cgroup/cpu ]; then
-	CG=/sys/fs/cgroup/cpu/keygate-pair
-elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup ]; then
-	CG=/sys/fs/cgroup/keygate-pair
-	echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
-else
-	echo "pair: no writable cgroup with the cpu controller (run as root)" >&2
-	exit 1
-fi
-mkdir -p "$CG/a" "$CG/b"
-[ -d /sys/fs/cgroup/cpu ] || echo +cpu >"$CG/cgroup.subtree_control"
-
+CG=
 cleanup() {
 	stop_started
-	rmdir "$CG/a" "$CG/b" "$CG" 2>/dev/null || true
+	[ -z "$CG" ] || rmdir "$CG/a" "$CG/b" "$CG" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Two cgroups of equal CPU weight (cpu.shares 1024 in v1, cpu.weight 100 in
+# v2: the defaults). CGROUP_ROOT is where the cgroup file systems are
+# mounted.
+CGROUP_ROOT=${CGROUP_ROOT:-/sys/fs/cgroup}
+if [ -w "$CGROUP_ROOT/cpu/cgroup.procs" ] && [ -e "$CGROUP_ROOT/cpu/cpu.shares" ]; then
+	CG=$CGROUP_ROOT/cpu/keygate-pair # v1
+	mkdir -p "$CG/a" "$CG/b"
+elif grep -qw cpu "$CGROUP_ROOT/cgroup.controllers" 2>/dev/null && [ -w "$CGROUP_ROOT/cgroup.subtree_control" ]; then
+	CG=$CGROUP_ROOT/keygate-pair # v2: the controller is enabled for each level's children
+	echo +cpu >"$CGROUP_ROOT/cgroup.subtree_control"
+	mkdir -p "$CG/a" "$CG/b"
+	echo +cpu >"$CG/cgroup.subtree_control"
+	[ -e "$CG/a/cpu.weight" ] || { echo "pair: the cpu controller did not reach $CG/a" >&2; exit 1; }
+else
+	echo "pair: no writable cgroup with the cpu controller under $CGROUP_ROOT (run as root)" >&2
+	exit 1
+fi
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
