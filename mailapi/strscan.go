@@ -3,14 +3,16 @@ package mailapi
 import "math/bits"
 
 // Long strings (html bodies, base64 attachments) are crossed 64 bytes at a
-// time: one pass classifies each block into three bit masks (quotes,
-// backslashes, control characters; vectorised where the CPU allows, see
-// classify), and the escapes are resolved with bit arithmetic, so finding
-// a string's end in a body with an escape every few bytes takes no branch
-// per escape (escapes other than \" and \\ are then checked in a short loop
-// over their bits). The scalar loop in token handles short strings, the
-// last bytes of the body and anything needing a closer look (it reports
-// the errors).
+// time: a run of plain blocks is only tested (plainBlocks), and from the
+// first block that is not plain one pass classifies each block into three
+// bit masks (quotes, backslashes, control characters; vectorised where the
+// CPU allows, see classify). The escapes are resolved with bit arithmetic,
+// so finding a string's end in a body with an escape every few bytes takes
+// no branch per escape (escapes other than \" and \\ are then checked in a
+// short loop over their bits). token finds most short strings' ends itself
+// (32 bytes a step with AVX2); the scalar loop in tokenFrom handles the last
+// bytes of the body and anything needing a closer look (it reports the
+// errors).
 
 // blockMasks has bit k set where byte k of a 64-byte block is '"', '\\' or
 // below 0x20.
