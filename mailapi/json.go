@@ -185,9 +185,8 @@ func (r *reader) str() (string, error) {
 //
 // Most strings of a send (member names, addresses, subjects) hold no escape:
 // their end is found here, with AVX2 32 bytes a step (where 32 bytes of the
-// body remain), else eight bytes a step and then one 64-byte block at once;
-// everything else goes on in tokenFrom from the first byte that needs a
-// closer look.
+// body remain), else eight bytes a step over the first 32; everything else
+// goes on in tokenFrom from the first byte that needs a closer look.
 func (r *reader) token() (end int, escaped bool, err error) {
 	d, start := r.data, r.pos
 	i := start + 1
@@ -208,21 +207,6 @@ func (r *reader) token() (end int, escaped bool, err error) {
 				return r.pos, false, nil
 			}
 			return r.tokenFrom(i)
-		}
-	}
-	// Past its first words, a string is looked at 64 bytes at once where
-	// the CPU classifies blocks fast.
-	if blockScan && i+64 <= len(d) {
-		var m [1]blockMasks
-		classify(d[i:i+64], m[:])
-		if k := bits.TrailingZeros64(m[0].quote | m[0].backslash | m[0].control); k < 64 {
-			i += k
-			if d[i] == '"' {
-				r.pos = i + 1
-				return r.pos, false, nil
-			}
-		} else {
-			i += 64
 		}
 	}
 	return r.tokenFrom(i)
