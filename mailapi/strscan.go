@@ -4,26 +4,21 @@ import "math/bits"
 
 // Long strings (html bodies, base64 attachments) are crossed 64 bytes at a
 // time: a run of plain blocks is only tested (plainBlocks), and from the
-// first block that is not plain one pass classifies each block into three
-// bit masks (quotes, backslashes, control characters; vectorised where the
-// CPU allows, see classify). The escapes are resolved with bit arithmetic,
-// so finding a string's end in a body with an escape every few bytes takes
-// no branch per escape (escapes other than \" and \\ are then checked in a
-// short loop over their bits). token finds most short strings' ends itself
-// (32 bytes a step with AVX2); the scalar loop in tokenFrom handles the last
-// bytes of the body and anything needing a closer look (it reports the
-// errors).
+// first block that is not plain each block is split into three bit masks
+// (quotes, backslashes, control characters) and decided in one pass
+// (crossBlocks, vectorised where the CPU allows). The escapes are resolved
+// with bit arithmetic, so finding a string's end in a body with an escape
+// every few bytes takes no branch per escape; the bytes escaped by a
+// backslash, other than quotes and backslashes, are checked in a short loop
+// over their bits. token finds most short strings' ends itself (32 bytes a
+// step with AVX2); the scalar loop in tokenFrom handles the last bytes of
+// the body and anything needing a closer look (it reports the errors).
 
 // blockMasks has bit k set where byte k of a 64-byte block is '"', '\\' or
 // below 0x20.
 type blockMasks struct {
 	quote, backslash, control uint64
 }
-
-// classifyBatch is the most blocks one classify call covers: enough to
-// amortise the call, few enough that classifying past a string's end
-// costs little.
-const classifyBatch = 16
 
 // classifyGeneric is classify without vector instructions.
 func classifyGeneric(d []byte, out []blockMasks) int {
@@ -75,52 +70,106 @@ func escapes(backslash uint64, carry bool) (escaped uint64, next bool) {
 // on: fewer than 64 bytes remain, or the block at next holds a control
 // character or an escape that is not plain (the scalar loop reports it).
 // next is never inside an escape.
+//
+// Runs of plain blocks are only tested (plainBlocks); the blocks after them
+// are crossed by crossBlocks, which decides a block's one-letter escapes
+// itself and stops at a block with any other escape (\uXXXX, or a bad one)
+// or a control character. That block is looked at here, its escapes checked
+// one by one, and crossBlocks goes on after it.
 func stringEnd(d []byte, i int) (end, next int, escaped bool) {
-	var buf [classifyBatch]blockMasks
 	carry := false
-	// Most strings that get here end within a block or two (an html part of
-	// a batch message); classify more at a time as a string goes on.
-	for batch := 2; ; batch = min(2*batch, classifyBatch) {
+	for {
 		if !carry {
 			// A run of plain blocks (base64, long runs of text) is
 			// crossed without building its masks.
 			i += 64 * plainBlocks(d[i:])
 		}
-		n := classify(d[i:], buf[:batch])
-		if n == 0 {
+		end, n, c, esc := crossBlocks(d[i:], carry)
+		escaped = escaped || esc
+		if end >= 0 {
+			return i + end, 0, escaped
+		}
+		i, carry = i+64*n, c
+		var m [1]blockMasks
+		if classify(d[i:], m[:]) == 0 {
+			break // fewer than 64 bytes left
+		}
+		end, c, esc, ok := blockEnd(d, i, m[0], carry, false)
+		escaped = escaped || esc
+		if !ok {
 			break
 		}
-		for _, m := range buf[:n] {
-			if m.quote|m.backslash|m.control == 0 && !carry {
-				i += 64 // all plain: base64, long runs of text
-				continue
-			}
-			esc, nextCarry := escapes(m.backslash, carry)
-			quotes := m.quote &^ esc
-			before := ^uint64(0) // the bytes before the closing quote
-			if quotes != 0 {
-				before = quotes&-quotes - 1
-			}
-			if m.control&before != 0 {
-				return -1, back(i, carry), escaped
-			}
-			if m.backslash&before != 0 || carry {
-				escaped = true
-				// Escaped quotes and backslashes are plain; check the rest.
-				for rest := esc & before &^ (m.quote | m.backslash); rest != 0; rest &= rest - 1 {
-					if escapeLen(d, i+bits.TrailingZeros64(rest)-1) == 0 {
-						return -1, back(i, carry), escaped
-					}
-				}
-			}
-			if quotes != 0 {
-				return i + bits.TrailingZeros64(quotes), 0, escaped
-			}
-			carry = nextCarry
-			i += 64
+		if end >= 0 {
+			return i + end, 0, escaped
 		}
+		i, carry = i+64, c
 	}
 	return -1, back(i, carry), escaped
+}
+
+// blockEnd decides the 64-byte block at d[i:], whose masks are m and whose
+// first byte is escaped when carry is set. It returns the index in the
+// block of the string's closing quote, or -1 and the carry into the next
+// block; whether a backslash comes before the end; and ok false when,
+// before the end, the block holds a control character or an escape that is
+// not valid: the scalar loop takes over there and reports it. With
+// oneLetter, only the one-letter escapes (\" \\ \/ \b \f \n \r \t) are
+// valid, and a \uXXXX stops it too.
+func blockEnd(d []byte, i int, m blockMasks, carry, oneLetter bool) (end int, next, escaped, ok bool) {
+	esc, next := escapes(m.backslash, carry)
+	quotes := m.quote &^ esc
+	before := ^uint64(0) // the bytes before the closing quote
+	if quotes != 0 {
+		before = quotes&-quotes - 1
+	}
+	if m.control&before != 0 {
+		return -1, carry, false, false
+	}
+	if m.backslash&before != 0 || carry {
+		escaped = true
+		// Escaped quotes and backslashes are plain; check the rest.
+		for rest := esc & before &^ (m.quote | m.backslash); rest != 0; rest &= rest - 1 {
+			k := i + bits.TrailingZeros64(rest) // the escaped byte
+			if oneLetter && !oneLetterEscape(d[k]) || !oneLetter && escapeLen(d, k-1) == 0 {
+				return -1, carry, escaped, false
+			}
+		}
+	}
+	if quotes != 0 {
+		return bits.TrailingZeros64(quotes), next, escaped, true
+	}
+	return -1, next, escaped, true
+}
+
+// oneLetterEscape says whether c, after a backslash, makes an escape of two
+// bytes.
+func oneLetterEscape(c byte) bool {
+	switch c {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return true
+	}
+	return false
+}
+
+// crossBlocksGeneric is crossBlocks without vector instructions: it crosses
+// the whole 64-byte blocks of d, the first entered with carry, until the
+// string ends in one (its index in d) or one needs a closer look (blockEnd
+// with oneLetter says so); it returns end -1, the blocks crossed before
+// that one and the carry into it. escaped says a backslash came before.
+func crossBlocksGeneric(d []byte, carry bool) (end, blocks int, next, escaped bool) {
+	var m [1]blockMasks
+	for blocks = 0; classifyGeneric(d[64*blocks:], m[:]) == 1; blocks++ {
+		e, c, esc, ok := blockEnd(d, 64*blocks, m[0], carry, true)
+		escaped = escaped || esc
+		if !ok {
+			return -1, blocks, carry, escaped
+		}
+		if e >= 0 {
+			return 64*blocks + e, blocks, c, escaped
+		}
+		carry = c
+	}
+	return -1, blocks, carry, escaped
 }
 
 // back steps from a block start to the backslash escaping its first byte,

@@ -31,6 +31,21 @@ func classify(d []byte, out []blockMasks) int {
 //go:noescape
 func classifyAVX2(p *byte, n int, out *blockMasks)
 
+// crossBlocks crosses the whole 64-byte blocks at the start of d, the first
+// entered with carry, as crossBlocksGeneric does.
+func crossBlocks(d []byte, carry bool) (end, blocks int, next, escaped bool) {
+	n := len(d) / 64
+	if n == 0 || !blockScan {
+		return crossBlocksGeneric(d, carry)
+	}
+	return crossBlocksAVX2(&d[0], n, carry)
+}
+
+// crossBlocksAVX2 is crossBlocks over the n blocks from p.
+//
+//go:noescape
+func crossBlocksAVX2(p *byte, n int, carry bool) (end, blocks int, next, escaped bool)
+
 // plainBlocks returns how many whole 64-byte blocks at the start of d hold
 // only plain bytes (no '"', '\\' or control character), up to the first
 // that does not.

@@ -16,60 +16,11 @@
 	VMOVQ tmp, X0; \
 	VPBROADCASTB X0, Y15
 
-// func classifyAVX2(p *byte, n int, out *blockMasks)
-// For each of n 64-byte blocks from p (n at least 1), writes three words to
-// out: the bit masks of its '"' bytes, its '\\' bytes and its bytes below
-// 0x20. Every vector instruction is VEX-encoded: one legacy SSE instruction
-// among them cost every call ~700 cycles on some CPUs (TestClassifyIsVEXOnly).
-TEXT ·classifyAVX2(SB), NOSPLIT, $0-24
-	MOVQ p+0(FP), SI
-	MOVQ n+8(FP), CX
-	MOVQ out+16(FP), DI
-	SPECIALBYTES(AX)
-
-loop:
-	VMOVDQU (SI), Y0
-	VMOVDQU 32(SI), Y1
-
-	VPCMPEQB Y0, Y13, Y2
-	VPCMPEQB Y1, Y13, Y3
-	VPMOVMSKB Y2, AX
-	VPMOVMSKB Y3, BX
-	SHLQ $32, BX
-	ORQ BX, AX
-	MOVQ AX, 0(DI)
-
-	VPCMPEQB Y0, Y14, Y4
-	VPCMPEQB Y1, Y14, Y5
-	VPMOVMSKB Y4, AX
-	VPMOVMSKB Y5, BX
-	SHLQ $32, BX
-	ORQ BX, AX
-	MOVQ AX, 8(DI)
-
-	// x <= 0x1f exactly when max(x, 0x1f) == 0x1f (unsigned).
-	VPMAXUB Y0, Y15, Y6
-	VPMAXUB Y1, Y15, Y7
-	VPCMPEQB Y6, Y15, Y6
-	VPCMPEQB Y7, Y15, Y7
-	VPMOVMSKB Y6, AX
-	VPMOVMSKB Y7, BX
-	SHLQ $32, BX
-	ORQ BX, AX
-	MOVQ AX, 16(DI)
-
-	ADDQ $64, SI
-	ADDQ $24, DI
-	DECQ CX
-	JNZ loop
-
-	VZEROUPPER
-	RET
-
-// SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
-// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes
-// broadcast). It uses Y0-Y7.
-#define SPECIALS64(off, out) \
+// COMPARE64 compares the 64 bytes at off(SI), loaded to Y0 and Y1, with
+// the three bytes SPECIALBYTES broadcast: Y2 and Y3 are 0xff at '"', Y4 and
+// Y5 at '\\', Y6 and Y7 below 0x20 (a byte x is below 0x20 exactly when
+// max(x, 0x1f) == 0x1f, unsigned).
+#define COMPARE64(off) \
 	VMOVDQU off(SI), Y0; \
 	VMOVDQU off+32(SI), Y1; \
 	VPCMPEQB Y0, Y13, Y2; \
@@ -79,7 +30,173 @@ loop:
 	VPMAXUB Y0, Y15, Y6; \
 	VPMAXUB Y1, Y15, Y7; \
 	VPCMPEQB Y6, Y15, Y6; \
-	VPCMPEQB Y7, Y15, Y7; \
+	VPCMPEQB Y7, Y15, Y7
+
+// BLOCKMASKS sets AX, BX and DX to the bit masks of the '"' bytes, the '\\'
+// bytes and the bytes below 0x20 of the 64 bytes at SI. It uses Y0-Y7 and
+// tmp.
+#define BLOCKMASKS(tmp) \
+	COMPARE64(0); \
+	VPMOVMSKB Y2, AX; \
+	VPMOVMSKB Y3, tmp; \
+	SHLQ $32, tmp; \
+	ORQ tmp, AX; \
+	VPMOVMSKB Y4, BX; \
+	VPMOVMSKB Y5, tmp; \
+	SHLQ $32, tmp; \
+	ORQ tmp, BX; \
+	VPMOVMSKB Y6, DX; \
+	VPMOVMSKB Y7, tmp; \
+	SHLQ $32, tmp; \
+	ORQ tmp, DX
+
+// func classifyAVX2(p *byte, n int, out *blockMasks)
+// For each of n 64-byte blocks from p (n at least 1), writes three words to
+// out: the bit masks of its '"' bytes, its '\\' bytes and its bytes below
+// 0x20. Every vector instruction is VEX-encoded: one legacy SSE instruction
+// among them cost every call ~700 cycles on some CPUs (TestClassifyIsVEXOnly).
+TEXT ·classifyAVX2(SB), NOSPLIT, $0-24
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ out+16(FP), R8
+	SPECIALBYTES(AX)
+
+loop:
+	BLOCKMASKS(DI)
+	MOVQ AX, 0(R8)
+	MOVQ BX, 8(R8)
+	MOVQ DX, 16(R8)
+	ADDQ $64, SI
+	ADDQ $24, R8
+	DECQ CX
+	JNZ loop
+
+	VZEROUPPER
+	RET
+
+// func crossBlocksAVX2(p *byte, n int, carry bool) (end, blocks int, next, escaped bool)
+// crossBlocksGeneric over the n 64-byte blocks from p (n at least 1): each
+// block's three masks as classifyAVX2 makes them, then escapes, the closing
+// quote and the checks of blockEnd with oneLetter, in registers.
+//   AX quotes, BX backslashes, DX control characters; DI, R12, R13 work
+//   SI the block, CX blocks left, R8 blocks crossed, R9 carry (0 or 1),
+//   R10 escaped (0 or 1), R11 the odd bits
+TEXT ·crossBlocksAVX2(SB), NOSPLIT, $0-42
+	MOVQ p+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVBQZX carry+16(FP), R9
+	XORQ R8, R8
+	XORQ R10, R10
+	MOVQ $0xAAAAAAAAAAAAAAAA, R11
+	SPECIALBYTES(AX)
+
+cross:
+	BLOCKMASKS(DI)
+	// A plain block not escaped into: nothing to decide.
+	MOVQ AX, DI
+	ORQ BX, DI
+	ORQ DX, DI
+	ORQ R9, DI
+	JZ crossnext
+
+	// escapes: bs, the backslashes the carry does not escape; the runs'
+	// parity by the carry out of the subtraction.
+	MOVQ R9, DI
+	NOTQ DI
+	ANDQ BX, DI
+	LEAQ (DI)(DI*1), R12
+	ORQ R11, R12
+	SUBQ DI, R12
+	XORQ R11, R12 // escapers and escaped
+	MOVQ R12, R13
+	ANDQ DI, R13
+	SHRQ $63, R13 // the next block's carry
+	ORQ R9, DI
+	XORQ DI, R12 // escaped bytes
+	MOVQ R12, DI
+	NOTQ DI
+	ANDQ AX, DI // unescaped quotes
+	ORQ BX, AX
+	NOTQ AX
+	ANDQ R12, AX // escaped bytes other than quotes and backslashes
+	MOVQ $64, R12
+	BSFQ DI, DI
+	CMOVQEQ R12, DI // DI: the closing quote's index, or 64
+
+	// A control character before the end: the scalar loop reports it.
+	BSFQ DX, DX
+	JZ crossnocontrol
+	CMPQ DX, DI
+	JLT crossstop
+
+crossnocontrol:
+	ORQ R9, R10
+	BSFQ BX, BX
+	JZ crossrest
+	CMPQ BX, DI
+	JGE crossrest
+	MOVQ $1, R10
+
+crossrest:
+	// Each other escaped byte before the end must make a one-letter
+	// escape: '/', or b f n r t (bits 2, 6, 14, 18, 20 of 0x60 on).
+	TESTQ AX, AX
+	JZ crossended
+
+crossrestloop:
+	BSFQ AX, BX
+	CMPQ BX, DI
+	JGE crossended
+	MOVBLZX (SI)(BX*1), DX
+	CMPL DX, $0x2f
+	JEQ crossletter
+	SUBL $0x60, DX
+	CMPL DX, $32
+	JAE crossstop
+	MOVL $0x144044, R12
+	BTL DX, R12
+	JCC crossstop
+
+crossletter:
+	LEAQ -1(AX), BX
+	ANDQ BX, AX
+	JNZ crossrestloop
+
+crossended:
+	CMPQ DI, $64
+	JLT crossfound
+	MOVQ R13, R9
+
+crossnext:
+	ADDQ $64, SI
+	INCQ R8
+	DECQ CX
+	JNZ cross
+
+crossstop:
+	MOVQ $-1, end+24(FP)
+	MOVQ R8, blocks+32(FP)
+	MOVB R9, next+40(FP)
+	MOVB R10, escaped+41(FP)
+	VZEROUPPER
+	RET
+
+crossfound:
+	MOVQ R8, AX
+	SHLQ $6, AX
+	ADDQ DI, AX
+	MOVQ AX, end+24(FP)
+	MOVQ R8, blocks+32(FP)
+	MOVB R13, next+40(FP)
+	MOVB R10, escaped+41(FP)
+	VZEROUPPER
+	RET
+
+// SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
+// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes
+// broadcast). It uses Y0-Y7.
+#define SPECIALS64(off, out) \
+	COMPARE64(off); \
 	VPOR Y2, Y3, Y2; \
 	VPOR Y4, Y5, Y4; \
 	VPOR Y6, Y7, Y6; \

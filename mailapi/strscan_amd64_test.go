@@ -51,8 +51,7 @@ func TestClassifyIsVEXOnly(t *testing.T) {
 }
 
 // BenchmarkClassify classifies 200 KB of plain text in calls of
-// classifyBatch blocks, as stringEnd makes them: the cost of a call as well
-// as of a block.
+// classifyBatch blocks: the cost of a call as well as of a block.
 func BenchmarkClassify(b *testing.B) {
 	d := bytes.Repeat([]byte("abcdefghABCDEFGH"), 200*1024/16)
 	var out [classifyBatch]blockMasks
@@ -104,6 +103,49 @@ func TestPairIndexFindsTheFirstCandidate(t *testing.T) {
 		}
 		if got := pairIndexAVX2(&d[0], n, 'a', 'b', gap); got != want {
 			t.Fatalf("round %d: gap %d, %d positions: %d, want %d", round, gap, n, got, want)
+		}
+	}
+}
+
+// TestCrossBlocksMatchesGeneric checks crossBlocksAVX2 against
+// crossBlocksGeneric, entered with and without a carry, on blocks dense
+// with quotes, runs of backslashes, escape letters and control characters,
+// wherever in a block they fall.
+func TestCrossBlocksMatchesGeneric(t *testing.T) {
+	if !blockScan {
+		t.Skip("this CPU has no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(19, 20))
+	const alphabet = "\"\\\\\\\\nnttu/bfrx0\x01\x1f\x7f\xff "
+	for round := range 200_000 {
+		d := make([]byte, 64*(1+rng.IntN(6)))
+		dense := 1 + rng.IntN(80)
+		for i := range d {
+			d[i] = 'a'
+			if rng.IntN(dense) == 0 {
+				d[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		carry := rng.IntN(2) == 0
+		e, n, c, esc := crossBlocksAVX2(&d[0], len(d)/64, carry)
+		we, wn, wc, wesc := crossBlocksGeneric(d, carry)
+		if e != we || n != wn || c != wc || esc != wesc {
+			t.Fatalf("round %d, carry %v: %q:\nAVX2    end %d, blocks %d, next %v, escaped %v\ngeneric end %d, blocks %d, next %v, escaped %v",
+				round, carry, d, e, n, c, esc, we, wn, wc, wesc)
+		}
+	}
+}
+
+// BenchmarkCrossBlocks crosses 20 KB of a newsletter's html as a JSON
+// string holds it (an escaped quote every ~20 bytes, a \n every ~150).
+func BenchmarkCrossBlocks(b *testing.B) {
+	line := `<p class=\"lead\" style=\"margin:0 0 12px\">Item: this week's news, with a <a href=\"https://shop.example.com/n/1?utm_source=mail\">link</a> & more.</p>\n`
+	d := []byte(strings.Repeat(line, 20_000/len(line)))
+	d = d[:len(d)&^63]
+	b.SetBytes(int64(len(d)))
+	for b.Loop() {
+		if end, n, _, _ := crossBlocks(d, false); end >= 0 || n != len(d)/64 {
+			b.Fatalf("end %d after %d blocks", end, n)
 		}
 	}
 }

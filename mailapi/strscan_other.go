@@ -12,6 +12,12 @@ const blockScan = false
 // as many as fit in both, and returns how many it filled.
 func classify(d []byte, out []blockMasks) int { return classifyGeneric(d, out) }
 
+// crossBlocks crosses the whole 64-byte blocks at the start of d, the first
+// entered with carry.
+func crossBlocks(d []byte, carry bool) (end, blocks int, next, escaped bool) {
+	return crossBlocksGeneric(d, carry)
+}
+
 // plainBlocks is never called without the block scanner.
 func plainBlocks([]byte) int { return 0 }
 

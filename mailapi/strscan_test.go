@@ -41,6 +41,10 @@ func TestEscapesMatchesByteByByte(t *testing.T) {
 	}
 }
 
+// classifyBatch is how many blocks the tests and BenchmarkClassify
+// classify a call.
+const classifyBatch = 16
+
 // TestClassifyMatchesGeneric checks the vectorised classify against the
 // byte loop on every byte value in every position.
 func TestClassifyMatchesGeneric(t *testing.T) {
@@ -153,31 +157,24 @@ func TestStringsEndingWithTheBody(t *testing.T) {
 // accepts exactly what encoding/json accepts and decodes the same text,
 // with the block scanner and, as on a CPU without AVX2, without it.
 func TestLongStringsAgreeWithEncodingJSON(t *testing.T) {
-	for _, blocks := range []bool{true, false} {
-		t.Run(fmt.Sprint("blockScan=", blocks), func(t *testing.T) {
-			if !blocks {
-				withoutBlockScan(t)
-			} else if !blockScan {
-				t.Skip("this CPU or build has no block scanner")
-			}
-			rng := rand.New(rand.NewPCG(9, 10))
-			pieces := []string{`a`, `bc`, `\"`, `\\`, `\n`, `\u003c`, `\u00e9`, `\/`, `\`, `"`, "\x01", `\x`, `\u12`, `0`, `u`, `<p class=\"x\">`, "é"}
-			var b strings.Builder
-			for range 100_000 {
-				b.Reset()
-				b.WriteByte('"')
-				for n := rng.IntN(300); b.Len() < n; {
-					p := pieces[rng.IntN(len(pieces))]
-					if (p == `\` || p == `"` || p == "\x01" || p == `\x` || p == `\u12`) && rng.IntN(40) != 0 {
-						continue // keep most strings valid, so their ends are compared
-					}
-					b.WriteString(p)
+	withEachScanner(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(9, 10))
+		pieces := []string{`a`, `bc`, `\"`, `\\`, `\n`, `\u003c`, `\u00e9`, `\/`, `\`, `"`, "\x01", `\x`, `\u12`, `0`, `u`, `<p class=\"x\">`, "é"}
+		var b strings.Builder
+		for range 100_000 {
+			b.Reset()
+			b.WriteByte('"')
+			for n := rng.IntN(300); b.Len() < n; {
+				p := pieces[rng.IntN(len(pieces))]
+				if (p == `\` || p == `"` || p == "\x01" || p == `\x` || p == `\u12`) && rng.IntN(40) != 0 {
+					continue // keep most strings valid, so their ends are compared
 				}
-				b.WriteByte('"')
-				agreesWithEncodingJSON(t, b.String())
+				b.WriteString(p)
 			}
-		})
-	}
+			b.WriteByte('"')
+			agreesWithEncodingJSON(t, b.String())
+		}
+	})
 }
 
 // TestLongStringErrorsNameTheByte: an error past a string's first blocks
@@ -205,4 +202,86 @@ func TestLongStringErrorsNameTheByte(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestStringEndAgreesWithAByteLoop checks stringEnd against a loop over a
+// string's bytes, on strings dense with quotes, backslashes, escape letters
+// (one-letter, \u, bad ones) and control characters: a closing quote it
+// finds is the loop's, with the same answer to whether a backslash came
+// before; where it hands over to the scalar loop, the loop from there ends
+// as the loop from the start does. It runs with crossBlocks vectorised and
+// with crossBlocksGeneric.
+func TestStringEndAgreesWithAByteLoop(t *testing.T) {
+	withEachScanner(t, stringEndAgreesWithAByteLoop)
+}
+
+// withEachScanner runs f with the block scanner (where the CPU and build
+// have one) and without it, as on a CPU without AVX2.
+func withEachScanner(t *testing.T, f func(t *testing.T)) {
+	for _, blocks := range []bool{true, false} {
+		t.Run(fmt.Sprint("blockScan=", blocks), func(t *testing.T) {
+			if !blocks {
+				withoutBlockScan(t)
+			} else if !blockScan {
+				t.Skip("this CPU or build has no block scanner")
+			}
+			f(t)
+		})
+	}
+}
+
+func stringEndAgreesWithAByteLoop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	const alphabet = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\\\\\\nnnttu/bfrx0F9\x01\x1f "
+	for round := range 100_000 {
+		d := make([]byte, 64+rng.IntN(400))
+		dense := 1 + rng.IntN(60) // one byte in dense is from the whole alphabet
+		for i := range d {
+			d[i] = 'a'
+			if rng.IntN(dense) == 0 {
+				d[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		end, next, escaped := stringEnd(d, 0)
+		wantEnd, wantBad := byteLoopEnd(d, 0)
+		if end >= 0 {
+			if end != wantEnd || wantBad {
+				t.Fatalf("round %d: %q: end %d, the byte loop's %d (bad %v)", round, d, end, wantEnd, wantBad)
+			}
+			if want := bytes.IndexByte(d[:end], '\\') >= 0; escaped != want {
+				t.Fatalf("round %d: %q: escaped %v, want %v", round, d, escaped, want)
+			}
+			continue
+		}
+		if gotEnd, gotBad := byteLoopEnd(d, next); gotEnd != wantEnd || gotBad != wantBad {
+			t.Fatalf("round %d: %q: handed over at %d, from where the byte loop ends at %d (bad %v), not %d (bad %v)",
+				round, d, next, gotEnd, gotBad, wantEnd, wantBad)
+		}
+	}
+}
+
+// byteLoopEnd finds the end of the string from d[i] a byte at a time: the
+// index of its closing quote, or of the byte that makes it invalid (bad),
+// or len(d) when the data ends first.
+func byteLoopEnd(d []byte, i int) (end int, bad bool) {
+	for i < len(d) {
+		switch c := d[i]; {
+		case c == '"':
+			return i, false
+		case c < 0x20:
+			return i, true
+		case c == '\\':
+			if i+1 >= len(d) {
+				return len(d), false
+			}
+			n := escapeLen(d, i)
+			if n == 0 {
+				return i, true
+			}
+			i += n
+		default:
+			i++
+		}
+	}
+	return len(d), false
 }
