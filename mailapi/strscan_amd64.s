@@ -2,22 +2,31 @@
 
 #include "textflag.h"
 
-// SPECIALBYTES broadcasts the bytes a JSON string's scan looks for: '"' to
-// Y13, '\\' to Y14 and 0x1f, the last control character, to Y15. It uses
-// tmp and X0.
-#define SPECIALBYTES(tmp) \
-	MOVL $0x22, tmp; \
-	VMOVQ tmp, X0; \
-	VPBROADCASTB X0, Y13; \
-	MOVL $0x5c, tmp; \
-	VMOVQ tmp, X0; \
-	VPBROADCASTB X0, Y14; \
-	MOVL $0x1f, tmp; \
-	VMOVQ tmp, X0; \
-	VPBROADCASTB X0, Y15
+// specialbytes holds 32 copies of each byte a JSON string's scan looks for:
+// '"', '\\' and 0x1f, the last control character.
+DATA specialbytes<>+0(SB)/8, $0x2222222222222222
+DATA specialbytes<>+8(SB)/8, $0x2222222222222222
+DATA specialbytes<>+16(SB)/8, $0x2222222222222222
+DATA specialbytes<>+24(SB)/8, $0x2222222222222222
+DATA specialbytes<>+32(SB)/8, $0x5c5c5c5c5c5c5c5c
+DATA specialbytes<>+40(SB)/8, $0x5c5c5c5c5c5c5c5c
+DATA specialbytes<>+48(SB)/8, $0x5c5c5c5c5c5c5c5c
+DATA specialbytes<>+56(SB)/8, $0x5c5c5c5c5c5c5c5c
+DATA specialbytes<>+64(SB)/8, $0x1f1f1f1f1f1f1f1f
+DATA specialbytes<>+72(SB)/8, $0x1f1f1f1f1f1f1f1f
+DATA specialbytes<>+80(SB)/8, $0x1f1f1f1f1f1f1f1f
+DATA specialbytes<>+88(SB)/8, $0x1f1f1f1f1f1f1f1f
+GLOBL specialbytes<>(SB), RODATA|NOPTR, $96
+
+// SPECIALBYTES loads the bytes a JSON string's scan looks for: '"' to Y13,
+// '\\' to Y14 and 0x1f to Y15.
+#define SPECIALBYTES \
+	VMOVDQU specialbytes<>+0(SB), Y13; \
+	VMOVDQU specialbytes<>+32(SB), Y14; \
+	VMOVDQU specialbytes<>+64(SB), Y15
 
 // COMPARE64 compares the 64 bytes at off(SI), loaded to Y0 and Y1, with
-// the three bytes SPECIALBYTES broadcast: Y2 and Y3 are 0xff at '"', Y4 and
+// the three bytes SPECIALBYTES loads: Y2 and Y3 are 0xff at '"', Y4 and
 // Y5 at '\\', Y6 and Y7 below 0x20 (a byte x is below 0x20 exactly when
 // max(x, 0x1f) == 0x1f, unsigned).
 #define COMPARE64(off) \
@@ -59,7 +68,7 @@ TEXT ·classifyAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	MOVQ out+16(FP), R8
-	SPECIALBYTES(AX)
+	SPECIALBYTES
 
 loop:
 	BLOCKMASKS(DI)
@@ -88,7 +97,7 @@ TEXT ·crossBlocksAVX2(SB), NOSPLIT, $0-42
 	XORQ R8, R8
 	XORQ R10, R10
 	MOVQ $0xAAAAAAAAAAAAAAAA, R11
-	SPECIALBYTES(AX)
+	SPECIALBYTES
 
 cross:
 	BLOCKMASKS(DI)
@@ -193,8 +202,8 @@ crossfound:
 	RET
 
 // SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
-// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes
-// broadcast). It uses Y0-Y7.
+// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes,
+// as SPECIALBYTES loads them). It uses Y0-Y7.
 #define SPECIALS64(off, out) \
 	COMPARE64(off); \
 	VPOR Y2, Y3, Y2; \
@@ -212,7 +221,7 @@ TEXT ·plainBlocksAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	XORQ AX, AX
-	SPECIALBYTES(DX)
+	SPECIALBYTES
 
 plainloop:
 	SPECIALS64(0, Y10)
@@ -320,7 +329,7 @@ TEXT ·specialIndexAVX2(SB), NOSPLIT, $0-24
 	MOVQ n+8(FP), CX
 	ANDQ $~31, CX
 	XORQ BX, BX
-	SPECIALBYTES(AX)
+	SPECIALBYTES
 	TESTQ CX, CX
 	JZ specialnone
 
