@@ -378,15 +378,25 @@ var plain = func() (t [256]bool) {
 // (2, or 6 for \uXXXX), or 0 if it is not a valid escape. d[i+1] must
 // exist.
 func escapeLen(d []byte, i int) int {
-	switch d[i+1] {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		return 2
-	case 'u':
-		if i+6 <= len(d) && isHex4(d[i+2:i+6]) {
-			return 6
-		}
+	switch {
+	case !validEscaped(d, i+1):
+		return 0
+	case d[i+1] == 'u':
+		return 6
 	}
-	return 0
+	return 2
+}
+
+// validEscaped says whether d[k], after a backslash, makes a valid escape:
+// one letter, or u and four hex digits within d.
+func validEscaped(d []byte, k int) bool {
+	switch d[k] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return true
+	case 'u':
+		return k+5 <= len(d) && isHex4(d[k+1:k+5])
+	}
+	return false
 }
 
 func isHex4(b []byte) bool {

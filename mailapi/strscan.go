@@ -72,10 +72,10 @@ func escapes(backslash uint64, carry bool) (escaped uint64, next bool) {
 // next is never inside an escape.
 //
 // Runs of plain blocks are only tested (plainBlocks); the blocks after them
-// are crossed by crossBlocks, which decides a block's one-letter escapes
-// itself and stops at a block with any other escape (\uXXXX, or a bad one)
-// or a control character. That block is looked at here, its escapes checked
-// one by one, and crossBlocks goes on after it.
+// are crossed by crossBlocks, which stops at a block holding a control
+// character or a bad escape before the string's end, or a \uXXXX that runs
+// past its last whole block. That block is looked at here (blockEnd), and
+// crossBlocks goes on after it.
 func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 	carry := false
 	for {
@@ -94,7 +94,7 @@ func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 		if classify(d[i:], m[:]) == 0 {
 			break // fewer than 64 bytes left
 		}
-		end, c, esc, ok := blockEnd(d, i, m[0], carry, false)
+		end, c, esc, ok := blockEnd(d, i, m[0], carry)
 		escaped = escaped || esc
 		if !ok {
 			break
@@ -112,10 +112,8 @@ func stringEnd(d []byte, i int) (end, next int, escaped bool) {
 // block of the string's closing quote, or -1 and the carry into the next
 // block; whether a backslash comes before the end; and ok false when,
 // before the end, the block holds a control character or an escape that is
-// not valid: the scalar loop takes over there and reports it. With
-// oneLetter, only the one-letter escapes (\" \\ \/ \b \f \n \r \t) are
-// valid, and a \uXXXX stops it too.
-func blockEnd(d []byte, i int, m blockMasks, carry, oneLetter bool) (end int, next, escaped, ok bool) {
+// not valid within d: the scalar loop takes over there and reports it.
+func blockEnd(d []byte, i int, m blockMasks, carry bool) (end int, next, escaped, ok bool) {
 	esc, next := escapes(m.backslash, carry)
 	quotes := m.quote &^ esc
 	before := ^uint64(0) // the bytes before the closing quote
@@ -129,8 +127,7 @@ func blockEnd(d []byte, i int, m blockMasks, carry, oneLetter bool) (end int, ne
 		escaped = true
 		// Escaped quotes and backslashes are plain; check the rest.
 		for rest := esc & before &^ (m.quote | m.backslash); rest != 0; rest &= rest - 1 {
-			k := i + bits.TrailingZeros64(rest) // the escaped byte
-			if oneLetter && !oneLetterEscape(d[k]) || !oneLetter && escapeLen(d, k-1) == 0 {
+			if !validEscaped(d, i+bits.TrailingZeros64(rest)) {
 				return -1, carry, escaped, false
 			}
 		}
@@ -141,25 +138,17 @@ func blockEnd(d []byte, i int, m blockMasks, carry, oneLetter bool) (end int, ne
 	return -1, next, escaped, true
 }
 
-// oneLetterEscape says whether c, after a backslash, makes an escape of two
-// bytes.
-func oneLetterEscape(c byte) bool {
-	switch c {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		return true
-	}
-	return false
-}
-
 // crossBlocksGeneric is crossBlocks without vector instructions: it crosses
 // the whole 64-byte blocks of d, the first entered with carry, until the
 // string ends in one (its index in d) or one needs a closer look (blockEnd
-// with oneLetter says so); it returns end -1, the blocks crossed before
-// that one and the carry into it. escaped says a backslash came before.
+// says so; an escape whose \uXXXX runs past the last whole block does); it
+// returns end -1, the blocks crossed before that one and the carry into it.
+// escaped says a backslash came before.
 func crossBlocksGeneric(d []byte, carry bool) (end, blocks int, next, escaped bool) {
+	d = d[:len(d)&^63]
 	var m [1]blockMasks
 	for blocks = 0; classifyGeneric(d[64*blocks:], m[:]) == 1; blocks++ {
-		e, c, esc, ok := blockEnd(d, 64*blocks, m[0], carry, true)
+		e, c, esc, ok := blockEnd(d, 64*blocks, m[0], carry)
 		escaped = escaped || esc
 		if !ok {
 			return -1, blocks, carry, escaped

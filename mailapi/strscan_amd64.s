@@ -83,10 +83,20 @@ loop:
 	VZEROUPPER
 	RET
 
+// HEXDIGIT jumps to crossstop unless the byte at off(SI)(BX*1) is a hex
+// digit (R12 holds their bits from '0'). It uses DX.
+#define HEXDIGIT(off) \
+	MOVBLZX off(SI)(BX*1), DX; \
+	SUBL $0x30, DX; \
+	CMPL DX, $64; \
+	JAE crossstop; \
+	BTQ DX, R12; \
+	JCC crossstop
+
 // func crossBlocksAVX2(p *byte, n int, carry bool) (end, blocks int, next, escaped bool)
 // crossBlocksGeneric over the n 64-byte blocks from p (n at least 1): each
 // block's three masks as classifyAVX2 makes them, then escapes, the closing
-// quote and the checks of blockEnd with oneLetter, in registers.
+// quote and blockEnd's checks, in registers.
 //   AX quotes, BX backslashes, DX control characters; DI, R12, R13 work
 //   SI the block, CX blocks left, R8 blocks crossed, R9 carry (0 or 1),
 //   R10 escaped (0 or 1), R11 the odd bits
@@ -147,8 +157,9 @@ crossnocontrol:
 	MOVQ $1, R10
 
 crossrest:
-	// Each other escaped byte before the end must make a one-letter
-	// escape: '/', or b f n r t (bits 2, 6, 14, 18, 20 of 0x60 on).
+	// Each other escaped byte before the end must make an escape: '/',
+	// b f n r t (bits 2, 6, 14, 18, 20 of 0x60 on), or u and four hex
+	// digits, which may run into the next block but not past the last.
 	TESTQ AX, AX
 	JZ crossended
 
@@ -157,16 +168,33 @@ crossrestloop:
 	CMPQ BX, DI
 	JGE crossended
 	MOVBLZX (SI)(BX*1), DX
+	CMPL DX, $0x75
+	JEQ crossunicode
 	CMPL DX, $0x2f
-	JEQ crossletter
+	JEQ crossescaped
 	SUBL $0x60, DX
 	CMPL DX, $32
 	JAE crossstop
 	MOVL $0x144044, R12
 	BTL DX, R12
 	JCC crossstop
+	JMP crossescaped
 
-crossletter:
+crossunicode:
+	CMPQ BX, $60
+	JLT crosshex
+	CMPQ CX, $1
+	JEQ crossstop
+
+crosshex:
+	// Hex digits are '0' + 0-9, 17-22 and 49-54.
+	MOVQ $0x7e0000007e03ff, R12
+	HEXDIGIT(1)
+	HEXDIGIT(2)
+	HEXDIGIT(3)
+	HEXDIGIT(4)
+
+crossescaped:
 	LEAQ -1(AX), BX
 	ANDQ BX, AX
 	JNZ crossrestloop

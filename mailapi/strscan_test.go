@@ -285,3 +285,24 @@ func byteLoopEnd(d []byte, i int) (end int, bad bool) {
 	}
 	return len(d), false
 }
+
+// BenchmarkStringEnd crosses the 20 KB html part of a newsletter as JSON
+// encoders write it: with an escaped quote every ~20 bytes and a \n at each
+// line's end; and, as PHP's json_encode and Python's json.dumps write text
+// that is not ASCII by default, with a \uXXXX every few bytes.
+func BenchmarkStringEnd(b *testing.B) {
+	for _, bc := range []struct{ name, line string }{
+		{"html", `<p class=\"lead\" style=\"margin:0 0 12px\">Item: this week's news, with a <a href=\"https://shop.example.com/n/1?utm_source=mail\">link</a> & more.</p>\n`},
+		{"html-escaped-unicode", `<p>Gr\u00fc\u00dfe aus M\u00fcnchen! Unser Angebot f\u00fcr Sie: \u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \u2014 jetzt 20 % g\u00fcnstiger.</p>\n`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			d := []byte(strings.Repeat(bc.line, 20_000/len(bc.line)) + `"` + strings.Repeat(" ", 64))
+			b.SetBytes(int64(len(d)))
+			for b.Loop() {
+				if end, _, _ := stringEnd(d, 0); end != len(d)-65 {
+					b.Fatalf("end %d, want %d", end, len(d)-65)
+				}
+			}
+		})
+	}
+}
