@@ -3,13 +3,15 @@ package mailapi
 import (
 	"net/mail"
 	"strings"
+	"unicode/utf8"
 )
 
 // Address parsing is most of what inspecting a send costs: net/mail
 // allocates several times per address and a batch names hundreds. Nearly
 // every address an SDK sends is plain: "a@example.org" or
-// "Shop <a@example.org>". Those are read here without allocating; anything
-// else (quotes, comments, groups, encoded words, non-ASCII, odd spacing) goes
+// "Shop <a@example.org>" ("Müller <m@example.de>" too). Those are read here
+// without allocating; anything else (quotes, comments, groups, encoded words,
+// addresses that are not ASCII, bytes that are not UTF-8, odd spacing) goes
 // to net/mail, so what is accepted and what it means is always net/mail's
 // answer. FuzzAddressFastPathAgreesWithNetMail holds the two together.
 
@@ -82,8 +84,8 @@ func plainList(v string, each func(string)) (n int, ok bool) {
 
 // plainMailbox reads "local@domain" or "Display Name <local@domain>",
 // surrounded by spaces or tabs at most, where local and domain are ASCII
-// dot-atoms and the display name is ASCII atoms without '=' or '?' (so never
-// an RFC 2047 encoded word) separated by spaces. ok is false for anything
+// dot-atoms and the display name is atoms (ASCII or UTF-8) without '=' or
+// '?' (so never an RFC 2047 encoded word) separated by spaces. ok is false for anything
 // else, which does not mean it is invalid.
 func plainMailbox(s string) (addr string, ok bool) {
 	s = trimBlanks(s)
@@ -160,15 +162,19 @@ var addrByte = func() (t [256]uint8) {
 
 // plainPhrase reports whether s is empty or atoms (dots allowed, as net/mail
 // allows) separated by spaces, with no '=' or '?', which could start an
-// encoded word.
+// encoded word. An atom may hold UTF-8 (RFC 6532), as net/mail's do: a name
+// like "Müller" is plain, bytes that are not UTF-8 are not.
 func plainPhrase(s string) bool {
+	utf := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c != ' ' && c != '.' && (!atext[c] || c == '=' || c == '?') {
+		if c >= utf8.RuneSelf {
+			utf = true
+		} else if c != ' ' && c != '.' && (!atext[c] || c == '=' || c == '?') {
 			return false
 		}
 	}
-	return true
+	return !utf || utf8.ValidString(s)
 }
 
 // atext marks RFC 5322's atext in ASCII: printable characters other than

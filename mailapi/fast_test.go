@@ -28,6 +28,8 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 		"a@b (comment)", "group: a@b, c@d;", "undisclosed-recipients:;", "a@[127.0.0.1]", "ü@example.org",
 		"Müller <m@example.org>", "a@b <c@d>", ". <a@b>", "a.b <c@d>", "a@b>", "<a@b", "<<a@b>>", "Shop <a@b> x",
 		"a+tag@example.org", "o'brien@example.org", "{a}|~@example.org", "Shop\t<a@b>", "\"\" <a@b>",
+		"Bäckerei Müller <a@b>", "日本語 <a@b>", "M\xfcller <a@b>", "\xed\xa0\x80 <a@b>", "\ufffd <a@b>",
+		"\u00a0 <a@b>", "Müller <ü@b>", "Zoë, Inc <a@b>", "Ünal <a@b>, Çelik <c@d>", "é= <a@b>", "é? <a@b>",
 	} {
 		f.Add(s)
 	}
@@ -68,7 +70,8 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 }
 
 func TestPlainAddressesDoNotAllocate(t *testing.T) {
-	for _, s := range []string{"a@example.org", "Shop <orders@shop.example.com>", "a@b.org, Recipient 2 <c@d.org>"} {
+	for _, s := range []string{"a@example.org", "Shop <orders@shop.example.com>", "a@b.org, Recipient 2 <c@d.org>",
+		"Bäckerei Müller <a@b.org>, 山田 <c@d.org>"} {
 		if n := testing.AllocsPerRun(100, func() {
 			if _, err := parseAddressList(s, nil); err != nil {
 				t.Fatal(err)
