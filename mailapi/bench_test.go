@@ -87,6 +87,10 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 	}
 	str := func(i int) string { return fmt.Sprintf(`"r%d@example.org"`, i) }
 	named := func(i int) string { return fmt.Sprintf("R %d <r%d@example.org>", i, i) }
+	// Names that are not ASCII, as Node's and Go's encoders write them and
+	// as PHP's json_encode and Python's json.dumps do (\uXXXX).
+	utf8Named := func(i int) string { return fmt.Sprintf("Müller %d <r%d@example.org>", i, i) }
+	escapedNamed := func(i int) string { return fmt.Sprintf(`M\u00fcller %d <r%d@example.org>`, i, i) }
 	cases := []struct {
 		dialect, path, ctype string
 		body                 func(n int) string
@@ -100,6 +104,17 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 		{"postmark", "/email/batch", jsonType, func(n int) string {
 			return "[" + list(n, ",", func(i int) string {
 				return fmt.Sprintf(`{"From":"Shop <a@shop.example.com>","To":"r%d@example.org"}`, i)
+			}) + "]"
+		}},
+		{"postmark", "/email", jsonType, func(n int) string {
+			return `{"From":"Bäckerei <a@shop.example.com>","To":"` + list(n, ", ", utf8Named) + `"}`
+		}},
+		{"postmark", "/email", jsonType, func(n int) string {
+			return `{"From":"B\u00e4ckerei <a@shop.example.com>","To":"` + list(n, ", ", escapedNamed) + `"}`
+		}},
+		{"postmark", "/email/batch", jsonType, func(n int) string {
+			return "[" + list(n, ",", func(i int) string {
+				return fmt.Sprintf(`{"From":"B\u00e4ckerei <a@shop.example.com>","To":"M\u00fcller <r%d@example.org>"}`, i)
 			}) + "]"
 		}},
 		{"resend", "/emails", jsonType, func(n int) string {
@@ -137,8 +152,42 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 				}
 				allocs[n] = testing.AllocsPerRun(20, func() { d.Inspect(c.path, c.ctype, body) })
 			}
-			if allocs[1000] > allocs[1] {
+			// The walk decodes strings with escapes into one buffer, which
+			// grows to the longest of them: once for a list of 1,000
+			// escaped names, not once a name.
+			longer := 0.0
+			if strings.Contains(c.body(1000), `\u`) {
+				longer = 1
+			}
+			if allocs[1000] > allocs[1]+longer {
 				t.Errorf("%.0f allocations for 1 recipient, %.0f for 1,000: want no growth", allocs[1], allocs[1000])
+			}
+		})
+	}
+}
+
+// BenchmarkInspectNamesNotASCII is a Postmark batch of 50 messages whose
+// sender and recipient have names that are not ASCII: written as UTF-8 (as
+// Node's and Go's encoders do) and escaped as \uXXXX (as PHP's json_encode
+// and Python's json.dumps do by default).
+func BenchmarkInspectNamesNotASCII(b *testing.B) {
+	d, _ := Lookup("postmark")
+	for _, bc := range []struct{ name, from, to string }{
+		{"utf8", "Bäckerei Müller", "Zoë Ünal"},
+		{"escaped", `B\u00e4ckerei M\u00fcller`, `Zo\u00eb \u00dcnal`},
+	} {
+		msgs := make([]string, 50)
+		for i := range msgs {
+			msgs[i] = fmt.Sprintf(`{"From":"%s <orders@shop.example.com>","To":"%s %d <r%d@example.org>","Subject":"Ihre Bestellung","TextBody":"Danke!"}`, bc.from, bc.to, i, i)
+		}
+		body := []byte("[" + strings.Join(msgs, ",") + "]")
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := d.Inspect("/email/batch", "application/json", body); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

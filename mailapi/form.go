@@ -154,7 +154,7 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 func (in *inspection) applyField(m *member, v string) error {
 	in.depth = 0
 	in.push(step{key: m.name})
-	err := in.apply(m.shape.role, v)
+	err := in.apply(m.shape.role, v, false)
 	in.depth = 0
 	return err
 }

@@ -3,10 +3,12 @@ package mailapi
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/bits"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -166,18 +168,39 @@ func (r *reader) enter() error {
 // caller that keeps it must copy it (Inspect's callers may reuse the body's
 // buffer once it returns).
 func (r *reader) str() (string, error) {
+	v, _, err := r.strInto(nil)
+	return v, err
+}
+
+// strInto is str, decoding a string with escapes into *buf (grown as
+// needed) when buf is not nil; transient then says v is *buf's, valid until
+// the next call with it, so a caller that keeps v must copy it. A walk that
+// decodes many escaped strings (names that PHP or Python escaped as \uXXXX)
+// so allocates for the longest, not for each.
+func (r *reader) strInto(buf *[]byte) (v string, transient bool, err error) {
 	start := r.pos
 	end, escaped, err := r.token()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if escaped {
-		return unquote(r.data[start:end]), nil
+		if buf == nil {
+			return unquote(r.data[start:end]), false, nil
+		}
+		tok := r.data[start:end]
+		if cap(*buf) < len(tok) {
+			*buf = make([]byte, 0, len(tok))
+		}
+		*buf = appendUnquoted((*buf)[:0], tok)
+		if len(*buf) == 0 {
+			return "", false, nil
+		}
+		return unsafe.String(&(*buf)[0], len(*buf)), true, nil
 	}
 	if end-start == 2 {
-		return "", nil
+		return "", false, nil
 	}
-	return unsafe.String(&r.data[start+1], end-start-2), nil
+	return unsafe.String(&r.data[start+1], end-start-2), false, nil
 }
 
 // token reads a string token and returns where it ends (the byte after its
@@ -408,14 +431,82 @@ func isHex4(b []byte) bool {
 	return true
 }
 
-// unquote decodes a validated string token that holds escapes. It is the
-// rare path, so encoding/json does the work (and its surrogate rules).
+// unquote decodes a validated string token that holds escapes.
 func unquote(tok []byte) string {
-	var s string
-	if json.Unmarshal(tok, &s) != nil {
-		return "" // unreachable: token validated it
+	b := appendUnquoted(make([]byte, 0, len(tok)), tok)
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// appendUnquoted appends the text of the string token tok (its quotes
+// included, validated by token) to b, decoded as encoding/json decodes it:
+// a surrogate pair's two escapes as one character, any other surrogate
+// escape and any byte that is not UTF-8 as U+FFFD.
+func appendUnquoted(b, tok []byte) []byte {
+	s := tok[1 : len(tok)-1]
+	for i := 0; i < len(s); {
+		switch c := s[i]; {
+		case c == '\\':
+			e := s[i+1]
+			i += 2
+			switch e {
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'u':
+				r := hex4(s[i:])
+				i += 4
+				if utf16.IsSurrogate(r) {
+					next := rune(-1)
+					if i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+						next = hex4(s[i+2:])
+					}
+					if r = utf16.DecodeRune(r, next); r != unicode.ReplacementChar {
+						i += 6
+					}
+				}
+				b = utf8.AppendRune(b, r)
+			default: // '"', '\\', '/'
+				b = append(b, e)
+			}
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, n := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = utf8.AppendRune(b, r)
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n
+		}
 	}
-	return s
+	return b
+}
+
+// hex4 is the value of the four hex digits at the start of h, validated by
+// token.
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		switch {
+		case c <= '9':
+			c -= '0'
+		case c <= 'F':
+			c -= 'A' - 10
+		default:
+			c -= 'a' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 // literal reads true, false or null.

@@ -2,6 +2,7 @@ package mailapi
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -98,5 +99,36 @@ func agreesWithEncodingJSON(t *testing.T, in string) {
 	var want string
 	if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
 		t.Fatalf("str(%q) = %q, %v; want %q", in, got, err, want)
+	}
+}
+
+// TestUnquoteAgreesWithEncodingJSON decodes strings with escapes as
+// encoding/json does, also where the reader's own tests do not compare
+// them: surrogate escapes alone, in pairs, reversed or cut off, and bytes
+// that are not UTF-8 beside escapes (both become U+FFFD).
+func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	pieces := []string{`a`, `\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`, `\u0041`, `\u00e9`, `\u20ac`, `\uFFFD`,
+		`\ud83d`, `\ude00`, `\uD83D\uDE00`, `\udbff\udfff`, `\ud800\u0041`, "é", "日", "\xff", "\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80"}
+	for range 50_000 {
+		var b strings.Builder
+		b.WriteString(`"\n`) // one escape at least, so the reader decodes
+		for n := rng.IntN(12); n >= 0; n-- {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		b.WriteByte('"')
+		tok := []byte(b.String())
+		var want string
+		if err := json.Unmarshal(tok, &want); err != nil {
+			t.Fatalf("%q: encoding/json: %v", tok, err)
+		}
+		if got := unquote(tok); got != want {
+			t.Fatalf("unquote(%q) = %q, encoding/json %q", tok, got, want)
+		}
+		r := reader{data: tok}
+		var buf []byte
+		if got, transient, err := r.strInto(&buf); err != nil || got != want || !transient {
+			t.Fatalf("strInto(%q) = %q, %v, %v; want %q, transient", tok, got, transient, err, want)
+		}
 	}
 }

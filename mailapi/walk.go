@@ -33,6 +33,10 @@ type inspection struct {
 	from, fromAddr string
 	fromRole       role
 
+	// scratch holds the last string with escapes that the walk decoded
+	// (strInto).
+	scratch []byte
+
 	// at[:depth] is the field being read, for errors: a stack rather than
 	// a linked path, so that descending into a field allocates nothing. The
 	// deepest field a shape names is five steps
@@ -98,11 +102,11 @@ func (in *inspection) walk(r *reader, s *shape) error {
 		in.pop()
 		return err
 	case c == '"' && s.role != roleNone:
-		v, err := r.str()
+		v, transient, err := r.strInto(&in.scratch)
 		if err != nil {
 			return err
 		}
-		return in.apply(s.role, v)
+		return in.apply(s.role, v, transient)
 	case c == 'n' && s.sender == "" && in.depth > 0:
 		// null is an absent field, but never an absent message, nor a
 		// body: a batch of null sends nothing a provider would accept.
@@ -237,8 +241,9 @@ func blank(v string) bool {
 	return v == "" || (v[0] <= ' ' || v[0] >= utf8.RuneSelf) && strings.TrimSpace(v) == ""
 }
 
-// apply records what the string v at the current field means.
-func (in *inspection) apply(role role, v string) error {
+// apply records what the string v at the current field means. A transient
+// v is copied where it is kept.
+func (in *inspection) apply(role role, v string, transient bool) error {
 	switch role {
 	case roleSender, roleRecipient:
 		if blank(v) {
@@ -247,6 +252,9 @@ func (in *inspection) apply(role role, v string) error {
 		if role == roleSender && role == in.fromRole && v == in.from {
 			in.sender(in.fromAddr)
 			return nil
+		}
+		if role == roleSender && transient {
+			v = strings.Clone(v) // kept as in.from, and its address as in.fromAddr
 		}
 		addr, err := parseAddress(v)
 		if err != nil {
@@ -265,6 +273,9 @@ func (in *inspection) apply(role role, v string) error {
 		if role == roleSenderList && role == in.fromRole && v == in.from {
 			in.sender(in.fromAddr)
 			return nil
+		}
+		if role == roleSenderList && transient {
+			v = strings.Clone(v) // kept as in.from
 		}
 		var each func(string)
 		if role == roleSenderList {

@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -79,5 +80,31 @@ func TestInspectionStaysOnTheStack(t *testing.T) {
 	body := []byte(`{"from":{"email":"a@shop.example"},"personalizations":[{"to":[{"email":"b@example.org"}]}]}`)
 	if n := testing.AllocsPerRun(100, func() { d.Inspect("/v3/mail/send", jsonType, body) }); n > 2 {
 		t.Errorf("%.0f allocations an inspection, want at most 2 (the senders)", n)
+	}
+}
+
+// TestEscapedSendersAreKeptWhole: strings with escapes are decoded into one
+// buffer that the next such string overwrites, so a sender kept to compare
+// the next message's with must be a copy. Here every message's sender and
+// recipient are escaped, and the two senders are as long as each other: a
+// kept sender that shared the buffer would read as the second one's
+// recipient, and the second sender would be taken for the first.
+func TestEscapedSendersAreKeptWhole(t *testing.T) {
+	d, _ := Lookup("postmark")
+	body := `[{"From":"B\u00e4cker <a@shop.example.com>","To":"M\u00fcller <r1@example.org>"},` +
+		`{"From":"B\u00e4cker <b@shop.example.com>","To":"M\u00fcller <r2@example.org>"},` +
+		`{"From":"B\u00e4cker <b@shop.example.com>","To":"M\u00fcller <r3@example.org>"}]`
+	m, err := d.Inspect("/email/batch", "application/json", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (A sender repeated by the next message is listed once.)
+	if want := []string{"a@shop.example.com", "b@shop.example.com"}; !slices.Equal(m.Senders, want) || m.Recipients != 3 {
+		t.Errorf("senders %q, %d recipients; want %q, 3", m.Senders, m.Recipients, want)
+	}
+	// As a single message: the sender list field.
+	m, err = d.Inspect("/email", "application/json", []byte(`{"From":"B\u00e4cker <a@shop.example.com>","To":"M\u00fcller <r1@example.org>, Z\u00f6e <r2@example.org>"}`))
+	if err != nil || !slices.Equal(m.Senders, []string{"a@shop.example.com"}) || m.Recipients != 2 {
+		t.Errorf("single message: %+v, %v", m, err)
 	}
 }
