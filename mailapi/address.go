@@ -58,7 +58,7 @@ func plainList(v string, each func(string)) (n int, ok bool) {
 		return 1, ok
 	}
 	for rest := v; ; {
-		entry, more, found := strings.Cut(rest, ",")
+		entry, more, found := cutEntry(rest)
 		if _, ok := plainMailbox(entry); !ok {
 			return 0, false
 		}
@@ -70,7 +70,7 @@ func plainList(v string, each func(string)) (n int, ok bool) {
 	}
 	if each != nil {
 		for rest := v; ; {
-			entry, more, found := strings.Cut(rest, ",")
+			entry, more, found := cutEntry(rest)
 			addr, _ := plainMailbox(entry)
 			each(addr)
 			if !found {
@@ -80,6 +80,24 @@ func plainList(v string, each func(string)) (n int, ok bool) {
 		}
 	}
 	return n, true
+}
+
+// cutEntry cuts s at its first comma outside a quoted string, as
+// strings.Cut does. A quoted string here holds no quoted pair (plainQuoted
+// refuses them), so every '"' opens or closes one.
+func cutEntry(s string) (entry, rest string, found bool) {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			quoted = !quoted
+		case ',':
+			if !quoted {
+				return s[:i], s[i+1:], true
+			}
+		}
+	}
+	return s, "", false
 }
 
 // plainMailbox reads "local@domain" or "Display Name <local@domain>",
@@ -95,12 +113,47 @@ func plainMailbox(s string) (addr string, ok bool) {
 	if s[len(s)-1] != '>' {
 		return s, plainAddrSpec(s)
 	}
-	open := strings.IndexByte(s, '<')
-	if open < 0 || !plainPhrase(s[:open]) {
+	var open int
+	if s[0] == '"' {
+		// "Doe, John" <j@example.org>: a quoted name, then the address.
+		end := plainQuoted(s)
+		if end < 0 {
+			return "", false
+		}
+		open = end + 1
+		for open < len(s) && (s[open] == ' ' || s[open] == '\t') {
+			open++
+		}
+		if s[open] != '<' {
+			return "", false
+		}
+	} else if open = strings.IndexByte(s, '<'); open < 0 || !plainPhrase(s[:open]) {
 		return "", false
 	}
 	addr = s[open+1 : len(s)-1]
 	return addr, plainAddrSpec(addr)
+}
+
+// plainQuoted returns the index of the quote that closes the quoted string
+// s starts with, when what it quotes is plain: not empty, printable ASCII
+// other than '\\' (no quoted pairs), spaces, tabs or UTF-8, as net/mail's
+// qtext; else -1.
+func plainQuoted(s string) int {
+	utf := false
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			if i == 1 || utf && !utf8.ValidString(s[1:i]) {
+				return -1
+			}
+			return i
+		case c >= utf8.RuneSelf:
+			utf = true
+		case c == '\\' || c < ' ' && c != '\t' || c == 0x7f:
+			return -1
+		}
+	}
+	return -1
 }
 
 // trimBlanks removes spaces and tabs at both ends of s (strings.Trim with

@@ -91,6 +91,7 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 	// as PHP's json_encode and Python's json.dumps do (\uXXXX).
 	utf8Named := func(i int) string { return fmt.Sprintf("Müller %d <r%d@example.org>", i, i) }
 	escapedNamed := func(i int) string { return fmt.Sprintf(`M\u00fcller %d <r%d@example.org>`, i, i) }
+	quotedNamed := func(i int) string { return fmt.Sprintf(`\"M\u00fcller, R %d\" <r%d@example.org>`, i, i) }
 	cases := []struct {
 		dialect, path, ctype string
 		body                 func(n int) string
@@ -116,6 +117,9 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 			return "[" + list(n, ",", func(i int) string {
 				return fmt.Sprintf(`{"From":"B\u00e4ckerei <a@shop.example.com>","To":"M\u00fcller <r%d@example.org>"}`, i)
 			}) + "]"
+		}},
+		{"postmark", "/email", jsonType, func(n int) string {
+			return `{"From":"\"Shop, Inc\" <a@shop.example.com>","To":"` + list(n, ", ", quotedNamed) + `"}`
 		}},
 		{"resend", "/emails", jsonType, func(n int) string {
 			return `{"from":"Shop <a@shop.example.com>","to":[` + list(n, ",", str) + `]}`
@@ -168,17 +172,23 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 
 // BenchmarkInspectNamesNotASCII is a Postmark batch of 50 messages whose
 // sender and recipient have names that are not ASCII: written as UTF-8 (as
-// Node's and Go's encoders do) and escaped as \uXXXX (as PHP's json_encode
-// and Python's json.dumps do by default).
+// Node's and Go's encoders do), escaped as \uXXXX (as PHP's json_encode and
+// Python's json.dumps do by default), and quoted as a name with a comma
+// must be ("Müller, Hans" <h@example.de>).
 func BenchmarkInspectNamesNotASCII(b *testing.B) {
 	d, _ := Lookup("postmark")
 	for _, bc := range []struct{ name, from, to string }{
 		{"utf8", "Bäckerei Müller", "Zoë Ünal"},
 		{"escaped", `B\u00e4ckerei M\u00fcller`, `Zo\u00eb \u00dcnal`},
+		{"quoted", `\"M\u00fcller, Hans\"`, `\"\u00dcnal, Zo\u00eb`},
 	} {
 		msgs := make([]string, 50)
 		for i := range msgs {
-			msgs[i] = fmt.Sprintf(`{"From":"%s <orders@shop.example.com>","To":"%s %d <r%d@example.org>","Subject":"Ihre Bestellung","TextBody":"Danke!"}`, bc.from, bc.to, i, i)
+			to := fmt.Sprintf("%s %d", bc.to, i)
+			if strings.HasPrefix(bc.to, `\"`) {
+				to += `\"`
+			}
+			msgs[i] = fmt.Sprintf(`{"From":"%s <orders@shop.example.com>","To":"%s <r%d@example.org>","Subject":"Ihre Bestellung","TextBody":"Danke!"}`, bc.from, to, i)
 		}
 		body := []byte("[" + strings.Join(msgs, ",") + "]")
 		b.Run(bc.name, func(b *testing.B) {

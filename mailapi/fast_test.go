@@ -30,6 +30,10 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 		"a+tag@example.org", "o'brien@example.org", "{a}|~@example.org", "Shop\t<a@b>", "\"\" <a@b>",
 		"Bäckerei Müller <a@b>", "日本語 <a@b>", "M\xfcller <a@b>", "\xed\xa0\x80 <a@b>", "\ufffd <a@b>",
 		"\u00a0 <a@b>", "Müller <ü@b>", "Zoë, Inc <a@b>", "Ünal <a@b>, Çelik <c@d>", "é= <a@b>", "é? <a@b>",
+		`"Doe, John" <j@example.org>`, `"Doe, John" <j@example.org>, "Roe, Jane"<r@example.org>`, `"a\"b" <c@d>`,
+		`"a\\" <c@d>`, `"" <c@d>`, `" " <c@d>`, `"Müller, Hans" <h@d>`, "\"a\x01\" <c@d>", "\"a\tb\" <c@d>",
+		`"a" x <c@d>`, `"a" "b" <c@d>`, `"a@b" <c@d>`, `"a"@b.org`, `"a" <c@d`, `"a <c@d>`, `"a", <c@d>`,
+		`"a\" <c@d>`, `"a\", <c@d>`, `"=?utf-8?q?x?=" <c@d>`, "\"\xff\" <c@d>", `"a,b" <c@d>,e@f`, `"<x@y>" <c@d>`, `"a" ,<c@d>`,
 	} {
 		f.Add(s)
 	}
@@ -71,7 +75,7 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 
 func TestPlainAddressesDoNotAllocate(t *testing.T) {
 	for _, s := range []string{"a@example.org", "Shop <orders@shop.example.com>", "a@b.org, Recipient 2 <c@d.org>",
-		"Bäckerei Müller <a@b.org>, 山田 <c@d.org>"} {
+		"Bäckerei Müller <a@b.org>, 山田 <c@d.org>", `"Doe, John" <j@b.org>, "Müller, Hans" <h@d.org>`} {
 		if n := testing.AllocsPerRun(100, func() {
 			if _, err := parseAddressList(s, nil); err != nil {
 				t.Fatal(err)
