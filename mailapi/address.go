@@ -10,10 +10,11 @@ import (
 // allocates several times per address and a batch names hundreds. Nearly
 // every address an SDK sends is plain: "a@example.org" or
 // "Shop <a@example.org>" ("Müller <m@example.de>" too). Those are read here
-// without allocating; anything else (quotes, comments, groups, encoded words,
-// addresses that are not ASCII, bytes that are not UTF-8, odd spacing) goes
-// to net/mail, so what is accepted and what it means is always net/mail's
-// answer. FuzzAddressFastPathAgreesWithNetMail holds the two together.
+// without allocating; anything else (quoted pairs, comments, groups, encoded
+// words in other charsets, addresses that are not ASCII, bytes that are not
+// UTF-8, odd spacing) goes to net/mail, so what is accepted and what it
+// means is always net/mail's answer. FuzzAddressFastPathAgreesWithNetMail
+// holds the two together.
 
 // parseAddress returns the addr-spec of one address, as mail.ParseAddress.
 // The result may share v's memory.
@@ -102,9 +103,9 @@ func cutEntry(s string) (entry, rest string, found bool) {
 
 // plainMailbox reads "local@domain" or "Display Name <local@domain>",
 // surrounded by spaces or tabs at most, where local and domain are ASCII
-// dot-atoms and the display name is atoms (ASCII or UTF-8) without '=' or
-// '?' (so never an RFC 2047 encoded word) separated by spaces. ok is false for anything
-// else, which does not mean it is invalid.
+// dot-atoms and the display name is atoms (ASCII, UTF-8 or encoded words in
+// a charset net/mail knows) separated by spaces, or one quoted string. ok is
+// false for anything else, which does not mean it is invalid.
 func plainMailbox(s string) (addr string, ok bool) {
 	s = trimBlanks(s)
 	if s == "" {
@@ -214,20 +215,44 @@ var addrByte = func() (t [256]uint8) {
 }()
 
 // plainPhrase reports whether s is empty or atoms (dots allowed, as net/mail
-// allows) separated by spaces, with no '=' or '?', which could start an
-// encoded word. An atom may hold UTF-8 (RFC 6532), as net/mail's do: a name
-// like "Müller" is plain, bytes that are not UTF-8 are not.
+// allows) separated by spaces. An atom may hold UTF-8 (RFC 6532), as
+// net/mail's do: a name like "Müller" is plain, bytes that are not UTF-8 are
+// not. An atom may be an RFC 2047 encoded word (=?utf-8?b?TcO8bGxlcg==?=, as
+// Python's email.utils.formataddr writes a name that is not ASCII) when
+// net/mail can decode its charset (plainEncodedWord).
 func plainPhrase(s string) bool {
-	utf := false
+	utf, encoded := false, false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= utf8.RuneSelf {
+		switch {
+		case c >= utf8.RuneSelf:
 			utf = true
-		} else if c != ' ' && c != '.' && (!atext[c] || c == '=' || c == '?') {
+		case c == '=' || c == '?':
+			encoded = true
+		case c != ' ' && c != '.' && !atext[c]:
 			return false
 		}
 	}
+	if encoded {
+		for atom := range strings.SplitSeq(s, " ") {
+			if !plainEncodedWord(atom) {
+				return false
+			}
+		}
+	}
 	return !utf || utf8.ValidString(s)
+}
+
+// plainEncodedWord reports whether net/mail reads atom as a name without an
+// error. It decodes an atom shaped as an encoded word (=?charset?e?text?=),
+// and fails the address only when the word is well formed and its charset
+// is none of the three it knows; any other atom it takes as written.
+func plainEncodedWord(atom string) bool {
+	if !strings.HasPrefix(atom, "=?") || !strings.HasSuffix(atom, "?=") {
+		return true
+	}
+	charset, _, _ := strings.Cut(atom[2:], "?")
+	return strings.EqualFold(charset, "utf-8") || strings.EqualFold(charset, "us-ascii") || strings.EqualFold(charset, "iso-8859-1")
 }
 
 // atext marks RFC 5322's atext in ASCII: printable characters other than

@@ -92,6 +92,7 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 	utf8Named := func(i int) string { return fmt.Sprintf("Müller %d <r%d@example.org>", i, i) }
 	escapedNamed := func(i int) string { return fmt.Sprintf(`M\u00fcller %d <r%d@example.org>`, i, i) }
 	quotedNamed := func(i int) string { return fmt.Sprintf(`\"M\u00fcller, R %d\" <r%d@example.org>`, i, i) }
+	encodedNamed := func(i int) string { return fmt.Sprintf("=?utf-8?b?TcO8bGxlcg==?= %d <r%d@example.org>", i, i) }
 	cases := []struct {
 		dialect, path, ctype string
 		body                 func(n int) string
@@ -120,6 +121,9 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 		}},
 		{"postmark", "/email", jsonType, func(n int) string {
 			return `{"From":"\"Shop, Inc\" <a@shop.example.com>","To":"` + list(n, ", ", quotedNamed) + `"}`
+		}},
+		{"postmark", "/email", jsonType, func(n int) string {
+			return `{"From":"=?utf-8?q?B=C3=A4ckerei?= <a@shop.example.com>","To":"` + list(n, ", ", encodedNamed) + `"}`
 		}},
 		{"resend", "/emails", jsonType, func(n int) string {
 			return `{"from":"Shop <a@shop.example.com>","to":[` + list(n, ",", str) + `]}`
@@ -173,14 +177,16 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 // BenchmarkInspectNamesNotASCII is a Postmark batch of 50 messages whose
 // sender and recipient have names that are not ASCII: written as UTF-8 (as
 // Node's and Go's encoders do), escaped as \uXXXX (as PHP's json_encode and
-// Python's json.dumps do by default), and quoted as a name with a comma
-// must be ("Müller, Hans" <h@example.de>).
+// Python's json.dumps do by default), quoted as a name with a comma must be
+// ("Müller, Hans" <h@example.de>), and as RFC 2047 encoded words (as
+// Python's email.utils.formataddr writes them, e.g. for Django-Anymail).
 func BenchmarkInspectNamesNotASCII(b *testing.B) {
 	d, _ := Lookup("postmark")
 	for _, bc := range []struct{ name, from, to string }{
 		{"utf8", "Bäckerei Müller", "Zoë Ünal"},
 		{"escaped", `B\u00e4ckerei M\u00fcller`, `Zo\u00eb \u00dcnal`},
 		{"quoted", `\"M\u00fcller, Hans\"`, `\"\u00dcnal, Zo\u00eb`},
+		{"encoded-word", "=?utf-8?b?QsOkY2tlcmVpIE3DvGxsZXI=?=", "=?utf-8?q?Zo=C3=AB_=C3=9Cnal?="},
 	} {
 		msgs := make([]string, 50)
 		for i := range msgs {

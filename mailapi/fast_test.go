@@ -33,7 +33,11 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 		`"Doe, John" <j@example.org>`, `"Doe, John" <j@example.org>, "Roe, Jane"<r@example.org>`, `"a\"b" <c@d>`,
 		`"a\\" <c@d>`, `"" <c@d>`, `" " <c@d>`, `"Müller, Hans" <h@d>`, "\"a\x01\" <c@d>", "\"a\tb\" <c@d>",
 		`"a" x <c@d>`, `"a" "b" <c@d>`, `"a@b" <c@d>`, `"a"@b.org`, `"a" <c@d`, `"a <c@d>`, `"a", <c@d>`,
-		`"a\" <c@d>`, `"a\", <c@d>`, `"=?utf-8?q?x?=" <c@d>`, "\"\xff\" <c@d>", `"a,b" <c@d>,e@f`, `"<x@y>" <c@d>`, `"a" ,<c@d>`,
+		`"a\" <c@d>`, `"a\", <c@d>`, `"=?utf-8?q?x?=" <c@d>`, "=?utf-8?b?TcO8bGxlcg==?= <m@d>", "=?UTF-8?Q?M=C3=BCller?= <m@d>",
+		"=?iso-8859-1?q?M=FCller?= <m@d>", "=?us-ascii?q?a?= <m@d>", "=?iso-2022-jp?b?GyRC?= <m@d>", "=?x?q?a?= <m@d>",
+		"A =?x?q?a?= <m@d>", "A =?x?q?a?= B <m@d>", "=?utf-8?q?a?= =?x?q?b?= <m@d>", "=??q?a?= <m@d>", "=?utf-8?q?=ZZ?= <m@d>",
+		"=?x?q?=ZZ?= <m@d>", "=?utf-8?q?a?b?= <m@d>", "=?= <m@d>", "a=?x?q?b?= <m@d>", "=?utf-8?z?a?= <m@d>", "? <m@d>", "= <m@d>",
+		"=?utf-8?b?TcO8bGxlcg==?= <m@d>, =?utf-8?b?WmHDqw==?= <z@d>", "\"\xff\" <c@d>", `"a,b" <c@d>,e@f`, `"<x@y>" <c@d>`, `"a" ,<c@d>`,
 	} {
 		f.Add(s)
 	}
@@ -75,7 +79,8 @@ func FuzzAddressFastPathAgreesWithNetMail(f *testing.F) {
 
 func TestPlainAddressesDoNotAllocate(t *testing.T) {
 	for _, s := range []string{"a@example.org", "Shop <orders@shop.example.com>", "a@b.org, Recipient 2 <c@d.org>",
-		"Bäckerei Müller <a@b.org>, 山田 <c@d.org>", `"Doe, John" <j@b.org>, "Müller, Hans" <h@d.org>`} {
+		"Bäckerei Müller <a@b.org>, 山田 <c@d.org>", `"Doe, John" <j@b.org>, "Müller, Hans" <h@d.org>`,
+		"=?utf-8?b?TcO8bGxlcg==?= <m@d.org>"} {
 		if n := testing.AllocsPerRun(100, func() {
 			if _, err := parseAddressList(s, nil); err != nil {
 				t.Fatal(err)
