@@ -179,7 +179,7 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 // Node's and Go's encoders do), escaped as \uXXXX (as PHP's json_encode and
 // Python's json.dumps do by default), quoted as a name with a comma must be
 // ("Müller, Hans" <h@example.de>), and as RFC 2047 encoded words (as
-// Python's email.utils.formataddr writes them, e.g. for Django-Anymail).
+// Python's email.utils.formataddr writes them).
 func BenchmarkInspectNamesNotASCII(b *testing.B) {
 	d, _ := Lookup("postmark")
 	for _, bc := range []struct{ name, from, to string }{
