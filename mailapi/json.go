@@ -105,7 +105,7 @@ func (r *reader) object(member func(name []byte) error) error {
 		}
 		name := r.data[start+1 : end-1]
 		if escaped {
-			name = []byte(unquote(r.data[start:end]))
+			name = appendUnquoted(nil, r.data[start:end])
 		}
 		if r.peek() != ':' {
 			return r.syntaxError("want ':'")
@@ -166,27 +166,17 @@ func (r *reader) enter() error {
 // str reads a string value and decodes it. Without escapes the string is
 // the body's own bytes, not a copy: valid only while the body is, so a
 // caller that keeps it must copy it (Inspect's callers may reuse the body's
-// buffer once it returns).
-func (r *reader) str() (string, error) {
-	v, _, err := r.strInto(nil)
-	return v, err
-}
-
-// strInto is str, decoding a string with escapes into *buf (grown as
-// needed) when buf is not nil; transient then says v is *buf's, valid until
-// the next call with it, so a caller that keeps v must copy it. A walk that
-// decodes many escaped strings (names that PHP or Python escaped as \uXXXX)
-// so allocates for the longest, not for each.
-func (r *reader) strInto(buf *[]byte) (v string, transient bool, err error) {
+// buffer once it returns). With escapes it is decoded into *buf, grown as
+// needed, and transient says so: v is then valid until the next call with
+// buf. A walk that decodes many escaped strings (names that PHP or Python
+// escaped as \uXXXX) so allocates for the longest, not for each.
+func (r *reader) str(buf *[]byte) (v string, transient bool, err error) {
 	start := r.pos
 	end, escaped, err := r.token()
 	if err != nil {
 		return "", false, err
 	}
 	if escaped {
-		if buf == nil {
-			return unquote(r.data[start:end]), false, nil
-		}
 		tok := r.data[start:end]
 		if cap(*buf) < len(tok) {
 			*buf = make([]byte, 0, len(tok))
@@ -429,12 +419,6 @@ func isHex4(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// unquote decodes a validated string token that holds escapes.
-func unquote(tok []byte) string {
-	b := appendUnquoted(make([]byte, 0, len(tok)), tok)
-	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // appendUnquoted appends the text of the string token tok (its quotes

@@ -42,7 +42,8 @@ func TestReaderAcceptsWhatEncodingJSONAccepts(t *testing.T) {
 func TestReaderDecodesStringsLikeEncodingJSON(t *testing.T) {
 	for _, in := range []string{`"plain"`, `"a\u0040b"`, `"\ud83d\ude00"`, `"\ud800"`, `"\"\\\/\b\f\n\r\t"`, "\"caf\xc3\xa9\""} {
 		r := reader{data: []byte(in)}
-		got, err := r.str()
+		var buf []byte
+		got, _, err := r.str(&buf)
 		var want string
 		if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
 			t.Errorf("str(%s) = %q, %v; want %q", in, got, err, want)
@@ -95,7 +96,8 @@ func agreesWithEncodingJSON(t *testing.T, in string) {
 		return
 	}
 	r := reader{data: []byte(in)}
-	got, err := r.str()
+	var buf []byte
+	got, _, err := r.str(&buf)
 	var want string
 	if json.Unmarshal([]byte(in), &want) != nil || err != nil || got != want {
 		t.Fatalf("str(%q) = %q, %v; want %q", in, got, err, want)
@@ -122,13 +124,13 @@ func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
 		if err := json.Unmarshal(tok, &want); err != nil {
 			t.Fatalf("%q: encoding/json: %v", tok, err)
 		}
-		if got := unquote(tok); got != want {
-			t.Fatalf("unquote(%q) = %q, encoding/json %q", tok, got, want)
+		if got := string(appendUnquoted(nil, tok)); got != want {
+			t.Fatalf("appendUnquoted(%q) = %q, encoding/json %q", tok, got, want)
 		}
 		r := reader{data: tok}
 		var buf []byte
-		if got, transient, err := r.strInto(&buf); err != nil || got != want || !transient {
-			t.Fatalf("strInto(%q) = %q, %v, %v; want %q, transient", tok, got, transient, err, want)
+		if got, transient, err := r.str(&buf); err != nil || got != want || !transient {
+			t.Fatalf("str(%q) = %q, %v, %v; want %q, transient", tok, got, transient, err, want)
 		}
 	}
 }

@@ -34,7 +34,7 @@ type inspection struct {
 	fromRole       role
 
 	// scratch holds the last string with escapes that the walk decoded
-	// (strInto).
+	// (reader.str).
 	scratch []byte
 
 	// at[:depth] is the field being read, for errors: a stack rather than
@@ -102,7 +102,7 @@ func (in *inspection) walk(r *reader, s *shape) error {
 		in.pop()
 		return err
 	case c == '"' && s.role != roleNone:
-		v, transient, err := r.strInto(&in.scratch)
+		v, transient, err := r.str(&in.scratch)
 		if err != nil {
 			return err
 		}
