@@ -181,6 +181,8 @@ crossrestloop:
 	JMP crossescaped
 
 crossunicode:
+	// A u from byte 60 on has digits in the next block; in the last
+	// block they are past what may be read, and blockEnd looks.
 	CMPQ BX, $60
 	JLT crosshex
 	CMPQ CX, $1
