@@ -93,6 +93,11 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 	escapedNamed := func(i int) string { return fmt.Sprintf(`M\u00fcller %d <r%d@example.org>`, i, i) }
 	quotedNamed := func(i int) string { return fmt.Sprintf(`\"M\u00fcller, R %d\" <r%d@example.org>`, i, i) }
 	encodedNamed := func(i int) string { return fmt.Sprintf("=?utf-8?b?TcO8bGxlcg==?= %d <r%d@example.org>", i, i) }
+	// postmarkTo is a Postmark send from from (as the JSON string holds it)
+	// to a list of n items.
+	postmarkTo := func(from string, item func(int) string) func(int) string {
+		return func(n int) string { return `{"From":"` + from + `","To":"` + list(n, ", ", item) + `"}` }
+	}
 	cases := []struct {
 		dialect, path, ctype string
 		body                 func(n int) string
@@ -100,31 +105,21 @@ func TestInspectAllocationsDoNotGrowWithRecipients(t *testing.T) {
 		{"sendgrid", "/v3/mail/send", jsonType, func(n int) string {
 			return `{"from":{"email":"a@shop.example.com"},"personalizations":[{"to":[` + list(n, ",", obj("email")) + `]}]}`
 		}},
-		{"postmark", "/email", jsonType, func(n int) string {
-			return `{"From":"Shop <a@shop.example.com>","To":"` + list(n, ", ", named) + `"}`
-		}},
+		{"postmark", "/email", jsonType, postmarkTo("Shop <a@shop.example.com>", named)},
 		{"postmark", "/email/batch", jsonType, func(n int) string {
 			return "[" + list(n, ",", func(i int) string {
 				return fmt.Sprintf(`{"From":"Shop <a@shop.example.com>","To":"r%d@example.org"}`, i)
 			}) + "]"
 		}},
-		{"postmark", "/email", jsonType, func(n int) string {
-			return `{"From":"Bäckerei <a@shop.example.com>","To":"` + list(n, ", ", utf8Named) + `"}`
-		}},
-		{"postmark", "/email", jsonType, func(n int) string {
-			return `{"From":"B\u00e4ckerei <a@shop.example.com>","To":"` + list(n, ", ", escapedNamed) + `"}`
-		}},
+		{"postmark", "/email", jsonType, postmarkTo("Bäckerei <a@shop.example.com>", utf8Named)},
+		{"postmark", "/email", jsonType, postmarkTo(`B\u00e4ckerei <a@shop.example.com>`, escapedNamed)},
 		{"postmark", "/email/batch", jsonType, func(n int) string {
 			return "[" + list(n, ",", func(i int) string {
 				return fmt.Sprintf(`{"From":"B\u00e4ckerei <a@shop.example.com>","To":"M\u00fcller <r%d@example.org>"}`, i)
 			}) + "]"
 		}},
-		{"postmark", "/email", jsonType, func(n int) string {
-			return `{"From":"\"Shop, Inc\" <a@shop.example.com>","To":"` + list(n, ", ", quotedNamed) + `"}`
-		}},
-		{"postmark", "/email", jsonType, func(n int) string {
-			return `{"From":"=?utf-8?q?B=C3=A4ckerei?= <a@shop.example.com>","To":"` + list(n, ", ", encodedNamed) + `"}`
-		}},
+		{"postmark", "/email", jsonType, postmarkTo(`\"Shop, Inc\" <a@shop.example.com>`, quotedNamed)},
+		{"postmark", "/email", jsonType, postmarkTo("=?utf-8?q?B=C3=A4ckerei?= <a@shop.example.com>", encodedNamed)},
 		{"resend", "/emails", jsonType, func(n int) string {
 			return `{"from":"Shop <a@shop.example.com>","to":[` + list(n, ",", str) + `]}`
 		}},
