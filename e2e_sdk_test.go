@@ -87,11 +87,12 @@ func injectedCredential(dialect string) (string, string) {
 	return "", ""
 }
 
-// sdkDrivers are the SDKs driven, by the name the drivers know them by,
-// with the dialect they speak and the language they run in.
-var sdkDrivers = []struct {
-	name, dialect, lang string
-}{
+// sdkDriver is one SDK driven, by the name the drivers know it by, with the
+// dialect it speaks and the language it runs in.
+type sdkDriver struct{ name, dialect, lang string }
+
+// sdkDrivers are the SDKs driven.
+var sdkDrivers = []sdkDriver{
 	{"sendgrid", "sendgrid", "node"}, {"postmark", "postmark", "node"}, {"mailgun", "mailgun", "node"},
 	{"resend", "resend", "node"}, {"mailjet", "mailjet", "node"}, {"mailjet-v3", "mailjet", "node"},
 	{"brevo", "brevo", "node"}, {"ses", "ses", "node"},
@@ -223,7 +224,7 @@ func sdkNewsletter(from string) string {
 // scenarios): the SDKs that take "Name <address>" as written and whose
 // languages escape or encode such names on the way, PHP's, Python's and
 // Ruby's.
-func namedNames(d struct{ name, dialect, lang string }) bool {
+func namedNames(d sdkDriver) bool {
 	return d.lang == "php" || d.lang == "python" || d.lang == "ruby"
 }
 

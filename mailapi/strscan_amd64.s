@@ -2,31 +2,22 @@
 
 #include "textflag.h"
 
-// specialbytes holds 32 copies of each byte a JSON string's scan looks for:
-// '"', '\\' and 0x1f, the last control character.
-DATA specialbytes<>+0(SB)/8, $0x2222222222222222
-DATA specialbytes<>+8(SB)/8, $0x2222222222222222
-DATA specialbytes<>+16(SB)/8, $0x2222222222222222
-DATA specialbytes<>+24(SB)/8, $0x2222222222222222
-DATA specialbytes<>+32(SB)/8, $0x5c5c5c5c5c5c5c5c
-DATA specialbytes<>+40(SB)/8, $0x5c5c5c5c5c5c5c5c
-DATA specialbytes<>+48(SB)/8, $0x5c5c5c5c5c5c5c5c
-DATA specialbytes<>+56(SB)/8, $0x5c5c5c5c5c5c5c5c
-DATA specialbytes<>+64(SB)/8, $0x1f1f1f1f1f1f1f1f
-DATA specialbytes<>+72(SB)/8, $0x1f1f1f1f1f1f1f1f
-DATA specialbytes<>+80(SB)/8, $0x1f1f1f1f1f1f1f1f
-DATA specialbytes<>+88(SB)/8, $0x1f1f1f1f1f1f1f1f
-GLOBL specialbytes<>(SB), RODATA|NOPTR, $96
+// specialbytes holds the bytes a JSON string's scan looks for: '"', '\\'
+// and 0x1f, the last control character.
+DATA specialbytes<>+0(SB)/1, $0x22
+DATA specialbytes<>+1(SB)/1, $0x5c
+DATA specialbytes<>+2(SB)/1, $0x1f
+GLOBL specialbytes<>(SB), RODATA|NOPTR, $3
 
-// SPECIALBYTES loads the bytes a JSON string's scan looks for: '"' to Y13,
-// '\\' to Y14 and 0x1f to Y15.
+// SPECIALBYTES broadcasts the bytes a JSON string's scan looks for: '"' to
+// Y13, '\\' to Y14 and 0x1f to Y15.
 #define SPECIALBYTES \
-	VMOVDQU specialbytes<>+0(SB), Y13; \
-	VMOVDQU specialbytes<>+32(SB), Y14; \
-	VMOVDQU specialbytes<>+64(SB), Y15
+	VPBROADCASTB specialbytes<>+0(SB), Y13; \
+	VPBROADCASTB specialbytes<>+1(SB), Y14; \
+	VPBROADCASTB specialbytes<>+2(SB), Y15
 
 // COMPARE64 compares the 64 bytes at off(SI), loaded to Y0 and Y1, with
-// the three bytes SPECIALBYTES loads: Y2 and Y3 are 0xff at '"', Y4 and
+// the three bytes SPECIALBYTES broadcasts: Y2 and Y3 are 0xff at '"', Y4 and
 // Y5 at '\\', Y6 and Y7 below 0x20 (a byte x is below 0x20 exactly when
 // max(x, 0x1f) == 0x1f, unsigned).
 #define COMPARE64(off) \
@@ -233,7 +224,7 @@ crossfound:
 
 // SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
 // off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes,
-// as SPECIALBYTES loads them). It uses Y0-Y7.
+// as SPECIALBYTES broadcasts them). It uses Y0-Y7.
 #define SPECIALS64(off, out) \
 	COMPARE64(off); \
 	VPOR Y2, Y3, Y2; \
@@ -285,12 +276,8 @@ plaindone:
 TEXT ·pairIndexAVX2(SB), NOSPLIT, $0-40
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
-	MOVBLZX first+16(FP), AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y13
-	MOVBLZX last+17(FP), AX
-	VMOVQ AX, X0
-	VPBROADCASTB X0, Y14
+	VPBROADCASTB first+16(FP), Y13
+	VPBROADCASTB last+17(FP), Y14
 	MOVQ gap+24(FP), DX
 	ADDQ SI, DX // p+gap
 	XORQ BX, BX // i
