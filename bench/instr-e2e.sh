@@ -12,6 +12,9 @@
 #   UPSTREAM_PLAIN=1 bench/instr-e2e.sh   # the upstream answers 202 {} to every path
 #   KEEP=1 bench/instr-e2e.sh     # keep each round's callgrind dump, bench/out/instr-e2e/cg-LABEL-rN.out,
 #                                 # for callgrind_annotate (which function the instructions went to)
+#   CACHE=1 bench/instr-e2e.sh    # also simulate the caches: L1 instruction and data misses per
+#                                 # request (~1.5x the time), what a request costs once its code
+#                                 # no longer stays in the caches (BENCHMARKS.md, session 19)
 #   ONLY='*keygate.(*Handler).authenticate' SCENARIOS=keygate bench/instr-e2e.sh
 #       # count inside that function only (callgrind's --toggle-collect): for
 #       # functions that do not block, as a goroutine switch inside one would
@@ -107,6 +110,7 @@ PIDS+=($!)
 echo "== caddy under callgrind"
 GOGC=${GOGC:-off} GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=1 \
 	valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.out" ${ONLY:+"--toggle-collect=$ONLY"} \
+	$([ "${CACHE:-}" = 1 ] && echo --cache-sim=yes) \
 	"$OUT/caddy" run --config "$OUT/Caddyfile" --adapter caddyfile >"$OUT/caddy.log" 2>&1 &
 VG=$!
 PIDS+=($VG)
@@ -133,8 +137,16 @@ count() {
 	send "$port" "$path" "$N" "$@"
 	callgrind_control -d "$VG" >/dev/null 2>&1
 	local f; f=$(ls -t "$OUT"/cg.out.* | head -1)
-	awk -v r="$ROUND" -v l="$label" -v n="$N" '/^totals:/ {printf "%s %s %.0f\n", r, l, $2 / n}' "$f" | tee -a "$OUT/results.txt" |
-		awk '{printf "   r%s %-22s %9d instructions per request\n", $1, $2, $3}'
+	# Instructions, and with CACHE=1 L1 misses (instruction; data read and
+	# written), per request: "round label Ir [I1mr D1mr+D1mw]".
+	awk -v r="$ROUND" -v l="$label" -v n="$N" '
+		/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+		/^totals:/ {
+			printf "%s %s %.0f", r, l, $(col["Ir"]) / n
+			if ("I1mr" in col) printf " %.0f %.0f", $(col["I1mr"]) / n, ($(col["D1mr"]) + $(col["D1mw"])) / n
+			printf "\n"
+		}' "$f" | tee -a "$OUT/results.txt" |
+		awk '{printf "   r%s %-22s %9d instructions per request", $1, $2, $3; if (NF > 3) printf ", L1 misses %d instruction, %d data", $4, $5; printf "\n"}'
 	if [ "${KEEP:-}" = 1 ]; then mv "$f" "$OUT/cg-$label-r$ROUND.out"; else rm -f "$f"; fi
 }
 
@@ -187,19 +199,31 @@ fi
 
 echo
 echo "== instructions per request (median over $ROUNDS rounds); added and ratio against the baseline with the same body"
+[ "${CACHE:-}" = 1 ] && echo "   (CACHE=1: L1 instruction and data misses per request, medians, and what they add)"
 awk -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
-{ v[$2, ++c[$2]] = $3; if (!($2 in seen)) { seen[$2] = 1; order[++ns] = $2 } }
+{
+	n = ++c[$2]; cols = NF - 2
+	for (f = 1; f <= cols; f++) v[$2, f, n] = $(f + 2)
+	if (!($2 in seen)) { seen[$2] = 1; order[++ns] = $2 }
+}
 END {
-	for (k = 1; k <= ns; k++) { s = order[k]; for (i = 1; i <= c[s]; i++) A[i] = v[s, i]; med[s] = median(A, c[s]) }
-	printf "   %-22s %12s %10s %8s\n", "scenario", "instr/req", "added", "ratio"
+	for (k = 1; k <= ns; k++) {
+		s = order[k]
+		for (f = 1; f <= cols; f++) { for (i = 1; i <= c[s]; i++) A[i] = v[s, f, i]; med[s, f] = median(A, c[s]) }
+	}
+	printf "   %-22s %12s %10s %8s", "scenario", "instr/req", "added", "ratio"
+	if (cols == 3) printf " %9s %7s %9s %7s", "I1 miss", "added", "D1 miss", "added"
+	printf "\n"
 	for (k = 1; k <= ns; k++) {
 		s = order[k]; base = "baseline"
 		if (s ~ /^keygate-/ && ("baseline-" substr(s, 9)) in seen) base = "baseline-" substr(s, 9)
 		if (s ~ /^baseline-/) base = s
-		printf "   %-22s %12d %+10d %8.3f\n", s, med[s], med[s] - med[base], med[base] / med[s]
+		printf "   %-22s %12d %+10d %8.3f", s, med[s, 1], med[s, 1] - med[base, 1], med[base, 1] / med[s, 1]
+		if (cols == 3) printf " %9d %+7d %9d %+7d", med[s, 2], med[s, 2] - med[base, 2], med[s, 3], med[s, 3] - med[base, 3]
+		printf "\n"
 	}
 }' "$OUT/results.txt" | tee "$OUT/summary.txt"
