@@ -199,7 +199,7 @@ fi
 
 echo
 echo "== instructions per request (median over $ROUNDS rounds); added and ratio against the baseline with the same body"
-[ "${CACHE:-}" = 1 ] && echo "   (CACHE=1: L1 instruction and data misses per request, medians, and what they add)"
+if [ "${CACHE:-}" = 1 ]; then echo "   (CACHE=1: L1 instruction and data misses per request, medians, and what they add)"; fi
 awk -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
