@@ -12,9 +12,9 @@
 #   UPSTREAM_PLAIN=1 bench/instr-e2e.sh   # the upstream answers 202 {} to every path
 #   KEEP=1 bench/instr-e2e.sh     # keep each round's callgrind dump, bench/out/instr-e2e/cg-LABEL-rN.out,
 #                                 # for callgrind_annotate (which function the instructions went to)
-#   CACHE=1 bench/instr-e2e.sh    # also simulate the caches: L1 instruction and data misses per
-#                                 # request (~1.5x the time), what a request costs once its code
-#                                 # no longer stays in the caches (BENCHMARKS.md, session 19)
+#   CACHE=1 bench/instr-e2e.sh    # also simulate the caches (slower): L1 instruction and data misses
+#                                 # per request, the lines of code and data a request fetches again
+#                                 # under load (BENCHMARKS.md, session 19)
 #   ONLY='*keygate.(*Handler).authenticate' SCENARIOS=keygate bench/instr-e2e.sh
 #       # count inside that function only (callgrind's --toggle-collect): for
 #       # functions that do not block, as a goroutine switch inside one would
