@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
 	"net/url"
 	"os"
 	"strings"
@@ -187,7 +188,7 @@ func send(ctx context.Context, p plan, sc scenario) result {
 
 	case "mailjet-go":
 		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: &mailjet.RecipientV31{Email: sc.From}, To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML,
+			From: mailjetFrom(sc.From), To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML,
 		}}})
 		if err != nil {
 			// 400 and 403 come back as the send's validation errors,
@@ -206,7 +207,7 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		return result{OK: true}
 
 	case "mailjet-go-v3": // the older v3 Send API, SendMail
-		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(sc.To...),
 			Subject: "compat", TextPart: "hello", HTMLPart: sc.HTML})
 		if err != nil {
 			r := result{Text: err.Error()}
@@ -220,7 +221,7 @@ func send(ctx context.Context, p plan, sc scenario) result {
 
 	case "brevo-go":
 		resp, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), Subject: "compat",
+			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), Subject: "compat",
 			TextContent: "hello", HtmlContent: sc.HTML,
 		})
 		if err != nil {
@@ -297,7 +298,7 @@ func sendgridClient(sc scenario) *sendgrid.Client {
 // sendgridMail is a message from sc.From with the suite's subject.
 func sendgridMail(sc scenario) *sgmail.SGMailV3 {
 	m := sgmail.NewV3Mail()
-	m.SetFrom(sgmail.NewEmail("", sc.From))
+	m.SetFrom(sgmail.NewEmail(named(sc.From)))
 	m.Subject = "compat"
 	return m
 }
@@ -306,7 +307,7 @@ func sendgridMail(sc scenario) *sgmail.SGMailV3 {
 func sendgridTo(to ...string) *sgmail.Personalization {
 	pz := sgmail.NewPersonalization()
 	for _, a := range to {
-		pz.AddTos(sgmail.NewEmail("", a))
+		pz.AddTos(sgmail.NewEmail(named(a)))
 	}
 	return pz
 }
@@ -332,10 +333,35 @@ func mailjetClient(sc scenario) *mailjet.Client {
 	return mailjet.NewMailjetClient(sc.Key, "unused", sc.Base+"/v3")
 }
 
+// named splits an address the way a developer hands it to an SDK that takes
+// the name and the address apart: "Zoë Ünal <a@example.org>" is the name
+// Zoë Ünal and the address a@example.org; a bare address has no name.
+func named(s string) (name, address string) {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", s
+	}
+	return a.Name, a.Address
+}
+
+func nameOf(s string) string    { n, _ := named(s); return n }
+func addressOf(s string) string { _, a := named(s); return a }
+
+func mailjetFrom(s string) *mailjet.RecipientV31 {
+	name, email := named(s)
+	return &mailjet.RecipientV31{Email: email, Name: name}
+}
+
+func brevoSender(s string) *brevo.SendSmtpEmailSender {
+	name, email := named(s)
+	return &brevo.SendSmtpEmailSender{Email: email, Name: name}
+}
+
 func mailjetTo(to ...string) *mailjet.RecipientsV31 {
 	r := mailjet.RecipientsV31{}
 	for _, a := range to {
-		r = append(r, mailjet.RecipientV31{Email: a})
+		name, email := named(a)
+		r = append(r, mailjet.RecipientV31{Email: email, Name: name})
 	}
 	return &r
 }
@@ -344,7 +370,8 @@ func mailjetTo(to ...string) *mailjet.RecipientsV31 {
 func mailjetV3To(to ...string) []mailjet.Recipient {
 	r := make([]mailjet.Recipient, len(to))
 	for i, a := range to {
-		r[i] = mailjet.Recipient{Email: a}
+		name, email := named(a)
+		r[i] = mailjet.Recipient{Email: email, Name: name}
 	}
 	return r
 }
@@ -367,7 +394,8 @@ func brevoSend(ctx context.Context, sc scenario, email brevo.SendSmtpEmail) (*ht
 func brevoTo(to ...string) []brevo.SendSmtpEmailTo {
 	r := make([]brevo.SendSmtpEmailTo, len(to))
 	for i, a := range to {
-		r[i] = brevo.SendSmtpEmailTo{Email: a}
+		name, email := named(a)
+		r[i] = brevo.SendSmtpEmailTo{Email: email, Name: name}
 	}
 	return r
 }
@@ -481,7 +509,7 @@ func sendBatch(ctx context.Context, sc scenario) result {
 	case "mailjet-go":
 		var msgs []mailjet.InfoMessagesV31
 		for _, to := range sc.To {
-			msgs = append(msgs, mailjet.InfoMessagesV31{From: &mailjet.RecipientV31{Email: sc.From},
+			msgs = append(msgs, mailjet.InfoMessagesV31{From: mailjetFrom(sc.From),
 				To: mailjetTo(to), Subject: "compat", TextPart: "hello"})
 		}
 		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: msgs})
@@ -489,7 +517,7 @@ func sendBatch(ctx context.Context, sc scenario) result {
 	case "mailjet-go-v3":
 		var msgs []mailjet.InfoSendMail
 		for _, to := range sc.To {
-			msgs = append(msgs, mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(to), Subject: "compat", TextPart: "hello"})
+			msgs = append(msgs, mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(to), Subject: "compat", TextPart: "hello"})
 		}
 		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{Messages: msgs})
 		return done(err)
@@ -499,7 +527,7 @@ func sendBatch(ctx context.Context, sc scenario) result {
 			versions = append(versions, brevo.SendSmtpEmailMessageVersions{To: []brevo.SendSmtpEmailTo1{{Email: a}}})
 		}
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, Subject: "compat", TextContent: "hello", MessageVersions: versions,
+			Sender: brevoSender(sc.From), Subject: "compat", TextContent: "hello", MessageVersions: versions,
 		})
 		return done(err)
 	case "aws-sdk-go-v2":
@@ -548,12 +576,12 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
 		return done(err)
 	case "mailjet-go-v3":
-		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(sc.To...),
 			MjTemplateID: "7", MjTemplateLanguage: "true", Vars: map[string]any{"name": "Ann"}})
 		return done(err)
 	case "brevo-go":
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), TemplateId: 7,
+			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), TemplateId: 7,
 			Params: map[string]any{"name": "Ann"},
 		})
 		return done(err)
@@ -629,12 +657,12 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 		return done(err)
 	case "mailjet-go":
 		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: &mailjet.RecipientV31{Email: sc.From}, To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello",
+			From: mailjetFrom(sc.From), To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello",
 			Attachments: &mailjet.AttachmentsV31{{ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: b64}},
 		}}})
 		return done(err)
 	case "mailjet-go-v3":
-		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: sc.From, Recipients: mailjetV3To(sc.To...),
+		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(sc.To...),
 			Subject: "compat", TextPart: "hello",
 			Attachments: []mailjet.Attachment{{ContentType: "application/pdf", Filename: "invoice.pdf", Content: b64}}})
 		return done(err)
@@ -644,7 +672,7 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 		return done(err)
 	case "brevo-go":
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: &brevo.SendSmtpEmailSender{Email: sc.From}, To: brevoTo(sc.To...), Subject: "compat", TextContent: "hello",
+			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), Subject: "compat", TextContent: "hello",
 			Attachment: []brevo.SendSmtpEmailAttachment{{Content: b64, Name: "invoice.pdf"}},
 		})
 		return done(err)

@@ -23,6 +23,17 @@ const plan = JSON.parse(readFileSync(process.env.KEYGATE_COMPAT_PLAN, "utf8"));
 // opts.html adds an HTML part (in the field named by html's second argument).
 // It returns what the SDK gave back, or throws what it threw.
 const html = (opts, field) => (opts.html ? { [field]: opts.html } : {});
+// named splits an address the way a developer hands it to an SDK that takes
+// the name and the address apart: "Zoë Ünal <a@example.org>" is { name:
+// "Zoë Ünal", email: "a@example.org" }; a bare address has no name. (The
+// others take the string whole.)
+const named = (s) => {
+  const m = /^\s*(?:"((?:[^"\\]|\\.)*)"|([^<]*?))\s*<([^<>]+)>\s*$/.exec(s);
+  if (!m) return { email: s };
+  const name = m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2];
+  return name ? { name, email: m[3] } : { email: m[3] };
+};
+const mailjetAddress = (s) => { const { name, email } = named(s); return name ? { Email: email, Name: name } : { Email: email }; };
 const drivers = {
   async sendgrid(base, key, from, to, opts) {
     const mail = new sgMail.MailService(); // the default export is one shared instance
@@ -53,7 +64,7 @@ const drivers = {
     const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
     return mj.post("send", { version: "v3.1" }).request({
       Messages: [{
-        From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello", ...html(opts, "HTMLPart"),
+        From: mailjetAddress(from), To: to.map(mailjetAddress), Subject: "compat", TextPart: "hello", ...html(opts, "HTMLPart"),
       }],
     });
   },
@@ -61,14 +72,14 @@ const drivers = {
   // post("send") without one.
   async "mailjet-v3"(base, key, from, to, opts) {
     return mailjetV3(base, key).request({
-      FromEmail: from, Recipients: to.map((Email) => ({ Email })), Subject: "compat", "Text-part": "hello", ...html(opts, "Html-part"),
+      FromEmail: named(from).email, FromName: named(from).name, Recipients: to.map(mailjetAddress), Subject: "compat",
+      "Text-part": "hello", ...html(opts, "Html-part"),
     });
   },
   async brevo(base, key, from, to, opts) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3", ...(opts.noRetry ? { maxRetries: 0 } : {}) });
     return c.transactionalEmails.sendTransacEmail({
-      sender: { email: from }, to: to.map((email) => ({ email })), subject: "compat", textContent: "hello",
-      ...html(opts, "htmlContent"),
+      sender: named(from), to: to.map(named), subject: "compat", textContent: "hello", ...html(opts, "htmlContent"),
     });
   },
   async ses(base, key, from, to, opts) {
