@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
@@ -138,12 +140,17 @@ type Verifier struct {
 	expiring map[int64][]fillMark
 	swept    int64 // seconds since born swept so far
 
-	invMu  sync.Mutex
-	invs   map[store.Digest]invalidation
-	numInv atomic.Int64 // len(invs), read without the lock on hits
+	// invs holds the invalidation records, by digest. The map is never
+	// written once published: invalidate and prune, serialized by invMu,
+	// publish a changed copy, so a hit reads it without a lock. A lock
+	// there would serialize every request of every key cached before a
+	// change, for as long as the record lives (cache_ttl and a second):
+	// one change to any key, and a busy gateway's cores would queue on it.
+	invMu sync.Mutex
+	invs  atomic.Pointer[map[store.Digest]invalidation]
 	// lastInv is the newest invalidation's seq: an entry whose fill began
 	// after it (the common case, seconds after a change) cannot be voided
-	// by any record in invs, and its hit takes no lock.
+	// by any record in invs, and its hit does not look there.
 	lastInv atomic.Uint64
 
 	syncMu sync.Mutex // serializes Sync, which owns cursor and gen
@@ -151,7 +158,7 @@ type Verifier struct {
 	synced bool       // cursor is known
 	gen    uint64     // the store's Generation when last synced
 
-	hits, misses, negHits, queries, storeErrs, knownRefills, filtered atomic.Uint64
+	misses, negHits, queries, storeErrs, knownRefills, filtered atomic.Uint64
 
 	// The set of known digests (known.go): in use (nil until loaded and
 	// while dropped), and being loaded; pending and knownEpoch are
@@ -168,15 +175,38 @@ type Verifier struct {
 	roundMu sync.Mutex
 	round   *syncRound
 
-	// life keeps the cache from being used during or after Close, which
-	// ristretto does not survive (it panics on its closed channels).
-	// Lookup and Invalidate hold it shared; Close holds it exclusively.
-	life   sync.RWMutex
+	// lanes hold what every hit writes: its lane's share of the lock that
+	// keeps the cache from being used during or after Close (which
+	// ristretto does not survive: it panics on its closed channels), and
+	// the hit count. A digest picks its lane, so hits of different keys on
+	// different cores mostly write different cache lines: one lock word
+	// and one counter for all would move between the cores on every
+	// request. Everything else that uses the cache holds some lane's lock
+	// shared; Close holds every lane's exclusively, and sets closed.
+	lanes  [numLanes]lane
 	closed bool
 
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+}
+
+// numLanes is how many lanes a Verifier spreads its hits over.
+const numLanes = 64
+
+// lane is one of a Verifier's lanes: 128 bytes, so that the words in use
+// (the first 32) never share a cache line with another lane's, wherever
+// the array starts.
+type lane struct {
+	life sync.RWMutex
+	hits atomic.Uint64
+	_    [128 - unsafe.Sizeof(sync.RWMutex{}) - 8]byte
+}
+
+// lane is the lane of digest d; any lane, such as lane 0, serves a caller
+// with no digest.
+func (v *Verifier) lane(d *store.Digest) *lane {
+	return &v.lanes[d[0]%numLanes]
 }
 
 // entry is one cached answer. rec == nil caches "unknown digest".
@@ -282,7 +312,6 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		cache: cache,
 		now:   now,
 		born:  now(),
-		invs:  map[store.Digest]invalidation{},
 
 		expiring: map[int64][]fillMark{},
 		stop:     make(chan struct{}),
@@ -293,6 +322,7 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		kick:      make(chan struct{}, 1),
 		round:     &syncRound{done: make(chan struct{})},
 	}
+	v.invs.Store(&map[store.Digest]invalidation{})
 	v.lister, _ = st.(store.DigestLister)
 	v.maxTTL.Store(int64(o.NegativeTTL))
 	ctx, cancel := context.WithTimeout(context.Background(), o.StoreTimeout)
@@ -358,8 +388,9 @@ func (v *Verifier) Hit(d store.Digest, ttl time.Duration, now time.Time) (*store
 	if ttl <= 0 {
 		return nil, false
 	}
-	v.life.RLock()
-	defer v.life.RUnlock()
+	l := v.lane(&d)
+	l.life.RLock()
+	defer l.life.RUnlock()
 	if v.closed {
 		return nil, false
 	}
@@ -368,15 +399,16 @@ func (v *Verifier) Hit(d store.Digest, ttl time.Duration, now time.Time) (*store
 	if !ok || e.rec == nil {
 		return nil, false
 	}
-	v.hits.Add(1)
+	l.hits.Add(1)
 	return e.rec, true
 }
 
 // lookup answers from the cache, else from the store if fill is set or the
 // cache knew d as a key until recently.
 func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration, now time.Time, fill bool) (*store.Record, error) {
-	v.life.RLock()
-	defer v.life.RUnlock()
+	l := v.lane(&d)
+	l.life.RLock()
+	defer l.life.RUnlock()
 	if v.closed {
 		return nil, errClosed
 	}
@@ -388,7 +420,7 @@ func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration
 				v.negHits.Add(1)
 				return nil, ErrUnknown
 			}
-			v.hits.Add(1)
+			l.hits.Add(1)
 			return e.rec, nil
 		}
 		if !fill && e != nil && e.rec != nil && v.since(now) < e.expires+(e.expires-e.filled) {
@@ -429,11 +461,8 @@ func (v *Verifier) cached(d *store.Digest, ttl time.Duration, now time.Time) (*e
 	if e.seq < v.clearedSeq.Load() {
 		return e, false
 	}
-	if v.numInv.Load() > 0 && e.seq < v.lastInv.Load() {
-		v.invMu.Lock()
-		inv, ok := v.invs[*d]
-		v.invMu.Unlock()
-		if ok && e.seq < inv.seq {
+	if e.seq < v.lastInv.Load() {
+		if inv, ok := (*v.invs.Load())[*d]; ok && e.seq < inv.seq {
 			return e, false
 		}
 	}
@@ -495,8 +524,8 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 		}
 		// TryRLock: the callers may have given up and Close be waiting;
 		// blocking here would stall Close, and it is too late to cache.
-		if ttl > 0 && v.life.TryRLock() {
-			defer v.life.RUnlock()
+		if l := v.lane(&d); ttl > 0 && l.life.TryRLock() {
+			defer l.life.RUnlock()
 			if v.closed {
 				return rec, nil
 			}
@@ -543,21 +572,38 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 // still in flight. Once it returns, no Lookup answers from anything read
 // from the store before Invalidate was called.
 func (v *Verifier) Invalidate(d store.Digest) {
-	v.life.RLock()
-	defer v.life.RUnlock()
-	if v.closed {
+	v.invalidate([]store.Digest{d})
+}
+
+// invalidate invalidates each of ds as Invalidate does, with one copy of
+// the records for all of them: Sync's batch of changes, which revoking an
+// owner's keys can make thousands long.
+func (v *Verifier) invalidate(ds []store.Digest) {
+	l := &v.lanes[0]
+	l.life.RLock()
+	defer l.life.RUnlock()
+	if v.closed || len(ds) == 0 {
 		return
 	}
 	v.invMu.Lock()
-	seq := v.seq.Add(1)
-	v.invs[d] = invalidation{seq: seq, at: v.now()}
-	v.numInv.Store(int64(len(v.invs)))
+	old := *v.invs.Load()
+	invs := make(map[store.Digest]invalidation, len(old)+len(ds))
+	maps.Copy(invs, old)
+	at := v.now()
+	var seq uint64
+	for _, d := range ds {
+		seq = v.seq.Add(1)
+		invs[d] = invalidation{seq: seq, at: at}
+	}
+	// The records before the seq that points hits at them.
+	v.invs.Store(&invs)
 	v.lastInv.Store(seq) // only grows: invMu orders the stores
 	v.invMu.Unlock()
-	// The entry is left in place, void: the record above keeps it from
-	// answering, and it still tells Cached that d is a key, so a key in
-	// use behind an address past its failed-attempt limit is refilled
-	// after a change too. The next fill or sweep replaces it.
+	// The entries are left in place, void: the records above keep them
+	// from answering, and they still tell Cached that their digests are
+	// keys, so a key in use behind an address past its failed-attempt
+	// limit is refilled after a change too. The next fill or sweep
+	// replaces them.
 }
 
 // invalidateAll voids every cached entry, also those still being filled.
@@ -575,21 +621,26 @@ func (v *Verifier) invalidateAll() {
 
 // prune forgets invalidation records that no usable entry can predate.
 func (v *Verifier) prune() {
-	if v.numInv.Load() == 0 {
+	if len(*v.invs.Load()) == 0 {
 		return
 	}
 	horizon := time.Duration(v.maxTTL.Load()) + pruneMargin
 	now := v.now()
 	v.invMu.Lock()
-	for d, inv := range v.invs {
-		if now.Sub(inv.at) > horizon {
-			// Before the record goes (see Verifier).
-			v.prunedAt.Store(v.since(now))
-			delete(v.invs, d)
+	defer v.invMu.Unlock()
+	old := *v.invs.Load()
+	invs := make(map[store.Digest]invalidation, len(old))
+	for d, inv := range old {
+		if now.Sub(inv.at) <= horizon {
+			invs[d] = inv
 		}
 	}
-	v.numInv.Store(int64(len(v.invs)))
-	v.invMu.Unlock()
+	if len(invs) == len(old) {
+		return
+	}
+	// Before the records go (see Verifier).
+	v.prunedAt.Store(v.since(now))
+	v.invs.Store(&invs)
 }
 
 // track notes a known key's fill for sweep, which removes it once it has
@@ -612,8 +663,9 @@ func (v *Verifier) sweep(now time.Time) {
 		delete(v.expiring, v.swept+1)
 	}
 	v.expMu.Unlock()
-	v.life.RLock()
-	defer v.life.RUnlock()
+	l := &v.lanes[0]
+	l.life.RLock()
+	defer l.life.RUnlock()
 	if v.closed {
 		return
 	}
@@ -663,8 +715,12 @@ func (v *Verifier) Sync(ctx context.Context) error {
 			v.cursor = last
 			return fmt.Errorf("keygate: verifier: reading key changes after %d (cache cleared): %w", after, err)
 		}
+		ds := make([]store.Digest, len(changes))
+		for i, c := range changes {
+			ds[i] = c.Digest
+		}
+		v.invalidate(ds)
 		for _, c := range changes {
-			v.Invalidate(c.Digest)
 			v.addKnown(&c.Digest)
 			last = max(last, c.Seq)
 		}
@@ -716,8 +772,12 @@ func (v *Verifier) poll() {
 
 // Stats returns the counters so far.
 func (v *Verifier) Stats() Stats {
+	var hits uint64
+	for i := range v.lanes {
+		hits += v.lanes[i].hits.Load()
+	}
 	return Stats{
-		Hits:         v.hits.Load(),
+		Hits:         hits,
 		Misses:       v.misses.Load(),
 		NegativeHits: v.negHits.Load(),
 		StoreQueries: v.queries.Load(),
@@ -736,9 +796,13 @@ func (v *Verifier) Close() {
 		close(v.stop)
 		<-v.done
 		<-v.knownDone
-		v.life.Lock()
+		for i := range v.lanes {
+			v.lanes[i].life.Lock()
+		}
 		v.closed = true
 		v.cache.Close()
-		v.life.Unlock()
+		for i := range v.lanes {
+			v.lanes[i].life.Unlock()
+		}
 	})
 }

@@ -411,7 +411,7 @@ func TestPruneKeepsInvalidationsWhileAnEntryCouldPredateThem(t *testing.T) {
 			v.Invalidate(DigestOf("kg_live_any"))
 			clock.advance(tc.after)
 			v.prune()
-			if kept := v.numInv.Load() == 1; kept != tc.wantKept {
+			if kept := len(*v.invs.Load()) == 1; kept != tc.wantKept {
 				t.Fatalf("invalidation kept = %v, want %v", kept, tc.wantKept)
 			}
 		})
@@ -465,22 +465,32 @@ func TestHitAnswersFromTheCacheAloneAndCountsOnlyHits(t *testing.T) {
 func BenchmarkLookupHit(b *testing.B) {
 	for _, tc := range []struct {
 		name          string
-		invalidations int // live invalidation records of other keys
+		invalidations int  // live invalidation records of other keys
+		after         bool // made after the key's entry was filled
 	}{
-		{"no invalidations", 0},
-		{"with invalidation records", 100},
+		{"no invalidations", 0, false},
+		{"with invalidation records", 100, false},
+		{"after a change to another key", 1, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			st := newFakeStore()
 			rec := newRecord(b)
 			st.put(rec)
 			v := newTestVerifier(b, st, Options{PollInterval: time.Hour}, nil)
-			for range tc.invalidations {
-				v.Invalidate(newRecord(b).Digest)
+			invalidate := func() {
+				for range tc.invalidations {
+					v.Invalidate(newRecord(b).Digest)
+				}
+			}
+			if !tc.after {
+				invalidate()
 			}
 			ctx := context.Background()
 			v.Lookup(ctx, rec.Digest, time.Minute)
 			v.cache.Wait()
+			if tc.after {
+				invalidate()
+			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -511,6 +521,52 @@ func TestDigestSharingTheCacheKeyIsNotAnsweredFromCache(t *testing.T) {
 	}
 	if n := st.reads.Load(); n != 2 {
 		t.Fatalf("store read %d times, want 2", n)
+	}
+}
+
+// TestSyncVoidsABatchOfChangesAndNothingElse: one Sync applying many
+// changes (revoking an owner's keys) voids the entries of exactly those
+// keys, and the others go on answering from the cache. The hits of keys
+// in every lane are counted.
+func TestSyncVoidsABatchOfChangesAndNothingElse(t *testing.T) {
+	st := newFakeStore()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour}, nil)
+	ctx := context.Background()
+	recs := make([]*store.Record, 300)
+	for i := range recs {
+		recs[i] = newRecord(t)
+		st.put(recs[i])
+	}
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		if _, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.cache.Wait()
+	for _, rec := range recs[:200] {
+		st.revoke(rec.Digest)
+	}
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	queries := v.Stats().StoreQueries
+	for i, rec := range recs {
+		got, err := v.Lookup(ctx, rec.Digest, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Revoked() != (i < 200) {
+			t.Fatalf("key %d: revoked = %v after the batch", i, got.Revoked())
+		}
+	}
+	if n := v.Stats().StoreQueries - queries; n != 200 {
+		t.Errorf("%d store queries after the batch, want 200 (the changed keys only)", n)
+	}
+	if got := v.Stats().Hits; got != 100 {
+		t.Errorf("Stats().Hits = %d, want 100", got)
 	}
 }
 
@@ -719,7 +775,7 @@ func TestStaleCallerClockCannotOutliveAPrunedInvalidation(t *testing.T) {
 
 	clock.advance(ttl + pruneMargin + time.Second)
 	v.prune()
-	if v.numInv.Load() != 0 {
+	if len(*v.invs.Load()) != 0 {
 		t.Fatal("the invalidation record was not pruned")
 	}
 	got, err := v.LookupAt(ctx, rec.Digest, ttl, stale.Add(2*time.Second))
@@ -864,5 +920,46 @@ func TestSameDigest(t *testing.T) {
 		if sameDigest(&a, &b) {
 			t.Fatalf("digests differing in byte %d are equal", i)
 		}
+	}
+}
+
+// BenchmarkHitManyKeys is a busy gateway's hit: many keys, each request on
+// its own goroutine. On more than one CPU it shows whatever every hit
+// writes, whichever its key: such a word moves between the cores' caches
+// on every request.
+func BenchmarkHitManyKeys(b *testing.B) {
+	for _, change := range []bool{false, true} {
+		name := "steady"
+		if change {
+			name = "after a change to another key"
+		}
+		b.Run(name, func(b *testing.B) {
+			st := newFakeStore()
+			v := newTestVerifier(b, st, Options{PollInterval: time.Hour}, nil)
+			ctx := context.Background()
+			ds := make([]store.Digest, 256)
+			for i := range ds {
+				rec := newRecord(b)
+				st.put(rec)
+				ds[i] = rec.Digest
+				v.Lookup(ctx, rec.Digest, time.Minute)
+			}
+			v.cache.Wait()
+			if change {
+				v.Invalidate(newRecord(b).Digest)
+			}
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(next.Add(97))
+				for pb.Next() {
+					i++
+					if _, ok := v.Hit(ds[i%len(ds)], time.Minute, time.Now()); !ok {
+						b.Fatal("a cached key missed")
+					}
+				}
+			})
+		})
 	}
 }
