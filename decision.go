@@ -33,6 +33,12 @@ const (
 	AuthRateLimited
 	StoreUnavailable
 	GatewayBusy
+	// ClientClosed is not in the contract's table: a send whose client went
+	// away (its request's context ended) before keygate had read its body.
+	// No one reads the answer; the code keeps such requests out of
+	// gateway_busy and invalid_payload, which an operator acts on. 499 is
+	// what Caddy's reverse_proxy records for a client gone mid-request.
+	ClientClosed
 	numCodes
 )
 
@@ -66,6 +72,7 @@ var codes = [numCodes]codeInfo{
 	AuthRateLimited:  {"auth_rate_limited", 429, "too many failed key attempts from this client address", mailapi.RefusedRate},
 	StoreUnavailable: {"store_unavailable", 503, "the key store is unavailable; try again shortly", mailapi.RefusedUnavailable},
 	GatewayBusy:      {"gateway_busy", 503, "the gateway holds as many send bodies as it may at once; try again shortly", mailapi.RefusedUnavailable},
+	ClientClosed:     {"client_closed", 499, "the client closed the request before its body was read", mailapi.RefusedPayload},
 }
 
 // String returns the contract's name for the code, e.g. "rate_limited".

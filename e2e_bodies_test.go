@@ -101,3 +101,57 @@ func TestSendBodiesReachTheUpstreamThroughRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestCaddysRequestBodyLimitIsPayloadTooLarge: an operator who caps bodies
+// with Caddy's own request_body max_size, below keygate's max_body: Caddy
+// refuses a declared length past it itself (413, before keygate), and a
+// chunked body that runs past it reaches keygate's reader, which must
+// answer payload_too_large in the provider's error shape and count it as
+// such; not invalid_payload, which says the client's SDK sent something
+// malformed.
+func TestCaddysRequestBodyLimitIsPayloadTooLarge(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	request_body {
+		max_size 1KB
+	}
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	k := g.issue("--name", "capped", "--scope", "mail.send")
+	small := sgBody("orders@shop.example.com", "ann@example.org")
+	if r := g.call("POST", "/v3/mail/send", k.Key, small, "Content-Type", "application/json"); r.Status != http.StatusAccepted {
+		t.Fatalf("a send under the cap: %d %s", r.Status, r.Body)
+	}
+	to := make([]string, 60)
+	for i := range to {
+		to[i] = fmt.Sprintf("reader%d@example.org", i)
+	}
+	large := sgBody("orders@shop.example.com", to...)
+	if r := g.call("POST", "/v3/mail/send", k.Key, large, "Content-Type", "application/json"); r.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a send declaring %d bytes past request_body's 1KB: %d %s; want Caddy's 413", len(large), r.Status, r.Body)
+	}
+	// Chunked (a reader of unknown length): the length is not known until
+	// the body runs past the cap.
+	req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", io.MultiReader(bytes.NewReader(large)))
+	req.Header.Set("Authorization", "Bearer "+k.Key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r := &response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	if r.Status != http.StatusRequestEntityTooLarge || r.code() != "payload_too_large" ||
+		!strings.Contains(string(r.Body), `"errors":[{"message"`) {
+		t.Errorf("a chunked send running past request_body's 1KB: %d %s; want 413 payload_too_large in SendGrid's shape", r.Status, r.Body)
+	}
+	if n := g.metric(`keygate_requests_total{decision="payload_too_large"}`); n != 1 {
+		t.Errorf("keygate_requests_total{decision=\"payload_too_large\"} = %v, want 1", n)
+	}
+}

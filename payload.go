@@ -37,11 +37,8 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	}
 	sb, err := readBody(r, h.maxBody)
 	r.Body.Close()
-	if errors.Is(err, errBodiesFull) {
-		return nil, mailapi.Message{}, denial{code: GatewayBusy, retryAfter: time.Second}
-	}
 	if err != nil {
-		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request body could not be read"}
+		return nil, mailapi.Message{}, bodyError(r, err)
 	}
 	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
@@ -57,6 +54,23 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 		msg, err = h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
 	}
 	return sb, msg, h.payloadError(err)
+}
+
+// bodyError is the denial of a send whose body readBody could not read.
+func bodyError(r *http.Request, err error) denial {
+	switch {
+	case r.Context().Err() != nil:
+		// Gone while it waited for room or sent its body (an HTTP/2
+		// stream reset, a server shutting down): not the gateway's
+		// refusal, nor a bad payload.
+		return denial{code: ClientClosed}
+	case errors.Is(err, errBodiesFull):
+		return denial{code: GatewayBusy, retryAfter: time.Second}
+	case errors.As(err, new(*http.MaxBytesError)):
+		// A limit before keygate's own (Caddy's request_body max_size).
+		return denial{code: PayloadTooLarge}
+	}
+	return denial{code: InvalidPayload, message: "the request body could not be read"}
 }
 
 // payloadError is the denial of a body the dialect could not read.

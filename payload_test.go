@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -432,7 +433,24 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 			w.Code, w.Body, w.Header().Get("Retry-After"))
 	}
 
+	// A client gone while it waits is not refused as gateway_busy.
 	bodyWait = 10 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	r := httptest.NewRequestWithContext(ctx, "POST", body.Path, bytes.NewReader(body.Data))
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Set("Content-Type", body.ContentType)
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	start := time.Now()
+	if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != 499 || !strings.Contains(w.Body.String(), `"client_closed"`) || time.Since(start) > 5*time.Second {
+		t.Errorf("a body whose client went away while it waited: %d %s after %v; want 499 client_closed at once",
+			w.Code, w.Body, time.Since(start))
+	}
+
 	third := make(chan int, 1)
 	go func() { third <- send(okNextReading).Code }()
 	time.Sleep(50 * time.Millisecond) // the third waits for room
@@ -457,6 +475,19 @@ func TestSendBodiesHeldAtOnceAreBounded(t *testing.T) {
 // Whatever becomes of a send body (passed on, refused for its sender or its
 // size, unreadable, cut short, left unread by the next handler), it gives
 // back what it took from the bound (withBodyLimit checks).
+// requestBodyMaxSize is a body as Caddy's request_body handler passes it on
+// with max_size: its error past the size is a 413 HandlerError wrapping
+// http.MaxBytesError.
+type requestBodyMaxSize struct{ io.ReadCloser }
+
+func (b requestBodyMaxSize) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		err = caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+	}
+	return n, err
+}
+
 func TestEverySendBodyGivesBackWhatItHeld(t *testing.T) {
 	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", MaxBody: 64 << 10, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
 	withBodyLimit(t, 1<<30)
@@ -467,24 +498,37 @@ func TestEverySendBodyGivesBackWhatItHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := benchbody.SendGrid(3)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
 	for _, c := range []struct {
 		what   string
 		body   io.Reader
 		length int64 // the declared length: -1 for none (chunked), 0 for the body's own
 		next   caddyhttp.Handler
 		want   int
+		ctx    context.Context // the request's, if not the default
+		limit  int64           // Caddy's request_body max_size before keygate, if not 0
 	}{
-		{"passed on and read upstream", bytes.NewReader(good.Data), 0, okNextReading, 202},
-		{"passed on, never read", bytes.NewReader(good.Data), 0, okNext, 202},
-		{"refused for its sender", strings.NewReader(`{"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"a@b.org"}]}]}`), 0, okNextReading, 403},
-		{"not JSON", strings.NewReader(`{"from":`), 0, okNextReading, 400},
-		{"declared larger than max_body", bytes.NewReader(make([]byte, 100<<10)), 0, okNextReading, 413},
-		{"sent larger than max_body, undeclared", bytes.NewReader(make([]byte, 100<<10)), -1, okNextReading, 413},
-		{"shorter than declared", bytes.NewReader(good.Data), int64(len(good.Data)) + 10, okNextReading, 400},
+		{"passed on and read upstream", bytes.NewReader(good.Data), 0, okNextReading, 202, nil, 0},
+		{"passed on, never read", bytes.NewReader(good.Data), 0, okNext, 202, nil, 0},
+		{"refused for its sender", strings.NewReader(`{"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"a@b.org"}]}]}`), 0, okNextReading, 403, nil, 0},
+		{"not JSON", strings.NewReader(`{"from":`), 0, okNextReading, 400, nil, 0},
+		{"declared larger than max_body", bytes.NewReader(make([]byte, 100<<10)), 0, okNextReading, 413, nil, 0},
+		{"sent larger than max_body, undeclared", bytes.NewReader(make([]byte, 100<<10)), -1, okNextReading, 413, nil, 0},
+		{"shorter than declared", bytes.NewReader(good.Data), int64(len(good.Data)) + 10, okNextReading, 400, nil, 0},
+		{"its client gone mid-body", io.MultiReader(bytes.NewReader(good.Data[:100]), iotest.ErrReader(errors.New("http2: stream reset"))),
+			int64(len(good.Data)), okNextReading, 499, gone, 0},
+		{"larger than Caddy's request_body max_size", bytes.NewReader(good.Data), 0, okNextReading, 413, nil, 100},
 	} {
 		r := httptest.NewRequest("POST", "/v3/mail/send", c.body)
+		if c.ctx != nil {
+			r = r.WithContext(c.ctx)
+		}
 		if c.length != 0 {
 			r.ContentLength = c.length
+		}
+		if c.limit != 0 {
+			r.Body = requestBodyMaxSize{http.MaxBytesReader(httptest.NewRecorder(), r.Body, c.limit)}
 		}
 		r.Header.Set("Authorization", "Bearer "+res.Key)
 		r.Header.Set("Content-Type", "application/json")
