@@ -629,14 +629,20 @@ func (v *Verifier) prune() {
 	v.invMu.Lock()
 	defer v.invMu.Unlock()
 	old := *v.invs.Load()
-	invs := make(map[store.Digest]invalidation, len(old))
+	kept := 0
+	for _, inv := range old {
+		if now.Sub(inv.at) <= horizon {
+			kept++
+		}
+	}
+	if kept == len(old) {
+		return // every poll until then: no copy
+	}
+	invs := make(map[store.Digest]invalidation, kept)
 	for d, inv := range old {
 		if now.Sub(inv.at) <= horizon {
 			invs[d] = inv
 		}
-	}
-	if len(invs) == len(old) {
-		return
 	}
 	// Before the records go (see Verifier).
 	v.prunedAt.Store(v.since(now))
