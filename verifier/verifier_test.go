@@ -570,6 +570,59 @@ func TestSyncVoidsABatchOfChangesAndNothingElse(t *testing.T) {
 	}
 }
 
+// TestCloseWhileEveryLaneIsBusy: hits, lookups and invalidations of keys in
+// every lane run on while Close frees the cache; none may reach it after
+// (ristretto panics on its closed channels), and each answers a record or
+// ErrUnavailable.
+func TestCloseWhileEveryLaneIsBusy(t *testing.T) {
+	st := newFakeStore()
+	v := newTestVerifier(t, st, Options{PollInterval: time.Millisecond}, nil)
+	ctx := context.Background()
+	ds := make([]store.Digest, 4*numLanes)
+	for i := range ds {
+		rec := newRecord(t)
+		st.put(rec)
+		ds[i] = rec.Digest
+		v.Lookup(ctx, rec.Digest, time.Minute)
+	}
+	v.cache.Wait()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := ds[i%len(ds)]
+				switch i % 3 {
+				case 0:
+					v.Hit(d, time.Minute, time.Now())
+				case 1:
+					if _, err := v.Lookup(ctx, d, time.Minute); err != nil && !errors.Is(err, ErrUnavailable) {
+						t.Errorf("Lookup during Close: %v", err)
+						return
+					}
+				default:
+					v.Invalidate(d)
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	v.Close()
+	time.Sleep(10 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if _, ok := v.Hit(ds[0], time.Minute, time.Now()); ok {
+		t.Error("Hit answered after Close")
+	}
+}
+
 func TestClose(t *testing.T) {
 	st := newFakeStore()
 	rec := newRecord(t)
