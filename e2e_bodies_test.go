@@ -2,12 +2,16 @@ package keygate_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestSendBodiesReachTheUpstreamThroughRetries: keygate hands reverse_proxy
@@ -153,5 +157,85 @@ func TestCaddysRequestBodyLimitIsPayloadTooLarge(t *testing.T) {
 	}
 	if n := g.metric(`keygate_requests_total{decision="payload_too_large"}`); n != 1 {
 		t.Errorf("keygate_requests_total{decision=\"payload_too_large\"} = %v, want 1", n)
+	}
+}
+
+// TestSendCanceledMidBodyIsClientClosed: a client on HTTP/2 (as Go's SDKs
+// speak it to an HTTPS gateway; here h2c) that gives up while its send body
+// is on its way resets the stream. keygate must count it client_closed,
+// not invalid_payload or gateway_busy, which an operator acts on; the log
+// line says so, and Caddy's access log records 499.
+func TestSendCanceledMidBodyIsClientClosed(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: `{
+	admin {ADMIN}
+	servers {
+		protocols h1 h2c
+	}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}.access
+	}
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`})
+	k := g.issue("--name", "impatient", "--scope", "mail.send")
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	body, w := io.Pipe()
+	req, _ := http.NewRequestWithContext(ctx, "POST", g.siteURL+"/v3/mail/send", body)
+	req.ContentLength = 4096
+	req.Header.Set("Authorization", "Bearer "+k.Key)
+	req.Header.Set("Content-Type", "application/json")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %d %s", resp.StatusCode, resp.Proto)
+		}
+		done <- err
+	}()
+	if _, err := w.Write([]byte(`{"personalizations":[{"to":[{"email":"ann@example.org"}]}],`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // keygate is reading the body
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the canceled send: %v, want context.Canceled", err)
+	}
+	w.Close()
+
+	metric := `keygate_requests_total{decision="client_closed"}`
+	deadline := time.Now().Add(5 * time.Second)
+	for g.metric(metric) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := g.metric(metric); n != 1 {
+		t.Errorf("%s = %v, want 1", metric, n)
+	}
+	for _, other := range []string{"invalid_payload", "gateway_busy"} {
+		if n := g.metric(`keygate_requests_total{decision="` + other + `"}`); n != 0 {
+			t.Errorf("the canceled send counted as %s too: %v", other, n)
+		}
+	}
+	logs := g.logs()
+	if !strings.Contains(logs, `"decision":"client_closed"`) {
+		t.Errorf("no keygate request line with decision client_closed in the log:\n%s", logs)
+	}
+	access, _ := os.ReadFile(g.logPath + ".access")
+	if !strings.Contains(string(access), `"status":499`) || !strings.Contains(string(access), `"proto":"HTTP/2.0"`) {
+		t.Errorf("Caddy's access log lacks the HTTP/2 request with status 499:\n%s", access)
 	}
 }
