@@ -570,6 +570,23 @@ func TestSyncVoidsABatchOfChangesAndNothingElse(t *testing.T) {
 	}
 }
 
+// cacheKeys puts n new keys in st, has v cache each, and returns their
+// digests.
+func cacheKeys(tb testing.TB, v *Verifier, st *fakeStore, n int) []store.Digest {
+	tb.Helper()
+	ds := make([]store.Digest, n)
+	for i := range ds {
+		rec := newRecord(tb)
+		st.put(rec)
+		ds[i] = rec.Digest
+		if _, err := v.Lookup(context.Background(), rec.Digest, time.Minute); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	v.cache.Wait()
+	return ds
+}
+
 // TestCloseWhileEveryLaneIsBusy: hits, lookups and invalidations of keys in
 // every lane run on while Close frees the cache; none may reach it after
 // (ristretto panics on its closed channels), and each answers a record or
@@ -578,14 +595,7 @@ func TestCloseWhileEveryLaneIsBusy(t *testing.T) {
 	st := newFakeStore()
 	v := newTestVerifier(t, st, Options{PollInterval: time.Millisecond}, nil)
 	ctx := context.Background()
-	ds := make([]store.Digest, 4*numLanes)
-	for i := range ds {
-		rec := newRecord(t)
-		st.put(rec)
-		ds[i] = rec.Digest
-		v.Lookup(ctx, rec.Digest, time.Minute)
-	}
-	v.cache.Wait()
+	ds := cacheKeys(t, v, st, 4*numLanes)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for g := range 8 {
@@ -989,15 +999,7 @@ func BenchmarkHitManyKeys(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			st := newFakeStore()
 			v := newTestVerifier(b, st, Options{PollInterval: time.Hour}, nil)
-			ctx := context.Background()
-			ds := make([]store.Digest, 256)
-			for i := range ds {
-				rec := newRecord(b)
-				st.put(rec)
-				ds[i] = rec.Digest
-				v.Lookup(ctx, rec.Digest, time.Minute)
-			}
-			v.cache.Wait()
+			ds := cacheKeys(b, v, st, 256)
 			if change {
 				v.Invalidate(newRecord(b).Digest)
 			}
