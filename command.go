@@ -27,7 +27,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "keys",
-		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events|backup> [--store <uri>] [--json]",
+		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events|backup|restore> [--store <uri>] [--json]",
 		Short: "Manages keygate API keys",
 		Long: `
 Manages the API keys that keygate accepts. Keys live in the store given by
@@ -76,6 +76,7 @@ type cli struct {
 	json  bool
 	flags *pflag.FlagSet
 	actor string
+	uri   string // the store's, for restore (which opens it itself)
 }
 
 // run wraps a subcommand: opens the store, runs, closes the store, and
@@ -91,6 +92,13 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 			uri, err := storeURI(given)
 			if err != nil {
 				return err
+			}
+			asJSON, _ := cmd.Flags().GetBool("json")
+			if cmd.Name() == "restore" {
+				// Opens the store itself, if there is one: it replaces it.
+				c := &cli{out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(), json: asJSON, flags: cmd.Flags(),
+					actor: cliActor(), uri: uri}
+				return f(ctx, c, args)
 			}
 			// Only issue may create the embedded store: for any other
 			// subcommand a missing file is a mistyped path, which would
@@ -108,7 +116,6 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 				return fmt.Errorf("store %s: %v", store.RedactURI(uri), err)
 			}
 			defer st.Close()
-			asJSON, _ := cmd.Flags().GetBool("json")
 			c := &cli{keys: keys.New(st, keys.Options{}), out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(),
 				json: asJSON, flags: cmd.Flags(), actor: cliActor()}
 			return f(ctx, c, args)
@@ -409,7 +416,90 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			})
 		}),
 	}
-	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup}
+	restore := &cobra.Command{
+		Use:   "restore FILE [--yes]",
+		Short: "Put a backup in place of the SQLite store, keeping the revocations made since; gateways stopped",
+		Args:  cobra.ExactArgs(1),
+		RunE:  run(runRestore),
+	}
+	restore.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
+	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore}
+}
+
+// restored is what restore reports.
+type restored struct {
+	store.BackupInfo
+	From    string        `json:"from"`
+	Carried *keys.Carried `json:"carried"`
+}
+
+// runRestore puts a backup in place of the SQLite store. Whatever stopped a
+// key since the backup (revocations above all) is read from the store first
+// and applied again to the restored one (keys.Service.CarryOver), so that
+// putting a backup back never makes a revoked key work again.
+func runRestore(ctx context.Context, c *cli, args []string) error {
+	path, ok := store.SQLitePath(c.uri)
+	if !ok {
+		return store.ErrNoRestore
+	}
+	from := args[0]
+	yes, _ := c.flags.GetBool("yes")
+	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
+		fmt.Fprintf(os.Stderr, "Put %s in place of the store %s? Stop every gateway and `caddy keys` using it first. [y/N] ", from, path)
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errors.New("not restored")
+		}
+	}
+	// A large backup takes longer to copy than the minute other
+	// subcommands get.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+	defer cancel()
+	var replaced []*store.Record
+	if _, missing := missingSQLite(c.uri); !missing {
+		st, err := store.Open(ctx, c.uri)
+		if err != nil {
+			return fmt.Errorf("the store to replace, %s: %w (move it away to restore without keeping its revocations)", path, err)
+		}
+		replaced, err = st.ListKeys(ctx, store.ListFilter{All: true})
+		st.Close()
+		if err != nil {
+			return fmt.Errorf("reading the keys of the store to replace, %s: %w", path, err)
+		}
+	}
+	info, err := store.RestoreSQLite(ctx, path, from)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, c.uri)
+	if err != nil {
+		return fmt.Errorf("the restored store %s: %w", path, err)
+	}
+	defer st.Close()
+	carried, err := keys.New(st, keys.Options{}).CarryOver(ctx, replaced, c.actor)
+	if err != nil {
+		return fmt.Errorf("restored %s, but keeping what the replaced store had stopped failed (run restore again): %w", path, err)
+	}
+	r := restored{BackupInfo: info, From: from, Carried: carried}
+	return c.output(r, func() error { return c.printRestored(r) })
+}
+
+func (c *cli) printRestored(r restored) error {
+	fmt.Fprintf(c.out, "restored %d keys, with usage counters and audit events, from %s to %s\n", r.Keys, r.From, r.Path)
+	for _, l := range []struct {
+		what string
+		ids  []string
+	}{
+		{"revoked again (revoked after the backup)", r.Carried.Revoked},
+		{"disabled again (disabled after the backup)", r.Carried.Disabled},
+		{"given the earlier end they had (a rotation's grace, an expiry set after the backup)", r.Carried.Expiring},
+		{"gone (issued after the backup: issue them again)", r.Carried.Gone},
+	} {
+		if len(l.ids) > 0 {
+			fmt.Fprintf(c.out, "%s: %s\n", l.what, strings.Join(l.ids, ", "))
+		}
+	}
+	return nil
 }
 
 func windowFlag(fs *pflag.FlagSet, name string) (time.Duration, error) {

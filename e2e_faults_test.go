@@ -2,6 +2,7 @@ package keygate_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,6 +481,86 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 	}
 	if u := g.usage(kept.ID); u.Allowed < 5 {
 		t.Errorf("the kept key's usage after the restore: %d allowed, want at least the 5 before the backup", u.Allowed)
+	}
+}
+
+// TestRestoreKeepsWhatStoppedKeysSinceTheBackup: `caddy keys restore` puts a
+// backup back as docs/guarantees.md's manual steps do, and also keeps what
+// stopped a key after the backup was taken: a key revoked since (say, as
+// leaked) stays revoked, a key rotated since ends when its grace did. The
+// manual steps make both work again (TestBackupWhileServingAndRestore).
+func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
+	needBinary(t)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + path})
+	steady := g.issue("--name", "steady", "--scope", "mail.send")
+	leaked := g.issue("--name", "leaked", "--scope", "mail.send")
+	rotated := g.issue("--name", "rotated", "--scope", "mail.send")
+	g.send(steady.Key, 3)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(steady.ID).Allowed == 3 }) < 0 {
+		t.Fatal("the first 3 requests were not flushed")
+	}
+	backup := filepath.Join(dir, "backup.db")
+	g.keys("backup", backup)
+
+	g.keys("revoke", leaked.ID, "--reason", "posted in a ticket", "--yes")
+	g.keys("rotate", rotated.ID, "--grace", "0")
+	later := g.issue("--name", "later", "--scope", "mail.send")
+	g.stop()
+
+	// A file that is not a backup is refused, and the store left as it was.
+	bad := filepath.Join(dir, "notes.txt")
+	os.WriteFile(bad, []byte("not a database"), 0o600)
+	if _, errOut, err := g.keysRaw("restore", bad, "--yes"); err == nil || !strings.Contains(errOut, "not a keygate backup") {
+		t.Errorf("restore from a text file: %v %q, want it refused as not a keygate backup", err, errOut)
+	}
+	if out := g.keys("show", later.ID); !strings.Contains(out, later.ID) {
+		t.Errorf("the store after a refused restore lacks the key issued last:\n%s", out)
+	}
+
+	var res struct {
+		Keys    int `json:"keys"`
+		Carried struct {
+			Revoked, Disabled, Expiring, Gone []string
+		} `json:"carried"`
+	}
+	if err := json.Unmarshal([]byte(g.keys("restore", backup, "--yes", "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Keys != 3 || !slices.Equal(res.Carried.Revoked, []string{leaked.ID}) || !slices.Equal(res.Carried.Expiring, []string{rotated.ID}) ||
+		len(res.Carried.Disabled) != 0 || len(res.Carried.Gone) != 2 || !slices.Contains(res.Carried.Gone, later.ID) {
+		t.Errorf("caddy keys restore --json: %+v; want 3 keys, %s revoked again, %s ending at its rotation, two gone (%s and %s's successor)",
+			res, leaked.ID, rotated.ID, later.ID, rotated.ID)
+	}
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left beside the restored store", f)
+		}
+	}
+
+	g.start()
+	for _, c := range []struct {
+		what string
+		key  issuedKey
+		want string
+	}{
+		{"a key no one touched", steady, ""},
+		{"a key revoked after the backup", leaked, "revoked_key"},
+		{"a key rotated after the backup, with no grace", rotated, "expired_key"},
+		{"a key issued after the backup", later, "invalid_key"},
+	} {
+		r := g.call("POST", "/v3/mail/send", c.key.Key, nil)
+		if c.want == "" && r.Status != 202 || c.want != "" && r.code() != c.want {
+			t.Errorf("%s, after the restore: %d %s, want %s", c.what, r.Status, r.Body, cmp.Or(c.want, "202"))
+		}
+	}
+	if u := g.usage(steady.ID); u.Allowed < 3 {
+		t.Errorf("usage after the restore: %d allowed, want the 3 before the backup", u.Allowed)
+	}
+	if out := g.keys("events", leaked.ID); !strings.Contains(out, "kept from the store a backup replaced") || !strings.Contains(out, "posted in a ticket") {
+		t.Errorf("the leaked key's events after the restore do not say why it is revoked:\n%s", out)
 	}
 }
 

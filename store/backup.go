@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,5 +108,71 @@ func checkBackup(ctx context.Context, path string) (BackupInfo, error) {
 		return BackupInfo{}, err
 	}
 	info.Bytes = fi.Size()
+	return info, nil
+}
+
+// ErrNoRestore means the store is not restored by keygate: PostgreSQL is
+// restored with its own tools (pg_restore).
+var ErrNoRestore = errors.New("a PostgreSQL store is restored with PostgreSQL's own tools (pg_restore); see docs/guarantees.md#backups")
+
+// RestoreSQLite puts the backup at from in place of the SQLite store at
+// path, which nothing may have open: no gateway, no other `caddy keys`.
+// The backup is checked first, and copied beside path under another name,
+// made private (0600) and given path's owner before it replaces path in
+// one rename, so the store is never a partial copy. The replaced file's
+// write-ahead log and index are removed from beside it first: SQLite
+// would read the restored file with them.
+func RestoreSQLite(ctx context.Context, path, from string) (BackupInfo, error) {
+	fail := func(err error) (BackupInfo, error) {
+		return BackupInfo{}, fmt.Errorf("keygate store: restore %s from %s: %w", path, from, err)
+	}
+	if a, b := filepath.Clean(path), filepath.Clean(from); a == b {
+		return fail(errors.New("the backup is the store itself"))
+	}
+	if _, err := os.Stat(from); err != nil {
+		return fail(err)
+	}
+	info, err := checkBackup(ctx, from)
+	if err != nil {
+		return fail(fmt.Errorf("not a keygate backup: %w", err))
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return fail(err)
+	}
+	defer in.Close()
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".restoring-*") // 0600
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(fmt.Errorf("the directory %s does not exist", dir))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // nothing once renamed
+	if _, err := io.Copy(f, in); err != nil {
+		f.Close()
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := sameOwner(tmp, path); err != nil {
+		return fail(err)
+	}
+	for _, log := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Remove(log); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	info.Path = path
 	return info, nil
 }

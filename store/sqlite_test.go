@@ -28,6 +28,19 @@ func openTestSQLite(t testing.TB, path string) *SQLite {
 	return s
 }
 
+// openStoreFile opens, as Open does, a new SQLite store file in a
+// directory of its own, and returns the store, the directory and the path.
+func openStoreFile(t *testing.T) (Store, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	st, err := Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, dir, path
+}
+
 func TestSQLiteConformance(t *testing.T) {
 	testStoreConformance(t, func(t *testing.T) Store {
 		return openTestSQLite(t, filepath.Join(t.TempDir(), "keys.db"))
@@ -401,12 +414,7 @@ func fillKeys(tb testing.TB, s *SQLite, n int) {
 // file that was there.
 func TestSQLiteBackup(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "keys.db")
-	st, err := Open(ctx, "sqlite:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, dir, path := openStoreFile(t)
 	defer st.Close()
 	writer := openTestSQLite(t, path)
 	revoked := minimalRecord("key_revoked", time.Now())
@@ -502,5 +510,66 @@ func TestSQLiteBackup(t *testing.T) {
 	}
 	if n, err := copied.CountKeys(ctx, ListFilter{All: true}); err != nil || n != info.Keys {
 		t.Errorf("after a refused backup onto it, the file holds %d keys (%v)", n, err)
+	}
+}
+
+// TestRestoreSQLite: a backup replaces the store file whole, private and
+// owned as the store was (as root, for a store the caddy user runs on), the
+// replaced file's write-ahead log and index go, and what is not a backup
+// is refused before anything is touched.
+func TestRestoreSQLite(t *testing.T) {
+	ctx := context.Background()
+	st, dir, path := openStoreFile(t)
+	mustCreate(t, st, minimalRecord("key_inthebackup", time.Now()))
+	backup := filepath.Join(dir, "backup.db")
+	if _, err := st.(Backuper).Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, st, minimalRecord("key_afterthebackup", time.Now()))
+	st.Close()
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		os.WriteFile(f, []byte("left by a crash"), 0o600)
+	}
+	root := os.Getuid() == 0
+	if root {
+		if err := os.Chown(path, 12345, 12346); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	notBackup := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notBackup, []byte("not a database"), 0o600)
+	for _, from := range []string{notBackup, filepath.Join(dir, "missing.db"), path} {
+		if _, err := RestoreSQLite(ctx, path, from); err == nil {
+			t.Errorf("restore from %s: no error", from)
+		}
+	}
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Error("a refused restore removed the store's write-ahead log")
+	}
+
+	info, err := RestoreSQLite(ctx, path, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Path != path || info.Keys != 1 {
+		t.Errorf("restore info %+v, want %s with 1 key", info, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the restored store: %v, %v; want mode 0600", fi, err)
+	}
+	if uid, gid, ok := ownerOf(fi); root && ok && (uid != 12345 || gid != 12346) {
+		t.Errorf("the restored store is owned by %d:%d, want the replaced store's 12345:12346", uid, gid)
+	}
+	if extra, _ := filepath.Glob(path + "[-.]*"); len(extra) > 0 {
+		t.Errorf("files beside the restored store: %v", extra)
+	}
+	restored := openTestSQLite(t, path)
+	if _, err := restored.Key(ctx, "key_inthebackup"); err != nil {
+		t.Errorf("the backup's key: %v", err)
+	}
+	if _, err := restored.Key(ctx, "key_afterthebackup"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a key issued after the backup: %v, want ErrNotFound", err)
 	}
 }

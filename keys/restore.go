@@ -1,0 +1,88 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// Carried is what CarryOver kept, by key id, from the store a backup
+// replaced.
+type Carried struct {
+	Revoked  []string `json:"revoked"`  // revoked after the backup: revoked again
+	Disabled []string `json:"disabled"` // disabled after the backup: disabled again
+	Expiring []string `json:"expiring"` // given an earlier end after the backup (a rotation's grace, an update)
+	// Gone were issued after the backup, which does not hold them: clients
+	// using them get invalid_key until they are issued again.
+	Gone []string `json:"gone"`
+}
+
+// CarryOver is the second half of putting a backup back: replaced holds the
+// records of the store the backup replaced, read before it was replaced.
+// Whatever stopped a key since the backup was taken (a revocation, a
+// rotation's end of grace, a disable, an earlier expiry) would otherwise be
+// undone, and a leaked key revoked yesterday would work again. CarryOver
+// applies each to the restored store, with an audit event saying where it
+// came from, and never widens a key: a key enabled again or given a later
+// expiry since the backup keeps the backup's narrower state.
+func (s *Service) CarryOver(ctx context.Context, replaced []*store.Record, actor string) (*Carried, error) {
+	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}}
+	changed := false
+	defer func() {
+		if changed {
+			s.written(ctx)
+		}
+	}()
+	for _, old := range replaced {
+		var revoked, disabled, expiring bool
+		ev := &store.Event{At: s.now(), KeyID: old.ID, Actor: actor}
+		_, err := s.st.UpdateKey(ctx, old.ID, ev, func(rec *store.Record) error {
+			var kept []string
+			revoked = old.Revoked() && !rec.Revoked()
+			if revoked {
+				rec.RevokedAt, rec.RevokeReason = old.RevokedAt, old.RevokeReason
+				kept = append(kept, fmt.Sprintf("revoked on %s (%s)", old.RevokedAt.UTC().Format(time.RFC3339), old.RevokeReason))
+			}
+			disabled = old.Disabled && !rec.Disabled
+			if disabled {
+				rec.Disabled = true
+				kept = append(kept, "disabled")
+			}
+			expiring = old.ExpiresAt != nil && (rec.ExpiresAt == nil || old.ExpiresAt.Before(*rec.ExpiresAt))
+			if expiring {
+				end := *old.ExpiresAt
+				rec.ExpiresAt = &end
+				kept = append(kept, "expires "+end.UTC().Format(time.RFC3339))
+			}
+			if len(kept) == 0 {
+				return nil // unchanged: no event
+			}
+			ev.Action, ev.Reason, ev.Detail = "updated", "kept from the store a backup replaced", strings.Join(kept, "; ")
+			if revoked {
+				ev.Action = "revoked"
+			}
+			return nil
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			out.Gone = append(out.Gone, old.ID)
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("key %s: %w", old.ID, err)
+		}
+		for _, c := range []struct {
+			did  bool
+			list *[]string
+		}{{revoked, &out.Revoked}, {disabled, &out.Disabled}, {expiring, &out.Expiring}} {
+			if c.did {
+				*c.list = append(*c.list, old.ID)
+				changed = true
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,97 @@
+package keys
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// TestCarryOverNeverWidensAKey: from the store a backup replaced, CarryOver
+// takes what stopped keys (a revocation, a disable, an earlier end) and
+// nothing that opened them again (an enable, a later expiry): the restored
+// store keeps the narrower of the two states of each key.
+func TestCarryOverNeverWidensAKey(t *testing.T) {
+	f := newFixture(t)
+	set := func(id string, fn func(*store.Record)) {
+		t.Helper()
+		if _, err := f.st.UpdateKey(ctx, id, nil, func(r *store.Record) error { fn(r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	soon, later := f.t.Add(time.Hour), f.t.Add(10*time.Hour)
+	// The restored store: what the backup held.
+	reenabled := f.issue(t, spec("reenabled", "mail.send")).Record.ID
+	set(reenabled, func(r *store.Record) { r.Disabled = true })
+	extended := f.issue(t, spec("extended", "mail.send")).Record.ID
+	set(extended, func(r *store.Record) { r.ExpiresAt = &soon })
+	leaked := f.issue(t, spec("leaked", "mail.send")).Record.ID
+	disabled := f.issue(t, spec("disabled", "mail.send")).Record.ID
+	ended := f.issue(t, spec("ended", "mail.send")).Record.ID
+
+	// The replaced store: the same keys as they were at the restore, and
+	// one issued after the backup.
+	var replaced []*store.Record
+	for _, id := range []string{reenabled, extended, leaked, disabled, ended} {
+		r, err := f.st.Key(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replaced = append(replaced, r.Clone())
+	}
+	revokedAt := f.t.Add(-time.Minute)
+	replaced[0].Disabled = false
+	replaced[1].ExpiresAt = &later
+	replaced[2].RevokedAt, replaced[2].RevokeReason = &revokedAt, "posted in a ticket"
+	replaced[3].Disabled = true
+	replaced[4].ExpiresAt = &soon
+	replaced = append(replaced, &store.Record{ID: "key_issuedafterthebackup"})
+
+	writes := f.writes
+	got, err := f.CarryOver(ctx, replaced, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Carried{Revoked: []string{leaked}, Disabled: []string{disabled}, Expiring: []string{ended}, Gone: []string{"key_issuedafterthebackup"}}
+	if !slices.Equal(got.Revoked, want.Revoked) || !slices.Equal(got.Disabled, want.Disabled) ||
+		!slices.Equal(got.Expiring, want.Expiring) || !slices.Equal(got.Gone, want.Gone) {
+		t.Errorf("CarryOver = %+v, want %+v", got, want)
+	}
+	if f.writes == writes {
+		t.Error("CarryOver changed keys without announcing a write (gateways would not know)")
+	}
+	check := func(id string, ok func(*store.Record) bool, what string) {
+		t.Helper()
+		r, err := f.st.Key(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok(r) {
+			t.Errorf("key %s: %s; got %+v", id, what, r)
+		}
+	}
+	check(reenabled, func(r *store.Record) bool { return r.Disabled }, "enabled after the backup, but the restored key must stay disabled")
+	check(extended, func(r *store.Record) bool { return r.ExpiresAt != nil && r.ExpiresAt.Equal(soon) }, "the backup's earlier end must stay")
+	check(leaked, func(r *store.Record) bool {
+		return r.Revoked() && r.RevokedAt.Equal(revokedAt) && r.RevokeReason == "posted in a ticket"
+	}, "revoked again, with its time and reason")
+	check(disabled, func(r *store.Record) bool { return r.Disabled }, "disabled again")
+	check(ended, func(r *store.Record) bool { return r.ExpiresAt != nil && r.ExpiresAt.Equal(soon) }, "given the earlier end")
+
+	evs, err := f.Events(ctx, leaked, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Action != "revoked" || last.Reason != "kept from the store a backup replaced" || !last.At.Equal(f.t) {
+		t.Errorf("the leaked key's newest event: %+v, want its revocation kept from the replaced store, now", last)
+	}
+	for _, id := range []string{reenabled, extended} {
+		evs, _ := f.Events(ctx, id, 0)
+		for _, ev := range evs {
+			if ev.Reason == "kept from the store a backup replaced" {
+				t.Errorf("key %s, unchanged by CarryOver, got an event: %+v", id, ev)
+			}
+		}
+	}
+}
