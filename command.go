@@ -461,7 +461,7 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 		if err != nil {
 			return fmt.Errorf("the store to replace, %s: %w (move it away to restore without keeping its revocations)", path, err)
 		}
-		replaced, err = st.ListKeys(ctx, store.ListFilter{All: true})
+		replaced, err = keys.StateOf(ctx, st)
 		st.Close()
 		if err != nil {
 			return fmt.Errorf("reading the keys of the store to replace, %s: %w", path, err)

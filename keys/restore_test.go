@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -93,5 +94,40 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 				t.Errorf("key %s, unchanged by CarryOver, got an event: %+v", id, ev)
 			}
 		}
+	}
+}
+
+// TestStateOfReadsEveryKeyPageByPage: every key, revoked and expired ones
+// included, with what stops it and nothing else.
+func TestStateOfReadsEveryKeyPageByPage(t *testing.T) {
+	defer func(p int) { statePage = p }(statePage)
+	statePage = 3
+	f := newFixture(t)
+	var ids []string
+	for i := range 7 {
+		ids = append(ids, f.issue(t, spec(fmt.Sprintf("k%d", i), "mail.send")).Record.ID)
+	}
+	if _, err := f.Revoke(ctx, Revocation{ID: ids[6], Reason: "leaked"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := StateOf(ctx, f.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotIDs []string
+	for _, r := range got {
+		gotIDs = append(gotIDs, r.ID)
+		if r.Name != "" || r.Scopes != nil {
+			t.Errorf("StateOf kept more than what stops a key: %+v", r)
+		}
+	}
+	slices.Sort(ids)
+	slices.Sort(gotIDs)
+	if !slices.Equal(gotIDs, ids) {
+		t.Errorf("StateOf read %v, want every key %v", gotIDs, ids)
+	}
+	revoked := slices.IndexFunc(got, func(r *store.Record) bool { return r.Revoked() })
+	if revoked < 0 || got[revoked].RevokeReason != "leaked" || slices.ContainsFunc(got[revoked+1:], (*store.Record).Revoked) {
+		t.Errorf("StateOf: want one revoked key, with its reason; got %+v", got)
 	}
 }
