@@ -467,18 +467,16 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("reading the keys of the store to replace, %s: %w", path, err)
 		}
 	}
-	info, err := store.RestoreSQLite(ctx, path, from)
+	// Applied to the copy before it replaces the store: a restore that
+	// fails leaves the store as it was, revocations and all.
+	var carried *keys.Carried
+	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
+		var err error
+		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, c.actor)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	st, err := store.Open(ctx, c.uri)
-	if err != nil {
-		return fmt.Errorf("the restored store %s: %w", path, err)
-	}
-	defer st.Close()
-	carried, err := keys.New(st, keys.Options{}).CarryOver(ctx, replaced, c.actor)
-	if err != nil {
-		return fmt.Errorf("restored %s, but keeping what the replaced store had stopped failed (run restore again): %w", path, err)
 	}
 	r := restored{BackupInfo: info, From: from, Carried: carried}
 	return c.output(r, func() error { return c.printRestored(r) })

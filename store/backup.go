@@ -118,11 +118,12 @@ var ErrNoRestore = errors.New("a PostgreSQL store is restored with PostgreSQL's 
 // RestoreSQLite puts the backup at from in place of the SQLite store at
 // path, which nothing may have open: no gateway, no other `caddy keys`.
 // The backup is checked first, and copied beside path under another name,
-// made private (0600) and given path's owner before it replaces path in
-// one rename, so the store is never a partial copy. The replaced file's
-// write-ahead log and index are removed from beside it first: SQLite
-// would read the restored file with them.
-func RestoreSQLite(ctx context.Context, path, from string) (BackupInfo, error) {
+// where prepare (if not nil) may change it as a store, before the copy,
+// made private (0600) and given path's owner, replaces path in one rename.
+// So the store at path is the old one or the whole new one, prepared,
+// whatever fails. The replaced file's write-ahead log and index are removed
+// from beside it first: SQLite would read the restored file with them.
+func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.Context, Store) error) (BackupInfo, error) {
 	fail := func(err error) (BackupInfo, error) {
 		return BackupInfo{}, fmt.Errorf("keygate store: restore %s from %s: %w", path, from, err)
 	}
@@ -150,7 +151,11 @@ func RestoreSQLite(ctx context.Context, path, from string) (BackupInfo, error) {
 		return fail(err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // nothing once renamed
+	defer func() { // nothing once renamed, but a prepare cut short
+		for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+			os.Remove(f)
+		}
+	}()
 	if _, err := io.Copy(f, in); err != nil {
 		f.Close()
 		return fail(err)
@@ -161,6 +166,21 @@ func RestoreSQLite(ctx context.Context, path, from string) (BackupInfo, error) {
 	}
 	if err := f.Close(); err != nil {
 		return fail(err)
+	}
+	if prepare != nil {
+		db, err := OpenSQLite(ctx, tmp)
+		if err != nil {
+			return fail(err)
+		}
+		err = prepare(ctx, db)
+		// Closing the last connection checkpoints the copy's log into it
+		// and removes the log.
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fail(err)
+		}
 	}
 	if err := sameOwner(tmp, path); err != nil {
 		return fail(err)

@@ -540,15 +540,36 @@ func TestRestoreSQLite(t *testing.T) {
 	notBackup := filepath.Join(dir, "notes.txt")
 	os.WriteFile(notBackup, []byte("not a database"), 0o600)
 	for _, from := range []string{notBackup, filepath.Join(dir, "missing.db"), path} {
-		if _, err := RestoreSQLite(ctx, path, from); err == nil {
+		if _, err := RestoreSQLite(ctx, path, from, nil); err == nil {
 			t.Errorf("restore from %s: no error", from)
 		}
 	}
 	if _, err := os.Stat(path + "-wal"); err != nil {
 		t.Error("a refused restore removed the store's write-ahead log")
 	}
+	// A prepare that fails leaves the store as it was, and nothing beside it.
+	if _, err := RestoreSQLite(ctx, path, backup, func(ctx context.Context, st Store) error {
+		mustCreate(t, st, minimalRecord("key_prepared", time.Now()))
+		return errors.New("carrying over failed")
+	}); err == nil || !strings.Contains(err.Error(), "carrying over failed") {
+		t.Errorf("restore with a failing prepare: %v", err)
+	}
+	if extra, _ := filepath.Glob(path + ".*"); len(extra) > 0 {
+		t.Errorf("files left beside the store by a failed restore: %v", extra)
+	}
+	kept := openTestSQLite(t, path)
+	if _, err := kept.Key(ctx, "key_afterthebackup"); err != nil {
+		t.Errorf("the store after a failed restore lacks its last key: %v", err)
+	}
+	kept.Close()
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		os.WriteFile(f, []byte("left by a crash"), 0o600)
+	}
 
-	info, err := RestoreSQLite(ctx, path, backup)
+	info, err := RestoreSQLite(ctx, path, backup, func(ctx context.Context, st Store) error {
+		mustCreate(t, st, minimalRecord("key_prepared", time.Now()))
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,5 +592,8 @@ func TestRestoreSQLite(t *testing.T) {
 	}
 	if _, err := restored.Key(ctx, "key_afterthebackup"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a key issued after the backup: %v, want ErrNotFound", err)
+	}
+	if _, err := restored.Key(ctx, "key_prepared"); err != nil {
+		t.Errorf("what prepare wrote to the copy: %v", err)
 	}
 }
