@@ -456,7 +456,10 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
 	defer cancel()
 	var replaced []*store.Record
-	if _, missing := missingSQLite(c.uri); !missing {
+	if _, missing := missingSQLite(c.uri); missing {
+		// Said, so a mistyped --store is noticed.
+		fmt.Fprintf(c.warn, "note: no keygate store at %s; the backup becomes the store there, with nothing kept from one\n", path)
+	} else {
 		st, err := store.Open(ctx, c.uri)
 		if err != nil {
 			return fmt.Errorf("the store to replace, %s: %w (move it away to restore without keeping its revocations)", path, err)
