@@ -455,7 +455,7 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	// subcommands get.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
 	defer cancel()
-	var replaced []*store.Record
+	var replaced *keys.Stops
 	if _, missing := missingSQLite(c.uri); missing {
 		// Said, so a mistyped --store is noticed.
 		fmt.Fprintf(c.warn, "note: no keygate store at %s; the backup becomes the store there, with nothing kept from one\n", path)

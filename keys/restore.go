@@ -2,8 +2,9 @@ package keys
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,76 +22,128 @@ type Carried struct {
 	Gone []string `json:"gone"`
 }
 
-// StateOf reads what CarryOver needs of every key in st: its id, and
-// what stops it (revocation, disable, expiry). A page of keys at a time, so
-// a store of a million keys is held as ids and times, not whole records.
-func StateOf(ctx context.Context, st store.Store) ([]*store.Record, error) {
-	page := statePage
-	var out []*store.Record
-	for offset := 0; ; offset += page {
-		recs, err := st.ListKeys(ctx, store.ListFilter{All: true, Limit: page, Offset: offset})
+// Stops is what stopped each key of a store (StateOf): what CarryOver
+// needs of the store a backup replaces.
+type Stops struct {
+	keys map[string]stop
+}
+
+// stop is what stops one key: times in Unix nanoseconds, 0 for none. A
+// million keys take ~100 MB so.
+type stop struct {
+	revoked, expires int64
+	disabled         bool
+	reason           string // the revocation's
+}
+
+func unixNano(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// StateOf reads what stops each key in st (revocation, disable, expiry), a
+// page of keys at a time.
+func StateOf(ctx context.Context, st store.Store) (*Stops, error) {
+	out := &Stops{keys: map[string]stop{}}
+	err := eachKey(ctx, st, func(r *store.Record) error {
+		out.keys[r.ID] = stopOf(r)
+		return nil
+	})
+	return out, err
+}
+
+func stopOf(r *store.Record) stop {
+	return stop{revoked: unixNano(r.RevokedAt), expires: unixNano(r.ExpiresAt), disabled: r.Disabled, reason: r.RevokeReason}
+}
+
+// statePage is how many keys eachKey reads at a time from a store that
+// cannot read them in one pass.
+var statePage = 10_000
+
+// eachKey calls fn with every key of st, revoked and expired ones
+// included: in one pass where st can (store.KeyWalker), else a page at a
+// time. fn must not use st.
+func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) error {
+	if w, ok := st.(store.KeyWalker); ok {
+		return w.EachKey(ctx, fn)
+	}
+	for offset := 0; ; offset += statePage {
+		recs, err := st.ListKeys(ctx, store.ListFilter{All: true, Limit: statePage, Offset: offset})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, r := range recs {
-			out = append(out, &store.Record{ID: r.ID, RevokedAt: r.RevokedAt, RevokeReason: r.RevokeReason,
-				Disabled: r.Disabled, ExpiresAt: r.ExpiresAt})
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
-		if len(recs) < page {
-			return out, nil
+		if len(recs) < statePage {
+			return nil
 		}
 	}
 }
 
-// statePage is how many keys StateOf reads at a time.
-var statePage = 10_000
-
-// CarryOver is the second half of putting a backup back: replaced holds the
-// records of the store the backup replaced, read before it was replaced.
-// Whatever stopped a key since the backup was taken (a revocation, a
-// rotation's end of grace, a disable, an earlier expiry) would otherwise be
-// undone, and a leaked key revoked yesterday would work again. CarryOver
-// applies each to the restored store, with an audit event saying where it
-// came from, and never widens a key: a key enabled again or given a later
-// expiry since the backup keeps the backup's narrower state.
-func (s *Service) CarryOver(ctx context.Context, replaced []*store.Record, actor string) (*Carried, error) {
+// CarryOver is the second half of putting a backup back: replaced is what
+// stopped the keys of the store the backup replaces, read before it is
+// replaced. Whatever stopped a key since the backup was taken (a
+// revocation, a rotation's end of grace, a disable, an earlier expiry)
+// would otherwise be undone, and a leaked key revoked yesterday would work
+// again. CarryOver applies each to the service's store (the backup's copy),
+// with an audit event saying where it came from, and never widens a key: a
+// key enabled again or given a later expiry since the backup keeps the
+// backup's narrower state. It reads every key once and writes only those
+// it changes. It consumes replaced.
+func (s *Service) CarryOver(ctx context.Context, replaced *Stops, actor string) (*Carried, error) {
 	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}}
+	if replaced == nil {
+		return out, nil // no store was replaced
+	}
 	changed := false
 	defer func() {
 		if changed {
 			s.written(ctx)
 		}
 	}()
-	for _, old := range replaced {
-		// Most keys have nothing to carry: one read each, no write.
-		cur, err := s.st.Key(ctx, old.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			out.Gone = append(out.Gone, old.ID)
-			continue
+	// First which keys lack something the replaced store stopped them with
+	// (usually few), then each of them changed on its own.
+	// What is left of replaced once each key is looked at is gone.
+	narrow := map[string]stop{}
+	err := eachKey(ctx, s.st, func(cur *store.Record) error {
+		old, ok := replaced.keys[cur.ID]
+		if !ok {
+			return nil // not in the replaced store: nothing to keep
 		}
-		if err != nil {
-			return out, fmt.Errorf("key %s: %w", old.ID, err)
+		delete(replaced.keys, cur.ID)
+		if r, d, e := old.stops(cur); r || d || e {
+			narrow[cur.ID] = old
 		}
-		if !narrower(old, cur) {
-			continue
-		}
+		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	for _, id := range slices.Sorted(maps.Keys(narrow)) {
+		old := narrow[id]
 		var revoked, disabled, expiring bool
-		ev := &store.Event{At: s.now(), KeyID: old.ID, Actor: actor}
-		_, err = s.st.UpdateKey(ctx, old.ID, ev, func(rec *store.Record) error {
+		ev := &store.Event{At: s.now(), KeyID: id, Actor: actor}
+		_, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
 			var kept []string
-			revoked, disabled, expiring = stops(old, rec)
+			revoked, disabled, expiring = old.stops(rec)
 			if revoked {
-				rec.RevokedAt, rec.RevokeReason = old.RevokedAt, old.RevokeReason
-				kept = append(kept, fmt.Sprintf("revoked on %s (%s)", old.RevokedAt.UTC().Format(time.RFC3339), old.RevokeReason))
+				at := time.Unix(0, old.revoked).UTC()
+				rec.RevokedAt, rec.RevokeReason = &at, old.reason
+				kept = append(kept, fmt.Sprintf("revoked on %s (%s)", at.Format(time.RFC3339), old.reason))
 			}
 			if disabled {
 				rec.Disabled = true
 				kept = append(kept, "disabled")
 			}
 			if expiring {
-				end := *old.ExpiresAt
+				end := time.Unix(0, old.expires).UTC()
 				rec.ExpiresAt = &end
-				kept = append(kept, "expires "+end.UTC().Format(time.RFC3339))
+				kept = append(kept, "expires "+end.Format(time.RFC3339))
 			}
 			if len(kept) == 0 {
 				return nil // unchanged: no event
@@ -102,31 +155,26 @@ func (s *Service) CarryOver(ctx context.Context, replaced []*store.Record, actor
 			return nil
 		})
 		if err != nil {
-			return out, fmt.Errorf("key %s: %w", old.ID, err)
+			return out, fmt.Errorf("key %s: %w", id, err)
 		}
 		for _, c := range []struct {
 			did  bool
 			list *[]string
 		}{{revoked, &out.Revoked}, {disabled, &out.Disabled}, {expiring, &out.Expiring}} {
 			if c.did {
-				*c.list = append(*c.list, old.ID)
+				*c.list = append(*c.list, id)
 				changed = true
 			}
 		}
 	}
+	out.Gone = slices.Sorted(maps.Keys(replaced.keys))
 	return out, nil
 }
 
-// stops reports which of what stopped old (a revocation, a disable, an
+// stops reports which of what stopped the key (a revocation, a disable, an
 // earlier end) cur lacks.
-func stops(old, cur *store.Record) (revoked, disabled, expiring bool) {
-	return old.Revoked() && !cur.Revoked(),
-		old.Disabled && !cur.Disabled,
-		old.ExpiresAt != nil && (cur.ExpiresAt == nil || old.ExpiresAt.Before(*cur.ExpiresAt))
-}
-
-// narrower reports whether old stops a key in a way cur does not.
-func narrower(old, cur *store.Record) bool {
-	r, d, e := stops(old, cur)
-	return r || d || e
+func (old stop) stops(cur *store.Record) (revoked, disabled, expiring bool) {
+	return old.revoked != 0 && !cur.Revoked(),
+		old.disabled && !cur.Disabled,
+		old.expires != 0 && (cur.ExpiresAt == nil || old.expires < cur.ExpiresAt.UnixNano())
 }

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	replaced = append(replaced, &store.Record{ID: "key_issuedafterthebackup"})
 
 	writes := f.writes
-	got, err := f.CarryOver(ctx, replaced, "test")
+	got, err := f.CarryOver(ctx, stopsOf(replaced), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,9 +98,9 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	}
 }
 
-// TestStateOfReadsEveryKeyPageByPage: every key, revoked and expired ones
-// included, with what stops it and nothing else.
-func TestStateOfReadsEveryKeyPageByPage(t *testing.T) {
+// TestStateOfReadsEveryKey: every key, revoked and expired ones included,
+// with what stops it, in one pass (the SQL stores) or page by page.
+func TestStateOfReadsEveryKey(t *testing.T) {
 	defer func(p int) { statePage = p }(statePage)
 	statePage = 3
 	f := newFixture(t)
@@ -107,27 +108,38 @@ func TestStateOfReadsEveryKeyPageByPage(t *testing.T) {
 	for i := range 7 {
 		ids = append(ids, f.issue(t, spec(fmt.Sprintf("k%d", i), "mail.send")).Record.ID)
 	}
-	if _, err := f.Revoke(ctx, Revocation{ID: ids[6], Reason: "leaked"}, "test"); err != nil {
+	revokedID := ids[6]
+	if _, err := f.Revoke(ctx, Revocation{ID: revokedID, Reason: "leaked"}, "test"); err != nil {
 		t.Fatal(err)
-	}
-	got, err := StateOf(ctx, f.st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gotIDs []string
-	for _, r := range got {
-		gotIDs = append(gotIDs, r.ID)
-		if r.Name != "" || r.Scopes != nil {
-			t.Errorf("StateOf kept more than what stops a key: %+v", r)
-		}
 	}
 	slices.Sort(ids)
-	slices.Sort(gotIDs)
-	if !slices.Equal(gotIDs, ids) {
-		t.Errorf("StateOf read %v, want every key %v", gotIDs, ids)
+	for _, c := range []struct {
+		how string
+		st  store.Store
+	}{
+		{"in one pass", f.st},
+		{"page by page", struct{ store.Store }{f.st}}, // hides store.KeyWalker
+	} {
+		got, err := StateOf(ctx, c.st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gotIDs := slices.Sorted(maps.Keys(got.keys)); !slices.Equal(gotIDs, ids) {
+			t.Errorf("%s: StateOf read %v, want every key %v", c.how, gotIDs, ids)
+		}
+		for id, st := range got.keys {
+			if revoked := id == revokedID; revoked != (st.revoked != 0) || revoked && st.reason != "leaked" {
+				t.Errorf("%s: key %s: %+v", c.how, id, st)
+			}
+		}
 	}
-	revoked := slices.IndexFunc(got, func(r *store.Record) bool { return r.Revoked() })
-	if revoked < 0 || got[revoked].RevokeReason != "leaked" || slices.ContainsFunc(got[revoked+1:], (*store.Record).Revoked) {
-		t.Errorf("StateOf: want one revoked key, with its reason; got %+v", got)
+}
+
+// stopsOf is StateOf of a store holding recs.
+func stopsOf(recs []*store.Record) *Stops {
+	out := &Stops{keys: map[string]stop{}}
+	for _, r := range recs {
+		out.keys[r.ID] = stopOf(r)
 	}
+	return out
 }

@@ -482,6 +482,42 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("every key is walked, as ListKeys lists them all", func(t *testing.T) {
+		s := open(t)
+		walker, ok := s.(KeyWalker)
+		if !ok {
+			t.Fatalf("%T does not walk its keys", s)
+		}
+		for i := range 5 {
+			rec := minimalRecord(fmt.Sprintf("key_%d", i), t0.Add(time.Duration(i)*time.Second))
+			if i == 2 {
+				rec.ExpiresAt = ptr(t0.Add(-time.Hour))
+			}
+			mustCreate(t, s, rec)
+		}
+		if _, err := s.UpdateKey(ctx, "key_1", nil, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		var walked []*Record
+		if err := walker.EachKey(ctx, func(r *Record) error { walked = append(walked, r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(walked, func(a, b *Record) int { return strings.Compare(a.ID, b.ID) })
+		listed, err := s.ListKeys(ctx, ListFilter{All: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(listed, func(a, b *Record) int { return strings.Compare(a.ID, b.ID) })
+		if !reflect.DeepEqual(walked, listed) {
+			t.Errorf("EachKey walked %+v, want what ListKeys(All) lists: %+v", walked, listed)
+		}
+		stop := errors.New("enough")
+		n := 0
+		if err := walker.EachKey(ctx, func(*Record) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+			t.Errorf("EachKey after fn's error: %v, %d calls; want fn's error after one", err, n)
+		}
+	})
+
 	t.Run("usage from concurrent writers adds up", func(t *testing.T) {
 		s := open(t)
 		mustCreate(t, s, minimalRecord("key_u", t0))

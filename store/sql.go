@@ -251,6 +251,30 @@ func (s *DB) EachDigest(ctx context.Context, fn func(Digest)) error {
 	return nil
 }
 
+// EachKey calls fn with every key, revoked and expired ones too, in no
+// particular order, in one query; it stops at fn's first error. fn must not
+// use the store: the query holds a connection until it ends.
+func (s *DB) EachKey(ctx context.Context, fn func(*Record) error) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+keyColumns+" FROM keys")
+	if err != nil {
+		return fmt.Errorf("keygate store: list keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return fmt.Errorf("keygate store: list keys: %w", err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("keygate store: list keys: %w", err)
+	}
+	return nil
+}
+
 // UpdateKey lets fn change the record with this id and writes it back, with
 // a change row and (when ev.Action is set) an audit event, in one
 // transaction. fn must not change the id.

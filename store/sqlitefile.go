@@ -183,6 +183,12 @@ func (s *sqliteFile) EachDigest(ctx context.Context, fn func(Digest)) error {
 	return err
 }
 
+// EachKey implements KeyWalker.
+func (s *sqliteFile) EachKey(ctx context.Context, fn func(*Record) error) error {
+	_, err := read(s, func(db *DB) (struct{}, error) { return struct{}{}, db.EachKey(ctx, fn) })
+	return err
+}
+
 // ListKeys implements Store.
 func (s *sqliteFile) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
 	return read(s, func(db *DB) ([]*Record, error) { return db.ListKeys(ctx, f) })

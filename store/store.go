@@ -446,6 +446,16 @@ type DigestLister interface {
 	EachDigest(ctx context.Context, fn func(Digest)) error
 }
 
+// KeyWalker is implemented by stores that can read every key in one pass
+// (both SQL stores): a restore's look at a million keys, where pages by
+// offset would read the table again for each.
+type KeyWalker interface {
+	// EachKey calls fn with every key, revoked and expired ones too, in no
+	// particular order; it stops at fn's first error. fn must not use the
+	// store.
+	EachKey(ctx context.Context, fn func(*Record) error) error
+}
+
 // Notifier is implemented by stores that push change notifications (the
 // PostgreSQL store, through LISTEN/NOTIFY). Gateways still poll LastChange
 // as a safety net.
