@@ -1,11 +1,13 @@
 package keygate_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -237,5 +239,71 @@ http://127.0.0.1:{PORT} {
 	access, _ := os.ReadFile(g.logPath + ".access")
 	if !strings.Contains(string(access), `"status":499`) || !strings.Contains(string(access), `"proto":"HTTP/2.0"`) {
 		t.Errorf("Caddy's access log lacks the HTTP/2 request with status 499:\n%s", access)
+	}
+}
+
+// TestSendBodiesCutShort: over HTTP/1.1, a client whose send body stalls
+// past the server's read_body timeout is still there, and gets keygate's
+// invalid_payload with the reason, in the provider's shape; one that closes
+// its connection mid-body is gone, and is counted client_closed, not as a
+// malformed payload. (net/http ends the request's context in both.)
+func TestSendBodiesCutShort(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: `{
+	admin {ADMIN}
+	servers {
+		timeouts {
+			read_body 300ms
+		}
+	}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`})
+	k := g.issue("--name", "slow", "--scope", "mail.send")
+	host := strings.TrimPrefix(g.siteURL, "http://")
+	start := func() net.Conn {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "POST /v3/mail/send HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: Bearer "+k.Key+
+			"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"personalizations\":")
+		return c
+	}
+
+	c := start()
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a body stalled past read_body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r := &response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	if r.Status != http.StatusBadRequest || r.code() != "invalid_payload" || !strings.Contains(string(body), "reading it timed out") {
+		t.Errorf("a body stalled past read_body: %d %s; want 400 invalid_payload saying the read timed out", r.Status, body)
+	}
+
+	gone := start()
+	time.Sleep(50 * time.Millisecond) // keygate is reading the body
+	gone.Close()
+	metric := `keygate_requests_total{decision="client_closed"}`
+	for deadline := time.Now().Add(5 * time.Second); g.metric(metric) != 1 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := g.metric(metric); n != 1 {
+		t.Errorf("%s = %v after a client closed its connection mid-body, want 1", metric, n)
+	}
+	if n := g.metric(`keygate_requests_total{decision="invalid_payload"}`); n != 1 {
+		t.Errorf(`keygate_requests_total{decision="invalid_payload"} = %v, want 1 (the stalled body only)`, n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -57,20 +58,31 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 }
 
 // bodyError is the denial of a send whose body readBody could not read.
+// Said without the error's own text, which may name addresses.
 func bodyError(r *http.Request, err error) denial {
+	const unread = "the request body could not be read"
 	switch {
-	case r.Context().Err() != nil:
-		// Gone while it waited for room or sent its body (an HTTP/2
-		// stream reset, a server shutting down): not the gateway's
-		// refusal, nor a bad payload.
-		return denial{code: ClientClosed}
-	case errors.Is(err, errBodiesFull):
-		return denial{code: GatewayBusy, retryAfter: time.Second}
 	case errors.As(err, new(*http.MaxBytesError)):
 		// A limit before keygate's own (Caddy's request_body max_size).
 		return denial{code: PayloadTooLarge}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's read timeout (Caddy's read_body). net/http ends
+		// the request's context on it too, but the client is still
+		// there, and reads this.
+		return denial{code: InvalidPayload, message: unread + ": reading it timed out"}
+	case r.Context().Err() != nil:
+		// Gone while it waited for room or sent its body (its connection
+		// closed, an HTTP/2 stream reset, a server shutting down): not
+		// the gateway's refusal, nor a bad payload.
+		return denial{code: ClientClosed}
+	case errors.Is(err, errBodiesFull):
+		return denial{code: GatewayBusy, retryAfter: time.Second}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return denial{code: InvalidPayload, message: unread + ": it ended before its Content-Length"}
+	case errors.Is(err, errBodyTooLong):
+		return denial{code: InvalidPayload, message: unread + ": it is longer than its Content-Length"}
 	}
-	return denial{code: InvalidPayload, message: "the request body could not be read"}
+	return denial{code: InvalidPayload, message: unread}
 }
 
 // payloadError is the denial of a body the dialect could not read.
@@ -169,7 +181,7 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 				var one [1]byte
 				if m, _ := r.Body.Read(one[:]); m > 0 {
 					sb.finish()
-					return nil, errors.New("the body is longer than its Content-Length")
+					return nil, errBodyTooLong
 				}
 			}
 			break
@@ -221,6 +233,10 @@ var bodies bodyBudget
 
 // bodyWait is the longest a send body waits for room among bodies.
 var bodyWait = 10 * time.Second
+
+// errBodyTooLong is readBody's error for a body that goes on past its
+// Content-Length.
+var errBodyTooLong = errors.New("the body is longer than its Content-Length")
 
 // errBodiesFull is readBody's error when bodies had no room for the body.
 var errBodiesFull = errors.New("the gateway holds as many send bodies as it may")

@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -539,6 +542,28 @@ func TestEverySendBodyGivesBackWhatItHeld(t *testing.T) {
 		}
 		if w.Code != c.want {
 			t.Errorf("%s: %d %s, want %d", c.what, w.Code, w.Body, c.want)
+		}
+	}
+}
+
+// TestUnreadableBodiesSayWhy: a send body that could not be read is
+// invalid_payload with the reason a client can act on (its length header,
+// a read timeout), never the error's own text, which may name addresses.
+func TestUnreadableBodiesSayWhy(t *testing.T) {
+	r := httptest.NewRequest("POST", "/v3/mail/send", nil)
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{io.ErrUnexpectedEOF, "the request body could not be read: it ended before its Content-Length"},
+		{errBodyTooLong, "the request body could not be read: it is longer than its Content-Length"},
+		{&net.OpError{Op: "read", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 443}, Err: os.ErrDeadlineExceeded},
+			"the request body could not be read: reading it timed out"},
+		{&net.OpError{Op: "read", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 443}, Err: syscall.ECONNRESET},
+			"the request body could not be read"},
+	} {
+		if d := bodyError(r, c.err); d.code != InvalidPayload || d.message != c.want {
+			t.Errorf("bodyError(%v) = %s %q, want invalid_payload %q", c.err, d.code, d.message, c.want)
 		}
 	}
 }
