@@ -169,25 +169,7 @@ func TestCaddysRequestBodyLimitIsPayloadTooLarge(t *testing.T) {
 // line says so, and Caddy's access log records 499.
 func TestSendCanceledMidBodyIsClientClosed(t *testing.T) {
 	up := newUpstream(t)
-	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: `{
-	admin {ADMIN}
-	servers {
-		protocols h1 h2c
-	}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
-	log {
-		output file {LOG}.access
-	}
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-}
-`})
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: sendgridServerSite("protocols h1 h2c", "log {\n\t\toutput file {LOG}.access\n\t}")})
 	k := g.issue("--name", "impatient", "--scope", "mail.send")
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
@@ -249,24 +231,7 @@ http://127.0.0.1:{PORT} {
 // malformed payload. (net/http ends the request's context in both.)
 func TestSendBodiesCutShort(t *testing.T) {
 	up := newUpstream(t)
-	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: `{
-	admin {ADMIN}
-	servers {
-		timeouts {
-			read_body 300ms
-		}
-	}
-}
-http://127.0.0.1:{PORT} {
-	bind 127.0.0.1
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-}
-`})
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: sendgridServerSite("timeouts {\n\t\t\tread_body 300ms\n\t\t}", "")})
 	k := g.issue("--name", "slow", "--scope", "mail.send")
 	host := strings.TrimPrefix(g.siteURL, "http://")
 	start := func() net.Conn {
@@ -306,4 +271,12 @@ http://127.0.0.1:{PORT} {
 	if n := g.metric(`keygate_requests_total{decision="invalid_payload"}`); n != 1 {
 		t.Errorf(`keygate_requests_total{decision="invalid_payload"} = %v, want 1 (the stalled body only)`, n)
 	}
+}
+
+// sendgridServerSite is a SendGrid send site (as sendgridSendSite) with
+// servers options for Caddy's HTTP server, and site directives before
+// keygate.
+func sendgridServerSite(servers, directives string) string {
+	return "{\n\tadmin {ADMIN}\n\tservers {\n\t\t" + servers + "\n\t}\n}\n" +
+		"http://127.0.0.1:{PORT} {\n\tbind 127.0.0.1\n\t" + directives + sendgridSendSiteBody + "}\n"
 }

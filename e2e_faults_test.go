@@ -571,14 +571,17 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 // still goes through meanwhile.
 // sendgridSendSite is a SendGrid site whose keys send through keygate to
 // the test's upstream.
-var sendgridSendSite = site(`
+var sendgridSendSite = site(sendgridSendSiteBody)
+
+// sendgridSendSiteBody is the site's directives.
+const sendgridSendSiteBody = `
 	keygate {
 		store {STORE}
 		mail_api sendgrid
 		scope mail.send POST /v3/mail/send
 	}
 	reverse_proxy {UPSTREAM}
-`)
+`
 
 func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
 	up := newUpstream(t)
