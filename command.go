@@ -76,12 +76,22 @@ type cli struct {
 	json  bool
 	flags *pflag.FlagSet
 	actor string
-	uri   string // the store's, for restore (which opens it itself)
+	uri   string // the store's
 }
 
 // run wraps a subcommand: opens the store, runs, closes the store, and
 // turns an error into one line on stderr and exit status 1.
 func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
+	return runCmd(true, f)
+}
+
+// runOwnStore wraps a subcommand that opens the store itself (restore,
+// which replaces it): c.keys is nil and c.uri names the store.
+func runOwnStore(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
+	return runCmd(false, f)
+}
+
+func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := func() error {
@@ -94,10 +104,9 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 				return err
 			}
 			asJSON, _ := cmd.Flags().GetBool("json")
-			if cmd.Name() == "restore" {
-				// Opens the store itself, if there is one: it replaces it.
-				c := &cli{out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(), json: asJSON, flags: cmd.Flags(),
-					actor: cliActor(), uri: uri}
+			c := &cli{out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(), json: asJSON, flags: cmd.Flags(),
+				actor: cliActor(), uri: uri}
+			if !open {
 				return f(ctx, c, args)
 			}
 			// Only issue may create the embedded store: for any other
@@ -116,8 +125,7 @@ func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.C
 				return fmt.Errorf("store %s: %v", store.RedactURI(uri), err)
 			}
 			defer st.Close()
-			c := &cli{keys: keys.New(st, keys.Options{}), out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(),
-				json: asJSON, flags: cmd.Flags(), actor: cliActor()}
+			c.keys = keys.New(st, keys.Options{})
 			return f(ctx, c, args)
 		}()
 		cancel()
@@ -417,11 +425,12 @@ change is an audit event naming what changed (old → new) and --reason.`,
 		}),
 	}
 	restore := &cobra.Command{
-		Use:   "restore FILE [--yes]",
+		Use:   "restore FILE [--reason TEXT] [--yes]",
 		Short: "Put a backup in place of the SQLite store, keeping the revocations made since; gateways stopped",
 		Args:  cobra.ExactArgs(1),
-		RunE:  run(runRestore),
+		RunE:  runOwnStore(runRestore),
 	}
+	restore.Flags().String("reason", "", "Why (kept in the audit events of the keys it changes)")
 	restore.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
 	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore}
 }
@@ -443,6 +452,10 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 		return store.ErrNoRestore
 	}
 	from := args[0]
+	reason, _ := c.flags.GetString("reason")
+	if err := keys.CheckReason(reason); err != nil {
+		return err // before anything is touched
+	}
 	yes, _ := c.flags.GetBool("yes")
 	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
 		fmt.Fprintf(os.Stderr, "Put %s in place of the store %s? Stop every gateway and `caddy keys` using it first. [y/N] ", from, path)
@@ -475,7 +488,7 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	var carried *keys.Carried
 	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
 		var err error
-		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, c.actor)
+		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, reason, c.actor)
 		return err
 	})
 	if err != nil {

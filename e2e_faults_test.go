@@ -526,7 +526,13 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 			Revoked, Disabled, Expiring, Gone []string
 		} `json:"carried"`
 	}
-	if err := json.Unmarshal([]byte(g.keys("restore", backup, "--yes", "--json")), &res); err != nil {
+	if _, errOut, err := g.keysRaw("restore", backup, "--yes", "--reason", "disk\x1blost"); err == nil || !strings.Contains(errOut, "reason") {
+		t.Errorf("restore with a reason holding a control character: %v %q, want it refused", err, errOut)
+	}
+	if out := g.keys("show", later.ID); !strings.Contains(out, later.ID) {
+		t.Errorf("the store after a restore refused for its reason lacks the key issued last:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(g.keys("restore", backup, "--yes", "--json", "--reason", "disk lost")), &res); err != nil {
 		t.Fatal(err)
 	}
 	if res.Keys != 3 || !slices.Equal(res.Carried.Revoked, []string{leaked.ID}) || !slices.Equal(res.Carried.Expiring, []string{rotated.ID}) ||
@@ -559,7 +565,7 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	if u := g.usage(steady.ID); u.Allowed < 3 {
 		t.Errorf("usage after the restore: %d allowed, want the 3 before the backup", u.Allowed)
 	}
-	if out := g.keys("events", leaked.ID); !strings.Contains(out, "kept from the store a backup replaced") || !strings.Contains(out, "posted in a ticket") {
+	if out := g.keys("events", leaked.ID); !strings.Contains(out, "kept from the store a backup replaced: disk lost") || !strings.Contains(out, "posted in a ticket") {
 		t.Errorf("the leaked key's events after the restore do not say why it is revoked:\n%s", out)
 	}
 }

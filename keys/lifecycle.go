@@ -352,6 +352,10 @@ func notFound(err error, what string) error {
 	return err
 }
 
+// CheckReason reports a reason that is too long or not printable, for a
+// caller that must check it before doing anything else.
+func CheckReason(reason string) error { return checkReason(reason) }
+
 func checkReason(reason string) error {
 	if len(reason) > 500 || !printable(reason) {
 		return invalidf("reason", "reason: want at most 500 printable UTF-8 characters")

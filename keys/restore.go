@@ -93,10 +93,18 @@ func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) 
 // again. CarryOver applies each to the service's store (the backup's copy),
 // with an audit event saying where it came from, and never widens a key: a
 // key enabled again or given a later expiry since the backup keeps the
-// backup's narrower state. It reads every key once and writes only those
-// it changes. It consumes replaced.
-func (s *Service) CarryOver(ctx context.Context, replaced *Stops, actor string) (*Carried, error) {
+// backup's narrower state. reason (the operator's, may be empty) follows
+// the events' own. It reads every key once and writes only those it
+// changes. It consumes replaced.
+func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor string) (*Carried, error) {
 	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}}
+	if err := checkReason(reason); err != nil {
+		return out, err
+	}
+	why := "kept from the store a backup replaced"
+	if reason != "" {
+		why += ": " + reason
+	}
 	if replaced == nil {
 		return out, nil // no store was replaced
 	}
@@ -148,7 +156,7 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, actor string) 
 			if len(kept) == 0 {
 				return nil // unchanged: no event
 			}
-			ev.Action, ev.Reason, ev.Detail = "updated", "kept from the store a backup replaced", strings.Join(kept, "; ")
+			ev.Action, ev.Reason, ev.Detail = "updated", why, strings.Join(kept, "; ")
 			if revoked {
 				ev.Action = "revoked"
 			}

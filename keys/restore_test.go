@@ -51,7 +51,7 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	replaced = append(replaced, &store.Record{ID: "key_issuedafterthebackup"})
 
 	writes := f.writes
-	got, err := f.CarryOver(ctx, stopsOf(replaced), "test")
+	got, err := f.CarryOver(ctx, stopsOf(replaced), "", "test")
 	if err != nil {
 		t.Fatal(err)
 	}

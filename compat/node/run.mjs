@@ -71,8 +71,9 @@ const drivers = {
   // Mailjet's older v3 Send API: node-mailjet's default version, so
   // post("send") without one.
   async "mailjet-v3"(base, key, from, to, opts) {
+    const sender = named(from);
     return mailjetV3(base, key).request({
-      FromEmail: named(from).email, FromName: named(from).name, Recipients: to.map(mailjetAddress), Subject: "compat",
+      FromEmail: sender.email, FromName: sender.name, Recipients: to.map(mailjetAddress), Subject: "compat",
       "Text-part": "hello", ...html(opts, "Html-part"),
     });
   },
