@@ -435,6 +435,19 @@ change is an audit event naming what changed (old → new) and --reason.`,
 	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore}
 }
 
+// confirmed asks question on a terminal and reports a yes; it asks nothing
+// (and answers yes) with --yes or when stdin is not a terminal, so scripts
+// never hang on it.
+func confirmed(yes bool, question string) bool {
+	if yes || !term.IsTerminal(int(os.Stdin.Fd())) {
+		return true
+	}
+	fmt.Fprintf(os.Stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes"
+}
+
 // restored is what restore reports.
 type restored struct {
 	store.BackupInfo
@@ -457,12 +470,8 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 		return err // before anything is touched
 	}
 	yes, _ := c.flags.GetBool("yes")
-	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
-		fmt.Fprintf(os.Stderr, "Put %s in place of the store %s? Stop every gateway and `caddy keys` using it first. [y/N] ", from, path)
-		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-			return errors.New("not restored")
-		}
+	if !confirmed(yes, fmt.Sprintf("Put %s in place of the store %s? Stop every gateway and `caddy keys` using it first.", from, path)) {
+		return errors.New("not restored")
 	}
 	// A large backup takes longer to copy than the minute other
 	// subcommands get.
@@ -552,14 +561,12 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	}
 	// A key typed for --key - was read from this terminal up to its newline
 	// and no further, so the answer is the next line; a piped key never asks.
-	if !yes && !already && term.IsTerminal(int(os.Stdin.Fd())) {
+	if !already {
 		what := fmt.Sprintf("%d active keys of owner %q", len(targets), rv.Owner)
 		if rv.Owner == "" {
 			what = fmt.Sprintf("key %s (%s)", targets[0].ID, targets[0].Name)
 		}
-		fmt.Fprintf(os.Stderr, "Revoke %s? Clients using it get revoked_key at once. [y/N] ", what)
-		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		if !confirmed(yes, fmt.Sprintf("Revoke %s? Clients using it get revoked_key at once.", what)) {
 			return errors.New("not revoked")
 		}
 	}
