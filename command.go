@@ -469,6 +469,9 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	if err := keys.CheckReason(reason); err != nil {
 		return err // before anything is touched
 	}
+	if err := store.CheckSQLiteClosed(path); err != nil {
+		return fmt.Errorf("%s: %w", path, err) // before asking
+	}
 	yes, _ := c.flags.GetBool("yes")
 	if !confirmed(yes, fmt.Sprintf("Put %s in place of the store %s? Stop every gateway and `caddy keys` using it first.", from, path)) {
 		return errors.New("not restored")

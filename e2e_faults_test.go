@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -508,6 +509,14 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	g.keys("revoke", leaked.ID, "--reason", "posted in a ticket", "--yes")
 	g.keys("rotate", rotated.ID, "--grace", "0")
 	later := g.issue("--name", "later", "--scope", "mail.send")
+	// Not while the gateway has the store open: it would go on with the
+	// file pulled from under it.
+	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); err == nil || !strings.Contains(errOut, fmt.Sprintf("process %d has it open", g.cmd.Process.Pid)) {
+		t.Errorf("restore while the gateway runs: %v %q, want it refused, naming the gateway's process", err, errOut)
+	}
+	if r := g.call("POST", "/v3/mail/send", leaked.Key, nil); r.code() != "revoked_key" {
+		t.Errorf("the leaked key after a refused restore: %d %s", r.Status, r.Body)
+	}
 	g.stop()
 
 	// A file that is not a backup is refused, and the store left as it was.

@@ -115,9 +115,29 @@ func checkBackup(ctx context.Context, path string) (BackupInfo, error) {
 // restored with its own tools (pg_restore).
 var ErrNoRestore = errors.New("a PostgreSQL store is restored with PostgreSQL's own tools (pg_restore); see docs/guarantees.md#backups")
 
+// ErrStoreOpen means a process has the SQLite store open, which a restore
+// would replace under it.
+var ErrStoreOpen = errors.New("the store is in use")
+
+// CheckSQLiteClosed returns ErrStoreOpen, naming the process, if another
+// process has the SQLite store at path open. The caller must not have it
+// open: see sqliteHolder.
+func CheckSQLiteClosed(path string) error {
+	pid, open, err := sqliteHolder(path)
+	if err != nil || !open {
+		return err
+	}
+	who := "another process" // in another PID namespace
+	if pid > 0 {
+		who = fmt.Sprintf("process %d", pid)
+	}
+	return fmt.Errorf("%w: %s has it open (a gateway, or `caddy keys`); stop it first", ErrStoreOpen, who)
+}
+
 // RestoreSQLite puts the backup at from in place of the SQLite store at
-// path, which nothing may have open: no gateway, no other `caddy keys`.
-// The backup is checked first, and copied beside path under another name,
+// path, which nothing may have open: no gateway, no other `caddy keys`. It
+// refuses (ErrStoreOpen) if a process has it open, before it starts and
+// again before the rename. The backup is checked first, and copied beside path under another name,
 // where prepare (if not nil) may change it as a store, before the copy,
 // made private (0600) and given path's owner, replaces path in one rename.
 // So the store at path is the old one or the whole new one, prepared,
@@ -131,6 +151,9 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 		return fail(errors.New("the backup is the store itself"))
 	}
 	if _, err := os.Stat(from); err != nil {
+		return fail(err)
+	}
+	if err := CheckSQLiteClosed(path); err != nil {
 		return fail(err)
 	}
 	info, err := checkBackup(ctx, from)
@@ -183,6 +206,10 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 		}
 	}
 	if err := sameOwner(tmp, path); err != nil {
+		return fail(err)
+	}
+	// Again, after what may have been minutes of copying.
+	if err := CheckSQLiteClosed(path); err != nil {
 		return fail(err)
 	}
 	for _, log := range []string{path + "-wal", path + "-shm"} {

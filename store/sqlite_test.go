@@ -1,13 +1,16 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -596,4 +599,99 @@ func TestRestoreSQLite(t *testing.T) {
 	if _, err := restored.Key(ctx, "key_prepared"); err != nil {
 		t.Errorf("what prepare wrote to the copy: %v", err)
 	}
+}
+
+// A restore refuses a store another process has open, naming the process,
+// both before it starts and after the copy (a gateway started meanwhile),
+// and leaves the store as it was.
+func TestRestoreSQLiteRefusesAStoreInUse(t *testing.T) {
+	ctx := context.Background()
+	st, dir, path := openStoreFile(t)
+	mustCreate(t, st, minimalRecord("key_inthebackup", time.Now()))
+	backup := filepath.Join(dir, "backup.db")
+	if _, err := st.(Backuper).Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, st, minimalRecord("key_afterthebackup", time.Now()))
+	st.Close() // this process must not have it open: POSIX locks are per process
+	inUse := func(what string, pid int, err error) {
+		t.Helper()
+		if want := fmt.Sprintf("process %d has it open", pid); !errors.Is(err, ErrStoreOpen) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want ErrStoreOpen saying %q", what, err, want)
+		}
+		if extra, _ := filepath.Glob(path + ".*"); len(extra) > 0 {
+			t.Errorf("%s: files left beside the store: %v", what, extra)
+		}
+	}
+
+	gateway, release := holdStore(t, path)
+	inUse("CheckSQLiteClosed", gateway, CheckSQLiteClosed(path))
+	_, err := RestoreSQLite(ctx, path, backup, nil)
+	inUse("restore", gateway, err)
+	release()
+	if err := CheckSQLiteClosed(path); err != nil {
+		t.Errorf("CheckSQLiteClosed once the other process is gone: %v", err)
+	}
+
+	_, err = RestoreSQLite(ctx, path, backup, func(ctx context.Context, _ Store) error {
+		gateway, release = holdStore(t, path) // a gateway starting while the copy is made
+		return nil
+	})
+	inUse("restore with the store opened during the copy", gateway, err)
+	release()
+	kept := openTestSQLite(t, path)
+	if _, err := kept.Key(ctx, "key_afterthebackup"); err != nil {
+		t.Errorf("the store after the refused restores lacks its last key: %v", err)
+	}
+}
+
+// holdStore starts this test binary again as a process that opens the
+// SQLite store at path, reads from it and keeps it open until release.
+func holdStore(t *testing.T, path string) (pid int, release func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldStore$")
+	cmd.Env = append(os.Environ(), "KEYGATE_HOLD_STORE="+path)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			in.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("the process holding the store: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	if line, err := bufio.NewReader(out).ReadString('\n'); line != "open\n" {
+		t.Fatalf("the process holding the store: %q %v", line, err)
+	}
+	return cmd.Process.Pid, release
+}
+
+// TestHoldStore is holdStore's other process.
+func TestHoldStore(t *testing.T) {
+	path := os.Getenv("KEYGATE_HOLD_STORE")
+	if path == "" {
+		return // not run as holdStore's process
+	}
+	st, err := Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Key(context.Background(), "key_inthebackup"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("open")
+	io.Copy(io.Discard, os.Stdin)
 }
