@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,10 +19,26 @@ import (
 // Step 1 and 2 of the request path: where a key arrives, and what it is.
 
 // takeKey returns the presented key, or why there is none to verify, and
-// removes every header a key may come in, whether or not it held one.
+// removes every header a key may come in, whether or not it held one. It
+// also returns where Caddy's access log would write a key as the client
+// sent it, if anywhere ("" if not). A URL that holds a key is refused
+// whatever else the request presents: the URL goes upstream as it is, and
+// into the logs on the way (reverse_proxy's debug log, the provider's own).
 // Where keys are read from is described in credential.go.
-func (h *Handler) takeKey(r *http.Request) (string, fault) {
+func (h *Handler) takeKey(r *http.Request) (key string, f fault, inLog string) {
 	p := presented{prefix: h.Prefix, sigV4: h.dialect != nil && h.dialect.KeyInSigV4()}
+	inLog = h.takeHeaders(r, &p)
+	key, f = p.result()
+	if verifier.HasSecret(r.RequestURI) {
+		return "", faultKeyInURL, "the URL"
+	}
+	return key, f, inLog
+}
+
+// takeHeaders reads and removes the request's credential headers, and
+// returns the first that holds a key Caddy's access log would write as
+// sent ("" if none).
+func (h *Handler) takeHeaders(r *http.Request, p *presented) (inLog string) {
 	// Header keys arrive canonical from net/http; direct map access skips
 	// re-canonicalising on every request.
 	for _, v := range r.Header["Authorization"] {
@@ -31,7 +48,7 @@ func (h *Handler) takeKey(r *http.Request) (string, fault) {
 	}
 	delete(r.Header, "Authorization")
 	if !h.anyHeader(r.Header) {
-		return p.result()
+		return ""
 	}
 	for _, name := range h.keyHeaders {
 		for _, v := range r.Header[name] {
@@ -43,13 +60,29 @@ func (h *Handler) takeKey(r *http.Request) (string, fault) {
 	}
 	for _, name := range credentialHeaders {
 		for _, v := range r.Header[name] {
-			if v = strings.TrimSpace(v); p.wellFormed(v) {
+			v = strings.TrimSpace(v)
+			if p.wellFormed(v) {
 				p.misplace(v, faultOtherHeader)
+			}
+			if inLog == "" && h.loggedAsSent(name) && verifier.HasSecret(v) {
+				inLog = name
 			}
 		}
 		delete(r.Header, name)
 	}
-	return p.result()
+	return inLog
+}
+
+// loggedAsSent reports whether Caddy's access log writes a credential
+// header this route does not read as the client sent it. The route's own
+// key headers are not asked about: a server with an access log refuses to
+// load until its log block deletes them (checkAccessLog).
+func (h *Handler) loggedAsSent(name string) bool {
+	switch name {
+	case "Proxy-Authorization", "Cookie":
+		return h.logCredentials // redacted by Caddy unless log_credentials
+	}
+	return !slices.Contains(h.keyHeaders, name)
 }
 
 // anyHeader reports whether the request has any header, besides

@@ -35,6 +35,7 @@ const (
 	faultOtherScheme        // Authorization: <scheme> <key> in a scheme keygate does not read
 	faultSigV4NotHere       // SigV4 on a route whose dialect is not ses
 	faultOtherHeader        // a key in a credential header this route does not read
+	faultKeyInURL           // something shaped like a key in the URL
 	faultNoKey              // an Authorization credential that holds no key
 	faultBasic              // Authorization: Basic that is not base64 of user:password
 	faultBasicNoKey         // Basic whose username and password are both no keys
@@ -56,6 +57,7 @@ var faults = [numFaults]struct {
 	faultOtherScheme:  {MissingKey, "the key was sent in an Authorization scheme this route does not read; send it as ", true},
 	faultSigV4NotHere: {MissingKey, "AWS Signature V4 carries a key only on mail_api ses routes; send it as ", true},
 	faultOtherHeader:  {MissingKey, "the key was sent in a header this route does not read; send it as ", true},
+	faultKeyInURL:     {MissingKey, "the URL holds an API key, which would be forwarded and logged with it; send the key only as ", true},
 	faultNoKey:        {InvalidKey, "the Authorization header holds no API key; send it as ", true},
 	faultBasic:        {InvalidKey, "the Authorization: Basic credentials are not base64 of username:password", false},
 	faultBasicNoKey:   {InvalidKey, "neither the username nor the password of the Authorization: Basic credentials is a well-formed API key", false},

@@ -231,7 +231,7 @@ func FuzzTakeKey(f *testing.F) {
 		r.Header["Authorization"] = []string{auth}
 		r.Header["X-Custom-Key"] = []string{custom}
 		r.Header["Api-Key"] = []string{other}
-		got, fault := h.takeKey(r)
+		got, fault, _ := h.takeKey(r)
 		if got != "" && fault != noFault {
 			t.Fatalf("key %q with fault %d", got, fault)
 		}
@@ -283,6 +283,48 @@ func TestKeyHeaderNamesFilter(t *testing.T) {
 	}
 }
 
+// A key where Caddy's access log writes it as sent is named, so the request
+// is left out of that log: a credential header the route does not read, and
+// Cookie and Proxy-Authorization only under log_credentials. The route's own
+// key headers are the access log filter's (checkAccessLog). A URL holding a
+// key is refused, even beside a good key.
+func TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey(t *testing.T) {
+	h, _ := testHandler(t, &Handler{MailAPI: "postmark"})
+	key, _ := verifier.Generate("kg", "live")
+	typo := key[:20] + "0" + key[21:] // bad checksum, still a secret
+	for _, c := range []struct {
+		what           string
+		url            string
+		hdr            []string
+		logCredentials bool
+		inLog          string
+		fault          fault
+	}{
+		{"the route's own header", "/email", []string{"X-Postmark-Server-Token", key}, false, "", noFault},
+		{"bearer", "/email", []string{"Authorization", "Bearer " + key}, false, "", noFault},
+		{"a header the route does not read", "/email", []string{"X-Api-Key", key}, false, "X-Api-Key", faultOtherHeader},
+		{"a mistyped key in one, beside a good one", "/email", []string{"Authorization", "Bearer " + key, "Api-Key", typo}, false, "Api-Key", noFault},
+		{"no key in it", "/email", []string{"Authorization", "Bearer " + key, "X-Api-Key", "abc"}, false, "", noFault},
+		{"Cookie", "/email", []string{"Authorization", "Bearer " + key, "Cookie", "k=" + key}, false, "", noFault},
+		{"Cookie under log_credentials", "/email", []string{"Authorization", "Bearer " + key, "Cookie", "k=" + key}, true, "Cookie", noFault},
+		{"the query", "/email?api_key=" + key, []string{"Authorization", "Bearer " + key}, false, "the URL", faultKeyInURL},
+		{"a mistyped key in the path", "/email/" + typo, nil, false, "the URL", faultKeyInURL},
+	} {
+		h.logCredentials = c.logCredentials
+		r := httptest.NewRequest("POST", c.url, nil)
+		for i := 0; i+1 < len(c.hdr); i += 2 {
+			r.Header.Add(c.hdr[i], c.hdr[i+1])
+		}
+		got, f, inLog := h.takeKey(r)
+		if inLog != c.inLog || f != c.fault {
+			t.Errorf("%s: where the access log would write a key %q, fault %d; want %q, %d", c.what, inLog, f, c.inLog, c.fault)
+		}
+		if f == noFault && got != key || f != noFault && got != "" {
+			t.Errorf("%s: key %q with fault %d", c.what, got, f)
+		}
+	}
+}
+
 // BenchmarkTakeKeySDKHeaders is takeKey on what an official SDK sends: a
 // key in Authorization and five other headers.
 func BenchmarkTakeKeySDKHeaders(b *testing.B) {
@@ -295,7 +337,7 @@ func BenchmarkTakeKeySDKHeaders(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Header["Authorization"] = auth // taken away by each call
-		if got, _ := h.takeKey(r); got != key {
+		if got, _, _ := h.takeKey(r); got != key {
 			b.Fatal(got)
 		}
 	}

@@ -14,7 +14,8 @@ import (
 
 // logsCaddyfile has keys arrive in every header Caddy writes to its logs as
 // the client sent it (a key_header, Postmark's and Brevo's), an access log
-// with the filter keygate asks for, every other log at DEBUG on stderr, and
+// with the filter keygate asks for, a SendGrid site whose access log has no
+// filter (keys arrive in Authorization only, which Caddy redacts), every other log at DEBUG on stderr, and
 // an upstream that refuses connections, so Caddy's error path runs too.
 // {FILTER}, {CONFIRM}, {ERRORS} and {DEAD} are filled by the test.
 const logsCaddyfile = `{
@@ -70,6 +71,18 @@ http://gw.localhost:{PORT}, http://postmark.localhost:{PORT}, http://brevo.local
 		}
 	}
 {ERRORS}
+}
+http://sendgrid.localhost:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}.sendgrid
+	}
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
 }
 `
 
@@ -135,30 +148,49 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				bearer           string
 				hdr              []string
 				status           []int // any of these
+				// skipped is where the request holds a key Caddy's access
+				// log would write ("" if nowhere): it is left out of that
+				// log, and keygate logs it instead.
+				skipped string
 			}
-			k1, k2, k3, k4, k5, k6, k7 := issue(), issue(), issue(), issue(), issue(), issue(), issue()
+			k1, k2, k3, k4, k5, k6, k7, k8, k9 := issue(), issue(), issue(), issue(), issue(), issue(), issue(), issue(), issue()
 			wrong := k7[:len(k7)-1] + "0" // same shape, bad checksum
 			if strings.HasSuffix(k7, "0") {
 				wrong = k7[:len(k7)-1] + "1"
 			}
 			used = append(used, wrong)
+			wrong9 := k9[:len(k9)-1] + "0"
+			if strings.HasSuffix(k9, "0") {
+				wrong9 = k9[:len(k9)-1] + "1"
+			}
+			used = append(used, wrong9)
+			sendgrid := []byte(`{"personalizations":[{"to":[{"email":"b@example.org"}]}],"from":{"email":"a@shop.example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}`)
 			errStatus := 502
 			calls := []call{
-				{"key_header, proxied", "gw.localhost", "/v3/mail/send", []byte(`{}`), "", []string{"X-Api-Key", k1}, []int{202}},
-				{"key_header, upstream unreachable", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", k2}, []int{errStatus}},
-				{"bearer, upstream unreachable", "gw.localhost", "/down/x", nil, k3, nil, []int{errStatus}},
-				{"key_header, insufficient scope", "gw.localhost", "/other", nil, "", []string{"X-Api-Key", k2}, []int{403}},
-				{"key_header, bad checksum", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", wrong}, []int{401}},
+				{"key_header, proxied", "gw.localhost", "/v3/mail/send", []byte(`{}`), "", []string{"X-Api-Key", k1}, []int{202}, ""},
+				{"key_header, upstream unreachable", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", k2}, []int{errStatus}, ""},
+				{"bearer, upstream unreachable", "gw.localhost", "/down/x", nil, k3, nil, []int{errStatus}, ""},
+				{"key_header, insufficient scope", "gw.localhost", "/other", nil, "", []string{"X-Api-Key", k2}, []int{403}, ""},
+				{"key_header, bad checksum", "gw.localhost", "/down/x", nil, "", []string{"X-Api-Key", wrong}, []int{401}, ""},
 				// Two different keys in one request are refused (CONTRACT §4).
-				{"bearer beside a stray key_header", "gw.localhost", "/down/x", nil, k3, []string{"X-Api-Key", k4}, []int{401}},
+				{"bearer beside a stray key_header", "gw.localhost", "/down/x", nil, k3, []string{"X-Api-Key", k4}, []int{401}, ""},
 				// The dialect's own header authenticates once the handler
 				// reads it; until then it is missing_key. Either way the
 				// header must not reach a log.
-				{"postmark server token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Server-Token", k5}, []int{errStatus, 401}},
-				{"postmark account token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Account-Token", k5}, []int{errStatus, 401}},
-				{"postmark header beside a bearer key", "postmark.localhost", "/email", postmark, k6, []string{"X-Postmark-Server-Token", k6}, []int{errStatus}},
-				{"brevo api-key", "brevo.localhost", "/v3/smtp/email", brevo, "", []string{"Api-Key", k7}, []int{errStatus, 401}},
-				{"brevo api-key beside a bearer key", "brevo.localhost", "/v3/smtp/email", brevo, k6, []string{"Api-Key", k6}, []int{errStatus}},
+				{"postmark server token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Server-Token", k5}, []int{errStatus, 401}, ""},
+				{"postmark account token", "postmark.localhost", "/email", postmark, "", []string{"X-Postmark-Account-Token", k5}, []int{errStatus, 401}, ""},
+				{"postmark header beside a bearer key", "postmark.localhost", "/email", postmark, k6, []string{"X-Postmark-Server-Token", k6}, []int{errStatus}, ""},
+				{"brevo api-key", "brevo.localhost", "/v3/smtp/email", brevo, "", []string{"Api-Key", k7}, []int{errStatus, 401}, ""},
+				{"brevo api-key beside a bearer key", "brevo.localhost", "/v3/smtp/email", brevo, k6, []string{"Api-Key", k6}, []int{errStatus}, ""},
+				// Keys where a SendGrid route reads none, in what its
+				// access log writes as sent.
+				{"sendgrid bearer", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, nil, []int{202}, ""},
+				{"sendgrid key in X-Api-Key", "sendgrid.localhost", "/v3/mail/send", sendgrid, "", []string{"X-Api-Key", k8}, []int{401}, "X-Api-Key"},
+				{"sendgrid bearer and the same key in X-Api-Key", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"X-Api-Key", k8}, []int{202}, "X-Api-Key"},
+				{"sendgrid key in Postmark's header", "sendgrid.localhost", "/v3/mail/send", sendgrid, "", []string{"X-Postmark-Server-Token", k9}, []int{401}, "X-Postmark-Server-Token"},
+				{"sendgrid mistyped key in Api-Key beside a bearer key", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"Api-Key", wrong9}, []int{202}, "Api-Key"},
+				{"sendgrid key in the query beside a bearer key", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, k8, nil, []int{401}, "the URL"},
+				{"sendgrid key in the query only", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, "", nil, []int{401}, "the URL"},
 			}
 			for _, c := range calls {
 				hdr := append([]string{"Host", c.host, "Content-Type", "application/json", "X-Canary", "canary-" + c.name}, c.hdr...)
@@ -190,13 +222,19 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				}
 				return nil
 			})
-			access := all[g.logPath]
+			access := append(all[g.logPath], all[g.logPath+".sendgrid"]...)
 			for _, c := range calls {
 				// The access log records headers: the control proves the
 				// grep below reads what a key header would have been
 				// written to.
-				if !bytes.Contains(access, []byte("canary-"+c.name)) {
+				inAccess := bytes.Contains(access, []byte("canary-"+c.name))
+				switch {
+				case c.skipped == "" && !inAccess:
 					t.Errorf("the access log has no line for %q", c.name)
+				case c.skipped != "" && inAccess:
+					t.Errorf("the access log has a line for %q, which holds a key in %s", c.name, c.skipped)
+				case c.skipped != "" && !bytes.Contains(all[g.logPath+".stderr"], []byte(`"access_log_skipped":"a key in `+c.skipped+`"`)):
+					t.Errorf("keygate's log has no line for %q, left out of the access log", c.name)
 				}
 			}
 			if !bytes.Contains(all[g.logPath+".stderr"], []byte(`"level":"debug"`)) {

@@ -115,6 +115,9 @@ type Handler struct {
 	// keyHeaderNames filters names before a lookup in it.
 	keyHeaderSet   map[string]struct{}
 	keyHeaderNames nameFilter
+	// logCredentials is the server's log_credentials: Caddy's access log
+	// then writes Cookie and Proxy-Authorization as sent too.
+	logCredentials bool
 	forms          *denialForms // this route's denial responses
 }
 
@@ -217,6 +220,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.checkAccessLog(srv); err != nil {
 		return err
 	}
+	h.logCredentials = srv != nil && srv.Logs != nil && srv.Logs.ShouldLogCredentials
 	h.errorRoutes = new(errorRoutes)
 	h.policies = new(policyCache)
 	h.maxBody = h.MaxBody
@@ -295,7 +299,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 1. Read the key; strip every credential and impersonation header so
 	// nothing the client sent authenticates upstream.
-	key, fault := h.takeKey(r)
+	key, fault, inLog := h.takeKey(r)
+	if inLog != "" {
+		// Caddy's access log would write the key as sent: it is left out,
+		// and keygate's own line for the request stands in for it.
+		q.keyInLog = inLog
+		caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	}
 	onBehalf := takeOnBehalfOf(r)
 	if key == "" && faults[fault].code == MissingKey {
 		return h.deny(w, r, q, ip, t, denial{code: MissingKey, fault: fault})

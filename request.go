@@ -29,6 +29,10 @@ type request struct {
 	hasRecips  bool
 	scope      string
 	recipients int
+	// keyInLog is where the request holds a key that Caddy's access log
+	// would write as sent ("" if nowhere): the request is left out of that
+	// log, and keygate's line for it is written at info.
+	keyInLog string
 
 	// Storage the request path would otherwise allocate separately: the
 	// RateLimit header value (a longer one, with a quota, is allocated), the
@@ -144,7 +148,7 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 	// flood (auth_rate_limited), so a client spraying keys cannot fill the
 	// logs.
 	level := zap.InfoLevel
-	if q.code == Allowed || q.code == AuthRateLimited {
+	if q.code == AuthRateLimited || q.code == Allowed && q.keyInLog == "" {
 		level = zap.DebugLevel
 	}
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
@@ -178,6 +182,9 @@ func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("client_ip", l.ip)
 	if q.hasRecips {
 		enc.AddInt("recipients", q.recipients)
+	}
+	if q.keyInLog != "" {
+		enc.AddString("access_log_skipped", "a key in "+q.keyInLog)
 	}
 	return nil
 }

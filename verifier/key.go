@@ -223,18 +223,40 @@ func Hint(key string) string {
 
 // Redact returns s with the secret of anything shaped like a key replaced
 // by "…": after "_live_" or "_test_", a run of 43 or more base62 characters
-// (a key's secret and checksum are 49). Log lines pass URLs through it: a
-// client that puts its key in a URL has it written by Caddy's access log,
-// but never by keygate.
+// (a key's secret and checksum are 49). Log lines pass URLs through it.
 func Redact(s string) string {
 	var b strings.Builder
 	last := 0 // s[last:] is not in b yet
-	// One pass from underscore to underscore, so that a hostile URL full of
-	// "_live_" costs no more than its length.
-	for i := 0; ; i++ {
+	for from := 0; ; {
+		start, end := nextSecret(s, from)
+		if start < 0 {
+			break
+		}
+		b.WriteString(s[last:start])
+		b.WriteString("…")
+		last, from = end, end
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// HasSecret reports whether s holds anything Redact would redact.
+func HasSecret(s string) bool {
+	start, _ := nextSecret(s, 0)
+	return start >= 0
+}
+
+// nextSecret returns where the first secret at or after s[from:] starts and
+// ends, or -1. One pass from underscore to underscore, so that a hostile
+// URL full of "_live_" costs no more than its length.
+func nextSecret(s string, from int) (start, end int) {
+	for i := from; ; i++ {
 		k := strings.IndexByte(s[i:], '_')
 		if k < 0 {
-			break
+			return -1, -1
 		}
 		i += k
 		if !strings.HasPrefix(s[i:], "_live_") && !strings.HasPrefix(s[i:], "_test_") {
@@ -245,18 +267,12 @@ func Redact(s string) string {
 		for end < len(s) && base62Values[s[end]] >= 0 {
 			end++
 		}
-		if end-start < secretLen {
-			continue // not a secret; "_live_live_…" holds another "_live_" from the next byte
+		if end-start >= secretLen {
+			return start, end
 		}
-		b.WriteString(s[last:start])
-		b.WriteString("…")
-		last, i = end, end-1
+		// Not a secret; "_live_live_…" holds another "_live_" from the
+		// next byte.
 	}
-	if last == 0 {
-		return s
-	}
-	b.WriteString(s[last:])
-	return b.String()
 }
 
 // NewID returns a new public key id: "key_" and 16 base62 characters from

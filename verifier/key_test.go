@@ -282,11 +282,15 @@ func TestRedact(t *testing.T) {
 		if got := Redact(c.in); got != c.want {
 			t.Errorf("Redact(%q) = %q, want %q", c.in, got, c.want)
 		}
+		if got, want := HasSecret(c.in), c.in != c.want; got != want {
+			t.Errorf("HasSecret(%q) = %v, want %v", c.in, got, want)
+		}
 	}
 }
 
 // FuzzRedact: what Redact returns holds no run of 43 base62 characters
-// after "_live_" or "_test_", and redacting twice changes nothing more.
+// after "_live_" or "_test_", redacting twice changes nothing more, and
+// HasSecret says whether Redact changes a string.
 func FuzzRedact(f *testing.F) {
 	k, _ := Generate("kg", "live")
 	for _, s := range []string{"", "/v3/mail/send", "?k=" + k, k + "_test_" + k, "_live__test_" + k[8:]} {
@@ -300,6 +304,9 @@ func FuzzRedact(f *testing.F) {
 		}
 		if Redact(r) != r {
 			t.Fatalf("Redact(%q) = %q, and again %q", s, r, Redact(r))
+		}
+		if HasSecret(s) != (r != s) || HasSecret(r) {
+			t.Fatalf("HasSecret(%q) = %v and of its redaction %v, Redact changed it: %v", s, HasSecret(s), HasSecret(r), r != s)
 		}
 	})
 }
