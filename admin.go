@@ -17,6 +17,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 func init() {
@@ -114,9 +115,9 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		return writeAdminError(w, adminError{http.StatusMethodNotAllowed, "method_not_allowed",
-			fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
+			fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, verifier.Redact(r.URL.Path), strings.Join(allow, " or "))})
 	}
-	return writeAdminError(w, adminError{http.StatusNotFound, "not_found", "no such keygate admin route: " + r.URL.Path})
+	return writeAdminError(w, adminError{http.StatusNotFound, "not_found", "no such keygate admin route: " + verifier.Redact(r.URL.Path)})
 }
 
 // matchAdminPath matches path segments against a route path, returning the

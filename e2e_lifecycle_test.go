@@ -1,6 +1,7 @@
 package keygate_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -257,6 +258,24 @@ func TestKeyLifecycle(t *testing.T) {
 		all = append(all, leaked)
 		if r := send(leaked.Key); r.Status != 202 {
 			t.Fatalf("before: %d %s", r.Status, r.Body)
+		}
+		// The slip of giving the key where its id belongs is refused,
+		// without the key in the error (a terminal, a CI log), and so is
+		// a key pasted into a reason. The admin API's answer for the key
+		// in its path does not repeat it either.
+		for _, args := range [][]string{{"revoke", leaked.Key, "--yes"}, {"show", leaked.Key}, {"revoke", leaked.ID, "--yes", "--reason", "found " + leaked.Key}} {
+			if out, errOut, err := g.keysRaw(args...); err == nil || strings.Contains(out+errOut, leaked.Key[8:51]) || !strings.Contains(errOut, "API key") {
+				t.Errorf("caddy keys %s with the key: err=%v, stdout %q, stderr %q; want it refused, naming no key", args[0], err, out, errOut)
+			}
+		}
+		if r := g.admin("GET", "/keygate/keys/"+leaked.Key, nil); r.Status != 400 || bytes.Contains(r.Body, []byte(leaked.Key[8:51])) {
+			t.Errorf("GET /keygate/keys/<key>: %d %s; want 400 without the key", r.Status, r.Body)
+		}
+		if r := g.admin("GET", "/keygate/nothing/"+leaked.Key, nil); r.Status != 404 || bytes.Contains(r.Body, []byte(leaked.Key[8:51])) {
+			t.Errorf("GET /keygate/nothing/<key>: %d %s; want 404 without the key", r.Status, r.Body)
+		}
+		if r := send(leaked.Key); r.Status != 202 {
+			t.Fatalf("the key after the refused commands: %d %s", r.Status, r.Body)
 		}
 		out, errOut, err := g.keysStdin(strings.NewReader(leaked.Key+"\n"), "revoke", "--key", "-", "--reason", "pasted in chat", "--json")
 		if err != nil {

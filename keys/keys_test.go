@@ -487,3 +487,44 @@ func TestRelativeRoundsToTheNearestUnit(t *testing.T) {
 		}
 	}
 }
+
+// A key pasted where an id or free text belongs is refused, and the error
+// never repeats it: errors go to terminals, CI logs and admin API clients.
+func TestAKeyWhereAnIDOrTextBelongsIsRefusedUnrepeated(t *testing.T) {
+	f := newFixture(t)
+	res := f.issue(t, spec("crm", "mail.send"))
+	key, secret := res.Key, res.Key[len("kg_live_"):][:43]
+	refused := func(what string, err error) {
+		t.Helper()
+		if !isInvalid(err) {
+			t.Errorf("%s: %v, want it refused as invalid", what, err)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: the error repeats the key: %v", what, err)
+		}
+	}
+	_, err := f.Show(ctx, key)
+	refused("show", err)
+	_, err = f.Update(ctx, key, Spec{Name: str("x")}, "test")
+	refused("update", err)
+	_, err = f.Rotate(ctx, key, 0, "", "test")
+	refused("rotate", err)
+	_, err = f.Usage(ctx, key, 0)
+	refused("usage", err)
+	_, err = f.Events(ctx, key, 10)
+	refused("events", err)
+	_, err = f.Revoke(ctx, Revocation{ID: key, Reason: "leaked"}, "test")
+	refused("revoke by id", err)
+	_, err = f.Issue(ctx, spec("crm "+key, "mail.send"), "test")
+	refused("a name", err)
+	_, err = f.Issue(ctx, Spec{Name: str("crm"), Owner: str(key), Scopes: list("mail.send")}, "test")
+	refused("an owner", err)
+	_, err = f.Update(ctx, res.ID, Spec{Disabled: boolean(true), Reason: "pasted " + key + " in chat"}, "test")
+	refused("a reason", err)
+	_, err = f.Revoke(ctx, Revocation{ID: res.ID, Reason: "pasted " + key[:len(key)-3] + " in chat"}, "test")
+	refused("a reason with a key cut short", err)
+
+	if recs, err := f.Revoke(ctx, Revocation{Key: key, Reason: "leaked"}, "test"); err != nil || len(recs) != 1 || !recs[0].Revoked() {
+		t.Errorf("revoke by value: %v %v", recs, err)
+	}
+}

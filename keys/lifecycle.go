@@ -357,6 +357,9 @@ func notFound(err error, what string) error {
 func CheckReason(reason string) error { return checkReason(reason) }
 
 func checkReason(reason string) error {
+	if err := noKeyIn("reason", reason); err != nil {
+		return err
+	}
 	if len(reason) > 500 || !printable(reason) {
 		return invalidf("reason", "reason: want at most 500 printable UTF-8 characters")
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Options are what a Service needs from its surroundings. Every field is
@@ -82,8 +83,14 @@ func (s *Service) visible(rec *store.Record) bool {
 	return s.owner == nil || rec.Owner == *s.owner
 }
 
-// key loads a key the service may see.
+// key loads a key the service may see. A key's value given for its id is
+// refused without being repeated: `caddy keys revoke <key>` is an easy slip
+// in a hurry, and its error goes to terminals and CI logs.
 func (s *Service) key(ctx context.Context, id string) (*store.Record, error) {
+	if verifier.HasSecret(id) {
+		return nil, invalidf("id", "that is an API key, not a key's id (key_…), so it is not repeated here; "+
+			"to revoke a key by its value, give it to `caddy keys revoke --key -` on stdin, or to the admin API's POST /keygate/revoke as {\"key\": …}")
+	}
 	rec, err := s.st.Key(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || err == nil && !s.visible(rec) {
 		return nil, &NotFoundError{What: "key " + id}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Spec is the settable part of a key, as `caddy keys issue/update` flags,
@@ -75,6 +76,9 @@ func (s *Spec) onlyDisabled() bool {
 func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	if s.Name != nil {
 		name := strings.TrimSpace(*s.Name)
+		if err := noKeyIn("name", name); err != nil {
+			return err
+		}
 		if name == "" || utf8.RuneCountInString(name) > 200 || !printable(name) {
 			return invalid("name", *s.Name, "want 1-200 printable UTF-8 characters")
 		}
@@ -82,6 +86,9 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	}
 	if s.Owner != nil {
 		owner := strings.TrimSpace(*s.Owner)
+		if err := noKeyIn("owner", owner); err != nil {
+			return err
+		}
 		if utf8.RuneCountInString(owner) > 200 || !printable(owner) {
 			return invalid("owner", *s.Owner, "want at most 200 printable UTF-8 characters")
 		}
@@ -270,6 +277,17 @@ func validDomain(d string) bool {
 		}
 	}
 	return true
+}
+
+// noKeyIn refuses free text (a name, an owner, a reason) that holds
+// anything shaped like a key, without quoting it: it would be stored and
+// printed in lists, events, logs and pages, where a key must never be.
+func noKeyIn(field, s string) error {
+	if verifier.HasSecret(s) {
+		return invalidf(field, "%s: holds an API key (or something shaped like one), which would be stored and shown wherever the %s is; "+
+			"name a key by its id (key_…)", field, field)
+	}
+	return nil
 }
 
 // printable reports whether s is valid UTF-8 without control characters:
