@@ -154,18 +154,20 @@ func cliActor() string {
 func specFlags(fs *pflag.FlagSet, update bool) {
 	fs.String("name", "", "Name of the integration, e.g. crm-sync")
 	fs.String("owner", "", "Owner (team or person) responsible for the key")
-	replaces := ""
+	replaces := func(string, string) string { return "" }
 	if update {
-		replaces = "; replaces every scope the key holds (see --add-scope)"
+		replaces = func(what, flag string) string {
+			return "; replaces every " + what + " the key holds (see --add-" + flag + ")"
+		}
 	} else {
 		fs.String("env", "live", "Key environment: live or test")
 	}
-	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)"+replaces)
+	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)"+replaces("scope", "scope"))
 	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)")
 	fs.Int("burst", 0, "Bucket size for --rate (default: the rate's count)")
 	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time, or never")
-	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+strings.ReplaceAll(replaces, "scope", "address"))
-	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)"+strings.ReplaceAll(replaces, "scope", "sender domain"))
+	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+replaces("address", "allow-ip"))
+	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)"+replaces("sender domain", "sender-domain"))
 	fs.String("quota", "", "Recipient quota N/d or N/mo (UTC)")
 	fs.Int("max-recipients", 0, "Most recipients per send request")
 	fs.Bool("allow-on-behalf-of", false, "Let the key pass On-Behalf-Of / X-Mailgun-On-Behalf-Of upstream")
@@ -569,7 +571,7 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 		if rv.Owner == "" {
 			what = fmt.Sprintf("key %s (%s)", targets[0].ID, targets[0].Name)
 		}
-		if !confirmed(yes, fmt.Sprintf("Revoke %s? Clients using it get revoked_key at once.", what)) {
+		if !confirmed(yes, fmt.Sprintf("Revoke %s? Clients using it get revoked_key within a second.", what)) {
 			return errors.New("not revoked")
 		}
 	}
