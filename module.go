@@ -357,9 +357,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		read, scoped = true, postedTo(r, msg.ScopePath)
 	}
+	override, single := overriddenMethod(r)
+	if !single {
+		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
+			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
+	}
+	scoped = withMethod(scoped, override)
 	q.scope = requiredScope(h.Scopes, scoped)
 	if q.scope == "" && msg.ScopeElse && scoped != r {
-		q.scope = requiredScope(h.Scopes, r)
+		q.scope = requiredScope(h.Scopes, withMethod(r, override))
 	}
 	if !keys.Covers(rec.Scopes, q.scope) {
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})

@@ -223,6 +223,49 @@ func postedTo(r *http.Request, p string) *http.Request {
 	return r2
 }
 
+// methodOverrides are the headers by which a POST asks web frameworks
+// (Laravel, Symfony, Express's method-override, ASP.NET) to handle it as
+// another method. An upstream that honours one would do what the named
+// method does, so the request is scoped as that method.
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// overriddenMethod returns the method a POST's override headers name ("" if
+// none does), and false when they name more than one: the upstream's
+// choice among them is unknown, so such a request is refused.
+func overriddenMethod(r *http.Request) (string, bool) {
+	if r.Method != http.MethodPost {
+		return "", true // frameworks honour overrides on POST only
+	}
+	m := ""
+	for _, name := range methodOverrides {
+		for _, v := range r.Header[name] {
+			v = strings.ToUpper(strings.TrimSpace(v))
+			switch {
+			case v == "" || v == m:
+			case m == "":
+				m = v
+			default:
+				return "", false
+			}
+		}
+	}
+	if m == http.MethodPost {
+		m = ""
+	}
+	return m, true
+}
+
+// withMethod returns r as scope lines see it when it is scoped as method m:
+// r itself when m is "", else a copy with that method.
+func withMethod(r *http.Request, m string) *http.Request {
+	if m == "" {
+		return r
+	}
+	r2 := r.WithContext(r.Context())
+	r2.Method = m
+	return r2
+}
+
 // uninspectedPosts returns the provisioned rules naming one exact POST path
 // that is not a send endpoint of d (nor an SES v1 action's name): likely a
 // mistyped send route, where sends would pass without sender, recipient or

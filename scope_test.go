@@ -167,3 +167,45 @@ func BenchmarkScopeMailgunRoute(b *testing.B) {
 		})
 	}
 }
+
+// A POST that asks the upstream to handle it as another method (web
+// frameworks honour X-HTTP-Method-Override and its kin on POST) is scoped as
+// that method, so a key cannot delete with a scope to create. Headers that
+// name two methods are refused.
+func TestMethodOverridesAreScopedAsTheMethodTheyName(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{
+		{Scope: "templates.create", Method: "POST", Path: "/v3/templates*"},
+		{Scope: "templates.delete", Method: "DELETE", Path: "/v3/templates/*"},
+		{Scope: "templates.read", Method: "GET", Path: "/v3/templates*"},
+	}})
+	_, create := issue(t, st, "templates.create")
+	_, read := issue(t, st, "templates.read")
+	_, del := issue(t, st, "templates.delete")
+	for _, c := range []struct {
+		what, key string
+		hdr       []string
+		status    int
+	}{
+		{"a plain POST", create, nil, 202},
+		{"POST named again", create, []string{"X-HTTP-Method-Override", "post"}, 202},
+		{"an override to DELETE, with a scope to create", create, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"X-HTTP-Method to DELETE, with a scope to create", create, []string{"X-HTTP-Method", "delete"}, 403},
+		{"X-Method-Override to DELETE, with a scope to create", create, []string{"X-Method-Override", " DELETE "}, 403},
+		{"an override to DELETE, with a scope to delete", del, []string{"X-HTTP-Method-Override", "DELETE"}, 202},
+		{"the same method twice", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "delete"}, 202},
+		{"two methods", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "PUT"}, 403},
+		{"two methods in one header", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method-Override", "PATCH"}, 403},
+	} {
+		w, _ := serveHeaders(t, h, "POST", "/v3/templates/d-1", append([]string{"Authorization", "Bearer " + c.key}, c.hdr...)...)
+		if w.Code != c.status {
+			t.Errorf("%s: %d %s, want %d", c.what, w.Code, w.Body, c.status)
+		}
+		if w.Code == 403 && decodeError(t, w).Error.Code != "insufficient_scope" {
+			t.Errorf("%s: %s, want insufficient_scope", c.what, w.Body)
+		}
+	}
+	// A GET's override headers mean nothing to those frameworks.
+	if w, _ := serveHeaders(t, h, "GET", "/v3/templates/d-1", "Authorization", "Bearer "+read, "X-HTTP-Method-Override", "DELETE"); w.Code != 202 {
+		t.Errorf("a GET with an override: %d %s, want 202 (scoped as the GET it is)", w.Code, w.Body)
+	}
+}
