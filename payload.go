@@ -36,6 +36,11 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	if r.ContentLength > h.maxBody {
 		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
 	}
+	if len(r.Header["Content-Type"]) > 1 {
+		// keygate reads the first; a provider that reads the last (a
+		// multipart boundary of its own) would send what was not checked.
+		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request has more than one Content-Type header; send one"}
+	}
 	sb, err := readBody(r, h.maxBody)
 	r.Body.Close()
 	if err != nil {

@@ -567,3 +567,27 @@ func TestUnreadableBodiesSayWhy(t *testing.T) {
 		}
 	}
 }
+
+// A send with two Content-Type headers is refused before its body is read:
+// keygate reads the first, and a provider reading the last would parse the
+// body another way (another multipart boundary) than keygate checked it.
+func TestASendWithTwoContentTypesIsRefused(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "mailgun", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/*/messages"}}})
+	_, key := issue(t, st, "mail.send")
+	body := benchbody.Get("mailgun-2k")
+	r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Add("Content-Type", body.ContentType)
+	r.Header.Add("Content-Type", "multipart/form-data; boundary=another")
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+		t.Fatal(err)
+	}
+	if e := decodeError(t, w); w.Code != 400 || e.Error.Code != "invalid_payload" || !strings.Contains(e.Error.Message, "Content-Type") {
+		t.Errorf("two Content-Type headers: %d %s, want 400 invalid_payload naming Content-Type", w.Code, w.Body)
+	}
+	if w := serveSend(t, h, key, body, okNextReading); w.Code != 202 {
+		t.Errorf("the same send with one: %d %s", w.Code, w.Body)
+	}
+}
