@@ -82,9 +82,9 @@ func TestAnErrorAfterKeygateIsAnsweredWithoutCaddysErrorLog(t *testing.T) {
 			h.logger = zap.New(core)
 			rec, key := issue(t, st, "*")
 
-			// A client that also put its key in the URL: Caddy's access
-			// log would write it, keygate's lines must not.
-			r := httptest.NewRequest("POST", "/v3/mail/send/"+key+"?x=1&api_key="+key, nil)
+			// (A key in the URL is refused before anything else runs:
+			// TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey.)
+			r := httptest.NewRequest("POST", "/v3/mail/send?x=1", nil)
 			r.Header.Set("X-Api-Key", key)
 			ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
 			ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
@@ -105,8 +105,8 @@ func TestAnErrorAfterKeygateIsAnsweredWithoutCaddysErrorLog(t *testing.T) {
 				if strings.Contains(string(line), key) || strings.Contains(string(line), "X-Api-Key") {
 					t.Errorf("log line %q carries the key or the request headers: %s", e.Message, line)
 				}
-				if !strings.Contains(string(line), "/v3/mail/send/kg_live_…") {
-					t.Errorf("log line %q lacks the request's path, its key redacted: %s", e.Message, line)
+				if !strings.Contains(string(line), "/v3/mail/send") {
+					t.Errorf("log line %q lacks the request's path: %s", e.Message, line)
 				}
 				if e.Message != tc.msg {
 					continue
