@@ -516,20 +516,28 @@ func TestSQLiteBackup(t *testing.T) {
 	}
 }
 
+// storeWithBackup makes a closed SQLite store file holding key_inthebackup
+// and key_afterthebackup, and a backup of it taken between the two.
+func storeWithBackup(t *testing.T) (dir, path, backup string) {
+	t.Helper()
+	st, dir, path := openStoreFile(t)
+	mustCreate(t, st, minimalRecord("key_inthebackup", time.Now()))
+	backup = filepath.Join(dir, "backup.db")
+	if _, err := st.(Backuper).Backup(context.Background(), backup); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, st, minimalRecord("key_afterthebackup", time.Now()))
+	st.Close()
+	return dir, path, backup
+}
+
 // TestRestoreSQLite: a backup replaces the store file whole, private and
 // owned as the store was (as root, for a store the caddy user runs on), the
 // replaced file's write-ahead log and index go, and what is not a backup
 // is refused before anything is touched.
 func TestRestoreSQLite(t *testing.T) {
 	ctx := context.Background()
-	st, dir, path := openStoreFile(t)
-	mustCreate(t, st, minimalRecord("key_inthebackup", time.Now()))
-	backup := filepath.Join(dir, "backup.db")
-	if _, err := st.(Backuper).Backup(ctx, backup); err != nil {
-		t.Fatal(err)
-	}
-	mustCreate(t, st, minimalRecord("key_afterthebackup", time.Now()))
-	st.Close()
+	dir, path, backup := storeWithBackup(t)
 	for _, f := range []string{path + "-wal", path + "-shm"} {
 		os.WriteFile(f, []byte("left by a crash"), 0o600)
 	}
@@ -606,14 +614,7 @@ func TestRestoreSQLite(t *testing.T) {
 // and leaves the store as it was.
 func TestRestoreSQLiteRefusesAStoreInUse(t *testing.T) {
 	ctx := context.Background()
-	st, dir, path := openStoreFile(t)
-	mustCreate(t, st, minimalRecord("key_inthebackup", time.Now()))
-	backup := filepath.Join(dir, "backup.db")
-	if _, err := st.(Backuper).Backup(ctx, backup); err != nil {
-		t.Fatal(err)
-	}
-	mustCreate(t, st, minimalRecord("key_afterthebackup", time.Now()))
-	st.Close() // this process must not have it open: POSIX locks are per process
+	_, path, backup := storeWithBackup(t) // closed: POSIX locks are per process
 	inUse := func(what string, pid int, err error) {
 		t.Helper()
 		if want := fmt.Sprintf("process %d has it open", pid); !errors.Is(err, ErrStoreOpen) || !strings.Contains(err.Error(), want) {
