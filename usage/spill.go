@@ -20,9 +20,11 @@ import (
 // at its next start. It is a Sink, so Recorder.Flush can write to it.
 //
 // Each flush is one file, written whole or not at all (a temporary file
-// renamed into place). Adding a file to the store and then removing it is
-// not atomic: a crash between the two adds its counts twice, as a retried
-// flush may when a store reports an error for a write it committed.
+// renamed into place). A file is claimed (renamed to NAME.adding) before its
+// counts are added to the store, and removed after: a file whose removal
+// fails (a directory gone read-only) is never added again, and a crash
+// between the claim and the addition loses that file's counts instead of
+// adding them twice; a leftover NAME.adding says so.
 type Spill struct {
 	// Dir holds the files; it is created when first written.
 	Dir string
@@ -84,26 +86,37 @@ func (s Spill) AddTo(ctx context.Context, sink Sink) (Counts, error) {
 		return added, fmt.Errorf("keygate usage: kept counts in %s: %w", s.Dir, err)
 	}
 	for _, name := range files {
-		b, err := os.ReadFile(name)
+		claimed := name + ".adding"
+		if err := renameFile(name, claimed); err != nil {
+			return added, fmt.Errorf("keygate usage: the counts kept in %s wait, since the file cannot be renamed for adding: %w", name, err)
+		}
+		b, err := os.ReadFile(claimed)
 		if err != nil {
+			renameFile(claimed, name) // for the next try
 			return added, fmt.Errorf("keygate usage: kept counts: %w", err)
 		}
 		var f spillFile
 		if err := json.Unmarshal(b, &f); err != nil || f.Version != 1 {
 			// Set aside, so it does not stop the files after it.
-			os.Rename(name, name+".unreadable")
+			renameFile(claimed, name+".unreadable")
 			return added, fmt.Errorf("keygate usage: kept counts in %s are not a usage file of version 1 (%v); set aside as %s.unreadable", name, err, filepath.Base(name))
 		}
 		if err := sink.AddUsage(ctx, f.Deltas); err != nil {
+			renameFile(claimed, name) // for the next try
 			return added, fmt.Errorf("keygate usage: adding the counts kept in %s: %w", name, err)
 		}
-		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return added, fmt.Errorf("keygate usage: kept counts added, but: %w", err)
+		if err := removeFile(claimed); err != nil && !errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("keygate usage: the counts kept in %s were added, and are not added again; remove %s by hand: %w",
+				name, filepath.Base(claimed), err)
+			return added.plus(CountsOf(f.Deltas)), err
 		}
-		c := CountsOf(f.Deltas)
-		added.KeyHours += c.KeyHours
-		added.Requests += c.Requests
-		added.Recipients += c.Recipients
+		added = added.plus(CountsOf(f.Deltas))
 	}
 	return added, nil
 }
+
+// renameFile and removeFile are the file system's, but for tests.
+var (
+	renameFile = os.Rename
+	removeFile = os.Remove
+)

@@ -168,6 +168,10 @@ type Counts struct {
 	Recipients int64
 }
 
+func (c Counts) plus(d Counts) Counts {
+	return Counts{c.KeyHours + d.KeyHours, c.Requests + d.Requests, c.Recipients + d.Recipients}
+}
+
 func (c *Counts) add(t *tally) {
 	c.KeyHours++
 	c.Requests += t.allowed

@@ -368,3 +368,36 @@ func TestSpillReportsAFileItCannotWrite(t *testing.T) {
 		t.Fatal("AddUsage succeeded")
 	}
 }
+
+// A kept file whose removal fails after its counts were added (a directory
+// gone read-only) is never added again, and the error says to remove it; a
+// file that cannot be claimed for adding is not added at all, and waits.
+func TestSpillNeverAddsAFileTwice(t *testing.T) {
+	ctx := context.Background()
+	sp := Spill{Dir: t.TempDir(), Name: "s"}
+	if err := sp.AddUsage(ctx, []store.UsageDelta{{KeyID: "key_a", Hour: t0, Counts: map[string]int64{MetricAllowed: 25}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { renameFile, removeFile = os.Rename, os.Remove })
+	s := newSink()
+
+	renameFile = func(string, string) error { return errors.New("read-only file system") }
+	if _, err := sp.AddTo(ctx, s); err == nil || s.calls != 0 {
+		t.Fatalf("AddTo with a file it cannot claim: %v, %d additions; want an error and none", err, s.calls)
+	}
+	renameFile = os.Rename
+
+	removeFile = func(string) error { return errors.New("read-only file system") }
+	added, err := sp.AddTo(ctx, s)
+	if err == nil || !strings.Contains(err.Error(), "remove") || added.Requests != 25 {
+		t.Fatalf("AddTo with a file it cannot remove: %+v, %v; want 25 requests added and an error saying to remove it", added, err)
+	}
+	for range 3 {
+		if added, err := sp.AddTo(ctx, s); err != nil || added != (Counts{}) {
+			t.Errorf("AddTo again: %+v, %v; want nothing added", added, err)
+		}
+	}
+	if got := s.counts["key_a"][MetricAllowed]; got != 25 {
+		t.Errorf("the store holds %d requests, want the file's 25 once", got)
+	}
+}
