@@ -35,7 +35,8 @@ import (
 //
 // If Redis is unreachable, a node spends what it holds and then counts on
 // its local fallback, initialised from the persisted count as RedisQuotas
-// does.
+// does; when Redis answers again, what the fallback counted is added to
+// Redis's counters and the fallback forgets its counters.
 type LeasedQuotas struct {
 	client   redis.UniversalClient
 	fallback *LocalQuotas
@@ -77,8 +78,9 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
-		outage:   outage{what: "quotas", logf: opts.Logf},
-		seed:     maphash.MakeSeed(),
+		outage: outage{what: "quotas", logf: opts.Logf,
+			recovered: func() { addFallbackSpent(client, opts, fallback) }},
+		seed: maphash.MakeSeed(),
 	}
 	for i := range q.shards {
 		q.shards[i].leases = make(map[quotaKey]*quotaLease)

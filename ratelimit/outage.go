@@ -46,6 +46,9 @@ type outage struct {
 	down      atomic.Bool
 	retryAt   atomic.Int64 // unix nanoseconds; while down, the next probe time
 	fallbacks atomic.Uint64
+	// recovered, if set, runs (in its own goroutine) when Redis answers
+	// again after an outage.
+	recovered func()
 }
 
 // tryRedis reports whether this request should go to Redis at now.
@@ -77,6 +80,9 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 func (o *outage) succeeded() {
 	if o.down.Load() && o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
+		if o.recovered != nil {
+			go o.recovered()
+		}
 	}
 }
 

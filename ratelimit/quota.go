@@ -55,6 +55,7 @@ type quotaKey struct {
 type counter struct {
 	mu     sync.Mutex // held across load, so concurrent first uses load once
 	loaded bool
+	base   int64 // the count loaded
 	used   int64
 	end    time.Time
 }
@@ -81,7 +82,7 @@ func (q *LocalQuotas) Reserve(ctx context.Context, key string, limit, n int64, s
 			return QuotaResult{}, fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
 				key, start.UTC().Format(time.DateOnly), err)
 		}
-		c.used, c.loaded = used, true
+		c.base, c.used, c.loaded = used, used, true
 	}
 	r := decideQuota(c.used, limit, n, end, now)
 	c.used = r.Used
@@ -121,6 +122,33 @@ func (q *LocalQuotas) sweepLocked(now time.Time) int {
 		}
 	}
 	return dropped
+}
+
+// Spent is what a counter of LocalQuotas added to the count it loaded.
+type Spent struct {
+	Key        string
+	Start, End time.Time
+	N          int64
+}
+
+// Drain forgets every counter and returns what each added to the count it
+// loaded. A fallback is drained when Redis answers again: what it counted
+// goes to Redis's counters, and a later outage loads the store's count
+// afresh instead of going on from this one's.
+func (q *LocalQuotas) Drain() []Spent {
+	q.mu.Lock()
+	counters := q.counters
+	q.counters = make(map[quotaKey]*counter)
+	q.mu.Unlock()
+	var out []Spent
+	for k, c := range counters {
+		c.mu.Lock()
+		if n := c.used - c.base; c.loaded && n > 0 {
+			out = append(out, Spent{Key: k.key, Start: time.Unix(k.start, 0), End: c.end, N: n})
+		}
+		c.mu.Unlock()
+	}
+	return out
 }
 
 // Len is the number of counters held.

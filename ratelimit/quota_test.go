@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"github.com/redis/go-redis/v9"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,4 +207,77 @@ func dayBounds(t time.Time) (time.Time, time.Time) { return store.Day.Start(t), 
 
 func monthBounds(t time.Time) (time.Time, time.Time) {
 	return store.Month.Start(t), store.Month.End(t)
+}
+
+// Two Redis outages in one quota period never let a node send past the
+// quota: what the fallback counted in the first goes to Redis when it
+// answers again, and the second starts from the store's count rather than
+// from the first's counters. (Before, the fallback's counter from the first
+// outage went on in the second, missing everything sent through Redis in
+// between: 180 recipients on a quota of 100.)
+func TestTwoRedisOutagesInAPeriodStayWithinTheQuota(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	ctx := context.Background()
+	for _, mode := range []struct {
+		name string
+		make func(redis.UniversalClient, RedisOptions) Quotas
+	}{
+		{"exact", func(c redis.UniversalClient, o RedisOptions) Quotas { return NewRedisQuotas(c, NewLocalQuotas(), o) }},
+		{"leased", func(c redis.UniversalClient, o RedisOptions) Quotas {
+			q := NewLeasedQuotas(c, NewLocalQuotas(), o, time.Hour)
+			t.Cleanup(q.Close)
+			return q
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			opts := RedisOptions{Timeout: 300 * time.Millisecond, Prefix: "outages-" + mode.name + ":"}
+			q := mode.make(newClient(t, srv.Addr), opts)
+			admin := newClient(t, srv.Addr)
+			start, end := dayBounds(t0)
+			st := &persisted{} // the store: what was sent, flushed at once
+			now, sent := t0, int64(0)
+			send := func() bool {
+				now = now.Add(1500 * time.Millisecond) // past the outage's retry interval
+				r, err := q.Reserve(ctx, "key_a", 100, 10, start, end, st.load, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Allowed {
+					sent += 10
+					st.count = sent
+				}
+				return r.Allowed
+			}
+			outage := func() {
+				if err := admin.Do(ctx, "CLIENT", "PAUSE", 2500, "WRITE").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 3 {
+				send()
+			}
+			outage()
+			for range 3 {
+				send()
+			}
+			time.Sleep(2600 * time.Millisecond) // the pause ends
+			send()                              // Redis answers: the fallback's count goes to it
+			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
+			deadline := time.Now().Add(5 * time.Second)
+			for n, _ := admin.Get(ctx, rkey).Int64(); n < sent && time.Now().Before(deadline); n, _ = admin.Get(ctx, rkey).Int64() {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n, _ := admin.Get(ctx, rkey).Int64(); n < sent {
+				t.Errorf("Redis counts %d after the outage, want at least the %d sent", n, sent)
+			}
+			outage()
+			for range 8 {
+				send()
+			}
+			if sent > 100 {
+				t.Errorf("%d recipients sent on a quota of 100 across two outages", sent)
+			}
+			time.Sleep(2600 * time.Millisecond)
+		})
+	}
 }

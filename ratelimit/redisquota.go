@@ -56,7 +56,8 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
-		outage:   outage{what: "quotas", logf: opts.Logf},
+		outage: outage{what: "quotas", logf: opts.Logf,
+			recovered: func() { addFallbackSpent(client, opts, fallback) }},
 	}
 }
 
@@ -106,6 +107,32 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 		return decideQuota(used-max(0, n), limit, n, end, now), nil
 	}
 	return QuotaResult{Limit: limit, Used: used, Remaining: max(0, limit-used), Reset: max(0, end.Sub(now))}, nil
+}
+
+// addSpentScript adds ARGV[1] to the counter KEYS[1] if Redis has it. One it
+// lacks is loaded from the store at its next use, and the store has what
+// the fallback counted.
+var addSpentScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+	return redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+return -1
+`)
+
+// addFallbackSpent moves what fallback counted during an outage into
+// Redis's counters and forgets fallback's counters (LocalQuotas.Drain), so
+// that nodes see those recipients, and a later outage starts from the
+// store's count rather than from this one's stale counters.
+func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas) {
+	for _, s := range fallback.Drain() {
+		rkey := quotaRedisKey(opts, s.Key, s.Start)
+		_, err := withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
+			return addSpentScript.Run(ctx, client, []string{rkey}, s.N).Int64()
+		})
+		if err != nil {
+			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
+		}
+	}
 }
 
 // quotaRedisKey is the Redis counter of key's period starting at start,
