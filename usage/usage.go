@@ -159,6 +159,12 @@ type Recorder struct {
 
 	flushes, failures, dropped atomic.Uint64
 	droppedCounts              Counts // guarded by flushMu
+
+	// pendingCounts is what pending holds, published by Flush for Backlog
+	// and Held: they feed the metrics scrape and the outage's log lines,
+	// and must not wait out a flush into a store that hangs (flushMu is held
+	// for the flush's whole timeout).
+	pendingCounts atomic.Pointer[Counts]
 }
 
 // Counts sums tallies, for reporting what is held or was lost.
@@ -251,21 +257,28 @@ func (r *Recorder) Backlog() int {
 		n += len(s.m)
 		s.mu.Unlock()
 	}
-	r.flushMu.Lock()
-	n += len(r.pending)
-	r.flushMu.Unlock()
+	if p := r.pendingCounts.Load(); p != nil {
+		n += p.KeyHours
+	}
 	return n
+}
+
+// publishPending publishes what pending holds; flushMu is held.
+func (r *Recorder) publishPending() {
+	var c Counts
+	for _, t := range r.pending {
+		c.add(t)
+	}
+	r.pendingCounts.Store(&c)
 }
 
 // Held returns what is counted in memory and not yet in the store: the
 // tallies since the last flush and those failed flushes kept.
 func (r *Recorder) Held() Counts {
 	var c Counts
-	r.flushMu.Lock()
-	for _, t := range r.pending {
-		c.add(t)
+	if p := r.pendingCounts.Load(); p != nil {
+		c = *p
 	}
-	r.flushMu.Unlock()
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
@@ -310,6 +323,7 @@ func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 	if len(r.pending) == 0 {
 		return nil
 	}
+	r.publishPending()
 	deltas := make([]store.UsageDelta, 0, len(r.pending))
 	for k, t := range r.pending {
 		d := store.UsageDelta{
@@ -335,10 +349,12 @@ func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 	if err := sink.AddUsage(ctx, deltas); err != nil {
 		r.failures.Add(1)
 		r.trimPending()
+		r.publishPending()
 		return err
 	}
 	r.flushes.Add(1)
 	r.pending = map[bucketKey]*tally{}
+	r.publishPending()
 	return nil
 }
 

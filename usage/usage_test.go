@@ -401,3 +401,49 @@ func TestSpillNeverAddsAFileTwice(t *testing.T) {
 		t.Errorf("the store holds %d requests, want the file's 25 once", got)
 	}
 }
+
+// hangingSink is a store that does not answer until released.
+type hangingSink struct{ release chan struct{} }
+
+func (h hangingSink) AddUsage(ctx context.Context, _ []store.UsageDelta) error {
+	select {
+	case <-h.release:
+		return errors.New("gave up")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Backlog and Held (the backlog metric, the outage's log lines) answer at
+// once while a flush waits on a store that hangs, and count what that flush
+// holds.
+func TestBacklogAndHeldDoNotWaitForAFlush(t *testing.T) {
+	r := NewRecorder()
+	r.Record("key_a", MetricAllowed, 202, 2, "10.0.0.1", t0)
+	r.Record("key_b", MetricAllowed, 202, 0, "10.0.0.1", t0)
+	sink := hangingSink{release: make(chan struct{})}
+	flushed := make(chan error)
+	go func() { flushed <- r.Flush(context.Background(), sink) }()
+	time.Sleep(50 * time.Millisecond) // the flush holds its lock and waits on the store
+	r.Record("key_a", MetricAllowed, 202, 1, "10.0.0.1", t0)
+
+	done := make(chan struct{})
+	var backlog int
+	var held Counts
+	go func() { backlog, held = r.Backlog(), r.Held(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Backlog and Held wait for the flush")
+	}
+	if backlog != 3 || held != (Counts{KeyHours: 3, Requests: 3, Recipients: 3}) {
+		t.Errorf("during the flush: backlog %d, held %+v; want 3 key-hours, 3 requests, 3 recipients", backlog, held)
+	}
+	close(sink.release)
+	if err := <-flushed; err == nil {
+		t.Fatal("the flush into a store that gave up succeeded")
+	}
+	if held := r.Held(); held != (Counts{KeyHours: 3, Requests: 3, Recipients: 3}) {
+		t.Errorf("after the failed flush: held %+v, want all 3 requests", held)
+	}
+}
