@@ -427,6 +427,7 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 		{"a scope no route uses", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}}, "extra-scopes", "no route"},
 		{"a bad sender domain", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "sender_domains": {"not a domain!"}, "expires": {"90d"}}, "sender-domains", "sender domain"},
 		{"a date in the past", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"date"}, "expires_date": {"2020-01-01"}}, "expires-date", "not in the future"},
+		{"a date beside another expiry", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"}, "expires_date": {"2027-01-15"}}, "expires-date", "You entered a date but chose another expiry"},
 		{"a rate that is no number", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"}, "rate_n": {"lots"}}, "rate-n", "whole number"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -238,6 +238,11 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	scopes = append(scopes, fields(f.ExtraScopes)...)
 	s.Scopes = &scopes
 	s.Force = f.Force
+	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {
+		// A date typed beside another choice would be dropped silently,
+		// and the key would live longer than meant.
+		return s, &formErr{"expires-date", "You entered a date but chose another expiry: choose “On a date” to use the date, or clear it."}
+	}
 	switch f.Expires {
 	case "keep":
 		if !f.Edit {

@@ -204,6 +204,23 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	}
 	alice.wantText(t, "table.keys", evil)
 
+	// A date typed for the expiry chooses "On a date" (a date beside
+	// another choice would be refused), and a refused form's error is
+	// where the eye and the screen reader are: focused.
+	alice.open(t, "/console/new", 200)
+	if onDate := run(t, alice.ctx, chromedp.Evaluate[bool](`(() => {
+		const d = document.getElementById('expires-date');
+		d.value = '2030-01-15';
+		d.dispatchEvent(new Event('input', {bubbles: true}));
+		return document.querySelector('input[name=expires][value=date]').checked;
+	})()`)); !onDate {
+		t.Error("typing an expiry date did not choose “On a date”")
+	}
+	alice.click(t, `form.settings button[type=submit]`, 422) // no name, no scope
+	if focused := run(t, alice.ctx, chromedp.Evaluate[string](`document.activeElement && document.activeElement.id`)); focused != "form-error" {
+		t.Errorf("after a refused form the focus is on %q, want the error (#form-error)", focused)
+	}
+
 	// Bob, of another team, sees none of it, not even by typing its address
 	// or by sending crafted requests with his own valid form token.
 	aliceKey := gw.issue(t, "--name", "alice-private", "--owner", "alice", "--scope", "mail.send")

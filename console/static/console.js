@@ -37,9 +37,21 @@
     if (e.persisted && document.querySelector("[data-secret]")) window.location.reload();
   });
 
-  // Filters apply as soon as a choice changes.
-  each("select[data-autosubmit]", function (sel) {
-    sel.addEventListener("change", function () { sel.form.submit(); });
+  // A date typed for the expiry chooses "On a date": a date beside another
+  // choice is refused by the server, which a click here spares.
+  each("#expires-date", function (input) {
+    input.addEventListener("input", function () {
+      var onDate = input.form && input.form.querySelector('input[name="expires"][value="date"]');
+      if (onDate && input.value) onDate.checked = true;
+    });
+  });
+
+  // A form that came back with an error shows it: the error may sit below
+  // the fold of a long page (a key's page), and a screen reader starts there.
+  each("#form-error", function (box) {
+    box.setAttribute("tabindex", "-1");
+    box.scrollIntoView({ block: "center" });
+    box.focus({ preventScroll: true });
   });
 
   // Typed confirmations: the button works once the text matches (the
