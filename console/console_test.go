@@ -423,7 +423,7 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 		says  string
 	}{
 		{"no name", url.Values{"scope": {"mail.send"}, "expires": {"90d"}, "sender_domains": {"shop.example.com"}}, "name", "name is required"},
-		{"no scope", url.Values{"name": {"crm"}, "expires": {"90d"}}, "extra-scopes", "at least one scope"},
+		{"no scope", url.Values{"name": {"crm"}, "expires": {"90d"}}, "scopes", "Choose at least one thing the key may do"},
 		{"a scope no route uses", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}}, "extra-scopes", "no route"},
 		{"a bad sender domain", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "sender_domains": {"not a domain!"}, "expires": {"90d"}}, "sender-domains", "sender domain"},
 		{"a date in the past", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"date"}, "expires_date": {"2020-01-01"}}, "expires-date", "not in the future"},
@@ -436,6 +436,9 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 			body := w.Body.String()
 			if !strings.Contains(body, tc.says) || !strings.Contains(body, `href="#`+tc.field+`"`) {
 				t.Errorf("the error does not say %q or link to #%s:\n%s", tc.says, tc.field, body)
+			}
+			if offered := strings.Contains(body, "Use it anyway"); offered != (tc.name == "a scope no route uses") {
+				t.Errorf("offers to use a scope anyway: %v", offered)
 			}
 			for _, v := range []string{tc.form.Get("name"), tc.form.Get("sender_domains"), tc.form.Get("extra_scopes")} {
 				if v != "" && !strings.Contains(body, v) {
@@ -503,6 +506,12 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 		t.Fatalf("a revoke with the wrong name: revoked=%v", f.show(k.ID).RevokedAt != nil)
 	}
 
+	// "Stop it now" ends the old key at once, so it asks first.
+	w = f.post(alice, path+"/rotate", url.Values{"grace": {"0"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "Yes, stop the old key now") {
+		t.Fatalf("a rotation with no grace, unconfirmed: rotated to %q", f.show(k.ID).RotatedTo)
+	}
 	w = f.post(alice, path+"/rotate", url.Values{"grace": {"7d"}, "reason": {"yearly"}})
 	reveal := f.follow(alice, w)
 	newKey := keyPattern.FindString(reveal.Body.String())
@@ -728,5 +737,27 @@ func TestTheReviewListsFiftyKeysASectionUntilAskedForAll(t *testing.T) {
 	body = f.get(admin, "/review?all=no-expiry").Body.String()
 	if n := strings.Count(body, `name="id" value="key_`); n != 60 || strings.Contains(body, "Showing the first") {
 		t.Errorf("?all=no-expiry lists %d keys, want 60", n)
+	}
+}
+
+// A rotation with no grace, confirmed, stops the old key at once; the keys
+// list then says which key replaced it, and a revoked key shows no expiry.
+func TestARotationWithNoGraceIsConfirmedAndShown(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"0"}, "stop_now": {"1"}})
+	f.follow(alice, w)
+	old := f.show(k.ID)
+	if old.RotatedTo == "" || old.ExpiresAt == nil || old.ExpiresAt.After(f.now) {
+		t.Fatalf("a confirmed rotation with no grace: %+v", old)
+	}
+	list := f.get(alice, "/").Body.String()
+	if strings.Contains(list, "rotated: <a") {
+		t.Errorf("the list marks an old key that already stopped as rotated:\n%s", list)
+	}
+	k2 := f.issue("shop", "sales", "mail.send")
+	f.follow(alice, f.post(alice, "/keys/"+k2.ID+"/rotate", url.Values{"grace": {"1h"}}))
+	if list := f.get(alice, "/").Body.String(); !strings.Contains(list, `rotated: <a href="/keys/`+f.show(k2.ID).RotatedTo+`">the new key</a>`) {
+		t.Errorf("the list does not lead from the old key in its grace period to the new one:\n%s", list)
 	}
 }

@@ -236,6 +236,9 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 		}
 	}
 	scopes = append(scopes, fields(f.ExtraScopes)...)
+	if len(scopes) == 0 {
+		return s, &formErr{"scopes", "Choose at least one thing the key may do (full access is the last choice)."}
+	}
 	s.Scopes = &scopes
 	s.Force = f.Force
 	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {

@@ -215,6 +215,11 @@ func (c *call) rotate() error {
 	if err != nil {
 		return c.refused("rotate", err)
 	}
+	if grace == 0 && c.r.PostForm.Get("stop_now") != "1" {
+		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
+			"rotate": "“Stop it now” ends the old key at once: every integration still using it fails. " +
+				"Tick “Yes, stop the old key now” to confirm, or choose a grace period."})
+	}
 	res, err := c.keys.Rotate(ctx, c.id, grace, strings.TrimSpace(c.r.PostForm.Get("reason")), c.user.actor())
 	if err != nil {
 		return c.refused("rotate", err)

@@ -208,6 +208,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		} {
 			rec := minimalRecord(r.id, t0.Add(time.Duration(i)*time.Hour))
 			rec.Name, rec.Owner, rec.Env, rec.ExpiresAt, rec.LastUsedAt, rec.Disabled = r.name, r.owner, r.env, r.expires, r.used, r.disabled
+			rec.Hint = "kg_" + r.env + "_Hint" + r.id[len(r.id)-1:] + "xyz…"
 			if r.revoked {
 				rec.RevokedAt = &t0
 			}
@@ -229,6 +230,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 			{"search ignores ASCII case in names", ListFilter{All: true, Search: "crm"}, []string{"key_a", "key_b"}},
 			{"search matches owners and ids", ListFilter{All: true, Search: "MARKET"}, []string{"key_c", "key_d"}},
 			{"search matches ids", ListFilter{All: true, Search: "key_g"}, []string{"key_g"}},
+			{"search matches the hint a list shows", ListFilter{All: true, Search: "kg_live_Hintc"}, []string{"key_c"}},
 			{"search takes % and _ literally", ListFilter{All: true, Search: "50%_"}, []string{"key_e"}},
 			{"search finds non-ASCII as typed", ListFilter{All: true, Search: "Ärg"}, []string{"key_g"}},
 			{"filters combine", ListFilter{State: StateUsable, Now: now, Env: "live", Owner: "sales"}, []string{"key_a"}},

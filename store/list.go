@@ -122,7 +122,7 @@ func (s *DB) listWhere(f ListFilter) (string, []any, error) {
 	if f.Search != "" {
 		p := arg(likePattern(f.Search))
 		var alts []string
-		for _, col := range []string{"id", "name", "owner"} {
+		for _, col := range []string{"id", "name", "owner", "hint"} {
 			alts = append(alts, fmt.Sprintf(`%s %s %s ESCAPE '\'`, col, s.d.like, p))
 		}
 		conds = append(conds, "("+strings.Join(alts, " OR ")+")")

@@ -269,8 +269,9 @@ type ListFilter struct {
 	ExpiringBefore time.Time
 	// Env selects "live" or "test" keys; "" both.
 	Env string
-	// Search selects keys whose id, name or owner contains it, ignoring
-	// case (SQLite folds only ASCII letters; others match as typed).
+	// Search selects keys whose id, name, owner or hint (kg_live_AbCd1234…)
+	// contains it, ignoring case (SQLite folds only ASCII letters; others
+	// match as typed).
 	Search string
 	// Order is the order of ListKeys' result (default OrderCreated).
 	Order Order

@@ -95,6 +95,16 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		t.Fatalf("reloading the reveal page shows the key again, or no explanation")
 	}
 
+	// The whole key pasted into the search finds it, and only its hint
+	// reaches the URL (and so the access log).
+	alice.open(t, "/console/", 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("q"), key))
+	alice.click(t, `form[role=search] button[type=submit]`, 200)
+	if loc := alice.location(t); strings.Contains(loc, key[8:30]) || !strings.Contains(loc, key[:16]) {
+		t.Errorf("a key pasted into the search went to %s; want only its hint there", loc)
+	}
+	alice.wantText(t, "table.keys", "Shop order emails")
+
 	// The key's page shows the two requests.
 	alice.open(t, strings.TrimPrefix(keyURL, gw.url), 200)
 	alice.wantText(t, ".totals", "Allowed\n1")
