@@ -331,10 +331,16 @@ return {1, granted, used}
 `)
 
 // giveBackScript takes ARGV[1] recipients a node held off the counter
-// KEYS[1], if the counter still exists (it expires with its period).
+// KEYS[1], if the counter still exists (it expires with its period), and
+// never below zero: a counter Redis lost and rebuilt from the store never
+// counted the block (docs/cluster.md, Redis losing its data).
 var giveBackScript = redis.NewScript(`
 if redis.call("EXISTS", KEYS[1]) == 1 then
-  return redis.call("DECRBY", KEYS[1], ARGV[1])
+  local v = redis.call("DECRBY", KEYS[1], ARGV[1])
+  if v < 0 then
+    v = redis.call("INCRBY", KEYS[1], -v)
+  end
+  return v
 end
 return 0
 `)

@@ -132,6 +132,28 @@ func TestLeasedQuotasCloseGivesBlocksBack(t *testing.T) {
 	}
 }
 
+// A block given back to a counter Redis lost and rebuilt from the store
+// (a restart without persistence) never takes it below zero: the rebuilt
+// counter never counted the block.
+func TestLeasedQuotasGiveBackNeverGoesBelowZero(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	q := NewLeasedQuotas(client, NewLocalQuotas(), RedisOptions{Timeout: slowMachine}, time.Hour)
+	start, end := dayBounds(time.Now())
+	if r, err := q.Reserve(context.Background(), "key_a", 6400, 10, start, end, (&persisted{}).load, time.Now()); err != nil || !r.Allowed {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	rkey := quotaRedisKey(RedisOptions{}.withDefaults(), "key_a", start)
+	if err := client.Set(context.Background(), rkey, 3, time.Hour).Err(); err != nil { // lost and rebuilt low
+		t.Fatal(err)
+	}
+	q.Close()
+	if n := redisCount(t, srv.Addr, "key_a", start); n != 0 {
+		t.Errorf("Redis counts %d after the block went back to a rebuilt counter, want 0", n)
+	}
+}
+
 // A quota lowered below what a node holds is not overspent from the block
 // leased under the old quota.
 func TestLeasedQuotasChangedLimitDropsTheBlock(t *testing.T) {
