@@ -422,11 +422,11 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 		field string
 		says  string
 	}{
-		{"no name", url.Values{"scope": {"mail.send"}, "expires": {"90d"}, "sender_domains": {"shop.example.com"}}, "name", "name is required"},
+		{"no name", url.Values{"scope": {"mail.send"}, "expires": {"90d"}, "sender_domains": {"shop.example.com"}}, "name", "Give the key a name"},
 		{"no scope", url.Values{"name": {"crm"}, "expires": {"90d"}}, "scopes", "Choose at least one thing the key may do"},
 		{"a scope no route uses", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"90d"}}, "extra-scopes", "no route"},
 		{"a bad sender domain", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "sender_domains": {"not a domain!"}, "expires": {"90d"}}, "sender-domains", "sender domain"},
-		{"a date in the past", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"date"}, "expires_date": {"2020-01-01"}}, "expires-date", "not in the future"},
+		{"a date in the past", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"date"}, "expires_date": {"2020-01-01"}}, "expires-date", "Choose a date in the future"},
 		{"a date beside another expiry", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"}, "expires_date": {"2027-01-15"}}, "expires-date", "You entered a date but chose another expiry"},
 		{"a rate that is no number", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"}, "rate_n": {"lots"}}, "rate-n", "whole number"},
 	} {

@@ -215,6 +215,9 @@ func readForm(pf url.Values, lines []store.RouteScope, edit bool) settingsForm {
 func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	var s keys.Spec
 	name := f.Name
+	if strings.TrimSpace(name) == "" {
+		return s, &formErr{"name", "Give the key a name: what will use it, e.g. crm-sync."}
+	}
 	s.Name = &name
 	if admin {
 		owner := f.Owner
@@ -255,6 +258,9 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresDate))
 		if err != nil {
 			return s, &formErr{"expires-date", "Choose the date the key expires (year, month and day)."}
+		}
+		if !d.After(time.Now()) {
+			return s, &formErr{"expires-date", "Choose a date in the future: the key stops at the start of that day (UTC)."}
 		}
 		at := d.UTC().Format(time.RFC3339)
 		s.Expires = &at
