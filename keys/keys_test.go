@@ -528,3 +528,30 @@ func TestAKeyWhereAnIDOrTextBelongsIsRefusedUnrepeated(t *testing.T) {
 		t.Errorf("revoke by value: %v %v", recs, err)
 	}
 }
+
+// A full-access key that never expires is issued with a warning (the
+// console shows it on the key's reveal page, the CLI on stderr); one with
+// an expiry or narrower scopes is not.
+func TestAFullAccessKeyThatNeverExpiresIsWarnedAbout(t *testing.T) {
+	f := newFixture(t)
+	warned := func(s Spec) bool {
+		t.Helper()
+		s.Force = true
+		res, err := f.Issue(ctx, s, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range res.Warnings {
+			if strings.Contains(w, "full access (*) and never expires") {
+				return true
+			}
+		}
+		return false
+	}
+	if !warned(spec("ops", "*")) {
+		t.Error("a full-access key that never expires: no warning")
+	}
+	if warned(Spec{Name: str("ops2"), Scopes: list("*"), Expires: str("90d")}) || warned(spec("crm", "mail.send")) {
+		t.Error("a warning for a key with an expiry or narrow scopes")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +67,10 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		return nil, err
 	}
 	warnings = append(warnings, s.sameName(ctx, rec, "")...)
+	if slices.Contains(rec.Scopes, "*") && rec.ExpiresAt == nil {
+		warnings = append(warnings, "this key has full access (*) and never expires: if it leaks, it can do everything "+
+			"until someone revokes it; prefer the scopes it needs and an expiry")
+	}
 	key, err := newKeyFor(rec, prefix)
 	if err != nil {
 		return nil, err
