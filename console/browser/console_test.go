@@ -70,6 +70,12 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	if copyShown := run(t, alice.ctx, chromedp.Evaluate[bool](`!document.querySelector('[data-copy=secret]').hidden`)); !copyShown {
 		t.Errorf("the copy button is not shown")
 	}
+	// On a phone the whole key is in view, wrapped, not cut off.
+	alice.do(t, chromedp.EmulateViewport(390, 844))
+	if fits := run(t, alice.ctx, chromedp.Evaluate[bool](`(() => { const s = document.getElementById('secret'); return s.scrollWidth <= s.clientWidth && s.scrollHeight <= s.clientHeight; })()`)); !fits {
+		t.Error("at 390 px the key does not fit its box")
+	}
+	alice.do(t, chromedp.EmulateViewport(1280, 900))
 	alice.wantText(t, "main", "only time the key is shown")
 	alice.wantText(t, "#snippet", "Bearer "+key)
 	alice.shot(t, shots, "reveal")

@@ -29,7 +29,7 @@
   // wipe it when the page is left.
   window.addEventListener("pagehide", function () {
     each("[data-secret]", function (el) {
-      if (el.value !== undefined && el.tagName === "INPUT") el.value = "";
+      if (el.tagName === "INPUT" || el.tagName === "TEXTAREA") el.value = "";
       else el.textContent = "";
     });
   });
