@@ -216,6 +216,11 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		pruneDone:  make(chan struct{}),
 	}
 	b.kept.Store(true)
+	if left, _ := b.spill.Claimed(); len(left) > 0 {
+		logger.Warn("keygate: usage counts kept at a stop were being added to the store when a gateway stopped; "+
+			"they may be in the store already, so they are not added again: compare them with `caddy keys usage`, then remove the files",
+			zap.Strings("files", left))
+	}
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
 	v, err := verifier.New(st, verifier.Options{

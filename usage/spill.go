@@ -76,6 +76,13 @@ func (s Spill) Files() ([]string, error) {
 	return files, err
 }
 
+// Claimed returns the files a process claimed for adding and did not
+// remove: it stopped between claiming and removing, so their counts may or
+// may not be in the store. They are never added again.
+func (s Spill) Claimed() ([]string, error) {
+	return filepath.Glob(filepath.Join(s.Dir, s.Name+"-*.json.adding"))
+}
+
 // AddTo adds every kept file to sink, oldest first, removing each once
 // added, and returns what it added. It stops at the first file sink refuses,
 // which stays for the next call.

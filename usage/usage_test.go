@@ -400,6 +400,9 @@ func TestSpillNeverAddsAFileTwice(t *testing.T) {
 	if got := s.counts["key_a"][MetricAllowed]; got != 25 {
 		t.Errorf("the store holds %d requests, want the file's 25 once", got)
 	}
+	if left, err := sp.Claimed(); err != nil || len(left) != 1 {
+		t.Errorf("Claimed = %q, %v; want the file that could not be removed", left, err)
+	}
 }
 
 // hangingSink is a store that does not answer until released.
