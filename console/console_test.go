@@ -440,6 +440,12 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 			if offered := strings.Contains(body, "Use it anyway"); offered != (tc.name == "a scope no route uses") {
 				t.Errorf("offers to use a scope anyway: %v", offered)
 			}
+			// The "Limits" section is open when the error is in it, or a
+			// limit was filled in; not for an error elsewhere.
+			wantOpen := limitFields[tc.field] || tc.form.Get("sender_domains") != "" || tc.form.Get("rate_n") != ""
+			if open := strings.Contains(body, `<details class="field limits" open>`); open != wantOpen {
+				t.Errorf("the Limits section open: %v, want %v", open, wantOpen)
+			}
 			for _, v := range []string{tc.form.Get("name"), tc.form.Get("sender_domains"), tc.form.Get("extra_scopes")} {
 				if v != "" && !strings.Contains(body, v) {
 					t.Errorf("the form lost %q", v)

@@ -209,6 +209,15 @@ func readForm(pf url.Values, lines []store.RouteScope, edit bool) settingsForm {
 	return f
 }
 
+// limitFields are the fields inside the form's "Limits" section.
+var limitFields = map[string]bool{"sender-domains": true, "allowed-ips": true, "rate-n": true, "rate-unit": true,
+	"burst": true, "quota-n": true, "quota-unit": true, "max-recipients": true}
+
+// LimitsOpen reports whether the "Limits" section starts open: when a limit
+// is set, or the form's error is about one (an error elsewhere leaves it
+// as it was).
+func (f *settingsForm) LimitsOpen() bool { return f.Limits || limitFields[f.Err.Field] }
+
 // spec turns the form into the service's Spec. On edit every setting is
 // given, so the service records exactly what changed; on create only
 // what is set, so the routes' defaults apply to the rest.
