@@ -767,3 +767,12 @@ func TestARotationWithNoGraceIsConfirmedAndShown(t *testing.T) {
 		t.Errorf("the list does not lead from the old key in its grace period to the new one:\n%s", list)
 	}
 }
+
+// An audit event's detail shows its times as the console shows times.
+func TestEventDetailsShowTimesInWords(t *testing.T) {
+	v := &view{}
+	if got, want := v.Detail("old key valid until 2026-12-01T01:31:51Z; expires: never → 2027-03-01T00:00:00Z"),
+		"old key valid until 1 Dec 2026 01:31 UTC; expires: never → 1 Mar 2027 00:00 UTC"; got != want {
+		t.Errorf("Detail = %q, want %q", got, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,6 +158,22 @@ func (v *view) When(t any) timeView {
 		rel = "just now"
 	}
 	return timeView{Set: true, ISO: at.Format(time.RFC3339), Exact: at.Format("2 Jan 2006 15:04 UTC"), Rel: rel}
+}
+
+// rfc3339 finds the UTC times audit events' details carry, as the store
+// writes them.
+var rfc3339 = regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b`)
+
+// Detail is an audit event's detail with its times as the console shows
+// times elsewhere ("1 Dec 2026 01:31 UTC").
+func (v *view) Detail(s string) string {
+	return rfc3339.ReplaceAllStringFunc(s, func(t string) string {
+		at, err := time.Parse(time.RFC3339, t)
+		if err != nil {
+			return t
+		}
+		return at.UTC().Format("2 Jan 2006 15:04 UTC")
+	})
 }
 
 // Status is a key's status at the page's time.
