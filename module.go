@@ -288,6 +288,17 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
+// scopeOf is the scope the route requires of scoped (r as its scope lines
+// see it); an SES v1 action without a line of its own is scoped as r
+// itself (msg.ScopeElse).
+func (h *Handler) scopeOf(scoped, r *http.Request, orElse bool) string {
+	s := requiredScope(h.Scopes, scoped)
+	if s == "" && orElse && scoped != r {
+		s = requiredScope(h.Scopes, r)
+	}
+	return s
+}
+
 // ServeHTTP is the request path of CONTRACT.md §4, in its order.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	t := now()
@@ -357,18 +368,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		read, scoped = true, postedTo(r, msg.ScopePath)
 	}
-	override, single := overriddenMethod(r)
-	if !single {
-		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
-			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
-	}
-	scoped = withMethod(scoped, override)
-	q.scope = requiredScope(h.Scopes, scoped)
-	if q.scope == "" && msg.ScopeElse && scoped != r {
-		q.scope = requiredScope(h.Scopes, withMethod(r, override))
-	}
+	q.scope = h.scopeOf(scoped, r, msg.ScopeElse)
 	if !keys.Covers(rec.Scopes, q.scope) {
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})
+	}
+	// A POST that names another method in an override header is done as
+	// that method by an upstream that honours the header, and as the POST
+	// it is by one that does not: the key needs the scopes of both.
+	switch override, single := overriddenMethod(r); {
+	case !single:
+		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
+			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
+	case override != "":
+		if as := h.scopeOf(withMethod(scoped, override), withMethod(r, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
+			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as) + " (as the " + override + " its method-override header names)"})
+		}
 	}
 	if len(onBehalf) > 0 && rec.AllowOnBehalfOf {
 		for name, v := range onBehalf {

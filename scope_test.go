@@ -169,10 +169,12 @@ func BenchmarkScopeMailgunRoute(b *testing.B) {
 }
 
 // A POST that asks the upstream to handle it as another method (web
-// frameworks honour X-HTTP-Method-Override and its kin on POST) is scoped as
-// that method, so a key cannot delete with a scope to create. Headers that
-// name two methods are refused.
-func TestMethodOverridesAreScopedAsTheMethodTheyName(t *testing.T) {
+// frameworks honour X-HTTP-Method-Override and its kin on POST) needs the
+// scopes of both: an upstream that honours the header does that method, one
+// that ignores it (every email provider) does the POST. So a key cannot
+// delete with a scope to create, nor create with a scope to read. Headers
+// that name two methods are refused.
+func TestMethodOverridesNeedTheScopesOfBothMethods(t *testing.T) {
 	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{
 		{Scope: "templates.create", Method: "POST", Path: "/v3/templates*"},
 		{Scope: "templates.delete", Method: "DELETE", Path: "/v3/templates/*"},
@@ -181,6 +183,7 @@ func TestMethodOverridesAreScopedAsTheMethodTheyName(t *testing.T) {
 	_, create := issue(t, st, "templates.create")
 	_, read := issue(t, st, "templates.read")
 	_, del := issue(t, st, "templates.delete")
+	_, both := issue(t, st, "templates.create", "templates.delete")
 	for _, c := range []struct {
 		what, key string
 		hdr       []string
@@ -191,10 +194,12 @@ func TestMethodOverridesAreScopedAsTheMethodTheyName(t *testing.T) {
 		{"an override to DELETE, with a scope to create", create, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
 		{"X-HTTP-Method to DELETE, with a scope to create", create, []string{"X-HTTP-Method", "delete"}, 403},
 		{"X-Method-Override to DELETE, with a scope to create", create, []string{"X-Method-Override", " DELETE "}, 403},
-		{"an override to DELETE, with a scope to delete", del, []string{"X-HTTP-Method-Override", "DELETE"}, 202},
-		{"the same method twice", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "delete"}, 202},
-		{"two methods", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "PUT"}, 403},
-		{"two methods in one header", del, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method-Override", "PATCH"}, 403},
+		{"an override to DELETE, with a scope to delete only", del, []string{"X-HTTP-Method-Override", "DELETE"}, 403},
+		{"an override to GET, with a scope to read only", read, []string{"X-HTTP-Method-Override", "GET"}, 403},
+		{"an override to DELETE, with the scopes of both", both, []string{"X-HTTP-Method-Override", "DELETE"}, 202},
+		{"the same method twice", both, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "delete"}, 202},
+		{"two methods", both, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method", "PUT"}, 403},
+		{"two methods in one header", both, []string{"X-HTTP-Method-Override", "DELETE", "X-HTTP-Method-Override", "PATCH"}, 403},
 	} {
 		w, _ := serveHeaders(t, h, "POST", "/v3/templates/d-1", append([]string{"Authorization", "Bearer " + c.key}, c.hdr...)...)
 		if w.Code != c.status {
