@@ -129,3 +129,40 @@ func TestAnErrorAfterKeygateIsAnsweredWithoutCaddysErrorLog(t *testing.T) {
 		})
 	}
 }
+
+// A request left out of Caddy's access log for a key in a header the route
+// does not read is logged by keygate at info whatever its decision, a
+// flood's auth_rate_limited and a whoami included: that line is all the logs
+// have of it.
+func TestARequestLeftOutOfTheAccessLogIsLoggedAtInfo(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Whoami: "/whoami", FailedAuthLimit: "1/m",
+		Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
+	core, logs := observer.New(zap.DebugLevel)
+	h.logger = zap.New(core)
+	_, key := issue(t, st, "mail.send")
+	junk := "kg_live_" + strings.Repeat("x", 49) // shaped like a key, no key
+	for _, c := range []struct {
+		path   string
+		hdr    []string
+		status int
+	}{
+		{"/whoami", []string{"Authorization", "Bearer " + key, "X-Api-Key", junk}, 200},
+		{"/v3/mail/send", []string{"Authorization", "Bearer " + junk[:len(junk)-1] + "1", "X-Api-Key", junk}, 401},
+		{"/v3/mail/send", []string{"Authorization", "Bearer " + junk[:len(junk)-1] + "2", "X-Api-Key", junk}, 429},
+	} {
+		logs.TakeAll()
+		w, _ := serveHeaders(t, h, "GET", c.path, c.hdr...)
+		if w.Code != c.status {
+			t.Fatalf("%s: %d %s, want %d", c.path, w.Code, w.Body, c.status)
+		}
+		var found []zapcore.Level
+		for _, e := range logs.FilterMessage("keygate request").All() {
+			if e.ContextMap()["access_log_skipped"] == "a key in X-Api-Key" {
+				found = append(found, e.Level)
+			}
+		}
+		if len(found) != 1 || found[0] != zap.InfoLevel {
+			t.Errorf("%s, %d: keygate's lines for it at %v; want one at info", c.path, c.status, found)
+		}
+	}
+}

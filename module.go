@@ -340,6 +340,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: code})
 	}
 	if h.Whoami != "" && r.URL.Path == h.Whoami {
+		if q.keyInLog != "" { // not counted, but left out of the access log
+			q.rec, q.code = rec, Allowed
+			h.logRequest(zap.InfoLevel, r, q, ip, http.StatusOK)
+		}
 		return h.serveWhoami(r.Context(), w, rec, t)
 	}
 

@@ -47,12 +47,16 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 			Prefix: "keygate:",
 			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 		}
+		// The quotas' fallback is their own: it is drained when Redis
+		// answers again, which must not touch the counters of this
+		// store's routes that count quotas locally (b.quotas).
+		fallback := ratelimit.NewLocalQuotas()
 		return &sharedLimits{
 			client:       client,
 			exact:        ratelimit.NewRedis(client, b.limits, ro),
 			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
-			exactQuotas:  ratelimit.NewRedisQuotas(client, b.quotas, ro),
-			leasedQuotas: ratelimit.NewLeasedQuotas(client, b.quotas, ro, 0),
+			exactQuotas:  ratelimit.NewRedisQuotas(client, fallback, ro),
+			leasedQuotas: ratelimit.NewLeasedQuotas(client, fallback, ro, 0),
 		}, nil
 	})
 	if err != nil {

@@ -148,9 +148,16 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 	// flood (auth_rate_limited), so a client spraying keys cannot fill the
 	// logs.
 	level := zap.InfoLevel
-	if q.code == AuthRateLimited || q.code == Allowed && q.keyInLog == "" {
+	if (q.code == Allowed || q.code == AuthRateLimited) && q.keyInLog == "" {
 		level = zap.DebugLevel
 	}
+	h.logRequest(level, r, q, ip, status)
+}
+
+// logRequest writes the request's usage log line at level. A request left
+// out of Caddy's access log (keyInLog) is always written at info: this line
+// is all the logs have of it.
+func (h *Handler) logRequest(level zapcore.Level, r *http.Request, q *request, ip string, status int) {
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
 		ce.Write(zap.Inline(&logLine{q: q, method: r.Method, path: r.URL.Path, ip: ip, status: status}))
 	}

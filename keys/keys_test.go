@@ -515,6 +515,8 @@ func TestAKeyWhereAnIDOrTextBelongsIsRefusedUnrepeated(t *testing.T) {
 	refused("events", err)
 	_, err = f.Revoke(ctx, Revocation{ID: key, Reason: "leaked"}, "test")
 	refused("revoke by id", err)
+	_, err = f.Revoke(ctx, Revocation{Owner: key, Reason: "leaked"}, "test")
+	refused("revoke by owner", err)
 	_, err = f.Issue(ctx, spec("crm "+key, "mail.send"), "test")
 	refused("a name", err)
 	_, err = f.Issue(ctx, Spec{Name: str("crm"), Owner: str(key), Scopes: list("mail.send")}, "test")

@@ -238,6 +238,9 @@ func (rv Revocation) check() error {
 	if given != 1 {
 		return invalidf("", "give exactly one of an id, a key or an owner")
 	}
+	if err := noKeyIn("owner", rv.Owner); err != nil {
+		return err
+	}
 	return checkReason(rv.Reason)
 }
 
