@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -29,10 +30,24 @@ func (h *Handler) takeKey(r *http.Request) (key string, f fault, inLog string) {
 	p := presented{prefix: h.Prefix, sigV4: h.dialect != nil && h.dialect.KeyInSigV4()}
 	inLog = h.takeHeaders(r, &p)
 	key, f = p.result()
-	if verifier.HasSecret(r.RequestURI) {
+	if keyInURL(r) {
 		return "", faultKeyInURL, "the URL"
 	}
 	return key, f, inLog
+}
+
+// keyInURL reports whether the request's URL holds anything shaped like a
+// key, as sent or percent-decoded (kg%5Flive%5F…).
+func keyInURL(r *http.Request) bool {
+	if verifier.HasSecret(r.RequestURI) || verifier.HasSecret(r.URL.Path) {
+		return true
+	}
+	q := r.URL.RawQuery
+	if strings.IndexByte(q, '%') < 0 {
+		return false
+	}
+	u, err := url.QueryUnescape(q)
+	return err == nil && verifier.HasSecret(u)
 }
 
 // takeHeaders reads and removes the request's credential headers, and

@@ -309,6 +309,8 @@ func TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey(t *testing.T) {
 		{"Cookie under log_credentials", "/email", []string{"Authorization", "Bearer " + key, "Cookie", "k=" + key}, true, "Cookie", noFault},
 		{"the query", "/email?api_key=" + key, []string{"Authorization", "Bearer " + key}, false, "the URL", faultKeyInURL},
 		{"a mistyped key in the path", "/email/" + typo, nil, false, "the URL", faultKeyInURL},
+		{"a key in the query, percent-encoded", "/email?k=" + strings.ReplaceAll(key, "_", "%5F"), nil, false, "the URL", faultKeyInURL},
+		{"a key in the path, percent-encoded", "/email/" + strings.ReplaceAll(key, "_", "%5f"), nil, false, "the URL", faultKeyInURL},
 	} {
 		h.logCredentials = c.logCredentials
 		r := httptest.NewRequest("POST", c.url, nil)

@@ -515,8 +515,15 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	// "Stop it now" ends the old key at once, so it asks first.
 	w = f.post(alice, path+"/rotate", url.Values{"grace": {"0"}})
 	wantStatus(t, w, http.StatusUnprocessableEntity)
-	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "Yes, stop the old key now") {
-		t.Fatalf("a rotation with no grace, unconfirmed: rotated to %q", f.show(k.ID).RotatedTo)
+	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "ends the old key at once") ||
+		!strings.Contains(w.Body.String(), `<option value="0" selected>`) {
+		t.Fatalf("a rotation with no grace, unconfirmed: rotated to %q, or the refusal does not say why and keep the choice", f.show(k.ID).RotatedTo)
+	}
+	// The box ticked beside a grace period is as unclear: refused too.
+	w = f.post(alice, path+"/rotate", url.Values{"grace": {"24h"}, "stop_now": {"1"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "but chose a grace period") {
+		t.Fatalf("a rotation with a grace period and the box ticked: rotated to %q", f.show(k.ID).RotatedTo)
 	}
 	w = f.post(alice, path+"/rotate", url.Values{"grace": {"7d"}, "reason": {"yearly"}})
 	reveal := f.follow(alice, w)
@@ -774,5 +781,21 @@ func TestEventDetailsShowTimesInWords(t *testing.T) {
 	if got, want := v.Detail("old key valid until 2026-12-01T01:31:51Z; expires: never → 2027-03-01T00:00:00Z"),
 		"old key valid until 1 Dec 2026 01:31 UTC; expires: never → 1 Mar 2027 00:00 UTC"; got != want {
 		t.Errorf("Detail = %q, want %q", got, want)
+	}
+}
+
+// A whole key in the search (no script to cut it to its hint) is taken out
+// of the address at once, searched by its hint, and finds the key.
+func TestAKeyInTheSearchBecomesItsHint(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	w := f.get(alice, "/?env=live&q="+url.QueryEscape(k.Key))
+	wantStatus(t, w, http.StatusSeeOther)
+	loc := w.Header().Get("Location")
+	if strings.Contains(loc, k.Key[8:]) || !strings.Contains(loc, "q="+url.QueryEscape(k.Key[:16])) || !strings.Contains(loc, "env=live") {
+		t.Fatalf("redirected to %q; want the key's hint in its place, the other choices kept", loc)
+	}
+	if body := f.get(alice, loc).Body.String(); !strings.Contains(body, k.ID) {
+		t.Errorf("the hint search does not find the key")
 	}
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,6 +34,8 @@ type keyView struct {
 	// Presets are the expiry choices of the settings form.
 	Presets []option
 	Graces  []option
+	// Grace is the grace period chosen in the rotate form.
+	Grace string
 	// Errs holds what a refused action got wrong, by form: "rotate",
 	// "revoke", "state".
 	Errs map[string]string
@@ -92,7 +95,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 		return err
 	}
 	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
-		Presets: expiryPresets, Graces: graceOptions, Errs: errs}
+		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs}
 	v.Window = c.r.URL.Query().Get("window")
 	hours := 0
 	for _, w := range windows {
@@ -215,10 +218,15 @@ func (c *call) rotate() error {
 	if err != nil {
 		return c.refused("rotate", err)
 	}
-	if grace == 0 && c.r.PostForm.Get("stop_now") != "1" {
+	switch stopNow := c.r.PostForm.Get("stop_now") == "1"; {
+	case grace == 0 && !stopNow:
 		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
 			"rotate": "“Stop it now” ends the old key at once: every integration still using it fails. " +
 				"Tick “Yes, stop the old key now” to confirm, or choose a grace period."})
+	case grace != 0 && stopNow:
+		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
+			"rotate": "You ticked “Yes, stop the old key now” but chose a grace period: choose “Stop it now” to stop it now, " +
+				"or untick the box to keep the grace period."})
 	}
 	res, err := c.keys.Rotate(ctx, c.id, grace, strings.TrimSpace(c.r.PostForm.Get("reason")), c.user.actor())
 	if err != nil {

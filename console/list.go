@@ -4,10 +4,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // keysView is the keys page: a searchable, filtered page of keys with a
@@ -57,6 +59,14 @@ var sortOptions = []option{
 
 func (c *call) keysPage() error {
 	q := c.r.URL.Query()
+	if s := q.Get("q"); verifier.HasSecret(s) {
+		// A whole key in the search (console.js cuts it to its hint;
+		// without script it arrives whole): searched by its hint, and
+		// the key taken out of the address bar, history and links.
+		q.Set("q", strings.TrimSuffix(verifier.Hint(strings.TrimSpace(s)), "…"))
+		http.Redirect(c.w, c.r, c.url("/")+"?"+q.Encode(), http.StatusSeeOther)
+		return nil
+	}
 	query := keys.Query{
 		Search: q.Get("q"),
 		Env:    q.Get("env"),

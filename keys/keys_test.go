@@ -556,4 +556,10 @@ func TestAFullAccessKeyThatNeverExpiresIsWarnedAbout(t *testing.T) {
 	if warned(Spec{Name: str("ops2"), Scopes: list("*"), Expires: str("90d")}) || warned(spec("crm", "mail.send")) {
 		t.Error("a warning for a key with an expiry or narrow scopes")
 	}
+	// An update that makes a key so warns too.
+	k := f.issue(t, spec("shop", "mail.send"))
+	res, err := f.Update(ctx, k.ID, Spec{Scopes: list("*"), Force: true}, "test")
+	if err != nil || !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "never expires") }) {
+		t.Errorf("an update to full access without expiry: %v, %v; want the warning", res, err)
+	}
 }

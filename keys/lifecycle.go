@@ -67,9 +67,8 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		return nil, err
 	}
 	warnings = append(warnings, s.sameName(ctx, rec, "")...)
-	if slices.Contains(rec.Scopes, "*") && rec.ExpiresAt == nil {
-		warnings = append(warnings, "this key has full access (*) and never expires: if it leaks, it can do everything "+
-			"until someone revokes it; prefer the scopes it needs and an expiry")
+	if foreverFull(rec) {
+		warnings = append(warnings, foreverFullWarning)
 	}
 	key, err := newKeyFor(rec, prefix)
 	if err != nil {
@@ -82,6 +81,15 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 	s.written(ctx)
 	return &Result{Record: rec, Key: key, Warnings: warnings}, nil
 }
+
+// foreverFull reports a key with full access that never expires: if it
+// leaks, it can do everything until someone revokes it.
+func foreverFull(rec *store.Record) bool {
+	return slices.Contains(rec.Scopes, "*") && rec.ExpiresAt == nil
+}
+
+const foreverFullWarning = "this key has full access (*) and never expires: if it leaks, it can do everything " +
+	"until someone revokes it; prefer the scopes it needs and an expiry"
 
 // newKeyFor generates a key for rec's env and sets the record's id, digest
 // and hint.
@@ -136,6 +144,9 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 	}
 	if preview.Name != cur.Name {
 		warnings = append(warnings, s.sameName(ctx, preview, id)...)
+	}
+	if foreverFull(preview) && !foreverFull(cur) {
+		warnings = append(warnings, foreverFullWarning)
 	}
 	ev := &store.Event{Action: "updated", KeyID: id, Actor: actor, Reason: spec.Reason}
 	rec, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {

@@ -61,7 +61,7 @@ func Status(r *store.Record, t time.Time) string {
 
 // Query selects and orders a page of keys for a list people browse.
 type Query struct {
-	// Search matches the id, name or owner, case-insensitively, anywhere.
+	// Search matches the id, name, owner or hint, case-insensitively, anywhere.
 	Search string
 	// Owner selects one owner's keys (ignored on a view limited to one).
 	Owner string

@@ -59,11 +59,12 @@
 
   // A form that came back with an error shows it: the error may sit below
   // the fold of a long page (a key's page), and a screen reader starts there.
-  each("#form-error", function (box) {
-    box.setAttribute("tabindex", "-1");
-    box.scrollIntoView({ block: "center" });
-    box.focus({ preventScroll: true });
-  });
+  var shown = document.querySelector("main .error[role=alert]");
+  if (shown) {
+    shown.setAttribute("tabindex", "-1");
+    shown.scrollIntoView({ block: "center" });
+    shown.focus({ preventScroll: true });
+  }
 
   // Typed confirmations: the button works once the text matches (the
   // server checks again).
