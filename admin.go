@@ -170,9 +170,14 @@ func writeAdminError(w http.ResponseWriter, err error) error {
 			ae.status, ae.code = http.StatusNotFound, "not_found"
 		case errors.As(err, &conf):
 			ae.status, ae.code = http.StatusConflict, "conflict"
-		case errors.Is(err, store.ErrFileGone):
+		case errors.Is(err, store.ErrFileGone): // says itself what to do
 			ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"
+		case store.Unavailable(err):
+			ae = storeUnavailable(err)
 		}
+	}
+	if ae.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
 	}
 	var body struct {
 		Error struct {
@@ -182,6 +187,14 @@ func writeAdminError(w http.ResponseWriter, err error) error {
 	}
 	body.Error.Code, body.Error.Message = ae.code, ae.message
 	return writeJSON(w, ae.status, body)
+}
+
+// storeUnavailable answers a store that could not be reached or did not
+// answer: 503, as the gateway answers a key it cannot look up, with what
+// went wrong for the operator.
+func storeUnavailable(err error) adminError {
+	return adminError{http.StatusServiceUnavailable, "store_unavailable",
+		"the key store is unavailable; try again shortly (" + err.Error() + ")"}
 }
 
 func badRequest(format string, args ...any) error {
@@ -235,7 +248,10 @@ func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 	defer cancel()
 	st, err := store.Open(ctx, uri)
 	if err != nil {
-		return nil, nil, badRequest("store %s: %v", store.RedactURI(uri), err)
+		if store.Unavailable(err) {
+			return nil, nil, storeUnavailable(err)
+		}
+		return nil, nil, badRequest("%v", err) // it names the store, its password redacted
 	}
 	return keys.New(st, keys.Options{}), func() { st.Close() }, nil
 }

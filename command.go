@@ -122,7 +122,7 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 			}
 			st, err := store.Open(ctx, uri)
 			if err != nil {
-				return fmt.Errorf("store %s: %v", store.RedactURI(uri), err)
+				return err // it names the store, its password redacted
 			}
 			defer st.Close()
 			c.keys = keys.New(st, keys.Options{})

@@ -370,6 +370,11 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	since := func(s string) int { return occurrences(g.logs(), s) - occurrences(before, s) }
 	pg.Stop()
 	g.send(k.Key, 3) // cached: still answered, counted in memory
+	// The admin API answers as the gateway answers a key it cannot look up.
+	if a := g.admin("GET", "/keygate/keys", nil); a.Status != 503 || a.code() != "store_unavailable" ||
+		a.Header.Get("Retry-After") == "" || strings.Contains(string(a.Body), "hunter2-secret") {
+		t.Errorf("the admin API's key list while PostgreSQL is down: %d %v %s", a.Status, a.Header, a.Body)
+	}
 	time.Sleep(4 * time.Second)
 	pg.Start()
 	for _, back := range []string{"reading the key change log works again", "writing usage counts works again"} {

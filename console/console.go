@@ -283,6 +283,11 @@ func (c *call) errorPage(err error) *pageError {
 		return &pageError{http.StatusConflict, "That cannot be done to this key", conf.Error()}
 	}
 	c.h.opts.Logf("keygate console: %s %s by %s: %v", c.r.Method, c.r.URL.Path, c.user.ID, err)
+	if store.Unavailable(err) {
+		c.w.Header().Set("Retry-After", "1")
+		return &pageError{http.StatusServiceUnavailable, "The key store is unavailable",
+			"The console could not reach the key store. Nothing has changed unless the page says so. Try again in a moment."}
+	}
 	return &pageError{http.StatusInternalServerError, "Something went wrong",
 		"The console could not reach the key store or could not finish. Nothing you see has changed unless the page says so. Try again in a moment."}
 }

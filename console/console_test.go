@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -797,5 +799,28 @@ func TestAKeyInTheSearchBecomesItsHint(t *testing.T) {
 	}
 	if body := f.get(alice, loc).Body.String(); !strings.Contains(body, k.ID) {
 		t.Errorf("the hint search does not find the key")
+	}
+}
+
+// downStore is a store whose server stopped answering lists.
+type downStore struct{ store.Store }
+
+func (downStore) ListKeys(context.Context, store.ListFilter) ([]*store.Record, error) {
+	return nil, fmt.Errorf("keygate store: list keys: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+}
+
+func (downStore) CountKeys(context.Context, store.ListFilter) (int, error) {
+	return 0, fmt.Errorf("keygate store: count keys: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+}
+
+// A store that does not answer is said to be unavailable, with a 503 and
+// when to try again, not as something that went wrong in the console.
+func TestAStoreThatDoesNotAnswerIsSaidToBeUnavailable(t *testing.T) {
+	f := newFixture(t)
+	f.h = New(keys.New(downStore{f.st}, keys.Options{}), Options{})
+	w := f.get(alice, "/")
+	wantStatus(t, w, http.StatusServiceUnavailable)
+	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "The key store is unavailable") {
+		t.Errorf("the page for a store that does not answer: %v\n%s", w.Header(), w.Body)
 	}
 }

@@ -319,8 +319,14 @@ func TestPostgresRecoversFromAnOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_, err := reader.KeyByDigest(ctx, fakeDigest("key_before"))
 	cancel()
-	if err == nil || errors.Is(err, ErrNotFound) {
+	if err == nil || errors.Is(err, ErrNotFound) || !Unavailable(err) {
 		t.Errorf("KeyByDigest during the outage: %v, want a connection error (not ErrNotFound: the caller must answer 503)", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	err = writer.CreateKey(ctx, minimalRecord("key_during", time.Now()), Event{Action: "issued", Actor: "test"})
+	cancel()
+	if !Unavailable(err) {
+		t.Errorf("Create during the outage: %v, want an error that says the store is unavailable", err)
 	}
 
 	pg.Start()

@@ -1,0 +1,40 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Unavailable reports whether err means the store could not be reached or
+// did not answer, rather than refusing what was asked of it: a connection
+// refused, cut or timed out, a PostgreSQL server shutting down or not yet
+// accepting connections, an SQLite file locked by another process past
+// busy_timeout, or moved away while open. Those are worth trying again in a
+// moment; the admin API answers them 503 store_unavailable, as the gateway
+// answers a key it cannot look up.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.As(err, &ne), errors.As(err, &ce), isBusy(err):
+		return true
+	case errors.As(err, &pe):
+		// Class 08 is a connection exception; 57P01–57P03 are the server
+		// shutting down or starting (admin_shutdown, crash_shutdown,
+		// cannot_connect_now).
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return false
+}

@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Unavailable tells a store that did not answer from one that refused what
+// was asked: the admin API and the console answer the first 503 and the
+// second as what it is.
+func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A port nothing listens on: refused at once.
+	_, refused := OpenPostgres(ctx, "postgres://kg@127.0.0.1:1/kg?connect_timeout=2")
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no error", nil, false},
+		{"a connection refused", refused, true},
+		{"a deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), true},
+		{"the file moved away", fmt.Errorf("write: %w", ErrFileGone), true},
+		{"a server shutting down", &pgconn.PgError{Code: "57P01"}, true},
+		{"a connection exception", &pgconn.PgError{Code: "08006"}, true},
+		{"no such key", fmt.Errorf("show: %w", ErrNotFound), false},
+		{"a unique violation", &pgconn.PgError{Code: "23505"}, false},
+		{"an ordinary error", errors.New("something else"), false},
+	} {
+		if got := Unavailable(c.err); got != c.want {
+			t.Errorf("%s (%v): Unavailable = %v, want %v", c.name, c.err, got, c.want)
+		}
+	}
+}
+
+// An SQLite file another process holds a write lock on past busy_timeout
+// is unavailable, not broken.
+func TestUnavailableSQLiteLockedByAnother(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	s := openTestSQLite(t, path)
+	// Another writer, in a transaction it keeps open: SQLite's locks are
+	// the same between two connections of one process as between two
+	// processes.
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(context.Background(), "ROLLBACK")
+	// The write waits out busy_timeout (5 s), then gives up.
+	err = s.CreateKey(context.Background(), minimalRecord("key_locked", time.Now()), Event{Action: "issued", Actor: "test"})
+	if err == nil || !Unavailable(err) {
+		t.Errorf("a write while another process holds the lock: %v, want an error Unavailable reports", err)
+	}
+}
