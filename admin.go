@@ -289,6 +289,7 @@ func (c *adminCall) show() error {
 	if err != nil {
 		return err
 	}
+	c.w.Header().Set("ETag", `"`+keys.Version(rec)+`"`)
 	return writeJSON(c.w, http.StatusOK, rec)
 }
 
@@ -297,10 +298,20 @@ func (c *adminCall) update() error {
 	if err := decodeJSON(c.r, &spec); err != nil {
 		return err
 	}
+	// If-Match with the ETag of a GET: the change applies only to the
+	// settings as read, so two tools editing one key never undo each
+	// other's change unknowingly.
+	if m := c.r.Header.Get("If-Match"); m != "" && m != "*" {
+		spec.IfVersion = strings.Trim(strings.TrimPrefix(m, "W/"), `"`)
+	}
 	res, err := c.keys.Update(c.r.Context(), c.id, spec, c.actor)
+	if errors.Is(err, keys.ErrChanged) {
+		return adminError{http.StatusPreconditionFailed, "conflict", err.Error()}
+	}
 	if err != nil {
 		return err
 	}
+	c.w.Header().Set("ETag", `"`+keys.Version(res.Record)+`"`)
 	return writeJSON(c.w, http.StatusOK, res)
 }
 

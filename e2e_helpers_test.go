@@ -373,7 +373,7 @@ func (r *response) code() string {
 }
 
 // admin calls the admin API.
-func (g *gateway) admin(method, path string, body any) *response {
+func (g *gateway) admin(method, path string, body any, hdr ...string) *response {
 	g.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -382,6 +382,9 @@ func (g *gateway) admin(method, path string, body any) *response {
 	}
 	req, _ := http.NewRequest(method, "http://"+g.adminAddr+path, rd)
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		g.t.Fatal(err)

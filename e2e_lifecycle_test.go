@@ -135,8 +135,24 @@ func TestKeyLifecycle(t *testing.T) {
 		if r := g.admin("GET", "/keygate/keys?owner=ops", nil); r.Status != 200 || !strings.Contains(string(r.Body), k.ID) {
 			t.Errorf("list: %d %s", r.Status, r.Body)
 		}
-		if r := g.admin("GET", "/keygate/keys/"+k.ID, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"via-admin"`) {
-			t.Errorf("show: %d %s", r.Status, r.Body)
+		shown := g.admin("GET", "/keygate/keys/"+k.ID, nil)
+		if shown.Status != 200 || !strings.Contains(string(shown.Body), `"via-admin"`) || shown.Header.Get("ETag") == "" {
+			t.Errorf("show: %d %v %s", shown.Status, shown.Header, shown.Body)
+		}
+		// If-Match: a change made on the settings as read applies; a
+		// second one made on the same reading is refused, not applied.
+		etag := shown.Header.Get("ETag")
+		if r := g.admin("PATCH", "/keygate/keys/"+k.ID, map[string]any{"max_recipients": 5}, "If-Match", etag); r.Status != 200 {
+			t.Errorf("update with the current ETag: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("PATCH", "/keygate/keys/"+k.ID, map[string]any{"max_recipients": 7}, "If-Match", etag); r.Status != 412 || r.code() != "conflict" {
+			t.Errorf("update with a stale ETag: %d %s, want 412 conflict", r.Status, r.Body)
+		}
+		var after struct {
+			MaxRecipients int `json:"max_recipients"`
+		}
+		if r := g.admin("GET", "/keygate/keys/"+k.ID, nil); json.Unmarshal(r.Body, &after) != nil || after.MaxRecipients != 5 {
+			t.Errorf("after a stale update: %s", r.Body)
 		}
 		if r := g.admin("PATCH", "/keygate/keys/"+k.ID, map[string]any{"disabled": true}); r.Status != 200 {
 			t.Errorf("update: %d %s", r.Status, r.Body)

@@ -485,7 +485,8 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	}
 
 	w := f.post(alice, path+"/settings", url.Values{
-		"name": {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
+		"version": {keys.Version(f.show(k.ID))},
+		"name":    {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
 		"sender_domains": {"crm.example.com\nnews.example.com"}, "rate_n": {"100"}, "rate_unit": {"m"},
 		"quota_n": {"5000"}, "quota_unit": {"d"}, "reason": {"templates for the CRM"},
 	})
@@ -500,7 +501,8 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	}
 	// The same form again changes nothing, and says so.
 	w = f.post(alice, path+"/settings", url.Values{
-		"name": {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
+		"version": {keys.Version(f.show(k.ID))},
+		"name":    {"crm-sync"}, "scope": {"mail.send", "templates.read"}, "expires": {"keep"},
 		"sender_domains": {"crm.example.com, news.example.com"}, "rate_n": {"100"}, "rate_unit": {"m"},
 		"quota_n": {"5000"}, "quota_unit": {"d"},
 	})
@@ -822,5 +824,45 @@ func TestAStoreThatDoesNotAnswerIsSaidToBeUnavailable(t *testing.T) {
 	wantStatus(t, w, http.StatusServiceUnavailable)
 	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "The key store is unavailable") {
 		t.Errorf("the page for a store that does not answer: %v\n%s", w.Header(), w.Body)
+	}
+}
+
+// A settings form saved after someone else changed the key (another tab, a
+// colleague, the CLI) does not undo that change: it is refused, and the
+// form comes back with the key's settings as they are now.
+func TestAStaleSettingsFormDoesNotUndoAnotherChange(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	path := "/keys/" + k.ID
+	// Tab B is opened; tab A renames the key.
+	tabB := f.get(alice, path).Body.String()
+	version := regexp.MustCompile(`name="version" value="([0-9a-f]+)"`).FindStringSubmatch(tabB)
+	if version == nil {
+		t.Fatalf("the edit form carries no version:\n%s", tabB)
+	}
+	f.follow(alice, f.post(alice, path+"/settings", url.Values{"version": {version[1]},
+		"name": {"crm-sync"}, "scope": {"mail.send"}, "expires": {"keep"}}))
+	if f.show(k.ID).Name != "crm-sync" {
+		t.Fatal("tab A's rename was not saved")
+	}
+	// Tab B, as filled before the rename, changes the rate.
+	w := f.post(alice, path+"/settings", url.Values{"version": {version[1]},
+		"name": {"crm"}, "scope": {"mail.send"}, "expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}})
+	wantStatus(t, w, http.StatusConflict)
+	rec := f.show(k.ID)
+	if rec.Name != "crm-sync" || rec.Rate != nil {
+		t.Errorf("after the stale save the key is named %q with rate %v, want crm-sync and the route's", rec.Name, rec.Rate)
+	}
+	body := w.Body.String()
+	if !strings.Contains(body, "Not saved: someone changed this key") || !strings.Contains(body, `id="name" name="name" value="crm-sync"`) {
+		t.Errorf("the refused stale form does not say so and show the current settings:\n%s", body)
+	}
+	// Disabling in between is no settings change: a form stays current.
+	v := keys.Version(f.show(k.ID))
+	f.follow(alice, f.post(alice, path+"/disable", nil))
+	f.follow(alice, f.post(alice, path+"/settings", url.Values{"version": {v},
+		"name": {"crm-sync"}, "scope": {"mail.send"}, "expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}}))
+	if rec := f.show(k.ID); rec.Rate == nil || !rec.Disabled {
+		t.Errorf("a form read before a disable: rate %v, disabled %v; want 5/m and still disabled", rec.Rate, rec.Disabled)
 	}
 }

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"errors"
 	"net/url"
 	"slices"
@@ -36,6 +37,9 @@ type settingsForm struct {
 	QuotaUnit     string
 	MaxRecipients string
 	Reason        string
+	// Version is the key's settings as the edit form was filled from
+	// them (keys.Version): saving refuses when they have changed since.
+	Version string
 	// Limits is open when any optional limit is set, so a person sees
 	// what is set without hunting for it.
 	Limits bool
@@ -163,6 +167,7 @@ func formFor(rec *store.Record, lines []store.RouteScope, v *view) settingsForm 
 		Edit: true, Name: rec.Name, Owner: rec.Owner, Env: rec.Env,
 		Groups: scopeGroups(lines, rec.Scopes), Expires: "keep", CurrentExpiry: v.When(rec.ExpiresAt),
 		SenderDomains: strings.Join(rec.SenderDomains, "\n"), RateUnit: "m", QuotaUnit: "d",
+		Version: keys.Version(rec),
 	}
 	var ips []string
 	for _, p := range rec.AllowedIPs {
@@ -203,6 +208,7 @@ func readForm(pf url.Values, lines []store.RouteScope, edit bool) settingsForm {
 		RateN: strings.TrimSpace(pf.Get("rate_n")), RateUnit: pf.Get("rate_unit"), Burst: strings.TrimSpace(pf.Get("burst")),
 		QuotaN: strings.TrimSpace(pf.Get("quota_n")), QuotaUnit: pf.Get("quota_unit"),
 		MaxRecipients: strings.TrimSpace(pf.Get("max_recipients")), Reason: pf.Get("reason"),
+		Version: pf.Get("version"),
 	}
 	f.Groups = scopeGroups(lines, pf["scope"])
 	f.Limits = f.SenderDomains != "" || f.AllowedIPs != "" || f.RateN != "" || f.QuotaN != "" || f.MaxRecipients != "" || f.Burst != ""
@@ -253,6 +259,11 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	}
 	s.Scopes = &scopes
 	s.Force = f.Force
+	if f.Edit {
+		// Every setting is given: without the check, a form read before
+		// someone else's change would undo it.
+		s.IfVersion = cmp.Or(f.Version, "none")
+	}
 	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {
 		// A date typed beside another choice would be dropped silently,
 		// and the key would live longer than meant.

@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -139,6 +140,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 			return err
 		}
 		v.Form = formFor(rec, lines, &v.view)
+		v.Form.Err.Message = errs["settings"]
 	}
 	v.Form.OwnerFixed = !c.user.Admin
 	c.render(status, "key", v)
@@ -175,6 +177,12 @@ func (c *call) update() error {
 	var res *keys.Result
 	if err == nil {
 		res, err = c.keys.Update(ctx, c.id, spec, c.user.actor())
+	}
+	if errors.Is(err, keys.ErrChanged) {
+		// The person's form is not shown again: saved as it is, it would
+		// undo the other change. They make theirs again on what is now.
+		return c.showKey(http.StatusConflict, nil, map[string]string{"settings": "Not saved: someone changed this key's " +
+			"settings since you opened this page (see its history below). The form now shows the current settings: make your change again."})
 	}
 	if err != nil {
 		fe := asFormErr(err)

@@ -1,6 +1,8 @@
 package keys
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +46,20 @@ var fields = []field{
 	{"max recipients", func(r *store.Record) string { return count(r.MaxRecipients) }},
 	{"on-behalf-of", func(r *store.Record) string { return flag(r.AllowOnBehalfOf, "allowed") }},
 	{"disabled", func(r *store.Record) string { return flag(r.Disabled, "yes") }},
+}
+
+// Version identifies a key's settings as they are now: it changes with any
+// setting, not with use or with disabling and enabling, so a form can tell
+// whether the key was changed since it was read (Spec.IfVersion).
+func Version(r *store.Record) string {
+	h := sha256.New()
+	for _, f := range fields {
+		if f.name != "disabled" {
+			h.Write([]byte(f.value(r)))
+			h.Write([]byte{0})
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func count(n int) string {

@@ -43,9 +43,12 @@ func (e *NotFoundError) Is(target error) bool { return target == store.ErrNotFou
 // rotating a revoked key.
 type ConflictError struct {
 	msg string
+	err error // what errors.Is finds, if anything
 }
 
 func (e *ConflictError) Error() string { return e.msg }
+
+func (e *ConflictError) Unwrap() error { return e.err }
 
 func conflict(format string, args ...any) error {
 	return &ConflictError{msg: fmt.Sprintf(format, args...)}

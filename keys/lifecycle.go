@@ -134,6 +134,9 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 	if cur.Revoked() {
 		return nil, conflict("key %s is revoked and cannot be changed", id)
 	}
+	if err := spec.current(cur); err != nil {
+		return nil, err
+	}
 	preview := cur.Clone()
 	if err := spec.apply(preview, s.now()); err != nil {
 		return nil, err
@@ -155,6 +158,9 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 		}
 		if rec.Revoked() {
 			return conflict("key %s is revoked and cannot be changed", id)
+		}
+		if err := spec.current(rec); err != nil {
+			return err
 		}
 		old := rec.Clone()
 		if err := spec.apply(rec, s.now()); err != nil {

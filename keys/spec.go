@@ -1,6 +1,8 @@
 package keys
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -48,12 +50,16 @@ type Spec struct {
 	// Force accepts a scope that no route on this store's gateways uses
 	// (otherwise refused; the CLI forces and prints a warning instead).
 	Force bool `json:"force,omitempty"`
+	// IfVersion, when set, applies an update only if the key's settings
+	// are still those of this Version: a form read before someone else's
+	// change does not undo it when saved.
+	IfVersion string `json:"-"`
 }
 
 // changes reports whether the spec sets anything at all.
 func (s *Spec) changes() bool {
 	c := *s
-	c.Reason, c.Force = "", false
+	c.Reason, c.Force, c.IfVersion = "", false, ""
 	return !c.equalZero()
 }
 
@@ -65,10 +71,23 @@ func (s Spec) equalZero() bool {
 		s.RemoveAllowedIPs == nil && s.MaxRecipients == nil && s.AllowOnBehalfOf == nil && s.Disabled == nil
 }
 
+// ErrChanged is returned (inside a ConflictError) by an update whose
+// IfVersion is no longer the key's.
+var ErrChanged = errors.New("the key's settings were changed since they were read")
+
+// current refuses the update when rec's settings are no longer those the
+// spec's IfVersion names.
+func (s *Spec) current(rec *store.Record) error {
+	if s.IfVersion == "" || s.IfVersion == Version(rec) {
+		return nil
+	}
+	return &ConflictError{msg: fmt.Sprintf("key %s: %v; read it again and make the change on what it is now", rec.ID, ErrChanged), err: ErrChanged}
+}
+
 // onlyDisabled reports whether the spec only disables or enables the key.
 func (s *Spec) onlyDisabled() bool {
 	c := *s
-	c.Reason, c.Force, c.Disabled = "", false, nil
+	c.Reason, c.Force, c.IfVersion, c.Disabled = "", false, "", nil
 	return s.Disabled != nil && c.equalZero()
 }
 
