@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,11 +56,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	given := options{directive: "keygate", repeatable: []string{"key_header", "scope"}}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if err := given.seen(d); err != nil {
+			return err
+		}
 		switch opt {
 		case "store":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -72,7 +77,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Store = v
 		case "prefix":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -81,7 +86,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Prefix = v
 		case "env":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -90,7 +95,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Env = v
 		case "key_header":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -142,7 +147,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Burst = b
 			}
 		case "cache_ttl":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -152,7 +157,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.CacheTTL = caddy.Duration(dur)
 		case "failed_auth_limit":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -161,7 +166,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.FailedAuthLimit = v
 		case "whoami":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -170,7 +175,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Whoami = v
 		case "mail_api":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -179,7 +184,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MailAPI = v
 		case "quota":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -188,7 +193,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Quota = v
 		case "max_body":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -218,7 +223,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		case "metrics":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -227,7 +232,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.PerKeyMetrics = true
 		case "usage_retention":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate")
 			if err != nil {
 				return err
 			}
@@ -242,13 +247,41 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func oneArg(d *caddyfile.Dispenser) (string, error) {
+// oneArg returns the single value of the option at d, of the directive
+// named.
+func oneArg(d *caddyfile.Dispenser, directive string) (string, error) {
 	opt := d.Val()
 	args := d.RemainingArgs()
 	if len(args) != 1 {
-		return "", d.Errf("keygate: %s: want exactly one value, got %d", opt, len(args))
+		return "", d.Errf("%s: %s: want exactly one value, got %d", directive, opt, len(args))
 	}
 	return args[0], nil
+}
+
+// options notes the lines a directive's options are on, so an option
+// given twice is refused rather than the last one silently winning (a
+// second store or mail_api line is a mistake, not a choice).
+type options struct {
+	directive  string
+	repeatable []string
+	lines      map[string]int
+}
+
+// seen refuses the option at d if it was given before and is not
+// repeatable.
+func (o *options) seen(d *caddyfile.Dispenser) error {
+	opt := d.Val()
+	if slices.Contains(o.repeatable, opt) {
+		return nil
+	}
+	if o.lines == nil {
+		o.lines = map[string]int{}
+	}
+	if first, ok := o.lines[opt]; ok {
+		return d.Errf("%s: %s is given twice (first on line %d); give it once", o.directive, opt, first)
+	}
+	o.lines[opt] = d.Line()
+	return nil
 }
 
 // Interface guard.

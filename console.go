@@ -74,11 +74,26 @@ func (Console) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// checkUser refuses a user option that names no placeholder: a fixed name
+// is never empty, so every request would be signed in as it, with nothing
+// in front asking who they are.
+func checkUser(v string) error {
+	if open := strings.IndexByte(v, '{'); open < 0 || strings.IndexByte(v[open:], '}') < 0 {
+		return fmt.Errorf("keygate_console: user %q: want a placeholder that names the signed-in person, "+
+			"such as {http.auth.user.id} (basic_auth) or {http.request.header.Remote-User} (forward_auth); "+
+			"a fixed name would sign in everyone as it", v)
+	}
+	return nil
+}
+
 // Provision joins (or opens) the backend of the console's store.
 func (c *Console) Provision(ctx caddy.Context) error {
 	c.logger = ctx.Logger()
 	if c.User == "" {
 		c.User = "{http.auth.user.id}"
+	}
+	if err := checkUser(c.User); err != nil {
+		return err
 	}
 	if c.Owner == "" {
 		c.Owner = c.User
@@ -241,10 +256,14 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	given := options{directive: "keygate_console", repeatable: []string{"admin"}}
 	for d.NextBlock(0) {
+		if err := given.seen(d); err != nil {
+			return err
+		}
 		switch opt := d.Val(); opt {
 		case "store":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate_console")
 			if err != nil {
 				return err
 			}
@@ -259,17 +278,20 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c.Admins = append(c.Admins, args...)
 		case "user", "owner":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate_console")
 			if err != nil {
 				return err
 			}
 			if opt == "user" {
+				if err := checkUser(v); err != nil {
+					return d.Err(err.Error())
+				}
 				c.User = v
 			} else {
 				c.Owner = v
 			}
 		case "gateway_url":
-			v, err := oneArg(d)
+			v, err := oneArg(d, "keygate_console")
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,7 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"gateway_url not a URL", "gateway_url mail-gw.example.com", `gateway_url "mail-gw.example.com"`},
 		{"owner with two values", "owner a b", "owner: want exactly one value"},
 		{"anonymous takes no value", "insecure_anonymous_loopback yes", "wrong argument count"},
+		{"a user that is no placeholder", "user Remote-User", `user "Remote-User": want a placeholder that names the signed-in person`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, ":8080 {\n\tkeygate_console {\n\t\t"+tc.option+"\n\t}\n}\n")
@@ -47,5 +48,31 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 				t.Errorf("error %v, want %q at Caddyfile:3", err, tc.want)
 			}
 		})
+	}
+}
+
+// An option given twice is refused at its second line: the last one
+// silently winning hides a mistake (two stores, two users).
+func TestAnOptionGivenTwiceIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		directive, lines, want string
+	}{
+		{"keygate", "store sqlite:/a.db\n\t\tstore sqlite:/b.db", "keygate: store is given twice (first on line 3)"},
+		{"keygate", "mail_api sendgrid\n\t\tmail_api postmark", "keygate: mail_api is given twice (first on line 3)"},
+		{"keygate_console", "user {http.auth.user.id}\n\t\tuser {http.request.header.Remote-User}", "keygate_console: user is given twice (first on line 3)"},
+	} {
+		_, err := adapt(t, ":8080 {\n\t"+tc.directive+" {\n\t\t"+tc.lines+"\n\t}\n}\n")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "Caddyfile:4") {
+			t.Errorf("%s: error %v, want %q at Caddyfile:4", tc.lines, err, tc.want)
+		}
+	}
+	// The options meant to be repeated still are.
+	for _, src := range []string{
+		":8080 {\n\tkeygate {\n\t\tscope a /a\n\t\tscope b /b\n\t\tkey_header X-A\n\t\tkey_header X-B\n\t}\n}\n",
+		":8080 {\n\tkeygate_console {\n\t\tadmin ann\n\t\tadmin bob\n\t}\n}\n",
+	} {
+		if _, err := adapt(t, src); err != nil {
+			t.Errorf("%q: %v", src, err)
+		}
 	}
 }
