@@ -24,11 +24,17 @@ func limitOf(r store.Rate, burst int) ratelimit.Limit {
 }
 
 // limitFor returns the key's rate limit (its own or the route's default),
-// whether it has one, and the RateLimit-Policy header for it.
+// whether it has one, and the RateLimit-Policy header for it. A key's own
+// burst applies to the route's rate when the key has none of its own.
 func (h *Handler) limitFor(rec *store.Record) (ratelimit.Limit, bool, []string) {
 	if rec.Rate == nil {
-		if h.rate == nil {
+		switch {
+		case h.rate == nil:
 			return ratelimit.Limit{}, false, nil
+		case rec.Burst > 0 && rec.Burst != h.rate.Burst:
+			l := *h.rate
+			l.Burst = rec.Burst
+			return l, true, h.policy // the policy names the rate, not the burst
 		}
 		return *h.rate, true, h.policy
 	}

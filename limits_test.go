@@ -83,3 +83,32 @@ func TestADenialsErrorTypeHeaderIsItsOwn(t *testing.T) {
 		t.Errorf("the next denial's %s = %q, want %q", name, got, want)
 	}
 }
+
+// A key's own burst, without a rate of its own, is the size of its bucket
+// at the route's rate: issued with --burst 3, it is what the key gets.
+func TestAKeysBurstAppliesToTheRoutesRate(t *testing.T) {
+	h, st := testHandler(t, &Handler{Rate: "60/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	_, plain := issue(t, st, "mail.send")
+	rec, small := issue(t, st, "mail.send")
+	burst := 3
+	if _, err := keys.New(st, keys.Options{}).Update(context.Background(), rec.ID, keys.Spec{Burst: &burst}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(key string) (n int) {
+		for range 12 {
+			if serve(h, "POST", "/send", key).Code == 202 {
+				n++
+			}
+		}
+		return n
+	}
+	if n := allowed(small); n != 3 {
+		t.Errorf("a key with burst 3 at the route's 60/m: %d of 12 at once allowed, want 3", n)
+	}
+	if n := allowed(plain); n != 12 {
+		t.Errorf("a key with the route's limit: %d of 12 at once allowed, want all (the route's burst is 60)", n)
+	}
+}
