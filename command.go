@@ -303,6 +303,9 @@ change is an audit event naming what changed (old → new) and --reason.`,
 				return err
 			}
 			c.printWarnings(res.Warnings)
+			if c.json {
+				return c.printJSON(res) // the record and its warnings, as the admin API answers
+			}
 			return c.printRecord(res.Record)
 		}),
 	}

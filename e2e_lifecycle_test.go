@@ -486,6 +486,16 @@ func TestKeyManagementAsAPersonExpects(t *testing.T) {
 		if err != nil || !strings.Contains(stderr, `warning: scope "mail.sned": no route`) {
 			t.Errorf("CLI: err=%v stderr=%q", err, stderr)
 		}
+		// --json carries them too, for scripts, on issue and on update.
+		var updated struct {
+			ID       string   `json:"id"`
+			Warnings []string `json:"warnings"`
+		}
+		k := g.issue("--name", "typo2", "--scope", "mail.send")
+		out, _, err := g.keysRaw("update", k.ID, "--add-scope", "mail.sned", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &updated) != nil || updated.ID != k.ID || len(updated.Warnings) == 0 {
+			t.Errorf("update --json with a scope no route uses: err=%v %s", err, out)
+		}
 		r := g.admin("POST", "/keygate/keys", map[string]any{"name": "typo", "scopes": []string{"mail.sned"}})
 		if r.Status != 400 || !strings.Contains(string(r.Body), `"invalid_input"`) || !strings.Contains(string(r.Body), "mail.send, templates.read") {
 			t.Errorf("admin API without force: %d %s", r.Status, r.Body)
