@@ -663,7 +663,18 @@ func (c *cli) printIssued(res *keys.Result) error {
 	}
 	fmt.Fprintf(c.out, "Issued %s (%s). The key is shown only this once; store it in the integration's secret store:\n\n  %s\n\n", res.ID, res.Name, res.Key)
 	if res.RotatedFrom != "" {
-		fmt.Fprintf(c.out, "It replaces %s, which keeps working until its grace period ends.\n", res.RotatedFrom)
+		now := time.Now()
+		switch {
+		case res.Replaced != nil && res.Replaced.Disabled:
+			fmt.Fprintf(c.out, "It replaces %s, which is disabled.\n", res.RotatedFrom)
+		case res.OldKeyEnds == nil:
+			fmt.Fprintf(c.out, "It replaces %s.\n", res.RotatedFrom)
+		case !res.OldKeyEnds.After(now):
+			fmt.Fprintf(c.out, "It replaces %s, which has stopped.\n", res.RotatedFrom)
+		default:
+			fmt.Fprintf(c.out, "It replaces %s, which keeps working until %s (%s).\n", res.RotatedFrom,
+				res.OldKeyEnds.UTC().Format(time.RFC3339), keys.Relative(now, *res.OldKeyEnds))
+		}
 	}
 	return nil
 }

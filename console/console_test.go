@@ -763,7 +763,9 @@ func TestARotationWithNoGraceIsConfirmedAndShown(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")
 	w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"0"}, "stop_now": {"1"}})
-	f.follow(alice, w)
+	if page := f.follow(alice, w).Body.String(); !strings.Contains(page, "The old key has stopped") || strings.Contains(page, "keeps working") {
+		t.Errorf("the new key's page after “Stop it now” does not say the old key stopped:\n%s", page)
+	}
 	old := f.show(k.ID)
 	if old.RotatedTo == "" || old.ExpiresAt == nil || old.ExpiresAt.After(f.now) {
 		t.Fatalf("a confirmed rotation with no grace: %+v", old)
@@ -773,7 +775,9 @@ func TestARotationWithNoGraceIsConfirmedAndShown(t *testing.T) {
 		t.Errorf("the list marks an old key that already stopped as rotated:\n%s", list)
 	}
 	k2 := f.issue("shop", "sales", "mail.send")
-	f.follow(alice, f.post(alice, "/keys/"+k2.ID+"/rotate", url.Values{"grace": {"1h"}}))
+	if page := f.follow(alice, f.post(alice, "/keys/"+k2.ID+"/rotate", url.Values{"grace": {"1h"}})).Body.String(); !strings.Contains(page, "The old key keeps working until") {
+		t.Errorf("the new key's page after a rotation with an hour's grace:\n%s", page)
+	}
 	if list := f.get(alice, "/").Body.String(); !strings.Contains(list, `rotated: <a href="/keys/`+f.show(k2.ID).RotatedTo+`">the new key</a>`) {
 		t.Errorf("the list does not lead from the old key in its grace period to the new one:\n%s", list)
 	}
@@ -864,5 +868,21 @@ func TestAStaleSettingsFormDoesNotUndoAnotherChange(t *testing.T) {
 		"name": {"crm-sync"}, "scope": {"mail.send"}, "expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}}))
 	if rec := f.show(k.ID); rec.Rate == nil || !rec.Disabled {
 		t.Errorf("a form read before a disable: rate %v, disabled %v; want 5/m and still disabled", rec.Rate, rec.Disabled)
+	}
+}
+
+// Rotating a disabled key (disable first, then rotate: a leak's usual
+// order) gives a new key that is disabled too, and the pages say so
+// instead of promising the old key keeps working.
+func TestRotatingADisabledKeySaysBothAreDisabled(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	f.follow(alice, f.post(alice, "/keys/"+k.ID+"/disable", nil))
+	page := f.follow(alice, f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}})).Body.String()
+	if !strings.Contains(page, "The old key is disabled") || !strings.Contains(page, "the new key is disabled, as the key it replaces was") || strings.Contains(page, "keeps working") {
+		t.Errorf("the new key's page after rotating a disabled key:\n%s", page)
+	}
+	if old := f.get(alice, "/keys/"+k.ID).Body.String(); !strings.Contains(old, "This one is disabled.") || strings.Contains(old, "keeps working") {
+		t.Errorf("the old key's page after rotating it while disabled:\n%s", old)
 	}
 }

@@ -68,8 +68,12 @@ type revealView struct {
 	view
 	Key, KeyID, Name string
 	Rotated          string
-	Curl, Gateway    string
-	Warnings         []string
+	// OldEnds is when the rotated key stops; OldStopped and OldDisabled
+	// say it works no more.
+	OldEnds                 timeView
+	OldStopped, OldDisabled bool
+	Curl, Gateway           string
+	Warnings                []string
 }
 
 // reveal keeps a new key for the reveal page and sends the browser there:
@@ -83,6 +87,10 @@ func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope
 		user: c.user.ID, key: res.Key, keyID: res.ID, name: res.Name, rotated: rotated,
 		curl: curl, gateway: gw, messages: res.Warnings,
 	}
+	if res.OldKeyEnds != nil {
+		f.oldEnds = *res.OldKeyEnds
+	}
+	f.oldDisabled = res.Replaced != nil && res.Replaced.Disabled
 	tok, err := c.h.vault.put(c.r.Context(), f)
 	if err != nil {
 		// The key exists and this is the only time it can be shown: show
@@ -134,8 +142,11 @@ func (c *call) revealPage() error {
 
 // showNewKey renders the page that shows a new key, once.
 func (c *call) showNewKey(f *flash) {
-	c.render(http.StatusOK, "reveal", &revealView{view: view{Title: "Copy your new key", Nav: "new"},
-		Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated, Curl: f.curl, Gateway: f.gateway, Warnings: f.messages})
+	v := &revealView{view: view{Title: "Copy your new key", Nav: "new", Now: c.now},
+		Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated, Curl: f.curl, Gateway: f.gateway, Warnings: f.messages,
+		OldDisabled: f.oldDisabled, OldStopped: f.rotated != "" && !f.oldEnds.After(c.now)}
+	v.OldEnds = v.When(f.oldEnds)
+	c.render(http.StatusOK, "reveal", v)
 }
 
 // snippet returns a ready curl command for a new key against the first

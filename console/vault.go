@@ -35,8 +35,11 @@ type flash struct {
 	user string // only this person may read it
 	// A new key to show once, with its record's id and name.
 	key, keyID, name string
-	// rotated is the old key's id when key comes from a rotation.
-	rotated string
+	// rotated is the old key's id when key comes from a rotation; oldEnds
+	// is when it stops, oldDisabled whether it was disabled.
+	rotated     string
+	oldEnds     time.Time
+	oldDisabled bool
 	// curl and gateway show how to use the new key.
 	curl, gateway string
 	messages      []string
@@ -44,13 +47,15 @@ type flash struct {
 
 // sealed is a flash as it is sealed; the person is bound by the entry's id.
 type sealed struct {
-	Key      string   `json:"key,omitempty"`
-	KeyID    string   `json:"key_id,omitempty"`
-	Name     string   `json:"name,omitempty"`
-	Rotated  string   `json:"rotated,omitempty"`
-	Curl     string   `json:"curl,omitempty"`
-	Gateway  string   `json:"gateway,omitempty"`
-	Messages []string `json:"messages,omitempty"`
+	Key      string    `json:"key,omitempty"`
+	KeyID    string    `json:"key_id,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	Rotated  string    `json:"rotated,omitempty"`
+	OldEnds  time.Time `json:"old_ends,omitzero"`
+	OldOff   bool      `json:"old_disabled,omitempty"`
+	Curl     string    `json:"curl,omitempty"`
+	Gateway  string    `json:"gateway,omitempty"`
+	Messages []string  `json:"messages,omitempty"`
 }
 
 const tokenBytes = 32
@@ -83,7 +88,7 @@ func (v *vault) put(ctx context.Context, f *flash) (string, error) {
 	rand.Read(token)
 	id, aead := entry(token, f.user, f.key != "")
 	plain, err := json.Marshal(sealed{Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated,
-		Curl: f.curl, Gateway: f.gateway, Messages: f.messages})
+		OldEnds: f.oldEnds, OldOff: f.oldDisabled, Curl: f.curl, Gateway: f.gateway, Messages: f.messages})
 	if err != nil {
 		return "", err
 	}
@@ -127,5 +132,5 @@ func (v *vault) take(ctx context.Context, tok, user string, key bool) (*flash, b
 		return nil, false, nil
 	}
 	return &flash{user: user, key: s.Key, keyID: s.KeyID, name: s.Name, rotated: s.Rotated,
-		curl: s.Curl, gateway: s.Gateway, messages: s.Messages}, true, nil
+		oldEnds: s.OldEnds, oldDisabled: s.OldOff, curl: s.Curl, gateway: s.Gateway, messages: s.Messages}, true, nil
 }

@@ -563,3 +563,37 @@ func TestAFullAccessKeyThatNeverExpiresIsWarnedAbout(t *testing.T) {
 		t.Errorf("an update to full access without expiry: %v, %v; want the warning", res, err)
 	}
 }
+
+// A rotation's new key lives as long as the old one was given, from the
+// rotation on; the old key stops at the grace period's end or its own
+// expiry, whichever comes first, and the event and the result say which.
+func TestARotatedKeyGetsItsLifetimeAgain(t *testing.T) {
+	f := newFixture(t)
+	s := spec("a", "mail.send")
+	s.Expires = str("90d")
+	k := f.issue(t, s)
+	f.t = f.t.Add(85 * 24 * time.Hour)
+	res, err := f.Rotate(ctx, k.ID, 7*24*time.Hour, "", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := f.t.Add(90 * 24 * time.Hour); res.ExpiresAt == nil || !res.ExpiresAt.Equal(want) {
+		t.Errorf("the new key of a 90-day key rotated on day 85 expires %v, want %v", res.ExpiresAt, want)
+	}
+	oldEnd := f.t.Add(5 * 24 * time.Hour) // its own expiry, before the 7 days of grace
+	if res.OldKeyEnds == nil || !res.OldKeyEnds.Equal(oldEnd) || !res.Replaced.ExpiresAt.Equal(oldEnd) {
+		t.Errorf("the old key ends %v (record %v), want %v", res.OldKeyEnds, res.Replaced.ExpiresAt, oldEnd)
+	}
+	evs, err := f.Events(ctx, k.ID, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := evs[len(evs)-1].Detail; !strings.Contains(d, "old key valid until "+oldEnd.Format(time.RFC3339)) {
+		t.Errorf("the rotation's event says %q, want the old key's real end %s", d, oldEnd.Format(time.RFC3339))
+	}
+	// A key that never expires gives a new key that never expires.
+	forever := f.issue(t, spec("b", "mail.send"))
+	if res, err := f.Rotate(ctx, forever.ID, time.Hour, "", "t"); err != nil || res.ExpiresAt != nil {
+		t.Errorf("rotating a key without expiry: %v, expires %v", err, res.ExpiresAt)
+	}
+}

@@ -22,6 +22,12 @@ type Result struct {
 	// Unchanged is set when an update found the key already as asked
 	// (its warnings say so in words).
 	Unchanged bool `json:"-"`
+	// Replaced is the key a rotation replaced, as the rotation left it:
+	// its expiry is when it stops (the grace period's end, or its own
+	// expiry if sooner).
+	Replaced *store.Record `json:"-"`
+	// OldKeyEnds is when the replaced key stops.
+	OldKeyEnds *time.Time `json:"old_key_ends,omitempty"`
 }
 
 // Issue creates a key from spec. The Result holds the key, which is never
@@ -214,17 +220,38 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 	next := old.Clone()
 	next.CreatedAt, next.LastUsedAt, next.LastIP = t, nil, ""
 	next.RotatedFrom, next.RotatedTo = old.ID, ""
+	// The new key lives as long as the old one was given (a 90-day key
+	// rotated on its 85th day gets 90 days more), not until the old one's
+	// end: a rotation that expired with the key it replaced would be no
+	// rotation at all.
+	if old.ExpiresAt != nil {
+		if life := old.ExpiresAt.Sub(old.CreatedAt); life > 0 {
+			end := t.Add(life)
+			next.ExpiresAt = &end
+		}
+	}
 	key, err := newKeyFor(next, prefixOf(old.Hint))
 	if err != nil {
 		return nil, err
 	}
+	// The old key stops when the grace period ends, or at its own expiry
+	// if that comes first (the store keeps the sooner of the two).
+	oldEnds := t.Add(grace)
+	if old.ExpiresAt != nil && old.ExpiresAt.Before(oldEnds) {
+		oldEnds = *old.ExpiresAt
+	}
 	ev := store.Event{At: t, Action: "rotated", KeyID: old.ID, Actor: actor, Reason: reason,
-		Detail: fmt.Sprintf("new key %s; old key valid until %s", next.ID, t.Add(grace).Format(time.RFC3339))}
-	if _, err := s.st.RotateKey(ctx, id, next, t.Add(grace), ev); err != nil {
+		Detail: fmt.Sprintf("new key %s; old key valid until %s", next.ID, oldEnds.UTC().Format(time.RFC3339))}
+	replaced, err := s.st.RotateKey(ctx, id, next, t.Add(grace), ev)
+	if err != nil {
 		return nil, notFound(err, "key "+id)
 	}
 	s.written(ctx)
-	return &Result{Record: next, Key: key}, nil
+	res := &Result{Record: next, Key: key, Replaced: replaced, OldKeyEnds: &oldEnds}
+	if next.Disabled {
+		res.Warnings = append(res.Warnings, "the new key is disabled, as the key it replaces was: enable it when the integration should use it")
+	}
+	return res, nil
 }
 
 // prefixOf reads the prefix back from a hint ("kg_live_Ab…").

@@ -211,6 +211,8 @@ func Relative(t, at time.Time) string {
 func span(d time.Duration) string {
 	round := func(unit time.Duration) int64 { return int64((d + unit/2) / unit) }
 	switch {
+	case d >= 2*365*24*time.Hour: // "in 73 years", not "in 26693 days"
+		return plural(round(365*24*time.Hour), "year")
 	case d >= 48*time.Hour:
 		return plural(round(24*time.Hour), "day")
 	case d >= 2*time.Hour:
