@@ -886,3 +886,29 @@ func TestRotatingADisabledKeySaysBothAreDisabled(t *testing.T) {
 		t.Errorf("the old key's page after rotating it while disabled:\n%s", old)
 	}
 }
+
+// An action sent from a tab opened before the key was rotated or revoked
+// is refused with its reason at the top of the page, since the form it
+// came from is no longer there to show it.
+func TestAStaleTabsActionSaysWhyAtTheTop(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	path := "/keys/" + k.ID
+	f.follow(alice, f.post(alice, path+"/rotate", url.Values{"grace": {"1h"}}))
+	w := f.post(alice, path+"/rotate", url.Values{"grace": {"1h"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if !strings.Contains(w.Body.String(), `<strong>That did not work.</strong> key `+k.ID+` was already rotated`) {
+		t.Errorf("a second rotation from a stale tab does not say why:\n%s", w.Body)
+	}
+	f.follow(alice, f.post(alice, path+"/revoke", url.Values{"confirm": {"crm"}}))
+	for _, action := range []string{"/enable", "/disable"} {
+		w := f.post(alice, path+action, nil)
+		if w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), "<strong>That did not work.</strong> key "+k.ID+" is revoked") {
+			t.Errorf("%s on a revoked key from a stale tab: %d\n%s", action, w.Code, w.Body)
+		}
+	}
+	w = f.post(alice, path+"/settings", url.Values{"version": {keys.Version(f.show(k.ID))}, "name": {"x"}, "scope": {"mail.send"}, "expires": {"keep"}})
+	if !strings.Contains(w.Body.String(), "<strong>That did not work.</strong> key "+k.ID+" is revoked") {
+		t.Errorf("settings saved on a revoked key from a stale tab: %d\n%s", w.Code, w.Body)
+	}
+}

@@ -38,8 +38,17 @@ type keyView struct {
 	// Grace is the grace period chosen in the rotate form.
 	Grace string
 	// Errs holds what a refused action got wrong, by form: "rotate",
-	// "revoke", "state".
+	// "revoke", "state", "settings".
 	Errs map[string]string
+	// TopErr is a refusal whose form the page no longer shows (an action
+	// sent from a tab opened before the key was revoked or rotated).
+	TopErr string
+}
+
+// hides reports whether the page leaves out the form named: a revoked key
+// has no settings or actions, a rotated one no rotate form.
+func (v *keyView) hides(form string) bool {
+	return v.Key.RevokedAt != nil || form == "rotate" && v.Key.RotatedTo != ""
 }
 
 // window is one usage period the page can show.
@@ -143,6 +152,14 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 		v.Form.Err.Message = errs["settings"]
 	}
 	v.Form.OwnerFixed = !c.user.Admin
+	for form, msg := range errs {
+		if v.hides(form) {
+			v.TopErr = msg
+		}
+	}
+	if v.Form.Err.Message != "" && v.hides("settings") {
+		v.TopErr = v.Form.Err.Message
+	}
 	c.render(status, "key", v)
 	return nil
 }
