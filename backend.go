@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -208,7 +209,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		quotas:   ratelimit.NewLocalQuotas(),
 		usage:    usage.NewRecorder(),
 		logger:   logger,
-		spill:    usage.Spill{Dir: unflushedDir(), Name: "usage-" + hex.EncodeToString(id[:8])},
+		spill:    usage.Spill{Dir: unflushedDir(), Name: "usage-" + hex.EncodeToString(id[:8]), Store: redacted},
 		// Read here, not in run, so tests may change it between backends.
 		flushEvery: usageFlushInterval,
 		stop:       make(chan struct{}),
@@ -220,6 +221,16 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		logger.Warn("keygate: usage counts kept at a stop were being added to the store when a gateway stopped; "+
 			"they may be in the store already, so they are not added again: compare them with `caddy keys usage`, then remove the files",
 			zap.Strings("files", left))
+	}
+	// Counts kept for a store this process opens under another name (the
+	// same database after a move or a password change, or another store)
+	// are not added here: they are said, so they are not forgotten.
+	if others, _ := b.spill.Others(); len(others) > 0 {
+		for name, files := range others {
+			logger.Warn("keygate: usage counts kept at a stop wait for another store name; they are added when a gateway "+
+				"opens the store under that name (the name is its URI as the Caddyfile gave it, password redacted)",
+				zap.String("kept_for", cmp.Or(name, "(not named in files from before 2026-12)")), zap.Strings("files", files))
+		}
 	}
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
@@ -467,6 +478,39 @@ func (b *backend) Destruct() error {
 	<-b.pruneDone
 	b.finalFlush()
 	b.verifier.Close()
+	if caddy.Exiting() {
+		return b.closeStore() // the servers have stopped: no request is left to count
+	}
+	// A reload whose config names this store differently (a new password,
+	// another path to the file) leaves requests in flight on the old
+	// handlers, since Caddy does not wait for them on a reload. They count
+	// their usage here once they are done: it is written as before until
+	// the longest of them must be over, then the store is closed.
+	go b.countLate(lateRequestsFor)
+	return nil
+}
+
+// lateRequestsFor is how long a backend left behind by a reload keeps
+// writing the usage of requests that were in flight.
+var lateRequestsFor = 5 * time.Minute
+
+// countLate writes, every flush interval for d, the usage of requests that
+// finished after Destruct, then closes the store. What is still held at the
+// end is written as at a stop, or kept in the spill.
+func (b *backend) countLate(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		time.Sleep(b.flushEvery)
+		if b.usage.Backlog() > 0 {
+			b.flushUsage()
+		}
+	}
+	b.finalFlush()
+	if err := b.closeStore(); err != nil {
+		b.logger.Error("keygate: closing the store a reload left behind failed", zap.Error(err))
+	}
+}
+
+func (b *backend) closeStore() error {
 	if err := b.store.Close(); err != nil {
 		return fmt.Errorf("keygate: store %s: %w", b.redacted, err)
 	}

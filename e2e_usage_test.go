@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -370,5 +374,64 @@ func testReloadUnderLoad(t *testing.T, store, limits string) {
 	// Every send keygate counted as allowed reached the provider, once.
 	if up.count() != int(allowedSum) {
 		t.Errorf("the upstream got %d sends; usage counts %d allowed", up.count(), allowedSum)
+	}
+}
+
+// TestAReloadThatRenamesTheStoreCountsRequestsInFlight: a reload whose
+// store URI differs (another path to the same file here; a new password or
+// pool size in a PostgreSQL URI) closes the old handlers' store while
+// requests they took are still in flight, since Caddy does not wait for
+// them on a reload. Their usage is still written.
+func TestAReloadThatRenamesTheStoreCountsRequestsInFlight(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(2 * time.Second)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(slow.Close)
+	dir := t.TempDir()
+	real, alias := filepath.Join(dir, "real"), filepath.Join(dir, "alias")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, alias); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: slow.URL, store: "sqlite:" + filepath.Join(real, "keys.db")})
+	k := g.issue("--name", "slow", "--scope", "mail.send")
+
+	const inFlight = 20
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", nil)
+			req.Header.Set("Authorization", "Bearer "+k.Key)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				if resp.StatusCode == http.StatusAccepted {
+					answered.Add(1)
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	time.Sleep(700 * time.Millisecond) // all at the upstream by now
+	cf, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(real), []byte(alias)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.reload()
+	wg.Wait()
+	if answered.Load() != inFlight {
+		t.Fatalf("%d of %d requests in flight across the reload were answered 202", answered.Load(), inFlight)
+	}
+	if eventually(t, 10*time.Second, func() bool { return g.usage(k.ID).Allowed == inFlight }) < 0 {
+		t.Errorf("usage counts %d allowed; %d requests in flight across a reload that renamed the store were answered 202:\n%s",
+			g.usage(k.ID).Allowed, inFlight, g.logs())
 	}
 }

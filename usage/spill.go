@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keygate/caddy-keygate/store"
@@ -30,17 +31,21 @@ type Spill struct {
 	Dir string
 	// Name starts each file's name, to tell the stores sharing Dir apart.
 	Name string
+	// Store names the store in each file (its URI, password redacted), so
+	// a gateway opening another store can say whose counts wait there.
+	Store string
 }
 
 // spillFile is a Spill file's content.
 type spillFile struct {
 	Version int                `json:"version"`
+	Store   string             `json:"store,omitempty"`
 	Deltas  []store.UsageDelta `json:"deltas"`
 }
 
 // AddUsage writes deltas to a new file.
 func (s Spill) AddUsage(_ context.Context, deltas []store.UsageDelta) error {
-	b, err := json.Marshal(spillFile{Version: 1, Deltas: deltas})
+	b, err := json.Marshal(spillFile{Version: 1, Store: s.Store, Deltas: deltas})
 	if err != nil {
 		return fmt.Errorf("keygate usage: keeping counts in %s: %w", s.Dir, err)
 	}
@@ -74,6 +79,28 @@ func (s Spill) Files() ([]string, error) {
 	files, err := filepath.Glob(filepath.Join(s.Dir, s.Name+"-*.json"))
 	sort.Strings(files) // same-length nanosecond stamps: oldest first
 	return files, err
+}
+
+// Others returns the files in Dir kept for other Names, by the store they
+// name ("" for a file from before files named their store): counts that
+// wait for a gateway to open that store under that name.
+func (s Spill) Others() (map[string][]string, error) {
+	files, err := filepath.Glob(filepath.Join(s.Dir, "*-*.json"))
+	if err != nil {
+		return nil, err
+	}
+	others := map[string][]string{}
+	for _, name := range files {
+		if strings.HasPrefix(filepath.Base(name), s.Name+"-") {
+			continue
+		}
+		var f spillFile
+		if b, err := os.ReadFile(name); err == nil {
+			json.Unmarshal(b, &f) // a file that is not one names no store
+		}
+		others[f.Store] = append(others[f.Store], name)
+	}
+	return others, nil
 }
 
 // Claimed returns the files a process claimed for adding and did not

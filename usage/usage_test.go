@@ -290,7 +290,7 @@ func TestRecorderReportsWhatItHoldsAndWhatItDropped(t *testing.T) {
 func TestSpillKeepsAFailedFinalFlushForTheNextStart(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "unflushed")
-	sp := Spill{Dir: dir, Name: "store1"}
+	sp := Spill{Dir: dir, Name: "store1", Store: "postgres://kg:xxxxx@db-old/keygate"}
 	r := NewRecorder()
 	r.Record("key_a", MetricAllowed, 202, 3, "10.0.0.1", t0)
 	r.Record("key_a", MetricAllowed, 202, 0, "10.0.0.2", t0.Add(time.Minute))
@@ -308,6 +308,13 @@ func TestSpillKeepsAFailedFinalFlushForTheNextStart(t *testing.T) {
 	other := Spill{Dir: dir, Name: "store2"}
 	if files, _ := other.Files(); len(files) != 0 {
 		t.Fatalf("another store's spill sees %q", files)
+	}
+	// It does not add them, but can say whose they are.
+	if others, err := other.Others(); err != nil || len(others["postgres://kg:xxxxx@db-old/keygate"]) != 2 || len(others) != 1 {
+		t.Errorf("another store's spill finds %v, %v; want the first store's two files under its name", others, err)
+	}
+	if others, _ := sp.Others(); len(others) != 0 {
+		t.Errorf("a spill finds its own files among the others': %v", others)
 	}
 
 	s := newSink()
