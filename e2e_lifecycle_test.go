@@ -218,7 +218,7 @@ func TestKeyLifecycle(t *testing.T) {
 			{"GET", "/keygate/keys/key_doesnotexist", nil, 404, "not found"},
 			{"POST", "/keygate/keys/key_doesnotexist/revoke", map[string]any{}, 404, "not found"},
 			{"POST", "/keygate/revoke", map[string]any{}, 400, "exactly one of"},
-			{"POST", "/keygate/revoke", map[string]any{"key": "kg_live_typo"}, 400, "not a keygate key"},
+			{"POST", "/keygate/revoke", map[string]any{"key": "kg_live_typo"}, 400, "no keygate key found"},
 		}
 		codes := map[int]string{400: "invalid_input", 404: "not_found"}
 		for _, c := range cases {
@@ -326,8 +326,8 @@ func TestKeyLifecycle(t *testing.T) {
 			args        []string
 			want        string
 		}{
-			{"a value that is not shaped like a key", "kg_live_hunter2-not-a-real-key\n", nil, "not a keygate key"},
-			{"a key with a typo (wrong checksum)", typo + "\n", nil, "not a keygate key"},
+			{"a value that is not shaped like a key", "kg_live_hunter2-not-a-real-key\n", nil, "no keygate key found"},
+			{"a key with a typo (wrong checksum)", typo + "\n", nil, "no keygate key found"},
 			{"nothing on stdin", "", nil, "no key on standard input"},
 			{"an id as well as --key -", kept.Key + "\n", []string{kept.ID}, "exactly one of"},
 		}

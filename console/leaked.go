@@ -56,5 +56,9 @@ func (c *call) leaked() error {
 	if rec.Name == "" {
 		return c.redirect("/leaked" + c.notify("Revoked key "+rec.ID+". It belongs to another team; every request with it is refused from now on."))
 	}
-	return c.redirect("/keys/" + rec.ID + c.notify("Revoked “"+rec.Name+"”. Every request with it is refused from now on. Issue a new key for the integration that used it."))
+	next := "Create a new key for the integration that used it; this page shows the settings it had."
+	if rec.RotatedTo != "" {
+		next = "It had been rotated: its new key, " + rec.RotatedTo + ", is not affected."
+	}
+	return c.redirect("/keys/" + rec.ID + c.notify("Revoked “"+rec.Name+"”. Every request with it is refused from now on. "+next))
 }

@@ -303,13 +303,12 @@ func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Re
 	}
 	switch {
 	case rv.Key != "":
-		key := strings.TrimSpace(rv.Key)
 		// Like the gateway, refuse a malformed key before any store work.
 		// The message never quotes the value: it may be a real key with a
 		// typo in it.
-		prefix, _, _ := strings.Cut(key, "_")
-		if _, ok := verifier.Parse(key, prefix); !ok {
-			return nil, invalidf("key", "the key is not a keygate key (wrong shape or checksum)")
+		key, err := leakedKey(rv.Key)
+		if err != nil {
+			return nil, err
 		}
 		rec, err := s.st.KeyByDigest(ctx, verifier.DigestOf(key))
 		if err != nil {
@@ -340,6 +339,31 @@ func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Re
 		return nil, err
 	}
 	return []*store.Record{rec}, nil
+}
+
+// leakedKey finds the one key in text as a leak is found and pasted: the key
+// alone, or the line it was in ("Authorization: Bearer kg_live_…", an
+// environment file's KEY=…, a log line). A key is letters, digits and
+// underscores, so every run of those is a candidate.
+func leakedKey(text string) (string, error) {
+	var found string
+	for _, word := range strings.FieldsFunc(text, func(r rune) bool {
+		return !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
+		prefix, _, _ := strings.Cut(word, "_")
+		if _, ok := verifier.Parse(word, prefix); !ok {
+			continue
+		}
+		if found != "" && found != word {
+			return "", invalidf("key", "what was given holds more than one key; give one at a time")
+		}
+		found = word
+	}
+	if found == "" {
+		return "", invalidf("key", "no keygate key found in what was given (a key is its prefix, _live_ or _test_, "+
+			"then 49 letters and digits whose last ones are a checksum): check that it was copied whole")
+	}
+	return found, nil
 }
 
 // Revoke revokes what rv names and returns the updated records. Revoking a
