@@ -270,7 +270,9 @@ func (c *call) revoke() error {
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(c.r.PostForm.Get("confirm")) != rec.Name {
+	// Compared as the page shows them: a browser shows runs of spaces as
+	// one, so a name from before names were kept that way is typed so.
+	if spaced := func(s string) string { return strings.Join(strings.Fields(s), " ") }; spaced(c.r.PostForm.Get("confirm")) != spaced(rec.Name) {
 		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
 			"revoke": "To revoke, type the key's name exactly as shown: " + rec.Name})
 	}

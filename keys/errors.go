@@ -19,8 +19,14 @@ func (e *InvalidError) Error() string { return e.msg }
 
 // invalid builds an InvalidError: `field "value": reason`.
 func invalid(field, value, format string, args ...any) error {
+	if r := []rune(value); len(r) > maxQuoted {
+		value = string(r[:maxQuoted]) + "…" // enough to find it by; a page of it helps nobody
+	}
 	return &InvalidError{Field: field, msg: fmt.Sprintf("%s %q: ", field, value) + fmt.Sprintf(format, args...)}
 }
+
+// maxQuoted is how much of a refused value an error repeats.
+const maxQuoted = 60
 
 // invalidf builds an InvalidError whose message does not quote a value.
 func invalidf(field, format string, args ...any) error {

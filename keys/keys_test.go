@@ -597,3 +597,59 @@ func TestARotatedKeyGetsItsLifetimeAgain(t *testing.T) {
 		t.Errorf("rotating a key without expiry: %v, expires %v", err, res.ExpiresAt)
 	}
 }
+
+// A leaked key is revoked from the line it was found in, as pasted: the
+// one key in it is taken, and the text is never quoted back.
+func TestALeakedKeyIsFoundInTheLineItWasPastedWith(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, spec("a", "mail.send"))
+	other := f.issue(t, spec("b", "mail.send"))
+	for _, text := range []string{
+		"Authorization: Bearer " + k.Key,
+		"SENDGRID_API_KEY=" + k.Key + "\n",
+		`{"key":"` + k.Key + `"} and again ` + k.Key,
+	} {
+		recs, err := f.RevokeTargets(ctx, Revocation{Key: text})
+		if err != nil || len(recs) != 1 || recs[0].ID != k.ID {
+			t.Errorf("%q: %v, %v", text, recs, err)
+		}
+	}
+	for _, text := range []string{k.Key + " " + other.Key, "Bearer kg_live_not-a-key", k.Key[:len(k.Key)-1] + "x"} {
+		_, err := f.RevokeTargets(ctx, Revocation{Key: text})
+		if !isInvalid(err) || strings.Contains(err.Error(), k.Key[8:20]) || strings.Contains(err.Error(), "not-a-key") {
+			t.Errorf("%q: %v, want a refusal that does not quote it", text, err)
+		}
+	}
+}
+
+// "none", as the history writes an unset setting, gives a key back the
+// route's rate (and burst) or quota.
+func TestNoneGivesBackTheRoutesRateAndQuota(t *testing.T) {
+	f := newFixture(t)
+	s := spec("a", "mail.send")
+	s.Rate, s.Quota = str("5/m"), str("100/d")
+	burst := 3
+	s.Burst = &burst
+	k := f.issue(t, s)
+	res, err := f.Update(ctx, k.ID, Spec{Rate: str("none"), Quota: str("none")}, "t")
+	if err != nil || res.Rate != nil || res.Burst != 0 || res.Quota != nil {
+		t.Errorf("after --rate none --quota none: %v, rate %v burst %d quota %v", err, res.Rate, res.Burst, res.Quota)
+	}
+}
+
+// A name's runs of spaces are kept as one, as a page shows them: the name
+// is typed back to confirm a revocation.
+func TestANamesRunsOfSpacesAreOne(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, spec("  Newsletter   tool ", "mail.send"))
+	if k.Name != "Newsletter tool" {
+		t.Errorf("name %q, want %q", k.Name, "Newsletter tool")
+	}
+	if _, err := f.Issue(ctx, spec("two\tparts", "mail.send"), "t"); !isInvalid(err) {
+		t.Errorf("a name with a tab: %v, want refused", err)
+	}
+	long := strings.Repeat("x", 5000)
+	if _, err := f.Issue(ctx, spec(long, "mail.send"), "t"); !isInvalid(err) || strings.Contains(err.Error(), long[:100]) {
+		t.Errorf("a 5,000-character name: the refusal repeats it: %v", err)
+	}
+}

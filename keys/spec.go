@@ -94,7 +94,12 @@ func (s *Spec) onlyDisabled() bool {
 // apply validates the spec and writes it into rec.
 func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	if s.Name != nil {
+		// Runs of spaces are one: a page shows them as one, and a name is
+		// typed back to confirm a revocation as it reads.
 		name := strings.TrimSpace(*s.Name)
+		if printable(name) { // no tab or line break, so only spaces
+			name = strings.Join(strings.Fields(name), " ")
+		}
 		if err := noKeyIn("name", name); err != nil {
 			return err
 		}
@@ -125,7 +130,12 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	}
 	if s.Rate != nil {
 		rec.Rate = nil
-		if *s.Rate != "" {
+		if *s.Rate == "" || *s.Rate == none {
+			// Back to the route's rate, burst and all, unless a burst is given.
+			if s.Burst == nil {
+				rec.Burst = 0
+			}
+		} else {
 			r, err := store.ParseRate(*s.Rate)
 			if err != nil {
 				return invalidf("rate", "%v", err)
@@ -160,7 +170,7 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	}
 	if s.Quota != nil {
 		rec.Quota = nil
-		if *s.Quota != "" {
+		if *s.Quota != "" && *s.Quota != none { // "none": back to the route's quota
 			q, err := store.ParseQuota(*s.Quota)
 			if err != nil {
 				return invalidf("quota", "%v", err)

@@ -177,11 +177,32 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	alice.open(t, "/console/", 200)
 	alice.wantText(t, "table.keys", "CRM sync")
 	alice.shot(t, shots, "keys")
+	// A name with no place to break it stays within a phone's width, on
+	// the list and on its page.
+	longName := strings.Repeat("nightly_export_", 10)
+	gw.issue(t, "--name", longName, "--owner", "alice", "--scope", "mail.send")
+	longPage := "/console/keys/" + gw.idOf(t, longName)
 	alice.do(t, chromedp.EmulateViewport(390, 844))
+	fits := func(page string) {
+		t.Helper()
+		if wide := run(t, alice.ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); wide > 391 {
+			t.Errorf("at 390 px %s is %d px wide", page, wide)
+		}
+	}
 	alice.open(t, "/console/", 200)
+	fits("the keys page")
 	alice.shot(t, shots, "keys-390")
 	alice.open(t, strings.TrimPrefix(keyURL, gw.url), 200)
 	alice.shot(t, shots, "key-390")
+	alice.do(t, chromedp.EmulateViewport(1280, 900))
+	alice.open(t, longPage, 200)
+	// A checkbox in an action card is a checkbox's size, beside its words.
+	if w := run(t, alice.ctx, chromedp.Evaluate[float64](`document.querySelector('input[name=stop_now]').getBoundingClientRect().width`)); w > 40 {
+		t.Errorf("the “stop the old key now” checkbox is %.0f px wide", w)
+	}
+	alice.do(t, chromedp.EmulateViewport(390, 844))
+	alice.open(t, longPage, 200)
+	fits("the page of a key with a long name")
 	alice.do(t, chromedp.EmulateViewport(1280, 900))
 
 	// The admin sees every team's keys, in every state.

@@ -71,10 +71,13 @@
   each("[data-confirm]", function (input) {
     var btn = document.getElementById(input.getAttribute("data-confirm-button"));
     if (!btn) return;
-    var want = input.getAttribute("data-confirm");
+    // Runs of spaces count as one, as the page shows them (and the server
+    // compares them).
+    var spaced = function (s) { return s.trim().split(/\s+/).join(" "); };
+    var want = spaced(input.getAttribute("data-confirm"));
     var fold = input.hasAttribute("data-confirm-anycase");
     var check = function () {
-      var got = input.value.trim();
+      var got = spaced(input.value);
       btn.disabled = fold ? got.toLowerCase() !== want.toLowerCase() : got !== want;
     };
     input.addEventListener("input", check);
