@@ -324,7 +324,9 @@ func perUnit(n, unit, field, what string, edit bool) (*string, error) {
 		}
 		return nil, nil
 	}
-	if v, err := strconv.ParseInt(n, 10, 64); err != nil || v < 1 {
+	if v, err := strconv.ParseInt(n, 10, 64); errors.Is(err, strconv.ErrRange) {
+		return nil, &formErr{field, "The number of " + what + " is too large."}
+	} else if err != nil || v < 1 {
 		return nil, &formErr{field, "The number of " + what + " must be a whole number of at least 1, or empty for the route's default."}
 	}
 	s := n + "/" + unit
@@ -342,6 +344,9 @@ func wholeNumber(v, field, what string, edit bool) (*int, error) {
 		return nil, nil
 	}
 	n, err := strconv.Atoi(v)
+	if errors.Is(err, strconv.ErrRange) {
+		return nil, &formErr{field, what + " is too large."}
+	}
 	if err != nil || n < 0 {
 		return nil, &formErr{field, what + " must be a whole number (0 or empty for none)."}
 	}

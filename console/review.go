@@ -92,8 +92,16 @@ func (c *call) bulkRevoke() error {
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			return c.showReview(http.StatusUnprocessableEntity, plural(i, "key")+" revoked, then: "+msg)
+			done := "No key was revoked: "
+			if i > 0 {
+				done = plural(i, "key") + " revoked, then the next was not: "
+			}
+			return c.showReview(http.StatusUnprocessableEntity, done+msg)
 		}
 	}
-	return c.redirect("/review" + c.notify(plural(len(ids), "key")+" revoked. Every request with them is refused from now on."))
+	it := "them"
+	if len(ids) == 1 {
+		it = "it"
+	}
+	return c.redirect("/review" + c.notify(plural(len(ids), "key")+" revoked. Every request with "+it+" is refused from now on."))
 }

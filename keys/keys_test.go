@@ -653,3 +653,24 @@ func TestANamesRunsOfSpacesAreOne(t *testing.T) {
 		t.Errorf("a 5,000-character name: the refusal repeats it: %v", err)
 	}
 }
+
+// An old key in a rotation's grace period is not "expiring soon": it stops
+// on purpose. Its new key is listed if it expires soon.
+func TestAuditLeavesARotationsOldKeyOutOfExpiring(t *testing.T) {
+	f := newFixture(t)
+	s := spec("a", "mail.send")
+	s.Expires = str("90d")
+	k := f.issue(t, s)
+	if _, err := f.Rotate(ctx, k.ID, 24*time.Hour, "", "t"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.Audit(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rep.Expiring {
+		if e.ID == k.ID {
+			t.Errorf("the old key of a rotation is listed as expiring: %+v", e)
+		}
+	}
+}

@@ -173,7 +173,9 @@ func (s *Service) Audit(ctx context.Context, unusedFor, expiringIn time.Duration
 			e.Why = "last used " + Relative(t, *r.LastUsedAt)
 			rep.Unused = append(rep.Unused, e)
 		}
-		if r.ExpiresAt != nil && r.ExpiresAt.Sub(t) <= expiringIn {
+		// An old key in a rotation's grace period stops on purpose: its
+		// new key is what needs watching.
+		if r.ExpiresAt != nil && r.ExpiresAt.Sub(t) <= expiringIn && r.RotatedTo == "" {
 			e.Why = "expires " + Relative(t, *r.ExpiresAt)
 			rep.Expiring = append(rep.Expiring, e)
 		}
