@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,15 +337,21 @@ func (b *backend) onlyPrefix() string {
 // which scope names are in use (see keys.RouteScopeWindow).
 func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
 	var lines []store.RouteScope
+	var prefixes []string
 	b.handlers.Range(func(_, v any) bool {
-		for _, l := range v.(handlerInfo).scopes {
+		info := v.(handlerInfo)
+		for _, l := range info.scopes {
 			l.SeenAt = now
 			lines = append(lines, l)
 		}
+		if !slices.Contains(prefixes, info.prefix) {
+			prefixes = append(prefixes, info.prefix)
+		}
 		return true
 	})
-	if err := b.store.RecordRouteScopes(ctx, lines); err != nil && ctx.Err() == nil {
-		b.logger.Warn("keygate: reporting the routes' scope lines to the store failed; retried within the hour", zap.Error(err))
+	err := errors.Join(b.store.RecordRouteScopes(ctx, lines), b.store.RecordRoutePrefixes(ctx, prefixes, now))
+	if err != nil && ctx.Err() == nil {
+		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; retried within the hour", zap.Error(err))
 	}
 }
 

@@ -249,7 +249,7 @@ func keysCommands() []*cobra.Command {
 		}),
 	}
 	specFlags(issue.Flags(), false)
-	issue.Flags().String("prefix", "kg", "Key prefix (must match the route's prefix option)")
+	issue.Flags().String("prefix", "", "Key prefix (default: the prefix the routes on this store accept, else kg)")
 
 	list := &cobra.Command{
 		Use:   "list [--owner O] [--all]",

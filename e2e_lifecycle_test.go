@@ -575,3 +575,29 @@ func TestKeyManagementAsAPersonExpects(t *testing.T) {
 		}
 	})
 }
+
+// TestTheCLIIssuesKeysOfThePrefixTheRoutesAccept: on a store whose gateway
+// accepts acme_ keys, `caddy keys issue` without --prefix issues one, and
+// a prefix no route accepts is issued with a warning.
+func TestTheCLIIssuesKeysOfThePrefixTheRoutesAccept(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		prefix acme
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	if !strings.HasPrefix(k.Key, "acme_live_") {
+		t.Fatalf("the CLI issued %.10s… on a store whose routes accept acme keys", k.Key)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+		t.Errorf("the key the CLI issued: %d %s", r.Status, r.Body)
+	}
+	_, stderr, err := g.keysRaw("issue", "--name", "other", "--scope", "mail.send", "--prefix", "kg")
+	if err != nil || !strings.Contains(stderr, `warning: prefix "kg": no route on this store's gateways accepts it (they accept acme)`) {
+		t.Errorf("a prefix no route accepts: err=%v stderr=%q", err, stderr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // RouteScopeWindow is how recently a gateway must have reported a scope line
@@ -68,4 +69,31 @@ func (s *Service) sameName(ctx context.Context, rec *store.Record, except string
 		}
 	}
 	return nil
+}
+
+// prefixFor returns the prefix a new key gets: the one named, else the one
+// the routes of this process share, else the one every gateway on this
+// store reported recently (see RouteScopeWindow), else the default. It
+// warns when no gateway on the store accepts the prefix: such a key would
+// get invalid_key everywhere.
+func (s *Service) prefixFor(ctx context.Context, named *string) (prefix, warning string) {
+	reported, err := s.st.RoutePrefixes(ctx, s.now().Add(-RouteScopeWindow))
+	if err != nil {
+		reported = nil // a hint, never a reason to fail an issue
+	}
+	switch {
+	case named != nil && *named != "":
+		prefix = *named
+	case s.opts.Prefix != nil && s.opts.Prefix() != "":
+		prefix = s.opts.Prefix()
+	case len(reported) == 1:
+		prefix = reported[0]
+	default:
+		prefix = verifier.DefaultPrefix
+	}
+	if len(reported) > 0 && !slices.Contains(reported, prefix) {
+		warning = fmt.Sprintf("prefix %q: no route on this store's gateways accepts it (they accept %s), so the key "+
+			"gets invalid_key there; issue it with the prefix of the routes it is for", prefix, strings.Join(reported, ", "))
+	}
+	return prefix, warning
 }

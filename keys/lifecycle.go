@@ -48,12 +48,7 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		}
 		spec.Owner = s.owner
 	}
-	prefix := verifier.DefaultPrefix
-	if spec.Prefix != nil && *spec.Prefix != "" {
-		prefix = *spec.Prefix
-	} else if s.opts.Prefix != nil && s.opts.Prefix() != "" {
-		prefix = s.opts.Prefix()
-	}
+	prefix, prefixWarning := s.prefixFor(ctx, spec.Prefix)
 	if !verifier.ValidPrefix(prefix) {
 		return nil, invalid("prefix", prefix, "want 2-10 characters, a-z then a-z or 0-9")
 	}
@@ -73,6 +68,9 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		return nil, err
 	}
 	warnings = append(warnings, s.sameName(ctx, rec, "")...)
+	if prefixWarning != "" {
+		warnings = append(warnings, prefixWarning)
+	}
 	if foreverFull(rec) {
 		warnings = append(warnings, foreverFullWarning)
 	}

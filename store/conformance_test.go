@@ -865,6 +865,28 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("route prefixes are recorded once and their last sighting only moves forward", func(t *testing.T) {
+		s := open(t)
+		day := 24 * time.Hour
+		if err := s.RecordRoutePrefixes(ctx, []string{"kg", "acme"}, t0.Add(-3*day)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordRoutePrefixes(ctx, []string{"acme"}, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordRoutePrefixes(ctx, []string{"acme"}, t0.Add(-5*day)); err != nil { // a stale node
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			since time.Time
+			want  []string
+		}{{t0.Add(-7 * day), []string{"acme", "kg"}}, {t0.Add(-day), []string{"acme"}}, {t0.Add(day), []string{}}} {
+			if got, err := s.RoutePrefixes(ctx, c.since); err != nil || !reflect.DeepEqual(got, c.want) {
+				t.Errorf("RoutePrefixes(%v) = %q, %v; want %q", c.since, got, err, c.want)
+			}
+		}
+	})
+
 	t.Run("the console secret is the first one stored", func(t *testing.T) {
 		s := open(t)
 		first, err := s.ConsoleSecret(ctx, "form", "aaa")

@@ -14,6 +14,55 @@ import (
 //go:embed schema_route_scopes.sql
 var schemaRouteScopes string
 
+// schemaRoutePrefixes is migration 5 of both engines.
+//
+//go:embed schema_route_prefixes.sql
+var schemaRoutePrefixes string
+
+// RecordRoutePrefixes notes that a gateway's routes accept keys of these
+// prefixes, seen at at (SeenAt only moves forward).
+func (s *DB) RecordRoutePrefixes(ctx context.Context, prefixes []string, at time.Time) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for _, p := range prefixes {
+			if _, err := tx.ExecContext(ctx, s.d.rebind(`INSERT INTO route_prefixes (prefix, seen_at) VALUES ($1, $2)
+				ON CONFLICT (prefix) DO UPDATE SET seen_at = excluded.seen_at
+				WHERE excluded.seen_at > route_prefixes.seen_at`), p, clampNano(at.UTC())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("keygate store: record route prefixes: %w", err)
+	}
+	return nil
+}
+
+// RoutePrefixes returns the key prefixes seen at or after since, sorted.
+func (s *DB) RoutePrefixes(ctx context.Context, since time.Time) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT prefix FROM route_prefixes WHERE seen_at >= $1 ORDER BY prefix`),
+		clampNano(since.UTC()))
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
+	}
+	defer rows.Close()
+	prefixes := []string{}
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
+		}
+		prefixes = append(prefixes, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
+	}
+	return prefixes, nil
+}
+
 // RecordRouteScopes notes that a gateway has these scope lines loaded: new
 // lines are added, known ones have their SeenAt moved forward (never back).
 func (s *DB) RecordRouteScopes(ctx context.Context, lines []RouteScope) error {

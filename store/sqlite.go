@@ -25,7 +25,7 @@ var schemaSQLite string
 var sqliteDialect = &dialect{
 	name: "sqlite",
 	// Append, never edit.
-	migrations:   []migration{{1, schemaSQLite}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}},
+	migrations:   []migration{{1, schemaSQLite}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}},
 	serialWrites: true,
 	// The write lock, taken at BEGIN (_txlock=immediate), already orders
 	// every writer, so change sequences commit in order.

@@ -257,6 +257,17 @@ func (s *sqliteFile) RouteScopes(ctx context.Context, since time.Time) ([]RouteS
 	return read(s, func(db *DB) ([]RouteScope, error) { return db.RouteScopes(ctx, since) })
 }
 
+// RecordRoutePrefixes implements Store.
+func (s *sqliteFile) RecordRoutePrefixes(ctx context.Context, prefixes []string, at time.Time) error {
+	_, err := write(ctx, s, func(db *DB) (struct{}, error) { return struct{}{}, db.RecordRoutePrefixes(ctx, prefixes, at) })
+	return err
+}
+
+// RoutePrefixes implements Store.
+func (s *sqliteFile) RoutePrefixes(ctx context.Context, since time.Time) ([]string, error) {
+	return read(s, func(db *DB) ([]string, error) { return db.RoutePrefixes(ctx, since) })
+}
+
 // ConsoleSecret implements Store.
 func (s *sqliteFile) ConsoleSecret(ctx context.Context, name, candidate string) (string, error) {
 	return write(ctx, s, func(db *DB) (string, error) { return db.ConsoleSecret(ctx, name, candidate) })

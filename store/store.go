@@ -419,6 +419,10 @@ type Store interface {
 	// moves forward); RouteScopes returns those seen since a time.
 	RecordRouteScopes(ctx context.Context, lines []RouteScope) error
 	RouteScopes(ctx context.Context, since time.Time) ([]RouteScope, error)
+	// RecordRoutePrefixes notes the key prefixes a gateway's routes accept
+	// (seen at at); RoutePrefixes returns those seen since a time.
+	RecordRoutePrefixes(ctx context.Context, prefixes []string, at time.Time) error
+	RoutePrefixes(ctx context.Context, since time.Time) ([]string, error)
 
 	// Events returns audit events, newest last.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

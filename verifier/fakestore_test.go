@@ -187,6 +187,14 @@ func (s *fakeStore) RouteScopes(context.Context, time.Time) ([]store.RouteScope,
 	return nil, errNotImplemented
 }
 
+func (s *fakeStore) RecordRoutePrefixes(context.Context, []string, time.Time) error {
+	return errNotImplemented
+}
+
+func (s *fakeStore) RoutePrefixes(context.Context, time.Time) ([]string, error) {
+	return nil, errNotImplemented
+}
+
 func (s *fakeStore) ConsoleSecret(context.Context, string, string) (string, error) {
 	return "", errNotImplemented
 }
