@@ -555,8 +555,16 @@ func (b *backend) finalFlush() {
 // afterWrite makes a change made by this process through the store enforced
 // on the very next request: it reads the change log now instead of waiting
 // for the next poll.
-func (b *backend) afterWrite(ctx context.Context) {
+func (b *backend) afterWrite(ctx context.Context, changed []store.Digest) {
 	if err := b.verifier.Sync(ctx); err != nil {
-		b.logger.Warn("keygate: reading the change log after a write failed", zap.Error(err))
+		// The change is written but could not be read back: the keys it
+		// changed are dropped from the cache, so their next request reads
+		// them from the store (or is refused while it does not answer),
+		// and the next poll applies the rest.
+		for _, d := range changed {
+			b.verifier.Invalidate(d)
+		}
+		b.logger.Warn("keygate: reading the change log after a write failed; the changed keys are read from the store on their next request",
+			zap.Int("keys", len(changed)), zap.Error(err))
 	}
 }

@@ -460,3 +460,54 @@ func TestEachRequestLogsOneUsageLineWithoutTheKey(t *testing.T) {
 		t.Errorf("the key is in the log line: %s", line)
 	}
 }
+
+// changelessStore cannot read its change log while changesDown is set.
+type changelessStore struct {
+	store.Store
+	changesDown atomic.Bool
+}
+
+func (s *changelessStore) Changes(ctx context.Context, after int64) ([]store.Change, error) {
+	if s.changesDown.Load() {
+		return nil, errors.New("connection reset by peer")
+	}
+	return s.Store.Changes(ctx, after)
+}
+
+func (s *changelessStore) LastChange(ctx context.Context) (int64, error) {
+	if s.changesDown.Load() {
+		return 0, errors.New("connection reset by peer")
+	}
+	return s.Store.LastChange(ctx)
+}
+
+// A revocation through this process's admin API or console is enforced on
+// the very next request even when the change log cannot be read back right
+// after the write: the changed key is dropped from the cache.
+func TestARevocationIsEnforcedWhenTheChangeLogCannotBeReadBack(t *testing.T) {
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &changelessStore{Store: st}
+	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db")) // a backend already in the pool
+	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
+		return newBackend(uri, cs, caddy.Log())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer releaseBackend(uri, caddy.Log())
+	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	rec, key := issue(t, st, "mail.send")
+	if w := serve(h, "POST", "/send", key); w.Code != http.StatusAccepted {
+		t.Fatalf("warm-up: %d %s", w.Code, w.Body)
+	}
+	time.Sleep(50 * time.Millisecond) // let the cache's asynchronous set land
+	cs.changesDown.Store(true)
+	if _, err := h.backend.keys.Revoke(context.Background(), keys.Revocation{ID: rec.ID}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if w := serve(h, "POST", "/send", key); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "revoked_key") {
+		t.Errorf("the next request after a revocation whose change log could not be read: %d %s", w.Code, w.Body)
+	}
+}

@@ -34,7 +34,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{st: st, t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	f.Service = New(st, Options{
 		Now:        func() time.Time { return f.t },
-		AfterWrite: func(context.Context) { f.writes++ },
+		AfterWrite: func(context.Context, []store.Digest) { f.writes++ },
 	})
 	return f
 }

@@ -190,7 +190,7 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 	if ev.Action == "" {
 		warnings = append(warnings, "nothing changed: the key already had these settings")
 	} else {
-		s.written(ctx)
+		s.written(ctx, rec)
 	}
 	return &Result{Record: rec, Warnings: warnings, Unchanged: ev.Action == ""}, nil
 }
@@ -244,7 +244,7 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 	if err != nil {
 		return nil, notFound(err, "key "+id)
 	}
-	s.written(ctx)
+	s.written(ctx, replaced)
 	res := &Result{Record: next, Key: key, Replaced: replaced, OldKeyEnds: &oldEnds}
 	if next.Disabled {
 		res.Warnings = append(res.Warnings, "the new key is disabled, as the key it replaces was: enable it when the integration should use it")
@@ -381,7 +381,7 @@ func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*s
 	out := []*store.Record{}
 	defer func() {
 		if len(out) > 0 {
-			s.written(ctx)
+			s.written(ctx, out...)
 		}
 	}()
 	for _, target := range targets {

@@ -27,8 +27,10 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// AfterWrite runs after every successful change, so that the gateways
-	// of this process enforce it on their next request.
-	AfterWrite func(ctx context.Context)
+	// of this process enforce it on their next request. changed holds the
+	// digests of the keys changed, when the change knows them (not a
+	// restore's many), for a caller that cannot read the change log.
+	AfterWrite func(ctx context.Context, changed []store.Digest)
 	// BeforeUsage runs before usage is read, to write counts still held in
 	// memory.
 	BeforeUsage func()
@@ -70,11 +72,17 @@ func (s *Service) Store() store.Store { return s.st }
 
 func (s *Service) now() time.Time { return s.opts.Now().UTC() }
 
-func (s *Service) written(ctx context.Context) {
+func (s *Service) written(ctx context.Context, changed ...*store.Record) {
 	if s.opts.AfterWrite != nil {
+		ds := make([]store.Digest, 0, len(changed))
+		for _, rec := range changed {
+			if rec != nil {
+				ds = append(ds, rec.Digest)
+			}
+		}
 		// The change is committed; enforcing it here must not be undone
 		// by a caller that has already given up waiting.
-		s.opts.AfterWrite(context.WithoutCancel(ctx))
+		s.opts.AfterWrite(context.WithoutCancel(ctx), ds)
 	}
 }
 
