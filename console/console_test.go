@@ -516,8 +516,12 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 		t.Fatalf("a revoke with the wrong name: revoked=%v", f.show(k.ID).RevokedAt != nil)
 	}
 
-	// "Stop it now" ends the old key at once, so it asks first.
-	w = f.post(alice, path+"/rotate", url.Values{"grace": {"0"}})
+	// "Stop it now" ends the old key at once, so it asks first; the
+	// refused form keeps the why typed into it.
+	w = f.post(alice, path+"/rotate", url.Values{"grace": {"0"}, "reason": {"quarterly rotation"}})
+	if !strings.Contains(w.Body.String(), `name="reason" maxlength="500" value="quarterly rotation"`) {
+		t.Errorf("a refused rotation drops the why typed into it")
+	}
 	wantStatus(t, w, http.StatusUnprocessableEntity)
 	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "ends the old key at once") ||
 		!strings.Contains(w.Body.String(), `<option value="0" selected>`) {

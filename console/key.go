@@ -43,6 +43,9 @@ type keyView struct {
 	// TopErr is a refusal whose form the page no longer shows (an action
 	// sent from a tab opened before the key was revoked or rotated).
 	TopErr string
+	// Reason is the "why" a refused action was sent with, shown again in
+	// its form.
+	Reason string
 }
 
 // hides reports whether the page leaves out the form named: a revoked key
@@ -105,7 +108,8 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 		return err
 	}
 	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
-		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs}
+		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs,
+		Reason: c.r.PostForm.Get("reason")}
 	v.Window = c.r.URL.Query().Get("window")
 	hours := 0
 	for _, w := range windows {
