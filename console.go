@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -74,6 +75,13 @@ func (Console) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// baseURL reports whether v is an http or https URL with a host and
+// nothing a snippet would break on (a space).
+func baseURL(v string) bool {
+	u, err := url.Parse(v)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && !strings.ContainsAny(v, " \t")
+}
+
 // checkUser refuses a user option that names no placeholder: a fixed name
 // is never empty, so every request would be signed in as it, with nothing
 // in front asking who they are.
@@ -103,8 +111,8 @@ func (c *Console) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keygate_console: admin: an empty user name")
 		}
 	}
-	if c.GatewayURL != "" && !strings.HasPrefix(c.GatewayURL, "https://") && !strings.HasPrefix(c.GatewayURL, "http://") {
-		return fmt.Errorf("keygate_console: gateway_url %q: want an http:// or https:// URL", c.GatewayURL)
+	if c.GatewayURL != "" && !baseURL(c.GatewayURL) {
+		return fmt.Errorf("keygate_console: gateway_url %q: want an http:// or https:// URL with a host", c.GatewayURL)
 	}
 	if c.InsecureAnonymousLoopback {
 		c.logger.Warn("keygate_console: insecure_anonymous_loopback is on: anyone who reaches this console on a loopback listener manages every key; for demos only")
@@ -295,13 +303,13 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if !strings.HasPrefix(v, "https://") && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "{") {
-				return d.Errf("keygate_console: gateway_url %q: want an http:// or https:// URL", v)
+			if !strings.HasPrefix(v, "{") && !baseURL(v) {
+				return d.Errf("keygate_console: gateway_url %q: want an http:// or https:// URL with a host", v)
 			}
 			c.GatewayURL = v
 		case "insecure_anonymous_loopback":
 			if d.NextArg() {
-				return d.ArgErr()
+				return d.Errf("keygate_console: insecure_anonymous_loopback takes no value, got %q", d.Val())
 			}
 			c.InsecureAnonymousLoopback = true
 		default:

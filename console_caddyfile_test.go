@@ -39,7 +39,8 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"bad store", "store mysql://x", `unknown scheme "mysql"`},
 		{"gateway_url not a URL", "gateway_url mail-gw.example.com", `gateway_url "mail-gw.example.com"`},
 		{"owner with two values", "owner a b", "owner: want exactly one value"},
-		{"anonymous takes no value", "insecure_anonymous_loopback yes", "wrong argument count"},
+		{"anonymous takes no value", "insecure_anonymous_loopback yes", `insecure_anonymous_loopback takes no value, got "yes"`},
+		{"gateway_url without a host", "gateway_url https://", `gateway_url "https://": want an http:// or https:// URL with a host`},
 		{"a user that is no placeholder", "user Remote-User", `user "Remote-User": want a placeholder that names the signed-in person`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

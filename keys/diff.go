@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
@@ -87,12 +88,17 @@ func orNone(s string) string {
 }
 
 // diff describes what changed from old to next, one "field: old → new" per
-// changed setting, joined with "; ". It is empty when nothing changed.
+// changed setting, joined with "; ". It is empty when nothing changed. An
+// unset setting reads "none", a flag that is off "no".
 func diff(old, next *store.Record) string {
 	var parts []string
 	for _, f := range fields {
 		if a, b := f.value(old), f.value(next); a != b {
-			parts = append(parts, f.name+": "+orNone(a)+" → "+orNone(b))
+			unset := orNone
+			if f.name == "disabled" || f.name == "on-behalf-of" {
+				unset = func(s string) string { return cmp.Or(s, "no") }
+			}
+			parts = append(parts, f.name+": "+unset(a)+" → "+unset(b))
 		}
 	}
 	return strings.Join(parts, "; ")

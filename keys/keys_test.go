@@ -205,7 +205,7 @@ func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 	want := []string{
 		"issued by test (CRM launch): env: live; scopes: mail.send; expires: 2027-02-21T12:00:00Z",
 		"updated by alice (needs templates): scopes: mail.send → mail.send templates.read; quota: none → 1000/d",
-		"disabled by bob (investigating): disabled: none → yes",
+		"disabled by bob (investigating): disabled: no → yes",
 		"revoked by carol (left): ",
 	}
 	if !slices.Equal(got, want) {

@@ -175,7 +175,7 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 			}
 		}
 	}
-	out.Gone = slices.Sorted(maps.Keys(replaced.keys))
+	out.Gone = append(out.Gone, slices.Sorted(maps.Keys(replaced.keys))...) // [] rather than null in JSON
 	return out, nil
 }
 

@@ -68,7 +68,12 @@ type lease struct {
 	left       int
 	at         time.Time
 	emptyUntil time.Time
-	fetching   chan struct{} // closed when a request's own lease answers
+	// scarce is set while Redis reports the bucket empty: the key is
+	// asked for at or above its rate, and tokens are leased one at a
+	// time, as requests ask for them, so that every node's requests get
+	// their share instead of the node whose renewal comes first.
+	scarce   bool
+	fetching chan struct{} // closed when a request's own lease answers
 	fallback   bool          // the last decision was the fallback's
 	gone       bool          // forgotten by sync: look the key up again
 }
@@ -151,6 +156,9 @@ func (l *Leased) Allow(ctx context.Context, key string, lim Limit, now time.Time
 		}
 		ls.fetching = make(chan struct{})
 		want := ls.want()
+		if ls.scarce {
+			want = 1
+		}
 		ls.mu.Unlock()
 		g, err := l.lease1(ctx, key, lim, want)
 		ls.mu.Lock()
@@ -220,6 +228,7 @@ func (ls *lease) want() int {
 func (ls *lease) apply(g granted, now time.Time) {
 	ls.tokens += max(0, g.n)
 	ls.left, ls.at = g.left, now
+	ls.scarce = g.left == 0
 	ls.emptyUntil = time.Time{}
 	if ls.tokens == 0 && g.left == 0 {
 		ls.emptyUntil = now.Add(max(g.retry, time.Millisecond))
@@ -338,7 +347,7 @@ func (l *Leased) sync(ctx context.Context, now time.Time, closing bool) {
 			case want < ls.tokens:
 				changes = append(changes, leaseChange{key, ls, ls.limit, want - ls.tokens})
 				ls.tokens = want // the rest goes back: no longer to be spent here
-			case want > ls.tokens && !now.Before(ls.emptyUntil):
+			case want > ls.tokens && !now.Before(ls.emptyUntil) && !ls.scarce:
 				changes = append(changes, leaseChange{key, ls, ls.limit, want - ls.tokens})
 			}
 			ls.mu.Unlock()

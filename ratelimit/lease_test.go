@@ -224,3 +224,34 @@ func TestLeasedOutageAfterTheLeaseIsForgotten(t *testing.T) {
 		t.Error("no fallback decision after Redis stopped")
 	}
 }
+
+// Two nodes whose clients ask a key for more than its rate share what it
+// admits: a node's renewal does not take every token the bucket refills
+// before the other node's requests can ask (they would be refused almost
+// always). Once Redis reports the bucket empty, tokens are leased one at a
+// time, as requests ask for them.
+func TestLeasedNodesShareAKeyAtItsLimit(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	nodes := []*Leased{newLeased(t, srv.Addr), newLeased(t, srv.Addr)}
+	lim := Limit{N: 20, Per: time.Second}
+	const warm, run = time.Second, 5 * time.Second
+	var got [2]atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for n := range 2 {
+		wg.Go(func() {
+			for time.Since(start) < run {
+				if nodes[n].Allow(context.Background(), "key_fair", lim, time.Now()).Allowed && time.Since(start) > warm {
+					got[n].Add(1)
+				}
+				time.Sleep(17 * time.Millisecond) // each node asks ~3 times the rate
+			}
+		})
+	}
+	wg.Wait()
+	a, b := got[0].Load(), got[1].Load()
+	t.Logf("after the burst: node a admitted %d, node b %d (the rate allows %.0f)", a, b, (run - warm).Seconds()*float64(lim.N))
+	if min(a, b)*3 < max(a, b) {
+		t.Errorf("node a admitted %d and node b %d of a key both ask for equally: one takes nearly all", a, b)
+	}
+}
