@@ -289,7 +289,7 @@ func (c *adminCall) show() error {
 	if err != nil {
 		return err
 	}
-	c.w.Header().Set("ETag", `"`+keys.Version(rec)+`"`)
+	c.w.Header().Set("ETag", `W/"`+keys.Version(rec)+`"`) // weak: the settings, not the whole record
 	return writeJSON(c.w, http.StatusOK, rec)
 }
 
@@ -311,7 +311,7 @@ func (c *adminCall) update() error {
 	if err != nil {
 		return err
 	}
-	c.w.Header().Set("ETag", `"`+keys.Version(res.Record)+`"`)
+	c.w.Header().Set("ETag", `W/"`+keys.Version(res.Record)+`"`)
 	return writeJSON(c.w, http.StatusOK, res)
 }
 

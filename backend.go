@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,11 @@ type backend struct {
 	quotas   *ratelimit.LocalQuotas
 	usage    *usage.Recorder
 	logger   *zap.Logger
+
+	// lingerEnd ends a reload's wait for requests in flight (countLate)
+	// early, at exit; lingerDone is closed when the store is closed.
+	lingerEnd, lingerDone chan struct{}
+	lingerOnce            sync.Once
 
 	// keys is key management on this store; its writes are enforced on
 	// the next request of this process's handlers.
@@ -223,16 +229,6 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 			"they may be in the store already, so they are not added again: compare them with `caddy keys usage`, then remove the files",
 			zap.Strings("files", left))
 	}
-	// Counts kept for a store this process opens under another name (the
-	// same database after a move or a password change, or another store)
-	// are not added here: they are said, so they are not forgotten.
-	if others, _ := b.spill.Others(); len(others) > 0 {
-		for name, files := range others {
-			logger.Warn("keygate: usage counts kept at a stop wait for another store name; they are added when a gateway "+
-				"opens the store under that name (the name is its URI as the Caddyfile gave it, password redacted)",
-				zap.String("kept_for", cmp.Or(name, "(not named in files from before 2026-12)")), zap.Strings("files", files))
-		}
-	}
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
 	v, err := verifier.New(st, verifier.Options{
@@ -362,15 +358,46 @@ func (b *backend) run() {
 	defer flush.Stop()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
+	first := true
 	for {
 		select {
 		case <-b.stop:
 			return
 		case <-flush.C:
 			b.flushUsage()
+			if first { // by now the process has opened its other stores too
+				first = false
+				b.warnKeptForOthers()
+			}
 		case now := <-sweep.C:
 			n := b.limits.Sweep(now) + b.authFail.Sweep(now)
 			metrics.limiterEvictions.Add(float64(n))
+		}
+	}
+}
+
+// warnKeptForOthers says which counts kept at a stop wait for a store name
+// no gateway of this process opens (the same database after a move to
+// another host, or another store): they are not added here, and would
+// otherwise be forgotten.
+func (b *backend) warnKeptForOthers() {
+	others, _ := b.spill.Others()
+	if len(others) == 0 {
+		return
+	}
+	var open []string
+	backends.Range(func(_, v any) bool {
+		open = append(open, v.(*backend).spill.Name+"-")
+		return true
+	})
+	for name, files := range others {
+		files = slices.DeleteFunc(files, func(f string) bool {
+			return slices.ContainsFunc(open, func(p string) bool { return strings.HasPrefix(filepath.Base(f), p) })
+		})
+		if len(files) > 0 {
+			b.logger.Warn("keygate: usage counts kept at a stop wait for another store name; they are added when a gateway "+
+				"opens the store under that name (the name is its URI as the Caddyfile gave it, password redacted)",
+				zap.String("kept_for", cmp.Or(name, "(not named in files from before 2026-12)")), zap.Strings("files", files))
 		}
 	}
 }
@@ -476,8 +503,9 @@ func (b *backend) logPollFault(l faultlog.Line) {
 }
 
 // Destruct stops the background work, writes every count still in memory
-// and closes the store. Caddy calls it when the last config using this store
-// is unloaded (caddy stop), never on a reload.
+// and closes the store. Caddy calls it when the last config using this
+// store is unloaded: at caddy stop, or on a reload to a config that does
+// not use the store under this name.
 func (b *backend) Destruct() error {
 	close(b.stop)
 	b.stopPrune()
@@ -488,11 +516,22 @@ func (b *backend) Destruct() error {
 	if caddy.Exiting() {
 		return b.closeStore() // the servers have stopped: no request is left to count
 	}
-	// A reload whose config names this store differently (a new password,
-	// another path to the file) leaves requests in flight on the old
+	// A reload whose config names this store differently (another pool
+	// size, another path to the file) leaves requests in flight on the old
 	// handlers, since Caddy does not wait for them on a reload. They count
 	// their usage here once they are done: it is written as before until
-	// the longest of them must be over, then the store is closed.
+	// the longest of them must be over, or the process exits, then the
+	// store is closed.
+	b.lingerEnd, b.lingerDone = make(chan struct{}), make(chan struct{})
+	lingering.Store(b, struct{}{})
+	lingerOnExit.Do(func() {
+		caddy.OnExit(func(context.Context) {
+			lingering.Range(func(k, _ any) bool {
+				k.(*backend).endLinger()
+				return true
+			})
+		})
+	})
 	go b.countLate(lateRequestsFor)
 	return nil
 }
@@ -501,12 +540,30 @@ func (b *backend) Destruct() error {
 // writing the usage of requests that were in flight.
 var lateRequestsFor = 5 * time.Minute
 
-// countLate writes, every flush interval for d, the usage of requests that
-// finished after Destruct, then closes the store. What is still held at the
-// end is written as at a stop, or kept in the spill.
+var (
+	// lingering holds the backends a reload left behind, still counting.
+	lingering sync.Map // *backend → struct{}
+	// lingerOnExit registers, once per process, the exit hook that ends
+	// their wait, so that a caddy stop writes what they hold.
+	lingerOnExit sync.Once
+)
+
+// countLate writes, every flush interval for d (or until endLinger), the
+// usage of requests that finished after Destruct, then closes the store.
+// What is still held at the end is written as at a stop, or kept in the
+// spill.
 func (b *backend) countLate(d time.Duration) {
+	defer close(b.lingerDone)
+	defer lingering.Delete(b)
+	tick := time.NewTicker(b.flushEvery)
+	defer tick.Stop()
 	for end := time.Now().Add(d); time.Now().Before(end); {
-		time.Sleep(b.flushEvery)
+		select {
+		case <-b.lingerEnd:
+			end = time.Now()
+			continue
+		case <-tick.C:
+		}
 		if b.usage.Backlog() > 0 {
 			b.flushUsage()
 		}
@@ -515,6 +572,13 @@ func (b *backend) countLate(d time.Duration) {
 	if err := b.closeStore(); err != nil {
 		b.logger.Error("keygate: closing the store a reload left behind failed", zap.Error(err))
 	}
+}
+
+// endLinger makes countLate write what it holds and close the store now,
+// and waits for it.
+func (b *backend) endLinger() {
+	b.lingerOnce.Do(func() { close(b.lingerEnd) })
+	<-b.lingerDone
 }
 
 func (b *backend) closeStore() error {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -65,6 +66,12 @@ type Console struct {
 	storeURI string
 	handler  *console.Handler
 	logger   *zap.Logger
+	// gatewayURL is GatewayURL with its placeholders replaced.
+	gatewayURL string
+	// ready is set once the console is attached to its store (at
+	// provision, or by wait when the store did not answer then).
+	ready uint32 // atomic: 1 once attached
+	wait  *storeWait
 }
 
 // CaddyModule returns the Caddy module information.
@@ -111,9 +118,7 @@ func (c *Console) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keygate_console: admin: an empty user name")
 		}
 	}
-	if c.GatewayURL != "" && !baseURL(c.GatewayURL) {
-		return fmt.Errorf("keygate_console: gateway_url %q: want an http:// or https:// URL with a host", c.GatewayURL)
-	}
+
 	if c.InsecureAnonymousLoopback {
 		c.logger.Warn("keygate_console: insecure_anonymous_loopback is on: anyone who reaches this console on a loopback listener manages every key; for demos only")
 	}
@@ -122,21 +127,37 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	if c.storeURI, err = storeURI(repl.ReplaceAll(c.Store, "")); err != nil {
 		return err
 	}
-	b, err := acquireBackend(c.storeURI, c.logger)
+	c.gatewayURL = strings.TrimRight(repl.ReplaceAll(c.GatewayURL, ""), "/")
+	if c.GatewayURL != "" && !baseURL(c.gatewayURL) {
+		return fmt.Errorf("keygate_console: gateway_url %q (%q once its placeholders are replaced): want an http:// or https:// URL with a host",
+			c.GatewayURL, c.gatewayURL)
+	}
+	b, wait, err := acquireOrWait(c.storeURI, c.logger, c.attach)
 	if err != nil {
 		return err
 	}
+	c.wait = wait
+	if b != nil {
+		return c.attach(b)
+	}
+	return nil
+}
+
+// attach serves the console from the store's backend.
+func (c *Console) attach(b *backend) error {
 	c.backend = b
 	c.handler = console.New(b.keys, console.Options{
-		GatewayURL: strings.TrimRight(repl.ReplaceAll(c.GatewayURL, ""), "/"),
+		GatewayURL: c.gatewayURL,
 		Denials:    denialMessage,
 		Logf:       func(format string, args ...any) { c.logger.Error(fmt.Sprintf(format, args...)) },
 	})
+	atomic.StoreUint32(&c.ready, 1) // after the fields above: a request that sees it sees them
 	return nil
 }
 
 // Cleanup releases the backend; the last user closes it.
 func (c *Console) Cleanup() error {
+	c.wait.close() // no attach after this
 	if c.backend != nil {
 		releaseBackend(c.storeURI, c.logger)
 	}
@@ -146,6 +167,10 @@ func (c *Console) Cleanup() error {
 // ServeHTTP names the person and where the console is mounted, and lets
 // the console answer.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if atomic.LoadUint32(&c.ready) == 0 { // the store did not answer when the config loaded (storewait.go)
+		console.Unavailable(w)
+		return nil
+	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		repl = caddy.NewReplacer()
@@ -303,7 +328,7 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if !strings.HasPrefix(v, "{") && !baseURL(v) {
+			if !strings.Contains(v, "{") && !baseURL(v) { // placeholders: checked once replaced, at provision
 				return d.Errf("keygate_console: gateway_url %q: want an http:// or https:// URL with a host", v)
 			}
 			c.GatewayURL = v

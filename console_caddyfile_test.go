@@ -71,6 +71,8 @@ func TestAnOptionGivenTwiceIsRefused(t *testing.T) {
 	for _, src := range []string{
 		":8080 {\n\tkeygate {\n\t\tscope a /a\n\t\tscope b /b\n\t\tkey_header X-A\n\t\tkey_header X-B\n\t}\n}\n",
 		":8080 {\n\tkeygate_console {\n\t\tadmin ann\n\t\tadmin bob\n\t}\n}\n",
+		// A placeholder in gateway_url is checked once replaced.
+		":8080 {\n\tkeygate_console {\n\t\tgateway_url https://{env.GW_HOST}/mail\n\t}\n}\n",
 	} {
 		if _, err := adapt(t, src); err != nil {
 			t.Errorf("%q: %v", src, err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Faults an operator meets in production, with the real binary: a busy key
@@ -707,5 +708,74 @@ func TestLargeBodiesAtOnceStayWithinTheBound(t *testing.T) {
 		if code := <-statuses; code != http.StatusAccepted {
 			t.Errorf("a send: %d, want every one passed on once the upstream answered", code)
 		}
+	}
+}
+
+// TestAGatewayStartsWhileItsStoreIsDown: a node started while PostgreSQL is
+// down (restarted during a failover) loads its config instead of exiting:
+// a well-formed key gets 503 store_unavailable, a malformed one
+// invalid_key, the console a page that says so. Once PostgreSQL answers,
+// the node serves as usual within seconds, without a restart.
+func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	up := newUpstream(t)
+	pg.Stop()
+	g := startGateway(t, gatewayConfig{upstream: up.URL, store: pg.URI, caddyfile: site(`
+	handle_path /console/* {
+		` + demoUser + `
+		keygate_console {
+			store {STORE}
+			admin demo
+		}
+	}
+	handle {
+		keygate {
+			store {STORE}
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`)})
+	console := func() (int, string) {
+		req, _ := http.NewRequest("GET", g.siteURL+"/console/", nil)
+		req.SetBasicAuth("demo", "keygate-demo")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	unknown, err := verifier.Generate("kg", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := g.call("POST", "/v3/mail/send", unknown, nil); r.Status != 503 || r.code() != "store_unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Errorf("a well-formed key while the store has not answered since the start: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", "kg_live_nope", nil); r.code() != "invalid_key" {
+		t.Errorf("a malformed key while the store has not answered since the start: %d %s", r.Status, r.Body)
+	}
+	if status, page := console(); status != 503 || !strings.Contains(page, "The key store is unavailable") {
+		t.Errorf("the console while the store has not answered since the start: %d\n%s", status, page)
+	}
+	if !strings.Contains(g.logs(), "the store does not answer") {
+		t.Errorf("the start does not say the store does not answer:\n%s", g.logs())
+	}
+
+	pg.Start()
+	if eventually(t, 15*time.Second, func() bool {
+		return strings.Count(g.logs(), "the store answers: requests are served again") == 2 // the gateway's and the console's
+	}) < 0 {
+		t.Fatalf("the gateway never attached to the store once it answered:\n%s", g.logs())
+	}
+	k := g.issue("--name", "after", "--scope", "mail.send")
+	if eventually(t, 5*time.Second, func() bool { return g.call("POST", "/v3/mail/send", k.Key, nil).Status == 202 }) < 0 {
+		t.Errorf("a key issued once the store answered is not served:\n%s", g.logs())
+	}
+	if status, page := console(); status != 200 || !strings.Contains(page, "after") {
+		t.Errorf("the console once the store answered: %d\n%s", status, page)
 	}
 }

@@ -383,6 +383,13 @@ func testReloadUnderLoad(t *testing.T, store, limits string) {
 // requests they took are still in flight, since Caddy does not wait for
 // them on a reload. Their usage is still written.
 func TestAReloadThatRenamesTheStoreCountsRequestsInFlight(t *testing.T) {
+	t.Run("then serves on", func(t *testing.T) { testReloadRenamingTheStore(t, false) })
+	// A stop right after they finish: the exit writes what the store the
+	// reload left behind still holds.
+	t.Run("then stops", func(t *testing.T) { testReloadRenamingTheStore(t, true) })
+}
+
+func testReloadRenamingTheStore(t *testing.T, stop bool) {
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		time.Sleep(2 * time.Second)
@@ -429,6 +436,14 @@ func TestAReloadThatRenamesTheStoreCountsRequestsInFlight(t *testing.T) {
 	wg.Wait()
 	if answered.Load() != inFlight {
 		t.Fatalf("%d of %d requests in flight across the reload were answered 202", answered.Load(), inFlight)
+	}
+	if stop {
+		g.stop()
+		if u := g.usage(k.ID); u.Allowed != inFlight {
+			t.Errorf("usage counts %d allowed; %d requests in flight across a reload that renamed the store were answered 202, then caddy stopped:\n%s",
+				u.Allowed, inFlight, g.logs())
+		}
+		return
 	}
 	if eventually(t, 10*time.Second, func() bool { return g.usage(k.ID).Allowed == inFlight }) < 0 {
 		t.Errorf("usage counts %d allowed; %d requests in flight across a reload that renamed the store were answered 202:\n%s",

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -102,9 +103,13 @@ type Handler struct {
 	maxBody   int64
 	retention time.Duration // 0: keep usage forever
 	shared    *sharedLimits // non-nil with ratelimit redis
-	logger    *zap.Logger
-	events    *caddyevents.App
-	ctx       caddy.Context
+	// ready is set once the handler is attached to its store's backend
+	// (at provision, or by wait when the store did not answer then).
+	ready  uint32 // atomic: 1 once attached
+	wait   *storeWait
+	logger *zap.Logger
+	events *caddyevents.App
+	ctx    caddy.Context
 
 	errorRoutes *errorRoutes // the server's handle_errors, for answerError
 
@@ -254,30 +259,44 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimitExact && h.RateLimitRedis == "" {
 		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
 	}
-	b, err := acquireBackend(h.storeURI, h.logger)
+	b, wait, err := acquireOrWait(h.storeURI, h.logger, h.attach)
 	if err != nil {
 		return err
 	}
-	h.backend = b
+	h.wait = wait
+	if b != nil {
+		if err := h.attach(b); err != nil {
+			releaseBackend(h.storeURI, h.logger)
+			return err
+		}
+	}
+	return nil
+}
+
+// attach joins the handler to its store's backend (and Redis, with
+// ratelimit redis) and lets requests through.
+func (h *Handler) attach(b *backend) error {
 	if h.RateLimitRedis != "" {
 		sl, err := acquireShared(h.RateLimitRedis, b, h.logger)
 		if err != nil {
-			releaseBackend(h.storeURI, h.logger)
 			return err
 		}
 		h.shared = sl
 	}
+	h.backend = b
 	info := handlerInfo{prefix: h.Prefix, retention: h.retention}
 	for _, rule := range h.Scopes {
 		info.scopes = append(info.scopes, store.RouteScope{Scope: rule.Scope, Method: rule.Method, Path: rule.Path})
 	}
 	b.handlers.Store(h, info)
-	b.reportRouteScopes(ctx, now())
+	b.reportRouteScopes(h.ctx, now())
+	atomic.StoreUint32(&h.ready, 1) // after every field above: a request that sees it sees them
 	return nil
 }
 
 // Cleanup releases the shared state; the last user closes it.
 func (h *Handler) Cleanup() error {
+	h.wait.close() // no attach after this
 	if h.shared != nil {
 		releaseShared(h.RateLimitRedis)
 	}
@@ -320,6 +339,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	onBehalf := takeOnBehalfOf(r)
 	if key == "" && faults[fault].code == MissingKey {
 		return h.deny(w, r, q, ip, t, denial{code: MissingKey, fault: fault})
+	}
+
+	// A store that did not answer when the config loaded: nothing to
+	// look a key up in yet (storewait.go). A malformed key needs no store
+	// to be refused (failed attempts are not counted meanwhile).
+	if atomic.LoadUint32(&h.ready) == 0 {
+		if _, ok := verifier.Parse(key, h.Prefix); !ok {
+			return h.deny(w, r, q, ip, t, denial{code: InvalidKey, keyPresented: true, fault: fault})
+		}
+		return h.deny(w, r, q, ip, t, denial{code: StoreUnavailable})
 	}
 
 	// 2. Shape + checksum, cache, store; then the key's own state. A

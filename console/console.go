@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -291,6 +292,19 @@ func (c *call) errorPage(err error) *pageError {
 	return &pageError{http.StatusInternalServerError, "Something went wrong",
 		"The console could not reach the key store or could not finish. Nothing you see has changed unless the page says so. Try again in a moment."}
 }
+
+// Unavailable answers a request while the console's store has not
+// answered since the config loaded (it is tried again every second): a page
+// that says so, 503 with Retry-After.
+func Unavailable(w http.ResponseWriter) {
+	setSecurityHeaders(w.Header())
+	w.Header().Set("Retry-After", "1")
+	sharedPages().renderTo(w, http.StatusServiceUnavailable, "error", &errorView{view: view{Title: "The key store is unavailable"},
+		Message: "The console cannot reach the key store yet. Try again in a moment."})
+}
+
+// sharedPages are the pages for answers made before a console exists.
+var sharedPages = sync.OnceValue(loadPages)
 
 // plainError answers before a person or a page set exists.
 func (h *Handler) plainError(w http.ResponseWriter, status int, title, msg string) {

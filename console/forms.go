@@ -262,7 +262,7 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	if f.Edit {
 		// Every setting is given: without the check, a form read before
 		// someone else's change would undo it.
-		s.IfVersion = cmp.Or(f.Version, "none")
+		s.IfVersion = cmp.Or(f.Version, "none") // a page from before versions: refused (key.go)
 	}
 	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {
 		// A date typed beside another choice would be dropped silently,

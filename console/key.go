@@ -202,8 +202,13 @@ func (c *call) update() error {
 	if errors.Is(err, keys.ErrChanged) {
 		// The person's form is not shown again: saved as it is, it would
 		// undo the other change. They make theirs again on what is now.
-		return c.showKey(http.StatusConflict, nil, map[string]string{"settings": "Not saved: someone changed this key's " +
-			"settings since you opened this page (see its history below). The form now shows the current settings: make your change again."})
+		msg := "Not saved: someone changed this key's settings since you opened this page (see its history below). " +
+			"The form now shows the current settings: make your change again."
+		if form.Version == "" {
+			msg = "Not saved: this page was opened before the console was updated, so it cannot tell whether the key " +
+				"changed since. The form now shows the current settings: make your change again."
+		}
+		return c.showKey(http.StatusConflict, nil, map[string]string{"settings": msg})
 	}
 	if err != nil {
 		fe := asFormErr(err)

@@ -77,9 +77,20 @@ func (s *Service) sameName(ctx context.Context, rec *store.Record, except string
 // warns when no gateway on the store accepts the prefix: such a key would
 // get invalid_key everywhere.
 func (s *Service) prefixFor(ctx context.Context, named *string) (prefix, warning string) {
-	reported, err := s.st.RoutePrefixes(ctx, s.now().Add(-RouteScopeWindow))
-	if err != nil {
-		reported = nil // a hint, never a reason to fail an issue
+	// Gateways report every hour: the prefixes of the last two hours are
+	// those of the routes running now (a route whose prefix changed
+	// yesterday no longer takes the old one); the week's stand in while
+	// no gateway runs.
+	var reported []string
+	for _, within := range []time.Duration{2 * time.Hour, RouteScopeWindow} {
+		got, err := s.st.RoutePrefixes(ctx, s.now().Add(-within))
+		if err != nil {
+			reported = nil // a hint, never a reason to fail an issue
+			break
+		}
+		if reported = got; len(reported) > 0 {
+			break
+		}
 	}
 	switch {
 	case named != nil && *named != "":

@@ -608,6 +608,8 @@ func TestALeakedKeyIsFoundInTheLineItWasPastedWith(t *testing.T) {
 		"Authorization: Bearer " + k.Key,
 		"SENDGRID_API_KEY=" + k.Key + "\n",
 		`{"key":"` + k.Key + `"} and again ` + k.Key,
+		"GET /v3/mail/send?api_key%3D" + k.Key + "%26x=1",
+		`{"log":"retrying\n` + k.Key + `\tnow"}`,
 	} {
 		recs, err := f.RevokeTargets(ctx, Revocation{Key: text})
 		if err != nil || len(recs) != 1 || recs[0].ID != k.ID {

@@ -341,27 +341,17 @@ func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Re
 
 // leakedKey finds the one key in text as a leak is found and pasted: the key
 // alone, or the line it was in ("Authorization: Bearer kg_live_…", an
-// environment file's KEY=…, a log line). A key is letters, digits and
-// underscores, so every run of those is a candidate.
+// environment file's KEY=…, a log line, an escaped URL or JSON).
 func leakedKey(text string) (string, error) {
-	var found string
-	for _, word := range strings.FieldsFunc(text, func(r rune) bool {
-		return !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}) {
-		prefix, _, _ := strings.Cut(word, "_")
-		if _, ok := verifier.Parse(word, prefix); !ok {
-			continue
-		}
-		if found != "" && found != word {
-			return "", invalidf("key", "what was given holds more than one key; give one at a time")
-		}
-		found = word
-	}
-	if found == "" {
+	switch found := verifier.Find(text); len(found) {
+	case 0:
 		return "", invalidf("key", "no keygate key found in what was given (a key is its prefix, _live_ or _test_, "+
 			"then 49 letters and digits whose last ones are a checksum): check that it was copied whole")
+	case 1:
+		return found[0], nil
+	default:
+		return "", invalidf("key", "what was given holds more than one key; give one at a time")
 	}
-	return found, nil
 }
 
 // Revoke revokes what rv names and returns the updated records. Revoking a

@@ -74,8 +74,8 @@ type lease struct {
 	// their share instead of the node whose renewal comes first.
 	scarce   bool
 	fetching chan struct{} // closed when a request's own lease answers
-	fallback   bool          // the last decision was the fallback's
-	gone       bool          // forgotten by sync: look the key up again
+	fallback bool          // the last decision was the fallback's
+	gone     bool          // forgotten by sync: look the key up again
 }
 
 // LeaseInterval is how often a node renews its leases, unless

@@ -250,7 +250,7 @@ func TestLeasedNodesShareAKeyAtItsLimit(t *testing.T) {
 	}
 	wg.Wait()
 	a, b := got[0].Load(), got[1].Load()
-	t.Logf("after the burst: node a admitted %d, node b %d (the rate allows %.0f)", a, b, (run - warm).Seconds()*float64(lim.N))
+	t.Logf("after the burst: node a admitted %d, node b %d (the rate allows %.0f)", a, b, (run-warm).Seconds()*float64(lim.N))
 	if min(a, b)*3 < max(a, b) {
 		t.Errorf("node a admitted %d and node b %d of a key both ask for equally: one takes nearly all", a, b)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -450,5 +451,21 @@ func TestPostgresIsBackedUpWithItsOwnTools(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a PostgreSQL backup left a file: %v", err)
+	}
+}
+
+// A server that answers and refuses (here: no such database; a wrong
+// password alike) is no outage: trying again changes nothing, so a gateway
+// refuses its config rather than wait for it.
+func TestPostgresRefusalIsNotAnOutage(t *testing.T) {
+	uri := testPostgresURI(t)
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/no_such_database"
+	_, err = OpenPostgres(context.Background(), u.String())
+	if err == nil || Unavailable(err) {
+		t.Errorf("opening a database that does not exist: %v; Unavailable = %v, want false", err, Unavailable(err))
 	}
 }

@@ -26,15 +26,17 @@ func Unavailable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	switch {
+	case errors.As(err, &pe):
+		// The server answered: with a connection exception (class 08) or
+		// shutting down or starting (57P01–57P03: admin_shutdown,
+		// crash_shutdown, cannot_connect_now), or with a refusal that
+		// trying again will not change (a wrong password, 28P01; no such
+		// database, 3D000), even while connecting.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.As(err, &ne), errors.As(err, &ce), isBusy(err):
 		return true
-	case errors.As(err, &pe):
-		// Class 08 is a connection exception; 57P01–57P03 are the server
-		// shutting down or starting (admin_shutdown, crash_shutdown,
-		// cannot_connect_now).
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	}
 	return false
 }

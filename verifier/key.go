@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -247,6 +248,41 @@ func Redact(s string) string {
 func HasSecret(s string) bool {
 	start, _ := nextSecret(s, 0)
 	return start >= 0
+}
+
+// Find returns the well-formed keys (shape and checksum, any prefix) in
+// text, each once, in order: a key as pasted from wherever it was found, a
+// log line, a header, an environment file, a URL whose escapes run into it
+// ("api_key%3Dkg_live_…") or JSON whose "\n" does. The checksum decides
+// where a key starts and ends.
+func Find(text string) []string {
+	var keys []string
+	for from := 0; ; {
+		start, end := nextSecret(text, from)
+		if start < 0 {
+			return keys
+		}
+		from = end
+		if end-start < secretLen+checksumLen {
+			continue
+		}
+		tail := text[start-envLen-2 : start+secretLen+checksumLen] // "_live_" and the rest
+		// The prefix is the lowercase letters and digits before it; try
+		// each length a prefix may have, shortest first.
+		run := start - envLen - 2
+		for run > 0 && (text[run-1] >= 'a' && text[run-1] <= 'z' || text[run-1] >= '0' && text[run-1] <= '9') {
+			run--
+		}
+		for n := 2; n <= 10 && start-envLen-2-n >= run; n++ {
+			prefix := text[start-envLen-2-n : start-envLen-2]
+			if _, ok := Parse(prefix+tail, prefix); ok {
+				if key := prefix + tail; !slices.Contains(keys, key) {
+					keys = append(keys, key)
+				}
+				break
+			}
+		}
+	}
 }
 
 // nextSecret returns where the first secret at or after s[from:] starts and

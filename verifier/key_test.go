@@ -335,3 +335,19 @@ func TestRedactIsLinear(t *testing.T) {
 		}
 	}
 }
+
+// Find takes keys of any prefix out of the text they were pasted with, the
+// escapes that run into them included, and nothing that fails the checksum.
+func TestFindKeysInPastedText(t *testing.T) {
+	a, _ := Generate("acme", "live")
+	b, _ := Generate("kg", "test")
+	bad := a[:len(a)-1] + string("0123456789"[(strings.IndexByte(alphabet, a[len(a)-1])+1)%10])
+	text := "x=" + a + "\\n" + "Bearer%20" + b + "%0A" + bad + " " + a
+	got := Find(text)
+	if len(got) != 2 || got[0] != a || got[1] != b {
+		t.Errorf("Find = %q, want [%s… %s…]", got, a[:12], b[:12])
+	}
+	if got := Find("kg_live_" + strings.Repeat("A", 49)); len(got) != 0 {
+		t.Errorf("a key with a wrong checksum is found: %q", got)
+	}
+}
