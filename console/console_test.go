@@ -916,3 +916,17 @@ func TestAStaleTabsActionSaysWhyAtTheTop(t *testing.T) {
 		t.Errorf("settings saved on a revoked key from a stale tab: %d\n%s", w.Code, w.Body)
 	}
 }
+
+// An admin choosing an owner is offered the owners keys already have; a
+// person of a team has no choice to make, and sees no other team's name.
+func TestAnAdminIsOfferedTheOwnersKeysHave(t *testing.T) {
+	f := newFixture(t)
+	f.issue("crm", "sales", "mail.send")
+	f.issue("ops-tool", "ops", "mail.send")
+	if page := f.get(admin, "/new").Body.String(); !strings.Contains(page, `<datalist id="owners"><option value="ops"></option><option value="sales"></option></datalist>`) {
+		t.Errorf("the admin's create page does not offer the owners:\n%s", page)
+	}
+	if page := f.get(alice, "/new").Body.String(); strings.Contains(page, "datalist") || strings.Contains(page, `value="ops"`) {
+		t.Errorf("a team member's create page offers owners:\n%s", page)
+	}
+}

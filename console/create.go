@@ -23,9 +23,11 @@ func (c *call) newPage() error {
 	if err != nil {
 		return err
 	}
+	form := newForm(lines, c.user.Owner, !c.user.Admin)
+	c.offerOwners(&form)
 	c.render(http.StatusOK, "new", &createView{
 		view:    view{Title: "Create a key", Nav: "new"},
-		Form:    newForm(lines, c.user.Owner, !c.user.Admin),
+		Form:    form,
 		Presets: expiryPresets,
 	})
 	return nil
@@ -53,6 +55,7 @@ func (c *call) create() error {
 		}
 		form.Err = *fe
 		form.OfferForce = fe.Field == "extra-scopes" && len(lines) > 0
+		c.offerOwners(&form)
 		c.render(http.StatusUnprocessableEntity, "new", &createView{
 			view:    view{Title: "Create a key", Nav: "new"},
 			Form:    form,

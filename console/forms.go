@@ -37,6 +37,9 @@ type settingsForm struct {
 	QuotaUnit     string
 	MaxRecipients string
 	Reason        string
+	// Owners are the owners of the store's keys, offered to an admin
+	// choosing one (a typo would hide a key from its team).
+	Owners []string
 	// Version is the key's settings as the edit form was filled from
 	// them (keys.Version): saving refuses when they have changed since.
 	Version string
@@ -363,4 +366,12 @@ func fields(s string) []string {
 		}
 	}
 	return out
+}
+
+// offerOwners fills the form's owner suggestions for an admin.
+func (c *call) offerOwners(f *settingsForm) {
+	if !c.user.Admin {
+		return
+	}
+	f.Owners, _ = c.keys.Owners(c.r.Context()) // suggestions only: none if the store does not answer
 }

@@ -156,6 +156,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 		v.Form.Err.Message = errs["settings"]
 	}
 	v.Form.OwnerFixed = !c.user.Admin
+	c.offerOwners(&v.Form)
 	for form, msg := range errs {
 		if v.hides(form) {
 			v.TopErr = msg

@@ -108,3 +108,56 @@ func (s *Service) prefixFor(ctx context.Context, named *string) (prefix, warning
 	}
 	return prefix, warning
 }
+
+// maxOwners bounds the owners a form offers and a check reads.
+const maxOwners = 500
+
+// Owners returns the owners of the store's keys (up to 500), for a form to
+// offer: a service limited to one owner offers only that one.
+func (s *Service) Owners(ctx context.Context) ([]string, error) {
+	if s.owner != nil {
+		return []string{*s.owner}, nil
+	}
+	return s.st.Owners(ctx, maxOwners)
+}
+
+// newOwner warns when a key is given an owner no other key has but one
+// spelled almost the same does ("Raj" or "raaj" beside "raj"): such a typo
+// hides the key from its team's console without a word. A new team's
+// first key is no typo, and gets no warning.
+func (s *Service) newOwner(ctx context.Context, owner string) []string {
+	if owner == "" || s.owner != nil {
+		return nil
+	}
+	owners, err := s.st.Owners(ctx, maxOwners)
+	if err != nil || slices.Contains(owners, owner) {
+		return nil // a hint, never a reason to fail a change
+	}
+	for _, o := range owners {
+		if strings.EqualFold(o, owner) || oneEditApart(strings.ToLower(o), strings.ToLower(owner)) {
+			return []string{fmt.Sprintf("owner %q: no other key has this owner, but %q does; owners are compared exactly, "+
+				"so the people of %q do not see this key", owner, o, o)}
+		}
+	}
+	return nil
+}
+
+// oneEditApart reports whether a and b (of 3 characters or more) differ by
+// one inserted, deleted or replaced character.
+func oneEditApart(a, b string) bool {
+	x, y := []rune(a), []rune(b)
+	if len(x) > len(y) {
+		x, y = y, x
+	}
+	if len(x) < 3 || len(y)-len(x) > 1 {
+		return false
+	}
+	i := 0
+	for i < len(x) && x[i] == y[i] {
+		i++
+	}
+	if len(x) == len(y) {
+		return i < len(x) && string(x[i+1:]) == string(y[i+1:])
+	}
+	return string(x[i:]) == string(y[i+1:])
+}

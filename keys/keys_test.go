@@ -676,3 +676,19 @@ func TestAuditLeavesARotationsOldKeyOutOfExpiring(t *testing.T) {
 		}
 	}
 }
+
+// An owner spelled almost as another key's is warned of: the key would be
+// hidden from that team's console. A new team is not.
+func TestAnOwnerSpelledAlmostAsAnotherWarns(t *testing.T) {
+	for owner, warn := range map[string]bool{"Raj": true, "raaj": true, "rj": false, "sales": false, "raj": false} {
+		f := newFixture(t)
+		f.issue(t, Spec{Name: str("a"), Owner: str("raj"), Scopes: list("mail.send")})
+		res := f.issue(t, Spec{Name: str("k-" + owner), Owner: str(owner), Scopes: list("mail.send")})
+		if got := len(res.Warnings) == 1 && strings.Contains(res.Warnings[0], `but "raj" does`); got != warn {
+			t.Errorf("owner %q beside raj: warnings %q, want a warning: %v", owner, res.Warnings, warn)
+		}
+	}
+	if got := oneEditApart("ops", "opss") && oneEditApart("sales", "sales2") && !oneEditApart("web", "ops"); !got {
+		t.Error("oneEditApart")
+	}
+}

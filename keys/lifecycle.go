@@ -68,6 +68,7 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		return nil, err
 	}
 	warnings = append(warnings, s.sameName(ctx, rec, "")...)
+	warnings = append(warnings, s.newOwner(ctx, rec.Owner)...)
 	if prefixWarning != "" {
 		warnings = append(warnings, prefixWarning)
 	}
@@ -151,6 +152,9 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 	}
 	if preview.Name != cur.Name {
 		warnings = append(warnings, s.sameName(ctx, preview, id)...)
+	}
+	if preview.Owner != cur.Owner {
+		warnings = append(warnings, s.newOwner(ctx, preview.Owner)...)
 	}
 	if foreverFull(preview) && !foreverFull(cur) {
 		warnings = append(warnings, foreverFullWarning)

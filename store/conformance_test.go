@@ -865,6 +865,21 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("owners are listed once each, sorted, up to a limit", func(t *testing.T) {
+		s := open(t)
+		for i, owner := range []string{"sales", "", "ops", "sales", "web", "ops"} {
+			rec := minimalRecord(fmt.Sprintf("key_owner%d", i), t0)
+			rec.Owner = owner
+			mustCreate(t, s, rec)
+		}
+		if got, err := s.Owners(ctx, 10); err != nil || !reflect.DeepEqual(got, []string{"ops", "sales", "web"}) {
+			t.Errorf("Owners(10) = %q, %v", got, err)
+		}
+		if got, err := s.Owners(ctx, 2); err != nil || !reflect.DeepEqual(got, []string{"ops", "sales"}) {
+			t.Errorf("Owners(2) = %q, %v", got, err)
+		}
+	})
+
 	t.Run("route prefixes are recorded once and their last sighting only moves forward", func(t *testing.T) {
 		s := open(t)
 		day := 24 * time.Hour

@@ -63,6 +63,34 @@ func (s *DB) RoutePrefixes(ctx context.Context, since time.Time) ([]string, erro
 	return prefixes, nil
 }
 
+// Owners returns up to limit distinct owners of the store's keys, sorted:
+// one index seek per owner (a loose index scan), so it costs the number of
+// owners, not of keys.
+func (s *DB) Owners(ctx context.Context, limit int) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(`WITH RECURSIVE o(owner) AS (
+			SELECT MIN(owner) FROM keys WHERE owner > ''
+			UNION ALL
+			SELECT (SELECT MIN(k.owner) FROM keys k WHERE k.owner > o.owner) FROM o WHERE o.owner IS NOT NULL
+		)
+		SELECT owner FROM o WHERE owner IS NOT NULL LIMIT $1`), limit)
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: owners: %w", err)
+	}
+	defer rows.Close()
+	owners := []string{}
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			return nil, fmt.Errorf("keygate store: owners: %w", err)
+		}
+		owners = append(owners, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keygate store: owners: %w", err)
+	}
+	return owners, nil
+}
+
 // RecordRouteScopes notes that a gateway has these scope lines loaded: new
 // lines are added, known ones have their SeenAt moved forward (never back).
 func (s *DB) RecordRouteScopes(ctx context.Context, lines []RouteScope) error {

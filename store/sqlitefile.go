@@ -268,6 +268,11 @@ func (s *sqliteFile) RoutePrefixes(ctx context.Context, since time.Time) ([]stri
 	return read(s, func(db *DB) ([]string, error) { return db.RoutePrefixes(ctx, since) })
 }
 
+// Owners implements Store.
+func (s *sqliteFile) Owners(ctx context.Context, limit int) ([]string, error) {
+	return read(s, func(db *DB) ([]string, error) { return db.Owners(ctx, limit) })
+}
+
 // ConsoleSecret implements Store.
 func (s *sqliteFile) ConsoleSecret(ctx context.Context, name, candidate string) (string, error) {
 	return write(ctx, s, func(db *DB) (string, error) { return db.ConsoleSecret(ctx, name, candidate) })

@@ -419,6 +419,9 @@ type Store interface {
 	// moves forward); RouteScopes returns those seen since a time.
 	RecordRouteScopes(ctx context.Context, lines []RouteScope) error
 	RouteScopes(ctx context.Context, since time.Time) ([]RouteScope, error)
+	// Owners returns up to limit distinct owners of the store's keys,
+	// sorted.
+	Owners(ctx context.Context, limit int) ([]string, error)
 	// RecordRoutePrefixes notes the key prefixes a gateway's routes accept
 	// (seen at at); RoutePrefixes returns those seen since a time.
 	RecordRoutePrefixes(ctx context.Context, prefixes []string, at time.Time) error

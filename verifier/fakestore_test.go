@@ -187,6 +187,10 @@ func (s *fakeStore) RouteScopes(context.Context, time.Time) ([]store.RouteScope,
 	return nil, errNotImplemented
 }
 
+func (s *fakeStore) Owners(context.Context, int) ([]string, error) {
+	return nil, errNotImplemented
+}
+
 func (s *fakeStore) RecordRoutePrefixes(context.Context, []string, time.Time) error {
 	return errNotImplemented
 }
