@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"hash/crc32"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +351,28 @@ func TestFindKeysInPastedText(t *testing.T) {
 	if got := Find("kg_live_" + strings.Repeat("A", 49)); len(got) != 0 {
 		t.Errorf("a key with a wrong checksum is found: %q", got)
 	}
+}
+
+// FuzzFind: every key Find returns is in the text, well formed for its own
+// prefix, and found once; a well-formed key set anywhere in text is found.
+func FuzzFind(f *testing.F) {
+	k, _ := Generate("kg", "live")
+	for _, s := range []string{"", "Bearer " + k, "x%3D" + k + "%26", `\n` + k + `\t`, k + k, "_live_" + k[8:]} {
+		f.Add(s, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, s string, at uint8) {
+		for _, key := range Find(s) {
+			prefix, _, _ := strings.Cut(key, "_")
+			if _, ok := Parse(key, prefix); !ok || !strings.Contains(s, key) {
+				t.Fatalf("Find(%q) returned %q", s, key)
+			}
+		}
+		// A key put in at a byte boundary, with a separator on each side, is
+		// found.
+		i := int(at) % (len(s) + 1)
+		text := s[:i] + " " + k + " " + s[i:]
+		if !slices.Contains(Find(text), k) {
+			t.Fatalf("Find(%q) misses the key put in it", text)
+		}
+	})
 }
