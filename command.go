@@ -46,6 +46,7 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			cmd.PersistentFlags().Bool("json", false, "Print JSON for scripts")
 			cmd.SilenceUsage = true
 			for _, sub := range keysCommands() {
+				usageErrors(sub)
 				cmd.AddCommand(sub)
 			}
 			// A mistyped subcommand must fail, not print help and exit 0: a
@@ -65,6 +66,26 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			}
 		},
 	})
+}
+
+// usageErrors makes a subcommand's argument and flag errors read as its
+// other errors do, "caddy keys show: …" on one line with its usage, rather
+// than cobra's "Error: accepts 1 arg(s), received 0".
+func usageErrors(sub *cobra.Command) {
+	fail := func(c *cobra.Command, err error) error {
+		fmt.Fprintf(os.Stderr, "caddy keys %s: %v (usage: caddy keys %s)\n", c.Name(), err, c.Use)
+		os.Exit(1)
+		return err
+	}
+	if args := sub.Args; args != nil {
+		sub.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return fail(c, err)
+			}
+			return nil
+		}
+	}
+	sub.SetFlagErrorFunc(fail)
 }
 
 // cli is what every subcommand gets: the keys service of the store, output

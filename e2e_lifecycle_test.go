@@ -269,6 +269,16 @@ func TestKeyLifecycle(t *testing.T) {
 		if err == nil || stdout != "" || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `unknown subcommand "revok"; did you mean revoke?`) {
 			t.Errorf("a mistyped subcommand: err=%v stdout=%q stderr=%q", err, stdout, stderr)
 		}
+		// A missing argument or an unknown flag reads as every other error.
+		for args, want := range map[string]string{
+			"show":         "caddy keys show: accepts 1 arg(s), received 0 (usage: caddy keys show ID)",
+			"list --bogus": "caddy keys list: unknown flag: --bogus (usage: caddy keys list",
+		} {
+			stdout, stderr, err := g.keysRaw(strings.Fields(args)...)
+			if err == nil || stdout != "" || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.HasPrefix(stderr, want) {
+				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", args, err, stdout, stderr, want)
+			}
+		}
 	})
 
 	t.Run("CLI: revoke --key - reads a leaked key from stdin and never prints it", func(t *testing.T) {
