@@ -84,20 +84,36 @@ func (f *flakyStore) KeyByDigest(ctx context.Context, d store.Digest) (*store.Re
 	return f.Store.KeyByDigest(ctx, d)
 }
 
-func TestStoreUnavailableFailsClosedForUncachedKeys(t *testing.T) {
+// openSQLite opens a store in a file of the test's own.
+func openSQLite(t *testing.T) store.Store {
+	t.Helper()
 	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	flaky := &flakyStore{Store: st}
-	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db")) // a backend already in the pool
+	return st
+}
+
+// handlerOn is a handler (scope mail.send on /send) on a backend around st,
+// put in the pool before the handler asks for it: st may be a store wrapped
+// to fail as a test needs.
+func handlerOn(t *testing.T, st store.Store) *Handler {
+	t.Helper()
+	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db"))
 	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
-		return newBackend(uri, flaky, caddy.Log())
+		return newBackend(uri, st, caddy.Log())
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer releaseBackend(uri, caddy.Log())
+	t.Cleanup(func() { releaseBackend(uri, caddy.Log()) })
 	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	return h
+}
+
+func TestStoreUnavailableFailsClosedForUncachedKeys(t *testing.T) {
+	st := openSQLite(t)
+	flaky := &flakyStore{Store: st}
+	h := handlerOn(t, flaky)
 	_, cached := issue(t, st, "mail.send")
 	_, uncached := issue(t, st, "mail.send")
 	if w := serve(h, "POST", "/send", cached); w.Code != http.StatusAccepted {
@@ -485,19 +501,9 @@ func (s *changelessStore) LastChange(ctx context.Context) (int64, error) {
 // the very next request even when the change log cannot be read back right
 // after the write: the changed key is dropped from the cache.
 func TestARevocationIsEnforcedWhenTheChangeLogCannotBeReadBack(t *testing.T) {
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openSQLite(t)
 	cs := &changelessStore{Store: st}
-	uri, _ := storeURI(filepath.Join(t.TempDir(), "pooled.db")) // a backend already in the pool
-	if _, _, err := backends.LoadOrNew(uri, func() (caddy.Destructor, error) {
-		return newBackend(uri, cs, caddy.Log())
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer releaseBackend(uri, caddy.Log())
-	h, _ := testHandler(t, &Handler{Store: uri, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	h := handlerOn(t, cs)
 	rec, key := issue(t, st, "mail.send")
 	if w := serve(h, "POST", "/send", key); w.Code != http.StatusAccepted {
 		t.Fatalf("warm-up: %d %s", w.Code, w.Body)

@@ -43,21 +43,8 @@ func (s *DB) RecordRoutePrefixes(ctx context.Context, prefixes []string, at time
 
 // RoutePrefixes returns the key prefixes seen at or after since, sorted.
 func (s *DB) RoutePrefixes(ctx context.Context, since time.Time) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT prefix FROM route_prefixes WHERE seen_at >= $1 ORDER BY prefix`),
-		clampNano(since.UTC()))
+	prefixes, err := s.strings(ctx, `SELECT prefix FROM route_prefixes WHERE seen_at >= $1 ORDER BY prefix`, clampNano(since.UTC()))
 	if err != nil {
-		return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
-	}
-	defer rows.Close()
-	prefixes := []string{}
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
-		}
-		prefixes = append(prefixes, p)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("keygate store: route prefixes: %w", err)
 	}
 	return prefixes, nil
@@ -67,28 +54,35 @@ func (s *DB) RoutePrefixes(ctx context.Context, since time.Time) ([]string, erro
 // one index seek per owner (a loose index scan), so it costs the number of
 // owners, not of keys.
 func (s *DB) Owners(ctx context.Context, limit int) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(`WITH RECURSIVE o(owner) AS (
+	owners, err := s.strings(ctx, `WITH RECURSIVE o(owner) AS (
 			SELECT MIN(owner) FROM keys WHERE owner > ''
 			UNION ALL
 			SELECT (SELECT MIN(k.owner) FROM keys k WHERE k.owner > o.owner) FROM o WHERE o.owner IS NOT NULL
 		)
-		SELECT owner FROM o WHERE owner IS NOT NULL LIMIT $1`), limit)
+		SELECT owner FROM o WHERE owner IS NOT NULL LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: owners: %w", err)
 	}
-	defer rows.Close()
-	owners := []string{}
-	for rows.Next() {
-		var o string
-		if err := rows.Scan(&o); err != nil {
-			return nil, fmt.Errorf("keygate store: owners: %w", err)
-		}
-		owners = append(owners, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("keygate store: owners: %w", err)
-	}
 	return owners, nil
+}
+
+// strings runs a query of one text column and returns its rows ([] for
+// none).
+func (s *DB) strings(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 // RecordRouteScopes notes that a gateway has these scope lines loaded: new
