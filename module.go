@@ -360,7 +360,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: code, retryAfter: retryAfter})
 	}
 	if code != Allowed {
-		if code != StoreUnavailable {
+		// Only a key no store knows is a failed attempt: one that was
+		// guessed, mistyped or made up. A revoked, expired or disabled key
+		// is a real key, answered from the cache; counting it locked the
+		// replacement key out of an address whose old workers still retry
+		// the revoked one.
+		if code == InvalidKey {
 			h.backend.authFail.Allow(r.Context(), failingClient(ip), h.authLimit, t)
 		}
 		return h.deny(w, r, q, ip, t, denial{code: code, keyPresented: true, fault: fault})

@@ -517,3 +517,35 @@ func TestARevocationIsEnforcedWhenTheChangeLogCannotBeReadBack(t *testing.T) {
 		t.Errorf("the next request after a revocation whose change log could not be read: %d %s", w.Code, w.Body)
 	}
 }
+
+// The leak playbook: a key is revoked while old workers behind one address
+// still retry it, and its replacement is sent from the same address. A
+// revoked key is no failed attempt, so the replacement is served; keys no
+// store knows still count.
+func TestARevokedKeyRetriedDoesNotLockOutItsReplacement(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	rec, old := issue(t, st, "mail.send")
+	if _, err := keys.New(st, keys.Options{}).Revoke(context.Background(), keys.Revocation{ID: rec.ID}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 60 {
+		if w := serve(h, "POST", "/send", old); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "revoked_key") {
+			t.Fatalf("the revoked key: %d %s", w.Code, w.Body)
+		}
+	}
+	_, replacement := issue(t, st, "mail.send")
+	if w := serve(h, "POST", "/send", replacement); w.Code != http.StatusAccepted {
+		t.Errorf("the replacement after %d retries of the revoked key from its address: %d %s", 60, w.Code, w.Body)
+	}
+	made := strings.Repeat("A", 49)
+	for range 60 {
+		serve(h, "POST", "/send", "kg_live_"+made)
+	}
+	_, another := issue(t, st, "mail.send")
+	if w := serve(h, "POST", "/send", another); w.Code != http.StatusTooManyRequests {
+		t.Errorf("a new key after %d made-up keys from its address: %d, want 429 auth_rate_limited", 60, w.Code)
+	}
+}
