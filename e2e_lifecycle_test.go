@@ -67,6 +67,9 @@ func TestKeyLifecycle(t *testing.T) {
 		if eventually(t, 5*time.Second, func() bool { return send(old.Key).code() == "expired_key" }) < 0 {
 			t.Fatal("old key still works after the grace period")
 		}
+		if r := send(old.Key); !strings.Contains(string(r.Body), "it was rotated, and its grace period has ended; use the key that replaced it ("+next.ID+")") {
+			t.Errorf("the old key after its grace period is not told of its successor: %s", r.Body)
+		}
 		var shown record
 		json.Unmarshal([]byte(g.keys("show", old.ID, "--json")), &shown)
 		if shown.RotatedTo != next.ID {

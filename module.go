@@ -3,6 +3,7 @@ package keygate
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -368,7 +369,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if code == InvalidKey {
 			h.backend.authFail.Allow(r.Context(), failingClient(ip), h.authLimit, t)
 		}
-		return h.deny(w, r, q, ip, t, denial{code: code, keyPresented: true, fault: fault})
+		d := denial{code: code, keyPresented: true, fault: fault}
+		if code == ExpiredKey && rec.RotatedTo != "" {
+			d.message = "the API key has expired: it was rotated, and its grace period has ended; use the key that replaced it (" + rec.RotatedTo + ")"
+		}
+		return h.deny(w, r, q, ip, t, d)
 	}
 	if code := checkClient(rec, h.Env, ip); code != Allowed {
 		return h.deny(w, r, q, ip, t, denial{code: code})
@@ -408,7 +413,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	q.scope = h.scopeOf(scoped, r, msg.ScopeElse)
 	if !keys.Covers(rec.Scopes, q.scope) {
-		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope)})
+		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope, scoped.Method, scoped.URL.Path)})
 	}
 	// A POST that names another method in an override header is done as
 	// that method by an upstream that honours the header, and as the POST
@@ -419,10 +424,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
 	case override != "":
 		if as := h.scopeOf(withMethod(scoped, override), withMethod(r, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
-			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as) + " (as the " + override + " its method-override header names)"})
+			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, r.URL.Path) + " (as the " + override + " its method-override header names)"})
 		}
 	}
-	if len(onBehalf) > 0 && rec.AllowOnBehalfOf {
+	// Sent on behalf of another account (a SendGrid subuser, a Mailgun
+	// subaccount): passed on for a key allowed to, refused for any other,
+	// whose send would otherwise go out as the parent account.
+	if len(onBehalf) > 0 {
+		if !rec.AllowOnBehalfOf {
+			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, message: "the API key may not act on behalf of " +
+				"another account (" + strings.Join(slices.Sorted(maps.Keys(onBehalf)), ", ") + "); it needs allow_on_behalf_of " +
+				"(caddy keys update <id> --allow-on-behalf-of)"})
+		}
 		for name, v := range onBehalf {
 			r.Header[name] = v
 		}

@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
@@ -34,7 +37,12 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 		return nil, msg, h.payloadError(err)
 	}
 	if r.ContentLength > h.maxBody {
-		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
+		return nil, mailapi.Message{}, h.tooLarge()
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Read as it is, it would be refused as malformed JSON or form.
+		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request body is sent with Content-Encoding " +
+			strconv.Quote(ce) + ", which this gateway does not read; send it uncompressed"}
 	}
 	if len(r.Header["Content-Type"]) > 1 {
 		// keygate reads the first; a provider that reads the last (a
@@ -49,7 +57,7 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
 		sb.finish()
-		return nil, mailapi.Message{}, denial{code: PayloadTooLarge}
+		return nil, mailapi.Message{}, h.tooLarge()
 	}
 	r.Body = sb
 	r.ContentLength = int64(len(body))
@@ -60,6 +68,17 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 		msg, err = h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
 	}
 	return sb, msg, h.payloadError(err)
+}
+
+// tooLarge is the denial of a send larger than max_body, saying the limit
+// and how to raise it: providers take 15-40 MB, the default is 10 MiB.
+func (h *Handler) tooLarge() denial {
+	size := humanize.Bytes(uint64(h.maxBody))
+	if h.maxBody%(1<<20) == 0 {
+		size = humanize.IBytes(uint64(h.maxBody))
+	}
+	return denial{code: PayloadTooLarge, message: "the request body is larger than this route inspects (max_body " + size +
+		"); the gateway's operator can raise max_body in its Caddyfile"}
 }
 
 // bodyError is the denial of a send whose body readBody could not read.

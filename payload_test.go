@@ -591,3 +591,35 @@ func TestASendWithTwoContentTypesIsRefused(t *testing.T) {
 		t.Errorf("the same send with one: %d %s", w.Code, w.Body)
 	}
 }
+
+// A compressed send body is refused saying why, not as malformed JSON; a
+// send body larger than max_body says the limit and how to raise it.
+func TestASendIsRefusedForWhatItIsNot(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", MaxBody: 1 << 20, Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
+	_, key := issue(t, st, "mail.send")
+	body := benchbody.Get("sendgrid-2k")
+	for _, c := range []struct {
+		name, encoding string
+		data           []byte
+		status         int
+		want           string
+	}{
+		{"gzip", "gzip", body.Data, 400, `Content-Encoding "gzip", which this gateway does not read; send it uncompressed`},
+		{"too large", "", bytes.Repeat([]byte(" "), 2<<20), 413, "(max_body 1.0 MiB); the gateway's operator can raise max_body"},
+	} {
+		r := httptest.NewRequest("POST", body.Path, bytes.NewReader(c.data))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", body.ContentType)
+		if c.encoding != "" {
+			r.Header.Set("Content-Encoding", c.encoding)
+		}
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatal(err)
+		}
+		if e := decodeError(t, w); w.Code != c.status || !strings.Contains(e.Error.Message, c.want) {
+			t.Errorf("%s: %d %s, want %d saying %q", c.name, w.Code, w.Body, c.status, c.want)
+		}
+	}
+}

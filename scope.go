@@ -10,6 +10,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // ScopeRule maps requests to the scope a key needs for them. Rules are tried
@@ -282,9 +283,11 @@ func uninspectedPosts(rules []ScopeRule, d *mailapi.Dialect) []ScopeRule {
 
 // scopeMessage says which scope a route needs, for insufficient_scope: the
 // integrator can then ask for exactly that scope.
-func scopeMessage(required string) string {
+func scopeMessage(required, method, path string) string {
 	if required == "" {
-		return "no scope line matches this route, so only a full-access (*) key may use it"
+		// The method and path, so an integrator can ask the operator for
+		// the line to add.
+		return "no scope line matches " + method + " " + verifier.Redact(path) + ", so only a full-access (*) key may use it"
 	}
 	return "the API key lacks the scope this route requires: " + required
 }
