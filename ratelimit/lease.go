@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,9 @@ type lease struct {
 	left       int
 	at         time.Time
 	emptyUntil time.Time
+	// askAfter is emptyUntil and a random part of a token's time: when
+	// this node next asks Redis (see apply).
+	askAfter time.Time
 	// scarce is set while Redis reports the bucket empty: the key is
 	// asked for at or above its rate, and tokens are leased one at a
 	// time, as requests ask for them, so that every node's requests get
@@ -132,9 +136,9 @@ func (l *Leased) Allow(ctx context.Context, key string, lim Limit, now time.Time
 			ls.mu.Unlock()
 			return res
 		}
-		if now.Before(ls.emptyUntil) {
+		if now.Before(ls.askAfter) {
 			res := leasedResult(lim, 0)
-			res.Allowed, res.RetryAfter = false, ls.emptyUntil.Sub(now)
+			res.Allowed, res.RetryAfter = false, max(ls.emptyUntil.Sub(now), time.Millisecond) // the bucket's time, not the jitter's
 			ls.mu.Unlock()
 			return res
 		}
@@ -229,9 +233,15 @@ func (ls *lease) apply(g granted, now time.Time) {
 	ls.tokens += max(0, g.n)
 	ls.left, ls.at = g.left, now
 	ls.scarce = g.left == 0
-	ls.emptyUntil = time.Time{}
+	ls.emptyUntil, ls.askAfter = time.Time{}, time.Time{}
 	if ls.tokens == 0 && g.left == 0 {
+		// Until the next token, and a random part of the time one takes:
+		// nodes whose clients keep the same phase against the refill
+		// would otherwise find it in the same order every time, and one
+		// node would take nearly all. A token left meanwhile stays in the
+		// bucket, so the key's rate is not lowered.
 		ls.emptyUntil = now.Add(max(g.retry, time.Millisecond))
+		ls.askAfter = ls.emptyUntil.Add(rand.N(max(ls.limit.timeFor(1), 1)))
 	}
 }
 
