@@ -522,6 +522,9 @@ func (b *backend) Destruct() error {
 	// their usage here once they are done: it is written as before until
 	// the longest of them must be over, or the process exits, then the
 	// store is closed.
+	if q, ok := b.store.(store.Quieter); ok {
+		q.Quiet() // one connection is enough for what is left to write
+	}
 	b.lingerEnd, b.lingerDone = make(chan struct{}), make(chan struct{})
 	lingering.Store(b, struct{}{})
 	lingerOnExit.Do(func() {

@@ -168,6 +168,13 @@ func observe(op string, start time.Time, err error) {
 	}
 }
 
+// Quiet passes on the store's (store.Quieter).
+func (s *timedStore) Quiet() {
+	if q, ok := s.Store.(store.Quieter); ok {
+		q.Quiet()
+	}
+}
+
 // Generation passes on the store's (store.Replaceable), so the verifier
 // sees a SQLite store switch files through the timing wrapper.
 func (s *timedStore) Generation() uint64 {

@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,63 +17,90 @@ import (
 // Other errors (a malformed URI, a wrong password, a schema from a newer
 // keygate) still refuse the config at once.
 
-// storeRetryEvery is how often a store that did not answer is tried again.
-var storeRetryEvery = time.Second
+// storeRetryEvery is how often a store that did not answer is tried again;
+// one that answers and refuses (a wrong password) is tried every
+// storeRefusedEvery.
+var (
+	storeRetryEvery   = time.Second
+	storeRefusedEvery = 10 * time.Second
+)
 
 // storeWait opens a store in the background and attaches a handler to it.
 type storeWait struct {
 	stop chan struct{}
-	done chan struct{}
+	// mu orders attach and close: after close, attach never runs, so the
+	// handler's Cleanup sees the backend if and only if it was attached.
+	mu      sync.Mutex
+	stopped bool
 }
+
+// unanswered remembers, per store URI, when it last did not answer, so
+// the handlers of one config wait for it once at load, not one after
+// another.
+var unanswered sync.Map // uri → time.Time
 
 // acquireOrWait returns the backend for uri, as acquireBackend does; or,
 // when the store does not answer, nil and a storeWait that calls attach
 // with the backend once it does. An error is a store that cannot be used
 // at all.
 func acquireOrWait(uri string, logger *zap.Logger, attach func(*backend) error) (*backend, *storeWait, error) {
-	b, err := acquireBackend(uri, logger)
-	switch {
-	case err == nil:
-		return b, nil, nil
-	case !store.Unavailable(err):
-		return nil, nil, err
+	var err error
+	if at, ok := unanswered.Load(uri); !ok || time.Since(at.(time.Time)) > storeRetryEvery {
+		var b *backend
+		if b, err = acquireBackend(uri, logger); err == nil {
+			unanswered.Delete(uri)
+			return b, nil, nil
+		}
+		if !store.Unavailable(err) {
+			return nil, nil, err
+		}
+		unanswered.Store(uri, time.Now())
 	}
 	logger.Warn("keygate: the store does not answer: requests that need it get 503 store_unavailable until it does; "+
 		"it is tried again every second", zap.String("store", store.RedactURI(uri)), zap.Error(err))
-	w := &storeWait{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &storeWait{stop: make(chan struct{})}
 	go w.run(uri, logger, attach)
 	return nil, w, nil
 }
 
 func (w *storeWait) run(uri string, logger *zap.Logger, attach func(*backend) error) {
-	defer close(w.done)
-	tick := time.NewTicker(storeRetryEvery)
-	defer tick.Stop()
 	began, said := time.Now(), time.Now()
+	refused := false
 	for {
+		every := storeRetryEvery
+		if refused {
+			every = storeRefusedEvery // a wrong password is not hammered at
+		}
 		select {
 		case <-w.stop:
 			return
-		case <-tick.C:
+		case <-time.After(every):
 		}
 		b, err := acquireBackend(uri, logger)
 		if err != nil {
-			// Once a minute, so a mistyped host is not mistaken for an
-			// outage for long.
-			if time.Since(said) >= time.Minute {
+			unanswered.Store(uri, time.Now())
+			// A refusal is said at once: it needs the operator, not time.
+			// Anything else once a minute, so a mistyped host is not
+			// mistaken for an outage for long.
+			refusal := !store.Unavailable(err)
+			if refusal && !refused || time.Since(said) >= time.Minute {
 				said = time.Now()
-				logger.Error("keygate: the store still does not answer; requests that need it get 503 store_unavailable",
+				logger.Error("keygate: the store still cannot be used; requests that need it get 503 store_unavailable",
 					zap.String("store", store.RedactURI(uri)), zap.Duration("for", time.Since(began).Round(time.Second)), zap.Error(err))
 			}
+			refused = refusal
 			continue
 		}
-		select {
-		case <-w.stop: // a reload or stop came first
+		unanswered.Delete(uri)
+		w.mu.Lock()
+		if w.stopped { // a reload or stop came first
+			w.mu.Unlock()
 			releaseBackend(uri, logger)
 			return
-		default:
 		}
-		if err := attach(b); err != nil {
+		err = attach(b)
+		w.mu.Unlock()
+		if err != nil {
 			releaseBackend(uri, logger)
 			logger.Error("keygate: attaching to the store once it answered failed; tried again", zap.Error(err))
 			continue
@@ -82,11 +110,15 @@ func (w *storeWait) run(uri string, logger *zap.Logger, attach func(*backend) er
 	}
 }
 
-// close stops waiting; after it returns, attach is not called again.
+// close stops waiting; after it returns, attach is not called again. It
+// does not wait for an attempt in progress (a store that hangs takes its
+// connect timeout to give up): that attempt's backend is released.
 func (w *storeWait) close() {
 	if w == nil {
 		return
 	}
+	w.mu.Lock()
+	w.stopped = true
 	close(w.stop)
-	<-w.done
+	w.mu.Unlock()
 }

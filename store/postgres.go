@@ -169,6 +169,15 @@ func (p *Postgres) shouldPing(_ context.Context, c stdlib.ShouldPingParams) bool
 	return lost != 0 && time.Now().Add(-c.IdleDuration).UnixNano() <= lost
 }
 
+// Quiet stops listening for changes and keeps at most one connection: what
+// a store a reload left behind needs to write its last usage counts, so
+// that reloads in a row do not each hold a whole pool for minutes.
+func (p *Postgres) Quiet() {
+	p.stop()
+	p.DB.db.SetMaxOpenConns(1)
+	p.DB.db.SetMaxIdleConns(1)
+}
+
 // Notify receives a value soon after any process commits a change.
 func (p *Postgres) Notify() <-chan struct{} { return p.notify }
 

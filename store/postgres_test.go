@@ -469,3 +469,22 @@ func TestPostgresRefusalIsNotAnOutage(t *testing.T) {
 		t.Errorf("opening a database that does not exist: %v; Unavailable = %v, want false", err, Unavailable(err))
 	}
 }
+
+// A quieted store (one a reload left behind, writing its last usage counts)
+// stops listening, keeps one connection, and still writes.
+func TestPostgresQuietKeepsOneConnectionAndWrites(t *testing.T) {
+	p := openTestPostgres(t, testPostgresURI(t))
+	p.Quiet()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listener did not stop")
+	}
+	if got := p.DB.db.Stats().MaxOpenConnections; got != 1 {
+		t.Errorf("%d connections allowed after Quiet, want 1", got)
+	}
+	mustCreate(t, p, minimalRecord("key_quiet", time.Now()))
+	if err := p.AddUsage(context.Background(), []UsageDelta{{KeyID: "key_quiet", Hour: time.Now().UTC().Truncate(time.Hour), Counts: map[string]int64{"allowed": 1}}}); err != nil {
+		t.Errorf("a usage write after Quiet: %v", err)
+	}
+}

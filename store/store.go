@@ -368,6 +368,11 @@ type RouteScope struct {
 	SeenAt time.Time `json:"seen_at"`
 }
 
+// Quieter is a store that can give back what it holds open beyond one
+// connection (PostgreSQL's pool and listener) while it is still used for
+// a last few writes.
+type Quieter interface{ Quiet() }
+
 // Store is implemented by the SQLite and PostgreSQL stores. Every method is
 // safe for concurrent use. Methods that change a key append to the change log
 // and to the audit events in the same transaction as the change.
