@@ -692,3 +692,15 @@ func TestAnOwnerSpelledAlmostAsAnotherWarns(t *testing.T) {
 		t.Error("oneEditApart")
 	}
 }
+
+// A sender domain given in Unicode is kept in its ASCII form, wildcard
+// included, as the gateway compares a sender's.
+func TestASenderDomainInUnicodeIsKeptAsASCII(t *testing.T) {
+	f := newFixture(t)
+	s := spec("a", "mail.send")
+	s.SenderDomains = list("Bäckerei.example", "*.café.example")
+	k := f.issue(t, s)
+	if want := []string{"xn--bckerei-5wa.example", "*.xn--caf-dma.example"}; !slices.Equal(k.SenderDomains, want) {
+		t.Errorf("sender domains %q, want %q", k.SenderDomains, want)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
+
 	"github.com/keygate/caddy-keygate/store"
 	"github.com/keygate/caddy-keygate/verifier"
 )
@@ -262,8 +264,18 @@ func parseScope(s string) (string, error) {
 	return s, nil
 }
 
+// parseDomain reads a sender domain; one written in Unicode (bäckerei.de)
+// is kept in its ASCII form (xn--bckerei-5wa.de), as DNS and the providers
+// know it, and as mailapi compares a sender's.
 func parseDomain(s string) (string, error) {
 	d := strings.ToLower(s)
+	wild := strings.HasPrefix(d, "*.")
+	if ascii, err := idna.Lookup.ToASCII(strings.TrimPrefix(d, "*.")); err == nil {
+		d = ascii
+		if wild {
+			d = "*." + d
+		}
+	}
 	if !validDomain(strings.TrimPrefix(d, "*.")) {
 		return "", invalid("sender domain", s, "want a domain such as example.com or *.example.com")
 	}

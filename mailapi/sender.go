@@ -1,6 +1,10 @@
 package mailapi
 
-import "strings"
+import (
+	"strings"
+
+	"golang.org/x/net/idna"
+)
 
 // SenderAllowed reports whether addr's domain, the part after its last '@',
 // is one of domains, ignoring case. "example.com" matches exactly that
@@ -31,6 +35,18 @@ func DomainAllowed(domain string, domains []string) bool {
 	}
 	if domain == "" {
 		return false
+	}
+	// A domain written in Unicode is compared in its ASCII form, as keys
+	// hold it; one that has none fails closed.
+	for i := 0; i < len(domain); i++ {
+		if domain[i] >= 0x80 {
+			ascii, err := idna.Lookup.ToASCII(domain)
+			if err != nil {
+				return false
+			}
+			domain = ascii
+			break
+		}
 	}
 	for _, d := range domains {
 		if parent, ok := strings.CutPrefix(d, "*."); ok {

@@ -70,3 +70,23 @@ func TestDomainAllowed(t *testing.T) {
 		})
 	}
 }
+
+// A sender domain written in Unicode is compared in its ASCII form, as a
+// key holds it (keygate stores sender domains so); one with no ASCII form
+// fails closed.
+func TestSenderDomainsInUnicodeCompareAsASCII(t *testing.T) {
+	allowed := []string{"xn--bckerei-5wa.example", "*.xn--caf-dma.example"}
+	for addr, want := range map[string]bool{
+		"orders@bäckerei.example":        true,
+		"orders@BÄCKEREI.example":        true,
+		"orders@xn--bckerei-5wa.example": true,
+		"news@mail.café.example":         true,
+		"news@café.example":              false, // the wildcard is for subdomains
+		"orders@backerei.example":        false,
+		"orders@bäckerei\u0000.example":  false,
+	} {
+		if got := SenderAllowed(addr, allowed); got != want {
+			t.Errorf("SenderAllowed(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
