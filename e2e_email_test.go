@@ -123,6 +123,10 @@ func TestEmailPolicy(t *testing.T) {
 			if r.Status != tc.status || r.code() != tc.code {
 				t.Fatalf("got %d %s, want %d %s", r.Status, r.Body, tc.status, tc.code)
 			}
+			// A refused sender is named by its domain, to be found in a batch.
+			if tc.code == "sender_not_allowed" && !strings.Contains(string(r.Body), `the sender domain \"`) {
+				t.Errorf("the refusal does not name the sender domain: %s", r.Body)
+			}
 			if up.count() != before {
 				t.Error("the upstream was called")
 			}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Step 4 of the request path: the email policy of send routes.
@@ -137,7 +138,14 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 	if len(rec.SenderDomains) > 0 {
 		for _, s := range msg.Senders {
 			if !mailapi.SenderAllowed(s, rec.SenderDomains) {
-				return 0, denial{code: SenderNotAllowed}
+				// The domain, so the sender at fault is found in a batch of
+				// hundreds; the client's own text, a key's secret cut.
+				domain := s[strings.LastIndexByte(s, '@')+1:]
+				if len(domain) > 100 {
+					domain = domain[:100] + "…"
+				}
+				return 0, denial{code: SenderNotAllowed, message: "the sender domain " + strconv.Quote(verifier.Redact(domain)) +
+					" is outside the API key's sender domains"}
 			}
 		}
 		for _, d := range msg.SendingDomains {
