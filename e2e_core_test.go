@@ -130,6 +130,11 @@ func TestGatewayCore(t *testing.T) {
 			if up.count() != before {
 				t.Error("a denied request reached the upstream")
 			}
+			// A route no scope line matches is named, so an integrator can
+			// ask for the line to add.
+			if tc.path == "/v3/stats" && !strings.Contains(string(r.Body), "no scope line matches GET /v3/stats") {
+				t.Errorf("the denial does not name the method and path: %s", r.Body)
+			}
 		})
 	}
 
