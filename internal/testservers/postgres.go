@@ -81,6 +81,24 @@ func (p *Postgres) CreateDatabase(name string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, name)
 }
 
+// Load runs an SQL file (a plain pg_dump, say) in the database "keygate"
+// with psql, stopping at its first error. The file is read here and given
+// on psql's standard input, since the server's user may not reach it.
+func (p *Postgres) Load(file string) {
+	p.t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		p.t.Fatalf("testservers: %v", err)
+	}
+	defer f.Close()
+	cmd := p.command("psql", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", "-d", "keygate",
+		"-v", "ON_ERROR_STOP=1", "-q", "-f", "-")
+	cmd.Stdin = f
+	if out, err := cmd.CombinedOutput(); err != nil {
+		p.t.Fatalf("testservers: psql -f %s: %v\n%s", file, err, out)
+	}
+}
+
 // Start starts the server (again, after Stop) on the same port and data.
 func (p *Postgres) Start() {
 	p.t.Helper()
