@@ -89,3 +89,32 @@ func TestAStoreOrRedisThatIsEmptyOncePlaceholdersAreReplacedIsRefused(t *testing
 		})
 	}
 }
+
+// An SQLite path the gateway cannot make or open is the configuration's
+// fault, not an outage: the config is refused, naming the path, instead of
+// loading routes that answer 503 until someone reads a warning.
+func TestAStorePathThatCannotBeUsedIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, path string }{
+		{"under a directory that cannot exist", "/proc/keygate-nope/keys.db"},
+		{"under a regular file", filepath.Join(file, "keys.db")},
+		{"a directory", dir},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs, err := validateCaddyfile(t, storeSite, "TEST_STORE=sqlite:"+tc.path)
+			if err == nil {
+				t.Fatalf("validated with store %s:\n%s", tc.path, logs)
+			}
+			if !strings.Contains(logs, tc.path) {
+				t.Errorf("the error does not name %s:\n%s", tc.path, logs)
+			}
+			if strings.Contains(logs, "does not answer") {
+				t.Errorf("taken for an outage:\n%s", logs)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -22,7 +23,6 @@ func Unavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	var ne net.Error
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	switch {
@@ -35,8 +35,22 @@ func Unavailable(err error) bool {
 		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.As(err, &ne), errors.As(err, &ce), isBusy(err):
+		networkError(err), errors.As(err, &ce), isBusy(err):
 		return true
 	}
 	return false
+}
+
+// networkError reports whether err comes from the network: a dial, read or
+// write that failed or timed out. A bare system error satisfies net.Error
+// too (syscall.Errno has Timeout and Temporary), but without the network's
+// wrapping around it, it is the file system's: an SQLite path under a
+// missing or read-only directory, which no retry will mend.
+func networkError(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) {
+		return false
+	}
+	_, errno := ne.(syscall.Errno)
+	return !errno
 }

@@ -5,7 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +38,11 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"no such key", fmt.Errorf("show: %w", ErrNotFound), false},
 		{"a unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"an ordinary error", errors.New("something else"), false},
+		// A store path that cannot be made is the configuration's fault.
+		{"a missing directory", &fs.PathError{Op: "mkdir", Path: "/proc/nope", Err: syscall.ENOENT}, false},
+		{"a read-only file system", fmt.Errorf("open store: %w", &fs.PathError{Op: "open", Path: "/usr/keys.db", Err: syscall.EROFS}), false},
+		{"a network timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
+		{"a reset connection", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
 	} {
 		if got := Unavailable(c.err); got != c.want {
 			t.Errorf("%s (%v): Unavailable = %v, want %v", c.name, c.err, got, c.want)
