@@ -351,6 +351,27 @@ func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
 	}
 }
 
+// reportWhenRunning reports the routes once the config whose context ctx
+// is runs: `caddy validate` (and a load that fails after this handler
+// provisioned) provisions a config that never runs, and its scope lines
+// and key prefix must not become what `caddy keys` offers and issues.
+// Caddy makes a config the running one just after provisioning it.
+func (b *backend) reportWhenRunning(ctx caddy.Context) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if running := caddy.ActiveContext(); running.Context != nil && running.Done() == ctx.Done() {
+			b.reportRouteScopes(ctx, now())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // run flushes usage and sweeps idle limiters until Destruct.
 func (b *backend) run() {
 	defer close(b.done)

@@ -613,4 +613,24 @@ func TestTheCLIIssuesKeysOfThePrefixTheRoutesAccept(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, `warning: prefix "kg": no route on this store's gateways accepts it (they accept acme)`) {
 		t.Errorf("a prefix no route accepts: err=%v stderr=%q", err, stderr)
 	}
+
+	// `caddy validate` of another config on the same store leaves all of
+	// that as it was: a config that never runs has no routes to report.
+	other := filepath.Join(g.dir, "other.Caddyfile")
+	if err := os.WriteFile(other, []byte("http://127.0.0.1:9 {\n\tkeygate {\n\t\tstore "+g.store+
+		"\n\t\tprefix other\n\t\tscope reports.read GET /reports\n\t}\n\trespond 202\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	validate := exec.Command(caddyBin, "validate", "--config", other, "--adapter", "caddyfile")
+	validate.Env = g.environ()
+	if out, err := validate.CombinedOutput(); err != nil {
+		t.Fatalf("caddy validate: %v\n%s", err, out)
+	}
+	if k := g.issue("--name", "after-validate", "--scope", "mail.send"); !strings.HasPrefix(k.Key, "acme_live_") {
+		t.Errorf("after caddy validate of a config with prefix other, the CLI issued %.10s…", k.Key)
+	}
+	_, stderr, err = g.keysRaw("issue", "--name", "reports", "--scope", "reports.read")
+	if err != nil || !strings.Contains(stderr, `scope "reports.read": no route on this store's gateways requires it (routes use mail.send)`) {
+		t.Errorf("a scope only a validated config names: err=%v stderr=%q", err, stderr)
+	}
 }

@@ -290,7 +290,7 @@ func (h *Handler) attach(b *backend) error {
 		info.scopes = append(info.scopes, store.RouteScope{Scope: rule.Scope, Method: rule.Method, Path: rule.Path})
 	}
 	b.handlers.Store(h, info)
-	b.reportRouteScopes(h.ctx, now())
+	go b.reportWhenRunning(h.ctx)
 	atomic.StoreUint32(&h.ready, 1) // after every field above: a request that sees it sees them
 	return nil
 }
