@@ -251,6 +251,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 	pruneCtx, b.stopPrune = context.WithCancel(context.Background())
 	go b.run()
 	go b.pruneLoop(pruneCtx)
+	countBackend(b)
 	return b, nil
 }
 
@@ -534,6 +535,7 @@ func (b *backend) Destruct() error {
 	<-b.pruneDone
 	b.finalFlush()
 	b.verifier.Close()
+	uncountBackend(b)
 	if caddy.Exiting() {
 		return b.closeStore() // the servers have stopped: no request is left to count
 	}

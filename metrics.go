@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // keygateMetrics are created once per process and registered with each
@@ -75,11 +77,7 @@ func newMetrics() *keygateMetrics {
 		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors, m.prunedRows,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
 			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
-			func() float64 {
-				var n uint64
-				sharedPool.Range(func(_, v any) bool { n += v.(*sharedLimits).fallbacks(); return true })
-				return float64(n)
-			}),
+			func() float64 { return float64(sumFallbacks()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "cache_hits_total",
 			Help: "Key lookups answered by the cache (including cached unknown keys)."},
 			func() float64 { s := sumStats(); return float64(s.Hits + s.NegativeHits) }),
@@ -106,24 +104,86 @@ func newMetrics() *keygateMetrics {
 	return m
 }
 
-type verifierStats struct {
-	Hits, NegativeHits, Misses, StoreQueries, Filtered uint64
-	KnownDigests                                       int64
+// counted holds the backends and shared limiters keygate's counters sum,
+// and what those since closed had counted: a counter must never go down
+// when a reload or a config change drops one, or Prometheus takes the drop
+// for a restart (and rate() shows a spike).
+var counted struct {
+	sync.Mutex
+	backends  map[*backend]struct{}
+	shared    map[*sharedLimits]struct{}
+	closed    verifier.Stats
+	fallbacks uint64
 }
 
-func sumStats() verifierStats {
-	var s verifierStats
-	backends.Range(func(_, v any) bool {
-		st := v.(*backend).verifier.Stats()
-		s.Hits += st.Hits
-		s.NegativeHits += st.NegativeHits
-		s.Misses += st.Misses
-		s.StoreQueries += st.StoreQueries
-		s.Filtered += st.Filtered
+func countBackend(b *backend) {
+	counted.Lock()
+	defer counted.Unlock()
+	if counted.backends == nil {
+		counted.backends = map[*backend]struct{}{}
+	}
+	counted.backends[b] = struct{}{}
+}
+
+// uncountBackend keeps what a backend's verifier counted, once it is
+// closed, in the counters' closed part.
+func uncountBackend(b *backend) {
+	counted.Lock()
+	defer counted.Unlock()
+	if _, ok := counted.backends[b]; ok {
+		delete(counted.backends, b)
+		addStats(&counted.closed, b.verifier.Stats())
+	}
+}
+
+func countShared(s *sharedLimits) {
+	counted.Lock()
+	defer counted.Unlock()
+	if counted.shared == nil {
+		counted.shared = map[*sharedLimits]struct{}{}
+	}
+	counted.shared[s] = struct{}{}
+}
+
+func uncountShared(s *sharedLimits) {
+	counted.Lock()
+	defer counted.Unlock()
+	if _, ok := counted.shared[s]; ok {
+		delete(counted.shared, s)
+		counted.fallbacks += s.fallbacks()
+	}
+}
+
+// addStats adds st's counters to s; a gauge (KnownDigests) only of what
+// is open.
+func addStats(s *verifier.Stats, st verifier.Stats) {
+	s.Hits += st.Hits
+	s.NegativeHits += st.NegativeHits
+	s.Misses += st.Misses
+	s.StoreQueries += st.StoreQueries
+	s.Filtered += st.Filtered
+}
+
+func sumStats() verifier.Stats {
+	counted.Lock()
+	defer counted.Unlock()
+	s := counted.closed
+	for b := range counted.backends {
+		st := b.verifier.Stats()
+		addStats(&s, st)
 		s.KnownDigests += st.KnownDigests
-		return true
-	})
+	}
 	return s
+}
+
+func sumFallbacks() uint64 {
+	counted.Lock()
+	defer counted.Unlock()
+	n := counted.fallbacks
+	for s := range counted.shared {
+		n += s.fallbacks()
+	}
+	return n
 }
 
 // registerMetrics adds keygate's collectors to a config's registry. Every

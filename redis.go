@@ -51,13 +51,15 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		// answers again, which must not touch the counters of this
 		// store's routes that count quotas locally (b.quotas).
 		fallback := ratelimit.NewLocalQuotas()
-		return &sharedLimits{
+		sl := &sharedLimits{
 			client:       client,
 			exact:        ratelimit.NewRedis(client, b.limits, ro),
 			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
 			exactQuotas:  ratelimit.NewRedisQuotas(client, fallback, ro),
 			leasedQuotas: ratelimit.NewLeasedQuotas(client, fallback, ro, 0),
-		}, nil
+		}
+		countShared(sl)
+		return sl, nil
 	})
 	if err != nil {
 		return nil, err
@@ -72,6 +74,7 @@ func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
 func (s *sharedLimits) Destruct() error {
 	s.leased.Close()
 	s.leasedQuotas.Close()
+	uncountShared(s)
 	return s.client.Close()
 }
 

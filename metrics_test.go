@@ -1,14 +1,19 @@
 package keygate
 
 import (
+	"context"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 )
 
@@ -121,4 +126,58 @@ func exposedMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	return names
+}
+
+// keygate's counters never go down when the handlers of a store go away (a
+// reload to a config without them): Prometheus would take the drop for a
+// restart, and rate() would show a spike.
+func TestCountersDoNotGoDownWhenAStoreCloses(t *testing.T) {
+	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"),
+		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, key := issue(t, h.backend.store, "mail.send")
+	for range 3 {
+		if w := serve(h, "POST", "/v3/mail/send", key); w.Code != http.StatusAccepted {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	names := []string{"keygate_cache_hits_total", "keygate_cache_misses_total", "keygate_store_queries_total"}
+	before := map[string]float64{}
+	for _, n := range names {
+		before[n] = counterValue(t, n)
+	}
+	if before["keygate_cache_misses_total"] == 0 {
+		t.Fatal("no lookup counted")
+	}
+	h.Cleanup() // the store's last handler: its backend closes
+	for _, n := range names {
+		if after := counterValue(t, n); after < before[n] {
+			t.Errorf("%s went down from %v to %v when the store closed", n, before[n], after)
+		}
+	}
+}
+
+// counterValue reads one of keygate's unlabelled counters.
+func counterValue(t *testing.T, name string) float64 {
+	t.Helper()
+	for _, c := range metrics.collectors {
+		ch := make(chan prometheus.Metric, 64)
+		go func() { c.Collect(ch); close(ch) }()
+		for m := range ch {
+			if !strings.Contains(m.Desc().String(), `fqName: "`+name+`"`) {
+				continue
+			}
+			var out dto.Metric
+			if err := m.Write(&out); err != nil {
+				t.Fatal(err)
+			}
+			return out.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }
