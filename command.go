@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,6 +56,13 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			// subcommand, not the flag.
 			cmd.FParseErrWhitelist.UnknownFlags = true
 			cmd.RunE = func(c *cobra.Command, args []string) error {
+				// A subcommand's flag given before it takes the subcommand
+				// for its value: `caddy keys --yes revoke ID` would run
+				// nothing (or print help and exit 0).
+				if f := flagBeforeSubcommand(os.Args); f != "" {
+					return fmt.Errorf(`flag %s before the subcommand: flags go after it, `+
+						`caddy keys <subcommand> [flags] (see "caddy keys --help")`, f)
+				}
 				if len(args) == 0 {
 					return c.Help()
 				}
@@ -66,6 +74,33 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			}
 		},
 	})
+}
+
+// flagBeforeSubcommand returns the first flag of argv given between
+// "keys" and its subcommand that is not one of the keys command's own
+// (--store, --json, --help), or "".
+func flagBeforeSubcommand(argv []string) string {
+	i := slices.Index(argv, "keys")
+	if i < 0 {
+		return ""
+	}
+	for rest := argv[i+1:]; len(rest) > 0; rest = rest[1:] {
+		a := rest[0]
+		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
+			return ""
+		}
+		flag, _, hasValue := strings.Cut(a, "=")
+		switch strings.TrimLeft(flag, "-") {
+		case "store":
+			if !hasValue && len(rest) > 1 {
+				rest = rest[1:] // its value
+			}
+		case "json", "help", "h":
+		default:
+			return flag
+		}
+	}
+	return ""
 }
 
 // usageErrors makes a subcommand's argument and flag errors read as its

@@ -282,6 +282,15 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", args, err, stdout, stderr, want)
 			}
 		}
+		// A subcommand's flag given before it would take the subcommand
+		// for its value, and run nothing with exit status 0.
+		for _, args := range [][]string{{"--bogus", "list"}, {"--yes", "revoke", a.ID}} {
+			stdout, stderr, err := g.keysRaw(args...)
+			want := "flag " + args[0] + " before the subcommand: flags go after it"
+			if err == nil || stdout != "" || !strings.Contains(stderr, want) {
+				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", strings.Join(args, " "), err, stdout, stderr, want)
+			}
+		}
 	})
 
 	t.Run("CLI: revoke --key - reads a leaked key from stdin and never prints it", func(t *testing.T) {
