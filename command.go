@@ -45,6 +45,7 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			cmd.SetHelpTemplate(cmd.HelpTemplate() + "\nReference: docs/cli.md in keygate's source (github.com/keygate/caddy-keygate).\n")
 			cmd.PersistentFlags().String("store", "", "Key store: "+store.URIForms+"; default $KEYGATE_STORE or Caddy's data dir")
 			cmd.PersistentFlags().Bool("json", false, "Print JSON for scripts")
+			cmd.PersistentFlags().String("envfile", "", "Read environment variables from this file (KEY=VALUE lines, as caddy run --envfile), e.g. KEYGATE_STORE")
 			cmd.SilenceUsage = true
 			for _, sub := range keysCommands() {
 				usageErrors(sub)
@@ -78,7 +79,7 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 
 // flagBeforeSubcommand returns the first flag of argv given between
 // "keys" and its subcommand that is not one of the keys command's own
-// (--store, --json, --help), or "".
+// (--store, --envfile, --json, --help), or "".
 func flagBeforeSubcommand(argv []string) string {
 	i := slices.Index(argv, "keys")
 	if i < 0 {
@@ -91,7 +92,7 @@ func flagBeforeSubcommand(argv []string) string {
 		}
 		flag, _, hasValue := strings.Cut(a, "=")
 		switch strings.TrimLeft(flag, "-") {
-		case "store":
+		case "store", "envfile":
 			if !hasValue && len(rest) > 1 {
 				rest = rest[1:] // its value
 			}
@@ -101,6 +102,39 @@ func flagBeforeSubcommand(argv []string) string {
 		}
 	}
 	return ""
+}
+
+// loadEnvFile sets the variables of an environment file that the
+// environment does not set already, as `caddy run --envfile` does, so the
+// CLI finds the store the gateway's Caddyfile names ({env.KEYGATE_STORE})
+// in the file the service reads, without its password on a command line.
+// Lines are KEY=VALUE; blank lines and comments (# or ;) are skipped, and
+// an "export " before the key and quotes around the value are allowed.
+// An error names the line, never its text, which may hold a secret.
+func loadEnvFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--envfile: %w", err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		key, val, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		key = strings.TrimSpace(key)
+		if !ok || key == "" || strings.ContainsAny(key, " \t") {
+			return fmt.Errorf("--envfile %s: line %d is not KEY=VALUE", path, i+1)
+		}
+		val = strings.TrimSpace(val)
+		if n := len(val); n >= 2 && (val[0] == '"' || val[0] == '\'') && val[n-1] == val[0] {
+			val = val[1 : n-1]
+		}
+		if _, set := os.LookupEnv(key); !set {
+			os.Setenv(key, val)
+		}
+	}
+	return nil
 }
 
 // usageErrors makes a subcommand's argument and flag errors read as its
@@ -151,6 +185,11 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 	return func(cmd *cobra.Command, args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := func() error {
+			if file, _ := cmd.Flags().GetString("envfile"); file != "" {
+				if err := loadEnvFile(file); err != nil {
+					return err
+				}
+			}
 			given, _ := cmd.Flags().GetString("store")
 			if given == "" {
 				given = os.Getenv("KEYGATE_STORE")

@@ -643,3 +643,48 @@ func TestTheCLIIssuesKeysOfThePrefixTheRoutesAccept(t *testing.T) {
 		t.Errorf("a scope only a validated config names: err=%v stderr=%q", err, stderr)
 	}
 }
+
+// On a cluster node the store's URI, password and all, is in the file the
+// service reads its environment from: `caddy keys --envfile` finds it there
+// (before or after the subcommand) instead of on a command line that ps
+// shows, and names a line it cannot read without quoting it.
+func TestTheCLIReadsTheStoreFromAnEnvironmentFile(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "keys.db")
+	env := filepath.Join(dir, "keygate.env")
+	if err := os.WriteFile(env, []byte("# the gateway's environment\nexport KEYGATE_STORE='sqlite:"+db+"'\nSENDGRID_API_KEY=SG.x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(args ...string) (string, string, error) {
+		cmd := exec.Command(caddyBin, append([]string{"keys"}, args...)...)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "KEYGATE_STORE=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	out, stderr, err := keys("--envfile", env, "issue", "--name", "crm", "--scope", "mail.send", "--json")
+	var k issuedKey
+	if err != nil || json.Unmarshal([]byte(out), &k) != nil {
+		t.Fatalf("issue with --envfile before the subcommand: %v\n%s%s", err, out, stderr)
+	}
+	if _, err := os.Stat(db); err != nil {
+		t.Fatalf("the key is not in the store the file names: %v", err)
+	}
+	if out, stderr, err := keys("list", "--envfile", env); err != nil || !strings.Contains(out, k.ID) {
+		t.Errorf("list with --envfile after the subcommand: %v\n%s%s", err, out, stderr)
+	}
+	bad := filepath.Join(dir, "bad.env")
+	if err := os.WriteFile(bad, []byte("KEYGATE_STORE postgres://kg:hunter2@db/kg\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := keys("list", "--envfile", bad); err == nil || !strings.Contains(stderr, "line 1 is not KEY=VALUE") || strings.Contains(stderr, "hunter2") {
+		t.Errorf("a line that is not KEY=VALUE: err=%v stderr=%q", err, stderr)
+	}
+}
