@@ -428,6 +428,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // JSON for programs: "<id>", not "\u003cid\u003e"
 	return enc.Encode(v)
 }
 

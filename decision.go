@@ -226,8 +226,12 @@ func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
 		h.Set("WWW-Authenticate", `Bearer realm="keygate", error="invalid_token"`)
 	case fm.status == http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="keygate"`)
-	case d.code == InsufficientScope:
+	case d.code == InsufficientScope && d.scope != "":
 		h.Set("WWW-Authenticate", `Bearer realm="keygate", error="insufficient_scope", scope=`+strconv.Quote(d.scope))
+	case d.code == InsufficientScope:
+		// No scope line matches the route: no scope would do (RFC 6750
+		// §3: scope names the scopes that would).
+		h.Set("WWW-Authenticate", `Bearer realm="keygate", error="insufficient_scope"`)
 	}
 	// A used-up quota says when it resets whatever status the dialect
 	// gives it.

@@ -110,7 +110,8 @@ func TestGatewayCore(t *testing.T) {
 		{"no key is missing_key", "POST", "/v3/mail/send", "", nil, 401, "missing_key", `Bearer realm="keygate"`},
 		{"a key of another scope is insufficient_scope", "GET", "/v3/templates/1", send.Key, nil, 403, "insufficient_scope",
 			`Bearer realm="keygate", error="insufficient_scope", scope="templates.read"`},
-		{"a route matching no scope line is denied", "GET", "/v3/stats", send.Key, nil, 403, "insufficient_scope", ""},
+		{"a route matching no scope line is denied", "GET", "/v3/stats", send.Key, nil, 403, "insufficient_scope",
+			`Bearer realm="keygate", error="insufficient_scope"`},
 		{"a non-bearer Authorization is invalid_key", "POST", "/v3/mail/send", "", []string{"Authorization", "Basic YXBpOmtleQ=="}, 401, "invalid_key",
 			`Bearer realm="keygate", error="invalid_token"`},
 	}

@@ -688,3 +688,33 @@ func TestTheCLIReadsTheStoreFromAnEnvironmentFile(t *testing.T) {
 		t.Errorf("a line that is not KEY=VALUE: err=%v stderr=%q", err, stderr)
 	}
 }
+
+// With handlers on two stores, the admin API asks which one, in JSON a
+// program reads as written ("?store=<uri>", not "\u003curi\u003e").
+func TestTheAdminAPIAsksWhichStoreOfSeveral(t *testing.T) {
+	up := newUpstream(t)
+	other := "sqlite:" + filepath.Join(t.TempDir(), "other.db")
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	handle /a/* {
+		keygate {
+			store {STORE}
+			scope mail.send POST /a/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	handle /b/* {
+		keygate {
+			store ` + other + `
+			scope mail.send POST /b/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`), upstream: up.URL})
+	r := g.admin("GET", "/keygate/keys", nil)
+	if r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(string(r.Body), "name one with ?store=<uri>") {
+		t.Errorf("GET /keygate/keys with two stores: %d %s", r.Status, r.Body)
+	}
+	if r := g.admin("GET", "/keygate/keys?store="+url.QueryEscape(other), nil); r.Status != 200 {
+		t.Errorf("GET /keygate/keys?store=%s: %d %s", other, r.Status, r.Body)
+	}
+}

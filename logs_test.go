@@ -166,3 +166,26 @@ func TestARequestLeftOutOfTheAccessLogIsLoggedAtInfo(t *testing.T) {
 		}
 	}
 }
+
+// keygate's line for a request names the path the client sent, as Caddy's
+// access log does, not what a handle_path before keygate left of it.
+func TestTheUsageLogNamesThePathAsSent(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/v3/mail/send"}}})
+	core, logs := observer.New(zap.DebugLevel)
+	h.logger = zap.New(core)
+	_, key := issue(t, st, "mail.send")
+	r := httptest.NewRequest("POST", "/api/v3/mail/send", nil)
+	r.Header.Set("Authorization", "Bearer "+key)
+	orig, u := *r, *r.URL // as Caddy keeps it: a copy, with its own URL
+	orig.URL = &u
+	ctx := context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, orig)
+	r = r.WithContext(context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	r.URL.Path = "/v3/mail/send" // handle_path /api/*
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, okNext); err != nil {
+		t.Fatal(err)
+	}
+	lines := logs.FilterMessage("keygate request").All()
+	if len(lines) != 1 || lines[0].ContextMap()["path"] != "/api/v3/mail/send" || lines[0].ContextMap()["scope"] != "mail.send" {
+		t.Errorf("keygate's lines: %v", lines)
+	}
+}

@@ -159,8 +159,18 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 // is all the logs have of it.
 func (h *Handler) logRequest(level zapcore.Level, r *http.Request, q *request, ip string, status int) {
 	if ce := h.logger.Check(level, "keygate request"); ce != nil {
-		ce.Write(zap.Inline(&logLine{q: q, method: r.Method, path: r.URL.Path, ip: ip, status: status}))
+		ce.Write(zap.Inline(&logLine{q: q, method: r.Method, path: sentPath(r), ip: ip, status: status}))
 	}
+}
+
+// sentPath is the request's path as the client sent it, as Caddy's access
+// log writes it: before a rewrite (handle_path, uri strip_prefix) changed
+// what the handlers see.
+func sentPath(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.Path
+	}
+	return r.URL.Path
 }
 
 // logLine is one request's usage log line, made only when it is written
