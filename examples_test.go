@@ -207,3 +207,45 @@ func keyHeaders(t *testing.T, src string) []string {
 	}
 	return headers
 }
+
+// The Caddyfile snippets of the docs that are configuration (not a syntax
+// summary with <placeholders>) are as `caddy fmt` writes them, so a snippet
+// pasted into a Caddyfile draws no "input is not formatted" warning.
+func TestDocsCaddyfilesAreFormatted(t *testing.T) {
+	needBinary(t)
+	docs, _ := filepath.Glob("docs/*.md")
+	snippet := regexp.MustCompile("(?ms)```caddyfile\n(.*?)^[ \t]*```")
+	n := 0
+	for _, file := range append(docs, "README.md") {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range snippet.FindAllSubmatch(src, -1) {
+			text := string(m[1])
+			if strings.Contains(text, "<") {
+				continue
+			}
+			// A snippet inside a list item is indented as the item.
+			lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+			indent := len(lines[0]) - len(strings.TrimLeft(lines[0], " "))
+			for i, l := range lines {
+				lines[i] = strings.TrimPrefix(l, strings.Repeat(" ", indent))
+			}
+			body := strings.Join(lines, "\n") + "\n"
+			cmd := exec.Command(caddyBin, "fmt", "-")
+			cmd.Stdin = strings.NewReader(body)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("caddy fmt of a snippet in %s: %v", file, err)
+			}
+			if string(out) != body {
+				t.Errorf("%s: a snippet is not as caddy fmt writes it:\n%s\ncaddy fmt:\n%s", file, body, out)
+			}
+			n++
+		}
+	}
+	if n < 5 {
+		t.Fatalf("found %d Caddyfile snippets in the docs", n)
+	}
+}
