@@ -718,3 +718,42 @@ func TestTheAdminAPIAsksWhichStoreOfSeveral(t *testing.T) {
 		t.Errorf("GET /keygate/keys?store=%s: %d %s", other, r.Status, r.Body)
 	}
 }
+
+// Rotating the provider's own credential touches the gateway only
+// (docs/deploy.md): read from a file with {file.…}, the next request
+// carries the new one, with no reload or restart.
+func TestTheProviderCredentialRotatesInTheGatewayOnly(t *testing.T) {
+	up := newUpstream(t)
+	secret := filepath.Join(t.TempDir(), "provider.key")
+	if err := os.WriteFile(secret, []byte("SG.old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	handle /v3/mail/send {
+		reverse_proxy {UPSTREAM} {
+			header_up Authorization "Bearer {file.` + secret + `}"
+		}
+	}
+`), upstream: up.URL})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	sent := func() string {
+		t.Helper()
+		if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+			t.Fatalf("send: %d %s", r.Status, r.Body)
+		}
+		return up.last().Header.Get("Authorization")
+	}
+	if got := sent(); got != "Bearer SG.old" {
+		t.Fatalf("the provider got %q", got)
+	}
+	if err := os.WriteFile(secret, []byte("SG.new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := sent(); got != "Bearer SG.new" {
+		t.Errorf("after the file changed, the provider got %q, want the new credential", got)
+	}
+}
