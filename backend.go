@@ -44,6 +44,11 @@ type backend struct {
 	usage    *usage.Recorder
 	logger   *zap.Logger
 
+	// ran is set once a config with a handler on this backend runs: a
+	// backend no running config had (`caddy validate`, a load that failed)
+	// served nothing, so its Destruct closes the store at once.
+	ran atomic.Bool
+
 	// lingerEnd ends a reload's wait for requests in flight (countLate)
 	// early, at exit; lingerDone is closed when the store is closed.
 	lingerEnd, lingerDone chan struct{}
@@ -362,6 +367,7 @@ func (b *backend) reportWhenRunning(ctx caddy.Context) {
 	defer tick.Stop()
 	for {
 		if running := caddy.ActiveContext(); running.Context != nil && running.Done() == ctx.Done() {
+			b.ran.Store(true)
 			b.reportRouteScopes(ctx, now())
 			return
 		}
@@ -536,8 +542,10 @@ func (b *backend) Destruct() error {
 	b.finalFlush()
 	b.verifier.Close()
 	uncountBackend(b)
-	if caddy.Exiting() {
-		return b.closeStore() // the servers have stopped: no request is left to count
+	if caddy.Exiting() || !b.ran.Load() {
+		// The servers have stopped, or never ran with this backend
+		// (`caddy validate`): no request is left to count.
+		return b.closeStore()
 	}
 	// A reload whose config names this store differently (another pool
 	// size, another path to the file) leaves requests in flight on the old

@@ -118,3 +118,19 @@ func TestAStorePathThatCannotBeUsedIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// `caddy validate` opens the store to check it, and closes it before it
+// exits: no write-ahead log is left beside the file (one left behind makes
+// the next start refuse to create a store there).
+func TestValidateClosesTheStoreItOpens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	logs, err := validateCaddyfile(t, storeSite, "TEST_STORE=sqlite:"+path)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("caddy validate left %s behind: the store was not closed\n%s", filepath.Base(f), logs)
+		}
+	}
+}
