@@ -470,6 +470,34 @@ func TestARefusedFormComesBackAsTheyLeftIt(t *testing.T) {
 	}
 }
 
+// A form with several fields wrong says all of them at once, each beside
+// its field and linked from the summary, instead of one per submit.
+func TestARefusedFormSaysEverythingWrongAtOnce(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/new", url.Values{"extra_scopes": {"bogus scope!"}, "expires": {"date"}, "expires_date": {"2020-01-02"},
+		"allowed_ips": {"not-an-ip"}, "rate_n": {"abc"}, "max_recipients": {"zz"}, "sender_domains": {"not a domain!"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	body := w.Body.String()
+	fields := []string{"name", "extra-scopes", "expires-date", "allowed-ips", "rate-n", "max-recipients", "sender-domains"}
+	if !strings.Contains(body, fmt.Sprintf("Fix these %d things:", len(fields))) {
+		t.Errorf("the summary does not count %d things:\n%s", len(fields), body)
+	}
+	for _, field := range fields {
+		if !strings.Contains(body, `<li><a href="#`+field+`">`) || !strings.Contains(body, `id="err-`+field+`"`) {
+			t.Errorf("%s: no linked message in the summary, or none beside the field", field)
+		}
+		if !regexp.MustCompile(`id="` + field + `"[^>]*aria-describedby="[^"]*err-` + field + `"[^>]*aria-invalid="true"`).MatchString(body) {
+			t.Errorf("%s: not marked invalid and described by its message", field)
+		}
+	}
+	if !strings.Contains(body, "<title>Error: Create a key") {
+		t.Error("the page's title does not say the form was refused")
+	}
+	if recs, _ := f.svc.List(context.Background(), "", true); len(recs) != 0 {
+		t.Errorf("a refused form created %d keys", len(recs))
+	}
+}
+
 func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")

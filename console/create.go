@@ -49,15 +49,15 @@ func (c *call) create() error {
 		res, err = c.keys.Issue(ctx, spec, c.user.actor())
 	}
 	if err != nil {
-		fe := asFormErr(err)
-		if fe == nil {
+		errs := asFormErrs(err)
+		if errs == nil {
 			return err
 		}
-		form.Err = *fe
-		form.OfferForce = fe.Field == "extra-scopes" && len(lines) > 0
+		form.Errs = errs
+		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
 		c.offerOwners(&form)
 		c.render(http.StatusUnprocessableEntity, "new", &createView{
-			view:    view{Title: "Create a key", Nav: "new"},
+			view:    view{Title: "Error: Create a key", Nav: "new"},
 			Form:    form,
 			Presets: expiryPresets,
 		})

@@ -46,7 +46,8 @@ type settingsForm struct {
 	// Limits is open when any optional limit is set, so a person sees
 	// what is set without hunting for it.
 	Limits bool
-	Err    formErr
+	// Errs is what the submitted form got wrong, every field at once.
+	Errs formErrs
 }
 
 // formErr is what a submitted form got wrong: the field (an input id) and
@@ -57,12 +58,53 @@ type formErr struct {
 
 func (e *formErr) Error() string { return e.Message }
 
+// formErrs is all a form got wrong, at most one message a field.
+type formErrs []formErr
+
+func (e formErrs) Error() string {
+	msgs := make([]string, len(e))
+	for i, fe := range e {
+		msgs[i] = fe.Message
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// add keeps fe unless its field has a message already.
+func (e *formErrs) add(fe formErr) {
+	if fe.Field == "" || !slices.ContainsFunc(*e, func(o formErr) bool { return o.Field == fe.Field }) {
+		*e = append(*e, fe)
+	}
+}
+
+// E is the error of one field (an empty one if none), for the template:
+// the field's message and what marks the field invalid.
+func (f *settingsForm) E(field string) formErr {
+	for _, fe := range f.Errs {
+		if fe.Field == field {
+			return fe
+		}
+	}
+	return formErr{}
+}
+
 // fieldIDs maps the service's field names to the form's input ids.
 var fieldIDs = map[string]string{
 	"name": "name", "owner": "owner", "env": "env", "scope": "extra-scopes", "expires": "expires-date",
 	"rate": "rate-n", "burst": "burst", "allowed IP": "allowed-ips", "sender domain": "sender-domains",
 	"quota": "quota-n", "max recipients": "max-recipients", "reason": "reason", "grace": "grace",
 	"key": "leaked-key",
+}
+
+// asFormErrs is asFormErr for a form that reports every field at once.
+func asFormErrs(err error) formErrs {
+	var errs formErrs
+	if errors.As(err, &errs) {
+		return errs
+	}
+	if fe := asFormErr(err); fe != nil {
+		return formErrs{*fe}
+	}
+	return nil
 }
 
 // asFormErr turns an error about input into a formErr, or returns nil for
@@ -225,18 +267,22 @@ var limitFields = map[string]bool{"sender-domains": true, "allowed-ips": true, "
 // LimitsOpen reports whether the "Limits" section starts open: when a limit
 // is set, or the form's error is about one (an error elsewhere leaves it
 // as it was).
-func (f *settingsForm) LimitsOpen() bool { return f.Limits || limitFields[f.Err.Field] }
+func (f *settingsForm) LimitsOpen() bool {
+	return f.Limits || slices.ContainsFunc(f.Errs, func(e formErr) bool { return limitFields[e.Field] })
+}
 
 // spec turns the form into the service's Spec. On edit every setting is
 // given, so the service records exactly what changed; on create only
 // what is set, so the routes' defaults apply to the rest.
 func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	var s keys.Spec
-	name := f.Name
-	if strings.TrimSpace(name) == "" {
-		return s, &formErr{"name", "Give the key a name: what will use it, e.g. crm-sync."}
+	var errs formErrs
+	fail := func(field, msg string) { errs.add(formErr{field, msg}) }
+	if name := f.Name; strings.TrimSpace(name) == "" {
+		fail("name", "Give the key a name: what will use it, e.g. crm-sync.")
+	} else {
+		s.Name = &name
 	}
-	s.Name = &name
 	if admin {
 		owner := f.Owner
 		s.Owner = &owner
@@ -258,40 +304,20 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	}
 	scopes = append(scopes, fields(f.ExtraScopes)...)
 	if len(scopes) == 0 {
-		return s, &formErr{"scopes", "Choose at least one thing the key may do (full access is the last choice)."}
+		fail("scopes", "Choose at least one thing the key may do (full access is the last choice).")
+	} else {
+		s.Scopes = &scopes
 	}
-	s.Scopes = &scopes
 	s.Force = f.Force
 	if f.Edit {
 		// Every setting is given: without the check, a form read before
 		// someone else's change would undo it.
 		s.IfVersion = cmp.Or(f.Version, "none") // a page from before versions: refused (key.go)
 	}
-	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {
-		// A date typed beside another choice would be dropped silently,
-		// and the key would live longer than meant.
-		return s, &formErr{"expires-date", "You entered a date but chose another expiry: choose “On a date” to use the date, or clear it."}
-	}
-	switch f.Expires {
-	case "keep":
-		if !f.Edit {
-			return s, &formErr{"expires-date", "Choose when the key expires."}
-		}
-	case "date":
-		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresDate))
-		if err != nil {
-			return s, &formErr{"expires-date", "Choose the date the key expires (year, month and day)."}
-		}
-		if !d.After(time.Now()) {
-			return s, &formErr{"expires-date", "Choose a date in the future: the key stops at the start of that day (UTC)."}
-		}
-		at := d.UTC().Format(time.RFC3339)
-		s.Expires = &at
-	case "30d", "90d", "365d", "never":
-		e := f.Expires
-		s.Expires = &e
-	default:
-		return s, &formErr{"expires-date", "Choose when the key expires."}
+	if e, msg := f.expiry(); msg != "" {
+		fail("expires-date", msg)
+	} else {
+		s.Expires = e
 	}
 	domains, ips := fields(f.SenderDomains), fields(f.AllowedIPs)
 	if f.Edit || len(domains) > 0 {
@@ -300,21 +326,64 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	if f.Edit || len(ips) > 0 {
 		s.AllowedIPs = &ips
 	}
-	var err error
-	if s.Rate, err = perUnit(f.RateN, f.RateUnit, "rate-n", "requests", f.Edit); err != nil {
-		return s, err
+	number := func(v *string, err error) *string {
+		if err != nil {
+			errs.add(*asFormErr(err))
+			return nil
+		}
+		return v
 	}
-	if s.Quota, err = perUnit(f.QuotaN, f.QuotaUnit, "quota-n", "recipients", f.Edit); err != nil {
-		return s, err
+	count := func(v *int, err error) *int {
+		if err != nil {
+			errs.add(*asFormErr(err))
+			return nil
+		}
+		return v
 	}
-	if s.Burst, err = wholeNumber(f.Burst, "burst", "The burst", f.Edit); err != nil {
-		return s, err
-	}
-	if s.MaxRecipients, err = wholeNumber(f.MaxRecipients, "max-recipients", "The most recipients per message", f.Edit); err != nil {
-		return s, err
-	}
+	s.Rate = number(perUnit(f.RateN, f.RateUnit, "rate-n", "requests", f.Edit))
+	s.Quota = number(perUnit(f.QuotaN, f.QuotaUnit, "quota-n", "recipients", f.Edit))
+	s.Burst = count(wholeNumber(f.Burst, "burst", "The burst", f.Edit))
+	s.MaxRecipients = count(wholeNumber(f.MaxRecipients, "max-recipients", "The most recipients per message", f.Edit))
 	s.Reason = strings.TrimSpace(f.Reason)
+	// What the service finds wrong with the other fields, each on its own,
+	// is said at the same time (the fields above are left out of s).
+	for _, inv := range keys.FieldErrors(s, time.Now()) {
+		errs.add(formErr{fieldIDs[inv.Field], inv.Error()})
+	}
+	if len(errs) > 0 {
+		return s, errs
+	}
 	return s, nil
+}
+
+// expiry reads the expiry choice, or says what is wrong with it.
+func (f *settingsForm) expiry() (*string, string) {
+	if strings.TrimSpace(f.ExpiresDate) != "" && f.Expires != "date" {
+		// A date typed beside another choice would be dropped silently,
+		// and the key would live longer than meant.
+		return nil, "You entered a date but chose another expiry: choose “On a date” to use the date, or clear it."
+	}
+	switch f.Expires {
+	case "keep":
+		if !f.Edit {
+			return nil, "Choose when the key expires."
+		}
+		return nil, ""
+	case "date":
+		d, err := time.Parse("2006-01-02", strings.TrimSpace(f.ExpiresDate))
+		if err != nil {
+			return nil, "Choose the date the key expires (year, month and day)."
+		}
+		if !d.After(time.Now()) {
+			return nil, "Choose a date in the future: the key stops at the start of that day (UTC)."
+		}
+		at := d.UTC().Format(time.RFC3339)
+		return &at, ""
+	case "30d", "90d", "365d", "never":
+		e := f.Expires
+		return &e, ""
+	}
+	return nil, "Choose when the key expires."
 }
 
 // perUnit reads "N" and a unit into "N/unit"; empty is "" (clear) when

@@ -153,7 +153,9 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 			return err
 		}
 		v.Form = formFor(rec, lines, &v.view)
-		v.Form.Err.Message = errs["settings"]
+		if msg := errs["settings"]; msg != "" {
+			v.Form.Errs = formErrs{{Message: msg}}
+		}
 	}
 	v.Form.OwnerFixed = !c.user.Admin
 	c.offerOwners(&v.Form)
@@ -162,8 +164,11 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 			v.TopErr = msg
 		}
 	}
-	if v.Form.Err.Message != "" && v.hides("settings") {
-		v.TopErr = v.Form.Err.Message
+	if len(v.Form.Errs) > 0 && v.hides("settings") {
+		v.TopErr = v.Form.Errs.Error()
+	}
+	if v.TopErr != "" || len(v.Form.Errs) > 0 || len(errs) > 0 {
+		v.Title = "Error: " + v.Title // a refused form says so in the page's title, read first
 	}
 	c.render(status, "key", v)
 	return nil
@@ -212,12 +217,12 @@ func (c *call) update() error {
 		return c.showKey(http.StatusConflict, nil, map[string]string{"settings": msg})
 	}
 	if err != nil {
-		fe := asFormErr(err)
-		if fe == nil {
+		errs := asFormErrs(err)
+		if errs == nil {
 			return err
 		}
-		form.Err = *fe
-		form.OfferForce = fe.Field == "extra-scopes" && len(lines) > 0
+		form.Errs = errs
+		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
 		rec, serr := c.keys.Show(ctx, c.id)
 		if serr != nil {
 			return serr

@@ -346,3 +346,29 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// FieldErrors returns what is wrong with each field of spec on its own,
+// one InvalidError per field at most, so that a form can mark every field
+// it must change at once: Issue and Update refuse with the first. Checks
+// that need the key's record or the store (what a removal removes, scopes
+// no route uses) are left to them.
+func FieldErrors(spec Spec, t time.Time) []*InvalidError {
+	var errs []*InvalidError
+	for _, one := range []Spec{
+		{Name: spec.Name}, {Owner: spec.Owner}, {Env: spec.Env}, {Scopes: spec.Scopes}, {Rate: spec.Rate},
+		{Burst: spec.Burst}, {Expires: spec.Expires}, {AllowedIPs: spec.AllowedIPs},
+		{SenderDomains: spec.SenderDomains}, {Quota: spec.Quota}, {MaxRecipients: spec.MaxRecipients},
+	} {
+		var inv *InvalidError
+		if err := one.apply(&store.Record{Scopes: []string{}}, t); errors.As(err, &inv) {
+			errs = append(errs, inv)
+		}
+	}
+	if err := checkReason(spec.Reason); err != nil {
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			errs = append(errs, inv)
+		}
+	}
+	return errs
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // The console end to end, as people use it: a real caddy binary (built by
@@ -256,6 +257,18 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	alice.click(t, `form.settings button[type=submit]`, 422) // no name, no scope
 	if focused := run(t, alice.ctx, chromedp.Evaluate[string](`document.activeElement && document.activeElement.id`)); focused != "form-error" {
 		t.Errorf("after a refused form the focus is on %q, want the error (#form-error)", focused)
+	}
+	// Both things wrong are said at once, and Enter on the summary's link
+	// goes to its field without submitting the form again (the browser
+	// moves focus on keydown, and the keypress would land in the field).
+	alice.wantText(t, "#form-error", "Fix these 2 things")
+	run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage = true`))
+	alice.do(t, chromedp.Focus(chromedp.CSS(`#form-error a[href="#name"]`)), chromedp.KeyEvent(kb.Enter), chromedp.Sleep(300*time.Millisecond))
+	if same := run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage === true`)); !same {
+		t.Error("Enter on the error summary's link submitted the form again")
+	}
+	if focused := run(t, alice.ctx, chromedp.Evaluate[string](`document.activeElement && document.activeElement.id`)); focused != "name" {
+		t.Errorf("after Enter on the summary's link the focus is on %q, want the field (#name)", focused)
 	}
 
 	// Bob, of another team, sees none of it, not even by typing its address

@@ -17,7 +17,8 @@
     btn.addEventListener("click", function () {
       var text = target.value !== undefined ? target.value : target.textContent;
       navigator.clipboard.writeText(text).then(function () {
-        if (say) say.textContent = "Copied.";
+        // A live region announces a change: a second copy says so anew.
+        if (say) say.textContent = say.textContent === "Copied." ? "Copied again." : "Copied.";
       }, function () {
         if (target.select) target.select();
         if (say) say.textContent = "Copying was blocked: select the text and copy it yourself.";
@@ -59,12 +60,31 @@
 
   // A form that came back with an error shows it: the error may sit below
   // the fold of a long page (a key's page), and a screen reader starts there.
-  var shown = document.querySelector("main .error[role=alert]");
+  // Otherwise the message of an action just done (saved, revoked) is where
+  // focus starts, so it is read out.
+  var shown = document.querySelector("main .error[role=alert]") || document.querySelector("main .notice[role=status]");
   if (shown) {
     shown.setAttribute("tabindex", "-1");
     shown.scrollIntoView({ block: "center" });
     shown.focus({ preventScroll: true });
   }
+
+  // The error summary's links go to their field. Followed with Enter, the
+  // browser moves focus on keydown, and the key's keypress then lands in
+  // the field and submits the form again: the field is focused on keyup
+  // instead. A field inside a closed section (Limits) opens it first.
+  function goTo(link) {
+    var field = document.getElementById(link.getAttribute("href").slice(1));
+    if (!field) return;
+    for (var d = field.closest("details"); d; d = d.parentElement && d.parentElement.closest("details")) d.open = true;
+    field.scrollIntoView({ block: "center" });
+    field.focus({ preventScroll: true });
+  }
+  each('.error a[href^="#"]', function (link) {
+    link.addEventListener("click", function (e) { e.preventDefault(); goTo(link); });
+    link.addEventListener("keydown", function (e) { if (e.key === "Enter") e.preventDefault(); });
+    link.addEventListener("keyup", function (e) { if (e.key === "Enter") goTo(link); });
+  });
 
   // Typed confirmations: the button works once the text matches (the
   // server checks again).
