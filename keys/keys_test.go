@@ -704,3 +704,24 @@ func TestASenderDomainInUnicodeIsKeptAsASCII(t *testing.T) {
 		t.Errorf("sender domains %q, want %q", k.SenderDomains, want)
 	}
 }
+
+// FieldErrors names every field that is wrong on its own, one error each,
+// where Issue refuses with the first.
+func TestFieldErrorsNamesEveryWrongField(t *testing.T) {
+	name, rate, quota, bad := "", "lots/m", "10/w", -1
+	domains, ips, scopes := []string{"ok.example.com", "not a domain!"}, []string{"nope"}, []string{"mail.send", "Bad Scope"}
+	errs := FieldErrors(Spec{Name: &name, Rate: &rate, Quota: &quota, MaxRecipients: &bad, SenderDomains: &domains,
+		AllowedIPs: &ips, Scopes: &scopes}, time.Now())
+	var fields []string
+	for _, e := range errs {
+		fields = append(fields, e.Field)
+	}
+	want := []string{"name", "scope", "rate", "allowed IP", "sender domain", "quota", "max recipients"}
+	if !slices.Equal(fields, want) {
+		t.Errorf("FieldErrors named %q, want %q", fields, want)
+	}
+	ok := "crm"
+	if errs := FieldErrors(Spec{Name: &ok, Scopes: &[]string{"mail.send"}}, time.Now()); len(errs) != 0 {
+		t.Errorf("a right spec: %v", errs)
+	}
+}
