@@ -116,41 +116,37 @@ var counted struct {
 	fallbacks uint64
 }
 
-func countBackend(b *backend) {
-	counted.Lock()
-	defer counted.Unlock()
-	if counted.backends == nil {
-		counted.backends = map[*backend]struct{}{}
-	}
-	counted.backends[b] = struct{}{}
-}
+func countBackend(b *backend) { count(&counted.backends, b) }
 
 // uncountBackend keeps what a backend's verifier counted, once it is
 // closed, in the counters' closed part.
 func uncountBackend(b *backend) {
-	counted.Lock()
-	defer counted.Unlock()
-	if _, ok := counted.backends[b]; ok {
-		delete(counted.backends, b)
-		addStats(&counted.closed, b.verifier.Stats())
-	}
+	uncount(counted.backends, b, func() { addStats(&counted.closed, b.verifier.Stats()) })
 }
 
-func countShared(s *sharedLimits) {
-	counted.Lock()
-	defer counted.Unlock()
-	if counted.shared == nil {
-		counted.shared = map[*sharedLimits]struct{}{}
-	}
-	counted.shared[s] = struct{}{}
-}
+func countShared(s *sharedLimits) { count(&counted.shared, s) }
 
 func uncountShared(s *sharedLimits) {
+	uncount(counted.shared, s, func() { counted.fallbacks += s.fallbacks() })
+}
+
+func count[T comparable](set *map[T]struct{}, v T) {
 	counted.Lock()
 	defer counted.Unlock()
-	if _, ok := counted.shared[s]; ok {
-		delete(counted.shared, s)
-		counted.fallbacks += s.fallbacks()
+	if *set == nil {
+		*set = map[T]struct{}{}
+	}
+	(*set)[v] = struct{}{}
+}
+
+// uncount removes v from set and, if it was there, keeps what it counted
+// (keep runs under the lock, so no sum sees it in neither place).
+func uncount[T comparable](set map[T]struct{}, v T, keep func()) {
+	counted.Lock()
+	defer counted.Unlock()
+	if _, ok := set[v]; ok {
+		delete(set, v)
+		keep()
 	}
 }
 
