@@ -236,7 +236,11 @@ func (d denial) write(w http.ResponseWriter, forms *denialForms) int {
 	// A used-up quota says when it resets whatever status the dialect
 	// gives it.
 	if fm.status == http.StatusTooManyRequests || fm.status == http.StatusServiceUnavailable || d.code == QuotaExceeded {
-		h.Set("Retry-After", strconv.FormatInt(retrySeconds(d.retryAfter), 10))
+		secs := retrySeconds(d.retryAfter)
+		h.Set("Retry-After", strconv.FormatInt(secs, 10))
+		if name := forms.dialect.RetryAfterHeader(); name != "" {
+			h[name] = []string{strconv.FormatInt(secs*1000, 10)}
+		}
 	}
 	if fm.errorType != "" {
 		// A slice of its own: a handler around keygate may edit header

@@ -129,6 +129,14 @@ func TestEachDialectsOwnErrorFields(t *testing.T) {
 		if tc.code == QuotaExceeded && w.Header().Get("Retry-After") != "3600" {
 			t.Errorf("%s quota_exceeded: Retry-After %q, want when the quota resets", tc.dialect, w.Header().Get("Retry-After"))
 		}
+		// aws-sdk-go-v2 waits only as x-amz-retry-after says, in ms.
+		want := ""
+		if tc.dialect == "ses" && w.Header().Get("Retry-After") != "" {
+			want = "3600000"
+		}
+		if got := w.Header().Get("X-Amz-Retry-After"); got != want {
+			t.Errorf("%s %s: X-Amz-Retry-After %q, want %q", tc.dialect, tc.code, got, want)
+		}
 	}
 }
 
