@@ -44,11 +44,6 @@ type backend struct {
 	usage    *usage.Recorder
 	logger   *zap.Logger
 
-	// ran is set once a config with a handler on this backend runs: a
-	// backend no running config had (`caddy validate`, a load that failed)
-	// served nothing, so its Destruct closes the store at once.
-	ran atomic.Bool
-
 	// lingerEnd ends a reload's wait for requests in flight (countLate)
 	// early, at exit; lingerDone is closed when the store is closed.
 	lingerEnd, lingerDone chan struct{}
@@ -286,8 +281,12 @@ func (b *backend) pruneLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			b.pruneUsage(ctx, now)
-			b.reportRouteScopes(ctx, now)
+			// A config that is only being validated prunes nothing with
+			// its usage_retention, nor reports its routes.
+			if configRuns() {
+				b.pruneUsage(ctx, now)
+				b.reportRouteScopes(ctx, now)
+			}
 			t.Reset(pruneEvery)
 		}
 	}
@@ -361,13 +360,17 @@ func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
 // is runs: `caddy validate` (and a load that fails after this handler
 // provisioned) provisions a config that never runs, and its scope lines
 // and key prefix must not become what `caddy keys` offers and issues.
-// Caddy makes a config the running one just after provisioning it.
+// Caddy makes a config the running one once its apps have started. A
+// handler provisioned under a context of its own (by a module that wraps
+// handlers) never matches the running one: after a while, a running config
+// is enough.
 func (b *backend) reportWhenRunning(ctx caddy.Context) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	giveUp := time.Now().Add(30 * time.Second)
 	for {
-		if running := caddy.ActiveContext(); running.Context != nil && running.Done() == ctx.Done() {
-			b.ran.Store(true)
+		running := caddy.ActiveContext()
+		if running.Context != nil && (running.Done() == ctx.Done() || time.Now().After(giveUp)) {
 			b.reportRouteScopes(ctx, now())
 			return
 		}
@@ -378,6 +381,10 @@ func (b *backend) reportWhenRunning(ctx caddy.Context) {
 		}
 	}
 }
+
+// configRuns reports whether this process runs a config: not while
+// `caddy validate` (or `caddy adapt --validate`) provisions one to check it.
+func configRuns() bool { return caddy.ActiveContext().Context != nil }
 
 // run flushes usage and sweeps idle limiters until Destruct.
 func (b *backend) run() {
@@ -542,8 +549,8 @@ func (b *backend) Destruct() error {
 	b.finalFlush()
 	b.verifier.Close()
 	uncountBackend(b)
-	if caddy.Exiting() || !b.ran.Load() {
-		// The servers have stopped, or never ran with this backend
+	if caddy.Exiting() || !configRuns() {
+		// The servers have stopped, or this process never ran a config
 		// (`caddy validate`): no request is left to count.
 		return b.closeStore()
 	}

@@ -41,16 +41,22 @@ func Unavailable(err error) bool {
 	return false
 }
 
-// networkError reports whether err comes from the network: a dial, read or
-// write that failed or timed out. A bare system error satisfies net.Error
-// too (syscall.Errno has Timeout and Temporary), but without the network's
-// wrapping around it, it is the file system's: an SQLite path under a
-// missing or read-only directory, which no retry will mend.
+// networkError reports whether err comes from the network, or the system
+// ran short for a moment (a dial, read or write that failed or timed out,
+// no file descriptors left): worth trying again. A system error that says
+// the path is wrong (no such directory, not a directory, a directory,
+// permission denied, a read-only file system) is the configuration's
+// fault, an SQLite path no retry will mend.
 func networkError(err error) bool {
 	var ne net.Error
 	if !errors.As(err, &ne) {
 		return false
 	}
-	_, errno := ne.(syscall.Errno)
-	return !errno
+	if errno, ok := ne.(syscall.Errno); ok {
+		switch errno {
+		case syscall.ENOENT, syscall.ENOTDIR, syscall.EISDIR, syscall.EACCES, syscall.EPERM, syscall.EROFS:
+			return false
+		}
+	}
+	return true
 }

@@ -42,6 +42,8 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"a missing directory", &fs.PathError{Op: "mkdir", Path: "/proc/nope", Err: syscall.ENOENT}, false},
 		{"a read-only file system", fmt.Errorf("open store: %w", &fs.PathError{Op: "open", Path: "/usr/keys.db", Err: syscall.EROFS}), false},
 		{"a network timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
+		{"no file descriptors left, for a moment", &fs.PathError{Op: "open", Path: "/var/lib/keys.db", Err: syscall.EMFILE}, true},
+		{"permission denied", &fs.PathError{Op: "open", Path: "/var/lib/keys.db", Err: syscall.EACCES}, false},
 		{"a reset connection", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
 	} {
 		if got := Unavailable(c.err); got != c.want {
