@@ -45,11 +45,12 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 			cmd.SetHelpTemplate(cmd.HelpTemplate() + "\nReference: docs/cli.md in keygate's source (github.com/keygate/caddy-keygate).\n")
 			cmd.PersistentFlags().String("store", "", "Key store: "+store.URIForms+"; default $KEYGATE_STORE or Caddy's data dir")
 			cmd.PersistentFlags().Bool("json", false, "Print JSON for scripts")
-			cmd.PersistentFlags().String("envfile", "", "Read environment variables from this file (KEY=VALUE lines, as caddy run --envfile), e.g. KEYGATE_STORE")
+			cmd.PersistentFlags().String("envfile", "", "Read environment variables from this file (KEY=VALUE lines, as systemd's EnvironmentFile), e.g. KEYGATE_STORE")
 			cmd.SilenceUsage = true
 			for _, sub := range keysCommands() {
 				usageErrors(sub)
 				cmd.AddCommand(sub)
+				subcommands[sub.Name()] = true
 			}
 			// A mistyped subcommand must fail, not print help and exit 0: a
 			// script running `caddy keys revok ID` would believe the key
@@ -60,9 +61,14 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 				// A subcommand's flag given before it takes the subcommand
 				// for its value: `caddy keys --yes revoke ID` would run
 				// nothing (or print help and exit 0).
-				if f := flagBeforeSubcommand(os.Args); f != "" {
-					return fmt.Errorf(`flag %s before the subcommand: flags go after it, `+
-						`caddy keys <subcommand> [flags] (see "caddy keys --help")`, f)
+				// Said as every other error of the CLI is, on one line.
+				fail := func(msg string) error {
+					fmt.Fprintf(os.Stderr, "caddy keys: %s (see \"caddy keys --help\")\n", msg)
+					os.Exit(1)
+					return nil
+				}
+				if msg := flagBeforeSubcommand(os.Args); msg != "" {
+					return fail(msg)
 				}
 				if len(args) == 0 {
 					return c.Help()
@@ -71,15 +77,19 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 				if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 					msg += "; did you mean " + strings.Join(s, " or ") + "?"
 				}
-				return errors.New(msg + ` (see "caddy keys --help")`)
+				return fail(msg)
 			}
 		},
 	})
 }
 
-// flagBeforeSubcommand returns the first flag of argv given between
-// "keys" and its subcommand that is not one of the keys command's own
-// (--store, --envfile, --json, --help), or "".
+// subcommands are the names of the keys command's subcommands.
+var subcommands = map[string]bool{}
+
+// flagBeforeSubcommand says what is wrong with the flags argv gives between
+// "keys" and its subcommand, or "": a flag that is not the keys command's
+// own (--store, --envfile, --json, --help) belongs after its subcommand,
+// and --store or --envfile without a value takes the subcommand for it.
 func flagBeforeSubcommand(argv []string) string {
 	i := slices.Index(argv, "keys")
 	if i < 0 {
@@ -93,12 +103,15 @@ func flagBeforeSubcommand(argv []string) string {
 		flag, _, hasValue := strings.Cut(a, "=")
 		switch strings.TrimLeft(flag, "-") {
 		case "store", "envfile":
-			if !hasValue && len(rest) > 1 {
+			if !hasValue {
+				if len(rest) < 2 || subcommands[rest[1]] {
+					return flag + " needs a value: caddy keys " + flag + " VALUE <subcommand> …"
+				}
 				rest = rest[1:] // its value
 			}
 		case "json", "help", "h":
 		default:
-			return flag
+			return "flag " + flag + " goes after the subcommand: caddy keys <subcommand> " + flag + " …"
 		}
 	}
 	return ""
@@ -108,9 +121,13 @@ func flagBeforeSubcommand(argv []string) string {
 // environment does not set already, as `caddy run --envfile` does, so the
 // CLI finds the store the gateway's Caddyfile names ({env.KEYGATE_STORE})
 // in the file the service reads, without its password on a command line.
-// Lines are KEY=VALUE; blank lines and comments (# or ;) are skipped, and
-// an "export " before the key and quotes around the value are allowed.
-// An error names the line, never its text, which may hold a secret.
+// It reads what systemd's EnvironmentFile and Caddy's --envfile agree on:
+// KEY=VALUE lines; blank lines and comments (a line starting with # or ;)
+// skipped; "export " before the key allowed; one pair of quotes around the
+// whole value removed. A value that opens a quote it does not close (a
+// comment after it, a value on several lines) is refused rather than read
+// differently than the gateway reads it. An error names the line, never its
+// text, which may hold a secret.
 func loadEnvFile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -127,8 +144,11 @@ func loadEnvFile(path string) error {
 			return fmt.Errorf("--envfile %s: line %d is not KEY=VALUE", path, i+1)
 		}
 		val = strings.TrimSpace(val)
-		if n := len(val); n >= 2 && (val[0] == '"' || val[0] == '\'') && val[n-1] == val[0] {
-			val = val[1 : n-1]
+		if val != "" && (val[0] == '"' || val[0] == '\'') {
+			if len(val) < 2 || val[len(val)-1] != val[0] {
+				return fmt.Errorf("--envfile %s: line %d opens a quote it does not close at the end of the line", path, i+1)
+			}
+			val = val[1 : len(val)-1]
 		}
 		if _, set := os.LookupEnv(key); !set {
 			os.Setenv(key, val)
@@ -185,7 +205,13 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 	return func(cmd *cobra.Command, args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := func() error {
-			if file, _ := cmd.Flags().GetString("envfile"); file != "" {
+			if cmd.Flags().Changed("envfile") {
+				file, _ := cmd.Flags().GetString("envfile")
+				if file == "" {
+					// --envfile="$FILE" with FILE unset: going on would use
+					// the default store, which no gateway may read.
+					return errors.New("--envfile is empty: name the file the gateway's environment is in")
+				}
 				if err := loadEnvFile(file); err != nil {
 					return err
 				}

@@ -284,9 +284,12 @@ func TestKeyLifecycle(t *testing.T) {
 		}
 		// A subcommand's flag given before it would take the subcommand
 		// for its value, and run nothing with exit status 0.
-		for _, args := range [][]string{{"--bogus", "list"}, {"--yes", "revoke", a.ID}} {
+		for _, args := range [][]string{{"--bogus", "list"}, {"--yes", "revoke", a.ID}, {"--store", "list"}} {
 			stdout, stderr, err := g.keysRaw(args...)
-			want := "flag " + args[0] + " before the subcommand: flags go after it"
+			want := "caddy keys: flag " + args[0] + " goes after the subcommand"
+			if args[0] == "--store" {
+				want = "caddy keys: --store needs a value"
+			}
 			if err == nil || stdout != "" || !strings.Contains(stderr, want) {
 				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", strings.Join(args, " "), err, stdout, stderr, want)
 			}
@@ -680,12 +683,21 @@ func TestTheCLIReadsTheStoreFromAnEnvironmentFile(t *testing.T) {
 	if out, stderr, err := keys("list", "--envfile", env); err != nil || !strings.Contains(out, k.ID) {
 		t.Errorf("list with --envfile after the subcommand: %v\n%s%s", err, out, stderr)
 	}
-	bad := filepath.Join(dir, "bad.env")
-	if err := os.WriteFile(bad, []byte("KEYGATE_STORE postgres://kg:hunter2@db/kg\n"), 0o600); err != nil {
-		t.Fatal(err)
+	for text, want := range map[string]string{
+		"KEYGATE_STORE postgres://kg:hunter2@db/kg\n": "line 1 is not KEY=VALUE",
+		"# a comment\nKEYGATE_STORE='postgres://kg:hunter2@db/kg' # the primary\n": "line 2 opens a quote it does not close",
+	} {
+		bad := filepath.Join(dir, "bad.env")
+		if err := os.WriteFile(bad, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, err := keys("list", "--envfile", bad); err == nil || !strings.Contains(stderr, want) || strings.Contains(stderr, "hunter2") {
+			t.Errorf("%q: err=%v stderr=%q, want %q and no secret", text, err, stderr, want)
+		}
 	}
-	if _, stderr, err := keys("list", "--envfile", bad); err == nil || !strings.Contains(stderr, "line 1 is not KEY=VALUE") || strings.Contains(stderr, "hunter2") {
-		t.Errorf("a line that is not KEY=VALUE: err=%v stderr=%q", err, stderr)
+	// --envfile="$FILE" with FILE unset would use the default store.
+	if _, stderr, err := keys("list", "--envfile="); err == nil || !strings.Contains(stderr, "--envfile is empty") {
+		t.Errorf("an empty --envfile: err=%v stderr=%q", err, stderr)
 	}
 }
 
