@@ -684,7 +684,7 @@ func TestTheCLIReadsTheStoreFromAnEnvironmentFile(t *testing.T) {
 		t.Errorf("list with --envfile after the subcommand: %v\n%s%s", err, out, stderr)
 	}
 	for text, want := range map[string]string{
-		"KEYGATE_STORE postgres://kg:hunter2@db/kg\n": "line 1 is not KEY=VALUE",
+		"KEYGATE_STORE postgres://kg:hunter2@db/kg\n":                              "line 1 is not KEY=VALUE",
 		"# a comment\nKEYGATE_STORE='postgres://kg:hunter2@db/kg' # the primary\n": "line 2 opens a quote it does not close",
 	} {
 		bad := filepath.Join(dir, "bad.env")
