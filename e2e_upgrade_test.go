@@ -2,6 +2,7 @@ package keygate_test
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/store"
 )
 
 // upgradeKeys is testdata/upgrade/keys.json: per engine, each key's id and
@@ -60,15 +62,44 @@ func TestAnUpgradeKeepsEveryKeyCountAndEvent(t *testing.T) {
 			}
 			return all
 		}
+		version := func() int { return schemaVersion(t, "sqlite", path) }
+		if v := version(); v != 1 {
+			t.Fatalf("testdata/upgrade/sqlite.db is at schema version %d, not the first release's (remake it with make.sh)", v)
+		}
 		upgraded(t, "sqlite:"+path, fixture["sqlite"], stored)
+		if v := version(); v != store.SchemaVersion() {
+			t.Errorf("after the upgrade the store is at schema version %d, want %d", v, store.SchemaVersion())
+		}
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
 		needBinary(t)
 		pg := testservers.StartPostgres(t)
 		pg.Load(filepath.Join("testdata", "upgrade", "postgres.sql"))
+		version := func() int { return schemaVersion(t, "pgx", pg.URI) }
+		if v := version(); v != 1 {
+			t.Fatalf("testdata/upgrade/postgres.sql is at schema version %d, not the first release's (remake it with make.sh)", v)
+		}
 		upgraded(t, pg.URI, fixture["postgres"], nil)
+		if v := version(); v != store.SchemaVersion() {
+			t.Errorf("after the upgrade the store is at schema version %d, want %d", v, store.SchemaVersion())
+		}
 	})
+}
+
+// schemaVersion reads a store's schema version as keygate records it.
+func schemaVersion(t *testing.T, driver, source string) int {
+	t.Helper()
+	db, err := sql.Open(driver, source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow("SELECT MAX(version) FROM schema_migrations").Scan(&v); err != nil {
+		t.Fatalf("%s: %v", driver, err)
+	}
+	return v
 }
 
 // upgraded runs this version's gateway and CLI on an older store holding

@@ -108,15 +108,15 @@ func newMetrics() *keygateMetrics {
 // and what those since closed had counted: a counter must never go down
 // when a reload or a config change drops one, or Prometheus takes the drop
 // for a restart (and rate() shows a spike).
-var counted struct {
+var counted = struct {
 	sync.Mutex
 	backends  map[*backend]struct{}
 	shared    map[*sharedLimits]struct{}
 	closed    verifier.Stats
 	fallbacks uint64
-}
+}{backends: map[*backend]struct{}{}, shared: map[*sharedLimits]struct{}{}}
 
-func countBackend(b *backend) { count(&counted.backends, b) }
+func countBackend(b *backend) { count(counted.backends, b) }
 
 // uncountBackend keeps what a backend's verifier counted, once it is
 // closed, in the counters' closed part.
@@ -124,19 +124,16 @@ func uncountBackend(b *backend) {
 	uncount(counted.backends, b, func() { addStats(&counted.closed, b.verifier.Stats()) })
 }
 
-func countShared(s *sharedLimits) { count(&counted.shared, s) }
+func countShared(s *sharedLimits) { count(counted.shared, s) }
 
 func uncountShared(s *sharedLimits) {
 	uncount(counted.shared, s, func() { counted.fallbacks += s.fallbacks() })
 }
 
-func count[T comparable](set *map[T]struct{}, v T) {
+func count[T comparable](set map[T]struct{}, v T) {
 	counted.Lock()
 	defer counted.Unlock()
-	if *set == nil {
-		*set = map[T]struct{}{}
-	}
-	(*set)[v] = struct{}{}
+	set[v] = struct{}{}
 }
 
 // uncount removes v from set and, if it was there, keeps what it counted

@@ -478,12 +478,18 @@ func TestARefusedFormSaysEverythingWrongAtOnce(t *testing.T) {
 		"allowed_ips": {"not-an-ip"}, "rate_n": {"abc"}, "max_recipients": {"zz"}, "sender_domains": {"not a domain!"}})
 	wantStatus(t, w, http.StatusUnprocessableEntity)
 	body := w.Body.String()
-	fields := []string{"name", "extra-scopes", "expires-date", "allowed-ips", "rate-n", "max-recipients", "sender-domains"}
+	fields := []string{"name", "extra-scopes", "expires-date", "sender-domains", "allowed-ips", "rate-n", "max-recipients"} // in the page's order
 	if !strings.Contains(body, fmt.Sprintf("Fix these %d things:", len(fields))) {
 		t.Errorf("the summary does not count %d things:\n%s", len(fields), body)
 	}
+	last := -1
 	for _, field := range fields {
-		if !strings.Contains(body, `<li><a href="#`+field+`">`) || !strings.Contains(body, `id="err-`+field+`"`) {
+		at := strings.Index(body, `<li><a href="#`+field+`">`)
+		if at < last {
+			t.Errorf("%s: said out of the page's order", field)
+		}
+		last = at
+		if at < 0 || !strings.Contains(body, `id="err-`+field+`"`) {
 			t.Errorf("%s: no linked message in the summary, or none beside the field", field)
 		}
 		if !regexp.MustCompile(`id="` + field + `"[^>]*aria-describedby="[^"]*err-` + field + `"[^>]*aria-invalid="true"`).MatchString(body) {

@@ -326,24 +326,14 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	if f.Edit || len(ips) > 0 {
 		s.AllowedIPs = &ips
 	}
-	number := func(v *string, err error) *string {
-		if err != nil {
-			errs.add(*asFormErr(err))
-			return nil
-		}
-		return v
-	}
-	count := func(v *int, err error) *int {
-		if err != nil {
-			errs.add(*asFormErr(err))
-			return nil
-		}
-		return v
-	}
-	s.Rate = number(perUnit(f.RateN, f.RateUnit, "rate-n", "requests", f.Edit))
-	s.Quota = number(perUnit(f.QuotaN, f.QuotaUnit, "quota-n", "recipients", f.Edit))
-	s.Burst = count(wholeNumber(f.Burst, "burst", "The burst", f.Edit))
-	s.MaxRecipients = count(wholeNumber(f.MaxRecipients, "max-recipients", "The most recipients per message", f.Edit))
+	rate, rateErr := perUnit(f.RateN, f.RateUnit, "rate-n", "requests", f.Edit)
+	s.Rate = keep(&errs, rate, rateErr)
+	quota, quotaErr := perUnit(f.QuotaN, f.QuotaUnit, "quota-n", "recipients", f.Edit)
+	s.Quota = keep(&errs, quota, quotaErr)
+	burst, burstErr := wholeNumber(f.Burst, "burst", "The burst", f.Edit)
+	s.Burst = keep(&errs, burst, burstErr)
+	most, mostErr := wholeNumber(f.MaxRecipients, "max-recipients", "The most recipients per message", f.Edit)
+	s.MaxRecipients = keep(&errs, most, mostErr)
 	s.Reason = strings.TrimSpace(f.Reason)
 	// What the service finds wrong with the other fields, each on its own,
 	// is said at the same time (the fields above are left out of s).
@@ -351,9 +341,27 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 		errs.add(formErr{fieldIDs[inv.Field], inv.Error()})
 	}
 	if len(errs) > 0 {
+		// Said in the order the page shows the fields.
+		slices.SortStableFunc(errs, func(a, b formErr) int {
+			return cmp.Compare(slices.Index(pageOrder, a.Field), slices.Index(pageOrder, b.Field))
+		})
 		return s, errs
 	}
 	return s, nil
+}
+
+// pageOrder is the order of the settings form's fields on the page.
+var pageOrder = []string{"name", "owner", "scopes", "extra-scopes", "expires-date", "sender-domains", "allowed-ips",
+	"rate-n", "burst", "quota-n", "max-recipients", "reason"}
+
+// keep passes on a value read from the form or, when reading it failed,
+// keeps the error in errs and passes on nil.
+func keep[T any](errs *formErrs, v *T, err *formErr) *T {
+	if err != nil {
+		errs.add(*err)
+		return nil
+	}
+	return v
 }
 
 // expiry reads the expiry choice, or says what is wrong with it.
@@ -388,7 +396,7 @@ func (f *settingsForm) expiry() (*string, string) {
 
 // perUnit reads "N" and a unit into "N/unit"; empty is "" (clear) when
 // editing and nil (the route's default) when creating.
-func perUnit(n, unit, field, what string, edit bool) (*string, error) {
+func perUnit(n, unit, field, what string, edit bool) (*string, *formErr) {
 	if n == "" {
 		if edit {
 			empty := ""
@@ -407,7 +415,7 @@ func perUnit(n, unit, field, what string, edit bool) (*string, error) {
 
 // wholeNumber reads an optional count; empty is 0 (none) when editing and
 // nil when creating.
-func wholeNumber(v, field, what string, edit bool) (*int, error) {
+func wholeNumber(v, field, what string, edit bool) (*int, *formErr) {
 	if v == "" {
 		if edit {
 			zero := 0

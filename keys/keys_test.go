@@ -716,8 +716,8 @@ func TestFieldErrorsNamesEveryWrongField(t *testing.T) {
 	for _, e := range errs {
 		fields = append(fields, e.Field)
 	}
-	want := []string{"name", "scope", "rate", "allowed IP", "sender domain", "quota", "max recipients"}
-	if !slices.Equal(fields, want) {
+	want := []string{"allowed IP", "max recipients", "name", "quota", "rate", "scope", "sender domain"}
+	if slices.Sort(fields); !slices.Equal(fields, want) {
 		t.Errorf("FieldErrors named %q, want %q", fields, want)
 	}
 	ok := "crm"

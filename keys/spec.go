@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -349,26 +350,27 @@ func printable(s string) bool {
 
 // FieldErrors returns what is wrong with each field of spec on its own,
 // one InvalidError per field at most, so that a form can mark every field
-// it must change at once: Issue and Update refuse with the first. Checks
-// that need the key's record or the store (what a removal removes, scopes
-// no route uses) are left to them.
+// it must change at once: Issue and Update refuse with the first. Each of
+// spec's settings (its pointer fields, found by reflection so a new one is
+// not forgotten) is checked in a spec of its own; checks that need the
+// key's record or the store (what a removal removes, scopes no route uses)
+// are left to Issue and Update.
 func FieldErrors(spec Spec, t time.Time) []*InvalidError {
 	var errs []*InvalidError
-	for _, one := range []Spec{
-		{Name: spec.Name}, {Owner: spec.Owner}, {Env: spec.Env}, {Scopes: spec.Scopes}, {Rate: spec.Rate},
-		{Burst: spec.Burst}, {Expires: spec.Expires}, {AllowedIPs: spec.AllowedIPs},
-		{SenderDomains: spec.SenderDomains}, {Quota: spec.Quota}, {MaxRecipients: spec.MaxRecipients},
-	} {
-		var inv *InvalidError
-		if err := one.apply(&store.Record{Scopes: []string{}}, t); errors.As(err, &inv) {
-			errs = append(errs, inv)
-		}
-	}
-	if err := checkReason(spec.Reason); err != nil {
+	keep := func(err error) {
 		var inv *InvalidError
 		if errors.As(err, &inv) {
 			errs = append(errs, inv)
 		}
 	}
+	v := reflect.ValueOf(spec)
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			var one Spec
+			reflect.ValueOf(&one).Elem().Field(i).Set(f)
+			keep(one.apply(&store.Record{Scopes: []string{}}, t))
+		}
+	}
+	keep(checkReason(spec.Reason))
 	return errs
 }

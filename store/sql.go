@@ -79,6 +79,12 @@ func (s *DB) init(ctx context.Context) error {
 	return nil
 }
 
+// SchemaVersion is the version this keygate migrates a store's schema to,
+// on either engine (their migrations share their numbers).
+func SchemaVersion() int {
+	return sqliteDialect.migrations[len(sqliteDialect.migrations)-1].version
+}
+
 // A migration moves the schema from version-1 to version.
 type migration struct {
 	version int

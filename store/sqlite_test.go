@@ -696,3 +696,12 @@ func TestHoldStore(t *testing.T) {
 	fmt.Println("open")
 	io.Copy(io.Discard, os.Stdin)
 }
+
+// Both engines migrate to the same version, the one SchemaVersion names.
+func TestBothEnginesMigrateToSchemaVersion(t *testing.T) {
+	for _, d := range []*dialect{sqliteDialect, postgresDialect} {
+		if got := d.migrations[len(d.migrations)-1].version; got != SchemaVersion() {
+			t.Errorf("%s migrates to version %d, SchemaVersion is %d", d.name, got, SchemaVersion())
+		}
+	}
+}
