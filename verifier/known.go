@@ -137,17 +137,28 @@ func (v *Verifier) forgetKnown() {
 	}
 }
 
+// knownReadGrace is how long Close lets a read of the digests in progress
+// go on before cutting it short.
+const knownReadGrace = 2 * time.Second
+
 // keepKnown loads the set whenever asked to (forgetKnown, a full set),
 // retrying a failed load every second until Close. A store that answers
 // errors.ErrUnsupported has no set.
 func (v *Verifier) keepKnown() {
 	defer close(v.knownDone)
-	// Close does not wait for a long read of the digests to end.
+	// Close does not wait for a long read of the digests to end, but lets
+	// one about to end do so: a read cut short makes database/sql drop its
+	// connection, and SQLite then leaves the store's write-ahead log beside
+	// it when the process exits (`caddy validate`, a stop just after start).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
 		case <-v.stop:
+			select {
+			case <-ctx.Done():
+			case <-time.After(knownReadGrace):
+			}
 			cancel()
 		case <-ctx.Done():
 		}
