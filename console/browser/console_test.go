@@ -262,6 +262,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	// goes to its field without submitting the form again (the browser
 	// moves focus on keydown, and the keypress would land in the field).
 	alice.wantText(t, "#form-error", "Fix these 2 things")
+	alice.shot(t, shots, "new-refused")
 	run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage = true`))
 	alice.do(t, chromedp.Focus(chromedp.CSS(`#form-error a[href="#name"]`)), chromedp.KeyEvent(kb.Enter), chromedp.Sleep(300*time.Millisecond))
 	if same := run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage === true`)); !same {
