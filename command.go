@@ -121,13 +121,13 @@ func flagBeforeSubcommand(argv []string) string {
 // environment does not set already, as `caddy run --envfile` does, so the
 // CLI finds the store the gateway's Caddyfile names ({env.KEYGATE_STORE})
 // in the file the service reads, without its password on a command line.
-// It reads what systemd's EnvironmentFile and Caddy's --envfile agree on:
-// KEY=VALUE lines; blank lines and comments (a line starting with # or ;)
-// skipped; "export " before the key allowed; one pair of quotes around the
-// whole value removed. A value that opens a quote it does not close (a
-// comment after it, a value on several lines) is refused rather than read
-// differently than the gateway reads it. An error names the line, never its
-// text, which may hold a secret.
+// Lines are KEY=VALUE; blank lines and comments (a line starting with # or
+// ;) are skipped, "export " before the key is allowed, and one pair of
+// quotes around the whole value is removed. What systemd's EnvironmentFile
+// and Caddy's --envfile read differently, a comment after a value or a
+// quoted value spanning lines, is refused rather than read otherwise than
+// the gateway reads it. A variable the environment sets to a value wins.
+// An error names the line, never its text, which may hold a secret.
 func loadEnvFile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -144,13 +144,18 @@ func loadEnvFile(path string) error {
 			return fmt.Errorf("--envfile %s: line %d is not KEY=VALUE", path, i+1)
 		}
 		val = strings.TrimSpace(val)
-		if val != "" && (val[0] == '"' || val[0] == '\'') {
+		switch {
+		case val != "" && (val[0] == '"' || val[0] == '\''):
 			if len(val) < 2 || val[len(val)-1] != val[0] {
 				return fmt.Errorf("--envfile %s: line %d opens a quote it does not close at the end of the line", path, i+1)
 			}
 			val = val[1 : len(val)-1]
+		case strings.Contains(val, " #") || strings.Contains(val, "\t#"):
+			// systemd keeps a trailing comment in the value, Caddy drops it.
+			return fmt.Errorf("--envfile %s: line %d has a comment after its value, which systemd and caddy read "+
+				"differently; put it on a line of its own", path, i+1)
 		}
-		if _, set := os.LookupEnv(key); !set {
+		if os.Getenv(key) == "" { // unset, or set empty: KEYGATE_STORE= would mean the default store
 			os.Setenv(key, val)
 		}
 	}

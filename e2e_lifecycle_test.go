@@ -683,9 +683,17 @@ func TestTheCLIReadsTheStoreFromAnEnvironmentFile(t *testing.T) {
 	if out, stderr, err := keys("list", "--envfile", env); err != nil || !strings.Contains(out, k.ID) {
 		t.Errorf("list with --envfile after the subcommand: %v\n%s%s", err, out, stderr)
 	}
+	// Set but empty in the shell (KEYGATE_STORE= caddy keys …) is as unset:
+	// it would otherwise mean the default store.
+	empty := exec.Command(caddyBin, "keys", "list", "--envfile", env)
+	empty.Env = append(os.Environ(), "KEYGATE_STORE=", "XDG_DATA_HOME="+filepath.Join(dir, "data"))
+	if out, err := empty.CombinedOutput(); err != nil || !strings.Contains(string(out), k.ID) {
+		t.Errorf("--envfile with KEYGATE_STORE set empty: %v\n%s", err, out)
+	}
 	for text, want := range map[string]string{
 		"KEYGATE_STORE postgres://kg:hunter2@db/kg\n":                              "line 1 is not KEY=VALUE",
 		"# a comment\nKEYGATE_STORE='postgres://kg:hunter2@db/kg' # the primary\n": "line 2 opens a quote it does not close",
+		"KEYGATE_STORE=postgres://kg:hunter2@db/kg # the primary\n":                "line 1 has a comment after its value",
 	} {
 		bad := filepath.Join(dir, "bad.env")
 		if err := os.WriteFile(bad, []byte(text), 0o600); err != nil {
