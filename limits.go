@@ -80,8 +80,12 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 		return quotaState{}, false, denial{}
 	}
 	start, end := q.Per.Start(t), q.Per.End(t)
+	// What the store holds and what this gateway counted and has not
+	// written yet (up to a flush interval); other nodes' unwritten counts
+	// are not seen (docs/cluster.md).
 	load := func(ctx context.Context) (int64, error) {
-		return h.backend.store.Recipients(ctx, rec.ID, start)
+		n, err := h.backend.store.Recipients(ctx, rec.ID, start)
+		return n + h.backend.usage.Pending(rec.ID, start), err
 	}
 	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
 	if err != nil {

@@ -2,7 +2,10 @@ package keygate
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +113,52 @@ func TestAKeysBurstAppliesToTheRoutesRate(t *testing.T) {
 	}
 	if n := allowed(plain); n != 12 {
 		t.Errorf("a key with the route's limit: %d of 12 at once allowed, want all (the route's burst is 60)", n)
+	}
+}
+
+// A quota loaded while this gateway holds counts it has not written yet (a
+// key given a quota after it sent, or a Redis counter rebuilt) counts them:
+// the store's count alone missed up to a flush interval of sends.
+func TestAQuotaCountsWhatTheGatewayHasNotWrittenYet(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour // nothing is written during the test
+	h, st := testHandler(t, &Handler{
+		MailAPI: "sendgrid",
+		Scopes:  []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
+	})
+	rec, key := issue(t, st, "mail.send")
+	send := func(n int) int {
+		t.Helper()
+		var to []string
+		for i := range n {
+			to = append(to, fmt.Sprintf(`{"email":"r%d@example.org"}`, i))
+		}
+		body := `{"personalizations":[{"to":[` + strings.Join(to, ",") + `]}],"from":{"email":"a@example.com"}}`
+		r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNext); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	for range 2 {
+		if c := send(3); c != http.StatusAccepted {
+			t.Fatalf("a send before the quota: %d", c)
+		}
+	}
+	quota := "8/d"
+	if _, err := keys.New(st, keys.Options{}).Update(context.Background(), rec.ID, keys.Spec{Quota: &quota}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := send(3); c == http.StatusAccepted {
+		t.Errorf("3 more recipients after 6 on a quota of 8: %d, want refused", c)
+	}
+	if c := send(2); c != http.StatusAccepted {
+		t.Errorf("2 more recipients after 6 on a quota of 8: %d, want 202", c)
 	}
 }

@@ -2,7 +2,9 @@ package keygate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	neturl "net/url"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,7 +34,7 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 	v, _, err := sharedPool.LoadOrNew(url, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), err)
+			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), redisURLError(err))
 		}
 		// Bounded waits: a slow Redis must not stall requests (the limiter
 		// also cuts each call at its own timeout and falls back).
@@ -87,3 +89,13 @@ func (s *sharedLimits) fallbacks() uint64 {
 type quietRedisLogger struct{}
 
 func (quietRedisLogger) Printf(context.Context, string, ...any) {}
+
+// redisURLError is what to say of a URL go-redis could not read. net/url's
+// errors quote the URL, password included, or the part of it before a
+// character it stopped at: they are not passed on.
+func redisURLError(err error) error {
+	if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
+		return errors.New("not a URL: characters such as % # ? / @ in the user name or password must be percent-encoded (%25 %23 %3F %2F %40)")
+	}
+	return err
+}

@@ -79,7 +79,7 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf,
-			recovered: func() { addFallbackSpent(client, opts, fallback) }},
+			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
 		seed: maphash.MakeSeed(),
 	}
 	for i := range q.shards {
@@ -124,7 +124,7 @@ func (q *LeasedQuotas) Reserve(ctx context.Context, key string, limit, n int64, 
 	// Twice the key's recipients here in the last interval, or in this one
 	// so far: a key starting to send leases blocks doubling in size.
 	extra := min(max(2*ls.recent, 2*ls.demand, n), limit/64)
-	a, err := q.ask(ctx, ls, need, extra, load)
+	a, err := q.ask(ctx, ls, need, extra, load, now)
 	if le := (loadError{}); errors.As(err, &le) {
 		return QuotaResult{}, le.error
 	}
@@ -160,8 +160,8 @@ type quotaAnswer struct {
 // ask leases need recipients and up to extra more for ls, loading the
 // persisted count when Redis has none for the period.
 func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int64,
-	load func(context.Context) (int64, error)) (quotaAnswer, error) {
-	a, missing, err := q.run1(ctx, ls, need, extra, "")
+	load func(context.Context) (int64, error), now time.Time) (quotaAnswer, error) {
+	a, missing, err := q.run1(ctx, ls, need, extra, "", now)
 	if err != nil || !missing {
 		return a, err
 	}
@@ -169,14 +169,14 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 	if err != nil {
 		return quotaAnswer{}, loadError{fmt.Errorf("keygate: quota of %s: loading the count: %w", ls.rkey, err)}
 	}
-	a, _, err = q.run1(ctx, ls, need, extra, strconv.FormatInt(persisted, 10))
+	a, _, err = q.run1(ctx, ls, need, extra, strconv.FormatInt(persisted, 10), now)
 	return a, err
 }
 
-func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string) (quotaAnswer, bool, error) {
+func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (quotaAnswer, bool, error) {
 	q.trips.Add(1)
 	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey}, ls.limit, need, extra, ls.end.UnixMilli(), initial).Int64Slice()
+		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(ls.rkey)}, ls.limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	})
 	if err != nil {
 		return quotaAnswer{}, false, err
@@ -304,7 +304,8 @@ func (q *LeasedQuotas) RoundTrips() uint64 { return q.trips.Load() }
 // (extra, capped at an eighth of what would be left) on the counter KEYS[1]
 // of limit ARGV[1], unless need would pass the limit. A missing counter is
 // created as reserveScript creates it (from the persisted count ARGV[5],
-// expiring at ARGV[4]), or answered "missing" when ARGV[5] is "".
+// expiring at ARGV[4], and KEYS[2] saying it was loaded at ARGV[6]), or
+// answered "missing" when ARGV[5] is "".
 //
 // Answers {status, granted, used}: status 1 reserved, 0 over the limit
 // (nothing counted), -1 missing.
@@ -318,6 +319,8 @@ else
   used = tonumber(ARGV[5])
   redis.call("SET", KEYS[1], used)
   redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+  redis.call("SET", KEYS[2], ARGV[6])
+  redis.call("PEXPIREAT", KEYS[2], ARGV[4])
 end
 local limit, need, extra = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if need > limit - used then

@@ -45,10 +45,11 @@ type outage struct {
 	logf      func(string, ...any)
 	down      atomic.Bool
 	retryAt   atomic.Int64 // unix nanoseconds; while down, the next probe time
+	since     atomic.Int64 // unix nanoseconds: when the last outage began
 	fallbacks atomic.Uint64
 	// recovered, if set, runs (in its own goroutine) when Redis answers
-	// again after an outage.
-	recovered func()
+	// again after an outage that began at since.
+	recovered func(since time.Time)
 }
 
 // tryRedis reports whether this request should go to Redis at now.
@@ -71,6 +72,9 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 		return
 	}
 	o.retryAt.Store(now.Add(retryInterval).UnixNano())
+	if !o.down.Load() {
+		o.since.Store(now.UnixNano())
+	}
 	if o.down.CompareAndSwap(false, true) {
 		o.logf("keygate: redis unreachable, %s fall back to this node's local limits: %v", o.what, err)
 	}
@@ -81,7 +85,7 @@ func (o *outage) succeeded() {
 	if o.down.Load() && o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
 		if o.recovered != nil {
-			go o.recovered()
+			go o.recovered(time.Unix(0, o.since.Load()))
 		}
 	}
 }

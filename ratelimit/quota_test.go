@@ -281,3 +281,63 @@ func TestTwoRedisOutagesInAPeriodStayWithinTheQuota(t *testing.T) {
 		})
 	}
 }
+
+// A Redis that comes back without its data (a restart without persistence)
+// after an outage: the key's counter is loaded from the store, which holds
+// what the fallback counted, so that count is not added to it again. (Before,
+// it was: a key of 100 recipients was refused at 70 sent.)
+func TestARedisRestartedEmptyDoesNotCountAnOutageTwice(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	ctx := context.Background()
+	for _, mode := range []struct {
+		name string
+		make func(redis.UniversalClient, RedisOptions) Quotas
+	}{
+		{"exact", func(c redis.UniversalClient, o RedisOptions) Quotas { return NewRedisQuotas(c, NewLocalQuotas(), o) }},
+		{"leased", func(c redis.UniversalClient, o RedisOptions) Quotas {
+			q := NewLeasedQuotas(c, NewLocalQuotas(), o, time.Hour)
+			t.Cleanup(q.Close)
+			return q
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			opts := RedisOptions{Timeout: slowMachine, Prefix: "restart-" + mode.name + ":"}
+			q := mode.make(newClient(t, srv.Addr), opts)
+			admin := newClient(t, srv.Addr)
+			start, end := dayBounds(t0)
+			st := &persisted{} // the store: what was sent, written at once
+			now, sent := t0, int64(0)
+			send := func() bool {
+				now = now.Add(1500 * time.Millisecond) // past the outage's retry interval
+				r, err := q.Reserve(ctx, "key_a", 100, 10, start, end, st.load, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Allowed {
+					sent += 10
+					st.count = sent
+				}
+				return r.Allowed
+			}
+			for range 3 {
+				send()
+			}
+			srv.Stop()
+			for range 3 {
+				send()
+			}
+			srv.Start() // empty
+			send()
+			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
+			time.Sleep(300 * time.Millisecond) // the fallback's count goes to Redis, or not
+			if n, _ := admin.Get(ctx, rkey).Int64(); n > sent+100/64 {
+				t.Errorf("Redis counts %d after coming back empty, want the %d sent", n, sent)
+			}
+			for send() {
+			}
+			if sent != 100 {
+				t.Errorf("%d recipients sent on a quota of 100, want 100", sent)
+			}
+		})
+	}
+}

@@ -15,6 +15,8 @@ import (
 // from the persisted count ARGV[4], expiring at ARGV[3] (unix ms, the period
 // end); when the caller has not loaded that count yet (ARGV[4] == "") the
 // script answers "missing" so that the store is only read when needed.
+// Creating it also writes KEYS[2] (loadedKey), when it was loaded: ARGV[5],
+// unix ms.
 //
 // Answers {status, used}: status 1 reserved, 0 over the limit, -1 missing.
 var reserveScript = redis.NewScript(`
@@ -27,6 +29,8 @@ else
   used = tonumber(ARGV[4])
   redis.call("SET", KEYS[1], used)
   redis.call("PEXPIREAT", KEYS[1], ARGV[3])
+  redis.call("SET", KEYS[2], ARGV[5])
+  redis.call("PEXPIREAT", KEYS[2], ARGV[3])
 end
 local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 if n > limit - used then
@@ -57,7 +61,7 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf,
-			recovered: func() { addFallbackSpent(client, opts, fallback) }},
+			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
 	}
 }
 
@@ -90,14 +94,14 @@ func (e loadError) Unwrap() error { return e.error }
 func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
 	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
 	rkey := quotaRedisKey(q.opts, key, start)
-	status, used, err := q.run(ctx, rkey, limit, n, end, "")
+	status, used, err := q.run(ctx, rkey, limit, n, end, "", now)
 	if err == nil && status == -1 {
 		persisted, lerr := load(ctx)
 		if lerr != nil {
 			return QuotaResult{}, loadError{fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
 				key, start.UTC().Format(time.DateOnly), lerr)}
 		}
-		status, used, err = q.run(ctx, rkey, limit, n, end, strconv.FormatInt(persisted, 10))
+		status, used, err = q.run(ctx, rkey, limit, n, end, strconv.FormatInt(persisted, 10), now)
 	}
 	if err != nil {
 		return QuotaResult{}, err
@@ -109,31 +113,44 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 	return QuotaResult{Limit: limit, Used: used, Remaining: max(0, limit-used), Reset: max(0, end.Sub(now))}, nil
 }
 
-// addSpentScript adds ARGV[1] to the counter KEYS[1] if Redis has it. One it
-// lacks is loaded from the store at its next use, and the store has what
-// the fallback counted.
+// addSpentScript adds ARGV[1] to the counter KEYS[1] if Redis has it and
+// did not load it from the store since ARGV[2] (unix ms, when the outage
+// began; KEYS[2] is loadedKey). One it lacks is loaded from the store at its
+// next use, and one loaded since the outage began was loaded with what the
+// fallback counted: the store has it (this node's counts not yet written
+// included). Adding it again counted every send of the outage twice when
+// Redis lost its data meanwhile.
 var addSpentScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then
-	return redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+	return -1
 end
-return -1
+local loaded = redis.call('GET', KEYS[2])
+if loaded and tonumber(loaded) >= tonumber(ARGV[2]) then
+	return -2
+end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
 `)
 
-// addFallbackSpent moves what fallback counted during an outage into
-// Redis's counters and forgets fallback's counters (LocalQuotas.Drain), so
-// that nodes see those recipients, and a later outage starts from the
-// store's count rather than from this one's stale counters.
-func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas) {
+// addFallbackSpent moves what fallback counted during an outage that began
+// at since into Redis's counters and forgets fallback's counters
+// (LocalQuotas.Drain), so that nodes see those recipients, and a later
+// outage starts from the store's count rather than from this one's stale
+// counters.
+func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) {
 	for _, s := range fallback.Drain() {
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
 		_, err := withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
-			return addSpentScript.Run(ctx, client, []string{rkey}, s.N).Int64()
+			return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(rkey)}, s.N, since.UnixMilli()).Int64()
 		})
 		if err != nil {
 			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
 		}
 	}
 }
+
+// loadedKey is the key beside a quota counter that says when the counter
+// was loaded from the store (unix ms); it expires with the counter.
+func loadedKey(rkey string) string { return rkey + ":loaded" }
 
 // quotaRedisKey is the Redis counter of key's period starting at start,
 // the same for RedisQuotas and LeasedQuotas, so nodes in either mode share it.
@@ -142,9 +159,9 @@ func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
 }
 
 // run executes reserveScript once, within the configured timeout.
-func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string) (status, used int64, err error) {
+func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string, now time.Time) (status, used int64, err error) {
 	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return reserveScript.Run(ctx, q.client, []string{rkey}, limit, n, end.UnixMilli(), initial).Int64Slice()
+		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	})
 	if err != nil {
 		return 0, 0, err

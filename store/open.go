@@ -112,8 +112,10 @@ func DefaultSQLitePath(dataDir string) string {
 }
 
 // passwordParam matches password-like parameters in URI queries and in
-// key=value connection strings ("host=db password=…").
-var passwordParam = regexp.MustCompile(`(?i)\b(password|passwd|pwd|pass|secret|token)=([^&\s]*)`)
+// key=value connection strings ("host=db password=…"), whatever their
+// name starts with (sslpassword), and a value in single quotes whole
+// (password='a b', as libpq and pgx read it).
+var passwordParam = regexp.MustCompile(`(?i)(^|[?&\s])([a-z_]*(?:password|passwd|pwd|pass|secret|token))=('(?:[^'\\]|\\.)*'?|[^&\s]*)`)
 
 // RedactURI returns uri with any password replaced by "xxxxx", for logs and
 // error messages. A URI it cannot parse is cut down to its scheme, since its
@@ -126,5 +128,5 @@ func RedactURI(uri string) string {
 		}
 		uri = u.Redacted()
 	}
-	return passwordParam.ReplaceAllString(uri, "${1}=xxxxx")
+	return passwordParam.ReplaceAllString(uri, "${1}${2}=xxxxx")
 }

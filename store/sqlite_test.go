@@ -316,6 +316,10 @@ func TestRedactURI(t *testing.T) {
 		{"a user without password is kept", "postgres://kg@db/keygate", "postgres://kg@db/keygate"},
 		{"a password query parameter", "postgres://db/keygate?user=kg&password=hunter2", "postgres://db/keygate?user=kg&password=xxxxx"},
 		{"a key=value connection string", "host=db user=kg password=hunter2 dbname=keygate", "host=db user=kg password=xxxxx dbname=keygate"},
+		{"a quoted password in a connection string", `host=db password='hun ter\'2' dbname=keygate`, "host=db password=xxxxx dbname=keygate"},
+		{"the client key's password", "postgres://kg:a@db/keygate?sslmode=verify-full&sslpassword=TopSecret", "postgres://kg:xxxxx@db/keygate?sslmode=verify-full&sslpassword=xxxxx"},
+		{"an access token parameter", "postgres://db/keygate?user=kg&auth_token=abc", "postgres://db/keygate?user=kg&auth_token=xxxxx"},
+		{"a name that only contains pass", "postgres://db/keygate?passage=1&user=kg", "postgres://db/keygate?passage=1&user=kg"},
 		{"an unparseable uri keeps only its scheme", "postgres://kg:hun%zzter2@db/keygate", "postgres://xxxxx"},
 		{"a sqlite path is unchanged", "sqlite:/var/lib/caddy/keygate/keys.db", "sqlite:/var/lib/caddy/keygate/keys.db"},
 	} {
