@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -228,4 +229,72 @@ func TestClusterTwoNodes(t *testing.T) {
 			}
 		}
 	})
+}
+
+var poolerCaddyfile = site(`
+	keygate {
+		store {STORE}
+		cache_ttl 10m
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		failed_auth_limit 1000/m
+	}
+	reverse_proxy {UPSTREAM}
+`)
+
+// TestClusterBehindATransactionPooler runs two nodes and the CLI on one
+// PostgreSQL reached through PgBouncer in pool_mode=transaction, as
+// managed services' pooled endpoints are: every transaction may run on
+// another server connection, and LISTEN is not passed on. (Before, the
+// second process to open the store failed on a prepared statement the first
+// had left on a server connection, and a node whose change-log poll failed
+// that way kept serving a revoked key for 10 s.)
+func TestClusterBehindATransactionPooler(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	bouncer := testservers.StartPgBouncer(t, pg, "transaction")
+	up := newUpstream(t)
+	cfg := gatewayConfig{caddyfile: poolerCaddyfile, upstream: up.URL, store: bouncer.URI}
+	a, b := startGateway(t, cfg), startGateway(t, cfg)
+	nodes := []*gateway{a, b}
+	body := sgBody("app@shop.example", "a@x.org", "b@x.org")
+	send := func(g *gateway, key string) *response { return g.call("POST", "/v3/mail/send", key, body) }
+
+	counted := a.issue("--name", "counted", "--scope", "mail.send")
+	var took []time.Duration
+	for i := range 10 {
+		k := a.issue("--name", fmt.Sprintf("revoke-%d", i), "--scope", "mail.send")
+		for j, g := range nodes {
+			if r := send(g, k.Key); r.Status != 202 {
+				t.Fatalf("node %d before the revoke: %d %s", j, r.Status, r.Body)
+			}
+		}
+		a.keys("revoke", k.ID, "--yes")
+		start := time.Now()
+		for j, g := range nodes {
+			if eventually(t, 3*time.Second, func() bool { return send(g, k.Key).code() == "revoked_key" }) < 0 {
+				t.Fatalf("node %d still accepts a key revoked 3 s ago", j)
+			}
+		}
+		took = append(took, time.Since(start))
+		for j, g := range nodes {
+			if r := send(g, counted.Key); r.Status != 202 {
+				t.Fatalf("node %d: %d %s", j, r.Status, r.Body)
+			}
+		}
+	}
+	slices.Sort(took)
+	t.Logf("a revocation from the CLI refused on both nodes after: median %v, max %v", took[len(took)/2], took[len(took)-1])
+	if took[len(took)-1] > time.Second {
+		t.Errorf("slowest revocation took %v to reach both nodes, want within 1 s", took[len(took)-1])
+	}
+	a.stop()
+	b.stop()
+	var u usageJSON
+	if err := json.Unmarshal([]byte(a.keys("usage", counted.ID, "--json")), &u); err != nil {
+		t.Fatal(err)
+	}
+	if u.Allowed != 20 || u.Recipients != 40 {
+		t.Errorf("usage after both nodes stopped: %d requests, %d recipients; want 20 and 40", u.Allowed, u.Recipients)
+	}
 }

@@ -137,6 +137,16 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
+	if !strings.Contains(uri, "default_query_exec_mode") {
+		// pgx's default names a statement on each server connection it
+		// runs on, which a transaction pooler (PgBouncer
+		// pool_mode=transaction, managed services' pooled endpoints) hands
+		// to the next client, who then cannot prepare its own ("prepared
+		// statement … already exists"). exec sends each query unnamed, in
+		// the same one round trip; the server plans the store's few simple
+		// queries again each time, microseconds against a network trip.
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
 	p := &Postgres{cfg: cfg, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(p.shouldPing))
 	db.SetMaxOpenConns(pool.maxConns)

@@ -65,6 +65,25 @@ func TestPostgresConformance(t *testing.T) {
 	})
 }
 
+// Behind a transaction pooler (PgBouncer pool_mode=transaction, as managed
+// services' pooled endpoints are), each transaction may run on another
+// server connection: the store keeps no statement on any of them. (Statements
+// it prepared itself, or pgx's default statement cache, made the second
+// process to open the store fail: "prepared statement … already exists".)
+func TestPostgresConformanceBehindATransactionPooler(t *testing.T) {
+	testPostgresURI(t) // the server
+	bouncer := testservers.StartPgBouncer(t, pgServer, "transaction")
+	testStoreConformance(t, func(t *testing.T) Store {
+		direct := testPostgresURI(t)
+		db := direct[strings.LastIndex(direct, "/")+1 : strings.Index(direct, "?")]
+		uri := strings.Replace(bouncer.URI, "/keygate?", "/"+db+"?", 1)
+		// Two handles, as two processes: the second is where prepared
+		// statements collided.
+		openTestPostgres(t, uri)
+		return openTestPostgres(t, uri)
+	})
+}
+
 func TestPostgresNotifiesOtherHandlesOfChanges(t *testing.T) {
 	uri := testPostgresURI(t)
 	writer, reader := openTestPostgres(t, uri), openTestPostgres(t, uri)

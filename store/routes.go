@@ -92,16 +92,15 @@ func (s *DB) RecordRouteScopes(ctx context.Context, lines []RouteScope) error {
 		return nil
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, s.d.rebind(`INSERT INTO route_scopes (scope, method, path, seen_at)
+		// Not prepared: a handful of lines, and a statement prepared on
+		// PostgreSQL would outlive the transaction on its server connection
+		// (see stmt).
+		query := s.d.rebind(`INSERT INTO route_scopes (scope, method, path, seen_at)
 			VALUES ($1, $2, $3, $4)
 			ON CONFLICT (scope, method, path) DO UPDATE SET seen_at = excluded.seen_at
-			WHERE excluded.seen_at > route_scopes.seen_at`))
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+			WHERE excluded.seen_at > route_scopes.seen_at`)
 		for _, l := range lines {
-			if _, err := stmt.ExecContext(ctx, l.Scope, l.Method, l.Path, clampNano(l.SeenAt.UTC())); err != nil {
+			if _, err := tx.ExecContext(ctx, query, l.Scope, l.Method, l.Path, clampNano(l.SeenAt.UTC())); err != nil {
 				return err
 			}
 		}

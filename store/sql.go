@@ -28,11 +28,37 @@ type DB struct {
 	// processes are still kept out by BEGIN IMMEDIATE and busy_timeout.
 	writeMu sync.Mutex
 
-	// Prepared because gateways call them on every cache miss or poll.
-	byDigest   *sql.Stmt
-	byID       *sql.Stmt
-	lastChange *sql.Stmt
-	recipients *sql.Stmt
+	// The queries gateways run on every cache miss or poll.
+	byDigest   stmt
+	byID       stmt
+	lastChange stmt
+	recipients stmt
+}
+
+// stmt is a query, prepared once where the engine gains from it (SQLite).
+// On PostgreSQL pgx keeps each connection's statements itself, and one
+// prepared through database/sql would be a named statement on one server
+// connection: behind a transaction pooler (PgBouncer pool_mode=transaction)
+// the next client given that connection fails to prepare its own
+// ("prepared statement … already exists"). Without it, such a pooler
+// works with default_query_exec_mode=exec in the URI (docs/cluster.md).
+type stmt struct {
+	query    string
+	prepared *sql.Stmt
+}
+
+func (st *stmt) queryRow(ctx context.Context, db *sql.DB, args ...any) *sql.Row {
+	if st.prepared != nil {
+		return st.prepared.QueryRowContext(ctx, args...)
+	}
+	return db.QueryRowContext(ctx, st.query, args...)
+}
+
+func (st *stmt) queryRowTx(ctx context.Context, tx *sql.Tx, args ...any) *sql.Row {
+	if st.prepared != nil {
+		return tx.StmtContext(ctx, st.prepared).QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, st.query, args...)
 }
 
 // dialect is what differs between the engines.
@@ -41,6 +67,9 @@ type dialect struct {
 	migrations []migration
 	// serialWrites queues writers in this process (SQLite has one writer).
 	serialWrites bool
+	// prepare: the hot queries are prepared once through database/sql
+	// (see stmt).
+	prepare bool
 	// lockKeys runs first in every transaction that changes keys, so such
 	// transactions commit in change-log order (see postgres.go).
 	lockKeys string
@@ -62,7 +91,7 @@ func (s *DB) init(ctx context.Context) error {
 		return err
 	}
 	for _, p := range []struct {
-		stmt  **sql.Stmt
+		stmt  *stmt
 		query string
 	}{
 		{&s.byDigest, "SELECT " + keyColumns + " FROM keys WHERE digest = $1"},
@@ -70,11 +99,15 @@ func (s *DB) init(ctx context.Context) error {
 		{&s.lastChange, "SELECT COALESCE(MAX(seq), 0) FROM changes"},
 		{&s.recipients, "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM usage WHERE key_id = $1 AND hour >= $2 AND metric = 'recipients'"},
 	} {
-		stmt, err := s.db.PrepareContext(ctx, s.d.rebind(p.query))
+		p.stmt.query = s.d.rebind(p.query)
+		if !s.d.prepare {
+			continue
+		}
+		prepared, err := s.db.PrepareContext(ctx, p.stmt.query)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", p.query, err)
 		}
-		*p.stmt = stmt
+		p.stmt.prepared = prepared
 	}
 	return nil
 }
@@ -129,9 +162,9 @@ func (s *DB) migrate(ctx context.Context) error {
 
 // Close releases the database.
 func (s *DB) Close() error {
-	for _, stmt := range []*sql.Stmt{s.byDigest, s.byID, s.lastChange, s.recipients} {
-		if stmt != nil {
-			stmt.Close()
+	for _, st := range []*stmt{&s.byDigest, &s.byID, &s.lastChange, &s.recipients} {
+		if st.prepared != nil {
+			st.prepared.Close()
 		}
 	}
 	return s.db.Close()
@@ -215,7 +248,7 @@ func (s *DB) CreateKey(ctx context.Context, rec *Record, ev Event) error {
 
 // Key returns the record with this id.
 func (s *DB) Key(ctx context.Context, id string) (*Record, error) {
-	rec, err := scanRecord(s.byID.QueryRowContext(ctx, id))
+	rec, err := scanRecord(s.byID.queryRow(ctx, s.db, id))
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: key %s: %w", id, err)
 	}
@@ -224,7 +257,7 @@ func (s *DB) Key(ctx context.Context, id string) (*Record, error) {
 
 // KeyByDigest returns the record with this digest.
 func (s *DB) KeyByDigest(ctx context.Context, d Digest) (*Record, error) {
-	rec, err := scanRecord(s.byDigest.QueryRowContext(ctx, d[:]))
+	rec, err := scanRecord(s.byDigest.queryRow(ctx, s.db, d[:]))
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: key by digest: %w", err)
 	}
@@ -290,7 +323,7 @@ func (s *DB) UpdateKey(ctx context.Context, id string, ev *Event, fn func(*Recor
 	}
 	var rec *Record
 	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
-		old, err := scanRecord(tx.StmtContext(ctx, s.byID).QueryRowContext(ctx, id))
+		old, err := scanRecord(s.byID.queryRowTx(ctx, tx, id))
 		if err != nil {
 			return err
 		}
@@ -329,7 +362,7 @@ func (s *DB) RotateKey(ctx context.Context, id string, next *Record, graceEnd ti
 	var old *Record
 	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
 		var err error
-		if old, err = scanRecord(tx.StmtContext(ctx, s.byID).QueryRowContext(ctx, id)); err != nil {
+		if old, err = scanRecord(s.byID.queryRowTx(ctx, tx, id)); err != nil {
 			return err
 		}
 		old.RotatedTo = next.ID
@@ -424,7 +457,7 @@ func (s *DB) insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) error {
 // LastChange returns the newest change sequence, 0 when there is none.
 func (s *DB) LastChange(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.lastChange.QueryRowContext(ctx).Scan(&seq); err != nil {
+	if err := s.lastChange.queryRow(ctx, s.db).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("keygate store: last change: %w", err)
 	}
 	return seq, nil
@@ -627,7 +660,7 @@ func (rep *UsageReport) add(hour *HourUsage, metric string, n int64) {
 func (s *DB) Recipients(ctx context.Context, id string, since time.Time) (int64, error) {
 	var n int64
 	from := clampNano(since.UTC().Truncate(time.Hour))
-	if err := s.recipients.QueryRowContext(ctx, id, from).Scan(&n); err != nil {
+	if err := s.recipients.queryRow(ctx, s.db, id, from).Scan(&n); err != nil {
 		return 0, fmt.Errorf("keygate store: recipients of key %s: %w", id, err)
 	}
 	return n, nil

@@ -27,6 +27,7 @@ var sqliteDialect = &dialect{
 	// Append, never edit.
 	migrations:   []migration{{1, schemaSQLite}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}},
 	serialWrites: true,
+	prepare:      true,
 	// The write lock, taken at BEGIN (_txlock=immediate), already orders
 	// every writer, so change sequences commit in order.
 	rebind: rebindSQLite,
