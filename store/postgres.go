@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -126,9 +128,7 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	}
 	cfg, err := pgx.ParseConfig(uri)
 	if err != nil {
-		// pgx's message can quote the URI, password included (url.Parse
-		// errors do), so it is not passed on.
-		return fail(errors.New("invalid connection URI; want postgres://user:password@host:port/database?sslmode=…"))
+		return fail(parseConfigError(err))
 	}
 	pool, err := takePoolSettings(cfg)
 	if err != nil {
@@ -162,6 +162,24 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	p.stop = stop
 	go p.listen(lctx)
 	return p, nil
+}
+
+// parseConfigError is what to say of a URI pgx could not use. Its message
+// quotes the URI, and url.Parse's errors quote it with the password, so
+// neither is passed on; what it says of a URI it could read (a CA file that
+// cannot be read, an unknown sslmode) is.
+func parseConfigError(err error) error {
+	const want = "invalid connection URI; want postgres://user:password@host:port/database?sslmode=… " +
+		"(characters such as % # ? / @ in the password percent-encoded)"
+	var pce *pgconn.ParseConfigError
+	if errors.As(err, new(*url.Error)) || !errors.As(err, &pce) {
+		return errors.New(want)
+	}
+	msg := pce.Error()
+	if _, after, ok := strings.Cut(msg, "`: "); ok {
+		return errors.New(after)
+	}
+	return errors.New(want)
 }
 
 // shouldPing decides whether a pooled connection is pinged before reuse.

@@ -84,6 +84,24 @@ func TestPostgresConformanceBehindATransactionPooler(t *testing.T) {
 	})
 }
 
+// A store that refuses for a reason no retry mends refuses the config (the
+// gateway says so at once) rather than reading as an outage the gateway
+// waits out, answering 503 for ever: here PgBouncer refusing a startup
+// parameter (08P01), and a server without TLS to a URI that requires it.
+func TestPostgresRefusalsThatComeWhileConnectingAreNotOutages(t *testing.T) {
+	testPostgresURI(t) // the server
+	bouncer := testservers.StartPgBouncer(t, pgServer, "session")
+	for _, uri := range []string{
+		bouncer.URI + "&statement_timeout=5000",
+		strings.Replace(bouncer.URI, "sslmode=disable", "sslmode=require", 1),
+	} {
+		_, err := OpenPostgres(context.Background(), uri)
+		if err == nil || Unavailable(err) {
+			t.Errorf("%s: %v; want an error that is not an outage", uri, err)
+		}
+	}
+}
+
 func TestPostgresNotifiesOtherHandlesOfChanges(t *testing.T) {
 	uri := testPostgresURI(t)
 	writer, reader := openTestPostgres(t, uri), openTestPostgres(t, uri)
@@ -169,14 +187,20 @@ func TestPostgresErrorsNeverShowThePassword(t *testing.T) {
 		{"password parameter", "postgres://keygate@127.0.0.1:1/keygate?password=s3cret-pw&connect_timeout=1"},
 		{"key=value string", "host=127.0.0.1 port=1 user=keygate password=s3cret-pw connect_timeout=1"},
 		{"bad pool setting", "postgres://keygate:s3cret-pw@127.0.0.1:1/keygate?pool_max_conns=many"},
+		{"an escape that is not one", "postgres://keygate:s3c%zzret-pw@127.0.0.1:1/keygate"},
+		{"a key=value string that cannot be read", "host=127.0.0.1 password='s3cret-pw"},
+		{"a CA file that is not there", "postgres://keygate:s3cret-pw@127.0.0.1:1/keygate?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := OpenPostgres(context.Background(), tc.uri)
 			if err == nil {
 				t.Fatal("opened")
 			}
-			if strings.Contains(err.Error(), "s3cret-pw") {
+			if strings.Contains(err.Error(), "s3cret-pw") || strings.Contains(err.Error(), "s3c") {
 				t.Errorf("error shows the password: %v", err)
+			}
+			if strings.Contains(tc.uri, "ca.pem") && !strings.Contains(err.Error(), "/nonexistent/ca.pem") {
+				t.Errorf("error does not say which file it could not read: %v", err)
 			}
 		})
 	}

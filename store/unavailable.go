@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql/driver"
 	"errors"
 	"io"
@@ -20,7 +22,7 @@ import (
 // moment; the admin API answers them 503 store_unavailable, as the gateway
 // answers a key it cannot look up.
 func Unavailable(err error) bool {
-	if err == nil {
+	if err == nil || misconfigured(err) {
 		return false
 	}
 	var ce *pgconn.ConnectError
@@ -37,6 +39,31 @@ func Unavailable(err error) bool {
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		networkError(err), errors.As(err, &ce), isBusy(err):
 		return true
+	}
+	return false
+}
+
+// misconfigured reports a connection refused for a reason no retry mends,
+// though it comes as a connection error: the server's certificate not
+// trusted or not for the host named (sslmode=verify-full, sslrootcert), a
+// server that does not speak TLS to a URI that requires it, or a startup
+// parameter the server or a pooler in front of it refuses (08P01:
+// PgBouncer's "unsupported startup parameter").
+func misconfigured(err error) bool {
+	var (
+		cv *tls.CertificateVerificationError
+		ua x509.UnknownAuthorityError
+		he x509.HostnameError
+		ci x509.CertificateInvalidError
+		ce *pgconn.ConnectError
+		pe *pgconn.PgError
+	)
+	switch {
+	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+		return true
+	case errors.As(err, &ce):
+		return strings.Contains(err.Error(), "server refused TLS connection") ||
+			errors.As(err, &pe) && pe.Code == "08P01"
 	}
 	return false
 }

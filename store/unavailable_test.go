@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"no file descriptors left, for a moment", &fs.PathError{Op: "open", Path: "/var/lib/keys.db", Err: syscall.EMFILE}, true},
 		{"permission denied", &fs.PathError{Op: "open", Path: "/var/lib/keys.db", Err: syscall.EACCES}, false},
 		{"a reset connection", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		// Certificates no retry mends.
+		{"an unknown authority", &net.OpError{Op: "remote error", Err: fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})}, false},
+		{"a certificate for another host", fmt.Errorf("tls: %w", x509.HostnameError{Host: "db"}), false},
 	} {
 		if got := Unavailable(c.err); got != c.want {
 			t.Errorf("%s (%v): Unavailable = %v, want %v", c.name, c.err, got, c.want)
