@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
@@ -55,6 +56,58 @@ func TestARedisURLThatCannotBeReadKeepsItsPassword(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "percent-encoded") {
 			t.Errorf("%s: %v, want it to say how to write the password", url, err)
+		}
+	}
+}
+
+// A Redis that refuses keygate (a wrong password, none given, an ACL user
+// without keygate's keys) refuses the config, as a store that refuses does,
+// with what it refused and never the password; one that does not answer is
+// waited for with local limits. (Before, each was read as an outage: the
+// config loaded, one WARN line said "unreachable", and every node decided
+// alone for as long as it ran, two nodes admitting twice a key's rate.)
+func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
+	rd := testservers.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer admin.Close()
+	ctx := context.Background()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "elsewhere", "on", ">other-pw", "~other:*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "kg", "on", ">kg-pw", "~keygate:*", "~rate:keygate:*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.ConfigSet(ctx, "requirepass", "s3cret-pw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	provision := func(url string) error {
+		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		err := h.Provision(ctx)
+		h.Cleanup()
+		return err
+	}
+	for _, c := range []struct{ name, url, want string }{
+		{"no password", "redis://" + rd.Addr, "NOAUTH"},
+		{"a wrong password", "redis://:wrong-pw@" + rd.Addr, "WRONGPASS"},
+		{"a user without keygate's keys", "redis://elsewhere:other-pw@" + rd.Addr, "NOPERM"},
+	} {
+		err := provision(c.url)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a refusal saying %s", c.name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "-pw") {
+			t.Errorf("%s: the error shows the password: %v", c.name, err)
+		}
+	}
+	for _, c := range []struct{ name, url string }{
+		{"the password", "redis://:s3cret-pw@" + rd.Addr},
+		{"a user with keygate's keys", "redis://kg:kg-pw@" + rd.Addr},
+		{"nothing listening yet", "redis://127.0.0.1:1"},
+	} {
+		if err := provision(c.url); err != nil {
+			t.Errorf("%s: %v, want the config to load", c.name, err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -41,6 +42,10 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries = 1
 		opts.DialTimeout = 500 * time.Millisecond
+		// One dial a try: go-redis's default of five, 100 ms apart, used up
+		// a request's 100 ms budget, so the log said only "did not answer
+		// within 100ms" and never why (a certificate, a refused port).
+		opts.DialerRetries = 1
 		// go-redis logs every failed dial; keygate logs an outage once.
 		redis.SetLogger(quietRedisLogger{})
 		client := redis.NewClient(opts)
@@ -48,6 +53,11 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		ro := ratelimit.RedisOptions{
 			Prefix: "keygate:",
 			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
+			Errorf: func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
+		}
+		if err := checkRedis(client, ro.Prefix, logger); err != nil {
+			client.Close()
+			return nil, fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(url), err)
 		}
 		// The quotas' fallback is their own: it is drained when Redis
 		// answers again, which must not touch the counters of this
@@ -83,6 +93,55 @@ func (s *sharedLimits) Destruct() error {
 // fallbacks counts decisions taken locally while Redis was unreachable.
 func (s *sharedLimits) fallbacks() uint64 {
 	return s.exact.Fallbacks() + s.leased.Fallbacks() + s.exactQuotas.Fallbacks() + s.leasedQuotas.Fallbacks()
+}
+
+// redisCheckTimeout bounds checkRedis: a Redis that does not answer within
+// it is waited for as an outage (local limits meanwhile), not refused.
+var redisCheckTimeout = 3 * time.Second
+
+// checkRedis asks Redis, once when a config first names it, what keygate
+// will ask of it: a ping, a script call and each kind of key keygate
+// writes. A refusal no retry mends (a wrong password, an ACL without
+// scripting or keygate's keys, a Sentinel's port, a cluster node: see
+// ratelimit.Refused) is returned, and refuses the config as a store that
+// refuses does; a Redis that does not answer is logged, and limits are
+// this node's own until it does.
+func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
+	defer cancel()
+	checks := []struct {
+		what string
+		run  func() error
+	}{
+		{"PING", func() error { return client.Ping(ctx).Err() }},
+		{"a script (EVALSHA)", func() error {
+			err := client.EvalSha(ctx, strings.Repeat("0", 40), nil).Err()
+			if redis.HasErrorPrefix(err, "NOSCRIPT") {
+				return nil // allowed, and no such script: as expected
+			}
+			return err
+		}},
+		{"a quota key", func() error { return client.Exists(ctx, prefix+"quota:check").Err() }},
+		{"a rate-limit key", func() error { return client.Exists(ctx, "rate:"+prefix+"check").Err() }},
+	}
+	for _, c := range checks {
+		err := c.run()
+		if err == nil {
+			continue
+		}
+		if ratelimit.Refused(err) {
+			return fmt.Errorf("refuses %s: %v", c.what, err)
+		}
+		logger.Warn("keygate: redis does not answer: limits and quotas are this node's own until it does",
+			zap.Error(err))
+		return nil
+	}
+	info, err := client.Info(ctx, "cluster").Result()
+	if err == nil && strings.Contains(info, "cluster_enabled:1") {
+		return errors.New("is a Redis Cluster node; keygate needs a single primary (a cluster-mode-disabled " +
+			"endpoint, or the primary behind a failover name), see docs/cluster.md")
+	}
+	return nil
 }
 
 // quietRedisLogger drops go-redis's own log lines.

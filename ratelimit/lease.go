@@ -100,7 +100,7 @@ func NewLeased(client redis.UniversalClient, fallback *Local, opts RedisOptions,
 		peeker:   redis_rate.NewLimiter(client),
 		fallback: fallback,
 		opts:     opts,
-		outage:   outage{what: "rate limits", logf: opts.Logf},
+		outage:   outage{what: "rate limits", logf: opts.Logf, errorf: opts.Errorf},
 		seed:     maphash.MakeSeed(),
 	}
 	for i := range l.shards {

@@ -78,7 +78,7 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
-		outage: outage{what: "quotas", logf: opts.Logf,
+		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
 			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
 		seed: maphash.MakeSeed(),
 	}
@@ -176,7 +176,7 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (quotaAnswer, bool, error) {
 	q.trips.Add(1)
 	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(ls.rkey)}, ls.limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, ls.limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	})
 	if err != nil {
 		return quotaAnswer{}, false, err

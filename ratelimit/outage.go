@@ -2,9 +2,14 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // RedisOptions configures Redis and RedisQuotas.
@@ -18,6 +23,9 @@ type RedisOptions struct {
 	// Logf reports the start and end of a Redis outage, once each.
 	// Default: no logging.
 	Logf func(format string, args ...any)
+	// Errorf reports the start of an outage that is a refusal (Refused):
+	// a configuration to mend, not a Redis to wait for. Default: Logf.
+	Errorf func(format string, args ...any)
 }
 
 func (o RedisOptions) withDefaults() RedisOptions {
@@ -29,6 +37,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.Errorf == nil {
+		o.Errorf = o.Logf
 	}
 	return o
 }
@@ -43,6 +54,7 @@ const retryInterval = time.Second
 type outage struct {
 	what      string // "rate limits" or "quotas", for the log lines
 	logf      func(string, ...any)
+	errorf    func(string, ...any) // for a refusal
 	down      atomic.Bool
 	retryAt   atomic.Int64 // unix nanoseconds; while down, the next probe time
 	since     atomic.Int64 // unix nanoseconds: when the last outage began
@@ -76,6 +88,12 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 		o.since.Store(now.UnixNano())
 	}
 	if o.down.CompareAndSwap(false, true) {
+		if Refused(err) {
+			o.errorf("keygate: redis refuses keygate's commands, %s fall back to this node's local limits until it "+
+				"takes them (check the URL's user and password, the user's ACL, and that it names a primary: "+
+				"not a replica, a Sentinel or a cluster without cluster): %v", o.what, err)
+			return
+		}
 		o.logf("keygate: redis unreachable, %s fall back to this node's local limits: %v", o.what, err)
 	}
 }
@@ -115,4 +133,35 @@ func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.
 		var zero T
 		return zero, fmt.Errorf("keygate: redis did not answer within %v: %w", d, ctx.Err())
 	}
+}
+
+// Refused reports whether err is Redis, or the TLS connection to it,
+// refusing what keygate asks in a way no retry mends: a wrong or missing
+// password (WRONGPASS, NOAUTH), a user whose ACL lacks a command or keygate's
+// keys (NOPERM), a command the server does not know (a Sentinel's port), a
+// cluster's redirection to a client that is not a cluster client (MOVED,
+// ASK, CROSSSLOT), a server certificate not trusted or not for the host.
+// A replica refusing writes (READONLY) is left out: after a failover the
+// endpoint names the new primary in a moment.
+func Refused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		cv *tls.CertificateVerificationError
+		ua x509.UnknownAuthorityError
+		he x509.HostnameError
+		ci x509.CertificateInvalidError
+	)
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+		return true
+	}
+	if _, moved := redis.IsMovedError(err); moved {
+		return true
+	}
+	if _, ask := redis.IsAskError(err); ask {
+		return true
+	}
+	return redis.IsAuthError(err) || redis.IsPermissionError(err) ||
+		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "ERR unknown command")
 }

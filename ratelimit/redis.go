@@ -39,7 +39,7 @@ func NewRedis(client redis.UniversalClient, fallback *Local, opts RedisOptions) 
 		limiter:  redis_rate.NewLimiter(client),
 		fallback: fallback,
 		opts:     opts,
-		outage:   outage{what: "rate limits", logf: opts.Logf},
+		outage:   outage{what: "rate limits", logf: opts.Logf, errorf: opts.Errorf},
 	}
 }
 

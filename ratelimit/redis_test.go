@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -205,5 +207,27 @@ func TestLocalSeedSetsTheBucket(t *testing.T) {
 	l.Seed("key_c", tenPer10s, 99, t0)
 	if got := l.Peek("key_c", tenPer10s, t0); got.Remaining != 10 {
 		t.Errorf("seeding above the size: Remaining %d, want the size 10", got.Remaining)
+	}
+}
+
+// A Redis that refuses keygate's commands (here: a password now required)
+// is said as a refusal, through Errorf, not as an unreachable Redis; the
+// decision falls back all the same.
+func TestARefusingRedisIsLoggedAsARefusal(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	warns, errs := &logRecorder{}, &logRecorder{}
+	r := NewRedis(newClient(t, srv.Addr), NewLocal(), RedisOptions{Timeout: slowMachine, Logf: warns.Logf, Errorf: errs.Logf})
+	if err := admin.ConfigSet(context.Background(), "requirepass", "now-needed").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.Allow(context.Background(), "key_a", Limit{N: 10, Per: time.Minute}, time.Now()); !res.Allowed || r.Fallbacks() != 1 {
+		t.Fatalf("a refused call: %+v, %d fallbacks; want allowed by the fallback", res, r.Fallbacks())
+	}
+	if errs.count("redis refuses keygate's commands") != 1 || errs.count("NOAUTH") != 1 || warns.count("unreachable") != 0 {
+		t.Errorf("logged %q at ERROR and %q at WARN; want one refusal naming NOAUTH, nothing unreachable", errs.lines, warns.lines)
+	}
+	if Refused(errors.New("connection refused")) || !Refused(fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})) {
+		t.Error("Refused: a refused connection is an outage, an unknown certificate authority a refusal")
 	}
 }

@@ -60,7 +60,7 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
-		outage: outage{what: "quotas", logf: opts.Logf,
+		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
 			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
 	}
 }
@@ -140,7 +140,7 @@ func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback 
 	for _, s := range fallback.Drain() {
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
 		_, err := withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
-			return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(rkey)}, s.N, since.UnixMilli()).Int64()
+			return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(opts, rkey)}, s.N, since.UnixMilli()).Int64()
 		})
 		if err != nil {
 			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
@@ -149,8 +149,11 @@ func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback 
 }
 
 // loadedKey is the key beside a quota counter that says when the counter
-// was loaded from the store (unix ms); it expires with the counter.
-func loadedKey(rkey string) string { return rkey + ":loaded" }
+// was loaded from the store (unix ms); it expires with the counter. Its hash
+// tag is the counter's whole name, so Redis Cluster would keep both in the
+// counter's slot for one script to use both, and it starts with the prefix,
+// so an ACL of the prefix's keys covers it.
+func loadedKey(opts RedisOptions, rkey string) string { return opts.Prefix + "loaded:{" + rkey + "}" }
 
 // quotaRedisKey is the Redis counter of key's period starting at start,
 // the same for RedisQuotas and LeasedQuotas, so nodes in either mode share it.
@@ -161,7 +164,7 @@ func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
 // run executes reserveScript once, within the configured timeout.
 func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string, now time.Time) (status, used int64, err error) {
 	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(q.opts, rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	})
 	if err != nil {
 		return 0, 0, err
