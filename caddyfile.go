@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -218,8 +219,39 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.RateLimitExact = true
+				case "timeout":
+					v, err := oneArg(d, "keygate: ratelimit redis")
+					if err != nil {
+						return err
+					}
+					dur, err := caddy.ParseDuration(v)
+					if err != nil || dur <= 0 || dur > 10*time.Second {
+						return d.Errf("keygate: ratelimit redis: timeout %q is not a duration up to 10s (e.g. 250ms)", v)
+					}
+					h.RateLimitRedisTimeout = caddy.Duration(dur)
+				case "tls_ca", "tls_cert", "tls_key", "tls_server_name":
+					v, err := oneArg(d, "keygate: ratelimit redis")
+					if err != nil {
+						return err
+					}
+					if !strings.HasPrefix(args[1], "rediss://") && !strings.HasPrefix(args[1], "{") {
+						return d.Errf("keygate: ratelimit redis: %s needs a rediss:// URL", sub)
+					}
+					if h.RateLimitRedisTLS == nil {
+						h.RateLimitRedisTLS = &RedisTLS{}
+					}
+					switch t := h.RateLimitRedisTLS; sub {
+					case "tls_ca":
+						t.CA = v
+					case "tls_cert":
+						t.Cert = v
+					case "tls_key":
+						t.Key = v
+					default:
+						t.ServerName = v
+					}
 				default:
-					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact)", sub)
+					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
 				}
 			}
 		case "metrics":

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
@@ -108,6 +109,42 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 	} {
 		if err := provision(c.url); err != nil {
 			t.Errorf("%s: %v, want the config to load", c.name, err)
+		}
+	}
+}
+
+// TLS to Redis with a private authority, and a client certificate for a
+// Redis that asks for one: without them the config is refused (the
+// certificate is one no retry mends), with them limits are Redis's.
+func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
+	for _, clientCert := range []bool{false, true} {
+		rd := testservers.StartRedisTLS(t, clientCert)
+		url := "rediss://" + rd.TLSAddr
+		provision := func(tlsOpts *RedisTLS) (*Handler, error) {
+			h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url, RateLimitRedisTLS: tlsOpts}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			t.Cleanup(func() { h.Cleanup(); cancel() })
+			return h, h.Provision(ctx)
+		}
+		if _, err := provision(nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("client certificate asked: %v; the system's authorities: %v, want a refusal naming the certificate", clientCert, err)
+		}
+		withCA := &RedisTLS{CA: rd.TLS.CA}
+		if clientCert {
+			if _, err := provision(withCA); err == nil || !strings.Contains(err.Error(), "certificate") {
+				t.Errorf("no client certificate for a Redis that asks for one: %v, want a refusal naming it", err)
+			}
+			withCA.Cert, withCA.Key = rd.TLS.ClientCert, rd.TLS.ClientKey
+		}
+		h, err := provision(withCA)
+		if err != nil {
+			t.Fatalf("client certificate asked: %v; %+v: %v", clientCert, withCA, err)
+		}
+		q := h.shared.exactQuotas
+		start := time.Now().Truncate(time.Hour)
+		if _, err := q.Reserve(context.Background(), "key_tls/d", 10, 1, start, start.Add(time.Hour),
+			func(context.Context) (int64, error) { return 0, nil }, time.Now()); err != nil || q.Fallbacks() != 0 {
+			t.Errorf("client certificate asked: %v; a reservation: %v, %d fallbacks; want Redis's", clientCert, err, q.Fallbacks())
 		}
 	}
 }

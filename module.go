@@ -78,6 +78,13 @@ type Handler struct {
 	// leasing tokens: one round trip per request, and no node holds tokens
 	// another could use.
 	RateLimitExact bool `json:"ratelimit_exact,omitempty"`
+	// RateLimitRedisTLS sets up TLS to Redis beyond what a rediss:// URL
+	// does (the system's authorities, the URL's host): an authority to
+	// trust, a client certificate, the name to verify.
+	RateLimitRedisTLS *RedisTLS `json:"ratelimit_redis_tls,omitempty"`
+	// RateLimitRedisTimeout bounds each Redis round trip a request waits
+	// for; past it the node decides alone for a second (default 100ms).
+	RateLimitRedisTimeout caddy.Duration `json:"ratelimit_redis_timeout,omitempty"`
 	// PerKeyMetrics adds keygate_key_requests_total, labelled by key id and
 	// decision. Off by default: one series per key and decision, so only
 	// for deployments with a bounded number of keys.
@@ -104,6 +111,7 @@ type Handler struct {
 	maxBody   int64
 	retention time.Duration // 0: keep usage forever
 	shared    *sharedLimits // non-nil with ratelimit redis
+	redis     redisSetup    // what ratelimit redis names, read at provisioning
 	// ready is set once the handler is attached to its store's backend
 	// (at provision, or by wait when the store did not answer then).
 	ready  uint32 // atomic: 1 once attached
@@ -260,6 +268,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimitExact && h.RateLimitRedis == "" {
 		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
 	}
+	if h.RateLimitRedis != "" {
+		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
+			return err
+		}
+	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 {
+		return errors.New("keygate: ratelimit_redis_tls and ratelimit_redis_timeout need ratelimit_redis")
+	}
 	b, wait, err := acquireOrWait(h.storeURI, h.logger, h.attach)
 	if err != nil {
 		return err
@@ -278,7 +293,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // ratelimit redis) and lets requests through.
 func (h *Handler) attach(b *backend) error {
 	if h.RateLimitRedis != "" {
-		sl, err := acquireShared(h.RateLimitRedis, b, h.logger)
+		sl, err := acquireShared(h.redis, b, h.logger)
 		if err != nil {
 			return err
 		}
@@ -299,7 +314,7 @@ func (h *Handler) attach(b *backend) error {
 func (h *Handler) Cleanup() error {
 	h.wait.close() // no attach after this
 	if h.shared != nil {
-		releaseShared(h.RateLimitRedis)
+		releaseShared(h.redis.key)
 	}
 	if h.backend != nil {
 		h.backend.handlers.Delete(h)

@@ -2,9 +2,13 @@ package keygate
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	neturl "net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -31,11 +35,92 @@ type sharedLimits struct {
 
 var sharedPool = caddy.NewUsagePool()
 
-func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, error) {
-	v, _, err := sharedPool.LoadOrNew(url, func() (caddy.Destructor, error) {
+// RedisTLS sets up TLS to Redis (a rediss:// URL) beyond the defaults.
+type RedisTLS struct {
+	// CA is a PEM file of the authorities to trust instead of the system's.
+	CA string `json:"ca,omitempty"`
+	// Cert and Key are PEM files of a client certificate and its key, for
+	// a Redis that asks for one (tls-auth-clients).
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+	// ServerName is the name the server's certificate must carry, when it
+	// is not the URL's host.
+	ServerName string `json:"server_name,omitempty"`
+}
+
+// redisSetup is what a handler's ratelimit redis names, its files read:
+// handlers whose setups have one key share one client and its limits.
+type redisSetup struct {
+	url     string
+	tls     *tls.Config // nil: the URL's own
+	timeout time.Duration
+	key     string
+}
+
+// newRedisSetup reads the TLS files (so a reload after they change makes a
+// new client, and a file that cannot be used refuses the config, naming
+// it) and checks the timeout.
+func newRedisSetup(url string, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
+	s := redisSetup{url: url, timeout: timeout}
+	fail := func(format string, args ...any) (redisSetup, error) {
+		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
+	}
+	if timeout < 0 || timeout > 10*time.Second {
+		return fail("timeout %v: want a duration up to 10s", timeout)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00", url, timeout)
+	if t != nil {
+		if !strings.HasPrefix(url, "rediss://") {
+			return fail("tls options need a rediss:// URL")
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			return fail("tls_cert and tls_key go together")
+		}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+		if t.CA != "" {
+			pem, err := os.ReadFile(t.CA)
+			if err != nil {
+				return fail("tls_ca: %v", err)
+			}
+			s.tls.RootCAs = x509.NewCertPool()
+			if !s.tls.RootCAs.AppendCertsFromPEM(pem) {
+				return fail("tls_ca %s: no PEM certificate in it", t.CA)
+			}
+			h.Write(pem)
+		}
+		if t.Cert != "" {
+			pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+			if err != nil {
+				return fail("tls_cert and tls_key: %v", err)
+			}
+			s.tls.Certificates = []tls.Certificate{pair}
+			for _, der := range pair.Certificate {
+				h.Write(der)
+			}
+		}
+		fmt.Fprintf(h, "\x00%s", t.ServerName)
+	}
+	s.key = string(h.Sum(nil))
+	return s, nil
+}
+
+func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLimits, error) {
+	url := setup.url
+	v, _, err := sharedPool.LoadOrNew(setup.key, func() (caddy.Destructor, error) {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
 			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), redisURLError(err))
+		}
+		if setup.tls != nil {
+			t := setup.tls.Clone()
+			if t.ServerName == "" && opts.TLSConfig != nil {
+				t.ServerName = opts.TLSConfig.ServerName
+			}
+			if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
+				t.InsecureSkipVerify = true
+			}
+			opts.TLSConfig = t
 		}
 		// Bounded waits: a slow Redis must not stall requests (the limiter
 		// also cuts each call at its own timeout and falls back).
@@ -51,9 +136,10 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 		client := redis.NewClient(opts)
 		logger := logger.With(zap.String("redis", store.RedactURI(url)))
 		ro := ratelimit.RedisOptions{
-			Prefix: "keygate:",
-			Logf:   func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
-			Errorf: func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
+			Prefix:  "keygate:",
+			Timeout: setup.timeout,
+			Logf:    func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
+			Errorf:  func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
 		}
 		if err := checkRedis(client, ro.Prefix, logger); err != nil {
 			client.Close()
@@ -79,7 +165,7 @@ func acquireShared(url string, b *backend, logger *zap.Logger) (*sharedLimits, e
 	return v.(*sharedLimits), nil
 }
 
-func releaseShared(url string) { _, _ = sharedPool.Delete(url) }
+func releaseShared(key string) { _, _ = sharedPool.Delete(key) }
 
 // Destruct gives leased tokens and recipients back and closes the Redis
 // client.

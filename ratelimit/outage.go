@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -141,6 +142,7 @@ func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.
 // keys (NOPERM), a command the server does not know (a Sentinel's port), a
 // cluster's redirection to a client that is not a cluster client (MOVED,
 // ASK, CROSSSLOT), a server certificate not trusted or not for the host.
+// A refused handshake counts (a client certificate missing or not trusted).
 // A replica refusing writes (READONLY) is left out: after a failover the
 // endpoint names the new primary in a moment.
 func Refused(err error) bool {
@@ -163,5 +165,6 @@ func Refused(err error) bool {
 		return true
 	}
 	return redis.IsAuthError(err) || redis.IsPermissionError(err) ||
-		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "ERR unknown command")
+		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "ERR unknown command") ||
+		strings.Contains(err.Error(), "remote error: tls: ") // the server refused the handshake: no client certificate, or one it does not trust
 }

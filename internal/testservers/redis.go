@@ -18,11 +18,16 @@ import (
 type Redis struct {
 	// Addr is host:port, for redis.Options.Addr.
 	Addr string
+	// TLSAddr is the port that speaks TLS, with StartRedisTLS.
+	TLSAddr string
+	// TLS holds the certificates of StartRedisTLS.
+	TLS *Certificates
 
-	t    testing.TB
-	path string
-	dir  string
-	port int
+	t     testing.TB
+	path  string
+	dir   string
+	port  int
+	extra []string // more redis-server arguments
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -45,6 +50,32 @@ func StartRedis(t testing.TB) *Redis {
 	return r
 }
 
+// StartRedisTLS starts redis-server as StartRedis does, with a second port,
+// TLSAddr, that speaks TLS with a certificate of a throwaway authority
+// (r.TLS) and, if clientCert, asks each client for one of that authority's.
+func StartRedisTLS(t testing.TB, clientCert bool) *Redis {
+	t.Helper()
+	r := &Redis{
+		t:    t,
+		path: lookBinary(t, "redis-server", "apt-get install redis-server"),
+		dir:  t.TempDir(),
+		port: FreePort(t),
+	}
+	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	tlsPort := FreePort(t)
+	r.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	r.TLS = NewCertificates(t, r.dir)
+	auth := "no"
+	if clientCert {
+		auth = "yes"
+	}
+	r.extra = []string{"--tls-port", strconv.Itoa(tlsPort), "--tls-cert-file", r.TLS.ServerCert,
+		"--tls-key-file", r.TLS.ServerKey, "--tls-ca-cert-file", r.TLS.CA, "--tls-auth-clients", auth}
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
 // Start starts the server again on the same port after Stop, as a Redis
 // coming back from an outage. It does nothing if the server is running.
 func (r *Redis) Start() {
@@ -60,9 +91,9 @@ func (r *Redis) Start() {
 		r.t.Fatalf("testservers: redis log: %v", err)
 	}
 	defer log.Close()
-	cmd := exec.Command(r.path,
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir}, r.extra...)
+	cmd := exec.Command(r.path, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("testservers: starting %s: %v", r.path, err)
