@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/ratelimit"
 )
 
 func TestRedisLimitsAndQuotasLeaseUnlessExact(t *testing.T) {
@@ -75,7 +76,13 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 	if err := admin.Do(ctx, "ACL", "SETUSER", "elsewhere", "on", ">other-pw", "~other:*", "+@all").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.Do(ctx, "ACL", "SETUSER", "kg", "on", ">kg-pw", "~keygate:*", "~rate:keygate:*", "+@all").Err(); err != nil {
+	// The ACL docs/cluster.md gives keygate's own user.
+	if err := admin.Do(ctx, "ACL", "SETUSER", "kg", "on", ">kg-pw", "~keygate:*", "~rate:keygate:*",
+		"+@connection", "+@scripting", "+@read", "+@write", "+time").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "notime", "on", ">nt-pw", "~keygate:*", "~rate:keygate:*",
+		"+@connection", "+@scripting", "+@read", "+@write").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := admin.ConfigSet(ctx, "requirepass", "s3cret-pw").Err(); err != nil {
@@ -93,6 +100,7 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 		{"no password", "redis://" + rd.Addr, "NOAUTH"},
 		{"a wrong password", "redis://:wrong-pw@" + rd.Addr, "WRONGPASS"},
 		{"a user without keygate's keys", "redis://elsewhere:other-pw@" + rd.Addr, "NOPERM"},
+		{"a user whose scripts cannot read the clock", "redis://notime:nt-pw@" + rd.Addr, "refuses a script reading the clock (TIME)"},
 	} {
 		err := provision(c.url)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -104,12 +112,27 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 	}
 	for _, c := range []struct{ name, url string }{
 		{"the password", "redis://:s3cret-pw@" + rd.Addr},
-		{"a user with keygate's keys", "redis://kg:kg-pw@" + rd.Addr},
 		{"nothing listening yet", "redis://127.0.0.1:1"},
 	} {
 		if err := provision(c.url); err != nil {
 			t.Errorf("%s: %v, want the config to load", c.name, err)
 		}
+	}
+	// keygate's own user does all keygate does, nothing falling back.
+	h, _ := testHandler(t, &Handler{RateLimitRedis: "redis://kg:kg-pw@" + rd.Addr})
+	sl, now := h.shared, time.Now()
+	start := now.Truncate(time.Hour)
+	load := func(context.Context) (int64, error) { return 0, nil }
+	lim := ratelimit.Limit{N: 100, Per: time.Minute}
+	sl.exact.Allow(ctx, "key_acl", lim, now)
+	sl.leased.Allow(ctx, "key_acl", lim, now)
+	for _, q := range []ratelimit.Quotas{sl.exactQuotas, sl.leasedQuotas} {
+		if _, err := q.Reserve(ctx, "key_acl/d", 100, 1, start, start.Add(time.Hour), load, now); err != nil {
+			t.Error(err)
+		}
+	}
+	if f := sl.fallbacks(); f != 0 {
+		t.Errorf("keygate's own user: %d decisions fell back to local limits, want none", f)
 	}
 }
 

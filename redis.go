@@ -207,6 +207,9 @@ func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger)
 			}
 			return err
 		}},
+		{"a script reading the clock (TIME)", func() error {
+			return client.Eval(ctx, "return redis.call('TIME')[1]", nil).Err()
+		}},
 		{"a quota key", func() error { return client.Exists(ctx, prefix+"quota:check").Err() }},
 		{"a rate-limit key", func() error { return client.Exists(ctx, "rate:"+prefix+"check").Err() }},
 	}
