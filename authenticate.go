@@ -181,6 +181,12 @@ func (h *Handler) authenticate(ctx context.Context, key, ip string, t time.Time)
 			}
 		} else {
 			rec, err = h.backend.verifier.LookupAt(ctx, d, h.ttl, t)
+			switch {
+			case err == nil:
+				h.backend.lookupFault.Observe(t, nil) // the store answered
+			case !errors.Is(err, verifier.ErrUnknown) && ctx.Err() == nil:
+				h.backend.lookupFault.Observe(t, err)
+			}
 		}
 		switch {
 		case errors.Is(err, verifier.ErrUnknown):

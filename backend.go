@@ -63,6 +63,7 @@ type backend struct {
 	// outage began (written and read only by flushFault's reports, which
 	// it serialises).
 	pollFault, flushFault *faultlog.Fault
+	lookupFault           *faultlog.Fault // a key's lookup on a cache miss
 	dropped               usage.Counts
 	// generation is the store's when the poll last looked
 	// (store.Replaceable).
@@ -231,6 +232,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 	}
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
+	b.lookupFault = faultlog.New(faultInterval, b.logLookupFault)
 	v, err := verifier.New(st, verifier.Options{
 		PollInterval: verifierPollInterval,
 		OnSync: func(err error) {
@@ -534,6 +536,21 @@ func (b *backend) logPollFault(l faultlog.Line) {
 			zap.Duration("for", l.Duration), zap.Error(l.Err))
 	case faultlog.Ended:
 		b.logger.Info("keygate: reading the key change log works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
+	}
+}
+
+// logLookupFault reports the store failing the lookups of keys not in
+// the cache, each answered 503 store_unavailable meanwhile.
+func (b *backend) logLookupFault(l faultlog.Line) {
+	switch l.Kind {
+	case faultlog.Began:
+		b.logger.Warn("keygate: looking a key up in the store failed; keys not in the cache get 503 store_unavailable until it works again",
+			zap.Error(l.Err))
+	case faultlog.Continues:
+		b.logger.Warn(fmt.Sprintf("keygate: looking keys up in the store still fails: %d more failures since the last line", l.Failures),
+			zap.Duration("for", l.Duration), zap.Error(l.Err))
+	case faultlog.Ended:
+		b.logger.Info("keygate: looking keys up in the store works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
 	}
 }
 

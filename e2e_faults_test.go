@@ -371,6 +371,16 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	since := func(s string) int { return occurrences(g.logs(), s) - occurrences(before, s) }
 	pg.Stop()
 	g.send(k.Key, 3) // cached: still answered, counted in memory
+	// Keys not in the cache: 503, and the reason in the log, once.
+	other, err := verifier.Generate("kg", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if r := g.call("POST", "/v3/mail/send", other, nil); r.Status != 503 || r.code() != "store_unavailable" {
+			t.Fatalf("a key not in the cache while PostgreSQL is down: %d %s", r.Status, r.Body)
+		}
+	}
 	// The admin API answers as the gateway answers a key it cannot look up.
 	if a := g.admin("GET", "/keygate/keys", nil); a.Status != 503 || a.code() != "store_unavailable" ||
 		a.Header.Get("Retry-After") == "" || strings.Contains(string(a.Body), "hunter2-secret") {
@@ -392,6 +402,9 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	count := func(s string) int { return occurrences(logs, s) - occurrences(before, s) }
 	poll, flush := count("reading the key change log"), count("writing usage counts")
 	t.Logf("a 4 s outage: %d change-log lines, %d usage-flush lines", poll, flush)
+	if n := count("looking a key up in the store failed"); n != 1 {
+		t.Errorf("%d lines saying why keys not in the cache got 503, want 1:\n%s", n, logs)
+	}
 	// Began and works again, each; one attempt every 200 ms and every
 	// second would be about 20 and 4 lines.
 	if poll != 2 || flush != 2 {
