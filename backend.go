@@ -338,7 +338,7 @@ func (b *backend) onlyPrefix() string {
 // reportRouteScopes tells the store which scope lines this process's
 // handlers have loaded, stamped now, so that key-management tools know
 // which scope names are in use (see keys.RouteScopeWindow).
-func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
+func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) error {
 	var lines []store.RouteScope
 	var prefixes []string
 	b.handlers.Range(func(_, v any) bool {
@@ -354,9 +354,13 @@ func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) {
 	})
 	err := errors.Join(b.store.RecordRouteScopes(ctx, lines), b.store.RecordRoutePrefixes(ctx, prefixes, now))
 	if err != nil && ctx.Err() == nil {
-		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; retried within the hour", zap.Error(err))
+		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; it is tried again (in 10 s after a start or reload)", zap.Error(err))
 	}
+	return err
 }
+
+// reportRetry spaces the tries of a route report the store failed.
+var reportRetry = 10 * time.Second
 
 // reportWhenRunning reports the routes once the config whose context ctx
 // is runs: `caddy validate` (and a load that fails after this handler
@@ -373,7 +377,16 @@ func (b *backend) reportWhenRunning(ctx caddy.Context) {
 	for {
 		running := caddy.ActiveContext()
 		if running.Context != nil && (running.Done() == ctx.Done() || time.Now().After(giveUp)) {
-			b.reportRouteScopes(ctx, now())
+			// A store that fails the report (a pooler restarting as the
+			// gateway starts) is asked again every reportRetry until it
+			// takes it, not only by the hourly report.
+			for b.reportRouteScopes(ctx, now()) != nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(reportRetry):
+				}
+			}
 			return
 		}
 		select {
