@@ -219,6 +219,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.RateLimitExact = true
+				case "cluster":
+					if d.NextArg() {
+						return d.ArgErr()
+					}
+					h.RateLimitRedisCluster = true
 				case "timeout":
 					v, err := oneArg(d, "keygate: ratelimit redis")
 					if err != nil {
@@ -251,7 +256,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						t.ServerName = v
 					}
 				default:
-					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
+					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, cluster, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
 				}
 			}
 		case "metrics":

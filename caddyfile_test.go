@@ -125,16 +125,16 @@ func TestCaddyfileRateLimitRedisOptions(t *testing.T) {
 	if err != nil || strings.Contains(string(out), `ratelimit_exact`) {
 		t.Errorf("ratelimit redis without a block: %s, %v; want leases (no ratelimit_exact)", out, err)
 	}
-	out, err = adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis rediss://h:1/0 {\n\t\t\ttimeout 250ms\n\t\t\ttls_ca /etc/ca.pem\n"+
+	out, err = adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis rediss://h:1/0 {\n\t\t\tcluster\n\t\t\ttimeout 250ms\n\t\t\ttls_ca /etc/ca.pem\n"+
 		"\t\t\ttls_cert /etc/c.pem\n\t\t\ttls_key /etc/k.pem\n\t\t\ttls_server_name redis.internal\n\t\t}\n\t}\n}\n")
-	if want := `"ratelimit_redis_timeout":250000000,"ratelimit_redis_tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem","server_name":"redis.internal"}`; err != nil || !strings.Contains(string(out), want) {
+	if want := `"ratelimit_redis_cluster":true,"ratelimit_redis_timeout":250000000,"ratelimit_redis_tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem","server_name":"redis.internal"}`; err != nil || !strings.Contains(string(out), want) {
 		t.Errorf("ratelimit redis with tls and timeout: %s, %v; want %s", out, err, want)
 	}
 	block := func(lines string) string {
 		return ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\t" + lines + "\n\t\t}\n\t}\n}\n"
 	}
 	for src, want := range map[string]string{
-		block("fast"):       `keygate: ratelimit redis: unknown option "fast" (want exact, timeout, tls_ca, tls_cert, tls_key or tls_server_name), at Caddyfile:4`,
+		block("fast"):       `keygate: ratelimit redis: unknown option "fast" (want exact, cluster, timeout, tls_ca, tls_cert, tls_key or tls_server_name), at Caddyfile:4`,
 		block("exact yes"):  `Caddyfile:4`,
 		block("timeout 1h"): `timeout "1h" is not a duration up to 10s (e.g. 250ms), at Caddyfile:4`,
 		block("timeout"):    `timeout: want exactly one value, got 0, at Caddyfile:4`,

@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,5 +170,52 @@ func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
 			func(context.Context) (int64, error) { return 0, nil }, time.Now()); err != nil || q.Fallbacks() != 0 {
 			t.Errorf("client certificate asked: %v; a reservation: %v, %d fallbacks; want Redis's", clientCert, err, q.Fallbacks())
 		}
+	}
+}
+
+// A Redis Cluster (as AWS MemoryDB and ElastiCache Serverless are) with
+// `cluster`: every decision through it, keys spread over its masters, one
+// key's limit held across the cluster. Without `cluster` the config is
+// refused and says what to add.
+func TestRedisClusterMode(t *testing.T) {
+	rc := testservers.StartRedisCluster(t, 3)
+	url := "redis://" + rc.Addrs[0] + "?addr=" + rc.Addrs[1]
+	for _, u := range []string{url, "redis://" + rc.Addrs[0]} {
+		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: u}
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := h.Provision(cctx)
+		h.Cleanup()
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "add `cluster`") {
+			t.Errorf("%s without cluster: %v, want a refusal saying to add cluster", u, err)
+		}
+	}
+
+	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisCluster: true})
+	sl, ctx, now := h.shared, context.Background(), time.Now()
+	start := now.Truncate(time.Hour)
+	load := func(context.Context) (int64, error) { return 0, nil }
+	lim := ratelimit.Limit{N: 10, Per: time.Minute}
+	for i := range 60 { // over every master's slots
+		key := fmt.Sprintf("key_cluster%d", i)
+		sl.exact.Allow(ctx, key, lim, now)
+		sl.leased.Allow(ctx, key, lim, now)
+		for _, q := range []ratelimit.Quotas{sl.exactQuotas, sl.leasedQuotas} {
+			if _, err := q.Reserve(ctx, key+"/d", 100, 1, start, start.Add(time.Hour), load, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if f := sl.fallbacks(); f != 0 {
+		t.Errorf("%d decisions fell back to local limits on a Redis Cluster, want none", f)
+	}
+	allowed := 0
+	for range 30 {
+		if sl.exact.Allow(ctx, "key_cluster_limit", lim, now).Allowed {
+			allowed++
+		}
+	}
+	if allowed != 10 {
+		t.Errorf("a 10/m key on the cluster: %d of 30 allowed, want 10", allowed)
 	}
 }

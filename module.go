@@ -78,6 +78,9 @@ type Handler struct {
 	// leasing tokens: one round trip per request, and no node holds tokens
 	// another could use.
 	RateLimitExact bool `json:"ratelimit_exact,omitempty"`
+	// RateLimitRedisCluster: the URL names a node of a Redis Cluster (more
+	// with addr= parameters), and keygate talks to the cluster.
+	RateLimitRedisCluster bool `json:"ratelimit_redis_cluster,omitempty"`
 	// RateLimitRedisTLS sets up TLS to Redis beyond what a rediss:// URL
 	// does (the system's authorities, the URL's host): an authority to
 	// trust, a client certificate, the name to verify.
@@ -269,11 +272,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
 	}
 	if h.RateLimitRedis != "" {
-		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
+		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisCluster, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
 			return err
 		}
-	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 {
-		return errors.New("keygate: ratelimit_redis_tls and ratelimit_redis_timeout need ratelimit_redis")
+	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 || h.RateLimitRedisCluster {
+		return errors.New("keygate: ratelimit_redis_tls, ratelimit_redis_timeout and ratelimit_redis_cluster need ratelimit_redis")
 	}
 	b, wait, err := acquireOrWait(h.storeURI, h.logger, h.attach)
 	if err != nil {

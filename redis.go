@@ -26,7 +26,7 @@ import (
 // falls back to the node's local buckets and counters (never a 5xx for that
 // reason). It lives in sharedPool, so leases survive a reload.
 type sharedLimits struct {
-	client       *redis.Client
+	client       redis.UniversalClient
 	exact        *ratelimit.Redis
 	leased       *ratelimit.Leased
 	exactQuotas  *ratelimit.RedisQuotas
@@ -52,6 +52,7 @@ type RedisTLS struct {
 // handlers whose setups have one key share one client and its limits.
 type redisSetup struct {
 	url     string
+	cluster bool
 	tls     *tls.Config // nil: the URL's own
 	timeout time.Duration
 	key     string
@@ -60,8 +61,8 @@ type redisSetup struct {
 // newRedisSetup reads the TLS files (so a reload after they change makes a
 // new client, and a file that cannot be used refuses the config, naming
 // it) and checks the timeout.
-func newRedisSetup(url string, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
-	s := redisSetup{url: url, timeout: timeout}
+func newRedisSetup(url string, cluster bool, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
+	s := redisSetup{url: url, cluster: cluster, timeout: timeout}
 	fail := func(format string, args ...any) (redisSetup, error) {
 		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
 	}
@@ -69,7 +70,7 @@ func newRedisSetup(url string, t *RedisTLS, timeout time.Duration) (redisSetup, 
 		return fail("timeout %v: want a duration up to 10s", timeout)
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00", url, timeout)
+	fmt.Fprintf(h, "%s\x00%d\x00%t\x00", url, timeout, cluster)
 	if t != nil {
 		if !strings.HasPrefix(url, "rediss://") {
 			return fail("tls options need a rediss:// URL")
@@ -105,35 +106,64 @@ func newRedisSetup(url string, t *RedisTLS, timeout time.Duration) (redisSetup, 
 	return s, nil
 }
 
+// newRedisClient makes the client setup names: of one server, or with
+// cluster, of a Redis Cluster whose URL names any of its nodes (addr=
+// parameters name more).
+func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
+	fail := func(err error) (redis.UniversalClient, error) {
+		return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(setup.url), redisURLError(err))
+	}
+	// go-redis logs every failed dial; keygate logs an outage once.
+	redis.SetLogger(quietRedisLogger{})
+	withTLS := func(own *tls.Config) *tls.Config {
+		if setup.tls == nil {
+			return own
+		}
+		t := setup.tls.Clone()
+		if t.ServerName == "" && own != nil {
+			t.ServerName = own.ServerName
+		}
+		if own != nil && own.InsecureSkipVerify {
+			t.InsecureSkipVerify = true
+		}
+		return t
+	}
+	// Bounded waits: a slow Redis must not stall requests (the limiter
+	// also cuts each call at its own timeout and falls back). One dial a
+	// try: go-redis's default of five, 100 ms apart, used up a request's
+	// 100 ms budget, so the log said only "did not answer within 100ms" and
+	// never why (a certificate, a refused port).
+	const dialTimeout, retries, dialerRetries = 500 * time.Millisecond, 1, 1
+	if setup.cluster {
+		opts, err := redis.ParseClusterURL(setup.url)
+		if err != nil {
+			return fail(err)
+		}
+		opts.TLSConfig = withTLS(opts.TLSConfig)
+		opts.ContextTimeoutEnabled = true
+		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := redis.ParseURL(setup.url)
+	if err != nil {
+		if strings.Contains(err.Error(), "unexpected option: addr") {
+			err = errors.New("addr= names more nodes of a Redis Cluster: add `cluster` to the ratelimit redis block")
+		}
+		return fail(err)
+	}
+	opts.TLSConfig = withTLS(opts.TLSConfig)
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+	return redis.NewClient(opts), nil
+}
+
 func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLimits, error) {
 	url := setup.url
 	v, _, err := sharedPool.LoadOrNew(setup.key, func() (caddy.Destructor, error) {
-		opts, err := redis.ParseURL(url)
+		client, err := newRedisClient(setup)
 		if err != nil {
-			return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(url), redisURLError(err))
+			return nil, err
 		}
-		if setup.tls != nil {
-			t := setup.tls.Clone()
-			if t.ServerName == "" && opts.TLSConfig != nil {
-				t.ServerName = opts.TLSConfig.ServerName
-			}
-			if opts.TLSConfig != nil && opts.TLSConfig.InsecureSkipVerify {
-				t.InsecureSkipVerify = true
-			}
-			opts.TLSConfig = t
-		}
-		// Bounded waits: a slow Redis must not stall requests (the limiter
-		// also cuts each call at its own timeout and falls back).
-		opts.ContextTimeoutEnabled = true
-		opts.MaxRetries = 1
-		opts.DialTimeout = 500 * time.Millisecond
-		// One dial a try: go-redis's default of five, 100 ms apart, used up
-		// a request's 100 ms budget, so the log said only "did not answer
-		// within 100ms" and never why (a certificate, a refused port).
-		opts.DialerRetries = 1
-		// go-redis logs every failed dial; keygate logs an outage once.
-		redis.SetLogger(quietRedisLogger{})
-		client := redis.NewClient(opts)
 		logger := logger.With(zap.String("redis", store.RedactURI(url)))
 		ro := ratelimit.RedisOptions{
 			Prefix:  "keygate:",
@@ -141,7 +171,7 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 			Logf:    func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 			Errorf:  func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
 		}
-		if err := checkRedis(client, ro.Prefix, logger); err != nil {
+		if err := checkRedis(client, setup.cluster, ro.Prefix, logger); err != nil {
 			client.Close()
 			return nil, fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(url), err)
 		}
@@ -188,11 +218,12 @@ var redisCheckTimeout = 3 * time.Second
 // checkRedis asks Redis, once when a config first names it, what keygate
 // will ask of it: a ping, a script call and each kind of key keygate
 // writes. A refusal no retry mends (a wrong password, an ACL without
-// scripting or keygate's keys, a Sentinel's port, a cluster node: see
+// scripting or keygate's keys, a Sentinel's port, a cluster node named
+// without cluster: see
 // ratelimit.Refused) is returned, and refuses the config as a store that
 // refuses does; a Redis that does not answer is logged, and limits are
 // this node's own until it does.
-func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger) error {
+func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logger *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
 	defer cancel()
 	checks := []struct {
@@ -200,6 +231,18 @@ func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger)
 		run  func() error
 	}{
 		{"PING", func() error { return client.Ping(ctx).Err() }},
+		{"to be a single server", func() error {
+			if cluster {
+				return nil
+			}
+			// Unanswered (an ACL without INFO): the key checks below
+			// meet a cluster's MOVED anyway.
+			info, err := client.Info(ctx, "cluster").Result()
+			if err == nil && strings.Contains(info, "cluster_enabled:1") {
+				return errNotOneServer
+			}
+			return nil
+		}},
 		{"a script (EVALSHA)", func() error {
 			err := client.EvalSha(ctx, strings.Repeat("0", 40), nil).Err()
 			if redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -218,6 +261,9 @@ func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger)
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, errNotOneServer) {
+			return err
+		}
 		if ratelimit.Refused(err) {
 			return fmt.Errorf("refuses %s: %v", c.what, err)
 		}
@@ -225,13 +271,10 @@ func checkRedis(client redis.UniversalClient, prefix string, logger *zap.Logger)
 			zap.Error(err))
 		return nil
 	}
-	info, err := client.Info(ctx, "cluster").Result()
-	if err == nil && strings.Contains(info, "cluster_enabled:1") {
-		return errors.New("is a Redis Cluster node; keygate needs a single primary (a cluster-mode-disabled " +
-			"endpoint, or the primary behind a failover name), see docs/cluster.md")
-	}
 	return nil
 }
+
+var errNotOneServer = errors.New("is a Redis Cluster node: add `cluster` to the ratelimit redis block (docs/cluster.md)")
 
 // quietRedisLogger drops go-redis's own log lines.
 type quietRedisLogger struct{}

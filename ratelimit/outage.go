@@ -166,6 +166,7 @@ func Refused(err error) bool {
 	}
 	return redis.IsAuthError(err) || redis.IsPermissionError(err) ||
 		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "ERR unknown command") ||
+		redis.HasErrorPrefix(err, "ERR This instance has cluster support disabled") || // a cluster client, one server
 		// Redis 7.0's NOPERM for a command a script calls.
 		strings.Contains(err.Error(), "The user executing the script can't run this command") ||
 		strings.Contains(err.Error(), "remote error: tls: ") // the server refused the handshake: no client certificate, or one it does not trust

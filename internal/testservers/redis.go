@@ -139,3 +139,49 @@ func (r *Redis) ping() error {
 	}
 	return nil
 }
+
+// RedisCluster is a Redis Cluster of throwaway masters owned by one test.
+type RedisCluster struct {
+	// Addrs are the masters' host:port.
+	Addrs []string
+	nodes []*Redis
+}
+
+// StartRedisCluster starts n redis-server masters (n ≥ 3, as Redis Cluster
+// wants) in cluster mode, joins them with redis-cli --cluster create, the
+// slots shared among them, and returns once the cluster says it is ok.
+func StartRedisCluster(t testing.TB, n int) *RedisCluster {
+	t.Helper()
+	cli := lookBinary(t, "redis-cli", "apt-get install redis-tools")
+	c := &RedisCluster{}
+	for range n {
+		r := &Redis{t: t, path: lookBinary(t, "redis-server", "apt-get install redis-server"), dir: t.TempDir(), port: FreePort(t)}
+		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+		r.extra = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(r.dir, "nodes.conf"),
+			"--cluster-node-timeout", "5000"}
+		t.Cleanup(r.Stop)
+		r.Start()
+		c.nodes = append(c.nodes, r)
+		c.Addrs = append(c.Addrs, r.Addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, c.Addrs...), "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("testservers: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	if err := waitUntil(20*time.Second, func() error {
+		for _, a := range c.Addrs {
+			host, port, _ := net.SplitHostPort(a)
+			out, err := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(out), "cluster_state:ok") {
+				return fmt.Errorf("%s: cluster not ok yet", a)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("testservers: redis cluster: %v", err)
+	}
+	return c
+}
