@@ -219,10 +219,9 @@ var redisCheckTimeout = 3 * time.Second
 // will ask of it: a ping, a script call and each kind of key keygate
 // writes. A refusal no retry mends (a wrong password, an ACL without
 // scripting or keygate's keys, a Sentinel's port, a cluster node named
-// without cluster: see
-// ratelimit.Refused) is returned, and refuses the config as a store that
-// refuses does; a Redis that does not answer is logged, and limits are
-// this node's own until it does.
+// without cluster: see ratelimit.Refused) is returned, and refuses the
+// config as a store that refuses does; a Redis that does not answer is
+// logged, and limits are this node's own until it does.
 func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logger *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
 	defer cancel()
