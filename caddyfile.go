@@ -224,6 +224,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.RateLimitRedisCluster = true
+				case "sentinel":
+					v, err := oneArg(d, "keygate: ratelimit redis")
+					if err != nil {
+						return err
+					}
+					h.RateLimitRedisSentinel = v
 				case "timeout":
 					v, err := oneArg(d, "keygate: ratelimit redis")
 					if err != nil {
@@ -256,7 +262,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						t.ServerName = v
 					}
 				default:
-					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, cluster, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
+					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, cluster, sentinel, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
 				}
 			}
 		case "metrics":

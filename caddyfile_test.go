@@ -130,11 +130,15 @@ func TestCaddyfileRateLimitRedisOptions(t *testing.T) {
 	if want := `"ratelimit_redis_cluster":true,"ratelimit_redis_timeout":250000000,"ratelimit_redis_tls":{"ca":"/etc/ca.pem","cert":"/etc/c.pem","key":"/etc/k.pem","server_name":"redis.internal"}`; err != nil || !strings.Contains(string(out), want) {
 		t.Errorf("ratelimit redis with tls and timeout: %s, %v; want %s", out, err, want)
 	}
+	out, err = adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://sentinel:26379 {\n\t\t\tsentinel mymaster\n\t\t}\n\t}\n}\n")
+	if err != nil || !strings.Contains(string(out), `"ratelimit_redis_sentinel":"mymaster"`) {
+		t.Errorf("ratelimit redis with sentinel: %s, %v; want ratelimit_redis_sentinel", out, err)
+	}
 	block := func(lines string) string {
 		return ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\t" + lines + "\n\t\t}\n\t}\n}\n"
 	}
 	for src, want := range map[string]string{
-		block("fast"):       `keygate: ratelimit redis: unknown option "fast" (want exact, cluster, timeout, tls_ca, tls_cert, tls_key or tls_server_name), at Caddyfile:4`,
+		block("fast"):       `keygate: ratelimit redis: unknown option "fast" (want exact, cluster, sentinel, timeout, tls_ca, tls_cert, tls_key or tls_server_name), at Caddyfile:4`,
 		block("exact yes"):  `Caddyfile:4`,
 		block("timeout 1h"): `timeout "1h" is not a duration up to 10s (e.g. 250ms), at Caddyfile:4`,
 		block("timeout"):    `timeout: want exactly one value, got 0, at Caddyfile:4`,

@@ -219,3 +219,49 @@ func TestRedisClusterMode(t *testing.T) {
 		t.Errorf("a 10/m key on the cluster: %d of 30 allowed, want 10", allowed)
 	}
 }
+
+// A primary watched by Sentinel, with `sentinel <name>`: decisions through
+// the primary, and through the replica Sentinel promotes when the primary
+// stops, with nothing failing meanwhile. Naming the Sentinel without
+// `sentinel` refuses the config and says to add it.
+func TestRedisSentinelMode(t *testing.T) {
+	rs := testservers.StartRedisSentinel(t)
+	url := "redis://" + rs.Addr
+	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url}
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	err := h.Provision(cctx)
+	h.Cleanup()
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "add `sentinel") {
+		t.Errorf("a Sentinel without sentinel: %v, want a refusal saying to add sentinel", err)
+	}
+
+	h, _ = testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate"})
+	sl, ctx := h.shared, context.Background()
+	lim := ratelimit.Limit{N: 10, Per: time.Minute}
+	allowed := 0
+	for range 30 {
+		if sl.exact.Allow(ctx, "key_sentinel", lim, time.Now()).Allowed {
+			allowed++
+		}
+	}
+	if allowed != 10 || sl.fallbacks() != 0 {
+		t.Errorf("a 10/m key through Sentinel's primary: %d of 30 allowed, %d fell back; want 10 and none", allowed, sl.fallbacks())
+	}
+	rs.Primary.Stop()
+	promoted := func() bool {
+		before := sl.fallbacks()
+		sl.exact.Allow(ctx, "key_after_failover", lim, time.Now().Add(2*time.Second)) // past the outage's retry
+		return sl.fallbacks() == before
+	}
+	for deadline := time.Now().Add(30 * time.Second); !promoted(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("decisions still fall back 30 s after the primary stopped: %d", sl.fallbacks())
+		}
+	}
+	replica := redis.NewClient(&redis.Options{Addr: rs.Replica.Addr})
+	defer replica.Close()
+	if n, _ := replica.Exists(ctx, "rate:keygate:key_after_failover").Result(); n != 1 {
+		t.Errorf("the promoted replica holds no bucket for a decision after the failover")
+	}
+}

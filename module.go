@@ -81,6 +81,11 @@ type Handler struct {
 	// RateLimitRedisCluster: the URL names a node of a Redis Cluster (more
 	// with addr= parameters), and keygate talks to the cluster.
 	RateLimitRedisCluster bool `json:"ratelimit_redis_cluster,omitempty"`
+	// RateLimitRedisSentinel: the URL names a Sentinel (more with addr=
+	// parameters; its user and password are the Sentinel's, the primary's
+	// go in username= and password= parameters), and this is the name it
+	// knows the primary by; keygate follows the primary through failovers.
+	RateLimitRedisSentinel string `json:"ratelimit_redis_sentinel,omitempty"`
 	// RateLimitRedisTLS sets up TLS to Redis beyond what a rediss:// URL
 	// does (the system's authorities, the URL's host): an authority to
 	// trust, a client certificate, the name to verify.
@@ -272,11 +277,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
 	}
 	if h.RateLimitRedis != "" {
-		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisCluster, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
+		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisCluster, h.RateLimitRedisSentinel, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
 			return err
 		}
-	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 || h.RateLimitRedisCluster {
-		return errors.New("keygate: ratelimit_redis_tls, ratelimit_redis_timeout and ratelimit_redis_cluster need ratelimit_redis")
+	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 || h.RateLimitRedisCluster || h.RateLimitRedisSentinel != "" {
+		return errors.New("keygate: ratelimit_redis_tls, ratelimit_redis_timeout, ratelimit_redis_cluster and ratelimit_redis_sentinel need ratelimit_redis")
 	}
 	b, wait, err := acquireOrWait(h.storeURI, h.logger, h.attach)
 	if err != nil {

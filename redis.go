@@ -51,18 +51,19 @@ type RedisTLS struct {
 // redisSetup is what a handler's ratelimit redis names, its files read:
 // handlers whose setups have one key share one client and its limits.
 type redisSetup struct {
-	url     string
-	cluster bool
-	tls     *tls.Config // nil: the URL's own
-	timeout time.Duration
-	key     string
+	url      string
+	cluster  bool
+	sentinel string      // the primary's name, when the URL names a Sentinel
+	tls      *tls.Config // nil: the URL's own
+	timeout  time.Duration
+	key      string
 }
 
 // newRedisSetup reads the TLS files (so a reload after they change makes a
 // new client, and a file that cannot be used refuses the config, naming
 // it) and checks the timeout.
-func newRedisSetup(url string, cluster bool, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
-	s := redisSetup{url: url, cluster: cluster, timeout: timeout}
+func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
+	s := redisSetup{url: url, cluster: cluster, sentinel: sentinel, timeout: timeout}
 	fail := func(format string, args ...any) (redisSetup, error) {
 		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
 	}
@@ -70,7 +71,10 @@ func newRedisSetup(url string, cluster bool, t *RedisTLS, timeout time.Duration)
 		return fail("timeout %v: want a duration up to 10s", timeout)
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%t\x00", url, timeout, cluster)
+	if cluster && sentinel != "" {
+		return fail("cluster and sentinel are two kinds of Redis: name one")
+	}
+	fmt.Fprintf(h, "%s\x00%d\x00%t\x00%s\x00", url, timeout, cluster, sentinel)
 	if t != nil {
 		if !strings.HasPrefix(url, "rediss://") {
 			return fail("tls options need a rediss:// URL")
@@ -106,9 +110,10 @@ func newRedisSetup(url string, cluster bool, t *RedisTLS, timeout time.Duration)
 	return s, nil
 }
 
-// newRedisClient makes the client setup names: of one server, or with
+// newRedisClient makes the client setup names: of one server; with
 // cluster, of a Redis Cluster whose URL names any of its nodes (addr=
-// parameters name more).
+// parameters name more); with sentinel, of the primary a Sentinel the URL
+// names (addr= more) knows by that name, following it through failovers.
 func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	fail := func(err error) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("keygate: ratelimit redis %q: %v", store.RedactURI(setup.url), redisURLError(err))
@@ -143,6 +148,17 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
 		return redis.NewClusterClient(opts), nil
+	}
+	if setup.sentinel != "" {
+		opts, err := redis.ParseFailoverURL(setup.url)
+		if err != nil {
+			return fail(err)
+		}
+		opts.MasterName = setup.sentinel
+		opts.TLSConfig = withTLS(opts.TLSConfig)
+		opts.ContextTimeoutEnabled = true
+		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+		return redis.NewFailoverClient(opts), nil
 	}
 	opts, err := redis.ParseURL(setup.url)
 	if err != nil {
@@ -234,11 +250,13 @@ func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logge
 			if cluster {
 				return nil
 			}
-			// Unanswered (an ACL without INFO): the key checks below
-			// meet a cluster's MOVED anyway.
-			info, err := client.Info(ctx, "cluster").Result()
-			if err == nil && strings.Contains(info, "cluster_enabled:1") {
-				return errNotOneServer
+			// Unanswered (an ACL without INFO): the checks below meet a
+			// cluster's MOVED, or a Sentinel's unknown commands, anyway.
+			if info, err := client.Info(ctx, "server").Result(); err == nil && strings.Contains(info, "redis_mode:sentinel") {
+				return errSentinel
+			}
+			if info, err := client.Info(ctx, "cluster").Result(); err == nil && strings.Contains(info, "cluster_enabled:1") {
+				return errClusterNode
 			}
 			return nil
 		}},
@@ -260,7 +278,7 @@ func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logge
 		if err == nil {
 			continue
 		}
-		if errors.Is(err, errNotOneServer) {
+		if errors.Is(err, errClusterNode) || errors.Is(err, errSentinel) {
 			return err
 		}
 		if ratelimit.Refused(err) {
@@ -273,7 +291,10 @@ func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logge
 	return nil
 }
 
-var errNotOneServer = errors.New("is a Redis Cluster node: add `cluster` to the ratelimit redis block (docs/cluster.md)")
+var (
+	errClusterNode = errors.New("is a Redis Cluster node: add `cluster` to the ratelimit redis block (docs/cluster.md)")
+	errSentinel    = errors.New("is a Sentinel: add `sentinel <the primary's name>` to the ratelimit redis block (docs/cluster.md)")
+)
 
 // quietRedisLogger drops go-redis's own log lines.
 type quietRedisLogger struct{}

@@ -23,11 +23,12 @@ type Redis struct {
 	// TLS holds the certificates of StartRedisTLS.
 	TLS *Certificates
 
-	t     testing.TB
-	path  string
-	dir   string
-	port  int
-	extra []string // more redis-server arguments
+	t      testing.TB
+	path   string
+	dir    string
+	port   int
+	extra  []string // more redis-server arguments
+	config string   // a configuration file, first argument (Sentinel's)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -93,6 +94,9 @@ func (r *Redis) Start() {
 	defer log.Close()
 	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir}, r.extra...)
+	if r.config != "" {
+		args = append([]string{r.config}, args...)
+	}
 	cmd := exec.Command(r.path, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -184,4 +188,42 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 		t.Fatalf("testservers: redis cluster: %v", err)
 	}
 	return c
+}
+
+// RedisSentinel is a primary, a replica of it and one Sentinel watching
+// them under the name "keygate", owned by one test.
+type RedisSentinel struct {
+	// Addr is the Sentinel's host:port; Primary and Replica the servers'.
+	Addr             string
+	Primary, Replica *Redis
+}
+
+// StartRedisSentinel starts a primary, a replica and a Sentinel that
+// watches the primary under the name "keygate", calls it down after a
+// second without an answer and promotes the replica.
+func StartRedisSentinel(t testing.TB) *RedisSentinel {
+	t.Helper()
+	bin := lookBinary(t, "redis-server", "apt-get install redis-server")
+	s := &RedisSentinel{Primary: StartRedis(t)}
+	replica := &Redis{t: t, path: bin, dir: t.TempDir(), port: FreePort(t)}
+	replica.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(replica.port))
+	host, port, _ := net.SplitHostPort(s.Primary.Addr)
+	replica.extra = []string{"--replicaof", host, port}
+	t.Cleanup(replica.Stop)
+	replica.Start()
+	s.Replica = replica
+
+	sentinel := &Redis{t: t, path: bin, dir: t.TempDir(), port: FreePort(t)}
+	sentinel.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(sentinel.port))
+	conf := filepath.Join(sentinel.dir, "sentinel.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor keygate %s %s 1\n"+
+		"sentinel down-after-milliseconds keygate 1000\nsentinel failover-timeout keygate 5000\n", host, port)), 0o600); err != nil {
+		t.Fatalf("testservers: %v", err)
+	}
+	sentinel.config = conf
+	sentinel.extra = []string{"--sentinel"}
+	t.Cleanup(sentinel.Stop)
+	sentinel.Start()
+	s.Addr = sentinel.Addr
+	return s
 }
