@@ -85,7 +85,10 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	// are not seen (docs/cluster.md).
 	load := func(ctx context.Context) (int64, error) {
 		n, err := h.backend.store.Recipients(ctx, rec.ID, start)
-		return n + h.backend.usage.Pending(rec.ID, start), err
+		if err != nil {
+			return 0, err
+		}
+		return n + h.backend.usage.Pending(rec.ID, start), nil
 	}
 	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
 	if err != nil {

@@ -165,6 +165,10 @@ type Recorder struct {
 	// and must not wait out a flush into a store that hangs (flushMu is held
 	// for the flush's whole timeout).
 	pendingCounts atomic.Pointer[Counts]
+	// pendingRecipients is each key-hour's recipients in pending, published
+	// with pendingCounts, for Pending: a quota's load on a request's path
+	// must not wait out a flush either.
+	pendingRecipients atomic.Pointer[map[bucketKey]int64]
 }
 
 // Counts sums tallies, for reporting what is held or was lost.
@@ -266,10 +270,15 @@ func (r *Recorder) Backlog() int {
 // publishPending publishes what pending holds; flushMu is held.
 func (r *Recorder) publishPending() {
 	var c Counts
-	for _, t := range r.pending {
+	recipients := map[bucketKey]int64{}
+	for k, t := range r.pending {
 		c.add(t)
+		if t.recipients > 0 {
+			recipients[k] = t.recipients
+		}
 	}
 	r.pendingCounts.Store(&c)
+	r.pendingRecipients.Store(&recipients)
 }
 
 // Held returns what is counted in memory and not yet in the store: the
@@ -412,12 +421,12 @@ func (r *Recorder) Pending(keyID string, since time.Time) int64 {
 		}
 	}
 	s.mu.Unlock()
-	r.flushMu.Lock()
-	for k, t := range r.pending {
-		if k.keyID == keyID && k.hour >= from {
-			n += t.recipients
+	if p := r.pendingRecipients.Load(); p != nil {
+		for k, v := range *p {
+			if k.keyID == keyID && k.hour >= from {
+				n += v
+			}
 		}
 	}
-	r.flushMu.Unlock()
 	return n
 }

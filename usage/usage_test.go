@@ -173,7 +173,32 @@ func TestPendingRecipientsForQuotas(t *testing.T) {
 	if got := r.Pending("key_a", t0.Add(-time.Hour)); got != 5 {
 		t.Errorf("pending recipients since an hour ago = %d, want 5", got)
 	}
+	// A flush into a store that hangs: what it is writing still counts, and
+	// asking does not wait for it.
+	writing, release := make(chan struct{}), make(chan struct{})
+	go r.Flush(context.Background(), sinkFunc(func(context.Context, []store.UsageDelta) error {
+		close(writing)
+		<-release
+		return errors.New("the store gave up")
+	}))
+	<-writing
+	r.Record("key_a", MetricAllowed, 200, 2, "", t0)
+	done := make(chan int64)
+	go func() { done <- r.Pending("key_a", t0.Add(-time.Hour)) }()
+	select {
+	case got := <-done:
+		if got != 7 {
+			t.Errorf("pending recipients during a flush = %d, want 7 (5 being written, 2 since)", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Pending waited for a flush into a store that hangs")
+	}
+	close(release)
 }
+
+type sinkFunc func(context.Context, []store.UsageDelta) error
+
+func (f sinkFunc) AddUsage(ctx context.Context, d []store.UsageDelta) error { return f(ctx, d) }
 
 // BenchmarkRecord is the per-request cost of counting usage: no store write.
 func BenchmarkRecord(b *testing.B) {
