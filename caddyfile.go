@@ -236,8 +236,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return err
 					}
 					dur, err := caddy.ParseDuration(v)
-					if err != nil || dur <= 0 || dur > 10*time.Second {
-						return d.Errf("keygate: ratelimit redis: timeout %q is not a duration up to 10s (e.g. 250ms)", v)
+					if err != nil || dur < time.Millisecond || dur > 10*time.Second {
+						return d.Errf("keygate: ratelimit redis: timeout %q is not a duration between 1ms and 10s (e.g. 250ms)", v)
 					}
 					h.RateLimitRedisTimeout = caddy.Duration(dur)
 				case "tls_ca", "tls_cert", "tls_key", "tls_server_name":

@@ -140,7 +140,7 @@ func TestCaddyfileRateLimitRedisOptions(t *testing.T) {
 	for src, want := range map[string]string{
 		block("fast"):       `keygate: ratelimit redis: unknown option "fast" (want exact, cluster, sentinel, timeout, tls_ca, tls_cert, tls_key or tls_server_name), at Caddyfile:4`,
 		block("exact yes"):  `Caddyfile:4`,
-		block("timeout 1h"): `timeout "1h" is not a duration up to 10s (e.g. 250ms), at Caddyfile:4`,
+		block("timeout 1h"): `timeout "1h" is not a duration between 1ms and 10s (e.g. 250ms), at Caddyfile:4`,
 		block("timeout"):    `timeout: want exactly one value, got 0, at Caddyfile:4`,
 		block("tls_ca /x"):  `tls_ca needs a rediss:// URL, at Caddyfile:4`,
 	} {

@@ -179,8 +179,19 @@ func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
 // refused and says what to add.
 func TestRedisClusterMode(t *testing.T) {
 	rc := testservers.StartRedisCluster(t, 3)
-	url := "redis://" + rc.Addrs[0] + "?addr=" + rc.Addrs[1]
-	for _, u := range []string{url, "redis://" + rc.Addrs[0]} {
+	// keygate's own user, with the ACL docs/cluster.md gives for a cluster
+	// (which also keeps INFO from it: the cluster shows itself otherwise).
+	for _, addr := range rc.Addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		err := c.Do(context.Background(), "ACL", "SETUSER", "kg", "on", ">kg-pw", "~keygate:*", "~rate:keygate:*",
+			"+@connection", "+@scripting", "+@read", "+@write", "+time", "+cluster|slots").Err()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := "redis://kg:kg-pw@" + rc.Addrs[0] + "?addr=" + rc.Addrs[1]
+	for _, u := range []string{url, "redis://" + rc.Addrs[0], "redis://kg:kg-pw@" + rc.Addrs[0]} {
 		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: u}
 		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 		err := h.Provision(cctx)
@@ -234,6 +245,19 @@ func TestRedisSentinelMode(t *testing.T) {
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "add `sentinel") {
 		t.Errorf("a Sentinel without sentinel: %v, want a refusal saying to add sentinel", err)
+	}
+	for _, c := range []struct{ url, name, want string }{
+		{url, "nosuch", `knows no primary named "nosuch"`},
+		{"redis://" + rs.Primary.Addr, "keygate", "is not a Sentinel"},
+	} {
+		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: c.url, RateLimitRedisSentinel: c.name}
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := h.Provision(cctx)
+		h.Cleanup()
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("sentinel %s at %s: %v, want a refusal saying %s", c.name, c.url, err, c.want)
+		}
 	}
 
 	h, _ = testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate"})

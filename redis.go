@@ -110,6 +110,23 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 	return s, nil
 }
 
+// tlsFor is the TLS setup for a connection go-redis would make with own
+// (from a rediss:// URL: its host as the name, skip_verify), with the
+// tls_* options applied.
+func (s redisSetup) tlsFor(own *tls.Config) *tls.Config {
+	if s.tls == nil {
+		return own
+	}
+	t := s.tls.Clone()
+	if t.ServerName == "" && own != nil {
+		t.ServerName = own.ServerName
+	}
+	if own != nil && own.InsecureSkipVerify {
+		t.InsecureSkipVerify = true
+	}
+	return t
+}
+
 // newRedisClient makes the client setup names: of one server; with
 // cluster, of a Redis Cluster whose URL names any of its nodes (addr=
 // parameters name more); with sentinel, of the primary a Sentinel the URL
@@ -120,19 +137,6 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	}
 	// go-redis logs every failed dial; keygate logs an outage once.
 	redis.SetLogger(quietRedisLogger{})
-	withTLS := func(own *tls.Config) *tls.Config {
-		if setup.tls == nil {
-			return own
-		}
-		t := setup.tls.Clone()
-		if t.ServerName == "" && own != nil {
-			t.ServerName = own.ServerName
-		}
-		if own != nil && own.InsecureSkipVerify {
-			t.InsecureSkipVerify = true
-		}
-		return t
-	}
 	// Bounded waits: a slow Redis must not stall requests (the limiter
 	// also cuts each call at its own timeout and falls back). One dial a
 	// try: go-redis's default of five, 100 ms apart, used up a request's
@@ -144,7 +148,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 		if err != nil {
 			return fail(err)
 		}
-		opts.TLSConfig = withTLS(opts.TLSConfig)
+		opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
 		return redis.NewClusterClient(opts), nil
@@ -155,7 +159,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 			return fail(err)
 		}
 		opts.MasterName = setup.sentinel
-		opts.TLSConfig = withTLS(opts.TLSConfig)
+		opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
 		return redis.NewFailoverClient(opts), nil
@@ -163,11 +167,12 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	opts, err := redis.ParseURL(setup.url)
 	if err != nil {
 		if strings.Contains(err.Error(), "unexpected option: addr") {
-			err = errors.New("addr= names more nodes of a Redis Cluster: add `cluster` to the ratelimit redis block")
+			err = errors.New("addr= names more nodes: add `cluster` to the ratelimit redis block for a Redis Cluster, " +
+				"or `sentinel <the primary's name>` for more Sentinels")
 		}
 		return fail(err)
 	}
-	opts.TLSConfig = withTLS(opts.TLSConfig)
+	opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
 	return redis.NewClient(opts), nil
@@ -187,7 +192,7 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 			Logf:    func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 			Errorf:  func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
 		}
-		if err := checkRedis(client, setup.cluster, ro.Prefix, logger); err != nil {
+		if err := checkRedis(client, setup, ro.Prefix, logger); err != nil {
 			client.Close()
 			return nil, fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(url), err)
 		}
@@ -238,9 +243,15 @@ var redisCheckTimeout = 3 * time.Second
 // without cluster: see ratelimit.Refused) is returned, and refuses the
 // config as a store that refuses does; a Redis that does not answer is
 // logged, and limits are this node's own until it does.
-func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logger *zap.Logger) error {
+func checkRedis(client redis.UniversalClient, setup redisSetup, prefix string, logger *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
 	defer cancel()
+	cluster := setup.cluster
+	if setup.sentinel != "" {
+		if err := checkSentinel(ctx, setup); err != nil {
+			return err
+		}
+	}
 	checks := []struct {
 		what string
 		run  func() error
@@ -281,6 +292,14 @@ func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logge
 		if errors.Is(err, errClusterNode) || errors.Is(err, errSentinel) {
 			return err
 		}
+		// With an ACL that hides INFO, a cluster or a Sentinel shows
+		// itself here.
+		if _, moved := redis.IsMovedError(err); (moved || redis.HasErrorPrefix(err, "CROSSSLOT")) && !cluster {
+			return errClusterNode
+		}
+		if redis.HasErrorPrefix(err, "unknown command") && setup.sentinel == "" {
+			return fmt.Errorf("refuses %s: %v (a Sentinel? add `sentinel <the primary's name>` to the ratelimit redis block)", c.what, err)
+		}
 		if ratelimit.Refused(err) {
 			return fmt.Errorf("refuses %s: %v", c.what, err)
 		}
@@ -289,6 +308,33 @@ func checkRedis(client redis.UniversalClient, cluster bool, prefix string, logge
 		return nil
 	}
 	return nil
+}
+
+// checkSentinel asks the Sentinel the URL names for the primary it knows
+// by setup.sentinel: go-redis says "all sentinels specified in
+// configuration are unreachable" of a wrong name or of a server that is no
+// Sentinel, which would read as an outage for as long as the node ran.
+func checkSentinel(ctx context.Context, setup redisSetup) error {
+	opts, err := redis.ParseFailoverURL(setup.url)
+	if err != nil || len(opts.SentinelAddrs) == 0 {
+		return nil // newRedisClient has said what is wrong with it
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: opts.SentinelAddrs[0], Username: opts.SentinelUsername,
+		Password: opts.SentinelPassword, TLSConfig: setup.tlsFor(opts.TLSConfig), DialTimeout: 500 * time.Millisecond,
+		DialerRetries: 1, MaxRetries: 1, ContextTimeoutEnabled: true})
+	defer sc.Close()
+	_, err = sc.GetMasterAddrByName(ctx, setup.sentinel).Result()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redis.Nil):
+		return fmt.Errorf("the Sentinel at %s knows no primary named %q", opts.SentinelAddrs[0], setup.sentinel)
+	case redis.HasErrorPrefix(err, "unknown command"):
+		return fmt.Errorf("%s is not a Sentinel (%v): remove `sentinel`, or name a Sentinel", opts.SentinelAddrs[0], err)
+	case ratelimit.Refused(err):
+		return fmt.Errorf("the Sentinel refuses: %v", err)
+	}
+	return nil // not answering: waited for as an outage
 }
 
 var (

@@ -91,8 +91,13 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 	if o.down.CompareAndSwap(false, true) {
 		if Refused(err) {
 			o.errorf("keygate: redis refuses keygate's commands, %s fall back to this node's local limits until it "+
-				"takes them (check the URL's user and password, the user's ACL, and that it names a primary: "+
-				"not a replica, a Sentinel or a cluster without cluster): %v", o.what, err)
+				"takes them (check the URL's user and password, the user's ACL, the certificates, and that it names "+
+				"a primary: not a replica, a Sentinel or a cluster without cluster): %v", o.what, err)
+			return
+		}
+		if redis.IsOOMError(err) {
+			o.logf("keygate: redis refuses writes, out of memory (its maxmemory), %s fall back to this node's local "+
+				"limits: %v", o.what, err)
 			return
 		}
 		o.logf("keygate: redis unreachable, %s fall back to this node's local limits: %v", o.what, err)
@@ -165,8 +170,8 @@ func Refused(err error) bool {
 		return true
 	}
 	return redis.IsAuthError(err) || redis.IsPermissionError(err) ||
-		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "ERR unknown command") ||
-		redis.HasErrorPrefix(err, "ERR This instance has cluster support disabled") || // a cluster client, one server
+		redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "unknown command") ||
+		redis.HasErrorPrefix(err, "This instance has cluster support disabled") || // a cluster client, one server
 		// Redis 7.0's NOPERM for a command a script calls.
 		strings.Contains(err.Error(), "The user executing the script can't run this command") ||
 		strings.Contains(err.Error(), "remote error: tls: ") // the server refused the handshake: no client certificate, or one it does not trust

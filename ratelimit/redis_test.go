@@ -230,4 +230,11 @@ func TestARefusingRedisIsLoggedAsARefusal(t *testing.T) {
 	if Refused(errors.New("connection refused")) || !Refused(fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})) {
 		t.Error("Refused: a refused connection is an outage, an unknown certificate authority a refusal")
 	}
+	// As a Sentinel's port answers a script.
+	if err := admin.Do(context.Background(), "AUTH", "now-needed").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(context.Background(), "NOSUCHCOMMAND").Err(); !Refused(err) {
+		t.Errorf("Refused(%v) = false, want a command the server does not know to be a refusal", err)
+	}
 }
