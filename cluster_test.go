@@ -45,11 +45,7 @@ func TestARedisURLThatCannotBeReadKeepsItsPassword(t *testing.T) {
 		"rediss://:Ab#SECRET@127.0.0.1:6379",
 		"redis://user:Ab cd SECRET@127.0.0.1:6379",
 	} {
-		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url}
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		err := h.Provision(ctx)
-		h.Cleanup()
-		cancel()
+		err := provisionOnce(t, &Handler{RateLimitRedis: url})
 		if err == nil {
 			t.Errorf("%s: provisioned, want an error", url)
 			continue
@@ -89,14 +85,7 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 	if err := admin.ConfigSet(ctx, "requirepass", "s3cret-pw").Err(); err != nil {
 		t.Fatal(err)
 	}
-	provision := func(url string) error {
-		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url}
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		defer cancel()
-		err := h.Provision(ctx)
-		h.Cleanup()
-		return err
-	}
+	provision := func(url string) error { return provisionOnce(t, &Handler{RateLimitRedis: url}) }
 	for _, c := range []struct{ name, url, want string }{
 		{"no password", "redis://" + rd.Addr, "NOAUTH"},
 		{"a wrong password", "redis://:wrong-pw@" + rd.Addr, "WRONGPASS"},
@@ -192,11 +181,7 @@ func TestRedisClusterMode(t *testing.T) {
 	}
 	url := "redis://kg:kg-pw@" + rc.Addrs[0] + "?addr=" + rc.Addrs[1]
 	for _, u := range []string{url, "redis://" + rc.Addrs[0], "redis://kg:kg-pw@" + rc.Addrs[0]} {
-		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: u}
-		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		err := h.Provision(cctx)
-		h.Cleanup()
-		cancel()
+		err := provisionOnce(t, &Handler{RateLimitRedis: u})
 		if err == nil || !strings.Contains(err.Error(), "add `cluster`") {
 			t.Errorf("%s without cluster: %v, want a refusal saying to add cluster", u, err)
 		}
@@ -238,11 +223,7 @@ func TestRedisClusterMode(t *testing.T) {
 func TestRedisSentinelMode(t *testing.T) {
 	rs := testservers.StartRedisSentinel(t)
 	url := "redis://" + rs.Addr
-	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url}
-	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	err := h.Provision(cctx)
-	h.Cleanup()
-	cancel()
+	err := provisionOnce(t, &Handler{RateLimitRedis: url})
 	if err == nil || !strings.Contains(err.Error(), "add `sentinel") {
 		t.Errorf("a Sentinel without sentinel: %v, want a refusal saying to add sentinel", err)
 	}
@@ -250,17 +231,13 @@ func TestRedisSentinelMode(t *testing.T) {
 		{url, "nosuch", `knows no primary named "nosuch"`},
 		{"redis://" + rs.Primary.Addr, "keygate", "is not a Sentinel"},
 	} {
-		h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: c.url, RateLimitRedisSentinel: c.name}
-		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		err := h.Provision(cctx)
-		h.Cleanup()
-		cancel()
+		err := provisionOnce(t, &Handler{RateLimitRedis: c.url, RateLimitRedisSentinel: c.name})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("sentinel %s at %s: %v, want a refusal saying %s", c.name, c.url, err, c.want)
 		}
 	}
 
-	h, _ = testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate"})
+	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate"})
 	sl, ctx := h.shared, context.Background()
 	lim := ratelimit.Limit{N: 10, Per: time.Minute}
 	allowed := 0
@@ -288,4 +265,15 @@ func TestRedisSentinelMode(t *testing.T) {
 	if n, _ := replica.Exists(ctx, "rate:keygate:key_after_failover").Result(); n != 1 {
 		t.Errorf("the promoted replica holds no bucket for a decision after the failover")
 	}
+}
+
+// provisionOnce provisions h on a store of its own and cleans it up at
+// once: whether a config with it would load.
+func provisionOnce(t *testing.T, h *Handler) error {
+	h.Store = "sqlite:" + filepath.Join(t.TempDir(), "keys.db")
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	h.Cleanup()
+	return err
 }

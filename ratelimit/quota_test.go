@@ -218,6 +218,70 @@ func monthBounds(t time.Time) (time.Time, time.Time) {
 func TestTwoRedisOutagesInAPeriodStayWithinTheQuota(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	ctx := context.Background()
+	eachRedisQuotaMode(t, srv, "outages-", 300*time.Millisecond, func(t *testing.T, s *quotaSender, opts RedisOptions) {
+		admin := newClient(t, srv.Addr)
+		outage := func() {
+			if err := admin.Do(ctx, "CLIENT", "PAUSE", 2500, "WRITE").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 3 {
+			s.send()
+		}
+		outage()
+		for range 3 {
+			s.send()
+		}
+		time.Sleep(2600 * time.Millisecond) // the pause ends
+		s.send()                            // Redis answers: the fallback's count goes to it
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+		deadline := time.Now().Add(5 * time.Second)
+		for n, _ := admin.Get(ctx, rkey).Int64(); n < s.sent && time.Now().Before(deadline); n, _ = admin.Get(ctx, rkey).Int64() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n, _ := admin.Get(ctx, rkey).Int64(); n < s.sent {
+			t.Errorf("Redis counts %d after the outage, want at least the %d sent", n, s.sent)
+		}
+		outage()
+		for range 8 {
+			s.send()
+		}
+		if s.sent > 100 {
+			t.Errorf("%d recipients sent on a quota of 100 across two outages", s.sent)
+		}
+		time.Sleep(2600 * time.Millisecond)
+	})
+}
+
+// quotaSender sends 10 recipients at a time on "key_a", whose quota is 100
+// a day, each send 1.5 s after the last (past an outage's retry interval),
+// the store (st) holding at once what was sent.
+type quotaSender struct {
+	t          *testing.T
+	q          Quotas
+	st         persisted
+	now        time.Time
+	start, end time.Time
+	sent       int64
+}
+
+func (s *quotaSender) send() bool {
+	s.now = s.now.Add(1500 * time.Millisecond)
+	r, err := s.q.Reserve(context.Background(), "key_a", 100, 10, s.start, s.end, s.st.load, s.now)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if r.Allowed {
+		s.sent += 10
+		s.st.count = s.sent
+	}
+	return r.Allowed
+}
+
+// eachRedisQuotaMode runs spec with a quotaSender through RedisQuotas and
+// through LeasedQuotas on srv, each under its own key prefix.
+func eachRedisQuotaMode(t *testing.T, srv *testservers.Redis, prefix string, timeout time.Duration,
+	spec func(t *testing.T, s *quotaSender, opts RedisOptions)) {
 	for _, mode := range []struct {
 		name string
 		make func(redis.UniversalClient, RedisOptions) Quotas
@@ -230,54 +294,10 @@ func TestTwoRedisOutagesInAPeriodStayWithinTheQuota(t *testing.T) {
 		}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			opts := RedisOptions{Timeout: 300 * time.Millisecond, Prefix: "outages-" + mode.name + ":"}
-			q := mode.make(newClient(t, srv.Addr), opts)
-			admin := newClient(t, srv.Addr)
-			start, end := dayBounds(t0)
-			st := &persisted{} // the store: what was sent, flushed at once
-			now, sent := t0, int64(0)
-			send := func() bool {
-				now = now.Add(1500 * time.Millisecond) // past the outage's retry interval
-				r, err := q.Reserve(ctx, "key_a", 100, 10, start, end, st.load, now)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Allowed {
-					sent += 10
-					st.count = sent
-				}
-				return r.Allowed
-			}
-			outage := func() {
-				if err := admin.Do(ctx, "CLIENT", "PAUSE", 2500, "WRITE").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for range 3 {
-				send()
-			}
-			outage()
-			for range 3 {
-				send()
-			}
-			time.Sleep(2600 * time.Millisecond) // the pause ends
-			send()                              // Redis answers: the fallback's count goes to it
-			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
-			deadline := time.Now().Add(5 * time.Second)
-			for n, _ := admin.Get(ctx, rkey).Int64(); n < sent && time.Now().Before(deadline); n, _ = admin.Get(ctx, rkey).Int64() {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if n, _ := admin.Get(ctx, rkey).Int64(); n < sent {
-				t.Errorf("Redis counts %d after the outage, want at least the %d sent", n, sent)
-			}
-			outage()
-			for range 8 {
-				send()
-			}
-			if sent > 100 {
-				t.Errorf("%d recipients sent on a quota of 100 across two outages", sent)
-			}
-			time.Sleep(2600 * time.Millisecond)
+			opts := RedisOptions{Timeout: timeout, Prefix: prefix + mode.name + ":"}
+			s := &quotaSender{t: t, q: mode.make(newClient(t, srv.Addr), opts), now: t0}
+			s.start, s.end = dayBounds(t0)
+			spec(t, s, opts)
 		})
 	}
 }
@@ -288,56 +308,26 @@ func TestTwoRedisOutagesInAPeriodStayWithinTheQuota(t *testing.T) {
 // it was: a key of 100 recipients was refused at 70 sent.)
 func TestARedisRestartedEmptyDoesNotCountAnOutageTwice(t *testing.T) {
 	srv := testservers.StartRedis(t)
-	ctx := context.Background()
-	for _, mode := range []struct {
-		name string
-		make func(redis.UniversalClient, RedisOptions) Quotas
-	}{
-		{"exact", func(c redis.UniversalClient, o RedisOptions) Quotas { return NewRedisQuotas(c, NewLocalQuotas(), o) }},
-		{"leased", func(c redis.UniversalClient, o RedisOptions) Quotas {
-			q := NewLeasedQuotas(c, NewLocalQuotas(), o, time.Hour)
-			t.Cleanup(q.Close)
-			return q
-		}},
-	} {
-		t.Run(mode.name, func(t *testing.T) {
-			opts := RedisOptions{Timeout: slowMachine, Prefix: "restart-" + mode.name + ":"}
-			q := mode.make(newClient(t, srv.Addr), opts)
-			admin := newClient(t, srv.Addr)
-			start, end := dayBounds(t0)
-			st := &persisted{} // the store: what was sent, written at once
-			now, sent := t0, int64(0)
-			send := func() bool {
-				now = now.Add(1500 * time.Millisecond) // past the outage's retry interval
-				r, err := q.Reserve(ctx, "key_a", 100, 10, start, end, st.load, now)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.Allowed {
-					sent += 10
-					st.count = sent
-				}
-				return r.Allowed
-			}
-			for range 3 {
-				send()
-			}
-			srv.Stop()
-			for range 3 {
-				send()
-			}
-			srv.Start() // empty
-			send()
-			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
-			time.Sleep(300 * time.Millisecond) // the fallback's count goes to Redis, or not
-			if n, _ := admin.Get(ctx, rkey).Int64(); n > sent+100/64 {
-				t.Errorf("Redis counts %d after coming back empty, want the %d sent", n, sent)
-			}
-			for send() {
-			}
-			if sent != 100 {
-				t.Errorf("%d recipients sent on a quota of 100, want 100", sent)
-			}
-		})
-	}
+	eachRedisQuotaMode(t, srv, "restart-", slowMachine, func(t *testing.T, s *quotaSender, opts RedisOptions) {
+		admin := newClient(t, srv.Addr)
+		for range 3 {
+			s.send()
+		}
+		srv.Stop()
+		for range 3 {
+			s.send()
+		}
+		srv.Start() // empty
+		s.send()
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+		time.Sleep(300 * time.Millisecond) // the fallback's count goes to Redis, or not
+		if n, _ := admin.Get(context.Background(), rkey).Int64(); n > s.sent+100/64 {
+			t.Errorf("Redis counts %d after coming back empty, want the %d sent", n, s.sent)
+		}
+		for s.send() {
+		}
+		if s.sent != 100 {
+			t.Errorf("%d recipients sent on a quota of 100, want 100", s.sent)
+		}
+	})
 }

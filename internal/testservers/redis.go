@@ -39,6 +39,14 @@ type Redis struct {
 // It returns once the server answers PING.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	r := newRedis(t)
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
+// newRedis is a server not started yet, on a free port of its own.
+func newRedis(t testing.TB) *Redis {
 	r := &Redis{
 		t:    t,
 		path: lookBinary(t, "redis-server", "apt-get install redis-server"),
@@ -46,8 +54,6 @@ func StartRedis(t testing.TB) *Redis {
 		port: FreePort(t),
 	}
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
-	t.Cleanup(r.Stop)
-	r.Start()
 	return r
 }
 
@@ -56,13 +62,7 @@ func StartRedis(t testing.TB) *Redis {
 // (r.TLS) and, if clientCert, asks each client for one of that authority's.
 func StartRedisTLS(t testing.TB, clientCert bool) *Redis {
 	t.Helper()
-	r := &Redis{
-		t:    t,
-		path: lookBinary(t, "redis-server", "apt-get install redis-server"),
-		dir:  t.TempDir(),
-		port: FreePort(t),
-	}
-	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+	r := newRedis(t)
 	tlsPort := FreePort(t)
 	r.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	r.TLS = NewCertificates(t, r.dir)
@@ -159,8 +159,7 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	cli := lookBinary(t, "redis-cli", "apt-get install redis-tools")
 	c := &RedisCluster{}
 	for range n {
-		r := &Redis{t: t, path: lookBinary(t, "redis-server", "apt-get install redis-server"), dir: t.TempDir(), port: FreePort(t)}
-		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+		r := newRedis(t)
 		r.extra = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(r.dir, "nodes.conf"),
 			"--cluster-node-timeout", "5000"}
 		t.Cleanup(r.Stop)
@@ -203,18 +202,15 @@ type RedisSentinel struct {
 // second without an answer and promotes the replica.
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
-	bin := lookBinary(t, "redis-server", "apt-get install redis-server")
 	s := &RedisSentinel{Primary: StartRedis(t)}
-	replica := &Redis{t: t, path: bin, dir: t.TempDir(), port: FreePort(t)}
-	replica.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(replica.port))
+	replica := newRedis(t)
 	host, port, _ := net.SplitHostPort(s.Primary.Addr)
 	replica.extra = []string{"--replicaof", host, port}
 	t.Cleanup(replica.Stop)
 	replica.Start()
 	s.Replica = replica
 
-	sentinel := &Redis{t: t, path: bin, dir: t.TempDir(), port: FreePort(t)}
-	sentinel.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(sentinel.port))
+	sentinel := newRedis(t)
 	conf := filepath.Join(sentinel.dir, "sentinel.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor keygate %s %s 1\n"+
 		"sentinel down-after-milliseconds keygate 1000\nsentinel failover-timeout keygate 5000\n", host, port)), 0o600); err != nil {
