@@ -142,7 +142,10 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	// try: go-redis's default of five, 100 ms apart, used up a request's
 	// 100 ms budget, so the log said only "did not answer within 100ms" and
 	// never why (a certificate, a refused port).
-	const dialTimeout, retries, dialerRetries = 500 * time.Millisecond, 1, 1
+	// Two connections kept open (the pool dials them in the background):
+	// a connection made on a request's path costs a Redis far away more
+	// round trips than its timeout allows.
+	const dialTimeout, retries, dialerRetries, minIdle = 500 * time.Millisecond, 1, 1, 2
 	if setup.cluster {
 		opts, err := redis.ParseClusterURL(setup.url)
 		if err != nil {
@@ -150,7 +153,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 		}
 		opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 		opts.ContextTimeoutEnabled = true
-		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries, opts.MinIdleConns = retries, dialTimeout, dialerRetries, minIdle
 		return redis.NewClusterClient(opts), nil
 	}
 	if setup.sentinel != "" {
@@ -161,7 +164,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 		opts.MasterName = setup.sentinel
 		opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 		opts.ContextTimeoutEnabled = true
-		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+		opts.MaxRetries, opts.DialTimeout, opts.DialerRetries, opts.MinIdleConns = retries, dialTimeout, dialerRetries, minIdle
 		return redis.NewFailoverClient(opts), nil
 	}
 	opts, err := redis.ParseURL(setup.url)
@@ -174,7 +177,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	}
 	opts.TLSConfig = setup.tlsFor(opts.TLSConfig)
 	opts.ContextTimeoutEnabled = true
-	opts.MaxRetries, opts.DialTimeout, opts.DialerRetries = retries, dialTimeout, dialerRetries
+	opts.MaxRetries, opts.DialTimeout, opts.DialerRetries, opts.MinIdleConns = retries, dialTimeout, dialerRetries, minIdle
 	return redis.NewClient(opts), nil
 }
 
@@ -283,6 +286,7 @@ func checkRedis(client redis.UniversalClient, setup redisSetup, prefix string, l
 		}},
 		{"a quota key", func() error { return client.Exists(ctx, prefix+"quota:check").Err() }},
 		{"a rate-limit key", func() error { return client.Exists(ctx, "rate:"+prefix+"check").Err() }},
+		{"loading keygate's scripts (SCRIPT LOAD)", func() error { return ratelimit.Warm(ctx, client) }},
 	}
 	for _, c := range checks {
 		err := c.run()
