@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
@@ -99,6 +101,24 @@ func TestPostgresRefusalsThatComeWhileConnectingAreNotOutages(t *testing.T) {
 		if err == nil || Unavailable(err) {
 			t.Errorf("%s: %v; want an error that is not an outage", uri, err)
 		}
+	}
+}
+
+// PgBouncer answers 08P01 to its own passing errors too: one full of
+// clients is an outage to wait out, not a configuration to refuse.
+func TestPostgresBehindAFullPoolerIsAnOutage(t *testing.T) {
+	testPostgresURI(t) // the server
+	bouncer := testservers.StartPgBouncer(t, pgServer, "session", "max_client_conn = 2")
+	for range 2 { // every client connection it takes
+		c, err := pgx.Connect(context.Background(), bouncer.URI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+	}
+	_, err := OpenPostgres(context.Background(), bouncer.URI)
+	if err == nil || !Unavailable(err) {
+		t.Errorf("a pooler with no client connection left: %v; want an error that is an outage", err)
 	}
 }
 

@@ -47,8 +47,8 @@ func Unavailable(err error) bool {
 // though it comes as a connection error: the server's certificate not
 // trusted or not for the host named (sslmode=verify-full, sslrootcert), a
 // server that does not speak TLS to a URI that requires it, or a startup
-// parameter the server or a pooler in front of it refuses (08P01:
-// PgBouncer's "unsupported startup parameter").
+// parameter a pooler in front of the server refuses (PgBouncer's 08P01
+// "unsupported startup parameter").
 func misconfigured(err error) bool {
 	var (
 		cv *tls.CertificateVerificationError
@@ -62,8 +62,12 @@ func misconfigured(err error) bool {
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
 		return true
 	case errors.As(err, &ce):
+		// pgconn says this one only in words. PgBouncer answers 08P01 to
+		// nearly every error of its own, passing ones included (its
+		// max_client_conn reached, a server login failing while
+		// PostgreSQL restarts): only its refusal of a parameter is for good.
 		return strings.Contains(err.Error(), "server refused TLS connection") ||
-			errors.As(err, &pe) && pe.Code == "08P01"
+			errors.As(err, &pe) && pe.Code == "08P01" && strings.HasPrefix(pe.Message, "unsupported startup parameter")
 	}
 	return false
 }

@@ -49,6 +49,8 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		// Certificates no retry mends.
 		{"an unknown authority", &net.OpError{Op: "remote error", Err: fmt.Errorf("tls: %w", x509.UnknownAuthorityError{})}, false},
 		{"a certificate for another host", fmt.Errorf("tls: %w", x509.HostnameError{Host: "db"}), false},
+		// PgBouncer's 08P01 for its own passing errors is an outage.
+		{"a pooler full", &pgconn.PgError{Code: "08P01", Message: "no more connections allowed (max_client_conn)"}, true},
 	} {
 		if got := Unavailable(c.err); got != c.want {
 			t.Errorf("%s (%v): Unavailable = %v, want %v", c.name, c.err, got, c.want)

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,10 +23,11 @@ type PgBouncer struct {
 
 // StartPgBouncer starts PgBouncer on a free loopback port in front of pg,
 // pooling in mode ("transaction" or "session"), every database passed
-// through with trust authentication. Like PostgreSQL, PgBouncer refuses to
+// through with trust authentication; settings are more lines of its
+// [pgbouncer] section ("max_client_conn = 2"). Like PostgreSQL, PgBouncer refuses to
 // run as root, so as root it runs as the "postgres" user. It is stopped when
 // the test ends.
-func StartPgBouncer(t testing.TB, pg *Postgres, mode string) *PgBouncer {
+func StartPgBouncer(t testing.TB, pg *Postgres, mode string, settings ...string) *PgBouncer {
 	t.Helper()
 	bin := "/usr/sbin/pgbouncer" // Debian's, outside a user's PATH
 	if _, err := os.Stat(bin); err != nil {
@@ -58,7 +60,8 @@ pool_mode = %s
 max_client_conn = 500
 default_pool_size = 20
 logfile = %s
-`, pg.port, port, users, mode, filepath.Join(dir, "pgbouncer.log")))
+%s
+`, pg.port, port, users, mode, filepath.Join(dir, "pgbouncer.log"), strings.Join(settings, "\n")))
 	if os.Geteuid() == 0 {
 		if err := os.Chmod(dir, 0o777); err != nil {
 			t.Fatalf("testservers: pgbouncer directory: %v", err)
