@@ -199,16 +199,16 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 			client.Close()
 			return nil, fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(url), err)
 		}
-		// The quotas' fallback is their own: it is drained when Redis
-		// answers again, which must not touch the counters of this
+		// Each quota counter's fallback is its own: it is drained when
+		// Redis answers that counter again, for the outage that counter
+		// saw, which must not touch the other's counts nor those of this
 		// store's routes that count quotas locally (b.quotas).
-		fallback := ratelimit.NewLocalQuotas()
 		sl := &sharedLimits{
 			client:       client,
 			exact:        ratelimit.NewRedis(client, b.limits, ro),
 			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
-			exactQuotas:  ratelimit.NewRedisQuotas(client, fallback, ro),
-			leasedQuotas: ratelimit.NewLeasedQuotas(client, fallback, ro, 0),
+			exactQuotas:  ratelimit.NewRedisQuotas(client, ratelimit.NewLocalQuotas(), ro),
+			leasedQuotas: ratelimit.NewLeasedQuotas(client, ratelimit.NewLocalQuotas(), ro, 0),
 		}
 		countShared(sl)
 		return sl, nil

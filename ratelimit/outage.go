@@ -106,10 +106,14 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 
 // succeeded records a Redis answer.
 func (o *outage) succeeded() {
-	if o.down.Load() && o.down.CompareAndSwap(true, false) {
+	if !o.down.Load() {
+		return
+	}
+	since := o.since.Load() // before the swap: a failure after it begins the next outage
+	if o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
 		if o.recovered != nil {
-			go o.recovered(time.Unix(0, o.since.Load()))
+			go o.recovered(time.Unix(0, since))
 		}
 	}
 }

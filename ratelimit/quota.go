@@ -58,6 +58,7 @@ type counter struct {
 	base   int64 // the count loaded
 	used   int64
 	end    time.Time
+	load   func(context.Context) (int64, error) // what loaded base, to load again
 }
 
 // quotaSweepInterval spaces the removal of counters of ended periods.
@@ -82,7 +83,7 @@ func (q *LocalQuotas) Reserve(ctx context.Context, key string, limit, n int64, s
 			return QuotaResult{}, fmt.Errorf("keygate: quota of %q: loading the count since %s: %w",
 				key, start.UTC().Format(time.DateOnly), err)
 		}
-		c.base, c.used, c.loaded = used, used, true
+		c.base, c.used, c.loaded, c.load = used, used, true, load
 	}
 	r := decideQuota(c.used, limit, n, end, now)
 	c.used = r.Used
@@ -124,11 +125,13 @@ func (q *LocalQuotas) sweepLocked(now time.Time) int {
 	return dropped
 }
 
-// Spent is what a counter of LocalQuotas added to the count it loaded.
+// Spent is what a counter of LocalQuotas added to the count it loaded,
+// and how to load that count again.
 type Spent struct {
 	Key        string
 	Start, End time.Time
 	N          int64
+	Load       func(context.Context) (int64, error)
 }
 
 // Drain forgets every counter and returns what each added to the count it
@@ -144,7 +147,7 @@ func (q *LocalQuotas) Drain() []Spent {
 	for k, c := range counters {
 		c.mu.Lock()
 		if n := c.used - c.base; c.loaded && n > 0 {
-			out = append(out, Spent{Key: k.key, Start: time.Unix(k.start, 0), End: c.end, N: n})
+			out = append(out, Spent{Key: k.key, Start: time.Unix(k.start, 0), End: c.end, N: n, Load: c.load})
 		}
 		c.mu.Unlock()
 	}

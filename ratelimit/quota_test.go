@@ -331,3 +331,80 @@ func TestARedisRestartedEmptyDoesNotCountAnOutageTwice(t *testing.T) {
 		}
 	})
 }
+
+// One node loses Redis while another keeps it and loads the key's counter
+// from the store meanwhile (a new period, or a counter evicted): the first
+// node's outage sends before that load are in the count loaded, those after
+// it are not. When Redis answers the first node again, the counter is
+// raised to the store's count: every send counted once. (Adding the whole
+// outage counted the first part twice; skipping a counter loaded since the
+// outage began lost the second part.)
+func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	ctx := context.Background()
+	for _, mode := range []string{"exact", "leased"} {
+		t.Run(mode, func(t *testing.T) {
+			user := "node-a-" + mode
+			if err := admin.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~*", "+@all").Err(); err != nil {
+				t.Fatal(err)
+			}
+			opts := RedisOptions{Timeout: slowMachine, Prefix: "partition-" + mode + ":"}
+			make := func(c redis.UniversalClient) Quotas {
+				if mode == "exact" {
+					return NewRedisQuotas(c, NewLocalQuotas(), opts)
+				}
+				q := NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
+				t.Cleanup(q.Close)
+				return q
+			}
+			aClient := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
+			t.Cleanup(func() { aClient.Close() })
+			a, b := make(aClient), make(newClient(t, srv.Addr))
+			start, end := dayBounds(t0)
+			st := &persisted{} // the store: what both nodes sent, written at once
+			now := t0
+			send := func(q Quotas) {
+				t.Helper()
+				now = now.Add(1500 * time.Millisecond) // past an outage's retry interval
+				r, err := q.Reserve(ctx, "key_a", 1000, 10, start, end, st.load, now)
+				if err != nil || !r.Allowed {
+					t.Fatalf("a send: %+v, %v", r, err)
+				}
+				st.count += 10
+			}
+			send(a)
+			// Node a loses Redis.
+			if err := admin.Do(ctx, "ACL", "SETUSER", user, "off").Err(); err != nil {
+				t.Fatal(err)
+			}
+			admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+			send(a)
+			send(a)
+			// Node b loads the counter afresh (here: Redis lost it).
+			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
+			admin.Del(ctx, rkey)
+			send(b)
+			send(a)
+			send(a)
+			send(a)
+			send(b)
+			// Node a has Redis again: its next send ends its outage.
+			if err := admin.Do(ctx, "ACL", "SETUSER", user, "on").Err(); err != nil {
+				t.Fatal(err)
+			}
+			send(a)
+			var n int64
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if n, _ = admin.Get(ctx, rkey).Int64(); n >= st.count {
+					break
+				}
+			}
+			time.Sleep(200 * time.Millisecond) // anything more would come now
+			n, _ = admin.Get(ctx, rkey).Int64()
+			if n < st.count || n > st.count+1000/64 {
+				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once", n, st.count)
+			}
+		})
+	}
+}

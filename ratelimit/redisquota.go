@@ -113,20 +113,31 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 	return QuotaResult{Limit: limit, Used: used, Remaining: max(0, limit-used), Reset: max(0, end.Sub(now))}, nil
 }
 
-// addSpentScript adds ARGV[1] to the counter KEYS[1] if Redis has it and
-// did not load it from the store since ARGV[2] (unix ms, when the outage
-// began; KEYS[2] is loadedKey). One it lacks is loaded from the store at its
-// next use, and one loaded since the outage began was loaded with what the
-// fallback counted: the store has it (this node's counts not yet written
-// included). Adding it again counted every send of the outage twice when
-// Redis lost its data meanwhile.
+// addSpentScript adds what a node's fallback counted during an outage that
+// began at ARGV[2] (unix ms) to the counter KEYS[1], if Redis has it. One
+// it lacks is loaded from the store at its next use, with what the
+// fallback counted. One loaded since the outage began (KEYS[2] is
+// loadedKey) may hold part of it already, as a count loaded from the store
+// holds what the fallback had written there by then (all of it, when this
+// node loaded it: with its counts not written yet): it is raised to the
+// store's count now, ARGV[3] (answered -2 to ask for it when ""), rather
+// than given the fallback's count again (every send of the outage counted
+// twice, when Redis had lost its data) or not at all (the sends after
+// another node loaded it lost, when this node alone had lost Redis).
 var addSpentScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
 	return -1
 end
 local loaded = redis.call('GET', KEYS[2])
 if loaded and tonumber(loaded) >= tonumber(ARGV[2]) then
-	return -2
+	if ARGV[3] == "" then
+		return -2
+	end
+	local used, now = tonumber(redis.call('GET', KEYS[1])), tonumber(ARGV[3])
+	if now > used then
+		return redis.call('INCRBY', KEYS[1], now - used)
+	end
+	return used
 end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 `)
@@ -139,14 +150,28 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) {
 	for _, s := range fallback.Drain() {
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
-		_, err := withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
-			return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(opts, rkey)}, s.N, since.UnixMilli()).Int64()
-		})
+		add := func(now string) (int64, error) {
+			return withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
+				return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(opts, rkey)}, s.N, since.UnixMilli(), now).Int64()
+			})
+		}
+		v, err := add("")
+		if err == nil && v == -2 {
+			ctx, cancel := context.WithTimeout(context.Background(), storeLoadTimeout)
+			var n int64
+			if n, err = s.Load(ctx); err == nil {
+				_, err = add(strconv.FormatInt(n, 10))
+			}
+			cancel()
+		}
 		if err != nil {
 			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
 		}
 	}
 }
+
+// storeLoadTimeout bounds the store's count read when an outage ends.
+const storeLoadTimeout = 5 * time.Second
 
 // loadedKey is the key beside a quota counter that says when the counter
 // was loaded from the store (unix ms); it expires with the counter. Its hash
