@@ -83,12 +83,15 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	// What the store holds and what this gateway counted and has not
 	// written yet (up to a flush interval); other nodes' unwritten counts
 	// are not seen (docs/cluster.md).
+	// This gateway's first: a flush that writes between the two reads is
+	// then counted twice (a send refused a little early), never missed.
 	load := func(ctx context.Context) (int64, error) {
+		pending := h.backend.usage.Pending(rec.ID, start)
 		n, err := h.backend.store.Recipients(ctx, rec.ID, start)
 		if err != nil {
 			return 0, err
 		}
-		return n + h.backend.usage.Pending(rec.ID, start), nil
+		return n + pending, nil
 	}
 	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
 	if err != nil {

@@ -169,6 +169,9 @@ type Recorder struct {
 	// with pendingCounts, for Pending: a quota's load on a request's path
 	// must not wait out a flush either.
 	pendingRecipients atomic.Pointer[map[bucketKey]int64]
+	// moving is held while Flush moves the shards' tallies to pending and
+	// publishes it (no store work under it), and read-held by Pending.
+	moving sync.RWMutex
 }
 
 // Counts sums tallies, for reporting what is held or was lost.
@@ -317,6 +320,9 @@ func (r *Recorder) Stats() (flushes, failures, dropped uint64) {
 func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
+	// Pending must see each tally in a shard or in what is published,
+	// never in neither: the move from one to the other is one step to it.
+	r.moving.Lock()
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
@@ -330,9 +336,11 @@ func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 		}
 	}
 	if len(r.pending) == 0 {
+		r.moving.Unlock()
 		return nil
 	}
 	r.publishPending()
+	r.moving.Unlock()
 	deltas := make([]store.UsageDelta, 0, len(r.pending))
 	for k, t := range r.pending {
 		d := store.UsageDelta{
@@ -413,6 +421,8 @@ func merge(into map[bucketKey]*tally, k bucketKey, t *tally) {
 func (r *Recorder) Pending(keyID string, since time.Time) int64 {
 	var n int64
 	from := since.Unix() - since.Unix()%3600
+	r.moving.RLock()
+	defer r.moving.RUnlock()
 	s := r.shard(keyID)
 	s.mu.Lock()
 	for k, t := range s.m {

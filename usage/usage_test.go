@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -481,4 +482,54 @@ func TestBacklogAndHeldDoNotWaitForAFlush(t *testing.T) {
 	if held := r.Held(); held != (Counts{KeyHours: 3, Requests: 3, Recipients: 3}) {
 		t.Errorf("after the failed flush: held %+v, want all 3 requests", held)
 	}
+}
+
+// What Pending reports and what was written make up at least everything
+// recorded before it was asked, whenever a flush runs: a tally on its way
+// from the counters to the flush is in one or the other, never in neither.
+func TestPendingNeverMissesATallyOnItsWayToTheStore(t *testing.T) {
+	r := NewRecorder()
+	var recorded, written atomic.Int64
+	sink := sinkFunc(func(_ context.Context, d []store.UsageDelta) error {
+		for _, u := range d {
+			written.Add(u.Counts[MetricRecipients])
+		}
+		return nil
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.Record("key_a", MetricAllowed, 200, 1, "", t0)
+			recorded.Add(1)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.Flush(context.Background(), sink)
+		}
+	}()
+	for range 20000 {
+		before := recorded.Load()
+		p := r.Pending("key_a", t0)
+		if w := written.Load(); p+w < before {
+			t.Errorf("Pending %d + written %d < %d recorded before asking", p, w, before)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
 }
