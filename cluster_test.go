@@ -277,3 +277,25 @@ func provisionOnce(t *testing.T, h *Handler) error {
 	h.Cleanup()
 	return err
 }
+
+// A Redis that refuses refuses the config even while the store does not
+// answer yet (the handler would wait for the store, then attach): before,
+// the config loaded and the refusal came again every second.
+func TestARefusingRedisRefusesTheConfigWhileTheStoreIsDown(t *testing.T) {
+	pg := testservers.StartPostgres(t)
+	pg.Stop()
+	rd := testservers.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer admin.Close()
+	if err := admin.ConfigSet(context.Background(), "requirepass", "s3cret-pw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Store: pg.URI, RateLimitRedis: "redis://:wrong-pw@" + rd.Addr}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	h.Cleanup()
+	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Errorf("a wrong Redis password with the store down: %v, want the config refused for it", err)
+	}
+}

@@ -280,6 +280,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisCluster, h.RateLimitRedisSentinel, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
 			return err
 		}
+		if err := preflightRedis(h.redis, h.logger); err != nil {
+			return err
+		}
 	} else if h.RateLimitRedisTLS != nil || h.RateLimitRedisTimeout != 0 || h.RateLimitRedisCluster || h.RateLimitRedisSentinel != "" {
 		return errors.New("keygate: ratelimit_redis_tls, ratelimit_redis_timeout, ratelimit_redis_cluster and ratelimit_redis_sentinel need ratelimit_redis")
 	}

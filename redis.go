@@ -181,6 +181,29 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	return redis.NewClient(opts), nil
 }
 
+// redisPrefix starts every Redis key keygate writes.
+const redisPrefix = "keygate:"
+
+// preflightRedis checks, with a client of its own, the Redis a handler's
+// setup names (checkRedis), unless a running config already uses it. It
+// runs at provisioning, before the handler waits for its store: a refusal
+// refuses the config whether the store answers yet or not (checked when
+// attaching, it was tried again every second while a store was awaited).
+func preflightRedis(setup redisSetup, logger *zap.Logger) error {
+	if _, ok := sharedPool.References(setup.key); ok {
+		return nil
+	}
+	client, err := newRedisClient(setup)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := checkRedis(client, setup, redisPrefix, logger.With(zap.String("redis", store.RedactURI(setup.url)))); err != nil {
+		return fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(setup.url), err)
+	}
+	return nil
+}
+
 func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLimits, error) {
 	url := setup.url
 	v, _, err := sharedPool.LoadOrNew(setup.key, func() (caddy.Destructor, error) {
@@ -190,14 +213,10 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 		}
 		logger := logger.With(zap.String("redis", store.RedactURI(url)))
 		ro := ratelimit.RedisOptions{
-			Prefix:  "keygate:",
+			Prefix:  redisPrefix,
 			Timeout: setup.timeout,
 			Logf:    func(format string, args ...any) { logger.Warn(fmt.Sprintf(format, args...)) },
 			Errorf:  func(format string, args ...any) { logger.Error(fmt.Sprintf(format, args...)) },
-		}
-		if err := checkRedis(client, setup, ro.Prefix, logger); err != nil {
-			client.Close()
-			return nil, fmt.Errorf("keygate: ratelimit redis %q: %w", store.RedactURI(url), err)
 		}
 		// Each quota counter's fallback is its own: it is drained when
 		// Redis answers that counter again, for the outage that counter
