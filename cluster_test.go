@@ -149,6 +149,9 @@ func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
 			}
 			withCA.Cert, withCA.Key = rd.TLS.ClientCert, rd.TLS.ClientKey
 		}
+		// Placeholders, as in the URL.
+		t.Setenv("KEYGATE_TEST_REDIS_CA", withCA.CA)
+		withCA.CA = "{env.KEYGATE_TEST_REDIS_CA}"
 		h, err := provision(withCA)
 		if err != nil {
 			t.Fatalf("client certificate asked: %v; %+v: %v", clientCert, withCA, err)

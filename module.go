@@ -277,6 +277,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("keygate: ratelimit_exact needs ratelimit_redis")
 	}
 	if h.RateLimitRedis != "" {
+		// The block's values take placeholders as the URL does.
+		h.RateLimitRedisSentinel = repl.ReplaceAll(h.RateLimitRedisSentinel, "")
+		if t := h.RateLimitRedisTLS; t != nil {
+			h.RateLimitRedisTLS = &RedisTLS{CA: repl.ReplaceAll(t.CA, ""), Cert: repl.ReplaceAll(t.Cert, ""),
+				Key: repl.ReplaceAll(t.Key, ""), ServerName: repl.ReplaceAll(t.ServerName, "")}
+		}
 		if h.redis, err = newRedisSetup(h.RateLimitRedis, h.RateLimitRedisCluster, h.RateLimitRedisSentinel, h.RateLimitRedisTLS, time.Duration(h.RateLimitRedisTimeout)); err != nil {
 			return err
 		}

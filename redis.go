@@ -70,6 +70,13 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 	if timeout < 0 || timeout > 10*time.Second {
 		return fail("timeout %v: want a duration up to 10s", timeout)
 	}
+	if timeout == 0 {
+		timeout = ratelimit.DefaultTimeout // one client whether it is said or not
+		s.timeout = timeout
+	}
+	if t != nil && *t == (RedisTLS{}) {
+		t = nil
+	}
 	h := sha256.New()
 	if cluster && sentinel != "" {
 		return fail("cluster and sentinel are two kinds of Redis: name one")
@@ -81,6 +88,9 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 		}
 		if (t.Cert == "") != (t.Key == "") {
 			return fail("tls_cert and tls_key go together")
+		}
+		if strings.Contains(url, "skip_verify") {
+			return fail("skip_verify in the URL turns off what the tls options set up: remove one")
 		}
 		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
 		if t.CA != "" {
@@ -305,7 +315,22 @@ func checkRedis(client redis.UniversalClient, setup redisSetup, prefix string, l
 		}},
 		{"a quota key", func() error { return client.Exists(ctx, prefix+"quota:check").Err() }},
 		{"a rate-limit key", func() error { return client.Exists(ctx, "rate:"+prefix+"check").Err() }},
-		{"loading keygate's scripts (SCRIPT LOAD)", func() error { return ratelimit.Warm(ctx, client) }},
+		{"keys in every part of a cluster", func() error {
+			if cluster {
+				return nil
+			}
+			// Hash tags a to p fall in slots all over the range, so a
+			// cluster node that hides INFO answers one of them MOVED.
+			for c := 'a'; c <= 'p'; c++ {
+				if err := client.Exists(ctx, prefix+"{"+string(c)+"}check").Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"a write (a replica refuses it)", func() error {
+			return client.Set(ctx, prefix+"check", "1", time.Second).Err()
+		}},
 	}
 	for _, c := range checks {
 		err := c.run()
@@ -326,9 +351,23 @@ func checkRedis(client redis.UniversalClient, setup redisSetup, prefix string, l
 		if ratelimit.Refused(err) {
 			return fmt.Errorf("refuses %s: %v", c.what, err)
 		}
+		if redis.IsReadOnlyError(err) {
+			// Not refused: a name that follows the primary may name the
+			// old one for a moment during a failover.
+			logger.Warn("keygate: redis is a replica (READONLY): limits and quotas are this node's own until the URL names a primary",
+				zap.Error(err))
+			return nil
+		}
 		logger.Warn("keygate: redis does not answer: limits and quotas are this node's own until it does",
 			zap.Error(err))
 		return nil
+	}
+	// Loading the scripts saves a round trip on the first decisions; an
+	// ACL without SCRIPT LOAD only loses that (go-redis sends a script's
+	// text when Redis lacks it).
+	if err := ratelimit.Warm(ctx, client); err != nil {
+		logger.Warn("keygate: loading keygate's scripts into redis failed; the first decisions take a round trip more",
+			zap.Error(err))
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func (o RedisOptions) withDefaults() RedisOptions {
 		o.Prefix = "keygate:"
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 100 * time.Millisecond
+		o.Timeout = DefaultTimeout
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -44,6 +44,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	}
 	return o
 }
+
+// DefaultTimeout bounds a Redis call when RedisOptions does not.
+const DefaultTimeout = 100 * time.Millisecond
 
 // retryInterval is how long an outage lasts before Redis is tried again, so
 // that requests during an outage do not each wait for a timeout.
@@ -93,6 +96,11 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 			o.errorf("keygate: redis refuses keygate's commands, %s fall back to this node's local limits until it "+
 				"takes them (check the URL's user and password, the user's ACL, the certificates, and that it names "+
 				"a primary: not a replica, a Sentinel or a cluster without cluster): %v", o.what, err)
+			return
+		}
+		if redis.IsReadOnlyError(err) {
+			o.logf("keygate: redis is a replica (READONLY), %s fall back to this node's local limits until it names a "+
+				"primary: %v", o.what, err)
 			return
 		}
 		if redis.IsOOMError(err) {
