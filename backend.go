@@ -64,6 +64,7 @@ type backend struct {
 	// it serialises).
 	pollFault, flushFault *faultlog.Fault
 	lookupFault           *faultlog.Fault // a key's lookup on a cache miss
+	reportFault           *faultlog.Fault // the routes' report
 	dropped               usage.Counts
 	// generation is the store's when the poll last looked
 	// (store.Replaceable).
@@ -233,6 +234,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
 	b.lookupFault = faultlog.New(faultInterval, b.logLookupFault)
+	b.reportFault = faultlog.New(faultInterval, b.logReportFault)
 	v, err := verifier.New(st, verifier.Options{
 		PollInterval: verifierPollInterval,
 		OnSync: func(err error) {
@@ -353,10 +355,25 @@ func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) error {
 		return true
 	})
 	err := errors.Join(b.store.RecordRouteScopes(ctx, lines), b.store.RecordRoutePrefixes(ctx, prefixes, now))
-	if err != nil && ctx.Err() == nil {
-		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; it is tried again (in 10 s after a start or reload)", zap.Error(err))
+	if ctx.Err() == nil {
+		b.reportFault.Observe(now, err)
 	}
 	return err
+}
+
+// logReportFault reports the store failing the routes' report, which is
+// tried again every 10 s after a start or reload, else hourly.
+func (b *backend) logReportFault(l faultlog.Line) {
+	switch l.Kind {
+	case faultlog.Began:
+		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; it is tried again",
+			zap.Error(l.Err))
+	case faultlog.Continues:
+		b.logger.Warn(fmt.Sprintf("keygate: reporting the routes to the store still fails: %d more failures since the last line", l.Failures),
+			zap.Duration("for", l.Duration), zap.Error(l.Err))
+	case faultlog.Ended:
+		b.logger.Info("keygate: reporting the routes to the store works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
+	}
 }
 
 // reportRetry spaces the tries of a route report the store failed.

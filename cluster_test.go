@@ -149,6 +149,10 @@ func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
 			}
 			withCA.Cert, withCA.Key = rd.TLS.ClientCert, rd.TLS.ClientKey
 		}
+		if err := provisionOnce(t, &Handler{RateLimitRedis: url + "?skip_verify=true", RateLimitRedisTLS: withCA}); err == nil ||
+			!strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("skip_verify with tls options: %v, want it refused", err)
+		}
 		// Placeholders, as in the URL.
 		t.Setenv("KEYGATE_TEST_REDIS_CA", withCA.CA)
 		withCA.CA = "{env.KEYGATE_TEST_REDIS_CA}"

@@ -11,6 +11,7 @@ package faultlog
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,6 +48,10 @@ type Fault struct {
 	interval time.Duration
 	report   func(Line)
 
+	// down mirrors failing for Observe's lock-free path: a success while
+	// nothing fails, the usual case, takes no lock.
+	down atomic.Bool
+
 	mu         sync.Mutex
 	failing    bool
 	since      time.Time
@@ -70,8 +75,12 @@ func New(interval time.Duration, report func(Line)) *Fault {
 // Lines are reported one at a time, in order, so report must not call
 // Observe.
 func (f *Fault) Observe(now time.Time, err error) {
+	if err == nil && !f.down.Load() {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer func() { f.down.Store(f.failing) }()
 	var l Line
 	switch {
 	case err == nil && !f.failing:
