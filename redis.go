@@ -179,6 +179,7 @@ func newRedisClient(setup redisSetup) (redis.UniversalClient, error) {
 	}
 	opts, err := redis.ParseURL(setup.url)
 	if err != nil {
+		// go-redis says this only in words.
 		if strings.Contains(err.Error(), "unexpected option: addr") {
 			err = errors.New("addr= names more nodes: add `cluster` to the ratelimit redis block for a Redis Cluster, " +
 				"or `sentinel <the primary's name>` for more Sentinels")
