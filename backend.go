@@ -233,8 +233,12 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 	}
 	b.pollFault = faultlog.New(faultInterval, b.logPollFault)
 	b.flushFault = faultlog.New(faultInterval, b.logFlushFault)
-	b.lookupFault = faultlog.New(faultInterval, b.logLookupFault)
-	b.reportFault = faultlog.New(faultInterval, b.logReportFault)
+	b.lookupFault = faultlog.New(faultInterval, b.faultLines(
+		"looking a key up in the store failed; keys not in the cache get 503 store_unavailable until it works again",
+		"looking keys up in the store still fails", "looking keys up in the store works again"))
+	b.reportFault = faultlog.New(faultInterval, b.faultLines(
+		"reporting the routes' scope lines and key prefixes to the store failed; it is tried again",
+		"reporting the routes to the store still fails", "reporting the routes to the store works again"))
 	v, err := verifier.New(st, verifier.Options{
 		PollInterval: verifierPollInterval,
 		OnSync: func(err error) {
@@ -361,18 +365,19 @@ func (b *backend) reportRouteScopes(ctx context.Context, now time.Time) error {
 	return err
 }
 
-// logReportFault reports the store failing the routes' report, which is
-// tried again every 10 s after a start or reload, else hourly.
-func (b *backend) logReportFault(l faultlog.Line) {
-	switch l.Kind {
-	case faultlog.Began:
-		b.logger.Warn("keygate: reporting the routes' scope lines and key prefixes to the store failed; it is tried again",
-			zap.Error(l.Err))
-	case faultlog.Continues:
-		b.logger.Warn(fmt.Sprintf("keygate: reporting the routes to the store still fails: %d more failures since the last line", l.Failures),
-			zap.Duration("for", l.Duration), zap.Error(l.Err))
-	case faultlog.Ended:
-		b.logger.Info("keygate: reporting the routes to the store works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
+// faultLines logs a fault in these words, at WARN while it lasts and at
+// INFO when it ends.
+func (b *backend) faultLines(began, still, works string) func(faultlog.Line) {
+	return func(l faultlog.Line) {
+		switch l.Kind {
+		case faultlog.Began:
+			b.logger.Warn("keygate: "+began, zap.Error(l.Err))
+		case faultlog.Continues:
+			b.logger.Warn(fmt.Sprintf("keygate: %s: %d more failures since the last line", still, l.Failures),
+				zap.Duration("for", l.Duration), zap.Error(l.Err))
+		case faultlog.Ended:
+			b.logger.Info("keygate: "+works, zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
+		}
 	}
 }
 
@@ -566,21 +571,6 @@ func (b *backend) logPollFault(l faultlog.Line) {
 			zap.Duration("for", l.Duration), zap.Error(l.Err))
 	case faultlog.Ended:
 		b.logger.Info("keygate: reading the key change log works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
-	}
-}
-
-// logLookupFault reports the store failing the lookups of keys not in
-// the cache, each answered 503 store_unavailable meanwhile.
-func (b *backend) logLookupFault(l faultlog.Line) {
-	switch l.Kind {
-	case faultlog.Began:
-		b.logger.Warn("keygate: looking a key up in the store failed; keys not in the cache get 503 store_unavailable until it works again",
-			zap.Error(l.Err))
-	case faultlog.Continues:
-		b.logger.Warn(fmt.Sprintf("keygate: looking keys up in the store still fails: %d more failures since the last line", l.Failures),
-			zap.Duration("for", l.Duration), zap.Error(l.Err))
-	case faultlog.Ended:
-		b.logger.Info("keygate: looking keys up in the store works again", zap.Int("failures", l.Total), zap.Duration("after", l.Duration))
 	}
 }
 

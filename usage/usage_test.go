@@ -498,30 +498,22 @@ func TestPendingNeverMissesATallyOnItsWayToTheStore(t *testing.T) {
 	})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	loop := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					f()
+				}
 			}
-			r.Record("key_a", MetricAllowed, 200, 1, "", t0)
-			recorded.Add(1)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			r.Flush(context.Background(), sink)
-		}
-	}()
+		}()
+	}
+	loop(func() { r.Record("key_a", MetricAllowed, 200, 1, "", t0); recorded.Add(1) })
+	loop(func() { r.Flush(context.Background(), sink) })
 	for range 20000 {
 		before := recorded.Load()
 		p := r.Pending("key_a", t0)
