@@ -14,7 +14,10 @@ import (
 )
 
 // persisted is a load func answering a fixed count and counting its calls.
+// A test that changes the count while a limiter may load it (an outage's
+// end loads in the background) does so with add.
 type persisted struct {
+	mu    sync.Mutex
 	count int64
 	err   error
 	calls atomic.Int64
@@ -22,7 +25,17 @@ type persisted struct {
 
 func (p *persisted) load(context.Context) (int64, error) {
 	p.calls.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.count, p.err
+}
+
+// add adds n to the count and returns it.
+func (p *persisted) add(n int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.count += n
+	return p.count
 }
 
 // eachQuotas runs spec against LocalQuotas, and against RedisQuotas and
@@ -273,7 +286,7 @@ func (s *quotaSender) send() bool {
 	}
 	if r.Allowed {
 		s.sent += 10
-		s.st.count = s.sent
+		s.st.add(10)
 	}
 	return r.Allowed
 }
@@ -371,7 +384,7 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 				if err != nil || !r.Allowed {
 					t.Fatalf("a send: %+v, %v", r, err)
 				}
-				st.count += 10
+				st.add(10)
 			}
 			send(a)
 			// Node a loses Redis.
@@ -395,15 +408,16 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 			}
 			send(a)
 			var n int64
+			sent := st.add(0)
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n, _ = admin.Get(ctx, rkey).Int64(); n >= st.count {
+				if n, _ = admin.Get(ctx, rkey).Int64(); n >= sent {
 					break
 				}
 			}
 			time.Sleep(200 * time.Millisecond) // anything more would come now
 			n, _ = admin.Get(ctx, rkey).Int64()
-			if n < st.count || n > st.count+1000/64 {
-				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once", n, st.count)
+			if n < sent || n > sent+1000/64 {
+				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once", n, sent)
 			}
 		})
 	}
