@@ -127,6 +127,19 @@ func RedactURI(uri string) string {
 			return scheme + "://xxxxx"
 		}
 		uri = u.Redacted()
+		// A parameter's name as the server reads it: percent-escapes in
+		// it (pass%77ord=) decoded.
+		if base, query, ok := strings.Cut(uri, "?"); ok {
+			params := strings.Split(query, "&")
+			for i, p := range params {
+				name, _, _ := strings.Cut(p, "=")
+				if decoded, err := url.QueryUnescape(name); err == nil && decoded != name &&
+					passwordParam.MatchString(decoded+"=") {
+					params[i] = name + "=xxxxx"
+				}
+			}
+			uri = base + "?" + strings.Join(params, "&")
+		}
 	}
 	return passwordParam.ReplaceAllString(uri, "${1}${2}=xxxxx")
 }

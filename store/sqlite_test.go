@@ -320,6 +320,7 @@ func TestRedactURI(t *testing.T) {
 		{"the client key's password", "postgres://kg:a@db/keygate?sslmode=verify-full&sslpassword=TopSecret", "postgres://kg:xxxxx@db/keygate?sslmode=verify-full&sslpassword=xxxxx"},
 		{"an access token parameter", "postgres://db/keygate?user=kg&auth_token=abc", "postgres://db/keygate?user=kg&auth_token=xxxxx"},
 		{"a name that only contains pass", "postgres://db/keygate?passage=1&user=kg", "postgres://db/keygate?passage=1&user=kg"},
+		{"a name with an escape in it", "postgres://db/keygate?user=kg&pass%77ord=hunter2", "postgres://db/keygate?user=kg&pass%77ord=xxxxx"},
 		{"an unparseable uri keeps only its scheme", "postgres://kg:hun%zzter2@db/keygate", "postgres://xxxxx"},
 		{"a sqlite path is unchanged", "sqlite:/var/lib/caddy/keygate/keys.db", "sqlite:/var/lib/caddy/keygate/keys.db"},
 	} {
