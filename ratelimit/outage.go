@@ -2,15 +2,14 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/keygate/caddy-keygate/internal/tlsfault"
 )
 
 // RedisOptions configures Redis and RedisQuotas.
@@ -166,13 +165,7 @@ func Refused(err error) bool {
 	if err == nil {
 		return false
 	}
-	var (
-		cv *tls.CertificateVerificationError
-		ua x509.UnknownAuthorityError
-		he x509.HostnameError
-		ci x509.CertificateInvalidError
-	)
-	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) {
+	if tlsfault.Untrusted(err) {
 		return true
 	}
 	if _, moved := redis.IsMovedError(err); moved {

@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"database/sql/driver"
 	"errors"
 	"io"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keygate/caddy-keygate/internal/tlsfault"
 )
 
 // Unavailable reports whether err means the store could not be reached or
@@ -51,15 +51,11 @@ func Unavailable(err error) bool {
 // "unsupported startup parameter").
 func misconfigured(err error) bool {
 	var (
-		cv *tls.CertificateVerificationError
-		ua x509.UnknownAuthorityError
-		he x509.HostnameError
-		ci x509.CertificateInvalidError
 		ce *pgconn.ConnectError
 		pe *pgconn.PgError
 	)
 	switch {
-	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+	case tlsfault.Untrusted(err):
 		return true
 	case errors.As(err, &ce):
 		// pgconn says this one only in words. PgBouncer answers 08P01 to
