@@ -399,22 +399,26 @@ func (b *backend) reportWhenRunning(ctx caddy.Context) {
 	for {
 		running := caddy.ActiveContext()
 		if running.Context != nil && (running.Done() == ctx.Done() || time.Now().After(giveUp)) {
-			// A store that fails the report (a pooler restarting as the
-			// gateway starts) is asked again every reportRetry until it
-			// takes it, not only by the hourly report.
-			for b.reportRouteScopes(ctx, now()) != nil {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(reportRetry):
-				}
-			}
+			b.reportUntilTaken(ctx)
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// reportUntilTaken reports the routes, and again every reportRetry while
+// the store fails the report (a pooler restarting as the gateway starts),
+// not only at the hourly report, until ctx is done.
+func (b *backend) reportUntilTaken(ctx context.Context) {
+	for b.reportRouteScopes(ctx, now()) != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reportRetry):
 		}
 	}
 }

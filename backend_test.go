@@ -24,6 +24,7 @@ import (
 type brokenStore struct {
 	store.Store
 	writes, polls atomic.Bool
+	routes        atomic.Int32 // route reports still to fail
 }
 
 var errBroken = errors.New("database or disk is full")
@@ -33,6 +34,13 @@ func (s *brokenStore) AddUsage(ctx context.Context, d []store.UsageDelta) error 
 		return errBroken
 	}
 	return s.Store.AddUsage(ctx, d)
+}
+
+func (s *brokenStore) RecordRouteScopes(ctx context.Context, lines []store.RouteScope) error {
+	if s.routes.Add(-1) >= 0 {
+		return errBroken
+	}
+	return s.Store.RecordRouteScopes(ctx, lines)
 }
 
 func (s *brokenStore) LastChange(ctx context.Context) (int64, error) {
@@ -183,5 +191,37 @@ func TestStoreOutageIsLoggedOnceNotPerAttempt(t *testing.T) {
 	poll := logs.FilterMessageSnippet("key change log").All()
 	if len(poll) != 2 || poll[0].Level != zapcore.WarnLevel || !strings.Contains(poll[1].Message, "works again") {
 		t.Errorf("failed polls logged as %d lines: %+v", len(poll), poll)
+	}
+}
+
+// A route report the store fails at start (a pooler restarting as the
+// gateway starts) is tried again every reportRetry until it lands, so
+// `caddy keys` and the console offer the routes' scopes within seconds, not
+// at the next hourly report; the outage is two lines, not one per try.
+func TestARouteReportTheStoreFailsIsRetried(t *testing.T) {
+	defer func(d time.Duration) { reportRetry = d }(reportRetry)
+	reportRetry = 10 * time.Millisecond
+	dir := t.TempDir()
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	st.routes.Store(3)
+	b, logs := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	b.handlers.Store(t, handlerInfo{scopes: []store.RouteScope{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b.reportUntilTaken(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("the report never landed")
+	}
+	got, err := st.RouteScopes(context.Background(), time.Now().Add(-time.Hour))
+	if err != nil || len(got) != 1 || got[0].Scope != "mail.send" {
+		t.Fatalf("the store holds %+v (%v), want the route's mail.send line", got, err)
+	}
+	lines := logs.FilterMessageSnippet("route").All()
+	if len(lines) != 2 || lines[0].Level != zapcore.WarnLevel || lines[1].Level != zapcore.InfoLevel ||
+		lines[1].ContextMap()["failures"] != int64(3) {
+		t.Errorf("3 failed reports and a good one logged as %d lines: %+v", len(lines), lines)
 	}
 }

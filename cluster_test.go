@@ -10,6 +10,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/ratelimit"
@@ -283,6 +286,50 @@ func provisionOnce(t *testing.T, h *Handler) error {
 	err := h.Provision(ctx)
 	h.Cleanup()
 	return err
+}
+
+// A URL that names a replica (the old primary, for a moment, after a
+// failover) loads with a warning, not a refusal, and the node decides on
+// its own until it names a primary, saying why once.
+func TestARedisReplicaIsWarnedAboutNotRefused(t *testing.T) {
+	primary, replica := testservers.StartRedis(t), testservers.StartRedis(t)
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	admin := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer admin.Close()
+	ctx := context.Background()
+	if err := admin.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	setup, err := newRedisSetup("redis://"+replica.Addr, false, "", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	if err := preflightRedis(setup, zap.New(core)); err != nil {
+		t.Fatalf("a replica refused the config: %v", err)
+	}
+	if w := logs.FilterMessageSnippet("replica (READONLY)").All(); len(w) != 1 || w[0].Level != zapcore.WarnLevel {
+		t.Errorf("the check logged %+v, want one WARN about a replica", logs.All())
+	}
+
+	var said []string
+	client, err := newRedisClient(setup) // as a node's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	lim := ratelimit.NewRedis(client, ratelimit.NewLocal(), ratelimit.RedisOptions{Logf: func(f string, args ...any) {
+		said = append(said, fmt.Sprintf(f, args...))
+	}})
+	l, now := ratelimit.Limit{N: 2, Per: time.Minute}, time.Now()
+	for i, want := range []bool{true, true, false} {
+		if got := lim.Allow(ctx, "key_replica", l, now.Add(time.Duration(i)*time.Millisecond)).Allowed; got != want {
+			t.Errorf("request %d on a replica: allowed %v, want %v (the local fallback's bucket)", i+1, got, want)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "redis is a replica (READONLY)") {
+		t.Errorf("the limiter said %q, want one line about a replica", said)
+	}
 }
 
 // A Redis that refuses refuses the config even while the store does not
