@@ -78,3 +78,33 @@ func TestAFaultThatBeginsAgainIsReportedAgain(t *testing.T) {
 		t.Errorf("lines %s, want %s", got, want)
 	}
 }
+
+// A success while nothing fails, every good poll and flush, takes no lock:
+// it does not wait behind a line being written to a slow log, and a fault's
+// lines still come in order around it.
+func TestASuccessWhileNothingFailsTakesNoLock(t *testing.T) {
+	var kinds []Kind
+	f := New(0, func(l Line) { kinds = append(kinds, l.Kind) })
+	at := time.Now()
+	f.Observe(at, errors.New("disk full"))
+	f.Observe(at, nil)
+
+	f.mu.Lock() // a line being written, for as long as the test likes
+	done := make(chan struct{})
+	go func() {
+		f.Observe(at, nil)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a success waited for the lock while nothing failed")
+	}
+	f.mu.Unlock()
+	if allocs := testing.AllocsPerRun(100, func() { f.Observe(at, nil) }); allocs != 0 {
+		t.Errorf("a success allocates %v times", allocs)
+	}
+	if fmt.Sprint(kinds) != fmt.Sprint([]Kind{Began, Ended}) {
+		t.Errorf("lines %v, want Began then Ended", kinds)
+	}
+}
