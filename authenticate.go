@@ -50,9 +50,9 @@ func keyInURL(r *http.Request) bool {
 	return err == nil && verifier.HasSecret(u)
 }
 
-// takeHeaders reads and removes the request's credential headers, and
-// returns the first that holds a key Caddy's access log would write as
-// sent ("" if none).
+// takeHeaders reads and removes the request's credential headers, and any
+// other header holding something shaped like a key, and returns the first
+// that holds a key Caddy's access log would write as sent ("" if none).
 func (h *Handler) takeHeaders(r *http.Request, p *presented) (inLog string) {
 	// Header keys arrive canonical from net/http; direct map access skips
 	// re-canonicalising on every request.
@@ -62,8 +62,12 @@ func (h *Handler) takeHeaders(r *http.Request, p *presented) (inLog string) {
 		}
 	}
 	delete(r.Header, "Authorization")
-	if !h.anyHeader(r.Header) {
-		return ""
+	cred, stray := h.scanHeaders(r.Header)
+	if stray {
+		inLog = h.takeStray(r.Header, p)
+	}
+	if !cred {
+		return inLog
 	}
 	for _, name := range h.keyHeaders {
 		for _, v := range r.Header[name] {
@@ -100,20 +104,51 @@ func (h *Handler) loggedAsSent(name string) bool {
 	return !slices.Contains(h.keyHeaders, name)
 }
 
-// anyHeader reports whether the request has any header, besides
-// Authorization, that a key may arrive in: one pass over the request's few
-// headers, so the usual request (a key in Authorization) does not look up
-// and delete every name a key could be in.
-func (h *Handler) anyHeader(hdr http.Header) bool {
-	for name := range hdr {
-		if !h.keyHeaderNames.mayHold(name) {
-			continue // most of an SDK's headers: no map lookup
+// scanHeaders is one pass over the request's few headers besides
+// Authorization. cred reports a header a key may arrive in or that is
+// stripped as a credential (by its name), so the usual request (a key in
+// Authorization) does not look up and delete every such name; stray
+// reports any other header holding something shaped like a key (by its
+// value).
+func (h *Handler) scanHeaders(hdr http.Header) (cred, stray bool) {
+	for name, values := range hdr {
+		if h.keyHeaderNames.mayHold(name) { // most of an SDK's headers: no map lookup
+			if _, ok := h.keyHeaderSet[name]; ok {
+				cred = true
+				continue
+			}
 		}
-		if _, ok := h.keyHeaderSet[name]; ok {
-			return true
+		for _, v := range values {
+			stray = stray || verifier.HasSecret(v)
 		}
 	}
-	return false
+	return cred, stray
+}
+
+// takeStray removes every header that holds something shaped like a key
+// and is not one keygate reads or strips as a credential: a key in
+// X-Auth-Token, or in a Referer's query, reaches neither the upstream nor
+// Caddy's access log. A well-formed key found there is misplaced, as in a
+// credential header the route does not read. It returns the first such
+// header's name by sort order.
+func (h *Handler) takeStray(hdr http.Header, p *presented) (inLog string) {
+	for name, values := range hdr {
+		if _, ok := h.keyHeaderSet[name]; ok || !slices.ContainsFunc(values, verifier.HasSecret) {
+			continue
+		}
+		for _, v := range values {
+			for _, k := range verifier.Find(v) {
+				if p.wellFormed(k) {
+					p.misplace(k, faultOtherHeader)
+				}
+			}
+		}
+		delete(hdr, name)
+		if inLog == "" || name < inLog {
+			inLog = name
+		}
+	}
+	return inLog
 }
 
 // nameFilter tells, by length and first byte, the header names that may be

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -106,6 +107,11 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 		{"different keys in a read and an unread place", sendgrid, []string{"Authorization", "Bearer " + key, "Api-Key", other}, 401, "invalid_key", "two different API keys"},
 		{"two Authorization lines that disagree", sendgrid, []string{"Authorization", "Bearer " + key, "Authorization", "Bearer " + other}, 401, "invalid_key", "two different API keys"},
 		{"nothing at all", sendgrid, nil, 401, "missing_key", "send Authorization: Bearer <key>"},
+		{"a key in a header no provider reads is named", sendgrid, []string{"X-Auth-Token", key}, 401, "missing_key", "a header this route does not read"},
+		{"the same key in Authorization and in a header no provider reads", sendgrid, []string{"Authorization", "Bearer " + key, "X-Auth-Token", "Token " + key}, 202, "", ""},
+		{"the same key in the Referer's query", sendgrid, []string{"Authorization", "Bearer " + key, "Referer", "https://crm.example/?key=" + key}, 202, "", ""},
+		{"a mistyped key in User-Agent", sendgrid, []string{"Authorization", "Bearer " + key, "User-Agent", "crm/1.0 " + garbage}, 202, "", ""},
+		{"another key in User-Agent", sendgrid, []string{"Authorization", "Bearer " + key, "User-Agent", "crm/1.0 " + other}, 401, "invalid_key", "two different API keys"},
 
 		{"postmark: the server token header, with no key_header line", postmark, []string{"X-Postmark-Server-Token", key}, 202, "", ""},
 		{"postmark: the account token header", postmark, []string{"X-Postmark-Account-Token", key}, 202, "", ""},
@@ -142,7 +148,7 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 			if tc.status == 202 {
 				for name, vs := range upstream {
 					for _, v := range vs {
-						if strings.Contains(v, key) || strings.Contains(v, "provider") || name == "Authorization" {
+						if verifier.HasSecret(v) || strings.Contains(v, "provider") || name == "Authorization" {
 							t.Errorf("the upstream got %s: %s", name, v)
 						}
 					}
@@ -311,6 +317,9 @@ func TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey(t *testing.T) {
 		{"a mistyped key in the path", "/email/" + typo, nil, false, "the URL", faultKeyInURL},
 		{"a key in the query, percent-encoded", "/email?k=" + strings.ReplaceAll(key, "_", "%5F"), nil, false, "the URL", faultKeyInURL},
 		{"a key in the path, percent-encoded", "/email/" + strings.ReplaceAll(key, "_", "%5f"), nil, false, "the URL", faultKeyInURL},
+		{"a header no provider reads", "/email", []string{"Authorization", "Bearer " + key, "X-Auth-Token", key}, false, "X-Auth-Token", noFault},
+		{"a mistyped key in the Referer", "/email", []string{"Authorization", "Bearer " + key, "Referer", "https://crm.example/?k=" + typo}, false, "Referer", noFault},
+		{"a header without one", "/email", []string{"Authorization", "Bearer " + key, "User-Agent", "crm_live_sync/1.0"}, false, "", noFault},
 	} {
 		h.logCredentials = c.logCredentials
 		r := httptest.NewRequest("POST", c.url, nil)
@@ -323,6 +332,11 @@ func TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey(t *testing.T) {
 		}
 		if f == noFault && got != key || f != noFault && got != "" {
 			t.Errorf("%s: key %q with fault %d", c.what, got, f)
+		}
+		for name, vs := range r.Header {
+			if slices.ContainsFunc(vs, verifier.HasSecret) {
+				t.Errorf("%s: %s still holds a key for the upstream", c.what, name)
+			}
 		}
 	}
 }

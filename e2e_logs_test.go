@@ -191,6 +191,12 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				{"sendgrid mistyped key in Api-Key beside a bearer key", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"Api-Key", wrong9}, []int{202}, "Api-Key"},
 				{"sendgrid key in the query beside a bearer key", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, k8, nil, []int{401}, "the URL"},
 				{"sendgrid key in the query only", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, "", nil, []int{401}, "the URL"},
+				// Keys in headers that no provider reads: stripped before
+				// the upstream, left out of the access log.
+				{"sendgrid bearer and the same key in X-Auth-Token", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"X-Auth-Token", "Token " + k8}, []int{202}, "X-Auth-Token"},
+				{"sendgrid mistyped key in User-Agent beside a bearer key", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"User-Agent", "crm-sync/1.0 " + wrong9}, []int{202}, "User-Agent"},
+				{"sendgrid bearer and another key in the Referer", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"Referer", "https://crm.example/settings?key=" + k9}, []int{401}, "Referer"},
+				{"key_header site, a key in X-Auth-Token only", "gw.localhost", "/v3/mail/send", []byte(`{}`), "", []string{"X-Auth-Token", k1}, []int{401}, "X-Auth-Token"},
 			}
 			for _, c := range calls {
 				hdr := append([]string{"Host", c.host, "Content-Type", "application/json", "X-Canary", "canary-" + c.name}, c.hdr...)
