@@ -52,11 +52,14 @@ func ParseDuration(s string) (time.Duration, error) {
 }
 
 // parseExpiry reads an expiry: a duration from t ("90d", "12h") or an RFC
-// 3339 time in the future. "", "never" and "0" mean no expiry.
+// 3339 time in the future. "" and "never" mean no expiry. "0" is refused:
+// read as "none" it widened a key its writer meant to end now.
 func parseExpiry(s string, t time.Time) (*time.Time, error) {
 	switch s {
-	case "", "never", "0":
+	case "", "never":
 		return nil, nil
+	case "0":
+		return nil, invalid("expires", s, `say "never" for no expiry; to stop a key now, revoke or disable it`)
 	}
 	if at, err := time.Parse(time.RFC3339, s); err == nil {
 		if !at.After(t) {

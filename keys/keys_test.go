@@ -78,6 +78,7 @@ func TestSpecRefusesWhatWouldMisleadLater(t *testing.T) {
 		{"an expiry in the past", Spec{Expires: str("2020-01-01T00:00:00Z")}, "not in the future"},
 		{"an expiry of right now", Spec{Expires: str(now.Format(time.RFC3339))}, "not in the future"},
 		{"a negative duration", Spec{Expires: str("-5d")}, "want a duration"},
+		{"an expiry of 0 (never, or now?)", Spec{Expires: str("0")}, `say "never" for no expiry`},
 		{"a name with unicode", Spec{Name: str("Bestellbestätigung – shop")}, ""},
 		{"a name with an escape sequence", Spec{Name: str("esc\x1b[31mRED")}, "printable"},
 		{"a name with a line break", Spec{Name: str("one\ntwo")}, "printable"},
