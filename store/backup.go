@@ -165,11 +165,13 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 		return fail(err)
 	}
 	defer in.Close()
+	// A new machine has no store directory until a gateway has run: it is
+	// made as opening a store makes it.
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".restoring-*") // 0600
-	if errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("the directory %s does not exist", dir))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
 	}
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".restoring-*") // 0600
 	if err != nil {
 		return fail(err)
 	}

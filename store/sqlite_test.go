@@ -614,6 +614,26 @@ func TestRestoreSQLite(t *testing.T) {
 	}
 }
 
+// A new machine has no store directory until a gateway has run there: a
+// restore onto it makes the directory, private, as opening a store does.
+func TestRestoreSQLiteOntoANewMachine(t *testing.T) {
+	_, _, backup := storeWithBackup(t)
+	dir := filepath.Join(t.TempDir(), "data", "caddy", "keygate")
+	path := filepath.Join(dir, "keys.db")
+	info, err := RestoreSQLite(context.Background(), path, backup, nil)
+	if err != nil || info.Keys != 1 {
+		t.Fatalf("restore onto a new machine: %+v, %v", info, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the store's directory: %v, %v; want mode 0700", fi, err)
+	}
+	restored := openTestSQLite(t, path)
+	defer restored.Close()
+	if _, err := restored.Key(context.Background(), "key_inthebackup"); err != nil {
+		t.Errorf("the backup's key: %v", err)
+	}
+}
+
 // A restore refuses a store another process has open, naming the process,
 // both before it starts and after the copy (a gateway started meanwhile),
 // and leaves the store as it was.
