@@ -108,6 +108,10 @@ func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) 
 	db.SetMaxIdleConns(8)
 
 	s := &DB{db: db, d: sqliteDialect}
+	if err := notForeign(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
+	}
 	if err := useWAL(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
@@ -124,6 +128,39 @@ func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) 
 	}
 	return s, nil
 }
+
+// notForeign refuses a database that holds tables but not keygate's: a
+// mistyped --store or store path naming another application's file would
+// otherwise be switched to WAL mode and given keygate's tables.
+func notForeign(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return err
+		}
+		if name == "schema_migrations" {
+			return nil
+		}
+		tables = append(tables, name)
+	}
+	if err := rows.Err(); err != nil || len(tables) == 0 {
+		return err
+	}
+	if len(tables) > 5 {
+		tables = append(tables[:5], "…")
+	}
+	return fmt.Errorf("%w: it holds other tables (%s) and none of keygate's; name a new file or a keygate store",
+		ErrNotAStore, strings.Join(tables, ", "))
+}
+
+// ErrNotAStore means an SQLite file holds another application's tables.
+var ErrNotAStore = errors.New("not a keygate store")
 
 // useWAL switches the file to write-ahead logging, which lets the gateway
 // read while the CLI writes. The switch needs the file to itself, and SQLite

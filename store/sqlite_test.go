@@ -730,3 +730,32 @@ func TestBothEnginesMigrateToSchemaVersion(t *testing.T) {
 		}
 	}
 }
+
+// Another application's SQLite file named as the store (a mistyped
+// --store) is refused and left as it was: not switched to WAL mode, not
+// given keygate's tables.
+func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	other, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec("CREATE TABLE orders (id INTEGER PRIMARY KEY); CREATE TABLE customers (id INTEGER PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+
+	_, err = Open(context.Background(), "sqlite:"+path)
+	if !errors.Is(err, ErrNotAStore) || !strings.Contains(err.Error(), "customers, orders") || Unavailable(err) {
+		t.Fatalf("opening another application's database: %v, want a refusal naming its tables", err)
+	}
+	other, _ = sql.Open("sqlite", "file:"+path)
+	defer other.Close()
+	var mode string
+	var tables int
+	other.QueryRow("PRAGMA journal_mode").Scan(&mode)
+	other.QueryRow("SELECT count(*) FROM sqlite_master WHERE type = 'table'").Scan(&tables)
+	if mode != "delete" || tables != 2 {
+		t.Errorf("the refused database is in journal mode %q with %d tables, want delete and its 2", mode, tables)
+	}
+}
