@@ -58,6 +58,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	given := options{directive: "keygate", repeatable: []string{"key_header", "scope"}}
+	var probes []ScopeRule // the scope lines so far, provisioned
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if err := given.seen(d); err != nil {
@@ -127,6 +128,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := probe.provision(); err != nil {
 				return d.Err(err.Error())
 			}
+			if err := shadowed(probes, &probe); err != nil {
+				return d.Err(err.Error())
+			}
+			probes = append(probes, probe)
 			if rule.Method != "" {
 				rule.Method = strings.ToUpper(rule.Method)
 			}

@@ -116,6 +116,15 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 	}
 }
 
+func TestCaddyfileNamesAScopeLineThatNeverDecides(t *testing.T) {
+	src := ":8080 {\n\tkeygate {\n\t\tscope templates.read /v3*\n\t\tscope mail.send POST /v3/mail/send\n\t}\n}\n"
+	_, err := adapt(t, src)
+	want := "scope mail.send POST /v3/mail/send never decides: scope templates.read /v3*, before it, matches every request it does"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Caddyfile:4") {
+		t.Errorf("%v, want an error at Caddyfile:4 saying %q", err, want)
+	}
+}
+
 func TestCaddyfileRateLimitRedisOptions(t *testing.T) {
 	out, err := adapt(t, ":8080 {\n\tkeygate {\n\t\tratelimit redis redis://h:1/0 {\n\t\t\texact\n\t\t}\n\t}\n}\n")
 	if err != nil || !strings.Contains(string(out), `"ratelimit_exact":true`) {

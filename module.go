@@ -183,6 +183,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := h.Scopes[i].provision(); err != nil {
 			return err
 		}
+		if err := shadowed(h.Scopes[:i], &h.Scopes[i]); err != nil {
+			return err
+		}
 	}
 	h.ttl = time.Duration(h.CacheTTL)
 	if h.ttl <= 0 {
@@ -222,6 +225,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.logger.Warn("keygate: this POST route is not one of the mail_api's send endpoints, so its payloads are not inspected (no sender, recipient or quota checks)",
 				zap.String("mail_api", d.Name), zap.String("scope", rule.Scope), zap.String("path", rule.Path))
 		}
+	}
+	if err := h.checkWhoami(); err != nil {
+		return err
 	}
 	h.keyHeaders = h.KeyHeaders
 	if h.dialect != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -79,6 +80,57 @@ func (r *ScopeRule) provision() error {
 		return err
 	}
 	r.kind, r.literal = compilePattern(r.match[0])
+	return nil
+}
+
+// shadows reports whether a, a provisioned line before provisioned line b,
+// matches every request b matches, so that b never decides (the first
+// matching line does): "scope templates.read /v3*" before "scope mail.send
+// POST /v3/mail/send" would make sends need templates.read. Patterns left
+// to Caddy's matcher are compared only with "*".
+func (a *ScopeRule) shadows(b *ScopeRule) bool {
+	if a.Method != "" && a.Method != b.Method {
+		return false
+	}
+	if a.kind == prefix && a.literal == "" { // "*"
+		return true
+	}
+	if a.kind == viaCaddy || b.kind == viaCaddy {
+		return false
+	}
+	l := b.literal
+	switch a.kind {
+	case exact:
+		return b.kind == exact && l == a.literal
+	case prefix:
+		if b.kind == segments {
+			l = l[:strings.IndexByte(l, '*')] // every match starts so
+		}
+		return (b.kind == exact || b.kind == prefix || b.kind == segments) && strings.HasPrefix(l, a.literal)
+	case suffix:
+		return (b.kind == exact || b.kind == suffix) && strings.HasSuffix(l, a.literal)
+	case substring:
+		return b.kind != segments && strings.Contains(l, a.literal)
+	case segments:
+		return b.kind == exact && matchSegments(a.literal, l)
+	}
+	return false
+}
+
+// line is the rule as a Caddyfile writes it.
+func (r *ScopeRule) line() string {
+	return strings.Join(slices.DeleteFunc([]string{"scope", r.Scope, r.Method, r.Path}, func(s string) bool { return s == "" }), " ")
+}
+
+// shadowed returns an error if rule can never decide after the rules
+// before it.
+func shadowed(before []ScopeRule, rule *ScopeRule) error {
+	for i := range before {
+		if before[i].shadows(rule) {
+			return fmt.Errorf("keygate: %s never decides: %s, before it, matches every request it does (the first matching line decides); put the narrower line first, or remove one",
+				rule.line(), before[i].line())
+		}
+	}
 	return nil
 }
 

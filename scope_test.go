@@ -2,8 +2,11 @@ package keygate
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -212,5 +215,90 @@ func TestMethodOverridesNeedTheScopesOfBothMethods(t *testing.T) {
 	// A GET's override headers mean nothing to those frameworks.
 	if w, _ := serveHeaders(t, h, "GET", "/v3/templates/d-1", "Authorization", "Bearer "+read, "X-HTTP-Method-Override", "DELETE"); w.Code != 202 {
 		t.Errorf("a GET with an override: %d %s, want 202 (scoped as the GET it is)", w.Code, w.Body)
+	}
+}
+
+// A scope line that an earlier line covers never decides: refused at load,
+// naming both (the Caddyfile's line: TestCaddyfileNamesAScopeLineThatNeverDecides).
+func TestAScopeLineThatNeverDecidesIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		first, then string // "<scope> [<METHOD>] <path>"
+		shadowed    bool
+	}{
+		{"templates.read /v3*", "mail.send POST /v3/mail/send", true},
+		{"all *", "mail.send POST /v3/mail/send", true},
+		{"all POST *", "mail.send /v3/mail/send", false}, // a GET still reaches it
+		{"mail.send POST /v3/mail/send", "mail.send POST /v3/mail/send", true},
+		{"mail.send POST /v3/mail/send", "mail.read GET /v3/mail/send", false},
+		{"mail.send /v3/mail/send", "mail.read GET /V3/Mail/Send", true},
+		{"templates.read /v3/templates*", "templates.write POST /v3/templates/x", true},
+		{"templates.read /v3/templates/x*", "templates.write POST /v3/templates*", false},
+		{"mg.send POST /v3/*/messages", "mg.send POST /v3/example.com/messages", true},
+		{"mg.send POST /v3/*/messages", "mg.mime POST /v3/*/messages.mime", false},
+		{"events.read /v3/*", "mg.send POST /v3/*/messages", true},
+		{"events.read /v4/*", "mg.send POST /v3/*/messages", false},
+		{"x.read *.json", "y.read /v1/list.json", true},
+		{"x.read *.json", "y.read *list.json", true},
+		{"x.read *.json", "y.read /v1/*", false},
+		{"x.read */mail/*", "y.read /v3/mail/send", true},
+		{"x.read */mail/*", "y.read /v3/mail/*", true},
+		{"x.read */mail/*", "y.read */mail/batch*", true},
+		{"x.read */mail/*", "y.read /v3/*", false},
+		{"x.read /v3/mail/send", "y.read /v3/mail/send*", false},
+	} {
+		rule := func(line string) ScopeRule {
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				return ScopeRule{Scope: f[0], Path: f[1]}
+			}
+			return ScopeRule{Scope: f[0], Method: f[1], Path: f[2]}
+		}
+		a, b := rule(tc.first), rule(tc.then)
+		if err := errors.Join(a.provision(), b.provision()); err != nil {
+			t.Fatal(err)
+		}
+		if got := a.shadows(&b); got != tc.shadowed {
+			t.Errorf("%q before %q: shadows %v, want %v", tc.first, tc.then, got, tc.shadowed)
+		}
+	}
+
+	want := "scope mail.send POST /v3/mail/send never decides: scope templates.read /v3*, before it, matches every request it does"
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"),
+		Scopes: []ScopeRule{{Scope: "templates.read", Path: "/v3*"}, {Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}}}
+	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("JSON: %v, want %q", err, want)
+	}
+	h.Cleanup()
+}
+
+// A whoami path that is a route's own would answer its requests with the
+// key's record and 200: an SDK's send would seem to have gone.
+func TestAWhoamiOnARoutesPathIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		h    Handler
+		want string // "" = loads
+	}{
+		{Handler{Whoami: "/v3/mail/send", Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}}},
+			"whoami /v3/mail/send is the path of scope mail.send POST /v3/mail/send"},
+		{Handler{Whoami: "/v3/mail/send", MailAPI: "sendgrid", Scopes: []ScopeRule{{Scope: "all", Path: "*"}}},
+			"whoami /v3/mail/send is a path mail_api sendgrid sends mail at"},
+		{Handler{Whoami: "/email/batch", MailAPI: "postmark"}, "a path mail_api postmark sends mail at"},
+		{Handler{Whoami: "/keygate/whoami", MailAPI: "sendgrid", Scopes: []ScopeRule{{Scope: "all", Path: "*"}}}, ""},
+		{Handler{Whoami: "/v3/whoami", Scopes: []ScopeRule{{Scope: "mail.read", Method: "GET", Path: "/v3/*"}}}, ""},
+	} {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		h := tc.h
+		h.Store = "sqlite:" + filepath.Join(t.TempDir(), "keys.db")
+		err := h.Provision(ctx)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("whoami %s: %v, want it to load", h.Whoami, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("whoami %s: %v, want an error saying %q", h.Whoami, err, tc.want)
+		}
+		h.Cleanup()
+		cancel()
 	}
 }

@@ -3,7 +3,9 @@ package keygate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keygate/caddy-keygate/ratelimit"
@@ -30,6 +32,27 @@ type rateState struct {
 	Burst     int    `json:"burst"`
 	Remaining int    `json:"remaining"`
 	ResetIn   int64  `json:"reset_seconds"`
+}
+
+// checkWhoami refuses a whoami path that is also a route's: a scope line's
+// exact path, or one the mail_api dialect sends mail at. Requests to it
+// would get the key's record with 200, and an SDK would take a send that
+// never left for a sent one.
+func (h *Handler) checkWhoami() error {
+	if h.Whoami == "" {
+		return nil
+	}
+	for i := range h.Scopes {
+		if r := &h.Scopes[i]; r.kind == exact && strings.EqualFold(r.literal, h.Whoami) {
+			return fmt.Errorf("keygate: whoami %s is the path of %s: its requests would be answered by whoami and never proxied; choose a path of its own, such as /keygate/whoami",
+				h.Whoami, r.line())
+		}
+	}
+	if h.dialect != nil && (h.dialect.IsSend(http.MethodPost, h.Whoami) || h.dialect.QueryRequest(http.MethodPost, h.Whoami, "")) {
+		return fmt.Errorf("keygate: whoami %s is a path mail_api %s sends mail at: its requests would be answered by whoami and never proxied; choose a path of its own, such as /keygate/whoami",
+			h.Whoami, h.dialect.Name)
+	}
+	return nil
 }
 
 // serveWhoami answers the whoami path; it is never proxied and takes no
