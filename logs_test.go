@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -187,5 +188,37 @@ func TestTheUsageLogNamesThePathAsSent(t *testing.T) {
 	lines := logs.FilterMessage("keygate request").All()
 	if len(lines) != 1 || lines[0].ContextMap()["path"] != "/api/v3/mail/send" || lines[0].ContextMap()["scope"] != "mail.send" {
 		t.Errorf("keygate's lines: %v", lines)
+	}
+}
+
+// A whoami is a use of the key like any other: counted, its last use
+// recorded and a line logged, so a leaked key probed there shows in its
+// usage. It takes no token from the key's rate.
+func TestAWhoamiCountsAsTheKeysUse(t *testing.T) {
+	h, st := testHandler(t, &Handler{Whoami: "/whoami", Rate: "1/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	core, logs := observer.New(zap.DebugLevel)
+	h.logger = zap.New(core)
+	rec, key := issue(t, st, "mail.send")
+	for range 3 {
+		if w := serve(h, "GET", "/whoami", key); w.Code != http.StatusOK {
+			t.Fatalf("whoami: %d %s", w.Code, w.Body)
+		}
+	}
+	if w := serve(h, "POST", "/send", key); w.Code != http.StatusAccepted {
+		t.Errorf("a send after three whoamis: %d %s; whoami took the key's rate", w.Code, w.Body)
+	}
+	h.backend.flushUsage()
+	u, err := st.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || u.Allowed != 4 || u.LastUsedAt == nil {
+		t.Errorf("usage after three whoamis and a send: %+v %v, want 4 allowed", u, err)
+	}
+	n := 0
+	for _, e := range logs.FilterMessage("keygate request").All() {
+		if m := e.ContextMap(); m["path"] == "/whoami" && m["decision"] == "allowed" && m["key_id"] == rec.ID {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d log lines for three whoamis", n)
 	}
 }

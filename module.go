@@ -417,11 +417,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: code})
 	}
 	if h.Whoami != "" && r.URL.Path == h.Whoami {
-		if q.keyInLog != "" { // not counted, but left out of the access log
-			q.rec, q.code = rec, Allowed
-			h.logRequest(zap.InfoLevel, r, q, ip, http.StatusOK)
-		}
-		return h.serveWhoami(r.Context(), w, rec, t)
+		// A use of the key like any other: counted (its last use too) and
+		// logged, so a leaked key probed here shows in its usage.
+		q.code = Allowed
+		err := h.serveWhoami(r.Context(), w, rec, t)
+		h.record(r, q, ip, http.StatusOK, 0, t)
+		return err
 	}
 
 	// 3. Scope for this route. A request of SES's v1 API names its action
