@@ -374,7 +374,15 @@ func (c *adminCall) events() error {
 	if id == "" {
 		id = c.r.URL.Query().Get("key")
 	}
-	evs, err := c.keys.Events(c.r.Context(), id, 0)
+	limit := 0
+	if v := c.r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return badRequest("limit %q: want how many of the newest events, or 0 for all", v)
+		}
+		limit = n
+	}
+	evs, err := c.keys.Events(c.r.Context(), id, limit)
 	if err != nil {
 		return err
 	}

@@ -521,13 +521,18 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			if len(args) == 1 {
 				id = args[0]
 			}
-			evs, err := c.keys.Events(ctx, id, 0)
+			limit, _ := c.flags.GetInt("limit")
+			if limit < 0 {
+				return fmt.Errorf("--limit %d: want how many of the newest events, or 0 for all", limit)
+			}
+			evs, err := c.keys.Events(ctx, id, limit)
 			if err != nil {
 				return err
 			}
 			return c.output(evs, func() error { return c.printEvents(evs) })
 		}),
 	}
+	events.Flags().Int("limit", 0, "Show only the newest N events (0: all)")
 	backup := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Copy the whole SQLite store (keys, usage, audit events) into a new file, while gateways run",

@@ -440,6 +440,16 @@ func TestKeyLifecycle(t *testing.T) {
 		if !strings.Contains(out, "contract ended") || !strings.Contains(out, "admin-api") || !strings.Contains(out, "cli ") {
 			t.Errorf("events lack reasons or actors: %s", out)
 		}
+		// The newest few, from the CLI and the admin API alike.
+		var newest, viaAdmin []struct{ Seq int64 }
+		json.Unmarshal([]byte(g.keys("events", "--limit", "2", "--json")), &newest)
+		json.Unmarshal(g.admin("GET", "/keygate/events?limit=2", nil).Body, &viaAdmin)
+		if len(evs) < 3 || len(newest) != 2 || len(viaAdmin) != 2 || newest[1].Seq != viaAdmin[1].Seq || newest[0].Seq >= newest[1].Seq {
+			t.Errorf("the newest 2 of %d events: %+v from the CLI, %+v from the admin API", len(evs), newest, viaAdmin)
+		}
+		if r := g.admin("GET", "/keygate/events?limit=-1", nil); r.Status != 400 || !strings.Contains(string(r.Body), "limit") {
+			t.Errorf("a negative limit: %d %s", r.Status, r.Body)
+		}
 	})
 
 	t.Run("list, show, audit and events never print a key", func(t *testing.T) {

@@ -116,7 +116,7 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 		return nil, invalidf("", "nothing to change: name at least one field")
 	}
 	if spec.Prefix != nil {
-		return nil, invalidf("prefix", "prefix cannot be changed; rotate to a new key instead")
+		return nil, invalidf("prefix", "prefix cannot be changed: it is part of the key (a rotation keeps it); issue a key with the other prefix instead")
 	}
 	// The env is part of the key's text (kg_test_…): relabelling a test key
 	// live would let a key handled as low-risk into live routes.
