@@ -199,8 +199,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 }
 
 // anonymousAllowed reports whether a request reached a loopback listener
-// from a loopback client, directly: a proxy on the same machine would make
-// remote people look local.
+// from a loopback client, directly (a proxy on the same machine would make
+// remote people look local), for a loopback name (loopbackHost).
 func anonymousAllowed(r *http.Request, ip string) bool {
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	tcp, ok := local.(*net.TCPAddr)
@@ -211,7 +211,23 @@ func anonymousAllowed(r *http.Request, ip string) bool {
 	if err != nil || !client.Unmap().IsLoopback() {
 		return false
 	}
-	return r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == ""
+	return r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "" && loopbackHost(r.Host)
+}
+
+// loopbackHost reports whether host (the request's Host, with or without a
+// port) names this machine: localhost, a name under .localhost or a
+// loopback address. A page of another name that a DNS rebinding pointed at
+// 127.0.0.1 sends its own name, and gets no anonymous console.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // mountOf returns the path prefix a handle_path (or uri strip_prefix) took

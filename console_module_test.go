@@ -76,11 +76,24 @@ func TestConsoleNamesThePersonFromTheAuthenticationHandler(t *testing.T) {
 		{"anonymous from another machine", anon, nil, "203.0.113.9:5000", "192.0.2.1", "", 401, ""},
 		{"anonymous through a local proxy", anon, nil, "127.0.0.1:5000", "127.0.0.1", "203.0.113.9", 401, ""},
 		{"anonymous on ::1", anon, nil, "[::1]:5000", "::1", "", 200, "anonymous"},
+		{"anonymous for another name (a DNS rebinding)", anon, nil, "127.0.0.1:5000", "127.0.0.1", "", 401, ""},
+		{"anonymous for a name under .localhost", anon, nil, "127.0.0.1:5000", "127.0.0.1", "", 200, "anonymous"},
+		{"anonymous for 127.0.0.1", anon, nil, "127.0.0.1:5000", "127.0.0.1", "", 200, "anonymous"},
+		{"anonymous for [::1]", anon, nil, "[::1]:5000", "::1", "", 200, "anonymous"},
 		{"an API key let through by keygate on the same route", c,
 			map[string]any{"http.auth.user.id": "key_abc", "keygate.key.id": "key_abc"}, "203.0.113.9:5000", "192.0.2.1", "", 403, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := consoleRequest("GET", "/console/", "/console", tc.remote, tc.local, tc.vars)
+			r.Host = map[string]string{
+				"anonymous for another name (a DNS rebinding)": "attacker.example:2080",
+				"anonymous for a name under .localhost":        "keys.localhost:2080",
+				"anonymous for 127.0.0.1":                      "127.0.0.1:2080",
+				"anonymous for [::1]":                          "[::1]:2080",
+			}[tc.name]
+			if r.Host == "" {
+				r.Host = "localhost:2080"
+			}
 			if tc.header != "" {
 				r.Header.Set("X-Forwarded-For", tc.header)
 			}
