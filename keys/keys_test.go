@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -724,5 +726,80 @@ func TestFieldErrorsNamesEveryWrongField(t *testing.T) {
 	ok := "crm"
 	if errs := FieldErrors(Spec{Name: &ok, Scopes: &[]string{"mail.send"}}, time.Now()); len(errs) != 0 {
 		t.Errorf("a right spec: %v", errs)
+	}
+}
+
+// A rotation racing a revocation, a disable or another rotation (two nodes,
+// or the console and the CLI) never leaves a live successor of a key stopped
+// first, nor two successors: the successor is made from the key as the
+// rotation's own transaction reads it.
+func TestARotationRacingARevocationLeavesNoLiveSuccessor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	var services [2]*Service
+	for i := range services {
+		st, err := store.Open(ctx, "sqlite:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		services[i] = New(st, Options{})
+	}
+	a, b := services[0], services[1]
+	for i := range 30 {
+		res, err := a.Issue(ctx, Spec{Name: str(fmt.Sprint("race-", i)), Scopes: list("mail.send"), Force: true}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := res.Record.ID
+		var wg sync.WaitGroup
+		var rotations atomic.Int32
+		race := []func(){
+			func() {
+				if _, err := a.Rotate(ctx, id, time.Hour, "", "a"); err == nil {
+					rotations.Add(1)
+				} else if !isConflict(err) {
+					t.Error(err)
+				}
+			},
+			func() {
+				if _, err := b.Rotate(ctx, id, time.Hour, "", "b"); err == nil {
+					rotations.Add(1)
+				} else if !isConflict(err) {
+					t.Error(err)
+				}
+			},
+		}
+		switch i % 2 {
+		case 0:
+			race = append(race, func() { b.Revoke(ctx, Revocation{ID: id, Reason: "leaked"}, "b") })
+		case 1:
+			race = append(race, func() { b.Update(ctx, id, Spec{Disabled: boolean(true)}, "b") })
+		}
+		for _, f := range race {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+		wg.Wait()
+
+		if n := rotations.Load(); n > 1 {
+			t.Errorf("round %d: %d rotations of one key succeeded", i, n)
+		}
+		evs, err := a.Events(ctx, id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var order []string
+		for _, ev := range evs {
+			order = append(order, ev.Action)
+		}
+		stopped := slices.IndexFunc(order, func(a string) bool { return a == "revoked" || a == "disabled" })
+		rotated := slices.Index(order, "rotated")
+		if stopped >= 0 && rotated > stopped {
+			old, _ := a.Show(ctx, id)
+			succ, _ := a.Show(ctx, old.RotatedTo)
+			if succ != nil && !succ.Revoked() && !succ.Disabled {
+				t.Errorf("round %d: the key was %s before it was rotated (%v), and its successor is live", i, order[stopped], order)
+			}
+		}
 	}
 }

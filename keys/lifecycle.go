@@ -208,43 +208,49 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
-	old, err := s.key(ctx, id)
-	if err != nil {
+	if _, err := s.key(ctx, id); err != nil { // the owner's, for a service of one owner
 		return nil, err
-	}
-	if old.Revoked() {
-		return nil, conflict("key %s is revoked; issue a new key instead", id)
-	}
-	if old.RotatedTo != "" {
-		return nil, conflict("key %s was already rotated to %s; rotate that one", id, old.RotatedTo)
 	}
 	t := s.now()
-	next := old.Clone()
-	next.CreatedAt, next.LastUsedAt, next.LastIP = t, nil, ""
-	next.RotatedFrom, next.RotatedTo = old.ID, ""
-	// The new key lives as long as the old one was given (a 90-day key
-	// rotated on its 85th day gets 90 days more), not until the old one's
-	// end: a rotation that expired with the key it replaced would be no
-	// rotation at all.
-	if old.ExpiresAt != nil {
-		if life := old.ExpiresAt.Sub(old.CreatedAt); life > 0 {
-			end := t.Add(life)
-			next.ExpiresAt = &end
+	// The successor is made from the key as the store's transaction reads
+	// it, so a revoke, disable or rotation that lands first is seen.
+	var next *store.Record
+	var key string
+	var oldEnds time.Time
+	ev := store.Event{At: t, Action: "rotated", Actor: actor, Reason: reason}
+	replaced, err := s.st.RotateKey(ctx, id, t.Add(grace), &ev, func(old *store.Record) (*store.Record, error) {
+		if old.Revoked() {
+			return nil, conflict("key %s is revoked; issue a new key instead", id)
 		}
-	}
-	key, err := newKeyFor(next, prefixOf(old.Hint))
-	if err != nil {
-		return nil, err
-	}
-	// The old key stops when the grace period ends, or at its own expiry
-	// if that comes first (the store keeps the sooner of the two).
-	oldEnds := t.Add(grace)
-	if old.ExpiresAt != nil && old.ExpiresAt.Before(oldEnds) {
-		oldEnds = *old.ExpiresAt
-	}
-	ev := store.Event{At: t, Action: "rotated", KeyID: old.ID, Actor: actor, Reason: reason,
-		Detail: fmt.Sprintf("new key %s; old key valid until %s", next.ID, oldEnds.UTC().Format(time.RFC3339))}
-	replaced, err := s.st.RotateKey(ctx, id, next, t.Add(grace), ev)
+		if old.RotatedTo != "" {
+			return nil, conflict("key %s was already rotated to %s; rotate that one", id, old.RotatedTo)
+		}
+		next = old.Clone()
+		next.CreatedAt, next.LastUsedAt, next.LastIP = t, nil, ""
+		next.RotatedFrom, next.RotatedTo = old.ID, ""
+		// The new key lives as long as the old one was given (a 90-day key
+		// rotated on its 85th day gets 90 days more), not until the old
+		// one's end: a rotation that expired with the key it replaced would
+		// be no rotation at all.
+		if old.ExpiresAt != nil {
+			if life := old.ExpiresAt.Sub(old.CreatedAt); life > 0 {
+				end := t.Add(life)
+				next.ExpiresAt = &end
+			}
+		}
+		var err error
+		if key, err = newKeyFor(next, prefixOf(old.Hint)); err != nil {
+			return nil, err
+		}
+		// The old key stops when the grace period ends, or at its own
+		// expiry if that comes first (the store keeps the sooner of the two).
+		oldEnds = t.Add(grace)
+		if old.ExpiresAt != nil && old.ExpiresAt.Before(oldEnds) {
+			oldEnds = *old.ExpiresAt
+		}
+		ev.Detail = fmt.Sprintf("new key %s; old key valid until %s", next.ID, oldEnds.UTC().Format(time.RFC3339))
+		return next, nil
+	})
 	if err != nil {
 		return nil, notFound(err, "key "+id)
 	}

@@ -110,7 +110,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 				return err
 			},
 			"RotateKey": func() error {
-				_, err := s.RotateKey(ctx, "key_none", minimalRecord("key_next", t0), t0, Event{Action: "rotated"})
+				_, err := rotate(s, "key_none", minimalRecord("key_next", t0), t0, Event{Action: "rotated"})
 				return err
 			},
 			"Usage": func() error { _, err := s.Usage(ctx, "key_none", t0); return err },
@@ -363,7 +363,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 				next.Digest = fakeDigest("key_new")
 				next.ExpiresAt = nil
 
-				got, err := s.RotateKey(ctx, old.ID, next, tc.graceEnd, Event{Action: "rotated", Actor: "cli"})
+				got, err := rotate(s, old.ID, next, tc.graceEnd, Event{Action: "rotated", Actor: "cli"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -397,7 +397,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		seq := mustLastChange(t, s)
 		next := minimalRecord("key_new", t0)
 		next.Digest = old.Digest
-		if _, err := s.RotateKey(ctx, old.ID, next, t0, Event{Action: "rotated"}); err == nil {
+		if _, err := rotate(s, old.ID, next, t0, Event{Action: "rotated"}); err == nil {
 			t.Fatal("RotateKey succeeded, want an error")
 		}
 		if got := mustKey(t, s, old.ID); got.RotatedTo != "" || got.ExpiresAt != nil {
@@ -474,7 +474,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 			t.Fatal(err)
 		}
 		next := minimalRecord("key_next", t0)
-		if _, err := s.RotateKey(ctx, "key_3", next, t0.Add(time.Hour), Event{}); err != nil {
+		if _, err := rotate(s, "key_3", next, t0.Add(time.Hour), Event{}); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, next.Digest)
@@ -1021,7 +1021,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		rec := fullRecord("key_d", t0)
 		mustCreate(t, s, rec)
 		next := minimalRecord("key_d2", t0)
-		if _, err := s.RotateKey(ctx, rec.ID, next, t0, Event{Action: "rotated"}); err != nil {
+		if _, err := rotate(s, rec.ID, next, t0, Event{Action: "rotated"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.UpdateKey(ctx, next.ID, &Event{Action: "revoked"}, func(r *Record) error { r.RevokedAt = &t0; return nil }); err != nil {
@@ -1135,4 +1135,9 @@ func digests(changes []Change) []Digest {
 		out = append(out, c.Digest)
 	}
 	return out
+}
+
+// rotate is RotateKey with a successor made beforehand.
+func rotate(s Store, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error) {
+	return s.RotateKey(context.Background(), id, graceEnd, &ev, func(*Record) (*Record, error) { return next, nil })
 }

@@ -350,27 +350,36 @@ func (s *DB) UpdateKey(ctx context.Context, id string, ev *Event, fn func(*Recor
 	return rec, nil
 }
 
-// RotateKey inserts next as the successor of the key with this id and ends
-// the old key at graceEnd unless it expires sooner, in one transaction. It
-// fills in next.RotatedFrom, next.CreatedAt when zero, and ev.KeyID (the old
+// RotateKey reads the key with this id and, in the same transaction, has
+// next make its successor from it (next may refuse: nothing is written),
+// inserts the successor and ends the old key at graceEnd unless it expires
+// sooner. So a rotation never races a revocation, a disable or another
+// rotation into a live successor of a key stopped meanwhile. It fills in the
+// successor's RotatedFrom and its CreatedAt when zero, and ev.KeyID (the old
 // id) and ev.At when empty.
-func (s *DB) RotateKey(ctx context.Context, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error) {
-	next.RotatedFrom = id
-	if next.CreatedAt.IsZero() {
-		next.CreatedAt = time.Now().UTC()
+func (s *DB) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *Event, next func(old *Record) (*Record, error)) (*Record, error) {
+	if ev == nil {
+		ev = &Event{}
 	}
-	var old *Record
+	var old, succ *Record
 	err := s.writeKeys(ctx, func(tx *sql.Tx) error {
 		var err error
 		if old, err = scanRecord(s.byID.queryRowTx(ctx, tx, id)); err != nil {
 			return err
 		}
-		old.RotatedTo = next.ID
+		if succ, err = next(old.Clone()); err != nil {
+			return err
+		}
+		succ.RotatedFrom = id
+		if succ.CreatedAt.IsZero() {
+			succ.CreatedAt = time.Now().UTC()
+		}
+		old.RotatedTo = succ.ID
 		if old.ExpiresAt == nil || graceEnd.Before(*old.ExpiresAt) {
 			end := graceEnd.UTC()
 			old.ExpiresAt = &end
 		}
-		if err := s.insertKey(ctx, tx, next); err != nil {
+		if err := s.insertKey(ctx, tx, succ); err != nil {
 			return err
 		}
 		if err := s.updateKey(ctx, tx, old); err != nil {
@@ -379,17 +388,17 @@ func (s *DB) RotateKey(ctx context.Context, id string, next *Record, graceEnd ti
 		if err := s.insertChange(ctx, tx, old.Digest); err != nil {
 			return err
 		}
-		if err := s.recordChange(ctx, tx, &ev, id, next.Digest); err != nil {
+		if err := s.recordChange(ctx, tx, ev, id, succ.Digest); err != nil {
 			return err
 		}
 		// The new key's own history starts here too.
 		if ev.Action == "" {
 			return nil
 		}
-		return s.insertEvent(ctx, tx, &Event{At: ev.At, Action: "issued", KeyID: next.ID, Actor: ev.Actor, Detail: "by rotating " + id})
+		return s.insertEvent(ctx, tx, &Event{At: ev.At, Action: "issued", KeyID: succ.ID, Actor: ev.Actor, Detail: "by rotating " + id})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("keygate store: rotate key %s to %s: %w", id, next.ID, err)
+		return nil, fmt.Errorf("keygate store: rotate key %s: %w", id, err)
 	}
 	return old, nil
 }

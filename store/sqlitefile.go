@@ -205,8 +205,8 @@ func (s *sqliteFile) UpdateKey(ctx context.Context, id string, ev *Event, fn fun
 }
 
 // RotateKey implements Store.
-func (s *sqliteFile) RotateKey(ctx context.Context, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error) {
-	return write(ctx, s, func(db *DB) (*Record, error) { return db.RotateKey(ctx, id, next, graceEnd, ev) })
+func (s *sqliteFile) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *Event, next func(old *Record) (*Record, error)) (*Record, error) {
+	return write(ctx, s, func(db *DB) (*Record, error) { return db.RotateKey(ctx, id, graceEnd, ev, next) })
 }
 
 // LastChange implements Store. Gateways poll it, so it is where a replaced

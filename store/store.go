@@ -393,10 +393,12 @@ type Store interface {
 	// one transaction. ev.Action may be set by fn through the pointer; an
 	// empty Action records no event.
 	UpdateKey(ctx context.Context, id string, ev *Event, fn func(*Record) error) (*Record, error)
-	// RotateKey inserts next (RotatedFrom = id) and sets the old record's
-	// RotatedTo and ExpiresAt = graceEnd (if earlier than its own expiry),
-	// in one transaction. It returns the updated old record.
-	RotateKey(ctx context.Context, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error)
+	// RotateKey reads the record and lets next make its successor from it
+	// (an error from next ends the rotation, nothing written), inserts the
+	// successor (RotatedFrom = id) and sets the old record's RotatedTo and
+	// ExpiresAt = graceEnd (if earlier than its own expiry), in one
+	// transaction. next may fill in ev. It returns the updated old record.
+	RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *Event, next func(old *Record) (*Record, error)) (*Record, error)
 
 	// LastChange returns the newest change sequence (0 when none). It is
 	// cheap: gateways poll it.

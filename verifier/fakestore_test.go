@@ -153,7 +153,7 @@ func (s *fakeStore) UpdateKey(context.Context, string, *store.Event, func(*store
 	return nil, errNotImplemented
 }
 
-func (s *fakeStore) RotateKey(context.Context, string, *store.Record, time.Time, store.Event) (*store.Record, error) {
+func (s *fakeStore) RotateKey(context.Context, string, time.Time, *store.Event, func(*store.Record) (*store.Record, error)) (*store.Record, error) {
 	return nil, errNotImplemented
 }
 
