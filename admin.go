@@ -106,7 +106,13 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 			return writeAdminError(w, err)
 		}
 		defer closeStore()
-		c := &adminCall{w: w, r: r, keys: ks, id: id, actor: adminActor(r)}
+		// A store that takes connections but does not answer (PostgreSQL
+		// stopped, a pooler paused) gets 503 after manageTimeout, not a
+		// call that hangs with the operator not knowing whether a revoke
+		// took.
+		ctx, cancel := context.WithTimeout(r.Context(), manageTimeout)
+		defer cancel()
+		c := &adminCall{w: w, r: r.WithContext(ctx), keys: ks, id: id, actor: adminActor(r)}
 		if err := route.serve(c); err != nil {
 			return writeAdminError(w, err)
 		}
@@ -119,6 +125,10 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeAdminError(w, adminError{http.StatusNotFound, "not_found", "no such keygate admin route: " + verifier.Redact(r.URL.Path)})
 }
+
+// manageTimeout bounds the store work of each admin API call and console
+// page.
+var manageTimeout = 10 * time.Second
 
 // matchAdminPath matches path segments against a route path, returning the
 // {id} segment.

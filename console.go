@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -194,6 +195,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	} else if c.InsecureAnonymousLoopback && anonymousAllowed(r, ip) {
 		ctx = console.WithUser(ctx, console.User{ID: "anonymous", Admin: true, Addr: ip})
 	}
+	// A store that does not answer gets the unavailable page after
+	// manageTimeout, not a page that never loads.
+	ctx, cancel := context.WithTimeout(ctx, manageTimeout)
+	defer cancel()
 	c.handler.ServeHTTP(w, r.WithContext(ctx))
 	return nil
 }

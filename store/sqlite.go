@@ -196,6 +196,13 @@ func isBusy(err error) bool {
 	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
+// isFull reports whether err is SQLite's "database or disk is full": a
+// write to try again once there is room.
+func isFull(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_FULL
+}
+
 // escapeSQLitePath escapes the characters SQLite's URI filenames give a
 // meaning to, so any path opens as itself.
 func escapeSQLitePath(path string) string {

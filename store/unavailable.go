@@ -18,7 +18,7 @@ import (
 // did not answer, rather than refusing what was asked of it: a connection
 // refused, cut or timed out, a PostgreSQL server shutting down or not yet
 // accepting connections, an SQLite file locked by another process past
-// busy_timeout, or moved away while open. Those are worth trying again in a
+// busy_timeout, on a full disk, or moved away while open. Those are worth trying again in a
 // moment; the admin API answers them 503 store_unavailable, as the gateway
 // answers a key it cannot look up.
 func Unavailable(err error) bool {
@@ -37,7 +37,7 @@ func Unavailable(err error) bool {
 		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		networkError(err), errors.As(err, &ce), isBusy(err):
+		networkError(err), errors.As(err, &ce), isBusy(err), isFull(err):
 		return true
 	}
 	return false

@@ -82,7 +82,30 @@ func TestUnavailableSQLiteLockedByAnother(t *testing.T) {
 	defer conn.ExecContext(context.Background(), "ROLLBACK")
 	// The write waits out busy_timeout (5 s), then gives up.
 	err = s.CreateKey(context.Background(), minimalRecord("key_locked", time.Now()), Event{Action: "issued", Actor: "test"})
-	if err == nil || !Unavailable(err) {
+	if err == nil || !Unavailable(err) || !isFull(err) {
 		t.Errorf("a write while another process holds the lock: %v, want an error Unavailable reports", err)
+	}
+}
+
+// A full disk is an outage, not a refusal: the admin API answers 503 with
+// Retry-After, and the write is tried again once there is room. SQLite
+// answers SQLITE_FULL past max_page_count as it does on a full disk.
+func TestUnavailableSQLiteFull(t *testing.T) {
+	s := openTestSQLite(t, filepath.Join(t.TempDir(), "keys.db"))
+	ctx := context.Background()
+	s.db.SetMaxOpenConns(1) // the pragma is the connection's
+	var pages int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages+1)); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for i := 0; err == nil && i < 1000; i++ {
+		err = s.CreateKey(ctx, minimalRecord(fmt.Sprint("key_full", i), time.Now()), Event{Action: "issued", Reason: string(make([]byte, 2000))})
+	}
+	if err == nil || !Unavailable(err) || !isFull(err) {
+		t.Errorf("a write to a full database: %v; Unavailable = %v, want true", err, Unavailable(err))
 	}
 }

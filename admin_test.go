@@ -1,0 +1,92 @@
+package keygate
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keygate/caddy-keygate/store"
+)
+
+// stuckStore takes calls and, while stuck, answers none until the caller
+// gives up: PostgreSQL stopped with its connections open, a pooler paused.
+type stuckStore struct {
+	store.Store
+	stuck atomic.Bool
+}
+
+func (s *stuckStore) wait(ctx context.Context) error {
+	if !s.stuck.Load() {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *stuckStore) Key(ctx context.Context, id string) (*store.Record, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.Key(ctx, id)
+}
+
+func (s *stuckStore) UpdateKey(ctx context.Context, id string, ev *store.Event, fn func(*store.Record) error) (*store.Record, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.UpdateKey(ctx, id, ev, fn)
+}
+
+// An admin call to a store that takes connections but does not answer gets
+// 503 store_unavailable with Retry-After after manageTimeout, not a call
+// that hangs with the operator not knowing whether a revoke took.
+func TestAnAdminCallToAStuckStoreIsAnsweredUnavailable(t *testing.T) {
+	defer func(d time.Duration) { manageTimeout = d }(manageTimeout)
+	manageTimeout = 300 * time.Millisecond
+	dir := t.TempDir()
+	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stuckStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	rec, _ := issue(t, st, "mail.send")
+
+	st.stuck.Store(true)
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/keygate/keys/" + rec.ID, ""},
+		{"POST", "/keygate/keys/" + rec.ID + "/revoke", `{"reason":"leaked"}`},
+	} {
+		r := httptest.NewRequest(c.method, c.path+"?store="+url.QueryEscape(uri), strings.NewReader(c.body))
+		w := httptest.NewRecorder()
+		began := time.Now()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			(&Admin{}).serve(w, r)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s %s: no answer after 10 s", c.method, c.path)
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
+			!strings.Contains(w.Body.String(), "store_unavailable") || time.Since(began) > 5*time.Second {
+			t.Errorf("%s %s: %d %v %s after %v, want 503 store_unavailable with Retry-After", c.method, c.path,
+				w.Code, w.Header(), w.Body, time.Since(began))
+		}
+	}
+	st.stuck.Store(false)
+	if got, err := st.Key(context.Background(), rec.ID); err != nil || got.Revoked() {
+		t.Errorf("after a revoke answered 503 the key is %+v (%v), want it as it was", got, err)
+	}
+}
