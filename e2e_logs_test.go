@@ -191,6 +191,8 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				{"sendgrid mistyped key in Api-Key beside a bearer key", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"Api-Key", wrong9}, []int{202}, "Api-Key"},
 				{"sendgrid key in the query beside a bearer key", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, k8, nil, []int{401}, "the URL"},
 				{"sendgrid key in the query only", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, "", nil, []int{401}, "the URL"},
+				{"sendgrid key in the query, encoded twice", "sendgrid.localhost", "/v3/mail/send?api_key=" + strings.ReplaceAll(k9, "_", "%255F"), sendgrid, k8, nil, []int{401}, "the URL"},
+				{"sendgrid key in the path, encoded twice", "sendgrid.localhost", "/v3/mail/send/" + strings.ReplaceAll(k9, "_", "%255F"), sendgrid, k8, nil, []int{401}, "the URL"},
 				// Keys in headers that no provider reads: stripped before
 				// the upstream, left out of the access log.
 				{"sendgrid bearer and the same key in X-Auth-Token", "sendgrid.localhost", "/v3/mail/send", sendgrid, k8, []string{"X-Auth-Token", "Token " + k8}, []int{202}, "X-Auth-Token"},

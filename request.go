@@ -3,6 +3,7 @@ package keygate
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -183,6 +184,26 @@ type logLine struct {
 
 // MarshalLogObject writes the usage log line's fields: never the key, not
 // even one a client put in the path.
+// loggedPath is a request's path for keygate's log line: with the secret of
+// a key in it cut, a key percent-encoded once more than the path is
+// decoded (kg%5Flive%5F…, sent as kg%255Flive%255F…) included.
+func loggedPath(p string) string {
+	u := p
+	for range maxURLDecodes {
+		if strings.IndexByte(u, '%') < 0 {
+			break
+		}
+		var err error
+		if u, err = url.PathUnescape(u); err != nil {
+			break
+		}
+		if verifier.HasSecret(u) {
+			return verifier.Redact(u)
+		}
+	}
+	return verifier.Redact(p)
+}
+
 func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	q := l.q
 	var id, name string
@@ -194,7 +215,7 @@ func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("scope", q.scope)
 	enc.AddString("decision", q.code.String())
 	enc.AddString("method", l.method)
-	enc.AddString("path", verifier.Redact(l.path))
+	enc.AddString("path", loggedPath(l.path))
 	enc.AddInt("status", l.status)
 	enc.AddString("client_ip", l.ip)
 	if q.hasRecips {
