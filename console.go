@@ -168,6 +168,15 @@ func (c *Console) Cleanup() error {
 // ServeHTTP names the person and where the console is mounted, and lets
 // the console answer.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if keyInURL(r) {
+		// A key pasted into the search box arrives in the query when the
+		// page's script does not run to cut it to its hint: Caddy's access
+		// log would write it. The console redirects to the hint; this line
+		// stands in for the access log's.
+		caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+		c.logger.Info("keygate_console: a request left out of the access log: a key in the URL",
+			zap.String("method", r.Method), zap.String("path", loggedPath(r.URL.Path)), zap.String("client_ip", clientIP(r)))
+	}
 	if atomic.LoadUint32(&c.ready) == 0 { // the store did not answer when the config loaded (storewait.go)
 		console.Unavailable(w)
 		return nil

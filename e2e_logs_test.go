@@ -218,6 +218,13 @@ func TestNoKeyInAnyLog(t *testing.T) {
 			// the key must reach no file either, the store's included.
 			key, token := consoleKey(t, g)
 			used = append(used, key)
+			// A key pasted into the console's search where its script did
+			// not run arrives in the query: redirected to its hint, and the
+			// request left out of the access log.
+			if resp, _ := (consoleUser{t: t, host: "console.localhost"}).do(g, http.MethodGet, "/?q="+key, nil); resp.StatusCode != http.StatusSeeOther ||
+				strings.Contains(resp.Header.Get("Location"), key) {
+				t.Errorf("a console search for a whole key: %d to %q, want a redirect to its hint", resp.StatusCode, resp.Header.Get("Location"))
+			}
 			g.stop() // flushes every log
 
 			var files []string

@@ -334,14 +334,19 @@ func noKeyIn(field, s string) error {
 
 // printable reports whether s is valid UTF-8 without control characters:
 // names, owners and reasons are printed in tables, logs, terminals and web
-// pages, where a line break or an escape sequence would forge or garble
-// output.
+// pages, where a line break, an escape sequence or a bidirectional override
+// would forge or garble output.
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		// Format characters are invisible: a right-to-left override
+		// shows "invoice\u202Egpj.exe" as invoiceexe.jpg and turns the
+		// page around it, a zero-width space makes a name no one can
+		// type to confirm a revocation. The two joiners that emoji and
+		// some scripts need are kept.
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' {
 			return false
 		}
 	}
