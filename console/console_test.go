@@ -964,3 +964,25 @@ func TestAnAdminIsOfferedTheOwnersKeysHave(t *testing.T) {
 		t.Errorf("a team member's create page offers owners:\n%s", page)
 	}
 }
+
+// A form token is good for the page it came with for 12 to 24 hours, then
+// refused as too old: a token that leaked (a shared screenshot, a proxy's
+// log) stops working, and a reloaded page gets a new one.
+func TestAFormTokenGrowsOld(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	token := f.h.formToken(ctx, alice.ID)
+	f.now = f.now.Add(11 * time.Hour)
+	if w := f.post(alice, "/keys/"+k.ID+"/disable", url.Values{"csrf": {token}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("a token 11 hours old: %d %s", w.Code, w.Body)
+	}
+	f.now = f.now.Add(14 * time.Hour)
+	w := f.post(alice, "/keys/"+k.ID+"/enable", url.Values{"csrf": {token}})
+	wantStatus(t, w, http.StatusForbidden)
+	if !strings.Contains(w.Body.String(), "too old") {
+		t.Errorf("a token 25 hours old is refused without saying why:\n%s", w.Body)
+	}
+	if w := f.post(alice, "/keys/"+k.ID+"/enable", nil); w.Code != http.StatusSeeOther {
+		t.Errorf("a fresh token: %d %s", w.Code, w.Body)
+	}
+}

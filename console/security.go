@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // contentSecurityPolicy allows the console's own script and stylesheet and
@@ -29,14 +31,31 @@ func setSecurityHeaders(h http.Header) {
 }
 
 // formToken is the token every console form carries for user: an HMAC of
-// their id, so a page of another site cannot know it and the console keeps
-// no session state. The HMAC's key is the store's console secret, the same
+// their id and the time window it was made in, so a page of another site
+// cannot know it, one that leaked stops working, and the console keeps no
+// session state. The HMAC's key is the store's console secret, the same
 // for every gateway on the store, so a form opened on one gateway submits
 // to another.
 func (h *Handler) formToken(ctx context.Context, user string) string {
+	return h.tokenIn(ctx, user, h.opts.Now().Unix()/int64(tokenWindow/time.Second))
+}
+
+// tokenWindow is the time a form token is made for. A token is taken in its
+// own window and the next, so a page's forms work for 12 to 24 hours.
+const tokenWindow = 12 * time.Hour
+
+func (h *Handler) tokenIn(ctx context.Context, user string, window int64) string {
 	m := hmac.New(sha256.New, h.formSecret(ctx))
-	m.Write([]byte("keygate console form\x00" + user))
+	m.Write([]byte("keygate console form\x00" + user + "\x00" + strconv.FormatInt(window, 10)))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// validToken reports whether got is user's token of this window or the
+// one before.
+func (h *Handler) validToken(ctx context.Context, user, got string) bool {
+	now := h.opts.Now().Unix() / int64(tokenWindow/time.Second)
+	return hmac.Equal([]byte(got), []byte(h.tokenIn(ctx, user, now))) ||
+		hmac.Equal([]byte(got), []byte(h.tokenIn(ctx, user, now-1)))
 }
 
 // formSecret returns the store's console secret, storing one made here if
@@ -77,7 +96,7 @@ func (c *call) checkForm() error {
 		return &pageError{http.StatusBadRequest, "This form was not accepted", "The form could not be read. Reload the page and try again."}
 	}
 	got := c.r.PostForm.Get("csrf")
-	if !hmac.Equal([]byte(got), []byte(c.h.formToken(c.r.Context(), c.user.ID))) {
+	if !c.h.validToken(c.r.Context(), c.user.ID, got) {
 		return errForm
 	}
 	return nil
