@@ -502,6 +502,15 @@ func TestARefusedFormSaysEverythingWrongAtOnce(t *testing.T) {
 	if recs, _ := f.svc.List(context.Background(), "", true); len(recs) != 0 {
 		t.Errorf("a refused form created %d keys", len(recs))
 	}
+
+	// A scope no route uses is one of them, not said only once the
+	// others are mended.
+	w = f.post(alice, "/new", url.Values{"name": {"crm"}, "extra_scopes": {"mail.sned"}, "expires": {"date"}, "expires_date": {"2020-01-02"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if body := w.Body.String(); !strings.Contains(body, "Fix these 2 things:") || !strings.Contains(body, `id="err-extra-scopes"`) ||
+		!strings.Contains(body, "no route") || !strings.Contains(body, `id="err-expires-date"`) {
+		t.Errorf("a past expiry and a scope no route uses, not said together:\n%s", body)
+	}
 }
 
 func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {

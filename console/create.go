@@ -45,6 +45,15 @@ func (c *call) create() error {
 	}
 	spec, err := form.spec(c.user.Admin)
 	var res *keys.Result
+	if errs := asFormErrs(err); errs != nil && !spec.Force && spec.Scopes != nil {
+		// A scope no route uses is said with the rest, not after they
+		// are mended (Issue would refuse it next).
+		if fe := asFormErr(c.keys.CheckScopes(ctx, *spec.Scopes)); fe != nil {
+			errs.add(*fe)
+			errs.sort()
+			err = errs
+		}
+	}
 	if err == nil {
 		res, err = c.keys.Issue(ctx, spec, c.user.actor())
 	}

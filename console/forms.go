@@ -341,13 +341,17 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 		errs.add(formErr{fieldIDs[inv.Field], inv.Error()})
 	}
 	if len(errs) > 0 {
-		// Said in the order the page shows the fields.
-		slices.SortStableFunc(errs, func(a, b formErr) int {
-			return cmp.Compare(slices.Index(pageOrder, a.Field), slices.Index(pageOrder, b.Field))
-		})
+		errs.sort()
 		return s, errs
 	}
 	return s, nil
+}
+
+// sort puts the errors in the order the page shows the fields.
+func (e formErrs) sort() {
+	slices.SortStableFunc(e, func(a, b formErr) int {
+		return cmp.Compare(slices.Index(pageOrder, a.Field), slices.Index(pageOrder, b.Field))
+	})
 }
 
 // pageOrder is the order of the settings form's fields on the page.

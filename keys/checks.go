@@ -23,6 +23,14 @@ func (s *Service) RouteScopes(ctx context.Context) ([]store.RouteScope, error) {
 	return s.st.RouteScopes(ctx, s.now().Add(-RouteScopeWindow))
 }
 
+// CheckScopes refuses, as Issue would without Force, scopes that no route
+// on this store's gateways requires: for a form that says every mistake at
+// once.
+func (s *Service) CheckScopes(ctx context.Context, scopes []string) error {
+	_, err := s.checkScopes(ctx, scopes, false)
+	return err
+}
+
 // checkScopes warns about, or unless force refuses, scopes that no route on
 // this store's gateways requires: a key holding only "mail.sned" would be
 // refused everywhere. Nothing is checked while no gateway has reported its
