@@ -995,3 +995,15 @@ func TestAFormTokenGrowsOld(t *testing.T) {
 		t.Errorf("a fresh token: %d %s", w.Code, w.Body)
 	}
 }
+
+// A key made to never expire is warned about where it is shown, as the
+// dashboards people know warn about tokens without an expiry.
+func TestAKeyThatNeverExpiresIsWarnedAbout(t *testing.T) {
+	f := newFixture(t)
+	for expires, warned := range map[string]bool{"never": true, "90d": false} {
+		page := f.follow(alice, f.post(alice, "/new", url.Values{"name": {"crm-" + expires}, "scope": {"mail.send"}, "expires": {expires}})).Body.String()
+		if got := strings.Contains(page, "this key never expires"); got != warned {
+			t.Errorf("expires %s: warned %v, want %v\n%s", expires, got, warned, page)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,10 @@ func (c *call) create() error {
 			Presets: expiryPresets,
 		})
 		return nil
+	}
+	if res.Record.ExpiresAt == nil && !slices.Contains(res.Record.Scopes, "*") { // "*" has its own warning
+		res.Warnings = append(res.Warnings, "this key never expires: if it leaks, it works until someone revokes it; "+
+			"set an expiry on its page, or rotate it on a schedule")
 	}
 	return c.reveal(res, "", lines)
 }
