@@ -1007,3 +1007,22 @@ func TestAKeyThatNeverExpiresIsWarnedAbout(t *testing.T) {
 		}
 	}
 }
+
+// Revoking a rotation's new key while the old one is in its grace period
+// says the old one still works, and the old key's page says its successor
+// no longer does.
+func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	next := f.show(k.ID).RotatedTo
+	page := f.follow(alice, f.post(alice, "/keys/"+next+"/revoke", url.Values{"confirm": {"crm"}})).Body.String()
+	if !strings.Contains(page, "Key revoked") || !strings.Contains(page, "The key it replaced, "+k.ID+", still works until its grace period ends") {
+		t.Errorf("the revoked new key's page:\n%s", page)
+	}
+	if old := f.get(alice, "/keys/"+k.ID).Body.String(); !strings.Contains(old, "(revoked: it no longer works)") {
+		t.Errorf("the old key's page does not say its successor was revoked:\n%s", old)
+	}
+}

@@ -30,6 +30,11 @@ type keyView struct {
 	Allowed, Denied      int64
 	From, To             timeView
 
+	// SuccessorStopped is the status of the key this one was rotated to
+	// when that key no longer works (revoked, disabled, expired): this one
+	// still works until its grace ends.
+	SuccessorStopped string
+
 	Events []store.Event
 	Form   settingsForm
 	// Presets are the expiry choices of the settings form.
@@ -110,6 +115,13 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
 		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs,
 		Reason: c.r.PostForm.Get("reason")}
+	if rec.RotatedTo != "" {
+		if next, err := c.keys.Show(ctx, rec.RotatedTo); err == nil {
+			if st := keys.Status(next, c.now); st == "revoked" || st == "disabled" || st == "expired" {
+				v.SuccessorStopped = st
+			}
+		}
+	}
 	v.Window = c.r.URL.Query().Get("window")
 	hours := 0
 	for _, w := range windows {
@@ -295,5 +307,13 @@ func (c *call) revoke() error {
 	if _, err := c.keys.Revoke(ctx, rv, c.user.actor()); err != nil {
 		return c.refused("revoke", err)
 	}
-	return c.redirect("/keys/" + c.id + c.notify("Key revoked. Every request with it is refused from now on; this cannot be undone."))
+	msgs := []string{"Key revoked. Every request with it is refused from now on; this cannot be undone."}
+	if rec.RotatedFrom != "" {
+		if old, err := c.keys.Show(ctx, rec.RotatedFrom); err == nil && old.ExpiresAt != nil &&
+			!slices.Contains([]string{"revoked", "disabled", "expired"}, keys.Status(old, c.now)) {
+			msgs = append(msgs, "The key it replaced, "+old.ID+", still works until its grace period ends ("+
+				old.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST")+"): revoke it too if this one leaked.")
+		}
+	}
+	return c.redirect("/keys/" + c.id + c.notify(msgs...))
 }
