@@ -244,8 +244,13 @@ func Redact(s string) string {
 	return b.String()
 }
 
-// HasSecret reports whether s holds anything Redact would redact.
+// HasSecret reports whether s holds anything Redact would redact. A string
+// shorter than "_live_" and a secret holds none: most header values, said
+// without a call.
 func HasSecret(s string) bool {
+	if len(s) < 1+envLen+1+secretLen {
+		return false
+	}
 	start, _ := nextSecret(s, 0)
 	return start >= 0
 }
