@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -37,31 +36,15 @@ func (h *Handler) takeKey(r *http.Request) (key string, f fault, inLog string) {
 }
 
 // keyInURL reports whether the request's URL holds anything shaped like a
-// key, as sent or percent-decoded, once (kg%5Flive%5F…) or more times
+// key, as sent or percent-encoded, once (kg%5Flive%5F…) or more times
 // (kg%255Flive%255F…: an upstream or its logs may decode it again).
 func keyInURL(r *http.Request) bool {
 	if verifier.HasSecret(r.RequestURI) || verifier.HasSecret(r.URL.Path) {
 		return true
 	}
-	u := r.RequestURI
-	for range maxURLDecodes {
-		if strings.IndexByte(u, '%') < 0 {
-			return false
-		}
-		var err error
-		if u, err = url.QueryUnescape(u); err != nil {
-			return false
-		}
-		if verifier.HasSecret(u) {
-			return true
-		}
-	}
-	return false
+	_, escaped := verifier.EscapedSecret(r.RequestURI)
+	return escaped
 }
-
-// maxURLDecodes is how many times keyInURL decodes a URL: what a client
-// encodes more often than that no upstream decodes back into a key.
-const maxURLDecodes = 4
 
 // takeHeaders reads and removes the request's credential headers, and any
 // other header holding something shaped like a key, and returns the first

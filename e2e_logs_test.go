@@ -192,6 +192,7 @@ func TestNoKeyInAnyLog(t *testing.T) {
 				{"sendgrid key in the query beside a bearer key", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, k8, nil, []int{401}, "the URL"},
 				{"sendgrid key in the query only", "sendgrid.localhost", "/v3/mail/send?api_key=" + k9, sendgrid, "", nil, []int{401}, "the URL"},
 				{"sendgrid key in the query, encoded twice", "sendgrid.localhost", "/v3/mail/send?api_key=" + strings.ReplaceAll(k9, "_", "%255F"), sendgrid, k8, nil, []int{401}, "the URL"},
+				{"sendgrid key in the query, encoded twice, after a %25", "sendgrid.localhost", "/v3/mail/send?note=100%25&api_key=" + strings.ReplaceAll(k9, "_", "%255F"), sendgrid, k8, nil, []int{401}, "the URL"},
 				{"sendgrid key in the path, encoded twice", "sendgrid.localhost", "/v3/mail/send/" + strings.ReplaceAll(k9, "_", "%255F"), sendgrid, k8, nil, []int{401}, "the URL"},
 				// Keys in headers that no provider reads: stripped before
 				// the upstream, left out of the access log.

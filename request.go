@@ -3,7 +3,6 @@ package keygate
 import (
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -182,28 +181,18 @@ type logLine struct {
 	status           int
 }
 
-// MarshalLogObject writes the usage log line's fields: never the key, not
-// even one a client put in the path.
-// loggedPath is a request's path for keygate's log line: with the secret of
-// a key in it cut, a key percent-encoded once more than the path is
-// decoded (kg%5Flive%5F…, sent as kg%255Flive%255F…) included.
+// loggedPath is a request's path for keygate's log line, with the secret of
+// a key in it cut, one percent-encoded more often than the path is decoded
+// (kg%5Flive%5F…, sent as kg%255Flive%255F…) included.
 func loggedPath(p string) string {
-	u := p
-	for range maxURLDecodes {
-		if strings.IndexByte(u, '%') < 0 {
-			break
-		}
-		var err error
-		if u, err = url.PathUnescape(u); err != nil {
-			break
-		}
-		if verifier.HasSecret(u) {
-			return verifier.Redact(u)
-		}
+	if d, escaped := verifier.EscapedSecret(p); escaped {
+		return verifier.Redact(d)
 	}
 	return verifier.Redact(p)
 }
 
+// MarshalLogObject writes the usage log line's fields: never the key, not
+// even one a client put in the path.
 func (l *logLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	q := l.q
 	var id, name string

@@ -255,6 +255,57 @@ func HasSecret(s string) bool {
 	return start >= 0
 }
 
+// EscapedSecret returns s decoded as often as it takes, up to four times, to
+// show a secret it holds percent-encoded (kg%5Flive%5F…, or kg%255Flive%255F…
+// for a server or log that decodes it again), and whether one showed. Each
+// decoding is lenient, as the decoders a URL meets are: a '%' that starts no
+// escape (100%, 50%zz) stays as it is rather than hiding what follows.
+func EscapedSecret(s string) (string, bool) {
+	for range 4 {
+		d := unescape(s)
+		if len(d) == len(s) {
+			return s, false // nothing was escaped
+		}
+		if HasSecret(d) {
+			return d, true
+		}
+		s = d
+	}
+	return s, false
+}
+
+// unescape decodes each %XX in s and leaves any other byte as it is.
+func unescape(s string) string {
+	i := strings.IndexByte(s, '%')
+	if i < 0 {
+		return s
+	}
+	b := []byte(s[:i])
+	for ; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
 // Find returns the well-formed keys (shape and checksum, any prefix) in
 // text, each once, in order: a key as pasted from wherever it was found, a
 // log line, a header, an environment file, a URL whose escapes run into it

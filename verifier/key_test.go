@@ -376,3 +376,47 @@ func FuzzFind(f *testing.F) {
 		}
 	})
 }
+
+// A secret percent-encoded once or more shows however the rest of the text
+// is escaped: a '%' that starts no escape does not hide it, as a strict
+// decoder's error would.
+func TestEscapedSecret(t *testing.T) {
+	key, _ := Generate("kg", "live")
+	enc := func(n int) string {
+		s := key
+		for range n {
+			s = strings.ReplaceAll(s, "%", "%25")
+			s = strings.ReplaceAll(s, "_", "%5F")
+		}
+		return s
+	}
+	for _, c := range []struct {
+		text string
+		want bool
+	}{
+		{"/v3/mail/send?note=100%25&k=" + enc(2), true},
+		{"/v3/mail/send?note=50%&k=" + enc(1), true},
+		{"/a%zz/" + enc(2), true},
+		{"/x?k=" + enc(4), true},
+		{"/x?k=" + enc(5), false}, // deeper than any decoder goes
+		{"/x?k=" + key, false},    // not escaped: HasSecret's to find
+		{"/x?q=100%25%2", false},
+		{"%", false},
+	} {
+		d, got := EscapedSecret(c.text)
+		if got != c.want || got && !HasSecret(d) {
+			t.Errorf("EscapedSecret(%q) = %q, %v; want %v", c.text, d, got, c.want)
+		}
+	}
+}
+
+func FuzzEscapedSecret(f *testing.F) {
+	key, _ := Generate("kg", "live")
+	f.Add("/x?note=100%25&k=" + strings.ReplaceAll(key, "_", "%255F"))
+	f.Add("%%%2%zz%5")
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, ok := EscapedSecret(s); ok && !HasSecret(d) {
+			t.Errorf("EscapedSecret(%q) = %q, true, holding no secret", s, d)
+		}
+	})
+}
