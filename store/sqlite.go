@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,31 +132,38 @@ func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) 
 
 // notForeign refuses a database that holds tables but not keygate's: a
 // mistyped --store or store path naming another application's file would
-// otherwise be switched to WAL mode and given keygate's tables.
+// otherwise be switched to WAL mode and given keygate's tables. keygate's
+// own have its schema_migrations (with applied_at, which Rails' and
+// golang-migrate's tables of that name lack), keys and events.
 func notForeign(ctx context.Context, db *sql.DB) error {
 	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
 	var tables []string
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
+			rows.Close()
 			return err
-		}
-		if name == "schema_migrations" {
-			return nil
 		}
 		tables = append(tables, name)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil || len(tables) == 0 {
 		return err
+	}
+	if slices.Contains(tables, "keys") && slices.Contains(tables, "events") && slices.Contains(tables, "schema_migrations") {
+		var n int
+		err := db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = 'applied_at'").Scan(&n)
+		if err != nil || n == 1 {
+			return err
+		}
 	}
 	if len(tables) > 5 {
 		tables = append(tables[:5], "…")
 	}
-	return fmt.Errorf("%w: it holds other tables (%s) and none of keygate's; name a new file or a keygate store",
+	return fmt.Errorf("%w: it holds other tables (%s) and not keygate's; name a new file or a keygate store",
 		ErrNotAStore, strings.Join(tables, ", "))
 }
 

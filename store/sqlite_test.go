@@ -749,6 +749,21 @@ func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 	if !errors.Is(err, ErrNotAStore) || !strings.Contains(err.Error(), "customers, orders") || Unavailable(err) {
 		t.Fatalf("opening another application's database: %v, want a refusal naming its tables", err)
 	}
+	// Rails and golang-migrate name their migrations table as keygate does.
+	for _, schema := range []string{
+		"CREATE TABLE schema_migrations (version varchar NOT NULL PRIMARY KEY); CREATE TABLE ar_internal_metadata (key varchar)",
+		"CREATE TABLE schema_migrations (version uint64, dirty bool); CREATE TABLE keys (id text); CREATE TABLE events (id text)",
+	} {
+		other := filepath.Join(t.TempDir(), "app.db")
+		db, _ := sql.Open("sqlite", "file:"+other)
+		if _, err := db.Exec(schema); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := Open(context.Background(), "sqlite:"+other); !errors.Is(err, ErrNotAStore) {
+			t.Errorf("a database of %q: %v, want it refused as not a keygate store", schema, err)
+		}
+	}
 	other, _ = sql.Open("sqlite", "file:"+path)
 	defer other.Close()
 	var mode string
