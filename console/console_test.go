@@ -1026,3 +1026,22 @@ func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
 		t.Errorf("the old key's page does not say its successor was revoked:\n%s", old)
 	}
 }
+
+// A key whose name holds a character refused since it was named (an
+// invisible format character) can still have its other settings saved: the
+// name, sent unchanged, is no change.
+func TestSavingSettingsKeepsANameFromBeforeARule(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	if _, err := f.st.UpdateKey(ctx, k.Record.ID, nil, func(r *store.Record) error { r.Name = "crm\u200bsync"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	w := f.post(alice, "/keys/"+k.Record.ID+"/settings", url.Values{"version": {keys.Version(f.show(k.Record.ID))},
+		"name": {"crm\u200bsync"}, "scope": {"mail.send"}, "expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}})
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("saving a rate: %d %s", w.Code, w.Body)
+	}
+	if rec := f.show(k.Record.ID); rec.Rate == nil || rec.Name != "crm\u200bsync" {
+		t.Errorf("after the save: name %q, rate %v", rec.Name, rec.Rate)
+	}
+}

@@ -37,6 +37,9 @@ type settingsForm struct {
 	QuotaUnit     string
 	MaxRecipients string
 	Reason        string
+	// Was is the key as it is, for an edit: a name or owner sent as it
+	// is is no change, and is not checked again.
+	Was *store.Record
 	// Owners are the owners of the store's keys, offered to an admin
 	// choosing one (a typo would hide a key from its team).
 	Owners []string
@@ -278,13 +281,13 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	var s keys.Spec
 	var errs formErrs
 	fail := func(field, msg string) { errs.add(formErr{field, msg}) }
-	if name := f.Name; strings.TrimSpace(name) == "" {
+	switch name := f.Name; {
+	case strings.TrimSpace(name) == "":
 		fail("name", "Give the key a name: what will use it, e.g. crm-sync.")
-	} else {
+	case f.Was == nil || strings.TrimSpace(name) != f.Was.Name:
 		s.Name = &name
 	}
-	if admin {
-		owner := f.Owner
+	if owner := f.Owner; admin && (f.Was == nil || strings.TrimSpace(owner) != f.Was.Owner) {
 		s.Owner = &owner
 	}
 	if !f.Edit {

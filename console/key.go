@@ -212,6 +212,9 @@ func (c *call) update() error {
 		return err
 	}
 	form := readForm(c.r.PostForm, lines, true)
+	if form.Was, err = c.keys.Show(ctx, c.id); err != nil {
+		return err
+	}
 	spec, err := form.spec(c.user.Admin)
 	var res *keys.Result
 	if err == nil {

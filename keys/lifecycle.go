@@ -435,7 +435,7 @@ func checkReason(reason string) error {
 		return err
 	}
 	if len(reason) > 500 || !printable(reason) {
-		return invalidf("reason", "reason: want at most 500 printable UTF-8 characters")
+		return invalidf("reason", "reason: want at most 500 printable UTF-8 characters%s", notPrintable(reason))
 	}
 	return nil
 }

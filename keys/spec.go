@@ -96,6 +96,15 @@ func (s *Spec) onlyDisabled() bool {
 
 // apply validates the spec and writes it into rec.
 func (s *Spec) apply(rec *store.Record, t time.Time) error {
+	// A name or owner given as the key already has it is no change, and is
+	// not checked again: a form that sends every field must not be refused
+	// for one kept from before a rule was added.
+	if s.Name != nil && rec.Name != "" && strings.TrimSpace(*s.Name) == rec.Name {
+		s.Name = nil
+	}
+	if s.Owner != nil && rec.Owner != "" && strings.TrimSpace(*s.Owner) == rec.Owner {
+		s.Owner = nil
+	}
 	if s.Name != nil {
 		// Runs of spaces are one: a page shows them as one, and a name is
 		// typed back to confirm a revocation as it reads.
@@ -107,7 +116,7 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 			return err
 		}
 		if name == "" || utf8.RuneCountInString(name) > 200 || !printable(name) {
-			return invalid("name", *s.Name, "want 1-200 printable UTF-8 characters")
+			return invalid("name", *s.Name, "want 1-200 printable UTF-8 characters%s", notPrintable(name))
 		}
 		rec.Name = name
 	}
@@ -117,7 +126,7 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 			return err
 		}
 		if utf8.RuneCountInString(owner) > 200 || !printable(owner) {
-			return invalid("owner", *s.Owner, "want at most 200 printable UTF-8 characters")
+			return invalid("owner", *s.Owner, "want at most 200 printable UTF-8 characters%s", notPrintable(owner))
 		}
 		rec.Owner = owner
 	}
@@ -337,20 +346,44 @@ func noKeyIn(field, s string) error {
 // pages, where a line break, an escape sequence or a bidirectional override
 // would forge or garble output.
 func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		// Format characters are invisible: a right-to-left override
-		// shows "invoice\u202Egpj.exe" as invoiceexe.jpg and turns the
-		// page around it, a zero-width space makes a name no one can
-		// type to confirm a revocation. The two joiners that emoji and
-		// some scripts need are kept.
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' {
-			return false
+	_, bad := unprintable(s)
+	return !bad
+}
+
+// unprintable returns the first character of s printable refuses.
+func unprintable(s string) (rune, bool) {
+	for i, r := range s {
+		if r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD") {
+			return r, true // not UTF-8
+		}
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && !visibleFormat(r) {
+			return r, true
 		}
 	}
-	return true
+	return 0, false
+}
+
+// visibleFormat are the format characters (Cf) a name may hold: the
+// joiners emoji and some scripts need, the soft hyphen, and the tags of
+// subdivision flags (🏴 and tags). The others are invisible: a right-to-left
+// override shows "invoice\u202Egpj.exe" as invoiceexe.jpg and turns the page
+// around it, a zero-width space makes a name no one can type to confirm a
+// revocation.
+func visibleFormat(r rune) bool {
+	return r == '\u200c' || r == '\u200d' || r == '\u00ad' || r >= 0xE0020 && r <= 0xE007F
+}
+
+// notPrintable says which character of s printable refuses, for the
+// message: "" when it refuses none, or one it cannot name.
+func notPrintable(s string) string {
+	r, bad := unprintable(s)
+	switch {
+	case !bad, r == utf8.RuneError:
+		return ""
+	case unicode.Is(unicode.Cf, r):
+		return fmt.Sprintf(" (%U is an invisible format character)", r)
+	}
+	return fmt.Sprintf(" (%U is a control character)", r)
 }
 
 // FieldErrors returns what is wrong with each field of spec on its own,
