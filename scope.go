@@ -86,17 +86,19 @@ func (r *ScopeRule) provision() error {
 // shadows reports whether a, a provisioned line before provisioned line b,
 // matches every request b matches, so that b never decides (the first
 // matching line does): "scope templates.read /v3*" before "scope mail.send
-// POST /v3/mail/send" would make sends need templates.read. Patterns left
-// to Caddy's matcher are compared only with "*".
+// POST /v3/mail/send" would make sends need templates.read. It never says so
+// of a line that could decide; patterns left to Caddy's matcher are compared
+// only when they are the same.
 func (a *ScopeRule) shadows(b *ScopeRule) bool {
 	if a.Method != "" && a.Method != b.Method {
 		return false
 	}
-	if a.kind == prefix && a.literal == "" { // "*"
+	// "*", "/*" and "**" match every path (a request's starts with "/").
+	if a.kind == prefix && (a.literal == "" || a.literal == "/") || a.kind == substring && a.literal == "" {
 		return true
 	}
 	if a.kind == viaCaddy || b.kind == viaCaddy {
-		return false
+		return a.kind == b.kind && a.match[0] == b.match[0]
 	}
 	l := b.literal
 	switch a.kind {
@@ -108,11 +110,17 @@ func (a *ScopeRule) shadows(b *ScopeRule) bool {
 		}
 		return (b.kind == exact || b.kind == prefix || b.kind == segments) && strings.HasPrefix(l, a.literal)
 	case suffix:
-		return (b.kind == exact || b.kind == suffix) && strings.HasSuffix(l, a.literal)
+		if b.kind == segments {
+			l = l[strings.LastIndexByte(l, '*')+1:] // every match ends so
+		}
+		return (b.kind == exact || b.kind == suffix || b.kind == segments) && strings.HasSuffix(l, a.literal)
 	case substring:
-		return b.kind != segments && strings.Contains(l, a.literal)
+		if b.kind == segments { // every match holds each part between its stars
+			return slices.ContainsFunc(strings.Split(l, "*"), func(part string) bool { return strings.Contains(part, a.literal) })
+		}
+		return strings.Contains(l, a.literal)
 	case segments:
-		return b.kind == exact && matchSegments(a.literal, l)
+		return b.kind == exact && matchSegments(a.literal, l) || b.kind == segments && l == a.literal
 	}
 	return false
 }

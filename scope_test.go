@@ -245,6 +245,16 @@ func TestAScopeLineThatNeverDecidesIsRefused(t *testing.T) {
 		{"x.read */mail/*", "y.read */mail/batch*", true},
 		{"x.read */mail/*", "y.read /v3/*", false},
 		{"x.read /v3/mail/send", "y.read /v3/mail/send*", false},
+		{"mg.send POST /v3/*/messages", "mg.other POST /v3/*/messages", true},
+		{"x.read */messages", "mg.send POST /v3/*/messages", true},
+		{"x.read */messages", "mg.mime POST /v3/*/messages.mime", false},
+		{"all /*", "x.read *.json", true},
+		{"all **", "mg.send POST /v3/*/messages", true},
+		{"x.read */v3/*", "mg.send POST /v3/*/messages", true},
+		{"x.read */mail/*", "mg.send POST /v3/*/messages", false},
+		{"x.read /v3/{env.X}", "y.read /v3/{env.X}", true},
+		{"x.read /v3/{env.X}", "y.read /v3/{env.Y}", false},
+		{"x.read /v3/mail/send", "y.read /v3/{env.X}", false},
 	} {
 		rule := func(line string) ScopeRule {
 			f := strings.Fields(line)
@@ -300,5 +310,36 @@ func TestAWhoamiOnARoutesPathIsRefused(t *testing.T) {
 		}
 		h.Cleanup()
 		cancel()
+	}
+}
+
+// shadows never says a line is covered when Caddy's matcher finds a path
+// the later line matches and the earlier one does not.
+func TestShadowsAgreesWithCaddysMatcher(t *testing.T) {
+	patterns := []string{"*", "/*", "**", "/v3*", "/v3/*", "/v3/mail/send", "/V3/Mail/Send", "/v3/mail/send*",
+		"*/messages", "*/messages.mime", "/v3/*/messages", "/v3/*/messages.mime", "*/mail/*", "*mail*", "*.json",
+		"/v1/list.json", "/v3/*/events", "/v3/{env.X}", "/email*", "/email/batch"}
+	paths := []string{"/", "/v3", "/v3/", "/v3/mail/send", "/V3/MAIL/SEND", "/v3/mail/send/x", "/v3/d.example/messages",
+		"/v3/d.example/messages.mime", "/v3/d/e/messages", "/v1/list.json", "/x/mail/y", "/mailbox", "/email",
+		"/email/batch", "/v3/d/events", "/v4/messages", "/v3/templates"}
+	rules := make([]ScopeRule, len(patterns))
+	for i, p := range patterns {
+		rules[i] = ScopeRule{Scope: "s", Path: p}
+		if err := rules[i].provision(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range rules {
+		for j := range rules {
+			if i == j || !rules[i].shadows(&rules[j]) {
+				continue
+			}
+			for _, p := range paths {
+				r := scopeRequest("GET", p)
+				if rules[j].matches(r, plainPath(p)) && !rules[i].matches(r, plainPath(p)) {
+					t.Errorf("%q said to cover %q, but only the second matches %s", patterns[i], patterns[j], p)
+				}
+			}
+		}
 	}
 }
