@@ -2,7 +2,9 @@ package keygate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -67,6 +69,10 @@ func (h *Handler) quotaCounter() ratelimit.Quotas {
 type quotaState struct {
 	ratelimit.QuotaResult
 	window time.Duration
+	// key, start and end name the count reserved in, to give back a send
+	// that did not go (releaseQuota).
+	key        string
+	start, end time.Time
 }
 
 // reserveQuota spends n recipients of the key's quota for this period;
@@ -97,12 +103,34 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	if err != nil {
 		return quotaState{}, false, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}
-	qs := quotaState{QuotaResult: res, window: end.Sub(start)}
+	qs := quotaState{QuotaResult: res, window: end.Sub(start), key: rec.ID + "/" + string(q.Per), start: start, end: end}
 	if !res.Allowed {
 		return qs, true, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
 			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
 	}
 	return qs, true, denial{}
+}
+
+// releaseQuota gives back the n recipients qs reserved, for a send that
+// did not go.
+func (h *Handler) releaseQuota(ctx context.Context, qs *quotaState, n int64, t time.Time) {
+	h.quotaCounter().Release(ctx, qs.key, n, qs.start, qs.end, t)
+}
+
+// mayHaveSent reports whether a send's request may have reached the
+// provider and been taken: its answer was 2xx, or the proxy failed after
+// the request may have gone out (an answer that timed out). A provider's
+// refusal (any other status) or a connection never made sends nothing, and
+// its recipients are neither counted in the key's usage nor kept from its
+// quota: an SDK retrying through a provider's outage does not use the
+// quota up.
+func mayHaveSent(status int, err error) bool {
+	if err == nil {
+		return status >= 200 && status < 300
+	}
+	var op *net.OpError
+	var dns *net.DNSError
+	return !(errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns))
 }
 
 // policyCache keeps the RateLimit-Policy values of limits and quotas other

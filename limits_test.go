@@ -2,12 +2,17 @@ package keygate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
@@ -160,5 +165,63 @@ func TestAQuotaCountsWhatTheGatewayHasNotWrittenYet(t *testing.T) {
 	}
 	if c := send(2); c != http.StatusAccepted {
 		t.Errorf("2 more recipients after 6 on a quota of 8: %d, want 202", c)
+	}
+}
+
+// A send the provider refused (any status but 2xx) or never received (the
+// connection to it failed) keeps its recipients: not counted in the key's
+// usage, given back to its quota, so an SDK retrying through a provider's
+// outage does not use the quota up. One whose answer was lost after it may
+// have gone is counted.
+func TestASendThatDidNotGoKeepsItsRecipients(t *testing.T) {
+	h, st := testHandler(t, &Handler{
+		MailAPI: "sendgrid", Quota: "12/d",
+		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
+	})
+	rec, key := issue(t, st, "mail.send")
+	answer := func(status int, err error) caddyhttp.Handler {
+		return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			io.Copy(io.Discard, r.Body)
+			if err != nil {
+				return err
+			}
+			w.WriteHeader(status)
+			return nil
+		})
+	}
+	refused := answer(0, caddyhttp.Error(http.StatusBadGateway, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}))
+	send := func(next caddyhttp.Handler) int {
+		t.Helper()
+		body := `{"personalizations":[{"to":[{"email":"a@example.org"},{"email":"b@example.org"},{"email":"c@example.org"},{"email":"d@example.org"}]}],"from":{"email":"x@example.com"}}`
+		r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	for i, next := range []caddyhttp.Handler{answer(503, nil), answer(400, nil), refused, answer(503, nil), answer(500, nil)} {
+		if c := send(next); c == http.StatusUnauthorized {
+			t.Fatalf("attempt %d of a send that never went: refused for its quota", i+1)
+		}
+	}
+	for i := range 2 {
+		if c := send(answer(202, nil)); c != http.StatusAccepted {
+			t.Fatalf("send %d of 4 recipients on a quota of 12: %d", i+1, c)
+		}
+	}
+	lost := answer(0, caddyhttp.Error(http.StatusBadGateway, context.DeadlineExceeded)) // the answer timed out
+	if c := send(lost); c != http.StatusBadGateway {
+		t.Fatalf("a send whose answer was lost: %d", c)
+	}
+	h.backend.flushUsage()
+	u, err := st.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || u.Recipients != 12 {
+		t.Errorf("usage after 5 sends that did not go, 2 that did and 1 that may have: %+v (%v), want 12 recipients", u, err)
+	}
+	if c := send(answer(202, nil)); c != http.StatusUnauthorized { // quota_exceeded as SendGrid answers it
+		t.Errorf("4 more recipients after 12 counted on a quota of 12: %d, want quota_exceeded", c)
 	}
 }

@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -531,10 +532,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// An error goes no further than keygate: Caddy's error log would write
 	// the request headers, keys included (logs.go).
 	sw := q.statusWriter(w)
-	if err := next.ServeHTTP(sw, r); err != nil {
+	err := next.ServeHTTP(sw, r)
+	if err != nil {
 		h.answerError(sw, r, q, ip, t, err)
 	}
 	status := sw.status
+	if recipients > 0 && !mayHaveSent(status, err) {
+		if qs != nil {
+			h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
+		}
+		recipients = 0
+	}
 	h.record(r, q, ip, status, recipients, t)
 	return nil
 }

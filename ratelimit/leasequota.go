@@ -142,6 +142,27 @@ func (q *LeasedQuotas) Reserve(ctx context.Context, key string, limit, n int64, 
 	return ls.result(true, now), nil
 }
 
+// Release gives n back to key's count in Redis at the next sync, with the
+// blocks this node gives back; during an outage, to the fallback's count.
+func (q *LeasedQuotas) Release(ctx context.Context, key string, n int64, start, end, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	if q.outage.down.Load() { // where reservations are counted meanwhile
+		q.fallback.Release(ctx, key, n, start, end, now)
+		return
+	}
+	ls := q.lease(key, start, end)
+	ls.mu.Lock()
+	for ls.gone {
+		ls.mu.Unlock()
+		ls = q.lease(key, start, end)
+		ls.mu.Lock()
+	}
+	ls.giveBack += n
+	ls.mu.Unlock()
+}
+
 // result reports the period's count as this node knows it: Redis's count
 // less what this node holds (other nodes' blocks count as used).
 func (ls *quotaLease) result(allowed bool, now time.Time) QuotaResult {

@@ -26,6 +26,11 @@ type Quotas interface {
 	// (called once per key+period per process, on first use).
 	Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
 		load func(context.Context) (int64, error), now time.Time) (QuotaResult, error)
+	// Release gives back n recipients Reserve counted for the period
+	// [start,end): a send the provider refused, or never received. It is
+	// best effort: one that cannot reach where they were counted leaves
+	// them counted (a send refused early, never one too many).
+	Release(ctx context.Context, key string, n int64, start, end, now time.Time)
 }
 
 // decide applies a reservation of n to a count of used and builds the result.
@@ -88,6 +93,22 @@ func (q *LocalQuotas) Reserve(ctx context.Context, key string, limit, n int64, s
 	r := decideQuota(c.used, limit, n, end, now)
 	c.used = r.Used
 	return r, nil
+}
+
+// Release takes n off key's count for the period starting at start, never
+// below the count loaded: what was reserved since.
+func (q *LocalQuotas) Release(_ context.Context, key string, n int64, start, _, _ time.Time) {
+	q.mu.Lock()
+	c := q.counters[quotaKey{key: key, start: start.Unix()}]
+	q.mu.Unlock()
+	if c == nil || n <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.loaded {
+		c.used = max(c.base, c.used-n)
+	}
+	c.mu.Unlock()
 }
 
 func (q *LocalQuotas) counter(key string, start, end, now time.Time) *counter {

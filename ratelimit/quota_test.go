@@ -100,6 +100,35 @@ func TestQuotaReserve(t *testing.T) {
 	})
 }
 
+// Recipients released (a send the provider refused) can be reserved again,
+// on every kind of counter.
+func TestQuotaReleaseGivesRecipientsBack(t *testing.T) {
+	start, end := dayBounds(t0)
+	eachQuotas(t, func(t *testing.T, q Quotas) {
+		ctx := context.Background()
+		p := &persisted{count: 4}
+		key := t.Name()
+		reserve := func(n int64) bool {
+			t.Helper()
+			r, err := q.Reserve(ctx, key, 10, n, start, end, p.load, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Allowed
+		}
+		if !reserve(6) || reserve(1) {
+			t.Fatal("6 of a quota of 10 with 4 used: want the 6 taken and then no more")
+		}
+		q.Release(ctx, key, 6, start, end, t0)
+		if lq, ok := q.(*LeasedQuotas); ok {
+			lq.sync(ctx, t0, false) // a node gives back at its next sync
+		}
+		if !reserve(6) || reserve(1) {
+			t.Error("the 6 released cannot be reserved again, or more can")
+		}
+	})
+}
+
 func TestQuotaLoadsOncePerPeriodAndRollsOver(t *testing.T) {
 	eachQuotas(t, func(t *testing.T, q Quotas) {
 		ctx := context.Background()

@@ -85,6 +85,25 @@ func (q *RedisQuotas) Reserve(ctx context.Context, key string, limit, n int64, s
 	return q.fallback.Reserve(ctx, key, limit, n, start, end, load, now)
 }
 
+// Release takes n off key's count in Redis, or in the fallback while Redis
+// is unreachable.
+func (q *RedisQuotas) Release(ctx context.Context, key string, n int64, start, end, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	if q.outage.tryRedis(now) {
+		_, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) (any, error) {
+			return giveBackScript.Run(ctx, q.client, []string{quotaRedisKey(q.opts, key, start)}, n).Result()
+		})
+		if err == nil {
+			q.outage.succeeded()
+			return
+		}
+		q.outage.failed(ctx, err, now)
+	}
+	q.fallback.Release(ctx, key, n, start, end, now)
+}
+
 // loadError tells a failed load, returned to the caller, from a Redis error,
 // which triggers the fallback.
 type loadError struct{ error }
