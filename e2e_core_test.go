@@ -1,9 +1,11 @@
 package keygate_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -413,6 +415,49 @@ func TestDenialsReachClientsThatCloseTheConnection(t *testing.T) {
 		if r.Status != 403 || r.code() != "insufficient_scope" {
 			t.Fatalf("request %d: %d %s, want 403 insufficient_scope", i, r.Status, r.Body)
 		}
+	}
+	if up.count() != 0 {
+		t.Errorf("the upstream was called %d times", up.count())
+	}
+}
+
+// A client that writes its whole body before it reads the answer (Ruby's
+// Net::HTTP, which the Postmark gem uses; PHP's streams) reads the denial of a
+// large send, not a connection reset: Go's server alone reads 256 KB of a
+// body the handler left, then closes the connection on the rest.
+func TestDenialsReachClientsThatWriteTheWholeBodyFirst(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL})
+	k := g.issue("--name", "narrow", "--scope", "mail.send")
+	addr := strings.TrimPrefix(g.siteURL, "http://")
+	body := bytes.Repeat([]byte("a"), 8<<20)
+	for _, tc := range []struct {
+		name, path, key, connection string
+		status                      int
+	}{
+		{"outside the key's scope", "/v3/templates", k.Key, "keep-alive", 403},
+		{"an unknown key", "/v3/mail/send", "kg_live_000000000000000000000000000000000000000000000000000", "keep-alive", 401},
+		{"outside the key's scope, Connection: close", "/v3/templates", k.Key, "close", 403},
+	} {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"+
+			"Content-Length: %d\r\nConnection: %s\r\n\r\n", tc.path, addr, tc.key, len(body), tc.connection)
+		if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+			t.Errorf("%s: writing the body: %v", tc.name, err)
+			conn.Close()
+			continue
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s: reading the answer: %v", tc.name, err)
+		} else if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+		conn.Close()
 	}
 	if up.count() != 0 {
 		t.Errorf("the upstream was called %d times", up.count())

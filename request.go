@@ -77,19 +77,35 @@ func (q *request) placeholder(key string) (any, bool) {
 	return nil, false
 }
 
-// maxDrain is how much of an unread request body a denial reads first: as
-// much as net/http itself drains to keep a connection alive.
-const maxDrain = 256 << 10
+// linger reads and discards what is left of a denied request's body, up to
+// lingerBytes and for at most lingerTime, as nginx's lingering close does. A
+// client that writes its whole body before it reads the answer (Ruby's
+// Net::HTTP, PHP's streams) would otherwise get a connection reset instead
+// of the denial: Go's server reads at most 256 KB of a body a handler left
+// unread, then closes the connection on the rest; with Connection: close it
+// reads none. Bytes the client sends past the bound still end in a reset.
+func linger(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	io.CopyN(io.Discard, r.Body, lingerBytes)
+}
+
+// lingerBytes and lingerTime bound what a denial reads of a body first.
+const (
+	lingerBytes = 64 << 20
+	lingerTime  = 10 * time.Second
+)
 
 // deny answers with the contract's JSON error, logs and counts it.
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip string, t time.Time, d denial) error {
 	q.code = d.code
-	// A client that sent Connection: close gets its denial after the
-	// server closes the connection. Body bytes still unread then make the
-	// kernel answer with a reset, which can destroy the response before
-	// the client reads it; net/http drains only kept-alive requests. A
-	// client waiting for 100 Continue has sent no body: reading would only
-	// ask it for one.
+	// Body bytes still unread when the server closes the connection make
+	// the kernel answer with a reset, which can destroy the response before
+	// the client reads it: the denial reads them first (linger). A client
+	// waiting for 100 Continue has sent no body: reading would only ask it
+	// for one.
 	//
 	// Such a client (Expect: 100-continue: curl for large uploads, .NET's
 	// HttpWebRequest by default) is refused at once with Connection: close.
@@ -97,8 +113,8 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	// reusing it, and the client sends it only when its wait for 100 runs
 	// out (curl: 1 s), to be refused after uploading it all.
 	expects := r.ContentLength != 0 && r.Body != nil && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
-	if r.Close && r.ContentLength != 0 && r.Body != nil && !expects {
-		io.CopyN(io.Discard, r.Body, maxDrain)
+	if _, read := r.Body.(*sendBody); r.ContentLength != 0 && r.Body != nil && !expects && !read {
+		linger(w, r)
 	}
 	if b, ok := r.Body.(*sendBody); ok {
 		b.Close() // read and refused: nothing reads it again, so its buffer may be reused
