@@ -235,6 +235,9 @@ func (p *presented) basic(enc string) {
 		p.noKey(faultBasic)
 		return
 	}
+	// A key read from an environment file with its newline, or pasted with
+	// a space: trimmed, as a Bearer key is.
+	user, pass = strings.TrimSpace(user), strings.TrimSpace(pass)
 	u, w := p.wellFormed(user), p.wellFormed(pass)
 	if u {
 		p.take(user)
@@ -264,7 +267,7 @@ func sigV4AccessKeyID(params string) (string, bool) {
 		if id == "" || strings.Count(scope, "/") != 3 || !strings.HasSuffix(scope, "/aws4_request") || strings.Contains(scope, "//") || strings.HasPrefix(scope, "/") {
 			return "", false
 		}
-		return id, true
+		return strings.TrimSpace(id), true // a key pasted with a space, as a Bearer key is trimmed
 	}
 	return "", false
 }

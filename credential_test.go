@@ -87,6 +87,8 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 		{"Basic with the key as the password (Mailgun's api:KEY)", sendgrid, []string{"Authorization", basic("api", key)}, 202, "", ""},
 		{"Basic with the key as the username (Mailjet's public key)", sendgrid, []string{"Authorization", basic(key, "anything")}, 202, "", ""},
 		{"Basic with the same key twice", sendgrid, []string{"Authorization", basic(key, key)}, 202, "", ""},
+		{"Basic with a newline after the key (an environment file's)", sendgrid, []string{"Authorization", basic("api", key+"\n")}, 202, "", ""},
+		{"Basic with a space before the key as the username", sendgrid, []string{"Authorization", basic(" "+key, "")}, 202, "", ""},
 		{"Basic with two different keys", sendgrid, []string{"Authorization", basic(key, other)}, 401, "invalid_key", "two different API keys"},
 		{"Basic with no key in it", sendgrid, []string{"Authorization", basic("api", "key-provider-secret")}, 401, "invalid_key", "neither the username nor the password"},
 		{"Basic with a key of bad checksum", sendgrid, []string{"Authorization", basic("api", garbage)}, 401, "invalid_key", "neither the username nor the password"},
@@ -121,6 +123,7 @@ func TestKeyArrivesWhereEachSDKPutsIt(t *testing.T) {
 		{"brevo: the api-key header", brevo, []string{"api-key", key}, 202, "", ""},
 
 		{"ses: the SigV4 access key id", ses, []string{"Authorization", sigV4(key)}, 202, "", ""},
+		{"ses: the SigV4 access key id with a space before it", ses, []string{"Authorization", sigV4(" " + key)}, 202, "", ""},
 		{"ses: SigV4 with no Credential", ses, []string{"Authorization", "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"}, 401, "invalid_key", "no Credential="},
 		{"ses: SigV4 with no parameters", ses, []string{"Authorization", "AWS4-HMAC-SHA256 "}, 401, "invalid_key", "no Credential="},
 		{"ses: SigV4 with a short Credential", ses, []string{"Authorization", "AWS4-HMAC-SHA256 Credential=" + key + "/20261129/us-east-1/ses, Signature=00"}, 401, "invalid_key", "no Credential="},
