@@ -479,17 +479,28 @@ func matchPath(pattern, path string) (wild string, ok bool) {
 
 // segments yields a path's segments from the last to the first as
 // path.Clean would leave them: empty and "." segments vanish and ".."
-// removes the segment before it.
+// removes the segment before it. Each is read as plainSegment leaves it.
 type segments struct {
 	s    string
 	end  int // the unread path is s[:end]; -1 when done
 	skip int // segments still to be removed by ".."
 }
 
+// plainSegment is a path segment without what some servers ignore in one:
+// matrix parameters (";x": Java servlet containers drop them, and read
+// "..;x" as "..") and trailing spaces and tabs. "/email;x" is Postmark's send
+// endpoint to such a server, and must not dodge inspection.
+func plainSegment(seg string) string {
+	if i := strings.IndexByte(seg, ';'); i >= 0 {
+		seg = seg[:i]
+	}
+	return strings.TrimRight(seg, " \t")
+}
+
 func (it *segments) next() (string, bool) {
 	for it.end >= 0 {
 		i := strings.LastIndexByte(it.s[:it.end], '/')
-		seg := it.s[i+1 : it.end]
+		seg := plainSegment(it.s[i+1 : it.end])
 		it.end = i
 		switch {
 		case seg == "" || seg == ".":
