@@ -134,19 +134,7 @@ func TestAQuotaCountsWhatTheGatewayHasNotWrittenYet(t *testing.T) {
 	rec, key := issue(t, st, "mail.send")
 	send := func(n int) int {
 		t.Helper()
-		var to []string
-		for i := range n {
-			to = append(to, fmt.Sprintf(`{"email":"r%d@example.org"}`, i))
-		}
-		body := `{"personalizations":[{"to":[` + strings.Join(to, ",") + `]}],"from":{"email":"a@example.com"}}`
-		r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+key)
-		r.Header.Set("Content-Type", "application/json")
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNext); err != nil {
-			t.Fatal(err)
-		}
-		return w.Code
+		return sendGridSend(t, h, key, n, okNext)
 	}
 	for range 2 {
 		if c := send(3); c != http.StatusAccepted {
@@ -192,15 +180,7 @@ func TestASendThatDidNotGoKeepsItsRecipients(t *testing.T) {
 	refused := answer(0, caddyhttp.Error(http.StatusBadGateway, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}))
 	send := func(next caddyhttp.Handler) int {
 		t.Helper()
-		body := `{"personalizations":[{"to":[{"email":"a@example.org"},{"email":"b@example.org"},{"email":"c@example.org"},{"email":"d@example.org"}]}],"from":{"email":"x@example.com"}}`
-		r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+key)
-		r.Header.Set("Content-Type", "application/json")
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, next); err != nil {
-			t.Fatal(err)
-		}
-		return w.Code
+		return sendGridSend(t, h, key, 4, next)
 	}
 	for i, next := range []caddyhttp.Handler{answer(503, nil), answer(400, nil), refused, answer(503, nil), answer(500, nil)} {
 		if c := send(next); c == http.StatusUnauthorized {
@@ -224,4 +204,23 @@ func TestASendThatDidNotGoKeepsItsRecipients(t *testing.T) {
 	if c := send(answer(202, nil)); c != http.StatusUnauthorized { // quota_exceeded as SendGrid answers it
 		t.Errorf("4 more recipients after 12 counted on a quota of 12: %d, want quota_exceeded", c)
 	}
+}
+
+// sendGridSend sends a SendGrid send to n recipients with key through h to
+// next, and returns the status.
+func sendGridSend(t *testing.T, h *Handler, key string, n int, next caddyhttp.Handler) int {
+	t.Helper()
+	var to []string
+	for i := range n {
+		to = append(to, fmt.Sprintf(`{"email":"r%d@example.org"}`, i))
+	}
+	body := `{"personalizations":[{"to":[` + strings.Join(to, ",") + `]}],"from":{"email":"a@example.com"}}`
+	r := httptest.NewRequest("POST", "/v3/mail/send", strings.NewReader(body))
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code
 }

@@ -98,13 +98,7 @@ func (q *LeasedQuotas) Close() { q.bg.close() }
 func (q *LeasedQuotas) Reserve(ctx context.Context, key string, limit, n int64, start, end time.Time,
 	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
 	n = max(n, 0)
-	ls := q.lease(key, start, end)
-	ls.mu.Lock()
-	for ls.gone {
-		ls.mu.Unlock()
-		ls = q.lease(key, start, end)
-		ls.mu.Lock()
-	}
+	ls := q.locked(key, start, end)
 	defer ls.mu.Unlock()
 	if ls.limit != limit {
 		// A changed quota: the block was leased under the old one.
@@ -152,6 +146,14 @@ func (q *LeasedQuotas) Release(ctx context.Context, key string, n int64, start, 
 		q.fallback.Release(ctx, key, n, start, end, now)
 		return
 	}
+	ls := q.locked(key, start, end)
+	ls.giveBack += n
+	ls.mu.Unlock()
+}
+
+// locked returns key's lease of the period, locked; one that sync forgot
+// meanwhile is looked up again.
+func (q *LeasedQuotas) locked(key string, start, end time.Time) *quotaLease {
 	ls := q.lease(key, start, end)
 	ls.mu.Lock()
 	for ls.gone {
@@ -159,8 +161,7 @@ func (q *LeasedQuotas) Release(ctx context.Context, key string, n int64, start, 
 		ls = q.lease(key, start, end)
 		ls.mu.Lock()
 	}
-	ls.giveBack += n
-	ls.mu.Unlock()
+	return ls
 }
 
 // result reports the period's count as this node knows it: Redis's count
