@@ -117,7 +117,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 		Reason: c.r.PostForm.Get("reason")}
 	if rec.RotatedTo != "" {
 		if next, err := c.keys.Show(ctx, rec.RotatedTo); err == nil {
-			if st := keys.Status(next, c.now); st == "revoked" || st == "disabled" || st == "expired" {
+			if st := keys.Status(next, c.now); stopped(st) {
 				v.SuccessorStopped = st
 			}
 		}
@@ -312,11 +312,15 @@ func (c *call) revoke() error {
 	}
 	msgs := []string{"Key revoked. Every request with it is refused from now on; this cannot be undone."}
 	if rec.RotatedFrom != "" {
-		if old, err := c.keys.Show(ctx, rec.RotatedFrom); err == nil && old.ExpiresAt != nil &&
-			!slices.Contains([]string{"revoked", "disabled", "expired"}, keys.Status(old, c.now)) {
+		if old, err := c.keys.Show(ctx, rec.RotatedFrom); err == nil && old.ExpiresAt != nil && !stopped(keys.Status(old, c.now)) {
 			msgs = append(msgs, "The key it replaced, "+old.ID+", still works until its grace period ends ("+
 				old.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST")+"): revoke it too if this one leaked.")
 		}
 	}
 	return c.redirect("/keys/" + c.id + c.notify(msgs...))
+}
+
+// stopped reports whether a key of this status (keys.Status) no longer works.
+func stopped(status string) bool {
+	return status == "revoked" || status == "disabled" || status == "expired"
 }
