@@ -357,12 +357,27 @@ func (c *adminCall) revoke() error {
 	case rv.ID != "":
 		return badRequest(`give "key" (a leaked key) or "owner"; revoke an id at /keygate/keys/{id}/revoke`)
 	}
+	// Revoking is idempotent (200), but a key revoked before is said to be,
+	// as the CLI says it: the new reason was not recorded.
+	var before *store.Record
+	if rv.Owner == "" {
+		if t, err := c.keys.RevokeTargets(c.r.Context(), rv); err == nil && t[0].Revoked() {
+			before = t[0]
+		}
+	}
 	recs, err := c.keys.Revoke(c.r.Context(), rv, c.actor)
 	if err != nil {
 		return err
 	}
 	if rv.Owner != "" {
 		return writeJSON(c.w, http.StatusOK, recs)
+	}
+	if before != nil {
+		return writeJSON(c.w, http.StatusOK, struct {
+			*store.Record
+			Warning string `json:"warning"`
+		}{recs[0], fmt.Sprintf("key %s was already revoked on %s; nothing changed", before.ID,
+			before.RevokedAt.UTC().Format(time.RFC3339))})
 	}
 	return writeJSON(c.w, http.StatusOK, recs[0])
 }

@@ -186,8 +186,12 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Errorf("%s %s: %d %s, want %d %q", c.method, c.path, r.Status, r.Body, c.status, c.want)
 			}
 		}
-		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]any{"reason": "done"}); r.Status != 200 {
+		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]any{"reason": "done"}); r.Status != 200 || strings.Contains(string(r.Body), "warning") {
 			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]any{"reason": "again"}); r.Status != 200 ||
+			!strings.Contains(string(r.Body), `"warning": "key `+k.ID+` was already revoked on`) || !strings.Contains(string(r.Body), `"revoke_reason": "done"`) {
+			t.Errorf("revoking a revoked key again: %d %s, want 200 with the first reason and a warning", r.Status, r.Body)
 		}
 		if c := send(k.Key).code(); c != "revoked_key" {
 			t.Errorf("the very next request after an admin revoke: %q", c)
