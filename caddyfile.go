@@ -153,13 +153,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.Burst = b
 			}
 		case "cache_ttl":
-			v, err := oneArg(d, "keygate")
+			dur, err := durationArg(d, "keygate", 1, 0, "a positive duration (e.g. 30s)")
 			if err != nil {
 				return err
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return d.Errf("keygate: cache_ttl %q is not a positive duration (e.g. 30s)", v)
 			}
 			h.CacheTTL = caddy.Duration(dur)
 		case "failed_auth_limit":
@@ -236,13 +232,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					}
 					h.RateLimitRedisSentinel = v
 				case "timeout":
-					v, err := oneArg(d, "keygate: ratelimit redis")
+					dur, err := durationArg(d, "keygate: ratelimit redis", time.Millisecond, 10*time.Second,
+						"a duration between 1ms and 10s (e.g. 250ms)")
 					if err != nil {
 						return err
-					}
-					dur, err := caddy.ParseDuration(v)
-					if err != nil || dur < time.Millisecond || dur > 10*time.Second {
-						return d.Errf("keygate: ratelimit redis: timeout %q is not a duration between 1ms and 10s (e.g. 250ms)", v)
 					}
 					h.RateLimitRedisTimeout = caddy.Duration(dur)
 				case "tls_ca", "tls_cert", "tls_key", "tls_server_name":
@@ -304,6 +297,22 @@ func oneArg(d *caddyfile.Dispenser, directive string) (string, error) {
 		return "", d.Errf("%s: %s: want exactly one value, got %d", directive, opt, len(args))
 	}
 	return args[0], nil
+}
+
+// durationArg reads an option's one value as a duration of at least least
+// and, unless most is 0, at most most; else an error naming the line, the
+// option, the value and want.
+func durationArg(d *caddyfile.Dispenser, directive string, least, most time.Duration, want string) (time.Duration, error) {
+	opt := d.Val()
+	v, err := oneArg(d, directive)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur < least || most > 0 && dur > most {
+		return 0, d.Errf("%s: %s %q is not %s", directive, opt, v, want)
+	}
+	return dur, nil
 }
 
 // options notes the lines a directive's options are on, so an option
