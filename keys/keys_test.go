@@ -810,3 +810,34 @@ func TestARotationRacingARevocationLeavesNoLiveSuccessor(t *testing.T) {
 		}
 	}
 }
+
+// ownerChangingStore gives the key to another owner just before a rotation's
+// transaction reads it, as an admin's change racing a team's rotation would.
+type ownerChangingStore struct {
+	store.Store
+	to string
+}
+
+func (s ownerChangingStore) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *store.Event, next func(*store.Record) (*store.Record, error)) (*store.Record, error) {
+	if _, err := s.Store.UpdateKey(ctx, id, &store.Event{Action: "updated", KeyID: id, Actor: "admin"}, func(r *store.Record) error {
+		r.Owner = s.to
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return s.Store.RotateKey(ctx, id, graceEnd, ev, next)
+}
+
+func TestARotationRacingAnOwnerChangeGivesTheOldOwnerNothing(t *testing.T) {
+	f := newFixture(t)
+	mine := f.issue(t, Spec{Name: str("crm"), Owner: str("sales"), Scopes: list("mail.send")})
+	sales := New(ownerChangingStore{Store: f.st, to: "ops"}, Options{}).ForOwner("sales")
+	res, err := sales.Rotate(ctx, mine.ID, time.Hour, "", "alice")
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("rotating a key given away meanwhile: %v, %+v; want not found", err, res)
+	}
+	recs, err := f.List(ctx, "", true)
+	if err != nil || len(recs) != 1 || recs[0].RotatedTo != "" {
+		t.Errorf("the store after the refused rotation: %v, %+v", err, recs)
+	}
+}

@@ -219,6 +219,9 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 	var oldEnds time.Time
 	ev := store.Event{At: t, Action: "rotated", Actor: actor, Reason: reason}
 	replaced, err := s.st.RotateKey(ctx, id, t.Add(grace), &ev, func(old *store.Record) (*store.Record, error) {
+		if !s.visible(old) { // given to another owner since the check above
+			return nil, &NotFoundError{What: "key " + id}
+		}
 		if old.Revoked() {
 			return nil, conflict("key %s is revoked; issue a new key instead", id)
 		}
