@@ -51,6 +51,9 @@ type settingsForm struct {
 	Limits bool
 	// Errs is what the submitted form got wrong, every field at once.
 	Errs formErrs
+	// scopeErrs is what reading the scope rows found wrong (readForm),
+	// said with the rest by spec.
+	scopeErrs formErrs
 }
 
 // formErr is what a submitted form got wrong: the field (an input id) and
@@ -128,77 +131,6 @@ func asFormErr(err error) *formErr {
 	return nil
 }
 
-// scopeGroup is the scopes of one area ("mail", "templates") offered as
-// checkboxes.
-type scopeGroup struct {
-	Name   string
-	Scopes []scopeChoice
-}
-
-// scopeChoice is one scope checkbox: the scope, the routes that require
-// it, and whether it is checked.
-type scopeChoice struct {
-	Scope   string
-	Routes  []string
-	Checked bool
-}
-
-// scopeGroups offers the scopes routes use, grouped by the part before the
-// dot, plus any the key holds that no route uses (so editing keeps them),
-// plus full access last.
-func scopeGroups(lines []store.RouteScope, held []string) []scopeGroup {
-	var groups []scopeGroup
-	index := map[string]int{}
-	add := func(group, scope, route string) {
-		gi, ok := index[group]
-		if !ok {
-			gi = len(groups)
-			index[group] = gi
-			groups = append(groups, scopeGroup{Name: group})
-		}
-		g := &groups[gi]
-		for i := range g.Scopes {
-			if g.Scopes[i].Scope == scope {
-				if route != "" && !slices.Contains(g.Scopes[i].Routes, route) {
-					g.Scopes[i].Routes = append(g.Scopes[i].Routes, route)
-				}
-				return
-			}
-		}
-		ch := scopeChoice{Scope: scope, Checked: slices.Contains(held, scope)}
-		if route != "" {
-			ch.Routes = []string{route}
-		}
-		g.Scopes = append(g.Scopes, ch)
-	}
-	for _, l := range lines {
-		if l.Scope == "*" {
-			continue
-		}
-		area, _, _ := strings.Cut(l.Scope, ".")
-		add(area, l.Scope, strings.TrimSpace(l.Method+" "+l.Path))
-	}
-	for _, s := range held {
-		if s != "*" && !offered(groups, s) {
-			add("other", s, "")
-		}
-	}
-	groups = append(groups, scopeGroup{Name: "full access", Scopes: []scopeChoice{{
-		Scope: "*", Routes: []string{"every route, now and later"}, Checked: slices.Contains(held, "*")}}})
-	return groups
-}
-
-func offered(groups []scopeGroup, scope string) bool {
-	for _, g := range groups {
-		for _, s := range g.Scopes {
-			if s.Scope == scope {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // expiryPresets are the expiry choices; the default is 90 days, never
 // "never".
 var expiryPresets = []option{
@@ -258,7 +190,9 @@ func readForm(pf url.Values, lines []store.RouteScope, edit bool) settingsForm {
 		MaxRecipients: strings.TrimSpace(pf.Get("max_recipients")), Reason: pf.Get("reason"),
 		Version: pf.Get("version"),
 	}
-	f.Groups = scopeGroups(lines, pf["scope"])
+	var chosen []string
+	chosen, f.scopeErrs = chosenScopes(pf, lines)
+	f.Groups = scopeGroups(lines, chosen)
 	f.Limits = f.SenderDomains != "" || f.AllowedIPs != "" || f.RateN != "" || f.QuotaN != "" || f.MaxRecipients != "" || f.Burst != ""
 	return f
 }
@@ -299,6 +233,9 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	}
 	scopes := []string{}
 	for _, g := range f.Groups {
+		if g.Access != nil {
+			scopes = append(scopes, g.Access.scopes()...)
+		}
 		for _, sc := range g.Scopes {
 			if sc.Checked {
 				scopes = append(scopes, sc.Scope)
@@ -306,9 +243,17 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 		}
 	}
 	scopes = append(scopes, fields(f.ExtraScopes)...)
-	if len(scopes) == 0 {
+	if f.Was != nil {
+		scopes = inHeldOrder(f.Was.Scopes, scopes)
+	}
+	for _, e := range f.scopeErrs {
+		errs.add(e)
+	}
+	switch {
+	case len(f.scopeErrs) > 0: // the row's message says what to choose
+	case len(scopes) == 0:
 		fail("scopes", "Choose at least one thing the key may do (full access is the last choice).")
-	} else {
+	default:
 		s.Scopes = &scopes
 	}
 	s.Force = f.Force
@@ -353,8 +298,17 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 // sort puts the errors in the order the page shows the fields.
 func (e formErrs) sort() {
 	slices.SortStableFunc(e, func(a, b formErr) int {
-		return cmp.Compare(slices.Index(pageOrder, a.Field), slices.Index(pageOrder, b.Field))
+		return cmp.Compare(pagePlace(a.Field), pagePlace(b.Field))
 	})
+}
+
+// pagePlace is where a field is in pageOrder; a scope row's is in
+// "scopes".
+func pagePlace(field string) int {
+	if strings.HasPrefix(field, "access-") {
+		field = "scopes"
+	}
+	return slices.Index(pageOrder, field)
 }
 
 // pageOrder is the order of the settings form's fields on the page.
