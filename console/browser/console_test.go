@@ -457,6 +457,7 @@ func startCaddy(t *testing.T, bin, scheme string) *gateway {
 			store %[6]s
 			scope mail.send POST /v3/mail/send
 			scope templates.read GET /v3/templates*
+			scope templates.write POST /v3/templates*
 			mail_api sendgrid
 		}
 		reverse_proxy %[7]s
