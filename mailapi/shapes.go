@@ -212,6 +212,10 @@ var (
 		field("FromEmail", senderList),
 		field("Recipients", people("Email")),
 		field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+		// Mailjet sends a copy of a message whose template fails to
+		// render to this address: a recipient keygate cannot tell will
+		// not receive it.
+		field("Mj-TemplateErrorReporting", recipientList),
 		// A template may carry its own sender.
 		field("Mj-TemplateID", hidden),
 	)
@@ -222,6 +226,10 @@ var (
 		// Checked like From in case the provider honours it.
 		field("Sender", object(field("Email", sender))),
 		field("To", people("Email")), field("Cc", people("Email")), field("Bcc", people("Email")),
+		// Mailjet sends a copy of a message whose template fails to
+		// render to this address: a recipient keygate cannot tell will
+		// not receive it.
+		field("TemplateErrorReporting", object(field("Email", recipient))),
 		// A template may carry its own sender.
 		field("TemplateID", hidden),
 	)
