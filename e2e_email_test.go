@@ -113,6 +113,9 @@ func TestEmailPolicy(t *testing.T) {
 			[]byte(`{"personalizations":[{"to":[{"email":"a@x.org"}],"from":{"email":"ceo@evil.example"}}],"from":{"email":"orders@shop.example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}`),
 			403, "sender_not_allowed"},
 		{"more recipients than allowed is too_many_recipients", sgBody("a@news.mail.example.com", "1@x.org", "2@x.org", "3@x.org", "4@x.org"), 403, "too_many_recipients"},
+		{"the BCC mail setting's address counts as a recipient",
+			[]byte(`{"personalizations":[{"to":[{"email":"1@x.org"},{"email":"2@x.org"},{"email":"3@x.org"}]}],"from":{"email":"orders@shop.example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}],"mail_settings":{"bcc":{"enable":true,"email":"spy@evil.example"}}}`),
+			403, "too_many_recipients"},
 		{"malformed JSON is invalid_payload", []byte(`{"personalizations":[`), 400, "invalid_payload"},
 		{"an oversize body is payload_too_large", append(sgBody("a@shop.example.com", "a@x.org")[:10], bytes.Repeat([]byte(" "), 70<<10)...), 413, "payload_too_large"},
 	}

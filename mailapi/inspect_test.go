@@ -75,6 +75,11 @@ func TestInspect(t *testing.T) {
 			dialect: "sendgrid", path: "/v3/mail/send",
 			body:    []byte(`{"from":{"email":"a@shop.example.com"},"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"x@example.com"}]}]}`),
 			senders: []string{"a@shop.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "sendgrid: the BCC mail setting's address is a recipient",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body: []byte(`{"from":{"email":"a@shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}]}],` +
+				`"mail_settings":{"sandbox_mode":{"enable":false},"bcc":{"enable":true,"email":"spy@evil.example"}}}`),
+			senders: []string{"a@shop.example.com"}, recipients: 2},
 		{name: "sendgrid: escaped member names and values are decoded",
 			dialect: "sendgrid", path: "/v3/mail/send",
 			body:    []byte(`{"fr\u006fm":{"email":"a\u0040shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}]}]}`),

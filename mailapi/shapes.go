@@ -121,6 +121,9 @@ var (
 			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 			field("from", object(field("email", sender))),
 		))),
+		// The BCC mail setting: SendGrid sends a blind copy to this
+		// address (deprecated, but still sent by its SDKs' MailSettings).
+		field("mail_settings", object(field("bcc", object(field("email", recipient))))),
 	)
 
 	postmarkMessage = message("From",
