@@ -256,6 +256,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		// stored at the provider.
 		{"resend", "POST", "/broadcasts/b-1/send", "application/json", ""},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
+		{"brevo", "POST", "/v3/emailCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},
 		{"resend", "POST", "/broadcasts", "application/json", `{"from":"ceo@evil.example","segment_id":"s-1","send":true}`},
 		{"brevo", "POST", "/v3/emailCampaigns", "application/json", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`},

@@ -225,6 +225,9 @@ var dialects = []*Dialect{
 		{path: "/v3/smtp/templates/*/sendTest", opaque: "Brevo's template test send"},
 		{path: "/v3/emailCampaigns/*/sendNow", opaque: "Brevo's campaign send"},
 		{path: "/v3/emailCampaigns/*/sendTest", opaque: "Brevo's campaign test send"},
+		// A campaign's report, mailed with a text of the client's own to
+		// the addresses its body lists.
+		{path: "/v3/emailCampaigns/*/sendReport", opaque: "Brevo's campaign report send"},
 		// A campaign created or updated with a scheduledAt is sent then.
 		{path: "/v3/emailCampaigns", opaque: "Brevo's campaign created with scheduledAt", sendFlag: "scheduledAt"},
 		{path: "/v3/emailCampaigns/*", method: "PUT", opaque: "Brevo's campaign updated with scheduledAt", sendFlag: "scheduledAt"},

@@ -58,6 +58,7 @@ func TestIsSend(t *testing.T) {
 		{"mailjet: the older v3 send", "mailjet", "POST", "/v3/send", true},
 		{"mailjet: the older v3 send at its first path", "mailjet", "POST", "/v3/send/message", true},
 		{"brevo: transactional email", "brevo", "POST", "/v3/smtp/email", true},
+		{"brevo: a campaign report mailed to any address", "brevo", "POST", "/v3/emailCampaigns/7/sendReport", true},
 		{"mailpit: send", "mailpit", "POST", "/api/v1/send", true},
 		{"mailpit: the root is not a send", "mailpit", "POST", "/", false},
 		{"an empty path is not a send", "mailpit", "POST", "", false},
