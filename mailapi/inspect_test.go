@@ -52,6 +52,10 @@ func TestInspect(t *testing.T) {
 		[2]string{"message", "From: Boss <boss@mg.example.com>\r\nTo: a@example.com\r\nSubject: x\r\n\r\nbody"})
 	mgBadMIME, badMIMEType := multipartForm(t, [2]string{"to", "a@example.com"}, [2]string{"message", "From: <<<\r\n\r\nbody"})
 	mgHeader, mgHeaderType := multipartForm(t, [2]string{"from", "shop@mg.example.com"}, [2]string{"h:From", "CEO <ceo@evil.example>"}, [2]string{"to", "a@example.com"})
+	mgSender, mgSenderType := multipartForm(t, [2]string{"from", "shop@mg.example.com"}, [2]string{"h:Sender", "CEO <ceo@evil.example>"}, [2]string{"to", "a@example.com"})
+	mgMIMESender, mimeSenderType := multipartForm(t, [2]string{"to", "a@example.com"},
+		[2]string{"message", "From: Shop <shop@mg.example.com>\r\nSender: ceo@evil.example\r\nTo: a@example.com\r\nSubject: x\r\n\r\nbody"})
+	sesSender := base64.StdEncoding.EncodeToString([]byte("From: shop@mg.example.com\r\nSender: CEO <ceo@evil.example>\r\nTo: a@example.com\r\nSubject: x\r\n\r\nbody"))
 
 	tests := []struct {
 		name, dialect, path, contentType string
@@ -248,6 +252,15 @@ func TestInspect(t *testing.T) {
 			senders: []string{"shop@mg.example.com"}, recipients: 3},
 		{name: "mailgun: an h:From header is a sender too",
 			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: mgHeaderType, body: mgHeader,
+			senders: []string{"shop@mg.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "mailgun: an h:Sender header is a sender too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: mgSenderType, body: mgSender,
+			senders: []string{"shop@mg.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "mailgun: messages.mime's Sender header is a sender too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", contentType: mimeSenderType, body: mgMIMESender,
+			senders: []string{"shop@mg.example.com", "ceo@evil.example"}, recipients: 1},
+		{name: "ses: raw content's Sender header is a sender too",
+			dialect: "ses", path: "/v2/email/outbound-emails", body: []byte(`{"Content":{"Raw":{"Data":"` + sesSender + `"}}}`),
 			senders: []string{"shop@mg.example.com", "ceo@evil.example"}, recipients: 1},
 		{name: "mailgun: messages.mime takes From from the MIME and recipients from the form",
 			dialect: "mailgun", path: "/v3/mg.example.com/messages.mime", contentType: mimeType, body: mgMIME,

@@ -145,6 +145,9 @@ var (
 		// Mailgun sets any h:-prefixed MIME header; a From header set this
 		// way is what recipients see, so it is a sender too.
 		field("h:From", senderList),
+		// So is a Sender header, which mail clients show as the one who
+		// sent the message on the From's behalf.
+		field("h:Sender", senderList),
 		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
 	)
 

@@ -347,16 +347,18 @@ var mimeAddresses = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 	CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil },
 }}
 
-// mime reads the headers of a raw MIME message: every From header names a
-// sender and To, Cc and Bcc count as recipients when the request's own
-// fields name none. Headers keygate cannot read make the request Opaque.
+// mime reads the headers of a raw MIME message: every From and Sender
+// header names a sender (the provider sends the headers as written, and
+// mail clients show a Sender as who sent the message for the From) and To,
+// Cc and Bcc count as recipients when the request's own fields name none.
+// Headers keygate cannot read make the request Opaque.
 func (in *inspection) mime(r io.Reader) {
 	msg, err := mail.ReadMessage(r)
 	if err != nil {
 		in.m.Opaque, in.msg.hidden = true, true
 		return
 	}
-	for _, name := range []string{"From", "To", "Cc", "Bcc"} {
+	for _, name := range []string{"From", "Sender", "To", "Cc", "Bcc"} {
 		// All of a repeated header: the provider might read either.
 		for _, v := range msg.Header[name] {
 			list, err := mimeAddresses.ParseList(v)
@@ -364,7 +366,7 @@ func (in *inspection) mime(r io.Reader) {
 				in.m.Opaque, in.msg.hidden = true, true
 				return
 			}
-			if name != "From" {
+			if name != "From" && name != "Sender" {
 				in.msg.mimeRcpts += len(list)
 				continue
 			}
