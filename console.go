@@ -125,7 +125,14 @@ func (c *Console) Provision(ctx caddy.Context) error {
 	}
 	var err error
 	repl := caddy.NewReplacer()
-	if c.storeURI, err = storeURI(repl.ReplaceAll(c.Store, "")); err != nil {
+	storeText := repl.ReplaceAll(c.Store, "")
+	// As for the gateway: an unset variable must not turn the console to
+	// the default SQLite file while the gateways use the store it names
+	// (keys made there would never reach them).
+	if c.Store != "" && storeText == "" {
+		return fmt.Errorf("keygate_console: store %q is empty once its placeholders are replaced: set it, or remove the option for the default SQLite store", c.Store)
+	}
+	if c.storeURI, err = storeURI(storeText); err != nil {
 		return err
 	}
 	c.gatewayURL = strings.TrimRight(repl.ReplaceAll(c.GatewayURL, ""), "/")

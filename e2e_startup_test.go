@@ -71,14 +71,23 @@ func TestStartupLogNamesTheStoreItOpened(t *testing.T) {
 // A cluster node whose environment lacks a variable must not start on a
 // store or limits of its own.
 func TestAStoreOrRedisThatIsEmptyOncePlaceholdersAreReplacedIsRefused(t *testing.T) {
-	for _, tc := range []struct{ name, option, want string }{
+	for _, tc := range []struct{ name, option, want, directive string }{
 		{"store", "store {env.KEYGATE_TEST_UNSET}",
-			`keygate: store \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`},
+			`keygate: store \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`, ""},
 		{"ratelimit redis", "ratelimit redis {env.KEYGATE_TEST_UNSET}",
-			`keygate: ratelimit redis \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`},
+			`keygate: ratelimit redis \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`, ""},
+		// The console's store is "as the gateway's": on a cluster an unset
+		// variable made it manage keys in a local SQLite file no gateway
+		// reads.
+		{"the console's store", "store {env.KEYGATE_TEST_UNSET}",
+			`keygate_console: store \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`, "console"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			caddyfile := "http://127.0.0.1:9 {\n\tkeygate {\n\t\t" + tc.option + "\n\t\tscope mail.send /send\n\t}\n\trespond 202\n}\n"
+			if tc.directive == "console" {
+				caddyfile = "http://127.0.0.1:9 {\n\tbasic_auth {\n\t\tann $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t}\n" +
+					"\tkeygate_console {\n\t\t" + tc.option + "\n\t}\n}\n"
+			}
 			logs, err := validateCaddyfile(t, caddyfile)
 			if err == nil {
 				t.Fatalf("validated with %s unset:\n%s", tc.option, logs)
