@@ -143,3 +143,40 @@ func TestValidateClosesTheStoreItOpens(t *testing.T) {
 		}
 	}
 }
+
+// key_header takes placeholders as store does: `key_header
+// {env.KEY_HEADER}` reads keys from the header the variable names (it was
+// kept as it was written, so the route read a header "{Env.key_header}"
+// no client sends and told clients to send that), and one that is empty
+// once replaced is refused at load.
+func TestAKeyHeaderTakesPlaceholders(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, env: []string{"KG_TEST_KEY_HEADER=X-Custom-Key"}, caddyfile: site(`
+	keygate {
+		store {STORE}
+		key_header {env.KG_TEST_KEY_HEADER}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	r := g.call("POST", "/v3/mail/send", "", []byte(`{}`), "X-Custom-Key", k.Key)
+	if r.Status != 202 {
+		t.Fatalf("a key in the header {env.KG_TEST_KEY_HEADER} names: %d %s", r.Status, r.Body)
+	}
+	if v := up.last().Header.Get("X-Custom-Key"); v != "" {
+		t.Errorf("upstream saw X-Custom-Key %q", v)
+	}
+	if r := g.call("POST", "/v3/mail/send", "", []byte(`{}`)); strings.Contains(string(r.Body), "{") && strings.Contains(string(r.Body), "env.") {
+		t.Errorf("the denial names the placeholder, not the header: %s", r.Body)
+	}
+
+	caddyfile := "http://127.0.0.1:9 {\n\tkeygate {\n\t\tkey_header {env.KEYGATE_TEST_UNSET}\n\t\tscope mail.send /send\n\t}\n\trespond 202\n}\n"
+	logs, err := validateCaddyfile(t, caddyfile)
+	if err == nil {
+		t.Fatalf("validated with key_header {env.KEYGATE_TEST_UNSET} unset:\n%s", logs)
+	}
+	if want := `keygate: key_header \"{env.KEYGATE_TEST_UNSET}\" is empty once its placeholders are replaced`; !strings.Contains(logs, want) {
+		t.Errorf("want %s:\n%s", want, logs)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
@@ -174,8 +175,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	default:
 		return fmt.Errorf("keygate: env %q: want live, test or any", h.Env)
 	}
-	for i, name := range h.KeyHeaders {
-		if name == "" || strings.ContainsAny(name, " :\t") {
+	// A key_header takes placeholders as store does ({env.KEY_HEADER}),
+	// replaced here: left as it was, the route would read keys from a
+	// header named "{Env.key_header}" that no client sends.
+	headerRepl := caddy.NewReplacer()
+	for i, given := range h.KeyHeaders {
+		name := headerRepl.ReplaceKnown(given, "")
+		if given != "" && name == "" {
+			return fmt.Errorf("keygate: key_header %q is empty once its placeholders are replaced", given)
+		}
+		if !httpguts.ValidHeaderFieldName(name) {
+			if name != given {
+				return fmt.Errorf("keygate: key_header %q (%q once its placeholders are replaced) is not a header name", given, name)
+			}
 			return fmt.Errorf("keygate: key_header %q is not a header name", name)
 		}
 		h.KeyHeaders[i] = http.CanonicalHeaderKey(name)
