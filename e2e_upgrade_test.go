@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,7 @@ func TestAnUpgradeKeepsEveryKeyCountAndEvent(t *testing.T) {
 		if v := version(); v != 1 {
 			t.Fatalf("testdata/upgrade/sqlite.db is at schema version %d, not the first release's (remake it with make.sh)", v)
 		}
+		validatedOnly(t, "sqlite:"+path, version)
 		upgraded(t, "sqlite:"+path, fixture["sqlite"], stored)
 		if v := version(); v != store.SchemaVersion() {
 			t.Errorf("after the upgrade the store is at schema version %d, want %d", v, store.SchemaVersion())
@@ -80,11 +82,30 @@ func TestAnUpgradeKeepsEveryKeyCountAndEvent(t *testing.T) {
 		if v := version(); v != 1 {
 			t.Fatalf("testdata/upgrade/postgres.sql is at schema version %d, not the first release's (remake it with make.sh)", v)
 		}
+		validatedOnly(t, pg.URI, version)
 		upgraded(t, pg.URI, fixture["postgres"], nil)
 		if v := version(); v != store.SchemaVersion() {
 			t.Errorf("after the upgrade the store is at schema version %d, want %d", v, store.SchemaVersion())
 		}
 	})
+}
+
+// validatedOnly validates a config naming an older store with this
+// version's binary, as an operator does before deploying it: the store is
+// checked, and left at the older version, which the binary still serving it
+// could not start on again once migrated.
+func validatedOnly(t *testing.T, storeURI string, version func() int) {
+	t.Helper()
+	logs, err := validateCaddyfile(t, storeSite, "TEST_STORE="+storeURI)
+	if err != nil {
+		t.Fatalf("caddy adapt --validate with the older store: %v\n%s", err, logs)
+	}
+	if v := version(); v != 1 {
+		t.Fatalf("validating a config migrated the store to schema version %d:\n%s", v, logs)
+	}
+	if !strings.Contains(logs, `"schema_version":1,"schema_version_here":`+strconv.Itoa(store.SchemaVersion())) {
+		t.Errorf("validating does not say the store's schema stays at version 1:\n%s", logs)
+	}
 }
 
 // schemaVersion reads a store's schema version as keygate records it.

@@ -1,6 +1,9 @@
 package keygate
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -44,6 +47,9 @@ var unanswered sync.Map // uri → time.Time
 // with the backend once it does. An error is a store that cannot be used
 // at all.
 func acquireOrWait(uri string, logger *zap.Logger, attach func(*backend) error) (*backend, *storeWait, error) {
+	if validating() {
+		return nil, nil, checkStore(uri, logger)
+	}
 	var err error
 	if at, ok := unanswered.Load(uri); !ok || time.Since(at.(time.Time)) > storeRetryEvery {
 		var b *backend
@@ -121,4 +127,43 @@ func (w *storeWait) close() {
 	w.stopped = true
 	close(w.stop)
 	w.mu.Unlock()
+}
+
+// validating reports whether this process only validates a config (`caddy
+// validate`, `caddy adapt --validate`): it provisions the config, then
+// cleans it up without running it.
+func validating() bool {
+	return !configRuns() && len(os.Args) > 1 && (os.Args[1] == "validate" || os.Args[1] == "adapt")
+}
+
+// checkStore is what validating a config does with its store instead of
+// opening it: the store is checked as opening it would (reachable, readable,
+// keygate's, not from a newer keygate) and left as it is. Opening it would
+// migrate an older store's schema, and operators validate a new binary's
+// config before they deploy it: the older binary still serving the store
+// could not start on it again. A store that does not answer is said, as
+// for a config that runs, and validates.
+func checkStore(uri string, logger *zap.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	version, err := store.Check(ctx, uri)
+	switch {
+	case store.Unavailable(err):
+		logger.Warn("keygate: the store does not answer: a config using it still loads, and requests that need it get 503 store_unavailable until it does",
+			zap.String("store", store.RedactURI(uri)), zap.Error(err))
+	case err != nil:
+		return fmt.Errorf("keygate: store %s: %w", store.RedactURI(uri), err)
+	default:
+		msg := "keygate: checked the key store (validating only: not opened for use)"
+		switch {
+		case version == 0:
+			msg = "keygate: checked where the key store goes (validating only: it is made when a config that uses it runs)"
+		case version < store.SchemaVersion():
+			msg = "keygate: checked the key store (validating only: not opened for use, so its schema stays at schema_version; " +
+				"it moves to schema_version_here when a config that uses it runs)"
+		}
+		logger.Info(msg, zap.String("store", store.RedactURI(uri)), zap.Int("schema_version", version),
+			zap.Int("schema_version_here", store.SchemaVersion()))
+	}
+	return nil
 }

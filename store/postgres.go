@@ -126,26 +126,9 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	fail := func(err error) (*Postgres, error) {
 		return nil, fmt.Errorf("keygate store: postgres %s: %w", RedactURI(uri), err)
 	}
-	cfg, err := pgx.ParseConfig(uri)
-	if err != nil {
-		return fail(parseConfigError(err))
-	}
-	pool, err := takePoolSettings(cfg)
+	cfg, pool, err := postgresConfig(uri)
 	if err != nil {
 		return fail(err)
-	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = defaultConnectTimeout
-	}
-	if !strings.Contains(uri, "default_query_exec_mode") {
-		// pgx's default names a statement on each server connection it
-		// runs on, which a transaction pooler (PgBouncer
-		// pool_mode=transaction, managed services' pooled endpoints) hands
-		// to the next client, who then cannot prepare its own ("prepared
-		// statement … already exists"). exec sends each query unnamed, in
-		// the same one round trip; the server plans the store's few simple
-		// queries again each time, microseconds against a network trip.
-		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	p := &Postgres{cfg: cfg, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(p.shouldPing))
@@ -162,6 +145,33 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	p.stop = stop
 	go p.listen(lctx)
 	return p, nil
+}
+
+// postgresConfig reads a store URI into the connection's configuration and
+// the pool's settings.
+func postgresConfig(uri string) (*pgx.ConnConfig, poolSettings, error) {
+	cfg, err := pgx.ParseConfig(uri)
+	if err != nil {
+		return nil, poolSettings{}, parseConfigError(err)
+	}
+	pool, err := takePoolSettings(cfg)
+	if err != nil {
+		return nil, poolSettings{}, err
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
+	if !strings.Contains(uri, "default_query_exec_mode") {
+		// pgx's default names a statement on each server connection it
+		// runs on, which a transaction pooler (PgBouncer
+		// pool_mode=transaction, managed services' pooled endpoints) hands
+		// to the next client, who then cannot prepare its own ("prepared
+		// statement … already exists"). exec sends each query unnamed, in
+		// the same one round trip; the server plans the store's few simple
+		// queries again each time, microseconds against a network trip.
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
+	return cfg, pool, nil
 }
 
 // parseConfigError is what to say of a URI pgx could not use. Its message

@@ -142,7 +142,7 @@ func (s *DB) migrate(ctx context.Context) error {
 		}
 		migrations := s.d.migrations
 		if latest := migrations[len(migrations)-1].version; current > latest {
-			return fmt.Errorf("schema version %d is newer than this keygate knows (%d)", current, latest)
+			return newerSchema(current, latest)
 		}
 		for _, m := range migrations {
 			if m.version <= current {

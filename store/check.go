@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Check reports the schema version of the store a URI names without opening
+// it for use: nothing is left created, switched to WAL mode or migrated. It is
+// what `caddy validate` needs of a store: Open would move an older store to
+// this keygate's schema, which the older binary still serving it could then
+// not start on again. A store not made yet (a missing SQLite file, an empty
+// database) is version 0. Check refuses what Open refuses: a malformed URI,
+// a store it cannot reach or read (Unavailable tells which), another
+// application's SQLite file, a schema newer than this keygate knows.
+func Check(ctx context.Context, uri string) (int, error) {
+	uri, err := ParseURI(uri)
+	if err != nil {
+		return 0, err
+	}
+	var version int
+	if path, ok := SQLitePath(uri); ok {
+		if version, err = checkSQLite(ctx, path); err != nil {
+			return 0, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
+		}
+	} else if version, err = checkPostgres(ctx, uri); err != nil {
+		return 0, fmt.Errorf("keygate store: postgres %s: %w", RedactURI(uri), err)
+	}
+	if latest := SchemaVersion(); version > latest {
+		return 0, fmt.Errorf("keygate store: %s: %w", RedactURI(uri), newerSchema(version, latest))
+	}
+	return version, nil
+}
+
+func checkSQLite(ctx context.Context, path string) (int, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if _, err := os.Stat(path + suffix); err == nil {
+				return 0, ErrOrphanLog
+			}
+		}
+		return 0, couldCreate(filepath.Dir(path))
+	}
+	// Opened as the gateway opens it, so a directory or a file the
+	// gateway's user may not write is refused here too.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	f.Close()
+	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?_pragma=busy_timeout(5000)&mode=ro")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if err := notForeign(ctx, db); err != nil {
+		return 0, err
+	}
+	return schemaVersionOf(ctx, db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+}
+
+// couldCreate reports whether a store file could be made in dir, as Open
+// would make it (with the directories it lacks), leaving nothing behind:
+// the directories it made to find out are removed again.
+func couldCreate(dir string) error {
+	var made []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
+	}
+	defer func() {
+		for _, d := range made { // deepest first
+			os.Remove(d)
+		}
+	}()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".keygate-check-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func checkPostgres(ctx context.Context, uri string) (int, error) {
+	cfg, _, err := postgresConfig(uri)
+	if err != nil {
+		return 0, err
+	}
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	return schemaVersionOf(ctx, db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
+}
+
+// schemaVersionOf is the newest migration a database records, 0 for one
+// without keygate's schema_migrations table (hasTable counts it).
+func schemaVersionOf(ctx context.Context, db *sql.DB, hasTable string) (int, error) {
+	var n, version int
+	if err := db.QueryRowContext(ctx, hasTable).Scan(&n); err != nil || n == 0 {
+		return 0, err
+	}
+	err := db.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&version)
+	return version, err
+}
+
+// newerSchema is the refusal of a store migrated by a newer keygate.
+func newerSchema(current, latest int) error {
+	return fmt.Errorf("schema version %d is newer than this keygate knows (%d)", current, latest)
+}

@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Check is what `caddy validate` does with a store: it reports the schema
+// version and refuses what Open refuses, and leaves nothing changed or made.
+func TestCheckLeavesTheStoreAsItIs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Run("a store not made yet", func(t *testing.T) {
+		path := filepath.Join(dir, "new", "sub", "keys.db")
+		if v, err := Check(ctx, "sqlite:"+path); err != nil || v != 0 {
+			t.Fatalf("Check = %d, %v; want 0", v, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "new")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Check left the directories it would make: %v", err)
+		}
+	})
+	t.Run("a store to keep", func(t *testing.T) {
+		path := filepath.Join(dir, "keys.db")
+		st, err := Open(ctx, "sqlite:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		before, _ := os.ReadFile(path)
+		if v, err := Check(ctx, "sqlite:"+path); err != nil || v != SchemaVersion() {
+			t.Fatalf("Check = %d, %v; want %d", v, err, SchemaVersion())
+		}
+		if after, _ := os.ReadFile(path); string(after) != string(before) {
+			t.Error("Check changed the file")
+		}
+		// A newer keygate's store is refused, as Open refuses it.
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)"); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := Check(ctx, "sqlite:"+path); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
+			t.Errorf("Check of a newer schema: %v", err)
+		}
+	})
+	t.Run("another application's file", func(t *testing.T) {
+		path := filepath.Join(dir, "app.db")
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("CREATE TABLE users (id INTEGER)"); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if _, err := Check(ctx, "sqlite:"+path); !errors.Is(err, ErrNotAStore) {
+			t.Errorf("Check = %v; want ErrNotAStore", err)
+		}
+	})
+	t.Run("a log without its file", func(t *testing.T) {
+		path := filepath.Join(dir, "gone.db")
+		if err := os.WriteFile(path+"-wal", nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Check(ctx, "sqlite:"+path); !errors.Is(err, ErrOrphanLog) {
+			t.Errorf("Check = %v; want ErrOrphanLog", err)
+		}
+	})
+	t.Run("a directory", func(t *testing.T) {
+		if _, err := Check(ctx, "sqlite:"+dir); err == nil || Unavailable(err) {
+			t.Errorf("Check of a directory = %v; want a refusal", err)
+		}
+	})
+}
