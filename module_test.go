@@ -151,6 +151,25 @@ func TestPlaceholdersNameTheKey(t *testing.T) {
 	}
 }
 
+// A denial before any key passed leaves the key's placeholders empty, so a
+// `header >X-Key-Id {keygate.key.id}` or a log line shows nothing rather
+// than the placeholder's own text; Caddy's user id stays unknown.
+func TestPlaceholdersOfADenialWithoutAKeyAreEmpty(t *testing.T) {
+	h, _ := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	r := httptest.NewRequest("POST", "/send", nil)
+	repl := caddy.NewReplacer()
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, okNext); err != nil {
+		t.Fatal(err)
+	}
+	if got := repl.ReplaceKnown("[{keygate.key.id}|{keygate.key.name}|{keygate.key.owner}|{keygate.key.env}|{keygate.decision}]", ""); got != "[||||missing_key]" {
+		t.Errorf("the placeholders of a request without a key read %q", got)
+	}
+	if _, ok := repl.Get("http.auth.user.id"); ok {
+		t.Error("{http.auth.user.id} is known for a request without a key")
+	}
+}
+
 // BenchmarkHotPath is the whole handler on a valid cached key with a scope
 // match and a limiter allow; the next handler does nothing. Each request
 // gets its own replacer, prepared outside the timer as Caddy's server

@@ -62,6 +62,13 @@ func (q *request) placeholder(key string) (any, bool) {
 		return q.recipients, true
 	}
 	if q.rec == nil {
+		// No key passed: the key's placeholders are empty, as a denial's
+		// header or log line would show them, not their own text; Caddy's
+		// user id stays unknown, as for its own authentication handlers.
+		switch key {
+		case "keygate.key.id", "keygate.key.name", "keygate.key.owner", "keygate.key.env":
+			return "", true
+		}
 		return nil, false
 	}
 	switch key {
