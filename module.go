@@ -470,7 +470,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// A POST that names another method in an override header is done as
 	// that method by an upstream that honours the header, and as the POST
 	// it is by one that does not: the key needs the scopes of both.
-	switch override, single := overriddenMethod(r); {
+	override, single := overriddenMethod(r)
+	switch {
 	case !single:
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
 			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
@@ -493,8 +494,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	// 4. Email policy on send routes.
-	if !read && h.dialect != nil && h.dialect.IsSend(r.Method, r.URL.Path) {
+	// 4. Email policy on send routes: a send as the request's method, or
+	// as the method its override header names, for an upstream that
+	// honours it (a POST overridden to PUT a campaign's schedule).
+	if !read && h.dialect != nil && (h.dialect.IsSend(r.Method, r.URL.Path) || override != "" && h.dialect.IsSend(override, r.URL.Path)) {
 		var d denial
 		body, msg, d = h.readSend(r, false)
 		if d.code != Allowed {

@@ -289,6 +289,31 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 	}
 }
 
+// A POST whose override header names another method is done as that method
+// by an upstream that honours the header (keygate scopes it so): a send as
+// that method is a send here too, refused for a restricted key.
+func TestASendByAnOverriddenMethodIsASend(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid"})
+	name, scopes, domains := "limited", []string{"*"}, []string{"shop.example"}
+	res, err := keys.New(st, keys.Options{}).Issue(context.Background(),
+		keys.Spec{Name: &name, Scopes: &scopes, SenderDomains: &domains, Force: true}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("POST", "/v3/marketing/singlesends/s-1/schedule", strings.NewReader(`{"send_at":"now"}`))
+	r.Header.Set("Authorization", "Bearer "+res.Key)
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("X-HTTP-Method-Override", "PUT")
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_payload") {
+		t.Errorf("a Single Send scheduled by a POST overridden to PUT, with a key limited to shop.example: %d %s, want 400 invalid_payload", w.Code, w.Body)
+	}
+}
+
 // SES's v1 API sends every action to "/": keygate reads its sends (from the
 // form, or from the query string of a GET) and scopes them as the SES v2
 // endpoint that sends the same way, so a key that may send through SES's v2
