@@ -20,6 +20,9 @@ type shape struct {
 	shared bool
 	// batch marks a message that may hold messages instead (batchOf).
 	batch bool
+	// pair marks a header given as {"Name": …, "Value": …}: its value's
+	// meaning depends on its name, known once the object ends.
+	pair bool
 	// names tells the keys that may be a member's name from those that
 	// cannot, by length and first byte, so most keys a shape does not name
 	// are passed over without comparing names. Set by object and message.
@@ -62,6 +65,9 @@ const (
 	roleSenderList         // an RFC 5322 address list, e.g. "Shop <a@b>"
 	roleRecipient          // one bare address: one recipient
 	roleRecipientList      // an RFC 5322 address list: one recipient per address
+	roleAlsoSender         // an RFC 5322 address list of senders beside the message's own (a Sender header, a From among custom headers): checked as senders, but naming none for the message
+	roleHeaderName         // a pair's header name
+	roleHeaderValue        // a pair's header value: a sender's if the name is From or Sender
 	roleMIME               // a raw MIME message (Mailgun's "message" part)
 	roleMIMEBase64         // base64 of a raw MIME message (SES Content.Raw.Data)
 	roleHidden             // any value: the provider may take the sender from where keygate cannot see (a stored template) when the message names none
@@ -103,6 +109,7 @@ func message(sender string, members ...member) *shape {
 var (
 	sender        = &shape{role: roleSender}
 	senderList    = &shape{role: roleSenderList}
+	alsoSender    = &shape{role: roleAlsoSender}
 	recipient     = &shape{role: roleRecipient}
 	recipientList = &shape{role: roleRecipientList}
 	hidden        = &shape{role: roleHidden}
@@ -112,6 +119,24 @@ var (
 // people is an array of {key: address, name: ...} objects, each one recipient.
 func people(key string) *shape { return arrayOf(object(field(key, recipient))) }
 
+// customHeaders is a message's own MIME headers, as a JSON object of name →
+// value. A From or Sender set there is what recipients would see if the
+// provider sends it as written (some refuse it, some do not say), so it is
+// checked as a sender; it does not stand in for the message's own sender,
+// which the provider takes from its field (or a stored template).
+var customHeaders = object(field("From", alsoSender), field("Sender", alsoSender))
+
+// headerPairs is the same as an array of {"Name": …, "Value": …} objects
+// (Postmark's Headers, SES's Simple.Headers).
+var headerPairs = arrayOf(pairOf(field("Name", &shape{role: roleHeaderName}), field("Value", &shape{role: roleHeaderValue})))
+
+// pairOf is an object that is one header pair.
+func pairOf(name, value member) *shape {
+	s := object(name, value)
+	s.pair = true
+	return s
+}
+
 // The payload of every send endpoint, modelled on each provider's API
 // reference. Recipient fields are To, Cc and Bcc in the provider's spelling.
 var (
@@ -120,7 +145,9 @@ var (
 		field("personalizations", arrayOf(object(
 			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 			field("from", object(field("email", sender))),
+			field("headers", customHeaders),
 		))),
+		field("headers", customHeaders),
 		// The BCC mail setting: SendGrid sends a blind copy to this
 		// address (deprecated, but still sent by its SDKs' MailSettings).
 		field("mail_settings", object(field("bcc", object(field("email", recipient))))),
@@ -129,6 +156,7 @@ var (
 	postmarkMessage = message("From",
 		field("From", senderList),
 		field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+		field("Headers", headerPairs),
 	)
 
 	// Postmark's Bulk API: one message's sender and content, sent to the
@@ -147,7 +175,7 @@ var (
 		field("h:From", senderList),
 		// So is a Sender header, which mail clients show as the one who
 		// sent the message on the From's behalf.
-		field("h:Sender", senderList),
+		field("h:Sender", alsoSender),
 		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
 	)
 
@@ -163,6 +191,7 @@ var (
 	resendMessage    = message("from",
 		field("from", senderList),
 		field("to", resendRecipients), field("cc", resendRecipients), field("bcc", resendRecipients),
+		field("headers", customHeaders),
 	)
 
 	sesDestination = object(
@@ -175,7 +204,11 @@ var (
 	sesMessage = message("FromEmailAddress",
 		field("FromEmailAddress", senderList),
 		field("Destination", sesDestination),
-		field("Content", object(field("Raw", object(field("Data", &shape{role: roleMIMEBase64}))))),
+		field("Content", object(
+			field("Raw", object(field("Data", &shape{role: roleMIMEBase64}))),
+			field("Simple", object(field("Headers", headerPairs))),
+			field("Template", object(field("Headers", headerPairs))),
+		)),
 	)
 	sesBulk = message("FromEmailAddress",
 		field("FromEmailAddress", senderList),
@@ -222,6 +255,7 @@ var (
 		// render to this address: a recipient keygate cannot tell will
 		// not receive it.
 		field("Mj-TemplateErrorReporting", recipientList),
+		field("Headers", customHeaders),
 		// A template may carry its own sender.
 		field("Mj-TemplateID", hidden),
 	)
@@ -229,13 +263,15 @@ var (
 
 	mailjetMessage = message("From.Email",
 		field("From", object(field("Email", sender))),
-		// Checked like From in case the provider honours it.
-		field("Sender", object(field("Email", sender))),
+		// Checked like From in case the provider honours it; a template
+		// may still carry the message's sender.
+		field("Sender", object(field("Email", alsoSender))),
 		field("To", people("Email")), field("Cc", people("Email")), field("Bcc", people("Email")),
 		// Mailjet sends a copy of a message whose template fails to
 		// render to this address: a recipient keygate cannot tell will
 		// not receive it.
 		field("TemplateErrorReporting", object(field("Email", recipient))),
+		field("Headers", customHeaders),
 		// A template may carry its own sender.
 		field("TemplateID", hidden),
 	)
@@ -250,6 +286,7 @@ var (
 		// either.
 		field("sender", object(field("email", sender), field("id", opaque))),
 		field("templateId", hidden),
+		field("headers", customHeaders),
 		field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 		field("messageVersions", arrayOf(object(
 			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),

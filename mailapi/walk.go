@@ -33,6 +33,9 @@ type inspection struct {
 	from, fromAddr string
 	fromRole       role
 
+	// pairName and pairValue are the header pair being read (shape.pair).
+	pairName, pairValue string
+
 	// scratch holds the last string with escapes that the walk decoded
 	// (reader.str).
 	scratch []byte
@@ -87,6 +90,8 @@ func (in *inspection) walk(r *reader, s *shape) error {
 	case s.role == roleOpaque:
 		in.m.Opaque, in.msg.hidden = true, true
 		return r.skip()
+	case c == '{' && s.pair:
+		return in.pair(r, s)
 	case c == '{' && s.members != nil:
 		return in.object(r, s)
 	case c == '[' && s.elem != nil:
@@ -196,6 +201,19 @@ func isASCII(b []byte) bool {
 	return x&0x8080808080808080 == 0
 }
 
+// pair reads a header given as {"Name": …, "Value": …}: a From or Sender
+// header's value names senders beside the message's own.
+func (in *inspection) pair(r *reader, s *shape) error {
+	in.pairName, in.pairValue = "", ""
+	if err := in.object(r, s); err != nil {
+		return err
+	}
+	if strings.EqualFold(in.pairName, "From") || strings.EqualFold(in.pairName, "Sender") {
+		return in.apply(roleAlsoSender, in.pairValue, false)
+	}
+	return nil
+}
+
 // begin starts a message and returns the state of the enclosing one.
 func (in *inspection) begin() messageState {
 	outer := in.msg
@@ -291,6 +309,22 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 			// sender kept it, lower-cased, as the last of Senders.
 			in.from, in.fromAddr, in.fromRole = v, in.m.Senders[len(in.m.Senders)-1], role
 		}
+	case roleAlsoSender:
+		if blank(v) {
+			return nil
+		}
+		if _, err := parseAddressList(v, in.keepSender); err != nil {
+			return fmt.Errorf("%s: not a valid address list", in.where())
+		}
+	case roleHeaderName, roleHeaderValue:
+		if transient {
+			v = strings.Clone(v) // read once the pair ends
+		}
+		if role == roleHeaderName {
+			in.pairName = v
+		} else {
+			in.pairValue = v
+		}
 	case roleMIME:
 		in.mime(strings.NewReader(v))
 	case roleMIMEBase64:
@@ -303,14 +337,19 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 	return nil
 }
 
-// sender records a From address. addr may share the body's memory, so it
-// is copied when kept.
+// sender records a From address: the message names its sender.
 func (in *inspection) sender(addr string) {
+	in.keepSender(addr)
+	in.markSender()
+}
+
+// keepSender adds addr to the senders checked. addr may share the body's
+// memory, so it is copied when kept.
+func (in *inspection) keepSender(addr string) {
 	// Batches usually repeat one sender; keep the list short for them
 	// (and when the sender is the previous one as written, skip lowering it).
 	n := len(in.m.Senders)
 	if n > 0 && in.m.Senders[n-1] == addr {
-		in.markSender()
 		return
 	}
 	lower := strings.ToLower(addr) // addr itself when already lower case
@@ -320,7 +359,6 @@ func (in *inspection) sender(addr string) {
 		}
 		in.m.Senders = append(in.m.Senders, lower)
 	}
-	in.markSender()
 }
 
 // markSender notes that the message (or, for a batch's shared part, every
@@ -371,7 +409,11 @@ func (in *inspection) mime(r io.Reader) {
 				continue
 			}
 			for _, a := range list {
-				in.sender(a.Address)
+				if name == "Sender" { // beside the From, never instead of it
+					in.keepSender(a.Address)
+				} else {
+					in.sender(a.Address)
+				}
 			}
 		}
 	}
