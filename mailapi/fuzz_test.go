@@ -66,6 +66,15 @@ func FuzzInspect(f *testing.F) {
 	f.Add(uint8(len(targets)-1), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@b.org\r\n--"+
 		fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m\"\r\n\r\nFrom: x@y.org\r\n\r\nhi\r\n--"+fuzzBoundary+"--\r\n"))
 
+	// Custom headers, as a map and as name/value pairs, on each JSON
+	// endpoint.
+	for i, tg := range targets {
+		if tg.ctype == jsonType {
+			f.Add(uint8(i), []byte(`{"from":"a@b.org","headers":{"Sender":"c@d.org","From":"e@f.org"},"to":"x@y.org"}`))
+			f.Add(uint8(i), []byte(`{"From":"a@b.org","To":"x@y.org","Headers":[{"Name":"Sender","Value":"c@d.org"},{"Value":"e\u0040f.org","Name":"from"}]}`))
+		}
+	}
+
 	// A multipart body whose last part's headers are cut off, on each form
 	// endpoint.
 	for i, tg := range targets {
