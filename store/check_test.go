@@ -39,28 +39,14 @@ func TestCheckLeavesTheStoreAsItIs(t *testing.T) {
 			t.Error("Check changed the file")
 		}
 		// A newer keygate's store is refused, as Open refuses it.
-		db, err := sql.Open("sqlite", "file:"+path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)"); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
+		execSQLite(t, path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
 		if _, err := Check(ctx, "sqlite:"+path); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
 			t.Errorf("Check of a newer schema: %v", err)
 		}
 	})
 	t.Run("another application's file", func(t *testing.T) {
 		path := filepath.Join(dir, "app.db")
-		db, err := sql.Open("sqlite", "file:"+path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec("CREATE TABLE users (id INTEGER)"); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
+		execSQLite(t, path, "CREATE TABLE users (id INTEGER)")
 		if _, err := Check(ctx, "sqlite:"+path); !errors.Is(err, ErrNotAStore) {
 			t.Errorf("Check = %v; want ErrNotAStore", err)
 		}
@@ -79,4 +65,18 @@ func TestCheckLeavesTheStoreAsItIs(t *testing.T) {
 			t.Errorf("Check of a directory = %v; want a refusal", err)
 		}
 	})
+}
+
+// execSQLite runs statements on the SQLite file at path as another program
+// would, outside any store.
+func execSQLite(t *testing.T, path, statements string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(statements); err != nil {
+		t.Fatal(err)
+	}
 }

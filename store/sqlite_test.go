@@ -736,16 +736,9 @@ func TestBothEnginesMigrateToSchemaVersion(t *testing.T) {
 // given keygate's tables.
 func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.db")
-	other, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Exec("CREATE TABLE orders (id INTEGER PRIMARY KEY); CREATE TABLE customers (id INTEGER PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
-	other.Close()
+	execSQLite(t, path, "CREATE TABLE orders (id INTEGER PRIMARY KEY); CREATE TABLE customers (id INTEGER PRIMARY KEY)")
 
-	_, err = Open(context.Background(), "sqlite:"+path)
+	_, err := Open(context.Background(), "sqlite:"+path)
 	if !errors.Is(err, ErrNotAStore) || !strings.Contains(err.Error(), "customers, orders") || Unavailable(err) {
 		t.Fatalf("opening another application's database: %v, want a refusal naming its tables", err)
 	}
@@ -755,16 +748,12 @@ func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 		"CREATE TABLE schema_migrations (version uint64, dirty bool); CREATE TABLE keys (id text); CREATE TABLE events (id text)",
 	} {
 		other := filepath.Join(t.TempDir(), "app.db")
-		db, _ := sql.Open("sqlite", "file:"+other)
-		if _, err := db.Exec(schema); err != nil {
-			t.Fatal(err)
-		}
-		db.Close()
+		execSQLite(t, other, schema)
 		if _, err := Open(context.Background(), "sqlite:"+other); !errors.Is(err, ErrNotAStore) {
 			t.Errorf("a database of %q: %v, want it refused as not a keygate store", schema, err)
 		}
 	}
-	other, _ = sql.Open("sqlite", "file:"+path)
+	other, _ := sql.Open("sqlite", "file:"+path)
 	defer other.Close()
 	var mode string
 	var tables int

@@ -573,17 +573,30 @@ func (g *gateway) issue(t *testing.T, args ...string) string {
 // idOf returns the id of the key with this name.
 func (g *gateway) idOf(t *testing.T, name string) string {
 	t.Helper()
-	var recs []struct{ ID, Name string }
+	return g.recordNamed(t, name).ID
+}
+
+// keyRecord is what the tests read of a key's record.
+type keyRecord struct {
+	ID, Name string
+	Scopes   []string
+}
+
+// recordNamed returns the record of the key with this name, as `caddy keys
+// list` prints it.
+func (g *gateway) recordNamed(t *testing.T, name string) keyRecord {
+	t.Helper()
+	var recs []keyRecord
 	if err := json.Unmarshal(g.keys(t, "list", "--json"), &recs); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range recs {
 		if r.Name == name {
-			return r.ID
+			return r
 		}
 	}
 	t.Fatalf("no key named %q", name)
-	return ""
+	return keyRecord{}
 }
 
 func (g *gateway) keys(t *testing.T, args ...string) []byte {

@@ -1,7 +1,6 @@
 package browser
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -92,20 +91,7 @@ func TestScopesByResourceInTheBrowser(t *testing.T) {
 // holds them.
 func (g *gateway) scopesOf(t *testing.T, name string) []string {
 	t.Helper()
-	var recs []struct {
-		Name   string
-		Scopes []string
-	}
-	if err := json.Unmarshal(g.keys(t, "list", "--json"), &recs); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		if r.Name == name {
-			return r.Scopes
-		}
-	}
-	t.Fatalf("no key named %q", name)
-	return nil
+	return g.recordNamed(t, name).Scopes
 }
 
 // request sends an empty request with the key and returns the status.
