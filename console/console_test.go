@@ -1040,3 +1040,42 @@ func TestSavingSettingsKeepsANameFromBeforeARule(t *testing.T) {
 		t.Errorf("after the save: name %q, rate %v", rec.Name, rec.Rate)
 	}
 }
+
+// The usage charts are pictures: what they show is also a table, each hour
+// with requests and its counts, for people who cannot see them (a screen
+// reader hears only the chart's totals) or tell its red from its green.
+func TestTheUsageChartsAreAlsoATable(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	hour := f.now.Truncate(time.Hour)
+	if err := f.st.AddUsage(ctx, []store.UsageDelta{
+		{KeyID: k.ID, Hour: hour.Add(-3 * time.Hour), Counts: map[string]int64{"allowed": 1200, "recipients": 2400}},
+		{KeyID: k.ID, Hour: hour, Counts: map[string]int64{"allowed": 4, "denied.revoked_key": 7, "recipients": 4}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	body := f.get(alice, "/keys/"+k.ID+"?window=24h").Body.String()
+	table := regexp.MustCompile(`(?s)<table id="hours">.*?</table>`).FindString(body)
+	if table == "" {
+		t.Fatalf("the key page has no table of its charts:\n%s", body)
+	}
+	rows := regexp.MustCompile(`(?s)<tbody>.*</tbody>`).FindString(table)
+	newest := strings.Index(rows, "23 Nov 2026 12:00–13:00 UTC")
+	older := strings.Index(rows, "23 Nov 2026 09:00–10:00 UTC")
+	if newest < 0 || older < newest || strings.Count(rows, "<tr>") != 2 {
+		t.Errorf("the table's rows are not the two hours with use, newest first:\n%s", rows)
+	}
+	for _, want := range []string{`<th scope="col" class="num">Refused</th>`, `<td class="num" data-label="Refused">7</td>`, `<td class="num" data-label="Allowed">1,200</td>`, `<td class="num" data-label="Recipients">2,400</td>`, "<caption"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the charts' table lacks %s:\n%s", want, table)
+		}
+	}
+	if list := f.get(alice, "/").Body.String(); !strings.Contains(list, `aria-label="Last 24 hours: 1,204 allowed, 7 refused"`) {
+		t.Errorf("the sparkline's text does not say refused, as the key page does")
+	}
+	// A key with no use has no empty table.
+	idle := f.issue("idle", "sales", "mail.send")
+	if body := f.get(alice, "/keys/"+idle.ID).Body.String(); strings.Contains(body, `id="hours"`) {
+		t.Errorf("an unused key's page has a table of no hours")
+	}
+}

@@ -29,6 +29,9 @@ type keyView struct {
 	Requests, Recipients bars
 	Allowed, Denied      int64
 	From, To             timeView
+	// Hours are the charts' data, for people who cannot see them: each
+	// hour with a request or a recipient, newest first.
+	Hours []hourRow
 
 	// SuccessorStopped is the status of the key this one was rotated to
 	// when that key no longer works (revoked, disabled, expired): this one
@@ -149,6 +152,13 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	v.Recipients.Label = "Recipients per hour over the last " + labelOf(v.Window) + ": " + count(sum(recips)) + " in all"
 	first := c.now.Truncate(time.Hour).Add(-time.Duration(hours-1) * time.Hour)
 	v.From, v.To = v.When(first), v.When(c.now)
+	for i := hours - 1; i >= 0; i-- {
+		if allowed[i] != 0 || denied[i] != 0 || recips[i] != 0 {
+			at := first.Add(time.Duration(i) * time.Hour).UTC()
+			v.Hours = append(v.Hours, hourRow{ISO: at.Format(time.RFC3339), Label: at.Format("2 Jan 2006 15:04") + "–" + at.Add(time.Hour).Format("15:04 UTC"),
+				Allowed: allowed[i], Denied: denied[i], Recipients: recips[i]})
+		}
+	}
 	v.Denials = c.denials(v.Usage.Denied)
 	v.TopIPs = ipRows(v.Usage.TopIPs, c.now)
 	evs, err := c.keys.Events(ctx, rec.ID, 100)
@@ -184,6 +194,12 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	}
 	c.render(status, "key", v)
 	return nil
+}
+
+// hourRow is one hour of the charts' data.
+type hourRow struct {
+	ISO, Label                  string
+	Allowed, Denied, Recipients int64
 }
 
 func labelOf(name string) string {

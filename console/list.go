@@ -101,7 +101,7 @@ func (c *call) keysPage() error {
 	for _, rec := range res.Keys {
 		allowed, denied, _ := hourly(activity[rec.ID], c.now, 24)
 		sp := barChart([][]int64{allowed, denied}, 20, 3, 1)
-		sp.Label = "Last 24 hours: " + count(sum(allowed)) + " allowed, " + count(sum(denied)) + " denied"
+		sp.Label = "Last 24 hours: " + count(sum(allowed)) + " allowed, " + count(sum(denied)) + " refused"
 		v.Rows = append(v.Rows, keyRow{Record: rec, Status: keys.Status(rec, c.now), Spark: sp})
 	}
 	pageURL := func(n int) string {
