@@ -1079,3 +1079,36 @@ func TestTheUsageChartsAreAlsoATable(t *testing.T) {
 		t.Errorf("an unused key's page has a table of no hours")
 	}
 }
+
+// A refused bulk revoke (the word not typed: the page's script keeps the
+// button off until it is, a browser without it does not) comes back as it
+// was left: the keys still ticked, the reason kept, the box named in the
+// error and marked invalid, "Error:" in the title; each list's table is
+// named by its heading.
+func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
+	f := newFixture(t)
+	a := f.issue("forever-1", "sales", "mail.send")
+	b := f.issue("forever-2", "ops", "mail.send")
+	w := f.post(admin, "/review/revoke", url.Values{"id": {a.ID}, "confirm": {"yes"}, "reason": {"spring cleaning"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	body := w.Body.String()
+	for _, want := range []string{
+		"<title>Error: Review · keygate</title>",
+		`aria-label="Revoke forever-1" checked>`,
+		`aria-label="Revoke forever-2">`,
+		`value="spring cleaning"`,
+		`<a href="#bulk-confirm">To revoke the ticked keys, type the word revoke in the box.</a>`,
+		`aria-describedby="bulk-confirm-hint form-error" aria-invalid="true"`,
+		`<table aria-labelledby="no-expiry">`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the refused bulk revoke's page lacks %s", want)
+		}
+	}
+	if f.show(a.ID).RevokedAt != nil || f.show(b.ID).RevokedAt != nil {
+		t.Fatal("revoked without the typed confirmation")
+	}
+	if body := f.get(admin, "/review").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, " checked>") || strings.Contains(body, "aria-invalid") {
+		t.Errorf("the review page, freshly opened, shows a refusal's marks")
+	}
+}

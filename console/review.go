@@ -17,6 +17,11 @@ type reviewView struct {
 	Sections []reviewSection
 	Empty    bool
 	Err      string
+	// ErrField is the id of the field Err is about, if one is.
+	ErrField string
+	// Ticked and Reason are a refused bulk revoke's choices, shown again.
+	Ticked map[string]bool
+	Reason string
 }
 
 // reviewSection is one list of the audit report.
@@ -61,6 +66,19 @@ func (c *call) showReview(status int, errMsg string) error {
 			s.Entries = s.Entries[:reviewShown]
 		}
 		v.Empty = v.Empty && s.Total == 0
+	}
+	if errMsg != "" {
+		v.Title = "Error: " + v.Title // a refused form says so in the page's title, read first
+	}
+	if c.r.Method == http.MethodPost {
+		v.Reason = c.r.PostForm.Get("reason")
+		v.Ticked = map[string]bool{}
+		for _, id := range c.r.PostForm["id"] {
+			v.Ticked[id] = true
+		}
+		if len(v.Ticked) > 0 && !strings.EqualFold(strings.TrimSpace(c.r.PostForm.Get("confirm")), "revoke") {
+			v.ErrField = "bulk-confirm"
+		}
 	}
 	c.render(status, "review", v)
 	return nil
