@@ -1112,3 +1112,20 @@ func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 		t.Errorf("the review page, freshly opened, shows a refusal's marks")
 	}
 }
+
+// A refused leaked-key form says so in its title, and the field marked
+// invalid names the error that says why.
+func TestARefusedLeakedKeySaysWhyOnItsField(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/leaked", url.Values{"key": {"hunter2"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	body := w.Body.String()
+	for _, want := range []string{"<title>Error: Revoke a leaked key · keygate</title>", `aria-describedby="leaked-hint form-error" aria-invalid="true"`, `id="form-error"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the refused leaked-key form lacks %s", want)
+		}
+	}
+	if body := f.get(alice, "/leaked").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, "form-error") {
+		t.Errorf("the leaked-key page, freshly opened, shows a refusal's marks")
+	}
+}

@@ -29,7 +29,8 @@ func (c *call) leaked() error {
 	reason := strings.TrimSpace(c.r.PostForm.Get("reason"))
 	rv := keys.Revocation{Key: strings.TrimSpace(c.r.PostForm.Get("key")), Reason: reason}
 	again := func(status int, msg string) error {
-		c.render(status, "leaked", &leakedView{view: view{Title: "Revoke a leaked key", Nav: "leaked"}, Reason: reason, Err: msg})
+		// A refused form says so in the page's title, read first.
+		c.render(status, "leaked", &leakedView{view: view{Title: "Error: Revoke a leaked key", Nav: "leaked"}, Reason: reason, Err: msg})
 		return nil
 	}
 	if rv.Key == "" {
