@@ -287,6 +287,15 @@ func TestInspect(t *testing.T) {
 			body: []byte(`{"From":"a@shop.example","To":"x@example.com","Headers":[{"Name":"X-Tag","Value":"not an address"},` +
 				`{"Value":"ceo@evil.example","Name":"SENDER"},{"Name":"From","Value":"b\u0040evil.example"}]}`),
 			senders: []string{"a@shop.example", "ceo@evil.example", "b@evil.example"}, recipients: 1},
+		{name: "postmark: a header pair's From counts whichever of a repeated Name a decoder keeps",
+			dialect: "postmark", path: "/email",
+			body: []byte(`{"From":"a@shop.example","To":"x@example.com","Headers":[{"Name":"From","Value":"ceo@evil.example","Name":"X-Tag"},` +
+				`{"name":"Sender","Value":"boss@evil.example","Name":"X-Other"}]}`),
+			senders: []string{"a@shop.example", "ceo@evil.example", "boss@evil.example"}, recipients: 1},
+		{name: "postmark: every value of a From pair with a repeated Value counts",
+			dialect: "postmark", path: "/email",
+			body:    []byte(`{"From":"a@shop.example","To":"x@example.com","Headers":[{"Name":"From","Value":"ceo@evil.example","Value":"a@shop.example"}]}`),
+			senders: []string{"a@shop.example", "ceo@evil.example", "a@shop.example"}, recipients: 1},
 		{name: "ses: a Sender in a simple message's Headers is a sender too",
 			dialect: "ses", path: "/v2/email/outbound-emails",
 			body: []byte(`{"FromEmailAddress":"a@shop.example","Destination":{"ToAddresses":["x@example.com"]},` +

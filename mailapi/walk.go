@@ -33,8 +33,13 @@ type inspection struct {
 	from, fromAddr string
 	fromRole       role
 
-	// pairName and pairValue are the header pair being read (shape.pair).
-	pairName, pairValue string
+	// pairSender and pairValues are the header pair being read
+	// (shape.pair): whether any of its names is From or Sender, and every
+	// value it gives. A pair may repeat Name or Value (or spell one in
+	// another case), and its provider's decoder may keep the first or the
+	// last: each value counts when any name makes it a sender's.
+	pairSender bool
+	pairValues []string
 
 	// scratch holds the last string with escapes that the walk decoded
 	// (reader.str).
@@ -202,14 +207,20 @@ func isASCII(b []byte) bool {
 }
 
 // pair reads a header given as {"Name": …, "Value": …}: a From or Sender
-// header's value names senders beside the message's own.
+// header's value names senders beside the message's own. With a repeated
+// Name or Value, every value counts if any name is From or Sender.
 func (in *inspection) pair(r *reader, s *shape) error {
-	in.pairName, in.pairValue = "", ""
+	in.pairSender, in.pairValues = false, in.pairValues[:0]
 	if err := in.object(r, s); err != nil {
 		return err
 	}
-	if strings.EqualFold(in.pairName, "From") || strings.EqualFold(in.pairName, "Sender") {
-		return in.apply(roleAlsoSender, in.pairValue, false)
+	if !in.pairSender {
+		return nil
+	}
+	for _, v := range in.pairValues {
+		if err := in.apply(roleAlsoSender, v, false); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -316,15 +327,15 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 		if _, err := parseAddressList(v, in.keepSender); err != nil {
 			return fmt.Errorf("%s: not a valid address list", in.where())
 		}
-	case roleHeaderName, roleHeaderValue:
+	case roleHeaderName:
+		if strings.EqualFold(v, "From") || strings.EqualFold(v, "Sender") {
+			in.pairSender = true
+		}
+	case roleHeaderValue:
 		if transient {
 			v = strings.Clone(v) // read once the pair ends
 		}
-		if role == roleHeaderName {
-			in.pairName = v
-		} else {
-			in.pairValue = v
-		}
+		in.pairValues = append(in.pairValues, v)
 	case roleMIME:
 		in.mime(strings.NewReader(v))
 	case roleMIMEBase64:
