@@ -149,6 +149,16 @@ func TestInspect(t *testing.T) {
 		{name: "ses: a bulk send counts every entry's destination",
 			dialect: "ses", path: "/v2/email/outbound-bulk-emails", body: fixture(t, "ses_bulk.json"),
 			senders: []string{"news@shop.example.com"}, recipients: 3},
+		{name: "ses: a bulk send's template headers and an entry's ReplacementHeaders name senders too",
+			dialect: "ses", path: "/v2/email/outbound-bulk-emails",
+			body: []byte(`{"FromEmailAddress":"a@shop.example","DefaultContent":{"Template":{"TemplateName":"t","Headers":[{"Name":"From","Value":"ceo@evil.example"}]}},` +
+				`"BulkEmailEntries":[{"Destination":{"ToAddresses":["x@example.com"]},"ReplacementHeaders":[{"Name":"Sender","Value":"boss@evil.example"}]}]}`),
+			senders: []string{"a@shop.example", "ceo@evil.example", "boss@evil.example"}, recipients: 1},
+		{name: "postmark: a bulk send's Headers, for every message or one's, name senders too",
+			dialect: "postmark", path: "/email/bulk",
+			body: []byte(`{"From":"a@shop.example","Headers":[{"Name":"From","Value":"ceo@evil.example"}],` +
+				`"Messages":[{"To":"x@example.com","Headers":[{"Name":"Sender","Value":"boss@evil.example"}]}]}`),
+			senders: []string{"a@shop.example", "ceo@evil.example", "boss@evil.example"}, recipients: 1},
 		{name: "ses: a custom verification email is sent as a stored template's sender, which keygate cannot see",
 			dialect: "ses", path: "/v2/email/outbound-custom-verification-emails",
 			body:       []byte(`{"EmailAddress":"a@example.com","TemplateName":"verify"}`),

@@ -127,7 +127,7 @@ func people(key string) *shape { return arrayOf(object(field(key, recipient))) }
 var customHeaders = object(field("From", alsoSender), field("Sender", alsoSender))
 
 // headerPairs is the same as an array of {"Name": …, "Value": …} objects
-// (Postmark's Headers, SES's Simple.Headers).
+// (Postmark's Headers, SES's Simple, Template and bulk headers).
 var headerPairs = arrayOf(pairOf(field("Name", &shape{role: roleHeaderName}), field("Value", &shape{role: roleHeaderValue})))
 
 // pairOf is an object that is one header pair.
@@ -161,10 +161,14 @@ var (
 
 	// Postmark's Bulk API: one message's sender and content, sent to the
 	// recipients of each element of Messages.
+	// Its Headers, for every message or one element's, are read as the
+	// single message's are: keygate errs towards seeing more.
 	postmarkBulk = message("From",
 		field("From", senderList),
+		field("Headers", headerPairs),
 		field("Messages", arrayOf(object(
 			field("To", recipientList), field("Cc", recipientList), field("Bcc", recipientList),
+			field("Headers", headerPairs),
 		))),
 	)
 
@@ -210,9 +214,15 @@ var (
 			field("Template", object(field("Headers", headerPairs))),
 		)),
 	)
+	// A bulk send's headers are its template's (DefaultContent), which
+	// an entry's ReplacementHeaders add to or replace.
 	sesBulk = message("FromEmailAddress",
 		field("FromEmailAddress", senderList),
-		field("BulkEmailEntries", arrayOf(object(field("Destination", sesDestination)))),
+		field("DefaultContent", object(field("Template", object(field("Headers", headerPairs))))),
+		field("BulkEmailEntries", arrayOf(object(
+			field("Destination", sesDestination),
+			field("ReplacementHeaders", headerPairs),
+		))),
 	)
 
 	// A custom verification email goes to EmailAddress from the sender of a
