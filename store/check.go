@@ -54,7 +54,12 @@ func checkSQLite(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	f.Close()
-	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?_pragma=busy_timeout(5000)&mode=ro")
+	// Read-write but query_only, not mode=ro: a read-only connection to a
+	// WAL store no one else has open makes its -wal and -shm and, unable to
+	// checkpoint, leaves them behind when it closes (with the store then
+	// moved or restored, they are an orphan log that stops the gateway).
+	// As the last connection, this one removes them, as the gateway does.
+	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
 		return 0, err
 	}

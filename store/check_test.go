@@ -38,10 +38,31 @@ func TestCheckLeavesTheStoreAsItIs(t *testing.T) {
 		if after, _ := os.ReadFile(path); string(after) != string(before) {
 			t.Error("Check changed the file")
 		}
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if _, err := os.Stat(path + suffix); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("Check left %s beside the store: %v", filepath.Base(path+suffix), err)
+			}
+		}
 		// A newer keygate's store is refused, as Open refuses it.
 		execSQLite(t, path, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
 		if _, err := Check(ctx, "sqlite:"+path); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
 			t.Errorf("Check of a newer schema: %v", err)
+		}
+	})
+	t.Run("a store in use keeps its log", func(t *testing.T) {
+		path := filepath.Join(dir, "inuse.db")
+		st, err := Open(ctx, "sqlite:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if v, err := Check(ctx, "sqlite:"+path); err != nil || v != SchemaVersion() {
+			t.Fatalf("Check = %d, %v; want %d", v, err, SchemaVersion())
+		}
+		for _, suffix := range []string{"-wal", "-shm"} {
+			if _, err := os.Stat(path + suffix); err != nil {
+				t.Errorf("Check removed the log of a store in use: %v", err)
+			}
 		}
 	})
 	t.Run("another application's file", func(t *testing.T) {
