@@ -30,6 +30,7 @@ http://sendgrid.localhost:{PORT}, http://postmark.localhost:{PORT}, http://mailg
 			mail_api sendgrid
 			max_body 64KB
 			scope mail.send POST /v3/mail/send
+			scope templates.read GET /v3/templates*
 		}
 		reverse_proxy {UPSTREAM} {
 			header_up Authorization "Bearer {env.PROVIDER_API_KEY}"
@@ -337,44 +338,60 @@ func TestQuotaSurvivesReloadAndRestart(t *testing.T) {
 	}
 }
 
-// SendGrid reports its own limits in X-RateLimit-* on every response, under
-// the names keygate writes for the key's: through the real proxy the client
-// reads one value of each, the key's, and on SendGrid's own 429 SendGrid's.
+// SendGrid reports its own limits in X-RateLimit-* on the answers of its
+// endpoints other than mail/send, and on its 429s, under the names keygate
+// writes for the key's: through the real proxy the client reads one value
+// of each, the key's, and on SendGrid's own 429 SendGrid's. Its answer to a
+// send it takes has none, so keygate's answer to a send it passes has none
+// either (the key's limit is in RateLimit), and its rate_limited has them.
 func TestProviderRateHeadersThroughTheProxy(t *testing.T) {
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		h := w.Header()
 		h.Set("X-Message-Id", "sg-1")
-		h.Set("X-RateLimit-Limit", "600")
-		h.Set("X-RateLimit-Remaining", "0")
-		h.Set("X-RateLimit-Reset", "1800000060")
 		status := http.StatusAccepted
 		if r.Header.Get("X-Test-Status") == "429" {
 			status = http.StatusTooManyRequests
+		}
+		if r.URL.Path != "/v3/mail/send" || status == http.StatusTooManyRequests {
+			h.Set("X-RateLimit-Limit", "600")
+			h.Set("X-RateLimit-Remaining", "0")
+			h.Set("X-RateLimit-Reset", "1800000060")
 		}
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(provider.Close)
 	g := startGateway(t, gatewayConfig{caddyfile: emailCaddyfile, upstream: provider.URL})
-	k := g.issue("--name", "shop", "--scope", "mail.send", "--rate", "100/m")
-	send := func(status string) http.Header {
+	k := g.issue("--name", "shop", "--scope", "mail.send", "--scope", "templates.read", "--rate", "3/m")
+	call := func(method, path, status string, body []byte) http.Header {
 		t.Helper()
-		resp := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@shop.example.com", "b@example.org"),
+		resp := g.call(method, path, k.Key, body,
 			"Host", "sendgrid.localhost", "Content-Type", "application/json", "X-Test-Status", status)
 		if fmt.Sprint(resp.Status) != status {
-			t.Fatalf("status %d, want %s: %s", resp.Status, status, resp.Body)
+			t.Fatalf("%s %s: status %d, want %s: %s", method, path, resp.Status, status, resp.Body)
 		}
-		for _, name := range []string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Ratelimit", "Ratelimit-Policy", "X-Message-Id"} {
+		names := []string{"Ratelimit", "Ratelimit-Policy", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"}
+		if path == "/v3/mail/send" && status == "202" {
+			names = names[:2]
+		}
+		for _, name := range names {
 			if v := resp.Header.Values(name); len(v) != 1 {
-				t.Errorf("status %s: %s has %d values %q, want 1", status, name, len(v), v)
+				t.Errorf("%s %s, status %s: %s has %d values %q, want 1", method, path, status, name, len(v), v)
 			}
 		}
 		return resp.Header
 	}
-	if h := send("202"); h.Get("X-RateLimit-Limit") != "100" || h.Get("X-RateLimit-Remaining") != "99" {
-		t.Errorf("a proxied send reads the provider's limits, not the key's: %v", h)
+	if h := call("GET", "/v3/templates", "202", nil); h.Get("X-RateLimit-Limit") != "3" || h.Get("X-RateLimit-Remaining") != "2" {
+		t.Errorf("a proxied answer reads the provider's limits, not the key's: %v", h)
 	}
-	if h := send("429"); h.Get("X-RateLimit-Limit") != "600" || h.Get("X-RateLimit-Remaining") != "0" {
+	if h := call("GET", "/v3/templates", "429", nil); h.Get("X-RateLimit-Limit") != "600" || h.Get("X-RateLimit-Remaining") != "0" {
 		t.Errorf("the provider's 429 reads the key's limits, not the ones that refused it: %v", h)
+	}
+	send := sgBody("a@shop.example.com", "b@example.org")
+	if h := call("POST", "/v3/mail/send", "202", send); len(h.Values("X-RateLimit-Limit")) != 0 || !strings.Contains(h.Get("RateLimit"), "r=0") {
+		t.Errorf("a send SendGrid took carries X-RateLimit-*, as SendGrid's own answer does not, or lacks the key's RateLimit: %v", h)
+	}
+	if h := call("POST", "/v3/mail/send", "429", send); h.Get("X-RateLimit-Limit") != "3" || h.Get("X-RateLimit-Remaining") != "0" {
+		t.Errorf("keygate's rate_limited on a send does not carry the key's limits in X-RateLimit-*: %v", h)
 	}
 }

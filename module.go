@@ -521,7 +521,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var res ratelimit.Result
 	if limited {
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
-		if h.dialect != nil {
+		// In the provider's own headers as well, where the provider would
+		// send them: SendGrid's answer to a send it takes has none.
+		if h.dialect != nil && (!res.Allowed || !read || msg.NotSend || h.dialect.RateHeadersOnSends()) {
 			q.sw.provider = setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {

@@ -80,7 +80,9 @@ func TestUpstreamRateHeadersDoNotDoubleKeygates(t *testing.T) {
 		dialect, path, body string
 		limit               string // the provider's own limit header
 	}{
-		{"sendgrid", "/v3/mail/send", `{"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"s@example.com"}}`, "X-RateLimit-Limit"},
+		// Not mail/send: SendGrid's answer to a send has no X-RateLimit-*,
+		// nor has keygate's (TestSendGridsAnswerToASendHasNoXRateLimit).
+		{"sendgrid", "/v3/templates", `{"name":"t","generation":"dynamic"}`, "X-RateLimit-Limit"},
 		{"resend", "/emails", `{"from":"s@example.com","to":"a@example.org"}`, "RateLimit-Limit"},
 	} {
 		h, st := testHandler(t, &Handler{MailAPI: c.dialect, Rate: "100/m", Scopes: scopes, Store: store})
@@ -148,5 +150,23 @@ func TestUpstreamRateHeadersDoNotDoubleKeygates(t *testing.T) {
 		if hdr.Get(c.limit) != "600" || hdr.Get("RateLimit") != `"provider";r=0;t=60` {
 			t.Errorf("%s: the upstream's own 429 carries keygate's limits, not the ones that refused it: %v", c.dialect, hdr)
 		}
+	}
+}
+
+// SendGrid's answer to a send it takes carries no X-RateLimit-* (mail/send
+// is not limited as its other endpoints are), so keygate's answer to a send
+// it passes has none either; its rate_limited on a send has them, as
+// SendGrid's 429 does. The contract's RateLimit pair is on every answer.
+func TestSendGridsAnswerToASendHasNoXRateLimit(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Rate: "1/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "*"}}})
+	_, key := issue(t, st, "mail.send")
+	body := []byte(`{"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"s@example.com"}}`)
+	w := serveBody(t, h, okNextReading, key, "POST", "/v3/mail/send", "application/json", body)
+	if w.Code != http.StatusAccepted || w.Header().Get("X-RateLimit-Limit") != "" || w.Header().Get("RateLimit") == "" {
+		t.Errorf("a send passed: %d, X-RateLimit-Limit %q, RateLimit %q; want none and the key's", w.Code, w.Header().Get("X-RateLimit-Limit"), w.Header().Get("RateLimit"))
+	}
+	w = serveBody(t, h, okNextReading, key, "POST", "/v3/mail/send", "application/json", body)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("X-RateLimit-Limit") != "1" || w.Header().Get("X-RateLimit-Remaining") != "0" {
+		t.Errorf("a send refused for its rate: %d, X-RateLimit-Limit %q, -Remaining %q; want 429, 1, 0", w.Code, w.Header().Get("X-RateLimit-Limit"), w.Header().Get("X-RateLimit-Remaining"))
 	}
 }

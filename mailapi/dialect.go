@@ -89,6 +89,10 @@ type Dialect struct {
 	// rateHeaders is how the provider reports its rate limit, if in
 	// headers its SDKs read.
 	rateHeaders RateHeaders
+	// sendsUnrated: the provider's answer to a send it takes carries no
+	// rate headers (SendGrid's mail/send, which is not limited as its other
+	// endpoints are); its 429s and its other endpoints' answers do.
+	sendsUnrated bool
 }
 
 // RateHeaders names a provider's way of reporting its rate limit in
@@ -122,6 +126,11 @@ func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 // RateHeaders reports in which headers the provider reports its rate limit
 // to its SDKs.
 func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
+
+// RateHeadersOnSends reports whether the provider's answer to a send it
+// takes carries its rate headers too, or only its refusals and its other
+// endpoints' answers do.
+func (d *Dialect) RateHeadersOnSends() bool { return !d.sendsUnrated }
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
@@ -169,7 +178,7 @@ type endpoint struct {
 // dialects is the one table of every provider keygate understands, in the
 // order Names reports them. The shapes are declared in shapes.go.
 var dialects = []*Dialect{
-	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, endpoints: []endpoint{
+	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, sendsUnrated: true, endpoints: []endpoint{
 		{path: "/v3/mail/send", shape: sendgridSend},
 		{path: "/v3/marketing/test/send_email", opaque: "SendGrid's marketing test send"},
 		{path: "/v3/marketing/singlesends/*/schedule", method: "PUT", opaque: "SendGrid's Single Send schedule"},
