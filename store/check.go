@@ -104,6 +104,15 @@ func checkPostgres(ctx context.Context, uri string) (int, error) {
 	}
 	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
+	// Open would create keygate's tables in the first schema of the
+	// role's search_path: with none that exists, it fails.
+	var schema sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return 0, err
+	}
+	if !schema.Valid {
+		return 0, errors.New("no schema to hold keygate's tables: the role's search_path names none that exists")
+	}
 	return schemaVersionOf(ctx, db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
 }
 

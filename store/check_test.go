@@ -101,3 +101,32 @@ func execSQLite(t *testing.T, path, statements string) {
 		t.Fatal(err)
 	}
 }
+
+// On PostgreSQL too: an empty database is version 0 and stays empty, an
+// opened one is this keygate's version, and a search_path naming no schema
+// that exists is refused, as Open refuses it.
+func TestCheckPostgres(t *testing.T) {
+	ctx := context.Background()
+	uri := testPostgresURI(t)
+	if v, err := Check(ctx, uri); err != nil || v != 0 {
+		t.Fatalf("Check of an empty database = %d, %v; want 0", v, err)
+	}
+	if v, err := Check(ctx, uri); err != nil || v != 0 {
+		t.Fatalf("Check made keygate's tables: %d, %v", v, err)
+	}
+	openTestPostgres(t, uri).Close()
+	if v, err := Check(ctx, uri); err != nil || v != SchemaVersion() {
+		t.Fatalf("Check of an opened store = %d, %v; want %d", v, err, SchemaVersion())
+	}
+	sep := "?"
+	if strings.Contains(uri, "?") {
+		sep = "&"
+	}
+	nowhere := uri + sep + "search_path=nowhere"
+	if _, err := Check(ctx, nowhere); err == nil || Unavailable(err) {
+		t.Errorf("Check with a search_path naming no schema: %v; want a refusal", err)
+	}
+	if _, err := Open(ctx, nowhere); err == nil {
+		t.Errorf("Open with a search_path naming no schema succeeded")
+	}
+}
