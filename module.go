@@ -522,8 +522,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if limited {
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
 		// In the provider's own headers as well, where the provider would
-		// send them: SendGrid's answer to a send it takes has none.
-		if h.dialect != nil && (!res.Allowed || !read || msg.NotSend || h.dialect.RateHeadersOnSends()) {
+		// send them: SendGrid's answer to a mail/send it takes has none.
+		if h.dialect != nil && (!res.Allowed || !read || msg.NotSend || h.dialect.RateHeadersOnSend(r.URL.Path)) {
 			q.sw.provider = setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {

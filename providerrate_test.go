@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -168,5 +169,40 @@ func TestSendGridsAnswerToASendHasNoXRateLimit(t *testing.T) {
 	w = serveBody(t, h, okNextReading, key, "POST", "/v3/mail/send", "application/json", body)
 	if w.Code != http.StatusTooManyRequests || w.Header().Get("X-RateLimit-Limit") != "1" || w.Header().Get("X-RateLimit-Remaining") != "0" {
 		t.Errorf("a send refused for its rate: %d, X-RateLimit-Limit %q, -Remaining %q; want 429, 1, 0", w.Code, w.Header().Get("X-RateLimit-Limit"), w.Header().Get("X-RateLimit-Remaining"))
+	}
+}
+
+// Only mail/send answers without X-RateLimit-*: SendGrid's other send
+// endpoints (a marketing test send, a Single Send's schedule, a legacy
+// campaign's) are limited as its other endpoints are, and answer with
+// them, so keygate's answer to a send it passes there has them too, a
+// POST whose method-override header makes it such a send included.
+func TestSendGridsOtherSendsKeepXRateLimit(t *testing.T) {
+	h, st := testHandler(t, &Handler{MailAPI: "sendgrid", Rate: "5/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "*"}}})
+	_, key := issue(t, st, "mail.send")
+	for _, c := range []struct {
+		name, method, path, override string
+		want                         bool
+	}{
+		{"mail/send", "POST", "/v3/mail/send", "", false},
+		{"a marketing test send", "POST", "/v3/marketing/test/send_email", "", true},
+		{"a legacy campaign sent now", "POST", "/v3/campaigns/7/schedules/now", "", true},
+		{"a Single Send scheduled by a POST overridden to PUT", "POST", "/v3/marketing/singlesends/abc/schedule", "PUT", true},
+	} {
+		body := []byte(`{"personalizations":[{"to":[{"email":"a@example.org"}]}],"from":{"email":"s@example.com"}}`)
+		r := httptest.NewRequest(c.method, c.path, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		if c.override != "" {
+			r.Header.Set("X-HTTP-Method-Override", c.override)
+		}
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := w.Header().Get("X-RateLimit-Limit") != ""; w.Code != http.StatusAccepted || got != c.want || w.Header().Get("RateLimit") == "" {
+			t.Errorf("%s: %d, X-RateLimit-Limit %q, RateLimit %q; want 202, X-RateLimit-* %v and the key's RateLimit",
+				c.name, w.Code, w.Header().Get("X-RateLimit-Limit"), w.Header().Get("RateLimit"), c.want)
+		}
 	}
 }

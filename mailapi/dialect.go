@@ -89,10 +89,6 @@ type Dialect struct {
 	// rateHeaders is how the provider reports its rate limit, if in
 	// headers its SDKs read.
 	rateHeaders RateHeaders
-	// sendsUnrated: the provider's answer to a send it takes carries no
-	// rate headers (SendGrid's mail/send, which is not limited as its other
-	// endpoints are); its 429s and its other endpoints' answers do.
-	sendsUnrated bool
 }
 
 // RateHeaders names a provider's way of reporting its rate limit in
@@ -127,10 +123,14 @@ func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 // to its SDKs.
 func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
 
-// RateHeadersOnSends reports whether the provider's answer to a send it
-// takes carries its rate headers too, or only its refusals and its other
-// endpoints' answers do.
-func (d *Dialect) RateHeadersOnSends() bool { return !d.sendsUnrated }
+// RateHeadersOnSend reports whether the provider's answer to a send to
+// path that it takes carries its rate headers, as its other answers do:
+// not at an endpoint marked unrated (SendGrid's mail/send), whose refusals
+// alone carry them.
+func (d *Dialect) RateHeadersOnSend(path string) bool {
+	e, _ := d.endpoint(path)
+	return e == nil || !e.unrated
+}
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
@@ -173,13 +173,17 @@ type endpoint struct {
 	// its sends (query.go).
 	query   bool
 	actions []queryAction
+	// unrated: the provider's answer to a send here that it takes carries
+	// no rate headers (SendGrid's mail/send, which is not limited as its
+	// other endpoints are, its other sends included); its 429s do.
+	unrated bool
 }
 
 // dialects is the one table of every provider keygate understands, in the
 // order Names reports them. The shapes are declared in shapes.go.
 var dialects = []*Dialect{
-	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, sendsUnrated: true, endpoints: []endpoint{
-		{path: "/v3/mail/send", shape: sendgridSend},
+	{Name: "sendgrid", errors: sendgridErrors, rateHeaders: XRateLimit, endpoints: []endpoint{
+		{path: "/v3/mail/send", shape: sendgridSend, unrated: true},
 		{path: "/v3/marketing/test/send_email", opaque: "SendGrid's marketing test send"},
 		{path: "/v3/marketing/singlesends/*/schedule", method: "PUT", opaque: "SendGrid's Single Send schedule"},
 		{path: "/v3/campaigns/*/schedules", opaque: "SendGrid's legacy campaign schedule"},
