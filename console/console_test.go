@@ -1129,3 +1129,40 @@ func TestARefusedLeakedKeySaysWhyOnItsField(t *testing.T) {
 		t.Errorf("the leaked-key page, freshly opened, shows a refusal's marks")
 	}
 }
+
+// A refused form is shown again as it was left, except for text that holds
+// a key: the service refuses it without quoting it, and the page that says
+// so does not show it either (a leak's reason naming the key it leaked, a
+// name pasted from the wrong clipboard).
+func TestARefusedFormDoesNotShowAKeyAgain(t *testing.T) {
+	f := newFixture(t)
+	a := f.issue("forever-1", "sales", "mail.send")
+	other := f.issue("forever-2", "sales", "mail.send")
+	held := "found in a gist: " + other.Key
+	for _, c := range []struct {
+		name string
+		user User
+		path string
+		form url.Values
+	}{
+		{"a bulk revoke refused for its reason", admin, "/review/revoke", url.Values{"id": {a.ID}, "confirm": {"revoke"}, "reason": {held}}},
+		{"a bulk revoke refused for its confirmation", admin, "/review/revoke", url.Values{"id": {a.ID}, "confirm": {"no"}, "reason": {held}}},
+		{"a leaked key's reason", alice, "/leaked", url.Values{"key": {a.Key}, "reason": {held}}},
+		{"a key page's revoke", alice, "/keys/" + a.ID + "/revoke", url.Values{"confirm": {"forever-1"}, "reason": {held}}},
+		{"a key page's disable", alice, "/keys/" + a.ID + "/disable", url.Values{"reason": {held}}},
+		{"the create form's name", alice, "/new", url.Values{"name": {held}, "owner": {"sales"}, "env": {"live"}, "scope": {"mail.send"}}},
+		{"the settings form's reason", alice, "/keys/" + a.ID + "/settings", url.Values{"version": {keys.Version(f.show(a.ID))},
+			"name": {"forever-1"}, "scope": {"mail.send"}, "expires": {"keep"}, "reason": {held}}},
+	} {
+		w := f.post(c.user, c.path, c.form)
+		if w.Code < 400 {
+			t.Errorf("%s: %d, want a refusal", c.name, w.Code)
+		}
+		if body := w.Body.String(); strings.Contains(body, other.Key) {
+			t.Errorf("%s: the refusal's page shows the key again", c.name)
+		}
+	}
+	if f.show(a.ID).RevokedAt != nil {
+		t.Error("revoked with a reason holding a key")
+	}
+}

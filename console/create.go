@@ -65,6 +65,7 @@ func (c *call) create() error {
 		}
 		form.Errs = errs
 		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
+		form.shownAgain()
 		c.offerOwners(&form)
 		c.render(http.StatusUnprocessableEntity, "new", &createView{
 			view:    view{Title: "Error: Create a key", Nav: "new"},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // settingsForm is the form that creates a key or edits its settings, as
@@ -175,6 +176,26 @@ func formFor(rec *store.Record, lines []store.RouteScope, v *view) settingsForm 
 func newForm(lines []store.RouteScope, owner string, fixed bool) settingsForm {
 	return settingsForm{Owner: owner, OwnerFixed: fixed, Env: "live", Groups: scopeGroups(lines, nil),
 		Expires: "90d", RateUnit: "m", QuotaUnit: "d"}
+}
+
+// shownAgain is a submitted field's text as a refused form shows it again:
+// left out when it holds anything shaped like a key, which no page shows
+// (the service refuses such text without quoting it; a reason naming the
+// key that leaked, a name pasted from the wrong clipboard).
+func shownAgain(s string) string {
+	if verifier.HasSecret(s) {
+		return ""
+	}
+	return s
+}
+
+// shownAgain leaves out of a refused form each text that holds a key
+// (shownAgain); the rest is shown as the person left it.
+func (f *settingsForm) shownAgain() {
+	for _, s := range []*string{&f.Name, &f.Owner, &f.ExtraScopes, &f.Expires, &f.ExpiresDate, &f.SenderDomains,
+		&f.AllowedIPs, &f.RateN, &f.Burst, &f.QuotaN, &f.MaxRecipients, &f.Reason} {
+		*s = shownAgain(*s)
+	}
 }
 
 // readForm reads a submitted settings form back into what it shows, so a

@@ -117,7 +117,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	}
 	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
 		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs,
-		Reason: c.r.PostForm.Get("reason")}
+		Reason: shownAgain(c.r.PostForm.Get("reason"))}
 	if rec.RotatedTo != "" {
 		if next, err := c.keys.Show(ctx, rec.RotatedTo); err == nil {
 			if st := keys.Status(next, c.now); stopped(st) {
@@ -259,6 +259,7 @@ func (c *call) update() error {
 			return serr
 		}
 		form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
+		form.shownAgain()
 		return c.showKey(http.StatusUnprocessableEntity, &form, nil)
 	}
 	msgs := []string{"Settings saved. Gateways apply them to the next request."}

@@ -10,7 +10,8 @@ import (
 )
 
 // leakedView is the leaked-key page. It never holds the pasted key: a
-// refused form comes back empty, with a message that does not quote it.
+// refused form comes back without it (nor a reason that holds a key), with
+// a message that does not quote it.
 type leakedView struct {
 	view
 	Reason string
@@ -30,7 +31,7 @@ func (c *call) leaked() error {
 	rv := keys.Revocation{Key: strings.TrimSpace(c.r.PostForm.Get("key")), Reason: reason}
 	again := func(status int, msg string) error {
 		// A refused form says so in the page's title, read first.
-		c.render(status, "leaked", &leakedView{view: view{Title: "Error: Revoke a leaked key", Nav: "leaked"}, Reason: reason, Err: msg})
+		c.render(status, "leaked", &leakedView{view: view{Title: "Error: Revoke a leaked key", Nav: "leaked"}, Reason: shownAgain(reason), Err: msg})
 		return nil
 	}
 	if rv.Key == "" {

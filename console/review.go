@@ -71,7 +71,7 @@ func (c *call) showReview(status int, errMsg string) error {
 		v.Title = "Error: " + v.Title // a refused form says so in the page's title, read first
 	}
 	if c.r.Method == http.MethodPost {
-		v.Reason = c.r.PostForm.Get("reason")
+		v.Reason = shownAgain(c.r.PostForm.Get("reason"))
 		v.Ticked = map[string]bool{}
 		for _, id := range c.r.PostForm["id"] {
 			v.Ticked[id] = true
