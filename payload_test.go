@@ -255,6 +255,8 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		// Campaign and broadcast sends, whose sender and recipients are
 		// stored at the provider.
 		{"resend", "POST", "/broadcasts/b-1/send", "application/json", ""},
+		// A message stored at Mailgun, sent again to any address.
+		{"mailgun", "POST", "/v3/domains/mg.shop.example/messages/k-1", "application/x-www-form-urlencoded", "to=a%40rcpt.example%2Cb%40rcpt.example"},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},

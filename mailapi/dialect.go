@@ -206,6 +206,10 @@ var dialects = []*Dialect{
 		// still send to.
 		{path: "/v2/*/messages", form: true, shape: mailgunMessage},
 		{path: "/v2/*/messages.mime", form: true, shape: mailgunMIME},
+		// A stored message (any the account sent in its retention
+		// period, from whatever sender) sent again to the form's "to"
+		// (mailgun.js's messages.resendEmail).
+		{path: "/v3/domains/*/messages/*", opaque: "Mailgun's stored message resend"},
 	}},
 	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},
