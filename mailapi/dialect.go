@@ -210,6 +210,10 @@ var dialects = []*Dialect{
 		// period, from whatever sender) sent again to the form's "to"
 		// (mailgun.js's messages.resendEmail).
 		{path: "/v3/domains/*/messages/*", opaque: "Mailgun's stored message resend"},
+		// An inbox placement test: a message the body describes, sent
+		// from its "from" to a seed list (mailgun.js's inboxPlacements.
+		// runTest).
+		{path: "/v4/inbox/tests", opaque: "Mailgun's inbox placement test"},
 	}},
 	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},

@@ -47,6 +47,7 @@ func TestIsSend(t *testing.T) {
 		{"mailgun: events are not sends", "mailgun", "GET", "/v3/mg.example.com/events", false},
 		{"mailgun: a stored message resent to any address", "mailgun", "POST", "/v3/domains/mg.example.com/messages/k-1", true},
 		{"mailgun: a stored message read is no send", "mailgun", "GET", "/v3/domains/mg.example.com/messages/k-1", false},
+		{"mailgun: an inbox placement test is sent from any sender", "mailgun", "POST", "/v4/inbox/tests", true},
 		{"postmark: every send endpoint", "postmark", "POST", "/email/batchWithTemplates", true},
 		{"postmark: the Bulk API", "postmark", "POST", "/email/bulk", true},
 		{"postmark: a Bulk API request's status is no send", "postmark", "GET", "/email/bulk/b-1", false},
