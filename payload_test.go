@@ -258,6 +258,8 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		// A message stored at Mailgun, sent again to any address.
 		{"mailgun", "POST", "/v3/domains/mg.shop.example/messages/k-1", "application/x-www-form-urlencoded", "to=a%40rcpt.example%2Cb%40rcpt.example"},
 		{"mailgun", "POST", "/v4/inbox/tests", "application/json", `{"from":"ceo@evil.example","subject":"s","html":"h"}`},
+		{"ses", "POST", "/v2/email/deliverability-dashboard/test", "application/json",
+			`{"FromEmailAddress":"ceo@evil.example","Content":{"Simple":{"Subject":{"Data":"s"},"Body":{"Text":{"Data":"t"}}}}}`},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},

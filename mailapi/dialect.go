@@ -228,6 +228,9 @@ var dialects = []*Dialect{
 		{path: "/v2/email/outbound-bulk-emails", shape: sesBulk},
 		// A verification email from a stored template's sender: opaque.
 		{path: "/v2/email/outbound-custom-verification-emails", shape: sesVerification},
+		// A predictive inbox placement test: the body's message, sent from
+		// its FromEmailAddress to SES's seed addresses.
+		{path: "/v2/email/deliverability-dashboard/test", opaque: "SES's predictive inbox placement test"},
 		// SES's v1 API: every action is a form POSTed to "/" (query.go).
 		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},
