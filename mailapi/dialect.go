@@ -243,6 +243,11 @@ var dialects = []*Dialect{
 		{path: "/v3/REST/campaigndraft/*/send", opaque: "Mailjet's campaign send"},
 		{path: "/v3/REST/campaigndraft/*/test", opaque: "Mailjet's campaign test send"},
 		{path: "/v3/REST/campaigndraft/*/schedule", opaque: "Mailjet's campaign schedule"},
+		// The same in Mailjet's legacy Newsletter API, still in its Ruby
+		// SDK (Mailjet::Newsletter_send, _test, _schedule).
+		{path: "/v3/REST/newsletter/*/send", opaque: "Mailjet's newsletter send"},
+		{path: "/v3/REST/newsletter/*/test", opaque: "Mailjet's newsletter test send"},
+		{path: "/v3/REST/newsletter/*/schedule", opaque: "Mailjet's newsletter schedule"},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
