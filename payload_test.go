@@ -261,6 +261,8 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"ses", "POST", "/v2/email/deliverability-dashboard/test", "application/json",
 			`{"FromEmailAddress":"ceo@evil.example","Content":{"Simple":{"Subject":{"Data":"s"},"Body":{"Text":{"Data":"t"}}}}}`},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendNow", "application/json", ""},
+		{"brevo", "POST", "/v3/contacts/doubleOptinConfirmation", "application/json",
+			`{"email":"a@rcpt.example","includeListIds":[1],"templateId":2,"redirectionUrl":"https://evil.example/"}`},
 		{"mailjet", "POST", "/v3/REST/newsletter/7/test", "application/json", `{"Recipients":[{"Email":"a@rcpt.example","Name":"A"}]}`},
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},

@@ -260,6 +260,10 @@ var dialects = []*Dialect{
 		// A campaign created or updated with a scheduledAt is sent then.
 		{path: "/v3/emailCampaigns", opaque: "Brevo's campaign created with scheduledAt", sendFlag: "scheduledAt"},
 		{path: "/v3/emailCampaigns/*", method: "PUT", opaque: "Brevo's campaign updated with scheduledAt", sendFlag: "scheduledAt"},
+		// A contact created through a double opt-in flow: a stored DOI
+		// template's mail, with the client's redirectionUrl and attributes,
+		// sent to the body's email (the SDKs' contacts.createDoiContact).
+		{path: "/v3/contacts/doubleOptinConfirmation", opaque: "Brevo's double opt-in confirmation send"},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{
 		{path: "/api/v1/send", shape: mailpitMessage},

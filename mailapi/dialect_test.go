@@ -68,6 +68,8 @@ func TestIsSend(t *testing.T) {
 		{"mailjet: a legacy newsletter's status is no send", "mailjet", "GET", "/v3/REST/newsletter/7/status", false},
 		{"brevo: transactional email", "brevo", "POST", "/v3/smtp/email", true},
 		{"brevo: a campaign report mailed to any address", "brevo", "POST", "/v3/emailCampaigns/7/sendReport", true},
+		{"brevo: a double opt-in confirmation mailed to any address", "brevo", "POST", "/v3/contacts/doubleOptinConfirmation", true},
+		{"brevo: a contact created without one sends nothing", "brevo", "POST", "/v3/contacts", false},
 		{"mailpit: send", "mailpit", "POST", "/api/v1/send", true},
 		{"mailpit: the root is not a send", "mailpit", "POST", "/", false},
 		{"an empty path is not a send", "mailpit", "POST", "", false},
