@@ -231,6 +231,9 @@ var dialects = []*Dialect{
 		// A predictive inbox placement test: the body's message, sent from
 		// its FromEmailAddress to SES's seed addresses.
 		{path: "/v2/email/deliverability-dashboard/test", opaque: "SES's predictive inbox placement test"},
+		// An identity created: for an email address, SES mails it a
+		// verification link (v1's VerifyEmailIdentity).
+		{path: "/v2/email/identities", opaque: "SES's identity creation (which mails an email address a verification link)"},
 		// SES's v1 API: every action is a form POSTed to "/" (query.go).
 		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},

@@ -59,6 +59,8 @@ func TestIsSend(t *testing.T) {
 		{"ses: a custom verification email", "ses", "POST", "/v2/email/outbound-custom-verification-emails", true},
 		{"ses: a predictive inbox placement test is sent from any sender", "ses", "POST", "/v2/email/deliverability-dashboard/test", true},
 		{"ses: its reports are read", "ses", "GET", "/v2/email/deliverability-dashboard/test-reports", false},
+		{"ses: an identity created, which SES mails its verification", "ses", "POST", "/v2/email/identities", true},
+		{"ses: an identity read is no send", "ses", "GET", "/v2/email/identities/a@rcpt.example", false},
 		{"mailjet: v3.1 send", "mailjet", "POST", "/v3.1/send", true},
 		{"mailjet: the older v3 send", "mailjet", "POST", "/v3/send", true},
 		{"mailjet: the older v3 send at its first path", "mailjet", "POST", "/v3/send/message", true},

@@ -36,6 +36,11 @@ var sesV1Sends = []queryAction{
 	{"SendCustomVerificationEmail", "/v2/email/outbound-custom-verification-emails", false},
 	// A bounce from any BounceSender; SES's v2 API has no such action.
 	{"SendBounce", "", false},
+	// SES's verification mail, to any address the request names (it
+	// then becomes an identity of the account): from SES, with a text of
+	// its own, but mail to a recipient keygate would not count.
+	{"VerifyEmailIdentity", "", false},
+	{"VerifyEmailAddress", "", false},
 }
 
 // query reads a Query API request of endpoint e: its action, then, for a
