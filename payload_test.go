@@ -259,6 +259,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"mailgun", "POST", "/v3/domains/mg.shop.example/messages/k-1", "application/x-www-form-urlencoded", "to=a%40rcpt.example%2Cb%40rcpt.example"},
 		{"mailgun", "POST", "/v4/inbox/tests", "application/json", `{"from":"ceo@evil.example","subject":"s","html":"h"}`},
 		{"ses", "POST", "/v2/email/identities", "application/json", `{"EmailIdentity":"a@rcpt.example"}`},
+		{"ses", "POST", "/v1/email/identities", "application/json", `{"EmailIdentity":"a@rcpt.example"}`},
 		{"ses", "POST", "/", "application/x-www-form-urlencoded", "Action=VerifyEmailIdentity&Version=2010-12-01&EmailAddress=a%40rcpt.example"},
 		{"ses", "POST", "/v2/email/deliverability-dashboard/test", "application/json",
 			`{"FromEmailAddress":"ceo@evil.example","Content":{"Simple":{"Subject":{"Data":"s"},"Body":{"Text":{"Data":"t"}}}}}`},

@@ -234,6 +234,11 @@ var dialects = []*Dialect{
 		// An identity created: for an email address, SES mails it a
 		// verification link (v1's VerifyEmailIdentity).
 		{path: "/v2/email/identities", opaque: "SES's identity creation (which mails an email address a verification link)"},
+		// The Amazon Pinpoint Email API, which SES's v2 API succeeded:
+		// same host, same signing name, its send the v2 one's shape.
+		{path: "/v1/email/outbound-emails", shape: sesMessage},
+		{path: "/v1/email/deliverability-dashboard/test", opaque: "Pinpoint Email's predictive inbox placement test"},
+		{path: "/v1/email/identities", opaque: "Pinpoint Email's identity creation (which mails an email address a verification link)"},
 		// SES's v1 API: every action is a form POSTed to "/" (query.go).
 		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},
