@@ -88,6 +88,13 @@ func (in *inspection) query(e *endpoint, rawQuery string, posted bool, contentTy
 		}
 	}
 	switch {
+	case act == nil && actionScopePath(action) == "":
+		// No action of SES's is spelled so ("SendEmail " or "SendEmail\x00"),
+		// but a reader that trims or stops at such bytes would take it
+		// for a send: a send keygate cannot read.
+		in.m.Opaque, in.m.ScopeElse = true, true
+		in.m.Unread = "an SES v1 action that is not letters and digits, which keygate does not read"
+		return nil
 	case act == nil:
 		in.m.NotSend = true
 		in.m.ScopePath, in.m.ScopeElse = actionScopePath(action), true
