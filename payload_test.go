@@ -255,6 +255,8 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		// Campaign and broadcast sends, whose sender and recipients are
 		// stored at the provider.
 		{"resend", "POST", "/broadcasts/b-1/send", "application/json", ""},
+		{"resend", "POST", "/inboxes/in-1/drafts/d-1/send", "application/json", ""},
+		{"resend", "POST", "/inboxes/in-1/threads/t-1/emails/e-1/forward", "application/json", `{"to":["a@rcpt.example","b@rcpt.example"]}`},
 		// A message stored at Mailgun, sent again to any address.
 		{"mailgun", "POST", "/v3/domains/mg.shop.example/messages/k-1", "application/x-www-form-urlencoded", "to=a%40rcpt.example%2Cb%40rcpt.example"},
 		{"mailgun", "POST", "/v4/inbox/tests", "application/json", `{"from":"ceo@evil.example","subject":"s","html":"h"}`},

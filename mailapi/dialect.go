@@ -220,6 +220,14 @@ var dialects = []*Dialect{
 		{path: "/emails/batch", shape: arrayOf(resendMessage)},
 		{path: "/broadcasts/*/send", opaque: "Resend's broadcast send"},
 		{path: "/broadcasts", opaque: "Resend's broadcast created with send", sendFlag: "send"},
+		// Resend's inboxes: a stored draft sent, a received email replied
+		// to (its sender and, with reply_all, every other recipient, and
+		// the body's cc and bcc) or forwarded, all from the inbox
+		// (resend's inboxes.drafts.send, inboxes.threads.emails.reply
+		// and forward).
+		{path: "/inboxes/*/drafts/*/send", opaque: "Resend's inbox draft send"},
+		{path: "/inboxes/*/threads/*/emails/*/reply", opaque: "Resend's inbox reply"},
+		{path: "/inboxes/*/threads/*/emails/*/forward", opaque: "Resend's inbox forward"},
 	}},
 	{Name: "ses", sigV4: true, errors: sesErrors, endpoints: []endpoint{
 		{path: "/v2/email/outbound-emails", shape: sesMessage},
