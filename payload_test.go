@@ -256,6 +256,7 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		// stored at the provider.
 		{"resend", "POST", "/broadcasts/b-1/send", "application/json", ""},
 		{"resend", "POST", "/inboxes/in-1/drafts/d-1/send", "application/json", ""},
+		{"resend", "POST", "/events/send", "application/json", `{"event":"signup","email":"a@rcpt.example","payload":{"link":"https://evil.example/"}}`},
 		{"resend", "POST", "/inboxes/in-1/threads/t-1/emails/e-1/forward", "application/json", `{"to":["a@rcpt.example","b@rcpt.example"]}`},
 		// A message stored at Mailgun, sent again to any address.
 		{"mailgun", "POST", "/v3/domains/mg.shop.example/messages/k-1", "application/x-www-form-urlencoded", "to=a%40rcpt.example%2Cb%40rcpt.example"},

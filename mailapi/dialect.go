@@ -228,6 +228,10 @@ var dialects = []*Dialect{
 		{path: "/inboxes/*/drafts/*/send", opaque: "Resend's inbox draft send"},
 		{path: "/inboxes/*/threads/*/emails/*/reply", opaque: "Resend's inbox reply"},
 		{path: "/inboxes/*/threads/*/emails/*/forward", opaque: "Resend's inbox forward"},
+		// An event sent for a contact (any email address) starts the
+		// automations it triggers, whose send_email steps mail that
+		// contact from a stored template (resend's events.send).
+		{path: "/events/send", opaque: "Resend's automation event"},
 	}},
 	{Name: "ses", sigV4: true, errors: sesErrors, endpoints: []endpoint{
 		{path: "/v2/email/outbound-emails", shape: sesMessage},

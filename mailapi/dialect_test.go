@@ -57,6 +57,8 @@ func TestIsSend(t *testing.T) {
 		{"resend: an inbox draft sent", "resend", "POST", "/inboxes/in-1/drafts/d-1/send", true},
 		{"resend: an inbox reply, the inbox named by its address", "resend", "POST", "/inboxes/shop%40shop.example/threads/t-1/emails/e-1/reply", true},
 		{"resend: an inbox forward", "resend", "POST", "/inboxes/in-1/threads/t-1/emails/e-1/forward", true},
+		{"resend: an event that starts automations, which mail the contact", "resend", "POST", "/events/send", true},
+		{"resend: an event defined is no send", "resend", "POST", "/events", false},
 		{"resend: a draft created is no send", "resend", "POST", "/inboxes/in-1/drafts", false},
 		{"ses: the v2 send", "ses", "POST", "/v2/email/outbound-emails", true},
 		{"ses: the v2 bulk send", "ses", "POST", "/v2/email/outbound-bulk-emails", true},
