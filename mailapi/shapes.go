@@ -181,6 +181,9 @@ var (
 		// sent the message on the From's behalf.
 		field("h:Sender", alsoSender),
 		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
+		// A stored template may carry the From, which a message without
+		// one is then sent with.
+		field("template", hidden),
 	)
 
 	// Mailgun delivers a raw MIME message to the form's "to" fields; its
@@ -196,6 +199,9 @@ var (
 		field("from", senderList),
 		field("to", resendRecipients), field("cc", resendRecipients), field("bcc", resendRecipients),
 		field("headers", customHeaders),
+		// A stored template may carry the from, which a message without
+		// one is then sent with.
+		field("template", hidden),
 	)
 
 	sesDestination = object(
