@@ -523,7 +523,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		res = h.limiter().Allow(r.Context(), rec.ID, limit, t)
 		// In the provider's own headers as well, where the provider would
 		// send them: SendGrid's answer to a mail/send it takes has none.
-		if h.dialect != nil && (!res.Allowed || !read || msg.NotSend || h.dialect.RateHeadersOnSend(r.URL.Path)) {
+		if h.dialect != nil && (!res.Allowed || !msg.Unrated) {
 			q.sw.provider = setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {

@@ -65,6 +65,10 @@ type Message struct {
 	// lines are matched against the request itself: a line for "/" covers
 	// the v1 actions no line names.
 	ScopeElse bool
+	// Unrated reports that the provider's answer to this send, when it
+	// takes it, carries none of its rate headers (SendGrid's mail/send,
+	// which is not limited as its other endpoints are); its refusals do.
+	Unrated bool
 }
 
 // Dialect is one email provider's send API: where its send endpoints are and
@@ -122,15 +126,6 @@ func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 // RateHeaders reports in which headers the provider reports its rate limit
 // to its SDKs.
 func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
-
-// RateHeadersOnSend reports whether the provider's answer to a send to
-// path that it takes carries its rate headers, as its other answers do:
-// not at an endpoint marked unrated (SendGrid's mail/send), whose refusals
-// alone carry them.
-func (d *Dialect) RateHeadersOnSend(path string) bool {
-	e, _ := d.endpoint(path)
-	return e == nil || !e.unrated
-}
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
@@ -402,6 +397,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	if domain != "" {
 		in.m.SendingDomains = []string{strings.ToLower(domain)}
 	}
+	in.m.Unrated = e.unrated
 	return in.m, nil
 }
 
