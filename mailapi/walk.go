@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
@@ -396,18 +397,25 @@ var mimeAddresses = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 	CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil },
 }}
 
-// mime reads the headers of a raw MIME message: every From and Sender
-// header names a sender (the provider sends the headers as written, and
-// mail clients show a Sender as who sent the message for the From) and To,
-// Cc and Bcc count as recipients when the request's own fields name none.
-// Headers keygate cannot read make the request Opaque.
+// mime reads the headers of a raw MIME message: every From, Sender,
+// Resent-From and Resent-Sender header names a sender (the provider sends
+// the headers as written, and mail clients show a Sender as who sent the
+// message for the From) and To, Cc and Bcc (and their Resent- forms) count
+// as recipients when the request's own fields name none. Headers keygate
+// cannot read, or that another reader could split differently
+// (headerSection), make the request Opaque.
 func (in *inspection) mime(r io.Reader) {
-	msg, err := mail.ReadMessage(r)
+	head, ok := headerSection(bufio.NewReader(r))
+	if !ok {
+		in.m.Opaque, in.msg.hidden = true, true
+		return
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(head))
 	if err != nil {
 		in.m.Opaque, in.msg.hidden = true, true
 		return
 	}
-	for _, name := range []string{"From", "Sender", "To", "Cc", "Bcc"} {
+	for _, name := range mimeAddressHeaders {
 		// All of a repeated header: the provider might read either.
 		for _, v := range msg.Header[name] {
 			list, err := mimeAddresses.ParseList(v)
@@ -415,17 +423,85 @@ func (in *inspection) mime(r io.Reader) {
 				in.m.Opaque, in.msg.hidden = true, true
 				return
 			}
-			if name != "From" && name != "Sender" {
-				in.msg.mimeRcpts += len(list)
-				continue
-			}
-			for _, a := range list {
-				if name == "Sender" { // beside the From, never instead of it
-					in.keepSender(a.Address)
-				} else {
+			switch name {
+			case "From":
+				for _, a := range list {
 					in.sender(a.Address)
 				}
+			case "Sender", "Resent-From", "Resent-Sender":
+				for _, a := range list { // beside the From, never instead of it
+					in.keepSender(a.Address)
+				}
+			default:
+				in.msg.mimeRcpts += len(list)
 			}
+		}
+	}
+}
+
+// mimeAddressHeaders are the headers of raw MIME whose addresses mime reads,
+// canonical. A provider that takes the recipients from the headers may
+// honour the Resent- ones (as sendmail -t does), and mail clients show a
+// Resent-From as who sent the message on.
+var mimeAddressHeaders = []string{"From", "Sender", "Resent-From", "Resent-Sender",
+	"To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"}
+
+// headerSection reads the header section of a raw message, up to and
+// including the empty line that ends it (or all of it, without one), and
+// reports whether every reader splits it into the fields net/mail does.
+// Readers differ where RFC 5322 is loose or obsolete, so such a section is
+// refused rather than read one way:
+//   - a carriage return not followed by a line feed ends a line for Python's
+//     email package and JavaMail, not for net/mail: "Subject: x\rFrom: y"
+//     holds a From header for them;
+//   - a field name must be RFC 5322's (printable ASCII but ':'), with no
+//     space before its colon: "From : y" is a From header in RFC 5322's
+//     obsolete syntax, a field "From " to net/mail;
+//   - a NUL ends the text for readers in C;
+//   - a section with no field at all (the message begins with an empty
+//     line, or a byte order mark) is a body to net/mail, and some readers
+//     skip what comes first.
+func headerSection(r *bufio.Reader) ([]byte, bool) {
+	var head []byte
+	fields := 0
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// A long line: the rest of it, whole.
+			long := append([]byte(nil), line...)
+			for err == bufio.ErrBufferFull {
+				line, err = r.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if err != nil && err != io.EOF {
+			return nil, false
+		}
+		head = append(head, line...)
+		text := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if bytes.IndexByte(text, '\r') >= 0 || bytes.IndexByte(text, 0) >= 0 {
+			return nil, false
+		}
+		switch {
+		case len(text) == 0:
+			return head, fields > 0 // the empty line that ends the section
+		case text[0] == ' ' || text[0] == '\t':
+			// Folded: the field goes on (net/mail refuses it first).
+		default:
+			colon := bytes.IndexByte(text, ':')
+			if colon <= 0 {
+				return nil, false
+			}
+			for _, c := range text[:colon] {
+				if c <= ' ' || c > '~' {
+					return nil, false
+				}
+			}
+			fields++
+		}
+		if err == io.EOF {
+			return head, fields > 0
 		}
 	}
 }
