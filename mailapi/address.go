@@ -1,6 +1,7 @@
 package mailapi
 
 import (
+	"errors"
 	"net/mail"
 	"strings"
 	"unicode/utf8"
@@ -22,6 +23,9 @@ func parseAddress(v string) (string, error) {
 	if addr, ok := plainMailbox(v); ok {
 		return addr, nil
 	}
+	if err := controlChars(v); err != nil {
+		return "", err
+	}
 	a, err := mail.ParseAddress(v)
 	if err != nil {
 		return "", err
@@ -36,6 +40,9 @@ func parseAddressList(v string, each func(addr string)) (int, error) {
 	if n, ok := plainList(v, each); ok {
 		return n, nil
 	}
+	if err := controlChars(v); err != nil {
+		return 0, err
+	}
 	list, err := mail.ParseAddressList(v)
 	if err != nil {
 		return 0, err
@@ -46,6 +53,23 @@ func parseAddressList(v string, each func(addr string)) (int, error) {
 		}
 	}
 	return len(list), nil
+}
+
+// errControl is the error of an address holding a control character.
+var errControl = errors.New("mail: control character in address")
+
+// controlChars refuses an address holding a control character other than
+// a tab, which net/mail takes in a comment: "a@shop.example (x\r\nFrom:
+// ceo@evil.example)" is one address to it, and a provider that writes the
+// field into the From header as it is would send a second From. No plain
+// mailbox holds one.
+func controlChars(v string) error {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return errControl
+		}
+	}
+	return nil
 }
 
 // plainList reads a list of plain mailboxes separated by commas. ok is false

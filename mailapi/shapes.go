@@ -23,6 +23,10 @@ type shape struct {
 	// pair marks a header given as {"Name": …, "Value": …}: its value's
 	// meaning depends on its name, known once the object ends.
 	pair bool
+	// headerNames marks an object whose member names are header names
+	// (custom headers, Mailgun's form fields, h:From among them): a name
+	// matches also as looseName spells it.
+	headerNames bool
 	// names tells the keys that may be a member's name from those that
 	// cannot, by length and first byte, so most keys a shape does not name
 	// are passed over without comparing names. Set by object and message.
@@ -124,7 +128,13 @@ func people(key string) *shape { return arrayOf(object(field(key, recipient))) }
 // provider sends it as written (some refuse it, some do not say), so it is
 // checked as a sender; it does not stand in for the message's own sender,
 // which the provider takes from its field (or a stored template).
-var customHeaders = object(field("From", alsoSender), field("Sender", alsoSender))
+var customHeaders = headerNames(object(field("From", alsoSender), field("Sender", alsoSender)))
+
+// headerNames marks s as an object whose member names are header names.
+func headerNames(s *shape) *shape {
+	s.headerNames = true
+	return s
+}
 
 // headerPairs is the same as an array of {"Name": …, "Value": …} objects
 // (Postmark's Headers, SES's Simple, Template and bulk headers).
@@ -172,7 +182,7 @@ var (
 		))),
 	)
 
-	mailgunMessage = message("from",
+	mailgunMessage = headerNames(message("from",
 		field("from", senderList),
 		// Mailgun sets any h:-prefixed MIME header; a From header set this
 		// way is what recipients see, so it is a sender too.
@@ -184,14 +194,14 @@ var (
 		// A stored template may carry the From, which a message without
 		// one is then sent with.
 		field("template", hidden),
-	)
+	))
 
 	// Mailgun delivers a raw MIME message to the form's "to" fields; its
 	// From header is the sender.
-	mailgunMIME = message("message (a MIME message with a From header)",
+	mailgunMIME = headerNames(message("message (a MIME message with a From header)",
 		field("message", &shape{role: roleMIME}),
 		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
-	)
+	))
 
 	// Resend's recipient fields are an address string or an array of them.
 	resendRecipients = &shape{role: roleRecipientList, elem: recipientList}

@@ -160,8 +160,51 @@ func (in *inspection) object(r *reader, s *shape) error {
 }
 
 // member finds the member named key under Unicode case folding, the rule
-// encoding/json and case-insensitive decoders match names by.
+// encoding/json and case-insensitive decoders match names by; for a shape
+// of header names, also as looseName spells key.
 func (s *shape) member(key []byte) *member {
+	m := s.exactMember(key)
+	if m == nil && s.headerNames {
+		if k, ok := looseName(key); ok {
+			m = s.exactMember(k)
+		}
+	}
+	return m
+}
+
+// looseName is a header name (or a Mailgun form field) as a provider that
+// builds a header from it may take it, and whether that differs from key:
+// what follows the last line break in it (a provider writing "X: y\r\nFrom"
+// as it is sends a From header), without the spaces and tabs around it
+// (RFC 5322's obsolete syntax reads "From : x" as a From), or after the
+// "h:" of Mailgun's header fields, and without a trailing "[…]" (a form
+// built from an array: to[0], h:From[]).
+func looseName(key []byte) ([]byte, bool) {
+	k := key
+	prefix := len(k) >= 2 && k[0]|0x20 == 'h' && k[1] == ':'
+	if prefix {
+		k = k[2:]
+	}
+	if i := bytes.LastIndexAny(k, "\r\n"); i >= 0 {
+		k = k[i+1:]
+	}
+	k = bytes.Trim(k, " \t")
+	if n := len(k); n > 0 && k[n-1] == ']' {
+		if i := bytes.IndexByte(k, '['); i > 0 {
+			k = bytes.TrimRight(k[:i], " \t")
+		}
+	}
+	if prefix {
+		if len(k) == len(key)-2 {
+			return key, false
+		}
+		return append([]byte("h:"), k...), true
+	}
+	return k, len(k) != len(key)
+}
+
+// exactMember finds the member named key under Unicode case folding.
+func (s *shape) exactMember(key []byte) *member {
 	// Names are ASCII, and folding an ASCII key keeps its length and
 	// changes only the case of its letters: only a key with other bytes
 	// (the long s folds to s) may match a name the filter does not admit.
@@ -329,7 +372,8 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 			return fmt.Errorf("%s: not a valid address list", in.where())
 		}
 	case roleHeaderName:
-		if strings.EqualFold(v, "From") || strings.EqualFold(v, "Sender") {
+		name, _ := looseName([]byte(v))
+		if bytes.EqualFold(name, []byte("From")) || bytes.EqualFold(name, []byte("Sender")) {
 			in.pairSender = true
 		}
 	case roleHeaderValue:
