@@ -1151,6 +1151,14 @@ func TestARefusedFormDoesNotShowAKeyAgain(t *testing.T) {
 		{"a key page's revoke", alice, "/keys/" + a.ID + "/revoke", url.Values{"confirm": {"forever-1"}, "reason": {held}}},
 		{"a key page's disable", alice, "/keys/" + a.ID + "/disable", url.Values{"reason": {held}}},
 		{"the create form's name", alice, "/new", url.Values{"name": {held}, "owner": {"sales"}, "env": {"live"}, "scope": {"mail.send"}}},
+		// A key pasted into a field of values the service quotes when it
+		// refuses one.
+		{"the create form's other scopes", alice, "/new", url.Values{"name": {"n"}, "env": {"live"}, "extra_scopes": {other.Key}}},
+		{"the create form's sender domains", alice, "/new", url.Values{"name": {"n"}, "env": {"live"}, "scope": {"mail.send"}, "sender_domains": {other.Key}}},
+		{"the create form's client addresses", alice, "/new", url.Values{"name": {"n"}, "env": {"live"}, "scope": {"mail.send"}, "allowed_ips": {other.Key}}},
+		{"the settings form's sender domains", alice, "/keys/" + a.ID + "/settings", url.Values{"version": {keys.Version(f.show(a.ID))},
+			"name": {"forever-1"}, "scope": {"mail.send"}, "expires": {"keep"}, "sender_domains": {"example.com " + other.Key}}},
+		{"a rotation's grace", alice, "/keys/" + a.ID + "/rotate", url.Values{"grace": {other.Key}}},
 		{"the settings form's reason", alice, "/keys/" + a.ID + "/settings", url.Values{"version": {keys.Version(f.show(a.ID))},
 			"name": {"forever-1"}, "scope": {"mail.send"}, "expires": {"keep"}, "reason": {held}}},
 	} {

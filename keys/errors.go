@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // InvalidError is input the caller must change. Its message names the field
@@ -17,8 +18,15 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return e.msg }
 
-// invalid builds an InvalidError: `field "value": reason`.
+// invalid builds an InvalidError: `field "value": reason`. A value that
+// holds a key (pasted into the wrong field: the other scopes, the sender
+// domains) is not quoted: the message is shown on the console's refused
+// form, printed to terminals and CI logs, and a key is shown only once.
 func invalid(field, value, format string, args ...any) error {
+	if verifier.HasSecret(value) {
+		return &InvalidError{Field: field, msg: field + " (not repeated here: it holds an API key, or something shaped like one): " +
+			fmt.Sprintf(format, args...)}
+	}
 	if r := []rune(value); len(r) > maxQuoted {
 		value = string(r[:maxQuoted]) + "…" // enough to find it by; a page of it helps nobody
 	}

@@ -841,3 +841,55 @@ func TestARotationRacingAnOwnerChangeGivesTheOldOwnerNothing(t *testing.T) {
 		t.Errorf("the store after the refused rotation: %v, %+v", err, recs)
 	}
 }
+
+// A key pasted into a field that is not for it (the scopes, the sender
+// domains, the expiry) is refused without being quoted: the message is
+// shown on the console's form and printed to terminals and CI logs, and a
+// key is shown only once.
+func TestARefusalNeverQuotesAKeyGivenForAnotherField(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, spec("a", "mail.send"))
+	owned := New(f.st, Options{Now: func() time.Time { return f.t }}).ForOwner("sales")
+	for name, try := range map[string]func(v string) error{
+		"scope": func(v string) error { _, err := f.Issue(ctx, spec("b", v), "t"); return err },
+		"sender domain": func(v string) error {
+			_, err := f.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), SenderDomains: list(v)}, "t")
+			return err
+		},
+		"allowed IP": func(v string) error {
+			_, err := f.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), AllowedIPs: list(v)}, "t")
+			return err
+		},
+		"env": func(v string) error {
+			_, err := f.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), Env: &v}, "t")
+			return err
+		},
+		"prefix": func(v string) error {
+			_, err := f.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), Prefix: &v}, "t")
+			return err
+		},
+		"expires": func(v string) error {
+			_, err := f.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), Expires: &v}, "t")
+			return err
+		},
+		"another owner": func(v string) error {
+			_, err := owned.Issue(ctx, Spec{Name: str("b"), Scopes: list("mail.send"), Owner: &v}, "t")
+			return err
+		},
+		"an update":       func(v string) error { _, err := f.Update(ctx, k.ID, Spec{AddScopes: []string{v}}, "t"); return err },
+		"grace":           func(v string) error { _, err := ParseGrace(v); return err },
+		"a list's status": func(v string) error { _, err := f.Find(ctx, Query{Status: v}); return err },
+		"a list's sort":   func(v string) error { _, err := f.Find(ctx, Query{Sort: v}); return err },
+	} {
+		for _, v := range []string{k.Key, "x " + k.Key} {
+			err := try(v)
+			if !isInvalid(err) {
+				t.Errorf("%s %q: %v, want refused", name, v, err)
+				continue
+			}
+			if strings.Contains(err.Error(), k.Key[8:30]) {
+				t.Errorf("%s: the refusal quotes the key: %v", name, err)
+			}
+		}
+	}
+}
