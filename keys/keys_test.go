@@ -386,7 +386,11 @@ func TestAViewOfOneOwnerNeverReachesAnothersKeys(t *testing.T) {
 		t.Errorf("activity of another owner's key: %v", act)
 	}
 	// Whoever holds a key may stop it; the record of another owner's key
-	// is not shown.
+	// is not shown, neither when asked what would be revoked nor after.
+	targets, err := sales.RevokeTargets(ctx, Revocation{Key: theirs.Key})
+	if err != nil || len(targets) != 1 || targets[0].ID != theirs.ID || targets[0].Name != "" || targets[0].Owner != "" {
+		t.Errorf("what revoking another owner's leaked key would revoke: %v, %+v", err, targets)
+	}
 	rev, err := sales.Revoke(ctx, Revocation{Key: theirs.Key}, "alice")
 	if err != nil || len(rev) != 1 || rev[0].RevokedAt == nil || rev[0].Name != "" {
 		t.Errorf("revoking another owner's leaked key by value: %v, %+v", err, rev)

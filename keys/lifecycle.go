@@ -325,7 +325,7 @@ func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Re
 		if err != nil {
 			return nil, notFound(err, "a key with that value")
 		}
-		return []*store.Record{rec}, nil
+		return []*store.Record{s.seen(rec)}, nil
 	case rv.Owner != "":
 		if s.owner != nil && rv.Owner != *s.owner {
 			return nil, &NotFoundError{What: fmt.Sprintf("active keys of owner %q", rv.Owner)}
@@ -401,12 +401,18 @@ func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*s
 		if err != nil {
 			return out, notFound(err, "key "+target.ID)
 		}
-		if !s.visible(rec) {
-			rec = &store.Record{ID: rec.ID, RevokedAt: rec.RevokedAt, RevokeReason: rec.RevokeReason, Scopes: []string{}}
-		}
-		out = append(out, rec)
+		out = append(out, s.seen(rec))
 	}
 	return out, nil
+}
+
+// seen is rec as the service may show it: another owner's key (revoked by
+// its value) is reduced to its id and revocation.
+func (s *Service) seen(rec *store.Record) *store.Record {
+	if s.visible(rec) {
+		return rec
+	}
+	return &store.Record{ID: rec.ID, RevokedAt: rec.RevokedAt, RevokeReason: rec.RevokeReason, Scopes: []string{}}
 }
 
 // notFound turns the store's ErrNotFound into a NotFoundError naming what.
