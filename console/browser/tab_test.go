@@ -2,13 +2,18 @@ package browser
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -91,7 +96,58 @@ func (b *browser) signIn(t *testing.T, g *gateway, user string) *tab {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	watchPages(t, ctx)
 	return &tab{ctx: ctx, site: g.url}
+}
+
+// watchPages fails t, once it ends, for every script error and every
+// refusal by the Content-Security-Policy (the console's stylesheet or
+// script blocked, a style attribute, an image of another origin) on the
+// pages of ctx: the pages still work without their script, so a policy
+// that breaks them would otherwise pass unseen.
+func watchPages(t *testing.T, ctx context.Context) {
+	var mu sync.Mutex
+	var faults []string
+	fault := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		faults = append(faults, s)
+	}
+	go func() {
+		for ev, err := range chromedp.Events(ctx, log.EntryAdded) {
+			if err != nil {
+				return
+			}
+			if ev.Entry.Source == log.EntrySourceSecurity {
+				fault(ev.Entry.URL + ": " + ev.Entry.Text)
+			}
+		}
+	}()
+	go func() {
+		for ev, err := range chromedp.Events(ctx, runtime.ExceptionThrown) {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			text := d.Text
+			if d.Exception != nil {
+				text += " " + d.Exception.Description
+			}
+			fault(fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, text))
+		}
+	}()
+	for _, enable := range []cdp.Command[cdp.Empty, cdp.Empty]{log.Enable, runtime.Enable} {
+		if _, err := chromedp.Call(ctx, enable, cdp.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range faults {
+			t.Errorf("in the browser: %s", f)
+		}
+	})
 }
 
 // run runs an action with a time limit and fails the test on an error.
