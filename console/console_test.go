@@ -1158,6 +1158,7 @@ func TestARefusedFormDoesNotShowAKeyAgain(t *testing.T) {
 		{"the create form's client addresses", alice, "/new", url.Values{"name": {"n"}, "env": {"live"}, "scope": {"mail.send"}, "allowed_ips": {other.Key}}},
 		{"the settings form's sender domains", alice, "/keys/" + a.ID + "/settings", url.Values{"version": {keys.Version(f.show(a.ID))},
 			"name": {"forever-1"}, "scope": {"mail.send"}, "expires": {"keep"}, "sender_domains": {"example.com " + other.Key}}},
+		{"a ticked scope (a crafted request)", alice, "/new", url.Values{"name": {"n"}, "env": {"live"}, "scope": {"mail.send", other.Key, "mail." + other.Key}}},
 		{"a rotation's grace", alice, "/keys/" + a.ID + "/rotate", url.Values{"grace": {other.Key}}},
 		{"the settings form's reason", alice, "/keys/" + a.ID + "/settings", url.Values{"version": {keys.Version(f.show(a.ID))},
 			"name": {"forever-1"}, "scope": {"mail.send"}, "expires": {"keep"}, "reason": {held}}},

@@ -196,6 +196,16 @@ func (f *settingsForm) shownAgain() {
 		&f.AllowedIPs, &f.RateN, &f.Burst, &f.QuotaN, &f.MaxRecipients, &f.Reason} {
 		*s = shownAgain(*s)
 	}
+	// A ticked scope is any value the request sent (a page's form edited,
+	// a crafted request): one that holds a key is not a box shown again.
+	groups := f.Groups[:0]
+	for _, g := range f.Groups {
+		g.Scopes = slices.DeleteFunc(g.Scopes, func(c scopeChoice) bool { return shownAgain(c.Scope) == "" })
+		if shownAgain(g.Name) != "" && (g.Access != nil || len(g.Scopes) > 0) {
+			groups = append(groups, g)
+		}
+	}
+	f.Groups = groups
 }
 
 // readForm reads a submitted settings form back into what it shows, so a
