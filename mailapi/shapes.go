@@ -25,8 +25,14 @@ type shape struct {
 	pair bool
 	// headerNames marks an object whose member names are header names
 	// (custom headers, Mailgun's form fields, h:From among them): a name
-	// matches also as looseName spells it.
+	// matches also as looseName spells it, and one holding a line break
+	// makes the message opaque.
 	headerNames bool
+	// rest, when set, is the member every other member whose name starts
+	// with restPrefix (in any case) is read as: a header keygate does not
+	// look for, whose value must still not start another header.
+	rest       *member
+	restPrefix string
 	// names tells the keys that may be a member's name from those that
 	// cannot, by length and first byte, so most keys a shape does not name
 	// are passed over without comparing names. Set by object and message.
@@ -72,6 +78,7 @@ const (
 	roleAlsoSender         // an RFC 5322 address list of senders beside the message's own (a Sender header, a From among custom headers): checked as senders, but naming none for the message
 	roleHeaderName         // a pair's header name
 	roleHeaderValue        // a pair's header value: a sender's if the name is From or Sender
+	roleHeaderText         // any other custom header's value, of any type: a string holding a line break makes the message opaque
 	roleMIME               // a raw MIME message (Mailgun's "message" part)
 	roleMIMEBase64         // base64 of a raw MIME message (SES Content.Raw.Data)
 	roleHidden             // any value: the provider may take the sender from where keygate cannot see (a stored template) when the message names none
@@ -128,13 +135,24 @@ func people(key string) *shape { return arrayOf(object(field(key, recipient))) }
 // provider sends it as written (some refuse it, some do not say), so it is
 // checked as a sender; it does not stand in for the message's own sender,
 // which the provider takes from its field (or a stored template).
-var customHeaders = headerNames(object(field("From", alsoSender), field("Sender", alsoSender)))
+// Any other header is read only for a line break in its value, which would
+// start another header (a From) where the provider writes it as it is.
+var customHeaders = headerNames(object(field("From", alsoSender), field("Sender", alsoSender)), "")
 
-// headerNames marks s as an object whose member names are header names.
-func headerNames(s *shape) *shape {
+// headerNames marks s as an object whose member names are header names,
+// those starting with prefix ("" for all) custom headers of the message.
+func headerNames(s *shape, prefix string) *shape {
 	s.headerNames = true
+	s.rest, s.restPrefix = &member{name: prefix + "…", shape: headerText}, prefix
 	return s
 }
+
+// headerText is a custom header's value keygate does not otherwise read.
+var headerText = &shape{role: roleHeaderText}
+
+// injectedHeader is a custom header whose name holds a line break: written
+// as it is, it starts headers keygate did not see ("X: y\r\nFrom: …").
+var injectedHeader = &member{name: "a header name with a line break", shape: opaque}
 
 // headerPairs is the same as an array of {"Name": …, "Value": …} objects
 // (Postmark's Headers, SES's Simple, Template and bulk headers).
@@ -194,14 +212,14 @@ var (
 		// A stored template may carry the From, which a message without
 		// one is then sent with.
 		field("template", hidden),
-	))
+	), "h:")
 
 	// Mailgun delivers a raw MIME message to the form's "to" fields; its
 	// From header is the sender.
 	mailgunMIME = headerNames(message("message (a MIME message with a From header)",
 		field("message", &shape{role: roleMIME}),
 		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
-	))
+	), "h:")
 
 	// Resend's recipient fields are an address string or an array of them.
 	resendRecipients = &shape{role: roleRecipientList, elem: recipientList}

@@ -112,6 +112,8 @@ func (in *inspection) walk(r *reader, s *shape) error {
 		})
 		in.pop()
 		return err
+	case s.role == roleHeaderText && c != '"':
+		return r.skip() // a header's value the provider may refuse, but no text of it
 	case c == '"' && s.role != roleNone:
 		v, transient, err := r.str(&in.scratch)
 		if err != nil {
@@ -160,51 +162,9 @@ func (in *inspection) object(r *reader, s *shape) error {
 }
 
 // member finds the member named key under Unicode case folding, the rule
-// encoding/json and case-insensitive decoders match names by; for a shape
-// of header names, also as looseName spells key.
+// encoding/json and case-insensitive decoders match names by, or else, in a
+// shape of header names, the one headerMember finds.
 func (s *shape) member(key []byte) *member {
-	m := s.exactMember(key)
-	if m == nil && s.headerNames {
-		if k, ok := looseName(key); ok {
-			m = s.exactMember(k)
-		}
-	}
-	return m
-}
-
-// looseName is a header name (or a Mailgun form field) as a provider that
-// builds a header from it may take it, and whether that differs from key:
-// what follows the last line break in it (a provider writing "X: y\r\nFrom"
-// as it is sends a From header), without the spaces and tabs around it
-// (RFC 5322's obsolete syntax reads "From : x" as a From), or after the
-// "h:" of Mailgun's header fields, and without a trailing "[…]" (a form
-// built from an array: to[0], h:From[]).
-func looseName(key []byte) ([]byte, bool) {
-	k := key
-	prefix := len(k) >= 2 && k[0]|0x20 == 'h' && k[1] == ':'
-	if prefix {
-		k = k[2:]
-	}
-	if i := bytes.LastIndexAny(k, "\r\n"); i >= 0 {
-		k = k[i+1:]
-	}
-	k = bytes.Trim(k, " \t")
-	if n := len(k); n > 0 && k[n-1] == ']' {
-		if i := bytes.IndexByte(k, '['); i > 0 {
-			k = bytes.TrimRight(k[:i], " \t")
-		}
-	}
-	if prefix {
-		if len(k) == len(key)-2 {
-			return key, false
-		}
-		return append([]byte("h:"), k...), true
-	}
-	return k, len(k) != len(key)
-}
-
-// exactMember finds the member named key under Unicode case folding.
-func (s *shape) exactMember(key []byte) *member {
 	// Names are ASCII, and folding an ASCII key keeps its length and
 	// changes only the case of its letters: only a key with other bytes
 	// (the long s folds to s) may match a name the filter does not admit.
@@ -218,7 +178,7 @@ func (s *shape) exactMember(key []byte) *member {
 	}
 	ascii := isASCII(key)
 	if ascii && !known {
-		return nil
+		return s.unnamed(key)
 	}
 	for i := range s.members {
 		name := s.members[i].name
@@ -226,7 +186,60 @@ func (s *shape) exactMember(key []byte) *member {
 			return &s.members[i]
 		}
 	}
+	return s.unnamed(key)
+}
+
+// unnamed is what a key no member is named reads as: nothing, but in a
+// shape of header names.
+func (s *shape) unnamed(key []byte) *member {
+	if !s.headerNames {
+		return nil
+	}
+	return s.headerMember(key)
+}
+
+// headerMember is what a header name no member is named reads as: the
+// member looseName's spelling of it names, injectedHeader for a name
+// holding a line break, or rest for another header.
+func (s *shape) headerMember(key []byte) *member {
+	if bytes.IndexByte(key, '\r') >= 0 || bytes.IndexByte(key, '\n') >= 0 {
+		return injectedHeader
+	}
+	if k, ok := looseName(key); ok {
+		if m := s.member(k); m != nil {
+			return m
+		}
+	}
+	if len(key) >= len(s.restPrefix) && bytes.EqualFold(key[:len(s.restPrefix)], []byte(s.restPrefix)) {
+		return s.rest
+	}
 	return nil
+}
+
+// looseName is a header name (or a Mailgun form field) as a provider that
+// builds a header from it may take it, and whether that differs from key:
+// without the spaces and tabs around it (RFC 5322's obsolete syntax reads
+// "From : x" as a From), or after the "h:" of Mailgun's header fields, and
+// without a trailing "[…]" (a form built from an array: to[0], h:From[]).
+func looseName(key []byte) ([]byte, bool) {
+	k := key
+	prefix := len(k) >= 2 && k[0]|0x20 == 'h' && k[1] == ':'
+	if prefix {
+		k = k[2:]
+	}
+	k = trimBlanks(k)
+	if n := len(k); n > 0 && k[n-1] == ']' {
+		if i := bytes.IndexByte(k, '['); i > 0 {
+			k = trimBlanks(k[:i])
+		}
+	}
+	if prefix {
+		if len(k) == len(key)-2 {
+			return key, false
+		}
+		return append([]byte("h:"), k...), true
+	}
+	return k, len(k) != len(key)
 }
 
 // isASCII reports whether b has no byte above 0x7f, eight bytes a step;
@@ -372,15 +385,27 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 			return fmt.Errorf("%s: not a valid address list", in.where())
 		}
 	case roleHeaderName:
+		if lineBreak(v) {
+			in.m.Opaque, in.msg.hidden = true, true // see injectedHeader
+		}
 		name, _ := looseName([]byte(v))
 		if bytes.EqualFold(name, []byte("From")) || bytes.EqualFold(name, []byte("Sender")) {
 			in.pairSender = true
 		}
 	case roleHeaderValue:
+		if lineBreak(v) {
+			in.m.Opaque, in.msg.hidden = true, true // see roleHeaderText
+		}
 		if transient {
 			v = strings.Clone(v) // read once the pair ends
 		}
 		in.pairValues = append(in.pairValues, v)
+	case roleHeaderText:
+		if lineBreak(v) {
+			// Written as it is, it starts another header ("x\r\nFrom: …"),
+			// which keygate did not see; a provider may also fold it.
+			in.m.Opaque, in.msg.hidden = true, true
+		}
 	case roleMIME:
 		in.mime(strings.NewReader(v))
 	case roleMIMEBase64:
@@ -391,6 +416,11 @@ func (in *inspection) apply(role role, v string, transient bool) error {
 		in.m.Opaque, in.msg.hidden = true, true
 	}
 	return nil
+}
+
+// lineBreak reports whether v holds a carriage return or a line feed.
+func lineBreak(v string) bool {
+	return strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0
 }
 
 // sender records a From address: the message names its sender.
