@@ -235,6 +235,13 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 			if !open {
 				return f(ctx, c, args)
 			}
+			if _, ok := store.SQLitePath(uri); !ok && cmd.Name() == "backup" {
+				// Said before the store is opened: opening it would migrate
+				// a PostgreSQL schema (the upgrade's backup is taken with the
+				// version being left) and wait for a server that may be down,
+				// only to write nothing.
+				return store.ErrNoBackup
+			}
 			// Only issue may create the embedded store: for any other
 			// subcommand a missing file is a mistyped path, which would
 			// otherwise look like a store without keys.

@@ -3,6 +3,8 @@ package keygate_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -658,6 +660,44 @@ func TestTheCLIIssuesKeysOfThePrefixTheRoutesAccept(t *testing.T) {
 	_, stderr, err = g.keysRaw("issue", "--name", "reports", "--scope", "reports.read")
 	if err != nil || !strings.Contains(stderr, `scope "reports.read": no route on this store's gateways requires it (routes use mail.send)`) {
 		t.Errorf("a scope only a validated config names: err=%v stderr=%q", err, stderr)
+	}
+}
+
+// A PostgreSQL store is backed up and restored with PostgreSQL's own tools:
+// backup and restore say so without opening it, so they neither migrate
+// the schema of a database an upgrade's backup is about to be taken of
+// (docs/deploy.md takes it with the version being left) nor wait for a
+// server that does not answer, and they write nothing.
+func TestBackupAndRestoreOfAPostgresStoreSaySoWithoutOpeningIt(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	// Nothing listens on port 1: a command that tried to connect would
+	// fail with a dial error instead.
+	uri := "postgres://keygate:hunter2@127.0.0.1:1/keygate?sslmode=disable&connect_timeout=1"
+	for _, sub := range []string{"backup", "restore"} {
+		file := filepath.Join(dir, sub+".db")
+		if sub == "restore" {
+			if err := os.WriteFile(file, []byte("a backup"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args := []string{"keys", "--store", uri, sub, file}
+		if sub == "restore" {
+			args = append(args, "--yes")
+		}
+		cmd := exec.Command(caddyBin, args...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		tool := map[string]string{"backup": "pg_dump", "restore": "pg_restore"}[sub]
+		if err == nil || !strings.Contains(stderr.String(), "PostgreSQL's own tools ("+tool+")") ||
+			strings.Contains(stderr.String(), "dial") || strings.Contains(stderr.String(), "hunter2") {
+			t.Errorf("caddy keys %s on a PostgreSQL store: %v %q, want it refused as one %s backs up, without connecting", sub, err, stderr.String(), tool)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "backup.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("backup of a PostgreSQL store wrote a file: %v", err)
 	}
 }
 
