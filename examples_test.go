@@ -1,17 +1,20 @@
 package keygate_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	keygate "github.com/keygate/caddy-keygate"
 	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/mailapi"
 )
@@ -247,5 +250,54 @@ func TestDocsCaddyfilesAreFormatted(t *testing.T) {
 	}
 	if n < 5 {
 		t.Fatalf("found %d Caddyfile snippets in the docs", n)
+	}
+}
+
+// The handlers' JSON in docs/caddyfile.md is what configs are written from
+// (`caddy run --config caddy.json`, the admin API's /load): each example
+// decodes strictly into the handler it names, as Caddy decodes it, and the
+// page names every field each handler has, so an option added to a handler
+// cannot be left out of its JSON there.
+func TestDocsHandlerJSONNamesEveryField(t *testing.T) {
+	src, err := os.ReadFile("docs/caddyfile.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handlers := map[string]any{"keygate": keygate.Handler{}, "keygate_console": keygate.Console{}}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?s)```json\n(.*?)```").FindAllSubmatch(src, -1) {
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(m[1], &fields); err != nil {
+			t.Fatalf("docs/caddyfile.md: a JSON block does not parse: %v\n%s", err, m[1])
+		}
+		var name string
+		_ = json.Unmarshal(fields["handler"], &name)
+		h, ok := handlers[name]
+		if !ok {
+			continue
+		}
+		seen[name] = true
+		delete(fields, "handler") // Caddy's module name, not a field
+		body, _ := json.Marshal(fields)
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(reflect.New(reflect.TypeOf(h)).Interface()); err != nil {
+			t.Errorf("docs/caddyfile.md: the %s handler's JSON does not load: %v", name, err)
+		}
+		typ := reflect.TypeOf(h)
+		for i := range typ.NumField() {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			if !bytes.Contains(src, []byte(`"`+tag+`"`)) {
+				t.Errorf("docs/caddyfile.md: the %s handler's field %q is not in its JSON", name, tag)
+			}
+		}
+	}
+	for name := range handlers {
+		if !seen[name] {
+			t.Errorf("docs/caddyfile.md: no JSON example of the %s handler", name)
+		}
 	}
 }
