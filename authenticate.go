@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -79,7 +80,7 @@ func (h *Handler) takeHeaders(r *http.Request, p *presented) (inLog string) {
 			if p.wellFormed(v) {
 				p.misplace(v, faultOtherHeader)
 			}
-			if inLog == "" && h.loggedAsSent(name) && verifier.HasSecret(v) {
+			if inLog == "" && h.loggedAsSent(name) && holdsSecret(v) {
 				inLog = name
 			}
 		}
@@ -115,7 +116,7 @@ func (h *Handler) scanHeaders(hdr http.Header) (cred, stray bool) {
 			}
 		}
 		for _, v := range values {
-			stray = stray || verifier.HasSecret(v)
+			stray = stray || holdsSecret(v)
 		}
 	}
 	return cred, stray
@@ -129,7 +130,7 @@ func (h *Handler) scanHeaders(hdr http.Header) (cred, stray bool) {
 // header's name by sort order.
 func (h *Handler) takeStray(hdr http.Header, p *presented) (inLog string) {
 	for name, values := range hdr {
-		if _, ok := h.keyHeaderSet[name]; ok || !slices.ContainsFunc(values, verifier.HasSecret) {
+		if _, ok := h.keyHeaderSet[name]; ok || !slices.ContainsFunc(values, holdsSecret) {
 			continue
 		}
 		for _, v := range values {
@@ -145,6 +146,36 @@ func (h *Handler) takeStray(hdr http.Header, p *presented) (inLog string) {
 		}
 	}
 	return inLog
+}
+
+// holdsSecret reports whether a header value holds anything shaped like a
+// key in a form Caddy's access log would write legibly: as sent,
+// percent-encoded (a Cookie or a Referer from an encoder that escapes '_'),
+// or inside the base64 of HTTP Basic credentials in a header other than
+// Authorization (Proxy-Authorization under log_credentials,
+// X-Authorization), which decodes at a glance. Values too short to hold a
+// secret, nearly every header, cost one length check.
+func holdsSecret(v string) bool {
+	if verifier.HasSecret(v) {
+		return true
+	}
+	if len(v) < len("_live_")+43 {
+		return false
+	}
+	if strings.IndexByte(v, '%') >= 0 {
+		if _, escaped := verifier.EscapedSecret(v); escaped {
+			return true
+		}
+	}
+	scheme, cred, _ := strings.Cut(v, " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	if cred = strings.TrimSpace(cred); len(cred) > maxBasic {
+		return false
+	}
+	dec, err := base64.StdEncoding.DecodeString(cred)
+	return err == nil && verifier.HasSecret(string(dec))
 }
 
 // nameFilter tells, by length and first byte, the header names that may be

@@ -329,6 +329,14 @@ func TestTakeKeyNamesWhereTheAccessLogWouldWriteAKey(t *testing.T) {
 		{"a header no provider reads", "/email", []string{"Authorization", "Bearer " + key, "X-Auth-Token", key}, false, "X-Auth-Token", noFault},
 		{"a mistyped key in the Referer", "/email", []string{"Authorization", "Bearer " + key, "Referer", "https://crm.example/?k=" + typo}, false, "Referer", noFault},
 		{"a header without one", "/email", []string{"Authorization", "Bearer " + key, "User-Agent", "crm_live_sync/1.0"}, false, "", noFault},
+		// What the access log writes legibly: percent-encoded, or the
+		// base64 of Basic credentials, which decodes at a glance.
+		{"Cookie under log_credentials, percent-encoded", "/email", []string{"Authorization", "Bearer " + key, "Cookie", "k=" + strings.ReplaceAll(key, "_", "%5F")}, true, "Cookie", noFault},
+		{"a Referer, percent-encoded", "/email", []string{"Authorization", "Bearer " + key, "Referer", "https://crm.example/?k=" + strings.ReplaceAll(typo, "_", "%5F")}, false, "Referer", noFault},
+		{"Proxy-Authorization: Basic", "/email", []string{"Authorization", "Bearer " + key, "Proxy-Authorization", basic(key, "")}, false, "", noFault},
+		{"Proxy-Authorization: Basic under log_credentials", "/email", []string{"Authorization", "Bearer " + key, "Proxy-Authorization", basic(key, "")}, true, "Proxy-Authorization", noFault},
+		{"Basic credentials in a header no provider reads", "/email", []string{"Authorization", "Bearer " + key, "X-Authorization", basic("api", typo)}, false, "X-Authorization", noFault},
+		{"Basic credentials without a key", "/email", []string{"Authorization", "Bearer " + key, "X-Authorization", basic("crm-sync", strings.Repeat("s3cret", 10))}, false, "", noFault},
 	} {
 		h.logCredentials = c.logCredentials
 		r := httptest.NewRequest("POST", c.url, nil)
