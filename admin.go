@@ -195,7 +195,9 @@ func writeAdminError(w http.ResponseWriter, err error) error {
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	body.Error.Code, body.Error.Message = ae.code, ae.message
+	// A message may quote what the caller sent; a key pasted there (?limit=kg_live_…)
+	// is not repeated: the answer goes to scripts and terminals that log it.
+	body.Error.Code, body.Error.Message = ae.code, verifier.Redact(ae.message)
 	return writeJSON(w, ae.status, body)
 }
 

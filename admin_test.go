@@ -90,3 +90,36 @@ func TestAnAdminCallToAStuckStoreIsAnsweredUnavailable(t *testing.T) {
 		t.Errorf("after a revoke answered 503 the key is %+v (%v), want it as it was", got, err)
 	}
 }
+
+// An admin error never repeats a key sent where another value belongs (a
+// query parameter, a field the service does not check itself): the answer
+// goes to scripts and terminals that log it.
+func TestAnAdminErrorNeverRepeatsAKey(t *testing.T) {
+	dir := t.TempDir()
+	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openSQLiteStore(t, filepath.Join(dir, "keys.db"))
+	startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	rec, key := issue(t, st, "mail.send")
+	secret := key[len("kg_live_"):][:43]
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/keygate/events?limit=" + key, ""},
+		{"GET", "/keygate/keys?all=" + key, ""},
+		{"GET", "/keygate/keys/" + rec.ID + "/usage?since=" + key, ""},
+		{"POST", "/keygate/keys", `{"name":"crm","scopes":["mail.send"],"` + key + `":1}`},
+	} {
+		sep := "?"
+		if strings.Contains(c.path, "?") {
+			sep = "&"
+		}
+		r := httptest.NewRequest(c.method, c.path+sep+"store="+url.QueryEscape(uri), strings.NewReader(c.body))
+		w := httptest.NewRecorder()
+		(&Admin{}).serve(w, r)
+		if w.Code != http.StatusBadRequest || strings.Contains(w.Body.String(), secret) {
+			t.Errorf("%s %s: %d %s, want 400 without the key", c.method, c.path, w.Code, w.Body)
+		}
+	}
+}

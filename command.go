@@ -23,6 +23,7 @@ import (
 
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 func init() {
@@ -167,7 +168,8 @@ func loadEnvFile(path string) error {
 // than cobra's "Error: accepts 1 arg(s), received 0".
 func usageErrors(sub *cobra.Command) {
 	fail := func(c *cobra.Command, err error) error {
-		fmt.Fprintf(os.Stderr, "caddy keys %s: %v (usage: caddy keys %s)\n", c.Name(), err, c.Use)
+		// A flag's parse error quotes its value: a key pasted there is cut.
+		fmt.Fprintf(os.Stderr, "caddy keys %s: %s (usage: caddy keys %s)\n", c.Name(), verifier.Redact(err.Error()), c.Use)
 		os.Exit(1)
 		return err
 	}
@@ -265,7 +267,8 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 		if err != nil {
 			// One line, even for drivers whose errors span several
 			// (pgx indents its details on lines of their own).
-			msg := strings.Join(strings.Fields(err.Error()), " ")
+			// A key pasted where a value belongs (--store) is not repeated.
+			msg := verifier.Redact(strings.Join(strings.Fields(err.Error()), " "))
 			fmt.Fprintln(os.Stderr, "caddy keys "+cmd.Name()+": "+msg)
 			os.Exit(1)
 		}

@@ -300,6 +300,24 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", strings.Join(args, " "), err, stdout, stderr, want)
 			}
 		}
+		// A key pasted where a flag's value belongs is refused without
+		// being repeated: stderr goes to terminals and CI logs.
+		pasted := g.issue("--name", "pasted-as-a-value", "--scope", "mail.send").Key
+		for _, args := range [][]string{
+			{"issue", "--name", "x", "--scope", "mail.send", "--burst", pasted}, // a flag's parse error
+			{"usage", a.ID, "--since", pasted},
+			{"events", a.ID, "--limit", pasted},
+		} {
+			_, stderr, err := g.keysRaw(args...)
+			if err == nil || strings.Contains(stderr, pasted[len("kg_live_"):][:43]) {
+				t.Errorf("caddy keys %s: err=%v stderr=%q, want it refused without the key", strings.Join(args[:len(args)-1], " "), err, stderr)
+			}
+		}
+		store := exec.Command(caddyBin, "keys", "list", "--store", "sqlite:"+filepath.Join(t.TempDir(), pasted))
+		store.Env = g.environ()
+		if out, err := store.CombinedOutput(); err == nil || strings.Contains(string(out), pasted[len("kg_live_"):][:43]) {
+			t.Errorf("a key pasted as the store: err=%v output=%q, want it refused without the key", err, out)
+		}
 	})
 
 	t.Run("CLI: revoke --key - reads a leaked key from stdin and never prints it", func(t *testing.T) {

@@ -18,15 +18,11 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return e.msg }
 
-// invalid builds an InvalidError: `field "value": reason`. A value that
-// holds a key (pasted into the wrong field: the other scopes, the sender
-// domains) is not quoted: the message is shown on the console's refused
-// form, printed to terminals and CI logs, and a key is shown only once.
+// invalid builds an InvalidError: `field "value": reason`, with the
+// secret of a key pasted as the value cut ("kg_live_…"): the error goes to
+// terminals, CI logs, admin API clients and console pages.
 func invalid(field, value, format string, args ...any) error {
-	if verifier.HasSecret(value) {
-		return &InvalidError{Field: field, msg: field + " (not repeated here: it holds an API key, or something shaped like one): " +
-			fmt.Sprintf(format, args...)}
-	}
+	value = verifier.Redact(value)
 	if r := []rune(value); len(r) > maxQuoted {
 		value = string(r[:maxQuoted]) + "…" // enough to find it by; a page of it helps nobody
 	}
@@ -36,9 +32,11 @@ func invalid(field, value, format string, args ...any) error {
 // maxQuoted is how much of a refused value an error repeats.
 const maxQuoted = 60
 
-// invalidf builds an InvalidError whose message does not quote a value.
+// invalidf builds an InvalidError whose message does not quote a value
+// itself; one it passes on from a parser (store.ParseRate's) has a key's
+// secret cut, as invalid's.
 func invalidf(field, format string, args ...any) error {
-	return &InvalidError{Field: field, msg: fmt.Sprintf(format, args...)}
+	return &InvalidError{Field: field, msg: verifier.Redact(fmt.Sprintf(format, args...))}
 }
 
 // NotFoundError is returned when no key the caller may see matches. It

@@ -539,6 +539,22 @@ func TestAKeyWhereAnIDOrTextBelongsIsRefusedUnrepeated(t *testing.T) {
 	refused("a reason", err)
 	_, err = f.Revoke(ctx, Revocation{ID: res.ID, Reason: "pasted " + key[:len(key)-3] + " in chat"}, "test")
 	refused("a reason with a key cut short", err)
+	// A key in a field whose refusal quotes the value: quoted cut.
+	_, err = f.Issue(ctx, spec("crm", key), "test")
+	refused("a scope", err)
+	for field, sp := range map[string]Spec{
+		"a sender domain": {SenderDomains: list(key)},
+		"an allowed IP":   {AllowedIPs: list(key)},
+		"an expiry":       {Expires: str(key)},
+		"a rate":          {Rate: str(key)},
+		"a quota":         {Quota: str(key)},
+		"an env":          {Env: str(key)},
+		"a prefix":        {Prefix: str(key)},
+	} {
+		sp.Name, sp.Scopes = str("crm"), list("mail.send")
+		_, err = f.Issue(ctx, sp, "test")
+		refused(field, err)
+	}
 
 	if recs, err := f.Revoke(ctx, Revocation{Key: key, Reason: "leaked"}, "test"); err != nil || len(recs) != 1 || !recs[0].Revoked() {
 		t.Errorf("revoke by value: %v %v", recs, err)
