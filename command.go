@@ -425,6 +425,12 @@ whole set; --add-… and --remove-… change one entry and keep the rest. Every
 change is an audit event naming what changed (old → new) and --reason.`,
 		Args: cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+			for _, f := range []string{"env", "prefix"} {
+				if c.flags.Changed(f) {
+					return fmt.Errorf("--%s: a key's env and prefix are part of its text (kg_test_…), so update cannot change them; "+
+						"issue a key with the %s you want (caddy keys issue --%s …) and revoke this one", f, f, f)
+				}
+			}
 			spec := specFrom(c.flags)
 			dis, _ := c.flags.GetBool("disable")
 			en, _ := c.flags.GetBool("enable")
@@ -448,6 +454,11 @@ change is an audit event naming what changed (old → new) and --reason.`,
 	specFlags(update.Flags(), true)
 	update.Flags().Bool("disable", false, "Disable the key (disabled_key) until --enable")
 	update.Flags().Bool("enable", false, "Enable a disabled key")
+	// Issue's flags that update cannot honour: said why, not "unknown flag".
+	update.Flags().String("env", "", "")
+	update.Flags().String("prefix", "", "")
+	update.Flags().MarkHidden("env")
+	update.Flags().MarkHidden("prefix")
 
 	rotate := &cobra.Command{
 		Use:   "rotate ID [--grace DURATION] [--reason TEXT]",
