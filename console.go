@@ -158,9 +158,22 @@ func (c *Console) attach(b *backend) error {
 		GatewayURL: c.gatewayURL,
 		Denials:    denialMessage,
 		Logf:       func(format string, args ...any) { c.logger.Error(fmt.Sprintf(format, args...)) },
+		HTTPS:      reachedOverHTTPS,
 	})
 	atomic.StoreUint32(&c.ready, 1) // after the fields above: a request that sees it sees them
 	return nil
+}
+
+// reachedOverHTTPS reports whether the browser reached the console over
+// HTTPS: over TLS to Caddy, or through a proxy that ended TLS and says so in
+// X-Forwarded-Proto, believed only from the server's trusted_proxies, as
+// Caddy believes its X-Forwarded-For.
+func reachedOverHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return trusted && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 }
 
 // Cleanup releases the backend; the last user closes it.

@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -139,5 +140,38 @@ func TestConsoleExplainsDenialCodesFromTheOneTable(t *testing.T) {
 	}
 	if got := denialMessage("made_up"); got != "" {
 		t.Errorf("an unknown code: %q", got)
+	}
+}
+
+// The console believes a proxy that ended TLS (X-Forwarded-Proto: https)
+// only when Caddy found it among the server's trusted_proxies, as Caddy
+// believes its X-Forwarded-For: any client could send the header.
+func TestTheConsoleBelievesXForwardedProtoOnlyFromATrustedProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		tls     bool
+		trusted bool
+		proto   string
+		want    bool
+	}{
+		{"TLS to Caddy", true, false, "", true},
+		{"plain HTTP", false, false, "", false},
+		{"a trusted proxy that ended TLS", false, true, "https", true},
+		{"a trusted proxy, in other case and spacing", false, true, " HTTPS ", true},
+		{"a trusted proxy over plain HTTP", false, true, "http", false},
+		{"a client claiming HTTPS", false, false, "https", false},
+	} {
+		r := consoleRequest(http.MethodGet, "/", "", "203.0.113.9:5000", "127.0.0.1", nil)
+		// As Caddy's server sets it for every request.
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.TrustedProxyVarKey: tc.trusted}))
+		if tc.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		if tc.proto != "" {
+			r.Header.Set("X-Forwarded-Proto", tc.proto)
+		}
+		if got := reachedOverHTTPS(r); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

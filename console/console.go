@@ -91,6 +91,11 @@ type Options struct {
 	// RevealFor is how long a new key waits to be shown once (default 5
 	// minutes); it is deleted when shown or when this time is up.
 	RevealFor time.Duration
+	// HTTPS reports whether the browser reached the console over HTTPS
+	// (default: the request came over TLS). Behind a proxy that ends TLS,
+	// the server says whether to believe what the proxy reports; a reveal's
+	// cookie is then Secure and the key's snippet says https.
+	HTTPS func(*http.Request) bool
 }
 
 // Handler serves the console. It is safe for concurrent use.
@@ -116,6 +121,9 @@ func New(svc *keys.Service, opts Options) *Handler {
 	}
 	if opts.RevealFor <= 0 {
 		opts.RevealFor = 5 * time.Minute
+	}
+	if opts.HTTPS == nil {
+		opts.HTTPS = func(r *http.Request) bool { return r.TLS != nil }
 	}
 	opts.GatewayURL = strings.TrimRight(opts.GatewayURL, "/")
 	return &Handler{

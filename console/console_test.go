@@ -1175,3 +1175,26 @@ func TestARefusedFormDoesNotShowAKeyAgain(t *testing.T) {
 		t.Error("revoked with a reason holding a key")
 	}
 }
+
+// A reveal's cookie is Secure, and a new key's snippet says https, when the
+// browser reached the console over HTTPS, which behind a proxy that ends
+// TLS the server tells (Options.HTTPS); over plain HTTP the cookie cannot
+// be Secure, or the browser would drop it.
+func TestTheRevealCookieIsSecureWhenTheConsoleIsReachedOverHTTPS(t *testing.T) {
+	for _, https := range []bool{false, true} {
+		f := newFixture(t)
+		f.h = New(f.svc, Options{Now: func() time.Time { return f.now }, HTTPS: func(*http.Request) bool { return https }})
+		w := f.post(alice, "/new", url.Values{"name": {"Shop orders"}, "scope": {"mail.send"}, "env": {"live"}, "expires": {"90d"}})
+		wantStatus(t, w, http.StatusSeeOther)
+		cookies := w.Result().Cookies()
+		if len(cookies) != 1 || cookies[0].Secure != https {
+			t.Errorf("reached over HTTPS %v: cookies %v, want one, Secure %v", https, cookies, https)
+		}
+		r := httptest.NewRequest(http.MethodGet, w.Header().Get("Location"), nil)
+		r.AddCookie(cookies[0]) // the jar keeps a Secure cookie from http://
+		page := f.serve(alice, r)
+		if want := map[bool]string{false: "http://example.com/", true: "https://example.com/"}[https]; !strings.Contains(page.Body.String(), want) {
+			t.Errorf("reached over HTTPS %v: the snippet does not name %s", https, want)
+		}
+	}
+}

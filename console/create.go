@@ -135,7 +135,7 @@ const revealCookieName = "keygate_reveal"
 // for maxAge seconds (-1 deletes it).
 func (c *call) revealCookie(path, tok string, maxAge int) *http.Cookie {
 	return &http.Cookie{Name: revealCookieName, Value: tok, Path: c.url(path), MaxAge: maxAge,
-		HttpOnly: true, Secure: c.r.TLS != nil, SameSite: http.SameSiteStrictMode}
+		HttpOnly: true, Secure: c.h.opts.HTTPS(c.r), SameSite: http.SameSiteStrictMode}
 }
 
 func (c *call) revealPage() error {
@@ -173,7 +173,7 @@ func (c *call) snippet(rec *store.Record, key string, lines []store.RouteScope) 
 	gw := c.h.opts.GatewayURL
 	if gw == "" {
 		scheme := "http"
-		if c.r.TLS != nil {
+		if c.h.opts.HTTPS(c.r) {
 			scheme = "https"
 		}
 		gw = scheme + "://" + c.r.Host
