@@ -26,8 +26,10 @@ type fakeStore struct {
 	// afterRead runs between reading a record and returning it, so a test
 	// can hold an answer back until after a revocation (nil: no delay).
 	afterRead atomic.Pointer[func()]
-	// block, when set, makes KeyByDigest wait for the context to end.
-	block atomic.Bool
+	// block, when set, makes KeyByDigest wait for the context to end;
+	// blockPoll does the same to LastChange, as a store that takes
+	// connections and never answers.
+	block, blockPoll atomic.Bool
 
 	reads atomic.Int64
 
@@ -112,7 +114,11 @@ func (s *fakeStore) KeyByDigest(ctx context.Context, d store.Digest) (*store.Rec
 	return rec, nil
 }
 
-func (s *fakeStore) LastChange(context.Context) (int64, error) {
+func (s *fakeStore) LastChange(ctx context.Context) (int64, error) {
+	if s.blockPoll.Load() {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
 	if err := s.failure(); err != nil {
 		return 0, err
 	}

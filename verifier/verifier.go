@@ -186,9 +186,13 @@ type Verifier struct {
 	lanes  [numLanes]lane
 	closed bool
 
-	stop      chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
+	stop chan struct{}
+	// stopped is cancelled by Close, cutting short a poll waiting on a
+	// store that does not answer.
+	stopped    context.Context
+	cancelStop context.CancelFunc
+	done       chan struct{}
+	closeOnce  sync.Once
 }
 
 // numLanes is how many lanes a Verifier spreads its hits over.
@@ -322,6 +326,7 @@ func newVerifier(st store.Store, o Options, now func() time.Time) (*Verifier, er
 		kick:      make(chan struct{}, 1),
 		round:     &syncRound{done: make(chan struct{})},
 	}
+	v.stopped, v.cancelStop = context.WithCancel(context.Background())
 	v.invs.Store(&map[store.Digest]invalidation{})
 	v.lister, _ = st.(store.DigestLister)
 	v.maxTTL.Store(int64(o.NegativeTTL))
@@ -764,12 +769,23 @@ func (v *Verifier) poll() {
 				continue
 			}
 		}
+		// A tick and Close may be ready together, and select picks
+		// either: without this, Close waited for one more poll, and on a
+		// store that does not answer for one more StoreTimeout, each time
+		// with even odds (a stop took seconds more while PostgreSQL did
+		// not answer).
+		if v.stopped.Err() != nil {
+			return
+		}
 		last = time.Now()
 		r := v.takeRound()
-		ctx, cancel := context.WithTimeout(context.Background(), v.opts.StoreTimeout)
+		ctx, cancel := context.WithTimeout(v.stopped, v.opts.StoreTimeout)
 		r.err = v.Sync(ctx)
 		cancel()
 		close(r.done)
+		if v.stopped.Err() != nil {
+			return // cut short by Close: not the store's failure
+		}
 		v.opts.OnSync(r.err)
 		v.prune()
 		v.sweep(v.now())
@@ -800,6 +816,7 @@ func (v *Verifier) Stats() Stats {
 func (v *Verifier) Close() {
 	v.closeOnce.Do(func() {
 		close(v.stop)
+		v.cancelStop()
 		<-v.done
 		<-v.knownDone
 		for i := range v.lanes {

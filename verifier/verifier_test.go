@@ -633,6 +633,34 @@ func TestCloseWhileEveryLaneIsBusy(t *testing.T) {
 	}
 }
 
+// TestCloseDoesNotWaitForAStoreThatDoesNotAnswer: a gateway stopping while
+// its store takes connections and never answers (a network partition,
+// PostgreSQL stopped) must not wait out the poll's store timeout, nor poll
+// again. Before, Close waited for the poll under way, and then for another
+// one with even odds each time (a tick and Close were ready together): one
+// store timeout or more, 5.4 s in a stop measured with PostgreSQL's packets
+// dropped.
+func TestCloseDoesNotWaitForAStoreThatDoesNotAnswer(t *testing.T) {
+	st := newFakeStore()
+	var failures atomic.Int64
+	v := newTestVerifier(t, st, Options{PollInterval: time.Millisecond, StoreTimeout: 5 * time.Second,
+		OnSync: func(err error) {
+			if err != nil {
+				failures.Add(1)
+			}
+		}}, nil)
+	st.blockPoll.Store(true)
+	time.Sleep(50 * time.Millisecond) // a poll is now waiting on the store
+	start := time.Now()
+	v.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v while the store did not answer; want it at once, not after the 5s store timeout", took)
+	}
+	if n := failures.Load(); n != 0 {
+		t.Errorf("the poll Close cut short was reported as %d store failures", n)
+	}
+}
+
 func TestClose(t *testing.T) {
 	st := newFakeStore()
 	rec := newRecord(t)
