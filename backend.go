@@ -78,8 +78,13 @@ type backend struct {
 	flushEvery time.Duration
 	stop       chan struct{}
 	done       chan struct{}
-	stopPrune  context.CancelFunc // also cancels a prune under way
-	pruneDone  chan struct{}
+	// runCtx is cancelled by Destruct: it cuts short a periodic flush
+	// still waiting on a store that does not answer, so that a stop does
+	// not wait out its timeout before the final flush begins.
+	runCtx    context.Context
+	stopRun   context.CancelFunc
+	stopPrune context.CancelFunc // also cancels a prune under way
+	pruneDone chan struct{}
 }
 
 // handlerInfo is what a live handler contributes to its store's backend.
@@ -255,6 +260,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		BeforeUsage: b.flushUsage,
 		Prefix:      b.onlyPrefix,
 	})
+	b.runCtx, b.stopRun = context.WithCancel(context.Background())
 	var pruneCtx context.Context
 	pruneCtx, b.stopPrune = context.WithCancel(context.Background())
 	go b.run()
@@ -440,7 +446,7 @@ func (b *backend) run() {
 		case <-b.stop:
 			return
 		case <-flush.C:
-			b.flushUsage()
+			b.flushUsageWithin(b.runCtx)
 			if first { // by now the process has opened its other stores too
 				first = false
 				b.warnKeptForOthers()
@@ -481,11 +487,19 @@ func (b *backend) warnKeptForOthers() {
 // flushUsage adds the counts kept at the last stop, if any wait, then the
 // counts in memory, to the store. Counts it cannot write stay in memory for
 // the next flush.
-func (b *backend) flushUsage() {
+func (b *backend) flushUsage() { b.flushUsageWithin(context.Background()) }
+
+// flushUsageWithin is flushUsage, cut short when parent is done: a flush a
+// stop interrupted is neither a failure to report nor counted as one (the
+// final flush writes what it held, or says why not).
+func (b *backend) flushUsageWithin(parent context.Context) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 	defer cancel()
 	err := errors.Join(b.addKept(ctx), b.usage.Flush(ctx, b.store))
+	if parent.Err() != nil {
+		return
+	}
 	metrics.flushSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		metrics.flushErrors.Inc()
@@ -584,6 +598,7 @@ func (b *backend) logPollFault(l faultlog.Line) {
 // not use the store under this name.
 func (b *backend) Destruct() error {
 	close(b.stop)
+	b.stopRun()
 	b.stopPrune()
 	<-b.done
 	<-b.pruneDone
@@ -670,14 +685,27 @@ func (b *backend) closeStore() error {
 	return nil
 }
 
+// finalFlushTimeout bounds the final flush's tries, all together. A store
+// that refuses is tried three times within it; one that does not answer
+// (a network partition, a server stopped or stuck on a lock) uses it up,
+// and the counts go to the spill, to be added at the next start: nothing is
+// lost by giving up early, whereas a process killed mid-flush by its
+// service manager (the systemd unit's TimeoutStopSec=30s) loses every count
+// it held, during a store outage every count since the outage began. A
+// healthy store takes milliseconds. (It was 30 s for three tries of up to
+// PostgreSQL's 5 s connect timeout each, after a periodic flush under way
+// waited out its own 10 s: a stop took 25–34 s while PostgreSQL did not
+// answer.)
+var finalFlushTimeout = 5 * time.Second
+
 // finalFlush writes every count still in memory. If the store refuses them,
 // it keeps them in the spill for the next start and says so at ERROR; if
 // that fails too, it says at ERROR how many counts are lost.
 func (b *backend) finalFlush() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 	defer cancel()
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
 			time.Sleep(200 * time.Millisecond)
 		}

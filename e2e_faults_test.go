@@ -340,30 +340,7 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	if !strings.Contains(g.logs(), `"msg":"keygate: opened the key store","store":"postgres://postgres:xxxxx@127.0.0.1`) {
 		t.Errorf("the startup log does not name the store with its password redacted:\n%s", g.logs())
 	}
-	// The outage must find the key in the cache, and the entry current.
-	// The key's own change-log entry (its issue) voids an entry cached
-	// before the gateway reads that entry, which it does within 1 s
-	// (CONTRACT.md §7); and a gateway whose first store calls outlast the
-	// 2 s store timeout (a loaded CI machine) fails closed until its next
-	// successful poll. So wait that second out, then until a request costs
-	// no store query.
-	time.Sleep(1200 * time.Millisecond)
-	allowed := 0
-	fromCache := func() bool {
-		if g.call("POST", "/v3/mail/send", k.Key, nil).Status != 202 {
-			return false
-		}
-		allowed++
-		q := g.metric("keygate_store_queries_total")
-		if g.call("POST", "/v3/mail/send", k.Key, nil).Status != 202 {
-			return false
-		}
-		allowed++
-		return g.metric("keygate_store_queries_total") == q
-	}
-	if eventually(t, 15*time.Second, fromCache) < 0 {
-		t.Fatalf("the gateway never answered the new key from its cache:\n%s", g.logs())
-	}
+	allowed := g.untilCached(k.Key)
 
 	// Log lines about the store since before the outage, not at start-up.
 	occurrences := func(logs, s string) int { return strings.Count(logs, `"msg":"keygate: `+s) }
@@ -412,6 +389,79 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	}
 	if u := g.usage(k.ID); u.Allowed != int64(allowed+3) {
 		t.Errorf("usage after the outage: %d allowed, want %d", u.Allowed, allowed+3)
+	}
+}
+
+// untilCached sends key until the gateway answers it from its cache with the
+// entry current, so that a store outage finds it there, and returns how many
+// requests it sent (all allowed). The key's own change-log entry (its issue)
+// voids an entry cached before the gateway reads that entry, which it does
+// within 1 s (CONTRACT.md §7); and a gateway whose first store calls outlast
+// the 2 s store timeout (a loaded CI machine) fails closed until its next
+// successful poll. So it waits that second out, then until a request costs
+// no store query.
+func (g *gateway) untilCached(key string) (allowed int) {
+	g.t.Helper()
+	time.Sleep(1200 * time.Millisecond)
+	fromCache := func() bool {
+		if g.call("POST", "/v3/mail/send", key, nil).Status != 202 {
+			return false
+		}
+		allowed++
+		q := g.metric("keygate_store_queries_total")
+		if g.call("POST", "/v3/mail/send", key, nil).Status != 202 {
+			return false
+		}
+		allowed++
+		return g.metric("keygate_store_queries_total") == q
+	}
+	if eventually(g.t, 15*time.Second, fromCache) < 0 {
+		g.t.Fatalf("the gateway never answered the key from its cache:\n%s", g.logs())
+	}
+	return allowed
+}
+
+// TestAStopWhilePostgresDoesNotAnswerKeepsItsCounts: PostgreSQL accepts
+// connections and never answers (SIGSTOP: as a network partition that drops
+// packets, or a server stuck), and the gateway is stopped. The stop must end
+// well inside systemd's TimeoutStopSec=30s (deploy/keygate.service), with the
+// counts held in the spill: a process killed at that timeout loses every
+// count of the outage. Before, a periodic flush under way waited out its
+// 10 s, then the final flush tried three times: the stop took 25–34 s.
+func TestAStopWhilePostgresDoesNotAnswerKeepsItsCounts(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: pg.URI})
+	k := g.issue("--name", "a", "--scope", "mail.send")
+	allowed := g.untilCached(k.Key)
+
+	pg.Pause()
+	g.send(k.Key, 20) // cached: answered, counted in memory
+	allowed += 20
+	// A periodic flush (every second) is now waiting on the store.
+	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	go func() {
+		// Answered once caddy has stopped, or never.
+		if resp, err := http.Post("http://"+g.adminAddr+"/stop", "", nil); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-g.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("caddy did not stop within 15 s while PostgreSQL did not answer (systemd kills it at 30 s):\n%s", g.logs())
+	}
+	t.Logf("caddy stop while PostgreSQL does not answer: %v", time.Since(start).Round(100*time.Millisecond))
+	if !strings.Contains(g.logs(), "the final usage flush failed; the counts of ") {
+		t.Fatalf("no line saying the final flush kept the counts:\n%s", g.logs())
+	}
+
+	pg.Resume()
+	g.start()
+	if eventually(t, 10*time.Second, func() bool { return g.usage(k.ID).Allowed == int64(allowed) }) < 0 {
+		t.Errorf("usage after the restart: %d allowed, want %d\n%s", g.usage(k.ID).Allowed, allowed, g.logs())
 	}
 }
 

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -28,6 +30,7 @@ type Postgres struct {
 
 	mu      sync.Mutex
 	running bool
+	paused  []int // the processes Pause stopped
 }
 
 // StartPostgres initialises a cluster in a temporary directory and starts
@@ -186,4 +189,65 @@ func postgresBin(t testing.TB) string {
 	}
 	skipOrFail(t, "initdb not found in PATH or /usr/lib/postgresql/*/bin; install it with: apt-get install postgresql")
 	return ""
+}
+
+// Pause stops every process of the server with SIGSTOP, as a server that
+// accepts connections (the kernel completes them) and never answers: a
+// network partition, a host frozen, a server stuck. Resume ends it. The
+// server is resumed when the test ends, so it can stop.
+func (p *Postgres) Pause() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, err := os.ReadFile(filepath.Join(p.data(), "postmaster.pid"))
+	if err != nil {
+		p.t.Fatalf("testservers: postgres pid: %v", err)
+	}
+	postmaster, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		p.t.Fatalf("testservers: postgres pid: %v", err)
+	}
+	// The postmaster first, so it forks no backend the loop would miss.
+	p.paused = append([]int{postmaster}, childrenOf(postmaster)...)
+	for _, pid := range p.paused {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	p.t.Cleanup(p.Resume)
+}
+
+// Resume undoes Pause.
+func (p *Postgres) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pid := range p.paused {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}
+	p.paused = nil
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		var state string
+		var ppid int
+		if n, _ := fmt.Sscan(string(stat[i+1:]), &state, &ppid); n == 2 && ppid == pid {
+			kids = append(kids, child)
+		}
+	}
+	return kids
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -222,4 +223,27 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	sentinel.Start()
 	s.Addr = sentinel.Addr
 	return s
+}
+
+// Pause stops the server with SIGSTOP, as a server that accepts connections
+// (the kernel completes them) and never answers: a network partition, a
+// host frozen. Resume ends it; the test's end resumes it too.
+func (r *Redis) Pause() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		r.t.Fatal("testservers: Pause of a redis-server that is not running")
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGSTOP)
+	r.t.Cleanup(r.Resume)
+}
+
+// Resume undoes Pause.
+func (r *Redis) Resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		_ = r.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }
