@@ -434,6 +434,10 @@ func TestAStopWhilePostgresDoesNotAnswerKeepsItsCounts(t *testing.T) {
 	up := newUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: pg.URI})
 	k := g.issue("--name", "a", "--scope", "mail.send")
+	var uncached []string
+	for i := range 6 {
+		uncached = append(uncached, g.issue("--name", fmt.Sprint("uncached-", i), "--scope", "mail.send").Key)
+	}
 	allowed := g.untilCached(k.Key)
 
 	pg.Pause()
@@ -441,6 +445,26 @@ func TestAStopWhilePostgresDoesNotAnswerKeepsItsCounts(t *testing.T) {
 	allowed += 20
 	// A periodic flush (every second) is now waiting on the store.
 	time.Sleep(1500 * time.Millisecond)
+
+	// Keys not in the cache get 503 store_unavailable: one request at a
+	// time waits out the store's 2 s timeout to find out whether it is
+	// back, one a second; the others are answered at once instead of each
+	// waiting 2 s for the same answer.
+	var slow int
+	began := time.Now()
+	for _, key := range uncached {
+		start := time.Now()
+		r := g.call("POST", "/v3/mail/send", key, nil)
+		if r.Status != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "store_unavailable") {
+			t.Errorf("a key not in the cache while PostgreSQL does not answer: %d %s, want 503 store_unavailable", r.Status, r.Body)
+		}
+		if time.Since(start) > time.Second {
+			slow++
+		}
+	}
+	if took := time.Since(began); slow > 1 || took > 4*time.Second {
+		t.Errorf("%d keys not in the cache took %v, %d of them over a second: want one at most to wait for the store", len(uncached), took, slow)
+	}
 	start := time.Now()
 	go func() {
 		// Answered once caddy has stopped, or never.

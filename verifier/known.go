@@ -272,6 +272,12 @@ func (v *Verifier) awaitSync(ctx context.Context) error {
 // (and cached as such, like the store's answer would be). If that Sync
 // failed, or the set was dropped meanwhile, the store is asked as before.
 func (v *Verifier) unknownUnlessNew(ctx context.Context, d store.Digest, ttl time.Duration) (*store.Record, error) {
+	if v.down.Load() {
+		// No poll vouches for the set while the store fails: ask it, or be
+		// told at once that another lookup is, rather than wait for a poll.
+		v.misses.Add(1)
+		return v.fill(ctx, d, ttl)
+	}
 	filled := v.now()
 	seq := v.seq.Load()
 	err := v.awaitSync(ctx)

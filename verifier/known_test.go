@@ -174,6 +174,9 @@ func TestMadeUpKeyWhileTheStoreIsDownIsUnavailable(t *testing.T) {
 		t.Fatalf("a made-up key with the store down = %v, want ErrUnavailable", err)
 	}
 	st.failWith(nil)
+	if err := v.Sync(ctx); err != nil { // the poll finds the store back
+		t.Fatal(err)
+	}
 	if _, err := v.Lookup(ctx, madeUp(1), time.Minute); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("the same key with the store back = %v, want ErrUnknown", err)
 	}

@@ -31,6 +31,14 @@ var ErrNotCached = errors.New("keygate: key not cached")
 
 var errClosed = fmt.Errorf("%w: verifier closed", ErrUnavailable)
 
+// probeEvery is how long after a lookup found the store failing the next
+// lookup asks it again (the poll, every PollInterval, asks it meanwhile).
+const probeEvery = time.Second
+
+// errStoreDown answers a lookup while the store's last answer was a failure
+// and it is not this lookup's turn to ask it again.
+var errStoreDown = errors.New("the store failed its last call; it is tried again within a second")
+
 // Options tune a Verifier. Zero values take the defaults.
 type Options struct {
 	// MaxCost bounds the cache, in entries; default 1<<20.
@@ -159,6 +167,17 @@ type Verifier struct {
 	gen    uint64     // the store's Generation when last synced
 
 	misses, negHits, queries, storeErrs, knownRefills, filtered atomic.Uint64
+
+	// down is set while the store's last answer (a key's lookup, the
+	// change-log poll) was a failure. Then one lookup at a time, and one a
+	// probeEvery after a lookup's failure (nextProbe), asks the store
+	// whether it is back (probing), and every other lookup that needs it is
+	// answered ErrUnavailable at once: a store that does not answer (a
+	// partition, a server stopped) would otherwise make each of them wait
+	// out StoreTimeout for the same answer. The poll clears down as soon as
+	// the store answers it.
+	down, probing atomic.Bool
+	nextProbe     atomic.Int64 // monotonic, as entry times
 
 	// The set of known digests (known.go): in use (nil until loaded and
 	// while dropped), and being loaded; pending and knownEpoch are
@@ -506,11 +525,22 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 	binary.BigEndian.PutUint64(key[len(d):], seq)
 
 	ch := v.group.DoChan(string(key[:]), func() (any, error) {
+		if v.down.Load() {
+			if v.since(v.now()) < v.nextProbe.Load() || !v.probing.CompareAndSwap(false, true) {
+				return nil, errStoreDown
+			}
+			defer v.probing.Store(false)
+		}
 		v.queries.Add(1)
 		// One caller giving up must not fail the others sharing the query.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.opts.StoreTimeout)
 		defer cancel()
 		rec, err := v.st.KeyByDigest(sctx, d)
+		failed := err != nil && !errors.Is(err, store.ErrNotFound)
+		if failed {
+			v.nextProbe.Store(v.since(v.now()) + int64(probeEvery))
+		}
+		v.down.Store(failed)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			rec = nil
@@ -695,6 +725,12 @@ func (v *Verifier) sweep(now time.Time) {
 // read in full, or the store switched to another database
 // (store.Replaceable), Sync voids the whole cache, which is always safe.
 func (v *Verifier) Sync(ctx context.Context) error {
+	err := v.sync(ctx)
+	v.down.Store(err != nil) // see down: an answer clears it at once
+	return err
+}
+
+func (v *Verifier) sync(ctx context.Context) error {
 	v.syncMu.Lock()
 	defer v.syncMu.Unlock()
 	if r, ok := v.st.(store.Replaceable); ok {

@@ -136,7 +136,12 @@ func TestLookup(t *testing.T) {
 		}},
 		{"store error on a miss is ErrUnavailable and is not cached", []step{
 			{storeErr: down, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
-			{ttl: ttl, reads: 2},
+			{after: probeEvery, ttl: ttl, reads: 2},
+		}},
+		{"after a store error, lookups within probeEvery are ErrUnavailable without asking it", []step{
+			{storeErr: down, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
+			{after: probeEvery - time.Millisecond, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
+			{after: time.Millisecond, ttl: ttl, reads: 2},
 		}},
 		{"store error on an unknown key is ErrUnavailable, not ErrUnknown", []step{
 			{unknown: true, storeErr: down, ttl: ttl, wantErr: ErrUnavailable, reads: 1},
@@ -1044,5 +1049,52 @@ func BenchmarkHitManyKeys(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestAStoreThatDoesNotAnswerCostsOneLookupAtATimeItsTimeout: while the
+// store's last answer was a failure, one lookup at a time asks it whether
+// it is back, and every other lookup that needs it is answered
+// ErrUnavailable at once instead of waiting out StoreTimeout for the same
+// answer (a partition, PostgreSQL stopped: before, every request for a key
+// not in the cache waited 2 s for its 503). Once it answers a probe (one a
+// second) or the change-log poll, lookups ask it as before.
+func TestAStoreThatDoesNotAnswerCostsOneLookupAtATimeItsTimeout(t *testing.T) {
+	ctx := context.Background()
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	const timeout = 300 * time.Millisecond
+	v := newTestVerifier(t, st, Options{PollInterval: time.Hour, StoreTimeout: timeout}, nil)
+	st.block.Store(true)
+	lookup := func(name string) (error, time.Duration) {
+		start := time.Now()
+		_, err := v.Lookup(ctx, DigestOf("kg_live_"+name), time.Minute)
+		return err, time.Since(start)
+	}
+	if err, took := lookup("first"); !errors.Is(err, ErrUnavailable) || took < timeout {
+		t.Fatalf("the first lookup: %v after %v, want ErrUnavailable after the %v store timeout", err, took, timeout)
+	}
+	probe := make(chan error)
+	go func() { err, _ := lookup("probe"); probe <- err }()
+	time.Sleep(50 * time.Millisecond) // the probe is asking the store
+	for _, name := range []string{"a", "b", "c"} {
+		if err, took := lookup(name); !errors.Is(err, ErrUnavailable) || took > timeout/3 {
+			t.Errorf("a lookup beside the probe: %v after %v, want ErrUnavailable at once", err, took)
+		}
+	}
+	if err := <-probe; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the probe: %v, want ErrUnavailable", err)
+	}
+	st.block.Store(false)
+	if err, took := lookup("within the second"); !errors.Is(err, ErrUnavailable) || took > timeout/3 {
+		t.Errorf("the store back, a lookup within %v of the probe's failure: %v after %v, want ErrUnavailable at once", probeEvery, err, took)
+	}
+	time.Sleep(probeEvery)
+	if got, err := v.Lookup(ctx, rec.Digest, time.Minute); err != nil || got.ID != rec.ID {
+		t.Fatalf("the store back, the next probe: %v, %v; want the key", got, err)
+	}
+	if err, _ := lookup("unknown"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("the store back, an unknown key: %v, want ErrUnknown", err)
 	}
 }
