@@ -351,6 +351,8 @@ func TestE2ESDKs(t *testing.T) {
 			"resend":    {"sender": "invalid_from_address", "unknown-key": "invalid_api_key", "rate": "rate_limit_exceeded", "quota": "daily_quota_exceeded"},
 			"postmark":  {"unknown-key": "InvalidAPIKeyError"},
 			"resend-go": {"rate": "RateLimitError"},
+			// A Mailgun route's quota_exceeded is a 429 too.
+			"mailgun-go": {"rate": "RateLimitedError", "quota": "RateLimitedError"},
 		}[d.name]
 		switch {
 		case d.lang == "php":
@@ -1345,7 +1347,7 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 		// that has given up the key's idle lease: that failed in CI
 		// until the forgotten lease's state went to the fallback too
 		// (TestLeasedOutageAfterTheLeaseIsForgotten).
-		rateName := map[string]string{"resend": "rate_limit_exceeded", "resend-go": "RateLimitError"}[d.name]
+		rateName := map[string]string{"resend": "rate_limit_exceeded", "resend-go": "RateLimitError", "mailgun-go": "RateLimitedError"}[d.name]
 		switch {
 		case d.lang == "php":
 			rateName = "HttpTransportException"

@@ -34,10 +34,10 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 	brevo "github.com/getbrevo/brevo-go/lib"
-	"github.com/mailgun/mailgun-go/v4"
+	"github.com/mailgun/mailgun-go/v5"
 	"github.com/mailjet/mailjet-apiv3-go/v4"
 	"github.com/mrz1836/postmark"
-	"github.com/resend/resend-go/v2"
+	"github.com/resend/resend-go/v3"
 	"github.com/sendgrid/rest"
 	"github.com/sendgrid/sendgrid-go"
 	sgmail "github.com/sendgrid/sendgrid-go/helpers/mail"
@@ -171,16 +171,25 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 
 	case "mailgun-go":
-		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "compat", "hello", sc.To...)
 		if sc.HTML != "" {
-			msg.SetHtml(sc.HTML)
+			msg.SetHTML(sc.HTML)
 		}
-		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		_, err := mailgunClient(sc).Send(ctx, msg)
 		if err != nil {
 			var ue *mailgun.UnexpectedResponseError
 			r := result{Text: err.Error()}
 			if errors.As(err, &ue) {
 				r.Status = ue.Actual
+			}
+			// Since v5 a 429 is a RateLimitedError, with ResetAt from
+			// X-RateLimit-Reset when the answer has it.
+			var rl *mailgun.RateLimitedError
+			if errors.As(err, &rl) {
+				r.Name = "RateLimitedError"
+				if rl.ResetAt != nil {
+					r.Text += fmt.Sprintf(" (ResetAt %d)", rl.ResetAt.Unix())
+				}
 			}
 			return r
 		}
@@ -321,9 +330,14 @@ func sendgridResult(resp *rest.Response, err error) result {
 	return result{OK: resp.StatusCode < 300, Text: resp.Body, Status: resp.StatusCode}
 }
 
-func mailgunClient(p plan, sc scenario) *mailgun.MailgunImpl {
-	mg := mailgun.NewMailgun(p.MailgunDomain, sc.Key)
-	mg.SetAPIBase(sc.Base + "/v3")
+// mailgunClient: since v5 the sending domain is the message's, and the API
+// base is the site alone, without a version (SetAPIBase refuses one, and
+// the client then keeps Mailgun's own URL).
+func mailgunClient(sc scenario) *mailgun.Client {
+	mg := mailgun.NewMailgun(sc.Key)
+	if err := mg.SetAPIBase(sc.Base); err != nil {
+		panic(err)
+	}
 	return mg
 }
 
@@ -571,9 +585,9 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 			TemplateModel: map[string]any{"name": "Ann"}, From: sc.From, To: strings.Join(sc.To, ", ")})
 		return done(err)
 	case "mailgun-go":
-		msg := mailgun.NewMessage(sc.From, "", "", sc.To...)
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "", "", sc.To...)
 		msg.SetTemplate("compat")
-		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		_, err := mailgunClient(sc).Send(ctx, msg)
 		return done(err)
 	case "mailjet-go-v3":
 		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(sc.To...),
@@ -609,7 +623,7 @@ func sendMIME(ctx context.Context, p plan, sc scenario) result {
 		"Content-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n"
 	switch sc.SDK {
 	case "mailgun-go":
-		_, _, err := mailgunClient(p, sc).Send(ctx, mailgun.NewMIMEMessage(io.NopCloser(strings.NewReader(raw)), sc.To...))
+		_, err := mailgunClient(sc).Send(ctx, mailgun.NewMIMEMessage(p.MailgunDomain, io.NopCloser(strings.NewReader(raw)), sc.To...))
 		return done(err)
 	case "aws-sdk-go-v2-ses":
 		_, err := sesV1Client(sc, nil).SendRawEmail(ctx, &sesv1.SendRawEmailInput{
@@ -647,9 +661,9 @@ func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 		m.AddAttachment(a)
 		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "mailgun-go":
-		msg := mailgun.NewMessage(sc.From, "compat", "hello", sc.To...)
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "compat", "hello", sc.To...)
 		msg.AddBufferAttachment("invoice.pdf", invoice)
-		_, _, err := mailgunClient(p, sc).Send(ctx, msg)
+		_, err := mailgunClient(sc).Send(ctx, msg)
 		return done(err)
 	case "resend-go":
 		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello",
