@@ -414,6 +414,17 @@ func TestE2ESDKs(t *testing.T) {
 		if r := results[d.name+"/rate"]; d.name == "resend-go" && !resendRateLimit.MatchString(r.Text) {
 			t.Errorf("resend-go/rate: the RateLimitError does not carry the key's limit (%s): %+v", resendRateLimit, r)
 		}
+		// mailgun-go reads X-RateLimit-Reset into its RateLimitedError's
+		// ResetAt: when the key may send again, about an hour from now.
+		if r := results[d.name+"/rate"]; d.name == "mailgun-go" {
+			var reset int64
+			if m := mailgunResetAt.FindStringSubmatch(r.Text); m != nil {
+				reset, _ = strconv.ParseInt(m[1], 10, 64)
+			}
+			if in := time.Until(time.Unix(reset, 0)); in < 55*time.Minute || in > time.Hour+time.Minute {
+				t.Errorf("mailgun-go/rate: the RateLimitedError's ResetAt is not when the key may send again: %+v", r)
+			}
+		}
 		if r, want := results[d.name+"/rate"], awsAttempts[d.name]; want != 0 && r.Attempts != want {
 			t.Errorf("%s/rate: the SDK reports %d attempts, want its default %d", d.name, r.Attempts, want)
 		}
@@ -1238,6 +1249,10 @@ func (f *fakeProvider) requests() []recorded {
 	defer f.mu.Unlock()
 	return append([]recorded(nil), f.reqs...)
 }
+
+// mailgunResetAt is the ResetAt of mailgun-go's RateLimitedError, as the
+// Go driver adds it to the error's text.
+var mailgunResetAt = regexp.MustCompile(`\(ResetAt (\d+)\)`)
 
 // resendRateLimit is what resend-go's RateLimitError says for a key limited
 // to one request an hour, once it is used.

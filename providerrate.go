@@ -26,7 +26,8 @@ var providerRateNames = [...][3]string{
 
 // setProviderRate reports the key's rate limit the way the route's
 // provider reports its own, for SDKs that read it: SendGrid's
-// X-RateLimit-*, Resend's RateLimit-Limit/-Remaining/-Reset. Limit is the
+// X-RateLimit-* (Mailgun's, on a 429), Resend's
+// RateLimit-Limit/-Remaining/-Reset. Limit is the
 // rate's count and Remaining what the bucket holds; Reset is when a request
 // will pass again on a 429 (Retry-After), otherwise when the bucket is
 // full: a Unix time for SendGrid, seconds from now for Resend. On a

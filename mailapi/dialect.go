@@ -93,6 +93,12 @@ type Dialect struct {
 	// rateHeaders is how the provider reports its rate limit, if in
 	// headers its SDKs read.
 	rateHeaders RateHeaders
+	// rateOnlyLimited marks a provider whose SDKs read rateHeaders only
+	// from a 429 (Mailgun: mailgun-go v5's RateLimitedError takes
+	// X-RateLimit-Reset as its ResetAt): keygate sets them only on the
+	// rate limit's refusal, and leaves every other answer as the provider
+	// sends it.
+	rateOnlyLimited bool
 }
 
 // RateHeaders names a provider's way of reporting its rate limit in
@@ -103,7 +109,7 @@ const (
 	// NoRateHeaders: none that an SDK reads.
 	NoRateHeaders RateHeaders = iota
 	// XRateLimit: X-RateLimit-Limit, -Remaining and -Reset, a Unix time
-	// (SendGrid).
+	// (SendGrid; Mailgun on a 429).
 	XRateLimit
 	// RateLimitFields: RateLimit-Limit, -Remaining and -Reset, in seconds
 	// from now, as in the IETF draft's first versions (Resend; resend-go
@@ -126,6 +132,11 @@ func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 // RateHeaders reports in which headers the provider reports its rate limit
 // to its SDKs.
 func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
+
+// RateHeadersOnlyLimited reports whether the dialect's SDKs read its rate
+// headers only from a 429, so that keygate sets them only when a key's
+// rate limit refuses a request.
+func (d *Dialect) RateHeadersOnlyLimited() bool { return d.rateOnlyLimited }
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
@@ -194,7 +205,7 @@ var dialects = []*Dialect{
 		// The Bulk API (postmark.js's sendBulkEmail).
 		{path: "/email/bulk", shape: postmarkBulk},
 	}},
-	{Name: "mailgun", basic: true, errors: mailgunErrors, endpoints: []endpoint{
+	{Name: "mailgun", basic: true, errors: mailgunErrors, rateHeaders: XRateLimit, rateOnlyLimited: true, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
 		{path: "/v3/*/messages.mime", form: true, shape: mailgunMIME},
 		// The same at API version 2, which older clients (mailgun-php 2)
