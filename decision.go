@@ -117,6 +117,9 @@ type denial struct {
 	// query marks a request of SES's v1 Query API, whose clients read an
 	// error only as that API's XML.
 	query bool
+	// bodyAsked marks a refusal of a body keygate began to read: a client
+	// that waited for 100 Continue got it, and is sending the body.
+	bodyAsked bool
 }
 
 // denialForms are one route's denial responses, built when the route is

@@ -280,3 +280,74 @@ func sendgridServerSite(servers, directives string) string {
 	return "{\n\tadmin {ADMIN}\n\tservers {\n\t\t" + servers + "\n\t}\n}\n" +
 		"http://127.0.0.1:{PORT} {\n\tbind 127.0.0.1\n\t" + directives + sendgridSendSiteBody + "}\n"
 }
+
+// A chunked send that runs past max_body is refused once keygate has read
+// max_body of it, while the client is still sending. The client reads the
+// 413, not a connection reset: the denial reads what is left of the body
+// first, as every denial does. Before, keygate closed the body it had
+// started to read (Go's server then gives up on the rest), and a client
+// that had asked for 100 Continue, and got it, was taken for one that
+// withholds its body: the connection was closed under it mid-upload. curl,
+// which asks for 100 Continue on every chunked upload, saw "Connection reset
+// by peer" and no answer.
+func TestAChunkedSendPastMaxBodyIsAnsweredNotReset(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		max_body 64KB
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "big", "--scope", "mail.send")
+	addr := strings.TrimPrefix(g.siteURL, "http://")
+	chunk := fmt.Sprintf("%x\r\n%s\r\n", 64<<10, bytes.Repeat([]byte("a"), 64<<10))
+	for _, expect := range []bool{false, true} {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(conn)
+		head := "POST /v3/mail/send HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + k.Key +
+			"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+		if expect {
+			head += "Expect: 100-continue\r\n"
+		}
+		if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if expect {
+			// As curl does: the body follows the server's 100 Continue.
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusContinue {
+				t.Fatalf("Expect: 100-continue: %v %v, want 100 Continue first", resp, err)
+			}
+		}
+		// 8 MiB, written whole before the answer is read (as Ruby's
+		// Net::HTTP does), then its end.
+		var werr error
+		for i := 0; i < 128 && werr == nil; i++ {
+			_, werr = io.WriteString(conn, chunk)
+		}
+		if werr == nil {
+			_, werr = io.WriteString(conn, "0\r\n\r\n")
+		}
+		resp, rerr := http.ReadResponse(br, nil)
+		var r response
+		if rerr == nil {
+			r.Status = resp.StatusCode
+			r.Body, _ = io.ReadAll(resp.Body)
+		}
+		if werr != nil || rerr != nil || r.Status != 413 || r.code() != "payload_too_large" {
+			t.Errorf("Expect: 100-continue %v: writing the body: %v; the answer: %v %d %s; want 413 payload_too_large",
+				expect, werr, rerr, r.Status, r.Body)
+		}
+		conn.Close()
+	}
+	if up.count() != 0 {
+		t.Errorf("the upstream was called %d times", up.count())
+	}
+}

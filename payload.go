@@ -50,16 +50,25 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 		// multipart boundary of its own) would send what was not checked.
 		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request has more than one Content-Type header; send one"}
 	}
+	// A refusal leaves the client's body open: the client may still be
+	// sending it (asked to by the 100 Continue the first read sent), and
+	// the denial reads what is left of it first (deny). Closed, Go's
+	// server reads 256 KB more and then closes the connection on the rest,
+	// a reset in place of the answer.
 	sb, err := readBody(r, h.maxBody)
-	r.Body.Close()
 	if err != nil {
-		return nil, mailapi.Message{}, bodyError(r, err)
+		d := bodyError(r, err)
+		d.bodyAsked = err != errBodiesFullUnread
+		return nil, mailapi.Message{}, d
 	}
 	body := sb.bytes()
 	if int64(len(body)) > h.maxBody {
 		sb.finish()
-		return nil, mailapi.Message{}, h.tooLarge()
+		d := h.tooLarge()
+		d.bodyAsked = true
+		return nil, mailapi.Message{}, d
 	}
+	r.Body.Close()
 	r.Body = sb
 	r.ContentLength = int64(len(body))
 	var msg mailapi.Message
@@ -188,7 +197,7 @@ func readBody(r *http.Request, limit int64) (*sendBody, error) {
 	sb := newSendBody(int(min(most, presize)))
 	if !sb.hold(r.Context()) {
 		sb.finish()
-		return nil, errBodiesFull
+		return nil, errBodiesFullUnread
 	}
 	n := 0
 	for {
@@ -270,8 +279,13 @@ var bodyWait = 10 * time.Second
 // Content-Length.
 var errBodyTooLong = errors.New("the body is longer than its Content-Length")
 
-// errBodiesFull is readBody's error when bodies had no room for the body.
-var errBodiesFull = errors.New("the gateway holds as many send bodies as it may")
+// errBodiesFull is readBody's error when bodies had no room for the body;
+// errBodiesFullUnread when that was before any of it was read, so a client
+// that asked for 100 Continue has not been told to send it.
+var (
+	errBodiesFull       = errors.New("the gateway holds as many send bodies as it may")
+	errBodiesFullUnread = fmt.Errorf("%w (none of the body read)", errBodiesFull)
+)
 
 // bodyBudget counts the bytes send bodies hold against a limit.
 type bodyBudget struct {

@@ -118,8 +118,11 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	// HttpWebRequest by default) is refused at once with Connection: close.
 	// On a kept-alive connection the server would read the body before
 	// reusing it, and the client sends it only when its wait for 100 runs
-	// out (curl: 1 s), to be refused after uploading it all.
-	expects := r.ContentLength != 0 && r.Body != nil && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+	// out (curl: 1 s), to be refused after uploading it all. Once keygate
+	// has begun to read the body (a send past max_body, or one that found
+	// no room while it arrived), the 100 went out and the client is
+	// sending: it is read like any other's.
+	expects := r.ContentLength != 0 && r.Body != nil && !d.bodyAsked && strings.EqualFold(r.Header.Get("Expect"), "100-continue")
 	if _, read := r.Body.(*sendBody); r.ContentLength != 0 && r.Body != nil && !expects && !read {
 		linger(w, r)
 	}
