@@ -3,13 +3,17 @@ package keygate_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // logsCaddyfile has keys arrive in every header Caddy writes to its logs as
@@ -311,4 +315,64 @@ func consoleKey(t *testing.T, g *gateway) (key, token string) {
 		t.Fatalf("the console's reveal page shows no key:\n%s", page)
 	}
 	return key, cookies[0].Value
+}
+
+// Caddy's tracing records the request's path as the span's url.path, and a
+// span named from {http.request.uri} holds the whole URL: a key a client put
+// in the URL (refused, and left out of the access log) went with both to the
+// tracing backend. keygate takes it out of the span. The collector here
+// reads OTLP over HTTP; a key is found in the raw protobuf as sent.
+func TestAKeyInTheURLStaysOutOfTraces(t *testing.T) {
+	var mu sync.Mutex
+	var exported []byte
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		exported = append(exported, b...)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	tracing {
+		span "{http.request.method} {http.request.uri}"
+		span_attributes {
+			key_id {keygate.key.id}
+		}
+	}
+	keygate {
+		store {STORE}
+		scope misc.read GET /x*
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL, env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_BSP_SCHEDULE_DELAY=100"}})
+	k := g.issue("--name", "traced", "--scope", "misc.read")
+	secret := k.Key[strings.LastIndexByte(k.Key, '_')+1:]
+	for _, path := range []string{"/x/" + k.Key, "/x?api_key=" + k.Key, "/x/" + strings.ReplaceAll(k.Key, "_", "%5F")} {
+		if r := g.call("GET", path, "", nil); r.Status != 401 || r.code() != "missing_key" {
+			t.Errorf("GET %s: %d %s, want 401 missing_key", path, r.Status, r.Body)
+		}
+	}
+	if r := g.call("GET", "/x/ok", k.Key, nil); r.Status != 202 {
+		t.Errorf("GET /x/ok: %d %s", r.Status, r.Body)
+	}
+	got := func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Clone(exported)
+	}
+	if eventually(t, 10*time.Second, func() bool { return bytes.Count(got(), []byte("url.path")) >= 4 }) < 0 {
+		t.Fatalf("the collector got %d spans, want 4:\n%s", bytes.Count(got(), []byte("url.path")), g.logs())
+	}
+	spans := got()
+	if bytes.Contains(spans, []byte(secret)) {
+		t.Errorf("an exported span holds the key's secret: %q", spans)
+	}
+	for _, want := range []string{"GET /x/kg_live_…", "/x/kg_live_…", k.ID, "GET /x/ok"} {
+		if !bytes.Contains(spans, []byte(want)) {
+			t.Errorf("the spans lack %q: %q", want, spans)
+		}
+	}
 }

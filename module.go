@@ -14,6 +14,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
 
@@ -387,6 +389,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// and keygate's own line for the request stands in for it.
 		q.keyInLog = inLog
 		caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+		if fault == faultKeyInURL {
+			redactSpan(r)
+		}
 	}
 	onBehalf := takeOnBehalfOf(r)
 	if key == "" && faults[fault].code == MissingKey {
@@ -563,6 +568,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	h.record(r, q, ip, status, recipients, t)
 	return nil
+}
+
+// redactSpan takes a key the URL holds out of the request's span, when
+// Caddy's tracing records one: the span is exported when the request ends,
+// with the path as url.path and, when its name is built from
+// {http.request.uri}, in its name, as Caddy's access log would write them
+// (the request is left out of that). Only spans of OpenTelemetry's SDK
+// tell their name; the others keep theirs.
+func redactSpan(r *http.Request) {
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attribute.String("url.path", loggedPath(sentPath(r))))
+	if named, ok := span.(interface{ Name() string }); ok {
+		if name := loggedPath(named.Name()); name != named.Name() {
+			span.SetName(name)
+		}
+	}
 }
 
 // Interface guards.
