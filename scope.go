@@ -300,13 +300,18 @@ func overriddenMethod(r *http.Request) (string, bool) {
 	m := ""
 	for _, name := range methodOverrides {
 		for _, v := range r.Header[name] {
-			v = strings.ToUpper(strings.TrimSpace(v))
-			switch {
-			case v == "" || v == m:
-			case m == "":
-				m = v
-			default:
-				return "", false
+			// Express's method-override does the first of a header's
+			// comma-separated values, so each is read: "PUT, DELETE"
+			// names two methods, not one called "PUT, DELETE".
+			for v := range strings.SplitSeq(v, ",") {
+				v = strings.ToUpper(trimToMethod(v))
+				switch {
+				case v == "" || v == m:
+				case m == "":
+					m = v
+				default:
+					return "", false
+				}
 			}
 		}
 	}
@@ -314,6 +319,28 @@ func overriddenMethod(r *http.Request) (string, bool) {
 		m = ""
 	}
 	return m, true
+}
+
+// trimToMethod returns s without the bytes around it that cannot be part of
+// a method (an HTTP token): whitespace, and whatever a framework trims as
+// whitespace besides, such as a 0xA0 byte, which node reads as Latin-1, a
+// no-break space that JavaScript's trim removes ("PUT\xa0" is a PUT to
+// Express).
+func trimToMethod(s string) string {
+	i, j := 0, len(s)
+	for i < j && !tokenByte(s[i]) {
+		i++
+	}
+	for j > i && !tokenByte(s[j-1]) {
+		j--
+	}
+	return s[i:j]
+}
+
+// tokenByte reports whether c may be part of an HTTP token (RFC 9110's
+// tchar), which a method is.
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // withMethod returns r as scope lines see it when it is scoped as method m:

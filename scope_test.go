@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -216,6 +217,126 @@ func TestMethodOverridesNeedTheScopesOfBothMethods(t *testing.T) {
 	if w, _ := serveHeaders(t, h, "GET", "/v3/templates/d-1", "Authorization", "Bearer "+read, "X-HTTP-Method-Override", "DELETE"); w.Code != 202 {
 		t.Errorf("a GET with an override: %d %s, want 202 (scoped as the GET it is)", w.Code, w.Body)
 	}
+}
+
+// An override header is read as the frameworks read it, so a method that
+// one of them does is never scoped as a method no line names (which a later
+// line without a method then grants): Express's method-override does the
+// first comma-separated value, trimmed as JavaScript trims (a 0xA0 byte
+// too, as node reads header bytes as Latin-1).
+func TestMethodOverridesAreReadAsFrameworksReadThem(t *testing.T) {
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{
+		{Scope: "templates.delete", Method: "DELETE", Path: "/v3/templates/*"},
+		{Scope: "templates.write", Path: "/v3/templates/*"},
+	}})
+	_, write := issue(t, st, "templates.write")
+	_, both := issue(t, st, "templates.write", "templates.delete")
+	for _, c := range []struct {
+		what, key, override string
+		status              int
+	}{
+		{"DELETE", write, "DELETE", 403},
+		{"DELETE and another method", write, "DELETE, PATCH", 403},
+		{"DELETE and a comma", write, "DELETE,", 403},
+		{"DELETE and a no-break space", write, "DELETE\xa0", 403},
+		{"DELETE in no-break spaces (UTF-8)", write, "\u00a0DELETE\u3000", 403},
+		{"DELETE twice in one value, with the scopes of both", both, "delete, DELETE", 202},
+		{"DELETE and a comma, with the scopes of both", both, "DELETE,", 202},
+		{"DELETE and another method, with the scopes of both", both, "DELETE,PATCH", 403},
+	} {
+		w, _ := serveHeaders(t, h, "POST", "/v3/templates/d-1", "Authorization", "Bearer "+c.key, "X-HTTP-Method-Override", c.override)
+		if w.Code != c.status {
+			t.Errorf("%s (%q): %d %s, want %d", c.what, c.override, w.Code, w.Body, c.status)
+		}
+	}
+}
+
+// frameworkOverrides model how the web frameworks an upstream may be built
+// on read a POST's method-override header name: the method each does, ""
+// for the POST itself. Values are as Go's server hands them on (no control
+// bytes but tab, no spaces around).
+var frameworkOverrides = []struct {
+	name string
+	read func(h http.Header, name string) string
+}{
+	// Express's and Koa's method-override: node joins a repeated header's
+	// values with ", "; the first value, trimmed by JavaScript's trim on
+	// the Latin-1 string node makes of the bytes, upper-cased.
+	{"express", func(h http.Header, name string) string {
+		v := strings.Join(h[name], ", ")
+		if i := strings.IndexByte(v, ','); i >= 0 {
+			v = v[:i]
+		}
+		v = strings.TrimFunc(latin1(v), func(r rune) bool {
+			return r == ' ' || r >= '\t' && r <= '\r' || r == 0xa0 || r == 0xfeff
+		})
+		return strings.ToUpper(v)
+	}},
+	// Symfony (and Laravel on it): the value upper-cased byte by byte;
+	// anything but letters is refused.
+	{"symfony", func(h http.Header, name string) string {
+		v := []byte(h.Get(name))
+		for i, c := range v {
+			if c >= 'a' && c <= 'z' {
+				v[i] -= 'a' - 'A'
+			}
+		}
+		for _, c := range v {
+			if c < 'A' || c > 'Z' {
+				return ""
+			}
+		}
+		return string(v)
+	}},
+	// ASP.NET Core's HttpMethodOverrideMiddleware: the values joined with
+	// ",", as the method (matched without regard to case).
+	{"aspnet", func(h http.Header, name string) string {
+		return strings.ToUpper(strings.Join(h[name], ","))
+	}},
+}
+
+func latin1(s string) string {
+	r := make([]rune, len(s))
+	for i := range len(s) {
+		r[i] = rune(s[i])
+	}
+	return string(r)
+}
+
+// FuzzOverriddenMethod proves that whatever method a framework does for a
+// POST's override headers, keygate scopes the request as that method too,
+// or refuses it.
+func FuzzOverriddenMethod(f *testing.F) {
+	for _, c := range [][3]string{
+		{"PUT", "", ""}, {"delete", "DELETE", ""}, {"PUT, DELETE", "", ""}, {"DELETE,", "", ""}, {",DELETE", "", ""},
+		{"DELETE\xa0", "", ""}, {"\u00a0DELETE", "", ""}, {"DELETE\ufeff", "", ""}, {"PATCH", "patch", "PATCH"}, {"POST", "GET", ""},
+		{"PUT", "PUT\tX", ""}, {"pu\u017ft", "", ""}, {"M-SEARCH", "", ""}, {"DELETE", "", "PUT"},
+	} {
+		f.Add(c[0], c[1], c[2], uint8(0b100100))
+		f.Add(c[0], c[1], c[2], uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, a, b, c string, names uint8) {
+		r := httptest.NewRequest("POST", "/", nil)
+		for i, v := range []string{a, b, c} {
+			if v == "" || strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+				continue // refused by Go's server
+			}
+			name := methodOverrides[int(names>>(2*i)&3)%len(methodOverrides)]
+			r.Header.Add(name, strings.Trim(v, " \t"))
+		}
+		m, single := overriddenMethod(r)
+		for _, name := range methodOverrides {
+			for _, fw := range frameworkOverrides {
+				did := fw.read(r.Header, name)
+				if did == "" || did == "POST" || strings.ContainsFunc(did, func(r rune) bool { return r > 0x7f || !tokenByte(byte(r)) }) {
+					continue // the POST, or a method no route has
+				}
+				if single && m != did {
+					t.Fatalf("%s: %q; %s does %s, keygate scopes it as %q", name, r.Header[name], fw.name, did, m)
+				}
+			}
+		}
+	})
 }
 
 // A scope line that an earlier line covers never decides: refused at load,
