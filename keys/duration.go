@@ -2,53 +2,66 @@ package keys
 
 import (
 	"errors"
+	"math"
 	"strconv"
-	"strings"
 	"time"
 )
 
 // ParseDuration reads a duration as time.ParseDuration does, with days as
-// well: "90d", "1d12h", "36h", "30m".
+// well: "90d", "1d12h", "36h", "30m", "-2d". A sign comes first or not at
+// all ("1d-1h" is refused, not read as -25h), and a sum too long for a
+// time.Duration is refused, not wrapped around ("100000d100000d" was
+// negative, one more 100000d positive again).
 func ParseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, errors.New("empty duration")
+	}
+	bad := errors.New("invalid duration " + strconv.Quote(s))
+	rest, neg := s, false
+	if rest[0] == '-' || rest[0] == '+' {
+		rest, neg = rest[1:], rest[0] == '-'
+	}
+	if rest == "0" {
+		return 0, nil
+	}
+	if rest == "" {
+		return 0, bad
+	}
 	var total time.Duration
-	rest := s
-	for {
-		i := strings.IndexByte(rest, 'd')
-		if i < 0 {
-			break
+	for rest != "" {
+		// One number and its unit: time.ParseDuration reads it, but days.
+		i := 0
+		for i < len(rest) && (rest[i] >= '0' && rest[i] <= '9' || rest[i] == '.') {
+			i++
 		}
-		// The number before "d" starts after the previous unit.
 		j := i
-		for j > 0 && (rest[j-1] >= '0' && rest[j-1] <= '9' || rest[j-1] == '.') {
-			j--
+		for j < len(rest) && !(rest[j] >= '0' && rest[j] <= '9' || rest[j] == '.') {
+			j++
 		}
-		if j == i {
-			return 0, errors.New("invalid duration " + strconv.Quote(s))
+		num, unit := rest[:i], rest[i:j]
+		rest = rest[j:]
+		var d time.Duration
+		if unit == "d" {
+			days, err := strconv.ParseFloat(num, 64)
+			if err != nil || days > 1e5 {
+				return 0, bad
+			}
+			d = time.Duration(days * float64(24*time.Hour))
+		} else {
+			var err error
+			if d, err = time.ParseDuration(num + unit); err != nil || unit == "" {
+				return 0, bad
+			}
 		}
-		days, err := strconv.ParseFloat(rest[j:i], 64)
-		if err != nil || days > 1e5 {
-			return 0, errors.New("invalid duration " + strconv.Quote(s))
+		if total > math.MaxInt64-d {
+			return 0, bad
 		}
-		total += time.Duration(days * float64(24*time.Hour))
-		rest = rest[:j] + rest[i+1:]
+		total += d
 	}
-	if rest == "" || rest == "-" || rest == "+" {
-		if s == "" {
-			return 0, errors.New("empty duration")
-		}
-		if rest == "-" {
-			total = -total
-		}
-		return total, nil
+	if neg {
+		total = -total
 	}
-	d, err := time.ParseDuration(rest)
-	if err != nil {
-		return 0, errors.New("invalid duration " + strconv.Quote(s))
-	}
-	if strings.HasPrefix(rest, "-") {
-		return d - total, nil
-	}
-	return d + total, nil
+	return total, nil
 }
 
 // parseExpiry reads an expiry: a duration from t ("90d", "12h") or an RFC

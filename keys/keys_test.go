@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -129,12 +132,77 @@ func TestParseDuration(t *testing.T) {
 		{"", 0, true},
 		{"soon", 0, true},
 		{"3x", 0, true},
+		{"-", 0, true},
+		{"+", 0, true},
+		{"1d0", 0, true},
+		{"1d-1h", 0, true},
+		{"1d+1h", 0, true},
+		{"100000d", 100000 * 24 * time.Hour, false},
+		{"100001d", 0, true},
+		{"100000d100000d", 0, true},
+		{"100000d100000d100000d", 0, true},
+		{"-2562047h100000d", 0, true},
+		{"2562047h47m16.854775807s", math.MaxInt64, false},
+		{"2562047h47m16.854775808s", 0, true},
 	} {
 		got, err := ParseDuration(tc.in)
 		if tc.bad != (err != nil) || !tc.bad && got != tc.want {
 			t.Errorf("ParseDuration(%q) = %v, %v; want %v (error: %v)", tc.in, got, err, tc.want, tc.bad)
 		}
 	}
+}
+
+// FuzzParseDuration proves ParseDuration reads exactly the durations
+// written as an optional sign and numbers with units (d beside
+// time.ParseDuration's), each a count of days up to 100000, and that what
+// it reads is their sum, or an error when the sum does not fit.
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"90d", "1d12h", "1.5d", "-2d", "+3h", "0", "-0", "1d0", "1d-1h", ".5d", "1.d", "100000d100000d100000d",
+		"-2562047h100000d", "1µs2μs3us4ns5ms6s7m8h9d", "2562047h47m16.854775807s", "0.0000000001d", "d", "h1", "1e5d", "-"} {
+		f.Add(s)
+	}
+	grammar := regexp.MustCompile(`^[-+]?(?:0|(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h|d))+)$`)
+	part := regexp.MustCompile(`([0-9.]+)(ns|us|µs|μs|ms|s|m|h|d)`)
+	units := map[string]int64{"ns": 1, "us": 1e3, "µs": 1e3, "μs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9, "d": 86400e9}
+	limit := new(big.Rat).SetInt64(math.MaxInt64)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseDuration(s)
+		// The exact sum, and whether each count of days is in bounds.
+		exact, parts, ok := new(big.Rat), 0, grammar.MatchString(s)
+		for _, m := range part.FindAllStringSubmatch(s, -1) {
+			n, good := new(big.Rat).SetString(m[1])
+			if !good {
+				t.Fatalf("%q: %q", s, m[1])
+			}
+			if m[2] == "d" && n.Cmp(big.NewRat(100000, 1)) > 0 {
+				ok = false
+			}
+			exact.Add(exact, n.Mul(n, new(big.Rat).SetInt64(units[m[2]])))
+			parts++
+		}
+		if strings.HasPrefix(s, "-") {
+			exact.Neg(exact)
+		}
+		// Rounding: time.ParseDuration's below a nanosecond a part, the
+		// float64 of a count of days.
+		slack := new(big.Rat).Abs(exact)
+		slack.Mul(slack, big.NewRat(1, 1e15)).Add(slack, big.NewRat(int64(2*parts+1), 1))
+		over := new(big.Rat).Sub(new(big.Rat).Abs(exact), limit)
+		switch {
+		case ok && over.Sign() <= 0 && err != nil && over.Cmp(new(big.Rat).Neg(slack)) < 0:
+			t.Fatalf("%q: %v", s, err)
+		case err != nil:
+		case !ok:
+			t.Fatalf("%q read as %v", s, got)
+		case over.Cmp(slack) > 0:
+			t.Fatalf("%q is too long for a duration, read as %v", s, got)
+		default:
+			diff := new(big.Rat).Sub(new(big.Rat).SetInt64(int64(got)), exact)
+			if diff.Abs(diff).Cmp(slack) > 0 {
+				t.Fatalf("%q read as %v, want %s ns", s, got, exact.FloatString(1))
+			}
+		}
+	})
 }
 
 func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
