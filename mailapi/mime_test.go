@@ -1,8 +1,14 @@
 package mailapi
 
 import (
+	"bufio"
+	"bytes"
+	"maps"
+	"net/mail"
+	"net/textproto"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -97,4 +103,55 @@ func TestRawMIMEReadAlikeIsRead(t *testing.T) {
 			t.Errorf("%.60q: got %+v, %v", mime, m, err)
 		}
 	}
+}
+
+// FuzzHeaderSection proves that a header section headerSection accepts is
+// one net/mail reads, into the fields headerSection found: the names before
+// the colons of its unfolded lines.
+func FuzzHeaderSection(f *testing.F) {
+	for _, s := range []string{
+		"From: a@example.com\r\nTo: b@example.com\r\n\r\nbody",
+		"From: a@example.com\nSubject: x\n y\n\nbody",
+		"Subject: hi\rFrom: ceo@evil.example\r\n\r\n",
+		"From : a@example.com\r\n\r\n",
+		"\r\nFrom: a@example.com\r\n",
+		" folded: first\r\nFrom: a@example.com\r\n\r\n",
+		"From: a@example.com",
+		"X-\x00: y\r\n\r\n",
+		"Fr(om: a@example.com\r\n\r\n",
+		"From: a\r\nFrom: b\r\n\r\n",
+		"\ufeffFrom: a@example.com\r\n\r\n",
+		"From:\r\n\r\n",
+		"From: a\r\n\t\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		head, ok := headerSection(bufio.NewReaderSize(strings.NewReader(s), 16))
+		if !ok {
+			return
+		}
+		if !strings.HasPrefix(s, string(head)) {
+			t.Fatalf("%q: section %q is not where the message begins", s, head)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(head))
+		if err != nil {
+			t.Fatalf("%q: accepted, but net/mail: %v", head, err)
+		}
+		want := map[string]int{}
+		for line := range strings.Lines(string(head)) {
+			if line[0] == ' ' || line[0] == '\t' || strings.TrimRight(line, "\r\n") == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(line, ":")
+			want[textproto.CanonicalMIMEHeaderKey(name)]++
+		}
+		got := map[string]int{}
+		for name, vs := range msg.Header {
+			got[name] = len(vs)
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("%q: net/mail read the fields %v, headerSection %v", head, got, want)
+		}
+	})
 }

@@ -561,7 +561,12 @@ func headerSection(r *bufio.Reader) ([]byte, bool) {
 		case len(text) == 0:
 			return head, fields > 0 // the empty line that ends the section
 		case text[0] == ' ' || text[0] == '\t':
-			// Folded: the field goes on (net/mail refuses it first).
+			// Folded: the field goes on. A fold before any field
+			// continues nothing; net/mail refuses it, and another reader
+			// may skip it or take it for the first field.
+			if fields == 0 {
+				return nil, false
+			}
 		default:
 			colon := bytes.IndexByte(text, ':')
 			if colon <= 0 {
