@@ -264,10 +264,11 @@ func sigV4AccessKeyID(params string) (string, bool) {
 		}
 		// Exactly five parts, the last aws4_request, none empty.
 		id, scope, _ := strings.Cut(value, "/")
+		id = strings.TrimSpace(id) // a key pasted with a space, as a Bearer key is trimmed
 		if id == "" || strings.Count(scope, "/") != 3 || !strings.HasSuffix(scope, "/aws4_request") || strings.Contains(scope, "//") || strings.HasPrefix(scope, "/") {
 			return "", false
 		}
-		return strings.TrimSpace(id), true // a key pasted with a space, as a Bearer key is trimmed
+		return id, true
 	}
 	return "", false
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -374,4 +375,98 @@ func BenchmarkTakeKeySDKHeaders(b *testing.B) {
 			b.Fatal(got)
 		}
 	}
+}
+
+// FuzzSigV4AccessKeyID proves sigV4AccessKeyID reads the access key id of
+// any Credential an AWS SDK writes (round trip), and reads one only from
+// the first Credential parameter, five parts none empty, the last
+// aws4_request.
+func FuzzSigV4AccessKeyID(f *testing.F) {
+	key, _ := verifier.Generate("kg", "live")
+	f.Add(key, "20261129", "us-east-1", "ses", "SignedHeaders=host;x-amz-date, Signature=0123abcd", "")
+	f.Add(" "+key+" ", "20261129", "eu-west-1", "email", "", "Credential=other/a/b/c/aws4_request")
+	f.Add("AKIA", "d", "r", "s", "Signature=x", "credential=")
+	f.Add(" ", "d", "r", "s", "", "")
+	f.Add("", "d", "r", "s", "", "")
+	grammar := regexp.MustCompile(`^([^/]*)/[^/]+/[^/]+/[^/]+/aws4_request$`)
+	f.Fuzz(func(t *testing.T, id, date, region, service, after, before string) {
+		params := "Credential=" + id + "/" + date + "/" + region + "/" + service + "/aws4_request"
+		if before != "" {
+			params = before + ", " + params
+		}
+		if after != "" {
+			params += ", " + after
+		}
+		got, ok := sigV4AccessKeyID(params)
+		// What the header says, read by another way: the first parameter
+		// named Credential, its value in the grammar, the id trimmed.
+		want, wantOK := "", false
+		for p := range strings.SplitSeq(params, ",") {
+			name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(name, "Credential") {
+				if m := grammar.FindStringSubmatch(value); m != nil {
+					want = strings.TrimSpace(m[1])
+					wantOK = want != ""
+				}
+				break
+			}
+		}
+		if got != want || ok != wantOK {
+			t.Fatalf("%q: %q, %v; want %q, %v", params, got, ok, want, wantOK)
+		}
+		// What an SDK writes (no commas, slashes or spaces in the parts)
+		// is always read.
+		if !strings.ContainsAny(id+date+region+service, ",/ \t") && id != "" && date != "" && region != "" && service != "" &&
+			!strings.ContainsAny(before, ",=") && (!ok || got != id) {
+			t.Fatalf("%q: %q, %v; want %q", params, got, ok, id)
+		}
+	})
+}
+
+// FuzzBasicAgreesWithNetHTTP proves keygate reads HTTP Basic credentials as
+// net/http's Request.BasicAuth does: a key it takes is the (trimmed)
+// username or password BasicAuth reads, and a well-formed key there is
+// taken.
+func FuzzBasicAgreesWithNetHTTP(f *testing.F) {
+	key, _ := verifier.Generate("kg", "live")
+	f.Add(basic("api", key))
+	f.Add(basic(key, "x"))
+	f.Add(basic(key, key))
+	f.Add(basic(" "+key+"\n", ""))
+	f.Add(basic("a:"+key, "b"))
+	f.Add("basic " + base64.StdEncoding.EncodeToString([]byte("api:"+key)))
+	f.Add("Basic " + base64.RawStdEncoding.EncodeToString([]byte("api:"+key)))
+	f.Add("Basic ====")
+	f.Add("Basic " + strings.Repeat("QUFB", 300))
+	f.Fuzz(func(t *testing.T, auth string) {
+		p := presented{prefix: "kg", sigV4: true}
+		p.parseAuthorization(auth)
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", auth)
+		user, pass, ok := r.BasicAuth()
+		user, pass = strings.TrimSpace(user), strings.TrimSpace(pass)
+		scheme, _, _ := strings.Cut(auth, " ")
+		if !strings.EqualFold(scheme, "Basic") {
+			return
+		}
+		got, fault := p.result()
+		if got != "" && !strings.Contains(decodeBasic(auth), got) {
+			t.Fatalf("%q: took %q, which the credentials do not hold", auth, got)
+		}
+		if ok && len(strings.TrimSpace(auth[len("Basic "):])) <= maxBasic {
+			switch u, w := p.wellFormed(user), p.wellFormed(pass); {
+			case u && w && user != pass:
+				if fault != faultTwoKeys {
+					t.Fatalf("%q: took %q (fault %d); net/http reads two keys", auth, got, fault)
+				}
+			case u && got != user, w && !u && got != pass:
+				t.Fatalf("%q: took %q (fault %d); net/http reads %q, %q", auth, got, fault, user, pass)
+			case !u && !w && (got != "" || fault != faultBasicNoKey):
+				t.Fatalf("%q: took %q (fault %d); net/http reads no key in %q, %q", auth, got, fault, user, pass)
+			}
+		}
+		if got == "" && fault == noFault {
+			t.Fatalf("%q: no key and no fault", auth)
+		}
+	})
 }
