@@ -2,6 +2,7 @@ package keygate
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -122,4 +123,78 @@ func TestAnAdminErrorNeverRepeatsAKey(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want 400 without the key", c.method, c.path, w.Code, w.Body)
 		}
 	}
+}
+
+// FuzzAdminRequests proves the admin API answers any body and query with a
+// result or a 4xx in the contract's JSON error shape: never a 500, a
+// panic, or a key quoted back.
+func FuzzAdminRequests(f *testing.F) {
+	h, st := testHandler(f, &Handler{})
+	rec, key := issue(f, st, "mail.send")
+	for _, c := range []struct {
+		route       uint8
+		query, body string
+	}{
+		{0, "", `{"name":"crm","scopes":["mail.send"],"expires":"90d","rate":"10/s","quota":"100/d","allowed_ips":["10.0.0.0/8"],"sender_domains":["example.com"]}`},
+		{0, "", `{"name":"crm","scopes":["mail.send"],"expires":"100000d100000d"}`},
+		{0, "", `{"name":"crm","scopes":"mail.send"}`},
+		{0, "", `{"name":"crm","scopes":["mail.send"],"rate":"0/s","burst":-1}`},
+		{0, "", `{"name":null,"scopes":null}`},
+		{0, "", `{"name":"crm","scopes":["mail.send"],"max_recipients":1e30}`},
+		{0, "", `{"name":"` + key + `"}`},
+		{0, "", `[]`},
+		{0, "", `{"name":"crm"} trailing`},
+		{1, "", `{"add_scopes":["templates.read"],"disabled":true,"reason":"x"}`},
+		{1, "", `{"sender_domains":["*."]}`},
+		{2, "", `{"grace":"-"}`},
+		{2, "", `{"grace":"1d-1h"}`},
+		{3, "", `{"reason":"leaked"}`},
+		{4, "", `{"key":"` + key + `x"}`},
+		{4, "", `{"owner":""}`},
+		{4, "", `{"id":"key_x"}`},
+		{5, "since=100000d100000d", ""},
+		{6, "limit=-1", ""},
+		{7, "unused=0&expiring=-", ""},
+		{8, "all=maybe&owner=%ff", ""},
+	} {
+		f.Add(c.route, c.query, c.body)
+	}
+	routes := []struct{ method, path string }{
+		{"POST", "/keygate/keys"},
+		{"PATCH", "/keygate/keys/" + rec.ID},
+		{"POST", "/keygate/keys/" + rec.ID + "/rotate"},
+		{"POST", "/keygate/keys/" + rec.ID + "/revoke"},
+		{"POST", "/keygate/revoke"},
+		{"GET", "/keygate/keys/" + rec.ID + "/usage"},
+		{"GET", "/keygate/events"},
+		{"GET", "/keygate/audit"},
+		{"GET", "/keygate/keys"},
+	}
+	secret := key[len("kg_live_"):][:43]
+	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
+		rt := routes[int(route)%len(routes)]
+		u := &url.URL{Path: rt.path, RawQuery: query}
+		q := u.Query()
+		q.Set("store", h.backend.uri)
+		u.RawQuery = q.Encode()
+		r := httptest.NewRequest(rt.method, u.String(), strings.NewReader(body))
+		w := httptest.NewRecorder()
+		if err := (&Admin{}).serve(w, r); err != nil {
+			t.Fatalf("%s %s %q: %v", rt.method, u, body, err)
+		}
+		if w.Code >= 500 || w.Code < 200 {
+			t.Fatalf("%s %s %q: %d %s", rt.method, u, body, w.Code, w.Body)
+		}
+		if w.Code >= 400 {
+			var e struct {
+				Error struct{ Code, Message string }
+			}
+			if json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error.Code == "" || e.Error.Message == "" {
+				t.Fatalf("%s %s %q: %d %s", rt.method, u, body, w.Code, w.Body)
+			}
+			if strings.Contains(e.Error.Message, secret) {
+				t.Fatalf("%s %s %q: the error quotes a key: %s", rt.method, u, body, w.Body)
+			}
+		}
+	})
 }
