@@ -763,3 +763,57 @@ func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 		t.Errorf("the refused database is in journal mode %q with %d tables, want delete and its 2", mode, tables)
 	}
 }
+
+// FuzzRedactURI proves a store URI's password, in any of the places pgx
+// reads one, is in neither RedactURI's rendering of it nor the error a
+// URI pgx cannot use gives, whatever the rest of the URI holds.
+func FuzzRedactURI(f *testing.F) {
+	for _, c := range []struct {
+		form       uint8
+		pass, rest string
+	}{
+		{0, "hunter22", "db:5432/keygate?sslmode=disable"},
+		{0, "hunter22", "db/keygate?connect_timeout=abc"},
+		{0, "hunter22", "db/keygate#frag"},
+		{0, "hunter22", "db:x/keygate"},
+		{1, "hunter22", "user=kg&sslmode=bogus"},
+		{1, "hunter22", "pool_max_conns=-1"},
+		{2, "hunter22", "dbname=keygate sslmode=disable"},
+		{2, "hunter22", "dbname='keygate"},
+		{2, "hunter22", "=x"},
+		{3, "hunter22", ""},
+	} {
+		f.Add(c.form, c.pass, c.rest)
+	}
+	f.Fuzz(func(t *testing.T, form uint8, pass, rest string) {
+		if len(pass) < 6 || strings.Contains(rest, pass) || strings.Contains(pass, "x") ||
+			strings.ContainsFunc(pass, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+			}) {
+			return // not a password only where a password goes
+		}
+		var uri string
+		switch form % 4 {
+		case 0:
+			uri = "postgres://kg:" + pass + "@" + rest
+		case 1:
+			uri = "postgres://db/keygate?password=" + pass + "&" + rest
+		case 2:
+			uri = "host=db password=" + pass + " " + rest
+		default:
+			uri = "postgresql://db/keygate?" + rest + "&sslpassword=" + pass
+		}
+		if strings.Count(uri, pass) != 1 {
+			return
+		}
+		if got := RedactURI(uri); strings.Contains(got, pass) {
+			t.Fatalf("RedactURI(%q) = %q", uri, got)
+		}
+		if _, err := ParseURI(uri); err != nil && strings.Contains(err.Error(), pass) {
+			t.Fatalf("ParseURI(%q): %v", uri, err)
+		}
+		if _, _, err := postgresConfig(uri); err != nil && strings.Contains(err.Error(), pass) {
+			t.Fatalf("postgresConfig(%q): %v", uri, err)
+		}
+	})
+}

@@ -3,6 +3,8 @@ package store
 import (
 	"net/netip"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +117,46 @@ func TestRecordCloneIsDeep(t *testing.T) {
 	if !reflect.DeepEqual(orig, fullRecord("key_clone", time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC))) {
 		t.Errorf("changing the clone changed the original: %+v", orig)
 	}
+}
+
+// FuzzParseRateAndQuota proves ParseRate and ParseQuota read exactly
+// "N/unit" with N a whole number from 1 to 12 digits, as that number, and
+// that what they read is written back as they read it.
+func FuzzParseRateAndQuota(f *testing.F) {
+	for _, s := range []string{"100/m", "5/s", "1000/h", "10000/d", "50000/mo", "0/m", "-1/m", "/m", "1/", "007/d", "999999999999/s",
+		"1000000000000/s", "1/mo/", "1/M", "١/m", "+1/m", "1 /m", "1/m "} {
+		f.Add(s)
+	}
+	rate := regexp.MustCompile(`^[0-9]{1,12}/[smhd]$`)
+	quota := regexp.MustCompile(`^[0-9]{1,12}/(?:d|mo)$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		count, _, _ := strings.Cut(s, "/")
+		n, _ := strconv.ParseInt(count, 10, 64)
+		r, err := ParseRate(s)
+		if want := rate.MatchString(s) && n > 0; want != (err == nil) {
+			t.Fatalf("ParseRate(%q) = %v, %v", s, r, err)
+		}
+		if err == nil {
+			if int64(r.N) != n || r.String() != strconv.FormatInt(n, 10)+s[len(count):] {
+				t.Fatalf("ParseRate(%q) = %v", s, r)
+			}
+			var back Rate
+			if b, _ := r.MarshalText(); back.UnmarshalText(b) != nil || back != r {
+				t.Fatalf("%q: %v written as %q, read back as %v", s, r, b, back)
+			}
+		}
+		q, err := ParseQuota(s)
+		if want := quota.MatchString(s) && n > 0; want != (err == nil) {
+			t.Fatalf("ParseQuota(%q) = %v, %v", s, q, err)
+		}
+		if err == nil {
+			if q.N != n || q.String() != strconv.FormatInt(n, 10)+s[len(count):] {
+				t.Fatalf("ParseQuota(%q) = %v", s, q)
+			}
+			var back Quota
+			if b, _ := q.MarshalText(); back.UnmarshalText(b) != nil || back != q {
+				t.Fatalf("%q: %v written as %q, read back as %v", s, q, b, back)
+			}
+		}
+	})
 }
