@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
 )
 
@@ -203,6 +205,24 @@ func FuzzParseDuration(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An allowed IP is kept as the network the gateway compares a client's
+// (unmapped) address with: an IPv4 network in IPv6's mapped form allowed
+// no client at all.
+func TestAllowedIPsAreKeptAsTheGatewayComparesThem(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.1.2.3/8":          "10.0.0.0/8",
+		"192.0.2.1":           "192.0.2.1/32",
+		"::ffff:192.0.2.1":    "192.0.2.1/32",
+		"::ffff:10.0.0.0/104": "10.0.0.0/8",
+		"::ffff:0:0/96":       "0.0.0.0/0",
+		"2001:db8::1/32":      "2001:db8::/32",
+	} {
+		if got, err := parseCIDR(in); err != nil || got != want {
+			t.Errorf("parseCIDR(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
 }
 
 func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
@@ -980,4 +1000,47 @@ func TestARefusalNeverQuotesAKeyGivenForAnotherField(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzParseDomainAndCIDR proves a sender domain or an allowed IP is kept
+// in a canonical form that reads back as itself and still allows what the
+// person wrote: the domain (a subdomain, for *.), the address or the
+// network's first address, as the gateway compares a client's.
+func FuzzParseDomainAndCIDR(f *testing.F) {
+	for _, s := range []string{"example.com", "*.Example.COM", "bäckerei.de", "xn--bckerei-5wa.de", "*.", "a..b", "EXAMPLE.com.", "\u212aelvin.example",
+		"10.0.0.0/8", "10.1.2.3/8", "192.0.2.1", "::ffff:10.0.0.1", "::ffff:10.0.0.0/104", "::ffff:0:0/96", "2001:db8::/32", "fe80::1%eth0", "1.2.3.4/33"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := parseDomain(s); err == nil {
+			if again, err := parseDomain(d); err != nil || again != d {
+				t.Fatalf("domain %q kept as %q, which reads back as %q, %v", s, d, again, err)
+			}
+			wrote := strings.TrimSuffix(s, ".")
+			if rest, ok := strings.CutPrefix(s, "*."); ok {
+				wrote = "mail." + rest
+			}
+			if !mailapi.DomainAllowed(wrote, []string{d}) {
+				t.Fatalf("domain %q kept as %q, which does not allow %q", s, d, wrote)
+			}
+		}
+		if c, err := parseCIDR(s); err == nil {
+			p, err := netip.ParsePrefix(c)
+			if err != nil || p.Masked().String() != c {
+				t.Fatalf("allowed IP %q kept as %q, not a canonical CIDR: %v", s, c, err)
+			}
+			if again, err := parseCIDR(c); err != nil || again != c {
+				t.Fatalf("allowed IP %q kept as %q, which reads back as %q, %v", s, c, again, err)
+			}
+			first := netip.MustParsePrefix(c).Addr()
+			if w, err := netip.ParsePrefix(s); err == nil {
+				first = w.Masked().Addr()
+			} else if a, err := netip.ParseAddr(s); err == nil {
+				first = a
+			}
+			if !p.Contains(first.WithZone("").Unmap()) {
+				t.Fatalf("allowed IP %q kept as %q, which does not allow %s", s, c, first.Unmap())
+			}
+		}
+	})
 }

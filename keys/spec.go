@@ -292,9 +292,15 @@ func parseDomain(s string) (string, error) {
 	return d, nil
 }
 
-// parseCIDR reads a CIDR or a single address, canonical.
+// parseCIDR reads a CIDR or a single address, canonical. An IPv4 network
+// written in IPv6's IPv4-mapped form (::ffff:10.0.0.0/104) is kept as the
+// IPv4 network it is, as a single mapped address is: the gateway compares
+// a client's address unmapped, so the mapped form allowed no one.
 func parseCIDR(s string) (string, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		return p.Masked().String(), nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
