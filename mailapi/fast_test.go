@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"mime"
+	"net/http"
 	"net/mail"
 	"reflect"
 	"slices"
@@ -240,4 +241,41 @@ func TestPlainAddrSpecAgreesWithTwoPasses(t *testing.T) {
 			t.Fatalf("plainAddrSpec(%q) = %v, want %v", s, plainAddrSpec(s), twoPasses(s))
 		}
 	}
+}
+
+// FuzzFormMediaTypeAgreesWithNetHTTP proves a form Content-Type keygate
+// accepts is read the same way by Go's net/http (as an upstream on Go
+// reads it): a url-encoded body is parsed as a form, a multipart one with
+// the same boundary.
+func FuzzFormMediaTypeAgreesWithNetHTTP(f *testing.F) {
+	for _, ct := range []string{"application/x-www-form-urlencoded", "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+		"multipart/form-data; boundary=abc", `multipart/form-data; boundary="a b"`, "multipart/form-data; boundary=a; boundary=b",
+		"multipart/form-data; charset=utf-16; boundary=x", "multipart/form-data; boundary*=UTF-8''x%20y", "multipart/form-data",
+		"application/x-www-form-urlencoded;", "application/json", "multipart/mixed; boundary=x", "text/plain; charset=us-ascii"} {
+		f.Add(ct)
+	}
+	f.Fuzz(func(t *testing.T, ct string) {
+		mt, params, err := formMediaType(ct)
+		if err != nil || mt == "multipart/form-data" && params["boundary"] == "" { // refused (multipart)
+			return
+		}
+		r, _ := http.NewRequest("POST", "/", strings.NewReader("a=b"))
+		r.Header.Set("Content-Type", ct)
+		switch mt {
+		case "application/x-www-form-urlencoded":
+			if err := r.ParseForm(); err != nil || r.PostForm.Get("a") != "b" {
+				t.Fatalf("%q: keygate reads a url-encoded form, net/http %v %v", ct, r.PostForm, err)
+			}
+		case "multipart/form-data":
+			if _, err := r.MultipartReader(); err != nil {
+				t.Fatalf("%q: keygate reads multipart with boundary %q, net/http: %v", ct, params["boundary"], err)
+			}
+			_, p, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if p["boundary"] != params["boundary"] {
+				t.Fatalf("%q: boundary %q, net/http's %q", ct, params["boundary"], p["boundary"])
+			}
+		default:
+			t.Fatalf("%q: accepted as %q", ct, mt)
+		}
+	})
 }
