@@ -285,10 +285,28 @@ func postedTo(r *http.Request, p string) *http.Request {
 }
 
 // methodOverrides are the headers by which a POST asks web frameworks
-// (Laravel, Symfony, Express's method-override, ASP.NET) to handle it as
-// another method. An upstream that honours one would do what the named
-// method does, so the request is scoped as that method.
+// (Laravel, Symfony, Rails, Express's method-override, ASP.NET) to handle
+// it as another method. An upstream that honours one would do what the
+// named method does, so the request is scoped as that method.
 var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// isMethodOverride reports whether a header name is one of methodOverrides
+// as a framework behind CGI, Rack or PHP reads names: without regard to
+// case, and '_' as '-' (both are HTTP_X_HTTP_METHOD_OVERRIDE to them), so
+// X_HTTP_METHOD_OVERRIDE, which Go keeps apart, is read too.
+func isMethodOverride(name string) bool {
+	switch len(name) {
+	case len("X-Http-Method"), len("X-Method-Override"), len("X-Http-Method-Override"):
+	default:
+		return false
+	}
+	for _, o := range methodOverrides {
+		if len(o) == len(name) && strings.EqualFold(o, strings.ReplaceAll(name, "_", "-")) {
+			return true
+		}
+	}
+	return false
+}
 
 // overriddenMethod returns the method a POST's override headers name ("" if
 // none does), and false when they name more than one: the upstream's
@@ -298,8 +316,11 @@ func overriddenMethod(r *http.Request) (string, bool) {
 		return "", true // frameworks honour overrides on POST only
 	}
 	m := ""
-	for _, name := range methodOverrides {
-		for _, v := range r.Header[name] {
+	for name, vs := range r.Header {
+		if !isMethodOverride(name) {
+			continue
+		}
+		for _, v := range vs {
 			// Express's method-override does the first of a header's
 			// comma-separated values, so each is read: "PUT, DELETE"
 			// names two methods, not one called "PUT, DELETE".

@@ -232,21 +232,25 @@ func TestMethodOverridesAreReadAsFrameworksReadThem(t *testing.T) {
 	_, write := issue(t, st, "templates.write")
 	_, both := issue(t, st, "templates.write", "templates.delete")
 	for _, c := range []struct {
-		what, key, override string
-		status              int
+		what, key, header, override string
+		status                      int
 	}{
-		{"DELETE", write, "DELETE", 403},
-		{"DELETE and another method", write, "DELETE, PATCH", 403},
-		{"DELETE and a comma", write, "DELETE,", 403},
-		{"DELETE and a no-break space", write, "DELETE\xa0", 403},
-		{"DELETE in no-break spaces (UTF-8)", write, "\u00a0DELETE\u3000", 403},
-		{"DELETE twice in one value, with the scopes of both", both, "delete, DELETE", 202},
-		{"DELETE and a comma, with the scopes of both", both, "DELETE,", 202},
-		{"DELETE and another method, with the scopes of both", both, "DELETE,PATCH", 403},
+		{"DELETE", write, "X-HTTP-Method-Override", "DELETE", 403},
+		{"DELETE and another method", write, "X-HTTP-Method-Override", "DELETE, PATCH", 403},
+		{"DELETE and a comma", write, "X-HTTP-Method-Override", "DELETE,", 403},
+		{"DELETE and a no-break space", write, "X-HTTP-Method-Override", "DELETE\xa0", 403},
+		{"DELETE in no-break spaces (UTF-8)", write, "X-HTTP-Method-Override", "\u00a0DELETE\u3000", 403},
+		{"DELETE, the header's name with underscores (Rack, PHP: HTTP_X_HTTP_METHOD_OVERRIDE)", write, "X_HTTP_METHOD_OVERRIDE", "DELETE", 403},
+		{"DELETE, X-HTTP-Method with underscores", write, "x_http_method", "DELETE", 403},
+		{"DELETE twice in one value, with the scopes of both", both, "X-HTTP-Method-Override", "delete, DELETE", 202},
+		{"DELETE and a comma, with the scopes of both", both, "X-HTTP-Method-Override", "DELETE,", 202},
+		{"DELETE with underscores, with the scopes of both", both, "X_Method_Override", "DELETE", 202},
+		{"DELETE and another method, with the scopes of both", both, "X-HTTP-Method-Override", "DELETE,PATCH", 403},
+		{"a header only like an override's name", write, "X-HTTP-Method-Overrides", "DELETE", 202},
 	} {
-		w, _ := serveHeaders(t, h, "POST", "/v3/templates/d-1", "Authorization", "Bearer "+c.key, "X-HTTP-Method-Override", c.override)
+		w, _ := serveHeaders(t, h, "POST", "/v3/templates/d-1", "Authorization", "Bearer "+c.key, c.header, c.override)
 		if w.Code != c.status {
-			t.Errorf("%s (%q): %d %s, want %d", c.what, c.override, w.Code, w.Body, c.status)
+			t.Errorf("%s (%s: %q): %d %s, want %d", c.what, c.header, c.override, w.Code, w.Body, c.status)
 		}
 	}
 }
@@ -288,12 +292,36 @@ var frameworkOverrides = []struct {
 		}
 		return string(v)
 	}},
+	// Rack (Rails) and PHP (Symfony, Laravel) read headers as CGI
+	// variables, HTTP_X_HTTP_METHOD_OVERRIDE, which X_HTTP_METHOD_OVERRIDE
+	// also becomes: any such header may be the one read, upper-cased;
+	// anything but letters is no method.
+	{"cgi", func(h http.Header, name string) string {
+		cgi := func(n string) string { return strings.ToUpper(strings.ReplaceAll(n, "-", "_")) }
+		for k, vs := range h {
+			if cgi(k) != cgi(name) || k == name {
+				continue // the header itself is the other models'
+			}
+			for _, v := range vs {
+				if v = strings.ToUpper(v); v != "" && !strings.ContainsFunc(v, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+					return v
+				}
+			}
+		}
+		return ""
+	}},
 	// ASP.NET Core's HttpMethodOverrideMiddleware: the values joined with
 	// ",", as the method (matched without regard to case).
 	{"aspnet", func(h http.Header, name string) string {
 		return strings.ToUpper(strings.Join(h[name], ","))
 	}},
 }
+
+// overrideSpellings are the override headers' names as a client may
+// spell them: Go canonicalizes each, X_HTTP_METHOD_OVERRIDE to
+// X_http_method_override, a name of its own.
+var overrideSpellings = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x-http-method-override",
+	"X_HTTP_METHOD_OVERRIDE", "X_HTTP_METHOD", "X_METHOD_OVERRIDE", "X-HTTP-Method-Overrides"}
 
 func latin1(s string) string {
 	r := make([]rune, len(s))
@@ -315,13 +343,14 @@ func FuzzOverriddenMethod(f *testing.F) {
 		f.Add(c[0], c[1], c[2], uint8(0b100100))
 		f.Add(c[0], c[1], c[2], uint8(0))
 	}
+	f.Add("DELETE", "", "", uint8(0b01000000)) // X_HTTP_METHOD_OVERRIDE
 	f.Fuzz(func(t *testing.T, a, b, c string, names uint8) {
 		r := httptest.NewRequest("POST", "/", nil)
 		for i, v := range []string{a, b, c} {
 			if v == "" || strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
 				continue // refused by Go's server
 			}
-			name := methodOverrides[int(names>>(2*i)&3)%len(methodOverrides)]
+			name := overrideSpellings[int(names>>(2*i)&3)+4*int(names>>(6+i%2)&1)]
 			r.Header.Add(name, strings.Trim(v, " \t"))
 		}
 		m, single := overriddenMethod(r)
