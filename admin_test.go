@@ -137,6 +137,9 @@ func FuzzAdminRequests(f *testing.F) {
 	}{
 		{0, "", `{"name":"crm","scopes":["mail.send"],"expires":"90d","rate":"10/s","quota":"100/d","allowed_ips":["10.0.0.0/8"],"sender_domains":["example.com"]}`},
 		{0, "", `{"name":"crm","scopes":["mail.send"],"expires":"100000d100000d"}`},
+		{0, "", `{"nAme":"0","sCopes":["0"],"eXpires":"0100000d"}`}, // past 2262: was a 500 from the store
+		{0, "", `{"name":"crm","scopes":["mail.send"],"expires":"9999-01-01T00:00:00Z"}`},
+		{2, "", `{"grace":"100000d"}`},
 		{0, "", `{"name":"crm","scopes":"mail.send"}`},
 		{0, "", `{"name":"crm","scopes":["mail.send"],"rate":"0/s","burst":-1}`},
 		{0, "", `{"name":null,"scopes":null}`},

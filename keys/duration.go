@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/keygate/caddy-keygate/store"
 )
 
 // ParseDuration reads a duration as time.ParseDuration does, with days as
@@ -78,14 +80,21 @@ func parseExpiry(s string, t time.Time) (*time.Time, error) {
 		if !at.After(t) {
 			return nil, invalid("expires", s, "not in the future (to stop a key now, revoke or disable it)")
 		}
-		at = at.UTC()
-		return &at, nil
+		return inStore(s, at.UTC())
 	}
 	d, err := ParseDuration(s)
 	if err != nil || d <= 0 {
 		return nil, invalid("expires", s, "want a duration such as 90d or 12h, or an RFC 3339 time such as 2027-01-31T00:00:00Z")
 	}
-	at := t.Add(d).UTC()
+	return inStore(s, t.Add(d).UTC())
+}
+
+// inStore returns the expiry at, or an error saying the store cannot keep a
+// time that late (it failed the write instead, a 500 in the admin API).
+func inStore(s string, at time.Time) (*time.Time, error) {
+	if at.After(store.MaxTime) {
+		return nil, invalid("expires", s, "later than the store can keep (%d); say \"never\" for no expiry", store.MaxTime.Year())
+	}
 	return &at, nil
 }
 

@@ -212,6 +212,9 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 		return nil, err
 	}
 	t := s.now()
+	if t.Add(grace).After(store.MaxTime) {
+		return nil, invalidf("grace", "grace %s: ends later than the store can keep (%d)", grace, store.MaxTime.Year())
+	}
 	// The successor is made from the key as the store's transaction reads
 	// it, so a revoke, disable or rotation that lands first is seen.
 	var next *store.Record
@@ -238,6 +241,9 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 		if old.ExpiresAt != nil {
 			if life := old.ExpiresAt.Sub(old.CreatedAt); life > 0 {
 				end := t.Add(life)
+				if end.After(store.MaxTime) { // a centuries-long life, as long as the store keeps
+					end = store.MaxTime
+				}
 				next.ExpiresAt = &end
 			}
 		}

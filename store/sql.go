@@ -833,8 +833,12 @@ func jsonList[T any](v []T) string {
 // Times are stored as int64 unix nanoseconds, which cover 1678 to 2262.
 var (
 	minTime = time.Unix(0, math.MinInt64).UTC()
-	maxTime = time.Unix(0, math.MaxInt64).UTC()
+	maxTime = MaxTime
 )
+
+// MaxTime is the latest time a store keeps (as int64 Unix nanoseconds, in
+// 2262): a later expiry is a mistake to refuse where it is typed.
+var MaxTime = time.Unix(0, math.MaxInt64).UTC()
 
 // unixNano converts a time to be stored, refusing one it cannot represent
 // rather than storing a wrapped-around value.
