@@ -388,6 +388,7 @@ func FuzzSigV4AccessKeyID(f *testing.F) {
 	f.Add("AKIA", "d", "r", "s", "Signature=x", "credential=")
 	f.Add(" ", "d", "r", "s", "", "")
 	f.Add("", "d", "r", "s", "", "")
+	f.Add("0", "0", "0", "0", "", "CredentiAl") // a parameter without a value is no Credential
 	grammar := regexp.MustCompile(`^([^/]*)/[^/]+/[^/]+/[^/]+/aws4_request$`)
 	f.Fuzz(func(t *testing.T, id, date, region, service, after, before string) {
 		params := "Credential=" + id + "/" + date + "/" + region + "/" + service + "/aws4_request"
@@ -402,8 +403,8 @@ func FuzzSigV4AccessKeyID(f *testing.F) {
 		// named Credential, its value in the grammar, the id trimmed.
 		want, wantOK := "", false
 		for p := range strings.SplitSeq(params, ",") {
-			name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if strings.EqualFold(name, "Credential") {
+			name, value, ok := strings.Cut(strings.TrimSpace(p), "=")
+			if ok && strings.EqualFold(name, "Credential") {
 				if m := grammar.FindStringSubmatch(value); m != nil {
 					want = strings.TrimSpace(m[1])
 					wantOK = want != ""

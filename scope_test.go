@@ -274,7 +274,7 @@ var frameworkOverrides = []struct {
 		v = strings.TrimFunc(latin1(v), func(r rune) bool {
 			return r == ' ' || r >= '\t' && r <= '\r' || r == 0xa0 || r == 0xfeff
 		})
-		return strings.ToUpper(v)
+		return asciiUpper(v) // node's methods are ASCII; "ſ" lower-cased is no method
 	}},
 	// Symfony (and Laravel on it): the value upper-cased byte by byte;
 	// anything but letters is refused.
@@ -311,9 +311,10 @@ var frameworkOverrides = []struct {
 		return ""
 	}},
 	// ASP.NET Core's HttpMethodOverrideMiddleware: the values joined with
-	// ",", as the method (matched without regard to case).
+	// ",", as the method (matched without regard to case; Kestrel takes
+	// header values as ASCII).
 	{"aspnet", func(h http.Header, name string) string {
-		return strings.ToUpper(strings.Join(h[name], ","))
+		return asciiUpper(strings.Join(h[name], ","))
 	}},
 }
 
@@ -322,6 +323,14 @@ var frameworkOverrides = []struct {
 // X_http_method_override, a name of its own.
 var overrideSpellings = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x-http-method-override",
 	"X_HTTP_METHOD_OVERRIDE", "X_HTTP_METHOD", "X_METHOD_OVERRIDE", "X-HTTP-Method-Overrides"}
+
+// asciiUpper is s upper-cased if it is ASCII, else "" (no method).
+func asciiUpper(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return r > 0x7f }) {
+		return ""
+	}
+	return strings.ToUpper(s)
+}
 
 func latin1(s string) string {
 	r := make([]rune, len(s))
@@ -344,6 +353,7 @@ func FuzzOverriddenMethod(f *testing.F) {
 		f.Add(c[0], c[1], c[2], uint8(0))
 	}
 	f.Add("DELETE", "", "", uint8(0b01000000)) // X_HTTP_METHOD_OVERRIDE
+	f.Add("\u017f", "", "", uint8(0))          // ſ, which Go upper-cases to S
 	f.Fuzz(func(t *testing.T, a, b, c string, names uint8) {
 		r := httptest.NewRequest("POST", "/", nil)
 		for i, v := range []string{a, b, c} {
