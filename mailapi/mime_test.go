@@ -123,6 +123,7 @@ func FuzzHeaderSection(f *testing.F) {
 		"\ufeffFrom: a@example.com\r\n\r\n",
 		"From:\r\n\r\n",
 		"From: a\r\n\t\r\n\r\n",
+		"0:\n\r", // a carriage return alone at the end: a line of its own to net/mail
 	} {
 		f.Add(s)
 	}

@@ -553,7 +553,13 @@ func headerSection(r *bufio.Reader) ([]byte, bool) {
 			return nil, false
 		}
 		head = append(head, line...)
-		text := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		// A carriage return ends a line only before its line feed: one
+		// that ends the message ("From: a\n\r") is a line of its own to
+		// net/mail, an empty line to readers that take it for a break.
+		text := line
+		if t, ok := bytes.CutSuffix(text, []byte("\n")); ok {
+			text = bytes.TrimSuffix(t, []byte("\r"))
+		}
 		if bytes.IndexByte(text, '\r') >= 0 || bytes.IndexByte(text, 0) >= 0 {
 			return nil, false
 		}
