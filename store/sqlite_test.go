@@ -765,8 +765,9 @@ func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 }
 
 // FuzzRedactURI proves a store URI's password, in any of the places pgx
-// reads one, is in neither RedactURI's rendering of it nor the error a
-// URI pgx cannot use gives, whatever the rest of the URI holds.
+// reads one, shows in neither RedactURI's rendering of it nor the error a
+// URI gives, whatever the rest of the URI holds: both are the same with
+// another password.
 func FuzzRedactURI(f *testing.F) {
 	for _, c := range []struct {
 		form       uint8
@@ -782,38 +783,46 @@ func FuzzRedactURI(f *testing.F) {
 		{2, "hunter22", "dbname='keygate"},
 		{2, "hunter22", "=x"},
 		{3, "hunter22", ""},
+		{0, "000000", "# 00000"}, // the rest escaped ("%2000000") holds the password, but not from it
 	} {
 		f.Add(c.form, c.pass, c.rest)
 	}
 	f.Fuzz(func(t *testing.T, form uint8, pass, rest string) {
-		if len(pass) < 6 || strings.Contains(rest, pass) || strings.Contains(pass, "x") ||
-			strings.ContainsFunc(pass, func(r rune) bool {
-				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
-			}) {
+		if len(pass) < 6 || strings.ContainsFunc(pass, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+		}) {
 			return // not a password only where a password goes
 		}
-		var uri string
-		switch form % 4 {
-		case 0:
-			uri = "postgres://kg:" + pass + "@" + rest
-		case 1:
-			uri = "postgres://db/keygate?password=" + pass + "&" + rest
-		case 2:
-			uri = "host=db password=" + pass + " " + rest
-		default:
-			uri = "postgresql://db/keygate?" + rest + "&sslpassword=" + pass
+		uri := func(pass string) string {
+			switch form % 4 {
+			case 0:
+				return "postgres://kg:" + pass + "@" + rest
+			case 1:
+				return "postgres://db/keygate?password=" + pass + "&" + rest
+			case 2:
+				return "host=db password=" + pass + " " + rest
+			}
+			return "postgresql://db/keygate?" + rest + "&sslpassword=" + pass
 		}
-		if strings.Count(uri, pass) != 1 {
-			return
+		// What is said of the URI is the same whatever its password: none
+		// of it shows.
+		other := strings.Repeat("q", len(pass))
+		if pass == other {
+			other = strings.Repeat("z", len(pass))
 		}
-		if got := RedactURI(uri); strings.Contains(got, pass) {
-			t.Fatalf("RedactURI(%q) = %q", uri, got)
+		a, b := uri(pass), uri(other)
+		if ra, rb := RedactURI(a), RedactURI(b); ra != rb {
+			t.Fatalf("RedactURI(%q) = %q, with another password %q", a, ra, rb)
 		}
-		if _, err := ParseURI(uri); err != nil && strings.Contains(err.Error(), pass) {
-			t.Fatalf("ParseURI(%q): %v", uri, err)
+		_, ea := ParseURI(a)
+		_, eb := ParseURI(b)
+		if fmt.Sprint(ea) != fmt.Sprint(eb) {
+			t.Fatalf("ParseURI(%q): %v; with another password: %v", a, ea, eb)
 		}
-		if _, _, err := postgresConfig(uri); err != nil && strings.Contains(err.Error(), pass) {
-			t.Fatalf("postgresConfig(%q): %v", uri, err)
+		_, _, ea = postgresConfig(a)
+		_, _, eb = postgresConfig(b)
+		if fmt.Sprint(ea) != fmt.Sprint(eb) {
+			t.Fatalf("postgresConfig(%q): %v; with another password: %v", a, ea, eb)
 		}
 	})
 }
