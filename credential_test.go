@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -389,6 +390,7 @@ func FuzzSigV4AccessKeyID(f *testing.F) {
 	f.Add(" ", "d", "r", "s", "", "")
 	f.Add("", "d", "r", "s", "", "")
 	f.Add("0", "0", "0", "0", "", "CredentiAl") // a parameter without a value is no Credential
+	f.Add("\n", "0", "0", "0", "", "0")         // an id of white space is none
 	grammar := regexp.MustCompile(`^([^/]*)/[^/]+/[^/]+/[^/]+/aws4_request$`)
 	f.Fuzz(func(t *testing.T, id, date, region, service, after, before string) {
 		params := "Credential=" + id + "/" + date + "/" + region + "/" + service + "/aws4_request"
@@ -417,7 +419,7 @@ func FuzzSigV4AccessKeyID(f *testing.F) {
 		}
 		// What an SDK writes (no commas, slashes or spaces in the parts)
 		// is always read.
-		if !strings.ContainsAny(id+date+region+service, ",/ \t") && id != "" && date != "" && region != "" && service != "" &&
+		if !strings.ContainsAny(id+date+region+service, ",/") && !strings.ContainsFunc(id, unicode.IsSpace) && id != "" && date != "" && region != "" && service != "" &&
 			!strings.ContainsAny(before, ",=") && (!ok || got != id) {
 			t.Fatalf("%q: %q, %v; want %q", params, got, ok, id)
 		}
