@@ -58,7 +58,7 @@ func ParseURI(uri string) (string, error) {
 			}
 		}
 	}
-	if scheme, _, ok := strings.Cut(uri, "://"); ok {
+	if scheme, ok := uriScheme(uri); ok {
 		return "", fmt.Errorf("keygate store: %s: unknown scheme %q; want %s", RedactURI(uri), scheme, URIForms)
 	}
 	// A key=value connection string ("host=db password=…") is not a path.
@@ -117,11 +117,29 @@ func DefaultSQLitePath(dataDir string) string {
 // (password='a b', as libpq and pgx read it).
 var passwordParam = regexp.MustCompile(`(?i)(^|[?&\s])([a-z_]*(?:password|passwd|pwd|pass|secret|token))=('(?:[^'\\]|\\.)*'?|[^&\s]*)`)
 
+// uriScheme returns the scheme of a URI ("postgres" of postgres://…), and
+// false for a string that has none, though it holds "://": a key=value
+// connection string whose password does ("password=ab://cd"), all of whose
+// text before "://" was quoted as the scheme.
+func uriScheme(s string) (string, bool) {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return "", false
+	}
+	for i := 0; i < len(scheme); i++ {
+		c := scheme[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return "", false
+		}
+	}
+	return scheme, true
+}
+
 // RedactURI returns uri with any password replaced by "xxxxx", for logs and
 // error messages. A URI it cannot parse is cut down to its scheme, since its
 // remainder may hold a password in a shape we do not recognise.
 func RedactURI(uri string) string {
-	if scheme, _, ok := strings.Cut(uri, "://"); ok {
+	if scheme, ok := uriScheme(uri); ok {
 		u, err := url.Parse(uri)
 		if err != nil {
 			return scheme + "://xxxxx"

@@ -323,6 +323,8 @@ func TestRedactURI(t *testing.T) {
 		{"a name with an escape in it", "postgres://db/keygate?user=kg&pass%77ord=hunter2", "postgres://db/keygate?user=kg&pass%77ord=xxxxx"},
 		{"an unparseable uri keeps only its scheme", "postgres://kg:hun%zzter2@db/keygate", "postgres://xxxxx"},
 		{"a sqlite path is unchanged", "sqlite:/var/lib/caddy/keygate/keys.db", "sqlite:/var/lib/caddy/keygate/keys.db"},
+		{"a connection string whose password holds ://", "host=db password=ab://cd dbname=keygate", "host=db password=xxxxx dbname=keygate"},
+		{"a connection string with :// after its password", "host=db password=hunter2 application_name=http://crm", "host=db password=xxxxx application_name=http://crm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := RedactURI(tc.in); got != tc.want {
@@ -784,6 +786,7 @@ func FuzzRedactURI(f *testing.F) {
 		{2, "hunter22", "=x"},
 		{3, "hunter22", ""},
 		{0, "000000", "# 00000"}, // the rest escaped ("%2000000") holds the password, but not from it
+		{2, "000000", "://"},     // no URI: the text before "://" was quoted as its scheme
 	} {
 		f.Add(c.form, c.pass, c.rest)
 	}
