@@ -404,7 +404,10 @@ func TestPostgresRecoversFromAnOutage(t *testing.T) {
 	// sent in between are lost.
 	awaitWake(t, reader, 10*time.Second, "the listener did not reconnect")
 	mustCreate(t, writer, minimalRecord("key_notified", time.Now()))
-	awaitWake(t, reader, time.Second, "no notification within 1s of a change after the outage")
+	// The listener is back: what is checked is that a change reaches it, not
+	// how fast (the 1 s bound is the poll's, TestChangeIsEnforcedWithinASecond).
+	// 1 s was missed once on a CI machine loaded by another full test run.
+	awaitWake(t, reader, 5*time.Second, "no notification within 5s of a change after the outage")
 }
 
 func awaitWake(t *testing.T, p *Postgres, within time.Duration, failure string) {
