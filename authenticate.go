@@ -2,7 +2,6 @@ package keygate
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -171,11 +170,8 @@ func holdsSecret(v string) bool {
 	if !strings.EqualFold(scheme, "Basic") {
 		return false
 	}
-	if cred = strings.TrimSpace(cred); len(cred) > maxBasic {
-		return false
-	}
-	dec, err := base64.StdEncoding.DecodeString(cred)
-	return err == nil && verifier.HasSecret(string(dec))
+	dec, ok := basicCredentials(strings.TrimSpace(cred))
+	return ok && verifier.HasSecret(dec)
 }
 
 // nameFilter tells, by length and first byte, the header names that may be

@@ -212,24 +212,11 @@ func plainByte(c byte) bool { return c > ' ' && c < 0x7f }
 // (Mailjet's public key), the password (Mailgun's api:KEY, Mailjet's
 // private key) or both.
 func (p *presented) basic(enc string) {
-	if len(enc) > maxBasic {
+	s, ok := basicCredentials(enc)
+	if !ok {
 		p.noKey(faultBasic)
 		return
 	}
-	var src [maxBasic]byte
-	n := copy(src[:], enc)
-	dec := make([]byte, base64.StdEncoding.DecodedLen(n))
-	m, err := base64.StdEncoding.Decode(dec, src[:n])
-	if err != nil {
-		p.noKey(faultBasic)
-		return
-	}
-	if m == 0 {
-		p.noKey(faultBasic)
-		return
-	}
-	// dec is never written again, so the key may be a view of it.
-	s := unsafe.String(&dec[0], m)
 	user, pass, ok := strings.Cut(s, ":")
 	if !ok {
 		p.noKey(faultBasic)
@@ -248,6 +235,23 @@ func (p *presented) basic(enc string) {
 	if !u && !w {
 		p.noKey(faultBasicNoKey)
 	}
+}
+
+// basicCredentials decodes the base64 of HTTP Basic credentials, at most
+// maxBasic of it; false when it is longer, not base64, or empty. The text
+// is a view of memory never written again, so a key may be one of it.
+func basicCredentials(enc string) (string, bool) {
+	if len(enc) > maxBasic {
+		return "", false
+	}
+	var src [maxBasic]byte
+	n := copy(src[:], enc)
+	dec := make([]byte, base64.StdEncoding.DecodedLen(n))
+	m, err := base64.StdEncoding.Decode(dec, src[:n])
+	if err != nil || m == 0 {
+		return "", false
+	}
+	return unsafe.String(&dec[0], m), true
 }
 
 // sigV4AccessKeyID returns the access key id of the parameters of an
