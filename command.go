@@ -199,16 +199,25 @@ type cli struct {
 // run wraps a subcommand: opens the store, runs, closes the store, and
 // turns an error into one line on stderr and exit status 1.
 func run(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
-	return runCmd(true, f)
+	return runCmd(true, nil, f)
 }
 
 // runOwnStore wraps a subcommand that opens the store itself (restore,
 // which replaces it): c.keys is nil and c.uri names the store.
 func runOwnStore(f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
-	return runCmd(false, f)
+	return runCmd(false, nil, f)
 }
 
-func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
+// runOnSQLite wraps a subcommand that works on the SQLite store only
+// (backup): another store is answered notSQLite before it is opened, since
+// opening it would migrate a PostgreSQL schema (an upgrade's backup is taken
+// with the version being left) and wait for a server that may be down, only
+// to do nothing.
+func runOnSQLite(notSQLite error, f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
+	return runCmd(true, notSQLite, f)
+}
+
+func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := func() error {
@@ -237,12 +246,8 @@ func runCmd(open bool, f func(ctx context.Context, c *cli, args []string) error)
 			if !open {
 				return f(ctx, c, args)
 			}
-			if _, ok := store.SQLitePath(uri); !ok && cmd.Name() == "backup" {
-				// Said before the store is opened: opening it would migrate
-				// a PostgreSQL schema (the upgrade's backup is taken with the
-				// version being left) and wait for a server that may be down,
-				// only to write nothing.
-				return store.ErrNoBackup
+			if _, ok := store.SQLitePath(uri); !ok && notSQLite != nil {
+				return notSQLite
 			}
 			// Only issue may create the embedded store: for any other
 			// subcommand a missing file is a mistyped path, which would
@@ -558,7 +563,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 		Use:   "backup FILE",
 		Short: "Copy the whole SQLite store (keys, usage, audit events) into a new file, while gateways run",
 		Args:  cobra.ExactArgs(1),
-		RunE: run(func(ctx context.Context, c *cli, args []string) error {
+		RunE: runOnSQLite(store.ErrNoBackup, func(ctx context.Context, c *cli, args []string) error {
 			b, ok := c.keys.Store().(store.Backuper)
 			if !ok {
 				return store.ErrNoBackup
