@@ -529,7 +529,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// In the provider's own headers as well, where the provider would
 		// send them: SendGrid's answer to a mail/send it takes has none,
 		// Mailgun's SDK reads them only from a 429.
-		if h.dialect != nil && (!res.Allowed || !msg.Unrated && !h.dialect.RateHeadersOnlyLimited()) {
+		if h.dialect != nil && (!res.Allowed || h.dialect.RatedAnswer(msg)) {
 			q.sw.provider = setProviderRate(w.Header(), h.dialect.RateHeaders(), res, t)
 		}
 		if !res.Allowed {

@@ -133,10 +133,13 @@ func (d *Dialect) KeyInSigV4() bool { return d.sigV4 }
 // to its SDKs.
 func (d *Dialect) RateHeaders() RateHeaders { return d.rateHeaders }
 
-// RateHeadersOnlyLimited reports whether the dialect's SDKs read its rate
-// headers only from a 429, so that keygate sets them only when a key's
-// rate limit refuses a request.
-func (d *Dialect) RateHeadersOnlyLimited() bool { return d.rateOnlyLimited }
+// RatedAnswer reports whether the provider's answer to an allowed request,
+// m as Inspect read it (zero for a request it did not read), carries its
+// rate headers: not on a send whose endpoint the provider answers without
+// them (Message.Unrated: SendGrid's mail/send), nor anywhere on a provider
+// whose SDKs read them only from a 429 (Mailgun). A refusal by the rate
+// limit carries them on every dialect that has them.
+func (d *Dialect) RatedAnswer(m Message) bool { return !d.rateOnlyLimited && !m.Unrated }
 
 // AllKeyHeaders returns every header other than Authorization in which any
 // dialect's SDKs send their API key, canonical and without repeats: a
