@@ -439,14 +439,22 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 			var n int64
 			sent := st.add(0)
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n, _ = admin.Get(ctx, rkey).Int64(); n >= sent {
+				if n, _ = admin.Get(ctx, rkey).Int64(); n >= sent-10 {
 					break
 				}
 			}
 			time.Sleep(200 * time.Millisecond) // anything more would come now
 			n, _ = admin.Get(ctx, rkey).Int64()
-			if n < sent || n > sent+1000/64 {
-				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once", n, sent)
+			// The send that ended the outage is counted in Redis, and not
+			// yet in the store when the recovery, in its own goroutine,
+			// reads the store's count: raised to a count read before it,
+			// the counter leaves it out (docs/cluster.md). The recovery
+			// reads the store either side of the test's add, so either
+			// count is right; adding the outage's counts again (110 exact,
+			// 115 leased) or not raising the counter (60, 75) is not.
+			if last := int64(10); n < sent-last || n > sent+1000/64 {
+				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once "+
+					"(the last send's %d may be left out)", n, sent, last)
 			}
 		})
 	}
