@@ -370,7 +370,7 @@ func (l *Leased) sync(ctx context.Context, now time.Time, closing bool) {
 	cmds := make([]*redis.Cmd, len(changes))
 	err := errOutage
 	if closing || l.outage.tryRedis(now) {
-		_, err = withTimeout(ctx, l.opts.Timeout, func(ctx context.Context) (struct{}, error) {
+		_, err = withLateAnswer(ctx, l.opts.Timeout, func(ctx context.Context) (struct{}, error) {
 			err := l.renew(ctx, changes, cmds)
 			if redis.HasErrorPrefix(err, "NOSCRIPT") { // a restarted Redis: load the script, once
 				if err = leaseScript.Load(ctx, l.client).Err(); err == nil {
@@ -378,6 +378,12 @@ func (l *Leased) sync(ctx context.Context, now time.Time, closing bool) {
 				}
 			}
 			return struct{}{}, err
+		}, func(struct{}) {
+			for i, c := range changes {
+				if g, err := parseGranted(cmds[i]); err == nil {
+					l.giveBackLate(c.key, c.limit, g.n)
+				}
+			}
 		})
 	}
 	if err == errOutage {
@@ -423,8 +429,20 @@ func (l *Leased) renew(ctx context.Context, changes []leaseChange, cmds []*redis
 // lease1 leases up to want tokens of key in a round trip of its own.
 func (l *Leased) lease1(ctx context.Context, key string, lim Limit, want int) (granted, error) {
 	l.trips.Add(1)
-	return withTimeout(ctx, l.opts.Timeout, func(ctx context.Context) (granted, error) {
+	return withLateAnswer(ctx, l.opts.Timeout, func(ctx context.Context) (granted, error) {
 		return parseGranted(leaseScript.Run(ctx, l.client, []string{l.redisKey(key)}, leaseArgs(lim, want)...))
+	}, func(g granted) { l.giveBackLate(key, lim, g.n) })
+}
+
+// giveBackLate puts back n tokens Redis leased after the node stopped
+// waiting and decided on its own: lost, they would be missing from the
+// key's bucket until it refills.
+func (l *Leased) giveBackLate(key string, lim Limit, n int) {
+	if n <= 0 {
+		return
+	}
+	_, _ = withTimeout(context.Background(), l.opts.Timeout, func(ctx context.Context) (granted, error) {
+		return parseGranted(leaseScript.Run(ctx, l.client, []string{l.redisKey(key)}, leaseArgs(lim, -n)...))
 	})
 }
 

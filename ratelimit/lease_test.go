@@ -341,3 +341,66 @@ func delayedProxy(t *testing.T, addr string, d time.Duration) string {
 	}()
 	return ln.Addr().String()
 }
+
+// Tokens Redis leases after the node stopped waiting (a Redis slower than
+// the timeout for a moment: here busy with a slow script) are the node's: spent
+// or given back, not missing from the key's bucket until it refills.
+// (Before, the answer was dropped with its tokens: 2 of a 10/h key's 10.)
+func TestALeaseAnsweredAfterItsTimeoutIsGivenBack(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer client.Close()
+	ctx := context.Background()
+	if err := Warm(ctx, client); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLeased(client, NewLocal(), RedisOptions{Timeout: 100 * time.Millisecond}, time.Hour)
+	lim := Limit{N: 10, Per: time.Hour}
+	busyRedis(t, srv.Addr, 400*time.Millisecond)
+	if !l.Allow(ctx, "key_late", lim, time.Now()).Allowed {
+		t.Fatal("the first request of a 10/h key was refused")
+	}
+	if l.Fallbacks() != 1 {
+		t.Fatalf("%d fallback decisions while Redis's writes were paused, want 1", l.Fallbacks())
+	}
+	time.Sleep(700 * time.Millisecond) // the script ends, Redis answers
+	l.Close()                          // gives back what it holds
+	b := newLeased(t, srv.Addr)
+	n := 0
+	for range 20 {
+		if b.Allow(ctx, "key_late", lim, time.Now()).Allowed {
+			n++
+		}
+	}
+	if n != 10 {
+		t.Errorf("after a lease answered late and the node closed, another node got %d of the key's 10 tokens, want 10", n)
+	}
+}
+
+// busyRedis keeps the Redis at addr busy for d with a script that loops
+// (Redis runs nothing else meanwhile, and answers no one): commands sent
+// meanwhile wait in their sockets and run after it, even those whose
+// clients gave up and closed them.
+func busyRedis(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	c := newClient(t, addr)
+	go c.Eval(context.Background(), `
+local t0 = redis.call("TIME")
+repeat
+  local t = redis.call("TIME")
+until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= tonumber(ARGV[1])
+return 0`, nil, d.Microseconds())
+	probe := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer probe.Close()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err := probe.Ping(ctx).Err()
+		cancel()
+		if err != nil { // no answer: the script runs
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redis still answers: the busy script did not start")
+		}
+	}
+}

@@ -197,8 +197,13 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 
 func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (quotaAnswer, bool, error) {
 	q.trips.Add(1)
-	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, ls.limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+	limit := ls.limit
+	v, err := withLateAnswer(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+	}, func(v []int64) {
+		if len(v) == 3 && v[0] == 1 && v[1] > 0 {
+			giveBackLate(q.client, q.opts, ls.rkey, v[1])
+		}
 	})
 	if err != nil {
 		return quotaAnswer{}, false, err

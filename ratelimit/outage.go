@@ -152,6 +152,50 @@ func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.
 	}
 }
 
+// lateWait is how long a call cut at its timeout by withLateAnswer goes on
+// waiting for its answer (at least twice the timeout).
+const lateWait = 2 * time.Second
+
+// withLateAnswer is withTimeout for a call that changes what Redis holds
+// (tokens leased, recipients counted): the caller goes on without it after
+// d, deciding on its own, but Redis may still do what it was asked, and
+// what it did then would take tokens or recipients from the key that no
+// request spends (a quota's for the rest of its period). So the call gets
+// up to lateWait (or twice d) and the caller's values without its
+// cancellation, and an answer that comes after the caller stopped waiting
+// goes to late, which undoes it. An answer later than that is lost.
+func withLateAnswer[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error), late func(T)) (T, error) {
+	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), max(lateWait, 2*d))
+	type answer struct {
+		v   T
+		err error
+	}
+	done := make(chan answer, 1)
+	var state atomic.Int32 // 0 waited for, 1 answered in time, 2 abandoned
+	go func() {
+		defer cancelCall()
+		v, err := call(callCtx)
+		if state.CompareAndSwap(0, 1) {
+			done <- answer{v, err}
+		} else if err == nil {
+			late(v)
+		}
+	}()
+	wait, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-wait.Done():
+		if !state.CompareAndSwap(0, 2) { // answered just now
+			a := <-done
+			return a.v, a.err
+		}
+		var zero T
+		return zero, fmt.Errorf("keygate: redis did not answer within %v: %w", d, wait.Err())
+	}
+}
+
 // Refused reports whether err is Redis, or the TLS connection to it,
 // refusing what keygate asks in a way no retry mends: a wrong or missing
 // password (WRONGPASS, NOAUTH), a user whose ACL lacks a command or keygate's

@@ -459,3 +459,56 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 		})
 	}
 }
+
+// Recipients Redis counts after the node stopped waiting (a Redis slower
+// than the timeout for a moment: here busy with a slow script), while the
+// node decided the send on its own, are given back: the send counts once.
+// (Before, they stayed counted in Redis until the period ended: the send
+// counted twice, and with leases a block no send spent.)
+func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	ctx := context.Background()
+	for _, mode := range []string{"exact", "leased"} {
+		t.Run(mode, func(t *testing.T) {
+			client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+			defer client.Close()
+			if err := Warm(ctx, client); err != nil {
+				t.Fatal(err)
+			}
+			opts := RedisOptions{Timeout: 100 * time.Millisecond, Prefix: "late-" + mode + ":"}
+			var q Quotas
+			closeQuotas := func() {}
+			if mode == "exact" {
+				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
+			} else {
+				lq := NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
+				q, closeQuotas = lq, lq.Close
+			}
+			s := &quotaSender{t: t, q: q, now: t0}
+			s.start, s.end = dayBounds(t0)
+			s.send()
+			s.send()
+			busyRedis(t, srv.Addr, 400*time.Millisecond)
+			s.send() // the fallback counts it; Redis does too, later
+			if f := q.(interface{ Fallbacks() uint64 }).Fallbacks(); f != 1 {
+				t.Fatalf("%d sends fell back while Redis was busy, want 1", f)
+			}
+			time.Sleep(700 * time.Millisecond)
+			for range 3 {
+				s.send() // Redis answers: the outage ends
+			}
+			closeQuotas() // leases: every block held goes back
+			rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+			var n int64
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if n, _ = admin.Get(ctx, rkey).Int64(); n == s.sent {
+					break
+				}
+			}
+			if n != s.sent {
+				t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
+			}
+		})
+	}
+}

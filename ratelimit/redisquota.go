@@ -207,8 +207,12 @@ func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
 
 // run executes reserveScript once, within the configured timeout.
 func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string, now time.Time) (status, used int64, err error) {
-	v, err := withTimeout(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+	v, err := withLateAnswer(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
 		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(q.opts, rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+	}, func(v []int64) {
+		if len(v) == 2 && v[0] == 1 && n > 0 {
+			giveBackLate(q.client, q.opts, rkey, n)
+		}
 	})
 	if err != nil {
 		return 0, 0, err
@@ -217,6 +221,18 @@ func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end 
 		return 0, 0, fmt.Errorf("keygate: quota script on %q answered %v, want 2 integers", rkey, v)
 	}
 	return v[0], v[1], nil
+}
+
+// giveBackLate takes n off the counter rkey: Redis counted them for a send
+// after the node stopped waiting, and the node's fallback decided the send
+// instead (its count goes to Redis when the outage ends).
+func giveBackLate(client redis.UniversalClient, opts RedisOptions, rkey string, n int64) {
+	_, err := withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (any, error) {
+		return giveBackScript.Run(ctx, client, []string{rkey}, n).Result()
+	})
+	if err != nil {
+		opts.Logf("keygate: giving back the %d recipients redis counted on %s after its timeout: %v", n, rkey, err)
+	}
 }
 
 // Fallbacks is how many reservations the local fallback made because Redis
