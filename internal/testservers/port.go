@@ -17,11 +17,20 @@ import (
 // outside the range is taken only by another server; ports are picked at
 // random, so parallel test processes rarely pick the same one, and a process
 // never hands out one port twice.
+//
+// KEYGATE_TEST_PORTS=LO-HI picks them in that range instead, for a machine
+// whose sessions each keep to a range of their own.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	lo := ephemeralStart()
+	first, lo := firstPort, ephemeralStart()
+	if r := os.Getenv("KEYGATE_TEST_PORTS"); r != "" {
+		if n, _ := fmt.Sscanf(r, "%d-%d", &first, &lo); n != 2 || lo <= first {
+			t.Fatalf("testservers: KEYGATE_TEST_PORTS=%q: want LO-HI, such as 29500-29699", r)
+		}
+		lo++ // HI is in the range
+	}
 	for range 200 {
-		p := firstPort + rand.IntN(lo-firstPort)
+		p := first + rand.IntN(lo-first)
 		if _, taken := handedOut.LoadOrStore(p, true); taken {
 			continue
 		}
@@ -32,7 +41,7 @@ func FreePort(t testing.TB) int {
 		ln.Close()
 		return p
 	}
-	t.Fatalf("testservers: no free loopback port in %d-%d", firstPort, lo-1)
+	t.Fatalf("testservers: no free loopback port in %d-%d", first, lo-1)
 	return 0
 }
 
