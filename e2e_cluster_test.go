@@ -298,3 +298,86 @@ func TestClusterBehindATransactionPooler(t *testing.T) {
 		t.Errorf("usage after both nodes stopped: %d requests, %d recipients; want 20 and 40", u.Allowed, u.Recipients)
 	}
 }
+
+// A node that counted a key's recipient quota on its own during a Redis
+// outage and is stopped before a send of that key asks Redis again leaves
+// what it counted in Redis's counter as it stops: the node started again
+// goes on from that counter. (Before, the outage's sends were forgotten
+// with the process, and a key with a quota of 10 a day sent 13.) Stopped
+// while Redis still refuses it, the node says at ERROR how many recipients
+// Redis's counter misses.
+func TestANodeStoppedAfterARedisOutageKeepsItsQuotaCount(t *testing.T) {
+	needBinary(t)
+	rd := testservers.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer admin.Close()
+	ctx := context.Background()
+	// The node reaches Redis as a user of its own, turned off for its
+	// outage (as a partition: Redis keeps its counters, and nothing the
+	// node sent is done late).
+	acl := func(state string) {
+		t.Helper()
+		if err := admin.Do(ctx, "ACL", "SETUSER", "node", state, ">pw", "~*", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if state == "off" {
+			admin.Do(ctx, "CLIENT", "KILL", "USER", "node")
+		}
+	}
+	acl("on")
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		ratelimit redis {env.REDIS_URL}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL, env: []string{"REDIS_URL=redis://node:pw@" + rd.Addr + "/0"}})
+	k := g.issue("--name", "quota", "--scope", "mail.send", "--quota", "10/d")
+	body := sgBody("app@shop.example", "a@x.org")
+	sent := 0
+	send := func() bool {
+		t.Helper()
+		r := g.call("POST", "/v3/mail/send", k.Key, body)
+		switch {
+		case r.Status == 202:
+			sent++
+			return true
+		case r.code() == "quota_exceeded":
+			return false
+		}
+		t.Fatalf("a send: %d %s", r.Status, r.Body)
+		return false
+	}
+	for range 3 {
+		send()
+	}
+	acl("off")
+	for range 3 {
+		send() // counted by the node alone
+	}
+	acl("on")
+	g.stop() // before any send of the key asks Redis again
+	if strings.Contains(g.logs(), "redis did not take") {
+		t.Errorf("the stop says Redis did not take the outage's count, though it answered:\n%s", g.logs())
+	}
+	g.start()
+	for send() && sent < 20 {
+	}
+	if sent != 10 {
+		t.Errorf("%d sends of one recipient on a quota of 10 a day, across a Redis outage and a stop, want 10", sent)
+	}
+
+	// Stopped while Redis still refuses the node: said, with the count.
+	k = g.issue("--name", "quota-2", "--scope", "mail.send", "--quota", "10/d")
+	send()
+	acl("off")
+	send()
+	send()
+	g.stop()
+	if logs := g.logs(); !strings.Contains(logs, "redis did not take the 2 recipients") {
+		t.Errorf("no ERROR line says Redis's counter misses the 2 recipients sent during the outage:\n%s", logs)
+	}
+}

@@ -251,11 +251,13 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 
 func releaseShared(key string) { _, _ = sharedPool.Delete(key) }
 
-// Destruct gives leased tokens and recipients back and closes the Redis
-// client.
+// Destruct gives leased tokens and recipients back, adds to Redis what the
+// quotas counted on their own during an outage and Redis has not seen yet,
+// and closes the Redis client.
 func (s *sharedLimits) Destruct() error {
 	s.leased.Close()
 	s.leasedQuotas.Close()
+	s.exactQuotas.Close()
 	uncountShared(s)
 	return s.client.Close()
 }

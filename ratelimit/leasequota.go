@@ -79,7 +79,7 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
-			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
+			recovered: func(since time.Time) { addFallbackSpent(context.Background(), client, opts, fallback, since) }},
 		seed: maphash.MakeSeed(),
 	}
 	for i := range q.shards {
@@ -89,8 +89,13 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 	return q
 }
 
-// Close stops the background give-back and gives back every block held.
-func (q *LeasedQuotas) Close() { q.bg.close() }
+// Close stops the background give-back, gives back every block held, and
+// adds to Redis what the fallback counted and Redis has not seen
+// (closeFallback). The client stays open: it is the caller's.
+func (q *LeasedQuotas) Close() {
+	q.bg.close()
+	closeFallback(q.client, q.opts, q.fallback, &q.outage)
+}
 
 // Reserve adds n to key's count for [start,end) if the count stays within
 // limit, from this node's block when it covers n. load is called only when

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,9 @@ type RedisOptions struct {
 	// Default: no logging.
 	Logf func(format string, args ...any)
 	// Errorf reports the start of an outage that is a refusal (Refused):
-	// a configuration to mend, not a Redis to wait for. Default: Logf.
+	// a configuration to mend, not a Redis to wait for; and, at Close,
+	// recipients counted during an outage that Redis's counters miss.
+	// Default: Logf.
 	Errorf func(format string, args ...any)
 }
 
@@ -63,8 +66,9 @@ type outage struct {
 	since     atomic.Int64 // unix nanoseconds: when the last outage began
 	fallbacks atomic.Uint64
 	// recovered, if set, runs (in its own goroutine) when Redis answers
-	// again after an outage that began at since.
-	recovered func(since time.Time)
+	// again after an outage that began at since; recovering waits for it.
+	recovered  func(since time.Time)
+	recovering sync.WaitGroup
 }
 
 // tryRedis reports whether this request should go to Redis at now.
@@ -120,7 +124,11 @@ func (o *outage) succeeded() {
 	if o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
 		if o.recovered != nil {
-			go o.recovered(time.Unix(0, since))
+			o.recovering.Add(1)
+			go func() {
+				defer o.recovering.Done()
+				o.recovered(time.Unix(0, since))
+			}()
 		}
 	}
 }

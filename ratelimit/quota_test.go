@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/redis/go-redis/v9"
 	"sync"
 	"sync/atomic"
@@ -510,5 +511,84 @@ func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
 				t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
 			}
 		})
+	}
+}
+
+// A node that stops after a Redis outage, before a send of the key has
+// asked Redis again, adds what it counted on its own to Redis's counter as
+// it stops: the node started next (or any other) goes on from that
+// counter, which must hold those recipients. (Before, they were forgotten
+// with the node, and a key with a quota of 100 sent 130.) A node that stops
+// while Redis still does not answer says at ERROR how many recipients
+// Redis's counters miss, and of which keys.
+func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	ctx := context.Background()
+	type closingQuotas interface {
+		Quotas
+		Close()
+	}
+	for _, mode := range []string{"exact", "leased"} {
+		for _, redisBack := range []bool{true, false} {
+			name := mode + "/redis back before the stop"
+			if !redisBack {
+				name = mode + "/redis still unreachable at the stop"
+			}
+			t.Run(name, func(t *testing.T) {
+				// Node a reaches Redis as a user of its own, turned off for
+				// its outage (a partition: nothing it sends is done late).
+				user := fmt.Sprintf("stopped-%s-%t", mode, redisBack)
+				acl := func(state string) {
+					if err := admin.Do(ctx, "ACL", "SETUSER", user, state, ">pw", "~*", "+@all").Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				acl("on")
+				errs := &logRecorder{}
+				opts := RedisOptions{Timeout: slowMachine, Prefix: user + ":", Errorf: errs.Logf}
+				node := func(c redis.UniversalClient) closingQuotas {
+					if mode == "exact" {
+						return NewRedisQuotas(c, NewLocalQuotas(), opts)
+					}
+					return NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
+				}
+				aClient := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
+				t.Cleanup(func() { aClient.Close() })
+				a := node(aClient)
+				s := &quotaSender{t: t, q: a, now: t0}
+				s.start, s.end = dayBounds(t0)
+				for range 3 {
+					s.send()
+				}
+				acl("off")
+				admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+				for range 3 {
+					s.send()
+				}
+				if redisBack {
+					acl("on") // no send of the key follows before the stop
+				}
+				a.Close() // the node stops
+				lost := errs.count("30 recipients")
+				if !redisBack {
+					if lost != 1 {
+						t.Errorf("%d ERROR lines name the 30 recipients counted during the outage, want 1: %q", lost, errs.lines)
+					}
+					return
+				}
+				if lost > 0 {
+					t.Errorf("recipients said to be missing with Redis answering at the stop: %q", errs.lines)
+				}
+				b := node(newClient(t, srv.Addr))
+				defer b.Close()
+				s.q = b
+				for s.send() {
+				}
+				if s.sent != 100 {
+					t.Errorf("%d recipients sent on a quota of 100 by a node and the one started after it, want 100", s.sent)
+				}
+			})
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,9 +62,13 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
-			recovered: func(since time.Time) { addFallbackSpent(client, opts, fallback, since) }},
+			recovered: func(since time.Time) { addFallbackSpent(context.Background(), client, opts, fallback, since) }},
 	}
 }
+
+// Close adds to Redis what the fallback counted and Redis has not seen
+// (closeFallback). The client stays open: it is the caller's.
+func (q *RedisQuotas) Close() { closeFallback(q.client, q.opts, q.fallback, &q.outage) }
 
 // Reserve adds n to key's count for [start,end) if the count stays within
 // limit. load is called only when Redis has no count for this period yet.
@@ -165,18 +170,19 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 // at since into Redis's counters and forgets fallback's counters
 // (LocalQuotas.Drain), so that nodes see those recipients, and a later
 // outage starts from the store's count rather than from this one's stale
-// counters.
-func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) {
+// counters. It returns what Redis did not take, each already logged unless
+// ctx is done.
+func addFallbackSpent(ctx context.Context, client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) (missed []Spent) {
 	for _, s := range fallback.Drain() {
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
 		add := func(now string) (int64, error) {
-			return withTimeout(context.Background(), opts.Timeout, func(ctx context.Context) (int64, error) {
+			return withTimeout(ctx, opts.Timeout, func(ctx context.Context) (int64, error) {
 				return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(opts, rkey)}, s.N, since.UnixMilli(), now).Int64()
 			})
 		}
 		v, err := add("")
 		if err == nil && v == -2 {
-			ctx, cancel := context.WithTimeout(context.Background(), storeLoadTimeout)
+			ctx, cancel := context.WithTimeout(ctx, storeLoadTimeout)
 			var n int64
 			if n, err = s.Load(ctx); err == nil {
 				_, err = add(strconv.FormatInt(n, 10))
@@ -184,9 +190,47 @@ func addFallbackSpent(client redis.UniversalClient, opts RedisOptions, fallback 
 			cancel()
 		}
 		if err != nil {
-			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
+			missed = append(missed, s)
+			if ctx.Err() == nil {
+				opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
+			}
 		}
 	}
+	return missed
+}
+
+// closeTimeout bounds what a closing quota counter asks Redis, all keys
+// together (or two of its timeouts, if longer): a stop must not wait out a
+// Redis that does not answer. One that answers takes milliseconds.
+const closeTimeout = time.Second
+
+// closeFallback is a quota counter's last word at a stop (or a reload away
+// from this Redis): what its fallback counted during an outage and has not
+// given Redis yet (Redis answered again, and no send of those keys has
+// asked it since; or it still does not answer) goes to Redis now, after a
+// move to it under way. The counter in Redis outlives this process, and
+// every node, this one started again included, goes on from it: without
+// those recipients each key could send as many again past its quota this
+// period. What Redis does not take is said at ERROR, with the keys.
+func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage) {
+	o.recovering.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), max(closeTimeout, 2*opts.Timeout))
+	defer cancel()
+	missed := addFallbackSpent(ctx, client, opts, fallback, time.Unix(0, o.since.Load()))
+	if len(missed) == 0 {
+		return
+	}
+	var n int64
+	var keys []string
+	for _, s := range missed {
+		n += s.N
+		if len(keys) < 10 {
+			keys = append(keys, s.Key+" from "+s.Start.UTC().Format(time.DateOnly))
+		}
+	}
+	opts.Errorf("keygate: stopping, redis did not take the %d recipients this node counted on its own during the redis "+
+		"outage for %d quotas (%s): its counters miss them, so those keys may send as many past their quota this "+
+		"period, unless redis loses the counters and rebuilds them from the store", n, len(missed), strings.Join(keys, ", "))
 }
 
 // storeLoadTimeout bounds the store's count read when an outage ends.
