@@ -197,10 +197,6 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		c.logger.Info("keygate_console: a request left out of the access log: a key in the URL",
 			zap.String("method", r.Method), zap.String("path", loggedPath(r.URL.Path)), zap.String("client_ip", clientIP(r)))
 	}
-	if atomic.LoadUint32(&c.ready) == 0 { // the store did not answer when the config loaded (storewait.go)
-		console.Unavailable(w)
-		return nil
-	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		repl = caddy.NewReplacer()
@@ -223,6 +219,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		})
 	} else if c.InsecureAnonymousLoopback && anonymousAllowed(r, ip) {
 		ctx = console.WithUser(ctx, console.User{ID: "anonymous", Admin: true, Addr: ip})
+	}
+	if atomic.LoadUint32(&c.ready) == 0 { // the store did not answer when the config loaded (storewait.go)
+		console.Unavailable(w, r.WithContext(ctx))
+		return nil
 	}
 	// A store that does not answer gets the unavailable page after
 	// manageTimeout, not a page that never loads.

@@ -824,8 +824,8 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 		reverse_proxy {UPSTREAM}
 	}
 `)})
-	console := func() (int, string) {
-		req, _ := http.NewRequest("GET", g.siteURL+"/console/", nil)
+	consoleAt := func(path string) (int, string, string) {
+		req, _ := http.NewRequest("GET", g.siteURL+"/console/"+path, nil)
 		req.SetBasicAuth("demo", "keygate-demo")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -833,7 +833,11 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	console := func() (int, string) {
+		status, _, page := consoleAt("")
+		return status, page
 	}
 	unknown, err := verifier.Generate("kg", "live")
 	if err != nil {
@@ -847,6 +851,12 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 	}
 	if status, page := console(); status != 503 || !strings.Contains(page, "The key store is unavailable") {
 		t.Errorf("the console while the store has not answered since the start: %d\n%s", status, page)
+	} else if !strings.Contains(page, `href="/console/static/console.css?v=`) {
+		t.Errorf("the console's unavailable page links its stylesheet outside the console:\n%s", page)
+	}
+	// The page is styled: its stylesheet needs no store.
+	if status, ctype, _ := consoleAt("static/console.css"); status != 200 || !strings.HasPrefix(ctype, "text/css") {
+		t.Errorf("the console's stylesheet while the store has not answered since the start: %d %s", status, ctype)
 	}
 	if !strings.Contains(g.logs(), "the store does not answer") {
 		t.Errorf("the start does not say the store does not answer:\n%s", g.logs())

@@ -186,19 +186,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setSecurityHeaders(w.Header())
 	user, ok := r.Context().Value(userKey).(User)
 	if !ok || user.ID == "" {
-		h.plainError(w, http.StatusUnauthorized, "Sign-in required",
+		h.plainError(w, r, http.StatusUnauthorized, "Sign-in required",
 			"The console needs to know who you are. Ask whoever runs it to put sign-in (basic_auth or forward_auth) in front of it.")
+		return
+	}
+	// The stylesheet and the script before the team check: the "No team"
+	// page links them too, and a signed-in person reads it styled.
+	if strings.HasPrefix(r.URL.Path, "/static/") {
+		serveStatic(w, r)
 		return
 	}
 	if !user.Admin && user.Owner == "" {
 		// ForOwner("") would show the keys that have no owner: refuse
 		// rather than guess which team the person belongs to.
-		h.plainError(w, http.StatusForbidden, "No team",
+		h.plainError(w, r, http.StatusForbidden, "No team",
 			"You are signed in, but the console could not tell which team's keys are yours. Ask whoever runs it to check its owner setting.")
-		return
-	}
-	if strings.HasPrefix(r.URL.Path, "/static/") {
-		serveStatic(w, r)
 		return
 	}
 	mount, _ := r.Context().Value(mountKey).(string)
@@ -303,20 +305,29 @@ func (c *call) errorPage(err error) *pageError {
 
 // Unavailable answers a request while the console's store has not
 // answered since the config loaded (it is tried again every second): a page
-// that says so, 503 with Retry-After.
-func Unavailable(w http.ResponseWriter) {
+// that says so, 503 with Retry-After. The page's stylesheet and script need
+// no store: they are served to a signed-in person (r's context, as for
+// ServeHTTP), so the page is styled, under the mount its links need.
+func Unavailable(w http.ResponseWriter, r *http.Request) {
 	setSecurityHeaders(w.Header())
+	if u, ok := r.Context().Value(userKey).(User); ok && u.ID != "" && strings.HasPrefix(r.URL.Path, "/static/") {
+		serveStatic(w, r)
+		return
+	}
 	w.Header().Set("Retry-After", "1")
-	sharedPages().renderTo(w, http.StatusServiceUnavailable, "error", &errorView{view: view{Title: "The key store is unavailable"},
+	mount, _ := r.Context().Value(mountKey).(string)
+	sharedPages().renderTo(w, http.StatusServiceUnavailable, "error", &errorView{view: view{Title: "The key store is unavailable", Mount: mount},
 		Message: "The console cannot reach the key store yet. Try again in a moment."})
 }
 
 // sharedPages are the pages for answers made before a console exists.
 var sharedPages = sync.OnceValue(loadPages)
 
-// plainError answers before a person or a page set exists.
-func (h *Handler) plainError(w http.ResponseWriter, status int, title, msg string) {
-	h.pages.renderTo(w, status, "error", &errorView{view: view{Title: title}, Message: msg})
+// plainError answers before a person is known, under the mount r's
+// context names (the page's stylesheet is linked under it).
+func (h *Handler) plainError(w http.ResponseWriter, r *http.Request, status int, title, msg string) {
+	mount, _ := r.Context().Value(mountKey).(string)
+	h.pages.renderTo(w, status, "error", &errorView{view: view{Title: title, Mount: mount}, Message: msg})
 }
 
 // url builds a link to a console path under the mount.

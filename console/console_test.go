@@ -771,6 +771,50 @@ func TestLinksWorkUnderAStrippedPrefix(t *testing.T) {
 	}
 }
 
+// The pages answered before a console page can be (a person with no team,
+// a store that has not answered since the config loaded) are styled: their
+// stylesheet is linked under the mount and served to the signed-in person,
+// not answered with the error page again (which a browser refuses as a
+// stylesheet, leaving the page bare).
+func TestErrorPagesBeforeAConsolePageAreStyled(t *testing.T) {
+	f := newFixture(t)
+	noTeam := User{ID: "dave", Addr: "203.0.113.11"}
+	for _, tc := range []struct {
+		name   string
+		serve  func(w http.ResponseWriter, r *http.Request)
+		status int
+	}{
+		{"no team", f.h.ServeHTTP, http.StatusForbidden},
+		{"the store unavailable", Unavailable, http.StatusServiceUnavailable},
+	} {
+		get := func(path string) *httptest.ResponseRecorder {
+			r := httptest.NewRequest(http.MethodGet, path, nil)
+			r = r.WithContext(WithMount(WithUser(r.Context(), noTeam), "/console"))
+			w := httptest.NewRecorder()
+			tc.serve(w, r)
+			return w
+		}
+		w := get("/")
+		if w.Code != tc.status || !strings.Contains(w.Body.String(), `href="/console/static/console.css?v=`) {
+			t.Errorf("%s: %d, want %d and the stylesheet under /console:\n%s", tc.name, w.Code, tc.status, w.Body)
+		}
+		for path, ctype := range map[string]string{"/static/console.css": "text/css", "/static/console.js": "text/javascript"} {
+			if w := get(path); w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), ctype) {
+				t.Errorf("%s: %s answers %d %q", tc.name, path, w.Code, w.Header().Get("Content-Type"))
+			}
+		}
+	}
+	// Nobody signed in still gets nothing but the refusal.
+	r := httptest.NewRequest(http.MethodGet, "/static/console.css", nil)
+	for name, serve := range map[string]func(http.ResponseWriter, *http.Request){"the console": f.h.ServeHTTP, "the unavailable page": Unavailable} {
+		w := httptest.NewRecorder()
+		serve(w, r)
+		if w.Code == 200 {
+			t.Errorf("%s serves its stylesheet to nobody", name)
+		}
+	}
+}
+
 func TestTheStaticAssetsAreEmbedded(t *testing.T) {
 	f := newFixture(t)
 	for path, ctype := range map[string]string{"/static/console.css": "text/css", "/static/console.js": "text/javascript"} {
