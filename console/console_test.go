@@ -1066,6 +1066,38 @@ func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
 	}
 }
 
+// The times a person acts on or quotes from a key's page (when its grace
+// period ends, when it was revoked, when each change in its history was
+// made) are written out in UTC, not only in a tooltip that keyboard and touch
+// users never see.
+func TestAKeysPageWritesOutTheTimesOfItsHistory(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	text := func(page string) string {
+		return strings.Join(strings.Fields(regexp.MustCompile(`<[^>]*>`).ReplaceAllString(page, "")), " ")
+	}
+	old := text(f.get(alice, "/keys/"+k.ID).Body.String())
+	for _, want := range []string{
+		"keeps working until its grace period ends, in 24 hours (24 Nov 2026 12:00 UTC).",
+		"Rotated just now (23 Nov 2026 12:00 UTC) by console alice",
+		"Issued just now (23 Nov 2026 12:00 UTC) by test",
+	} {
+		if !strings.Contains(old, want) {
+			t.Errorf("the old key's page lacks %q:\n%s", want, old)
+		}
+	}
+	f.now = f.now.Add(time.Hour)
+	if w := f.post(alice, "/keys/"+k.ID+"/revoke", url.Values{"confirm": {"crm"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("revoke: %d %s", w.Code, w.Body)
+	}
+	if page := text(f.get(alice, "/keys/"+k.ID).Body.String()); !strings.Contains(page, "Revoked just now (23 Nov 2026 13:00 UTC). Every request") {
+		t.Errorf("the revoked key's page does not say when:\n%s", page)
+	}
+}
+
 // A key whose name holds a character refused since it was named (an
 // invisible format character) can still have its other settings saved: the
 // name, sent unchanged, is no change.
