@@ -192,6 +192,19 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	}
 	alice.open(t, "/console/", 200)
 	fits("the keys page")
+	// Each filter's choice is shown whole, not cut short ("All current
+	// key…"): its longest option's text fits inside its box.
+	if cut := run(t, alice.ctx, chromedp.Evaluate[[]string](`(() => {
+		const ctx = document.createElement('canvas').getContext('2d');
+		return Array.from(document.querySelectorAll('.filters select')).filter(sel => {
+			const st = getComputedStyle(sel);
+			ctx.font = st.font;
+			const room = sel.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight) - 24; // the arrow
+			return Array.from(sel.options).some(o => ctx.measureText(o.text).width > room);
+		}).map(sel => sel.id);
+	})()`)); len(cut) > 0 {
+		t.Errorf("at 390 px the filters %v cut their choices short", cut)
+	}
 	alice.shot(t, shots, "keys-390")
 	alice.open(t, strings.TrimPrefix(keyURL, gw.url), 200)
 	alice.shot(t, shots, "key-390")
