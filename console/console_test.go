@@ -817,7 +817,7 @@ func TestErrorPagesBeforeAConsolePageAreStyled(t *testing.T) {
 
 func TestTheStaticAssetsAreEmbedded(t *testing.T) {
 	f := newFixture(t)
-	for path, ctype := range map[string]string{"/static/console.css": "text/css", "/static/console.js": "text/javascript"} {
+	for path, ctype := range map[string]string{"/static/console.css": "text/css", "/static/console.js": "text/javascript", "/static/favicon.svg": "image/svg+xml"} {
 		w := f.get(alice, path)
 		if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), ctype) || w.Body.Len() < 100 {
 			t.Errorf("%s: %d %q %d bytes", path, w.Code, w.Header().Get("Content-Type"), w.Body.Len())

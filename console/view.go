@@ -40,7 +40,7 @@ var assetVersion = func() string {
 	return hex.EncodeToString(h.Sum(nil))[:12]
 }()
 
-// serveStatic serves the embedded stylesheet and script.
+// serveStatic serves the embedded stylesheet, script and icon.
 func serveStatic(w http.ResponseWriter, r *http.Request) {
 	name := path.Clean(r.URL.Path)
 	b, err := staticFS.ReadFile(strings.TrimPrefix(name, "/"))

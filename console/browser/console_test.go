@@ -340,6 +340,13 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	root.open(t, "/console/keys/"+aliceID+"?window=30d", 200)
 	root.shot(t, shots, "key-admin-30d")
 
+	// The pages name their icon: the browser never asks the site's root
+	// for /favicon.ico, which the gateway would log and count as a
+	// request without a key each time someone opens the console.
+	if log, _ := os.ReadFile(filepath.Join(gw.dir, "caddy.log")); strings.Contains(string(log), `"path":"/favicon.ico"`) {
+		t.Error("the browser asked the gateway for /favicon.ico: a console page names no icon")
+	}
+
 	t.Logf("screenshots of every page: %s", shots)
 	fmt.Printf("keygate console screenshots: %s\n", shots)
 }
