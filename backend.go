@@ -38,9 +38,9 @@ type backend struct {
 	redacted string
 	store    store.Store
 	verifier *verifier.Verifier
-	limits   *ratelimit.Local // per-key request buckets
-	authFail *ratelimit.Local // failed key attempts per client IP
-	quotas   *ratelimit.LocalQuotas
+	limits   *ratelimit.Local       // per-key request buckets (keyLimits)
+	authFail *ratelimit.Local       // failed key attempts per client IP
+	quotas   *ratelimit.LocalQuotas // keyLimits
 	usage    *usage.Recorder
 	logger   *zap.Logger
 
@@ -208,6 +208,20 @@ func openBackend(uri string, logger *zap.Logger) (*backend, error) {
 	return b, nil
 }
 
+// keyLimits are the request buckets and recipient quota counts of the
+// keys this process decides on its own (without ratelimit redis, or while
+// Redis does not answer), by key id, whatever store the keys are on: kept
+// per process rather than per store, so that a reload that names the same
+// database differently (a new password or pool size in its URI, another
+// path to its file), which opens a backend of its own, goes on from them.
+// (Per store, such a reload started the keys' buckets full again, and
+// their quotas from the store's count, which held neither the sends then
+// in flight nor the last second's counts.)
+var keyLimits = struct {
+	requests *ratelimit.Local
+	quotas   *ratelimit.LocalQuotas
+}{ratelimit.NewLocal(), ratelimit.NewLocalQuotas()}
+
 // newBackend starts the shared state around an open store.
 func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error) {
 	redacted := store.RedactURI(uri)
@@ -218,9 +232,9 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		uri:      uri,
 		redacted: redacted,
 		store:    st,
-		limits:   ratelimit.NewLocal(),
+		limits:   keyLimits.requests,
 		authFail: ratelimit.NewLocal(),
-		quotas:   ratelimit.NewLocalQuotas(),
+		quotas:   keyLimits.quotas,
 		usage:    usage.NewRecorder(),
 		logger:   logger,
 		spill:    usage.Spill{Dir: unflushedDir(), Name: "usage-" + hex.EncodeToString(id[:8]), Store: redacted},

@@ -450,3 +450,67 @@ func testReloadRenamingTheStore(t *testing.T, stop bool) {
 			g.usage(k.ID).Allowed, inFlight, g.logs())
 	}
 }
+
+// A reload that renames the store (another path to the same file here)
+// opens a backend of its own, and the keys' limits decided on this node go
+// on across it: a request bucket is not full again, and a recipient quota
+// holds the send still in flight. (Before, each store had its own, so the
+// new one started the bucket full and the quota from the store's count,
+// without the send: a quota of 5 a day took 10 recipients, a 2/m key a
+// third request.)
+func TestAReloadThatRenamesTheStoreKeepsTheKeysLimits(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(2 * time.Second)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(slow.Close)
+	dir := t.TempDir()
+	real, alias := filepath.Join(dir, "real"), filepath.Join(dir, "alias")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, alias); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: slow.URL, store: "sqlite:" + filepath.Join(real, "keys.db")})
+	quota := g.issue("--name", "quota", "--scope", "mail.send", "--quota", "5/d")
+	rate := g.issue("--name", "rate", "--scope", "mail.send", "--rate", "2/m")
+	five := sgBody("app@shop.example", "a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org")
+	one := sgBody("app@shop.example", "a@x.org")
+	var wg sync.WaitGroup
+	for _, k := range []string{quota.Key, rate.Key, rate.Key} {
+		wg.Go(func() {
+			body := one
+			if k == quota.Key {
+				body = five
+			}
+			if r := g.call("POST", "/v3/mail/send", k, body); r.Status != http.StatusAccepted {
+				t.Errorf("a send before the reload: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond) // all at the upstream by now
+	cf, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(real), []byte(alias)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.reload()
+	if r := g.call("POST", "/v3/mail/send", quota.Key, five); r.code() != "quota_exceeded" { // SendGrid's status for it: 401
+		t.Errorf("5 more recipients on a quota of 5 a day, with 5 in flight across the reload: %d %s", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", rate.Key, one); r.Status != http.StatusTooManyRequests || r.code() != "rate_limited" {
+		t.Errorf("a third request of a 2/m key across the reload: %d %s", r.Status, r.Body)
+	}
+	wg.Wait()
+}
