@@ -513,6 +513,29 @@ func TestARefusedFormSaysEverythingWrongAtOnce(t *testing.T) {
 	}
 }
 
+// A refused entry of a list box is named as it was typed on its line, not
+// by its first word: "not a domain", not "not". Entries separated by
+// spaces are still read as several.
+func TestARefusedListEntryIsNamedWhole(t *testing.T) {
+	f := newFixture(t)
+	w := f.post(alice, "/new", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"},
+		"sender_domains": {"shop.example.com\r\nnot a domain"}, "allowed_ips": {"10.0.0.1 office"}, "extra_scopes": {"Bad Scope"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	body := w.Body.String()
+	for _, want := range []string{`sender domain &#34;not a domain&#34;: `, `allowed IP &#34;10.0.0.1 office&#34;: `, `scope &#34;Bad Scope&#34;: `} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the refusal lacks %s:\n%s", want, body)
+		}
+	}
+	w = f.post(alice, "/new", url.Values{"name": {"crm"}, "scope": {"mail.send"}, "expires": {"90d"},
+		"sender_domains": {"a.example b.example\nc.example"}, "allowed_ips": {"10.0.0.1, 10.0.0.2"}})
+	wantStatus(t, w, http.StatusSeeOther)
+	recs, _ := f.svc.List(ctx, "", true)
+	if len(recs) != 1 || strings.Join(recs[0].SenderDomains, " ") != "a.example b.example c.example" || len(recs[0].AllowedIPs) != 2 {
+		t.Errorf("lists separated by spaces, commas and lines: %+v", recs)
+	}
+}
+
 func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")

@@ -273,7 +273,7 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 			}
 		}
 	}
-	scopes = append(scopes, fields(f.ExtraScopes)...)
+	scopes = append(scopes, keys.Entries(f.ExtraScopes)...)
 	if f.Was != nil {
 		scopes = inHeldOrder(f.Was.Scopes, scopes)
 	}
@@ -298,7 +298,9 @@ func (f *settingsForm) spec(admin bool) (keys.Spec, error) {
 	} else {
 		s.Expires = e
 	}
-	domains, ips := fields(f.SenderDomains), fields(f.AllowedIPs)
+	// Split where the service splits (keys.Entries), so a refused entry is
+	// named whole: "not a domain", not "not".
+	domains, ips := keys.Entries(f.SenderDomains), keys.Entries(f.AllowedIPs)
 	if f.Edit || len(domains) > 0 {
 		s.SenderDomains = &domains
 	}
@@ -423,18 +425,6 @@ func wholeNumber(v, field, what string, edit bool) (*int, *formErr) {
 		return nil, &formErr{field, what + " must be a whole number (0 or empty for none)."}
 	}
 	return &n, nil
-}
-
-// fields splits a list typed one per line, or separated by commas or
-// spaces.
-func fields(s string) []string {
-	out := []string{}
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // offerOwners fills the form's owner suggestions for an admin.

@@ -848,6 +848,45 @@ func TestASenderDomainInUnicodeIsKeptAsASCII(t *testing.T) {
 	}
 }
 
+// A list is typed with commas, line breaks or spaces between its entries,
+// in the CLI's flags, the admin API's strings and the console's boxes alike;
+// a refused entry is named as typed between commas or lines, not by the
+// first of its words.
+func TestAListEntryIsRefusedWhole(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name string
+		s    Spec
+		want string
+	}{
+		{"a sender domain with spaces", Spec{SenderDomains: list("shop.example.com\nnot a domain")}, `sender domain "not a domain": `},
+		{"one added", Spec{AddSenderDomains: []string{"not a domain"}}, `sender domain "not a domain": `},
+		{"a scope with a space", Spec{Scopes: list("mail.send, Bad Scope")}, `scope "Bad Scope": `},
+		{"an address with a word", Spec{AllowedIPs: list("10.0.0.1 office")}, `allowed IP "10.0.0.1 office": `},
+	} {
+		s := tc.s
+		if s.Scopes == nil {
+			s.Scopes = list("mail.send")
+		}
+		s.Name = str("crm")
+		_, err := f.Issue(ctx, s, "t")
+		if tc.s.AddSenderDomains != nil {
+			k := f.issue(t, spec("crm", "mail.send"))
+			_, err = f.Update(ctx, k.ID, Spec{AddSenderDomains: tc.s.AddSenderDomains}, "t")
+		}
+		if !isInvalid(err) || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want it to start %s", tc.name, err, tc.want)
+		}
+	}
+	s := spec("crm", "mail.send templates.read")
+	s.SenderDomains, s.AllowedIPs = list("a.example b.example,\r\nc.example"), list("10.0.0.1 10.0.0.2")
+	k := f.issue(t, s)
+	if !slices.Equal(k.SenderDomains, []string{"a.example", "b.example", "c.example"}) || len(k.AllowedIPs) != 2 ||
+		!slices.Equal(k.Scopes, []string{"mail.send", "templates.read"}) {
+		t.Errorf("lists separated by spaces, commas and lines: %q %v %q", k.SenderDomains, k.AllowedIPs, k.Scopes)
+	}
+}
+
 // FieldErrors names every field that is wrong on its own, one error each,
 // where Issue refuses with the first.
 func TestFieldErrorsNamesEveryWrongField(t *testing.T) {

@@ -205,9 +205,24 @@ func (s *Spec) apply(rec *store.Record, t time.Time) error {
 	return nil
 }
 
+// Entries splits a list as people type it, in a flag, a JSON string or a
+// form's box: entries separated by commas or line breaks, each trimmed,
+// empty ones left out. An entry may hold several values separated by
+// spaces ("a.example b.example"); the service reads them as several.
+func Entries(s string) []string {
+	out := []string{}
+	for _, e := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // editSet applies a replacement (set) or single additions and removals to
 // a set of canonical strings, each entry checked by parse. A value may name
-// several entries separated by commas ("mail.send,templates.read").
+// several entries (Entries: "mail.send, templates.read"). A refused entry is
+// named whole, as it was typed: "not a domain", not its first word "not".
 func editSet(field string, cur []string, set *[]string, add, remove []string, parse func(string) (string, error)) ([]string, error) {
 	if set != nil && (add != nil || remove != nil) {
 		return nil, invalidf(field, "give the whole set of %ss, or %ss to add and remove, not both", field, field)
@@ -215,16 +230,20 @@ func editSet(field string, cur []string, set *[]string, add, remove []string, pa
 	parseAll := func(vals []string) ([]string, error) {
 		out := []string{}
 		for _, v := range vals {
-			for _, one := range strings.Split(v, ",") {
-				if one = strings.TrimSpace(one); one == "" {
-					continue
-				}
-				p, err := parse(one)
-				if err != nil {
-					return nil, err
-				}
-				if !slices.Contains(out, p) {
-					out = append(out, p)
+			for _, entry := range Entries(v) {
+				for _, one := range strings.Fields(entry) {
+					p, err := parse(one)
+					if err != nil {
+						// No value holds a space, so the whole entry is
+						// refused too, by its own text.
+						if _, whole := parse(entry); whole != nil {
+							err = whole
+						}
+						return nil, err
+					}
+					if !slices.Contains(out, p) {
+						out = append(out, p)
+					}
 				}
 			}
 		}
