@@ -1227,6 +1227,16 @@ func TestARefusedLeakedKeySaysWhyOnItsField(t *testing.T) {
 	if body := f.get(alice, "/leaked").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, "form-error") {
 		t.Errorf("the leaked-key page, freshly opened, shows a refusal's marks")
 	}
+	// It says so in a sentence first, not in the CLI's words.
+	if !strings.Contains(body, "No key was found in what you pasted. Check that you copied all of it") || strings.Contains(body, "no keygate key found") {
+		t.Errorf("a paste without a key is refused with:\n%s", body)
+	}
+	a, b := f.issue("a", "sales", "mail.send"), f.issue("b", "sales", "mail.send")
+	w = f.post(alice, "/leaked", url.Values{"key": {a.Key + "\n" + b.Key}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if body := w.Body.String(); !strings.Contains(body, "What you pasted holds more than one key. Paste one key at a time.") {
+		t.Errorf("a paste of two keys is refused with:\n%s", body)
+	}
 }
 
 // A refused form is shown again as it was left, except for text that holds

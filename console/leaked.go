@@ -48,6 +48,14 @@ func (c *call) leaked() error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return again(http.StatusNotFound, "No key with that value is known here. Check that you pasted all of it; a key of another keygate store cannot be revoked here.")
+	case errors.Is(err, keys.ErrNoKeyFound):
+		// The service's words are the CLI's; a person who pasted a key
+		// reads first what happened, then what to check.
+		return again(http.StatusUnprocessableEntity, "No key was found in what you pasted. Check that you copied all of it: "+
+			"after its prefix (such as kg_live_) a key has 49 letters and digits, the last of them a checksum, "+
+			"so a key cut short or with one character changed is not recognised.")
+	case errors.Is(err, keys.ErrSeveralKeys):
+		return again(http.StatusUnprocessableEntity, "What you pasted holds more than one key. Paste one key at a time.")
 	case err != nil:
 		if fe := asFormErr(err); fe != nil {
 			return again(http.StatusUnprocessableEntity, fe.Message)

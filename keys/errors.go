@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/keygate/caddy-keygate/store"
@@ -14,9 +15,20 @@ type InvalidError struct {
 	// when the request as a whole is wrong.
 	Field string
 	msg   string
+	err   error // what errors.Is finds, if anything
 }
 
 func (e *InvalidError) Error() string { return e.msg }
+
+func (e *InvalidError) Unwrap() error { return e.err }
+
+// What a leaked key's report (Revocation.Key) held instead of one key;
+// its InvalidError matches them with errors.Is, so an adapter can say it
+// in its own words.
+var (
+	ErrNoKeyFound  = errors.New("no keygate key found")
+	ErrSeveralKeys = errors.New("more than one key given")
+)
 
 // invalid builds an InvalidError: `field "value": reason`, with the
 // secret of a key pasted as the value cut ("kg_live_…"): the error goes to

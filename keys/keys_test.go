@@ -765,6 +765,13 @@ func TestALeakedKeyIsFoundInTheLineItWasPastedWith(t *testing.T) {
 			t.Errorf("%q: %v, want a refusal that does not quote it", text, err)
 		}
 	}
+	// Adapters tell the two refusals apart by errors.Is.
+	if _, err := f.RevokeTargets(ctx, Revocation{Key: "Bearer kg_live_not-a-key"}); !errors.Is(err, ErrNoKeyFound) {
+		t.Errorf("no key in the text: %v, want ErrNoKeyFound", err)
+	}
+	if _, err := f.RevokeTargets(ctx, Revocation{Key: k.Key + " " + other.Key}); !errors.Is(err, ErrSeveralKeys) {
+		t.Errorf("two keys in the text: %v, want ErrSeveralKeys", err)
+	}
 }
 
 // "none", as the history writes an unset setting, gives a key back the

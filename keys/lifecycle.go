@@ -364,12 +364,12 @@ func (s *Service) RevokeTargets(ctx context.Context, rv Revocation) ([]*store.Re
 func leakedKey(text string) (string, error) {
 	switch found := verifier.Find(text); len(found) {
 	case 0:
-		return "", invalidf("key", "no keygate key found in what was given (a key is its prefix, _live_ or _test_, "+
-			"then 49 letters and digits whose last ones are a checksum): check that it was copied whole")
+		return "", &InvalidError{Field: "key", err: ErrNoKeyFound, msg: "no keygate key found in what was given (a key is its prefix, _live_ or _test_, " +
+			"then 49 letters and digits whose last ones are a checksum): check that it was copied whole"}
 	case 1:
 		return found[0], nil
 	default:
-		return "", invalidf("key", "what was given holds more than one key; give one at a time")
+		return "", &InvalidError{Field: "key", err: ErrSeveralKeys, msg: "what was given holds more than one key; give one at a time"}
 	}
 }
 
