@@ -342,13 +342,13 @@ func (c *call) redirect(path string) error {
 	return nil
 }
 
-// notify keeps messages to show on the next page the person opens, and
+// notify keeps notices to show on the next page the person opens, and
 // returns the query that shows them.
-func (c *call) notify(msgs ...string) string {
-	if len(msgs) == 0 {
+func (c *call) notify(ns ...notice) string {
+	if len(ns) == 0 {
 		return ""
 	}
-	tok, err := c.h.vault.put(c.r.Context(), &flash{user: c.user.ID, messages: msgs})
+	tok, err := c.h.vault.put(c.r.Context(), &flash{user: c.user.ID, notices: ns})
 	if err != nil {
 		c.h.opts.Logf("keygate console: keeping a message for %s: %v", c.user.ID, err)
 		return "" // the change is made; only its message is lost
@@ -356,8 +356,8 @@ func (c *call) notify(msgs ...string) string {
 	return "?n=" + tok
 }
 
-// notices takes the messages a redirect carried.
-func (c *call) notices() []string {
+// notices takes the notices a redirect carried.
+func (c *call) notices() []notice {
 	tok := c.r.URL.Query().Get("n")
 	if tok == "" {
 		return nil
@@ -369,8 +369,32 @@ func (c *call) notices() []string {
 	if !ok {
 		return nil
 	}
-	return f.messages
+	ns := f.notices
+	for _, m := range f.messages { // sealed by a console from before notices had kinds
+		ns = append(ns, said(m))
+	}
+	return ns
 }
+
+// notice is a message at the top of a page about what was just done: done
+// as asked, or a warning of what the person may still have to do. Its
+// parts are text, or key ids shown as links to their pages; the page
+// escapes both.
+type notice struct {
+	Warn  bool         `json:"warn,omitempty"`
+	Parts []noticePart `json:"parts"`
+}
+
+type noticePart struct {
+	Text string `json:"text,omitempty"`
+	Key  string `json:"key,omitempty"` // a key id, linked to its page
+}
+
+// said is a notice of plain text.
+func said(text string) notice { return notice{Parts: []noticePart{{Text: text}}} }
+
+// warning is a notice of what the person may still have to do.
+func warning(parts ...noticePart) notice { return notice{Warn: true, Parts: parts} }
 
 func plural(n int, thing string) string {
 	if n == 1 {

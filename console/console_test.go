@@ -1081,11 +1081,46 @@ func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
 	}
 	next := f.show(k.ID).RotatedTo
 	page := f.follow(alice, f.post(alice, "/keys/"+next+"/revoke", url.Values{"confirm": {"crm"}})).Body.String()
-	if !strings.Contains(page, "Key revoked") || !strings.Contains(page, "The key it replaced, "+k.ID+", still works until its grace period ends") {
+	// Done, said as done; what may be left to do, as a warning, with the
+	// old key a link to its page.
+	if !strings.Contains(page, `<div class="notice" role="status">Key revoked.`) ||
+		!strings.Contains(page, `<div class="warning" role="status"><strong>Warning:</strong> The key it replaced, <a href="/keys/`+k.ID+`">`+k.ID+`</a>, still works until its grace period ends`) {
 		t.Errorf("the revoked new key's page:\n%s", page)
 	}
 	if old := f.get(alice, "/keys/"+k.ID).Body.String(); !strings.Contains(old, "(revoked: it no longer works)") {
 		t.Errorf("the old key's page does not say its successor was revoked:\n%s", old)
+	}
+}
+
+// A notice's text is escaped and its key ids are links: a key named as
+// markup, reported leaked after its rotation, is named as text, beside a
+// link to its new key.
+func TestANoticeLinksKeysAndEscapesText(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("<i>crm</i>", "sales", "mail.send")
+	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	next := f.show(k.ID).RotatedTo
+	page := f.follow(alice, f.post(alice, "/leaked", url.Values{"key": {k.Key}})).Body.String()
+	want := `<div class="notice" role="status">Revoked “&lt;i&gt;crm&lt;/i&gt;”. Every request with it is refused from now on. ` +
+		`It had been rotated: its new key, <a href="/keys/` + next + `">` + next + `</a>, is not affected.</div>`
+	if !strings.Contains(page, want) || strings.Contains(page, "<i>crm") {
+		t.Errorf("the notice lacks %s:\n%s", want, page)
+	}
+}
+
+// A message sealed by a console from before notices had kinds (a rolling
+// upgrade: the redirect's next page served by an upgraded node) is shown,
+// as a plain notice.
+func TestANoticeSealedBeforeKindsIsShown(t *testing.T) {
+	f := newFixture(t)
+	tok, err := f.h.vault.put(ctx, &flash{user: alice.ID, messages: []string{"Settings saved."}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := f.get(alice, "/?n="+tok).Body.String(); !strings.Contains(body, `<div class="notice" role="status">Settings saved.</div>`) {
+		t.Errorf("an old notice is not shown:\n%s", body)
 	}
 }
 

@@ -262,11 +262,14 @@ func (c *call) update() error {
 		form.shownAgain()
 		return c.showKey(http.StatusUnprocessableEntity, &form, nil)
 	}
-	msgs := []string{"Settings saved. Gateways apply them to the next request."}
-	if res.Unchanged {
-		msgs = nil // the warnings say nothing changed
+	var ns []notice
+	if !res.Unchanged { // otherwise the warnings say nothing changed
+		ns = append(ns, said("Settings saved. Gateways apply them to the next request."))
 	}
-	return c.redirect("/keys/" + c.id + c.notify(append(msgs, res.Warnings...)...))
+	for _, w := range res.Warnings {
+		ns = append(ns, warning(noticePart{Text: w}))
+	}
+	return c.redirect("/keys/" + c.id + c.notify(ns...))
 }
 
 func (c *call) disable() error { return c.setDisabled(true) }
@@ -281,7 +284,7 @@ func (c *call) setDisabled(off bool) error {
 	if off {
 		msg = "Key disabled. Every request with it is refused until you enable it again."
 	}
-	return c.redirect("/keys/" + c.id + c.notify(msg))
+	return c.redirect("/keys/" + c.id + c.notify(said(msg)))
 }
 
 func (c *call) rotate() error {
@@ -327,14 +330,15 @@ func (c *call) revoke() error {
 	if _, err := c.keys.Revoke(ctx, rv, c.user.actor()); err != nil {
 		return c.refused("revoke", err)
 	}
-	msgs := []string{"Key revoked. Every request with it is refused from now on; this cannot be undone."}
+	ns := []notice{said("Key revoked. Every request with it is refused from now on; this cannot be undone.")}
 	if rec.RotatedFrom != "" {
 		if old, err := c.keys.Show(ctx, rec.RotatedFrom); err == nil && old.ExpiresAt != nil && !stopped(keys.Status(old, c.now)) {
-			msgs = append(msgs, "The key it replaced, "+old.ID+", still works until its grace period ends ("+
-				old.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST")+"): revoke it too if this one leaked.")
+			ns = append(ns, warning(noticePart{Text: "The key it replaced, "}, noticePart{Key: old.ID},
+				noticePart{Text: ", still works until its grace period ends (" + old.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST") +
+					"): revoke it too if this one leaked."}))
 		}
 	}
-	return c.redirect("/keys/" + c.id + c.notify(msgs...))
+	return c.redirect("/keys/" + c.id + c.notify(ns...))
 }
 
 // stopped reports whether a key of this status (keys.Status) no longer works.

@@ -39,7 +39,7 @@ func (c *call) leaked() error {
 	}
 	targets, err := c.keys.RevokeTargets(ctx, rv)
 	if err == nil && targets[0].Revoked() {
-		return c.redirect("/leaked" + c.notify("That key ("+targets[0].ID+") was already revoked; it is refused everywhere."))
+		return c.redirect("/leaked" + c.notify(said("That key ("+targets[0].ID+") was already revoked; it is refused everywhere.")))
 	}
 	var recs []*store.Record
 	if err == nil {
@@ -64,11 +64,13 @@ func (c *call) leaked() error {
 	}
 	rec := recs[0]
 	if rec.Name == "" {
-		return c.redirect("/leaked" + c.notify("Revoked key "+rec.ID+". It belongs to another team; every request with it is refused from now on."))
+		return c.redirect("/leaked" + c.notify(said("Revoked key "+rec.ID+". It belongs to another team; every request with it is refused from now on.")))
 	}
-	next := "Create a new key for the integration that used it; this page shows the settings it had."
+	done := said("Revoked “" + rec.Name + "”. Every request with it is refused from now on. " +
+		"Create a new key for the integration that used it; this page shows the settings it had.")
 	if rec.RotatedTo != "" {
-		next = "It had been rotated: its new key, " + rec.RotatedTo + ", is not affected."
+		done = notice{Parts: []noticePart{{Text: "Revoked “" + rec.Name + "”. Every request with it is refused from now on. " +
+			"It had been rotated: its new key, "}, {Key: rec.RotatedTo}, {Text: ", is not affected."}}}
 	}
-	return c.redirect("/keys/" + rec.ID + c.notify("Revoked “"+rec.Name+"”. Every request with it is refused from now on. "+next))
+	return c.redirect("/keys/" + rec.ID + c.notify(done))
 }

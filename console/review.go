@@ -121,5 +121,5 @@ func (c *call) bulkRevoke() error {
 	if len(ids) == 1 {
 		it = "it"
 	}
-	return c.redirect("/review" + c.notify(plural(len(ids), "key")+" revoked. Every request with "+it+" is refused from now on."))
+	return c.redirect("/review" + c.notify(said(plural(len(ids), "key")+" revoked. Every request with "+it+" is refused from now on.")))
 }

@@ -42,20 +42,26 @@ type flash struct {
 	oldDisabled bool
 	// curl and gateway show how to use the new key.
 	curl, gateway string
-	messages      []string
+	// messages are a new key's warnings; notices what a change says on
+	// the next page.
+	messages []string
+	notices  []notice
 }
 
 // sealed is a flash as it is sealed; the person is bound by the entry's id.
 type sealed struct {
-	Key      string    `json:"key,omitempty"`
-	KeyID    string    `json:"key_id,omitempty"`
-	Name     string    `json:"name,omitempty"`
-	Rotated  string    `json:"rotated,omitempty"`
-	OldEnds  time.Time `json:"old_ends,omitzero"`
-	OldOff   bool      `json:"old_disabled,omitempty"`
-	Curl     string    `json:"curl,omitempty"`
-	Gateway  string    `json:"gateway,omitempty"`
-	Messages []string  `json:"messages,omitempty"`
+	Key     string    `json:"key,omitempty"`
+	KeyID   string    `json:"key_id,omitempty"`
+	Name    string    `json:"name,omitempty"`
+	Rotated string    `json:"rotated,omitempty"`
+	OldEnds time.Time `json:"old_ends,omitzero"`
+	OldOff  bool      `json:"old_disabled,omitempty"`
+	Curl    string    `json:"curl,omitempty"`
+	Gateway string    `json:"gateway,omitempty"`
+	// Messages are a new key's warnings, or plain notices sealed before
+	// notices had kinds (read as such, during an upgrade).
+	Messages []string `json:"messages,omitempty"`
+	Notices  []notice `json:"notices,omitempty"`
 }
 
 const tokenBytes = 32
@@ -88,7 +94,7 @@ func (v *vault) put(ctx context.Context, f *flash) (string, error) {
 	rand.Read(token)
 	id, aead := entry(token, f.user, f.key != "")
 	plain, err := json.Marshal(sealed{Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated,
-		OldEnds: f.oldEnds, OldOff: f.oldDisabled, Curl: f.curl, Gateway: f.gateway, Messages: f.messages})
+		OldEnds: f.oldEnds, OldOff: f.oldDisabled, Curl: f.curl, Gateway: f.gateway, Messages: f.messages, Notices: f.notices})
 	if err != nil {
 		return "", err
 	}
@@ -132,5 +138,5 @@ func (v *vault) take(ctx context.Context, tok, user string, key bool) (*flash, b
 		return nil, false, nil
 	}
 	return &flash{user: user, key: s.Key, keyID: s.KeyID, name: s.Name, rotated: s.Rotated,
-		oldEnds: s.OldEnds, oldDisabled: s.OldOff, curl: s.Curl, gateway: s.Gateway, messages: s.Messages}, true, nil
+		oldEnds: s.OldEnds, oldDisabled: s.OldOff, curl: s.Curl, gateway: s.Gateway, messages: s.Messages, notices: s.Notices}, true, nil
 }

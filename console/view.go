@@ -90,7 +90,7 @@ type view struct {
 	Mount   string
 	CSRF    string
 	Asset   string
-	Notices []string
+	Notices []notice
 	Now     time.Time
 }
 

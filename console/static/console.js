@@ -62,7 +62,7 @@
   // the fold of a long page (a key's page), and a screen reader starts there.
   // Otherwise the message of an action just done (saved, revoked) is where
   // focus starts, so it is read out.
-  var shown = document.querySelector("main .error[role=alert]") || document.querySelector("main .notice[role=status]");
+  var shown = document.querySelector("main .error[role=alert]") || document.querySelector("main .notice[role=status], main .warning[role=status]");
   if (shown) {
     shown.setAttribute("tabindex", "-1");
     shown.scrollIntoView({ block: "center" });
