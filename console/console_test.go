@@ -698,6 +698,23 @@ func TestAdminsRevokeFromTheReviewInBulk(t *testing.T) {
 	}
 }
 
+// An empty review of a team without keys says there are none yet, and
+// offers to create one; with keys, that none is worth a look.
+func TestAReviewWithoutKeysSaysThereAreNoneYet(t *testing.T) {
+	f := newFixture(t)
+	body := f.get(alice, "/review").Body.String()
+	if !strings.Contains(body, "<h2>No keys yet</h2>") || !strings.Contains(body, `href="/new">Create a key</a>`) || strings.Contains(body, "No key is unused") {
+		t.Errorf("the review of a team without keys:\n%s", body)
+	}
+	k := f.issue("crm", "sales", "mail.send")
+	if _, err := f.svc.Revoke(ctx, keys.Revocation{ID: k.ID}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if body := f.get(alice, "/review").Body.String(); !strings.Contains(body, "Nothing to review") || strings.Contains(body, "No keys yet") {
+		t.Errorf("the review of a team whose only key is revoked:\n%s", body)
+	}
+}
+
 func TestTheKeysPageFindsFiltersAndPages(t *testing.T) {
 	f := newFixture(t)
 	if body := f.get(alice, "/").Body.String(); !strings.Contains(body, "No keys yet") || !strings.Contains(body, "Create the first key") {

@@ -16,7 +16,10 @@ type reviewView struct {
 	view
 	Sections []reviewSection
 	Empty    bool
-	Err      string
+	// NoKeys is an empty review of someone who has no keys at all, in any
+	// state: there is nothing to review yet, rather than nothing wrong.
+	NoKeys bool
+	Err    string
 	// ErrField is the id of the field Err is about, if one is.
 	ErrField string
 	// Ticked and Reason are a refused bulk revoke's choices, shown again.
@@ -66,6 +69,11 @@ func (c *call) showReview(status int, errMsg string) error {
 			s.Entries = s.Entries[:reviewShown]
 		}
 		v.Empty = v.Empty && s.Total == 0
+	}
+	if v.Empty {
+		if v.NoKeys, err = c.noKeys(); err != nil {
+			return err
+		}
 	}
 	if errMsg != "" {
 		v.Title = "Error: " + v.Title // a refused form says so in the page's title, read first
@@ -122,4 +130,16 @@ func (c *call) bulkRevoke() error {
 		it = "it"
 	}
 	return c.redirect("/review" + c.notify(said(plural(len(ids), "key")+" revoked. Every request with "+it+" is refused from now on.")))
+}
+
+// noKeys reports whether the person sees no key at all: none current, none
+// revoked, none expired.
+func (c *call) noKeys() (bool, error) {
+	for _, status := range []string{"", keys.StatusRevoked, keys.StatusExpired} {
+		res, err := c.keys.Find(c.r.Context(), keys.Query{Status: status, PerPage: 1})
+		if err != nil || res.Total > 0 {
+			return false, err
+		}
+	}
+	return true, nil
 }
