@@ -412,10 +412,18 @@ type gateway struct {
 // their local ports from that range, as ":0" does, so a port picked with
 // ":0" can be taken by another test's connection before caddy binds it. The
 // plugin's tests do the same with internal/testservers.FreePort, which this
-// module cannot import.
+// module cannot import; as it, KEYGATE_TEST_PORTS=LO-HI picks them in that
+// range instead, for a machine whose sessions each keep to a range of their
+// own.
 func freePort(t *testing.T) int {
+	lo, hi := 20000, 31999
+	if r := os.Getenv("KEYGATE_TEST_PORTS"); r != "" {
+		if n, _ := fmt.Sscanf(r, "%d-%d", &lo, &hi); n != 2 || hi <= lo {
+			t.Fatalf("KEYGATE_TEST_PORTS=%q: want LO-HI, such as 29500-29699", r)
+		}
+	}
 	for range 200 {
-		p := 20000 + rand.IntN(12000)
+		p := lo + rand.IntN(hi-lo+1)
 		if _, taken := handedOut.LoadOrStore(p, true); taken {
 			continue
 		}
@@ -424,7 +432,7 @@ func freePort(t *testing.T) int {
 			return p
 		}
 	}
-	t.Fatal("no free loopback port in 20000-31999")
+	t.Fatalf("no free loopback port in %d-%d", lo, hi)
 	return 0
 }
 
