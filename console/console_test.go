@@ -1251,6 +1251,7 @@ func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 		`<a href="#bulk-confirm">To revoke the ticked keys, type the word revoke in the box.</a>`,
 		`aria-describedby="bulk-confirm-hint form-error" aria-invalid="true"`,
 		`<table aria-labelledby="no-expiry">`,
+		`id="bulk-submit">Revoke 1 key</button>`, // how many, without script too
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the refused bulk revoke's page lacks %s", want)
@@ -1259,7 +1260,8 @@ func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 	if f.show(a.ID).RevokedAt != nil || f.show(b.ID).RevokedAt != nil {
 		t.Fatal("revoked without the typed confirmation")
 	}
-	if body := f.get(admin, "/review").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, " checked>") || strings.Contains(body, "aria-invalid") {
+	if body := f.get(admin, "/review").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, " checked>") || strings.Contains(body, "aria-invalid") ||
+		!strings.Contains(body, `id="bulk-submit">Revoke ticked keys</button>`) {
 		t.Errorf("the review page, freshly opened, shows a refusal's marks")
 	}
 }

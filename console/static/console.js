@@ -58,6 +58,47 @@
     });
   });
 
+  // Rotate: "Yes, stop the old key now" confirms "Stop it now" and nothing
+  // else, so it is shown only with that choice (and unticked when hidden,
+  // which the server would refuse beside a grace period). Without script
+  // it is always there, and the server checks the two agree.
+  each("#grace", function (select) {
+    var box = document.getElementById("stop-now");
+    var choice = document.getElementById("stop-now-choice");
+    if (!box || !choice) return;
+    var sync = function () {
+      choice.hidden = select.value !== "0";
+      if (choice.hidden) box.checked = false;
+    };
+    select.addEventListener("change", sync);
+    sync();
+  });
+
+  // Bulk revoke: the button says how many keys are ticked, as they are
+  // ticked. A key listed in two sections is one key: its boxes tick
+  // together.
+  each("#bulk", function (form) {
+    var btn = document.getElementById("bulk-submit");
+    var say = document.getElementById("bulk-count");
+    var boxes = form.querySelectorAll('input[type=checkbox][name=id]');
+    var update = function () {
+      var seen = {}, n = 0;
+      Array.prototype.forEach.call(boxes, function (b) {
+        if (b.checked && !seen[b.value]) { seen[b.value] = true; n++; }
+      });
+      var keys = n === 1 ? "1 key" : n.toLocaleString("en") + " keys";
+      if (btn) btn.textContent = n ? "Revoke " + keys : "Revoke ticked keys";
+      if (say) say.textContent = n ? keys + " ticked." : "No keys ticked.";
+    };
+    Array.prototype.forEach.call(boxes, function (b) {
+      b.addEventListener("change", function () {
+        Array.prototype.forEach.call(boxes, function (o) { if (o.value === b.value) o.checked = b.checked; });
+        update();
+      });
+    });
+    update();
+  });
+
   // A form that came back with an error shows it: the error may sit below
   // the fold of a long page (a key's page), and a screen reader starts there.
   // Otherwise the message of an action just done (saved, revoked) is where
