@@ -389,8 +389,11 @@ func TestAReloadThatRenamesTheStoreCountsRequestsInFlight(t *testing.T) {
 	t.Run("then stops", func(t *testing.T) { testReloadRenamingTheStore(t, true) })
 }
 
-func testReloadRenamingTheStore(t *testing.T, stop bool) {
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// renamableStore is an upstream answering 202 after 2 s, the directory
+// of a store (real), and rename, which reloads g's config with the store
+// named by another path to that directory (a symlink).
+func renamableStore(t *testing.T) (slow *httptest.Server, real string, rename func(g *gateway)) {
+	slow = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		time.Sleep(2 * time.Second)
 		w.WriteHeader(http.StatusAccepted)
@@ -404,6 +407,21 @@ func testReloadRenamingTheStore(t *testing.T, stop bool) {
 	if err := os.Symlink(real, alias); err != nil {
 		t.Fatal(err)
 	}
+	return slow, real, func(g *gateway) {
+		t.Helper()
+		cf, err := os.ReadFile(g.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(real), []byte(alias)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g.reload()
+	}
+}
+
+func testReloadRenamingTheStore(t *testing.T, stop bool) {
+	slow, real, rename := renamableStore(t)
 	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: slow.URL, store: "sqlite:" + filepath.Join(real, "keys.db")})
 	k := g.issue("--name", "slow", "--scope", "mail.send")
 
@@ -425,14 +443,7 @@ func testReloadRenamingTheStore(t *testing.T, stop bool) {
 		}()
 	}
 	time.Sleep(700 * time.Millisecond) // all at the upstream by now
-	cf, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(real), []byte(alias)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.reload()
+	rename(g)
 	wg.Wait()
 	if answered.Load() != inFlight {
 		t.Fatalf("%d of %d requests in flight across the reload were answered 202", answered.Load(), inFlight)
@@ -459,20 +470,7 @@ func testReloadRenamingTheStore(t *testing.T, stop bool) {
 // without the send: a quota of 5 a day took 10 recipients, a 2/m key a
 // third request.)
 func TestAReloadThatRenamesTheStoreKeepsTheKeysLimits(t *testing.T) {
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		time.Sleep(2 * time.Second)
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	t.Cleanup(slow.Close)
-	dir := t.TempDir()
-	real, alias := filepath.Join(dir, "real"), filepath.Join(dir, "alias")
-	if err := os.Mkdir(real, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(real, alias); err != nil {
-		t.Fatal(err)
-	}
+	slow, real, rename := renamableStore(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`
 	keygate {
 		store {STORE}
@@ -498,14 +496,7 @@ func TestAReloadThatRenamesTheStoreKeepsTheKeysLimits(t *testing.T) {
 		})
 	}
 	time.Sleep(700 * time.Millisecond) // all at the upstream by now
-	cf, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(real), []byte(alias)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.reload()
+	rename(g)
 	if r := g.call("POST", "/v3/mail/send", quota.Key, five); r.code() != "quota_exceeded" { // SendGrid's status for it: 401
 		t.Errorf("5 more recipients on a quota of 5 a day, with 5 in flight across the reload: %d %s", r.Status, r.Body)
 	}
