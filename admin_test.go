@@ -92,6 +92,74 @@ func TestAnAdminCallToAStuckStoreIsAnsweredUnavailable(t *testing.T) {
 	}
 }
 
+// pollStuckStore stops answering the change log once a key was changed
+// through it: PostgreSQL frozen or cut off between a revocation's commit
+// and the gateway's read of the change log after it.
+type pollStuckStore struct {
+	store.Store
+	stuck atomic.Bool
+}
+
+func (s *pollStuckStore) UpdateKey(ctx context.Context, id string, ev *store.Event, fn func(*store.Record) error) (*store.Record, error) {
+	rec, err := s.Store.UpdateKey(ctx, id, ev, fn)
+	s.stuck.Store(err == nil)
+	return rec, err
+}
+
+func (s *pollStuckStore) LastChange(ctx context.Context) (int64, error) {
+	for s.stuck.Load() {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond): // until the test ends it
+		}
+	}
+	return s.Store.LastChange(ctx)
+}
+
+// A revoke the store committed is answered even if the store stops
+// answering before the gateway has read its change log back: within
+// afterWriteTimeout, with the key refused from then on (it is read from the
+// store again). The read back had no deadline, so the call waited for the
+// store as long as the outage lasted, with the verifier's Sync lock held.
+func TestARevokeIsAnsweredWhenTheStoreStopsAnsweringRightAfterIt(t *testing.T) {
+	defer func(d time.Duration) { afterWriteTimeout = d }(afterWriteTimeout)
+	afterWriteTimeout = 300 * time.Millisecond
+	dir := t.TempDir()
+	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &pollStuckStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, _ := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	rec, _ := issue(t, st, "mail.send")
+	if got, err := b.verifier.Lookup(context.Background(), rec.Digest, time.Minute); err != nil || got.Revoked() {
+		t.Fatalf("before the revoke: %+v, %v", got, err)
+	}
+
+	r := httptest.NewRequest("POST", "/keygate/keys/"+rec.ID+"/revoke?store="+url.QueryEscape(uri), strings.NewReader(`{"reason":"leaked"}`))
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Admin{}).serve(w, r)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		st.stuck.Store(false) // let the test end
+		t.Fatal("a revoke the store committed, then the change log did not answer: no answer after 10 s")
+	}
+	if w.Code != http.StatusOK {
+		t.Errorf("revoke: %d %s, want 200: the key is revoked", w.Code, w.Body)
+	}
+	if got, err := b.verifier.Lookup(context.Background(), rec.Digest, time.Minute); err == nil && !got.Revoked() {
+		t.Error("the revoked key is still answered from the cache as valid")
+	}
+	st.stuck.Store(false)
+}
+
 // An admin error never repeats a key sent where another value belongs (a
 // query parameter, a field the service does not check itself): the answer
 // goes to scripts and terminals that log it.

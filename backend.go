@@ -740,10 +740,20 @@ func (b *backend) finalFlush() {
 		"and added to the store when a gateway next opens it", held.Requests, b.spill.Dir), fields...)
 }
 
+// afterWriteTimeout bounds afterWrite's read of the change log, as the
+// verifier's own polls are bounded (its StoreTimeout, 2 s). The write's
+// caller no longer bounds it (keys.Service.written), so without it a store
+// that stopped answering just after the commit (PostgreSQL frozen or cut
+// off) held the admin API call or console page, and the verifier's Sync,
+// for as long as the outage lasted.
+var afterWriteTimeout = 2 * time.Second
+
 // afterWrite makes a change made by this process through the store enforced
 // on the very next request: it reads the change log now instead of waiting
 // for the next poll.
 func (b *backend) afterWrite(ctx context.Context, changed []store.Digest) {
+	ctx, cancel := context.WithTimeout(ctx, afterWriteTimeout)
+	defer cancel()
 	if err := b.verifier.Sync(ctx); err != nil {
 		// The change is written but could not be read back: the keys it
 		// changed are dropped from the cache, so their next request reads
