@@ -140,24 +140,8 @@ func (o *outage) succeeded() {
 // the client's ReadTimeout (3s by default), so the wait is bounded here too.
 // A call abandoned at the deadline finishes in the background.
 func withTimeout[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel() // only after the select, or a finished call could read as a timeout
-	type answer struct {
-		v   T
-		err error
-	}
-	done := make(chan answer, 1)
-	go func() {
-		v, err := call(ctx)
-		done <- answer{v, err}
-	}()
-	select {
-	case a := <-done:
-		return a.v, a.err
-	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("keygate: redis did not answer within %v: %w", d, ctx.Err())
-	}
+	callCtx, cancel := context.WithTimeout(ctx, d)
+	return answerWithin(ctx, d, callCtx, cancel, call, nil)
 }
 
 // lateWait is how long a call cut at its timeout by withLateAnswer goes on
@@ -173,7 +157,14 @@ const lateWait = 2 * time.Second
 // cancellation, and an answer that comes after the caller stopped waiting
 // goes to late, which undoes it. An answer later than that is lost.
 func withLateAnswer[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error), late func(T)) (T, error) {
-	callCtx, cancelCall := context.WithTimeout(context.WithoutCancel(ctx), max(lateWait, 2*d))
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(lateWait, 2*d))
+	return answerWithin(ctx, d, callCtx, cancel, call, late)
+}
+
+// answerWithin runs call with callCtx (cancel ends it) and waits up to d (and
+// ctx) for its answer; an answer after that goes to late, if set.
+func answerWithin[T any](ctx context.Context, d time.Duration, callCtx context.Context, cancel context.CancelFunc,
+	call func(context.Context) (T, error), late func(T)) (T, error) {
 	type answer struct {
 		v   T
 		err error
@@ -181,16 +172,16 @@ func withLateAnswer[T any](ctx context.Context, d time.Duration, call func(conte
 	done := make(chan answer, 1)
 	var state atomic.Int32 // 0 waited for, 1 answered in time, 2 abandoned
 	go func() {
-		defer cancelCall()
+		defer cancel()
 		v, err := call(callCtx)
 		if state.CompareAndSwap(0, 1) {
 			done <- answer{v, err}
-		} else if err == nil {
+		} else if err == nil && late != nil {
 			late(v)
 		}
 	}()
-	wait, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	wait, stop := context.WithTimeout(ctx, d)
+	defer stop()
 	select {
 	case a := <-done:
 		return a.v, a.err
