@@ -49,9 +49,24 @@ func (Admin) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision keeps the admin logger.
+// Provision keeps the admin logger, and registers keygate's metrics with
+// the registry the admin endpoint's /metrics serves while keygate runs.
+// Caddy puts up a new config's admin endpoint, /metrics with it, before it
+// provisions the config's apps, and keeps that endpoint when they fail to
+// load: the old config goes on serving, but /metrics reads the refused
+// config's registry, where keygate's handlers never registered theirs. A
+// rejected POST /load or caddy reload would otherwise take every keygate_
+// series off /metrics until the next load that succeeds.
 func (a *Admin) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	running := false
+	backends.Range(func(any, any) bool {
+		running = true
+		return false
+	})
+	if running {
+		registerMetrics(ctx.GetMetricsRegistry())
+	}
 	return nil
 }
 
