@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -104,4 +107,49 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// What the Caddyfile refuses as it reads it, JSON must not get past load:
+// handwritten JSON skips the Caddyfile's checks, and a value keygate
+// quietly replaced with a default (or a whoami path that matches nothing)
+// would run a config other than the one written. Caddy refuses unknown
+// fields and wrong types for every module, so a misspelt scope field
+// cannot leave a route unscoped.
+func TestHandwrittenJSONIsCheckedAsTheCaddyfileIs(t *testing.T) {
+	needBinary(t)
+	for _, c := range []struct{ handler, want string }{
+		{`{"handler":"keygate","rate":"10/m","scopes":[{"scope":"mail.send","method":"POST","path":"/v3/mail/send"}]}`, ""},
+		{`{"handler":"keygate","scopez":[{"scope":"mail.send","path":"/v3/mail/send"}]}`, `unknown field \"scopez\"`},
+		{`{"handler":"keygate","scopes":[{"scope":"mail.send","methd":"POST","path":"/v3/mail/send"}]}`, `unknown field \"methd\"`},
+		{`{"handler":"keygate","burst":"10"}`, "cannot unmarshal string"},
+		{`{"handler":"keygate","cache_ttl":"30x"}`, `unknown unit \"x\"`},
+		{`{"handler":"keygate","rate":"10/x"}`, `rate \"10/x\"`},
+		{`{"handler":"keygate","scopes":[{"scope":"mail.send","method":"POST","path":"v3/mail/send"}]}`, "must start with /"},
+		{`{"handler":"keygate","whoami":"keygate/whoami"}`, `whoami \"keygate/whoami\": want a path starting with /`},
+		{`{"handler":"keygate","cache_ttl":"-5s"}`, "cache_ttl -5s: want a positive duration"},
+		{`{"handler":"keygate","rate":"10/m","burst":-3}`, "burst -3: want a positive whole number"},
+		{`{"handler":"keygate","burst":10}`, "burst 10: want a positive whole number, with a rate"},
+		{`{"handler":"keygate","max_body":-1}`, "max_body -1: want a size in bytes"},
+		{`{"handler":"keygate","max_body":5000000000}`, "max_body 5000000000: want a size in bytes"},
+		{`{"handler":"keygate_console","admin":["ann"]}`, `unknown field \"admin\"`},
+	} {
+		dir := t.TempDir()
+		cfg := fmt.Sprintf(`{"admin":{"listen":"127.0.0.1:%d"},"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:%d"],`+
+			`"routes":[{"handle":[%s,{"handler":"static_response","body":"ok"}]}]}}}}}`, freePort(t), freePort(t), c.handler)
+		file := filepath.Join(dir, "caddy.json")
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(caddyBin, "validate", "--config", file)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+		out, err := cmd.CombinedOutput()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: caddy validate: %v\n%s", c.handler, err, out)
+		case c.want != "" && err == nil:
+			t.Errorf("%s: caddy validate takes it; want it refused with %s", c.handler, c.want)
+		case c.want != "" && !strings.Contains(string(out), c.want):
+			t.Errorf("%s: caddy validate refuses it, but its error lacks %s:\n%s", c.handler, c.want, out)
+		}
+	}
 }

@@ -202,8 +202,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	// The Caddyfile refuses these as it reads them; JSON (caddy run
+	// --config caddy.json, the admin API's /load) comes here unchecked,
+	// where each used to fall back to a default or never match.
+	if h.CacheTTL < 0 {
+		return fmt.Errorf("keygate: cache_ttl %v: want a positive duration (e.g. 30s)", time.Duration(h.CacheTTL))
+	}
+	if h.Burst < 0 || h.Burst > 0 && h.Rate == "" {
+		return fmt.Errorf("keygate: burst %d: want a positive whole number, with a rate", h.Burst)
+	}
+	if h.MaxBody < 0 || h.MaxBody > 1<<30 {
+		return fmt.Errorf("keygate: max_body %d: want a size in bytes between 1 and 1073741824 (1 GiB)", h.MaxBody)
+	}
 	h.ttl = time.Duration(h.CacheTTL)
-	if h.ttl <= 0 {
+	if h.ttl == 0 {
 		h.ttl = 30 * time.Second
 	}
 	if h.Rate != "" {

@@ -42,6 +42,11 @@ func (h *Handler) checkWhoami() error {
 	if h.Whoami == "" {
 		return nil
 	}
+	// A request path starts with "/": any other whoami matches nothing,
+	// and its requests go upstream.
+	if !strings.HasPrefix(h.Whoami, "/") {
+		return fmt.Errorf("keygate: whoami %q: want a path starting with /", h.Whoami)
+	}
 	for i := range h.Scopes {
 		if r := &h.Scopes[i]; r.kind == exact && strings.EqualFold(r.literal, h.Whoami) {
 			return fmt.Errorf("keygate: whoami %s is the path of %s: its requests would be answered by whoami and never proxied; choose a path of its own, such as /keygate/whoami",
