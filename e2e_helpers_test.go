@@ -129,6 +129,7 @@ func site(body string) string {
 // {UPSTREAM} are replaced.
 type gatewayConfig struct {
 	caddyfile string
+	json      bool // caddyfile is Caddy's JSON, run without an adapter
 	upstream  string
 	store     string // default: sqlite in the test's temp dir
 	env       []string
@@ -144,6 +145,9 @@ func startGateway(t *testing.T, gc gatewayConfig) *gateway {
 	}
 	g.logPath = filepath.Join(dir, "caddy.log")
 	g.config = filepath.Join(dir, "Caddyfile")
+	if gc.json {
+		g.config = filepath.Join(dir, "caddy.json")
+	}
 	// freePort's ports are free when it returns, not when caddy binds them.
 	// They lie outside the range outgoing connections take theirs from
 	// (testservers.FreePort), but a server of a test running in parallel
@@ -201,7 +205,7 @@ func (g *gateway) tryStart() (exited string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.cmd = exec.Command(caddyBin, "run", "--config", g.config, "--adapter", "caddyfile")
+	g.cmd = exec.Command(caddyBin, append([]string{"run", "--config", g.config}, g.adapter()...)...)
 	g.cmd.Env = g.environ()
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
 	if err := g.cmd.Start(); err != nil {
@@ -256,11 +260,19 @@ func (g *gateway) stop() {
 // reload runs `caddy reload` as an operator would.
 func (g *gateway) reload() {
 	g.t.Helper()
-	cmd := exec.Command(caddyBin, "reload", "--config", g.config, "--adapter", "caddyfile", "--address", g.adminAddr, "--force")
+	cmd := exec.Command(caddyBin, append([]string{"reload", "--config", g.config, "--address", g.adminAddr, "--force"}, g.adapter()...)...)
 	cmd.Env = g.environ()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		g.t.Fatalf("caddy reload: %v\n%s\n%s", err, out, g.logs())
 	}
+}
+
+// adapter is the --adapter flag for the gateway's config: none for JSON.
+func (g *gateway) adapter() []string {
+	if strings.HasSuffix(g.config, ".json") {
+		return nil
+	}
+	return []string{"--adapter", "caddyfile"}
 }
 
 func (g *gateway) logs() string {

@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
 // Operators who configure Caddy with JSON and its admin API (POST /load,
@@ -151,5 +154,112 @@ func TestHandwrittenJSONIsCheckedAsTheCaddyfileIs(t *testing.T) {
 		case c.want != "" && !strings.Contains(string(out), c.want):
 			t.Errorf("%s: caddy validate refuses it, but its error lacks %s:\n%s", c.handler, c.want, out)
 		}
+	}
+}
+
+// docsJSONConfigs returns the whole configs (those with "apps") that
+// docs/json-config.md shows, in order.
+func docsJSONConfigs(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile("docs/json-config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var configs []string
+	for _, m := range regexp.MustCompile("(?s)```json\n(.*?)```").FindAllSubmatch(src, -1) {
+		if bytes.Contains(m[1], []byte(`"apps"`)) {
+			configs = append(configs, string(m[1]))
+		}
+	}
+	if len(configs) != 2 {
+		t.Fatalf("docs/json-config.md: want the demo and the production site, found %d configs", len(configs))
+	}
+	return configs
+}
+
+// Both configs of docs/json-config.md load in the real binary as shown,
+// the production one with its store and Redis from the environment.
+func TestDocsJSONConfigsValidate(t *testing.T) {
+	needBinary(t)
+	for i, cfg := range docsJSONConfigs(t) {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "caddy.json")
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(caddyBin, "validate", "--config", file)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+			"KEYGATE_STORE=sqlite:"+filepath.Join(dir, "keys.db"),
+			"KEYGATE_REDIS=redis://"+testservers.StartRedis(t).Addr+"/0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("docs/json-config.md, config %d: caddy validate: %v\n%s", i+1, err, out)
+		} else if strings.Contains(string(out), `"level":"warn"`) || strings.Contains(string(out), `"level":"error"`) {
+			t.Errorf("docs/json-config.md, config %d: caddy validate warns:\n%s", i+1, out)
+		}
+	}
+}
+
+// The demo of docs/json-config.md, run from its JSON on free ports, does
+// what the README's demo does, and the admin API calls the page shows
+// change the running handler as it says.
+func TestDocsJSONDemoRunsAndChangesLive(t *testing.T) {
+	demo := strings.NewReplacer(`"localhost:2019"`, `"{ADMIN}"`, `"127.0.0.1:8025"`, `"127.0.0.1:{PORT}"`,
+		`"127.0.0.1:8026"`, `"{UPSTREAM}"`, `"localhost:8026"`, `"{UPSTREAM}"`).Replace(docsJSONConfigs(t)[0])
+	provider := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g := startGateway(t, gatewayConfig{caddyfile: demo, json: true, upstream: provider, env: []string{"DEMO_PROVIDER_KEY=demo-provider-secret"}})
+	g.store = "sqlite:" + filepath.Join(g.dir, "data", "caddy", "keygate", "keys.db") // the default store
+	k := g.issue("--name", "json-demo", "--scope", "mail.send")
+	host := []string{"Host", "localhost"}
+
+	if r := g.call("POST", "/v3/mail/send", "", nil, host...); r.Status != 401 || r.code() != "missing_key" {
+		t.Errorf("a send without a key: %d %s; want 401 missing_key", r.Status, r.Body)
+	}
+	send := []byte(`{"personalizations":[{"to":[{"email":"a@example.com"}]}],"from":{"email":"app@example.com"},"subject":"s","content":[{"type":"text/plain","value":"v"}]}`)
+	r := g.call("POST", "/v3/mail/send", k.Key, send, append(host, "Content-Type", "application/json")...)
+	if r.Status != 202 || !strings.Contains(string(r.Body), `"you_sent_authorization":"Bearer demo-provider-secret"`) || !strings.Contains(string(r.Body), k.ID) {
+		t.Errorf("a send: %d %s; want 202 from the provider with its own credential and the key id", r.Status, r.Body)
+	}
+	if r := g.call("GET", "/v3/templates", k.Key, nil, host...); r.Status != 403 || r.code() != "insufficient_scope" {
+		t.Errorf("templates with a mail.send key: %d %s; want 403 insufficient_scope", r.Status, r.Body)
+	}
+	if r := g.call("GET", "/console/", "", nil, append(host, "Authorization", "Basic ZGVtbzprZXlnYXRlLWRlbW8=")...); r.Status != 200 {
+		t.Errorf("the console as demo: %d", r.Status)
+	}
+
+	limit := func() string {
+		var who struct {
+			Rate *struct {
+				Limit string `json:"limit"`
+				Burst int    `json:"burst"`
+			} `json:"rate_limit"`
+			Quota string `json:"quota"`
+		}
+		r := g.call("GET", "/keygate/whoami", k.Key, nil, host...)
+		if err := json.Unmarshal(r.Body, &who); r.Status != 200 || err != nil || who.Rate == nil {
+			t.Fatalf("whoami: %d %s", r.Status, r.Body)
+		}
+		return fmt.Sprintf("%s burst %d quota %q", who.Rate.Limit, who.Rate.Burst, who.Quota)
+	}
+	if got := limit(); got != `60/m burst 10 quota "1000/d"` {
+		t.Fatalf("whoami before any change: %s", got)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"PATCH", "/id/gateway-keygate/rate", `"300/m"`},
+		{"DELETE", "/id/gateway-keygate/burst", ""},
+		{"PUT", "/id/gateway-keygate/burst", `50`},
+		{"DELETE", "/id/gateway-keygate/quota", ""},
+	} {
+		if status, body := g.configRequest(c.method, c.path, c.body); status != 200 {
+			t.Fatalf("%s %s %s: %d %s", c.method, c.path, c.body, status, body)
+		}
+	}
+	if got := limit(); got != `300/m burst 50 quota ""` {
+		t.Errorf("whoami after the admin API's changes: %s; want 300/m burst 50 and no quota", got)
+	}
+	if status, body := g.configRequest("PATCH", "/id/gateway-keygate/rate", `"10/x"`); status < 400 || !strings.Contains(body, `unit \"x\" is not one of s, m, h, d`) {
+		t.Errorf(`PATCH rate "10/x": %d %s; want it refused with the reason`, status, body)
+	}
+	if got := limit(); got != `300/m burst 50 quota ""` {
+		t.Errorf("whoami after a refused change: %s; want the running config's 300/m burst 50", got)
 	}
 }
