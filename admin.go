@@ -180,27 +180,36 @@ type adminError struct {
 
 func (e adminError) Error() string { return e.message }
 
+// classify returns err as an adminError: its code and status say what kind
+// of failure it is, for the admin API's answers and the CLI's exit statuses
+// alike.
+func classify(err error) adminError {
+	var ae adminError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	ae = adminError{http.StatusInternalServerError, "internal_error", err.Error()}
+	var inv *keys.InvalidError
+	var conf *keys.ConflictError
+	switch {
+	case errors.As(err, &inv):
+		ae.status, ae.code = http.StatusBadRequest, "invalid_input"
+	case errors.Is(err, store.ErrNotFound):
+		ae.status, ae.code = http.StatusNotFound, "not_found"
+	case errors.As(err, &conf):
+		ae.status, ae.code = http.StatusConflict, "conflict"
+	case errors.Is(err, store.ErrFileGone): // says itself what to do
+		ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"
+	case store.Unavailable(err):
+		ae = storeUnavailable(err)
+	}
+	return ae
+}
+
 // writeAdminError answers err as {"error":{"code","message"}} with the
 // status its kind calls for.
 func writeAdminError(w http.ResponseWriter, err error) error {
-	ae, ok := err.(adminError)
-	if !ok {
-		ae = adminError{http.StatusInternalServerError, "internal_error", err.Error()}
-		var inv *keys.InvalidError
-		var conf *keys.ConflictError
-		switch {
-		case errors.As(err, &inv):
-			ae.status, ae.code = http.StatusBadRequest, "invalid_input"
-		case errors.Is(err, store.ErrNotFound):
-			ae.status, ae.code = http.StatusNotFound, "not_found"
-		case errors.As(err, &conf):
-			ae.status, ae.code = http.StatusConflict, "conflict"
-		case errors.Is(err, store.ErrFileGone): // says itself what to do
-			ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"
-		case store.Unavailable(err):
-			ae = storeUnavailable(err)
-		}
-	}
+	ae := classify(err)
 	if ae.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -39,6 +39,10 @@ gateways within one second.
 
 A key is printed once, when it is issued or rotated; keygate keeps only its
 SHA-256 digest. Every subcommand takes --json for scripts.
+
+Exit statuses: 0 done, 1 other failure, 2 invalid input, 3 not found,
+4 conflict (e.g. the key is revoked), 5 store unavailable (try again).
+With --json an error is {"error":{"code","message"}} on stderr's last line.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			// Caddy's help ends with a link to its web docs, which do not
@@ -64,8 +68,11 @@ SHA-256 digest. Every subcommand takes --json for scripts.
 				// nothing (or print help and exit 0).
 				// Said as every other error of the CLI is, on one line.
 				fail := func(msg string) error {
+					if jsonWanted(c) {
+						os.Exit(failed(os.Stderr, c, "", badRequest("%s", msg)))
+					}
 					fmt.Fprintf(os.Stderr, "caddy keys: %s (see \"caddy keys --help\")\n", msg)
-					os.Exit(1)
+					os.Exit(exitStatuses["invalid_input"])
 					return nil
 				}
 				if msg := flagBeforeSubcommand(os.Args); msg != "" {
@@ -169,8 +176,7 @@ func loadEnvFile(path string) error {
 func usageErrors(sub *cobra.Command) {
 	fail := func(c *cobra.Command, err error) error {
 		// A flag's parse error quotes its value: a key pasted there is cut.
-		fmt.Fprintf(os.Stderr, "caddy keys %s: %s (usage: caddy keys %s)\n", c.Name(), verifier.Redact(err.Error()), c.Use)
-		os.Exit(1)
+		os.Exit(failed(os.Stderr, c, " (usage: caddy keys "+c.Use+")", badRequest("%v", err)))
 		return err
 	}
 	if args := sub.Args; args != nil {
@@ -226,10 +232,10 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 				if file == "" {
 					// --envfile="$FILE" with FILE unset: going on would use
 					// the default store, which no gateway may read.
-					return errors.New("--envfile is empty: name the file the gateway's environment is in")
+					return badRequest("--envfile is empty: name the file the gateway's environment is in")
 				}
 				if err := loadEnvFile(file); err != nil {
-					return err
+					return badRequest("%v", err)
 				}
 			}
 			given, _ := cmd.Flags().GetString("store")
@@ -238,7 +244,7 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 			}
 			uri, err := storeURI(given)
 			if err != nil {
-				return err
+				return badRequest("%v", err)
 			}
 			asJSON, _ := cmd.Flags().GetBool("json")
 			c := &cli{out: cmd.OutOrStdout(), warn: cmd.ErrOrStderr(), json: asJSON, flags: cmd.Flags(),
@@ -254,15 +260,19 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 			// otherwise look like a store without keys.
 			path, missing := missingSQLite(uri)
 			if missing && cmd.Name() != "issue" {
-				return fmt.Errorf("no keygate store at %s: a gateway creates it when it starts, `caddy keys issue` with the first key (check --store and $KEYGATE_STORE)", path)
+				return badRequest("no keygate store at %s: a gateway creates it when it starts, `caddy keys issue` with the first key (check --store and $KEYGATE_STORE)", path)
 			}
 			if missing {
 				// Said, so a mistyped path is noticed at the first key.
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: no keygate store at %s yet; creating it\n", path)
 			}
 			st, err := store.Open(ctx, uri)
+			if err != nil && !store.Unavailable(err) {
+				// Not a store, or one no retry mends: the --store given.
+				return badRequest("%v", err) // it names the store, its password redacted
+			}
 			if err != nil {
-				return err // it names the store, its password redacted
+				return err
 			}
 			defer st.Close()
 			c.keys = keys.New(st, keys.Options{})
@@ -270,15 +280,68 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 		}()
 		cancel()
 		if err != nil {
-			// One line, even for drivers whose errors span several
-			// (pgx indents its details on lines of their own).
-			// A key pasted where a value belongs (--store) is not repeated.
-			msg := verifier.Redact(strings.Join(strings.Fields(err.Error()), " "))
-			fmt.Fprintln(os.Stderr, "caddy keys "+cmd.Name()+": "+msg)
-			os.Exit(1)
+			os.Exit(failed(os.Stderr, cmd, "", err))
 		}
 		return nil
 	}
+}
+
+// Exit statuses of `caddy keys`, one per kind of failure, so a script can
+// tell a key that is not there from a store that did not answer without
+// reading the message. They follow the admin API's error codes.
+var exitStatuses = map[string]int{
+	"internal_error":    1, // anything else: a human should look
+	"invalid_input":     2, // the command line or a value in it, --store included
+	"not_found":         3, // no such key (or no active key of that owner)
+	"conflict":          4, // the key's state forbids it: rotating a revoked or already rotated key, changing a revoked one
+	"store_unavailable": 5, // the store did not answer: trying again later may work
+}
+
+// failed reports err for subcommand cmd on w as one line and returns the
+// exit status its kind calls for. With --json the line is the admin API's
+// error object, {"error":{"code","message"}}, so a script reads the kind
+// of failure as it does from the admin API; else it is "caddy keys
+// <sub>: <message><suffix>".
+func failed(w io.Writer, cmd *cobra.Command, suffix string, err error) int {
+	ae := classify(err)
+	// One line, even for drivers whose errors span several (pgx indents
+	// its details on lines of their own). A key pasted where a value
+	// belongs (--store) is not repeated.
+	msg := verifier.Redact(strings.Join(strings.Fields(err.Error()), " "))
+	if jsonWanted(cmd) {
+		var body struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		body.Error.Code, body.Error.Message = ae.code, msg
+		b, _ := json.Marshal(body)
+		fmt.Fprintf(w, "%s\n", b)
+	} else {
+		fmt.Fprintf(w, "caddy keys %s: %s%s\n", cmd.Name(), msg, suffix)
+	}
+	if n, ok := exitStatuses[ae.code]; ok {
+		return n
+	}
+	return 1
+}
+
+// jsonWanted reports whether --json was given, also when the command line
+// failed to parse before cobra read it.
+func jsonWanted(cmd *cobra.Command) bool {
+	if v, err := cmd.Flags().GetBool("json"); err == nil && v {
+		return true
+	}
+	for _, a := range os.Args[1:] {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
 }
 
 // cliActor names who ran the command in audit events: OS user and host.
@@ -432,7 +495,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
 			for _, f := range []string{"env", "prefix"} {
 				if c.flags.Changed(f) {
-					return fmt.Errorf("--%s: a key's env and prefix are part of its text (kg_test_…), so update cannot change them; "+
+					return badRequest("--%s: a key's env and prefix are part of its text (kg_test_…), so update cannot change them; "+
 						"issue a key with the %s you want (caddy keys issue --%s …) and revoke this one", f, f, f)
 				}
 			}
@@ -441,7 +504,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			en, _ := c.flags.GetBool("enable")
 			switch {
 			case dis && en:
-				return errors.New("--disable and --enable together")
+				return badRequest("--disable and --enable together")
 			case dis || en:
 				spec.Disabled = &dis
 			}
@@ -549,7 +612,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			}
 			limit, _ := c.flags.GetInt("limit")
 			if limit < 0 {
-				return fmt.Errorf("--limit %d: want how many of the newest events, or 0 for all", limit)
+				return badRequest("--limit %d: want how many of the newest events, or 0 for all", limit)
 			}
 			evs, err := c.keys.Events(ctx, id, limit)
 			if err != nil {
@@ -790,11 +853,11 @@ func readKeyLine(r io.Reader) (string, error) {
 		return "", fmt.Errorf("--key -: reading standard input: %v", err)
 	}
 	if len(line) > maxKeyLine && !strings.HasSuffix(line, "\n") {
-		return "", errors.New("--key -: the first line of standard input is too long to be a key")
+		return "", badRequest("--key -: the first line of standard input is too long to be a key")
 	}
 	key := strings.TrimSpace(line)
 	if key == "" {
-		return "", errors.New("--key -: no key on standard input")
+		return "", badRequest("--key -: no key on standard input")
 	}
 	return key, nil
 }

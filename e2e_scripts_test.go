@@ -1,0 +1,112 @@
+package keygate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The CLI and the admin API as the scripts of a platform team use them: a
+// CI job issuing keys, a nightly rotation, an offboarding revoke, a
+// dashboard reading lists. A script reads JSON and exit statuses, not
+// sentences.
+
+// scriptGateway starts a gateway whose route requires mail.send.
+func scriptGateway(t *testing.T) *gateway {
+	up := newUpstream(t)
+	return startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+}
+
+// exitStatus is the exit status of a finished command (0 when err is nil).
+func exitStatus(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("the command did not run: %v", err)
+	}
+	if ee != nil {
+		return ee.ExitCode()
+	}
+	return 0
+}
+
+func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
+	g := scriptGateway(t)
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	g.keys("rotate", k.ID, "--grace", "1h")
+	gone := g.issue("--name", "old", "--scope", "mail.send")
+	g.keys("revoke", gone.ID)
+	missing := "sqlite:" + filepath.Join(t.TempDir(), "typo.db")
+	// A free port: nothing answers there, the connection is refused at once.
+	down := fmt.Sprintf("postgres://u:pw@127.0.0.1:%d/db?connect_timeout=2", freePort(t))
+
+	for _, c := range []struct {
+		name   string
+		args   []string
+		status int
+		code   string
+		store  string // default: the gateway's
+	}{
+		{"an unknown id is not_found", []string{"show", "key_doesnotexist"}, 3, "not_found", ""},
+		{"an owner without active keys is not_found", []string{"revoke", "--owner", "nobody"}, 3, "not_found", ""},
+		{"a value the CLI refuses is invalid_input", []string{"update", k.ID, "--rate", "fast"}, 2, "invalid_input", ""},
+		{"a missing argument is invalid_input", []string{"show"}, 2, "invalid_input", ""},
+		{"an unknown flag is invalid_input", []string{"list", "--bogus"}, 2, "invalid_input", ""},
+		{"a mistyped subcommand is invalid_input", []string{"revok", k.ID}, 2, "invalid_input", ""},
+		{"rotating a key rotated already is a conflict", []string{"rotate", k.ID}, 4, "conflict", ""},
+		{"rotating a revoked key is a conflict", []string{"rotate", gone.ID}, 4, "conflict", ""},
+		{"a store that does not exist is invalid_input, never not_found", []string{"show", k.ID}, 2, "invalid_input", missing},
+		{"a store that does not answer is store_unavailable", []string{"show", k.ID}, 5, "store_unavailable", down},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, asJSON := range []bool{false, true} {
+				args := c.args
+				if asJSON {
+					args = append(append([]string{}, args...), "--json")
+				}
+				st := g.store
+				if c.store != "" {
+					st = c.store
+				}
+				var out, stderr bytes.Buffer
+				cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", st)...)
+				cmd.Env, cmd.Stdout, cmd.Stderr = g.environ(), &out, &stderr
+				err := cmd.Run()
+				if got := exitStatus(t, err); got != c.status {
+					t.Errorf("%v: exit status %d, want %d; stderr: %s", args, got, c.status, stderr.String())
+				}
+				if out.Len() > 0 {
+					t.Errorf("%v: a failure printed on stdout: %q", args, out.String())
+				}
+				lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+				last := lines[len(lines)-1]
+				if !asJSON {
+					if strings.HasPrefix(last, "{") || !strings.HasPrefix(last, "caddy keys") {
+						t.Errorf("%v: without --json the error is one line for people: %q", args, last)
+					}
+					continue
+				}
+				var e struct {
+					Error struct{ Code, Message string }
+				}
+				if err := json.Unmarshal([]byte(last), &e); err != nil || e.Error.Code != c.code || e.Error.Message == "" {
+					t.Errorf("%v: stderr's last line is not {\"error\":{\"code\":%q,…}}: %q (%v)", args, c.code, last, err)
+				}
+				if strings.Contains(last, "pw@") {
+					t.Errorf("%v: the error repeats the store's password: %s", args, last)
+				}
+			}
+		})
+	}
+}
