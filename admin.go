@@ -399,13 +399,23 @@ func (c *adminCall) revoke() error {
 		return writeJSON(c.w, http.StatusOK, recs)
 	}
 	if before != nil {
-		return writeJSON(c.w, http.StatusOK, struct {
-			*store.Record
-			Warning string `json:"warning"`
-		}{recs[0], fmt.Sprintf("key %s was already revoked on %s; nothing changed", before.ID,
-			before.RevokedAt.UTC().Format(time.RFC3339))})
+		return writeJSON(c.w, http.StatusOK, revokedBefore(recs[0]))
 	}
 	return writeJSON(c.w, http.StatusOK, recs[0])
+}
+
+// alreadyRevoked is the answer to revoking a key that was revoked before,
+// by the admin API and `caddy keys revoke --json` alike: its record as it
+// was (the first time and reason kept) and a warning saying that nothing
+// changed, so a script retrying a revoke tells "already done" from "done".
+type alreadyRevoked struct {
+	*store.Record
+	Warning string `json:"warning"`
+}
+
+func revokedBefore(rec *store.Record) alreadyRevoked {
+	return alreadyRevoked{rec, fmt.Sprintf("key %s was already revoked on %s; nothing changed", rec.ID,
+		rec.RevokedAt.UTC().Format(time.RFC3339))}
 }
 
 func (c *adminCall) usage() error {

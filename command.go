@@ -802,6 +802,9 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	if rv.Owner == "" && already && c.json {
+		return c.printJSON(revokedBefore(recs[0])) // as the admin API answers it
+	}
 	if rv.Owner == "" {
 		return c.printRecord(recs[0])
 	}

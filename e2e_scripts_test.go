@@ -110,3 +110,55 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 		})
 	}
 }
+
+func TestARepeatedRevokeSaysItWasDoneAlready(t *testing.T) {
+	g := scriptGateway(t)
+	type answer struct {
+		ID           string  `json:"id"`
+		RevokedAt    *string `json:"revoked_at"`
+		RevokeReason string  `json:"revoke_reason"`
+		Warning      *string `json:"warning"`
+	}
+	cli := func(id, reason string) answer {
+		t.Helper()
+		var a answer
+		out := g.keys("revoke", id, "--reason", reason, "--json")
+		if err := json.Unmarshal([]byte(out), &a); err != nil {
+			t.Fatalf("revoke --json: %v: %s", err, out)
+		}
+		return a
+	}
+	api := func(id, reason string) answer {
+		t.Helper()
+		r := g.admin("POST", "/keygate/keys/"+id+"/revoke", map[string]string{"reason": reason})
+		var a answer
+		if err := json.Unmarshal(r.Body, &a); r.Status != 200 || err != nil {
+			t.Fatalf("POST revoke: %d %s", r.Status, r.Body)
+		}
+		return a
+	}
+	for _, first := range []struct {
+		name   string
+		revoke func(id, reason string) answer
+	}{{"CLI", cli}, {"admin API", api}} {
+		for _, again := range []struct {
+			name   string
+			revoke func(id, reason string) answer
+		}{{"CLI", cli}, {"admin API", api}} {
+			t.Run(first.name+" then "+again.name, func(t *testing.T) {
+				k := g.issue("--name", "offboarded", "--scope", "mail.send")
+				done := first.revoke(k.ID, "left the company")
+				if done.Warning != nil || done.RevokedAt == nil {
+					t.Fatalf("first revoke: %+v", done)
+				}
+				repeat := again.revoke(k.ID, "retried")
+				if repeat.Warning == nil || !strings.Contains(*repeat.Warning, "already revoked") {
+					t.Errorf("a repeated revoke does not say it changed nothing: %+v", repeat)
+				}
+				if repeat.RevokeReason != "left the company" || *repeat.RevokedAt != *done.RevokedAt {
+					t.Errorf("a repeated revoke changed the first one's time or reason: %+v, then %+v", done, repeat)
+				}
+			})
+		}
+	}
+}
