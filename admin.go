@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,23 +87,44 @@ type adminCall struct {
 }
 
 // adminRoutes is the admin API: method, path under /keygate/ ("{id}" is one
-// segment), and what serves it.
+// segment), the query parameters it reads besides store, and what serves
+// it.
 var adminRoutes = []struct {
 	method, path string
+	params       []string
 	serve        func(c *adminCall) error
 }{
-	{http.MethodPost, "keys", (*adminCall).issue},
-	{http.MethodGet, "keys", (*adminCall).list},
-	{http.MethodGet, "keys/{id}", (*adminCall).show},
-	{http.MethodPatch, "keys/{id}", (*adminCall).update},
-	{http.MethodPost, "keys/{id}/rotate", (*adminCall).rotate},
-	{http.MethodPost, "keys/{id}/revoke", (*adminCall).revoke},
-	{http.MethodGet, "keys/{id}/usage", (*adminCall).usage},
-	{http.MethodGet, "keys/{id}/events", (*adminCall).events},
-	{http.MethodPost, "revoke", (*adminCall).revoke},
-	{http.MethodGet, "events", (*adminCall).events},
-	{http.MethodGet, "audit", (*adminCall).audit},
-	{http.MethodGet, "scopes", (*adminCall).scopes},
+	{http.MethodPost, "keys", nil, (*adminCall).issue},
+	{http.MethodGet, "keys", []string{"owner", "all", "env", "status"}, (*adminCall).list},
+	{http.MethodGet, "keys/{id}", nil, (*adminCall).show},
+	{http.MethodPatch, "keys/{id}", nil, (*adminCall).update},
+	{http.MethodPost, "keys/{id}/rotate", nil, (*adminCall).rotate},
+	{http.MethodPost, "keys/{id}/revoke", nil, (*adminCall).revoke},
+	{http.MethodGet, "keys/{id}/usage", []string{"since"}, (*adminCall).usage},
+	{http.MethodGet, "keys/{id}/events", []string{"limit"}, (*adminCall).events},
+	{http.MethodPost, "revoke", nil, (*adminCall).revoke},
+	{http.MethodGet, "events", []string{"key", "limit"}, (*adminCall).events},
+	{http.MethodGet, "audit", []string{"unused", "expiring"}, (*adminCall).audit},
+	{http.MethodGet, "scopes", nil, (*adminCall).scopes},
+}
+
+// unknownParam returns the first query parameter of q that is neither
+// store nor one of params, or "". A parameter a route does not read is
+// refused, not ignored: ?status=revoked answered with every key, or
+// ?id=… answered with every key's events, would have a script act on
+// keys it never asked for.
+func unknownParam(q url.Values, params []string) string {
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the same one named every time
+	for _, name := range names {
+		if name != "store" && !slices.Contains(params, name) {
+			return name
+		}
+	}
+	return ""
 }
 
 func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
@@ -115,6 +138,14 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 		if route.method != r.Method {
 			allow = append(allow, route.method)
 			continue
+		}
+		if p := unknownParam(r.URL.Query(), route.params); p != "" {
+			want := "it takes only ?store="
+			if len(route.params) > 0 {
+				want = "it takes " + strings.Join(route.params, ", ") + " (and store)"
+			}
+			return writeAdminError(w, badRequest("query parameter %q: %s %s does not read it; %s",
+				p, r.Method, verifier.Redact(r.URL.Path), want))
 		}
 		ks, closeStore, err := a.resolveStore(r)
 		if err != nil {
@@ -313,7 +344,7 @@ func (c *adminCall) list() error {
 			return badRequest("all=%q: want true or false", v)
 		}
 	}
-	recs, err := c.keys.List(c.r.Context(), q.Get("owner"), all)
+	recs, err := c.keys.Select(c.r.Context(), keys.Selection{Owner: q.Get("owner"), All: all, Env: q.Get("env"), Status: q.Get("status")})
 	if err != nil {
 		return err
 	}

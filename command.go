@@ -456,13 +456,16 @@ func keysCommands() []*cobra.Command {
 	issue.Flags().String("prefix", "", "Key prefix (default: the prefix the routes on this store accept, else kg)")
 
 	list := &cobra.Command{
-		Use:   "list [--owner O] [--all]",
+		Use:   "list [--owner O] [--all] [--env live|test] [--status S]",
 		Short: "List keys (never the keys themselves)",
 		Args:  cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
-			owner, _ := c.flags.GetString("owner")
-			all, _ := c.flags.GetBool("all")
-			recs, err := c.keys.List(ctx, owner, all)
+			var sel keys.Selection
+			sel.Owner, _ = c.flags.GetString("owner")
+			sel.All, _ = c.flags.GetBool("all")
+			sel.Env, _ = c.flags.GetString("env")
+			sel.Status, _ = c.flags.GetString("status")
+			recs, err := c.keys.Select(ctx, sel)
 			if err != nil {
 				return err
 			}
@@ -471,6 +474,8 @@ func keysCommands() []*cobra.Command {
 	}
 	list.Flags().String("owner", "", "Only keys of this owner")
 	list.Flags().Bool("all", false, "Include revoked and expired keys")
+	list.Flags().String("env", "", "Only keys of this env: live or test")
+	list.Flags().String("status", "", "Only keys in this state, revoked and expired ones too: active (expiring included), expiring, disabled, expired or revoked")
 
 	show := &cobra.Command{
 		Use:   "show ID",

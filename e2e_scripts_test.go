@@ -162,3 +162,74 @@ func TestARepeatedRevokeSaysItWasDoneAlready(t *testing.T) {
 		}
 	}
 }
+
+func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
+	g := scriptGateway(t)
+	live := g.issue("--name", "crm", "--scope", "mail.send", "--owner", "sales")
+	test := g.issue("--name", "crm-staging", "--scope", "mail.send", "--owner", "sales", "--env", "test")
+	gone := g.issue("--name", "old", "--scope", "mail.send", "--owner", "ops")
+	g.keys("revoke", gone.ID)
+	off := g.issue("--name", "paused", "--scope", "mail.send", "--owner", "ops")
+	g.keys("update", off.ID, "--disable")
+
+	idsOf := func(t *testing.T, body []byte) string {
+		t.Helper()
+		var recs []struct{ ID string }
+		if err := json.Unmarshal(body, &recs); err != nil {
+			t.Fatalf("not an array of records: %v: %s", err, body)
+		}
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.ID)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		name  string
+		query string
+		args  []string
+		want  []string
+	}{
+		{"revoked keys only", "status=revoked", []string{"--status", "revoked"}, []string{gone.ID}},
+		{"disabled keys of an owner", "owner=ops&status=disabled", []string{"--owner", "ops", "--status", "disabled"}, []string{off.ID}},
+		{"test keys", "env=test", []string{"--env", "test"}, []string{test.ID}},
+		{"active live keys, oldest first", "env=live&status=active", []string{"--env", "live", "--status", "active"}, []string{live.ID}},
+		{"everything, oldest first", "all=true", []string{"--all"}, []string{live.ID, test.ID, gone.ID, off.ID}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := strings.Join(c.want, " ")
+			r := g.admin("GET", "/keygate/keys?"+c.query, nil)
+			if got := idsOf(t, r.Body); r.Status != 200 || got != want {
+				t.Errorf("GET /keygate/keys?%s: %d %q, want %q", c.query, r.Status, got, want)
+			}
+			out := g.keys(append([]string{"list", "--json"}, c.args...)...)
+			if got := idsOf(t, []byte(out)); got != want {
+				t.Errorf("caddy keys list %v: %q, want %q", c.args, got, want)
+			}
+		})
+	}
+
+	t.Run("a filter that is not one is refused, never answered with every key", func(t *testing.T) {
+		for _, path := range []string{
+			"/keygate/keys?status=Revoked",
+			"/keygate/keys?env=prod",
+			"/keygate/keys?state=revoked",
+			"/keygate/keys?limit=5",
+			"/keygate/events?id=" + live.ID,
+			"/keygate/keys/" + live.ID + "?fields=id",
+			"/keygate/keys/" + live.ID + "/events?key=" + gone.ID,
+		} {
+			r := g.admin("GET", path, nil)
+			if r.Status != 400 || r.code() != "invalid_input" {
+				t.Errorf("GET %s: %d %s, want 400 invalid_input", path, r.Status, r.Body)
+			}
+		}
+		if r := g.admin("GET", "/keygate/keys?owner=sales&store="+g.store, nil); r.Status != 200 {
+			t.Errorf("?store= is read by every route: %d %s", r.Status, r.Body)
+		}
+		_, stderr, err := g.keysRaw("list", "--status", "gone", "--json")
+		if exitStatus(t, err) != 2 || !strings.Contains(stderr, "invalid_input") {
+			t.Errorf("caddy keys list --status gone: %v %s", err, stderr)
+		}
+	})
+}

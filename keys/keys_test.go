@@ -569,6 +569,57 @@ func TestFindSearchesFiltersSortsAndPages(t *testing.T) {
 	}
 }
 
+func TestSelectFiltersAWholeListOldestFirst(t *testing.T) {
+	f := newFixture(t)
+	mk := func(name, owner, env string, mod func(*store.Record)) string {
+		res := f.issue(t, Spec{Name: str(name), Owner: str(owner), Env: str(env), Scopes: list("mail.send")})
+		if mod != nil {
+			if _, err := f.st.UpdateKey(ctx, res.ID, nil, func(r *store.Record) error { mod(r); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.t = f.t.Add(time.Minute)
+		return res.ID
+	}
+	crm := mk("crm-sync", "sales", "live", nil)
+	staging := mk("staging", "web", "test", nil)
+	off := mk("paused", "web", "live", func(r *store.Record) { r.Disabled = true })
+	soon := mk("temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
+	gone := mk("old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
+	ended := mk("ended", "web", "test", func(r *store.Record) { at := f.t; r.ExpiresAt = &at })
+	f.t = f.t.Add(time.Minute)
+	for _, tc := range []struct {
+		name string
+		sel  Selection
+		want []string
+	}{
+		{"every key not revoked or expired", Selection{}, []string{crm, staging, off, soon}},
+		{"all", Selection{All: true}, []string{crm, staging, off, soon, gone, ended}},
+		{"env", Selection{Env: "test", All: true}, []string{staging, ended}},
+		{"active includes expiring", Selection{Status: StatusActive}, []string{crm, staging, soon}},
+		{"revoked, without all", Selection{Status: StatusRevoked}, []string{gone}},
+		{"expired", Selection{Status: StatusExpired}, []string{ended}},
+		{"disabled", Selection{Status: StatusDisabled}, []string{off}},
+		{"owner and status", Selection{Owner: "web", Status: StatusDisabled}, []string{off}},
+		{"owner, env and all", Selection{Owner: "web", Env: "test", All: true}, []string{staging, ended}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := f.Select(ctx, tc.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(recs); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	for _, sel := range []Selection{{Status: "sleeping"}, {Status: "Revoked"}, {Env: "prod"}} {
+		if recs, err := f.Select(ctx, sel); !isInvalid(err) {
+			t.Errorf("Select(%+v): %d keys, %v; want an InvalidError, never every key", sel, len(recs), err)
+		}
+	}
+}
+
 func ids(recs []*store.Record) []string {
 	out := []string{}
 	for _, r := range recs {

@@ -18,17 +18,77 @@ func (s *Service) Show(ctx context.Context, id string) (*store.Record, error) {
 // List returns the keys of owner (every owner when empty), oldest first;
 // all includes revoked and expired keys.
 func (s *Service) List(ctx context.Context, owner string, all bool) ([]*store.Record, error) {
+	return s.Select(ctx, Selection{Owner: owner, All: all})
+}
+
+// Selection picks the keys of a whole list, as scripts read it (the CLI's
+// list, the admin API's GET /keygate/keys). Every field is optional.
+type Selection struct {
+	// Owner selects one owner's keys (on a view limited to one owner,
+	// another owner's selects none).
+	Owner string
+	// All includes revoked and expired keys.
+	All bool
+	// Env is "live", "test" or "" for both.
+	Env string
+	// Status is one of the Status… values (active includes expiring),
+	// which selects keys in that state whatever All says, or "".
+	Status string
+}
+
+// Select returns the keys sel picks, oldest first (by creation, then id:
+// an order that stays put between calls). A status or env that is not one
+// of theirs is refused rather than ignored: a script asking for revoked
+// keys must never be handed every key.
+func (s *Service) Select(ctx context.Context, sel Selection) ([]*store.Record, error) {
+	t := s.now()
+	f := store.ListFilter{Owner: sel.Owner, All: sel.All, Env: sel.Env, Now: t}
+	if err := selectStatus(&f, sel.Status, t); err != nil {
+		return nil, err
+	}
+	if err := checkEnv(sel.Env); err != nil {
+		return nil, err
+	}
 	if s.owner != nil {
-		if owner != "" && owner != *s.owner {
+		if sel.Owner != "" && sel.Owner != *s.owner {
 			return []*store.Record{}, nil
 		}
-		owner = *s.owner
+		f.Owner = *s.owner
 	}
-	recs, err := s.st.ListKeys(ctx, store.ListFilter{Owner: owner, All: all, Now: s.now()})
+	recs, err := s.st.ListKeys(ctx, f)
 	if recs == nil {
 		recs = []*store.Record{}
 	}
 	return recs, err
+}
+
+// selectStatus sets f to select the keys in status at t (one of the
+// Status… values, or "" to leave f as it is).
+func selectStatus(f *store.ListFilter, status string, t time.Time) error {
+	switch status {
+	case "":
+	case StatusActive:
+		f.State = store.StateUsable
+	case StatusExpiring:
+		f.State, f.ExpiringBefore = store.StateExpiring, t.Add(ExpiringWithin)
+	case StatusDisabled:
+		f.State = store.StateDisabled
+	case StatusExpired:
+		f.State = store.StateExpired
+	case StatusRevoked:
+		f.State = store.StateRevoked
+	default:
+		return invalid("status", status, "want active, expiring, disabled, expired or revoked")
+	}
+	return nil
+}
+
+func checkEnv(env string) error {
+	switch env {
+	case "", "live", "test":
+		return nil
+	}
+	return invalid("env", env, "want live or test")
 }
 
 // Statuses a key can be in, as lists show them.
@@ -94,25 +154,11 @@ func (s *Service) Find(ctx context.Context, q Query) (*Page, error) {
 	if s.owner != nil {
 		f.Owner = *s.owner
 	}
-	switch q.Status {
-	case "":
-	case StatusActive:
-		f.State = store.StateUsable
-	case StatusExpiring:
-		f.State, f.ExpiringBefore = store.StateExpiring, t.Add(ExpiringWithin)
-	case StatusDisabled:
-		f.State = store.StateDisabled
-	case StatusExpired:
-		f.State = store.StateExpired
-	case StatusRevoked:
-		f.State = store.StateRevoked
-	default:
-		return nil, invalid("status", q.Status, "want active, expiring, disabled, expired or revoked")
+	if err := selectStatus(&f, q.Status, t); err != nil {
+		return nil, err
 	}
-	switch q.Env {
-	case "", "live", "test":
-	default:
-		return nil, invalid("env", q.Env, "want live or test")
+	if err := checkEnv(q.Env); err != nil {
+		return nil, err
 	}
 	var ok bool
 	if f.Order, ok = sortOrders[q.Sort]; !ok {
