@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The CLI and the admin API as the scripts of a platform team use them: a
@@ -232,4 +236,117 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 			t.Errorf("caddy keys list --status gone: %v %s", err, stderr)
 		}
 	})
+}
+
+// documentedFields reads the table of a record's fields in
+// docs/admin-api.md: field → type, and whether it is always present.
+func documentedFields(t *testing.T) map[string]struct {
+	typ    string
+	always bool
+} {
+	t.Helper()
+	doc, err := os.ReadFile("docs/admin-api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]struct {
+		typ    string
+		always bool
+	}{}
+	row := regexp.MustCompile("^\\| `([a-z_]+)` \\| ([a-z ]+) \\| ([^|]*) \\|$")
+	for _, line := range strings.Split(string(doc), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			fields[m[1]] = struct {
+				typ    string
+				always bool
+			}{m[2], strings.HasPrefix(m[3], "always")}
+		}
+	}
+	if len(fields) < 20 {
+		t.Fatalf("docs/admin-api.md documents %d record fields; its table was not found", len(fields))
+	}
+	return fields
+}
+
+func TestRecordsHaveTheFieldsTheDocsListTheSameInTheCLIAndTheAdminAPI(t *testing.T) {
+	g := scriptGateway(t)
+	doc := documentedFields(t)
+	k := g.issue("--name", "crm", "--owner", "sales", "--scope", "mail.send", "--rate", "100/m", "--burst", "20",
+		"--allow-ip", "127.0.0.1", "--sender-domain", "example.com", "--quota", "1000/d", "--max-recipients", "50",
+		"--allow-on-behalf-of", "--expires", "90d")
+	if r := g.call("POST", "/v3/mail/send", k.Key, []byte(`{}`)); r.Status != 202 {
+		t.Fatalf("the key does not work: %d %s", r.Status, r.Body)
+	}
+	if eventually(t, 5*time.Second, func() bool {
+		g.admin("GET", "/keygate/keys/"+k.ID+"/usage", nil) // writes the counts held in memory
+		return strings.Contains(g.keys("show", k.ID, "--json"), "last_used_at")
+	}) < 0 {
+		t.Fatal("last_used_at never written")
+	}
+	var next issuedKey
+	json.Unmarshal([]byte(g.keys("rotate", k.ID, "--json")), &next)
+	g.keys("revoke", k.ID, "--reason", "rotated")
+	plain := g.issue("--name", "plain", "--scope", "mail.send")
+
+	seen := map[string]bool{}
+	for _, id := range []string{k.ID, next.ID, plain.ID} {
+		api := g.admin("GET", "/keygate/keys/"+id, nil)
+		cli := g.keys("show", id, "--json")
+		var a, c map[string]any
+		if err := json.Unmarshal(api.Body, &a); api.Status != 200 || err != nil {
+			t.Fatalf("GET /keygate/keys/%s: %d %s", id, api.Status, api.Body)
+		}
+		if err := json.Unmarshal([]byte(cli), &c); err != nil {
+			t.Fatalf("caddy keys show %s --json: %v: %s", id, err, cli)
+		}
+		if !reflect.DeepEqual(a, c) {
+			t.Errorf("%s: the admin API and the CLI write the record differently:\nAPI: %s\nCLI: %s", id, api.Body, cli)
+		}
+		for name, v := range a {
+			seen[name] = true
+			d, ok := doc[name]
+			if !ok {
+				t.Errorf("%s: field %q is not in docs/admin-api.md's table", id, name)
+				continue
+			}
+			if got := jsonType(v); got != d.typ {
+				t.Errorf("%s: field %q is a %s (%v); docs/admin-api.md says %s", id, name, got, v, d.typ)
+			}
+		}
+		for name, d := range doc {
+			if _, ok := a[name]; d.always && !ok {
+				t.Errorf("%s: field %q, always present by docs/admin-api.md, is missing: %s", id, name, api.Body)
+			}
+		}
+	}
+	for name := range doc {
+		if !seen[name] {
+			t.Errorf("docs/admin-api.md documents field %q, which no record had", name)
+		}
+	}
+}
+
+// jsonType names v's JSON type as docs/admin-api.md's table does.
+func jsonType(v any) string {
+	switch v := v.(type) {
+	case string:
+		if _, err := time.Parse(time.RFC3339Nano, v); err == nil && strings.HasSuffix(v, "Z") {
+			return "time"
+		}
+		return "string"
+	case float64:
+		return "number"
+	case bool:
+		return "boolean"
+	case []any:
+		for _, e := range v {
+			if _, ok := e.(string); !ok {
+				return "array"
+			}
+		}
+		return "array of strings"
+	case nil:
+		return "null"
+	}
+	return "object"
 }
