@@ -406,12 +406,22 @@ func TestLinearizableRevocationSQLiteAcrossReload(t *testing.T) {
 }
 
 func TestLinearizableRevocationCluster(t *testing.T) {
+	linCluster(t, nil)
+}
+
+// linCluster runs linRun on two nodes sharing a new PostgreSQL, with
+// outage (given the server) as its outage, if any.
+func linCluster(t *testing.T, outage func(pg *testservers.Postgres) [2]time.Time) {
 	needBinary(t)
 	pg := testservers.StartPostgres(t)
 	up := newCountingUpstream(t)
 	cfg := gatewayConfig{caddyfile: linCaddyfile, upstream: up.URL, store: pg.URI}
 	nodes := []*gateway{startGateway(t, cfg), startGateway(t, cfg)}
-	linRun(t, nodes, up, linPlan(2), time.Second, nil)
+	var during func() [2]time.Time
+	if outage != nil {
+		during = func() [2]time.Time { return outage(pg) }
+	}
+	linRun(t, nodes, up, linPlan(2), time.Second, during)
 }
 
 // TestLinearizableRevocationWhileSQLiteIsLocked: half the changes are made
@@ -451,12 +461,7 @@ func TestLinearizableRevocationWhileSQLiteIsLocked(t *testing.T) {
 // TestLinearizableRevocationAfterPostgresRestarts: half the changes are made
 // just after PostgreSQL was stopped for 2 s and started again.
 func TestLinearizableRevocationAfterPostgresRestarts(t *testing.T) {
-	needBinary(t)
-	pg := testservers.StartPostgres(t)
-	up := newCountingUpstream(t)
-	cfg := gatewayConfig{caddyfile: linCaddyfile, upstream: up.URL, store: pg.URI}
-	nodes := []*gateway{startGateway(t, cfg), startGateway(t, cfg)}
-	linRun(t, nodes, up, linPlan(2), time.Second, func() [2]time.Time {
+	linCluster(t, func(pg *testservers.Postgres) [2]time.Time {
 		began := time.Now()
 		pg.Stop()
 		time.Sleep(2 * time.Second)
@@ -468,12 +473,7 @@ func TestLinearizableRevocationAfterPostgresRestarts(t *testing.T) {
 // TestLinearizableRevocationAfterPostgresPauses: the same after PostgreSQL
 // stopped answering (SIGSTOP) for 3 s.
 func TestLinearizableRevocationAfterPostgresPauses(t *testing.T) {
-	needBinary(t)
-	pg := testservers.StartPostgres(t)
-	up := newCountingUpstream(t)
-	cfg := gatewayConfig{caddyfile: linCaddyfile, upstream: up.URL, store: pg.URI}
-	nodes := []*gateway{startGateway(t, cfg), startGateway(t, cfg)}
-	linRun(t, nodes, up, linPlan(2), time.Second, func() [2]time.Time {
+	linCluster(t, func(pg *testservers.Postgres) [2]time.Time {
 		began := time.Now()
 		pg.Pause()
 		time.Sleep(3 * time.Second)
