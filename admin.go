@@ -95,7 +95,7 @@ var adminRoutes = []struct {
 	serve        func(c *adminCall) error
 }{
 	{http.MethodPost, "keys", nil, (*adminCall).issue},
-	{http.MethodGet, "keys", []string{"owner", "all", "env", "status"}, (*adminCall).list},
+	{http.MethodGet, "keys", []string{"owner", "all", "env", "status", "limit", "after"}, (*adminCall).list},
 	{http.MethodGet, "keys/{id}", nil, (*adminCall).show},
 	{http.MethodPatch, "keys/{id}", nil, (*adminCall).update},
 	{http.MethodPost, "keys/{id}/rotate", nil, (*adminCall).rotate},
@@ -344,9 +344,24 @@ func (c *adminCall) list() error {
 			return badRequest("all=%q: want true or false", v)
 		}
 	}
-	recs, err := c.keys.Select(c.r.Context(), keys.Selection{Owner: q.Get("owner"), All: all, Env: q.Get("env"), Status: q.Get("status")})
+	sel := keys.Selection{Owner: q.Get("owner"), All: all, Env: q.Get("env"), Status: q.Get("status"), After: q.Get("after")}
+	if v := q.Get("limit"); v != "" {
+		var err error
+		if sel.Limit, err = strconv.Atoi(v); err != nil || sel.Limit < 0 {
+			return badRequest("limit %q: want how many keys a page holds, or 0 for every key", v)
+		}
+	}
+	recs, err := c.keys.Select(c.r.Context(), sel)
 	if err != nil {
 		return err
+	}
+	// A full page may have a next one: say where it starts, so a client
+	// need not build the address (RFC 8288). The answer stays an array.
+	if sel.Limit > 0 && len(recs) == sel.Limit {
+		next := *c.r.URL
+		q.Set("after", recs[len(recs)-1].ID)
+		next.RawQuery = q.Encode()
+		c.w.Header().Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
 	}
 	return writeJSON(c.w, http.StatusOK, recs)
 }

@@ -177,6 +177,8 @@ func TestAnAdminErrorNeverRepeatsAKey(t *testing.T) {
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "/keygate/events?limit=" + key, ""},
 		{"GET", "/keygate/keys?all=" + key, ""},
+		{"GET", "/keygate/keys?after=" + key, ""},
+		{"GET", "/keygate/keys?limit=" + key, ""},
 		{"GET", "/keygate/keys/" + rec.ID + "/usage?since=" + key, ""},
 		{"POST", "/keygate/keys", `{"name":"crm","scopes":["mail.send"],"` + key + `":1}`},
 	} {
@@ -227,6 +229,7 @@ func FuzzAdminRequests(f *testing.F) {
 		{6, "limit=-1", ""},
 		{7, "unused=0&expiring=-", ""},
 		{8, "all=maybe&owner=%ff", ""},
+		{8, "limit=2&after=key_x", ""},
 	} {
 		f.Add(c.route, c.query, c.body)
 	}

@@ -456,26 +456,40 @@ func keysCommands() []*cobra.Command {
 	issue.Flags().String("prefix", "", "Key prefix (default: the prefix the routes on this store accept, else kg)")
 
 	list := &cobra.Command{
-		Use:   "list [--owner O] [--all] [--env live|test] [--status S]",
+		Use:   "list [--owner O] [--all] [--env live|test] [--status S] [--limit N [--after ID]]",
 		Short: "List keys (never the keys themselves)",
-		Args:  cobra.NoArgs,
+		Long: `Lists keys, oldest first. --limit N prints one page of at most N keys; the
+next page is --after the last id printed, until a page is short or empty.`,
+		Args: cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
 			var sel keys.Selection
 			sel.Owner, _ = c.flags.GetString("owner")
 			sel.All, _ = c.flags.GetBool("all")
 			sel.Env, _ = c.flags.GetString("env")
 			sel.Status, _ = c.flags.GetString("status")
+			sel.Limit, _ = c.flags.GetInt("limit")
+			sel.After, _ = c.flags.GetString("after")
 			recs, err := c.keys.Select(ctx, sel)
 			if err != nil {
 				return err
 			}
-			return c.output(recs, func() error { return c.printTable(recs) })
+			return c.output(recs, func() error {
+				if err := c.printTable(recs); err != nil {
+					return err
+				}
+				if sel.Limit > 0 && len(recs) == sel.Limit {
+					fmt.Fprintf(c.warn, "More keys may follow: add --after %s for the next page.\n", recs[len(recs)-1].ID)
+				}
+				return nil
+			})
 		}),
 	}
 	list.Flags().String("owner", "", "Only keys of this owner")
 	list.Flags().Bool("all", false, "Include revoked and expired keys")
 	list.Flags().String("env", "", "Only keys of this env: live or test")
 	list.Flags().String("status", "", "Only keys in this state, revoked and expired ones too: active (expiring included), expiring, disabled, expired or revoked")
+	list.Flags().Int("limit", 0, "Print at most N keys, one page (0: every key)")
+	list.Flags().String("after", "", "Start after the key with this id: the last id of the page before")
 
 	show := &cobra.Command{
 		Use:   "show ID",

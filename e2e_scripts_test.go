@@ -199,6 +199,9 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 		{"test keys", "env=test", []string{"--env", "test"}, []string{test.ID}},
 		{"active live keys, oldest first", "env=live&status=active", []string{"--env", "live", "--status", "active"}, []string{live.ID}},
 		{"everything, oldest first", "all=true", []string{"--all"}, []string{live.ID, test.ID, gone.ID, off.ID}},
+		{"a page", "all=true&limit=2", []string{"--all", "--limit", "2"}, []string{live.ID, test.ID}},
+		{"the page after a key", "all=true&limit=2&after=" + test.ID, []string{"--all", "--limit", "2", "--after", test.ID}, []string{gone.ID, off.ID}},
+		{"a page of a filter, after a key it leaves out", "owner=ops&after=" + gone.ID, []string{"--owner", "ops", "--after", gone.ID}, []string{off.ID}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			want := strings.Join(c.want, " ")
@@ -218,7 +221,10 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 			"/keygate/keys?status=Revoked",
 			"/keygate/keys?env=prod",
 			"/keygate/keys?state=revoked",
-			"/keygate/keys?limit=5",
+			"/keygate/keys?limit=five",
+			"/keygate/keys?limit=-1",
+			"/keygate/keys?after=key_nosuchkey",
+			"/keygate/keys?page=2",
 			"/keygate/events?id=" + live.ID,
 			"/keygate/keys/" + live.ID + "?fields=id",
 			"/keygate/keys/" + live.ID + "/events?key=" + gone.ID,
@@ -234,6 +240,40 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 		_, stderr, err := g.keysRaw("list", "--status", "gone", "--json")
 		if exitStatus(t, err) != 2 || !strings.Contains(stderr, "invalid_input") {
 			t.Errorf("caddy keys list --status gone: %v %s", err, stderr)
+		}
+		_, stderr, err = g.keysRaw("list", "--after", "key_nosuchkey", "--json")
+		if exitStatus(t, err) != 2 || !strings.Contains(stderr, "invalid_input") {
+			t.Errorf("caddy keys list --after key_nosuchkey: %v %s", err, stderr)
+		}
+	})
+
+	t.Run("a full page links to the next; the pages hold every key once", func(t *testing.T) {
+		var walked []string
+		path := "/keygate/keys?all=true&limit=1"
+		for range 10 {
+			r := g.admin("GET", path, nil)
+			if r.Status != 200 {
+				t.Fatalf("GET %s: %d %s", path, r.Status, r.Body)
+			}
+			if got := idsOf(t, r.Body); got != "" {
+				walked = append(walked, got)
+			}
+			link := r.Header.Get("Link")
+			if link == "" {
+				break
+			}
+			m := regexp.MustCompile(`^<(/keygate/keys\?[^>]+)>; rel="next"$`).FindStringSubmatch(link)
+			if m == nil {
+				t.Fatalf("GET %s: Link %q, want <…>; rel=\"next\"", path, link)
+			}
+			path = m[1]
+		}
+		if got, want := strings.Join(walked, " "), strings.Join([]string{live.ID, test.ID, gone.ID, off.ID}, " "); got != want {
+			t.Errorf("walking the Link headers: %q, want %q", got, want)
+		}
+		out, stderr, err := g.keysRaw("list", "--all", "--limit", "3")
+		if err != nil || strings.Count(out, "\n") != 4 || !strings.Contains(stderr, "--after "+gone.ID) {
+			t.Errorf("caddy keys list --limit 3 (a full page): %v\n%s\n%s; want 3 keys and the next page's --after on stderr", err, out, stderr)
 		}
 	})
 }

@@ -602,6 +602,10 @@ func TestSelectFiltersAWholeListOldestFirst(t *testing.T) {
 		{"disabled", Selection{Status: StatusDisabled}, []string{off}},
 		{"owner and status", Selection{Owner: "web", Status: StatusDisabled}, []string{off}},
 		{"owner, env and all", Selection{Owner: "web", Env: "test", All: true}, []string{staging, ended}},
+		{"a page", Selection{All: true, Limit: 2}, []string{crm, staging}},
+		{"the page after a key", Selection{All: true, After: staging, Limit: 2}, []string{off, soon}},
+		{"after a key the filter leaves out", Selection{Status: StatusActive, After: off}, []string{soon}},
+		{"after the last key", Selection{All: true, After: ended}, []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			recs, err := f.Select(ctx, tc.sel)
@@ -613,10 +617,15 @@ func TestSelectFiltersAWholeListOldestFirst(t *testing.T) {
 			}
 		})
 	}
-	for _, sel := range []Selection{{Status: "sleeping"}, {Status: "Revoked"}, {Env: "prod"}} {
+	// A page after a key nobody may see is refused, not empty: a typo
+	// must not read as the end of the list, nor a team learn another's ids.
+	for _, sel := range []Selection{{Status: "sleeping"}, {Status: "Revoked"}, {Env: "prod"}, {Limit: -1}, {After: "key_nosuchkey"}} {
 		if recs, err := f.Select(ctx, sel); !isInvalid(err) {
 			t.Errorf("Select(%+v): %d keys, %v; want an InvalidError, never every key", sel, len(recs), err)
 		}
+	}
+	if recs, err := f.ForOwner("web").Select(ctx, Selection{After: crm}); !isInvalid(err) {
+		t.Errorf("a team's Select after another team's key: %d keys, %v; want an InvalidError", len(recs), err)
 	}
 }
 

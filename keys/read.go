@@ -3,6 +3,7 @@ package keys
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -34,20 +35,43 @@ type Selection struct {
 	// Status is one of the Status… values (active includes expiring),
 	// which selects keys in that state whatever All says, or "".
 	Status string
+
+	// Limit, when > 0, returns at most that many keys: one page. 0 returns
+	// every key selected.
+	Limit int
+	// After, when set, returns the keys that come after the key with this
+	// id: the next page starts after the last id of the one before. Pages
+	// walked this way hold every key selected exactly once, however many
+	// keys are issued or revoked meanwhile (a key issued during the walk
+	// comes last, so it is on a later page or none).
+	After string
 }
 
 // Select returns the keys sel picks, oldest first (by creation, then id:
 // an order that stays put between calls). A status or env that is not one
 // of theirs is refused rather than ignored: a script asking for revoked
-// keys must never be handed every key.
+// keys must never be handed every key. So is an After that names no key
+// the service may see: a typo must not look like the end of the list.
 func (s *Service) Select(ctx context.Context, sel Selection) ([]*store.Record, error) {
 	t := s.now()
-	f := store.ListFilter{Owner: sel.Owner, All: sel.All, Env: sel.Env, Now: t}
+	f := store.ListFilter{Owner: sel.Owner, All: sel.All, Env: sel.Env, Now: t, Limit: sel.Limit, After: sel.After}
 	if err := selectStatus(&f, sel.Status, t); err != nil {
 		return nil, err
 	}
 	if err := checkEnv(sel.Env); err != nil {
 		return nil, err
+	}
+	if sel.Limit < 0 {
+		return nil, invalidf("limit", "limit %d: want how many keys a page holds, or 0 for every key", sel.Limit)
+	}
+	if sel.After != "" {
+		if _, err := s.key(ctx, sel.After); err != nil {
+			var nf *NotFoundError
+			if errors.As(err, &nf) {
+				return nil, invalid("after", sel.After, "no such key; give the id of the last key of the page before")
+			}
+			return nil, err
+		}
 	}
 	if s.owner != nil {
 		if sel.Owner != "" && sel.Owner != *s.owner {

@@ -243,6 +243,10 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 			{"a page", ListFilter{All: true, Order: OrderNewest, Limit: 2, Offset: 2}, []string{"key_e", "key_d"}},
 			{"the last page is short", ListFilter{All: true, Order: OrderNewest, Limit: 5, Offset: 5}, []string{"key_b", "key_a"}},
 			{"past the end is empty", ListFilter{All: true, Limit: 5, Offset: 10}, nil},
+			{"after a key, oldest first", ListFilter{All: true, After: "key_b", Limit: 2}, []string{"key_c", "key_d"}},
+			{"after a key the filter leaves out", ListFilter{State: StateUsable, Now: now, After: "key_d"}, []string{"key_g"}},
+			{"after the last key is empty", ListFilter{All: true, After: "key_g"}, nil},
+			{"after an unknown key is empty", ListFilter{All: true, After: "key_zz"}, nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				recs, err := s.ListKeys(ctx, tc.filter)
@@ -253,7 +257,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 					t.Errorf("ListKeys(%+v) = %v, want %v", tc.filter, got, tc.want)
 				}
 				whole := tc.filter
-				whole.Limit, whole.Offset, whole.Order = 0, 0, ""
+				whole.Limit, whole.Offset, whole.Order, whole.After = 0, 0, "", ""
 				all, err := s.ListKeys(ctx, whole)
 				if err != nil {
 					t.Fatal(err)
@@ -264,10 +268,42 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 				}
 			})
 		}
-		for _, bad := range []ListFilter{{State: "gone"}, {Env: "prod"}, {Order: "random"}} {
+		for _, bad := range []ListFilter{{State: "gone"}, {Env: "prod"}, {Order: "random"}, {After: "key_a", Order: OrderNewest}} {
 			if _, err := s.ListKeys(ctx, bad); err == nil {
 				t.Errorf("ListKeys(%+v) succeeded, want an error naming the value", bad)
 			}
+		}
+	})
+
+	t.Run("paging after a key walks every key once, keys created together included", func(t *testing.T) {
+		s := open(t)
+		t0 := time.Unix(1700000000, 0).UTC()
+		var want []string
+		for i := range 7 {
+			// Three keys share each creation time: the id orders them.
+			id := fmt.Sprintf("key_%c", 'g'-i)
+			mustCreate(t, s, minimalRecord(id, t0.Add(time.Duration(i/3)*time.Second)))
+		}
+		all, err := s.ListKeys(ctx, ListFilter{All: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = ids(all)
+		var got []string
+		after := ""
+		for range 10 {
+			page, err := s.ListKeys(ctx, ListFilter{All: true, After: after, Limit: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			got = append(got, ids(page)...)
+			after = page[len(page)-1].ID
+		}
+		if !slices.Equal(got, want) || len(want) != 7 {
+			t.Errorf("pages of 2 walked %v, want %v", got, want)
 		}
 	})
 

@@ -8,8 +8,9 @@ import (
 )
 
 // ListKeys returns the records f selects, in f.Order, paged by f.Limit and
-// f.Offset. Filtering, ordering and paging run in the database, so a page of
-// a console list costs one page of rows, not every key.
+// f.Offset, after f.After. Filtering, ordering and paging run in the
+// database, so a page of a console list costs one page of rows, not every
+// key.
 func (s *DB) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
 	where, args, err := s.listWhere(f)
 	if err != nil {
@@ -18,6 +19,16 @@ func (s *DB) ListKeys(ctx context.Context, f ListFilter) ([]*Record, error) {
 	order, err := s.listOrder(f.Order)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: list keys: %w", err)
+	}
+	if f.After != "" {
+		if f.Order != OrderCreated {
+			return nil, fmt.Errorf("keygate store: list keys: after %q: only in the order of creation, not %q", f.After, f.Order)
+		}
+		// (created_at, id) of the key named, then every key past it in
+		// that order: the index on created_at finds the first row.
+		args = append(args, f.After)
+		p := fmt.Sprintf("$%d", len(args))
+		where += " AND (created_at, id) > (SELECT created_at, id FROM keys WHERE id = " + p + ")"
 	}
 	q := "SELECT " + keyColumns + " FROM keys WHERE " + where + " ORDER BY " + order
 	if f.Limit > 0 {

@@ -278,6 +278,14 @@ type ListFilter struct {
 	// Limit, when > 0, returns at most that many keys after skipping
 	// Offset.
 	Limit, Offset int
+	// After, when set, returns only the keys that come after the key with
+	// this id in OrderCreated (the only order it may be used with): the
+	// next page of a walk through every key. Unlike Offset it costs the
+	// same on the thousandth page as on the first, and a key issued or
+	// revoked between two pages neither repeats nor skips another. The
+	// key need not be one f selects; an unknown id selects nothing.
+	// CountKeys ignores it, as it ignores Limit and Offset.
+	After string
 }
 
 // State is where a key is in its lifecycle, for ListFilter. The states do
@@ -384,7 +392,7 @@ type Store interface {
 	// KeyByDigest returns the record with this digest, or ErrNotFound.
 	KeyByDigest(ctx context.Context, d Digest) (*Record, error)
 	// ListKeys returns the records f selects, in f.Order, paged by
-	// f.Limit and f.Offset.
+	// f.Limit and f.Offset, after f.After.
 	ListKeys(ctx context.Context, f ListFilter) ([]*Record, error)
 	// CountKeys returns how many records f selects, whatever its order
 	// and paging.
