@@ -49,7 +49,9 @@ func (c *call) reviewPage() error {
 }
 
 func (c *call) showReview(status int, errMsg string) error {
-	rep, err := c.keys.Audit(c.r.Context(), 0, 0)
+	// The report's lists are named as the console's sections, with _ for -.
+	all := c.r.URL.Query().Get("all")
+	rep, err := c.keys.AuditShown(c.r.Context(), 0, 0, reviewShown, strings.ReplaceAll(all, "-", "_"))
 	if err != nil {
 		return err
 	}
@@ -61,13 +63,9 @@ func (c *call) showReview(status int, errMsg string) error {
 		{"expiring", "Keys expiring soon", "These stop working within 14 days. Rotate them or extend their expiry in time.", rep.Expiring, true, 0},
 	}}
 	v.Empty = true
-	all := c.r.URL.Query().Get("all")
 	for i := range v.Sections {
 		s := &v.Sections[i]
-		s.Total = len(s.Entries)
-		if s.ID != all && len(s.Entries) > reviewShown {
-			s.Entries = s.Entries[:reviewShown]
-		}
+		s.Total = rep.Totals[strings.ReplaceAll(s.ID, "-", "_")]
 		v.Empty = v.Empty && s.Total == 0
 	}
 	if v.Empty {

@@ -1175,3 +1175,69 @@ func FuzzParseDomainAndCIDR(f *testing.F) {
 		}
 	})
 }
+
+// pagedStore fails a test that asks it for every key at once.
+type pagedStore struct {
+	store.Store
+	t       *testing.T
+	largest int
+}
+
+func (s *pagedStore) ListKeys(ctx context.Context, f store.ListFilter) ([]*store.Record, error) {
+	if f.Limit <= 0 {
+		s.t.Errorf("ListKeys(%+v): every key at once, want a page", f)
+	}
+	recs, err := s.Store.ListKeys(ctx, f)
+	s.largest = max(s.largest, len(recs))
+	return recs, err
+}
+
+// TestAuditReadsTheKeysAPageAtATime: the audit (caddy keys audit, the
+// console's review) of a store of 100,000 keys held a record of every key
+// at once; it walks them a page at a time, and the review keeps only the
+// rows it shows, whatever the store holds.
+func TestAuditReadsTheKeysAPageAtATime(t *testing.T) {
+	f := newFixture(t)
+	const n = 2*auditPage + 7
+	var want []string
+	for i := range n {
+		rec := &store.Record{ID: fmt.Sprintf("key_audit%05d", i), Name: "svc", Env: "live", Scopes: []string{"mail.send"},
+			CreatedAt: f.t.Add(-time.Duration(n-i) * time.Minute), Hint: "kg_live_AbCdEfGh…"}
+		if i%3 == 0 {
+			rec.Scopes = []string{"*"}
+		}
+		rec.Digest[0], rec.Digest[1] = byte(i), byte(i>>8)
+		if err := f.st.CreateKey(ctx, rec, store.Event{Action: "issued"}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rec.ID)
+	}
+	paged := &pagedStore{Store: f.st, t: t}
+	svc := New(paged, Options{Now: func() time.Time { return f.t }})
+	rep, err := svc.Audit(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range rep.NoExpiry {
+		got = append(got, e.ID)
+	}
+	if !slices.Equal(got, want) || len(rep.FullAccess) != (n+2)/3 {
+		t.Errorf("audit over pages: %d keys that never expire (want %d, oldest first), %d with full access (want %d)",
+			len(got), n, len(rep.FullAccess), (n+2)/3)
+	}
+	if paged.largest > auditPage {
+		t.Errorf("the audit read %d keys at once, want at most %d", paged.largest, auditPage)
+	}
+
+	short, err := svc.AuditShown(ctx, 0, 0, 50, "full_access")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(short.NoExpiry) != 50 || short.NoExpiry[0].ID != want[0] || short.Totals["no_expiry"] != n {
+		t.Errorf("a list cut at 50: %d rows, total %d; want the oldest 50 of %d", len(short.NoExpiry), short.Totals["no_expiry"], n)
+	}
+	if len(short.FullAccess) != (n+2)/3 || short.Totals["full_access"] != (n+2)/3 {
+		t.Errorf("the list asked for in full: %d rows, total %d; want %d", len(short.FullAccess), short.Totals["full_access"], (n+2)/3)
+	}
+}

@@ -103,6 +103,9 @@ type AuditReport struct {
 	// StillPresented lists revoked or expired keys presented in the last
 	// 7 days.
 	StillPresented []AuditEntry `json:"still_presented"`
+	// Totals is how many keys each list holds, by its JSON name, where
+	// AuditShown cut the lists.
+	Totals map[string]int `json:"-"`
 }
 
 // AuditEntry names a key and why it is listed.
@@ -125,6 +128,25 @@ const (
 // within expiringIn (the defaults when 0), holding full access, never
 // expiring, and revoked or expired keys still being presented.
 func (s *Service) Audit(ctx context.Context, unusedFor, expiringIn time.Duration) (*AuditReport, error) {
+	return s.audit(ctx, unusedFor, expiringIn, 0, "")
+}
+
+// AuditShown is Audit for a page that shows at most shown keys of each
+// list but the one named full ("unused", "expiring", "full_access",
+// "no_expiry" or "still_presented", as the report's JSON names them, or
+// ""): the lists are cut there and Totals says how many keys each holds.
+// A store where every key needs a look costs the page a few rows per list,
+// not a record held for every key.
+func (s *Service) AuditShown(ctx context.Context, unusedFor, expiringIn time.Duration, shown int, full string) (*AuditReport, error) {
+	return s.audit(ctx, unusedFor, expiringIn, max(shown, 1), full)
+}
+
+// auditPage is how many keys Audit reads at a time: it walks the store in
+// pages, so what it holds is one page of records and the report, never
+// every key.
+const auditPage = 1000
+
+func (s *Service) audit(ctx context.Context, unusedFor, expiringIn time.Duration, shown int, full string) (*AuditReport, error) {
 	if unusedFor <= 0 {
 		unusedFor = DefaultUnused
 	}
@@ -132,66 +154,82 @@ func (s *Service) Audit(ctx context.Context, unusedFor, expiringIn time.Duration
 		expiringIn = DefaultExpiring
 	}
 	t := s.now()
-	recs, err := s.List(ctx, "", true)
-	if err != nil {
-		return nil, err
-	}
 	if s.opts.BeforeUsage != nil {
 		s.opts.BeforeUsage()
 	}
-	// One query for every stopped key's recent refusals, however many.
-	var stopped []string
-	for _, r := range recs {
-		if r.Revoked() || r.Expired(t) {
-			stopped = append(stopped, r.ID)
-		}
-	}
-	recent, err := s.st.Activity(ctx, stopped, t.Add(-7*24*time.Hour))
-	if err != nil {
-		return nil, err
-	}
 	rep := &AuditReport{GeneratedAt: t, Unused: []AuditEntry{}, Expiring: []AuditEntry{}, FullAccess: []AuditEntry{},
-		NoExpiry: []AuditEntry{}, StillPresented: []AuditEntry{}}
-	for _, r := range recs {
-		e := AuditEntry{ID: r.ID, Name: r.Name, Owner: r.Owner, LastUsedAt: r.LastUsedAt, ExpiresAt: r.ExpiresAt}
-		if r.Revoked() || r.Expired(t) {
-			var n int64
-			for _, h := range recent[r.ID] {
-				n += h.Denied["revoked_key"] + h.Denied["expired_key"]
-			}
-			if n > 0 {
-				e.Why = fmt.Sprintf("presented %s in 7 days after it stopped being valid", times(n))
-				rep.StillPresented = append(rep.StillPresented, e)
-			}
-			continue
-		}
-		switch {
-		case r.LastUsedAt == nil && t.Sub(r.CreatedAt) >= unusedFor:
-			e.Why = "never used, issued " + Relative(t, r.CreatedAt)
-			rep.Unused = append(rep.Unused, e)
-		case r.LastUsedAt != nil && t.Sub(*r.LastUsedAt) >= unusedFor:
-			e.Why = "last used " + Relative(t, *r.LastUsedAt)
-			rep.Unused = append(rep.Unused, e)
-		}
-		// An old key in a rotation's grace period stops on purpose: its
-		// new key is what needs watching.
-		if r.ExpiresAt != nil && r.ExpiresAt.Sub(t) <= expiringIn && r.RotatedTo == "" {
-			e.Why = "expires " + Relative(t, *r.ExpiresAt)
-			rep.Expiring = append(rep.Expiring, e)
-		}
-		for _, s := range r.Scopes {
-			if s == "*" {
-				e.Why = "holds * (full access)"
-				rep.FullAccess = append(rep.FullAccess, e)
-				break
-			}
-		}
-		if r.ExpiresAt == nil {
-			e.Why = "never expires"
-			rep.NoExpiry = append(rep.NoExpiry, e)
+		NoExpiry: []AuditEntry{}, StillPresented: []AuditEntry{}, Totals: map[string]int{}}
+	add := func(list *[]AuditEntry, name string, e AuditEntry) {
+		rep.Totals[name]++
+		if shown == 0 || name == full || len(*list) < shown {
+			*list = append(*list, e)
 		}
 	}
-	return rep, nil
+	f := store.ListFilter{All: true, Now: t, Limit: auditPage}
+	if s.owner != nil {
+		f.Owner = *s.owner
+	}
+	for {
+		recs, err := s.st.ListKeys(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		// One query per page for its stopped keys' recent refusals,
+		// however many.
+		var stopped []string
+		for _, r := range recs {
+			if r.Revoked() || r.Expired(t) {
+				stopped = append(stopped, r.ID)
+			}
+		}
+		recent, err := s.st.Activity(ctx, stopped, t.Add(-7*24*time.Hour))
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			e := AuditEntry{ID: r.ID, Name: r.Name, Owner: r.Owner, LastUsedAt: r.LastUsedAt, ExpiresAt: r.ExpiresAt}
+			if r.Revoked() || r.Expired(t) {
+				var n int64
+				for _, h := range recent[r.ID] {
+					n += h.Denied["revoked_key"] + h.Denied["expired_key"]
+				}
+				if n > 0 {
+					e.Why = fmt.Sprintf("presented %s in 7 days after it stopped being valid", times(n))
+					add(&rep.StillPresented, "still_presented", e)
+				}
+				continue
+			}
+			switch {
+			case r.LastUsedAt == nil && t.Sub(r.CreatedAt) >= unusedFor:
+				e.Why = "never used, issued " + Relative(t, r.CreatedAt)
+				add(&rep.Unused, "unused", e)
+			case r.LastUsedAt != nil && t.Sub(*r.LastUsedAt) >= unusedFor:
+				e.Why = "last used " + Relative(t, *r.LastUsedAt)
+				add(&rep.Unused, "unused", e)
+			}
+			// An old key in a rotation's grace period stops on purpose: its
+			// new key is what needs watching.
+			if r.ExpiresAt != nil && r.ExpiresAt.Sub(t) <= expiringIn && r.RotatedTo == "" {
+				e.Why = "expires " + Relative(t, *r.ExpiresAt)
+				add(&rep.Expiring, "expiring", e)
+			}
+			for _, s := range r.Scopes {
+				if s == "*" {
+					e.Why = "holds * (full access)"
+					add(&rep.FullAccess, "full_access", e)
+					break
+				}
+			}
+			if r.ExpiresAt == nil {
+				e.Why = "never expires"
+				add(&rep.NoExpiry, "no_expiry", e)
+			}
+		}
+		if len(recs) < f.Limit {
+			return rep, nil
+		}
+		f.After = recs[len(recs)-1].ID
+	}
 }
 
 // ParseWindow reads a positive duration given for the option named what
