@@ -510,27 +510,31 @@ func TestAViewOfOneOwnerNeverReachesAnothersKeys(t *testing.T) {
 	}
 }
 
+// made issues a mail.send key, changes its record with mod (if set) and
+// moves the clock a minute on, so keys made one after another sort by age.
+func (f *fixture) made(t *testing.T, name, owner, env string, mod func(*store.Record)) string {
+	t.Helper()
+	res := f.issue(t, Spec{Name: str(name), Owner: str(owner), Env: str(env), Scopes: list("mail.send")})
+	if mod != nil {
+		if _, err := f.st.UpdateKey(ctx, res.ID, nil, func(r *store.Record) error { mod(r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.t = f.t.Add(time.Minute)
+	return res.ID
+}
+
 func TestFindSearchesFiltersSortsAndPages(t *testing.T) {
 	f := newFixture(t)
-	mk := func(name, owner, env string, mod func(*store.Record)) string {
-		res := f.issue(t, Spec{Name: str(name), Owner: str(owner), Env: str(env), Scopes: list("mail.send")})
-		if mod != nil {
-			if _, err := f.st.UpdateKey(ctx, res.ID, nil, func(r *store.Record) error { mod(r); return nil }); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.t = f.t.Add(time.Minute)
-		return res.ID
-	}
 	used := func(ago time.Duration) func(*store.Record) {
 		return func(r *store.Record) { at := f.t.Add(-ago); r.LastUsedAt = &at }
 	}
-	crm := mk("crm-sync", "sales", "live", used(time.Hour))
-	shop := mk("shop-orders", "web", "live", used(time.Minute))
-	staging := mk("staging", "web", "test", nil)
-	off := mk("paused", "web", "live", func(r *store.Record) { r.Disabled = true })
-	soon := mk("temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
-	gone := mk("old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
+	crm := f.made(t, "crm-sync", "sales", "live", used(time.Hour))
+	shop := f.made(t, "shop-orders", "web", "live", used(time.Minute))
+	staging := f.made(t, "staging", "web", "test", nil)
+	off := f.made(t, "paused", "web", "live", func(r *store.Record) { r.Disabled = true })
+	soon := f.made(t, "temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
+	gone := f.made(t, "old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
 	for _, tc := range []struct {
 		name string
 		q    Query
@@ -571,22 +575,12 @@ func TestFindSearchesFiltersSortsAndPages(t *testing.T) {
 
 func TestSelectFiltersAWholeListOldestFirst(t *testing.T) {
 	f := newFixture(t)
-	mk := func(name, owner, env string, mod func(*store.Record)) string {
-		res := f.issue(t, Spec{Name: str(name), Owner: str(owner), Env: str(env), Scopes: list("mail.send")})
-		if mod != nil {
-			if _, err := f.st.UpdateKey(ctx, res.ID, nil, func(r *store.Record) error { mod(r); return nil }); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.t = f.t.Add(time.Minute)
-		return res.ID
-	}
-	crm := mk("crm-sync", "sales", "live", nil)
-	staging := mk("staging", "web", "test", nil)
-	off := mk("paused", "web", "live", func(r *store.Record) { r.Disabled = true })
-	soon := mk("temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
-	gone := mk("old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
-	ended := mk("ended", "web", "test", func(r *store.Record) { at := f.t; r.ExpiresAt = &at })
+	crm := f.made(t, "crm-sync", "sales", "live", nil)
+	staging := f.made(t, "staging", "web", "test", nil)
+	off := f.made(t, "paused", "web", "live", func(r *store.Record) { r.Disabled = true })
+	soon := f.made(t, "temp", "ops", "live", func(r *store.Record) { at := f.t.Add(24 * time.Hour); r.ExpiresAt = &at })
+	gone := f.made(t, "old", "ops", "live", func(r *store.Record) { at := f.t; r.RevokedAt = &at })
+	ended := f.made(t, "ended", "web", "test", func(r *store.Record) { at := f.t; r.ExpiresAt = &at })
 	f.t = f.t.Add(time.Minute)
 	for _, tc := range []struct {
 		name string
