@@ -67,11 +67,13 @@ With --json an error is {"error":{"code","message"}} on stderr's last line.
 				// for its value: `caddy keys --yes revoke ID` would run
 				// nothing (or print help and exit 0).
 				// Said as every other error of the CLI is, on one line.
+				// A key pasted as the subcommand (or as a flag before it)
+				// is not repeated, as failed does not repeat one.
 				fail := func(msg string) error {
 					if jsonWanted(c) {
 						os.Exit(failed(os.Stderr, c, "", badRequest("%s", msg)))
 					}
-					fmt.Fprintf(os.Stderr, "caddy keys: %s (see \"caddy keys --help\")\n", msg)
+					fmt.Fprintf(os.Stderr, "caddy keys: %s (see \"caddy keys --help\")\n", verifier.Redact(msg))
 					os.Exit(exitStatuses["invalid_input"])
 					return nil
 				}

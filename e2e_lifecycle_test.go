@@ -310,6 +310,8 @@ func TestKeyLifecycle(t *testing.T) {
 			{"issue", "--name", "x", "--scope", "mail.send", "--burst", pasted}, // a flag's parse error
 			{"usage", a.ID, "--since", pasted},
 			{"events", a.ID, "--limit", pasted},
+			{pasted},                // as the subcommand
+			{"--" + pasted, "list"}, // as a flag before the subcommand
 		} {
 			_, stderr, err := g.keysRaw(args...)
 			if err == nil || strings.Contains(stderr, pasted[len("kg_live_"):][:43]) {
