@@ -251,7 +251,8 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 
 func releaseShared(key string) { _, _ = sharedPool.Delete(key) }
 
-// Destruct gives leased tokens and recipients back, adds to Redis what the
+// Destruct gives leased tokens and recipients back (those of calls cut at
+// their timeout too, when their answers come), adds to Redis what the
 // quotas counted on their own during an outage and Redis has not seen yet,
 // and closes the Redis client.
 func (s *sharedLimits) Destruct() error {

@@ -110,8 +110,14 @@ func NewLeased(client redis.UniversalClient, fallback *Local, opts RedisOptions,
 	return l
 }
 
-// Close stops renewing leases and gives back the tokens leased and unspent.
-func (l *Leased) Close() { l.bg.close() }
+// Close stops renewing leases, gives back the tokens leased and unspent,
+// and waits for the answers of leases cut at their timeout that may still
+// come, to give their tokens back too (outage.settle). After the
+// background stops: its renewals are such calls.
+func (l *Leased) Close() {
+	l.bg.close()
+	l.outage.settle()
+}
 
 // Allow takes one token from key's lease, leasing more from Redis when it
 // is empty.
@@ -370,7 +376,7 @@ func (l *Leased) sync(ctx context.Context, now time.Time, closing bool) {
 	cmds := make([]*redis.Cmd, len(changes))
 	err := errOutage
 	if closing || l.outage.tryRedis(now) {
-		_, err = withLateAnswer(ctx, l.opts.Timeout, func(ctx context.Context) (struct{}, error) {
+		_, err = withLateAnswer(ctx, &l.outage, l.opts.Timeout, func(ctx context.Context) (struct{}, error) {
 			err := l.renew(ctx, changes, cmds)
 			if redis.HasErrorPrefix(err, "NOSCRIPT") { // a restarted Redis: load the script, once
 				if err = leaseScript.Load(ctx, l.client).Err(); err == nil {
@@ -429,7 +435,7 @@ func (l *Leased) renew(ctx context.Context, changes []leaseChange, cmds []*redis
 // lease1 leases up to want tokens of key in a round trip of its own.
 func (l *Leased) lease1(ctx context.Context, key string, lim Limit, want int) (granted, error) {
 	l.trips.Add(1)
-	return withLateAnswer(ctx, l.opts.Timeout, func(ctx context.Context) (granted, error) {
+	return withLateAnswer(ctx, &l.outage, l.opts.Timeout, func(ctx context.Context) (granted, error) {
 		return parseGranted(leaseScript.Run(ctx, l.client, []string{l.redisKey(key)}, leaseArgs(lim, want)...))
 	}, func(g granted) { l.giveBackLate(key, lim, g.n) })
 }

@@ -89,10 +89,12 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 	return q
 }
 
-// Close stops the background give-back, gives back every block held, and
-// adds to Redis what the fallback counted and Redis has not seen
-// (closeFallback). The client stays open: it is the caller's.
+// Close waits for the answers of leases cut at their timeout that may
+// still come (outage.settle), stops the background give-back, gives back
+// every block held, and adds to Redis what the fallback counted and Redis
+// has not seen (closeFallback). The client stays open: it is the caller's.
 func (q *LeasedQuotas) Close() {
+	q.outage.settle()
 	q.bg.close()
 	closeFallback(q.client, q.opts, q.fallback, &q.outage)
 }
@@ -203,7 +205,7 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (quotaAnswer, bool, error) {
 	q.trips.Add(1)
 	limit := ls.limit
-	v, err := withLateAnswer(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+	v, err := withLateAnswer(ctx, &q.outage, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
 		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	}, func(v []int64) {
 		if len(v) == 3 && v[0] == 1 && v[1] > 0 {

@@ -69,7 +69,18 @@ type outage struct {
 	// again after an outage that began at since; recovering waits for it.
 	recovered  func(since time.Time)
 	recovering sync.WaitGroup
+	// late counts the calls withLateAnswer still reads an answer of, to
+	// give back what it took; settle waits for them.
+	late sync.WaitGroup
 }
+
+// settle waits for the answers of calls cut at their timeout that may
+// still come (withLateAnswer: up to lateWait), so that what they took is
+// given back before a close adds the fallback's counts to Redis and its
+// client is closed: closed first, a late answer is never read, and what
+// Redis did for it stays done (a lease's tokens or block taken from the
+// key, a send the fallback counted also counted in Redis).
+func (o *outage) settle() { o.late.Wait() }
 
 // tryRedis reports whether this request should go to Redis at now.
 func (o *outage) tryRedis(now time.Time) bool {
@@ -155,14 +166,17 @@ const lateWait = 2 * time.Second
 // request spends (a quota's for the rest of its period). So the call gets
 // up to lateWait (or twice d) and the caller's values without its
 // cancellation, and an answer that comes after the caller stopped waiting
-// goes to late, which undoes it. An answer later than that is lost.
-func withLateAnswer[T any](ctx context.Context, d time.Duration, call func(context.Context) (T, error), late func(T)) (T, error) {
+// goes to late, which undoes it (o.settle waits for that). An answer later
+// than that is lost.
+func withLateAnswer[T any](ctx context.Context, o *outage, d time.Duration, call func(context.Context) (T, error), late func(T)) (T, error) {
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(lateWait, 2*d))
-	return answerWithin(ctx, d, callCtx, cancel, call, late)
+	o.late.Add(1)
+	return answerWithin(ctx, d, callCtx, func() { cancel(); o.late.Done() }, call, late)
 }
 
-// answerWithin runs call with callCtx (cancel ends it) and waits up to d (and
-// ctx) for its answer; an answer after that goes to late, if set.
+// answerWithin runs call with callCtx (cancel ends it, after late) and
+// waits up to d (and ctx) for its answer; an answer after that goes to
+// late, if set.
 func answerWithin[T any](ctx context.Context, d time.Duration, callCtx context.Context, cancel context.CancelFunc,
 	call func(context.Context) (T, error), late func(T)) (T, error) {
 	type answer struct {

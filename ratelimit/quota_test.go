@@ -592,3 +592,55 @@ func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 		}
 	}
 }
+
+// A node stopped while a reservation Redis was slow to answer is still
+// under way waits for that answer before it adds its fallback's count and
+// its client is closed: the answer takes back what Redis counted late, and
+// the send, counted by the fallback, reaches Redis once. (Before, the
+// client was closed first: the late answer was never read, so a lease's
+// block stayed counted in Redis (31 of 30 sent), and the stop, its own
+// calls waiting behind Redis's late work, said at ERROR that the send's
+// recipients were missing from Redis, which had counted them; had Redis
+// taken the fallback's count too, the send counted twice.)
+func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	ctx := context.Background()
+	for _, mode := range []string{"exact", "leased"} {
+		t.Run(mode, func(t *testing.T) {
+			// Idle connections kept, as the gateway's client keeps them
+			// (newRedisClient): the stop's calls need not wait for one.
+			client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1, MinIdleConns: 2})
+			if err := Warm(ctx, client); err != nil {
+				t.Fatal(err)
+			}
+			errs := &logRecorder{}
+			opts := RedisOptions{Timeout: 100 * time.Millisecond, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
+			var q interface {
+				Quotas
+				Close()
+			}
+			if mode == "exact" {
+				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
+			} else {
+				q = NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
+			}
+			s := &quotaSender{t: t, q: q, now: t0}
+			s.start, s.end = dayBounds(t0)
+			s.send()
+			s.send()
+			busyRedis(t, srv.Addr, 600*time.Millisecond)
+			s.send()  // the fallback counts it; Redis does too, later
+			q.Close() // the node stops (sharedLimits.Destruct)
+			client.Close()
+			rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+			time.Sleep(time.Second) // Redis runs what it was sent, late or not
+			if n, _ := admin.Get(ctx, rkey).Int64(); n != s.sent {
+				t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
+			}
+			if lost := errs.count("recipients"); lost > 0 {
+				t.Errorf("recipients said to be missing, with Redis answering within 2 s: %q", errs.lines)
+			}
+		})
+	}
+}

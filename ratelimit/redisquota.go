@@ -66,9 +66,14 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 	}
 }
 
-// Close adds to Redis what the fallback counted and Redis has not seen
-// (closeFallback). The client stays open: it is the caller's.
-func (q *RedisQuotas) Close() { closeFallback(q.client, q.opts, q.fallback, &q.outage) }
+// Close waits for the answers of reservations cut at their timeout that
+// may still come (outage.settle), then adds to Redis what the fallback
+// counted and Redis has not seen (closeFallback). The client stays open:
+// it is the caller's.
+func (q *RedisQuotas) Close() {
+	q.outage.settle()
+	closeFallback(q.client, q.opts, q.fallback, &q.outage)
+}
 
 // Reserve adds n to key's count for [start,end) if the count stays within
 // limit. load is called only when Redis has no count for this period yet.
@@ -211,7 +216,8 @@ const closeTimeout = time.Second
 // move to it under way. The counter in Redis outlives this process, and
 // every node, this one started again included, goes on from it: without
 // those recipients each key could send as many again past its quota this
-// period. What Redis does not take is said at ERROR, with the keys.
+// period. What Redis does not take is said at ERROR, with the keys. The
+// caller has settled its outage first (answers due still given back).
 func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage) {
 	o.recovering.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), max(closeTimeout, 2*opts.Timeout))
@@ -251,7 +257,7 @@ func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
 
 // run executes reserveScript once, within the configured timeout.
 func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string, now time.Time) (status, used int64, err error) {
-	v, err := withLateAnswer(ctx, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
+	v, err := withLateAnswer(ctx, &q.outage, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
 		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(q.opts, rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
 	}, func(v []int64) {
 		if len(v) == 2 && v[0] == 1 && n > 0 {
