@@ -42,6 +42,7 @@ type LeasedQuotas struct {
 	fallback *LocalQuotas
 	opts     RedisOptions
 	outage   outage
+	recovery *quotaRecovery
 	seed     maphash.Seed
 	shards   [shardCount]quotaShard
 	trips    atomic.Uint64
@@ -74,13 +75,15 @@ type quotaLease struct {
 // and falling back to fallback when client fails.
 func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts RedisOptions, interval time.Duration) *LeasedQuotas {
 	opts = opts.withDefaults()
+	rec := newQuotaRecovery()
 	q := &LeasedQuotas{
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
-			recovered: func(since time.Time) { addFallbackSpent(context.Background(), client, opts, fallback, since) }},
-		seed: maphash.MakeSeed(),
+			recovered: func(since time.Time) { rec.run(client, opts, fallback, since) }},
+		recovery: rec,
+		seed:     maphash.MakeSeed(),
 	}
 	for i := range q.shards {
 		q.shards[i].leases = make(map[quotaKey]*quotaLease)
@@ -96,7 +99,7 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 func (q *LeasedQuotas) Close() {
 	q.outage.settle()
 	q.bg.close()
-	closeFallback(q.client, q.opts, q.fallback, &q.outage)
+	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
 }
 
 // Reserve adds n to key's count for [start,end) if the count stays within

@@ -644,3 +644,89 @@ func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
 		})
 	}
 }
+
+// A node stopped while moving its outage counts to Redis does not wait for
+// that move key by key: a store that does not answer holds each key whose
+// counter another node loaded meanwhile for the store's 5 s (the count is
+// read again), and a stop or reload waited for all of them. The stop ends
+// the move, and adds what it left within its own bound, or says at ERROR
+// which recipients Redis misses.
+func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	ctx := context.Background()
+	type closingQuotas interface {
+		Quotas
+		Close()
+	}
+	for _, mode := range []string{"exact", "leased"} {
+		t.Run(mode, func(t *testing.T) {
+			user := "recovering-" + mode
+			acl := func(state string) {
+				if err := admin.Do(ctx, "ACL", "SETUSER", user, state, ">pw", "~*", "+@all").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acl("on")
+			errs := &logRecorder{}
+			opts := RedisOptions{Timeout: 500 * time.Millisecond, Prefix: user + ":", Errorf: errs.Logf}
+			client := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
+			t.Cleanup(func() { client.Close() })
+			var q closingQuotas
+			if mode == "exact" {
+				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
+			} else {
+				q = NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
+			}
+			var storeDown atomic.Bool
+			load := func(ctx context.Context) (int64, error) {
+				if storeDown.Load() {
+					<-ctx.Done() // a store that does not answer
+					return 0, ctx.Err()
+				}
+				return 0, nil
+			}
+			start, end := dayBounds(t0)
+			now := t0
+			reserve := func(key string) {
+				now = now.Add(1500 * time.Millisecond)
+				if _, err := q.Reserve(ctx, key, 1000, 10, start, end, load, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys := []string{"key_0", "key_1", "key_2", "key_3"}
+			for _, k := range keys {
+				reserve(k)
+			}
+			acl("off")
+			admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+			for _, k := range keys[1:] {
+				reserve(k) // a lease: from its block
+				reserve(k) // counted on its own
+			}
+			want := "30 recipients" // 10 a key
+			if mode == "exact" {
+				want = "60 recipients"
+			}
+			// Another node loaded these counters during the outage: the
+			// recovery reads the store's count for them.
+			for _, k := range keys[1:] {
+				rkey := quotaRedisKey(opts.withDefaults(), k, start)
+				admin.Set(ctx, loadedKey(opts.withDefaults(), rkey), now.Add(time.Hour).UnixMilli(), time.Hour)
+			}
+			storeDown.Store(true)
+			acl("on")
+			reserve("key_0") // a lease: from its block
+			reserve("key_0") // Redis answers: the recovery starts, and waits for the store
+			time.Sleep(100 * time.Millisecond)
+			began := time.Now()
+			q.Close() // the node stops
+			if took := time.Since(began); took > 3*time.Second {
+				t.Errorf("the stop took %v, waiting for the recovery of 3 keys from a store that does not answer; want at most its own bound (1 s)", took)
+			}
+			if n := errs.count(want); n != 1 {
+				t.Errorf("%d ERROR lines name the %s Redis did not take, want 1: %q", n, want, errs.lines)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,18 +52,21 @@ type RedisQuotas struct {
 	fallback *LocalQuotas
 	opts     RedisOptions
 	outage   outage
+	recovery *quotaRecovery
 }
 
 // NewRedisQuotas returns quota counters shared through client and falling
 // back to fallback when client fails.
 func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts RedisOptions) *RedisQuotas {
 	opts = opts.withDefaults()
+	rec := newQuotaRecovery()
 	return &RedisQuotas{
 		client:   client,
 		fallback: fallback,
 		opts:     opts,
 		outage: outage{what: "quotas", logf: opts.Logf, errorf: opts.Errorf,
-			recovered: func(since time.Time) { addFallbackSpent(context.Background(), client, opts, fallback, since) }},
+			recovered: func(since time.Time) { rec.run(client, opts, fallback, since) }},
+		recovery: rec,
 	}
 }
 
@@ -72,7 +76,7 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 // it is the caller's.
 func (q *RedisQuotas) Close() {
 	q.outage.settle()
-	closeFallback(q.client, q.opts, q.fallback, &q.outage)
+	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
 }
 
 // Reserve adds n to key's count for [start,end) if the count stays within
@@ -171,14 +175,17 @@ end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 `)
 
-// addFallbackSpent moves what fallback counted during an outage that began
-// at since into Redis's counters and forgets fallback's counters
-// (LocalQuotas.Drain), so that nodes see those recipients, and a later
-// outage starts from the store's count rather than from this one's stale
-// counters. It returns what Redis did not take, each already logged unless
-// ctx is done.
-func addFallbackSpent(ctx context.Context, client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) (missed []Spent) {
-	for _, s := range fallback.Drain() {
+// addFallbackSpent adds spent, what a fallback counted during an outage
+// that began at since (LocalQuotas.Drain), to Redis's counters, so that
+// nodes see those recipients; the fallback forgot them, so a later outage
+// starts from the store's count rather than from this one's stale
+// counters. It returns what Redis did not take (each logged), and what it
+// did not add because ctx was done first, or meanwhile.
+func addFallbackSpent(ctx context.Context, client redis.UniversalClient, opts RedisOptions, spent []Spent, since time.Time) (missed, untried []Spent) {
+	for i, s := range spent {
+		if ctx.Err() != nil {
+			return missed, spent[i:]
+		}
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
 		add := func(now string) (int64, error) {
 			return withTimeout(ctx, opts.Timeout, func(ctx context.Context) (int64, error) {
@@ -194,14 +201,51 @@ func addFallbackSpent(ctx context.Context, client redis.UniversalClient, opts Re
 			}
 			cancel()
 		}
+		if err != nil && ctx.Err() != nil {
+			// Cut by ctx (mostly while reading the store's count),
+			// not refused: left to whoever goes on.
+			return missed, spent[i:]
+		}
 		if err != nil {
 			missed = append(missed, s)
-			if ctx.Err() == nil {
-				opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
-			}
+			opts.Logf("keygate: adding the %d recipients counted during the redis outage to %s: %v", s.N, rkey, err)
 		}
 	}
-	return missed
+	return missed, nil
+}
+
+// quotaRecovery moves a quota counter's fallback counts to Redis when Redis
+// answers again after an outage (addFallbackSpent, in the outage's
+// recovered goroutine), until the counter closes: a close ends it rather
+// than wait for it (a key whose counter another node loaded meanwhile reads
+// the store's count, up to storeLoadTimeout: a store that does not answer
+// held a stop or reload 5 s a key), and adds what it left itself
+// (closeFallback).
+type quotaRecovery struct {
+	ctx  context.Context
+	stop context.CancelFunc
+	mu   sync.Mutex
+	left []leftSpent // not tried when stopped
+}
+
+// leftSpent is what a stopped recovery did not try, with when its outage
+// began.
+type leftSpent struct {
+	spent []Spent
+	since time.Time
+}
+
+func newQuotaRecovery() *quotaRecovery {
+	ctx, stop := context.WithCancel(context.Background())
+	return &quotaRecovery{ctx: ctx, stop: stop}
+}
+
+func (r *quotaRecovery) run(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) {
+	if _, untried := addFallbackSpent(r.ctx, client, opts, fallback.Drain(), since); len(untried) > 0 {
+		r.mu.Lock()
+		r.left = append(r.left, leftSpent{untried, since})
+		r.mu.Unlock()
+	}
 }
 
 // closeTimeout bounds what a closing quota counter asks Redis, all keys
@@ -212,17 +256,23 @@ const closeTimeout = time.Second
 // closeFallback is a quota counter's last word at a stop (or a reload away
 // from this Redis): what its fallback counted during an outage and has not
 // given Redis yet (Redis answered again, and no send of those keys has
-// asked it since; or it still does not answer) goes to Redis now, after a
-// move to it under way. The counter in Redis outlives this process, and
-// every node, this one started again included, goes on from it: without
-// those recipients each key could send as many again past its quota this
-// period. What Redis does not take is said at ERROR, with the keys. The
-// caller has settled its outage first (answers due still given back).
-func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage) {
+// asked it since; or it still does not answer), and what a recovery it
+// stops did not try, goes to Redis now. The counter in Redis outlives this
+// process, and every node, this one started again included, goes on from
+// it: without those recipients each key could send as many again past its
+// quota this period. What Redis does not take is said at ERROR, with the
+// keys. The caller has settled its outage first (answers due still given
+// back).
+func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage, rec *quotaRecovery) {
+	rec.stop()
 	o.recovering.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), max(closeTimeout, 2*opts.Timeout))
 	defer cancel()
-	missed := addFallbackSpent(ctx, client, opts, fallback, time.Unix(0, o.since.Load()))
+	var missed []Spent
+	for _, l := range append(rec.left, leftSpent{fallback.Drain(), time.Unix(0, o.since.Load())}) {
+		m, untried := addFallbackSpent(ctx, client, opts, l.spent, l.since)
+		missed = append(append(missed, m...), untried...)
+	}
 	if len(missed) == 0 {
 		return
 	}
