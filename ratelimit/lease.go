@@ -116,7 +116,7 @@ func NewLeased(client redis.UniversalClient, fallback *Local, opts RedisOptions,
 // background stops: its renewals are such calls.
 func (l *Leased) Close() {
 	l.bg.close()
-	l.outage.settle()
+	l.outage.settle(l.opts.Timeout)
 }
 
 // Allow takes one token from key's lease, leasing more from Redis when it

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"net"
 	"sync"
@@ -402,5 +403,45 @@ return 0`, nil, d.Microseconds())
 		if time.Now().After(deadline) {
 			t.Fatal("redis still answers: the busy script did not start")
 		}
+	}
+}
+
+// A limiter closed while requests still call it (a config stopped past
+// Caddy's grace period, its requests still running) returns, within its
+// bound, and what it waits for may grow meanwhile: a sync.WaitGroup there
+// panics when an Add races Wait's return.
+func TestALeaseLimiterClosedWhileStillCalledReturns(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer client.Close()
+	ctx := context.Background()
+	if err := Warm(ctx, client); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLeased(client, NewLocal(), RedisOptions{Timeout: 20 * time.Millisecond}, time.Hour)
+	lim := Limit{N: 10, Per: time.Hour}
+	busyRedis(t, srv.Addr, 300*time.Millisecond)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A new key each time, a new time past the retry: each asks Redis.
+				l.Allow(ctx, fmt.Sprintf("key_%d_%d", g, i), lim, time.Now().Add(time.Duration(i)*retryInterval))
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	began := time.Now()
+	l.Close()
+	close(stop)
+	wg.Wait()
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("Close took %v with requests still calling", took)
 	}
 }

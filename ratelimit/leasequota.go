@@ -97,7 +97,7 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 // every block held, and adds to Redis what the fallback counted and Redis
 // has not seen (closeFallback). The client stays open: it is the caller's.
 func (q *LeasedQuotas) Close() {
-	q.outage.settle()
+	q.outage.settle(q.opts.Timeout)
 	q.bg.close()
 	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
 }

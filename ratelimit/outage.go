@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,21 +65,41 @@ type outage struct {
 	since     atomic.Int64 // unix nanoseconds: when the last outage began
 	fallbacks atomic.Uint64
 	// recovered, if set, runs (in its own goroutine) when Redis answers
-	// again after an outage that began at since; recovering waits for it.
+	// again after an outage that began at since; recovering counts it.
 	recovered  func(since time.Time)
-	recovering sync.WaitGroup
+	recovering inFlight
 	// late counts the calls withLateAnswer still reads an answer of, to
 	// give back what it took; settle waits for them.
-	late sync.WaitGroup
+	late inFlight
 }
 
 // settle waits for the answers of calls cut at their timeout that may
-// still come (withLateAnswer: up to lateWait), so that what they took is
-// given back before a close adds the fallback's counts to Redis and its
-// client is closed: closed first, a late answer is never read, and what
-// Redis did for it stays done (a lease's tokens or block taken from the
-// key, a send the fallback counted also counted in Redis).
-func (o *outage) settle() { o.late.Wait() }
+// still come (withLateAnswer: up to lateWait, then a give-back), so that
+// what they took is given back before a close adds the fallback's counts
+// to Redis and its client is closed: closed first, a late answer is never
+// read, and what Redis did for it stays done (a lease's tokens or block
+// taken from the key, a send the fallback counted also counted in Redis).
+func (o *outage) settle(timeout time.Duration) {
+	o.late.wait(max(lateWait, 2*timeout) + timeout + time.Second)
+}
+
+// inFlight counts goroutines under way that a close waits for. Unlike a
+// sync.WaitGroup it may be added to while waited for (a request of a
+// config being stopped, still running past Caddy's grace period, makes a
+// call: with a WaitGroup, Add racing Wait's return panics), and the wait
+// is bounded.
+type inFlight struct{ n atomic.Int64 }
+
+func (f *inFlight) add()  { f.n.Add(1) }
+func (f *inFlight) done() { f.n.Add(-1) }
+
+// wait returns once none is under way, or after d. It polls: it runs
+// only when a limiter closes, and mostly finds none.
+func (f *inFlight) wait(d time.Duration) {
+	for deadline := time.Now().Add(d); f.n.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // tryRedis reports whether this request should go to Redis at now.
 func (o *outage) tryRedis(now time.Time) bool {
@@ -135,9 +154,9 @@ func (o *outage) succeeded() {
 	if o.down.CompareAndSwap(true, false) {
 		o.logf("keygate: redis reachable again, %s are global again", o.what)
 		if o.recovered != nil {
-			o.recovering.Add(1)
+			o.recovering.add()
 			go func() {
-				defer o.recovering.Done()
+				defer o.recovering.done()
 				o.recovered(time.Unix(0, since))
 			}()
 		}
@@ -170,8 +189,8 @@ const lateWait = 2 * time.Second
 // than that is lost.
 func withLateAnswer[T any](ctx context.Context, o *outage, d time.Duration, call func(context.Context) (T, error), late func(T)) (T, error) {
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(lateWait, 2*d))
-	o.late.Add(1)
-	return answerWithin(ctx, d, callCtx, func() { cancel(); o.late.Done() }, call, late)
+	o.late.add()
+	return answerWithin(ctx, d, callCtx, func() { cancel(); o.late.done() }, call, late)
 }
 
 // answerWithin runs call with callCtx (cancel ends it, after late) and

@@ -75,7 +75,7 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 // counted and Redis has not seen (closeFallback). The client stays open:
 // it is the caller's.
 func (q *RedisQuotas) Close() {
-	q.outage.settle()
+	q.outage.settle(q.opts.Timeout)
 	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
 }
 
@@ -265,11 +265,15 @@ const closeTimeout = time.Second
 // back).
 func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage, rec *quotaRecovery) {
 	rec.stop()
-	o.recovering.Wait()
+	o.recovering.wait(closeTimeout) // stopped, it ends in a moment
 	ctx, cancel := context.WithTimeout(context.Background(), max(closeTimeout, 2*opts.Timeout))
 	defer cancel()
+	rec.mu.Lock()
+	left := rec.left
+	rec.left = nil
+	rec.mu.Unlock()
 	var missed []Spent
-	for _, l := range append(rec.left, leftSpent{fallback.Drain(), time.Unix(0, o.since.Load())}) {
+	for _, l := range append(left, leftSpent{fallback.Drain(), time.Unix(0, o.since.Load())}) {
 		m, untried := addFallbackSpent(ctx, client, opts, l.spent, l.since)
 		missed = append(append(missed, m...), untried...)
 	}
