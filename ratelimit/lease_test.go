@@ -355,17 +355,17 @@ func TestALeaseAnsweredAfterItsTimeoutIsGivenBack(t *testing.T) {
 	if err := Warm(ctx, client); err != nil {
 		t.Fatal(err)
 	}
-	l := NewLeased(client, NewLocal(), RedisOptions{Timeout: 100 * time.Millisecond}, time.Hour)
+	l := NewLeased(client, NewLocal(), RedisOptions{Timeout: lateTimeout}, time.Hour)
 	lim := Limit{N: 10, Per: time.Hour}
-	busyRedis(t, srv.Addr, 400*time.Millisecond)
+	busyRedis(t, srv.Addr, lateBusy)
 	if !l.Allow(ctx, "key_late", lim, time.Now()).Allowed {
 		t.Fatal("the first request of a 10/h key was refused")
 	}
 	if l.Fallbacks() != 1 {
 		t.Fatalf("%d fallback decisions while Redis's writes were paused, want 1", l.Fallbacks())
 	}
-	time.Sleep(700 * time.Millisecond) // the script ends, Redis answers
-	l.Close()                          // gives back what it holds
+	time.Sleep(lateBusy) // the script ends, Redis answers
+	l.Close()            // gives back what it holds
 	b := newLeased(t, srv.Addr)
 	n := 0
 	for range 20 {
@@ -377,6 +377,13 @@ func TestALeaseAnsweredAfterItsTimeoutIsGivenBack(t *testing.T) {
 		t.Errorf("after a lease answered late and the node closed, another node got %d of the key's 10 tokens, want 10", n)
 	}
 }
+
+// lateTimeout is the Redis timeout of tests of answers that come after
+// it, and lateBusy how long they keep Redis busy: a timeout far above a
+// round trip (a loaded CI machine running -race took 100 ms for some:
+// a send fell back before Redis was busy, or a give-back timed out), and
+// the answers well within lateWait.
+const lateTimeout, lateBusy = 300 * time.Millisecond, 900 * time.Millisecond
 
 // busyRedis keeps the Redis at addr busy for d with a script that loops
 // (Redis runs nothing else meanwhile, and answers no one): commands sent

@@ -477,7 +477,7 @@ func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
 			if err := Warm(ctx, client); err != nil {
 				t.Fatal(err)
 			}
-			opts := RedisOptions{Timeout: 100 * time.Millisecond, Prefix: "late-" + mode + ":"}
+			opts := RedisOptions{Timeout: lateTimeout, Prefix: "late-" + mode + ":"}
 			var q Quotas
 			closeQuotas := func() {}
 			if mode == "exact" {
@@ -490,12 +490,12 @@ func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
 			s.start, s.end = dayBounds(t0)
 			s.send()
 			s.send()
-			busyRedis(t, srv.Addr, 400*time.Millisecond)
+			busyRedis(t, srv.Addr, lateBusy)
 			s.send() // the fallback counts it; Redis does too, later
 			if f := q.(interface{ Fallbacks() uint64 }).Fallbacks(); f != 1 {
 				t.Fatalf("%d sends fell back while Redis was busy, want 1", f)
 			}
-			time.Sleep(700 * time.Millisecond)
+			time.Sleep(lateBusy)
 			for range 3 {
 				s.send() // Redis answers: the outage ends
 			}
@@ -615,7 +615,7 @@ func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			errs := &logRecorder{}
-			opts := RedisOptions{Timeout: 100 * time.Millisecond, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
+			opts := RedisOptions{Timeout: lateTimeout, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
 			var q interface {
 				Quotas
 				Close()
@@ -629,7 +629,7 @@ func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
 			s.start, s.end = dayBounds(t0)
 			s.send()
 			s.send()
-			busyRedis(t, srv.Addr, 600*time.Millisecond)
+			busyRedis(t, srv.Addr, lateBusy)
 			s.send()  // the fallback counts it; Redis does too, later
 			q.Close() // the node stops (sharedLimits.Destruct)
 			client.Close()
