@@ -394,10 +394,7 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 			}
 			opts := RedisOptions{Timeout: slowMachine, Prefix: "partition-" + mode + ":"}
 			make := func(c redis.UniversalClient) Quotas {
-				if mode == "exact" {
-					return NewRedisQuotas(c, NewLocalQuotas(), opts)
-				}
-				q := NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
+				q := quotaNode(mode, c, opts)
 				t.Cleanup(q.Close)
 				return q
 			}
@@ -478,14 +475,8 @@ func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			opts := RedisOptions{Timeout: lateTimeout, Prefix: "late-" + mode + ":"}
-			var q Quotas
-			closeQuotas := func() {}
-			if mode == "exact" {
-				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
-			} else {
-				lq := NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
-				q, closeQuotas = lq, lq.Close
-			}
+			q := quotaNode(mode, client, opts)
+			closeQuotas := q.Close
 			s := &quotaSender{t: t, q: q, now: t0}
 			s.start, s.end = dayBounds(t0)
 			s.send()
@@ -525,10 +516,6 @@ func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	type closingQuotas interface {
-		Quotas
-		Close()
-	}
 	for _, mode := range []string{"exact", "leased"} {
 		for _, redisBack := range []bool{true, false} {
 			name := mode + "/redis back before the stop"
@@ -547,12 +534,7 @@ func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 				acl("on")
 				errs := &logRecorder{}
 				opts := RedisOptions{Timeout: slowMachine, Prefix: user + ":", Errorf: errs.Logf}
-				node := func(c redis.UniversalClient) closingQuotas {
-					if mode == "exact" {
-						return NewRedisQuotas(c, NewLocalQuotas(), opts)
-					}
-					return NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
-				}
+				node := func(c redis.UniversalClient) closingQuotas { return quotaNode(mode, c, opts) }
 				aClient := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
 				t.Cleanup(func() { aClient.Close() })
 				a := node(aClient)
@@ -616,15 +598,7 @@ func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
 			}
 			errs := &logRecorder{}
 			opts := RedisOptions{Timeout: lateTimeout, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
-			var q interface {
-				Quotas
-				Close()
-			}
-			if mode == "exact" {
-				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
-			} else {
-				q = NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
-			}
+			q := quotaNode(mode, client, opts)
 			s := &quotaSender{t: t, q: q, now: t0}
 			s.start, s.end = dayBounds(t0)
 			s.send()
@@ -655,10 +629,6 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	type closingQuotas interface {
-		Quotas
-		Close()
-	}
 	for _, mode := range []string{"exact", "leased"} {
 		t.Run(mode, func(t *testing.T) {
 			user := "recovering-" + mode
@@ -672,12 +642,7 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 			opts := RedisOptions{Timeout: 500 * time.Millisecond, Prefix: user + ":", Errorf: errs.Logf}
 			client := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
 			t.Cleanup(func() { client.Close() })
-			var q closingQuotas
-			if mode == "exact" {
-				q = NewRedisQuotas(client, NewLocalQuotas(), opts)
-			} else {
-				q = NewLeasedQuotas(client, NewLocalQuotas(), opts, time.Hour)
-			}
+			q := quotaNode(mode, client, opts)
 			var storeDown atomic.Bool
 			load := func(ctx context.Context) (int64, error) {
 				if storeDown.Load() {
@@ -729,4 +694,20 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// closingQuotas is a Redis-backed quota counter, which a node closes when
+// it stops.
+type closingQuotas interface {
+	Quotas
+	Close()
+}
+
+// quotaNode is a node's quota counter in mode ("exact" or "leased", whose
+// blocks go back only when it closes or after an hour).
+func quotaNode(mode string, c redis.UniversalClient, opts RedisOptions) closingQuotas {
+	if mode == "exact" {
+		return NewRedisQuotas(c, NewLocalQuotas(), opts)
+	}
+	return NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
 }

@@ -187,24 +187,28 @@ func addFallbackSpent(ctx context.Context, client redis.UniversalClient, opts Re
 			return missed, spent[i:]
 		}
 		rkey := quotaRedisKey(opts, s.Key, s.Start)
+		// An add is not cut by ctx, only by its timeout: one round trip,
+		// and one cut after Redis ran it would be added again by whoever
+		// goes on (a close's retry counted the outage twice).
 		add := func(now string) (int64, error) {
-			return withTimeout(ctx, opts.Timeout, func(ctx context.Context) (int64, error) {
+			return withTimeout(context.WithoutCancel(ctx), opts.Timeout, func(ctx context.Context) (int64, error) {
 				return addSpentScript.Run(ctx, client, []string{rkey, loadedKey(opts, rkey)}, s.N, since.UnixMilli(), now).Int64()
 			})
 		}
 		v, err := add("")
 		if err == nil && v == -2 {
-			ctx, cancel := context.WithTimeout(ctx, storeLoadTimeout)
+			lctx, cancel := context.WithTimeout(ctx, storeLoadTimeout)
 			var n int64
-			if n, err = s.Load(ctx); err == nil {
+			n, err = s.Load(lctx)
+			cancel()
+			if err != nil && ctx.Err() != nil {
+				// Cut by ctx while reading the store's count, not
+				// refused: left to whoever goes on.
+				return missed, spent[i:]
+			}
+			if err == nil {
 				_, err = add(strconv.FormatInt(n, 10))
 			}
-			cancel()
-		}
-		if err != nil && ctx.Err() != nil {
-			// Cut by ctx (mostly while reading the store's count),
-			// not refused: left to whoever goes on.
-			return missed, spent[i:]
 		}
 		if err != nil {
 			missed = append(missed, s)
