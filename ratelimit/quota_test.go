@@ -388,18 +388,13 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []string{"exact", "leased"} {
 		t.Run(mode, func(t *testing.T) {
-			user := "node-a-" + mode
-			if err := admin.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "~*", "+@all").Err(); err != nil {
-				t.Fatal(err)
-			}
+			aClient, reach := partitioned(t, admin, srv.Addr, "node-a-"+mode)
 			opts := RedisOptions{Timeout: slowMachine, Prefix: "partition-" + mode + ":"}
 			make := func(c redis.UniversalClient) Quotas {
 				q := quotaNode(mode, c, opts)
 				t.Cleanup(q.Close)
 				return q
 			}
-			aClient := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
-			t.Cleanup(func() { aClient.Close() })
 			a, b := make(aClient), make(newClient(t, srv.Addr))
 			start, end := dayBounds(t0)
 			st := &persisted{} // the store: what both nodes sent, written at once
@@ -414,11 +409,7 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 				st.add(10)
 			}
 			send(a)
-			// Node a loses Redis.
-			if err := admin.Do(ctx, "ACL", "SETUSER", user, "off").Err(); err != nil {
-				t.Fatal(err)
-			}
-			admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+			reach(false) // node a loses Redis
 			send(a)
 			send(a)
 			// Node b loads the counter afresh (here: Redis lost it).
@@ -429,10 +420,7 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 			send(a)
 			send(a)
 			send(b)
-			// Node a has Redis again: its next send ends its outage.
-			if err := admin.Do(ctx, "ACL", "SETUSER", user, "on").Err(); err != nil {
-				t.Fatal(err)
-			}
+			reach(true) // node a has Redis again: its next send ends its outage
 			send(a)
 			var n int64
 			sent := st.add(0)
@@ -515,7 +503,6 @@ func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
 func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	admin := newClient(t, srv.Addr)
-	ctx := context.Background()
 	for _, mode := range []string{"exact", "leased"} {
 		for _, redisBack := range []bool{true, false} {
 			name := mode + "/redis back before the stop"
@@ -523,33 +510,23 @@ func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 				name = mode + "/redis still unreachable at the stop"
 			}
 			t.Run(name, func(t *testing.T) {
-				// Node a reaches Redis as a user of its own, turned off for
-				// its outage (a partition: nothing it sends is done late).
 				user := fmt.Sprintf("stopped-%s-%t", mode, redisBack)
-				acl := func(state string) {
-					if err := admin.Do(ctx, "ACL", "SETUSER", user, state, ">pw", "~*", "+@all").Err(); err != nil {
-						t.Fatal(err)
-					}
-				}
-				acl("on")
+				aClient, reach := partitioned(t, admin, srv.Addr, user)
 				errs := &logRecorder{}
 				opts := RedisOptions{Timeout: slowMachine, Prefix: user + ":", Errorf: errs.Logf}
 				node := func(c redis.UniversalClient) closingQuotas { return quotaNode(mode, c, opts) }
-				aClient := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
-				t.Cleanup(func() { aClient.Close() })
 				a := node(aClient)
 				s := &quotaSender{t: t, q: a, now: t0}
 				s.start, s.end = dayBounds(t0)
 				for range 3 {
 					s.send()
 				}
-				acl("off")
-				admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+				reach(false)
 				for range 3 {
 					s.send()
 				}
 				if redisBack {
-					acl("on") // no send of the key follows before the stop
+					reach(true) // no send of the key follows before the stop
 				}
 				a.Close() // the node stops
 				lost := errs.count("30 recipients")
@@ -632,16 +609,9 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 	for _, mode := range []string{"exact", "leased"} {
 		t.Run(mode, func(t *testing.T) {
 			user := "recovering-" + mode
-			acl := func(state string) {
-				if err := admin.Do(ctx, "ACL", "SETUSER", user, state, ">pw", "~*", "+@all").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			acl("on")
+			client, reach := partitioned(t, admin, srv.Addr, user)
 			errs := &logRecorder{}
 			opts := RedisOptions{Timeout: 500 * time.Millisecond, Prefix: user + ":", Errorf: errs.Logf}
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr, Username: user, Password: "pw", MaxRetries: -1})
-			t.Cleanup(func() { client.Close() })
 			q := quotaNode(mode, client, opts)
 			var storeDown atomic.Bool
 			load := func(ctx context.Context) (int64, error) {
@@ -663,8 +633,7 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 			for _, k := range keys {
 				reserve(k)
 			}
-			acl("off")
-			admin.Do(ctx, "CLIENT", "KILL", "USER", user)
+			reach(false)
 			for _, k := range keys[1:] {
 				reserve(k) // a lease: from its block
 				reserve(k) // counted on its own
@@ -680,7 +649,7 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 				admin.Set(ctx, loadedKey(opts.withDefaults(), rkey), now.Add(time.Hour).UnixMilli(), time.Hour)
 			}
 			storeDown.Store(true)
-			acl("on")
+			reach(true)
 			reserve("key_0") // a lease: from its block
 			reserve("key_0") // Redis answers: the recovery starts, and waits for the store
 			time.Sleep(100 * time.Millisecond)
@@ -710,4 +679,26 @@ func quotaNode(mode string, c redis.UniversalClient, opts RedisOptions) closingQ
 		return NewRedisQuotas(c, NewLocalQuotas(), opts)
 	}
 	return NewLeasedQuotas(c, NewLocalQuotas(), opts, time.Hour)
+}
+
+// partitioned is a client of the Redis at addr as a user of its own, and
+// reach, which cuts it off (false) or lets it back (true): a node's outage
+// as a partition makes it, with Redis keeping its counters and nothing the
+// node sent done late.
+func partitioned(t *testing.T, admin *redis.Client, addr, user string) (c *redis.Client, reach func(bool)) {
+	t.Helper()
+	reach = func(on bool) {
+		t.Helper()
+		state := map[bool]string{true: "on", false: "off"}[on]
+		if err := admin.Do(context.Background(), "ACL", "SETUSER", user, state, ">pw", "~*", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !on {
+			admin.Do(context.Background(), "CLIENT", "KILL", "USER", user)
+		}
+	}
+	reach(true)
+	c = redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "pw", MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c, reach
 }
