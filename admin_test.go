@@ -52,14 +52,8 @@ func (s *stuckStore) UpdateKey(ctx context.Context, id string, ev *store.Event, 
 func TestAnAdminCallToAStuckStoreIsAnsweredUnavailable(t *testing.T) {
 	defer func(d time.Duration) { manageTimeout = d }(manageTimeout)
 	manageTimeout = 300 * time.Millisecond
-	dir := t.TempDir()
-	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &stuckStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
-	startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
-	defer releaseBackend(uri, zap.NewNop())
+	st := &stuckStore{}
+	uri, _ := backendOn(t, st, &st.Store)
 	rec, _ := issue(t, st, "mail.send")
 
 	st.stuck.Store(true)
@@ -125,14 +119,8 @@ func (s *pollStuckStore) LastChange(ctx context.Context) (int64, error) {
 func TestARevokeIsAnsweredWhenTheStoreStopsAnsweringRightAfterIt(t *testing.T) {
 	defer func(d time.Duration) { afterWriteTimeout = d }(afterWriteTimeout)
 	afterWriteTimeout = 300 * time.Millisecond
-	dir := t.TempDir()
-	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &pollStuckStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
-	b, _ := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
-	defer releaseBackend(uri, zap.NewNop())
+	st := &pollStuckStore{}
+	uri, b := backendOn(t, st, &st.Store)
 	rec, _ := issue(t, st, "mail.send")
 	if got, err := b.verifier.Lookup(context.Background(), rec.Digest, time.Minute); err != nil || got.Revoked() {
 		t.Fatalf("before the revoke: %+v, %v", got, err)
@@ -271,4 +259,19 @@ func FuzzAdminRequests(f *testing.F) {
 			}
 		}
 	})
+}
+
+// backendOn starts the backend of a new SQLite store wrapped in st (inner
+// is where st holds the store it wraps), released when the test ends.
+func backendOn(t *testing.T, st store.Store, inner *store.Store) (string, *backend) {
+	t.Helper()
+	dir := t.TempDir()
+	uri, err := storeURI("sqlite:" + filepath.Join(dir, "keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	*inner = openSQLiteStore(t, filepath.Join(dir, "keys.db"))
+	b, _ := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	t.Cleanup(func() { releaseBackend(uri, zap.NewNop()) })
+	return uri, b
 }
