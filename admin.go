@@ -307,9 +307,11 @@ func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 		}
 	}
 	// Only issuing may create the embedded store, as with the CLI: a
-	// mistyped ?store= must not look like a store without keys.
+	// mistyped ?store= must not look like a store without keys. It is the
+	// request's mistake (400, the CLI's exit 2), never 404: an offboarding
+	// script takes revoking an owner's keys with a 404 for "none left".
 	if path, missing := missingSQLite(uri); missing && !(r.Method == http.MethodPost && r.URL.Path == "/keygate/keys") {
-		return nil, nil, adminError{http.StatusNotFound, "not_found", fmt.Sprintf("no keygate store at %s (it is created by a gateway using it or by issuing the first key)", path)}
+		return nil, nil, badRequest("no keygate store at %s (it is created by a gateway using it or by issuing the first key)", path)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -180,6 +181,30 @@ func TestAnAdminErrorNeverRepeatsAKey(t *testing.T) {
 		if w.Code != http.StatusBadRequest || strings.Contains(w.Body.String(), secret) {
 			t.Errorf("%s %s: %d %s, want 400 without the key", c.method, c.path, w.Code, w.Body)
 		}
+	}
+}
+
+// A ?store= naming no store is the request's mistake, 400 as the CLI's exit
+// 2, never the 404 that revoking an owner with no active key left answers:
+// an offboarding script taking that 404 for "nothing left to revoke" must not
+// be fooled by a mistyped store. Nothing is created there.
+func TestAnAdminCallOnAMissingStoreIsInvalidInput(t *testing.T) {
+	typo := filepath.Join(t.TempDir(), "typo", "keys.db")
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/keygate/revoke", `{"owner":"contractor"}`},
+		{"GET", "/keygate/keys", ""},
+		{"GET", "/keygate/keys/key_abc", ""},
+		{"POST", "/keygate/keys/key_abc/revoke", `{}`},
+	} {
+		r := httptest.NewRequest(c.method, c.path+"?store="+url.QueryEscape("sqlite:"+typo), strings.NewReader(c.body))
+		w := httptest.NewRecorder()
+		(&Admin{}).serve(w, r)
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"invalid_input"`) || !strings.Contains(w.Body.String(), "no keygate store at "+typo) {
+			t.Errorf("%s %s on a missing store: %d %s, want 400 invalid_input naming it", c.method, c.path, w.Code, w.Body)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(typo)); err == nil {
+		t.Error("a call on a missing store created it")
 	}
 }
 

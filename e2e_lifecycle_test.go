@@ -179,7 +179,7 @@ func TestKeyLifecycle(t *testing.T) {
 			{"PATCH", "/keygate/keys/" + k.ID, map[string]any{}, 400, "nothing to change"},
 			{"POST", "/keygate/keys", map[string]any{"name": "x", "scopes": []string{"mail.send"}, "expires": "2020-01-01T00:00:00Z"}, 400, "not in the future"},
 			{"POST", "/keygate/keys", map[string]any{"name": "two\nlines", "scopes": []string{"mail.send"}}, 400, "printable"},
-			{"GET", "/keygate/keys?store=sqlite:" + filepath.Join(t.TempDir(), "typo", "keys.db"), nil, 404, "no keygate store"},
+			{"GET", "/keygate/keys?store=sqlite:" + filepath.Join(t.TempDir(), "typo", "keys.db"), nil, 400, "no keygate store"},
 			{"GET", "/keygate/keys?store=" + url.QueryEscape("postgres://kg:hunter2@127.0.0.1:1/kg?connect_timeout=2"), nil, 503, "the key store is unavailable"},
 			{"GET", "/keygate/keys?all=maybe", nil, 400, "want true or false"},
 			{"GET", "/keygate/events?key=key_nope", nil, 404, "not found"},
