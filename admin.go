@@ -101,9 +101,9 @@ var adminRoutes = []struct {
 	{http.MethodPost, "keys/{id}/rotate", nil, (*adminCall).rotate},
 	{http.MethodPost, "keys/{id}/revoke", nil, (*adminCall).revoke},
 	{http.MethodGet, "keys/{id}/usage", []string{"since"}, (*adminCall).usage},
-	{http.MethodGet, "keys/{id}/events", []string{"limit"}, (*adminCall).events},
+	{http.MethodGet, "keys/{id}/events", []string{"limit", "after"}, (*adminCall).events},
 	{http.MethodPost, "revoke", nil, (*adminCall).revoke},
-	{http.MethodGet, "events", []string{"key", "limit"}, (*adminCall).events},
+	{http.MethodGet, "events", []string{"key", "limit", "after"}, (*adminCall).events},
 	{http.MethodGet, "audit", []string{"unused", "expiring"}, (*adminCall).audit},
 	{http.MethodGet, "scopes", nil, (*adminCall).scopes},
 }
@@ -479,21 +479,38 @@ func (c *adminCall) usage() error {
 }
 
 func (c *adminCall) events() error {
+	q := c.r.URL.Query()
 	id := c.id
 	if id == "" {
-		id = c.r.URL.Query().Get("key")
+		id = q.Get("key")
 	}
 	limit := 0
-	if v := c.r.URL.Query().Get("limit"); v != "" {
+	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return badRequest("limit %q: want how many of the newest events, or 0 for all", v)
+			return badRequest("limit %q: want how many events, or 0 for all", v)
 		}
 		limit = n
 	}
-	evs, err := c.keys.Events(c.r.Context(), id, limit)
+	var after *int64
+	if q.Has("after") {
+		v := q.Get("after")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return badRequest("after %q: want the seq of the last event read, or 0 for the first", v)
+		}
+		after = &n
+	}
+	evs, err := c.keys.Events(c.r.Context(), id, limit, after)
 	if err != nil {
 		return err
+	}
+	// Read forward, a full page may have a next one (as for keys).
+	if after != nil && limit > 0 && len(evs) == limit {
+		next := *c.r.URL
+		q.Set("after", strconv.FormatInt(evs[len(evs)-1].Seq, 10))
+		next.RawQuery = q.Encode()
+		c.w.Header().Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
 	}
 	return writeJSON(c.w, http.StatusOK, evs)
 }

@@ -633,16 +633,25 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			}
 			limit, _ := c.flags.GetInt("limit")
 			if limit < 0 {
-				return badRequest("--limit %d: want how many of the newest events, or 0 for all", limit)
+				return badRequest("--limit %d: want how many events, or 0 for all", limit)
 			}
-			evs, err := c.keys.Events(ctx, id, limit)
+			var after *int64
+			if c.flags.Changed("after") {
+				n, _ := c.flags.GetInt64("after")
+				if n < 0 {
+					return badRequest("--after %d: want the seq of the last event read, or 0 for the first", n)
+				}
+				after = &n
+			}
+			evs, err := c.keys.Events(ctx, id, limit, after)
 			if err != nil {
 				return err
 			}
 			return c.output(evs, func() error { return c.printEvents(evs) })
 		}),
 	}
-	events.Flags().Int("limit", 0, "Show only the newest N events (0: all)")
+	events.Flags().Int("limit", 0, "Show only the newest N events, or with --after the first N after it (0: all)")
+	events.Flags().Int64("after", 0, "Read forward: the events after this seq (the last one read), oldest first")
 	backup := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Copy the whole SQLite store (keys, usage, audit events) into a new file, while gateways run",
@@ -989,9 +998,9 @@ func (c *cli) printTable(recs []*store.Record) error {
 
 func (c *cli) printEvents(evs []store.Event) error {
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
+	fmt.Fprintln(tw, "SEQ\tTIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
 	}
 	return tw.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -478,6 +479,54 @@ func TestKeyLifecycle(t *testing.T) {
 		}
 		if r := g.admin("GET", "/keygate/events?limit=-1", nil); r.Status != 400 || !strings.Contains(string(r.Body), "limit") {
 			t.Errorf("a negative limit: %d %s", r.Status, r.Body)
+		}
+
+		// Read forward from a cursor, as an audit shipper does: the admin
+		// API's pages follow their Link, the CLI's --after the last seq,
+		// and both read the whole log once, in order.
+		var all []struct{ Seq int64 }
+		json.Unmarshal([]byte(out), &all)
+		var viaLinks []int64
+		for next, pages := "/keygate/events?after=0&limit=3", 0; next != ""; pages++ {
+			r := g.admin("GET", next, nil)
+			var page []struct{ Seq int64 }
+			if r.Status != 200 || json.Unmarshal(r.Body, &page) != nil || pages > len(all) {
+				t.Fatalf("GET %s: %d %s", next, r.Status, r.Body)
+			}
+			for _, e := range page {
+				viaLinks = append(viaLinks, e.Seq)
+			}
+			next = ""
+			if link := r.Header.Get("Link"); link != "" {
+				next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+			}
+		}
+		var viaCLI []int64
+		for after := int64(0); ; {
+			var page []struct{ Seq int64 }
+			if err := json.Unmarshal([]byte(g.keys("events", "--after", strconv.FormatInt(after, 10), "--limit", "4", "--json")), &page); err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, e := range page {
+				viaCLI = append(viaCLI, e.Seq)
+			}
+			after = page[len(page)-1].Seq
+		}
+		var want []int64
+		for _, e := range all {
+			want = append(want, e.Seq)
+		}
+		if !slices.Equal(viaLinks, want) || !slices.Equal(viaCLI, want) {
+			t.Errorf("read forward: %v following Link, %v with --after; want %v", viaLinks, viaCLI, want)
+		}
+		if r := g.admin("GET", "/keygate/events?after=x", nil); r.Status != 400 || !strings.Contains(string(r.Body), "after") {
+			t.Errorf("a cursor that is not a seq: %d %s", r.Status, r.Body)
+		}
+		if text := g.keys("events", "--after", strconv.FormatInt(want[len(want)-2], 10)); !strings.HasPrefix(text, "SEQ") || !strings.Contains(text, strconv.FormatInt(want[len(want)-1], 10)) {
+			t.Errorf("the text table names no seq to go on from:\n%s", text)
 		}
 	})
 

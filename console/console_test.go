@@ -400,7 +400,7 @@ func TestANewKeyIsShownOnceAndNeverAgain(t *testing.T) {
 			t.Errorf("GET %s shows the key again", path)
 		}
 	}
-	evs, _ := f.svc.Events(ctx, rec.ID, 0)
+	evs, _ := f.svc.Events(ctx, rec.ID, 0, nil)
 	if len(evs) != 1 || evs[0].Actor != "console alice from 203.0.113.9" {
 		t.Errorf("the issued event names %q, want the console user and address", evs[0].Actor)
 	}
@@ -614,7 +614,7 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	if rec := f.show(k.ID); rec.RevokedAt == nil || rec.RevokeReason != "left" {
 		t.Errorf("revoke with the typed name: %+v", rec)
 	}
-	evs, _ := f.svc.Events(ctx, k.ID, 0)
+	evs, _ := f.svc.Events(ctx, k.ID, 0, nil)
 	var actions []string
 	for _, e := range evs {
 		actions = append(actions, e.Action)

@@ -161,7 +161,7 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	}
 	v.Denials = c.denials(v.Usage.Denied)
 	v.TopIPs = ipRows(v.Usage.TopIPs, c.now)
-	evs, err := c.keys.Events(ctx, rec.ID, 100)
+	evs, err := c.keys.Events(ctx, rec.ID, 100, nil)
 	if err != nil {
 		return err
 	}

@@ -318,7 +318,7 @@ func TestAnEditFormSavedAsShownKeepsTheScopes(t *testing.T) {
 			if got := f.show(k.ID).Scopes; !slices.Equal(got, tc.scopes) {
 				t.Errorf("after saving the form as shown the key holds %q, want %q", got, tc.scopes)
 			}
-			if evs, _ := f.svc.Events(ctx, k.ID, 0); len(evs) != 1 {
+			if evs, _ := f.svc.Events(ctx, k.ID, 0, nil); len(evs) != 1 {
 				t.Errorf("saving the form as shown made %d events", len(evs)-1)
 			}
 		})

@@ -317,7 +317,7 @@ func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 			t.Fatalf("step %d: %v", i, err)
 		}
 	}
-	evs, err := f.Events(ctx, k.ID, 0)
+	evs, err := f.Events(ctx, k.ID, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestRevokeAndRotateRefuseWhatCannotBe(t *testing.T) {
 	if _, err := f.Show(ctx, "key_nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an unknown id: %v", err)
 	}
-	if _, err := f.Events(ctx, "key_nope", 0); !errors.Is(err, store.ErrNotFound) {
+	if _, err := f.Events(ctx, "key_nope", 0, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("events of an unknown id: %v", err)
 	}
 }
@@ -442,6 +442,52 @@ func TestDuplicateNamesOfOneOwnerWarn(t *testing.T) {
 	}
 }
 
+// An owner's view pages forward through the events of its keys alone, as
+// the whole log pages: the first limit after the cursor, oldest first.
+func TestAnOwnersEventsPageForwardFromACursor(t *testing.T) {
+	f := newFixture(t)
+	sales := f.ForOwner("sales")
+	var want []int64
+	for i := range 3 {
+		f.issue(t, Spec{Name: str(fmt.Sprintf("theirs-%d", i)), Owner: str("ops"), Scopes: list("mail.send")})
+		res, err := sales.Issue(ctx, spec(fmt.Sprintf("mine-%d", i), "mail.send"), "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sales.Update(ctx, res.ID, Spec{Name: str(fmt.Sprintf("renamed-%d", i))}, "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := sales.Events(ctx, "", 0, nil)
+	if err != nil || len(all) != 6 {
+		t.Fatalf("the owner's events: %d, %v; want 6", len(all), err)
+	}
+	for _, e := range all {
+		want = append(want, e.Seq)
+	}
+	var got []int64
+	var after int64
+	for pages := 0; ; pages++ {
+		page, err := sales.Events(ctx, "", 4, &after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pages > 3 {
+			t.Fatal("paging does not end")
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, e := range page {
+			got = append(got, e.Seq)
+		}
+		after = page[len(page)-1].Seq
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("paged forward 4 at a time: %v, want %v", got, want)
+	}
+}
+
 func TestAViewOfOneOwnerNeverReachesAnothersKeys(t *testing.T) {
 	f := newFixture(t)
 	theirs := f.issue(t, Spec{Name: str("theirs"), Owner: str("ops"), Scopes: list("mail.send")})
@@ -475,11 +521,11 @@ func TestAViewOfOneOwnerNeverReachesAnothersKeys(t *testing.T) {
 	notFound("revoke by owner", err)
 	_, err = sales.Usage(ctx, theirs.ID, 0)
 	notFound("usage", err)
-	_, err = sales.Events(ctx, theirs.ID, 0)
+	_, err = sales.Events(ctx, theirs.ID, 0, nil)
 	notFound("events", err)
 	recs, _ := sales.List(ctx, "", true)
 	page, _ := sales.Find(ctx, Query{Owner: "ops"})
-	evs, _ := sales.Events(ctx, "", 0)
+	evs, _ := sales.Events(ctx, "", 0, nil)
 	audit, _ := sales.Audit(ctx, 0, 0)
 	if len(recs) != 1 || len(page.Keys) != 1 || recs[0].ID != mine.ID || page.Keys[0].ID != mine.ID {
 		t.Errorf("lists hold another owner's keys: %v / %v", ids(recs), ids(page.Keys))
@@ -692,7 +738,7 @@ func TestAKeyWhereAnIDOrTextBelongsIsRefusedUnrepeated(t *testing.T) {
 	refused("rotate", err)
 	_, err = f.Usage(ctx, key, 0)
 	refused("usage", err)
-	_, err = f.Events(ctx, key, 10)
+	_, err = f.Events(ctx, key, 10, nil)
 	refused("events", err)
 	_, err = f.Revoke(ctx, Revocation{ID: key, Reason: "leaked"}, "test")
 	refused("revoke by id", err)
@@ -781,7 +827,7 @@ func TestARotatedKeyGetsItsLifetimeAgain(t *testing.T) {
 	if res.OldKeyEnds == nil || !res.OldKeyEnds.Equal(oldEnd) || !res.Replaced.ExpiresAt.Equal(oldEnd) {
 		t.Errorf("the old key ends %v (record %v), want %v", res.OldKeyEnds, res.Replaced.ExpiresAt, oldEnd)
 	}
-	evs, err := f.Events(ctx, k.ID, 10)
+	evs, err := f.Events(ctx, k.ID, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1024,7 +1070,7 @@ func TestARotationRacingARevocationLeavesNoLiveSuccessor(t *testing.T) {
 		if n := rotations.Load(); n > 1 {
 			t.Errorf("round %d: %d rotations of one key succeeded", i, n)
 		}
-		evs, err := a.Events(ctx, id, 0)
+		evs, err := a.Events(ctx, id, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -238,18 +238,20 @@ func (s *Service) Activity(ctx context.Context, recs []*store.Record, since time
 }
 
 // Events returns the audit events of key id, or of every key the service
-// may see when id is empty, oldest first; limit > 0 keeps the newest limit.
-// An unknown id is NotFound, not an empty history.
-func (s *Service) Events(ctx context.Context, id string, limit int) ([]store.Event, error) {
+// may see when id is empty, oldest first: limit > 0 keeps the newest limit,
+// or with after (a cursor: the last seq a reader saw) the first limit of
+// those after it. An unknown id is NotFound, not an empty history.
+func (s *Service) Events(ctx context.Context, id string, limit int, after *int64) ([]store.Event, error) {
 	if id != "" {
 		if _, err := s.key(ctx, id); err != nil {
 			return nil, err
 		}
 	}
+	f := store.EventFilter{KeyID: id, Limit: limit, After: after}
 	if s.owner != nil && id == "" {
-		return s.ownerEvents(ctx, limit)
+		return s.ownerEvents(ctx, f)
 	}
-	evs, err := s.st.Events(ctx, store.EventFilter{KeyID: id, Limit: limit})
+	evs, err := s.st.Events(ctx, f)
 	if evs == nil {
 		evs = []store.Event{}
 	}
@@ -257,22 +259,27 @@ func (s *Service) Events(ctx context.Context, id string, limit int) ([]store.Eve
 }
 
 // ownerEvents gathers the events of every key of the service's owner.
-func (s *Service) ownerEvents(ctx context.Context, limit int) ([]store.Event, error) {
+func (s *Service) ownerEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
 	recs, err := s.List(ctx, "", true)
 	if err != nil {
 		return nil, err
 	}
 	evs := []store.Event{}
 	for _, r := range recs {
-		e, err := s.st.Events(ctx, store.EventFilter{KeyID: r.ID, Limit: limit})
+		f.KeyID = r.ID
+		e, err := s.st.Events(ctx, f)
 		if err != nil {
 			return nil, err
 		}
 		evs = append(evs, e...)
 	}
 	slices.SortFunc(evs, func(a, b store.Event) int { return cmp.Compare(a.Seq, b.Seq) })
-	if limit > 0 && len(evs) > limit {
-		evs = evs[len(evs)-limit:]
+	switch {
+	case f.Limit <= 0 || len(evs) <= f.Limit:
+	case f.After != nil:
+		evs = evs[:f.Limit] // the first after the cursor
+	default:
+		evs = evs[len(evs)-f.Limit:] // the newest
 	}
 	return evs, nil
 }

@@ -81,7 +81,7 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	check(disabled, func(r *store.Record) bool { return r.Disabled }, "disabled again")
 	check(ended, func(r *store.Record) bool { return r.ExpiresAt != nil && r.ExpiresAt.Equal(soon) }, "given the earlier end")
 
-	evs, err := f.Events(ctx, leaked, 0)
+	evs, err := f.Events(ctx, leaked, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 		t.Errorf("the leaked key's newest event: %+v, want its revocation kept from the replaced store, now", last)
 	}
 	for _, id := range []string{reenabled, extended} {
-		evs, _ := f.Events(ctx, id, 0)
+		evs, _ := f.Events(ctx, id, 0, nil)
 		for _, ev := range evs {
 			if ev.Reason == "kept from the store a backup replaced" {
 				t.Errorf("key %s, unchanged by CarryOver, got an event: %+v", id, ev)

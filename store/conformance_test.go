@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -865,6 +866,82 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 					}
 				}
 			})
+		}
+		all := mustEvents(t, s, EventFilter{})
+		at := func(i int) *int64 { return &all[i].Seq }
+		zero := int64(0)
+		for _, tc := range []struct {
+			name   string
+			filter EventFilter
+			want   []string
+		}{
+			{"after zero is every event", EventFilter{After: &zero}, []string{"key_0 issued", "key_0 revoked", "key_1 issued", "key_1 revoked", "key_2 issued", "key_2 revoked"}},
+			{"after a seq, the events that follow it", EventFilter{After: at(3)}, []string{"key_2 issued", "key_2 revoked"}},
+			{"after with a limit keeps the oldest", EventFilter{After: at(0), Limit: 2}, []string{"key_0 revoked", "key_1 issued"}},
+			{"after and a key id", EventFilter{KeyID: "key_1", After: at(2)}, []string{"key_1 revoked"}},
+			{"after the last, none", EventFilter{After: at(len(all) - 1)}, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var got []string
+				for _, ev := range mustEvents(t, s, tc.filter) {
+					got = append(got, ev.KeyID+" "+ev.Action)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("Events(after %d, %+v) = %v, want %v", *tc.filter.After, tc.filter, got, tc.want)
+				}
+			})
+		}
+	})
+
+	// A reader that pages forward from the last seq it saw while keys change
+	// at once (an audit shipper) sees every event once: seq order is commit
+	// order, or it would move past an event that commits late.
+	t.Run("events read forward while keys change miss none", func(t *testing.T) {
+		s := open(t)
+		const writers, changes = 4, 25
+		for w := range writers {
+			mustCreate(t, s, minimalRecord(fmt.Sprintf("key_w%d", w), t0))
+		}
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("key_w%d", w)
+				for i := range changes {
+					if _, err := s.UpdateKey(ctx, id, &Event{Action: "updated", Detail: strconv.Itoa(i)}, func(r *Record) error { r.Name = strconv.Itoa(i); return nil }); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		seen := map[int64]int{}
+		var after int64
+		for finished := false; !finished; {
+			select {
+			case <-done:
+				finished = true // one more read after the last write
+			default:
+			}
+			for _, ev := range mustEvents(t, s, EventFilter{After: &after, Limit: 7}) {
+				seen[ev.Seq]++
+				after = ev.Seq
+			}
+		}
+		for _, ev := range mustEvents(t, s, EventFilter{After: &after}) {
+			seen[ev.Seq]++
+		}
+		all := mustEvents(t, s, EventFilter{})
+		if want := writers * (1 + changes); len(all) != want {
+			t.Fatalf("%d events, want %d", len(all), want)
+		}
+		for _, ev := range all {
+			if seen[ev.Seq] != 1 {
+				t.Errorf("event %d (%s %s) read %d times going forward, want once", ev.Seq, ev.KeyID, ev.Action, seen[ev.Seq])
+			}
 		}
 	})
 

@@ -675,16 +675,24 @@ func (s *DB) Recipients(ctx context.Context, id string, since time.Time) (int64,
 	return n, nil
 }
 
-// Events returns the audit events of f.KeyID (every key when empty), the
-// newest f.Limit of them when f.Limit > 0, oldest first.
+// Events returns the audit events of f.KeyID (every key when empty),
+// oldest first: the newest f.Limit of them when f.Limit > 0, or with
+// f.After the first f.Limit whose seq is above it.
 func (s *DB) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	limit := int64(f.Limit)
 	if limit <= 0 {
 		limit = math.MaxInt64 // no limit, in both engines
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(`SELECT seq, at, action, key_id, actor, reason, detail FROM (
+	var rows *sql.Rows
+	var err error
+	if f.After != nil {
+		rows, err = s.db.QueryContext(ctx, s.d.rebind(`SELECT seq, at, action, key_id, actor, reason, detail
+			FROM events WHERE ($1 = '' OR key_id = $1) AND seq > $2 ORDER BY seq LIMIT $3`), f.KeyID, *f.After, limit)
+	} else {
+		rows, err = s.db.QueryContext(ctx, s.d.rebind(`SELECT seq, at, action, key_id, actor, reason, detail FROM (
 			SELECT * FROM events WHERE ($1 = '' OR key_id = $1) ORDER BY seq DESC LIMIT $2
 		) AS newest ORDER BY seq`), f.KeyID, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: events of %q: %w", f.KeyID, err)
 	}

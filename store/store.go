@@ -318,7 +318,14 @@ const (
 // EventFilter selects audit events; an empty KeyID means every key.
 type EventFilter struct {
 	KeyID string
+	// Limit > 0 keeps the newest Limit events, or with After the first
+	// Limit after it.
 	Limit int
+	// After, when set, reads the log forward from a cursor: the events
+	// whose Seq is above *After, oldest first. Events are numbered in the
+	// order their changes committed (every key write is serialised), so a
+	// reader that goes on after the last Seq it saw misses none.
+	After *int64
 }
 
 // UsageDelta is what one gateway counted for one key in one UTC hour since
