@@ -456,14 +456,17 @@ func (c *adminCall) revoke() error {
 // by the admin API and `caddy keys revoke --json` alike: its record as it
 // was (the first time and reason kept) and a warning saying that nothing
 // changed, so a script retrying a revoke tells "already done" from "done".
+// The warning is in warnings, where issue, rotate and update put theirs,
+// and in warning, where scripts written before read it.
 type alreadyRevoked struct {
 	*store.Record
-	Warning string `json:"warning"`
+	Warning  string   `json:"warning"`
+	Warnings []string `json:"warnings"`
 }
 
 func revokedBefore(rec *store.Record) alreadyRevoked {
-	return alreadyRevoked{rec, fmt.Sprintf("key %s was already revoked on %s; nothing changed", rec.ID,
-		rec.RevokedAt.UTC().Format(time.RFC3339))}
+	w := fmt.Sprintf("key %s was already revoked on %s; nothing changed", rec.ID, rec.RevokedAt.UTC().Format(time.RFC3339))
+	return alreadyRevoked{rec, w, []string{w}}
 }
 
 func (c *adminCall) usage() error {

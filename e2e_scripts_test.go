@@ -118,10 +118,11 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 func TestARepeatedRevokeSaysItWasDoneAlready(t *testing.T) {
 	g := scriptGateway(t)
 	type answer struct {
-		ID           string  `json:"id"`
-		RevokedAt    *string `json:"revoked_at"`
-		RevokeReason string  `json:"revoke_reason"`
-		Warning      *string `json:"warning"`
+		ID           string   `json:"id"`
+		RevokedAt    *string  `json:"revoked_at"`
+		RevokeReason string   `json:"revoke_reason"`
+		Warning      *string  `json:"warning"`
+		Warnings     []string `json:"warnings"`
 	}
 	cli := func(id, reason string) answer {
 		t.Helper()
@@ -158,6 +159,10 @@ func TestARepeatedRevokeSaysItWasDoneAlready(t *testing.T) {
 				repeat := again.revoke(k.ID, "retried")
 				if repeat.Warning == nil || !strings.Contains(*repeat.Warning, "already revoked") {
 					t.Errorf("a repeated revoke does not say it changed nothing: %+v", repeat)
+				}
+				// Read where issue, rotate and update put theirs, too.
+				if len(repeat.Warnings) != 1 || repeat.Warning == nil || repeat.Warnings[0] != *repeat.Warning || done.Warnings != nil {
+					t.Errorf("warnings of a repeated revoke: %q (first revoke: %q), want [the warning]", repeat.Warnings, done.Warnings)
 				}
 				if repeat.RevokeReason != "left the company" || *repeat.RevokedAt != *done.RevokedAt {
 					t.Errorf("a repeated revoke changed the first one's time or reason: %+v, then %+v", done, repeat)
