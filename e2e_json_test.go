@@ -134,6 +134,8 @@ func TestHandwrittenJSONIsCheckedAsTheCaddyfileIs(t *testing.T) {
 		{`{"handler":"keygate","burst":10}`, "burst 10: want a positive whole number, with a rate"},
 		{`{"handler":"keygate","max_body":-1}`, "max_body -1: want a size in bytes"},
 		{`{"handler":"keygate","max_body":5000000000}`, "max_body 5000000000: want a size in bytes"},
+		{`{"handler":"keygate","ratelimit_redis":"redis://127.0.0.1:1/0","ratelimit_redis_timeout":1}`, "timeout 1ns: want a duration between 1ms and 10s"},
+		{`{"handler":"keygate","ratelimit_redis":"redis://127.0.0.1:1/0","ratelimit_redis_timeout":-1000000}`, "timeout -1ms: want a duration between 1ms and 10s"},
 		{`{"handler":"keygate_console","admin":["ann"]}`, `unknown field \"admin\"`},
 	} {
 		dir := t.TempDir()

@@ -67,8 +67,10 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 	fail := func(format string, args ...any) (redisSetup, error) {
 		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
 	}
-	if timeout < 0 || timeout > 10*time.Second {
-		return fail("timeout %v: want a duration up to 10s", timeout)
+	// As the Caddyfile bounds it: a JSON config gives nanoseconds, and a
+	// timeout under a millisecond would have every call fall back.
+	if timeout != 0 && (timeout < time.Millisecond || timeout > 10*time.Second) {
+		return fail("timeout %v: want a duration between 1ms and 10s", timeout)
 	}
 	if timeout == 0 {
 		timeout = ratelimit.DefaultTimeout // one client whether it is said or not
