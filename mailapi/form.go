@@ -142,12 +142,41 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 	if err != nil || disposition != "form-data" || params["name"] == "" {
 		return "", errors.New(`a multipart part's Content-Disposition must be form-data with a name`)
 	}
+	// mime reads an RFC 2231 name (name*=UTF-8''x, name*0="x") in place of
+	// a plain one beside it, in either order, and a quoted pair (\") as
+	// the character it quotes; parsers without either (PHP's, hand-written
+	// ones) read name="h:From" in the same header as the field keygate did
+	// not look at.
+	if strings.ContainsRune(cds[0], '\\') || extendedName(cds[0]) {
+		return "", errors.New(`a multipart part's Content-Disposition must name its field with a plain name="…", ` +
+			`without RFC 2231 encoding (name*=) or backslashes`)
+	}
 	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
 	case "", "7bit", "8bit", "binary":
 	default:
 		return "", errors.New("multipart parts with a Content-Transfer-Encoding are refused")
 	}
 	return params["name"], nil
+}
+
+// extendedName reports whether a Content-Disposition mime.ParseMediaType
+// accepted has a parameter named "name*" or "name*0" (RFC 2231's encoded
+// and continued forms of name): a "name*" after the start, a ';' or
+// white space. One inside a quoted filename is a false alarm that only
+// refuses the part.
+func extendedName(cd string) bool {
+	cd = strings.ToLower(cd)
+	for i := 0; ; {
+		j := strings.Index(cd[i:], "name*")
+		if j < 0 {
+			return false
+		}
+		i += j
+		if k := strings.TrimRight(cd[:i], " \t"); k == "" || k[len(k)-1] == ';' {
+			return true
+		}
+		i += len("name*")
+	}
 }
 
 // applyField applies the value of a form field.

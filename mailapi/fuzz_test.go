@@ -81,6 +81,12 @@ func FuzzInspect(f *testing.F) {
 		if strings.HasPrefix(tg.ctype, "multipart/") {
 			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
 				fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"bc"))
+			// A name mime reads from RFC 2231's form (x), others from the
+			// plain one (h:From); and one with a quoted pair.
+			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
+				fuzzBoundary+"\r\nContent-Disposition: form-data; name*=UTF-8''x; name=\"h:From\"\r\n\r\nc@d.org\r\n--"+fuzzBoundary+"--\r\n"))
+			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
+				fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"x\\\"; name=\\\"h:From\"\r\n\r\nc@d.org\r\n--"+fuzzBoundary+"--\r\n"))
 		}
 	}
 

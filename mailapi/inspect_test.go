@@ -517,6 +517,15 @@ func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
 		{"an unterminated quote", `Content-Disposition: form-data; name="h:From`, "must be form-data with a name"},
 		{"an attachment disposition", `Content-Disposition: attachment; name="h:From"`, "must be form-data with a name"},
 		{"quoted-printable", "Content-Disposition: form-data; name=\"h:From\"\r\nContent-Transfer-Encoding: quoted-printable", "Content-Transfer-Encoding"},
+		{"a file with an RFC 2231 filename", `Content-Disposition: form-data; name="attachment"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf`, ""},
+		// mime reads the RFC 2231 name in place of the plain one, in
+		// either order; a parser without RFC 2231 reads h:From.
+		{"an RFC 2231 name after a plain one", `Content-Disposition: form-data; name="h:From"; name*=UTF-8''x`, "RFC 2231"},
+		{"an RFC 2231 name before a plain one", `Content-Disposition: form-data; name*=UTF-8''x; name="h:From"`, "RFC 2231"},
+		{"a continued name", `Content-Disposition: form-data; name="h:From"; NAME*0="x"`, "RFC 2231"},
+		{"an encoded continued name", `Content-Disposition: form-data; name="h:From";name*0*=UTF-8''x`, "RFC 2231"},
+		// mime reads the quoted pair as a quote: one name, x"; name="h:From.
+		{"a quoted pair", `Content-Disposition: form-data; name="x\"; name=\"h:From"`, "backslashes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := d.Inspect("/v3/mg.example.com/messages", "multipart/form-data; boundary=b", body(tc.headers))
