@@ -197,6 +197,15 @@ func TestEmailPolicy(t *testing.T) {
 		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
 			t.Errorf("a form send with a query string: %d %s", r.Status, r.Body)
 		}
+		// A part named both ways: Go reads the RFC 2231 name (x), PHP's
+		// and Python's cgi parsers the plain one (h:From).
+		twoNames := []byte("--b\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nshop@mg.example.com\r\n" +
+			"--b\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@x.org\r\n" +
+			"--b\r\nContent-Disposition: form-data; name*=UTF-8''x; name=\"h:From\"\r\n\r\nceo@evil.example\r\n--b--\r\n")
+		r = g.call("POST", "/v3/mg.example.com/messages", mk.Key, twoNames, "Host", "mailgun.localhost", "Content-Type", "multipart/form-data; boundary=b")
+		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
+			t.Errorf("a part named in RFC 2231's form beside a plain name: %d %s", r.Status, r.Body)
+		}
 	})
 
 	t.Run("mailgun: the sending domain in the path must be one of the key's sender domains", func(t *testing.T) {
