@@ -206,6 +206,17 @@ func TestEmailPolicy(t *testing.T) {
 		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
 			t.Errorf("a part named in RFC 2231's form beside a plain name: %d %s", r.Status, r.Body)
 		}
+		// A boundary after a bare line feed: the text's content to Go, a
+		// part's end (and a h:From part after it) to PHP, Python's cgi and
+		// Werkzeug.
+		hiddenPart := []byte("--b\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\nshop@mg.example.com\r\n" +
+			"--b\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@x.org\r\n" +
+			"--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\n--b\nContent-Disposition: form-data; name=\"h:From\"\n\n" +
+			"ceo@evil.example\r\n--b--\r\n")
+		r = g.call("POST", "/v3/mg.example.com/messages", mk.Key, hiddenPart, "Host", "mailgun.localhost", "Content-Type", "multipart/form-data; boundary=b")
+		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
+			t.Errorf("a boundary after a bare line feed: %d %s", r.Status, r.Body)
+		}
 	})
 
 	t.Run("mailgun: the sending domain in the path must be one of the key's sender domains", func(t *testing.T) {

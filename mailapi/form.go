@@ -45,6 +45,9 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 	if boundary == "" {
 		return errors.New("Content-Type: multipart/form-data without a boundary")
 	}
+	if looseBoundary(body, boundary) {
+		return errors.New("multipart body has a boundary after a bare carriage return, or after a bare line feed in a body whose lines end with CRLF, where parsers disagree on whether a part ends")
+	}
 	if !slowMultipartOnly {
 		if ok, err := in.plainMultipart(s, boundary, body); ok {
 			return err
@@ -126,6 +129,48 @@ func endsWithCloseDelimiter(body []byte, boundary string) bool {
 			return false
 		}
 		closed = closing
+	}
+}
+
+// looseBoundary reports whether body holds a boundary that other parsers
+// end a part at and mime/multipart does not. Once the first boundary line
+// ends with CRLF, mime/multipart ends parts only at CRLF "--boundary", and
+// reads "\n--boundary" as a value's content; PHP's parser and Python's cgi
+// end a part at any line feed, Werkzeug's also at a bare carriage return.
+// A text field holding "\n--b\nContent-Disposition: form-data;
+// name=\"h:From\"" would be a From to them, unseen by keygate. A body
+// whose first boundary line ends with a bare line feed is read by
+// mime/multipart as they read it (but for the carriage return).
+func looseBoundary(body []byte, boundary string) bool {
+	dash := []byte("--" + boundary)
+	crlf, first := false, true
+	for at := 0; ; {
+		i := bytes.Index(body[at:], dash)
+		if i < 0 {
+			return false
+		}
+		i += at
+		at = i + len(dash)
+		switch {
+		case i == 0:
+		case body[i-1] == '\r':
+			return true
+		case body[i-1] != '\n':
+			continue // not at a line's start: content to every parser
+		case crlf && (i < 2 || body[i-2] != '\r'):
+			return true
+		}
+		if first {
+			// mime/multipart's first boundary line: the boundary, spaces
+			// or tabs, and the line's end, which sets the body's.
+			rest := bytes.TrimLeft(body[at:], " \t")
+			switch {
+			case bytes.HasPrefix(rest, []byte("\r\n")):
+				crlf, first = true, false
+			case bytes.HasPrefix(rest, []byte("\n")):
+				first = false
+			}
+		}
 	}
 }
 

@@ -87,6 +87,11 @@ func FuzzInspect(f *testing.F) {
 				fuzzBoundary+"\r\nContent-Disposition: form-data; name*=UTF-8''x; name=\"h:From\"\r\n\r\nc@d.org\r\n--"+fuzzBoundary+"--\r\n"))
 			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
 				fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"x\\\"; name=\\\"h:From\"\r\n\r\nc@d.org\r\n--"+fuzzBoundary+"--\r\n"))
+			// A boundary after a bare line feed in a CRLF body: content to
+			// mime/multipart, a part's end to PHP, Python's cgi, Werkzeug.
+			f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
+				fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nhi\n--"+fuzzBoundary+
+				"\nContent-Disposition: form-data; name=\"h:From\"\n\nc@d.org\r\n--"+fuzzBoundary+"--\r\n"))
 		}
 	}
 

@@ -539,6 +539,48 @@ func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
 	}
 }
 
+// A boundary mime/multipart reads as a value's content, after a bare line
+// feed or carriage return in a body of CRLF lines, ends a part to PHP's
+// parser, Python's cgi and Werkzeug: the text below would hold a From and
+// three more recipients for them.
+func TestInspectRefusesBoundariesOnlyOtherParsersSee(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	hidden := func(nl string) string {
+		return "hello" + nl + "--b" + nl + `Content-Disposition: form-data; name="h:From"` + nl + nl + "ceo@evil.example" + nl +
+			"--b" + nl + `Content-Disposition: form-data; name="bcc"` + nl + nl + "1@a.org, 2@a.org, 3@a.org"
+	}
+	body := func(nl, text string) []byte {
+		return []byte("--b" + nl + `Content-Disposition: form-data; name="from"` + nl + nl + "shop@mg.example.com" + nl +
+			"--b" + nl + `Content-Disposition: form-data; name="text"` + nl + nl + text + nl + "--b--" + nl)
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		ok   bool
+	}{
+		{"CRLF lines", body("\r\n", "hello"), true},
+		{"LF lines, read alike by every parser", body("\n", hidden("\n")), true},
+		{"a text with a line feed before a boundary", body("\r\n", hidden("\n")), false},
+		{"a text with a carriage return before a boundary", body("\r\n", hidden("\r")), false},
+		{"LF lines with a carriage return before a boundary", body("\n", hidden("\r")), false},
+		{"the close delimiter after a bare line feed", []byte(strings.TrimSuffix(string(body("\r\n", "hello")), "\r\n--b--\r\n") + "\n--b--\r\n"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := d.Inspect("/v3/mg.example.com/messages", "multipart/form-data; boundary=b", tc.body)
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("refused: %v", err)
+			case !tc.ok && err == nil:
+				t.Errorf("accepted, senders %v and %d recipients", m.Senders, m.Recipients)
+			case !tc.ok && !strings.Contains(err.Error(), "boundary after a bare"):
+				t.Errorf("err = %v, want one about a boundary after a bare line end", err)
+			case tc.ok && bytes.Contains(tc.body, []byte("ceo@evil")) && !slices.Contains(m.Senders, "ceo@evil.example"):
+				t.Errorf("senders %v: the hidden part's From is not read", m.Senders)
+			}
+		})
+	}
+}
+
 func TestInspectRefusesFormCharsetsOtherThanUTF8(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	body := []byte("from=shop%40mg.example.com&to=a%40x.org")
