@@ -581,6 +581,21 @@ func TestInspectRefusesBoundariesOnlyOtherParsersSee(t *testing.T) {
 	}
 }
 
+// PHP ends a form field's name at a NUL, so h:From%00x is its h:From: a
+// field name holding one is refused, not passed over as another field.
+func TestInspectRefusesNULInFormFieldNames(t *testing.T) {
+	mg, _ := Lookup("mailgun")
+	if _, err := mg.Inspect("/v3/mg.example.com/messages", formType,
+		[]byte("from=shop%40mg.example.com&to=a%40x.org&h%3AFrom%00x=ceo%40evil.example")); err == nil || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("mailgun: err = %v, want a NUL in a field name refused", err)
+	}
+	ses, _ := Lookup("ses")
+	if _, err := ses.InspectQuery("Action=SendEmail&Source=a%40shop.example.com&Destination.ToAddresses.member.1=x%40y.org&Source%00=ceo%40evil.example",
+		false, "", nil); err == nil || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("ses v1: err = %v, want a NUL in a parameter name refused", err)
+	}
+}
+
 func TestInspectRefusesFormCharsetsOtherThanUTF8(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	body := []byte("from=shop%40mg.example.com&to=a%40x.org")

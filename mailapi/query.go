@@ -163,6 +163,11 @@ func eachParam(forms [2][]byte, fn func(name string, value []byte) error) error 
 			if err != nil {
 				return errors.New("form body: invalid escape in a field name")
 			}
+			if strings.IndexByte(name, 0) >= 0 {
+				// PHP ends a field's name at a NUL: "h:From%00x" is its
+				// h:From, which keygate would pass over as another field.
+				return errors.New("form body: a field name holds a NUL")
+			}
 			if err := fn(name, v); err != nil {
 				return err
 			}
