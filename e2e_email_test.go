@@ -173,6 +173,24 @@ func TestEmailPolicy(t *testing.T) {
 		}
 	})
 
+	// The route's scope line is /email*, as docs/providers.md suggests: a
+	// path IIS or a framework routing by extension serves as /email must
+	// be read as that send.
+	t.Run("postmark: /email. and /email.json are read as /email", func(t *testing.T) {
+		pk := g.issue("--name", "pm-ext", "--scope", "mail.send", "--sender-domain", "shop.example.com")
+		for _, path := range []string{"/email.", "/email.json", "/email/batch.json"} {
+			before := up.count()
+			body := `{"From":"ceo@evil.example","To":"x@y.org"}`
+			if strings.Contains(path, "batch") {
+				body = "[" + body + "]"
+			}
+			r := g.call("POST", path, "", []byte(body), "Host", "postmark.localhost", "X-Postmark-Server-Token", pk.Key, "Content-Type", "application/json")
+			if r.code() != "sender_not_allowed" || up.count() != before {
+				t.Errorf("%s with a foreign From: %d %s", path, r.Status, r.Body)
+			}
+		}
+	})
+
 	t.Run("mailgun form and multipart bodies", func(t *testing.T) {
 		mk := g.issue("--name", "mg", "--scope", "mail.send", "--sender-domain", "mg.example.com")
 		form := url.Values{"from": {"Shop <shop@mg.example.com>"}, "to": {"a@x.org, b@x.org"}, "subject": {"s"}, "text": {"t"}}

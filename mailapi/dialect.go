@@ -359,10 +359,18 @@ func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 
 // endpoint returns the send endpoint path is, and the segment its pattern's
 // "*" matched ("" for a pattern without one).
+//
+// A path that is none, with a format extension on its last segment
+// ("/emails.json", "/v3/mail/send.xml"), is the endpoint without it:
+// frameworks that route by extension (Rails' optional format, Spring's
+// suffix pattern match) serve "/emails.json" as "/emails". An endpoint
+// whose own name has a dot ("messages.mime") is matched whole first.
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
-	for i := range d.endpoints {
-		if wild, ok := matchPath(d.endpoints[i].path, path); ok {
-			return &d.endpoints[i], wild
+	for _, ext := range [2]bool{false, true} {
+		for i := range d.endpoints {
+			if wild, ok := matchPath(d.endpoints[i].path, path, ext); ok {
+				return &d.endpoints[i], wild
+			}
 		}
 	}
 	return nil, ""
@@ -525,9 +533,11 @@ func (in *inspection) json(s *shape, body []byte) error {
 // slashes without building the cleaned path, so the wildcard segment is the
 // one the cleaned path holds: "/v3/a.example/../b.example/messages" names
 // b.example.
-func matchPath(pattern, path string) (wild string, ok bool) {
+// With ext, the path's last segment is read without a format extension
+// (formatExtension).
+func matchPath(pattern, path string, ext bool) (wild string, ok bool) {
 	want := segments{s: pattern, end: len(pattern)}
-	got := segments{s: path, end: len(path)}
+	got := segments{s: path, end: len(path), ext: ext}
 	for {
 		w, wok := want.next()
 		g, gok := got.next()
@@ -548,19 +558,41 @@ func matchPath(pattern, path string) (wild string, ok bool) {
 // removes the segment before it. Each is read as plainSegment leaves it.
 type segments struct {
 	s    string
-	end  int // the unread path is s[:end]; -1 when done
-	skip int // segments still to be removed by ".."
+	end  int  // the unread path is s[:end]; -1 when done
+	skip int  // segments still to be removed by ".."
+	ext  bool // the next segment yielded (the last) drops its format extension
 }
 
 // plainSegment is a path segment without what some servers ignore in one:
 // matrix parameters (";x": Java servlet containers drop them, and read
-// "..;x" as "..") and trailing spaces and tabs. "/email;x" is Postmark's send
-// endpoint to such a server, and must not dodge inspection.
+// "..;x" as "..") and trailing spaces, tabs and dots (Windows drops a
+// name's trailing dots and spaces, so IIS may serve "/email." as "/email";
+// "." and ".." keep theirs). "/email;x" is Postmark's send endpoint to such
+// a server, and must not dodge inspection.
 func plainSegment(seg string) string {
 	if i := strings.IndexByte(seg, ';'); i >= 0 {
 		seg = seg[:i]
 	}
+	if t := strings.TrimRight(seg, " \t."); t != "" {
+		return t
+	}
 	return strings.TrimRight(seg, " \t")
+}
+
+// formatExtension returns seg without a format extension: a dot and
+// letters and digits after a name ("send.json" is "send"). Other segments
+// are returned as they are.
+func formatExtension(seg string) string {
+	dot := strings.LastIndexByte(seg, '.')
+	if dot <= 0 || dot == len(seg)-1 {
+		return seg
+	}
+	for i := dot + 1; i < len(seg); i++ {
+		if c := seg[i] | 0x20; !(c >= 'a' && c <= 'z' || seg[i] >= '0' && seg[i] <= '9') {
+			return seg
+		}
+	}
+	return seg[:dot]
 }
 
 func (it *segments) next() (string, bool) {
@@ -575,6 +607,10 @@ func (it *segments) next() (string, bool) {
 		case it.skip > 0:
 			it.skip--
 		default:
+			if it.ext {
+				it.ext = false
+				seg = formatExtension(seg)
+			}
 			return seg, true
 		}
 	}

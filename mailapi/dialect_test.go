@@ -23,6 +23,15 @@ func TestIsSend(t *testing.T) {
 		{"dot-dot above the root stays at the root", "sendgrid", "POST", "/../v3/mail/send", true},
 		{"matrix parameters do not dodge inspection", "postmark", "POST", "/email;x", true},
 		{"a trailing space does not dodge inspection", "postmark", "POST", "/email ", true},
+		{"a trailing dot does not dodge inspection", "postmark", "POST", "/email.", true},
+		{"nor trailing dots and spaces", "postmark", "POST", "/email. .", true},
+		{"a format extension does not dodge inspection", "sendgrid", "POST", "/v3/mail/send.json", true},
+		{"resend: a format extension", "resend", "POST", "/emails.json", true},
+		{"resend: an extension after a trailing slash's segment", "resend", "POST", "/emails/batch.JSON/", true},
+		{"mailgun: an extension on messages", "mailgun", "POST", "/v3/mg.example.com/messages.json", true},
+		{"an extension only on the last segment", "sendgrid", "POST", "/v3/mail.json/send", false},
+		{"an extension is letters and digits", "sendgrid", "POST", "/v3/mail/send.j-s", false},
+		{"a longer name with an extension is not the send path", "sendgrid", "POST", "/v3/mail/sender.json", false},
 		{"mailgun: parameters after the domain", "mailgun", "POST", "/v3/shop.example;x/messages", true},
 		{"ses: parameters after the send", "ses", "POST", "/v2/email/outbound-emails;jsessionid=1", true},
 		{"a servlet's dot-dot with parameters", "sendgrid", "POST", "/v3/x/..;y/mail/send", true},
@@ -302,5 +311,31 @@ func TestCampaignSendsAreOpaque(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("only %d campaign sends", n)
+	}
+}
+
+// A path a server may serve as a send endpoint is read as that endpoint:
+// with a format extension (Rails, Spring's suffix match) or trailing dots
+// (IIS). An endpoint whose name holds a dot is matched whole first.
+func TestInspectReadsExtendedPathsAsTheirEndpoint(t *testing.T) {
+	mg, _ := Lookup("mailgun")
+	form := []byte("from=shop%40mg.example.com&to=a%40x.org&h%3AFrom=ceo%40evil.example")
+	for _, p := range []string{"/v3/mg.example.com/messages.json", "/v3/mg.example.com./messages", "/v3/mg.example.com/messages."} {
+		m, err := mg.Inspect(p, formType, form)
+		if err != nil || !slices.Contains(m.Senders, "ceo@evil.example") || !slices.Equal(m.SendingDomains, []string{"mg.example.com"}) {
+			t.Errorf("%s: senders %v, sending domains %v, err %v; want the message read, through mg.example.com", p, m.Senders, m.SendingDomains, err)
+		}
+	}
+	mime := []byte("--b\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\nFrom: ceo@evil.example\r\nTo: a@x.org\r\n\r\nhi\r\n--b--\r\n")
+	for _, p := range []string{"/v3/mg.example.com/messages.mime", "/v3/mg.example.com/messages.mime.json"} {
+		m, err := mg.Inspect(p, "multipart/form-data; boundary=b", mime)
+		if err != nil || !slices.Contains(m.Senders, "ceo@evil.example") {
+			t.Errorf("%s: senders %v, err %v; want the MIME message's From", p, m.Senders, err)
+		}
+	}
+	sg, _ := Lookup("sendgrid")
+	m, err := sg.Inspect("/v3/mail/send.json", jsonType, []byte(`{"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"a@x.org"}]}]}`))
+	if err != nil || !slices.Equal(m.Senders, []string{"ceo@evil.example"}) || m.Recipients != 1 {
+		t.Errorf("sendgrid send.json: %+v, %v", m, err)
 	}
 }
