@@ -198,6 +198,10 @@ var dialects = []*Dialect{
 		{path: "/v3/campaigns/*/schedules", opaque: "SendGrid's legacy campaign schedule"},
 		{path: "/v3/campaigns/*/schedules/now", opaque: "SendGrid's legacy campaign send"},
 		{path: "/v3/campaigns/*/schedules/test", opaque: "SendGrid's legacy campaign test send"},
+		// The Web API v2's mail send (deprecated in February 2025), a form
+		// whose x-smtpapi JSON may add recipients: /api/mail.send.json or
+		// .xml, read without the extension.
+		{path: "/api/mail.send", opaque: "SendGrid's v2 mail send"},
 	}},
 	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, errors: postmarkErrors, endpoints: []endpoint{
 		{path: "/email", shape: postmarkMessage},

@@ -32,6 +32,8 @@ func TestIsSend(t *testing.T) {
 		{"an extension only on the last segment", "sendgrid", "POST", "/v3/mail.json/send", false},
 		{"an extension is letters and digits", "sendgrid", "POST", "/v3/mail/send.j-s", false},
 		{"a longer name with an extension is not the send path", "sendgrid", "POST", "/v3/mail/sender.json", false},
+		{"sendgrid: the v2 mail send", "sendgrid", "POST", "/api/mail.send.json", true},
+		{"sendgrid: the v2 mail send in XML", "sendgrid", "POST", "/api/mail.send.xml", true},
 		{"mailgun: parameters after the domain", "mailgun", "POST", "/v3/shop.example;x/messages", true},
 		{"ses: parameters after the send", "ses", "POST", "/v2/email/outbound-emails;jsessionid=1", true},
 		{"a servlet's dot-dot with parameters", "sendgrid", "POST", "/v3/x/..;y/mail/send", true},
