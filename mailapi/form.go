@@ -45,13 +45,16 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 	if boundary == "" {
 		return errors.New("Content-Type: multipart/form-data without a boundary")
 	}
-	if looseBoundary(body, boundary) {
-		return errors.New("multipart body has a boundary after a bare carriage return, or after a bare line feed in a body whose lines end with CRLF, where parsers disagree on whether a part ends")
-	}
+	// The plain reading finds no loose boundary in a body it takes
+	// (cutAtDelimiter), so the body is searched for one only when it is
+	// not plain.
 	if !slowMultipartOnly {
 		if ok, err := in.plainMultipart(s, boundary, body); ok {
 			return err
 		}
+	}
+	if looseBoundary(body, boundary) {
+		return errors.New("multipart body has a boundary after a bare carriage return, or after a bare line feed in a body whose lines end with CRLF, where parsers disagree on whether a part ends")
 	}
 	// Part errors quote the offending header line, so none is passed on.
 	malformed := errors.New("multipart body is malformed")

@@ -138,20 +138,33 @@ func cutDelimiter(b []byte, boundary string) ([]byte, bool) {
 // cutAtDelimiter splits b at the first delim, CRLF "--boundary": the value
 // before it and what follows it. A delimiter followed by something other
 // than CRLF or "--" is not plain (mime/multipart reads it as content), nor
-// is a value starting with "--boundary".
+// is a value starting with "--boundary", nor one holding "--boundary" after
+// a bare CR or LF: other parsers end the part there (looseBoundary refuses
+// it once mime/multipart's reading is asked). Each "--boundary" is found in
+// the one pass that finds the delimiter.
 func cutAtDelimiter(b []byte, boundary string, delim []byte) (value, after []byte, ok bool) {
 	if _, found := cutDelimiter(b, boundary); found {
 		return nil, nil, false // mime/multipart ends an empty part there, without the CRLF
 	}
-	i := indexDelimiter(b, delim)
-	if i < 0 {
-		return nil, nil, false
+	dash := delim[2:] // "--boundary"
+	for from := 0; ; {
+		j := indexDelimiter(b[from:], dash)
+		if j < 0 {
+			return nil, nil, false
+		}
+		j += from
+		switch {
+		case j >= 2 && b[j-2] == '\r' && b[j-1] == '\n':
+			after = b[j+len(dash):]
+			if !bytes.HasPrefix(after, crlf) && !bytes.HasPrefix(after, dashes) {
+				return nil, nil, false
+			}
+			return b[:j-2], after, true
+		case b[j-1] == '\r' || b[j-1] == '\n': // j > 0: cutDelimiter took j == 0
+			return nil, nil, false
+		}
+		from = j + 1 // within a line: content to every parser
 	}
-	after = b[i+len(delim):]
-	if !bytes.HasPrefix(after, crlf) && !bytes.HasPrefix(after, dashes) {
-		return nil, nil, false
-	}
-	return b[:i], after, true
 }
 
 // nameOnlyHeader reads the usual part header, a Content-Disposition with
