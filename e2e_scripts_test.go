@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -394,4 +395,70 @@ func jsonType(v any) string {
 		return "null"
 	}
 	return "object"
+}
+
+// The audit-log shipping loop docs/monitoring.md shows, run as written with
+// the CLI on PATH: two runs, with a change between them, copy every event
+// once, in order.
+func TestTheDocsAuditShippingLoopCopiesEveryEventOnce(t *testing.T) {
+	if _, err := exec.LookPath("jq"); err != nil {
+		msg := "jq not found in PATH; install it with: apt-get install jq"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	src, err := os.ReadFile("docs/monitoring.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(src), "## Shipping the audit log")
+	m := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("docs/monitoring.md: no sh block under Shipping the audit log")
+	}
+	g := scriptGateway(t)
+	bin := t.TempDir()
+	if err := os.Symlink(caddyBin, filepath.Join(bin, "caddy")); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	ship := func() {
+		t.Helper()
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", m[1])
+		cmd.Dir = work
+		cmd.Env = append(g.environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "KEYGATE_STORE="+g.store)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("the docs' loop: %v\n%s", err, out)
+		}
+	}
+	for i := range 3 {
+		g.issue("--name", fmt.Sprintf("k%d", i), "--scope", "mail.send")
+	}
+	ship()
+	k := g.issue("--name", "later", "--scope", "mail.send")
+	g.keys("revoke", k.ID, "--reason", "test")
+	ship()
+
+	var want []int64
+	var all []struct{ Seq int64 }
+	json.Unmarshal([]byte(g.keys("events", "--json")), &all)
+	for _, e := range all {
+		want = append(want, e.Seq)
+	}
+	copied, err := os.ReadFile(filepath.Join(work, "keygate-audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, line := range strings.Split(strings.TrimSpace(string(copied)), "\n") {
+		var e struct{ Seq int64 }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("copied line %q: %v", line, err)
+		}
+		got = append(got, e.Seq)
+	}
+	if len(want) != 5 || !slices.Equal(got, want) {
+		t.Errorf("copied %v, the log holds %v (want 5 events, each once)", got, want)
+	}
 }
