@@ -774,6 +774,64 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("a key's hour holds at most MaxHourIPs client IPs, however many flushes bring new ones", func(t *testing.T) {
+		// A leaked key used from a botnet: each flush brings up to
+		// usage.MaxIPs new addresses, hour after hour of flushes.
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_botnet", t0))
+		h := t0.Truncate(time.Hour)
+		batch := func(from, n int, each int64) []UsageDelta {
+			ips := map[string]int64{}
+			for i := from; i < from+n; i++ {
+				ips[fmt.Sprintf("10.%d.%d.1", i/256, i%256)] = each
+			}
+			return []UsageDelta{{KeyID: "key_botnet", Hour: h, IPs: ips}}
+		}
+		for i := range 3 { // 1,800 distinct addresses in three flushes
+			if err := s.AddUsage(ctx, batch(i*600, 600, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Addresses already counted go on counting once the hour is full.
+		if err := s.AddUsage(ctx, batch(0, 2, 50)); err != nil {
+			t.Fatal(err)
+		}
+		// The next hour starts again.
+		if err := s.AddUsage(ctx, []UsageDelta{{KeyID: "key_botnet", Hour: h.Add(time.Hour), IPs: map[string]int64{"192.0.2.1": 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		db, ok := s.(*DB)
+		if pg, isPG := s.(*Postgres); isPG {
+			db, ok = pg.DB, true
+		}
+		if f, isFile := s.(*sqliteFile); isFile {
+			db, ok = f.db, true
+		}
+		if !ok {
+			t.Fatalf("%T is neither engine", s)
+		}
+		count := func(hour time.Time) (n int) {
+			if err := db.db.QueryRowContext(ctx, db.d.rebind("SELECT COUNT(*) FROM usage_ips WHERE key_id = $1 AND hour = $2"),
+				"key_botnet", hour.UnixNano()).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if got := count(h); got != MaxHourIPs {
+			t.Errorf("%d client IP rows in the key's hour after 1,800 addresses, want %d", got, MaxHourIPs)
+		}
+		if got := count(h.Add(time.Hour)); got != 1 {
+			t.Errorf("%d client IP rows in the next hour, want 1", got)
+		}
+		rep, err := s.Usage(ctx, "key_botnet", h.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.TopIPs) < 2 || rep.TopIPs[0].Requests != 51 || rep.TopIPs[1].Requests != 51 {
+			t.Errorf("top IPs %+v, want the two first addresses with 51 requests each", rep.TopIPs[:min(2, len(rep.TopIPs))])
+		}
+	})
+
 	t.Run("pruning deletes the hours before the cutoff, in batches, and keeps the rest", func(t *testing.T) {
 		s := open(t)
 		mustCreate(t, s, minimalRecord("key_old", t0))

@@ -328,6 +328,13 @@ type EventFilter struct {
 	After *int64
 }
 
+// MaxHourIPs bounds the client IPs a store counts one by one for a key in
+// one hour: the first that many. A leaked key used from a botnet, which
+// brings new addresses with every flush, would otherwise add a row per
+// address and hour without end, and each usage report would sum them all.
+// Requests from further IPs still count in every other metric.
+const MaxHourIPs = 1000
+
 // UsageDelta is what one gateway counted for one key in one UTC hour since
 // its last flush. Stores add deltas to what they hold, so flushes from many
 // nodes never overwrite each other.
@@ -337,7 +344,8 @@ type UsageDelta struct {
 	// Counts by metric: "allowed", "denied.<code>", "recipients",
 	// "status.2xx" … "status.5xx".
 	Counts map[string]int64
-	// Requests by client IP.
+	// Requests by client IP. A key's hour holds at most MaxHourIPs of
+	// them: once it does, requests from another IP add to none.
 	IPs        map[string]int64
 	LastUsedAt time.Time // zero when nothing was allowed
 	LastIP     string

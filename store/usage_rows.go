@@ -109,18 +109,58 @@ func mergeAdjacent[T any](rows []T, same func(a, b T) bool, fold func(into *T, r
 
 // counterTable is one of the hourly counter tables a batch adds to.
 type counterTable struct {
-	table, column string // column: what the counter is of (metric or ip)
-	rows          []counterRow
+	table string
+	rows  []counterRow
+	// insertRow adds one row (its values $1 to $4) and insertArrays every
+	// row (arrays $1 to $4, applied in their order).
+	insertRow, insertArrays string
 }
 
 // counters lists the batch's counter tables in lock order.
 func (u *usageRows) counters() []counterTable {
-	return []counterTable{{"usage", "metric", u.metrics}, {"usage_ips", "ip", u.ips}}
+	return []counterTable{
+		{"usage", u.metrics, addMetricRow, addMetricArrays},
+		{"usage_ips", u.ips, addIPRow, addIPArrays},
+	}
 }
 
 // addTo adds n to an existing counter, so concurrent writers never lose an
 // update.
 const addTo = `ON CONFLICT (key_id, hour, %[2]s) DO UPDATE SET n = %[1]s.n + excluded.n`
+
+var (
+	addMetricRow    = fmt.Sprintf("INSERT INTO usage (key_id, hour, metric, n) VALUES ($1, $2, $3, $4) "+addTo, "usage", "metric")
+	addMetricArrays = fmt.Sprintf(`INSERT INTO usage (key_id, hour, metric, n)
+		SELECT k, h, m, n FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) WITH ORDINALITY AS r(k, h, m, n, i) ORDER BY i
+		`+addTo, "usage", "metric")
+
+	// A client IP the key's hour holds already is added to; a new one only
+	// while the hour holds fewer than MaxHourIPs (the rows before it in the
+	// same transaction count: SQLite writes one row per statement).
+	addIPRow = fmt.Sprintf(`INSERT INTO usage_ips (key_id, hour, ip, n)
+		SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM usage_ips WHERE key_id = $1 AND hour = $2 AND ip = $3)
+			OR (SELECT COUNT(*) FROM usage_ips WHERE key_id = $1 AND hour = $2) < %[3]d
+		`+addTo, "usage_ips", "ip", MaxHourIPs)
+	// The same in one statement: a statement does not see its own rows, so
+	// a key's hour counts what it held before (held) plus the new IPs
+	// before this one in the batch (nth). Two nodes adding at once may
+	// together pass the bound by a batch each, not without end.
+	addIPArrays = fmt.Sprintf(`WITH r AS (
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) WITH ORDINALITY AS r(k, h, m, n, i)
+		), held AS (
+			SELECT u.key_id, u.hour, COUNT(*) AS c FROM usage_ips u
+			WHERE (u.key_id, u.hour) IN (SELECT DISTINCT k, h FROM r) GROUP BY u.key_id, u.hour
+		), x AS (
+			SELECT r.k, r.h, r.m, r.n, r.i, e.ip IS NOT NULL AS known,
+			       row_number() OVER (PARTITION BY r.k, r.h, e.ip IS NULL ORDER BY r.i) AS nth
+			FROM r LEFT JOIN usage_ips e ON e.key_id = r.k AND e.hour = r.h AND e.ip = r.m
+		)
+		INSERT INTO usage_ips (key_id, hour, ip, n)
+		SELECT x.k, x.h, x.m, x.n FROM x LEFT JOIN held ON held.key_id = x.k AND held.hour = x.h
+		WHERE x.known OR x.nth + COALESCE(held.c, 0) <= %[3]d
+		ORDER BY x.i
+		`+addTo, "usage_ips", "ip", MaxHourIPs)
+)
 
 const touchKey = `UPDATE keys SET last_used_at = $2, last_ip = COALESCE(NULLIF($3, ''), last_ip)
 	WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`
@@ -132,8 +172,7 @@ func writeUsageRows(ctx context.Context, tx *sql.Tx, rebind func(string) string,
 		if len(c.rows) == 0 {
 			continue
 		}
-		q := fmt.Sprintf("INSERT INTO %[1]s (key_id, hour, %[2]s, n) VALUES ($1, $2, $3, $4) "+addTo, c.table, c.column)
-		stmt, err := tx.PrepareContext(ctx, rebind(q))
+		stmt, err := tx.PrepareContext(ctx, rebind(c.insertRow))
 		if err != nil {
 			return err
 		}
@@ -175,10 +214,7 @@ func writeUsageArrays(ctx context.Context, tx *sql.Tx, u *usageRows) error {
 		for i, r := range c.rows {
 			keys[i], hours[i], names[i], ns[i] = r.key, r.hour, r.name, r.n
 		}
-		q := fmt.Sprintf(`INSERT INTO %[1]s (key_id, hour, %[2]s, n)
-			SELECT k, h, m, n FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) WITH ORDINALITY AS r(k, h, m, n, i) ORDER BY i
-			`+addTo, c.table, c.column)
-		if _, err := tx.ExecContext(ctx, q, keys, hours, names, ns); err != nil {
+		if _, err := tx.ExecContext(ctx, c.insertArrays, keys, hours, names, ns); err != nil {
 			return fmt.Errorf("%s: %w", c.table, err)
 		}
 	}

@@ -47,10 +47,11 @@ func statusClass(status int) int {
 // "status.2xx", without allocating.
 func StatusMetric(status int) string { return statusMetrics[statusClass(status)] }
 
-// MaxIPs bounds the client IPs counted one by one per key and hour, so a
-// leaked key used from a botnet cannot grow memory without limit; requests
-// from further IPs are counted in every other metric.
-const MaxIPs = 1000
+// MaxIPs bounds the client IPs counted one by one per key and hour between
+// two flushes, so a leaked key used from a botnet cannot grow memory without
+// limit; requests from further IPs are counted in every other metric. The
+// store keeps the same bound over the whole hour (store.MaxHourIPs).
+const MaxIPs = store.MaxHourIPs
 
 const numShards = 32
 
