@@ -800,16 +800,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		if err := s.AddUsage(ctx, []UsageDelta{{KeyID: "key_botnet", Hour: h.Add(time.Hour), IPs: map[string]int64{"192.0.2.1": 1}}}); err != nil {
 			t.Fatal(err)
 		}
-		db, ok := s.(*DB)
-		if pg, isPG := s.(*Postgres); isPG {
-			db, ok = pg.DB, true
-		}
-		if f, isFile := s.(*sqliteFile); isFile {
-			db, ok = f.db, true
-		}
-		if !ok {
-			t.Fatalf("%T is neither engine", s)
-		}
+		db := engineDB(t, s)
 		count := func(hour time.Time) (n int) {
 			if err := db.db.QueryRowContext(ctx, db.d.rebind("SELECT COUNT(*) FROM usage_ips WHERE key_id = $1 AND hour = $2"),
 				"key_botnet", hour.UnixNano()).Scan(&n); err != nil {
@@ -849,16 +840,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 		// Batches of 3 make the 8 metric rows and 4 IP rows take several
 		// transactions each.
-		db, ok := s.(*DB)
-		if pg, isPG := s.(*Postgres); isPG {
-			db, ok = pg.DB, true
-		}
-		if f, isFile := s.(*sqliteFile); isFile {
-			db, ok = f.db, true
-		}
-		if !ok {
-			t.Fatalf("%T is neither engine", s)
-		}
+		db := engineDB(t, s)
 		n, err := db.pruneUsage(ctx, h.Add(-time.Hour), 3)
 		if err != nil {
 			t.Fatal(err)
@@ -1311,4 +1293,20 @@ func digests(changes []Change) []Digest {
 // rotate is RotateKey with a successor made beforehand.
 func rotate(s Store, id string, next *Record, graceEnd time.Time, ev Event) (*Record, error) {
 	return s.RotateKey(context.Background(), id, graceEnd, &ev, func(*Record) (*Record, error) { return next, nil })
+}
+
+// engineDB is the SQL engine under a store the conformance suite opened, for
+// a test that reads its tables directly.
+func engineDB(t *testing.T, s Store) *DB {
+	t.Helper()
+	switch s := s.(type) {
+	case *DB:
+		return s
+	case *Postgres:
+		return s.DB
+	case *sqliteFile:
+		return s.db
+	}
+	t.Fatalf("%T is neither engine", s)
+	return nil
 }
