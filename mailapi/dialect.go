@@ -451,7 +451,7 @@ func (d *Dialect) InspectQuery(rawQuery string, posted bool, contentType string,
 
 // form reads a Mailgun-style HTML form, url-encoded or multipart.
 func (in *inspection) form(s *shape, contentType string, body []byte) error {
-	mt, params, err := formMediaType(contentType)
+	mt, boundary, err := formMediaType(contentType)
 	if err != nil {
 		return err
 	}
@@ -460,7 +460,7 @@ func (in *inspection) form(s *shape, contentType string, body []byte) error {
 	case "application/x-www-form-urlencoded":
 		err = in.urlencoded(s, body)
 	case "multipart/form-data":
-		err = in.multipart(s, params["boundary"], body)
+		err = in.multipart(s, boundary, body)
 	}
 	if err != nil {
 		return err
@@ -469,9 +469,55 @@ func (in *inspection) form(s *shape, contentType string, body []byte) error {
 	return nil
 }
 
-// formMediaType returns a form body's media type, url-encoded or multipart, and
-// its parameters, or an error saying why the Content-Type is refused.
-func formMediaType(contentType string) (string, map[string]string, error) {
+// formMediaType returns a form body's media type, url-encoded or multipart,
+// and its boundary, or an error saying why the Content-Type is refused.
+func formMediaType(contentType string) (mt, boundary string, err error) {
+	if mt, boundary, ok := plainFormMediaType(contentType); ok {
+		return mt, boundary, nil
+	}
+	return parsedFormMediaType(contentType)
+}
+
+// plainFormMediaType reads the Content-Types the SDKs send,
+// "application/x-www-form-urlencoded" and "multipart/form-data; boundary=B"
+// (or ";boundary=B") with B a token, without mime.ParseMediaType's map of
+// parameters (two allocations a send). Anything else (capitals, other
+// spaces, a quoted boundary, other parameters) goes to parsedFormMediaType,
+// so what is accepted stays mime.ParseMediaType's answer
+// (FuzzPlainFormMediaTypeAgrees holds the two together).
+func plainFormMediaType(ct string) (mt, boundary string, ok bool) {
+	const urlencoded, multipart = "application/x-www-form-urlencoded", "multipart/form-data"
+	if ct == urlencoded {
+		return urlencoded, "", true
+	}
+	rest, ok := strings.CutPrefix(ct, multipart+";")
+	if !ok {
+		return "", "", false
+	}
+	rest = strings.TrimPrefix(rest, " ")
+	b, ok := strings.CutPrefix(rest, "boundary=")
+	if !ok || b == "" {
+		return "", "", false
+	}
+	for i := 0; i < len(b); i++ {
+		if !mimeToken[b[i]] {
+			return "", "", false
+		}
+	}
+	return multipart, b, true
+}
+
+// mimeToken is RFC 2045's token: printable ASCII other than space and
+// tspecials, as mime.ParseMediaType reads a parameter's value unquoted.
+var mimeToken = func() (t [256]bool) {
+	for c := 0x21; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(c))
+	}
+	return t
+}()
+
+// parsedFormMediaType is formMediaType through mime.ParseMediaType.
+func parsedFormMediaType(contentType string) (mt, boundary string, err error) {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		mt = ""
@@ -481,12 +527,12 @@ func formMediaType(contentType string) (string, map[string]string, error) {
 	switch cs := strings.ToLower(params["charset"]); cs {
 	case "", "utf-8", "us-ascii":
 	default:
-		return "", nil, errors.New("form charset " + strconv.Quote(cs) + " is refused; send UTF-8")
+		return "", "", errors.New("form charset " + strconv.Quote(cs) + " is refused; send UTF-8")
 	}
 	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
-		return "", nil, errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
+		return "", "", errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
 	}
-	return mt, params, nil
+	return mt, params["boundary"], nil
 }
 
 // flagSet reports whether body, a JSON object, has a member named name (in

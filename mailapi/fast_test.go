@@ -157,8 +157,11 @@ func FuzzPlainMultipartAgrees(f *testing.F) {
 func TestPlainMultipartReadsWhatSDKsSend(t *testing.T) {
 	for _, name := range []string{"mailgun-2k", "mailgun-20k", "mailgun-200k"} {
 		b := benchbody.Get(name)
-		_, params, _ := mime.ParseMediaType(b.ContentType)
-		if !plainParts(params["boundary"], b.Data, nil) {
+		mt, boundary, ok := plainFormMediaType(b.ContentType)
+		if !ok || mt != "multipart/form-data" {
+			t.Errorf("%s: Content-Type %q not read as a plain one", name, b.ContentType)
+		}
+		if !plainParts(boundary, b.Data, nil) {
 			t.Errorf("%s: not read as a plain form", name)
 		}
 	}
@@ -255,8 +258,8 @@ func FuzzFormMediaTypeAgreesWithNetHTTP(f *testing.F) {
 		f.Add(ct)
 	}
 	f.Fuzz(func(t *testing.T, ct string) {
-		mt, params, err := formMediaType(ct)
-		if err != nil || mt == "multipart/form-data" && params["boundary"] == "" { // refused (multipart)
+		mt, boundary, err := formMediaType(ct)
+		if err != nil || mt == "multipart/form-data" && boundary == "" { // refused (multipart)
 			return
 		}
 		r, _ := http.NewRequest("POST", "/", strings.NewReader("a=b"))
@@ -268,14 +271,37 @@ func FuzzFormMediaTypeAgreesWithNetHTTP(f *testing.F) {
 			}
 		case "multipart/form-data":
 			if _, err := r.MultipartReader(); err != nil {
-				t.Fatalf("%q: keygate reads multipart with boundary %q, net/http: %v", ct, params["boundary"], err)
+				t.Fatalf("%q: keygate reads multipart with boundary %q, net/http: %v", ct, boundary, err)
 			}
 			_, p, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-			if p["boundary"] != params["boundary"] {
-				t.Fatalf("%q: boundary %q, net/http's %q", ct, params["boundary"], p["boundary"])
+			if p["boundary"] != boundary {
+				t.Fatalf("%q: boundary %q, net/http's %q", ct, boundary, p["boundary"])
 			}
 		default:
 			t.Fatalf("%q: accepted as %q", ct, mt)
+		}
+	})
+}
+
+// FuzzPlainFormMediaTypeAgrees holds the plain reading of a form's
+// Content-Type to mime.ParseMediaType's: formMediaType answers as
+// parsedFormMediaType does for any Content-Type.
+func FuzzPlainFormMediaTypeAgrees(f *testing.F) {
+	for _, ct := range []string{"application/x-www-form-urlencoded", "multipart/form-data; boundary=abc",
+		"multipart/form-data;boundary=--------------------------123456789012345678901234", "multipart/form-data; boundary=",
+		"multipart/form-data;  boundary=abc", "multipart/form-data; boundary=abc ", "multipart/form-data; boundary=abc;",
+		`multipart/form-data; boundary="abc"`, "multipart/form-data; boundary=a b", "multipart/form-data; boundary=a\\b",
+		"multipart/form-data; boundary=a/b", "multipart/form-data; boundary=a\x7f", "multipart/form-data; boundary=a\xc3\xa9",
+		"Multipart/Form-Data; boundary=abc", "multipart/form-data; Boundary=abc", "multipart/form-data; boundary=abc; charset=utf-16",
+		"multipart/form-data; boundary*=UTF-8''abc", "application/x-www-form-urlencoded; charset=utf-16",
+		"application/x-www-form-urlencoded ", "multipart/form-data"} {
+		f.Add(ct)
+	}
+	f.Fuzz(func(t *testing.T, ct string) {
+		mt, boundary, err := formMediaType(ct)
+		wmt, wboundary, werr := parsedFormMediaType(ct)
+		if mt != wmt || boundary != wboundary || fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("%q: read as %q, %q, %v; mime.ParseMediaType's reading %q, %q, %v", ct, mt, boundary, err, wmt, wboundary, werr)
 		}
 	})
 }
