@@ -64,7 +64,7 @@ func plainBlocksAVX2(p *byte, n int) int
 
 // indexDelimiter returns the index of the first delim in b, or -1. A
 // multipart delimiter (CRLF "--" boundary) is looked for by its first and
-// last bytes at once, 64 positions a step: bytes.Index restarts at every
+// last bytes at once, 128 positions a step: bytes.Index restarts at every
 // CR, which a binary attachment holds every 256 bytes and a MIME-wrapped
 // one every 78.
 func indexDelimiter(b, delim []byte) int {

@@ -86,9 +86,15 @@ func TestPairIndexFindsTheFirstCandidate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
 	for round := range 50_000 {
 		gap := 1 + rng.IntN(80)
-		d := make([]byte, gap+rng.IntN(300))
+		d := make([]byte, gap+rng.IntN(700))
+		// A candidate every 256 positions or so, or every 4,096: past the
+		// first 128-position steps.
+		alphabet := "abcccccccccccccc"
+		if rng.IntN(2) == 0 {
+			alphabet += strings.Repeat("c", 48)
+		}
 		for i := range d {
-			d[i] = "abcccccccccccccc"[rng.IntN(16)] // a candidate every 256 positions or so
+			d[i] = alphabet[rng.IntN(len(alphabet))]
 		}
 		n := len(d) - gap
 		if n <= 0 {
