@@ -3,11 +3,13 @@
 #include "textflag.h"
 
 // specialbytes holds the bytes a JSON string's scan looks for: '"', '\\'
-// and 0x1f, the last control character.
+// and 0x1f, the last control character; then 0x20, the first byte that is
+// not one.
 DATA specialbytes<>+0(SB)/1, $0x22
 DATA specialbytes<>+1(SB)/1, $0x5c
 DATA specialbytes<>+2(SB)/1, $0x1f
-GLOBL specialbytes<>(SB), RODATA|NOPTR, $3
+DATA specialbytes<>+3(SB)/1, $0x20
+GLOBL specialbytes<>(SB), RODATA|NOPTR, $4
 
 // SPECIALBYTES broadcasts the bytes a JSON string's scan looks for: '"' to
 // Y13, '\\' to Y14 and 0x1f to Y15.
@@ -223,10 +225,20 @@ crossfound:
 	RET
 
 // SPECIALS64 sets out to a nonzero vector when any of the 64 bytes at
-// off(SI) is '"', '\\' or below 0x20 (Y13, Y14, Y15 hold the three bytes,
-// as SPECIALBYTES broadcasts them). It uses Y0-Y7.
+// off(SI)(BX*1) is '"', '\\' or below 0x20: Y13 and Y14 hold '"' and '\\'
+// (as SPECIALBYTES broadcasts them) and Y12 0x20, and 0x20 minus a byte,
+// saturated at zero, is nonzero exactly below 0x20. Each 32 bytes are
+// loaded once: with three compares reading memory (one instruction fewer
+// each) the scan was ~25 % slower here. It uses Y0-Y7.
 #define SPECIALS64(off, out) \
-	COMPARE64(off); \
+	VMOVDQU off(SI)(BX*1), Y0; \
+	VMOVDQU off+32(SI)(BX*1), Y1; \
+	VPCMPEQB Y0, Y13, Y2; \
+	VPCMPEQB Y1, Y13, Y3; \
+	VPCMPEQB Y0, Y14, Y4; \
+	VPCMPEQB Y1, Y14, Y5; \
+	VPSUBUSB Y0, Y12, Y6; \
+	VPSUBUSB Y1, Y12, Y7; \
 	VPOR Y2, Y3, Y2; \
 	VPOR Y4, Y5, Y4; \
 	VPOR Y6, Y7, Y6; \
@@ -242,15 +254,17 @@ TEXT ·plainBlocksAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	XORQ AX, AX
+	XORQ BX, BX
 	SPECIALBYTES
+	VPBROADCASTB specialbytes<>+3(SB), Y12
 
 plainloop:
 	SPECIALS64(0, Y10)
 	CMPQ CX, $2
 	JLT plainlast
 	SPECIALS64(64, Y11)
-	VPOR Y10, Y11, Y12
-	VPTEST Y12, Y12
+	VPOR Y10, Y11, Y9
+	VPTEST Y9, Y9
 	JNZ plainlast // the first block of the two may be plain
 	ADDQ $128, SI
 	ADDQ $2, AX
@@ -351,32 +365,67 @@ pairfound:
 	MOVQ AX, ret+32(FP)
 	RET
 
+// SPECIAL32 sets AX to the bit mask of the '"', '\\' and below-0x20 bytes
+// of the 32 at (SI)(BX*1) (SPECIALBYTES's Y13-Y15). It uses Y0-Y3.
+#define SPECIAL32 \
+	VMOVDQU (SI)(BX*1), Y0; \
+	VPCMPEQB Y0, Y13, Y1; \
+	VPCMPEQB Y0, Y14, Y2; \
+	VPMAXUB Y0, Y15, Y3; \
+	VPCMPEQB Y3, Y15, Y3; \
+	VPOR Y1, Y2, Y1; \
+	VPOR Y1, Y3, Y1; \
+	VPMOVMSKB Y1, AX
+
 // func specialIndexAVX2(p *byte, n int) int
 // Returns the index of the first '"', '\\' or byte below 0x20 among the
-// first n&^31 bytes from p, 32 bytes a step, or n&^31 if there is none.
+// first n&^31 bytes from p, or n&^31 if there is none. The first 128 bytes
+// are looked at 32 a step (most strings end there, and a string ending in
+// a 128-byte step would pay for that step and its 32-byte steps); then 128
+// a step while 128 remain, only tested (SPECIALS64), and 32 a step from
+// the step that holds one and over the last bytes. A base64 attachment's
+// string is crossed at ~8.5 instructions per 32 bytes, where 32-byte steps
+// took 13.
 TEXT ·specialIndexAVX2(SB), NOSPLIT, $0-24
 	MOVQ p+0(FP), SI
 	MOVQ n+8(FP), CX
 	ANDQ $~31, CX
 	XORQ BX, BX
-	SPECIALBYTES
 	TESTQ CX, CX
 	JZ specialnone
+	SPECIALBYTES
 
-specialloop:
-	VMOVDQU (SI)(BX*1), Y0
-	VPCMPEQB Y0, Y13, Y1
-	VPCMPEQB Y0, Y14, Y2
-	VPMAXUB Y0, Y15, Y3
-	VPCMPEQB Y3, Y15, Y3
-	VPOR Y1, Y2, Y1
-	VPOR Y1, Y3, Y1
-	VPMOVMSKB Y1, AX
+specialfirst:
+	SPECIAL32
 	TESTL AX, AX
 	JNZ specialfound
 	ADDQ $32, BX
 	CMPQ BX, CX
-	JLT specialloop
+	JAE specialnone
+	CMPQ BX, $128
+	JB specialfirst
+	VPBROADCASTB specialbytes<>+3(SB), Y12
+
+special128:
+	LEAQ 128(BX), DX
+	CMPQ DX, CX
+	JHI special32
+	SPECIALS64(0, Y10)
+	SPECIALS64(64, Y11)
+	VPOR Y10, Y11, Y9
+	VPTEST Y9, Y9
+	JNZ special32 // in these 128 bytes: found 32 a step
+	MOVQ DX, BX
+	JMP special128
+
+special32:
+	CMPQ BX, CX
+	JAE specialnone
+	SPECIAL32
+	TESTL AX, AX
+	JNZ specialfound
+	ADDQ $32, BX
+	JMP special32
 
 specialnone:
 	VZEROUPPER

@@ -113,6 +113,41 @@ func TestPairIndexFindsTheFirstCandidate(t *testing.T) {
 	}
 }
 
+// TestSpecialIndexFindsTheFirstSpecialByte checks specialIndexAVX2 against
+// a byte loop on strings of up to ~1,000 bytes whose first quote,
+// backslash or control character (if any) falls anywhere: in its first 32
+// bytes, in a 128-byte step or in the 32-byte steps after the last one.
+func TestSpecialIndexFindsTheFirstSpecialByte(t *testing.T) {
+	if !blockScan {
+		t.Skip("this CPU has no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	specials := []byte{'"', '\\', 0, 0x1f, '\n'}
+	for round := range 100_000 {
+		d := make([]byte, 1+rng.IntN(1000))
+		for i := range d {
+			d[i] = byte(0x20 + rng.IntN(0xe0)) // plain: printable ASCII and high bytes
+			if d[i] == '"' || d[i] == '\\' {
+				d[i] = 'x'
+			}
+		}
+		for range rng.IntN(3) {
+			d[rng.IntN(len(d))] = specials[rng.IntN(len(specials))]
+		}
+		n := len(d)
+		want := n &^ 31
+		for i := range n &^ 31 {
+			if d[i] == '"' || d[i] == '\\' || d[i] < 0x20 {
+				want = i
+				break
+			}
+		}
+		if got := specialIndexAVX2(&d[0], n); got != want {
+			t.Fatalf("round %d, %d bytes: %d, want %d", round, n, got, want)
+		}
+	}
+}
+
 // TestCrossBlocksMatchesGeneric checks crossBlocksAVX2 against
 // crossBlocksGeneric, entered with and without a carry, on blocks dense
 // with quotes, runs of backslashes, escape letters and control characters,
