@@ -167,6 +167,30 @@ func TestPlainMultipartReadsWhatSDKsSend(t *testing.T) {
 	}
 }
 
+// TestNameOnlyHeaderReadsTheUsualHeader: the header most parts carry is
+// read by nameOnlyHeader itself, not by plainPartHeaders after it.
+func TestNameOnlyHeaderReadsTheUsualHeader(t *testing.T) {
+	for _, c := range []struct {
+		in         string
+		name, rest string
+		ok         bool
+	}{
+		{"Content-Disposition: form-data; name=\"to\"\r\n\r\nb@example.org", "to", "b@example.org", true},
+		{"Content-Disposition: form-data; name=\"o:tag\"\r\n\r\n", "o:tag", "", true},
+		{"Content-Disposition: form-data; name=\"to\"; filename=\"x\"\r\n\r\n", "", "", false},
+		{"Content-Disposition: form-data; name=\"to\"\r\nContent-Type: text/plain\r\n\r\n", "", "", false},
+		{"Content-Disposition: form-data; name=\"\"\r\n\r\n", "", "", false},
+		{"Content-Disposition: form-data; name=\"to\"\r\n\r", "", "", false},
+		{"Content-Disposition: form-data; name=", "", "", false},
+		{"content-disposition: form-data; name=\"to\"\r\n\r\n", "", "", false},
+	} {
+		name, rest, ok := nameOnlyHeader([]byte(c.in))
+		if string(name) != c.name || string(rest) != c.rest || ok != c.ok {
+			t.Errorf("%q: %q, %q, %v; want %q, %q, %v", c.in, name, rest, ok, c.name, c.rest, c.ok)
+		}
+	}
+}
+
 func TestPlain8AgreesWithThePlainTable(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	special := []byte{'"', '\\', 0, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xff, 'a'}
