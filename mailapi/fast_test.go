@@ -126,9 +126,16 @@ func FuzzPlainMultipartAgrees(f *testing.F) {
 		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org"),
 		"preamble\r\n" + part(cd("from"), "a@shop.example.com") + end,
 		part(cd("from"), "not an address") + end,
-		// More parts than plainMultipart keeps on the stack: read twice.
-		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), maxKeptParts+10) + end,
-		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), maxKeptParts+10) + part(cd("to"), "not an address") + end,
+		// Many parts, and a field's error after many.
+		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), 74) + end,
+		part(cd("from"), "a@shop.example.com") + strings.Repeat(part(cd("to"), "b@example.org"), 74) + part(cd("to"), "not an address") + end,
+		// Fields applied, then a part that is not plain: the inspection
+		// goes back to how it was before mime/multipart reads the body.
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org") + part(cd("to")+"\r\nX-Other: 1", "c@example.org") + end,
+		part(cd("from"), "a@shop.example.com") + part(cd("to"), "b@example.org") + part(cd("message"), "To: c@example.org\r\n\r\nhi") + "--" + fuzzBoundary + "--\r\n\r\n",
+		// A field's error, then a part that is not plain.
+		part(cd("from"), "not an address") + part("content-disposition: form-data; name=\"to\"", "b@example.org") + end,
+		part(cd("to"), "not an address") + part(cd("from"), "a@shop.example.com") + "--" + fuzzBoundary + "--x",
 	} {
 		f.Add([]byte(body))
 	}

@@ -17,23 +17,17 @@ import (
 // plainMultipart reads body when it is a plain multipart/form-data form and
 // reports whether it was; when not, it has changed nothing in the inspection.
 func (in *inspection) plainMultipart(s *shape, boundary string, body []byte) (ok bool, err error) {
-	// The layout is checked whole before any field is applied. The parts
-	// of the forms SDKs send (a few dozen) are kept on the stack meanwhile,
-	// so the body is read once; a larger form is read a second time.
-	var kept [maxKeptParts]formPart
-	n, more := 0, false
+	// Fields are applied as the layout is read, in one pass. When the
+	// layout turns out not to be plain, the inspection is put back as it
+	// was (a copy of a few hundred bytes) and mime/multipart reads the
+	// body. After a field's error the rest is only checked: the error is
+	// the answer only when the whole body is plain, as when the layout was
+	// checked whole first.
+	saved := *in
 	if !plainParts(boundary, body, func(name, value []byte) bool {
-		if n < len(kept) {
-			kept[n] = formPart{name, value}
-			n++
-		} else {
-			more = true
+		if err != nil {
+			return true
 		}
-		return true
-	}) {
-		return false, nil
-	}
-	apply := func(name, value []byte) bool {
 		m := s.member(name)
 		if m == nil {
 			return true
@@ -47,26 +41,13 @@ func (in *inspection) plainMultipart(s *shape, boundary string, body []byte) (ok
 			v = unsafe.String(&value[0], len(value)) // not kept: apply copies what it keeps
 		}
 		err = in.applyField(m, v)
-		return err == nil
-	}
-	if more {
-		plainParts(boundary, body, apply)
-		return true, err
-	}
-	for _, p := range kept[:n] {
-		if !apply(p.name, p.value) {
-			break
-		}
+		return true
+	}) {
+		*in = saved
+		return false, nil
 	}
 	return true, err
 }
-
-// formPart is one part of a plain form, read in place.
-type formPart struct{ name, value []byte }
-
-// maxKeptParts is how many parts plainMultipart keeps while it checks the
-// layout: Mailgun sends with their recipients, headers and options fit.
-const maxKeptParts = 64
 
 // plainParts walks the parts of a multipart/form-data body laid out as
 //
