@@ -421,7 +421,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 		return Message{}, err
 	}
 	if domain != "" {
-		in.m.SendingDomains = []string{strings.ToLower(domain)}
+		in.m.SendingDomains = in.sendingDomain(strings.ToLower(domain))
 	}
 	in.m.Unrated = e.unrated
 	return in.m, nil

@@ -394,6 +394,32 @@ func TestInspectSendingDomain(t *testing.T) {
 	}
 }
 
+// TestSendingDomainTakesNoAllocationOfItsOwn: a Mailgun send's sending
+// domain shares the senders' allocation, and neither list can then write
+// into the other.
+func TestSendingDomainTakesNoAllocationOfItsOwn(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	body, ctype := multipartForm(t, [2]string{"from", "shop@shop.example.com"}, [2]string{"to", "a@example.com"})
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := d.Inspect("/v3/mg.example.com/messages", ctype, body); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2 { // the sender and the list
+		t.Errorf("%v allocations, want 2", allocs)
+	}
+	m, err := d.Inspect("/v3/mg.example.com/messages", ctype, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	senders := append(m.Senders, "other@example.org")
+	domains := append(m.SendingDomains, "other.example.org")
+	if !slices.Equal(m.SendingDomains, []string{"mg.example.com"}) || !slices.Equal(senders, []string{"shop@shop.example.com", "other@example.org"}) ||
+		!slices.Equal(domains, []string{"mg.example.com", "other.example.org"}) {
+		t.Errorf("senders %q and domains %q after appending to each", senders, m.SendingDomains)
+	}
+}
+
 func TestInspectRejects(t *testing.T) {
 	tests := []struct {
 		name    string

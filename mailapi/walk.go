@@ -443,8 +443,26 @@ func (in *inspection) keepSender(addr string) {
 		if lower == addr {
 			lower = strings.Clone(addr)
 		}
+		if in.m.Senders == nil {
+			// Room for a sending domain too (sendingDomain).
+			in.m.Senders = make([]string, 0, 2)
+		}
 		in.m.Senders = append(in.m.Senders, lower)
 	}
+}
+
+// sendingDomain returns the one-element list of a request's sending domain
+// (Mailgun's, from the path), in the senders' spare room when they have
+// some: one allocation a send fewer. Each list is capped at its length, so
+// appending to either cannot write into the other.
+func (in *inspection) sendingDomain(domain string) []string {
+	n := len(in.m.Senders)
+	if n == 0 || n == cap(in.m.Senders) {
+		return []string{domain}
+	}
+	all := append(in.m.Senders, domain)
+	in.m.Senders = all[:n:n]
+	return all[n : n+1 : n+1]
 }
 
 // markSender notes that the message (or, for a batch's shared part, every
