@@ -163,6 +163,9 @@ type endpoint struct {
 	path string
 	// method is the method that sends there, when it is not POST.
 	method string
+	// segs is path's segments from the last to the first, as matchPath
+	// walks a request's path (filled in at init).
+	segs []string
 	// form marks bodies sent as HTML forms rather than JSON.
 	form  bool
 	shape *shape
@@ -372,7 +375,7 @@ func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
 	for _, ext := range [2]bool{false, true} {
 		for i := range d.endpoints {
-			if wild, ok := matchPath(d.endpoints[i].path, path, ext); ok {
+			if wild, ok := matchPath(d.endpoints[i].segs, path, ext); ok {
 				return &d.endpoints[i], wild
 			}
 		}
@@ -577,28 +580,50 @@ func (in *inspection) json(s *shape, body []byte) error {
 	return nil
 }
 
-// matchPath reports whether path, cleaned, is pattern, and returns the
-// segment of the cleaned path that pattern's "*" matched. Both are walked
-// segment by segment from the end, which resolves "..", "." and repeated
-// slashes without building the cleaned path, so the wildcard segment is the
-// one the cleaned path holds: "/v3/a.example/../b.example/messages" names
-// b.example.
-// With ext, the path's last segment is read without a format extension
-// (formatExtension).
-func matchPath(pattern, path string, ext bool) (wild string, ok bool) {
-	want := segments{s: pattern, end: len(pattern)}
+// matchPath reports whether path, cleaned, is the pattern whose segments
+// (from the last to the first) are want, and returns the segment of the
+// cleaned path that the pattern's "*" matched. The path is walked segment
+// by segment from the end, which resolves "..", "." and repeated slashes
+// without building the cleaned path, so the wildcard segment is the one the
+// cleaned path holds: "/v3/a.example/../b.example/messages" names
+// b.example. The patterns' segments are read once, at init: a send's path
+// is matched twice (IsSend, then Inspect). With ext, the path's last
+// segment is read without a format extension (formatExtension).
+func matchPath(want []string, path string, ext bool) (wild string, ok bool) {
 	got := segments{s: path, end: len(path), ext: ext}
-	for {
-		w, wok := want.next()
+	for _, w := range want {
 		g, gok := got.next()
-		if !wok || !gok {
-			return wild, wok == gok
+		if !gok {
+			return "", false
 		}
 		switch {
 		case w == "*":
 			wild = g
 		case !strings.EqualFold(w, g):
 			return "", false
+		}
+	}
+	if _, more := got.next(); more {
+		return "", false
+	}
+	return wild, true
+}
+
+// pathSegments returns a path's segments from the last to the first, as
+// segments yields them.
+func pathSegments(p string) []string {
+	var segs []string
+	it := segments{s: p, end: len(p)}
+	for seg, ok := it.next(); ok; seg, ok = it.next() {
+		segs = append(segs, seg)
+	}
+	return segs
+}
+
+func init() {
+	for _, d := range dialects {
+		for i := range d.endpoints {
+			d.endpoints[i].segs = pathSegments(d.endpoints[i].path)
 		}
 	}
 }

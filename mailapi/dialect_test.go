@@ -2,6 +2,7 @@ package mailapi
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -103,6 +104,51 @@ func TestIsSend(t *testing.T) {
 				t.Errorf("%s IsSend(%q, %q) = %v, want %v", tt.dialect, tt.method, tt.path, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMatchPathAgreesWithWalkingBoth holds matchPath, which reads each
+// pattern's segments once, to walking the pattern and the path together
+// (as it did before) on random paths against every endpoint.
+func TestMatchPathAgreesWithWalkingBoth(t *testing.T) {
+	walkBoth := func(pattern, path string, ext bool) (string, bool) {
+		want := segments{s: pattern, end: len(pattern)}
+		got := segments{s: path, end: len(path), ext: ext}
+		var wild string
+		for {
+			w, wok := want.next()
+			g, gok := got.next()
+			if !wok || !gok {
+				return wild, wok == gok
+			}
+			switch {
+			case w == "*":
+				wild = g
+			case !strings.EqualFold(w, g):
+				return "", false
+			}
+		}
+	}
+	words := []string{"v3", "V3", "v2", "mg.example.com", "messages", "Messages.MIME", "messages.mime", "domains", "..", ".", "",
+		"x;y", "send ", "mail", "send", "email", "batch", "v4", "inbox", "tests", "emails", "*", "email.", "emails.json", "send.xml", "..."}
+	rng := rand.New(rand.NewPCG(23, 24))
+	for range 200_000 {
+		segs := make([]string, rng.IntN(7))
+		for i := range segs {
+			segs[i] = words[rng.IntN(len(words))]
+		}
+		path := "/" + strings.Join(segs, "/")
+		for _, d := range dialects {
+			for _, e := range d.endpoints {
+				for _, ext := range []bool{false, true} {
+					wild, ok := matchPath(e.segs, path, ext)
+					wwild, wok := walkBoth(e.path, path, ext)
+					if ok != wok || ok && wild != wwild {
+						t.Fatalf("%s against %q (ext %v): %q, %v; walking both %q, %v", e.path, path, ext, wild, ok, wwild, wok)
+					}
+				}
+			}
+		}
 	}
 }
 
