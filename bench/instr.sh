@@ -61,6 +61,15 @@ count() {
 
 printf '%-40s %14s   (callgrind, %d vs %d iterations)\n' benchmark "instr/op" "$N" $((2 * N))
 for pattern in "$@"; do
+	# Every top-level benchmark the pattern's first part selects runs, and
+	# is counted: one without sub-benchmarks runs all its iterations while
+	# the runner looks for them. Anchor it: '^BenchmarkInspect$/^mailgun-2k$'.
+	top=$("$BIN" -test.list "${pattern%%/*}" | grep '^Benchmark' || true)
+	if [ "$(printf '%s\n' "$top" | grep -c .)" -gt 1 ]; then
+		echo "instr: $pattern runs more than one benchmark; anchor its first part:" >&2
+		printf '  %s\n' $top >&2
+		exit 1
+	fi
 	a=$(count "$N" "$pattern")
 	b=$(count $((2 * N)) "$pattern")
 	name=$(grep '^Benchmark' "$BIN.cg.$((2 * N)).stdout" | head -1 | awk '{print $1}')
