@@ -195,9 +195,9 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 	// the character it quotes; parsers without either (PHP's, hand-written
 	// ones) read name="h:From" in the same header as the field keygate did
 	// not look at.
-	if strings.ContainsRune(cds[0], '\\') || extendedName(cds[0]) {
+	if extendedName(cds[0]) || strings.ContainsRune(cds[0], '\\') && !backslashesAgree(cds[0], params["name"]) {
 		return "", errors.New(`a multipart part's Content-Disposition must name its field with a plain name="…", ` +
-			`without RFC 2231 encoding (name*=) or backslashes`)
+			`without RFC 2231 encoding (name*=) or a backslash that quotes a quote or is in the name`)
 	}
 	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
 	case "", "7bit", "8bit", "binary":
@@ -205,6 +205,21 @@ func formPartName(h textproto.MIMEHeader) (string, error) {
 		return "", errors.New("multipart parts with a Content-Transfer-Encoding are refused")
 	}
 	return params["name"], nil
+}
+
+// backslashesAgree reports whether a Content-Disposition holding
+// backslashes names the same field, name as mime read it, to a parser that
+// reads a backslash as the character it is: a Windows path as a file name
+// (filename="C:\Users\a.pdf", as form-data, urllib3 and Symfony send it;
+// filename="C:\\Users\\a.pdf", as Go's mime/multipart escapes it) names
+// the same field to both. Doubling every backslash makes mime read the
+// header as such a parser does. A quoted pair before a quote (\", as Go
+// escapes a quote in a file name) ends the value there for that parser,
+// which then reads the rest as other parameters, and a backslash in the
+// name reads as another name: both differ, or fail to parse.
+func backslashesAgree(cd, name string) bool {
+	_, literal, err := mime.ParseMediaType(strings.ReplaceAll(cd, `\`, `\\`))
+	return err == nil && literal["name"] == name
 }
 
 // extendedName reports whether a Content-Disposition mime.ParseMediaType

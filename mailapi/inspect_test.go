@@ -551,7 +551,22 @@ func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
 		{"a continued name", `Content-Disposition: form-data; name="h:From"; NAME*0="x"`, "RFC 2231"},
 		{"an encoded continued name", `Content-Disposition: form-data; name="h:From";name*0*=UTF-8''x`, "RFC 2231"},
 		// mime reads the quoted pair as a quote: one name, x"; name="h:From.
-		{"a quoted pair", `Content-Disposition: form-data; name="x\"; name=\"h:From"`, "backslashes"},
+		{"a quoted pair", `Content-Disposition: form-data; name="x\"; name=\"h:From"`, "backslash"},
+		// A Windows path as a file name, as form-data, urllib3 and Symfony
+		// write it, and as Go's mime/multipart escapes it: the same field
+		// to every parser.
+		{"a Windows path", `Content-Disposition: form-data; name="attachment"; filename="C:\Users\bob\a.pdf"`, ""},
+		{"an escaped Windows path", `Content-Disposition: form-data; name="attachment"; filename="C:\\Users\\bob\\a.pdf"`, ""},
+		{"a path before the name", `Content-Disposition: form-data; filename="C:\\a.pdf"; name="attachment"`, ""},
+		{"a backslash ending a file name", `Content-Disposition: form-data; name="attachment"; filename="dir\\"`, ""},
+		// A quoted quote ends the file name to a parser that reads the
+		// backslash as itself, which then reads name=h:From.
+		{"a quoted quote in a file name", `Content-Disposition: form-data; name="attachment"; filename="x\"; name=h:From; y=\""`, "backslash"},
+		{"an escaped quote in a file name", `Content-Disposition: form-data; name="attachment"; filename="The \"final\" invoice.pdf"`, "backslash"},
+		{"an odd run before a quote", `Content-Disposition: form-data; name="attachment"; filename="a\\\"b"`, "backslash"},
+		// The name itself read two ways.
+		{"an escaped backslash in the name", `Content-Disposition: form-data; name="h:From\\"`, "backslash"},
+		{"an escaped tspecial in the name", `Content-Disposition: form-data; name="h\:From"`, "backslash"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := d.Inspect("/v3/mg.example.com/messages", "multipart/form-data; boundary=b", body(tc.headers))
