@@ -204,6 +204,20 @@ type sdkScenario struct {
 	// Bulk sends one message to every recipient with the provider's bulk
 	// (broadcast) API.
 	Bulk bool `json:"bulk,omitempty"`
+	// Files, on an attachment scenario, are its attachments in place of
+	// the invoice; Subject, when set, is the message's subject.
+	Files   []sdkFile `json:"files,omitempty"`
+	Subject string    `json:"subject,omitempty"`
+}
+
+// sdkFile is an attachment as a scenario gives it to the drivers: a file
+// name, a content type, the content in base64, and for an inline one (an
+// image the HTML shows) its content id.
+type sdkFile struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Content string `json:"content"`
+	CID     string `json:"cid,omitempty"`
 }
 
 // sdkNewsletter is about 20 KB of HTML as a shop's newsletter holds it, with

@@ -9,6 +9,8 @@
 package gosdk
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -67,6 +69,16 @@ type scenario struct {
 	// Attachment sends one message with a binary attachment
 	// (sendAttachment).
 	Attachment bool `json:"attachment"`
+	// Files, on an attachment scenario, are its attachments in place of
+	// the invoice (the base64 content decoded; a content id makes an
+	// inline one); Subject, when set, is the message's subject.
+	Files []struct {
+		Name    string `json:"name"`
+		Type    string `json:"type"`
+		Content []byte `json:"content"`
+		CID     string `json:"cid"`
+	} `json:"files"`
+	Subject string `json:"subject"`
 }
 
 type plan struct {
@@ -644,60 +656,125 @@ var invoice = func() []byte {
 	return b
 }()
 
-// sendAttachment sends one message with a binary attachment (an invoice),
-// as each SDK takes one.
+// attachment is a file as sendAttachment sends it.
+type attachment struct {
+	name, typ string
+	data      []byte
+	b64, cid  string
+}
+
+// attachments are a scenario's files, or the invoice.
+func attachments(sc scenario) []attachment {
+	if sc.Files == nil {
+		return []attachment{{"invoice.pdf", "application/pdf", invoice, base64.StdEncoding.EncodeToString(invoice), ""}}
+	}
+	var as []attachment
+	for _, f := range sc.Files {
+		as = append(as, attachment{f.Name, f.Type, f.Content, base64.StdEncoding.EncodeToString(f.Content), f.CID})
+	}
+	return as
+}
+
+// sendAttachment sends one message with attachments (by default a binary
+// invoice), as each SDK takes them.
 func sendAttachment(ctx context.Context, p plan, sc scenario) result {
 	b64 := base64.StdEncoding.EncodeToString(invoice)
+	files, subject := attachments(sc), cmp.Or(sc.Subject, "compat")
 	switch sc.SDK {
 	case "sendgrid-go":
 		m := sendgridMail(sc)
+		m.Subject = subject
 		m.AddPersonalizations(sendgridTo(sc.To...))
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
-		a := sgmail.NewAttachment()
-		a.SetContent(b64)
-		a.SetType("application/pdf")
-		a.SetFilename("invoice.pdf")
-		a.SetDisposition("attachment")
-		m.AddAttachment(a)
+		for _, f := range files {
+			a := sgmail.NewAttachment()
+			a.SetContent(f.b64)
+			a.SetType(f.typ)
+			a.SetFilename(f.name)
+			a.SetDisposition("attachment")
+			if f.cid != "" {
+				a.SetDisposition("inline")
+				a.SetContentID(f.cid)
+			}
+			m.AddAttachment(a)
+		}
 		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "mailgun-go":
-		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "compat", "hello", sc.To...)
-		msg.AddBufferAttachment("invoice.pdf", invoice)
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, subject, "hello", sc.To...)
+		for _, f := range files {
+			if f.cid != "" {
+				// Mailgun names an inline file's content id after its name.
+				msg.AddReaderInline(f.name, io.NopCloser(bytes.NewReader(f.data)))
+			} else {
+				msg.AddBufferAttachment(f.name, f.data)
+			}
+		}
 		_, err := mailgunClient(sc).Send(ctx, msg)
 		return done(err)
 	case "resend-go":
-		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: "compat", Text: "hello",
-			Attachments: []*resend.Attachment{{Content: invoice, Filename: "invoice.pdf"}}})
+		var as []*resend.Attachment
+		for _, f := range files {
+			as = append(as, &resend.Attachment{Content: f.data, Filename: f.name, ContentType: f.typ, ContentId: f.cid})
+		}
+		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To, Subject: subject, Text: "hello",
+			Attachments: as})
 		return done(err)
 	case "mailjet-go":
-		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
-			From: mailjetFrom(sc.From), To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello",
-			Attachments: &mailjet.AttachmentsV31{{ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: b64}},
-		}}})
+		as, inline := mailjet.AttachmentsV31{}, mailjet.InlinedAttachmentsV31{}
+		for _, f := range files {
+			if f.cid != "" {
+				inline = append(inline, mailjet.InlinedAttachmentV31{AttachmentV31: mailjet.AttachmentV31{ContentType: f.typ, Filename: f.name, Base64Content: f.b64}, ContentID: f.cid})
+			} else {
+				as = append(as, mailjet.AttachmentV31{ContentType: f.typ, Filename: f.name, Base64Content: f.b64})
+			}
+		}
+		m := mailjet.InfoMessagesV31{From: mailjetFrom(sc.From), To: mailjetTo(sc.To...), Subject: subject, TextPart: "hello", Attachments: &as}
+		if len(inline) > 0 {
+			m.InlinedAttachments = &inline
+		}
+		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{m}})
 		return done(err)
 	case "mailjet-go-v3":
+		var as []mailjet.Attachment
+		for _, f := range files {
+			as = append(as, mailjet.Attachment{ContentType: f.typ, Filename: f.name, Content: f.b64})
+		}
 		_, err := mailjetClient(sc).SendMail(&mailjet.InfoSendMail{FromEmail: addressOf(sc.From), FromName: nameOf(sc.From), Recipients: mailjetV3To(sc.To...),
-			Subject: "compat", TextPart: "hello",
-			Attachments: []mailjet.Attachment{{ContentType: "application/pdf", Filename: "invoice.pdf", Content: b64}}})
+			Subject: subject, TextPart: "hello", Attachments: as})
 		return done(err)
 	case "postmark-go":
-		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello",
-			Attachments: []postmark.Attachment{{Name: "invoice.pdf", Content: b64, ContentType: "application/pdf"}}})
+		var as []postmark.Attachment
+		for _, f := range files {
+			as = append(as, postmark.Attachment{Name: f.name, Content: f.b64, ContentType: f.typ, ContentID: f.cid})
+		}
+		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{From: sc.From, To: strings.Join(sc.To, ", "), Subject: subject, TextBody: "hello",
+			Attachments: as})
 		return done(err)
 	case "brevo-go":
+		var as []brevo.SendSmtpEmailAttachment
+		for _, f := range files {
+			as = append(as, brevo.SendSmtpEmailAttachment{Content: f.b64, Name: f.name})
+		}
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), Subject: "compat", TextContent: "hello",
-			Attachment: []brevo.SendSmtpEmailAttachment{{Content: b64, Name: "invoice.pdf"}},
+			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), Subject: subject, TextContent: "hello", Attachment: as,
 		})
 		return done(err)
 	case "aws-sdk-go-v2":
+		var as []sestypes.Attachment
+		for _, f := range files {
+			a := sestypes.Attachment{FileName: aws.String(f.name), RawContent: f.data, ContentType: aws.String(f.typ)}
+			if f.cid != "" {
+				a.ContentDisposition, a.ContentId = sestypes.AttachmentContentDispositionInline, aws.String(f.cid)
+			}
+			as = append(as, a)
+		}
 		_, err := sesClient(sc, nil).SendEmail(ctx, &sesv2.SendEmailInput{
 			FromEmailAddress: aws.String(sc.From),
 			Destination:      &sestypes.Destination{ToAddresses: sc.To},
 			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
-				Subject:     &sestypes.Content{Data: aws.String("compat")},
+				Subject:     &sestypes.Content{Data: aws.String(subject)},
 				Body:        &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}},
-				Attachments: []sestypes.Attachment{{FileName: aws.String("invoice.pdf"), RawContent: invoice, ContentType: aws.String("application/pdf")}},
+				Attachments: as,
 			}},
 		})
 		return done(err)

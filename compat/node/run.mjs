@@ -205,67 +205,91 @@ const invoice = Buffer.alloc(60 << 10);
 for (let i = 0, x = 1; i < invoice.length; i++) { x = (x * 1103515245 + 12345) >>> 0; invoice[i] = x >>> 24; }
 const invoice64 = invoice.toString("base64");
 
-// attachDrivers send one message with a binary attachment (an invoice),
-// as each SDK takes one.
+// files are a scenario's attachments ({ name, type, data, b64, cid }):
+// opts.files as the plan gives them (base64 content; a content id makes an
+// inline one), or the invoice. subject is its subject.
+const files = (opts) => (opts.files ?? [{ name: "invoice.pdf", type: "application/pdf", content: invoice64 }])
+  .map((f) => ({ ...f, data: Buffer.from(f.content, "base64"), b64: f.content }));
+const subject = (opts) => opts.subject || "compat";
+
+// attachDrivers send one message with attachments (by default a binary
+// invoice), as each SDK takes them.
 const attachDrivers = {
-  async sendgrid(base, key, from, to) {
+  async sendgrid(base, key, from, to, opts) {
     const mail = new sgMail.MailService();
     mail.setApiKey(key);
     mail.client.setDefaultRequest("baseUrl", base);
-    return mail.send({ from, to, subject: "compat", text: "hello",
-      attachments: [{ content: invoice64, filename: "invoice.pdf", type: "application/pdf", disposition: "attachment" }] });
+    return mail.send({ from, to, subject: subject(opts), text: "hello", attachments: files(opts).map((f) => ({
+      content: f.b64, filename: f.name, type: f.type, disposition: f.cid ? "inline" : "attachment", ...(f.cid ? { content_id: f.cid } : {}),
+    })) });
   },
-  async postmark(base, key, from, to) {
+  async postmark(base, key, from, to, opts) {
     const url = new URL(base);
     const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
-    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello",
-      Attachments: [new postmark.Models.Attachment("invoice.pdf", invoice64, "application/pdf")] });
+    return c.sendEmail({ From: from, To: to.join(", "), Subject: subject(opts), TextBody: "hello",
+      Attachments: files(opts).map((f) => new postmark.Models.Attachment(f.name, f.b64, f.type, f.cid ? "cid:" + f.cid : undefined)) });
   },
-  async mailgun(base, key, from, to) {
+  async mailgun(base, key, from, to, opts) {
     const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
-    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello",
-      attachment: [{ filename: "invoice.pdf", data: invoice }] });
+    // Mailgun names an inline file's content id after its file name.
+    const fs = files(opts), of = (inline) => fs.filter((f) => !!f.cid === inline).map((f) => ({ filename: f.name, data: f.data, contentType: f.type }));
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: subject(opts), text: "hello",
+      attachment: of(false), ...(fs.some((f) => f.cid) ? { inline: of(true) } : {}) });
   },
-  async resend(base, key, from, to) {
+  async resend(base, key, from, to, opts) {
     const r = new Resend(key, { baseUrl: base });
-    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello",
-      attachments: [{ filename: "invoice.pdf", content: invoice }] });
+    const { data, error } = await r.emails.send({ from, to, subject: subject(opts), text: "hello",
+      attachments: files(opts).map((f) => ({ filename: f.name, content: f.data, contentType: f.type, ...(f.cid ? { contentId: f.cid } : {}) })) });
     if (error) throw error;
     return data;
   },
-  async mailjet(base, key, from, to) {
+  async mailjet(base, key, from, to, opts) {
     Mailjet.Request.protocol = new URL(base).protocol + "//";
     const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+    const fs = files(opts), of = (inline) => fs.filter((f) => !!f.cid === inline)
+      .map((f) => ({ ContentType: f.type, Filename: f.name, Base64Content: f.b64, ...(f.cid ? { ContentID: f.cid } : {}) }));
     return mj.post("send", { version: "v3.1" }).request({ Messages: [{
-      From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: "compat", TextPart: "hello",
-      Attachments: [{ ContentType: "application/pdf", Filename: "invoice.pdf", Base64Content: invoice64 }],
+      From: { Email: from }, To: to.map((Email) => ({ Email })), Subject: subject(opts), TextPart: "hello",
+      Attachments: of(false), ...(fs.some((f) => f.cid) ? { InlinedAttachments: of(true) } : {}),
     }] });
   },
-  async "mailjet-v3"(base, key, from, to) {
+  async "mailjet-v3"(base, key, from, to, opts) {
+    const fs = files(opts), of = (inline) => fs.filter((f) => !!f.cid === inline)
+      .map((f) => ({ "Content-type": f.type, Filename: f.cid ? f.cid : f.name, content: f.b64 }));
     return mailjetV3(base, key).request({
-      FromEmail: from, Recipients: to.map((Email) => ({ Email })), Subject: "compat", "Text-part": "hello",
-      Attachments: [{ "Content-type": "application/pdf", Filename: "invoice.pdf", content: invoice64 }],
+      FromEmail: from, Recipients: to.map((Email) => ({ Email })), Subject: subject(opts), "Text-part": "hello",
+      Attachments: of(false), ...(fs.some((f) => f.cid) ? { Inline_attachments: of(true) } : {}),
     });
   },
-  async brevo(base, key, from, to) {
+  async brevo(base, key, from, to, opts) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
     return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })),
-      subject: "compat", textContent: "hello", attachment: [{ content: invoice64, name: "invoice.pdf" }] });
+      subject: subject(opts), textContent: "hello", attachment: files(opts).map((f) => ({ content: f.b64, name: f.name })) });
   },
-  async ses(base, key, from, to) {
+  async ses(base, key, from, to, opts) {
     return sesClient(base, key).send(new SendEmailCommand({
       FromEmailAddress: from, Destination: { ToAddresses: to },
-      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } },
-        Attachments: [{ FileName: "invoice.pdf", RawContent: invoice, ContentType: "application/pdf" }] } },
+      Content: { Simple: { Subject: { Data: subject(opts) }, Body: { Text: { Data: "hello" } },
+        Attachments: files(opts).map((f) => ({ FileName: f.name, RawContent: f.data, ContentType: f.type,
+          ...(f.cid ? { ContentDisposition: "INLINE", ContentId: f.cid } : {}) })) } },
     }));
   },
-  async "nodemailer-ses"(base, key, from, to) {
+  async "nodemailer-ses"(base, key, from, to, opts) {
     const t = nodemailer.createTransport({ SES: { sesClient: sesClient(base, key), SendEmailCommand } });
-    return t.sendMail({ from, to, subject: "compat", text: "hello", attachments: [{ filename: "invoice.pdf", content: invoice }] });
+    return t.sendMail({ from, to, subject: subject(opts), text: "hello",
+      attachments: files(opts).map((f) => ({ filename: f.name, content: f.data, contentType: f.type, ...(f.cid ? { cid: f.cid } : {}) })) });
   },
   // SES's v1 API takes an attachment only in raw MIME the application
   // builds: SendRawEmail, with the recipients from its headers.
-  async "ses-v1"(base, key, from, to) {
+  async "ses-v1"(base, key, from, to, opts) {
+    if (opts.files || opts.subject) {
+      // The MIME as Nodemailer builds it (its stream transport), the way
+      // applications on the v1 API build theirs.
+      const built = await nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "windows" }).sendMail({
+        from, to, subject: subject(opts), text: "hello",
+        attachments: files(opts).map((f) => ({ filename: f.name, content: f.data, contentType: f.type, ...(f.cid ? { cid: f.cid } : {}) })) });
+      return sesV1Client(base, key).send(new sesV1.SendRawEmailCommand({ RawMessage: { Data: built.message } }));
+    }
     const boundary = "compat-boundary";
     const raw = `From: ${from}\r\nTo: ${to.join(", ")}\r\nSubject: compat\r\nMIME-Version: 1.0\r\n` +
       `Content-Type: multipart/mixed; boundary="${boundary}"\r\n\r\n--${boundary}\r\n` +

@@ -58,9 +58,18 @@ function run(array $sc, string $mailgunDomain, $client): array
             $transport->setPort(parse_url($sc['base'], PHP_URL_PORT));
         }
         for ($i = 0; $i < ($sc['sends'] ?? 1); $i++) {
-            $email = (new Email())->from($sc['from'])->to(...$sc['to'])->subject('compat')->text('hello');
+            $email = (new Email())->from($sc['from'])->to(...$sc['to'])->subject($sc['subject'] ?? 'compat')->text('hello');
             if (!empty($sc['html'])) {
                 $email->html($sc['html']);
+            }
+            foreach ($sc['files'] ?? [] as $f) {
+                // An inline file is embedded under its content id, which
+                // the HTML refers to as cid:<id>.
+                if (!empty($f['cid'])) {
+                    $email->embed(base64_decode($f['content']), $f['cid'], $f['type']);
+                } else {
+                    $email->attach(base64_decode($f['content']), $f['name'], $f['type']);
+                }
             }
             $transport->send($email);
         }

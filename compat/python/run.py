@@ -11,11 +11,13 @@ It runs with Debian's interpreter, python3-boto3 and python3-django-anymail
 project is tested on reach no Python package index.
 """
 
+import base64
 import json
 import os
 import sys
 import time
 from email.mime.application import MIMEApplication
+from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -73,10 +75,15 @@ def ses_v1(sc, plan):
         # SES's v1 API takes an attachment only in raw MIME the
         # application builds.
         msg = MIMEMultipart()
-        msg["From"], msg["To"], msg["Subject"] = frm, ", ".join(to), "compat"
+        msg["From"], msg["To"], msg["Subject"] = frm, ", ".join(to), sc.get("subject") or "compat"
         msg.attach(MIMEText("hello"))
         if sc.get("attachment"):
-            msg.attach(MIMEApplication(invoice(), "pdf", Name="invoice.pdf"))
+            for name, data, ctype, cid in files(sc):
+                part = MIMEApplication(data, ctype.split("/", 1)[1])
+                part.add_header("Content-Disposition", "inline" if cid else "attachment", filename=name)
+                if cid:
+                    part["Content-ID"] = "<%s>" % cid
+                msg.attach(part)
         client.send_raw_email(Source=frm, Destinations=to, RawMessage={"Data": msg.as_bytes()})
     else:
         body = {"Text": {"Data": "hello"}}
@@ -110,6 +117,13 @@ def invoice():
     return bytes(out)
 
 
+def files(sc):
+    """A scenario's attachments (name, bytes, type, content id), or the invoice."""
+    if "files" not in sc:
+        return [("invoice.pdf", invoice(), "application/pdf", "")]
+    return [(f["name"], base64.b64decode(f["content"]), f["type"], f.get("cid", "")) for f in sc["files"]]
+
+
 def anymail(sc, plan):
     esp, conf = ANYMAIL[sc["sdk"]]
     options = conf(sc["base"], sc["key"])
@@ -118,7 +132,7 @@ def anymail(sc, plan):
         # sending domain here.
         options["sender_domain"] = plan["mailgunDomain"]
     conn = get_connection("anymail.backends.%s.EmailBackend" % esp, **options)
-    msg = EmailMultiAlternatives("compat", "hello", sc["from"], sc["to"], connection=conn)
+    msg = EmailMultiAlternatives(sc.get("subject") or "compat", "hello", sc["from"], sc["to"], connection=conn)
     if sc.get("html"):
         msg.attach_alternative(sc["html"], "text/html")
     if sc.get("batch"):
@@ -126,7 +140,15 @@ def anymail(sc, plan):
         # where the provider has one.
         msg.merge_data = {to: {"name": "Ann"} for to in sc["to"]}
     if sc.get("attachment"):
-        msg.attach("invoice.pdf", invoice(), "application/pdf")
+        for name, data, ctype, cid in files(sc):
+            if cid:
+                # Anymail's inline image: a MIME part with a Content-ID.
+                img = MIMEImage(data, ctype.split("/", 1)[1])
+                img.add_header("Content-Disposition", "inline", filename=name)
+                img["Content-ID"] = "<%s>" % cid
+                msg.attach(img)
+            else:
+                msg.attach(name, data, ctype)
     if sc.get("template"):
         # A template stored at the provider; the ids are the providers' forms.
         msg.template_id = {"mailjet": 7, "sendinblue": 7, "sendgrid": "d-compat"}.get(esp, "compat")

@@ -59,20 +59,36 @@ INVOICE = begin
   Array.new(60 << 10) { x = (x * 1_103_515_245 + 12_345) & 0xFFFFFFFF; x >> 24 }.pack('C*')
 end
 
+# A scenario's attachments (name, content, type, content id), or the invoice.
+def files(sc)
+  return [['invoice.pdf', INVOICE, 'application/pdf', nil]] unless sc['files']
+
+  sc['files'].map { |f| [f['name'], f['content'].unpack1('m'), f['type'], f['cid']] }
+end
+
 def postmark_ruby_attachment(sc)
   client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
-  client.deliver(from: sc['from'], to: sc['to'].join(', '), subject: 'compat', text_body: 'hello',
-                 attachments: [{ name: 'invoice.pdf', content: [INVOICE].pack('m0'), content_type: 'application/pdf' }])
+  attachments = files(sc).map do |name, content, type, cid|
+    { name: name, content: [content].pack('m0'), content_type: type, **(cid ? { content_id: "cid:#{cid}" } : {}) }
+  end
+  client.deliver(from: sc['from'], to: sc['to'].join(', '), subject: sc['subject'] || 'compat', text_body: 'hello',
+                 attachments: attachments)
 end
 
 def postmark_ruby_mail_attachment(sc)
   message = Mail.new do
     from sc['from']
     to sc['to']
-    subject 'compat'
+    subject sc['subject'] || 'compat'
     body 'hello'
   end
-  message.attachments['invoice.pdf'] = { mime_type: 'application/pdf', content: INVOICE }
+  files(sc).each do |name, content, type, cid|
+    if cid
+      message.attachments.inline[name] = { mime_type: type, content: content, content_id: "<#{cid}>" }
+    else
+      message.attachments[name] = { mime_type: type, content: content }
+    end
+  end
   message.delivery_method Mail::Postmark, api_token: sc['key'], **connection(sc['base'])
   message.deliver!
 end
