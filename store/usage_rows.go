@@ -114,13 +114,17 @@ type counterTable struct {
 	// insertRow adds one row (its values $1 to $4) and insertArrays every
 	// row (arrays $1 to $4, applied in their order).
 	insertRow, insertArrays string
+	// capped: a key's hour takes a new row only while it holds fewer than
+	// MaxHourIPs (insertArrays sees to it itself; writeIPRows for
+	// insertRow).
+	capped bool
 }
 
 // counters lists the batch's counter tables in lock order.
 func (u *usageRows) counters() []counterTable {
 	return []counterTable{
-		{"usage", u.metrics, addMetricRow, addMetricArrays},
-		{"usage_ips", u.ips, addIPRow, addIPArrays},
+		{"usage", u.metrics, addMetricRow, addMetricArrays, false},
+		{"usage_ips", u.ips, addIPRow, addIPArrays, true},
 	}
 }
 
@@ -134,13 +138,12 @@ var (
 		SELECT k, h, m, n FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) WITH ORDINALITY AS r(k, h, m, n, i) ORDER BY i
 		`+addTo, "usage", "metric")
 
-	// A client IP the key's hour holds already is added to; a new one only
-	// while the hour holds fewer than MaxHourIPs (the rows before it in the
-	// same transaction count: SQLite writes one row per statement).
-	addIPRow = fmt.Sprintf(`INSERT INTO usage_ips (key_id, hour, ip, n)
-		SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM usage_ips WHERE key_id = $1 AND hour = $2 AND ip = $3)
-			OR (SELECT COUNT(*) FROM usage_ips WHERE key_id = $1 AND hour = $2) < %[3]d
-		`+addTo, "usage_ips", "ip", MaxHourIPs)
+	// A client IP the key's hour holds already is added to (addToIP); a
+	// new one is inserted only while the hour holds fewer than MaxHourIPs
+	// (writeIPRows counts them).
+	addIPRow   = fmt.Sprintf("INSERT INTO usage_ips (key_id, hour, ip, n) VALUES ($1, $2, $3, $4) "+addTo, "usage_ips", "ip")
+	addToIP    = `UPDATE usage_ips SET n = n + $4 WHERE key_id = $1 AND hour = $2 AND ip = $3`
+	hourIPRows = `SELECT COUNT(*) FROM usage_ips WHERE key_id = $1 AND hour = $2`
 	// The same in one statement: a statement does not see its own rows, so
 	// a key's hour counts what it held before (held) plus the new IPs
 	// before this one in the batch (nth). Two nodes adding at once may
@@ -172,6 +175,12 @@ func writeUsageRows(ctx context.Context, tx *sql.Tx, rebind func(string) string,
 		if len(c.rows) == 0 {
 			continue
 		}
+		if c.capped {
+			if err := writeIPRows(ctx, tx, rebind, c); err != nil {
+				return err
+			}
+			continue
+		}
 		stmt, err := tx.PrepareContext(ctx, rebind(c.insertRow))
 		if err != nil {
 			return err
@@ -196,6 +205,50 @@ func writeUsageRows(ctx context.Context, tx *sql.Tx, rebind func(string) string,
 		if _, err := stmt.ExecContext(ctx, r.key, r.used, r.ip); err != nil {
 			return fmt.Errorf("key %s: last used: %w", r.key, err)
 		}
+	}
+	return nil
+}
+
+// writeIPRows writes the client IP rows (the capped table) one statement
+// per row, as writeUsageRows does: each adds to its counter, or, when the
+// key's hour has none yet and holds fewer than MaxHourIPs rows, inserts it.
+// The rows a key's hour holds are counted once, then as they are added
+// (SQLite runs one write transaction at a time): counting them for every
+// new IP, up to 1,000 rows each time, made a flush of the 1,000 new
+// addresses a key used from a botnet brings every second ten times dearer.
+func writeIPRows(ctx context.Context, tx *sql.Tx, rebind func(string) string, c counterTable) error {
+	add, err := tx.PrepareContext(ctx, rebind(addToIP))
+	if err != nil {
+		return err
+	}
+	defer add.Close()
+	insert, err := tx.PrepareContext(ctx, rebind(c.insertRow))
+	if err != nil {
+		return err
+	}
+	defer insert.Close()
+	held := 0 // the rows the hour of the current row holds
+	for i, r := range c.rows {
+		if i == 0 || r.key != c.rows[i-1].key || r.hour != c.rows[i-1].hour { // rows are sorted
+			if err := tx.QueryRowContext(ctx, rebind(hourIPRows), r.key, r.hour).Scan(&held); err != nil {
+				return fmt.Errorf("key %s: %s rows: %w", r.key, c.table, err)
+			}
+		}
+		res, err := add.ExecContext(ctx, r.key, r.hour, r.name, r.n)
+		if err != nil {
+			return fmt.Errorf("key %s: %q: %w", r.key, r.name, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("key %s: %q: %w", r.key, r.name, err)
+		}
+		if n > 0 || held >= MaxHourIPs {
+			continue
+		}
+		if _, err := insert.ExecContext(ctx, r.key, r.hour, r.name, r.n); err != nil {
+			return fmt.Errorf("key %s: %q: %w", r.key, r.name, err)
+		}
+		held++
 	}
 	return nil
 }
