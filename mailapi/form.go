@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"unicode"
 )
 
 // maxParts bounds the parts read from a multipart form.
@@ -224,9 +225,11 @@ func backslashesAgree(cd, name string) bool {
 
 // extendedName reports whether a Content-Disposition mime.ParseMediaType
 // accepted has a parameter named "name*" or "name*0" (RFC 2231's encoded
-// and continued forms of name): a "name*" after the start, a ';' or
-// white space. One inside a quoted filename is a false alarm that only
-// refuses the part.
+// and continued forms of name): a "name*" after the start or a ';' and
+// white space, which mime.ParseMediaType skips as unicode.IsSpace has it
+// (a no-break space too, where other parsers see part of another
+// parameter's name and read the plain name beside it). One inside a quoted
+// filename is a false alarm that only refuses the part.
 func extendedName(cd string) bool {
 	cd = strings.ToLower(cd)
 	for i := 0; ; {
@@ -235,7 +238,7 @@ func extendedName(cd string) bool {
 			return false
 		}
 		i += j
-		if k := strings.TrimRight(cd[:i], " \t"); k == "" || k[len(k)-1] == ';' {
+		if k := strings.TrimRightFunc(cd[:i], unicode.IsSpace); k == "" || k[len(k)-1] == ';' {
 			return true
 		}
 		i += len("name*")

@@ -550,6 +550,10 @@ func TestInspectRefusesAmbiguousMultipartParts(t *testing.T) {
 		{"an RFC 2231 name before a plain one", `Content-Disposition: form-data; name*=UTF-8''x; name="h:From"`, "RFC 2231"},
 		{"a continued name", `Content-Disposition: form-data; name="h:From"; NAME*0="x"`, "RFC 2231"},
 		{"an encoded continued name", `Content-Disposition: form-data; name="h:From";name*0*=UTF-8''x`, "RFC 2231"},
+		// mime skips Unicode white space before a parameter; PHP's parser
+		// reads "\u00a0name*" as a name of its own and takes the plain one.
+		{"an RFC 2231 name after a no-break space", "Content-Disposition: form-data;\u00a0name*=UTF-8''x; name=\"h:From\"", "RFC 2231"},
+		{"an RFC 2231 name after a next-line character", "Content-Disposition: form-data; name=\"h:From\";\u0085NAME*=UTF-8''x", "RFC 2231"},
 		// mime reads the quoted pair as a quote: one name, x"; name="h:From.
 		{"a quoted pair", `Content-Disposition: form-data; name="x\"; name=\"h:From"`, "backslash"},
 		// A Windows path as a file name, as form-data, urllib3 and Symfony
