@@ -1223,7 +1223,7 @@ func minimalRecord(id string, created time.Time) *Record {
 
 func ptr[T any](v T) *T { return &v }
 
-func mustCreate(t *testing.T, s Store, rec *Record) {
+func mustCreate(t testing.TB, s Store, rec *Record) {
 	t.Helper()
 	if err := s.CreateKey(context.Background(), rec, Event{Action: "issued", Actor: "test"}); err != nil {
 		t.Fatal(err)

@@ -831,40 +831,42 @@ func FuzzRedactURI(f *testing.F) {
 }
 
 // A key used from a botnet brings up to 1,000 new client IPs every flush,
-// hour after hour, once its hour holds MaxHourIPs: each of them is turned
-// away at the cost of a lookup, as an address the hour holds is added to,
-// not of counting the hour's rows again (which made such a flush ~10 times
-// dearer than one of known addresses, the SQLite write lock held all along).
-func TestSQLiteTurnsAwayAFullHoursNewIPsCheaply(t *testing.T) {
-	s := openTestSQLite(t, filepath.Join(t.TempDir(), "keys.db"))
+// hour after hour, once its hour holds MaxHourIPs: each of them should be
+// turned away at the cost of a lookup, as an address the hour holds is
+// added to, not of counting the hour's rows again (which made such a flush
+// ~10 times dearer than one of known addresses, ~70 ms against ~8, the
+// SQLite write lock held all along). The two sub-benchmarks compare them.
+func BenchmarkSQLiteFlushIntoAFullHour(b *testing.B) {
+	s := openTestSQLite(b, filepath.Join(b.TempDir(), "keys.db"))
 	ctx := context.Background()
 	h := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	mustCreate(t, s, minimalRecord("key_botnet", h))
-	batch := func(from int) []UsageDelta {
-		ips := make(map[string]int64, MaxHourIPs)
-		for i := from; i < from+MaxHourIPs; i++ {
-			ips[fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&0xff, i&0xff)] = 1
+	mustCreate(b, s, minimalRecord("key_botnet", h))
+	flush := func(from int) {
+		if err := s.AddUsage(ctx, botnetBatch(h, from)); err != nil {
+			b.Fatal(err)
 		}
-		return []UsageDelta{{KeyID: "key_botnet", Hour: h, IPs: ips}}
-	}
-	flush := func(from int) time.Duration {
-		start := time.Now()
-		if err := s.AddUsage(ctx, batch(from)); err != nil {
-			t.Fatal(err)
-		}
-		return time.Since(start)
 	}
 	flush(0) // the hour is full
-	known, turnedAway := time.Duration(1<<62), time.Duration(1<<62)
-	for round := 1; round <= 3; round++ { // the fastest of three: the machine may be busy
-		known = min(known, flush(0))
-		turnedAway = min(turnedAway, flush(round*MaxHourIPs))
+	b.Run("known-ips", func(b *testing.B) {
+		for b.Loop() {
+			flush(0)
+		}
+	})
+	b.Run("new-ips", func(b *testing.B) {
+		round := 0
+		for b.Loop() {
+			round++
+			flush(round * MaxHourIPs)
+		}
+	})
+}
+
+// botnetBatch is one flush of MaxHourIPs client IPs of key_botnet in hour
+// h, numbered from from.
+func botnetBatch(h time.Time, from int) []UsageDelta {
+	ips := make(map[string]int64, MaxHourIPs)
+	for i := from; i < from+MaxHourIPs; i++ {
+		ips[fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&0xff, i&0xff)] = 1
 	}
-	if turnedAway > 4*known {
-		t.Errorf("a flush of %d new IPs into a full hour took %v, one of %d known IPs %v: want about the same", MaxHourIPs, turnedAway, MaxHourIPs, known)
-	}
-	var n int
-	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM usage_ips WHERE key_id = 'key_botnet'").Scan(&n); err != nil || n != MaxHourIPs {
-		t.Errorf("%d client IP rows (%v), want %d", n, err, MaxHourIPs)
-	}
+	return []UsageDelta{{KeyID: "key_botnet", Hour: h, IPs: ips}}
 }
