@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 	"mime"
 	"mime/multipart"
 	"net/textproto"
@@ -108,15 +109,8 @@ func (in *inspection) multipart(s *shape, boundary string, body []byte) error {
 // a line, then optional "--", spaces or tabs, and the line's end), except
 // that any line feed starts a line, which only makes the check stricter.
 func endsWithCloseDelimiter(body []byte, boundary string) bool {
-	dash := []byte("--" + boundary)
 	closed := false
-	for at := 0; ; {
-		i := bytes.Index(body[at:], dash)
-		if i < 0 {
-			return closed
-		}
-		i += at
-		at = i + len(dash)
+	for i, at := range boundaries(body, boundary) {
 		if i > 0 && body[i-1] != '\n' {
 			continue
 		}
@@ -134,6 +128,26 @@ func endsWithCloseDelimiter(body []byte, boundary string) bool {
 		}
 		closed = closing
 	}
+	return closed
+}
+
+// boundaries yields where each "--boundary" in body starts, and where it
+// ends, in order.
+func boundaries(body []byte, boundary string) iter.Seq2[int, int] {
+	dash := []byte("--" + boundary)
+	return func(yield func(start, end int) bool) {
+		for at := 0; ; {
+			i := bytes.Index(body[at:], dash)
+			if i < 0 {
+				return
+			}
+			i += at
+			at = i + len(dash)
+			if !yield(i, at) {
+				return
+			}
+		}
+	}
 }
 
 // looseBoundary reports whether body holds a boundary that other parsers
@@ -146,15 +160,8 @@ func endsWithCloseDelimiter(body []byte, boundary string) bool {
 // whose first boundary line ends with a bare line feed is read by
 // mime/multipart as they read it (but for the carriage return).
 func looseBoundary(body []byte, boundary string) bool {
-	dash := []byte("--" + boundary)
 	crlf, first := false, true
-	for at := 0; ; {
-		i := bytes.Index(body[at:], dash)
-		if i < 0 {
-			return false
-		}
-		i += at
-		at = i + len(dash)
+	for i, at := range boundaries(body, boundary) {
 		switch {
 		case i == 0:
 		case body[i-1] == '\r':
@@ -176,6 +183,7 @@ func looseBoundary(body []byte, boundary string) bool {
 			}
 		}
 	}
+	return false
 }
 
 // formPartName returns the field name of a multipart/form-data part. A part
