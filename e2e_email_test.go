@@ -118,6 +118,15 @@ func TestEmailPolicy(t *testing.T) {
 			[]byte(`{"personalizations":[{"to":[{"email":"1@x.org"},{"email":"2@x.org"},{"email":"3@x.org"}]}],"from":{"email":"orders@shop.example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}],"mail_settings":{"bcc":{"enable":true,"email":"spy@evil.example"}}}`),
 			403, "too_many_recipients"},
 		{"malformed JSON is invalid_payload", []byte(`{"personalizations":[`), 400, "invalid_payload"},
+		// Overlong UTF-8 spells "from" in a name and a line feed in a
+		// header's value to a decoder such as Jackson, which reads such
+		// forms as the characters they spell.
+		{"a member name that is not UTF-8 is invalid_payload",
+			[]byte("{\"personalizations\":[{\"to\":[{\"email\":\"a@x.org\"}]}],\"from\":{\"email\":\"orders@shop.example.com\"},\"fr\xc1\xafm\":{\"email\":\"ceo@evil.example\"},\"subject\":\"x\",\"content\":[{\"type\":\"text/plain\",\"value\":\"x\"}]}"),
+			400, "invalid_payload"},
+		{"a header value that is not UTF-8 is invalid_payload",
+			[]byte("{\"personalizations\":[{\"to\":[{\"email\":\"a@x.org\"}]}],\"from\":{\"email\":\"orders@shop.example.com\"},\"headers\":{\"X-A\":\"b\xc0\x8d\xc0\x8aFrom: ceo@evil.example\"},\"subject\":\"x\",\"content\":[{\"type\":\"text/plain\",\"value\":\"x\"}]}"),
+			400, "invalid_payload"},
 		{"an oversize body is payload_too_large", append(sgBody("a@shop.example.com", "a@x.org")[:10], bytes.Repeat([]byte(" "), 70<<10)...), 413, "payload_too_large"},
 	}
 	for _, tc := range cases {

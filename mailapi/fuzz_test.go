@@ -72,6 +72,9 @@ func FuzzInspect(f *testing.F) {
 		if tg.ctype == jsonType {
 			f.Add(uint8(i), []byte(`{"from":"a@b.org","headers":{"Sender":"c@d.org","From":"e@f.org"},"to":"x@y.org"}`))
 			f.Add(uint8(i), []byte(`{"From":"a@b.org","To":"x@y.org","Headers":[{"Name":"Sender","Value":"c@d.org"},{"Value":"e\u0040f.org","Name":"from"}]}`))
+			// Overlong forms, the characters they spell to Jackson: a
+			// From in a name, a line feed in a value.
+			f.Add(uint8(i), []byte("{\"from\":\"a@b.org\",\"to\":\"x@y.org\",\"Fr\xc1\xafm\":\"c@d.org\",\"headers\":{\"X\":\"v\xc0\x8aFrom: e@f.org\"}}"))
 		}
 	}
 

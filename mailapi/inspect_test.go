@@ -500,6 +500,24 @@ func TestInspectRejects(t *testing.T) {
 			dialect: "resend", path: "/emails", body: `{"to":"x@y.org","headers":{"Sender":"a@b.org"}}`},
 		{name: "a header pair's From that is no address names the pair", wantErr: "Headers[0]: not a valid address list",
 			dialect: "postmark", path: "/email", body: `{"From":"a@b.org","To":"x@y.org","Headers":[{"Name":"From","Value":"nobody"}]}`},
+		// Bytes that are not UTF-8 are U+FFFD to encoding/json, but an
+		// overlong form is the character it spells to Jackson: "\xc1\xaf"
+		// is "o", "\xc0\x8a" a line feed.
+		{name: "a member name that is not UTF-8 (Fr\\xc1\\xafm, a From to Jackson)", wantErr: "a member name that is not UTF-8 at byte 33",
+			dialect: "postmark", path: "/email", body: "{\"From\":\"a@b.org\",\"To\":\"x@y.org\",\"Fr\xc1\xafm\":\"ceo@evil.example\"}"},
+		{name: "a member name that is not UTF-8 beside escapes", wantErr: "a member name that is not UTF-8",
+			dialect: "ses", path: "/v2/email/outbound-emails",
+			body: "{\"FromEmailAddress\":\"a@b.org\",\"Destination\":{\"ToAddresses\":[\"x@y.org\"],\"\\u0042ccAddr\xc1\xa5sses\":[\"1@y.org\",\"2@y.org\"]}}"},
+		{name: "a member name that is not UTF-8 in a skipped object", wantErr: "a member name that is not UTF-8",
+			dialect: "sendgrid", path: "/v3/mail/send", body: "{\"from\":{\"email\":\"a@b.org\"},\"x\":{\"b\xc1\xa3c\":1}}"},
+		{name: "an address that is not UTF-8 (a line feed in a comment, to Jackson)", wantErr: "From: not UTF-8",
+			dialect: "postmark", path: "/email", body: "{\"From\":\"a@b.org (\xc0\x8d\xc0\x8aFrom: ceo@evil.example)\",\"To\":\"x@y.org\"}"},
+		{name: "an escaped address that is not UTF-8", wantErr: "personalizations[0].to[0].email: not UTF-8",
+			dialect: "sendgrid", path: "/v3/mail/send", body: "{\"from\":{\"email\":\"a@b.org\"},\"personalizations\":[{\"to\":[{\"email\":\"x@y.org (\\u0041\xe0\x80\x8a)\"}]}]}"},
+		{name: "a custom header's value that is not UTF-8", wantErr: "headers.…: not UTF-8",
+			dialect: "resend", path: "/emails", body: "{\"from\":\"a@b.org\",\"to\":\"x@y.org\",\"headers\":{\"X-A\":\"b\xc0\x8d\xc0\x8aFrom: ceo@evil.example\"}}"},
+		{name: "a header pair's value that is not UTF-8", wantErr: "Headers[0].Value: not UTF-8",
+			dialect: "postmark", path: "/email", body: "{\"From\":\"a@b.org\",\"To\":\"x@y.org\",\"Headers\":[{\"Name\":\"X-A\",\"Value\":\"b\xc0\x8aBcc: 1@y.org\"}]}"},
 		{name: "a path that is not a send endpoint", wantErr: "the path is not a send endpoint",
 			dialect: "sendgrid", path: "/v3/templates", body: `{}`},
 	}

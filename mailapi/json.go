@@ -16,7 +16,8 @@ import (
 const maxDepth = 1000
 
 // reader is a minimal JSON reader. It validates everything it passes over,
-// so it accepts exactly the bodies encoding/json accepts, but it decodes
+// so it accepts exactly the bodies encoding/json accepts (but for a member
+// name that is not UTF-8, which it refuses: see object), but it decodes
 // only the strings the walker asks for: skipping a 20 KB html field is a
 // byte loop rather than a trip through reflection.
 type reader struct {
@@ -104,6 +105,14 @@ func (r *reader) object(member func(name []byte) error) error {
 			return err
 		}
 		name := r.data[start+1 : end-1]
+		if !isASCII(name) && !utf8.Valid(name) {
+			// encoding/json reads such bytes as U+FFFD, but a decoder
+			// that takes an overlong form for the character it spells
+			// (Jackson reads "Fr\xc1\xafm" as "From") reads a member
+			// keygate did not.
+			r.pos = start
+			return r.syntaxError("a member name that is not UTF-8")
+		}
 		if escaped {
 			name = appendUnquoted(nil, r.data[start:end])
 		}

@@ -115,9 +115,16 @@ func (in *inspection) walk(r *reader, s *shape) error {
 	case s.role == roleHeaderText && c != '"':
 		return r.skip() // a header's value the provider may refuse, but no text of it
 	case c == '"' && s.role != roleNone:
+		start := r.pos
 		v, transient, err := r.str(&in.scratch)
 		if err != nil {
 			return err
+		}
+		if tok := r.data[start:r.pos]; !isASCII(tok) && !utf8.Valid(tok) {
+			// Read as U+FFFD here, but as the character it spells by a
+			// decoder that takes overlong forms (Jackson): "\xc0\x8a" is a
+			// line feed to it, in an address's comment or a header's value.
+			return fmt.Errorf("%s: not UTF-8", in.where())
 		}
 		return in.apply(s.role, v, transient)
 	case c == 'n' && s.sender == "" && in.depth > 0:
