@@ -182,6 +182,23 @@ func TestEmailPolicy(t *testing.T) {
 		}
 	})
 
+	// A framework that binds a body by its Content-Type (ASP.NET, Rails)
+	// reads this JSON as a form whose From is another.
+	t.Run("a JSON send with a form Content-Type is refused for restricted keys", func(t *testing.T) {
+		pk := g.issue("--name", "pm-form", "--scope", "mail.send", "--sender-domain", "shop.example.com")
+		body := []byte(`{"X":"&From=ceo%40evil.example&Y=","From":"a@shop.example.com","To":"x@y.org"}`)
+		for _, ct := range []string{"application/x-www-form-urlencoded", "Multipart/Form-Data; boundary=b"} {
+			before := up.count()
+			r := g.call("POST", "/email", "", body, "Host", "postmark.localhost", "X-Postmark-Server-Token", pk.Key, "Content-Type", ct)
+			if r.code() != "invalid_payload" || !strings.Contains(string(r.Body), "form Content-Type") || up.count() != before {
+				t.Errorf("%s: %d %s", ct, r.Status, r.Body)
+			}
+		}
+		if r := g.call("POST", "/email", "", body, "Host", "postmark.localhost", "X-Postmark-Server-Token", pk.Key, "Content-Type", "application/json"); r.Status != 202 {
+			t.Errorf("as JSON: %d %s", r.Status, r.Body)
+		}
+	})
+
 	// The route's scope line is /email*, as docs/providers.md suggests: a
 	// path IIS or a framework routing by extension serves as /email must
 	// be read as that send.

@@ -144,6 +144,14 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 		!h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
 		return 0, denial{code: InvalidPayload, message: "query parameters on a form send are refused for keys with sender, recipient or quota limits"}
 	}
+	// A JSON send said to be a form: keygate reads the JSON, but a provider
+	// whose framework binds a body by its Content-Type (ASP.NET's model
+	// binding, Rails' params) reads the form, and
+	// {"x":"&From=ceo%40other.example&y=","From":"a@shop.example"} is both,
+	// with other senders. No SDK sends one.
+	if restricted && isForm(r.Header.Get("Content-Type")) && !h.dialect.FormSend(r.URL.Path) {
+		return 0, denial{code: InvalidPayload, message: "a JSON send with a form Content-Type is refused for keys with sender, recipient or quota limits; send Content-Type: application/json"}
+	}
 	if len(rec.SenderDomains) > 0 {
 		for _, s := range msg.Senders {
 			if !mailapi.SenderAllowed(s, rec.SenderDomains) {

@@ -349,6 +349,14 @@ func (d *Dialect) IsSend(method, path string) bool {
 	return strings.EqualFold(method, want)
 }
 
+// FormSend reports whether the send endpoint at path takes its body as an
+// HTML form (Mailgun's, SES's v1 API), rather than as JSON; false for a
+// path that is no send endpoint.
+func (d *Dialect) FormSend(path string) bool {
+	e, _ := d.endpoint(path)
+	return e != nil && e.form
+}
+
 // QueryRequest reports whether a request with this method, path and query
 // string is one of SES's v1 Query API: to "/" on an SES route, POSTed as a
 // form or, with any other method, with its parameters in the query string

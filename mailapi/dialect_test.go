@@ -152,6 +152,27 @@ func TestMatchPathAgreesWithWalkingBoth(t *testing.T) {
 	}
 }
 
+func TestFormSend(t *testing.T) {
+	for _, tc := range []struct {
+		dialect, path string
+		want          bool
+	}{
+		{"mailgun", "/v3/mg.example.com/messages", true},
+		{"mailgun", "/v3/mg.example.com/messages.mime", true},
+		{"ses", "/", true},
+		{"ses", "/v2/email/outbound-emails", false},
+		{"postmark", "/email", false},
+		{"postmark", "/Email/Batch.json", false},
+		{"sendgrid", "/v3/mail/send", false},
+		{"sendgrid", "/v3/templates", false},
+	} {
+		d, _ := Lookup(tc.dialect)
+		if got := d.FormSend(tc.path); got != tc.want {
+			t.Errorf("%s %s: FormSend %v, want %v", tc.dialect, tc.path, got, tc.want)
+		}
+	}
+}
+
 func TestIsSendDoesNotAllocate(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "/v3/mg.example.com/messages.mime/") }); n != 0 {
