@@ -199,6 +199,23 @@ func TestEmailPolicy(t *testing.T) {
 		}
 	})
 
+	// Express's body-parser decodes a JSON body in any "utf-*" charset the
+	// Content-Type names: in UTF-7, "+AGY-rom" is "from", and JSON.parse
+	// keeps the last of two.
+	t.Run("a JSON send in UTF-7 is invalid_payload", func(t *testing.T) {
+		sk := g.issue("--name", "sg-utf7", "--scope", "mail.send", "--sender-domain", "shop.example.com")
+		body := []byte(`{"personalizations":[{"to":[{"email":"a@x.org"}]}],"from":{"email":"orders@shop.example.com"},"subject":"x",` +
+			`"content":[{"type":"text/plain","value":"x"}],"+AGY-rom":{"email":"ceo@evil.example"}}`)
+		before := up.count()
+		r := g.call("POST", "/v3/mail/send", sk.Key, body, "Host", "sendgrid.localhost", "Content-Type", "application/json; charset=utf-7")
+		if r.Status != 400 || r.code() != "invalid_payload" || up.count() != before {
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+		if r := g.call("POST", "/v3/mail/send", sk.Key, body, "Host", "sendgrid.localhost", "Content-Type", "application/json; charset=utf-8"); r.Status != 202 {
+			t.Errorf("in UTF-8: %d %s", r.Status, r.Body)
+		}
+	})
+
 	// The route's scope line is /email*, as docs/providers.md suggests: a
 	// path IIS or a framework routing by extension serves as /email must
 	// be read as that send.

@@ -422,7 +422,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	var err error
 	if e.form {
 		err = in.form(e.shape, contentType, body)
-	} else {
+	} else if err = jsonCharset(contentType); err == nil {
 		err = in.json(e.shape, body)
 	}
 	if err == nil {
@@ -544,6 +544,32 @@ func parsedFormMediaType(contentType string) (mt, boundary string, err error) {
 		return "", "", errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
 	}
 	return mt, params["boundary"], nil
+}
+
+// jsonCharset refuses a JSON send whose Content-Type names a charset other
+// than UTF-8 (or its ASCII subset). keygate reads the body as UTF-8, but
+// Express's body-parser decodes it in any "utf-*" charset the header names,
+// UTF-7 among them: there "+AGY-rom" is "from", another From keygate did
+// not see. A charset keygate cannot make out (a parameter mime cannot
+// parse, a repeated one) is refused too.
+func jsonCharset(contentType string) error {
+	if strings.IndexByte(contentType, ';') < 0 || strings.EqualFold(contentType, "application/json; charset=utf-8") ||
+		strings.EqualFold(contentType, "application/json;charset=utf-8") {
+		return nil // what the SDKs send: no parameters, or UTF-8
+	}
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		if strings.Contains(strings.ToLower(contentType), "charset") {
+			return errors.New("Content-Type: a charset keygate cannot read; send application/json (UTF-8)")
+		}
+		return nil
+	}
+	switch cs := strings.ToLower(params["charset"]); cs {
+	case "", "utf-8", "utf8", "us-ascii":
+		return nil
+	default:
+		return errors.New("Content-Type charset " + strconv.Quote(cs) + " is refused; send UTF-8")
+	}
 }
 
 // flagSet reports whether body, a JSON object, has a member named name (in

@@ -420,6 +420,16 @@ func TestSendingDomainTakesNoAllocationOfItsOwn(t *testing.T) {
 	}
 }
 
+func TestInspectJSONCharsets(t *testing.T) {
+	d, _ := Lookup("resend")
+	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8",
+		`application/json; charset="utf-8"`, "application/json; charset=utf8", "application/json; charset=us-ascii", "application/json; x=1"} {
+		if _, err := d.Inspect("/emails", ct, []byte(`{"from":"a@b.org","to":"x@y.org"}`)); err != nil {
+			t.Errorf("%q: %v", ct, err)
+		}
+	}
+}
+
 func TestInspectRejects(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -518,6 +528,15 @@ func TestInspectRejects(t *testing.T) {
 			dialect: "resend", path: "/emails", body: "{\"from\":\"a@b.org\",\"to\":\"x@y.org\",\"headers\":{\"X-A\":\"b\xc0\x8d\xc0\x8aFrom: ceo@evil.example\"}}"},
 		{name: "a header pair's value that is not UTF-8", wantErr: "Headers[0].Value: not UTF-8",
 			dialect: "postmark", path: "/email", body: "{\"From\":\"a@b.org\",\"To\":\"x@y.org\",\"Headers\":[{\"Name\":\"X-A\",\"Value\":\"b\xc0\x8aBcc: 1@y.org\"}]}"},
+		// Express's body-parser decodes a JSON body in any "utf-*" charset:
+		// in UTF-7, "+AGY-rom" is "from".
+		{name: "a JSON send in UTF-7", wantErr: `Content-Type charset "utf-7" is refused; send UTF-8`,
+			dialect: "resend", path: "/emails", ctype: "application/json; charset=UTF-7",
+			body: `{"from":"a@b.org","+AGY-rom":"ceo@evil.example","to":"x@y.org"}`},
+		{name: "a JSON send in UTF-7 in RFC 2231's form", wantErr: `Content-Type charset "utf-7" is refused`,
+			dialect: "postmark", path: "/email", ctype: "application/json; charset*=utf-8''utf-7", body: `{"From":"a@b.org","To":"x@y.org"}`},
+		{name: "a JSON send naming two charsets", wantErr: "Content-Type: a charset keygate cannot read",
+			dialect: "sendgrid", path: "/v3/mail/send", ctype: "application/json; charset=utf-8; charset=utf-7", body: `{"from":{"email":"a@b.org"}}`},
 		{name: "a path that is not a send endpoint", wantErr: "the path is not a send endpoint",
 			dialect: "sendgrid", path: "/v3/templates", body: `{}`},
 	}
