@@ -405,11 +405,16 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 	}
 	if e.opaque != "" {
 		if e.sendFlag != "" {
+			if err := jsonCharset(contentType); err != nil {
+				return Message{}, err // "+AHM-end" is "send" in UTF-7
+			}
 			sends, err := flagSet(body, e.sendFlag)
 			if err != nil {
 				return Message{}, err
 			}
-			if !sends {
+			// Said to be a form, the body may be one to a provider that
+			// binds it by its Content-Type: {"x":"&send=true&y="} sends.
+			if !sends && !formContentType(contentType) {
 				return Message{NotSend: true}, nil
 			}
 		}
@@ -544,6 +549,14 @@ func parsedFormMediaType(contentType string) (mt, boundary string, err error) {
 		return "", "", errors.New("Content-Type: want multipart/form-data or application/x-www-form-urlencoded")
 	}
 	return mt, params["boundary"], nil
+}
+
+// formContentType reports whether a Content-Type is one of the HTML form
+// encodings, in any case and with any parameters.
+func formContentType(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(mt)
+	return strings.EqualFold(mt, "application/x-www-form-urlencoded") || strings.EqualFold(mt, "multipart/form-data")
 }
 
 // jsonCharset refuses a JSON send whose Content-Type names a charset other

@@ -311,27 +311,38 @@ func TestSendsByFlagAreOpaque(t *testing.T) {
 		dialect, method, path, body string
 		opaque, notSend             bool
 		wantErr                     string
+		ctype                       string // JSON's unless set
 	}{
-		{"resend", "POST", "/broadcasts", `{"from":"a@shop.example","segment_id":"s-1","send":true}`, true, false, ""},
-		{"resend", "POST", "/broadcasts", `{"send":true,"scheduled_at":"in 1 hour"}`, true, false, ""},
-		{"resend", "POST", "/broadcasts", `{"Send":1}`, true, false, ""},
-		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","segment_id":"s-1"}`, false, true, ""},
-		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","send":false}`, false, true, ""},
-		{"resend", "POST", "/broadcasts", `{"send":null}`, false, true, ""},
-		{"resend", "POST", "/broadcasts", `{"send":fals}`, false, false, "not valid JSON"},
-		{"resend", "POST", "/broadcasts", `[{"send":true}]`, false, false, "want a JSON object"},
-		{"resend", "POST", "/broadcasts", `{"send":true} {}`, false, false, "data after the top-level value"},
-		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, ""},
-		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"}}`, false, true, ""},
-		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, ""},
-		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"subject":"s"}`, false, true, ""},
+		{"resend", "POST", "/broadcasts", `{"from":"a@shop.example","segment_id":"s-1","send":true}`, true, false, "", ""},
+		{"resend", "POST", "/broadcasts", `{"send":true,"scheduled_at":"in 1 hour"}`, true, false, "", ""},
+		{"resend", "POST", "/broadcasts", `{"Send":1}`, true, false, "", ""},
+		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","segment_id":"s-1"}`, false, true, "", ""},
+		{"resend", "POST", "/broadcasts", `{"from":"ceo@evil.example","send":false}`, false, true, "", ""},
+		{"resend", "POST", "/broadcasts", `{"send":null}`, false, true, "", ""},
+		{"resend", "POST", "/broadcasts", `{"send":fals}`, false, false, "not valid JSON", ""},
+		{"resend", "POST", "/broadcasts", `[{"send":true}]`, false, false, "want a JSON object", ""},
+		{"resend", "POST", "/broadcasts", `{"send":true} {}`, false, false, "data after the top-level value", ""},
+		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, "", ""},
+		{"brevo", "POST", "/v3/emailCampaigns", `{"name":"n","sender":{"email":"ceo@evil.example"}}`, false, true, "", ""},
+		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"scheduledAt":"2026-12-01T10:00:00Z"}`, true, false, "", ""},
+		{"brevo", "PUT", "/v3/emailCampaigns/7", `{"subject":"s"}`, false, true, "", ""},
+		// In UTF-7, which Express's body-parser decodes, "+AHM-end" is "send".
+		{"resend", "POST", "/broadcasts", `{"segment_id":"s-1","+AHM-end":true}`, false, false, `charset "utf-7" is refused`, "application/json; charset=utf-7"},
+		// Said to be a form, it is one to a provider binding bodies by
+		// their Content-Type, whose send is true.
+		{"resend", "POST", "/broadcasts", `{"x":"&send=true&y=","segment_id":"s-1"}`, true, false, "", "application/x-www-form-urlencoded"},
+		{"brevo", "POST", "/v3/emailCampaigns", `{"x":"&scheduledAt=2026-12-01&y="}`, true, false, "", "Multipart/Form-Data; boundary=b"},
 	} {
 		d, _ := Lookup(c.dialect)
 		if !d.IsSend(c.method, c.path) {
 			t.Errorf("%s %s %s is not a send endpoint", c.dialect, c.method, c.path)
 			continue
 		}
-		m, err := d.Inspect(c.path, jsonType, []byte(c.body))
+		ct := jsonType
+		if c.ctype != "" {
+			ct = c.ctype
+		}
+		m, err := d.Inspect(c.path, ct, []byte(c.body))
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%s %s: error %v, want one saying %q", c.path, c.body, err, c.wantErr)
