@@ -2,6 +2,8 @@ package mailapi
 
 import (
 	"errors"
+	"io"
+	"mime"
 	"net/mail"
 	"strings"
 	"unicode/utf8"
@@ -11,13 +13,25 @@ import (
 // allocates several times per address and a batch names hundreds. Nearly
 // every address an SDK sends is plain: "a@example.org" or
 // "Shop <a@example.org>" ("Müller <m@example.de>" too). Those are read here
-// without allocating; anything else (quoted pairs, comments, groups, encoded
-// words in other charsets, addresses that are not ASCII, bytes that are not
-// UTF-8, odd spacing) goes to net/mail, so what is accepted and what it
-// means is always net/mail's answer. FuzzAddressFastPathAgreesWithNetMail
-// holds the two together.
+// without allocating; anything else (quoted pairs, comments, groups,
+// addresses that are not ASCII, bytes that are not UTF-8, odd spacing) goes
+// to net/mail (addressParser), so what is accepted and what it means is
+// always net/mail's answer. FuzzAddressFastPathAgreesWithNetMail holds the
+// two together.
 
-// parseAddress returns the addr-spec of one address, as mail.ParseAddress.
+// addressParser is net/mail's parser with a decoder that takes a display
+// name's encoded words in any charset (=?iso-2022-jp?b?…?=, as Japanese
+// mail software writes names; =?windows-1252?q?…?=) without decoding them.
+// keygate reads only the addr-spec, which no encoded word is part of and
+// whose parsing does not depend on the name's decoded text; net/mail's
+// default refuses every charset but UTF-8, US-ASCII and ISO-8859-1, which
+// refused such a name's whole message. Raw MIME headers are read with it
+// too.
+var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil },
+}}
+
+// parseAddress returns the addr-spec of one address, as net/mail's Parse.
 // The result may share v's memory.
 func parseAddress(v string) (string, error) {
 	if addr, ok := plainMailbox(v); ok {
@@ -26,7 +40,7 @@ func parseAddress(v string) (string, error) {
 	if err := controlChars(v); err != nil {
 		return "", err
 	}
-	a, err := mail.ParseAddress(v)
+	a, err := addressParser.Parse(v)
 	if err != nil {
 		return "", err
 	}
@@ -34,7 +48,7 @@ func parseAddress(v string) (string, error) {
 }
 
 // parseAddressList calls each with the addr-spec of every address of an
-// RFC 5322 list, as mail.ParseAddressList, and returns how many there are.
+// RFC 5322 list, as net/mail's ParseList, and returns how many there are.
 // each may be nil; the strings it gets may share v's memory.
 func parseAddressList(v string, each func(addr string)) (int, error) {
 	if n, ok := plainList(v, each); ok {
@@ -43,7 +57,7 @@ func parseAddressList(v string, each func(addr string)) (int, error) {
 	if err := controlChars(v); err != nil {
 		return 0, err
 	}
-	list, err := mail.ParseAddressList(v)
+	list, err := addressParser.ParseList(v)
 	if err != nil {
 		return 0, err
 	}
@@ -128,7 +142,8 @@ func cutEntry(s string) (entry, rest string, found bool) {
 // plainMailbox reads "local@domain" or "Display Name <local@domain>",
 // surrounded by spaces or tabs at most, where local and domain are ASCII
 // dot-atoms and the display name is atoms (ASCII, UTF-8 or encoded words in
-// a charset net/mail knows) separated by spaces, or one quoted string. ok is
+// a charset net/mail decodes itself) separated by spaces, or one quoted
+// string. ok is
 // false for anything else, which does not mean it is invalid.
 func plainMailbox(s string) (addr string, ok bool) {
 	s = trimBlanks(s)
@@ -242,8 +257,8 @@ var addrByte = func() (t [256]uint8) {
 // allows) separated by spaces. An atom may hold UTF-8 (RFC 6532), as
 // net/mail's do: a name like "Müller" is plain, bytes that are not UTF-8 are
 // not. An atom may be an RFC 2047 encoded word (=?utf-8?b?TcO8bGxlcg==?=, as
-// Python's email.utils.formataddr writes a name that is not ASCII) when
-// net/mail can decode its charset (plainEncodedWord).
+// Python's email.utils.formataddr writes a name that is not ASCII)
+// (plainEncodedWord).
 func plainPhrase(s string) bool {
 	utf, encoded := false, false
 	for i := 0; i < len(s); i++ {
@@ -268,14 +283,19 @@ func plainPhrase(s string) bool {
 }
 
 // plainEncodedWord reports whether net/mail reads atom as a name without an
-// error. It decodes an atom shaped as an encoded word (=?charset?e?text?=),
-// and fails the address only when the word is well formed and its charset
-// is none of the three it knows; any other atom it takes as written.
+// error, the fast path's way: an atom shaped as an encoded word
+// (=?charset?e?text?=) is plain when its charset is one net/mail decodes
+// itself and its text is not empty (a name of one word that decodes to
+// nothing is no name to net/mail, an error); any other atom net/mail takes
+// as written. Words in other charsets go to addressParser, which takes them.
 func plainEncodedWord(atom string) bool {
-	if !strings.HasPrefix(atom, "=?") || !strings.HasSuffix(atom, "?=") {
+	if len(atom) < 4 || !strings.HasPrefix(atom, "=?") || !strings.HasSuffix(atom, "?=") {
 		return true
 	}
-	charset, _, _ := strings.Cut(atom[2:], "?")
+	charset, rest, _ := strings.Cut(atom[2:len(atom)-2], "?")
+	if _, text, ok := strings.Cut(rest, "?"); ok && text == "" {
+		return false
+	}
 	return strings.EqualFold(charset, "utf-8") || strings.EqualFold(charset, "us-ascii") || strings.EqualFold(charset, "iso-8859-1")
 }
 

@@ -98,6 +98,13 @@ func TestInspect(t *testing.T) {
 		{name: "postmark: a From holding two addresses reports both",
 			dialect: "postmark", path: "/email", body: []byte(`{"From":"a@shop.example.com, b@evil.example","To":"x@example.com"}`),
 			senders: []string{"a@shop.example.com", "b@evil.example"}, recipients: 1},
+		{name: "postmark: names in encoded words of charsets net/mail does not decode (ISO-2022-JP, Shift_JIS, windows-1252) are read as any name",
+			dialect: "postmark", path: "/email", body: []byte(`{"From":"=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?= <a@shop.example.com>",` +
+				`"To":"=?Shift_JIS?B?k/qWe4zq?= <x@example.com>, =?windows-1252?Q?Caf=E9?= <y@example.com>","Cc":"=?koi8-r?b?8NLJ18XU?= =?x?q?=ZZ?= <z@example.com>"}`),
+			senders: []string{"a@shop.example.com"}, recipients: 3},
+		{name: "postmark: an encoded word in another charset names no address: the addr-spec after it is the sender",
+			dialect: "postmark", path: "/email", body: []byte(`{"From":"=?ISO-2022-JP?B?` + b64("a@shop.example.com") + `?= <ceo@evil.example>","To":"x@example.com"}`),
+			senders: []string{"ceo@evil.example"}, recipients: 1},
 		{name: "postmark: withTemplate reads like a single email",
 			dialect: "postmark", path: "/email/withTemplate", body: []byte(`{"TemplateAlias":"welcome","TemplateModel":{},"From":"a@shop.example.com","To":"x@example.com"}`),
 			senders: []string{"a@shop.example.com"}, recipients: 1},

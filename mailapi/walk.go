@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -490,12 +489,6 @@ func (in *inspection) recipients(n int) {
 	}
 }
 
-// mimeAddresses parses address headers of raw messages. Display names do
-// not matter here, so an unknown charset must not make an address unreadable.
-var mimeAddresses = mail.AddressParser{WordDecoder: &mime.WordDecoder{
-	CharsetReader: func(_ string, input io.Reader) (io.Reader, error) { return input, nil },
-}}
-
 // mime reads the headers of a raw MIME message: every From, Sender,
 // Resent-From and Resent-Sender header names a sender (the provider sends
 // the headers as written, and mail clients show a Sender as who sent the
@@ -517,7 +510,7 @@ func (in *inspection) mime(r io.Reader) {
 	for _, name := range mimeAddressHeaders {
 		// All of a repeated header: the provider might read either.
 		for _, v := range msg.Header[name] {
-			list, err := mimeAddresses.ParseList(v)
+			list, err := addressParser.ParseList(v)
 			if err != nil {
 				in.m.Opaque, in.msg.hidden = true, true
 				return
