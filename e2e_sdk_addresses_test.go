@@ -1,0 +1,226 @@
+package keygate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/mailapi"
+)
+
+// sdkAddressSends are legitimate messages whose addresses are unusual, as
+// real applications send them through their SDK: display names in other
+// scripts, with emoji, quotes, commas and apostrophes, or in RFC 2047
+// encoded words of a charset other than UTF-8 (ISO-2022-JP, as Japanese
+// mail software writes names); and sender and recipient domains that are
+// internationalized (IDN), written in Unicode and in punycode, against a
+// key whose sender domains name them the same way or the other way. A key
+// that allows the sender must let each through unchanged, however the SDK
+// encodes it (some SDKs punycode a domain or encode a name themselves).
+// The last is a control: a domain that only looks like an allowed one.
+var sdkAddressSends = []struct {
+	name, from, to string
+}{
+	{"name-cjk", "日本語ショップ <" + sdkAllowedFrom + ">", "山田 太郎 <a@rcpt.example>"},
+	{"name-emoji", "🛒 Shop ✓ <" + sdkAllowedFrom + ">", "🎉 Ann <a@rcpt.example>"},
+	{"name-quotes", `"The \"Best\" Shop, Inc." <` + sdkAllowedFrom + `>`, `"O'Brien, Seán" <a@rcpt.example>`},
+	{"name-iso-2022-jp", "=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?= <" + sdkAllowedFrom + ">", "=?ISO-2022-JP?B?GyRCOzNFRBsoQg==?= <a@rcpt.example>"},
+	// The key names bücher.example in Unicode (kept as punycode).
+	{"idn-unicode", "Bücher <orders@bücher.example>", "a@bücher.example"},
+	{"idn-punycode", "orders@xn--bcher-kva.example", "a@xn--bcher-kva.example"},
+	// The key names café.example in punycode, xn--caf-dma.example.
+	{"idn-unicode-key-punycode", "Café <orders@café.example>", "a@rcpt.example"},
+	{"idn-lookalike", "orders@bucher.example", "a@rcpt.example"},
+}
+
+// sdkAddressSendsRefused are the sends of sdkAddressSends keygate refuses,
+// by scenario id ("*/" for every SDK), with the code: every SDK's
+// look-alike domain; and the name with quotes as Symfony Mailer writes it
+// where it sends the address as one string (Postmark, Mailgun, SES's v2
+// API). Given the address as a string (Address::create), Symfony keeps the
+// backslashes of the name's quoted pairs and escapes its quotes again:
+// "The \\"Best\\" Shop, Inc." <…>, which no RFC 5322 reader takes for one
+// address (docs/sdks.md).
+var sdkAddressSendsRefused = map[string]string{"*/idn-lookalike": "sender_not_allowed",
+	"symfony-postmark/name-quotes": "invalid_payload", "symfony-mailgun/name-quotes": "invalid_payload",
+	"symfony-ses/name-quotes": "invalid_payload"}
+
+// TestE2ESDKsUnusualAddresses sends each of sdkAddressSends through every
+// SDK, with a key limited to the shop's sender domains and two IDN
+// domains, one given in Unicode and one in punycode: each must reach the
+// provider once, byte for byte as the SDK sent it (but
+// sdkAddressSendsRefused, which must be refused).
+func TestE2ESDKsUnusualAddresses(t *testing.T) {
+	rig := startSDKRig(t, "")
+	keys := map[string]*string{}
+	for _, d := range sdkDrivers {
+		keys[d.name] = new(string)
+		rig.issueKey(keys[d.name], "--name", d.name+"-addresses", "--sender-domain", "shop.example",
+			"--sender-domain", sdkMailgunDomain, "--sender-domain", "bücher.example", "--sender-domain", "xn--caf-dma.example",
+			"--quota", "1000/d")
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	for _, d := range sdkDrivers {
+		for _, a := range sdkAddressSends {
+			plans[d.lang] = append(plans[d.lang], sdkScenario{ID: d.name + "/" + a.name, SDK: d.name, Base: rig.base(d.name),
+				Key: *keys[d.name], From: a.from, To: []string{a.to}})
+		}
+	}
+	results := rig.run(plans)
+
+	delivered := map[string]int{} // by SDK
+	for _, p := range rig.provider.requests() {
+		dialect := p.Header.Get("X-Compat-Dialect")
+		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
+		if !ok {
+			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
+			continue
+		}
+		sdk := ""
+		for s, k := range keys {
+			if sent.carries(*k) {
+				sdk = s
+			}
+		}
+		delivered[sdk]++
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's:\n%q\n%q", sdk, p.Body, sent.Body)
+		}
+	}
+	for _, d := range sdkDrivers {
+		want := 0
+		for _, a := range sdkAddressSends {
+			id := d.name + "/" + a.name
+			r, ok := results[id]
+			code, status := sdkAddressSendsRefused["*/"+a.name], 403
+			if c, ok := sdkAddressSendsRefused[id]; ok {
+				code, status = c, 400
+			}
+			switch {
+			case code != "":
+				sdkRefused(t, id, r, code, status, "")
+			case !ok || !r.OK:
+				t.Errorf("%s: the SDK failed: %+v", id, r)
+			default:
+				want++
+			}
+		}
+		if delivered[d.name] != want {
+			t.Errorf("%s: the provider got %d sends, want %d", d.name, delivered[d.name], want)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
+// sdkBatchLimits is how many messages (or recipients) each provider
+// documents as its largest batch: SendGrid 1,000 personalizations, Postmark
+// 500 messages in a batch or a bulk send, Resend 100 emails, Mailjet 50
+// messages, Brevo 1,000 message versions, SES 50 bulk entries (v2) or
+// destinations (v1), Mailgun 1,000 recipients with recipient-variables.
+var sdkBatchLimits = map[string]int{"sendgrid": 1000, "postmark": 500, "resend": 100, "mailjet": 50,
+	"brevo": 1000, "ses": 50, "mailgun": 1000}
+
+// TestE2ESDKsBatchesAtTheLimit sends, through each SDK with a batch or
+// bulk call, one batch as large as its provider takes, with a key whose
+// recipients per request allow it: each must reach the provider whole,
+// counted for every recipient.
+func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
+	rig := startSDKRig(t, "")
+	langOf, dialectOf := map[string]string{}, map[string]string{}
+	for _, d := range sdkDrivers {
+		langOf[d.name], dialectOf[d.name] = d.lang, d.dialect
+	}
+	keys := map[string]*string{} // by kind/sdk
+	var ids []string
+	for _, k := range sdkKinds {
+		if k.name != "batch" && k.name != "bulk" {
+			continue
+		}
+		for sdk := range k.sdks {
+			id := k.name + "/" + sdk
+			ids = append(ids, id)
+			keys[id] = new(string)
+			rig.issueKey(keys[id], "--name", sdk+"-"+k.name+"-limit", "--sender-domain", "shop.example",
+				"--sender-domain", sdkMailgunDomain, "--max-recipients", "1000", "--quota", "1000/d")
+		}
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	want := map[string]int{}
+	for _, k := range sdkKinds {
+		if k.name != "batch" && k.name != "bulk" {
+			continue
+		}
+		for sdk := range k.sdks {
+			n := sdkBatchLimits[dialectOf[sdk]]
+			to := make([]string, n)
+			for i := range to {
+				to[i] = fmt.Sprintf("r%04d@rcpt.example", i)
+			}
+			sc := sdkScenario{ID: sdk + "/" + k.name + "-limit", SDK: sdk, Base: rig.base(sdk), Key: *keys[k.name+"/"+sdk],
+				From: sdkAllowedFrom, To: to}
+			k.set(&sc)
+			plans[langOf[sdk]] = append(plans[langOf[sdk]], sc)
+			want[k.name+"/"+sdk] = n
+		}
+	}
+	results := rig.run(plans)
+
+	kindOf := map[string]string{} // key -> kind/sdk
+	for id, k := range keys {
+		kindOf[*k] = id
+	}
+	delivered := map[string]int{}
+	for _, p := range rig.provider.requests() {
+		dialect := p.Header.Get("X-Compat-Dialect")
+		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
+		if !ok {
+			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
+			continue
+		}
+		id := ""
+		for key, kid := range kindOf {
+			if sent.carries(key) {
+				id = kid
+			}
+		}
+		delivered[id]++
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's", id)
+		}
+		d, _ := mailapi.Lookup(dialect)
+		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != want[id] {
+			t.Errorf("%s: the request reads as %d recipients, %v; want %d", id, m.Recipients, err, want[id])
+		}
+	}
+	for _, id := range ids {
+		kind, sdk, _ := strings.Cut(id, "/")
+		if r := results[sdk+"/"+kind+"-limit"]; !r.OK {
+			t.Errorf("%s: the SDK failed: %+v", id, r)
+		}
+		if delivered[id] != 1 {
+			t.Errorf("%s: the provider got %d requests, want 1", id, delivered[id])
+		}
+		var u usageJSON
+		if eventually(t, 3*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[id]]+"/usage", nil).Body, &u)
+			return u.Allowed == 1 && u.Recipients == int64(want[id])
+		}) < 0 {
+			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, %d", id, u.Allowed, u.Recipients, want[id])
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
