@@ -123,10 +123,11 @@ func TestE2ESDKsUnusualAddresses(t *testing.T) {
 // sdkBatchLimits is how many messages (or recipients) each provider
 // documents as its largest batch: SendGrid 1,000 personalizations, Postmark
 // 500 messages in a batch or a bulk send, Resend 100 emails, Mailjet 50
-// messages, Brevo 1,000 message versions, SES 50 bulk entries (v2) or
-// destinations (v1), Mailgun 1,000 recipients with recipient-variables.
+// messages, Brevo 2,000 recipients (here 2,000 message versions), SES 50
+// bulk entries (v2) or destinations (v1), Mailgun 1,000 recipients with
+// recipient-variables.
 var sdkBatchLimits = map[string]int{"sendgrid": 1000, "postmark": 500, "resend": 100, "mailjet": 50,
-	"brevo": 1000, "ses": 50, "mailgun": 1000}
+	"brevo": 2000, "ses": 50, "mailgun": 1000}
 
 // TestE2ESDKsBatchesAtTheLimit sends, through each SDK with a batch or
 // bulk call, one batch as large as its provider takes, with a key whose
@@ -149,7 +150,7 @@ func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
 			ids = append(ids, id)
 			keys[id] = new(string)
 			rig.issueKey(keys[id], "--name", sdk+"-"+k.name+"-limit", "--sender-domain", "shop.example",
-				"--sender-domain", sdkMailgunDomain, "--max-recipients", "1000", "--quota", "1000/d")
+				"--sender-domain", sdkMailgunDomain, "--max-recipients", "2000", "--quota", "2000/d")
 		}
 	}
 	rig.issuing.Wait()

@@ -208,6 +208,11 @@ type sdkScenario struct {
 	// the invoice; Subject, when set, is the message's subject.
 	Files   []sdkFile `json:"files,omitempty"`
 	Subject string    `json:"subject,omitempty"`
+	// Extras sends one message with what applications add beside the
+	// addresses: custom headers (List-Unsubscribe, List-Unsubscribe-Post,
+	// X-Entity-Ref-ID), tags, categories and metadata, tracking settings,
+	// a send time in the future and reply-to addresses.
+	Extras bool `json:"extras,omitempty"`
 }
 
 // sdkFile is an attachment as a scenario gives it to the drivers: a file
@@ -584,7 +589,10 @@ func TestE2ESDKs(t *testing.T) {
 //   - mime: a message the application built as MIME itself;
 //   - attachment: one message with a 60 KB binary attachment (an invoice).
 //   - bulk: one message to each recipient through a broadcast API, its
-//     content given once.
+//     content given once;
+//   - extras: one message with custom headers (List-Unsubscribe,
+//     List-Unsubscribe-Post, X-Entity-Ref-ID), tags and metadata, tracking
+//     settings, a scheduled send time and reply-to addresses.
 var sdkKinds = []struct {
 	name string
 	sdks map[string]string
@@ -668,6 +676,17 @@ var sdkKinds = []struct {
 	{"bulk", map[string]string{
 		"postmark": "/email/bulk", // sendBulkEmail
 	}, func(sc *sdkScenario) { sc.Bulk = true }},
+	{"extras", map[string]string{
+		"sendgrid": "/v3/mail/send", // headers, categories, customArgs, sendAt, trackingSettings, replyToList, asm
+		"postmark": "/email",        // Headers, Tag, Metadata, TrackOpens, TrackLinks, ReplyTo, MessageStream
+		"mailgun":  "/v3/mg.shop.example/messages",
+		"resend":   "/emails",    // headers, tags, replyTo, scheduledAt
+		"mailjet":  "/v3.1/send", // Headers, ReplyTo, CustomID, EventPayload, TrackOpens, …
+		"brevo":    "/v3/smtp/email",
+		"ses":      "/v2/email/outbound-emails", // ReplyToAddresses, EmailTags, ListManagementOptions, Simple.Headers
+
+		"mailjet-v3": "/v3/send", "ses-v1": "/", "nodemailer-ses": "/v2/email/outbound-emails",
+	}, func(sc *sdkScenario) { sc.Extras = true }},
 }
 
 // TestE2ESDKsBatchesAndTemplates sends, through each SDK that can, a batch

@@ -300,6 +300,92 @@ const attachDrivers = {
   },
 };
 
+// extrasDrivers send one message with what applications add beside the
+// addresses, each in the SDK's own fields: custom headers (X-Entity-Ref-ID,
+// List-Unsubscribe, List-Unsubscribe-Post), tags, categories and metadata,
+// tracking settings, a send time in the future and a list of reply-to
+// addresses (or the one the API takes).
+const unsubscribe = { "List-Unsubscribe": "<mailto:unsubscribe@shop.example?subject=unsubscribe>, <https://shop.example/u/42>",
+  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "X-Entity-Ref-ID": "order-42" };
+const headerPairs = Object.entries(unsubscribe).map(([Name, Value]) => ({ Name, Value }));
+const replyTo = ["support@shop.example", "Order Desk <orders-desk@help.example>"];
+const later = new Date(Date.now() + 3600_000);
+const extrasDrivers = {
+  async sendgrid(base, key, from, to) {
+    const mail = new sgMail.MailService();
+    mail.setApiKey(key);
+    mail.client.setDefaultRequest("baseUrl", base);
+    return mail.send({ from, to, subject: "compat", text: "hello", html: "<p>hello</p>", headers: unsubscribe,
+      categories: ["order", "confirmation"], customArgs: { order_id: "42" }, sendAt: Math.floor(later / 1000),
+      trackingSettings: { clickTracking: { enable: true, enableText: false }, openTracking: { enable: true } },
+      replyToList: replyTo.map(named), asm: { groupId: 7 } });
+  },
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmail({ From: from, To: to.join(", "), Subject: "compat", TextBody: "hello", HtmlBody: "<p>hello</p>",
+      Headers: headerPairs, Tag: "order", Metadata: { order_id: "42" }, TrackOpens: true,
+      TrackLinks: postmark.Models.LinkTrackingOptions.HtmlAndText, ReplyTo: replyTo.join(", "), MessageStream: "outbound" });
+  },
+  async mailgun(base, key, from, to) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello", html: "<p>hello</p>",
+      ...Object.fromEntries(Object.entries(unsubscribe).map(([k, v]) => ["h:" + k, v])), "h:Reply-To": replyTo.join(", "),
+      "o:tag": ["order", "confirmation"], "o:tracking": "yes", "o:tracking-clicks": "htmlonly", "o:tracking-opens": "yes",
+      "o:deliverytime": later.toUTCString(), "v:order-id": "42", "h:X-Mailgun-Variables": '{"order_id":"42"}' });
+  },
+  async resend(base, key, from, to) {
+    const r = new Resend(key, { baseUrl: base });
+    const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello", headers: unsubscribe,
+      tags: [{ name: "category", value: "order" }], replyTo, scheduledAt: later.toISOString() });
+    if (error) throw error;
+    return data;
+  },
+  async mailjet(base, key, from, to) {
+    Mailjet.Request.protocol = new URL(base).protocol + "//";
+    const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+    return mj.post("send", { version: "v3.1" }).request({ Messages: [{
+      From: mailjetAddress(from), To: to.map(mailjetAddress), Subject: "compat", TextPart: "hello", Headers: unsubscribe,
+      ReplyTo: mailjetAddress(replyTo[0]), CustomID: "order-42", EventPayload: '{"order_id":"42"}', CustomCampaign: "orders",
+      TrackOpens: "enabled", TrackClicks: "disabled", Variables: { order_id: "42" }, URLTags: "utm_source=orders",
+    }] });
+  },
+  async "mailjet-v3"(base, key, from, to) {
+    return mailjetV3(base, key).request({
+      FromEmail: named(from).email, FromName: named(from).name, Recipients: to.map(mailjetAddress), Subject: "compat",
+      "Text-part": "hello", Headers: { ...unsubscribe, "Reply-To": replyTo.join(", ") }, "Mj-campaign": "orders",
+      "Mj-CustomID": "order-42", "Mj-EventPayLoad": '{"order_id":"42"}', "Mj-trackopen": 2, "Mj-trackclick": 1,
+    });
+  },
+  async brevo(base, key, from, to) {
+    const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
+    return c.transactionalEmails.sendTransacEmail({ sender: named(from), to: to.map(named), subject: "compat",
+      textContent: "hello", headers: { ...unsubscribe, idempotencyKey: "order-42" }, tags: ["order"],
+      replyTo: named(replyTo[0]), scheduledAt: later.toISOString(), params: { order_id: "42" } });
+  },
+  async ses(base, key, from, to) {
+    return sesClient(base, key).send(new SendEmailCommand({
+      FromEmailAddress: from, Destination: { ToAddresses: to }, ReplyToAddresses: replyTo,
+      EmailTags: [{ Name: "category", Value: "order" }], ConfigurationSetName: "tracking",
+      ListManagementOptions: { ContactListName: "customers", TopicName: "orders" },
+      Content: { Simple: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } }, Headers: headerPairs } },
+    }));
+  },
+  async "ses-v1"(base, key, from, to) {
+    return sesV1Client(base, key).send(new sesV1.SendEmailCommand({
+      Source: from, Destination: { ToAddresses: to }, ReplyToAddresses: replyTo,
+      Tags: [{ Name: "category", Value: "order" }], ConfigurationSetName: "tracking",
+      Message: { Subject: { Data: "compat" }, Body: { Text: { Data: "hello" } } },
+    }));
+  },
+  async "nodemailer-ses"(base, key, from, to) {
+    const t = nodemailer.createTransport({ SES: { sesClient: sesClient(base, key), SendEmailCommand } });
+    return t.sendMail({ from, to, subject: "compat", text: "hello", replyTo, headers: { "X-Entity-Ref-ID": "order-42" },
+      list: { unsubscribe: [{ url: "https://shop.example/u/42", comment: "Unsubscribe" }, "unsubscribe@shop.example"] },
+      ses: { EmailTags: [{ Name: "category", Value: "order" }], ConfigurationSetName: "tracking" } });
+  },
+};
+
 // bulkDrivers send one message to each recipient through the provider's
 // broadcast API, the content given once.
 const bulkDrivers = {
@@ -388,7 +474,7 @@ async function run(sc) {
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
       const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
-        : sc.attachment ? attachDrivers : sc.bulk ? bulkDrivers : drivers;
+        : sc.attachment ? attachDrivers : sc.bulk ? bulkDrivers : sc.extras ? extrasDrivers : drivers;
       await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
     return { id: sc.id, ok: true, ms: Date.now() - t0 };
