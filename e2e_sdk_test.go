@@ -686,6 +686,20 @@ var sdkKinds = []struct {
 		"ses":      "/v2/email/outbound-emails", // ReplyToAddresses, EmailTags, ListManagementOptions, Simple.Headers
 
 		"mailjet-v3": "/v3/send", "ses-v1": "/", "nodemailer-ses": "/v2/email/outbound-emails",
+
+		"sendgrid-go": "/v3/mail/send", "postmark-go": "/email", "mailgun-go": "/v3/mg.shop.example/messages", "resend-go": "/emails",
+		"mailjet-go": "/v3.1/send", "brevo-go": "/v3/smtp/email", "aws-sdk-go-v2": "/v2/email/outbound-emails", "aws-sdk-go-v2-ses": "/",
+
+		"boto3": "/v2/email/outbound-emails", "boto3-ses": "/",
+		"postmark-ruby": "/email", "postmark-ruby-mail": "/email",
+		// Django-Anymail's extra_headers, reply_to, tags, metadata,
+		// track_opens, track_clicks and send_at.
+		"anymail-sendgrid": "/v3/mail/send", "anymail-postmark": "/email", "anymail-mailgun": "/v3/mg.shop.example/messages",
+		"anymail-mailjet": "/v3.1/send", "anymail-brevo": "/v3/smtp/email", "anymail-amazon-ses": "/",
+		// Symfony Mailer's headers, reply-to, TagHeader and MetadataHeader.
+		"symfony-sendgrid": "/v3/mail/send", "symfony-postmark": "/email", "symfony-mailgun": "/v3/mg.shop.example/messages",
+		"symfony-mailjet": "/v3.1/send", "symfony-brevo": "/v3/smtp/email", "symfony-ses": "/v2/email/outbound-emails",
+		"symfony-ses-raw": "/v2/email/outbound-emails",
 	}, func(sc *sdkScenario) { sc.Extras = true }},
 }
 

@@ -79,6 +79,10 @@ type scenario struct {
 		CID     string `json:"cid"`
 	} `json:"files"`
 	Subject string `json:"subject"`
+	// Extras sends one message with custom headers, tags and metadata,
+	// tracking settings, a send time ahead and reply-to addresses
+	// (sendExtras).
+	Extras bool `json:"extras"`
 }
 
 type plan struct {
@@ -154,6 +158,8 @@ func run(p plan, sc scenario) result {
 			r = sendMIME(ctx, p, sc)
 		case sc.Attachment:
 			r = sendAttachment(ctx, p, sc)
+		case sc.Extras:
+			r = sendExtras(ctx, p, sc)
 		default:
 			r = send(ctx, p, sc)
 		}
@@ -579,6 +585,135 @@ func sendBatch(ctx context.Context, sc scenario) result {
 		return done(err)
 	}
 	return result{Text: "no batch call for " + sc.SDK}
+}
+
+// What an application adds beside the addresses (an extras scenario): the
+// headers of a one-click unsubscribe and a reference, and reply-to
+// addresses.
+var (
+	extraHeaders = [][2]string{
+		{"List-Unsubscribe", "<mailto:unsubscribe@shop.example?subject=unsubscribe>, <https://shop.example/u/42>"},
+		{"List-Unsubscribe-Post", "List-Unsubscribe=One-Click"}, {"X-Entity-Ref-ID", "order-42"},
+	}
+	replyTo = []string{"support@shop.example", "Order Desk <orders-desk@help.example>"}
+)
+
+// sendExtras sends one message with extraHeaders, tags, categories or
+// metadata, tracking settings, a send time an hour ahead and reply-to
+// addresses, each in the SDK's own fields (where the API has it).
+func sendExtras(ctx context.Context, p plan, sc scenario) result {
+	later := time.Now().Add(time.Hour)
+	headers := map[string]string{}
+	for _, h := range extraHeaders {
+		headers[h[0]] = h[1]
+	}
+	switch sc.SDK {
+	case "sendgrid-go":
+		m := sendgridMail(sc)
+		m.AddPersonalizations(sendgridTo(sc.To...))
+		m.AddContent(sgmail.NewContent("text/plain", "hello"))
+		for _, h := range extraHeaders {
+			m.SetHeader(h[0], h[1])
+		}
+		m.AddCategories("order", "confirmation")
+		m.SetCustomArg("order_id", "42")
+		m.SetSendAt(int(later.Unix()))
+		m.SetTrackingSettings(&sgmail.TrackingSettings{
+			ClickTracking: &sgmail.ClickTrackingSetting{Enable: sgmail.NewSetting(true).Enable},
+			OpenTracking:  &sgmail.OpenTrackingSetting{Enable: sgmail.NewSetting(true).Enable}})
+		var list []*sgmail.Email
+		for _, a := range replyTo {
+			list = append(list, sgmail.NewEmail(named(a)))
+		}
+		m.SetReplyToList(list)
+		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
+	case "postmark-go":
+		var hs []postmark.Header
+		for _, h := range extraHeaders {
+			hs = append(hs, postmark.Header{Name: h[0], Value: h[1]})
+		}
+		_, err := postmarkClient(sc).SendEmail(ctx, postmark.Email{
+			From: sc.From, To: strings.Join(sc.To, ", "), Subject: "compat", TextBody: "hello", Headers: hs, Tag: "order",
+			Metadata: map[string]string{"order_id": "42"}, TrackOpens: true, TrackLinks: "HtmlAndText",
+			ReplyTo: strings.Join(replyTo, ", "), MessageStream: "outbound",
+		})
+		return done(err)
+	case "mailgun-go":
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "compat", "hello", sc.To...)
+		for _, h := range extraHeaders {
+			msg.AddHeader(h[0], h[1])
+		}
+		msg.SetReplyTo(strings.Join(replyTo, ", "))
+		if err := msg.AddTag("order", "confirmation"); err != nil {
+			return result{Text: err.Error()}
+		}
+		msg.SetTracking(true)
+		msg.SetTrackingClicks(true)
+		msg.SetTrackingOpens(true)
+		msg.SetDeliveryTime(later)
+		if err := msg.AddVariable("order_id", "42"); err != nil {
+			return result{Text: err.Error()}
+		}
+		_, err := mailgunClient(sc).Send(ctx, msg)
+		return done(err)
+	case "resend-go":
+		// resend-go's ReplyTo is one address.
+		_, err := resendClient(sc).Emails.SendWithContext(ctx, &resend.SendEmailRequest{From: sc.From, To: sc.To,
+			Subject: "compat", Text: "hello", Headers: headers, Tags: []resend.Tag{{Name: "category", Value: "order"}},
+			ReplyTo: replyTo[1], ScheduledAt: later.UTC().Format(time.RFC3339)})
+		return done(err)
+	case "mailjet-go":
+		hs := map[string]interface{}{}
+		for k, v := range headers {
+			hs[k] = v
+		}
+		_, err := mailjetClient(sc).SendMailV31(&mailjet.MessagesV31{Info: []mailjet.InfoMessagesV31{{
+			From: mailjetFrom(sc.From), To: mailjetTo(sc.To...), Subject: "compat", TextPart: "hello", Headers: hs,
+			ReplyTo: mailjetFrom(replyTo[1]), CustomID: "order-42", EventPayload: `{"order_id":"42"}`, CustomCampaign: "orders",
+			TrackOpens: "enabled", TrackClicks: "disabled", Variables: map[string]interface{}{"order_id": "42"},
+		}}})
+		return done(err)
+	case "brevo-go":
+		hs := map[string]interface{}{"idempotencyKey": "order-42"}
+		for k, v := range headers {
+			hs[k] = v
+		}
+		name, addr := named(replyTo[1])
+		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
+			Sender: brevoSender(sc.From), To: brevoTo(sc.To...), Subject: "compat", TextContent: "hello", Headers: hs,
+			Tags: []string{"order"}, ReplyTo: &brevo.SendSmtpEmailReplyTo{Email: addr, Name: name}, ScheduledAt: &later,
+			Params: map[string]interface{}{"order_id": "42"},
+		})
+		return done(err)
+	case "aws-sdk-go-v2":
+		var hs []sestypes.MessageHeader
+		for _, h := range extraHeaders {
+			hs = append(hs, sestypes.MessageHeader{Name: aws.String(h[0]), Value: aws.String(h[1])})
+		}
+		var md middleware.Metadata
+		_, err := sesClient(sc, &md).SendEmail(ctx, &sesv2.SendEmailInput{
+			FromEmailAddress: aws.String(sc.From), Destination: &sestypes.Destination{ToAddresses: sc.To},
+			ReplyToAddresses: replyTo, EmailTags: []sestypes.MessageTag{{Name: aws.String("category"), Value: aws.String("order")}},
+			ConfigurationSetName:  aws.String("tracking"),
+			ListManagementOptions: &sestypes.ListManagementOptions{ContactListName: aws.String("customers"), TopicName: aws.String("orders")},
+			Content: &sestypes.EmailContent{Simple: &sestypes.Message{
+				Subject: &sestypes.Content{Data: aws.String("compat")},
+				Body:    &sestypes.Body{Text: &sestypes.Content{Data: aws.String("hello")}}, Headers: hs,
+			}},
+		})
+		return awsResult(err, md)
+	case "aws-sdk-go-v2-ses":
+		var md middleware.Metadata
+		_, err := sesV1Client(sc, &md).SendEmail(ctx, &sesv1.SendEmailInput{
+			Source: aws.String(sc.From), Destination: &sesv1types.Destination{ToAddresses: sc.To}, ReplyToAddresses: replyTo,
+			Tags:                 []sesv1types.MessageTag{{Name: aws.String("category"), Value: aws.String("order")}},
+			ConfigurationSetName: aws.String("tracking"),
+			Message: &sesv1types.Message{Subject: &sesv1types.Content{Data: aws.String("compat")},
+				Body: &sesv1types.Body{Text: &sesv1types.Content{Data: aws.String("hello")}}},
+		})
+		return awsResult(err, md)
+	}
+	return result{Text: "no extras for " + sc.SDK}
 }
 
 // sendTemplate sends one message to every recipient with a template stored

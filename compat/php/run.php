@@ -19,7 +19,10 @@ foreach (['Sendgrid', 'Postmark', 'Mailgun', 'Mailjet', 'Sendinblue', 'Amazon'] 
 
 use Symfony\Component\HttpClient\HttpClient;
 use Symfony\Component\Mailer\Exception\HttpTransportException;
+use Symfony\Component\Mailer\Header\MetadataHeader;
+use Symfony\Component\Mailer\Header\TagHeader;
 use Symfony\Component\Mailer\Transport;
+use Symfony\Component\Mime\Address;
 use Symfony\Component\Mime\Email;
 
 $plan = json_decode(file_get_contents(getenv('KEYGATE_COMPAT_PLAN')), true, 512, JSON_THROW_ON_ERROR);
@@ -70,6 +73,22 @@ function run(array $sc, string $mailgunDomain, $client): array
                 } else {
                     $email->attach(base64_decode($f['content']), $f['name'], $f['type']);
                 }
+            }
+            if (!empty($sc['extras'])) {
+                // What an application adds beside the addresses: the
+                // headers of a one-click unsubscribe and a reference,
+                // reply-to addresses, and Symfony's tag and metadata
+                // headers, which each transport sends in its provider's
+                // fields.
+                // (Symfony's Mailjet transport takes one reply-to.)
+                $email->replyTo(...array_slice(['support@shop.example', new Address('orders-desk@help.example', 'Order Desk')],
+                    0, $sc['sdk'] === 'symfony-mailjet' ? 1 : 2));
+                $email->getHeaders()
+                    ->addTextHeader('List-Unsubscribe', '<mailto:unsubscribe@shop.example?subject=unsubscribe>, <https://shop.example/u/42>')
+                    ->addTextHeader('List-Unsubscribe-Post', 'List-Unsubscribe=One-Click')
+                    ->addTextHeader('X-Entity-Ref-ID', 'order-42')
+                    ->add(new TagHeader('order'))
+                    ->add(new MetadataHeader('order_id', '42'));
             }
             $transport->send($email);
         }

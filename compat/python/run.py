@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from email.mime.application import MIMEApplication
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
@@ -46,11 +47,26 @@ def ses(base, key, sc):
     body = {"Text": {"Data": "hello"}}
     if sc.get("html"):
         body["Html"] = {"Data": sc["html"]}
+    extras = {}
+    if sc.get("extras"):
+        # Debian's botocore (1.29) predates Simple.Headers.
+        extras = {"ReplyToAddresses": REPLY_TO, "EmailTags": [{"Name": "category", "Value": "order"}],
+                  "ConfigurationSetName": "tracking",
+                  "ListManagementOptions": {"ContactListName": "customers", "TopicName": "orders"}}
     client.send_email(
         FromEmailAddress=sc["from"],
         Destination={"ToAddresses": sc["to"]},
         Content={"Simple": {"Subject": {"Data": "compat"}, "Body": body}},
+        **extras,
     )
+
+
+# What an application adds beside the addresses (an extras scenario): the
+# headers of a one-click unsubscribe and a reference, and reply-to
+# addresses.
+HEADERS = {"List-Unsubscribe": "<mailto:unsubscribe@shop.example?subject=unsubscribe>, <https://shop.example/u/42>",
+           "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "X-Entity-Ref-ID": "order-42"}
+REPLY_TO = ["support@shop.example", "Order Desk <orders-desk@help.example>"]
 
 
 def ses_v1(sc, plan):
@@ -89,8 +105,12 @@ def ses_v1(sc, plan):
         body = {"Text": {"Data": "hello"}}
         if sc.get("html"):
             body["Html"] = {"Data": sc["html"]}
+        extras = {}
+        if sc.get("extras"):
+            extras = {"ReplyToAddresses": REPLY_TO, "Tags": [{"Name": "category", "Value": "order"}],
+                      "ConfigurationSetName": "tracking"}
         client.send_email(Source=frm, Destination={"ToAddresses": to},
-                          Message={"Subject": {"Data": "compat"}, "Body": body})
+                          Message={"Subject": {"Data": "compat"}, "Body": body}, **extras)
 
 
 # Anymail's backend for each provider, and the settings that point it at the
@@ -131,6 +151,11 @@ def anymail(sc, plan):
         # Otherwise the domain of the From address, which is not the
         # sending domain here.
         options["sender_domain"] = plan["mailgunDomain"]
+    if sc.get("extras"):
+        # What a backend has no field for (Mailjet's send time, SES v1's
+        # tracking) is dropped, as applications that send through several
+        # providers configure Anymail to.
+        options["ignore_unsupported_features"] = True
     conn = get_connection("anymail.backends.%s.EmailBackend" % esp, **options)
     msg = EmailMultiAlternatives(sc.get("subject") or "compat", "hello", sc["from"], sc["to"], connection=conn)
     if sc.get("html"):
@@ -149,6 +174,15 @@ def anymail(sc, plan):
                 msg.attach(img)
             else:
                 msg.attach(name, data, ctype)
+    if sc.get("extras"):
+        # Anymail's provider-neutral features, each sent in the provider's
+        # own fields.
+        msg.extra_headers = dict(HEADERS)
+        msg.reply_to = REPLY_TO
+        msg.tags = ["order"]
+        msg.metadata = {"order_id": "42"}
+        msg.track_opens = msg.track_clicks = True
+        msg.send_at = datetime.now(timezone.utc) + timedelta(hours=1)
     if sc.get("template"):
         # A template stored at the provider; the ids are the providers' forms.
         msg.template_id = {"mailjet": 7, "sendinblue": 7, "sendgrid": "d-compat"}.get(esp, "compat")

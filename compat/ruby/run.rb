@@ -100,6 +100,40 @@ def postmark_ruby_template(sc)
                                template_model: { name: 'Ann' })
 end
 
+# What an application adds beside the addresses (an extras scenario): the
+# headers of a one-click unsubscribe and a reference, reply-to addresses, a
+# tag, metadata and tracking, as the gem takes them (and through the mail
+# gem, as ActionMailer sets them).
+EXTRA_HEADERS = { 'List-Unsubscribe' => '<mailto:unsubscribe@shop.example?subject=unsubscribe>, <https://shop.example/u/42>',
+                  'List-Unsubscribe-Post' => 'List-Unsubscribe=One-Click', 'X-Entity-Ref-ID' => 'order-42' }.freeze
+REPLY_TO = ['support@shop.example', 'Order Desk <orders-desk@help.example>'].freeze
+
+def postmark_ruby_extras(sc)
+  client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
+  client.deliver(from: sc['from'], to: sc['to'].join(', '), subject: 'compat', text_body: 'hello',
+                 headers: EXTRA_HEADERS, reply_to: REPLY_TO.join(', '), tag: 'order', metadata: { 'order_id' => '42' },
+                 track_opens: true, track_links: :html_and_text, message_stream: 'outbound')
+end
+
+def postmark_ruby_mail_extras(sc)
+  message = Mail.new do
+    from sc['from']
+    to sc['to']
+    reply_to REPLY_TO
+    subject 'compat'
+    body 'hello'
+  end
+  EXTRA_HEADERS.each { |k, v| message[k] = v }
+  message.tag = 'order'
+  message.metadata = { 'order_id' => '42' }
+  message.track_opens = true
+  message.track_links = :html_and_text
+  message.delivery_method Mail::Postmark, api_token: sc['key'], **connection(sc['base'])
+  message.deliver!
+end
+
+EXTRAS_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_extras),
+                   'postmark-ruby-mail' => method(:postmark_ruby_mail_extras) }.freeze
 DRIVERS = { 'postmark-ruby' => method(:postmark_ruby), 'postmark-ruby-mail' => method(:postmark_ruby_mail) }.freeze
 TEMPLATE_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_template) }.freeze
 ATTACHMENT_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_attachment),
@@ -120,6 +154,7 @@ def run(sc)
   begin
     drivers = if sc['template'] then TEMPLATE_DRIVERS
               elsif sc['attachment'] then ATTACHMENT_DRIVERS
+              elsif sc['extras'] then EXTRAS_DRIVERS
               else DRIVERS
               end
     (sc['sends'] || 1).times { drivers.fetch(sc['sdk']).call(sc) }
