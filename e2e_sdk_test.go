@@ -590,6 +590,8 @@ func TestE2ESDKs(t *testing.T) {
 //   - attachment: one message with a 60 KB binary attachment (an invoice).
 //   - bulk: one message to each recipient through a broadcast API, its
 //     content given once;
+//   - batch-template: a message per recipient in one request, each with a
+//     stored template;
 //   - extras: one message with custom headers (List-Unsubscribe,
 //     List-Unsubscribe-Post, X-Entity-Ref-ID), tags and metadata, tracking
 //     settings, a scheduled send time and reply-to addresses.
@@ -676,6 +678,9 @@ var sdkKinds = []struct {
 	{"bulk", map[string]string{
 		"postmark": "/email/bulk", // sendBulkEmail
 	}, func(sc *sdkScenario) { sc.Bulk = true }},
+	{"batch-template", map[string]string{
+		"postmark": "/email/batchWithTemplates", "postmark-go": "/email/batchWithTemplates", // sendEmailBatchWithTemplates, SendTemplatedEmailBatch
+	}, func(sc *sdkScenario) { sc.Batch, sc.Template = true, true }},
 	{"extras", map[string]string{
 		"sendgrid": "/v3/mail/send", // headers, categories, customArgs, sendAt, trackingSettings, replyToList, asm
 		"postmark": "/email",        // Headers, Tag, Metadata, TrackOpens, TrackLinks, ReplyTo, MessageStream
@@ -1259,7 +1264,7 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 			w.WriteHeader(http.StatusAccepted)
 		case p == "/email/bulk":
 			io.WriteString(w, `{"Id":"pm-bulk-1","Status":"Accepted","SubmittedAt":"2026-11-29T00:00:00Z"}`)
-		case p == "/email/batch":
+		case p == "/email/batch", p == "/email/batchWithTemplates":
 			io.WriteString(w, `[{"To":"a@rcpt.example","MessageID":"pm-1","ErrorCode":0,"Message":"OK"},{"To":"b@rcpt.example","MessageID":"pm-2","ErrorCode":0,"Message":"OK"}]`)
 		case p == "/emails/batch":
 			io.WriteString(w, `{"data":[{"id":"re-1"},{"id":"re-2"}]}`)

@@ -150,6 +150,8 @@ func run(p plan, sc scenario) result {
 	for i := 0; i < max(1, sc.Sends); i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		switch {
+		case sc.Batch && sc.Template:
+			r = sendBatchTemplate(ctx, sc)
 		case sc.Batch:
 			r = sendBatch(ctx, sc)
 		case sc.Template:
@@ -716,6 +718,29 @@ func sendExtras(ctx context.Context, p plan, sc scenario) result {
 	return result{Text: "no extras for " + sc.SDK}
 }
 
+// sendBatchTemplate sends a message to each of sc.To in one request, each
+// with a template stored at the provider.
+func sendBatchTemplate(ctx context.Context, sc scenario) result {
+	if sc.SDK != "postmark-go" {
+		return result{Text: "no batch of templates for " + sc.SDK}
+	}
+	var emails []postmark.TemplatedEmail
+	for _, to := range sc.To {
+		emails = append(emails, postmark.TemplatedEmail{TemplateAlias: "compat", TemplateModel: templateData, From: sc.From, To: to})
+	}
+	_, err := postmarkClient(sc).SendTemplatedEmailBatch(ctx, emails)
+	return done(err)
+}
+
+// templateData is what an application renders a template with: an order,
+// and fields named like a message's own (from, to, headers, a line break),
+// which are data, not the message's sender or recipients.
+var templateData = map[string]any{
+	"name": "Ann", "order": map[string]any{"id": 42, "items": []any{map[string]any{"sku": "A-1", "qty": 2}}},
+	"from": map[string]any{"email": "ceo@evil.example"}, "From": "ceo@evil.example", "To": "b@evil.example",
+	"headers": map[string]any{"From": "ceo@evil.example", "X-Note": "a\r\nFrom: ceo@evil.example"},
+}
+
 // sendTemplate sends one message to every recipient with a template stored
 // at the provider, naming the sender.
 func sendTemplate(ctx context.Context, p plan, sc scenario) result {
@@ -729,7 +754,7 @@ func sendTemplate(ctx context.Context, p plan, sc scenario) result {
 		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))
 	case "postmark-go":
 		_, err := postmarkClient(sc).SendTemplatedEmail(ctx, postmark.TemplatedEmail{TemplateAlias: "compat",
-			TemplateModel: map[string]any{"name": "Ann"}, From: sc.From, To: strings.Join(sc.To, ", ")})
+			TemplateModel: templateData, From: sc.From, To: strings.Join(sc.To, ", ")})
 		return done(err)
 	case "mailgun-go":
 		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "", "", sc.To...)

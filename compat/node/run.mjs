@@ -159,6 +159,15 @@ const batchDrivers = {
   },
 };
 
+// templateData is what an application renders a template with: an order,
+// and fields named like a message's own (from, to, headers, a line break),
+// which are data, not the message's sender or recipients.
+const templateData = {
+  name: "Ann", order: { id: 42, total: "19.90", items: [{ sku: "A-1", qty: 2 }] },
+  from: { email: "ceo@evil.example", name: "CEO" }, sender: { email: "ceo@evil.example" }, From: "ceo@evil.example",
+  to: [{ email: "b@evil.example" }], To: "b@evil.example", headers: { From: "ceo@evil.example", "X-Note": "a\r\nFrom: ceo@evil.example" },
+};
+
 // templateDrivers send one message to every recipient with a template
 // stored at the provider (the fake provider renders nothing), naming the
 // sender as the request must for keygate to check it.
@@ -167,36 +176,46 @@ const templateDrivers = {
     const mail = new sgMail.MailService();
     mail.setApiKey(key);
     mail.client.setDefaultRequest("baseUrl", base);
-    return mail.send({ from, to, templateId: "d-compat", dynamicTemplateData: { name: "Ann" } });
+    return mail.send({ from, to, templateId: "d-compat", dynamicTemplateData: templateData });
   },
   async postmark(base, key, from, to) {
     const url = new URL(base);
     const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
-    return c.sendEmailWithTemplate({ From: from, To: to.join(", "), TemplateAlias: "compat", TemplateModel: { name: "Ann" } });
+    return c.sendEmailWithTemplate({ From: from, To: to.join(", "), TemplateAlias: "compat", TemplateModel: templateData });
   },
   async mailgun(base, key, from, to) {
     const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
-    return mg.messages.create(plan.mailgunDomain, { from, to, template: "compat", "h:X-Mailgun-Variables": '{"name":"Ann"}' });
+    return mg.messages.create(plan.mailgunDomain, { from, to, template: "compat", "h:X-Mailgun-Variables": JSON.stringify(templateData) });
   },
   async brevo(base, key, from, to) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
-    return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })), templateId: 7, params: { name: "Ann" } });
+    return c.transactionalEmails.sendTransacEmail({ sender: { email: from }, to: to.map((email) => ({ email })), templateId: 7, params: templateData });
   },
   async "mailjet-v3"(base, key, from, to) {
     return mailjetV3(base, key).request({
-      FromEmail: from, Recipients: to.map((Email) => ({ Email })), "Mj-TemplateID": 7, "Mj-TemplateLanguage": true, Vars: { name: "Ann" },
+      FromEmail: from, Recipients: to.map((Email) => ({ Email })), "Mj-TemplateID": 7, "Mj-TemplateLanguage": true, Vars: templateData,
     });
   },
   async ses(base, key, from, to) {
     return sesClient(base, key).send(new SendEmailCommand({
       FromEmailAddress: from, Destination: { ToAddresses: to },
-      Content: { Template: { TemplateName: "compat", TemplateData: '{"name":"Ann"}' } },
+      Content: { Template: { TemplateName: "compat", TemplateData: JSON.stringify(templateData) } },
     }));
   },
   async "ses-v1"(base, key, from, to) {
     return sesV1Client(base, key).send(new sesV1.SendTemplatedEmailCommand({
-      Source: from, Destination: { ToAddresses: to }, Template: "compat", TemplateData: '{"name":"Ann"}',
+      Source: from, Destination: { ToAddresses: to }, Template: "compat", TemplateData: JSON.stringify(templateData),
     }));
+  },
+};
+
+// batchTemplateDrivers send a message per recipient, each with a template
+// stored at the provider, in one request.
+const batchTemplateDrivers = {
+  async postmark(base, key, from, to) {
+    const url = new URL(base);
+    const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+    return c.sendEmailBatchWithTemplates(to.map((To) => ({ From: from, To, TemplateAlias: "compat", TemplateModel: templateData })));
   },
 };
 
@@ -473,7 +492,7 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
-      const set = sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
+      const set = sc.batch && sc.template ? batchTemplateDrivers : sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
         : sc.attachment ? attachDrivers : sc.bulk ? bulkDrivers : sc.extras ? extrasDrivers : drivers;
       await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
     }
