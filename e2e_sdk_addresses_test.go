@@ -94,19 +94,8 @@ func TestE2ESDKsUnusualAddresses(t *testing.T) {
 	results := rig.run(plans)
 
 	delivered := map[string]int{} // by SDK
-	for _, p := range rig.provider.requests() {
-		dialect := p.Header.Get("X-Compat-Dialect")
-		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
-		if !ok {
-			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
-			continue
-		}
-		sdk := ""
-		for s, k := range keys {
-			if sent.carries(*k) {
-				sdk = s
-			}
-		}
+	for p, sent := range rig.delivered(keys) {
+		sdk := sent.by
 		delivered[sdk]++
 		if !bytes.Equal(p.Body, sent.Body) {
 			t.Errorf("%s: the provider's body differs from the SDK's:\n%q\n%q", sdk, p.Body, sent.Body)
@@ -200,24 +189,9 @@ func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
 	}
 	results := rig.run(plans)
 
-	kindOf := map[string]string{} // key -> kind/sdk
-	for id, k := range keys {
-		kindOf[*k] = id
-	}
 	delivered := map[string]int{}
-	for _, p := range rig.provider.requests() {
-		dialect := p.Header.Get("X-Compat-Dialect")
-		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
-		if !ok {
-			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
-			continue
-		}
-		id := ""
-		for key, kid := range kindOf {
-			if sent.carries(key) {
-				id = kid
-			}
-		}
+	for p, sent := range rig.delivered(keys) {
+		id, dialect := sent.by, sent.dialect
 		delivered[id]++
 		if !bytes.Equal(p.Body, sent.Body) {
 			t.Errorf("%s: the provider's body differs from the SDK's", id)

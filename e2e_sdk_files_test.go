@@ -121,19 +121,8 @@ func TestE2ESDKsUnusualAttachments(t *testing.T) {
 	results := rig.run(plans)
 
 	delivered := map[string]int{} // by SDK
-	for _, p := range rig.provider.requests() {
-		dialect := p.Header.Get("X-Compat-Dialect")
-		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
-		if !ok {
-			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
-			continue
-		}
-		sdk := ""
-		for s, k := range keys {
-			if sent.carries(*k) {
-				sdk = s
-			}
-		}
+	for p, sent := range rig.delivered(keys) {
+		sdk := sent.by
 		delivered[sdk]++
 		if !bytes.Equal(p.Body, sent.Body) {
 			t.Errorf("%s: the provider's body differs from the SDK's:\n%q\n%q", sdk, p.Body, sent.Body)

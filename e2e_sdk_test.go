@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"iter"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -743,25 +744,10 @@ func TestE2ESDKsBatchesAndTemplates(t *testing.T) {
 	results := rig.run(plans)
 
 	// Which kind and SDK each request the provider got came from, by the
-	// key the SDK sent (the tap saw it; keygate stripped it).
-	kindOf := map[string]string{} // key -> kind/sdk
-	for id, k := range keys {
-		kindOf[*k] = id
-	}
+	// key the SDK sent.
 	delivered := map[string]int{} // by kind/sdk
-	for _, p := range rig.provider.requests() {
-		dialect := p.Header.Get("X-Compat-Dialect")
-		sent, ok := rig.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
-		if !ok {
-			t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
-			continue
-		}
-		id := ""
-		for key, kid := range kindOf {
-			if sent.carries(key) {
-				id = kid
-			}
-		}
+	for p, sent := range rig.delivered(keys) {
+		id, dialect := sent.by, sent.dialect
 		kind, sdk, _ := strings.Cut(id, "/")
 		delivered[id]++
 		for _, k := range sdkKinds {
@@ -857,6 +843,37 @@ func startSDKRig(t *testing.T, store string, opts ...string) *sdkRig {
 }
 
 // sdkRigConfig is how a rig's gateway runs.
+// delivered is each request the provider got, with what the SDK sent (the
+// tap's copy) and the name in keys of the key it sent it with (keygate
+// stripped the key; the tap saw it). A request no SDK sent is an error.
+func (r *sdkRig) delivered(keys map[string]*string) iter.Seq2[recorded, sdkSent] {
+	return func(yield func(recorded, sdkSent) bool) {
+		for _, p := range r.provider.requests() {
+			dialect := p.Header.Get("X-Compat-Dialect")
+			sent, ok := r.taps[dialect].byID(p.Header.Get("X-Compat-Tap-Id"))
+			if !ok {
+				r.t.Errorf("the provider got a request no SDK sent: %s %s", p.Method, p.Path)
+				continue
+			}
+			by := ""
+			for name, k := range keys {
+				if sent.carries(*k) {
+					by = name
+				}
+			}
+			if !yield(p, sdkSent{recorded: sent, dialect: dialect, by: by}) {
+				return
+			}
+		}
+	}
+}
+
+// sdkSent is a request as an SDK sent it, by the key named by.
+type sdkSent struct {
+	recorded
+	dialect, by string
+}
+
 type sdkRigConfig struct {
 	store   string   // "" for SQLite in the test's directory
 	keygate []string // lines added to each site's keygate block
