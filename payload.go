@@ -140,7 +140,7 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 	}
 	// Form APIs (Mailgun) may read fields from the query string as well as
 	// the body; keygate reads the body only (but both of SES's v1 API).
-	if restricted && r.URL.RawQuery != "" && isForm(r.Header.Get("Content-Type")) &&
+	if restricted && r.URL.RawQuery != "" && mailapi.FormContentType(r.Header.Get("Content-Type")) &&
 		!h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
 		return 0, denial{code: InvalidPayload, message: "query parameters on a form send are refused for keys with sender, recipient or quota limits"}
 	}
@@ -149,7 +149,7 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 	// binding, Rails' params) reads the form, and
 	// {"x":"&From=ceo%40other.example&y=","From":"a@shop.example"} is both,
 	// with other senders. No SDK sends one.
-	if restricted && isForm(r.Header.Get("Content-Type")) && !h.dialect.FormSend(r.URL.Path) {
+	if restricted && mailapi.FormContentType(r.Header.Get("Content-Type")) && !h.dialect.FormSend(r.URL.Path) {
 		return 0, denial{code: InvalidPayload, message: "a JSON send with a form Content-Type is refused for keys with sender, recipient or quota limits; send Content-Type: application/json"}
 	}
 	if len(rec.SenderDomains) > 0 {
@@ -175,13 +175,6 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 		return 0, denial{code: TooManyRecipients, message: fmt.Sprintf("the message has %d recipients; this API key allows %d per request", msg.Recipients, rec.MaxRecipients)}
 	}
 	return msg.Recipients, denial{}
-}
-
-// isForm reports whether a content type is one of the HTML form encodings.
-func isForm(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	mt = strings.ToLower(strings.TrimSpace(mt))
-	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
 }
 
 // readBody reads the body into a pooled buffer: at most limit+1 bytes, or

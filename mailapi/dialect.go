@@ -414,7 +414,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 			}
 			// Said to be a form, the body may be one to a provider that
 			// binds it by its Content-Type: {"x":"&send=true&y="} sends.
-			if !sends && !formContentType(contentType) {
+			if !sends && !FormContentType(contentType) {
 				return Message{NotSend: true}, nil
 			}
 		}
@@ -551,9 +551,9 @@ func parsedFormMediaType(contentType string) (mt, boundary string, err error) {
 	return mt, params["boundary"], nil
 }
 
-// formContentType reports whether a Content-Type is one of the HTML form
+// FormContentType reports whether a Content-Type is one of the HTML form
 // encodings, in any case and with any parameters.
-func formContentType(contentType string) bool {
+func FormContentType(contentType string) bool {
 	mt, _, _ := strings.Cut(contentType, ";")
 	mt = strings.TrimSpace(mt)
 	return strings.EqualFold(mt, "application/x-www-form-urlencoded") || strings.EqualFold(mt, "multipart/form-data")
