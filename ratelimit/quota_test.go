@@ -383,67 +383,63 @@ func TestARedisRestartedEmptyDoesNotCountAnOutageTwice(t *testing.T) {
 // outage counted the first part twice; skipping a counter loaded since the
 // outage began lost the second part.)
 func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
-	srv := testservers.StartRedis(t)
-	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	for _, mode := range []string{"exact", "leased"} {
-		t.Run(mode, func(t *testing.T) {
-			aClient, reach := partitioned(t, admin, srv.Addr, "node-a-"+mode)
-			opts := RedisOptions{Timeout: slowMachine, Prefix: "partition-" + mode + ":"}
-			make := func(c redis.UniversalClient) Quotas {
-				q := quotaNode(mode, c, opts)
-				t.Cleanup(q.Close)
-				return q
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		aClient, reach := partitioned(t, admin, addr, "node-a-"+mode)
+		opts := RedisOptions{Timeout: slowMachine, Prefix: "partition-" + mode + ":"}
+		make := func(c redis.UniversalClient) Quotas {
+			q := quotaNode(mode, c, opts)
+			t.Cleanup(q.Close)
+			return q
+		}
+		a, b := make(aClient), make(newClient(t, addr))
+		start, end := dayBounds(t0)
+		st := &persisted{} // the store: what both nodes sent, written at once
+		now := t0
+		send := func(q Quotas) {
+			t.Helper()
+			now = now.Add(1500 * time.Millisecond) // past an outage's retry interval
+			r, err := q.Reserve(ctx, "key_a", 1000, 10, start, end, st.load, now)
+			if err != nil || !r.Allowed {
+				t.Fatalf("a send: %+v, %v", r, err)
 			}
-			a, b := make(aClient), make(newClient(t, srv.Addr))
-			start, end := dayBounds(t0)
-			st := &persisted{} // the store: what both nodes sent, written at once
-			now := t0
-			send := func(q Quotas) {
-				t.Helper()
-				now = now.Add(1500 * time.Millisecond) // past an outage's retry interval
-				r, err := q.Reserve(ctx, "key_a", 1000, 10, start, end, st.load, now)
-				if err != nil || !r.Allowed {
-					t.Fatalf("a send: %+v, %v", r, err)
-				}
-				st.add(10)
+			st.add(10)
+		}
+		send(a)
+		reach(false) // node a loses Redis
+		send(a)
+		send(a)
+		// Node b loads the counter afresh (here: Redis lost it).
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
+		admin.Del(ctx, rkey)
+		send(b)
+		send(a)
+		send(a)
+		send(a)
+		send(b)
+		reach(true) // node a has Redis again: its next send ends its outage
+		send(a)
+		var n int64
+		sent := st.add(0)
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if n, _ = admin.Get(ctx, rkey).Int64(); n >= sent-10 {
+				break
 			}
-			send(a)
-			reach(false) // node a loses Redis
-			send(a)
-			send(a)
-			// Node b loads the counter afresh (here: Redis lost it).
-			rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
-			admin.Del(ctx, rkey)
-			send(b)
-			send(a)
-			send(a)
-			send(a)
-			send(b)
-			reach(true) // node a has Redis again: its next send ends its outage
-			send(a)
-			var n int64
-			sent := st.add(0)
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n, _ = admin.Get(ctx, rkey).Int64(); n >= sent-10 {
-					break
-				}
-			}
-			time.Sleep(200 * time.Millisecond) // anything more would come now
-			n, _ = admin.Get(ctx, rkey).Int64()
-			// The send that ended the outage is counted in Redis, and not
-			// yet in the store when the recovery, in its own goroutine,
-			// reads the store's count: raised to a count read before it,
-			// the counter leaves it out (docs/cluster.md). The recovery
-			// reads the store either side of the test's add, so either
-			// count is right; adding the outage's counts again (110 exact,
-			// 115 leased) or not raising the counter (60, 75) is not.
-			if last := int64(10); n < sent-last || n > sent+1000/64 {
-				t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once "+
-					"(the last send's %d may be left out)", n, sent, last)
-			}
-		})
-	}
+		}
+		time.Sleep(200 * time.Millisecond) // anything more would come now
+		n, _ = admin.Get(ctx, rkey).Int64()
+		// The send that ended the outage is counted in Redis, and not
+		// yet in the store when the recovery, in its own goroutine,
+		// reads the store's count: raised to a count read before it,
+		// the counter leaves it out (docs/cluster.md). The recovery
+		// reads the store either side of the test's add, so either
+		// count is right; adding the outage's counts again (110 exact,
+		// 115 leased) or not raising the counter (60, 75) is not.
+		if last := int64(10); n < sent-last || n > sent+1000/64 {
+			t.Errorf("Redis counts %d of the %d recipients both nodes sent, want every one once "+
+				"(the last send's %d may be left out)", n, sent, last)
+		}
+	})
 }
 
 // Recipients Redis counts after the node stopped waiting (a Redis slower
@@ -452,45 +448,41 @@ func TestAnOutageOfOneNodeCountsOnceWhenAnotherLoadedTheCounter(t *testing.T) {
 // (Before, they stayed counted in Redis until the period ended: the send
 // counted twice, and with leases a block no send spent.)
 func TestRecipientsCountedAfterTheTimeoutCountOnce(t *testing.T) {
-	srv := testservers.StartRedis(t)
-	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	for _, mode := range []string{"exact", "leased"} {
-		t.Run(mode, func(t *testing.T) {
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
-			defer client.Close()
-			if err := Warm(ctx, client); err != nil {
-				t.Fatal(err)
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+		defer client.Close()
+		if err := Warm(ctx, client); err != nil {
+			t.Fatal(err)
+		}
+		opts := RedisOptions{Timeout: lateTimeout, Prefix: "late-" + mode + ":"}
+		q := quotaNode(mode, client, opts)
+		closeQuotas := q.Close
+		s := &quotaSender{t: t, q: q, now: t0}
+		s.start, s.end = dayBounds(t0)
+		s.send()
+		s.send()
+		busyRedis(t, addr, lateBusy)
+		s.send() // the fallback counts it; Redis does too, later
+		if f := q.(interface{ Fallbacks() uint64 }).Fallbacks(); f != 1 {
+			t.Fatalf("%d sends fell back while Redis was busy, want 1", f)
+		}
+		time.Sleep(lateBusy)
+		for range 3 {
+			s.send() // Redis answers: the outage ends
+		}
+		closeQuotas() // leases: every block held goes back
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+		var n int64
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if n, _ = admin.Get(ctx, rkey).Int64(); n == s.sent {
+				break
 			}
-			opts := RedisOptions{Timeout: lateTimeout, Prefix: "late-" + mode + ":"}
-			q := quotaNode(mode, client, opts)
-			closeQuotas := q.Close
-			s := &quotaSender{t: t, q: q, now: t0}
-			s.start, s.end = dayBounds(t0)
-			s.send()
-			s.send()
-			busyRedis(t, srv.Addr, lateBusy)
-			s.send() // the fallback counts it; Redis does too, later
-			if f := q.(interface{ Fallbacks() uint64 }).Fallbacks(); f != 1 {
-				t.Fatalf("%d sends fell back while Redis was busy, want 1", f)
-			}
-			time.Sleep(lateBusy)
-			for range 3 {
-				s.send() // Redis answers: the outage ends
-			}
-			closeQuotas() // leases: every block held goes back
-			rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
-			var n int64
-			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if n, _ = admin.Get(ctx, rkey).Int64(); n == s.sent {
-					break
-				}
-			}
-			if n != s.sent {
-				t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
-			}
-		})
-	}
+		}
+		if n != s.sent {
+			t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
+		}
+	})
 }
 
 // A node that stops after a Redis outage, before a send of the key has
@@ -562,38 +554,34 @@ func TestANodeStoppedAfterARedisOutageLeavesItsCountInRedis(t *testing.T) {
 // recipients were missing from Redis, which had counted them; had Redis
 // taken the fallback's count too, the send counted twice.)
 func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
-	srv := testservers.StartRedis(t)
-	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	for _, mode := range []string{"exact", "leased"} {
-		t.Run(mode, func(t *testing.T) {
-			// Idle connections kept, as the gateway's client keeps them
-			// (newRedisClient): the stop's calls need not wait for one.
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1, MinIdleConns: 2})
-			if err := Warm(ctx, client); err != nil {
-				t.Fatal(err)
-			}
-			errs := &logRecorder{}
-			opts := RedisOptions{Timeout: lateTimeout, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
-			q := quotaNode(mode, client, opts)
-			s := &quotaSender{t: t, q: q, now: t0}
-			s.start, s.end = dayBounds(t0)
-			s.send()
-			s.send()
-			busyRedis(t, srv.Addr, lateBusy)
-			s.send()  // the fallback counts it; Redis does too, later
-			q.Close() // the node stops (sharedLimits.Destruct)
-			client.Close()
-			rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
-			time.Sleep(time.Second) // Redis runs what it was sent, late or not
-			if n, _ := admin.Get(ctx, rkey).Int64(); n != s.sent {
-				t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
-			}
-			if lost := errs.count("recipients"); lost > 0 {
-				t.Errorf("recipients said to be missing, with Redis answering within 2 s: %q", errs.lines)
-			}
-		})
-	}
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		// Idle connections kept, as the gateway's client keeps them
+		// (newRedisClient): the stop's calls need not wait for one.
+		client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, MinIdleConns: 2})
+		if err := Warm(ctx, client); err != nil {
+			t.Fatal(err)
+		}
+		errs := &logRecorder{}
+		opts := RedisOptions{Timeout: lateTimeout, Prefix: "slowstop-" + mode + ":", Errorf: errs.Logf}
+		q := quotaNode(mode, client, opts)
+		s := &quotaSender{t: t, q: q, now: t0}
+		s.start, s.end = dayBounds(t0)
+		s.send()
+		s.send()
+		busyRedis(t, addr, lateBusy)
+		s.send()  // the fallback counts it; Redis does too, later
+		q.Close() // the node stops (sharedLimits.Destruct)
+		client.Close()
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+		time.Sleep(time.Second) // Redis runs what it was sent, late or not
+		if n, _ := admin.Get(ctx, rkey).Int64(); n != s.sent {
+			t.Errorf("Redis counts %d recipients of the %d sent, want each counted once", n, s.sent)
+		}
+		if lost := errs.count("recipients"); lost > 0 {
+			t.Errorf("recipients said to be missing, with Redis answering within 2 s: %q", errs.lines)
+		}
+	})
 }
 
 // A node stopped while moving its outage counts to Redis does not wait for
@@ -603,66 +591,62 @@ func TestANodeStoppedWhileRedisIsSlowCountsASendOnce(t *testing.T) {
 // the move, and adds what it left within its own bound, or says at ERROR
 // which recipients Redis misses.
 func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
-	srv := testservers.StartRedis(t)
-	admin := newClient(t, srv.Addr)
 	ctx := context.Background()
-	for _, mode := range []string{"exact", "leased"} {
-		t.Run(mode, func(t *testing.T) {
-			user := "recovering-" + mode
-			client, reach := partitioned(t, admin, srv.Addr, user)
-			errs := &logRecorder{}
-			opts := RedisOptions{Timeout: 500 * time.Millisecond, Prefix: user + ":", Errorf: errs.Logf}
-			q := quotaNode(mode, client, opts)
-			var storeDown atomic.Bool
-			load := func(ctx context.Context) (int64, error) {
-				if storeDown.Load() {
-					<-ctx.Done() // a store that does not answer
-					return 0, ctx.Err()
-				}
-				return 0, nil
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		user := "recovering-" + mode
+		client, reach := partitioned(t, admin, addr, user)
+		errs := &logRecorder{}
+		opts := RedisOptions{Timeout: 500 * time.Millisecond, Prefix: user + ":", Errorf: errs.Logf}
+		q := quotaNode(mode, client, opts)
+		var storeDown atomic.Bool
+		load := func(ctx context.Context) (int64, error) {
+			if storeDown.Load() {
+				<-ctx.Done() // a store that does not answer
+				return 0, ctx.Err()
 			}
-			start, end := dayBounds(t0)
-			now := t0
-			reserve := func(key string) {
-				now = now.Add(1500 * time.Millisecond)
-				if _, err := q.Reserve(ctx, key, 1000, 10, start, end, load, now); err != nil {
-					t.Fatal(err)
-				}
+			return 0, nil
+		}
+		start, end := dayBounds(t0)
+		now := t0
+		reserve := func(key string) {
+			now = now.Add(1500 * time.Millisecond)
+			if _, err := q.Reserve(ctx, key, 1000, 10, start, end, load, now); err != nil {
+				t.Fatal(err)
 			}
-			keys := []string{"key_0", "key_1", "key_2", "key_3"}
-			for _, k := range keys {
-				reserve(k)
-			}
-			reach(false)
-			for _, k := range keys[1:] {
-				reserve(k) // a lease: from its block
-				reserve(k) // counted on its own
-			}
-			want := "30 recipients" // 10 a key
-			if mode == "exact" {
-				want = "60 recipients"
-			}
-			// Another node loaded these counters during the outage: the
-			// recovery reads the store's count for them.
-			for _, k := range keys[1:] {
-				rkey := quotaRedisKey(opts.withDefaults(), k, start)
-				admin.Set(ctx, loadedKey(opts.withDefaults(), rkey), now.Add(time.Hour).UnixMilli(), time.Hour)
-			}
-			storeDown.Store(true)
-			reach(true)
-			reserve("key_0") // a lease: from its block
-			reserve("key_0") // Redis answers: the recovery starts, and waits for the store
-			time.Sleep(100 * time.Millisecond)
-			began := time.Now()
-			q.Close() // the node stops
-			if took := time.Since(began); took > 3*time.Second {
-				t.Errorf("the stop took %v, waiting for the recovery of 3 keys from a store that does not answer; want at most its own bound (1 s)", took)
-			}
-			if n := errs.count(want); n != 1 {
-				t.Errorf("%d ERROR lines name the %s Redis did not take, want 1: %q", n, want, errs.lines)
-			}
-		})
-	}
+		}
+		keys := []string{"key_0", "key_1", "key_2", "key_3"}
+		for _, k := range keys {
+			reserve(k)
+		}
+		reach(false)
+		for _, k := range keys[1:] {
+			reserve(k) // a lease: from its block
+			reserve(k) // counted on its own
+		}
+		want := "30 recipients" // 10 a key
+		if mode == "exact" {
+			want = "60 recipients"
+		}
+		// Another node loaded these counters during the outage: the
+		// recovery reads the store's count for them.
+		for _, k := range keys[1:] {
+			rkey := quotaRedisKey(opts.withDefaults(), k, start)
+			admin.Set(ctx, loadedKey(opts.withDefaults(), rkey), now.Add(time.Hour).UnixMilli(), time.Hour)
+		}
+		storeDown.Store(true)
+		reach(true)
+		reserve("key_0") // a lease: from its block
+		reserve("key_0") // Redis answers: the recovery starts, and waits for the store
+		time.Sleep(100 * time.Millisecond)
+		began := time.Now()
+		q.Close() // the node stops
+		if took := time.Since(began); took > 3*time.Second {
+			t.Errorf("the stop took %v, waiting for the recovery of 3 keys from a store that does not answer; want at most its own bound (1 s)", took)
+		}
+		if n := errs.count(want); n != 1 {
+			t.Errorf("%d ERROR lines name the %s Redis did not take, want 1: %q", n, want, errs.lines)
+		}
+	})
 }
 
 // closingQuotas is a Redis-backed quota counter, which a node closes when
@@ -701,4 +685,15 @@ func partitioned(t *testing.T, admin *redis.Client, addr, user string) (c *redis
 	c = redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "pw", MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
 	return c, reach
+}
+
+// inQuotaModes runs test for each way a node counts a quota with Redis
+// (exact: every send asks Redis; leased: blocks of recipients), on one
+// throwaway Redis server; admin is a client of it with every right.
+func inQuotaModes(t *testing.T, test func(t *testing.T, mode, addr string, admin *redis.Client)) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	for _, mode := range []string{"exact", "leased"} {
+		t.Run(mode, func(t *testing.T) { test(t, mode, srv.Addr, admin) })
+	}
 }
