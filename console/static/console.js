@@ -26,6 +26,21 @@
     });
   });
 
+  // A form that changes something is sent once. A double click sends it
+  // twice and the browser shows only the second answer: a second key
+  // nobody saw ("Create key"), or "already rotated" in place of the new
+  // key, which is then never shown ("Rotate"). Until the next page, later
+  // submits are dropped; a page back from the back-forward cache may send
+  // again.
+  each('form[method="post"]', function (form) {
+    var sent = false;
+    form.addEventListener("submit", function (e) {
+      if (sent) e.preventDefault();
+      sent = true;
+    });
+    window.addEventListener("pageshow", function () { sent = false; });
+  });
+
   // A shown key must not come back from the browser's back-forward cache:
   // wipe it when the page is left.
   window.addEventListener("pagehide", function () {
