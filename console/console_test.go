@@ -1408,3 +1408,43 @@ func FuzzConsoleForms(f *testing.F) {
 		}
 	})
 }
+
+// No field a person may paste a key into is kept by the browser's form
+// history (autocomplete), which offers it again later, on any site with a
+// field of that name: "Why revoke it: leaked in #general, kg_live_…" is
+// refused by the service, but the browser keeps what was sent. Every free
+// text field of every form is autocomplete="off", itself or by its form.
+func TestNoFreeTextFieldIsKeptInTheBrowsersFormHistory(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("forever", "sales", "*")
+	form := regexp.MustCompile(`(?s)<form\b([^>]*)>(.*?)</form>`)
+	field := regexp.MustCompile(`<(?:input|textarea)\b[^>]*>`)
+	attr := func(tag, name string) string {
+		m := regexp.MustCompile(`\s` + name + `="([^"]*)"`).FindStringSubmatch(tag)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	for _, path := range []string{"/", "/new", "/keys/" + k.ID, "/review", "/leaked"} {
+		body := f.get(admin, path).Body.String()
+		for _, fm := range form.FindAllStringSubmatch(body, -1) {
+			if strings.Contains(fm[1], `autocomplete="off"`) {
+				continue
+			}
+			for _, tag := range field.FindAllString(fm[2], -1) {
+				switch attr(tag, "type") {
+				case "", "text", "search", "password":
+				default:
+					continue // hidden, a box, a choice, a date
+				}
+				if attr(tag, "inputmode") == "numeric" || attr(tag, "readonly") != "" || strings.Contains(tag, " readonly") {
+					continue
+				}
+				if attr(tag, "autocomplete") != "off" {
+					t.Errorf("GET %s: %s is kept in the browser's form history", path, tag)
+				}
+			}
+		}
+	}
+}
