@@ -92,6 +92,10 @@ type view struct {
 	Asset   string
 	Notices []notice
 	Now     time.Time
+	// Fresh marks a page that answers a GET: one the browser brings back
+	// from its back-forward cache is loaded again (console.js), so it does
+	// not show a key as it was before a change made since.
+	Fresh bool
 }
 
 func (v *view) base() *view { return v }
@@ -104,6 +108,7 @@ func (c *call) render(status int, name string, data page) {
 	v := data.base()
 	v.User, v.Mount, v.Now = c.user, c.mount, c.now
 	v.CSRF = c.h.formToken(c.r.Context(), c.user.ID)
+	v.Fresh = c.r.Method == http.MethodGet
 	if v.Notices == nil && c.r.Method == http.MethodGet {
 		v.Notices = c.notices()
 	}

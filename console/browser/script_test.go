@@ -1,7 +1,9 @@
 package browser
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -94,4 +96,38 @@ func both(t *testing.T, tb *tab, dir, name string) {
 	tb.do(t, chromedp.EmulateViewport(390, 844))
 	tb.shot(t, dir, name+"-390")
 	tb.do(t, chromedp.EmulateViewport(1280, 900))
+}
+
+// TestBackAfterARevokeShowsTheKeyAsItIs: after revoking a key, Back
+// shows its page as it is now (revoked), and Back again the keys list as it
+// is now, not as the browser's back-forward cache kept them ("Active",
+// with a revoke form that no longer applies).
+func TestBackAfterARevokeShowsTheKeyAsItIs(t *testing.T) {
+	caddyBin, chromium := prerequisites(t)
+	gw := startCaddy(t, caddyBin, "http")
+	b := newBrowser(t, chromium)
+	alice := b.signIn(t, gw, "alice")
+	gw.issue(t, "--name", "Gone", "--owner", "alice", "--scope", "mail.send", "--expires", "30d")
+	gw.issue(t, "--name", "Kept", "--owner", "alice", "--scope", "mail.send", "--expires", "30d")
+	alice.open(t, "/console/", 200)
+	alice.open(t, "/console/keys/"+gw.idOf(t, "Gone"), 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("confirm"), "Gone"))
+	alice.respond(t, 200, chromedp.Evaluate[chromedp.Void](`document.getElementById('revoke-submit').click()`))
+	alice.waitText(t, ".notice", "Key revoked")
+	// history.back: chromedp's NavigateBack waits for a load event, which
+	// a page restored from the back-forward cache never fires.
+	back := func() { run(t, alice.ctx, chromedp.Evaluate[bool](`(history.back(), true)`)) }
+	back()
+	alice.waitText(t, "main .status", "Revoked")
+	back()
+	// The list of current keys no longer has it.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		list := run(t, alice.ctx, chromedp.Evaluate[string](`(document.querySelector('table.keys') || {}).innerText || ""`))
+		if strings.Contains(list, "Kept") && !strings.Contains(list, "Gone") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("back on the keys list after the revoke, it shows:\n%s", list)
+		}
+	}
 }

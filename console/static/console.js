@@ -49,8 +49,13 @@
       else el.textContent = "";
     });
   });
+  // A page the browser brings back (Back, Forward) from its back-forward
+  // cache shows a key as it was: "Active" with its revoke form after it was
+  // revoked, a list from before a change. A page that answered a GET is
+  // loaded again; one that answered a form (a refused form) keeps what the
+  // person typed.
   window.addEventListener("pageshow", function (e) {
-    if (e.persisted && document.querySelector("[data-secret]")) window.location.reload();
+    if (e.persisted && (document.body.hasAttribute("data-fresh") || document.querySelector("[data-secret]"))) window.location.reload();
   });
 
   // A whole key pasted into the search would go into the page's URL, and
