@@ -62,10 +62,21 @@ func benchInspect(b *testing.B, body benchbody.Body) {
 	}
 }
 
+// BenchmarkIsSend: a send's path (looked up twice a send: IsSend, then
+// Inspect) and a request to another endpoint of a send route, which is
+// held against every endpoint with and without a format extension.
 func BenchmarkIsSend(b *testing.B) {
-	d, _ := Lookup("mailgun")
-	for b.Loop() {
-		d.IsSend("POST", "/v3/mg.example.com/messages")
+	for _, c := range []struct{ name, dialect, path string }{
+		{"mailgun-send", "mailgun", "/v3/mg.example.com/messages"},
+		{"sendgrid-send", "sendgrid", "/v3/mail/send"},
+		{"sendgrid-other", "sendgrid", "/v3/templates/d-1234"},
+	} {
+		d, _ := Lookup(c.dialect)
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				d.IsSend("POST", c.path)
+			}
+		})
 	}
 }
 

@@ -381,9 +381,14 @@ func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 // suffix pattern match) serve "/emails.json" as "/emails". An endpoint
 // whose own name has a dot ("messages.mime") is matched whole first.
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
+	var p splitPath
+	p.split(path)
 	for _, ext := range [2]bool{false, true} {
+		if ext && (p.n == 0 || p.last == p.segs[0]) {
+			break // no format extension: the same segments again
+		}
 		for i := range d.endpoints {
-			if wild, ok := matchPath(d.endpoints[i].segs, path, ext); ok {
+			if wild, ok := p.match(d.endpoints[i].segs, ext); ok {
 				return &d.endpoints[i], wild
 			}
 		}
@@ -629,29 +634,65 @@ func (in *inspection) json(s *shape, body []byte) error {
 
 // matchPath reports whether path, cleaned, is the pattern whose segments
 // (from the last to the first) are want, and returns the segment of the
-// cleaned path that the pattern's "*" matched. The path is walked segment
-// by segment from the end, which resolves "..", "." and repeated slashes
-// without building the cleaned path, so the wildcard segment is the one the
-// cleaned path holds: "/v3/a.example/../b.example/messages" names
-// b.example. The patterns' segments are read once, at init: a send's path
-// is matched twice (IsSend, then Inspect). With ext, the path's last
-// segment is read without a format extension (formatExtension).
+// cleaned path that the pattern's "*" matched (see splitPath). With ext,
+// the path's last segment is read without a format extension
+// (formatExtension).
 func matchPath(want []string, path string, ext bool) (wild string, ok bool) {
-	got := segments{s: path, end: len(path), ext: ext}
-	for _, w := range want {
-		g, gok := got.next()
-		if !gok {
-			return "", false
+	var p splitPath
+	p.split(path)
+	return p.match(want, ext)
+}
+
+// splitPath is a request path's segments, read once for matching against
+// every endpoint of a dialect (a send's path is looked up two or three
+// times, against a dozen patterns each). The path is walked segment by
+// segment from the end (segments), which resolves "..", "." and repeated
+// slashes without building the cleaned path, so the wildcard segment is
+// the one the cleaned path holds: "/v3/a.example/../b.example/messages"
+// names b.example. The patterns' segments are read once, at init.
+type splitPath struct {
+	segs [maxSegments]string // from the last to the first
+	n    int                 // how many segs holds
+	more bool                // the path has more segments than any pattern
+	last string              // segs[0] without its format extension
+}
+
+// maxSegments bounds the segments of an endpoint's pattern (checked at
+// init): a path with more matches none, and is not read further.
+const maxSegments = 8
+
+func (p *splitPath) split(path string) {
+	it := segments{s: path, end: len(path)}
+	for seg, ok := it.next(); ok; seg, ok = it.next() {
+		if p.n == maxSegments {
+			p.more = true
+			return
+		}
+		p.segs[p.n] = seg
+		p.n++
+	}
+	if p.n > 0 {
+		p.last = formatExtension(p.segs[0])
+	}
+}
+
+// match reports whether the path is the pattern whose segments are want
+// (see matchPath).
+func (p *splitPath) match(want []string, ext bool) (wild string, ok bool) {
+	if p.more || len(want) != p.n {
+		return "", false
+	}
+	for i, w := range want {
+		g := p.segs[i]
+		if i == 0 && ext {
+			g = p.last
 		}
 		switch {
 		case w == "*":
 			wild = g
-		case !strings.EqualFold(w, g):
+		case w != g && !strings.EqualFold(w, g):
 			return "", false
 		}
-	}
-	if _, more := got.next(); more {
-		return "", false
 	}
 	return wild, true
 }
@@ -671,6 +712,9 @@ func init() {
 	for _, d := range dialects {
 		for i := range d.endpoints {
 			d.endpoints[i].segs = pathSegments(d.endpoints[i].path)
+			if len(d.endpoints[i].segs) > maxSegments {
+				panic("mailapi: endpoint " + d.endpoints[i].path + " has more than maxSegments segments")
+			}
 		}
 	}
 }
@@ -694,6 +738,8 @@ type segments struct {
 func plainSegment(seg string) string {
 	if i := strings.IndexByte(seg, ';'); i >= 0 {
 		seg = seg[:i]
+	} else if n := len(seg); n == 0 || seg[n-1] != ' ' && seg[n-1] != '\t' && seg[n-1] != '.' {
+		return seg // the usual segment: nothing to trim
 	}
 	if t := strings.TrimRight(seg, " \t."); t != "" {
 		return t
