@@ -3,7 +3,11 @@
 // per attempt: the first failure, then one summary per interval while
 // failures go on ("N more failures in the last minute"), then one line when
 // an attempt succeeds again. A PostgreSQL outage seen by a 200 ms poll is
-// three lines an hour instead of 18,000.
+// three lines an hour instead of 18,000. A fault that comes and goes (a
+// server whose connection slots are all taken fails every attempt that
+// needs a new connection, and serves the others) is the same few lines: a
+// failure within an interval of the previous line begins no new fault in
+// the log, it is counted in the next line, at most one an interval.
 //
 // The package imports nothing from Caddy; callers turn a Line into a log
 // entry at the level they choose.
@@ -24,7 +28,8 @@ const (
 	// Continues: the failures since the previous line, once an interval
 	// has passed since it and another failure is observed.
 	Continues
-	// Ended: the first success after failures.
+	// Ended: the first success after failures; for a fault that came and
+	// went since the previous line, the first success an interval after it.
 	Ended
 )
 
@@ -36,7 +41,8 @@ type Line struct {
 	// Failures counts the failures since the previous line (1 when the
 	// fault Began).
 	Failures int
-	// Total counts the failures since the fault began.
+	// Total counts the failures since the fault began (the last Began
+	// line: failures that came and went after it are part of it).
 	Total int
 	// Since is when the fault began; Duration how long ago that is.
 	Since    time.Time
@@ -48,14 +54,19 @@ type Fault struct {
 	interval time.Duration
 	report   func(Line)
 
-	// down mirrors failing for Observe's lock-free path: a success while
-	// nothing fails, the usual case, takes no lock.
+	// down mirrors failing, or failures not reported yet, for Observe's
+	// lock-free path: a success while nothing fails, the usual case, takes
+	// no lock.
 	down atomic.Bool
 
-	mu         sync.Mutex
-	failing    bool
-	since      time.Time
-	lastLine   time.Time
+	mu       sync.Mutex
+	failing  bool
+	since    time.Time
+	lastLine time.Time
+	// quiet: the failure going on began within an interval of the
+	// previous line, which it did not report; its end is not reported
+	// either, its failures are in the next line.
+	quiet      bool
 	total      int
 	unreported int
 }
@@ -71,34 +82,51 @@ func New(interval time.Duration, report func(Line)) *Fault {
 
 // Observe records the outcome of one attempt at now: a failure when err is
 // not nil, else a success. It calls report when the attempt begins or ends
-// the fault, or is the first failure an interval after the previous line.
-// Lines are reported one at a time, in order, so report must not call
-// Observe.
+// the fault, or is the first attempt an interval after the previous line
+// with failures since it to report. Lines are reported one at a time, in
+// order, so report must not call Observe.
 func (f *Fault) Observe(now time.Time, err error) {
 	if err == nil && !f.down.Load() {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer func() { f.down.Store(f.failing) }()
+	defer func() { f.down.Store(f.failing || f.unreported > 0) }()
+	due := now.Sub(f.lastLine) >= f.interval
 	var l Line
 	switch {
 	case err == nil && !f.failing:
+		// Failures that came and went since the previous line.
+		if f.unreported == 0 || !due {
+			return
+		}
+		l = Line{Kind: Ended, Failures: f.unreported, Total: f.total, Since: f.since}
+		f.lastLine, f.unreported = now, 0
+	case err == nil && f.quiet:
+		f.failing, f.quiet = false, false
 		return
 	case err == nil:
 		l = Line{Kind: Ended, Failures: f.unreported, Total: f.total, Since: f.since}
-		f.failing, f.total, f.unreported = false, 0, 0
+		f.failing, f.lastLine, f.unreported = false, now, 0
+	case !f.failing && !f.lastLine.IsZero() && !due:
+		// Back within an interval of the previous line: one fault that
+		// comes and goes, not a new one a second (an attempt that works
+		// and one that fails, over and over).
+		f.failing, f.quiet = true, true
+		f.total++
+		f.unreported++
+		return
 	case !f.failing:
 		f.failing, f.since, f.lastLine, f.total, f.unreported = true, now, now, 1, 0
 		l = Line{Kind: Began, Err: err, Failures: 1, Total: 1, Since: now}
 	default:
 		f.total++
 		f.unreported++
-		if now.Sub(f.lastLine) < f.interval {
+		if !due {
 			return
 		}
 		l = Line{Kind: Continues, Err: err, Failures: f.unreported, Total: f.total, Since: f.since}
-		f.lastLine, f.unreported = now, 0
+		f.lastLine, f.unreported, f.quiet = now, 0, false
 	}
 	l.Duration = now.Sub(l.Since)
 	f.report(l)
