@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,12 +223,48 @@ var keyLimits = struct {
 	quotas   *ratelimit.LocalQuotas
 }{ratelimit.NewLocal(), ratelimit.NewLocalQuotas()}
 
+// clientOnlyParams are PostgreSQL URI parameters pgx reads for itself:
+// they shape this process's pool and connections, never which database it
+// reaches. A "pool_" prefix covers the rest (pool_max_conns, …).
+var clientOnlyParams = []string{"connect_timeout", "default_query_exec_mode", "statement_cache_capacity",
+	"description_cache_capacity"}
+
+// spillNames returns the name that starts the files of counts a final
+// flush keeps for the store redacted names, and the other name such files
+// had before (if it differs). A PostgreSQL URI names its database without
+// the pool and connection parameters, in a fixed order: a reload that
+// lowers pool_max_conns during an outage (docs/cluster.md advises it for a
+// pooler that is too small) leaves the old handlers' counts to the new
+// ones, where they used to wait, with a warning, for a gateway with the old
+// pool size (the test that shows it: TestKeptCountsFollowAPoolChange).
+func spillNames(redacted string) (string, []string) {
+	name := func(s string) string {
+		id := sha256.Sum256([]byte(s))
+		return "usage-" + hex.EncodeToString(id[:8])
+	}
+	canonical := redacted
+	if u, err := url.Parse(redacted); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.RawQuery != "" {
+		q := u.Query()
+		for p := range q {
+			if strings.HasPrefix(p, "pool_") || slices.Contains(clientOnlyParams, p) {
+				q.Del(p)
+			}
+		}
+		u.RawQuery = q.Encode() // sorted by name
+		canonical = u.String()
+	}
+	if canonical == redacted {
+		return name(redacted), nil
+	}
+	return name(canonical), []string{name(redacted)}
+}
+
 // newBackend starts the shared state around an open store.
 func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error) {
 	redacted := store.RedactURI(uri)
 	st = instrumentStore(st)
 	logger = logger.With(zap.String("store", redacted))
-	id := sha256.Sum256([]byte(redacted))
+	name, also := spillNames(redacted)
 	b := &backend{
 		uri:      uri,
 		redacted: redacted,
@@ -237,7 +274,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		quotas:   keyLimits.quotas,
 		usage:    usage.NewRecorder(),
 		logger:   logger,
-		spill:    usage.Spill{Dir: unflushedDir(), Name: "usage-" + hex.EncodeToString(id[:8]), Store: redacted},
+		spill:    usage.Spill{Dir: unflushedDir(), Name: name, Also: also, Store: redacted},
 		// Read here, not in run, so tests may change it between backends.
 		flushEvery: usageFlushInterval,
 		stop:       make(chan struct{}),
@@ -481,14 +518,14 @@ func (b *backend) warnKeptForOthers() {
 	if len(others) == 0 {
 		return
 	}
-	var open []string
+	var open []usage.Spill
 	backends.Range(func(_, v any) bool {
-		open = append(open, v.(*backend).spill.Name+"-")
+		open = append(open, v.(*backend).spill)
 		return true
 	})
 	for name, files := range others {
 		files = slices.DeleteFunc(files, func(f string) bool {
-			return slices.ContainsFunc(open, func(p string) bool { return strings.HasPrefix(filepath.Base(f), p) })
+			return slices.ContainsFunc(open, func(s usage.Spill) bool { return s.Owns(filepath.Base(f)) })
 		})
 		if len(files) > 0 {
 			b.logger.Warn("keygate: usage counts kept at a stop wait for another store name; they are added when a gateway "+

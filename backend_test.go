@@ -2,6 +2,8 @@ package keygate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -223,5 +225,44 @@ func TestARouteReportTheStoreFailsIsRetried(t *testing.T) {
 	if len(lines) != 2 || lines[0].Level != zapcore.WarnLevel || lines[1].Level != zapcore.InfoLevel ||
 		lines[1].ContextMap()["failures"] != int64(3) {
 		t.Errorf("3 failed reports and a good one logged as %d lines: %+v", len(lines), lines)
+	}
+}
+
+// Counts a stop kept while PostgreSQL did not answer belong to the same
+// database after a reload that changes only its pool or connection
+// settings: measured with two nodes, a reload to pool_max_conns=4 during a
+// partition left 241 requests' counts in a file, waiting (with a warning)
+// for a gateway with the old URI. Files an older keygate kept under the new
+// URI's full name are added too.
+func TestKeptCountsFollowAPoolChange(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	dir := t.TempDir()
+	unflushed := filepath.Join(dir, "unflushed")
+	db := "postgres://keygate:hunter2@db.internal:5432/keygate?sslmode=verify-full&"
+	before, after := db+"pool_max_conns=10", db+"connect_timeout=3&pool_max_conns=4"
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, _ := startTestBackend(t, before, st, unflushed)
+	rec, _ := issue(t, st, "mail.send")
+	record(b, rec.ID, 7)
+	st.writes.Store(true)
+	releaseBackend(before, zap.NewNop())
+	id := sha256.Sum256([]byte(store.RedactURI(after)))
+	older := usage.Spill{Dir: unflushed, Name: "usage-" + hex.EncodeToString(id[:8]), Store: store.RedactURI(after)}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	if err := older.AddUsage(context.Background(), []store.UsageDelta{
+		{KeyID: rec.ID, Hour: hour, Counts: map[string]int64{usage.MetricAllowed: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	st2 := openSQLiteStore(t, filepath.Join(dir, "keys.db"))
+	b2, logs := startTestBackend(t, after, st2, unflushed)
+	defer releaseBackend(after, zap.NewNop())
+	b2.flushUsage()
+	if u, err := st2.Usage(context.Background(), rec.ID, hour); err != nil || u.Allowed != 12 {
+		t.Errorf("usage after the reload: %d allowed, %v; want the 7 kept at the stop and the older file's 5", u.Allowed, err)
+	}
+	if w := logs.FilterMessageSnippet("wait for another store name").All(); len(w) != 0 {
+		t.Errorf("the kept counts wait for another name: %v", w[0].ContextMap())
 	}
 }

@@ -31,6 +31,9 @@ type Spill struct {
 	Dir string
 	// Name starts each file's name, to tell the stores sharing Dir apart.
 	Name string
+	// Also are other Names of the same store (a name from an older
+	// version): their files are this store's too, added with its own.
+	Also []string
 	// Store names the store in each file (its URI, password redacted), so
 	// a gateway opening another store can say whose counts wait there.
 	Store string
@@ -74,11 +77,38 @@ func (s Spill) AddUsage(_ context.Context, deltas []store.UsageDelta) error {
 	return nil
 }
 
-// Files returns the files kept for this Name, oldest first.
+// Files returns the files kept for this Name (and Also), oldest first.
 func (s Spill) Files() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(s.Dir, s.Name+"-*.json"))
-	sort.Strings(files) // same-length nanosecond stamps: oldest first
+	files, err := s.glob("-*.json")
+	// Same-length nanosecond stamps after same-length names: oldest
+	// first within a name.
+	sort.Strings(files)
 	return files, err
+}
+
+// glob returns the files in Dir whose names are one of the store's names
+// followed by suffix.
+func (s Spill) glob(suffix string) ([]string, error) {
+	var files []string
+	for _, name := range append([]string{s.Name}, s.Also...) {
+		f, err := filepath.Glob(filepath.Join(s.Dir, name+suffix))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+	}
+	return files, nil
+}
+
+// Owns reports whether the file base (a name in Dir) is kept for this
+// store.
+func (s Spill) Owns(base string) bool {
+	for _, name := range append([]string{s.Name}, s.Also...) {
+		if strings.HasPrefix(base, name+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // Others returns the files in Dir kept for other Names, by the store they
@@ -91,7 +121,7 @@ func (s Spill) Others() (map[string][]string, error) {
 	}
 	others := map[string][]string{}
 	for _, name := range files {
-		if strings.HasPrefix(filepath.Base(name), s.Name+"-") {
+		if s.Owns(filepath.Base(name)) {
 			continue
 		}
 		var f spillFile
@@ -107,7 +137,7 @@ func (s Spill) Others() (map[string][]string, error) {
 // remove: it stopped between claiming and removing, so their counts may or
 // may not be in the store. They are never added again.
 func (s Spill) Claimed() ([]string, error) {
-	return filepath.Glob(filepath.Join(s.Dir, s.Name+"-*.json.adding"))
+	return s.glob("-*.json.adding")
 }
 
 // AddTo adds every kept file to sink, oldest first, removing each once
