@@ -216,22 +216,48 @@ func plainPath(p string) bool {
 	if len(p) == 0 || p[0] != '/' || runtime.GOOS == "windows" {
 		return false
 	}
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c >= 'A' && c <= 'Z', c >= 0x80:
+	for i := 1; i < len(p); i++ {
+		switch pathBytes[p[i]] {
+		case pathPlain:
+			continue
+		case pathNever:
 			return false
-		case c == '/' && i > 0 && p[i-1] == '/':
+		}
+		if p[i-1] != '/' {
+			continue
+		}
+		if p[i] == '/' {
+			return false // an empty segment
+		}
+		// A "." or ".." segment: "/.", "/./", "/..", "/../".
+		rest := p[i+1:]
+		if rest == "" || rest[0] == '/' || rest == "." || (rest[0] == '.' && rest[1] == '/') {
 			return false
-		case c == '.' && p[i-1] == '/':
-			// A "." or ".." segment: "/.", "/./", "/..", "/../".
-			rest := p[i+1:]
-			if rest == "" || rest[0] == '/' || rest == "." || (rest[0] == '.' && rest[1] == '/') {
-				return false
-			}
 		}
 	}
 	return true
 }
+
+// pathBytes sorts a path's bytes for plainPath, one table lookup a byte:
+// most are plain; upper case letters and bytes of non-ASCII characters
+// never are; '/' and '.' are plain unless they end an empty, "." or ".."
+// segment.
+var pathBytes = func() (t [256]uint8) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = pathNever
+	}
+	for c := 0x80; c < len(t); c++ {
+		t[c] = pathNever
+	}
+	t['/'], t['.'] = pathSegment, pathSegment
+	return t
+}()
+
+const (
+	pathPlain = iota
+	pathNever
+	pathSegment
+)
 
 // matches reports whether the rule's path pattern matches r, whose path
 // plain says is plain (see plainPath).
