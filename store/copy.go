@@ -1,0 +1,319 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// CopyReport says what Copy copied.
+type CopyReport struct {
+	Keys          int   `json:"keys"`           // key records, revoked and expired included
+	Events        int   `json:"events"`         // audit events, with their sequence numbers
+	Usage         int   `json:"usage_rows"`     // hourly counters
+	UsageIPs      int   `json:"usage_ip_rows"`  // hourly requests per client address
+	RouteScopes   int   `json:"route_scopes"`   // scope lines gateways reported
+	RoutePrefixes int   `json:"route_prefixes"` // key prefixes gateways reported
+	LastEvent     int64 `json:"last_event_seq"` // the highest event sequence; the target's next is above it
+}
+
+// ErrNotEmpty means the store to copy into holds keys already: a copy would
+// mix two stores' keys, audit sequences and usage.
+var ErrNotEmpty = errors.New("the store to copy into holds keys already")
+
+// ErrNotCopyable means a store is not one Copy reads or writes.
+var ErrNotCopyable = errors.New("not a SQL store")
+
+// Copy copies the store from into the store to, which must hold no keys:
+// every key record as it is, the audit events with their sequence numbers
+// (to's next event is numbered after the last one copied, so a reader of
+// `events --after SEQ` goes on where it was), the usage counters, and the
+// scope lines and key prefixes gateways reported. The change log and the
+// console's secrets and flashes are not copied: to keeps its own. Each key
+// copied is one change in to's log, as an issued key is, so a gateway
+// already running on to learns of it within a second.
+//
+// from is read in one transaction that sees nothing written after it began:
+// SQLite's write lock (writers wait until the copy is done) or PostgreSQL's
+// REPEATABLE READ. Everything is written to to in one transaction, checked
+// in it (the rows of each table counted again, every key found by its
+// digest with the query KeyByDigest runs and read back equal) and committed
+// only then, so a copy that fails leaves to without any of it.
+func Copy(ctx context.Context, from, to Store) (CopyReport, error) {
+	var rep CopyReport
+	err := onDB(from, func(src *DB) error {
+		return onDB(to, func(dst *DB) error {
+			if src == dst {
+				return errors.New("the two stores are one")
+			}
+			var err error
+			rep, err = copyDB(ctx, src, dst)
+			return err
+		})
+	})
+	if err != nil {
+		return CopyReport{}, fmt.Errorf("keygate store: copy: %w", err)
+	}
+	return rep, nil
+}
+
+// onDB runs fn on the SQL database under s. An SQLite store that follows its
+// path is held on the file it has open, which it does not switch from
+// meanwhile.
+func onDB(s Store, fn func(*DB) error) error {
+	switch s := s.(type) {
+	case *DB:
+		return fn(s)
+	case *Postgres:
+		return fn(s.DB)
+	case *sqliteFile:
+		_, err := read(s, func(db *DB) (struct{}, error) { return struct{}{}, fn(db) })
+		return err
+	}
+	return fmt.Errorf("%w: %T", ErrNotCopyable, s)
+}
+
+// snapshot is how a copy reads its source without seeing later writes.
+func (d *dialect) snapshot() *sql.TxOptions {
+	if d == postgresDialect {
+		return &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	return nil // SQLite's transactions begin IMMEDIATE: the write lock
+}
+
+func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
+	var rep CopyReport
+	if src.d.serialWrites {
+		src.writeMu.Lock()
+		defer src.writeMu.Unlock()
+	}
+	stx, err := src.db.BeginTx(ctx, src.d.snapshot())
+	if err != nil {
+		return rep, fmt.Errorf("reading the source: %w", err)
+	}
+	defer stx.Rollback() // it only read
+	err = dst.writeKeys(ctx, func(tx *sql.Tx) error {
+		var keys, events int
+		if err := tx.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM events)").Scan(&keys, &events); err != nil {
+			return err
+		}
+		if keys > 0 {
+			noun := "keys"
+			if keys == 1 {
+				noun = "key"
+			}
+			return fmt.Errorf("%w: %d %s (and %d audit events); a copy goes only into a store without keys", ErrNotEmpty, keys, noun, events)
+		}
+		if events > 0 {
+			// No key was ever issued there, but its sequence numbers
+			// would collide with the copied ones.
+			return fmt.Errorf("%w: no keys, but %d audit events; a copy goes only into a new store", ErrNotEmpty, events)
+		}
+		if rep.Keys, err = copyKeys(ctx, stx, tx, dst); err != nil {
+			return fmt.Errorf("keys: %w", err)
+		}
+		for _, t := range []struct {
+			table, cols, conflict string
+			n                     *int
+		}{
+			{"events", "seq, at, action, key_id, actor, reason, detail", "", &rep.Events},
+			{"usage", "key_id, hour, metric, n", "", &rep.Usage},
+			{"usage_ips", "key_id, hour, ip, n", "", &rep.UsageIPs},
+			// Gateways already on the target may have reported theirs.
+			{"route_scopes", "scope, method, path, seen_at", " ON CONFLICT DO NOTHING", &rep.RouteScopes},
+			{"route_prefixes", "prefix, seen_at", " ON CONFLICT DO NOTHING", &rep.RoutePrefixes},
+		} {
+			if *t.n, err = copyRows(ctx, stx, tx, dst.d, t.table, t.cols, t.conflict); err != nil {
+				return fmt.Errorf("%s: %w", t.table, err)
+			}
+		}
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM events").Scan(&rep.LastEvent); err != nil {
+			return err
+		}
+		// SQLite's AUTOINCREMENT takes the largest seq inserted as its
+		// own; a PostgreSQL sequence is told.
+		if dst.d == postgresDialect && rep.LastEvent > 0 {
+			if _, err := tx.ExecContext(ctx, "SELECT setval(pg_get_serial_sequence('events', 'seq'), $1)", rep.LastEvent); err != nil {
+				return err
+			}
+		}
+		if err := checkCopy(ctx, stx, tx, dst, rep); err != nil {
+			return fmt.Errorf("checking the copy: %w", err)
+		}
+		if dst.d.notify != "" && rep.Keys > 0 {
+			_, err := tx.ExecContext(ctx, dst.d.notify)
+			return err
+		}
+		return nil
+	})
+	return rep, err
+}
+
+// copyKeys copies every key record, through Record so that each engine's
+// own types (booleans, bytes) are written as it keeps them, and logs each
+// key's digest as a change. It returns how many it copied.
+func copyKeys(ctx context.Context, stx, tx *sql.Tx, dst *DB) (int, error) {
+	rows, err := stx.QueryContext(ctx, "SELECT "+keyColumns+" FROM keys ORDER BY id")
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	keys := newBatchInsert(ctx, tx, dst.d, "keys", keyColumns, "")
+	changes := newBatchInsert(ctx, tx, dst.d, "changes", "digest, at", "")
+	now := time.Now().UnixNano()
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return 0, err
+		}
+		values, err := keyValues(rec)
+		if err != nil {
+			return 0, fmt.Errorf("key %s: %w", rec.ID, err)
+		}
+		if err := keys.add(values...); err != nil {
+			return 0, err
+		}
+		if err := changes.add(rec.Digest[:], now); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if err := keys.flush(); err != nil {
+		return 0, err
+	}
+	return keys.rows, changes.flush()
+}
+
+// copyRows copies the columns cols of every row of table as the source's
+// driver reads them (integers and text, which both engines take back), and
+// returns how many rows it copied.
+func copyRows(ctx context.Context, stx, tx *sql.Tx, d *dialect, table, cols, conflict string) (int, error) {
+	rows, err := stx.QueryContext(ctx, "SELECT "+cols+" FROM "+table)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	b := newBatchInsert(ctx, tx, d, table, cols, conflict)
+	values := make([]any, b.width)
+	dest := make([]any, b.width)
+	for i := range dest {
+		dest[i] = &values[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return 0, err
+		}
+		if err := b.add(values...); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return b.rows, b.flush()
+}
+
+// checkCopy reads the target back inside the copy's transaction: each
+// table holds as many rows as the source does and as were copied, and each
+// source key is found by its digest, with the statement KeyByDigest runs,
+// and reads back as it was.
+func checkCopy(ctx context.Context, stx, tx *sql.Tx, dst *DB, rep CopyReport) error {
+	for _, t := range []struct {
+		table  string
+		copied int
+	}{{"keys", rep.Keys}, {"events", rep.Events}, {"usage", rep.Usage}, {"usage_ips", rep.UsageIPs}} {
+		var in, out int
+		if err := stx.QueryRowContext(ctx, "SELECT count(*) FROM "+t.table).Scan(&in); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+t.table).Scan(&out); err != nil {
+			return err
+		}
+		if in != t.copied || out != t.copied {
+			return fmt.Errorf("%s: the source holds %d rows, %d were copied, the target holds %d", t.table, in, t.copied, out)
+		}
+	}
+	rows, err := stx.QueryContext(ctx, "SELECT "+keyColumns+" FROM keys")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		want, err := scanRecord(rows)
+		if err != nil {
+			return err
+		}
+		got, err := scanRecord(dst.byDigest.queryRowTx(ctx, tx, want.Digest[:]))
+		if err != nil {
+			return fmt.Errorf("key %s by its digest: %w", want.ID, err)
+		}
+		a, _ := keyValues(want)
+		b, _ := keyValues(got)
+		if !reflect.DeepEqual(a, b) {
+			return fmt.Errorf("key %s reads back otherwise than it was", want.ID)
+		}
+	}
+	return rows.Err()
+}
+
+// maxParams bounds the parameters of one INSERT: below SQLite's 32766 and
+// PostgreSQL's 65535.
+const maxParams = 8000
+
+// batchInsert writes rows into one table many to an INSERT statement, so a
+// large store is copied in a few thousand round trips, not one per row.
+type batchInsert struct {
+	ctx      context.Context
+	tx       *sql.Tx
+	d        *dialect
+	head     string // INSERT INTO table (cols) VALUES
+	conflict string
+	width    int
+	args     []any
+	rows     int // added so far
+}
+
+func newBatchInsert(ctx context.Context, tx *sql.Tx, d *dialect, table, cols, conflict string) *batchInsert {
+	return &batchInsert{ctx: ctx, tx: tx, d: d, conflict: conflict,
+		head: "INSERT INTO " + table + " (" + cols + ") VALUES ", width: len(strings.Split(cols, ","))}
+}
+
+// add queues one row, writing the queue once it is full.
+func (b *batchInsert) add(values ...any) error {
+	b.args = append(b.args, values...)
+	b.rows++
+	if len(b.args)+b.width > maxParams {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush writes the rows queued.
+func (b *batchInsert) flush() error {
+	if len(b.args) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(b.head)
+	for i := range b.args {
+		switch {
+		case i == 0:
+			q.WriteString("(")
+		case i%b.width == 0:
+			q.WriteString("), (")
+		default:
+			q.WriteString(", ")
+		}
+		fmt.Fprintf(&q, "$%d", i+1)
+	}
+	q.WriteString(")" + b.conflict)
+	_, err := b.tx.ExecContext(b.ctx, b.d.rebind(q.String()), b.args...)
+	b.args = b.args[:0]
+	return err
+}

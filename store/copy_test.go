@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The engines a copy goes between; PostgreSQL fails in CI when it is
+// missing, as the conformance suite does.
+var copyEngines = map[string]func(t *testing.T) Store{
+	"sqlite": func(t *testing.T) Store {
+		return openFollowing(t, filepath.Join(t.TempDir(), "keys.db"))
+	},
+	"postgres": func(t *testing.T) Store {
+		return openTestPostgres(t, testPostgresURI(t))
+	},
+}
+
+func TestCopy(t *testing.T) {
+	for _, pair := range [][2]string{{"sqlite", "sqlite"}, {"sqlite", "postgres"}, {"postgres", "sqlite"}} {
+		t.Run(pair[0]+" to "+pair[1], func(t *testing.T) {
+			from, to := copyEngines[pair[0]](t), copyEngines[pair[1]](t)
+			testCopyKeepsEverything(t, from, to)
+		})
+	}
+}
+
+// fillForCopy gives a store what a copy must carry: keys in every state (a
+// full record, a revoked one, a rotation in its grace), audit events, usage
+// counters from several addresses, and routes' scopes and prefixes.
+func fillForCopy(t *testing.T, s Store) {
+	t.Helper()
+	ctx := context.Background()
+	created := time.Now().UTC().Add(-48 * time.Hour).Truncate(time.Microsecond)
+	mustCreate(t, s, fullRecord("key_full", created))
+	mustCreate(t, s, minimalRecord("key_plain", created.Add(time.Second)))
+	old := minimalRecord("key_old", created.Add(2*time.Second))
+	old.Quota = &Quota{N: 100, Per: Day}
+	mustCreate(t, s, old)
+	next := minimalRecord("key_new", time.Time{})
+	next.Quota = old.Quota
+	if _, err := rotate(s, "key_old", next, time.Now().Add(24*time.Hour), Event{Action: "rotated", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateKey(ctx, "key_plain", &Event{Action: "revoked", Reason: "leaked"}, func(r *Record) error {
+		at := time.Now().UTC()
+		r.RevokedAt, r.RevokeReason = &at, "leaked"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	if err := s.AddUsage(ctx, []UsageDelta{
+		{KeyID: "key_new", Hour: hour, Counts: map[string]int64{"allowed": 7, "recipients": 40, "status.2xx": 7},
+			IPs: map[string]int64{"192.0.2.1": 4, "192.0.2.2": 2, "2001:db8::1": 1}, LastUsedAt: hour.Add(time.Minute), LastIP: "192.0.2.1"},
+		{KeyID: "key_new", Hour: hour.Add(-time.Hour), Counts: map[string]int64{"allowed": 1, "denied.quota_exceeded": 3, "recipients": 2},
+			IPs: map[string]int64{"192.0.2.1": 4}},
+		{KeyID: "key_old", Hour: hour.Add(-30 * time.Hour), Counts: map[string]int64{"allowed": 5}, IPs: map[string]int64{"198.51.100.9": 5}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordRouteScopes(ctx, []RouteScope{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send", SeenAt: hour}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordRoutePrefixes(ctx, []string{"kg", "acme"}, hour); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testCopyKeepsEverything(t *testing.T, from, to Store) {
+	ctx := context.Background()
+	fillForCopy(t, from)
+	rep, err := Copy(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEvents := mustEvents(t, from, EventFilter{})
+	want := CopyReport{Keys: 4, Events: len(wantEvents), Usage: 7, UsageIPs: 5, RouteScopes: 1, RoutePrefixes: 2,
+		LastEvent: wantEvents[len(wantEvents)-1].Seq}
+	if rep != want {
+		t.Errorf("report %+v, want %+v", rep, want)
+	}
+
+	all := ListFilter{All: true}
+	fromKeys, err := from.ListKeys(ctx, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toKeys, err := to.ListKeys(ctx, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromKeys, toKeys) {
+		t.Errorf("keys differ:\nfrom %+v\nto   %+v", fromKeys, toKeys)
+	}
+	for _, rec := range fromKeys {
+		got, err := to.KeyByDigest(ctx, rec.Digest)
+		if err != nil || got.ID != rec.ID {
+			t.Errorf("key %s by digest in the copy: %v, %v", rec.ID, got, err)
+		}
+		for _, since := range []time.Time{{}, time.Now().Add(-time.Hour)} {
+			a, err := from.Usage(ctx, rec.ID, since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := to.Usage(ctx, rec.ID, since)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("usage of %s since %v:\nfrom %+v\nto   %+v", rec.ID, since, a, b)
+			}
+		}
+	}
+	// What a quota reads.
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	a, _ := from.Recipients(ctx, "key_new", day)
+	if b, err := to.Recipients(ctx, "key_new", day); err != nil || b != a || b < 40 {
+		t.Errorf("recipients of key_new today: %d in the copy (%v), %d in the source", b, err, a)
+	}
+	if a, b := mustEvents(t, to, EventFilter{}), wantEvents; !reflect.DeepEqual(a, b) {
+		t.Errorf("events differ:\nfrom %+v\nto   %+v", b, a)
+	}
+	if a, err := to.RouteScopes(ctx, time.Time{}); err != nil || len(a) != 1 || a[0].Scope != "mail.send" {
+		t.Errorf("route scopes in the copy: %+v, %v", a, err)
+	}
+	if a, err := to.RoutePrefixes(ctx, time.Time{}); err != nil || !slices.Equal(a, []string{"acme", "kg"}) {
+		t.Errorf("route prefixes in the copy: %v, %v", a, err)
+	}
+
+	// A reader of the events goes on where it was: the next event is
+	// numbered after the last one copied.
+	if _, err := to.UpdateKey(ctx, "key_full", &Event{Action: "updated"}, func(r *Record) error {
+		r.Name = "renamed"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after := rep.LastEvent
+	if evs := mustEvents(t, to, EventFilter{After: &after}); len(evs) != 1 || evs[0].Seq <= rep.LastEvent || evs[0].Action != "updated" {
+		t.Errorf("events after %d in the copy: %+v", after, evs)
+	}
+	// Each key copied is a change, so a gateway already on the target
+	// learns of it.
+	var changed []Digest
+	for _, c := range mustChanges(t, to, 0) {
+		changed = append(changed, c.Digest)
+	}
+	for _, rec := range fromKeys {
+		if !slices.Contains(changed, rec.Digest) {
+			t.Errorf("key %s is not in the copy's change log", rec.ID)
+		}
+	}
+}
+
+func TestCopyRefusesATargetWithKeys(t *testing.T) {
+	ctx := context.Background()
+	from, to := copyEngines["sqlite"](t), copyEngines["sqlite"](t)
+	fillForCopy(t, from)
+	mustCreate(t, to, minimalRecord("key_there", time.Now()))
+	_, err := Copy(ctx, from, to)
+	if !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("copy into a store with a key: %v, want ErrNotEmpty", err)
+	}
+	if want := "holds keys already: 1 key "; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if n, _ := to.CountKeys(ctx, ListFilter{All: true}); n != 1 {
+		t.Errorf("the target holds %d keys after a refused copy, want its 1", n)
+	}
+}
+
+// A copy that fails part way leaves nothing in the target: here the target
+// holds a usage row (of no key) that the copy's own would collide with.
+func TestCopyThatFailsLeavesTheTargetEmpty(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			from, to := copyEngines["sqlite"](t), copyEngines[engine](t)
+			fillForCopy(t, from)
+			hour := time.Now().UTC().Truncate(time.Hour)
+			if err := to.AddUsage(ctx, []UsageDelta{{KeyID: "key_new", Hour: hour, Counts: map[string]int64{"allowed": 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Copy(ctx, from, to); err == nil {
+				t.Fatal("the copy succeeded over a colliding row")
+			}
+			if n, err := to.CountKeys(ctx, ListFilter{All: true}); err != nil || n != 0 {
+				t.Errorf("the target holds %d keys after a failed copy (%v), want none", n, err)
+			}
+			if evs := mustEvents(t, to, EventFilter{}); len(evs) != 0 {
+				t.Errorf("the target holds %d events after a failed copy, want none", len(evs))
+			}
+			if seq := mustLastChange(t, to); seq != 0 {
+				t.Errorf("the target's change log is at %d after a failed copy, want 0", seq)
+			}
+		})
+	}
+}
+
+func TestCopyRefusesOneStoreIntoItself(t *testing.T) {
+	s := copyEngines["sqlite"](t)
+	if _, err := Copy(context.Background(), s, s); err == nil {
+		t.Fatal("a store was copied into itself")
+	}
+}
