@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
@@ -29,7 +30,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "keys",
-		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events|backup|restore> [--store <uri>] [--json]",
+		Usage: "<issue|list|show|update|rotate|revoke|audit|usage|events|backup|restore|copy-store> [--store <uri>] [--json]",
 		Short: "Manages keygate API keys",
 		Long: `
 Manages the API keys that keygate accepts. Keys live in the store given by
@@ -268,11 +269,7 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 				// Said, so a mistyped path is noticed at the first key.
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: no keygate store at %s yet; creating it\n", path)
 			}
-			st, err := store.Open(ctx, uri)
-			if err != nil && !store.Unavailable(err) {
-				// Not a store, or one no retry mends: the --store given.
-				return badRequest("%v", err) // it names the store, its password redacted
-			}
+			st, err := openStore(ctx, uri)
 			if err != nil {
 				return err
 			}
@@ -286,6 +283,18 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 		}
 		return nil
 	}
+}
+
+// openStore opens the store uri names. A store that is not one, or that no
+// retry mends, is invalid input (exit 2), one that did not answer is
+// unavailable (exit 5); either error names the store, its password
+// redacted.
+func openStore(ctx context.Context, uri string) (store.Store, error) {
+	st, err := store.Open(ctx, uri)
+	if err != nil && !store.Unavailable(err) {
+		return nil, badRequest("%v", err)
+	}
+	return st, err
 }
 
 // Exit statuses of `caddy keys`, one per kind of failure, so a script can
@@ -687,7 +696,14 @@ change is an audit event naming what changed (old → new) and --reason.`,
 	}
 	restore.Flags().String("reason", "", "Why (kept in the audit events of the keys it changes)")
 	restore.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
-	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore}
+	copyStore := &cobra.Command{
+		Use:   "copy-store --to URI",
+		Short: "Copy the whole store (keys, audit events, usage) into another that holds no keys, e.g. SQLite into PostgreSQL",
+		Args:  cobra.NoArgs,
+		RunE:  runOwnStore(runCopyStore),
+	}
+	copyStore.Flags().String("to", "", "The store to copy into: "+store.URIForms+"; it must hold no keys")
+	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore, copyStore}
 }
 
 // confirmed asks question on a terminal and reports a yes; it asks nothing
@@ -781,6 +797,93 @@ func (c *cli) printRestored(r restored) error {
 		}
 	}
 	return nil
+}
+
+// copiedStore is what copy-store reports.
+type copiedStore struct {
+	store.CopyReport
+	From string `json:"from"` // passwords redacted
+	To   string `json:"to"`
+}
+
+// runCopyStore copies the store into the one --to names, which must hold no
+// keys (store.Copy). An SQLite store is copied only while no gateway has it
+// open: what a gateway counted after the copy would be lost with the file.
+func runCopyStore(ctx context.Context, c *cli, args []string) error {
+	given, _ := c.flags.GetString("to")
+	if given == "" {
+		return badRequest("--to is missing: name the store to copy into, %s", store.URIForms)
+	}
+	to, err := store.ParseURI(given)
+	if err != nil {
+		return badRequest("--to: %v", err)
+	}
+	if to == c.uri {
+		return badRequest("--to names the store copied from, %s", store.RedactURI(to))
+	}
+	conflict := func(err error) error { return adminError{http.StatusConflict, "conflict", err.Error()} }
+	fromPath, fromSQLite := store.SQLitePath(c.uri)
+	if fromSQLite {
+		if _, missing := missingSQLite(c.uri); missing {
+			return badRequest("no keygate store at %s to copy (check --store and $KEYGATE_STORE)", fromPath)
+		}
+		if err := store.CheckSQLiteClosed(fromPath); err != nil {
+			return conflict(fmt.Errorf("%s: %w (the gateways must be stopped: what they count after the copy would not be in it)", fromPath, err))
+		}
+	}
+	// A large store takes longer to copy than the minute other
+	// subcommands get.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
+	defer cancel()
+	from, err := openStore(ctx, c.uri)
+	if err != nil {
+		return err
+	}
+	defer from.Close()
+	if path, missing := missingSQLite(to); missing {
+		fmt.Fprintf(c.warn, "note: no keygate store at %s yet; creating it\n", path)
+	}
+	dst, err := openStore(ctx, to)
+	if err != nil {
+		return fmt.Errorf("the store to copy into: %w", err)
+	}
+	defer dst.Close()
+	rep, err := store.Copy(ctx, from, dst)
+	if errors.Is(err, store.ErrNotEmpty) {
+		return conflict(fmt.Errorf("%s: %w", store.RedactURI(to), err))
+	}
+	if err != nil {
+		return err
+	}
+	if err := from.Close(); err != nil {
+		return err
+	}
+	if fromSQLite {
+		// It held the write lock while it copied, so nothing was lost; a
+		// gateway that started meanwhile counts into the old file now.
+		if err := store.CheckSQLiteClosed(fromPath); err != nil {
+			fmt.Fprintf(c.warn, "warning: %s: %v: a gateway started during the copy; what it writes there is not in the copy\n", fromPath, err)
+		}
+	}
+	r := copiedStore{CopyReport: rep, From: store.RedactURI(c.uri), To: store.RedactURI(to)}
+	return c.output(r, func() error {
+		_, err := fmt.Fprintf(c.out, "copied %s, %s, %s (%s by client address) to %s\n",
+			countOf(r.Keys, "key"), countOf(r.Events, "event"), countOf(r.Usage, "usage row"), countOf(r.UsageIPs, "row"), r.To)
+		return err
+	})
+}
+
+// countOf writes a count of a thing, the count with a comma between each
+// three digits: "1 key", "4,180 events".
+func countOf(n int, thing string) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if n != 1 {
+		thing += "s"
+	}
+	return s + " " + thing
 }
 
 func windowFlag(fs *pflag.FlagSet, name string) (time.Duration, error) {
