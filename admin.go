@@ -227,7 +227,9 @@ func classify(err error) adminError {
 		ae.status, ae.code = http.StatusBadRequest, "invalid_input"
 	case errors.Is(err, store.ErrNotFound):
 		ae.status, ae.code = http.StatusNotFound, "not_found"
-	case errors.As(err, &conf):
+	case errors.As(err, &conf), errors.Is(err, store.ErrStoreOpen), errors.Is(err, store.ErrNotEmpty):
+		// A key's state, or a store's: in use by a gateway (restore,
+		// copy-store), holding keys already (copy-store's target).
 		ae.status, ae.code = http.StatusConflict, "conflict"
 	case errors.Is(err, store.ErrFileGone): // says itself what to do
 		ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"

@@ -604,8 +604,8 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	later := g.issue("--name", "later", "--scope", "mail.send")
 	// Not while the gateway has the store open: it would go on with the
 	// file pulled from under it.
-	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); err == nil || !strings.Contains(errOut, fmt.Sprintf("process %d has it open", g.cmd.Process.Pid)) {
-		t.Errorf("restore while the gateway runs: %v %q, want it refused, naming the gateway's process", err, errOut)
+	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); exitStatus(t, err) != 4 || !strings.Contains(errOut, fmt.Sprintf("process %d has it open", g.cmd.Process.Pid)) {
+		t.Errorf("restore while the gateway runs: %v %q, want it refused with exit 4 (conflict), naming the gateway's process", err, errOut)
 	}
 	if r := g.call("POST", "/v3/mail/send", leaked.Key, nil); r.code() != "revoked_key" {
 		t.Errorf("the leaked key after a refused restore: %d %s", r.Status, r.Body)
