@@ -116,18 +116,9 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 		if rep.Keys, err = copyKeys(ctx, stx, tx, dst); err != nil {
 			return fmt.Errorf("keys: %w", err)
 		}
-		for _, t := range []struct {
-			table, cols, conflict string
-			n                     *int
-		}{
-			{"events", "seq, at, action, key_id, actor, reason, detail", "", &rep.Events},
-			{"usage", "key_id, hour, metric, n", "", &rep.Usage},
-			{"usage_ips", "key_id, hour, ip, n", "", &rep.UsageIPs},
-			// Gateways already on the target may have reported theirs.
-			{"route_scopes", "scope, method, path, seen_at", " ON CONFLICT DO NOTHING", &rep.RouteScopes},
-			{"route_prefixes", "prefix, seen_at", " ON CONFLICT DO NOTHING", &rep.RoutePrefixes},
-		} {
-			if *t.n, err = copyRows(ctx, stx, tx, dst.d, t.table, t.cols, t.conflict); err != nil {
+		counts := []*int{&rep.Events, &rep.Usage, &rep.UsageIPs, &rep.RouteScopes, &rep.RoutePrefixes}
+		for i, t := range copiedTables {
+			if *counts[i], err = copyRows(ctx, stx, tx, dst.d, t.table, t.cols, t.conflict); err != nil {
 				return fmt.Errorf("%s: %w", t.table, err)
 			}
 		}
@@ -151,6 +142,18 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 		return nil
 	})
 	return rep, err
+}
+
+// copiedTables are the tables Copy copies row by row, after the keys, with
+// every column (TestCopiedTablesNameEveryColumn holds them to the schemas),
+// in the order of their counts in CopyReport.
+var copiedTables = []struct{ table, cols, conflict string }{
+	{"events", "seq, at, action, key_id, actor, reason, detail", ""},
+	{"usage", "key_id, hour, metric, n", ""},
+	{"usage_ips", "key_id, hour, ip, n", ""},
+	// Gateways already on the target may have reported theirs.
+	{"route_scopes", "scope, method, path, seen_at", " ON CONFLICT DO NOTHING"},
+	{"route_prefixes", "prefix, seen_at", " ON CONFLICT DO NOTHING"},
 }
 
 // copyKeys copies every key record, through Record so that each engine's

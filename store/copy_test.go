@@ -210,3 +210,49 @@ func TestCopyRefusesOneStoreIntoItself(t *testing.T) {
 		t.Fatal("a store was copied into itself")
 	}
 }
+
+// TestCopiedTablesNameEveryColumn: a column a later migration adds to a
+// table Copy copies (or to keys) must be copied too, or a move would drop
+// it without a word. Each engine's own catalogue is read after its
+// migrations.
+func TestCopiedTablesNameEveryColumn(t *testing.T) {
+	tables := map[string]string{"keys": keyColumns}
+	for _, c := range copiedTables {
+		tables[c.table] = c.cols
+	}
+	for engine, open := range copyEngines {
+		t.Run(engine, func(t *testing.T) {
+			s := open(t)
+			err := onDB(s, func(db *DB) error {
+				for table, cols := range tables {
+					q := "SELECT name FROM pragma_table_info('" + table + "') ORDER BY name"
+					if db.d == postgresDialect {
+						q = "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '" + table + "' ORDER BY column_name"
+					}
+					rows, err := db.db.Query(q)
+					if err != nil {
+						return err
+					}
+					var have []string
+					for rows.Next() {
+						var name string
+						if err := rows.Scan(&name); err != nil {
+							return err
+						}
+						have = append(have, name)
+					}
+					rows.Close()
+					copied := strings.Split(cols, ", ")
+					slices.Sort(copied)
+					if !slices.Equal(have, copied) {
+						t.Errorf("%s: the schema has columns %v, Copy copies %v", table, have, copied)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
