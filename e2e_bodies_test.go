@@ -9,9 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -349,5 +352,68 @@ func TestAChunkedSendPastMaxBodyIsAnsweredNotReset(t *testing.T) {
 	}
 	if up.count() != 0 {
 		t.Errorf("the upstream was called %d times", up.count())
+	}
+}
+
+// TestASendWhoseAnswerBreaksOffIsCounted: the provider answers a send and
+// its connection breaks off mid-answer (reset, a load balancer's idle
+// timeout). Caddy's reverse_proxy then ends the request with a panic
+// (http.ErrAbortHandler), after the status went out. Before, that skipped
+// keygate's accounting: a send the provider took (202) was in neither the
+// key's usage, nor its log, nor the metrics, and a refused one (500) kept
+// its recipients in the quota for the rest of the day. Now each is counted
+// by the status that went out, as any other answer is.
+func TestASendWhoseAnswerBreaksOffIsCounted(t *testing.T) {
+	var taken atomic.Int32
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		status := http.StatusAccepted
+		if s := r.Header.Get("X-Test-Status"); s != "" {
+			status, _ = strconv.Atoi(s)
+		}
+		if status == http.StatusAccepted {
+			taken.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(status)
+		io.WriteString(w, `{"message`)
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.(*net.TCPConn).SetLinger(0) // a reset, not a clean end
+			conn.Close()
+		}
+	}))
+	defer provider.Close()
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: provider.URL}) // quota 4/d
+	k := g.issue("--name", "broken-answers", "--scope", "mail.send")
+	two := sgBody("a@example.com", "r1@example.org", "r2@example.org")
+
+	if r := g.call("POST", "/v3/mail/send", k.Key, two); r.Status != http.StatusAccepted {
+		t.Fatalf("a send the provider took: %d %s", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, two, "X-Test-Status", "500"); r.Status != http.StatusInternalServerError {
+		t.Fatalf("a send the provider refused: %d %s", r.Status, r.Body)
+	}
+	if taken.Load() != 1 {
+		t.Fatalf("the provider took %d sends, want 1", taken.Load())
+	}
+	var u usageJSON
+	if eventually(t, 5*time.Second, func() bool { u = g.usage(k.ID); return u.Allowed == 2 }) < 0 {
+		t.Errorf("usage counts %d requests of the two the provider answered mid-way", u.Allowed)
+	}
+	if u.Recipients != 2 || u.Statuses["2xx"] != 1 || u.Statuses["5xx"] != 1 {
+		t.Errorf("usage: %d recipients, statuses %v; want the taken send's 2 recipients, one 2xx and one 5xx", u.Recipients, u.Statuses)
+	}
+	if n := g.metric(`keygate_requests_total{decision="allowed"}`); n != 2 {
+		t.Errorf(`keygate_requests_total{decision="allowed"} = %v, want 2`, n)
+	}
+	// The quota holds the taken send's two recipients, not the refused one's.
+	if r := g.call("POST", "/v3/mail/send", k.Key, two); r.Status != http.StatusAccepted {
+		t.Errorf("3 and 4 of 4: %d %s (the refused send kept its recipients in the quota)", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r3@example.org")); r.code() != "quota_exceeded" {
+		t.Errorf("5 of 4: %d %s, want quota_exceeded", r.Status, r.Body)
 	}
 }

@@ -564,23 +564,52 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	q.setRateHeaders(w.Header(), policy, res, qs)
 
 	// 6. Placeholders (set above), one usage record, count, next.
-	// An error goes no further than keygate: Caddy's error log would write
-	// the request headers, keys included (logs.go).
+	h.forward(w, r, next, q, ip, t, recipients, qs)
+	return nil
+}
+
+// forward calls the next handler (normally reverse_proxy) for an allowed
+// request, then counts it and writes its usage line. An error goes no
+// further than keygate: Caddy's error log would write the request
+// headers, keys included (logs.go).
+//
+// The counting is deferred: a handler may end the request with a panic,
+// as reverse_proxy does (http.ErrAbortHandler) when the upstream's answer
+// breaks off after its status went out (the provider's connection reset
+// mid-body) or the client's connection fails while it is written. The
+// provider has answered by then, and may have taken the send: it is
+// counted, logged and kept in the quota like any other, by the status
+// that went out. Without this, a send the provider took left no trace in
+// the key's usage, its log or the metrics.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, q *request, ip string, t time.Time, recipients int64, qs *quotaState) {
 	sw := q.statusWriter(w)
-	err := next.ServeHTTP(sw, r)
+	var err error
+	done := false
+	defer func() {
+		if !done && !sw.sent {
+			// Ended before any answer: the client's connection is closed
+			// with none, as by a proxy whose upstream failed, and the
+			// request may have gone out.
+			sw.status, err = http.StatusBadGateway, errAborted
+		}
+		if recipients > 0 && !mayHaveSent(sw.status, err) {
+			if qs != nil {
+				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
+			}
+			recipients = 0
+		}
+		h.record(r, q, ip, sw.status, recipients, t)
+	}()
+	err = next.ServeHTTP(sw, r)
 	if err != nil {
 		h.answerError(sw, r, q, ip, t, err)
 	}
-	status := sw.status
-	if recipients > 0 && !mayHaveSent(status, err) {
-		if qs != nil {
-			h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
-		}
-		recipients = 0
-	}
-	h.record(r, q, ip, status, recipients, t)
-	return nil
+	done = true
 }
+
+// errAborted stands for the error of a next handler that ended the
+// request with a panic before it answered.
+var errAborted = errors.New("the handler aborted the request")
 
 // redactSpan takes a key the URL holds out of the request's span, when
 // Caddy's tracing records one: the span is exported when the request ends,
