@@ -417,3 +417,61 @@ func TestASendWhoseAnswerBreaksOffIsCounted(t *testing.T) {
 		t.Errorf("5 of 4: %d %s, want quota_exceeded", r.Status, r.Body)
 	}
 }
+
+// TestASendTheProviderNeverReceivedWholeIsNotCounted: the provider's
+// connection resets while the send's body is still being uploaded to it (a
+// load balancer restarting, a provider refusing large bodies by closing).
+// The client gets 502 and its SDK may send again; the provider has no
+// whole request, so nothing went out. Before, any failure other than a
+// refused dial counted as "may have gone out": each attempt of an SDK
+// retrying through such an outage took its recipients from the key's quota
+// and counted them as sent. A connection that fails after the provider had
+// the whole body still counts (it may have taken the send).
+func TestASendTheProviderNeverReceivedWholeIsNotCounted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(conn net.Conn) {
+				defer conn.Close()
+				conn.(*net.TCPConn).SetLinger(0) // a reset, as a crashed peer's
+				req, err := http.ReadRequest(bufio.NewReader(conn))
+				if err == nil && req.Header.Get("X-Test-Read") == "all" {
+					io.Copy(io.Discard, req.Body) // the whole request, then no answer
+				}
+			}(conn)
+		}
+	}()
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: "http://" + ln.Addr().String()}) // quota 4/d
+	k := g.issue("--name", "retrying", "--scope", "mail.send")
+	large := sgBody("a@example.com", "r1@example.org")
+	large = append(large[:len(large)-1], []byte(`,"attachments":[{"filename":"scan.pdf","content":"`+strings.Repeat("A", 8<<20)+`"}]}`)...)
+
+	for i := range 4 { // as an SDK retrying a 502
+		r := g.call("POST", "/v3/mail/send", k.Key, large)
+		if r.Status != http.StatusBadGateway {
+			t.Fatalf("attempt %d: %d %s, want 502", i+1, r.Status, r.Body)
+		}
+	}
+	r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r2@example.org"), "X-Test-Read", "all")
+	if r.Status != http.StatusBadGateway {
+		t.Fatalf("a send whose whole body the provider read: %d %s, want 502", r.Status, r.Body)
+	}
+	if got := r.Header.Get("RateLimit"); got != `"quota";r=3;t=`+strings.SplitN(got, ";t=", 2)[1] {
+		t.Errorf("RateLimit %q on the fifth attempt: the four never received kept recipients in the quota", got)
+	}
+	var u usageJSON
+	if eventually(t, 5*time.Second, func() bool { u = g.usage(k.ID); return u.Allowed == 5 }) < 0 {
+		t.Fatalf("usage counts %d requests, want 5", u.Allowed)
+	}
+	if u.Recipients != 1 {
+		t.Errorf("usage counts %d recipients, want 1: the send the provider had whole", u.Recipients)
+	}
+}

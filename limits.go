@@ -119,18 +119,20 @@ func (h *Handler) releaseQuota(ctx context.Context, qs *quotaState, n int64, t t
 
 // mayHaveSent reports whether a send's request may have reached the
 // provider and been taken: its answer was 2xx, or the proxy failed after
-// the request may have gone out (an answer that timed out). A provider's
-// refusal (any other status) or a connection never made sends nothing, and
-// its recipients are neither counted in the key's usage nor kept from its
-// quota: an SDK retrying through a provider's outage does not use the
-// quota up.
-func mayHaveSent(status int, err error) bool {
+// the whole request may have gone out (an answer that timed out). A
+// provider's refusal (any other status), a connection never made, or one
+// that failed before the upstream's transport had read the whole body
+// (bodyOut false: the provider's connection reset mid-upload, the client
+// gone before the request was passed on) sends nothing, and its recipients
+// are neither counted in the key's usage nor kept from its quota: an SDK
+// retrying through a provider's outage does not use the quota up.
+func mayHaveSent(status int, err error, bodyOut bool) bool {
 	if err == nil {
 		return status >= 200 && status < 300
 	}
 	var op *net.OpError
 	var dns *net.DNSError
-	return !(errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns))
+	return bodyOut && !(errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns))
 }
 
 // policyCache keeps the RateLimit-Policy values of limits and quotas other

@@ -564,7 +564,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	q.setRateHeaders(w.Header(), policy, res, qs)
 
 	// 6. Placeholders (set above), one usage record, count, next.
-	h.forward(w, r, next, q, ip, t, recipients, qs)
+	h.forward(w, r, next, q, ip, t, body, recipients, qs)
 	return nil
 }
 
@@ -581,7 +581,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // counted, logged and kept in the quota like any other, by the status
 // that went out. Without this, a send the provider took left no trace in
 // the key's usage, its log or the metrics.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, q *request, ip string, t time.Time, recipients int64, qs *quotaState) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, q *request, ip string, t time.Time, body *sendBody, recipients int64, qs *quotaState) {
 	sw := q.statusWriter(w)
 	var err error
 	done := false
@@ -592,7 +592,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
-		if recipients > 0 && !mayHaveSent(sw.status, err) {
+		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load()) {
 			if qs != nil {
 				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
 			}

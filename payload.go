@@ -262,6 +262,10 @@ type sendBody struct {
 	whole  *[]byte      // buf's whole pooled array, as the pool holds it
 	refs   atomic.Int32 // the handler's and the reader's
 	held   atomic.Int64 // bytes taken from bodies, until the handler is done
+
+	// readOut is set once a reader has had the body's last byte: until
+	// then the upstream cannot have the whole request (mayHaveSent).
+	readOut atomic.Bool
 }
 
 // bodies bounds the memory every send body held at once may take, across
@@ -408,6 +412,7 @@ func (b *sendBody) Read(p []byte) (int, error) {
 	if last {
 		b.done = true
 		b.reader.Reset(nil)
+		b.readOut.Store(true)
 	}
 	b.mu.Unlock()
 	if last {
