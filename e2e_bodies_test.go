@@ -355,6 +355,63 @@ func TestAChunkedSendPastMaxBodyIsAnsweredNotReset(t *testing.T) {
 	}
 }
 
+// TestAReadSendReachesTheProviderWithItsLength: a send keygate has read
+// whole goes on with a Content-Length, not chunked as the client sent it
+// (an API behind a load balancer that wants a length refuses a chunked
+// request, and Caddy alone would pass it on chunked), and without the
+// client's Expect: 100-continue, whose answer it already had from keygate:
+// the provider's own 100 reached the client as a second one.
+func TestAReadSendReachesTheProviderWithItsLength(t *testing.T) {
+	type got struct {
+		length int64
+		te     []string
+		expect string
+		body   []byte
+	}
+	reqs := make(chan got, 4)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		reqs <- got{r.ContentLength, r.TransferEncoding, r.Header.Get("Expect"), body}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer up.Close()
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "chunked", "--scope", "mail.send")
+	addr := strings.TrimPrefix(g.siteURL, "http://")
+	body := sgBody("news@shop.example.com", "a@example.org")
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, "POST /v3/mail/send HTTP/1.1\r\nHost: "+addr+"\r\nAuthorization: Bearer "+k.Key+
+		"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("%v %v, want 100 Continue first", resp, err)
+	}
+	fmt.Fprintf(conn, "%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%v %v, want the provider's 202, and no second 100 Continue before it", resp, err)
+	}
+	r := <-reqs
+	if r.length != int64(len(body)) || len(r.te) != 0 || r.expect != "" || !bytes.Equal(r.body, body) {
+		t.Errorf("the provider got Content-Length %d, Transfer-Encoding %q, Expect %q, body intact %v; want %d, none, none, true",
+			r.length, r.te, r.expect, bytes.Equal(r.body, body), len(body))
+	}
+}
+
 // TestASendWhoseAnswerBreaksOffIsCounted: the provider answers a send and
 // its connection breaks off mid-answer (reset, a load balancer's idle
 // timeout). Caddy's reverse_proxy then ends the request with a panic

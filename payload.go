@@ -71,6 +71,12 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	r.Body.Close()
 	r.Body = sb
 	r.ContentLength = int64(len(body))
+	// The whole body is here: the provider gets it with its length and at
+	// once, not chunked as the client may have sent it, nor after asking
+	// for a 100 Continue of its own (which would reach the client as a
+	// second one).
+	r.TransferEncoding = nil
+	r.Header.Del("Expect")
 	var msg mailapi.Message
 	if query {
 		msg, err = h.dialect.InspectQuery(r.URL.RawQuery, true, r.Header.Get("Content-Type"), body)
