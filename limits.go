@@ -11,6 +11,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
 	"github.com/keygate/caddy-keygate/ratelimit"
 	"github.com/keygate/caddy-keygate/store"
 )
@@ -125,14 +127,35 @@ func (h *Handler) releaseQuota(ctx context.Context, qs *quotaState, n int64, t t
 // (bodyOut false: the provider's connection reset mid-upload, the client
 // gone before the request was passed on) sends nothing, and its recipients
 // are neither counted in the key's usage nor kept from its quota: an SDK
-// retrying through a provider's outage does not use the quota up.
+// retrying through a provider's outage does not use the quota up. status
+// is what the client was answered: after an error that sent nothing, a 2xx
+// says the site's handle_errors sent it elsewhere (a fallback provider's
+// reverse_proxy there), and it counts.
 func mayHaveSent(status int, err error, bodyOut bool) bool {
-	if err == nil {
+	if err == nil || !bodyOut || neverSent(err) {
 		return status >= 200 && status < 300
 	}
+	return true
+}
+
+// neverSent reports whether the next handler's error says the request went
+// to no provider: no connection made to any (reverse_proxy wraps its
+// dialer's errors, the DNS lookup's among them, in a DialError, which
+// errors.As does not see through), or none to try (every upstream marked
+// down by its health checks or fail_duration; its error is unexported, so
+// it is known by its text).
+func neverSent(err error) bool {
 	var op *net.OpError
 	var dns *net.DNSError
-	return bodyOut && !(errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns))
+	if errors.As(err, new(reverseproxy.DialError)) || errors.As(err, &op) && op.Op == "dial" || errors.As(err, &dns) {
+		return true
+	}
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == "no upstreams available" {
+			return true
+		}
+	}
+	return false
 }
 
 // policyCache keeps the RateLimit-Policy values of limits and quotas other
