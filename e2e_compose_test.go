@@ -2,7 +2,11 @@ package keygate_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -70,4 +74,91 @@ func TestASendNoProviderTookKeepsItsRecipientsThroughReverseProxy(t *testing.T) 
 	if u := g.usage(k.ID); u.Recipients != 8 || u.Allowed != 13 {
 		t.Errorf("usage: %d recipients in %d allowed requests, want 8 (the 4 sends that went) in 13", u.Recipients, u.Allowed)
 	}
+}
+
+// TestASendRetriedOnAnotherUpstreamIsCountedOnce: reverse_proxy's own
+// retries happen inside the one request keygate checked, so however many
+// upstreams a send is tried on, its rate, quota and usage count it once.
+// A first upstream that reads the whole send and drops the connection may
+// have sent it: Caddy retries a POST only when lb_retry_match says so, and
+// only with request_buffers can it send the body again (without, the retry
+// fails on the body the first attempt read, as with no keygate, and the
+// send is counted, since the first upstream had it whole).
+func TestASendRetriedOnAnotherUpstreamIsCountedOnce(t *testing.T) {
+	up := newUpstream(t)
+	for _, v := range []struct {
+		name, opts       string
+		first, second    int // the two sends' statuses
+		recipients, sent int64
+	}{
+		// The first send is retried on the second upstream, which takes
+		// it; the first upstream is then down, and the second send goes
+		// to the second upstream at once.
+		{"request_buffers", "request_buffers 1MB", 202, 202, 4, 2},
+		// The retry fails on the body, and marks the second upstream down
+		// too: the second send finds no upstream, and is not counted.
+		{"no request_buffers", "", 502, 503, 2, 2},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			drop, dropped := newDroppingUpstream(t)
+			g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		rate 100/m
+		quota 100/d
+	}
+	reverse_proxy ` + drop + ` {UPSTREAM} {
+		lb_policy first
+		lb_retries 2
+		lb_retry_match {
+			method POST
+		}
+		fail_duration 1m
+		` + v.opts + `
+	}
+`)})
+			k := g.issue("--name", "retried", "--scope", "mail.send")
+			body := sgBody("a@shop.example.com", "x@example.org", "y@example.org")
+			send := func(want int) *response {
+				t.Helper()
+				r := g.call("POST", "/v3/mail/send", k.Key, body, "Content-Type", "application/json")
+				if r.Status != want {
+					t.Fatalf("%d %s, want %d\n%s", r.Status, r.Body, want, g.logs())
+				}
+				return r
+			}
+			send(v.first)
+			if n := dropped(); n != 1 {
+				t.Fatalf("the first upstream had %d sends, want the first one", n)
+			}
+			// The second send's own reservation, after the first send
+			// counted once for its two attempts.
+			r := send(v.second)
+			if got := strings.Join(r.Header.Values("RateLimit"), ", "); !strings.Contains(got, `"default";r=98;`) || !strings.Contains(got, `"quota";r=96;`) {
+				t.Errorf("RateLimit of the second send: %s, want 98 requests and 96 recipients left", got)
+			}
+			g.stop()
+			if u := g.usage(k.ID); u.Recipients != v.recipients || u.Allowed != v.sent {
+				t.Errorf("usage: %d recipients in %d allowed requests, want %d in %d", u.Recipients, u.Allowed, v.recipients, v.sent)
+			}
+		})
+	}
+}
+
+// newDroppingUpstream is an upstream that reads a request's whole body and
+// then closes the connection without an answer; it returns its address and
+// how many requests it had.
+func newDroppingUpstream(t *testing.T) (string, func() int) {
+	var n atomic.Int32
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		io.Copy(io.Discard, r.Body)
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://"), func() int { return int(n.Load()) }
 }
