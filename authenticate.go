@@ -3,6 +3,7 @@ package keygate
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -306,9 +307,18 @@ func failingClient(ip string) string {
 }
 
 // clientIP is the client address as Caddy determined it, so
-// trusted_proxies is respected.
+// trusted_proxies is respected, except where Caddy took it from what the
+// client wrote itself (forwardedByPeer).
 func clientIP(r *http.Request) string {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if ip, ok := vars[caddyhttp.ClientIPVarKey].(string); ok && ip != "" {
+		if trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); trusted {
+			if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv != nil && srv.TrustedProxiesStrict == 0 {
+				if peer, ok := forwardedByPeer(r.Header, srv.ClientIPHeaders); ok {
+					return peer
+				}
+			}
+		}
 		return ip
 	}
 	host := r.RemoteAddr
@@ -319,4 +329,36 @@ func clientIP(r *http.Request) string {
 		host = host[1 : len(host)-1]
 	}
 	return host
+}
+
+// forwardedByPeer returns the right-most address in the client IP headers
+// (Caddy's client_ip_headers, in their order): the one the trusted proxy
+// that connected to Caddy added itself. Without trusted_proxies_strict
+// Caddy takes the left-most instead, which a proxy that appends to
+// X-Forwarded-For (as load balancers and CDNs do) passes on as its client
+// wrote it: "X-Forwarded-For: 10.0.0.1" would then satisfy a key's
+// allow_ip, and a fresh value on every request escape failed_auth_limit,
+// or make another client's address reach it. Strict mode walks the chain
+// right to left past the trusted proxies, so keygate takes Caddy's answer
+// there; without it the right-most address is the one nobody but a trusted
+// proxy wrote. Parsed as Caddy parses it: a port or a zone is dropped, and
+// what is no address is skipped.
+func forwardedByPeer(hdr http.Header, names []string) (string, bool) {
+	for i := len(names) - 1; i >= 0; i-- {
+		values := hdr.Values(names[i])
+		for j := len(values) - 1; j >= 0; j-- {
+			parts := strings.Split(values[j], ",")
+			for k := len(parts) - 1; k >= 0; k-- {
+				host, _, err := net.SplitHostPort(strings.TrimSpace(parts[k]))
+				if err != nil {
+					host = parts[k]
+				}
+				host, _, _ = strings.Cut(strings.TrimSpace(host), "%")
+				if addr, err := netip.ParseAddr(host); err == nil {
+					return addr.String(), true
+				}
+			}
+		}
+	}
+	return "", false
 }
