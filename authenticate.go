@@ -331,9 +331,10 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// forwardedByPeer returns the right-most address in the client IP headers
-// (Caddy's client_ip_headers, in their order): the one the trusted proxy
-// that connected to Caddy added itself. Without trusted_proxies_strict
+// forwardedByPeer returns the right-most address of the first of the client
+// IP headers (Caddy's client_ip_headers, in their order, as Caddy reads
+// them) that holds one: the one the trusted proxy that connected to Caddy
+// added itself. Without trusted_proxies_strict
 // Caddy takes the left-most instead, which a proxy that appends to
 // X-Forwarded-For (as load balancers and CDNs do) passes on as its client
 // wrote it: "X-Forwarded-For: 10.0.0.1" would then satisfy a key's
@@ -344,8 +345,8 @@ func clientIP(r *http.Request) string {
 // proxy wrote. Parsed as Caddy parses it: a port or a zone is dropped, and
 // what is no address is skipped.
 func forwardedByPeer(hdr http.Header, names []string) (string, bool) {
-	for i := len(names) - 1; i >= 0; i-- {
-		values := hdr.Values(names[i])
+	for _, name := range names {
+		values := hdr.Values(name)
 		for j := len(values) - 1; j >= 0; j-- {
 			parts := strings.Split(values[j], ",")
 			for k := len(parts) - 1; k >= 0; k-- {

@@ -473,3 +473,29 @@ func FuzzBasicAgreesWithNetHTTP(f *testing.F) {
 		}
 	})
 }
+
+// TestForwardedByPeerReadsTheHeadersInCaddysOrder: the client IP headers
+// are read in the order client_ip_headers lists them, as Caddy reads them,
+// and the first that holds an address decides, by its right-most one. A
+// header listed later (one the client may have set itself) decides only
+// when the earlier ones hold none.
+func TestForwardedByPeerReadsTheHeadersInCaddysOrder(t *testing.T) {
+	names := []string{"X-Forwarded-For", "X-Real-IP"}
+	for _, c := range []struct {
+		hdr  http.Header
+		want string
+	}{
+		{http.Header{"X-Forwarded-For": {"10.0.0.1, 198.51.100.7"}, "X-Real-Ip": {"10.0.0.2"}}, "198.51.100.7"},
+		{http.Header{"X-Forwarded-For": {"10.0.0.1", "198.51.100.7:4711"}}, "198.51.100.7"},
+		{http.Header{"X-Forwarded-For": {"[2001:db8::7]:55000"}}, "2001:db8::7"},
+		{http.Header{"X-Forwarded-For": {"unknown"}, "X-Real-Ip": {"203.0.113.9"}}, "203.0.113.9"},
+		{http.Header{"X-Forwarded-For": {"198.51.100.7, junk"}}, "198.51.100.7"},
+	} {
+		if got, ok := forwardedByPeer(c.hdr, names); !ok || got != c.want {
+			t.Errorf("%v: %q %v, want %q", c.hdr, got, ok, c.want)
+		}
+	}
+	if got, ok := forwardedByPeer(http.Header{}, names); ok {
+		t.Errorf("no header: %q, want none", got)
+	}
+}
