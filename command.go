@@ -852,6 +852,9 @@ func runCopyStore(ctx context.Context, c *cli, args []string) error {
 	if errors.Is(err, store.ErrNotEmpty) {
 		return conflict(fmt.Errorf("%s: %w", store.RedactURI(to), err))
 	}
+	if errors.Is(err, store.ErrSameStore) { // one file under two names
+		return badRequest("--to names the store copied from, %s: %v", store.RedactURI(to), err)
+	}
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -112,6 +114,18 @@ func TestCopyStoreMovesAGatewayFromSQLiteToPostgres(t *testing.T) {
 		outputs = append(outputs, out, errOut)
 		return out, errOut, exitStatus(t, err)
 	}
+	t.Run("refused into the same file under another name", func(t *testing.T) {
+		link := filepath.Join(t.TempDir(), "link.db")
+		if err := os.Symlink(strings.TrimPrefix(g.store, "sqlite:"), link); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		out, errOut, code := copyStore("--to", link)
+		if code != 2 || out != "" || !strings.Contains(errOut, "--to names the store copied from") || time.Since(start) > 3*time.Second {
+			t.Errorf("exit %d after %v, stdout %q, stderr %q; want exit 2 at once, saying --to names the store copied from",
+				code, time.Since(start), out, errOut)
+		}
+	})
 	out, errOut, code := copyStore("--to", pg.URI)
 	if code != 0 {
 		t.Fatalf("copy-store: exit %d: %s%s", code, out, errOut)

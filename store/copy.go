@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -28,6 +29,11 @@ var ErrNotEmpty = errors.New("the store to copy into holds keys already")
 // ErrNotCopyable means a store is not one Copy reads or writes.
 var ErrNotCopyable = errors.New("not a SQL store")
 
+// ErrSameStore means the two stores given to Copy are one: the same
+// handle, or one SQLite file under two names (a symbolic or hard link,
+// which the URIs do not show).
+var ErrSameStore = errors.New("the two stores are one")
+
 // Copy copies the store from into the store to, which must hold no keys:
 // every key record as it is, the audit events with their sequence numbers
 // (to's next event is numbered after the last one copied, so a reader of
@@ -45,10 +51,16 @@ var ErrNotCopyable = errors.New("not a SQL store")
 // only then, so a copy that fails leaves to without any of it.
 func Copy(ctx context.Context, from, to Store) (CopyReport, error) {
 	var rep CopyReport
+	if sameSQLiteFile(from, to) {
+		// Not waited for: the copy's write on to would queue behind its own
+		// read lock on from until the busy timeout, then fail as a store
+		// that did not answer.
+		return CopyReport{}, fmt.Errorf("keygate store: copy: %w", ErrSameStore)
+	}
 	err := onDB(from, func(src *DB) error {
 		return onDB(to, func(dst *DB) error {
 			if src == dst {
-				return errors.New("the two stores are one")
+				return ErrSameStore
 			}
 			var err error
 			rep, err = copyDB(ctx, src, dst)
@@ -75,6 +87,20 @@ func onDB(s Store, fn func(*DB) error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %T", ErrNotCopyable, s)
+}
+
+// sameSQLiteFile reports whether a and b are SQLite stores open on one file.
+func sameSQLiteFile(a, b Store) bool {
+	fa, ok := a.(*sqliteFile)
+	fb, okb := b.(*sqliteFile)
+	if !ok || !okb || fa == fb {
+		return ok && okb
+	}
+	fa.mu.RLock()
+	defer fa.mu.RUnlock()
+	fb.mu.RLock()
+	defer fb.mu.RUnlock()
+	return os.SameFile(fa.file, fb.file)
 }
 
 // snapshot is how a copy reads its source without seeing later writes.

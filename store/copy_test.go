@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -206,8 +207,29 @@ func TestCopyThatFailsLeavesTheTargetEmpty(t *testing.T) {
 
 func TestCopyRefusesOneStoreIntoItself(t *testing.T) {
 	s := copyEngines["sqlite"](t)
-	if _, err := Copy(context.Background(), s, s); err == nil {
-		t.Fatal("a store was copied into itself")
+	if _, err := Copy(context.Background(), s, s); !errors.Is(err, ErrSameStore) {
+		t.Fatalf("a store copied into itself: %v, want ErrSameStore", err)
+	}
+}
+
+// One SQLite file under two names (a symbolic link, as a data directory
+// reached by two paths) is one store: refused at once, not after the busy
+// timeout as a store that did not answer (the copy's write waited for its
+// own read's lock), which `caddy keys` would call unavailable (exit 5).
+func TestCopyRefusesOneSQLiteFileUnderTwoNames(t *testing.T) {
+	dir := t.TempDir()
+	from := openFollowing(t, filepath.Join(dir, "keys.db"))
+	mustCreate(t, from, minimalRecord("key_one", time.Now()))
+	if err := os.Symlink(filepath.Join(dir, "keys.db"), filepath.Join(dir, "link.db")); err != nil {
+		t.Fatal(err)
+	}
+	to := openFollowing(t, filepath.Join(dir, "link.db"))
+	start := time.Now()
+	if _, err := Copy(context.Background(), from, to); !errors.Is(err, ErrSameStore) {
+		t.Fatalf("a file copied into itself through a link: %v, want ErrSameStore", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refused after %v, want at once", d)
 	}
 }
 
