@@ -702,7 +702,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 		Args:  cobra.NoArgs,
 		RunE:  runOwnStore(runCopyStore),
 	}
-	copyStore.Flags().String("to", "", "The store to copy into: "+store.URIForms+"; it must hold no keys")
+	copyStore.Flags().String("to", "", "The store to copy into: "+store.URIForms+"; it must hold no keys; - reads it from stdin (keeps a password out of shell history and ps)")
 	return []*cobra.Command{issue, list, show, update, rotate, revoke, audit, usageCmd, events, backup, restore, copyStore}
 }
 
@@ -813,6 +813,14 @@ func runCopyStore(ctx context.Context, c *cli, args []string) error {
 	given, _ := c.flags.GetString("to")
 	if given == "" {
 		return badRequest("--to is missing: name the store to copy into, %s", store.URIForms)
+	}
+	if given == "-" {
+		// A PostgreSQL URI holds its password: on the command line, ps
+		// shows it to every local user for as long as the copy runs.
+		var err error
+		if given, err = toValue.read(os.Stdin); err != nil {
+			return err
+		}
 	}
 	to, err := store.ParseURI(given)
 	if err != nil {
@@ -947,16 +955,37 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	return c.output(recs, func() error { return c.printTable(recs) })
 }
 
-// maxKeyLine bounds what --key - reads from a pipe: far more than a key.
+// maxKeyLine bounds what --key - (or --to -) reads from a pipe: far more
+// than a key, or a store's URI.
 const maxKeyLine = 1024
 
-// readKey reads the value of --key - from in: typed without echo when in is
-// a terminal, else the first line of what is piped in, trimmed. Errors never
-// quote what was read.
-func readKey(in *os.File) (string, error) {
+// stdinValue is a flag whose value "-" is read from standard input, so the
+// value stays out of shell history and ps: --key - (a leaked key), --to -
+// (a store URI with its password).
+type stdinValue struct {
+	flag   string // as the user gave it, for messages: "--key -"
+	what   string // what it holds, for messages: "key"
+	prompt string // asked on a terminal
+}
+
+var (
+	keyValue = stdinValue{"--key -", "key", "Key to revoke (input hidden): "}
+	toValue  = stdinValue{"--to -", "store URI", "URI of the store to copy into (input hidden): "}
+)
+
+// readKey reads the value of --key - from in (stdinValue.read).
+func readKey(in *os.File) (string, error) { return keyValue.read(in) }
+
+// readKeyLine reads the value of --key - from a pipe (stdinValue.readLine).
+func readKeyLine(r io.Reader) (string, error) { return keyValue.readLine(r) }
+
+// read reads the value from in: typed without echo when in is a terminal,
+// else the first line of what is piped in, trimmed. Errors never quote what
+// was read.
+func (v stdinValue) read(in *os.File) (string, error) {
 	fd := int(in.Fd())
 	if !term.IsTerminal(fd) {
-		return readKeyLine(in)
+		return v.readLine(in)
 	}
 	// ReadPassword turns echo off; restore it if Ctrl-C ends the process
 	// mid-prompt, or the shell is left without echo.
@@ -975,30 +1004,30 @@ func readKey(in *os.File) (string, error) {
 			}
 		}()
 	}
-	fmt.Fprint(os.Stderr, "Key to revoke (input hidden): ")
+	fmt.Fprint(os.Stderr, v.prompt)
 	b, err := term.ReadPassword(fd)
 	fmt.Fprintln(os.Stderr)
-	if err != nil && err != io.EOF { // EOF: Ctrl-D, no key
-		return "", fmt.Errorf("--key -: reading the key from the terminal: %v", err)
+	if err != nil && err != io.EOF { // EOF: Ctrl-D, nothing typed
+		return "", fmt.Errorf("%s: reading the %s from the terminal: %v", v.flag, v.what, err)
 	}
-	return readKeyLine(bytes.NewReader(b))
+	return v.readLine(bytes.NewReader(b))
 }
 
-// readKeyLine returns the first line of r, trimmed; a pipe that holds more
+// readLine returns the first line of r, trimmed; a pipe that holds more
 // (e.g. a file's trailing newline or notes) is not read further.
-func readKeyLine(r io.Reader) (string, error) {
+func (v stdinValue) readLine(r io.Reader) (string, error) {
 	line, err := bufio.NewReader(io.LimitReader(r, maxKeyLine+1)).ReadString('\n')
 	if err != nil && err != io.EOF {
-		return "", fmt.Errorf("--key -: reading standard input: %v", err)
+		return "", fmt.Errorf("%s: reading standard input: %v", v.flag, err)
 	}
 	if len(line) > maxKeyLine && !strings.HasSuffix(line, "\n") {
-		return "", badRequest("--key -: the first line of standard input is too long to be a key")
+		return "", badRequest("%s: the first line of standard input is too long to be a %s", v.flag, v.what)
 	}
-	key := strings.TrimSpace(line)
-	if key == "" {
-		return "", badRequest("--key -: no key on standard input")
+	value := strings.TrimSpace(line)
+	if value == "" {
+		return "", badRequest("%s: no %s on standard input", v.flag, v.what)
 	}
-	return key, nil
+	return value, nil
 }
 
 // output prints v as JSON with --json, else the human form.
