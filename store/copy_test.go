@@ -278,3 +278,48 @@ func TestCopiedTablesNameEveryColumn(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyNamesEveryTable: a table a later migration adds is copied, or
+// named here as one a copy leaves behind on purpose; else a move would drop
+// what it holds without a word (TestCopiedTablesNameEveryColumn holds the
+// columns of the tables copied).
+func TestCopyNamesEveryTable(t *testing.T) {
+	known := map[string]bool{"keys": true}
+	for _, c := range copiedTables {
+		known[c.table] = true
+	}
+	// The target keeps its own: its change log (each copied key is one
+	// change in it), the console's secret and flashes, the schema version.
+	for _, table := range []string{"changes", "console_secrets", "console_flashes", "schema_migrations", "sqlite_sequence"} {
+		known[table] = true
+	}
+	for engine, open := range copyEngines {
+		t.Run(engine, func(t *testing.T) {
+			s := open(t)
+			err := onDB(s, func(db *DB) error {
+				q := "SELECT name FROM sqlite_master WHERE type = 'table'"
+				if db.d == postgresDialect {
+					q = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+				}
+				rows, err := db.db.Query(q)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for rows.Next() {
+					var name string
+					if err := rows.Scan(&name); err != nil {
+						return err
+					}
+					if !known[name] {
+						t.Errorf("table %s is neither copied by Copy nor named as one it leaves behind", name)
+					}
+				}
+				return rows.Err()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
