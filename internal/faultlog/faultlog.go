@@ -95,16 +95,16 @@ func (f *Fault) Observe(now time.Time, err error) {
 	due := now.Sub(f.lastLine) >= f.interval
 	var l Line
 	switch {
-	case err == nil && !f.failing:
-		// Failures that came and went since the previous line.
+	case err == nil && (!f.failing || f.quiet):
+		// Failures that came and went since the previous line: the end of
+		// a quiet one too, if an interval has passed (the next attempt may
+		// be hours away, a key lookup's on a quiet gateway).
+		f.failing, f.quiet = false, false
 		if f.unreported == 0 || !due {
 			return
 		}
 		l = Line{Kind: Ended, Failures: f.unreported, Total: f.total, Since: f.since}
 		f.lastLine, f.unreported = now, 0
-	case err == nil && f.quiet:
-		f.failing, f.quiet = false, false
-		return
 	case err == nil:
 		l = Line{Kind: Ended, Failures: f.unreported, Total: f.total, Since: f.since}
 		f.failing, f.lastLine, f.unreported = false, now, 0

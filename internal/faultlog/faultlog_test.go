@@ -129,6 +129,31 @@ func TestAFaultThatComesAndGoesIsAFewLines(t *testing.T) {
 	}
 }
 
+// A fault that begins again within an interval of the previous line, and
+// whose end is the first attempt an interval after that line, is reported
+// by that attempt: key lookups on a quiet gateway may be the only
+// attempts, three failed lookups (three clients answered 503) and the next
+// one, which works, an hour later. Before, that success ended the fault
+// without a line, and the failures waited for yet another attempt.
+func TestAQuietFaultEndingAnIntervalLaterIsReported(t *testing.T) {
+	var lines []Line
+	f := New(time.Minute, func(l Line) { lines = append(lines, l) })
+	at := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+	down := errors.New("connection refused")
+	f.Observe(at, down)
+	f.Observe(at.Add(time.Second), nil) // began, ended
+	for _, s := range []time.Duration{30, 40, 50} {
+		f.Observe(at.Add(s*time.Second), down) // within the minute: quiet
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d lines before the fault's end, want the first fault's 2", len(lines))
+	}
+	f.Observe(at.Add(time.Hour), nil)
+	if len(lines) != 3 || lines[2].Kind != Ended || lines[2].Failures != 3 || f.Failing() {
+		t.Fatalf("after a success an hour later: lines %+v, want a third, Ended with the 3 failures", lines)
+	}
+}
+
 // A success while nothing fails, every good poll and flush, takes no lock:
 // it does not wait behind a line being written to a slow log, and a fault's
 // lines still come in order around it.
