@@ -593,7 +593,11 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 		return
 	}
 	fields = []zap.Field{zap.Int("failures", l.Total), zap.Duration("after", l.Duration)}
-	if d := b.droppedSince(); d.Requests > 0 || d.KeyHours > 0 {
+	d := b.droppedSince()
+	// Said once: a failure within an interval of this line continues the
+	// fault (faultlog), and its end would say these again.
+	b.dropped = b.usage.Dropped()
+	if d.Requests > 0 || d.KeyHours > 0 {
 		b.logger.Error(fmt.Sprintf("keygate: writing usage counts works again, but the counts of %d requests were dropped meanwhile: "+
 			"more than %d key-hours waited", d.Requests, b.usage.MaxPending),
 			append(fields, zap.Int64("dropped_requests", d.Requests), zap.Int64("dropped_recipients", d.Recipients))...)

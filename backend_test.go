@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -193,6 +195,49 @@ func TestStoreOutageIsLoggedOnceNotPerAttempt(t *testing.T) {
 	poll := logs.FilterMessageSnippet("key change log").All()
 	if len(poll) != 2 || poll[0].Level != zapcore.WarnLevel || !strings.Contains(poll[1].Message, "works again") {
 		t.Errorf("failed polls logged as %d lines: %+v", len(poll), poll)
+	}
+}
+
+// Counts dropped during an outage are said once, at its end: a flush
+// failure within a minute of that line (a fault that comes and goes) is
+// folded into the next line, whose "works again" does not say the same
+// drops again as if more were lost.
+func TestDroppedCountsAreSaidOnce(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	defer func(d time.Duration) { faultInterval = d }(faultInterval)
+	faultInterval = 300 * time.Millisecond
+	dir := t.TempDir()
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	b.usage.MaxPending = 1
+
+	st.writes.Store(true)
+	record(b, "key_a", 1)
+	b.flushUsage() // the outage begins
+	record(b, "key_b", 2)
+	record(b, "key_c", 3)
+	b.flushUsage() // three key-hours wait: two are dropped
+	st.writes.Store(false)
+	b.flushUsage() // works again, saying what was dropped
+	st.writes.Store(true)
+	record(b, "key_d", 1)
+	b.flushUsage() // within the interval: quiet
+	st.writes.Store(false)
+	time.Sleep(faultInterval)
+	b.flushUsage() // the quiet fault's end
+
+	var ends []string
+	for _, l := range logs.FilterMessageSnippet("writing usage counts works again").All() {
+		// Which two of the three key-hours of one hour are dropped is
+		// the map's order: 3, 4 or 5 requests.
+		n, _ := l.ContextMap()["dropped_requests"].(int64)
+		ends = append(ends, fmt.Sprint(l.Level, " ", n >= 3 && n <= 5, " ", n == 0))
+	}
+	if want := []string{"error true false", "info false true"}; !reflect.DeepEqual(ends, want) {
+		t.Errorf("the outage's ends logged as %q, want %q: the second end dropped nothing", ends, want)
 	}
 }
 
