@@ -66,10 +66,21 @@ type Fault struct {
 	// quiet: the failure going on began within an interval of the
 	// previous line, which it did not report; its end is not reported
 	// either, its failures are in the next line.
-	quiet      bool
+	quiet bool
+	// streak is when the failures going on without a success between
+	// them began: a quiet fault that fails on for promoteAfter is a new
+	// outage, not one that comes and goes, and is reported as one.
+	streak     time.Time
 	total      int
 	unreported int
 }
+
+// promoteAfter is how long a quiet fault must fail without a success
+// between its attempts to be reported as beginning (Began), not in the
+// next line an interval later: an outage that starts within a minute of
+// the previous one's end is seen in the log within seconds. A fault that
+// comes and goes (every other attempt working) never fails that long.
+func (f *Fault) promoteAfter() time.Duration { return f.interval / 12 }
 
 // New returns a Fault that calls report for each line, with a summary at
 // most once per interval (default: a minute) while the failure goes on.
@@ -112,10 +123,15 @@ func (f *Fault) Observe(now time.Time, err error) {
 		// Back within an interval of the previous line: one fault that
 		// comes and goes, not a new one a second (an attempt that works
 		// and one that fails, over and over).
-		f.failing, f.quiet = true, true
+		f.failing, f.quiet, f.streak = true, true, now
 		f.total++
 		f.unreported++
 		return
+	case f.quiet && now.Sub(f.streak) >= f.promoteAfter():
+		// Failing on since the streak began: an outage of its own.
+		f.unreported++
+		l = Line{Kind: Began, Err: err, Failures: f.unreported, Total: f.unreported, Since: f.streak}
+		f.since, f.lastLine, f.total, f.unreported, f.quiet = f.streak, now, f.unreported, 0, false
 	case !f.failing:
 		f.failing, f.since, f.lastLine, f.total, f.unreported = true, now, now, 1, 0
 		l = Line{Kind: Began, Err: err, Failures: 1, Total: 1, Since: now}

@@ -142,8 +142,10 @@ func TestAQuietFaultEndingAnIntervalLaterIsReported(t *testing.T) {
 	down := errors.New("connection refused")
 	f.Observe(at, down)
 	f.Observe(at.Add(time.Second), nil) // began, ended
-	for _, s := range []time.Duration{30, 40, 50} {
-		f.Observe(at.Add(s*time.Second), down) // within the minute: quiet
+	for _, s := range []time.Duration{30, 31, 32} {
+		// Within the minute, and failing for less than 5 s: quiet (see
+		// TestAnOutageSoonAfterAnotherIsReportedWithinSeconds).
+		f.Observe(at.Add(s*time.Second), down)
 	}
 	if len(lines) != 2 {
 		t.Fatalf("%d lines before the fault's end, want the first fault's 2", len(lines))
@@ -181,5 +183,34 @@ func TestASuccessWhileNothingFailsTakesNoLock(t *testing.T) {
 	}
 	if fmt.Sprint(kinds) != fmt.Sprint([]Kind{Began, Ended}) {
 		t.Errorf("lines %v, want Began then Ended", kinds)
+	}
+}
+
+// An outage that begins within an interval of the previous fault's end is
+// not a fault that comes and goes: once it has failed for a twelfth of the
+// interval without a success between its attempts, it is reported as
+// beginning, not in a "still fails" line up to a minute later (a blip,
+// then a real outage 9 s after it: its first line came 51 s late).
+func TestAnOutageSoonAfterAnotherIsReportedWithinSeconds(t *testing.T) {
+	var lines []Line
+	f := New(time.Minute, func(l Line) { lines = append(lines, l) })
+	at := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+	down := errors.New("connection refused")
+	f.Observe(at, down)
+	f.Observe(at.Add(time.Second), nil) // a blip: Began, then Ended
+	outage := at.Add(10 * time.Second)
+	at = outage
+	for ; at.Before(outage.Add(30 * time.Second)); at = at.Add(200 * time.Millisecond) {
+		f.Observe(at, down)
+	}
+	if len(lines) < 3 || lines[2].Kind != Began || lines[2].Since != outage || lines[2].Err != down {
+		t.Fatalf("lines %+v, want the blip's two, then the outage's beginning", lines)
+	}
+	if late := lines[2].Since.Add(lines[2].Duration).Sub(outage); late > 6*time.Second {
+		t.Errorf("the outage was first reported %v after it began, want within 5 s", late)
+	}
+	f.Observe(at, nil)
+	if last := lines[len(lines)-1]; last.Kind != Ended || last.Total != 150 {
+		t.Errorf("last line %+v, want the outage's end after its 150 failures", last)
 	}
 }
