@@ -724,9 +724,8 @@ func init() {
 // removes the segment before it. Each is read as plainSegment leaves it.
 type segments struct {
 	s    string
-	end  int  // the unread path is s[:end]; -1 when done
-	skip int  // segments still to be removed by ".."
-	ext  bool // the next segment yielded (the last) drops its format extension
+	end  int // the unread path is s[:end]; -1 when done
+	skip int // segments still to be removed by ".."
 }
 
 // plainSegment is a path segment without what some servers ignore in one:
@@ -775,10 +774,6 @@ func (it *segments) next() (string, bool) {
 		case it.skip > 0:
 			it.skip--
 		default:
-			if it.ext {
-				it.ext = false
-				seg = formatExtension(seg)
-			}
 			return seg, true
 		}
 	}

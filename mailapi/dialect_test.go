@@ -113,11 +113,14 @@ func TestIsSend(t *testing.T) {
 func TestMatchPathAgreesWithWalkingBoth(t *testing.T) {
 	walkBoth := func(pattern, path string, ext bool) (string, bool) {
 		want := segments{s: pattern, end: len(pattern)}
-		got := segments{s: path, end: len(path), ext: ext}
+		got := segments{s: path, end: len(path)}
 		var wild string
-		for {
+		for last := true; ; last = false {
 			w, wok := want.next()
 			g, gok := got.next()
+			if ext && last {
+				g = formatExtension(g) // the path's last segment, without its format extension
+			}
 			if !wok || !gok {
 				return wild, wok == gok
 			}
