@@ -118,6 +118,7 @@ func TestClusterTwoNodes(t *testing.T) {
 	t.Run("a 10/m key sending 30 requests alternating nodes gets 10 allowed", func(t *testing.T) {
 		k := a.issue("--name", "global-limit", "--scope", "mail.send", "--rate", "10/m")
 		allowed := 0
+		start := time.Now()
 		for i := 0; i < 30; i++ {
 			r := send(nodes[i%2], k.Key)
 			switch r.Status {
@@ -128,9 +129,12 @@ func TestClusterTwoNodes(t *testing.T) {
 				t.Fatalf("request %d: %d %s", i, r.Status, r.Body)
 			}
 		}
+		// Never more than one exact bucket admits (docs/cluster.md): its
+		// burst of 10 and a token for each 6 s the requests took.
+		most := 10 + int(time.Since(start)/(6*time.Second))
 		t.Logf("global limit 10/m over two nodes: %d of 30 allowed", allowed)
-		if allowed < 9 || allowed > 11 {
-			t.Errorf("allowed %d of 30, want 10±1", allowed)
+		if allowed < 9 || allowed > most {
+			t.Errorf("allowed %d of 30, want 9 to %d", allowed, most)
 		}
 	})
 
