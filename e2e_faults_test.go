@@ -816,6 +816,9 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 			admin demo
 		}
 	}
+	handle /up {
+		respond "up"
+	}
 	handle {
 		keygate {
 			store {STORE}
@@ -860,6 +863,10 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 	}
 	if !strings.Contains(g.logs(), "the store does not answer") {
 		t.Errorf("the start does not say the store does not answer:\n%s", g.logs())
+	}
+	// The config loaded: the site's routes without keygate serve as usual.
+	if r := g.call("GET", "/up", "", nil); r.Status != 200 || string(r.Body) != "up" {
+		t.Errorf("a route without keygate while the store has not answered since the start: %d %s", r.Status, r.Body)
 	}
 
 	pg.Start()
