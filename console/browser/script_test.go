@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -128,6 +129,32 @@ func TestBackAfterARevokeShowsTheKeyAsItIs(t *testing.T) {
 		}
 		if time.Now().After(end) {
 			t.Fatalf("back on the keys list after the revoke, it shows:\n%s", list)
+		}
+	}
+}
+
+// TestTimesAreAlsoShownInTheReadersZone: a reader whose browser is set to
+// Berlin sees a key's exact times in their own zone first, then in UTC, as
+// the page writes them: beside its creation and in the hover of a list's
+// "Created" column.
+func TestTimesAreAlsoShownInTheReadersZone(t *testing.T) {
+	caddyBin, chromium := prerequisites(t)
+	gw := startCaddy(t, caddyBin, "http")
+	b := newBrowser(t, chromium)
+	alice := b.signIn(t, gw, "alice")
+	if _, err := chromedp.Call(alice.ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Europe/Berlin"}); err != nil {
+		t.Fatal(err)
+	}
+	gw.issue(t, "--name", "Zoned", "--owner", "alice", "--scope", "mail.send", "--expires", "30d")
+	alice.open(t, "/console/", 200)
+	hover := run(t, alice.ctx, chromedp.Evaluate[string](`document.querySelector('td[data-label="Created"] time').title`))
+	alice.open(t, "/console/keys/"+gw.idOf(t, "Zoned"), 200)
+	beside := run(t, alice.ctx, chromedp.Evaluate[string](`document.querySelector('[data-exact]').textContent`))
+	// Berlin is UTC+1 in winter and UTC+2 in summer; either way, its
+	// zone's name comes first and the UTC time after it.
+	for what, text := range map[string]string{"the list's hover": hover, "the key page": beside} {
+		if !strings.Contains(text, "GMT+") || !strings.Contains(text, "UTC") || strings.Index(text, "GMT+") > strings.Index(text, "UTC") {
+			t.Errorf("%s: %q, want Berlin's time (GMT+1 or GMT+2), then UTC's", what, text)
 		}
 	}
 }

@@ -26,6 +26,23 @@
     });
   });
 
+  // Exact times are written in UTC, the server knowing no reader's zone;
+  // a reader elsewhere gets their own time first ("1 Dec 2026, 21:49
+  // GMT+1; 1 Dec 2026 20:49 UTC"), on hover and beside an expiry alike.
+  var zone = window.Intl ? Intl.DateTimeFormat().resolvedOptions().timeZone : "UTC";
+  if (zone && zone !== "UTC" && zone !== "Etc/UTC") {
+    var local = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
+    var both = function (iso, utc) {
+      var d = new Date(iso);
+      return isNaN(d.getTime()) ? utc : local.format(d) + "; " + utc;
+    };
+    each("time[datetime][title]", function (el) { el.title = both(el.getAttribute("datetime"), el.title); });
+    each("[data-exact]", function (el) {
+      el.textContent = "(" + both(el.getAttribute("data-exact"), el.textContent.replace(/^\(|\)$/g, "")) + ")";
+    });
+  }
+
   // A form that changes something is sent once. A double click sends it
   // twice and the browser shows only the second answer: a second key
   // nobody saw ("Create key"), or "already rotated" in place of the new
