@@ -51,9 +51,13 @@ type Postgres struct {
 	*DB
 	cfg    *pgx.ConnConfig
 	notify chan struct{}
+	lctx   context.Context // the listener's, ended by stop
 	stop   context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
+	// listenOnce starts the listener at the first Notify, or marks it
+	// never started at Close (closing done).
+	listenOnce sync.Once
 
 	// lostAt is when the listener last found the server gone (unix
 	// nanoseconds, 0 for never); see shouldPing.
@@ -118,8 +122,8 @@ func takePoolSettings(cfg *pgx.ConnConfig) (poolSettings, error) {
 }
 
 // OpenPostgres connects to the database at uri (postgres://… or a key=value
-// connection string), applies any pending migrations and starts listening
-// for changes. The URI may set connect_timeout (default 5s) and the pool
+// connection string) and applies any pending migrations; it listens for
+// changes once they are asked for (Notify). The URI may set connect_timeout (default 5s) and the pool
 // parameters pool_max_conns (default 10), pool_max_conn_idle_time (default
 // 5m) and pool_max_conn_lifetime (default unlimited).
 func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
@@ -141,9 +145,7 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 		db.Close()
 		return fail(err)
 	}
-	lctx, stop := context.WithCancel(context.Background())
-	p.stop = stop
-	go p.listen(lctx)
+	p.lctx, p.stop = context.WithCancel(context.Background())
 	return p, nil
 }
 
@@ -212,18 +214,30 @@ func (p *Postgres) shouldPing(_ context.Context, c stdlib.ShouldPingParams) bool
 // that reloads in a row do not each hold a whole pool for minutes.
 func (p *Postgres) Quiet() {
 	p.stop()
+	p.listenOnce.Do(func() { close(p.done) }) // never listened: nor will it
 	p.DB.db.SetMaxOpenConns(1)
 	p.DB.db.SetMaxIdleConns(1)
 }
 
-// Notify receives a value soon after any process commits a change.
-func (p *Postgres) Notify() <-chan struct{} { return p.notify }
+// Notify receives a value soon after any process commits a change. Its
+// first call starts the connection that LISTENs for them: a gateway watches
+// for changes, `caddy keys` never does, and a listener it started and
+// closed again within a fraction of a second left the server a connection
+// torn down mid-LISTEN (behind PgBouncer 1.18 in transaction mode, a
+// disconnect in that moment could crash the pooler:
+// TestClusterBehindATransactionPooler failed about one run in two on a
+// loaded machine).
+func (p *Postgres) Notify() <-chan struct{} {
+	p.listenOnce.Do(func() { go p.listen(p.lctx) })
+	return p.notify
+}
 
 // Close stops listening and closes the database.
 func (p *Postgres) Close() error {
 	var err error
 	p.once.Do(func() {
 		p.stop()
+		p.listenOnce.Do(func() { close(p.done) }) // never listened
 		<-p.done
 		close(p.notify)
 		err = p.DB.Close()

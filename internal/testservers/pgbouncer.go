@@ -91,6 +91,12 @@ logfile = %s
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
+		if t.Failed() {
+			for _, name := range []string{"stdout.log", "pgbouncer.log"} {
+				log, _ := os.ReadFile(filepath.Join(dir, name))
+				t.Logf("testservers: pgbouncer's %s:\n%s", name, log)
+			}
+		}
 	})
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if err := waitUntil(10*time.Second, func() error {
