@@ -445,6 +445,135 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("an answer is kept with the key an issue made, until it expires", func(t *testing.T) {
+		s := open(t)
+		a := &Answer{ID: "idem_1", Request: "req_1", Data: "sealed", ExpiresAt: t0.Add(24 * time.Hour)}
+		if err := s.CreateKey(ctx, minimalRecord("key_idem", t0), Event{At: t0, Action: "issued", Answer: a}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Answer(ctx, a.ID, t0.Add(time.Hour))
+		if err != nil || !reflect.DeepEqual(got, a) {
+			t.Fatalf("Answer = %+v, %v; want %+v", got, err, a)
+		}
+		if got, err := s.Answer(ctx, a.ID, a.ExpiresAt); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Answer once expired = %+v, %v; want ErrNotFound", got, err)
+		}
+		if got, err := s.Answer(ctx, "idem_other", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Answer of an unknown id = %+v, %v; want ErrNotFound", got, err)
+		}
+	})
+
+	t.Run("an issue under an id whose answer is kept makes nothing", func(t *testing.T) {
+		s := open(t)
+		a := &Answer{ID: "idem_1", Request: "req_1", Data: "first", ExpiresAt: t0.Add(24 * time.Hour)}
+		mustCreateAnswered(t, s, minimalRecord("key_first", t0), a)
+		seq := mustLastChange(t, s)
+		second := &Answer{ID: "idem_1", Request: "req_1", Data: "second", ExpiresAt: t0.Add(25 * time.Hour)}
+		err := s.CreateKey(ctx, minimalRecord("key_second", t0), Event{At: t0.Add(time.Minute), Action: "issued", Answer: second})
+		if !errors.Is(err, ErrAnswered) {
+			t.Fatalf("second CreateKey = %v, want ErrAnswered", err)
+		}
+		if _, err := s.Key(ctx, "key_second"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the second key was made (%v)", err)
+		}
+		if c := mustChanges(t, s, seq); len(c) != 0 {
+			t.Errorf("changes = %+v, want none", c)
+		}
+		if got, err := s.Answer(ctx, a.ID, t0); err != nil || got.Data != "first" {
+			t.Errorf("Answer = %+v, %v; want the first one", got, err)
+		}
+	})
+
+	t.Run("a rotation keeps the answer its successor fills in, and one under a kept id changes nothing", func(t *testing.T) {
+		s := open(t)
+		mustCreate(t, s, minimalRecord("key_a", t0))
+		mustCreate(t, s, minimalRecord("key_b", t0))
+		answer := func(data string) func(*Event) { // what keys.Rotate does: seal the answer once the successor is made
+			return func(ev *Event) {
+				ev.Answer = &Answer{ID: "idem_r", Request: "req_r", Data: data, ExpiresAt: t0.Add(24 * time.Hour)}
+			}
+		}
+		rotateAnswered := func(id, next string, fill func(*Event)) error {
+			ev := Event{At: t0, Action: "rotated"}
+			_, err := s.RotateKey(ctx, id, t0.Add(time.Hour), &ev, func(*Record) (*Record, error) {
+				fill(&ev)
+				return minimalRecord(next, t0), nil
+			})
+			return err
+		}
+		if err := rotateAnswered("key_a", "key_a2", answer("a2")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Answer(ctx, "idem_r", t0); err != nil || got.Data != "a2" {
+			t.Fatalf("Answer = %+v, %v; want the rotation's", got, err)
+		}
+		seq := mustLastChange(t, s)
+		if err := rotateAnswered("key_b", "key_b2", answer("b2")); !errors.Is(err, ErrAnswered) {
+			t.Fatalf("second RotateKey = %v, want ErrAnswered", err)
+		}
+		if got := mustKey(t, s, "key_b"); got.RotatedTo != "" || got.ExpiresAt != nil {
+			t.Errorf("key_b = %+v, want it untouched", got)
+		}
+		if _, err := s.Key(ctx, "key_b2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the second successor was made (%v)", err)
+		}
+		if c := mustChanges(t, s, seq); len(c) != 0 {
+			t.Errorf("changes = %+v, want none", c)
+		}
+	})
+
+	t.Run("expired answers give way to a new one and are pruned", func(t *testing.T) {
+		s := open(t)
+		mustCreateAnswered(t, s, minimalRecord("key_1", t0), &Answer{ID: "idem_1", Request: "r", Data: "d1", ExpiresAt: t0.Add(time.Hour)})
+		mustCreateAnswered(t, s, minimalRecord("key_2", t0), &Answer{ID: "idem_2", Request: "r", Data: "d2", ExpiresAt: t0.Add(2 * time.Hour)})
+		if n, err := s.PruneAnswers(ctx, t0.Add(time.Hour-time.Nanosecond)); err != nil || n != 0 {
+			t.Errorf("PruneAnswers before any expired = %d, %v; want 0", n, err)
+		}
+		// Issued after idem_1 expired: it is replaced, not in the way.
+		again := &Answer{ID: "idem_1", Request: "r", Data: "d1 again", ExpiresAt: t0.Add(25 * time.Hour)}
+		if err := s.CreateKey(ctx, minimalRecord("key_3", t0), Event{At: t0.Add(time.Hour), Action: "issued", Answer: again}); err != nil {
+			t.Fatalf("CreateKey under an expired answer's id: %v", err)
+		}
+		if got, err := s.Answer(ctx, "idem_1", t0.Add(time.Hour)); err != nil || got.Data != "d1 again" {
+			t.Errorf("Answer = %+v, %v; want the new one", got, err)
+		}
+		if n, err := s.PruneAnswers(ctx, t0.Add(2*time.Hour)); err != nil || n != 1 {
+			t.Errorf("PruneAnswers = %d, %v; want 1 (idem_2)", n, err)
+		}
+		if _, err := s.Answer(ctx, "idem_2", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("idem_2 after pruning: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("of concurrent issues under one id, exactly one makes a key", func(t *testing.T) {
+		s := open(t)
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				a := &Answer{ID: "idem_race", Request: "r", Data: strconv.Itoa(i), ExpiresAt: t0.Add(24 * time.Hour)}
+				errs[i] = s.CreateKey(ctx, minimalRecord("key_race_"+strconv.Itoa(i), t0), Event{At: t0, Action: "issued", Answer: a})
+			})
+		}
+		wg.Wait()
+		made := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				made++
+				if got, err := s.Answer(ctx, "idem_race", t0); err != nil || got.Data != strconv.Itoa(i) {
+					t.Errorf("Answer = %+v, %v; want the one of key_race_%d, the key made", got, err, i)
+				}
+			case !errors.Is(err, ErrAnswered):
+				t.Errorf("issue %d: %v, want nil or ErrAnswered", i, err)
+			}
+		}
+		if n, err := s.CountKeys(ctx, ListFilter{All: true}); made != 1 || err != nil || n != 1 {
+			t.Errorf("%d issues succeeded and %d keys (%v) were made, want 1 and 1", made, n, err)
+		}
+	})
+
 	t.Run("the change log is monotonic and names each changed digest", func(t *testing.T) {
 		s := open(t)
 		if seq := mustLastChange(t, s); seq != 0 {
@@ -1288,6 +1417,13 @@ func digests(changes []Change) []Digest {
 		out = append(out, c.Digest)
 	}
 	return out
+}
+
+func mustCreateAnswered(t *testing.T, s Store, rec *Record, a *Answer) {
+	t.Helper()
+	if err := s.CreateKey(context.Background(), rec, Event{At: rec.CreatedAt, Action: "issued", Answer: a}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // rotate is RotateKey with a successor made beforehand.

@@ -34,7 +34,7 @@ const notifyChannel = "keygate_changes"
 var postgresDialect = &dialect{
 	name: "postgres",
 	// Append, never edit.
-	migrations: []migration{{1, schemaPostgres}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}},
+	migrations: []migration{{1, schemaPostgres}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}, {6, schemaAnswers}},
 	lockKeys:   fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", changeLockID),
 	// Delivered to listeners when the transaction commits.
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",

@@ -238,7 +238,10 @@ func (s *DB) CreateKey(ctx context.Context, rec *Record, ev Event) error {
 		if err := s.insertKey(ctx, tx, rec); err != nil {
 			return err
 		}
-		return s.recordChange(ctx, tx, &ev, rec.ID, rec.Digest)
+		if err := s.recordChange(ctx, tx, &ev, rec.ID, rec.Digest); err != nil {
+			return err
+		}
+		return s.keepAnswer(ctx, tx, ev.Answer, changeTime(&ev))
 	})
 	if err != nil {
 		return fmt.Errorf("keygate store: create key %s: %w", rec.ID, err)
@@ -391,6 +394,9 @@ func (s *DB) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *E
 		if err := s.recordChange(ctx, tx, ev, id, succ.Digest); err != nil {
 			return err
 		}
+		if err := s.keepAnswer(ctx, tx, ev.Answer, changeTime(ev)); err != nil {
+			return err
+		}
 		// The new key's own history starts here too.
 		if ev.Action == "" {
 			return nil
@@ -447,6 +453,14 @@ func (s *DB) recordChange(ctx context.Context, tx *sql.Tx, ev *Event, id string,
 		ev.KeyID = id
 	}
 	return s.insertEvent(ctx, tx, ev)
+}
+
+// changeTime is when a change happens: its event's time, else now.
+func changeTime(ev *Event) time.Time {
+	if ev.At.IsZero() {
+		return time.Now()
+	}
+	return ev.At
 }
 
 // insertEvent appends an audit event and sets its sequence number.

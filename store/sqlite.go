@@ -26,7 +26,7 @@ var schemaSQLite string
 var sqliteDialect = &dialect{
 	name: "sqlite",
 	// Append, never edit.
-	migrations:   []migration{{1, schemaSQLite}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}},
+	migrations:   []migration{{1, schemaSQLite}, {2, schemaUsageHour}, {3, schemaRouteScopes}, {4, schemaConsole}, {5, schemaRoutePrefixes}, {6, schemaAnswers}},
 	serialWrites: true,
 	prepare:      true,
 	// The write lock, taken at BEGIN (_txlock=immediate), already orders

@@ -80,23 +80,23 @@ func TestSQLiteMigrations(t *testing.T) {
 		s.Close()
 		s = openTestSQLite(t, path)
 		mustKey(t, s, "key_kept")
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4, 5}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3 4 5]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4, 5, 6}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4 5 6]", got)
 		}
 	})
 
 	t.Run("a version 1 file gets the later migrations and prunes through the hour indexes", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "keys.db")
 		s := openTestSQLite(t, path)
-		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DROP TABLE route_scopes", "DROP TABLE console_secrets", "DROP TABLE console_flashes", "DROP TABLE route_prefixes", "DELETE FROM schema_migrations WHERE version > 1"} {
+		for _, q := range []string{"DROP INDEX usage_hour", "DROP INDEX usage_ips_hour", "DROP TABLE route_scopes", "DROP TABLE console_secrets", "DROP TABLE console_flashes", "DROP TABLE route_prefixes", "DROP TABLE idempotent_answers", "DELETE FROM schema_migrations WHERE version > 1"} {
 			if _, err := s.db.Exec(q); err != nil {
 				t.Fatal(err)
 			}
 		}
 		s.Close()
 		s = openTestSQLite(t, path)
-		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4, 5}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3 4 5]", got)
+		if got := migrationVersions(t, s); !slices.Equal(got, []int{1, 2, 3, 4, 5, 6}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4 5 6]", got)
 		}
 		for _, q := range []string{
 			"SELECT key_id, hour, metric FROM usage WHERE hour < 1 LIMIT 10",
@@ -137,8 +137,8 @@ func TestSQLiteMigrations(t *testing.T) {
 			}
 			defer stores[i].Close()
 		}
-		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2, 3, 4, 5}) {
-			t.Errorf("schema_migrations = %v, want [1 2 3 4 5]", got)
+		if got := migrationVersions(t, stores[0]); !slices.Equal(got, []int{1, 2, 3, 4, 5, 6}) {
+			t.Errorf("schema_migrations = %v, want [1 2 3 4 5 6]", got)
 		}
 	})
 

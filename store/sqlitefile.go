@@ -278,6 +278,16 @@ func (s *sqliteFile) ConsoleSecret(ctx context.Context, name, candidate string) 
 	return write(ctx, s, func(db *DB) (string, error) { return db.ConsoleSecret(ctx, name, candidate) })
 }
 
+// Answer implements Store.
+func (s *sqliteFile) Answer(ctx context.Context, id string, now time.Time) (*Answer, error) {
+	return read(s, func(db *DB) (*Answer, error) { return db.Answer(ctx, id, now) })
+}
+
+// PruneAnswers implements Store.
+func (s *sqliteFile) PruneAnswers(ctx context.Context, now time.Time) (int64, error) {
+	return write(ctx, s, func(db *DB) (int64, error) { return db.PruneAnswers(ctx, now) })
+}
+
 // PutFlash implements Store.
 func (s *sqliteFile) PutFlash(ctx context.Context, id, data string, expires, now time.Time) error {
 	_, err := write(ctx, s, func(db *DB) (struct{}, error) { return struct{}{}, db.PutFlash(ctx, id, data, expires, now) })

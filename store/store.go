@@ -249,6 +249,11 @@ type Event struct {
 	Actor  string    `json:"actor"`
 	Reason string    `json:"reason,omitempty"`
 	Detail string    `json:"detail,omitempty"`
+	// Answer, on an issue or a rotation asked with an idempotency key, is
+	// its answer: CreateKey and RotateKey keep it in the transaction of the
+	// key it made (see Answer), or make nothing if one is already kept
+	// under its ID (ErrAnswered).
+	Answer *Answer `json:"-"`
 }
 
 // ListFilter selects keys for ListKeys and CountKeys, and orders and pages
@@ -471,6 +476,12 @@ type Store interface {
 	// hold a key in the clear.
 	PutFlash(ctx context.Context, id, data string, expires, now time.Time) error
 	TakeFlash(ctx context.Context, id string, now time.Time) (string, error)
+
+	// Answer returns the answer an issue or a rotation kept under id (see
+	// Event.Answer) if it has not expired at now, else ErrNotFound.
+	// PruneAnswers deletes those expired at now and returns how many.
+	Answer(ctx context.Context, id string, now time.Time) (*Answer, error)
+	PruneAnswers(ctx context.Context, now time.Time) (int64, error)
 
 	Close() error
 }

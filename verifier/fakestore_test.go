@@ -217,6 +217,14 @@ func (s *fakeStore) TakeFlash(context.Context, string, time.Time) (string, error
 	return "", errNotImplemented
 }
 
+func (s *fakeStore) Answer(context.Context, string, time.Time) (*store.Answer, error) {
+	return nil, errNotImplemented
+}
+
+func (s *fakeStore) PruneAnswers(context.Context, time.Time) (int64, error) {
+	return 0, errNotImplemented
+}
+
 func (s *fakeStore) Close() error { return nil }
 
 // notifyingStore adds store.Notifier, as the PostgreSQL store does.

@@ -110,7 +110,11 @@ func (p *Postgres) Start() {
 	if p.running {
 		return
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+	// max_connections above the default 100: a PgBouncer in front keeps
+	// up to its pool size of idle server connections to each test's
+	// database for minutes after the test, and one test binary makes a
+	// database per test.
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
 		p.port, p.dir)
 	p.run("pg_ctl", "-D", p.data(), "-l", filepath.Join(p.dir, "postgres.log"), "-o", opts, "-w", "-t", "30", "start")
 	p.running = true
