@@ -28,11 +28,29 @@ type Result struct {
 	Replaced *store.Record `json:"-"`
 	// OldKeyEnds is when the replaced key stops.
 	OldKeyEnds *time.Time `json:"old_key_ends,omitempty"`
+	// Replayed is set on the answer of a request made before under the
+	// same idempotency key: nothing was made this time. Replaced is then
+	// not known.
+	Replayed bool `json:"-"`
 }
 
 // Issue creates a key from spec. The Result holds the key, which is never
 // seen again.
 func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, error) {
+	return s.issue(ctx, spec, actor, nil)
+}
+
+// IssueOnce is Issue made safe to repeat: under an idempotency key it makes
+// at most one key, and a repeat of the same request gets the first Result
+// again (Replayed), the key included (see Idempotency).
+func (s *Service) IssueOnce(ctx context.Context, spec Spec, actor string, o *Idempotency) (*Result, error) {
+	if o == nil {
+		return s.Issue(ctx, spec, actor)
+	}
+	return s.once(ctx, o, func(seal sealFunc) (*Result, error) { return s.issue(ctx, spec, actor, seal) })
+}
+
+func (s *Service) issue(ctx context.Context, spec Spec, actor string, seal sealFunc) (*Result, error) {
 	if spec.Name == nil || strings.TrimSpace(*spec.Name) == "" {
 		return nil, invalidf("name", "name is required (e.g. --name crm-sync)")
 	}
@@ -80,11 +98,17 @@ func (s *Service) Issue(ctx context.Context, spec Spec, actor string) (*Result, 
 		return nil, err
 	}
 	ev := store.Event{At: t, Action: "issued", KeyID: rec.ID, Actor: actor, Reason: spec.Reason, Detail: describe(rec)}
+	res := &Result{Record: rec, Key: key, Warnings: warnings}
+	if seal != nil {
+		if ev.Answer, err = seal(res); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.st.CreateKey(ctx, rec, ev); err != nil {
 		return nil, err
 	}
 	s.written(ctx)
-	return &Result{Record: rec, Key: key, Warnings: warnings}, nil
+	return res, nil
 }
 
 // foreverFull reports a key with full access that never expires: if it
@@ -202,6 +226,21 @@ func (s *Service) Update(ctx context.Context, id string, spec Spec, actor string
 // Rotate issues a new key with the same settings as key id; the old key
 // keeps working until grace ends, then answers expired_key.
 func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, reason, actor string) (*Result, error) {
+	return s.rotate(ctx, id, grace, reason, actor, nil)
+}
+
+// RotateOnce is Rotate made safe to repeat: under an idempotency key it
+// rotates at most once, and a repeat of the same request gets the first
+// Result again (Replayed), the new key included, rather than "already
+// rotated" with the new key lost (see Idempotency).
+func (s *Service) RotateOnce(ctx context.Context, id string, grace time.Duration, reason, actor string, o *Idempotency) (*Result, error) {
+	if o == nil {
+		return s.Rotate(ctx, id, grace, reason, actor)
+	}
+	return s.once(ctx, o, func(seal sealFunc) (*Result, error) { return s.rotate(ctx, id, grace, reason, actor, seal) })
+}
+
+func (s *Service) rotate(ctx context.Context, id string, grace time.Duration, reason, actor string, seal sealFunc) (*Result, error) {
 	if grace < 0 {
 		return nil, invalidf("grace", "grace %s: want 0 or more", grace)
 	}
@@ -217,9 +256,7 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 	}
 	// The successor is made from the key as the store's transaction reads
 	// it, so a revoke, disable or rotation that lands first is seen.
-	var next *store.Record
-	var key string
-	var oldEnds time.Time
+	var res *Result
 	ev := store.Event{At: t, Action: "rotated", Actor: actor, Reason: reason}
 	replaced, err := s.st.RotateKey(ctx, id, t.Add(grace), &ev, func(old *store.Record) (*store.Record, error) {
 		if !s.visible(old) { // given to another owner since the check above
@@ -231,7 +268,7 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 		if old.RotatedTo != "" {
 			return nil, conflict("key %s was already rotated to %s; rotate that one", id, old.RotatedTo)
 		}
-		next = old.Clone()
+		next := old.Clone()
 		next.CreatedAt, next.LastUsedAt, next.LastIP = t, nil, ""
 		next.RotatedFrom, next.RotatedTo = old.ID, ""
 		// The new key lives as long as the old one was given (a 90-day key
@@ -247,27 +284,35 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration, re
 				next.ExpiresAt = &end
 			}
 		}
-		var err error
-		if key, err = newKeyFor(next, prefixOf(old.Hint)); err != nil {
+		key, err := newKeyFor(next, prefixOf(old.Hint))
+		if err != nil {
 			return nil, err
 		}
 		// The old key stops when the grace period ends, or at its own
 		// expiry if that comes first (the store keeps the sooner of the two).
-		oldEnds = t.Add(grace)
+		oldEnds := t.Add(grace)
 		if old.ExpiresAt != nil && old.ExpiresAt.Before(oldEnds) {
 			oldEnds = *old.ExpiresAt
 		}
 		ev.Detail = fmt.Sprintf("new key %s; old key valid until %s", next.ID, oldEnds.UTC().Format(time.RFC3339))
+		res = &Result{Record: next, Key: key, OldKeyEnds: &oldEnds}
+		if next.Disabled {
+			res.Warnings = append(res.Warnings, "the new key is disabled, as the key it replaces was: enable it when the integration should use it")
+		}
+		// Sealed here, so the answer is written in the rotation's own
+		// transaction.
+		if seal != nil {
+			if ev.Answer, err = seal(res); err != nil {
+				return nil, err
+			}
+		}
 		return next, nil
 	})
 	if err != nil {
 		return nil, notFound(err, "key "+id)
 	}
 	s.written(ctx, replaced)
-	res := &Result{Record: next, Key: key, Replaced: replaced, OldKeyEnds: &oldEnds}
-	if next.Disabled {
-		res.Warnings = append(res.Warnings, "the new key is disabled, as the key it replaces was: enable it when the integration should use it")
-	}
+	res.Replaced = replaced
 	return res, nil
 }
 
