@@ -37,7 +37,8 @@ func init() {
 //
 // Errors have the gateway's shape, {"error":{"code","message"}}: 400
 // invalid_input, 404 not_found, 405 method_not_allowed (with Allow), 409
-// conflict, 500 internal_error, 503 store_unavailable (the SQLite file was
+// conflict, 422 invalid_input (an Idempotency-Key used for another
+// request), 500 internal_error, 503 store_unavailable (the SQLite file was
 // deleted under the gateway).
 type Admin struct {
 	logger *zap.Logger
@@ -223,6 +224,10 @@ func classify(err error) adminError {
 	var inv *keys.InvalidError
 	var conf *keys.ConflictError
 	switch {
+	case errors.Is(err, keys.ErrIdempotencyKeyReused):
+		// Well-formed, but never to be sent again as it is (RFC draft
+		// httpapi-idempotency-key-header answers 422 too).
+		ae.status, ae.code = http.StatusUnprocessableEntity, "invalid_input"
 	case errors.As(err, &inv):
 		ae.status, ae.code = http.StatusBadRequest, "invalid_input"
 	case errors.Is(err, store.ErrNotFound):
@@ -328,13 +333,56 @@ func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 }
 
 func (c *adminCall) issue() error {
-	var spec keys.Spec
-	if err := decodeJSON(c.r, &spec); err != nil {
-		return err
-	}
-	res, err := c.keys.Issue(c.r.Context(), spec, c.actor)
+	body, err := readAdminBody(c.r)
 	if err != nil {
 		return err
+	}
+	var spec keys.Spec
+	if err := decodeBody(body, &spec); err != nil {
+		return err
+	}
+	once, err := c.idempotency(body)
+	if err != nil {
+		return err
+	}
+	res, err := c.keys.IssueOnce(c.r.Context(), spec, c.actor, once)
+	if err != nil {
+		return err
+	}
+	return c.writeMade(res)
+}
+
+// idempotency reads the request's Idempotency-Key, if it has one: the
+// same request (method, path, body) sent again under it gets the first
+// answer again instead of a second key. Callers with client certificates
+// each have their own keys; without, whoever reaches the admin endpoint
+// may do anything, so the client's address (which changes with each
+// connection's port, and behind a proxy) does not part them.
+func (c *adminCall) idempotency(body []byte) (*keys.Idempotency, error) {
+	values := c.r.Header.Values("Idempotency-Key")
+	switch len(values) {
+	case 0:
+		return nil, nil
+	case 1:
+	default:
+		return nil, badRequest("Idempotency-Key: give it once, not %d times", len(values))
+	}
+	if err := keys.CheckIdempotencyKey(values[0]); err != nil {
+		return nil, err
+	}
+	caller := ""
+	if c.r.TLS != nil && len(c.r.TLS.PeerCertificates) > 0 {
+		caller = c.actor
+	}
+	request := append([]byte(c.r.Method+" "+c.r.URL.Path+"\n"), body...)
+	return &keys.Idempotency{Key: values[0], Caller: caller, Request: request}, nil
+}
+
+// writeMade answers a key just issued or rotated: 201, the same answer
+// again for a repeat under its Idempotency-Key, said so in a header.
+func (c *adminCall) writeMade(res *keys.Result) error {
+	if res.Replayed {
+		c.w.Header().Set("Idempotent-Replayed", "true")
 	}
 	return writeJSON(c.w, http.StatusCreated, res)
 }
@@ -402,22 +450,30 @@ func (c *adminCall) update() error {
 }
 
 func (c *adminCall) rotate() error {
+	raw, err := readAdminBody(c.r)
+	if err != nil {
+		return err
+	}
 	var body struct {
 		Grace  string `json:"grace"`
 		Reason string `json:"reason"`
 	}
-	if err := decodeJSON(c.r, &body); err != nil {
+	if err := decodeBody(raw, &body); err != nil {
 		return err
 	}
 	grace, err := keys.ParseGrace(body.Grace)
 	if err != nil {
 		return err
 	}
-	res, err := c.keys.Rotate(c.r.Context(), c.id, grace, body.Reason, c.actor)
+	once, err := c.idempotency(raw)
 	if err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusCreated, res)
+	res, err := c.keys.RotateOnce(c.r.Context(), c.id, grace, body.Reason, c.actor, once)
+	if err != nil {
+		return err
+	}
+	return c.writeMade(res)
 }
 
 // revoke serves both revoke routes: a key by id, and POST /keygate/revoke
@@ -546,10 +602,23 @@ func (c *adminCall) scopes() error {
 }
 
 func decodeJSON(r *http.Request, v any) error {
+	body, err := readAdminBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
+func readAdminBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		return badRequest("reading body: %v", err)
+		return nil, badRequest("reading body: %v", err)
 	}
+	return body, nil
+}
+
+// decodeBody decodes a JSON body into v; an empty one leaves v as it is.
+func decodeBody(body []byte, v any) error {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return nil
 	}

@@ -118,8 +118,9 @@ var faultInterval = time.Minute
 // verifier's default. Benchmarks that count instructions lengthen it.
 var verifierPollInterval time.Duration
 
-// Usage older than the retention period is deleted pruneFirst after the
-// store is opened and every pruneEvery after that.
+// Usage older than the retention period, and Idempotency-Key answers past
+// their day, are deleted pruneFirst after the store is opened and every
+// pruneEvery after that.
 var (
 	pruneFirst = 5 * time.Second
 	pruneEvery = time.Hour
@@ -334,7 +335,8 @@ func (b *backend) usageRetention() (keep time.Duration, ok bool) {
 	return keep, ok
 }
 
-// pruneLoop deletes usage past the retention period until Destruct. It runs
+// pruneLoop deletes usage past the retention period, and expired
+// Idempotency-Key answers, until Destruct. It runs
 // apart from run so a long first prune of an old store never delays usage
 // flushes.
 func (b *backend) pruneLoop(ctx context.Context) {
@@ -350,6 +352,7 @@ func (b *backend) pruneLoop(ctx context.Context) {
 			// its usage_retention, nor reports its routes.
 			if configRuns() {
 				b.pruneUsage(ctx, now)
+				b.pruneAnswers(ctx, now)
 				b.reportRouteScopes(ctx, now)
 			}
 			t.Reset(pruneEvery)
@@ -375,6 +378,15 @@ func (b *backend) pruneUsage(ctx context.Context, now time.Time) {
 	if n > 0 {
 		b.logger.Info("keygate: deleted usage past its retention",
 			zap.Time("before", before), zap.Int64("rows", n), zap.Duration("retention", keep))
+	}
+}
+
+// pruneAnswers deletes the answers kept for repeats under an
+// Idempotency-Key once their day is over, whatever usage_retention says:
+// each holds a key, sealed, that no repeat may read any more.
+func (b *backend) pruneAnswers(ctx context.Context, now time.Time) {
+	if _, err := b.store.PruneAnswers(ctx, now); err != nil && ctx.Err() == nil {
+		b.logger.Warn("keygate: deleting expired Idempotency-Key answers failed; retried within the hour", zap.Error(err))
 	}
 }
 
