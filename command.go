@@ -456,7 +456,12 @@ func keysCommands() []*cobra.Command {
 		Short: "Issue a new key and print it once",
 		Args:  cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
-			res, err := c.keys.Issue(ctx, specFrom(c.flags), c.actor)
+			spec := specFrom(c.flags)
+			asked, err := json.Marshal(spec)
+			if err != nil {
+				return err
+			}
+			res, err := c.keys.IssueOnce(ctx, spec, c.actor, c.idempotency("issue", asked))
 			if err != nil {
 				return err
 			}
@@ -465,6 +470,7 @@ func keysCommands() []*cobra.Command {
 	}
 	specFlags(issue.Flags(), false)
 	issue.Flags().String("prefix", "", "Key prefix (default: the prefix the routes on this store accept, else kg)")
+	idempotencyFlag(issue.Flags())
 
 	list := &cobra.Command{
 		Use:   "list [--owner O] [--all] [--env live|test] [--status S] [--limit N [--after ID]]",
@@ -569,7 +575,8 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.keys.Rotate(ctx, args[0], grace, reason, c.actor)
+			asked := fmt.Appendf(nil, "%s\n%s\n%s", args[0], grace, reason)
+			res, err := c.keys.RotateOnce(ctx, args[0], grace, reason, c.actor, c.idempotency("rotate", asked))
 			if err != nil {
 				return err
 			}
@@ -578,6 +585,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 	}
 	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now)")
 	rotate.Flags().String("reason", "", "Why (kept in the audit events)")
+	idempotencyFlag(rotate.Flags())
 
 	revoke := &cobra.Command{
 		Use:   "revoke ID | --key -|KEY | --owner OWNER [--reason TEXT] [--yes]",
@@ -1044,7 +1052,26 @@ func (c *cli) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// idempotencyFlag is issue's and rotate's --idempotency-key.
+func idempotencyFlag(fs *pflag.FlagSet) {
+	fs.String("idempotency-key", "", "Run again with the same key and flags within 24h, print the first run's answer (its key) instead of making another (a random value, kept secret like a key)")
+}
+
+// idempotency returns the run's --idempotency-key, if given, for the
+// command and what it asked: a run of another command or with other flags
+// under the same key is refused.
+func (c *cli) idempotency(command string, asked []byte) *keys.Idempotency {
+	k, _ := c.flags.GetString("idempotency-key")
+	if !c.flags.Changed("idempotency-key") {
+		return nil
+	}
+	return &keys.Idempotency{Key: k, Request: append([]byte("caddy keys "+command+"\n"), asked...)}
+}
+
 func (c *cli) printIssued(res *keys.Result) error {
+	if res.Replayed {
+		fmt.Fprintln(c.warn, "note: an earlier run with this --idempotency-key made this key; nothing new was made")
+	}
 	c.printWarnings(res.Warnings)
 	if c.json {
 		return c.printJSON(res)

@@ -175,3 +175,40 @@ func TestTheAdminAPIAnswersARepeatedIdempotencyKeyOnce(t *testing.T) {
 		}
 	})
 }
+
+// The CLI takes the same key as --idempotency-key: a run repeated after it
+// exited 5 (the store did not answer) prints the first run's key.
+func TestTheCLIAnswersARepeatedIdempotencyKeyOnce(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: lifecycleCaddyfile, upstream: up.URL})
+	run := func(args ...string) (issuedKey, string) {
+		t.Helper()
+		out, errOut, err := g.keysRaw(args...)
+		var k issuedKey
+		if err != nil || json.Unmarshal([]byte(out), &k) != nil || k.Key == "" {
+			t.Fatalf("keys %s: %v: %s %s", args[0], err, out, errOut)
+		}
+		return k, errOut
+	}
+	issue := []string{"issue", "--json", "--name", "cli-idem", "--scope", "mail.send", "--idempotency-key", "cli-issue-1"}
+	first, _ := run(issue...)
+	again, note := run(issue...)
+	if again != first || !strings.Contains(note, "nothing new was made") {
+		t.Errorf("the repeat printed %+v (stderr %q), want the first run's key %+v and a note", again, note, first)
+	}
+	if _, errOut, err := g.keysRaw("issue", "--json", "--name", "cli-idem-2", "--scope", "mail.send", "--idempotency-key", "cli-issue-1"); err == nil ||
+		!strings.Contains(errOut, "Idempotency-Key") {
+		t.Errorf("another issue under the key: %v %s, want it refused naming the key", err, errOut)
+	}
+	rotate := []string{"rotate", first.ID, "--json", "--grace", "1h", "--idempotency-key", "cli-rotate-1"}
+	r1, _ := run(rotate...)
+	r2, _ := run(rotate...)
+	if r1 != r2 {
+		t.Errorf("the repeated rotation printed %+v, want %+v", r2, r1)
+	}
+	var recs []record
+	json.Unmarshal([]byte(g.keys("list", "--all", "--json")), &recs)
+	if len(recs) != 2 {
+		t.Errorf("%d keys, want 2 (the issued one and its successor)", len(recs))
+	}
+}
