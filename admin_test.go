@@ -300,3 +300,74 @@ func backendOn(t *testing.T, st store.Store, inner *store.Store) (string, *backe
 	t.Cleanup(func() { releaseBackend(uri, zap.NewNop()) })
 	return uri, b
 }
+
+// lateCommitStore commits a new key only once the caller has given up: a
+// COMMIT that reached PostgreSQL, which then stopped answering until after
+// the admin call's timeout. The caller is told the store did not answer.
+type lateCommitStore struct {
+	store.Store
+	late atomic.Bool
+}
+
+func (s *lateCommitStore) CreateKey(ctx context.Context, rec *store.Record, ev store.Event) error {
+	if !s.late.Load() {
+		return s.Store.CreateKey(ctx, rec, ev)
+	}
+	<-ctx.Done()
+	if err := s.Store.CreateKey(context.WithoutCancel(ctx), rec, ev); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func (s *lateCommitStore) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *store.Event, next func(*store.Record) (*store.Record, error)) (*store.Record, error) {
+	if !s.late.Load() {
+		return s.Store.RotateKey(ctx, id, graceEnd, ev, next)
+	}
+	<-ctx.Done()
+	if _, err := s.Store.RotateKey(context.WithoutCancel(ctx), id, graceEnd, ev, next); err != nil {
+		return nil, err
+	}
+	return nil, ctx.Err()
+}
+
+// A script whose issue or rotation was answered 503 (the store took the
+// change, then stopped answering) sends it again under its Idempotency-Key
+// once the store answers: it gets the key the first call made, and no
+// second key is made nor the rotation refused as done already.
+func TestAChangeCommittedAfterItsCallGaveUpIsAnsweredToItsRepeat(t *testing.T) {
+	defer func(d time.Duration) { manageTimeout = d }(manageTimeout)
+	manageTimeout = 200 * time.Millisecond
+	st := &lateCommitStore{}
+	uri, _ := backendOn(t, st, &st.Store)
+	old, _ := issue(t, st, "mail.send")
+	call := func(path, body, idem string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", path+"?store="+url.QueryEscape(uri), strings.NewReader(body))
+		r.Header.Set("Idempotency-Key", idem)
+		w := httptest.NewRecorder()
+		(&Admin{}).serve(w, r)
+		return w
+	}
+	for _, c := range []struct{ name, path, body string }{
+		{"issue", "/keygate/keys", `{"name":"late","scopes":["mail.send"],"force":true}`},
+		{"rotate", "/keygate/keys/" + old.ID + "/rotate", `{"grace":"1h"}`},
+	} {
+		st.late.Store(true)
+		if w := call(c.path, c.body, "late-"+c.name); w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%s while the store hangs: %d %s, want 503", c.name, w.Code, w.Body)
+		}
+		st.late.Store(false)
+		w := call(c.path, c.body, "late-"+c.name)
+		var res struct {
+			ID, Key string
+		}
+		json.Unmarshal(w.Body.Bytes(), &res)
+		if w.Code != http.StatusCreated || w.Header().Get("Idempotent-Replayed") != "true" || res.Key == "" {
+			t.Errorf("%s repeated: %d %v %s, want 201 with the key the first call made, replayed", c.name, w.Code, w.Header(), w.Body)
+		}
+	}
+	all, err := st.ListKeys(context.Background(), store.ListFilter{All: true})
+	if err != nil || len(all) != 3 {
+		t.Errorf("%d keys (%v), want 3: the first, the one issued late, the late rotation's successor", len(all), err)
+	}
+}
