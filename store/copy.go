@@ -38,8 +38,9 @@ var ErrSameStore = errors.New("the two stores are one")
 // every key record as it is, the audit events with their sequence numbers
 // (to's next event is numbered after the last one copied, so a reader of
 // `events --after SEQ` goes on where it was), the usage counters, and the
-// scope lines and key prefixes gateways reported. The change log and the
-// console's secrets and flashes are not copied: to keeps its own. Each key
+// scope lines and key prefixes gateways reported. The change log, the
+// console's secrets and flashes and the answers kept for Idempotency-Key
+// repeats are not copied: to keeps its own. Each key
 // copied is one change in to's log, as an issued key is, so a gateway
 // already running on to learns of it within a second.
 //
