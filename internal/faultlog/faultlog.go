@@ -70,7 +70,11 @@ type Fault struct {
 	// streak is when the failures going on without a success between
 	// them began: a quiet fault that fails on for promoteAfter is a new
 	// outage, not one that comes and goes, and is reported as one.
-	streak     time.Time
+	streak time.Time
+	// promoted is when a quiet fault was last reported as beginning: at
+	// most one is an interval, so a fault that fails for seconds and works
+	// for one, over and over, is not two lines every few seconds.
+	promoted   time.Time
 	total      int
 	unreported int
 }
@@ -79,7 +83,9 @@ type Fault struct {
 // between its attempts to be reported as beginning (Began), not in the
 // next line an interval later: an outage that starts within a minute of
 // the previous one's end is seen in the log within seconds. A fault that
-// comes and goes (every other attempt working) never fails that long.
+// comes and goes (every other attempt working) never fails that long; one
+// that fails for longer between its successes is promoted at most once an
+// interval.
 func (f *Fault) promoteAfter() time.Duration { return f.interval / 12 }
 
 // New returns a Fault that calls report for each line, with a summary at
@@ -127,11 +133,19 @@ func (f *Fault) Observe(now time.Time, err error) {
 		f.total++
 		f.unreported++
 		return
-	case f.quiet && now.Sub(f.streak) >= f.promoteAfter():
+	case f.quiet && now.Sub(f.streak) >= f.promoteAfter() && (f.promoted.IsZero() || now.Sub(f.promoted) >= f.interval):
 		// Failing on since the streak began: an outage of its own.
 		f.unreported++
 		l = Line{Kind: Began, Err: err, Failures: f.unreported, Total: f.unreported, Since: f.streak}
-		f.since, f.lastLine, f.total, f.unreported, f.quiet = f.streak, now, f.unreported, 0, false
+		f.since, f.lastLine, f.total, f.unreported, f.quiet, f.promoted = f.streak, now, f.unreported, 0, false, now
+	case !f.failing && f.unreported > 0:
+		// An interval after the previous line, with failures that came
+		// and went since it: they and this one are the next line, of the
+		// fault they continue (a Began would drop them).
+		f.failing, f.lastLine, f.quiet = true, now, false
+		f.total++
+		l = Line{Kind: Continues, Err: err, Failures: f.unreported + 1, Total: f.total, Since: f.since}
+		f.unreported = 0
 	case !f.failing:
 		f.failing, f.since, f.lastLine, f.total, f.unreported = true, now, now, 1, 0
 		l = Line{Kind: Began, Err: err, Failures: 1, Total: 1, Since: now}

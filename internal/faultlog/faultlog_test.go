@@ -214,3 +214,77 @@ func TestAnOutageSoonAfterAnotherIsReportedWithinSeconds(t *testing.T) {
 		t.Errorf("last line %+v, want the outage's end after its 150 failures", last)
 	}
 }
+
+// A fault that comes and goes at other rhythms than every other attempt
+// is a few lines a minute too, and each failure is in exactly one line:
+// one that fails for seconds between its successes (longer than
+// promoteAfter, so it is promoted to Began) is promoted at most once an
+// interval, where each promotion and the success after it were two lines
+// every few seconds; and failures that came and went within an interval
+// are not dropped when the next one comes an interval after the line
+// before them (it Began a fault of its own, with one failure).
+func TestAFaultThatComesAndGoesAtOtherRhythmsIsAFewLines(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		step  time.Duration
+		fails func(i int) bool
+	}{
+		{"fails 6 s, works 1 s", time.Second, func(i int) bool { return i%7 != 6 }},
+		{"one attempt in ten works, each second", time.Second, func(i int) bool { return i%10 != 9 }},
+		{"one attempt in thirty works, each 200 ms", 200 * time.Millisecond, func(i int) bool { return i%30 != 29 }},
+		{"bursts: 8 s failing, 20 s working", 100 * time.Millisecond, func(i int) bool { return i%280 < 80 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var lines []Line
+			f := New(time.Minute, func(l Line) { lines = append(lines, l) })
+			at := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+			end := at.Add(30 * time.Minute)
+			failures := 0
+			for i := 0; at.Before(end); i++ {
+				var err error
+				if c.fails(i) {
+					err = errors.New("connection refused")
+					failures++
+				}
+				f.Observe(at, err)
+				at = at.Add(c.step)
+			}
+			f.Observe(at.Add(2*time.Minute), nil)
+			if len(lines) > 30*5 {
+				t.Errorf("%d lines in 30 minutes, want at most five a minute", len(lines))
+			}
+			reported := 0
+			for _, l := range lines {
+				reported += l.Failures
+				if l.Total < l.Failures || l.Duration != 0 && l.Since.IsZero() {
+					t.Errorf("line %+v: Total below Failures, or no Since", l)
+				}
+			}
+			if reported != failures {
+				t.Errorf("lines report %d failures, want %d: each once", reported, failures)
+			}
+		})
+	}
+}
+
+// A failure that came and went within an interval of the previous line is
+// in the next line, also when that line is a failure's an interval later:
+// it was dropped by the Began of a fault of its own, with one failure.
+func TestFailuresThatCameAndWentAreInTheNextFailuresLine(t *testing.T) {
+	var lines []Line
+	f := New(time.Minute, func(l Line) { lines = append(lines, l) })
+	at := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+	down := errors.New("connection refused")
+	f.Observe(at, down)
+	f.Observe(at.Add(time.Second), nil)     // Began, Ended
+	f.Observe(at.Add(10*time.Second), down) // came and went
+	f.Observe(at.Add(11*time.Second), nil)
+	f.Observe(at.Add(70*time.Second), down) // an interval after the Ended line
+	if len(lines) != 3 || lines[2].Kind != Continues || lines[2].Failures != 2 || lines[2].Total != 3 || lines[2].Since != at {
+		t.Fatalf("lines %+v, want the third to say both failures since the second, of the fault since %v", lines, at)
+	}
+	f.Observe(at.Add(71*time.Second), nil)
+	if last := lines[len(lines)-1]; last.Kind != Ended || last.Total != 3 {
+		t.Errorf("last line %+v, want the end after 3 failures", last)
+	}
+}
