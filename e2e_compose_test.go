@@ -162,3 +162,61 @@ func newDroppingUpstream(t *testing.T) (string, func() int) {
 	t.Cleanup(s.Close)
 	return strings.TrimPrefix(s.URL, "http://"), func() int { return int(n.Load()) }
 }
+
+// TestASendAnUpstreamHadWholeCountsWhateverFollows: a send an upstream read
+// whole before its connection dropped may have gone out, and counts, also
+// when what ends the request is a dial error that sent nothing: a retry on
+// another upstream that refused the connection (lb_retry_match with
+// request_buffers, as docs/deploy.md describes), or handle_errors' fallback
+// provider that had it whole after the first upstream's dial failed. Before,
+// keygate judged by the last error alone, and gave those recipients back.
+func TestASendAnUpstreamHadWholeCountsWhateverFollows(t *testing.T) {
+	up := newUpstream(t)
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens: the dial fails
+	drop, dropped := newDroppingUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	handle_path /retried/* {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
+			quota 100/d
+		}
+		reverse_proxy ` + drop + ` ` + dead + ` {
+			lb_policy first
+			lb_retries 1
+			lb_retry_match {
+				method POST
+			}
+			fail_duration 1m
+			request_buffers 1MB
+		}
+	}
+	handle_path /fallback/* {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
+			quota 100/d
+		}
+		reverse_proxy ` + dead + `
+	}
+	handle_errors {
+		@fallback path /fallback/*
+		reverse_proxy @fallback ` + drop + `
+	}
+`)})
+	k := g.issue("--name", "dropped", "--scope", "mail.send")
+	for _, prefix := range []string{"retried", "fallback"} {
+		n := dropped()
+		r := g.call("POST", "/"+prefix+"/v3/mail/send", k.Key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
+			"Content-Type", "application/json")
+		if r.Status < 500 || dropped() != n+1 {
+			t.Fatalf("%s: %d %s, the dropping upstream had %d sends; want a 5xx after it had the send", prefix, r.Status, r.Body, dropped()-n)
+		}
+	}
+	g.stop()
+	if u := g.usage(k.ID); u.Recipients != 4 || u.Allowed != 2 {
+		t.Errorf("usage: %d recipients in %d allowed requests, want 4 in 2: each send went to an upstream that read it whole", u.Recipients, u.Allowed)
+	}
+}

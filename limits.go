@@ -130,9 +130,12 @@ func (h *Handler) releaseQuota(ctx context.Context, qs *quotaState, n int64, t t
 // retrying through a provider's outage does not use the quota up. status
 // is what the client was answered: after an error that sent nothing, a 2xx
 // says the site's handle_errors sent it elsewhere (a fallback provider's
-// reverse_proxy there), and it counts.
-func mayHaveSent(status int, err error, bodyOut bool) bool {
-	if err == nil || !bodyOut || neverSent(err) {
+// reverse_proxy there), and it counts. wrote says a transport wrote the
+// whole request on some attempt (reverse_proxy's retries, handle_errors'
+// fallback): the error that ends the request is the last attempt's, and a
+// dial error after an upstream had the send whole does not unsend it.
+func mayHaveSent(status int, err error, bodyOut, wrote bool) bool {
+	if err == nil || !bodyOut || neverSent(err) && !wrote {
 		return status >= 200 && status < 300
 	}
 	return true

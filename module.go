@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -585,6 +586,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	sw := q.statusWriter(w)
 	var err error
 	done := false
+	// Whether a transport wrote the whole request on any attempt: the
+	// error the chain ends with is only its last attempt's (mayHaveSent).
+	// Transports without httptrace hooks (HTTP/3, FastCGI) leave it false.
+	var wrote atomic.Bool
+	if recipients > 0 {
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(info httptrace.WroteRequestInfo) {
+				if info.Err == nil {
+					wrote.Store(true)
+				}
+			},
+		}))
+	}
 	defer func() {
 		if !done && !sw.sent {
 			// Ended before any answer: the client's connection is closed
@@ -592,7 +606,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
-		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load()) {
+		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load(), wrote.Load()) {
 			if qs != nil {
 				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
 			}
