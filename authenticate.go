@@ -343,7 +343,9 @@ func clientIP(r *http.Request) string {
 // right to left past the trusted proxies, so keygate takes Caddy's answer
 // there; without it the right-most address is the one nobody but a trusted
 // proxy wrote. Parsed as Caddy parses it: a port or a zone is dropped, and
-// what is no address is skipped.
+// what is no address is skipped; and an IPv6 address in brackets without a
+// port is read too, which Caddy skips: skipped, the proxy's own entry would
+// leave the one the client wrote before it to decide.
 func forwardedByPeer(hdr http.Header, names []string) (string, bool) {
 	for _, name := range names {
 		values := hdr.Values(name)
@@ -354,7 +356,11 @@ func forwardedByPeer(hdr http.Header, names []string) (string, bool) {
 				if err != nil {
 					host = parts[k]
 				}
-				host, _, _ = strings.Cut(strings.TrimSpace(host), "%")
+				host = strings.TrimSpace(host)
+				if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
+					host = host[1 : len(host)-1]
+				}
+				host, _, _ = strings.Cut(host, "%")
 				if addr, err := netip.ParseAddr(host); err == nil {
 					return addr.String(), true
 				}

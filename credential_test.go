@@ -490,6 +490,10 @@ func TestForwardedByPeerReadsTheHeadersInCaddysOrder(t *testing.T) {
 		{http.Header{"X-Forwarded-For": {"[2001:db8::7]:55000"}}, "2001:db8::7"},
 		{http.Header{"X-Forwarded-For": {"unknown"}, "X-Real-Ip": {"203.0.113.9"}}, "203.0.113.9"},
 		{http.Header{"X-Forwarded-For": {"198.51.100.7, junk"}}, "198.51.100.7"},
+		// A proxy that writes an IPv6 address in brackets without a
+		// port: its entry, not the one the client wrote before it.
+		{http.Header{"X-Forwarded-For": {"10.0.0.1, [2001:db8::7]"}}, "2001:db8::7"},
+		{http.Header{"X-Forwarded-For": {"10.0.0.1, [2001:db8::7%eth0]"}}, "2001:db8::7"},
 	} {
 		if got, ok := forwardedByPeer(c.hdr, names); !ok || got != c.want {
 			t.Errorf("%v: %q %v, want %q", c.hdr, got, ok, c.want)
