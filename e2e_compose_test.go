@@ -220,3 +220,55 @@ func TestASendAnUpstreamHadWholeCountsWhateverFollows(t *testing.T) {
 		t.Errorf("usage: %d recipients in %d allowed requests, want 4 in 2: each send went to an upstream that read it whole", u.Recipients, u.Allowed)
 	}
 }
+
+// TestASendNoProviderTookKeepsItsRecipientsWithRequestBuffers: with
+// request_buffers, reverse_proxy reads the whole send before it picks an
+// upstream, so a send whose dial then failed, or that found every upstream
+// marked down, had its body read all the same; it is known by the error
+// alone (a DialError, "no upstreams available"), and gives its recipients
+// back. TestASendNoProviderTookKeepsItsRecipientsThroughReverseProxy, with
+// no buffering, passes on the unread body alone.
+func TestASendNoProviderTookKeepsItsRecipientsWithRequestBuffers(t *testing.T) {
+	up := newUpstream(t)
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens: the dial fails
+	route := func(prefix, proxy string) string {
+		return `
+	handle_path /` + prefix + `/* {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
+			quota 100/d
+		}
+		reverse_proxy ` + proxy + ` {
+			request_buffers 1MB
+			fail_duration 1m
+			max_fails 1
+		}
+	}`
+	}
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(route("dead", dead) + route("ok", "{UPSTREAM}") + "\n")})
+	k := g.issue("--name", "buffered", "--scope", "mail.send")
+	send := func(prefix string) *response {
+		return g.call("POST", "/"+prefix+"/v3/mail/send", k.Key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
+			"Content-Type", "application/json")
+	}
+	// The first send's dial fails and marks the upstream down; the next
+	// ones find no upstream.
+	for i := range 3 {
+		if r := send("dead"); r.Status < 500 {
+			t.Fatalf("send %d: %d %s, want the proxy's error", i+1, r.Status, r.Body)
+		}
+	}
+	r := send("ok")
+	if r.Status != 202 {
+		t.Fatalf("ok: %d %s", r.Status, r.Body)
+	}
+	if got := strings.Join(r.Header.Values("RateLimit"), ", "); !strings.Contains(got, `"quota";r=98;`) {
+		t.Errorf("RateLimit after 3 sends no provider took and 1 that went: %s, want 98 of 100 recipients left", got)
+	}
+	g.stop()
+	if u := g.usage(k.ID); u.Recipients != 2 || u.Allowed != 4 {
+		t.Errorf("usage: %d recipients in %d allowed requests, want 2 (the send that went) in 4", u.Recipients, u.Allowed)
+	}
+}
