@@ -313,7 +313,10 @@ func clientIP(r *http.Request) string {
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 	if ip, ok := vars[caddyhttp.ClientIPVarKey].(string); ok && ip != "" {
 		if trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool); trusted {
-			if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv != nil && srv.TrustedProxiesStrict == 0 {
+			if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv != nil {
+				if srv.TrustedProxiesStrict > 0 {
+					return strictByPeer(r.Header, srv.ClientIPHeaders, ip)
+				}
 				if peer, ok := forwardedByPeer(r.Header, srv.ClientIPHeaders); ok {
 					return peer
 				}
@@ -352,20 +355,69 @@ func forwardedByPeer(hdr http.Header, names []string) (string, bool) {
 		for j := len(values) - 1; j >= 0; j-- {
 			parts := strings.Split(values[j], ",")
 			for k := len(parts) - 1; k >= 0; k-- {
-				host, _, err := net.SplitHostPort(strings.TrimSpace(parts[k]))
-				if err != nil {
-					host = parts[k]
-				}
-				host = strings.TrimSpace(host)
-				if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
-					host = host[1 : len(host)-1]
-				}
-				host, _, _ = strings.Cut(host, "%")
-				if addr, err := netip.ParseAddr(host); err == nil {
+				if addr, ok := forwardedAddr(parts[k]); ok {
 					return addr.String(), true
 				}
 			}
 		}
 	}
 	return "", false
+}
+
+// forwardedAddr reads one entry of a client IP header: an address, with or
+// without a port, an IPv6 one in brackets or not, with or without a zone.
+func forwardedAddr(part string) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(strings.TrimSpace(part))
+	if err != nil {
+		host = part
+	}
+	host = strings.TrimSpace(host)
+	if len(host) > 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	host, _, _ = strings.Cut(host, "%")
+	addr, err := netip.ParseAddr(host)
+	return addr, err == nil
+}
+
+// caddyReadsAddr reports whether Caddy's strict reading takes the entry as
+// an address (strictUntrustedClientIp): it splits off a port before it
+// trims spaces, so ", [2001:db8::7]:55000" (a space before the bracket), and
+// an IPv6 address in brackets without a port, are no address to it.
+func caddyReadsAddr(part string) bool {
+	host, _, err := net.SplitHostPort(part)
+	if err != nil {
+		host = part
+	}
+	host, _, _ = strings.Cut(strings.TrimSpace(host), "%")
+	_, err = netip.ParseAddr(host)
+	return err == nil
+}
+
+// strictByPeer is the client address under trusted_proxies_strict: Caddy's
+// answer (caddyIP), which it found walking the client IP headers right to
+// left past the trusted proxies, unless on its way there it skipped an
+// entry it could not read and keygate can: the proxy that wrote it (an
+// IPv6 client's address with a port, after ", ") saw that client, and the
+// entries left of it are what the client wrote itself. Caddy's answer is
+// the first untrusted address from the right, so every entry it read before
+// it was a trusted proxy's.
+func strictByPeer(hdr http.Header, names []string, caddyIP string) string {
+	for _, name := range names {
+		values := hdr.Values(name)
+		for j := len(values) - 1; j >= 0; j-- {
+			parts := strings.Split(values[j], ",")
+			for k := len(parts) - 1; k >= 0; k-- {
+				addr, ok := forwardedAddr(parts[k])
+				switch {
+				case !ok:
+				case !caddyReadsAddr(parts[k]):
+					return addr.String()
+				case addr.String() == caddyIP:
+					return caddyIP
+				}
+			}
+		}
+	}
+	return caddyIP
 }

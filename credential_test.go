@@ -503,3 +503,31 @@ func TestForwardedByPeerReadsTheHeadersInCaddysOrder(t *testing.T) {
 		t.Errorf("no header: %q, want none", got)
 	}
 }
+
+// TestStrictByPeerReadsWhatCaddySkips: under trusted_proxies_strict,
+// Caddy's answer stands unless, walking right to left to it, Caddy skipped
+// an entry it could not read and keygate can (an IPv6 address with a port
+// after ", ", or in brackets without one): the proxy that wrote it saw that
+// client, and Caddy went on to the entries the client wrote itself.
+func TestStrictByPeerReadsWhatCaddySkips(t *testing.T) {
+	names := []string{"X-Forwarded-For"}
+	for _, c := range []struct {
+		xff, caddy, want string
+	}{
+		{"10.0.0.1:443, [2001:db8::7]:55000", "10.0.0.1", "2001:db8::7"},
+		{"10.0.0.1, [2001:db8::7]", "10.0.0.1", "2001:db8::7"},
+		// Entries Caddy read before its answer were trusted proxies'.
+		{"198.51.100.7, 10.0.0.2", "198.51.100.7", "198.51.100.7"},
+		{"10.0.0.1, 198.51.100.7, 10.0.0.2, junk", "198.51.100.7", "198.51.100.7"},
+		{"[2001:db8::7]:55000", "2001:db8::7", "2001:db8::7"},
+		{"", "192.0.2.1", "192.0.2.1"},
+	} {
+		hdr := http.Header{}
+		if c.xff != "" {
+			hdr.Set("X-Forwarded-For", c.xff)
+		}
+		if got := strictByPeer(hdr, names, c.caddy); got != c.want {
+			t.Errorf("%q, Caddy's answer %s: %s, want %s", c.xff, c.caddy, got, c.want)
+		}
+	}
+}

@@ -51,13 +51,12 @@ http://127.0.0.1:{PORT} {
 			// A client at 198.51.100.7 writes 10.0.0.1 itself; the
 			// proxy appends the address it saw, in the same header or
 			// in another line of it.
-			chains := [][]string{{"10.0.0.1, 198.51.100.7"}, {"10.0.0.1", "198.51.100.7"}, {"10.0.0.1:443, 198.51.100.7:55000"}}
-			if !strict {
-				// Caddy's strict reading skips an IPv6 address with a
-				// port after ", " (its parser sees " [2001:db8::7]"),
-				// so only keygate's own reading is held to this one.
-				chains = append(chains, []string{"10.0.0.1:443, [2001:db8::7]:55000"})
-			}
+			// Caddy's strict reading skips an IPv6 address with a port
+			// after ", " (its parser sees " [2001:db8::7]"), and one in
+			// brackets without a port, and goes on to the client's own
+			// entry: keygate reads them (strictByPeer).
+			chains := [][]string{{"10.0.0.1, 198.51.100.7"}, {"10.0.0.1", "198.51.100.7"}, {"10.0.0.1:443, 198.51.100.7:55000"},
+				{"10.0.0.1:443, [2001:db8::7]:55000"}, {"10.0.0.1, [2001:db8::7]"}}
 			for _, xff := range chains {
 				n := up.count()
 				if r := send(office.Key, xff...); r.Status != 403 || r.code() != "ip_not_allowed" || up.count() != n {
