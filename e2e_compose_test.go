@@ -272,3 +272,42 @@ func TestASendNoProviderTookKeepsItsRecipientsWithRequestBuffers(t *testing.T) {
 		t.Errorf("usage: %d recipients in %d allowed requests, want 2 (the send that went) in 4", u.Recipients, u.Allowed)
 	}
 }
+
+// TestASendBehindForwardAuthNoProviderTookKeepsItsRecipients: forward_auth
+// runs after keygate and asks its auth service on the send's own context;
+// that request, written whole, is not the send's, and a send whose
+// provider then refused the connection gives its recipients back, also
+// with request_buffers, which reads the body whole before the dial.
+func TestASendBehindForwardAuthNoProviderTookKeepsItsRecipients(t *testing.T) {
+	up := newUpstream(t)
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens: the dial fails
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		quota 100/d
+	}
+	forward_auth {UPSTREAM} {
+		uri /auth
+	}
+	reverse_proxy ` + dead + ` {
+		request_buffers 1MB
+	}
+`)})
+	k := g.issue("--name", "forward-auth", "--scope", "mail.send")
+	for i := range 2 {
+		r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
+			"Content-Type", "application/json")
+		if r.Status < 500 {
+			t.Fatalf("send %d: %d %s, want the proxy's error", i+1, r.Status, r.Body)
+		}
+		if got := strings.Join(r.Header.Values("RateLimit"), ", "); !strings.Contains(got, `"quota";r=98;`) {
+			t.Errorf("RateLimit of send %d: %s, want 98 of 100 recipients left (its own reserved, none kept)", i+1, got)
+		}
+	}
+	g.stop()
+	if u := g.usage(k.ID); u.Recipients != 0 {
+		t.Errorf("usage: %d recipients, want none: no provider had a send", u.Recipients)
+	}
+}

@@ -589,11 +589,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Whether a transport wrote the whole request on any attempt: the
 	// error the chain ends with is only its last attempt's (mayHaveSent).
 	// Transports without httptrace hooks (HTTP/3, FastCGI) leave it false.
+	// A request written before the send's body was read whole is another
+	// one on its context (forward_auth's, which runs after keygate).
 	var wrote atomic.Bool
 	if recipients > 0 {
 		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 			WroteRequest: func(info httptrace.WroteRequestInfo) {
-				if info.Err == nil {
+				if info.Err == nil && (body == nil || body.readOut.Load()) {
 					wrote.Store(true)
 				}
 			},
