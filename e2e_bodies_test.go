@@ -532,3 +532,61 @@ func TestASendTheProviderNeverReceivedWholeIsNotCounted(t *testing.T) {
 		t.Errorf("usage counts %d recipients, want 1: the send the provider had whole", u.Recipients)
 	}
 }
+
+// TestAReadSendGoesOnWithoutTheClientsTrailers: a chunked send may end in
+// trailers, header fields after the body. keygate inspects and strips the
+// send's headers, never its trailers, and Caddy passes request trailers on
+// (chunked again, so the send lost the Content-Length it is given): an
+// On-Behalf-Of or a provider key in a trailer went to the provider. A send
+// keygate read whole goes on without them, with its length, and a request
+// on another route, whose body streams through, without them too.
+func TestAReadSendGoesOnWithoutTheClientsTrailers(t *testing.T) {
+	type got struct {
+		length  int64
+		te      []string
+		trailer http.Header
+	}
+	reqs := make(chan got, 4)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		reqs <- got{r.ContentLength, r.TransferEncoding, r.Trailer}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer up.Close()
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+		scope templates.write POST /v3/templates
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+	k := g.issue("--name", "trailers", "--scope", "mail.send", "--scope", "templates.write")
+	addr := strings.TrimPrefix(g.siteURL, "http://")
+	post := func(path string, body []byte) got {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"+
+			"Transfer-Encoding: chunked\r\nTrailer: On-Behalf-Of, X-Extra\r\n\r\n%x\r\n%s\r\n0\r\nOn-Behalf-Of: subuser\r\nX-Extra: 1\r\n\r\n",
+			path, addr, k.Key, len(body), body)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("%s: %v %v, want the provider's 202", path, resp, err)
+		}
+		return <-reqs
+	}
+	body := sgBody("news@shop.example.com", "a@example.org")
+	if r := post("/v3/mail/send", body); r.length != int64(len(body)) || len(r.te) != 0 || len(r.trailer) != 0 {
+		t.Errorf("the provider got Content-Length %d, Transfer-Encoding %q, trailers %v; want %d, none, none",
+			r.length, r.te, r.trailer, len(body))
+	}
+	if r := post("/v3/templates", []byte(`{"name":"t"}`)); len(r.trailer) != 0 {
+		t.Errorf("a template's request reached the provider with trailers %v, want none", r.trailer)
+	}
+}

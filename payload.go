@@ -77,6 +77,9 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	// second one).
 	r.TransferEncoding = nil
 	r.Header.Del("Expect")
+	// Nor with trailers (ServeHTTP dropped the declared ones; these are
+	// any the body's end would have set), which Caddy passes on chunked.
+	r.Trailer = nil
 	var msg mailapi.Message
 	if query {
 		msg, err = h.dialect.InspectQuery(r.URL.RawQuery, true, r.Header.Get("Content-Type"), body)
