@@ -409,9 +409,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	onBehalf := takeOnBehalfOf(r)
 	// Trailers (header fields after a chunked body) are neither read for a
 	// key nor stripped as the headers are, and Caddy passes request
-	// trailers on: none goes upstream, on any route.
+	// trailers on: none goes upstream, on any route. (Go's server takes
+	// the Trailer header out of a chunked request's headers itself, and
+	// reverse_proxy drops it from any other as hop-by-hop.)
 	r.Trailer = nil
-	r.Header.Del("Trailer")
 	if key == "" && faults[fault].code == MissingKey {
 		return h.deny(w, r, q, ip, t, denial{code: MissingKey, fault: fault})
 	}
