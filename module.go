@@ -597,15 +597,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Transports without httptrace hooks (HTTP/3, FastCGI) leave it false.
 	// A request written before the send's body was read whole is another
 	// one on its context (forward_auth's, which runs after keygate).
-	var wrote atomic.Bool
+	// Allocated for sends only: a flag the hook's closure captured would
+	// be on the heap for every request.
+	var wrote *atomic.Bool
 	if recipients > 0 {
+		w := new(atomic.Bool)
 		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 			WroteRequest: func(info httptrace.WroteRequestInfo) {
 				if info.Err == nil && (body == nil || body.readOut.Load()) {
-					wrote.Store(true)
+					w.Store(true)
 				}
 			},
 		}))
+		wrote = w
 	}
 	defer func() {
 		if !done && !sw.sent {
@@ -614,7 +618,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
-		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load(), wrote.Load()) {
+		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load(), wrote != nil && wrote.Load()) {
 			if qs != nil {
 				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
 			}

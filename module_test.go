@@ -230,6 +230,51 @@ func BenchmarkHotPath(b *testing.B) {
 	}
 }
 
+// TestAValidKeysRequestAllocatesTwice: what BenchmarkHotPath measures, a
+// cached key's request, allocates its request state and the placeholder
+// function Caddy's replacer keeps, and nothing else. (A flag captured by
+// the send's trace hook once made a third, on every request.)
+func TestAValidKeysRequestAllocatesTwice(t *testing.T) {
+	quietBackground(t)
+	h, st := testHandler(t, &Handler{
+		Rate:   "1000000000/s",
+		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
+	})
+	_, key := issue(t, st, "mail.send")
+	h.logger = zap.NewNop()
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := httptest.NewRequest("POST", "/v3/mail/send", nil)
+	auth := []string{"Bearer " + key}
+	request := func() *http.Request {
+		repl := caddy.NewReplacer()
+		repl.Map(func(string) (any, bool) { return nil, false }) // caddyhttp's own provider
+		r := tmpl.WithContext(context.WithValue(tmpl.Context(), caddy.ReplacerCtxKey, repl))
+		r.Header = http.Header{"Authorization": auth}
+		return r
+	}
+	w := nopWriter{h: http.Header{}}
+	if err := h.ServeHTTP(w, request(), okNext); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the cache's asynchronous set
+	const n = 200
+	reqs := make([]*http.Request, n+1)
+	for i := range reqs {
+		reqs[i] = request()
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(n, func() {
+		clear(w.h)
+		h.ServeHTTP(w, reqs[i], okNext)
+		i++
+	})
+	if allocs > 2 {
+		t.Errorf("a valid key's request allocates %v times, want 2", allocs)
+	}
+}
+
 type nopWriter struct{ h http.Header }
 
 func (w nopWriter) Header() http.Header       { return w.h }
