@@ -355,6 +355,29 @@ func TestAChunkedSendPastMaxBodyIsAnsweredNotReset(t *testing.T) {
 	}
 }
 
+// framing is how a request reached the provider: its length, transfer
+// coding, Expect header, trailers and body.
+type framing struct {
+	length  int64
+	te      []string
+	expect  string
+	trailer http.Header
+	body    []byte
+}
+
+// framingUpstream is a provider that answers 202 and says how each request
+// reached it.
+func framingUpstream(t *testing.T) (*httptest.Server, <-chan framing) {
+	reqs := make(chan framing, 4)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body) // the trailers arrive with the body's end
+		reqs <- framing{r.ContentLength, r.TransferEncoding, r.Header.Get("Expect"), r.Trailer, body}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(up.Close)
+	return up, reqs
+}
+
 // TestAReadSendReachesTheProviderWithItsLength: a send keygate has read
 // whole goes on with a Content-Length, not chunked as the client sent it
 // (an API behind a load balancer that wants a length refuses a chunked
@@ -362,19 +385,7 @@ func TestAChunkedSendPastMaxBodyIsAnsweredNotReset(t *testing.T) {
 // client's Expect: 100-continue, whose answer it already had from keygate:
 // the provider's own 100 reached the client as a second one.
 func TestAReadSendReachesTheProviderWithItsLength(t *testing.T) {
-	type got struct {
-		length int64
-		te     []string
-		expect string
-		body   []byte
-	}
-	reqs := make(chan got, 4)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		reqs <- got{r.ContentLength, r.TransferEncoding, r.Header.Get("Expect"), body}
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	defer up.Close()
+	up, reqs := framingUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`
 	keygate {
 		store {STORE}
@@ -541,18 +552,7 @@ func TestASendTheProviderNeverReceivedWholeIsNotCounted(t *testing.T) {
 // keygate read whole goes on without them, with its length, and a request
 // on another route, whose body streams through, without them too.
 func TestAReadSendGoesOnWithoutTheClientsTrailers(t *testing.T) {
-	type got struct {
-		length  int64
-		te      []string
-		trailer http.Header
-	}
-	reqs := make(chan got, 4)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		reqs <- got{r.ContentLength, r.TransferEncoding, r.Trailer}
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	defer up.Close()
+	up, reqs := framingUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`
 	keygate {
 		store {STORE}
@@ -564,7 +564,7 @@ func TestAReadSendGoesOnWithoutTheClientsTrailers(t *testing.T) {
 `), upstream: up.URL})
 	k := g.issue("--name", "trailers", "--scope", "mail.send", "--scope", "templates.write")
 	addr := strings.TrimPrefix(g.siteURL, "http://")
-	post := func(path string, body []byte) got {
+	post := func(path string, body []byte) framing {
 		t.Helper()
 		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
