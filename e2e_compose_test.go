@@ -10,6 +10,29 @@ import (
 	"testing"
 )
 
+// quotaRoute is a SendGrid send route under /prefix/ for keys with a
+// recipient quota of 100 a day, proxied to proxy (reverse_proxy's
+// upstreams, and its block if any).
+func quotaRoute(prefix, proxy string) string {
+	return `
+	handle_path /` + prefix + `/* {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
+			quota 100/d
+		}
+		reverse_proxy ` + proxy + `
+	}`
+}
+
+// sendTwo sends a message to two recipients with key through the route
+// under /prefix/.
+func sendTwo(g *gateway, key, prefix string) *response {
+	return g.call("POST", "/"+prefix+"/v3/mail/send", key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
+		"Content-Type", "application/json")
+}
+
 // TestASendNoProviderTookKeepsItsRecipientsThroughReverseProxy: a send
 // that reverse_proxy never got to a provider (the dial failed, or every
 // upstream was marked down by fail_duration or its health checks) gives its
@@ -22,34 +45,19 @@ import (
 func TestASendNoProviderTookKeepsItsRecipientsThroughReverseProxy(t *testing.T) {
 	up := newUpstream(t)
 	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens: the dial fails
-	route := func(prefix, proxy string) string {
-		return `
-	handle_path /` + prefix + `/* {
-		keygate {
-			store {STORE}
-			mail_api sendgrid
-			scope mail.send POST /v3/mail/send
-			quota 100/d
-		}
-		reverse_proxy ` + proxy + `
-	}`
-	}
 	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(
-		route("dial", dead) +
-			route("marked-down", dead+" {\n\t\t\tfail_duration 1m\n\t\t\tmax_fails 1\n\t\t}") +
-			route("unhealthy", dead+" {\n\t\t\thealth_uri /health\n\t\t\thealth_interval 100ms\n\t\t}") +
-			route("fallback", dead) +
-			route("ok", "{UPSTREAM}") + `
+		quotaRoute("dial", dead) +
+			quotaRoute("marked-down", dead+" {\n\t\t\tfail_duration 1m\n\t\t\tmax_fails 1\n\t\t}") +
+			quotaRoute("unhealthy", dead+" {\n\t\t\thealth_uri /health\n\t\t\thealth_interval 100ms\n\t\t}") +
+			quotaRoute("fallback", dead) +
+			quotaRoute("ok", "{UPSTREAM}") + `
 	handle_errors {
 		@fallback path /fallback/*
 		reverse_proxy @fallback {UPSTREAM}
 	}
 `)})
 	k := g.issue("--name", "outage", "--scope", "mail.send")
-	send := func(prefix string) *response {
-		return g.call("POST", "/"+prefix+"/v3/mail/send", k.Key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
-			"Content-Type", "application/json")
-	}
+	send := func(prefix string) *response { return sendTwo(g, k.Key, prefix) }
 	for _, prefix := range []string{"dial", "marked-down", "unhealthy"} {
 		for i := range 3 {
 			if r := send(prefix); r.Status < 500 {
@@ -231,28 +239,10 @@ func TestASendAnUpstreamHadWholeCountsWhateverFollows(t *testing.T) {
 func TestASendNoProviderTookKeepsItsRecipientsWithRequestBuffers(t *testing.T) {
 	up := newUpstream(t)
 	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens: the dial fails
-	route := func(prefix, proxy string) string {
-		return `
-	handle_path /` + prefix + `/* {
-		keygate {
-			store {STORE}
-			mail_api sendgrid
-			scope mail.send POST /v3/mail/send
-			quota 100/d
-		}
-		reverse_proxy ` + proxy + ` {
-			request_buffers 1MB
-			fail_duration 1m
-			max_fails 1
-		}
-	}`
-	}
-	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(route("dead", dead) + route("ok", "{UPSTREAM}") + "\n")})
+	buffered := " {\n\t\t\trequest_buffers 1MB\n\t\t\tfail_duration 1m\n\t\t\tmax_fails 1\n\t\t}"
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(quotaRoute("dead", dead+buffered) + quotaRoute("ok", "{UPSTREAM}"+buffered) + "\n")})
 	k := g.issue("--name", "buffered", "--scope", "mail.send")
-	send := func(prefix string) *response {
-		return g.call("POST", "/"+prefix+"/v3/mail/send", k.Key, sgBody("a@shop.example.com", "x@example.org", "y@example.org"),
-			"Content-Type", "application/json")
-	}
+	send := func(prefix string) *response { return sendTwo(g, k.Key, prefix) }
 	// The first send's dial fails and marks the upstream down; the next
 	// ones find no upstream.
 	for i := range 3 {
