@@ -224,3 +224,84 @@ func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
 		}
 	}
 }
+
+// sdkBatchCopies are the batch calls that take a blind copy once for the
+// whole batch, with the endpoint they post to: @sendgrid/mail's
+// sendMultiple puts it in each personalization, Mailjet's v3.1 takes it in
+// Globals, and Brevo's top-level bcc goes with every message version that
+// names none of its own.
+var sdkBatchCopies = map[string]string{
+	"sendgrid": "/v3/mail/send", "mailjet": "/v3.1/send", "brevo": "/v3/smtp/email", "brevo-go": "/v3/smtp/email",
+}
+
+// TestE2ESDKsBatchCopiesCountForEveryMessage sends, through each SDK of
+// sdkBatchCopies, a batch of a message to each of two recipients with one
+// blind copy given for the whole batch: the provider sends four messages'
+// worth of recipients, so the send counts four (delivered unchanged with a
+// key that allows four per request, refused as too_many_recipients with a
+// key that allows three). Before session 32 Brevo's top-level bcc counted
+// once whatever the versions, and the second key sent it.
+func TestE2ESDKsBatchCopiesCountForEveryMessage(t *testing.T) {
+	rig := startSDKRig(t, "")
+	langOf := map[string]string{}
+	for _, d := range sdkDrivers {
+		langOf[d.name] = d.lang
+	}
+	keys := map[string]*string{} // by sdk, and sdk+"/3" for the key allowing three
+	for sdk := range sdkBatchCopies {
+		keys[sdk], keys[sdk+"/3"] = new(string), new(string)
+		rig.issueKey(keys[sdk], "--name", sdk+"-copies", "--sender-domain", "shop.example", "--max-recipients", "4", "--quota", "100/d")
+		rig.issueKey(keys[sdk+"/3"], "--name", sdk+"-copies-3", "--sender-domain", "shop.example", "--max-recipients", "3", "--quota", "100/d")
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	for sdk := range sdkBatchCopies {
+		sc := sdkScenario{ID: sdk + "/copies", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: sdkAllowedFrom,
+			To: []string{"a@rcpt.example", "b@rcpt.example"}, Batch: true, Bcc: []string{"archive@shop.example"}}
+		three := sc
+		three.ID, three.Key = sdk+"/copies-3", *keys[sdk+"/3"]
+		plans[langOf[sdk]] = append(plans[langOf[sdk]], sc, three)
+	}
+	results := rig.run(plans)
+
+	delivered := map[string]int{}
+	for p, sent := range rig.delivered(keys) {
+		delivered[sent.by]++
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's:\n%s\n%s", sent.by, p.Body, sent.Body)
+		}
+		if want := sdkBatchCopies[strings.TrimSuffix(sent.by, "/3")]; p.Path != want {
+			t.Errorf("%s: went to %s, want %s", sent.by, p.Path, want)
+		}
+		if !bytes.Contains(p.Body, []byte("archive@shop.example")) {
+			t.Errorf("%s: the provider's body has no blind copy: %s", sent.by, p.Body)
+		}
+		d, _ := mailapi.Lookup(sent.dialect)
+		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 4 {
+			t.Errorf("%s: the request reads as %d recipients, %v; want 4", sent.by, m.Recipients, err)
+		}
+	}
+	for sdk := range sdkBatchCopies {
+		if r := results[sdk+"/copies"]; !r.OK {
+			t.Errorf("%s: the SDK failed: %+v", sdk, r)
+		}
+		sdkRefused(t, sdk+"/copies-3", results[sdk+"/copies-3"], "too_many_recipients", 403, "")
+		if delivered[sdk] != 1 || delivered[sdk+"/3"] != 0 {
+			t.Errorf("%s: the provider got %d requests with the key allowing four and %d with the one allowing three, want 1 and 0",
+				sdk, delivered[sdk], delivered[sdk+"/3"])
+		}
+		var u usageJSON
+		if eventually(t, 3*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[sdk]]+"/usage", nil).Body, &u)
+			return u.Allowed == 1 && u.Recipients == 4
+		}) < 0 {
+			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, 4", sdk, u.Allowed, u.Recipients)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}

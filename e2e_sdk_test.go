@@ -194,8 +194,10 @@ type sdkScenario struct {
 	// HTML, when set, is sent as the message's HTML part beside the text.
 	HTML string `json:"html,omitempty"`
 	// Batch sends a message per recipient in one request, with the SDK's
-	// batch or bulk call.
-	Batch bool `json:"batch,omitempty"`
+	// batch or bulk call; Bcc, when set, is given once for the whole batch,
+	// as the SDK takes it (a blind copy of every message).
+	Batch bool     `json:"batch,omitempty"`
+	Bcc   []string `json:"bcc,omitempty"`
 	// Template sends one message with a template stored at the provider.
 	Template bool `json:"template,omitempty"`
 	// MIME sends a message the application built as MIME itself.

@@ -249,6 +249,21 @@ func TestInspect(t *testing.T) {
 		{name: "brevo: top-level and messageVersions recipients",
 			dialect: "brevo", path: "/v3/smtp/email", body: fixture(t, "brevo.json"),
 			senders: []string{"senderalex@shop.example.com"}, recipients: 4},
+		{name: "brevo: the top-level cc and bcc receive every message version, counted once a version",
+			dialect: "brevo", path: "/v3/smtp/email",
+			body: []byte(`{"sender":{"email":"a@shop.example"},"cc":[{"email":"c@example.com"}],"messageVersions":[` +
+				`{"to":[{"email":"x@example.com"}]},{"to":[{"email":"y@example.com"}]},{"to":[{"email":"z@example.com"}]}],` +
+				`"bcc":[{"email":"b1@example.com"},{"email":"b2@example.com"}]}`),
+			senders: []string{"a@shop.example"}, recipients: 3 + 3*3},
+		{name: "brevo: a version's own cc replaces the top-level one at Brevo, and both count (keygate errs towards seeing more)",
+			dialect: "brevo", path: "/v3/smtp/email",
+			body: []byte(`{"sender":{"email":"a@shop.example"},"bcc":[{"email":"b@example.com"}],"messageVersions":[` +
+				`{"to":[{"email":"x@example.com"}],"bcc":[{"email":"v@example.com"}]},{"to":[{"email":"y@example.com"}]}]}`),
+			senders: []string{"a@shop.example"}, recipients: 2 + 1 + 2},
+		{name: "brevo: without messageVersions the cc and bcc count once",
+			dialect: "brevo", path: "/v3/smtp/email",
+			body:    []byte(`{"sender":{"email":"a@shop.example"},"to":[{"email":"x@example.com"}],"cc":[{"email":"c@example.com"}],"bcc":[{"email":"b@example.com"}]}`),
+			senders: []string{"a@shop.example"}, recipients: 3},
 		{name: "mailgun: a stored template without from hides the sender (the template's From is sent)",
 			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType, body: []byte("template=welcome&to=a%40example.com"),
 			recipients: 1, opaque: true},

@@ -20,6 +20,14 @@ type shape struct {
 	shared bool
 	// batch marks a message that may hold messages instead (batchOf).
 	batch bool
+	// everyVersion, when set, is the shape of the value, whose recipients
+	// receive every version of the message (versions): Brevo's top-level
+	// cc and bcc beside messageVersions.
+	everyVersion *shape
+	// versions marks an array each of whose elements is a version of the
+	// message it is in, sent to its own recipients and to those of the
+	// message's everyVersion fields (Brevo's messageVersions).
+	versions bool
 	// pair marks a header given as {"Name": …, "Value": …}: its value's
 	// meaning depends on its name, known once the object ends.
 	pair bool
@@ -104,6 +112,14 @@ func batchOf(m *shape, batch string) *shape {
 	members := append(slices.Clone(m.members), field(batch, arrayOf(m)))
 	return &shape{members: members, sender: m.sender, batch: true, names: filterOf(members)}
 }
+
+// everyVersion is s, whose recipients receive every version of the
+// message it is in (see versionsOf).
+func everyVersion(s *shape) *shape { return &shape{everyVersion: s} }
+
+// versionsOf is an array of versions of the message it is in, each sent to
+// its own recipients and to those of the message's everyVersion fields.
+func versionsOf(elem *shape) *shape { return &shape{elem: elem, versions: true} }
 
 // shared marks s as holding what applies to every message of the request.
 func shared(s *shape) *shape {
@@ -331,8 +347,12 @@ var (
 		field("sender", object(field("email", sender), field("id", opaque))),
 		field("templateId", hidden),
 		field("headers", customHeaders),
-		field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
-		field("messageVersions", arrayOf(object(
+		// With messageVersions, to is ignored (counted all the same: keygate
+		// errs towards seeing more), and cc and bcc are each version's
+		// unless it names its own (counted for every version all the same).
+		field("to", people("email")),
+		field("cc", everyVersion(people("email"))), field("bcc", everyVersion(people("email"))),
+		field("messageVersions", versionsOf(object(
 			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 		))),
 	)

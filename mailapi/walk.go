@@ -83,6 +83,10 @@ type messageState struct {
 	rcptsStart int  // m.Recipients when the message began
 	messagesAt int  // the messages begun when this one began, itself included
 	mimeRcpts  int  // recipients named by the message's raw MIME headers
+	// versions counts the message's versions (shape.versions), and
+	// versionRcpts the recipients of its fields that receive every one
+	// (shape.everyVersion), counted once so far.
+	versions, versionRcpts int
 }
 
 // walk reads one JSON value of shape s at the current field.
@@ -99,10 +103,18 @@ func (in *inspection) walk(r *reader, s *shape) error {
 		return in.pair(r, s)
 	case c == '{' && s.members != nil:
 		return in.object(r, s)
+	case s.everyVersion != nil:
+		before := in.m.Recipients
+		err := in.walk(r, s.everyVersion)
+		in.msg.versionRcpts += in.m.Recipients - before
+		return err
 	case c == '[' && s.elem != nil:
 		in.push(step{})
 		top := in.depth - 1
 		err := r.array(func() error {
+			if s.versions {
+				in.msg.versions++
+			}
 			err := in.walk(r, s.elem)
 			if top < len(in.at) {
 				in.at[top].index++
@@ -297,11 +309,14 @@ func (in *inspection) begin() messageState {
 }
 
 // end checks the message that began at the current field: raw MIME
-// recipients count when its fields named none, and it must have named a
-// sender.
+// recipients count when its fields named none, the recipients of every
+// version count once a version, and it must have named a sender.
 func (in *inspection) end(s *shape) {
 	if in.m.Recipients == in.msg.rcptsStart {
 		in.m.Recipients += in.msg.mimeRcpts
+	}
+	if in.msg.versions > 1 {
+		in.m.Recipients += in.msg.versionRcpts * (in.msg.versions - 1)
 	}
 	switch {
 	case in.msg.hasSender:

@@ -59,8 +59,10 @@ type scenario struct {
 	// HTML, when set, is sent as the message's HTML part beside the text.
 	HTML string `json:"html"`
 	// Batch sends a message per recipient in one request, with the SDK's
-	// batch or bulk call (sendBatch).
-	Batch bool `json:"batch"`
+	// batch or bulk call (sendBatch); Bcc, when set, is given once for the
+	// whole batch, as the SDK takes it (a blind copy of every message).
+	Batch bool     `json:"batch"`
+	Bcc   []string `json:"bcc"`
 	// Template sends one message with a template stored at the provider
 	// (sendTemplate).
 	Template bool `json:"template"`
@@ -560,8 +562,12 @@ func sendBatch(ctx context.Context, sc scenario) result {
 		for _, a := range sc.To {
 			versions = append(versions, brevo.SendSmtpEmailMessageVersions{To: []brevo.SendSmtpEmailTo1{{Email: a}}})
 		}
+		var bcc []brevo.SendSmtpEmailBcc // every version's, none naming its own
+		for _, a := range sc.Bcc {
+			bcc = append(bcc, brevo.SendSmtpEmailBcc{Email: a})
+		}
 		_, err := brevoSend(ctx, sc, brevo.SendSmtpEmail{
-			Sender: brevoSender(sc.From), Subject: "compat", TextContent: "hello", MessageVersions: versions,
+			Sender: brevoSender(sc.From), Subject: "compat", TextContent: "hello", Bcc: bcc, MessageVersions: versions,
 		})
 		return done(err)
 	case "aws-sdk-go-v2":

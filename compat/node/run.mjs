@@ -106,13 +106,16 @@ const drivers = {
 };
 
 // batchDrivers send one request that carries a message per recipient, with
-// each SDK's own batch or bulk call, from one sender.
+// each SDK's own batch or bulk call, from one sender; opts.bcc, when set,
+// is given once for the whole batch, as the SDK takes it (a blind copy of
+// every message).
 const batchDrivers = {
-  async sendgrid(base, key, from, to) {
+  async sendgrid(base, key, from, to, opts) {
     const mail = new sgMail.MailService();
     mail.setApiKey(key);
     mail.client.setDefaultRequest("baseUrl", base);
-    return mail.sendMultiple({ from, to, subject: "compat", text: "hello" }); // a personalization per recipient
+    // A personalization per recipient, each with the bcc.
+    return mail.sendMultiple({ from, to, ...(opts.bcc ? { bcc: opts.bcc } : {}), subject: "compat", text: "hello" });
   },
   async postmark(base, key, from, to) {
     const url = new URL(base);
@@ -125,10 +128,11 @@ const batchDrivers = {
     if (error) throw error;
     return data;
   },
-  async mailjet(base, key, from, to) {
+  async mailjet(base, key, from, to, opts) {
     Mailjet.Request.protocol = new URL(base).protocol + "//";
     const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
     return mj.post("send", { version: "v3.1" }).request({
+      ...(opts.bcc ? { Globals: { Bcc: opts.bcc.map((Email) => ({ Email })) } } : {}), // merged into every message
       Messages: to.map((Email) => ({ From: { Email: from }, To: [{ Email }], Subject: "compat", TextPart: "hello" })),
     });
   },
@@ -137,10 +141,11 @@ const batchDrivers = {
       Messages: to.map((Email) => ({ FromEmail: from, Recipients: [{ Email }], Subject: "compat", "Text-part": "hello" })),
     });
   },
-  async brevo(base, key, from, to) {
+  async brevo(base, key, from, to, opts) {
     const c = new BrevoClient({ apiKey: key, baseUrl: base + "/v3" });
     return c.transactionalEmails.sendTransacEmail({
       sender: { email: from }, subject: "compat", textContent: "hello",
+      ...(opts.bcc ? { bcc: opts.bcc.map((email) => ({ email })) } : {}), // every version's, none naming its own
       messageVersions: to.map((email) => ({ to: [{ email }] })),
     });
   },
