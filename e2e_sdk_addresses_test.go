@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,6 +298,72 @@ func TestE2ESDKsBatchCopiesCountForEveryMessage(t *testing.T) {
 			return u.Allowed == 1 && u.Recipients == 4
 		}) < 0 {
 			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, 4", sdk, u.Allowed, u.Recipients)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
+// TestE2ESDKsPersonalizationSenders sends, through both SendGrid SDKs, a
+// batch of two personalizations whose second names a sender of its own
+// (personalizations[].from, which SendGrid sends that message from): from
+// the key's domain it is delivered unchanged, counted for both recipients;
+// from another it is refused whole as sender_not_allowed, though the
+// request's own from is allowed.
+func TestE2ESDKsPersonalizationSenders(t *testing.T) {
+	rig := startSDKRig(t, "")
+	sdks := map[string]string{"sendgrid": "node", "sendgrid-go": "go"}
+	keys := map[string]*string{}
+	for sdk := range sdks {
+		keys[sdk] = new(string)
+		rig.issueKey(keys[sdk], "--name", sdk+"-pz-from", "--sender-domain", "shop.example", "--quota", "100/d")
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	for sdk, lang := range sdks {
+		sc := sdkScenario{ID: sdk + "/pz-from", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk], From: sdkAllowedFrom,
+			To: []string{"a@rcpt.example", "b@rcpt.example"}, Batch: true, SecondFrom: "Billing <billing@shop.example>"}
+		refused := sc
+		refused.ID, refused.SecondFrom = sdk+"/pz-from-refused", "CEO <ceo@evil.example>"
+		plans[lang] = append(plans[lang], sc, refused)
+	}
+	results := rig.run(plans)
+
+	delivered := map[string]int{}
+	for p, sent := range rig.delivered(keys) {
+		delivered[sent.by]++
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's:\n%s\n%s", sent.by, p.Body, sent.Body)
+		}
+		if !bytes.Contains(p.Body, []byte("billing@shop.example")) || bytes.Contains(p.Body, []byte("evil.example")) {
+			t.Errorf("%s: the provider got a body without the second sender, or the refused one: %s", sent.by, p.Body)
+		}
+		d, _ := mailapi.Lookup("sendgrid")
+		m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body)
+		if err != nil || m.Recipients != 2 || !slices.Contains(m.Senders, "billing@shop.example") {
+			t.Errorf("%s: the request reads as %d recipients from %q, %v; want 2, billing@shop.example among them",
+				sent.by, m.Recipients, m.Senders, err)
+		}
+	}
+	for sdk := range sdks {
+		if r := results[sdk+"/pz-from"]; !r.OK {
+			t.Errorf("%s: the SDK failed: %+v", sdk, r)
+		}
+		sdkRefused(t, sdk+"/pz-from-refused", results[sdk+"/pz-from-refused"], "sender_not_allowed", 403, "")
+		if delivered[sdk] != 1 {
+			t.Errorf("%s: the provider got %d requests, want 1", sdk, delivered[sdk])
+		}
+		var u usageJSON
+		if eventually(t, 3*time.Second, func() bool {
+			u = usageJSON{}
+			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[sdk]]+"/usage", nil).Body, &u)
+			return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
+		}) < 0 {
+			t.Errorf("%s: the key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
+				sdk, u.Allowed, u.Recipients, u.Denied)
 		}
 	}
 	if t.Failed() || testing.Verbose() {

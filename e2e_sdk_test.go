@@ -195,9 +195,11 @@ type sdkScenario struct {
 	HTML string `json:"html,omitempty"`
 	// Batch sends a message per recipient in one request, with the SDK's
 	// batch or bulk call; Bcc, when set, is given once for the whole batch,
-	// as the SDK takes it (a blind copy of every message).
-	Batch bool     `json:"batch,omitempty"`
-	Bcc   []string `json:"bcc,omitempty"`
+	// as the SDK takes it (a blind copy of every message), and SecondFrom
+	// is the second message's own sender (SendGrid's personalizations[].from).
+	Batch      bool     `json:"batch,omitempty"`
+	Bcc        []string `json:"bcc,omitempty"`
+	SecondFrom string   `json:"secondFrom,omitempty"`
 	// Template sends one message with a template stored at the provider.
 	Template bool `json:"template,omitempty"`
 	// MIME sends a message the application built as MIME itself.

@@ -61,8 +61,10 @@ type scenario struct {
 	// Batch sends a message per recipient in one request, with the SDK's
 	// batch or bulk call (sendBatch); Bcc, when set, is given once for the
 	// whole batch, as the SDK takes it (a blind copy of every message).
-	Batch bool     `json:"batch"`
-	Bcc   []string `json:"bcc"`
+	// SecondFrom, when set, is the second message's own sender.
+	Batch      bool     `json:"batch"`
+	Bcc        []string `json:"bcc"`
+	SecondFrom string   `json:"secondFrom"`
 	// Template sends one message with a template stored at the provider
 	// (sendTemplate).
 	Template bool `json:"template"`
@@ -523,8 +525,12 @@ func sendBatch(ctx context.Context, sc scenario) result {
 	switch sc.SDK {
 	case "sendgrid-go": // a personalization per recipient
 		m := sendgridMail(sc)
-		for _, to := range sc.To {
-			m.AddPersonalizations(sendgridTo(to))
+		for i, to := range sc.To {
+			pz := sendgridTo(to)
+			if i == 1 && sc.SecondFrom != "" {
+				pz.AddFrom(sgmail.NewEmail(named(sc.SecondFrom)))
+			}
+			m.AddPersonalizations(pz)
 		}
 		m.AddContent(sgmail.NewContent("text/plain", "hello"))
 		return sendgridResult(sendgridClient(sc).SendWithContext(ctx, m))

@@ -108,12 +108,16 @@ const drivers = {
 // batchDrivers send one request that carries a message per recipient, with
 // each SDK's own batch or bulk call, from one sender; opts.bcc, when set,
 // is given once for the whole batch, as the SDK takes it (a blind copy of
-// every message).
+// every message), and opts.secondFrom is the second message's own sender.
 const batchDrivers = {
   async sendgrid(base, key, from, to, opts) {
     const mail = new sgMail.MailService();
     mail.setApiKey(key);
     mail.client.setDefaultRequest("baseUrl", base);
+    if (opts.secondFrom) { // the second personalization with a sender of its own
+      return mail.send({ from, subject: "compat", text: "hello",
+        personalizations: to.map((t, i) => ({ to: t, ...(i === 1 ? { from: opts.secondFrom } : {}) })) });
+    }
     // A personalization per recipient, each with the bcc.
     return mail.sendMultiple({ from, to, ...(opts.bcc ? { bcc: opts.bcc } : {}), subject: "compat", text: "hello" });
   },
