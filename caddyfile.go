@@ -39,13 +39,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		scope      <name> [<METHOD>] <path>  # route -> required scope; first match wins
 //		rate       <N>/<s|m|h|d> [burst <M>] # default per-key request rate
 //		cache_ttl  <duration>                # how long a verified key is cached (default 30s)
-//		failed_auth_limit <N>/<s|m|h>        # failed key attempts per client IP, IPv6 per /64 (default 20/m)
+//		failed_auth_limit <N>/<s|m|h|d>      # failed key attempts per client IP, IPv6 per /64 (default 20/m)
 //		whoami     <path>                    # answer the presented key's own record here
 //		mail_api   <dialect>                 # sendgrid|postmark|mailgun|resend|ses|mailjet|brevo|mailpit
 //		quota      <N>/<d|mo>                # default per-key recipients per UTC day / month
-//		max_body   <size>                    # largest send payload inspected (default 10MB)
+//		max_body   <size>                    # largest send payload inspected (default 10MiB)
 //		ratelimit  redis <url> [{            # shared limits and quotas across nodes
 //			exact                            # a Redis round trip per request instead of leased tokens
+//			cluster                          # the URL names a node of a Redis Cluster
+//			sentinel   <name>                # the URL names a Sentinel; <name> is the primary's name there
+//			timeout    <duration>            # each Redis round trip a request waits for (default 100ms, up to 10s)
+//			tls_ca     <file>                # rediss://: PEM authorities to trust instead of the system's
+//			tls_cert   <file>                # rediss://: client certificate (with tls_key)
+//			tls_key    <file>
+//			tls_server_name <name>           # rediss://: the name the server's certificate must carry
 //		}]
 //		metrics    per_key                   # also count requests per key id (bounded key counts only)
 //		usage_retention <duration>|off       # how long hourly usage counts are kept (default 400d, at least 32d)
@@ -132,6 +139,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err(err.Error())
 			}
 			probes = append(probes, probe)
+			if err := whoamiClash(h, probes); err != nil {
+				return d.Err(err.Error())
+			}
 			if rule.Method != "" {
 				rule.Method = strings.ToUpper(rule.Method)
 			}
@@ -176,6 +186,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: whoami %q: want a path starting with /", v)
 			}
 			h.Whoami = v
+			if err := whoamiClash(h, probes); err != nil {
+				return d.Err(err.Error())
+			}
 		case "mail_api":
 			v, err := oneArg(d, "keygate")
 			if err != nil {
@@ -185,6 +198,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: mail_api %q: want one of %s", v, strings.Join(mailapi.Names(), ", "))
 			}
 			h.MailAPI = v
+			if err := whoamiClash(h, probes); err != nil {
+				return d.Err(err.Error())
+			}
 		case "quota":
 			v, err := oneArg(d, "keygate")
 			if err != nil {
@@ -201,7 +217,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			size, err := humanize.ParseBytes(v)
 			if err != nil || size == 0 || size > 1<<30 {
-				return d.Errf("keygate: max_body %q is not a size between 1B and 1GB (e.g. 10MB)", v)
+				return d.Errf("keygate: max_body %q is not a size between 1B and 1GiB (1,073,741,824 bytes; e.g. 10MiB)", v)
 			}
 			h.MaxBody = int64(size)
 		case "ratelimit":
@@ -225,12 +241,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						return d.ArgErr()
 					}
 					h.RateLimitRedisCluster = true
+					if h.RateLimitRedisSentinel != "" {
+						return d.Err("keygate: ratelimit redis: cluster and sentinel are two kinds of Redis: name one")
+					}
 				case "sentinel":
 					v, err := oneArg(d, "keygate: ratelimit redis")
 					if err != nil {
 						return err
 					}
 					h.RateLimitRedisSentinel = v
+					if h.RateLimitRedisCluster {
+						return d.Err("keygate: ratelimit redis: cluster and sentinel are two kinds of Redis: name one")
+					}
 				case "timeout":
 					dur, err := durationArg(d, "keygate: ratelimit redis", time.Millisecond, 10*time.Second,
 						"a duration between 1ms and 10s (e.g. 250ms)")
@@ -286,6 +308,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// whoamiClash is Provision's check that the whoami path is no route's
+// own, made with the options read so far, so the line that makes the
+// clash (whoami, mail_api or a scope line, whichever comes last) is named.
+func whoamiClash(h *Handler, scopes []ScopeRule) error {
+	probe := Handler{Whoami: h.Whoami, Scopes: scopes}
+	if h.MailAPI != "" {
+		probe.dialect, _ = mailapi.Lookup(h.MailAPI)
+	}
+	return probe.checkWhoami()
 }
 
 // oneArg returns the single value of the option at d, of the directive

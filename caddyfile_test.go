@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -92,6 +93,7 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"bad mail_api", "mail_api pigeon", `mail_api "pigeon"`},
 		{"bad quota", "quota 10/w", `unit "w"`},
 		{"bad max_body", "max_body huge", `max_body "huge"`},
+		{"max_body past its bound names the bound in GiB", "max_body 1.1GB", `max_body "1.1GB" is not a size between 1B and 1GiB (1,073,741,824 bytes`},
 		{"bad store", "store mysql://x", `mysql://x: unknown scheme "mysql"`},
 		{"a store that is not a URI hides its password", "store \"host=db password=hunter2\"", `password=xxxxx: not a URI`},
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
@@ -122,6 +124,38 @@ func TestCaddyfileNamesAScopeLineThatNeverDecides(t *testing.T) {
 	want := "scope mail.send POST /v3/mail/send never decides: scope templates.read /v3*, before it, matches every request it does"
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Caddyfile:4") {
 		t.Errorf("%v, want an error at Caddyfile:4 saying %q", err, want)
+	}
+}
+
+// TestCaddyfileNamesTheLineOfAClashBetweenOptions: options that are each
+// fine but clash together are refused as the Caddyfile is read, at the line
+// that makes the clash, not only when the config is provisioned (where the
+// error named neither the file nor the line).
+func TestCaddyfileNamesTheLineOfAClashBetweenOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name, first, second, want string
+	}{
+		{"whoami then the mail_api sending there", "whoami /v3/mail/send", "mail_api sendgrid",
+			"whoami /v3/mail/send is a path mail_api sendgrid sends mail at"},
+		{"mail_api then a whoami where it sends", "mail_api postmark", "whoami /email/batch",
+			"whoami /email/batch is a path mail_api postmark sends mail at"},
+		{"whoami then a scope line's exact path", "whoami /v3/x", "scope s POST /v3/x",
+			"whoami /v3/x is the path of scope s POST /v3/x"},
+		{"a scope line then a whoami at its path", "scope s /v3/x", "whoami /v3/x",
+			"whoami /v3/x is the path of scope s /v3/x"},
+		{"redis cluster then sentinel", "ratelimit redis redis://h:1 {\n\t\t\tcluster", "\tsentinel mymaster\n\t\t}",
+			"cluster and sentinel are two kinds of Redis: name one"},
+		{"redis sentinel then cluster", "ratelimit redis redis://h:1 {\n\t\t\tsentinel mymaster", "\tcluster\n\t\t}",
+			"cluster and sentinel are two kinds of Redis: name one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := ":8080 {\n\tkeygate {\n\t\t" + tc.first + "\n\t\t" + tc.second + "\n\t}\n}\n"
+			line := "Caddyfile:" + strconv.Itoa(strings.Count(src[:strings.Index(src, tc.second)], "\n")+1)
+			_, err := adapt(t, src)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), ", at "+line) {
+				t.Errorf("%q: error %v, want %q at %s", src, err, tc.want, line)
+			}
+		})
 	}
 }
 
