@@ -1,10 +1,10 @@
 # Caddy with keygate in a container.
 #
 #   docker build -t keygate .            (or: podman build -t keygate .)
-#   docker run -d --name keygate -p 80:80 -p 443:443 -v keygate-data:/data \
+#   docker run -d --name keygate -p 80:80 -p 443:443 -p 443:443/udp -v keygate-data:/data \
 #     -v "$PWD/examples/sendgrid/Caddyfile:/etc/caddy/Caddyfile:ro" \
 #     --env-file deploy/keygate.env keygate
-#   docker exec keygate caddy keys issue --name crm-sync --scope mail.send
+#   docker exec keygate caddy keys issue --name crm-sync --owner sales --scope mail.send
 #
 # Keys (the SQLite store), certificates and Caddy's state live in the /data
 # volume; mount a Caddyfile at /etc/caddy/Caddyfile and pass the provider's
