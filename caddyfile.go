@@ -1,6 +1,7 @@
 package keygate
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -229,6 +230,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate: ratelimit redis %q: want redis://host:port[/db]", store.RedactURI(args[1]))
 			}
 			h.RateLimitRedis = args[1]
+			// Where tls_cert or tls_key was given: one without the other
+			// is refused at its line once the block has been read.
+			var pairLine struct {
+				opt  string
+				file string
+				line int
+			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				switch sub := d.Val(); sub {
 				case "exact":
@@ -281,9 +289,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					default:
 						t.ServerName = v
 					}
+					if sub == "tls_cert" || sub == "tls_key" {
+						pairLine.opt, pairLine.file, pairLine.line = sub, d.File(), d.Line()
+					}
 				default:
 					return d.Errf("keygate: ratelimit redis: unknown option %q (want exact, cluster, sentinel, timeout, tls_ca, tls_cert, tls_key or tls_server_name)", sub)
 				}
+			}
+			if t := h.RateLimitRedisTLS; t != nil && (t.Cert == "") != (t.Key == "") {
+				missing := "tls_key"
+				if t.Cert == "" {
+					missing = "tls_cert"
+				}
+				return fmt.Errorf("keygate: ratelimit redis: %s without %s: tls_cert and tls_key go together, at %s:%d",
+					pairLine.opt, missing, pairLine.file, pairLine.line)
 			}
 		case "metrics":
 			v, err := oneArg(d, "keygate")

@@ -147,6 +147,10 @@ func TestCaddyfileNamesTheLineOfAClashBetweenOptions(t *testing.T) {
 			"cluster and sentinel are two kinds of Redis: name one"},
 		{"redis sentinel then cluster", "ratelimit redis redis://h:1 {\n\t\t\tsentinel mymaster", "\tcluster\n\t\t}",
 			"cluster and sentinel are two kinds of Redis: name one"},
+		{"tls_cert without tls_key", "ratelimit redis rediss://h:1 {\n\t\t\ttls_ca /ca.pem", "\ttls_cert /c.pem\n\t\t}",
+			"keygate: ratelimit redis: tls_cert without tls_key: tls_cert and tls_key go together"},
+		{"tls_key without tls_cert", "ratelimit redis rediss://h:1 {\n\t\t\ttls_server_name r", "\ttls_key /k.pem\n\t\t}",
+			"keygate: ratelimit redis: tls_key without tls_cert: tls_cert and tls_key go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := ":8080 {\n\tkeygate {\n\t\t" + tc.first + "\n\t\t" + tc.second + "\n\t}\n}\n"
