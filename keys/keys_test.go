@@ -703,11 +703,12 @@ func TestFindShowsUseStillCountedInMemory(t *testing.T) {
 func TestRelativeRoundsToTheNearestUnit(t *testing.T) {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	for at, want := range map[time.Time]string{
-		now.Add(90*24*time.Hour - 3*time.Second):  "in 90 days",
-		now.Add(time.Hour - time.Second):          "in 60 minutes",
-		now.Add(-(36*time.Hour + time.Minute)):    "36 hours ago",
-		now.Add(-(3*24*time.Hour + 13*time.Hour)): "4 days ago",
-		now.Add(30 * time.Second):                 "in 30 seconds",
+		now.Add(90*24*time.Hour - 3*time.Second):     "in 90 days",
+		now.Add(time.Hour - time.Second):             "in 60 minutes",
+		now.Add(-(36*time.Hour + time.Minute)):       "36 hours ago",
+		now.Add(-(3*24*time.Hour + 13*time.Hour)):    "4 days ago",
+		now.Add(30 * time.Second):                    "in 30 seconds",
+		now.Add(3*time.Second - 40*time.Millisecond): "in 3 seconds", // rotate --grace 3s, printed a moment later
 	} {
 		if got := Relative(now, at); got != want {
 			t.Errorf("Relative(now, now%+v) = %q, want %q", at.Sub(now), got, want)

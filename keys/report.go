@@ -247,7 +247,8 @@ func Relative(t, at time.Time) string {
 }
 
 // span writes a duration in its largest unit, rounded to the nearest: a key
-// issued a moment ago with --expires 90d expires "in 90 days", not 89.
+// issued a moment ago with --expires 90d expires "in 90 days", not 89, and
+// a rotation's --grace 3s ends "in 3 seconds", not 2.
 func span(d time.Duration) string {
 	round := func(unit time.Duration) int64 { return int64((d + unit/2) / unit) }
 	switch {
@@ -260,7 +261,7 @@ func span(d time.Duration) string {
 	case d >= 2*time.Minute:
 		return plural(round(time.Minute), "minute")
 	}
-	return plural(int64(d/time.Second), "second")
+	return plural(round(time.Second), "second")
 }
 
 // plural writes a count of a thing: "1 day", "3 days".
