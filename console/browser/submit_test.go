@@ -2,9 +2,12 @@ package browser
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -74,4 +77,51 @@ func TestADoubleClickSendsAFormOnce(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)))
 	alice.click(t, `form.settings button[type=submit]`, 200)
 	alice.wantText(t, "main", "only time the key is shown")
+}
+
+// TestAFormStoppedOnItsWaySendsAgain: a form whose navigation the person
+// stopped (Esc, the Stop button) before its answer came, or that never got
+// one, sends again when they press its button once more; a double click
+// still sends once (TestADoubleClickSendsAFormOnce). Before, the page's
+// script dropped every later submit until the page was reloaded: the
+// button did nothing.
+func TestAFormStoppedOnItsWaySendsAgain(t *testing.T) {
+	caddyBin, chromium := prerequisites(t)
+	gw := startCaddy(t, caddyBin, "http")
+	b := newBrowser(t, chromium)
+	alice := b.signIn(t, gw, "alice")
+
+	alice.open(t, "/console/new", 200)
+	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), "Stopped once"),
+		chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)))
+	// The post never leaves the browser, as with a server that does not
+	// answer; the person stops the page's loading.
+	alice.stall.Store(true)
+	run(t, alice.ctx, chromedp.Evaluate[bool](`(document.querySelector('form.settings button[type=submit]').click(), true)`))
+	time.Sleep(500 * time.Millisecond)
+	if _, err := chromedp.Call(alice.ctx, page.StopLoading, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	alice.stall.Store(false)
+	if loc := alice.location(t); !strings.HasSuffix(loc, "/console/new") {
+		t.Fatalf("after stopping the post the browser is at %s", loc)
+	}
+	// Pressed again, the button sends the form: the key is made and shown.
+	run(t, alice.ctx, chromedp.Evaluate[bool](`(document.querySelector('form.settings button[type=submit]').click(), true)`))
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		key := run(t, alice.ctx, chromedp.Evaluate[string](`(document.getElementById('secret') || {}).value || ""`))
+		if keyPattern.MatchString(key) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("pressed again after a stopped post, the button did nothing: the page is %s", alice.location(t))
+		}
+	}
+	var recs []keyRecord
+	if err := json.Unmarshal(gw.keys(t, "list", "--json"), &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Errorf("one stopped post and one sent made %d keys, want 1", len(recs))
+	}
 }

@@ -3,10 +3,12 @@ package browser
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +56,10 @@ func newBrowser(t *testing.T, path string, extra ...chromedp.ExecAllocatorOption
 type tab struct {
 	ctx  context.Context
 	site string
+	// stall, while set, keeps the tab's form posts from leaving the
+	// browser, as a server that does not answer: the navigation they
+	// start hangs until it is stopped.
+	stall atomic.Bool
 }
 
 // signIn opens a tab for user that answers the site's basic_auth
@@ -65,12 +71,16 @@ func (b *browser) signIn(t *testing.T, g *gateway, user string) *tab {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatal(err)
 	}
+	tb := &tab{ctx: ctx, site: g.url}
 	paused := chromedp.Events(ctx, fetch.RequestPaused)
 	challenged := chromedp.Events(ctx, fetch.AuthRequired)
 	go func() {
 		for ev, err := range paused {
 			if err != nil {
 				return
+			}
+			if tb.stall.Load() && ev.Request.Method == http.MethodPost {
+				continue
 			}
 			go chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
 		}
@@ -97,7 +107,7 @@ func (b *browser) signIn(t *testing.T, g *gateway, user string) *tab {
 		t.Fatal(err)
 	}
 	watchPages(t, ctx)
-	return &tab{ctx: ctx, site: g.url}
+	return tb
 }
 
 // watchPages fails t, once it ends, for every script error and every

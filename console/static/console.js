@@ -47,16 +47,30 @@
   // twice and the browser shows only the second answer: a second key
   // nobody saw ("Create key"), or "already rotated" in place of the new
   // key, which is then never shown ("Rotate"). Until the next page, later
-  // submits are dropped; a page back from the back-forward cache may send
-  // again.
+  // submits are dropped. The form sends again once its page is evidently
+  // staying: the person stopped the navigation (Esc, the Stop button) or
+  // it failed without a page of its own, which the Navigation API reports
+  // as navigateerror (a page that does arrive ends this one, so nothing
+  // else fires it). A browser without that API counts Esc and, failing
+  // that, 10 seconds. A page back from the back-forward cache sends again.
+  var sent = [];
+  var release = function () { sent = []; };
   each('form[method="post"]', function (form) {
-    var sent = false;
     form.addEventListener("submit", function (e) {
-      if (sent) e.preventDefault();
-      sent = true;
+      if (e.defaultPrevented) return;
+      if (sent.indexOf(form) >= 0) {
+        e.preventDefault();
+        return;
+      }
+      sent.push(form);
+      if (!window.navigation) {
+        setTimeout(function () { sent = sent.filter(function (f) { return f !== form; }); }, 10000);
+      }
     });
-    window.addEventListener("pageshow", function () { sent = false; });
   });
+  if (window.navigation) window.navigation.addEventListener("navigateerror", release);
+  else document.addEventListener("keydown", function (e) { if (e.key === "Escape") release(); });
+  window.addEventListener("pageshow", release);
 
   // A shown key must not come back from the browser's back-forward cache:
   // wipe it when the page is left.
