@@ -205,7 +205,7 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 			{"key_d", "old_export", "marketing", "live", at(-time.Hour), at(-50 * time.Hour), false, true},
 			{"key_e", "50%_off", "ops", "live", nil, nil, true, false},
 			{"key_f", "paused", "ops", "test", at(24 * time.Hour), at(-2 * time.Hour), false, true},
-			{"key_g", "Ärger", "ops", "live", nil, nil, false, false},
+			{"key_g", "Ärger", "Müller", "live", nil, nil, false, false},
 		} {
 			rec := minimalRecord(r.id, t0.Add(time.Duration(i)*time.Hour))
 			rec.Name, rec.Owner, rec.Env, rec.ExpiresAt, rec.LastUsedAt, rec.Disabled = r.name, r.owner, r.env, r.expires, r.used, r.disabled
@@ -234,6 +234,8 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 			{"search matches the hint a list shows", ListFilter{All: true, Search: "kg_live_Hintc"}, []string{"key_c"}},
 			{"search takes % and _ literally", ListFilter{All: true, Search: "50%_"}, []string{"key_e"}},
 			{"search finds non-ASCII as typed", ListFilter{All: true, Search: "Ärg"}, []string{"key_g"}},
+			{"search ignores the case of non-ASCII letters", ListFilter{All: true, Search: "ärg"}, []string{"key_g"}},
+			{"search ignores the case of non-ASCII letters in owners", ListFilter{All: true, Search: "MÜLLER"}, []string{"key_g"}},
 			{"filters combine", ListFilter{State: StateUsable, Now: now, Env: "live", Owner: "sales"}, []string{"key_a"}},
 			{"newest first", ListFilter{All: true, Order: OrderNewest}, []string{"key_g", "key_f", "key_e", "key_d", "key_c", "key_b", "key_a"}},
 			{"last used first, never used last (newest first among them)", ListFilter{All: true, Order: OrderLastUsed},

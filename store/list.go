@@ -131,10 +131,14 @@ func (s *DB) listWhere(f ListFilter) (string, []any, error) {
 		return "", nil, fmt.Errorf("env %q: want live or test", f.Env)
 	}
 	if f.Search != "" {
-		p := arg(likePattern(f.Search))
+		// Both sides lowercased by the engine, so they fold alike: "müller"
+		// finds "Müller". A search for a part of a value reads every row
+		// the other conditions leave (an index cannot find "%x%"); the
+		// owner's index still narrows a team's search to its keys.
+		p := s.lower(arg(likePattern(f.Search)))
 		var alts []string
 		for _, col := range []string{"id", "name", "owner", "hint"} {
-			alts = append(alts, fmt.Sprintf(`%s %s %s ESCAPE '\'`, col, s.d.like, p))
+			alts = append(alts, fmt.Sprintf(`%s LIKE %s ESCAPE '\'`, s.lower(col), p))
 		}
 		conds = append(conds, "("+strings.Join(alts, " OR ")+")")
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -40,8 +41,21 @@ var postgresDialect = &dialect{
 	notify: "SELECT pg_notify('" + notifyChannel + "', '')",
 	rebind: func(query string) string { return query },
 	arrays: true,
-	like:   "ILIKE",
 	nocase: func(c string) string { return "LOWER(" + c + ")" },
+}
+
+// postgresLower is how the database lowercases every script's letters:
+// lower() in its default collation when that knows them (any locale but C
+// and POSIX), else lower() in ICU's root collation when the server has ICU;
+// else lower() folds ASCII only, and a search ignores the case of ASCII
+// letters alone.
+func postgresLower(ctx context.Context, db *sql.DB) func(string) string {
+	plain := func(expr string) string { return "LOWER(" + expr + ")" }
+	var unicode, icu bool
+	if err := db.QueryRowContext(ctx, `SELECT lower('ÄÖÜ') = 'äöü', EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')`).Scan(&unicode, &icu); err != nil || unicode || !icu {
+		return plain
+	}
+	return func(expr string) string { return `LOWER((` + expr + `) COLLATE "und-x-icu")` }
 }
 
 // Postgres is the store for a cluster of gateways: keys, usage and audit
@@ -145,6 +159,7 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 		db.Close()
 		return fail(err)
 	}
+	p.DB.lower = postgresLower(ctx, db)
 	p.lctx, p.stop = context.WithCancel(context.Background())
 	return p, nil
 }

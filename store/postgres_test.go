@@ -554,3 +554,45 @@ func TestPostgresQuietKeepsOneConnectionAndWrites(t *testing.T) {
 		t.Errorf("a usage write after Quiet: %v", err)
 	}
 }
+
+// A database made with the C locale (initdb's default without LANG, some
+// hosted services' choice) lowercases ASCII letters only: the search then
+// lowercases in ICU's root collation, where the server has ICU, and
+// "müller" still finds "Müller". Without ICU the search ignores ASCII case
+// only (docs/console.md), and still works.
+func TestPostgresSearchIgnoresNonASCIICaseInACLocaleDatabase(t *testing.T) {
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testPostgresURI(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("c_locale_%d", pgDBs.Add(1))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"); err != nil {
+		t.Fatal(err)
+	}
+	var icu bool
+	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')`).Scan(&icu); err != nil {
+		t.Fatal(err)
+	}
+	uri := admin.Config().ConnString()
+	uri = uri[:strings.LastIndex(uri, "/")+1] + name + uri[strings.Index(uri, "?"):]
+	s := openTestPostgres(t, uri)
+	rec := minimalRecord("key_umlaut", time.Now())
+	rec.Name, rec.Owner = "Ärger im Büro", "Müller"
+	mustCreate(t, s, rec)
+	searches := []string{"ärger", "MÜLLER", "im bü"}
+	if !icu {
+		t.Logf("the test server has no ICU: only ASCII case is ignored")
+		searches = []string{"ÄRGER", "müller"}
+	}
+	for _, q := range searches {
+		recs, err := s.ListKeys(ctx, ListFilter{All: true, Search: q})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 1 {
+			t.Errorf("search %q in a C-locale database found %d keys, want the one named %q of %q", q, len(recs), rec.Name, rec.Owner)
+		}
+	}
+}

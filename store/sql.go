@@ -22,6 +22,9 @@ import (
 type DB struct {
 	db *sql.DB
 	d  *dialect
+	// lower lowercases a text expression, every script's letters (not
+	// only ASCII's), for a search that ignores case.
+	lower func(expr string) string
 
 	// writeMu queues this process's writers in Go (SQLite only) rather than
 	// in SQLite's busy handler, which sleeps between retries. Other
@@ -80,9 +83,7 @@ type dialect struct {
 	// arrays: the engine takes arrays as parameters, so a usage batch is
 	// written in a few statements instead of a few per key.
 	arrays bool
-	// like is the engine's case-insensitive LIKE operator, and nocase
-	// orders a text column ignoring case.
-	like   string
+	// nocase orders a text column ignoring case.
 	nocase func(column string) string
 }
 

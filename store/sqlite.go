@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -32,9 +33,23 @@ var sqliteDialect = &dialect{
 	// The write lock, taken at BEGIN (_txlock=immediate), already orders
 	// every writer, so change sequences commit in order.
 	rebind: rebindSQLite,
-	// SQLite's LIKE ignores ASCII case and takes other letters as typed.
-	like:   "LIKE",
 	nocase: func(c string) string { return c + " COLLATE NOCASE" },
+}
+
+// sqliteLower lowercases in Go: SQLite's own lower() and LIKE fold ASCII
+// letters only, so "müller" would not find "Müller".
+func sqliteLower(expr string) string { return "keygate_lower(" + expr + ")" }
+
+func init() {
+	sqlite.MustRegisterDeterministicScalarFunction("keygate_lower", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return strings.ToLower(v), nil
+		case []byte:
+			return strings.ToLower(string(v)), nil
+		}
+		return args[0], nil
+	})
 }
 
 // rebindSQLite turns $N into ?N, SQLite's numbered parameter with the same
@@ -108,7 +123,7 @@ func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) 
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 
-	s := &DB{db: db, d: sqliteDialect}
+	s := &DB{db: db, d: sqliteDialect, lower: sqliteLower}
 	if err := notForeign(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
