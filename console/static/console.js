@@ -161,6 +161,15 @@
     shown.focus({ preventScroll: true });
   }
 
+  // A new key: focus starts on it, selected, so Ctrl+C copies it at once
+  // and a screen reader reads it with its warning, rather than the page
+  // starting at its top, six Tabs from the key.
+  var secret = document.getElementById("secret");
+  if (!shown && secret && secret.value && secret.select) {
+    secret.focus({ preventScroll: true });
+    secret.select();
+  }
+
   // The error summary's links go to their field. Followed with Enter, the
   // browser moves focus on keydown, and the key's keypress then lands in
   // the field and submits the form again: the field is focused on keyup
