@@ -481,7 +481,7 @@ func TestASendWhoseAnswerBreaksOffIsCounted(t *testing.T) {
 	if r := g.call("POST", "/v3/mail/send", k.Key, two); r.Status != http.StatusAccepted {
 		t.Errorf("3 and 4 of 4: %d %s (the refused send kept its recipients in the quota)", r.Status, r.Body)
 	}
-	if r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r3@example.org")); r.code() != "quota_exceeded" {
+	if r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r3@example.org"), "X-Test-Answer", "now"); r.code() != "quota_exceeded" {
 		t.Errorf("5 of 4: %d %s, want quota_exceeded", r.Status, r.Body)
 	}
 }
@@ -541,6 +541,66 @@ func TestASendTheProviderNeverReceivedWholeIsNotCounted(t *testing.T) {
 	}
 	if u.Recipients != 1 {
 		t.Errorf("usage counts %d recipients, want 1: the send the provider had whole", u.Recipients)
+	}
+}
+
+// TestASendWhoseClientLeftAfterTheProviderHadItIsCounted: the provider
+// reads a send whole and is slow to answer (a hung provider), and the
+// client gives up waiting (an SDK's timeout). The provider may take the
+// send all the same, so it counts, in the key's usage and its quota, as a
+// timeout after the upload does. Before, Caddy 2.11's reverse_proxy ended
+// such a request with a 499 and no error, which keygate read as a
+// provider's refusal: the recipients went back, and clients timing out on
+// a hung provider sent past their quota (20 such sends on a quota of 30
+// left 30 more to send).
+func TestASendWhoseClientLeftAfterTheProviderHadItIsCounted(t *testing.T) {
+	had := make(chan struct{}, 8)
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("X-Test-Answer") != "" {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		had <- struct{}{}
+		<-r.Context().Done() // no answer until the gateway lets go
+	}))
+	defer provider.Close()
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: provider.URL}) // quota 4/d
+	k := g.issue("--name", "impatient", "--scope", "mail.send")
+	two := sgBody("a@example.com", "r1@example.org", "r2@example.org")
+
+	for i := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", g.siteURL+"/v3/mail/send", bytes.NewReader(two))
+		req.Header.Set("Authorization", "Bearer "+k.Key)
+		req.Header.Set("Content-Type", "application/json")
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		select {
+		case <-had:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("send %d did not reach the provider:\n%s", i+1, g.logs())
+		}
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatalf("send %d was answered though the provider never answers", i+1)
+		}
+	}
+	var u usageJSON
+	if eventually(t, 5*time.Second, func() bool { u = g.usage(k.ID); return u.Allowed == 2 }) < 0 {
+		t.Fatalf("usage counts %d requests, want the 2 sends the provider had", u.Allowed)
+	}
+	if u.Recipients != 4 {
+		t.Errorf("usage counts %d recipients, want 4: the provider had both sends whole", u.Recipients)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r3@example.org"), "X-Test-Answer", "now"); r.code() != "quota_exceeded" {
+		t.Errorf("a fifth recipient on a quota of 4: %d %s, want quota_exceeded", r.Status, r.Body)
 	}
 }
 

@@ -618,7 +618,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
-		if recipients > 0 && !mayHaveSent(sw.status, err, body == nil || body.readOut.Load(), wrote != nil && wrote.Load()) {
+		if recipients > 0 && !mayHaveSent(sw.status, proxyError(r, sw.status, err), body == nil || body.readOut.Load(), wrote != nil && wrote.Load()) {
 			if qs != nil {
 				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
 			}
@@ -636,6 +636,20 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 // errAborted stands for the error of a next handler that ended the
 // request with a panic before it answered.
 var errAborted = errors.New("the handler aborted the request")
+
+// proxyError is the next handler's error as mayHaveSent reads it. Since
+// Caddy 2.11, reverse_proxy answers a client that went away while it
+// waited for the provider (the request's context canceled) with a 499 and
+// no error: that is the client's cancel, after the provider may have had
+// the whole send, not a provider's refusal. Before, such a send gave its
+// recipients back, and a client timing out on a slow provider sent past
+// its quota.
+func proxyError(r *http.Request, status int, err error) error {
+	if err == nil && status == 499 && r.Context().Err() != nil {
+		return context.Cause(r.Context())
+	}
+	return err
+}
 
 // redactSpan takes a key the URL holds out of the request's span, when
 // Caddy's tracing records one: the span is exported when the request ends,
