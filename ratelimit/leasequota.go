@@ -47,6 +47,15 @@ type LeasedQuotas struct {
 	shards   [shardCount]quotaShard
 	trips    atomic.Uint64
 	bg       *background
+	lost     lostCounters
+}
+
+// lostCounters reports counters Redis lost while this node leased from
+// them, at most one line a minute.
+type lostCounters struct {
+	mu    sync.Mutex
+	last  time.Time
+	since int // counters found lost since the last line
 }
 
 type quotaShard struct {
@@ -197,6 +206,16 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 	if err != nil || !missing {
 		return a, err
 	}
+	if ls.asked {
+		// Redis answered for this period before and has no counter now:
+		// it lost it (a restart without persistence, an eviction). The
+		// counter rebuilt from the store never counted the block this node
+		// holds, nor what it would give back: spending or giving back
+		// either would let the key pass its quota by that much.
+		need += ls.held
+		ls.held, ls.giveBack = 0, 0
+		q.lost.report(q.opts, ls.rkey, now)
+	}
 	persisted, err := load(ctx)
 	if err != nil {
 		return quotaAnswer{}, loadError{fmt.Errorf("keygate: quota of %s: loading the count: %w", ls.rkey, err)}
@@ -238,6 +257,28 @@ func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
 		sh.leases[k] = ls
 	}
 	return ls
+}
+
+// report says at ERROR that Redis lost rkey's counter, at most once a
+// minute, with how many others it lost since the last line.
+func (l *lostCounters) report(opts RedisOptions, rkey string, now time.Time) {
+	l.mu.Lock()
+	l.since++
+	if !l.last.IsZero() && now.Sub(l.last) < time.Minute {
+		l.mu.Unlock()
+		return
+	}
+	n := l.since
+	l.last, l.since = now, 0
+	l.mu.Unlock()
+	more := ""
+	if n > 1 {
+		more = fmt.Sprintf(" (and %d more quota counters since the last such line)", n-1)
+	}
+	opts.Errorf("keygate: redis lost the quota counter %s while this node was counting on it%s: "+
+		"redis restarted without persistence, or evicted it; it is rebuilt from the store's count, "+
+		"which misses the last second of other nodes' sends and the blocks they hold, so in this period "+
+		"a key may send that many recipients past its quota (run redis with appendonly yes and maxmemory-policy noeviction)", rkey, more)
 }
 
 // giveBack is recipients a node returns to a key's count in Redis.
