@@ -109,12 +109,19 @@ var adminRoutes = []struct {
 	{http.MethodGet, "scopes", nil, (*adminCall).scopes},
 }
 
-// unknownParam returns the first query parameter of q that is neither
-// store nor one of params, or "". A parameter a route does not read is
-// refused, not ignored: ?status=revoked answered with every key, or
-// ?id=… answered with every key's events, would have a script act on
-// keys it never asked for.
-func unknownParam(q url.Values, params []string) string {
+// queryProblem says what is wrong with a request's query, or "": a
+// parameter that is neither store nor one of params, or one given twice.
+// Neither is ignored: ?status=revoked answered with every key, ?id=…
+// answered with every key's events, or ?status=active&status=revoked
+// answered with the active keys only, would have a script act on keys it
+// never asked for. So is a query Go's parser would drop a part of (a ';'
+// between parameters, a bad %-escape): ?status=revoked;limit=1 would be
+// answered with every key.
+func queryProblem(r *http.Request, params []string) string {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return fmt.Sprintf("query: %v; separate parameters with &, and escape %% as %%25", err)
+	}
 	names := make([]string, 0, len(q))
 	for name := range q {
 		names = append(names, name)
@@ -122,10 +129,33 @@ func unknownParam(q url.Values, params []string) string {
 	sort.Strings(names) // the same one named every time
 	for _, name := range names {
 		if name != "store" && !slices.Contains(params, name) {
-			return name
+			want := "it takes only ?store="
+			if len(params) > 0 {
+				want = "it takes " + strings.Join(params, ", ") + " (and store)"
+			}
+			return fmt.Sprintf("query parameter %q: %s %s does not read it; %s", name, r.Method, verifier.Redact(r.URL.Path), want)
+		}
+		if len(q[name]) > 1 {
+			return fmt.Sprintf("query parameter %q is given %d times; give it once", name, len(q[name]))
 		}
 	}
 	return ""
+}
+
+// nextLink is the Link header (RFC 8288) of a page that may have a next
+// one: the request's own address and query, as the caller wrote it, with
+// after set to where the next page starts.
+func nextLink(u *url.URL, after string) string {
+	var kept []string
+	for _, pair := range strings.Split(u.RawQuery, "&") {
+		name, _, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); pair == "" || err == nil && n == "after" {
+			continue
+		}
+		kept = append(kept, pair)
+	}
+	kept = append(kept, "after="+url.QueryEscape(after))
+	return "<" + u.EscapedPath() + "?" + strings.Join(kept, "&") + `>; rel="next"`
 }
 
 func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
@@ -140,13 +170,8 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 			allow = append(allow, route.method)
 			continue
 		}
-		if p := unknownParam(r.URL.Query(), route.params); p != "" {
-			want := "it takes only ?store="
-			if len(route.params) > 0 {
-				want = "it takes " + strings.Join(route.params, ", ") + " (and store)"
-			}
-			return writeAdminError(w, badRequest("query parameter %q: %s %s does not read it; %s",
-				p, r.Method, verifier.Redact(r.URL.Path), want))
+		if msg := queryProblem(r, route.params); msg != "" {
+			return writeAdminError(w, badRequest("%s", msg))
 		}
 		ks, closeStore, err := a.resolveStore(r)
 		if err != nil {
@@ -410,10 +435,7 @@ func (c *adminCall) list() error {
 	// A full page may have a next one: say where it starts, so a client
 	// need not build the address (RFC 8288). The answer stays an array.
 	if sel.Limit > 0 && len(recs) == sel.Limit {
-		next := *c.r.URL
-		q.Set("after", recs[len(recs)-1].ID)
-		next.RawQuery = q.Encode()
-		c.w.Header().Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
+		c.w.Header().Set("Link", nextLink(c.r.URL, recs[len(recs)-1].ID))
 	}
 	return writeJSON(c.w, http.StatusOK, recs)
 }
@@ -568,10 +590,7 @@ func (c *adminCall) events() error {
 	}
 	// Read forward, a full page may have a next one (as for keys).
 	if after != nil && limit > 0 && len(evs) == limit {
-		next := *c.r.URL
-		q.Set("after", strconv.FormatInt(evs[len(evs)-1].Seq, 10))
-		next.RawQuery = q.Encode()
-		c.w.Header().Set("Link", "<"+next.RequestURI()+`>; rel="next"`)
+		c.w.Header().Set("Link", nextLink(c.r.URL, strconv.FormatInt(evs[len(evs)-1].Seq, 10)))
 	}
 	return writeJSON(c.w, http.StatusOK, evs)
 }
@@ -609,15 +628,25 @@ func decodeJSON(r *http.Request, v any) error {
 	return decodeBody(body, v)
 }
 
+// maxAdminBody bounds an admin API request's body: far more than any
+// key's settings.
+const maxAdminBody = 1 << 20
+
 func readAdminBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
 	if err != nil {
 		return nil, badRequest("reading body: %v", err)
+	}
+	if len(body) > maxAdminBody {
+		return nil, badRequest("body: larger than %d bytes, far more than any key's settings", maxAdminBody)
 	}
 	return body, nil
 }
 
 // decodeBody decodes a JSON body into v; an empty one leaves v as it is.
+// The body is one JSON value: what follows it ({"key":"…"} {"owner":"…"},
+// or a line of a log pasted after it) is refused, not ignored, as a field
+// the request does not read is.
 func decodeBody(body []byte, v any) error {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return nil
@@ -626,6 +655,9 @@ func decodeBody(body []byte, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badRequest("invalid JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("invalid JSON body: it holds more after its first value; send one JSON object")
 	}
 	return nil
 }

@@ -384,13 +384,18 @@ func (r *response) code() string {
 	return e.Error.Code
 }
 
-// admin calls the admin API.
+// admin calls the admin API with body JSON-encoded, or as it is when it is
+// a []byte.
 func (g *gateway) admin(method, path string, body any, hdr ...string) *response {
 	g.t.Helper()
 	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case []byte: // sent as it is, not JSON-encoded
 		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(body)
+		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, "http://"+g.adminAddr+path, rd)
 	req.Header.Set("Content-Type", "application/json")
