@@ -564,8 +564,11 @@ func (c *adminCall) usage() error {
 func (c *adminCall) events() error {
 	q := c.r.URL.Query()
 	id := c.id
-	if id == "" {
-		id = q.Get("key")
+	if q.Has("key") {
+		// ?key=$ID with ID unset is not every key's events.
+		if id = q.Get("key"); id == "" {
+			return keys.CheckID(id)
+		}
 	}
 	limit := 0
 	if v := q.Get("limit"); v != "" {

@@ -640,12 +640,16 @@ change is an audit event naming what changed (old → new) and --reason.`,
 	usageCmd.Flags().String("since", "7d", "How far back")
 
 	events := &cobra.Command{
-		Use:   "events [ID]",
+		Use:   "events [ID] [--limit N] [--after SEQ]",
 		Short: "Show the audit events (every change to keys), optionally of one key",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
 			id := ""
 			if len(args) == 1 {
+				// `events "$ID"` with ID unset is not every key's events.
+				if err := keys.CheckID(args[0]); err != nil {
+					return err
+				}
 				id = args[0]
 			}
 			limit, _ := c.flags.GetInt("limit")

@@ -71,6 +71,10 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 		{"a mistyped subcommand is invalid_input", []string{"revok", k.ID}, 2, "invalid_input", ""},
 		{"rotating a key rotated already is a conflict", []string{"rotate", k.ID}, 4, "conflict", ""},
 		{"rotating a revoked key is a conflict", []string{"rotate", gone.ID}, 4, "conflict", ""},
+		{"an empty id is invalid_input, never not_found", []string{"show", ""}, 2, "invalid_input", ""},
+		{"an empty id is invalid_input, never every key's events", []string{"events", ""}, 2, "invalid_input", ""},
+		{"an id with an escape sequence is invalid_input, not written back to the terminal", []string{"show", "key_\x1b[2J\x1b]0;pwned\a"}, 2, "invalid_input", ""},
+		{"a key given as an owner is invalid_input, never an empty list", []string{"list", "--owner", k.Key}, 2, "invalid_input", ""},
 		{"a store that does not exist is invalid_input, never not_found", []string{"show", k.ID}, 2, "invalid_input", missing},
 		{"a store that does not answer is store_unavailable", []string{"show", k.ID}, 5, "store_unavailable", down},
 	} {
@@ -93,6 +97,9 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 				}
 				if out.Len() > 0 {
 					t.Errorf("%v: a failure printed on stdout: %q", args, out.String())
+				}
+				if strings.ContainsAny(stderr.String(), "\x1b\a") || strings.Contains(stderr.String(), k.Key[len("kg_live_"):]) {
+					t.Errorf("%v: stderr writes back a control character or a key: %q", args, stderr.String())
 				}
 				lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 				last := lines[len(lines)-1]
@@ -239,6 +246,8 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 			"/keygate/keys?status=revoked;limit=1",
 			"/keygate/keys?status=%zzrevoked",
 			"/keygate/keys?status=revoked&status=active",
+			"/keygate/keys?owner=" + live.Key,
+			"/keygate/events?key=",
 		} {
 			r := g.admin("GET", path, nil)
 			if r.Status != 400 || r.code() != "invalid_input" {

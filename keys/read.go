@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keygate/caddy-keygate/store"
+	"github.com/keygate/caddy-keygate/verifier"
 )
 
 // Show returns the record of key id.
@@ -60,6 +61,11 @@ func (s *Service) Select(ctx context.Context, sel Selection) ([]*store.Record, e
 	}
 	if err := checkEnv(sel.Env); err != nil {
 		return nil, err
+	}
+	// A key is no owner's name, and the answer would be an empty list
+	// that says nothing of the key pasted in by mistake.
+	if verifier.HasSecret(sel.Owner) {
+		return nil, invalidf("owner", "owner: that is an API key (or something shaped like one), not an owner, so it is not repeated here")
 	}
 	if sel.Limit < 0 {
 		return nil, invalidf("limit", "limit %d: want how many keys a page holds, or 0 for every key", sel.Limit)

@@ -86,6 +86,28 @@ func (s *Service) written(ctx context.Context, changed ...*store.Record) {
 	}
 }
 
+// CheckID refuses what cannot be a key's id before any store lookup, as
+// input to change rather than a key not found: an empty one (a script's
+// `caddy keys show "$ID"` with ID unset, exit 2, not the 3 an offboarding
+// script takes for "gone"), and one that is not printable or far longer
+// than an id (key_ and 16 characters), which an error would otherwise
+// write back whole, escape sequences and all, to the terminal or CI log
+// that ran the command. An adapter whose empty id means "every key" (the
+// events of one key or of all) checks an id given empty with it.
+func CheckID(id string) error {
+	switch {
+	case id == "":
+		return invalidf("id", "the key's id is empty: give a key's id (key_…)")
+	case len(id) > maxIDLen || !printable(id):
+		return invalid("id", id, "not a key's id (key_…)%s", notPrintable(id))
+	}
+	return nil
+}
+
+// maxIDLen bounds what may be a key's id: every id is key_ and 16
+// characters; the slack is for ids a store may hold from elsewhere.
+const maxIDLen = 100
+
 // visible reports whether the service may show and change rec.
 func (s *Service) visible(rec *store.Record) bool {
 	return s.owner == nil || rec.Owner == *s.owner
@@ -95,6 +117,9 @@ func (s *Service) visible(rec *store.Record) bool {
 // refused without being repeated: `caddy keys revoke <key>` is an easy slip
 // in a hurry, and its error goes to terminals and CI logs.
 func (s *Service) key(ctx context.Context, id string) (*store.Record, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
 	if verifier.HasSecret(id) {
 		return nil, invalidf("id", "that is an API key, not a key's id (key_…), so it is not repeated here; "+
 			"to revoke a key by its value, give it to `caddy keys revoke --key -` on stdin, or to the admin API's POST /keygate/revoke as {\"key\": …}")
