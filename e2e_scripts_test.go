@@ -302,6 +302,10 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 
 	t.Run("a body is one JSON value, read whole or refused", func(t *testing.T) {
 		k := g.issue("--name", "pasted", "--scope", "mail.send")
+		var manyScopes strings.Builder
+		for i := range 100000 {
+			fmt.Fprintf(&manyScopes, "s%d,", i)
+		}
 		for _, c := range []struct {
 			path string
 			body []byte
@@ -310,6 +314,9 @@ func TestListsFilterAsScriptsAskAndRefuseWhatTheyDoNotRead(t *testing.T) {
 			{"/keygate/revoke", []byte(`{"key":"` + k.Key + `"} {"owner":"sales"}`), "more after its first value"},
 			{"/keygate/keys/" + k.ID + "/revoke", []byte(`{"reason":"a"}` + "\n" + `{"reason":"b"}`), "more after its first value"},
 			{"/keygate/keys/" + k.ID + "/revoke", []byte(`{"reason":"` + strings.Repeat("a", 1<<20) + `"}`), "larger than"},
+			// 100,000 scopes in one string: refused at once, not a 503
+			// after each was compared with every other for half a minute.
+			{"/keygate/keys", fmt.Appendf(nil, `{"name":"many","scopes":["%s"],"force":true}`, manyScopes.String()), "at most 1000"},
 		} {
 			r := g.admin("POST", c.path, c.body)
 			if r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(string(r.Body), c.says) {

@@ -283,6 +283,28 @@ func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
 	if _, err := update(Spec{Reason: "only a reason"}); !isInvalid(err) || !strings.Contains(err.Error(), "nothing to change") {
 		t.Errorf("an update that names no field: %v", err)
 	}
+	// A set holds at most MaxEntries, however they are given: a list of
+	// many is refused at once, not compared entry by entry for a minute.
+	many := func(n int) []string {
+		var s []string
+		for i := range n {
+			s = append(s, fmt.Sprintf("s%d", i))
+		}
+		return s
+	}
+	if res, err = update(Spec{Scopes: &[]string{strings.Join(many(MaxEntries), ",")}}); err != nil || len(res.Scopes) != MaxEntries {
+		t.Errorf("%d scopes: %v", MaxEntries, err)
+	}
+	for name, s := range map[string]Spec{
+		"one more added":     {AddScopes: []string{"mail.send"}},
+		"one more in a set":  {Scopes: &[]string{strings.Join(many(MaxEntries+1), ",")}},
+		"many in one string": {SenderDomains: &[]string{strings.Join(many(100000), ".example,") + ".example"}},
+	} {
+		start := time.Now()
+		if _, err := update(s); !isInvalid(err) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxEntries)) || time.Since(start) > 2*time.Second {
+			t.Errorf("%s: %v after %v, want refused at once", name, err, time.Since(start))
+		}
+	}
 }
 
 func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
@@ -1288,3 +1310,4 @@ func TestAuditReadsTheKeysAPageAtATime(t *testing.T) {
 		t.Errorf("the list asked for in full: %d rows, total %d; want %d", len(short.FullAccess), short.Totals["full_access"], (n+2)/3)
 	}
 }
+

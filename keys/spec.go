@@ -242,6 +242,9 @@ func editSet(field string, cur []string, set *[]string, add, remove []string, pa
 						return nil, err
 					}
 					if !slices.Contains(out, p) {
+						if len(out) == MaxEntries {
+							return nil, tooMany(field)
+						}
 						out = append(out, p)
 					}
 				}
@@ -270,6 +273,9 @@ func editSet(field string, cur []string, set *[]string, add, remove []string, pa
 	}
 	for _, a := range adds {
 		if !slices.Contains(out, a) {
+			if len(out) == MaxEntries {
+				return nil, tooMany(field)
+			}
 			out = append(out, a)
 		}
 	}
@@ -277,6 +283,16 @@ func editSet(field string, cur []string, set *[]string, add, remove []string, pa
 		out = []string{}
 	}
 	return out, nil
+}
+
+// MaxEntries bounds a key's scopes, sender domains and allowed IPs, each:
+// far more than a key needs, and few enough that a list pasted or sent by
+// mistake (a megabyte of them) is refused at once rather than compared
+// entry by entry against every other for half a minute.
+const MaxEntries = 1000
+
+func tooMany(field string) error {
+	return invalidf(field, "more than %d %ss: a key holds at most %d", MaxEntries, field, MaxEntries)
 }
 
 func listOrNone(vals []string) string {
