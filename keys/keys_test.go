@@ -1311,3 +1311,57 @@ func TestAuditReadsTheKeysAPageAtATime(t *testing.T) {
 	}
 }
 
+// FuzzEntryLists proves a list as people type it (a flag's value, a JSON
+// string, a form's box: entries between commas, line breaks or spaces) is
+// read into a set that reads back as itself however it is joined again,
+// each entry canonical, none twice; that removing what was read leaves
+// nothing and adding it back gives it again; and that a list refused is
+// refused with an InvalidError that quotes at most a bounded, key-free
+// part of it.
+func FuzzEntryLists(f *testing.F) {
+	for _, s := range []string{"mail.send, templates.read", "mail.*\n*", "a.example b.example,\r\nc.example", "*.Example.COM,example.com",
+		"10.0.0.0/8, 10.1.2.3/8 ::ffff:10.0.0.0/104", "2001:db8::1\n2001:DB8::1/128", ",,\n, ,", "not a domain", "mail.send,,mail.send",
+		"bäckerei.de, xn--bckerei-5wa.de", "\u00a0mail.send\u2028x", "kg_live_" + strings.Repeat("a", 49) + ", mail.send"} {
+		f.Add(s)
+	}
+	kinds := []struct {
+		field string
+		parse func(string) (string, error)
+	}{{"scope", parseScope}, {"sender domain", parseDomain}, {"allowed IP", parseCIDR}}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, k := range kinds {
+			set := []string{s}
+			got, err := editSet(k.field, nil, &set, nil, nil, k.parse)
+			if err != nil {
+				var inv *InvalidError
+				if !errors.As(err, &inv) {
+					t.Fatalf("%s list %q: %T %v, want an InvalidError", k.field, s, err, err)
+				}
+				if len(err.Error()) > 600 {
+					t.Fatalf("%s list of %d bytes: the error repeats it (%d bytes)", k.field, len(s), len(err.Error()))
+				}
+				continue
+			}
+			for _, e := range got {
+				if p, err := k.parse(e); err != nil || p != e {
+					t.Fatalf("%s list %q: entry %q is not canonical: it reads as %q, %v", k.field, s, e, p, err)
+				}
+			}
+			if c := slices.Compact(slices.Sorted(slices.Values(got))); len(c) != len(got) {
+				t.Fatalf("%s list %q: %q holds an entry twice", k.field, s, got)
+			}
+			for _, sep := range []string{",", "\n", " ", ", ", "\r\n"} {
+				again := []string{strings.Join(got, sep)}
+				if back, err := editSet(k.field, nil, &again, nil, nil, k.parse); err != nil || !slices.Equal(back, got) {
+					t.Fatalf("%s list %q read as %q; joined with %q it reads as %q, %v", k.field, s, got, sep, back, err)
+				}
+			}
+			if left, err := editSet(k.field, got, nil, nil, set, k.parse); err != nil || len(left) != 0 {
+				t.Fatalf("%s list %q read as %q; removing it from that leaves %q, %v", k.field, s, got, left, err)
+			}
+			if added, err := editSet(k.field, nil, nil, set, nil, k.parse); err != nil || !slices.Equal(added, got) {
+				t.Fatalf("%s list %q read as %q; adding it to none gives %q, %v", k.field, s, got, added, err)
+			}
+		}
+	})
+}
