@@ -399,9 +399,24 @@ func specFlags(fs *pflag.FlagSet, update bool) {
 
 // specFrom reads the flags the user actually set into a keys.Spec. The CLI
 // forces scopes no route uses: it prints the warning instead.
-func specFrom(fs *pflag.FlagSet) keys.Spec {
+//
+// A list flag given only empty values is refused: "--allow-ip $CIDR" with
+// CIDR unset in a script would otherwise issue a key usable from any
+// address, or lift an update's restriction, without a word. Leaving the
+// flag out says "any" on issue; --remove-… lifts entries on update.
+func specFrom(fs *pflag.FlagSet) (keys.Spec, error) {
 	s := keys.Spec{Force: true}
 	set := func(name string) bool { return fs.Lookup(name) != nil && fs.Changed(name) }
+	for _, name := range []string{"scope", "allow-ip", "sender-domain", "add-scope", "remove-scope",
+		"add-allow-ip", "remove-allow-ip", "add-sender-domain", "remove-sender-domain"} {
+		if !set(name) {
+			continue
+		}
+		vals, _ := fs.GetStringArray(name)
+		if !slices.ContainsFunc(vals, func(v string) bool { return len(keys.Entries(v)) > 0 }) {
+			return s, badRequest("--%s: the value is empty (a script's variable not set?); %s", name, emptyListHint(name))
+		}
+	}
 	str := func(name string) *string {
 		if !set(name) {
 			return nil
@@ -447,7 +462,18 @@ func specFrom(fs *pflag.FlagSet) keys.Spec {
 	if r := str("reason"); r != nil {
 		s.Reason = *r
 	}
-	return s
+	return s, nil
+}
+
+// emptyListHint says what to do instead of giving a list flag no entry.
+func emptyListHint(name string) string {
+	switch name {
+	case "allow-ip":
+		return "leave --allow-ip out for a key usable from any client address, or remove an update's addresses with --remove-allow-ip"
+	case "sender-domain":
+		return "leave --sender-domain out for a key that may send from any domain, or remove an update's domains with --remove-sender-domain"
+	}
+	return "give at least one entry, or leave the flag out"
 }
 
 func keysCommands() []*cobra.Command {
@@ -456,7 +482,10 @@ func keysCommands() []*cobra.Command {
 		Short: "Issue a new key and print it once",
 		Args:  cobra.NoArgs,
 		RunE: run(func(ctx context.Context, c *cli, _ []string) error {
-			spec := specFrom(c.flags)
+			spec, err := specFrom(c.flags)
+			if err != nil {
+				return err
+			}
 			asked, err := json.Marshal(spec)
 			if err != nil {
 				return err
@@ -535,7 +564,10 @@ change is an audit event naming what changed (old → new) and --reason.`,
 						"issue a key with the %s you want (caddy keys issue --%s …) and revoke this one", f, f, f)
 				}
 			}
-			spec := specFrom(c.flags)
+			spec, err := specFrom(c.flags)
+			if err != nil {
+				return err
+			}
 			dis, _ := c.flags.GetBool("disable")
 			en, _ := c.flags.GetBool("enable")
 			switch {

@@ -75,6 +75,9 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 		{"an empty id is invalid_input, never every key's events", []string{"events", ""}, 2, "invalid_input", ""},
 		{"an id with an escape sequence is invalid_input, not written back to the terminal", []string{"show", "key_\x1b[2J\x1b]0;pwned\a"}, 2, "invalid_input", ""},
 		{"a key given as an owner is invalid_input, never an empty list", []string{"list", "--owner", k.Key}, 2, "invalid_input", ""},
+		{"an empty --allow-ip is invalid_input, never a key usable from any address", []string{"issue", "--name", "crm", "--scope", "mail.send", "--allow-ip", ""}, 2, "invalid_input", ""},
+		{"an empty --sender-domain is invalid_input, never a key that sends from any domain", []string{"issue", "--name", "crm", "--scope", "mail.send", "--sender-domain", " , "}, 2, "invalid_input", ""},
+		{"an update's empty --allow-ip is invalid_input, never a restriction lifted", []string{"update", k.ID, "--allow-ip", ""}, 2, "invalid_input", ""},
 		{"a store that does not exist is invalid_input, never not_found", []string{"show", k.ID}, 2, "invalid_input", missing},
 		{"a store that does not answer is store_unavailable", []string{"show", k.ID}, 5, "store_unavailable", down},
 	} {
