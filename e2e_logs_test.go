@@ -2,6 +2,7 @@ package keygate_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -374,5 +375,93 @@ func TestAKeyInTheURLStaysOutOfTraces(t *testing.T) {
 		if !bytes.Contains(spans, []byte(want)) {
 			t.Errorf("the spans lack %q: %q", want, spans)
 		}
+	}
+}
+
+// Caddy's admin endpoint logs each request it receives at INFO, headers
+// included, before keygate answers it; at DEBUG, the rewrite of a
+// handle_path in front of keygate logs the request as the client sent it.
+// Neither line is keygate's to leave out. docs/admin-api.md and
+// docs/monitoring.md give the default log's filter that does: this test
+// runs without it (so it sees that Caddy still writes both, and the docs
+// are still needed) and with it, verbatim from the docs.
+func TestTheDefaultLogFilterKeepsAdminAndRewriteLinesFree(t *testing.T) {
+	docs := func(page, start string) string {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		i := strings.Index(s, start)
+		if i < 0 {
+			t.Fatalf("%s has no block beginning %q", page, start)
+		}
+		s = s[i:]
+		return s[:strings.Index(s, "```")]
+	}
+	adminFilter := docs("docs/admin-api.md", "{\n\tlog {")
+	if !strings.Contains(adminFilter, "headers>Idempotency-Key delete") || !strings.Contains(adminFilter, "uri regexp") {
+		t.Fatalf("docs/admin-api.md's filter does not delete the Idempotency-Key or cut the URI:\n%s", adminFilter)
+	}
+	// The block is indented as a list item's.
+	debugFilter := strings.ReplaceAll(docs("docs/monitoring.md", "{\n  \tdebug\n  \tlog {"), "\n  ", "\n")
+	for _, tc := range []struct {
+		name   string
+		global string
+		leaks  bool
+	}{
+		{"without the filter", "{\n\tdebug\n}", true},
+		{"with docs/admin-api.md's filter", adminFilter, false},
+		{"with docs/monitoring.md's filter", debugFilter, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug := strings.Contains(tc.global, "debug")
+			global := strings.Replace(tc.global, "{", "{\n\tadmin {ADMIN}", 1)
+			up := newUpstream(t)
+			g := startGateway(t, gatewayConfig{caddyfile: global + `
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	handle_path /sendgrid/* {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			key_header X-Api-Key
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+}
+`, upstream: up.URL})
+			idem := "b0e5a2d4-6f1c-4a8e-9d3b-" + fmt.Sprint(time.Now().UnixNano()%1e12)
+			r := g.admin("POST", "/keygate/keys", map[string]any{"name": "crm", "scopes": []string{"mail.send"}}, "Idempotency-Key", idem)
+			if r.Status != 201 {
+				t.Fatalf("POST /keygate/keys: %d %s", r.Status, r.Body)
+			}
+			var issued struct{ Key string }
+			json.Unmarshal(r.Body, &issued)
+			secret := issued.Key[len("kg_live_"):][:43]
+			if r := g.call("POST", "/sendgrid/v3/mail/send", "", []byte(`{"personalizations":[{"to":[{"email":"b@example.org"}]}],"from":{"email":"a@example.com"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}`),
+				"X-Api-Key", issued.Key, "Content-Type", "application/json"); r.Status != 202 {
+				t.Errorf("a send with the key in X-Api-Key: %d %s", r.Status, r.Body)
+			}
+			if r := g.call("GET", "/sendgrid/v3/templates?api_key="+issued.Key, "", nil); r.Status != 401 {
+				t.Errorf("a key in the query: %d %s", r.Status, r.Body)
+			}
+			if r := g.admin("GET", "/keygate/keys/"+issued.Key, nil); r.Status != 400 {
+				t.Errorf("an admin URL holding a key: %d %s", r.Status, r.Body)
+			}
+			g.stop()
+			b, _ := os.ReadFile(g.logPath + ".stderr")
+			log := string(b)
+			if !strings.Contains(log, `"logger":"admin.api","msg":"received request"`) ||
+				debug && !strings.Contains(log, `"logger":"http.handlers.rewrite"`) {
+				t.Fatalf("the log lacks the admin endpoint's or the rewrite's line, which the test looks into:\n%s", log)
+			}
+			for what, s := range map[string]string{"the Idempotency-Key": idem, "the key": secret} {
+				if strings.Contains(log, s) != tc.leaks {
+					t.Errorf("%s in Caddy's log: %v, want %v:\n%s", what, !tc.leaks, tc.leaks, log)
+				}
+			}
+		})
 	}
 }
