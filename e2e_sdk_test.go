@@ -172,6 +172,10 @@ var symfonyBridges = map[string]string{
 var awsAttempts = map[string]int{"ses": 3, "nodemailer-ses": 3, "ses-v1": 3, "aws-sdk-go-v2": 3, "aws-sdk-go-v2-ses": 3,
 	"boto3": 5, "boto3-ses": 5, "anymail-amazon-ses": 5}
 
+// sdkQuotaStatus is the status of quota_exceeded on each dialect's route:
+// what that provider answers for a used-up sending limit.
+var sdkQuotaStatus = map[string]int{"sendgrid": 401, "postmark": 422, "mailgun": 429, "resend": 429, "ses": 400, "mailjet": 429, "brevo": 402}
+
 // debianPython is the interpreter that sees Debian's python3-boto3, whatever
 // python3 comes first in PATH (pyenv's, here).
 const debianPython = "/usr/bin/python3"
@@ -218,6 +222,10 @@ type sdkScenario struct {
 	// X-Entity-Ref-ID), tags, categories and metadata, tracking settings,
 	// a send time in the future and reply-to addresses.
 	Extras bool `json:"extras,omitempty"`
+	// DefaultClient has Symfony's transports make their own HTTP client,
+	// as Transport::fromDsn does when given none (plain PHP), not the
+	// suite's: the SES transports' client then retries (async-aws).
+	DefaultClient bool `json:"defaultClient,omitempty"`
 }
 
 // sdkFile is an attachment as a scenario gives it to the drivers: a file
@@ -359,7 +367,6 @@ func TestE2ESDKs(t *testing.T) {
 	// What each SDK must show for each scenario: success, or an error whose
 	// text names keygate's code (keygate puts "keygate <code>: <message>"
 	// where each SDK reads its provider's error message).
-	quotaStatus := map[string]int{"sendgrid": 401, "postmark": 422, "mailgun": 429, "resend": 429, "ses": 400, "mailjet": 429, "brevo": 402}
 	for _, d := range sdkDrivers {
 		type expect struct {
 			scenario string
@@ -401,7 +408,7 @@ func TestE2ESDKs(t *testing.T) {
 			{"rotated-old", "", 0, "", ""},
 			{"rotated-new", "", 0, "", ""},
 			{"rate", "rate_limited", 429, names["rate"], ""},
-			{"quota", "quota_exceeded", quotaStatus[d.dialect], names["quota"], ""},
+			{"quota", "quota_exceeded", sdkQuotaStatus[d.dialect], names["quota"], ""},
 		}
 		want = append(want, expect{scenario: "allowed-html"}, expect{"sender-html", "sender_not_allowed", 403, want[1].name, ""})
 		want = append(want, expect{scenario: "named"}, expect{"named-sender", "sender_not_allowed", 403, want[1].name, ""})
@@ -1269,6 +1276,9 @@ type fakeProvider struct {
 	*httptest.Server
 	mu   sync.Mutex
 	reqs []recorded
+	// fails, when set, picks the requests answered with a 500, as a
+	// provider's hiccup (after it has recorded them).
+	fails func(r *http.Request) bool
 }
 
 func newFakeProvider(t *testing.T) *fakeProvider {
@@ -1277,8 +1287,19 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		body, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
 		f.reqs = append(f.reqs, recorded{r.Method, r.URL.Path, r.Header.Clone(), body})
+		fails := f.fails
 		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if fails != nil && fails(r) {
+			answer := `{"message":"provider hiccup"}`
+			if r.URL.Path == "/" { // SES's v1 API answers in XML
+				w.Header().Set("Content-Type", "text/xml")
+				answer = `<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>provider hiccup</Message></Error></ErrorResponse>`
+			}
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, answer)
+			return
+		}
 		switch p := r.URL.Path; {
 		case p == "/v3/mail/send":
 			w.Header().Set("X-Message-Id", "sg-1") // Symfony's transport reads it
