@@ -73,6 +73,43 @@ func TestCaddyfileOrderedBeforeReverseProxyWithoutOrderOption(t *testing.T) {
 	}
 }
 
+// keygate's place among the directives holds in a site, in handle and in
+// handle_path alike, and the global order option moves it in each, as it
+// moves Caddy's own directives (docs/caddyfile.md).
+func TestTheOrderOptionMovesKeygateInEverySite(t *testing.T) {
+	// forward_auth is a reverse_proxy to its auth service, which the rewrite
+	// to its uri tells apart from the provider's.
+	const body = "keygate\n\treverse_proxy 127.0.0.1:9000\n\tforward_auth 127.0.0.1:9091 {\n\t\turi /api/verify\n\t}\n"
+	blocks := map[string]string{
+		"site":        ":8080 {\n\t" + body + "}\n",
+		"handle":      ":8080 {\n\thandle /v3/* {\n\t" + body + "}\n}\n",
+		"handle_path": ":8080 {\n\thandle_path /api/* {\n\t" + body + "}\n}\n",
+	}
+	for _, tc := range []struct {
+		name, global     string
+		afterForwardAuth bool
+	}{
+		{"without an order option keygate runs first", "", false},
+		{"order keygate after forward_auth runs it after forward_auth", "{\n\torder keygate after forward_auth\n}\n", true},
+	} {
+		for where, block := range blocks {
+			t.Run(tc.name+" in a "+where, func(t *testing.T) {
+				out, err := adapt(t, tc.global+block)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := string(out)
+				k := strings.Index(s, `"handler":"keygate"`)
+				auth := strings.Index(s, `"uri":"/api/verify"`)
+				proxy := strings.LastIndex(s, `"handler":"reverse_proxy"`)
+				if k < 0 || auth < 0 || k > proxy || (k > auth) != tc.afterForwardAuth {
+					t.Fatalf("keygate at %d, forward_auth at %d, the provider's reverse_proxy at %d: %s", k, auth, proxy, s)
+				}
+			})
+		}
+	}
+}
+
 func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 	cases := []struct {
 		name, option, want string

@@ -513,3 +513,48 @@ func TestADenialDoesNotWaitForABodyTheClientWithholds(t *testing.T) {
 		t.Errorf("an allowed send with Expect: %d after %v, %d upstream calls", resp.StatusCode, took.Round(time.Millisecond), up.count())
 	}
 }
+
+// A matcher on keygate limits it to the requests it matches, as on any
+// handler directive: the others go on to reverse_proxy unchecked, which is
+// why docs/caddyfile.md puts the matcher on a handle holding both.
+func TestAMatcherOnKeygateLeavesTheOtherRequestsToTheHandlersAfterIt(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: site(`
+	keygate /v3/* {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	k := g.issue("--name", "matcher", "--scope", "mail.send")
+	if r := g.call("POST", "/v3/mail/send", "", nil); r.code() != "missing_key" || up.count() != 0 {
+		t.Fatalf("a send without a key: %d %s, %d at the provider", r.Status, r.Body, up.count())
+	}
+	if r := g.call("GET", "/v2/suppressions", "", nil); r.Status != 202 || up.count() != 1 {
+		t.Fatalf("a request keygate's matcher does not match: %d %s, %d at the provider (want it proxied unchecked)", r.Status, r.Body, up.count())
+	}
+
+	// The form the docs give: the matcher on a handle, the rest answered.
+	g.writeConfig(site(`
+	handle /v3/* {
+		keygate {
+			store {STORE}
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	handle {
+		respond 404
+	}
+`), up.URL, g.port())
+	g.reload()
+	if r := g.call("GET", "/v2/suppressions", "", nil); r.Status != 404 || up.count() != 1 {
+		t.Fatalf("a request outside the handle: %d %s, %d at the provider", r.Status, r.Body, up.count())
+	}
+	if r := g.call("POST", "/v3/mail/send", "", nil); r.code() != "missing_key" || up.count() != 1 {
+		t.Fatalf("a send without a key: %d %s, %d at the provider", r.Status, r.Body, up.count())
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 || up.count() != 2 {
+		t.Fatalf("a send with a key: %d %s, %d at the provider", r.Status, r.Body, up.count())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -181,6 +182,16 @@ func (g *gateway) writeConfig(tmpl, up string, port int) {
 	if err := os.WriteFile(g.config, []byte(cf), 0o600); err != nil {
 		g.t.Fatal(err)
 	}
+}
+
+// port is the site's port, for writeConfig before a reload.
+func (g *gateway) port() int {
+	_, p, _ := net.SplitHostPort(strings.TrimPrefix(g.siteURL, "http://"))
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		g.t.Fatalf("site URL %s: %v", g.siteURL, err)
+	}
+	return n
 }
 
 func (g *gateway) environ() []string {
