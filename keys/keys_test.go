@@ -1150,6 +1150,64 @@ func TestARotationRacingAnOwnerChangeGivesTheOldOwnerNothing(t *testing.T) {
 	}
 }
 
+// ownerChangingUpdates gives a key to another owner just before each
+// update's transaction reads it, as an admin's change racing a team's
+// revocation would.
+type ownerChangingUpdates struct {
+	store.Store
+	to string
+}
+
+func (s ownerChangingUpdates) UpdateKey(ctx context.Context, id string, ev *store.Event, fn func(*store.Record) error) (*store.Record, error) {
+	if _, err := s.Store.UpdateKey(ctx, id, &store.Event{Action: "updated", KeyID: id, Actor: "admin"}, func(r *store.Record) error {
+		r.Owner = s.to
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return s.Store.UpdateKey(ctx, id, ev, fn)
+}
+
+// A revocation by id or by owner revokes only what is still the team's, or
+// the owner's, when its transaction reads the key; a leaked key is stopped
+// whoever owns it.
+func TestARevocationRacingAnOwnerChangeRevokesOnlyWhatIsStillTheirs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rv     func(id, key string) Revocation
+		sales  bool // on the view of the sales team
+		revoke bool
+		// notFound: refused as a key the team cannot see; otherwise the
+		// key given away is left out of what was revoked.
+		notFound bool
+	}{
+		{"by id, on the team's view", func(id, _ string) Revocation { return Revocation{ID: id} }, true, false, true},
+		{"by owner", func(string, string) Revocation { return Revocation{Owner: "sales"} }, false, false, false},
+		{"by owner, on the team's view", func(string, string) Revocation { return Revocation{Owner: "sales"} }, true, false, false},
+		{"by its value, on the team's view", func(_, key string) Revocation { return Revocation{Key: key} }, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			mine := f.issue(t, Spec{Name: str("crm"), Owner: str("sales"), Scopes: list("mail.send")})
+			svc := New(ownerChangingUpdates{Store: f.st, to: "ops"}, Options{})
+			if tc.sales {
+				svc = svc.ForOwner("sales")
+			}
+			recs, err := svc.Revoke(ctx, tc.rv(mine.ID, mine.Key), "alice")
+			rec, _ := f.Show(ctx, mine.ID)
+			if revoked := rec.RevokedAt != nil; revoked != tc.revoke {
+				t.Errorf("revoked = %v (returned %v, %+v); want %v", revoked, err, recs, tc.revoke)
+			}
+			if errors.Is(err, store.ErrNotFound) != tc.notFound || !tc.notFound && err != nil {
+				t.Errorf("Revoke answered %v, want not found: %v", err, tc.notFound)
+			}
+			if n := len(recs); n != 0 && !tc.revoke || n != 1 && tc.revoke {
+				t.Errorf("Revoke returned %d records: %+v", n, recs)
+			}
+		})
+	}
+}
+
 // A key pasted into a field that is not for it (the scopes, the sender
 // domains, the expiry) is refused without being quoted: the message is
 // shown on the console's form and printed to terminals and CI logs, and a

@@ -419,7 +419,10 @@ func leakedKey(text string) (string, error) {
 }
 
 // Revoke revokes what rv names and returns the updated records. Revoking a
-// revoked key changes nothing and keeps its first time and reason.
+// revoked key changes nothing and keeps its first time and reason. Each key
+// is checked again as its write reads it: one given to another owner
+// meanwhile is not found by id on a view limited to one owner, and is left
+// out of a revocation by owner.
 func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*store.Record, error) {
 	targets, err := s.RevokeTargets(ctx, rv)
 	if err != nil {
@@ -440,7 +443,19 @@ func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*s
 	}()
 	for _, target := range targets {
 		ev := &store.Event{Action: action, KeyID: target.ID, Actor: actor, Reason: reason}
+		var gone bool // given to another owner since RevokeTargets
 		rec, err := s.st.UpdateKey(ctx, target.ID, ev, func(rec *store.Record) error {
+			// Read again in the transaction, as Update and Rotate do: a
+			// key given to another owner meanwhile is no longer this view's
+			// to revoke by id (a leaked key is anyone's to stop), and no
+			// longer among the keys of the owner named.
+			if rv.Owner != "" && rec.Owner != rv.Owner {
+				gone, ev.Action = true, ""
+				return nil
+			}
+			if rv.ID != "" && !s.visible(rec) {
+				return &NotFoundError{What: "key " + target.ID}
+			}
 			if rec.Revoked() {
 				ev.Action = ""
 				return nil
@@ -452,7 +467,9 @@ func (s *Service) Revoke(ctx context.Context, rv Revocation, actor string) ([]*s
 		if err != nil {
 			return out, notFound(err, "key "+target.ID)
 		}
-		out = append(out, s.seen(rec))
+		if !gone {
+			out = append(out, s.seen(rec))
+		}
 	}
 	return out, nil
 }
