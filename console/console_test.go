@@ -300,6 +300,16 @@ func TestEveryActionIsRefusedOnAnotherTeamsKey(t *testing.T) {
 		if strings.Contains(w.Body.String(), "ops-alerts") {
 			t.Errorf("%s %s as another team shows the key's name", tc.method, tc.path)
 		}
+		// Nor does the answer tell another team's key from no key.
+		var none *httptest.ResponseRecorder
+		if path := strings.Replace(tc.path, theirs.ID, "key_0000000000000000", 1); tc.method == "GET" {
+			none = f.get(alice, path)
+		} else {
+			none = f.post(alice, path, tc.form)
+		}
+		if none.Code != w.Code || strings.ReplaceAll(none.Body.String(), "key_0000000000000000", theirs.ID) != w.Body.String() {
+			t.Errorf("%s %s: another team's key answers %d, an id no key has %d, or another page", tc.method, tc.path, w.Code, none.Code)
+		}
 	}
 	rec := f.show(theirs.ID)
 	if rec.Name != "ops-alerts" || rec.Disabled || rec.RevokedAt != nil || rec.RotatedTo != "" {
@@ -1263,6 +1273,22 @@ func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 	if body := f.get(admin, "/review").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, " checked>") || strings.Contains(body, "aria-invalid") ||
 		!strings.Contains(body, `id="bulk-submit">Revoke ticked keys</button>`) {
 		t.Errorf("the review page, freshly opened, shows a refusal's marks")
+	}
+}
+
+// A bulk revoke naming a key that does not exist (a stale or crafted form)
+// revokes none of the keys it names, rather than those before it.
+func TestABulkRevokeWithAnUnknownKeyRevokesNone(t *testing.T) {
+	f := newFixture(t)
+	a := f.issue("forever-1", "sales", "mail.send")
+	b := f.issue("forever-2", "ops", "mail.send")
+	w := f.post(admin, "/review/revoke", url.Values{"id": {a.ID, "key_0000000000000000", b.ID}, "confirm": {"revoke"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	if body := w.Body.String(); !strings.Contains(body, "No key was revoked: key key_0000000000000000 not found") {
+		t.Errorf("the refused bulk revoke does not say that no key was revoked:\n%s", body)
+	}
+	if f.show(a.ID).RevokedAt != nil || f.show(b.ID).RevokedAt != nil {
+		t.Errorf("a bulk revoke refused for an unknown key revoked some of the others")
 	}
 }
 

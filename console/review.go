@@ -108,19 +108,30 @@ func (c *call) bulkRevoke() error {
 		return c.showReview(http.StatusUnprocessableEntity, "To revoke the ticked keys, type the word revoke in the box.")
 	}
 	reason := strings.TrimSpace(c.r.PostForm.Get("reason"))
+	refused := func(err error, done int) error {
+		msg := err.Error()
+		if fe := asFormErr(err); fe != nil {
+			msg = fe.Message
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		said := "No key was revoked: "
+		if done > 0 {
+			said = plural(done, "key") + " revoked, then the next was not: "
+		}
+		return c.showReview(http.StatusUnprocessableEntity, said+msg)
+	}
+	// Every key is looked up before any is revoked: one that does not
+	// exist (a stale or crafted form) refuses the whole action, rather than
+	// leave it half done.
+	for _, id := range ids {
+		if _, err := c.keys.RevokeTargets(c.r.Context(), keys.Revocation{ID: id, Reason: reason}); err != nil {
+			return refused(err, 0)
+		}
+	}
 	for i, id := range ids {
 		if _, err := c.keys.Revoke(c.r.Context(), keys.Revocation{ID: id, Reason: reason}, c.user.actor()); err != nil {
-			msg := err.Error()
-			if fe := asFormErr(err); fe != nil {
-				msg = fe.Message
-			} else if !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			done := "No key was revoked: "
-			if i > 0 {
-				done = plural(i, "key") + " revoked, then the next was not: "
-			}
-			return c.showReview(http.StatusUnprocessableEntity, done+msg)
+			return refused(err, i) // changed since the look-up above
 		}
 	}
 	it := "them"
