@@ -326,3 +326,53 @@ func TestCopyNamesEveryTable(t *testing.T) {
 		})
 	}
 }
+
+// A copy whose target does not read a key back as the source holds it is
+// refused and leaves the target without any of it, whichever of the check's
+// batches of keys that key is in: one changed on its way in (a trigger
+// here), or found no more by its digest.
+func TestCopyChecksEveryKeyItCopied(t *testing.T) {
+	defer func(n int) { checkBatch = n }(checkBatch)
+	checkBatch = 3 // fillForCopy's 4 keys: 2 batches
+	triggers := map[string]func(id, set string) string{
+		"sqlite": func(id, set string) string {
+			return `CREATE TRIGGER alter_copy AFTER INSERT ON keys WHEN NEW.id = '` + id + `'
+				BEGIN UPDATE keys SET ` + set + ` WHERE id = NEW.id; END`
+		},
+		"postgres": func(id, set string) string {
+			return `CREATE FUNCTION alter_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+					UPDATE keys SET ` + set + ` WHERE id = NEW.id; RETURN NULL; END $$;
+				CREATE TRIGGER alter_copy AFTER INSERT ON keys FOR EACH ROW WHEN (NEW.id = '` + id + `')
+				EXECUTE FUNCTION alter_copy()`
+		},
+	}
+	for _, engine := range []string{"sqlite", "postgres"} {
+		for _, c := range []struct {
+			id, set, want string
+		}{
+			{"key_full", "name = 'altered'", "key key_full reads back otherwise than it was"},
+			{"key_new", "name = 'altered'", "key key_new reads back otherwise than it was"},
+			{"key_plain", map[string]string{"sqlite": "digest = randomblob(32)", "postgres": "digest = sha256(digest)"}[engine],
+				"key key_plain by its digest: key not found"},
+		} {
+			t.Run(engine+" "+c.id+" "+c.set, func(t *testing.T) {
+				ctx := context.Background()
+				from, to := copyEngines["sqlite"](t), copyEngines[engine](t)
+				fillForCopy(t, from)
+				if err := onDB(to, func(db *DB) error {
+					_, err := db.db.ExecContext(ctx, triggers[engine](c.id, c.set))
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Copy(ctx, from, to)
+				if err == nil || !strings.Contains(err.Error(), "checking the copy: "+c.want) {
+					t.Fatalf("copy: %v, want it refused: %s", err, c.want)
+				}
+				if n, err := to.CountKeys(ctx, ListFilter{All: true}); err != nil || n != 0 {
+					t.Errorf("the target holds %d keys after a refused copy (%v), want none", n, err)
+				}
+			})
+		}
+	}
+}
