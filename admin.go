@@ -265,6 +265,9 @@ func classify(err error) adminError {
 		ae.status, ae.code = http.StatusServiceUnavailable, "store_unavailable"
 	case store.Unavailable(err):
 		ae = storeUnavailable(err)
+	case store.Damaged(err):
+		ae = adminError{http.StatusServiceUnavailable, "store_unavailable",
+			"the key store's file is damaged; stop the gateways using it and restore a backup (" + err.Error() + ")"}
 	}
 	return ae
 }

@@ -3,6 +3,7 @@ package keygate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -369,5 +370,37 @@ func TestAChangeCommittedAfterItsCallGaveUpIsAnsweredToItsRepeat(t *testing.T) {
 	all, err := st.ListKeys(context.Background(), store.ListFilter{All: true})
 	if err != nil || len(all) != 3 {
 		t.Errorf("%d keys (%v), want 3: the first, the one issued late, the late rotation's successor", len(all), err)
+	}
+}
+
+// damagedStoreError is the error of opening a real SQLite store whose file
+// was cut short: "database disk image is malformed".
+func damagedStoreError(t *testing.T) error {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys.db")
+	st, err := store.Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := os.Truncate(path, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = store.Open(context.Background(), "sqlite:"+path); err == nil {
+		st.Close()
+		t.Fatal("a store cut to its first two pages opened")
+	}
+	return err
+}
+
+// A store whose file is damaged is answered as the gateway answers it, 503
+// store_unavailable with Retry-After, saying it is damaged; not 500.
+func TestADamagedStoreIsAnsweredUnavailable(t *testing.T) {
+	err := damagedStoreError(t)
+	w := httptest.NewRecorder()
+	writeAdminError(w, fmt.Errorf("keygate store: list keys: %w", err))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
+		!strings.Contains(w.Body.String(), `"store_unavailable"`) || !strings.Contains(w.Body.String(), "damaged") {
+		t.Errorf("a damaged store: %d %v %s, want 503 store_unavailable saying it is damaged", w.Code, w.Header(), w.Body)
 	}
 }

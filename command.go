@@ -286,12 +286,12 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 }
 
 // openStore opens the store uri names. A store that is not one, or that no
-// retry mends, is invalid input (exit 2), one that did not answer is
-// unavailable (exit 5); either error names the store, its password
-// redacted.
+// retry mends, is invalid input (exit 2), one that did not answer or whose
+// file is damaged is unavailable (exit 5, as when the damage is found after
+// it opened); either error names the store, its password redacted.
 func openStore(ctx context.Context, uri string) (store.Store, error) {
 	st, err := store.Open(ctx, uri)
-	if err != nil && !store.Unavailable(err) {
+	if err != nil && !store.Unavailable(err) && !store.Damaged(err) {
 		return nil, badRequest("%v", err)
 	}
 	return st, err

@@ -115,6 +115,7 @@ func TestAStorePathThatCannotBeUsedIsRefused(t *testing.T) {
 		{"under a directory that cannot exist", "/proc/keygate-nope/keys.db"},
 		{"under a regular file", filepath.Join(file, "keys.db")},
 		{"a directory", dir},
+		{"an empty file (a store truncated)", file},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs, err := validateCaddyfile(t, storeSite, "TEST_STORE=sqlite:"+tc.path)

@@ -299,6 +299,12 @@ func (c *call) errorPage(err error) *pageError {
 		return &pageError{http.StatusServiceUnavailable, "The key store is unavailable",
 			"The console could not reach the key store. Nothing has changed unless the page says so. Try again in a moment."}
 	}
+	if store.Damaged(err) {
+		c.w.Header().Set("Retry-After", "1")
+		return &pageError{http.StatusServiceUnavailable, "The key store is damaged",
+			"The key store's file is damaged, so keys cannot be read or changed here. Nothing has changed. " +
+				"It has to be restored from a backup: tell whoever runs this gateway."}
+	}
 	return &pageError{http.StatusInternalServerError, "Something went wrong",
 		"The console could not reach the key store or could not finish. Nothing you see has changed unless the page says so. Try again in a moment."}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -1472,5 +1473,45 @@ func TestNoFreeTextFieldIsKeptInTheBrowsersFormHistory(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// damagedStore is a store whose file is damaged: SQLite's own error for
+// it, from a real store cut short.
+type damagedStore struct {
+	store.Store
+	err error
+}
+
+func (s damagedStore) ListKeys(context.Context, store.ListFilter) ([]*store.Record, error) {
+	return nil, fmt.Errorf("keygate store: list keys: %w", s.err)
+}
+
+func (s damagedStore) CountKeys(context.Context, store.ListFilter) (int, error) {
+	return 0, fmt.Errorf("keygate store: count keys: %w", s.err)
+}
+
+// A store whose file is damaged is said to be damaged, with a 503 as the
+// gateway answers its keys, not as something that went wrong in the console.
+func TestADamagedStoreIsSaidToBeDamaged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	st, err := store.Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := os.Truncate(path, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = store.Open(context.Background(), "sqlite:"+path); err == nil {
+		st.Close()
+		t.Fatal("a store cut to its first two pages opened")
+	}
+	f := newFixture(t)
+	f.h = New(keys.New(damagedStore{f.st, err}, keys.Options{}), Options{})
+	w := f.get(alice, "/")
+	wantStatus(t, w, http.StatusServiceUnavailable)
+	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "The key store is damaged") {
+		t.Errorf("the page for a damaged store: %v\n%s", w.Header(), w.Body)
 	}
 }

@@ -18,7 +18,8 @@ import (
 // not start on again. A store not made yet (a missing SQLite file, an empty
 // database) is version 0. Check refuses what Open refuses: a malformed URI,
 // a store it cannot reach or read (Unavailable tells which), another
-// application's SQLite file, a schema newer than this keygate knows.
+// application's SQLite file, an empty one, a schema newer than this keygate
+// knows.
 func Check(ctx context.Context, uri string) (int, error) {
 	uri, err := ParseURI(uri)
 	if err != nil {
@@ -39,7 +40,11 @@ func Check(ctx context.Context, uri string) (int, error) {
 }
 
 func checkSQLite(ctx context.Context, path string) (int, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		return 0, ErrEmptyFile
+	}
+	if errors.Is(err, os.ErrNotExist) {
 		for _, suffix := range []string{"-wal", "-shm"} {
 			if _, err := os.Stat(path + suffix); err == nil {
 				return 0, ErrOrphanLog

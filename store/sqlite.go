@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,7 @@ const sqliteParams = "_pragma=busy_timeout(5000)" +
 // user: they hold every key's digest and settings.
 //
 // It refuses to create the file where its write-ahead log is left without
-// it (see ErrOrphanLog).
+// it (see ErrOrphanLog), and to open an empty file (see ErrEmptyFile).
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return openSQLite(ctx, path, true)
 }
@@ -89,31 +90,86 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 var ErrOrphanLog = errors.New("the file is missing but its write-ahead log is still there " +
 	"(a process may still have the deleted file open, or a crash left the log); a new store there would be corrupted")
 
+// ErrEmptyFile means a SQLite store's file is empty (0 bytes), which a
+// store keygate made never is, even while it is being made (createSQLite):
+// the file was truncated or replaced. Opened as a new store, it would
+// answer every key with invalid_key, and its schema would hide the loss.
+var ErrEmptyFile = errors.New("the file is empty (0 bytes), which a keygate store never is: it was truncated or " +
+	"replaced (a full disk, a crash, a copy cut short); move it away and restore a backup " +
+	"(caddy keys restore FILE), or remove it to start a store without keys")
+
 // openSQLite is OpenSQLite; without create, a missing file is an error.
 func openSQLite(ctx context.Context, path string, create bool) (*SQLite, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
 	}
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		for _, suffix := range []string{"-wal", "-shm"} {
 			if _, err := os.Stat(path + suffix); err == nil {
 				return nil, fmt.Errorf("keygate store: sqlite %s: %w: stop every gateway using it, then remove %s-wal and %s-shm",
 					path, ErrOrphanLog, filepath.Base(path), filepath.Base(path))
 			}
 		}
+		if create {
+			if err := createSQLite(ctx, path); err != nil {
+				return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
+			}
+		}
+	case err == nil && fi.Mode().IsRegular() && fi.Size() == 0:
+		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, ErrEmptyFile)
 	}
-	// Created here rather than by SQLite so the mode is 0600 whatever the
-	// umask lets SQLite use.
-	flag := os.O_RDWR
-	if create {
-		flag |= os.O_CREATE
-	}
-	f, err := os.OpenFile(path, flag, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
 	}
 	f.Close()
+	return openSQLiteDB(ctx, path)
+}
 
+// createSQLite makes a new store at path whole: it is made and migrated
+// beside path under another name, private (0600) whatever the umask, then
+// linked to path. So the file at path is never empty, even while it is
+// being made (see ErrEmptyFile). If another process made one there
+// meanwhile, that one is kept.
+func createSQLite(ctx context.Context, path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*") // 0600
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	f.Close()
+	defer func() {
+		for _, f := range []string{tmp, tmp + "-wal", tmp + "-shm"} {
+			os.Remove(f)
+		}
+	}()
+	db, err := openSQLiteDB(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	// Everything into the file itself, not its log, before it is linked.
+	var busy, logged, moved int
+	err = db.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logged, &moved)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && busy != 0 {
+		err = errors.New("a new store could not be checkpointed")
+	}
+	if err != nil {
+		return err
+	}
+	// A link, unlike a rename, fails if a file appeared at path meanwhile.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// openSQLiteDB opens the SQLite file at path, which exists, as a store.
+func openSQLiteDB(ctx context.Context, path string) (*SQLite, error) {
 	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(path)+"?"+sqliteParams)
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: sqlite %s: %w", path, err)
@@ -224,6 +280,20 @@ func isBusy(err error) bool {
 func isFull(err error) bool {
 	var e *sqlite.Error
 	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_FULL
+}
+
+// Damaged reports whether err is SQLite finding the store's file damaged
+// ("database disk image is malformed", "file is not a database"): no retry
+// mends it, and the gateway refuses the keys it cannot read (503
+// store_unavailable), so the admin API and the console answer 503 as well,
+// saying so; the file must be restored from a backup.
+func Damaged(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	code := e.Code() & 0xff
+	return code == sqlite3.SQLITE_CORRUPT || code == sqlite3.SQLITE_NOTADB
 }
 
 // escapeSQLitePath escapes the characters SQLite's URI filenames give a

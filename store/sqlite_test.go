@@ -766,6 +766,78 @@ func TestSQLiteRefusesAnotherApplicationsDatabase(t *testing.T) {
 	}
 }
 
+// A store file found empty was truncated or replaced (a full disk, a crash
+// after a copy that was never synced): opened as a new store, it would have
+// answered every key invalid_key while `caddy keys list` printed an empty
+// table. It is refused, by Open and by Check, and left as it is.
+func TestAnEmptyStoreFileIsRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keys.db")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(ctx, "sqlite:"+path); !errors.Is(err, ErrEmptyFile) || Unavailable(err) || !strings.Contains(err.Error(), path) {
+		if err == nil {
+			s.Close()
+		}
+		t.Errorf("opening an empty file: %v, want ErrEmptyFile naming the file", err)
+	}
+	if _, err := Check(ctx, "sqlite:"+path); !errors.Is(err, ErrEmptyFile) {
+		t.Errorf("checking an empty file: %v, want ErrEmptyFile", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Errorf("the refused file: %v, %v; want it left empty", fi, err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("opening the empty file left %s%s: %v", path, suffix, err)
+		}
+	}
+}
+
+// A new store is made whole before it is at its path: processes that open
+// it at once while it is being made (a gateway and `caddy keys` on a new
+// machine) never find it empty, and all of them end on one store.
+func TestANewStoreIsNeverEmptyAtItsPath(t *testing.T) {
+	ctx := context.Background()
+	for round := range 5 {
+		path := filepath.Join(t.TempDir(), "keys.db")
+		errs := make(chan error, 6)
+		stores := make(chan *SQLite, 6)
+		for range 6 {
+			go func() {
+				s, err := OpenSQLite(ctx, path)
+				errs <- err
+				stores <- s
+			}()
+		}
+		for range 6 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: one of six opening a new store at once: %v", round, err)
+			}
+		}
+		var all []*SQLite
+		for range 6 {
+			s := <-stores
+			defer s.Close()
+			all = append(all, s)
+		}
+		mustCreate(t, all[0], minimalRecord("key_one", time.Now()))
+		for i, s := range all {
+			if n, err := s.CountKeys(ctx, ListFilter{All: true}); err != nil || n != 1 {
+				t.Errorf("round %d: opener %d sees %d keys (%v), want the one the first made", round, i, n, err)
+			}
+		}
+		if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) > 3 {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("round %d: files beside the store: %v, want keys.db and its -wal and -shm", round, names)
+		}
+	}
+}
+
 // FuzzRedactURI proves a store URI's password, in any of the places pgx
 // reads one, shows in neither RedactURI's rendering of it nor the error a
 // URI gives, whatever the rest of the URI holds: both are the same with
