@@ -116,9 +116,29 @@ func checkPostgres(ctx context.Context, uri string) (int, error) {
 		return 0, err
 	}
 	if !schema.Valid {
-		return 0, errors.New("no schema to hold keygate's tables: the role's search_path names none that exists")
+		return 0, errors.New("no schema to hold keygate's tables: the role's search_path names none that exists " +
+			"(or none the role may use: GRANT USAGE ON SCHEMA …)")
 	}
-	return schemaVersionOf(ctx, db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
+	version, err := schemaVersionOf(ctx, db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'")
+	if err != nil || version >= SchemaVersion() {
+		return version, err
+	}
+	// Open will create tables there (PostgreSQL 15 gives no role but the
+	// schema's owner that right in public).
+	var create bool
+	var role string
+	if err := db.QueryRowContext(ctx, "SELECT has_schema_privilege(current_schema(), 'CREATE'), current_user").Scan(&create, &role); err != nil {
+		return 0, err
+	}
+	if !create {
+		what := "make keygate's tables"
+		if version > 0 {
+			what = fmt.Sprintf("move them from schema version %d to %d", version, SchemaVersion())
+		}
+		return 0, fmt.Errorf("role %q may not create tables in schema %q, which opening the store does to %s: "+
+			"GRANT CREATE ON SCHEMA %s TO %s, or open it once as a role that may", role, schema.String, what, schema.String, role)
+	}
+	return version, nil
 }
 
 // schemaVersionOf is the newest migration a database records, 0 for one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,5 +129,37 @@ func TestCheckPostgres(t *testing.T) {
 	}
 	if _, err := Open(ctx, nowhere); err == nil {
 		t.Errorf("Open with a search_path naming no schema succeeded")
+	}
+}
+
+// A role that may not create tables in its schema (PostgreSQL 15's public,
+// for any role but its owner) cannot have keygate make or migrate them:
+// validating a config says so, rather than that the store is made when
+// the config runs, which would then fail.
+func TestCheckPostgresRoleThatMayNotCreate(t *testing.T) {
+	ctx := context.Background()
+	uri := testPostgresURI(t)
+	admin, err := sql.Open("pgx", uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(ctx, "DROP ROLE IF EXISTS kg_reader; CREATE ROLE kg_reader LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("kg_reader")
+	if _, err := Check(ctx, u.String()); err == nil || !strings.Contains(err.Error(), `role "kg_reader" may not create tables in schema "public"`) ||
+		!strings.Contains(err.Error(), "GRANT CREATE ON SCHEMA public TO kg_reader") {
+		t.Errorf("Check as a role that may not create tables: %v; want a refusal saying what to grant", err)
+	}
+	if _, err := admin.ExecContext(ctx, "GRANT CREATE ON SCHEMA public TO kg_reader"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := Check(ctx, u.String()); err != nil || v != 0 {
+		t.Errorf("Check once granted: %d, %v; want 0", v, err)
 	}
 }
