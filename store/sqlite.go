@@ -162,11 +162,23 @@ func createSQLite(ctx context.Context, path string) error {
 		return err
 	}
 	// A link, unlike a rename, fails if a file appeared at path meanwhile.
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+	err = linkFile(tmp, path)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	// A file system without hard links (vfat, some network and FUSE
+	// mounts) gets a rename, unless a store appeared there meanwhile.
+	if _, serr := os.Lstat(path); serr == nil {
+		return nil
+	}
+	if rerr := os.Rename(tmp, path); rerr != nil {
+		return fmt.Errorf("%w (and renaming it into place: %v)", err, rerr)
 	}
 	return nil
 }
+
+// linkFile is os.Link; a test stands in a file system without hard links.
+var linkFile = os.Link
 
 // openSQLiteDB opens the SQLite file at path, which exists, as a store.
 func openSQLiteDB(ctx context.Context, path string) (*SQLite, error) {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -941,4 +942,29 @@ func botnetBatch(h time.Time, from int) []UsageDelta {
 		ips[fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&0xff, i&0xff)] = 1
 	}
 	return []UsageDelta{{KeyID: "key_botnet", Hour: h, IPs: ips}}
+}
+
+// A file system without hard links (vfat, some network mounts) still gets a
+// new store: it is renamed into place instead, whole and private.
+func TestANewStoreOnAFileSystemWithoutLinks(t *testing.T) {
+	defer func(l func(string, string) error) { linkFile = l }(linkFile)
+	linkFile = func(string, string) error { return &os.LinkError{Op: "link", Err: syscall.EPERM} }
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys.db")
+	s, err := Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatalf("a new store where links are refused: %v", err)
+	}
+	s.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the new store: %v, %v; want a private file that is not empty", fi, err)
+	}
+	if s, err = Open(ctx, "sqlite:"+path); err != nil {
+		t.Fatalf("opening it again: %v", err)
+	}
+	s.Close()
+	if left, _ := filepath.Glob(filepath.Join(dir, "keys.db.new-*")); len(left) > 0 {
+		t.Errorf("the store's making left %v behind", left)
+	}
 }
