@@ -722,6 +722,7 @@ func init() {
 // segments yields a path's segments from the last to the first as
 // path.Clean would leave them: empty and "." segments vanish and ".."
 // removes the segment before it. Each is read as plainSegment leaves it.
+// A backslash separates segments as a slash does (lastSeparator).
 type segments struct {
 	s    string
 	end  int // the unread path is s[:end]; -1 when done
@@ -764,7 +765,7 @@ func formatExtension(seg string) string {
 
 func (it *segments) next() (string, bool) {
 	for it.end >= 0 {
-		i := strings.LastIndexByte(it.s[:it.end], '/')
+		i := lastSeparator(it.s[:it.end])
 		seg := plainSegment(it.s[i+1 : it.end])
 		it.end = i
 		switch {
@@ -778,4 +779,16 @@ func (it *segments) next() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// lastSeparator returns the index of the last '/' or '\' in s, or -1.
+// Windows servers (IIS) may read a backslash in a path as a slash, also
+// sent as %5C (as Caddy passes a backslash on): "/email\batch" is
+// Postmark's batch send to such a server, and must not dodge inspection.
+func lastSeparator(s string) int {
+	i := strings.LastIndexByte(s, '/')
+	if j := strings.LastIndexByte(s[i+1:], '\\'); j >= 0 {
+		return i + 1 + j
+	}
+	return i
 }

@@ -38,6 +38,10 @@ func TestIsSend(t *testing.T) {
 		{"mailgun: parameters after the domain", "mailgun", "POST", "/v3/shop.example;x/messages", true},
 		{"ses: parameters after the send", "ses", "POST", "/v2/email/outbound-emails;jsessionid=1", true},
 		{"a servlet's dot-dot with parameters", "sendgrid", "POST", "/v3/x/..;y/mail/send", true},
+		{"postmark: a backslash separates segments, as IIS reads one", "postmark", "POST", `/email\batch`, true},
+		{"postmark: a trailing backslash is a trailing slash", "postmark", "POST", `/email\`, true},
+		{"sendgrid: backslashes and slashes mixed", "sendgrid", "POST", `\v3\mail/send`, true},
+		{"sendgrid: a backslash dot-dot leaves the send path", "sendgrid", "POST", `/v3/mail/send\..`, false},
 		{"a lower-case method is still a POST", "sendgrid", "post", "/v3/mail/send", true},
 		{"GET is not a send", "sendgrid", "GET", "/v3/mail/send", false},
 		{"PUT is not a send", "sendgrid", "PUT", "/v3/mail/send", false},
@@ -133,7 +137,7 @@ func TestMatchPathAgreesWithWalkingBoth(t *testing.T) {
 		}
 	}
 	words := []string{"v3", "V3", "v2", "mg.example.com", "messages", "Messages.MIME", "messages.mime", "domains", "..", ".", "",
-		"x;y", "send ", "mail", "send", "email", "batch", "v4", "inbox", "tests", "emails", "*", "email.", "emails.json", "send.xml", "..."}
+		"x;y", `a\b`, "send ", "mail", "send", "email", "batch", "v4", "inbox", "tests", "emails", "*", "email.", "emails.json", "send.xml", "..."}
 	rng := rand.New(rand.NewPCG(23, 24))
 	for range 200_000 {
 		segs := make([]string, rng.IntN(12)) // past maxSegments too

@@ -399,6 +399,8 @@ func TestInspectSendingDomain(t *testing.T) {
 			dialect: "mailgun", path: "/v3/shop.example.com/../billing.example.com/messages", contentType: formType, body: form, want: []string{"billing.example.com"}},
 		{name: "mailgun: a dot segment after the domain does not replace it",
 			dialect: "mailgun", path: "/v3/mg.example.com/./x/../messages", contentType: formType, body: form, want: []string{"mg.example.com"}},
+		{name: "mailgun: a backslash separates segments, so the domain is the one IIS would read",
+			dialect: "mailgun", path: `/v3\mg.example.com\..\billing.example.com\messages`, contentType: formType, body: form, want: []string{"billing.example.com"}},
 		{name: "sendgrid: a fixed send path names no sending domain",
 			dialect: "sendgrid", path: "/v3/mail/send", contentType: jsonType, body: fixture(t, "sendgrid.json"), want: nil},
 	}
