@@ -40,7 +40,7 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 	if r.ContentLength > h.maxBody {
 		return nil, mailapi.Message{}, h.tooLarge()
 	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if ce := contentCoding(r.Header); ce != "" {
 		// Read as it is, it would be refused as malformed JSON or form.
 		return nil, mailapi.Message{}, denial{code: InvalidPayload, message: "the request body is sent with Content-Encoding " +
 			strconv.Quote(ce) + ", which this gateway does not read; send it uncompressed"}
@@ -87,6 +87,23 @@ func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Mess
 		msg, err = h.dialect.Inspect(r.URL.Path, r.Header.Get("Content-Type"), body)
 	}
 	return sb, msg, h.payloadError(err)
+}
+
+// contentCoding returns the first content coding other than identity that
+// the request's Content-Encoding headers name, or "" for none. Every header
+// counts, and every coding each one lists: a provider that inflates the
+// body may read the second of "Content-Encoding: identity" and
+// "Content-Encoding: gzip", and a gzip header's file name can hold a form
+// (&from=…&) that keygate would read in place of the inflated body.
+func contentCoding(h http.Header) string {
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return c
+			}
+		}
+	}
+	return ""
 }
 
 // tooLarge is the denial of a send larger than max_body, saying the limit

@@ -639,19 +639,25 @@ func TestASendIsRefusedForWhatItIsNot(t *testing.T) {
 	_, key := issue(t, st, "mail.send")
 	body := benchbody.Get("sendgrid-2k")
 	for _, c := range []struct {
-		name, encoding string
-		data           []byte
-		status         int
-		want           string
+		name      string
+		encodings []string
+		data      []byte
+		status    int
+		want      string
 	}{
-		{"gzip", "gzip", body.Data, 400, `Content-Encoding "gzip", which this gateway does not read; send it uncompressed`},
-		{"too large", "", bytes.Repeat([]byte(" "), 2<<20), 413, "(max_body 1.0 MiB); the gateway's operator can raise max_body"},
+		{"gzip", []string{"gzip"}, body.Data, 400, `Content-Encoding "gzip", which this gateway does not read; send it uncompressed`},
+		// A provider that inflates may read the second header, or the
+		// second coding of a list.
+		{"gzip in a second header, after identity", []string{"identity", "gzip"}, body.Data, 400, `Content-Encoding "gzip", which`},
+		{"gzip in a second header, after an empty one", []string{"", "gzip"}, body.Data, 400, `Content-Encoding "gzip", which`},
+		{"gzip after identity in a list", []string{"identity, gzip"}, body.Data, 400, `Content-Encoding "gzip", which`},
+		{"too large", nil, bytes.Repeat([]byte(" "), 2<<20), 413, "(max_body 1.0 MiB); the gateway's operator can raise max_body"},
 	} {
 		r := httptest.NewRequest("POST", body.Path, bytes.NewReader(c.data))
 		r.Header.Set("Authorization", "Bearer "+key)
 		r.Header.Set("Content-Type", body.ContentType)
-		if c.encoding != "" {
-			r.Header.Set("Content-Encoding", c.encoding)
+		for _, e := range c.encodings {
+			r.Header.Add("Content-Encoding", e)
 		}
 		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 		w := httptest.NewRecorder()
@@ -660,6 +666,22 @@ func TestASendIsRefusedForWhatItIsNot(t *testing.T) {
 		}
 		if e := decodeError(t, w); w.Code != c.status || !strings.Contains(e.Error.Message, c.want) {
 			t.Errorf("%s: %d %s, want %d saying %q", c.name, w.Code, w.Body, c.status, c.want)
+		}
+	}
+	for _, encodings := range [][]string{{"identity"}, {"Identity", ""}, {"identity, identity"}} {
+		r := httptest.NewRequest("POST", body.Path, bytes.NewReader(body.Data))
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", body.ContentType)
+		for _, e := range encodings {
+			r.Header.Add("Content-Encoding", e)
+		}
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNextReading); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != 202 {
+			t.Errorf("Content-Encoding %q: %d %s, want 202", encodings, w.Code, w.Body)
 		}
 	}
 }
