@@ -66,6 +66,15 @@ func FuzzInspect(f *testing.F) {
 	f.Add(uint8(len(targets)-1), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\na@b.org\r\n--"+
 		fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m\"\r\n\r\nFrom: x@y.org\r\n\r\nhi\r\n--"+fuzzBoundary+"--\r\n"))
 
+	// Fields after a ';', which parsers splitting a form at ';' read, on
+	// each url-encoded endpoint.
+	for i, tg := range targets {
+		if tg.ctype == formType {
+			f.Add(uint8(i), []byte("from=a%40b.org&to=x%40y.org&text=hi;bcc=c%40d.org&html=<p style=\"a:b;\">"))
+			f.Add(uint8(i), []byte("Action=SendEmail&Source=a%40b.org;h%3AFrom=c%40d.org&to=x%40y.org;%zz"))
+		}
+	}
+
 	// Custom headers, as a map and as name/value pairs, on each JSON
 	// endpoint.
 	for i, tg := range targets {

@@ -702,6 +702,35 @@ func TestInspectRefusesNULInFormFieldNames(t *testing.T) {
 	}
 }
 
+// Python 2's parse_qs (and Python 3's before 3.9.2, Rack 2's for query
+// strings) splits a form at ';' as at '&': "text=x;to=…" holds a to for it
+// that keygate reads as the text's. A ';' before a field keygate reads is
+// refused; one before anything else is text.
+func TestInspectRefusesFormFieldsAfterASemicolon(t *testing.T) {
+	mg, _ := Lookup("mailgun")
+	for _, body := range []string{
+		"from=shop%40mg.example.com&to=a%40x.org&text=hi;bcc=b%40x.org;cc=c%40x.org",
+		"from=shop%40mg.example.com&to=a%40x.org&text;h%3AFrom=ceo%40evil.example",
+		"from=shop%40mg.example.com&to=a%40x.org;%20To=b%40x.org",
+		"from=shop%40mg.example.com;to[]=b%40x.org&to=a%40x.org",
+	} {
+		if _, err := mg.Inspect("/v3/mg.example.com/messages", formType, []byte(body)); err == nil || !strings.Contains(err.Error(), "';'") {
+			t.Errorf("%s: err = %v, want a field after ';' refused", body, err)
+		}
+	}
+	for _, body := range []string{
+		"from=shop%40mg.example.com&to=a%40x.org&text=Hi; there",
+		"from=shop%40mg.example.com&to=a%40x.org&html=<p style=\"color:red;\">x</p>",
+		"from=shop%40mg.example.com&to=a%40x.org&text=a%3Bto%3Db",
+		"from=shop%40mg.example.com&to=a%40x.org&text=50%;%zz off",
+	} {
+		m, err := mg.Inspect("/v3/mg.example.com/messages", formType, []byte(body))
+		if err != nil || m.Recipients != 1 {
+			t.Errorf("%s: %+v, %v, want one recipient", body, m, err)
+		}
+	}
+}
+
 func TestInspectRefusesFormCharsetsOtherThanUTF8(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	body := []byte("from=shop%40mg.example.com&to=a%40x.org")
