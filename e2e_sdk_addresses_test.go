@@ -2,7 +2,6 @@ package keygate_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -210,12 +209,9 @@ func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
 		if delivered[id] != 1 {
 			t.Errorf("%s: the provider got %d requests, want 1", id, delivered[id])
 		}
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[id]]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, *keys[id], 3*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 1 && u.Recipients == int64(want[id])
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, %d", id, u.Allowed, u.Recipients, want[id])
 		}
 	}
@@ -291,12 +287,9 @@ func TestE2ESDKsBatchCopiesCountForEveryMessage(t *testing.T) {
 			t.Errorf("%s: the provider got %d requests with the key allowing four and %d with the one allowing three, want 1 and 0",
 				sdk, delivered[sdk], delivered[sdk+"/3"])
 		}
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[sdk]]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, *keys[sdk], 3*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 1 && u.Recipients == 4
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, 4", sdk, u.Allowed, u.Recipients)
 		}
 	}
@@ -356,12 +349,9 @@ func TestE2ESDKsPersonalizationSenders(t *testing.T) {
 		if delivered[sdk] != 1 {
 			t.Errorf("%s: the provider got %d requests, want 1", sdk, delivered[sdk])
 		}
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[*keys[sdk]]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, *keys[sdk], 3*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
 				sdk, u.Allowed, u.Recipients, u.Denied)
 		}

@@ -1,7 +1,6 @@
 package keygate_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -33,7 +32,6 @@ func providerRetrier(sc sdkScenario) bool {
 // second is refused the second, waits a second and is delivered.
 func TestE2ESDKsRetries(t *testing.T) {
 	rig := startSDKRig(t, "")
-	g := rig.g
 
 	type retryKeys struct{ flaky, rate string }
 	var plans []sdkScenario
@@ -152,12 +150,9 @@ func TestE2ESDKsRetries(t *testing.T) {
 			}
 		}
 		// One send taken, one recipient counted, whatever the retries.
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[k.flaky]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, k.flaky, 3*time.Second, func(u usageJSON) bool {
 			return u.Recipients == 1
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the flaky key counted %d recipients, want 1 (the send the provider took): %+v", prefix, u.Recipients, u)
 		}
 

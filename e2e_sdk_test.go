@@ -465,22 +465,17 @@ func TestE2ESDKs(t *testing.T) {
 	// it (counts land within a second): its two sends of one recipient
 	// each, its two sender refusals and its recipients refusal.
 	for _, d := range sdkDrivers {
-		var u usageJSON
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[keys[d.name].policy]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, keys[d.name].policy, 3*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 2 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 2 && u.Denied["too_many_recipients"] == 1
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the policy key's usage is %d allowed, %d recipients, denied %v; want 2, 2, sender_not_allowed 2 and too_many_recipients 1",
 				d.name, u.Allowed, u.Recipients, u.Denied)
 		}
 		// The named sends: one allowed with its one recipient, one refused
 		// for its sender, whose name did not hide the address.
-		if eventually(t, 3*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[keys[d.name].named]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, keys[d.name].named, 3*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 1 && u.Recipients == 1 && u.Denied["sender_not_allowed"] == 1
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the named key's usage is %d allowed, %d recipients, denied %v; want 1, 1 and sender_not_allowed 1",
 				d.name, u.Allowed, u.Recipients, u.Denied)
 		}
@@ -787,12 +782,9 @@ func TestE2ESDKsBatchesAndTemplates(t *testing.T) {
 			if got := rig.taps[dialectOf[sdk]].countKey(key); got != 2 {
 				t.Errorf("%s: %d requests reached the gateway, want 2 (the allowed one and the refused one, no retry)", id, got)
 			}
-			var u usageJSON
-			if eventually(t, 3*time.Second, func() bool {
-				u = usageJSON{}
-				_ = json.Unmarshal(rig.g.admin("GET", "/keygate/keys/"+rig.idOf[key]+"/usage", nil).Body, &u)
+			if u, ok := rig.usageOf(t, key, 3*time.Second, func(u usageJSON) bool {
 				return u.Allowed == 1 && u.Recipients == 2 && u.Denied["sender_not_allowed"] == 1
-			}) < 0 {
+			}); !ok {
 				t.Errorf("%s: the key's usage is %d allowed, %d recipients, denied %v; want 1, 2 and sender_not_allowed 1",
 					id, u.Allowed, u.Recipients, u.Denied)
 			}
@@ -833,6 +825,20 @@ type sdkRig struct {
 
 // issueKey issues a key with scope mail.send and args in the background,
 // into *dst; issuing.Wait waits for every key.
+// usageOf reads the usage of the key whose value is key until ok holds
+// (counts land within a second) or within passes: the last usage read, and
+// whether ok held.
+func (r *sdkRig) usageOf(t *testing.T, key string, within time.Duration, ok func(usageJSON) bool) (usageJSON, bool) {
+	t.Helper()
+	var u usageJSON
+	held := eventually(t, within, func() bool {
+		u = usageJSON{}
+		_ = json.Unmarshal(r.g.admin("GET", "/keygate/keys/"+r.idOf[key]+"/usage", nil).Body, &u)
+		return ok(u)
+	}) >= 0
+	return u, held
+}
+
 func (r *sdkRig) issueKey(dst *string, args ...string) {
 	r.issuing.Add(1)
 	go func() {
@@ -1490,12 +1496,9 @@ func TestE2ESDKsStoreOutage(t *testing.T) {
 	pg.Start()
 	for _, d := range sdkDrivers {
 		k := keys[d.name]
-		var u usageJSON
-		if eventually(t, 15*time.Second, func() bool {
-			u = usageJSON{}
-			_ = json.Unmarshal(g.admin("GET", "/keygate/keys/"+rig.idOf[k.cached]+"/usage", nil).Body, &u)
+		if u, ok := rig.usageOf(t, k.cached, 15*time.Second, func(u usageJSON) bool {
 			return u.Allowed == 1 && u.Recipients == 1
-		}) < 0 {
+		}); !ok {
 			t.Errorf("%s: the cached key's usage after the outage: %d allowed, %d recipients; want 1 and 1", d.name, u.Allowed, u.Recipients)
 		}
 		if eventually(t, 5*time.Second, func() bool { return g.call("GET", "/outage-warm-up", k.uncached, nil).Status == 403 }) < 0 {
