@@ -67,6 +67,9 @@ type backend struct {
 	lookupFault           *faultlog.Fault // a key's lookup on a cache miss
 	reportFault           *faultlog.Fault // the routes' report
 	dropped               usage.Counts
+	// lostCounted is the Recorder.Dropped requests already added to
+	// keygate_usage_lost_requests_total.
+	lostCounted atomic.Int64
 	// generation is the store's when the poll last looked
 	// (store.Replaceable).
 	generation uint64
@@ -566,6 +569,7 @@ func (b *backend) flushUsageWithin(parent context.Context) {
 	metrics.flushSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		metrics.flushErrors.Inc()
+		b.countDropped()
 	}
 	b.flushFault.Observe(time.Now(), err)
 }
@@ -616,6 +620,19 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 		return
 	}
 	b.logger.Info("keygate: writing usage counts works again; the counts held meanwhile are in the store", fields...)
+}
+
+// countDropped adds to keygate_usage_lost_requests_total the requests
+// whose counts the recorder dropped since it last looked (only a failed
+// flush drops any).
+func (b *backend) countDropped() {
+	d := b.usage.Dropped().Requests
+	for prev := b.lostCounted.Load(); d > prev; prev = b.lostCounted.Load() {
+		if b.lostCounted.CompareAndSwap(prev, d) {
+			metrics.usageLost.Add(float64(d - prev))
+			return
+		}
+	}
 }
 
 // droppedSince returns what the recorder dropped since the flush outage
@@ -781,10 +798,13 @@ func (b *backend) finalFlush() {
 			return
 		}
 	}
+	b.countDropped()
 	held := b.usage.Held()
 	fields := []zap.Field{zap.Int64("requests", held.Requests), zap.Int64("recipients", held.Recipients),
 		zap.Int("key_hours", held.KeyHours), zap.Error(err)}
 	if kerr := b.usage.Flush(ctx, b.spill); kerr != nil {
+		b.countDropped()
+		metrics.usageLost.Add(float64(b.usage.Held().Requests))
 		b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed and the counts could not be kept elsewhere: "+
 			"the counts of %d requests are lost", held.Requests), append(fields, zap.NamedError("keep_error", kerr))...)
 		return

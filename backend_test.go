@@ -311,3 +311,84 @@ func TestKeptCountsFollowAPoolChange(t *testing.T) {
 		t.Errorf("the kept counts wait for another name: %v", w[0].ContextMap())
 	}
 }
+
+// Usage counts lost are counted in keygate_usage_lost_requests_total, which
+// KeygateUsageLost alerts on: the requests whose counts a long store outage
+// dropped past the recorder's bound, and those a stop could neither write
+// nor keep. (Before, only ERROR lines said so.)
+func TestLostUsageCountsAreCounted(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "not-a-directory")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, _ := startTestBackend(t, uri, st, filepath.Join(blocker, "unflushed"))
+	b.usage.MaxPending = 1
+	before := counterValue(t, "keygate_usage_lost_requests_total")
+
+	st.writes.Store(true)
+	record(b, "key_a", 2)
+	b.flushUsage() // held
+	record(b, "key_b", 3)
+	b.flushUsage() // two key-hours wait: one is dropped
+	dropped := b.usage.Dropped().Requests
+	if dropped != 2 && dropped != 3 {
+		t.Fatalf("the recorder dropped %d requests' counts, want those of one key-hour", dropped)
+	}
+	if got := counterValue(t, "keygate_usage_lost_requests_total") - before; got != float64(dropped) {
+		t.Errorf("keygate_usage_lost_requests_total rose by %v after %d requests' counts were dropped", got, dropped)
+	}
+	b.flushUsage() // nothing more dropped: not counted again
+	if got := counterValue(t, "keygate_usage_lost_requests_total") - before; got != float64(dropped) {
+		t.Errorf("keygate_usage_lost_requests_total rose by %v, want %d: a drop was counted twice", got, dropped)
+	}
+
+	releaseBackend(uri, zap.NewNop()) // the final flush fails, and so does keeping its counts
+	if got := counterValue(t, "keygate_usage_lost_requests_total") - before; got != 5 {
+		t.Errorf("keygate_usage_lost_requests_total rose by %v after a stop lost what it held, want 5 in all", got)
+	}
+}
+
+// changesFailStore fails reads of the change log's entries (not of its
+// position) while fail is set.
+type changesFailStore struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (s *changesFailStore) Changes(ctx context.Context, after int64) ([]store.Change, error) {
+	if s.fail.Load() {
+		return nil, errBroken
+	}
+	return s.Store.Changes(ctx, after)
+}
+
+// A poll that finds changes and cannot read them (the cache is cleared, and
+// the poll fails) counts in keygate_store_errors_total{op="changes"}, so
+// KeygateStoreErrors sees a change log that cannot be read whichever of its
+// two reads fails.
+func TestAFailedReadOfTheChangesIsCounted(t *testing.T) {
+	dir := t.TempDir()
+	uri := "test:" + t.Name()
+	st := &changesFailStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, _ := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	ctx := context.Background()
+	if err := b.verifier.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := metrics.storeErrors.WithLabelValues("changes")
+	before := valueOf(t, errs)
+	issue(t, st, "mail.send") // a change for the next poll to read
+	st.fail.Store(true)
+	if err := b.verifier.Sync(ctx); err == nil {
+		t.Fatal("the poll read the changes, want it to fail")
+	}
+	if got := valueOf(t, errs) - before; got != 1 {
+		t.Errorf(`keygate_store_errors_total{op="changes"} rose by %v, want 1`, got)
+	}
+}

@@ -353,3 +353,76 @@ func TestARefusingRedisRefusesTheConfigWhileTheStoreIsDown(t *testing.T) {
 		t.Errorf("a wrong Redis password with the store down: %v, want the config refused for it", err)
 	}
 }
+
+// Quota counts Redis does not hold are counted, for KeygateRedisLostQuotaCounters
+// and KeygateRedisMissedQuotaCounts to alert on: a counter Redis lost while
+// this node leased from it (the key may pass its quota by what the store's
+// count misses), and recipients counted during an outage that Redis did not
+// take when the node stopped using it (the key may send as many again).
+// Before, only log lines said either.
+func TestQuotaCountsRedisMissesAreCounted(t *testing.T) {
+	rd := testservers.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer admin.Close()
+	ctx := context.Background()
+	acl := func(state string) {
+		t.Helper()
+		if err := admin.Do(ctx, "ACL", "SETUSER", "node", state, ">pw", "~*", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if state == "off" {
+			admin.Do(ctx, "CLIENT", "KILL", "USER", "node")
+		}
+	}
+	acl("on")
+	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: "redis://node:pw@" + rd.Addr + "/0"}
+	hctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := h.Provision(hctx); err != nil {
+		t.Fatal(err)
+	}
+	cleaned := false
+	defer func() {
+		if !cleaned {
+			h.Cleanup()
+		}
+	}()
+	lost0 := counterValue(t, "keygate_ratelimit_redis_lost_quota_counters_total")
+	missed0 := counterValue(t, "keygate_ratelimit_redis_missed_recipients_total")
+	now := time.Now()
+	start := now.Truncate(time.Hour)
+	end := start.Add(time.Hour)
+	load := func(context.Context) (int64, error) { return 0, nil }
+	reserve := func(q ratelimit.Quotas, key string, n int64) {
+		t.Helper()
+		if _, err := q.Reserve(ctx, key, 6400, n, start, end, load, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Redis evicts a counter the node holds a block of.
+	reserve(h.shared.leasedQuotas, "key_lost/h", 1)
+	if err := admin.Del(ctx, fmt.Sprintf("%squota:key_lost/h:%d", redisPrefix, start.Unix())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reserve(h.shared.leasedQuotas, "key_lost/h", 50) // more than the block: Redis is asked
+	if got := counterValue(t, "keygate_ratelimit_redis_lost_quota_counters_total") - lost0; got != 1 {
+		t.Errorf("keygate_ratelimit_redis_lost_quota_counters_total rose by %v after Redis lost a counter, want 1", got)
+	}
+
+	// The node counts 4 recipients on its own and stops using Redis
+	// while Redis still refuses it.
+	acl("off")
+	reserve(h.shared.exactQuotas, "key_missed/h", 4)
+	if h.shared.fallbacks() == 0 {
+		t.Fatal("the send was not counted by the fallback: the test proves nothing")
+	}
+	cleaned = true
+	h.Cleanup() // the last handler on this Redis: its limits close
+	if got := counterValue(t, "keygate_ratelimit_redis_missed_recipients_total") - missed0; got != 4 {
+		t.Errorf("keygate_ratelimit_redis_missed_recipients_total rose by %v after Redis did not take 4 recipients, want 4", got)
+	}
+	if got := counterValue(t, "keygate_ratelimit_redis_lost_quota_counters_total") - lost0; got != 1 {
+		t.Errorf("keygate_ratelimit_redis_lost_quota_counters_total is %v above where it was once the limits closed, want 1", got)
+	}
+}

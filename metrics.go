@@ -26,6 +26,7 @@ type keygateMetrics struct {
 	limiterEvictions prometheus.Counter
 	flushSeconds     prometheus.Histogram
 	flushErrors      prometheus.Counter
+	usageLost        prometheus.Counter
 	prunedRows       prometheus.Counter
 	collectors       []prometheus.Collector
 }
@@ -65,6 +66,10 @@ func newMetrics() *keygateMetrics {
 			Namespace: ns, Name: "usage_flush_errors_total",
 			Help: "Usage flushes that failed and were kept for retry.",
 		}),
+		usageLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "usage_lost_requests_total",
+			Help: "Requests whose usage counts were lost: dropped past the bound of key-hours held while the store refused them, or at a stop that could neither write nor keep them.",
+		}),
 		prunedRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "usage_pruned_rows_total",
 			Help: "Hourly usage rows deleted because they were older than usage_retention.",
@@ -74,10 +79,16 @@ func newMetrics() *keygateMetrics {
 		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
 	}
 	m.collectors = []prometheus.Collector{
-		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors, m.prunedRows,
+		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors, m.usageLost, m.prunedRows,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
 			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
-			func() float64 { return float64(sumFallbacks()) }),
+			func() float64 { return float64(sumShared().fallbacks) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_missed_recipients_total",
+			Help: "Recipients counted locally during a Redis outage that Redis did not take afterwards: its quota counters miss them."},
+			func() float64 { return float64(sumShared().missed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_lost_quota_counters_total",
+			Help: "Quota counters found gone from Redis (a restart without persistence, an eviction) while this node leased from them."},
+			func() float64 { return float64(sumShared().lost) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "cache_hits_total",
 			Help: "Key lookups answered by the cache (including cached unknown keys)."},
 			func() float64 { s := sumStats(); return float64(s.Hits + s.NegativeHits) }),
@@ -110,10 +121,10 @@ func newMetrics() *keygateMetrics {
 // for a restart (and rate() shows a spike).
 var counted = struct {
 	sync.Mutex
-	backends  map[*backend]struct{}
-	shared    map[*sharedLimits]struct{}
-	closed    verifier.Stats
-	fallbacks uint64
+	backends     map[*backend]struct{}
+	shared       map[*sharedLimits]struct{}
+	closed       verifier.Stats
+	closedShared sharedCounts
 }{backends: map[*backend]struct{}{}, shared: map[*sharedLimits]struct{}{}}
 
 func countBackend(b *backend) { count(counted.backends, b) }
@@ -127,7 +138,7 @@ func uncountBackend(b *backend) {
 func countShared(s *sharedLimits) { count(counted.shared, s) }
 
 func uncountShared(s *sharedLimits) {
-	uncount(counted.shared, s, func() { counted.fallbacks += s.fallbacks() })
+	uncount(counted.shared, s, func() { counted.closedShared = counted.closedShared.plus(s.counts()) })
 }
 
 func count[T comparable](set map[T]struct{}, v T) {
@@ -169,12 +180,12 @@ func sumStats() verifier.Stats {
 	return s
 }
 
-func sumFallbacks() uint64 {
+func sumShared() sharedCounts {
 	counted.Lock()
 	defer counted.Unlock()
-	n := counted.fallbacks
+	n := counted.closedShared
 	for s := range counted.shared {
-		n += s.fallbacks()
+		n = n.plus(s.counts())
 	}
 	return n
 }
@@ -273,4 +284,14 @@ func (s *timedStore) LastChange(ctx context.Context) (int64, error) {
 	n, err := s.Store.LastChange(ctx)
 	observe("last_change", start, err)
 	return n, err
+}
+
+// Changes times the change-log read of a poll that found changes: a
+// failure leaves revocations to the cache's clearing, but is a failing poll
+// all the same.
+func (s *timedStore) Changes(ctx context.Context, after int64) ([]store.Change, error) {
+	start := time.Now()
+	c, err := s.Store.Changes(ctx, after)
+	observe("changes", start, err)
+	return c, err
 }

@@ -184,3 +184,13 @@ func counterValue(t *testing.T, name string) float64 {
 	t.Fatalf("no counter %s", name)
 	return 0
 }
+
+// valueOf reads one counter of keygate's (a labelled one's series).
+func valueOf(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := c.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.GetCounter().GetValue()
+}

@@ -265,9 +265,33 @@ func (s *sharedLimits) Destruct() error {
 	return s.client.Close()
 }
 
+// sharedCounts is what a shared limiter counted for keygate's metrics.
+type sharedCounts struct {
+	// fallbacks are decisions taken locally while Redis was unreachable.
+	fallbacks uint64
+	// missed are recipients the quotas counted on their own during a
+	// Redis outage that Redis did not take: its counters miss them.
+	missed uint64
+	// lost are quota counters found gone from Redis while this node
+	// leased from them.
+	lost uint64
+}
+
+func (c sharedCounts) plus(d sharedCounts) sharedCounts {
+	return sharedCounts{c.fallbacks + d.fallbacks, c.missed + d.missed, c.lost + d.lost}
+}
+
 // fallbacks counts decisions taken locally while Redis was unreachable.
 func (s *sharedLimits) fallbacks() uint64 {
 	return s.exact.Fallbacks() + s.leased.Fallbacks() + s.exactQuotas.Fallbacks() + s.leasedQuotas.Fallbacks()
+}
+
+func (s *sharedLimits) counts() sharedCounts {
+	return sharedCounts{
+		fallbacks: s.fallbacks(),
+		missed:    s.exactQuotas.Missed() + s.leasedQuotas.Missed(),
+		lost:      s.leasedQuotas.LostCounters(),
+	}
 }
 
 // redisCheckTimeout bounds checkRedis: a Redis that does not answer within

@@ -56,6 +56,7 @@ type lostCounters struct {
 	mu    sync.Mutex
 	last  time.Time
 	since int // counters found lost since the last line
+	total atomic.Uint64
 }
 
 type quotaShard struct {
@@ -262,6 +263,7 @@ func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
 // report says at ERROR that Redis lost rkey's counter, at most once a
 // minute, with how many others it lost since the last line.
 func (l *lostCounters) report(opts RedisOptions, rkey string, now time.Time) {
+	l.total.Add(1)
 	l.mu.Lock()
 	l.since++
 	if !l.last.IsZero() && now.Sub(l.last) < time.Minute {
@@ -374,6 +376,16 @@ func (q *LeasedQuotas) sendBack(ctx context.Context, back []giveBack, now time.T
 // Fallbacks is how many reservations the local fallback made because Redis
 // was unreachable.
 func (q *LeasedQuotas) Fallbacks() uint64 { return q.outage.fallbacks.Load() }
+
+// Missed is how many recipients this counter's fallback counted during a
+// Redis outage that Redis did not take (RedisQuotas.Missed).
+func (q *LeasedQuotas) Missed() uint64 { return q.recovery.missed.Load() }
+
+// LostCounters is how many times a key's counter was gone from Redis while
+// this node counted on it (a restart without persistence, an eviction):
+// rebuilt from the store, it misses the last second of other nodes' sends
+// and the blocks they hold, which that key may then send past its quota.
+func (q *LeasedQuotas) LostCounters() uint64 { return q.lost.total.Load() }
 
 // RoundTrips is how many times this node has called Redis for quotas.
 func (q *LeasedQuotas) RoundTrips() uint64 { return q.trips.Load() }

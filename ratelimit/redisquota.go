@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -230,6 +231,9 @@ type quotaRecovery struct {
 	stop context.CancelFunc
 	mu   sync.Mutex
 	left []leftSpent // not tried when stopped
+	// missed counts the recipients Redis did not take, at a recovery or
+	// a close: its counters miss them (Missed).
+	missed atomic.Uint64
 }
 
 // leftSpent is what a stopped recovery did not try, with when its outage
@@ -245,10 +249,20 @@ func newQuotaRecovery() *quotaRecovery {
 }
 
 func (r *quotaRecovery) run(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, since time.Time) {
-	if _, untried := addFallbackSpent(r.ctx, client, opts, fallback.Drain(), since); len(untried) > 0 {
+	missed, untried := addFallbackSpent(r.ctx, client, opts, fallback.Drain(), since)
+	r.miss(missed)
+	if len(untried) > 0 {
 		r.mu.Lock()
 		r.left = append(r.left, leftSpent{untried, since})
 		r.mu.Unlock()
+	}
+}
+
+// miss counts recipients Redis did not take: the fallback forgot them, so
+// they are missed for good (what addFallbackSpent logged, or closeFallback).
+func (r *quotaRecovery) miss(spent []Spent) {
+	for _, s := range spent {
+		r.missed.Add(uint64(max(s.N, 0)))
 	}
 }
 
@@ -284,6 +298,7 @@ func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *Lo
 	if len(missed) == 0 {
 		return
 	}
+	rec.miss(missed)
 	var n int64
 	var keys []string
 	for _, s := range missed {
@@ -348,5 +363,11 @@ func giveBackLate(client redis.UniversalClient, opts RedisOptions, rkey string, 
 func (q *RedisQuotas) Fallbacks() uint64 {
 	return q.outage.fallbacks.Load()
 }
+
+// Missed is how many recipients this counter's fallback counted during a
+// Redis outage that Redis did not take when it answered again or at Close:
+// Redis's counters miss them, so those keys may send as many past their
+// quota in the period.
+func (q *RedisQuotas) Missed() uint64 { return q.recovery.missed.Load() }
 
 var _ Quotas = (*RedisQuotas)(nil)
