@@ -649,6 +649,69 @@ func TestANodeStoppedDuringItsOutageRecoveryDoesNotWaitForIt(t *testing.T) {
 	})
 }
 
+// When Redis answers a node again after its outage but refuses to take
+// what the node counted on its own meanwhile (here: the node's user may no
+// longer touch that key's counter, its ACL narrowed as the outage ended),
+// the fallback has forgotten those recipients, so Redis's counter misses
+// them for good: the recovery says so at WARN, naming how many and the
+// counter, and Missed (keygate_ratelimit_redis_missed_recipients_total)
+// counts exactly them, once: not again when the node stops.
+func TestRecipientsARecoveryCouldNotAddAreCountedAsMissed(t *testing.T) {
+	ctx := context.Background()
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		user := "unrecovered-" + mode
+		client, reach := partitioned(t, admin, addr, user)
+		warns, errs := &logRecorder{}, &logRecorder{}
+		opts := RedisOptions{Timeout: slowMachine, Prefix: user + ":", Logf: warns.Logf, Errorf: errs.Logf}
+		q := quotaNode(mode, client, opts)
+		counted := q.(interface {
+			Fallbacks() uint64
+			Missed() uint64
+		})
+		start, end := dayBounds(t0)
+		now := t0
+		reserve := func(key string) {
+			t.Helper()
+			now = now.Add(1500 * time.Millisecond) // past an outage's retry interval
+			if r, err := q.Reserve(ctx, key, 1000, 10, start, end, func(context.Context) (int64, error) { return 0, nil }, now); err != nil || !r.Allowed {
+				t.Fatalf("a send of %s: %+v, %v", key, r, err)
+			}
+		}
+		reserve("key_a")
+		reach(false)
+		for i := 0; counted.Fallbacks() < 3; i++ { // leased: the block first
+			if i == 10 {
+				t.Fatalf("%d of 10 sends during the outage counted on the node's own", counted.Fallbacks())
+			}
+			reserve("key_a")
+		}
+		lost := int64(10 * counted.Fallbacks())
+		// Redis takes the node back, but only for key_b's keys.
+		if err := admin.Do(ctx, "ACL", "SETUSER", user, "on", ">pw", "resetkeys", "~"+opts.Prefix+"*key_b*", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		reserve("key_b") // Redis answers: the recovery of key_a's count starts
+		for deadline := time.Now().Add(5 * time.Second); counted.Missed() == 0 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // anything more would come now
+		if got := counted.Missed(); got != uint64(lost) {
+			t.Errorf("Missed = %d after Redis refused the %d recipients counted during the outage, want %d", got, lost, lost)
+		}
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", start)
+		if n := warns.count(fmt.Sprintf("adding the %d recipients counted during the redis outage to %s: NOPERM", lost, rkey)); n != 1 {
+			t.Errorf("%d WARN lines name the %d recipients of %s Redis refused, want 1: %q", n, lost, rkey, warns.lines)
+		}
+		q.Close()
+		if got := counted.Missed(); got != uint64(lost) {
+			t.Errorf("Missed = %d once the node stopped, want still %d", got, lost)
+		}
+		if n := errs.count("did not take"); n != 0 {
+			t.Errorf("the stop said recipients were missing that the recovery had said already: %q", errs.lines)
+		}
+	})
+}
+
 // closingQuotas is a Redis-backed quota counter, which a node closes when
 // it stops.
 type closingQuotas interface {
