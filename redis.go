@@ -10,6 +10,7 @@ import (
 	neturl "net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -26,6 +27,7 @@ import (
 // falls back to the node's local buckets and counters (never a 5xx for that
 // reason). It lives in sharedPool, so leases survive a reload.
 type sharedLimits struct {
+	target       string // redisSetup.target
 	client       redis.UniversalClient
 	exact        *ratelimit.Redis
 	leased       *ratelimit.Leased
@@ -34,6 +36,37 @@ type sharedLimits struct {
 }
 
 var sharedPool = caddy.NewUsagePool()
+
+// heirs are the shared limits alive, by the Redis they name (target): the
+// quota counts of limits that close and Redis does not take (an outage)
+// go to other limits of the same Redis, when there are: a reload during
+// the outage that changed only the timeout or TLS files made those, and
+// they add them to Redis when it answers them, rather than lose them.
+var heirs = struct {
+	sync.Mutex
+	of map[string]map[*sharedLimits]struct{}
+}{of: map[string]map[*sharedLimits]struct{}{}}
+
+// inheritor is a quota counter that takes over another's outage counts
+// (ratelimit.RedisQuotas.Inherit).
+type inheritor interface {
+	Inherit(spent []ratelimit.Spent, since time.Time)
+}
+
+// heir hands spent to the exact or leased quotas (pick) of limits of s's
+// Redis still alive, if there are. Held under heirs' lock, the limits
+// chosen cannot close meanwhile: they leave heirs first (Destruct).
+func (s *sharedLimits) heir(pick func(*sharedLimits) inheritor) ratelimit.Heir {
+	return func(spent []ratelimit.Spent, since time.Time) bool {
+		heirs.Lock()
+		defer heirs.Unlock()
+		for h := range heirs.of[s.target] {
+			pick(h).Inherit(spent, since)
+			return true
+		}
+		return false
+	}
+}
 
 // RedisTLS sets up TLS to Redis (a rediss:// URL) beyond the defaults.
 type RedisTLS struct {
@@ -57,13 +90,18 @@ type redisSetup struct {
 	tls      *tls.Config // nil: the URL's own
 	timeout  time.Duration
 	key      string
+	// target is the Redis the setup names, whatever the timeout or TLS
+	// files: a reload that changes only those makes new limits (key) on
+	// the same Redis, which take over the old ones' outage counts (heirs).
+	target string
 }
 
 // newRedisSetup reads the TLS files (so a reload after they change makes a
 // new client, and a file that cannot be used refuses the config, naming
 // it) and checks the timeout.
 func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeout time.Duration) (redisSetup, error) {
-	s := redisSetup{url: url, cluster: cluster, sentinel: sentinel, timeout: timeout}
+	s := redisSetup{url: url, cluster: cluster, sentinel: sentinel, timeout: timeout,
+		target: fmt.Sprintf("%s\x00%t\x00%s", url, cluster, sentinel)}
 	fail := func(format string, args ...any) (redisSetup, error) {
 		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
 	}
@@ -236,6 +274,7 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 		// saw, which must not touch the other's counts nor those of this
 		// store's routes that count quotas locally (b.quotas).
 		sl := &sharedLimits{
+			target:       setup.target,
 			client:       client,
 			exact:        ratelimit.NewRedis(client, b.limits, ro),
 			leased:       ratelimit.NewLeased(client, b.limits, ro, 0),
@@ -243,6 +282,12 @@ func acquireShared(setup redisSetup, b *backend, logger *zap.Logger) (*sharedLim
 			leasedQuotas: ratelimit.NewLeasedQuotas(client, ratelimit.NewLocalQuotas(), ro, 0),
 		}
 		countShared(sl)
+		heirs.Lock()
+		if heirs.of[sl.target] == nil {
+			heirs.of[sl.target] = map[*sharedLimits]struct{}{}
+		}
+		heirs.of[sl.target][sl] = struct{}{}
+		heirs.Unlock()
 		return sl, nil
 	})
 	if err != nil {
@@ -255,12 +300,19 @@ func releaseShared(key string) { _, _ = sharedPool.Delete(key) }
 
 // Destruct gives leased tokens and recipients back (those of calls cut at
 // their timeout too, when their answers come), adds to Redis what the
-// quotas counted on their own during an outage and Redis has not seen yet,
-// and closes the Redis client.
+// quotas counted on their own during an outage and Redis has not seen yet
+// (or, if Redis does not take it, hands it to other limits of this Redis:
+// heirs), and closes the Redis client.
 func (s *sharedLimits) Destruct() error {
+	heirs.Lock()
+	delete(heirs.of[s.target], s)
+	if len(heirs.of[s.target]) == 0 {
+		delete(heirs.of, s.target)
+	}
+	heirs.Unlock()
 	s.leased.Close()
-	s.leasedQuotas.Close()
-	s.exactQuotas.Close()
+	s.leasedQuotas.CloseTo(s.heir(func(h *sharedLimits) inheritor { return h.leasedQuotas }))
+	s.exactQuotas.CloseTo(s.heir(func(h *sharedLimits) inheritor { return h.exactQuotas }))
 	uncountShared(s)
 	return s.client.Close()
 }

@@ -6,11 +6,13 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"weak"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/keys"
 )
 
@@ -52,6 +54,22 @@ func TestReloadsLeaveNothingBehind(t *testing.T) {
 		}
 		if !strings.HasPrefix(res.Key, "zz_") {
 			t.Errorf("issued %s…, want the route's current prefix zz_", res.Key[:3])
+		}
+	})
+
+	t.Run("limits of a Redis reloaded with another timeout are not kept as heirs", func(t *testing.T) {
+		rd := testservers.StartRedis(t)
+		url := "redis://" + rd.Addr + "/0"
+		h, _ := testHandler(t, &Handler{Store: uri, RateLimitRedis: url})
+		for i := range 20 {
+			timeout := caddy.Duration(time.Duration(100+i%2) * time.Millisecond)
+			h = reload(t, h, &Handler{Store: uri, RateLimitRedis: url, RateLimitRedisTimeout: timeout})
+		}
+		heirs.Lock()
+		n := len(heirs.of[h.shared.target])
+		heirs.Unlock()
+		if n != 1 {
+			t.Errorf("%d limits of one Redis kept to take over outage counts after 20 reloads, want the 1 in use", n)
 		}
 	})
 

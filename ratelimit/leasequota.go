@@ -106,10 +106,21 @@ func NewLeasedQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts R
 // still come (outage.settle), stops the background give-back, gives back
 // every block held, and adds to Redis what the fallback counted and Redis
 // has not seen (closeFallback). The client stays open: it is the caller's.
-func (q *LeasedQuotas) Close() {
+func (q *LeasedQuotas) Close() { q.CloseTo(nil) }
+
+// CloseTo is Close, handing what Redis does not take to heir, if it takes
+// it (Heir).
+func (q *LeasedQuotas) CloseTo(heir Heir) {
 	q.outage.settle(q.opts.Timeout)
 	q.bg.close()
-	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
+	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery, heir)
+}
+
+// Inherit takes over what another quota counter of this Redis and prefix
+// counted on its own during an outage that began at since and Redis did
+// not take as it closed (RedisQuotas.Inherit).
+func (q *LeasedQuotas) Inherit(spent []Spent, since time.Time) {
+	inherit(q.fallback, &q.outage, spent, since)
 }
 
 // Reserve adds n to key's count for [start,end) if the count stays within

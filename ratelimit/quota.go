@@ -64,6 +64,9 @@ type counter struct {
 	used   int64
 	end    time.Time
 	load   func(context.Context) (int64, error) // what loaded base, to load again
+	// inherited is what another fallback counted, handed over (inherit):
+	// drained with this one's counts, left out of its decisions.
+	inherited int64
 }
 
 // quotaSweepInterval spaces the removal of counters of ended periods.
@@ -167,12 +170,36 @@ func (q *LocalQuotas) Drain() []Spent {
 	var out []Spent
 	for k, c := range counters {
 		c.mu.Lock()
-		if n := c.used - c.base; c.loaded && n > 0 {
+		n := c.inherited
+		if c.loaded {
+			n += max(0, c.used-c.base)
+		}
+		if n > 0 {
 			out = append(out, Spent{Key: k.key, Start: time.Unix(k.start, 0), End: c.end, N: n, Load: c.load})
 		}
 		c.mu.Unlock()
 	}
 	return out
+}
+
+// inherit adds spent, what another fallback counted and drained (a quota
+// counter closed by a reload), to what Drain returns. Decisions leave it
+// out: the store's count they start from holds those sends once their
+// usage is written, as it holds this fallback's.
+func (q *LocalQuotas) inherit(spent []Spent) {
+	for _, s := range spent {
+		q.mu.Lock()
+		k := quotaKey{key: s.Key, start: s.Start.Unix()}
+		c, ok := q.counters[k]
+		if !ok {
+			c = &counter{end: s.End, load: s.Load}
+			q.counters[k] = c
+		}
+		q.mu.Unlock()
+		c.mu.Lock()
+		c.inherited += s.N
+		c.mu.Unlock()
+	}
 }
 
 // Len is the number of counters held.

@@ -712,6 +712,63 @@ func TestRecipientsARecoveryCouldNotAddAreCountedAsMissed(t *testing.T) {
 	})
 }
 
+// A quota counter that closes while Redis does not take what it counted
+// on its own during an outage hands it to its heir (the counter of the
+// same Redis a reload made), which adds it to Redis's counter when Redis
+// answers it: at its next call, though that call is its first, and it never
+// saw the outage itself.
+func TestAnHeirAddsTheOutageCountsItTookOver(t *testing.T) {
+	inQuotaModes(t, func(t *testing.T, mode, addr string, admin *redis.Client) {
+		user := "heir-" + mode
+		client, reach := partitioned(t, admin, addr, user)
+		errs := &logRecorder{}
+		opts := RedisOptions{Timeout: slowMachine, Prefix: user + ":", Errorf: errs.Logf}
+		type inheriting interface {
+			closingQuotas
+			CloseTo(Heir)
+			Inherit([]Spent, time.Time)
+		}
+		old := quotaNode(mode, client, opts).(inheriting)
+		s := &quotaSender{t: t, q: old, now: t0}
+		s.start, s.end = dayBounds(t0)
+		for range 3 {
+			s.send()
+		}
+		reach(false)
+		for range 3 {
+			s.send() // counted by the node alone (leased: the block first)
+		}
+		heirClient := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: "pw", MaxRetries: -1})
+		defer heirClient.Close()
+		heir := quotaNode(mode, heirClient, opts).(inheriting)
+		defer heir.Close()
+		took := 0
+		old.CloseTo(func(spent []Spent, since time.Time) bool {
+			took++
+			heir.Inherit(spent, since)
+			return true
+		})
+		if took != 1 || errs.count("did not take") != 0 {
+			t.Fatalf("the close handed its outage counts over %d times, and said at ERROR %q; want once, and nothing", took, errs.lines)
+		}
+		reach(true)
+		s.q = heir
+		s.send() // the heir's first call: Redis answers, the counts go to it
+		rkey := quotaRedisKey(opts.withDefaults(), "key_a", s.start)
+		var n int64
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if n, _ = admin.Get(context.Background(), rkey).Int64(); n >= s.sent {
+				break
+			}
+		}
+		// Leased, the heir holds a block of the counter (quota/64), and
+		// the old counter's, which it could not give back, stays counted.
+		if n < s.sent || n > s.sent+2*(100/64) {
+			t.Errorf("Redis counts %d of the %d recipients sent, want every one once", n, s.sent)
+		}
+	})
+}
+
 // closingQuotas is a Redis-backed quota counter, which a node closes when
 // it stops.
 type closingQuotas interface {

@@ -75,9 +75,21 @@ func NewRedisQuotas(client redis.UniversalClient, fallback *LocalQuotas, opts Re
 // may still come (outage.settle), then adds to Redis what the fallback
 // counted and Redis has not seen (closeFallback). The client stays open:
 // it is the caller's.
-func (q *RedisQuotas) Close() {
+func (q *RedisQuotas) Close() { q.CloseTo(nil) }
+
+// CloseTo is Close, handing what Redis does not take to heir, if it takes
+// it (Heir).
+func (q *RedisQuotas) CloseTo(heir Heir) {
 	q.outage.settle(q.opts.Timeout)
-	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery)
+	closeFallback(q.client, q.opts, q.fallback, &q.outage, q.recovery, heir)
+}
+
+// Inherit takes over spent, what another quota counter of this Redis and
+// prefix counted on its own during an outage that began at since and Redis
+// did not take as it closed (Heir): it goes to Redis with what this
+// counter's fallback counts, when Redis answers this counter.
+func (q *RedisQuotas) Inherit(spent []Spent, since time.Time) {
+	inherit(q.fallback, &q.outage, spent, since)
 }
 
 // Reserve adds n to key's count for [start,end) if the count stays within
@@ -266,6 +278,34 @@ func (r *quotaRecovery) miss(spent []Spent) {
 	}
 }
 
+// Heir takes over what a closing quota counter's fallback counted during a
+// Redis outage and Redis did not take (spent, of an outage that began at
+// since), and reports whether it did: a counter of the same Redis and
+// prefix that goes on (the one of the configuration a reload made, when
+// the reload changed only how keygate reaches that Redis), which adds it
+// to Redis when Redis answers it (Inherit). What no heir takes is missed.
+type Heir func(spent []Spent, since time.Time) bool
+
+// inherit puts spent into fallback, to be drained with its own counts, and
+// makes o an outage that began at since (or earlier, when it did), so
+// that Redis's next answer runs the recovery that adds them. The next call
+// probes Redis: a reload during an outage made the heir, which may not
+// have called Redis yet.
+func inherit(fallback *LocalQuotas, o *outage, spent []Spent, since time.Time) {
+	if len(spent) == 0 {
+		return
+	}
+	fallback.inherit(spent)
+	for s := since.UnixNano(); ; {
+		cur := o.since.Load()
+		if (o.down.Load() && cur <= s) || o.since.CompareAndSwap(cur, s) {
+			break
+		}
+	}
+	o.retryAt.Store(0)
+	o.down.Store(true)
+}
+
 // closeTimeout bounds what a closing quota counter asks Redis, all keys
 // together (or two of its timeouts, if longer): a stop must not wait out a
 // Redis that does not answer. One that answers takes milliseconds.
@@ -279,9 +319,9 @@ const closeTimeout = time.Second
 // process, and every node, this one started again included, goes on from
 // it: without those recipients each key could send as many again past its
 // quota this period. What Redis does not take is said at ERROR, with the
-// keys. The caller has settled its outage first (answers due still given
-// back).
-func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage, rec *quotaRecovery) {
+// keys, unless heir takes it over. The caller has settled its outage first
+// (answers due still given back).
+func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *LocalQuotas, o *outage, rec *quotaRecovery, heir Heir) {
 	rec.stop()
 	o.recovering.wait(closeTimeout) // stopped, it ends in a moment
 	ctx, cancel := context.WithTimeout(context.Background(), max(closeTimeout, 2*opts.Timeout))
@@ -291,14 +331,17 @@ func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *Lo
 	rec.left = nil
 	rec.mu.Unlock()
 	var missed []Spent
+	var since time.Time // when the first outage of what Redis did not take began
 	for _, l := range append(left, leftSpent{fallback.Drain(), time.Unix(0, o.since.Load())}) {
 		m, untried := addFallbackSpent(ctx, client, opts, l.spent, l.since)
+		if len(m)+len(untried) > 0 && (since.IsZero() || l.since.Before(since)) {
+			since = l.since
+		}
 		missed = append(append(missed, m...), untried...)
 	}
 	if len(missed) == 0 {
 		return
 	}
-	rec.miss(missed)
 	var n int64
 	var keys []string
 	for _, s := range missed {
@@ -307,6 +350,13 @@ func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *Lo
 			keys = append(keys, s.Key+" from "+s.Start.UTC().Format(time.DateOnly))
 		}
 	}
+	if heir != nil && heir(missed, since) {
+		opts.Logf("keygate: closing, redis did not take the %d recipients this node counted on its own during the "+
+			"redis outage for %d quotas (%s): the quotas of this redis still in use (a reloaded configuration's) take "+
+			"them over, and add them to redis when it answers them", n, len(missed), strings.Join(keys, ", "))
+		return
+	}
+	rec.miss(missed)
 	opts.Errorf("keygate: stopping, redis did not take the %d recipients this node counted on its own during the redis "+
 		"outage for %d quotas (%s): its counters miss them, so those keys may send as many past their quota this "+
 		"period, unless redis loses the counters and rebuilds them from the store", n, len(missed), strings.Join(keys, ", "))

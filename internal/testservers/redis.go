@@ -58,6 +58,18 @@ func newRedis(t testing.TB) *Redis {
 	return r
 }
 
+// StartRedisPersistent starts redis-server as StartRedis does, with an
+// append-only file, as production runs it (appendonly yes): stopped and
+// started again, it has its data back.
+func StartRedisPersistent(t testing.TB) *Redis {
+	t.Helper()
+	r := newRedis(t)
+	r.extra = []string{"--appendonly", "yes"}
+	t.Cleanup(r.Stop)
+	r.Start()
+	return r
+}
+
 // StartRedisTLS starts redis-server as StartRedis does, with a second port,
 // TLSAddr, that speaks TLS with a certificate of a throwaway authority
 // (r.TLS) and, if clientCert, asks each client for one of that authority's.
