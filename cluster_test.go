@@ -365,16 +365,9 @@ func TestQuotaCountsRedisMissesAreCounted(t *testing.T) {
 	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	defer admin.Close()
 	ctx := context.Background()
-	acl := func(state string) {
-		t.Helper()
-		if err := admin.Do(ctx, "ACL", "SETUSER", "node", state, ">pw", "~*", "+@all").Err(); err != nil {
-			t.Fatal(err)
-		}
-		if state == "off" {
-			admin.Do(ctx, "CLIENT", "KILL", "USER", "node")
-		}
-	}
-	acl("on")
+	// The node reaches Redis as a user of its own, cut off for its outage
+	// (testservers.Redis.Reach).
+	rd.Reach("node", true)
 	h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: "redis://node:pw@" + rd.Addr + "/0"}
 	hctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
@@ -412,7 +405,7 @@ func TestQuotaCountsRedisMissesAreCounted(t *testing.T) {
 
 	// The node counts 4 recipients on its own and stops using Redis
 	// while Redis still refuses it.
-	acl("off")
+	rd.Reach("node", false)
 	reserve(h.shared.exactQuotas, "key_missed/h", 4)
 	if h.shared.fallbacks() == 0 {
 		t.Fatal("the send was not counted by the fallback: the test proves nothing")

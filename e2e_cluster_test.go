@@ -313,22 +313,9 @@ func TestClusterBehindATransactionPooler(t *testing.T) {
 func TestANodeStoppedAfterARedisOutageKeepsItsQuotaCount(t *testing.T) {
 	needBinary(t)
 	rd := testservers.StartRedis(t)
-	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
-	defer admin.Close()
-	ctx := context.Background()
-	// The node reaches Redis as a user of its own, turned off for its
-	// outage (as a partition: Redis keeps its counters, and nothing the
-	// node sent is done late).
-	acl := func(state string) {
-		t.Helper()
-		if err := admin.Do(ctx, "ACL", "SETUSER", "node", state, ">pw", "~*", "+@all").Err(); err != nil {
-			t.Fatal(err)
-		}
-		if state == "off" {
-			admin.Do(ctx, "CLIENT", "KILL", "USER", "node")
-		}
-	}
-	acl("on")
+	// The node reaches Redis as a user of its own, cut off for its outage
+	// (testservers.Redis.Reach).
+	rd.Reach("node", true)
 	up := newUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`
 	keygate {
@@ -358,11 +345,11 @@ func TestANodeStoppedAfterARedisOutageKeepsItsQuotaCount(t *testing.T) {
 	for range 3 {
 		send()
 	}
-	acl("off")
+	rd.Reach("node", false)
 	for range 3 {
 		send() // counted by the node alone
 	}
-	acl("on")
+	rd.Reach("node", true)
 	g.stop() // before any send of the key asks Redis again
 	if strings.Contains(g.logs(), "redis did not take") {
 		t.Errorf("the stop says Redis did not take the outage's count, though it answered:\n%s", g.logs())
@@ -377,7 +364,7 @@ func TestANodeStoppedAfterARedisOutageKeepsItsQuotaCount(t *testing.T) {
 	// Stopped while Redis still refuses the node: said, with the count.
 	k = g.issue("--name", "quota-2", "--scope", "mail.send", "--quota", "10/d")
 	send()
-	acl("off")
+	rd.Reach("node", false)
 	send()
 	send()
 	g.stop()

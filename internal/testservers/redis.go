@@ -157,6 +157,46 @@ func (r *Redis) ping() error {
 	return nil
 }
 
+// Reach lets the ACL user name, password "pw", reach the server with every
+// key and command (on), or cuts it off (off: the user disabled, its
+// connections killed): a node's outage as a partition, with Redis keeping
+// its counters and nothing the node sent done late.
+func (r *Redis) Reach(name string, on bool) {
+	r.t.Helper()
+	state := "off"
+	if on {
+		state = "on"
+	}
+	if err := r.command("ACL", "SETUSER", name, state, ">pw", "~*", "+@all"); err != nil {
+		r.t.Fatalf("testservers: ACL SETUSER %s %s: %v", name, state, err)
+	}
+	if !on {
+		_ = r.command("CLIENT", "KILL", "USER", name) // an error when it has none
+	}
+}
+
+// command sends one inline command (words without spaces) and reads its
+// one-line answer: an error answer is an error.
+func (r *Redis) command(words ...string) error {
+	conn, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte(strings.Join(words, " ") + "\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(line, "-") {
+		return fmt.Errorf("%s", strings.TrimSpace(line[1:]))
+	}
+	return nil
+}
+
 // RedisCluster is a Redis Cluster of throwaway masters owned by one test.
 type RedisCluster struct {
 	// Addrs are the masters' host:port.
