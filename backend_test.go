@@ -132,18 +132,28 @@ func TestFinalFlushTheStoreRefusesIsKeptForTheNextStart(t *testing.T) {
 	}
 }
 
-// When the counts cannot be kept either, the stop says how many are lost.
-func TestFinalFlushThatCannotBeKeptSaysHowManyCountsAreLost(t *testing.T) {
-	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+// startBackendThatCannotKeep starts a test backend whose store refuses
+// writes once st.writes is set and whose directory for counts a stop keeps
+// cannot be made (a file stands in its way), flushing only when told.
+func startBackendThatCannotKeep(t *testing.T) (b *backend, logs *observer.ObservedLogs, st *brokenStore, uri string) {
+	t.Helper()
+	flush := usageFlushInterval
+	t.Cleanup(func() { usageFlushInterval = flush })
 	usageFlushInterval = time.Hour
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "not-a-directory")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	uri := "test:" + t.Name()
-	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
-	b, logs := startTestBackend(t, uri, st, filepath.Join(blocker, "unflushed"))
+	uri = "test:" + t.Name()
+	st = &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs = startTestBackend(t, uri, st, filepath.Join(blocker, "unflushed"))
+	return b, logs, st, uri
+}
+
+// When the counts cannot be kept either, the stop says how many are lost.
+func TestFinalFlushThatCannotBeKeptSaysHowManyCountsAreLost(t *testing.T) {
+	b, logs, st, uri := startBackendThatCannotKeep(t)
 	record(b, "key_a", 75)
 	record(b, "key_b", 5)
 	st.writes.Store(true)
@@ -317,16 +327,7 @@ func TestKeptCountsFollowAPoolChange(t *testing.T) {
 // dropped past the recorder's bound, and those a stop could neither write
 // nor keep. (Before, only ERROR lines said so.)
 func TestLostUsageCountsAreCounted(t *testing.T) {
-	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
-	usageFlushInterval = time.Hour
-	dir := t.TempDir()
-	blocker := filepath.Join(dir, "not-a-directory")
-	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	uri := "test:" + t.Name()
-	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
-	b, _ := startTestBackend(t, uri, st, filepath.Join(blocker, "unflushed"))
+	b, _, st, uri := startBackendThatCannotKeep(t)
 	b.usage.MaxPending = 1
 	before := counterValue(t, "keygate_usage_lost_requests_total")
 
