@@ -400,20 +400,19 @@ func specFlags(fs *pflag.FlagSet, update bool) {
 // specFrom reads the flags the user actually set into a keys.Spec. The CLI
 // forces scopes no route uses: it prints the warning instead.
 //
-// A list flag given only empty values is refused: "--allow-ip $CIDR" with
-// CIDR unset in a script would otherwise issue a key usable from any
-// address, or lift an update's restriction, without a word. Leaving the
-// flag out says "any" on issue; --remove-… lifts entries on update.
+// A list flag given only empty values is refused (keys.NoEntries), as the
+// service refuses such a list: checked here first only to name the flag
+// and say what to give instead. Leaving the flag out says "any" on issue;
+// --remove-… lifts entries on update.
 func specFrom(fs *pflag.FlagSet) (keys.Spec, error) {
 	s := keys.Spec{Force: true}
 	set := func(name string) bool { return fs.Lookup(name) != nil && fs.Changed(name) }
+	// The values as given: GetStringArray reads them back from their CSV
+	// form, in which one empty value is no value at all.
+	values := func(name string) []string { return fs.Lookup(name).Value.(pflag.SliceValue).GetSlice() }
 	for _, name := range []string{"scope", "allow-ip", "sender-domain", "add-scope", "remove-scope",
 		"add-allow-ip", "remove-allow-ip", "add-sender-domain", "remove-sender-domain"} {
-		if !set(name) {
-			continue
-		}
-		vals, _ := fs.GetStringArray(name)
-		if !slices.ContainsFunc(vals, func(v string) bool { return len(keys.Entries(v)) > 0 }) {
+		if set(name) && keys.NoEntries(values(name)) {
 			return s, badRequest("--%s: the value is empty (a script's variable not set?); %s", name, emptyListHint(name))
 		}
 	}
@@ -428,7 +427,7 @@ func specFrom(fs *pflag.FlagSet) (keys.Spec, error) {
 		if !set(name) {
 			return nil
 		}
-		v, _ := fs.GetStringArray(name)
+		v := values(name)
 		return &v
 	}
 	entries := func(name string) []string {

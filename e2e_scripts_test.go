@@ -126,6 +126,65 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 	}
 }
 
+// A script that builds its JSON from variables sends `"allowed_ips":
+// ["$CIDR"]` with CIDR unset as [""]: refused as the CLI refuses --allow-ip
+// "", never a key usable from any address or a restriction lifted. An
+// empty list is the deliberate way to lift one; a field left out changes
+// nothing.
+func TestTheAdminAPIRefusesAListOfOnlyEmptyValues(t *testing.T) {
+	g := scriptGateway(t)
+	k := g.issue("--name", "crm", "--scope", "mail.send", "--allow-ip", "10.0.0.0/8", "--sender-domain", "example.com")
+	count := func() int {
+		var recs []json.RawMessage
+		json.Unmarshal(g.admin("GET", "/keygate/keys", nil).Body, &recs)
+		return len(recs)
+	}
+	before := count()
+	for _, c := range []struct{ name, method, body, says string }{
+		{"an issue's empty allowed_ips", "POST", `{"name":"crm","scopes":["mail.send"],"allowed_ips":[""]}`, "allowed IPs"},
+		{"an issue's blank sender_domains", "POST", `{"name":"crm","scopes":["mail.send"],"sender_domains":[" "]}`, "sender domains"},
+		{"an issue's allowed_ips of commas", "POST", `{"name":"crm","scopes":["mail.send"],"allowed_ips":[" , ",""]}`, "allowed IPs"},
+		{"an issue's allowed_ips as a string", "POST", `{"name":"crm","scopes":["mail.send"],"allowed_ips":""}`, "allowed_ips"},
+		{"an update's empty allowed_ips", "PATCH", `{"allowed_ips":[""]}`, "allowed IPs"},
+		{"an update's blank sender_domains", "PATCH", `{"sender_domains":[" "]}`, "sender domains"},
+		{"an update's empty add_allowed_ips", "PATCH", `{"add_allowed_ips":[""]}`, "allowed IPs"},
+		{"an update's empty remove_sender_domains", "PATCH", `{"remove_sender_domains":[""]}`, "sender domains"},
+		{"an update's empty scopes", "PATCH", `{"scopes":[""]}`, "scopes"},
+	} {
+		path := "/keygate/keys"
+		if c.method == "PATCH" {
+			path += "/" + k.ID
+		}
+		if r := g.admin(c.method, path, []byte(c.body)); r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(string(r.Body), c.says) {
+			t.Errorf("%s: %d %s, want 400 invalid_input naming %s", c.name, r.Status, r.Body, c.says)
+		}
+	}
+	if n := count(); n != before {
+		t.Errorf("refused issues made %d keys", n-before)
+	}
+	rec := func() map[string]any {
+		var m map[string]any
+		json.Unmarshal(g.admin("GET", "/keygate/keys/"+k.ID, nil).Body, &m)
+		return m
+	}
+	if m := rec(); fmt.Sprint(m["allowed_ips"], m["sender_domains"]) != "[10.0.0.0/8] [example.com]" {
+		t.Errorf("refused updates changed the key: %v %v", m["allowed_ips"], m["sender_domains"])
+	}
+	if r := g.admin("PATCH", "/keygate/keys/"+k.ID, []byte(`{"max_recipients":5,"sender_domains":null}`)); r.Status != 200 {
+		t.Errorf("an update leaving the lists out: %d %s", r.Status, r.Body)
+	} else if m := rec(); fmt.Sprint(m["allowed_ips"], m["sender_domains"]) != "[10.0.0.0/8] [example.com]" {
+		t.Errorf("an update leaving the lists out changed them: %v %v", m["allowed_ips"], m["sender_domains"])
+	}
+	if r := g.admin("PATCH", "/keygate/keys/"+k.ID, []byte(`{"allowed_ips":[],"sender_domains":[]}`)); r.Status != 200 {
+		t.Errorf("an update's empty lists: %d %s", r.Status, r.Body)
+	} else if m := rec(); m["allowed_ips"] != nil || m["sender_domains"] != nil {
+		t.Errorf("an update's empty lists did not lift the restrictions: %v %v", m["allowed_ips"], m["sender_domains"])
+	}
+	if r := g.admin("POST", "/keygate/keys", []byte(`{"name":"any","scopes":["mail.send"],"allowed_ips":[]}`)); r.Status != 201 || strings.Contains(string(r.Body), "allowed_ips") {
+		t.Errorf("an issue's empty allowed_ips: %d %s, want a key without allowed IPs", r.Status, r.Body)
+	}
+}
+
 func TestARepeatedRevokeSaysItWasDoneAlready(t *testing.T) {
 	g := scriptGateway(t)
 	type answer struct {

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -304,6 +305,45 @@ func TestUpdateEditsSetsAsAPersonExpects(t *testing.T) {
 		if _, err := update(s); !isInvalid(err) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxEntries)) || time.Since(start) > 2*time.Second {
 			t.Errorf("%s: %v after %v, want refused at once", name, err, time.Since(start))
 		}
+	}
+}
+
+// A list given with only empty values ("$CIDR" with CIDR unset) is
+// refused, on issue and update alike, never read as no list: an empty
+// list ([] in JSON, the console's empty box) is the deliberate way to
+// clear one, and a list left out leaves it as it is.
+func TestAListOfOnlyEmptyValuesIsRefusedNeverReadAsNone(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue(t, Spec{Name: str("crm"), Scopes: list("mail.send"), SenderDomains: list("example.com"), AllowedIPs: list("10.0.0.0/8")})
+	for name, s := range map[string]Spec{
+		"allowed IPs":           {AllowedIPs: list("")},
+		"sender domains":        {SenderDomains: list(" ", " , ")},
+		"scopes":                {Scopes: list("\n")},
+		"allowed IPs to add":    {AddAllowedIPs: []string{""}},
+		"sender domains to add": {AddSenderDomains: []string{","}},
+		"allowed IPs to remove": {RemoveAllowedIPs: []string{" "}},
+	} {
+		if _, err := f.Update(ctx, k.ID, s, "test"); !isInvalid(err) || !strings.Contains(err.Error(), "every value given is empty") {
+			t.Errorf("update, %s: %v", name, err)
+		}
+		if s.RemoveAllowedIPs != nil {
+			continue // a new key has nothing to remove
+		}
+		s.Name, s.Scopes = str("other"), cmp.Or(s.Scopes, list("mail.send"))
+		if _, err := f.Issue(ctx, s, "test"); !isInvalid(err) || !strings.Contains(err.Error(), "every value given is empty") {
+			t.Errorf("issue, %s: %v", name, err)
+		}
+	}
+	if got, _ := f.Show(ctx, k.ID); len(got.AllowedIPs) != 1 || len(got.SenderDomains) != 1 {
+		t.Errorf("a refused update changed the key: %+v", got)
+	}
+	// Empty values beside a real one are left out, as ever.
+	res, err := f.Update(ctx, k.ID, Spec{AllowedIPs: list("", "192.0.2.0/24", " ")}, "test")
+	if err != nil || len(res.AllowedIPs) != 1 || res.AllowedIPs[0].String() != "192.0.2.0/24" {
+		t.Errorf("a list with one address among empty values: %v, %v", res, err)
+	}
+	if res, err = f.Update(ctx, k.ID, Spec{AllowedIPs: list(), SenderDomains: list()}, "test"); err != nil || res.AllowedIPs != nil || res.SenderDomains != nil {
+		t.Errorf("an empty list clears: %v, %v", res, err)
 	}
 }
 

@@ -219,6 +219,28 @@ func Entries(s string) []string {
 	return out
 }
 
+// NoEntries reports whether vals, a list given, holds values but no entry
+// in them: only empty or blank ones ("", " , "). Such a list is refused
+// wherever a key's list is given, never read as none: a script that sends
+// "$CIDR" with CIDR unset would otherwise issue a key usable from any
+// address, or lift an update's restriction, without a word. A list of no
+// values at all ([] in JSON, the console's empty box) is a deliberate
+// empty set.
+func NoEntries(vals []string) bool {
+	return len(vals) > 0 && !slices.ContainsFunc(vals, func(v string) bool { return len(Entries(v)) > 0 })
+}
+
+// noEntriesHint says what to give instead of a list of empty values.
+func noEntriesHint(field string) string {
+	switch field {
+	case "allowed IP":
+		return "for a key usable from any client address leave the list out, or give an empty list to lift a key's allowed IPs"
+	case "sender domain":
+		return "for a key that may send from any domain leave the list out, or give an empty list to lift a key's sender domains"
+	}
+	return "give at least one entry, or leave the list out"
+}
+
 // editSet applies a replacement (set) or single additions and removals to
 // a set of canonical strings, each entry checked by parse. A value may name
 // several entries (Entries: "mail.send, templates.read"). A refused entry is
@@ -226,6 +248,9 @@ func Entries(s string) []string {
 func editSet(field string, cur []string, set *[]string, add, remove []string, parse func(string) (string, error)) ([]string, error) {
 	if set != nil && (add != nil || remove != nil) {
 		return nil, invalidf(field, "give the whole set of %ss, or %ss to add and remove, not both", field, field)
+	}
+	if set != nil && NoEntries(*set) || NoEntries(add) || NoEntries(remove) {
+		return nil, invalidf(field, "%ss: every value given is empty (a script's variable not set?); %s", field, noEntriesHint(field))
 	}
 	parseAll := func(vals []string) ([]string, error) {
 		out := []string{}
