@@ -369,23 +369,31 @@ func cliActor() string {
 func specFlags(fs *pflag.FlagSet, update bool) {
 	fs.String("name", "", "Name of the integration, e.g. crm-sync")
 	fs.String("owner", "", "Owner (team or person) responsible for the key")
-	replaces := func(string, string) string { return "" }
+	// What a flag does on update only, or on issue only: "" on the other.
+	onUpdate := func(text string) string { return "" }
+	onIssue := func(text string) string { return text }
 	if update {
-		replaces = func(what, flag string) string {
-			return "; replaces every " + what + " the key holds (see --add-" + flag + ")"
-		}
+		onUpdate, onIssue = onIssue, onUpdate
 	} else {
 		fs.String("env", "live", "Key environment: live or test")
 	}
+	replaces := func(what, flag string) string {
+		return onUpdate("; replaces every " + what + " the key holds (see --add-" + flag + ")")
+	}
 	fs.StringArray("scope", nil, "Scope the key holds (repeatable): mail.send, templates.read, mail.*, * (full access)"+replaces("scope", "scope"))
-	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)")
+	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)"+
+		onUpdate("; none gives back the route's rate, and drops the key's burst unless --burst is given"))
 	fs.Int("burst", 0, "Bucket size for --rate (default: the rate's count)")
-	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time, or never")
-	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+replaces("address", "allow-ip"))
-	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)"+replaces("sender domain", "sender-domain"))
-	fs.String("quota", "", "Recipient quota N/d or N/mo (UTC)")
-	fs.Int("max-recipients", 0, "Most recipients per send request")
-	fs.Bool("allow-on-behalf-of", false, "Let the key pass On-Behalf-Of / X-Mailgun-On-Behalf-Of upstream")
+	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time, or never"+
+		onIssue("; left out, the key never expires")+onUpdate(" (removes the expiry)"))
+	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+
+		onIssue("; leave it out for any client address")+replaces("address", "allow-ip"))
+	fs.StringArray("sender-domain", nil, "Sender domain the key may send from (repeatable; *.example.com for subdomains)"+
+		onIssue("; leave it out for any domain")+replaces("sender domain", "sender-domain"))
+	fs.String("quota", "", "Recipient quota N/d or N/mo (UTC)"+onUpdate("; none gives back the route's quota"))
+	fs.Int("max-recipients", 0, "Most recipients per send request (0: no limit)")
+	fs.Bool("allow-on-behalf-of", false, "Let the key pass On-Behalf-Of / X-Mailgun-On-Behalf-Of upstream"+
+		onUpdate("; --allow-on-behalf-of=false takes that away (leaving the flag out never does)"))
 	fs.String("reason", "", "Why (kept in the audit events)")
 	if update {
 		fs.StringArray("add-scope", nil, "Add a scope, keeping the others (repeatable)")
@@ -553,8 +561,9 @@ next page is --after the last id printed, until a page is short or empty.`,
 		Use:   "update ID [flags] [--disable|--enable] [--reason TEXT]",
 		Short: "Change a key's settings, or disable / enable it",
 		Long: `Changes a key's settings. --scope, --sender-domain and --allow-ip replace the
-whole set; --add-… and --remove-… change one entry and keep the rest. Every
-change is an audit event naming what changed (old → new) and --reason.`,
+whole set; --add-… and --remove-… change one entry and keep the rest. A list
+flag given only empty values (--allow-ip "$CIDR" with CIDR unset) is refused.
+Every change is an audit event naming what changed (old → new) and --reason.`,
 		Args: cobra.ExactArgs(1),
 		RunE: run(func(ctx context.Context, c *cli, args []string) error {
 			for _, f := range []string{"env", "prefix"} {
@@ -614,7 +623,7 @@ change is an audit event naming what changed (old → new) and --reason.`,
 			return c.printIssued(res)
 		}),
 	}
-	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now)")
+	rotate.Flags().String("grace", "24h", "How long the old key keeps working (0 ends it now), never past its own expiry")
 	rotate.Flags().String("reason", "", "Why (kept in the audit events)")
 	idempotencyFlag(rotate.Flags())
 

@@ -589,8 +589,11 @@ func TestKeyManagementAsAPersonExpects(t *testing.T) {
 			t.Errorf("removing a scope the key lacks: %v %q", err, stderr)
 		}
 		help, _, _ := g.keysRaw("update", "--help")
-		if !strings.Contains(help, "replaces every scope") {
-			t.Errorf("update --help does not say --scope replaces:\n%s", help)
+		for _, want := range []string{"replaces every scope", "none gives back the route's rate", "none gives back the route's quota",
+			"--allow-on-behalf-of=false takes that away", "only empty values"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("update --help does not say %q:\n%s", want, help)
+			}
 		}
 	})
 
