@@ -1,15 +1,19 @@
 package keygate_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +43,9 @@ type usageJSON struct {
 	LastUsedAt *string          `json:"last_used_at"`
 	Statuses   map[string]int64 `json:"statuses"`
 	Hours      []struct {
-		Allowed int64 `json:"allowed"`
+		Allowed    int64            `json:"allowed"`
+		Denied     map[string]int64 `json:"denied"`
+		Recipients int64            `json:"recipients"`
 	} `json:"hours"`
 	TopIPs []struct {
 		IP       string `json:"ip"`
@@ -504,4 +510,334 @@ func TestAReloadThatRenamesTheStoreKeepsTheKeysLimits(t *testing.T) {
 		t.Errorf("a third request of a 2/m key across the reload: %d %s", r.Status, r.Body)
 	}
 	wg.Wait()
+}
+
+var countsCaddyfile = `{
+	admin {ADMIN}
+	log kg {
+		include http.handlers.keygate
+		level DEBUG
+		output file {LOG}.kg
+		format json
+	}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	log {
+		output file {LOG}
+		format json
+	}
+	log_append decision {keygate.decision}
+	log_append recipients {keygate.recipients}
+	handle_path /console/* {
+		` + demoUser + `
+		keygate_console {
+			store {STORE}
+			admin demo
+		}
+	}
+	handle {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			max_body 4KB
+			metrics per_key
+			scope mail.send POST /v3/mail/send
+			scope mail.read GET /v3/*
+		}
+		reverse_proxy {UPSTREAM}
+	}
+}
+`
+
+// tally is what one surface says of one key.
+type tally struct {
+	allowed    int64
+	denied     map[string]int64
+	recipients int64
+	read       int64 // the recipients of the sends read (the log's and the placeholder's), counted or not
+}
+
+func (t tally) String() string {
+	return fmt.Sprintf("allowed=%d denied=%v recipients=%d (read %d)", t.allowed, t.denied, t.recipients, t.read)
+}
+
+func (t tally) equal(o tally) bool {
+	return t.allowed == o.allowed && t.recipients == o.recipients && t.read == o.read && maps.Equal(t.denied, o.denied)
+}
+
+// TestEverySurfaceCountsAMixedWorkloadAlike sends one mixed workload (sends
+// allowed and refused for each reason, reads, provider 2xx/4xx/5xx, a
+// client gone mid-upload, one gone while the provider answers, a key
+// rotated in its grace) across a reload and a stop and start, and checks
+// that the CLI, the admin API, the console, keygate's log, Caddy's access
+// log, /metrics and the upstream count it alike.
+func TestEverySurfaceCountsAMixedWorkloadAlike(t *testing.T) {
+	var mu sync.Mutex
+	got := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		mu.Lock()
+		got++
+		mu.Unlock()
+		if d, err := time.ParseDuration(r.Header.Get("X-Delay")); err == nil {
+			time.Sleep(d)
+		}
+		status := http.StatusAccepted
+		if s, err := strconv.Atoi(r.Header.Get("X-Answer")); err == nil {
+			status = s
+		}
+		w.WriteHeader(status)
+	}))
+	defer up.Close()
+	g := startGateway(t, gatewayConfig{caddyfile: countsCaddyfile, upstream: up.URL})
+
+	main := g.issue("--name", "main", "--scope", "*", "--sender-domain", "shop.example.com", "--max-recipients", "5")
+	fenced := g.issue("--name", "fenced", "--scope", "*", "--allow-ip", "10.0.0.0/8")
+	quota := g.issue("--name", "quota", "--scope", "*", "--quota", "4/d")
+	rated := g.issue("--name", "rated", "--scope", "*", "--rate", "2/m")
+	revoked := g.issue("--name", "revoked", "--scope", "*")
+	g.keys("revoke", revoked.ID, "--yes")
+	gone := g.issue("--name", "gone", "--scope", "*")
+	g.keys("rotate", gone.ID, "--grace", "0")
+	graced := g.issue("--name", "graced", "--scope", "*")
+	g.keys("rotate", graced.ID, "--grace", "1h")
+
+	want := map[string]*tally{}
+	for _, k := range []issuedKey{main, fenced, quota, rated, revoked, gone, graced} {
+		want[k.ID] = &tally{denied: map[string]int64{}}
+	}
+	metricsWant := map[string]float64{}   // keygate_requests_total by decision, since the process started
+	perKeyWant := map[[2]string]float64{} // keygate_key_requests_total by key id and decision, likewise
+	forwarded := 0
+	to := func(n int) []string {
+		r := make([]string, n)
+		for i := range r {
+			r[i] = fmt.Sprintf("r%d@example.org", i)
+		}
+		return r
+	}
+	// do sends one request and books what the client saw: a send the
+	// provider answered 2xx counts its recipients, any other none.
+	do := func(k issuedKey, method, path string, body []byte, rcpts int, hdr ...string) {
+		t.Helper()
+		r := g.call(method, path, k.Key, body, hdr...)
+		w := want[k.ID]
+		decision := "allowed"
+		if c := r.code(); c != "" {
+			decision = c
+		}
+		if decision == "allowed" || decision == "quota_exceeded" || decision == "rate_limited" {
+			w.read += int64(rcpts)
+		}
+		if decision == "allowed" {
+			w.allowed++
+			forwarded++
+			if r.Status/100 == 2 {
+				w.recipients += int64(rcpts)
+			}
+		} else {
+			w.denied[decision]++
+		}
+		metricsWant[decision]++
+		perKeyWant[[2]string{k.ID, decision}]++
+	}
+	send := func(k issuedKey, from string, n int, hdr ...string) {
+		t.Helper()
+		do(k, "POST", "/v3/mail/send", sgBody(from, to(n)...), n, hdr...)
+	}
+	const shop = "a@shop.example.com"
+
+	send(main, shop, 3)
+	send(main, shop, 2, "X-Answer", "400")
+	send(main, shop, 4, "X-Answer", "503")
+	send(main, "a@evil.example.com", 1)
+	send(main, shop, 6)
+	do(main, "POST", "/v3/mail/send", []byte(`{"personalizations":`), 0)
+	do(main, "POST", "/v3/mail/send", sgBody(shop+strings.Repeat(" ", 5000), "r@example.org"), 0)
+	do(main, "GET", "/v3/stats", nil, 0)
+	send(fenced, shop, 1)
+	send(quota, shop, 3)
+	g.reload()
+	send(quota, shop, 3)
+	do(rated, "GET", "/v3/stats", nil, 0)
+	do(rated, "GET", "/v3/stats", nil, 0)
+	do(rated, "GET", "/v3/stats", nil, 0)
+	send(revoked, shop, 1)
+	send(gone, shop, 1)
+	send(graced, shop, 2)
+
+	// A client gone mid-upload: counted as client_closed, never forwarded.
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.siteURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST /v3/mail/send HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n{\"personalizations\":", strings.TrimPrefix(g.siteURL, "http://"), main.Key)
+	time.Sleep(100 * time.Millisecond)
+	c.Close()
+	want[main.ID].denied["client_closed"]++
+	metricsWant["client_closed"]++
+	perKeyWant[[2]string{main.ID, "client_closed"}]++
+
+	// A client that gives up while the provider, which has the send,
+	// answers: allowed, its recipients counted (docs/caddyfile.md, step 5).
+	req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", bytes.NewReader(sgBody(shop, to(2)...)))
+	req.Header.Set("Authorization", "Bearer "+main.Key)
+	req.Header.Set("X-Delay", "1s")
+	impatient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 300 * time.Millisecond}
+	if resp, err := impatient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the send waiting for a slow provider was answered %d", resp.StatusCode)
+	}
+	want[main.ID].allowed++
+	want[main.ID].recipients += 2
+	want[main.ID].read += 2
+	forwarded++
+	metricsWant["allowed"]++
+	perKeyWant[[2]string{main.ID, "allowed"}]++
+	for _, code := range []string{"allowed", "sender_not_allowed", "too_many_recipients", "invalid_payload", "payload_too_large",
+		"ip_not_allowed", "quota_exceeded", "rate_limited", "revoked_key", "expired_key"} {
+		if metricsWant[code] == 0 {
+			t.Fatalf("the workload met no %s: %v", code, metricsWant)
+		}
+	}
+	if want[graced.ID].allowed != 1 {
+		t.Fatalf("the key rotated in its grace was refused: %v", want[graced.ID])
+	}
+
+	// /metrics counts every decision of the process since it started,
+	// through the reload: each as the clients saw it, the others 0.
+	checkMetrics := func() {
+		t.Helper()
+		counted := regexp.MustCompile(`(?m)^keygate_requests_total\{decision="(\w+)"\} (\S+)$`)
+		perKey := regexp.MustCompile(`(?m)^keygate_key_requests_total\{decision="(\w+)",key_id="(\w+)"\} (\S+)$`)
+		var m string
+		agree := func() bool {
+			m = g.metrics()
+			lines := counted.FindAllStringSubmatch(m, -1)
+			for _, l := range lines {
+				if n, _ := strconv.ParseFloat(l[2], 64); n != metricsWant[l[1]] {
+					return false
+				}
+			}
+			keyed := perKey.FindAllStringSubmatch(m, -1)
+			for _, l := range keyed {
+				if n, _ := strconv.ParseFloat(l[3], 64); n != perKeyWant[[2]string{l[2], l[1]}] {
+					return false
+				}
+			}
+			return len(lines) > 0 && len(keyed) == len(perKeyWant)
+		}
+		if eventually(t, 3*time.Second, agree); !agree() { // the client gone mid-upload is counted as keygate sees it go
+			t.Errorf("/metrics does not count what the clients saw, %v and per key %v:\n%s", metricsWant, perKeyWant, grepLines(m, "requests_total{"))
+		}
+	}
+	checkMetrics()
+	g.stop()
+	g.start()
+	metricsWant, perKeyWant = map[string]float64{}, map[[2]string]float64{}
+	send(main, shop, 1)
+	send(graced, shop, 1, "X-Answer", "500")
+	checkMetrics()
+	eventually(t, 5*time.Second, func() bool { // counts land in the store within a second
+		var u usageJSON
+		json.Unmarshal(g.admin("GET", "/keygate/keys/"+graced.ID+"/usage", nil).Body, &u)
+		return u.Allowed == want[graced.ID].allowed
+	})
+
+	mu.Lock()
+	if forwarded != got {
+		t.Errorf("the upstream received %d requests, keygate allowed %d", got, forwarded)
+	}
+	mu.Unlock()
+	logged, accessed := logTallies(t, g.logPath+".kg", "key_id", "recipients", "keygate request"), logTallies(t, g.logPath, "user_id", "recipients", "handled request")
+	for id, w := range want {
+		var cli, api usageJSON
+		json.Unmarshal([]byte(g.keys("usage", id, "--json")), &cli)
+		json.Unmarshal(g.admin("GET", "/keygate/keys/"+id+"/usage", nil).Body, &api)
+		hours := tally{denied: map[string]int64{}}
+		for _, h := range cli.Hours {
+			hours.allowed += h.Allowed
+			hours.recipients += h.Recipients
+			for d, n := range h.Denied {
+				hours.denied[d] += n
+			}
+		}
+		_, page := consoleUser{t: t, prefix: "/console"}.do(g, "GET", "/keys/"+id, nil)
+		surfaces := map[string]tally{
+			"caddy keys usage":   {allowed: cli.Allowed, denied: cli.Denied, recipients: cli.Recipients},
+			"its hourly buckets": hours,
+			"the admin API":      {allowed: api.Allowed, denied: api.Denied, recipients: api.Recipients},
+			"keygate's log":      logged[id],
+			"the access log":     accessed[id],
+		}
+		for name, s := range surfaces {
+			if name == "keygate's log" || name == "the access log" {
+				// The logs say how many recipients each send read had,
+				// counted or not (docs/monitoring.md#usage-log); the usage
+				// counts those of the sends the provider took.
+				s.recipients = w.recipients
+			} else {
+				s.read = w.read
+			}
+			if !s.equal(*w) {
+				t.Errorf("key %s: %s says %v; the clients saw %v", id, name, s, w)
+			}
+		}
+		var denied int64
+		for _, n := range w.denied {
+			denied += n
+		}
+		for _, f := range []struct {
+			label string
+			n     int64
+		}{{"Allowed", w.allowed}, {"Refused", denied}, {"Recipients", w.recipients}} {
+			if !strings.Contains(page, fmt.Sprintf("<dt>%s</dt><dd>%d</dd>", f.label, f.n)) {
+				t.Errorf("key %s: the console's page does not show %s %d:\n%s", id, f.label, f.n, regexp.MustCompile(`(?s)<dl class="totals">.*?</dl>`).FindString(page))
+			}
+		}
+	}
+}
+
+// logTallies reads a JSON log's lines with message msg and tallies them by
+// the key id in field idField: decision and recipients.
+func logTallies(t *testing.T, path, idField, recipField, msg string) map[string]tally {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]tally{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l map[string]any
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l["msg"] != msg {
+			continue
+		}
+		id, _ := l[idField].(string)
+		if id == "" {
+			continue
+		}
+		s := out[id]
+		if s.denied == nil {
+			s.denied = map[string]int64{}
+		}
+		d, _ := l["decision"].(string)
+		if d == "allowed" {
+			s.allowed++
+		} else {
+			s.denied[d]++
+		}
+		switch v := l[recipField].(type) {
+		case float64:
+			s.read += int64(v)
+		case string:
+			n, _ := strconv.Atoi(v)
+			s.read += int64(n)
+		}
+		out[id] = s
+	}
+	return out
 }
