@@ -17,13 +17,7 @@ import (
 )
 
 var clusterCaddyfile = site(`
-	handle_path /console/* {
-		` + demoUser + `
-		keygate_console {
-			store {STORE}
-			admin demo
-		}
-	}
+	` + demoConsole + `
 	handle {
 		keygate {
 			store {STORE}

@@ -15,6 +15,16 @@ const demoUser = `basic_auth {
 			demo $2a$14$S/PXxpQXLY2JdRqYKrrfj.LCC8FjErPlahUmwPO2dMWlxYPUaIqnq
 		}`
 
+// demoConsole is the console under /console/ of a test's site, signed in
+// to as demoUser, an admin, on the site's store.
+const demoConsole = `handle_path /console/* {
+		` + demoUser + `
+		keygate_console {
+			store {STORE}
+			admin demo
+		}
+	}`
+
 var (
 	keyPattern  = regexp.MustCompile(`kg_(live|test)_[0-9A-Za-z]{49}`)
 	formPattern = regexp.MustCompile(`name="csrf" value="([^"]+)"`)

@@ -809,13 +809,7 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 	up := newUpstream(t)
 	pg.Stop()
 	g := startGateway(t, gatewayConfig{upstream: up.URL, store: pg.URI, caddyfile: site(`
-	handle_path /console/* {
-		` + demoUser + `
-		keygate_console {
-			store {STORE}
-			admin demo
-		}
-	}
+	` + demoConsole + `
 	handle /up {
 		respond "up"
 	}

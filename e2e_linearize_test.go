@@ -32,13 +32,7 @@ import (
 // linCaddyfile: a cache_ttl far longer than any bound, so a stale cache
 // entry shows as a violation rather than expiring unnoticed.
 var linCaddyfile = site(`
-	handle_path /console/* {
-		` + demoUser + `
-		keygate_console {
-			store {STORE}
-			admin demo
-		}
-	}
+	` + demoConsole + `
 	handle {
 		keygate {
 			store {STORE}

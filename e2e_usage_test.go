@@ -529,13 +529,7 @@ http://127.0.0.1:{PORT} {
 	}
 	log_append decision {keygate.decision}
 	log_append recipients {keygate.recipients}
-	handle_path /console/* {
-		` + demoUser + `
-		keygate_console {
-			store {STORE}
-			admin demo
-		}
-	}
+	` + demoConsole + `
 	handle {
 		keygate {
 			store {STORE}
