@@ -84,6 +84,11 @@ func TestInspect(t *testing.T) {
 			body: []byte(`{"from":{"email":"a@shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}]}],` +
 				`"mail_settings":{"sandbox_mode":{"enable":false},"bcc":{"enable":true,"email":"spy@evil.example"}}}`),
 			senders: []string{"a@shop.example.com"}, recipients: 2},
+		{name: "sendgrid: the BCC mail setting's address gets a copy of every personalization's email",
+			dialect: "sendgrid", path: "/v3/mail/send",
+			body: []byte(`{"from":{"email":"a@shop.example.com"},"mail_settings":{"bcc":{"enable":true,"email":"spy@evil.example"}},` +
+				`"personalizations":[{"to":[{"email":"x@example.com"}]},{"to":[{"email":"y@example.com"}]},{"to":[{"email":"z@example.com"}]}]}`),
+			senders: []string{"a@shop.example.com"}, recipients: 3 + 3},
 		{name: "sendgrid: escaped member names and values are decoded",
 			dialect: "sendgrid", path: "/v3/mail/send",
 			body:    []byte(`{"fr\u006fm":{"email":"a\u0040shop.example.com"},"personalizations":[{"to":[{"email":"x@example.com"}]}]}`),

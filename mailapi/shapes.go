@@ -186,15 +186,17 @@ func pairOf(name, value member) *shape {
 var (
 	sendgridSend = message("from.email",
 		field("from", object(field("email", sender))),
-		field("personalizations", arrayOf(object(
+		// Each personalization is an email of its own.
+		field("personalizations", versionsOf(object(
 			field("to", people("email")), field("cc", people("email")), field("bcc", people("email")),
 			field("from", object(field("email", sender))),
 			field("headers", customHeaders),
 		))),
 		field("headers", customHeaders),
-		// The BCC mail setting: SendGrid sends a blind copy to this
-		// address (deprecated, but still sent by its SDKs' MailSettings).
-		field("mail_settings", object(field("bcc", object(field("email", recipient))))),
+		// The BCC mail setting: SendGrid sends a blind copy of every email
+		// to this address, one for each personalization (deprecated, but
+		// still sent by its SDKs' MailSettings).
+		field("mail_settings", object(field("bcc", everyVersion(object(field("email", recipient)))))),
 	)
 
 	postmarkMessage = message("From",
