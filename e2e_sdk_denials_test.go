@@ -12,11 +12,19 @@ import (
 // address) and a body above the route's max_body (a 20 KB HTML part on
 // sites inspecting 8 KB). Each must show keygate's code through the SDK's
 // own error, and none may be retried: the SDK sends each once.
+//
+// The same run makes the calls other than sends that applications make
+// with the SDK and the key they send with (sdkOps: a message's status, the
+// suppression list, the domains, the templates), with a key that may send
+// only (each refused as insufficient_scope, naming the scope it needs), a
+// key holding messages.read and templates.read (those two reach the
+// provider, the others are refused) and a full-access key (each reaches
+// the provider, once).
 func TestE2ESDKsDenials(t *testing.T) {
 	rig := startSDKRig(t, "", "max_body 8KB")
 	g := rig.g
 
-	type denialKeys struct{ expired, disabled, scope, payload, policy string }
+	type denialKeys struct{ expired, disabled, scope, payload, policy, sender, reader, full string }
 	keys := map[string]*denialKeys{}
 	for _, d := range sdkDrivers {
 		k := &denialKeys{}
@@ -26,16 +34,24 @@ func TestE2ESDKsDenials(t *testing.T) {
 		rig.issueKey(&k.payload, "--name", d.name+"-payload", "--sender-domain", "shop.example")
 		rig.issueKey(&k.policy, "--name", d.name+"-policy", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain)
 		// A key for another route's scope only (issueKey adds mail.send).
-		rig.issuing.Add(1)
-		go func() {
-			defer rig.issuing.Done()
-			rig.slots <- struct{}{}
-			defer func() { <-rig.slots }()
-			ik := g.issue("--scope", "templates.read", "--name", d.name+"-scope")
-			rig.issueMu.Lock()
-			k.scope, rig.idOf[ik.Key] = ik.Key, ik.ID
-			rig.issueMu.Unlock()
-		}()
+		issueWithout := func(dst *string, args ...string) {
+			rig.issuing.Add(1)
+			go func() {
+				defer rig.issuing.Done()
+				rig.slots <- struct{}{}
+				defer func() { <-rig.slots }()
+				ik := g.issue(args...)
+				rig.issueMu.Lock()
+				*dst, rig.idOf[ik.Key] = ik.Key, ik.ID
+				rig.issueMu.Unlock()
+			}()
+		}
+		issueWithout(&k.scope, "--scope", "templates.read", "--name", d.name+"-scope")
+		if sdkOps[d.name] != nil {
+			rig.issueKey(&k.sender, "--name", d.name+"-sender")
+			issueWithout(&k.reader, "--scope", "messages.read", "--scope", "templates.read", "--name", d.name+"-reader")
+			issueWithout(&k.full, "--scope", "*", "--name", d.name+"-full")
+		}
 	}
 	rig.issuing.Wait()
 	issued := time.Now() // every key is issued, the expiring ones since at most now
@@ -67,6 +83,13 @@ func TestE2ESDKsDenials(t *testing.T) {
 			sc("scope", k.scope, sdkAllowedFrom),
 			sc("invalid-payload", k.payload, "orders.shop.example"),
 			large)
+		for _, op := range sdkOps[d.name] {
+			for who, key := range map[string]string{"sender": k.sender, "reader": k.reader, "full": k.full} {
+				s := sc(op+"/"+who, key, "")
+				s.To, s.Op = nil, op
+				plans[d.lang] = append(plans[d.lang], s)
+			}
+		}
 	}
 	results := rig.run(plans)
 
@@ -107,8 +130,63 @@ func TestE2ESDKsDenials(t *testing.T) {
 			}
 		}
 	}
-	if len(rig.provider.requests()) != 0 {
-		t.Errorf("the provider got %d requests, want none", len(rig.provider.requests()))
+	opsReached := map[string]int{} // by key
+	for p, sent := range rig.delivered(map[string]*string{}) {
+		for _, k := range keys {
+			for _, key := range []string{k.reader, k.full} {
+				if key != "" && sent.carries(key) {
+					opsReached[key]++
+				}
+				if key != "" && p.carries(key) {
+					t.Errorf("the provider got a keygate key: %s %s", p.Method, p.Path)
+				}
+			}
+		}
+		if p.Method != "GET" && p.Path != "/" && p.Path != sesListIdentities { // SES's v1 API: a POST to /
+			t.Errorf("the provider got %s %s, which no call other than a send made", p.Method, p.Path)
+		}
+	}
+	for _, d := range sdkDrivers {
+		k := keys[d.name]
+		want := map[string]int{}
+		for _, op := range sdkOps[d.name] {
+			calls := 1
+			if d.name == "resend" && op == "status" {
+				calls = 2 // emails.get and emails.list
+			}
+			want[k.full] += calls
+			for who, key := range map[string]string{"sender": k.sender, "reader": k.reader, "full": k.full} {
+				id := d.name + "/" + op + "/" + who
+				r, ok := results[id]
+				allowed := who == "full" || who == "reader" && (op == "status" || op == "templates")
+				if allowed && who == "reader" {
+					want[key] += calls
+				}
+				switch {
+				case !ok:
+					t.Errorf("%s: no result", id)
+				case allowed && !r.OK:
+					t.Errorf("%s: refused, want the call made: %+v", id, r)
+				case allowed:
+				case r.OK:
+					t.Errorf("%s: the call was made, want insufficient_scope", id)
+				case !strings.Contains(r.Text, "keygate insufficient_scope") || !strings.Contains(r.Text, sdkOpScope[op]):
+					t.Errorf("%s: the SDK's error does not say %q naming %s: %+v", id, "keygate insufficient_scope", sdkOpScope[op], r)
+				case r.Status != 0 && r.Status != 403:
+					t.Errorf("%s: the SDK saw status %d, want 403", id, r.Status)
+				}
+			}
+		}
+		// Each refused call is sent once: resend's status op stops at
+		// emails.get.
+		if got := rig.taps[d.dialect].countKey(k.sender); k.sender != "" && got != len(sdkOps[d.name]) {
+			t.Errorf("%s: %d calls of the key that may only send reached the gateway, want %d (no retry)", d.name, got, len(sdkOps[d.name]))
+		}
+		for _, key := range []string{k.reader, k.full} {
+			if key != "" && opsReached[key] != want[key] {
+				t.Errorf("%s: the provider got %d calls of the key %s, want %d", d.name, opsReached[key], rig.idOf[key], want[key])
+			}
+		}
 	}
 	for _, id := range sortedKeys(results) {
 		if !t.Failed() && !testing.Verbose() {

@@ -52,24 +52,52 @@ import (
 // so the test can count attempts (retries) and compare bodies byte for byte
 // with what the provider received.
 
-// sdkSites are the dialects with official SDKs, each a site of the gateway.
+// sdkSites are the dialects with official SDKs, each a site of the gateway,
+// with the scope lines for its sends and for the other calls applications
+// make with the same key (sdkOps): reading a message's status or events,
+// the suppression list, the sending domains, the stored templates, as the
+// examples' Caddyfiles scope them.
 var sdkSites = []struct {
-	dialect    string
-	sendScopes []string
-	injected   string
+	dialect     string
+	sendScopes  []string
+	otherScopes []string
+	injected    string
 }{
-	{"sendgrid", []string{"POST /v3/mail/send"}, `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
-	{"postmark", []string{"POST /email*"}, `header_up X-Postmark-Server-Token {env.PROVIDER_API_KEY}`},
-	{"mailgun", []string{"POST /v3/*/messages*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
-	{"resend", []string{"POST /emails*"}, `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
+	{"sendgrid", []string{"POST /v3/mail/send"}, []string{"messages.read GET /v3/messages*", "suppressions.read GET /v3/suppression/*",
+		"domains.read GET /v3/whitelabel/domains*", "templates.read GET /v3/templates*"}, `header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
+	{"postmark", []string{"POST /email*"}, []string{"messages.read GET /messages/outbound*", "suppressions.read GET /message-streams/*/suppressions/dump",
+		"domains.read GET /domains*", "templates.read GET /templates*"}, `header_up X-Postmark-Server-Token {env.PROVIDER_API_KEY}`},
+	{"mailgun", []string{"POST /v3/*/messages*"}, []string{"messages.read GET /v3/*/events*", "suppressions.read GET /v3/*/bounces*",
+		"domains.read GET /v4/domains*", "templates.read GET /v3/*/templates*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
+	{"resend", []string{"POST /emails*"}, []string{"messages.read GET /emails*", "domains.read GET /domains*", "templates.read GET /templates*"},
+		`header_up Authorization "Bearer {env.PROVIDER_API_KEY}"`},
 	// SES: a signing relay (aws-sigv4-proxy) would sit where the fake
 	// provider is and sign with the real IAM credentials. The v1 API's
-	// sends match these lines too.
-	{"ses", []string{"POST /v2/email/outbound-*"}, ``},
+	// sends match these lines too, and its other actions as a POST to
+	// their names.
+	{"ses", []string{"POST /v2/email/outbound-*"}, []string{"messages.read GET /v2/email/insights/*", "suppressions.read GET /v2/email/suppression/*",
+		"domains.read GET /v2/email/identities*", "domains.read POST /v2/email/list-identities", "domains.read POST /ListIdentities", "templates.read GET /v2/email/templates*",
+		"templates.read POST /ListTemplates"}, ``},
 	// Mailjet's v3.1 Send API, and its v3 one at both of its paths.
-	{"mailjet", []string{"POST /v3.1/send", "POST /v3/send*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
-	{"brevo", []string{"POST /v3/smtp/email"}, `header_up Api-Key {env.PROVIDER_API_KEY}`},
+	{"mailjet", []string{"POST /v3.1/send", "POST /v3/send*"}, []string{"messages.read GET /v3/REST/message*", "domains.read GET /v3/REST/sender*",
+		"templates.read GET /v3/REST/template*"}, `header_up Authorization "Basic {env.PROVIDER_BASIC}"`},
+	{"brevo", []string{"POST /v3/smtp/email"}, []string{"messages.read GET /v3/smtp/emails*", "suppressions.read GET /v3/smtp/blockedContacts*",
+		"domains.read GET /v3/senders/domains*", "templates.read GET /v3/smtp/templates*"}, `header_up Api-Key {env.PROVIDER_API_KEY}`},
 }
+
+// sdkOps are the calls other than sends each SDK makes in
+// TestE2ESDKsDenials (compat/node/run.mjs's opDrivers), by the scope each
+// needs on sdkSites' lines: an SDK lacks the calls its provider has no API
+// for.
+var sdkOps = map[string][]string{
+	"sendgrid": {"status", "suppressions", "domains", "templates"}, "postmark": {"status", "suppressions", "domains", "templates"},
+	"mailgun": {"status", "suppressions", "domains", "templates"}, "resend": {"status", "domains", "templates"},
+	"ses": {"status", "suppressions", "domains", "templates"}, "ses-v1": {"domains", "templates"},
+	"mailjet": {"status", "domains", "templates"}, "brevo": {"status", "suppressions", "domains", "templates"},
+}
+
+// sdkOpScope is the scope each op of sdkOps needs.
+var sdkOpScope = map[string]string{"status": "messages.read", "suppressions": "suppressions.read", "domains": "domains.read", "templates": "templates.read"}
 
 // injectedCredential is the header and value the fake provider must see
 // for each dialect ("" for SES, which a relay signs).
@@ -226,6 +254,9 @@ type sdkScenario struct {
 	// as Transport::fromDsn does when given none (plain PHP), not the
 	// suite's: the SES transports' client then retries (async-aws).
 	DefaultClient bool `json:"defaultClient,omitempty"`
+	// Op, when set, makes a call other than a send (sdkOps) in place of
+	// the send.
+	Op string `json:"op,omitempty"`
 }
 
 // sdkFile is an attachment as a scenario gives it to the drivers: a file
@@ -764,6 +795,9 @@ func TestE2ESDKsBatchesAndTemplates(t *testing.T) {
 		if !bytes.Equal(p.Body, sent.Body) {
 			t.Errorf("%s: the provider's body differs from the SDK's:\n%s\n%s", id, p.Body, sent.Body)
 		}
+		if id == "extras/resend" && p.Header.Get("Idempotency-Key") != "order-42" {
+			t.Errorf("%s: the provider got Idempotency-Key %q, want the SDK's order-42", id, p.Header.Get("Idempotency-Key"))
+		}
 		d, _ := mailapi.Lookup(dialect)
 		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || m.Recipients != 2 {
 			t.Errorf("%s: the request reads as %d recipients, %v; want 2", id, m.Recipients, err)
@@ -951,6 +985,9 @@ func startSDKRigWith(t *testing.T, c sdkRigConfig) *sdkRig {
 		var extra strings.Builder
 		for _, sc := range s.sendScopes {
 			extra.WriteString("\t\t\tscope mail.send " + sc + "\n")
+		}
+		for _, sc := range s.otherScopes {
+			extra.WriteString("\t\t\tscope " + sc + "\n")
 		}
 		for _, o := range c.keygate {
 			extra.WriteString("\t\t\t" + o + "\n")
@@ -1307,6 +1344,8 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 			return
 		}
 		switch p := r.URL.Path; {
+		case r.Method == http.MethodGet && p != "/", p == sesListIdentities:
+			io.WriteString(w, readAnswer(p))
 		case p == "/v3/mail/send":
 			w.Header().Set("X-Message-Id", "sg-1") // Symfony's transport reads it
 			w.WriteHeader(http.StatusAccepted)
@@ -1342,6 +1381,28 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 	}))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// sesListIdentities is where the AWS SDKs for JavaScript and Go post
+// ListEmailIdentities (since 2025; boto3 1.26 gets /v2/email/identities).
+const sesListIdentities = "/v2/email/list-identities"
+
+// readAnswer is the fake provider's answer to a call other than a send
+// (sdkOps): an empty list or record in the shape the SDK parses.
+func readAnswer(p string) string {
+	switch {
+	case strings.HasSuffix(p, "/events"):
+		return `{"items":[],"paging":{}}`
+	case strings.HasSuffix(p, "/bounces") && strings.HasPrefix(p, "/v3/mg."), p == "/v4/domains":
+		return `{"items":[],"total_count":0}`
+	case strings.HasPrefix(p, "/v3/mg.") && strings.HasSuffix(p, "/templates"):
+		return `{"items":[],"paging":{}}`
+	case strings.HasPrefix(p, "/v3/REST/"):
+		return `{"Count":0,"Data":[],"Total":0}`
+	case p == "/emails", p == "/domains", p == "/templates":
+		return `{"object":"list","data":[],"has_more":false}`
+	}
+	return `{}`
 }
 
 func (f *fakeProvider) requests() []recorded {

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -503,6 +505,48 @@ func TestShadowsAgreesWithCaddysMatcher(t *testing.T) {
 					t.Errorf("%q said to cover %q, but only the second matches %s", patterns[i], patterns[j], p)
 				}
 			}
+		}
+	}
+}
+
+// TestTheExamplesScopeTheSDKsReads checks that each example's scope lines
+// give the calls other than sends that the providers' official SDKs make
+// (the paths TestE2ESDKsDenials sees them make) the scope the line for
+// them names: a read the example means to allow must not fall through to
+// "no scope line matches" (Resend's emails.list() is GET /emails, which
+// "GET /emails/*" did not match).
+func TestTheExamplesScopeTheSDKsReads(t *testing.T) {
+	line := regexp.MustCompile(`(?m)^\s*scope\s+(\S+)(?:\s+([A-Z]+))?\s+(\S+)\s*$`)
+	for _, c := range []struct {
+		example, method, path, scope string
+	}{
+		{"resend", "GET", "/emails", "emails.read"}, // resend emails.list()
+		{"resend", "GET", "/emails/re-1", "emails.read"},
+		{"resend", "GET", "/domains", "domains.read"},
+		{"resend", "PATCH", "/emails/re-1", "mail.send"},       // emails.update({id, scheduledAt})
+		{"resend", "POST", "/emails/re-1/cancel", "mail.send"}, // emails.cancel(id)
+		{"postmark", "GET", "/messages/outbound/pm-1/details", "messages.read"},
+		{"postmark", "GET", "/templates", "templates.read"},
+		{"sendgrid", "GET", "/v3/templates", "templates.read"},
+		{"mailgun", "GET", "/v3/mg.shop.example/events", "events.read"},
+		{"mailjet", "GET", "/v3/REST/message", "messages.read"},
+		{"brevo", "GET", "/v3/smtp/templates", "templates.read"},
+		{"ses", "GET", "/v2/email/account", "account.read"},
+	} {
+		src, err := os.ReadFile(filepath.Join("examples", c.example, "Caddyfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rules []ScopeRule
+		for _, m := range line.FindAllStringSubmatch(string(src), -1) {
+			r := ScopeRule{Scope: m[1], Method: m[2], Path: m[3]}
+			if err := r.provision(); err != nil {
+				t.Fatalf("examples/%s: %v", c.example, err)
+			}
+			rules = append(rules, r)
+		}
+		if got := requiredScope(rules, scopeRequest(c.method, c.path)); got != c.scope {
+			t.Errorf("examples/%s: %s %s needs %q, want %q", c.example, c.method, c.path, got, c.scope)
 		}
 	}
 }

@@ -12,7 +12,10 @@ import FormData from "form-data";
 import { Resend } from "resend";
 import Mailjet from "node-mailjet";
 import { BrevoClient } from "@getbrevo/brevo";
-import { SESv2Client, SendEmailCommand, SendBulkEmailCommand } from "@aws-sdk/client-sesv2";
+import {
+  SESv2Client, SendEmailCommand, SendBulkEmailCommand, GetMessageInsightsCommand, ListSuppressedDestinationsCommand,
+  ListEmailIdentitiesCommand, ListEmailTemplatesCommand,
+} from "@aws-sdk/client-sesv2";
 import * as sesV1 from "@aws-sdk/client-ses";
 import nodemailer from "nodemailer";
 
@@ -365,7 +368,8 @@ const extrasDrivers = {
   async resend(base, key, from, to) {
     const r = new Resend(key, { baseUrl: base });
     const { data, error } = await r.emails.send({ from, to, subject: "compat", text: "hello", headers: unsubscribe,
-      tags: [{ name: "category", value: "order" }], replyTo, scheduledAt: later.toISOString() });
+      tags: [{ name: "category", value: "order" }], replyTo, scheduledAt: later.toISOString() },
+      { idempotencyKey: "order-42" }); // the SDK's Idempotency-Key header, for a retry Resend sends once
     if (error) throw error;
     return data;
   },
@@ -437,6 +441,84 @@ const mimeDrivers = {
   },
 };
 
+// opDrivers make the calls other than sends that applications make with the
+// same key, each with the SDK's own method: read a message's status or
+// events ("status"), the suppression or bounce list ("suppressions"), the
+// sending domains ("domains") and the stored templates ("templates"). An
+// SDK lacks an op its provider has no API for.
+const resendCall = async (promise) => {
+  const { data, error } = await promise;
+  if (error) throw error;
+  return data;
+};
+const postmarkClient = (base, key, Client = postmark.ServerClient) => {
+  const url = new URL(base);
+  return new Client(key, { useHttps: url.protocol === "https:", requestHost: url.host });
+};
+const sendgridGet = (base, key, url) => {
+  const mail = new sgMail.MailService();
+  mail.setApiKey(key);
+  mail.client.setDefaultRequest("baseUrl", base);
+  return mail.client.request({ method: "GET", url });
+};
+const mailjetGet = (base, key, resource) => {
+  Mailjet.Request.protocol = new URL(base).protocol + "//";
+  const mj = new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } });
+  return mj.get(resource, { version: "v3" }).request();
+};
+const opDrivers = {
+  sendgrid: {
+    status: (base, key) => sendgridGet(base, key, "/v3/messages/sg-1"),
+    suppressions: (base, key) => sendgridGet(base, key, "/v3/suppression/bounces"),
+    domains: (base, key) => sendgridGet(base, key, "/v3/whitelabel/domains"),
+    templates: (base, key) => sendgridGet(base, key, "/v3/templates?generations=dynamic"),
+  },
+  postmark: {
+    status: (base, key) => postmarkClient(base, key).getOutboundMessageDetails("pm-1"),
+    suppressions: (base, key) => postmarkClient(base, key).getSuppressions("outbound"),
+    // Domains are the account's: the account token's client.
+    domains: (base, key) => postmarkClient(base, key, postmark.AccountClient).getDomains(),
+    templates: (base, key) => postmarkClient(base, key).getTemplates(),
+  },
+  mailgun: {
+    status: (base, key) => new Mailgun(FormData).client({ username: "api", key, url: base }).events.get(plan.mailgunDomain),
+    suppressions: (base, key) => new Mailgun(FormData).client({ username: "api", key, url: base }).suppressions.list(plan.mailgunDomain, "bounces"),
+    domains: (base, key) => new Mailgun(FormData).client({ username: "api", key, url: base }).domains.list(),
+    templates: (base, key) => new Mailgun(FormData).client({ username: "api", key, url: base }).domains.domainTemplates.list(plan.mailgunDomain),
+  },
+  resend: {
+    // A message's status, and the list of sent messages.
+    status: async (base, key) => {
+      const r = new Resend(key, { baseUrl: base });
+      await resendCall(r.emails.get("re-1"));
+      return resendCall(r.emails.list());
+    },
+    domains: (base, key) => resendCall(new Resend(key, { baseUrl: base }).domains.list()),
+    templates: (base, key) => resendCall(new Resend(key, { baseUrl: base }).templates.list()),
+  },
+  ses: {
+    status: (base, key) => sesClient(base, key).send(new GetMessageInsightsCommand({ MessageId: "ses-1" })),
+    suppressions: (base, key) => sesClient(base, key).send(new ListSuppressedDestinationsCommand({})),
+    domains: (base, key) => sesClient(base, key).send(new ListEmailIdentitiesCommand({})),
+    templates: (base, key) => sesClient(base, key).send(new ListEmailTemplatesCommand({})),
+  },
+  "ses-v1": {
+    domains: (base, key) => sesV1Client(base, key).send(new sesV1.ListIdentitiesCommand({})),
+    templates: (base, key) => sesV1Client(base, key).send(new sesV1.ListTemplatesCommand({})),
+  },
+  mailjet: {
+    status: (base, key) => mailjetGet(base, key, "message"),
+    domains: (base, key) => mailjetGet(base, key, "sender"),
+    templates: (base, key) => mailjetGet(base, key, "template"),
+  },
+  brevo: {
+    status: (base, key) => new BrevoClient({ apiKey: key, baseUrl: base + "/v3" }).transactionalEmails.getTransacEmailsList({ messageId: "<brevo-1@shop.example>" }),
+    suppressions: (base, key) => new BrevoClient({ apiKey: key, baseUrl: base + "/v3" }).transactionalEmails.getTransacBlockedContacts(),
+    domains: (base, key) => new BrevoClient({ apiKey: key, baseUrl: base + "/v3" }).domains.getDomains(),
+    templates: (base, key) => new BrevoClient({ apiKey: key, baseUrl: base + "/v3" }).transactionalEmails.getSmtpTemplates(),
+  },
+};
+
 // mime is a plain text message from one sender to every recipient.
 function mime(from, to) {
   return `From: ${from}\r\nTo: ${to.join(", ")}\r\nSubject: compat\r\nMIME-Version: 1.0\r\n` +
@@ -501,6 +583,10 @@ async function run(sc) {
   const t0 = Date.now();
   try {
     for (let i = 0; i < (sc.sends || 1); i++) {
+      if (sc.op) {
+        await opDrivers[sc.sdk][sc.op](sc.base, sc.key);
+        continue;
+      }
       const set = sc.batch && sc.template ? batchTemplateDrivers : sc.batch ? batchDrivers : sc.template ? templateDrivers : sc.mime ? mimeDrivers
         : sc.attachment ? attachDrivers : sc.bulk ? bulkDrivers : sc.extras ? extrasDrivers : drivers;
       await set[sc.sdk](sc.base, sc.key, sc.from, sc.to, sc);
