@@ -543,6 +543,23 @@ func TestE2ESDKs(t *testing.T) {
 				t.Errorf("%s: %s: %d requests reached the gateway, want %d", d.name, c.what, got, c.want)
 			}
 		}
+		// Each attempt of a refused send is counted once, as a denial,
+		// and the one send taken once with its recipient: a retrying
+		// SDK's attempts are neither lost nor counted twice.
+		for _, c := range []struct {
+			what, key, code string
+			refused         int64
+		}{
+			{"rate", k.rate, "rate_limited", int64(rateAttempts)},
+			{"quota", k.quota, "quota_exceeded", int64(quotaSends - 1)},
+		} {
+			if u, ok := rig.usageOf(t, c.key, 3*time.Second, func(u usageJSON) bool {
+				return u.Allowed == 1 && u.Recipients == 1 && u.Denied[c.code] == c.refused && len(u.Denied) == 1
+			}); !ok {
+				t.Errorf("%s: the %s key's usage is %d allowed, %d recipients, denied %v; want 1, 1 and %s %d",
+					d.name, c.what, u.Allowed, u.Recipients, u.Denied, c.code, c.refused)
+			}
+		}
 	}
 	sdksOf := map[string]int{} // dialect -> how many SDKs speak it
 	for _, d := range sdkDrivers {
