@@ -151,7 +151,7 @@ func TestE2ESDKsDenials(t *testing.T) {
 		want := map[string]int{}
 		for _, op := range sdkOps[d.name] {
 			calls := 1
-			if d.name == "resend" && op == "status" {
+			if (d.name == "resend" || d.name == "resend-go") && op == "status" {
 				calls = 2 // emails.get and emails.list
 			}
 			want[k.full] += calls

@@ -86,7 +86,8 @@ var sdkSites = []struct {
 }
 
 // sdkOps are the calls other than sends each SDK makes in
-// TestE2ESDKsDenials (compat/node/run.mjs's opDrivers), by the scope each
+// TestE2ESDKsDenials (compat/node/run.mjs's opDrivers, compat/gosdk's
+// callOp), by the scope each
 // needs on sdkSites' lines: an SDK lacks the calls its provider has no API
 // for.
 var sdkOps = map[string][]string{
@@ -94,6 +95,9 @@ var sdkOps = map[string][]string{
 	"mailgun": {"status", "suppressions", "domains", "templates"}, "resend": {"status", "domains", "templates"},
 	"ses": {"status", "suppressions", "domains", "templates"}, "ses-v1": {"domains", "templates"},
 	"mailjet": {"status", "domains", "templates"}, "brevo": {"status", "suppressions", "domains", "templates"},
+	"sendgrid-go": {"status", "suppressions", "domains", "templates"}, "postmark-go": {"status", "suppressions", "templates"},
+	"mailgun-go": {"status", "suppressions", "domains", "templates"}, "resend-go": {"status", "domains", "templates"},
+	"aws-sdk-go-v2": {"status", "suppressions", "domains", "templates"},
 }
 
 // sdkOpScope is the scope each op of sdkOps needs.

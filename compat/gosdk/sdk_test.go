@@ -37,6 +37,8 @@ import (
 	"github.com/aws/smithy-go/middleware"
 	brevo "github.com/getbrevo/brevo-go/lib"
 	"github.com/mailgun/mailgun-go/v5"
+	"github.com/mailgun/mailgun-go/v5/events"
+	"github.com/mailgun/mailgun-go/v5/mtypes"
 	"github.com/mailjet/mailjet-apiv3-go/v4"
 	"github.com/mrz1836/postmark"
 	"github.com/resend/resend-go/v3"
@@ -87,6 +89,8 @@ type scenario struct {
 	// tracking settings, a send time ahead and reply-to addresses
 	// (sendExtras).
 	Extras bool `json:"extras"`
+	// Op makes a call other than a send in place of the send (callOp).
+	Op string `json:"op"`
 }
 
 type plan struct {
@@ -154,6 +158,8 @@ func run(p plan, sc scenario) result {
 	for i := 0; i < max(1, sc.Sends); i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		switch {
+		case sc.Op != "":
+			r = callOp(ctx, p, sc)
 		case sc.Batch && sc.Template:
 			r = sendBatchTemplate(ctx, sc)
 		case sc.Batch:
@@ -317,6 +323,80 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		return awsResult(err, md)
 	}
 	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
+}
+
+// callOp makes the call other than a send that sc.Op names, with the SDK's
+// own method: a message's status or events ("status"), the suppression
+// list ("suppressions"), the sending domains ("domains") or the stored
+// templates ("templates").
+func callOp(ctx context.Context, p plan, sc scenario) result {
+	switch sc.SDK + "/" + sc.Op {
+	case "sendgrid-go/status", "sendgrid-go/suppressions", "sendgrid-go/domains", "sendgrid-go/templates":
+		path := map[string]string{"status": "/v3/messages/sg-1", "suppressions": "/v3/suppression/bounces",
+			"domains": "/v3/whitelabel/domains", "templates": "/v3/templates"}[sc.Op]
+		req := sendgrid.GetRequest(sc.Key, path, sc.Base)
+		req.Method = rest.Get
+		return sendgridResult(sendgrid.MakeRequestWithContext(ctx, req))
+	case "postmark-go/status":
+		_, err := postmarkClient(sc).GetOutboundMessage(ctx, "pm-1")
+		return done(err)
+	case "postmark-go/suppressions":
+		_, err := postmarkClient(sc).GetSuppressions(ctx, "outbound", nil)
+		return done(err)
+	case "postmark-go/templates":
+		_, _, err := postmarkClient(sc).GetTemplates(ctx, 10, 0)
+		return done(err)
+	case "mailgun-go/status":
+		var page []events.Event
+		it := mailgunClient(sc).ListEvents(p.MailgunDomain, nil)
+		it.Next(ctx, &page)
+		return done(it.Err())
+	case "mailgun-go/suppressions":
+		var page []mtypes.Bounce
+		it := mailgunClient(sc).ListBounces(p.MailgunDomain, nil)
+		it.Next(ctx, &page)
+		return done(it.Err())
+	case "mailgun-go/domains":
+		var page []mtypes.Domain
+		it := mailgunClient(sc).ListDomains(nil)
+		it.Next(ctx, &page)
+		return done(it.Err())
+	case "mailgun-go/templates":
+		var page []mtypes.Template
+		it := mailgunClient(sc).ListTemplates(p.MailgunDomain, nil)
+		it.Next(ctx, &page)
+		return done(it.Err())
+	case "resend-go/status":
+		c := resendClient(sc)
+		if _, err := c.Emails.GetWithContext(ctx, "re-1"); err != nil {
+			return done(err)
+		}
+		_, err := c.Emails.ListWithContext(ctx)
+		return done(err)
+	case "resend-go/domains":
+		_, err := resendClient(sc).Domains.ListWithContext(ctx)
+		return done(err)
+	case "resend-go/templates":
+		_, err := resendClient(sc).Templates.ListWithContext(ctx, nil)
+		return done(err)
+	case "aws-sdk-go-v2/status":
+		var md middleware.Metadata
+		_, err := sesClient(sc, &md).GetMessageInsights(ctx, &sesv2.GetMessageInsightsInput{MessageId: aws.String("ses-1")})
+		return awsResult(err, md)
+	case "aws-sdk-go-v2/suppressions":
+		var md middleware.Metadata
+		_, err := sesClient(sc, &md).ListSuppressedDestinations(ctx, &sesv2.ListSuppressedDestinationsInput{})
+		return awsResult(err, md)
+	case "aws-sdk-go-v2/domains":
+		var md middleware.Metadata
+		_, err := sesClient(sc, &md).ListEmailIdentities(ctx, &sesv2.ListEmailIdentitiesInput{})
+		return awsResult(err, md)
+	case "aws-sdk-go-v2/templates":
+		var md middleware.Metadata
+		_, err := sesClient(sc, &md).ListEmailTemplates(ctx, &sesv2.ListEmailTemplatesInput{})
+		return awsResult(err, md)
+	}
+	return result{Text: "no op " + sc.Op + " for " + sc.SDK}
 }
 
 // The SDKs' clients as every scenario sets them up: the gateway's base URL
