@@ -1,6 +1,7 @@
 package keygate_test
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,6 +26,14 @@ func providerRetrier(sc sdkScenario) bool {
 // one send the provider took, once: the 500 gave its recipient back, so an
 // SDK that does not retry can send again, and one that did has used its
 // quota up.
+//
+// A Mailjet v3.1 batch of two messages that Mailjet answers with its
+// partial failure (400: the first message sent, the second refused),
+// through every SDK that sends such batches, with a key whose quota is two
+// recipients a day: the batch's recipients stay counted (its first message
+// went), so the key's next send is quota_exceeded. Before session 33 the
+// 400 gave both back, and a key could send without end in batches each
+// holding one message Mailjet refuses.
 //
 // Symfony's SES transports, given no HTTP client (Transport::fromDsn($dsn),
 // as plain PHP calls it), send with async-aws's, which retries a 429 three
@@ -62,10 +71,27 @@ func TestE2ESDKsRetries(t *testing.T) {
 			}
 		}
 	}
+	// The Mailjet v3.1 batches, by SDK.
+	partlyKeys := map[string]*string{}
+	for sdk, p := range sdkKinds[0].sdks {
+		if p == "/v3.1/send" {
+			partlyKeys[sdk] = new(string)
+			rig.issueKey(partlyKeys[sdk], "--name", sdk+"-partly", "--quota", "2/d")
+		}
+	}
 	rig.issuing.Wait()
+	for sdk, k := range partlyKeys {
+		sc := sdkScenario{ID: sdk + "/partly", SDK: sdk, Base: rig.base(sdk), Key: *k, From: sdkAllowedFrom,
+			To: []string{"a@rcpt.example", "b@rcpt.example"}, Batch: true}
+		after := sc
+		after.ID, after.To, after.Batch = sdk+"/partly-after", []string{"c@rcpt.example"}, false
+		plans = append(plans, sc, after)
+	}
 	for i := range plans {
 		prefix, name, _ := strings.Cut(plans[i].ID, "/")
 		switch name {
+		case "partly", "partly-after":
+			continue
 		case "flaky", "after":
 			plans[i].Key = keys[prefix].flaky
 		case "rate":
@@ -90,6 +116,15 @@ func TestE2ESDKsRetries(t *testing.T) {
 		}
 		return false
 	}
+	rig.provider.partly = func(r *http.Request) bool {
+		sent, ok := rig.taps[r.Header.Get("X-Compat-Dialect")].byID(r.Header.Get("X-Compat-Tap-Id"))
+		for _, k := range partlyKeys {
+			if ok && sent.carries(*k) && bytes.Contains(sent.Body, []byte("b@rcpt.example")) {
+				return true
+			}
+		}
+		return false
+	}
 	rig.provider.mu.Unlock()
 
 	byLang, flakyOf, dialectOf := map[string][]sdkScenario{}, map[string]sdkScenario{}, map[string]string{}
@@ -106,6 +141,17 @@ func TestE2ESDKsRetries(t *testing.T) {
 	}
 	results := rig.run(byLang)
 
+	for sdk, k := range partlyKeys {
+		if r := results[sdk+"/partly"]; r.OK && !isAnymail(sdk) {
+			t.Errorf("%s/partly: the SDK reports Mailjet's partial failure as a send: %+v", sdk, r)
+		}
+		sdkRefused(t, sdk+"/partly-after", results[sdk+"/partly-after"], "quota_exceeded", sdkQuotaStatus["mailjet"], "")
+		if u, ok := rig.usageOf(t, *k, 3*time.Second, func(u usageJSON) bool {
+			return u.Recipients == 2 && u.Denied["quota_exceeded"] == 1
+		}); !ok {
+			t.Errorf("%s: the key counted %d recipients, denied %v; want 2 (the partly sent batch's) and quota_exceeded 1", sdk, u.Recipients, u.Denied)
+		}
+	}
 	for prefix, k := range keys {
 		flaky, after := results[prefix+"/flaky"], results[prefix+"/after"]
 		sc := flakyOf[prefix]

@@ -1343,7 +1343,18 @@ type fakeProvider struct {
 	// fails, when set, picks the requests answered with a 500, as a
 	// provider's hiccup (after it has recorded them).
 	fails func(r *http.Request) bool
+	// partly, when set, picks the Mailjet v3.1 batches of two messages
+	// answered as Mailjet answers one whose first message it sent and
+	// whose second it refused: 400, a status for each message.
+	partly func(r *http.Request) bool
 }
+
+// mailjetPartialFailure is Mailjet's answer to a v3.1 send of two messages
+// whose second it refused: it sent the first ("In case of errors on one or
+// several of the messages, the API will not stop the processing of other
+// successful messages"), and the whole answer is a 400.
+const mailjetPartialFailure = `{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"a@rcpt.example","MessageUUID":"u-1","MessageID":1,"MessageHref":"h"}],"Cc":[],"Bcc":[]},` +
+	`{"Errors":[{"ErrorIdentifier":"e-1","ErrorCode":"mj-0013","StatusCode":400,"ErrorMessage":"the recipient is blocked","ErrorRelatedTo":["Messages[1].To[0].Email"]}],"Status":"error"}]}`
 
 func newFakeProvider(t *testing.T) *fakeProvider {
 	f := &fakeProvider{}
@@ -1351,9 +1362,14 @@ func newFakeProvider(t *testing.T) *fakeProvider {
 		body, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
 		f.reqs = append(f.reqs, recorded{r.Method, r.URL.Path, r.Header.Clone(), body})
-		fails := f.fails
+		fails, partly := f.fails, f.partly
 		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if partly != nil && partly(r) {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, mailjetPartialFailure)
+			return
+		}
 		if fails != nil && fails(r) {
 			answer := `{"message":"provider hiccup"}`
 			if r.URL.Path == "/" { // SES's v1 API answers in XML

@@ -24,9 +24,12 @@ import (
 // placeholders for the rest of the request, including Caddy's access log
 // (which reads them after ServeHTTP returns), so it is never reused.
 type request struct {
-	rec        *store.Record
-	code       Code
-	hasRecips  bool
+	rec       *store.Record
+	code      Code
+	hasRecips bool
+	// partlySent: the provider may have sent part of this send though it
+	// answers 400 (mailapi.Message.PartlySent).
+	partlySent bool
 	scope      string
 	recipients int
 	// keyInLog is where the request holds a key that Caddy's access log

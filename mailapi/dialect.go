@@ -69,6 +69,12 @@ type Message struct {
 	// takes it, carries none of its rate headers (SendGrid's mail/send,
 	// which is not limited as its other endpoints are); its refusals do.
 	Unrated bool
+	// PartlySent reports that the provider may send some of the request's
+	// messages and answer the whole request with a 400 for the others
+	// (Mailjet's v3.1 send of more than one message, which "will not stop
+	// the processing of other successful messages"): a 400 to it does not
+	// show that nothing went.
+	PartlySent bool
 }
 
 // Dialect is one email provider's send API: where its send endpoints are and
@@ -189,6 +195,9 @@ type endpoint struct {
 	// no rate headers (SendGrid's mail/send, which is not limited as its
 	// other endpoints are, its other sends included); its 429s do.
 	unrated bool
+	// partial: the provider processes each message of a batch sent here
+	// on its own, and answers 400 when it refused any (Message.PartlySent).
+	partial bool
 }
 
 // dialects is the one table of every provider keygate understands, in the
@@ -271,7 +280,7 @@ var dialects = []*Dialect{
 		{path: "/", form: true, shape: sesV1Send, query: true, actions: sesV1Sends},
 	}},
 	{Name: "mailjet", basic: true, errors: mailjetErrors, endpoints: []endpoint{
-		{path: "/v3.1/send", shape: mailjetSend},
+		{path: "/v3.1/send", shape: mailjetSend, partial: true},
 		// Mailjet's older v3 Send API, also at its first path, which
 		// mailjet-apiv3-go's SendMail posts to.
 		{path: "/v3/send", shape: mailjetV3},
@@ -445,6 +454,7 @@ func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error
 		in.m.SendingDomains = in.sendingDomain(strings.ToLower(domain))
 	}
 	in.m.Unrated = e.unrated
+	in.m.PartlySent = e.partial && in.messages > 1
 	return in.m, nil
 }
 

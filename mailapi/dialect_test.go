@@ -2,6 +2,7 @@ package mailapi
 
 import (
 	"cmp"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -424,5 +425,30 @@ func TestInspectReadsExtendedPathsAsTheirEndpoint(t *testing.T) {
 	m, err := sg.Inspect("/v3/mail/send.json", jsonType, []byte(`{"from":{"email":"ceo@evil.example"},"personalizations":[{"to":[{"email":"a@x.org"}]}]}`))
 	if err != nil || !slices.Equal(m.Senders, []string{"ceo@evil.example"}) || m.Recipients != 1 {
 		t.Errorf("sendgrid send.json: %+v, %v", m, err)
+	}
+}
+
+// TestABatchMailjetMaySendInPartIsSaidToBe checks PartlySent: Mailjet's
+// v3.1 send processes each message of a batch on its own and answers 400
+// when it refused any, so such an answer does not show that nothing went.
+// A single message, and every other dialect's send, is refused whole.
+func TestABatchMailjetMaySendInPartIsSaidToBe(t *testing.T) {
+	msg := `{"From":{"Email":"a@shop.example"},"To":[{"Email":"%s@rcpt.example"}],"TextPart":"hi"}`
+	one := fmt.Sprintf(msg, "a")
+	for _, c := range []struct {
+		dialect, path, body string
+		want                bool
+	}{
+		{"mailjet", "/v3.1/send", `{"Messages":[` + one + `,` + fmt.Sprintf(msg, "b") + `]}`, true},
+		{"mailjet", "/v3.1/send", `{"Messages":[` + one + `]}`, false},
+		{"mailjet", "/v3.1/send", `{"Globals":{"Bcc":[{"Email":"c@rcpt.example"}]},"Messages":[` + one + `]}`, false},
+		{"mailjet", "/v3/send", `{"Messages":[{"FromEmail":"a@shop.example","To":"a@rcpt.example"},{"FromEmail":"a@shop.example","To":"b@rcpt.example"}]}`, false},
+		{"postmark", "/email/batch", `[{"From":"a@shop.example","To":"a@rcpt.example"},{"From":"a@shop.example","To":"b@rcpt.example"}]`, false},
+	} {
+		d, _ := Lookup(c.dialect)
+		m, err := d.Inspect(c.path, "application/json", []byte(c.body))
+		if err != nil || m.PartlySent != c.want {
+			t.Errorf("%s %s %s: PartlySent %v, %v; want %v", c.dialect, c.path, c.body, m.PartlySent, err, c.want)
+		}
 	}
 }
