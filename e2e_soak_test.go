@@ -160,7 +160,7 @@ func (g *gateway) loadCaddyfile(tmpl, up string) {
 
 // Config pushes happen many times a day and a gateway runs for months:
 // a reload leaves no goroutine, file, thread or store connection behind.
-// 100 config changes (a route's rate, and with Redis its options), each
+// 40 config changes (a route's rate, and with Redis its options), each
 // followed by a few requests, end within a small bound of what the gateway
 // held after the first.
 func TestManyReloadsLeaveNothingBehind(t *testing.T) {
@@ -235,7 +235,7 @@ func TestManyReloadsLeaveNothingBehind(t *testing.T) {
 					t.Fatalf("console: %d", r.Status)
 				}
 			}
-			const reloads = 100
+			const reloads = 40
 			var first processResources
 			settle := func() processResources {
 				// Goroutines of the old config end once its cleanup has run
@@ -261,7 +261,7 @@ func TestManyReloadsLeaveNothingBehind(t *testing.T) {
 					g.loadCaddyfile(config(i), up.URL) // POST /load, as a config push does
 				}
 				traffic(i)
-				if i == 1 || i%50 == 0 {
+				if i == 1 || i%20 == 0 {
 					r := settle()
 					t.Logf("after %d reloads: %s", i, r)
 					if i == 1 {
