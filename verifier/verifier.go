@@ -743,7 +743,7 @@ func (v *Verifier) sync(ctx context.Context) error {
 			v.gen, v.synced = gen, false
 		}
 	}
-	last, err := v.st.LastChange(ctx)
+	last, err := hedged(ctx, v.opts.PollInterval, v.st.LastChange)
 	if err != nil {
 		return fmt.Errorf("keygate: verifier: reading the key change log position: %w", err)
 	}
@@ -754,11 +754,13 @@ func (v *Verifier) sync(ctx context.Context) error {
 		v.invalidateAll()
 		v.forgetKnown()
 	case last > v.cursor:
-		changes, err := v.st.Changes(ctx, v.cursor)
+		after := v.cursor
+		changes, err := hedged(ctx, v.opts.PollInterval, func(ctx context.Context) ([]store.Change, error) {
+			return v.st.Changes(ctx, after)
+		})
 		if err != nil {
 			v.invalidateAll()
 			v.forgetKnown()
-			after := v.cursor
 			v.cursor = last
 			return fmt.Errorf("keygate: verifier: reading key changes after %d (cache cleared): %w", after, err)
 		}

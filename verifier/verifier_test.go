@@ -1098,3 +1098,69 @@ func TestAStoreThatDoesNotAnswerCostsOneLookupAtATimeItsTimeout(t *testing.T) {
 		t.Errorf("the store back, an unknown key: %v, want ErrUnknown", err)
 	}
 }
+
+// TestAChangeIsReadSoonAfterTheStoreAnswersAgain: polls that began while
+// the store heard nothing (calls on connections a network partition left
+// dead) wait out the store timeout, but the change log is read within about
+// a poll of the store's answering again, not when they give up: a node cut
+// off while a key was revoked elsewhere served it 1.8 s after the partition
+// ended, with the store's 2 s timeout.
+func TestAChangeIsReadSoonAfterTheStoreAnswersAgain(t *testing.T) {
+	st := newFakeStore()
+	rec := newRecord(t)
+	st.put(rec)
+	const poll = 50 * time.Millisecond
+	v := newTestVerifier(t, st, Options{PollInterval: poll, StoreTimeout: 2 * time.Second}, nil)
+	ctx := context.Background()
+	if _, err := v.Lookup(ctx, rec.Digest, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	v.cache.Wait()
+	st.blockPoll.Store(true) // the calls made from now on never hear back
+	time.Sleep(5 * poll)
+	st.revoke(rec.Digest)
+	st.blockPoll.Store(false) // calls made from now on are answered
+	back := time.Now()
+	for {
+		got, err := v.Lookup(ctx, rec.Digest, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Revoked() {
+			t.Logf("revocation enforced %v after the store answered again", time.Since(back))
+			if took := time.Since(back); took > 10*poll {
+				t.Errorf("revocation enforced %v after the store answered again, want within about a poll (%v)", took, poll)
+			}
+			return
+		}
+		if time.Since(back) > 5*time.Second {
+			t.Fatal("revocation not enforced within 5 s of the store answering again")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAHedgedReadAnswersWhenEveryCallFails: the calls of a read whose
+// context ends all fail, and the read says so rather than waiting for an
+// answer no call will give (its first version dropped the answers of calls
+// that ended with the context, and the poll stopped for good).
+func TestAHedgedReadAnswersWhenEveryCallFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := hedged(ctx, 10*time.Millisecond, func(ctx context.Context) (int, error) {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("hedged: %v, want the context's deadline", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("hedged did not return after its context ended")
+	}
+}
