@@ -299,12 +299,12 @@ func TestKeptCountsFollowAPoolChange(t *testing.T) {
 	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
 	b, _ := startTestBackend(t, before, st, unflushed)
 	rec, _ := issue(t, st, "mail.send")
+	hour := time.Now().UTC().Truncate(time.Hour) // before the 7, which an hour turning then puts in the next
 	record(b, rec.ID, 7)
 	st.writes.Store(true)
 	releaseBackend(before, zap.NewNop())
 	id := sha256.Sum256([]byte(store.RedactURI(after)))
 	older := usage.Spill{Dir: unflushed, Name: "usage-" + hex.EncodeToString(id[:8]), Store: store.RedactURI(after)}
-	hour := time.Now().UTC().Truncate(time.Hour)
 	if err := older.AddUsage(context.Background(), []store.UsageDelta{
 		{KeyID: rec.ID, Hour: hour, Counts: map[string]int64{usage.MetricAllowed: 5}}}); err != nil {
 		t.Fatal(err)

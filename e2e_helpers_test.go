@@ -118,6 +118,21 @@ type gateway struct {
 	logPath   string
 	env       []string
 	done      chan struct{}
+	quotaRoom sync.Once
+}
+
+// quotaRoom is how much of a UTC day an end-to-end test that gives a key a
+// recipient quota is sure of: its sends and what it asserts of them land in
+// one quota period (a day, or a month, which ends where a day does), not
+// on both sides of midnight UTC, where a quota used up is fresh again.
+const quotaRoom = 5 * time.Minute
+
+// roomForQuota waits, the first time a test's gateway is given a quota
+// (its config or a key's) within quotaRoom of midnight UTC, for the next
+// day (testservers.RoomInPeriod).
+func (g *gateway) roomForQuota() {
+	g.t.Helper()
+	g.quotaRoom.Do(func() { testservers.RoomInPeriod(g.t, time.Now, testservers.Day, quotaRoom) })
 }
 
 // site wraps the body of a site in what every end-to-end Caddyfile shares:
@@ -141,6 +156,9 @@ func startGateway(t *testing.T, gc gatewayConfig) *gateway {
 	needBinary(t)
 	dir := t.TempDir()
 	g := &gateway{t: t, dir: dir, store: gc.store, env: gc.env}
+	if strings.Contains(gc.caddyfile, "quota") {
+		g.roomForQuota()
+	}
 	if g.store == "" {
 		g.store = "sqlite:" + filepath.Join(dir, "keys.db")
 	}
@@ -309,6 +327,11 @@ func (g *gateway) keysRaw(args ...string) (string, string, error) {
 
 // keysStdin is keysRaw with stdin (nil: the null device).
 func (g *gateway) keysStdin(stdin io.Reader, args ...string) (string, string, error) {
+	for _, a := range args {
+		if a == "--quota" || strings.HasPrefix(a, "--quota=") {
+			g.roomForQuota()
+		}
+	}
 	cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", g.store)...)
 	cmd.Env = g.environ()
 	cmd.Stdin = stdin
@@ -407,6 +430,9 @@ func (g *gateway) admin(method, path string, body any, hdr ...string) *response 
 	default:
 		j, _ := json.Marshal(body)
 		rd = bytes.NewReader(j)
+		if bytes.Contains(j, []byte(`"quota"`)) {
+			g.roomForQuota()
+		}
 	}
 	req, _ := http.NewRequest(method, "http://"+g.adminAddr+path, rd)
 	req.Header.Set("Content-Type", "application/json")

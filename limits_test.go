@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/keygate/caddy-keygate/internal/testservers"
 	"github.com/keygate/caddy-keygate/keys"
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/ratelimit"
@@ -127,6 +128,8 @@ func TestAKeysBurstAppliesToTheRoutesRate(t *testing.T) {
 func TestAQuotaCountsWhatTheGatewayHasNotWrittenYet(t *testing.T) {
 	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
 	usageFlushInterval = time.Hour // nothing is written during the test
+	// Its sends all in one day's quota, not on both sides of midnight.
+	testservers.RoomInPeriod(t, now, testservers.Day, 10*time.Second)
 	h, st := testHandler(t, &Handler{
 		MailAPI: "sendgrid",
 		Scopes:  []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
@@ -162,6 +165,8 @@ func TestAQuotaCountsWhatTheGatewayHasNotWrittenYet(t *testing.T) {
 // outage does not use the quota up. One whose answer was lost after it may
 // have gone is counted.
 func TestASendThatDidNotGoKeepsItsRecipients(t *testing.T) {
+	// Its sends all in one day's quota, not on both sides of midnight.
+	testservers.RoomInPeriod(t, now, testservers.Day, 10*time.Second)
 	h, st := testHandler(t, &Handler{
 		MailAPI: "sendgrid", Quota: "12/d",
 		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},

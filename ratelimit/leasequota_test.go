@@ -41,7 +41,7 @@ func TestLeasedQuotasTwoNodesNeverOverspend(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	nodes := []*LeasedQuotas{newLeasedQuotas(t, srv.Addr, 10*time.Millisecond), newLeasedQuotas(t, srv.Addr, 10*time.Millisecond)}
 	const limit = 20_000
-	start, end := dayBounds(time.Now())
+	start, end := today(t)
 	p := &persisted{count: 500}
 	var admitted, sends, refusedEarly atomic.Int64
 	var wg sync.WaitGroup
@@ -94,7 +94,7 @@ func TestLeasedQuotasTwoNodesNeverOverspend(t *testing.T) {
 func TestLeasedQuotasDecideLocallyAndGiveBack(t *testing.T) {
 	srv := testservers.StartRedis(t)
 	q := newLeasedQuotas(t, srv.Addr, 10*time.Millisecond)
-	start, end := dayBounds(time.Now())
+	start, end := today(t)
 	p := &persisted{}
 	for i := range 2000 {
 		r, err := q.Reserve(context.Background(), "key_a", 1_000_000, 10, start, end, p.load, time.Now())
@@ -118,7 +118,7 @@ func TestLeasedQuotasCloseGivesBlocksBack(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer client.Close()
 	q := NewLeasedQuotas(client, NewLocalQuotas(), RedisOptions{Timeout: slowMachine}, time.Hour)
-	start, end := dayBounds(time.Now())
+	start, end := today(t)
 	p := &persisted{count: 5}
 	if r, err := q.Reserve(context.Background(), "key_a", 6400, 10, start, end, p.load, time.Now()); err != nil || !r.Allowed {
 		t.Fatalf("%+v, %v", r, err)
@@ -140,7 +140,7 @@ func TestLeasedQuotasGiveBackNeverGoesBelowZero(t *testing.T) {
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer client.Close()
 	q := NewLeasedQuotas(client, NewLocalQuotas(), RedisOptions{Timeout: slowMachine}, time.Hour)
-	start, end := dayBounds(time.Now())
+	start, end := today(t)
 	if r, err := q.Reserve(context.Background(), "key_a", 6400, 10, start, end, (&persisted{}).load, time.Now()); err != nil || !r.Allowed {
 		t.Fatalf("%+v, %v", r, err)
 	}

@@ -252,6 +252,13 @@ func monthBounds(t time.Time) (time.Time, time.Time) {
 	return store.Month.Start(t), store.Month.End(t)
 }
 
+// today is the UTC day a test that counts in Redis with the real clock
+// (whose counters expire with their period) runs in, from start to end.
+func today(t *testing.T) (time.Time, time.Time) {
+	testservers.RoomInPeriod(t, time.Now, testservers.Day, 10*time.Second)
+	return dayBounds(time.Now())
+}
+
 // Two Redis outages in one quota period never let a node send past the
 // quota: what the fallback counted in the first goes to Redis when it
 // answers again, and the second starts from the store's count rather than
