@@ -405,12 +405,13 @@ func (q *LeasedQuotas) RoundTrips() uint64 { return q.trips.Load() }
 // (extra, capped at an eighth of what would be left) on the counter KEYS[1]
 // of limit ARGV[1], unless need would pass the limit. A missing counter is
 // created as reserveScript creates it (from the persisted count ARGV[5],
-// expiring at ARGV[4], and KEYS[2] saying it was loaded at ARGV[6]), or
+// expiring a minute after the period end ARGV[4], and KEYS[2] saying it was
+// loaded at ARGV[6]), or
 // answered "missing" when ARGV[5] is "".
 //
 // Answers {status, granted, used}: status 1 reserved, 0 over the limit
 // (nothing counted), -1 missing.
-var leaseQuotaScript = redis.NewScript(`
+var leaseQuotaScript = redis.NewScript(counterExpiry + `
 local used = redis.call("GET", KEYS[1])
 if used then
   used = tonumber(used)
@@ -418,10 +419,11 @@ elseif ARGV[5] == "" then
   return {-1, 0, 0}
 else
   used = tonumber(ARGV[5])
+  local at = expiry(ARGV[4])
   redis.call("SET", KEYS[1], used)
-  redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+  redis.call("PEXPIREAT", KEYS[1], at)
   redis.call("SET", KEYS[2], ARGV[6])
-  redis.call("PEXPIREAT", KEYS[2], ARGV[4])
+  redis.call("PEXPIREAT", KEYS[2], at)
 end
 local limit, need, extra = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if need > limit - used then

@@ -824,3 +824,40 @@ func inQuotaModes(t *testing.T, test func(t *testing.T, mode, addr string, admin
 		t.Run(mode, func(t *testing.T) { test(t, mode, srv.Addr, admin) })
 	}
 }
+
+// A send a node counts in a day that has already ended on Redis's clock
+// (the node's clock a second behind Redis's, or a send made in the day's
+// last moment reaching Redis after midnight) is counted in that day's
+// counter, from the store's count, and the counter still expires. (Before,
+// Redis made the counter already expired: it dropped the store's count at
+// once and counted the send in a counter of its own with no expiry, which
+// it kept for ever and the day's next sends went on from.)
+func TestACounterForADayEndedOnRedissClockCountsAndExpires(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	admin := newClient(t, srv.Addr)
+	end := time.Now().Add(-1500 * time.Millisecond) // the day ended 1.5 s ago, for Redis
+	start := end.Add(-24 * time.Hour)
+	nodeNow := end.Add(-time.Second) // a node whose clock is 2.5 s behind
+	for _, c := range []struct {
+		name string
+		q    Quotas
+	}{
+		{"exact", NewRedisQuotas(newClient(t, srv.Addr), NewLocalQuotas(), RedisOptions{Timeout: slowMachine})},
+		{"leased", newLeasedQuotas(t, srv.Addr, time.Hour)},
+	} {
+		key := "key_late_" + c.name
+		p := &persisted{count: 5}
+		for i, want := range []int64{7, 10} {
+			r, err := c.q.Reserve(context.Background(), key, 100, []int64{2, 3}[i], start, end, p.load, nodeNow)
+			if err != nil || !r.Allowed || r.Used != want {
+				t.Errorf("%s: send %d: %+v, %v; want allowed and %d of the day used (the store's 5 and the sends)", c.name, i+1, r, err, want)
+			}
+		}
+		rkey := quotaRedisKey(RedisOptions{}.withDefaults(), key, start)
+		for _, k := range []string{rkey, loadedKey(RedisOptions{}.withDefaults(), rkey)} {
+			if ttl, err := admin.PTTL(context.Background(), k).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+				t.Errorf("%s: %s expires in %v (%v); want within a minute (-1ns is never, -2ns gone)", c.name, k, ttl, err)
+			}
+		}
+	}
+}

@@ -15,14 +15,14 @@ import (
 
 // reserveScript adds ARGV[2] to the counter KEYS[1] unless that would pass
 // the limit ARGV[1], in one atomic round trip. A missing counter is created
-// from the persisted count ARGV[4], expiring at ARGV[3] (unix ms, the period
-// end); when the caller has not loaded that count yet (ARGV[4] == "") the
-// script answers "missing" so that the store is only read when needed.
-// Creating it also writes KEYS[2] (loadedKey), when it was loaded: ARGV[5],
-// unix ms.
+// from the persisted count ARGV[4], expiring a minute after ARGV[3] (unix
+// ms, the period end: counterExpiry); when the caller has not loaded that
+// count yet (ARGV[4] == "") the script answers "missing" so that the store
+// is only read when needed. Creating it also writes KEYS[2] (loadedKey),
+// when it was loaded: ARGV[5], unix ms.
 //
 // Answers {status, used}: status 1 reserved, 0 over the limit, -1 missing.
-var reserveScript = redis.NewScript(`
+var reserveScript = redis.NewScript(counterExpiry + `
 local used = redis.call("GET", KEYS[1])
 if used then
   used = tonumber(used)
@@ -30,10 +30,11 @@ elseif ARGV[4] == "" then
   return {-1, 0}
 else
   used = tonumber(ARGV[4])
+  local at = expiry(ARGV[3])
   redis.call("SET", KEYS[1], used)
-  redis.call("PEXPIREAT", KEYS[1], ARGV[3])
+  redis.call("PEXPIREAT", KEYS[1], at)
   redis.call("SET", KEYS[2], ARGV[5])
-  redis.call("PEXPIREAT", KEYS[2], ARGV[3])
+  redis.call("PEXPIREAT", KEYS[2], at)
 end
 local limit, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 if n > limit - used then
@@ -44,6 +45,26 @@ if n > 0 then
 end
 return {1, used}
 `)
+
+// counterExpiry defines expiry(periodEnd), when a quota counter made now
+// expires: a minute after its period ends on Redis's clock, or a minute
+// from now if that has passed already. A node counts in the period its own
+// clock is in, and one a second behind Redis's (or a send made in a day's
+// last moment, reaching Redis after midnight) makes or finds the counter of
+// a period Redis's clock has ended: expiring at the end, it was made
+// expired, Redis dropped it with the store's count at once, and the send's
+// INCRBY counted in a new counter that had no expiry at all, kept for ever,
+// which the period's next sends went on from (docs/cluster.md, Clocks).
+// It reads Redis's TIME, so the script replicates its effects, as
+// leaseScript does (a Redis before 5 refused writes after TIME otherwise).
+const counterExpiry = `
+redis.replicate_commands()
+local function expiry(periodEnd)
+  local t = redis.call("TIME")
+  local at = math.max(tonumber(periodEnd), t[1] * 1000 + math.floor(t[2] / 1000)) + 60000
+  return string.format("%d", at)
+end
+`
 
 // RedisQuotas counts quotas across every node sharing one Redis. If Redis
 // errors or times out, the local fallback counts instead, initialised from
