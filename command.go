@@ -384,7 +384,7 @@ func specFlags(fs *pflag.FlagSet, update bool) {
 	fs.String("rate", "", "Request rate N/s, N/m, N/h or N/d (overrides the route's default)"+
 		onUpdate("; none gives back the route's rate, and drops the key's burst unless --burst is given"))
 	fs.Int("burst", 0, "Bucket size for --rate (default: the rate's count)")
-	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time, or never"+
+	fs.String("expires", "", "Expiry: a duration from now (90d, 12h), an RFC 3339 time (2027-01-31T09:00:00+01:00), a date (2027-01-31: the start of that day, UTC), or never"+
 		onIssue("; left out, the key never expires")+onUpdate(" (removes the expiry)"))
 	fs.StringArray("allow-ip", nil, "Client CIDR the key may be used from (repeatable; IPv4 or IPv6)"+
 		onIssue("; leave it out for any client address")+replaces("address", "allow-ip"))

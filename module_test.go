@@ -613,3 +613,56 @@ func TestARevokedKeyRetriedDoesNotLockOutItsReplacement(t *testing.T) {
 		t.Errorf("a new key after %d made-up keys from its address: %d, want 429 auth_rate_limited", 60, w.Code)
 	}
 }
+
+// A key stops at its expiry to the millisecond: accepted a millisecond
+// before it, expired_key at it. A rotated key's grace ends the same way,
+// and a request it began within the grace goes on to its answer while the
+// grace ends: a request is decided when it arrives (the next one is
+// refused).
+func TestAKeyStopsAtItsExpiryToTheMillisecond(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	h, st := testHandler(t, &Handler{Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	svc := keys.New(st, keys.Options{})
+	rec, key := issue(t, st, "mail.send")
+	res, err := svc.Rotate(context.Background(), rec.ID, time.Hour, "", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.backend.verifier.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old, err := svc.Show(context.Background(), rec.ID)
+	if err != nil || old.ExpiresAt == nil {
+		t.Fatalf("the rotated key: %+v, %v; want its grace's end as its expiry", old, err)
+	}
+	end := *old.ExpiresAt
+	at := func(d time.Duration) { now = func() time.Time { return end.Add(d) } }
+	inFlight := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		at(time.Second) // the grace ends while the provider answers
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	})
+	at(-time.Millisecond)
+	r := httptest.NewRequest("POST", "/send", nil)
+	r.Header.Set("Authorization", "Bearer "+key)
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())), inFlight); err != nil || w.Code != http.StatusAccepted {
+		t.Errorf("a millisecond before the grace ends, answered after it: %d %s (%v), want 202", w.Code, w.Body, err)
+	}
+	for _, c := range []struct {
+		d    time.Duration
+		key  string
+		want int
+	}{
+		{-time.Millisecond, key, http.StatusAccepted},
+		{0, key, http.StatusUnauthorized},
+		{time.Millisecond, key, http.StatusUnauthorized},
+		{0, res.Key, http.StatusAccepted},
+	} {
+		at(c.d)
+		w := serve(h, "POST", "/send", c.key)
+		if w.Code != c.want || c.want == http.StatusUnauthorized && !strings.Contains(w.Body.String(), `"expired_key"`) {
+			t.Errorf("%v from the grace's end, the %s key: %d %s, want %d", c.d, map[bool]string{true: "old", false: "new"}[c.key == key], w.Code, w.Body, c.want)
+		}
+	}
+}

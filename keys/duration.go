@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keygate/caddy-keygate/store"
@@ -66,9 +67,12 @@ func ParseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// parseExpiry reads an expiry: a duration from t ("90d", "12h") or an RFC
-// 3339 time in the future. "" and "never" mean no expiry. "0" is refused:
-// read as "none" it widened a key its writer meant to end now.
+// parseExpiry reads an expiry: a duration from t ("90d", "12h"), an RFC
+// 3339 time in the future (its T and Z in either case, as RFC 3339 allows),
+// or a date alone, which is the start of that day in UTC, as the console's
+// date field and the quotas' days read it. "" and "never" mean no expiry.
+// "0" is refused: read as "none" it widened a key its writer meant to end
+// now.
 func parseExpiry(s string, t time.Time) (*time.Time, error) {
 	switch s {
 	case "", "never":
@@ -76,15 +80,22 @@ func parseExpiry(s string, t time.Time) (*time.Time, error) {
 	case "0":
 		return nil, invalid("expires", s, `say "never" for no expiry; to stop a key now, revoke or disable it`)
 	}
-	if at, err := time.Parse(time.RFC3339, s); err == nil {
+	if at, err := time.Parse(time.RFC3339, strings.ToUpper(s)); err == nil {
 		if !at.After(t) {
 			return nil, invalid("expires", s, "not in the future (to stop a key now, revoke or disable it)")
 		}
 		return inStore(s, at.UTC())
 	}
+	if day, err := time.Parse(time.DateOnly, s); err == nil {
+		if !day.After(t) {
+			return nil, invalid("expires", s, "not in the future: a date alone is the start of that day, UTC (to stop a key now, revoke or disable it)")
+		}
+		return inStore(s, day)
+	}
 	d, err := ParseDuration(s)
 	if err != nil || d <= 0 {
-		return nil, invalid("expires", s, "want a duration such as 90d or 12h, or an RFC 3339 time such as 2027-01-31T00:00:00Z")
+		return nil, invalid("expires", s, "want a duration such as 90d or 12h, a date such as 2027-01-31 (the start of that day, UTC), "+
+			"or an RFC 3339 time such as 2027-01-31T00:00:00Z or 2027-01-31T09:00:00+01:00")
 	}
 	return inStore(s, t.Add(d).UTC())
 }

@@ -122,6 +122,44 @@ func TestSpecRefusesWhatWouldMisleadLater(t *testing.T) {
 	}
 }
 
+// An expiry is one instant, kept in UTC: an RFC 3339 time at the offset it
+// names (T and Z in either case, as RFC 3339 allows), a date alone at the
+// start of that day in UTC (as the console's date field reads it; before,
+// the CLI and the admin API refused 2027-01-01), a duration from now.
+func TestAnExpiryIsOneInstantKeptInUTC(t *testing.T) {
+	now := time.Date(2026, 12, 31, 23, 30, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want string // "" = refused
+	}{
+		{"2027-01-01T00:00:00Z", "2027-01-01T00:00:00Z"},
+		{"2027-01-01T09:00:00+02:00", "2027-01-01T07:00:00Z"},
+		{"2026-12-31T20:00:00-08:00", "2027-01-01T04:00:00Z"},
+		{"2027-01-01T01:00:00.25+01:00", "2027-01-01T00:00:00.25Z"},
+		{"2027-01-01t00:00:00z", "2027-01-01T00:00:00Z"},
+		{"2027-01-01", "2027-01-01T00:00:00Z"},
+		{"2027-02-29", ""},                // no such day
+		{"2026-12-31", ""},                // today: its start has passed
+		{"2027-01-01T00:00:00+01:00", ""}, // 23:00 UTC: passed
+		{"2026-12-31T23:30:00Z", ""},      // now
+		{"2026-12-31T23:30:00.001Z", "2026-12-31T23:30:00.001Z"},
+		{"1h", "2027-01-01T00:30:00Z"},
+		{"2027-01-01 00:00:00Z", ""}, // RFC 3339's space is the reader's, not the format's
+	} {
+		at, err := parseExpiry(tc.in, now)
+		got := ""
+		if err == nil && at != nil {
+			got = at.Format(time.RFC3339Nano)
+			if at.Location() != time.UTC {
+				t.Errorf("%q: kept in %v, want UTC", tc.in, at.Location())
+			}
+		}
+		if got != tc.want || tc.want == "" && !isInvalid(err) {
+			t.Errorf("%q at %s: %q (%v), want %q", tc.in, now.Format(time.RFC3339), got, err, tc.want)
+		}
+	}
+}
+
 func TestParseDuration(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
