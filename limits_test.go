@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,6 +209,72 @@ func TestASendThatDidNotGoKeepsItsRecipients(t *testing.T) {
 	}
 	if c := send(answer(202, nil)); c != http.StatusUnauthorized { // quota_exceeded as SendGrid answers it
 		t.Errorf("4 more recipients after 12 counted on a quota of 12: %d, want quota_exceeded", c)
+	}
+}
+
+// A send decided in a day's last millisecond and answered in the next day
+// counts in the day it was decided: its quota and its usage hour, which a
+// restart loads the day's count from. The next day's quota is whole, the
+// month's too at a month's end. (It passed as it was; it pins that the
+// request's one clock reading decides all three.)
+func TestASendInFlightAtMidnightCountsInTheDayItWasDecided(t *testing.T) {
+	defer func(f func() time.Time) { now = f }(now)
+	midnight := time.Date(2030, 2, 1, 0, 0, 0, 0, time.UTC) // a month's end too
+	var clock atomic.Int64
+	now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	clock.Store(midnight.Add(-time.Millisecond).UnixNano())
+	h, st := testHandler(t, &Handler{
+		MailAPI: "sendgrid", Quota: "3/d",
+		Scopes: []ScopeRule{{Scope: "mail.send", Method: "POST", Path: "/v3/mail/send"}},
+	})
+	rec, key := issue(t, st, "mail.send")
+	monthly := "4/mo"
+	other, otherKey := issue(t, st, "mail.send")
+	if _, err := keys.New(st, keys.Options{}).Update(context.Background(), other.ID, keys.Spec{Quota: &monthly}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	inFlight := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		io.Copy(io.Discard, r.Body)
+		clock.Store(midnight.Add(500 * time.Millisecond).UnixNano()) // the provider answers after midnight
+		w.WriteHeader(http.StatusAccepted)
+		return nil
+	})
+	if c := sendGridSend(t, h, key, 2, inFlight); c != http.StatusAccepted {
+		t.Fatalf("2 recipients of 3 a millisecond before midnight: %d", c)
+	}
+	clock.Store(midnight.Add(-time.Millisecond).UnixNano())
+	if c := sendGridSend(t, h, otherKey, 3, inFlight); c != http.StatusAccepted {
+		t.Fatalf("3 recipients of 4 a month a millisecond before the month's end: %d", c)
+	}
+	for i, c := range []struct {
+		key  string
+		n    int
+		want int
+	}{
+		{key, 3, http.StatusAccepted},     // a new day: 3 of 3
+		{key, 1, http.StatusUnauthorized}, // quota_exceeded as SendGrid answers it
+		{otherKey, 4, http.StatusAccepted},
+		{otherKey, 1, http.StatusUnauthorized},
+	} {
+		if got := sendGridSend(t, h, c.key, c.n, okNext); got != c.want {
+			t.Errorf("send %d after midnight, %d recipients: %d, want %d", i+1, c.n, got, c.want)
+		}
+	}
+	h.backend.flushUsage()
+	for _, c := range []struct {
+		id    string
+		since time.Time
+		want  int64
+		what  string
+	}{
+		{rec.ID, midnight.Add(-time.Hour), 5, "since the day's last hour"},
+		{rec.ID, midnight, 3, "since midnight (what a restart loads the new day's quota from)"},
+		{other.ID, midnight.AddDate(0, -1, 0), 7, "since the month began"},
+		{other.ID, midnight, 4, "since the next month began"},
+	} {
+		if n, err := st.Recipients(context.Background(), c.id, c.since); err != nil || n != c.want {
+			t.Errorf("recipients %s: %d (%v), want %d", c.what, n, err, c.want)
+		}
 	}
 }
 
