@@ -981,7 +981,7 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	if already {
 		// Revoking is idempotent (exit 0), but say that this changed nothing.
 		fmt.Fprintf(os.Stderr, "warning: key %s was already revoked on %s; nothing changed\n",
-			targets[0].ID, targets[0].RevokedAt.Local().Format("2006-01-02 15:04"))
+			targets[0].ID, localTime(*targets[0].RevokedAt, false))
 	}
 	// A key typed for --key - was read from this terminal up to its newline
 	// and no further, so the answer is the next line; a piped key never asks.
@@ -1206,7 +1206,7 @@ func (c *cli) printEvents(evs []store.Event) error {
 	tw := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tACTION\tKEY\tACTOR\tREASON\tDETAIL")
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("2006-01-02 15:04:05"), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Seq, localTime(e.At, true), e.Action, e.KeyID, e.Actor, e.Reason, e.Detail)
 	}
 	return tw.Flush()
 }
@@ -1246,7 +1246,7 @@ func (c *cli) printUsage(rep *keys.UsageReport) error {
 	}
 	fmt.Fprintln(tw, "\nTOP CLIENT IPS\tREQUESTS\tFIRST SEEN")
 	for _, ip := range rep.TopIPs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", ip.IP, ip.Requests, ip.First.Local().Format("2006-01-02 15:04"))
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", ip.IP, ip.Requests, localTime(ip.First, false))
 	}
 	fmt.Fprintln(tw, "\nHOUR\tALLOWED\tDENIED\tRECIPIENTS")
 	for _, h := range rep.Hours {
@@ -1254,7 +1254,7 @@ func (c *cli) printUsage(rep *keys.UsageReport) error {
 		for _, n := range h.Denied {
 			denied += n
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", h.Hour.Local().Format("2006-01-02 15:00"), h.Allowed, denied, h.Recipients)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", localTime(h.Hour, false), h.Allowed, denied, h.Recipients)
 	}
 	if len(rep.Signals) > 0 {
 		fmt.Fprintln(tw, "\nLOOK AT")
@@ -1271,7 +1271,17 @@ func when(at *time.Time, t time.Time) string {
 	if at == nil || at.IsZero() {
 		return ""
 	}
-	return at.Local().Format("2006-01-02 15:04") + " (" + keys.Relative(t, *at) + ")"
+	return localTime(*at, false) + " (" + keys.Relative(t, *at) + ")"
+}
+
+// localTime is at in this machine's zone (TZ), named: the store keeps UTC,
+// and a zone half an hour off UTC (India's) starts a UTC hour of usage at
+// :30, which a layout ending in a literal ":00" hid.
+func localTime(at time.Time, seconds bool) string {
+	if seconds {
+		return at.Local().Format("2006-01-02 15:04:05 MST")
+	}
+	return at.Local().Format("2006-01-02 15:04 MST")
 }
 
 func dash(s string) string {

@@ -835,3 +835,45 @@ func logTallies(t *testing.T, path, idField, recipField, msg string) map[string]
 	}
 	return out
 }
+
+// The CLI's tables give times in the machine's zone and name it: in India
+// (UTC+5:30) an hour of usage from 02:00 UTC is 07:30 IST, and a key's
+// expiry and its events say IST too. (Before, the zone was unnamed and the
+// usage hour printed as 07:00, its minutes dropped by the format: an hour
+// that began at 07:30 there.) On a machine in UTC they say UTC.
+func TestTheCLIsTimesNameTheirZone(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	g := &gateway{t: t, dir: dir, store: "sqlite:" + filepath.Join(dir, "keys.db"), env: []string{"TZ=Asia/Kolkata"}}
+	year := strconv.Itoa(time.Now().Year() + 4)
+	k := g.issue("--name", "zoned", "--scope", "mail.send", "--expires", year+"-01-01T00:00:00Z")
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	st, err := store.Open(context.Background(), g.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.AddUsage(context.Background(), []store.UsageDelta{{KeyID: k.ID, Hour: hour,
+		Counts: map[string]int64{"allowed": 3}, IPs: map[string]int64{"198.51.100.7": 3}}})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ist := time.FixedZone("IST", 5*3600+1800)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"usage", k.ID}, hour.In(ist).Format("2006-01-02 15:04 IST") + "  3"},
+		{[]string{"show", k.ID}, year + "-01-01 05:30 IST"},
+		{[]string{"list"}, year + "-01-01 05:30 IST"},
+		{[]string{"events", k.ID}, " IST "},
+	} {
+		if out := g.keys(c.args...); !strings.Contains(out, c.want) {
+			t.Errorf("TZ=Asia/Kolkata caddy keys %s: want %q in\n%s", strings.Join(c.args, " "), c.want, out)
+		}
+	}
+	g.env = []string{"TZ=UTC"}
+	if out := g.keys("show", k.ID); !strings.Contains(out, year+"-01-01 00:00 UTC") {
+		t.Errorf("TZ=UTC caddy keys show: want %s-01-01 00:00 UTC in\n%s", year, out)
+	}
+}
