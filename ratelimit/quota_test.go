@@ -861,3 +861,27 @@ func TestACounterForADayEndedOnRedissClockCountsAndExpires(t *testing.T) {
 		}
 	}
 }
+
+// A node a second behind Redis's clock asking for more of a day's quota
+// in that second finds the counter it was counting on, and reports no lost
+// counter. (Before, the counter expired at the period's end on Redis's
+// clock, and the node reported it lost, as after a Redis restart without
+// persistence: KeygateRedisLostQuotaCounters fired at midnight.)
+func TestANodeBehindRedissClockLosesNoCounterAtADaysEnd(t *testing.T) {
+	srv := testservers.StartRedis(t)
+	q := newLeasedQuotas(t, srv.Addr, time.Hour)
+	end := time.Now().Add(300 * time.Millisecond) // the day ends in 300 ms, for Redis
+	start := end.Add(-24 * time.Hour)
+	p := &persisted{count: 5}
+	if r, err := q.Reserve(context.Background(), "key_behind", 6400, 10, start, end, p.load, end.Add(-2*time.Second)); err != nil || !r.Allowed {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	time.Sleep(500 * time.Millisecond) // Redis's clock past the day's end; the node's a second before it
+	r, err := q.Reserve(context.Background(), "key_behind", 6400, 1000, start, end, p.load, end.Add(-time.Second))
+	if err != nil || !r.Allowed || r.Used != 1015 {
+		t.Errorf("a second before the day's end on the node: %+v, %v; want allowed and 1,015 of the day used", r, err)
+	}
+	if n := q.LostCounters(); n != 0 {
+		t.Errorf("%d counters reported lost, want none", n)
+	}
+}
