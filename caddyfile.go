@@ -125,6 +125,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case 2:
 				rule.Scope, rule.Path = args[0], args[1]
 			case 3:
+				// A quoted "" is no method (not any method).
+				if args[1] == "" {
+					return d.Errf("keygate: scope %q: method %q is not an HTTP method", args[0], args[1])
+				}
 				if strings.ContainsRune("/*{", rune(args[1][0])) {
 					return d.Errf("keygate: scope %q: want <name> [<METHOD>] <path>, got %q after the name", args[0], strings.Join(args[1:], " "))
 				}

@@ -6,16 +6,18 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/keygate/caddy-keygate"
+	keygate "github.com/keygate/caddy-keygate"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -124,6 +126,7 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"scope with a method and no path", "scope mail.send POST", `path "POST" must start with / or *`},
 		{"scope with a path and a stray word", "scope mail.send /x extra", `scope "mail.send": want <name> [<METHOD>] <path>, got "/x extra"`},
 		{"bad method keeps its spelling", "scope mail.send Putt /x", `method "Putt" is not an HTTP method`},
+		{"an empty method is no method", `scope mail.send "" /x`, `scope "mail.send": method "" is not an HTTP method`},
 		{"bad scope name", "scope Mail!Send /x", `scope "Mail!Send"`},
 		{"bad prefix", "prefix K", `prefix "K"`},
 		{"bad cache_ttl", "cache_ttl soon", `cache_ttl "soon"`},
@@ -344,5 +347,87 @@ func TestAccessLogThatWritesKeyHeadersIsRefused(t *testing.T) {
 				t.Errorf("the adapted log has no delete filter for %s:\n%s", field, out)
 			}
 		}
+	})
+}
+
+// directiveBlocks returns every block of the named directive in the
+// golden Caddyfiles and the docs' examples, as written there: the seeds of
+// the Unmarshal fuzz targets.
+func directiveBlocks(f *testing.F, directive string) []string {
+	files, _ := filepath.Glob("testdata/caddyfile/*.caddyfile")
+	docs, _ := filepath.Glob("docs/*.md")
+	var blocks []string
+	for _, name := range append(files, docs...) {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var block []string
+		depth := 0
+		for _, line := range strings.Split(string(src), "\n") {
+			if depth == 0 && strings.TrimSpace(line) != directive+" {" {
+				continue
+			}
+			block = append(block, line)
+			depth += strings.Count(line, "{") - strings.Count(line, "}")
+			if depth <= 0 {
+				blocks = append(blocks, strings.Join(block, "\n"))
+				block, depth = nil, 0
+			}
+		}
+	}
+	if len(blocks) == 0 {
+		f.Fatalf("no %s block in the golden Caddyfiles or the docs", directive)
+	}
+	return blocks
+}
+
+// atLine matches where Caddy's dispenser says an error is.
+var atLine = regexp.MustCompile(`, at Testfile:(\d+)`)
+
+// fuzzUnmarshal reads src as one directive's tokens into u, as Caddy's
+// adapter hands them over, and fails the test on a panic (the fuzzer's)
+// or on an error that does not name a line of src: an operator must be
+// told where the mistake is.
+func fuzzUnmarshal(t *testing.T, u caddyfile.Unmarshaler, src string) {
+	tokens, err := caddyfile.Tokenize([]byte(src), "Testfile")
+	if err != nil || len(tokens) == 0 {
+		return // the lexer's own error, before any directive runs
+	}
+	err = u.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+	if err == nil {
+		return
+	}
+	m := atLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		t.Fatalf("%q: the error names no line: %v", src, err)
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 1 || n > strings.Count(src, "\n")+1 {
+		t.Fatalf("%q: the error names line %d of %d: %v", src, n, strings.Count(src, "\n")+1, err)
+	}
+}
+
+// FuzzUnmarshalCaddyfile feeds arbitrary keygate blocks to the handler's
+// UnmarshalCaddyfile: it must return the handler or an error naming a line
+// of the block, never panic.
+func FuzzUnmarshalCaddyfile(f *testing.F) {
+	for _, b := range directiveBlocks(f, "keygate") {
+		f.Add(b)
+	}
+	f.Add("keygate {\n\tscope mail.send POST /v3/mail/send\n\trate 1/x burst\n\tratelimit redis rediss://h:1 {\n\t\ttls_cert /c\n\t}\n}")
+	f.Fuzz(func(t *testing.T, src string) {
+		fuzzUnmarshal(t, new(keygate.Handler), src)
+	})
+}
+
+// FuzzUnmarshalConsoleCaddyfile is FuzzUnmarshalCaddyfile for the
+// keygate_console directive.
+func FuzzUnmarshalConsoleCaddyfile(f *testing.F) {
+	for _, b := range directiveBlocks(f, "keygate_console") {
+		f.Add(b)
+	}
+	f.Add("keygate_console {\n\tadmin\n\tuser alice\n\tgateway_url ftp://x\n}")
+	f.Fuzz(func(t *testing.T, src string) {
+		fuzzUnmarshal(t, new(keygate.Console), src)
 	})
 }
