@@ -209,9 +209,9 @@ func TestAnAdminCallOnAMissingStoreIsInvalidInput(t *testing.T) {
 	}
 }
 
-// FuzzAdminRequests proves the admin API answers any body and query with a
-// result or a 4xx in the contract's JSON error shape: never a 500, a
-// panic, or a key quoted back.
+// FuzzAdminRequests proves the admin API answers any body, query and
+// Idempotency-Key with a result or a 4xx in the contract's JSON error
+// shape: never a 500, a panic, or a key quoted back.
 func FuzzAdminRequests(f *testing.F) {
 	h, st := testHandler(f, &Handler{})
 	rec, key := issue(f, st, "mail.send")
@@ -245,7 +245,11 @@ func FuzzAdminRequests(f *testing.F) {
 		{8, "all=maybe&owner=%ff", ""},
 		{8, "limit=2&after=key_x", ""},
 	} {
-		f.Add(c.route, c.query, c.body)
+		f.Add(c.route, c.query, c.body, "")
+	}
+	for _, k := range []string{"3f1c2a9e-5d7b-4e0c-9a61-0d2b8c7e4f15", " ", "a\x7f", strings.Repeat("k", 256), "kg_live_x"} {
+		f.Add(uint8(0), "", `{"name":"crm","scopes":["mail.send"]}`, k)
+		f.Add(uint8(2), "", `{"grace":"1h"}`, k)
 	}
 	routes := []struct{ method, path string }{
 		{"POST", "/keygate/keys"},
@@ -259,13 +263,16 @@ func FuzzAdminRequests(f *testing.F) {
 		{"GET", "/keygate/keys"},
 	}
 	secret := key[len("kg_live_"):][:43]
-	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
+	f.Fuzz(func(t *testing.T, route uint8, query, body, idempotencyKey string) {
 		rt := routes[int(route)%len(routes)]
 		u := &url.URL{Path: rt.path, RawQuery: query}
 		q := u.Query()
 		q.Set("store", h.backend.uri)
 		u.RawQuery = q.Encode()
 		r := httptest.NewRequest(rt.method, u.String(), strings.NewReader(body))
+		if idempotencyKey != "" {
+			r.Header.Set("Idempotency-Key", idempotencyKey)
+		}
 		w := httptest.NewRecorder()
 		if err := (&Admin{}).serve(w, r); err != nil {
 			t.Fatalf("%s %s %q: %v", rt.method, u, body, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -530,4 +531,63 @@ func TestStrictByPeerReadsWhatCaddySkips(t *testing.T) {
 			t.Errorf("%q, Caddy's answer %s: %s, want %s", c.xff, c.caddy, got, c.want)
 		}
 	}
+}
+
+// FuzzClientIPHeaders proves the client IP headers keygate reads behind a
+// trusted proxy never panic it and never give a value that is no address
+// (allow_ip would refuse the key, failed_auth_limit count a string the
+// client chose): forwardedByPeer answers an address without a zone, or
+// none only when no entry of any header is one; strictByPeer answers
+// Caddy's address or one it read.
+func FuzzClientIPHeaders(f *testing.F) {
+	for _, c := range [][3]string{
+		{"10.0.0.1, 198.51.100.7", "", "10.0.0.2"},
+		{"10.0.0.1", "198.51.100.7:4711", ""},
+		{"[2001:db8::7]:55000", "", ""},
+		{"unknown", "", "203.0.113.9"},
+		{"198.51.100.7, junk", "", ""},
+		{"10.0.0.1, [2001:db8::7]", "", ""},
+		{"10.0.0.1, [2001:db8::7%eth0]", "", ""},
+		{"10.0.0.1:443, [2001:db8::7]:55000", "", ""},
+		{"10.0.0.1, 198.51.100.7, 10.0.0.2, junk", "", ""},
+		{"::ffff:10.0.0.1, fe80::1%25eth0, [::1]:", ", ,", "[]"},
+	} {
+		f.Add(c[0], c[1], c[2])
+	}
+	names := []string{"X-Forwarded-For", "X-Real-IP"}
+	f.Fuzz(func(t *testing.T, xff1, xff2, realIP string) {
+		hdr := http.Header{}
+		for _, v := range []string{xff1, xff2} {
+			if v != "" {
+				hdr.Add("X-Forwarded-For", v)
+			}
+		}
+		if realIP != "" {
+			hdr.Set("X-Real-IP", realIP)
+		}
+		some := false
+		for _, v := range []string{xff1, xff2, realIP} {
+			for part := range strings.SplitSeq(v, ",") {
+				if _, ok := forwardedAddr(part); ok {
+					some = true
+				}
+			}
+		}
+		got, ok := forwardedByPeer(hdr, names)
+		if ok != some {
+			t.Fatalf("%v: %q %v, an entry is an address: %v", hdr, got, ok, some)
+		}
+		if ok {
+			addr, err := netip.ParseAddr(got)
+			if err != nil || addr.Zone() != "" || addr.String() != got {
+				t.Fatalf("%v: %q is no plain address (%v)", hdr, got, err)
+			}
+			caddyIP := got
+			if s := strictByPeer(hdr, names, caddyIP); s != caddyIP {
+				if _, err := netip.ParseAddr(s); err != nil {
+					t.Fatalf("%v: strict %q is no address", hdr, s)
+				}
+			}
+		}
+	})
 }

@@ -160,3 +160,34 @@ func FuzzParseRateAndQuota(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseURI proves ParseURI never panics, that what it accepts is its
+// own canonical form (the gateway, the console and the CLI compare the
+// canonical forms to share one store) and that Open has an engine for it
+// (Open panics on one it has not).
+func FuzzParseURI(f *testing.F) {
+	for _, s := range []string{"sqlite:/var/lib/keygate/keys.db", "keys.db", "sqlite:", "sqlite:rel/keys.db", "",
+		"postgres://keygate:secret@db:5432/keygate?sslmode=disable", "postgresql://h/db", "mysql://h/db",
+		"host=db password=secret", "C:\\keys.db", "file:keys.db", "./sqlite:x", "sqlite:sqlite:x", "/x/../y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, uri string) {
+		got, err := ParseURI(uri)
+		if err != nil {
+			return
+		}
+		again, err := ParseURI(got)
+		if err != nil || again != got {
+			t.Fatalf("%q: %q, read again %q, %v", uri, got, again, err)
+		}
+		known := false
+		for _, e := range engines {
+			for _, p := range e.prefixes {
+				known = known || strings.HasPrefix(got, p)
+			}
+		}
+		if !known {
+			t.Fatalf("%q: %q names no engine", uri, got)
+		}
+	})
+}
