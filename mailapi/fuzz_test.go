@@ -3,6 +3,7 @@ package mailapi
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -142,6 +143,73 @@ func FuzzInspect(f *testing.F) {
 		}
 		if !slices.Equal(m.SendingDomains, tg.domains) {
 			t.Fatalf("sending domains %q, want %q", m.SendingDomains, tg.domains)
+		}
+	})
+}
+
+// extraRecipient is the address FuzzAnotherRecipientIsCounted adds.
+const extraRecipient = "fuzz-extra@recipients.example"
+
+// FuzzAnotherRecipientIsCounted proves that a send is never counted with
+// fewer recipients than it names: a Bcc field added to a form body that
+// Inspect accepts (url-encoded at its end, multipart as a part before its
+// close delimiter) is refused or counts one recipient more. Quotas and
+// max recipients rest on that count.
+func FuzzAnotherRecipientIsCounted(f *testing.F) {
+	var targets []target
+	for _, tg := range fuzzTargets() {
+		if tg.d.Name == "mailgun" {
+			targets = append(targets, tg)
+		}
+	}
+	if len(targets) == 0 {
+		f.Fatal("no Mailgun form endpoints")
+	}
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.form"))
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for i := range targets {
+			f.Add(uint8(i), b)
+		}
+	}
+	for i, tg := range targets {
+		if tg.ctype == formType {
+			f.Add(uint8(i), []byte("from=a%40b.org&to=x%40y.org%2C+z%40y.org&cc=c%40d.org&text=hi"))
+			f.Add(uint8(i), []byte("from=a%40b.org&to=x%40y.org&bcc="))
+			continue
+		}
+		f.Add(uint8(i), []byte("--"+fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@b.org\r\n--"+
+			fuzzBoundary+"\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\nx@y.org, \"Z\" <z@y.org>\r\n--"+fuzzBoundary+"--\r\n"))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		tg := targets[int(which)%len(targets)]
+		if bytes.Contains(body, []byte("fuzz-extra")) {
+			return
+		}
+		var more []byte
+		if tg.ctype == formType {
+			more = append(append([]byte(nil), body...), "&bcc="+url.QueryEscape(extraRecipient)...)
+		} else {
+			end := bytes.Index(body, []byte("\r\n--"+fuzzBoundary+"--"))
+			if end < 0 {
+				return
+			}
+			part := "\r\n--" + fuzzBoundary + "\r\nContent-Disposition: form-data; name=\"bcc\"\r\n\r\n" + extraRecipient
+			more = append(append(append([]byte(nil), body[:end]...), part...), body[end:]...)
+		}
+		m, err := tg.d.Inspect(tg.path, tg.ctype, body)
+		if err != nil {
+			return
+		}
+		m2, err := tg.d.Inspect(tg.path, tg.ctype, more)
+		if err != nil {
+			return
+		}
+		if m2.Recipients < m.Recipients+1 {
+			t.Fatalf("%s %s: %d recipients, %d with a Bcc more:\n%q", tg.path, tg.ctype, m.Recipients, m2.Recipients, more)
 		}
 	})
 }
