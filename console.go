@@ -102,6 +102,18 @@ func checkUser(v string) error {
 	return nil
 }
 
+// checkAdmin refuses an admin that no sign-in can name: an empty one, or
+// one with spaces around it (the signed-in person's id is read trimmed).
+func checkAdmin(a string) error {
+	switch {
+	case strings.TrimSpace(a) == "":
+		return fmt.Errorf("keygate_console: admin: an empty user name")
+	case strings.TrimSpace(a) != a:
+		return fmt.Errorf("keygate_console: admin %q: a user name with spaces around it, which no sign-in names", a)
+	}
+	return nil
+}
+
 // Provision joins (or opens) the backend of the console's store.
 func (c *Console) Provision(ctx caddy.Context) error {
 	c.logger = ctx.Logger()
@@ -115,8 +127,8 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		c.Owner = c.User
 	}
 	for _, a := range c.Admins {
-		if strings.TrimSpace(a) == "" {
-			return fmt.Errorf("keygate_console: admin: an empty user name")
+		if err := checkAdmin(a); err != nil {
+			return err
 		}
 	}
 
@@ -358,6 +370,11 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.Errf("keygate_console: admin: name at least one user")
+			}
+			for _, a := range args {
+				if err := checkAdmin(a); err != nil {
+					return d.Err(err.Error())
+				}
 			}
 			c.Admins = append(c.Admins, args...)
 		case "user", "owner":

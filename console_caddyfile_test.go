@@ -36,6 +36,8 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 	}{
 		{"unknown option", "colour blue", `unknown option "colour"`},
 		{"admin without a name", "admin", "admin: name at least one user"},
+		{"an empty admin", `admin alice ""`, "admin: an empty user name"},
+		{"an admin with spaces around it", `admin " alice"`, `admin " alice": a user name with spaces around it, which no sign-in names`},
 		{"bad store", "store mysql://x", `unknown scheme "mysql"`},
 		{"gateway_url not a URL", "gateway_url mail-gw.example.com", `gateway_url "mail-gw.example.com"`},
 		{"owner with two values", "owner a b", "owner: want exactly one value"},
