@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/keygate/caddy-keygate/mailapi"
 	"github.com/keygate/caddy-keygate/store"
@@ -109,7 +110,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			if strings.ContainsAny(v, " :\t") {
+			// A placeholder ({env.KEY_HEADER}) is checked when it is
+			// replaced, at provision.
+			if !strings.Contains(v, "{") && !httpguts.ValidHeaderFieldName(v) {
 				return d.Errf("keygate: key_header %q is not a header name", v)
 			}
 			h.KeyHeaders = append(h.KeyHeaders, v)

@@ -129,6 +129,8 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"an empty method is no method", `scope mail.send "" /x`, `scope "mail.send": method "" is not an HTTP method`},
 		{"bad scope name", "scope Mail!Send /x", `scope "Mail!Send"`},
 		{"bad prefix", "prefix K", `prefix "K"`},
+		{"an empty key_header", `key_header ""`, `key_header "" is not a header name`},
+		{"a key_header with a character no header name has", "key_header X-Api(Key)", `key_header "X-Api(Key)" is not a header name`},
 		{"bad cache_ttl", "cache_ttl soon", `cache_ttl "soon"`},
 		{"bad mail_api", "mail_api pigeon", `mail_api "pigeon"`},
 		{"bad quota", "quota 10/w", `unit "w"`},
