@@ -386,14 +386,7 @@ func framingUpstream(t *testing.T) (*httptest.Server, <-chan framing) {
 // the provider's own 100 reached the client as a second one.
 func TestAReadSendReachesTheProviderWithItsLength(t *testing.T) {
 	up, reqs := framingUpstream(t)
-	g := startGateway(t, gatewayConfig{caddyfile: site(`
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-`), upstream: up.URL})
+	g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL})
 	k := g.issue("--name", "chunked", "--scope", "mail.send")
 	addr := strings.TrimPrefix(g.siteURL, "http://")
 	body := sgBody("news@shop.example.com", "a@example.org")

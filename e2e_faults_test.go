@@ -672,11 +672,6 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	}
 }
 
-// TestSlowClientsDeclaringLargeBodiesHoldLittleMemory: 200 connections with
-// a valid key each declare a 10 MB send and send 1 KB of it, then wait. The
-// gateway's heap stays near what they sent (until session 12 each declared
-// length was allocated up front: 1.9 GB for these 200), and a normal send
-// still goes through meanwhile.
 // sendgridSendSite is a SendGrid site whose keys send through keygate to
 // the test's upstream.
 var sendgridSendSite = site(sendgridSendSiteBody)
@@ -691,6 +686,11 @@ const sendgridSendSiteBody = `
 	reverse_proxy {UPSTREAM}
 `
 
+// TestSlowClientsDeclaringLargeBodiesHoldLittleMemory: 200 connections with
+// a valid key each declare a 10 MB send and send 1 KB of it, then wait. The
+// gateway's heap stays near what they sent (until session 12 each declared
+// length was allocated up front: 1.9 GB for these 200), and a normal send
+// still goes through meanwhile.
 func TestSlowClientsDeclaringLargeBodiesHoldLittleMemory(t *testing.T) {
 	up := newUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL})

@@ -311,14 +311,7 @@ func TestAStopDuringTrafficLosesNoCount(t *testing.T) {
 				uri = testservers.StartPostgres(t).URI
 			}
 			up := newUpstream(t)
-			g := startGateway(t, gatewayConfig{caddyfile: site(`
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-`), upstream: up.URL, store: uri})
+			g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL, store: uri})
 			type seen struct{ accepted, failed int64 }
 			const workers = 4
 			keys := make([]issuedKey, workers)

@@ -477,14 +477,7 @@ func testReloadRenamingTheStore(t *testing.T, stop bool) {
 // third request.)
 func TestAReloadThatRenamesTheStoreKeepsTheKeysLimits(t *testing.T) {
 	slow, real, rename := renamableStore(t)
-	g := startGateway(t, gatewayConfig{caddyfile: site(`
-	keygate {
-		store {STORE}
-		mail_api sendgrid
-		scope mail.send POST /v3/mail/send
-	}
-	reverse_proxy {UPSTREAM}
-`), upstream: slow.URL, store: "sqlite:" + filepath.Join(real, "keys.db")})
+	g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: slow.URL, store: "sqlite:" + filepath.Join(real, "keys.db")})
 	quota := g.issue("--name", "quota", "--scope", "mail.send", "--quota", "5/d")
 	rate := g.issue("--name", "rate", "--scope", "mail.send", "--rate", "2/m")
 	five := sgBody("app@shop.example", "a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org")
