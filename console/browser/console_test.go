@@ -46,14 +46,27 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	gw := startCaddy(t, caddyBin, "http")
 	b := newBrowser(t, chromium)
 
+	// Every page on the way is checked for what people with a keyboard
+	// alone, a screen reader, a 200 % zoom (640 px of a 1280 px window) or
+	// a phone need (see accessible and fits), and has a title of its own.
+	titles := map[string]string{}
+	usable := func(tb *tab, page string) {
+		t.Helper()
+		tb.accessible(t, page, titles)
+		tb.fits(t, page, 375, 1)
+		tb.fits(t, page, 640, 2)
+	}
+
 	// Alice signs in with basic_auth: her team has no keys yet.
 	alice := b.signIn(t, gw, "alice")
 	alice.open(t, "/console/", 200)
 	alice.wantText(t, "main", "No keys yet")
 	alice.shot(t, shots, "keys-empty")
+	usable(alice, "the keys page")
 
 	// She creates a key that may send, only from shop.example.com.
 	alice.click(t, `a.button.primary[href="/console/new"]`, 200)
+	usable(alice, "the create page")
 	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), "Shop order emails"),
 		chromedp.Click(chromedp.CSS(`input[name=scope][value="mail.send"]`)),
 		chromedp.Click(chromedp.CSS(`details.limits > summary`)),
@@ -71,12 +84,19 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	if copyShown := run(t, alice.ctx, chromedp.Evaluate[bool](`!document.querySelector('[data-copy=secret]').hidden`)); !copyShown {
 		t.Errorf("the copy button is not shown")
 	}
-	// On a phone the whole key is in view, wrapped, not cut off.
-	alice.do(t, chromedp.EmulateViewport(390, 844))
-	if fits := run(t, alice.ctx, chromedp.Evaluate[bool](`(() => { const s = document.getElementById('secret'); return s.scrollWidth <= s.clientWidth && s.scrollHeight <= s.clientHeight; })()`)); !fits {
-		t.Error("at 390 px the key does not fit its box")
+	// On a phone and at 200 % the whole key is in view, wrapped, not cut
+	// off, and its copy button beside or below it.
+	for _, at := range []struct {
+		width int64
+		zoom  float64
+	}{{375, 1}, {640, 2}} {
+		alice.do(t, chromedp.EmulateViewport(at.width, 844, chromedp.EmulateScale(at.zoom)))
+		if fits := run(t, alice.ctx, chromedp.Evaluate[bool](`(() => { const s = document.getElementById('secret'); return s.scrollWidth <= s.clientWidth && s.scrollHeight <= s.clientHeight; })()`)); !fits {
+			t.Errorf("at %d px, %.0f%% the key does not fit its box", at.width, at.zoom*100)
+		}
 	}
 	alice.do(t, chromedp.EmulateViewport(1280, 900))
+	usable(alice, "the reveal page")
 	alice.wantText(t, "main", "only time the key is shown")
 	alice.wantText(t, "#snippet", "Bearer "+key)
 	alice.shot(t, shots, "reveal")
@@ -120,6 +140,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	alice.wantText(t, "main", "the sender address is outside the API key's sender domains")
 	alice.wantText(t, ".timeline", "console alice from 127.0.0.1")
 	alice.shot(t, shots, "key")
+	usable(alice, "a key's page")
 
 	// Rotate with an hour's grace: both keys work meanwhile.
 	alice.do(t, chromedp.SetValue(chromedp.ID("grace"), "1h"))
@@ -151,6 +172,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	alice.click(t, "#revoke-submit", 200)
 	alice.wantText(t, ".notice", "Key revoked")
 	alice.shot(t, shots, "key-revoked")
+	usable(alice, "a key's page")
 	if s, code := gw.send(t, next, "orders@shop.example.com"); s != 401 || code != "revoked_key" {
 		t.Fatalf("the first request after the revoke: %d %s, want 401 revoked_key", s, code)
 	}
@@ -158,6 +180,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	// The old key, still in its grace period, leaks: paste it to stop it.
 	alice.open(t, "/console/leaked", 200)
 	alice.shot(t, shots, "leaked")
+	usable(alice, "the leaked key page")
 	alice.do(t, chromedp.SendKeys(chromedp.ID("leaked-key"), key), chromedp.SendKeys(chromedp.ID("reason"), "pasted in a public ticket"))
 	alice.click(t, `form.settings button[type=submit]`, 200)
 	alice.wantText(t, ".notice", "Revoked")
@@ -178,6 +201,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	alice.open(t, "/console/", 200)
 	alice.wantText(t, "table.keys", "CRM sync")
 	alice.shot(t, shots, "keys")
+	usable(alice, "the keys page")
 	// A name with no place to break it stays within a phone's width, on
 	// the list and on its page.
 	longName := strings.Repeat("nightly_export_", 10)
@@ -276,6 +300,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	// moves focus on keydown, and the keypress would land in the field).
 	alice.wantText(t, "#form-error", "Fix these 2 things")
 	alice.shot(t, shots, "new-refused")
+	usable(alice, "the refused create page")
 	run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage = true`))
 	alice.do(t, chromedp.Focus(chromedp.CSS(`#form-error a[href="#name"]`)), chromedp.KeyEvent(kb.Enter), chromedp.Sleep(300*time.Millisecond))
 	if same := run(t, alice.ctx, chromedp.Evaluate[bool](`window.kgSamePage === true`)); !same {
@@ -298,6 +323,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		t.Errorf("bob sees the name of alice's key")
 	}
 	bob.shot(t, shots, "not-found")
+	usable(bob, "the not-found page")
 	bob.open(t, "/console/new", 200)
 	for _, action := range []string{"disable", "revoke", "rotate", "settings"} {
 		status := run(t, bob.ctx, chromedp.Evaluate[int](fmt.Sprintf(`(async () => {
@@ -337,6 +363,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	root.wantText(t, "main", "Keys that never expire")
 	root.wantText(t, "main", "alice-private")
 	root.shot(t, shots, "review")
+	usable(root, "the review page")
 	root.open(t, "/console/keys/"+aliceID+"?window=30d", 200)
 	root.shot(t, shots, "key-admin-30d")
 
