@@ -1246,7 +1246,7 @@ func TestTheUsageChartsAreAlsoATable(t *testing.T) {
 // button off until it is, a browser without it does not) comes back as it
 // was left: the keys still ticked, the reason kept, the box named in the
 // error and marked invalid, "Error:" in the title; each list's table is
-// named by its heading.
+// named by its heading. One with no key ticked leads to the keys' boxes.
 func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 	f := newFixture(t)
 	a := f.issue("forever-1", "sales", "mail.send")
@@ -1270,6 +1270,23 @@ func TestARefusedBulkRevokeComesBackAsItWasLeft(t *testing.T) {
 	}
 	if f.show(a.ID).RevokedAt != nil || f.show(b.ID).RevokedAt != nil {
 		t.Fatal("revoked without the typed confirmation")
+	}
+	// Sent with no key ticked, the error leads to the first box, and every
+	// box is described by it.
+	w = f.post(admin, "/review/revoke", url.Values{"confirm": {"revoke"}})
+	wantStatus(t, w, http.StatusUnprocessableEntity)
+	body = w.Body.String()
+	link := regexp.MustCompile(`<a href="#([^"]+)">Tick the keys to revoke first.</a>`).FindStringSubmatch(body)
+	if link == nil {
+		t.Fatalf("the error of a bulk revoke with no key ticked leads to no box:\n%s", body)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		if !regexp.MustCompile(`<input type="checkbox" name="id" value="` + id + `" id="[^"]+" aria-label="[^"]+" aria-describedby="form-error" aria-invalid="true">`).MatchString(body) {
+			t.Errorf("the box of %s is not described by the error", id)
+		}
+	}
+	if !strings.Contains(body, `id="`+link[1]+`" aria-label="Revoke forever-`) {
+		t.Errorf("the error leads to #%s, which is not a box", link[1])
 	}
 	if body := f.get(admin, "/review").Body.String(); strings.Contains(body, "Error:") || strings.Contains(body, " checked>") || strings.Contains(body, "aria-invalid") ||
 		!strings.Contains(body, `id="bulk-submit">Revoke ticked keys</button>`) {

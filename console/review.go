@@ -22,6 +22,9 @@ type reviewView struct {
 	Err    string
 	// ErrField is the id of the field Err is about, if one is.
 	ErrField string
+	// ErrTicks is set when Err is about the boxes (none ticked): each is
+	// described by it, and ErrField is the first.
+	ErrTicks bool
 	// Ticked and Reason are a refused bulk revoke's choices, shown again.
 	Ticked map[string]bool
 	Reason string
@@ -82,7 +85,15 @@ func (c *call) showReview(status int, errMsg string) error {
 		for _, id := range c.r.PostForm["id"] {
 			v.Ticked[id] = true
 		}
-		if len(v.Ticked) > 0 && !strings.EqualFold(strings.TrimSpace(c.r.PostForm.Get("confirm")), "revoke") {
+		switch {
+		case len(v.Ticked) == 0 && errMsg != "":
+			v.ErrTicks = true
+			for _, s := range v.Sections {
+				if s.Revocable && len(s.Entries) > 0 && v.ErrField == "" {
+					v.ErrField = s.ID + "-" + s.Entries[0].ID // as the review page names its boxes
+				}
+			}
+		case !strings.EqualFold(strings.TrimSpace(c.r.PostForm.Get("confirm")), "revoke"):
 			v.ErrField = "bulk-confirm"
 		}
 	}

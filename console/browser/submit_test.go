@@ -127,17 +127,42 @@ func TestAFormStoppedOnItsWaySendsAgain(t *testing.T) {
 	}
 }
 
-// TestTheNewKeyIsWhereFocusStarts: a key made with the keyboard alone
-// (Enter in the form) arrives focused and selected, so Ctrl+C copies it,
-// and a screen reader reads it with the warning that it is shown once;
-// so does the key of a rotation. Before, focus started at the top of the
-// page, six Tabs from the key.
-func TestTheNewKeyIsWhereFocusStarts(t *testing.T) {
+// TestTheConsoleByKeyboardAlone: a person with a keyboard alone (and a
+// screen reader) goes from the keys page to a revoked key with Tab, Space
+// and Enter, and after each step focus is where the next one starts and
+// what the page says is read out. A new key arrives focused and selected,
+// so Ctrl+C copies it and a screen reader reads it with the warning that
+// it is shown once; so does the key of a rotation (before, focus started
+// at the top of the page, six Tabs from the key). Its copy button says
+// "Copied." in a live region; each action's message (disabled, enabled,
+// revoked) is focused; a revoke's button works once the name is typed; a
+// refused form's error is focused and its link leads to the field (the
+// review's first box when none was ticked); the review's keys are ticked
+// and revoked together.
+func TestTheConsoleByKeyboardAlone(t *testing.T) {
 	caddyBin, chromium := prerequisites(t)
 	gw := startCaddy(t, caddyBin, "http")
 	b := newBrowser(t, chromium)
 	alice := b.signIn(t, gw, "alice")
-	focused := func(what string) {
+	enter := func(tb *tab, status int64) {
+		t.Helper()
+		tb.respond(t, status, chromedp.KeyEvent(kb.Enter))
+	}
+	typ := func(tb *tab, s string) {
+		t.Helper()
+		tb.do(t, chromedp.KeyEvent(s))
+	}
+	// focusOn checks that what has focus matches sel and says want.
+	focusOn := func(tb *tab, after, sel, want string) {
+		t.Helper()
+		if got := run(t, tb.ctx, chromedp.Evaluate[string](`(() => {
+			const e = document.activeElement;
+			return e.matches(`+quoteJS(sel)+`) ? 'on it: ' + (e.innerText || e.value) : 'focus on ' + e.tagName + '#' + e.id + '.' + e.className;
+		})()`)); !strings.HasPrefix(got, "on it: ") || !strings.Contains(got, want) {
+			t.Errorf("after %s: %s, want %s saying %q", after, got, sel, want)
+		}
+	}
+	keyFocused := func(what string) {
 		t.Helper()
 		got := run(t, alice.ctx, chromedp.Evaluate[string](`(() => {
 			const e = document.activeElement;
@@ -150,12 +175,76 @@ func TestTheNewKeyIsWhereFocusStarts(t *testing.T) {
 			t.Errorf("%s: %s", what, got)
 		}
 	}
-	alice.open(t, "/console/new", 200)
-	alice.do(t, chromedp.SendKeys(chromedp.ID("name"), "Keyboard only"),
-		chromedp.Focus(chromedp.CSS(`input[name=scope][value="mail.send"]`)), chromedp.KeyEvent(" "))
-	alice.respond(t, 200, chromedp.Steps(chromedp.Focus(chromedp.ID("name")), chromedp.KeyEvent(kb.Enter)))
-	focused("after creating a key with Enter")
-	alice.open(t, "/console/keys/"+gw.idOf(t, "Keyboard only"), 200)
-	alice.click(t, `form[action$="/rotate"] button[type=submit]`, 200)
-	focused("after a rotation")
+
+	alice.open(t, "/console/", 200)
+	alice.tabTo(t, `main a.button.primary`)
+	enter(alice, 200)
+	alice.tabTo(t, "#name")
+	typ(alice, "Keyboard only")
+	alice.tabTo(t, `input[name=scope][value="mail.send"]`)
+	typ(alice, " ")
+	alice.tabTo(t, "#reason")
+	enter(alice, 200)
+	keyFocused("after creating a key with Enter")
+	first := alice.value(t, "#secret")
+	alice.tabTo(t, `[data-copy=secret]`)
+	typ(alice, kb.Enter)
+	alice.waitText(t, `[role=status][data-copied-for=secret]`, "Cop") // "Copied.", or how to copy it where the browser refuses
+	alice.tabTo(t, `main a.button[href*="/keys/"]`)
+	enter(alice, 200)
+
+	alice.tabTo(t, "#state-reason")
+	typ(alice, "paused")
+	typ(alice, kb.Tab)
+	focusOn(alice, "the reason", "button", "Disable key")
+	enter(alice, 200)
+	focusOn(alice, "disabling", ".notice", "Key disabled")
+	alice.tabTo(t, `form[action$="/enable"] button`)
+	enter(alice, 200)
+	focusOn(alice, "enabling", ".notice", "Key enabled")
+	alice.tabTo(t, `form[action$="/rotate"] button`)
+	enter(alice, 200)
+	keyFocused("after a rotation")
+
+	alice.tabTo(t, `main a.button[href*="/keys/"]`)
+	enter(alice, 200)
+	alice.tabTo(t, "#confirm")
+	typ(alice, "Keyboard only")
+	typ(alice, kb.Tab)
+	typ(alice, kb.Tab)
+	focusOn(alice, "typing the name", "#revoke-submit", "Revoke key")
+	enter(alice, 200)
+	focusOn(alice, "revoking", ".notice", "Key revoked")
+
+	alice.tabTo(t, `nav a[href$="/leaked"]`)
+	enter(alice, 200)
+	alice.tabTo(t, "#leaked-key")
+	typ(alice, "not a key")
+	enter(alice, 422)
+	focusOn(alice, "a refused paste", "#form-error", "No key was found")
+	typ(alice, kb.Tab)
+	typ(alice, kb.Enter)
+	focusOn(alice, "Enter on the error's link", `#leaked-key[aria-invalid=true][aria-describedby~=form-error]`, "")
+	typ(alice, first)
+	enter(alice, 200)
+	focusOn(alice, "revoking a leaked key", ".notice", "Revoked")
+
+	root := b.signIn(t, gw, "root")
+	gw.issue(t, "--name", "Everything", "--owner", "sales", "--scope", "*")
+	root.open(t, "/console/review", 200)
+	root.tabTo(t, "#bulk-confirm")
+	typ(root, "revoke")
+	typ(root, kb.Tab)
+	enter(root, 422)
+	focusOn(root, "a bulk revoke with no key ticked", "#form-error", "Tick the keys")
+	typ(root, kb.Tab)
+	typ(root, kb.Enter)
+	focusOn(root, "Enter on the error's link", `input[name=id][aria-invalid=true][aria-describedby~=form-error]`, "")
+	typ(root, " ")
+	root.tabTo(t, "#bulk-confirm")
+	typ(root, "revoke")
+	typ(root, kb.Tab)
+	focusOn(root, "typing revoke", "#bulk-submit", "Revoke 1 key")
+	enter(root, 200)
+	focusOn(root, "a bulk revoke", ".notice", "1 key revoked")
 }
