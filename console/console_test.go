@@ -594,7 +594,8 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	}
 
 	// "Stop it now" ends the old key at once, so it asks first; the
-	// refused form keeps the why typed into it.
+	// refused form keeps the why typed into it, and its error is the
+	// choice's and the box's (which it marks as what to change).
 	w = f.post(alice, path+"/rotate", url.Values{"grace": {"0"}, "reason": {"quarterly rotation"}})
 	if !strings.Contains(w.Body.String(), `name="reason" maxlength="500" value="quarterly rotation"`) {
 		t.Errorf("a refused rotation drops the why typed into it")
@@ -603,6 +604,12 @@ func TestKeyActionsChangeTheKeyAndSaySo(t *testing.T) {
 	if f.show(k.ID).RotatedTo != "" || !strings.Contains(w.Body.String(), "ends the old key at once") ||
 		!strings.Contains(w.Body.String(), `<option value="0" selected>`) {
 		t.Fatalf("a rotation with no grace, unconfirmed: rotated to %q, or the refusal does not say why and keep the choice", f.show(k.ID).RotatedTo)
+	}
+	for _, want := range []string{`<select id="grace" name="grace" aria-describedby="form-error">`,
+		`name="stop_now" value="1" aria-describedby="form-error" aria-invalid="true">`} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("the refused rotation's error is not tied to its fields: no %s", want)
+		}
 	}
 	// The box ticked beside a grace period is as unclear: refused too.
 	w = f.post(alice, path+"/rotate", url.Values{"grace": {"24h"}, "stop_now": {"1"}})
