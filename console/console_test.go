@@ -1145,6 +1145,26 @@ func TestANoticeLinksKeysAndEscapesText(t *testing.T) {
 	}
 }
 
+// A leaked old key reported after its new key was revoked: the notice says
+// the new key no longer works either, rather than that it is not affected,
+// which read as a key still working.
+func TestALeakedKeysNoticeSaysItsNewKeyStoppedToo(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	next := f.show(k.ID).RotatedTo
+	if _, err := f.svc.Revoke(context.Background(), keys.Revocation{ID: next}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	page := f.follow(alice, f.post(alice, "/leaked", url.Values{"key": {k.Key}})).Body.String()
+	want := `its new key, <a href="/keys/` + next + `">` + next + `</a>, is not affected, and is revoked already: it no longer works either.</div>`
+	if !strings.Contains(page, want) {
+		t.Errorf("the notice lacks %s:\n%s", want, page)
+	}
+}
+
 // A message sealed by a console from before notices had kinds (a rolling
 // upgrade: the redirect's next page served by an upgraded node) is shown,
 // as a plain notice.

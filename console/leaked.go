@@ -69,8 +69,16 @@ func (c *call) leaked() error {
 	done := said("Revoked “" + rec.Name + "”. Every request with it is refused from now on. " +
 		"Create a new key for the integration that used it; this page shows the settings it had.")
 	if rec.RotatedTo != "" {
+		// The new key is not touched, but it may have stopped already:
+		// "not affected" would read as working.
+		after := ", is not affected."
+		if next, err := c.keys.Show(ctx, rec.RotatedTo); err == nil {
+			if st := keys.Status(next, c.now); stopped(st) {
+				after = ", is not affected, and is " + st + " already: it no longer works either."
+			}
+		}
 		done = notice{Parts: []noticePart{{Text: "Revoked “" + rec.Name + "”. Every request with it is refused from now on. " +
-			"It had been rotated: its new key, "}, {Key: rec.RotatedTo}, {Text: ", is not affected."}}}
+			"It had been rotated: its new key, "}, {Key: rec.RotatedTo}, {Text: after}}}
 	}
 	return c.redirect("/keys/" + rec.ID + c.notify(done))
 }
