@@ -105,6 +105,13 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 	fail := func(format string, args ...any) (redisSetup, error) {
 		return s, fmt.Errorf("keygate: ratelimit redis %q: "+format, append([]any{store.RedactURI(url)}, args...)...)
 	}
+	// As the Caddyfile checks it before its placeholders are replaced: from
+	// {env.…} or JSON, redis:PASSWORD@host (its "//" left out) was read by
+	// go-redis as a Redis on localhost:6379 without a password, and logged
+	// whole as the Redis that did not answer.
+	if !strings.HasPrefix(url, "redis://") && !strings.HasPrefix(url, "rediss://") {
+		return fail("want redis://host:port[/db] or rediss://…")
+	}
 	// As the Caddyfile bounds it: a JSON config gives nanoseconds, and a
 	// timeout under a millisecond would have every call fall back.
 	if timeout != 0 && (timeout < time.Millisecond || timeout > 10*time.Second) {

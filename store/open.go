@@ -58,6 +58,16 @@ func ParseURI(uri string) (string, error) {
 			}
 		}
 	}
+	// postgres:kg:PASSWORD@db/keygate, its "//" left out, would be a
+	// relative SQLite path: a file made under the working directory, and
+	// the password in its name and in every line that names the store.
+	for _, e := range engines {
+		for _, p := range e.prefixes {
+			if scheme, ok := strings.CutSuffix(p, "//"); ok && len(uri) > len(scheme) && strings.EqualFold(uri[:len(scheme)], scheme) {
+				return "", fmt.Errorf("keygate store: %s: want %s…", RedactURI(uri), p)
+			}
+		}
+	}
 	if scheme, ok := uriScheme(uri); ok {
 		return "", fmt.Errorf("keygate store: %s: unknown scheme %q; want %s", RedactURI(uri), scheme, URIForms)
 	}
@@ -117,6 +127,21 @@ func DefaultSQLitePath(dataDir string) string {
 // (password='a b', as libpq and pgx read it).
 var passwordParam = regexp.MustCompile(`(?i)(^|[?&\s])([a-z_]*(?:password|passwd|pwd|pass|secret|token))=('(?:[^'\\]|\\.)*'?|[^&\s]*)`)
 
+// opaqueScheme returns the scheme of a URI that has one but no "//" after
+// it (redis:PASSWORD@host), and false for any other string: a URI with
+// "//", an SQLite URI (sqlite:PATH), a key=value connection string, a path
+// (a one-letter scheme is a Windows drive).
+func opaqueScheme(s string) (string, bool) {
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || len(scheme) < 2 || strings.HasPrefix(rest, "//") || strings.EqualFold(scheme, "sqlite") {
+		return "", false
+	}
+	if _, ok := uriScheme(scheme + "://"); !ok {
+		return "", false
+	}
+	return scheme, true
+}
+
 // uriScheme returns the scheme of a URI ("postgres" of postgres://…), and
 // false for a string that has none, though it holds "://": a key=value
 // connection string whose password does ("password=ab://cd"), all of whose
@@ -137,8 +162,13 @@ func uriScheme(s string) (string, bool) {
 
 // RedactURI returns uri with any password replaced by "xxxxx", for logs and
 // error messages. A URI it cannot parse is cut down to its scheme, since its
-// remainder may hold a password in a shape we do not recognise.
+// remainder may hold a password in a shape we do not recognise, and so is
+// one whose "//" was left out (redis:PASSWORD@host, postgres:kg:PASSWORD@db),
+// whose remainder net/url does not read as a user and password.
 func RedactURI(uri string) string {
+	if scheme, ok := opaqueScheme(uri); ok {
+		return scheme + ":xxxxx"
+	}
 	if scheme, ok := uriScheme(uri); ok {
 		u, err := url.Parse(uri)
 		if err != nil {

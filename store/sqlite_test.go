@@ -270,6 +270,10 @@ func TestOpen(t *testing.T) {
 		{"an unknown scheme is named", "mysql://kg:hunter2@db/keygate", `unknown scheme "mysql"`, "hunter2"},
 		{"a bare absolute path is an SQLite file", filepath.Join(dir, "bare.db"), "", ""},
 		{"a key=value string hides its password", "host=db password=hunter2", "not a URI", "hunter2"},
+		// Without the fix a relative SQLite path: a file made in the
+		// working directory, the password in its name.
+		{"postgres without // is refused, not a file", "postgres:kg:hunter2@db/keygate", "postgres:xxxxx: want postgres://…", "hunter2"},
+		{"postgres with one / is refused", "postgresql:/kg:hunter2@db/keygate", "postgresql:xxxxx: want postgresql://…", "hunter2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(ctx, tc.uri)
@@ -326,6 +330,10 @@ func TestRedactURI(t *testing.T) {
 		{"a sqlite path is unchanged", "sqlite:/var/lib/caddy/keygate/keys.db", "sqlite:/var/lib/caddy/keygate/keys.db"},
 		{"a connection string whose password holds ://", "host=db password=ab://cd dbname=keygate", "host=db password=xxxxx dbname=keygate"},
 		{"a connection string with :// after its password", "host=db password=hunter2 application_name=http://crm", "host=db password=xxxxx application_name=http://crm"},
+		{"a URI whose // was left out keeps only its scheme", "redis:hunter2@db:6379", "redis:xxxxx"},
+		{"a postgres URI whose // was left out", "postgres:kg:hunter2@db/keygate", "postgres:xxxxx"},
+		{"a relative path is unchanged", "keys.db", "keys.db"},
+		{"a Windows path is unchanged", `C:\keygate\keys.db`, `C:\keygate\keys.db`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := RedactURI(tc.in); got != tc.want {
@@ -860,6 +868,8 @@ func FuzzRedactURI(f *testing.F) {
 		{3, "hunter22", ""},
 		{0, "000000", "# 00000"}, // the rest escaped ("%2000000") holds the password, but not from it
 		{2, "000000", "://"},     // no URI: the text before "://" was quoted as its scheme
+		{4, "hunter22", "db/keygate"},
+		{4, "hunter22", "db:5432/keygate?sslmode=disable"},
 	} {
 		f.Add(c.form, c.pass, c.rest)
 	}
@@ -870,9 +880,11 @@ func FuzzRedactURI(f *testing.F) {
 			return // not a password only where a password goes
 		}
 		uri := func(pass string) string {
-			switch form % 4 {
+			switch form % 5 {
 			case 0:
 				return "postgres://kg:" + pass + "@" + rest
+			case 4: // its "//" left out
+				return "postgres:kg:" + pass + "@" + rest
 			case 1:
 				return "postgres://db/keygate?password=" + pass + "&" + rest
 			case 2:
@@ -894,6 +906,9 @@ func FuzzRedactURI(f *testing.F) {
 		_, eb := ParseURI(b)
 		if fmt.Sprint(ea) != fmt.Sprint(eb) {
 			t.Fatalf("ParseURI(%q): %v; with another password: %v", a, ea, eb)
+		}
+		if form%5 == 4 {
+			return // refused by ParseURI, which every open and check goes through first
 		}
 		_, _, ea = postgresConfig(a)
 		_, _, eb = postgresConfig(b)

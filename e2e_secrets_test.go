@@ -1,0 +1,89 @@
+package keygate_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A store or Redis URL whose "//" was left out (postgres:kg:PASSWORD@db/kg,
+// redis:PASSWORD@host), given through {env.…} as the docs say to, is
+// refused without its password. The store's was taken for a relative SQLite
+// path: caddy validate said "Valid configuration", logged the path with the
+// password in it, and caddy run made the file under its working directory.
+// The Redis URL was read by go-redis as a Redis on localhost:6379 without a
+// password, and logged whole as the Redis that did not answer.
+func TestAURLWithoutItsSlashesIsRefusedWithoutItsPassword(t *testing.T) {
+	needBinary(t)
+	const secret = "Hunter2Secret"
+	cf := site(`
+	keygate {
+		store {env.KG_STORE}
+		ratelimit redis {env.KG_REDIS}
+		scope mail.send POST /send
+	}
+	respond 200
+`)
+	for _, tc := range []struct {
+		name, store, redis, want string
+	}{
+		{"a PostgreSQL URI", "postgres:kg:" + secret + "@127.0.0.1/keygate", "", "postgres:xxxxx: want postgres://…"},
+		{"a PostgreSQL URI with one slash", "postgresql:/kg:" + secret + "@127.0.0.1/keygate", "", "postgresql:xxxxx: want postgresql://…"},
+		{"a Redis URL", "", "redis:" + secret + "@127.0.0.1:" + strconv.Itoa(freePort(t)), `ratelimit redis \"redis:xxxxx\": want redis://`}, // as the JSON log line quotes it
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			work := filepath.Join(dir, "work") // caddy's working directory: nothing may appear in it
+			os.Mkdir(work, 0o700)
+			body := cf
+			if tc.redis == "" {
+				body = strings.Replace(body, "\t\tratelimit redis {env.KG_REDIS}\n", "", 1)
+			}
+			if tc.store == "" {
+				tc.store = "sqlite:" + filepath.Join(dir, "keys.db")
+			}
+			path := filepath.Join(dir, "Caddyfile")
+			os.WriteFile(path, []byte(strings.NewReplacer("{ADMIN}", "127.0.0.1:0", "{PORT}", strconv.Itoa(freePort(t))).Replace(body)), 0o600)
+			env := append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "KG_STORE="+tc.store, "KG_REDIS="+tc.redis)
+
+			validate := exec.Command(caddyBin, "validate", "--config", path, "--adapter", "caddyfile")
+			validate.Env, validate.Dir = env, work
+			out, err := validate.CombinedOutput()
+			if err == nil {
+				t.Errorf("caddy validate accepted it:\n%s", out)
+			}
+			if !bytes.Contains(out, []byte(tc.want)) || bytes.Contains(out, []byte(secret)) {
+				t.Errorf("caddy validate said, want %q and never the password:\n%s", tc.want, out)
+			}
+			if tc.redis == "" {
+				issue := exec.Command(caddyBin, "keys", "issue", "--store", tc.store, "--name", "x", "--scope", "mail.send")
+				issue.Env, issue.Dir = env, work
+				var stdout, stderr bytes.Buffer
+				issue.Stdout, issue.Stderr = &stdout, &stderr
+				err := issue.Run()
+				if code := exitCode(err); code != 2 || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String()+stdout.String(), secret) {
+					t.Errorf("caddy keys issue --store %s: exit %d, want 2 with %q and never the password:\n%s%s", tc.store, code, tc.want, stdout.String(), stderr.String())
+				}
+			}
+			if made, _ := os.ReadDir(work); len(made) > 0 {
+				t.Errorf("left in the working directory: %s", made[0].Name())
+			}
+		})
+	}
+}
+
+// exitCode is the exit status a command's Run or Wait error gives.
+func exitCode(err error) int {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
