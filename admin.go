@@ -306,6 +306,10 @@ func badRequest(format string, args ...any) error {
 // resolveStore returns the keys service of the store a request names: the
 // running handlers' one (whose writes are enforced at once), or one opened
 // for this request.
+//
+// A running handlers' store is also named by the name its log lines and
+// errors give it, its password written xxxxx: Caddy logs the URI of every
+// admin request, so ?store= with the password would put it in that log.
 func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 	want := r.URL.Query().Get("store")
 	if want != "" {
@@ -317,7 +321,7 @@ func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 	var found []*backend
 	backends.Range(func(_, v any) bool {
 		b := v.(*backend)
-		if want == "" || b.uri == want {
+		if want == "" || b.uri == want || b.redacted == want {
 			found = append(found, b)
 		}
 		return true
@@ -331,7 +335,7 @@ func (a *Admin) resolveStore(r *http.Request) (*keys.Service, func(), error) {
 			names = append(names, b.redacted)
 		}
 		sort.Strings(names)
-		return nil, nil, badRequest("keygate handlers use several stores (%s); name one with ?store=<uri>", strings.Join(names, ", "))
+		return nil, nil, badRequest("keygate handlers use several stores (%s); name one with ?store=<uri>, as written here", strings.Join(names, ", "))
 	}
 	// No running handler uses it: open it for this request.
 	uri := want

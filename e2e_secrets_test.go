@@ -2,13 +2,19 @@ package keygate_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
+	"github.com/keygate/caddy-keygate/store"
 )
 
 // A store or Redis URL whose "//" was left out (postgres:kg:PASSWORD@db/kg,
@@ -86,4 +92,73 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// keyOf is the "key" of an issue's JSON answer.
+func keyOf(t *testing.T, body []byte) string {
+	t.Helper()
+	var k issuedKey
+	if err := json.Unmarshal(body, &k); err != nil || k.Key == "" {
+		t.Fatalf("no key in %s: %v", body, err)
+	}
+	return k.Key
+}
+
+// Where handlers use several stores, the admin API is told which by the
+// name its error lists, the password written xxxxx: Caddy's admin log
+// writes the URI of every request, so ?store= with the store's URI put the
+// PostgreSQL password in it (the name listed was not taken: keygate opened
+// it with the password "xxxxx", refused by the server).
+func TestTheAdminAPITakesAStoreByTheNameItGivesIt(t *testing.T) {
+	needBinary(t)
+	const secret = "AdminLogSecret7"
+	pg := testservers.StartPostgres(t)
+	pgURI := pg.RequirePassword(secret)
+	up := newUpstream(t)
+	other := "sqlite:" + filepath.Join(t.TempDir(), "other.db")
+	g := startGateway(t, gatewayConfig{store: pgURI, upstream: up.URL, env: []string{"KG_PG=" + pgURI}, caddyfile: site(`
+	handle /a/* {
+		keygate {
+			store {env.KG_PG}
+			scope mail.send POST /a/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	handle /b/* {
+		keygate {
+			store ` + other + `
+			scope mail.send POST /b/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`)})
+	name := store.RedactURI(pgURI)
+	if name == pgURI || strings.Contains(name, secret) {
+		t.Fatalf("the store's name %q holds its password", name)
+	}
+	r := g.admin("GET", "/keygate/keys", nil)
+	if r.Status != 400 || !strings.Contains(string(r.Body), name) {
+		t.Errorf("GET /keygate/keys with two stores: %d %s, want 400 listing %s", r.Status, r.Body, name)
+	}
+	q := "?store=" + url.QueryEscape(name)
+	r = g.admin("POST", "/keygate/keys"+q, map[string]any{"name": "by-name", "scopes": []string{"mail.send"}})
+	if r.Status != 201 {
+		t.Fatalf("POST /keygate/keys%s: %d %s", q, r.Status, r.Body)
+	}
+	key := keyOf(t, r.Body)
+	if got := g.call("POST", "/a/send", key, []byte("{}")); got.Status != 202 {
+		t.Errorf("the key issued by the store's name: %d %s on its store's route", got.Status, got.Body)
+	}
+	if got := g.call("POST", "/b/send", key, []byte("{}")); got.Status != 401 {
+		t.Errorf("the key issued by the store's name: %d %s on the other store's route", got.Status, got.Body)
+	}
+	if r := g.admin("GET", "/keygate/keys"+q, nil); r.Status != 200 || !strings.Contains(string(r.Body), "by-name") {
+		t.Errorf("GET /keygate/keys%s: %d %s", q, r.Status, r.Body)
+	}
+	time.Sleep(100 * time.Millisecond) // the admin log line is written before the answer; let it reach the file
+	if logs := g.logs(); strings.Contains(logs, secret) {
+		t.Errorf("the password is in caddy's log:\n%s", logs)
+	} else if !strings.Contains(logs, "/keygate/keys?store=") {
+		t.Errorf("caddy's log has no admin request line to look in:\n%s", logs)
+	}
 }

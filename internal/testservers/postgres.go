@@ -2,8 +2,10 @@ package testservers
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -82,6 +84,32 @@ func (p *Postgres) CreateDatabase(name string) string {
 	p.t.Helper()
 	p.run("createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", name)
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, name)
+}
+
+// RequirePassword gives the superuser password and makes the server ask
+// for it on every TCP connection (scram-sha-256), as a real server does, so
+// a wrong password is refused rather than let in by trust; it returns URI
+// with the password in it. Afterwards CreateDatabase and Load, which connect
+// without one, no longer work.
+func (p *Postgres) RequirePassword(password string) string {
+	p.t.Helper()
+	port := strconv.Itoa(p.port)
+	p.run("psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "keygate", "-v", "ON_ERROR_STOP=1", "-q",
+		"-c", "ALTER USER postgres PASSWORD '"+strings.ReplaceAll(password, "'", "''")+"'")
+	hba := "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(p.data(), "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		p.t.Fatalf("testservers: %v", err)
+	}
+	p.run("pg_ctl", "-D", p.data(), "reload")
+	if err := waitUntil(10*time.Second, func() error {
+		if p.command("psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "keygate", "-w", "-q", "-c", "SELECT 1").Run() == nil {
+			return errors.New("a connection without the password is still let in")
+		}
+		return nil
+	}); err != nil {
+		p.t.Fatalf("testservers: postgres on port %d: %v", p.port, err)
+	}
+	return strings.Replace(p.URI, "postgres@", "postgres:"+url.PathEscape(password)+"@", 1)
 }
 
 // Load runs an SQL file (a plain pg_dump, say) in the database "keygate"
