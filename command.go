@@ -497,7 +497,11 @@ func keysCommands() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.keys.IssueOnce(ctx, spec, c.actor, c.idempotency("issue", asked))
+			once, err := c.idempotency("issue", asked)
+			if err != nil {
+				return err
+			}
+			res, err := c.keys.IssueOnce(ctx, spec, c.actor, once)
 			if err != nil {
 				return err
 			}
@@ -616,7 +620,11 @@ Every change is an audit event naming what changed (old → new) and --reason.`,
 				return err
 			}
 			asked := fmt.Appendf(nil, "%s\n%s\n%s", args[0], grace, reason)
-			res, err := c.keys.RotateOnce(ctx, args[0], grace, reason, c.actor, c.idempotency("rotate", asked))
+			once, err := c.idempotency("rotate", asked)
+			if err != nil {
+				return err
+			}
+			res, err := c.keys.RotateOnce(ctx, args[0], grace, reason, c.actor, once)
 			if err != nil {
 				return err
 			}
@@ -1013,7 +1021,8 @@ const maxKeyLine = 1024
 
 // stdinValue is a flag whose value "-" is read from standard input, so the
 // value stays out of shell history and ps: --key - (a leaked key), --to -
-// (a store URI with its password).
+// (a store URI with its password), --idempotency-key - (what unlocks an
+// issued key's answer for a day).
 type stdinValue struct {
 	flag   string // as the user gave it, for messages: "--key -"
 	what   string // what it holds, for messages: "key"
@@ -1021,8 +1030,9 @@ type stdinValue struct {
 }
 
 var (
-	keyValue = stdinValue{"--key -", "key", "Key to revoke (input hidden): "}
-	toValue  = stdinValue{"--to -", "store URI", "URI of the store to copy into (input hidden): "}
+	keyValue         = stdinValue{"--key -", "key", "Key to revoke (input hidden): "}
+	toValue          = stdinValue{"--to -", "store URI", "URI of the store to copy into (input hidden): "}
+	idempotencyValue = stdinValue{"--idempotency-key -", "idempotency key", "Idempotency key (input hidden): "}
 )
 
 // readKey reads the value of --key - from in (stdinValue.read).
@@ -1098,18 +1108,25 @@ func (c *cli) printJSON(v any) error {
 
 // idempotencyFlag is issue's and rotate's --idempotency-key.
 func idempotencyFlag(fs *pflag.FlagSet) {
-	fs.String("idempotency-key", "", "Run again with the same key and flags within 24h, print the first run's answer (its key) instead of making another (a random value, kept secret like a key)")
+	fs.String("idempotency-key", "", "Run again with the same key and flags within 24h, print the first run's answer (its key) instead of making another (a random value, kept secret like a key; - reads it from stdin, out of shell history and ps)")
 }
 
 // idempotency returns the run's --idempotency-key, if given, for the
 // command and what it asked: a run of another command or with other flags
-// under the same key is refused.
-func (c *cli) idempotency(command string, asked []byte) *keys.Idempotency {
+// under the same key is refused. With the store it unlocks the answer, the
+// key in it, for a day, so "-" reads it from stdin as --key - does.
+func (c *cli) idempotency(command string, asked []byte) (*keys.Idempotency, error) {
 	k, _ := c.flags.GetString("idempotency-key")
 	if !c.flags.Changed("idempotency-key") {
-		return nil
+		return nil, nil
 	}
-	return &keys.Idempotency{Key: k, Request: append([]byte("caddy keys "+command+"\n"), asked...)}
+	if k == "-" {
+		var err error
+		if k, err = idempotencyValue.read(os.Stdin); err != nil {
+			return nil, err
+		}
+	}
+	return &keys.Idempotency{Key: k, Request: append([]byte("caddy keys "+command+"\n"), asked...)}, nil
 }
 
 func (c *cli) printIssued(res *keys.Result) error {

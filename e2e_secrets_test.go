@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -161,4 +163,119 @@ func TestTheAdminAPITakesAStoreByTheNameItGivesIt(t *testing.T) {
 	} else if !strings.Contains(logs, "/keygate/keys?store=") {
 		t.Errorf("caddy's log has no admin request line to look in:\n%s", logs)
 	}
+}
+
+// The forms that read a secret from stdin keep it off the command line
+// every local user sees (/proc/<pid>/cmdline, what ps prints) while the
+// command runs: revoke --key -, copy-store --to -, and --idempotency-key -
+// (which with the store unlocks the key it made for a day; it could only be
+// given on the command line). And issue --json,
+// as a CI job captures it ($(… | jq -r .key)), writes the key on stdout
+// only: stderr, which the job's log shows, has the warnings.
+func TestSecretsGivenOnStdinAreNeverOnTheCommandLine(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	keygate {
+		store {STORE}
+		scope mail.send POST /send
+	}
+	reverse_proxy {UPSTREAM}
+`), upstream: up.URL})
+
+	// running starts caddy keys ARGS with a stdin it has not written to
+	// yet, and returns what /proc says of the process while it waits on it,
+	// and a func that writes the secret and waits for the exit.
+	running := func(t *testing.T, args ...string) (cmdline, environ string, finish func(secret string) (string, string, error)) {
+		t.Helper()
+		cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", g.store)...)
+		cmd.Env = g.environ()
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		proc := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
+		c, err := os.ReadFile(proc + "cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := os.ReadFile(proc + "environ")
+		return string(c), string(e), func(secret string) (string, string, error) {
+			io.WriteString(in, secret+"\n")
+			in.Close()
+			err := cmd.Wait()
+			return stdout.String(), stderr.String(), err
+		}
+	}
+
+	t.Run("issue --json: the key on stdout only", func(t *testing.T) {
+		// A scope no route uses: a warning on stderr.
+		out, errOut, err := g.keysRaw("issue", "--json", "--name", "ci", "--scope", "templates.read")
+		if err != nil || !strings.Contains(errOut, "warning:") {
+			t.Fatalf("issue: %v, stderr %q", err, errOut)
+		}
+		key := keyOf(t, []byte(out))
+		if strings.Contains(errOut, key) || strings.Contains(errOut, key[len("kg_live_"):]) {
+			t.Errorf("the key is on stderr: %s", errOut)
+		}
+	})
+
+	t.Run("revoke --key -", func(t *testing.T) {
+		k := g.issue("--name", "leaked", "--scope", "mail.send")
+		cmdline, environ, finish := running(t, "revoke", "--key", "-", "--json", "--reason", "leaked")
+		out, errOut, err := finish(k.Key)
+		if err != nil || !strings.Contains(out, k.ID) || !strings.Contains(out, "revoked_at") {
+			t.Fatalf("revoke --key -: %v\n%s%s", err, out, errOut)
+		}
+		secret := k.Key[len("kg_live_"):]
+		if strings.Contains(cmdline, secret) || strings.Contains(environ, secret) {
+			t.Errorf("the key is in the running command's /proc cmdline or environ: %q", cmdline)
+		}
+		if strings.Contains(out+errOut, secret) {
+			t.Errorf("the key is printed:\n%s%s", out, errOut)
+		}
+	})
+
+	t.Run("issue --idempotency-key -", func(t *testing.T) {
+		var keys []string
+		for _, idem := range []string{"IdemSecret-5b1c9e", "IdemSecret-5b1c9e", "IdemSecret-other"} {
+			cmdline, environ, finish := running(t, "issue", "--json", "--name", "retried", "--scope", "mail.send", "--idempotency-key", "-")
+			out, errOut, err := finish(idem)
+			if err != nil {
+				t.Fatalf("issue --idempotency-key -: %v\n%s%s", err, out, errOut)
+			}
+			keys = append(keys, keyOf(t, []byte(out)))
+			if strings.Contains(cmdline, idem) || strings.Contains(environ, idem) {
+				t.Errorf("the idempotency key is in the running command's /proc cmdline or environ: %q", cmdline)
+			}
+		}
+		if keys[0] != keys[1] {
+			t.Errorf("the run again with the idempotency key from stdin made another key")
+		}
+		if keys[2] == keys[0] {
+			t.Errorf("a run with another idempotency key from stdin answered the first run's key")
+		}
+	})
+
+	t.Run("copy-store --to -", func(t *testing.T) {
+		pg := testservers.StartPostgres(t)
+		const password = "CopyStoreSecret9"
+		to := pg.RequirePassword(password)
+		g.stop() // copy-store refuses an SQLite store a gateway has open
+		cmdline, environ, finish := running(t, "copy-store", "--to", "-", "--json")
+		out, errOut, err := finish(to)
+		if err != nil || !strings.Contains(out, `"keys": 4`) {
+			t.Fatalf("copy-store --to -: %v\n%s%s", err, out, errOut)
+		}
+		if strings.Contains(cmdline, password) || strings.Contains(environ, password) {
+			t.Errorf("the password is in the running command's /proc cmdline or environ: %q", cmdline)
+		}
+		if strings.Contains(out+errOut, password) {
+			t.Errorf("the password is printed:\n%s%s", out, errOut)
+		}
+	})
 }
