@@ -213,8 +213,12 @@ func StartRedisCluster(t testing.TB, n int) *RedisCluster {
 	c := &RedisCluster{}
 	for range n {
 		r := newRedis(t)
+		// The cluster bus listens on a port of its own, by default the
+		// client port + 10000: from a FreePort that lands in the kernel's
+		// ephemeral range, where another test's connection may hold it
+		// (it did, in CI: "Could not create server TCP listening socket").
 		r.extra = []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(r.dir, "nodes.conf"),
-			"--cluster-node-timeout", "5000"}
+			"--cluster-node-timeout", "5000", "--cluster-port", strconv.Itoa(FreePort(t))}
 		t.Cleanup(r.Stop)
 		r.Start()
 		c.nodes = append(c.nodes, r)
