@@ -830,6 +830,19 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	// fails leaves the store as it was, revocations and all.
 	var carried *keys.Carried
 	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
+		if replaced != nil {
+			// The audit events of changes made since the backup stay in
+			// the log, before the events of what is carried over.
+			old, err := store.Open(ctx, c.uri)
+			if err != nil {
+				return fmt.Errorf("the store to replace, %s: %w", path, err)
+			}
+			_, err = store.KeepEvents(ctx, old, st)
+			old.Close()
+			if err != nil {
+				return err
+			}
+		}
 		var err error
 		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, reason, c.actor)
 		return err

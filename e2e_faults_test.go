@@ -610,6 +610,7 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	if r := g.call("POST", "/v3/mail/send", leaked.Key, nil); r.code() != "revoked_key" {
 		t.Errorf("the leaked key after a refused restore: %d %s", r.Status, r.Body)
 	}
+	before := g.keys("events", "--json")
 	g.stop()
 
 	// A file that is not a backup is refused, and the store left as it was.
@@ -669,6 +670,26 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	}
 	if out := g.keys("events", leaked.ID); !strings.Contains(out, "kept from the store a backup replaced: disk lost") || !strings.Contains(out, "posted in a ticket") {
 		t.Errorf("the leaked key's events after the restore do not say why it is revoked:\n%s", out)
+	}
+	// The audit log is never rolled back: every event of the replaced
+	// store (the revocation, the rotation, the key issued after the
+	// backup) is still there as it was, under the seq a SIEM read it at,
+	// and the restore's own events come after them.
+	type event struct {
+		Seq                           int64
+		At                            time.Time
+		Action, Actor, Reason, Detail string
+		KeyID                         string `json:"key_id"`
+	}
+	var was, now []event
+	if err := errors.Join(json.Unmarshal([]byte(before), &was), json.Unmarshal([]byte(g.keys("events", "--json")), &now)); err != nil {
+		t.Fatal(err)
+	}
+	if len(now) < len(was) || !slices.Equal(now[:len(was)], was) {
+		t.Errorf("the events after the restore:\n%+v\ndo not start with the replaced store's:\n%+v", now, was)
+	} else if carried := now[len(was):]; len(carried) != 2 || carried[0].Seq <= was[len(was)-1].Seq ||
+		!strings.Contains(carried[0].Reason, "kept from the store a backup replaced") {
+		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over", carried)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Backuper is implemented by a store that can copy itself, while gateways
@@ -224,4 +225,95 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 	}
 	info.Path = path
 	return info, nil
+}
+
+// KeepEvents appends to to, a restored backup, the audit events of from,
+// the store it replaces, that the backup does not hold: the history of
+// every change made after the backup was taken (who revoked, rotated,
+// issued what, and when), which a restore would otherwise lose along with
+// the keys those changes made. An audit log is never rolled back.
+//
+// When the backup's log is the start of from's (a backup of this store:
+// its last event is from's event of the same seq), the later events keep
+// their seqs, so the log reads on as before the restore and a reader
+// going on after the last seq it saw misses nothing. Otherwise (a backup
+// of another store) every event of from is appended, numbered after the
+// backup's. It returns how many it appended.
+func KeepEvents(ctx context.Context, from, to Store) (int, error) {
+	n := 0
+	err := onDB(from, func(src *DB) error {
+		return onDB(to, func(dst *DB) error {
+			return dst.writeKeys(ctx, func(tx *sql.Tx) error {
+				var err error
+				n, err = keepEvents(ctx, src, tx, dst.d)
+				return err
+			})
+		})
+	})
+	if err != nil {
+		return n, fmt.Errorf("keygate store: keeping the replaced store's audit events: %w", err)
+	}
+	return n, nil
+}
+
+func keepEvents(ctx context.Context, src *DB, tx *sql.Tx, d *dialect) (int, error) {
+	const cols = "seq, at, action, key_id, actor, reason, detail"
+	var last int64
+	var at int64
+	var action, keyID string
+	err := tx.QueryRowContext(ctx, "SELECT seq, at, action, key_id FROM events ORDER BY seq DESC LIMIT 1").Scan(&last, &at, &action, &keyID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	prefix := last == 0
+	if !prefix {
+		var n int
+		if err := src.db.QueryRowContext(ctx, src.d.rebind("SELECT count(*) FROM events WHERE seq = $1 AND at = $2 AND action = $3 AND key_id = $4"),
+			last, at, action, keyID).Scan(&n); err != nil {
+			return 0, err
+		}
+		prefix = n == 1
+	}
+	after, insert := last, cols
+	if !prefix {
+		after, insert = 0, strings.TrimPrefix(cols, "seq, ") // numbered anew
+	}
+	rows, err := src.db.QueryContext(ctx, src.d.rebind("SELECT "+insert+" FROM events WHERE seq > $1 ORDER BY seq"), after)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	b := newBatchInsert(ctx, tx, d, "events", insert, "")
+	values := make([]any, b.width)
+	dest := make([]any, b.width)
+	for i := range dest {
+		dest[i] = &values[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return 0, err
+		}
+		if err := b.add(values...); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if err := b.flush(); err != nil {
+		return 0, err
+	}
+	return b.rows, advanceEventSeq(ctx, tx, d)
+}
+
+// advanceEventSeq makes the next event on a store into which events were
+// written with their seqs numbered after the last of them: SQLite's
+// AUTOINCREMENT takes the largest seq inserted as its own; a PostgreSQL
+// sequence is told.
+func advanceEventSeq(ctx context.Context, tx *sql.Tx, d *dialect) error {
+	if d != postgresDialect {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "SELECT setval(pg_get_serial_sequence('events', 'seq'), (SELECT MAX(seq) FROM events)) WHERE EXISTS (SELECT 1 FROM events)")
+	return err
 }

@@ -152,12 +152,8 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM events").Scan(&rep.LastEvent); err != nil {
 			return err
 		}
-		// SQLite's AUTOINCREMENT takes the largest seq inserted as its
-		// own; a PostgreSQL sequence is told.
-		if dst.d == postgresDialect && rep.LastEvent > 0 {
-			if _, err := tx.ExecContext(ctx, "SELECT setval(pg_get_serial_sequence('events', 'seq'), $1)", rep.LastEvent); err != nil {
-				return err
-			}
+		if err := advanceEventSeq(ctx, tx, dst.d); err != nil {
+			return err
 		}
 		if err := checkCopy(ctx, stx, tx, dst, rep); err != nil {
 			return fmt.Errorf("checking the copy: %w", err)

@@ -625,6 +625,66 @@ func TestRestoreSQLite(t *testing.T) {
 	}
 }
 
+// TestKeepEventsNeverRollsTheLogBack: a restore keeps the replaced store's
+// events the backup lacks. A backup of this store reads on under the seqs
+// the events had, the next event after them; a backup of another store
+// gets every replaced event after its own, numbered anew.
+func TestKeepEventsNeverRollsTheLogBack(t *testing.T) {
+	ctx := context.Background()
+	dir, path, backup := storeWithBackup(t)
+	replaced := openTestSQLite(t, path)
+	was := mustEvents(t, replaced, EventFilter{})
+	other := openTestSQLite(t, filepath.Join(dir, "other.db"))
+	mustCreate(t, other, minimalRecord("key_elsewhere", time.Now()))
+	otherBackup := filepath.Join(dir, "other-backup.db")
+	if _, err := other.Backup(ctx, otherBackup); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		from     string
+		want     []string // key ids, oldest first
+		renumber bool
+	}{
+		{"a backup of this store", backup, []string{"key_inthebackup", "key_afterthebackup"}, false},
+		{"a backup of another store", otherBackup, []string{"key_elsewhere", "key_inthebackup", "key_afterthebackup"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := os.ReadFile(c.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copied := filepath.Join(t.TempDir(), "restored.db")
+			if err := os.WriteFile(copied, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			restored := openTestSQLite(t, copied)
+			kept := 1 // the event after the backup
+			if c.renumber {
+				kept = len(was) // every one
+			}
+			if n, err := KeepEvents(ctx, replaced, restored); err != nil || n != kept {
+				t.Fatalf("KeepEvents: %d, %v; want %d", n, err, kept)
+			}
+			mustCreate(t, restored, minimalRecord("key_next", time.Now()))
+			got := mustEvents(t, restored, EventFilter{})
+			var ids []string
+			for i, e := range got {
+				ids = append(ids, e.KeyID)
+				if i > 0 && e.Seq <= got[i-1].Seq {
+					t.Errorf("event %d's seq %d after %d", i, e.Seq, got[i-1].Seq)
+				}
+			}
+			if !slices.Equal(ids, append(c.want, "key_next")) {
+				t.Errorf("events of %v, want %v then key_next", ids, c.want)
+			}
+			if !c.renumber && !slices.Equal(got[:len(was)], was) {
+				t.Errorf("events %+v, want the replaced store's %+v as they were", got[:len(was)], was)
+			}
+		})
+	}
+}
+
 // A new machine has no store directory until a gateway has run there: a
 // restore onto it makes the directory, private, as opening a store does.
 func TestRestoreSQLiteOntoANewMachine(t *testing.T) {
