@@ -104,13 +104,12 @@ func diff(old, next *store.Record) string {
 	return strings.Join(parts, "; ")
 }
 
-// describe lists a new key's settings for its "issued" event.
+// describe lists a new key's settings for its "issued" event, its name
+// and owner too: an event is read on its own (a SIEM, the log of a key a
+// restore left out), not beside the key's record.
 func describe(rec *store.Record) string {
 	var parts []string
 	for _, f := range fields {
-		if f.name == "name" || f.name == "owner" {
-			continue // shown beside the event already
-		}
 		if v := f.value(rec); v != "" {
 			parts = append(parts, f.name+": "+v)
 		}

@@ -387,7 +387,7 @@ func TestAListOfOnlyEmptyValuesIsRefusedNeverReadAsNone(t *testing.T) {
 
 func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 	f := newFixture(t)
-	k := f.issue(t, Spec{Name: str("crm"), Scopes: list("mail.send"), Expires: str("90d"), Reason: "CRM launch"})
+	k := f.issue(t, Spec{Name: str("crm"), Owner: str("sales"), Scopes: list("mail.send"), Expires: str("90d"), Reason: "CRM launch"})
 	steps := []func() error{
 		func() error {
 			_, err := f.Update(ctx, k.ID, Spec{AddScopes: []string{"templates.read"}, Quota: str("1000/d"), Reason: "needs templates"}, "alice")
@@ -426,7 +426,7 @@ func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s by %s (%s): %s", e.Action, e.Actor, e.Reason, e.Detail))
 	}
 	want := []string{
-		"issued by test (CRM launch): env: live; scopes: mail.send; expires: 2027-02-21T12:00:00Z",
+		"issued by test (CRM launch): name: crm; owner: sales; env: live; scopes: mail.send; expires: 2027-02-21T12:00:00Z",
 		"updated by alice (needs templates): scopes: mail.send → mail.send templates.read; quota: none → 1000/d",
 		"disabled by bob (investigating): disabled: no → yes",
 		"revoked by carol (left): ",
@@ -436,6 +436,15 @@ func TestEveryChangeIsAnEventSayingWhatChangedAndWhy(t *testing.T) {
 	}
 	if f.writes != 4 {
 		t.Errorf("AfterWrite ran %d times for 4 changes (a no-op update is none)", f.writes)
+	}
+	// A rotation's new key starts its history with the rotation's reason.
+	old := f.issue(t, spec("billing", "mail.send"))
+	next, err := f.Rotate(ctx, old.ID, time.Hour, "quarterly", "dave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := f.Events(ctx, next.ID, 0, nil); len(evs) != 1 || evs[0].Reason != "quarterly" || evs[0].Actor != "dave" {
+		t.Errorf("the new key's events: %+v, want one issued by dave for the rotation's reason", evs)
 	}
 }
 

@@ -402,7 +402,7 @@ func (s *DB) RotateKey(ctx context.Context, id string, graceEnd time.Time, ev *E
 		if ev.Action == "" {
 			return nil
 		}
-		return s.insertEvent(ctx, tx, &Event{At: ev.At, Action: "issued", KeyID: succ.ID, Actor: ev.Actor, Detail: "by rotating " + id})
+		return s.insertEvent(ctx, tx, &Event{At: ev.At, Action: "issued", KeyID: succ.ID, Actor: ev.Actor, Reason: ev.Reason, Detail: "by rotating " + id})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keygate store: rotate key %s: %w", id, err)
