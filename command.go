@@ -8,14 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -355,14 +358,59 @@ func jsonWanted(cmd *cobra.Command) bool {
 	return false
 }
 
-// cliActor names who ran the command in audit events: OS user and host.
+// cliActor names who ran the command in audit events: OS user and host,
+// and the person behind it when that user is not the one who logged in, as
+// when the command runs as the caddy user (runuser -u caddy, sudo -u
+// caddy, the way the docs run it): every such change would otherwise name
+// caddy. The login user is the one the kernel keeps for the session
+// (Linux's audit loginuid, set at login and changed by no su, sudo or
+// runuser), else the one sudo names in SUDO_USER.
 func cliActor() string {
 	name := "unknown"
 	if u, err := user.Current(); err == nil {
 		name = u.Username
 	}
 	host, _ := os.Hostname()
-	return "cli " + name + "@" + host
+	actor := "cli " + name + "@" + host
+	login, how := loginUser(), "login"
+	if login == "" {
+		login, how = sudoUser(), "sudo by"
+	}
+	if login != "" && login != name {
+		actor += " (" + how + " " + login + ")"
+	}
+	return actor
+}
+
+// sudoUser is the user sudo ran the command for, or "" when it names none
+// that reads as a user name.
+func sudoUser() string {
+	by := os.Getenv("SUDO_USER")
+	if len(by) > 64 || strings.ContainsFunc(by, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) {
+		return ""
+	}
+	return by
+}
+
+// loginUIDFile holds the session's login user id on Linux.
+var loginUIDFile = "/proc/self/loginuid"
+
+// loginUser names the user who logged in to the session the command runs
+// in, or "" when the system does not say (no audit loginuid: another OS, a
+// container, a service started by systemd).
+func loginUser() string {
+	b, err := os.ReadFile(loginUIDFile)
+	if err != nil {
+		return ""
+	}
+	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil || id == math.MaxUint32 { // (uid_t)-1: unset
+		return ""
+	}
+	if u, err := user.LookupId(strconv.FormatUint(id, 10)); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.FormatUint(id, 10)
 }
 
 // specFlags registers the flags shared by issue and update.

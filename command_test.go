@@ -1,6 +1,9 @@
 package keygate
 
 import (
+	"os"
+	"os/user"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -37,6 +40,44 @@ func TestReadKeyLine(t *testing.T) {
 			}
 			if err != nil || got != tt.want {
 				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestTheCLINamesThePersonBehindTheServiceUser: run as the caddy user
+// (runuser -u caddy, sudo -u caddy), a command's audit events name the user
+// who logged in, from the kernel's login uid, else sudo's SUDO_USER.
+func TestTheCLINamesThePersonBehindTheServiceUser(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	base := "cli " + me.Username + "@" + host
+	loginUID := filepath.Join(t.TempDir(), "loginuid")
+	defer func(f string) { loginUIDFile = f }(loginUIDFile)
+	loginUIDFile = loginUID
+	for _, c := range []struct {
+		name, loginuid, sudoUser, want string
+	}{
+		{"no login uid, no sudo", "4294967295", "", base},
+		{"no login uid file (another OS)", "", "", base},
+		{"logged in as the user it runs as", me.Uid, "alice", base},
+		{"logged in as another user", "4294967294", "", base + " (login uid 4294967294)"},
+		{"the login uid wins over SUDO_USER", "4294967294", "mallory", base + " (login uid 4294967294)"},
+		{"sudo from another user", "4294967295", "alice", base + " (sudo by alice)"},
+		{"sudo from the same user", "4294967295", me.Username, base},
+		{"a SUDO_USER with a control character is no name", "4294967295", "al\x1bice", base},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(loginUID)
+			if c.loginuid != "" {
+				os.WriteFile(loginUID, []byte(c.loginuid), 0o600)
+			}
+			t.Setenv("SUDO_USER", c.sudoUser)
+			if got := cliActor(); got != c.want {
+				t.Errorf("cliActor() = %q, want %q", got, c.want)
 			}
 		})
 	}
