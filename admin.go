@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -221,12 +222,40 @@ func matchAdminPath(pattern string, segs []string) (id string, ok bool) {
 }
 
 // adminActor names who made a change in audit events: the client's address,
-// or its certificate's name when the admin endpoint uses client certificates.
+// and before it its certificate's name when the admin endpoint uses client
+// certificates (so an event says from where a certificate was used too).
 func adminActor(r *http.Request) string {
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		return "admin-api " + r.TLS.PeerCertificates[0].Subject.CommonName
+	if name := adminCaller(r); name != "" {
+		return "admin-api " + name + " from " + r.RemoteAddr
 	}
 	return "admin-api " + r.RemoteAddr
+}
+
+// adminCaller names the client's certificate, "" without one: who may
+// repeat a request under an Idempotency-Key. It is the subject's common
+// name, else (a certificate naming its holder only in its alternative
+// names, as many now do) the first DNS name, email address or URI there.
+func adminCaller(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	c := r.TLS.PeerCertificates[0]
+	names := append([]string{c.Subject.CommonName}, c.DNSNames...)
+	names = append(names, c.EmailAddresses...)
+	for _, u := range c.URIs {
+		names = append(names, u.String())
+	}
+	for _, n := range names {
+		if n != "" {
+			return strings.Map(func(r rune) rune { // one line in the CLI's table
+				if unicode.IsPrint(r) {
+					return r
+				}
+				return '?'
+			}, n)
+		}
+	}
+	return "(a certificate naming no one)"
 }
 
 // adminError is an admin API error in the gateway's JSON shape.
@@ -402,9 +431,9 @@ func (c *adminCall) idempotency(body []byte) (*keys.Idempotency, error) {
 	if err := keys.CheckIdempotencyKey(values[0]); err != nil {
 		return nil, err
 	}
-	caller := ""
-	if c.r.TLS != nil && len(c.r.TLS.PeerCertificates) > 0 {
-		caller = c.actor
+	caller := adminCaller(c.r)
+	if caller != "" {
+		caller = "admin-api " + caller // as the actor was named before it said from where
 	}
 	request := append([]byte(c.r.Method+" "+c.r.URL.Path+"\n"), body...)
 	return &keys.Idempotency{Key: values[0], Caller: caller, Request: request}, nil

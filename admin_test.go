@@ -2,6 +2,9 @@ package keygate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -409,5 +412,37 @@ func TestADamagedStoreIsAnsweredUnavailable(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
 		!strings.Contains(w.Body.String(), `"store_unavailable"`) || !strings.Contains(w.Body.String(), "damaged") {
 		t.Errorf("a damaged store: %d %v %s, want 503 store_unavailable saying it is damaged", w.Code, w.Header(), w.Body)
+	}
+}
+
+// TestAnAdminChangeNamesItsCallerAndWhereFrom: audit events name the admin
+// API's caller by its client certificate (its common name, else its first
+// alternative name) and the address it called from, or by that address
+// alone without a certificate.
+func TestAnAdminChangeNamesItsCallerAndWhereFrom(t *testing.T) {
+	u, _ := url.Parse("spiffe://example.org/deployer")
+	for _, c := range []struct {
+		name string
+		cert *x509.Certificate
+		want string
+	}{
+		{"no client certificate", nil, "admin-api 192.0.2.7:51234"},
+		{"a common name", &x509.Certificate{Subject: pkix.Name{CommonName: "terraform"}}, "admin-api terraform from 192.0.2.7:51234"},
+		{"a DNS name only", &x509.Certificate{DNSNames: []string{"ci.example.org"}}, "admin-api ci.example.org from 192.0.2.7:51234"},
+		{"an email address only", &x509.Certificate{EmailAddresses: []string{"ops@example.org"}}, "admin-api ops@example.org from 192.0.2.7:51234"},
+		{"a URI only", &x509.Certificate{URIs: []*url.URL{u}}, "admin-api spiffe://example.org/deployer from 192.0.2.7:51234"},
+		{"no name at all", &x509.Certificate{}, "admin-api (a certificate naming no one) from 192.0.2.7:51234"},
+		{"a line break in the name", &x509.Certificate{Subject: pkix.Name{CommonName: "a\nb"}}, "admin-api a?b from 192.0.2.7:51234"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/keygate/keys", nil)
+			r.RemoteAddr = "192.0.2.7:51234"
+			if c.cert != nil {
+				r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c.cert}}
+			}
+			if got := adminActor(r); got != c.want {
+				t.Errorf("adminActor = %q, want %q", got, c.want)
+			}
+		})
 	}
 }
