@@ -691,6 +691,13 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 		!strings.Contains(carried[0].Reason, "kept from the store a backup replaced") {
 		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over", carried)
 	}
+	// A key the restore left out keeps its history, by its id too.
+	if out := g.keys("events", later.ID); !strings.Contains(out, "issued") || !strings.Contains(out, "name: later") {
+		t.Errorf("the events of %s, issued after the backup:\n%s", later.ID, out)
+	}
+	if r := g.admin("GET", "/keygate/keys/"+later.ID+"/events", nil); r.Status != 200 || !strings.Contains(string(r.Body), "name: later") {
+		t.Errorf("GET /keygate/keys/%s/events: %d %s", later.ID, r.Status, r.Body)
+	}
 }
 
 // sendgridSendSite is a SendGrid site whose keys send through keygate to

@@ -246,14 +246,22 @@ func (s *Service) Activity(ctx context.Context, recs []*store.Record, since time
 // Events returns the audit events of key id, or of every key the service
 // may see when id is empty, oldest first: limit > 0 keeps the newest limit,
 // or with after (a cursor: the last seq a reader saw) the first limit of
-// those after it. An unknown id is NotFound, not an empty history.
+// those after it. An unknown id is NotFound, not an empty history; a key
+// the store no longer holds (issued after a backup a restore put back)
+// keeps its history for a service that sees every key.
 func (s *Service) Events(ctx context.Context, id string, limit int, after *int64) ([]store.Event, error) {
+	f := store.EventFilter{KeyID: id, Limit: limit, After: after}
 	if id != "" {
 		if _, err := s.key(ctx, id); err != nil {
-			return nil, err
+			var nf *NotFoundError
+			if s.owner != nil || !errors.As(err, &nf) {
+				return nil, err
+			}
+			if evs, err := s.st.Events(ctx, store.EventFilter{KeyID: id, Limit: 1}); err != nil || len(evs) == 0 {
+				return nil, cmp.Or(err, error(nf))
+			}
 		}
 	}
-	f := store.EventFilter{KeyID: id, Limit: limit, After: after}
 	if s.owner != nil && id == "" {
 		return s.ownerEvents(ctx, f)
 	}
