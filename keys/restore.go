@@ -138,6 +138,7 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 		ev := &store.Event{At: s.now(), KeyID: id, Actor: actor}
 		_, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
 			var kept []string
+			before := rec.Clone()
 			revoked, disabled, expiring = old.stops(rec)
 			if revoked {
 				at := time.Unix(0, old.revoked).UTC()
@@ -146,12 +147,13 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 			}
 			if disabled {
 				rec.Disabled = true
-				kept = append(kept, "disabled")
 			}
 			if expiring {
 				end := time.Unix(0, old.expires).UTC()
 				rec.ExpiresAt = &end
-				kept = append(kept, "expires "+end.Format(time.RFC3339))
+			}
+			if d := diff(before, rec); d != "" { // field: old → new, as every update says it
+				kept = append(kept, d)
 			}
 			if len(kept) == 0 {
 				return nil // unchanged: no event

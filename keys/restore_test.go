@@ -88,6 +88,15 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Action != "revoked" || last.Reason != "kept from the store a backup replaced" || !last.At.Equal(f.t) {
 		t.Errorf("the leaked key's newest event: %+v, want its revocation kept from the replaced store, now", last)
 	}
+	// What it changed reads as every update's does: field, old → new.
+	for id, want := range map[string]string{
+		disabled: "disabled: no → yes",
+		ended:    "expires: none → " + soon.UTC().Format(time.RFC3339),
+	} {
+		if evs, _ := f.Events(ctx, id, 0, nil); evs[len(evs)-1].Detail != want {
+			t.Errorf("key %s's newest event says %q, want %q", id, evs[len(evs)-1].Detail, want)
+		}
+	}
 	for _, id := range []string{reenabled, extended} {
 		evs, _ := f.Events(ctx, id, 0, nil)
 		for _, ev := range evs {
