@@ -882,13 +882,12 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 			// The audit events of changes made since the backup stay in
 			// the log, before the events of what is carried over.
 			old, err := store.Open(ctx, c.uri)
-			if err != nil {
-				return fmt.Errorf("the store to replace, %s: %w", path, err)
+			if err == nil {
+				_, err = store.KeepEvents(ctx, old, st)
+				old.Close()
 			}
-			_, err = store.KeepEvents(ctx, old, st)
-			old.Close()
 			if err != nil {
-				return err
+				return fmt.Errorf("the store to replace, %s: %w (move it away to restore without keeping its revocations and audit events)", path, err)
 			}
 		}
 		var err error
