@@ -878,20 +878,21 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	// fails leaves the store as it was, revocations and all.
 	var carried *keys.Carried
 	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
+		var old store.Store
 		if replaced != nil {
 			// The audit events of changes made since the backup stay in
 			// the log, before the events of what is carried over.
-			old, err := store.Open(ctx, c.uri)
-			if err == nil {
+			var err error
+			if old, err = store.Open(ctx, c.uri); err == nil {
+				defer old.Close()
 				_, err = store.KeepEvents(ctx, old, st)
-				old.Close()
 			}
 			if err != nil {
 				return fmt.Errorf("the store to replace, %s: %w (move it away to restore without keeping its revocations and audit events)", path, err)
 			}
 		}
 		var err error
-		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, reason, c.actor)
+		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, old, reason, c.actor)
 		return err
 	})
 	if err != nil {
@@ -911,6 +912,7 @@ func (c *cli) printRestored(r restored) error {
 		{"disabled again (disabled after the backup)", r.Carried.Disabled},
 		{"given the earlier end they had (a rotation's grace, an expiry set after the backup)", r.Carried.Expiring},
 		{"gone (issued after the backup: issue them again)", r.Carried.Gone},
+		{"put back as the backup had them (changed after the backup)", r.Carried.Reverted},
 	} {
 		if len(l.ids) > 0 {
 			fmt.Fprintf(c.out, "%s: %s\n", l.what, strings.Join(l.ids, ", "))

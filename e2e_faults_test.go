@@ -602,6 +602,7 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	g.keys("revoke", leaked.ID, "--reason", "posted in a ticket", "--yes")
 	g.keys("rotate", rotated.ID, "--grace", "0")
 	later := g.issue("--name", "later", "--scope", "mail.send")
+	g.keys("update", steady.ID, "--name", "steady-renamed", "--reason", "new name")
 	// Not while the gateway has the store open: it would go on with the
 	// file pulled from under it.
 	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); exitStatus(t, err) != 4 || !strings.Contains(errOut, fmt.Sprintf("process %d has it open", g.cmd.Process.Pid)) {
@@ -626,7 +627,7 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	var res struct {
 		Keys    int `json:"keys"`
 		Carried struct {
-			Revoked, Disabled, Expiring, Gone []string
+			Revoked, Disabled, Expiring, Gone, Reverted []string
 		} `json:"carried"`
 	}
 	if _, errOut, err := g.keysRaw("restore", backup, "--yes", "--reason", "disk\x1blost"); err == nil || !strings.Contains(errOut, "reason") {
@@ -639,9 +640,10 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Keys != 3 || !slices.Equal(res.Carried.Revoked, []string{leaked.ID}) || !slices.Equal(res.Carried.Expiring, []string{rotated.ID}) ||
-		len(res.Carried.Disabled) != 0 || len(res.Carried.Gone) != 2 || !slices.Contains(res.Carried.Gone, later.ID) {
-		t.Errorf("caddy keys restore --json: %+v; want 3 keys, %s revoked again, %s ending at its rotation, two gone (%s and %s's successor)",
-			res, leaked.ID, rotated.ID, later.ID, rotated.ID)
+		len(res.Carried.Disabled) != 0 || len(res.Carried.Gone) != 2 || !slices.Contains(res.Carried.Gone, later.ID) ||
+		!slices.Equal(res.Carried.Reverted, []string{steady.ID}) {
+		t.Errorf("caddy keys restore --json: %+v; want 3 keys, %s revoked again, %s ending at its rotation, two gone (%s and %s's successor), %s's name put back",
+			res, leaked.ID, rotated.ID, later.ID, rotated.ID, steady.ID)
 	}
 	for _, f := range []string{path + "-wal", path + "-shm"} {
 		if _, err := os.Stat(f); err == nil {
@@ -673,8 +675,9 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	}
 	// The audit log is never rolled back: every event of the replaced
 	// store (the revocation, the rotation, the key issued after the
-	// backup) is still there as it was, under the seq a SIEM read it at,
-	// and the restore's own events come after them.
+	// backup, the rename) is still there as it was, under the seq a SIEM
+	// read it at, and the restore's own events come after them: what it
+	// carried over, and the name it put back.
 	type event struct {
 		Seq                           int64
 		At                            time.Time
@@ -687,9 +690,10 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	}
 	if len(now) < len(was) || !slices.Equal(now[:len(was)], was) {
 		t.Errorf("the events after the restore:\n%+v\ndo not start with the replaced store's:\n%+v", now, was)
-	} else if carried := now[len(was):]; len(carried) != 2 || carried[0].Seq <= was[len(was)-1].Seq ||
-		!strings.Contains(carried[0].Reason, "kept from the store a backup replaced") {
-		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over", carried)
+	} else if carried := now[len(was):]; len(carried) != 3 || carried[0].Seq <= was[len(was)-1].Seq ||
+		!strings.Contains(carried[0].Reason, "kept from the store a backup replaced") ||
+		carried[2].KeyID != steady.ID || carried[2].Detail != "name: steady-renamed → steady" || carried[2].Reason != "put back as the backup had it: disk lost" {
+		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over and the name it put back", carried)
 	}
 	// A key the restore left out keeps its history, by its id too.
 	if out := g.keys("events", later.ID); !strings.Contains(out, "issued") || !strings.Contains(out, "name: later") {

@@ -20,6 +20,10 @@ type Carried struct {
 	// Gone were issued after the backup, which does not hold them: clients
 	// using them get invalid_key until they are issued again.
 	Gone []string `json:"gone"`
+	// Reverted were changed after the backup in a way the restore does not
+	// keep (a scope, a limit, a name; enabled again, given a later end):
+	// they are as the backup had them, each with an event saying so.
+	Reverted []string `json:"reverted"`
 }
 
 // Stops is what stopped each key of a store (StateOf): what CarryOver
@@ -34,6 +38,7 @@ type stop struct {
 	revoked, expires int64
 	disabled         bool
 	reason           string // the revocation's
+	settings         string // Version and disabled: whether the key differs from the backup's
 }
 
 func unixNano(t *time.Time) int64 {
@@ -55,8 +60,11 @@ func StateOf(ctx context.Context, st store.Store) (*Stops, error) {
 }
 
 func stopOf(r *store.Record) stop {
-	return stop{revoked: unixNano(r.RevokedAt), expires: unixNano(r.ExpiresAt), disabled: r.Disabled, reason: r.RevokeReason}
+	return stop{revoked: unixNano(r.RevokedAt), expires: unixNano(r.ExpiresAt), disabled: r.Disabled, reason: r.RevokeReason,
+		settings: settingsOf(r)}
 }
+
+func settingsOf(r *store.Record) string { return Version(r) + flag(r.Disabled, "d") }
 
 // statePage is how many keys eachKey reads at a time from a store that
 // cannot read them in one pass.
@@ -96,8 +104,13 @@ func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) 
 // backup's narrower state. reason (the operator's, may be empty) follows
 // the events' own. It reads every key once and writes only those it
 // changes. It consumes replaced.
-func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor string) (*Carried, error) {
-	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}}
+//
+// A key whose settings the restore takes back to the backup's (changed
+// after the backup in a way it does not keep) gets an event saying what
+// changed, field: old → new, the old read from from, the replaced store,
+// so that the audit log reads as the keys are (no event when from is nil).
+func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Store, reason, actor string) (*Carried, error) {
+	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}, Reverted: []string{}}
 	if err := checkReason(reason); err != nil {
 		return out, err
 	}
@@ -118,6 +131,7 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 	// (usually few), then each of them changed on its own.
 	// What is left of replaced once each key is looked at is gone.
 	narrow := map[string]stop{}
+	var differ []string
 	err := eachKey(ctx, s.st, func(cur *store.Record) error {
 		old, ok := replaced.keys[cur.ID]
 		if !ok {
@@ -126,6 +140,9 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 		delete(replaced.keys, cur.ID)
 		if r, d, e := old.stops(cur); r || d || e {
 			narrow[cur.ID] = old
+		}
+		if old.settings != settingsOf(cur) {
+			differ = append(differ, cur.ID)
 		}
 		return nil
 	})
@@ -178,6 +195,32 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, reason, actor 
 		}
 	}
 	out.Gone = append(out.Gone, slices.Sorted(maps.Keys(replaced.keys))...) // [] rather than null in JSON
+	if from == nil {
+		return out, nil
+	}
+	back := "put back as the backup had it"
+	if reason != "" {
+		back += ": " + reason
+	}
+	slices.Sort(differ)
+	for _, id := range differ {
+		was, err := from.Key(ctx, id)
+		if err != nil {
+			return out, fmt.Errorf("key %s in the store replaced: %w", id, err)
+		}
+		ev := &store.Event{At: s.now(), KeyID: id, Actor: actor}
+		if _, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
+			if ev.Detail = diff(was, rec); ev.Detail != "" { // "" when only what was carried over differed
+				ev.Action, ev.Reason = "updated", back
+			}
+			return nil
+		}); err != nil {
+			return out, fmt.Errorf("key %s: %w", id, err)
+		}
+		if ev.Action != "" {
+			out.Reverted = append(out.Reverted, id)
+		}
+	}
 	return out, nil
 }
 

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -51,13 +52,14 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	replaced = append(replaced, &store.Record{ID: "key_issuedafterthebackup"})
 
 	writes := f.writes
-	got, err := f.CarryOver(ctx, stopsOf(replaced), "", "test")
+	got, err := f.CarryOver(ctx, stopsOf(replaced), recordsOf(replaced), "", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &Carried{Revoked: []string{leaked}, Disabled: []string{disabled}, Expiring: []string{ended}, Gone: []string{"key_issuedafterthebackup"}}
+	want := &Carried{Revoked: []string{leaked}, Disabled: []string{disabled}, Expiring: []string{ended}, Gone: []string{"key_issuedafterthebackup"},
+		Reverted: slices.Sorted(slices.Values([]string{reenabled, extended}))}
 	if !slices.Equal(got.Revoked, want.Revoked) || !slices.Equal(got.Disabled, want.Disabled) ||
-		!slices.Equal(got.Expiring, want.Expiring) || !slices.Equal(got.Gone, want.Gone) {
+		!slices.Equal(got.Expiring, want.Expiring) || !slices.Equal(got.Gone, want.Gone) || !slices.Equal(got.Reverted, want.Reverted) {
 		t.Errorf("CarryOver = %+v, want %+v", got, want)
 	}
 	if f.writes == writes {
@@ -88,10 +90,13 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Action != "revoked" || last.Reason != "kept from the store a backup replaced" || !last.At.Equal(f.t) {
 		t.Errorf("the leaked key's newest event: %+v, want its revocation kept from the replaced store, now", last)
 	}
-	// What it changed reads as every update's does: field, old → new.
+	// What it changed reads as every update's does: field, old → new;
+	// what it put back as the backup had it too.
 	for id, want := range map[string]string{
-		disabled: "disabled: no → yes",
-		ended:    "expires: none → " + soon.UTC().Format(time.RFC3339),
+		disabled:  "disabled: no → yes",
+		ended:     "expires: none → " + soon.UTC().Format(time.RFC3339),
+		reenabled: "disabled: no → yes",
+		extended:  "expires: " + later.UTC().Format(time.RFC3339) + " → " + soon.UTC().Format(time.RFC3339),
 	} {
 		if evs, _ := f.Events(ctx, id, 0, nil); evs[len(evs)-1].Detail != want {
 			t.Errorf("key %s's newest event says %q, want %q", id, evs[len(evs)-1].Detail, want)
@@ -151,4 +156,25 @@ func stopsOf(recs []*store.Record) *Stops {
 		out.keys[r.ID] = stopOf(r)
 	}
 	return out
+}
+
+// recordsOf is a store holding recs, for their Key.
+func recordsOf(recs []*store.Record) store.Store {
+	out := records{m: map[string]*store.Record{}}
+	for _, r := range recs {
+		out.m[r.ID] = r
+	}
+	return out
+}
+
+type records struct {
+	store.Store // nil: only Key is used
+	m           map[string]*store.Record
+}
+
+func (r records) Key(_ context.Context, id string) (*store.Record, error) {
+	if rec, ok := r.m[id]; ok {
+		return rec.Clone(), nil
+	}
+	return nil, store.ErrNotFound
 }
