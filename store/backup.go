@@ -282,28 +282,11 @@ func keepEvents(ctx context.Context, src *DB, tx *sql.Tx, d *dialect) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	defer rows.Close()
-	b := newBatchInsert(ctx, tx, d, "events", insert, "")
-	values := make([]any, b.width)
-	dest := make([]any, b.width)
-	for i := range dest {
-		dest[i] = &values[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return 0, err
-		}
-		if err := b.add(values...); err != nil {
-			return 0, err
-		}
-	}
-	if err := rows.Err(); err != nil {
+	n, err := insertRows(ctx, rows, tx, d, "events", insert, "")
+	if err != nil {
 		return 0, err
 	}
-	if err := b.flush(); err != nil {
-		return 0, err
-	}
-	return b.rows, advanceEventSeq(ctx, tx, d)
+	return n, advanceEventSeq(ctx, tx, d)
 }
 
 // advanceEventSeq makes the next event on a store into which events were

@@ -224,6 +224,12 @@ func copyRows(ctx context.Context, stx, tx *sql.Tx, d *dialect, table, cols, con
 	if err != nil {
 		return 0, err
 	}
+	return insertRows(ctx, rows, tx, d, table, cols, conflict)
+}
+
+// insertRows writes every row of rows, whose columns are cols, into table
+// in tx, many to a statement, and closes rows.
+func insertRows(ctx context.Context, rows *sql.Rows, tx *sql.Tx, d *dialect, table, cols, conflict string) (int, error) {
 	defer rows.Close()
 	b := newBatchInsert(ctx, tx, d, table, cols, conflict)
 	values := make([]any, b.width)
