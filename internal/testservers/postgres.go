@@ -283,3 +283,54 @@ func childrenOf(pid int) []int {
 	}
 	return kids
 }
+
+// StartStandby makes a streaming standby of p, as a managed service's
+// high-availability replica: a copy taken with pg_basebackup (which writes
+// standby.signal and the primary's address) in a directory of its own,
+// started on another free loopback port. It answers reads and refuses
+// writes (SQLSTATE 25006, read_only_sql_transaction) until Promote. It is
+// stopped when the test ends. The copy asks for an immediate checkpoint:
+// a spread one made pg_basebackup wait over a minute.
+func (p *Postgres) StartStandby() *Postgres {
+	p.t.Helper()
+	s := &Postgres{t: p.t, bin: p.bin, port: FreePort(p.t), asOwner: p.asOwner}
+	parent := ""
+	if len(p.asOwner) > 0 {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "keygate-pg-")
+	if err != nil {
+		p.t.Fatalf("testservers: standby data directory: %v", err)
+	}
+	s.dir = dir
+	p.t.Cleanup(s.Close)
+	if len(p.asOwner) > 0 {
+		// The primary's directory is the postgres user's already.
+		fi, err := os.Stat(p.dir)
+		if err != nil {
+			p.t.Fatalf("testservers: standby data directory: %v", err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			p.t.Fatalf("testservers: standby data directory: %v", err)
+		}
+		if err := os.Chown(dir, int(st.Uid), int(st.Gid)); err != nil {
+			p.t.Fatalf("testservers: standby data directory: %v", err)
+		}
+	}
+	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres", "-D", s.data(),
+		"-X", "stream", "-R", "--no-sync", "--checkpoint=fast")
+	s.URI = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/keygate?sslmode=disable", s.port)
+	s.Start()
+	return s
+}
+
+// Promote ends a standby's recovery: it becomes a primary that takes
+// writes, as a failover does.
+func (p *Postgres) Promote() {
+	p.t.Helper()
+	p.run("pg_ctl", "-D", p.data(), "-w", "-t", "30", "promote")
+}
+
+// Addr is the server's host:port.
+func (p *Postgres) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }

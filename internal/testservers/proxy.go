@@ -58,6 +58,15 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Retarget sends the connections made from now on to another server, as a
+// DNS name that moves to a new primary at a failover: those already open
+// stay with the old one.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
+
 // Heal ends a Cut for connections made from now on.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
@@ -90,7 +99,10 @@ func (p *Proxy) handle(c net.Conn, pc *proxied) {
 		io.Copy(io.Discard, c)
 		return
 	}
-	s, err := net.Dial("tcp", p.target)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	s, err := net.Dial("tcp", target)
 	if err != nil {
 		return
 	}
