@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ var schemaPostgres string
 // it, and never see 10. Serialising the (rare) key writes makes commit order
 // equal seq order. Usage writes do not take it.
 const changeLockID = 0x6b657967617465
+
+// readOnlySQLTransaction is the SQLSTATE of a write refused by a server
+// that takes none: a hot standby, or a primary set read-only.
+const readOnlySQLTransaction = "25006"
 
 // notifyChannel is the LISTEN/NOTIFY channel for change-log writes.
 const notifyChannel = "keygate_changes"
@@ -76,6 +81,9 @@ type Postgres struct {
 	// lostAt is when the listener last found the server gone (unix
 	// nanoseconds, 0 for never); see shouldPing.
 	lostAt atomic.Int64
+	// readOnlyAt is when a server last refused a write as read-only (unix
+	// nanoseconds, 0 for never); see leaveReadOnlyServers.
+	readOnlyAt atomic.Int64
 }
 
 // Connection pool defaults. A gateway queries the store only on a cache
@@ -149,7 +157,8 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 		return fail(err)
 	}
 	p := &Postgres{cfg: cfg, notify: make(chan struct{}, 1), done: make(chan struct{})}
-	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(p.shouldPing))
+	p.leaveReadOnlyServers()
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(p.shouldPing), stdlib.OptionResetSession(p.resetSession))
 	db.SetMaxOpenConns(pool.maxConns)
 	db.SetMaxIdleConns(pool.maxConns)
 	db.SetConnMaxIdleTime(pool.maxIdleTime)
@@ -222,6 +231,48 @@ func (p *Postgres) shouldPing(_ context.Context, c stdlib.ShouldPingParams) bool
 	}
 	lost := p.lostAt.Load()
 	return lost != 0 && time.Now().Add(-c.IdleDuration).UnixNano() <= lost
+}
+
+// leaveReadOnlyServers makes the pool leave a server that takes no writes
+// (a standby, an old primary demoted), reached in a failover through a
+// name that had not moved yet or, with several hosts, before the standby
+// was promoted: the connection refused a write (SQLSTATE 25006) is closed
+// at once, and every other one made before that refusal at its next use
+// (resetSession), so the pool dials again and reaches the primary once the
+// name follows it (with target_session_attrs=read-write, whichever host
+// takes writes). Kept, they stayed in the pool, busy with polls and
+// flushes and so never idle long enough to be closed, and writes on them
+// went on failing after the failover was over.
+func (p *Postgres) leaveReadOnlyServers() {
+	onError, afterConnect := p.cfg.OnPgError, p.cfg.AfterConnect
+	p.cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		c.CustomData()[connectedAtKey] = time.Now().UnixNano()
+		if afterConnect != nil {
+			return afterConnect(ctx, c)
+		}
+		return nil
+	}
+	p.cfg.OnPgError = func(c *pgconn.PgConn, e *pgconn.PgError) bool {
+		if e.Code == readOnlySQLTransaction {
+			p.readOnlyAt.Store(time.Now().UnixNano())
+			return false // closes it
+		}
+		return onError == nil || onError(c, e)
+	}
+}
+
+// connectedAtKey holds when a connection was made (unix nanoseconds), in
+// its CustomData.
+const connectedAtKey = "keygate.connected_at"
+
+// resetSession discards a pooled connection made before a server last
+// refused a write as read-only (see leaveReadOnlyServers).
+func (p *Postgres) resetSession(_ context.Context, c *pgx.Conn) error {
+	at, _ := c.PgConn().CustomData()[connectedAtKey].(int64)
+	if refused := p.readOnlyAt.Load(); refused != 0 && at <= refused {
+		return driver.ErrBadConn
+	}
+	return nil
 }
 
 // Quiet stops listening for changes and keeps at most one connection: what

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keygate/caddy-keygate/internal/testservers"
 )
@@ -593,6 +595,60 @@ func TestPostgresSearchIgnoresNonASCIICaseInACLocaleDatabase(t *testing.T) {
 		}
 		if len(recs) != 1 {
 			t.Errorf("search %q in a C-locale database found %d keys, want the one named %q of %q", q, len(recs), rec.Name, rec.Owner)
+		}
+	}
+}
+
+// A pool whose connections are on a server that takes no writes (the old
+// primary demoted, a reader reached through a name that had not yet moved
+// in a failover) leaves it: the write refused (SQLSTATE 25006) is an outage,
+// and the next one goes to whatever server the name then reaches, not to
+// another pooled connection to the old one. Before, each connection stayed
+// in the pool and failed every write given to it.
+func TestPostgresLeavesAServerThatTakesNoWrites(t *testing.T) {
+	testPostgresURI(t) // the shared server: the primary after the failover
+	old := testservers.StartPostgres(t)
+	name := testservers.StartProxy(t, old.Addr())
+	p := openTestPostgres(t, strings.Replace(old.URI, old.Addr(), name.Addr, 1))
+	openTestPostgres(t, pgServer.URI) // the schema there
+
+	// Several connections in the pool, all on the old server.
+	ctx := context.Background()
+	var conns []*sql.Conn
+	for range 4 {
+		c, err := p.DB.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	// The old server takes no writes from now on, its sessions included,
+	// and the name moves to the new primary.
+	admin, err := sql.Open("pgx", old.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec("SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the sessions read it
+	name.Retarget(pgServer.Addr())
+
+	err = p.CreateKey(ctx, minimalRecord("key_refused", time.Now()), Event{Action: "issued", Actor: "test"})
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "25006" || !Unavailable(err) {
+		t.Fatalf("a write on the old server: %v, want SQLSTATE 25006 answered as an outage", err)
+	}
+	for i := range 3 {
+		if err := p.CreateKey(ctx, minimalRecord(fmt.Sprintf("key_%d", i), time.Now()), Event{Action: "issued", Actor: "test"}); err != nil {
+			t.Fatalf("write %d after the refusal: %v, want it made on the server the name reaches now", i+1, err)
 		}
 	}
 }

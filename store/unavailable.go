@@ -29,12 +29,16 @@ func Unavailable(err error) bool {
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe):
-		// The server answered: with a connection exception (class 08) or
+		// The server answered: with a connection exception (class 08),
 		// shutting down or starting (57P01–57P03: admin_shutdown,
-		// crash_shutdown, cannot_connect_now), or with a refusal that
-		// trying again will not change (a wrong password, 28P01; no such
-		// database, 3D000), even while connecting.
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+		// crash_shutdown, cannot_connect_now), or taking no writes
+		// (25006: a standby not promoted yet, an old primary demoted,
+		// which a name that follows the primary may still reach for a
+		// moment in a failover); or with a refusal that trying again will
+		// not change (a wrong password, 28P01; no such database, 3D000),
+		// even while connecting.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" ||
+			pe.Code == readOnlySQLTransaction
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		networkError(err), errors.As(err, &ce), isBusy(err), isFull(err):

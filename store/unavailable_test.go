@@ -36,6 +36,7 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"the file moved away", fmt.Errorf("write: %w", ErrFileGone), true},
 		{"a server shutting down", &pgconn.PgError{Code: "57P01"}, true},
 		{"a connection exception", &pgconn.PgError{Code: "08006"}, true},
+		{"a standby refusing a write", &pgconn.PgError{Code: "25006"}, true},
 		{"no such key", fmt.Errorf("show: %w", ErrNotFound), false},
 		{"a unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"an ordinary error", errors.New("something else"), false},
