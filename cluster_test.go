@@ -112,7 +112,7 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 		}
 	}
 	// keygate's own user does all keygate does, nothing falling back.
-	h, _ := testHandler(t, &Handler{RateLimitRedis: "redis://kg:kg-pw@" + rd.Addr})
+	h, _ := testHandler(t, &Handler{RateLimitRedis: "redis://kg:kg-pw@" + rd.Addr, RateLimitRedisTimeout: loadedMachineRedisTimeout})
 	sl, now := h.shared, time.Now()
 	start := now.Truncate(time.Hour)
 	load := func(context.Context) (int64, error) { return 0, nil }
@@ -129,6 +129,13 @@ func TestARedisThatRefusesKeygateRefusesTheConfig(t *testing.T) {
 	}
 }
 
+// loadedMachineRedisTimeout is the Redis timeout of tests that want no
+// decision to fall back: at the default 100 ms, one round trip (a TLS
+// handshake, a cluster's) past it on a loaded machine under the race
+// detector put that limiter in an outage for a second, and every decision
+// of it fell back (red CI runs).
+const loadedMachineRedisTimeout = caddy.Duration(2 * time.Second)
+
 // TLS to Redis with a private authority, and a client certificate for a
 // Redis that asks for one: without them the config is refused (the
 // certificate is one no retry mends), with them limits are Redis's.
@@ -137,10 +144,8 @@ func TestRedisOverTLSWithAPrivateAuthorityAndAClientCertificate(t *testing.T) {
 		rd := testservers.StartRedisTLS(t, clientCert)
 		url := "rediss://" + rd.TLSAddr
 		provision := func(tlsOpts *RedisTLS) (*Handler, error) {
-			// A timeout a loaded machine's TLS handshake fits in: at the
-			// default 100 ms the reservation below fell back.
 			h := &Handler{Store: "sqlite:" + filepath.Join(t.TempDir(), "keys.db"), RateLimitRedis: url, RateLimitRedisTLS: tlsOpts,
-				RateLimitRedisTimeout: caddy.Duration(2 * time.Second)}
+				RateLimitRedisTimeout: loadedMachineRedisTimeout}
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 			t.Cleanup(func() { h.Cleanup(); cancel() })
 			return h, h.Provision(ctx)
@@ -212,7 +217,7 @@ func TestRedisClusterMode(t *testing.T) {
 		}
 	}
 
-	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisCluster: true})
+	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisCluster: true, RateLimitRedisTimeout: loadedMachineRedisTimeout})
 	sl, ctx, now := h.shared, context.Background(), time.Now()
 	start := now.Truncate(time.Hour)
 	load := func(context.Context) (int64, error) { return 0, nil }
@@ -262,7 +267,7 @@ func TestRedisSentinelMode(t *testing.T) {
 		}
 	}
 
-	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate"})
+	h, _ := testHandler(t, &Handler{RateLimitRedis: url, RateLimitRedisSentinel: "keygate", RateLimitRedisTimeout: loadedMachineRedisTimeout})
 	sl, ctx := h.shared, context.Background()
 	lim := ratelimit.Limit{N: 10, Per: time.Minute}
 	allowed := 0
