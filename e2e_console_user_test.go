@@ -37,6 +37,9 @@ type consoleUser struct {
 	t      *testing.T
 	host   string // the Host header; "" for the gateway's own address
 	prefix string // where the console is mounted: "/console", or ""
+	// signIn puts the person's credentials on a request (default: the
+	// demo user's basic_auth).
+	signIn func(*http.Request)
 }
 
 var noRedirects = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
@@ -57,7 +60,11 @@ func (u consoleUser) do(g *gateway, method, path string, form url.Values, cookie
 	if u.host != "" {
 		req.Host = u.host
 	}
-	req.SetBasicAuth("demo", "keygate-demo")
+	if u.signIn != nil {
+		u.signIn(req)
+	} else {
+		req.SetBasicAuth("demo", "keygate-demo")
+	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	for _, c := range cookies {
