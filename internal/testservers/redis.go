@@ -254,15 +254,22 @@ type RedisSentinel struct {
 	Primary, Replica *Redis
 }
 
+// CutReplication stops the replica from replicating (its user on the
+// primary disabled, its connection killed): what the primary takes from
+// then on stays on it alone, as asynchronous replication leaves the last
+// moment's writes of a primary that dies.
+func (s *RedisSentinel) CutReplication() { s.Primary.Reach("replica", false) }
+
 // StartRedisSentinel starts a primary, a replica and a Sentinel that
 // watches the primary under the name "keygate", calls it down after a
 // second without an answer and promotes the replica.
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
 	s := &RedisSentinel{Primary: StartRedis(t)}
+	s.Primary.Reach("replica", true)
 	replica := newRedis(t)
 	host, port, _ := net.SplitHostPort(s.Primary.Addr)
-	replica.extra = []string{"--replicaof", host, port}
+	replica.extra = []string{"--replicaof", host, port, "--masteruser", "replica", "--masterauth", "pw"}
 	t.Cleanup(replica.Stop)
 	replica.Start()
 	s.Replica = replica
@@ -278,6 +285,25 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Cleanup(sentinel.Stop)
 	sentinel.Start()
 	s.Addr = sentinel.Addr
+	// A replica still in its first sync, or one the Sentinel has not
+	// found yet, is no replica to fail over to: the primary's data would
+	// be lost, or nothing promoted.
+	cli := lookBinary(t, "redis-cli", "apt-get install redis-tools")
+	_, rport, _ := net.SplitHostPort(replica.Addr)
+	_, sport, _ := net.SplitHostPort(sentinel.Addr)
+	if err := waitUntil(20*time.Second, func() error {
+		info, err := exec.Command(cli, "-p", rport, "info", "replication").Output()
+		if err != nil || !strings.Contains(string(info), "master_link_status:up") {
+			return fmt.Errorf("the replica has not synced: %v %s", err, info)
+		}
+		known, err := exec.Command(cli, "-p", sport, "sentinel", "replicas", "keygate").Output()
+		if err != nil || !strings.Contains(string(known), rport) {
+			return fmt.Errorf("the Sentinel does not know the replica: %v %s", err, known)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("testservers: redis sentinel: %v", err)
+	}
 	return s
 }
 
