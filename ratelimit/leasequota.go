@@ -211,11 +211,22 @@ type quotaAnswer struct {
 }
 
 // ask leases need recipients and up to extra more for ls, loading the
-// persisted count when Redis has none for the period.
+// persisted count when Redis has none for the period, or one to check
+// against it (counterCheck).
 func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int64,
 	load func(context.Context) (int64, error), now time.Time) (quotaAnswer, error) {
-	a, missing, err := q.run1(ctx, ls, need, extra, "", now)
-	if err != nil || !missing {
+	a, status, err := q.run1(ctx, ls, need, extra, "", now)
+	if err == nil && status == -2 {
+		initial := ""
+		if persisted, ok := loadForCheck(ctx, &q.outage, load); ok {
+			// The block this node holds is counted in Redis, not in
+			// the store: raised to the store's count alone, the
+			// counter would lose it when it goes back.
+			initial = strconv.FormatInt(persisted+ls.held, 10)
+		}
+		a, status, err = q.run1(ctx, ls, need, extra, initial, now)
+	}
+	if err != nil || status == 0 {
 		return a, err
 	}
 	if ls.asked {
@@ -236,26 +247,28 @@ func (q *LeasedQuotas) ask(ctx context.Context, ls *quotaLease, need, extra int6
 	return a, err
 }
 
-func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (quotaAnswer, bool, error) {
+// run1 runs leaseQuotaScript once; status is -1 for a counter missing,
+// -2 for one to check against the persisted count, 0 for an answer.
+func (q *LeasedQuotas) run1(ctx context.Context, ls *quotaLease, need, extra int64, initial string, now time.Time) (a quotaAnswer, status int64, err error) {
 	q.trips.Add(1)
 	limit := ls.limit
 	v, err := withLateAnswer(ctx, &q.outage, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+		return leaseQuotaScript.Run(ctx, q.client, []string{ls.rkey, loadedKey(q.opts, ls.rkey)}, limit, need, extra, ls.end.UnixMilli(), initial, now.UnixMilli(), q.outage.check()).Int64Slice()
 	}, func(v []int64) {
 		if len(v) == 3 && v[0] == 1 && v[1] > 0 {
 			giveBackLate(q.client, q.opts, ls.rkey, v[1])
 		}
 	})
 	if err != nil {
-		return quotaAnswer{}, false, err
+		return quotaAnswer{}, 0, err
 	}
 	if len(v) != 3 {
-		return quotaAnswer{}, false, fmt.Errorf("keygate: quota lease script on %q answered %v, want 3 integers", ls.rkey, v)
+		return quotaAnswer{}, 0, fmt.Errorf("keygate: quota lease script on %q answered %v, want 3 integers", ls.rkey, v)
 	}
-	if v[0] == -1 {
-		return quotaAnswer{}, true, nil
+	if v[0] < 0 {
+		return quotaAnswer{}, v[0], nil
 	}
-	return quotaAnswer{reserved: v[0] == 1, granted: v[1], used: v[2]}, false, nil
+	return quotaAnswer{reserved: v[0] == 1, granted: v[1], used: v[2]}, 0, nil
 }
 
 func (q *LeasedQuotas) lease(key string, start, end time.Time) *quotaLease {
@@ -407,14 +420,22 @@ func (q *LeasedQuotas) RoundTrips() uint64 { return q.trips.Load() }
 // created as reserveScript creates it (from the persisted count ARGV[5],
 // expiring a minute after the period end ARGV[4], and KEYS[2] saying it was
 // loaded at ARGV[6]), or
-// answered "missing" when ARGV[5] is "".
+// answered "missing" when ARGV[5] is "". One loaded before ARGV[7] is
+// checked against the persisted count as reserveScript checks it.
 //
 // Answers {status, granted, used}: status 1 reserved, 0 over the limit
-// (nothing counted), -1 missing.
-var leaseQuotaScript = redis.NewScript(counterExpiry + `
+// (nothing counted), -1 missing, -2 to be checked against the persisted
+// count.
+var leaseQuotaScript = redis.NewScript(counterExpiry + counterCheck + `
 local used = redis.call("GET", KEYS[1])
 if used then
   used = tonumber(used)
+  if stale(KEYS[2], ARGV[7]) then
+    if ARGV[5] == "" then
+      return {-2, 0, 0}
+    end
+    used = raise(KEYS[1], KEYS[2], used, ARGV[5], ARGV[6], ARGV[4])
+  end
 elseif ARGV[5] == "" then
   return {-1, 0, 0}
 else

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type outage struct {
 	down      atomic.Bool
 	retryAt   atomic.Int64 // unix nanoseconds; while down, the next probe time
 	since     atomic.Int64 // unix nanoseconds: when the last outage began
+	checkFrom atomic.Int64 // since, until skipChecks
 	fallbacks atomic.Uint64
 	// recovered, if set, runs (in its own goroutine) when Redis answers
 	// again after an outage that began at since; recovering counts it.
@@ -101,6 +103,25 @@ func (f *inFlight) wait(d time.Duration) {
 	}
 }
 
+// check is when the last outage began, unix ms ("" before any, or once
+// skipChecks): a counter loaded before it is checked against the store
+// once (counterCheck).
+func (o *outage) check() string {
+	s := o.checkFrom.Load()
+	if s == 0 {
+		return ""
+	}
+	return strconv.FormatInt(time.Unix(0, s).UnixMilli(), 10)
+}
+
+// skipChecks ends the checks until the next outage: the store did not
+// give a count in checkLoadTimeout, and each send waiting for it would
+// hold its request that long.
+func (o *outage) skipChecks() { o.checkFrom.Store(0) }
+
+// checkLoadTimeout bounds the store's count read for a check.
+const checkLoadTimeout = time.Second
+
 // tryRedis reports whether this request should go to Redis at now.
 func (o *outage) tryRedis(now time.Time) bool {
 	if !o.down.Load() {
@@ -123,6 +144,7 @@ func (o *outage) failed(ctx context.Context, err error, now time.Time) {
 	o.retryAt.Store(now.Add(retryInterval).UnixNano())
 	if !o.down.Load() {
 		o.since.Store(now.UnixNano())
+		o.checkFrom.Store(now.UnixNano())
 	}
 	if o.down.CompareAndSwap(false, true) {
 		if Refused(err) {

@@ -21,11 +21,22 @@ import (
 // is only read when needed. Creating it also writes KEYS[2] (loadedKey),
 // when it was loaded: ARGV[5], unix ms.
 //
-// Answers {status, used}: status 1 reserved, 0 over the limit, -1 missing.
-var reserveScript = redis.NewScript(counterExpiry + `
+// A counter loaded before ARGV[6] (unix ms, "" for none: the start of the
+// caller's last Redis outage) is raised to the persisted count once
+// (counterCheck), asked for as for a missing one.
+//
+// Answers {status, used}: status 1 reserved, 0 over the limit, -1 missing,
+// -2 to be checked against the persisted count.
+var reserveScript = redis.NewScript(counterExpiry + counterCheck + `
 local used = redis.call("GET", KEYS[1])
 if used then
   used = tonumber(used)
+  if stale(KEYS[2], ARGV[6]) then
+    if ARGV[4] == "" then
+      return {-2, 0}
+    end
+    used = raise(KEYS[1], KEYS[2], used, ARGV[4], ARGV[5], ARGV[3])
+  end
 elseif ARGV[4] == "" then
   return {-1, 0}
 else
@@ -45,6 +56,52 @@ if n > 0 then
 end
 return {1, used}
 `)
+
+// counterCheck defines stale(loadedKey, check), whether a counter was
+// loaded from the store before check (unix ms; never when check is ""),
+// and raise(...), which raises such a counter to the persisted count, if
+// it is below, and marks it loaded now. A Redis outage may be a failover:
+// with asynchronous replication the promoted replica lacks the last
+// increments the old primary acknowledged, and its counter, lower than
+// the key's sends, would let the key pass its quota by them. A node whose
+// outage ends checks each counter it uses once against the store, which
+// holds those sends by then (docs/cluster.md, Sentinel); a counter loaded
+// since its outage began already holds them. Needs counterExpiry.
+const counterCheck = `
+local function stale(loadedKey, check)
+  if check == "" then
+    return false
+  end
+  local loaded = redis.call("GET", loadedKey)
+  return not loaded or tonumber(loaded) < tonumber(check)
+end
+local function raise(counterKey, loadedKey, used, persisted, now, periodEnd)
+  persisted = tonumber(persisted)
+  local at = expiry(periodEnd)
+  if persisted > used then
+    used = persisted
+    redis.call("SET", counterKey, used)
+    redis.call("PEXPIREAT", counterKey, at)
+  end
+  redis.call("SET", loadedKey, now)
+  redis.call("PEXPIREAT", loadedKey, at)
+  return used
+end
+`
+
+// loadForCheck reads the store's count for counterCheck, within
+// checkLoadTimeout; a store that does not give it ends the checks until
+// the next outage (o.skipChecks): the send goes on from Redis's counter.
+func loadForCheck(ctx context.Context, o *outage, load func(context.Context) (int64, error)) (int64, bool) {
+	lctx, cancel := context.WithTimeout(ctx, checkLoadTimeout)
+	defer cancel()
+	n, err := load(lctx)
+	if err != nil {
+		o.skipChecks()
+		return 0, false
+	}
+	return n, true
+}
 
 // counterExpiry defines expiry(periodEnd), when a quota counter made now
 // expires: a minute after its period ends on Redis's clock, or a minute
@@ -162,6 +219,13 @@ func (q *RedisQuotas) reserve(ctx context.Context, key string, limit, n int64, s
 	load func(context.Context) (int64, error), now time.Time) (QuotaResult, error) {
 	rkey := quotaRedisKey(q.opts, key, start)
 	status, used, err := q.run(ctx, rkey, limit, n, end, "", now)
+	if err == nil && status == -2 {
+		initial := ""
+		if persisted, ok := loadForCheck(ctx, &q.outage, load); ok {
+			initial = strconv.FormatInt(persisted, 10)
+		}
+		status, used, err = q.run(ctx, rkey, limit, n, end, initial, now)
+	}
 	if err == nil && status == -1 {
 		persisted, lerr := load(ctx)
 		if lerr != nil {
@@ -387,7 +451,8 @@ func closeFallback(client redis.UniversalClient, opts RedisOptions, fallback *Lo
 const storeLoadTimeout = 5 * time.Second
 
 // loadedKey is the key beside a quota counter that says when the counter
-// was loaded from the store (unix ms); it expires with the counter. Its hash
+// was loaded from the store, or last checked against it (counterCheck),
+// unix ms; it expires with the counter. Its hash
 // tag is the counter's whole name, so Redis Cluster would keep both in the
 // counter's slot for one script to use both, and it starts with the prefix,
 // so an ACL of the prefix's keys covers it.
@@ -402,7 +467,7 @@ func quotaRedisKey(opts RedisOptions, key string, start time.Time) string {
 // run executes reserveScript once, within the configured timeout.
 func (q *RedisQuotas) run(ctx context.Context, rkey string, limit, n int64, end time.Time, initial string, now time.Time) (status, used int64, err error) {
 	v, err := withLateAnswer(ctx, &q.outage, q.opts.Timeout, func(ctx context.Context) ([]int64, error) {
-		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(q.opts, rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli()).Int64Slice()
+		return reserveScript.Run(ctx, q.client, []string{rkey, loadedKey(q.opts, rkey)}, limit, n, end.UnixMilli(), initial, now.UnixMilli(), q.outage.check()).Int64Slice()
 	}, func(v []int64) {
 		if len(v) == 2 && v[0] == 1 && n > 0 {
 			giveBackLate(q.client, q.opts, rkey, n)
