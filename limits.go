@@ -134,9 +134,13 @@ func (h *Handler) releaseQuota(ctx context.Context, qs *quotaState, n int64, t t
 // whole request on some attempt (reverse_proxy's retries, handle_errors'
 // fallback): the error that ends the request is the last attempt's, and a
 // dial error after an upstream had the send whole does not unsend it.
-func mayHaveSent(status int, err error, bodyOut, wrote bool) bool {
+// partly says the provider may send part of the request and refuse the
+// rest with a 400 (a Mailjet batch, mailapi.Message.PartlySent): that 400
+// is taken as a 2xx is, its recipients kept whole, as a batch a provider
+// takes in part with a 2xx is (Postmark's, SES's bulk).
+func mayHaveSent(status int, err error, bodyOut, wrote, partly bool) bool {
 	if err == nil || !bodyOut || neverSent(err) && !wrote {
-		return status >= 200 && status < 300
+		return status >= 200 && status < 300 || partly && status == http.StatusBadRequest
 	}
 	return true
 }

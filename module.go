@@ -618,11 +618,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
-		// A Mailjet batch answered 400 may have sent some of its messages
-		// (q.partlySent): its recipients are kept whole, as a batch a
-		// provider takes in part with a 2xx is (Postmark's, SES's bulk).
-		if recipients > 0 && !mayHaveSent(sw.status, proxyError(r, sw.status, err), body == nil || body.readOut.Load(), wrote != nil && wrote.Load()) &&
-			!(q.partlySent && sw.status == http.StatusBadRequest) {
+		if recipients > 0 && !mayHaveSent(sw.status, proxyError(r, sw.status, err), body == nil || body.readOut.Load(), wrote != nil && wrote.Load(), q.partlySent) {
 			if qs != nil {
 				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
 			}
