@@ -10,6 +10,7 @@
 #   N=500 ROUNDS=1 bench/instr-e2e.sh
 #   SCENARIOS="baseline keygate" bench/instr-e2e.sh
 #   UPSTREAM_PLAIN=1 bench/instr-e2e.sh   # the upstream answers 202 {} to every path
+#   UPSTREAM_TLS=1 bench/instr-e2e.sh     # every site proxies over HTTPS (HTTP/2), as to a real provider
 #   KEEP=1 bench/instr-e2e.sh     # keep each round's callgrind dump, bench/out/instr-e2e/cg-LABEL-rN.out,
 #                                 # for callgrind_annotate (which function the instructions went to)
 #   CACHE=1 bench/instr-e2e.sh    # also simulate the caches (slower): L1 instruction and data misses
@@ -81,6 +82,7 @@ KEY=$("$OUT/caddy" keys issue --store "$STORE" --name instr-e2e --scope mail.sen
 	sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
 [ -n "$KEY" ] || { echo "instr-e2e: could not issue a key" >&2; exit 1; }
 
+start_upstream $P_UP ${UPSTREAM_PLAIN:+-plain}
 cat >"$OUT/Caddyfile" <<EOF2
 {
 	admin $ADMIN
@@ -92,21 +94,19 @@ cat >"$OUT/Caddyfile" <<EOF2
 	}
 }
 http://127.0.0.1:$P_BASE {
-	reverse_proxy 127.0.0.1:$P_UP
+	$(proxy_to "$UP")
 }
-$(keygate_site $P_KG $P_UP "store $STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
+$(keygate_site $P_KG "$UP" "store $STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
 http://127.0.0.1:$P_HDR {
 	header RateLimit "\"default\";r=999999;t=1"
 	header RateLimit-Policy "\"default\";q=1000000;w=1"
-	reverse_proxy 127.0.0.1:$P_UP
+	$(proxy_to "$UP")
 }
-$(keygate_site $P_SEND $P_UP "store $STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
-$(keygate_site $P_MG $P_UP "store $STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
-$(keygate_site $P_PM $P_UP "store $STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
+$(keygate_site $P_SEND "$UP" "store $STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
+$(keygate_site $P_MG "$UP" "store $STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
+$(keygate_site $P_PM "$UP" "store $STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
 EOF2
 
-"$OUT/upstream" -addr 127.0.0.1:$P_UP ${UPSTREAM_PLAIN:+-plain} >"$OUT/upstream.log" 2>&1 &
-PIDS+=($!)
 echo "== caddy under callgrind"
 GOGC=${GOGC:-off} GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=1 \
 	valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/cg.out" ${ONLY:+"--toggle-collect=$ONLY"} \

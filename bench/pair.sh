@@ -36,6 +36,11 @@
 #   cluster-quota-<body> a send on such a site by a key with a recipient
 #                        quota (leased blocks)
 #
+# With UPSTREAM_TLS=1 every site, baseline and keygate alike, proxies to
+# the upstream over HTTPS (TLS 1.3, a certificate the upstream makes and
+# Caddy trusts with tls_trust_pool), as it would to a real provider: what
+# keygate costs a real send, where the proxy also encrypts every body.
+#
 # With BIN_B, process B runs that binary and A this tree's build, and each
 # scenario loads the same site (the scenario's keygate side) of both: the
 # ratio is B's rate over A's, so above 1 means BIN_B is faster. `aa` then
@@ -112,8 +117,7 @@ echo "== machine: $(nproc) CPUs, $(go env GOVERSION), $(uname -r), load average:
 
 # This script, wrk and the upstream keep off CPU 0.
 taskset -pc "1-$(($(nproc) - 1))" $$ >/dev/null
-"$OUT/upstream" -addr 127.0.0.1:18300 &
-PIDS+=($!)
+start_upstream 18300
 
 export KEYGATE_STORE="sqlite:$OUT/keys.db"
 KEY=$("$OUT/caddy" keys issue --name bench-pair --scope mail.send --json | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' | head -1)
@@ -147,22 +151,22 @@ caddyfile() { # NAME BASE_PORT ADMIN_PORT
 	}
 }
 http://127.0.0.1:$((p + O_BASE)) {
-	reverse_proxy 127.0.0.1:18300
+	$(proxy_to "$UP")
 }
 http://127.0.0.1:$((p + O_HDR)) {
 	header RateLimit "\"default\";r=999999;t=1"
 	header RateLimit-Policy "\"default\";q=1000000;w=1"
-	reverse_proxy 127.0.0.1:18300
+	$(proxy_to "$UP")
 }
-$(keygate_site $((p + O_KG)) 18300 "store $KEYGATE_STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
-$(keygate_site $((p + O_SG)) 18300 "store $KEYGATE_STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
-$(keygate_site $((p + O_MG)) 18300 "store $KEYGATE_STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
-$(keygate_site $((p + O_PM)) 18300 "store $KEYGATE_STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
+$(keygate_site $((p + O_KG)) "$UP" "store $KEYGATE_STORE" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
+$(keygate_site $((p + O_SG)) "$UP" "store $KEYGATE_STORE" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s")
+$(keygate_site $((p + O_MG)) "$UP" "store $KEYGATE_STORE" "mail_api mailgun" "scope mail.send POST /v3/*/messages" "rate 1000000/s")
+$(keygate_site $((p + O_PM)) "$UP" "store $KEYGATE_STORE" "mail_api postmark" "scope mail.send POST /email*" "rate 1000000/s")
 EOF
 	[ "$CLUSTER" = 1 ] || return 0
 	local redis="ratelimit redis redis://127.0.0.1:18340/0"
-	keygate_site $((p + O_CL)) 18300 "store $PG_URI" "$redis" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
-	keygate_site $((p + O_CLS)) 18300 "store $PG_URI" "$redis" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
+	keygate_site $((p + O_CL)) "$UP" "store $PG_URI" "$redis" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
+	keygate_site $((p + O_CLS)) "$UP" "store $PG_URI" "$redis" "mail_api sendgrid" "scope mail.send POST /v3/mail/send" "rate 1000000/s"
 }
 declare -A BASE=([a]=18310 [b]=18320) PID=() BIN=([a]="$OUT/caddy" [b]="${BIN_B:-$OUT/caddy}")
 for n in a b; do

@@ -1,9 +1,9 @@
 # Sourced by bench/run.sh, bench/instr-e2e.sh and bench/pair.sh: the Caddyfile sites
 # and the build they share.
 
-# keygate_site PORT UPSTREAM_PORT OPTION...: a loopback site with keygate
-# (one Caddyfile line per OPTION; empty ones are left out) in front of
-# reverse_proxy.
+# keygate_site PORT UPSTREAM OPTION...: a loopback site with keygate (one
+# Caddyfile line per OPTION; empty ones are left out) in front of
+# reverse_proxy to UPSTREAM (proxy_to).
 keygate_site() {
 	local port=$1 up=$2 opt
 	shift 2
@@ -11,7 +11,42 @@ keygate_site() {
 	for opt in "$@"; do
 		[ -n "$opt" ] && printf '\t\t%s\n' "$opt"
 	done
-	printf '\t}\n\treverse_proxy 127.0.0.1:%s\n}\n' "$up"
+	printf '\t}\n\t%s\n}\n' "$(proxy_to "$up")"
+}
+
+# proxy_to UPSTREAM: the reverse_proxy line to UPSTREAM, a loopback port or,
+# when it is not a number, an upstream and its block as written.
+proxy_to() {
+	case $1 in
+	*[!0-9]*) printf 'reverse_proxy %s' "$1" ;;
+	*) printf 'reverse_proxy 127.0.0.1:%s' "$1" ;;
+	esac
+}
+
+# start_upstream PORT [ARGS...]: bench/upstream on 127.0.0.1:PORT, in
+# PIDS; with UPSTREAM_TLS=1 also HTTPS on PORT+50 (HTTP/2 offered, a
+# certificate of its own in $OUT/upstream.pem). Sets UP, the upstream the
+# sites proxy to (keygate_site, proxy_to): PORT, or with UPSTREAM_TLS=1
+# that HTTPS address with a block trusting the certificate.
+start_upstream() {
+	local port=$1
+	shift
+	UP=$port
+	if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+		set -- "$@" -tls-addr "127.0.0.1:$((port + 50))" -tls-cert "$OUT/upstream.pem"
+		UP=$(printf 'https://127.0.0.1:%s {\n\t\ttransport http {\n\t\t\ttls_trust_pool file %s\n\t\t}\n\t}' $((port + 50)) "$OUT/upstream.pem")
+	fi
+	"$OUT/upstream" -addr "127.0.0.1:$port" "$@" >"$OUT/upstream.log" 2>&1 &
+	PIDS+=($!)
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "${UPSTREAM_TLS:-0}" != 1 ] || [ -s "$OUT/upstream.pem" ] || { sleep 0.1; continue; }
+		curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
+		sleep 0.1
+	done
+	echo "bench: the upstream did not start on 127.0.0.1:$port" >&2
+	cat "$OUT/upstream.log" >&2
+	exit 1
 }
 
 # wait_admin ADDRESS LOG TRIES INTERVAL: waits until Caddy's admin endpoint
