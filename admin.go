@@ -282,7 +282,7 @@ func classify(err error) adminError {
 		// Well-formed, but never to be sent again as it is (RFC draft
 		// httpapi-idempotency-key-header answers 422 too).
 		ae.status, ae.code = http.StatusUnprocessableEntity, "invalid_input"
-	case errors.As(err, &inv):
+	case errors.As(err, &inv), errors.As(err, new(*store.FileError)):
 		ae.status, ae.code = http.StatusBadRequest, "invalid_input"
 	case errors.Is(err, store.ErrNotFound):
 		ae.status, ae.code = http.StatusNotFound, "not_found"

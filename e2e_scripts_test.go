@@ -55,6 +55,14 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 	missing := "sqlite:" + filepath.Join(t.TempDir(), "typo.db")
 	// A free port: nothing answers there, the connection is refused at once.
 	down := fmt.Sprintf("postgres://u:pw@127.0.0.1:%d/db?connect_timeout=2", freePort(t))
+	// The FILE of backup and restore is the command line's too: a file that
+	// is there already, or is no backup (a text file is "not a database" to
+	// SQLite, which in the store itself would be damage, exit 5).
+	files := t.TempDir()
+	text := filepath.Join(files, "notes.txt")
+	if err := os.WriteFile(text, []byte("not a database"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct {
 		name   string
@@ -78,6 +86,10 @@ func TestCLIFailuresTellScriptsWhatWentWrong(t *testing.T) {
 		{"an empty --allow-ip is invalid_input, never a key usable from any address", []string{"issue", "--name", "crm", "--scope", "mail.send", "--allow-ip", ""}, 2, "invalid_input", ""},
 		{"an empty --sender-domain is invalid_input, never a key that sends from any domain", []string{"issue", "--name", "crm", "--scope", "mail.send", "--sender-domain", " , "}, 2, "invalid_input", ""},
 		{"an update's empty --allow-ip is invalid_input, never a restriction lifted", []string{"update", k.ID, "--allow-ip", ""}, 2, "invalid_input", ""},
+		{"a backup onto a file that exists is invalid_input", []string{"backup", text}, 2, "invalid_input", ""},
+		{"a backup into a directory that does not exist is invalid_input", []string{"backup", filepath.Join(files, "no", "b.db")}, 2, "invalid_input", ""},
+		{"a restore from a file that is no backup is invalid_input, never a damaged store", []string{"restore", text, "--yes"}, 2, "invalid_input", missing},
+		{"a restore from a file that does not exist is invalid_input", []string{"restore", filepath.Join(files, "none.db"), "--yes"}, 2, "invalid_input", missing},
 		{"a store that does not exist is invalid_input, never not_found", []string{"show", k.ID}, 2, "invalid_input", missing},
 		{"a store that does not answer is store_unavailable", []string{"show", k.ID}, 5, "store_unavailable", down},
 	} {

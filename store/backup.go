@@ -28,6 +28,18 @@ type BackupInfo struct {
 	Bytes int64  `json:"bytes"` // the file's size
 }
 
+// FileError is a FILE given to Backup or RestoreSQLite that cannot be one:
+// a backup's that exists already or whose directory does not, a restore's
+// that is missing, is the store itself or is not a keygate backup. It is
+// the caller's input, not the store's state: `caddy keys` exits 2 for it,
+// whatever SQLite said of the file (a text file is "not a database", which
+// in a store would mean damage).
+type FileError struct{ err error }
+
+func (e *FileError) Error() string { return e.err.Error() }
+
+func (e *FileError) Unwrap() error { return e.err }
+
 // ErrNoBackup means the store is not backed up by keygate: PostgreSQL is
 // backed up with its own tools (pg_dump).
 var ErrNoBackup = errors.New("a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump); see docs/guarantees.md#backups")
@@ -48,8 +60,8 @@ func (s *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
 		return BackupInfo{}, errors.New("keygate store: backup: no file named to back up to")
 	}
 	exists := func() (BackupInfo, error) {
-		return BackupInfo{}, fmt.Errorf("keygate store: %w; a backup never overwrites anything",
-			&fs.PathError{Op: "backup to", Path: path, Err: fs.ErrExist})
+		return BackupInfo{}, &FileError{fmt.Errorf("keygate store: %w; a backup never overwrites anything",
+			&fs.PathError{Op: "backup to", Path: path, Err: fs.ErrExist})}
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return exists()
@@ -57,7 +69,7 @@ func (s *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".partial-*")
 	if errors.Is(err, fs.ErrNotExist) {
-		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: the directory %s does not exist", path, dir)
+		return BackupInfo{}, &FileError{fmt.Errorf("keygate store: backup to %s: the directory %s does not exist", path, dir)}
 	}
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("keygate store: backup to %s: %w", path, err)
@@ -149,17 +161,17 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 		return BackupInfo{}, fmt.Errorf("keygate store: restore %s from %s: %w", path, from, err)
 	}
 	if a, b := filepath.Clean(path), filepath.Clean(from); a == b {
-		return fail(errors.New("the backup is the store itself"))
+		return fail(&FileError{errors.New("the backup is the store itself")})
 	}
 	if _, err := os.Stat(from); err != nil {
-		return fail(err)
+		return fail(&FileError{err})
 	}
 	if err := CheckSQLiteClosed(path); err != nil {
 		return fail(err)
 	}
 	info, err := checkBackup(ctx, from)
 	if err != nil {
-		return fail(fmt.Errorf("not a keygate backup: %w", err))
+		return fail(&FileError{fmt.Errorf("not a keygate backup: %w", err)})
 	}
 	in, err := os.Open(from)
 	if err != nil {
