@@ -211,21 +211,26 @@ func keyHeaders(t *testing.T, src string) []string {
 	return headers
 }
 
-// The Caddyfile snippets of the docs that are configuration (not a syntax
-// summary with <placeholders>) are as `caddy fmt` writes them, so a snippet
-// pasted into a Caddyfile draws no "input is not formatted" warning.
-func TestDocsCaddyfilesAreFormatted(t *testing.T) {
-	needBinary(t)
+// docsCaddyfile is a Caddyfile snippet of the docs that is configuration
+// (not a syntax summary with <placeholders>), unindented when it sits in a
+// list item.
+type docsCaddyfile struct {
+	where string // file:line of its fence
+	body  string
+}
+
+func docsCaddyfiles(t *testing.T) []docsCaddyfile {
+	t.Helper()
 	docs, _ := filepath.Glob("docs/*.md")
 	snippet := regexp.MustCompile("(?ms)```caddyfile\n(.*?)^[ \t]*```")
-	n := 0
+	var all []docsCaddyfile
 	for _, file := range append(docs, "README.md") {
 		src, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range snippet.FindAllSubmatch(src, -1) {
-			text := string(m[1])
+		for _, m := range snippet.FindAllSubmatchIndex(src, -1) {
+			text := string(src[m[2]:m[3]])
 			if strings.Contains(text, "<") {
 				continue
 			}
@@ -235,21 +240,89 @@ func TestDocsCaddyfilesAreFormatted(t *testing.T) {
 			for i, l := range lines {
 				lines[i] = strings.TrimPrefix(l, strings.Repeat(" ", indent))
 			}
-			body := strings.Join(lines, "\n") + "\n"
-			cmd := exec.Command(caddyBin, "fmt", "-")
-			cmd.Stdin = strings.NewReader(body)
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("caddy fmt of a snippet in %s: %v", file, err)
-			}
-			if string(out) != body {
-				t.Errorf("%s: a snippet is not as caddy fmt writes it:\n%s\ncaddy fmt:\n%s", file, body, out)
-			}
-			n++
+			where := fmt.Sprintf("%s:%d", file, bytes.Count(src[:m[0]], []byte("\n"))+1)
+			all = append(all, docsCaddyfile{where, strings.Join(lines, "\n") + "\n"})
 		}
 	}
-	if n < 5 {
-		t.Fatalf("found %d Caddyfile snippets in the docs", n)
+	if len(all) < 5 {
+		t.Fatalf("found %d Caddyfile snippets in the docs", len(all))
+	}
+	return all
+}
+
+// The Caddyfile snippets of the docs are as `caddy fmt` writes them, so a
+// snippet pasted into a Caddyfile draws no "input is not formatted" warning.
+func TestDocsCaddyfilesAreFormatted(t *testing.T) {
+	needBinary(t)
+	for _, s := range docsCaddyfiles(t) {
+		cmd := exec.Command(caddyBin, "fmt", "-")
+		cmd.Stdin = strings.NewReader(s.body)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("caddy fmt of the snippet at %s: %v", s.where, err)
+		}
+		if string(out) != s.body {
+			t.Errorf("%s: a snippet is not as caddy fmt writes it:\n%s\ncaddy fmt:\n%s", s.where, s.body, out)
+		}
+	}
+}
+
+// elided is a snippet line that stands for configuration left out.
+var elided = regexp.MustCompile(`(?m)^\s*(\S+\s+)?…\s*$`)
+
+// The Caddyfile snippets of the docs load: `caddy adapt` of each, put where
+// it goes (global options and sites as they are; a site's directives in a
+// site, a keygate block's lines in a keygate block), draws neither an
+// error nor a warning. A snippet with lines left out (`…` alone) is a
+// sketch and is skipped; one whose `…` stands inside a value (a password
+// in a URL) is not. Adapting checks what the Caddyfile says (keygate's own
+// checks included: scope lines, options given twice) without opening
+// stores or log files.
+func TestDocsCaddyfilesAdapt(t *testing.T) {
+	needBinary(t)
+	n := 0
+	for _, s := range docsCaddyfiles(t) {
+		if elided.MatchString(s.body) {
+			continue
+		}
+		first := ""
+		for _, l := range strings.Split(s.body, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && !strings.HasPrefix(f[0], "#") {
+				first = f[0]
+				break
+			}
+		}
+		config := s.body
+		switch {
+		case first == "{", strings.ContainsAny(first, ".:"):
+			// Global options, or a site with its address.
+		case first == "scope", first == "ratelimit":
+			config = "localhost {\n\tkeygate {\n" + s.body + "\t}\n}\n"
+		default:
+			config = "localhost {\n" + s.body + "}\n"
+		}
+		file := filepath.Join(t.TempDir(), "Caddyfile")
+		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(caddyBin, "adapt", "--config", file)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if _, err := cmd.Output(); err != nil {
+			t.Errorf("%s: caddy adapt: %v\n%s\n%s", s.where, err, config, stderr.String())
+			continue
+		}
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			// Wrapped, a snippet is indented as caddy fmt would not.
+			if (strings.Contains(line, `"level":"warn"`) && !strings.Contains(line, "not formatted")) || strings.Contains(line, `"level":"error"`) {
+				t.Errorf("%s: %s", s.where, line)
+			}
+		}
+		n++
+	}
+	if n < 10 {
+		t.Errorf("adapted %d Caddyfile snippets of the docs", n)
 	}
 }
 
