@@ -1259,6 +1259,9 @@ func (c *cli) printRecord(rec *store.Record) error {
 	if rec.MaxRecipients > 0 {
 		row("max recipients", fmt.Sprint(rec.MaxRecipients))
 	}
+	if rec.AllowOnBehalfOf {
+		row("on-behalf-of", "allowed") // as the audit events write it
+	}
 	row("created", when(&rec.CreatedAt, t))
 	row("expires", when(rec.ExpiresAt, t))
 	row("last used", when(rec.LastUsedAt, t))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,14 @@ func TestGatewayCore(t *testing.T) {
 			t.Error("a refused send on behalf of another account reached the provider")
 		}
 		may := g.issue("--name", "subusers", "--scope", "mail.send", "--allow-on-behalf-of")
+		// A person reading `show` sees the setting that widens the key, as
+		// --json and the audit event say it.
+		if out := g.keys("show", may.ID); !regexp.MustCompile(`(?m)^on-behalf-of:\s+allowed$`).MatchString(out) {
+			t.Errorf("caddy keys show of a key allowed On-Behalf-Of does not say so:\n%s", out)
+		}
+		if out := g.keys("show", send.ID); strings.Contains(out, "on-behalf-of") {
+			t.Errorf("caddy keys show of a key not allowed On-Behalf-Of names it:\n%s", out)
+		}
 		if r := g.call("POST", "/v3/mail/send", may.Key, []byte(`{}`), "On-Behalf-Of", "subuser-1"); r.Status != 202 || up.last().Header.Get("On-Behalf-Of") != "subuser-1" {
 			t.Errorf("On-Behalf-Of from a key allowed it: %d %s; the provider saw %q", r.Status, r.Body, up.last().Header.Get("On-Behalf-Of"))
 		}
