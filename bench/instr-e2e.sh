@@ -10,7 +10,7 @@
 #   N=500 ROUNDS=1 bench/instr-e2e.sh
 #   SCENARIOS="baseline keygate" bench/instr-e2e.sh
 #   UPSTREAM_PLAIN=1 bench/instr-e2e.sh   # the upstream answers 202 {} to every path
-#   UPSTREAM_TLS=1 bench/instr-e2e.sh     # every site proxies over HTTPS (HTTP/2), as to a real provider
+#   UPSTREAM_TLS=1 bench/instr-e2e.sh     # every site proxies over HTTPS (HTTP/2; h1: HTTP/1.1), as to a real provider
 #   KEEP=1 bench/instr-e2e.sh     # keep each round's callgrind dump, bench/out/instr-e2e/cg-LABEL-rN.out,
 #                                 # for callgrind_annotate (which function the instructions went to)
 #   CACHE=1 bench/instr-e2e.sh    # also simulate the caches (slower): L1 instruction and data misses

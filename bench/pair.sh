@@ -38,7 +38,8 @@
 #
 # With UPSTREAM_TLS=1 every site, baseline and keygate alike, proxies to
 # the upstream over HTTPS (TLS 1.3, a certificate the upstream makes and
-# Caddy trusts with tls_trust_pool), as it would to a real provider: what
+# Caddy trusts with tls_trust_pool; HTTP/2, which Caddy takes when offered,
+# or HTTP/1.1 with UPSTREAM_TLS=h1), as it would to a real provider: what
 # keygate costs a real send, where the proxy also encrypts every body.
 #
 # With BIN_B, process B runs that binary and A this tree's build, and each

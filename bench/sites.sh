@@ -24,23 +24,31 @@ proxy_to() {
 }
 
 # start_upstream PORT [ARGS...]: bench/upstream on 127.0.0.1:PORT, in
-# PIDS; with UPSTREAM_TLS=1 also HTTPS on PORT+50 (HTTP/2 offered, a
+# PIDS; with UPSTREAM_TLS=1 (or h1) also HTTPS on PORT+50 (HTTP/2 offered, a
 # certificate of its own in $OUT/upstream.pem). Sets UP, the upstream the
-# sites proxy to (keygate_site, proxy_to): PORT, or with UPSTREAM_TLS=1
-# that HTTPS address with a block trusting the certificate.
+# sites proxy to (keygate_site, proxy_to): PORT, or with UPSTREAM_TLS that
+# HTTPS address with a block trusting the certificate; UPSTREAM_TLS=h1 has
+# Caddy keep to HTTP/1.1 there (versions 1.1), as with a provider that
+# offers no HTTP/2.
 start_upstream() {
-	local port=$1
+	local port=$1 versions=""
 	shift
 	UP=$port
-	if [ "${UPSTREAM_TLS:-0}" = 1 ]; then
+	case ${UPSTREAM_TLS:-0} in
+	0) ;;
+	1 | h1)
+		[ "$UPSTREAM_TLS" = 1 ] || versions='\n\t\t\tversions 1.1'
 		set -- "$@" -tls-addr "127.0.0.1:$((port + 50))" -tls-cert "$OUT/upstream.pem"
-		UP=$(printf 'https://127.0.0.1:%s {\n\t\ttransport http {\n\t\t\ttls_trust_pool file %s\n\t\t}\n\t}' $((port + 50)) "$OUT/upstream.pem")
-	fi
+		UP=$(printf "https://127.0.0.1:%s {\\n\\t\\ttransport http {\\n\\t\\t\\ttls_trust_pool file %s$versions\\n\\t\\t}\\n\\t}" $((port + 50)) "$OUT/upstream.pem")
+		;;
+	*) echo "bench: UPSTREAM_TLS is 1 (HTTPS, HTTP/2 offered) or h1 (HTTPS, HTTP/1.1), not $UPSTREAM_TLS" >&2; exit 1 ;;
+	esac
+	rm -f "$OUT/upstream.pem"
 	"$OUT/upstream" -addr "127.0.0.1:$port" "$@" >"$OUT/upstream.log" 2>&1 &
 	PIDS+=($!)
 	local i
 	for ((i = 0; i < 50; i++)); do
-		[ "${UPSTREAM_TLS:-0}" != 1 ] || [ -s "$OUT/upstream.pem" ] || { sleep 0.1; continue; }
+		[ "${UPSTREAM_TLS:-0}" = 0 ] || [ -s "$OUT/upstream.pem" ] || { sleep 0.1; continue; }
 		curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
 		sleep 0.1
 	done
