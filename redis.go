@@ -112,6 +112,11 @@ func newRedisSetup(url string, cluster bool, sentinel string, t *RedisTLS, timeo
 	if !strings.HasPrefix(url, "redis://") && !strings.HasPrefix(url, "rediss://") {
 		return fail("want redis://host:port[/db] or rediss://…")
 	}
+	// go-redis reads a password's rest after an unencoded '/' as the
+	// database, and its error quoted it.
+	if store.UnencodedUserinfo(url) {
+		return fail("%v", store.ErrUnencodedUserinfo)
+	}
 	// As the Caddyfile bounds it: a JSON config gives nanoseconds, and a
 	// timeout under a millisecond would have every call fall back.
 	if timeout != 0 && (timeout < time.Millisecond || timeout > 10*time.Second) {
@@ -503,7 +508,7 @@ func (quietRedisLogger) Printf(context.Context, string, ...any) {}
 // character it stopped at: they are not passed on.
 func redisURLError(err error) error {
 	if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
-		return errors.New("not a URL: characters such as % # ? / @ in the user name or password must be percent-encoded (%25 %23 %3F %2F %40)")
+		return store.ErrUnencodedUserinfo
 	}
 	return err
 }

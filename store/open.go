@@ -54,6 +54,9 @@ func ParseURI(uri string) (string, error) {
 				if p == "sqlite:" {
 					return sqliteURI(strings.TrimPrefix(uri, p))
 				}
+				if UnencodedUserinfo(uri) {
+					return "", fmt.Errorf("keygate store: %s: %w", RedactURI(uri), ErrUnencodedUserinfo)
+				}
 				return uri, nil
 			}
 		}
@@ -160,18 +163,54 @@ func uriScheme(s string) (string, bool) {
 	return scheme, true
 }
 
+// ErrUnencodedUserinfo says what is wrong with a URL whose user name or
+// password could not be read (see UnencodedUserinfo), without quoting it.
+var ErrUnencodedUserinfo = errors.New("not a URL: characters such as % # ? / @ in the user name or password must be percent-encoded (%25 %23 %3F %2F %40)")
+
+// UnencodedUserinfo reports whether a URI's user name or password holds a
+// character that ends it unencoded ('/', '?' or '#', common in generated
+// passwords), so that net/url reads the password's rest, and the '@' after
+// it, as the path, the query or the fragment: "postgres://kg:5432/Secret@db/kg"
+// parses as the host kg on port 5432 and the database "Secret@db/kg", which
+// logs and errors then showed. So an '@' after the authority where no
+// component holds one (in the path, in the fragment, in a query
+// parameter's name) is taken for the end of a user name or password.
+func UnencodedUserinfo(uri string) bool {
+	_, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return false
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		return false
+	}
+	rest, fragment, _ := strings.Cut(rest[end:], "#")
+	path, query, _ := strings.Cut(rest, "?")
+	if strings.Contains(path, "@") || strings.Contains(fragment, "@") {
+		return true
+	}
+	for _, param := range strings.Split(query, "&") {
+		if name, _, _ := strings.Cut(param, "="); strings.Contains(name, "@") {
+			return true
+		}
+	}
+	return false
+}
+
 // RedactURI returns uri with any password replaced by "xxxxx", for logs and
 // error messages. A URI it cannot parse is cut down to its scheme, since its
 // remainder may hold a password in a shape we do not recognise, and so is
 // one whose "//" was left out (redis:PASSWORD@host, postgres:kg:PASSWORD@db),
-// whose remainder net/url does not read as a user and password.
+// whose remainder net/url does not read as a user and password, and one
+// whose user name or password ends early (UnencodedUserinfo), whose
+// remainder net/url reads as the host and the path.
 func RedactURI(uri string) string {
 	if scheme, ok := opaqueScheme(uri); ok {
 		return scheme + ":xxxxx"
 	}
 	if scheme, ok := uriScheme(uri); ok {
 		u, err := url.Parse(uri)
-		if err != nil {
+		if err != nil || UnencodedUserinfo(uri) {
 			return scheme + "://xxxxx"
 		}
 		uri = u.Redacted()

@@ -274,6 +274,11 @@ func TestOpen(t *testing.T) {
 		// working directory, the password in its name.
 		{"postgres without // is refused, not a file", "postgres:kg:hunter2@db/keygate", "postgres:xxxxx: want postgres://…", "hunter2"},
 		{"postgres with one / is refused", "postgresql:/kg:hunter2@db/keygate", "postgresql:xxxxx: want postgresql://…", "hunter2"},
+		// Without the fix the host kg on port 5432 and the database
+		// "hunter2@db.invalid/keygate", tried as an outage and named in its error.
+		{"a password with an unencoded / is refused unquoted", "postgres://kg:5432/hunter2@db.invalid/keygate?connect_timeout=1",
+			"postgres://xxxxx: not a URL: characters such as % # ? / @ in the user name or password must be percent-encoded", "hunter2"},
+		{"the same password percent-encoded is read", "postgres://kg:5432%2Fhunter2@db.invalid/keygate?connect_timeout=1", "keygate store: postgres", "hunter2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(ctx, tc.uri)
@@ -332,6 +337,11 @@ func TestRedactURI(t *testing.T) {
 		{"a connection string with :// after its password", "host=db password=hunter2 application_name=http://crm", "host=db password=xxxxx application_name=http://crm"},
 		{"a URI whose // was left out keeps only its scheme", "redis:hunter2@db:6379", "redis:xxxxx"},
 		{"a postgres URI whose // was left out", "postgres:kg:hunter2@db/keygate", "postgres:xxxxx"},
+		{"a password with an unencoded slash keeps only its scheme", "postgres://kg:5432/hunter2@db/keygate", "postgres://xxxxx"},
+		{"a password with @ and an unencoded slash", "redis://kg:p@ss/hunter2@db:6379/0", "redis://xxxxx"},
+		{"a password with an unencoded question mark", "postgres://kg:5432?hunter2@db/keygate", "postgres://xxxxx"},
+		{"a password with an unencoded hash", "rediss://:6379#hunter2@db:6379", "rediss://xxxxx"},
+		{"an @ in a query value is kept", "postgres://kg:a@db/keygate?application_name=crm@web", "postgres://kg:xxxxx@db/keygate?application_name=crm@web"},
 		{"a relative path is unchanged", "keys.db", "keys.db"},
 		{"a Windows path is unchanged", `C:\keygate\keys.db`, `C:\keygate\keys.db`},
 	} {
