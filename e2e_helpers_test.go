@@ -437,6 +437,10 @@ func (g *gateway) admin(method, path string, body any, hdr ...string) *response 
 	req, _ := http.NewRequest(method, "http://"+g.adminAddr+path, rd)
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := client.Do(req)

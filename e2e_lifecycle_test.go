@@ -868,6 +868,54 @@ func TestTheAdminAPIAsksWhichStoreOfSeveral(t *testing.T) {
 	}
 }
 
+// The /keygate/ routes are behind Caddy's own checks of its admin endpoint,
+// as /config/ is: with origins and enforce_origin, a request from another
+// Host or Origin (a browser page's cross-site request, a DNS rebinding)
+// gets Caddy's 403 before keygate reads it, and issues nothing
+// (docs/admin-api.md).
+func TestTheAdminRoutesObeyCaddysOriginChecks(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: `{
+	admin {ADMIN} {
+		origins {ADMIN} ops.example
+		enforce_origin
+	}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		scope mail.send POST /send
+	}
+	reverse_proxy {UPSTREAM}
+}
+`, upstream: up.URL})
+	issue := map[string]any{"name": "crm", "scopes": []string{"mail.send"}}
+	for _, tc := range []struct {
+		name string
+		hdr  []string
+		want int
+	}{
+		{"no Origin", nil, 403},
+		{"another Origin", []string{"Origin", "http://evil.example"}, 403},
+		{"another Host", []string{"Host", "evil.example", "Origin", "http://ops.example"}, 403},
+		{"an Origin origins lists", []string{"Origin", "http://ops.example"}, 201},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := g.admin("POST", "/keygate/keys", issue, tc.hdr...)
+			if r.Status != tc.want || tc.want == 403 && (r.code() != "" || bytes.Contains(r.Body, []byte("kg_"))) {
+				t.Errorf("POST /keygate/keys: %d %s, want %d (Caddy's own 403 when not allowed)", r.Status, r.Body, tc.want)
+			}
+			if c := g.admin("GET", "/config/", nil, tc.hdr...); (c.Status == 403) != (tc.want == 403) {
+				t.Errorf("GET /config/ answered %d where /keygate/keys answered %d", c.Status, r.Status)
+			}
+		})
+	}
+	if r := g.admin("GET", "/keygate/keys", nil, "Origin", "http://ops.example"); r.Status != 200 || strings.Count(string(r.Body), `"id"`) != 1 {
+		t.Errorf("the keys after one allowed issue: %d %s", r.Status, r.Body)
+	}
+}
+
 // Rotating the provider's own credential touches the gateway only
 // (docs/deploy.md): read from a file with {file.…}, the next request
 // carries the new one, with no reload or restart.
