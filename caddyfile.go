@@ -21,7 +21,11 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("keygate", parseCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.Before, "basic_auth")
+	// Before basicauth, Caddy's deprecated spelling of basic_auth, which
+	// comes right before it: so keygate's place among Caddy's directives
+	// is the same whichever spelling a site uses, and renaming one as
+	// Caddy's warning asks does not move keygate past basic auth.
+	httpcaddyfile.RegisterDirectiveOrder("keygate", httpcaddyfile.Before, "basicauth")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

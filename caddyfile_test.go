@@ -75,6 +75,26 @@ func TestCaddyfileOrderedBeforeReverseProxyWithoutOrderOption(t *testing.T) {
 	}
 }
 
+// keygate runs before basic auth whichever spelling the site uses: Caddy
+// 2.11 still takes its deprecated basicauth, ordered right before
+// basic_auth, and keygate (ordered before basic_auth) ran after it, so
+// renaming it as Caddy's warning asks moved keygate.
+func TestKeygateRunsBeforeBasicAuthWhicheverItsSpelling(t *testing.T) {
+	for _, directive := range []string{"basic_auth", "basicauth"} {
+		t.Run(directive, func(t *testing.T) {
+			out, err := adapt(t, ":8080 {\n\t"+directive+" /console/* {\n\t\tann $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG\n\t}\n"+
+				"\tkeygate\n\treverse_proxy 127.0.0.1:9000\n}\n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(out)
+			if k, a := strings.Index(s, `"handler":"keygate"`), strings.Index(s, `"handler":"authentication"`); k < 0 || a < 0 || k > a {
+				t.Fatalf("keygate is not ordered before %s: %s", directive, s)
+			}
+		})
+	}
+}
+
 // keygate's place among the directives holds in a site, in handle and in
 // handle_path alike, and the global order option moves it in each, as it
 // moves Caddy's own directives (docs/caddyfile.md).
