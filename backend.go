@@ -40,7 +40,7 @@ type backend struct {
 	store    store.Store
 	verifier *verifier.Verifier
 	limits   *ratelimit.Local       // per-key request buckets (keyLimits)
-	authFail *ratelimit.Local       // failed key attempts per client IP
+	authFail *ratelimit.Local       // failed key attempts per client IP, at most failedAuthClients
 	quotas   *ratelimit.LocalQuotas // keyLimits
 	usage    *usage.Recorder
 	logger   *zap.Logger
@@ -73,6 +73,10 @@ type backend struct {
 	// generation is the store's when the poll last looked
 	// (store.Replaceable).
 	generation uint64
+	// crowdedSeen is authFail.Crowded() at the last sweep, crowdedSince
+	// when its evictions began (zero: none at the last sweep); run's.
+	crowdedSeen  uint64
+	crowdedSince time.Time
 
 	// handlers holds what each live handler contributes (*Handler ->
 	// handlerInfo). Provision adds an entry and Cleanup removes it, so
@@ -274,7 +278,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		redacted: redacted,
 		store:    st,
 		limits:   keyLimits.requests,
-		authFail: ratelimit.NewLocal(),
+		authFail: ratelimit.NewBoundedLocal(failedAuthClients),
 		quotas:   keyLimits.quotas,
 		usage:    usage.NewRecorder(),
 		logger:   logger,
@@ -499,6 +503,14 @@ func (b *backend) reportUntilTaken(ctx context.Context) {
 // `caddy validate` (or `caddy adapt --validate`) provisions one to check it.
 func configRuns() bool { return caddy.ActiveContext().Context != nil }
 
+// failedAuthClients bounds the clients (IPv4 addresses, IPv6 /64s) whose
+// failed key attempts a store's handlers track: about 160 bytes each, 10 MB
+// in all. Made-up keys from more addresses than that within a minute or two
+// (a scanner with a /32 of IPv6 holds 2^32 /64s) evict the fullest of the
+// others' buckets, never one past its limit while fuller ones remain
+// (ratelimit.NewBoundedLocal), and nobody is refused for it.
+const failedAuthClients = 65_536
+
 // run flushes usage and sweeps idle limiters until Destruct.
 func (b *backend) run() {
 	defer close(b.done)
@@ -520,7 +532,34 @@ func (b *backend) run() {
 		case now := <-sweep.C:
 			n := b.limits.Sweep(now) + b.authFail.Sweep(now)
 			metrics.limiterEvictions.Add(float64(n))
+			b.reportCrowded()
 		}
+	}
+}
+
+// reportCrowded counts, and says in the log, the failed-attempt buckets
+// evicted since the last sweep to keep within failedAuthClients: a WARN
+// line at the first minute with any, one a minute while they go on, and an
+// INFO line at the first minute without. Only run calls it.
+func (b *backend) reportCrowded() {
+	total := b.authFail.Crowded()
+	n := total - b.crowdedSeen
+	b.crowdedSeen = total
+	metrics.failedAuthEvictions.Add(float64(n))
+	switch {
+	case n > 0:
+		msg := "keygate: failed key attempts come from more client addresses than are tracked; the fullest buckets are evicted to make room (a client past failed_auth_limit keeps its own)"
+		if b.crowdedSince.IsZero() {
+			b.crowdedSince = time.Now()
+		} else {
+			msg = "keygate: failed key attempts still come from more client addresses than are tracked"
+		}
+		b.logger.Warn(msg, zap.Uint64("evicted", n), zap.Int("tracked", b.authFail.MaxBuckets()),
+			zap.Duration("for", time.Since(b.crowdedSince).Round(time.Second)))
+	case !b.crowdedSince.IsZero():
+		b.logger.Info("keygate: failed key attempts come from no more client addresses than are tracked again",
+			zap.Duration("after", time.Since(b.crowdedSince).Round(time.Second)))
+		b.crowdedSince = time.Time{}
 	}
 }
 

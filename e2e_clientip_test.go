@@ -1,6 +1,7 @@
 package keygate_test
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -83,5 +84,55 @@ http://127.0.0.1:{PORT} {
 				t.Errorf("192.0.2.1, named by another client's failures: %d %s", r.Status, r.Body)
 			}
 		})
+	}
+}
+
+// Behind a trusted proxy, the clients failed_auth_limit tracks are the
+// addresses the proxy saw, an IPv6 one by its /64, however many addresses
+// a client writes in front or picks inside its /64; the real binary shows
+// them as keygate_failed_auth_clients (at most 65,536 a store: the bound
+// itself is TestFailedAuthClientsAreBounded's, in-process, as reaching it
+// takes some 65,000 requests).
+func TestFailedAuthClientsBehindAProxyAreCountedByTheAddressItSaw(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: up.URL, caddyfile: `{
+	admin {ADMIN}
+	servers {
+		trusted_proxies static 127.0.0.1/32
+	}
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+		failed_auth_limit 3/h
+	}
+	reverse_proxy {UPSTREAM}
+}
+`})
+	if n := g.metric("keygate_failed_auth_clients"); n != 0 {
+		t.Fatalf("keygate_failed_auth_clients before any failure: %v", n)
+	}
+	const v6, v4 = 40, 20
+	for i := range v6 {
+		for j := range 3 { // three addresses of one /64, each behind another made-up one
+			xff := fmt.Sprintf("203.0.113.%d, 2001:db8:%x::%x", i*3+j, i, j+1)
+			if r := g.call("POST", "/v3/mail/send", "kg_live_made-up", []byte(`{}`), "X-Forwarded-For", xff); r.Status != 401 {
+				t.Fatalf("X-Forwarded-For %s: %d %s", xff, r.Status, r.Body)
+			}
+		}
+	}
+	for i := range v4 {
+		xff := fmt.Sprintf("[2001:db8:ffff:%x::1], 198.51.100.%d", i, i+1)
+		if r := g.call("POST", "/v3/mail/send", "kg_live_made-up", []byte(`{}`), "X-Forwarded-For", xff); r.Status != 401 {
+			t.Fatalf("X-Forwarded-For %s: %d %s", xff, r.Status, r.Body)
+		}
+	}
+	if r := g.call("POST", "/v3/mail/send", "kg_live_made-up", []byte(`{}`), "X-Forwarded-For", "2001:db8:7::99"); r.Status != 429 {
+		t.Errorf("a fourth address of 2001:db8:7::/64, past its 3 failures: %d %s", r.Status, r.Body)
+	}
+	if n := g.metric("keygate_failed_auth_clients"); n != v6+v4 {
+		t.Errorf("keygate_failed_auth_clients %v, want %d (%d /64s, %d IPv4 addresses)", n, v6+v4, v6, v4)
 	}
 }

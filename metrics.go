@@ -24,11 +24,14 @@ type keygateMetrics struct {
 	storeSeconds     *prometheus.HistogramVec
 	storeErrors      *prometheus.CounterVec
 	limiterEvictions prometheus.Counter
-	flushSeconds     prometheus.Histogram
-	flushErrors      prometheus.Counter
-	usageLost        prometheus.Counter
-	prunedRows       prometheus.Counter
-	collectors       []prometheus.Collector
+	// failedAuthEvictions counts failed-attempt buckets evicted at the
+	// bound (failedAuthClients), added at each minute's sweep.
+	failedAuthEvictions prometheus.Counter
+	flushSeconds        prometheus.Histogram
+	flushErrors         prometheus.Counter
+	usageLost           prometheus.Counter
+	prunedRows          prometheus.Counter
+	collectors          []prometheus.Collector
 }
 
 var metrics = newMetrics()
@@ -57,6 +60,10 @@ func newMetrics() *keygateMetrics {
 			Namespace: ns, Name: "limiter_evictions_total",
 			Help: "Idle rate-limit buckets evicted (they were full, so nothing was lost).",
 		}),
+		failedAuthEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "failed_auth_evictions_total",
+			Help: "Clients' failed-attempt buckets evicted to keep at most 65,536 clients tracked per store: the fullest of a sample, never one past its limit while fuller ones remain.",
+		}),
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "usage_flush_seconds",
 			Help:    "Time to write a batch of usage counts to the store.",
@@ -79,7 +86,7 @@ func newMetrics() *keygateMetrics {
 		m.requests[i] = m.requestsVec.WithLabelValues(Code(i).String())
 	}
 	m.collectors = []prometheus.Collector{
-		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.flushSeconds, m.flushErrors, m.usageLost, m.prunedRows,
+		m.requestsVec, m.keyRequests, m.storeSeconds, m.storeErrors, m.limiterEvictions, m.failedAuthEvictions, m.flushSeconds, m.flushErrors, m.usageLost, m.prunedRows,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "ratelimit_redis_fallbacks_total",
 			Help: "Rate-limit and quota decisions taken locally because Redis was unreachable."},
 			func() float64 { return float64(sumShared().fallbacks) }),
@@ -104,6 +111,13 @@ func newMetrics() *keygateMetrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "known_digests",
 			Help: "Key digests in the gateway's filter of known keys (0 while it is read from the store)."},
 			func() float64 { return float64(sumStats().KnownDigests) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "failed_auth_clients",
+			Help: "Client addresses (IPv4, or IPv6 /64) whose failed key attempts are tracked, at most 65,536 per store."},
+			func() float64 {
+				n := 0
+				backends.Range(func(_, v any) bool { n += v.(*backend).authFail.Len(); return true })
+				return float64(n)
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "usage_backlog",
 			Help: "Key-hours of usage counts waiting to be written to the store."},
 			func() float64 {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -369,6 +370,71 @@ func TestFailedAuthLimitStopsStoreQueriesNotCachedKeys(t *testing.T) {
 	}
 	if n := h.backend.verifier.Stats().StoreQueries - queries; n != 0 {
 		t.Errorf("%d store queries from a client past its failed-attempt limit", n)
+	}
+}
+
+// failed_auth_limit tracks at most failedAuthClients client addresses. A
+// scanner presenting made-up keys from three times as many IPv6 /64s (a
+// /32 holds 2^32) grows the heap by what the bound's clients cost, not by
+// what it sent; the client past its limit before the scan is still
+// refused, a new client is not refused, and the evictions are counted and
+// said in the log at the minute's sweep.
+func TestFailedAuthClientsAreBounded(t *testing.T) {
+	// 20 an hour: the attacker's bucket refills no token during the scan.
+	h, _ := testHandler(t, &Handler{FailedAuthLimit: "20/h", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
+	h.logger = zap.NewNop() // no usage line for each of the scan's requests
+	core, logs := observer.New(zap.InfoLevel)
+	h.backend.logger = zap.New(core)
+	from := func(addr string) int {
+		r := httptest.NewRequest("POST", "/send", nil)
+		r.RemoteAddr = addr
+		r.Header.Set("Authorization", "Bearer kg_live_garbage")
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, okNext); err != nil {
+			t.Fatal(err)
+		}
+		return w.Code
+	}
+	for range 20 {
+		from("198.51.100.66:1000")
+	}
+	if code := from("198.51.100.66:1000"); code != http.StatusTooManyRequests {
+		t.Fatalf("the attacker after 20 failures: %d, want 429", code)
+	}
+	evicted := valueOf(t, metrics.failedAuthEvictions)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const scanned = 3 * failedAuthClients
+	for i := range scanned {
+		if code := from(fmt.Sprintf("[2001:db8:%x:%x::1]:1000", i>>16, i&0xffff)); code != http.StatusUnauthorized {
+			t.Fatalf("a made-up key from the %dth /64: %d, want 401", i+1, code)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held, grown := h.backend.authFail.Len(), int64(after.HeapAlloc)-int64(before.HeapAlloc)
+	t.Logf("%d /64s scanned: %d clients tracked, heap grown by %.1f MB", scanned, held, float64(grown)/1e6)
+	if held > failedAuthClients || grown > 20e6 {
+		t.Errorf("%d clients tracked and the heap grown by %.1f MB, want at most %d and 20 MB", held, float64(grown)/1e6, failedAuthClients)
+	}
+	if code := from("198.51.100.66:1000"); code != http.StatusTooManyRequests {
+		t.Errorf("the attacker after the scan: %d, want 429 (its bucket was evicted)", code)
+	}
+	if code := from("[2001:db8:ffff:1::1]:1000"); code != http.StatusUnauthorized {
+		t.Errorf("a new client at the bound: %d, want 401", code)
+	}
+
+	h.backend.reportCrowded()
+	if n := valueOf(t, metrics.failedAuthEvictions) - evicted; n < scanned-failedAuthClients {
+		t.Errorf("keygate_failed_auth_evictions_total grew by %v, want at least %d", n, scanned-failedAuthClients)
+	}
+	h.backend.reportCrowded() // a minute without evictions
+	got := logs.FilterMessageSnippet("client addresses").All()
+	if len(got) != 2 || got[0].Level != zap.WarnLevel || got[0].ContextMap()["tracked"] != int64(failedAuthClients) ||
+		got[1].Level != zap.InfoLevel {
+		t.Errorf("log lines %+v, want a WARN naming the bound, then an INFO", got)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,9 +17,15 @@ const shardCount = 64
 //
 // A bucket costs the same memory whatever its limit, and Sweep evicts buckets
 // that have refilled completely, since forgetting a full bucket loses nothing.
+// A Local made by NewBoundedLocal also holds at most a fixed number of
+// buckets, for keys a client chooses (its address): see NewBoundedLocal.
 type Local struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
+	// perShard is the most buckets a shard holds (0: no bound); crowded
+	// counts the buckets evicted to keep to it.
+	perShard int
+	crowded  atomic.Uint64
 }
 
 type shard struct {
@@ -40,14 +47,42 @@ type bucket struct {
 	last   time.Time
 }
 
-// NewLocal returns an empty in-process limiter.
-func NewLocal() *Local {
-	l := &Local{seed: maphash.MakeSeed()}
+// NewLocal returns an empty in-process limiter, for keys the clients do
+// not choose (key ids): its buckets are bounded by Sweep alone.
+func NewLocal() *Local { return NewBoundedLocal(0) }
+
+// NewBoundedLocal returns an empty in-process limiter that holds at most
+// maxBuckets buckets (rounded up to a multiple of 64; 0: no bound), for keys
+// that clients choose, such as their addresses, of which an attacker has as
+// many as it likes. A new key that finds its shard full evicts the fullest
+// of a few of that shard's buckets (evictSample, chosen at random):
+//
+//   - nobody is refused for the bound: a new key always gets a full bucket;
+//   - a bucket that refuses (an attacker past its limit) is evicted only if
+//     every bucket compared with it is as empty, so filling the table with
+//     new keys, each costing one token of a fresh bucket, does not reset it:
+//     emptying the buckets of that many keys first costs as many tokens as
+//     using those keys directly would have given;
+//   - a bucket evicted full lost nothing, as at Sweep; one nearly full gives
+//     its key back the few tokens it had spent.
+func NewBoundedLocal(maxBuckets int) *Local {
+	l := &Local{seed: maphash.MakeSeed(), perShard: (max(maxBuckets, 0) + shardCount - 1) / shardCount}
 	for i := range l.shards {
 		l.shards[i].buckets = make(map[string]*bucket)
 	}
 	return l
 }
+
+// evictSample is how many of a full shard's buckets are compared to choose
+// the one to evict. Go starts each walk of a map at a random place.
+const evictSample = 8
+
+// MaxBuckets is the most buckets l holds, or 0 if it has no bound.
+func (l *Local) MaxBuckets() int { return l.perShard * shardCount }
+
+// Crowded is how many buckets were evicted so far to keep within
+// MaxBuckets (not counting Sweep's).
+func (l *Local) Crowded() uint64 { return l.crowded.Load() }
 
 // Allow takes one token from key's bucket, creating a full bucket on first use.
 func (l *Local) Allow(_ context.Context, key string, lim Limit, now time.Time) Result {
@@ -84,17 +119,21 @@ func (l *Local) decide(key string, lim Limit, now time.Time, take bool) Result {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b = s.bucketLocked(key, lim, now)
+	b = l.bucketLocked(s, key, lim, now)
 	allowed, tokens := b.take(now, take)
 	return result(lim, allowed, tokens)
 }
 
 // bucketLocked returns key's bucket under lim, creating a full one or
 // moving an existing one to lim. The shard's write lock is held.
-func (s *shard) bucketLocked(key string, lim Limit, now time.Time) *bucket {
+func (l *Local) bucketLocked(s *shard, key string, lim Limit, now time.Time) *bucket {
 	b, ok := s.buckets[key]
 	switch {
 	case !ok:
+		if l.perShard > 0 && len(s.buckets) >= l.perShard {
+			s.evictFullestLocked(now)
+			l.crowded.Add(1)
+		}
 		b = &bucket{limit: lim, perSec: perSecond(lim), tokens: float64(lim.Size()), last: now}
 		s.buckets[key] = b
 	case b.limit != lim:
@@ -125,9 +164,26 @@ func (l *Local) Seed(key string, lim Limit, tokens float64, at time.Time) {
 	}
 	s.mu.RUnlock()
 	s.mu.Lock()
-	b = s.bucketLocked(key, lim, at)
+	b = l.bucketLocked(s, key, lim, at)
 	b.tokens, b.last = min(tokens, float64(lim.Size())), at
 	s.mu.Unlock()
+}
+
+// evictFullestLocked evicts the bucket holding the largest share of its
+// size at now of evictSample of the shard's (see NewBoundedLocal). The
+// shard's write lock is held, which excludes every user of its buckets.
+func (s *shard) evictFullestLocked(now time.Time) {
+	var victim string
+	fullest, n := -1.0, 0
+	for key, b := range s.buckets {
+		if f := b.advance(now) / float64(b.limit.Size()); f > fullest {
+			victim, fullest = key, f
+		}
+		if n++; n == evictSample || fullest >= 1 {
+			break
+		}
+	}
+	delete(s.buckets, victim)
 }
 
 // advance returns the tokens at now, without changing the bucket.

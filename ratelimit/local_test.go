@@ -16,6 +16,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 var (
 	tenPer10s   = Limit{N: 10, Per: 10 * time.Second}
 	onePerSecB5 = Limit{N: 1, Per: time.Second, Burst: 5}
+	perMinute20 = Limit{N: 20, Per: time.Minute} // failed_auth_limit's default
 )
 
 func TestLocalBucketMath(t *testing.T) {
@@ -237,6 +238,81 @@ func TestLocalMemoryPerBucket(t *testing.T) {
 	t.Logf("%.0f bytes per bucket over %d buckets (key strings excluded: they belong to the caller)", perBucket, buckets)
 	if perBucket > 400 {
 		t.Errorf("%.0f bytes per bucket, want at most 400", perBucket)
+	}
+	runtime.KeepAlive(l)
+}
+
+// A bounded Local (failed_auth_limit's, by client address) holds at most
+// its bound however many keys come, and a key that finds it full is still
+// given a full bucket: nobody is refused for the bound.
+func TestBoundedLocalHoldsAtMostItsBound(t *testing.T) {
+	const bound = 1024
+	l := NewBoundedLocal(bound)
+	if l.MaxBuckets() != bound {
+		t.Fatalf("MaxBuckets %d, want %d", l.MaxBuckets(), bound)
+	}
+	ctx := context.Background()
+	for i := range 10 * bound {
+		if r := l.Allow(ctx, "client_"+strconv.Itoa(i), perMinute20, t0); !r.Allowed || r.Remaining != 19 {
+			t.Fatalf("new client %d at the bound: %+v, want a full bucket's first token", i, r)
+		}
+	}
+	if n := l.Len(); n > bound {
+		t.Errorf("%d buckets after %d keys, want at most %d", n, 10*bound, bound)
+	}
+	if n := l.Crowded(); n < 9*bound {
+		t.Errorf("%d evictions counted, want at least %d", n, 9*bound)
+	}
+	if NewLocal().MaxBuckets() != 0 {
+		t.Error("NewLocal has a bound")
+	}
+}
+
+// Filling a bounded Local with new keys does not reset a bucket that
+// refuses: the fullest of a sample is evicted, and new keys' buckets, one
+// token spent, are fuller than an attacker's past its limit.
+func TestBoundedLocalKeepsARefusingBucketThroughChurn(t *testing.T) {
+	const bound = 1024
+	l := NewBoundedLocal(bound)
+	ctx := context.Background()
+	for range 20 {
+		l.Allow(ctx, "attacker", perMinute20, t0)
+	}
+	if l.Peek("attacker", perMinute20, t0).Allowed {
+		t.Fatal("the attacker is not refused after 20 failures")
+	}
+	// A second later (a third of a token refilled), ten times the bound
+	// of new keys, each failing once.
+	at := t0.Add(time.Second)
+	for i := range 10 * bound {
+		l.Allow(ctx, "churn_"+strconv.Itoa(i), perMinute20, at)
+	}
+	if r := l.Peek("attacker", perMinute20, at); r.Allowed {
+		t.Errorf("the attacker after %d new keys filled the table: %+v, want refused (its bucket was evicted)", 10*bound, r)
+	}
+}
+
+// What one client of failed_auth_limit costs: its bucket and its name (an
+// IPv6 /64, the longest a client is named by), which the Local keeps.
+func TestBoundedLocalMemoryPerClient(t *testing.T) {
+	const bound, clients = 65_536, 200_000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l := NewBoundedLocal(bound)
+	for i := range clients {
+		// Made here, as a gateway makes each request's: the table keeps
+		// the names it holds, the others are garbage.
+		name := fmt.Sprintf("2001:db8:%x:%x::/64", 0x8000+i>>16, 0x8000+i&0xffff)
+		l.Allow(context.Background(), name, perMinute20, t0)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / bound
+	t.Logf("%d clients held of %d, %.0f bytes each with its name, %.1f MB in all",
+		l.Len(), clients, per, float64(after.HeapAlloc-before.HeapAlloc)/1e6)
+	if l.Len() > bound || per > 300 {
+		t.Errorf("%d clients held at %.0f bytes each, want at most %d at 300 bytes", l.Len(), per, bound)
 	}
 	runtime.KeepAlive(l)
 }
