@@ -644,7 +644,8 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 		return
 	case faultlog.Continues:
 		b.logger.Error(fmt.Sprintf("keygate: writing usage counts still fails: %d more failures since the last line", l.Failures),
-			append(fields, zap.Duration("for", l.Duration), zap.Int64("dropped_requests", b.droppedSince().Requests), zap.Error(l.Err))...)
+			append(fields, zap.Duration("for", l.Duration), zap.Int64("dropped_requests", b.droppedSince().Requests),
+				zap.Int64("dropped_client_ips", b.droppedSince().IPs), zap.Error(l.Err))...)
 		return
 	}
 	fields = []zap.Field{zap.Int("failures", l.Total), zap.Duration("after", l.Duration)}
@@ -655,7 +656,14 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 	if d.Requests > 0 || d.KeyHours > 0 {
 		b.logger.Error(fmt.Sprintf("keygate: writing usage counts works again, but the counts of %d requests were dropped meanwhile: "+
 			"more than %d key-hours waited", d.Requests, b.usage.MaxPending),
-			append(fields, zap.Int64("dropped_requests", d.Requests), zap.Int64("dropped_recipients", d.Recipients))...)
+			append(fields, zap.Int64("dropped_requests", d.Requests), zap.Int64("dropped_recipients", d.Recipients),
+				zap.Int64("dropped_client_ips", d.IPs))...)
+		return
+	}
+	if d.IPs > 0 {
+		b.logger.Warn(fmt.Sprintf("keygate: writing usage counts works again; the counts held meanwhile are in the store, "+
+			"but the oldest hours' counts by client IP of %d addresses were dropped: more than %d waited", d.IPs, b.usage.MaxPendingIPs),
+			append(fields, zap.Int64("dropped_client_ips", d.IPs))...)
 		return
 	}
 	b.logger.Info("keygate: writing usage counts works again; the counts held meanwhile are in the store", fields...)
@@ -682,6 +690,7 @@ func (b *backend) droppedSince() usage.Counts {
 		KeyHours:   d.KeyHours - b.dropped.KeyHours,
 		Requests:   d.Requests - b.dropped.Requests,
 		Recipients: d.Recipients - b.dropped.Recipients,
+		IPs:        d.IPs - b.dropped.IPs,
 	}
 }
 

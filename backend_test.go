@@ -251,6 +251,46 @@ func TestDroppedCountsAreSaidOnce(t *testing.T) {
 	}
 }
 
+// Counts by client IP dropped to keep an outage's memory bounded are said:
+// in the lines while it lasts and at its end, which says the counts are in
+// the store but not every address of the oldest hours.
+func TestDroppedClientIPsAreSaid(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	defer func(d time.Duration) { faultInterval = d }(faultInterval)
+	faultInterval = 100 * time.Millisecond
+	dir := t.TempDir()
+	uri := "test:" + t.Name()
+	st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	b, logs := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+	defer releaseBackend(uri, zap.NewNop())
+	b.usage.MaxPendingIPs = 5
+
+	from := func(first, n int) {
+		for i := range n {
+			b.usage.Record("key_a", usage.MetricAllowed, 202, 1, fmt.Sprintf("192.0.2.%d", first+i), time.Now())
+		}
+	}
+	st.writes.Store(true)
+	from(1, 4)
+	b.flushUsage() // the outage begins; 3 IPs besides the first are held
+	from(5, 6)
+	time.Sleep(faultInterval)
+	b.flushUsage() // 9 besides the first: dropped, and said
+	st.writes.Store(false)
+	b.flushUsage() // works again
+
+	lasts := logs.FilterMessageSnippet("writing usage counts still fails").All()
+	ends := logs.FilterMessageSnippet("writing usage counts works again").All()
+	if len(lasts) != 1 || lasts[0].ContextMap()["dropped_client_ips"] != int64(9) {
+		t.Errorf("the outage's lines %+v, want one saying 9 client IPs dropped", lasts)
+	}
+	if len(ends) != 1 || ends[0].Level != zapcore.WarnLevel || ends[0].ContextMap()["dropped_client_ips"] != int64(9) ||
+		!strings.Contains(ends[0].Message, "by client IP") {
+		t.Errorf("the outage's end %+v, want a WARN saying 9 client IPs' counts were dropped", ends)
+	}
+}
+
 // A route report the store fails at start (a pooler restarting as the
 // gateway starts) is tried again every reportRetry until it lands, so
 // `caddy keys` and the console offer the routes' scopes within seconds, not

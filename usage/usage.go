@@ -157,6 +157,10 @@ type Recorder struct {
 	// MaxPending bounds pending tallies (key-hours) kept across failed
 	// flushes.
 	MaxPending int
+	// MaxPendingIPs bounds the client IPs those tallies count one by one
+	// besides each one's first: up to MaxIPs-1 each, MaxPending key-hours
+	// could hold a hundred million.
+	MaxPendingIPs int
 
 	flushes, failures, dropped atomic.Uint64
 	droppedCounts              Counts // guarded by flushMu
@@ -180,10 +184,13 @@ type Counts struct {
 	KeyHours   int   // key-hour tallies
 	Requests   int64 // requests counted, allowed and denied
 	Recipients int64
+	// IPs are client IPs whose count by IP was dropped, their requests
+	// still in every other count (Dropped only).
+	IPs int64
 }
 
 func (c Counts) plus(d Counts) Counts {
-	return Counts{c.KeyHours + d.KeyHours, c.Requests + d.Requests, c.Recipients + d.Recipients}
+	return Counts{c.KeyHours + d.KeyHours, c.Requests + d.Requests, c.Recipients + d.Recipients, c.IPs + d.IPs}
 }
 
 func (c *Counts) add(t *tally) {
@@ -214,7 +221,7 @@ func CountsOf(deltas []store.UsageDelta) Counts {
 
 // NewRecorder returns an empty recorder.
 func NewRecorder() *Recorder {
-	r := &Recorder{MaxPending: 100_000, pending: map[bucketKey]*tally{}, seed: maphash.MakeSeed()}
+	r := &Recorder{MaxPending: 100_000, MaxPendingIPs: 1_000_000, pending: map[bucketKey]*tally{}, seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		r.shards[i].m = map[bucketKey]*tally{}
 	}
@@ -376,10 +383,19 @@ func (r *Recorder) Flush(ctx context.Context, sink Sink) error {
 	return nil
 }
 
-// trimPending drops the oldest hours once pending is over its bound, so a
-// long store outage cannot grow memory without limit.
+// trimPending drops the oldest hours once pending is over its bound of
+// key-hours, then the oldest hours' counts by client IP (all but each
+// one's first) once over its bound of IPs, so a long store outage cannot
+// grow memory without limit: a key used from many addresses (a fleet, a
+// botnet with a leaked key) holds up to MaxIPs of them a key-hour.
 func (r *Recorder) trimPending() {
-	if r.MaxPending <= 0 || len(r.pending) <= r.MaxPending {
+	ips := 0
+	for _, t := range r.pending {
+		ips += len(t.moreIPs)
+	}
+	overHours := r.MaxPending > 0 && len(r.pending) > r.MaxPending
+	overIPs := r.MaxPendingIPs > 0 && ips > r.MaxPendingIPs
+	if !overHours && !overIPs {
 		return
 	}
 	keys := make([]bucketKey, 0, len(r.pending))
@@ -387,10 +403,23 @@ func (r *Recorder) trimPending() {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].hour < keys[j].hour })
-	for _, k := range keys[:len(keys)-r.MaxPending] {
-		r.droppedCounts.add(r.pending[k])
-		delete(r.pending, k)
-		r.dropped.Add(1)
+	if overHours {
+		for _, k := range keys[:len(keys)-r.MaxPending] {
+			ips -= len(r.pending[k].moreIPs)
+			r.droppedCounts.add(r.pending[k])
+			delete(r.pending, k)
+			r.dropped.Add(1)
+		}
+		keys = keys[len(keys)-r.MaxPending:]
+	}
+	for _, k := range keys {
+		if r.MaxPendingIPs <= 0 || ips <= r.MaxPendingIPs {
+			break
+		}
+		t := r.pending[k]
+		ips -= len(t.moreIPs)
+		r.droppedCounts.IPs += int64(len(t.moreIPs))
+		t.moreIPs = nil
 	}
 }
 

@@ -313,6 +313,57 @@ func TestRecorderReportsWhatItHoldsAndWhatItDropped(t *testing.T) {
 	}
 }
 
+// A store outage holds at most MaxPendingIPs client IPs counted one by one
+// (besides each key-hour's first): keys used from many addresses (a fleet,
+// a botnet with a leaked key) hold up to MaxIPs a key-hour, which 100,000
+// key-hours would make a hundred million. Past it, the oldest hours lose
+// their counts by IP, never a request's count.
+func TestRecorderBoundsTheClientIPsHeldThroughAnOutage(t *testing.T) {
+	const keys = 250 // a key-hour each hour, each from MaxIPs addresses
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := NewRecorder()
+	r.MaxPendingIPs = keys * (MaxIPs - 1) // an hour's
+	s := newSink()
+	s.fail = true
+	for h := range 2 {
+		at := t0.Add(time.Duration(h) * time.Hour)
+		for k := range keys {
+			id := fmt.Sprintf("key_%d_%03d", h, k)
+			for ip := range MaxIPs {
+				r.Record(id, MetricAllowed, 202, 0, fmt.Sprintf("2001:db8:%x:%x::%x", h, k, ip), at)
+			}
+		}
+		if err := r.Flush(context.Background(), s); err == nil {
+			t.Fatal("the flush did not fail")
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	t.Logf("%d key-hours of %d client IPs each, %d IPs held: heap grown by %.1f MB, %.0f bytes an IP",
+		2*keys, MaxIPs, r.MaxPendingIPs, grown/1e6, grown/float64(r.MaxPendingIPs))
+	if got, want := r.Held(), (Counts{KeyHours: 2 * keys, Requests: 2 * keys * MaxIPs}); got != want {
+		t.Errorf("Held() = %+v, want %+v", got, want)
+	}
+	if got, want := r.Dropped(), (Counts{IPs: keys * (MaxIPs - 1)}); got != want {
+		t.Errorf("Dropped() = %+v, want the first hour's counts by IP: %+v", got, want)
+	}
+	if per := grown / float64(r.MaxPendingIPs); per > 120 {
+		t.Errorf("%.0f bytes an IP held, want at most 120 (both hours' would be twice that)", per)
+	}
+	s.fail = false
+	if err := r.Flush(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]int{"key_0_000": 1, "key_1_000": MaxIPs} {
+		if n := len(s.ips[id]); n != want || s.counts[id][MetricAllowed] != MaxIPs {
+			t.Errorf("%s: %d client IPs and %d requests in the store, want %d and %d", id, n, s.counts[id][MetricAllowed], want, MaxIPs)
+		}
+	}
+}
+
 func TestSpillKeepsAFailedFinalFlushForTheNextStart(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "unflushed")
