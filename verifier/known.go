@@ -294,7 +294,7 @@ func (v *Verifier) unknownUnlessNew(ctx context.Context, d store.Digest, ttl tim
 	v.filtered.Add(1)
 	if ttl > 0 {
 		life := min(ttl, v.opts.NegativeTTL)
-		v.cache.SetWithTTL(cacheKey(&d), v.newEntry(d, nil, seq, filled, life), 1, life)
+		v.cache.SetWithTTL(cacheKey(&d), v.newEntry(d, nil, seq, filled, life), unknownCost, life)
 	}
 	return nil, ErrUnknown
 }

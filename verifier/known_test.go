@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -307,4 +308,50 @@ func TestMadeUpKeyOfACallerThatGaveUp(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("a made-up key for a caller that gave up = %v, want ErrUnavailable and context.Canceled", err)
 	}
+}
+
+// Made-up keys from clients under their failed-attempt limit are cached as
+// unknown for NegativeTTL, each as 16 entries of the cache's MaxCost
+// (unknownCost): a flood of them holds at most MaxCost/16, whatever it
+// sends, and a busy key stays cached through it. What each costs is
+// measured here (docs/monitoring.md, Running for months).
+func TestUnknownDigestsCachedAreBounded(t *testing.T) {
+	const maxCost, sent = 1 << 18, 1 << 18
+	st := newFakeStore()
+	busy := newRecord(t)
+	st.put(busy)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	v := newTestVerifier(t, st, Options{MaxCost: maxCost, NegativeTTL: time.Hour}, nil)
+	ctx := context.Background()
+	for i := range sent {
+		if i%64 == 0 {
+			if _, err := v.Lookup(ctx, busy.Digest, time.Hour); err != nil {
+				t.Fatalf("the busy key: %v", err)
+			}
+		}
+		if _, err := v.Lookup(ctx, madeUp(i), time.Hour); !errors.Is(err, ErrUnknown) {
+			t.Fatalf("made-up digest %d: %v", i, err)
+		}
+	}
+	v.cache.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := 0
+	for i := range sent {
+		if e, ok := v.cached(new(madeUp(i)), time.Hour, time.Now()); ok && e.rec == nil {
+			held++
+		}
+	}
+	grown := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+	t.Logf("%d made-up digests, %d cached as unknown: heap grown by %.1f MB, %.0f bytes an entry held",
+		sent, held, grown/1e6, grown/float64(held))
+	if held > maxCost/16 {
+		t.Errorf("%d unknown digests cached, want at most MaxCost/16 = %d", held, maxCost/16)
+	}
+	if _, ok := v.Hit(busy.Digest, time.Hour, time.Now()); !ok {
+		t.Error("the busy key was evicted by the made-up ones")
+	}
+	runtime.KeepAlive(v)
 }

@@ -41,7 +41,9 @@ var errStoreDown = errors.New("the store failed its last call; it is tried again
 
 // Options tune a Verifier. Zero values take the defaults.
 type Options struct {
-	// MaxCost bounds the cache, in entries; default 1<<20.
+	// MaxCost bounds the cache, in entries; default 1<<20. An unknown
+	// digest's entry counts as unknownCost entries, so made-up keys (as
+	// many as a flood sends) hold at most MaxCost/unknownCost of them.
 	MaxCost int64
 	// NegativeTTL is how long an unknown digest is remembered, so a client
 	// retrying a wrong key cannot make every request a store query;
@@ -270,6 +272,14 @@ type invalidation struct {
 	seq uint64
 	at  time.Time
 }
+
+// unknownCost is what an unknown digest's entry costs in the cache, as
+// MaxCost counts: a flood of made-up keys from clients under their
+// failed-attempt limit is one entry per request, each some 330 bytes with
+// the cache's own, so at cost 1 it could hold 1<<20 of them (over 300 MB);
+// at 16, 65,536 (some 22 MB). A busy key's entry, read more often than a
+// made-up key's, is not evicted for them (the cache admits by frequency).
+const unknownCost = 16
 
 // pruneMargin pads maxTTL before an invalidation record is forgotten, so
 // clock reads a few instructions apart can never matter.
@@ -570,7 +580,7 @@ func (v *Verifier) fill(ctx context.Context, d store.Digest, ttl time.Duration) 
 			}
 			e := v.newEntry(d, rec, seq, filled, life)
 			if rec == nil {
-				v.cache.SetWithTTL(cacheKey(&d), e, 1, life)
+				v.cache.SetWithTTL(cacheKey(&d), e, unknownCost, life)
 			} else {
 				// No ristretto TTL: with one, every Get reads the clock
 				// (~70 ns here, a tenth of a gateway request). A hit
