@@ -548,7 +548,7 @@ func (b *backend) reportCrowded() {
 	metrics.failedAuthEvictions.Add(float64(n))
 	switch {
 	case n > 0:
-		msg := "keygate: failed key attempts come from more client addresses than are tracked; the fullest buckets are evicted to make room (a client past failed_auth_limit keeps its own)"
+		msg := "keygate: failed key attempts come from more client addresses than are tracked; the fullest of a few buckets picked at random is evicted for each new one (a client past failed_auth_limit keeps its bucket while fuller ones remain)"
 		if b.crowdedSince.IsZero() {
 			b.crowdedSince = time.Now()
 		} else {

@@ -62,7 +62,7 @@ func newMetrics() *keygateMetrics {
 		}),
 		failedAuthEvictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "failed_auth_evictions_total",
-			Help: "Clients' failed-attempt buckets evicted to keep at most 65,536 clients tracked per store: the fullest of a sample, never one past its limit while fuller ones remain.",
+			Help: fmt.Sprintf("Clients' failed-attempt buckets evicted to keep at most %d clients tracked per store: the fullest of a sample, never one past its limit while fuller ones remain.", failedAuthClients),
 		}),
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "usage_flush_seconds",
@@ -112,7 +112,7 @@ func newMetrics() *keygateMetrics {
 			Help: "Key digests in the gateway's filter of known keys (0 while it is read from the store)."},
 			func() float64 { return float64(sumStats().KnownDigests) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "failed_auth_clients",
-			Help: "Client addresses (IPv4, or IPv6 /64) whose failed key attempts are tracked, at most 65,536 per store."},
+			Help: fmt.Sprintf("Client addresses (IPv4, or IPv6 /64) whose failed key attempts are tracked, at most %d per store.", failedAuthClients)},
 			func() float64 {
 				n := 0
 				backends.Range(func(_, v any) bool { n += v.(*backend).authFail.Len(); return true })
