@@ -294,7 +294,7 @@ func keepEvents(ctx context.Context, src *DB, tx *sql.Tx, d *dialect) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	n, err := insertRows(ctx, rows, tx, d, "events", insert, "")
+	n, err := insertRows(rows, into{ctx: ctx, tx: tx, d: d}, "events", insert, "")
 	if err != nil {
 		return 0, err
 	}

@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // CopyReport says what Copy copied.
@@ -123,7 +126,8 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 		return rep, fmt.Errorf("reading the source: %w", err)
 	}
 	defer stx.Rollback() // it only read
-	err = dst.writeKeys(ctx, func(tx *sql.Tx) error {
+	err = dst.writeKeysOn(ctx, func(conn *sql.Conn, tx *sql.Tx) error {
+		w := into{ctx: ctx, tx: tx, d: dst.d, conn: conn}
 		var keys, events int
 		if err := tx.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM events)").Scan(&keys, &events); err != nil {
 			return err
@@ -140,12 +144,12 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 			// would collide with the copied ones.
 			return fmt.Errorf("%w: no keys, but %d audit events; a copy goes only into a new store", ErrNotEmpty, events)
 		}
-		if rep.Keys, err = copyKeys(ctx, stx, tx, dst); err != nil {
+		if rep.Keys, err = copyKeys(stx, w); err != nil {
 			return fmt.Errorf("keys: %w", err)
 		}
 		counts := []*int{&rep.Events, &rep.Usage, &rep.UsageIPs, &rep.RouteScopes, &rep.RoutePrefixes}
 		for i, t := range copiedTables {
-			if *counts[i], err = copyRows(ctx, stx, tx, dst.d, t.table, t.cols, t.conflict); err != nil {
+			if *counts[i], err = copyRows(stx, w, t.table, t.cols, t.conflict); err != nil {
 				return fmt.Errorf("%s: %w", t.table, err)
 			}
 		}
@@ -182,14 +186,14 @@ var copiedTables = []struct{ table, cols, conflict string }{
 // copyKeys copies every key record, through Record so that each engine's
 // own types (booleans, bytes) are written as it keeps them, and logs each
 // key's digest as a change. It returns how many it copied.
-func copyKeys(ctx context.Context, stx, tx *sql.Tx, dst *DB) (int, error) {
-	rows, err := stx.QueryContext(ctx, "SELECT "+keyColumns+" FROM keys ORDER BY id")
+func copyKeys(stx *sql.Tx, w into) (int, error) {
+	rows, err := stx.QueryContext(w.ctx, "SELECT "+keyColumns+" FROM keys ORDER BY id")
 	if err != nil {
 		return 0, err
 	}
 	defer rows.Close()
-	keys := newBatchInsert(ctx, tx, dst.d, "keys", keyColumns, "")
-	changes := newBatchInsert(ctx, tx, dst.d, "changes", "digest, at", "")
+	keys := w.batch("keys", keyColumns, "")
+	changes := w.batch("changes", "digest, at", "")
 	now := time.Now().UnixNano()
 	for rows.Next() {
 		rec, err := scanRecord(rows)
@@ -219,36 +223,72 @@ func copyKeys(ctx context.Context, stx, tx *sql.Tx, dst *DB) (int, error) {
 // copyRows copies the columns cols of every row of table as the source's
 // driver reads them (integers and text, which both engines take back), and
 // returns how many rows it copied.
-func copyRows(ctx context.Context, stx, tx *sql.Tx, d *dialect, table, cols, conflict string) (int, error) {
-	rows, err := stx.QueryContext(ctx, "SELECT "+cols+" FROM "+table)
+func copyRows(stx *sql.Tx, w into, table, cols, conflict string) (int, error) {
+	rows, err := stx.QueryContext(w.ctx, "SELECT "+cols+" FROM "+table)
 	if err != nil {
 		return 0, err
 	}
-	return insertRows(ctx, rows, tx, d, table, cols, conflict)
+	return insertRows(rows, w, table, cols, conflict)
 }
 
 // insertRows writes every row of rows, whose columns are cols, into table
-// in tx, many to a statement, and closes rows.
-func insertRows(ctx context.Context, rows *sql.Rows, tx *sql.Tx, d *dialect, table, cols, conflict string) (int, error) {
+// in w's transaction, and closes rows: into PostgreSQL in one COPY, read
+// from rows as it goes (the source is read while the target writes),
+// otherwise many at a time (see into.batch).
+func insertRows(rows *sql.Rows, w into, table, cols, conflict string) (int, error) {
 	defer rows.Close()
-	b := newBatchInsert(ctx, tx, d, table, cols, conflict)
-	values := make([]any, b.width)
-	dest := make([]any, b.width)
-	for i := range dest {
-		dest[i] = &values[i]
+	r := newRowReader(rows, len(strings.Split(cols, ",")))
+	if w.copies(conflict) {
+		n, err := w.copyFrom(table, cols, r)
+		return int(n), err
 	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
+	b := w.batch(table, cols, conflict)
+	for r.Next() {
+		values, err := r.Values()
+		if err != nil {
 			return 0, err
 		}
 		if err := b.add(values...); err != nil {
 			return 0, err
 		}
 	}
-	if err := rows.Err(); err != nil {
+	if err := r.Err(); err != nil {
 		return 0, err
 	}
 	return b.rows, b.flush()
+}
+
+// rowReader reads rows' columns as their driver gives them, one row at a
+// time into the same values; it is the pgx.CopyFromSource of a COPY.
+type rowReader struct {
+	rows   *sql.Rows
+	values []any
+	dest   []any
+	err    error
+}
+
+func newRowReader(rows *sql.Rows, width int) *rowReader {
+	r := &rowReader{rows: rows, values: make([]any, width), dest: make([]any, width)}
+	for i := range r.dest {
+		r.dest[i] = &r.values[i]
+	}
+	return r
+}
+
+func (r *rowReader) Next() bool { return r.err == nil && r.rows.Next() }
+
+func (r *rowReader) Values() ([]any, error) {
+	if r.err = r.rows.Scan(r.dest...); r.err != nil {
+		return nil, r.err
+	}
+	return r.values, nil
+}
+
+func (r *rowReader) Err() error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.rows.Err()
 }
 
 // checkCopy reads the target back inside the copy's transaction: each
@@ -347,58 +387,133 @@ func checkKeys(ctx context.Context, tx *sql.Tx, d *dialect, want []*Record) erro
 	return nil
 }
 
+// into is the transaction a copy (or a restore's kept events) writes rows
+// in.
+type into struct {
+	ctx context.Context
+	tx  *sql.Tx
+	d   *dialect
+	// conn is tx's connection, on which rows go into PostgreSQL through
+	// COPY; nil writes INSERTs only.
+	conn *sql.Conn
+}
+
+// batch is a writer of rows into one table, many at a time: into
+// PostgreSQL through COPY (pgx's CopyFrom, in the binary format, on the
+// transaction's connection), except where a conflicting row is to be left
+// as it is (which COPY cannot say); otherwise in INSERTs of up to
+// maxParams parameters. COPY takes half the CPU time of those INSERTs,
+// PostgreSQL's and keygate's alike (bench/copystore; BENCHMARKS.md).
+func (w into) batch(table, cols, conflict string) *batch {
+	b := &batch{width: len(strings.Split(cols, ",")), limit: maxParams}
+	if w.copies(conflict) {
+		b.limit = copyValues
+		b.write = func(args []any) error {
+			_, err := w.copyFrom(table, cols, pgx.CopyFromSlice(len(args)/b.width, func(i int) ([]any, error) {
+				return args[i*b.width : (i+1)*b.width], nil
+			}))
+			return err
+		}
+	} else {
+		b.write = w.insert("INSERT INTO "+table+" ("+cols+") VALUES ", conflict, b.width)
+	}
+	return b
+}
+
 // maxParams bounds the parameters of one INSERT: below SQLite's 32766 and
 // PostgreSQL's 65535.
 const maxParams = 8000
 
-// batchInsert writes rows into one table many to an INSERT statement, so a
-// large store is copied in a few thousand round trips, not one per row.
-type batchInsert struct {
-	ctx      context.Context
-	tx       *sql.Tx
-	d        *dialect
-	head     string // INSERT INTO table (cols) VALUES
-	conflict string
-	width    int
-	args     []any
-	rows     int // added so far
-}
+// copyValues bounds the values of one COPY, so that a large table is not
+// held in memory at once.
+var copyValues = 65536
 
-func newBatchInsert(ctx context.Context, tx *sql.Tx, d *dialect, table, cols, conflict string) *batchInsert {
-	return &batchInsert{ctx: ctx, tx: tx, d: d, conflict: conflict,
-		head: "INSERT INTO " + table + " (" + cols + ") VALUES ", width: len(strings.Split(cols, ","))}
+// batch queues rows and writes them limit values at a time.
+type batch struct {
+	width int // values a row
+	limit int
+	args  []any
+	rows  int // added so far
+	write func(args []any) error
 }
 
 // add queues one row, writing the queue once it is full.
-func (b *batchInsert) add(values ...any) error {
+func (b *batch) add(values ...any) error {
 	b.args = append(b.args, values...)
 	b.rows++
-	if len(b.args)+b.width > maxParams {
+	if len(b.args)+b.width > b.limit {
 		return b.flush()
 	}
 	return nil
 }
 
 // flush writes the rows queued.
-func (b *batchInsert) flush() error {
+func (b *batch) flush() error {
 	if len(b.args) == 0 {
 		return nil
 	}
-	var q strings.Builder
-	q.WriteString(b.head)
-	for i := range b.args {
-		switch {
-		case i == 0:
-			q.WriteString("(")
-		case i%b.width == 0:
-			q.WriteString("), (")
-		default:
-			q.WriteString(", ")
-		}
-		fmt.Fprintf(&q, "$%d", i+1)
-	}
-	q.WriteString(")" + b.conflict)
-	_, err := b.tx.ExecContext(b.ctx, b.d.rebind(q.String()), b.args...)
+	err := b.write(b.args)
+	clear(b.args) // no value held past its write
 	b.args = b.args[:0]
 	return err
+}
+
+// insert writes rows of width values in one INSERT of head (INSERT INTO
+// table (cols) VALUES) and conflict.
+func (w into) insert(head, conflict string, width int) func(args []any) error {
+	return func(args []any) error {
+		var q strings.Builder
+		q.WriteString(head)
+		for i := range args {
+			switch {
+			case i == 0:
+				q.WriteString("(")
+			case i%width == 0:
+				q.WriteString("), (")
+			default:
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "$%d", i+1)
+		}
+		q.WriteString(")" + conflict)
+		_, err := w.tx.ExecContext(w.ctx, w.d.rebind(q.String()), args...)
+		return err
+	}
+}
+
+// copies says whether rows go into w's table through COPY: into
+// PostgreSQL, on the transaction's connection, unless a conflicting row is
+// to be left as it is (which COPY cannot say).
+func (w into) copies(conflict string) bool {
+	return w.conn != nil && w.d == postgresDialect && conflict == ""
+}
+
+// copyFrom writes every row of src into table's columns cols in one COPY
+// on w's connection, inside w's transaction (begun on it), checks that
+// PostgreSQL took as many rows as src gave, and returns how many.
+func (w into) copyFrom(table, cols string, src pgx.CopyFromSource) (int64, error) {
+	counted := &countedSource{CopyFromSource: src}
+	err := w.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("COPY on a %T connection", dc)
+		}
+		took, err := c.Conn().CopyFrom(w.ctx, pgx.Identifier{table}, strings.Split(cols, ", "), counted)
+		if err == nil && took != counted.n {
+			err = fmt.Errorf("COPY took %d of %d rows", took, counted.n)
+		}
+		return err
+	})
+	return counted.n, err
+}
+
+// countedSource counts the rows it gives.
+type countedSource struct {
+	pgx.CopyFromSource
+	n int64
+}
+
+func (c *countedSource) Values() ([]any, error) {
+	c.n++
+	return c.CopyFromSource.Values()
 }

@@ -3,13 +3,17 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keygate/caddy-keygate/internal/testservers"
 )
 
 // The engines a copy goes between; PostgreSQL fails in CI when it is
@@ -375,4 +379,168 @@ func TestCopyChecksEveryKeyItCopied(t *testing.T) {
 			})
 		}
 	}
+}
+
+// oddText is text a COPY could get wrong were it written in COPY's text
+// format, or a statement built by hand: its delimiters and escapes (tab,
+// newline, carriage return, backslash, \N, a lone period line), quotes,
+// and characters beyond ASCII.
+const oddText = "tab\there\nnew line\r\\N back\\slash \\. '\"quoted\"', café 日本語 🚀\n.\n"
+
+// fillWithOddValues gives s keys and events whose every text column holds
+// oddText, digests with the bytes of COPY's delimiters and escapes, NULLs
+// beside values, times before 1970 and in nanoseconds from a zone east of
+// UTC, and one event far larger than a COPY's 64 KB message; then usage
+// rows beyond one COPY's worth at the default size.
+func fillWithOddValues(t *testing.T, s Store, usageRows int) {
+	t.Helper()
+	ctx := context.Background()
+	zone := time.FixedZone("UTC+5:45", 5*3600+45*60)
+	created := time.Date(1969, 7, 20, 20, 17, 40, 123456789, zone)
+	full := fullRecord("key_odd\tid", created)
+	full.Digest = Digest{0: 0, 1: '\t', 2: '\n', 3: '\\', 4: 'N', 5: 0xff, 6: '\r', 7: ',', 31: 0}
+	full.Name, full.Owner, full.RevokeReason, full.Hint = oddText, "ödön\\owner\t", oddText, "kg_live_\\N…"
+	far := time.Date(2261, 12, 31, 23, 59, 59, 999999999, zone)
+	full.ExpiresAt = &far
+	mustCreate(t, s, full)
+	plain := minimalRecord("key_nulls", time.Date(2026, 12, 2, 4, 0, 0, 1, zone))
+	plain.Digest = Digest{} // all zero bytes
+	plain.Name = ""         // empty text, not NULL
+	mustCreate(t, s, plain)
+	if _, err := s.UpdateKey(ctx, "key_nulls", &Event{Action: "updated", Actor: oddText, Reason: oddText, Detail: strings.Repeat(oddText, 10000)},
+		func(r *Record) error { r.Owner = "\\"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordRouteScopes(ctx, []RouteScope{{Scope: "mail.send", Method: "", Path: "/a\\b\t/*", SeenAt: created}}); err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	var batch []UsageDelta
+	for i := range usageRows {
+		batch = append(batch, UsageDelta{KeyID: "key_nulls", Hour: hour.Add(-time.Duration(i) * time.Hour),
+			Counts: map[string]int64{"allowed": int64(i) + 1}, IPs: map[string]int64{"2001:db8::" + strconv.Itoa(i%7): 1}})
+		if len(batch) == 1000 {
+			if err := s.AddUsage(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := s.AddUsage(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCopyWritesEveryValueAsItWas: what PostgreSQL takes through COPY (and
+// either engine through INSERTs) reads back as the source holds it, every
+// row of every table copied, whether a table is one COPY or many.
+func TestCopyWritesEveryValueAsItWas(t *testing.T) {
+	pairs := [][2]string{{"sqlite", "postgres"}, {"postgres", "postgres"}, {"postgres", "sqlite"}, {"sqlite", "sqlite"}}
+	for _, c := range []struct {
+		name      string
+		limit     int // values a COPY at most
+		usageRows int
+	}{
+		// The usage tables streamed in one COPY each, over many of its
+		// 64 KB messages; the keys in one.
+		{"default batches", copyValues, 3000},
+		// The keys and their changes one row a COPY.
+		{"a row a batch", 1, 40},
+	} {
+		for _, pair := range pairs {
+			t.Run(c.name+" "+pair[0]+" to "+pair[1], func(t *testing.T) {
+				defer func(n int) { copyValues = n }(copyValues)
+				copyValues = c.limit
+				ctx := context.Background()
+				from, to := copyEngines[pair[0]](t), copyEngines[pair[1]](t)
+				fillWithOddValues(t, from, c.usageRows)
+				rep, err := Copy(ctx, from, to)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep.Keys != 2 || rep.Usage != c.usageRows || rep.UsageIPs != c.usageRows {
+					t.Errorf("report %+v, want 2 keys and %d usage and usage_ips rows", rep, c.usageRows)
+				}
+				all := ListFilter{All: true}
+				a, err := from.ListKeys(ctx, all)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := to.ListKeys(ctx, all)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(a, b) {
+					t.Errorf("keys differ:\nfrom %+v\nto   %+v", a, b)
+				}
+				for _, rec := range a {
+					if got, err := to.KeyByDigest(ctx, rec.Digest); err != nil || got.ID != rec.ID {
+						t.Errorf("key %q by digest %x in the copy: %v, %v", rec.ID, rec.Digest, got, err)
+					}
+				}
+				if got := mustKey(t, to, "key_odd\tid"); got.Name != oddText || got.RevokeReason != oddText ||
+					got.CreatedAt.UnixNano() != time.Date(1969, 7, 20, 14, 32, 40, 123456789, time.UTC).UnixNano() {
+					t.Errorf("key_odd in the copy: name %q, reason %q, created %v", got.Name, got.RevokeReason, got.CreatedAt)
+				}
+				if got := mustKey(t, to, "key_nulls"); got.Rate != nil || got.Quota != nil || got.ExpiresAt != nil || got.RevokedAt != nil || got.LastUsedAt != nil {
+					t.Errorf("key_nulls in the copy has values where the source has none: %+v", got)
+				}
+				for _, table := range copiedTables {
+					if a, b := tableRows(t, from, table.table, table.cols), tableRows(t, to, table.table, table.cols); !reflect.DeepEqual(a, b) {
+						t.Errorf("%s: %d rows in the source, %d in the copy, or they differ", table.table, len(a), len(b))
+					}
+				}
+			})
+		}
+	}
+}
+
+// tableRows reads every row of table's columns cols, ordered by their
+// values as Go prints them (the engines order text otherwise).
+func tableRows(t *testing.T, s Store, table, cols string) [][]any {
+	t.Helper()
+	var all [][]any
+	err := onDB(s, func(db *DB) error {
+		rows, err := db.db.Query("SELECT " + cols + " FROM " + table)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		n := len(strings.Split(cols, ","))
+		for rows.Next() {
+			values, dest := make([]any, n), make([]any, n)
+			for i := range dest {
+				dest[i] = &values[i]
+			}
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			all = append(all, values)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(all, func(a, b []any) int { return strings.Compare(fmt.Sprintf("%#v", a), fmt.Sprintf("%#v", b)) })
+	return all
+}
+
+// Behind a transaction pooler (PgBouncer pool_mode=transaction, as a managed
+// service's pooled endpoint is) a copy's COPYs, its check and its commit are
+// one transaction on one server connection: into PostgreSQL, and out of it.
+func TestCopyThroughATransactionPooler(t *testing.T) {
+	testPostgresURI(t) // the server
+	bouncer := testservers.StartPgBouncer(t, pgServer, "transaction")
+	pooled := func(t *testing.T) Store {
+		direct := testPostgresURI(t)
+		db := direct[strings.LastIndex(direct, "/")+1 : strings.Index(direct, "?")]
+		return openTestPostgres(t, strings.Replace(bouncer.URI, "/keygate?", "/"+db+"?", 1))
+	}
+	t.Run("sqlite to postgres", func(t *testing.T) {
+		testCopyKeepsEverything(t, copyEngines["sqlite"](t), pooled(t))
+	})
+	t.Run("postgres to postgres", func(t *testing.T) {
+		testCopyKeepsEverything(t, pooled(t), pooled(t))
+	})
 }

@@ -182,12 +182,35 @@ func (s *DB) writeKeys(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return s.transact(ctx, s.d.lockKeys, fn)
 }
 
+// writeKeysOn is writeKeys on one connection of the pool, which fn is given
+// too, for what only the driver's own connection does (PostgreSQL's COPY).
+func (s *DB) writeKeysOn(ctx context.Context, fn func(conn *sql.Conn, tx *sql.Tx) error) error {
+	if s.d.serialWrites {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return transactOn(ctx, conn, s.d.lockKeys, func(tx *sql.Tx) error { return fn(conn, tx) })
+}
+
 func (s *DB) transact(ctx context.Context, lock string, fn func(tx *sql.Tx) error) error {
 	if s.d.serialWrites {
 		s.writeMu.Lock()
 		defer s.writeMu.Unlock()
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	return transactOn(ctx, s.db, lock, fn)
+}
+
+// transactOn runs fn in a transaction begun on db (the pool or one of its
+// connections), after lock, and commits it if fn returns no error.
+func transactOn(ctx context.Context, db interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, lock string, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
