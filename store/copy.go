@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,6 +114,18 @@ func (d *dialect) snapshot() *sql.TxOptions {
 		return &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 	}
 	return nil // SQLite's transactions begin IMMEDIATE: the write lock
+}
+
+// param is the placeholder of parameter i of a statement that has its
+// parameters in order, each once (a batch's VALUES, an IN list): on SQLite
+// a bare ?, the next one, since SQLite's driver finds the name of each ?N
+// it binds by walking the names before it, so binding n of them took time
+// in n², 90 % of a copy into SQLite at 8,000 parameters a statement.
+func (d *dialect) param(i int) string {
+	if d == postgresDialect {
+		return "$" + strconv.Itoa(i)
+	}
+	return "?"
 }
 
 func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
@@ -353,11 +366,11 @@ func checkKeys(ctx context.Context, tx *sql.Tx, d *dialect, want []*Record) erro
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		fmt.Fprintf(&q, "$%d", i+1)
+		q.WriteString(d.param(i + 1))
 		args[i] = rec.Digest[:]
 	}
 	q.WriteString(")")
-	rows, err := tx.QueryContext(ctx, d.rebind(q.String()), args...)
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
 	if err != nil {
 		return err
 	}
@@ -422,7 +435,7 @@ func (w into) batch(table, cols, conflict string) *batch {
 
 // maxParams bounds the parameters of one INSERT: below SQLite's 32766 and
 // PostgreSQL's 65535.
-const maxParams = 8000
+var maxParams = 8000
 
 // copyValues bounds the values of one COPY, so that a large table is not
 // held in memory at once.
@@ -473,10 +486,10 @@ func (w into) insert(head, conflict string, width int) func(args []any) error {
 			default:
 				q.WriteString(", ")
 			}
-			fmt.Fprintf(&q, "$%d", i+1)
+			q.WriteString(w.d.param(i + 1))
 		}
 		q.WriteString(")" + conflict)
-		_, err := w.tx.ExecContext(w.ctx, w.d.rebind(q.String()), args...)
+		_, err := w.tx.ExecContext(w.ctx, q.String(), args...)
 		return err
 	}
 }
