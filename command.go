@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -802,7 +803,7 @@ Every change is an audit event naming what changed (old → new) and --reason.`,
 		Args:  cobra.ExactArgs(1),
 		RunE:  runOwnStore(runRestore),
 	}
-	restore.Flags().String("reason", "", "Why (kept in the audit events of the keys it changes)")
+	restore.Flags().String("reason", "", "Why (kept in the audit events of the keys it changes or leaves out)")
 	restore.Flags().BoolP("yes", "y", false, "Do not ask for confirmation")
 	copyStore := &cobra.Command{
 		Use:   "copy-store --to URI",
@@ -876,6 +877,14 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	}
 	// Applied to the copy before it replaces the store: a restore that
 	// fails leaves the store as it was, revocations and all.
+	// Named in the events of the keys the restore leaves out.
+	backup := keys.Backup{File: from}
+	if abs, err := filepath.Abs(from); err == nil {
+		backup.File = abs
+	}
+	if fi, err := os.Stat(from); err == nil {
+		backup.Written = fi.ModTime()
+	}
 	var carried *keys.Carried
 	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
 		var old store.Store
@@ -892,7 +901,7 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 			}
 		}
 		var err error
-		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, old, reason, c.actor)
+		carried, err = keys.New(st, keys.Options{}).CarryOver(ctx, replaced, old, backup, reason, c.actor)
 		return err
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -677,7 +678,7 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	// store (the revocation, the rotation, the key issued after the
 	// backup, the rename) is still there as it was, under the seq a SIEM
 	// read it at, and the restore's own events come after them: what it
-	// carried over, and the name it put back.
+	// carried over, the keys it left out, and the name it put back.
 	type event struct {
 		Seq                           int64
 		At                            time.Time
@@ -690,17 +691,54 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	}
 	if len(now) < len(was) || !slices.Equal(now[:len(was)], was) {
 		t.Errorf("the events after the restore:\n%+v\ndo not start with the replaced store's:\n%+v", now, was)
-	} else if carried := now[len(was):]; len(carried) != 3 || carried[0].Seq <= was[len(was)-1].Seq ||
+	} else if carried := now[len(was):]; len(carried) != 5 || carried[0].Seq <= was[len(was)-1].Seq ||
 		!strings.Contains(carried[0].Reason, "kept from the store a backup replaced") ||
-		carried[2].KeyID != steady.ID || carried[2].Detail != "name: steady-renamed → steady" || carried[2].Reason != "put back as the backup had it: disk lost" {
-		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over and the name it put back", carried)
+		carried[4].KeyID != steady.ID || carried[4].Detail != "name: steady-renamed → steady" || carried[4].Reason != "put back as the backup had it: disk lost" {
+		t.Errorf("the restore's own events after the replaced store's: %+v, want the two it carried over, the two keys it left out and the name it put back", carried)
+	} else {
+		// Each key the restore left out has an event saying it is gone
+		// (until session 34 none did: its history ended on a key that
+		// worked), and a SIEM reading on from the last seq it shipped
+		// reads them.
+		abs, _ := filepath.Abs(backup)
+		fi, _ := os.Stat(backup)
+		wantDetail := fmt.Sprintf("backup %q (written %s): clients now get invalid_key", abs, fi.ModTime().UTC().Format(time.RFC3339))
+		var removed []string
+		for _, ev := range carried[2:4] {
+			removed = append(removed, ev.KeyID)
+			if ev.Action != "removed" || ev.Reason != "not in the backup put back: disk lost" || ev.Detail != wantDetail || !strings.HasPrefix(ev.Actor, "cli ") {
+				t.Errorf("the event of %s, left out by the restore: %+v; want it removed, by the CLI, naming the backup (%s)", ev.KeyID, ev, wantDetail)
+			}
+		}
+		if !slices.Equal(removed, res.Carried.Gone) {
+			t.Errorf("removed events for %v, want one for each key gone, %v", removed, res.Carried.Gone)
+		}
+		var shipped []event
+		json.Unmarshal([]byte(g.keys("events", "--after", strconv.FormatInt(was[len(was)-1].Seq, 10), "--json")), &shipped)
+		if !slices.Equal(shipped, carried) {
+			t.Errorf("the events after the last one shipped before the restore: %+v, want the restore's %+v", shipped, carried)
+		}
 	}
-	// A key the restore left out keeps its history, by its id too.
-	if out := g.keys("events", later.ID); !strings.Contains(out, "issued") || !strings.Contains(out, "name: later") {
+	// A key the restore left out keeps its history, by its id too, and it
+	// ends on the restore's removal of it.
+	if out := g.keys("events", later.ID); !strings.Contains(out, "issued") || !strings.Contains(out, "name: later") ||
+		!strings.Contains(out, "removed") || !strings.Contains(out, "clients now get invalid_key") {
 		t.Errorf("the events of %s, issued after the backup:\n%s", later.ID, out)
 	}
-	if r := g.admin("GET", "/keygate/keys/"+later.ID+"/events", nil); r.Status != 200 || !strings.Contains(string(r.Body), "name: later") {
-		t.Errorf("GET /keygate/keys/%s/events: %d %s", later.ID, r.Status, r.Body)
+	for _, path := range []string{"/keygate/keys/" + later.ID + "/events", "/keygate/events?key=" + later.ID} {
+		var evs []event
+		r := g.admin("GET", path, nil)
+		if json.Unmarshal(r.Body, &evs); r.Status != 200 || len(evs) < 2 || !strings.Contains(evs[0].Detail, "name: later") ||
+			evs[len(evs)-1].Action != "removed" || !strings.Contains(evs[len(evs)-1].Detail, "invalid_key") {
+			t.Errorf("GET %s: %d %s; want the key's issue and, last, its removal", path, r.Status, r.Body)
+		}
+	}
+	// No event holds a key, the restore's included.
+	all := g.keys("events", "--json")
+	for _, k := range []issuedKey{steady, leaked, rotated, later} {
+		if strings.Contains(all, k.Key) {
+			t.Errorf("the audit log holds %s's key", k.ID)
+		}
 	}
 }
 

@@ -196,7 +196,7 @@ var statusLabels = map[string]string{
 // actionLabels say what an audit event's action was.
 var actionLabels = map[string]string{
 	"issued": "Issued", "updated": "Changed", "rotated": "Rotated", "disabled": "Disabled",
-	"enabled": "Enabled", "revoked": "Revoked", "leak_reported": "Revoked as leaked",
+	"enabled": "Enabled", "revoked": "Revoked", "leak_reported": "Revoked as leaked", "removed": "Removed by a restore",
 }
 
 // ActionLabel is an audit event's action in words.

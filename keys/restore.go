@@ -18,12 +18,26 @@ type Carried struct {
 	Disabled []string `json:"disabled"` // disabled after the backup: disabled again
 	Expiring []string `json:"expiring"` // given an earlier end after the backup (a rotation's grace, an update)
 	// Gone were issued after the backup, which does not hold them: clients
-	// using them get invalid_key until they are issued again.
+	// using them get invalid_key until they are issued again. Each has a
+	// removed event saying so.
 	Gone []string `json:"gone"`
 	// Reverted were changed after the backup in a way the restore does not
 	// keep (a scope, a limit, a name; enabled again, given a later end):
 	// they are as the backup had them, each with an event saying so.
 	Reverted []string `json:"reverted"`
+}
+
+// Backup names the backup a restore puts back, in the events of the keys
+// it leaves out.
+type Backup struct {
+	File string // as an absolute path
+	// Written is the file's modification time: when `caddy keys backup`
+	// wrote it, unless it was copied since without its times.
+	Written time.Time
+}
+
+func (b Backup) String() string {
+	return fmt.Sprintf("backup %q (written %s)", b.File, b.Written.UTC().Format(time.RFC3339))
 }
 
 // Stops is what stopped each key of a store (StateOf): what CarryOver
@@ -105,11 +119,14 @@ func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) 
 // the events' own. It reads every key once and writes only those it
 // changes. It consumes replaced.
 //
-// A key whose settings the restore takes back to the backup's (changed
-// after the backup in a way it does not keep) gets an event saying what
-// changed, field: old → new, the old read from from, the replaced store,
-// so that the audit log reads as the keys are (no event when from is nil).
-func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Store, reason, actor string) (*Carried, error) {
+// A key of the replaced store that the backup does not hold (issued after
+// it) is gone: it gets a removed event naming backup, so that its history
+// does not end on a key that still works. A key whose settings the restore
+// takes back to the backup's (changed after the backup in a way it does
+// not keep) gets an event saying what changed, field: old → new, the old
+// read from from, the replaced store, so that the audit log reads as the
+// keys are (no event when from is nil).
+func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Store, backup Backup, reason, actor string) (*Carried, error) {
 	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}, Reverted: []string{}}
 	if err := checkReason(reason); err != nil {
 		return out, err
@@ -195,6 +212,9 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Sto
 		}
 	}
 	out.Gone = append(out.Gone, slices.Sorted(maps.Keys(replaced.keys))...) // [] rather than null in JSON
+	if err := s.removed(ctx, out.Gone, backup, reason, actor); err != nil {
+		return out, err
+	}
 	if from == nil {
 		return out, nil
 	}
@@ -222,6 +242,28 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Sto
 		}
 	}
 	return out, nil
+}
+
+// removed writes the event of each key in ids, gone with the restore of
+// backup: the store holds no key for them to go with, so they are written
+// on their own, a page at a time.
+func (s *Service) removed(ctx context.Context, ids []string, backup Backup, reason, actor string) error {
+	why := "not in the backup put back"
+	if reason != "" {
+		why += ": " + reason
+	}
+	detail := backup.String() + ": clients now get invalid_key"
+	at := s.now()
+	for page := range slices.Chunk(ids, statePage) {
+		evs := make([]*store.Event, len(page))
+		for i, id := range page {
+			evs[i] = &store.Event{At: at, Action: "removed", KeyID: id, Actor: actor, Reason: why, Detail: detail}
+		}
+		if err := store.AppendEvents(ctx, s.st, evs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stops reports which of what stopped the key (a revocation, a disable, an

@@ -52,7 +52,8 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	replaced = append(replaced, &store.Record{ID: "key_issuedafterthebackup"})
 
 	writes := f.writes
-	got, err := f.CarryOver(ctx, stopsOf(replaced), recordsOf(replaced), "", "test")
+	backup := Backup{File: "/var/backups/keys.db", Written: f.t.Add(-time.Hour)}
+	got, err := f.CarryOver(ctx, stopsOf(replaced), recordsOf(replaced), backup, "", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +102,17 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 		if evs, _ := f.Events(ctx, id, 0, nil); evs[len(evs)-1].Detail != want {
 			t.Errorf("key %s's newest event says %q, want %q", id, evs[len(evs)-1].Detail, want)
 		}
+	}
+	// The key the backup does not hold is gone, and its history says so
+	// (until session 34 only the restore's output did): by whom, why,
+	// from which backup, and what clients now get.
+	evs, err = f.Events(ctx, "key_issuedafterthebackup", 0, nil)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("the events of the key the restore left out: %+v, %v; want its removal", evs, err)
+	}
+	if ev := evs[0]; ev.Action != "removed" || ev.Actor != "test" || ev.Reason != "not in the backup put back" || !ev.At.Equal(f.t) ||
+		ev.Detail != `backup "/var/backups/keys.db" (written 2026-11-23T11:00:00Z): clients now get invalid_key` {
+		t.Errorf("the gone key's event: %+v", ev)
 	}
 	for _, id := range []string{reenabled, extended} {
 		evs, _ := f.Events(ctx, id, 0, nil)

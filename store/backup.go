@@ -301,6 +301,36 @@ func keepEvents(ctx context.Context, src *DB, tx *sql.Tx, d *dialect) (int, erro
 	return n, advanceEventSeq(ctx, tx, d)
 }
 
+// AppendEvents appends audit events that no change to a key of st
+// carries, in one transaction, numbered after every event before them as
+// any change's are: a restore's events of the keys it leaves out, which
+// the restored store no longer holds. Each names its key: every event is
+// a key's. It sets each event's Seq.
+func AppendEvents(ctx context.Context, st Store, evs []*Event) error {
+	for _, ev := range evs {
+		if ev.KeyID == "" || ev.Action == "" {
+			return fmt.Errorf("keygate store: appending audit events: an event without a key or an action (key %q, action %q)", ev.KeyID, ev.Action)
+		}
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	err := onDB(st, func(db *DB) error {
+		return db.writeKeys(ctx, func(tx *sql.Tx) error {
+			for _, ev := range evs {
+				if err := db.insertEvent(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("keygate store: appending audit events: %w", err)
+	}
+	return nil
+}
+
 // advanceEventSeq makes the next event on a store into which events were
 // written with their seqs numbered after the last of them: SQLite's
 // AUTOINCREMENT takes the largest seq inserted as its own; a PostgreSQL
