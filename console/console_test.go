@@ -805,6 +805,46 @@ func TestTheKeyPageShowsUsageSignalsAndHistory(t *testing.T) {
 	}
 }
 
+// TestTheKeyPageOfAKeyARestoreLeftOutShowsItsHistory: a key the store no
+// longer holds (issued after the backup a restore put back) was a "Key not
+// found" page, as if mistyped, though its events say what it was and what
+// became of it. An admin sees them; a person who sees one team's keys
+// still gets "Key not found" (the store no longer says whose it was).
+func TestTheKeyPageOfAKeyARestoreLeftOutShowsItsHistory(t *testing.T) {
+	f := newFixture(t)
+	const id = "key_leftoutbyarestore"
+	if err := store.AppendEvents(ctx, f.st, []*store.Event{
+		{At: f.now.Add(-time.Hour), Action: "issued", KeyID: id, Actor: "cli ann@gw1", Detail: "name: crm-later; owner: sales"},
+		{At: f.now, Action: "removed", KeyID: id, Actor: "cli root@gw1", Reason: "not in the backup put back: disk lost",
+			Detail: `backup "/var/backups/keys.db" (written 2026-11-22T03:00:00Z): clients now get invalid_key`},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w := f.get(admin, "/keys/"+id)
+	body := w.Body.String()
+	if w.Code != http.StatusNotFound {
+		t.Errorf("an admin on the page of a key the store no longer holds: %d, want 404", w.Code)
+	}
+	for _, want := range []string{"Key no longer in the store", id, "Removed by a restore", "not in the backup put back: disk lost",
+		"clients now get invalid_key", "Issued", "name: crm-later"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("an admin on the page of a key the store no longer holds: %q missing", want)
+		}
+	}
+	if strings.Index(body, "Removed by a restore") > strings.Index(body, "Issued") {
+		t.Error("the history of a key the store no longer holds is not newest first")
+	}
+	for _, c := range []struct {
+		who  User
+		path string
+	}{{alice, "/keys/" + id}, {admin, "/keys/key_neverissued"}} {
+		if w := f.get(c.who, c.path); w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "Key not found") ||
+			strings.Contains(w.Body.String(), "History") {
+			t.Errorf("%s on %s: %d, want the page saying the key is not found", c.who.ID, c.path, w.Code)
+		}
+	}
+}
+
 func TestLinksWorkUnderAStrippedPrefix(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")

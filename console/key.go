@@ -104,7 +104,32 @@ var graceOptions = []option{
 }
 
 func (c *call) keyPage() error {
-	return c.showKey(http.StatusOK, nil, nil)
+	err := c.showKey(http.StatusOK, nil, nil)
+	if errors.Is(err, store.ErrNotFound) {
+		return c.goneKey(err)
+	}
+	return err
+}
+
+// goneView is the page of a key the store no longer holds: its history.
+type goneView struct {
+	view
+	ID     string
+	Events []store.Event
+}
+
+// goneKey shows the history of a key the store no longer holds (one a
+// restore left out, whose last event says so) to a person who sees every
+// key, whom the service still answers its events; anyone else gets
+// notFound.
+func (c *call) goneKey(notFound error) error {
+	evs, err := c.keys.Events(c.r.Context(), c.id, 100, nil)
+	if err != nil || len(evs) == 0 {
+		return notFound
+	}
+	slices.Reverse(evs)
+	c.render(http.StatusNotFound, "gone", &goneView{view: view{Title: "Key no longer in the store", Nav: "keys"}, ID: c.id, Events: evs})
+	return nil
 }
 
 // showKey renders the key page; form, when set, is a refused settings form
