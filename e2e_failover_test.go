@@ -1,9 +1,11 @@
 package keygate_test
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"strings"
 	"testing"
@@ -224,6 +226,35 @@ func TestAPostgresFailover(t *testing.T) {
 }
 
 // storeErrors is a node's keygate_store_errors_total lines, for the log.
+// TestAStoreOnAStandbyIsSaidToTakeNoWrites: `caddy keys` and the admin
+// API's ?store= on a PostgreSQL standby (it answers reads and refuses
+// writes, SQLSTATE 25006), which opening a store writes to (its schema),
+// say plainly that the server takes no writes, with exit status 5 and 503
+// store_unavailable (an outage: a failover ends it). Until session 34
+// both quoted the statement refused, "migrate: ERROR: cannot execute
+// CREATE TABLE in a read-only transaction".
+func TestAStoreOnAStandbyIsSaidToTakeNoWrites(t *testing.T) {
+	needBinary(t)
+	primary := testservers.StartPostgres(t)
+	g := startGateway(t, gatewayConfig{caddyfile: revokeCaddyfile, upstream: newUpstream(t).URL, store: primary.URI})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	standby := primary.StartStandby()
+	const plain = "the server takes no writes (a standby, or a server set read-only)"
+	for _, args := range [][]string{{"list"}, {"show", k.ID, "--json"}, {"revoke", k.ID, "--yes"}} {
+		cmd := exec.Command(caddyBin, append(append([]string{"keys"}, args...), "--store", standby.URI)...)
+		var stderr bytes.Buffer
+		cmd.Env, cmd.Stderr = g.environ(), &stderr
+		err := cmd.Run()
+		if msg := stderr.String(); exitStatus(t, err) != 5 || !strings.Contains(msg, plain) || strings.Contains(msg, "CREATE TABLE") {
+			t.Errorf("caddy keys %v on a standby: %v %q; want exit status 5 saying %q", args, err, msg, plain)
+		}
+	}
+	r := g.admin("GET", "/keygate/keys?store="+url.QueryEscape(standby.URI), nil)
+	if r.Status != 503 || r.code() != "store_unavailable" || !strings.Contains(string(r.Body), plain) || strings.Contains(string(r.Body), "CREATE TABLE") {
+		t.Errorf("GET /keygate/keys?store= a standby: %d %s; want 503 store_unavailable saying %q", r.Status, r.Body, plain)
+	}
+}
+
 func storeErrors(g *gateway) string {
 	var lines []string
 	for _, l := range strings.Split(g.metrics(), "\n") {

@@ -166,12 +166,30 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	p.DB = &DB{db: db, d: postgresDialect}
 	if err := p.DB.init(ctx); err != nil {
 		db.Close()
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == readOnlySQLTransaction {
+			err = &takesNoWrites{err}
+		}
 		return fail(err)
 	}
 	p.DB.lower = postgresLower(ctx, db)
 	p.lctx, p.stop = context.WithCancel(context.Background())
 	return p, nil
 }
+
+// takesNoWrites is the store opened on a server that takes no writes
+// (SQLSTATE 25006: a standby, or a server set read-only), said plainly
+// rather than as the statement it refused (opening a store writes its
+// schema: "cannot execute CREATE TABLE in a read-only transaction"). It is
+// still the PostgreSQL error underneath: an outage (Unavailable), which a
+// failover ends.
+type takesNoWrites struct{ err error }
+
+func (e *takesNoWrites) Error() string {
+	return "the server takes no writes (a standby, or a server set read-only): name the primary, or every server with target_session_attrs=read-write (SQLSTATE 25006)"
+}
+
+func (e *takesNoWrites) Unwrap() error { return e.err }
 
 // postgresConfig reads a store URI into the connection's configuration and
 // the pool's settings.
