@@ -922,6 +922,7 @@ func (c *cli) printRestored(r restored) error {
 		{"given the earlier end they had (a rotation's grace, an expiry set after the backup)", r.Carried.Expiring},
 		{"gone (issued after the backup: issue them again)", r.Carried.Gone},
 		{"put back as the backup had them (changed after the backup)", r.Carried.Reverted},
+		{"back (left out by an earlier restore; this backup holds them)", r.Carried.Back},
 	} {
 		if len(l.ids) > 0 {
 			fmt.Fprintf(c.out, "%s: %s\n", l.what, strings.Join(l.ids, ", "))

@@ -604,6 +604,8 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 	g.keys("rotate", rotated.ID, "--grace", "0")
 	later := g.issue("--name", "later", "--scope", "mail.send")
 	g.keys("update", steady.ID, "--name", "steady-renamed", "--reason", "new name")
+	newer := filepath.Join(dir, "newer.db") // holds later
+	g.keys("backup", newer)
 	// Not while the gateway has the store open: it would go on with the
 	// file pulled from under it.
 	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); exitStatus(t, err) != 4 || !strings.Contains(errOut, fmt.Sprintf("process %d has it open", g.cmd.Process.Pid)) {
@@ -732,6 +734,30 @@ func TestRestoreKeepsWhatStoppedKeysSinceTheBackup(t *testing.T) {
 			evs[len(evs)-1].Action != "removed" || !strings.Contains(evs[len(evs)-1].Detail, "invalid_key") {
 			t.Errorf("GET %s: %d %s; want the key's issue and, last, its removal", path, r.Status, r.Body)
 		}
+	}
+
+	// Putting the newer backup back brings the keys the first restore left
+	// out back, and their history says so rather than ending on their
+	// removal.
+	g.stop()
+	var again struct {
+		Carried struct{ Back []string } `json:"carried"`
+	}
+	if err := json.Unmarshal([]byte(g.keys("restore", newer, "--yes", "--json")), &again); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(again.Carried.Back, res.Carried.Gone) {
+		t.Errorf("restoring the newer backup brought back %v, want the keys the first restore left out, %v", again.Carried.Back, res.Carried.Gone)
+	}
+	g.start()
+	if r := g.call("POST", "/v3/mail/send", later.Key, nil); r.Status != 202 {
+		t.Errorf("a key back with the newer backup: %d %s", r.Status, r.Body)
+	}
+	var laterEvs []event
+	json.Unmarshal([]byte(g.keys("events", later.ID, "--json")), &laterEvs)
+	if n := len(laterEvs); n < 3 || laterEvs[n-2].Action != "removed" || laterEvs[n-1].Action != "restored" ||
+		!strings.Contains(laterEvs[n-1].Detail, "newer.db") || !strings.Contains(laterEvs[n-1].Detail, "name: later") {
+		t.Errorf("the events of %s, back with the newer backup: %+v; want them to end on its removal, then its return", later.ID, laterEvs)
 	}
 	// No event holds a key, the restore's included.
 	all := g.keys("events", "--json")

@@ -197,6 +197,7 @@ var statusLabels = map[string]string{
 var actionLabels = map[string]string{
 	"issued": "Issued", "updated": "Changed", "rotated": "Rotated", "disabled": "Disabled",
 	"enabled": "Enabled", "revoked": "Revoked", "leak_reported": "Revoked as leaked", "removed": "Removed by a restore",
+	"restored": "Back with a restore",
 }
 
 // ActionLabel is an audit event's action in words.

@@ -25,6 +25,10 @@ type Carried struct {
 	// keep (a scope, a limit, a name; enabled again, given a later end):
 	// they are as the backup had them, each with an event saying so.
 	Reverted []string `json:"reverted"`
+	// Back were removed by an earlier restore (a backup older than this
+	// one): this backup holds them, and each has a restored event saying
+	// so.
+	Back []string `json:"back"`
 }
 
 // Backup names the backup a restore puts back, in the events of the keys
@@ -127,7 +131,7 @@ func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) 
 // read from from, the replaced store, so that the audit log reads as the
 // keys are (no event when from is nil).
 func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Store, backup Backup, reason, actor string) (*Carried, error) {
-	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}, Reverted: []string{}}
+	out := &Carried{Revoked: []string{}, Disabled: []string{}, Expiring: []string{}, Gone: []string{}, Reverted: []string{}, Back: []string{}}
 	if err := checkReason(reason); err != nil {
 		return out, err
 	}
@@ -149,9 +153,23 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Sto
 	// What is left of replaced once each key is looked at is gone.
 	narrow := map[string]stop{}
 	var differ []string
-	err := eachKey(ctx, s.st, func(cur *store.Record) error {
+	// A key an earlier restore removed, which this backup holds: its
+	// history ends on that removal, no longer so.
+	removed, err := store.KeysLastEventIs(ctx, s.st, "removed")
+	if err != nil {
+		return out, err
+	}
+	wasRemoved := map[string]bool{}
+	for _, id := range removed {
+		wasRemoved[id] = true
+	}
+	var backKeys []*store.Record
+	err = eachKey(ctx, s.st, func(cur *store.Record) error {
 		old, ok := replaced.keys[cur.ID]
 		if !ok {
+			if wasRemoved[cur.ID] {
+				backKeys = append(backKeys, cur.Clone())
+			}
 			return nil // not in the replaced store: nothing to keep
 		}
 		delete(replaced.keys, cur.ID)
@@ -215,12 +233,18 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Sto
 	if err := s.removed(ctx, out.Gone, backup, reason, actor); err != nil {
 		return out, err
 	}
+	if err := s.back(ctx, backKeys, backup, reason, actor); err != nil {
+		return out, err
+	}
+	for _, r := range backKeys {
+		out.Back = append(out.Back, r.ID)
+	}
 	if from == nil {
 		return out, nil
 	}
-	back := "put back as the backup had it"
+	putBack := "put back as the backup had it"
 	if reason != "" {
-		back += ": " + reason
+		putBack += ": " + reason
 	}
 	slices.Sort(differ)
 	for _, id := range differ {
@@ -231,7 +255,7 @@ func (s *Service) CarryOver(ctx context.Context, replaced *Stops, from store.Sto
 		ev := &store.Event{At: s.now(), KeyID: id, Actor: actor}
 		if _, err := s.st.UpdateKey(ctx, id, ev, func(rec *store.Record) error {
 			if ev.Detail = diff(was, rec); ev.Detail != "" { // "" when only what was carried over differed
-				ev.Action, ev.Reason = "updated", back
+				ev.Action, ev.Reason = "updated", putBack
 			}
 			return nil
 		}); err != nil {
@@ -264,6 +288,27 @@ func (s *Service) removed(ctx context.Context, ids []string, backup Backup, reas
 		}
 	}
 	return nil
+}
+
+// back writes the event of each key in recs, removed by an earlier
+// restore and held again by backup: what the backup has of it, as an
+// issue's event says it, so that its history does not end on a removal.
+func (s *Service) back(ctx context.Context, recs []*store.Record, backup Backup, reason, actor string) error {
+	why := "in the backup put back"
+	if reason != "" {
+		why += ": " + reason
+	}
+	slices.SortFunc(recs, func(a, b *store.Record) int { return strings.Compare(a.ID, b.ID) })
+	at := s.now()
+	evs := make([]*store.Event, len(recs))
+	for i, r := range recs {
+		detail := backup.String() + " holds it: " + describe(r)
+		if r.Revoked() {
+			detail += fmt.Sprintf("; revoked on %s (%s)", r.RevokedAt.UTC().Format(time.RFC3339), r.RevokeReason)
+		}
+		evs[i] = &store.Event{At: at, Action: "restored", KeyID: r.ID, Actor: actor, Reason: why, Detail: detail}
+	}
+	return store.AppendEvents(ctx, s.st, evs)
 }
 
 // stops reports which of what stopped the key (a revocation, a disable, an

@@ -124,6 +124,45 @@ func TestCarryOverNeverWidensAKey(t *testing.T) {
 	}
 }
 
+// TestARestoreSaysAKeyAnEarlierOneRemovedIsBack: a key a restore of an
+// older backup removed (its history ends "removed") that a newer backup
+// holds comes back with that backup, and its history says so, with what
+// the backup has of it; otherwise it would end on a removal of a key that
+// works. Keys that were not removed get no event.
+func TestARestoreSaysAKeyAnEarlierOneRemovedIsBack(t *testing.T) {
+	f := newFixture(t)
+	kept := f.issue(t, spec("kept", "mail.send")).Record
+	returning := f.issue(t, spec("returning", "mail.send")).Record
+	older := Backup{File: "/var/backups/mon.db", Written: f.t.Add(-48 * time.Hour)}
+	newer := Backup{File: "/var/backups/tue.db", Written: f.t.Add(-24 * time.Hour)}
+	// The restore of the older backup, which did not hold returning: the
+	// store it left (the one this restore replaces) holds only kept.
+	if err := f.removed(ctx, []string{returning.ID, "key_neverback"}, older, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.CarryOver(ctx, stopsOf([]*store.Record{kept}), recordsOf([]*store.Record{kept}), newer, "disk lost", "cli ann@gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Back, []string{returning.ID}) || len(got.Gone) != 0 {
+		t.Errorf("CarryOver = %+v, want %s back and nothing gone", got, returning.ID)
+	}
+	evs, _ := f.Events(ctx, returning.ID, 0, nil)
+	if ev := evs[len(evs)-1]; ev.Action != "restored" || ev.Actor != "cli ann@gw1" || ev.Reason != "in the backup put back: disk lost" ||
+		ev.Detail != `backup "/var/backups/tue.db" (written 2026-11-22T12:00:00Z) holds it: name: returning; env: live; scopes: mail.send; expires: never` {
+		t.Errorf("the newest event of the key back with the restore: %+v", ev)
+	}
+	for _, id := range []string{kept.ID, "key_neverback"} {
+		if evs, _ := f.Events(ctx, id, 0, nil); evs[len(evs)-1].Action == "restored" {
+			t.Errorf("key %s, not back with the restore, has a restored event", id)
+		}
+	}
+	// A restore after it finds no key whose history ends on a removal.
+	if got, err := f.CarryOver(ctx, stopsOf([]*store.Record{kept, returning}), nil, newer, "", "test"); err != nil || len(got.Back) != 0 {
+		t.Errorf("a second restore: %+v, %v; want nothing back", got, err)
+	}
+}
+
 // TestStateOfReadsEveryKey: every key, revoked and expired ones included,
 // with what stops it, in one pass (the SQL stores) or page by page.
 func TestStateOfReadsEveryKey(t *testing.T) {

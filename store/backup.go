@@ -331,6 +331,34 @@ func AppendEvents(ctx context.Context, st Store, evs []*Event) error {
 	return nil
 }
 
+// KeysLastEventIs returns the ids of the keys whose newest audit event in
+// st is action, in no particular order: for a restore, the keys an
+// earlier restore removed (see AppendEvents) that the backup it puts back
+// may hold again.
+func KeysLastEventIs(ctx context.Context, st Store, action string) ([]string, error) {
+	var ids []string
+	err := onDB(st, func(db *DB) error {
+		rows, err := db.db.QueryContext(ctx, db.d.rebind(`SELECT key_id FROM events e WHERE action = $1
+			AND NOT EXISTS (SELECT 1 FROM events l WHERE l.key_id = e.key_id AND l.seq > e.seq)`), action)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keygate store: keys whose last event is %s: %w", action, err)
+	}
+	return ids, nil
+}
+
 // advanceEventSeq makes the next event on a store into which events were
 // written with their seqs numbered after the last of them: SQLite's
 // AUTOINCREMENT takes the largest seq inserted as its own; a PostgreSQL

@@ -1038,6 +1038,12 @@ func testStoreConformance(t *testing.T, open func(t *testing.T) Store) {
 				}
 			})
 		}
+		for action, want := range map[string][]string{"revoked": {"key_0", "key_1", "key_2"}, "issued": nil} {
+			got, err := KeysLastEventIs(ctx, s, action)
+			if slices.Sort(got); err != nil || !slices.Equal(got, want) {
+				t.Errorf("KeysLastEventIs(%s) = %v, %v; want %v", action, got, err, want)
+			}
+		}
 		all := mustEvents(t, s, EventFilter{})
 		at := func(i int) *int64 { return &all[i].Seq }
 		zero := int64(0)

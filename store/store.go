@@ -244,7 +244,7 @@ type Change struct {
 type Event struct {
 	Seq    int64     `json:"seq"`
 	At     time.Time `json:"at"`
-	Action string    `json:"action"` // issued, updated, rotated, disabled, enabled, revoked, leak_reported, removed
+	Action string    `json:"action"` // issued, updated, rotated, disabled, enabled, revoked, leak_reported, removed, restored
 	KeyID  string    `json:"key_id"`
 	Actor  string    `json:"actor"`
 	Reason string    `json:"reason,omitempty"`
