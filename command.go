@@ -875,9 +875,8 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("reading the keys of the store to replace, %s: %w", path, err)
 		}
 	}
-	// Applied to the copy before it replaces the store: a restore that
-	// fails leaves the store as it was, revocations and all.
-	// Named in the events of the keys the restore leaves out.
+	// Named in the events of the keys the restore leaves out or brings
+	// back.
 	backup := keys.Backup{File: from}
 	if abs, err := filepath.Abs(from); err == nil {
 		backup.File = abs
@@ -885,6 +884,8 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	if fi, err := os.Stat(from); err == nil {
 		backup.Written = fi.ModTime()
 	}
+	// Applied to the copy before it replaces the store: a restore that
+	// fails leaves the store as it was, revocations and all.
 	var carried *keys.Carried
 	info, err := store.RestoreSQLite(ctx, path, from, func(ctx context.Context, st store.Store) error {
 		var old store.Store

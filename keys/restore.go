@@ -32,7 +32,7 @@ type Carried struct {
 }
 
 // Backup names the backup a restore puts back, in the events of the keys
-// it leaves out.
+// it leaves out or brings back.
 type Backup struct {
 	File string // as an absolute path
 	// Written is the file's modification time: when `caddy keys backup`
@@ -125,7 +125,8 @@ func eachKey(ctx context.Context, st store.Store, fn func(*store.Record) error) 
 //
 // A key of the replaced store that the backup does not hold (issued after
 // it) is gone: it gets a removed event naming backup, so that its history
-// does not end on a key that still works. A key whose settings the restore
+// does not end on a key that still works; one an earlier restore so
+// removed that the backup holds gets a restored event. A key whose settings the restore
 // takes back to the backup's (changed after the backup in a way it does
 // not keep) gets an event saying what changed, field: old → new, the old
 // read from from, the replaced store, so that the audit log reads as the
