@@ -385,17 +385,7 @@ func TestFailedAuthClientsAreBounded(t *testing.T) {
 	h.logger = zap.NewNop() // no usage line for each of the scan's requests
 	core, logs := observer.New(zap.InfoLevel)
 	h.backend.logger = zap.New(core)
-	from := func(addr string) int {
-		r := httptest.NewRequest("POST", "/send", nil)
-		r.RemoteAddr = addr
-		r.Header.Set("Authorization", "Bearer kg_live_garbage")
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNext); err != nil {
-			t.Fatal(err)
-		}
-		return w.Code
-	}
+	from := func(addr string) int { return madeUpKeyFrom(t, h, addr) }
 	for range 20 {
 		from("198.51.100.66:1000")
 	}
@@ -438,21 +428,26 @@ func TestFailedAuthClientsAreBounded(t *testing.T) {
 	}
 }
 
+// madeUpKeyFrom sends h a made-up key from the client at addr and returns
+// the status it answered.
+func madeUpKeyFrom(t *testing.T, h *Handler, addr string) int {
+	t.Helper()
+	r := httptest.NewRequest("POST", "/send", nil)
+	r.RemoteAddr = addr
+	r.Header.Set("Authorization", "Bearer kg_live_garbage")
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, okNext); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code
+}
+
 // failed_auth_limit counts an IPv6 client by its /64, which one host
 // routinely holds whole, and an IPv4 client by its address.
 func TestFailedAuthLimitCountsIPv6ClientsByTheir64(t *testing.T) {
 	h, _ := testHandler(t, &Handler{FailedAuthLimit: "3/m", Scopes: []ScopeRule{{Scope: "mail.send", Path: "/send"}}})
-	from := func(addr string) int {
-		r := httptest.NewRequest("POST", "/send", nil)
-		r.RemoteAddr = addr
-		r.Header.Set("Authorization", "Bearer kg_live_garbage")
-		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		if err := h.ServeHTTP(w, r, okNext); err != nil {
-			t.Fatal(err)
-		}
-		return w.Code
-	}
+	from := func(addr string) int { return madeUpKeyFrom(t, h, addr) }
 	for i, addr := range []string{"[2001:db8:1:2::a]:1000", "[2001:db8:1:2:8000::b]:1001", "[2001:db8:1:2:ffff:ffff:ffff:ffff]:1002"} {
 		if code := from(addr); code != http.StatusUnauthorized {
 			t.Fatalf("failure %d from %s: %d", i+1, addr, code)
