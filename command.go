@@ -788,11 +788,7 @@ Every change is an audit event naming what changed (old → new) and --reason.`,
 				return err
 			}
 			return c.output(info, func() error {
-				noun := "keys"
-				if info.Keys == 1 {
-					noun = "key"
-				}
-				_, err := fmt.Fprintf(c.out, "backed up %d %s, with usage counters and audit events, to %s (%d bytes)\n", info.Keys, noun, info.Path, info.Bytes)
+				_, err := fmt.Fprintf(c.out, "backed up %s, with usage counters and audit events, to %s (%d bytes)\n", countOf(info.Keys, "key"), info.Path, info.Bytes)
 				return err
 			})
 		}),
@@ -913,7 +909,7 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 }
 
 func (c *cli) printRestored(r restored) error {
-	fmt.Fprintf(c.out, "restored %d keys, with usage counters and audit events, from %s to %s\n", r.Keys, r.From, r.Path)
+	fmt.Fprintf(c.out, "restored %s, with usage counters and audit events, from %s to %s\n", countOf(r.Keys, "key"), r.From, r.Path)
 	for _, l := range []struct {
 		what string
 		ids  []string
@@ -1067,11 +1063,14 @@ func runRevoke(ctx context.Context, c *cli, args []string) error {
 	// A key typed for --key - was read from this terminal up to its newline
 	// and no further, so the answer is the next line; a piped key never asks.
 	if !already {
-		what := fmt.Sprintf("%d active keys of owner %q", len(targets), rv.Owner)
+		what, them := fmt.Sprintf("%s of owner %q", countOf(len(targets), "active key"), rv.Owner), "them"
+		if rv.Owner == "" || len(targets) == 1 {
+			them = "it"
+		}
 		if rv.Owner == "" {
 			what = fmt.Sprintf("key %s (%s)", targets[0].ID, targets[0].Name)
 		}
-		if !confirmed(yes, fmt.Sprintf("Revoke %s? Clients using it get revoked_key within a second.", what)) {
+		if !confirmed(yes, fmt.Sprintf("Revoke %s? Clients using %s get revoked_key within a second.", what, them)) {
 			return errors.New("not revoked")
 		}
 	}

@@ -973,3 +973,21 @@ func TestAGatewayStartsWhileItsStoreIsDown(t *testing.T) {
 		t.Errorf("the console once the store answered: %d\n%s", status, page)
 	}
 }
+
+// TestBackupAndRestoreSayOneKey: `caddy keys backup` and `caddy keys
+// restore` count in words a person reads, one key as "1 key". Until session
+// 34 restore said "restored 1 keys".
+func TestBackupAndRestoreSayOneKey(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: newUpstream(t).URL, store: "sqlite:" + filepath.Join(dir, "keys.db")})
+	g.issue("--name", "only", "--scope", "mail.send")
+	backup := filepath.Join(dir, "backup.db")
+	if out := g.keys("backup", backup); !strings.HasPrefix(out, "backed up 1 key, ") {
+		t.Errorf("caddy keys backup of a store of one key says %q, want \"backed up 1 key, …\"", out)
+	}
+	g.stop()
+	if out := g.keys("restore", backup, "--yes"); !strings.HasPrefix(out, "restored 1 key, ") {
+		t.Errorf("caddy keys restore of a backup of one key says %q, want \"restored 1 key, …\"", out)
+	}
+}
