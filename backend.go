@@ -60,9 +60,9 @@ type backend struct {
 	kept   atomic.Bool
 	keptMu sync.Mutex // one addKept at a time, or a file could be added twice
 	// pollFault and flushFault report store outages in a few lines rather
-	// than one per attempt; dropped is Recorder.Dropped when the flush
-	// outage began (written and read only by flushFault's reports, which
-	// it serialises).
+	// than one per attempt; dropped is Recorder.Dropped when the last flush
+	// outage ended, so before the failed flush that began the next one
+	// (written and read only by flushFault's reports, which it serialises).
 	pollFault, flushFault *faultlog.Fault
 	lookupFault           *faultlog.Fault // a key's lookup on a cache miss
 	reportFault           *faultlog.Fault // the routes' report
@@ -638,9 +638,22 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 	fields := []zap.Field{zap.Int64("held_requests", held.Requests), zap.Int("held_key_hours", held.KeyHours)}
 	switch l.Kind {
 	case faultlog.Began:
-		b.dropped = b.usage.Dropped()
-		b.logger.Error("keygate: writing usage counts to the store failed; they are held in memory and retried every second",
-			append(fields, zap.Error(l.Err))...)
+		// b.dropped is still what was dropped when the last outage ended
+		// (only a failed flush drops counts): this failure's own drops,
+		// more than MaxPending key-hours or MaxPendingIPs client IPs
+		// flushed in one go, are this outage's and said from here on.
+		d := b.droppedSince()
+		msg := "keygate: writing usage counts to the store failed; they are held in memory and retried every second"
+		switch {
+		case d.Requests > 0 || d.KeyHours > 0:
+			msg += fmt.Sprintf(", but the counts of %s were dropped at once: more than %d key-hours waited",
+				countOf(int(d.Requests), "request"), b.usage.MaxPending)
+		case d.IPs > 0:
+			msg += fmt.Sprintf(", but the oldest hours' counts by client IP of %s were dropped at once: more than %d waited",
+				countOf(int(d.IPs), "address"), b.usage.MaxPendingIPs)
+		}
+		b.logger.Error(msg, append(fields, zap.Int64("dropped_requests", d.Requests),
+			zap.Int64("dropped_client_ips", d.IPs), zap.Error(l.Err))...)
 		return
 	case faultlog.Continues:
 		b.logger.Error(fmt.Sprintf("keygate: writing usage counts still fails: %d more failures since the last line", l.Failures),
@@ -654,15 +667,15 @@ func (b *backend) logFlushFault(l faultlog.Line) {
 	// fault (faultlog), and its end would say these again.
 	b.dropped = b.usage.Dropped()
 	if d.Requests > 0 || d.KeyHours > 0 {
-		b.logger.Error(fmt.Sprintf("keygate: writing usage counts works again, but the counts of %d requests were dropped meanwhile: "+
-			"more than %d key-hours waited", d.Requests, b.usage.MaxPending),
+		b.logger.Error(fmt.Sprintf("keygate: writing usage counts works again, but the counts of %s were dropped meanwhile: "+
+			"more than %d key-hours waited", countOf(int(d.Requests), "request"), b.usage.MaxPending),
 			append(fields, zap.Int64("dropped_requests", d.Requests), zap.Int64("dropped_recipients", d.Recipients),
 				zap.Int64("dropped_client_ips", d.IPs))...)
 		return
 	}
 	if d.IPs > 0 {
 		b.logger.Warn(fmt.Sprintf("keygate: writing usage counts works again; the counts held meanwhile are in the store, "+
-			"but the oldest hours' counts by client IP of %d addresses were dropped: more than %d waited", d.IPs, b.usage.MaxPendingIPs),
+			"but the oldest hours' counts by client IP of %s were dropped: more than %d waited", countOf(int(d.IPs), "address"), b.usage.MaxPendingIPs),
 			append(fields, zap.Int64("dropped_client_ips", d.IPs))...)
 		return
 	}

@@ -291,6 +291,76 @@ func TestDroppedClientIPsAreSaid(t *testing.T) {
 	}
 }
 
+// Counts dropped by an outage's very first failed flush (more than
+// MaxPending key-hours, or MaxPendingIPs client IPs, flushed in one go) are
+// said in its first line and again at its end, as
+// keygate_usage_lost_requests_total counts them. Until session 34 the first
+// line took what was dropped by then as the outage's starting point, so no
+// line named them.
+func TestCountsDroppedByAnOutagesFirstFlushAreSaid(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour
+	defer func(d time.Duration) { faultInterval = d }(faultInterval)
+	faultInterval = time.Hour
+	for _, c := range []struct {
+		name                    string
+		maxPending, maxIPs, ips int
+		first, end              func(usage.Counts) string
+		endLevel                zapcore.Level
+	}{
+		{"key-hours", 1, 0, 1,
+			func(d usage.Counts) string {
+				return "the counts of " + countOf(int(d.Requests), "request") + " were dropped at once"
+			},
+			func(d usage.Counts) string {
+				return "the counts of " + countOf(int(d.Requests), "request") + " were dropped meanwhile"
+			}, zapcore.ErrorLevel},
+		{"client IPs", 100, 5, 10,
+			func(d usage.Counts) string { return "by client IP of 9 addresses were dropped at once" },
+			func(d usage.Counts) string { return "by client IP of 9 addresses were dropped" }, zapcore.WarnLevel},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			uri := "test:" + t.Name()
+			st := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+			b, logs := startTestBackend(t, uri, st, filepath.Join(dir, "unflushed"))
+			defer releaseBackend(uri, zap.NewNop())
+			b.usage.MaxPending, b.usage.MaxPendingIPs = c.maxPending, c.maxIPs
+
+			st.writes.Store(true)
+			b.usage.Record("key_a", usage.MetricAllowed, 202, 1, "192.0.2.1", time.Now())
+			for i := range c.ips {
+				b.usage.Record("key_b", usage.MetricAllowed, 202, 1, fmt.Sprintf("192.0.2.%d", i+1), time.Now())
+			}
+			b.flushUsage() // the outage begins, and drops at once
+			st.writes.Store(false)
+			b.flushUsage() // works again
+			d := b.usage.Dropped()
+			if d.Requests == 0 && d.IPs == 0 {
+				t.Fatal("the first failed flush dropped nothing: the test needs it to")
+			}
+
+			lines := logs.FilterMessageSnippet("writing usage counts").All()
+			if len(lines) != 2 {
+				t.Fatalf("the outage logged as %d lines, want 2: %+v", len(lines), lines)
+			}
+			for _, l := range lines {
+				m := l.ContextMap()
+				if m["dropped_client_ips"] != d.IPs || d.Requests > 0 && m["dropped_requests"] != d.Requests {
+					t.Errorf("%q says dropped_requests=%v dropped_client_ips=%v, want the %d requests and %d client IPs the first failed flush dropped",
+						l.Message, m["dropped_requests"], m["dropped_client_ips"], d.Requests, d.IPs)
+				}
+			}
+			if !strings.Contains(lines[0].Message, c.first(d)) {
+				t.Errorf("the outage's first line %q does not say %q", lines[0].Message, c.first(d))
+			}
+			if lines[1].Level != c.endLevel || !strings.Contains(lines[1].Message, c.end(d)) {
+				t.Errorf("the outage's end %q (%v), want %v saying %q", lines[1].Message, lines[1].Level, c.endLevel, c.end(d))
+			}
+		})
+	}
+}
+
 // A route report the store fails at start (a pooler restarting as the
 // gateway starts) is tried again every reportRetry until it lands, so
 // `caddy keys` and the console offer the routes' scopes within seconds, not

@@ -1014,13 +1014,17 @@ func runCopyStore(ctx context.Context, c *cli, args []string) error {
 }
 
 // countOf writes a count of a thing, the count with a comma between each
-// three digits: "1 key", "4,180 events".
+// three digits: "1 key", "4,180 events", "9 addresses".
 func countOf(n int, thing string) string {
 	s := fmt.Sprint(n)
 	for i := len(s) - 3; i > 0; i -= 3 {
 		s = s[:i] + "," + s[i:]
 	}
-	if n != 1 {
+	switch {
+	case n == 1:
+	case strings.HasSuffix(thing, "s"):
+		thing += "es" // addresses
+	default:
 		thing += "s"
 	}
 	return s + " " + thing
