@@ -255,6 +255,77 @@ func TestAStoreOnAStandbyIsSaidToTakeNoWrites(t *testing.T) {
 	}
 }
 
+// TestAWriteOnAServerThatTurnsReadOnlyIsSaidToTakeNoWrites: a store opened
+// while its PostgreSQL server took writes, which then takes none (set
+// read-only, as a failover demotes a primary), says so plainly on every
+// surface that writes, as one opened on such a server does
+// (TestAStoreOnAStandbyIsSaidToTakeNoWrites): the admin API's issue and
+// revoke (503 store_unavailable), the console's revoke (503, its page and
+// its log line), `caddy keys` (exit status 5). Until session 34 all but
+// `caddy keys` quoted the statement refused, "cannot execute INSERT in a
+// read-only transaction".
+func TestAWriteOnAServerThatTurnsReadOnlyIsSaidToTakeNoWrites(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	g := startGateway(t, gatewayConfig{upstream: newUpstream(t).URL, store: pg.URI, caddyfile: site(`
+	` + demoConsole + `
+	handle {
+		keygate {
+			store {STORE}
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`)})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	u := consoleUser{t: t, prefix: "/console"}
+	token := u.formToken(g)
+
+	// The server takes no writes from now on, the sessions open already
+	// included.
+	admin, err := sql.Open("pgx", pg.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, q := range []string{"ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the sessions read it
+
+	const plain = "the server takes no writes (a standby, or a server set read-only)"
+	for _, c := range []struct {
+		what, path string
+		body       any
+	}{
+		{"an issue", "/keygate/keys", map[string]any{"name": "later", "scopes": []string{"mail.send"}}},
+		{"a revoke", "/keygate/keys/" + k.ID + "/revoke", map[string]any{"reason": "left"}},
+	} {
+		r := g.admin("POST", c.path, c.body)
+		if r.Status != 503 || r.code() != "store_unavailable" || !strings.Contains(string(r.Body), plain) || strings.Contains(string(r.Body), "read-only transaction") {
+			t.Errorf("the admin API's %s on a server set read-only: %d %s; want 503 store_unavailable saying %q", c.what, r.Status, r.Body, plain)
+		}
+	}
+	resp, page := u.do(g, "POST", "/keys/"+k.ID+"/revoke", url.Values{"csrf": {token}, "confirm": {"crm"}, "reason": {"left"}})
+	if resp.StatusCode != 503 || !strings.Contains(page, plain) || strings.Contains(page, "read-only transaction") {
+		t.Errorf("the console's revoke on a server set read-only: %d; want 503 saying %q\n%s", resp.StatusCode, plain, page)
+	}
+	for _, args := range [][]string{{"issue", "--name", "later", "--scope", "mail.send"}, {"revoke", k.ID, "--yes"}} {
+		_, errOut, err := g.keysRaw(args...)
+		if exitStatus(t, err) != 5 || !strings.Contains(errOut, plain) || strings.Contains(errOut, "read-only transaction") {
+			t.Errorf("caddy keys %v on a server set read-only: %v %q; want exit status 5 saying %q", args, err, errOut, plain)
+		}
+	}
+	if logs := g.logs(); !strings.Contains(logs, "keygate console: POST") || !strings.Contains(logs, plain) || strings.Contains(logs, "read-only transaction") {
+		t.Errorf("the gateway's log does not say plainly that the server takes no writes:\n%s", logs)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+		t.Errorf("a send with the key none of the refused revokes revoked: %d %s", r.Status, r.Body)
+	}
+}
+
 func storeErrors(g *gateway) string {
 	var lines []string
 	for _, l := range strings.Split(g.metrics(), "\n") {

@@ -294,6 +294,13 @@ func (c *call) errorPage(err error) *pageError {
 		return &pageError{http.StatusConflict, "That cannot be done to this key", conf.Error()}
 	}
 	c.h.opts.Logf("keygate console: %s %s by %s: %v", c.r.Method, c.r.URL.Path, c.user.ID, err)
+	if errors.Is(err, store.ErrTakesNoWrites) {
+		// It answered, so not "could not reach": said as caddy keys and the
+		// admin API say it.
+		c.w.Header().Set("Retry-After", "1")
+		return &pageError{http.StatusServiceUnavailable, "The key store is unavailable",
+			"The key store could not make this change: " + store.ErrTakesNoWrites.Error() + ". Nothing has changed. Try again in a moment."}
+	}
 	if store.Unavailable(err) {
 		c.w.Header().Set("Retry-After", "1")
 		return &pageError{http.StatusServiceUnavailable, "The key store is unavailable",

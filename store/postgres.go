@@ -166,30 +166,39 @@ func OpenPostgres(ctx context.Context, uri string) (*Postgres, error) {
 	p.DB = &DB{db: db, d: postgresDialect}
 	if err := p.DB.init(ctx); err != nil {
 		db.Close()
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == readOnlySQLTransaction {
-			err = &takesNoWrites{err}
-		}
-		return fail(err)
+		return fail(saidPlainly(err))
 	}
 	p.DB.lower = postgresLower(ctx, db)
 	p.lctx, p.stop = context.WithCancel(context.Background())
 	return p, nil
 }
 
-// takesNoWrites is the store opened on a server that takes no writes
-// (SQLSTATE 25006: a standby, or a server set read-only), said plainly
-// rather than as the statement it refused (opening a store writes its
-// schema: "cannot execute CREATE TABLE in a read-only transaction"). It is
+// ErrTakesNoWrites is a write refused by a PostgreSQL server that takes
+// none (SQLSTATE 25006: a standby, or a server set read-only, such as a
+// primary a failover demoted after the store was opened), said plainly
+// rather than as the statement it refused ("cannot execute INSERT in a
+// read-only transaction"; opening a store writes its schema: "cannot
+// execute CREATE TABLE …"). The error such a write returns Is it and is
 // still the PostgreSQL error underneath: an outage (Unavailable), which a
 // failover ends.
+var ErrTakesNoWrites = errors.New("the server takes no writes (a standby, or a server set read-only): " +
+	"name the primary, or every server with target_session_attrs=read-write (SQLSTATE 25006)")
+
+// takesNoWrites is a PostgreSQL error that is ErrTakesNoWrites.
 type takesNoWrites struct{ err error }
 
-func (e *takesNoWrites) Error() string {
-	return "the server takes no writes (a standby, or a server set read-only): name the primary, or every server with target_session_attrs=read-write (SQLSTATE 25006)"
-}
+func (e *takesNoWrites) Error() string   { return ErrTakesNoWrites.Error() }
+func (e *takesNoWrites) Unwrap() []error { return []error{ErrTakesNoWrites, e.err} }
 
-func (e *takesNoWrites) Unwrap() error { return e.err }
+// saidPlainly returns err as ErrTakesNoWrites if a server that takes no
+// writes refused it, and err as it is otherwise.
+func saidPlainly(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == readOnlySQLTransaction && !errors.Is(err, ErrTakesNoWrites) {
+		return &takesNoWrites{err}
+	}
+	return err
+}
 
 // postgresConfig reads a store URI into the connection's configuration and
 // the pool's settings.

@@ -643,8 +643,9 @@ func TestPostgresLeavesAServerThatTakesNoWrites(t *testing.T) {
 
 	err = p.CreateKey(ctx, minimalRecord("key_refused", time.Now()), Event{Action: "issued", Actor: "test"})
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "25006" || !Unavailable(err) {
-		t.Fatalf("a write on the old server: %v, want SQLSTATE 25006 answered as an outage", err)
+	if !errors.As(err, &pe) || pe.Code != "25006" || !Unavailable(err) || !errors.Is(err, ErrTakesNoWrites) ||
+		!strings.Contains(err.Error(), ErrTakesNoWrites.Error()) {
+		t.Fatalf("a write on the old server: %v, want SQLSTATE 25006 answered as an outage, said plainly (ErrTakesNoWrites)", err)
 	}
 	for i := range 3 {
 		if err := p.CreateKey(ctx, minimalRecord(fmt.Sprintf("key_%d", i), time.Now()), Event{Action: "issued", Actor: "test"}); err != nil {

@@ -206,8 +206,16 @@ func (s *DB) transact(ctx context.Context, lock string, fn func(tx *sql.Tx) erro
 }
 
 // transactOn runs fn in a transaction begun on db (the pool or one of its
-// connections), after lock, and commits it if fn returns no error.
+// connections), after lock, and commits it if fn returns no error. Every
+// write goes through it, so a write a server that takes none refused is
+// said plainly here (ErrTakesNoWrites), for every surface that writes.
 func transactOn(ctx context.Context, db interface {
+	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+}, lock string, fn func(tx *sql.Tx) error) error {
+	return saidPlainly(transactOnce(ctx, db, lock, fn))
+}
+
+func transactOnce(ctx context.Context, db interface {
 	BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
 }, lock string, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
