@@ -95,6 +95,16 @@ func (f *fixture) show(id string) *store.Record {
 	return rec
 }
 
+// rotate rotates key id on its page as alice, with a day's grace, and
+// returns its new key's id.
+func (f *fixture) rotate(id string) string {
+	f.t.Helper()
+	if w := f.post(alice, "/keys/"+id+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
+		f.t.Fatalf("rotate: %d %s", w.Code, w.Body)
+	}
+	return f.show(id).RotatedTo
+}
+
 // get requests a page as u.
 func (f *fixture) get(u User, path string) *httptest.ResponseRecorder {
 	f.t.Helper()
@@ -1151,10 +1161,7 @@ func TestAFormTokenGrowsOld(t *testing.T) {
 func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")
-	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
-		t.Fatalf("rotate: %d %s", w.Code, w.Body)
-	}
-	next := f.show(k.ID).RotatedTo
+	next := f.rotate(k.ID)
 	page := f.follow(alice, f.post(alice, "/keys/"+next+"/revoke", url.Values{"confirm": {"crm"}})).Body.String()
 	// Done, said as done; what may be left to do, as a warning, with the
 	// old key a link to its page.
@@ -1173,10 +1180,7 @@ func TestRevokingARotationsNewKeySaysTheOldOneStillWorks(t *testing.T) {
 func TestANoticeLinksKeysAndEscapesText(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("<i>crm</i>", "sales", "mail.send")
-	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
-		t.Fatalf("rotate: %d %s", w.Code, w.Body)
-	}
-	next := f.show(k.ID).RotatedTo
+	next := f.rotate(k.ID)
 	page := f.follow(alice, f.post(alice, "/leaked", url.Values{"key": {k.Key}})).Body.String()
 	want := `<div class="notice" role="status">Revoked “&lt;i&gt;crm&lt;/i&gt;”. Every request with it is refused from now on. ` +
 		`It had been rotated: its new key, <a href="/keys/` + next + `">` + next + `</a>, is not affected.</div>`
@@ -1191,10 +1195,7 @@ func TestANoticeLinksKeysAndEscapesText(t *testing.T) {
 func TestALeakedKeysNoticeSaysItsNewKeyStoppedToo(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")
-	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
-		t.Fatalf("rotate: %d %s", w.Code, w.Body)
-	}
-	next := f.show(k.ID).RotatedTo
+	next := f.rotate(k.ID)
 	if _, err := f.svc.Revoke(context.Background(), keys.Revocation{ID: next}, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -1226,9 +1227,7 @@ func TestANoticeSealedBeforeKindsIsShown(t *testing.T) {
 func TestAKeysPageWritesOutTheTimesOfItsHistory(t *testing.T) {
 	f := newFixture(t)
 	k := f.issue("crm", "sales", "mail.send")
-	if w := f.post(alice, "/keys/"+k.ID+"/rotate", url.Values{"grace": {"24h"}}); w.Code != http.StatusSeeOther {
-		t.Fatalf("rotate: %d %s", w.Code, w.Body)
-	}
+	f.rotate(k.ID)
 	text := func(page string) string {
 		return strings.Join(strings.Fields(regexp.MustCompile(`<[^>]*>`).ReplaceAllString(page, "")), " ")
 	}
