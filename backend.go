@@ -867,11 +867,11 @@ func (b *backend) finalFlush() {
 		b.countDropped()
 		metrics.usageLost.Add(float64(b.usage.Held().Requests))
 		b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed and the counts could not be kept elsewhere: "+
-			"the counts of %d requests are lost", held.Requests), append(fields, zap.NamedError("keep_error", kerr))...)
+			"the counts of %s are lost", countOf(int(held.Requests), "request")), append(fields, zap.NamedError("keep_error", kerr))...)
 		return
 	}
-	b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed; the counts of %d requests are kept in %s "+
-		"and added to the store when a gateway next opens it", held.Requests, b.spill.Dir), fields...)
+	b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed; the counts of %s are kept in %s "+
+		"and added to the store when a gateway next opens it", countOf(int(held.Requests), "request"), b.spill.Dir), fields...)
 }
 
 // afterWriteTimeout bounds afterWrite's read of the change log, as the

@@ -169,6 +169,19 @@ func TestFinalFlushThatCannotBeKeptSaysHowManyCountsAreLost(t *testing.T) {
 	}
 }
 
+// The stop counts one request as one, in words a person reads.
+func TestFinalFlushSaysOneRequestAsOne(t *testing.T) {
+	b, logs, st, uri := startBackendThatCannotKeep(t)
+	record(b, "key_a", 1)
+	st.writes.Store(true)
+	releaseBackend(uri, zap.NewNop())
+
+	lines := logs.FilterMessageSnippet("final usage flush failed").All()
+	if len(lines) != 1 || !strings.Contains(lines[0].Message, "the counts of 1 request are lost") {
+		t.Fatalf("final flush lines: %+v", lines)
+	}
+}
+
 // A store outage is a few lines, not one per failed flush or poll: the
 // first failure, a summary per interval, one line when it works again.
 func TestStoreOutageIsLoggedOnceNotPerAttempt(t *testing.T) {
