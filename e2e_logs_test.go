@@ -465,3 +465,62 @@ http://127.0.0.1:{PORT} {
 		})
 	}
 }
+
+// A placeholder of the header a key arrives in is read where it is used:
+// in what runs after keygate (a deferred header, log_append, header_up,
+// handle_errors) keygate has removed the header and it is empty; in what
+// runs before it (header without '>', log_append '<') it is the key as the
+// client sent it, which then goes into the response and the access log
+// (docs/caddyfile.md#placeholders).
+func TestAKeysHeaderPlaceholderIsEmptyOnceKeygateRan(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	log {
+		output file {LOG}
+	}
+	header X-Before {http.request.header.Authorization}
+	header >X-After {http.request.header.Authorization}
+	log_append <before {http.request.header.Authorization}
+	log_append after {http.request.header.Authorization}
+	keygate {
+		store {STORE}
+		scope mail.send POST /send
+	}
+	reverse_proxy {UPSTREAM} {
+		header_up X-Client-Authorization {http.request.header.Authorization}
+	}
+`), upstream: up.URL})
+	key := g.issue("--name", "crm", "--scope", "mail.send").Key
+	secret := key[len("kg_live_"):]
+	r := g.call("POST", "/send", key, []byte(`{}`))
+	if r.Status != 202 {
+		t.Fatalf("POST /send: %d %s", r.Status, r.Body)
+	}
+	if v := r.Header.Get("X-After"); v != "" {
+		t.Errorf("header >X-After {http.request.header.Authorization}: %q, want empty", v)
+	}
+	if v := up.last().Header.Get("X-Client-Authorization"); strings.Contains(v, secret) {
+		t.Errorf("header_up {http.request.header.Authorization} sent the key upstream: %q", v)
+	}
+	if v := r.Header.Get("X-Before"); !strings.Contains(v, secret) {
+		t.Errorf("header X-Before (before keygate): %q, want the key as sent, as docs/caddyfile.md says", v)
+	}
+	g.stop()
+	access, err := os.ReadFile(g.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct {
+		Before string `json:"before"`
+		After  string `json:"after"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(access), &line); err != nil {
+		t.Fatalf("the access log: %v\n%s", err, access)
+	}
+	if line.After != "" {
+		t.Errorf("log_append after: %q, want empty", line.After)
+	}
+	if !strings.Contains(line.Before, secret) {
+		t.Errorf("log_append <before: %q, want the key as sent, as docs/caddyfile.md says", line.Before)
+	}
+}
