@@ -2,9 +2,13 @@ package keygate_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -952,5 +956,65 @@ func TestTheProviderCredentialRotatesInTheGatewayOnly(t *testing.T) {
 	}
 	if got := sent(); got != "Bearer SG.new" {
 		t.Errorf("after the file changed, the provider got %q, want the new credential", got)
+	}
+}
+
+// On a machine shared with other users or untrusted processes, the admin
+// endpoint goes on a Unix socket only Caddy's user can open
+// (docs/admin-api.md): the /keygate/ routes answer there as on TCP.
+func TestTheAdminRoutesServeAUnixSocketOnlyItsUserOpens(t *testing.T) {
+	needBinary(t)
+	dir, err := os.MkdirTemp("", "kg-sock") // short: a socket's path holds at most 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock, port := filepath.Join(dir, "admin.sock"), freePort(t)
+	cf := fmt.Sprintf("{\n\tadmin unix/%s|0600\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tkeygate {\n\t\tstore sqlite:%s\n"+
+		"\t\tscope mail.send POST /send\n\t}\n\trespond 204\n}\n", sock, port, filepath.Join(dir, "keys.db"))
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(cf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	admin := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	var resp *http.Response
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err = admin.Post("http://localhost/keygate/keys", "application/json",
+			strings.NewReader(`{"name":"crm","scopes":["mail.send"]}`))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the admin socket did not answer: %v\n%s", err, out.String())
+		}
+	}
+	var issued struct{ Key string }
+	json.NewDecoder(resp.Body).Decode(&issued)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || issued.Key == "" {
+		t.Fatalf("POST /keygate/keys on the socket: %d, key %q", resp.StatusCode, issued.Key)
+	}
+	if fi, err := os.Stat(sock); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("the admin socket's mode: %v, want 0600", fi.Mode().Perm())
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/send", port), nil)
+	req.Header.Set("Authorization", "Bearer "+issued.Key)
+	if r, err := client.Do(req); err != nil || r.StatusCode != 204 {
+		t.Errorf("the key issued on the socket, at the gateway: %v %v", r, err)
+	} else {
+		r.Body.Close()
 	}
 }
