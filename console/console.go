@@ -316,6 +316,21 @@ func (c *call) errorPage(err error) *pageError {
 		"The console could not reach the key store or could not finish. Nothing you see has changed unless the page says so. Try again in a moment."}
 }
 
+// keptTyped ends the message of a form shown again after the store failed.
+const keptTyped = " What you typed is kept below."
+
+// storeFailed returns the page a failure of the store gets (errorPage's,
+// which logs it), or nil for any other error. A form the store could not
+// take (it takes no writes, is locked past its timeout, or stopped
+// answering) is shown again as it was left, with this page's message, so
+// an outage costs the person nothing they typed.
+func (c *call) storeFailed(err error) *pageError {
+	if !store.Unavailable(err) && !store.Damaged(err) {
+		return nil
+	}
+	return c.errorPage(err)
+}
+
 // Unavailable answers a request while the console's store has not
 // answered since the config loaded (it is tried again every second): a page
 // that says so, 503 with Retry-After. The page's stylesheet and script need

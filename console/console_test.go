@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"net/http"
@@ -1596,5 +1597,70 @@ func TestADamagedStoreIsSaidToBeDamaged(t *testing.T) {
 	wantStatus(t, w, http.StatusServiceUnavailable)
 	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "The key store is damaged") {
 		t.Errorf("the page for a damaged store: %v\n%s", w.Header(), w.Body)
+	}
+}
+
+// A form the store could not take comes back as it was left, saying why,
+// rather than as an error page that loses what was typed: the store here is
+// one whose write lock another process holds past busy_timeout (as when a
+// backup or a migration holds it; a PostgreSQL server that takes no writes
+// or stopped answering gets the same page). Nothing is created or changed,
+// and the form sent again once the store takes writes does what was asked.
+func TestAFormTheStoreCouldNotTakeComesBackAsItWasLeft(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	newKey := url.Values{"name": {"Shop order emails"}, "scope": {"mail.send"}, "expires": {"90d"},
+		"sender_domains": {"shop.example.com"}, "reason": {"the shop's confirmations"}}
+	settings := url.Values{"version": {keys.Version(f.show(k.ID))}, "name": {"crm-sync"}, "scope": {"mail.send"},
+		"expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}, "reason": {"the CRM's new limit"}}
+	f.get(alice, "/new") // the console has read its form secret, as one that has served a page
+
+	other, err := sql.Open("sqlite", f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		page, path string
+		form       url.Values
+		kept       []string
+	}{
+		{"the create page", "/new", newKey, []string{`id="name" name="name" value="Shop order emails"`, "shop.example.com",
+			`value="mail.send" checked`, "the shop&#39;s confirmations", "<title>Error: Create a key"}},
+		{"a key's settings", "/keys/" + k.ID + "/settings", settings, []string{`id="name" name="name" value="crm-sync"`,
+			`id="rate-n" name="rate_n" inputmode="numeric" value="5"`, "the CRM&#39;s new limit", "<title>Error: crm ·", `<details class="edit" open>`}},
+	} {
+		w := f.post(alice, c.path, c.form)
+		body := w.Body.String()
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+			t.Errorf("%s sent while the store takes no writes: %d, Retry-After %q; want 503 with it", c.page, w.Code, w.Header().Get("Retry-After"))
+		}
+		if !strings.Contains(body, "could not reach the key store") || !strings.Contains(body, "What you typed is kept below.") {
+			t.Errorf("%s does not say the store failed and the form is kept:\n%s", c.page, body)
+		}
+		for _, want := range c.kept {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s lost %s:\n%s", c.page, want, body)
+			}
+		}
+	}
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 1 || f.show(k.ID).Name != "crm" {
+		t.Fatalf("the forms the store could not take changed something: %d keys, the key named %q", len(recs), f.show(k.ID).Name)
+	}
+	f.follow(alice, f.post(alice, "/new", newKey))
+	f.follow(alice, f.post(alice, "/keys/"+k.ID+"/settings", settings))
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 2 || f.show(k.ID).Name != "crm-sync" || f.show(k.ID).Rate == nil {
+		t.Errorf("the forms sent again: %d keys, the key named %q with rate %v", len(recs), f.show(k.ID).Name, f.show(k.ID).Rate)
 	}
 }

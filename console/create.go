@@ -59,15 +59,19 @@ func (c *call) create() error {
 		res, err = c.keys.Issue(ctx, spec, c.user.actor())
 	}
 	if err != nil {
-		errs := asFormErrs(err)
+		errs, status := asFormErrs(err), http.StatusUnprocessableEntity
 		if errs == nil {
-			return err
+			pe := c.storeFailed(err)
+			if pe == nil {
+				return err
+			}
+			errs, status = formErrs{{Message: pe.msg + keptTyped}}, pe.status
 		}
 		form.Errs = errs
 		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
 		form.shownAgain()
 		c.offerOwners(&form)
-		c.render(http.StatusUnprocessableEntity, "new", &createView{
+		c.render(status, "new", &createView{
 			view:    view{Title: "Error: Create a key", Nav: "new"},
 			Form:    form,
 			Presets: expiryPresets,

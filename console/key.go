@@ -273,19 +273,26 @@ func (c *call) update() error {
 		return c.showKey(http.StatusConflict, nil, map[string]string{"settings": msg})
 	}
 	if err != nil {
-		errs := asFormErrs(err)
+		errs, status := asFormErrs(err), http.StatusUnprocessableEntity
+		var failed *pageError
 		if errs == nil {
-			return err
+			if failed = c.storeFailed(err); failed == nil {
+				return err
+			}
+			errs, status = formErrs{{Message: failed.msg + keptTyped}}, failed.status
 		}
 		form.Errs = errs
 		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
 		rec, serr := c.keys.Show(ctx, c.id)
-		if serr != nil {
-			return serr
+		if serr == nil {
+			form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
+			form.shownAgain()
+			serr = c.showKey(status, &form, nil)
 		}
-		form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
-		form.shownAgain()
-		return c.showKey(http.StatusUnprocessableEntity, &form, nil)
+		if serr != nil && failed != nil {
+			return failed // the store cannot show the page either: say why the change failed
+		}
+		return serr
 	}
 	var ns []notice
 	if !res.Unchanged { // otherwise the warnings say nothing changed
