@@ -222,7 +222,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.id = id
 		if rt.method == http.MethodPost {
 			if err := c.checkForm(); err != nil {
-				c.fail(err)
+				if !errors.Is(err, errShown) {
+					c.fail(err)
+				}
 				return
 			}
 		}

@@ -1664,3 +1664,68 @@ func TestAFormTheStoreCouldNotTakeComesBackAsItWasLeft(t *testing.T) {
 		t.Errorf("the forms sent again: %d keys, the key named %q with rate %v", len(recs), f.show(k.ID).Name, f.show(k.ID).Rate)
 	}
 }
+
+// A create or settings form sent from the person's own page after its token
+// grew too old (a page left open overnight) comes back as it was left, with
+// a token that works, rather than as a refusal that loses what was typed;
+// nothing changes until it is sent again. Sent from anywhere a browser does
+// not place on the console's own page, it is refused as any form without a
+// token is, and shows nothing sent back.
+func TestAFormLeftOpenTooLongComesBackAsItWasLeft(t *testing.T) {
+	f := newFixture(t)
+	k := f.issue("crm", "sales", "mail.send")
+	old := f.h.formToken(ctx, alice.ID)
+	f.now = f.now.Add(2*tokenWindow + time.Minute) // the next morning's
+	newKey := url.Values{"csrf": {old}, "name": {"Shop order emails"}, "scope": {"mail.send"}, "expires": {"90d"},
+		"sender_domains": {"shop.example.com"}}
+	settings := url.Values{"csrf": {old}, "version": {keys.Version(f.show(k.ID))}, "name": {"crm-sync"}, "scope": {"mail.send"},
+		"expires": {"keep"}, "rate_n": {"5"}, "rate_unit": {"m"}}
+	fresh := `name="csrf" value="` + f.h.formToken(ctx, alice.ID) + `"`
+	for _, c := range []struct {
+		page, path string
+		form       url.Values
+		kept       []string
+	}{
+		{"the create page", "/new", newKey, []string{`id="name" name="name" value="Shop order emails"`, "shop.example.com",
+			`value="mail.send" checked`, "<title>Error: Create a key"}},
+		{"a key's settings", "/keys/" + k.ID + "/settings", settings, []string{`id="name" name="name" value="crm-sync"`,
+			`id="rate-n" name="rate_n" inputmode="numeric" value="5"`, "<title>Error: crm ·", `<details class="edit" open>`}},
+	} {
+		for _, h := range [][]string{nil, {"Sec-Fetch-Site", "", "Origin", "http://example.com"}} {
+			w := f.post(alice, c.path, c.form, h...)
+			body := w.Body.String()
+			if w.Code != http.StatusForbidden || !strings.Contains(body, "Not sent: this page was opened too long ago") || !strings.Contains(body, fresh) {
+				t.Errorf("%s sent with an old token (headers %q): %d, want 403 saying so with a token that works:\n%s", c.page, h, w.Code, body)
+			}
+			for _, want := range c.kept {
+				if !strings.Contains(body, want) {
+					t.Errorf("%s sent with an old token (headers %q) lost %s:\n%s", c.page, h, want, body)
+				}
+			}
+		}
+		for _, h := range [][]string{{"Sec-Fetch-Site", "cross-site"}, {"Sec-Fetch-Site", "same-site"},
+			{"Sec-Fetch-Site", "", "Origin", ""}, {"Sec-Fetch-Site", "", "Origin", "https://evil.example"}} {
+			w := f.post(alice, c.path, c.form, h...)
+			if body := w.Body.String(); w.Code != http.StatusForbidden || !strings.Contains(body, "This form was not accepted") ||
+				strings.Contains(body, "crm-sync") || strings.Contains(body, "Shop order emails") || strings.Contains(body, fresh) {
+				t.Errorf("%s sent with an old token (headers %q): %d, want the plain refusal:\n%s", c.page, h, w.Code, body)
+			}
+		}
+	}
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 1 || f.show(k.ID).Name != "crm" {
+		t.Fatalf("forms with an old token changed something: %d keys, the key named %q", len(recs), f.show(k.ID).Name)
+	}
+	// Another team's key is not shown through its settings' path.
+	other := f.issue("ops-tool", "ops", "mail.send")
+	if w := f.post(alice, "/keys/"+other.ID+"/settings", settings); w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "ops-tool") {
+		t.Errorf("another team's settings with an old token: %d\n%s", w.Code, w.Body)
+	}
+	// Sent again with the page's new token, each does what was asked.
+	newKey.Del("csrf")
+	settings.Del("csrf")
+	f.follow(alice, f.post(alice, "/new", newKey))
+	f.follow(alice, f.post(alice, "/keys/"+k.ID+"/settings", settings))
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 3 || f.show(k.ID).Name != "crm-sync" {
+		t.Errorf("the forms sent again: %d keys, the key named %q", len(recs), f.show(k.ID).Name)
+	}
+}

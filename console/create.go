@@ -40,10 +40,7 @@ func (c *call) create() error {
 	if err != nil {
 		return err
 	}
-	form := readForm(c.r.PostForm, lines, false)
-	if !c.user.Admin {
-		form.Owner, form.OwnerFixed = c.user.Owner, true
-	}
+	form := c.createForm(lines)
 	spec, err := form.spec(c.user.Admin)
 	var res *keys.Result
 	if errs := asFormErrs(err); errs != nil && !spec.Force && spec.Scopes != nil {
@@ -68,14 +65,7 @@ func (c *call) create() error {
 			errs, status = formErrs{{Message: pe.msg + keptTyped}}, pe.status
 		}
 		form.Errs = errs
-		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
-		form.shownAgain()
-		c.offerOwners(&form)
-		c.render(status, "new", &createView{
-			view:    view{Title: "Error: Create a key", Nav: "new"},
-			Form:    form,
-			Presets: expiryPresets,
-		})
+		c.createAgain(status, form, lines)
 		return nil
 	}
 	if res.Record.ExpiresAt == nil && !slices.Contains(res.Record.Scopes, "*") { // "*" has its own warning
@@ -83,6 +73,29 @@ func (c *call) create() error {
 			"set an expiry on its page, or rotate it on a schedule")
 	}
 	return c.reveal(res, "", lines)
+}
+
+// createForm reads the create form sent; a person who is not an admin
+// creates keys of their owner, whatever the form says.
+func (c *call) createForm(lines []store.RouteScope) settingsForm {
+	form := readForm(c.r.PostForm, lines, false)
+	if !c.user.Admin {
+		form.Owner, form.OwnerFixed = c.user.Owner, true
+	}
+	return form
+}
+
+// createAgain shows a create form that was not taken as it was sent, with
+// what its Errs say.
+func (c *call) createAgain(status int, form settingsForm, lines []store.RouteScope) {
+	form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
+	form.shownAgain()
+	c.offerOwners(&form)
+	c.render(status, "new", &createView{
+		view:    view{Title: "Error: Create a key", Nav: "new"},
+		Form:    form,
+		Presets: expiryPresets,
+	})
 }
 
 // revealView is the page that shows a new key, once.

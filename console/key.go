@@ -282,17 +282,13 @@ func (c *call) update() error {
 			errs, status = formErrs{{Message: failed.msg + keptTyped}}, failed.status
 		}
 		form.Errs = errs
-		form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
-		rec, serr := c.keys.Show(ctx, c.id)
-		if serr == nil {
-			form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
-			form.shownAgain()
-			serr = c.showKey(status, &form, nil)
+		if err := c.settingsAgain(status, form, lines); err != nil {
+			if failed != nil {
+				return failed // the store cannot show the page either: say why the change failed
+			}
+			return err
 		}
-		if serr != nil && failed != nil {
-			return failed // the store cannot show the page either: say why the change failed
-		}
-		return serr
+		return nil
 	}
 	var ns []notice
 	if !res.Unchanged { // otherwise the warnings say nothing changed
@@ -302,6 +298,19 @@ func (c *call) update() error {
 		ns = append(ns, warning(noticePart{Text: w}))
 	}
 	return c.redirect("/keys/" + c.id + c.notify(ns...))
+}
+
+// settingsAgain shows the key's page with a settings form that was not
+// taken as it was sent, with what its Errs say.
+func (c *call) settingsAgain(status int, form settingsForm, lines []store.RouteScope) error {
+	form.OfferForce = form.E("extra-scopes").Message != "" && len(lines) > 0
+	rec, err := c.keys.Show(c.r.Context(), c.id)
+	if err != nil {
+		return err
+	}
+	form.CurrentExpiry = (&view{Now: c.now}).When(rec.ExpiresAt)
+	form.shownAgain()
+	return c.showKey(status, &form, nil)
 }
 
 func (c *call) disable() error { return c.setDisabled(true) }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -102,7 +103,52 @@ func (c *call) checkForm() error {
 	}
 	got := c.r.PostForm.Get("csrf")
 	if !c.h.validToken(c.r.Context(), c.user.ID, got) {
-		return errForm
+		return c.staleForm()
 	}
 	return nil
 }
+
+// staleFormMessage heads a create or settings form whose token was not
+// taken, shown again as it was left.
+const staleFormMessage = "Not sent: this page was opened too long ago (a form works for 12 to 24 hours), so nothing has changed. " +
+	"What you typed is kept below: check it and send it again."
+
+// staleForm answers a form without a token that works, sent from the
+// person's own console page as their browser says (Sec-Fetch-Site, or an
+// Origin the cross-origin check found to be the console's): one left open
+// overnight, or opened while the store could not be read. The create and
+// settings forms, which take typing, come back as they were left with a
+// token that works, changing nothing; anything else, and any request a
+// browser does not place on the console's own page, gets errForm.
+func (c *call) staleForm() error {
+	switch site := c.r.Header.Get("Sec-Fetch-Site"); {
+	case site == "same-origin":
+	case site == "" && c.r.Header.Get("Origin") != "": // an older browser's, which the check matched to the console's host
+	default:
+		return errForm
+	}
+	_, create := matchPath("/new", c.r.URL.Path)
+	_, settings := matchPath("/keys/{id}/settings", c.r.URL.Path)
+	if !create && !settings {
+		return errForm
+	}
+	lines, err := c.keys.RouteScopes(c.r.Context())
+	if err != nil {
+		return errForm
+	}
+	if create {
+		form := c.createForm(lines)
+		form.Errs = formErrs{{Message: staleFormMessage}}
+		c.createAgain(http.StatusForbidden, form, lines)
+		return errShown
+	}
+	form := readForm(c.r.PostForm, lines, true)
+	form.Errs = formErrs{{Message: staleFormMessage}}
+	if err := c.settingsAgain(http.StatusForbidden, form, lines); err != nil {
+		return errForm // not a key of theirs, or the store did not answer
+	}
+	return errShown
+}
+
+// errShown is a refusal whose page has been written.
+var errShown = errors.New("keygate console: the refusal's page is written")
