@@ -666,6 +666,7 @@ var sdkKinds = []struct {
 		"mailjet":  "/v3.1/send",                     // Messages, one per recipient
 		"brevo":    "/v3/smtp/email",                 // messageVersions
 		"ses":      "/v2/email/outbound-bulk-emails", // SendBulkEmailCommand
+		"mailgun":  "/v3/mg.shop.example/messages",   // recipient-variables
 
 		"sendgrid-go":   "/v3/mail/send",                  // a personalization per recipient
 		"postmark-go":   "/email/batch",                   // SendEmailBatch
@@ -673,6 +674,7 @@ var sdkKinds = []struct {
 		"mailjet-go":    "/v3.1/send",                     // SendMailV31 with a message per recipient
 		"brevo-go":      "/v3/smtp/email",                 // MessageVersions
 		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
+		"mailgun-go":    "/v3/mg.shop.example/messages",   // AddRecipientAndVariables
 
 		// SES's v1 API: SendBulkTemplatedEmail, a form POSTed to /.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",

@@ -3,6 +3,7 @@ package mailapi
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"mime/multipart"
 	"net/url"
 	"os"
@@ -759,4 +760,35 @@ func TestInspectChecksMailjetSender(t *testing.T) {
 	if err != nil || !slices.Contains(m.Senders, "ceo@evil.example") {
 		t.Errorf("senders %v, err %v; want the Sender checked too", m.Senders, err)
 	}
+}
+
+// TestInspectMailgunBatchAtItsLimit: Mailgun takes 1,000 recipients a
+// message, and mailgun.js and mailgun-go send each as a multipart part of
+// its own, beside the other fields: such a batch send is read whole (it
+// was refused as having too many parts until session 35), while a form of
+// more parts than maxParts still is, read plainly or through
+// mime/multipart.
+func TestInspectMailgunBatchAtItsLimit(t *testing.T) {
+	d, _ := Lookup("mailgun")
+	fields := [][2]string{{"from", "orders@shop.example"}, {"subject", "Hello %recipient.n%"}, {"text", "hi"}}
+	for i := range 1000 {
+		fields = append(fields, [2]string{"to", fmt.Sprintf("r%04d@example.com", i)})
+	}
+	fields = append(fields, [2]string{"recipient-variables", "{}"}, [2]string{"o:tag", "newsletter"})
+	tooMany := slices.Clone(fields)
+	for range maxParts {
+		tooMany = append(tooMany, [2]string{"v:x", "1"})
+	}
+	for _, slow := range []bool{false, true} {
+		slowMultipartOnly = slow
+		body, ct := multipartForm(t, fields...)
+		if m, err := d.Inspect("/v3/mg.shop.example/messages", ct, body); err != nil || m.Recipients != 1000 {
+			t.Errorf("slow=%v: a batch of 1,000: %d recipients, %v; want 1000", slow, m.Recipients, err)
+		}
+		body, ct = multipartForm(t, tooMany...)
+		if _, err := d.Inspect("/v3/mg.shop.example/messages", ct, body); err == nil {
+			t.Errorf("slow=%v: a form of more than %d parts was read", slow, maxParts)
+		}
+	}
+	slowMultipartOnly = false
 }

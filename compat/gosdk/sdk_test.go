@@ -163,7 +163,7 @@ func run(p plan, sc scenario) result {
 		case sc.Batch && sc.Template:
 			r = sendBatchTemplate(ctx, sc)
 		case sc.Batch:
-			r = sendBatch(ctx, sc)
+			r = sendBatch(ctx, p, sc)
 		case sc.Template:
 			r = sendTemplate(ctx, p, sc)
 		case sc.MIME:
@@ -601,7 +601,7 @@ func done(err error) result {
 
 // sendBatch sends a message to each of sc.To in one request, from sc.From,
 // with the SDK's own batch or bulk call.
-func sendBatch(ctx context.Context, sc scenario) result {
+func sendBatch(ctx context.Context, p plan, sc scenario) result {
 	switch sc.SDK {
 	case "sendgrid-go": // a personalization per recipient
 		m := sendgridMail(sc)
@@ -620,6 +620,18 @@ func sendBatch(ctx context.Context, sc scenario) result {
 			emails = append(emails, postmark.Email{From: sc.From, To: to, Subject: "compat", TextBody: "hello"})
 		}
 		_, err := postmarkClient(sc).SendEmailBatch(ctx, emails)
+		return done(err)
+	case "mailgun-go": // recipient-variables: a message of its own to each to, each with the bcc
+		msg := mailgun.NewMessage(p.MailgunDomain, sc.From, "compat", "hello %recipient.n%")
+		for i, to := range sc.To {
+			if err := msg.AddRecipientAndVariables(to, map[string]any{"n": i}); err != nil {
+				return done(err)
+			}
+		}
+		for _, a := range sc.Bcc {
+			msg.AddBCC(a)
+		}
+		_, err := mailgunClient(sc).Send(ctx, msg)
 		return done(err)
 	case "resend-go":
 		var reqs []*resend.SendEmailRequest

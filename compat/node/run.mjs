@@ -129,6 +129,14 @@ const batchDrivers = {
     const c = new postmark.ServerClient(key, { useHttps: url.protocol === "https:", requestHost: url.host });
     return c.sendEmailBatch(to.map((To) => ({ From: from, To, Subject: "compat", TextBody: "hello" })));
   },
+  // Batch sending: with recipient-variables Mailgun sends each to a message
+  // of its own, each with the bcc.
+  async mailgun(base, key, from, to, opts) {
+    const mg = new Mailgun(FormData).client({ username: "api", key, url: base });
+    return mg.messages.create(plan.mailgunDomain, { from, to, subject: "compat", text: "hello %recipient.n%",
+      "recipient-variables": JSON.stringify(Object.fromEntries(to.map((t, n) => [t, { n }]))),
+      ...(opts.bcc ? { bcc: opts.bcc } : {}) });
+  },
   async resend(base, key, from, to) {
     const r = new Resend(key, { baseUrl: base });
     const { data, error } = await r.batch.send(to.map((t) => ({ from, to: [t], subject: "compat", text: "hello" })));
