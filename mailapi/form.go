@@ -288,7 +288,16 @@ func extendedName(cd string) bool {
 func (in *inspection) applyField(m *member, v string) error {
 	in.depth = 0
 	in.push(step{key: m.name})
+	before := in.m.Recipients
 	err := in.apply(m.shape.role, v, false)
 	in.depth = 0
+	switch m.shape.split {
+	case splitter:
+		in.msg.split = in.msg.split || !blank(v)
+	case splitEach:
+		in.msg.splitEach += in.m.Recipients - before
+	case splitCopied:
+		in.msg.splitCopied += in.m.Recipients - before
+	}
 	return err
 }

@@ -270,6 +270,31 @@ func TestInspect(t *testing.T) {
 			dialect: "brevo", path: "/v3/smtp/email",
 			body:    []byte(`{"sender":{"email":"a@shop.example"},"to":[{"email":"x@example.com"}],"cc":[{"email":"c@example.com"}],"bcc":[{"email":"b@example.com"}]}`),
 			senders: []string{"a@shop.example"}, recipients: 3},
+		{name: "mailgun: with recipient-variables each to gets a message of its own, and cc and bcc a copy of every one",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType,
+			body: []byte("from=a%40shop.example&to=x%40example.com&to=y%40example.com%2C+z%40example.com&cc=c%40example.com" +
+				"&bcc=b1%40example.com%2C+b2%40example.com&recipient-variables=%7B%7D"),
+			senders: []string{"a@shop.example"}, recipients: 3 + 3*3},
+		{name: "mailgun: recipient-variables count after the fields they split too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType,
+			body:    []byte("recipient-variables=%7B%22x%40example.com%22%3A%7B%7D%7D&from=a%40shop.example&bcc=b%40example.com&to=x%40example.com&to=y%40example.com"),
+			senders: []string{"a@shop.example"}, recipients: 2 + 2},
+		{name: "mailgun: recipient-variables given as the SMTP header split the message too (keygate errs towards seeing more)",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType,
+			body:    []byte("from=a%40shop.example&to=x%40example.com&to=y%40example.com&cc=c%40example.com&h%3AX-Mailgun-Recipient-Variables=%7B%7D"),
+			senders: []string{"a@shop.example"}, recipients: 2 + 2},
+		{name: "mailgun: without recipient-variables the cc and bcc count once",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType,
+			body:    []byte("from=a%40shop.example&to=x%40example.com&to=y%40example.com&cc=c%40example.com&bcc=b%40example.com&recipient-variables="),
+			senders: []string{"a@shop.example"}, recipients: 4},
+		{name: "mailgun: a multipart batch send counts the copies too",
+			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: "multipart/form-data; boundary=b",
+			body: []byte("--b\r\nContent-Disposition: form-data; name=\"from\"\r\n\r\na@shop.example\r\n" +
+				"--b\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\nx@example.com\r\n" +
+				"--b\r\nContent-Disposition: form-data; name=\"to\"\r\n\r\ny@example.com\r\n" +
+				"--b\r\nContent-Disposition: form-data; name=\"bcc\"\r\n\r\nb@example.com\r\n" +
+				"--b\r\nContent-Disposition: form-data; name=\"recipient-variables\"\r\n\r\n{}\r\n--b--\r\n"),
+			senders: []string{"a@shop.example"}, recipients: 2 + 2},
 		{name: "mailgun: a stored template without from hides the sender (the template's From is sent)",
 			dialect: "mailgun", path: "/v3/mg.example.com/messages", contentType: formType, body: []byte("template=welcome&to=a%40example.com"),
 			recipients: 1, opaque: true},

@@ -41,11 +41,26 @@ type shape struct {
 	// look for, whose value must still not start another header.
 	rest       *member
 	restPrefix string
+	// split is a form field's part in a batch send (Mailgun's).
+	split splitRole
 	// names tells the keys that may be a member's name from those that
 	// cannot, by length and first byte, so most keys a shape does not name
 	// are passed over without comparing names. Set by object and message.
 	names nameFilter
 }
+
+// splitRole is a form field's part in a batch send: Mailgun sends a
+// message with recipient-variables as a message of its own to each address
+// of its "to" fields, each with the cc and bcc recipients, who so get a
+// copy of every one.
+type splitRole uint8
+
+const (
+	notSplit    splitRole = iota
+	splitter              // a field that, given, makes the message a batch send (Mailgun's recipient-variables)
+	splitEach             // a field each of whose recipients gets a message of its own in a batch send (Mailgun's to)
+	splitCopied           // a field whose recipients get a copy of every message of a batch send (Mailgun's cc and bcc)
+)
 
 // nameFilter has bit b of word n set when a member's name is n bytes long
 // (modulo 16) and starts with a byte that is b modulo 64 once ASCII letters
@@ -226,7 +241,16 @@ var (
 		// So is a Sender header, which mail clients show as the one who
 		// sent the message on the From's behalf.
 		field("h:Sender", alsoSender),
-		field("to", recipientList), field("cc", recipientList), field("bcc", recipientList),
+		// With recipient-variables (batch sending) each address of to gets
+		// a message of its own, and cc and bcc a copy of every one: the
+		// recipients are to's times one plus cc's and bcc's. The variables
+		// may also come as the header Mailgun reads them from in SMTP
+		// sends, in case its API honours that too.
+		field("to", &shape{role: roleRecipientList, split: splitEach}),
+		field("cc", &shape{role: roleRecipientList, split: splitCopied}),
+		field("bcc", &shape{role: roleRecipientList, split: splitCopied}),
+		field("recipient-variables", &shape{split: splitter}),
+		field("h:X-Mailgun-Recipient-Variables", &shape{role: roleHeaderText, split: splitter}),
 		// A stored template may carry the From, which a message without
 		// one is then sent with.
 		field("template", hidden),

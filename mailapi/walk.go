@@ -87,6 +87,11 @@ type messageState struct {
 	// versionRcpts the recipients of its fields that receive every one
 	// (shape.everyVersion), counted once so far.
 	versions, versionRcpts int
+	// split reports a batch send (shape.split), splitEach the recipients
+	// that get a message of their own in one, and splitCopied those that
+	// get a copy of every one, counted once so far.
+	split                  bool
+	splitEach, splitCopied int
 }
 
 // walk reads one JSON value of shape s at the current field.
@@ -310,13 +315,17 @@ func (in *inspection) begin() messageState {
 
 // end checks the message that began at the current field: raw MIME
 // recipients count when its fields named none, the recipients of every
-// version count once a version, and it must have named a sender.
+// version count once a version, those copied into every message of a
+// batch send once a message, and it must have named a sender.
 func (in *inspection) end(s *shape) {
 	if in.m.Recipients == in.msg.rcptsStart {
 		in.m.Recipients += in.msg.mimeRcpts
 	}
 	if in.msg.versions > 1 {
 		in.m.Recipients += in.msg.versionRcpts * (in.msg.versions - 1)
+	}
+	if in.msg.split && in.msg.splitEach > 1 {
+		in.m.Recipients += in.msg.splitCopied * (in.msg.splitEach - 1)
 	}
 	switch {
 	case in.msg.hasSender:

@@ -164,6 +164,10 @@ def anymail(sc, plan):
         # Anymail's batch send: a message per recipient, in one request
         # where the provider has one.
         msg.merge_data = {to: {"name": "Ann"} for to in sc["to"]}
+    if sc.get("bcc"):
+        # Given once for the whole batch: Anymail's Mailgun backend sends it
+        # beside recipient-variables, and Mailgun copies each message to it.
+        msg.bcc = sc["bcc"]
     if sc.get("attachment"):
         for name, data, ctype, cid in files(sc):
             if cid:
