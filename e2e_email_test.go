@@ -156,8 +156,17 @@ func TestEmailPolicy(t *testing.T) {
 		if r.Status != 401 || r.code() != "quota_exceeded" || r.Header.Get("Retry-After") == "" {
 			t.Fatalf("%d %s %v", r.Status, r.Body, r.Header)
 		}
+		// The refusal says what is left, not that the quota is used up
+		// (until session 35 it did, beside RateLimit: "quota";r=1).
+		if want := "the message has 2 recipients, more than the 1 left of the API key's recipient quota of 5 per day"; r.message() != want {
+			t.Errorf("two recipients with one left: %q, want %q", r.message(), want)
+		}
 		if r := sg(k.Key, sgBody("a@shop.example.com", "1@x.org")); r.Status != 202 {
 			t.Errorf("the last recipient of the quota: %d %s", r.Status, r.Body)
+		}
+		if r := sg(k.Key, sgBody("a@shop.example.com", "1@x.org")); r.code() != "quota_exceeded" ||
+			r.message() != "the API key's recipient quota of 5 per day is used up" {
+			t.Errorf("a recipient past the quota: %d %s", r.Status, r.Body)
 		}
 	})
 

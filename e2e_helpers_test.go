@@ -407,15 +407,20 @@ type response struct {
 }
 
 // code returns the contract error code of a denial body, or "".
-func (r *response) code() string {
-	var e struct {
+func (r *response) code() string { return r.denial().Code }
+
+// message returns the contract error message of a denial body, or "".
+func (r *response) message() string { return r.denial().Message }
+
+func (r *response) denial() (e struct{ Code, Message string }) {
+	var body struct {
 		Error struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	_ = json.Unmarshal(r.Body, &e)
-	return e.Error.Code
+	_ = json.Unmarshal(r.Body, &body)
+	return struct{ Code, Message string }(body.Error)
 }
 
 // admin calls the admin API with body JSON-encoded, or as it is when it is

@@ -368,7 +368,11 @@ func TestE2ESDKs(t *testing.T) {
 		rate.NoRetry = d.name == "brevo"
 		quota := sc("quota", k.quota, sdkAllowedFrom, []string{"a@rcpt.example"})
 		quota.Sends = 2
-		list = append(list, rate, quota)
+		// More recipients than the whole quota, refused in any order
+		// with the quota scenario's sends: the error says so, not that
+		// the quota is used up.
+		quotaLarge := sc("quota-large", k.quota, sdkAllowedFrom, []string{"a@rcpt.example", "b@rcpt.example"})
+		list = append(list, rate, quota, quotaLarge)
 		if d.name == "brevo" {
 			fast := sc("rate-retry", k.fastRate, sdkAllowedFrom, []string{"a@rcpt.example"})
 			fast.Sends = 2
@@ -444,6 +448,7 @@ func TestE2ESDKs(t *testing.T) {
 			{"rotated-new", "", 0, "", ""},
 			{"rate", "rate_limited", 429, names["rate"], ""},
 			{"quota", "quota_exceeded", sdkQuotaStatus[d.dialect], names["quota"], ""},
+			{"quota-large", "quota_exceeded", sdkQuotaStatus[d.dialect], names["quota"], "keygate quota_exceeded: the message has 2 recipients, more than"},
 		}
 		want = append(want, expect{scenario: "allowed-html"}, expect{"sender-html", "sender_not_allowed", 403, want[1].name, ""})
 		want = append(want, expect{scenario: "named"}, expect{"named-sender", "sender_not_allowed", 403, want[1].name, ""})
@@ -537,7 +542,7 @@ func TestE2ESDKs(t *testing.T) {
 		}{
 			{"policy key (allowed, sender, recipients, allowed-html, sender-html)", k.policy, 5},
 			{"rate key (allowed, then refused)", k.rate, 1 + rateAttempts},
-			{"quota key (allowed, then refused)", k.quota, quotaSends},
+			{"quota key (allowed, then refused, and a send larger than the quota refused)", k.quota, quotaSends + 1},
 			{"revoked key (refused, not retried)", k.revoked, 1},
 			{"rotated key, old (allowed in its grace period)", k.rotatedOld, 1},
 			{"rotated key, new (allowed)", k.rotatedNew, 1},
@@ -555,7 +560,7 @@ func TestE2ESDKs(t *testing.T) {
 			refused         int64
 		}{
 			{"rate", k.rate, "rate_limited", int64(rateAttempts)},
-			{"quota", k.quota, "quota_exceeded", int64(quotaSends - 1)},
+			{"quota", k.quota, "quota_exceeded", int64(quotaSends)}, // quota-large's refusal too
 		} {
 			if u, ok := rig.usageOf(t, c.key, 3*time.Second, func(u usageJSON) bool {
 				return u.Allowed == 1 && u.Recipients == 1 && u.Denied[c.code] == c.refused && len(u.Denied) == 1

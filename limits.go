@@ -108,9 +108,24 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	qs := quotaState{QuotaResult: res, window: end.Sub(start), key: rec.ID + "/" + string(q.Per), start: start, end: end}
 	if !res.Allowed {
 		return qs, true, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
-			message: fmt.Sprintf("the API key's recipient quota of %d per %s is used up", q.N, periodName(q.Per))}
+			message: quotaMessage(n, res.Remaining, q)}
 	}
 	return qs, true, denial{}
+}
+
+// quotaMessage says why a send of n recipients did not fit in quota q, of
+// which remaining were left: a send larger than the whole quota never will
+// (Retry-After cannot help it), one larger than what is left will once the
+// period ends; only when nothing is left is the quota used up.
+func quotaMessage(n, remaining int64, q *store.Quota) string {
+	quota := fmt.Sprintf("the API key's recipient quota of %d per %s", q.N, periodName(q.Per))
+	switch {
+	case n > q.N:
+		return fmt.Sprintf("the message has %s, more than %s allows; send it in smaller requests", countOf(int(n), "recipient"), quota)
+	case remaining > 0 && remaining < n:
+		return fmt.Sprintf("the message has %s, more than the %d left of %s", countOf(int(n), "recipient"), remaining, quota)
+	}
+	return quota + " is used up"
 }
 
 // releaseQuota gives back the n recipients qs reserved, for a send that
