@@ -65,10 +65,15 @@ func rebindSQLite(query string) string {
 // a read-then-write transaction never fails upgrading its lock; mode=rw
 // opens the file without ever creating it, so a connection the pool opens
 // after the file was deleted fails instead of starting an empty store at the
-// path. WAL mode is not among them: it is a property of the file, set once
+// path. synchronous(FULL) makes each commit wait for the write-ahead log to
+// reach the disk: under NORMAL, the log was synced only at checkpoints, so a
+// revocation answered as made sat in the OS's cache for up to half a minute,
+// and a power loss or a kernel crash then undid it (the leaked key worked
+// again). It costs one fsync a commit: a usage flush a second, and each key
+// change. WAL mode is not among them: it is a property of the file, set once
 // by useWAL.
 const sqliteParams = "_pragma=busy_timeout(5000)" +
-	"&_pragma=synchronous(NORMAL)" +
+	"&_pragma=synchronous(FULL)" +
 	"&_pragma=foreign_keys(1)" +
 	"&_txlock=immediate" +
 	"&mode=rw"

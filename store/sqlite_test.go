@@ -73,6 +73,42 @@ func TestOpenSQLiteMakesPrivateFiles(t *testing.T) {
 	}
 }
 
+// TestSQLiteCommitsReachTheDiskBeforeTheyAreAnswered: every connection of
+// a SQLite store, as the gateway and caddy keys open it, syncs the
+// write-ahead log at each commit (synchronous FULL). Under NORMAL the log
+// was synced only at checkpoints: the admin API answered a revoke 200 with
+// its commit in the OS's cache alone (strace of the real caddy: no fsync
+// between the revoke's log frames and the answer), and a power loss or a
+// kernel crash in the next half minute took the revocation back, so the
+// leaked key worked again.
+func TestSQLiteCommitsReachTheDiskBeforeTheyAreAnswered(t *testing.T) {
+	ctx := context.Background()
+	st, _, _ := openStoreFile(t)
+	defer st.Close()
+	db := st.(*sqliteFile).db.db
+	// Every connection the pool holds at once, each asked on its own.
+	var conns []*sql.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 8 {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		var mode int
+		if err := c.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		if mode != 2 { // FULL
+			t.Errorf("connection %d: PRAGMA synchronous = %d, want 2 (FULL): a commit is answered before the disk holds it", len(conns), mode)
+		}
+	}
+}
+
 func TestSQLiteMigrations(t *testing.T) {
 	t.Run("reopening applies nothing twice and keeps the data", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "keys.db")
