@@ -303,6 +303,44 @@ func TestStoreFileDeletedWhileRunning(t *testing.T) {
 	}
 }
 
+// TestAKilledGatewayLosesAtMostTheLastSecondOfCounts: caddy killed with
+// SIGKILL between usage flushes (docs/guarantees.md, Faults: crash, kill
+// -9) loses the counts of the requests it answered since its last flush,
+// which runs every second, and no others. Killed at three points of the
+// flush's second, a request answered more than a second before the kill
+// (and a little more for a flush the busy machine runs late) is counted.
+func TestAKilledGatewayLosesAtMostTheLastSecondOfCounts(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL})
+	const slack = 300 * time.Millisecond // a flush the scheduler runs late
+	for _, run := range []time.Duration{2000, 2330, 2660} {
+		k := g.issue("--name", "killed", "--scope", "mail.send")
+		var answered []time.Time
+		for start := time.Now(); time.Since(start) < run*time.Millisecond; {
+			g.send(k.Key, 1)
+			answered = append(answered, time.Now())
+			time.Sleep(2 * time.Millisecond)
+		}
+		g.kill()
+		killed := time.Now()
+		g.start()
+		counted := g.usage(k.ID).Allowed
+		if counted > int64(len(answered)) {
+			t.Fatalf("%d requests counted of %d answered", counted, len(answered))
+		}
+		lost := answered[counted:] // flushed in order: the last ones are lost
+		oldest := time.Duration(0)
+		if len(lost) > 0 {
+			oldest = killed.Sub(lost[0])
+		}
+		t.Logf("killed after %v: %d of %d requests counted; the oldest lost answered %v before the kill",
+			run*time.Millisecond, counted, len(answered), oldest.Round(time.Millisecond))
+		if oldest > time.Second+slack {
+			t.Errorf("a request answered %v before the kill lost its count; at most the last second's are lost", oldest)
+		}
+	}
+}
+
 // A store file missing beside its write-ahead log (a gateway killed after
 // the file was deleted): the CLI refuses to create a store there, which the
 // left-over log would corrupt, and says what to do.
