@@ -235,6 +235,58 @@ func TestDiskFullAtGracefulStop(t *testing.T) {
 	}
 }
 
+// TestAFullDiskRefusesKeyChangesAndHoldsCounts: while the disk holding the
+// SQLite store is full, a revoke and an issue, through the admin API and
+// caddy keys, are refused as the store failing (503 store_unavailable,
+// exit status 5, naming the full disk), never answered as made: the key
+// still works, as the refusal says. The counts of the requests answered
+// meanwhile are held, and written once when there is room again, when the
+// revoke made again takes effect.
+func TestAFullDiskRefusesKeyChangesAndHoldsCounts(t *testing.T) {
+	disk := tmpfs(t, "2m")
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + filepath.Join(disk, "keys.db")})
+	k := g.issue("--name", "leaked", "--scope", "mail.send")
+	g.send(k.Key, 20)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 20 }) < 0 {
+		t.Fatal("the first 20 requests were not flushed")
+	}
+
+	filler := fill(t, disk)
+	g.send(k.Key, 30)
+	g.waitLog("writing usage counts to the store failed")
+	const full = "database or disk is full"
+	if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 503 || r.code() != "store_unavailable" || !strings.Contains(string(r.Body), full) {
+		t.Errorf("the admin API's revoke on a full disk: %d %s, want 503 store_unavailable naming the full disk", r.Status, r.Body)
+	}
+	if _, errOut, err := g.keysRaw("revoke", k.ID, "--reason", "leaked", "--yes"); exitStatus(t, err) != 5 || !strings.Contains(errOut, full) {
+		t.Errorf("caddy keys revoke on a full disk: %v %q, want exit status 5 naming the full disk", err, errOut)
+	}
+	if r := g.admin("POST", "/keygate/keys", map[string]any{"name": "new", "scopes": []string{"mail.send"}}); r.Status != 503 || r.code() != "store_unavailable" || keyPattern.Match(r.Body) {
+		t.Errorf("the admin API's issue on a full disk: %d %s, want 503 store_unavailable and no key", r.Status, r.Body)
+	}
+	if out, errOut, err := g.keysRaw("issue", "--name", "new", "--scope", "mail.send"); exitStatus(t, err) != 5 || keyPattern.MatchString(out+errOut) {
+		t.Errorf("caddy keys issue on a full disk: %v %q %q, want exit status 5 and no key", err, out, errOut)
+	}
+	time.Sleep(time.Second) // a revocation made would be enforced by now
+	g.send(k.Key, 1)        // not revoked, as every refusal said
+
+	os.Remove(filler)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 51 }) < 0 {
+		t.Fatalf("usage once there is room: %+v, want 51 allowed\n%s", g.usage(k.ID), g.logs())
+	}
+	if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+		t.Fatalf("the revoke once there is room: %d %s", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.code() != "revoked_key" {
+		t.Errorf("the revoked key: %d %s", r.Status, r.Body)
+	}
+	g.stop()
+	if u := g.usage(k.ID); u.Allowed != 51 {
+		t.Errorf("usage after the stop: %d allowed, want 51 (each count written once)", u.Allowed)
+	}
+}
+
 // TestStoreFileDeletedWhileRunning: the SQLite file is deleted under a
 // running gateway. Before, the gateway went on with the deleted file without
 // a word, `caddy keys issue` created a new file the gateway never read, and
