@@ -3,6 +3,7 @@ package keygate_test
 import (
 	"bytes"
 	"cmp"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -98,11 +100,17 @@ func TestBusyKeyIsNeverLockedOutByItsNeighbour(t *testing.T) {
 // (CI=true), where skipping would hide that the fault was never tested.
 func tmpfs(t *testing.T, size string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
+	return mountTmpfs(t, filepath.Join(t.TempDir(), "tmpfs"), "size="+size+",mode=0700")
+}
+
+// mountTmpfs mounts a tmpfs with options at dir, which it creates, as
+// tmpfs does.
+func mountTmpfs(t *testing.T, dir, options string) string {
+	t.Helper()
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", options, "tmpfs", dir).CombinedOutput(); err != nil {
 		msg := "mounting a tmpfs to fill a disk needs root (and CAP_SYS_ADMIN in a container): " + strings.TrimSpace(string(out))
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
@@ -284,6 +292,97 @@ func TestAFullDiskRefusesKeyChangesAndHoldsCounts(t *testing.T) {
 	g.stop()
 	if u := g.usage(k.ID); u.Allowed != 51 {
 		t.Errorf("usage after the stop: %d allowed, want 51 (each count written once)", u.Allowed)
+	}
+}
+
+// TestAPostgresServerWithAFullDiskIsUnavailable: PostgreSQL's disk fills up
+// (keygate's tables moved to a tablespace on a small tmpfs, then filled).
+// A revoke and an issue are refused as the store failing, as on SQLite:
+// 503 store_unavailable through the admin API, exit status 5 from caddy
+// keys, saying what PostgreSQL said. (Before, its refusal, SQLSTATE 53100
+// "could not extend file … No space left on device", was answered 500
+// internal_error and exit status 1, which say a person should look rather
+// than to try again.) The key still works, the counts are held, and all is
+// written once there is room again.
+func TestAPostgresServerWithAFullDiskIsUnavailable(t *testing.T) {
+	needBinary(t)
+	// The server runs as postgres when the tests run as root
+	// (testservers.StartPostgres): the tablespace is its, in a directory
+	// it can reach. Mounted before the server starts, so it is unmounted
+	// after the server stops.
+	owner := os.Getuid()
+	if owner == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, _ = strconv.Atoi(u.Uid)
+	}
+	parent, err := os.MkdirTemp("/tmp", "keygate-full-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	disk := mountTmpfs(t, filepath.Join(parent, "disk"), fmt.Sprintf("size=1m,mode=0700,uid=%d", owner))
+	pg := testservers.StartPostgres(t)
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: pg.URI})
+	k := g.issue("--name", "leaked", "--scope", "mail.send")
+	g.send(k.Key, 20)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 20 }) < 0 {
+		t.Fatal("the first 20 requests were not flushed")
+	}
+
+	db, err := sql.Open("pgx", pg.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLESPACE full_disk LOCATION '" + disk + "'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DO $$ DECLARE t text; BEGIN
+		FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+			EXECUTE format('ALTER TABLE %I SET TABLESPACE full_disk', t);
+		END LOOP; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	filler := fill(t, disk)
+
+	// The tables' pages have room for a few changes still: issue until
+	// one needs a page more.
+	const full = "No space left on device"
+	var r *response
+	for i := 0; i < 1000; i++ {
+		if r = g.admin("POST", "/keygate/keys", map[string]any{"name": "filling", "scopes": []string{"mail.send"}}); r.Status != 201 {
+			break
+		}
+	}
+	if r.Status != 503 || r.code() != "store_unavailable" || !strings.Contains(string(r.Body), full) || keyPattern.Match(r.Body) {
+		t.Errorf("the admin API's issue on PostgreSQL with a full disk: %d %s, want 503 store_unavailable saying %q and no key", r.Status, r.Body, full)
+	}
+	if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 503 || r.code() != "store_unavailable" || r.Header.Get("Retry-After") != "1" {
+		t.Errorf("the admin API's revoke on PostgreSQL with a full disk: %d %s, want 503 store_unavailable with Retry-After: 1", r.Status, r.Body)
+	}
+	if _, errOut, err := g.keysRaw("revoke", k.ID, "--reason", "leaked", "--yes"); exitStatus(t, err) != 5 || !strings.Contains(errOut, full) {
+		t.Errorf("caddy keys revoke on PostgreSQL with a full disk: %v %q, want exit status 5 saying %q", err, errOut, full)
+	}
+	time.Sleep(time.Second) // a revocation made would be enforced by now
+	g.send(k.Key, 30)       // not revoked, as every refusal said
+	g.waitLog("writing usage counts to the store failed")
+
+	os.Remove(filler)
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Allowed == 50 }) < 0 {
+		t.Fatalf("usage once there is room: %+v, want 50 allowed\n%s", g.usage(k.ID), g.logs())
+	}
+	if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+		t.Fatalf("the revoke once there is room: %d %s", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.code() != "revoked_key" {
+		t.Errorf("the revoked key: %d %s", r.Status, r.Body)
 	}
 }
 

@@ -16,11 +16,12 @@ import (
 
 // Unavailable reports whether err means the store could not be reached or
 // did not answer, rather than refusing what was asked of it: a connection
-// refused, cut or timed out, a PostgreSQL server shutting down or not yet
-// accepting connections, an SQLite file locked by another process past
-// busy_timeout, on a full disk, or moved away while open. Those are worth trying again in a
-// moment; the admin API answers them 503 store_unavailable, as the gateway
-// answers a key it cannot look up.
+// refused, cut or timed out, a PostgreSQL server shutting down, not yet
+// accepting connections, or short of disk or memory, an SQLite file locked
+// by another process past busy_timeout, on a full disk, or moved away while
+// open. Those are worth trying again in a moment; the admin API answers
+// them 503 store_unavailable, as the gateway answers a key it cannot look
+// up.
 func Unavailable(err error) bool {
 	if err == nil || misconfigured(err) {
 		return false
@@ -31,14 +32,16 @@ func Unavailable(err error) bool {
 	case errors.As(err, &pe):
 		// The server answered: with a connection exception (class 08),
 		// shutting down or starting (57P01–57P03: admin_shutdown,
-		// crash_shutdown, cannot_connect_now), or taking no writes
+		// crash_shutdown, cannot_connect_now), taking no writes
 		// (25006: a standby not promoted yet, an old primary demoted,
 		// which a name that follows the primary may still reach for a
-		// moment in a failover); or with a refusal that trying again will
-		// not change (a wrong password, 28P01; no such database, 3D000),
-		// even while connecting.
+		// moment in a failover), or short of a resource (class 53: its
+		// disk full, 53100, out of memory, every connection slot taken),
+		// as an SQLite store on a full disk is; or with a refusal that
+		// trying again will not change (a wrong password, 28P01; no such
+		// database, 3D000), even while connecting.
 		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" ||
-			pe.Code == readOnlySQLTransaction
+			pe.Code == readOnlySQLTransaction || strings.HasPrefix(pe.Code, "53")
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		networkError(err), errors.As(err, &ce), isBusy(err), isFull(err):

@@ -37,6 +37,8 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"a server shutting down", &pgconn.PgError{Code: "57P01"}, true},
 		{"a connection exception", &pgconn.PgError{Code: "08006"}, true},
 		{"a standby refusing a write", &pgconn.PgError{Code: "25006"}, true},
+		{"a server whose disk is full", &pgconn.PgError{Code: "53100"}, true},
+		{"a server out of memory", &pgconn.PgError{Code: "53200"}, true},
 		{"no such key", fmt.Errorf("show: %w", ErrNotFound), false},
 		{"a unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"an ordinary error", errors.New("something else"), false},
