@@ -295,6 +295,42 @@ func TestAFullDiskRefusesKeyChangesAndHoldsCounts(t *testing.T) {
 	}
 }
 
+// TestAGatewayStartsOnAFullDisk: a gateway started (a host rebooted, a
+// service restarted) while the disk of its SQLite store is full loads its
+// config, answers keys 503 store_unavailable and serves once there is
+// room, as for a store that does not answer; caddy keys exits 5. (Before,
+// SQLite could not make the store's shared-memory index, which a graceful
+// stop removes, and said "disk I/O error": the config was refused, so
+// caddy exited at start with every site it serves, and caddy keys took it
+// for invalid input, exit status 2.)
+func TestAGatewayStartsOnAFullDisk(t *testing.T) {
+	disk := tmpfs(t, "2m")
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + filepath.Join(disk, "keys.db")})
+	k := g.issue("--name", "k", "--scope", "mail.send")
+	g.send(k.Key, 3)
+	g.stop()
+
+	filler := fill(t, disk)
+	g.start()
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 503 || r.code() != "store_unavailable" || r.Header.Get("Retry-After") != "1" {
+		t.Errorf("a key on a gateway started on a full disk: %d %s, want 503 store_unavailable with Retry-After: 1", r.Status, r.Body)
+	}
+	g.waitLog("the store does not answer")
+	if _, errOut, err := g.keysRaw("list"); exitStatus(t, err) != 5 {
+		t.Errorf("caddy keys list on a full disk: %v %q, want exit status 5", err, errOut)
+	}
+
+	os.Remove(filler)
+	if eventually(t, 5*time.Second, func() bool { return g.call("POST", "/v3/mail/send", k.Key, nil).Status == 202 }) < 0 {
+		t.Fatalf("the key once there is room:\n%s", g.logs())
+	}
+	g.stop()
+	if u := g.usage(k.ID); u.Allowed != 4 {
+		t.Errorf("usage: %d allowed, want 4", u.Allowed)
+	}
+}
+
 // TestAPostgresServerWithAFullDiskIsUnavailable: PostgreSQL's disk fills up
 // (keygate's tables moved to a tablespace on a small tmpfs, then filled).
 // A revoke and an issue are refused as the store failing, as on SQLite:

@@ -293,10 +293,13 @@ func isBusy(err error) bool {
 }
 
 // isFull reports whether err is SQLite's "database or disk is full": a
-// write to try again once there is room.
+// write to try again once there is room. Opening a store on a full disk
+// fails otherwise: its shared-memory index (-shm), which a graceful stop
+// removes, cannot grow to its first 32 KB, and SQLite says "disk I/O
+// error" (SQLITE_IOERR_SHMSIZE).
 func isFull(err error) bool {
 	var e *sqlite.Error
-	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_FULL
+	return errors.As(err, &e) && (e.Code()&0xff == sqlite3.SQLITE_FULL || e.Code() == sqlite3.SQLITE_IOERR_SHMSIZE)
 }
 
 // Damaged reports whether err is SQLite finding the store's file damaged
