@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -354,6 +355,51 @@ func TestEveryActionIsRefusedOnAnotherTeamsKey(t *testing.T) {
 	}
 	if w := f.get(alice, loc); w.Code != http.StatusOK || !keyPattern.MatchString(w.Body.String()) {
 		t.Errorf("the reveal was spent by another person's attempt: %d", w.Code)
+	}
+}
+
+// A team sets everything of its own keys but their owner and whether they
+// may send On-Behalf-Of: an admin grants that with caddy keys or the admin
+// API, and a form of the console, crafted or saved as shown, neither grants
+// it nor takes it away (docs/console.md, What a team may set).
+func TestATeamCannotGrantOnBehalfOf(t *testing.T) {
+	f := newFixture(t)
+	allowed := true
+	name, owner, scopes := "crm", "sales", []string{"mail.send"}
+	granted, err := f.svc.Issue(ctx, keys.Spec{Name: &name, Owner: &owner, Scopes: &scopes, AllowOnBehalfOf: &allowed}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/keys/" + granted.ID
+	vals := formValues(t, f.get(alice, path).Body.String(), path+"/settings")
+	vals.Set("allow_on_behalf_of", "false")
+	vals.Set("owner", "ops")
+	vals.Set("quota_n", "1000000")
+	vals.Set("quota_unit", "d")
+	vals.Set("expires", "never")
+	vals["scope"] = []string{"*"}
+	f.follow(alice, f.post(alice, path+"/settings", vals))
+	rec := f.show(granted.ID)
+	if rec.Quota == nil || rec.Quota.N != 1000000 || rec.ExpiresAt != nil || !slices.Equal(rec.Scopes, []string{"*"}) {
+		t.Errorf("the team's settings were not saved: quota %v, expires %v, scopes %v", rec.Quota, rec.ExpiresAt, rec.Scopes)
+	}
+	if !rec.AllowOnBehalfOf || rec.Owner != "sales" {
+		t.Errorf("after alice's save the key has on-behalf-of %v and owner %q, want true and sales", rec.AllowOnBehalfOf, rec.Owner)
+	}
+	if next := f.show(f.rotate(granted.ID)); !next.AllowOnBehalfOf {
+		t.Error("the key a rotation made lost on-behalf-of")
+	}
+
+	wantStatus(t, f.post(alice, "/new", url.Values{"name": {"sneaky"}, "scope": {"mail.send"}, "expires": {"90d"},
+		"allow_on_behalf_of": {"true"}}), http.StatusSeeOther)
+	plain := f.createdKey("sneaky")
+	path = "/keys/" + plain.ID
+	vals = formValues(t, f.get(alice, path).Body.String(), path+"/settings")
+	vals.Set("allow_on_behalf_of", "true")
+	vals.Set("name", "sneakier")
+	f.follow(alice, f.post(alice, path+"/settings", vals))
+	if rec := f.show(plain.ID); rec.AllowOnBehalfOf || rec.Name != "sneakier" {
+		t.Errorf("alice's key: on-behalf-of %v, name %q; want false, sneakier", rec.AllowOnBehalfOf, rec.Name)
 	}
 }
 
