@@ -204,6 +204,7 @@ func openBackend(uri string, logger *zap.Logger) (*backend, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	redacted := store.RedactURI(uri)
+	path, made := missingSQLite(uri)
 	st, err := store.Open(ctx, uri)
 	if err != nil {
 		return nil, fmt.Errorf("keygate: store %s: %w", redacted, err)
@@ -212,6 +213,15 @@ func openBackend(uri string, logger *zap.Logger) (*backend, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if made {
+		// Said as `caddy keys issue` says it: a mistyped or moved path in a
+		// reloaded config would otherwise answer every key invalid_key with
+		// nothing in the log but the store's name.
+		b.logger.Warn("keygate: opened the key store, made new: there was no store at its path, so it holds no keys "+
+			"and every key presented gets invalid_key until keys are issued into it (check the store option if "+
+			"this gateway had keys)", zap.String("path", path))
+		return b, nil
 	}
 	b.logger.Info("keygate: opened the key store")
 	return b, nil

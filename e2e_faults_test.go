@@ -422,6 +422,50 @@ func TestAPostgresServerWithAFullDiskIsUnavailable(t *testing.T) {
 	}
 }
 
+// TestAReloadToAPathWithNoStoreSaysItMadeANewOne: an operator moves the
+// store and reloads with a `store` path that names no file (a typo, a copy
+// not made yet). The gateway makes a new store there, as at a first start,
+// and every key its clients hold gets invalid_key. Before, the log said only
+// "opened the key store" at INFO, where `caddy keys issue` says it is
+// creating a store; now a WARN line says the store is new and empty, and
+// names its path. A path that holds a store is opened without it.
+func TestAReloadToAPathWithNoStoreSaysItMadeANewOne(t *testing.T) {
+	needBinary(t)
+	up := newUpstream(t)
+	oldPath := filepath.Join(t.TempDir(), "keys.db")
+	gc := gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL, store: "sqlite:" + oldPath}
+	k := (&gateway{t: t, store: gc.store}).issue("--name", "crm", "--scope", "mail.send")
+	g := startGateway(t, gc)
+	g.send(k.Key, 1)
+	if strings.Contains(g.logs(), "made new") {
+		t.Errorf("a gateway that opened an existing store says it made one:\n%s", g.logs())
+	}
+
+	moved := filepath.Join(t.TempDir(), "keys.db") // the copy was never made
+	cf, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(g.config, bytes.ReplaceAll(cf, []byte(oldPath), []byte(moved)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.reload()
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.code() != "invalid_key" {
+		t.Fatalf("a key of the old store, on the new empty one: %d %s", r.Status, r.Body)
+	}
+	var said string
+	for _, l := range strings.Split(g.logs(), "\n") {
+		if strings.Contains(l, "made new") {
+			said = l
+		}
+	}
+	if !strings.Contains(said, `"level":"warn"`) || !strings.Contains(said, `"path":"`+moved+`"`) ||
+		!strings.Contains(said, "holds no keys") {
+		t.Errorf("the reload to %s made a new store; want a WARN line that says so, naming the path; got %q\n%s",
+			moved, said, g.logs())
+	}
+}
+
 // TestStoreFileDeletedWhileRunning: the SQLite file is deleted under a
 // running gateway. Before, the gateway went on with the deleted file without
 // a word, `caddy keys issue` created a new file the gateway never read, and
