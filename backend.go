@@ -93,6 +93,9 @@ type backend struct {
 	stopRun   context.CancelFunc
 	stopPrune context.CancelFunc // also cancels a prune under way
 	pruneDone chan struct{}
+	// pruneSoon brings the next prune forward to pruneFirst from now (see
+	// detach).
+	pruneSoon chan struct{}
 }
 
 // handlerInfo is what a live handler contributes to its store's backend.
@@ -126,8 +129,8 @@ var faultInterval = time.Minute
 var verifierPollInterval time.Duration
 
 // Usage older than the retention period, and Idempotency-Key answers past
-// their day, are deleted pruneFirst after the store is opened and every
-// pruneEvery after that.
+// their day, are deleted pruneFirst after the store is opened (or a reload
+// shortens the retention) and every pruneEvery after that.
 var (
 	pruneFirst = 5 * time.Second
 	pruneEvery = time.Hour
@@ -298,6 +301,7 @@ func newBackend(uri string, st store.Store, logger *zap.Logger) (*backend, error
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		pruneDone:  make(chan struct{}),
+		pruneSoon:  make(chan struct{}, 1),
 	}
 	b.kept.Store(true)
 	if left, _ := b.spill.Claimed(); len(left) > 0 {
@@ -352,6 +356,21 @@ func (b *backend) usageRetention() (keep time.Duration, ok bool) {
 	return keep, ok
 }
 
+// detach removes a handler's contribution. When that shortens the store's
+// retention (a reload to a shorter usage_retention: the new handler joins
+// while the old one still keeps the longer), the next prune comes
+// pruneFirst from now instead of up to pruneEvery later.
+func (b *backend) detach(h *Handler) {
+	was, _ := b.usageRetention()
+	b.handlers.Delete(h)
+	if keep, ok := b.usageRetention(); ok && keep != 0 && (was == 0 || keep < was) {
+		select {
+		case b.pruneSoon <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+}
+
 // pruneLoop deletes usage past the retention period, and expired
 // Idempotency-Key answers, until Destruct. It runs
 // apart from run so a long first prune of an old store never delays usage
@@ -364,6 +383,8 @@ func (b *backend) pruneLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-b.pruneSoon:
+			t.Reset(pruneFirst)
 		case now := <-t.C:
 			// A config that is only being validated prunes nothing with
 			// its usage_retention, nor reports its routes.

@@ -154,6 +154,65 @@ func (g *gateway) metric(name string) float64 {
 	return 0
 }
 
+// TestAReloadThatShortensTheRetentionPrunesSoon: an operator lowers
+// usage_retention with `caddy reload` to free the disk of years of rows.
+// Before, the store was pruned a few seconds after it was opened and then
+// hourly, and the reload opens no store (the same one stays open), so the
+// old rows stayed for up to an hour; now they go a few seconds after it.
+func TestAReloadThatShortensTheRetentionPrunesSoon(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: up.URL}) // the default, 400d
+	k := g.issue("--name", "old", "--scope", "mail.send")
+	g.send(k.Key, 1)
+	const pruneFirst = 5 * time.Second   // after the store opens, and now after such a reload
+	time.Sleep(pruneFirst + time.Second) // the start's prune is done: the next is an hour away
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, g.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err = st.AddUsage(ctx, []store.UsageDelta{
+		{KeyID: k.ID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 50}},
+		{KeyID: k.ID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 20}},
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := func() int64 {
+		var u usageJSON
+		if err := json.Unmarshal([]byte(g.keys("usage", k.ID, "--since", "2000h", "--json")), &u); err != nil {
+			t.Fatal(err)
+		}
+		return u.Allowed
+	}
+	if n := allowed(); n != 71 {
+		t.Fatalf("before the reload: %d allowed, want 71", n)
+	}
+
+	cf, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shorter := strings.Replace(string(cf), "\t\tstore ", "\t\tusage_retention 40d\n\t\tstore ", 1)
+	if shorter == string(cf) {
+		t.Fatalf("no store line to put usage_retention beside:\n%s", cf)
+	}
+	if err := os.WriteFile(g.config, []byte(shorter), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.reload()
+	var n int64
+	if eventually(t, 3*pruneFirst, func() bool { n = allowed(); return n != 71 }) < 0 {
+		t.Fatalf("usage older than 40d still there %v after a reload to usage_retention 40d:\n%s", 3*pruneFirst, g.logs())
+	}
+	if n != 21 {
+		t.Errorf("after the reload's prune: %d allowed, want 21 (the 39-day-old hour and the send)", n)
+	}
+}
+
 func TestUsageRetentionDeletesOldHours(t *testing.T) {
 	up := newUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`

@@ -368,7 +368,7 @@ func (h *Handler) Cleanup() error {
 		releaseShared(h.redis.key)
 	}
 	if h.backend != nil {
-		h.backend.handlers.Delete(h)
+		h.backend.detach(h)
 		releaseBackend(h.storeURI, h.logger)
 	}
 	return nil
