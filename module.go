@@ -249,6 +249,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("keygate: mail_api %q: want one of %s", h.MailAPI, strings.Join(mailapi.Names(), ", "))
 		}
 		h.dialect = d
+		if err := unreadScopePaths(h.Scopes, d); err != nil {
+			return err
+		}
 		for _, rule := range uninspectedPosts(h.Scopes, d) {
 			h.logger.Warn("keygate: this POST route is not one of the mail_api's send endpoints, so its payloads are not inspected (no sender, recipient or quota checks)",
 				zap.String("mail_api", d.Name), zap.String("scope", rule.Scope), zap.String("path", rule.Path))
@@ -385,6 +388,15 @@ func (h *Handler) scopeOf(scoped, r *http.Request, orElse bool) string {
 	return s
 }
 
+// endpointPath is p as the route's dialect reads it when it is one of the
+// dialect's send endpoints (mailapi.Dialect.EndpointPath), else p.
+func (h *Handler) endpointPath(p string) string {
+	if h.dialect == nil {
+		return p
+	}
+	return h.dialect.EndpointPath(p)
+}
+
 // ServeHTTP is the request path of CONTRACT.md §4, in its order.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	t := now()
@@ -468,7 +480,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// to "/" and its name, or else as itself (mailapi.Message.ScopePath).
 	var body *sendBody
 	var msg mailapi.Message
-	read, scoped := false, r
+	// A path the dialect reads as one of its send endpoints is scoped as
+	// that endpoint, as it is inspected: "/v3/mail/send;x" needs the send
+	// line's scope, not a broader line's, since a provider that drops the
+	// parameters sends it.
+	asSent := atPath(r, h.endpointPath(r.URL.Path))
+	read, scoped := false, asSent
 	// A send body read below is given back when the chain is done (the
 	// handler's part; the reader's is its Close). One defer for the two
 	// places that read one keeps it open-coded, as Go's compiler does only
@@ -485,9 +502,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
-		read, scoped = true, postedTo(r, msg.ScopePath)
+		read, scoped = true, postedTo(asSent, msg.ScopePath)
 	}
-	q.scope = h.scopeOf(scoped, r, msg.ScopeElse)
+	q.scope = h.scopeOf(scoped, asSent, msg.ScopeElse)
 	if !keys.Covers(rec.Scopes, q.scope) {
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope, scoped.Method, scoped.URL.Path)})
 	}
@@ -500,8 +517,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
 			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
 	case override != "":
-		if as := h.scopeOf(withMethod(scoped, override), withMethod(r, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
-			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, r.URL.Path) + " (as the " + override + " its method-override header names)"})
+		if as := h.scopeOf(withMethod(scoped, override), withMethod(asSent, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
+			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method-override header names)"})
 		}
 	}
 	// Sent on behalf of another account (a SendGrid subuser, a Mailgun

@@ -303,10 +303,24 @@ func postedTo(r *http.Request, p string) *http.Request {
 	if p == "" {
 		return r
 	}
+	r2 := atPath(r, p)
+	if r2 == r {
+		r2 = r.WithContext(r.Context())
+	}
+	r2.Method = http.MethodPost
+	return r2
+}
+
+// atPath returns r as scope lines see it when it is scoped as path p: r
+// itself when p is its path, else a copy with that path.
+func atPath(r *http.Request, p string) *http.Request {
+	if p == r.URL.Path {
+		return r
+	}
 	u := *r.URL
 	u.Path, u.RawPath = p, ""
 	r2 := r.WithContext(r.Context())
-	r2.Method, r2.URL = http.MethodPost, &u
+	r2.URL = &u
 	return r2
 }
 
@@ -399,6 +413,20 @@ func withMethod(r *http.Request, m string) *http.Request {
 	r2 := r.WithContext(r.Context())
 	r2.Method = m
 	return r2
+}
+
+// unreadScopePaths returns an error for a provisioned rule naming one exact
+// path that d reads as a send endpoint written otherwise (with a trailing
+// slash, ";parameters", a format extension): requests there are scoped as
+// the endpoint (mailapi.Dialect.EndpointPath), so the rule never decides.
+func unreadScopePaths(rules []ScopeRule, d *mailapi.Dialect) error {
+	for _, r := range rules {
+		if p := d.EndpointPath(r.Path); r.kind == exact && p != r.Path {
+			return fmt.Errorf("keygate: %s never decides: mail_api %s reads %s as its send endpoint %s, and scopes requests there as that path; write the line with %s",
+				r.line(), d.Name, r.Path, p, p)
+		}
+	}
+	return nil
 }
 
 // uninspectedPosts returns the provisioned rules naming one exact POST path

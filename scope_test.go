@@ -149,6 +149,35 @@ func TestUninspectedPostRoutesAreFound(t *testing.T) {
 	}
 }
 
+// A request to a send endpoint is scoped as the endpoint keygate reads it
+// as, so an exact line naming the endpoint otherwise (the trailing slash
+// Django-Anymail's Postmark backend writes) would never decide: it is
+// refused at load, saying how to write it.
+func TestAScopeLineNamingASendEndpointOtherwiseIsRefused(t *testing.T) {
+	postmark, _ := mailapi.Lookup("postmark")
+	for _, tt := range []struct {
+		path, refused string
+	}{
+		{"/email/withTemplate", ""},
+		{"/Email/WithTemplate", ""},
+		{"/email*", ""},
+		{"/email/withTemplate/*", ""},
+		{"/templates/", ""},
+		{"/email/withTemplate/", "write the line with /email/withTemplate"},
+		{"/email;x", "write the line with /email"},
+		{"/email.json", "write the line with /email"},
+	} {
+		rules := []ScopeRule{{Scope: "mail.send", Method: "POST", Path: tt.path}}
+		if err := rules[0].provision(); err != nil {
+			t.Fatal(err)
+		}
+		err := unreadScopePaths(rules, postmark)
+		if tt.refused == "" && err != nil || tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused)) {
+			t.Errorf("%s: %v, want %q", tt.path, err, tt.refused)
+		}
+	}
+}
+
 // BenchmarkScopeMailgunRoute matches Mailgun's send route, the glob
 // "/v3/*/messages", segment by segment ("keygate") and with Caddy's
 // matcher, which path.Match's backtracking makes cost ~1 µs ("caddy").

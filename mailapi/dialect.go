@@ -392,26 +392,60 @@ func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
 	var p splitPath
 	p.split(path)
+	e, wild, _ := d.find(&p)
+	return e, wild
+}
+
+// find returns the endpoint the split path is, the segment its pattern's
+// "*" matched, and whether the path's last segment was read without its
+// format extension to match it.
+func (d *Dialect) find(p *splitPath) (*endpoint, string, bool) {
 	for _, ext := range [2]bool{false, true} {
 		if ext && (p.n == 0 || p.last == p.segs[0]) {
 			break // no format extension: the same segments again
 		}
 		for i := range d.endpoints {
 			if wild, ok := p.match(d.endpoints[i].segs, ext); ok {
-				return &d.endpoints[i], wild
+				return &d.endpoints[i], wild, ext
 			}
 		}
 	}
-	return nil, ""
+	return nil, "", false
 }
 
-// Inspect reads a send request's body. path selects the endpoint (a Postmark
-// batch is read differently from a single message) and may name a sending
-// domain (Mailgun's); contentType is the request's Content-Type header,
-// which matters only for Mailgun's forms.
-//
-// An error means the body is not a valid send request in this dialect; its
-// message names the field and the problem and never quotes the body.
+// EndpointPath returns path as IsSend reads it when it is one of the
+// dialect's send endpoints (with any method), so that a gateway can match
+// its routes against the endpoint the request is inspected as: each
+// segment without its ";parameters" and trailing spaces and dots, a
+// backslash as a slash, the last without a format extension where that
+// made it the endpoint, and no trailing slash. "/v3/mail/send;x" and
+// "/v3/mail/send/" are "/v3/mail/send": a server that drops the parameters
+// or the slash sends them, so a route must not take them for other paths.
+// Empty and dot segments and case are left as they are, for a path matcher
+// to clean. It returns path itself when it is no endpoint or needs none of
+// this; then it does not allocate.
+func (d *Dialect) EndpointPath(path string) string {
+	var p splitPath
+	p.split(path)
+	e, _, ext := d.find(&p)
+	if e == nil || p.same && !ext && (p.n == 0 || !strings.HasSuffix(path, "/")) {
+		return path
+	}
+	if p.n == 0 {
+		return "/"
+	}
+	var b strings.Builder
+	for i := p.n - 1; i >= 0; i-- {
+		b.WriteByte('/')
+		if i == 0 && ext {
+			b.WriteString(p.last)
+		} else {
+			b.WriteString(p.segs[i])
+		}
+	}
+	return b.String()
+}
+
 func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error) {
 	e, domain := d.endpoint(path)
 	if e == nil {
@@ -665,6 +699,10 @@ type splitPath struct {
 	n    int                 // how many segs holds
 	more bool                // the path has more segments than any pattern
 	last string              // segs[0] without its format extension
+	// same reports that each segment is read as it is written, between
+	// slashes: none lost ";parameters" or trailing spaces or dots, and no
+	// backslash separated two (EndpointPath).
+	same bool
 }
 
 // maxSegments bounds the segments of an endpoint's pattern (checked at
@@ -673,6 +711,7 @@ const maxSegments = 8
 
 func (p *splitPath) split(path string) {
 	it := segments{s: path, end: len(path)}
+	p.same = strings.IndexByte(path, '\\') < 0
 	for seg, ok := it.next(); ok; seg, ok = it.next() {
 		if p.n == maxSegments {
 			p.more = true
@@ -681,6 +720,7 @@ func (p *splitPath) split(path string) {
 		p.segs[p.n] = seg
 		p.n++
 	}
+	p.same = p.same && !it.trimmed
 	if p.n > 0 {
 		p.last = formatExtension(p.segs[0])
 	}
@@ -737,6 +777,8 @@ type segments struct {
 	s    string
 	end  int // the unread path is s[:end]; -1 when done
 	skip int // segments still to be removed by ".."
+	// trimmed is set once plainSegment has changed a segment.
+	trimmed bool
 }
 
 // plainSegment is a path segment without what some servers ignore in one:
@@ -776,7 +818,9 @@ func formatExtension(seg string) string {
 func (it *segments) next() (string, bool) {
 	for it.end >= 0 {
 		i := lastSeparator(it.s[:it.end])
-		seg := plainSegment(it.s[i+1 : it.end])
+		raw := it.s[i+1 : it.end]
+		seg := plainSegment(raw)
+		it.trimmed = it.trimmed || len(seg) != len(raw)
 		it.end = i
 		switch {
 		case seg == "" || seg == ".":

@@ -181,10 +181,45 @@ func TestFormSend(t *testing.T) {
 	}
 }
 
+func TestEndpointPathIsTheSendEndpointInspected(t *testing.T) {
+	tests := []struct {
+		name, dialect, path, want string
+	}{
+		{"a plain send path is itself", "sendgrid", "/v3/mail/send", "/v3/mail/send"},
+		{"case, repeated slashes and dot segments are left to the path matcher", "sendgrid", "//V3/x/../mail/./send", "//V3/x/../mail/./send"},
+		{"a trailing slash is dropped", "postmark", "/email/withTemplate/", "/email/withTemplate"},
+		{"matrix parameters are dropped", "sendgrid", "/v3/mail/send;x", "/v3/mail/send"},
+		{"in every segment", "sendgrid", "/v3;a/mail;b/send;c", "/v3/mail/send"},
+		{"a servlet's dot-dot is resolved", "sendgrid", "/v3/x/..;y/mail/send", "/v3/mail/send"},
+		{"and after parameters", "postmark", "/email;x/", "/email"},
+		{"and a trailing backslash", "postmark", `/email\`, "/email"},
+		{"trailing dots and spaces are dropped", "postmark", "/email/batch. ", "/email/batch"},
+		{"a backslash is a slash", "postmark", `/email\batch`, "/email/batch"},
+		{"a format extension that made the endpoint is dropped", "resend", "/emails.json", "/emails"},
+		{"mailgun's domain stays as written", "mailgun", "/v3/Shop.example;x/messages", "/v3/Shop.example/messages"},
+		{"mailgun's MIME endpoint keeps its name", "mailgun", "/v3/shop.example/messages.mime;x", "/v3/shop.example/messages.mime"},
+		{"ses v1's root", "ses", "/;x", "/"},
+		{"ses v1's root as it is", "ses", "//", "//"},
+		{"a PUT endpoint with any method", "sendgrid", "/v3/marketing/singlesends/7;x/schedule", "/v3/marketing/singlesends/7/schedule"},
+		{"a path that is no endpoint is itself", "sendgrid", "/v3/templates;x", "/v3/templates;x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _ := Lookup(tt.dialect)
+			if got := d.EndpointPath(tt.path); got != tt.want {
+				t.Errorf("%s EndpointPath(%q) = %q, want %q", tt.dialect, tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestIsSendDoesNotAllocate(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "/v3/mg.example.com/messages.mime/") }); n != 0 {
 		t.Errorf("IsSend allocates %v times per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { d.EndpointPath("/v3/mg.example.com/messages.mime") }); n != 0 {
+		t.Errorf("EndpointPath allocates %v times per call for a path it leaves", n)
 	}
 }
 
