@@ -710,8 +710,10 @@ type splitPath struct {
 const maxSegments = 8
 
 func (p *splitPath) split(path string) {
+	whole := len(path)
+	path = pathEnd(path)
 	it := segments{s: path, end: len(path)}
-	p.same = strings.IndexByte(path, '\\') < 0
+	p.same = len(path) == whole && strings.IndexByte(path, '\\') < 0
 	for seg, ok := it.next(); ok; seg, ok = it.next() {
 		if p.n == maxSegments {
 			p.more = true
@@ -797,6 +799,20 @@ func plainSegment(seg string) string {
 		return t
 	}
 	return strings.TrimRight(seg, " \t")
+}
+
+// pathEnd returns path up to where some servers end it: at a '?' or '#'
+// (one sent escaped, "%3F", that a server or a proxy before it decodes
+// before it splits off the query), at a NUL (C strings), and before a
+// final line feed (a route's regular expression anchored with '$', which
+// PCRE, Python and Ruby let match before one). "/email%3Fx" and
+// "/email%0A" are Postmark's send endpoint to such a server, and must not
+// dodge inspection. It does not allocate.
+func pathEnd(path string) string {
+	if i := strings.IndexAny(path, "?#\x00"); i >= 0 {
+		path = path[:i]
+	}
+	return strings.TrimSuffix(path, "\n")
 }
 
 // formatExtension returns seg without a format extension: a dot and

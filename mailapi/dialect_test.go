@@ -28,6 +28,12 @@ func TestIsSend(t *testing.T) {
 		{"a trailing dot does not dodge inspection", "postmark", "POST", "/email.", true},
 		{"nor trailing dots and spaces", "postmark", "POST", "/email. .", true},
 		{"a format extension does not dodge inspection", "sendgrid", "POST", "/v3/mail/send.json", true},
+		{"an escaped question mark ends the path", "postmark", "POST", "/email?x", true},
+		{"so does an escaped hash", "postmark", "POST", "/email#x/batch", true},
+		{"and a NUL", "resend", "POST", "/emails\x00.png", true},
+		{"a final line feed does not dodge inspection", "brevo", "POST", "/v3/smtp/email\n", true},
+		{"another line feed is part of the path", "brevo", "POST", "/v3/smtp/email\nx", false},
+		{"a carriage return is part of the path", "brevo", "POST", "/v3/smtp/email\r", false},
 		{"resend: a format extension", "resend", "POST", "/emails.json", true},
 		{"resend: an extension after a trailing slash's segment", "resend", "POST", "/emails/batch.JSON/", true},
 		{"mailgun: an extension on messages", "mailgun", "POST", "/v3/mg.example.com/messages.json", true},
@@ -202,6 +208,8 @@ func TestEndpointPathIsTheSendEndpointInspected(t *testing.T) {
 		{"ses v1's root as it is", "ses", "//", "//"},
 		{"a PUT endpoint with any method", "sendgrid", "/v3/marketing/singlesends/7;x/schedule", "/v3/marketing/singlesends/7/schedule"},
 		{"a path that is no endpoint is itself", "sendgrid", "/v3/templates;x", "/v3/templates;x"},
+		{"the path ends at a question mark", "postmark", "/email?/batch", "/email"},
+		{"or before a final line feed", "brevo", "/v3/smtp/email\n", "/v3/smtp/email"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
