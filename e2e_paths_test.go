@@ -67,13 +67,14 @@ http://127.0.0.1:{PORT} {
 // A send path written as a server that drops what keygate drops would read
 // it (";parameters", a trailing slash, dot or space, a backslash, a format
 // extension; the rest of the path after an escaped '?' or '#' or a NUL, a
-// final line feed) is inspected as the send, and is scoped as the send: it
-// needs the send line's scope, not the broader line's that the path as
-// written matches. Until session 35 a key holding only that broader scope
-// (here "api", for templates and stats) sent mail through
-// /v3/mail/send;x, /emails/ or /email.json, where a provider that drops
-// them sends. Until then a send to /email%3Fx or /email%0A was not even
-// inspected. The path goes upstream as the client wrote it.
+// final line feed; the path after the host of "//host/path", which a URL
+// parser reads as a host and a path) is inspected as the send, and is
+// scoped as the send: it needs the send line's scope, not the broader
+// line's that the path as written matches. Until session 35 a key holding
+// only that broader scope (here "api", for templates and stats) sent mail
+// through /v3/mail/send;x, /emails/ or /email.json, where a provider that
+// drops them sends, and a send to /email%3Fx, /email%0A or //host/email was
+// not even inspected. The path goes upstream as the client wrote it.
 func TestASendPathWrittenOtherwiseNeedsTheSendScope(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
@@ -110,7 +111,8 @@ func TestASendPathWrittenOtherwiseNeedsTheSendScope(t *testing.T) {
 		p := s.path
 		i := strings.LastIndexByte(p, '/')
 		forms := []string{p + ";x", p + ";jsessionid=1", p + "/", p + ".", p + "%20", p + ".json", p + "\\", p + "%5C",
-			strings.ToUpper(p) + ";x", "/x/..;y" + p, p + "%3Fx", p + "%23x", p + "%00", p + "%0A"}
+			strings.ToUpper(p) + ";x", "/x/..;y" + p, p + "%3Fx", p + "%23x", p + "%00", p + "%0A",
+			"//gateway.example" + p, "///gateway.example" + p, "/\\gateway.example" + p}
 		if i > 0 {
 			forms = append(forms, p[:i]+";x"+p[i:])
 		}

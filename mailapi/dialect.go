@@ -389,12 +389,52 @@ func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
 // frameworks that route by extension (Rails' optional format, Spring's
 // suffix pattern match) serve "/emails.json" as "/emails". An endpoint
 // whose own name has a dot ("messages.mime") is matched whole first.
+//
+// A path that starts with two slashes (or backslashes) is also read as
+// the path after its first segment when it is none as it is: to a URL
+// parser (Python's urlsplit, Java's URI, WHATWG URL resolved against the
+// server's base) "//h/v3/mail/send" is the path /v3/mail/send at host h,
+// so such a server sends it.
 func (d *Dialect) endpoint(path string) (*endpoint, string) {
 	var p splitPath
-	p.split(path)
-	e, wild, _ := d.find(&p)
+	e, wild, _ := d.lookup(path, &p)
 	return e, wild
 }
+
+// lookup splits path into p, as the reading that is an endpoint (see
+// endpoint), and returns find's answer for it.
+func (d *Dialect) lookup(path string, p *splitPath) (*endpoint, string, bool) {
+	p.split(path)
+	e, wild, ext := d.find(p)
+	if e == nil {
+		if rest, ok := afterAuthority(path); ok {
+			*p = splitPath{}
+			p.split(rest)
+			p.same = false
+			e, wild, ext = d.find(p)
+		}
+	}
+	return e, wild, ext
+}
+
+// afterAuthority returns what follows the first segment of a path that
+// starts with two separators (a network-path reference, "//host/path"),
+// and whether it does.
+func afterAuthority(path string) (string, bool) {
+	if len(path) < 2 || !isSeparator(path[0]) || !isSeparator(path[1]) {
+		return "", false
+	}
+	i := 2
+	for i < len(path) && isSeparator(path[i]) {
+		i++ // WHATWG URL skips any number of them before the host
+	}
+	for i < len(path) && !isSeparator(path[i]) {
+		i++
+	}
+	return path[i:], true
+}
+
+func isSeparator(c byte) bool { return c == '/' || c == '\\' }
 
 // find returns the endpoint the split path is, the segment its pattern's
 // "*" matched, and whether the path's last segment was read without its
@@ -426,8 +466,7 @@ func (d *Dialect) find(p *splitPath) (*endpoint, string, bool) {
 // this; then it does not allocate.
 func (d *Dialect) EndpointPath(path string) string {
 	var p splitPath
-	p.split(path)
-	e, _, ext := d.find(&p)
+	e, _, ext := d.lookup(path, &p)
 	if e == nil || p.same && !ext && (p.n == 0 || !strings.HasSuffix(path, "/")) {
 		return path
 	}
@@ -446,6 +485,13 @@ func (d *Dialect) EndpointPath(path string) string {
 	return b.String()
 }
 
+// Inspect reads a send request's body. path selects the endpoint (a Postmark
+// batch is read differently from a single message) and may name a sending
+// domain (Mailgun's); contentType is the request's Content-Type header,
+// which matters only for Mailgun's forms.
+//
+// An error means the body is not a valid send request in this dialect; its
+// message names the field and the problem and never quotes the body.
 func (d *Dialect) Inspect(path, contentType string, body []byte) (Message, error) {
 	e, domain := d.endpoint(path)
 	if e == nil {

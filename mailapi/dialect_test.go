@@ -34,6 +34,12 @@ func TestIsSend(t *testing.T) {
 		{"a final line feed does not dodge inspection", "brevo", "POST", "/v3/smtp/email\n", true},
 		{"another line feed is part of the path", "brevo", "POST", "/v3/smtp/email\nx", false},
 		{"a carriage return is part of the path", "brevo", "POST", "/v3/smtp/email\r", false},
+		{"a path after an authority does not dodge inspection", "sendgrid", "POST", "//gateway.example/v3/mail/send", true},
+		{"nor after more slashes", "resend", "POST", "///gateway.example/emails", true},
+		{"nor after backslashes", "resend", "POST", `/\gateway.example/emails`, true},
+		{"mailgun: the domain after an authority", "mailgun", "POST", "//h/v3/shop.example/messages", true},
+		{"an authority's path that is no send is none", "sendgrid", "POST", "//v3/mail/sends", false},
+		{"one slash is no authority", "sendgrid", "POST", "/x/v3/mail/send", false},
 		{"resend: a format extension", "resend", "POST", "/emails.json", true},
 		{"resend: an extension after a trailing slash's segment", "resend", "POST", "/emails/batch.JSON/", true},
 		{"mailgun: an extension on messages", "mailgun", "POST", "/v3/mg.example.com/messages.json", true},
@@ -210,6 +216,9 @@ func TestEndpointPathIsTheSendEndpointInspected(t *testing.T) {
 		{"a path that is no endpoint is itself", "sendgrid", "/v3/templates;x", "/v3/templates;x"},
 		{"the path ends at a question mark", "postmark", "/email?/batch", "/email"},
 		{"or before a final line feed", "brevo", "/v3/smtp/email\n", "/v3/smtp/email"},
+		{"a double slash before the send path is left to the matcher", "sendgrid", "//v3/mail/send", "//v3/mail/send"},
+		{"the path after an authority", "sendgrid", "//gateway.example/v3/mail/send", "/v3/mail/send"},
+		{"ses v1's root after an authority", "ses", "//gateway.example/", "/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,6 +234,9 @@ func TestIsSendDoesNotAllocate(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "/v3/mg.example.com/messages.mime/") }); n != 0 {
 		t.Errorf("IsSend allocates %v times per call", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "//gateway.example/v3/templates") }); n != 0 {
+		t.Errorf("IsSend allocates %v times per call after an authority", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { d.EndpointPath("/v3/mg.example.com/messages.mime") }); n != 0 {
 		t.Errorf("EndpointPath allocates %v times per call for a path it leaves", n)
