@@ -324,8 +324,28 @@ func writeAdminError(w http.ResponseWriter, err error) error {
 // answer: 503, as the gateway answers a key it cannot look up, with what
 // went wrong for the operator.
 func storeUnavailable(err error) adminError {
+	if said := cancelledAt(err); said != "" {
+		return adminError{http.StatusServiceUnavailable, "store_unavailable",
+			"the key store is unavailable: " + said + " (" + err.Error() + ")"}
+	}
 	return adminError{http.StatusServiceUnavailable, "store_unavailable",
 		"the key store is unavailable; try again shortly (" + err.Error() + ")"}
+}
+
+// cancelledAt says which timeout of the PostgreSQL server cancelled what
+// err answers, or "": a DBA may have set it for keygate's role or database
+// to a value every try runs past, so the operator is told which setting to
+// look at, not only to try again.
+func cancelledAt(err error) string {
+	setting := store.CancelledBy(err)
+	if setting == "" {
+		return ""
+	}
+	said := "the PostgreSQL server cancelled a statement at its " + setting + " (a setting of keygate's role, its database or the server)"
+	if setting == "statement_timeout" {
+		said += " or an administrator's request"
+	}
+	return said + "; try again shortly, and if every try fails, raise the setting or reset it"
 }
 
 func badRequest(format string, args ...any) error {

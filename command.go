@@ -323,6 +323,9 @@ func failed(w io.Writer, cmd *cobra.Command, suffix string, err error) int {
 	// its details on lines of their own). A key pasted where a value
 	// belongs (--store) is not repeated.
 	msg := verifier.Redact(strings.Join(strings.Fields(err.Error()), " "))
+	if said := cancelledAt(err); said != "" {
+		msg = said + ": " + msg
+	}
 	if jsonWanted(cmd) {
 		var body struct {
 			Error struct {

@@ -1260,3 +1260,83 @@ func TestBackupAndRestoreSayOneKey(t *testing.T) {
 		t.Errorf("caddy keys restore of a backup of one key says %q, want \"restored 1 key, …\"", out)
 	}
 }
+
+// TestATimeoutADBASetIsTheStoreUnavailable: a lock_timeout or a
+// statement_timeout set for keygate's role or database (here for every
+// session, so the gateway's own open ones take it too) cancels a statement
+// that waits on a lock another session holds (a DBA's LOCK TABLE, a
+// migration). The admin API answers the change 503 store_unavailable with
+// Retry-After, saying which setting cancelled it, caddy keys exits 5, and a
+// key the gateway has not cached is answered 503 store_unavailable, never
+// let through; once the lock is let go, the same change is made.
+func TestATimeoutADBASetIsTheStoreUnavailable(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: newUpstream(t).URL, store: pg.URI})
+	k := g.issue("--name", "crm", "--scope", "mail.send")
+	cold := g.issue("--name", "never-used", "--scope", "mail.send")
+
+	db, err := sql.Open("pgx", pg.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	set := func(qs ...string) {
+		t.Helper()
+		for _, q := range append(qs, "SELECT pg_reload_conf()") {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // the sessions read it
+	}
+	// Another session holds the keys table: every statement that reads or
+	// writes it waits.
+	holder, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if _, err := holder.Exec("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; LOCK TABLE keys IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		setting, said string
+	}{
+		{"lock_timeout", "lock timeout"},
+		{"statement_timeout", "statement timeout"},
+	} {
+		set("ALTER SYSTEM RESET lock_timeout", "ALTER SYSTEM RESET statement_timeout", "ALTER SYSTEM SET "+c.setting+" = '300ms'")
+		r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"})
+		if r.Status != 503 || r.code() != "store_unavailable" || r.Header.Get("Retry-After") != "1" || !strings.Contains(string(r.Body), c.said) || !strings.Contains(string(r.Body), "at its "+c.setting) {
+			t.Errorf("the admin API's revoke past %s: %d %s; want 503 store_unavailable with Retry-After: 1 saying %q and naming %s", c.setting, r.Status, r.Body, c.said, c.setting)
+		}
+		r = g.admin("POST", "/keygate/keys", map[string]any{"name": "later", "scopes": []string{"mail.send"}})
+		if r.Status != 503 || r.code() != "store_unavailable" || keyPattern.Match(r.Body) {
+			t.Errorf("the admin API's issue past %s: %d %s; want 503 store_unavailable and no key", c.setting, r.Status, r.Body)
+		}
+		for _, args := range [][]string{{"revoke", k.ID, "--reason", "leaked", "--yes"}, {"issue", "--name", "later", "--scope", "mail.send"}} {
+			out, errOut, err := g.keysRaw(args...)
+			if exitStatus(t, err) != 5 || !strings.Contains(errOut, "at its "+c.setting) || keyPattern.MatchString(out) {
+				t.Errorf("caddy keys %v past %s: %v %q %q; want exit status 5 naming %s", args[0], c.setting, err, out, errOut, c.setting)
+			}
+		}
+		if r := revokeSend(g, cold.Key); r.Status != 503 || r.code() != "store_unavailable" || r.Header.Get("Retry-After") == "" {
+			t.Errorf("a key not cached, past %s: %d %s; want 503 store_unavailable with Retry-After", c.setting, r.Status, r.Body)
+		}
+	}
+
+	if err := holder.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+		t.Fatalf("the revoke once the lock is let go: %d %s", r.Status, r.Body)
+	}
+	if r := revokeSend(g, k.Key); r.code() != "revoked_key" {
+		t.Errorf("the revoked key: %d %s", r.Status, r.Body)
+	}
+	if r := revokeSend(g, cold.Key); r.Status != 202 {
+		t.Errorf("the key not cached, once the lock is let go: %d %s", r.Status, r.Body)
+	}
+}

@@ -40,14 +40,56 @@ func Unavailable(err error) bool {
 		// as an SQLite store on a full disk is; or with a refusal that
 		// trying again will not change (a wrong password, 28P01; no such
 		// database, 3D000), even while connecting.
+		// A statement the server cancelled at a timeout set for keygate's
+		// role or database, or the server (statement_timeout, 57014, which
+		// pg_cancel_backend says too; lock_timeout, 55P03, while another
+		// session held a lock), or a session it ended at one
+		// (idle_in_transaction_session_timeout, 25P03;
+		// idle_session_timeout, 57P05), and a transaction it chose to end
+		// against another (a deadlock, 40P01; a serialization failure,
+		// 40001, under a default_transaction_isolation a role set) are
+		// worth trying again as well: the change was not made, and a try
+		// when the lock is let go goes through. A timeout every statement
+		// runs past says so in the message (CancelledBy).
 		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" ||
-			pe.Code == readOnlySQLTransaction || strings.HasPrefix(pe.Code, "53")
+			pe.Code == readOnlySQLTransaction || strings.HasPrefix(pe.Code, "53") ||
+			CancelledBy(err) != "" || pe.Code == "40P01" || pe.Code == "40001"
 	case errors.Is(err, ErrFileGone), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		networkError(err), errors.As(err, &ce), isBusy(err), isFull(err):
 		return true
 	}
 	return false
+}
+
+// CancelledBy names the server setting whose timeout cancelled the
+// statement err answers, or ended its session: statement_timeout (or an
+// administrator cancelled it), lock_timeout,
+// idle_in_transaction_session_timeout or idle_session_timeout; "" if none
+// did. A DBA may set them for keygate's
+// role or database (ALTER ROLE … SET statement_timeout), where a value
+// keygate's statements always run past makes every try fail: what answers
+// such an error names the setting.
+func CancelledBy(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	switch pe.Code {
+	case "57014":
+		// query_canceled: an administrator's pg_cancel_backend says "due
+		// to user request", and so does a statement_timeout that fires as
+		// the statement ends (seen with 1ms), so the words cannot tell
+		// them apart.
+		return "statement_timeout"
+	case "55P03": // lock_not_available: NOWAIT, which keygate never asks, or lock_timeout
+		return "lock_timeout"
+	case "25P03":
+		return "idle_in_transaction_session_timeout"
+	case "57P05":
+		return "idle_session_timeout"
+	}
+	return ""
 }
 
 // misconfigured reports a connection refused for a reason no retry mends,

@@ -39,6 +39,15 @@ func TestUnavailableTellsAnOutageFromARefusal(t *testing.T) {
 		{"a standby refusing a write", &pgconn.PgError{Code: "25006"}, true},
 		{"a server whose disk is full", &pgconn.PgError{Code: "53100"}, true},
 		{"a server out of memory", &pgconn.PgError{Code: "53200"}, true},
+		// Cancelled at a timeout a DBA set, or ended against another
+		// transaction: the change was not made, and a try later may be.
+		{"a statement past statement_timeout", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}, true},
+		{"a statement an administrator cancelled", &pgconn.PgError{Code: "57014", Message: "canceling statement due to user request"}, true},
+		{"a lock wait past lock_timeout", &pgconn.PgError{Code: "55P03", Message: "canceling statement due to lock timeout"}, true},
+		{"a session idle in a transaction past its timeout", &pgconn.PgError{Code: "25P03"}, true},
+		{"a session idle past its timeout", &pgconn.PgError{Code: "57P05"}, true},
+		{"a deadlock", &pgconn.PgError{Code: "40P01"}, true},
+		{"a serialization failure", &pgconn.PgError{Code: "40001"}, true},
 		{"no such key", fmt.Errorf("show: %w", ErrNotFound), false},
 		{"a unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"an ordinary error", errors.New("something else"), false},
