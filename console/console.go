@@ -156,6 +156,9 @@ type call struct {
 	now   time.Time
 	// id is the key id in the path, when the route has one.
 	id string
+	// kept says the store could not take the form sent, which the key
+	// page shows again as it was left (refused).
+	kept bool
 }
 
 // routes are the console's pages and actions: method, path ("{id}" is one

@@ -1683,6 +1683,15 @@ func TestAFormTheStoreCouldNotTakeComesBackAsItWasLeft(t *testing.T) {
 			`value="mail.send" checked`, "the shop&#39;s confirmations", "<title>Error: Create a key"}},
 		{"a key's settings", "/keys/" + k.ID + "/settings", settings, []string{`id="name" name="name" value="crm-sync"`,
 			`id="rate-n" name="rate_n" inputmode="numeric" value="5"`, "the CRM&#39;s new limit", "<title>Error: crm ·", `<details class="edit" open>`}},
+		// The actions on a key's page keep what was typed in them, and mark
+		// none of it wrong: nothing in them was.
+		{"a key's rotate form", "/keys/" + k.ID + "/rotate", url.Values{"grace": {"0"}, "stop_now": {"1"}, "reason": {"the laptop was stolen"}},
+			[]string{`<option value="0" selected>`, `name="stop_now" value="1" aria-describedby="form-error" checked>`,
+				`id="rotate-reason" name="reason" maxlength="500" value="the laptop was stolen"`, "<title>Error: crm ·"}},
+		{"a key's revoke form", "/keys/" + k.ID + "/revoke", url.Values{"confirm": {"crm"}, "reason": {"it leaked"}},
+			[]string{`aria-describedby="confirm-hint revoke-error" value="crm">`, `id="revoke-reason" name="reason" maxlength="500" value="it leaked"`}},
+		{"a key's disable form", "/keys/" + k.ID + "/disable", url.Values{"reason": {"on hold"}},
+			[]string{`id="state-reason" name="reason" maxlength="500" value="on hold"`}},
 	} {
 		w := f.post(alice, c.path, c.form)
 		body := w.Body.String()
@@ -1697,12 +1706,19 @@ func TestAFormTheStoreCouldNotTakeComesBackAsItWasLeft(t *testing.T) {
 				t.Errorf("%s lost %s:\n%s", c.page, want, body)
 			}
 		}
+		if strings.Contains(body, "aria-invalid") {
+			t.Errorf("%s marks a field wrong for a failure of the store:\n%s", c.page, body)
+		}
 	}
 	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 1 || f.show(k.ID).Name != "crm" {
-		t.Fatalf("the forms the store could not take changed something: %d keys, the key named %q", len(recs), f.show(k.ID).Name)
+	if recs, _ := f.svc.List(ctx, "", true); len(recs) != 1 || f.show(k.ID).Name != "crm" || f.show(k.ID).RevokedAt != nil || f.show(k.ID).Disabled {
+		t.Fatalf("the forms the store could not take changed something: %d keys, the key %+v", len(recs), f.show(k.ID))
+	}
+	f.follow(alice, f.post(alice, "/keys/"+k.ID+"/disable", url.Values{"reason": {"on hold"}}))
+	if !f.show(k.ID).Disabled {
+		t.Errorf("the disable form sent again did not disable the key")
 	}
 	f.follow(alice, f.post(alice, "/new", newKey))
 	f.follow(alice, f.post(alice, "/keys/"+k.ID+"/settings", settings))

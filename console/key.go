@@ -45,6 +45,12 @@ type keyView struct {
 	Graces  []option
 	// Grace is the grace period chosen in the rotate form.
 	Grace string
+	// Kept says the store could not take the action form Errs names: it
+	// is shown as it was left (StopNow, Confirm and Reason as sent), and
+	// nothing in it is marked wrong.
+	Kept    bool
+	StopNow bool
+	Confirm string
 	// Errs holds what a refused action got wrong, by form: "rotate",
 	// "revoke", "state", "settings".
 	Errs map[string]string
@@ -142,7 +148,10 @@ func (c *call) showKey(status int, form *settingsForm, errs map[string]string) e
 	}
 	v := &keyView{view: view{Title: rec.Name, Nav: "keys", Now: c.now}, Key: rec, Status: keys.Status(rec, c.now),
 		Presets: expiryPresets, Graces: graceOptions, Grace: cmp.Or(c.r.PostForm.Get("grace"), "24h"), Errs: errs,
-		Reason: shownAgain(c.r.PostForm.Get("reason"))}
+		Reason: shownAgain(c.r.PostForm.Get("reason")), Kept: c.kept}
+	if c.kept {
+		v.StopNow, v.Confirm = c.r.PostForm.Get("stop_now") == "1", shownAgain(c.r.PostForm.Get("confirm"))
+	}
 	if rec.RotatedTo != "" {
 		if next, err := c.keys.Show(ctx, rec.RotatedTo); err == nil {
 			if st := keys.Status(next, c.now); stopped(st) {
@@ -237,13 +246,22 @@ func labelOf(name string) string {
 }
 
 // refused shows the key page again with a message for the form that
-// caused err, or returns err when it is not about input.
+// caused err, or returns err when it is neither about input nor a failure
+// of the store. A form the store could not take is shown as it was left,
+// as settingsAgain shows the settings form.
 func (c *call) refused(form string, err error) error {
-	fe := asFormErr(err)
-	if fe == nil {
+	if fe := asFormErr(err); fe != nil {
+		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{form: fe.Message})
+	}
+	failed := c.storeFailed(err)
+	if failed == nil {
 		return err
 	}
-	return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{form: fe.Message})
+	c.kept = true
+	if err := c.showKey(failed.status, nil, map[string]string{form: failed.msg + keptTyped}); err != nil {
+		return failed // the store cannot show the page either: say why the change failed
+	}
+	return nil
 }
 
 func (c *call) update() error {
