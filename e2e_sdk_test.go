@@ -859,6 +859,80 @@ func TestE2ESDKsBatchesAndTemplates(t *testing.T) {
 	}
 }
 
+// sdkStoredSenders are the SDK calls that send a stored template naming
+// no sender, which the provider then sends as the template's, with the
+// endpoint they post to: Django-Anymail's template_id with from_email None
+// (its Mailjet backend gives the template in Globals, for every message).
+var sdkStoredSenders = map[string]string{
+	"anymail-mailjet": "/v3.1/send", "anymail-brevo": "/v3/smtp/email", "anymail-mailgun": "/v3/" + sdkMailgunDomain + "/messages",
+}
+
+// TestE2ESDKsTemplateSenderIsStoredAtTheProvider sends, through each SDK of
+// sdkStoredSenders, a message to two recipients on a stored template with no
+// sender of its own: a key without limits sends it, delivered unchanged and
+// counted for both; a key limited to sender domains is refused
+// invalid_payload, as keygate cannot see the template's sender, in words the
+// SDK's error shows. Before session 35 Anymail's Mailjet template was
+// refused for every key, as "Messages[0].From.Email is missing".
+func TestE2ESDKsTemplateSenderIsStoredAtTheProvider(t *testing.T) {
+	rig := startSDKRig(t, "")
+	keys := map[string]*string{} // by sdk, and sdk+"/limited"
+	for sdk := range sdkStoredSenders {
+		keys[sdk], keys[sdk+"/limited"] = new(string), new(string)
+		rig.issueKey(keys[sdk], "--name", sdk+"-stored-sender")
+		rig.issueKey(keys[sdk+"/limited"], "--name", sdk+"-stored-sender-limited", "--sender-domain", "shop.example", "--sender-domain", sdkMailgunDomain)
+	}
+	rig.issuing.Wait()
+	plans := map[string][]sdkScenario{}
+	for sdk := range sdkStoredSenders {
+		sc := sdkScenario{ID: sdk + "/stored-sender", SDK: sdk, Base: rig.base(sdk), Key: *keys[sdk],
+			To: []string{"a@rcpt.example", "b@rcpt.example"}, Template: true}
+		limited := sc
+		limited.ID, limited.Key = sdk+"/stored-sender-limited", *keys[sdk+"/limited"]
+		plans["python"] = append(plans["python"], sc, limited)
+	}
+	results := rig.run(plans)
+
+	delivered := map[string]int{}
+	for p, sent := range rig.delivered(keys) {
+		delivered[sent.by]++
+		if !bytes.Equal(p.Body, sent.Body) {
+			t.Errorf("%s: the provider's body differs from the SDK's:\n%s\n%s", sent.by, p.Body, sent.Body)
+		}
+		if want := sdkStoredSenders[sent.by]; p.Path != want {
+			t.Errorf("%s: went to %s, want %s", sent.by, p.Path, want)
+		}
+		d, _ := mailapi.Lookup(sent.dialect)
+		if m, err := d.Inspect(p.Path, p.Header.Get("Content-Type"), p.Body); err != nil || !m.Opaque || m.Recipients != 2 || len(m.Senders) != 0 {
+			t.Errorf("%s: the request reads as %d recipients from %q, opaque %v, %v; want 2 from a stored sender", sent.by, m.Recipients, m.Senders, m.Opaque, err)
+		}
+	}
+	for sdk := range sdkStoredSenders {
+		if r := results[sdk+"/stored-sender"]; !r.OK {
+			t.Errorf("%s: the SDK failed: %+v", sdk, r)
+		}
+		r := results[sdk+"/stored-sender-limited"]
+		sdkRefused(t, sdk+"/stored-sender-limited", r, "invalid_payload", 400, anymailError(sdk))
+		if !strings.Contains(r.Text, "template") {
+			t.Errorf("%s: the SDK's error does not say the sender is a template's: %s", sdk, r.Text)
+		}
+		if delivered[sdk] != 1 || delivered[sdk+"/limited"] != 0 {
+			t.Errorf("%s: the provider got %d requests with the key without limits and %d with the limited one, want 1 and 0",
+				sdk, delivered[sdk], delivered[sdk+"/limited"])
+		}
+		if u, ok := rig.usageOf(t, *keys[sdk], 3*time.Second, func(u usageJSON) bool {
+			return u.Allowed == 1 && u.Recipients == 2
+		}); !ok {
+			t.Errorf("%s: the key's usage is %d allowed, %d recipients; want 1, 2", sdk, u.Allowed, u.Recipients)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		for _, id := range sortedKeys(results) {
+			t.Logf("%s: %+v", id, results[id])
+		}
+	}
+}
+
 // sdkRig is a gateway with a site per dialect, a tap in front of each, the
 // fake provider behind them, and the SDK drivers prepared to run plans.
 type sdkRig struct {

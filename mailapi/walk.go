@@ -22,6 +22,7 @@ type inspection struct {
 
 	shared       bool // reading a shared object (Mailjet Globals)
 	sharedSender bool // a shared object named a sender
+	sharedHidden bool // a shared object may give every message a sender keygate cannot see (a template)
 	sharedRcpts  int  // recipients of shared objects, sent with every message
 	messages     int
 
@@ -161,7 +162,7 @@ func (in *inspection) object(r *reader, s *shape) error {
 	if s.sender != "" {
 		outer = in.begin()
 	}
-	wasShared := in.shared
+	wasShared, wasHidden := in.shared, in.msg.hidden
 	in.shared = in.shared || s.shared
 	err := r.object(func(key []byte) error {
 		m := s.member(key)
@@ -173,6 +174,12 @@ func (in *inspection) object(r *reader, s *shape) error {
 		in.pop()
 		return err
 	})
+	if s.shared {
+		// A template in a shared object (Mailjet's Globals.TemplateID) is
+		// every message's, before or after the messages are read.
+		in.sharedHidden = in.sharedHidden || in.msg.hidden && !wasHidden
+		in.msg.hidden = wasHidden
+	}
 	in.shared = wasShared
 	if err != nil {
 		return err
@@ -345,7 +352,12 @@ func (in *inspection) end(s *shape) {
 // message without a sender.
 func (in *inspection) finish() error {
 	in.m.Recipients += in.sharedRcpts * max(in.messages, 1)
-	if in.missing != "" && !in.sharedSender {
+	switch {
+	case in.missing == "" || in.sharedSender:
+	case in.sharedHidden:
+		// The messages without a sender may send as the shared template's.
+		in.m.Opaque = true
+	default:
 		return errors.New(in.missing + " is missing")
 	}
 	return nil

@@ -193,6 +193,10 @@ def anymail(sc, plan):
         msg.merge_global_data = {"name": "Ann"}
         if esp == "amazon_ses":
             msg.subject = msg.body = ""  # SES's templates hold both, and may not be overridden
+        if not sc["from"]:
+            # Sent as the template's stored sender: Anymail leaves the
+            # message's out when from_email is None.
+            msg.from_email = None
     msg.send()
 
 
