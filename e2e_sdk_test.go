@@ -681,6 +681,9 @@ var sdkKinds = []struct {
 		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
 		"mailgun-go":    "/v3/mg.shop.example/messages",   // AddRecipientAndVariables
 
+		"boto3":         "/v2/email/outbound-bulk-emails", // send_bulk_email
+		"postmark-ruby": "/email/batch",                   // deliver_in_batches
+
 		// SES's v1 API: SendBulkTemplatedEmail, a form POSTed to /.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",
 		// Mailjet's v3 Send API: Messages, one per recipient.
@@ -705,7 +708,8 @@ var sdkKinds = []struct {
 		"brevo-go":      "/v3/smtp/email",
 		"aws-sdk-go-v2": "/v2/email/outbound-emails",
 
-		"postmark-ruby": "/email/withTemplate", // deliver_with_template
+		"postmark-ruby": "/email/withTemplate",       // deliver_with_template
+		"boto3":         "/v2/email/outbound-emails", // send_email with Content.Template
 
 		// SES's v1 SendTemplatedEmail; Anymail's SES backend sends its
 		// templates with SendBulkTemplatedEmail.
@@ -725,6 +729,8 @@ var sdkKinds = []struct {
 		"mailgun-go": "/v3/mg.shop.example/messages.mime", // NewMIMEMessage
 		// SES's v1 SendRawEmail, with Source and Destinations.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",
+		// SES's v2 Content.Raw, with FromEmailAddress and Destination.
+		"boto3": "/v2/email/outbound-emails",
 	}, func(sc *sdkScenario) { sc.MIME = true }},
 	{"attachment", map[string]string{
 		"sendgrid": "/v3/mail/send", "postmark": "/email", "mailgun": "/v3/mg.shop.example/messages", "resend": "/emails",
@@ -740,12 +746,14 @@ var sdkKinds = []struct {
 		// recipients from the MIME headers (Anymail: from Destinations).
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/", "anymail-amazon-ses": "/",
 		"mailjet-v3": "/v3/send", "mailjet-go-v3": "/v3/send/message",
+		"boto3": "/v2/email/outbound-emails", // SES's v2 Content.Raw
 	}, func(sc *sdkScenario) { sc.Attachment = true }},
 	{"bulk", map[string]string{
 		"postmark": "/email/bulk", // sendBulkEmail
 	}, func(sc *sdkScenario) { sc.Bulk = true }},
 	{"batch-template", map[string]string{
 		"postmark": "/email/batchWithTemplates", "postmark-go": "/email/batchWithTemplates", // sendEmailBatchWithTemplates, SendTemplatedEmailBatch
+		"postmark-ruby": "/email/batchWithTemplates", // deliver_in_batches_with_templates
 	}, func(sc *sdkScenario) { sc.Batch, sc.Template = true, true }},
 	{"extras", map[string]string{
 		"sendgrid": "/v3/mail/send", // headers, categories, customArgs, sendAt, trackingSettings, replyToList, asm

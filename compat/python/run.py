@@ -53,10 +53,23 @@ def ses(base, key, sc):
         extras = {"ReplyToAddresses": REPLY_TO, "EmailTags": [{"Name": "category", "Value": "order"}],
                   "ConfigurationSetName": "tracking",
                   "ListManagementOptions": {"ContactListName": "customers", "TopicName": "orders"}}
+    if sc.get("batch"):
+        # A message per recipient on a stored template: SendBulkEmail.
+        client.send_bulk_email(
+            FromEmailAddress=sc["from"],
+            DefaultContent={"Template": {"TemplateName": "compat", "TemplateData": "{}"}},
+            BulkEmailEntries=[{"Destination": {"ToAddresses": [a]}} for a in sc["to"]])
+        return
+    content = {"Simple": {"Subject": {"Data": "compat"}, "Body": body}}
+    if sc.get("template"):
+        content = {"Template": {"TemplateName": "compat", "TemplateData": '{"name": "Ann"}'}}
+    elif sc.get("mime") or sc.get("attachment"):
+        # Content.Raw: MIME the application built, as for v1's SendRawEmail.
+        content = {"Raw": {"Data": mime(sc)}}
     client.send_email(
         FromEmailAddress=sc["from"],
         Destination={"ToAddresses": sc["to"]},
-        Content={"Simple": {"Subject": {"Data": "compat"}, "Body": body}},
+        Content=content,
         **extras,
     )
 
@@ -90,17 +103,7 @@ def ses_v1(sc, plan):
     elif sc.get("mime") or sc.get("attachment"):
         # SES's v1 API takes an attachment only in raw MIME the
         # application builds.
-        msg = MIMEMultipart()
-        msg["From"], msg["To"], msg["Subject"] = frm, ", ".join(to), sc.get("subject") or "compat"
-        msg.attach(MIMEText("hello"))
-        if sc.get("attachment"):
-            for name, data, ctype, cid in files(sc):
-                part = MIMEApplication(data, ctype.split("/", 1)[1])
-                part.add_header("Content-Disposition", "inline" if cid else "attachment", filename=name)
-                if cid:
-                    part["Content-ID"] = "<%s>" % cid
-                msg.attach(part)
-        client.send_raw_email(Source=frm, Destinations=to, RawMessage={"Data": msg.as_bytes()})
+        client.send_raw_email(Source=frm, Destinations=to, RawMessage={"Data": mime(sc)})
     else:
         body = {"Text": {"Data": "hello"}}
         if sc.get("html"):
@@ -111,6 +114,22 @@ def ses_v1(sc, plan):
                       "ConfigurationSetName": "tracking"}
         client.send_email(Source=frm, Destination={"ToAddresses": to},
                           Message={"Subject": {"Data": "compat"}, "Body": body}, **extras)
+
+
+def mime(sc):
+    """A scenario's message as MIME the application builds, with its
+    attachments (an attachment scenario)."""
+    msg = MIMEMultipart()
+    msg["From"], msg["To"], msg["Subject"] = sc["from"], ", ".join(sc["to"]), sc.get("subject") or "compat"
+    msg.attach(MIMEText("hello"))
+    if sc.get("attachment"):
+        for name, data, ctype, cid in files(sc):
+            part = MIMEApplication(data, ctype.split("/", 1)[1])
+            part.add_header("Content-Disposition", "inline" if cid else "attachment", filename=name)
+            if cid:
+                part["Content-ID"] = "<%s>" % cid
+            msg.attach(part)
+    return msg.as_bytes()
 
 
 # Anymail's backend for each provider, and the settings that point it at the

@@ -100,6 +100,22 @@ def postmark_ruby_template(sc)
                                template_model: { name: 'Ann' })
 end
 
+# A message to each recipient in one request (/email/batch), as
+# deliver_in_batches sends them (500 a request, Postmark's largest batch).
+def postmark_ruby_batch(sc)
+  client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
+  client.deliver_in_batches(sc['to'].map { |to| { from: sc['from'], to: to, subject: 'compat', text_body: 'hello' } })
+end
+
+# A message to each recipient on a stored template in one request
+# (/email/batchWithTemplates).
+def postmark_ruby_batch_template(sc)
+  client = Postmark::ApiClient.new(sc['key'], **connection(sc['base']))
+  client.deliver_in_batches_with_templates(sc['to'].map do |to|
+    { from: sc['from'], to: to, template_alias: 'compat', template_model: { name: 'Ann' } }
+  end)
+end
+
 # What an application adds beside the addresses (an extras scenario): the
 # headers of a one-click unsubscribe and a reference, reply-to addresses, a
 # tag, metadata and tracking, as the gem takes them (and through the mail
@@ -136,6 +152,8 @@ EXTRAS_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_extras),
                    'postmark-ruby-mail' => method(:postmark_ruby_mail_extras) }.freeze
 DRIVERS = { 'postmark-ruby' => method(:postmark_ruby), 'postmark-ruby-mail' => method(:postmark_ruby_mail) }.freeze
 TEMPLATE_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_template) }.freeze
+BATCH_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_batch) }.freeze
+BATCH_TEMPLATE_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_batch_template) }.freeze
 ATTACHMENT_DRIVERS = { 'postmark-ruby' => method(:postmark_ruby_attachment),
                        'postmark-ruby-mail' => method(:postmark_ruby_mail_attachment) }.freeze
 
@@ -152,7 +170,9 @@ def run(sc)
   t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   result = { 'id' => sc['id'] }
   begin
-    drivers = if sc['template'] then TEMPLATE_DRIVERS
+    drivers = if sc['batch'] && sc['template'] then BATCH_TEMPLATE_DRIVERS
+              elsif sc['batch'] then BATCH_DRIVERS
+              elsif sc['template'] then TEMPLATE_DRIVERS
               elsif sc['attachment'] then ATTACHMENT_DRIVERS
               elsif sc['extras'] then EXTRAS_DRIVERS
               else DRIVERS
