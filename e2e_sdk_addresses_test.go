@@ -231,7 +231,7 @@ func TestE2ESDKsBatchesAtTheLimit(t *testing.T) {
 var sdkBatchCopies = map[string]string{
 	"sendgrid": "/v3/mail/send", "mailjet": "/v3.1/send", "brevo": "/v3/smtp/email", "brevo-go": "/v3/smtp/email",
 	"mailgun": "/v3/" + sdkMailgunDomain + "/messages", "mailgun-go": "/v3/" + sdkMailgunDomain + "/messages",
-	"anymail-mailgun": "/v3/" + sdkMailgunDomain + "/messages",
+	"anymail-mailgun": "/v3/" + sdkMailgunDomain + "/messages", "symfony-mailgun": "/v3/" + sdkMailgunDomain + "/messages",
 }
 
 // TestE2ESDKsBatchCopiesCountForEveryMessage sends, through each SDK of

@@ -681,8 +681,9 @@ var sdkKinds = []struct {
 		"aws-sdk-go-v2": "/v2/email/outbound-bulk-emails", // SendBulkEmail
 		"mailgun-go":    "/v3/mg.shop.example/messages",   // AddRecipientAndVariables
 
-		"boto3":         "/v2/email/outbound-bulk-emails", // send_bulk_email
-		"postmark-ruby": "/email/batch",                   // deliver_in_batches
+		"boto3":           "/v2/email/outbound-bulk-emails", // send_bulk_email
+		"postmark-ruby":   "/email/batch",                   // deliver_in_batches
+		"symfony-mailgun": "/v3/mg.shop.example/messages",   // a recipient-variables header
 
 		// SES's v1 API: SendBulkTemplatedEmail, a form POSTed to /.
 		"ses-v1": "/", "aws-sdk-go-v2-ses": "/", "boto3-ses": "/",

@@ -72,6 +72,16 @@ function run(array $sc, string $mailgunDomain, $client): array
             if (!empty($sc['html'])) {
                 $email->html($sc['html']);
             }
+            if (!empty($sc['batch'])) {
+                // Mailgun's batch send: the transport sends a header named
+                // recipient-variables as that field, and Mailgun then
+                // sends each address of to a message of its own.
+                $email->getHeaders()->addTextHeader('recipient-variables',
+                    json_encode(array_fill_keys($sc['to'], ['name' => 'Ann']), JSON_THROW_ON_ERROR));
+            }
+            if (!empty($sc['bcc'])) {
+                $email->bcc(...$sc['bcc']);
+            }
             foreach ($sc['files'] ?? [] as $f) {
                 // An inline file is embedded under its content id, which
                 // the HTML refers to as cid:<id>.
