@@ -773,7 +773,7 @@ var sdkKinds = []struct {
 		"boto3": "/v2/email/outbound-emails", "boto3-ses": "/",
 		"postmark-ruby": "/email", "postmark-ruby-mail": "/email",
 		// Django-Anymail's extra_headers, reply_to, tags, metadata,
-		// track_opens, track_clicks and send_at.
+		// track_opens, track_clicks, send_at and esp_extra.
 		"anymail-sendgrid": "/v3/mail/send", "anymail-postmark": "/email", "anymail-mailgun": "/v3/mg.shop.example/messages",
 		"anymail-mailjet": "/v3.1/send", "anymail-brevo": "/v3/smtp/email", "anymail-amazon-ses": "/",
 		// Symfony Mailer's headers, reply-to, TagHeader and MetadataHeader.

@@ -147,6 +147,18 @@ ANYMAIL = {
 }
 
 
+# A field of each provider's that Anymail has no feature for, given as
+# esp_extra.
+ESP_EXTRA = {
+    "sendgrid": {"ip_pool_name": "transactional"},
+    "postmark": {"MessageStream": "outbound"},
+    "mailgun": {"o:require-tls": "yes"},
+    "mailjet": {"SandboxMode": False},
+    "sendinblue": {"batchId": "5c6cfa04-eed9-42c2-8b5c-6d470d978e9d"},
+    "amazon_ses": {"ConfigurationSetName": "tracking"},
+}
+
+
 def invoice():
     """A 60 KB binary attachment, the same in every run."""
     out, x = bytearray(60 << 10), 1
@@ -206,6 +218,8 @@ def anymail(sc, plan):
         msg.metadata = {"order_id": "42"}
         msg.track_opens = msg.track_clicks = True
         msg.send_at = datetime.now(timezone.utc) + timedelta(hours=1)
+        # And a provider's own field, which Anymail merges into its payload.
+        msg.esp_extra = ESP_EXTRA[esp]
     if sc.get("template"):
         # A template stored at the provider; the ids are the providers' forms.
         msg.template_id = {"mailjet": 7, "sendinblue": 7, "sendgrid": "d-compat"}.get(esp, "compat")
