@@ -167,27 +167,8 @@ func TestAReloadThatShortensTheRetentionPrunesSoon(t *testing.T) {
 	const pruneFirst = 5 * time.Second   // after the store opens, and now after such a reload
 	time.Sleep(pruneFirst + time.Second) // the start's prune is done: the next is an hour away
 
-	ctx := context.Background()
-	st, err := store.Open(ctx, g.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	err = st.AddUsage(ctx, []store.UsageDelta{
-		{KeyID: k.ID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 50}},
-		{KeyID: k.ID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 20}},
-	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	allowed := func() int64 {
-		var u usageJSON
-		if err := json.Unmarshal([]byte(g.keys("usage", k.ID, "--since", "2000h", "--json")), &u); err != nil {
-			t.Fatal(err)
-		}
-		return u.Allowed
-	}
+	addFortyDaysOfUsage(t, g, k.ID)
+	allowed := func() int64 { return g.longUsage(k.ID).Allowed }
 	if n := allowed(); n != 71 {
 		t.Fatalf("before the reload: %d allowed, want 71", n)
 	}
@@ -213,6 +194,38 @@ func TestAReloadThatShortensTheRetentionPrunesSoon(t *testing.T) {
 	}
 }
 
+// addFortyDaysOfUsage writes usage from before the test into the gateway's
+// store: 50 requests an hour 41 days ago, past a 40d retention, and 20 an
+// hour 39 days ago, inside it, each hour from a client address of its own.
+func addFortyDaysOfUsage(t *testing.T, g *gateway, keyID string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, g.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err = st.AddUsage(ctx, []store.UsageDelta{
+		{KeyID: keyID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 50}, IPs: map[string]int64{"198.51.100.41": 50}},
+		{KeyID: keyID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 20}, IPs: map[string]int64{"198.51.100.39": 20}},
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// longUsage is a key's usage over the last 2,000 hours, as caddy keys
+// usage --json answers it.
+func (g *gateway) longUsage(id string) usageJSON {
+	g.t.Helper()
+	var u usageJSON
+	if err := json.Unmarshal([]byte(g.keys("usage", id, "--since", "2000h", "--json")), &u); err != nil {
+		g.t.Fatal(err)
+	}
+	return u
+}
+
 func TestUsageRetentionDeletesOldHours(t *testing.T) {
 	up := newUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: site(`
@@ -236,27 +249,8 @@ func TestUsageRetentionDeletesOldHours(t *testing.T) {
 
 	// History from before this test: one hour past the retention, one
 	// inside it.
-	ctx := context.Background()
-	st, err := store.Open(ctx, g.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	err = st.AddUsage(ctx, []store.UsageDelta{
-		{KeyID: k.ID, Hour: now.Add(-41 * 24 * time.Hour), Counts: map[string]int64{"allowed": 50}, IPs: map[string]int64{"198.51.100.41": 50}},
-		{KeyID: k.ID, Hour: now.Add(-39 * 24 * time.Hour), Counts: map[string]int64{"allowed": 20}, IPs: map[string]int64{"198.51.100.39": 20}},
-	})
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	usage := func() usageJSON {
-		var u usageJSON
-		if err := json.Unmarshal([]byte(g.keys("usage", k.ID, "--since", "2000h", "--json")), &u); err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	addFortyDaysOfUsage(t, g, k.ID)
+	usage := func() usageJSON { return g.longUsage(k.ID) }
 	if u := usage(); u.Allowed != 73 {
 		t.Fatalf("before the gateway prunes: %d allowed, want 73", u.Allowed)
 	}
