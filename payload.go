@@ -167,7 +167,7 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 	// Form APIs (Mailgun) may read fields from the query string as well as
 	// the body; keygate reads the body only (but both of SES's v1 API).
 	if restricted && r.URL.RawQuery != "" && mailapi.FormContentType(r.Header.Get("Content-Type")) &&
-		!h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery) {
+		!h.queryRequest(r) {
 		return 0, denial{code: InvalidPayload, message: "query parameters on a form send are refused for keys with sender, recipient or quota limits"}
 	}
 	// A JSON send said to be a form: keygate reads the JSON, but a provider
@@ -175,7 +175,8 @@ func (h *Handler) checkMessage(r *http.Request, rec *store.Record, msg *mailapi.
 	// binding, Rails' params) reads the form, and
 	// {"x":"&From=ceo%40other.example&y=","From":"a@shop.example"} is both,
 	// with other senders. No SDK sends one.
-	if restricted && mailapi.FormContentType(r.Header.Get("Content-Type")) && !h.dialect.FormSend(r.URL.Path) {
+	if restricted && mailapi.FormContentType(r.Header.Get("Content-Type")) && !h.dialect.FormSend(r.URL.Path) &&
+		!h.queryRequest(r) {
 		return 0, denial{code: InvalidPayload, message: "a JSON send with a form Content-Type is refused for keys with sender, recipient or quota limits; send Content-Type: application/json"}
 	}
 	if len(rec.SenderDomains) > 0 {

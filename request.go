@@ -134,7 +134,7 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, q *request, ip st
 	} else if expects && r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
-	d.query = h.dialect != nil && h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery)
+	d.query = h.queryRequest(r)
 	status := d.write(w, h.forms)
 	h.record(r, q, ip, status, 0, t)
 	switch d.code {

@@ -296,6 +296,26 @@ func requiredScope(rules []ScopeRule, r *http.Request) string {
 	return ""
 }
 
+// requiredScopeAsRead returns the scope of the first rule that matches r
+// at path p, a path as a server reading it leniently reads r's
+// (mailapi.ReadPaths), or at p with a trailing slash: such a path has
+// none, and a line written with one ("scope stats.read GET /v3/stats/",
+// "/v3/templates/*") keeps matching what it matched.
+func requiredScopeAsRead(rules []ScopeRule, r *http.Request, p string) string {
+	a, b, slash := atPath(r, p), atPath(r, p+"/"), p != "/"
+	plainA, plainB := plainPath(a.URL.Path), plainPath(b.URL.Path)
+	for i := range rules {
+		rule := &rules[i]
+		if rule.Method != "" && rule.Method != r.Method {
+			continue
+		}
+		if rule.matches(a, plainA) || slash && rule.matches(b, plainB) {
+			return rule.Scope
+		}
+	}
+	return ""
+}
+
 // postedTo returns r as scope lines see it when it is scoped as a POST to
 // path p (mailapi.Message.ScopePath): r itself when p is "", else a copy
 // with that method and path.

@@ -53,7 +53,7 @@ func (h *Handler) checkWhoami() error {
 				h.Whoami, r.line())
 		}
 	}
-	if h.dialect != nil && (h.dialect.IsSend(http.MethodPost, h.Whoami) || h.dialect.QueryRequest(http.MethodPost, h.Whoami, "")) {
+	if h.dialect != nil && (h.dialect.IsSend(http.MethodPost, h.Whoami) || h.dialect.QueryRequest(http.MethodPost, h.Whoami, "", "")) {
 		return fmt.Errorf("keygate: whoami %s is a path mail_api %s sends mail at: its requests would be answered by whoami and never proxied; choose a path of its own, such as /keygate/whoami",
 			h.Whoami, h.dialect.Name)
 	}

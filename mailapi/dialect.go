@@ -21,6 +21,7 @@ package mailapi
 import (
 	"errors"
 	"mime"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -366,19 +367,57 @@ func (d *Dialect) FormSend(path string) bool {
 	return e != nil && e.form
 }
 
-// QueryRequest reports whether a request with this method, path and query
-// string is one of SES's v1 Query API: to "/" on an SES route, POSTed as a
-// form or, with any other method, with its parameters in the query string
-// (the Query API accepts GET). Its clients read an error only as XML (see
-// AppendQueryError), and its requests are read with InspectQuery.
-func (d *Dialect) QueryRequest(method, path, rawQuery string) bool {
+// QueryRequest reports whether a request with this method, path, query
+// string and Content-Type is one of SES's v1 Query API: to "/" on an SES
+// route, POSTed or, with any other method, with its parameters in the
+// query string (the Query API accepts GET). Its clients read an error only
+// as XML (see AppendQueryError), and its requests are read with
+// InspectQuery.
+//
+// At another path that is none of the dialect's send endpoints, so is a
+// request POSTed as a form, or with an Action parameter in its query
+// string: the API's clients send to "/", but a server that reads the
+// action from the parameters whatever the path would send "POST /x" with
+// Action=SendEmail, which must not pass uninspected. No request of SES's
+// v2 API (JSON, its parameters in its path) is one.
+func (d *Dialect) QueryRequest(method, path, rawQuery, contentType string) bool {
 	// Only AWS's APIs (signed with SigV4) have a Query protocol: every
 	// other dialect answers at once, since a gateway asks on every denial.
-	if !d.sigV4 || (rawQuery == "" && !strings.EqualFold(method, "POST")) {
+	if !d.sigV4 {
 		return false
 	}
-	e, _ := d.endpoint(path)
-	return e != nil && e.query
+	posted := strings.EqualFold(method, "POST")
+	if e, _ := d.endpoint(path); e != nil && e.query {
+		return posted || rawQuery != ""
+	} else if e != nil && d.IsSend(method, path) {
+		return false // a v2 send, inspected as one
+	}
+	return posted && FormContentType(contentType) || hasAction(rawQuery)
+}
+
+// hasAction reports whether a query string has a parameter named Action,
+// in any case and however escaped ("%41ction"), and between '&' or ';'
+// (which some servers also split at), as the Query API's parameters may be
+// read.
+func hasAction(rawQuery string) bool {
+	for rawQuery != "" {
+		param := rawQuery
+		if i := strings.IndexAny(rawQuery, "&;"); i >= 0 {
+			param, rawQuery = rawQuery[:i], rawQuery[i+1:]
+		} else {
+			rawQuery = ""
+		}
+		name, _, _ := strings.Cut(param, "=")
+		if strings.ContainsAny(name, "%+") {
+			if n, err := url.QueryUnescape(name); err == nil {
+				name = n
+			}
+		}
+		if strings.EqualFold(strings.TrimSpace(name), "Action") {
+			return true
+		}
+	}
+	return false
 }
 
 // endpoint returns the send endpoint path is, and the segment its pattern's
@@ -481,6 +520,91 @@ func (d *Dialect) EndpointPath(path string) string {
 		} else {
 			b.WriteString(p.segs[i])
 		}
+	}
+	return b.String()
+}
+
+// ReadPaths returns what a server that reads paths leniently may read path
+// as, where that differs from path as a path matcher cleans it: read is
+// the path up to where pathEnd ends it, each segment as plainSegment
+// leaves it, a backslash as a slash, and without a trailing slash
+// ("/v3/templates;x", "/v3/templates/", "/v3/templates%3Fx" are
+// "/v3/templates"); afterHost is that of what follows the first segment of
+// a path that starts with two slashes ("//h/v3/templates"), which a URL
+// parser reads as a host and a path. Each is "" when there is none, and
+// both are for the usual path, which ReadPaths reads without allocating.
+// A path that is one of a dialect's send endpoints has none but the
+// endpoint (Dialect.ReadPaths).
+func ReadPaths(path string) (read, afterHost string) {
+	if plainlyRead(path) {
+		return "", ""
+	}
+	read = readPath(path)
+	if rest, ok := afterAuthority(path); ok {
+		afterHost = readPath(rest)
+	}
+	return read, afterHost
+}
+
+// ReadPaths is ReadPaths for a path that is none of d's send endpoints;
+// one that is has none (it is read as EndpointPath says).
+func (d *Dialect) ReadPaths(path string) (read, afterHost string) {
+	if plainlyRead(path) {
+		return "", ""
+	}
+	if e, _ := d.endpoint(path); e != nil {
+		return "", ""
+	}
+	return ReadPaths(path)
+}
+
+// plainlyRead reports whether readPath would leave path as it is but for
+// what a path matcher cleans anyway (repeated slashes inside it, "." and
+// ".." segments): nothing pathEnd cuts, no ';' or backslash, no segment
+// ending in a space, tab or dot, no trailing slash, no leading "//".
+func plainlyRead(path string) bool {
+	if len(path) >= 2 && isSeparator(path[0]) && isSeparator(path[1]) {
+		return false
+	}
+	for i := 0; i < len(path); i++ {
+		switch path[i] {
+		case '?', '#', 0, ';', '\\':
+			return false
+		case '/':
+			if i == len(path)-1 && i > 0 {
+				return false
+			}
+		case '.', ' ', '\t':
+			if i == len(path)-1 || path[i+1] == '/' {
+				// "/x." and "/x /", but not a "." or ".." segment
+				if path[i] != '.' || !(i >= 1 && path[i-1] == '/' || i >= 2 && path[i-1] == '.' && path[i-2] == '/') {
+					return false
+				}
+			}
+		case '\n':
+			if i == len(path)-1 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// readPath is path as ReadPaths reads it, cleaned.
+func readPath(path string) string {
+	path = pathEnd(path)
+	it := segments{s: path, end: len(path)}
+	var segs []string
+	for seg, ok := it.next(); ok; seg, ok = it.next() {
+		segs = append(segs, seg)
+	}
+	if len(segs) == 0 {
+		return "/"
+	}
+	var b strings.Builder
+	for i := len(segs) - 1; i >= 0; i-- {
+		b.WriteByte('/')
+		b.WriteString(segs[i])
 	}
 	return b.String()
 }

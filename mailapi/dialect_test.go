@@ -230,6 +230,51 @@ func TestEndpointPathIsTheSendEndpointInspected(t *testing.T) {
 	}
 }
 
+// ReadPaths reads any path as a server that drops what EndpointPath drops
+// would, and as the path after a host; none for the usual path, nor for a
+// send endpoint's (EndpointPath reads those).
+func TestReadPathsIsThePathAsALenientServerReadsIt(t *testing.T) {
+	tests := []struct {
+		name, path, read, afterHost string
+	}{
+		{"a plain path has none", "/v3/templates", "", ""},
+		{"nor a plain path with dot segments and repeated slashes, which the matcher cleans", "/v3/./x/..//templates", "", ""},
+		{"nor the root", "/", "", ""},
+		{"nor a dotted name", "/v3/templates/a.b/.well-known", "", ""},
+		{"matrix parameters are dropped", "/v3;a/templates;b", "/v3/templates", ""},
+		{"a trailing slash is dropped", "/v3/templates/", "/v3/templates", ""},
+		{"trailing dots and spaces are dropped", "/v3/templates. ", "/v3/templates", ""},
+		{"a backslash is a slash", `/v3\templates\`, "/v3/templates", ""},
+		{"a servlet's dot-dot is resolved", "/x/..;y/v3/templates", "/v3/templates", ""},
+		{"the path ends at a question mark, a hash or a NUL", "/v3/templates?x#y\x00z", "/v3/templates", ""},
+		{"and before a final line feed", "/v3/templates\n", "/v3/templates", ""},
+		{"a root with parameters", "/;x", "/", ""},
+		{"the path after a host", "//gateway.example/v3/templates", "/gateway.example/v3/templates", "/v3/templates"},
+		{"a base URL's trailing slash reads as a host too", "//v3/templates", "/v3/templates", "/templates"},
+		{"after a host, read as any other", "/\\h/v3/templates;x/", "/h/v3/templates", "/v3/templates"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			read, afterHost := ReadPaths(tt.path)
+			if read != tt.read || afterHost != tt.afterHost {
+				t.Errorf("ReadPaths(%q) = %q, %q, want %q, %q", tt.path, read, afterHost, tt.read, tt.afterHost)
+			}
+		})
+	}
+	sendgrid, _ := Lookup("sendgrid")
+	for _, p := range []string{"/v3/mail/send;x", "//v3/mail/send", "//h/v3/mail/send/"} {
+		if read, afterHost := sendgrid.ReadPaths(p); read != "" || afterHost != "" {
+			t.Errorf("sendgrid ReadPaths(%q) = %q, %q, want none (a send endpoint is read as EndpointPath says)", p, read, afterHost)
+		}
+	}
+	if read, _ := sendgrid.ReadPaths("/v3/templates;x"); read != "/v3/templates" {
+		t.Errorf("sendgrid ReadPaths(/v3/templates;x) = %q, want /v3/templates", read)
+	}
+	if n := testing.AllocsPerRun(100, func() { sendgrid.ReadPaths("/v3/mail/send") }); n != 0 {
+		t.Errorf("ReadPaths allocates %v times per call for a plain path", n)
+	}
+}
+
 func TestIsSendDoesNotAllocate(t *testing.T) {
 	d, _ := Lookup("mailgun")
 	if n := testing.AllocsPerRun(100, func() { d.IsSend("POST", "/v3/mg.example.com/messages.mime/") }); n != 0 {

@@ -9,22 +9,34 @@ import (
 func TestQueryRequest(t *testing.T) {
 	ses, _ := Lookup("ses")
 	mailpit, _ := Lookup("mailpit")
+	form := "application/x-www-form-urlencoded; charset=utf-8"
 	for _, c := range []struct {
-		d                      *Dialect
-		method, path, rawQuery string
-		want                   bool
+		d                                   *Dialect
+		method, path, rawQuery, contentType string
+		want                                bool
 	}{
-		{ses, "POST", "/", "", true},
-		{ses, "post", "//", "", true},
-		{ses, "GET", "/", "Action=SendEmail&Source=a%40b.org", true},
-		{ses, "HEAD", "/", "Action=ListIdentities", true},
-		{ses, "GET", "/", "", false}, // no parameters: nothing of the Query API
-		{ses, "POST", "/v2/email/outbound-emails", "", false},
-		{ses, "GET", "/v2/email/account", "x=1", false},
-		{mailpit, "POST", "/", "Action=SendEmail", false},
+		{ses, "POST", "/", "", "", true},
+		{ses, "post", "//", "", "", true},
+		{ses, "GET", "/", "Action=SendEmail&Source=a%40b.org", "", true},
+		{ses, "HEAD", "/", "Action=ListIdentities", "", true},
+		{ses, "GET", "/", "", "", false}, // no parameters: nothing of the Query API
+		{ses, "POST", "/v2/email/outbound-emails", "", "application/json", false},
+		{ses, "POST", "/v2/email/outbound-emails", "", form, false}, // a v2 send, inspected as one
+		{ses, "GET", "/v2/email/account", "x=1", "", false},
+		{ses, "POST", "/v2/email/templates", "", "application/json", false},
+		{ses, "POST", "/keygate/whoami", "", "", false},
+		// Elsewhere, a form or an Action parameter is the Query API's.
+		{ses, "POST", "/x", "", form, true},
+		{ses, "POST", "/.json", "", "multipart/form-data; boundary=b", true},
+		{ses, "GET", "/x", "Action=SendEmail", "", true},
+		{ses, "GET", "/v2/email/identities", "x=1&%41ction=SendEmail", "", true},
+		{ses, "GET", "/x", "x=1;action=SendEmail", "", true},
+		{ses, "POST", "/x", "", "application/json", false},
+		{ses, "GET", "/v2/email/account", "Actions=1&xAction=2", "", false},
+		{mailpit, "POST", "/", "Action=SendEmail", form, false},
 	} {
-		if got := c.d.QueryRequest(c.method, c.path, c.rawQuery); got != c.want {
-			t.Errorf("%s QueryRequest(%q, %q, %q) = %v, want %v", c.d.Name, c.method, c.path, c.rawQuery, got, c.want)
+		if got := c.d.QueryRequest(c.method, c.path, c.rawQuery, c.contentType); got != c.want {
+			t.Errorf("%s QueryRequest(%q, %q, %q, %q) = %v, want %v", c.d.Name, c.method, c.path, c.rawQuery, c.contentType, got, c.want)
 		}
 	}
 }
