@@ -186,9 +186,9 @@ func (f *denialForms) body(c Code, r mailapi.Refusal, status int, message string
 	}
 	b := make([]byte, 0, n)
 	b = append(b, `{"error":{"code":`...)
-	b = strconv.AppendQuote(b, name)
+	b = mailapi.AppendJSONString(b, name)
 	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, message)
+	b = mailapi.AppendJSONString(b, message)
 	b = append(b, '}')
 	if f.dialect != nil {
 		b = f.dialect.AppendError(b, r, status, "keygate "+name+": "+message)
@@ -199,9 +199,9 @@ func (f *denialForms) body(c Code, r mailapi.Refusal, status int, message string
 // errorBody is the contract's JSON error body alone.
 func errorBody(code, message string) []byte {
 	b := []byte(`{"error":{"code":`)
-	b = strconv.AppendQuote(b, code)
+	b = mailapi.AppendJSONString(b, code)
 	b = append(b, `,"message":`...)
-	b = strconv.AppendQuote(b, message)
+	b = mailapi.AppendJSONString(b, message)
 	return append(b, "}}\n"...)
 }
 

@@ -2,6 +2,7 @@ package keygate_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,8 @@ http://127.0.0.1:{PORT} {
 	@mailgun header X-Provider mailgun
 	@resend header X-Provider resend
 	@ses header X-Provider ses
+	@plain header X-Provider plain
+	@narrow header X-Provider narrow
 	route @sendgrid {
 		keygate {
 			store {STORE}
@@ -71,6 +74,21 @@ http://127.0.0.1:{PORT} {
 			scope mail.send POST /v2/email/outbound-emails
 			scope api /*
 			whoami /keygate/whoami
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	route @plain {
+		keygate {
+			store {STORE}
+			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	route @narrow {
+		keygate {
+			store {STORE}
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
 		}
 		reverse_proxy {UPSTREAM}
 	}
@@ -275,6 +293,26 @@ func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 // as SES's clients send one.
 func sesAuth(key string) string {
 	return "AWS4-HMAC-SHA256 Credential=" + key + "/20261202/us-east-1/ses/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123abcd"
+}
+
+// A denial that names the request's path (no scope line matches it) is
+// JSON whatever bytes the path holds: until session 35 a NUL, another
+// control character or a byte that is no UTF-8 (/x%00, /x%0B, /x%FF) was
+// written as Go writes it in a string ("\x00", "\v"), which is no JSON, so
+// a client's SDK failed to read the refusal.
+func TestADenialNamingAnOddPathIsJSON(t *testing.T) {
+	up, _ := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	send := g.issue("--name", "send", "--scope", "mail.send")
+	for _, provider := range []string{"plain", "narrow"} {
+		for _, target := range []string{"/x%00", "/x%01y", "/x%0B", "/x%7F", "/x%FF", "/x%E2%80%A8", `/x"\\`, "/caf%C3%A9"} {
+			r := rawRequest(t, g, "POST", target, provider, "application/json", `{}`, "Bearer "+send.Key)
+			if r.Status != 403 || !json.Valid(r.Body) || !strings.Contains(r.message(), "no scope line matches POST /x") &&
+				!strings.Contains(r.message(), "no scope line matches POST /café") {
+				t.Errorf("%s %s: %d %q, want 403 with a JSON body naming the path", provider, target, r.Status, r.Body)
+			}
+		}
+	}
 }
 
 // recordingUpstream is an upstream that answers 202 and records the

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Refusal is the kind of a gateway's refusal, as finely as the providers'
@@ -94,6 +95,51 @@ func (d *Dialect) AppendQueryError(b []byte, r Refusal, status int, message stri
 	return append(b, "</Message></Error><RequestId>keygate</RequestId></ErrorResponse>\n"...)
 }
 
+// AppendJSONString appends s as a JSON string. A message may quote what a
+// client sent (a request path, which may hold a NUL, other control
+// characters or bytes that are no UTF-8), which strconv.AppendQuote would
+// write as "\x00", "\v" or "\xff": escapes JSON does not have, so the
+// body would be no JSON a client could read. Controls are written as
+// "\u00XX", a byte that is no UTF-8 as U+FFFD (as encoding/json does), and
+// U+2028 and U+2029 escaped; the rest as it is.
+func AppendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20 || c == 0x7f:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, `\u202`...)
+			b = append(b, hex[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
 // appendXMLText appends s escaped as XML character data.
 func appendXMLText(b []byte, s string) []byte {
 	var w bytes.Buffer
@@ -121,7 +167,7 @@ func (d *Dialect) RetryAfterHeader() string {
 
 func appendMember(b []byte, name string) []byte {
 	b = append(b, ',')
-	b = strconv.AppendQuote(b, name)
+	b = AppendJSONString(b, name)
 	return append(b, ':')
 }
 
@@ -131,7 +177,7 @@ var sendgridErrors = &errorShape{
 	members: func(b []byte, _ Refusal, _ int, message string) []byte {
 		b = appendMember(b, "errors")
 		b = append(b, `[{"message":`...)
-		b = strconv.AppendQuote(b, message)
+		b = AppendJSONString(b, message)
 		return append(b, `,"field":null,"help":null}]`...)
 	},
 	// SendGrid answers exhausted credits with 401 "Maximum credits
@@ -149,7 +195,7 @@ var postmarkErrors = &errorShape{
 		b = appendMember(b, "ErrorCode")
 		b = append(b, postmarkCodes[r]...)
 		b = appendMember(b, "Message")
-		return strconv.AppendQuote(b, message)
+		return AppendJSONString(b, message)
 	},
 	// Postmark answers a server that may not send (out of credits) with
 	// 422 and ErrorCode 405.
@@ -167,7 +213,7 @@ var postmarkCodes = [numRefusals]string{
 // prints the whole body).
 func messageMember(b []byte, _ Refusal, _ int, message string) []byte {
 	b = appendMember(b, "message")
-	return strconv.AppendQuote(b, message)
+	return AppendJSONString(b, message)
 }
 
 var mailgunErrors = &errorShape{members: messageMember}
@@ -177,9 +223,9 @@ var mailgunErrors = &errorShape{members: messageMember}
 var resendErrors = &errorShape{
 	members: func(b []byte, r Refusal, status int, message string) []byte {
 		b = appendMember(b, "name")
-		b = strconv.AppendQuote(b, resendNames[r])
+		b = AppendJSONString(b, resendNames[r])
 		b = appendMember(b, "message")
-		b = strconv.AppendQuote(b, message)
+		b = AppendJSONString(b, message)
 		b = appendMember(b, "statusCode")
 		return strconv.AppendInt(b, int64(status), 10)
 	},
@@ -228,9 +274,9 @@ var sesErrors = &errorShape{
 var mailjetErrors = &errorShape{
 	members: func(b []byte, r Refusal, status int, message string) []byte {
 		b = appendMember(b, "ErrorCode")
-		b = strconv.AppendQuote(b, mailjetCodes[r])
+		b = AppendJSONString(b, mailjetCodes[r])
 		b = appendMember(b, "ErrorMessage")
-		b = strconv.AppendQuote(b, message)
+		b = AppendJSONString(b, message)
 		b = appendMember(b, "StatusCode")
 		b = strconv.AppendInt(b, int64(status), 10)
 		if status != http.StatusBadRequest && status != http.StatusForbidden {
@@ -238,7 +284,7 @@ var mailjetErrors = &errorShape{
 		}
 		b = appendMember(b, "Messages")
 		b = append(b, `[{"Status":"error","Errors":[{"ErrorMessage":`...)
-		b = strconv.AppendQuote(b, message)
+		b = AppendJSONString(b, message)
 		b = append(b, `,"StatusCode":`...)
 		b = strconv.AppendInt(b, int64(status), 10)
 		return append(b, "}]}]"...)
@@ -260,9 +306,9 @@ var mailjetCodes = [numRefusals]string{
 var brevoErrors = &errorShape{
 	members: func(b []byte, r Refusal, _ int, message string) []byte {
 		b = appendMember(b, "code")
-		b = strconv.AppendQuote(b, brevoCodes[r])
+		b = AppendJSONString(b, brevoCodes[r])
 		b = appendMember(b, "message")
-		return strconv.AppendQuote(b, message)
+		return AppendJSONString(b, message)
 	},
 	// Brevo answers a lack of credits with 402 not_enough_credits; its
 	// SDK retries 408, 429 and 5xx twice, waiting up to a minute each.

@@ -64,3 +64,23 @@ func TestQuotaStatusIsOneTheSDKsDoNotRetry(t *testing.T) {
 		}
 	}
 }
+
+// A message may quote a request path, with any bytes in it: every
+// dialect's error members stay JSON, and read back as the message (a byte
+// that is no UTF-8 as U+FFFD).
+func TestErrorMembersAreJSONWhateverTheMessageHolds(t *testing.T) {
+	for _, msg := range []string{"/x\x00", "/x\x01\x0b\x1f\x7f", "/x\xff\xfe", "a \"quoted\" \\ path\n\r\t", "\u2028\u2029 café 🙂"} {
+		want := []rune(msg) // invalid bytes become U+FFFD
+		var s string
+		if err := json.Unmarshal(AppendJSONString(nil, msg), &s); err != nil || s != string(want) {
+			t.Errorf("AppendJSONString(%q) reads back as %q (%v), want %q", msg, s, err, string(want))
+		}
+		for _, name := range Names() {
+			d, _ := Lookup(name)
+			b := append(d.AppendError([]byte(`{"error":{}`), 0, 403, msg), '}')
+			if !json.Valid(b) {
+				t.Errorf("%s: the error for %q is no JSON: %s", name, msg, b)
+			}
+		}
+	}
+}
