@@ -247,7 +247,9 @@ func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 	up, last := recordingUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
 	api := g.issue("--name", "api", "--scope", "api")
-	send := g.issue("--name", "send", "--scope", "mail.send", "--sender-domain", "shop.example")
+	// A v1 request at /x needs the scope of /x (api) as well as its
+	// action's (TestAnSESv1ActionDoesNotScopeTheRequestAtAnotherPath).
+	send := g.issue("--name", "send", "--scope", "mail.send", "--scope", "api", "--sender-domain", "shop.example")
 
 	const (
 		form     = "application/x-www-form-urlencoded; charset=utf-8"
@@ -286,6 +288,43 @@ func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 	// whoami, which a v1 request is not, answers as before.
 	if r := rawRequest(t, g, "GET", "/keygate/whoami", "ses", "", "", sesAuth(api.Key)); r.Status != 200 || !strings.Contains(string(r.Body), `"api"`) {
 		t.Errorf("whoami: %d %s", r.Status, r.Body)
+	}
+}
+
+// A v1 request at another path than "/" (an Action in a v2 request's query
+// string, a form POSTed to /x) is scoped as its action and as the request
+// it also is: the key needs both. Until session 36 it was scoped as its
+// action alone, so a key holding only mail.send deleted an identity with
+// DELETE /v2/email/identities/shop.example?Action=SendEmail&…, a v2 request
+// SES does whatever its query string says, which needs scope api here.
+func TestAnSESv1ActionDoesNotScopeTheRequestAtAnotherPath(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	send := g.issue("--name", "send", "--scope", "mail.send", "--sender-domain", "shop.example")
+	both := g.issue("--name", "both", "--scope", "mail.send", "--scope", "api", "--sender-domain", "shop.example")
+
+	const (
+		form     = "application/x-www-form-urlencoded"
+		sendForm = "Action=SendEmail&Version=2010-12-01&Source=a%40shop.example&Destination.ToAddresses.member.1=a%40x.org&Message.Subject.Data=x&Message.Body.Text.Data=x"
+	)
+	for _, c := range []struct {
+		what, method, target, ctype, body string
+		key                               issuedKey
+		status                            int
+	}{
+		{"a v2 delete with a send in its query, by a key with mail.send alone", "DELETE", "/v2/email/identities/shop.example?" + sendForm, "", "", send, 403},
+		{"a form send at /x, by a key with mail.send alone", "POST", "/x", form, sendForm, send, 403},
+		{"a v2 delete with a send in its query, by a key with both scopes", "DELETE", "/v2/email/identities/shop.example?" + sendForm, "", "", both, 202},
+		{"a form send at /x, by a key with both scopes", "POST", "/x", form, sendForm, both, 202},
+		{"a v1 send at /, by a key with mail.send alone", "POST", "/", form, sendForm, send, 202},
+	} {
+		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(c.key.Key))
+		if r.Status != c.status || c.status == 403 && !strings.Contains(string(r.Body), "insufficient_scope: the API key lacks the scope this route requires: api") {
+			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
+		}
+		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
+			t.Errorf("%s: the upstream got %q", c.what, u)
+		}
 	}
 }
 

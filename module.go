@@ -437,6 +437,23 @@ func (h *Handler) lackedAsRead(rec *store.Record, r *http.Request, override stri
 	return denial{code: Allowed}
 }
 
+// lackedAsWritten refuses r, a request scoped as another (an SES v1
+// action at a path other than "/"), when the key lacks the scope r needs as
+// it is: as its method or the one its override header names, and as a
+// server reading paths leniently reads its path (lackedAsRead).
+func (h *Handler) lackedAsWritten(rec *store.Record, r *http.Request, override string) denial {
+	for _, m := range [2]string{r.Method, override} {
+		if m == "" {
+			continue
+		}
+		if s := requiredScope(h.Scopes, withMethod(r, m)); !keys.Covers(rec.Scopes, s) {
+			return denial{code: InsufficientScope, scope: s, message: scopeMessage(s, m, r.URL.Path) + " (at the path it is sent to, " +
+				"as well as its SES v1 Action's)"}
+		}
+	}
+	return h.lackedAsRead(rec, r, override)
+}
+
 // ServeHTTP is the request path of CONTRACT.md §4, in its order.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	t := now()
@@ -568,8 +585,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// key needs the scope of the path as such a server reads it as well,
 	// so a broader line after a narrower one is no way around the
 	// narrower (a send endpoint is read so already, by endpointPath).
+	// A request of SES's v1 API at another path than "/" is scoped as its
+	// action above, and is also the request it is at that path: the key
+	// needs that request's scope too (a v2 DELETE with ?Action=SendEmail
+	// is a DELETE to the provider).
 	if scoped == asSent {
 		if d := h.lackedAsRead(rec, asSent, override); d.code != Allowed {
+			return h.deny(w, r, q, ip, t, d)
+		}
+	} else if !h.dialect.QueryEndpoint(asSent.URL.Path) {
+		if d := h.lackedAsWritten(rec, asSent, override); d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
 	}

@@ -395,6 +395,19 @@ func (d *Dialect) QueryRequest(method, path, rawQuery, contentType string) bool 
 	return posted && FormContentType(contentType) || hasAction(rawQuery)
 }
 
+// QueryEndpoint reports whether path is where SES's v1 API is sent ("/"),
+// as its clients send every action. A request of the API there is scoped
+// as its action; one at another path (see QueryRequest) is also the
+// request it is at that path, which the provider may do whatever its
+// parameters say (a v2 DELETE with ?Action=SendEmail deletes).
+func (d *Dialect) QueryEndpoint(path string) bool {
+	if !d.sigV4 {
+		return false
+	}
+	e, _ := d.endpoint(path)
+	return e != nil && e.query
+}
+
 // hasAction reports whether a query string has a parameter named Action,
 // in any case and however escaped ("%41ction"), and between '&' or ';'
 // (which some servers also split at), as the Query API's parameters may be
