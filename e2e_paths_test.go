@@ -28,6 +28,7 @@ http://127.0.0.1:{PORT} {
 	@ses header X-Provider ses
 	@plain header X-Provider plain
 	@narrow header X-Provider narrow
+	@templated header X-Provider templated
 	route @sendgrid {
 		keygate {
 			store {STORE}
@@ -81,6 +82,15 @@ http://127.0.0.1:{PORT} {
 		keygate {
 			store {STORE}
 			scope mail.send POST /v3/mail/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	route @templated {
+		keygate {
+			store {STORE}
+			mail_api postmark
+			scope templates.send POST /email/withTemplate/*
+			scope mail.send POST /email*
 		}
 		reverse_proxy {UPSTREAM}
 	}
@@ -288,6 +298,42 @@ func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 	// whoami, which a v1 request is not, answers as before.
 	if r := rawRequest(t, g, "GET", "/keygate/whoami", "ses", "", "", sesAuth(api.Key)); r.Status != 200 || !strings.Contains(string(r.Body), `"api"`) {
 		t.Errorf("whoami: %d %s", r.Status, r.Body)
+	}
+}
+
+// A send endpoint written otherwise is scoped as the endpoint and as it is
+// written: a line written for the path as a client writes it still
+// decides. With scope templates.send POST /email/withTemplate/* before
+// scope mail.send POST /email*, Django-Anymail's POST /email/withTemplate/
+// needed templates.send until session 35, which scoped it as
+// /email/withTemplate alone, so a key holding only mail.send sent through
+// the templates line's path; it needs both now.
+func TestASendPathWrittenOtherwiseKeepsTheScopeOfItsLine(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	send := g.issue("--name", "send", "--scope", "mail.send")
+	templates := g.issue("--name", "templates", "--scope", "templates.send")
+	both := g.issue("--name", "both", "--scope", "mail.send", "--scope", "templates.send")
+	const body = `{"From":"a@shop.example","To":"a@x.org","TemplateAlias":"t","TemplateModel":{}}`
+	for _, c := range []struct {
+		what, target string
+		key          issuedKey
+		status       int
+		want         string
+	}{
+		{"the path as Anymail writes it, by a key with mail.send alone", "/email/withTemplate/", send, 403, "templates.send"},
+		{"the path as Anymail writes it, by a key with templates.send alone", "/email/withTemplate/", templates, 403, "mail.send"},
+		{"the path as Anymail writes it, by a key with both", "/email/withTemplate/", both, 200, ""},
+		{"with parameters after the slash, by a key with mail.send alone", "/email/withTemplate/;x", send, 403, "templates.send"},
+		{"the endpoint as it is, by a key with mail.send alone", "/email/withTemplate", send, 200, ""},
+	} {
+		r := rawRequest(t, g, "POST", c.target, "templated", "application/json", body, "Bearer "+c.key.Key)
+		if r.Status != c.status && !(c.status == 200 && r.Status == 202) || c.status == 403 && !strings.Contains(r.message(), c.want) {
+			t.Errorf("%s: %d %s, want %d naming %q", c.what, r.Status, r.Body, c.status, c.want)
+		}
+		if u := last(); c.status != 403 && u != c.target || c.status == 403 && u != "" {
+			t.Errorf("%s: the upstream got %q", c.what, u)
+		}
 	}
 }
 

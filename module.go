@@ -437,18 +437,27 @@ func (h *Handler) lackedAsRead(rec *store.Record, r *http.Request, override stri
 	return denial{code: Allowed}
 }
 
-// lackedAsWritten refuses r, a request scoped as another (an SES v1
-// action at a path other than "/"), when the key lacks the scope r needs as
-// it is: as its method or the one its override header names, and as a
-// server reading paths leniently reads its path (lackedAsRead).
-func (h *Handler) lackedAsWritten(rec *store.Record, r *http.Request, override string) denial {
+// lackedAsWritten refuses r, a request scoped as another (at asSent, the
+// send endpoint its path is read as; or as an SES v1 action, at a path
+// other than "/"), when the key lacks the scope r needs as it is written:
+// as its method or the one its override header names, and as a server
+// reading paths leniently reads its path (lackedAsRead). A line matching
+// asSent decides for r too when it comes first, so that "scope mail.send
+// POST /email/withTemplate" covers Django-Anymail's /email/withTemplate/,
+// while a line written for the path as a client writes it ("scope
+// templates.send POST /email/withTemplate/*") is not passed over.
+func (h *Handler) lackedAsWritten(rec *store.Record, r, asSent *http.Request, override string) denial {
 	for _, m := range [2]string{r.Method, override} {
 		if m == "" {
 			continue
 		}
-		if s := requiredScope(h.Scopes, withMethod(r, m)); !keys.Covers(rec.Scopes, s) {
-			return denial{code: InsufficientScope, scope: s, message: scopeMessage(s, m, r.URL.Path) + " (at the path it is sent to, " +
-				"as well as its SES v1 Action's)"}
+		as, at := r, asSent
+		if m != r.Method {
+			as, at = withMethod(r, m), withMethod(asSent, m)
+		}
+		if s := requiredScopeOfEither(h.Scopes, as, at); !keys.Covers(rec.Scopes, s) {
+			return denial{code: InsufficientScope, scope: s, message: scopeMessage(s, m, r.URL.Path) + " (at the path as it is written, " +
+				"as well as where it is read)"}
 		}
 	}
 	return h.lackedAsRead(rec, r, override)
@@ -585,16 +594,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// key needs the scope of the path as such a server reads it as well,
 	// so a broader line after a narrower one is no way around the
 	// narrower (a send endpoint is read so already, by endpointPath).
-	// A request of SES's v1 API at another path than "/" is scoped as its
-	// action above, and is also the request it is at that path: the key
-	// needs that request's scope too (a v2 DELETE with ?Action=SendEmail
-	// is a DELETE to the provider).
-	if scoped == asSent {
-		if d := h.lackedAsRead(rec, asSent, override); d.code != Allowed {
+	// A request scoped as another is also the request it is as written:
+	// a send endpoint written otherwise (a line for "/email/withTemplate/*"
+	// still decides), and a request of SES's v1 API at another path than
+	// "/", scoped as its action above (a v2 DELETE with ?Action=SendEmail
+	// is a DELETE to the provider). The key needs that scope too.
+	switch {
+	case scoped != asSent && h.dialect.QueryEndpoint(asSent.URL.Path):
+		// SES's v1 API at "/", where every action is sent: its action's.
+	case scoped != asSent || asSent != r:
+		if d := h.lackedAsWritten(rec, r, asSent, override); d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
-	} else if !h.dialect.QueryEndpoint(asSent.URL.Path) {
-		if d := h.lackedAsWritten(rec, asSent, override); d.code != Allowed {
+	default:
+		if d := h.lackedAsRead(rec, r, override); d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
 	}

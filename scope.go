@@ -316,6 +316,23 @@ func requiredScopeAsRead(rules []ScopeRule, r *http.Request, p string) string {
 	return ""
 }
 
+// requiredScopeOfEither returns the scope of the first rule that matches
+// r or alt, r with the same method at another path (the send endpoint r's
+// path is read as): "" when none does.
+func requiredScopeOfEither(rules []ScopeRule, r, alt *http.Request) string {
+	plainR, plainAlt := plainPath(r.URL.Path), plainPath(alt.URL.Path)
+	for i := range rules {
+		rule := &rules[i]
+		if rule.Method != "" && rule.Method != r.Method {
+			continue
+		}
+		if rule.matches(r, plainR) || rule.matches(alt, plainAlt) {
+			return rule.Scope
+		}
+	}
+	return ""
+}
+
 // postedTo returns r as scope lines see it when it is scoped as a POST to
 // path p (mailapi.Message.ScopePath): r itself when p is "", else a copy
 // with that method and path.
