@@ -603,23 +603,27 @@ func plainlyRead(path string) bool {
 	return true
 }
 
-// readPath is path as ReadPaths reads it, cleaned.
+// readPath is path as ReadPaths reads it, cleaned. Its segments come last
+// first, so they are measured, then written from the end of one buffer:
+// two allocations however many segments the path has.
 func readPath(path string) string {
 	path = pathEnd(path)
+	n := 0
 	it := segments{s: path, end: len(path)}
-	var segs []string
 	for seg, ok := it.next(); ok; seg, ok = it.next() {
-		segs = append(segs, seg)
+		n += 1 + len(seg)
 	}
-	if len(segs) == 0 {
+	if n == 0 {
 		return "/"
 	}
-	var b strings.Builder
-	for i := len(segs) - 1; i >= 0; i-- {
-		b.WriteByte('/')
-		b.WriteString(segs[i])
+	b := make([]byte, n)
+	it = segments{s: path, end: len(path)}
+	for seg, ok := it.next(); ok; seg, ok = it.next() {
+		n -= 1 + len(seg)
+		b[n] = '/'
+		copy(b[n+1:], seg)
 	}
-	return b.String()
+	return string(b)
 }
 
 // Inspect reads a send request's body. path selects the endpoint (a Postmark
