@@ -117,26 +117,7 @@ http://127.0.0.1:{PORT} {
 // drops them sends, and a send to /email%3Fx, /email%0A or //host/email was
 // not even inspected. The path goes upstream as the client wrote it.
 func TestASendPathWrittenOtherwiseNeedsTheSendScope(t *testing.T) {
-	var mu sync.Mutex
-	var got []string
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		mu.Lock()
-		got = append(got, r.RequestURI)
-		mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	defer up.Close()
-	last := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) == 0 {
-			return ""
-		}
-		s := got[len(got)-1]
-		got = nil
-		return s
-	}
+	up, last := recordingUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
 	api := g.issue("--name", "api", "--scope", "api")
 	send := g.issue("--name", "send", "--scope", "mail.send")
