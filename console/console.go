@@ -172,6 +172,7 @@ var routes = []struct {
 	{http.MethodGet, "/new", (*call).newPage},
 	{http.MethodPost, "/new", (*call).create},
 	{http.MethodGet, "/reveal/{id}", (*call).revealPage},
+	{http.MethodGet, "/reveal/{id}/shown.css", (*call).revealShown},
 	{http.MethodGet, "/keys/{id}", (*call).keyPage},
 	{http.MethodPost, "/keys/{id}/settings", (*call).update},
 	{http.MethodPost, "/keys/{id}/disable", (*call).disable},

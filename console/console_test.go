@@ -474,6 +474,38 @@ func TestANewKeyIsShownOnceAndNeverAgain(t *testing.T) {
 	}
 }
 
+// The reveal page's cookie, its token spent, is ended by the page's own
+// stylesheet once the page is up: a cookie changed after the page loaded,
+// which keeps Chromium from bringing the page back from its back-forward
+// cache (TestANewKeyDoesNotComeBackWithoutScript in console/browser).
+func TestTheRevealPageEndsItsCookieOnceItIsUp(t *testing.T) {
+	f := newFixture(t)
+	loc := f.post(alice, "/new", url.Values{"name": {"Shop"}, "scope": {"mail.send"}, "expires": {"90d"}}).Header().Get("Location")
+	at := &url.URL{Scheme: "http", Host: "example.com", Path: loc}
+	token := f.jars[alice.ID].Cookies(at)
+	page := f.get(alice, loc)
+	wantStatus(t, page, http.StatusOK)
+	if !strings.Contains(page.Body.String(), `<link rel="stylesheet" href="`+loc+`/shown.css">`) {
+		t.Errorf("the reveal page does not link its stylesheet")
+	}
+	shown := f.jars[alice.ID].Cookies(at)
+	if len(token) != 1 || len(shown) != 1 || shown[0].Value == token[0].Value {
+		t.Fatalf("the reveal cookie, before the page %v and after it %v: want it kept without its token", token, shown)
+	}
+	css := f.get(alice, loc+"/shown.css")
+	wantStatus(t, css, http.StatusOK)
+	if ct := css.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/css") || css.Header().Get("Cache-Control") != "no-store" {
+		t.Errorf("the reveal page's stylesheet: %q, %q", ct, css.Header().Get("Cache-Control"))
+	}
+	if left := f.jars[alice.ID].Cookies(at); len(left) != 0 {
+		t.Errorf("the reveal page's stylesheet left its cookie: %v", left)
+	}
+	// A page that shows no key links nothing of the kind.
+	if gone := f.get(alice, loc); gone.Code != http.StatusGone || strings.Contains(gone.Body.String(), "shown.css") {
+		t.Errorf("the reveal page again: %d, linking its stylesheet: %v", gone.Code, strings.Contains(gone.Body.String(), "shown.css"))
+	}
+}
+
 func TestAnUnreadRevealExpires(t *testing.T) {
 	f := newFixture(t)
 	w := f.post(alice, "/new", url.Values{"name": {"late"}, "scope": {"mail.send"}, "expires": {"30d"}})

@@ -109,6 +109,10 @@ type revealView struct {
 	OldStopped, OldDisabled bool
 	Curl, Gateway           string
 	Warnings                []string
+	// Shown is the page's own stylesheet, which ends its cookie once the
+	// page is up (revealShown), or "" when the page is not to be kept from
+	// the back-forward cache (the answer to a POST is never kept in it).
+	Shown string
 }
 
 // reveal keeps a new key for the reveal page and sends the browser there:
@@ -131,7 +135,7 @@ func (c *call) reveal(res *keys.Result, rotated string, lines []store.RouteScope
 		// The key exists and this is the only time it can be shown: show
 		// it in the POST's own answer rather than lose it.
 		c.h.opts.Logf("keygate console: keeping the new key %s for its reveal page: %v", res.ID, err)
-		c.showNewKey(f)
+		c.showNewKey(f, "")
 		return nil
 	}
 	// The token travels in a cookie for the reveal page's path only, not
@@ -164,22 +168,48 @@ func (c *call) revealPage() error {
 	if err != nil {
 		return err // the store did not answer: the key waits, a reload may show it
 	}
-	if tok != "" {
-		http.SetCookie(c.w, c.revealCookie("/reveal/"+c.id, "", -1))
-	}
+	page := "/reveal/" + c.id
 	if !ok {
+		if tok != "" {
+			http.SetCookie(c.w, c.revealCookie(page, "", -1))
+		}
 		c.render(http.StatusGone, "reveal", &revealView{view: view{Title: "Key no longer shown", Nav: "new"}})
 		return nil
 	}
-	c.showNewKey(f)
+	// The token is spent; the cookie stays, holding no token, until the
+	// page's stylesheet ends it (revealShown). Ended after the page is up,
+	// it is a cookie changed since the page loaded, which keeps Chromium
+	// from bringing the page back, with the key, from its back-forward
+	// cache (it keeps no-store pages there unless a cookie changes): Back
+	// loads the page again, which says the key is no longer shown, with
+	// or without the page's script, after leaving for another console
+	// page or another site alike.
+	http.SetCookie(c.w, c.revealCookie(page, revealShownValue, int(c.h.opts.RevealFor/time.Second)))
+	c.showNewKey(f, c.url(page+"/shown.css"))
 	return nil
 }
 
-// showNewKey renders the page that shows a new key, once.
-func (c *call) showNewKey(f *flash) {
+// revealShownValue is what the reveal cookie holds once the key is shown:
+// no token.
+const revealShownValue = "shown"
+
+// revealShown is the reveal page's stylesheet: it ends the reveal cookie
+// (see revealPage), and styles nothing.
+func (c *call) revealShown() error {
+	if _, err := c.r.Cookie(revealCookieName); err == nil {
+		http.SetCookie(c.w, c.revealCookie("/reveal/"+c.id, "", -1))
+	}
+	c.w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	c.w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// showNewKey renders the page that shows a new key, once; shown is its
+// stylesheet (revealView.Shown).
+func (c *call) showNewKey(f *flash, shown string) {
 	v := &revealView{view: view{Title: "Copy your new key", Nav: "new", Now: c.now},
 		Key: f.key, KeyID: f.keyID, Name: f.name, Rotated: f.rotated, Curl: f.curl, Gateway: f.gateway, Warnings: f.messages,
-		OldDisabled: f.oldDisabled, OldStopped: f.rotated != "" && !f.oldEnds.After(c.now)}
+		OldDisabled: f.oldDisabled, OldStopped: f.rotated != "" && !f.oldEnds.After(c.now), Shown: shown}
 	v.OldEnds = v.When(f.oldEnds)
 	c.render(http.StatusOK, "reveal", v)
 }
