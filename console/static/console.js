@@ -91,12 +91,22 @@
 
   // A whole key pasted into the search would go into the page's URL, and
   // so into access logs: only its hint (prefix, env and 8 characters, what
-  // the list shows) is sent, which finds it as well.
+  // the list shows) is sent, which finds it as well. The field's pattern
+  // refuses a whole key, so that a browser without this script does not
+  // send one; the browser checks it before the form's submit event, so the
+  // key is cut where the check fails, and the search sent again.
   each("#q", function (input) {
     if (!input.form) return;
-    input.form.addEventListener("submit", function () {
+    var cut = function () {
       var m = /([a-z][a-z0-9]{1,9}_(?:live|test)_[0-9A-Za-z]{8})[0-9A-Za-z]{35,}/.exec(input.value);
       if (m) input.value = m[1];
+      return !!m;
+    };
+    input.form.addEventListener("submit", cut);
+    input.addEventListener("invalid", function (e) {
+      if (!cut()) return; // something else key-shaped: the browser says what it wants
+      e.preventDefault();
+      setTimeout(function () { input.form.requestSubmit(); }, 0);
     });
   });
 
