@@ -336,11 +336,17 @@ func (c *call) enable() error  { return c.setDisabled(false) }
 
 func (c *call) setDisabled(off bool) error {
 	spec := keys.Spec{Disabled: &off, Reason: strings.TrimSpace(c.r.PostForm.Get("reason"))}
-	if _, err := c.keys.Update(c.r.Context(), c.id, spec, c.user.actor()); err != nil {
+	res, err := c.keys.Update(c.r.Context(), c.id, spec, c.user.actor())
+	if err != nil {
 		return c.refused("state", err)
 	}
 	msg := "Key enabled. Requests with it are accepted again."
-	if off {
+	switch {
+	case res.Unchanged && off: // a page opened before someone disabled it (another tab, another person)
+		msg = "Nothing changed: the key was already disabled (see its history below)."
+	case res.Unchanged:
+		msg = "Nothing changed: the key was already enabled (see its history below)."
+	case off:
 		msg = "Key disabled. Every request with it is refused until you enable it again."
 	}
 	return c.redirect("/keys/" + c.id + c.notify(said(msg)))
@@ -384,6 +390,12 @@ func (c *call) revoke() error {
 	if spaced := func(s string) string { return strings.Join(strings.Fields(s), " ") }; spaced(c.r.PostForm.Get("confirm")) != spaced(rec.Name) {
 		return c.showKey(http.StatusUnprocessableEntity, nil, map[string]string{
 			"revoke": "To revoke, type the key's name exactly as shown: " + rec.Name})
+	}
+	if rec.RevokedAt != nil {
+		// A page opened before someone revoked it (another tab, another
+		// person): their revocation stands, with its time and reason.
+		return c.redirect("/keys/" + c.id + c.notify(said("Nothing changed: the key was already revoked, "+
+			rec.RevokedAt.UTC().Format("2 Jan 2006 15:04 MST")+" (see its history below).")))
 	}
 	rv := keys.Revocation{ID: rec.ID, Reason: strings.TrimSpace(c.r.PostForm.Get("reason"))}
 	if _, err := c.keys.Revoke(ctx, rv, c.user.actor()); err != nil {
