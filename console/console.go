@@ -183,6 +183,7 @@ var routes = []struct {
 	{http.MethodPost, "/review/revoke", (*call).bulkRevoke},
 	{http.MethodGet, "/leaked", (*call).leakedPage},
 	{http.MethodPost, "/leaked", (*call).leaked},
+	{http.MethodPost, "/signout", (*call).signOut},
 }
 
 // ServeHTTP answers one request of the person WithUser names.

@@ -506,6 +506,37 @@ func TestTheRevealPageEndsItsCookieOnceItIsUp(t *testing.T) {
 	}
 }
 
+// Signing out answers 401 without a challenge, which makes a browser forget
+// the Basic credentials it sent (TestSigningOutEndsTheSignIn in
+// console/browser), and changes a cookie of the console's pages, so that
+// none comes back from the back-forward cache. The button is offered to
+// people signed in with Basic credentials only; it is a form of theirs.
+func TestSigningOutAnswers401WithoutAChallenge(t *testing.T) {
+	f := newFixture(t)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.SetBasicAuth("alice", "secret")
+	if page := f.serve(alice, r).Body.String(); !strings.Contains(page, `action="/signout"`) {
+		t.Errorf("a Basic sign-in is not offered to sign out")
+	}
+	if page := f.get(alice, "/").Body.String(); strings.Contains(page, `action="/signout"`) {
+		t.Errorf("a sign-in the console cannot end (an SSO's) is offered to sign out")
+	}
+	if w := f.post(alice, "/signout", url.Values{"csrf": {"forged"}}); w.Code != http.StatusForbidden {
+		t.Errorf("signing out with another site's form: %d, want 403", w.Code)
+	}
+	w := f.post(alice, "/signout", nil)
+	wantStatus(t, w, http.StatusUnauthorized)
+	if ch := w.Header().Get("WWW-Authenticate"); ch != "" || w.Header().Get("Cache-Control") != "no-store" {
+		t.Errorf("signing out answers WWW-Authenticate %q (the browser would ask to sign in there and then), Cache-Control %q", ch, w.Header().Get("Cache-Control"))
+	}
+	if cs := w.Result().Cookies(); len(cs) != 1 || cs[0].Name != signedOutCookie || cs[0].Path != "/" || !cs[0].HttpOnly {
+		t.Errorf("signing out sets %v, want a cookie of every console page", cs)
+	}
+	if page := w.Body.String(); !strings.Contains(page, "You are signed out") || strings.Contains(page, `href="/new"`) {
+		t.Errorf("the page after signing out:\n%s", page)
+	}
+}
+
 func TestAnUnreadRevealExpires(t *testing.T) {
 	f := newFixture(t)
 	w := f.post(alice, "/new", url.Values{"name": {"late"}, "scope": {"mail.send"}, "expires": {"30d"}})

@@ -96,6 +96,10 @@ type view struct {
 	// from its back-forward cache is loaded again (console.js), so it does
 	// not show a key as it was before a change made since.
 	Fresh bool
+	// SignOut offers to sign out: the person signed in with HTTP Basic
+	// authentication (basic_auth), which the browser keeps until it closes
+	// unless told to forget it (signOut).
+	SignOut bool
 }
 
 func (v *view) base() *view { return v }
@@ -109,6 +113,7 @@ func (c *call) render(status int, name string, data page) {
 	v.User, v.Mount, v.Now = c.user, c.mount, c.now
 	v.CSRF = c.h.formToken(c.r.Context(), c.user.ID)
 	v.Fresh = c.r.Method == http.MethodGet
+	v.SignOut = strings.HasPrefix(c.r.Header.Get("Authorization"), "Basic ")
 	if v.Notices == nil && c.r.Method == http.MethodGet {
 		v.Notices = c.notices()
 	}

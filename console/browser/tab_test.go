@@ -60,6 +60,10 @@ type tab struct {
 	// browser, as a server that does not answer: the navigation they
 	// start hangs until it is stopped.
 	stall atomic.Bool
+	// away, while set, answers the site's sign-in dialog with Cancel, as a
+	// person who has signed out and walked away; asked counts the dialogs.
+	away  atomic.Bool
+	asked atomic.Int32
 }
 
 // signIn opens a tab for user that answers the site's basic_auth
@@ -90,13 +94,15 @@ func (b *browser) signIn(t *testing.T, g *gateway, user string) *tab {
 			if err != nil {
 				return
 			}
-			go chromedp.Call(ctx, fetch.ContinueWithAuth, fetch.ContinueWithAuthParams{
-				RequestID: ev.RequestID,
-				AuthChallengeResponse: &fetch.AuthChallengeResponse{
-					Response: fetch.AuthChallengeResponseResponseProvideCredentials,
-					Username: user, Password: password + " " + user,
-				},
-			})
+			tb.asked.Add(1)
+			answer := &fetch.AuthChallengeResponse{
+				Response: fetch.AuthChallengeResponseResponseProvideCredentials,
+				Username: user, Password: password + " " + user,
+			}
+			if tb.away.Load() {
+				answer = &fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseCancelAuth}
+			}
+			go chromedp.Call(ctx, fetch.ContinueWithAuth, fetch.ContinueWithAuthParams{RequestID: ev.RequestID, AuthChallengeResponse: answer})
 		}
 	}()
 	handle := true
