@@ -101,3 +101,59 @@ func (u consoleUser) create(g *gateway, token, name string) (string, []*http.Coo
 	}
 	return loc, resp.Cookies()
 }
+
+// TestATeamOfCaddyUsersManagesItsKeysTogether: docs/console.md's teams of
+// basic_auth users. Caddy's map names each person's team and the console's
+// owner reads it: a key one member creates is the team's, which another
+// member sees and revokes; another team sees none of it, not even by its
+// id; someone the map does not name is refused rather than shown the keys
+// that have no owner.
+func TestATeamOfCaddyUsersManagesItsKeysTogether(t *testing.T) {
+	const hash = "$2a$14$S/PXxpQXLY2JdRqYKrrfj.LCC8FjErPlahUmwPO2dMWlxYPUaIqnq" // keygate-demo
+	g := startGateway(t, gatewayConfig{caddyfile: site(`
+	handle_path /console/* {
+		basic_auth {
+			raj ` + hash + `
+			mia ` + hash + `
+			bob ` + hash + `
+			eve ` + hash + `
+		}
+		map {http.auth.user.id} {console_team} {
+			raj marketing
+			mia marketing
+			bob sales
+		}
+		keygate_console {
+			store {STORE}
+			owner {console_team}
+		}
+	}
+`)})
+	as := func(user string) consoleUser {
+		return consoleUser{t: t, prefix: "/console", signIn: func(r *http.Request) { r.SetBasicAuth(user, "keygate-demo") }}
+	}
+	raj, mia, bob, eve := as("raj"), as("mia"), as("bob"), as("eve")
+
+	loc, cookies := raj.create(g, raj.formToken(g), "Spring newsletter")
+	if resp, page := raj.do(g, http.MethodGet, loc, nil, cookies...); resp.StatusCode != http.StatusOK || !keyPattern.MatchString(page) {
+		t.Fatalf("raj's new key's page: %d", resp.StatusCode)
+	}
+	_, list := mia.do(g, http.MethodGet, "/", nil)
+	id := regexp.MustCompile(`/console/keys/(key_[0-9A-Za-z]+)">Spring newsletter<`).FindStringSubmatch(list)
+	if id == nil || !strings.Contains(list, "marketing") {
+		t.Fatalf("mia's keys page does not list the key raj made for their team:\n%s", list)
+	}
+	if resp, page := bob.do(g, http.MethodGet, "/keys/"+id[1], nil); resp.StatusCode != http.StatusNotFound || strings.Contains(page, "Spring newsletter") {
+		t.Errorf("bob, of another team, opens the key: %d", resp.StatusCode)
+	}
+	if resp, _ := eve.do(g, http.MethodGet, "/", nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("eve, in no team, opens the console: %d, want 403", resp.StatusCode)
+	}
+	resp, _ := mia.do(g, http.MethodPost, "/keys/"+id[1]+"/revoke", url.Values{"csrf": {mia.formToken(g)}, "confirm": {"Spring newsletter"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("mia revokes the team's key: %d", resp.StatusCode)
+	}
+	if _, page := raj.do(g, http.MethodGet, "/keys/"+id[1], nil); !strings.Contains(page, "console mia from") || !strings.Contains(page, "console raj from") {
+		t.Errorf("the key's history does not name who issued and who revoked it:\n%s", page)
+	}
+}
