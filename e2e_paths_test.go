@@ -73,6 +73,7 @@ http://127.0.0.1:{PORT} {
 			store {STORE}
 			mail_api ses
 			scope mail.send POST /v2/email/outbound-emails
+			scope account.read POST /GetSendQuota
 			scope api /*
 			whoami /keygate/whoami
 		}
@@ -347,6 +348,39 @@ func TestAnSESv1ActionDoesNotScopeTheRequestAtAnotherPath(t *testing.T) {
 	} {
 		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(c.key.Key))
 		if r.Status != c.status || c.status == 403 && !strings.Contains(string(r.Body), "insufficient_scope: the API key lacks the scope this route requires: api") {
+			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
+		}
+		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
+			t.Errorf("%s: the upstream got %q", c.what, u)
+		}
+	}
+}
+
+// An SES v1 parameter after a ';' is refused: a reader that splits
+// parameters at ';' as at '&' (Rack 2's query strings, Python's parse_qs
+// before 3.9.2) and keeps the last of a repeated one reads
+// "Action=GetSendQuota&x=1;Action=SendEmail" as a send. Until session 36
+// keygate read it as GetSendQuota, so a key holding only account.read (the
+// examples' line for it) sent mail, uninspected, through such a server.
+func TestAnSESv1ParameterAfterASemicolonIsRefused(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	read := g.issue("--name", "read", "--scope", "account.read")
+	const (
+		form = "application/x-www-form-urlencoded"
+		send = "Source=a%40shop.example;Destination.ToAddresses.member.1=a%40x.org;Message.Subject.Data=x;Message.Body.Text.Data=x"
+	)
+	for _, c := range []struct {
+		what, method, target, ctype, body string
+		status                            int
+	}{
+		{"a GetSendQuota", "POST", "/", form, "Action=GetSendQuota&Version=2010-12-01", 202},
+		{"a send after a ';' in the body", "POST", "/", form, "Action=GetSendQuota&x=1;Action=SendEmail;" + send, 400},
+		{"a send after a ';' in the query", "GET", "/?Action=GetSendQuota&x=1;Action=SendEmail;" + send, "", "", 400},
+		{"a send after a ';' in the query of a POST", "POST", "/?x=1;Action=SendEmail", form, "Action=GetSendQuota", 400},
+	} {
+		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(read.Key))
+		if r.Status != c.status || c.status == 400 && !strings.Contains(string(r.Body), "invalid_payload: ses payload: a parameter after a ") {
 			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
 		}
 		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {

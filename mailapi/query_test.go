@@ -162,6 +162,12 @@ func TestInspectQueryRejects(t *testing.T) {
 		{"a multipart body", "", "multipart/form-data; boundary=b", "--b--\r\n", "want application/x-www-form-urlencoded"},
 		{"JSON", "", jsonType, `{"Action":"SendEmail"}`, "Content-Type: want"},
 		{"another charset", "", formType + "; charset=utf-16", "Action=SendEmail", `form charset "utf-16" is refused`},
+		// Read by a reader splitting at ';' (Rack 2's query strings), the
+		// last Action is a send keygate would scope as GetSendQuota.
+		{"an action after a ';' in the body", "", formType, "Action=GetSendQuota&x=1;Action=SendEmail&Source=a%40b.org", "a parameter after a ';' is refused"},
+		{"an action after a ';' in the query", "Action=GetSendQuota&x=1;%41ction=SendEmail", formType, "", "a parameter after a ';' is refused"},
+		{"a recipient after a ';'", "", formType, "Action=SendEmail&Source=a%40b.org&Message.Subject.Data=x;Destination.ToAddresses.member.1=x%40example.com",
+			"a parameter after a ';' is refused"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ses.InspectQuery(c.query, true, c.ctype, []byte(c.body))
