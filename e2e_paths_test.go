@@ -389,6 +389,39 @@ func TestAnSESv1ParameterAfterASemicolonIsRefused(t *testing.T) {
 	}
 }
 
+// A send path with a letter that is the endpoint's only as Unicode folds
+// case ("/v3/mail/ſend", a long s, which strings.EqualFold and Java's
+// equalsIgnoreCase read as "send") is scoped as the send it is inspected
+// as. Until session 36 keygate inspected it as the send but matched its
+// lines against it as written, which no "send" line matches (a path
+// matcher lower-cases it, and "ſ" is lower case already), so a key holding
+// only the broader line's scope sent mail through it.
+func TestASendPathWithAFoldedLetterNeedsTheSendScope(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	api := g.issue("--name", "api", "--scope", "api")
+	send := g.issue("--name", "send", "--scope", "mail.send")
+	for _, c := range []struct{ provider, target, ctype, body string }{
+		{"sendgrid", "/v3/mail/%C5%BFend", "application/json", `{"personalizations":[{"to":[{"email":"a@x.org"}]}],"from":{"email":"a@shop.example"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}`},
+		{"resend", "/email%C5%BF", "application/json", `{"from":"a@shop.example","to":"a@x.org","subject":"x","text":"x"}`},
+		{"mailgun", "/v3/shop.example/me%C5%BF%C5%BFages", "application/x-www-form-urlencoded", `from=a@shop.example&to=a@x.org&subject=x&text=x`},
+	} {
+		r := rawRequest(t, g, "POST", c.target, c.provider, c.ctype, c.body, "Bearer "+api.Key)
+		if r.Status != 403 || !strings.Contains(string(r.Body), "requires: mail.send") {
+			t.Errorf("%s %s with the api key: %d %s, want 403 naming mail.send", c.provider, c.target, r.Status, r.Body)
+		}
+		if u := last(); u != "" {
+			t.Errorf("%s %s with the api key: the upstream got %q", c.provider, c.target, u)
+		}
+		if r := rawRequest(t, g, "POST", c.target, c.provider, c.ctype, c.body, "Bearer "+send.Key); r.Status != 202 {
+			t.Errorf("%s %s with the send key: %d %s, want 202", c.provider, c.target, r.Status, r.Body)
+		}
+		if u := last(); u != c.target {
+			t.Errorf("%s %s with the send key: the upstream got %q", c.provider, c.target, u)
+		}
+	}
+}
+
 // sesAuth is a SigV4 Authorization header with key as its access key id,
 // as SES's clients send one.
 func sesAuth(key string) string {

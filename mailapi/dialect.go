@@ -510,16 +510,22 @@ func (d *Dialect) find(p *splitPath) (*endpoint, string, bool) {
 // its routes against the endpoint the request is inspected as: each
 // segment without its ";parameters" and trailing spaces and dots, a
 // backslash as a slash, the last without a format extension where that
-// made it the endpoint, and no trailing slash. "/v3/mail/send;x" and
+// made it the endpoint, no trailing slash, and a segment that is the
+// endpoint's only as Unicode folds case ("ſend", a long s) spelled as the
+// endpoint spells it. "/v3/mail/send;x" and
 // "/v3/mail/send/" are "/v3/mail/send": a server that drops the parameters
 // or the slash sends them, so a route must not take them for other paths.
-// Empty and dot segments and case are left as they are, for a path matcher
+// Empty and dot segments and ASCII case are left as they are, for a path matcher
 // to clean. It returns path itself when it is no endpoint or needs none of
 // this; then it does not allocate.
 func (d *Dialect) EndpointPath(path string) string {
 	var p splitPath
 	e, _, ext := d.lookup(path, &p)
-	if e == nil || p.same && !ext && (p.n == 0 || !strings.HasSuffix(path, "/")) {
+	if e == nil {
+		return path
+	}
+	folded := p.folded(e.segs, ext)
+	if p.same && !ext && !folded && (p.n == 0 || !strings.HasSuffix(path, "/")) {
 		return path
 	}
 	if p.n == 0 {
@@ -528,13 +534,56 @@ func (d *Dialect) EndpointPath(path string) string {
 	var b strings.Builder
 	for i := p.n - 1; i >= 0; i-- {
 		b.WriteByte('/')
+		seg := p.segs[i]
 		if i == 0 && ext {
-			b.WriteString(p.last)
-		} else {
-			b.WriteString(p.segs[i])
+			seg = p.last
 		}
+		if w := e.segs[i]; folded && w != "*" && !asciiEqualFold(w, seg) {
+			seg = w
+		}
+		b.WriteString(seg)
 	}
 	return b.String()
+}
+
+// folded reports whether a segment of the split path matched a segment of
+// want (see match) only as Unicode folds case: "ſend" (a long s) is
+// "send" to strings.EqualFold and to Java's equalsIgnoreCase, but not to
+// a path matcher, which lower-cases it and finds no "send" line. Such a
+// path is read as the endpoint with the endpoint's own spelling of those
+// segments, so that it is scoped as the send it is inspected as.
+func (p *splitPath) folded(want []string, ext bool) bool {
+	for i, w := range want {
+		g := p.segs[i]
+		if i == 0 && ext {
+			g = p.last
+		}
+		if w != "*" && !asciiEqualFold(w, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold reports whether a and b are the same but for the case of
+// ASCII letters.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadPaths returns what a server that reads paths leniently may read path

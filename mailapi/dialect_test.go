@@ -219,6 +219,12 @@ func TestEndpointPathIsTheSendEndpointInspected(t *testing.T) {
 		{"a double slash before the send path is left to the matcher", "sendgrid", "//v3/mail/send", "//v3/mail/send"},
 		{"the path after an authority", "sendgrid", "//gateway.example/v3/mail/send", "/v3/mail/send"},
 		{"ses v1's root after an authority", "ses", "//gateway.example/", "/"},
+		// strings.EqualFold (and Java's equalsIgnoreCase) read a long s as
+		// an s, a path matcher does not: the endpoint's own spelling.
+		{"a segment the endpoint's only as Unicode folds case", "sendgrid", "/v3/mail/\u017fend", "/v3/mail/send"},
+		{"the whole segment as the endpoint spells it", "resend", "/EMAIL\u017f/", "/emails"},
+		{"mailgun's domain stays as written when a segment is folded", "mailgun", "/v3/\u017fhop.example/me\u017f\u017fages", "/v3/\u017fhop.example/messages"},
+		{"a folded segment that dot-dot removes is left", "brevo", "/v3/smtp/email/../../\u212a/../smtp/email", "/v3/smtp/email/../../\u212a/../smtp/email"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
