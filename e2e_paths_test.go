@@ -234,7 +234,8 @@ func TestAPathWrittenOtherwiseNeedsTheScopeOfItsLine(t *testing.T) {
 // path than "/", or a request with an Action parameter in its query
 // string, is read as the Query API too, its sends inspected and scoped as
 // the v2 send. Until session 35, POST /x with Action=SendEmail passed
-// uninspected to any key whose scope covered /x.
+// uninspected to any key whose scope covered /x; until session 36 it
+// still did without a Content-Type, which Rack reads as a form.
 func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 	up, last := recordingUpstream(t)
 	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
@@ -262,6 +263,9 @@ func TestAnSESv1RequestAtAnotherPathIsReadAsOne(t *testing.T) {
 		{"a form send at /x from another domain", "POST", "/x", form, evilForm, send, 403, "evil.example"},
 		{"a form send at /x", "POST", "/x", form, sendForm, send, 202, ""},
 		{"a form without an action at /x", "POST", "/x", form, "x=1", api, 400, ""},
+		// Rack reads the body of a POST without a Content-Type as a form.
+		{"a send without a Content-Type at /x", "POST", "/x", "", sendForm, api, 400, "invalid_payload"},
+		{"a POST without a Content-Type or a body at /x", "POST", "/x", "", "", api, 202, ""},
 		{"a v2 request at another path", "POST", "/v2/email/templates", "application/json", `{"TemplateName":"t"}`, api, 202, ""},
 		{"a v2 request with a query", "GET", "/v2/email/identities?PageSize=1", "", "", api, 202, ""},
 	} {

@@ -400,9 +400,21 @@ func (h *Handler) endpointPath(p string) string {
 // queryRequest reports whether r is a request of the route's Query API
 // (mailapi.Dialect.QueryRequest). Only AWS's APIs, signed with SigV4, have
 // one: other routes answer without looking at its Content-Type.
+//
+// A POST with a body and no Content-Type is asked about as a form: Rack
+// reads such a body as one (Rack::Request#form_data?), so "POST /x" with
+// Action=SendEmail and no Content-Type is a send to a server that reads
+// the action whatever the path; read as the Query API, it is refused for
+// its Content-Type, as it is at "/".
 func (h *Handler) queryRequest(r *http.Request) bool {
-	return h.dialect != nil && h.dialect.KeyInSigV4() &&
-		h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Content-Type"))
+	if h.dialect == nil || !h.dialect.KeyInSigV4() {
+		return false
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" && r.ContentLength != 0 {
+		ct = "application/x-www-form-urlencoded"
+	}
+	return h.dialect.QueryRequest(r.Method, r.URL.Path, r.URL.RawQuery, ct)
 }
 
 // readPaths is what a server reading paths leniently may read p as
