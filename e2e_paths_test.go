@@ -426,6 +426,40 @@ func TestASendPathWithAFoldedLetterNeedsTheSendScope(t *testing.T) {
 	}
 }
 
+// A POST's _method query parameter is read as its override headers are:
+// Symfony (so Laravel, which turns it on) and Express's
+// methodOverride('_method') do the method it names. Until session 36 it was
+// not read, so with scope mail.send POST /emails before scope api /*, a key
+// holding only mail.send listed the account's sent emails through
+// POST /emails?_method=GET (with any send in its body) on such an upstream.
+func TestAMethodInTheQueryNeedsTheScopeOfThatMethod(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	send := g.issue("--name", "send", "--scope", "mail.send")
+	const body = `{"from":"a@shop.example","to":"a@x.org","subject":"x","text":"x"}`
+	for _, c := range []struct {
+		target string
+		status int
+	}{
+		{"/emails?_method=GET", 403},
+		{"/emails?x=1&_method=delete", 403},
+		{"/emails?%5Fmethod=GET", 403},
+		{"/emails?.method=GET", 403},
+		{"/emails?_method=GET&_method=POST", 403}, // two methods: refused
+		{"/emails?_method=POST", 202},
+		{"/emails?_methods=GET", 202},
+		{"/emails", 202},
+	} {
+		r := rawRequest(t, g, "POST", c.target, "resend", "application/json", body, "Bearer "+send.Key)
+		if r.Status != c.status || c.status == 403 && !strings.Contains(string(r.Body), "insufficient_scope") {
+			t.Errorf("POST %s: %d %s, want %d", c.target, r.Status, r.Body, c.status)
+		}
+		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
+			t.Errorf("POST %s: the upstream got %q", c.target, u)
+		}
+	}
+}
+
 // sesAuth is a SigV4 Authorization header with key as its access key id,
 // as SES's clients send one.
 func sesAuth(key string) string {

@@ -596,7 +596,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
 	case override != "":
 		if as := h.scopeOf(withMethod(scoped, override), withMethod(asSent, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
-			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method-override header names)"})
+			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method override names)"})
 		}
 	}
 	// A server that reads paths leniently (Java's servlet containers drop

@@ -3,6 +3,7 @@ package keygate
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -385,9 +386,10 @@ func isMethodOverride(name string) bool {
 	return false
 }
 
-// overriddenMethod returns the method a POST's override headers name ("" if
-// none does), and false when they name more than one: the upstream's
-// choice among them is unknown, so such a request is refused.
+// overriddenMethod returns the method a POST's override headers or the
+// _method parameter of its query string name ("" if none does), and false
+// when they name more than one: the upstream's choice among them is
+// unknown, so such a request is refused.
 func overriddenMethod(r *http.Request) (string, bool) {
 	if r.Method != http.MethodPost {
 		return "", true // frameworks honour overrides on POST only
@@ -413,10 +415,46 @@ func overriddenMethod(r *http.Request) (string, bool) {
 			}
 		}
 	}
+	// The _method parameter of the query string, which Symfony (so
+	// Laravel, which turns it on) and Express's methodOverride('_method')
+	// read on a POST as its method, as they read the headers.
+	for param := range strings.FieldsFuncSeq(r.URL.RawQuery, func(c rune) bool { return c == '&' || c == ';' }) {
+		name, v, _ := strings.Cut(param, "=")
+		if !methodParam(name) {
+			continue
+		}
+		if u, err := url.QueryUnescape(v); err == nil {
+			v = u
+		}
+		for v := range strings.SplitSeq(v, ",") {
+			v = strings.ToUpper(trimToMethod(v))
+			switch {
+			case v == "" || v == m:
+			case m == "":
+				m = v
+			default:
+				return "", false
+			}
+		}
+	}
 	if m == http.MethodPost {
 		m = ""
 	}
 	return m, true
+}
+
+// methodParam reports whether a query parameter's name, as written, is
+// _method as PHP reads names: unescaped, without leading spaces, and with
+// a space, '.' or '[' as '_' (" method" and ".method" are its _method).
+func methodParam(name string) bool {
+	if !strings.Contains(name, "method") && !strings.ContainsAny(name, "%+") {
+		return false // the usual parameter: no allocation
+	}
+	if u, err := url.QueryUnescape(name); err == nil {
+		name = u
+	}
+	name = strings.TrimLeft(name, " ")
+	return len(name) == len("_method") && strings.ContainsRune("_ .[", rune(name[0])) && name[1:] == "method"
 }
 
 // trimToMethod returns s without the bytes around it that cannot be part of

@@ -286,6 +286,45 @@ func TestMethodOverridesAreReadAsFrameworksReadThem(t *testing.T) {
 	}
 }
 
+// The _method parameter of a POST's query string is an override as the
+// headers are (Symfony, Laravel, Express's methodOverride('_method')), with
+// its name read as PHP reads names.
+func TestAMethodParameterIsAnOverride(t *testing.T) {
+	for _, c := range []struct {
+		query, want string
+		single      bool
+	}{
+		{"", "", true},
+		{"_method=DELETE", "DELETE", true},
+		{"a=1&_method=delete", "DELETE", true},
+		{"a=1;_method=PUT", "PUT", true},
+		{"%5Fmethod=DELETE", "DELETE", true},
+		{"+_method=DELETE", "DELETE", true},
+		{"+method=DELETE", "", true},
+		{".method=DELETE", "DELETE", true},
+		{"[method=DELETE", "DELETE", true},
+		{"_method=%20DELETE%20", "DELETE", true},
+		{"_method=POST", "", true},
+		{"_method=DELETE&_method=PUT", "", false},
+		{"_method=DELETE,PUT", "", false},
+		{"_methods=DELETE&x_method=PUT&method=PATCH", "", true},
+	} {
+		r := httptest.NewRequest("POST", "/v3/templates/d-1?"+c.query, nil)
+		if m, single := overriddenMethod(r); m != c.want || single != c.single {
+			t.Errorf("POST ?%s: %q, %v; want %q, %v", c.query, m, single, c.want, c.single)
+		}
+	}
+	r := httptest.NewRequest("POST", "/v3/templates/d-1?_method=DELETE", nil)
+	r.Header.Set("X-HTTP-Method-Override", "PUT")
+	if _, single := overriddenMethod(r); single {
+		t.Errorf("a header and the parameter naming two methods: read as one")
+	}
+	r = httptest.NewRequest("PUT", "/v3/templates/d-1?_method=DELETE", nil)
+	if m, _ := overriddenMethod(r); m != "" {
+		t.Errorf("a PUT's _method: read as %q, which frameworks do on a POST only", m)
+	}
+}
+
 // frameworkOverrides model how the web frameworks an upstream may be built
 // on read a POST's method-override header name: the method each does, ""
 // for the POST itself. Values are as Go's server hands them on (no control
