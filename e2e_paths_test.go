@@ -426,6 +426,39 @@ func TestASendPathWithAFoldedLetterNeedsTheSendScope(t *testing.T) {
 	}
 }
 
+// An SES v1 request with another method than POST is read from its body
+// too when it has one: Rack reads a form body whatever the method, and
+// Rails' params take the body's Action over the query's. Until session 36
+// GET /?Action=GetSendQuota was read from its query string alone, so a key
+// holding only account.read sent the SendEmail in its body, uninspected.
+func TestAnSESv1ActionInTheBodyOfAGetIsRead(t *testing.T) {
+	up, last := recordingUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: pathsCaddyfile, upstream: up.URL})
+	read := g.issue("--name", "read", "--scope", "account.read")
+	const (
+		form = "application/x-www-form-urlencoded"
+		send = "Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.member.1=a%40x.org&Message.Subject.Data=x&Message.Body.Text.Data=x"
+	)
+	for _, c := range []struct {
+		what, method, target, ctype, body string
+		status                            int
+	}{
+		{"a GetSendQuota by GET", "GET", "/?Action=GetSendQuota", "", "", 202},
+		{"a GetSendQuota by GET with the action in its body too", "GET", "/?Action=GetSendQuota", form, "Action=GetSendQuota", 202},
+		{"a send in the body of a GET", "GET", "/?Action=GetSendQuota", form, send, 400},
+		{"a send in the body of a PUT", "PUT", "/?Action=GetSendQuota", form, send, 400},
+		{"a send in the body of a GET at another path", "GET", "/x?Action=GetSendQuota", form, send, 400},
+	} {
+		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(read.Key))
+		if r.Status != c.status || c.status == 400 && !strings.Contains(string(r.Body), "Action is given twice") {
+			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
+		}
+		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
+			t.Errorf("%s: the upstream got %q", c.what, u)
+		}
+	}
+}
+
 // A POST's _method query parameter is read as its override headers are:
 // Symfony (so Laravel, which turns it on) and Express's
 // methodOverride('_method') do the method it names. Until session 36 it was

@@ -30,10 +30,14 @@ import (
 // handler chain is done; nil when none was read), and reads what it asks
 // the provider to send. A request of SES's v1 API (mailapi's Query API, as
 // the caller found with QueryRequest) is read from its query string and,
-// when posted, its body.
+// when posted or when it has one, its body.
 func (h *Handler) readSend(r *http.Request, query bool) (*sendBody, mailapi.Message, denial) {
-	posted := strings.EqualFold(r.Method, http.MethodPost)
-	if query && !posted {
+	// A Query API request with another method is read from its query
+	// string, and from its body when it has one: Rack reads a form body
+	// whatever the method, and Rails' params take its Action over the
+	// query's, so GET /?Action=GetSendQuota with Action=SendEmail in its
+	// body is a send there.
+	if query && !strings.EqualFold(r.Method, http.MethodPost) && r.ContentLength == 0 {
 		msg, err := h.dialect.InspectQuery(r.URL.RawQuery, false, "", nil)
 		return nil, msg, h.payloadError(err)
 	}
