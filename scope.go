@@ -400,18 +400,9 @@ func overriddenMethod(r *http.Request) (string, bool) {
 			continue
 		}
 		for _, v := range vs {
-			// Express's method-override does the first of a header's
-			// comma-separated values, so each is read: "PUT, DELETE"
-			// names two methods, not one called "PUT, DELETE".
-			for v := range strings.SplitSeq(v, ",") {
-				v = strings.ToUpper(trimToMethod(v))
-				switch {
-				case v == "" || v == m:
-				case m == "":
-					m = v
-				default:
-					return "", false
-				}
+			var ok bool
+			if m, ok = addMethods(m, v); !ok {
+				return "", false
 			}
 		}
 	}
@@ -426,19 +417,32 @@ func overriddenMethod(r *http.Request) (string, bool) {
 		if u, err := url.QueryUnescape(v); err == nil {
 			v = u
 		}
-		for v := range strings.SplitSeq(v, ",") {
-			v = strings.ToUpper(trimToMethod(v))
-			switch {
-			case v == "" || v == m:
-			case m == "":
-				m = v
-			default:
-				return "", false
-			}
+		var ok bool
+		if m, ok = addMethods(m, v); !ok {
+			return "", false
 		}
 	}
 	if m == http.MethodPost {
 		m = ""
+	}
+	return m, true
+}
+
+// addMethods adds the methods an override's value names to m, the one named
+// so far, and reports false when they name another. Express's
+// method-override does the first of a header's comma-separated values, so
+// each is read: "PUT, DELETE" names two methods, not one called
+// "PUT, DELETE".
+func addMethods(m, value string) (string, bool) {
+	for v := range strings.SplitSeq(value, ",") {
+		v = strings.ToUpper(trimToMethod(v))
+		switch {
+		case v == "" || v == m:
+		case m == "":
+			m = v
+		default:
+			return "", false
+		}
 	}
 	return m, true
 }
