@@ -374,23 +374,12 @@ func TestAnSESv1ParameterAfterASemicolonIsRefused(t *testing.T) {
 		form = "application/x-www-form-urlencoded"
 		send = "Source=a%40shop.example;Destination.ToAddresses.member.1=a%40x.org;Message.Subject.Data=x;Message.Body.Text.Data=x"
 	)
-	for _, c := range []struct {
-		what, method, target, ctype, body string
-		status                            int
-	}{
+	sesCases(t, g, last, read.Key, "invalid_payload: ses payload: a parameter after a ", []sesCase{
 		{"a GetSendQuota", "POST", "/", form, "Action=GetSendQuota&Version=2010-12-01", 202},
 		{"a send after a ';' in the body", "POST", "/", form, "Action=GetSendQuota&x=1;Action=SendEmail;" + send, 400},
 		{"a send after a ';' in the query", "GET", "/?Action=GetSendQuota&x=1;Action=SendEmail;" + send, "", "", 400},
 		{"a send after a ';' in the query of a POST", "POST", "/?x=1;Action=SendEmail", form, "Action=GetSendQuota", 400},
-	} {
-		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(read.Key))
-		if r.Status != c.status || c.status == 400 && !strings.Contains(string(r.Body), "invalid_payload: ses payload: a parameter after a ") {
-			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
-		}
-		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
-			t.Errorf("%s: the upstream got %q", c.what, u)
-		}
-	}
+	})
 }
 
 // A send path with a letter that is the endpoint's only as Unicode folds
@@ -439,24 +428,13 @@ func TestAnSESv1ActionInTheBodyOfAGetIsRead(t *testing.T) {
 		form = "application/x-www-form-urlencoded"
 		send = "Action=SendEmail&Source=a%40shop.example&Destination.ToAddresses.member.1=a%40x.org&Message.Subject.Data=x&Message.Body.Text.Data=x"
 	)
-	for _, c := range []struct {
-		what, method, target, ctype, body string
-		status                            int
-	}{
+	sesCases(t, g, last, read.Key, "Action is given twice", []sesCase{
 		{"a GetSendQuota by GET", "GET", "/?Action=GetSendQuota", "", "", 202},
 		{"a GetSendQuota by GET with the action in its body too", "GET", "/?Action=GetSendQuota", form, "Action=GetSendQuota", 202},
 		{"a send in the body of a GET", "GET", "/?Action=GetSendQuota", form, send, 400},
 		{"a send in the body of a PUT", "PUT", "/?Action=GetSendQuota", form, send, 400},
 		{"a send in the body of a GET at another path", "GET", "/x?Action=GetSendQuota", form, send, 400},
-	} {
-		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(read.Key))
-		if r.Status != c.status || c.status == 400 && !strings.Contains(string(r.Body), "Action is given twice") {
-			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
-		}
-		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
-			t.Errorf("%s: the upstream got %q", c.what, u)
-		}
-	}
+	})
 }
 
 // A POST's _method query parameter is read as its override headers are:
@@ -565,4 +543,26 @@ func rawRequest(t *testing.T, g *gateway, method, target, provider, ctype, body,
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// sesCase is a request of SES's v1 API and the status the gateway answers it
+// with.
+type sesCase struct {
+	what, method, target, ctype, body string
+	status                            int
+}
+
+// sesCases sends each case with key on the SES route: a 202 reaches the
+// upstream as written, a 400 names refused in its body and reaches nothing.
+func sesCases(t *testing.T, g *gateway, last func() string, key, refused string, cases []sesCase) {
+	t.Helper()
+	for _, c := range cases {
+		r := rawRequest(t, g, c.method, c.target, "ses", c.ctype, c.body, sesAuth(key))
+		if r.Status != c.status || c.status == 400 && !strings.Contains(string(r.Body), refused) {
+			t.Errorf("%s: %d %s, want %d", c.what, r.Status, r.Body, c.status)
+		}
+		if u := last(); c.status == 202 && u != c.target || c.status != 202 && u != "" {
+			t.Errorf("%s: the upstream got %q", c.what, u)
+		}
+	}
 }
