@@ -159,6 +159,8 @@ type call struct {
 	// kept says the store could not take the form sent, which the key
 	// page shows again as it was left (refused).
 	kept bool
+	// teamless: the person is signed in but in no team (noTeam).
+	teamless bool
 }
 
 // routes are the console's pages and actions: method, path ("{id}" is one
@@ -201,15 +203,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveStatic(w, r)
 		return
 	}
-	if !user.Admin && user.Owner == "" {
-		// ForOwner("") would show the keys that have no owner: refuse
-		// rather than guess which team the person belongs to.
-		h.plainError(w, r, http.StatusForbidden, "No team",
-			"You are signed in, but the console could not tell which team's keys are yours. Ask whoever runs it to check its owner setting.")
-		return
-	}
 	mount, _ := r.Context().Value(mountKey).(string)
 	c := &call{w: w, r: r, h: h, user: user, keys: h.svc, mount: mount, now: h.opts.Now().UTC()}
+	if !user.Admin && user.Owner == "" {
+		c.noTeam()
+		return
+	}
 	if !user.Admin {
 		c.keys = h.svc.ForOwner(user.Owner)
 	}
@@ -363,6 +362,25 @@ var sharedPages = sync.OnceValue(loadPages)
 func (h *Handler) plainError(w http.ResponseWriter, r *http.Request, status int, title, msg string) {
 	mount, _ := r.Context().Value(mountKey).(string)
 	h.pages.renderTo(w, status, "error", &errorView{view: view{Title: title, Mount: mount}, Message: msg})
+}
+
+// noTeam answers a person signed in whom the console cannot place in a
+// team: ForOwner("") would show the keys that have no owner, so it refuses
+// rather than guess. Signing out is all it offers (a person signed in with
+// the wrong Basic credentials would otherwise keep them until the browser
+// closed).
+func (c *call) noTeam() {
+	c.keys, c.teamless = nil, true
+	if _, ok := matchPath("/signout", c.r.URL.Path); ok && c.r.Method == http.MethodPost {
+		if err := c.checkForm(); err != nil {
+			c.fail(err)
+			return
+		}
+		c.signOut()
+		return
+	}
+	c.render(http.StatusForbidden, "error", &errorView{view: view{Title: "No team"},
+		Message: "You are signed in, but the console could not tell which team's keys are yours. Ask whoever runs it to check its owner setting."})
 }
 
 // url builds a link to a console path under the mount.

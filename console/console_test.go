@@ -537,6 +537,41 @@ func TestSigningOutAnswers401WithoutAChallenge(t *testing.T) {
 	}
 }
 
+// A person signed in whom the console finds no team for (an owner
+// placeholder that is empty for them) is refused every page, and can sign
+// out from that page: signed in with the wrong Basic credentials, they
+// could otherwise not try others until the browser closed. The page links
+// none of the console's pages, which would all refuse them.
+func TestAPersonWithNoTeamCanSignOut(t *testing.T) {
+	f := newFixture(t)
+	nobody := User{ID: "carol", Addr: "203.0.113.7"}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.SetBasicAuth("carol", "secret")
+	w := f.serve(nobody, r)
+	wantStatus(t, w, http.StatusForbidden)
+	page := w.Body.String()
+	if !strings.Contains(page, "No team") || !strings.Contains(page, `action="/signout"`) {
+		t.Errorf("the No team page does not offer to sign out:\n%s", page)
+	}
+	if strings.Contains(page, `href="/new"`) || strings.Contains(page, "Back to the keys") {
+		t.Errorf("the No team page links pages that refuse the person:\n%s", page)
+	}
+	if w := f.post(nobody, "/new", url.Values{"name": {"x"}, "scope": {"mail.send"}}); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "No team") {
+		t.Errorf("creating a key with no team: %d", w.Code)
+	}
+	if w := f.post(nobody, "/signout", url.Values{"csrf": {"forged"}}); w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), `href="/new"`) {
+		t.Errorf("signing out with another site's form: %d, want 403 without the console's links", w.Code)
+	}
+	w = f.post(nobody, "/signout", nil)
+	wantStatus(t, w, http.StatusUnauthorized)
+	if ch := w.Header().Get("WWW-Authenticate"); ch != "" || !strings.Contains(w.Body.String(), "You are signed out") {
+		t.Errorf("signing out with no team: WWW-Authenticate %q:\n%s", ch, w.Body.String())
+	}
+	if cs := w.Result().Cookies(); len(cs) != 1 || cs[0].Name != signedOutCookie {
+		t.Errorf("signing out with no team sets %v", cs)
+	}
+}
+
 func TestAnUnreadRevealExpires(t *testing.T) {
 	f := newFixture(t)
 	w := f.post(alice, "/new", url.Values{"name": {"late"}, "scope": {"mail.send"}, "expires": {"30d"}})

@@ -100,6 +100,9 @@ type view struct {
 	// authentication (basic_auth), which the browser keeps until it closes
 	// unless told to forget it (signOut).
 	SignOut bool
+	// NoTeam marks the page of a person the console found no team for:
+	// it links none of the console's pages, which would all refuse them.
+	NoTeam bool
 }
 
 func (v *view) base() *view { return v }
@@ -114,6 +117,7 @@ func (c *call) render(status int, name string, data page) {
 	v.CSRF = c.h.formToken(c.r.Context(), c.user.ID)
 	v.Fresh = c.r.Method == http.MethodGet
 	v.SignOut = strings.HasPrefix(c.r.Header.Get("Authorization"), "Basic ")
+	v.NoTeam = c.teamless
 	if v.Notices == nil && c.r.Method == http.MethodGet {
 		v.Notices = c.notices()
 	}
