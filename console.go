@@ -57,6 +57,12 @@ type Console struct {
 	// GatewayURL is the gateway's public base URL, shown in the snippets
 	// with a new key (default: the console's own origin).
 	GatewayURL string `json:"gateway_url,omitempty"`
+	// SignOutURL is where Sign out sends a person a single sign-on signed
+	// in (forward_auth): the SSO's own sign-out, an http(s) URL or a path
+	// on this site (e.g. oauth2-proxy's /oauth2/sign_out). Without it the
+	// console offers Sign out only to basic_auth sign-ins, which it can end
+	// itself.
+	SignOutURL string `json:"signout_url,omitempty"`
 	// InsecureAnonymousLoopback lets requests without a signed-in person
 	// use the console as an admin, but only when they arrive on a loopback
 	// listener from a loopback client and were not forwarded by a proxy.
@@ -67,8 +73,9 @@ type Console struct {
 	storeURI string
 	handler  *console.Handler
 	logger   *zap.Logger
-	// gatewayURL is GatewayURL with its placeholders replaced.
-	gatewayURL string
+	// gatewayURL and signOutURL are GatewayURL and SignOutURL with their
+	// placeholders replaced.
+	gatewayURL, signOutURL string
 	// ready is set once the console is attached to its store (at
 	// provision, or by wait when the store did not answer then).
 	ready uint32 // atomic: 1 once attached
@@ -88,6 +95,17 @@ func (Console) CaddyModule() caddy.ModuleInfo {
 func baseURL(v string) bool {
 	u, err := url.Parse(v)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && !strings.ContainsAny(v, " \t")
+}
+
+// signOutURL reports whether v is somewhere a sign-out can send a browser:
+// an http or https URL with a host, or a path on this site ("/…", not the
+// "//host/…" a browser reads as another site's).
+func signOutURL(v string) bool {
+	if strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "//") && !strings.HasPrefix(v, "/\\") {
+		_, err := url.Parse(v)
+		return err == nil && !strings.ContainsAny(v, " \t")
+	}
+	return baseURL(v)
 }
 
 // checkUser refuses a user option that names no placeholder: a fixed name
@@ -152,6 +170,11 @@ func (c *Console) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("keygate_console: gateway_url %q (%q once its placeholders are replaced): want an http:// or https:// URL with a host",
 			c.GatewayURL, c.gatewayURL)
 	}
+	c.signOutURL = repl.ReplaceAll(c.SignOutURL, "")
+	if c.SignOutURL != "" && !signOutURL(c.signOutURL) {
+		return fmt.Errorf("keygate_console: signout_url %q (%q once its placeholders are replaced): want an http:// or https:// URL "+
+			"with a host, or a path on this site starting with /", c.SignOutURL, c.signOutURL)
+	}
 	b, wait, err := acquireOrWait(c.storeURI, c.logger, c.attach)
 	if err != nil {
 		return err
@@ -168,6 +191,7 @@ func (c *Console) attach(b *backend) error {
 	c.backend = b
 	c.handler = console.New(b.keys, console.Options{
 		GatewayURL: c.gatewayURL,
+		SignOutURL: c.signOutURL,
 		Denials:    denialMessage,
 		Logf:       func(format string, args ...any) { c.logger.Error(fmt.Sprintf(format, args...)) },
 		HTTPS:      reachedOverHTTPS,
@@ -344,6 +368,7 @@ func parseConsoleCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		user        <placeholder>  # who is signed in (default {http.auth.user.id})
 //		owner       <placeholder>  # whose keys everyone else manages (default: the user)
 //		gateway_url <url>          # the gateway's public base URL, for snippets
+//		signout_url <url|path>     # the SSO's sign-out, where Sign out sends a forward_auth sign-in
 //		insecure_anonymous_loopback # no sign-in needed on a loopback listener: demos only
 //	}
 func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -399,6 +424,15 @@ func (c *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("keygate_console: gateway_url %q: want an http:// or https:// URL with a host", v)
 			}
 			c.GatewayURL = v
+		case "signout_url":
+			v, err := oneArg(d, "keygate_console")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(v, "{") && !signOutURL(v) {
+				return d.Errf("keygate_console: signout_url %q: want an http:// or https:// URL with a host, or a path on this site starting with /", v)
+			}
+			c.SignOutURL = v
 		case "insecure_anonymous_loopback":
 			if d.NextArg() {
 				return d.Errf("keygate_console: insecure_anonymous_loopback takes no value, got %q", d.Val())

@@ -44,6 +44,10 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"anonymous takes no value", "insecure_anonymous_loopback yes", `insecure_anonymous_loopback takes no value, got "yes"`},
 		{"gateway_url without a host", "gateway_url https://", `gateway_url "https://": want an http:// or https:// URL with a host`},
 		{"a user that is no placeholder", "user Remote-User", `user "Remote-User": want a placeholder that names the signed-in person`},
+		{"signout_url neither URL nor path", "signout_url auth.example.com/logout", `signout_url "auth.example.com/logout": want an http:// or https:// URL with a host, or a path`},
+		{"signout_url to another site without its scheme", "signout_url //auth.example.com/logout", `signout_url "//auth.example.com/logout"`},
+		{"signout_url to another site by a backslash", `signout_url /\\auth.example.com/logout`, `signout_url "/\\\\auth.example.com/logout"`},
+		{"signout_url of another scheme", "signout_url javascript:alert(1)", `signout_url "javascript:alert(1)"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, ":8080 {\n\tkeygate_console {\n\t\t"+tc.option+"\n\t}\n}\n")
@@ -75,6 +79,8 @@ func TestAnOptionGivenTwiceIsRefused(t *testing.T) {
 		":8080 {\n\tkeygate_console {\n\t\tadmin ann\n\t\tadmin bob\n\t}\n}\n",
 		// A placeholder in gateway_url is checked once replaced.
 		":8080 {\n\tkeygate_console {\n\t\tgateway_url https://{env.GW_HOST}/mail\n\t}\n}\n",
+		":8080 {\n\tkeygate_console {\n\t\tsignout_url https://auth.example.com/logout?rd=https%3A%2F%2Fmail.example.com%2Fconsole%2F\n\t}\n}\n",
+		":8080 {\n\tkeygate_console {\n\t\tsignout_url /oauth2/sign_out\n\t}\n}\n",
 	} {
 		if _, err := adapt(t, src); err != nil {
 			t.Errorf("%q: %v", src, err)

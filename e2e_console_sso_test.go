@@ -3,6 +3,7 @@ package keygate_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -25,6 +26,7 @@ var ssoConsoleCaddyfile = site(`
 			user {http.request.header.Remote-User}
 			owner {http.request.header.Remote-Groups}
 			admin ann
+			signout_url https://sso.example.com/logout?rd=https%3A%2F%2Fmail.example.com%2Fconsole%2F
 		}
 	}
 	handle_path /default/* {
@@ -208,5 +210,25 @@ func TestTheConsoleBehindForwardAuth(t *testing.T) {
 	}
 	if events := g.keys("events"); !strings.Contains(events, "console raj from 127.0.0.1") {
 		t.Errorf("the events do not name raj as the key's maker:\n%s", events)
+	}
+}
+
+// TestSigningOutOfTheSSOFromTheConsole: with signout_url, a person the SSO
+// signed in gets Sign out in the console's header, which sends the browser
+// to the SSO's sign-out; without it (the /sited console) the console, which
+// cannot end that sign-in, offers none.
+func TestSigningOutOfTheSSOFromTheConsole(t *testing.T) {
+	sso := newSSO(t)
+	g := startGateway(t, gatewayConfig{caddyfile: ssoConsoleCaddyfile, upstream: sso.URL})
+	mia := ssoUser(t, "/console", "mia-session")
+	if _, page := mia.do(g, http.MethodGet, "/", nil); !strings.Contains(page, `action="/console/signout"`) {
+		t.Errorf("the console with signout_url offers no Sign out:\n%s", page)
+	}
+	resp, page := mia.do(g, http.MethodPost, "/signout", url.Values{"csrf": {mia.formToken(g)}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "https://sso.example.com/logout?rd=https%3A%2F%2Fmail.example.com%2Fconsole%2F" {
+		t.Errorf("Sign out: %d to %q, want 303 to the SSO's sign-out:\n%s", resp.StatusCode, resp.Header.Get("Location"), page)
+	}
+	if _, page := ssoUser(t, "/sited", "raj-session").do(g, http.MethodGet, "/", nil); strings.Contains(page, "signout") {
+		t.Errorf("the console without signout_url offers Sign out to an SSO sign-in it cannot end:\n%s", page)
 	}
 }

@@ -80,6 +80,11 @@ type Options struct {
 	// GatewayURL is the gateway's public base URL, used in the snippets
 	// shown with a new key (default: the console's own origin).
 	GatewayURL string
+	// SignOutURL is where Sign out sends a person not signed in with HTTP
+	// Basic credentials (a single sign-on's own sign-out). Without it such
+	// a person is not offered Sign out: the console cannot end their
+	// sign-in.
+	SignOutURL string
 	// Denials says in words what a denial code means (e.g. "the API key
 	// has been revoked"); the code itself is shown when it returns "".
 	Denials func(code string) string
@@ -376,7 +381,9 @@ func (c *call) noTeam() {
 			c.fail(err)
 			return
 		}
-		c.signOut()
+		if err := c.signOut(); err != nil {
+			c.fail(err)
+		}
 		return
 	}
 	c.render(http.StatusForbidden, "error", &errorView{view: view{Title: "No team"},

@@ -524,7 +524,7 @@ func TestSigningOutAnswers401WithoutAChallenge(t *testing.T) {
 	if w := f.post(alice, "/signout", url.Values{"csrf": {"forged"}}); w.Code != http.StatusForbidden {
 		t.Errorf("signing out with another site's form: %d, want 403", w.Code)
 	}
-	w := f.post(alice, "/signout", nil)
+	w := f.post(alice, "/signout", nil, "Authorization", "Basic YWxpY2U6c2VjcmV0")
 	wantStatus(t, w, http.StatusUnauthorized)
 	if ch := w.Header().Get("WWW-Authenticate"); ch != "" || w.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("signing out answers WWW-Authenticate %q (the browser would ask to sign in there and then), Cache-Control %q", ch, w.Header().Get("Cache-Control"))
@@ -535,6 +535,36 @@ func TestSigningOutAnswers401WithoutAChallenge(t *testing.T) {
 	if page := w.Body.String(); !strings.Contains(page, "You are signed out") || strings.Contains(page, `href="/new"`) {
 		t.Errorf("the page after signing out:\n%s", page)
 	}
+}
+
+// Behind single sign-on the console cannot end the sign-in, so Sign out is
+// offered only when it knows the SSO's own sign-out (signout_url): it sends
+// the browser there, after changing the console's cookie as for basic_auth,
+// so that Back from the SSO's page brings no console page back. Without it,
+// no button, and a sign-out sent anyway changes nothing and says so rather
+// than claim the person is signed out.
+func TestSigningOutOfASingleSignOn(t *testing.T) {
+	f := newFixture(t)
+	if w := f.post(alice, "/signout", nil); w.Code != http.StatusBadRequest || strings.Contains(w.Body.String(), "You are signed out") {
+		t.Errorf("signing out of an SSO the console knows no sign-out of: %d\n%s", w.Code, w.Body.String())
+	}
+	f.h.opts.SignOutURL = "https://auth.example.com/logout?rd=https%3A%2F%2Fmail.example.com%2F"
+	if page := f.get(alice, "/").Body.String(); !strings.Contains(page, `action="/signout"`) {
+		t.Errorf("an SSO sign-in with signout_url is not offered to sign out")
+	}
+	if w := f.post(alice, "/signout", url.Values{"csrf": {"forged"}}); w.Code != http.StatusForbidden {
+		t.Errorf("signing out with another site's form: %d, want 403", w.Code)
+	}
+	w := f.post(alice, "/signout", nil)
+	wantStatus(t, w, http.StatusSeeOther)
+	if loc := w.Header().Get("Location"); loc != f.h.opts.SignOutURL {
+		t.Errorf("signing out sends the browser to %q, want the SSO's sign-out", loc)
+	}
+	if cs := w.Result().Cookies(); len(cs) != 1 || cs[0].Name != signedOutCookie {
+		t.Errorf("signing out of the SSO sets %v, want the console's cookie changed", cs)
+	}
+	// A Basic sign-in is still ended by the console itself.
+	wantStatus(t, f.post(alice, "/signout", nil, "Authorization", "Basic YWxpY2U6c2VjcmV0"), http.StatusUnauthorized)
 }
 
 // A person signed in whom the console finds no team for (an owner
@@ -562,7 +592,7 @@ func TestAPersonWithNoTeamCanSignOut(t *testing.T) {
 	if w := f.post(nobody, "/signout", url.Values{"csrf": {"forged"}}); w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), `href="/new"`) {
 		t.Errorf("signing out with another site's form: %d, want 403 without the console's links", w.Code)
 	}
-	w = f.post(nobody, "/signout", nil)
+	w = f.post(nobody, "/signout", nil, "Authorization", "Basic Y2Fyb2w6c2VjcmV0")
 	wantStatus(t, w, http.StatusUnauthorized)
 	if ch := w.Header().Get("WWW-Authenticate"); ch != "" || !strings.Contains(w.Body.String(), "You are signed out") {
 		t.Errorf("signing out with no team: WWW-Authenticate %q:\n%s", ch, w.Body.String())

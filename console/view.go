@@ -98,7 +98,8 @@ type view struct {
 	Fresh bool
 	// SignOut offers to sign out: the person signed in with HTTP Basic
 	// authentication (basic_auth), which the browser keeps until it closes
-	// unless told to forget it (signOut).
+	// unless told to forget it (signOut), or the console knows where their
+	// single sign-on signs them out (Options.SignOutURL).
 	SignOut bool
 	// NoTeam marks the page of a person the console found no team for:
 	// it links none of the console's pages, which would all refuse them.
@@ -116,7 +117,7 @@ func (c *call) render(status int, name string, data page) {
 	v.User, v.Mount, v.Now = c.user, c.mount, c.now
 	v.CSRF = c.h.formToken(c.r.Context(), c.user.ID)
 	v.Fresh = c.r.Method == http.MethodGet
-	v.SignOut = strings.HasPrefix(c.r.Header.Get("Authorization"), "Basic ")
+	v.SignOut = basicSignIn(c.r) || c.h.opts.SignOutURL != ""
 	v.NoTeam = c.teamless
 	if v.Notices == nil && c.r.Method == http.MethodGet {
 		v.Notices = c.notices()
