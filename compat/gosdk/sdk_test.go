@@ -322,6 +322,9 @@ func send(ctx context.Context, p plan, sc scenario) result {
 		})
 		return awsResult(err, md)
 	}
+	if r, ok := sendEarlier(ctx, p, sc); ok {
+		return r
+	}
 	return result{Text: "unknown SDK " + strings.TrimSpace(sc.SDK)}
 }
 

@@ -12,6 +12,10 @@ import FormData from "form-data";
 import { Resend } from "resend";
 import Mailjet from "node-mailjet";
 import { BrevoClient } from "@getbrevo/brevo";
+// The previous majors still in use whose set-up differs from the newest's:
+// @getbrevo/brevo 3 (the generated TransactionalEmailsApi, before the
+// BrevoClient of 4 and later) and resend 5 (imported below, when used).
+import brevoV3 from "@getbrevo/brevo-v3";
 import {
   SESv2Client, SendEmailCommand, SendBulkEmailCommand, GetMessageInsightsCommand, ListSuppressedDestinationsCommand,
   ListEmailIdentitiesCommand, ListEmailTemplatesCommand,
@@ -85,6 +89,24 @@ const drivers = {
     return c.transactionalEmails.sendTransacEmail({
       sender: named(from), to: to.map(named), subject: "compat", textContent: "hello", ...html(opts, "htmlContent"),
     });
+  },
+  // @getbrevo/brevo 3: the API class takes the base URL (with /v3) as its
+  // basePath and the key as its apiKey authentication; it does not retry.
+  async "brevo-3"(base, key, from, to, opts) {
+    const api = new brevoV3.TransactionalEmailsApi();
+    api.basePath = base + "/v3";
+    api.authentications.apiKey.apiKey = key;
+    const m = new brevoV3.SendSmtpEmail();
+    Object.assign(m, { sender: named(from), to: to.map(named), subject: "compat", textContent: "hello", ...html(opts, "htmlContent") });
+    return api.sendTransacEmail(m);
+  },
+  // resend before 6.12.4 (4.x, 5.x, 6.0 to 6.12.3) takes no baseUrl
+  // option (it ignores one): it reads RESEND_BASE_URL once, when it is
+  // imported, so the variable is set before the import.
+  async "resend-5"(base, key, from, to, opts) {
+    const { data, error } = await (await resendV5(base))(key).emails.send({ from, to, subject: "compat", text: "hello", ...html(opts, "html") });
+    if (error) throw error;
+    return data;
   },
   async ses(base, key, from, to, opts) {
     return sesClient(base, key).send(new SendEmailCommand({
@@ -527,6 +549,19 @@ const opDrivers = {
   },
 };
 
+// resendV5 makes resend 5's client, importing the SDK the first time with
+// RESEND_BASE_URL set to base: its base URL for as long as the process runs.
+let resendV5Module, resendV5Base;
+async function resendV5(base) {
+  if (!resendV5Module) {
+    process.env.RESEND_BASE_URL = base;
+    resendV5Module = await import("resend-v5");
+    resendV5Base = base;
+  }
+  if (base !== resendV5Base) throw new Error(`resend 5 was imported for ${resendV5Base}, not ${base}`);
+  return (key) => new resendV5Module.Resend(key);
+}
+
 // mime is a plain text message from one sender to every recipient.
 function mime(from, to) {
   return `From: ${from}\r\nTo: ${to.join(", ")}\r\nSubject: compat\r\nMIME-Version: 1.0\r\n` +
@@ -571,12 +606,15 @@ function describe(sdk, err) {
     case "mailgun": // MailgunAPIError: details from the body's message
       out.text = String(err.details); out.status = err.status; break;
     case "resend": // the parsed error body: {name, message, statusCode}
+    case "resend-5":
       out.status = err.statusCode; break;
     case "mailjet": // message built from ErrorMessage; ErrorMessage copied
     case "mailjet-v3":
       out.status = err.statusCode; out.code = err.ErrorMessage; break;
     case "brevo": // BrevoError: message holds the status and the whole body
       out.status = err.statusCode; break;
+    case "brevo-3": // axios's AxiosError (3.0.4 sends with axios): the status in its message, the parsed body in response.data
+      out.text = `${err?.message}: ${JSON.stringify(err?.response?.data)}`; out.status = err?.response?.status; break;
     case "ses": // ServiceException: name from x-amzn-ErrorType, message from message
     case "ses-v1": // the same, read from the Query API's XML error
     case "nodemailer-ses": // the SDK's own error, passed on by Nodemailer
