@@ -240,6 +240,10 @@ var dialects = []*Dialect{
 		// from its "from" to a seed list (mailgun.js's inboxPlacements.
 		// runTest).
 		{path: "/v4/inbox/tests", opaque: "Mailgun's inbox placement test"},
+		// A sandbox domain's authorized recipient added: Mailgun mails the
+		// address (in the query string) an invitation (mailgun.js's
+		// accountManagement.addSandboxAuthorizedRecipient).
+		{path: "/v5/sandbox/auth_recipients", opaque: "Mailgun's sandbox recipient invitation"},
 	}},
 	{Name: "resend", errors: resendErrors, rateHeaders: RateLimitFields, endpoints: []endpoint{
 		{path: "/emails", shape: resendMessage},
@@ -303,6 +307,9 @@ var dialects = []*Dialect{
 		// A campaign's report, mailed with a text of the client's own to
 		// the addresses its body lists.
 		{path: "/v3/emailCampaigns/*/sendReport", opaque: "Brevo's campaign report send"},
+		// The same report of an SMS campaign: mail too, to the addresses
+		// its body lists (@getbrevo/brevo's smsCampaigns.sendSmsReport).
+		{path: "/v3/smsCampaigns/*/sendReport", opaque: "Brevo's SMS campaign report send"},
 		// A campaign created or updated with a scheduledAt is sent then.
 		{path: "/v3/emailCampaigns", opaque: "Brevo's campaign created with scheduledAt", sendFlag: "scheduledAt"},
 		{path: "/v3/emailCampaigns/*", method: "PUT", opaque: "Brevo's campaign updated with scheduledAt", sendFlag: "scheduledAt"},
