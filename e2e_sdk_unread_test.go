@@ -13,6 +13,7 @@ import (
 // key) and prints what the SDK returned or threw.
 const unreadSendScript = `
 import Mailgun from "mailgun.js";
+import postmark from "postmark";
 import FormData from "form-data";
 import { BrevoClient } from "@getbrevo/brevo";
 const [call, base, key] = process.argv.slice(1);
@@ -25,6 +26,12 @@ try {
     break;
   case "mailgun-sandbox-recipient": // Mailgun mails the address an invitation
     await new Mailgun(FormData).client({ username: "api", key, url: base }).accountManagement.addSandboxAuthorizedRecipient("a@rcpt.example");
+    break;
+  case "brevo-sender": // Brevo mails the address a verification code
+    await new BrevoClient({ apiKey: key, baseUrl: base + "/v3", maxRetries: 0 }).senders.createSender({ email: "a@rcpt.example", name: "A" });
+    break;
+  case "postmark-sender-signature": // Postmark mails the address a confirmation link
+    await new postmark.AccountClient(key, { useHttps: false, requestHost: new URL(base).host }).createSenderSignature({ FromEmail: "a@rcpt.example", Name: "A" });
     break;
   }
   console.log(JSON.stringify({ ok: true }));
@@ -39,11 +46,14 @@ try {
 // campaign sends of docs/providers.md: refused for a key limited to sender
 // domains (which could otherwise mail any address through them, however
 // the route's scope lines are drawn), passed on for a key without limits.
-// Until session 37 neither was a send endpoint, and both passed for the
+// Until session 37 none was a send endpoint, and each passed for the
 // limited key: @getbrevo/brevo 6's smsCampaigns.sendSmsReport (mailed like
-// the email campaign's report, which was one) and mailgun.js 14's
-// accountManagement.addSandboxAuthorizedRecipient (an invitation mailed
-// to the address, as SES's VerifyEmailIdentity, which was one).
+// the email campaign's report, which was one), and three that have the
+// provider mail the address they name, as SES's VerifyEmailIdentity (which
+// was one) does: mailgun.js 14's accountManagement.
+// addSandboxAuthorizedRecipient (an invitation), @getbrevo/brevo's
+// senders.createSender (a verification code) and postmark's
+// AccountClient.createSenderSignature (a confirmation link).
 func TestE2ESDKCallsThatMailAreUnreadSends(t *testing.T) {
 	dir := filepath.Join("compat", "node")
 	if err := npmCI(dir); err != nil {
@@ -54,6 +64,8 @@ func TestE2ESDKCallsThatMailAreUnreadSends(t *testing.T) {
 	}{
 		{"brevo-sms-report", "brevo", "campaigns.write POST /v3/smsCampaigns/*", "Brevo's SMS campaign report send"},
 		{"mailgun-sandbox-recipient", "mailgun", "account.write POST /v5/sandbox/*", "Mailgun's sandbox recipient invitation"},
+		{"brevo-sender", "brevo", "senders.write POST /v3/senders", "Brevo's sender verification"},
+		{"postmark-sender-signature", "postmark", "senders.write POST /senders*", "Postmark's sender signature confirmation"},
 	} {
 		t.Run(c.call, func(t *testing.T) {
 			up := newUpstream(t)

@@ -273,6 +273,10 @@ func TestUnreadSendAPIsAreRefusedForRestrictedKeys(t *testing.T) {
 		{"brevo", "POST", "/v3/emailCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"brevo", "POST", "/v3/smsCampaigns/7/sendReport", "application/json", `{"email":{"to":["a@rcpt.example","b@rcpt.example"],"body":"text of the client's own"}}`},
 		{"mailgun", "POST", "/v5/sandbox/auth_recipients?email=a%40rcpt.example", "application/json", ""},
+		// Senders created, which the provider mails to verify.
+		{"brevo", "POST", "/v3/senders", "application/json", `{"email":"a@rcpt.example","name":"A"}`},
+		{"postmark", "POST", "/senders/", "application/json", `{"FromEmail":"a@rcpt.example","Name":"A"}`},
+		{"postmark", "POST", "/senders/12/resend", "application/json", ""},
 		{"sendgrid", "PUT", "/v3/marketing/singlesends/s-1/schedule", "application/json", `{"send_at":"now"}`},
 		{"resend", "POST", "/broadcasts", "application/json", `{"from":"ceo@evil.example","segment_id":"s-1","send":true}`},
 		{"brevo", "POST", "/v3/emailCampaigns", "application/json", `{"name":"n","sender":{"email":"ceo@evil.example"},"scheduledAt":"2026-12-01T10:00:00Z"}`},

@@ -224,6 +224,11 @@ var dialects = []*Dialect{
 		{path: "/email/batchWithTemplates", shape: orArrayOf(object(field("Messages", arrayOf(postmarkMessage))), postmarkMessage)},
 		// The Bulk API (postmark.js's sendBulkEmail).
 		{path: "/email/bulk", shape: postmarkBulk},
+		// A sender signature created, or its confirmation asked for again:
+		// Postmark mails its FromEmail a confirmation link (the account
+		// API's createSenderSignature, resendSenderSignatureConfirmation).
+		{path: "/senders", opaque: "Postmark's sender signature confirmation"},
+		{path: "/senders/*/resend", opaque: "Postmark's sender signature confirmation"},
 	}},
 	{Name: "mailgun", basic: true, errors: mailgunErrors, rateHeaders: XRateLimit, rateOnlyLimited: true, endpoints: []endpoint{
 		{path: "/v3/*/messages", form: true, shape: mailgunMessage},
@@ -317,6 +322,9 @@ var dialects = []*Dialect{
 		// template's mail, with the client's redirectionUrl and attributes,
 		// sent to the body's email (the SDKs' contacts.createDoiContact).
 		{path: "/v3/contacts/doubleOptinConfirmation", opaque: "Brevo's double opt-in confirmation send"},
+		// A sender created: Brevo mails its address a verification code
+		// (senders.createSender).
+		{path: "/v3/senders", opaque: "Brevo's sender verification"},
 	}},
 	{Name: "mailpit", endpoints: []endpoint{
 		{path: "/api/v1/send", shape: mailpitMessage},
