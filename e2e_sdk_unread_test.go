@@ -14,6 +14,8 @@ import (
 const unreadSendScript = `
 import Mailgun from "mailgun.js";
 import postmark from "postmark";
+import sgMail from "@sendgrid/mail";
+import Mailjet from "node-mailjet";
 import FormData from "form-data";
 import { BrevoClient } from "@getbrevo/brevo";
 const [call, base, key] = process.argv.slice(1);
@@ -30,14 +32,25 @@ try {
   case "brevo-sender": // Brevo mails the address a verification code
     await new BrevoClient({ apiKey: key, baseUrl: base + "/v3", maxRetries: 0 }).senders.createSender({ email: "a@rcpt.example", name: "A" });
     break;
+  case "sendgrid-verified-sender": // SendGrid mails the address a verification link
+    sgMail.setApiKey(key);
+    sgMail.client.setDefaultRequest("baseUrl", base); // @sendgrid/mail's own @sendgrid/client
+    await sgMail.client.request({ method: "POST", url: "/v3/verified_senders", body: {
+      nickname: "A", from_email: "a@rcpt.example", reply_to: "a@rcpt.example", address: "1 Main St", city: "X", country: "Y" } });
+    break;
+  case "mailjet-sender": { // Mailjet mails the address a confirmation link
+    Mailjet.Request.protocol = new URL(base).protocol + "//";
+    await new Mailjet({ apiKey: key, apiSecret: "unused", config: { host: new URL(base).host } }).post("sender").request({ Email: "a@rcpt.example" });
+    break;
+  }
   case "postmark-sender-signature": // Postmark mails the address a confirmation link
     await new postmark.AccountClient(key, { useHttps: false, requestHost: new URL(base).host }).createSenderSignature({ FromEmail: "a@rcpt.example", Name: "A" });
     break;
   }
   console.log(JSON.stringify({ ok: true }));
 } catch (err) {
-  const text = call.startsWith("mailgun") ? String(err.details) : String(err.message);
-  console.log(JSON.stringify({ ok: false, name: err.name ?? "", text, status: err.statusCode ?? err.status ?? 0 }));
+  const text = call.startsWith("mailgun") ? String(err.details) : call.startsWith("sendgrid") ? String(err) : String(err.message);
+  console.log(JSON.stringify({ ok: false, name: err.name ?? "", text, status: err.statusCode ?? err.code ?? err.status ?? 0 }));
 }
 `
 
@@ -52,8 +65,10 @@ try {
 // provider mail the address they name, as SES's VerifyEmailIdentity (which
 // was one) does: mailgun.js 14's accountManagement.
 // addSandboxAuthorizedRecipient (an invitation), @getbrevo/brevo's
-// senders.createSender (a verification code) and postmark's
-// AccountClient.createSenderSignature (a confirmation link).
+// senders.createSender (a verification code), postmark's
+// AccountClient.createSenderSignature, SendGrid's verified senders and
+// Mailjet's senders (a link; @sendgrid/client's request, node-mailjet's
+// post("sender")).
 func TestE2ESDKCallsThatMailAreUnreadSends(t *testing.T) {
 	dir := filepath.Join("compat", "node")
 	if err := npmCI(dir); err != nil {
@@ -66,6 +81,8 @@ func TestE2ESDKCallsThatMailAreUnreadSends(t *testing.T) {
 		{"mailgun-sandbox-recipient", "mailgun", "account.write POST /v5/sandbox/*", "Mailgun's sandbox recipient invitation"},
 		{"brevo-sender", "brevo", "senders.write POST /v3/senders", "Brevo's sender verification"},
 		{"postmark-sender-signature", "postmark", "senders.write POST /senders*", "Postmark's sender signature confirmation"},
+		{"sendgrid-verified-sender", "sendgrid", "senders.write POST /v3/verified_senders*", "SendGrid's sender verification"},
+		{"mailjet-sender", "mailjet", "senders.write POST /v3/REST/sender", "Mailjet's sender confirmation"},
 	} {
 		t.Run(c.call, func(t *testing.T) {
 			up := newUpstream(t)
@@ -83,10 +100,12 @@ func TestE2ESDKCallsThatMailAreUnreadSends(t *testing.T) {
 			run := func(key string) sdkResult {
 				cmd := exec.Command("node", "--input-type=module", "-e", unreadSendScript, c.call, g.siteURL, key)
 				cmd.Dir = dir
-				out, err := cmd.CombinedOutput()
+				var stderr strings.Builder
+				cmd.Stderr = &stderr // @sendgrid/client warns there that the key does not start with "SG."
+				out, err := cmd.Output()
 				var r sdkResult
 				if err != nil || json.Unmarshal(out, &r) != nil {
-					t.Fatalf("%v\n%s", err, out)
+					t.Fatalf("%v\n%s%s", err, out, stderr.String())
 				}
 				return r
 			}

@@ -215,6 +215,10 @@ var dialects = []*Dialect{
 		// whose x-smtpapi JSON may add recipients: /api/mail.send.json or
 		// .xml, read without the extension.
 		{path: "/api/mail.send", opaque: "SendGrid's v2 mail send"},
+		// A verified sender created, or its verification asked for again:
+		// SendGrid mails its from_email a verification link.
+		{path: "/v3/verified_senders", opaque: "SendGrid's sender verification"},
+		{path: "/v3/verified_senders/resend/*", opaque: "SendGrid's sender verification"},
 	}},
 	{Name: "postmark", keyHeaders: []string{"X-Postmark-Server-Token", "X-Postmark-Account-Token"}, errors: postmarkErrors, endpoints: []endpoint{
 		{path: "/email", shape: postmarkMessage},
@@ -303,6 +307,8 @@ var dialects = []*Dialect{
 		{path: "/v3/REST/newsletter/*/send", opaque: "Mailjet's newsletter send"},
 		{path: "/v3/REST/newsletter/*/test", opaque: "Mailjet's newsletter test send"},
 		{path: "/v3/REST/newsletter/*/schedule", opaque: "Mailjet's newsletter schedule"},
+		// A sender created: Mailjet mails the address a confirmation link.
+		{path: "/v3/REST/sender", opaque: "Mailjet's sender confirmation"},
 	}},
 	{Name: "brevo", keyHeaders: []string{"Api-Key"}, errors: brevoErrors, endpoints: []endpoint{
 		{path: "/v3/smtp/email", shape: brevoMessage},
