@@ -44,6 +44,9 @@ type backend struct {
 	quotas   *ratelimit.LocalQuotas // keyLimits
 	usage    *usage.Recorder
 	logger   *zap.Logger
+	// inflight holds the requests passed on and not answered yet, for
+	// the last flush to count those it would never see end.
+	inflight inflightSet
 
 	// lingerEnd ends a reload's wait for requests in flight (countLate)
 	// early, at exit; lingerDone is closed when the store is closed.
@@ -778,12 +781,17 @@ func (b *backend) Destruct() error {
 	b.stopPrune()
 	<-b.done
 	<-b.pruneDone
+	exiting := caddy.Exiting() || !configRuns()
+	if exiting {
+		// The servers have stopped, or this process never ran a config
+		// (`caddy validate`): a request still in flight is one a
+		// grace_period gave up on, and the process exits under it.
+		b.abandonInFlight("the gateway stopped (its grace_period ran out)")
+	}
 	b.finalFlush()
 	b.verifier.Close()
 	uncountBackend(b)
-	if caddy.Exiting() || !configRuns() {
-		// The servers have stopped, or this process never ran a config
-		// (`caddy validate`): no request is left to count.
+	if exiting {
 		return b.closeStore()
 	}
 	// A reload whose config names this store differently (another pool
@@ -840,6 +848,11 @@ func (b *backend) countLate(d time.Duration) {
 		if b.usage.Backlog() > 0 {
 			b.flushUsage()
 		}
+	}
+	if caddy.Exiting() {
+		b.abandonInFlight("the gateway stopped (its grace_period ran out) after a reload left this store behind")
+	} else {
+		b.abandonInFlight(fmt.Sprintf("a reload left this store behind %s ago", lateRequestsFor))
 	}
 	b.finalFlush()
 	if err := b.closeStore(); err != nil {

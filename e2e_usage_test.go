@@ -923,3 +923,74 @@ func TestTheCLIsTimesNameTheirZone(t *testing.T) {
 		t.Errorf("TZ=UTC caddy keys show: want %s-01-01 00:00 UTC in\n%s", year, out)
 	}
 }
+
+// TestAStopPastTheGracePeriodCountsTheSendsInFlight: with Caddy's
+// grace_period set, `caddy stop` waits that long for requests in flight,
+// then the process exits under those still waiting on the provider, which
+// has had their sends whole and may send them. They are counted, as sends
+// whose answer was lost: in the key's usage and so in its recipient quota
+// after the restart, and the log says how many the stop counted so. Until
+// session 37 they were counted nowhere and nothing said so: the key could
+// send those recipients again past its quota.
+func TestAStopPastTheGracePeriodCountsTheSendsInFlight(t *testing.T) {
+	const slow = 3
+	var seen atomic.Int32
+	had := make(chan struct{}, slow)
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // the provider has the send whole
+		if seen.Add(1) <= slow {
+			had <- struct{}{}
+			time.Sleep(4 * time.Second) // and answers after the grace period
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer provider.Close()
+	cf := strings.Replace(quotaCaddyfile, "\tadmin {ADMIN}\n", "\tadmin {ADMIN}\n\tgrace_period 1s\n", 1) // quota 4/d
+	g := startGateway(t, gatewayConfig{caddyfile: cf, upstream: provider.URL})
+	k := g.issue("--name", "in-flight", "--scope", "mail.send")
+	one := sgBody("a@example.com", "r@example.org")
+
+	var wg sync.WaitGroup
+	for range slow {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", bytes.NewReader(one))
+			req.Header.Set("Authorization", "Bearer "+k.Key)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+				t.Errorf("a send in flight at the stop was answered %d", resp.StatusCode)
+			}
+		}()
+	}
+	for range slow {
+		select {
+		case <-had:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the sends did not reach the provider")
+		}
+	}
+	began := time.Now()
+	g.stop()
+	wg.Wait()
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("the stop took %v with a grace period of 1s", took)
+	}
+	u := g.usage(k.ID)
+	if u.Allowed != slow || u.Recipients != slow || u.Statuses["5xx"] != slow {
+		t.Errorf("after the stop: %d allowed, %d recipients, statuses %v; want the %d sends in flight, each as ended "+
+			"without an answer, their recipients kept", u.Allowed, u.Recipients, u.Statuses, slow)
+	}
+	if !strings.Contains(g.logs(), "keygate: the gateway stopped (its grace_period ran out) with 3 requests still waiting") {
+		t.Errorf("no line says the stop counted the requests in flight:\n%s", g.logs())
+	}
+
+	// The quota of the next start holds them: 1 of 4 is left.
+	g.start()
+	if r := g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", "r1@example.org", "r2@example.org")); r.code() != "quota_exceeded" {
+		t.Errorf("2 more recipients after the 3 sent in flight, of a quota of 4: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, one); r.Status != http.StatusAccepted {
+		t.Errorf("the 4th recipient of 4: %d %s", r.Status, r.Body)
+	}
+}

@@ -730,7 +730,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}))
 		wrote = w
 	}
+	// Registered until it ends, so that a last flush that comes first (a
+	// stop past Caddy's grace_period) counts it (inflight.go).
+	flying := &h.backend.inflight
+	flying.add(q, inflight{h, r, ip, t, recipients, body, wrote})
 	defer func() {
+		if !flying.done(q) {
+			return // counted by the last flush, which could not wait for it
+		}
 		if !done && !sw.sent {
 			// Ended before any answer: the client's connection is closed
 			// with none, as by a proxy whose upstream failed, and the
