@@ -3,6 +3,7 @@ package keygate_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -426,6 +427,71 @@ func TestQuotaSurvivesReloadAndRestart(t *testing.T) {
 	}
 	if r := send(1); r.Status != 202 {
 		t.Fatalf("4 of 4 after a restart: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestARotatedKeySharesItsQuotaWithTheKeyItReplaced: a rotation is a new
+// secret for the same integration, not a new quota. The new key goes on
+// from what the old one sent in the period, the old one (still valid in
+// its grace period) from what both sent, on a running gateway, after a
+// restart (the count read from the store), and on a second rotation. Until
+// session 37 each key had a quota of its own: a key with a 4/d quota that
+// had sent 3 could send 4 more once rotated, and its old key 1 more.
+func TestARotatedKeySharesItsQuotaWithTheKeyItReplaced(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: up.URL}) // quota 4/d
+	old := g.issue("--name", "rotated", "--scope", "mail.send")
+	send := func(key string, n int) *response {
+		var to []string
+		for i := range n {
+			to = append(to, fmt.Sprintf("r%d@example.org", i))
+		}
+		return g.call("POST", "/v3/mail/send", key, sgBody("a@example.com", to...))
+	}
+	rotate := func(id string) issuedKey {
+		var k issuedKey
+		if err := json.Unmarshal([]byte(g.keys("rotate", id, "--json")), &k); err != nil || k.Key == "" {
+			t.Fatalf("rotate %s: %v", id, err)
+		}
+		return k
+	}
+	if r := send(old.Key, 3); r.Status != http.StatusAccepted {
+		t.Fatalf("3 of 4 with the old key: %d %s", r.Status, r.Body)
+	}
+	next := rotate(old.ID)
+	if r := send(next.Key, 2); r.code() != "quota_exceeded" {
+		t.Errorf("2 more with the new key, 1 of 4 left: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if r := send(next.Key, 1); r.Status != http.StatusAccepted {
+		t.Errorf("4 of 4 with the new key: %d %s", r.Status, r.Body)
+	}
+	for name, k := range map[string]issuedKey{"old (in its grace period)": old, "new": next} {
+		if r := send(k.Key, 1); r.code() != "quota_exceeded" {
+			t.Errorf("5 of 4 with the %s key: %d %s, want quota_exceeded", name, r.Status, r.Body)
+		}
+	}
+
+	// The next start reads the count of both keys from the store.
+	g.stop()
+	g.start()
+	for name, k := range map[string]issuedKey{"old": old, "new": next} {
+		if r := send(k.Key, 1); r.code() != "quota_exceeded" {
+			t.Errorf("5 of 4 with the %s key after a restart: %d %s, want quota_exceeded", name, r.Status, r.Body)
+		}
+	}
+	// And a second rotation goes on from all three.
+	third := rotate(next.ID)
+	if r := send(third.Key, 1); r.code() != "quota_exceeded" {
+		t.Errorf("5 of 4 with the key of a second rotation: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	// Each key's usage is its own.
+	for k, want := range map[string]int64{old.ID: 3, next.ID: 1, third.ID: 0} {
+		if u := g.usage(k); u.Recipients != want {
+			t.Errorf("%s: usage counts %d recipients, want %d", k, u.Recipients, want)
+		}
+	}
+	if up.count() != 2 {
+		t.Errorf("the provider had %d sends, want 2", up.count())
 	}
 }
 

@@ -93,19 +93,37 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 	// are not seen (docs/cluster.md).
 	// This gateway's first: a flush that writes between the two reads is
 	// then counted twice (a send refused a little early), never missed.
-	load := func(ctx context.Context) (int64, error) {
-		pending := h.backend.usage.Pending(rec.ID, start)
-		n, err := h.backend.store.Recipients(ctx, rec.ID, start)
-		if err != nil {
-			return 0, err
-		}
-		return n + pending, nil
-	}
-	res, err := h.quotaCounter().Reserve(ctx, rec.ID+"/"+string(q.Per), q.N, n, start, end, load, t)
+	// A rotated key shares one count with the keys of its rotation line
+	// (quotalineage.go), every one of whose sends in the period it loads.
+	root, err := quotaRoot(ctx, h.backend.store, rec)
 	if err != nil {
 		return quotaState{}, false, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}
-	qs := quotaState{QuotaResult: res, window: end.Sub(start), key: rec.ID + "/" + string(q.Per), start: start, end: end}
+	load := func(ctx context.Context) (int64, error) {
+		ids := []string{rec.ID}
+		if root != rec.ID || rec.RotatedTo != "" {
+			var err error
+			if ids, err = lineage(ctx, h.backend.store, root); err != nil {
+				return 0, err
+			}
+		}
+		var total int64
+		for _, id := range ids {
+			pending := h.backend.usage.Pending(id, start)
+			n, err := h.backend.store.Recipients(ctx, id, start)
+			if err != nil {
+				return 0, err
+			}
+			total += n + pending
+		}
+		return total, nil
+	}
+	key := root + "/" + string(q.Per)
+	res, err := h.quotaCounter().Reserve(ctx, key, q.N, n, start, end, load, t)
+	if err != nil {
+		return quotaState{}, false, denial{code: StoreUnavailable, retryAfter: time.Second}
+	}
+	qs := quotaState{QuotaResult: res, window: end.Sub(start), key: key, start: start, end: end}
 	if !res.Allowed {
 		return qs, true, denial{code: QuotaExceeded, retryAfter: res.Reset, monthly: q.Per == store.Month,
 			message: quotaMessage(n, res.Remaining, q)}
