@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -992,5 +993,61 @@ func TestAStopPastTheGracePeriodCountsTheSendsInFlight(t *testing.T) {
 	}
 	if r := g.call("POST", "/v3/mail/send", k.Key, one); r.Status != http.StatusAccepted {
 		t.Errorf("the 4th recipient of 4: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestASignalDuringTrafficLosesNoCount: SIGTERM (what systemctl stop and
+// docker stop send) and a first SIGINT (Ctrl-C) stop the gateway as
+// `caddy stop` does: every send a client saw accepted is in the key's
+// usage after the process exited.
+func TestASignalDuringTrafficLosesNoCount(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			up := newUpstream(t)
+			g := startGateway(t, gatewayConfig{caddyfile: sendgridSendSite, upstream: up.URL})
+			k := g.issue("--name", "signalled", "--scope", "mail.send")
+			body := sgBody("orders@shop.example", "ann@example.org")
+			var accepted, unanswered atomic.Int64
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := &http.Client{Timeout: 10 * time.Second} // kept-alive connections, as SDKs
+					for refused := 0; refused < 20; {
+						req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", bytes.NewReader(body))
+						req.Header.Set("Authorization", "Bearer "+k.Key)
+						resp, err := c.Do(req)
+						if err != nil {
+							if strings.Contains(err.Error(), "connection refused") {
+								refused++ // the listener is gone
+								time.Sleep(10 * time.Millisecond)
+							} else {
+								unanswered.Add(1)
+							}
+							continue
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusAccepted {
+							accepted.Add(1)
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+				}()
+			}
+			time.Sleep(time.Second)
+			g.cmd.Process.Signal(sig)
+			select {
+			case <-g.done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("caddy did not exit after %v:\n%s", sig, g.logs())
+			}
+			wg.Wait()
+			u := g.usage(k.ID)
+			if a, n := accepted.Load(), unanswered.Load(); a < 50 || u.Allowed < a || u.Allowed > a+n {
+				t.Errorf("after %v: usage counts %d allowed; the clients saw %d accepted and %d unanswered", sig, u.Allowed, a, n)
+			}
+		})
 	}
 }
