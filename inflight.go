@@ -69,15 +69,20 @@ func (s *inflightSet) add(q *request, f inflight) {
 	sh.mu.Unlock()
 }
 
-// done unregisters q, and reports whether its end is still its own to
-// count: false if abandon counted it already.
-func (s *inflightSet) done(q *request) bool {
+// claim unregisters q, and reports whether its end is still its own to
+// count: false if take counted it already. If it is, claim returns with
+// q's shard locked, for the caller to count q and unlock it: take, which
+// locks every shard in turn, then returns only once every count claimed
+// before it is made, so the flush after it holds them.
+func (s *inflightSet) claim(q *request) (*inflightShard, bool) {
 	sh := s.shard(q)
 	sh.mu.Lock()
-	_, ok := sh.m[q]
+	if _, ok := sh.m[q]; !ok {
+		sh.mu.Unlock()
+		return nil, false
+	}
 	delete(sh.m, q)
-	sh.mu.Unlock()
-	return ok
+	return sh, true
 }
 
 // abandoned is a request abandon counted, with what it counted.
@@ -89,7 +94,7 @@ type abandoned struct {
 
 // take removes every request in flight and returns them, with the
 // recipients each may have sent. A request whose handler returns after
-// this finds itself gone (done) and counts nothing again.
+// this finds itself gone (claim) and counts nothing again.
 func (s *inflightSet) take() []abandoned {
 	var out []abandoned
 	for i := range s.shards {
@@ -97,7 +102,7 @@ func (s *inflightSet) take() []abandoned {
 		sh.mu.Lock()
 		for q, f := range sh.m {
 			// Read under the lock: the request's own end unregisters it
-			// (done) before its send body is given back.
+			// (claim) before its send body is given back.
 			bodyOut := f.body == nil || f.body.readOut.Load()
 			var n int64
 			if f.recipients > 0 && mayHaveSent(http.StatusBadGateway, errAborted, bodyOut, f.wrote != nil && f.wrote.Load(), q.partlySent) {

@@ -735,22 +735,28 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	flying := &h.backend.inflight
 	flying.add(q, inflight{h, r, ip, t, recipients, body, wrote})
 	defer func() {
-		if !flying.done(q) {
-			return // counted by the last flush, which could not wait for it
-		}
 		if !done && !sw.sent {
 			// Ended before any answer: the client's connection is closed
 			// with none, as by a proxy whose upstream failed, and the
 			// request may have gone out.
 			sw.status, err = http.StatusBadGateway, errAborted
 		}
+		counted := recipients
 		if recipients > 0 && !mayHaveSent(sw.status, proxyError(r, sw.status, err), body == nil || body.readOut.Load(), wrote != nil && wrote.Load(), q.partlySent) {
-			if qs != nil {
-				h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
-			}
-			recipients = 0
+			counted = 0
 		}
-		h.record(r, q, ip, sw.status, recipients, t)
+		// Counted under the registry's lock, so that the last flush, which
+		// takes every request still registered first, sees this count.
+		sh, mine := flying.claim(q)
+		if !mine {
+			return // counted by the last flush, which could not wait for it
+		}
+		h.count(q, ip, sw.status, counted, t)
+		sh.mu.Unlock()
+		h.logRecorded(r, q, ip, sw.status)
+		if counted == 0 && recipients > 0 && qs != nil {
+			h.releaseQuota(context.WithoutCancel(r.Context()), qs, recipients, t) // a client gone does not keep them
+		}
 	}()
 	err = next.ServeHTTP(sw, r)
 	if err != nil {

@@ -159,6 +159,12 @@ func (h *Handler) emit(name string, q *request, ip string) {
 
 // record writes the usage log entry and counts the request.
 func (h *Handler) record(r *http.Request, q *request, ip string, status int, recipients int64, t time.Time) {
+	h.count(q, ip, status, recipients, t)
+	h.logRecorded(r, q, ip, status)
+}
+
+// count counts the request in the metrics and the key's usage.
+func (h *Handler) count(q *request, ip string, status int, recipients int64, t time.Time) {
 	metrics.requests[q.code].Inc()
 	if h.PerKeyMetrics && q.rec != nil {
 		metrics.keyRequests.WithLabelValues(q.rec.ID, q.code.String()).Inc()
@@ -170,6 +176,10 @@ func (h *Handler) record(r *http.Request, q *request, ip string, status int, rec
 		}
 		h.backend.usage.Record(q.rec.ID, metric, status, recipients, ip, t)
 	}
+}
+
+// logRecorded writes the usage log entry of a request count counted.
+func (h *Handler) logRecorded(r *http.Request, q *request, ip string, status int) {
 	// Denials log at info: they are what an operator looks for. Allowed
 	// requests log at debug, as Caddy's own modules log per-request detail
 	// (the access log already names the key as user_id, and the usage
