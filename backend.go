@@ -916,6 +916,24 @@ func (b *backend) finalFlush() {
 	}
 	b.logger.Error(fmt.Sprintf("keygate: the final usage flush failed; the counts of %s are kept in %s "+
 		"and added to the store when a gateway next opens it", countOf(int(held.Requests), "request"), b.spill.Dir), fields...)
+	b.handOverKept()
+}
+
+// handOverKept makes the running backends whose kept counts include the
+// file this one's final flush just wrote add it at their next flush: the
+// same database opened under another name by a reload (a new password or
+// pool size) while this one, left behind, wrote its last counts. Without it
+// they looked for kept counts only until they first found none, and the
+// file waited for the next start of the process: weeks, for counts the
+// quotas and `caddy keys usage` of a running gateway missed meanwhile.
+func (b *backend) handOverKept() {
+	written := b.spill.Name + "-0.json" // as the file's name begins
+	backends.Range(func(_, v any) bool {
+		if o := v.(*backend); o != b && o.spill.Dir == b.spill.Dir && o.spill.Owns(written) {
+			o.kept.Store(true)
+		}
+		return true
+	})
 }
 
 // afterWriteTimeout bounds afterWrite's read of the change log, as the

@@ -516,3 +516,40 @@ func TestAFailedReadOfTheChangesIsCounted(t *testing.T) {
 		t.Errorf(`keygate_store_errors_total{op="changes"} rose by %v, want 1`, got)
 	}
 }
+
+// A store left behind by a reload that names the same database otherwise
+// (another pool size) writes its last counts to the spill while the store
+// refuses them; the handlers of the new name, whose first flush found
+// nothing kept, add them at their next flush once the store takes writes
+// again, not at the next start of the process (until session 37: weeks
+// later, the quotas and usage of the running gateway missing them).
+func TestCountsKeptByAStoreAReloadLeftAreAddedByTheNewName(t *testing.T) {
+	defer func(d time.Duration) { usageFlushInterval = d }(usageFlushInterval)
+	usageFlushInterval = time.Hour // only the flushes below write
+	dir := t.TempDir()
+	unflushed := filepath.Join(dir, "unflushed")
+	db := "postgres://keygate@127.0.0.1:1/" + strings.ToLower(t.Name())
+	oldURI, newURI := db+"?pool_max_conns=4", db+"?pool_max_conns=2"
+	oldSt := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	newSt := &brokenStore{Store: openSQLiteStore(t, filepath.Join(dir, "keys.db"))}
+	old, _ := startTestBackend(t, oldURI, oldSt, unflushed)
+	next, logs := startTestBackend(t, newURI, newSt, unflushed)
+	defer releaseBackend(newURI, zap.NewNop())
+	rec, _ := issue(t, newSt, "mail.send")
+	next.flushUsage() // nothing kept yet: it stops looking
+
+	record(old, rec.ID, 7)
+	oldSt.writes.Store(true)
+	releaseBackend(oldURI, zap.NewNop()) // its last flush keeps the 7 in the spill
+	if files, _ := filepath.Glob(filepath.Join(unflushed, "*.json")); len(files) != 1 {
+		t.Fatalf("kept files: %q, want the old name's one", files)
+	}
+	next.flushUsage()
+	u, err := newSt.Usage(context.Background(), rec.ID, time.Now().Add(-time.Hour))
+	if err != nil || u.Allowed != 7 {
+		t.Fatalf("usage after the new name's next flush: %+v, %v; want the 7 the old name kept", u, err)
+	}
+	if logs.FilterMessageSnippet("added the usage counts a previous stop could not write").Len() != 1 {
+		t.Errorf("no line says the kept counts were added: %v", logs.All())
+	}
+}
