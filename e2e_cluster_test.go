@@ -495,3 +495,46 @@ func TestWithoutRedisEachNodeCountsTheQuotaOnItsOwn(t *testing.T) {
 		t.Errorf("usage counts %d recipients of the %d sent", u.Recipients, sent)
 	}
 }
+
+// TestARotatedKeySharesItsQuotaAcrossNodes: with `ratelimit redis`, a
+// rotated key and the key it replaced spend one quota counter in Redis,
+// whichever node each sends through (docs/cli.md).
+func TestARotatedKeySharesItsQuotaAcrossNodes(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	rd := testservers.StartRedis(t)
+	up := newUpstream(t)
+	cfg := gatewayConfig{caddyfile: clusterCaddyfile, upstream: up.URL, store: pg.URI,
+		env: []string{"REDIS_URL=redis://" + rd.Addr + "/0"}}
+	a, b := startGateway(t, cfg), startGateway(t, cfg)
+	old := a.issue("--name", "rotated", "--scope", "mail.send", "--quota", "4/d")
+	send := func(g *gateway, key string, n int) *response {
+		var to []string
+		for i := range n {
+			to = append(to, fmt.Sprintf("r%d@example.org", i))
+		}
+		return g.call("POST", "/v3/mail/send", key, sgBody("a@example.com", to...))
+	}
+	if r := send(a, old.Key, 3); r.Status != http.StatusAccepted {
+		t.Fatalf("3 of 4 with the old key on node a: %d %s", r.Status, r.Body)
+	}
+	var next issuedKey
+	if err := json.Unmarshal([]byte(a.keys("rotate", old.ID, "--json")), &next); err != nil || next.Key == "" {
+		t.Fatalf("rotate: %v", err)
+	}
+	if r := send(b, next.Key, 2); r.code() != "quota_exceeded" {
+		t.Errorf("2 more with the new key on node b, 1 of 4 left: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if r := send(b, next.Key, 1); r.Status != http.StatusAccepted {
+		t.Errorf("4 of 4 with the new key on node b: %d %s", r.Status, r.Body)
+	}
+	if r := send(a, old.Key, 1); r.code() != "quota_exceeded" {
+		t.Errorf("5 of 4 with the old key on node a: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if r := send(a, next.Key, 1); r.code() != "quota_exceeded" {
+		t.Errorf("5 of 4 with the new key on node a: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if up.count() != 2 {
+		t.Errorf("the provider had %d sends, want 2", up.count())
+	}
+}
