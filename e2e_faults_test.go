@@ -759,6 +759,53 @@ func TestAStopWhilePostgresDoesNotAnswerKeepsItsCounts(t *testing.T) {
 	}
 }
 
+// TestCountsAStopKeptAreInTheQuotaOfTheNextStart: a stop while PostgreSQL
+// is down keeps its counts in the data directory, for the next start to
+// add. A key's quota read at that start, before they were added (its first
+// send after PostgreSQL came back, within a second of the start), holds
+// them too: until session 37 it did not, and the key could send them again
+// before the period ended.
+func TestCountsAStopKeptAreInTheQuotaOfTheNextStart(t *testing.T) {
+	needBinary(t)
+	pg := testservers.StartPostgres(t)
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: quotaCaddyfile, upstream: up.URL, store: pg.URI}) // quota 4/d
+	k := g.issue("--name", "kept", "--scope", "mail.send")
+	send := func(n int) *response {
+		var to []string
+		for i := range n {
+			to = append(to, fmt.Sprintf("r%d@example.org", i))
+		}
+		return g.call("POST", "/v3/mail/send", k.Key, sgBody("a@example.com", to...))
+	}
+	if r := send(1); r.Status != http.StatusAccepted {
+		t.Fatalf("1 of 4: %d %s", r.Status, r.Body)
+	}
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Recipients == 1 }) < 0 {
+		t.Fatal("the first send was not written")
+	}
+	pg.Stop()
+	if r := send(2); r.Status != http.StatusAccepted { // the key and its quota count are in memory
+		t.Fatalf("3 of 4 while PostgreSQL is down: %d %s", r.Status, r.Body)
+	}
+	g.stop()
+	if !strings.Contains(g.logs(), "the final usage flush failed; the counts of 1 request are kept") {
+		t.Fatalf("no line saying the final flush kept the counts:\n%s", g.logs())
+	}
+
+	pg.Start()
+	g.start()
+	if r := send(2); r.code() != "quota_exceeded" {
+		t.Errorf("2 more at once after the restart, 1 of 4 left: %d %s, want quota_exceeded", r.Status, r.Body)
+	}
+	if r := send(1); r.Status != http.StatusAccepted {
+		t.Errorf("4 of 4 after the restart: %d %s", r.Status, r.Body)
+	}
+	if eventually(t, 5*time.Second, func() bool { return g.usage(k.ID).Recipients == 4 }) < 0 {
+		t.Errorf("usage after the restart: %d recipients, want 4", g.usage(k.ID).Recipients)
+	}
+}
+
 // TestBackupWhileServingAndRestore: an operator backs up the SQLite store
 // with `caddy keys backup` while the gateway serves, later puts the backup
 // back: the keys, revocations and usage of the moment of the backup return,

@@ -100,6 +100,14 @@ func (h *Handler) reserveQuota(ctx context.Context, rec *store.Record, n int64, 
 		return quotaState{}, false, denial{code: StoreUnavailable, retryAfter: time.Second}
 	}
 	load := func(ctx context.Context) (int64, error) {
+		// Counts a stop kept in the data directory (the store refused
+		// them) are added first, as the first flush after a start would
+		// add them: a quota read before that flush missed them, and the
+		// key could send them again in the period. Best effort: a file
+		// that cannot be added is said by the flush.
+		if h.backend.kept.Load() {
+			h.backend.addKept(ctx)
+		}
 		ids := []string{rec.ID}
 		if root != rec.ID || rec.RotatedTo != "" {
 			var err error
