@@ -536,7 +536,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		d := denial{code: code, keyPresented: true, fault: fault}
 		if code == ExpiredKey && rec.RotatedTo != "" {
-			d.message = "the API key has expired: it was rotated, and its grace period has ended; use the key that replaced it (" + rec.RotatedTo + ")"
+			d.message = rotatedMessage(rec.RotatedTo)
 		}
 		return h.deny(w, r, q, ip, t, d)
 	}
@@ -580,61 +580,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
 		}
+		if rec, d = h.recheck(r.Context(), rec, ip); d.code != Allowed {
+			return h.deny(w, r, q, ip, t, d)
+		}
+		q.rec = rec
 		read, scoped = true, postedTo(asSent, msg.ScopePath)
 	}
-	q.scope = h.scopeOf(scoped, asSent, msg.ScopeElse)
-	if !keys.Covers(rec.Scopes, q.scope) {
-		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope, scoped.Method, scoped.URL.Path)})
+	override, d := h.authorize(r, q, rec, asSent, scoped, msg.ScopeElse, onBehalf)
+	if d.code != Allowed {
+		return h.deny(w, r, q, ip, t, d)
 	}
-	// A POST that names another method in an override header is done as
-	// that method by an upstream that honours the header, and as the POST
-	// it is by one that does not: the key needs the scopes of both.
-	override, single := overriddenMethod(r)
-	switch {
-	case !single:
-		return h.deny(w, r, q, ip, t, denial{code: InsufficientScope,
-			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"})
-	case override != "":
-		if as := h.scopeOf(withMethod(scoped, override), withMethod(asSent, override), msg.ScopeElse); !keys.Covers(rec.Scopes, as) {
-			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method override names)"})
-		}
-	}
-	// A server that reads paths leniently (Java's servlet containers drop
-	// ";parameters", Express a trailing slash; a proxy that decodes "%3F"
-	// before it splits off the query; a URL parser that reads "//h/x" as
-	// a host and a path) serves "/v3/templates;x" as "/v3/templates": the
-	// key needs the scope of the path as such a server reads it as well,
-	// so a broader line after a narrower one is no way around the
-	// narrower (a send endpoint is read so already, by endpointPath).
-	// A request scoped as another is also the request it is as written:
-	// a send endpoint written otherwise (a line for "/email/withTemplate/*"
-	// still decides), and a request of SES's v1 API at another path than
-	// "/", scoped as its action above (a v2 DELETE with ?Action=SendEmail
-	// is a DELETE to the provider). The key needs that scope too.
-	switch {
-	case scoped != asSent && h.dialect.QueryEndpoint(asSent.URL.Path):
-		// SES's v1 API at "/", where every action is sent: its action's.
-	case scoped != asSent || asSent != r:
-		if d := h.lackedAsWritten(rec, r, asSent, override); d.code != Allowed {
-			return h.deny(w, r, q, ip, t, d)
-		}
-	default:
-		if d := h.lackedAsRead(rec, r, override); d.code != Allowed {
-			return h.deny(w, r, q, ip, t, d)
-		}
-	}
-	// Sent on behalf of another account (a SendGrid subuser, a Mailgun
-	// subaccount): passed on for a key allowed to, refused for any other,
-	// whose send would otherwise go out as the parent account.
-	if len(onBehalf) > 0 {
-		if !rec.AllowOnBehalfOf {
-			return h.deny(w, r, q, ip, t, denial{code: InsufficientScope, message: "the API key may not act on behalf of " +
-				"another account (" + strings.Join(slices.Sorted(maps.Keys(onBehalf)), ", ") + "); it needs allow_on_behalf_of " +
-				"(caddy keys update <id> --allow-on-behalf-of)"})
-		}
-		for name, v := range onBehalf {
-			r.Header[name] = v
-		}
+	for name, v := range onBehalf {
+		r.Header[name] = v
 	}
 
 	// 4. Email policy on send routes: a send as the request's method, or
@@ -647,6 +604,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.deny(w, r, q, ip, t, d)
 		}
 		read = true
+		// The key may have changed while the body arrived: its scopes are
+		// applied again to a record that did.
+		var fresh *store.Record
+		if fresh, d = h.recheck(r.Context(), rec, ip); d.code == Allowed && fresh != rec {
+			_, d = h.authorize(r, q, fresh, asSent, scoped, msg.ScopeElse, onBehalf)
+		}
+		if d.code != Allowed {
+			return h.deny(w, r, q, ip, t, d)
+		}
+		rec, q.rec = fresh, fresh
 	}
 	var recipients int64
 	if read && !msg.NotSend {
@@ -692,6 +659,127 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 6. Placeholders (set above), one usage record, count, next.
 	h.forward(w, r, next, q, ip, t, body, recipients, qs)
 	return nil
+}
+
+// authorize applies the key's scopes to the request (step 3): as scoped,
+// with its method override, as written, and acting on behalf of another
+// account. It returns the method the request's override names, if any.
+func (h *Handler) authorize(r *http.Request, q *request, rec *store.Record, asSent, scoped *http.Request, scopeElse bool, onBehalf map[string][]string) (override string, d denial) {
+	q.scope = h.scopeOf(scoped, asSent, scopeElse)
+	if !keys.Covers(rec.Scopes, q.scope) {
+		return override, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope, scoped.Method, scoped.URL.Path)}
+	}
+	// A POST that names another method in an override header is done as
+	// that method by an upstream that honours the header, and as the POST
+	// it is by one that does not: the key needs the scopes of both.
+	override, single := overriddenMethod(r)
+	switch {
+	case !single:
+		return override, denial{code: InsufficientScope,
+			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"}
+	case override != "":
+		if as := h.scopeOf(withMethod(scoped, override), withMethod(asSent, override), scopeElse); !keys.Covers(rec.Scopes, as) {
+			return override, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method override names)"}
+		}
+	}
+	// A server that reads paths leniently (Java's servlet containers drop
+	// ";parameters", Express a trailing slash; a proxy that decodes "%3F"
+	// before it splits off the query; a URL parser that reads "//h/x" as
+	// a host and a path) serves "/v3/templates;x" as "/v3/templates": the
+	// key needs the scope of the path as such a server reads it as well,
+	// so a broader line after a narrower one is no way around the
+	// narrower (a send endpoint is read so already, by endpointPath).
+	// A request scoped as another is also the request it is as written:
+	// a send endpoint written otherwise (a line for "/email/withTemplate/*"
+	// still decides), and a request of SES's v1 API at another path than
+	// "/", scoped as its action above (a v2 DELETE with ?Action=SendEmail
+	// is a DELETE to the provider). The key needs that scope too.
+	switch {
+	case scoped != asSent && h.dialect.QueryEndpoint(asSent.URL.Path):
+		// SES's v1 API at "/", where every action is sent: its action's.
+	case scoped != asSent || asSent != r:
+		if d := h.lackedAsWritten(rec, r, asSent, override); d.code != Allowed {
+			return override, d
+		}
+	default:
+		if d := h.lackedAsRead(rec, r, override); d.code != Allowed {
+			return override, d
+		}
+	}
+	// Sent on behalf of another account (a SendGrid subuser, a Mailgun
+	// subaccount): passed on for a key allowed to, refused for any other,
+	// whose send would otherwise go out as the parent account.
+	if len(onBehalf) > 0 {
+		if !rec.AllowOnBehalfOf {
+			return override, denial{code: InsufficientScope, message: "the API key may not act on behalf of " +
+				"another account (" + strings.Join(slices.Sorted(maps.Keys(onBehalf)), ", ") + "); it needs allow_on_behalf_of " +
+				"(caddy keys update <id> --allow-on-behalf-of)"}
+		}
+	}
+	return override, denial{}
+}
+
+// recheck looks the key of rec up again once a send's body is in, at the
+// time it is handed on, and returns the record to apply from then on: the
+// body may have taken seconds or minutes to arrive (Caddy sets no read_body
+// timeout by default), and a key revoked, disabled, ended or narrowed
+// meanwhile must not send it. A record unchanged since the request's
+// headers is the one the cache holds still (one cache hit); another was
+// changed, and the caller applies its scopes again. An expiry is read
+// against the clock now.
+func (h *Handler) recheck(ctx context.Context, rec *store.Record, ip string) (*store.Record, denial) {
+	t := now()
+	fresh, ok := h.backend.verifier.Hit(rec.Digest, h.ttl, t)
+	if !ok {
+		var err error
+		fresh, err = h.backend.verifier.LookupAt(ctx, rec.Digest, h.ttl, t)
+		if errors.Is(err, verifier.ErrClosed) {
+			// A reload that named the store otherwise closed this
+			// handler's cache while the body arrived; its store stays
+			// open a while for the requests in flight (countLate).
+			sctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+			fresh, err = h.backend.store.KeyByDigest(sctx, rec.Digest)
+			cancel()
+			if errors.Is(err, store.ErrNotFound) {
+				err = verifier.ErrUnknown
+			}
+		}
+		switch {
+		case errors.Is(err, verifier.ErrUnknown):
+			// Removed since (a backup restored that predates it).
+			return nil, denial{code: InvalidKey, keyPresented: true}
+		case err != nil:
+			return nil, denial{code: StoreUnavailable}
+		}
+	}
+	switch {
+	case fresh.Revoked():
+		return nil, denial{code: RevokedKey, keyPresented: true}
+	case fresh.Disabled:
+		return nil, denial{code: DisabledKey, keyPresented: true}
+	case fresh.Expired(t):
+		d := denial{code: ExpiredKey, keyPresented: true}
+		if fresh.RotatedTo != "" {
+			d.message = rotatedMessage(fresh.RotatedTo)
+		}
+		return nil, d
+	}
+	if fresh != rec {
+		if code := checkClient(fresh, h.Env, ip); code != Allowed {
+			return nil, denial{code: code}
+		}
+	}
+	return fresh, denial{}
+}
+
+// recheckTimeout bounds recheck's store query on a closed cache, as the
+// cache bounds its own (verifier.Options.StoreTimeout).
+const recheckTimeout = 2 * time.Second
+
+// rotatedMessage is the message of expired_key for a key that was rotated
+// to the key with id to.
+func rotatedMessage(to string) string {
+	return "the API key has expired: it was rotated, and its grace period has ended; use the key that replaced it (" + to + ")"
 }
 
 // forward calls the next handler (normally reverse_proxy) for an allowed

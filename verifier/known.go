@@ -263,7 +263,7 @@ func (v *Verifier) awaitSync(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-v.stop:
-		return errClosed
+		return ErrClosed
 	}
 }
 
@@ -284,7 +284,7 @@ func (v *Verifier) unknownUnlessNew(ctx context.Context, d store.Digest, ttl tim
 	switch {
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-	case errors.Is(err, errClosed):
+	case errors.Is(err, ErrClosed):
 		return nil, err
 	}
 	if k := v.known.Load(); err != nil || k == nil || k.has(&d) {

@@ -29,7 +29,9 @@ var ErrUnavailable = errors.New("keygate: key store unavailable")
 // ErrNotCached means Cached found nothing cached for the digest.
 var ErrNotCached = errors.New("keygate: key not cached")
 
-var errClosed = fmt.Errorf("%w: verifier closed", ErrUnavailable)
+// ErrClosed means the Verifier was closed (its gateway's config was
+// replaced); it is an ErrUnavailable.
+var ErrClosed = fmt.Errorf("%w: verifier closed", ErrUnavailable)
 
 // probeEvery is how long after a lookup found the store failing the next
 // lookup asks it again (the poll, every PollInterval, asks it meanwhile).
@@ -444,7 +446,7 @@ func (v *Verifier) lookup(ctx context.Context, d store.Digest, ttl time.Duration
 	l.life.RLock()
 	defer l.life.RUnlock()
 	if v.closed {
-		return nil, errClosed
+		return nil, ErrClosed
 	}
 	if ttl > 0 {
 		v.noteTTL(ttl)
