@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -173,5 +175,129 @@ func TestASendInFlightAcrossAReloadIsCheckedOnceItsBodyIsIn(t *testing.T) {
 	}
 	if n := up.count() - before; n != 1 {
 		t.Errorf("%d sends reached the provider, want the valid key's one", n)
+	}
+}
+
+// streamCaddyfile has a route whose requests keygate passes on as their
+// bodies arrive (it reads only a send's body whole).
+var streamCaddyfile = site(`
+	handle {
+		keygate {
+			store {STORE}
+			cache_ttl 1h
+			mail_api sendgrid
+			scope mail.send POST /v3/mail/send
+			scope templates.write POST /v3/templates
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`)
+
+// TestAStreamedBodyThatEndsAfterARevocationNeverCompletes: a request keygate
+// does not read whole (anything but a send: a template, a contact list
+// uploaded) goes to the provider as its body arrives. Its key revoked,
+// disabled or its scope taken away before the body's end, the provider
+// never gets that end: the request is cut short, as a client that went
+// away would leave it, and the client is told why. A body of a length
+// given and one sent chunked alike. Until session 37 the provider got the
+// whole request.
+func TestAStreamedBodyThatEndsAfterARevocationNeverCompletes(t *testing.T) {
+	var mu sync.Mutex
+	complete := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			return // cut short: an upstream acts on no part of it
+		}
+		mu.Lock()
+		complete++
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(up.Close)
+	completed := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return complete
+	}
+	g := startGateway(t, gatewayConfig{caddyfile: streamCaddyfile, upstream: up.URL})
+	host := strings.TrimPrefix(g.siteURL, "http://")
+	body := []byte(`{"name":"welcome","generation":"dynamic"}`)
+	for _, c := range []struct {
+		name    string
+		chunked bool
+		change  func(k issuedKey)
+		want    string
+	}{
+		{"revoked", false, func(k issuedKey) {
+			if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+				t.Fatalf("revoke: %d %s", r.Status, r.Body)
+			}
+		}, "revoked_key"},
+		{"revoked, chunked", true, func(k issuedKey) { g.keys("revoke", k.ID, "--yes") }, "revoked_key"},
+		{"disabled", false, func(k issuedKey) { g.keys("update", k.ID, "--disable") }, "disabled_key"},
+		{"its scope taken away", true, func(k issuedKey) { g.keys("update", k.ID, "--scope", "mail.send") }, "insufficient_scope"},
+		{"unchanged", true, nil, ""},
+	} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			k := g.issue("--name", "uploader", "--scope", "templates.write")
+			if r := g.call("POST", "/v3/templates", k.Key, body); r.Status != http.StatusCreated {
+				t.Fatalf("a new key: %d %s", r.Status, r.Body)
+			}
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			half := len(body) / 2
+			framing := fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body[:half])
+			rest := string(body[half:])
+			if c.chunked {
+				framing = fmt.Sprintf("Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", half, body[:half])
+				rest = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body)-half, body[half:])
+			}
+			fmt.Fprintf(conn, "POST /v3/templates HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n%s", host, k.Key, framing)
+			time.Sleep(200 * time.Millisecond) // passed on, its body on its way
+			if c.change != nil {
+				c.change(k)
+				// The CLI's change is seen within the 1 s bound.
+				refusedAfterCall(t, func() *response { return g.call("POST", "/v3/templates", k.Key, body) }, c.want)
+			}
+			before := completed()
+			io.WriteString(conn, rest)
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r := &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+			time.Sleep(100 * time.Millisecond) // the upstream's handler has returned
+			if c.want == "" {
+				if r.Status != http.StatusCreated || completed() != before+1 {
+					t.Errorf("an unchanged key's streamed request: %d %s, %d completed at the provider; want 201 and 1", r.Status, r.Body, completed()-before)
+				}
+				return
+			}
+			if r.code() != c.want {
+				t.Errorf("the request whose body ended after the change: %d %s, want %s", r.Status, r.Body, c.want)
+			}
+			if n := completed() - before; n != 0 {
+				t.Errorf("%d requests completed at the provider after the change, want none", n)
+			}
+		})
+	}
+}
+
+// refusedAfterCall makes call until it is refused with code, for up to 5 s.
+func refusedAfterCall(t *testing.T, call func() *response, code string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if call().code() == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not refused with %s within 5 s", code)
+		}
 	}
 }

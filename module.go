@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -586,7 +588,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		q.rec = rec
 		read, scoped = true, postedTo(asSent, msg.ScopePath)
 	}
-	override, d := h.authorize(r, q, rec, asSent, scoped, msg.ScopeElse, onBehalf)
+	scope, override, d := h.authorize(r, rec, asSent, scoped, msg.ScopeElse, onBehalf)
+	q.scope = scope
 	if d.code != Allowed {
 		return h.deny(w, r, q, ip, t, d)
 	}
@@ -608,7 +611,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// applied again to a record that did.
 		var fresh *store.Record
 		if fresh, d = h.recheck(r.Context(), rec, ip); d.code == Allowed && fresh != rec {
-			_, d = h.authorize(r, q, fresh, asSent, scoped, msg.ScopeElse, onBehalf)
+			q.scope, _, d = h.authorize(r, fresh, asSent, scoped, msg.ScopeElse, onBehalf)
 		}
 		if d.code != Allowed {
 			return h.deny(w, r, q, ip, t, d)
@@ -655,6 +658,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	q.setRateHeaders(w.Header(), policy, res, qs)
+	if body == nil && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		// Passed on as it arrives: its end waits for the key's check.
+		r.Body = &heldBody{ReadCloser: r.Body, h: h, ctx: r.Context(), rec: rec, ip: ip, left: r.ContentLength,
+			r: r, asSent: asSent, scoped: scoped, scopeElse: msg.ScopeElse, onBehalf: onBehalf}
+	}
 
 	// 6. Placeholders (set above), one usage record, count, next.
 	h.forward(w, r, next, q, ip, t, body, recipients, qs)
@@ -663,11 +671,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // authorize applies the key's scopes to the request (step 3): as scoped,
 // with its method override, as written, and acting on behalf of another
-// account. It returns the method the request's override names, if any.
-func (h *Handler) authorize(r *http.Request, q *request, rec *store.Record, asSent, scoped *http.Request, scopeElse bool, onBehalf map[string][]string) (override string, d denial) {
-	q.scope = h.scopeOf(scoped, asSent, scopeElse)
-	if !keys.Covers(rec.Scopes, q.scope) {
-		return override, denial{code: InsufficientScope, scope: q.scope, message: scopeMessage(q.scope, scoped.Method, scoped.URL.Path)}
+// account. It returns the scope the request needs as scoped, and the
+// method its override names, if any. It changes nothing, so a request's
+// body may call it from the transport's goroutine (heldBody).
+func (h *Handler) authorize(r *http.Request, rec *store.Record, asSent, scoped *http.Request, scopeElse bool, onBehalf map[string][]string) (scope, override string, d denial) {
+	scope = h.scopeOf(scoped, asSent, scopeElse)
+	if !keys.Covers(rec.Scopes, scope) {
+		return scope, override, denial{code: InsufficientScope, scope: scope, message: scopeMessage(scope, scoped.Method, scoped.URL.Path)}
 	}
 	// A POST that names another method in an override header is done as
 	// that method by an upstream that honours the header, and as the POST
@@ -675,11 +685,11 @@ func (h *Handler) authorize(r *http.Request, q *request, rec *store.Record, asSe
 	override, single := overriddenMethod(r)
 	switch {
 	case !single:
-		return override, denial{code: InsufficientScope,
+		return scope, override, denial{code: InsufficientScope,
 			message: "the request names more than one method in its method-override headers (X-HTTP-Method-Override, …); send one"}
 	case override != "":
 		if as := h.scopeOf(withMethod(scoped, override), withMethod(asSent, override), scopeElse); !keys.Covers(rec.Scopes, as) {
-			return override, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method override names)"}
+			return scope, override, denial{code: InsufficientScope, scope: as, message: scopeMessage(as, override, asSent.URL.Path) + " (as the " + override + " its method override names)"}
 		}
 	}
 	// A server that reads paths leniently (Java's servlet containers drop
@@ -699,11 +709,11 @@ func (h *Handler) authorize(r *http.Request, q *request, rec *store.Record, asSe
 		// SES's v1 API at "/", where every action is sent: its action's.
 	case scoped != asSent || asSent != r:
 		if d := h.lackedAsWritten(rec, r, asSent, override); d.code != Allowed {
-			return override, d
+			return scope, override, d
 		}
 	default:
 		if d := h.lackedAsRead(rec, r, override); d.code != Allowed {
-			return override, d
+			return scope, override, d
 		}
 	}
 	// Sent on behalf of another account (a SendGrid subuser, a Mailgun
@@ -711,12 +721,12 @@ func (h *Handler) authorize(r *http.Request, q *request, rec *store.Record, asSe
 	// whose send would otherwise go out as the parent account.
 	if len(onBehalf) > 0 {
 		if !rec.AllowOnBehalfOf {
-			return override, denial{code: InsufficientScope, message: "the API key may not act on behalf of " +
+			return scope, override, denial{code: InsufficientScope, message: "the API key may not act on behalf of " +
 				"another account (" + strings.Join(slices.Sorted(maps.Keys(onBehalf)), ", ") + "); it needs allow_on_behalf_of " +
 				"(caddy keys update <id> --allow-on-behalf-of)"}
 		}
 	}
-	return override, denial{}
+	return scope, override, denial{}
 }
 
 // recheck looks the key of rec up again once a send's body is in, at the
@@ -847,6 +857,20 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}()
 	err = next.ServeHTTP(sw, r)
+	if hb, ok := r.Body.(*heldBody); ok && err != nil && !sw.sent {
+		if d := hb.refused(); d.code != Allowed {
+			// Its end was withheld from the provider: the client is told
+			// why, as a request arriving now would be.
+			q.code = d.code
+			d.query = h.queryRequest(r)
+			d.write(sw, h.forms)
+			if d.code == RevokedKey || d.code == ExpiredKey || d.code == DisabledKey {
+				h.emit("keygate.key_denied", q, ip)
+			}
+			done = true
+			return
+		}
+	}
 	if err != nil {
 		h.answerError(sw, r, q, ip, t, err)
 	}
@@ -896,3 +920,74 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// heldBody is the body of a request keygate passes on as it arrives (any
+// but a send, whose body is read whole and checked again once it is in:
+// recheck). Its end is withheld until the key has been checked again: a key
+// revoked, disabled, ended or narrowed while the body arrived (a template
+// or a contact list uploaded slowly) never completes the request at the
+// provider, which gets it cut short, as from a client that went away, and
+// the client gets the denial. Only requests with a body on such routes
+// have one.
+type heldBody struct {
+	io.ReadCloser
+	h        *Handler
+	ctx      context.Context
+	rec      *store.Record
+	ip       string
+	left     int64 // bytes still to come, -1 when the length is not known
+	r        *http.Request
+	asSent   *http.Request
+	scoped   *http.Request
+	onBehalf map[string][]string
+	// scopeElse is the request's mailapi.Message.ScopeElse.
+	scopeElse bool
+
+	mu     sync.Mutex // the transport reads the body on its own goroutine
+	denied denial
+}
+
+// errKeyChangedMidBody ends a held body whose key was refused at its end.
+var errKeyChangedMidBody = errors.New("keygate: the API key was revoked, disabled, ended or narrowed while the " +
+	"request's body arrived; its end was not passed on")
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if b.refused().code != Allowed {
+		return 0, errKeyChangedMidBody
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	// The body's last bytes (of a length given), or its end (chunked):
+	// the provider acts on neither until it has them.
+	if b.left == 0 || b.left == -1 && err == io.EOF {
+		if d := b.check(); d.code != Allowed {
+			b.mu.Lock()
+			b.denied = d
+			b.mu.Unlock()
+			if b.left == 0 {
+				return 0, errKeyChangedMidBody
+			}
+			return n, errKeyChangedMidBody
+		}
+		b.left = -2 // checked: what follows (an EOF) is read as it comes
+	}
+	return n, err
+}
+
+// check applies the key as it is now to the request.
+func (b *heldBody) check() denial {
+	fresh, d := b.h.recheck(b.ctx, b.rec, b.ip)
+	if d.code == Allowed && fresh != b.rec {
+		_, _, d = b.h.authorize(b.r, fresh, b.asSent, b.scoped, b.scopeElse, b.onBehalf)
+	}
+	return d
+}
+
+// refused returns why the body's end was withheld, if it was.
+func (b *heldBody) refused() denial {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.denied
+}
