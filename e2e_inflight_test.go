@@ -202,24 +202,43 @@ var streamCaddyfile = site(`
 // given and one sent chunked alike. Until session 37 the provider got the
 // whole request.
 func TestAStreamedBodyThatEndsAfterARevocationNeverCompletes(t *testing.T) {
+	// A provider's API is HTTPS, where reverse_proxy speaks HTTP/2: a body
+	// cut short there is a stream reset, not a connection closed.
+	for _, tlsUp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1 upstream", true: "HTTP/2 upstream over TLS"}[tlsUp], func(t *testing.T) {
+			testStreamedBodyCutShort(t, tlsUp)
+		})
+	}
+}
+
+func testStreamedBodyCutShort(t *testing.T, tlsUp bool) {
 	var mu sync.Mutex
-	complete := 0
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	complete, proto := 0, 0
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.ReadAll(r.Body); err != nil {
 			return // cut short: an upstream acts on no part of it
 		}
 		mu.Lock()
 		complete++
+		proto = r.ProtoMajor
 		mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 	}))
+	caddyfile := streamCaddyfile
+	if tlsUp {
+		up.EnableHTTP2 = true
+		up.StartTLS()
+		caddyfile = strings.Replace(caddyfile, "reverse_proxy {UPSTREAM}", "reverse_proxy {UPSTREAM} {\n\t\t\ttransport http {\n\t\t\t\ttls_insecure_skip_verify\n\t\t\t}\n\t\t}", 1)
+	} else {
+		up.Start()
+	}
 	t.Cleanup(up.Close)
 	completed := func() int {
 		mu.Lock()
 		defer mu.Unlock()
 		return complete
 	}
-	g := startGateway(t, gatewayConfig{caddyfile: streamCaddyfile, upstream: up.URL})
+	g := startGateway(t, gatewayConfig{caddyfile: caddyfile, upstream: up.URL})
 	host := strings.TrimPrefix(g.siteURL, "http://")
 	body := []byte(`{"name":"welcome","generation":"dynamic"}`)
 	for _, c := range []struct {
@@ -276,6 +295,11 @@ func TestAStreamedBodyThatEndsAfterARevocationNeverCompletes(t *testing.T) {
 			if c.want == "" {
 				if r.Status != http.StatusCreated || completed() != before+1 {
 					t.Errorf("an unchanged key's streamed request: %d %s, %d completed at the provider; want 201 and 1", r.Status, r.Body, completed()-before)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if want := map[bool]int{false: 1, true: 2}[tlsUp]; proto != want {
+					t.Errorf("the upstream was reached over HTTP/%d, want HTTP/%d", proto, want)
 				}
 				return
 			}
