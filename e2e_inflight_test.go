@@ -325,3 +325,84 @@ func refusedAfterCall(t *testing.T, call func() *response, code string) {
 		}
 	}
 }
+
+// TestASendRetriedAfterARevocationIsNotSent: reverse_proxy tries a send
+// again after a failed dial for as long as lb_try_duration allows (the
+// provider unreachable for a few seconds). A key revoked meanwhile is
+// checked again before the retry, and the provider, reachable again, never
+// gets the send; the client gets revoked_key. Until session 37 the retry
+// sent it, seconds after the revocation.
+func TestASendRetriedAfterARevocationIsNotSent(t *testing.T) {
+	var mu sync.Mutex
+	complete := 0
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens yet: dials fail
+	g := startGateway(t, gatewayConfig{upstream: "http://" + addr, caddyfile: site(`
+	keygate {
+		store {STORE}
+		mail_api sendgrid
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM} {
+		lb_try_duration 10s
+		lb_try_interval 100ms
+	}
+`)})
+	for _, c := range []struct {
+		name   string
+		revoke bool
+		want   int
+	}{{"revoked while the provider was unreachable", true, 401}, {"unchanged", false, 202}} {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			k := g.issue("--name", "retried", "--scope", "mail.send")
+			answered := make(chan *response, 1)
+			go func() {
+				req, _ := http.NewRequest("POST", g.siteURL+"/v3/mail/send", strings.NewReader(string(sgBody("app@shop.example", "a@x.org"))))
+				req.Header.Set("Authorization", "Bearer "+k.Key)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					answered <- &response{Status: -1, Body: []byte(err.Error())}
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				answered <- &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+			}()
+			time.Sleep(400 * time.Millisecond) // reverse_proxy is retrying the dial
+			if c.revoke {
+				if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+					t.Fatalf("revoke: %d %s", r.Status, r.Body)
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if _, err := io.ReadAll(r.Body); err != nil {
+					return // cut short: the provider acts on no part of it
+				}
+				mu.Lock()
+				complete++
+				mu.Unlock()
+				w.WriteHeader(http.StatusAccepted)
+			}))
+			up.Listener = l
+			up.Start()
+			defer up.Close()
+			r := <-answered
+			up.Close() // its handlers have returned
+			mu.Lock()
+			sent := complete
+			complete = 0
+			mu.Unlock()
+			if r.Status != c.want || c.revoke && r.code() != "revoked_key" {
+				t.Errorf("the send: %d %s, want %d", r.Status, r.Body, c.want)
+			}
+			if want := map[bool]int{true: 0, false: 1}[c.revoke]; sent != want {
+				t.Errorf("%d sends reached the provider, want %d", sent, want)
+			}
+		})
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"net/http/httptrace"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -658,10 +657,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	q.setRateHeaders(w.Header(), policy, res, qs)
-	if body == nil && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+	check := keyCheck{h: h, ctx: r.Context(), rec: rec, ip: ip, r: r, asSent: asSent, scoped: scoped,
+		scopeElse: msg.ScopeElse, onBehalf: onBehalf}
+	if body != nil {
+		// Checked again before a retry's attempt (forward).
+		body.keyCheck = check
+	} else if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 		// Passed on as it arrives: its end waits for the key's check.
-		r.Body = &heldBody{ReadCloser: r.Body, h: h, ctx: r.Context(), rec: rec, ip: ip, left: r.ContentLength,
-			r: r, asSent: asSent, scoped: scoped, scopeElse: msg.ScopeElse, onBehalf: onBehalf}
+		r.Body = &heldBody{ReadCloser: r.Body, keyCheck: check, left: r.ContentLength}
 	}
 
 	// 6. Placeholders (set above), one usage record, count, next.
@@ -819,7 +822,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	var wrote *atomic.Bool
 	if recipients > 0 {
 		w := new(atomic.Bool)
+		attempts := 0
 		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			// Each attempt of reverse_proxy's asks for a connection. One
+			// after the first is a retry, which may come seconds later
+			// (lb_try_duration, every upstream down): the key is checked
+			// again, and a refusal ends the body before any of it goes.
+			GetConn: func(string) {
+				if attempts++; attempts > 1 && body != nil && body.h != nil && body.d.Load() == nil {
+					if d := body.check(); d.code != Allowed {
+						body.d.Store(&d)
+					}
+				}
+			},
 			WroteRequest: func(info httptrace.WroteRequestInfo) {
 				if info.Err == nil && (body == nil || body.readOut.Load()) {
 					w.Store(true)
@@ -857,8 +872,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 	}()
 	err = next.ServeHTTP(sw, r)
-	if hb, ok := r.Body.(*heldBody); ok && err != nil && !sw.sent {
-		if d := hb.refused(); d.code != Allowed {
+	var refused *refusal
+	switch b := r.Body.(type) {
+	case *heldBody:
+		refused = &b.refusal
+	case *sendBody:
+		refused = &b.refusal
+	}
+	if refused != nil && err != nil && !sw.sent {
+		if d := refused.refused(); d.code != Allowed {
 			// Its end was withheld from the provider: the client is told
 			// why, as a request arriving now would be.
 			q.code = d.code
@@ -921,6 +943,48 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
 
+// keyCheck is what checking a request's key again needs (recheck, then
+// authorize for a record that changed): a body that outlasts the request's
+// first check carries one.
+type keyCheck struct {
+	h        *Handler
+	ctx      context.Context
+	rec      *store.Record
+	ip       string
+	r        *http.Request
+	asSent   *http.Request
+	scoped   *http.Request
+	onBehalf map[string][]string
+	// scopeElse is the request's mailapi.Message.ScopeElse.
+	scopeElse bool
+}
+
+// check applies the key as it is now to the request.
+func (c *keyCheck) check() denial {
+	fresh, d := c.h.recheck(c.ctx, c.rec, c.ip)
+	if d.code == Allowed && fresh != c.rec {
+		_, _, d = c.h.authorize(c.r, fresh, c.asSent, c.scoped, c.scopeElse, c.onBehalf)
+	}
+	return d
+}
+
+// refusal is why a body's key was refused after the body was passed on; nil
+// while it was not. The transport reads the body on its own goroutine.
+type refusal struct{ d atomic.Pointer[denial] }
+
+// refused returns why the body was refused, if it was.
+func (f *refusal) refused() denial {
+	if d := f.d.Load(); d != nil {
+		return *d
+	}
+	return denial{}
+}
+
+// errKeyChangedMidBody ends a body whose key was refused after it was
+// passed on.
+var errKeyChangedMidBody = errors.New("keygate: the API key was revoked, disabled, ended or narrowed while the " +
+	"request was on its way; the rest of its body was not passed on")
+
 // heldBody is the body of a request keygate passes on as it arrives (any
 // but a send, whose body is read whole and checked again once it is in:
 // recheck). Its end is withheld until the key has been checked again: a key
@@ -931,28 +995,13 @@ var (
 // have one.
 type heldBody struct {
 	io.ReadCloser
-	h        *Handler
-	ctx      context.Context
-	rec      *store.Record
-	ip       string
-	left     int64 // bytes still to come, -1 when the length is not known
-	r        *http.Request
-	asSent   *http.Request
-	scoped   *http.Request
-	onBehalf map[string][]string
-	// scopeElse is the request's mailapi.Message.ScopeElse.
-	scopeElse bool
-
-	mu     sync.Mutex // the transport reads the body on its own goroutine
-	denied denial
+	keyCheck
+	refusal
+	left int64 // bytes still to come, -1 when the length is not known
 }
 
-// errKeyChangedMidBody ends a held body whose key was refused at its end.
-var errKeyChangedMidBody = errors.New("keygate: the API key was revoked, disabled, ended or narrowed while the " +
-	"request's body arrived; its end was not passed on")
-
 func (b *heldBody) Read(p []byte) (int, error) {
-	if b.refused().code != Allowed {
+	if b.d.Load() != nil {
 		return 0, errKeyChangedMidBody
 	}
 	n, err := b.ReadCloser.Read(p)
@@ -963,9 +1012,7 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	// the provider acts on neither until it has them.
 	if b.left == 0 || b.left == -1 && err == io.EOF {
 		if d := b.check(); d.code != Allowed {
-			b.mu.Lock()
-			b.denied = d
-			b.mu.Unlock()
+			b.d.Store(&d)
 			if b.left == 0 {
 				return 0, errKeyChangedMidBody
 			}
@@ -974,20 +1021,4 @@ func (b *heldBody) Read(p []byte) (int, error) {
 		b.left = -2 // checked: what follows (an EOF) is read as it comes
 	}
 	return n, err
-}
-
-// check applies the key as it is now to the request.
-func (b *heldBody) check() denial {
-	fresh, d := b.h.recheck(b.ctx, b.rec, b.ip)
-	if d.code == Allowed && fresh != b.rec {
-		_, _, d = b.h.authorize(b.r, fresh, b.asSent, b.scoped, b.scopeElse, b.onBehalf)
-	}
-	return d
-}
-
-// refused returns why the body's end was withheld, if it was.
-func (b *heldBody) refused() denial {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.denied
 }

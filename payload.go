@@ -297,6 +297,11 @@ type sendBody struct {
 	// readOut is set once a reader has had the body's last byte: until
 	// then the upstream cannot have the whole request (mayHaveSent).
 	readOut atomic.Bool
+
+	// The key's check before a retry's attempt (forward), and its
+	// refusal, which ends the body's reading.
+	keyCheck
+	refusal
 }
 
 // bodies bounds the memory every send body held at once may take, across
@@ -429,6 +434,9 @@ func (b *sendBody) finish() {
 func (b *sendBody) bytes() []byte { return b.buf }
 
 func (b *sendBody) Read(p []byte) (int, error) {
+	if b.d.Load() != nil {
+		return 0, errKeyChangedMidBody
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
