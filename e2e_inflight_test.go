@@ -406,3 +406,25 @@ func TestASendRetriedAfterARevocationIsNotSent(t *testing.T) {
 		})
 	}
 }
+
+// TestASlowSendIsRefusedOnANodeThatLearnsOfTheRevocation: two nodes on
+// PostgreSQL. A send whose body is still arriving on node b when its key
+// is revoked through node a's admin API, or with the CLI, is refused once
+// its body is in, as soon as node b has the change (within the 1 s bound).
+func TestASlowSendIsRefusedOnANodeThatLearnsOfTheRevocation(t *testing.T) {
+	rig := startRevokeRig(t)
+	for _, how := range []string{"admin API", "CLI"} {
+		k := rig.cached()
+		s := startSlowSend(t, rig.b, k.Key)
+		if how == "CLI" {
+			rig.a.keys("revoke", k.ID, "--yes")
+		} else if r := rig.a.admin("POST", "/keygate/keys/"+k.ID+"/revoke", map[string]string{"reason": "leaked"}); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		took := refusedAfter(t, rig.b, k.Key, "revoked_key", time.Now(), 2*time.Second)
+		t.Logf("revoked with the %s: node b refused new sends after %v", how, took.Round(time.Millisecond))
+		if r := s.finish(); r.code() != "revoked_key" {
+			t.Errorf("revoked with the %s, node b's send whose body ended after: %d %s, want revoked_key", how, r.Status, r.Body)
+		}
+	}
+}
