@@ -958,6 +958,19 @@ func (b *backend) afterWrite(ctx context.Context, changed []store.Digest) {
 	for _, d := range changed {
 		b.verifier.Invalidate(d)
 	}
+	// Handlers of this process that name the store otherwise (its SQLite
+	// file through a symlink) have a backend and a cache of their own,
+	// which would learn of the change only at their next poll. Dropping
+	// the keys there too costs a backend on another store one query per
+	// changed key at most: a key's digest is the same in every store.
+	backends.Range(func(_, v any) bool {
+		if o := v.(*backend); o != b {
+			for _, d := range changed {
+				o.verifier.Invalidate(d)
+			}
+		}
+		return true
+	})
 	ctx, cancel := context.WithTimeout(ctx, afterWriteTimeout)
 	defer cancel()
 	if err := b.verifier.Sync(ctx); err != nil {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -426,5 +428,58 @@ func TestASlowSendIsRefusedOnANodeThatLearnsOfTheRevocation(t *testing.T) {
 		if r := s.finish(); r.code() != "revoked_key" {
 			t.Errorf("revoked with the %s, node b's send whose body ended after: %d %s, want revoked_key", how, r.Status, r.Body)
 		}
+	}
+}
+
+// TestAnAdminRevocationReachesHandlersNamingTheStoreOtherwise: two routes
+// of one process name the same SQLite file, one through a symlinked
+// directory, so each has a cache of its own. A key revoked through the
+// admin API is refused by both on their very next request, not by the
+// other one only at its next poll of the change log (up to 200 ms later).
+func TestAnAdminRevocationReachesHandlersNamingTheStoreOtherwise(t *testing.T) {
+	dir := t.TempDir()
+	real, alias := filepath.Join(dir, "real"), filepath.Join(dir, "alias")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, alias); err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t)
+	realStore := "sqlite:" + filepath.Join(real, "keys.db")
+	g := startGateway(t, gatewayConfig{store: realStore, upstream: up.URL, caddyfile: site(`
+	handle /a/* {
+		keygate {
+			store {STORE}
+			cache_ttl 1h
+			scope mail.send POST /a/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+	handle /b/* {
+		keygate {
+			store sqlite:` + filepath.Join(alias, "keys.db") + `
+			cache_ttl 1h
+			scope mail.send POST /b/send
+		}
+		reverse_proxy {UPSTREAM}
+	}
+`)})
+	for i := range 5 {
+		k := g.issue("--name", fmt.Sprintf("k%d", i), "--scope", "mail.send")
+		for _, p := range []string{"/a/send", "/b/send"} {
+			if r := g.call("POST", p, k.Key, nil); r.Status != http.StatusAccepted {
+				t.Fatalf("a new key on %s: %d %s", p, r.Status, r.Body)
+			}
+		}
+		if r := g.admin("POST", "/keygate/keys/"+k.ID+"/revoke?store="+url.QueryEscape(realStore), map[string]string{"reason": "leaked"}); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Body)
+		}
+		for _, p := range []string{"/a/send", "/b/send"} {
+			if r := g.call("POST", p, k.Key, nil); r.code() != "revoked_key" {
+				t.Errorf("key %d on %s, the request right after the admin API revoked it: %d %s, want revoked_key", i, p, r.Status, r.Body)
+			}
+		}
+		time.Sleep(time.Duration(37*i) * time.Millisecond) // at another moment of the poll
 	}
 }
