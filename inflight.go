@@ -44,7 +44,7 @@ type inflight struct {
 type inflightShard struct {
 	mu sync.Mutex
 	m  map[*request]inflight
-	_  [40]byte // one shard a cache line
+	_  [64 - unsafe.Sizeof(sync.Mutex{}) - unsafe.Sizeof(map[*request]inflight(nil))]byte // one shard a cache line
 }
 
 // inflightSet holds a store's requests in flight.
