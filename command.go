@@ -848,6 +848,11 @@ func runRestore(ctx context.Context, c *cli, args []string) error {
 	if err := keys.CheckReason(reason); err != nil {
 		return err // before anything is touched
 	}
+	// A mistyped FILE is said first: before the gateways are stopped for
+	// a restore that could not have run.
+	if err := store.CheckRestoreFile(ctx, path, from); err != nil {
+		return err
+	}
 	if err := store.CheckSQLiteClosed(path); err != nil {
 		return fmt.Errorf("%s: %w", path, err) // before asking
 	}

@@ -1308,6 +1308,41 @@ func TestBackupAndRestoreSayOneKey(t *testing.T) {
 	}
 }
 
+// TestARestoreFromAWrongFileSaysSoWhileTheGatewayRuns: a restore whose
+// FILE is mistyped, or is no keygate backup, says so (exit 2) while the
+// gateway still runs, before it asks for the gateways to be stopped. Until
+// session 37 it answered "the store is in use …; stop it first" (exit 4), so
+// an operator stopped production to be told only then that the file was
+// wrong, with the gateway down while they looked for the right one.
+func TestARestoreFromAWrongFileSaysSoWhileTheGatewayRuns(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	g := startGateway(t, gatewayConfig{caddyfile: usageCaddyfile, upstream: newUpstream(t).URL, store: "sqlite:" + filepath.Join(dir, "keys.db")})
+	k := g.issue("--name", "kept", "--scope", "mail.send")
+	text := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(text, []byte("not a database"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	g.keys("backup", backup)
+	for _, c := range []struct{ file, says string }{
+		{filepath.Join(dir, "typo.db"), "no such file"},
+		{text, "not a keygate backup"},
+	} {
+		out, errOut, err := g.keysRaw("restore", c.file, "--yes")
+		if code := exitStatus(t, err); code != 2 || out != "" || !strings.Contains(errOut, c.file) || !strings.Contains(errOut, c.says) || strings.Contains(errOut, "in use") {
+			t.Errorf("restore %s while the gateway runs: exit %d, stderr %q; want exit 2 saying %q of the file, not that the store is in use", c.file, code, errOut, c.says)
+		}
+	}
+	// A good backup is still refused while the gateway has the store open.
+	if _, errOut, err := g.keysRaw("restore", backup, "--yes"); exitStatus(t, err) != 4 || !strings.Contains(errOut, "in use") {
+		t.Errorf("restore of a backup while the gateway runs: %v %q, want exit 4, the store in use", err, errOut)
+	}
+	if r := g.call("POST", "/v3/mail/send", k.Key, nil); r.Status != 202 {
+		t.Errorf("a send after the refused restores: %d %s", r.Status, r.Body)
+	}
+}
+
 // TestATimeoutADBASetIsTheStoreUnavailable: a lock_timeout or a
 // statement_timeout set for keygate's role or database (here for every
 // session, so the gateway's own open ones take it too) cancels a statement

@@ -124,6 +124,34 @@ func checkBackup(ctx context.Context, path string) (BackupInfo, error) {
 	return info, nil
 }
 
+// CheckRestoreFile returns a FileError if from cannot be a keygate backup
+// to put in place of the store at path: it is path itself, is not there,
+// or is no SQLite database holding keygate's keys. It reads little of
+// from (RestoreSQLite checks the whole of it before it copies it), and
+// nothing of the store, so a restore says a mistyped FILE before it asks
+// for the gateways to be stopped.
+func CheckRestoreFile(ctx context.Context, path, from string) error {
+	fail := func(err error) error {
+		return fmt.Errorf("keygate store: restore %s from %s: %w", path, from, &FileError{err})
+	}
+	if a, b := filepath.Clean(path), filepath.Clean(from); a == b {
+		return fail(errors.New("the backup is the store itself"))
+	}
+	if _, err := os.Stat(from); err != nil {
+		return fail(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+escapeSQLitePath(from)+"?mode=ro&immutable=1")
+	if err != nil {
+		return fail(fmt.Errorf("not a keygate backup: %w", err))
+	}
+	defer db.Close()
+	var one int
+	if err := db.QueryRowContext(ctx, "SELECT 1 FROM keys LIMIT 1").Scan(&one); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fail(fmt.Errorf("not a keygate backup: %w", err))
+	}
+	return nil
+}
+
 // ErrNoRestore means the store is not restored by keygate: PostgreSQL is
 // restored with its own tools (pg_restore).
 var ErrNoRestore = errors.New("a PostgreSQL store is restored with PostgreSQL's own tools (pg_restore); see docs/guarantees.md#backups")
@@ -160,11 +188,8 @@ func RestoreSQLite(ctx context.Context, path, from string, prepare func(context.
 	fail := func(err error) (BackupInfo, error) {
 		return BackupInfo{}, fmt.Errorf("keygate store: restore %s from %s: %w", path, from, err)
 	}
-	if a, b := filepath.Clean(path), filepath.Clean(from); a == b {
-		return fail(&FileError{errors.New("the backup is the store itself")})
-	}
-	if _, err := os.Stat(from); err != nil {
-		return fail(&FileError{err})
+	if err := CheckRestoreFile(ctx, path, from); err != nil {
+		return BackupInfo{}, err
 	}
 	if err := CheckSQLiteClosed(path); err != nil {
 		return fail(err)
