@@ -899,16 +899,20 @@ http://127.0.0.1:{PORT} {
 		name string
 		hdr  []string
 		want int
+		says string // Caddy's error, as docs/admin-api.md quotes it
 	}{
-		{"no Origin", nil, 403},
-		{"another Origin", []string{"Origin", "http://evil.example"}, 403},
-		{"another Host", []string{"Host", "evil.example", "Origin", "http://ops.example"}, 403},
-		{"an Origin origins lists", []string{"Origin", "http://ops.example"}, 201},
+		{"no Origin", nil, 403, `{"error":"client is not allowed to access from origin ''"}`},
+		{"another Origin", []string{"Origin", "http://evil.example"}, 403, `{"error":"client is not allowed to access from origin 'http://evil.example'"}`},
+		{"another Host", []string{"Host", "evil.example", "Origin", "http://ops.example"}, 403, `{"error":"host not allowed: evil.example"}`},
+		{"an Origin origins lists", []string{"Origin", "http://ops.example"}, 201, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := g.admin("POST", "/keygate/keys", issue, tc.hdr...)
 			if r.Status != tc.want || tc.want == 403 && (r.code() != "" || bytes.Contains(r.Body, []byte("kg_"))) {
 				t.Errorf("POST /keygate/keys: %d %s, want %d (Caddy's own 403 when not allowed)", r.Status, r.Body, tc.want)
+			}
+			if tc.says != "" && strings.TrimSpace(string(r.Body)) != tc.says {
+				t.Errorf("POST /keygate/keys: %s, want Caddy's %s", r.Body, tc.says)
 			}
 			if c := g.admin("GET", "/config/", nil, tc.hdr...); (c.Status == 403) != (tc.want == 403) {
 				t.Errorf("GET /config/ answered %d where /keygate/keys answered %d", c.Status, r.Status)
