@@ -1233,7 +1233,7 @@ func (c *cli) printIssued(res *keys.Result) error {
 			fmt.Fprintf(c.out, "It replaces %s, which has stopped.\n", res.RotatedFrom)
 		default:
 			fmt.Fprintf(c.out, "It replaces %s, which keeps working until %s (%s).\n", res.RotatedFrom,
-				res.OldKeyEnds.UTC().Format(time.RFC3339), keys.Relative(now, *res.OldKeyEnds))
+				localTime(*res.OldKeyEnds, false), keys.Relative(now, *res.OldKeyEnds))
 		}
 	}
 	return nil

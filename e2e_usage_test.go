@@ -887,7 +887,8 @@ func logTallies(t *testing.T, path, idField, recipField, msg string) map[string]
 // (UTC+5:30) an hour of usage from 02:00 UTC is 07:30 IST, and a key's
 // expiry and its events say IST too. (Before, the zone was unnamed and the
 // usage hour printed as 07:00, its minutes dropped by the format: an hour
-// that began at 07:30 there.) On a machine in UTC they say UTC.
+// that began at 07:30 there.) So does rotate of when the old key stops. On a
+// machine in UTC they say UTC.
 func TestTheCLIsTimesNameTheirZone(t *testing.T) {
 	needBinary(t)
 	dir := t.TempDir()
@@ -922,6 +923,11 @@ func TestTheCLIsTimesNameTheirZone(t *testing.T) {
 	g.env = []string{"TZ=UTC"}
 	if out := g.keys("show", k.ID); !strings.Contains(out, year+"-01-01 00:00 UTC") {
 		t.Errorf("TZ=UTC caddy keys show: want %s-01-01 00:00 UTC in\n%s", year, out)
+	}
+	// The old key's end, said by rotate (until session 37 in RFC 3339 UTC).
+	g.env = []string{"TZ=Asia/Kolkata"}
+	if out := g.keys("rotate", k.ID, "--grace", "1h"); !regexp.MustCompile(`keeps working until \d{4}-\d\d-\d\d \d\d:\d\d IST \(in `).MatchString(out) {
+		t.Errorf("TZ=Asia/Kolkata caddy keys rotate: want the old key's end in IST in\n%s", out)
 	}
 }
 
