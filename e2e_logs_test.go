@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -522,5 +523,64 @@ func TestAKeysHeaderPlaceholderIsEmptyOnceKeygateRan(t *testing.T) {
 	}
 	if !strings.Contains(line.Before, secret) {
 		t.Errorf("log_append <before: %q, want the key as sent, as docs/caddyfile.md says", line.Before)
+	}
+}
+
+// TestKeygateEmitsTheCaddyEventsTheDocsName: docs/monitoring.md's Caddy
+// events, by the names a subscription gives (keygate.key_denied for a
+// revoked, expired or disabled key; keygate.rate_limited for rate_limited
+// and quota_exceeded) and with the data it lists (key_id, key_name, owner,
+// decision, client_ip). Caddy logs each event it emits at DEBUG (logger
+// events), which is how this test, with no event handler plugin in the
+// binary, sees them.
+func TestKeygateEmitsTheCaddyEventsTheDocsName(t *testing.T) {
+	up := newUpstream(t)
+	g := startGateway(t, gatewayConfig{caddyfile: `{
+	admin {ADMIN}
+	debug
+}
+http://127.0.0.1:{PORT} {
+	bind 127.0.0.1
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+		rate 1/h
+	}
+	reverse_proxy {UPSTREAM}
+}
+`, upstream: up.URL})
+	limited := g.issue("--name", "busy", "--owner", "ops", "--scope", "mail.send")
+	revoked := g.issue("--name", "gone", "--owner", "sales", "--scope", "mail.send")
+	disabled := g.issue("--name", "paused", "--owner", "sales", "--scope", "mail.send")
+	g.keys("revoke", revoked.ID, "--yes")
+	g.keys("update", disabled.ID, "--disable")
+	for _, k := range []issuedKey{limited, limited, revoked, disabled} {
+		g.call("POST", "/v3/mail/send", k.Key, nil)
+	}
+	type event struct {
+		Name string            `json:"name"`
+		Data map[string]string `json:"data"`
+	}
+	want := []event{
+		{"keygate.rate_limited", map[string]string{"key_id": limited.ID, "key_name": "busy", "owner": "ops", "decision": "rate_limited", "client_ip": "127.0.0.1"}},
+		{"keygate.key_denied", map[string]string{"key_id": revoked.ID, "key_name": "gone", "owner": "sales", "decision": "revoked_key", "client_ip": "127.0.0.1"}},
+		{"keygate.key_denied", map[string]string{"key_id": disabled.ID, "key_name": "paused", "owner": "sales", "decision": "disabled_key", "client_ip": "127.0.0.1"}},
+	}
+	var got []event
+	eventually(t, 5*time.Second, func() bool {
+		got = nil
+		for _, line := range strings.Split(g.logs(), "\n") {
+			var e struct {
+				event
+				Logger, Msg string
+			}
+			if json.Unmarshal([]byte(line), &e) == nil && e.Logger == "events" && e.Msg == "event" && strings.HasPrefix(e.Name, "keygate.") {
+				got = append(got, e.event)
+			}
+		}
+		return len(got) >= len(want)
+	})
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("keygate's events:\n%+v\nwant\n%+v", got, want)
 	}
 }
