@@ -567,3 +567,36 @@ func TestAMatcherOnKeygateLeavesTheOtherRequestsToTheHandlersAfterIt(t *testing.
 		t.Fatalf("a send with a key: %d %s, %d at the provider", r.Status, r.Body, up.count())
 	}
 }
+
+// docs/caddyfile.md: `map` runs before keygate but is read lazily, so a
+// map of {keygate.key.owner} picks an upstream per key owner for the
+// reverse_proxy after it, and `header >…` writes keygate's placeholders
+// when the response goes out (without `>`, their own text).
+func TestAMapOfTheKeysOwnerPicksItsUpstream(t *testing.T) {
+	sales, rest := newUpstream(t), newUpstream(t)
+	g := startGateway(t, gatewayConfig{upstream: rest.URL, caddyfile: site(`
+	map {keygate.key.owner} {upstream} {
+		sales ` + strings.TrimPrefix(sales.URL, "http://") + `
+		default {UPSTREAM}
+	}
+	header >X-Key-Id {keygate.key.id}
+	header X-Early {keygate.key.id}
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {upstream}
+`)})
+	a := g.issue("--name", "crm", "--owner", "sales", "--scope", "mail.send")
+	b := g.issue("--name", "shop", "--owner", "web", "--scope", "mail.send")
+	r := g.call("POST", "/v3/mail/send", a.Key, nil)
+	if r.Status != 202 || sales.count() != 1 || rest.count() != 0 {
+		t.Errorf("a key of sales: %d %s; %d at sales's upstream, %d at the other", r.Status, r.Body, sales.count(), rest.count())
+	}
+	if got, early := r.Header.Get("X-Key-Id"), r.Header.Get("X-Early"); got != a.ID || early != "{keygate.key.id}" {
+		t.Errorf("header >X-Key-Id: %q (want %s), header X-Early: %q (want the placeholder's text)", got, a.ID, early)
+	}
+	if r := g.call("POST", "/v3/mail/send", b.Key, nil); r.Status != 202 || sales.count() != 1 || rest.count() != 1 {
+		t.Errorf("a key of web: %d %s; %d at sales's upstream, %d at the other", r.Status, r.Body, sales.count(), rest.count())
+	}
+}
