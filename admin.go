@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -713,12 +714,62 @@ func decodeBody(body []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return badRequest("invalid JSON body: %v", err)
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			// Go's own words name Go types the caller never saw
+			// (`Go struct field Spec.burst of type int`).
+			if typ.Field == "" {
+				return badRequest("invalid JSON body: want a JSON object, got %s", jsonGot(typ.Value))
+			}
+			return badRequest("invalid JSON body: %q: want %s, got %s", typ.Field, jsonWant(typ.Type), jsonGot(typ.Value))
+		}
+		return badRequest("invalid JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return badRequest("invalid JSON body: it holds more after its first value; send one JSON object")
 	}
 	return nil
+}
+
+// jsonWant says in JSON's words what a field of type t takes.
+func jsonWant(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		if e := jsonWant(t.Elem()); e == "a string" {
+			return "an array of strings"
+		}
+		return "an array"
+	}
+	return "an object"
+}
+
+// jsonGot says in JSON's words what json.UnmarshalTypeError's Value names:
+// a kind of value ("string", "array"), or a number as sent ("number 1.5").
+func jsonGot(v string) string {
+	if n, ok := strings.CutPrefix(v, "number "); ok {
+		return n
+	}
+	switch v {
+	case "bool":
+		return "true or false"
+	case "array", "object":
+		return "an " + v
+	case "string", "number":
+		return "a " + v
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

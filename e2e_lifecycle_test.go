@@ -1022,3 +1022,35 @@ func TestTheAdminRoutesServeAUnixSocketOnlyItsUserOpens(t *testing.T) {
 		r.Body.Close()
 	}
 }
+
+// A body value of the wrong JSON type is refused naming the field as it is
+// sent and what it takes, in JSON's words (docs/admin-api.md: "the message
+// names the field and value"). Until session 37 the message was Go's,
+// `json: cannot unmarshal string into Go struct field Spec.allowed_ips of
+// type []string`, naming a Go type the caller never saw.
+func TestAdminAPIWrongTypesNameTheFieldAsSent(t *testing.T) {
+	g := startGateway(t, gatewayConfig{upstream: newUpstream(t).URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	k := g.issue("--name", "typed", "--scope", "mail.send")
+	for _, c := range []struct {
+		method, path, body, want string
+	}{
+		{"POST", "/keygate/keys", `{"name":"x","scopes":["mail.send"],"allowed_ips":""}`, `"allowed_ips": want an array of strings, got a string`},
+		{"POST", "/keygate/keys", `{"name":5,"scopes":["mail.send"]}`, `"name": want a string, got a number`},
+		{"POST", "/keygate/keys", `{"name":"x","scopes":["mail.send"],"burst":1.5}`, `"burst": want a whole number, got 1.5`},
+		{"POST", "/keygate/keys", `{"name":"x","scopes":["mail.send"],"allow_on_behalf_of":"yes"}`, `"allow_on_behalf_of": want true or false, got a string`},
+		{"POST", "/keygate/keys", `["x"]`, `want a JSON object, got an array`},
+		{"PATCH", "/keygate/keys/" + k.ID, `{"disabled":"true"}`, `"disabled": want true or false, got a string`},
+		{"POST", "/keygate/keys/" + k.ID + "/rotate", `{"grace":24}`, `"grace": want a string, got a number`},
+	} {
+		r := g.admin(c.method, c.path, json.RawMessage(c.body))
+		if m := r.denial().Message; r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(m, c.want) || strings.Contains(m, "Go ") {
+			t.Errorf("%s %s %s: %d %s, want 400 invalid_input saying %s", c.method, c.path, c.body, r.Status, r.Body, c.want)
+		}
+	}
+}
