@@ -252,12 +252,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				switch sub := d.Val(); sub {
 				case "exact":
 					if d.NextArg() {
-						return d.ArgErr()
+						return d.Errf("keygate: ratelimit redis: exact takes no value, got %q", d.Val())
 					}
 					h.RateLimitExact = true
 				case "cluster":
 					if d.NextArg() {
-						return d.ArgErr()
+						return d.Errf("keygate: ratelimit redis: cluster takes no value, got %q", d.Val())
 					}
 					h.RateLimitRedisCluster = true
 					if h.RateLimitRedisSentinel != "" {

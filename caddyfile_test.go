@@ -213,6 +213,12 @@ func TestCaddyfileNamesTheLineOfAClashBetweenOptions(t *testing.T) {
 			"keygate: ratelimit redis: tls_cert without tls_key: tls_cert and tls_key go together"},
 		{"tls_key without tls_cert", "ratelimit redis rediss://h:1 {\n\t\t\ttls_server_name r", "\ttls_key /k.pem\n\t\t}",
 			"keygate: ratelimit redis: tls_key without tls_cert: tls_cert and tls_key go together"},
+		// As access_log_filtered says it (until session 37 Caddy's "wrong
+		// argument count or unexpected line ending after 'yes'").
+		{"exact with a value", "ratelimit redis redis://h:1 {\n\t\t\ttimeout 1s", "\texact yes\n\t\t}",
+			`keygate: ratelimit redis: exact takes no value, got "yes"`},
+		{"cluster with a value", "ratelimit redis redis://h:1 {\n\t\t\ttimeout 1s", "\tcluster on\n\t\t}",
+			`keygate: ratelimit redis: cluster takes no value, got "on"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := ":8080 {\n\tkeygate {\n\t\t" + tc.first + "\n\t\t" + tc.second + "\n\t}\n}\n"
