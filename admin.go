@@ -428,7 +428,12 @@ func (c *adminCall) issue() error {
 		return err
 	}
 	res, err := c.keys.IssueOnce(c.r.Context(), spec, c.actor, once)
-	if err != nil {
+	switch {
+	case errors.Is(err, keys.ErrNameRequired):
+		return badRequest(`name is required (e.g. "name": "crm-sync")`)
+	case errors.Is(err, keys.ErrScopeRequired):
+		return badRequest(`at least one scope is required (e.g. "scopes": ["mail.send"]; "*" is full access)`)
+	case err != nil:
 		return err
 	}
 	return c.writeMade(res)

@@ -555,7 +555,7 @@ func keysCommands() []*cobra.Command {
 			}
 			res, err := c.keys.IssueOnce(ctx, spec, c.actor, once)
 			if err != nil {
-				return idempotencyErr(err)
+				return issueErr(err)
 			}
 			return c.printIssued(res)
 		}),
@@ -678,7 +678,7 @@ Every change is an audit event naming what changed (old → new) and --reason.`,
 			}
 			res, err := c.keys.RotateOnce(ctx, args[0], grace, reason, c.actor, once)
 			if err != nil {
-				return idempotencyErr(err)
+				return issueErr(err)
 			}
 			return c.printIssued(res)
 		}),
@@ -1213,11 +1213,16 @@ func (c *cli) idempotency(command string, asked []byte) (*keys.Idempotency, erro
 	return &keys.Idempotency{Key: k, Request: append([]byte("caddy keys "+command+"\n"), asked...)}, nil
 }
 
-// idempotencyErr says a refusal of --idempotency-key in the CLI's words:
-// the service's names the admin API's header and speaks of requests.
-func idempotencyErr(err error) error {
+// issueErr says a refusal of issue or rotate in the CLI's words: the
+// service's names the admin API's Idempotency-Key header and speaks of
+// requests, and names no flag for what a new key lacks.
+func issueErr(err error) error {
 	var inv *keys.InvalidError
 	switch {
+	case errors.Is(err, keys.ErrNameRequired):
+		return badRequest("name is required (e.g. --name crm-sync)")
+	case errors.Is(err, keys.ErrScopeRequired):
+		return badRequest("at least one scope is required (e.g. --scope mail.send; * is full access)")
 	case errors.Is(err, keys.ErrIdempotencyKeyReused):
 		return badRequest("--idempotency-key: this value was used within 24h for another command or other flags; " +
 			"give a new value for a new change, and the same command and flags to repeat one")

@@ -1047,10 +1047,27 @@ func TestAdminAPIWrongTypesNameTheFieldAsSent(t *testing.T) {
 		{"POST", "/keygate/keys", `["x"]`, `want a JSON object, got an array`},
 		{"PATCH", "/keygate/keys/" + k.ID, `{"disabled":"true"}`, `"disabled": want true or false, got a string`},
 		{"POST", "/keygate/keys/" + k.ID + "/rotate", `{"grace":24}`, `"grace": want a string, got a number`},
+		// The fields a new key needs, named as the body names them (until
+		// session 37 as the CLI's flags: "e.g. --name crm-sync").
+		{"POST", "/keygate/keys", `{"scopes":["mail.send"]}`, `name is required (e.g. "name": "crm-sync")`},
+		{"POST", "/keygate/keys", `{"name":"x"}`, `at least one scope is required (e.g. "scopes": ["mail.send"]; "*" is full access)`},
+		{"POST", "/keygate/keys", `{"name":"x","scopes":[]}`, `at least one scope is required (e.g. "scopes": ["mail.send"]; "*" is full access)`},
 	} {
 		r := g.admin(c.method, c.path, json.RawMessage(c.body))
-		if m := r.denial().Message; r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(m, c.want) || strings.Contains(m, "Go ") {
+		if m := r.denial().Message; r.Status != 400 || r.code() != "invalid_input" || !strings.Contains(m, c.want) || strings.Contains(m, "Go ") || strings.Contains(m, "--") {
 			t.Errorf("%s %s %s: %d %s, want 400 invalid_input saying %s", c.method, c.path, c.body, r.Status, r.Body, c.want)
+		}
+	}
+	// The CLI names its flags for the same refusals.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"issue", "--scope", "mail.send"}, "caddy keys issue: name is required (e.g. --name crm-sync)"},
+		{[]string{"issue", "--name", "x"}, "caddy keys issue: at least one scope is required (e.g. --scope mail.send; * is full access)"},
+	} {
+		if _, errOut, err := g.keysRaw(c.args...); exitStatus(t, err) != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("keys %s: %v %q, want exit 2 saying %q", strings.Join(c.args, " "), err, errOut, c.want)
 		}
 	}
 }

@@ -30,6 +30,13 @@ var (
 	ErrSeveralKeys = errors.New("more than one key given")
 )
 
+// What a new key lacks; its InvalidError matches them with errors.Is, so an
+// adapter can name the input as its callers give it (a flag, a JSON field).
+var (
+	ErrNameRequired  = errors.New("name is required")
+	ErrScopeRequired = errors.New("at least one scope is required")
+)
+
 // invalid builds an InvalidError: `field "value": reason`, with the
 // secret of a key pasted as the value cut ("kg_live_…"): the error goes to
 // terminals, CI logs, admin API clients and console pages.

@@ -52,10 +52,10 @@ func (s *Service) IssueOnce(ctx context.Context, spec Spec, actor string, o *Ide
 
 func (s *Service) issue(ctx context.Context, spec Spec, actor string, seal sealFunc) (*Result, error) {
 	if spec.Name == nil || strings.TrimSpace(*spec.Name) == "" {
-		return nil, invalidf("name", "name is required (e.g. --name crm-sync)")
+		return nil, &InvalidError{Field: "name", err: ErrNameRequired, msg: "name is required (e.g. crm-sync)"}
 	}
 	if spec.Scopes == nil && spec.AddScopes == nil {
-		return nil, invalidf("scope", "at least one scope is required (e.g. --scope mail.send; * is full access)")
+		return nil, &InvalidError{Field: "scope", err: ErrScopeRequired, msg: "at least one scope is required (e.g. mail.send; * is full access)"}
 	}
 	if spec.RemoveScopes != nil || spec.RemoveSenderDomains != nil || spec.RemoveAllowedIPs != nil {
 		return nil, invalidf("", "a new key has nothing to remove")
@@ -76,7 +76,7 @@ func (s *Service) issue(ctx context.Context, spec Spec, actor string, seal sealF
 		return nil, err
 	}
 	if len(rec.Scopes) == 0 {
-		return nil, invalidf("scope", "at least one scope is required (e.g. --scope mail.send; * is full access)")
+		return nil, &InvalidError{Field: "scope", err: ErrScopeRequired, msg: "at least one scope is required (e.g. mail.send; * is full access)"}
 	}
 	if err := checkReason(spec.Reason); err != nil {
 		return nil, err
