@@ -334,8 +334,9 @@ func failed(w io.Writer, cmd *cobra.Command, suffix string, err error) int {
 			} `json:"error"`
 		}
 		body.Error.Code, body.Error.Message = ae.code, msg
-		b, _ := json.Marshal(body)
-		fmt.Fprintf(w, "%s\n", b)
+		enc := json.NewEncoder(w) // one line, with its newline
+		enc.SetEscapeHTML(false)  // as the admin API writes it
+		enc.Encode(body)
 	} else {
 		fmt.Fprintf(w, "caddy keys %s: %s%s\n", cmd.Name(), msg, suffix)
 	}
@@ -1187,6 +1188,7 @@ func (c *cli) output(v any, human func() error) error {
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.out)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // as the admin API writes it: "Tom & Jerry", not "Tom \u0026 Jerry"
 	return enc.Encode(v)
 }
 

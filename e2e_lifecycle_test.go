@@ -1071,3 +1071,27 @@ func TestAdminAPIWrongTypesNameTheFieldAsSent(t *testing.T) {
 		}
 	}
 }
+
+// docs/admin-api.md: "the CLI and the admin API write the same record the
+// same way". Byte for byte, a name holding &, < and > included: until
+// session 37 `caddy keys … --json` escaped them (`Tom \u0026 Jerry`), so a
+// script grepping the CLI's JSON for a name the admin API writes as typed
+// found nothing; its errors did so too.
+func TestTheCLIWritesARecordAsTheAdminAPIDoes(t *testing.T) {
+	g := startGateway(t, gatewayConfig{upstream: newUpstream(t).URL, caddyfile: site(`
+	keygate {
+		store {STORE}
+		scope mail.send POST /v3/mail/send
+	}
+	reverse_proxy {UPSTREAM}
+`)})
+	k := g.issue("--name", "Tom & Jerry <ops>", "--owner", "a&b", "--scope", "mail.send")
+	cli := g.keys("show", k.ID, "--json")
+	api := g.admin("GET", "/keygate/keys/"+k.ID, nil)
+	if api.Status != 200 || cli != string(api.Body) || !strings.Contains(cli, `"name": "Tom & Jerry <ops>"`) {
+		t.Errorf("caddy keys show --json:\n%s\nGET /keygate/keys/%s:\n%s\nwant the same bytes, the name as typed", cli, k.ID, api.Body)
+	}
+	if _, errOut, _ := g.keysRaw("issue", "--name", "x", "--scope", "<b>", "--json"); !strings.Contains(errOut, `scope \"<b>\"`) {
+		t.Errorf("caddy keys issue --scope '<b>' --json: %s, want the scope as typed in the JSON error", errOut)
+	}
+}
