@@ -266,12 +266,25 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 			// subcommand a missing file is a mistyped path, which would
 			// otherwise look like a store without keys.
 			path, missing := missingSQLite(uri)
+			// The default store is the running user's: run as root beside
+			// a service of its own user, it is another file than the
+			// gateway's.
+			whose, hint := "", "check --store and $KEYGATE_STORE"
+			if given == "" {
+				name := "unknown"
+				if u, err := user.Current(); err == nil {
+					name = u.Username
+				}
+				whose = " (the default store of user " + name + ")"
+				hint = "a gateway running as another user keeps its own: run caddy keys as that user " +
+					"(runuser -u caddy -- caddy keys …), or give --store"
+			}
 			if missing && cmd.Name() != "issue" {
-				return badRequest("no keygate store at %s: a gateway creates it when it starts, `caddy keys issue` with the first key (check --store and $KEYGATE_STORE)", path)
+				return badRequest("no keygate store at %s%s: a gateway creates it when it starts, `caddy keys issue` with the first key (%s)", path, whose, hint)
 			}
 			if missing {
 				// Said, so a mistyped path is noticed at the first key.
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: no keygate store at %s yet; creating it\n", path)
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: no keygate store at %s yet%s; creating it\n", path, whose)
 			}
 			st, err := openStore(ctx, uri)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -595,5 +596,47 @@ func TestTheDocsAuditShippingLoopCopiesEveryEventOnce(t *testing.T) {
 	}
 	if len(want) != 5 || !slices.Equal(got, want) {
 		t.Errorf("copied %v, the log holds %v (want 5 events, each once)", got, want)
+	}
+}
+
+// caddy keys run without --store or $KEYGATE_STORE uses the running user's
+// default store. Run as another user than the gateway's (root, beside the
+// README's caddy service), that is another file: its refusal and the note of
+// an issue that creates it say whose default it is and how to reach the
+// service's (until session 37 a refusal said to check --store and
+// $KEYGATE_STORE, neither of which was given, and an issue made a store no
+// gateway reads with a bare note).
+func TestTheDefaultStoreSaysWhoseItIs(t *testing.T) {
+	needBinary(t)
+	home := t.TempDir()
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "KEYGATE_STORE=") && !strings.HasPrefix(e, "XDG_DATA_HOME=") && !strings.HasPrefix(e, "HOME=") {
+			env = append(env, e)
+		}
+	}
+	env = append(env, "HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"))
+	me := "unknown"
+	if u, err := user.Current(); err == nil {
+		me = u.Username
+	}
+	keys := func(args ...string) (string, int) {
+		cmd := exec.Command(caddyBin, append([]string{"keys"}, args...)...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		return string(out), exitStatus(t, err)
+	}
+	path := filepath.Join(home, "data", "caddy", "keygate", "keys.db")
+	if out, code := keys("list"); code != 2 || !strings.Contains(out, path) || !strings.Contains(out, "the default store of user "+me) || !strings.Contains(out, "runuser -u caddy -- caddy keys") {
+		t.Errorf("caddy keys list with no store: exit %d\n%s\nwant exit 2 naming %s as user %s's default and how to run as the service's user", code, out, path, me)
+	}
+	if out, code := keys("issue", "--name", "first", "--scope", "mail.send"); code != 0 || !strings.Contains(out, "the default store of user "+me) {
+		note, _, _ := strings.Cut(out, "\n") // not the key
+		t.Errorf("caddy keys issue with no store: exit %d, %q, want a note naming it user %s's default", code, note, me)
+	}
+	// Given, a missing store is the path given: no word of users.
+	typo := filepath.Join(home, "typo.db")
+	if out, code := keys("list", "--store", typo); code != 2 || strings.Contains(out, "default") {
+		t.Errorf("caddy keys list --store %s: exit %d\n%s", typo, code, out)
 	}
 }
