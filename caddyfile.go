@@ -385,12 +385,21 @@ type options struct {
 	directive  string
 	repeatable []string
 	lines      map[string]int
+	last       string // the option before
 }
 
 // seen refuses the option at d if it was given before and is not
-// repeatable.
+// repeatable, and a block opened after an option that takes none (which
+// the loop over options would read as an option named "{").
 func (o *options) seen(d *caddyfile.Dispenser) error {
 	opt := d.Val()
+	if opt == "{" {
+		if o.last == "" {
+			return d.Errf("%s: a block where an option belongs", o.directive)
+		}
+		return d.Errf("%s: %s takes no block", o.directive, o.last)
+	}
+	o.last = opt
 	if slices.Contains(o.repeatable, opt) {
 		return nil
 	}

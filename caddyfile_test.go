@@ -161,6 +161,7 @@ func TestCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		{"ratelimit without redis", "ratelimit memcached x", `ratelimit: want redis <url>`},
 		{"two values", "whoami /a /b", `whoami: want exactly one value`},
 		{"access_log_filtered with a value", "access_log_filtered yes", `access_log_filtered takes no value, got "yes"`},
+		{"a block after a scope line", "scope mail.send POST /v3/mail/send {\n\t\t}", `keygate: scope takes no block`},
 		{"unknown metrics mode", "metrics per_host", `metrics "per_host": want per_key`},
 		{"usage_retention not a duration", "usage_retention forever", `usage_retention "forever": want a duration such as 400d, or off`},
 		{"usage_retention too long to represent", "usage_retention 9999999999d", `usage_retention "9999999999d": want a duration such as 400d, or off`},

@@ -35,6 +35,7 @@ func TestConsoleCaddyfileErrorsNameLineAndValue(t *testing.T) {
 		name, option, want string
 	}{
 		{"unknown option", "colour blue", `unknown option "colour"`},
+		{"a block after an option that takes none", "admin ann {\n\t\t}", `keygate_console: admin takes no block`},
 		{"admin without a name", "admin", "admin: name at least one user"},
 		{"an empty admin", `admin alice ""`, "admin: an empty user name"},
 		{"an admin with spaces around it", `admin " alice"`, `admin " alice": a user name with spaces around it, which no sign-in names`},
