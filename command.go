@@ -986,19 +986,21 @@ func runCopyStore(ctx context.Context, c *cli, args []string) error {
 		if _, missing := missingSQLite(c.uri); missing {
 			return badRequest("no keygate store at %s to copy (check --store and $KEYGATE_STORE)", fromPath)
 		}
-		if err := store.CheckSQLiteClosed(fromPath); err != nil {
-			return conflict(fmt.Errorf("%s: %w (the gateways must be stopped: what they count after the copy would not be in it)", fromPath, err))
-		}
 	}
 	// A large store takes longer to copy than the minute other
 	// subcommands get.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
 	defer cancel()
-	from, err := openStore(ctx, c.uri)
-	if err != nil {
-		return err
+	if toPath, ok := store.SQLitePath(to); ok && fromSQLite {
+		a, aerr := os.Stat(fromPath)
+		b, berr := os.Stat(toPath)
+		if aerr == nil && berr == nil && os.SameFile(a, b) { // a link to it
+			return badRequest("--to names the store copied from, %s", store.RedactURI(to))
+		}
 	}
-	defer from.Close()
+	// The target first: one that does not answer or holds keys is said
+	// while the gateways on the source still run, before anyone stops
+	// them for a copy that could not have run.
 	if path, missing := missingSQLite(to); missing {
 		fmt.Fprintf(c.warn, "note: no keygate store at %s yet; creating it\n", path)
 	}
@@ -1007,6 +1009,21 @@ func runCopyStore(ctx context.Context, c *cli, args []string) error {
 		return fmt.Errorf("the store to copy into: %w", err)
 	}
 	defer dst.Close()
+	if err := store.CheckCopyTarget(ctx, dst); errors.Is(err, store.ErrNotEmpty) {
+		return conflict(fmt.Errorf("%s: %w", store.RedactURI(to), err))
+	} else if err != nil {
+		return fmt.Errorf("the store to copy into: %w", err)
+	}
+	if fromSQLite {
+		if err := store.CheckSQLiteClosed(fromPath); err != nil {
+			return conflict(fmt.Errorf("%s: %w (the gateways must be stopped: what they count after the copy would not be in it)", fromPath, err))
+		}
+	}
+	from, err := openStore(ctx, c.uri)
+	if err != nil {
+		return err
+	}
+	defer from.Close()
 	rep, err := store.Copy(ctx, from, dst)
 	if errors.Is(err, store.ErrNotEmpty) {
 		return conflict(fmt.Errorf("%s: %w", store.RedactURI(to), err))

@@ -77,6 +77,26 @@ func TestCopyStoreMovesAGatewayFromSQLiteToPostgres(t *testing.T) {
 			t.Errorf("exit %d, stdout %q, stderr %q; want exit 4 and one line saying the store is in use", code, out, errOut)
 		}
 	})
+	// What is wrong with the target is said while the gateway still runs,
+	// before anyone stops it for a copy that could not have run (until
+	// session 37 these were "the store is in use", exit 4, too).
+	t.Run("a target that cannot take the copy is said while a gateway runs", func(t *testing.T) {
+		full := filepath.Join(t.TempDir(), "full.db")
+		g.keys("backup", full) // a store with keys
+		down := fmt.Sprintf("postgres://u:pw@127.0.0.1:%d/db?connect_timeout=2", freePort(t))
+		for _, c := range []struct {
+			to, says string
+			code     int
+		}{
+			{"sqlite:" + full, "holds keys already", 4},
+			{down, "the store to copy into", 5},
+		} {
+			out, errOut, err := g.keysRaw("copy-store", "--to", c.to)
+			if code := exitStatus(t, err); code != c.code || out != "" || !strings.Contains(errOut, c.says) || strings.Contains(errOut, "in use") {
+				t.Errorf("copy-store --to %s: exit %d, stderr %q; want exit %d saying %q", store.RedactURI(c.to), code, errOut, c.code, c.says)
+			}
+		}
+	})
 	g.stop()
 
 	// Usage from a few client addresses, as a gateway behind a proxy counts it.

@@ -128,6 +128,44 @@ func (d *dialect) param(i int) string {
 	return "?"
 }
 
+const countKeysAndEvents = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM events)"
+
+// checkEmpty returns ErrNotEmpty, with what it holds, for a store whose
+// count of keys and events (countKeysAndEvents) is not nought.
+func checkEmpty(row *sql.Row) error {
+	var keys, events int
+	if err := row.Scan(&keys, &events); err != nil {
+		return err
+	}
+	if keys > 0 {
+		noun := "keys"
+		if keys == 1 {
+			noun = "key"
+		}
+		return fmt.Errorf("%w: %d %s (and %d audit events); a copy goes only into a store without keys", ErrNotEmpty, keys, noun, events)
+	}
+	if events > 0 {
+		// No key was ever issued there, but its sequence numbers
+		// would collide with the copied ones.
+		return fmt.Errorf("%w: no keys, but %d audit events; a copy goes only into a new store", ErrNotEmpty, events)
+	}
+	return nil
+}
+
+// CheckCopyTarget returns ErrNotEmpty if to holds keys or audit events,
+// which Copy refuses: so it is said before the copy is set up (the
+// gateways on the source stopped for it). Copy checks again, in the
+// transaction it writes in.
+func CheckCopyTarget(ctx context.Context, to Store) error {
+	err := onDB(to, func(dst *DB) error {
+		return checkEmpty(dst.db.QueryRowContext(ctx, countKeysAndEvents))
+	})
+	if err != nil {
+		return fmt.Errorf("keygate store: copy: %w", err)
+	}
+	return nil
+}
+
 func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 	var rep CopyReport
 	if src.d.serialWrites {
@@ -141,21 +179,8 @@ func copyDB(ctx context.Context, src, dst *DB) (CopyReport, error) {
 	defer stx.Rollback() // it only read
 	err = dst.writeKeysOn(ctx, func(conn *sql.Conn, tx *sql.Tx) error {
 		w := into{ctx: ctx, tx: tx, d: dst.d, conn: conn}
-		var keys, events int
-		if err := tx.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM events)").Scan(&keys, &events); err != nil {
+		if err := checkEmpty(tx.QueryRowContext(ctx, countKeysAndEvents)); err != nil {
 			return err
-		}
-		if keys > 0 {
-			noun := "keys"
-			if keys == 1 {
-				noun = "key"
-			}
-			return fmt.Errorf("%w: %d %s (and %d audit events); a copy goes only into a store without keys", ErrNotEmpty, keys, noun, events)
-		}
-		if events > 0 {
-			// No key was ever issued there, but its sequence numbers
-			// would collide with the copied ones.
-			return fmt.Errorf("%w: no keys, but %d audit events; a copy goes only into a new store", ErrNotEmpty, events)
 		}
 		if rep.Keys, err = copyKeys(stx, w); err != nil {
 			return fmt.Errorf("keys: %w", err)
