@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/keygate/caddy-keygate/store"
 )
@@ -29,7 +30,14 @@ const maxLineage = 64
 // quotaRoots remembers the root of the rotated keys that have sent with a
 // quota in this process (RotatedFrom never changes, so neither does a
 // key's root); a key never rotated from another is its own and not kept.
-var quotaRoots sync.Map // key id → root id
+// It holds at most maxQuotaRoots keys: past that it is emptied, and each
+// key reads its root from the store again once.
+var (
+	quotaRoots     sync.Map // key id → root id
+	quotaRootsHeld atomic.Int64
+)
+
+const maxQuotaRoots = 1 << 16
 
 // quotaRoot returns the id a key's quota is counted under: the first key of
 // its rotation line.
@@ -50,6 +58,10 @@ func quotaRoot(ctx context.Context, st store.Store, rec *store.Record) (string, 
 			return "", fmt.Errorf("keygate: quota of %s: reading the key it was rotated from: %w", rec.ID, err)
 		}
 		root, from = prev.ID, prev.RotatedFrom
+	}
+	if quotaRootsHeld.Add(1) > maxQuotaRoots {
+		quotaRoots.Clear()
+		quotaRootsHeld.Store(1)
 	}
 	quotaRoots.Store(rec.ID, root)
 	return root, nil
