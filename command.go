@@ -119,7 +119,7 @@ func flagBeforeSubcommand(argv []string) string {
 		switch strings.TrimLeft(flag, "-") {
 		case "store", "envfile":
 			if !hasValue {
-				if len(rest) < 2 || subcommands[rest[1]] {
+				if len(rest) < 2 || subcommands[rest[1]] || strings.HasPrefix(rest[1], "--") {
 					return flag + " needs a value: caddy keys " + flag + " VALUE <subcommand> …"
 				}
 				rest = rest[1:] // its value
@@ -246,6 +246,10 @@ func runCmd(open bool, notSQLite error, f func(ctx context.Context, c *cli, args
 				}
 			}
 			given, _ := cmd.Flags().GetString("store")
+			if strings.HasPrefix(given, "--") {
+				// `--store --json`: the flag after it taken for its value.
+				return badRequest("--store needs a value: it took the flag %q for one (--store URI)", given)
+			}
 			if given == "" {
 				given = os.Getenv("KEYGATE_STORE")
 			}

@@ -308,6 +308,16 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Errorf("caddy keys %s: err=%v stdout=%q stderr=%q, want %q", strings.Join(args, " "), err, stdout, stderr, want)
 			}
 		}
+		// --store followed by another flag takes that flag for its value:
+		// said so, not read as a store URI (no such store, or a file named
+		// "--json" made by issue).
+		for _, args := range [][]string{{"keys", "--store", "--json", "list"}, {"keys", "list", "--store", "--json"}} {
+			cmd := exec.Command(caddyBin, args...)
+			cmd.Env = g.environ()
+			if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "--store needs a value") {
+				t.Errorf("caddy %s: err=%v output=%q, want --store needs a value", strings.Join(args, " "), err, out)
+			}
+		}
 		// A key pasted where a flag's value belongs is refused without
 		// being repeated: stderr goes to terminals and CI logs.
 		pasted := g.issue("--name", "pasted-as-a-value", "--scope", "mail.send").Key
