@@ -325,8 +325,12 @@ func TestUnknownDigestsCachedAreBounded(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	v := newTestVerifier(t, st, Options{MaxCost: maxCost, NegativeTTL: time.Hour}, nil)
 	ctx := context.Background()
+	misses := 0 // the busy key's lookups that did not find it cached
 	for i := range sent {
 		if i%64 == 0 {
+			if _, ok := v.Hit(busy.Digest, time.Hour, time.Now()); !ok {
+				misses++
+			}
 			if _, err := v.Lookup(ctx, busy.Digest, time.Hour); err != nil {
 				t.Fatalf("the busy key: %v", err)
 			}
@@ -350,8 +354,15 @@ func TestUnknownDigestsCachedAreBounded(t *testing.T) {
 	if held > maxCost/16 {
 		t.Errorf("%d unknown digests cached, want at most MaxCost/16 = %d", held, maxCost/16)
 	}
-	if _, ok := v.Hit(busy.Digest, time.Hour, time.Now()); !ok {
-		t.Error("the busy key was evicted by the made-up ones")
+	// Ristretto's admission is sampled and records accesses through lossy
+	// buffers: the busy key is evicted now and then (1.5–2 % of its
+	// lookups on a quiet machine, each one store query), and whether it
+	// happened to be cached at the end failed one CI run in many. What
+	// matters is that the made-up keys do not crowd it out: evicted on
+	// more than 5 % of its lookups, they would be.
+	t.Logf("the busy key missed the cache on %d of its %d lookups", misses, sent/64)
+	if misses > sent/64/20 {
+		t.Errorf("the busy key missed the cache on %d of its %d lookups: the made-up ones evict it", misses, sent/64)
 	}
 	runtime.KeepAlive(v)
 }
